@@ -1,0 +1,73 @@
+"""The application factory: one FastAPI app wired to one database, bus and worker."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from rapport import bus, problems
+from rapport.auth.deps import PrincipalCache
+from rapport.auth.ratelimit import RateLimiter
+from rapport.config import Settings
+from rapport.crypto import box_for
+from rapport.db import Database
+from rapport.ingest import IngestWriter
+from rapport.jobs import registry
+from rapport.jobs.worker import Worker, WorkerThread
+from rapport.ops import MetricsMiddleware
+
+
+def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
+    """Build the app; the database, bus, ingest writer and worker start with its lifespan."""
+    database = database or Database(settings.database_url)
+    registry.load_handlers()
+    event_bus = bus.make_bus(settings.redis_url)
+    ingest = IngestWriter(database, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await event_bus.start()
+        bus.set_bus(event_bus)
+        ingest.start()
+        worker = None
+        if settings.worker_in_process:
+            worker = WorkerThread(Worker(database, settings))
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+            ingest.stop()
+            await event_bus.stop()
+
+    app = FastAPI(
+        title="Rapport",
+        version="1",
+        summary="Omnichannel customer engagement: one customer, one timeline, one inbox.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.box = box_for(settings.secret_key.get_secret_value())
+    app.state.principal_cache = PrincipalCache()
+    app.state.login_limiter = RateLimiter(limit=20, window=300, redis_url=settings.redis_url)
+    app.state.ingest = ingest
+    app.state.bus = event_bus
+    problems.install(app)
+    app.add_middleware(MetricsMiddleware)
+
+    from rapport import ops
+    from rapport.auth import views as auth_views
+    from rapport.channels import views as channel_views
+    from rapport.conversations import views as conversation_views
+    from rapport.customers import views as customer_views
+    from rapport.realtime import views as realtime_views
+    from rapport.workspaces import views as workspace_views
+
+    for module in (
+        ops, auth_views, workspace_views, channel_views, customer_views, conversation_views,
+        realtime_views,
+    ):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,170 @@
+"""The ``Annotated`` dependencies views use: the database session and the caller."""
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from rapport.auth import service
+from rapport.auth.models import Role
+from rapport.config import Settings
+from rapport.crypto import SecretBox
+from rapport.db import Database
+from rapport.problems import Forbidden, Problem
+
+SESSION_COOKIE = "rapport_session"
+CSRF_COOKIE = "rapport_csrf"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Paths a member may reach before finishing the second factor or the workspace's 2FA rule.
+_MFA_EXEMPT = ("/api/v1/auth/",)
+
+
+def get_database(request: Request) -> Database:
+    db: Database = request.app.state.database
+    return db
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.box
+    return box
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """A session for this request: it commits when the view returns, rolls back on error."""
+    database = get_database(request)
+    with database.session(write=request.method not in _SAFE_METHODS) as db:
+        yield db
+
+
+class Unauthorized(Problem):
+    def __init__(self, detail: str = "sign in or send a bearer token") -> None:
+        super().__init__(401, "unauthorized", detail)
+
+
+class PrincipalCache:
+    """Credential -> principal for a few seconds, so the hot path skips a query per request.
+
+    Revocation in this process clears the entry at once; other processes see it within
+    ``ttl`` seconds.
+    """
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._items: dict[str, tuple[float, service.Principal | None]] = {}
+
+    def get(self, key: str) -> tuple[bool, service.Principal | None]:
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            return False, None
+        return True, item[1]
+
+    def put(self, key: str, value: service.Principal | None) -> None:
+        if len(self._items) > 50_000:
+            self._items.clear()
+        self._items[key] = (time.monotonic() + self.ttl, value)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def _credential(request: HTTPConnection) -> tuple[str, str] | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return "token", auth[7:].strip()
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return "session", cookie
+    return None
+
+
+def _lookup(database: Database, kind: str, secret: str) -> service.Principal | None:
+    with database.session(write=False) as db:
+        if kind == "token":
+            return service.token_principal(db, token=secret)
+        return service.session_principal(db, token=secret)
+
+
+async def resolve_principal(request: Request, *, allow_pending_mfa: bool = False) -> service.Principal:
+    cred = _credential(request)
+    if cred is None:
+        raise Unauthorized()
+    kind, secret = cred
+    cache: PrincipalCache = request.app.state.principal_cache
+    key = f"{kind}:{secret}"
+    hit, principal = cache.get(key)
+    if not hit:
+        principal = await run_in_threadpool(_lookup, get_database(request), kind, secret)
+        cache.put(key, principal)
+    if principal is None:
+        raise Unauthorized("the session or token is not valid")
+    if principal.via == "session" and request.method not in _SAFE_METHODS:
+        # Cookies ride along with cross-site requests; the CSRF token does not.
+        sent = request.headers.get(CSRF_HEADER)
+        if not sent or sent != principal.csrf_token:
+            raise Forbidden("missing or wrong CSRF token (send the X-CSRF-Token header)")
+    exempt = request.url.path.startswith(_MFA_EXEMPT)
+    if not principal.mfa_passed and not (allow_pending_mfa or exempt):
+        raise Unauthorized("finish signing in with your two-factor code")
+    if principal.require_2fa and not principal.totp_enabled and not exempt:
+        raise Problem(
+            403, "2fa-required", "this workspace requires two-factor authentication: enrol first"
+        )
+    request.state.principal = principal
+    return principal
+
+
+async def websocket_principal(ws: HTTPConnection) -> service.Principal | None:
+    """The caller of a websocket: bearer header, ``?token=``, or the session cookie.
+
+    Browsers send cookies with cross-site websocket handshakes too, so a cookie is only
+    trusted when the Origin is our own.
+    """
+    cred = _credential(ws)
+    if cred is None and ws.query_params.get("token"):
+        cred = ("token", ws.query_params["token"])
+    if cred is None:
+        return None
+    if cred[0] == "session":
+        origin = ws.headers.get("origin")
+        settings: Settings = ws.app.state.settings
+        own = {settings.public_url.rstrip("/"), f"{ws.url.scheme.replace('ws', 'http')}://{ws.url.netloc}"}
+        if origin is not None and origin.rstrip("/") not in own:
+            return None
+    database: Database = ws.app.state.database
+    principal = await run_in_threadpool(_lookup, database, *cred)
+    if principal is None or not principal.mfa_passed:
+        return None
+    if principal.require_2fa and not principal.totp_enabled:
+        return None
+    return principal
+
+
+def require_role(role: Role) -> Callable[..., Any]:
+    """A dependency that lets through members whose effective role is at least ``role``."""
+
+    async def check(request: Request) -> service.Principal:
+        principal = await resolve_principal(request)
+        if not principal.has(role):
+            raise Forbidden(f"this needs the {role.value} role")
+        return principal
+
+    return check
+
+
+Db = Annotated[Session, Depends(get_db)]
+Box = Annotated[SecretBox, Depends(get_box)]
+CurrentSettings = Annotated[Settings, Depends(get_settings)]
+CurrentMember = Annotated[service.Principal, Depends(require_role(Role.viewer))]
+CurrentAgent = Annotated[service.Principal, Depends(require_role(Role.agent))]
+CurrentAdmin = Annotated[service.Principal, Depends(require_role(Role.admin))]
+CurrentOwner = Annotated[service.Principal, Depends(require_role(Role.owner))]

@@ -1,0 +1,53 @@
+"""Login rate limiting: a sliding window per key, in memory or in Redis when configured."""
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+
+class RateLimiter:
+    """At most ``limit`` hits per ``window`` seconds for each key."""
+
+    def __init__(self, *, limit: int, window: float, redis_url: str | None = None) -> None:
+        self.limit = limit
+        self.window = window
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+        self._redis: Any = None
+        if redis_url:
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url)
+
+    def hit(self, key: str) -> bool:
+        """Count one attempt; False when the key is over its limit."""
+        if self._redis is not None:
+            try:
+                return self._hit_redis(key)
+            except Exception:  # Redis down: fall back to this process's own count
+                pass
+        now = time.monotonic()
+        with self._lock:
+            q = self._hits.setdefault(key, deque())
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            if len(q) >= self.limit:
+                return False
+            q.append(now)
+            if len(self._hits) > 100_000:  # bound memory under a spray of keys
+                self._hits = {k: v for k, v in self._hits.items() if v}
+            return True
+
+    def _hit_redis(self, key: str) -> bool:
+        bucket = int(time.time() // self.window)
+        name = f"rapport:rl:{key}:{bucket}"
+        pipe = self._redis.pipeline()
+        pipe.incr(name)
+        pipe.expire(name, int(self.window) + 1)
+        count, _ = pipe.execute()
+        return int(count) <= self.limit
+
+    def reset(self, key: str) -> None:
+        with self._lock:
+            self._hits.pop(key, None)

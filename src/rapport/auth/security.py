@@ -1,0 +1,72 @@
+"""Password hashing, token hashing and TOTP: the primitives auth is built from."""
+
+import secrets
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from rapport.crypto import sha256_hex
+
+_hasher = PasswordHasher()
+# Verifying against this when the user does not exist costs the same as a real check,
+# so response times do not reveal which emails have accounts.
+_DUMMY_HASH = _hasher.hash("rapport-timing-equalizer")
+
+MIN_PASSWORD_LENGTH = 10
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def new_api_token() -> str:
+    return "rpt_" + secrets.token_urlsafe(32)
+
+
+def new_session_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return sha256_hex(token)
+
+
+def new_totp_secret() -> str:
+    return str(pyotp.random_base32())
+
+
+def totp_uri(secret: str, *, email: str, issuer: str = "Rapport") -> str:
+    return str(pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer))
+
+
+def verify_totp(secret: str, code: str) -> bool:
+    """A 6-digit code of the current 30-second step, or of the one just before or after."""
+    code = code.strip().replace(" ", "")
+    if not (code.isdigit() and len(code) == 6):
+        return False
+    return bool(pyotp.TOTP(secret).verify(code, valid_window=1))
+
+
+def new_recovery_codes(n: int = 10) -> list[str]:
+    """One-time codes shown once at enrolment; stored only as hashes."""
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    return [
+        "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(2))
+        for _ in range(n)
+    ]
+
+
+def recovery_hash(code: str) -> str:
+    return sha256_hex("recovery:" + code.strip().lower())

@@ -1,0 +1,266 @@
+"""Accounts, logins, sessions, API tokens and two-factor authentication."""
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from rapport.auth import security
+from rapport.auth.models import ROLE_RANK, ApiToken, AuthSession, Membership, Role, User
+from rapport.crypto import SecretBox
+from rapport.db import utcnow
+from rapport.problems import Forbidden, Invalid, NotFound, Problem
+from rapport.workspaces.models import Workspace
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a member of one workspace, by session or by API token."""
+
+    user_id: str
+    email: str
+    name: str
+    workspace_id: str
+    role: Role  # effective role: a token's role capped by its member's role
+    via: str  # session / token
+    credential_id: str  # the AuthSession or ApiToken id
+    csrf_token: str | None
+    mfa_passed: bool
+    totp_enabled: bool
+    require_2fa: bool
+    region: str = "US"  # the workspace's default region for national phone numbers
+
+    def has(self, role: Role) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+def min_role(a: Role, b: Role) -> Role:
+    return a if ROLE_RANK[a] <= ROLE_RANK[b] else b
+
+
+def create_user(db: Session, *, email: str, password: str, name: str = "") -> User:
+    """A new account; the email is its login, unique across Rapport."""
+    email = email.strip().lower()
+    if "@" not in email:
+        raise Invalid("email must be an email address")
+    if len(password) < security.MIN_PASSWORD_LENGTH:
+        raise Invalid(f"password must be at least {security.MIN_PASSWORD_LENGTH} characters")
+    if db.scalar(select(User.id).where(User.email == email)) is not None:
+        raise Problem(409, "conflict", "a user with this email exists")
+    user = User(email=email, name=name or email.split("@")[0], password_hash=security.hash_password(password))
+    db.add(user)
+    db.flush()
+    return user
+
+
+def user_by_email(db: Session, email: str) -> User | None:
+    return db.scalar(select(User).where(User.email == email.strip().lower()))
+
+
+class LoginFailed(Problem):
+    def __init__(self) -> None:
+        super().__init__(401, "login-failed", "email or password is wrong")
+
+
+class AccountLocked(Problem):
+    def __init__(self, minutes: int) -> None:
+        super().__init__(
+            429, "account-locked",
+            f"too many failed logins: try again in {minutes} minutes or reset the password",
+        )
+
+
+def check_password(
+    db: Session, *, email: str, password: str, max_failures: int, lockout_minutes: int
+) -> User:
+    """The user with these credentials; counts failures and locks the account after too many."""
+    user = user_by_email(db, email)
+    now = utcnow()
+    if user is not None and user.locked_until is not None and user.locked_until > now:
+        raise AccountLocked(lockout_minutes)
+    if not security.verify_password(user.password_hash if user else None, password):
+        if user is not None:
+            user.failed_logins += 1
+            if user.failed_logins >= max_failures:
+                user.locked_until = now + timedelta(minutes=lockout_minutes)
+                user.failed_logins = 0
+        raise LoginFailed()
+    assert user is not None
+    user.failed_logins = 0
+    user.locked_until = None
+    if security.needs_rehash(user.password_hash):
+        user.password_hash = security.hash_password(password)
+    return user
+
+
+def membership(db: Session, *, user_id: str, workspace: str | None) -> Membership:
+    """The member's row in the named workspace (name or id), or in their first one."""
+    stmt = select(Membership).where(Membership.user_id == user_id)
+    if workspace:
+        stmt = stmt.join(Workspace, Workspace.id == Membership.workspace_id).where(
+            (Workspace.id == workspace) | (Workspace.name == workspace)
+        )
+    row = db.scalar(stmt.order_by(Membership.created_at).limit(1))
+    if row is None:
+        raise Forbidden("you are not a member of this workspace")
+    return row
+
+
+def start_session(
+    db: Session, *, user: User, workspace_id: str, mfa_passed: bool, days: int
+) -> tuple[str, AuthSession]:
+    """A browser session; the plain token goes in the cookie, only its hash is stored."""
+    token = security.new_session_token()
+    row = AuthSession(
+        token_hash=security.token_hash(token),
+        user_id=user.id,
+        workspace_id=workspace_id,
+        csrf_token=secrets.token_urlsafe(24),
+        mfa_passed=mfa_passed,
+        expires_at=utcnow() + timedelta(days=days),
+    )
+    db.add(row)
+    return token, row
+
+
+def session_principal(db: Session, *, token: str) -> Principal | None:
+    row = db.execute(
+        select(AuthSession, User, Membership, Workspace)
+        .join(User, User.id == AuthSession.user_id)
+        .join(
+            Membership,
+            (Membership.user_id == AuthSession.user_id)
+            & (Membership.workspace_id == AuthSession.workspace_id),
+        )
+        .join(Workspace, Workspace.id == AuthSession.workspace_id)
+        .where(AuthSession.token_hash == security.token_hash(token))
+    ).first()
+    if row is None:
+        return None
+    sess, user, member, ws = row
+    now = utcnow()
+    if sess.expires_at <= now:
+        return None
+    if user.sessions_valid_after is not None and sess.created_at < user.sessions_valid_after:
+        return None
+    return Principal(
+        user_id=user.id, email=user.email, name=user.name, workspace_id=ws.id, role=member.role,
+        via="session", credential_id=sess.id, csrf_token=sess.csrf_token,
+        mfa_passed=sess.mfa_passed, totp_enabled=user.totp_enabled, require_2fa=ws.require_2fa,
+        region=ws.default_region,
+    )
+
+
+def token_principal(db: Session, *, token: str) -> Principal | None:
+    row = db.execute(
+        select(ApiToken, User, Membership, Workspace)
+        .join(User, User.id == ApiToken.user_id)
+        .join(
+            Membership,
+            (Membership.user_id == ApiToken.user_id)
+            & (Membership.workspace_id == ApiToken.workspace_id),
+        )
+        .join(Workspace, Workspace.id == ApiToken.workspace_id)
+        .where(ApiToken.token_hash == security.token_hash(token), ApiToken.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    tok, user, member, ws = row
+    return Principal(
+        user_id=user.id, email=user.email, name=user.name, workspace_id=ws.id,
+        role=min_role(tok.role, member.role), via="token", credential_id=tok.id, csrf_token=None,
+        # A token is a credential of its own: the second factor was checked when it was made.
+        mfa_passed=True, totp_enabled=user.totp_enabled, require_2fa=False,
+        region=ws.default_region,
+    )
+
+
+def end_session(db: Session, *, session_id: str) -> None:
+    db.execute(delete(AuthSession).where(AuthSession.id == session_id))
+
+
+def end_all_sessions(db: Session, *, user_id: str) -> None:
+    """Sign out everywhere: every session of this user, in every browser, is void."""
+    db.execute(update(User).where(User.id == user_id).values(sessions_valid_after=utcnow()))
+    db.execute(delete(AuthSession).where(AuthSession.user_id == user_id))
+
+
+def pass_second_factor(db: Session, *, session_id: str) -> None:
+    db.execute(update(AuthSession).where(AuthSession.id == session_id).values(mfa_passed=True))
+
+
+def totp_enroll(db: Session, *, user: User, box: SecretBox) -> tuple[str, str]:
+    """Start enrolment: a new secret (not yet active) and its otpauth:// URI for the app."""
+    if user.totp_enabled:
+        raise Problem(409, "conflict", "two-factor authentication is already on")
+    secret = security.new_totp_secret()
+    user.totp_secret = box.encrypt(secret)
+    return secret, security.totp_uri(secret, email=user.email)
+
+
+def totp_activate(db: Session, *, user: User, box: SecretBox, code: str) -> list[str]:
+    """Finish enrolment with a code from the app; returns the one-time recovery codes."""
+    if not user.totp_secret:
+        raise Invalid("start enrolment first")
+    if not security.verify_totp(box.decrypt(user.totp_secret), code):
+        raise Problem(401, "totp-invalid", "the two-factor code is wrong")
+    codes = security.new_recovery_codes()
+    user.totp_enabled = True
+    user.recovery_codes = [security.recovery_hash(c) for c in codes]
+    return codes
+
+
+def verify_second_factor(db: Session, *, user: User, box: SecretBox, code: str) -> bool:
+    """A TOTP code, or an unused recovery code (which is then used up)."""
+    if not user.totp_enabled or not user.totp_secret:
+        return False
+    if security.verify_totp(box.decrypt(user.totp_secret), code):
+        return True
+    hashed = security.recovery_hash(code)
+    if hashed in user.recovery_codes:
+        user.recovery_codes = [c for c in user.recovery_codes if c != hashed]
+        return True
+    return False
+
+
+def totp_disable(db: Session, *, user: User) -> None:
+    user.totp_enabled = False
+    user.totp_secret = None
+    user.recovery_codes = []
+
+
+def create_token(
+    db: Session, *, user_id: str, workspace_id: str, name: str, role: Role
+) -> tuple[str, ApiToken]:
+    """A new API token; the plain value is returned once and never stored."""
+    plain = security.new_api_token()
+    row = ApiToken(
+        workspace_id=workspace_id, user_id=user_id, name=name,
+        token_hash=security.token_hash(plain), prefix=plain[:8], role=role,
+    )
+    db.add(row)
+    db.flush()
+    return plain, row
+
+
+def list_tokens(db: Session, *, workspace_id: str, user_id: str) -> list[ApiToken]:
+    return list(
+        db.scalars(
+            select(ApiToken)
+            .where(ApiToken.workspace_id == workspace_id, ApiToken.user_id == user_id)
+            .order_by(ApiToken.created_at)
+        )
+    )
+
+
+def revoke_token(db: Session, *, workspace_id: str, token_id: str, user_id: str | None) -> ApiToken:
+    stmt = select(ApiToken).where(ApiToken.id == token_id, ApiToken.workspace_id == workspace_id)
+    if user_id is not None:
+        stmt = stmt.where(ApiToken.user_id == user_id)
+    row = db.scalar(stmt)
+    if row is None:
+        raise NotFound("token")
+    row.revoked_at = utcnow()
+    return row

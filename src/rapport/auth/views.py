@@ -1,0 +1,239 @@
+"""Login, logout, two-factor enrolment and API tokens."""
+
+from fastapi import APIRouter, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from rapport.auth import service
+from rapport.auth.deps import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    Box,
+    CurrentMember,
+    CurrentSettings,
+    Db,
+    resolve_principal,
+)
+from rapport.auth.models import User
+from rapport.auth.schemas import (
+    CodeIn,
+    LoginIn,
+    LoginOut,
+    MeRead,
+    RecoveryCodesOut,
+    TokenCreate,
+    TokenCreated,
+    TokenRead,
+    TotpEnrollOut,
+)
+from rapport.privacy.service import Actor, audit
+from rapport.problems import Forbidden, Problem
+
+router = APIRouter(prefix="/api/v1", tags=["auth"])
+
+
+def actor_of(principal: service.Principal, request: Request) -> Actor:
+    client = request.client.host if request.client else None
+    return Actor(kind=principal.via, user_id=principal.user_id, ip=client)
+
+
+def _me(p: service.Principal) -> MeRead:
+    return MeRead(
+        user_id=p.user_id, email=p.email, name=p.name, workspace_id=p.workspace_id, role=p.role,
+        via=p.via, totp_enabled=p.totp_enabled, mfa_passed=p.mfa_passed, csrf_token=p.csrf_token,
+    )
+
+
+class RateLimited(Problem):
+    def __init__(self) -> None:
+        super().__init__(429, "rate-limited", "too many login attempts: wait a few minutes")
+
+
+@router.post("/auth/login", response_model=LoginOut)
+def login(body: LoginIn, request: Request, response: Response, db: Db, settings: CurrentSettings, box: Box) -> LoginOut:
+    """Sign in with email and password (and the two-factor code when the account has one)."""
+    limiter = request.app.state.login_limiter
+    ip = request.client.host if request.client else "unknown"
+    if not limiter.hit(f"ip:{ip}") or not limiter.hit(f"email:{body.email.strip().lower()}"):
+        raise RateLimited()
+    try:
+        user = service.check_password(
+            db, email=body.email, password=body.password,
+            max_failures=settings.login_max_failures,
+            lockout_minutes=settings.login_lockout_minutes,
+        )
+    except Problem:
+        db.commit()  # keep the failure count even though the request fails
+        raise
+    member = service.membership(db, user_id=user.id, workspace=body.workspace)
+    mfa_passed = not user.totp_enabled
+    if user.totp_enabled and body.totp_code:
+        if not service.verify_second_factor(db, user=user, box=box, code=body.totp_code):
+            _count_failure(db, user, settings)
+            raise Problem(401, "totp-invalid", "the two-factor code is wrong")
+        mfa_passed = True
+    token, sess = service.start_session(
+        db, user=user, workspace_id=member.workspace_id, mfa_passed=mfa_passed,
+        days=settings.session_days,
+    )
+    audit(
+        db, workspace_id=member.workspace_id, actor=Actor("user", user.id, ip), action="auth.login",
+        data={"mfa_passed": mfa_passed},
+    )
+    _set_cookies(response, token, sess.csrf_token, settings)
+    return LoginOut(
+        user_id=user.id, email=user.email, name=user.name, workspace_id=member.workspace_id,
+        role=member.role, via="session", totp_enabled=user.totp_enabled, mfa_passed=mfa_passed,
+        csrf_token=sess.csrf_token, mfa_required=not mfa_passed,
+    )
+
+
+def _count_failure(db: Db, user: User, settings: CurrentSettings) -> None:
+    user.failed_logins += 1
+    if user.failed_logins >= settings.login_max_failures:
+        from datetime import timedelta
+
+        from rapport.db import utcnow
+
+        user.locked_until = utcnow() + timedelta(minutes=settings.login_lockout_minutes)
+        user.failed_logins = 0
+    db.commit()
+
+
+def _set_cookies(response: Response, token: str, csrf: str, settings: CurrentSettings) -> None:
+    max_age = settings.session_days * 86400
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax",
+        secure=settings.secure_cookies, path="/",
+    )
+    # Readable by our own scripts, which echo it in X-CSRF-Token (double submit).
+    response.set_cookie(
+        CSRF_COOKIE, csrf, max_age=max_age, httponly=False, samesite="lax",
+        secure=settings.secure_cookies, path="/",
+    )
+
+
+@router.post("/auth/login/totp", response_model=MeRead)
+async def login_second_factor(body: CodeIn, request: Request, settings: CurrentSettings, box: Box) -> MeRead:
+    """Finish a login with the two-factor code (or a recovery code)."""
+    principal = await resolve_principal(request, allow_pending_mfa=True)
+    if principal.via != "session":
+        raise Forbidden("only a browser session has a second step")
+    limiter = request.app.state.login_limiter
+    if not limiter.hit(f"totp:{principal.user_id}"):
+        raise RateLimited()
+
+    def finish() -> None:
+        database = request.app.state.database
+        with database.session() as db:
+            user = db.get(User, principal.user_id)
+            assert user is not None
+            if not service.verify_second_factor(db, user=user, box=box, code=body.code):
+                _count_failure(db, user, settings)
+                raise Problem(401, "totp-invalid", "the two-factor code is wrong")
+            service.pass_second_factor(db, session_id=principal.credential_id)
+
+    await run_in_threadpool(finish)
+    request.app.state.principal_cache.clear()
+    done = await resolve_principal(request)
+    return _me(done)
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(request: Request, response: Response) -> Response:
+    principal = await resolve_principal(request, allow_pending_mfa=True)
+
+    def end() -> None:
+        with request.app.state.database.session() as db:
+            if principal.via == "session":
+                service.end_session(db, session_id=principal.credential_id)
+
+    await run_in_threadpool(end)
+    request.app.state.principal_cache.clear()
+    out = Response(status_code=204)
+    out.delete_cookie(SESSION_COOKIE, path="/")
+    out.delete_cookie(CSRF_COOKIE, path="/")
+    return out
+
+
+@router.post("/auth/logout-all", status_code=status.HTTP_204_NO_CONTENT)
+def logout_everywhere(principal: CurrentMember, request: Request, db: Db) -> Response:
+    """Sign out of every browser: all of this user's sessions end."""
+    service.end_all_sessions(db, user_id=principal.user_id)
+    audit(db, workspace_id=principal.workspace_id, actor=actor_of(principal, request), action="auth.logout_all")
+    request.app.state.principal_cache.clear()
+    out = Response(status_code=204)
+    out.delete_cookie(SESSION_COOKIE, path="/")
+    return out
+
+
+@router.get("/auth/me", response_model=MeRead)
+async def me(request: Request) -> MeRead:
+    return _me(await resolve_principal(request, allow_pending_mfa=True))
+
+
+@router.post("/auth/totp/enroll", response_model=TotpEnrollOut)
+def totp_enroll(principal: CurrentMember, db: Db, box: Box) -> TotpEnrollOut:
+    """Start two-factor enrolment: scan the URI with an authenticator app."""
+    user = db.get(User, principal.user_id)
+    assert user is not None
+    secret, uri = service.totp_enroll(db, user=user, box=box)
+    return TotpEnrollOut(secret=secret, otpauth_uri=uri)
+
+
+@router.post("/auth/totp/activate", response_model=RecoveryCodesOut)
+def totp_activate(body: CodeIn, principal: CurrentMember, request: Request, db: Db, box: Box) -> RecoveryCodesOut:
+    """Turn two-factor on with a first code; the recovery codes are shown only now."""
+    user = db.get(User, principal.user_id)
+    assert user is not None
+    codes = service.totp_activate(db, user=user, box=box, code=body.code)
+    audit(db, workspace_id=principal.workspace_id, actor=actor_of(principal, request), action="auth.totp_on")
+    request.app.state.principal_cache.clear()
+    return RecoveryCodesOut(recovery_codes=codes)
+
+
+@router.post("/auth/totp/disable", status_code=status.HTTP_204_NO_CONTENT)
+def totp_disable(body: CodeIn, principal: CurrentMember, request: Request, db: Db, box: Box) -> Response:
+    user = db.get(User, principal.user_id)
+    assert user is not None
+    if principal.require_2fa:
+        raise Forbidden("this workspace requires two-factor authentication")
+    if not service.verify_second_factor(db, user=user, box=box, code=body.code):
+        raise Problem(401, "totp-invalid", "the two-factor code is wrong")
+    service.totp_disable(db, user=user)
+    audit(db, workspace_id=principal.workspace_id, actor=actor_of(principal, request), action="auth.totp_off")
+    request.app.state.principal_cache.clear()
+    return Response(status_code=204)
+
+
+@router.get("/tokens", response_model=list[TokenRead])
+def list_tokens(principal: CurrentMember, db: Db) -> list[TokenRead]:
+    rows = service.list_tokens(db, workspace_id=principal.workspace_id, user_id=principal.user_id)
+    return [TokenRead.model_validate(r) for r in rows]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201)
+def create_token(body: TokenCreate, principal: CurrentMember, request: Request, db: Db) -> TokenCreated:
+    """A new API token for yourself, with a role no higher than your own."""
+    if not principal.has(body.role):
+        raise Forbidden("a token cannot have a role above your own")
+    plain, row = service.create_token(
+        db, user_id=principal.user_id, workspace_id=principal.workspace_id, name=body.name,
+        role=body.role,
+    )
+    audit(
+        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
+        action="token.create", target_type="token", target_id=row.id,
+    )
+    return TokenCreated(**TokenRead.model_validate(row).model_dump(), token=plain)
+
+
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_token(token_id: str, principal: CurrentMember, request: Request, db: Db) -> Response:
+    own_only = None if principal.has(service.Role.admin) else principal.user_id
+    row = service.revoke_token(db, workspace_id=principal.workspace_id, token_id=token_id, user_id=own_only)
+    audit(
+        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
+        action="token.revoke", target_type="token", target_id=row.id,
+    )
+    request.app.state.principal_cache.clear()
+    return Response(status_code=204)

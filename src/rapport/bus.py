@@ -1,0 +1,155 @@
+"""The event bus: fans committed events out to the websockets of every process.
+
+In-process by default; with ``RAPPORT_REDIS_URL`` every process publishes to one Redis
+channel and delivers what it hears there, so a websocket on one process sees what another
+process committed. Redis never holds the only copy: the events are rows in
+``stream_events``, and a client that reconnects replays from there.
+"""
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "rapport:events"
+Event = dict[str, Any]
+
+
+class Subscription:
+    """One websocket's view of one workspace's events."""
+
+    def __init__(self, workspace_id: str, maxsize: int = 1000) -> None:
+        self.workspace_id = workspace_id
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
+        # Set when the client fell too far behind; it then replays from the outbox.
+        self.overflowed = False
+
+    def offer(self, event: Event) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+class LocalBus:
+    """Delivers events to the subscribers of this process."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def stop(self) -> None:
+        self._loop = None
+
+    def publish(self, event: Event) -> None:
+        """Hand a committed event to the bus; safe to call from any thread."""
+        self._deliver_threadsafe(event)
+
+    def _deliver_threadsafe(self, event: Event) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._deliver, event)
+        except RuntimeError:  # the loop closed between the check and the call
+            pass
+
+    def _deliver(self, event: Event) -> None:
+        for sub in tuple(self._subs.get(event["workspace_id"], ())):
+            sub.offer(event)
+
+    @contextlib.contextmanager
+    def subscribe(self, workspace_id: str) -> Iterator[Subscription]:
+        sub = Subscription(workspace_id)
+        with self._lock:
+            self._subs.setdefault(workspace_id, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            with self._lock:
+                subs = self._subs.get(workspace_id, set())
+                subs.discard(sub)
+                if not subs:
+                    self._subs.pop(workspace_id, None)
+
+
+class RedisBus(LocalBus):
+    """Publishes through Redis pub/sub so that every process delivers every event."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        import redis
+
+        self._url = url
+        self._sync = redis.Redis.from_url(url)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        await super().start()
+        self._ready = asyncio.Event()
+        self._task = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self._ready.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await super().stop()
+
+    def publish(self, event: Event) -> None:
+        try:
+            self._sync.publish(CHANNEL, orjson.dumps(event))
+        except Exception:
+            # The event is committed in the outbox; clients catch up from there on reconnect.
+            log.warning("redis publish failed", extra={"event": "bus.publish_failed"})
+            self._deliver_threadsafe(event)
+
+    async def _listen(self) -> None:
+        import redis.asyncio as aredis
+
+        while True:
+            client = aredis.Redis.from_url(self._url)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                self._ready.set()
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "message":
+                        self._deliver(orjson.loads(msg["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("redis subscription lost; retrying", extra={"event": "bus.retry"})
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                    await client.aclose()
+
+
+_current: LocalBus = LocalBus()
+
+
+def get_bus() -> LocalBus:
+    return _current
+
+
+def set_bus(bus: LocalBus) -> None:
+    global _current
+    _current = bus
+
+
+def make_bus(redis_url: str | None) -> LocalBus:
+    return RedisBus(redis_url) if redis_url else LocalBus()

@@ -1,0 +1,65 @@
+"""The channel adapter protocol: every channel package provides one ``Channel``.
+
+Inbound, a channel turns its provider's payload into ``ingest.InboundMessage``; outbound,
+``send()`` hands one message to the provider and says, by the error it raises, whether a
+failure is worth retrying.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rapport.channels.models import Inbox
+from rapport.conversations.models import Conversation, Message
+from rapport.customers.models import Customer, Identity
+
+
+class DeliveryError(Exception):
+    """A send that failed. ``permanent`` failures are not retried (bad number, blocked...)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """Everything a channel needs to send one message, read before the call is made."""
+
+    inbox: Inbox
+    secrets: dict[str, Any]
+    message: Message
+    conversation: Conversation
+    customer: Customer
+    identities: list[Identity]
+    public_url: str
+
+
+@dataclass(frozen=True)
+class SendResult:
+    external_id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Channel(Protocol):
+    name: str
+    # Names of inbox settings that are credentials: stored encrypted, never shown back.
+    secret_fields: frozenset[str]
+
+    def send(self, out: Outbound) -> SendResult: ...
+
+
+_CHANNELS: dict[str, Channel] = {}
+
+
+def register(channel: Channel) -> Channel:
+    _CHANNELS[channel.name] = channel
+    return channel
+
+
+def get(name: str) -> Channel | None:
+    return _CHANNELS.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_CHANNELS)

@@ -1,0 +1,82 @@
+"""The ``deliver`` job: hands a queued outbound message to its channel."""
+
+from sqlalchemy import select
+
+from rapport.channels import base
+from rapport.channels.models import Inbox
+from rapport.conversations.models import Conversation, DeliveryStatus, Message
+from rapport.conversations.service import message_payload
+from rapport.crypto import box_for
+from rapport.customers.models import Customer, Identity
+from rapport.jobs.registry import JobContext, PermanentError, job
+from rapport.realtime.service import emit
+
+# Importing a channel package registers it.
+from rapport.channels import api as _api  # noqa: F401  isort: skip
+
+
+@job("deliver")
+def deliver(ctx: JobContext, *, message_id: str) -> None:
+    """Send one outbound message; idempotent, since a job may run twice after a crash."""
+    with ctx.database.session(write=False) as db:
+        msg = db.get(Message, message_id)
+        if msg is None or msg.status != DeliveryStatus.queued:
+            return
+        conv = db.get(Conversation, msg.conversation_id)
+        inbox = db.get(Inbox, msg.inbox_id)
+        assert conv is not None and inbox is not None
+        customer = db.get(Customer, conv.customer_id)
+        assert customer is not None
+        identities = list(db.scalars(select(Identity).where(Identity.customer_id == customer.id)))
+    channel = base.get(inbox.channel)
+    if channel is None:
+        _mark(ctx, message_id, DeliveryStatus.failed, f"no channel {inbox.channel!r} is installed")
+        raise PermanentError(f"no channel {inbox.channel!r}")
+    out = base.Outbound(
+        inbox=inbox,
+        secrets=box_for(ctx.settings.secret_key.get_secret_value()).decrypt_json(
+            inbox.secrets_encrypted
+        ),
+        message=msg,
+        conversation=conv,
+        customer=customer,
+        identities=identities,
+        public_url=ctx.settings.public_url,
+    )
+    # The provider call happens outside any transaction: no lock is held while we wait.
+    try:
+        result = channel.send(out)
+    except base.DeliveryError as exc:
+        last_try = ctx.attempt >= ctx.settings.job_max_attempts
+        if exc.permanent or last_try:
+            _mark(ctx, message_id, DeliveryStatus.failed, exc.reason)
+            raise PermanentError(exc.reason) from exc
+        raise
+    _mark(ctx, message_id, DeliveryStatus.sent, None, external_id=result.external_id, meta=result.meta)
+
+
+def _mark(
+    ctx: JobContext,
+    message_id: str,
+    status: DeliveryStatus,
+    error: str | None,
+    *,
+    external_id: str | None = None,
+    meta: dict[str, object] | None = None,
+) -> None:
+    with ctx.database.session() as db:
+        msg = db.get(Message, message_id)
+        if msg is None:
+            return
+        msg.status = status
+        msg.error = error
+        if external_id:
+            msg.external_id = external_id
+        if meta:
+            msg.meta = {**msg.meta, "delivery": meta}
+        emit(
+            db,
+            workspace_id=msg.workspace_id,
+            type="message.updated",
+            payload=message_payload(msg),
+        )

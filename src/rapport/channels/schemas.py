@@ -1,0 +1,96 @@
+"""Inbox and API-channel shapes."""
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rapport.conversations.schemas import MessageRead
+
+
+class InboxCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    channel: str = Field(min_length=1, max_length=32)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    team_id: str | None = None
+    auto_assign: bool = False
+
+
+class InboxUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    settings: dict[str, Any] | None = None
+    team_id: str | None = None
+    auto_assign: bool | None = None
+    enabled: bool | None = None
+
+
+class InboxRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    channel: str
+    settings: dict[str, Any]
+    # Names of the credentials that are set; their values are never sent back.
+    secrets_set: list[str] = Field(default_factory=list)
+    public_token: str
+    team_id: str | None
+    auto_assign: bool
+    enabled: bool
+    created_at: datetime
+
+
+class Sender(BaseModel):
+    name: str = Field(default="", max_length=300)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=64)
+    external_id: str | None = Field(default=None, max_length=300)
+
+    @model_validator(mode="after")
+    def _one_handle(self) -> "Sender":
+        if not (self.email or self.phone or self.external_id):
+            raise ValueError("from needs at least one of email, phone or external_id")
+        return self
+
+
+class AttachmentIn(BaseModel):
+    filename: str = Field(min_length=1, max_length=500)
+    content_type: str = Field(default="application/octet-stream", max_length=200)
+    data_base64: str
+
+    @field_validator("data_base64")
+    @classmethod
+    def _decodes(cls, v: str) -> str:
+        try:
+            base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("data_base64 is not valid base64") from exc
+        return v
+
+
+class InboundIn(BaseModel):
+    """A message posted by an outside system into an API inbox."""
+
+    external_id: str | None = Field(default=None, max_length=300)
+    text: str = Field(default="", max_length=100_000)
+    html: str | None = Field(default=None, max_length=500_000)
+    subject: str = Field(default="", max_length=500)
+    sender: Sender = Field(alias="from")
+    conversation_id: str | None = Field(default=None, max_length=32)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
+    sent_at: datetime | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _has_content(self) -> "InboundIn":
+        if not (self.text or self.html or self.attachments):
+            raise ValueError("a message needs text, html or an attachment")
+        return self
+
+
+class InboundOut(MessageRead):
+    customer_id: str
+    duplicate: bool

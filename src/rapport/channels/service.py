@@ -1,0 +1,88 @@
+"""Inboxes: create and configure channel instances; credentials are encrypted at rest."""
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport.auth.models import Team
+from rapport.channels import base
+from rapport.channels.models import Inbox
+from rapport.channels.schemas import InboxCreate, InboxRead, InboxUpdate
+from rapport.crypto import SecretBox, random_token
+from rapport.problems import Invalid, NotFound
+
+# Channel packages register themselves when imported.
+from rapport.channels import api as _api  # noqa: F401  isort: skip
+
+
+def _split(channel: base.Channel, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    plain = {k: v for k, v in settings.items() if k not in channel.secret_fields}
+    secret = {k: v for k, v in settings.items() if k in channel.secret_fields}
+    return plain, secret
+
+
+def get(db: Session, *, workspace_id: str, inbox_id: str) -> Inbox:
+    row = db.scalar(select(Inbox).where(Inbox.id == inbox_id, Inbox.workspace_id == workspace_id))
+    if row is None:
+        raise NotFound("inbox")
+    return row
+
+
+def list_inboxes(db: Session, *, workspace_id: str) -> list[Inbox]:
+    return list(
+        db.scalars(select(Inbox).where(Inbox.workspace_id == workspace_id).order_by(Inbox.created_at))
+    )
+
+
+def _check_team(db: Session, workspace_id: str, team_id: str | None) -> None:
+    if team_id and db.scalar(select(Team.id).where(Team.id == team_id, Team.workspace_id == workspace_id)) is None:
+        raise NotFound("team")
+
+
+def create(db: Session, *, workspace_id: str, data: InboxCreate, box: SecretBox) -> Inbox:
+    """A new inbox of a known channel; credentials go into the encrypted secrets."""
+    channel = base.get(data.channel)
+    if channel is None:
+        raise Invalid(f"unknown channel {data.channel!r}; known: {', '.join(base.names())}")
+    _check_team(db, workspace_id, data.team_id)
+    plain, secret = _split(channel, data.settings)
+    inbox = Inbox(
+        workspace_id=workspace_id, name=data.name, channel=channel.name, settings=plain,
+        secrets_encrypted=box.encrypt_json(secret) if secret else None,
+        team_id=data.team_id, auto_assign=data.auto_assign, public_token=random_token(nbytes=18),
+    )
+    db.add(inbox)
+    db.flush()
+    return inbox
+
+
+def update(db: Session, *, inbox: Inbox, data: InboxUpdate, box: SecretBox) -> Inbox:
+    channel = base.get(inbox.channel)
+    assert channel is not None
+    if data.name is not None:
+        inbox.name = data.name
+    if data.settings is not None:
+        plain, secret = _split(channel, data.settings)
+        inbox.settings = {**inbox.settings, **plain}
+        if secret:
+            merged = {**box.decrypt_json(inbox.secrets_encrypted), **secret}
+            inbox.secrets_encrypted = box.encrypt_json(merged)
+    if "team_id" in data.model_fields_set:
+        _check_team(db, inbox.workspace_id, data.team_id)
+        inbox.team_id = data.team_id
+    if data.auto_assign is not None:
+        inbox.auto_assign = data.auto_assign
+    if data.enabled is not None:
+        inbox.enabled = data.enabled
+    return inbox
+
+
+def secrets_of(inbox: Inbox, box: SecretBox) -> dict[str, Any]:
+    return box.decrypt_json(inbox.secrets_encrypted)
+
+
+def read(inbox: Inbox, box: SecretBox) -> InboxRead:
+    out = InboxRead.model_validate(inbox)
+    out.secrets_set = sorted(secrets_of(inbox, box))
+    return out

@@ -1,0 +1,171 @@
+"""The ``rapport`` command."""
+
+import os
+import sys
+import threading
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from rapport.config import Settings
+
+app = typer.Typer(help="Rapport: one customer, one timeline, one inbox.", no_args_is_help=True)
+workspace_app = typer.Typer(help="Manage workspaces.", no_args_is_help=True)
+token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+app.add_typer(workspace_app, name="workspace")
+app.add_typer(token_app, name="token")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        messages = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        typer.secho(f"configuration error: {messages}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (RAPPORT_DATABASE_URL)."""
+    from rapport import migrate as m
+
+    settings = _settings()
+    m.upgrade(settings.database_url)
+    typer.echo(f"database at revision {m.head()}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    worker: Annotated[bool, typer.Option(help="Run the job worker in this process.")] = True,
+) -> None:
+    """Serve the web app and API (and, by default, the job worker)."""
+    import uvicorn
+
+    from rapport import logs
+    from rapport.app import create_app
+
+    settings = _settings()
+    settings.worker_in_process = worker
+    logs.configure(settings.log_level, settings.log_json)
+    uvicorn.run(
+        create_app(settings), host=host, port=port, access_log=False, log_config=None,
+        ws="websockets-sansio", proxy_headers=True, forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    )
+
+
+@app.command("worker")
+def run_worker(
+    once: Annotated[bool, typer.Option(help="Run the due jobs, then exit.")] = False,
+    threads: Annotated[int, typer.Option(min=1, max=64, help="Jobs run at once.")] = 1,
+    import_: Annotated[list[str] | None, typer.Option("--import", help="Extra modules with @job handlers.")] = None,
+) -> None:
+    """Run background jobs from the shared jobs table (any number of these may run)."""
+    from rapport import bus, logs
+    from rapport.db import Database
+    from rapport.jobs import registry
+    from rapport.jobs.worker import Worker
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_json)
+    bus.set_bus(bus.make_bus(settings.redis_url) if settings.redis_url else bus.LocalBus())
+    registry.load_handlers(tuple(import_ or ()))
+    database = Database(settings.database_url)
+    if once:
+        typer.echo(f"{Worker(database, settings).run_until_idle()} jobs run")
+        return
+    stop = threading.Event()
+    pool = [
+        threading.Thread(target=Worker(database, settings, name=None).run_forever, args=(stop,), daemon=True)
+        for _ in range(threads)
+    ]
+    for t in pool:
+        t.start()
+    try:
+        while any(t.is_alive() for t in pool):
+            for t in pool:
+                t.join(0.5)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@app.command()
+def demo() -> None:
+    """Create the demo workspace (once) and print a fresh admin login."""
+    from rapport import demo as d
+    from rapport.db import Database
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    email, password, created = d.seed(database, settings)
+    typer.echo("")
+    typer.secho("  Rapport demo workspace " + ("created" if created else "ready"), bold=True)
+    typer.echo(f"  open      {settings.public_url}/docs")
+    typer.echo(f"  email     {email}")
+    typer.echo(f"  password  {password}")
+    typer.echo("")
+
+
+@workspace_app.command("create")
+def workspace_create(
+    name: str,
+    owner: Annotated[str, typer.Option(help="The owner's email.")],
+    password: Annotated[str, typer.Option(help="The owner's password (new users).")],
+) -> None:
+    """Create a workspace with its owner."""
+    from rapport.db import Database
+    from rapport.problems import Problem
+    from rapport.workspaces import service
+
+    database = Database(_settings().database_url)
+    try:
+        with database.session() as db:
+            ws, user = service.create(db, name=name, owner_email=owner, owner_password=password)
+    except Problem as exc:
+        _fail(exc.detail)
+    typer.echo(f"workspace {ws.name} ({ws.id}) owned by {user.email}")
+
+
+@token_app.command("create")
+def token_create(
+    workspace: Annotated[str, typer.Option(help="Workspace name.")],
+    email: Annotated[str, typer.Option(help="The member the token acts as.")],
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "cli",
+) -> None:
+    """Print a new API token for a member (with the member's role)."""
+    from rapport.auth import service as auth
+    from rapport.db import Database
+    from rapport.problems import Problem
+    from rapport.workspaces import service
+
+    database = Database(_settings().database_url)
+    try:
+        with database.session() as db:
+            ws = service.get_by_name(db, workspace)
+            user = auth.user_by_email(db, email)
+            if user is None:
+                _fail(f"no user {email}")
+                return
+            member = auth.membership(db, user_id=user.id, workspace=ws.id)
+            plain, _ = auth.create_token(db, user_id=user.id, workspace_id=ws.id, name=name, role=member.role)
+    except Problem as exc:
+        _fail(exc.detail)
+        return
+    sys.stdout.write(plain + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
+

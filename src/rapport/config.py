@@ -1,0 +1,80 @@
+"""Typed settings, read from ``RAPPORT_*`` environment variables and ``*_FILE`` secrets."""
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from examples; a deployment that keeps one has no secret at all.
+_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "test", "rapport", "xxx"}
+_DEMO_SECRET = "demo-mode-secret-key-not-for-production-use"
+
+
+class Settings(BaseSettings):
+    """Everything Rapport reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RAPPORT_", extra="ignore")
+
+    demo: bool = Field(default=False, description="Demo mode: allows the built-in secret key.")
+    database_url: str = Field(default="sqlite:///var/rapport.db")
+    redis_url: str | None = None
+    secret_key: SecretStr = SecretStr("")
+    public_url: str = "http://127.0.0.1:8000"
+    attachments_dir: Path = Path("var/attachments")
+    log_level: str = "INFO"
+    log_json: bool = True
+    # A conversation resolved less than this long ago is reopened by a new inbound message.
+    reopen_window_hours: int = 168
+    session_days: int = 14
+    login_max_failures: int = 10
+    login_lockout_minutes: int = 15
+    job_lease_seconds: int = 300
+    job_max_attempts: int = 8
+    worker_in_process: bool = True
+    ingest_batch_max: int = 64
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """Read ``RAPPORT_X_FILE`` into ``x`` when ``RAPPORT_X`` itself is not given."""
+        if not isinstance(data, dict):
+            return data
+        for name in ("secret_key", "database_url", "redis_url"):
+            path = os.environ.get(f"RAPPORT_{name.upper()}_FILE")
+            if path and not data.get(name) and not os.environ.get(f"RAPPORT_{name.upper()}"):
+                data[name] = Path(path).read_text().strip()
+        return data
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_secret(self) -> "Settings":
+        secret = self.secret_key.get_secret_value()
+        if self.demo and not secret:
+            self.secret_key = SecretStr(_DEMO_SECRET)
+            return self
+        if secret.strip().lower() in _PLACEHOLDER_SECRETS or secret == _DEMO_SECRET:
+            raise ValueError(
+                "RAPPORT_SECRET_KEY is missing or a placeholder; set a random value of 32+ "
+                "characters (or RAPPORT_SECRET_KEY_FILE), or run with RAPPORT_DEMO=1"
+            )
+        if len(secret) < 32:
+            raise ValueError("RAPPORT_SECRET_KEY must be at least 32 characters long")
+        return self
+
+    @cached_property
+    def secure_cookies(self) -> bool:
+        """Cookies are marked Secure when the public URL is https."""
+        return self.public_url.startswith("https://")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Turn the plain URL users write into one naming the driver Rapport uses."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite://") and not url.startswith("sqlite+"):
+        return "sqlite+pysqlite://" + url.removeprefix("sqlite://")
+    return url

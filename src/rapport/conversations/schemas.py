@@ -1,0 +1,98 @@
+"""Conversation and message API shapes."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rapport.conversations.models import (
+    DeliveryStatus,
+    Direction,
+    MessageKind,
+    Priority,
+    Status,
+)
+
+
+class AttachmentRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    filename: str
+    content_type: str
+    size: int
+
+
+class MessageRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    conversation_id: str
+    inbox_id: str
+    direction: Direction
+    kind: MessageKind
+    sender_type: str
+    sender_id: str | None
+    text: str
+    html: str | None
+    external_id: str | None
+    status: DeliveryStatus
+    error: str | None
+    meta: dict[str, Any]
+    created_at: datetime
+
+
+class ConversationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    customer_id: str
+    inbox_id: str
+    subject: str
+    status: Status
+    priority: Priority
+    assignee_id: str | None
+    team_id: str | None
+    snoozed_until: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    last_activity_at: datetime
+    messages_count: int
+    created_at: datetime
+    labels: list[str] = Field(default_factory=list)
+
+
+class ConversationDetail(ConversationRead):
+    messages: list[MessageRead]
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationRead]
+    next_cursor: str | None
+
+
+class ReplyIn(BaseModel):
+    text: str = Field(min_length=1, max_length=100_000)
+    html: str | None = Field(default=None, max_length=500_000)
+
+
+class NoteIn(BaseModel):
+    text: str = Field(min_length=1, max_length=100_000)
+
+
+class AssignIn(BaseModel):
+    assignee_id: str | None = None
+    team_id: str | None = None
+
+
+class StatusIn(BaseModel):
+    status: Status
+    snoozed_until: datetime | None = None
+
+
+class PriorityIn(BaseModel):
+    priority: Priority
+
+
+class LabelsIn(BaseModel):
+    labels: list[str] = Field(min_length=1, max_length=50)

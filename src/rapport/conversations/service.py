@@ -1,0 +1,449 @@
+"""Conversations: threading, messages, replies, notes, assignment, status and labels."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.orm import Session
+
+from rapport import pagination
+from rapport.auth.models import Membership, Role, Team
+from rapport.conversations.models import (
+    Conversation,
+    ConversationLabel,
+    DeliveryStatus,
+    Direction,
+    Message,
+    MessageKind,
+    Priority,
+    Status,
+)
+from rapport.db import utcnow
+from rapport.jobs.service import enqueue
+from rapport.problems import Invalid, NotFound
+from rapport.realtime.service import emit
+from rapport.sanitize import clean_html
+
+
+def get(db: Session, *, workspace_id: str, conversation_id: str) -> Conversation:
+    """The conversation with this id in this workspace, or a 404 problem."""
+    row = db.scalar(
+        select(Conversation).where(
+            Conversation.id == conversation_id, Conversation.workspace_id == workspace_id
+        )
+    )
+    if row is None:
+        raise NotFound("conversation")
+    return row
+
+
+def labels_of(db: Session, ids: list[str]) -> dict[str, list[str]]:
+    """Labels of many conversations in one query."""
+    out: dict[str, list[str]] = {i: [] for i in ids}
+    if ids:
+        rows = db.execute(
+            select(ConversationLabel.conversation_id, ConversationLabel.label)
+            .where(ConversationLabel.conversation_id.in_(ids))
+            .order_by(ConversationLabel.label)
+        )
+        for cid, label in rows:
+            out[cid].append(label)
+    return out
+
+
+def search(
+    db: Session,
+    *,
+    workspace_id: str,
+    status: Status | None = None,
+    assignee_id: str | None = None,
+    unassigned: bool = False,
+    team_id: str | None = None,
+    inbox_id: str | None = None,
+    label: str | None = None,
+    customer_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 25,
+) -> tuple[list[Conversation], str | None]:
+    """Conversations matching the filters, most recent activity first."""
+    limit = pagination.clamp(limit)
+    stmt = select(Conversation).where(Conversation.workspace_id == workspace_id)
+    if status is not None:
+        stmt = stmt.where(Conversation.status == status)
+    if unassigned:
+        stmt = stmt.where(Conversation.assignee_id.is_(None))
+    elif assignee_id is not None:
+        stmt = stmt.where(Conversation.assignee_id == assignee_id)
+    if team_id is not None:
+        stmt = stmt.where(Conversation.team_id == team_id)
+    if inbox_id is not None:
+        stmt = stmt.where(Conversation.inbox_id == inbox_id)
+    if customer_id is not None:
+        stmt = stmt.where(Conversation.customer_id == customer_id)
+    if label is not None:
+        stmt = stmt.where(
+            Conversation.id.in_(
+                select(ConversationLabel.conversation_id).where(
+                    ConversationLabel.workspace_id == workspace_id,
+                    ConversationLabel.label == label,
+                )
+            )
+        )
+    after = pagination.decode(cursor)
+    if after:
+        stmt = stmt.where(tuple_(Conversation.last_activity_at, Conversation.id) < after)
+    stmt = stmt.order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+    rows = list(db.scalars(stmt.limit(limit + 1)))
+    return pagination.page_of(rows, limit, lambda c: (c.last_activity_at, c.id))
+
+
+def messages(db: Session, *, conversation: Conversation, limit: int = 500) -> list[Message]:
+    """The conversation's messages, oldest first (the newest ``limit`` of them)."""
+    rows = list(
+        db.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation.id)
+            .order_by(Message.created_at.desc(), Message.id.desc())
+            .limit(limit)
+        )
+    )
+    rows.reverse()
+    return rows
+
+
+def thread(
+    db: Session,
+    *,
+    workspace_id: str,
+    customer_id: str,
+    inbox_id: str,
+    now: datetime,
+    reopen_window: timedelta,
+    conversation_id: str | None = None,
+    subject: str = "",
+) -> tuple[Conversation, str]:
+    """The conversation an inbound message belongs to: ``continued``, ``reopened`` or ``new``.
+
+    A channel's thread hint (``conversation_id``) wins when it names a conversation of the
+    same customer; otherwise the customer's latest conversation in the inbox is continued
+    while it is not resolved, reopened when it was resolved within the window, and a new
+    one is opened after that.
+    """
+    conv: Conversation | None = None
+    if conversation_id:
+        conv = db.scalar(
+            select(Conversation).where(
+                Conversation.id == conversation_id,
+                Conversation.workspace_id == workspace_id,
+                Conversation.customer_id == customer_id,
+            )
+        )
+    if conv is None:
+        conv = db.scalar(
+            select(Conversation)
+            .where(Conversation.customer_id == customer_id, Conversation.inbox_id == inbox_id)
+            .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+            .limit(1)
+        )
+        if conv is not None and conv.status == Status.resolved:
+            resolved_at = conv.resolved_at or conv.last_activity_at
+            if now - resolved_at > reopen_window:
+                conv = None
+    if conv is None:
+        conv = Conversation(
+            workspace_id=workspace_id,
+            customer_id=customer_id,
+            inbox_id=inbox_id,
+            subject=subject[:500],
+            last_activity_at=now,
+            created_at=now,
+        )
+        db.add(conv)
+        return conv, "new"
+    if conv.status in (Status.resolved, Status.snoozed, Status.pending):
+        outcome = "reopened" if conv.status == Status.resolved else "continued"
+        conv.status = Status.open
+        conv.snoozed_until = None
+        conv.resolved_at = None
+        return conv, outcome
+    return conv, "continued"
+
+
+def message_payload(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "conversation_id": m.conversation_id,
+        "inbox_id": m.inbox_id,
+        "direction": m.direction.value,
+        "kind": m.kind.value,
+        "sender_type": m.sender_type,
+        "sender_id": m.sender_id,
+        "text": m.text,
+        "status": m.status.value,
+        "created_at": m.created_at.isoformat(),
+    }
+
+
+def conversation_payload(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "customer_id": c.customer_id,
+        "inbox_id": c.inbox_id,
+        "status": c.status.value,
+        "priority": c.priority.value,
+        "assignee_id": c.assignee_id,
+        "team_id": c.team_id,
+        "last_activity_at": c.last_activity_at.isoformat(),
+    }
+
+
+def add_message(
+    db: Session,
+    *,
+    conversation: Conversation,
+    direction: Direction,
+    kind: MessageKind,
+    sender_type: str,
+    sender_id: str | None,
+    text: str,
+    html: str | None = None,
+    external_id: str | None = None,
+    status: DeliveryStatus = DeliveryStatus.received,
+    meta: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> Message:
+    """Store a message in a conversation and emit ``message.created``."""
+    now = at or utcnow()
+    msg = Message(
+        workspace_id=conversation.workspace_id,
+        conversation_id=conversation.id,
+        inbox_id=conversation.inbox_id,
+        direction=direction,
+        kind=kind,
+        sender_type=sender_type,
+        sender_id=sender_id,
+        text=text,
+        html=clean_html(html) if html else None,
+        external_id=external_id,
+        status=status,
+        meta=meta or {},
+        created_at=now,
+    )
+    db.add(msg)
+    conversation.messages_count = (conversation.messages_count or 0) + 1
+    if kind != MessageKind.note:
+        conversation.last_activity_at = max(conversation.last_activity_at, now)
+    if direction == Direction.inbound:
+        conversation.last_inbound_at = now
+    emit(
+        db,
+        workspace_id=conversation.workspace_id,
+        type="message.created",
+        payload=message_payload(msg),
+    )
+    return msg
+
+
+def reply(
+    db: Session,
+    *,
+    conversation: Conversation,
+    author_id: str | None,
+    text: str,
+    html: str | None = None,
+    kind: MessageKind = MessageKind.message,
+) -> Message:
+    """Queue an outbound reply: the message row and its ``deliver`` job commit together."""
+    now = utcnow()
+    sender_type = "bot" if kind == MessageKind.bot else "user"
+    msg = add_message(
+        db,
+        conversation=conversation,
+        direction=Direction.outbound,
+        kind=kind,
+        sender_type=sender_type,
+        sender_id=author_id,
+        text=text,
+        html=html,
+        status=DeliveryStatus.queued,
+        at=now,
+    )
+    if conversation.first_response_at is None and kind == MessageKind.message:
+        conversation.first_response_at = now
+    db.flush()
+    enqueue(
+        db,
+        name="deliver",
+        args={"message_id": msg.id},
+        workspace_id=conversation.workspace_id,
+    )
+    _updated(db, conversation)
+    return msg
+
+
+def note(db: Session, *, conversation: Conversation, author_id: str, text: str) -> Message:
+    """Add a private note: visible to agents, never sent to the customer."""
+    msg = add_message(
+        db,
+        conversation=conversation,
+        direction=Direction.outbound,
+        kind=MessageKind.note,
+        sender_type="user",
+        sender_id=author_id,
+        text=text,
+    )
+    db.flush()
+    return msg
+
+
+def _activity(db: Session, *, conversation: Conversation, text: str, data: dict[str, Any]) -> None:
+    add_message(
+        db,
+        conversation=conversation,
+        direction=Direction.outbound,
+        kind=MessageKind.activity,
+        sender_type="system",
+        sender_id=None,
+        text=text,
+        meta=data,
+    )
+
+
+def _updated(db: Session, conversation: Conversation) -> None:
+    emit(
+        db,
+        workspace_id=conversation.workspace_id,
+        type="conversation.updated",
+        payload=conversation_payload(conversation),
+    )
+
+
+def assign(
+    db: Session,
+    *,
+    conversation: Conversation,
+    assignee_id: str | None,
+    team_id: str | None,
+    actor_id: str | None,
+) -> Conversation:
+    """Give the conversation to an agent and/or a team of the same workspace (None clears)."""
+    ws = conversation.workspace_id
+    if assignee_id is not None:
+        member = db.scalar(
+            select(Membership).where(
+                Membership.workspace_id == ws, Membership.user_id == assignee_id
+            )
+        )
+        if member is None:
+            raise NotFound("agent")
+        if member.role == Role.viewer:
+            raise Invalid("a viewer cannot be assigned conversations")
+    if team_id is not None:
+        team = db.scalar(select(Team).where(Team.workspace_id == ws, Team.id == team_id))
+        if team is None:
+            raise NotFound("team")
+    changed = (conversation.assignee_id, conversation.team_id) != (assignee_id, team_id)
+    conversation.assignee_id = assignee_id
+    conversation.team_id = team_id
+    if changed:
+        _activity(
+            db,
+            conversation=conversation,
+            text="assigned" if assignee_id or team_id else "unassigned",
+            data={"assignee_id": assignee_id, "team_id": team_id, "by": actor_id},
+        )
+        _updated(db, conversation)
+    return conversation
+
+
+def set_status(
+    db: Session,
+    *,
+    conversation: Conversation,
+    status: Status,
+    snoozed_until: datetime | None = None,
+    actor_id: str | None = None,
+) -> Conversation:
+    """Open, mark pending, snooze until a time, or resolve a conversation."""
+    if status == Status.snoozed:
+        if snoozed_until is None or snoozed_until.tzinfo is None:
+            raise Invalid("snoozing needs snoozed_until, a timezone-aware time")
+        if snoozed_until <= utcnow():
+            raise Invalid("snoozed_until must be in the future")
+    if status == conversation.status and status != Status.snoozed:
+        return conversation
+    conversation.status = status
+    conversation.snoozed_until = snoozed_until if status == Status.snoozed else None
+    conversation.resolved_at = utcnow() if status == Status.resolved else None
+    _activity(
+        db,
+        conversation=conversation,
+        text=f"status: {status.value}",
+        data={"status": status.value, "by": actor_id},
+    )
+    _updated(db, conversation)
+    return conversation
+
+
+def set_priority(db: Session, *, conversation: Conversation, priority: Priority) -> Conversation:
+    if conversation.priority != priority:
+        conversation.priority = priority
+        _updated(db, conversation)
+    return conversation
+
+
+def add_labels(db: Session, *, conversation: Conversation, labels: list[str]) -> list[str]:
+    """Add labels (trimmed, lower-cased); labels it already has are left as they are."""
+    clean = sorted({lbl.strip().lower()[:100] for lbl in labels if lbl.strip()})
+    if not clean:
+        raise Invalid("labels must not be empty")
+    have = set(labels_of(db, [conversation.id])[conversation.id])
+    for lbl in clean:
+        if lbl not in have:
+            db.add(
+                ConversationLabel(
+                    conversation_id=conversation.id,
+                    label=lbl,
+                    workspace_id=conversation.workspace_id,
+                )
+            )
+    db.flush()
+    _updated(db, conversation)
+    return labels_of(db, [conversation.id])[conversation.id]
+
+
+def remove_label(db: Session, *, conversation: Conversation, label: str) -> list[str]:
+    db.execute(
+        delete(ConversationLabel).where(
+            ConversationLabel.conversation_id == conversation.id,
+            ConversationLabel.label == label.strip().lower(),
+        )
+    )
+    _updated(db, conversation)
+    return labels_of(db, [conversation.id])[conversation.id]
+
+
+def unsnooze_due(db: Session, *, now: datetime | None = None) -> int:
+    """Reopen snoozed conversations whose time has come (run by the periodic job)."""
+    now = now or utcnow()
+    rows = list(
+        db.scalars(
+            select(Conversation)
+            .where(Conversation.status == Status.snoozed, Conversation.snoozed_until <= now)
+            .limit(1000)
+        )
+    )
+    for conv in rows:
+        set_status(db, conversation=conv, status=Status.open)
+    return len(rows)
+
+
+
+
+def get_message(db: Session, *, conversation: Conversation, message_id: str) -> Message:
+    row = db.scalar(
+        select(Message).where(Message.id == message_id, Message.conversation_id == conversation.id)
+    )
+    if row is None:
+        raise NotFound("message")
+    return row

@@ -1,0 +1,69 @@
+"""Normalizing handles, so one address written three ways is one identity."""
+
+from dataclasses import dataclass
+
+import phonenumbers
+
+from rapport.customers.models import IdentityKind
+
+
+class InvalidHandle(ValueError):
+    """A handle that cannot be normalized (not an email address, not a phone number...)."""
+
+
+@dataclass(frozen=True)
+class Handle:
+    """One way to reach a customer, as a channel or an API client reported it."""
+
+    kind: IdentityKind
+    value: str
+    # Proven by the channel itself (the customer wrote from it), rather than typed in a form.
+    verified: bool = True
+
+
+def normalize_email(raw: str) -> str:
+    """Trim, lower-case and IDNA-encode the domain; the local part stays as written."""
+    value = raw.strip().strip("<>").strip()
+    local, sep, domain = value.rpartition("@")
+    if not sep or not local or not domain or " " in value or "." not in domain:
+        raise InvalidHandle(f"not an email address: {raw!r}")
+    try:
+        ascii_domain = domain.strip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise InvalidHandle(f"not an email domain: {domain!r}") from exc
+    return f"{local}@{ascii_domain}"
+
+
+def normalize_phone(raw: str, default_region: str = "US") -> str:
+    """E.164 (``+14155550123``), reading national numbers in the workspace's region."""
+    value = raw.strip()
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    try:
+        number = phonenumbers.parse(value, None if value.startswith("+") else default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidHandle(f"not a phone number: {raw!r}") from exc
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidHandle(f"not a possible phone number: {raw!r}")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalize(kind: IdentityKind, raw: str, *, default_region: str = "US") -> str:
+    """The normalized value of a handle of the given kind."""
+    if kind == IdentityKind.email:
+        return normalize_email(raw)
+    if kind == IdentityKind.phone:
+        return normalize_phone(raw, default_region)
+    if kind == IdentityKind.whatsapp:
+        # WhatsApp ids are the phone number's digits without the plus.
+        return normalize_phone("+" + raw.strip().lstrip("+"), default_region).lstrip("+")
+    if kind == IdentityKind.telegram:
+        return raw.strip().lstrip("@").lower() if not raw.strip().isdigit() else raw.strip()
+    value = raw.strip()
+    if not value:
+        raise InvalidHandle(f"empty {kind.value} handle")
+    return value[:320]
+
+
+def handle(kind: IdentityKind, raw: str, *, verified: bool = True, region: str = "US") -> Handle:
+    return Handle(kind=kind, value=normalize(kind, raw, default_region=region), verified=verified)

@@ -1,0 +1,82 @@
+"""Customer API shapes."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rapport.customers.models import IdentityKind
+
+
+class IdentityIn(BaseModel):
+    kind: IdentityKind
+    value: str = Field(min_length=1, max_length=320)
+    verified: bool = False
+
+
+class IdentityRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: IdentityKind
+    value: str
+    verified: bool
+    created_at: datetime
+
+
+class CustomerCreate(BaseModel):
+    name: str = Field(default="", max_length=300)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=64)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    identities: list[IdentityIn] = Field(default_factory=list)
+
+
+class CustomerUpdate(BaseModel):
+    name: str | None = Field(default=None, max_length=300)
+    attributes: dict[str, Any] | None = None
+
+
+class CustomerRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    email: str | None
+    phone: str | None
+    attributes: dict[str, Any]
+    first_seen_at: datetime
+    last_seen_at: datetime
+    created_at: datetime
+
+
+class CustomerDetail(CustomerRead):
+    identities: list[IdentityRead]
+
+
+class CustomerPage(BaseModel):
+    items: list[CustomerRead]
+    next_cursor: str | None
+
+
+class TimelineEntry(BaseModel):
+    kind: str  # message / event
+    id: str
+    at: datetime
+    channel: str | None = None
+    conversation_id: str | None = None
+    type: str
+    summary: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class TimelinePage(BaseModel):
+    items: list[TimelineEntry]
+    next_cursor: str | None
+
+
+class EventCreate(BaseModel):
+    type: str = Field(min_length=1, max_length=200)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime | None = None
+    source: str = Field(default="api", max_length=64)

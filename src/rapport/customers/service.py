@@ -1,0 +1,343 @@
+"""Customers: create, update, find by handle, resolve handles at ingest, the timeline."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, literal, or_, select, tuple_, union_all
+from sqlalchemy.orm import Session
+
+from rapport import pagination
+from rapport.channels.models import Inbox
+from rapport.conversations.models import Conversation, Message
+from rapport.customers import identity as ident
+from rapport.customers.models import Customer, Event, Identity, IdentityKind
+from rapport.customers.schemas import CustomerCreate, CustomerUpdate, EventCreate, TimelineEntry
+from rapport.db import utcnow
+from rapport.problems import Conflict, Invalid, NotFound
+from rapport.realtime.service import emit
+from rapport.workspaces.models import Workspace
+
+
+def get(db: Session, *, workspace_id: str, customer_id: str) -> Customer:
+    """The customer with this id in this workspace, or a 404 problem."""
+    row = db.scalar(
+        select(Customer).where(Customer.id == customer_id, Customer.workspace_id == workspace_id)
+    )
+    if row is None:
+        raise NotFound("customer")
+    return row
+
+
+def identities(db: Session, *, customer: Customer) -> list[Identity]:
+    """The customer's handles, oldest first."""
+    return list(
+        db.scalars(
+            select(Identity)
+            .where(Identity.customer_id == customer.id)
+            .order_by(Identity.created_at, Identity.id)
+        )
+    )
+
+
+def _handles_of(workspace: Workspace, data: CustomerCreate) -> list[ident.Handle]:
+    region = workspace.default_region
+    handles: list[ident.Handle] = []
+    try:
+        if data.email:
+            handles.append(ident.handle(IdentityKind.email, data.email, region=region))
+        if data.phone:
+            handles.append(ident.handle(IdentityKind.phone, data.phone, region=region))
+        for item in data.identities:
+            handles.append(
+                ident.handle(item.kind, item.value, verified=item.verified, region=region)
+            )
+    except ident.InvalidHandle as exc:
+        raise Invalid(str(exc)) from exc
+    return handles
+
+
+def find_by_handle(db: Session, *, workspace_id: str, handle: ident.Handle) -> Identity | None:
+    return db.scalar(
+        select(Identity).where(
+            Identity.workspace_id == workspace_id,
+            Identity.kind == handle.kind,
+            Identity.value == handle.value,
+        )
+    )
+
+
+def create(db: Session, *, workspace: Workspace, data: CustomerCreate) -> Customer:
+    """Create a customer with its handles; a handle owned by another customer is a conflict."""
+    handles = _handles_of(workspace, data)
+    for h in handles:
+        if find_by_handle(db, workspace_id=workspace.id, handle=h) is not None:
+            raise Conflict(f"{h.kind.value} {h.value} already belongs to another customer")
+    customer = Customer(workspace_id=workspace.id, name=data.name, attributes=data.attributes)
+    db.add(customer)
+    db.flush()
+    for h in _dedupe(handles):
+        _attach(db, customer=customer, handle=h)
+    emit(db, workspace_id=workspace.id, type="customer.created", payload={"id": customer.id})
+    return customer
+
+
+def update(db: Session, *, customer: Customer, data: CustomerUpdate) -> Customer:
+    """Change a customer's name or merge new values into its attributes."""
+    if data.name is not None:
+        customer.name = data.name
+    if data.attributes is not None:
+        merged = dict(customer.attributes)
+        for key, value in data.attributes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        customer.attributes = merged
+    customer.updated_at = utcnow()
+    emit(db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id})
+    return customer
+
+
+def add_identity(
+    db: Session, *, workspace: Workspace, customer: Customer, kind: IdentityKind, value: str,
+    verified: bool = False,
+) -> Identity:
+    """Give a customer one more handle; a handle owned by another customer is a conflict."""
+    try:
+        h = ident.handle(kind, value, verified=verified, region=workspace.default_region)
+    except ident.InvalidHandle as exc:
+        raise Invalid(str(exc)) from exc
+    existing = find_by_handle(db, workspace_id=workspace.id, handle=h)
+    if existing is not None:
+        if existing.customer_id == customer.id:
+            return existing
+        raise Conflict(f"{h.kind.value} {h.value} already belongs to another customer")
+    row = _attach(db, customer=customer, handle=h)
+    emit(db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id})
+    return row
+
+
+def remove_identity(db: Session, *, customer: Customer, identity_id: str) -> None:
+    row = db.scalar(
+        select(Identity).where(Identity.id == identity_id, Identity.customer_id == customer.id)
+    )
+    if row is None:
+        raise NotFound("identity")
+    db.delete(row)
+    if row.kind == IdentityKind.email and customer.email == row.value:
+        customer.email = None
+    if row.kind == IdentityKind.phone and customer.phone == row.value:
+        customer.phone = None
+    emit(db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id})
+
+
+def _dedupe(handles: list[ident.Handle]) -> list[ident.Handle]:
+    seen: dict[tuple[IdentityKind, str], ident.Handle] = {}
+    for h in handles:
+        key = (h.kind, h.value)
+        if key not in seen or (h.verified and not seen[key].verified):
+            seen[key] = h
+    return list(seen.values())
+
+
+def _attach(db: Session, *, customer: Customer, handle: ident.Handle) -> Identity:
+    row = Identity(
+        workspace_id=customer.workspace_id,
+        customer_id=customer.id,
+        kind=handle.kind,
+        value=handle.value,
+        verified=handle.verified,
+    )
+    db.add(row)
+    if handle.kind == IdentityKind.email and not customer.email:
+        customer.email = handle.value
+    if handle.kind == IdentityKind.phone and not customer.phone:
+        customer.phone = handle.value
+    return row
+
+
+def resolve(
+    db: Session, *, workspace_id: str, handles: list[ident.Handle], name: str = "",
+    seen_at: datetime | None = None,
+) -> tuple[Customer, bool]:
+    """The customer these handles belong to, created if none; True when it is new.
+
+    Only verified handles find an existing customer: a handle merely typed into a form
+    never joins a stranger's history to a known customer. A verified handle that someone
+    earlier only typed is claimed by the customer who proved it.
+    """
+    handles = _dedupe(handles)
+    verified = [h for h in handles if h.verified]
+    found: dict[tuple[IdentityKind, str], Identity] = {}
+    if handles:
+        rows = db.scalars(
+            select(Identity).where(
+                Identity.workspace_id == workspace_id,
+                tuple_(Identity.kind, Identity.value).in_([(h.kind, h.value) for h in handles]),
+            )
+        )
+        found = {(row.kind, row.value): row for row in rows}
+    customer: Customer | None = None
+    for h in verified:  # channel handles come first: the order the channel gave them
+        row = found.get((h.kind, h.value))
+        if row is not None and row.verified:
+            customer = db.get(Customer, row.customer_id)
+            break
+    created = customer is None
+    now = seen_at or utcnow()
+    if customer is None:
+        customer = Customer(workspace_id=workspace_id, name=name, first_seen_at=now, last_seen_at=now)
+        db.add(customer)
+        db.flush()
+    for h in handles:
+        row = found.get((h.kind, h.value))
+        if row is None:
+            _attach(db, customer=customer, handle=h)
+        elif h.verified and not row.verified:
+            row.customer_id = customer.id
+            row.verified = True
+    if name and not customer.name:
+        customer.name = name
+    if now > customer.last_seen_at:
+        customer.last_seen_at = now
+    return customer, created
+
+
+def search(
+    db: Session, *, workspace_id: str, q: str | None, cursor: str | None, limit: int
+) -> tuple[list[Customer], str | None]:
+    """Customers matching ``q`` (name, email, phone or any handle), newest activity first."""
+    limit = pagination.clamp(limit)
+    stmt = select(Customer).where(Customer.workspace_id == workspace_id)
+    if q:
+        term = q.strip()
+        like = f"%{term.lower()}%"
+        values = {term}
+        for kind in (IdentityKind.email, IdentityKind.phone):
+            try:
+                values.add(ident.normalize(kind, term))
+            except ident.InvalidHandle:
+                pass
+        by_handle = select(Identity.customer_id).where(
+            Identity.workspace_id == workspace_id, Identity.value.in_(values)
+        )
+        stmt = stmt.where(
+            or_(
+                func.lower(Customer.name).like(like),
+                func.lower(Customer.email).like(like),
+                Customer.phone.like(like),
+                Customer.id.in_(by_handle),
+            )
+        )
+    after = pagination.decode(cursor)
+    if after:
+        stmt = stmt.where(tuple_(Customer.last_seen_at, Customer.id) < after)
+    rows = list(
+        db.scalars(stmt.order_by(Customer.last_seen_at.desc(), Customer.id.desc()).limit(limit + 1))
+    )
+    return pagination.page_of(rows, limit, lambda c: (c.last_seen_at, c.id))
+
+
+def add_event(db: Session, *, customer: Customer, data: EventCreate) -> Event:
+    """Add an entry to the customer's timeline."""
+    row = Event(
+        workspace_id=customer.workspace_id,
+        customer_id=customer.id,
+        type=data.type,
+        properties=data.properties,
+        occurred_at=data.occurred_at or utcnow(),
+        source=data.source,
+    )
+    db.add(row)
+    emit(
+        db,
+        workspace_id=customer.workspace_id,
+        type="customer.event",
+        payload={"customer_id": customer.id, "type": data.type},
+    )
+    return row
+
+
+def timeline(
+    db: Session,
+    *,
+    customer: Customer,
+    kinds: set[str] | None,
+    channel: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[TimelineEntry], str | None]:
+    """One chronological history (newest first) across messages and events."""
+    limit = pagination.clamp(limit)
+    after = pagination.decode(cursor)
+    parts: list[Any] = []
+    if not kinds or "message" in kinds:
+        msg = (
+            select(
+                literal("message").label("kind"),
+                Message.id.label("id"),
+                Message.created_at.label("at"),
+            )
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Conversation.customer_id == customer.id)
+        )
+        if channel:
+            msg = msg.join(Inbox, Inbox.id == Message.inbox_id).where(Inbox.channel == channel)
+        parts.append(msg)
+    if (not kinds or "event" in kinds) and not channel:
+        parts.append(
+            select(literal("event").label("kind"), Event.id.label("id"), Event.occurred_at.label("at"))
+            .where(Event.customer_id == customer.id)
+        )
+    if not parts:
+        return [], None
+    u = union_all(*parts).subquery()
+    stmt = select(u.c.kind, u.c.id, u.c.at)
+    if after:
+        stmt = stmt.where(or_(u.c.at < after[0], and_(u.c.at == after[0], u.c.id < after[1])))
+    keys = list(db.execute(stmt.order_by(u.c.at.desc(), u.c.id.desc()).limit(limit + 1)))
+    page, next_cursor = pagination.page_of(
+        keys, limit, lambda r: (_aware(r.at), r.id)
+    )
+    msg_ids = [r.id for r in page if r.kind == "message"]
+    ev_ids = [r.id for r in page if r.kind == "event"]
+    messages = {
+        m.id: (m, ch)
+        for m, ch in db.execute(
+            select(Message, Inbox.channel)
+            .join(Inbox, Inbox.id == Message.inbox_id)
+            .where(Message.id.in_(msg_ids))
+        )
+    } if msg_ids else {}
+    events = {e.id: e for e in db.scalars(select(Event).where(Event.id.in_(ev_ids)))} if ev_ids else {}
+    entries: list[TimelineEntry] = []
+    for r in page:
+        if r.kind == "message":
+            m, ch = messages[r.id]
+            entries.append(
+                TimelineEntry(
+                    kind="message", id=m.id, at=m.created_at, channel=ch,
+                    conversation_id=m.conversation_id, type=f"message.{m.direction.value}",
+                    summary=m.text[:200],
+                    data={"direction": m.direction.value, "kind": m.kind.value},
+                )
+            )
+        else:
+            e = events[r.id]
+            entries.append(
+                TimelineEntry(
+                    kind="event", id=e.id, at=e.occurred_at, type=e.type,
+                    summary=e.type, data={"properties": e.properties, "source": e.source},
+                )
+            )
+    return entries, next_cursor
+
+
+def _aware(value: Any) -> datetime:
+    # A UNION loses the column type on SQLite: the value may come back as naive or as text.
+    from datetime import UTC
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

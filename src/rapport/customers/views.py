@@ -1,0 +1,131 @@
+"""Customer endpoints: thin wrappers over customers.service."""
+
+from fastapi import APIRouter, Query, Request, Response
+
+from rapport.auth.deps import CurrentAgent, CurrentMember, Db
+from rapport.auth.views import actor_of
+from rapport.customers import service
+from rapport.customers.models import Customer
+from rapport.customers.schemas import (
+    CustomerCreate,
+    CustomerDetail,
+    CustomerPage,
+    CustomerRead,
+    CustomerUpdate,
+    EventCreate,
+    IdentityIn,
+    IdentityRead,
+    TimelinePage,
+)
+from rapport.privacy.service import audit
+from rapport.problems import Invalid
+from rapport.workspaces.models import Workspace
+
+router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
+
+
+def _detail(db: Db, customer: Customer) -> CustomerDetail:
+    return CustomerDetail(
+        **CustomerRead.model_validate(customer).model_dump(),
+        identities=[IdentityRead.model_validate(i) for i in service.identities(db, customer=customer)],
+    )
+
+
+def _workspace(db: Db, workspace_id: str) -> Workspace:
+    ws = db.get(Workspace, workspace_id)
+    assert ws is not None
+    return ws
+
+
+@router.get("", response_model=CustomerPage)
+def search_customers(
+    principal: CurrentMember, db: Db, q: str | None = Query(default=None, max_length=320),
+    cursor: str | None = None, limit: int = Query(default=25, ge=1, le=100),
+) -> CustomerPage:
+    """Customers by name, email, phone or any handle; newest activity first."""
+    rows, nxt = service.search(db, workspace_id=principal.workspace_id, q=q, cursor=cursor, limit=limit)
+    return CustomerPage(items=[CustomerRead.model_validate(r) for r in rows], next_cursor=nxt)
+
+
+@router.post("", response_model=CustomerDetail, status_code=201)
+def create_customer(body: CustomerCreate, principal: CurrentAgent, request: Request, db: Db) -> CustomerDetail:
+    customer = service.create(db, workspace=_workspace(db, principal.workspace_id), data=body)
+    audit(
+        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
+        action="customer.create", target_type="customer", target_id=customer.id,
+    )
+    return _detail(db, customer)
+
+
+@router.get("/{customer_id}", response_model=CustomerDetail)
+def get_customer(customer_id: str, principal: CurrentMember, db: Db) -> CustomerDetail:
+    return _detail(db, service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id))
+
+
+@router.patch("/{customer_id}", response_model=CustomerDetail)
+def update_customer(
+    customer_id: str, body: CustomerUpdate, principal: CurrentAgent, request: Request, db: Db
+) -> CustomerDetail:
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    service.update(db, customer=customer, data=body)
+    audit(
+        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
+        action="customer.update", target_type="customer", target_id=customer.id,
+        data={"fields": sorted(body.model_fields_set)},
+    )
+    return _detail(db, customer)
+
+
+@router.post("/{customer_id}/identities", response_model=IdentityRead, status_code=201)
+def add_identity(
+    customer_id: str, body: IdentityIn, principal: CurrentAgent, request: Request, db: Db
+) -> IdentityRead:
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    row = service.add_identity(
+        db, workspace=_workspace(db, principal.workspace_id), customer=customer, kind=body.kind,
+        value=body.value, verified=body.verified,
+    )
+    audit(
+        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
+        action="customer.identity_add", target_type="customer", target_id=customer.id,
+        data={"kind": body.kind.value},
+    )
+    return IdentityRead.model_validate(row)
+
+
+@router.delete("/{customer_id}/identities/{identity_id}", status_code=204)
+def remove_identity(
+    customer_id: str, identity_id: str, principal: CurrentAgent, request: Request, db: Db
+) -> Response:
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    service.remove_identity(db, customer=customer, identity_id=identity_id)
+    audit(
+        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
+        action="customer.identity_remove", target_type="customer", target_id=customer.id,
+    )
+    return Response(status_code=204)
+
+
+@router.post("/{customer_id}/events", status_code=201)
+def add_event(customer_id: str, body: EventCreate, principal: CurrentAgent, db: Db) -> dict[str, str]:
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    row = service.add_event(db, customer=customer, data=body)
+    return {"id": row.id}
+
+
+@router.get("/{customer_id}/timeline", response_model=TimelinePage)
+def timeline(
+    customer_id: str, principal: CurrentMember, db: Db,
+    kind: list[str] | None = Query(default=None, description="message and/or event"),
+    channel: str | None = None, cursor: str | None = None,
+    limit: int = Query(default=50, ge=1, le=100),
+) -> TimelinePage:
+    """The customer's history across every channel and event source, newest first."""
+    kinds = set(kind or [])
+    if kinds - {"message", "event"}:
+        raise Invalid("kind must be message or event")
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    items, nxt = service.timeline(
+        db, customer=customer, kinds=kinds or None, channel=channel, cursor=cursor, limit=limit
+    )
+    return TimelinePage(items=items, next_cursor=nxt)

@@ -1,0 +1,191 @@
+"""Database frame: engine, sessions, the declarative base and after-commit hooks."""
+
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator
+
+from rapport.config import sqlalchemy_url
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the only kind Rapport stores)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A new random primary key: ids are opaque strings so they never leak counts."""
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware.
+
+    SQLite keeps no zone, so a naive value read back is UTC by construction.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: Rapport stores timezone-aware UTC only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# JSONB on PostgreSQL (indexable), plain JSON text elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+naming = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=naming)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+        list[str]: JSONType,
+        list[dict[str, Any]]: JSONType,
+    }
+
+
+@event.listens_for(Base, "init", propagate=True)
+def _eager_defaults(target: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    # Python-side defaults apply at construction, not at flush: ids are known at once (so
+    # related rows can point at an unflushed parent) and enums are never None in memory.
+    for column in target.__table__.columns:
+        default = column.default
+        if default is None or column.key in kwargs or not hasattr(default, "arg"):
+            continue
+        if default.is_scalar:
+            setattr(target, column.key, default.arg)
+        elif default.is_callable:
+            setattr(target, column.key, default.arg(None))
+
+
+def _sqlite_on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    assert isinstance(dbapi_conn, sqlite3.Connection)
+    # Take transaction control away from pysqlite so SAVEPOINT and BEGIN IMMEDIATE work.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine for a plain Rapport database URL (``sqlite:///path`` or ``postgresql://``)."""
+    full = sqlalchemy_url(url)
+    if full.startswith("sqlite"):
+        path = full.split("///", 1)[1] if "///" in full else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            full,
+            pool_size=pool_size,
+            max_overflow=20,
+            connect_args={"check_same_thread": False, "timeout": 10},
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            # Writers take the lock up front: a deferred transaction that reads and then
+            # writes fails at once (SQLITE_BUSY_SNAPSHOT) when another writer got in between.
+            mode = "IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "DEFERRED"
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(full, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+
+
+class Database:
+    """One database: the engine plus a session factory for reads and one for writes."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        write_bind = self.engine.execution_options(sqlite_write=True)
+        self.read_session = sessionmaker(self.engine, expire_on_commit=False)
+        self.write_session = sessionmaker(write_bind, expire_on_commit=False)
+
+    @contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        factory = self.write_session if write else self.read_session
+        with factory() as db:
+            try:
+                yield db
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+# after-commit hooks ---------------------------------------------------------------------
+
+_HOOKS = "rapport_after_commit"
+
+
+def on_commit(db: Session, fn: Callable[[], None]) -> None:
+    """Run ``fn`` once the session's current transaction has committed; drop it on rollback."""
+    db.info.setdefault(_HOOKS, []).append(fn)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(db: Session) -> None:
+    hooks: list[Callable[[], None]] = db.info.pop(_HOOKS, [])
+    for fn in hooks:
+        fn()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_after_rollback(db: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:
+        db.info.pop(_HOOKS, None)
+
+
+@contextmanager
+def savepoint(db: Session) -> Iterator[None]:
+    """A nested transaction whose after-commit hooks are dropped if it rolls back."""
+    hooks: list[Callable[[], None]] = db.info.setdefault(_HOOKS, [])
+    mark = len(hooks)
+    nested = db.begin_nested()
+    try:
+        yield
+        nested.commit()
+    except BaseException:
+        nested.rollback()
+        del db.info.setdefault(_HOOKS, [])[mark:]
+        raise

@@ -1,0 +1,39 @@
+"""Periodic work: each run is a job whose unique key is its time slot, so that any number
+of workers together enqueue it once per period."""
+
+import time
+
+from rapport.conversations import service as conversations
+from rapport.db import Database
+from rapport.jobs.registry import JobContext, job
+from rapport.jobs.service import enqueue_unique, prune_finished
+from rapport.realtime import service as realtime
+
+# name -> period in seconds
+SCHEDULE = {"unsnooze": 60, "prune_stream_events": 3600}
+
+
+def tick(database: Database, *, now: float | None = None) -> int:
+    """Enqueue the periodic jobs whose current slot has not been enqueued yet."""
+    now = time.time() if now is None else now
+    created = 0
+    with database.session() as db:
+        for name, period in SCHEDULE.items():
+            slot = int(now // period)
+            created += enqueue_unique(db, name=name, key=f"{name}:{slot}")
+    return created
+
+
+@job("unsnooze")
+def unsnooze(ctx: JobContext) -> None:
+    """Reopen snoozed conversations whose time has come."""
+    with ctx.database.session() as db:
+        conversations.unsnooze_due(db)
+
+
+@job("prune_stream_events")
+def prune_stream_events(ctx: JobContext) -> None:
+    """Drop realtime events older than a reconnecting client could still ask for."""
+    with ctx.database.session() as db:
+        realtime.prune(db, older_than_days=7)
+        prune_finished(db, older_than_days=7)

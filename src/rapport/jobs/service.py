@@ -1,0 +1,155 @@
+"""Enqueue, claim and finish jobs. Claims are atomic: a second worker never gets the same job."""
+
+import random
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from rapport.db import new_id, on_commit, utcnow
+from rapport.jobs.models import Job, JobState
+
+# Set after a commit that enqueued work, so the in-process worker starts at once.
+wakeup = threading.Event()
+
+
+def enqueue(
+    db: Session,
+    *,
+    name: str,
+    args: dict[str, Any] | None = None,
+    workspace_id: str | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int = 8,
+) -> Job:
+    """Add a job to the caller's transaction: it runs only if that transaction commits."""
+    row = Job(
+        name=name,
+        args=args or {},
+        workspace_id=workspace_id,
+        run_at=run_at or utcnow(),
+        max_attempts=max_attempts,
+    )
+    db.add(row)
+    on_commit(db, wakeup.set)
+    return row
+
+
+def enqueue_unique(
+    db: Session, *, name: str, key: str, args: dict[str, Any] | None = None
+) -> bool:
+    """Enqueue a job unless one with the same key was ever enqueued; True if this one was."""
+    values = {
+        "id": new_id(),
+        "name": name,
+        "unique_key": key,
+        "args": args or {},
+        "state": JobState.queued,
+        "attempts": 0,
+        "max_attempts": 3,
+        "run_at": utcnow(),
+        "created_at": utcnow(),
+    }
+    dialect = db.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(Job).values(**values).on_conflict_do_nothing(index_elements=["unique_key"])
+    result = db.execute(stmt)
+    created = bool(getattr(result, "rowcount", 0))
+    if created:
+        on_commit(db, wakeup.set)
+    return created
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(
+        and_(Job.state == JobState.queued, Job.run_at <= now),
+        # The worker holding it died or hung: its lease ran out.
+        and_(Job.state == JobState.running, Job.locked_until < now),
+    )
+
+
+def claim(db: Session, *, worker_id: str, lease_seconds: int, limit: int = 1) -> list[Job]:
+    """Claim up to ``limit`` due jobs for ``worker_id``; commit is the caller's."""
+    now = utcnow()
+    # SKIP LOCKED on PostgreSQL lets N workers claim side by side; SQLite ignores it and is
+    # serialized by BEGIN IMMEDIATE instead. The UPDATE re-checks the condition either way.
+    ids = list(
+        db.scalars(
+            select(Job.id)
+            .where(_claimable(now))
+            .order_by(Job.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not ids:
+        return []
+    claimed = db.scalars(
+        update(Job)
+        .where(Job.id.in_(ids), _claimable(now))
+        .values(
+            state=JobState.running,
+            locked_by=worker_id,
+            locked_until=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+        )
+        .returning(Job),
+        execution_options={"synchronize_session": False},
+    )
+    return list(claimed)
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with jitter: about 2, 4, 8 ... seconds, at most an hour."""
+    base: float = min(3600.0, 2.0**attempt)
+    return base * (0.75 + random.random() / 2)  # noqa: S311 - jitter, not security
+
+
+def finish(db: Session, *, job_id: str, worker_id: str) -> bool:
+    """Mark a job done if this worker still holds it."""
+    result = db.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.state == JobState.running)
+        .values(state=JobState.done, finished_at=utcnow(), locked_until=None)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def fail(
+    db: Session, *, job: Job, worker_id: str, error: str, permanent: bool = False
+) -> JobState:
+    """Schedule a retry with backoff, or dead-letter the job when it is out of attempts."""
+    dead = permanent or job.attempts >= job.max_attempts
+    state = JobState.dead if dead else JobState.queued
+    values: dict[str, Any] = {"state": state, "last_error": error[:4000], "locked_until": None}
+    if dead:
+        values["finished_at"] = utcnow()
+    else:
+        values["run_at"] = utcnow() + timedelta(seconds=backoff_seconds(job.attempts))
+    db.execute(
+        update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values)
+    )
+    return state
+
+
+def retry_dead(db: Session, *, job_id: str) -> bool:
+    """Put a dead-lettered job back in the queue with fresh attempts."""
+    result = db.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.dead)
+        .values(state=JobState.queued, attempts=0, run_at=utcnow(), finished_at=None)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def prune_finished(db: Session, *, older_than_days: int) -> int:
+    """Delete done jobs (dead ones stay until someone looks at them)."""
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    result = db.execute(
+        delete(Job).where(Job.state == JobState.done, Job.finished_at < cutoff)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,146 @@
+"""The worker loop: claim a job, run its handler, mark it done or schedule the retry."""
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs import registry, service
+from rapport.jobs.models import Job, JobState
+from rapport.metrics import JOBS
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Runs jobs one at a time; start several (threads or processes) for more throughput."""
+
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.poll_seconds = poll_seconds
+
+    def run_once(self) -> bool:
+        """Claim and run one due job; False when there was none."""
+        with self.database.session() as db:
+            jobs = service.claim(
+                db, worker_id=self.id, lease_seconds=self.settings.job_lease_seconds
+            )
+        if not jobs:
+            return False
+        self._execute(jobs[0])
+        return True
+
+    def run_until_idle(self, max_jobs: int = 10_000) -> int:
+        """Run due jobs until none is left (tests and ``rapport worker --once``)."""
+        done = 0
+        while done < max_jobs and self.run_once():
+            done += 1
+        return done
+
+    def run_forever(self, stop: threading.Event) -> None:
+        from rapport.jobs import periodic
+
+        log.info("worker started", extra={"event": "worker.start", "worker": self.id})
+        next_tick = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_tick:
+                    periodic.tick(self.database)
+                    next_tick = time.monotonic() + 30
+                busy = self.run_once()
+            except Exception:
+                log.exception("worker loop error", extra={"event": "worker.error"})
+                busy = False
+            if not busy:
+                service.wakeup.wait(self.poll_seconds)
+                service.wakeup.clear()
+        log.info("worker stopped", extra={"event": "worker.stop", "worker": self.id})
+
+    def _execute(self, job: Job) -> None:
+        spec = registry.get(job.name)
+        started = time.perf_counter()
+        if spec is None:
+            self._fail(job, f"no handler registered for job {job.name!r}", permanent=True)
+            return
+        if job.attempts > job.max_attempts:
+            self._fail(job, "lease expired on every attempt", permanent=True)
+            return
+        ctx = registry.JobContext(
+            database=self.database,
+            settings=self.settings,
+            job_id=job.id,
+            attempt=job.attempts,
+            workspace_id=job.workspace_id,
+        )
+        try:
+            spec.fn(ctx, **job.args)
+        except registry.PermanentError as exc:
+            self._fail(job, f"{type(exc).__name__}: {exc}", permanent=True)
+            return
+        except Exception as exc:
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            self._fail(job, detail, permanent=False)
+            return
+        with self.database.session() as db:
+            finished = service.finish(db, job_id=job.id, worker_id=self.id)
+        JOBS.labels(name=job.name, outcome="done").inc()
+        log.info(
+            "job done",
+            extra={
+                "event": "job.done",
+                "job": job.name,
+                "job_id": job.id,
+                "workspace_id": job.workspace_id,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+                "lease_kept": finished,
+            },
+        )
+
+    def _fail(self, job: Job, error: str, *, permanent: bool) -> None:
+        with self.database.session() as db:
+            state = service.fail(db, job=job, worker_id=self.id, error=error, permanent=permanent)
+        outcome = "dead" if state == JobState.dead else "retry"
+        JOBS.labels(name=job.name, outcome=outcome).inc()
+        log.warning(
+            "job failed",
+            extra={
+                "event": f"job.{outcome}",
+                "job": job.name,
+                "job_id": job.id,
+                "workspace_id": job.workspace_id,
+                "attempt": job.attempts,
+                "error": error[:500],
+            },
+        )
+
+
+class WorkerThread:
+    """The in-process worker that ``rapport serve`` runs beside the web app."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(
+            target=worker.run_forever, args=(self.stop_event,), name="rapport-worker", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self.stop_event.set()
+        service.wakeup.set()
+        self.thread.join(timeout)

@@ -1,0 +1,28 @@
+"""Alembic environment: runs migrations on the engine Rapport itself would use."""
+
+from alembic import context
+
+import rapport.models  # noqa: F401  (registers every table on the metadata)
+from rapport.db import Base, make_engine
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url")
+assert url, "sqlalchemy.url is not set"
+
+
+def run() -> None:
+    engine = make_engine(url, pool_size=1)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run()

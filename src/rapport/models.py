@@ -1,0 +1,17 @@
+"""Every table, imported in one place for Alembic and for tests that build a schema."""
+
+from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
+from rapport.channels.models import Inbox
+from rapport.conversations.models import Attachment, Conversation, ConversationLabel, Message
+from rapport.customers.models import Customer, Event, Identity
+from rapport.db import Base
+from rapport.jobs.models import Job
+from rapport.privacy.models import AuditLog
+from rapport.realtime.models import StreamEvent
+from rapport.workspaces.models import Workspace
+
+__all__ = [
+    "ApiToken", "Attachment", "AuditLog", "AuthSession", "Base", "Conversation",
+    "ConversationLabel", "Customer", "Event", "Identity", "Inbox", "Job", "Membership",
+    "Message", "StreamEvent", "Team", "TeamMember", "User", "Workspace",
+]

@@ -1,0 +1,101 @@
+"""``/api/v1/stream``: the websocket that carries a workspace's events to its agents."""
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from rapport.auth.deps import websocket_principal
+from rapport.bus import Subscription, get_bus
+from rapport.db import Database
+from rapport.realtime import service
+
+router = APIRouter(tags=["realtime"])
+
+_POLICY_VIOLATION = 1008
+
+
+def _replay(database: Database, workspace_id: str, after_id: int) -> list[dict[str, Any]]:
+    with database.session(write=False) as db:
+        return [service.as_dict(e) for e in service.since(db, workspace_id=workspace_id, after_id=after_id)]
+
+
+def _latest(database: Database, workspace_id: str) -> int:
+    with database.session(write=False) as db:
+        return service.latest_id(db, workspace_id=workspace_id)
+
+
+@router.websocket("/api/v1/stream")
+async def stream(ws: WebSocket) -> None:
+    """Workspace events as JSON, each with an increasing ``id``.
+
+    Reconnect with ``?last_event_id=N`` (or the ``Last-Event-ID`` header) to get every
+    event after N first, then the live ones: nothing committed is missed across a drop.
+    """
+    principal = await websocket_principal(ws)
+    if principal is None:
+        await ws.close(code=_POLICY_VIOLATION, reason="not authenticated")
+        return
+    await ws.accept()
+    database: Database = ws.app.state.database
+    raw_last = ws.query_params.get("last_event_id") or ws.headers.get("last-event-id")
+    try:
+        last = int(raw_last) if raw_last else None
+    except ValueError:
+        last = None
+    # Subscribe before reading the outbox, so an event committed in between is not lost.
+    with get_bus().subscribe(principal.workspace_id) as sub:
+        if last is None:
+            last = await run_in_threadpool(_latest, database, principal.workspace_id)
+            await ws.send_json({"type": "hello", "last_event_id": last})
+        else:
+            last = await _catch_up(ws, database, principal.workspace_id, last)
+        receiver = asyncio.create_task(_drain_client(ws))
+        try:
+            await _forward(ws, sub, database, principal.workspace_id, last, receiver)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receiver
+
+
+async def _catch_up(ws: WebSocket, database: Database, workspace_id: str, last: int) -> int:
+    while True:
+        events = await run_in_threadpool(_replay, database, workspace_id, last)
+        for event in events:
+            await ws.send_json(event)
+            last = event["id"]
+        if len(events) < 1000:
+            return last
+
+
+async def _forward(
+    ws: WebSocket, sub: Subscription, database: Database, workspace_id: str, last: int,
+    receiver: "asyncio.Task[None]",
+) -> None:
+    while not receiver.done():
+        getter = asyncio.ensure_future(sub.queue.get())
+        done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        if getter not in done:
+            getter.cancel()
+            return
+        event = getter.result()
+        if sub.overflowed:
+            sub.overflowed = False
+            last = await _catch_up(ws, database, workspace_id, last)
+            continue
+        if event["id"] <= last:
+            continue  # already sent during the catch-up
+        await ws.send_json(event)
+        last = event["id"]
+
+
+async def _drain_client(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends, so a close from its side is noticed."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            await ws.receive_text()

@@ -1,0 +1,56 @@
+"""Workspace, member and team shapes."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from rapport.auth.models import Role
+
+
+class WorkspaceRead(BaseModel):
+    id: str
+    name: str
+    settings: dict[str, Any]
+    created_at: datetime
+
+
+class WorkspaceUpdate(BaseModel):
+    settings: dict[str, Any]
+
+
+class MemberRead(BaseModel):
+    user_id: str
+    email: str
+    name: str
+    role: Role
+    capacity: int
+    totp_enabled: bool
+
+
+class MemberCreate(BaseModel):
+    email: str = Field(max_length=320)
+    name: str = Field(default="", max_length=200)
+    role: Role = Role.agent
+    password: str | None = Field(default=None, max_length=1000)
+
+
+class MemberUpdate(BaseModel):
+    role: Role | None = None
+    capacity: int | None = Field(default=None, ge=0, le=1000)
+
+
+class TeamCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    member_ids: list[str] = Field(default_factory=list)
+
+
+class TeamUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    member_ids: list[str] | None = None
+
+
+class TeamRead(BaseModel):
+    id: str
+    name: str
+    member_ids: list[str]

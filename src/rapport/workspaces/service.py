@@ -1,0 +1,182 @@
+"""Workspaces, their members and teams."""
+
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from rapport.auth import service as auth
+from rapport.auth.models import Membership, Role, Team, TeamMember, User
+from rapport.problems import Conflict, Forbidden, Invalid, NotFound
+from rapport.workspaces.models import Workspace
+
+_SETTING_KEYS = {"require_2fa": bool, "reopen_window_hours": int, "default_region": str}
+
+
+def create(db: Session, *, name: str, owner_email: str, owner_password: str, owner_name: str = "") -> tuple[Workspace, User]:
+    """A new workspace and its owner (an existing user keeps their password)."""
+    name = name.strip()
+    if not name:
+        raise Invalid("workspace name must not be empty")
+    if db.scalar(select(Workspace.id).where(Workspace.name == name)):
+        raise Conflict(f"a workspace named {name!r} exists")
+    ws = Workspace(name=name, settings={})
+    db.add(ws)
+    user = auth.user_by_email(db, owner_email) or auth.create_user(
+        db, email=owner_email, password=owner_password, name=owner_name
+    )
+    db.flush()
+    db.add(Membership(workspace_id=ws.id, user_id=user.id, role=Role.owner))
+    db.flush()
+    return ws, user
+
+
+def get_by_name(db: Session, name: str) -> Workspace:
+    ws = db.scalar(select(Workspace).where(Workspace.name == name))
+    if ws is None:
+        raise NotFound("workspace")
+    return ws
+
+
+def update_settings(db: Session, *, workspace: Workspace, changes: dict[str, Any]) -> Workspace:
+    settings = dict(workspace.settings)
+    for key, value in changes.items():
+        kind = _SETTING_KEYS.get(key)
+        if kind is None:
+            raise Invalid(f"unknown setting {key!r}")
+        if not isinstance(value, kind):
+            raise Invalid(f"setting {key!r} must be {kind.__name__}")
+        settings[key] = value
+    workspace.settings = settings
+    return workspace
+
+
+def members(db: Session, *, workspace_id: str) -> list[tuple[Membership, User]]:
+    return [
+        (m, u)
+        for m, u in db.execute(
+            select(Membership, User)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.workspace_id == workspace_id)
+            .order_by(Membership.created_at)
+        )
+    ]
+
+
+def get_member(db: Session, *, workspace_id: str, user_id: str) -> tuple[Membership, User]:
+    row = db.execute(
+        select(Membership, User)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.workspace_id == workspace_id, Membership.user_id == user_id)
+    ).first()
+    if row is None:
+        raise NotFound("member")
+    return row[0], row[1]
+
+
+def add_member(
+    db: Session, *, workspace_id: str, email: str, role: Role, password: str | None, name: str = "",
+    actor_role: Role,
+) -> tuple[Membership, User]:
+    """Add a user (new or existing) to the workspace with a role no higher than the actor's."""
+    if role.rank > actor_role.rank:
+        raise Forbidden("you cannot grant a role above your own")
+    user = auth.user_by_email(db, email)
+    if user is None:
+        if not password:
+            raise Invalid("a new user needs a password")
+        user = auth.create_user(db, email=email, password=password, name=name)
+    if db.scalar(
+        select(Membership.id).where(
+            Membership.workspace_id == workspace_id, Membership.user_id == user.id
+        )
+    ):
+        raise Conflict("this user is already a member")
+    m = Membership(workspace_id=workspace_id, user_id=user.id, role=role)
+    db.add(m)
+    db.flush()
+    return m, user
+
+
+def change_role(db: Session, *, membership: Membership, role: Role, actor_role: Role) -> Membership:
+    if role.rank > actor_role.rank or membership.role.rank > actor_role.rank:
+        raise Forbidden("you cannot change a role above your own")
+    if membership.role == Role.owner and role != Role.owner:
+        _keep_an_owner(db, membership)
+    membership.role = role
+    return membership
+
+
+def remove_member(db: Session, *, membership: Membership, actor_role: Role) -> None:
+    if membership.role.rank > actor_role.rank:
+        raise Forbidden("you cannot remove a member above your own role")
+    if membership.role == Role.owner:
+        _keep_an_owner(db, membership)
+    db.execute(
+        delete(TeamMember).where(
+            TeamMember.workspace_id == membership.workspace_id,
+            TeamMember.user_id == membership.user_id,
+        )
+    )
+    db.delete(membership)
+
+
+def _keep_an_owner(db: Session, membership: Membership) -> None:
+    owners = db.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.workspace_id == membership.workspace_id, Membership.role == Role.owner)
+    )
+    if (owners or 0) <= 1:
+        raise Conflict("a workspace must keep at least one owner")
+
+
+def teams(db: Session, *, workspace_id: str) -> list[tuple[Team, list[str]]]:
+    rows = list(db.scalars(select(Team).where(Team.workspace_id == workspace_id).order_by(Team.name)))
+    ids = [t.id for t in rows]
+    by_team: dict[str, list[str]] = {i: [] for i in ids}
+    if ids:
+        for tid, uid in db.execute(
+            select(TeamMember.team_id, TeamMember.user_id).where(TeamMember.team_id.in_(ids))
+        ):
+            by_team[tid].append(uid)
+    return [(t, by_team[t.id]) for t in rows]
+
+
+def get_team(db: Session, *, workspace_id: str, team_id: str) -> Team:
+    row = db.scalar(select(Team).where(Team.id == team_id, Team.workspace_id == workspace_id))
+    if row is None:
+        raise NotFound("team")
+    return row
+
+
+def create_team(db: Session, *, workspace_id: str, name: str, member_ids: list[str]) -> Team:
+    if db.scalar(select(Team.id).where(Team.workspace_id == workspace_id, Team.name == name)):
+        raise Conflict(f"a team named {name!r} exists")
+    team = Team(workspace_id=workspace_id, name=name)
+    db.add(team)
+    db.flush()
+    set_team_members(db, team=team, member_ids=member_ids)
+    return team
+
+
+def set_team_members(db: Session, *, team: Team, member_ids: list[str]) -> None:
+    ids = set(member_ids)
+    if ids:
+        known = set(
+            db.scalars(
+                select(Membership.user_id).where(
+                    Membership.workspace_id == team.workspace_id, Membership.user_id.in_(ids)
+                )
+            )
+        )
+        if ids - known:
+            raise NotFound("member")
+    db.execute(delete(TeamMember).where(TeamMember.team_id == team.id))
+    for uid in sorted(ids):
+        db.add(TeamMember(team_id=team.id, user_id=uid, workspace_id=team.workspace_id))
+    db.flush()
+
+
+def delete_team(db: Session, *, team: Team) -> None:
+    db.delete(team)
