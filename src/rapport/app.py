@@ -66,7 +66,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.workspaces import views as workspace_views
 
     for module in (
-        ops, auth_views, workspace_views, channel_views, customer_views, conversation_views,
+        ops,
+        auth_views,
+        workspace_views,
+        channel_views,
+        customer_views,
+        conversation_views,
         realtime_views,
     ):
         app.include_router(module.router)

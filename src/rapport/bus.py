@@ -135,7 +135,7 @@ class RedisBus(LocalBus):
                 await asyncio.sleep(1)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                     await client.aclose()
 
 

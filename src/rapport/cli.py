@@ -57,8 +57,14 @@ def serve(
     settings.worker_in_process = worker
     logs.configure(settings.log_level, settings.log_json)
     uvicorn.run(
-        create_app(settings), host=host, port=port, access_log=False, log_config=None,
-        ws="websockets-sansio", proxy_headers=True, forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        ws="websockets-sansio",
+        proxy_headers=True,
+        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     )
 
 
@@ -66,7 +72,9 @@ def serve(
 def run_worker(
     once: Annotated[bool, typer.Option(help="Run the due jobs, then exit.")] = False,
     threads: Annotated[int, typer.Option(min=1, max=64, help="Jobs run at once.")] = 1,
-    import_: Annotated[list[str] | None, typer.Option("--import", help="Extra modules with @job handlers.")] = None,
+    import_: Annotated[
+        list[str] | None, typer.Option("--import", help="Extra modules with @job handlers.")
+    ] = None,
 ) -> None:
     """Run background jobs from the shared jobs table (any number of these may run)."""
     from rapport import bus, logs
@@ -84,7 +92,9 @@ def run_worker(
         return
     stop = threading.Event()
     pool = [
-        threading.Thread(target=Worker(database, settings, name=None).run_forever, args=(stop,), daemon=True)
+        threading.Thread(
+            target=Worker(database, settings, name=None).run_forever, args=(stop,), daemon=True
+        )
         for _ in range(threads)
     ]
     for t in pool:
@@ -155,7 +165,9 @@ def token_create(
                 _fail(f"no user {email}")
                 return
             member = auth.membership(db, user_id=user.id, workspace=ws.id)
-            plain, _ = auth.create_token(db, user_id=user.id, workspace_id=ws.id, name=name, role=member.role)
+            plain, _ = auth.create_token(
+                db, user_id=user.id, workspace_id=ws.id, name=name, role=member.role
+            )
     except Problem as exc:
         _fail(exc.detail)
         return
@@ -168,4 +180,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; a deployment that keeps one has no secret at all.
 _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "test", "rapport", "xxx"}
-_DEMO_SECRET = "demo-mode-secret-key-not-for-production-use"
+_DEMO_SECRET = "demo-mode-secret-key-not-for-production-use"  # noqa: S105 - refused outside demo
 
 
 class Settings(BaseSettings):

@@ -28,7 +28,9 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
-            raise ValueError("secret cannot be decrypted with the current RAPPORT_SECRET_KEY") from exc
+            raise ValueError(
+                "secret cannot be decrypted with the current RAPPORT_SECRET_KEY"
+            ) from exc
 
     def encrypt_json(self, data: dict[str, Any]) -> str:
         return self.encrypt(json.dumps(data, sort_keys=True))

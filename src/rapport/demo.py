@@ -27,20 +27,40 @@ DEMO_WORKSPACE = "Demo"
 ADMIN_EMAIL = "admin@demo.rapport.test"
 
 _CUSTOMERS = [
-    ("Ana Souza", "ana.souza@example.com", "+5511987654321", [
-        ("Web shop", "Hi! My order #1042 hasn't shipped yet, can you check?"),
-        ("Mobile app", "Also, can I change the delivery address?"),
-    ]),
-    ("Liam O'Brien", "liam@example.org", "+353861234567", [
-        ("Mobile app", "The app logs me out every time I open it."),
-    ]),
-    ("Yuki Tanaka", "yuki.tanaka@example.jp", "+819012345678", [
-        ("Web shop", "Do you ship to Osaka? What does it cost?"),
-    ]),
-    ("Fatima Zahra", "fatima@example.net", None, [
-        ("Web shop", "I was charged twice for the same order."),
-        ("Web shop", "Please refund one of the charges, thanks."),
-    ]),
+    (
+        "Ana Souza",
+        "ana.souza@example.com",
+        "+5511987654321",
+        [
+            ("Web shop", "Hi! My order #1042 hasn't shipped yet, can you check?"),
+            ("Mobile app", "Also, can I change the delivery address?"),
+        ],
+    ),
+    (
+        "Liam O'Brien",
+        "liam@example.org",
+        "+353861234567",
+        [
+            ("Mobile app", "The app logs me out every time I open it."),
+        ],
+    ),
+    (
+        "Yuki Tanaka",
+        "yuki.tanaka@example.jp",
+        "+819012345678",
+        [
+            ("Web shop", "Do you ship to Osaka? What does it cost?"),
+        ],
+    ),
+    (
+        "Fatima Zahra",
+        "fatima@example.net",
+        None,
+        [
+            ("Web shop", "I was charged twice for the same order."),
+            ("Web shop", "Please refund one of the charges, thanks."),
+        ],
+    ),
 ]
 
 
@@ -57,7 +77,10 @@ def seed(database: Database, settings: Settings) -> tuple[str, str, bool]:
                 admin.locked_until = None
             return ADMIN_EMAIL, password, False
         ws, _ = workspaces.create(
-            db, name=DEMO_WORKSPACE, owner_email=ADMIN_EMAIL, owner_password=password,
+            db,
+            name=DEMO_WORKSPACE,
+            owner_email=ADMIN_EMAIL,
+            owner_password=password,
             owner_name="Demo Admin",
         )
         _fill(db, ws, settings)
@@ -67,16 +90,27 @@ def seed(database: Database, settings: Settings) -> tuple[str, str, bool]:
 def _fill(db: Session, ws: Workspace, settings: Settings) -> None:
     box = box_for(settings.secret_key.get_secret_value())
     agents = []
-    for name, email in (("Bob Agent", "bob@demo.rapport.test"), ("Carol Agent", "carol@demo.rapport.test")):
+    for name, email in (
+        ("Bob Agent", "bob@demo.rapport.test"),
+        ("Carol Agent", "carol@demo.rapport.test"),
+    ):
         _, user = workspaces.add_member(
-            db, workspace_id=ws.id, email=email, role=Role.agent,
-            password=secrets.token_urlsafe(16), name=name, actor_role=Role.owner,
+            db,
+            workspace_id=ws.id,
+            email=email,
+            role=Role.agent,
+            password=secrets.token_urlsafe(16),
+            name=name,
+            actor_role=Role.owner,
         )
         agents.append(user)
-    team = workspaces.create_team(db, workspace_id=ws.id, name="Support", member_ids=[a.id for a in agents])
+    team = workspaces.create_team(
+        db, workspace_id=ws.id, name="Support", member_ids=[a.id for a in agents]
+    )
     boxes = {
         name: inboxes.create(
-            db, workspace_id=ws.id,
+            db,
+            workspace_id=ws.id,
             data=InboxCreate(name=name, channel="api", team_id=team.id, auto_assign=False),
             box=box,
         )
@@ -92,28 +126,41 @@ def _fill(db: Session, ws: Workspace, settings: Settings) -> None:
             result = receive(
                 db,
                 InboundMessage(
-                    inbox_id=boxes[inbox_name].id, external_id=f"demo-{n}-{k}", handles=handles,
-                    text=text, sender_name=name,
+                    inbox_id=boxes[inbox_name].id,
+                    external_id=f"demo-{n}-{k}",
+                    handles=handles,
+                    text=text,
+                    sender_name=name,
                 ),
                 settings=settings,
             )
             if n == 0 and k == 0:
                 conversations.assign(
-                    db, conversation=result.conversation, assignee_id=agents[0].id,
-                    team_id=team.id, actor_id=None,
+                    db,
+                    conversation=result.conversation,
+                    assignee_id=agents[0].id,
+                    team_id=team.id,
+                    actor_id=None,
                 )
                 conversations.reply(
-                    db, conversation=result.conversation, author_id=agents[0].id,
+                    db,
+                    conversation=result.conversation,
+                    author_id=agents[0].id,
                     text=f"Hi {name.split()[0]}, let me check order #1042 for you.",
                 )
             if n == 2:
-                conversations.set_status(db, conversation=result.conversation, status=Status.resolved)
+                conversations.set_status(
+                    db, conversation=result.conversation, status=Status.resolved
+                )
         db.flush()
         if n == 0:
             add_event(
-                db, customer=result.customer,
+                db,
+                customer=result.customer,
                 data=EventCreate(
-                    type="Order Completed", properties={"order_id": "1042", "total": 5990, "currency": "EUR"},
-                    occurred_at=now - timedelta(days=3), source="demo",
+                    type="Order Completed",
+                    properties={"order_id": "1042", "total": 5990, "currency": "EUR"},
+                    occurred_at=now - timedelta(days=3),
+                    source="demo",
                 ),
             )

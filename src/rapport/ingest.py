@@ -208,7 +208,9 @@ class IngestWriter:
     def start(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="rapport-ingest", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="rapport-ingest", daemon=True
+                )
                 self._thread.start()
 
     def stop(self, timeout: float = 10) -> None:
@@ -254,9 +256,15 @@ class IngestWriter:
                     if not one[1].done():
                         self._commit_batch([one])
 
-    def _commit_batch(self, batch: list[tuple[InboundMessage, "concurrent.futures.Future[IngestResult]"]]) -> None:
+    def _commit_batch(
+        self, batch: list[tuple[InboundMessage, "concurrent.futures.Future[IngestResult]"]]
+    ) -> None:
         INGEST_BATCH.observe(len(batch))
-        outcomes: list[tuple[concurrent.futures.Future[IngestResult], IngestResult | None, BaseException | None]] = []
+        outcomes: list[
+            tuple[
+                concurrent.futures.Future[IngestResult], IngestResult | None, BaseException | None
+            ]
+        ] = []
         try:
             with self.database.session() as db:
                 for msg, fut in batch:

@@ -11,7 +11,23 @@ from rapport.realtime.models import StreamEvent
 from rapport.workspaces.models import Workspace
 
 __all__ = [
-    "ApiToken", "Attachment", "AuditLog", "AuthSession", "Base", "Conversation",
-    "ConversationLabel", "Customer", "Event", "Identity", "Inbox", "Job", "Membership",
-    "Message", "StreamEvent", "Team", "TeamMember", "User", "Workspace",
+    "ApiToken",
+    "Attachment",
+    "AuditLog",
+    "AuthSession",
+    "Base",
+    "Conversation",
+    "ConversationLabel",
+    "Customer",
+    "Event",
+    "Identity",
+    "Inbox",
+    "Job",
+    "Membership",
+    "Message",
+    "StreamEvent",
+    "Team",
+    "TeamMember",
+    "User",
+    "Workspace",
 ]

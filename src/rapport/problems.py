@@ -60,9 +60,16 @@ def problem_response(
 
 
 _SLUGS = {
-    400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-    405: "method-not-allowed", 409: "conflict", 413: "too-large", 422: "invalid",
-    429: "rate-limited", 503: "unavailable",
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "too-large",
+    422: "invalid",
+    429: "rate-limited",
+    503: "unavailable",
 }
 
 

@@ -5,9 +5,9 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from starlette.requests import HTTPConnection
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from rapport.auth import service
 from rapport.auth.models import Role
@@ -94,7 +94,9 @@ def _lookup(database: Database, kind: str, secret: str) -> service.Principal | N
         return service.session_principal(db, token=secret)
 
 
-async def resolve_principal(request: Request, *, allow_pending_mfa: bool = False) -> service.Principal:
+async def resolve_principal(
+    request: Request, *, allow_pending_mfa: bool = False
+) -> service.Principal:
     cred = _credential(request)
     if cred is None:
         raise Unauthorized()
@@ -137,7 +139,10 @@ async def websocket_principal(ws: HTTPConnection) -> service.Principal | None:
     if cred[0] == "session":
         origin = ws.headers.get("origin")
         settings: Settings = ws.app.state.settings
-        own = {settings.public_url.rstrip("/"), f"{ws.url.scheme.replace('ws', 'http')}://{ws.url.netloc}"}
+        own = {
+            settings.public_url.rstrip("/"),
+            f"{ws.url.scheme.replace('ws', 'http')}://{ws.url.netloc}",
+        }
         if origin is not None and origin.rstrip("/") not in own:
             return None
     database: Database = ws.app.state.database

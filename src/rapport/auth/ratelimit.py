@@ -25,7 +25,7 @@ class RateLimiter:
         if self._redis is not None:
             try:
                 return self._hit_redis(key)
-            except Exception:  # Redis down: fall back to this process's own count
+            except Exception:  # noqa: S110 - Redis down: fall back to this process's own count
                 pass
         now = time.monotonic()
         with self._lock:

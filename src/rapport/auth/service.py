@@ -49,7 +49,11 @@ def create_user(db: Session, *, email: str, password: str, name: str = "") -> Us
         raise Invalid(f"password must be at least {security.MIN_PASSWORD_LENGTH} characters")
     if db.scalar(select(User.id).where(User.email == email)) is not None:
         raise Problem(409, "conflict", "a user with this email exists")
-    user = User(email=email, name=name or email.split("@")[0], password_hash=security.hash_password(password))
+    user = User(
+        email=email,
+        name=name or email.split("@")[0],
+        password_hash=security.hash_password(password),
+    )
     db.add(user)
     db.flush()
     return user
@@ -67,7 +71,8 @@ class LoginFailed(Problem):
 class AccountLocked(Problem):
     def __init__(self, minutes: int) -> None:
         super().__init__(
-            429, "account-locked",
+            429,
+            "account-locked",
             f"too many failed logins: try again in {minutes} minutes or reset the password",
         )
 
@@ -146,9 +151,17 @@ def session_principal(db: Session, *, token: str) -> Principal | None:
     if user.sessions_valid_after is not None and sess.created_at < user.sessions_valid_after:
         return None
     return Principal(
-        user_id=user.id, email=user.email, name=user.name, workspace_id=ws.id, role=member.role,
-        via="session", credential_id=sess.id, csrf_token=sess.csrf_token,
-        mfa_passed=sess.mfa_passed, totp_enabled=user.totp_enabled, require_2fa=ws.require_2fa,
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        workspace_id=ws.id,
+        role=member.role,
+        via="session",
+        credential_id=sess.id,
+        csrf_token=sess.csrf_token,
+        mfa_passed=sess.mfa_passed,
+        totp_enabled=user.totp_enabled,
+        require_2fa=ws.require_2fa,
         region=ws.default_region,
     )
 
@@ -169,10 +182,18 @@ def token_principal(db: Session, *, token: str) -> Principal | None:
         return None
     tok, user, member, ws = row
     return Principal(
-        user_id=user.id, email=user.email, name=user.name, workspace_id=ws.id,
-        role=min_role(tok.role, member.role), via="token", credential_id=tok.id, csrf_token=None,
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        workspace_id=ws.id,
+        role=min_role(tok.role, member.role),
+        via="token",
+        credential_id=tok.id,
+        csrf_token=None,
         # A token is a credential of its own: the second factor was checked when it was made.
-        mfa_passed=True, totp_enabled=user.totp_enabled, require_2fa=False,
+        mfa_passed=True,
+        totp_enabled=user.totp_enabled,
+        require_2fa=False,
         region=ws.default_region,
     )
 
@@ -237,8 +258,12 @@ def create_token(
     """A new API token; the plain value is returned once and never stored."""
     plain = security.new_api_token()
     row = ApiToken(
-        workspace_id=workspace_id, user_id=user_id, name=name,
-        token_hash=security.token_hash(plain), prefix=plain[:8], role=role,
+        workspace_id=workspace_id,
+        user_id=user_id,
+        name=name,
+        token_hash=security.token_hash(plain),
+        prefix=plain[:8],
+        role=role,
     )
     db.add(row)
     db.flush()

@@ -13,7 +13,7 @@ from rapport.auth.deps import (
     Db,
     resolve_principal,
 )
-from rapport.auth.models import User
+from rapport.auth.models import Role, User
 from rapport.auth.schemas import (
     CodeIn,
     LoginIn,
@@ -38,8 +38,15 @@ def actor_of(principal: service.Principal, request: Request) -> Actor:
 
 def _me(p: service.Principal) -> MeRead:
     return MeRead(
-        user_id=p.user_id, email=p.email, name=p.name, workspace_id=p.workspace_id, role=p.role,
-        via=p.via, totp_enabled=p.totp_enabled, mfa_passed=p.mfa_passed, csrf_token=p.csrf_token,
+        user_id=p.user_id,
+        email=p.email,
+        name=p.name,
+        workspace_id=p.workspace_id,
+        role=p.role,
+        via=p.via,
+        totp_enabled=p.totp_enabled,
+        mfa_passed=p.mfa_passed,
+        csrf_token=p.csrf_token,
     )
 
 
@@ -49,7 +56,9 @@ class RateLimited(Problem):
 
 
 @router.post("/auth/login", response_model=LoginOut)
-def login(body: LoginIn, request: Request, response: Response, db: Db, settings: CurrentSettings, box: Box) -> LoginOut:
+def login(
+    body: LoginIn, request: Request, response: Response, db: Db, settings: CurrentSettings, box: Box
+) -> LoginOut:
     """Sign in with email and password (and the two-factor code when the account has one)."""
     limiter = request.app.state.login_limiter
     ip = request.client.host if request.client else "unknown"
@@ -57,7 +66,9 @@ def login(body: LoginIn, request: Request, response: Response, db: Db, settings:
         raise RateLimited()
     try:
         user = service.check_password(
-            db, email=body.email, password=body.password,
+            db,
+            email=body.email,
+            password=body.password,
             max_failures=settings.login_max_failures,
             lockout_minutes=settings.login_lockout_minutes,
         )
@@ -72,18 +83,31 @@ def login(body: LoginIn, request: Request, response: Response, db: Db, settings:
             raise Problem(401, "totp-invalid", "the two-factor code is wrong")
         mfa_passed = True
     token, sess = service.start_session(
-        db, user=user, workspace_id=member.workspace_id, mfa_passed=mfa_passed,
+        db,
+        user=user,
+        workspace_id=member.workspace_id,
+        mfa_passed=mfa_passed,
         days=settings.session_days,
     )
     audit(
-        db, workspace_id=member.workspace_id, actor=Actor("user", user.id, ip), action="auth.login",
+        db,
+        workspace_id=member.workspace_id,
+        actor=Actor("user", user.id, ip),
+        action="auth.login",
         data={"mfa_passed": mfa_passed},
     )
     _set_cookies(response, token, sess.csrf_token, settings)
     return LoginOut(
-        user_id=user.id, email=user.email, name=user.name, workspace_id=member.workspace_id,
-        role=member.role, via="session", totp_enabled=user.totp_enabled, mfa_passed=mfa_passed,
-        csrf_token=sess.csrf_token, mfa_required=not mfa_passed,
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        workspace_id=member.workspace_id,
+        role=member.role,
+        via="session",
+        totp_enabled=user.totp_enabled,
+        mfa_passed=mfa_passed,
+        csrf_token=sess.csrf_token,
+        mfa_required=not mfa_passed,
     )
 
 
@@ -102,18 +126,30 @@ def _count_failure(db: Db, user: User, settings: CurrentSettings) -> None:
 def _set_cookies(response: Response, token: str, csrf: str, settings: CurrentSettings) -> None:
     max_age = settings.session_days * 86400
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax",
-        secure=settings.secure_cookies, path="/",
+        SESSION_COOKIE,
+        token,
+        max_age=max_age,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+        path="/",
     )
     # Readable by our own scripts, which echo it in X-CSRF-Token (double submit).
     response.set_cookie(
-        CSRF_COOKIE, csrf, max_age=max_age, httponly=False, samesite="lax",
-        secure=settings.secure_cookies, path="/",
+        CSRF_COOKIE,
+        csrf,
+        max_age=max_age,
+        httponly=False,
+        samesite="lax",
+        secure=settings.secure_cookies,
+        path="/",
     )
 
 
 @router.post("/auth/login/totp", response_model=MeRead)
-async def login_second_factor(body: CodeIn, request: Request, settings: CurrentSettings, box: Box) -> MeRead:
+async def login_second_factor(
+    body: CodeIn, request: Request, settings: CurrentSettings, box: Box
+) -> MeRead:
     """Finish a login with the two-factor code (or a recovery code)."""
     principal = await resolve_principal(request, allow_pending_mfa=True)
     if principal.via != "session":
@@ -159,7 +195,12 @@ async def logout(request: Request, response: Response) -> Response:
 def logout_everywhere(principal: CurrentMember, request: Request, db: Db) -> Response:
     """Sign out of every browser: all of this user's sessions end."""
     service.end_all_sessions(db, user_id=principal.user_id)
-    audit(db, workspace_id=principal.workspace_id, actor=actor_of(principal, request), action="auth.logout_all")
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="auth.logout_all",
+    )
     request.app.state.principal_cache.clear()
     out = Response(status_code=204)
     out.delete_cookie(SESSION_COOKIE, path="/")
@@ -181,18 +222,27 @@ def totp_enroll(principal: CurrentMember, db: Db, box: Box) -> TotpEnrollOut:
 
 
 @router.post("/auth/totp/activate", response_model=RecoveryCodesOut)
-def totp_activate(body: CodeIn, principal: CurrentMember, request: Request, db: Db, box: Box) -> RecoveryCodesOut:
+def totp_activate(
+    body: CodeIn, principal: CurrentMember, request: Request, db: Db, box: Box
+) -> RecoveryCodesOut:
     """Turn two-factor on with a first code; the recovery codes are shown only now."""
     user = db.get(User, principal.user_id)
     assert user is not None
     codes = service.totp_activate(db, user=user, box=box, code=body.code)
-    audit(db, workspace_id=principal.workspace_id, actor=actor_of(principal, request), action="auth.totp_on")
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="auth.totp_on",
+    )
     request.app.state.principal_cache.clear()
     return RecoveryCodesOut(recovery_codes=codes)
 
 
 @router.post("/auth/totp/disable", status_code=status.HTTP_204_NO_CONTENT)
-def totp_disable(body: CodeIn, principal: CurrentMember, request: Request, db: Db, box: Box) -> Response:
+def totp_disable(
+    body: CodeIn, principal: CurrentMember, request: Request, db: Db, box: Box
+) -> Response:
     user = db.get(User, principal.user_id)
     assert user is not None
     if principal.require_2fa:
@@ -200,7 +250,12 @@ def totp_disable(body: CodeIn, principal: CurrentMember, request: Request, db: D
     if not service.verify_second_factor(db, user=user, box=box, code=body.code):
         raise Problem(401, "totp-invalid", "the two-factor code is wrong")
     service.totp_disable(db, user=user)
-    audit(db, workspace_id=principal.workspace_id, actor=actor_of(principal, request), action="auth.totp_off")
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="auth.totp_off",
+    )
     request.app.state.principal_cache.clear()
     return Response(status_code=204)
 
@@ -212,28 +267,43 @@ def list_tokens(principal: CurrentMember, db: Db) -> list[TokenRead]:
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
-def create_token(body: TokenCreate, principal: CurrentMember, request: Request, db: Db) -> TokenCreated:
+def create_token(
+    body: TokenCreate, principal: CurrentMember, request: Request, db: Db
+) -> TokenCreated:
     """A new API token for yourself, with a role no higher than your own."""
     if not principal.has(body.role):
         raise Forbidden("a token cannot have a role above your own")
     plain, row = service.create_token(
-        db, user_id=principal.user_id, workspace_id=principal.workspace_id, name=body.name,
+        db,
+        user_id=principal.user_id,
+        workspace_id=principal.workspace_id,
+        name=body.name,
         role=body.role,
     )
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="token.create", target_type="token", target_id=row.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="token.create",
+        target_type="token",
+        target_id=row.id,
     )
     return TokenCreated(**TokenRead.model_validate(row).model_dump(), token=plain)
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token(token_id: str, principal: CurrentMember, request: Request, db: Db) -> Response:
-    own_only = None if principal.has(service.Role.admin) else principal.user_id
-    row = service.revoke_token(db, workspace_id=principal.workspace_id, token_id=token_id, user_id=own_only)
+    own_only = None if principal.has(Role.admin) else principal.user_id
+    row = service.revoke_token(
+        db, workspace_id=principal.workspace_id, token_id=token_id, user_id=own_only
+    )
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="token.revoke", target_type="token", target_id=row.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="token.revoke",
+        target_type="token",
+        target_id=row.id,
     )
     request.app.state.principal_cache.clear()
     return Response(status_code=204)

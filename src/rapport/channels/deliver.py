@@ -52,7 +52,9 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
             _mark(ctx, message_id, DeliveryStatus.failed, exc.reason)
             raise PermanentError(exc.reason) from exc
         raise
-    _mark(ctx, message_id, DeliveryStatus.sent, None, external_id=result.external_id, meta=result.meta)
+    _mark(
+        ctx, message_id, DeliveryStatus.sent, None, external_id=result.external_id, meta=result.meta
+    )
 
 
 def _mark(

@@ -16,7 +16,9 @@ from rapport.problems import Invalid, NotFound
 from rapport.channels import api as _api  # noqa: F401  isort: skip
 
 
-def _split(channel: base.Channel, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _split(
+    channel: base.Channel, settings: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     plain = {k: v for k, v in settings.items() if k not in channel.secret_fields}
     secret = {k: v for k, v in settings.items() if k in channel.secret_fields}
     return plain, secret
@@ -31,12 +33,18 @@ def get(db: Session, *, workspace_id: str, inbox_id: str) -> Inbox:
 
 def list_inboxes(db: Session, *, workspace_id: str) -> list[Inbox]:
     return list(
-        db.scalars(select(Inbox).where(Inbox.workspace_id == workspace_id).order_by(Inbox.created_at))
+        db.scalars(
+            select(Inbox).where(Inbox.workspace_id == workspace_id).order_by(Inbox.created_at)
+        )
     )
 
 
 def _check_team(db: Session, workspace_id: str, team_id: str | None) -> None:
-    if team_id and db.scalar(select(Team.id).where(Team.id == team_id, Team.workspace_id == workspace_id)) is None:
+    if (
+        team_id
+        and db.scalar(select(Team.id).where(Team.id == team_id, Team.workspace_id == workspace_id))
+        is None
+    ):
         raise NotFound("team")
 
 
@@ -48,9 +56,14 @@ def create(db: Session, *, workspace_id: str, data: InboxCreate, box: SecretBox)
     _check_team(db, workspace_id, data.team_id)
     plain, secret = _split(channel, data.settings)
     inbox = Inbox(
-        workspace_id=workspace_id, name=data.name, channel=channel.name, settings=plain,
+        workspace_id=workspace_id,
+        name=data.name,
+        channel=channel.name,
+        settings=plain,
         secrets_encrypted=box.encrypt_json(secret) if secret else None,
-        team_id=data.team_id, auto_assign=data.auto_assign, public_token=random_token(nbytes=18),
+        team_id=data.team_id,
+        auto_assign=data.auto_assign,
+        public_token=random_token(nbytes=18),
     )
     db.add(inbox)
     db.flush()

@@ -20,16 +20,24 @@ router = APIRouter(prefix="/api/v1", tags=["inboxes"])
 
 @router.get("/inboxes", response_model=list[InboxRead])
 def list_inboxes(principal: CurrentMember, db: Db, box: Box) -> list[InboxRead]:
-    return [service.read(i, box) for i in service.list_inboxes(db, workspace_id=principal.workspace_id)]
+    return [
+        service.read(i, box) for i in service.list_inboxes(db, workspace_id=principal.workspace_id)
+    ]
 
 
 @router.post("/inboxes", response_model=InboxRead, status_code=201)
-def create_inbox(body: InboxCreate, principal: CurrentAdmin, request: Request, db: Db, box: Box) -> InboxRead:
+def create_inbox(
+    body: InboxCreate, principal: CurrentAdmin, request: Request, db: Db, box: Box
+) -> InboxRead:
     """Create an inbox (one channel instance); credentials in settings are stored encrypted."""
     inbox = service.create(db, workspace_id=principal.workspace_id, data=body, box=box)
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="inbox.create", target_type="inbox", target_id=inbox.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="inbox.create",
+        target_type="inbox",
+        target_id=inbox.id,
         data={"channel": inbox.channel},
     )
     return service.read(inbox, box)
@@ -37,7 +45,9 @@ def create_inbox(body: InboxCreate, principal: CurrentAdmin, request: Request, d
 
 @router.get("/inboxes/{inbox_id}", response_model=InboxRead)
 def get_inbox(inbox_id: str, principal: CurrentMember, db: Db, box: Box) -> InboxRead:
-    return service.read(service.get(db, workspace_id=principal.workspace_id, inbox_id=inbox_id), box)
+    return service.read(
+        service.get(db, workspace_id=principal.workspace_id, inbox_id=inbox_id), box
+    )
 
 
 @router.patch("/inboxes/{inbox_id}", response_model=InboxRead)
@@ -47,8 +57,12 @@ def update_inbox(
     inbox = service.get(db, workspace_id=principal.workspace_id, inbox_id=inbox_id)
     service.update(db, inbox=inbox, data=body, box=box)
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="inbox.update", target_type="inbox", target_id=inbox.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="inbox.update",
+        target_type="inbox",
+        target_id=inbox.id,
         data={"fields": sorted(body.model_fields_set)},
     )
     return service.read(inbox, box)

@@ -438,8 +438,6 @@ def unsnooze_due(db: Session, *, now: datetime | None = None) -> int:
     return len(rows)
 
 
-
-
 def get_message(db: Session, *, conversation: Conversation, message_id: str) -> Message:
     row = db.scalar(
         select(Message).where(Message.id == message_id, Message.conversation_id == conversation.id)

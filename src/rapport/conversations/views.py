@@ -79,7 +79,9 @@ def get_conversation(conversation_id: str, principal: CurrentMember, db: Db) -> 
 def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) -> MessageRead:
     """Reply to the customer: stored now, delivered by the ``deliver`` job."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    msg = service.reply(db, conversation=conv, author_id=principal.user_id, text=body.text, html=body.html)
+    msg = service.reply(
+        db, conversation=conv, author_id=principal.user_id, text=body.text, html=body.html
+    )
     return MessageRead.model_validate(msg)
 
 
@@ -87,30 +89,54 @@ def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) 
 def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db) -> MessageRead:
     """A private note for colleagues; never sent to the customer."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    return MessageRead.model_validate(service.note(db, conversation=conv, author_id=principal.user_id, text=body.text))
+    return MessageRead.model_validate(
+        service.note(db, conversation=conv, author_id=principal.user_id, text=body.text)
+    )
 
 
 @router.post("/{conversation_id}/assign", response_model=ConversationRead)
-def assign(conversation_id: str, body: AssignIn, principal: CurrentAgent, request: Request, db: Db) -> ConversationRead:
+def assign(
+    conversation_id: str, body: AssignIn, principal: CurrentAgent, request: Request, db: Db
+) -> ConversationRead:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    service.assign(db, conversation=conv, assignee_id=body.assignee_id, team_id=body.team_id, actor_id=principal.user_id)
+    service.assign(
+        db,
+        conversation=conv,
+        assignee_id=body.assignee_id,
+        team_id=body.team_id,
+        actor_id=principal.user_id,
+    )
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="conversation.assign", target_type="conversation", target_id=conv.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="conversation.assign",
+        target_type="conversation",
+        target_id=conv.id,
         data={"assignee_id": body.assignee_id, "team_id": body.team_id},
     )
     return _read(conv, service.labels_of(db, [conv.id])[conv.id])
 
 
 @router.post("/{conversation_id}/status", response_model=ConversationRead)
-def set_status(conversation_id: str, body: StatusIn, principal: CurrentAgent, db: Db) -> ConversationRead:
+def set_status(
+    conversation_id: str, body: StatusIn, principal: CurrentAgent, db: Db
+) -> ConversationRead:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    service.set_status(db, conversation=conv, status=body.status, snoozed_until=body.snoozed_until, actor_id=principal.user_id)
+    service.set_status(
+        db,
+        conversation=conv,
+        status=body.status,
+        snoozed_until=body.snoozed_until,
+        actor_id=principal.user_id,
+    )
     return _read(conv, service.labels_of(db, [conv.id])[conv.id])
 
 
 @router.post("/{conversation_id}/priority", response_model=ConversationRead)
-def set_priority(conversation_id: str, body: PriorityIn, principal: CurrentAgent, db: Db) -> ConversationRead:
+def set_priority(
+    conversation_id: str, body: PriorityIn, principal: CurrentAgent, db: Db
+) -> ConversationRead:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     service.set_priority(db, conversation=conv, priority=body.priority)
     return _read(conv, service.labels_of(db, [conv.id])[conv.id])
@@ -129,8 +155,10 @@ def remove_label(conversation_id: str, label: str, principal: CurrentAgent, db: 
 
 
 @router.get("/{conversation_id}/messages/{message_id}", response_model=MessageRead)
-def get_message(conversation_id: str, message_id: str, principal: CurrentMember, db: Db) -> MessageRead:
+def get_message(
+    conversation_id: str, message_id: str, principal: CurrentMember, db: Db
+) -> MessageRead:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    return MessageRead.model_validate(service.get_message(db, conversation=conv, message_id=message_id))
-
-
+    return MessageRead.model_validate(
+        service.get_message(db, conversation=conv, message_id=message_id)
+    )

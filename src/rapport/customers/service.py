@@ -94,12 +94,19 @@ def update(db: Session, *, customer: Customer, data: CustomerUpdate) -> Customer
                 merged[key] = value
         customer.attributes = merged
     customer.updated_at = utcnow()
-    emit(db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id})
+    emit(
+        db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
+    )
     return customer
 
 
 def add_identity(
-    db: Session, *, workspace: Workspace, customer: Customer, kind: IdentityKind, value: str,
+    db: Session,
+    *,
+    workspace: Workspace,
+    customer: Customer,
+    kind: IdentityKind,
+    value: str,
     verified: bool = False,
 ) -> Identity:
     """Give a customer one more handle; a handle owned by another customer is a conflict."""
@@ -113,7 +120,9 @@ def add_identity(
             return existing
         raise Conflict(f"{h.kind.value} {h.value} already belongs to another customer")
     row = _attach(db, customer=customer, handle=h)
-    emit(db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id})
+    emit(
+        db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
+    )
     return row
 
 
@@ -128,7 +137,9 @@ def remove_identity(db: Session, *, customer: Customer, identity_id: str) -> Non
         customer.email = None
     if row.kind == IdentityKind.phone and customer.phone == row.value:
         customer.phone = None
-    emit(db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id})
+    emit(
+        db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
+    )
 
 
 def _dedupe(handles: list[ident.Handle]) -> list[ident.Handle]:
@@ -157,7 +168,11 @@ def _attach(db: Session, *, customer: Customer, handle: ident.Handle) -> Identit
 
 
 def resolve(
-    db: Session, *, workspace_id: str, handles: list[ident.Handle], name: str = "",
+    db: Session,
+    *,
+    workspace_id: str,
+    handles: list[ident.Handle],
+    name: str = "",
     seen_at: datetime | None = None,
 ) -> tuple[Customer, bool]:
     """The customer these handles belong to, created if none; True when it is new.
@@ -186,7 +201,9 @@ def resolve(
     created = customer is None
     now = seen_at or utcnow()
     if customer is None:
-        customer = Customer(workspace_id=workspace_id, name=name, first_seen_at=now, last_seen_at=now)
+        customer = Customer(
+            workspace_id=workspace_id, name=name, first_seen_at=now, last_seen_at=now
+        )
         db.add(customer)
         db.flush()
     for h in handles:
@@ -286,8 +303,9 @@ def timeline(
         parts.append(msg)
     if (not kinds or "event" in kinds) and not channel:
         parts.append(
-            select(literal("event").label("kind"), Event.id.label("id"), Event.occurred_at.label("at"))
-            .where(Event.customer_id == customer.id)
+            select(
+                literal("event").label("kind"), Event.id.label("id"), Event.occurred_at.label("at")
+            ).where(Event.customer_id == customer.id)
         )
     if not parts:
         return [], None
@@ -296,28 +314,36 @@ def timeline(
     if after:
         stmt = stmt.where(or_(u.c.at < after[0], and_(u.c.at == after[0], u.c.id < after[1])))
     keys = list(db.execute(stmt.order_by(u.c.at.desc(), u.c.id.desc()).limit(limit + 1)))
-    page, next_cursor = pagination.page_of(
-        keys, limit, lambda r: (_aware(r.at), r.id)
-    )
+    page, next_cursor = pagination.page_of(keys, limit, lambda r: (_aware(r.at), r.id))
     msg_ids = [r.id for r in page if r.kind == "message"]
     ev_ids = [r.id for r in page if r.kind == "event"]
-    messages = {
-        m.id: (m, ch)
-        for m, ch in db.execute(
-            select(Message, Inbox.channel)
-            .join(Inbox, Inbox.id == Message.inbox_id)
-            .where(Message.id.in_(msg_ids))
-        )
-    } if msg_ids else {}
-    events = {e.id: e for e in db.scalars(select(Event).where(Event.id.in_(ev_ids)))} if ev_ids else {}
+    messages = (
+        {
+            m.id: (m, ch)
+            for m, ch in db.execute(
+                select(Message, Inbox.channel)
+                .join(Inbox, Inbox.id == Message.inbox_id)
+                .where(Message.id.in_(msg_ids))
+            )
+        }
+        if msg_ids
+        else {}
+    )
+    events = (
+        {e.id: e for e in db.scalars(select(Event).where(Event.id.in_(ev_ids)))} if ev_ids else {}
+    )
     entries: list[TimelineEntry] = []
     for r in page:
         if r.kind == "message":
             m, ch = messages[r.id]
             entries.append(
                 TimelineEntry(
-                    kind="message", id=m.id, at=m.created_at, channel=ch,
-                    conversation_id=m.conversation_id, type=f"message.{m.direction.value}",
+                    kind="message",
+                    id=m.id,
+                    at=m.created_at,
+                    channel=ch,
+                    conversation_id=m.conversation_id,
+                    type=f"message.{m.direction.value}",
                     summary=m.text[:200],
                     data={"direction": m.direction.value, "kind": m.kind.value},
                 )
@@ -326,8 +352,12 @@ def timeline(
             e = events[r.id]
             entries.append(
                 TimelineEntry(
-                    kind="event", id=e.id, at=e.occurred_at, type=e.type,
-                    summary=e.type, data={"properties": e.properties, "source": e.source},
+                    kind="event",
+                    id=e.id,
+                    at=e.occurred_at,
+                    type=e.type,
+                    summary=e.type,
+                    data={"properties": e.properties, "source": e.source},
                 )
             )
     return entries, next_cursor

@@ -27,7 +27,9 @@ router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 def _detail(db: Db, customer: Customer) -> CustomerDetail:
     return CustomerDetail(
         **CustomerRead.model_validate(customer).model_dump(),
-        identities=[IdentityRead.model_validate(i) for i in service.identities(db, customer=customer)],
+        identities=[
+            IdentityRead.model_validate(i) for i in service.identities(db, customer=customer)
+        ],
     )
 
 
@@ -39,27 +41,40 @@ def _workspace(db: Db, workspace_id: str) -> Workspace:
 
 @router.get("", response_model=CustomerPage)
 def search_customers(
-    principal: CurrentMember, db: Db, q: str | None = Query(default=None, max_length=320),
-    cursor: str | None = None, limit: int = Query(default=25, ge=1, le=100),
+    principal: CurrentMember,
+    db: Db,
+    q: str | None = Query(default=None, max_length=320),
+    cursor: str | None = None,
+    limit: int = Query(default=25, ge=1, le=100),
 ) -> CustomerPage:
     """Customers by name, email, phone or any handle; newest activity first."""
-    rows, nxt = service.search(db, workspace_id=principal.workspace_id, q=q, cursor=cursor, limit=limit)
+    rows, nxt = service.search(
+        db, workspace_id=principal.workspace_id, q=q, cursor=cursor, limit=limit
+    )
     return CustomerPage(items=[CustomerRead.model_validate(r) for r in rows], next_cursor=nxt)
 
 
 @router.post("", response_model=CustomerDetail, status_code=201)
-def create_customer(body: CustomerCreate, principal: CurrentAgent, request: Request, db: Db) -> CustomerDetail:
+def create_customer(
+    body: CustomerCreate, principal: CurrentAgent, request: Request, db: Db
+) -> CustomerDetail:
     customer = service.create(db, workspace=_workspace(db, principal.workspace_id), data=body)
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="customer.create", target_type="customer", target_id=customer.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="customer.create",
+        target_type="customer",
+        target_id=customer.id,
     )
     return _detail(db, customer)
 
 
 @router.get("/{customer_id}", response_model=CustomerDetail)
 def get_customer(customer_id: str, principal: CurrentMember, db: Db) -> CustomerDetail:
-    return _detail(db, service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id))
+    return _detail(
+        db, service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    )
 
 
 @router.patch("/{customer_id}", response_model=CustomerDetail)
@@ -69,8 +84,12 @@ def update_customer(
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     service.update(db, customer=customer, data=body)
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="customer.update", target_type="customer", target_id=customer.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="customer.update",
+        target_type="customer",
+        target_id=customer.id,
         data={"fields": sorted(body.model_fields_set)},
     )
     return _detail(db, customer)
@@ -82,12 +101,20 @@ def add_identity(
 ) -> IdentityRead:
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     row = service.add_identity(
-        db, workspace=_workspace(db, principal.workspace_id), customer=customer, kind=body.kind,
-        value=body.value, verified=body.verified,
+        db,
+        workspace=_workspace(db, principal.workspace_id),
+        customer=customer,
+        kind=body.kind,
+        value=body.value,
+        verified=body.verified,
     )
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="customer.identity_add", target_type="customer", target_id=customer.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="customer.identity_add",
+        target_type="customer",
+        target_id=customer.id,
         data={"kind": body.kind.value},
     )
     return IdentityRead.model_validate(row)
@@ -100,14 +127,20 @@ def remove_identity(
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     service.remove_identity(db, customer=customer, identity_id=identity_id)
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="customer.identity_remove", target_type="customer", target_id=customer.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="customer.identity_remove",
+        target_type="customer",
+        target_id=customer.id,
     )
     return Response(status_code=204)
 
 
 @router.post("/{customer_id}/events", status_code=201)
-def add_event(customer_id: str, body: EventCreate, principal: CurrentAgent, db: Db) -> dict[str, str]:
+def add_event(
+    customer_id: str, body: EventCreate, principal: CurrentAgent, db: Db
+) -> dict[str, str]:
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     row = service.add_event(db, customer=customer, data=body)
     return {"id": row.id}
@@ -115,9 +148,12 @@ def add_event(customer_id: str, body: EventCreate, principal: CurrentAgent, db: 
 
 @router.get("/{customer_id}/timeline", response_model=TimelinePage)
 def timeline(
-    customer_id: str, principal: CurrentMember, db: Db,
+    customer_id: str,
+    principal: CurrentMember,
+    db: Db,
     kind: list[str] | None = Query(default=None, description="message and/or event"),
-    channel: str | None = None, cursor: str | None = None,
+    channel: str | None = None,
+    cursor: str | None = None,
     limit: int = Query(default=50, ge=1, le=100),
 ) -> TimelinePage:
     """The customer's history across every channel and event source, newest first."""

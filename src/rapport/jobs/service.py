@@ -39,9 +39,7 @@ def enqueue(
     return row
 
 
-def enqueue_unique(
-    db: Session, *, name: str, key: str, args: dict[str, Any] | None = None
-) -> bool:
+def enqueue_unique(db: Session, *, name: str, key: str, args: dict[str, Any] | None = None) -> bool:
     """Enqueue a job unless one with the same key was ever enqueued; True if this one was."""
     values = {
         "id": new_id(),
@@ -119,9 +117,7 @@ def finish(db: Session, *, job_id: str, worker_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-def fail(
-    db: Session, *, job: Job, worker_id: str, error: str, permanent: bool = False
-) -> JobState:
+def fail(db: Session, *, job: Job, worker_id: str, error: str, permanent: bool = False) -> JobState:
     """Schedule a retry with backoff, or dead-letter the job when it is out of attempts."""
     dead = permanent or job.attempts >= job.max_attempts
     state = JobState.dead if dead else JobState.queued
@@ -130,9 +126,7 @@ def fail(
         values["finished_at"] = utcnow()
     else:
         values["run_at"] = utcnow() + timedelta(seconds=backoff_seconds(job.attempts))
-    db.execute(
-        update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values)
-    )
+    db.execute(update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values))
     return state
 
 
@@ -149,7 +143,5 @@ def retry_dead(db: Session, *, job_id: str) -> bool:
 def prune_finished(db: Session, *, older_than_days: int) -> int:
     """Delete done jobs (dead ones stay until someone looks at them)."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    result = db.execute(
-        delete(Job).where(Job.state == JobState.done, Job.finished_at < cutoff)
-    )
+    result = db.execute(delete(Job).where(Job.state == JobState.done, Job.finished_at < cutoff))
     return int(getattr(result, "rowcount", 0) or 0)

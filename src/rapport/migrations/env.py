@@ -6,8 +6,9 @@ import rapport.models  # noqa: F401  (registers every table on the metadata)
 from rapport.db import Base, make_engine
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
-assert url, "sqlalchemy.url is not set"
+url = config.get_main_option("sqlalchemy.url") or ""
+if not url:
+    raise RuntimeError("sqlalchemy.url is not set")
 
 
 def run() -> None:

@@ -19,7 +19,10 @@ _POLICY_VIOLATION = 1008
 
 def _replay(database: Database, workspace_id: str, after_id: int) -> list[dict[str, Any]]:
     with database.session(write=False) as db:
-        return [service.as_dict(e) for e in service.since(db, workspace_id=workspace_id, after_id=after_id)]
+        return [
+            service.as_dict(e)
+            for e in service.since(db, workspace_id=workspace_id, after_id=after_id)
+        ]
 
 
 def _latest(database: Database, workspace_id: str) -> int:
@@ -74,7 +77,11 @@ async def _catch_up(ws: WebSocket, database: Database, workspace_id: str, last: 
 
 
 async def _forward(
-    ws: WebSocket, sub: Subscription, database: Database, workspace_id: str, last: int,
+    ws: WebSocket,
+    sub: Subscription,
+    database: Database,
+    workspace_id: str,
+    last: int,
     receiver: "asyncio.Task[None]",
 ) -> None:
     while not receiver.done():

@@ -13,7 +13,9 @@ from rapport.workspaces.models import Workspace
 _SETTING_KEYS = {"require_2fa": bool, "reopen_window_hours": int, "default_region": str}
 
 
-def create(db: Session, *, name: str, owner_email: str, owner_password: str, owner_name: str = "") -> tuple[Workspace, User]:
+def create(
+    db: Session, *, name: str, owner_email: str, owner_password: str, owner_name: str = ""
+) -> tuple[Workspace, User]:
     """A new workspace and its owner (an existing user keeps their password)."""
     name = name.strip()
     if not name:
@@ -75,7 +77,13 @@ def get_member(db: Session, *, workspace_id: str, user_id: str) -> tuple[Members
 
 
 def add_member(
-    db: Session, *, workspace_id: str, email: str, role: Role, password: str | None, name: str = "",
+    db: Session,
+    *,
+    workspace_id: str,
+    email: str,
+    role: Role,
+    password: str | None,
+    name: str = "",
     actor_role: Role,
 ) -> tuple[Membership, User]:
     """Add a user (new or existing) to the workspace with a role no higher than the actor's."""
@@ -132,7 +140,9 @@ def _keep_an_owner(db: Session, membership: Membership) -> None:
 
 
 def teams(db: Session, *, workspace_id: str) -> list[tuple[Team, list[str]]]:
-    rows = list(db.scalars(select(Team).where(Team.workspace_id == workspace_id).order_by(Team.name)))
+    rows = list(
+        db.scalars(select(Team).where(Team.workspace_id == workspace_id).order_by(Team.name))
+    )
     ids = [t.id for t in rows]
     by_team: dict[str, list[str]] = {i: [] for i in ids}
     if ids:

@@ -30,7 +30,11 @@ def _ws(db: Db, workspace_id: str) -> Workspace:
 
 def _member(m: Membership, u: User) -> MemberRead:
     return MemberRead(
-        user_id=u.id, email=u.email, name=u.name, role=m.role, capacity=m.capacity,
+        user_id=u.id,
+        email=u.email,
+        name=u.name,
+        role=m.role,
+        capacity=m.capacity,
         totp_enabled=u.totp_enabled,
     )
 
@@ -46,11 +50,18 @@ def get_workspace(principal: CurrentMember, db: Db) -> WorkspaceRead:
 
 
 @router.patch("/workspace", response_model=WorkspaceRead)
-def update_workspace(body: WorkspaceUpdate, principal: CurrentOwner, request: Request, db: Db) -> WorkspaceRead:
+def update_workspace(
+    body: WorkspaceUpdate, principal: CurrentOwner, request: Request, db: Db
+) -> WorkspaceRead:
     """Owner-only policies: ``require_2fa``, ``reopen_window_hours``, ``default_region``."""
-    ws = service.update_settings(db, workspace=_ws(db, principal.workspace_id), changes=body.settings)
+    ws = service.update_settings(
+        db, workspace=_ws(db, principal.workspace_id), changes=body.settings
+    )
     audit(
-        db, workspace_id=ws.id, actor=actor_of(principal, request), action="workspace.update",
+        db,
+        workspace_id=ws.id,
+        actor=actor_of(principal, request),
+        action="workspace.update",
         data=body.settings,
     )
     request.app.state.principal_cache.clear()
@@ -65,26 +76,42 @@ def list_members(principal: CurrentMember, db: Db) -> list[MemberRead]:
 @router.post("/members", response_model=MemberRead, status_code=201)
 def add_member(body: MemberCreate, principal: CurrentAdmin, request: Request, db: Db) -> MemberRead:
     m, u = service.add_member(
-        db, workspace_id=principal.workspace_id, email=body.email, role=body.role,
-        password=body.password, name=body.name, actor_role=principal.role,
+        db,
+        workspace_id=principal.workspace_id,
+        email=body.email,
+        role=body.role,
+        password=body.password,
+        name=body.name,
+        actor_role=principal.role,
     )
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="member.add", target_type="user", target_id=u.id, data={"role": body.role.value},
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="member.add",
+        target_type="user",
+        target_id=u.id,
+        data={"role": body.role.value},
     )
     return _member(m, u)
 
 
 @router.patch("/members/{user_id}", response_model=MemberRead)
-def update_member(user_id: str, body: MemberUpdate, principal: CurrentAdmin, request: Request, db: Db) -> MemberRead:
+def update_member(
+    user_id: str, body: MemberUpdate, principal: CurrentAdmin, request: Request, db: Db
+) -> MemberRead:
     m, u = service.get_member(db, workspace_id=principal.workspace_id, user_id=user_id)
     if body.role is not None:
         service.change_role(db, membership=m, role=body.role, actor_role=principal.role)
     if body.capacity is not None:
         m.capacity = body.capacity
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="member.update", target_type="user", target_id=u.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="member.update",
+        target_type="user",
+        target_id=u.id,
         data=body.model_dump(exclude_none=True, mode="json"),
     )
     request.app.state.principal_cache.clear()
@@ -96,8 +123,12 @@ def remove_member(user_id: str, principal: CurrentAdmin, request: Request, db: D
     m, u = service.get_member(db, workspace_id=principal.workspace_id, user_id=user_id)
     service.remove_member(db, membership=m, actor_role=principal.role)
     audit(
-        db, workspace_id=principal.workspace_id, actor=actor_of(principal, request),
-        action="member.remove", target_type="user", target_id=u.id,
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="member.remove",
+        target_type="user",
+        target_id=u.id,
     )
     request.app.state.principal_cache.clear()
     return Response(status_code=204)
@@ -110,7 +141,9 @@ def list_teams(principal: CurrentMember, db: Db) -> list[TeamRead]:
 
 @router.post("/teams", response_model=TeamRead, status_code=201)
 def create_team(body: TeamCreate, principal: CurrentAdmin, db: Db) -> TeamRead:
-    team = service.create_team(db, workspace_id=principal.workspace_id, name=body.name, member_ids=body.member_ids)
+    team = service.create_team(
+        db, workspace_id=principal.workspace_id, name=body.name, member_ids=body.member_ids
+    )
     return _team(team, sorted(set(body.member_ids)))
 
 
@@ -121,11 +154,13 @@ def update_team(team_id: str, body: TeamUpdate, principal: CurrentAdmin, db: Db)
         team.name = body.name
     if body.member_ids is not None:
         service.set_team_members(db, team=team, member_ids=body.member_ids)
-    ids = dict((t.id, m) for t, m in service.teams(db, workspace_id=principal.workspace_id))
+    ids = {t.id: m for t, m in service.teams(db, workspace_id=principal.workspace_id)}
     return _team(team, ids.get(team.id, []))
 
 
 @router.delete("/teams/{team_id}", status_code=204)
 def delete_team(team_id: str, principal: CurrentAdmin, db: Db) -> Response:
-    service.delete_team(db, team=service.get_team(db, workspace_id=principal.workspace_id, team_id=team_id))
+    service.delete_team(
+        db, team=service.get_team(db, workspace_id=principal.workspace_id, team_id=team_id)
+    )
     return Response(status_code=204)

@@ -39,9 +39,7 @@ class ApiChannel:
                     "name": out.customer.name,
                     "email": out.customer.email,
                     "phone": out.customer.phone,
-                    "external_ids": [
-                        i.value for i in out.identities if i.kind.value == "external"
-                    ],
+                    "external_ids": [i.value for i in out.identities if i.kind.value == "external"],
                 },
             }
         )

@@ -1,0 +1,41 @@
+# Rapport: `make run` sets up and starts the demo; `make test` sets up and runs every check.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Demo mode allows the built-in secret key; set RAPPORT_SECRET_KEY for anything real.
+export RAPPORT_DEMO ?= 1
+
+.PHONY: install run test lint typecheck bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Rapport needs $(PYTHON) (set PYTHON=... to use another 3.11+)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+run: install
+	mkdir -p var
+	$(BIN)/rapport migrate
+	$(BIN)/rapport demo
+	$(BIN)/rapport serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy src
+
+test: lint typecheck
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts

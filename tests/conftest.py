@@ -1,0 +1,107 @@
+"""Test frame: a fresh database per test (SQLite always, PostgreSQL when configured),
+the app on it, and the personas of two workspaces.
+
+alice owns Acme, bob is an agent there and victor a viewer; mallory owns Globex.
+"""
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from rapport import bus, migrate
+from rapport.app import create_app
+from rapport.auth import security
+from rapport.config import Settings
+from rapport.db import Base, Database
+from tests.factories import World, build_world
+
+PG_URL = os.environ.get("RAPPORT_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("RAPPORT_TEST_REDIS_URL")
+SECRET = "test-secret-key-0123456789abcdefghijklmnop"
+
+# Hashing at production cost would make the suite slow; the algorithm is the same.
+security._hasher = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+
+_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "rapport.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_migrated() -> str:
+    if not PG_URL:
+        pytest.skip("PostgreSQL not configured: set RAPPORT_TEST_DATABASE_URL")
+    db = Database(PG_URL, pool_size=1)
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    db.dispose()
+    migrate.upgrade(PG_URL)
+    return PG_URL
+
+
+@pytest.fixture(params=_BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """A migrated, empty database: a copy of the SQLite template, or a truncated PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "rapport.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_migrated")
+    db = Database(url, pool_size=1)
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with db.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    db.dispose()
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        secret_key=SECRET,  # type: ignore[arg-type]
+        attachments_dir=tmp_path / "attachments",
+        worker_in_process=False,
+        public_url="http://testserver",
+        log_json=False,
+    )
+
+
+@pytest.fixture
+def database(settings: Settings) -> Iterator[Database]:
+    db = Database(settings.database_url, pool_size=5)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, database: Database):  # type: ignore[no-untyped-def]
+    return create_app(settings, database=database)
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(app) as c:
+        yield c
+    bus.set_bus(bus.LocalBus())
+
+
+@pytest.fixture
+def world(database: Database, settings: Settings) -> World:
+    return build_world(database, settings)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,132 @@
+"""Factories for the rows tests need, and the two-workspace world of the personas."""
+
+from dataclasses import dataclass, field
+
+from rapport.auth import service as auth
+from rapport.auth.models import Role, User
+from rapport.channels import service as inboxes
+from rapport.channels.models import Inbox
+from rapport.channels.schemas import InboxCreate
+from rapport.config import Settings
+from rapport.conversations import service as conversations
+from rapport.crypto import box_for
+from rapport.customers.identity import handle
+from rapport.customers.models import IdentityKind
+from rapport.db import Database
+from rapport.ingest import InboundMessage, IngestResult, receive
+from rapport.workspaces import service as workspaces
+from rapport.workspaces.models import Workspace
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Tenant:
+    workspace: Workspace
+    users: dict[str, User] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    inbox: Inbox | None = None
+    first: IngestResult | None = None
+
+
+@dataclass
+class World:
+    acme: Tenant
+    globex: Tenant
+
+    @property
+    def alice(self) -> str:
+        return self.acme.tokens["alice"]
+
+    @property
+    def bob(self) -> str:
+        return self.acme.tokens["bob"]
+
+    @property
+    def victor(self) -> str:
+        return self.acme.tokens["victor"]
+
+    @property
+    def mallory(self) -> str:
+        return self.globex.tokens["mallory"]
+
+
+def make_tenant(
+    database: Database, settings: Settings, name: str, owner: str, members: dict[str, Role]
+) -> Tenant:
+    box = box_for(settings.secret_key.get_secret_value())
+    with database.session() as db:
+        ws, owner_user = workspaces.create(
+            db,
+            name=name,
+            owner_email=f"{owner}@{name.lower()}.test",
+            owner_password=PASSWORD,
+            owner_name=owner.title(),
+        )
+        tenant = Tenant(workspace=ws)
+        tenant.users[owner] = owner_user
+        for person, role in members.items():
+            _, user = workspaces.add_member(
+                db,
+                workspace_id=ws.id,
+                email=f"{person}@{name.lower()}.test",
+                role=role,
+                password=PASSWORD,
+                name=person.title(),
+                actor_role=Role.owner,
+            )
+            tenant.users[person] = user
+        for person, user in tenant.users.items():
+            member = auth.membership(db, user_id=user.id, workspace=ws.id)
+            tenant.tokens[person], _ = auth.create_token(
+                db, user_id=user.id, workspace_id=ws.id, name="test", role=member.role
+            )
+        tenant.inbox = inboxes.create(
+            db, workspace_id=ws.id, data=InboxCreate(name=f"{name} API", channel="api"), box=box
+        )
+        db.flush()
+        tenant.first = inbound(
+            db,
+            settings,
+            tenant.inbox,
+            external_id=f"{name}-1",
+            email=f"customer@{name.lower()}.example",
+            text=f"Hello {name}",
+        )
+        conversations.note(
+            db, conversation=tenant.first.conversation, author_id=owner_user.id, text="first note"
+        )
+    return tenant
+
+
+def inbound(
+    db,
+    settings: Settings,
+    inbox: Inbox,
+    *,
+    external_id: str | None,
+    email: str | None = None,  # type: ignore[no-untyped-def]
+    phone: str | None = None,
+    text: str = "hi",
+    name: str = "",
+) -> IngestResult:
+    handles = []
+    if email:
+        handles.append(handle(IdentityKind.email, email))
+    if phone:
+        handles.append(handle(IdentityKind.phone, phone))
+    return receive(
+        db,
+        InboundMessage(
+            inbox_id=inbox.id, external_id=external_id, handles=handles, text=text, sender_name=name
+        ),
+        settings=settings,
+    )
+
+
+def build_world(database: Database, settings: Settings) -> World:
+    acme = make_tenant(
+        database, settings, "Acme", "alice", {"bob": Role.agent, "victor": Role.viewer}
+    )
+    globex = make_tenant(database, settings, "Globex", "mallory", {})
+    return World(acme=acme, globex=globex)
