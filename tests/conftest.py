@@ -5,6 +5,7 @@ alice owns Acme, bob is an agent there and victor a viewer; mallory owns Globex.
 """
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,16 +40,22 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_migrated() -> str:
+def pg_migrated() -> Iterator[str]:
+    """A PostgreSQL database of this test session's own, created beside the configured one,
+    so that parallel runs on one server never truncate each other's tables."""
     if not PG_URL:
         pytest.skip("PostgreSQL not configured: set RAPPORT_TEST_DATABASE_URL")
-    db = Database(PG_URL, pool_size=1)
-    with db.engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    db.dispose()
-    migrate.upgrade(PG_URL)
-    return PG_URL
+    base, _, dbname = PG_URL.rpartition("/")
+    own = f"{dbname}_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = Database(PG_URL, pool_size=1)
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{own}"'))
+    url = f"{base}/{own}"
+    migrate.upgrade(url)
+    yield url
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(params=_BACKENDS)

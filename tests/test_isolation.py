@@ -1,0 +1,151 @@
+"""Every query is scoped to the caller's workspace: mallory (Globex) can reach nothing of Acme."""
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.factories import World
+
+# Bodies valid enough to get past validation, so the answer is about the ids alone.
+BODIES: dict[tuple[str, str], object] = {
+    ("PATCH", "/api/v1/inboxes/{inbox_id}"): {"name": "renamed"},
+    ("POST", "/api/v1/inboxes/{inbox_id}/messages"): {
+        "external_id": "x-1",
+        "text": "hi",
+        "from": {"email": "someone@example.com"},
+    },
+    ("PATCH", "/api/v1/customers/{customer_id}"): {"name": "renamed"},
+    ("POST", "/api/v1/customers/{customer_id}/identities"): {
+        "kind": "email",
+        "value": "new@example.com",
+    },
+    ("POST", "/api/v1/customers/{customer_id}/events"): {"type": "Viewed"},
+    ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"text": "hello"},
+    ("POST", "/api/v1/conversations/{conversation_id}/notes"): {"text": "note"},
+    ("POST", "/api/v1/conversations/{conversation_id}/assign"): {"assignee_id": None},
+    ("POST", "/api/v1/conversations/{conversation_id}/status"): {"status": "resolved"},
+    ("POST", "/api/v1/conversations/{conversation_id}/priority"): {"priority": "high"},
+    ("POST", "/api/v1/conversations/{conversation_id}/labels"): {"labels": ["vip"]},
+    ("PATCH", "/api/v1/members/{user_id}"): {"capacity": 3},
+    ("PATCH", "/api/v1/teams/{team_id}"): {"name": "x"},
+}
+
+
+def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
+    acme = world.acme
+    assert acme.first is not None and acme.inbox is not None
+    customer = client.get(
+        f"/api/v1/customers/{acme.first.customer.id}", headers=auth(world.alice)
+    ).json()
+    team = client.post("/api/v1/teams", json={"name": "Support"}, headers=auth(world.alice)).json()
+    tokens = client.get("/api/v1/tokens", headers=auth(world.alice)).json()
+    return {
+        "inbox_id": acme.inbox.id,
+        "customer_id": acme.first.customer.id,
+        "conversation_id": acme.first.conversation.id,
+        "message_id": acme.first.message.id,
+        "identity_id": customer["identities"][0]["id"],
+        "team_id": team["id"],
+        "user_id": acme.users["bob"].id,
+        "token_id": tokens[0]["id"],
+        "label": "vip",
+    }
+
+
+def _routes(client: TestClient) -> list[tuple[str, str]]:
+    """Every documented endpoint that takes an id in its path."""
+    paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    return [
+        (method.upper(), path)
+        for path, ops in sorted(paths.items())
+        if "{" in path
+        for method in sorted(ops)
+    ]
+
+
+def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
+    params = {p for _, path in _routes(client) for p in re.findall(r"{(\w+)}", path)}
+    assert params <= {
+        "inbox_id",
+        "customer_id",
+        "conversation_id",
+        "message_id",
+        "identity_id",
+        "team_id",
+        "user_id",
+        "token_id",
+        "label",
+    }
+
+
+def test_member_of_another_workspace_gets_404_for_every_id_on_every_endpoint(
+    client: TestClient, world: World
+) -> None:
+    ids = _acme_ids(client, world)
+    checked = 0
+    for method, path in _routes(client):
+        url = path.format(**ids)
+        body = BODIES.get((method, path))
+        r = client.request(method, url, json=body, headers=auth(world.mallory))
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        checked += 1
+    assert checked >= 20
+    # And nothing of Acme changed or leaked through the attempts.
+    conv = client.get(
+        f"/api/v1/conversations/{ids['conversation_id']}", headers=auth(world.alice)
+    ).json()
+    assert conv["status"] == "open" and conv["labels"] == []
+    assert [m["text"] for m in conv["messages"]] == ["Hello Acme", "first note"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/conversations",
+        "/api/v1/customers",
+        "/api/v1/inboxes",
+        "/api/v1/members",
+        "/api/v1/teams",
+    ],
+)
+def test_lists_show_only_the_callers_workspace(client: TestClient, world: World, path: str) -> None:
+    mine = client.get(path, headers=auth(world.mallory)).json()
+    items = mine["items"] if isinstance(mine, dict) else mine
+    theirs = client.get(path, headers=auth(world.alice)).json()
+    their_items = theirs["items"] if isinstance(theirs, dict) else theirs
+    key = "user_id" if path.endswith("members") else "id"
+    assert not {i[key] for i in items} & {i[key] for i in their_items}
+
+
+def test_customer_search_by_handle_stays_in_the_workspace(client: TestClient, world: World) -> None:
+    r = client.get(
+        "/api/v1/customers", params={"q": "customer@acme.example"}, headers=auth(world.mallory)
+    )
+    assert r.json()["items"] == []
+    r = client.get(
+        "/api/v1/customers", params={"q": "customer@acme.example"}, headers=auth(world.alice)
+    )
+    assert len(r.json()["items"]) == 1
+
+
+def test_stream_replay_never_carries_another_workspaces_events(
+    client: TestClient, world: World
+) -> None:
+    with client.websocket_connect(
+        "/api/v1/stream?last_event_id=0", headers=auth(world.mallory)
+    ) as ws:
+        client.post(
+            f"/api/v1/conversations/{world.globex.first.conversation.id}/notes",  # type: ignore[union-attr]
+            json={"text": "ping"},
+            headers=auth(world.mallory),
+        )
+        seen = []
+        while True:
+            event = ws.receive_json()
+            seen.append(event)
+            if event["type"] == "message.created" and event["payload"]["text"] == "ping":
+                break
+    assert {e["workspace_id"] for e in seen} == {world.globex.workspace.id}
