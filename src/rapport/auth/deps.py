@@ -166,7 +166,9 @@ def require_role(role: Role) -> Callable[..., Any]:
     return check
 
 
-Db = Annotated[Session, Depends(get_db)]
+# "function" scope: commit before the response is sent, so an acknowledged write is durable
+# and the client's next request sees it.
+Db = Annotated[Session, Depends(get_db, scope="function")]
 Box = Annotated[SecretBox, Depends(get_box)]
 CurrentSettings = Annotated[Settings, Depends(get_settings)]
 CurrentMember = Annotated[service.Principal, Depends(require_role(Role.viewer))]

@@ -190,10 +190,10 @@ def token_principal(db: Session, *, token: str) -> Principal | None:
         via="token",
         credential_id=tok.id,
         csrf_token=None,
-        # A token is a credential of its own: the second factor was checked when it was made.
+        # A token is a credential of its own, made from a fully signed-in session or the CLI.
         mfa_passed=True,
         totp_enabled=user.totp_enabled,
-        require_2fa=False,
+        require_2fa=ws.require_2fa,
         region=ws.default_region,
     )
 

@@ -1,0 +1,183 @@
+"""Logins, sessions, CSRF, lock-out, two-factor authentication and roles."""
+
+import pyotp
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.factories import PASSWORD, World
+
+
+def login(client: TestClient, email: str, password: str = PASSWORD, **extra: str):  # type: ignore[no-untyped-def]
+    return client.post("/api/v1/auth/login", json={"email": email, "password": password, **extra})
+
+
+def test_login_sets_an_httponly_lax_session_cookie(client: TestClient, world: World) -> None:
+    r = login(client, "alice@acme.test")
+    assert r.status_code == 200, r.text
+    assert r.json()["role"] == "owner" and r.json()["mfa_required"] is False
+    cookie = r.headers["set-cookie"]
+    assert "rapport_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    me = client.get("/api/v1/auth/me").json()
+    assert me["email"] == "alice@acme.test" and me["via"] == "session"
+
+
+def test_cookie_session_needs_the_csrf_token_to_change_anything(
+    client: TestClient, world: World
+) -> None:
+    csrf = login(client, "bob@acme.test").json()["csrf_token"]
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    refused = client.post(f"/api/v1/conversations/{conv}/notes", json={"text": "x"})
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    wrong = client.post(
+        f"/api/v1/conversations/{conv}/notes", json={"text": "x"}, headers={"X-CSRF-Token": "nope"}
+    )
+    assert wrong.status_code == 403
+    ok = client.post(
+        f"/api/v1/conversations/{conv}/notes", json={"text": "x"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert ok.status_code == 201
+
+
+def test_wrong_password_is_refused_with_a_problem_document(
+    client: TestClient, world: World
+) -> None:
+    r = login(client, "alice@acme.test", "not the password")
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"].endswith("/login-failed")
+    unknown = login(client, "nobody@acme.test")
+    assert unknown.status_code == 401 and unknown.json()["detail"] == r.json()["detail"]
+
+
+def test_account_locks_after_too_many_failures(client: TestClient, world: World) -> None:
+    for _ in range(10):
+        assert login(client, "bob@acme.test", "wrong password!").status_code == 401
+    locked = login(client, "bob@acme.test")
+    assert locked.status_code == 429 and locked.json()["type"].endswith("/account-locked")
+
+
+def test_login_attempts_are_rate_limited_per_address(client: TestClient, world: World) -> None:
+    codes = [login(client, f"user{i}@nowhere.test", "whatever-pass").status_code for i in range(25)]
+    assert codes[:20] == [401] * 20
+    assert set(codes[20:]) == {429}
+
+
+def _enrol(client: TestClient, token: str) -> tuple[str, list[str]]:
+    secret = client.post("/api/v1/auth/totp/enroll", headers=auth(token)).json()["secret"]
+    r = client.post(
+        "/api/v1/auth/totp/activate", json={"code": pyotp.TOTP(secret).now()}, headers=auth(token)
+    )
+    assert r.status_code == 200, r.text
+    return secret, r.json()["recovery_codes"]
+
+
+def test_two_factor_login_refuses_a_wrong_code_and_accepts_the_right_one(
+    client: TestClient, world: World
+) -> None:
+    secret, _ = _enrol(client, world.bob)
+    first = login(client, "bob@acme.test")
+    assert first.json()["mfa_required"] is True
+    # Half-signed-in: nothing but finishing the login is allowed.
+    assert client.get("/api/v1/conversations").status_code == 401
+    csrf = {"X-CSRF-Token": first.json()["csrf_token"]}
+    wrong = client.post("/api/v1/auth/login/totp", json={"code": "000000"}, headers=csrf)
+    assert wrong.status_code == 401 and wrong.json()["type"].endswith("/totp-invalid")
+    assert client.get("/api/v1/conversations").status_code == 401
+    right = client.post(
+        "/api/v1/auth/login/totp", json={"code": pyotp.TOTP(secret).now()}, headers=csrf
+    )
+    assert right.status_code == 200 and right.json()["mfa_passed"] is True
+    assert client.get("/api/v1/conversations").status_code == 200
+
+
+def test_a_wrong_totp_code_in_the_login_request_is_refused(
+    client: TestClient, world: World
+) -> None:
+    _enrol(client, world.bob)
+    r = login(client, "bob@acme.test", totp_code="123456")
+    assert r.status_code == 401 and r.json()["type"].endswith("/totp-invalid")
+    assert "set-cookie" not in r.headers
+
+
+def test_activation_with_a_wrong_code_leaves_two_factor_off(
+    client: TestClient, world: World
+) -> None:
+    client.post("/api/v1/auth/totp/enroll", headers=auth(world.bob))
+    r = client.post("/api/v1/auth/totp/activate", json={"code": "000000"}, headers=auth(world.bob))
+    assert r.status_code == 401
+    assert client.get("/api/v1/auth/me", headers=auth(world.bob)).json()["totp_enabled"] is False
+
+
+def test_a_recovery_code_works_once(client: TestClient, world: World) -> None:
+    _, codes = _enrol(client, world.bob)
+    assert login(client, "bob@acme.test", totp_code=codes[0]).json()["mfa_passed"] is True
+    client.cookies.clear()
+    again = login(client, "bob@acme.test", totp_code=codes[0])
+    assert again.status_code == 401
+
+
+def test_owner_can_require_two_factor_for_the_workspace(client: TestClient, world: World) -> None:
+    r = client.patch(
+        "/api/v1/workspace", json={"settings": {"require_2fa": True}}, headers=auth(world.bob)
+    )
+    assert r.status_code == 403
+    r = client.patch(
+        "/api/v1/workspace", json={"settings": {"require_2fa": True}}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200
+    blocked = client.get("/api/v1/conversations", headers=auth(world.bob))
+    assert blocked.status_code == 403 and blocked.json()["type"].endswith("/2fa-required")
+    _enrol(client, world.bob)
+    assert client.get("/api/v1/conversations", headers=auth(world.bob)).status_code == 200
+
+
+def test_sign_out_everywhere_ends_every_session(client: TestClient, world: World) -> None:
+    other = TestClient(client.app)
+    login(client, "bob@acme.test")
+    login(other, "bob@acme.test")
+    assert other.get("/api/v1/auth/me").status_code == 200
+    r = client.post(
+        "/api/v1/auth/logout-all", headers={"X-CSRF-Token": client.cookies["rapport_csrf"]}
+    )
+    assert r.status_code == 204
+    assert other.get("/api/v1/auth/me").status_code == 401
+
+
+def test_a_viewer_can_read_but_cannot_reply(client: TestClient, world: World) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    assert (
+        client.get(f"/api/v1/conversations/{conv}", headers=auth(world.victor)).status_code == 200
+    )
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "hi"}, headers=auth(world.victor)
+    )
+    assert r.status_code == 403 and r.json()["type"].endswith("/forbidden")
+    r = client.post(
+        f"/api/v1/conversations/{conv}/notes", json={"text": "hi"}, headers=auth(world.victor)
+    )
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize("role", ["admin", "owner"])
+def test_an_agent_cannot_mint_a_token_above_their_role(
+    client: TestClient, world: World, role: str
+) -> None:
+    r = client.post("/api/v1/tokens", json={"role": role}, headers=auth(world.bob))
+    assert r.status_code == 403
+
+
+def test_a_revoked_token_stops_working(client: TestClient, world: World) -> None:
+    created = client.post(
+        "/api/v1/tokens", json={"name": "ci", "role": "viewer"}, headers=auth(world.bob)
+    )
+    token = created.json()["token"]
+    assert client.get("/api/v1/conversations", headers=auth(token)).status_code == 200
+    client.delete(f"/api/v1/tokens/{created.json()['id']}", headers=auth(world.bob))
+    assert client.get("/api/v1/conversations", headers=auth(token)).status_code == 401
+
+
+def test_requests_without_credentials_get_401_problem(client: TestClient, world: World) -> None:
+    r = client.get("/api/v1/customers")
+    assert r.status_code == 401
+    assert r.json()["status"] == 401 and r.headers["www-authenticate"] == "Bearer"
