@@ -155,6 +155,7 @@ def receive(
         at=now,
     )
     if msg.attachments:
+        db.flush()  # the message row must exist before rows that point at it
         store = storage or LocalStorage(settings.attachments_dir)
         for att in msg.attachments:
             key, digest = store.put(att.data)

@@ -1,0 +1,337 @@
+"""The one inbound path: idempotency, identity, threading, storage, events, batching."""
+
+import base64
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from rapport.config import Settings
+from rapport.conversations.models import Attachment, Conversation, Message, Status
+from rapport.customers.models import Customer
+from rapport.db import Database, utcnow
+from rapport.ingest import InboundMessage, IngestWriter
+from rapport.realtime.models import StreamEvent
+from tests.conftest import auth
+from tests.factories import World
+
+
+def post(client: TestClient, token: str, inbox_id: str, **body: object):  # type: ignore[no-untyped-def]
+    return client.post(f"/api/v1/inboxes/{inbox_id}/messages", json=body, headers=auth(token))
+
+
+def count(database: Database, model: type, *where: object) -> int:
+    with database.session(write=False) as db:
+        return int(db.scalar(select(func.count()).select_from(model).where(*where)) or 0)  # type: ignore[arg-type]
+
+
+def new_api_inbox(client: TestClient, token: str, name: str) -> str:
+    r = client.post("/api/v1/inboxes", json={"name": name, "channel": "api"}, headers=auth(token))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_the_same_inbound_message_posted_twice_is_stored_once(
+    client: TestClient, world: World, database: Database
+) -> None:
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    body = {
+        "external_id": "wamid-77",
+        "text": "where is my order?",
+        "from": {"phone": "+14155550123"},
+    }
+    first = post(client, world.bob, inbox, **body)
+    second = post(client, world.bob, inbox, **body)
+    assert first.status_code == 201 and second.status_code == 200
+    assert second.json()["duplicate"] is True
+    assert first.json()["id"] == second.json()["id"]
+    assert count(database, Message, Message.external_id == "wamid-77") == 1
+
+
+def test_duplicates_arriving_in_one_group_commit_are_stored_once(
+    world: World, database: Database, settings: Settings
+) -> None:
+    writer = IngestWriter(database, settings)
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+
+    futures = [
+        writer.submit_nowait(
+            InboundMessage(
+                inbox_id=inbox,
+                external_id="same-id",
+                text="hi",
+                handles=[handle(IdentityKind.email, "dup@example.com")],
+            )
+        )
+        for _ in range(20)
+    ]
+    try:
+        results = [f.result(30) for f in futures]
+    finally:
+        writer.stop()
+    assert len({r.message.id for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 1
+    assert count(database, Message, Message.external_id == "same-id") == 1
+
+
+def test_one_email_address_arriving_through_two_inboxes_is_one_customer(
+    client: TestClient, world: World, database: Database
+) -> None:
+    shop = new_api_inbox(client, world.alice, "Shop")
+    app = new_api_inbox(client, world.alice, "App")
+    a = post(
+        client,
+        world.bob,
+        shop,
+        external_id="s1",
+        text="hi",
+        **{"from": {"email": "Kim@Example.COM"}},
+    )
+    b = post(
+        client,
+        world.bob,
+        app,
+        external_id="a1",
+        text="hello",
+        **{"from": {"email": "Kim@example.com"}},
+    )
+    assert a.json()["customer_id"] == b.json()["customer_id"]
+    assert a.json()["conversation_id"] != b.json()["conversation_id"]
+    customer = client.get(
+        f"/api/v1/customers/{a.json()['customer_id']}", headers=auth(world.bob)
+    ).json()
+    assert [i["value"] for i in customer["identities"]] == ["Kim@example.com"]
+    timeline = client.get(
+        f"/api/v1/customers/{a.json()['customer_id']}/timeline", headers=auth(world.bob)
+    ).json()
+    assert [e["summary"] for e in timeline["items"]] == ["hello", "hi"]
+
+
+def test_a_phone_number_written_two_ways_is_one_customer(client: TestClient, world: World) -> None:
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    a = post(
+        client,
+        world.bob,
+        inbox,
+        external_id="p1",
+        text="x",
+        **{"from": {"phone": "+1 (415) 555-0199"}},
+    )
+    b = post(
+        client,
+        world.bob,
+        inbox,
+        external_id="p2",
+        text="y",
+        **{"from": {"phone": "001 415 555 0199"}},
+    )
+    assert a.json()["customer_id"] == b.json()["customer_id"]
+    assert a.json()["conversation_id"] == b.json()["conversation_id"]
+
+
+def test_handles_matching_two_ways_link_the_new_one_to_the_known_customer(
+    client: TestClient, world: World
+) -> None:
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    a = post(
+        client,
+        world.bob,
+        inbox,
+        external_id="h1",
+        text="x",
+        **{"from": {"email": "lee@example.com"}},
+    )
+    b = post(
+        client,
+        world.bob,
+        inbox,
+        external_id="h2",
+        text="y",
+        **{"from": {"email": "lee@example.com", "phone": "+442071838750"}},
+    )
+    c = post(
+        client,
+        world.bob,
+        inbox,
+        external_id="h3",
+        text="z",
+        **{"from": {"phone": "+44 20 7183 8750"}},
+    )
+    assert a.json()["customer_id"] == b.json()["customer_id"] == c.json()["customer_id"]
+
+
+def test_a_newcomer_whose_handles_match_nothing_is_a_new_customer(
+    client: TestClient, world: World, database: Database
+) -> None:
+    before = count(database, Customer)
+    r = post(
+        client,
+        world.bob,
+        world.acme.inbox.id,
+        external_id="n1",
+        text="hi",
+        **{"from": {"external_id": "crm-9"}},
+    )  # type: ignore[union-attr]
+    assert r.status_code == 201
+    assert count(database, Customer) == before + 1
+
+
+def test_threading_continues_reopens_within_the_window_and_starts_anew_after(
+    client: TestClient, world: World, database: Database
+) -> None:
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    sender = {"from": {"email": "tess@example.com"}}
+    first = post(client, world.bob, inbox, external_id="t1", text="one", **sender).json()
+    second = post(client, world.bob, inbox, external_id="t2", text="two", **sender).json()
+    assert second["conversation_id"] == first["conversation_id"]
+
+    conv = first["conversation_id"]
+    client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    )
+    third = post(client, world.bob, inbox, external_id="t3", text="three", **sender).json()
+    assert third["conversation_id"] == conv
+    assert (
+        client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()["status"]
+        == "open"
+    )
+
+    client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    )
+    with database.session() as db:
+        row = db.get(Conversation, conv)
+        assert row is not None
+        row.resolved_at = utcnow() - timedelta(days=30)
+    fourth = post(client, world.bob, inbox, external_id="t4", text="four", **sender).json()
+    assert fourth["conversation_id"] != conv
+    with database.session(write=False) as db:
+        assert db.get(Conversation, conv).status == Status.resolved  # type: ignore[union-attr]
+
+
+def test_a_thread_hint_naming_another_customers_conversation_is_ignored(
+    client: TestClient, world: World
+) -> None:
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    victim = world.acme.first.conversation.id  # type: ignore[union-attr]
+    r = post(
+        client,
+        world.bob,
+        inbox,
+        external_id="x1",
+        text="let me in",
+        conversation_id=victim,
+        **{"from": {"email": "intruder@example.com"}},
+    )
+    assert r.json()["conversation_id"] != victim
+
+
+def test_html_is_sanitized_and_attachments_are_stored(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    r = post(
+        client,
+        world.bob,
+        world.acme.inbox.id,
+        external_id="html-1",  # type: ignore[union-attr]
+        html='<p onclick="steal()">Hi<script>alert(1)</script><img src=x onerror=alert(2)></p>',
+        attachments=[
+            {
+                "filename": "note.txt",
+                "content_type": "text/plain",
+                "data_base64": base64.b64encode(b"hello file").decode(),
+            }
+        ],
+        **{"from": {"email": "h@example.com"}},
+    )
+    assert r.status_code == 201, r.text
+    html = r.json()["html"]
+    assert "script" not in html and "onerror" not in html and "onclick" not in html
+    assert "<p>Hi" in html
+    with database.session(write=False) as db:
+        att = db.scalar(select(Attachment).where(Attachment.message_id == r.json()["id"]))
+        assert att is not None and att.size == len(b"hello file")
+    assert (settings.attachments_dir / att.storage_key).read_bytes() == b"hello file"
+
+
+def test_ingest_records_its_events_in_the_outbox(
+    client: TestClient, world: World, database: Database
+) -> None:
+    before = count(database, StreamEvent)
+    post(
+        client,
+        world.bob,
+        world.acme.inbox.id,
+        external_id="ev-1",
+        text="hi",
+        **{"from": {"email": "e@example.com"}},
+    )  # type: ignore[union-attr]
+    with database.session(write=False) as db:
+        types = list(db.scalars(select(StreamEvent.type).order_by(StreamEvent.id).offset(before)))
+    assert types == ["message.created", "conversation.created"]
+
+
+def test_bad_input_gets_a_problem_document_and_stores_nothing(
+    client: TestClient, world: World, database: Database
+) -> None:
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    before = count(database, Message)
+    no_handle = post(
+        client, world.bob, inbox, external_id="b1", text="hi", **{"from": {"name": "Anon"}}
+    )
+    assert no_handle.status_code == 422
+    assert no_handle.headers["content-type"] == "application/problem+json"
+    assert no_handle.json()["errors"]
+    bad_email = post(
+        client, world.bob, inbox, external_id="b2", text="hi", **{"from": {"email": "not-an-email"}}
+    )
+    assert bad_email.status_code == 422 and "email" in bad_email.json()["detail"]
+    empty = post(client, world.bob, inbox, external_id="b3", **{"from": {"email": "a@example.com"}})
+    assert empty.status_code == 422
+    assert count(database, Message) == before
+
+
+def test_a_failing_message_does_not_take_its_batch_down(
+    world: World, database: Database, settings: Settings
+) -> None:
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+    from rapport.problems import NotFound
+
+    writer = IngestWriter(database, settings)
+    good = world.acme.inbox.id  # type: ignore[union-attr]
+    msgs = [
+        InboundMessage(
+            inbox_id=good if i != 3 else "no-such-inbox",
+            external_id=f"batch-{i}",
+            text="hi",
+            handles=[handle(IdentityKind.email, f"b{i}@example.com")],
+        )
+        for i in range(8)
+    ]
+    futures = [writer.submit_nowait(m) for m in msgs]
+    outcomes = []
+    for f in futures:
+        try:
+            outcomes.append(f.result(30).duplicate)
+        except NotFound:
+            outcomes.append("not found")
+    writer.stop()
+    assert outcomes == [False, False, False, "not found", False, False, False, False]
+    assert count(database, Message, Message.external_id.like("batch-%")) == 7
+
+
+def test_posting_into_a_non_api_inbox_or_as_a_viewer_is_refused(
+    client: TestClient, world: World
+) -> None:
+    r = post(
+        client,
+        world.victor,
+        world.acme.inbox.id,
+        external_id="v1",
+        text="x",
+        **{"from": {"email": "v@example.com"}},
+    )  # type: ignore[union-attr]
+    assert r.status_code == 403
