@@ -1,0 +1,161 @@
+"""Conversations over the API: filters, paging, replies, notes, assignment, status, labels."""
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rapport.db import Database, utcnow
+from rapport.jobs.models import Job
+from tests.conftest import auth
+from tests.factories import World
+
+
+def _post(client: TestClient, world: World, ext: str, email: str) -> dict:  # type: ignore[type-arg]
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": ext, "text": ext, "from": {"email": email}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_reply_is_queued_with_its_deliver_job(
+    client: TestClient, world: World, database: Database
+) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "On it!"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201
+    assert r.json()["status"] == "queued" and r.json()["direction"] == "out"
+    with database.session(write=False) as db:
+        jobs = list(db.scalars(select(Job).where(Job.name == "deliver")))
+    assert [j.args for j in jobs] == [{"message_id": r.json()["id"]}]
+    detail = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
+    assert detail["first_response_at"] is not None
+
+
+def test_notes_are_private_and_never_delivered(
+    client: TestClient, world: World, database: Database
+) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    r = client.post(
+        f"/api/v1/conversations/{conv}/notes",
+        json={"text": "VIP customer"},
+        headers=auth(world.bob),
+    )
+    assert r.json()["kind"] == "note"
+    with database.session(write=False) as db:
+        assert list(db.scalars(select(Job).where(Job.name == "deliver"))) == []
+
+
+def test_filters_by_status_assignee_label_and_inbox(client: TestClient, world: World) -> None:
+    a = _post(client, world, "f1", "f1@example.com")["conversation_id"]
+    b = _post(client, world, "f2", "f2@example.com")["conversation_id"]
+    bob = world.acme.users["bob"].id
+    client.post(
+        f"/api/v1/conversations/{a}/assign", json={"assignee_id": bob}, headers=auth(world.bob)
+    )
+    client.post(
+        f"/api/v1/conversations/{b}/labels",
+        json={"labels": ["Billing", "vip "]},
+        headers=auth(world.bob),
+    )
+    client.post(
+        f"/api/v1/conversations/{b}/status", json={"status": "pending"}, headers=auth(world.bob)
+    )
+
+    def ids(**params: str) -> set[str]:
+        page = client.get("/api/v1/conversations", params=params, headers=auth(world.bob)).json()
+        return {c["id"] for c in page["items"]}
+
+    assert ids(assignee="me") == {a}
+    assert a not in ids(assignee="none") and b in ids(assignee="none")
+    assert ids(label="billing") == {b}
+    assert ids(status="pending") == {b}
+    assert {a, b} <= ids(inbox_id=world.acme.inbox.id)  # type: ignore[union-attr]
+    labels = client.get(f"/api/v1/conversations/{b}", headers=auth(world.bob)).json()["labels"]
+    assert labels == ["billing", "vip"]
+
+
+def test_conversation_pages_do_not_repeat_or_skip(client: TestClient, world: World) -> None:
+    for i in range(6):
+        _post(client, world, f"pg{i}", f"pg{i}@example.com")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 4, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/conversations", params=params, headers=auth(world.bob)).json()
+        seen += [c["id"] for c in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 7
+
+
+def test_assigning_to_someone_outside_the_workspace_is_not_found(
+    client: TestClient, world: World
+) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    mallory = world.globex.users["mallory"].id
+    r = client.post(
+        f"/api/v1/conversations/{conv}/assign",
+        json={"assignee_id": mallory},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 404
+    victor = world.acme.users["victor"].id
+    r = client.post(
+        f"/api/v1/conversations/{conv}/assign",
+        json={"assignee_id": victor},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422
+
+
+def test_snoozing_needs_a_future_time(client: TestClient, world: World) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    r = client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "snoozed"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 422
+    until = (utcnow() + timedelta(hours=2)).isoformat()
+    r = client.post(
+        f"/api/v1/conversations/{conv}/status",
+        json={"status": "snoozed", "snoozed_until": until},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200 and r.json()["status"] == "snoozed"
+
+
+def test_a_snoozed_conversation_reopens_when_the_customer_writes(
+    client: TestClient, world: World
+) -> None:
+    first = _post(client, world, "s1", "snooze@example.com")
+    conv = first["conversation_id"]
+    until = (utcnow() + timedelta(days=1)).isoformat()
+    client.post(
+        f"/api/v1/conversations/{conv}/status",
+        json={"status": "snoozed", "snoozed_until": until},
+        headers=auth(world.bob),
+    )
+    again = _post(client, world, "s2", "snooze@example.com")
+    assert again["conversation_id"] == conv
+    assert (
+        client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()["status"]
+        == "open"
+    )
+
+
+def test_status_changes_leave_an_activity_entry_in_the_thread(
+    client: TestClient, world: World
+) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    )
+    detail = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
+    assert detail["status"] == "resolved" and detail["resolved_at"]
+    assert detail["messages"][-1]["kind"] == "activity"

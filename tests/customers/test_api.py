@@ -1,0 +1,138 @@
+"""Customers over the API: create, find, update, identities, timeline."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.factories import World
+
+
+def test_create_customer_normalizes_handles_and_refuses_a_taken_one(
+    client: TestClient, world: World
+) -> None:
+    r = client.post(
+        "/api/v1/customers",
+        json={"name": "Ines", "email": " Ines@Exämple.COM ", "phone": "+33 6 12 34 56 78"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["email"] == "Ines@xn--exmple-cua.com"
+    assert body["phone"] == "+33612345678"
+    assert {i["kind"] for i in body["identities"]} == {"email", "phone"}
+    again = client.post(
+        "/api/v1/customers", json={"phone": "+33612345678"}, headers=auth(world.bob)
+    )
+    assert again.status_code == 409 and again.json()["type"].endswith("/conflict")
+
+
+def test_search_finds_a_customer_by_name_email_or_phone(client: TestClient, world: World) -> None:
+    client.post(
+        "/api/v1/customers",
+        json={"name": "Oskar Berg", "email": "oskar@example.se", "phone": "+46701234567"},
+        headers=auth(world.bob),
+    )
+    for q in ("oskar", "OSKAR@example.se", "+46 70 123 45 67", "Berg"):
+        items = client.get("/api/v1/customers", params={"q": q}, headers=auth(world.bob)).json()[
+            "items"
+        ]
+        assert [c["name"] for c in items] == ["Oskar Berg"], q
+
+
+def test_customer_list_pages_with_a_cursor_without_gaps_or_repeats(
+    client: TestClient, world: World
+) -> None:
+    for i in range(7):
+        client.post(
+            "/api/v1/customers",
+            json={"name": f"C{i}", "email": f"c{i}@example.com"},
+            headers=auth(world.bob),
+        )
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/customers", params=params, headers=auth(world.bob)).json()
+        seen += [c["id"] for c in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 8  # seven plus the world's first customer
+
+
+def test_a_forged_cursor_is_a_clear_error(client: TestClient, world: World) -> None:
+    r = client.get("/api/v1/customers", params={"cursor": "garbage"}, headers=auth(world.bob))
+    assert r.status_code == 422 and "cursor" in r.json()["detail"]
+
+
+def test_update_merges_attributes_and_none_removes_one(client: TestClient, world: World) -> None:
+    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    client.patch(
+        f"/api/v1/customers/{cid}",
+        json={"attributes": {"plan": "pro", "seats": 5}},
+        headers=auth(world.bob),
+    )
+    r = client.patch(
+        f"/api/v1/customers/{cid}",
+        json={"name": "Renamed", "attributes": {"seats": None}},
+        headers=auth(world.bob),
+    )
+    assert r.json()["name"] == "Renamed" and r.json()["attributes"] == {"plan": "pro"}
+
+
+def test_identities_can_be_added_and_removed(client: TestClient, world: World) -> None:
+    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    added = client.post(
+        f"/api/v1/customers/{cid}/identities",
+        json={"kind": "telegram", "value": "@SomeOne"},
+        headers=auth(world.bob),
+    )
+    assert added.status_code == 201 and added.json()["value"] == "someone"
+    ident = added.json()["id"]
+    assert (
+        client.delete(
+            f"/api/v1/customers/{cid}/identities/{ident}", headers=auth(world.bob)
+        ).status_code
+        == 204
+    )
+    kinds = [
+        i["kind"]
+        for i in client.get(f"/api/v1/customers/{cid}", headers=auth(world.bob)).json()[
+            "identities"
+        ]
+    ]
+    assert kinds == ["email"]
+
+
+def test_timeline_mixes_messages_and_events_and_filters_by_kind(
+    client: TestClient, world: World
+) -> None:
+    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/customers/{cid}/events",
+        json={
+            "type": "Order Completed",
+            "properties": {"total": 1999},
+            "occurred_at": "2020-01-01T00:00:00Z",
+        },
+        headers=auth(world.bob),
+    )
+    everything = client.get(f"/api/v1/customers/{cid}/timeline", headers=auth(world.bob)).json()[
+        "items"
+    ]
+    assert [e["kind"] for e in everything] == ["message", "message", "event"]
+    events = client.get(
+        f"/api/v1/customers/{cid}/timeline", params={"kind": "event"}, headers=auth(world.bob)
+    ).json()["items"]
+    assert [e["type"] for e in events] == ["Order Completed"]
+    api_only = client.get(
+        f"/api/v1/customers/{cid}/timeline",
+        params={"channel": "api", "limit": 1},
+        headers=auth(world.bob),
+    ).json()
+    assert len(api_only["items"]) == 1 and api_only["next_cursor"]
+    rest = client.get(
+        f"/api/v1/customers/{cid}/timeline",
+        params={"channel": "api", "cursor": api_only["next_cursor"]},
+        headers=auth(world.bob),
+    ).json()["items"]
+    assert len(rest) == 1 and rest[0]["id"] != api_only["items"][0]["id"]
