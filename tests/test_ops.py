@@ -1,0 +1,61 @@
+"""Operations: health, readiness, metrics, problem documents, logs without personal data."""
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from rapport.db import Database
+from tests.conftest import auth
+from tests.factories import World
+
+
+def test_readiness_fails_when_the_schema_is_behind(client: TestClient, database: Database) -> None:
+    assert client.get("/readyz").status_code == 200
+    with database.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["ready"] is False
+
+
+def test_metrics_count_requests_by_route_template(client: TestClient, world: World) -> None:
+    client.get(f"/api/v1/conversations/{world.acme.first.conversation.id}", headers=auth(world.bob))  # type: ignore[union-attr]
+    body = client.get("/metrics").text
+    assert 'route="/api/v1/conversations/{conversation_id}"' in body
+    assert world.acme.first.conversation.id not in body  # type: ignore[union-attr]
+    assert "rapport_ingest_messages_total" in body
+
+
+def test_unknown_paths_and_methods_are_problem_documents(client: TestClient) -> None:
+    r = client.get("/api/v1/nothing-here")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    r = client.put("/healthz")
+    assert r.status_code == 405 and r.json()["type"].endswith("/method-not-allowed")
+
+
+def test_logs_at_info_carry_no_message_body_or_contact_details(
+    client: TestClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "log-1",
+            "text": "my card number is 4111",
+            "from": {"email": "private@example.com", "phone": "+14155550100"},
+        },
+        headers=auth(world.bob),
+    )
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "secret reply"},
+        headers=auth(world.bob),
+    )
+    from rapport.jobs.worker import Worker
+
+    Worker(client.app.state.database, client.app.state.settings).run_until_idle()  # type: ignore[attr-defined]
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    for secret in ("4111", "private@example.com", "+14155550100", "secret reply"):
+        assert secret not in logged
