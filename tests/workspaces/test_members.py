@@ -1,0 +1,66 @@
+"""Members, roles and teams of a workspace."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.factories import PASSWORD, World
+
+
+def test_an_admin_adds_a_member_who_can_then_sign_in(client: TestClient, world: World) -> None:
+    r = client.post(
+        "/api/v1/members",
+        json={"email": "dana@acme.test", "name": "Dana", "role": "agent", "password": PASSWORD},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201 and r.json()["role"] == "agent"
+    login = client.post(
+        "/api/v1/auth/login", json={"email": "dana@acme.test", "password": PASSWORD}
+    )
+    assert login.status_code == 200 and login.json()["workspace_id"] == world.acme.workspace.id
+
+
+def test_an_agent_cannot_manage_members(client: TestClient, world: World) -> None:
+    r = client.post(
+        "/api/v1/members",
+        json={"email": "x@acme.test", "password": PASSWORD},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 403
+
+
+def test_the_last_owner_cannot_be_demoted_or_removed(client: TestClient, world: World) -> None:
+    alice = world.acme.users["alice"].id
+    r = client.patch(f"/api/v1/members/{alice}", json={"role": "admin"}, headers=auth(world.alice))
+    assert r.status_code == 409
+    assert client.delete(f"/api/v1/members/{alice}", headers=auth(world.alice)).status_code == 409
+
+
+def test_a_member_in_two_workspaces_signs_in_to_the_one_named(
+    client: TestClient, world: World
+) -> None:
+    client.post(
+        "/api/v1/members",
+        json={"email": "bob@acme.test", "role": "viewer"},
+        headers=auth(world.mallory),
+    )
+    r = client.post(
+        "/api/v1/auth/login",
+        json={"email": "bob@acme.test", "password": PASSWORD, "workspace": "Globex"},
+    )
+    assert r.json()["workspace_id"] == world.globex.workspace.id and r.json()["role"] == "viewer"
+
+
+def test_teams_hold_only_members_of_their_workspace(client: TestClient, world: World) -> None:
+    bob = world.acme.users["bob"].id
+    team = client.post(
+        "/api/v1/teams", json={"name": "Billing", "member_ids": [bob]}, headers=auth(world.alice)
+    )
+    assert team.status_code == 201 and team.json()["member_ids"] == [bob]
+    mallory = world.globex.users["mallory"].id
+    r = client.patch(
+        f"/api/v1/teams/{team.json()['id']}",
+        json={"member_ids": [bob, mallory]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 404
+    assert client.get("/api/v1/teams", headers=auth(world.bob)).json()[0]["member_ids"] == [bob]
