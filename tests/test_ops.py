@@ -14,9 +14,14 @@ from tests.factories import World
 def test_readiness_fails_when_the_schema_is_behind(client: TestClient, database: Database) -> None:
     assert client.get("/readyz").status_code == 200
     with database.engine.begin() as conn:
+        current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
         conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
-    r = client.get("/readyz")
-    assert r.status_code == 503 and r.json()["ready"] is False
+    try:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["ready"] is False
+    finally:  # the PostgreSQL database outlives this test
+        with database.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": current})
 
 
 def test_metrics_count_requests_by_route_template(client: TestClient, world: World) -> None:
