@@ -15,6 +15,13 @@ workspace_app = typer.Typer(help="Manage workspaces.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(token_app, name="token")
+eval_app = typer.Typer(
+    help="Measure the real code on public data; each prints a table and a JSON line.",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+# Each evaluation lives beside the code it measures and is registered here, one line each:
+# eval_app.command("NAME")(function)
 
 
 def _settings() -> Settings:
