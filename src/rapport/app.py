@@ -2,8 +2,10 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from rapport import bus, problems
 from rapport.auth.deps import PrincipalCache
@@ -63,6 +65,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
     from rapport.realtime import views as realtime_views
+    from rapport.web import views as web_views
     from rapport.workspaces import views as workspace_views
 
     for module in (
@@ -73,6 +76,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         customer_views,
         conversation_views,
         realtime_views,
+        web_views,
     ):
         app.include_router(module.router)
+    app.mount(
+        "/static", StaticFiles(directory=Path(web_views.__file__).parent / "static"), name="static"
+    )
     return app

@@ -1,0 +1,203 @@
+// Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
+
+const csrf = () => document.body.dataset.csrf || readCookie("rapport_csrf");
+
+function readCookie(name) {
+  const hit = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+  return hit ? decodeURIComponent(hit.slice(name.length + 1)) : "";
+}
+
+async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = res.status === 204 ? null : await res.json().catch(() => null);
+  if (!res.ok) {
+    const err = new Error((data && data.detail) || res.statusText);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+function showError(message) {
+  let box = document.getElementById("flash");
+  if (!box) {
+    box = document.createElement("p");
+    box.id = "flash";
+    box.className = "error";
+    box.setAttribute("role", "alert");
+    document.querySelector("main").prepend(box);
+  }
+  box.textContent = message;
+}
+
+// --- login, with the second factor when the account has one ---------------------------
+function setupLogin() {
+  const form = document.getElementById("login-form");
+  if (!form) return;
+  const totp = document.getElementById("totp-form");
+  const error = document.getElementById("login-error");
+  const fail = (msg) => { error.textContent = msg; error.hidden = false; };
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    const fd = new FormData(form);
+    try {
+      const out = await api("POST", "/api/v1/auth/login", { email: fd.get("email"), password: fd.get("password") });
+      document.body.dataset.csrf = out.csrf_token;
+      if (out.mfa_required) {
+        form.hidden = true;
+        totp.hidden = false;
+        totp.querySelector("input").focus();
+      } else {
+        location.href = "/app/inbox";
+      }
+    } catch (e) { fail(e.message); }
+  });
+  totp.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    try {
+      await api("POST", "/api/v1/auth/login/totp", { code: new FormData(totp).get("code") });
+      location.href = "/app/inbox";
+    } catch (e) { fail(e.message); }
+  });
+}
+
+function setupLogout() {
+  const btn = document.getElementById("logout");
+  if (!btn) return;
+  btn.addEventListener("click", async () => {
+    await api("POST", "/api/v1/auth/logout").catch(() => null);
+    location.href = "/login";
+  });
+}
+
+// --- the live stream of workspace events ------------------------------------------------
+function connectStream(onEvent) {
+  let last = null;
+  let delay = 500;
+  const open = () => {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = last === null ? "" : `?last_event_id=${last}`;
+    const ws = new WebSocket(`${proto}//${location.host}/api/v1/stream${query}`);
+    ws.onopen = () => { delay = 500; };
+    ws.onmessage = (msg) => {
+      const event = JSON.parse(msg.data);
+      if (event.type === "hello") { last = event.last_event_id; return; }
+      last = event.id;
+      onEvent(event);
+    };
+    // Reconnect with the last id we saw: the server replays whatever we missed.
+    ws.onclose = () => { setTimeout(open, delay); delay = Math.min(delay * 2, 10000); };
+  };
+  open();
+}
+
+function notify(title, body) {
+  if (!("Notification" in window) || document.hasFocus()) return;
+  if (Notification.permission === "granted") new Notification(title, { body });
+}
+
+// --- inbox: the list refreshes itself when anything changes -----------------------------
+function setupInbox() {
+  const list = document.getElementById("conversation-list");
+  if (!list) return;
+  if ("Notification" in window && Notification.permission === "default") {
+    document.addEventListener("click", () => Notification.requestPermission(), { once: true });
+  }
+  let pending = null;
+  const refresh = () => {
+    clearTimeout(pending);
+    pending = setTimeout(async () => {
+      const res = await fetch(location.href, { credentials: "same-origin" });
+      const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+      const fresh = doc.getElementById("conversation-list");
+      if (fresh) list.replaceChildren(...fresh.children);
+    }, 150);
+  };
+  connectStream((event) => {
+    if (event.type.startsWith("conversation.") || event.type === "message.created") refresh();
+    if (event.type === "message.created" && event.payload.direction === "in") notify("New message", event.payload.text.slice(0, 80));
+  });
+}
+
+// --- conversation: thread, composer, assignment, status -------------------------------
+function messageItem(m) {
+  const li = document.createElement("li");
+  li.className = `msg dir-${m.direction} kind-${m.kind}`;
+  li.dataset.id = m.id;
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  meta.textContent = `${m.sender_type} ${new Date(m.created_at).toISOString().slice(0, 16).replace("T", " ")}`;
+  if (m.direction === "out" && m.kind === "message") {
+    const st = document.createElement("span");
+    st.className = `delivery st-${m.status}`;
+    st.textContent = ` ${m.status}`;
+    meta.append(st);
+  }
+  const body = document.createElement("div");
+  body.className = "body";
+  body.textContent = m.text; // never innerHTML: customer text is data, not markup
+  li.append(meta, body);
+  return li;
+}
+
+function setupConversation() {
+  const root = document.getElementById("conversation");
+  if (!root) return;
+  const id = root.dataset.id;
+  const thread = document.getElementById("messages");
+  const composer = document.getElementById("composer");
+  const textarea = composer.querySelector("textarea");
+  const add = (m) => {
+    const existing = thread.querySelector(`[data-id="${m.id}"]`);
+    if (existing) existing.replaceWith(messageItem(m));
+    else thread.append(messageItem(m));
+    thread.lastElementChild.scrollIntoView({ block: "end" });
+  };
+  const send = async () => {
+    const text = textarea.value.trim();
+    if (!text) return;
+    const mode = new FormData(composer).get("mode");
+    try {
+      const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, { text });
+      textarea.value = "";
+      add(m);
+    } catch (e) { showError(e.message); }
+  };
+  composer.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
+  textarea.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); send(); }
+  });
+  root.querySelectorAll("button[data-status]").forEach((btn) => btn.addEventListener("click", async () => {
+    try {
+      const c = await api("POST", `/api/v1/conversations/${id}/status`, { status: btn.dataset.status });
+      document.getElementById("status").textContent = c.status;
+    } catch (e) { showError(e.message); }
+  }));
+  const assign = document.getElementById("assign");
+  assign.addEventListener("change", async () => {
+    try { await api("POST", `/api/v1/conversations/${id}/assign`, { assignee_id: assign.value || null }); }
+    catch (e) { showError(e.message); }
+  });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.closest("textarea, input, select")) return;
+    if (ev.key === "r") { ev.preventDefault(); textarea.focus(); }
+    if (ev.key === "e") document.getElementById("resolve").click();
+  });
+  connectStream((event) => {
+    const p = event.payload;
+    if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) add(p);
+    if (event.type === "conversation.updated" && p.id === id) document.getElementById("status").textContent = p.status;
+  });
+}
+
+setupLogin();
+setupLogout();
+setupInbox();
+setupConversation();

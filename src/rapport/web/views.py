@@ -1,0 +1,205 @@
+"""The agent web UI: server-rendered pages, enhanced by our own small script (static/app.js)."""
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from rapport.auth import service as auth_service
+from rapport.auth.deps import Db, Unauthorized, resolve_principal
+from rapport.channels import service as inboxes
+from rapport.conversations import service as conversations
+from rapport.conversations.models import Conversation, Status
+from rapport.customers import service as customers
+from rapport.customers.models import Customer
+from rapport.problems import Problem
+from rapport.workspaces import service as workspaces
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+
+async def _principal(request: Request) -> auth_service.Principal | None:
+    try:
+        return await resolve_principal(request)
+    except (Unauthorized, Problem):
+        return None
+
+
+def _page(
+    request: Request, name: str, principal: auth_service.Principal | None, **ctx: Any
+) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request,
+        name,
+        {"principal": principal, "csrf": principal.csrf_token if principal else "", **ctx},
+        headers={
+            # Our own scripts only: a message that slipped past sanitizing still runs nothing.
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data: cid:; "
+            "style-src 'self'; script-src 'self'; connect-src 'self' ws: wss:; "
+            "frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+        },
+    )
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    return RedirectResponse(
+        "/app/inbox" if await _principal(request) else "/login", status_code=303
+    )
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request) -> Response:
+    return _page(request, "login.html", None)
+
+
+@router.get("/app/inbox", response_class=HTMLResponse)
+async def inbox_page(
+    request: Request,
+    view: str = "mine",
+    status: str | None = None,
+    inbox_id: str | None = None,
+    team_id: str | None = None,
+    label: str | None = None,
+    cursor: str | None = None,
+) -> Response:
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    database = request.app.state.database
+    filters = {"status": status, "inbox_id": inbox_id, "team_id": team_id, "label": label}
+    with database.session(write=False) as db:
+        rows, nxt = conversations.search(
+            db,
+            workspace_id=principal.workspace_id,
+            status=Status(status) if status and status in Status.__members__ else None,
+            assignee_id=principal.user_id if view == "mine" else None,
+            unassigned=view == "unassigned",
+            team_id=team_id or None,
+            inbox_id=inbox_id or None,
+            label=label or None,
+            cursor=cursor,
+            limit=50,
+        )
+        ids = {c.customer_id for c in rows}
+        people = (
+            {c.id: c for c in db.scalars(select(Customer).where(Customer.id.in_(ids)))}
+            if ids
+            else {}
+        )
+        all_inboxes = inboxes.list_inboxes(db, workspace_id=principal.workspace_id)
+        teams = workspaces.teams(db, workspace_id=principal.workspace_id)
+        labels = conversations.labels_of(db, [c.id for c in rows])
+    more = urlencode({k: v for k, v in {**filters, "view": view, "cursor": nxt}.items() if v})
+    return _page(
+        request,
+        "inbox.html",
+        principal,
+        view=view,
+        filters=filters,
+        conversations=rows,
+        customers=people,
+        inboxes=all_inboxes,
+        teams=teams,
+        labels=labels,
+        next_cursor=nxt,
+        more_query=more,
+        inbox_channel={i.id: i.channel for i in all_inboxes},
+    )
+
+
+@router.get("/app/conversations/{conversation_id}", response_class=HTMLResponse)
+async def conversation_page(request: Request, conversation_id: str) -> Response:
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    database = request.app.state.database
+    with database.session(write=False) as db:
+        conv = conversations.get(
+            db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+        )
+        customer = customers.get(
+            db, workspace_id=principal.workspace_id, customer_id=conv.customer_id
+        )
+        inbox = inboxes.get(db, workspace_id=principal.workspace_id, inbox_id=conv.inbox_id)
+        all_inboxes = inboxes.list_inboxes(db, workspace_id=principal.workspace_id)
+        timeline, _ = customers.timeline(
+            db, customer=customer, kinds=None, channel=None, cursor=None, limit=30
+        )
+        previous = list(
+            db.scalars(
+                select(Conversation)
+                .where(Conversation.customer_id == customer.id, Conversation.id != conv.id)
+                .order_by(Conversation.last_activity_at.desc())
+                .limit(10)
+            )
+        )
+        ctx = {
+            "conversation": conv,
+            "customer": _CustomerView(customer),
+            "inbox": inbox,
+            "messages": conversations.messages(db, conversation=conv),
+            "identities": customers.identities(db, customer=customer),
+            "members": workspaces.members(db, workspace_id=principal.workspace_id),
+            "timeline": timeline,
+            "previous": previous,
+            "inbox_channel": {i.id: i.channel for i in all_inboxes},
+        }
+    return _page(request, "conversation.html", principal, **ctx)
+
+
+@router.get("/app/search", response_class=HTMLResponse)
+async def search_page(request: Request, q: str = Query(default="", max_length=320)) -> Response:
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    database = request.app.state.database
+    found: list[Customer] = []
+    convs: list[Conversation] = []
+    if q.strip():
+        with database.session(write=False) as db:
+            found, _ = customers.search(
+                db, workspace_id=principal.workspace_id, q=q, cursor=None, limit=25
+            )
+            if found:
+                convs, _ = _conversations_of(db, principal.workspace_id, [c.id for c in found])
+    return _page(request, "search.html", principal, q=q, customers=found, conversations=convs)
+
+
+def _conversations_of(
+    db: Db, workspace_id: str, customer_ids: list[str]
+) -> tuple[list[Conversation], None]:
+    rows = list(
+        db.scalars(
+            select(Conversation)
+            .where(
+                Conversation.workspace_id == workspace_id,
+                Conversation.customer_id.in_(customer_ids),
+            )
+            .order_by(Conversation.last_activity_at.desc())
+            .limit(50)
+        )
+    )
+    return rows, None
+
+
+class _CustomerView:
+    """A customer with the derived names templates use (``first_name`` for canned replies)."""
+
+    def __init__(self, customer: Customer) -> None:
+        self._c = customer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._c, name)
+
+    @property
+    def first_name(self) -> str:
+        return (self._c.name or "").split(" ")[0]

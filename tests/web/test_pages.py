@@ -1,0 +1,84 @@
+"""The agent pages render for a signed-in member, scoped to their workspace, and safely."""
+
+from html.parser import HTMLParser
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.factories import PASSWORD, World
+
+
+def sign_in(client: TestClient, email: str) -> None:
+    r = client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+
+
+def test_pages_send_a_signed_out_visitor_to_the_login_page(
+    client: TestClient, world: World
+) -> None:
+    for path in ("/", "/app/inbox", f"/app/conversations/{world.acme.first.conversation.id}"):  # type: ignore[union-attr]
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert "Sign in to Rapport" in client.get("/login").text
+
+
+def test_the_inbox_lists_the_workspaces_conversations(client: TestClient, world: World) -> None:
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/inbox?view=all")
+    assert page.status_code == 200
+    assert world.acme.first.conversation.id in page.text  # type: ignore[union-attr]
+    assert world.globex.first.conversation.id not in page.text  # type: ignore[union-attr]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_a_conversation_of_another_workspace_is_not_found(client: TestClient, world: World) -> None:
+    sign_in(client, "bob@acme.test")
+    r = client.get(f"/app/conversations/{world.globex.first.conversation.id}")  # type: ignore[union-attr]
+    assert r.status_code == 404
+
+
+def test_a_hostile_message_shows_as_text(client: TestClient, world: World) -> None:
+    hostile = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "xss",
+            "text": hostile,
+            "html": hostile,
+            "from": {"email": "evil@example.com"},
+        },
+        headers=auth(world.bob),
+    )
+    sign_in(client, "bob@acme.test")
+    page = client.get(f"/app/conversations/{r.json()['conversation_id']}").text
+    scan = _Scan()
+    scan.feed(page)
+    # Our own module script is the only script; no element carries an event handler.
+    assert scan.scripts == ["/static/app.js"]
+    assert scan.handlers == []
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the text, shown as text
+
+
+def test_search_finds_a_conversation_by_the_customers_phone(
+    client: TestClient, world: World
+) -> None:
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "ph", "text": "call me", "from": {"phone": "+14155550142"}},
+        headers=auth(world.bob),
+    )
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/search", params={"q": "(415) 555-0142"}).text
+    assert r.json()["conversation_id"] in page
+
+
+class _Scan(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[str | None] = []
+        self.handlers: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "script":
+            self.scripts.append(dict(attrs).get("src"))
+        self.handlers += [(tag, k) for k, _ in attrs if k.startswith("on")]
