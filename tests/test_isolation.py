@@ -41,6 +41,11 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
     ).json()
     team = client.post("/api/v1/teams", json={"name": "Support"}, headers=auth(world.alice)).json()
     tokens = client.get("/api/v1/tokens", headers=auth(world.alice)).json()
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Std", "first_response_minutes": 60},
+        headers=auth(world.alice),
+    ).json()
     return {
         "inbox_id": acme.inbox.id,
         "customer_id": acme.first.customer.id,
@@ -50,6 +55,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "team_id": team["id"],
         "user_id": acme.users["bob"].id,
         "token_id": tokens[0]["id"],
+        "policy_id": policy["id"],
         "label": "vip",
     }
 
@@ -77,6 +83,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "user_id",
         "token_id",
         "label",
+        "policy_id",
     }
 
 

@@ -2,13 +2,20 @@
 
 from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
 from rapport.channels.models import Inbox
-from rapport.conversations.models import Attachment, Conversation, ConversationLabel, Message
+from rapport.conversations.models import (
+    Attachment,
+    Conversation,
+    ConversationLabel,
+    ConversationSla,
+    Message,
+    SlaPolicy,
+)
 from rapport.customers.models import Customer, Event, Identity
 from rapport.db import Base
 from rapport.jobs.models import Job
 from rapport.privacy.models import AuditLog
 from rapport.realtime.models import StreamEvent
-from rapport.workspaces.models import Workspace
+from rapport.workspaces.models import BusinessCalendar, Workspace
 
 __all__ = [
     "ApiToken",
@@ -16,7 +23,10 @@ __all__ = [
     "AuditLog",
     "AuthSession",
     "Base",
+    "BusinessCalendar",
     "Conversation",
+    "ConversationSla",
+    "SlaPolicy",
     "ConversationLabel",
     "Customer",
     "Event",

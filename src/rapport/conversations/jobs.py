@@ -5,14 +5,16 @@ from sqlalchemy.orm import Session
 
 from rapport.auth.models import Membership, Role, TeamMember
 from rapport.channels.models import Inbox
-from rapport.conversations import service
+from rapport.conversations import service, sla
 from rapport.conversations.models import Conversation, Status
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 
 
 def after_inbound(db: Session, *, inbox: Inbox, conversation: Conversation) -> None:
-    """Called by ingest in its transaction: queue routing when the inbox assigns automatically."""
+    """Called by ingest in its transaction: start SLA clocks, queue routing when the inbox
+    assigns automatically."""
+    sla.on_inbound(db, conversation=conversation, at=conversation.last_activity_at)
     if inbox.auto_assign and conversation.assignee_id is None:
         enqueue(
             db,
@@ -75,3 +77,10 @@ def route(ctx: JobContext, *, conversation_id: str) -> None:
         agent = pick_agent(db, workspace_id=conv.workspace_id, team_id=team_id)
         if agent is not None:
             service.assign(db, conversation=conv, assignee_id=agent, team_id=team_id, actor_id=None)
+
+
+@job("sla_check")
+def sla_check(ctx: JobContext) -> None:
+    """Announce SLA warnings and breaches (run every minute by the periodic schedule)."""
+    with ctx.database.session() as db:
+        sla.check(db)

@@ -146,3 +146,57 @@ class Attachment(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SlaPolicy(Base):
+    """Response and resolution targets, in business minutes, for matching conversations."""
+
+    __tablename__ = "sla_policies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    # Lower positions are tried first; the first policy whose conditions match applies.
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    # Conditions: any of these priorities / inboxes / labels (empty = any).
+    priorities: Mapped[list[str]] = mapped_column(default=list)
+    inbox_ids: Mapped[list[str]] = mapped_column(default=list)
+    labels: Mapped[list[str]] = mapped_column(default=list)
+    first_response_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
+    next_response_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
+    resolution_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
+    # A warning is raised this many business minutes before a target is missed.
+    warn_before_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SlaState(enum.StrEnum):
+    none = "none"
+    ok = "ok"
+    warning = "warning"
+    breached = "breached"
+
+
+class ConversationSla(Base):
+    """A conversation's due times under its policy, and what was announced about them."""
+
+    __tablename__ = "conversation_slas"
+    __table_args__ = (Index("ix_conversation_slas_due", "workspace_id", "next_due_at"),)
+
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    policy_id: Mapped[str] = mapped_column(ForeignKey("sla_policies.id", ondelete="CASCADE"))
+    first_response_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    next_response_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    resolution_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The earliest open target: what the inbox sorts by and the checker looks at.
+    next_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    state: Mapped[SlaState] = mapped_column(
+        Enum(SlaState, native_enum=False, length=16), default=SlaState.ok
+    )
+    # Targets already warned about or breached, so each event is emitted once.
+    announced: Mapped[list[str]] = mapped_column(default=list)

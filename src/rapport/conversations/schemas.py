@@ -96,3 +96,40 @@ class PriorityIn(BaseModel):
 
 class LabelsIn(BaseModel):
     labels: list[str] = Field(min_length=1, max_length=50)
+
+
+class SlaPolicyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    position: int = 0
+    priorities: list[Priority] = Field(default_factory=list)
+    inbox_ids: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    first_response_minutes: int | None = Field(default=None, ge=1)
+    next_response_minutes: int | None = Field(default=None, ge=1)
+    resolution_minutes: int | None = Field(default=None, ge=1)
+    warn_before_minutes: int = Field(default=15, ge=0)
+
+
+class SlaPolicyRead(SlaPolicyIn):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+
+
+class BusinessHoursIn(BaseModel):
+    timezone: str = Field(default="UTC", max_length=64)
+    hours: dict[str, list[list[str]]] = Field(
+        default_factory=dict, description='e.g. {"mon": [["09:00", "17:00"]]}'
+    )
+    holidays: list[str] = Field(default_factory=list, description="ISO dates")
+
+
+class ConversationSlaRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    policy_id: str
+    state: str
+    first_response_due_at: datetime | None
+    next_response_due_at: datetime | None
+    resolution_due_at: datetime | None
+    next_due_at: datetime | None

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from rapport import pagination
 from rapport.auth.models import Membership, Role, Team
+from rapport.conversations import sla
 from rapport.conversations.models import (
     Conversation,
     ConversationLabel,
@@ -270,6 +271,7 @@ def reply(
     )
     if conversation.first_response_at is None and kind == MessageKind.message:
         conversation.first_response_at = now
+    sla.on_agent_reply(db, conversation=conversation)
     db.flush()
     enqueue(
         db,
@@ -375,6 +377,8 @@ def set_status(
     conversation.status = status
     conversation.snoozed_until = snoozed_until if status == Status.snoozed else None
     conversation.resolved_at = utcnow() if status == Status.resolved else None
+    if status == Status.resolved:
+        sla.on_resolved(db, conversation=conversation)
     _activity(
         db,
         conversation=conversation,

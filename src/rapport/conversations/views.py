@@ -1,21 +1,25 @@
 """Conversation endpoints: list, read, reply, note, assign, status, priority, labels."""
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
-from rapport.auth.deps import CurrentAgent, CurrentMember, Db
+from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
-from rapport.conversations import service
+from rapport.conversations import service, sla
 from rapport.conversations.models import Conversation, Status
 from rapport.conversations.schemas import (
     AssignIn,
+    BusinessHoursIn,
     ConversationDetail,
     ConversationPage,
     ConversationRead,
+    ConversationSlaRead,
     LabelsIn,
     MessageRead,
     NoteIn,
     PriorityIn,
     ReplyIn,
+    SlaPolicyIn,
+    SlaPolicyRead,
     StatusIn,
 )
 from rapport.privacy.service import audit
@@ -162,3 +166,53 @@ def get_message(
     return MessageRead.model_validate(
         service.get_message(db, conversation=conv, message_id=message_id)
     )
+
+
+sla_router = APIRouter(prefix="/api/v1", tags=["sla"])
+
+
+@sla_router.get("/sla-policies", response_model=list[SlaPolicyRead])
+def list_sla_policies(principal: CurrentMember, db: Db) -> list[SlaPolicyRead]:
+    return [SlaPolicyRead.model_validate(p) for p in sla.policies(db, principal.workspace_id)]
+
+
+@sla_router.post("/sla-policies", response_model=SlaPolicyRead, status_code=201)
+def create_sla_policy(body: SlaPolicyIn, principal: CurrentAdmin, db: Db) -> SlaPolicyRead:
+    """A policy: targets in business minutes for conversations matching its conditions."""
+    row = sla.create_policy(
+        db, workspace_id=principal.workspace_id, data=body.model_dump(mode="json")
+    )
+    return SlaPolicyRead.model_validate(row)
+
+
+@sla_router.delete("/sla-policies/{policy_id}", status_code=204)
+def delete_sla_policy(policy_id: str, principal: CurrentAdmin, db: Db) -> Response:
+    sla.delete_policy(db, workspace_id=principal.workspace_id, policy_id=policy_id)
+    return Response(status_code=204)
+
+
+@sla_router.get("/business-hours", response_model=BusinessHoursIn)
+def get_business_hours(principal: CurrentMember, db: Db) -> BusinessHoursIn:
+    row = sla.get_calendar_row(db, workspace_id=principal.workspace_id)
+    return BusinessHoursIn(timezone=row.timezone, hours=row.hours, holidays=row.holidays)
+
+
+@sla_router.put("/business-hours", response_model=BusinessHoursIn)
+def set_business_hours(body: BusinessHoursIn, principal: CurrentAdmin, db: Db) -> BusinessHoursIn:
+    """Opening hours in the workspace's time zone, and holidays: SLA clocks run inside them."""
+    row = sla.set_calendar(
+        db,
+        workspace_id=principal.workspace_id,
+        timezone=body.timezone,
+        hours=body.hours,
+        holidays=body.holidays,
+    )
+    return BusinessHoursIn(timezone=row.timezone, hours=row.hours, holidays=row.holidays)
+
+
+@router.get("/{conversation_id}/sla", response_model=ConversationSlaRead | None)
+def get_sla(conversation_id: str, principal: CurrentMember, db: Db) -> ConversationSlaRead | None:
+    """The conversation's due times and SLA state (null when no policy applies)."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    row = sla.state_of(db, conversation=conv)
+    return ConversationSlaRead.model_validate(row) if row else None

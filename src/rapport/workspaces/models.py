@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -25,3 +25,18 @@ class Workspace(Base):
     @property
     def default_region(self) -> str:
         return str(self.settings.get("default_region", "US"))
+
+
+class BusinessCalendar(Base):
+    """Opening hours in the workspace's time zone, and its holidays; SLA clocks run inside."""
+
+    __tablename__ = "business_calendars"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # {"mon": [["09:00", "17:00"]], ...}; a missing day is closed.
+    hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # ISO dates (local) on which the business is closed.
+    holidays: Mapped[list[str]] = mapped_column(default=list)

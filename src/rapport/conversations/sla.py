@@ -1,0 +1,338 @@
+"""Service levels: due times counted in business hours, warnings before, breaches after.
+
+Clocks run only inside the workspace's opening hours, in its time zone, and stop on its
+holidays: a first-response target of 4 hours set on Friday at 16:00 with a 9-17 week is
+due on Monday at 12:00 (or Tuesday, when Monday is a holiday).
+"""
+
+import time as time_module
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport.conversations.models import (
+    Conversation,
+    ConversationLabel,
+    ConversationSla,
+    SlaPolicy,
+    SlaState,
+)
+from rapport.db import utcnow
+from rapport.problems import Invalid, NotFound
+from rapport.realtime.service import emit
+from rapport.workspaces.models import BusinessCalendar
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TARGETS = ("first_response", "next_response", "resolution")
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Weekly opening intervals (local time) and holidays of one workspace."""
+
+    tz: ZoneInfo
+    hours: dict[int, list[tuple[time, time]]] = field(default_factory=dict)
+    holidays: frozenset[date] = frozenset()
+    # No calendar configured: the clock never stops.
+    always: bool = False
+
+    @classmethod
+    def always_open(cls) -> "Calendar":
+        return cls(ZoneInfo("UTC"), always=True)
+
+    @classmethod
+    def from_row(cls, row: BusinessCalendar | None) -> "Calendar":
+        if row is None or not row.hours:
+            return cls.always_open()
+        return parse(row.timezone, row.hours, row.holidays)
+
+    def intervals(self, day: date) -> list[tuple[datetime, datetime]]:
+        """The open intervals of one local day, as aware datetimes."""
+        if day in self.holidays:
+            return []
+        out = []
+        for start, end in self.hours.get(day.weekday(), []):
+            out.append((datetime.combine(day, start, self.tz), datetime.combine(day, end, self.tz)))
+        return out
+
+
+def parse(timezone: str, hours: dict[str, list[list[str]]], holidays: list[str]) -> Calendar:
+    """A calendar from its stored form, with a clear error for anything malformed."""
+    try:
+        tz = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise Invalid(f"unknown time zone {timezone!r}") from exc
+    week: dict[int, list[tuple[time, time]]] = {}
+    for name, spans in hours.items():
+        if name not in DAYS:
+            raise Invalid(f"unknown day {name!r}; use {', '.join(DAYS)}")
+        parsed = []
+        for span in spans:
+            try:
+                start, end = time.fromisoformat(span[0]), time.fromisoformat(span[1])
+            except (ValueError, IndexError, TypeError) as exc:
+                raise Invalid(
+                    f"opening hours of {name} must be pairs like ['09:00', '17:00']"
+                ) from exc
+            if end <= start:
+                raise Invalid(f"opening hours of {name}: {span[0]} must be before {span[1]}")
+            parsed.append((start, end))
+        week[DAYS.index(name)] = sorted(parsed)
+    try:
+        days_off = frozenset(date.fromisoformat(d) for d in holidays)
+    except ValueError as exc:
+        raise Invalid("holidays must be ISO dates like 2026-12-25") from exc
+    return Calendar(tz, week, days_off)
+
+
+def add_business_minutes(start: datetime, minutes: int, calendar: Calendar) -> datetime:
+    """The instant ``minutes`` of open time after ``start``."""
+    if calendar.always:
+        return start + timedelta(minutes=minutes)
+    remaining = timedelta(minutes=minutes)
+    local = start.astimezone(calendar.tz)
+    day = local.date()
+    # Two years of closed days is a misconfiguration, not a due time.
+    for _ in range(731):
+        for open_at, close_at in calendar.intervals(day):
+            begin = max(open_at, local)
+            if begin >= close_at:
+                continue
+            available = close_at - begin
+            if remaining <= available:
+                return (begin + remaining).astimezone(start.tzinfo)
+            remaining -= available
+        day += timedelta(days=1)
+    raise Invalid("the business calendar has no open hours within two years")
+
+
+def business_minutes_between(start: datetime, end: datetime, calendar: Calendar) -> int:
+    """Open minutes from ``start`` to ``end`` (0 when end is before start)."""
+    if end <= start:
+        return 0
+    if calendar.always:
+        return int((end - start).total_seconds() // 60)
+    total = timedelta()
+    day = start.astimezone(calendar.tz).date()
+    last = end.astimezone(calendar.tz).date()
+    while day <= last:
+        for open_at, close_at in calendar.intervals(day):
+            lo, hi = max(open_at, start), min(close_at, end)
+            if hi > lo:
+                total += hi - lo
+        day += timedelta(days=1)
+    return int(total.total_seconds() // 60)
+
+
+def calendar_for(db: Session, workspace_id: str) -> Calendar:
+    return Calendar.from_row(db.get(BusinessCalendar, workspace_id))
+
+
+def policies(db: Session, workspace_id: str) -> list[SlaPolicy]:
+    return list(
+        db.scalars(
+            select(SlaPolicy)
+            .where(SlaPolicy.workspace_id == workspace_id)
+            .order_by(SlaPolicy.position, SlaPolicy.created_at)
+        )
+    )
+
+
+def match(db: Session, conversation: Conversation, candidates: list[SlaPolicy]) -> SlaPolicy | None:
+    """The first policy whose priority, inbox and label conditions all hold."""
+    if not candidates:
+        return None
+    labels = set(
+        db.scalars(
+            select(ConversationLabel.label).where(
+                ConversationLabel.conversation_id == conversation.id
+            )
+        )
+    )
+    for policy in candidates:
+        if policy.priorities and conversation.priority.value not in policy.priorities:
+            continue
+        if policy.inbox_ids and conversation.inbox_id not in policy.inbox_ids:
+            continue
+        if policy.labels and not labels & set(policy.labels):
+            continue
+        return policy
+    return None
+
+
+def _refresh_next_due(row: ConversationSla) -> None:
+    dues = [
+        d
+        for d in (row.first_response_due_at, row.next_response_due_at, row.resolution_due_at)
+        if d is not None
+    ]
+    row.next_due_at = min(dues) if dues else None
+    if row.next_due_at is None and row.state != SlaState.breached:
+        row.state = SlaState.ok
+
+
+_HAS_POLICIES: dict[str, tuple[float, bool]] = {}
+
+
+def has_policies(db: Session, workspace_id: str) -> bool:
+    """Whether the workspace has any SLA policy, remembered for a few seconds: the ingest
+    path asks for every message, and most workspaces never change their answer."""
+    now = time_module.monotonic()
+    hit = _HAS_POLICIES.get(workspace_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    found = db.scalar(select(SlaPolicy.id).where(SlaPolicy.workspace_id == workspace_id).limit(1))
+    _HAS_POLICIES[workspace_id] = (now + 5.0, found is not None)
+    return found is not None
+
+
+def forget_policies(workspace_id: str) -> None:
+    _HAS_POLICIES.pop(workspace_id, None)
+
+
+def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> ConversationSla | None:
+    """A customer wrote: start the first-response (new) or next-response (after our reply) clock."""
+    if not has_policies(db, conversation.workspace_id):
+        return None
+    row = db.get(ConversationSla, conversation.id)
+    if row is None:
+        policy = match(db, conversation, policies(db, conversation.workspace_id))
+        if policy is None:
+            return None
+        cal = calendar_for(db, conversation.workspace_id)
+        row = ConversationSla(
+            conversation_id=conversation.id,
+            workspace_id=conversation.workspace_id,
+            policy_id=policy.id,
+        )
+        if policy.first_response_minutes is not None:
+            row.first_response_due_at = add_business_minutes(at, policy.first_response_minutes, cal)
+        if policy.resolution_minutes is not None:
+            row.resolution_due_at = add_business_minutes(at, policy.resolution_minutes, cal)
+        db.add(row)
+    elif row.first_response_due_at is None and row.next_response_due_at is None:
+        policy = db.get(SlaPolicy, row.policy_id)
+        if policy is not None and policy.next_response_minutes is not None:
+            cal = calendar_for(db, conversation.workspace_id)
+            row.next_response_due_at = add_business_minutes(at, policy.next_response_minutes, cal)
+    _refresh_next_due(row)
+    return row
+
+
+def on_agent_reply(db: Session, *, conversation: Conversation) -> None:
+    """An agent answered: the response clocks stop until the customer writes again."""
+    row = db.get(ConversationSla, conversation.id)
+    if row is None:
+        return
+    row.first_response_due_at = None
+    row.next_response_due_at = None
+    _refresh_next_due(row)
+
+
+def on_resolved(db: Session, *, conversation: Conversation) -> None:
+    """Resolved: every clock stops."""
+    row = db.get(ConversationSla, conversation.id)
+    if row is None:
+        return
+    row.first_response_due_at = row.next_response_due_at = row.resolution_due_at = None
+    _refresh_next_due(row)
+
+
+def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
+    """Emit ``sla.warning`` and ``sla.breached`` once per target that is close or missed."""
+    now = now or utcnow()
+    horizon = now + timedelta(days=1)
+    rows = list(
+        db.scalars(
+            select(ConversationSla)
+            .where(ConversationSla.next_due_at.is_not(None), ConversationSla.next_due_at <= horizon)
+            .order_by(ConversationSla.next_due_at)
+            .limit(limit)
+        )
+    )
+    emitted = 0
+    calendars: dict[str, Calendar] = {}
+    for row in rows:
+        policy = db.get(SlaPolicy, row.policy_id)
+        if policy is None:
+            continue
+        cal = calendars.setdefault(row.workspace_id, calendar_for(db, row.workspace_id))
+        for target in TARGETS:
+            due = getattr(row, f"{target}_due_at")
+            if due is None:
+                continue
+            kind = None
+            if now >= due:
+                kind = "breached"
+            elif business_minutes_between(now, due, cal) <= policy.warn_before_minutes:
+                kind = "warning"
+            if kind is None:
+                continue
+            key = f"{target}:{kind}:{due.isoformat()}"
+            if key in row.announced:
+                continue
+            row.announced = [*row.announced, key]
+            if kind == "breached" or row.state != SlaState.breached:
+                row.state = SlaState(kind)
+            emit(
+                db,
+                workspace_id=row.workspace_id,
+                type=f"sla.{kind}",
+                payload={
+                    "conversation_id": row.conversation_id,
+                    "target": target,
+                    "due_at": due.isoformat(),
+                },
+            )
+            emitted += 1
+    return emitted
+
+
+def create_policy(db: Session, *, workspace_id: str, data: dict[str, object]) -> SlaPolicy:
+    """Add an SLA policy to the workspace."""
+    row = SlaPolicy(workspace_id=workspace_id, **data)
+    db.add(row)
+    db.flush()
+    forget_policies(workspace_id)
+    return row
+
+
+def delete_policy(db: Session, *, workspace_id: str, policy_id: str) -> None:
+    row = db.scalar(
+        select(SlaPolicy).where(SlaPolicy.id == policy_id, SlaPolicy.workspace_id == workspace_id)
+    )
+    if row is None:
+        raise NotFound("SLA policy")
+    db.delete(row)
+    forget_policies(workspace_id)
+
+
+def get_calendar_row(db: Session, *, workspace_id: str) -> BusinessCalendar:
+    return db.get(BusinessCalendar, workspace_id) or BusinessCalendar(
+        workspace_id=workspace_id, timezone="UTC", hours={}, holidays=[]
+    )
+
+
+def set_calendar(
+    db: Session,
+    *,
+    workspace_id: str,
+    timezone: str,
+    hours: dict[str, list[list[str]]],
+    holidays: list[str],
+) -> BusinessCalendar:
+    """Replace the workspace's opening hours and holidays (validated first)."""
+    parse(timezone, hours, holidays)
+    row = db.get(BusinessCalendar, workspace_id)
+    if row is None:
+        row = BusinessCalendar(workspace_id=workspace_id)
+        db.add(row)
+    row.timezone, row.hours, row.holidays = timezone, dict(hours), sorted(set(holidays))
+    return row
+
+
+def state_of(db: Session, *, conversation: Conversation) -> ConversationSla | None:
+    return db.get(ConversationSla, conversation.id)

@@ -1,0 +1,127 @@
+"""SLA due times in business hours, warnings and breaches."""
+
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rapport.conversations import sla
+from rapport.db import Database
+from rapport.problems import Invalid
+from rapport.realtime.models import StreamEvent
+from tests.conftest import auth
+from tests.factories import World
+
+WEEK = {d: [["09:00", "12:00"], ["13:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}
+
+
+def paris(y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    return datetime(y, mo, d, h, mi, tzinfo=ZoneInfo("Europe/Paris"))
+
+
+def test_a_due_time_skips_the_weekend_a_holiday_and_the_lunch_break() -> None:
+    cal = sla.parse("Europe/Paris", WEEK, ["2026-12-28"])  # the Monday after Christmas
+    # Friday 2026-12-25 is a plain Friday here; 16:00 leaves one open hour that day.
+    start = paris(2026, 12, 25, 16, 0).astimezone(UTC)
+    due = sla.add_business_minutes(start, 4 * 60, cal)
+    # 1 h Friday, nothing on Sat, Sun or the Monday holiday, then Tuesday 09-12 (3 h).
+    assert due == paris(2026, 12, 29, 12, 0)
+    assert due.tzinfo == UTC
+    assert sla.business_minutes_between(start, due, cal) == 240
+
+
+def test_a_due_time_crosses_a_daylight_saving_change_in_local_hours() -> None:
+    cal = sla.parse("Europe/Paris", WEEK, [])
+    start = paris(2026, 3, 27, 16, 30)  # Friday before the clocks go forward on Sunday
+    assert sla.add_business_minutes(start, 60, cal) == paris(2026, 3, 30, 9, 30)
+
+
+def test_malformed_calendars_are_clear_errors() -> None:
+    with pytest.raises(Invalid, match="time zone"):
+        sla.parse("Mars/Olympus", WEEK, [])
+    with pytest.raises(Invalid, match="before"):
+        sla.parse("UTC", {"mon": [["17:00", "09:00"]]}, [])
+    with pytest.raises(Invalid, match="day"):
+        sla.parse("UTC", {"funday": [["09:00", "17:00"]]}, [])
+
+
+def test_first_response_due_then_met_by_a_reply(client: TestClient, world: World) -> None:
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Standard", "first_response_minutes": 60, "resolution_minutes": 480},
+        headers=auth(world.alice),
+    )
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "sla-1", "text": "help", "from": {"email": "sla@example.com"}},
+        headers=auth(world.bob),
+    ).json()
+    conv = r["conversation_id"]
+    state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+    assert state["first_response_due_at"] and state["state"] == "ok"
+    client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "hi"}, headers=auth(world.bob)
+    )
+    state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+    assert state["first_response_due_at"] is None and state["resolution_due_at"]
+
+
+def test_a_missed_target_is_announced_once(
+    client: TestClient, world: World, database: Database
+) -> None:
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Fast", "first_response_minutes": 5, "warn_before_minutes": 2},
+        headers=auth(world.alice),
+    )
+    conv = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "sla-2", "text": "help", "from": {"email": "late@example.com"}},
+        headers=auth(world.bob),
+    ).json()["conversation_id"]
+    due = datetime.fromisoformat(
+        client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()[
+            "first_response_due_at"
+        ]
+    )
+    from datetime import timedelta
+
+    with database.session() as db:
+        assert sla.check(db, now=due - timedelta(minutes=1)) == 1
+        assert sla.check(db, now=due - timedelta(seconds=30)) == 0
+        assert sla.check(db, now=due + timedelta(minutes=1)) == 1
+        assert sla.check(db, now=due + timedelta(minutes=2)) == 0
+    with database.session(write=False) as db:
+        types = list(db.scalars(select(StreamEvent.type).where(StreamEvent.type.like("sla.%"))))
+    assert types == ["sla.warning", "sla.breached"]
+    assert (
+        client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()["state"]
+        == "breached"
+    )
+
+
+def test_business_hours_are_validated_and_stored(client: TestClient, world: World) -> None:
+    bad = client.put(
+        "/api/v1/business-hours",
+        json={"timezone": "Nowhere/Land", "hours": WEEK},
+        headers=auth(world.alice),
+    )
+    assert bad.status_code == 422
+    ok = client.put(
+        "/api/v1/business-hours",
+        json={"timezone": "Europe/Paris", "hours": WEEK, "holidays": ["2026-12-25"]},
+        headers=auth(world.alice),
+    )
+    assert ok.status_code == 200
+    assert client.get("/api/v1/business-hours", headers=auth(world.bob)).json()["holidays"] == [
+        "2026-12-25"
+    ]
+    assert (
+        client.put(
+            "/api/v1/business-hours", json={"timezone": "UTC"}, headers=auth(world.bob)
+        ).status_code
+        == 403
+    )
