@@ -46,6 +46,11 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         json={"name": "Std", "first_response_minutes": 60},
         headers=auth(world.alice),
     ).json()
+    reply = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "hi", "text": "Hello"},
+        headers=auth(world.alice),
+    ).json()
     return {
         "inbox_id": acme.inbox.id,
         "customer_id": acme.first.customer.id,
@@ -56,6 +61,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "user_id": acme.users["bob"].id,
         "token_id": tokens[0]["id"],
         "policy_id": policy["id"],
+        "canned_id": reply["id"],
         "label": "vip",
     }
 
@@ -84,6 +90,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "token_id",
         "label",
         "policy_id",
+        "canned_id",
     }
 
 

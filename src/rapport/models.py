@@ -4,6 +4,7 @@ from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMem
 from rapport.channels.models import Inbox
 from rapport.conversations.models import (
     Attachment,
+    CannedResponse,
     Conversation,
     ConversationLabel,
     ConversationSla,
@@ -24,6 +25,7 @@ __all__ = [
     "AuthSession",
     "Base",
     "BusinessCalendar",
+    "CannedResponse",
     "Conversation",
     "ConversationSla",
     "SlaPolicy",

@@ -200,3 +200,16 @@ class ConversationSla(Base):
     )
     # Targets already warned about or breached, so each event is emitted once.
     announced: Mapped[list[str]] = mapped_column(default=list)
+
+
+class CannedResponse(Base):
+    """A saved reply agents insert by typing ``/shortcut``; its text is a sandboxed template."""
+
+    __tablename__ = "canned_responses"
+    __table_args__ = (UniqueConstraint("workspace_id", "shortcut"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    shortcut: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -133,3 +133,18 @@ class ConversationSlaRead(BaseModel):
     next_response_due_at: datetime | None
     resolution_due_at: datetime | None
     next_due_at: datetime | None
+
+
+class CannedIn(BaseModel):
+    shortcut: str = Field(min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class CannedRead(CannedIn):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+
+
+class RenderedOut(BaseModel):
+    text: str

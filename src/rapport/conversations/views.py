@@ -4,11 +4,13 @@ from fastapi import APIRouter, Query, Request, Response
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
-from rapport.conversations import service, sla
+from rapport.conversations import canned, service, sla
 from rapport.conversations.models import Conversation, Status
 from rapport.conversations.schemas import (
     AssignIn,
     BusinessHoursIn,
+    CannedIn,
+    CannedRead,
     ConversationDetail,
     ConversationPage,
     ConversationRead,
@@ -17,6 +19,7 @@ from rapport.conversations.schemas import (
     MessageRead,
     NoteIn,
     PriorityIn,
+    RenderedOut,
     ReplyIn,
     SlaPolicyIn,
     SlaPolicyRead,
@@ -216,3 +219,39 @@ def get_sla(conversation_id: str, principal: CurrentMember, db: Db) -> Conversat
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     row = sla.state_of(db, conversation=conv)
     return ConversationSlaRead.model_validate(row) if row else None
+
+
+canned_router = APIRouter(prefix="/api/v1/canned-responses", tags=["canned responses"])
+
+
+@canned_router.get("", response_model=list[CannedRead])
+def list_canned(principal: CurrentMember, db: Db, prefix: str = "") -> list[CannedRead]:
+    """Canned responses, optionally those whose shortcut starts with ``prefix``."""
+    rows = canned.list_all(db, workspace_id=principal.workspace_id, prefix=prefix)
+    return [CannedRead.model_validate(r) for r in rows]
+
+
+@canned_router.post("", response_model=CannedRead, status_code=201)
+def create_canned(body: CannedIn, principal: CurrentAgent, db: Db) -> CannedRead:
+    row = canned.create(
+        db, workspace_id=principal.workspace_id, shortcut=body.shortcut, text=body.text
+    )
+    return CannedRead.model_validate(row)
+
+
+@canned_router.delete("/{canned_id}", status_code=204)
+def delete_canned(canned_id: str, principal: CurrentAgent, db: Db) -> Response:
+    db.delete(canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id))
+    return Response(status_code=204)
+
+
+@router.get("/{conversation_id}/canned/{canned_id}", response_model=RenderedOut)
+def render_canned(
+    conversation_id: str, canned_id: str, principal: CurrentAgent, db: Db
+) -> RenderedOut:
+    """A canned response filled in for this conversation's customer and the calling agent."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    row = canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id)
+    return RenderedOut(
+        text=canned.render(db, canned=row, conversation=conv, agent_id=principal.user_id)
+    )

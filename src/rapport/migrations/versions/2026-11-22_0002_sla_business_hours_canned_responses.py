@@ -1,8 +1,8 @@
-"""sla and business hours
+"""sla, business hours, canned responses
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 16:12:09.698504
+Create Date: 2026-11-22 16:13:43.608968
 """
 
 from collections.abc import Sequence
@@ -42,6 +42,24 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("workspace_id", name=op.f("pk_business_calendars")),
+    )
+    op.create_table(
+        "canned_responses",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("workspace_id", sa.String(length=32), nullable=False),
+        sa.Column("shortcut", sa.String(length=64), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("created_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_canned_responses_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_canned_responses")),
+        sa.UniqueConstraint(
+            "workspace_id", "shortcut", name=op.f("uq_canned_responses_workspace_id_shortcut")
+        ),
     )
     op.create_table(
         "sla_policies",
@@ -141,5 +159,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sla_policies_workspace_id"))
 
     op.drop_table("sla_policies")
+    op.drop_table("canned_responses")
     op.drop_table("business_calendars")
     # ### end Alembic commands ###

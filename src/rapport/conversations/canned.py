@@ -1,0 +1,73 @@
+"""Canned responses: saved replies with variables, rendered in the template sandbox."""
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport import templating
+from rapport.auth.models import User
+from rapport.conversations.models import CannedResponse, Conversation
+from rapport.customers.models import Customer
+from rapport.problems import Conflict, Invalid, NotFound
+
+
+def list_all(db: Session, *, workspace_id: str, prefix: str = "") -> list[CannedResponse]:
+    stmt = select(CannedResponse).where(CannedResponse.workspace_id == workspace_id)
+    if prefix:
+        stmt = stmt.where(CannedResponse.shortcut.startswith(prefix.lower(), autoescape=True))
+    return list(db.scalars(stmt.order_by(CannedResponse.shortcut)))
+
+
+def create(db: Session, *, workspace_id: str, shortcut: str, text: str) -> CannedResponse:
+    """A new canned response; its shortcut is unique in the workspace."""
+    shortcut = shortcut.strip().lstrip("/").lower()
+    if not shortcut or not shortcut.replace("-", "").replace("_", "").isalnum():
+        raise Invalid("a shortcut is letters, digits, - and _")
+    templating.check(text)
+    if db.scalar(
+        select(CannedResponse.id).where(
+            CannedResponse.workspace_id == workspace_id, CannedResponse.shortcut == shortcut
+        )
+    ):
+        raise Conflict(f"/{shortcut} exists")
+    row = CannedResponse(workspace_id=workspace_id, shortcut=shortcut, text=text)
+    db.add(row)
+    db.flush()
+    return row
+
+
+def get(db: Session, *, workspace_id: str, canned_id: str) -> CannedResponse:
+    row = db.scalar(
+        select(CannedResponse).where(
+            CannedResponse.id == canned_id, CannedResponse.workspace_id == workspace_id
+        )
+    )
+    if row is None:
+        raise NotFound("canned response")
+    return row
+
+
+def context(db: Session, *, conversation: Conversation, agent_id: str | None) -> dict[str, Any]:
+    """What a canned response may refer to: the customer, the agent and the conversation."""
+    customer = db.get(Customer, conversation.customer_id)
+    agent = db.get(User, agent_id) if agent_id else None
+    name = (customer.name if customer else "") or ""
+    return {
+        "customer": {
+            "name": name,
+            "first_name": name.split(" ")[0] if name else "",
+            "email": customer.email if customer else None,
+            "phone": customer.phone if customer else None,
+            "attributes": dict(customer.attributes) if customer else {},
+        },
+        "agent": {"name": agent.name if agent else "", "email": agent.email if agent else ""},
+        "conversation": {"id": conversation.id, "subject": conversation.subject},
+    }
+
+
+def render(
+    db: Session, *, canned: CannedResponse, conversation: Conversation, agent_id: str | None
+) -> str:
+    """The canned response's text for this conversation."""
+    return templating.render(canned.text, context(db, conversation=conversation, agent_id=agent_id))

@@ -1,0 +1,52 @@
+"""Canned responses fill in their variables in a sandbox."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.factories import World
+
+
+def test_a_canned_response_greets_the_customer_by_first_name(
+    client: TestClient, world: World
+) -> None:
+    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    client.patch(f"/api/v1/customers/{cid}", json={"name": "Grace Hopper"}, headers=auth(world.bob))
+    made = client.post(
+        "/api/v1/canned-responses",
+        json={
+            "shortcut": "/Thanks",
+            "text": "Hi {{ customer.first_name }}, {{ agent.name }} here.",
+        },
+        headers=auth(world.bob),
+    )
+    assert made.status_code == 201 and made.json()["shortcut"] == "thanks"
+    found = client.get(
+        "/api/v1/canned-responses", params={"prefix": "tha"}, headers=auth(world.bob)
+    ).json()
+    assert [c["shortcut"] for c in found] == ["thanks"]
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    text = client.get(
+        f"/api/v1/conversations/{conv}/canned/{made.json()['id']}", headers=auth(world.bob)
+    ).json()
+    assert text == {"text": "Hi Grace, Bob here."}
+
+
+def test_a_template_cannot_reach_outside_its_sandbox(client: TestClient, world: World) -> None:
+    escape = "{{ customer.__class__.__mro__[1].__subclasses__() }}"
+    made = client.post(
+        "/api/v1/canned-responses", json={"shortcut": "x", "text": escape}, headers=auth(world.bob)
+    )
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    r = client.get(
+        f"/api/v1/conversations/{conv}/canned/{made.json()['id']}", headers=auth(world.bob)
+    )
+    assert r.status_code == 422 and "template" in r.json()["detail"]
+
+
+def test_a_broken_template_is_refused_when_saved(client: TestClient, world: World) -> None:
+    r = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "bad", "text": "Hi {{ customer.name"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422
