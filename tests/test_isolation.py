@@ -51,6 +51,18 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         json={"shortcut": "hi", "text": "Hello"},
         headers=auth(world.alice),
     ).json()
+    rule = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "r",
+            "event": "message.received",
+            "actions": [{"type": "add_label", "value": "x"}],
+        },
+        headers=auth(world.alice),
+    ).json()
+    hook = client.post(
+        "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth(world.alice)
+    ).json()
     return {
         "inbox_id": acme.inbox.id,
         "customer_id": acme.first.customer.id,
@@ -62,6 +74,8 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "token_id": tokens[0]["id"],
         "policy_id": policy["id"],
         "canned_id": reply["id"],
+        "rule_id": rule["id"],
+        "webhook_id": hook["id"],
         "label": "vip",
     }
 
@@ -91,6 +105,8 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "label",
         "policy_id",
         "canned_id",
+        "rule_id",
+        "webhook_id",
     }
 
 

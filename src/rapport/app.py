@@ -61,6 +61,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
 
     from rapport import ops
     from rapport.auth import views as auth_views
+    from rapport.automation import views as automation_views
     from rapport.channels import views as channel_views
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         conversation_views,
         realtime_views,
         web_views,
+        automation_views,
     ):
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)

@@ -172,7 +172,7 @@ def receive(
             )
 
     # 5. Follow-up work, in the same transaction: it runs only if this commits.
-    conversation_jobs.after_inbound(db, inbox=inbox, conversation=conv)
+    conversation_jobs.after_inbound(db, inbox=inbox, conversation=conv, message_id=message.id)
     if outcome != "continued":
         emit(
             db,

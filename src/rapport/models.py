@@ -1,6 +1,7 @@
 """Every table, imported in one place for Alembic and for tests that build a schema."""
 
 from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
+from rapport.automation.models import Rule, Webhook, WebhookDelivery
 from rapport.channels.models import Inbox
 from rapport.conversations.models import (
     Attachment,
@@ -24,6 +25,9 @@ __all__ = [
     "AuditLog",
     "AuthSession",
     "Base",
+    "Rule",
+    "Webhook",
+    "WebhookDelivery",
     "BusinessCalendar",
     "CannedResponse",
     "Conversation",

@@ -4,6 +4,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Membership, Role, TeamMember
+from rapport.automation import service as automation
 from rapport.channels.models import Inbox
 from rapport.conversations import service, sla
 from rapport.conversations.models import Conversation, Status
@@ -11,10 +12,26 @@ from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 
 
-def after_inbound(db: Session, *, inbox: Inbox, conversation: Conversation) -> None:
+def after_inbound(
+    db: Session, *, inbox: Inbox, conversation: Conversation, message_id: str | None = None
+) -> None:
     """Called by ingest in its transaction: start SLA clocks, queue routing when the inbox
     assigns automatically."""
     sla.on_inbound(db, conversation=conversation, at=conversation.last_activity_at)
+    if conversation.messages_count == 1:
+        automation.trigger(
+            db,
+            workspace_id=conversation.workspace_id,
+            event="conversation.created",
+            conversation_id=conversation.id,
+        )
+    automation.trigger(
+        db,
+        workspace_id=conversation.workspace_id,
+        event="message.received",
+        conversation_id=conversation.id,
+        message_id=message_id,
+    )
     if inbox.auto_assign and conversation.assignee_id is None:
         enqueue(
             db,

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from rapport import pagination
 from rapport.auth.models import Membership, Role, Team
+from rapport.automation import service as automation
 from rapport.conversations import sla
 from rapport.conversations.models import (
     Conversation,
@@ -256,7 +257,7 @@ def reply(
 ) -> Message:
     """Queue an outbound reply: the message row and its ``deliver`` job commit together."""
     now = utcnow()
-    sender_type = "bot" if kind == MessageKind.bot else "user"
+    sender_type = "bot" if kind == MessageKind.bot else ("user" if author_id else "system")
     msg = add_message(
         db,
         conversation=conversation,
@@ -283,14 +284,14 @@ def reply(
     return msg
 
 
-def note(db: Session, *, conversation: Conversation, author_id: str, text: str) -> Message:
+def note(db: Session, *, conversation: Conversation, author_id: str | None, text: str) -> Message:
     """Add a private note: visible to agents, never sent to the customer."""
     msg = add_message(
         db,
         conversation=conversation,
         direction=Direction.outbound,
         kind=MessageKind.note,
-        sender_type="user",
+        sender_type="user" if author_id else "system",
         sender_id=author_id,
         text=text,
     )
@@ -348,6 +349,9 @@ def assign(
     conversation.assignee_id = assignee_id
     conversation.team_id = team_id
     if changed:
+        automation.trigger(
+            db, workspace_id=ws, event="conversation.assigned", conversation_id=conversation.id
+        )
         _activity(
             db,
             conversation=conversation,
@@ -379,6 +383,12 @@ def set_status(
     conversation.resolved_at = utcnow() if status == Status.resolved else None
     if status == Status.resolved:
         sla.on_resolved(db, conversation=conversation)
+    automation.trigger(
+        db,
+        workspace_id=conversation.workspace_id,
+        event="conversation.status_changed",
+        conversation_id=conversation.id,
+    )
     _activity(
         db,
         conversation=conversation,

@@ -253,6 +253,8 @@ def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int
             .limit(limit)
         )
     )
+    from rapport.automation import service as automation  # automation builds on this module
+
     emitted = 0
     calendars: dict[str, Calendar] = {}
     for row in rows:
@@ -277,6 +279,12 @@ def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int
             row.announced = [*row.announced, key]
             if kind == "breached" or row.state != SlaState.breached:
                 row.state = SlaState(kind)
+            automation.trigger(
+                db,
+                workspace_id=row.workspace_id,
+                event=f"sla.{kind}",
+                conversation_id=row.conversation_id,
+            )
             emit(
                 db,
                 workspace_id=row.workspace_id,

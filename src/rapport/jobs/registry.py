@@ -46,6 +46,7 @@ HANDLER_MODULES = (
     "rapport.conversations.jobs",
     "rapport.channels.deliver",
     "rapport.jobs.periodic",
+    "rapport.automation.jobs",
 )
 
 

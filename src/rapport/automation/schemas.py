@@ -1,0 +1,54 @@
+"""Automation API shapes."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RuleIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    event: str
+    conditions: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
+    actions: list[dict[str, Any]] = Field(min_length=1, max_length=20)
+    position: int = 0
+    stop_processing: bool = False
+    enabled: bool = True
+
+
+class RuleRead(RuleIn):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(min_length=8, max_length=2000)
+    events: list[str] = Field(default_factory=list)
+
+
+class WebhookRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    created_at: datetime
+
+
+class WebhookCreated(WebhookRead):
+    secret: str
+
+
+class DeliveryRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    event: str
+    status: str
+    attempts: int
+    response_status: int | None
+    error: str | None
+    created_at: datetime
+    delivered_at: datetime | None

@@ -1,0 +1,451 @@
+"""Automation: event -> conditions -> actions, and signed outgoing webhooks.
+
+Rules never loop: a change made by a rule carries the ids of the rules that caused it, and
+an event is never handed back to a rule that is among its causes (nor evaluated beyond a
+small depth at all).
+"""
+
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport import templating
+from rapport.auth.models import Membership, Team
+from rapport.automation.models import Rule, Webhook, WebhookDelivery
+from rapport.channels.models import Inbox
+from rapport.conversations import sla
+from rapport.conversations.models import (
+    CannedResponse,
+    Conversation,
+    ConversationLabel,
+    Message,
+    MessageKind,
+    Priority,
+    Status,
+)
+from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
+from rapport.customers.models import Customer
+from rapport.db import utcnow
+from rapport.jobs.service import enqueue
+from rapport.problems import Invalid, NotFound
+
+EVENTS = frozenset(
+    {
+        "conversation.created",
+        "message.received",
+        "conversation.status_changed",
+        "conversation.assigned",
+        "sla.warning",
+        "sla.breached",
+        "customer.attribute_changed",
+    }
+)
+OPERATORS = frozenset(
+    {"equals", "not_equals", "contains", "not_contains", "regex", "in", "gt", "lt", "exists", "is"}
+)
+ACTIONS = frozenset(
+    {
+        "assign_agent",
+        "assign_team",
+        "assign_round_robin",
+        "add_label",
+        "remove_label",
+        "set_priority",
+        "set_status",
+        "send_canned",
+        "add_note",
+        "send_webhook",
+    }
+)
+MAX_DEPTH = 5
+_CAUSES = "automation_caused_by"
+
+
+# --- defining rules ----------------------------------------------------------------------
+
+
+def validate(event: str, conditions: list[dict[str, Any]], actions: list[dict[str, Any]]) -> None:
+    """Refuse a rule that could not run, saying which part is wrong."""
+    if event not in EVENTS:
+        raise Invalid(f"unknown event {event!r}; one of: {', '.join(sorted(EVENTS))}")
+    for c in conditions:
+        if not isinstance(c.get("field"), str) or c.get("op") not in OPERATORS:
+            raise Invalid(f"a condition needs a field and an op in {sorted(OPERATORS)}: {c}")
+        if c["op"] == "regex":
+            pattern = str(c.get("value", ""))
+            if len(pattern) > 200:
+                raise Invalid("a regex condition is at most 200 characters")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise Invalid(f"bad regex {pattern!r}: {exc}") from exc
+    if not actions:
+        raise Invalid("a rule needs at least one action")
+    for a in actions:
+        if a.get("type") not in ACTIONS:
+            raise Invalid(f"unknown action {a.get('type')!r}; one of: {', '.join(sorted(ACTIONS))}")
+        if a["type"] == "add_note":
+            templating.check(str(a.get("value", "")))
+
+
+def create_rule(db: Session, *, workspace_id: str, data: dict[str, Any]) -> Rule:
+    """Add a rule after checking that it can run."""
+    validate(data["event"], data.get("conditions", []), data.get("actions", []))
+    row = Rule(workspace_id=workspace_id, **data)
+    db.add(row)
+    db.flush()
+    _RULE_EVENTS.pop(workspace_id, None)
+    return row
+
+
+def get_rule(db: Session, *, workspace_id: str, rule_id: str) -> Rule:
+    row = db.scalar(select(Rule).where(Rule.id == rule_id, Rule.workspace_id == workspace_id))
+    if row is None:
+        raise NotFound("rule")
+    return row
+
+
+def delete_rule(db: Session, *, rule: Rule) -> None:
+    db.delete(rule)
+    _RULE_EVENTS.pop(rule.workspace_id, None)
+
+
+def rules(db: Session, *, workspace_id: str) -> list[Rule]:
+    return list(
+        db.scalars(
+            select(Rule)
+            .where(Rule.workspace_id == workspace_id)
+            .order_by(Rule.position, Rule.created_at)
+        )
+    )
+
+
+# --- triggering ----------------------------------------------------------------------------
+
+_RULE_EVENTS: dict[str, tuple[float, frozenset[str]]] = {}
+
+
+def _events_with_rules(db: Session, workspace_id: str) -> frozenset[str]:
+    # Asked on every inbound message: remembered a few seconds per process.
+    now = time.monotonic()
+    hit = _RULE_EVENTS.get(workspace_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    found = frozenset(
+        db.scalars(
+            select(Rule.event).where(Rule.workspace_id == workspace_id, Rule.enabled.is_(True))
+        )
+    )
+    _RULE_EVENTS[workspace_id] = (now + 5.0, found)
+    return found
+
+
+def trigger(
+    db: Session,
+    *,
+    workspace_id: str,
+    event: str,
+    conversation_id: str | None = None,
+    message_id: str | None = None,
+    customer_id: str | None = None,
+) -> None:
+    """Queue the workspace's rules for this event, in the caller's transaction."""
+    if event not in _events_with_rules(db, workspace_id):
+        return
+    caused_by: list[str] = list(db.info.get(_CAUSES, []))
+    if len(caused_by) >= MAX_DEPTH:
+        return
+    enqueue(
+        db,
+        name="automation",
+        args={
+            "event": event,
+            "conversation_id": conversation_id,
+            "message_id": message_id,
+            "customer_id": customer_id,
+            "caused_by": caused_by,
+        },
+        workspace_id=workspace_id,
+    )
+
+
+# --- evaluating ----------------------------------------------------------------------------
+
+
+def facts(
+    db: Session,
+    *,
+    conversation: Conversation | None,
+    message: Message | None,
+    customer: Customer | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """What conditions can look at, as dotted names."""
+    out: dict[str, Any] = {}
+    if conversation is not None:
+        inbox = db.get(Inbox, conversation.inbox_id)
+        out |= {
+            "channel": inbox.channel if inbox else None,
+            "inbox_id": conversation.inbox_id,
+            "priority": conversation.priority.value,
+            "status": conversation.status.value,
+            "assignee_id": conversation.assignee_id,
+            "team_id": conversation.team_id,
+            "labels": list(
+                db.scalars(
+                    select(ConversationLabel.label).where(
+                        ConversationLabel.conversation_id == conversation.id
+                    )
+                )
+            ),
+        }
+        cal = sla.calendar_for(db, conversation.workspace_id)
+        out["business_hours"] = cal.always or any(
+            start <= now < end for start, end in cal.intervals(now.astimezone(cal.tz).date())
+        )
+    if message is not None:
+        out["message.text"] = message.text[:10_000]
+        out["message.direction"] = message.direction.value
+        for key, value in (message.meta.get("triage") or {}).items():
+            out[f"message.{key}"] = value
+    if customer is not None:
+        out["customer.name"] = customer.name
+        out["customer.email"] = customer.email
+        out["customer.phone"] = customer.phone
+        for key, value in customer.attributes.items():
+            out[f"customer.attributes.{key}"] = value
+    return out
+
+
+def holds(condition: dict[str, Any], known: dict[str, Any]) -> bool:
+    """Whether one condition holds for these facts (a missing fact never matches)."""
+    field, op, want = condition["field"], condition["op"], condition.get("value")
+    if op == "exists":
+        return (known.get(field) is not None) == bool(want if want is not None else True)
+    if field not in known or known[field] is None:
+        return op in ("not_equals", "not_contains")
+    have = known[field]
+    if op == "is":
+        return bool(have) == bool(want)
+    if op == "equals":
+        return bool(_norm(have) == _norm(want))
+    if op == "not_equals":
+        return bool(_norm(have) != _norm(want))
+    if op in ("contains", "not_contains"):
+        if isinstance(have, list):
+            found = _norm(want) in [_norm(x) for x in have]
+        else:
+            found = str(want).lower() in str(have).lower()
+        return found if op == "contains" else not found
+    if op == "regex":
+        return re.search(str(want), str(have), flags=re.IGNORECASE) is not None
+    if op == "in":
+        return _norm(have) in [_norm(x) for x in (want or [])]
+    try:
+        if op == "gt":
+            return float(have) > float(want)  # type: ignore[arg-type]
+        if op == "lt":
+            return float(have) < float(want)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return False
+
+
+def _norm(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def run(
+    db: Session,
+    *,
+    workspace_id: str,
+    event: str,
+    conversation_id: str | None,
+    message_id: str | None,
+    customer_id: str | None,
+    caused_by: list[str],
+    box: SecretBox,
+) -> list[str]:
+    """Evaluate the event's rules in order and run the actions of those that match.
+
+    Returns the ids of the rules that ran.
+    """
+    conv = db.get(Conversation, conversation_id) if conversation_id else None
+    msg = db.get(Message, message_id) if message_id else None
+    customer_id = customer_id or (conv.customer_id if conv else None)
+    customer = db.get(Customer, customer_id) if customer_id else None
+    for row in (conv, msg, customer):
+        if row is not None and row.workspace_id != workspace_id:
+            return []
+    ran: list[str] = []
+    candidates = [r for r in rules(db, workspace_id=workspace_id) if r.event == event and r.enabled]
+    for rule in candidates:
+        if rule.id in caused_by:
+            continue  # this rule's own change: running it again is how loops start
+        known = facts(db, conversation=conv, message=msg, customer=customer, now=utcnow())
+        if not all(holds(c, known) for c in rule.conditions):
+            continue
+        previous = db.info.get(_CAUSES)
+        db.info[_CAUSES] = [*caused_by, rule.id]
+        try:
+            for action in rule.actions:
+                _act(db, action=action, conversation=conv, message=msg, box=box, event=event)
+        finally:
+            db.info[_CAUSES] = previous if previous is not None else []
+        ran.append(rule.id)
+        if rule.stop_processing:
+            break
+    return ran
+
+
+def _act(
+    db: Session,
+    *,
+    action: dict[str, Any],
+    conversation: Conversation | None,
+    message: Message | None,
+    box: SecretBox,
+    event: str,
+) -> None:
+    from rapport.conversations import canned, service
+    from rapport.conversations import jobs as conversation_jobs
+
+    kind, value = action["type"], action.get("value")
+    if kind == "send_webhook":
+        hook = db.scalar(
+            select(Webhook).where(
+                Webhook.id == str(value),
+                Webhook.workspace_id == (conversation.workspace_id if conversation else ""),
+            )
+        )
+        if hook is not None:
+            queue_delivery(
+                db,
+                webhook=hook,
+                event=event,
+                payload={
+                    "conversation_id": conversation.id if conversation else None,
+                    "message_id": message.id if message else None,
+                },
+            )
+        return
+    if conversation is None:
+        return
+    ws = conversation.workspace_id
+    if kind == "assign_agent":
+        member = db.scalar(
+            select(Membership).where(
+                Membership.workspace_id == ws, Membership.user_id == str(value)
+            )
+        )
+        if member is not None:
+            service.assign(
+                db,
+                conversation=conversation,
+                assignee_id=member.user_id,
+                team_id=conversation.team_id,
+                actor_id=None,
+            )
+    elif kind == "assign_team":
+        team = db.scalar(select(Team).where(Team.workspace_id == ws, Team.id == str(value)))
+        if team is not None:
+            service.assign(
+                db,
+                conversation=conversation,
+                assignee_id=conversation.assignee_id,
+                team_id=team.id,
+                actor_id=None,
+            )
+    elif kind == "assign_round_robin":
+        team_id = str(value) if value else conversation.team_id
+        agent = conversation_jobs.pick_agent(db, workspace_id=ws, team_id=team_id)
+        if agent is not None:
+            service.assign(
+                db, conversation=conversation, assignee_id=agent, team_id=team_id, actor_id=None
+            )
+    elif kind == "add_label":
+        service.add_labels(db, conversation=conversation, labels=[str(value)])
+    elif kind == "remove_label":
+        service.remove_label(db, conversation=conversation, label=str(value))
+    elif kind == "set_priority" and str(value) in Priority.__members__:
+        service.set_priority(db, conversation=conversation, priority=Priority(str(value)))
+    elif kind == "set_status" and str(value) in Status.__members__ and value != "snoozed":
+        service.set_status(db, conversation=conversation, status=Status(str(value)))
+    elif kind == "send_canned":
+        reply = db.scalar(
+            select(CannedResponse).where(
+                CannedResponse.workspace_id == ws, CannedResponse.id == str(value)
+            )
+        )
+        if reply is not None:
+            text = canned.render(db, canned=reply, conversation=conversation, agent_id=None)
+            service.reply(
+                db, conversation=conversation, author_id=None, text=text, kind=MessageKind.message
+            )
+    elif kind == "add_note":
+        text = templating.render(
+            str(value or ""), canned.context(db, conversation=conversation, agent_id=None)
+        )
+        service.note(db, conversation=conversation, author_id=None, text=text)
+
+
+# --- outgoing webhooks ---------------------------------------------------------------------
+
+
+def create_webhook(
+    db: Session, *, workspace_id: str, url: str, events: list[str], box: SecretBox
+) -> tuple[Webhook, str]:
+    """A new webhook; its signing secret is returned once and stored encrypted."""
+    if not url.startswith(("https://", "http://")):
+        raise Invalid("a webhook URL must be http(s)")
+    secret = random_token("whsec_", 24)
+    row = Webhook(
+        workspace_id=workspace_id,
+        url=url,
+        events=sorted(set(events)),
+        secret_encrypted=box.encrypt(secret),
+    )
+    db.add(row)
+    db.flush()
+    return row, secret
+
+
+def queue_delivery(
+    db: Session, *, webhook: Webhook, event: str, payload: dict[str, Any]
+) -> WebhookDelivery:
+    """Log a delivery and queue its job: it is retried with backoff until it succeeds."""
+    row = WebhookDelivery(
+        workspace_id=webhook.workspace_id, webhook_id=webhook.id, event=event, payload=payload
+    )
+    db.add(row)
+    db.flush()
+    enqueue(
+        db,
+        name="webhook_deliver",
+        args={"delivery_id": row.id},
+        workspace_id=webhook.workspace_id,
+        max_attempts=10,
+    )
+    return row
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """``v1=<hex HMAC-SHA256 of "timestamp.body">``; receivers reject stale timestamps."""
+    return "v1=" + hmac_sha256_hex(secret, f"{timestamp}.".encode() + body)
+
+
+def body_of(delivery: WebhookDelivery) -> bytes:
+    return orjson.dumps(
+        {
+            "id": delivery.id,
+            "event": delivery.event,
+            "workspace_id": delivery.workspace_id,
+            "created_at": delivery.created_at.isoformat(),
+            "data": delivery.payload,
+        }
+    )

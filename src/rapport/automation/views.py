@@ -1,0 +1,75 @@
+"""Automation rules and webhooks, for admins."""
+
+from fastapi import APIRouter, Response
+from sqlalchemy import select
+
+from rapport.auth.deps import Box, CurrentAdmin, Db
+from rapport.automation import service
+from rapport.automation.models import Webhook, WebhookDelivery
+from rapport.automation.schemas import (
+    DeliveryRead,
+    RuleIn,
+    RuleRead,
+    WebhookCreated,
+    WebhookIn,
+    WebhookRead,
+)
+from rapport.problems import NotFound
+
+router = APIRouter(prefix="/api/v1", tags=["automation"])
+
+
+@router.get("/automation-rules", response_model=list[RuleRead])
+def list_rules(principal: CurrentAdmin, db: Db) -> list[RuleRead]:
+    return [
+        RuleRead.model_validate(r) for r in service.rules(db, workspace_id=principal.workspace_id)
+    ]
+
+
+@router.post("/automation-rules", response_model=RuleRead, status_code=201)
+def create_rule(body: RuleIn, principal: CurrentAdmin, db: Db) -> RuleRead:
+    """A rule: when ``event`` happens and every condition holds, run ``actions`` in order."""
+    row = service.create_rule(db, workspace_id=principal.workspace_id, data=body.model_dump())
+    return RuleRead.model_validate(row)
+
+
+@router.delete("/automation-rules/{rule_id}", status_code=204)
+def delete_rule(rule_id: str, principal: CurrentAdmin, db: Db) -> Response:
+    service.delete_rule(
+        db, rule=service.get_rule(db, workspace_id=principal.workspace_id, rule_id=rule_id)
+    )
+    return Response(status_code=204)
+
+
+@router.get("/webhooks", response_model=list[WebhookRead])
+def list_webhooks(principal: CurrentAdmin, db: Db) -> list[WebhookRead]:
+    rows = db.scalars(select(Webhook).where(Webhook.workspace_id == principal.workspace_id))
+    return [WebhookRead.model_validate(r) for r in rows]
+
+
+@router.post("/webhooks", response_model=WebhookCreated, status_code=201)
+def create_webhook(body: WebhookIn, principal: CurrentAdmin, db: Db, box: Box) -> WebhookCreated:
+    """A webhook; the signing secret is in this answer only."""
+    row, secret = service.create_webhook(
+        db, workspace_id=principal.workspace_id, url=body.url, events=body.events, box=box
+    )
+    return WebhookCreated(**WebhookRead.model_validate(row).model_dump(), secret=secret)
+
+
+@router.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryRead])
+def list_deliveries(webhook_id: str, principal: CurrentAdmin, db: Db) -> list[DeliveryRead]:
+    """The delivery log, newest first."""
+    hook = db.scalar(
+        select(Webhook).where(
+            Webhook.id == webhook_id, Webhook.workspace_id == principal.workspace_id
+        )
+    )
+    if hook is None:
+        raise NotFound("webhook")
+    rows = db.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.webhook_id == hook.id)
+        .order_by(WebhookDelivery.created_at.desc())
+        .limit(100)
+    )
+    return [DeliveryRead.model_validate(r) for r in rows]

@@ -1,0 +1,231 @@
+"""Automation rules: conditions, actions, ordering, and no loops."""
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from rapport.automation import service
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs.models import Job, JobState
+from rapport.jobs.worker import Worker
+from tests.conftest import auth
+from tests.factories import World
+
+
+def rule(client: TestClient, world: World, **body: object) -> dict:  # type: ignore[type-arg]
+    r = client.post(
+        "/api/v1/automation-rules", json={"name": "r", **body}, headers=auth(world.alice)
+    )
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def inbound(
+    client: TestClient, world: World, ext: str, text: str, email: str = "auto@example.com"
+) -> str:
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": ext, "text": text, "from": {"email": email}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["conversation_id"])
+
+
+def drain(database: Database, settings: Settings) -> int:
+    return Worker(database, settings).run_until_idle(max_jobs=200)
+
+
+def conversation(client: TestClient, world: World, conv: str) -> dict:  # type: ignore[type-arg]
+    return client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()  # type: ignore[no-any-return]
+
+
+def test_a_rule_labels_and_prioritizes_messages_that_match(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    rule(
+        client,
+        world,
+        event="message.received",
+        conditions=[
+            {"field": "message.text", "op": "regex", "value": r"\brefund"},
+            {"field": "channel", "op": "equals", "value": "api"},
+        ],
+        actions=[
+            {"type": "add_label", "value": "billing"},
+            {"type": "set_priority", "value": "high"},
+        ],
+    )
+    hit = inbound(client, world, "a1", "I want a REFUND now", "a1@example.com")
+    miss = inbound(client, world, "a2", "just saying hi", "a2@example.com")
+    drain(database, settings)
+    assert conversation(client, world, hit)["labels"] == ["billing"]
+    assert conversation(client, world, hit)["priority"] == "high"
+    assert conversation(client, world, miss)["labels"] == []
+
+
+def test_rules_run_in_order_and_can_stop_later_rules(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    rule(
+        client,
+        world,
+        event="conversation.created",
+        position=1,
+        stop_processing=True,
+        actions=[{"type": "add_label", "value": "first"}],
+    )
+    rule(
+        client,
+        world,
+        event="conversation.created",
+        position=2,
+        actions=[{"type": "add_label", "value": "second"}],
+    )
+    conv = inbound(client, world, "o1", "hello", "o1@example.com")
+    drain(database, settings)
+    assert conversation(client, world, conv)["labels"] == ["first"]
+
+
+def test_a_rule_cannot_trigger_itself_or_ping_pong_with_another(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # A: any status change -> pending; B: any status change -> open. Unchecked, forever.
+    rule(
+        client,
+        world,
+        event="conversation.status_changed",
+        actions=[{"type": "set_status", "value": "pending"}],
+    )
+    rule(
+        client,
+        world,
+        event="conversation.status_changed",
+        actions=[{"type": "set_status", "value": "open"}],
+    )
+    conv = inbound(client, world, "l1", "hello", "l1@example.com")
+    client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    )
+    ran = drain(database, settings)
+    assert ran < 20
+    with database.session(write=False) as db:
+        waiting = db.scalar(
+            select(func.count()).select_from(Job).where(Job.state == JobState.queued)
+        )
+    assert waiting == 0
+
+
+def test_a_rule_can_route_negative_messages_to_a_team(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    team = client.post(
+        "/api/v1/teams", json={"name": "Escalations"}, headers=auth(world.alice)
+    ).json()
+    rule(
+        client,
+        world,
+        event="message.received",
+        conditions=[{"field": "message.text", "op": "contains", "value": "terrible"}],
+        actions=[
+            {"type": "assign_team", "value": team["id"]},
+            {"type": "add_note", "value": "Escalated for {{ customer.email }}"},
+        ],
+    )
+    conv = inbound(client, world, "n1", "This is terrible service", "angry@example.com")
+    drain(database, settings)
+    detail = conversation(client, world, conv)
+    assert detail["team_id"] == team["id"]
+    assert detail["messages"][-1]["text"] == "Escalated for angry@example.com"
+
+
+def test_invalid_rules_are_refused_with_the_reason(client: TestClient, world: World) -> None:
+    for body, why in (
+        ({"event": "never", "actions": [{"type": "add_label", "value": "x"}]}, "event"),
+        ({"event": "message.received", "actions": [{"type": "launch_rockets"}]}, "action"),
+        (
+            {
+                "event": "message.received",
+                "conditions": [{"field": "message.text", "op": "regex", "value": "("}],
+                "actions": [{"type": "add_label", "value": "x"}],
+            },
+            "regex",
+        ),
+    ):
+        r = client.post(
+            "/api/v1/automation-rules", json={"name": "bad", **body}, headers=auth(world.alice)
+        )
+        assert r.status_code == 422 and why in r.json()["detail"]
+    r = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "x",
+            "event": "message.received",
+            "actions": [{"type": "add_label", "value": "x"}],
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 403
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    answers: list[int] = []
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen.append((dict(self.headers), body))
+        self.send_response(type(self).answers.pop(0) if type(self).answers else 200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
+    handler = type("Receiver", (_Receiver,), {"answers": [], "seen": []})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhooks_are_signed_retried_and_logged(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    receiver: tuple[str, type[_Receiver]],
+) -> None:
+    url, handler = receiver
+    handler.answers = [500]
+    hook = client.post("/api/v1/webhooks", json={"url": url}, headers=auth(world.alice)).json()
+    rule(
+        client,
+        world,
+        event="conversation.created",
+        actions=[{"type": "send_webhook", "value": hook["id"]}],
+    )
+    conv = inbound(client, world, "w1", "hello", "w1@example.com")
+    drain(database, settings)  # the first delivery gets a 500
+    with database.session() as db:  # make the retry due now rather than after its backoff
+        from rapport.db import utcnow
+
+        for job in db.scalars(select(Job).where(Job.name == "webhook_deliver")):
+            job.run_at = utcnow()
+    drain(database, settings)
+    assert len(handler.seen) == 2
+    headers, body = handler.seen[-1]
+    ts = int(headers["X-Rapport-Timestamp"])
+    assert headers["X-Rapport-Signature"] == service.sign(hook["secret"], ts, body)
+    assert conv.encode() in body
+    log = client.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=auth(world.alice)).json()
+    assert log[0]["status"] == "delivered" and log[0]["attempts"] == 2
