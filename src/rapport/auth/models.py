@@ -53,6 +53,9 @@ class Membership(Base):
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
     # How many open conversations routing may give this agent.
     capacity: Mapped[int] = mapped_column(Integer, default=20)
+    # online / busy / offline, as the agent set it; "online" also needs a recent heartbeat.
+    availability: Mapped[str] = mapped_column(String(16), default="offline")
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

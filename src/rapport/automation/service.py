@@ -312,8 +312,7 @@ def _act(
     box: SecretBox,
     event: str,
 ) -> None:
-    from rapport.conversations import canned, service
-    from rapport.conversations import jobs as conversation_jobs
+    from rapport.conversations import canned, routing, service
 
     kind, value = action["type"], action.get("value")
     if kind == "send_webhook":
@@ -363,7 +362,7 @@ def _act(
             )
     elif kind == "assign_round_robin":
         team_id = str(value) if value else conversation.team_id
-        agent = conversation_jobs.pick_agent(db, workspace_id=ws, team_id=team_id)
+        agent = routing.pick_agent(db, workspace_id=ws, team_id=team_id)
         if agent is not None:
             service.assign(
                 db, conversation=conversation, assignee_id=agent, team_id=team_id, actor_id=None

@@ -81,6 +81,8 @@ class Conversation(Base):
     team_id: Mapped[str | None] = mapped_column(
         ForeignKey("teams.id", ondelete="SET NULL"), default=None
     )
+    # When the current assignee got it: round-robin sends the next one to whoever waited longest.
+    assigned_at: Mapped[datetime | None] = mapped_column(default=None)
     snoozed_until: Mapped[datetime | None] = mapped_column(default=None)
     first_response_at: Mapped[datetime | None] = mapped_column(default=None)
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)

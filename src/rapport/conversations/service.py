@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from rapport import pagination
 from rapport.auth.models import Membership, Role, Team
 from rapport.automation import service as automation
-from rapport.conversations import sla
+from rapport.conversations import routing, sla
 from rapport.conversations.models import (
     Conversation,
     ConversationLabel,
@@ -346,8 +346,13 @@ def assign(
         if team is None:
             raise NotFound("team")
     changed = (conversation.assignee_id, conversation.team_id) != (assignee_id, team_id)
+    freed = conversation.assignee_id is not None and conversation.assignee_id != assignee_id
+    if assignee_id is not None and assignee_id != conversation.assignee_id:
+        conversation.assigned_at = utcnow()
     conversation.assignee_id = assignee_id
     conversation.team_id = team_id
+    if freed:
+        routing.wake(db, workspace_id=ws)
     if changed:
         automation.trigger(
             db, workspace_id=ws, event="conversation.assigned", conversation_id=conversation.id
@@ -383,6 +388,8 @@ def set_status(
     conversation.resolved_at = utcnow() if status == Status.resolved else None
     if status == Status.resolved:
         sla.on_resolved(db, conversation=conversation)
+        if conversation.assignee_id is not None:
+            routing.wake(db, workspace_id=conversation.workspace_id)
     automation.trigger(
         db,
         workspace_id=conversation.workspace_id,

@@ -26,6 +26,12 @@ class MemberRead(BaseModel):
     role: Role
     capacity: int
     totp_enabled: bool
+    availability: str
+    online: bool
+
+
+class PresenceIn(BaseModel):
+    availability: str | None = Field(default=None, description="online / busy / offline")
 
 
 class MemberCreate(BaseModel):

@@ -2,9 +2,11 @@
 
 from fastapi import APIRouter, Request, Response
 
-from rapport.auth.deps import CurrentAdmin, CurrentMember, CurrentOwner, Db
+from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, CurrentOwner, Db
 from rapport.auth.models import Membership, Team, User
 from rapport.auth.views import actor_of
+from rapport.conversations import routing
+from rapport.db import utcnow
 from rapport.privacy.service import audit
 from rapport.workspaces import service
 from rapport.workspaces.models import Workspace
@@ -12,6 +14,7 @@ from rapport.workspaces.schemas import (
     MemberCreate,
     MemberRead,
     MemberUpdate,
+    PresenceIn,
     TeamCreate,
     TeamRead,
     TeamUpdate,
@@ -36,6 +39,8 @@ def _member(m: Membership, u: User) -> MemberRead:
         role=m.role,
         capacity=m.capacity,
         totp_enabled=u.totp_enabled,
+        availability=m.availability,
+        online=routing.is_online(m, utcnow()),
     )
 
 
@@ -104,6 +109,8 @@ def update_member(
     if body.role is not None:
         service.change_role(db, membership=m, role=body.role, actor_role=principal.role)
     if body.capacity is not None:
+        if body.capacity > m.capacity:
+            routing.wake(db, workspace_id=principal.workspace_id)
         m.capacity = body.capacity
     audit(
         db,
@@ -132,6 +139,19 @@ def remove_member(user_id: str, principal: CurrentAdmin, request: Request, db: D
     )
     request.app.state.principal_cache.clear()
     return Response(status_code=204)
+
+
+@router.put("/presence", response_model=MemberRead)
+def set_presence(body: PresenceIn, principal: CurrentAgent, db: Db) -> MemberRead:
+    """A heartbeat from the agent's browser, with their availability when it changes."""
+    member = routing.set_presence(
+        db,
+        workspace_id=principal.workspace_id,
+        user_id=principal.user_id,
+        availability=body.availability,
+    )
+    m, u = service.get_member(db, workspace_id=principal.workspace_id, user_id=member.user_id)
+    return _member(m, u)
 
 
 @router.get("/teams", response_model=list[TeamRead])

@@ -1,0 +1,133 @@
+"""Routing: give each waiting conversation to an online agent with room for it.
+
+An agent is eligible when they set themselves online, their browser was seen within the
+presence timeout, and their open conversations are below their capacity. Conversations of
+auto-assigning inboxes that find no one wait, oldest first, and are handed out as soon as
+someone frees up (a conversation resolved, an agent back online, a capacity raised).
+"""
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rapport.auth.models import Membership, Role, TeamMember
+from rapport.channels.models import Inbox
+from rapport.conversations.models import Conversation, Status
+from rapport.db import utcnow
+from rapport.jobs.service import enqueue
+from rapport.problems import Invalid
+
+PRESENCE_TIMEOUT = timedelta(minutes=3)
+AVAILABILITY = ("online", "busy", "offline")
+
+
+def set_presence(
+    db: Session, *, workspace_id: str, user_id: str, availability: str | None
+) -> Membership:
+    """Record a heartbeat, and the agent's chosen availability when given."""
+    member = db.scalar(
+        select(Membership).where(
+            Membership.workspace_id == workspace_id, Membership.user_id == user_id
+        )
+    )
+    assert member is not None
+    if availability is not None:
+        if availability not in AVAILABILITY:
+            raise Invalid(f"availability is one of {', '.join(AVAILABILITY)}")
+        became_available = availability == "online" and not is_online(member, utcnow())
+        member.availability = availability
+    else:
+        became_available = False
+    member.last_seen_at = utcnow()
+    if became_available:
+        wake(db, workspace_id=workspace_id)
+    return member
+
+
+def is_online(member: Membership, now: datetime) -> bool:
+    return (
+        member.availability == "online"
+        and member.last_seen_at is not None
+        and now - member.last_seen_at <= PRESENCE_TIMEOUT
+    )
+
+
+def pick_agent(db: Session, *, workspace_id: str, team_id: str | None) -> str | None:
+    """The online agent below capacity who has had a new conversation least recently.
+
+    Round-robin by construction: whoever was given one last goes to the back of the line.
+    """
+    now = utcnow()
+    open_load = (
+        select(Conversation.assignee_id, func.count().label("n"))
+        .where(
+            Conversation.workspace_id == workspace_id,
+            Conversation.status.in_((Status.open, Status.pending)),
+            Conversation.assignee_id.is_not(None),
+        )
+        .group_by(Conversation.assignee_id)
+        .subquery()
+    )
+    last_given = (
+        select(Conversation.assignee_id, func.max(Conversation.assigned_at).label("at"))
+        .where(Conversation.workspace_id == workspace_id, Conversation.assignee_id.is_not(None))
+        .group_by(Conversation.assignee_id)
+        .subquery()
+    )
+    load = func.coalesce(open_load.c.n, 0)
+    stmt = (
+        select(Membership.user_id)
+        .outerjoin(open_load, open_load.c.assignee_id == Membership.user_id)
+        .outerjoin(last_given, last_given.c.assignee_id == Membership.user_id)
+        .where(
+            Membership.workspace_id == workspace_id,
+            Membership.role.in_((Role.agent, Role.admin, Role.owner)),
+            Membership.availability == "online",
+            Membership.last_seen_at >= now - PRESENCE_TIMEOUT,
+            load < Membership.capacity,
+        )
+        .order_by(last_given.c.at.asc().nulls_first(), Membership.created_at)
+        .limit(1)
+    )
+    if team_id:
+        stmt = stmt.where(
+            Membership.user_id.in_(select(TeamMember.user_id).where(TeamMember.team_id == team_id))
+        )
+    return db.scalar(stmt)
+
+
+def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
+    """Hand waiting conversations, oldest first, to eligible agents; returns how many."""
+    from rapport.conversations import service  # service calls back into routing
+
+    waiting = list(
+        db.scalars(
+            select(Conversation)
+            .join(Inbox, Inbox.id == Conversation.inbox_id)
+            .where(
+                Conversation.workspace_id == workspace_id,
+                Conversation.assignee_id.is_(None),
+                Conversation.status == Status.open,
+                Inbox.auto_assign.is_(True),
+            )
+            .order_by(Conversation.created_at, Conversation.id)
+            .limit(limit)
+        )
+    )
+    given = 0
+    for conv in waiting:
+        inbox = db.get(Inbox, conv.inbox_id)
+        team_id = conv.team_id or (inbox.team_id if inbox else None)
+        agent = pick_agent(db, workspace_id=workspace_id, team_id=team_id)
+        if agent is None:
+            continue  # this team is full; a conversation of another team may still fit
+        service.assign(db, conversation=conv, assignee_id=agent, team_id=team_id, actor_id=None)
+        db.flush()
+        given += 1
+    return given
+
+
+def wake(db: Session, *, workspace_id: str) -> None:
+    """Someone may have room now: queue a pass over the waiting conversations."""
+    enqueue(db, name="route_waiting", args={}, workspace_id=workspace_id)

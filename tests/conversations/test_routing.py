@@ -1,0 +1,126 @@
+"""Round-robin routing among online agents, within capacity, with a waiting queue."""
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from rapport.auth import service as auth_service
+from rapport.auth.models import Membership, Role
+from rapport.config import Settings
+from rapport.db import Database, utcnow
+from rapport.jobs.worker import Worker
+from rapport.workspaces import service as workspaces
+from tests.conftest import auth
+from tests.factories import PASSWORD, World
+
+
+def setup_team(client: TestClient, world: World, database: Database) -> dict[str, str]:
+    """bob and carol online with room for 2 each, dave offline; an auto-assigning inbox."""
+    ws = world.acme.workspace.id
+    with database.session() as db:
+        _, carol = workspaces.add_member(
+            db,
+            workspace_id=ws,
+            email="carol@acme.test",
+            role=Role.agent,
+            password=PASSWORD,
+            actor_role=Role.owner,
+        )
+        _, dave = workspaces.add_member(
+            db,
+            workspace_id=ws,
+            email="dave@acme.test",
+            role=Role.agent,
+            password=PASSWORD,
+            actor_role=Role.owner,
+        )
+        db.execute(update(Membership).where(Membership.workspace_id == ws).values(capacity=2))
+        ids = {"bob": world.acme.users["bob"].id, "carol": carol.id, "dave": dave.id}
+    with database.session() as db:
+        carol_token, _ = auth_service.create_token(
+            db, user_id=carol.id, workspace_id=ws, name="t", role=Role.agent
+        )
+    for token in (world.bob, carol_token):
+        r = client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(token))
+        assert r.status_code == 200 and r.json()["online"] is True
+    with database.session() as db:  # dave says online but his browser went away long ago
+        db.execute(
+            update(Membership)
+            .where(Membership.user_id == dave.id)
+            .values(availability="online", last_seen_at=utcnow() - timedelta(hours=1))
+        )
+    inbox = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Routed", "channel": "api", "auto_assign": True},
+        headers=auth(world.alice),
+    ).json()
+    ids["inbox"] = inbox["id"]
+    return ids
+
+
+def write(client: TestClient, world: World, inbox: str, n: int) -> str:
+    r = client.post(
+        f"/api/v1/inboxes/{inbox}/messages",
+        json={"external_id": f"r{n}", "text": "hi", "from": {"email": f"r{n}@example.com"}},
+        headers=auth(world.bob),
+    )
+    return str(r.json()["conversation_id"])
+
+
+def assignee(client: TestClient, world: World, conv: str) -> str | None:
+    return client.get(f"/api/v1/conversations/{conv}", headers=auth(world.alice)).json()[
+        "assignee_id"
+    ]  # type: ignore[no-any-return]
+
+
+def test_round_robin_skips_offline_agents_and_never_exceeds_capacity(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    ids = setup_team(client, world, database)
+    worker = Worker(database, settings)
+    convs = []
+    for n in range(6):
+        convs.append(write(client, world, ids["inbox"], n))
+        worker.run_until_idle()
+    owners = [assignee(client, world, c) for c in convs]
+    assert owners[:4].count(ids["bob"]) == 2 and owners[:4].count(ids["carol"]) == 2
+    assert owners[0] != owners[1]  # alternating, not filling one agent first
+    assert ids["dave"] not in owners
+    assert owners[4:] == [None, None]  # everyone is full: these wait
+
+    # bob resolves one: the oldest waiting conversation goes to him.
+    first_of_bob = convs[owners.index(ids["bob"])]
+    client.post(
+        f"/api/v1/conversations/{first_of_bob}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    )
+    worker.run_until_idle()
+    assert assignee(client, world, convs[4]) == ids["bob"]
+    assert assignee(client, world, convs[5]) is None
+
+
+def test_an_agent_coming_online_takes_waiting_conversations(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    ws = world.acme.workspace.id
+    inbox = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Night", "channel": "api", "auto_assign": True},
+        headers=auth(world.alice),
+    ).json()["id"]
+    worker = Worker(database, settings)
+    conv = write(client, world, inbox, 99)
+    worker.run_until_idle()
+    assert assignee(client, world, conv) is None
+    client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
+    worker.run_until_idle()
+    assert assignee(client, world, conv) == world.acme.users["bob"].id
+    with database.session(write=False) as db:
+        member = db.scalar(
+            select(Membership).where(
+                Membership.workspace_id == ws, Membership.user_id == world.acme.users["bob"].id
+            )
+        )
+        assert member is not None and member.availability == "online"
