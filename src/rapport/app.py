@@ -65,6 +65,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.channels import views as channel_views
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
+    from rapport.notifications import views as notification_views
     from rapport.realtime import views as realtime_views
     from rapport.web import views as web_views
     from rapport.workspaces import views as workspace_views
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         realtime_views,
         web_views,
         automation_views,
+        notification_views,
     ):
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)

@@ -15,6 +15,7 @@ from rapport.conversations.models import (
 from rapport.customers.models import Customer, Event, Identity
 from rapport.db import Base
 from rapport.jobs.models import Job
+from rapport.notifications.models import Notification
 from rapport.privacy.models import AuditLog
 from rapport.realtime.models import StreamEvent
 from rapport.workspaces.models import BusinessCalendar, Workspace
@@ -41,6 +42,7 @@ __all__ = [
     "Job",
     "Membership",
     "Message",
+    "Notification",
     "StreamEvent",
     "Team",
     "TeamMember",

@@ -22,6 +22,7 @@ from rapport.conversations.models import (
 )
 from rapport.db import utcnow
 from rapport.jobs.service import enqueue
+from rapport.notifications import service as notifications
 from rapport.problems import Invalid, NotFound
 from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
@@ -296,6 +297,17 @@ def note(db: Session, *, conversation: Conversation, author_id: str | None, text
         text=text,
     )
     db.flush()
+    for user_id in notifications.mentioned(db, workspace_id=conversation.workspace_id, text=text):
+        if user_id != author_id:
+            notifications.notify(
+                db,
+                workspace_id=conversation.workspace_id,
+                user_id=user_id,
+                kind="mention",
+                text=text,
+                conversation_id=conversation.id,
+                message_id=msg.id,
+            )
     return msg
 
 
@@ -349,6 +361,15 @@ def assign(
     freed = conversation.assignee_id is not None and conversation.assignee_id != assignee_id
     if assignee_id is not None and assignee_id != conversation.assignee_id:
         conversation.assigned_at = utcnow()
+        if assignee_id != actor_id:
+            notifications.notify(
+                db,
+                workspace_id=ws,
+                user_id=assignee_id,
+                kind="assigned",
+                text=conversation.subject or "A conversation was assigned to you",
+                conversation_id=conversation.id,
+            )
     conversation.assignee_id = assignee_id
     conversation.team_id = team_id
     if freed:

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 16:18:25.081854
+Create Date: 2026-11-22 16:19:13.751994
 """
 
 from collections.abc import Sequence
@@ -241,6 +241,42 @@ def upgrade() -> None:
             "ix_conversation_slas_due", ["workspace_id", "next_due_at"], unique=False
         )
 
+    op.create_table(
+        "notifications",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("workspace_id", sa.String(length=32), nullable=False),
+        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("conversation_id", sa.String(length=32), nullable=True),
+        sa.Column("message_id", sa.String(length=32), nullable=True),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("created_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("read_at", rapport.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["conversation_id"],
+            ["conversations.id"],
+            name=op.f("fk_notifications_conversation_id_conversations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_notifications_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_notifications_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
+    )
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_notifications_user_time", ["user_id", "workspace_id", "created_at"], unique=False
+        )
+
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("assigned_at", rapport.db.UTCDateTime(timezone=True), nullable=True)
@@ -264,6 +300,10 @@ def downgrade() -> None:
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_column("assigned_at")
 
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.drop_index("ix_notifications_user_time")
+
+    op.drop_table("notifications")
     with op.batch_alter_table("conversation_slas", schema=None) as batch_op:
         batch_op.drop_index("ix_conversation_slas_due")
 

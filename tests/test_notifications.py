@@ -1,0 +1,53 @@
+"""Mentions in notes and assignments notify the agent concerned, and only them."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.factories import World
+
+
+def test_a_note_mentioning_a_colleague_notifies_them(client: TestClient, world: World) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        client.post(
+            f"/api/v1/conversations/{conv}/notes",
+            json={"text": "@bob can you take this? cc @nobody"},
+            headers=auth(world.alice),
+        )
+        while (event := ws.receive_json())["type"] != "notification.created":
+            pass
+    assert event["payload"]["user_id"] == world.acme.users["bob"].id
+    mine = client.get(
+        "/api/v1/notifications", params={"unread": True}, headers=auth(world.bob)
+    ).json()
+    assert [(n["kind"], n["conversation_id"]) for n in mine] == [("mention", conv)]
+    assert client.get("/api/v1/notifications", headers=auth(world.alice)).json() == []
+    assert client.post("/api/v1/notifications/read", json={}, headers=auth(world.bob)).json() == {
+        "marked": 1
+    }
+    assert (
+        client.get("/api/v1/notifications", params={"unread": True}, headers=auth(world.bob)).json()
+        == []
+    )
+
+
+def test_a_viewer_cannot_be_mentioned_into_work(client: TestClient, world: World) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/conversations/{conv}/notes",
+        json={"text": "@victor look"},
+        headers=auth(world.alice),
+    )
+    assert client.get("/api/v1/notifications", headers=auth(world.victor)).json() == []
+
+
+def test_assigning_a_conversation_notifies_the_assignee(client: TestClient, world: World) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/conversations/{conv}/assign",
+        json={"assignee_id": world.acme.users["bob"].id},
+        headers=auth(world.alice),
+    )
+    kinds = [n["kind"] for n in client.get("/api/v1/notifications", headers=auth(world.bob)).json()]
+    assert kinds == ["assigned"]
