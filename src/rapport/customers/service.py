@@ -238,14 +238,16 @@ def search(
         by_handle = select(Identity.customer_id).where(
             Identity.workspace_id == workspace_id, Identity.value.in_(values)
         )
-        stmt = stmt.where(
-            or_(
-                func.lower(Customer.name).like(like),
-                func.lower(Customer.email).like(like),
-                Customer.phone.like(like),
-                Customer.id.in_(by_handle),
-            )
-        )
+        matches = [
+            func.lower(Customer.name).like(like),
+            func.lower(Customer.email).like(like),
+            Customer.phone.like(like),
+            Customer.id.in_(by_handle),
+        ]
+        digits = "".join(ch for ch in term if ch.isdigit())
+        if len(digits) >= 6:  # a phone number written without its country code, or spaced
+            matches.append(Customer.phone.like(f"%{digits}%"))
+        stmt = stmt.where(or_(*matches))
     after = pagination.decode(cursor)
     if after:
         stmt = stmt.where(tuple_(Customer.last_seen_at, Customer.id) < after)

@@ -121,6 +121,7 @@ function setupInbox() {
     }, 150);
   };
   connectStream((event) => {
+    setupNotifications(event);
     if (event.type.startsWith("conversation.") || event.type === "message.created") refresh();
     if (event.type === "message.created" && event.payload.direction === "in") notify("New message", event.payload.text.slice(0, 80));
   });
@@ -170,6 +171,7 @@ function setupConversation() {
       add(m);
     } catch (e) { showError(e.message); }
   };
+  setupCanned(textarea, id);
   composer.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
   textarea.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); send(); }
@@ -191,13 +193,91 @@ function setupConversation() {
     if (ev.key === "e") document.getElementById("resolve").click();
   });
   connectStream((event) => {
+    setupNotifications(event);
     const p = event.payload;
     if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) add(p);
     if (event.type === "conversation.updated" && p.id === id) document.getElementById("status").textContent = p.status;
   });
 }
 
+// --- presence heartbeat and notifications, on every signed-in page ----------------------
+function setupPresence() {
+  const select = document.getElementById("presence");
+  if (!select) return;
+  const saved = localStorage.getItem("rapport.availability") || "online";
+  select.value = saved;
+  const beat = (availability) => api("PUT", "/api/v1/presence", { availability }).catch(() => null);
+  beat(saved);
+  // Routing counts an agent as online only while their browser keeps saying so.
+  setInterval(() => beat(select.value), 60000);
+  select.addEventListener("change", () => {
+    localStorage.setItem("rapport.availability", select.value);
+    beat(select.value);
+  });
+}
+
+function setupNotifications(event) {
+  const me = document.body.dataset.user;
+  if (event.type !== "notification.created" || event.payload.user_id !== me) return;
+  const badge = document.getElementById("notif-badge");
+  if (badge) {
+    badge.hidden = false;
+    badge.textContent = String(Number(badge.textContent || "0") + 1);
+    if (event.payload.conversation_id) badge.href = `/app/conversations/${event.payload.conversation_id}`;
+  }
+  notify(event.payload.kind === "mention" ? "You were mentioned" : "Assigned to you", event.payload.text);
+}
+
+// --- canned responses: type /shortcut in the composer -------------------------------------
+function setupCanned(textarea, conversationId) {
+  const menu = document.getElementById("canned-menu");
+  if (!menu) return;
+  let items = [];
+  let active = 0;
+  const token = () => {
+    const upto = textarea.value.slice(0, textarea.selectionStart);
+    const m = upto.match(/(^|\s)\/([\w-]*)$/);
+    return m ? { prefix: m[2], start: upto.length - m[2].length - 1 } : null;
+  };
+  const close = () => { menu.hidden = true; items = []; };
+  const choose = async (item) => {
+    const t = token();
+    close();
+    if (!t) return;
+    const out = await api("GET", `/api/v1/conversations/${conversationId}/canned/${item.id}`);
+    const end = textarea.selectionStart;
+    textarea.value = textarea.value.slice(0, t.start) + out.text + textarea.value.slice(end);
+    textarea.focus();
+  };
+  const render = () => {
+    menu.replaceChildren(...items.map((item, i) => {
+      const li = document.createElement("li");
+      li.setAttribute("role", "option");
+      li.className = i === active ? "active" : "";
+      li.textContent = `/${item.shortcut} — ${item.text.slice(0, 60)}`;
+      li.addEventListener("mousedown", (ev) => { ev.preventDefault(); choose(item); });
+      return li;
+    }));
+    menu.hidden = items.length === 0;
+  };
+  textarea.addEventListener("input", async () => {
+    const t = token();
+    if (!t) { close(); return; }
+    items = await api("GET", `/api/v1/canned-responses?prefix=${encodeURIComponent(t.prefix)}`).catch(() => []);
+    active = 0;
+    render();
+  });
+  textarea.addEventListener("keydown", (ev) => {
+    if (menu.hidden) return;
+    if (ev.key === "ArrowDown") { ev.preventDefault(); active = (active + 1) % items.length; render(); }
+    else if (ev.key === "ArrowUp") { ev.preventDefault(); active = (active + items.length - 1) % items.length; render(); }
+    else if (ev.key === "Enter" || ev.key === "Tab") { ev.preventDefault(); ev.stopImmediatePropagation(); choose(items[active]); }
+    else if (ev.key === "Escape") close();
+  });
+}
+
 setupLogin();
 setupLogout();
+setupPresence();
 setupInbox();
 setupConversation();

@@ -1,0 +1,164 @@
+"""The agent's day in a real browser: 2FA login, a message arriving live, the customer's
+history beside it, a canned reply, a note that notifies a colleague, resolve, search."""
+
+import re
+
+import pyotp
+import pytest
+from fastapi.testclient import TestClient
+
+from rapport.auth.models import Role
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.workspaces import service as workspaces
+from tests.conftest import auth
+from tests.factories import PASSWORD, World
+from tests.web.conftest import ARTIFACTS, LiveServer
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+
+
+@pytest.fixture
+def ready(world: World, database: Database, client: TestClient) -> dict[str, str]:
+    """bob with two-factor on, carol as a colleague, a canned response, an email history."""
+    with database.session() as db:
+        workspaces.add_member(
+            db,
+            workspace_id=world.acme.workspace.id,
+            email="carol@acme.test",
+            role=Role.agent,
+            password=PASSWORD,
+            name="Carol",
+            actor_role=Role.owner,
+        )
+    secret = client.post("/api/v1/auth/totp/enroll", headers=auth(world.bob)).json()["secret"]
+    client.post(
+        "/api/v1/auth/totp/activate",
+        json={"code": pyotp.TOTP(secret).now()},
+        headers=auth(world.bob),
+    )
+    client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "thanks", "text": "Thanks {{ customer.first_name }}, we are on it."},
+        headers=auth(world.alice),
+    )
+    # Earlier, the same customer wrote by email (through another inbox).
+    mail = client.post(
+        "/api/v1/inboxes", json={"name": "Email", "channel": "api"}, headers=auth(world.alice)
+    ).json()
+    client.post(
+        f"/api/v1/inboxes/{mail['id']}/messages",
+        json={
+            "external_id": "mail-1",
+            "text": "My parcel never arrived",
+            "subject": "Parcel",
+            "from": {"name": "Maria Lopez", "email": "maria@example.com", "phone": "+34600111222"},
+        },
+        headers=auth(world.bob),
+    )
+    wa = client.post(
+        "/api/v1/inboxes", json={"name": "WhatsApp", "channel": "api"}, headers=auth(world.alice)
+    ).json()
+    return {"secret": secret, "wa_inbox": wa["id"]}
+
+
+def test_an_agents_day_in_the_browser(
+    live_server: LiveServer,
+    browser,
+    world: World,
+    ready: dict[str, str],
+    client: TestClient,  # type: ignore[no-untyped-def]
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", "bob@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.fill("#totp-form input[name=code]", pyotp.TOTP(ready["secret"]).now())
+    page.click("#totp-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.goto(f"{live_server.url}/app/inbox?view=all")
+    page.wait_for_timeout(300)  # the stream connects
+
+    # A message arrives while bob looks at the inbox: it appears without a reload.
+    import httpx
+
+    r = httpx.post(
+        f"{live_server.url}/api/v1/inboxes/{ready['wa_inbox']}/messages",
+        json={
+            "external_id": "wamid.1",
+            "text": "Hola, any news on my parcel?",
+            "from": {"name": "Maria Lopez", "phone": "+34 600 111 222"},
+        },
+        headers=auth(world.alice),
+    )
+    conv = r.json()["conversation_id"]
+    page.wait_for_selector(f'#conversation-list li[data-id="{conv}"]', timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
+
+    page.click(f'#conversation-list li[data-id="{conv}"] a')
+    page.wait_for_selector("#messages")
+    panel = page.inner_text("aside.customer")
+    assert "maria@example.com" in panel and "My parcel never arrived" in panel
+
+    # Reply with a canned response, typed as /thanks.
+    page.fill("#composer textarea", "")
+    page.type("#composer textarea", "/tha")
+    page.wait_for_selector("#canned-menu li")
+    page.keyboard.press("Enter")
+    expect(page.locator("#composer textarea")).to_have_value(re.compile("^Thanks Maria, we are"))
+    page.click("#composer button[type=submit]")
+    page.wait_for_selector("#messages li.dir-out >> text=Thanks Maria, we are on it.")
+
+    # A private note that mentions Carol notifies her.
+    page.check("input[name=mode][value=note]")
+    page.fill("#composer textarea", "@carol the courier says Tuesday")
+    page.click("#composer button[type=submit]")
+    page.wait_for_selector("#messages li.kind-note")
+    page.screenshot(path=str(ARTIFACTS / "conversation.png"), full_page=True)
+    carol = client.post(
+        "/api/v1/auth/login", json={"email": "carol@acme.test", "password": PASSWORD}
+    )
+    assert carol.status_code == 200
+    notes = client.get("/api/v1/notifications").json()
+    assert [n["kind"] for n in notes] == ["mention"] and notes[0]["conversation_id"] == conv
+
+    page.click("#resolve")
+    expect(page.locator("#status")).to_have_text("resolved")
+
+    # Search by the phone number, written another way, finds the conversation.
+    page.fill("header .search input", "600 111 222")
+    page.press("header .search input", "Enter")
+    page.wait_for_selector(f'a[href="/app/conversations/{conv}"]')
+
+
+def test_hostile_html_runs_nothing_in_the_browser(
+    live_server: LiveServer,
+    browser,
+    world: World,
+    client: TestClient,
+    settings: Settings,  # type: ignore[no-untyped-def]
+) -> None:
+    hostile = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "xss-b",
+            "text": hostile,
+            "html": hostile,
+            "from": {"email": "x@example.com"},
+        },
+        headers=auth(world.bob),
+    )
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", "bob@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.goto(f"{live_server.url}/app/conversations/{r.json()['conversation_id']}")
+    page.wait_for_selector("#messages")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.pwned") is None
+    assert page.get_attribute("#messages img", "onerror") is None
+    assert page.locator("#messages script").count() == 0
