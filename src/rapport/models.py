@@ -18,9 +18,11 @@ from rapport.jobs.models import Job
 from rapport.notifications.models import Notification
 from rapport.privacy.models import AuditLog
 from rapport.realtime.models import StreamEvent
+from rapport.search import install as install_search_index
 from rapport.workspaces.models import BusinessCalendar, Workspace
 
 __all__ = [
+    "install_search_index",
     "ApiToken",
     "Attachment",
     "AuditLog",

@@ -82,3 +82,27 @@ class _Scan(HTMLParser):
         if tag == "script":
             self.scripts.append(dict(attrs).get("src"))
         self.handlers += [(tag, k) for k, _ in attrs if k.startswith("on")]
+
+
+def test_full_text_search_finds_words_of_a_message(client: TestClient, world: World) -> None:
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "fts",
+            "text": "The espresso machine leaks water",
+            "from": {"email": "fts@example.com"},
+        },
+        headers=auth(world.bob),
+    )
+    conv = r.json()["conversation_id"]
+    for q in ("espresso", "leak machine", "ESPRESSO"):
+        hits = client.get("/api/v1/search", params={"q": q}, headers=auth(world.bob)).json()
+        assert conv in [c["id"] for c in hits["conversations"]], q
+    assert client.get(
+        "/api/v1/search", params={"q": "espresso"}, headers=auth(world.mallory)
+    ).json() == {
+        "customers": [],
+        "conversations": [],
+    }
+    odd = client.get("/api/v1/search", params={"q": 'espresso" OR *'}, headers=auth(world.bob))
+    assert odd.status_code == 200

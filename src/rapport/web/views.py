@@ -9,8 +9,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
+from rapport import search
 from rapport.auth import service as auth_service
-from rapport.auth.deps import Db, Unauthorized, resolve_principal
+from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
 from rapport.channels import service as inboxes
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation, Status
@@ -166,29 +167,25 @@ async def search_page(request: Request, q: str = Query(default="", max_length=32
     convs: list[Conversation] = []
     if q.strip():
         with database.session(write=False) as db:
-            found, _ = customers.search(
-                db, workspace_id=principal.workspace_id, q=q, cursor=None, limit=25
-            )
-            if found:
-                convs, _ = _conversations_of(db, principal.workspace_id, [c.id for c in found])
+            found, convs = find(db, workspace_id=principal.workspace_id, q=q)
     return _page(request, "search.html", principal, q=q, customers=found, conversations=convs)
 
 
-def _conversations_of(
-    db: Db, workspace_id: str, customer_ids: list[str]
-) -> tuple[list[Conversation], None]:
-    rows = list(
-        db.scalars(
-            select(Conversation)
-            .where(
-                Conversation.workspace_id == workspace_id,
-                Conversation.customer_id.in_(customer_ids),
-            )
-            .order_by(Conversation.last_activity_at.desc())
-            .limit(50)
+def find(db: Db, *, workspace_id: str, q: str) -> tuple[list[Customer], list[Conversation]]:
+    """Customers matching by name or handle, and conversations by customer or message text."""
+    found, _ = customers.search(db, workspace_id=workspace_id, q=q, cursor=None, limit=25)
+    ids = set(search.conversation_ids(db, workspace_id=workspace_id, q=q, limit=50))
+    stmt = select(Conversation).where(Conversation.workspace_id == workspace_id)
+    if found:
+        stmt = stmt.where(
+            Conversation.id.in_(ids) | Conversation.customer_id.in_([c.id for c in found])
         )
-    )
-    return rows, None
+    elif ids:
+        stmt = stmt.where(Conversation.id.in_(ids))
+    else:
+        return found, []
+    rows = list(db.scalars(stmt.order_by(Conversation.last_activity_at.desc()).limit(50)))
+    return found, rows
 
 
 class _CustomerView:
@@ -203,3 +200,28 @@ class _CustomerView:
     @property
     def first_name(self) -> str:
         return (self._c.name or "").split(" ")[0]
+
+
+api_router = APIRouter(prefix="/api/v1", tags=["search"])
+
+
+@api_router.get("/search")
+def search_api(
+    principal: CurrentMember, db: Db, q: str = Query(min_length=1, max_length=320)
+) -> dict[str, list[dict[str, Any]]]:
+    """Customers (name, email, phone, any handle) and conversations (customer or message text)."""
+    found, convs = find(db, workspace_id=principal.workspace_id, q=q)
+    return {
+        "customers": [
+            {"id": c.id, "name": c.name, "email": c.email, "phone": c.phone} for c in found
+        ],
+        "conversations": [
+            {
+                "id": c.id,
+                "customer_id": c.customer_id,
+                "status": c.status.value,
+                "last_activity_at": c.last_activity_at.isoformat(),
+            }
+            for c in convs
+        ],
+    }

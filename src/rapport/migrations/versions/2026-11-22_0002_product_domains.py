@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 16:19:13.751994
+Create Date: 2026-11-22 16:24:07.065535
 """
 
 from collections.abc import Sequence
@@ -12,6 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 import rapport.db
+import rapport.search
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -289,6 +290,8 @@ def upgrade() -> None:
         )
 
     # ### end Alembic commands ###
+    # The full-text index over message text (SQLite FTS5 / PostgreSQL GIN).
+    rapport.search.install(op.get_bind())
 
 
 def downgrade() -> None:
