@@ -10,6 +10,7 @@ from rapport.conversations.models import (
     ConversationLabel,
     ConversationSla,
     Message,
+    ReadMarker,
     SlaPolicy,
 )
 from rapport.customers.models import Customer, Event, Identity
@@ -37,6 +38,7 @@ __all__ = [
     "ConversationSla",
     "SlaPolicy",
     "ConversationLabel",
+    "ReadMarker",
     "Customer",
     "Event",
     "Identity",

@@ -159,3 +159,16 @@ def test_status_changes_leave_an_activity_entry_in_the_thread(
     detail = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
     assert detail["status"] == "resolved" and detail["resolved_at"]
     assert detail["messages"][-1]["kind"] == "activity"
+
+
+def test_unread_counts_follow_what_the_agent_has_read(client: TestClient, world: World) -> None:
+    before = client.get("/api/v1/unread-counts", headers=auth(world.bob)).json()
+    conv = _post(client, world, "u1", "unread@example.com")["conversation_id"]
+    after = client.get("/api/v1/unread-counts", headers=auth(world.bob)).json()
+    assert after["all"] == before["all"] + 1 and after["unassigned"] == before["unassigned"] + 1
+    client.post(f"/api/v1/conversations/{conv}/read", headers=auth(world.bob))
+    assert client.get("/api/v1/unread-counts", headers=auth(world.bob)).json() == before
+    # Read for bob is still unread for alice.
+    assert (
+        client.get("/api/v1/unread-counts", headers=auth(world.alice)).json()["all"] == after["all"]
+    )

@@ -3,8 +3,8 @@
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, func, or_, select, tuple_
+from sqlalchemy.orm import Session, aliased
 
 from rapport import pagination
 from rapport.auth.models import Membership, Role, Team
@@ -18,6 +18,7 @@ from rapport.conversations.models import (
     Message,
     MessageKind,
     Priority,
+    ReadMarker,
     Status,
 )
 from rapport.db import utcnow
@@ -487,3 +488,39 @@ def get_message(db: Session, *, conversation: Conversation, message_id: str) -> 
     if row is None:
         raise NotFound("message")
     return row
+
+
+def mark_read(db: Session, *, conversation: Conversation, user_id: str) -> None:
+    """The agent has seen the conversation up to now."""
+    marker = db.get(ReadMarker, (user_id, conversation.id))
+    if marker is None:
+        db.add(ReadMarker(user_id=user_id, conversation_id=conversation.id, read_at=utcnow()))
+    else:
+        marker.read_at = utcnow()
+
+
+def unread_counts(db: Session, *, workspace_id: str, user_id: str) -> dict[str, int]:
+    """Open conversations with a customer message the agent has not seen: mine,
+    unassigned and all."""
+    marker = aliased(ReadMarker)
+    unread = or_(marker.read_at.is_(None), Conversation.last_inbound_at > marker.read_at)
+    stmt = (
+        select(
+            func.count().filter(Conversation.assignee_id == user_id),
+            func.count().filter(Conversation.assignee_id.is_(None)),
+            func.count(),
+        )
+        .select_from(Conversation)
+        .outerjoin(
+            marker,
+            and_(marker.conversation_id == Conversation.id, marker.user_id == user_id),
+        )
+        .where(
+            Conversation.workspace_id == workspace_id,
+            Conversation.status == Status.open,
+            Conversation.last_inbound_at.is_not(None),
+            unread,
+        )
+    )
+    mine, unassigned, everyone = db.execute(stmt).one()
+    return {"mine": int(mine), "unassigned": int(unassigned), "all": int(everyone)}

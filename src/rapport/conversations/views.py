@@ -255,3 +255,17 @@ def render_canned(
     return RenderedOut(
         text=canned.render(db, canned=row, conversation=conv, agent_id=principal.user_id)
     )
+
+
+@router.post("/{conversation_id}/read", status_code=204)
+def mark_read(conversation_id: str, principal: CurrentMember, db: Db) -> Response:
+    """The calling agent has seen this conversation up to now."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    service.mark_read(db, conversation=conv, user_id=principal.user_id)
+    return Response(status_code=204)
+
+
+@sla_router.get("/unread-counts")
+def unread_counts(principal: CurrentMember, db: Db) -> dict[str, int]:
+    """Open conversations with customer messages the caller has not read."""
+    return service.unread_counts(db, workspace_id=principal.workspace_id, user_id=principal.user_id)

@@ -99,6 +99,9 @@ async def inbox_page(
         all_inboxes = inboxes.list_inboxes(db, workspace_id=principal.workspace_id)
         teams = workspaces.teams(db, workspace_id=principal.workspace_id)
         labels = conversations.labels_of(db, [c.id for c in rows])
+        unread = conversations.unread_counts(
+            db, workspace_id=principal.workspace_id, user_id=principal.user_id
+        )
     more = urlencode({k: v for k, v in {**filters, "view": view, "cursor": nxt}.items() if v})
     return _page(
         request,
@@ -113,6 +116,7 @@ async def inbox_page(
         labels=labels,
         next_cursor=nxt,
         more_query=more,
+        unread=unread,
         inbox_channel={i.id: i.channel for i in all_inboxes},
     )
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 16:24:07.065535
+Create Date: 2026-11-22 16:27:26.121546
 """
 
 from collections.abc import Sequence
@@ -197,6 +197,25 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "conversation_reads",
+        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("conversation_id", sa.String(length=32), nullable=False),
+        sa.Column("read_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["conversation_id"],
+            ["conversations.id"],
+            name=op.f("fk_conversation_reads_conversation_id_conversations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_conversation_reads_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("user_id", "conversation_id", name=op.f("pk_conversation_reads")),
+    )
+    op.create_table(
         "conversation_slas",
         sa.Column("conversation_id", sa.String(length=32), nullable=False),
         sa.Column("workspace_id", sa.String(length=32), nullable=False),
@@ -311,6 +330,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_conversation_slas_due")
 
     op.drop_table("conversation_slas")
+    op.drop_table("conversation_reads")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_webhook_deliveries_hook_time")
 

@@ -118,6 +118,8 @@ function setupInbox() {
       const doc = new DOMParser().parseFromString(await res.text(), "text/html");
       const fresh = doc.getElementById("conversation-list");
       if (fresh) list.replaceChildren(...fresh.children);
+      const views = doc.querySelector("aside.views");
+      if (views) document.querySelector("aside.views").replaceChildren(...views.children);
     }, 150);
   };
   connectStream((event) => {
@@ -172,6 +174,8 @@ function setupConversation() {
     } catch (e) { showError(e.message); }
   };
   setupCanned(textarea, id);
+  const markRead = () => api("POST", `/api/v1/conversations/${id}/read`).catch(() => null);
+  markRead();
   composer.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
   textarea.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); send(); }
@@ -195,7 +199,10 @@ function setupConversation() {
   connectStream((event) => {
     setupNotifications(event);
     const p = event.payload;
-    if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) add(p);
+    if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) {
+      add(p);
+      if (p.direction === "in") markRead();
+    }
     if (event.type === "conversation.updated" && p.id === id) document.getElementById("status").textContent = p.status;
   });
 }
