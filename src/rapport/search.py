@@ -13,25 +13,52 @@ from sqlalchemy.orm import Session
 
 from rapport.db import Base
 
-FTS_PREFIX = "messages_fts"
+FTS_NAMES = ("messages_fts", "customers_fts", "ix_messages_fts", "ix_customers_fts")
 
 _SQLITE = [
-    # External content: the index holds only tokens; the text stays in messages.
+    # External content: the index holds only tokens; the text stays in messages. The
+    # workspace id is indexed too, so a search intersects with one tenant inside FTS5
+    # instead of filtering every tenant's hits afterwards.
     "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
-    "text, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')",
+    "text, workspace_id, content='messages', content_rowid='rowid', "
+    "tokenize='unicode61 remove_diacritics 2')",
     "CREATE TRIGGER IF NOT EXISTS messages_fts_ai AFTER INSERT ON messages BEGIN "
-    "INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text); END",
+    "INSERT INTO messages_fts(rowid, text, workspace_id) "
+    "VALUES (new.rowid, new.text, new.workspace_id); END",
     "CREATE TRIGGER IF NOT EXISTS messages_fts_ad AFTER DELETE ON messages BEGIN "
-    "INSERT INTO messages_fts(messages_fts, rowid, text) "
-    "VALUES ('delete', old.rowid, old.text); END",
+    "INSERT INTO messages_fts(messages_fts, rowid, text, workspace_id) "
+    "VALUES ('delete', old.rowid, old.text, old.workspace_id); END",
     "CREATE TRIGGER IF NOT EXISTS messages_fts_au AFTER UPDATE OF text ON messages BEGIN "
-    "INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text); "
-    "INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text); END",
+    "INSERT INTO messages_fts(messages_fts, rowid, text, workspace_id) "
+    "VALUES ('delete', old.rowid, old.text, old.workspace_id); "
+    "INSERT INTO messages_fts(rowid, text, workspace_id) "
+    "VALUES (new.rowid, new.text, new.workspace_id); END",
     "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+    # Customers by name, email and phone, the same way.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS customers_fts USING fts5("
+    "name, email, phone, workspace_id, content='customers', content_rowid='rowid', "
+    "tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS customers_fts_ai AFTER INSERT ON customers BEGIN "
+    "INSERT INTO customers_fts(rowid, name, email, phone, workspace_id) "
+    "VALUES (new.rowid, new.name, new.email, new.phone, new.workspace_id); END",
+    "CREATE TRIGGER IF NOT EXISTS customers_fts_ad AFTER DELETE ON customers BEGIN "
+    "INSERT INTO customers_fts(customers_fts, rowid, name, email, phone, workspace_id) "
+    "VALUES ('delete', old.rowid, old.name, old.email, old.phone, old.workspace_id); END",
+    "CREATE TRIGGER IF NOT EXISTS customers_fts_au AFTER UPDATE ON customers BEGIN "
+    "INSERT INTO customers_fts(customers_fts, rowid, name, email, phone, workspace_id) "
+    "VALUES ('delete', old.rowid, old.name, old.email, old.phone, old.workspace_id); "
+    "INSERT INTO customers_fts(rowid, name, email, phone, workspace_id) "
+    "VALUES (new.rowid, new.name, new.email, new.phone, new.workspace_id); END",
+    "INSERT INTO customers_fts(customers_fts) VALUES ('rebuild')",
 ]
+_CUSTOMER_TSV = (
+    "to_tsvector('simple', coalesce(name, '') || ' ' || "
+    "replace(replace(coalesce(email, ''), '@', ' '), '.', ' ') || ' ' || coalesce(phone, ''))"
+)
 _POSTGRES = [
     "CREATE INDEX IF NOT EXISTS ix_messages_fts ON messages "
     "USING gin (to_tsvector('simple', text))",
+    f"CREATE INDEX IF NOT EXISTS ix_customers_fts ON customers USING gin ({_CUSTOMER_TSV})",
 ]
 
 
@@ -51,35 +78,42 @@ def _after_create(target: Any, conn: Connection, **kw: Any) -> None:
 
 def is_index_object(name: str | None) -> bool:
     """Objects of the search index, which schema comparisons must leave alone."""
-    return bool(name and (name.startswith(FTS_PREFIX) or name == "ix_messages_fts"))
+    return bool(name and name.startswith(FTS_NAMES))
 
 
 def _fts5_query(q: str) -> str:
     # Every word must appear, as a prefix; quoting makes user input data, not FTS syntax.
     words = re.findall(r"\w+", q, flags=re.UNICODE)
-    return " ".join(f'"{w}"*' for w in words[:12])
+    return " AND ".join(f'"{w}"*' for w in words[:12])
 
 
 def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50) -> list[str]:
     """Conversations of the workspace with a message matching ``q``, most recent first."""
     dialect = db.get_bind().dialect.name
     if dialect == "sqlite":
-        match = _fts5_query(q)
-        if not match:
-            return []
-        sql = text(
-            "SELECT c.id FROM messages_fts f JOIN messages m ON m.rowid = f.rowid "
-            "JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE messages_fts MATCH :q AND m.workspace_id = :ws "
-            "GROUP BY c.id ORDER BY MAX(c.last_activity_at) DESC LIMIT :limit"
-        )
-        params: dict[str, Any] = {"q": match, "ws": workspace_id, "limit": limit}
-    else:
-        # Prefix terms joined by AND, built from words only: user input is never syntax.
-        words = re.findall(r"\w+", q, flags=re.UNICODE)[:12]
+        words = _fts5_query(q)
         if not words:
             return []
-        q = " & ".join(f"{w}:*" for w in words)
+        # Newest matching messages first (rowids grow with time), bounded, then their
+        # conversations: the cost follows the page asked for, not the number of hits.
+        sql = text(
+            "SELECT m.conversation_id FROM ("
+            "  SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q"
+            "  ORDER BY rowid DESC LIMIT :scan"
+            ") hits JOIN messages m ON m.rowid = hits.rowid "
+            "GROUP BY m.conversation_id ORDER BY MAX(hits.rowid) DESC LIMIT :limit"
+        )
+        params: dict[str, Any] = {
+            "q": f'workspace_id : "{workspace_id}" AND text : ({words})',
+            "scan": limit * 20,
+            "limit": limit,
+        }
+    else:
+        # Prefix terms joined by AND, built from words only: user input is never syntax.
+        terms = re.findall(r"\w+", q, flags=re.UNICODE)[:12]
+        if not terms:
+            return []
+        q = " & ".join(f"{w}:*" for w in terms)
         sql = text(
             "SELECT c.id FROM messages m JOIN conversations c ON c.id = m.conversation_id "
             "WHERE to_tsvector('simple', m.text) @@ to_tsquery('simple', :q) "
@@ -87,4 +121,28 @@ def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50)
             "GROUP BY c.id ORDER BY MAX(c.last_activity_at) DESC LIMIT :limit"
         )
         params = {"q": q, "ws": workspace_id, "limit": limit}
+    return [row[0] for row in db.execute(sql, params)]
+
+
+def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) -> list[str]:
+    """Customers of the workspace whose name, email or phone has every word of ``q``."""
+    words = re.findall(r"\w+", q, flags=re.UNICODE)[:12]
+    if not words:
+        return []
+    if db.get_bind().dialect.name == "sqlite":
+        match = " AND ".join(f'"{w}"*' for w in words)
+        sql = text(
+            "SELECT c.id FROM (SELECT rowid FROM customers_fts WHERE customers_fts MATCH :q "
+            "ORDER BY rowid DESC LIMIT :limit) hits JOIN customers c ON c.rowid = hits.rowid"
+        )
+        params: dict[str, Any] = {
+            "q": f'workspace_id : "{workspace_id}" AND {{name email phone}} : ({match})',
+            "limit": limit,
+        }
+    else:
+        sql = text(
+            f"SELECT id FROM customers WHERE workspace_id = :ws "  # noqa: S608 - constant SQL
+            f"AND {_CUSTOMER_TSV} @@ to_tsquery('simple', :q) LIMIT :limit"
+        )
+        params = {"ws": workspace_id, "q": " & ".join(f"{w}:*" for w in words), "limit": limit}
     return [row[0] for row in db.execute(sql, params)]

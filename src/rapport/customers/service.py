@@ -3,10 +3,11 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, tuple_, union_all
+from sqlalchemy import and_, literal, or_, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from rapport import pagination
+from rapport import search as search_index
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Message
 from rapport.customers import identity as ident
@@ -228,7 +229,6 @@ def search(
     stmt = select(Customer).where(Customer.workspace_id == workspace_id)
     if q:
         term = q.strip()
-        like = f"%{term.lower()}%"
         values = {term}
         for kind in (IdentityKind.email, IdentityKind.phone):
             try:
@@ -238,15 +238,23 @@ def search(
         by_handle = select(Identity.customer_id).where(
             Identity.workspace_id == workspace_id, Identity.value.in_(values)
         )
+        # Words of the name, email or phone through the full-text index; handles exactly.
         matches = [
-            func.lower(Customer.name).like(like),
-            func.lower(Customer.email).like(like),
-            Customer.phone.like(like),
+            Customer.id.in_(search_index.customer_ids(db, workspace_id=workspace_id, q=term)),
             Customer.id.in_(by_handle),
         ]
         digits = "".join(ch for ch in term if ch.isdigit())
-        if len(digits) >= 6:  # a phone number written without its country code, or spaced
-            matches.append(Customer.phone.like(f"%{digits}%"))
+        if len(digits) >= 6 and not term.lstrip().startswith("+"):
+            # A national number without its country code: match the end of known phones.
+            matches.append(
+                Customer.id.in_(
+                    select(Identity.customer_id).where(
+                        Identity.workspace_id == workspace_id,
+                        Identity.kind == IdentityKind.phone,
+                        Identity.value.like(f"%{digits}"),
+                    )
+                )
+            )
         stmt = stmt.where(or_(*matches))
     after = pagination.decode(cursor)
     if after:

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 16:27:26.121546
+Create Date: 2026-11-22 16:31:03.506314
 """
 
 from collections.abc import Sequence
