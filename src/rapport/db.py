@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
@@ -74,10 +74,23 @@ class Base(DeclarativeBase):
     }
 
 
+_mappers_ready = False
+
+
+def _configure_mappers() -> None:
+    # Attributes can be set only on configured mappers; the first construction may come
+    # before anything else asked SQLAlchemy to configure them.
+    global _mappers_ready
+    configure_mappers()
+    _mappers_ready = True
+
+
 @event.listens_for(Base, "init", propagate=True)
 def _eager_defaults(target: Any, args: Any, kwargs: dict[str, Any]) -> None:
     # Python-side defaults apply at construction, not at flush: ids are known at once (so
     # related rows can point at an unflushed parent) and enums are never None in memory.
+    if not _mappers_ready:
+        _configure_mappers()
     for column in target.__table__.columns:
         default = column.default
         if default is None or column.key in kwargs or not hasattr(default, "arg"):

@@ -54,9 +54,14 @@ def enqueue_unique(db: Session, *, name: str, key: str, args: dict[str, Any] | N
     }
     dialect = db.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(Job).values(**values).on_conflict_do_nothing(index_elements=["unique_key"])
-    result = db.execute(stmt)
-    created = bool(getattr(result, "rowcount", 0))
+    stmt = (
+        insert(Job)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["unique_key"])
+        .returning(Job.id)
+    )
+    # RETURNING says whether a row went in; rowcount is not reliable across drivers here.
+    created = db.execute(stmt).first() is not None
     if created:
         on_commit(db, wakeup.set)
     return created

@@ -1,0 +1,31 @@
+"""Job handlers used by the tests (imported by `rapport worker --import tests.jobs.handlers`)."""
+
+import os
+import time
+from pathlib import Path
+
+from rapport.jobs.registry import JobContext, PermanentError, job
+
+
+@job("test.record")
+def record(ctx: JobContext, *, path: str, block_flag: str | None = None) -> None:
+    """Append a line to ``path``; while ``block_flag`` exists, first say so and hang."""
+    if block_flag and Path(block_flag).exists():
+        Path(path + ".claimed").write_text(str(os.getpid()))
+        while True:  # the test kills this worker here
+            time.sleep(0.1)
+    with open(path, "a") as fh:
+        fh.write(f"{ctx.job_id} {os.getpid()}\n")
+
+
+@job("test.fail")
+def fail(ctx: JobContext, *, permanent: bool = False) -> None:
+    if permanent:
+        raise PermanentError("this can never work")
+    raise RuntimeError(f"attempt {ctx.attempt} failed")
+
+
+@job("test.count")
+def count(ctx: JobContext, *, path: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(f"{ctx.job_id}\n")

@@ -1,0 +1,177 @@
+"""The job queue: nothing lost, nothing run twice at once, failures retried then dead-lettered."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+import tests.jobs.handlers  # noqa: F401  (registers the test jobs)
+from rapport.config import Settings
+from rapport.db import Database, utcnow
+from rapport.jobs import periodic, service
+from rapport.jobs.models import Job, JobState
+from rapport.jobs.worker import Worker
+
+
+def enqueue(database: Database, name: str, **args: object) -> str:
+    with database.session() as db:
+        return service.enqueue(db, name=name, args=dict(args)).id
+
+
+def job_row(database: Database, job_id: str) -> Job:
+    with database.session(write=False) as db:
+        row = db.get(Job, job_id)
+        assert row is not None
+        return row
+
+
+def test_a_job_enqueued_in_a_rolled_back_transaction_never_runs(
+    database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "ran"
+    with pytest.raises(RuntimeError), database.session() as db:
+        service.enqueue(db, name="test.record", args={"path": str(out)})
+        raise RuntimeError("the request failed after enqueueing")
+    assert Worker(database, settings).run_until_idle() == 0
+    assert not out.exists()
+
+
+def test_a_failing_job_backs_off_and_is_dead_lettered_after_its_attempts(
+    database: Database, settings: Settings
+) -> None:
+    with database.session() as db:
+        job_id = service.enqueue(db, name="test.fail", max_attempts=3).id
+    worker = Worker(database, settings)
+    delays = []
+    for attempt in range(1, 4):
+        with database.session() as db:  # make it due now, as the backoff would after a while
+            db.execute(update(Job).where(Job.id == job_id).values(run_at=utcnow()))
+        before = utcnow()
+        assert worker.run_once()
+        row = job_row(database, job_id)
+        assert row.attempts == attempt and "failed" in (row.last_error or "")
+        if attempt < 3:
+            assert row.state == JobState.queued
+            delays.append((row.run_at - before).total_seconds())
+    assert job_row(database, job_id).state == JobState.dead
+    assert delays[1] > delays[0] > 0  # exponential: each wait longer than the last
+
+
+def test_a_permanent_error_or_an_unknown_job_is_dead_lettered_at_once(
+    database: Database, settings: Settings
+) -> None:
+    permanent = enqueue(database, "test.fail", permanent=True)
+    unknown = enqueue(database, "no.such.job")
+    Worker(database, settings).run_until_idle()
+    assert job_row(database, permanent).state == JobState.dead
+    assert job_row(database, permanent).attempts == 1
+    assert "no handler" in (job_row(database, unknown).last_error or "")
+    with database.session() as db:
+        assert service.retry_dead(db, job_id=permanent)
+    assert job_row(database, permanent).state == JobState.queued
+
+
+def test_concurrent_workers_never_run_the_same_job_twice(
+    database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "runs"
+    ids = {enqueue(database, "test.count", path=str(out)) for _ in range(120)}
+    workers = [Worker(database, settings, name=f"w{i}") for i in range(4)]
+    threads = [threading.Thread(target=w.run_until_idle) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    runs = out.read_text().split()
+    assert sorted(runs) == sorted(ids)  # every job once, none twice
+    with database.session(write=False) as db:
+        states = set(db.scalars(select(Job.state).where(Job.id.in_(ids))))
+    assert states == {JobState.done}
+
+
+def test_periodic_jobs_are_enqueued_once_per_slot_by_any_number_of_workers(
+    database: Database,
+) -> None:
+    now = time.time()
+    created = [periodic.tick(database, now=now) for _ in range(3)]
+    assert created[0] == len(periodic.SCHEDULE) and created[1:] == [0, 0]
+    assert periodic.tick(database, now=now + 3600) == len(periodic.SCHEDULE)
+
+
+def _worker(database_url: str, settings: Settings, lease: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RAPPORT_DATABASE_URL": database_url,
+        "RAPPORT_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "RAPPORT_JOB_LEASE_SECONDS": str(lease),
+        "RAPPORT_LOG_LEVEL": "WARNING",
+        "RAPPORT_DEMO": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "rapport.cli", "worker", "--import", "tests.jobs.handlers"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def _wait_for(predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_after_claiming_leaves_the_job_to_another_once(
+    database: Database, database_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    out, flag = tmp_path / "done", tmp_path / "block"
+    flag.write_text("hang")
+    job_id = enqueue(database, "test.record", path=str(out), block_flag=str(flag))
+    first = _worker(database_url, settings, lease=2)
+    try:
+        _wait_for(lambda: Path(str(out) + ".claimed").exists())
+        assert job_row(database, job_id).state == JobState.running
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    flag.unlink()
+    second = _worker(database_url, settings, lease=2)
+    try:
+        _wait_for(lambda: job_row(database, job_id).state == JobState.done, timeout=40)
+    finally:
+        second.terminate()
+        second.wait(10)
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].split()[0] == job_id
+    assert lines[0].split()[1] == str(second.pid)
+    assert job_row(database, job_id).attempts == 2
+
+
+def test_a_lease_that_ran_out_is_reclaimed_in_process(
+    database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "ran"
+    job_id = enqueue(database, "test.record", path=str(out))
+    with database.session() as db:  # a worker claimed it and vanished an hour ago
+        db.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                state=JobState.running,
+                locked_by="ghost",
+                attempts=1,
+                locked_until=utcnow() - timedelta(hours=1),
+            )
+        )
+    assert Worker(database, settings).run_until_idle() == 1
+    assert job_row(database, job_id).state == JobState.done and out.read_text().count("\n") == 1
