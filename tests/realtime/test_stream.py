@@ -1,0 +1,188 @@
+"""The agents' websocket: live events of their own workspace, and nothing missed on reconnect."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from tests.conftest import auth
+from tests.factories import World
+from tests.web.conftest import free_port
+
+REDIS_URL = os.environ.get("RAPPORT_TEST_REDIS_URL")
+
+
+def post(client: TestClient, world: World, ext: str, text: str = "hi") -> dict:  # type: ignore[type-arg]
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": ext, "text": text, "from": {"email": f"{ext}@example.com"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def next_of(ws, kind: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    while (event := ws.receive_json())["type"] != kind:
+        pass
+    return event  # type: ignore[no-any-return]
+
+
+def test_an_agent_receives_a_message_the_moment_it_is_stored(
+    client: TestClient, world: World
+) -> None:
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        hello = ws.receive_json()
+        assert hello["type"] == "hello"
+        stored = post(client, world, "live-1", "where is my parcel?")
+        event = next_of(ws, "message.created")
+    assert (
+        event["payload"]["id"] == stored["id"] and event["payload"]["text"] == "where is my parcel?"
+    )
+    assert event["id"] > hello["last_event_id"]
+
+
+def test_a_token_in_the_query_string_works_for_browsers_and_bad_ones_are_refused(
+    client: TestClient, world: World
+) -> None:
+    with client.websocket_connect(f"/api/v1/stream?token={world.bob}") as ws:
+        assert ws.receive_json()["type"] == "hello"
+    for url in ("/api/v1/stream", "/api/v1/stream?token=rpt_forged"):
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(url) as ws:
+            ws.receive_json()
+        assert refused.value.code == 1008
+
+
+def test_another_workspace_never_sees_the_event(client: TestClient, world: World) -> None:
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.mallory)) as ws:
+        ws.receive_json()
+        post(client, world, "secret-1", "acme only")
+        # Something of Globex's own, so the socket has something to say.
+        client.post(
+            f"/api/v1/conversations/{world.globex.first.conversation.id}/notes",  # type: ignore[union-attr]
+            json={"text": "globex note"},
+            headers=auth(world.mallory),
+        )
+        event = next_of(ws, "message.created")
+    assert event["payload"]["text"] == "globex note"
+
+
+def test_reconnecting_with_the_last_event_id_replays_what_was_missed_in_order(
+    client: TestClient, world: World
+) -> None:
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        last = ws.receive_json()["last_event_id"]
+    # The agent is away (a train tunnel) while three messages arrive.
+    missed = [post(client, world, f"away-{i}", f"message {i}")["id"] for i in range(3)]
+    with client.websocket_connect(
+        f"/api/v1/stream?last_event_id={last}", headers=auth(world.bob)
+    ) as ws:
+        replayed = []
+        while len(replayed) < 3:
+            event = ws.receive_json()
+            if event["type"] == "message.created":
+                replayed.append(event)
+        post(client, world, "back-1", "live again")
+        live = next_of(ws, "message.created")
+    assert [e["payload"]["id"] for e in replayed] == missed
+    ids = [e["id"] for e in replayed]
+    assert ids == sorted(ids) and live["id"] > ids[-1]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_two_processes_on_postgresql_and_redis_deliver_each_others_events(
+    pg_migrated: str, tmp_path: Path
+) -> None:
+    if not REDIS_URL:
+        pytest.skip("Redis not configured: set RAPPORT_TEST_REDIS_URL")
+    websockets = pytest.importorskip("websockets.sync.client", reason="websockets not installed")
+    env = {
+        **os.environ,
+        "RAPPORT_DATABASE_URL": pg_migrated,
+        "RAPPORT_REDIS_URL": REDIS_URL,
+        "RAPPORT_SECRET_KEY": secrets.token_urlsafe(40),
+        "RAPPORT_LOG_LEVEL": "WARNING",
+        "RAPPORT_DEMO": "0",
+    }
+    cli = [sys.executable, "-m", "rapport.cli"]
+    name = f"Scale {secrets.token_hex(3)}"
+    made = subprocess.run(
+        [
+            *cli,
+            "workspace",
+            "create",
+            name,
+            "--owner",
+            f"o-{name[-6:]}@scale.test",
+            "--password",
+            "a long password",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    token = subprocess.run(
+        [*cli, "token", "create", "--workspace", name, "--email", f"o-{name[-6:]}@scale.test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    ports = [free_port(), free_port()]
+    servers = [
+        subprocess.Popen(
+            [*cli, "serve", "--host", "127.0.0.1", "--port", str(p), "--no-worker"],
+            env={**env, "RAPPORT_PUBLIC_URL": f"http://127.0.0.1:{p}"},
+        )
+        for p in ports
+    ]
+    try:
+        for p in ports:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{p}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        a, b = (f"http://127.0.0.1:{p}" for p in ports)
+        headers = {"Authorization": f"Bearer {token}"}
+        inbox = httpx.post(
+            f"{b}/api/v1/inboxes", json={"name": "API", "channel": "api"}, headers=headers
+        ).json()
+        with websockets.connect(
+            f"ws://127.0.0.1:{ports[0]}/api/v1/stream?token={token}", open_timeout=10
+        ) as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            stored = httpx.post(
+                f"{b}/api/v1/inboxes/{inbox['id']}/messages",
+                json={
+                    "external_id": "x-1",
+                    "text": "through B",
+                    "from": {"email": "two@example.com"},
+                },
+                headers=headers,
+            ).json()
+            while True:
+                event = json.loads(ws.recv(timeout=10))
+                if event["type"] == "message.created":
+                    break
+        assert event["payload"]["id"] == stored["id"] and event["payload"]["text"] == "through B"
+    finally:
+        for s in servers:
+            s.terminate()
+        for s in servers:
+            s.wait(10)
