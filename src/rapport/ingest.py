@@ -7,18 +7,20 @@ transaction; each caller is answered only after the commit that holds its messag
 """
 
 import asyncio
-import concurrent.futures
 import logging
 import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, case, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rapport.bus import get_bus
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.conversations import jobs as conversation_jobs
@@ -26,17 +28,21 @@ from rapport.conversations import service as conversations
 from rapport.conversations.models import (
     Attachment,
     Conversation,
+    DeliveryStatus,
     Direction,
     Message,
     MessageKind,
+    Priority,
+    Status,
 )
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle
-from rapport.customers.models import Customer
-from rapport.db import Database, savepoint, utcnow
+from rapport.customers.models import Customer, Identity, IdentityKind
+from rapport.db import Database, new_id, on_commit, utcnow
 from rapport.metrics import INGEST_BATCH, INGESTED
 from rapport.problems import Invalid, NotFound
-from rapport.realtime.service import emit
+from rapport.realtime.models import StreamEvent
+from rapport.sanitize import clean_html
 from rapport.storage import LocalStorage
 from rapport.workspaces.models import Workspace
 
@@ -84,106 +90,485 @@ class IngestResult:
     channel: str
 
 
+@dataclass
+class Stored:
+    """One inbound message as the batch path stored it (plain values, no ORM objects)."""
+
+    message: SimpleNamespace  # the messages row: id, conversation_id, text, status, ...
+    conversation_id: str
+    customer_id: str
+    duplicate: bool
+    threading: str  # new / continued / reopened / duplicate
+    channel: str
+
+
 def receive(
     db: Session, msg: InboundMessage, *, settings: Settings, storage: LocalStorage | None = None
 ) -> IngestResult:
-    """Store one inbound message in the caller's transaction (see the module docstring)."""
-    inbox = db.get(Inbox, msg.inbox_id)
-    if inbox is None or not inbox.enabled:
-        raise NotFound("inbox")
-    if msg.expect_workspace_id is not None and inbox.workspace_id != msg.expect_workspace_id:
-        raise NotFound("inbox")
-    if msg.expect_channel is not None and inbox.channel != msg.expect_channel:
-        raise Invalid(f"inbox {inbox.id} is a {inbox.channel} inbox, not {msg.expect_channel}")
-
-    # 1. Idempotency: a provider's retry or a client's re-post returns what is stored.
-    if msg.external_id:
-        existing = db.scalar(
-            select(Message).where(
-                Message.inbox_id == inbox.id, Message.external_id == msg.external_id
-            )
-        )
-        if existing is not None:
-            conv = db.get(Conversation, existing.conversation_id)
-            assert conv is not None
-            cust = db.get(Customer, conv.customer_id)
-            assert cust is not None
-            return IngestResult(
-                existing, conv, cust, duplicate=True, threading="duplicate", channel=inbox.channel
-            )
-
-    now = utcnow()
-    # 2. Identity: the handles name one customer, whichever inbox they arrived through.
-    customer, _ = customers.resolve(
-        db,
-        workspace_id=inbox.workspace_id,
-        handles=msg.handles,
-        name=msg.sender_name,
-        seen_at=now,
-    )
-
-    # 3. Threading.
-    workspace = db.get(Workspace, inbox.workspace_id)
-    assert workspace is not None
-    window_hours = int(workspace.settings.get("reopen_window_hours", settings.reopen_window_hours))
-    conv, outcome = conversations.thread(
-        db,
-        workspace_id=inbox.workspace_id,
-        customer_id=customer.id,
-        inbox_id=inbox.id,
-        now=now,
-        reopen_window=timedelta(hours=window_hours),
-        conversation_id=msg.conversation_hint,
-        subject=msg.subject,
-    )
-
-    # 4. Store the message and its attachments.
-    meta = dict(msg.meta)
-    if msg.sent_at:
-        meta["sent_at"] = msg.sent_at.isoformat()
-    message = conversations.add_message(
-        db,
-        conversation=conv,
-        direction=Direction.inbound,
-        kind=MessageKind.message,
-        sender_type="customer",
-        sender_id=customer.id,
-        text=msg.text,
-        html=msg.html,
-        external_id=msg.external_id,
-        meta=meta,
-        at=now,
-    )
-    if msg.attachments:
-        db.flush()  # the message row must exist before rows that point at it
-        store = storage or LocalStorage(settings.attachments_dir)
-        for att in msg.attachments:
-            key, digest = store.put(att.data)
-            db.add(
-                Attachment(
-                    workspace_id=inbox.workspace_id,
-                    message_id=message.id,
-                    filename=att.filename[:500],
-                    content_type=att.content_type[:200],
-                    size=len(att.data),
-                    sha256=digest,
-                    storage_key=key,
-                )
-            )
-
-    # 5. Follow-up work, in the same transaction: it runs only if this commits.
-    conversation_jobs.after_inbound(db, inbox=inbox, conversation=conv, message_id=message.id)
-    if outcome != "continued":
-        emit(
-            db,
-            workspace_id=inbox.workspace_id,
-            type="conversation.created" if outcome == "new" else "conversation.updated",
-            payload=conversations.conversation_payload(conv),
-        )
-    db.flush()
+    """Store one inbound message in the caller's transaction; returns ORM objects."""
+    (outcome,) = receive_batch(db, [msg], settings=settings, storage=storage)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    message = db.get(Message, outcome.message.id, populate_existing=True)
+    conv = db.get(Conversation, outcome.conversation_id, populate_existing=True)
+    customer = db.get(Customer, outcome.customer_id, populate_existing=True)
+    assert message is not None and conv is not None and customer is not None
     return IngestResult(
-        message, conv, customer, duplicate=False, threading=outcome, channel=inbox.channel
+        message,
+        conv,
+        customer,
+        duplicate=outcome.duplicate,
+        threading=outcome.threading,
+        channel=outcome.channel,
     )
+
+
+_MESSAGE_COLUMNS = list(Message.__table__.c)
+_customers = cast(Table, Customer.__table__)
+_identities = cast(Table, Identity.__table__)
+_conversations = cast(Table, Conversation.__table__)
+
+
+def _row(mapping: Any) -> SimpleNamespace:
+    return SimpleNamespace(**dict(mapping))
+
+
+def receive_batch(
+    db: Session,
+    msgs: list[InboundMessage],
+    *,
+    settings: Settings,
+    storage: LocalStorage | None = None,
+) -> list[Stored | BaseException]:
+    """Store many inbound messages in the caller's transaction, in order.
+
+    The same steps as ARCHITECTURE draws for one message, done for the whole batch with a
+    handful of set-based statements instead of a dozen per message: one lookup each for
+    inboxes, stored external ids, identities, customers and latest conversations, then one
+    multi-row write per table. A message that cannot be stored (unknown inbox, wrong
+    channel) gets its exception in its slot; the others are stored.
+    """
+    db.flush()  # rows the caller added through the ORM must be visible to Core
+    conn = db.connection()
+    now = utcnow()
+    out: list[Stored | BaseException | None] = [None] * len(msgs)
+
+    # 0. Inboxes and workspaces of the batch.
+    inboxes = {
+        r.id: r
+        for r in conn.execute(
+            select(
+                Inbox.id,
+                Inbox.workspace_id,
+                Inbox.channel,
+                Inbox.enabled,
+                Inbox.auto_assign,
+                Inbox.team_id,
+            ).where(Inbox.id.in_({m.inbox_id for m in msgs}))
+        )
+    }
+    todo: list[int] = []
+    for i, m in enumerate(msgs):
+        ib = inboxes.get(m.inbox_id)
+        if (
+            ib is None
+            or not ib.enabled
+            or (m.expect_workspace_id is not None and ib.workspace_id != m.expect_workspace_id)
+        ):
+            out[i] = NotFound("inbox")
+        elif m.expect_channel is not None and ib.channel != m.expect_channel:
+            out[i] = Invalid(f"inbox {ib.id} is a {ib.channel} inbox, not {m.expect_channel}")
+        else:
+            todo.append(i)
+    windows = {
+        ws_id: timedelta(
+            hours=int((ws_settings or {}).get("reopen_window_hours", settings.reopen_window_hours))
+        )
+        for ws_id, ws_settings in conn.execute(
+            select(Workspace.id, Workspace.settings).where(
+                Workspace.id.in_({inboxes[msgs[i].inbox_id].workspace_id for i in todo})
+            )
+        )
+    }
+
+    # 1. Idempotency: what a provider retries, or a client re-posts, is already stored.
+    pairs = {(msgs[i].inbox_id, msgs[i].external_id) for i in todo if msgs[i].external_id}
+    stored: dict[tuple[str, str], SimpleNamespace] = {}
+    if pairs:
+        for r in conn.execute(
+            select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id"))
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(tuple_(Message.inbox_id, Message.external_id).in_(pairs))
+        ):
+            stored[(r.inbox_id, r.external_id)] = _row(r._mapping)
+    first_of: dict[tuple[str, str], int] = {}
+    fresh: list[int] = []
+    for i in todo:
+        m = msgs[i]
+        key = (m.inbox_id, m.external_id or "")
+        if m.external_id and key in stored:
+            old = stored[key]
+            out[i] = Stored(
+                _strip(old),
+                old.conversation_id,
+                old.customer_id,
+                True,
+                "duplicate",
+                inboxes[m.inbox_id].channel,
+            )
+        elif m.external_id and key in first_of:
+            continue  # a retry inside this very batch: answered from the first copy below
+        else:
+            if m.external_id:
+                first_of[key] = i
+            fresh.append(i)
+
+    # 2. Identity: verified handles find their customer, whichever inbox they came through.
+    wanted = {
+        (inboxes[msgs[i].inbox_id].workspace_id, h.kind, h.value)
+        for i in fresh
+        for h in msgs[i].handles
+    }
+    identities: dict[tuple[str, IdentityKind, str], dict[str, Any]] = {}
+    if wanted:
+        for ident_row in conn.execute(
+            select(
+                Identity.id,
+                Identity.workspace_id,
+                Identity.kind,
+                Identity.value,
+                Identity.customer_id,
+                Identity.verified,
+            ).where(tuple_(Identity.workspace_id, Identity.kind, Identity.value).in_(wanted))
+        ):
+            identities[(ident_row.workspace_id, ident_row.kind, ident_row.value)] = dict(
+                ident_row._mapping
+            )
+    customer_of: dict[int, str] = {}
+    new_customers: dict[str, dict[str, Any]] = {}
+    new_identities: list[dict[str, Any]] = []
+    claims: list[dict[str, Any]] = []
+    for i in fresh:
+        m = msgs[i]
+        ws = inboxes[m.inbox_id].workspace_id
+        handles = customers.dedupe_handles(m.handles)
+        customer_id = next(
+            (
+                row["customer_id"]
+                for h in handles
+                if h.verified
+                and (row := identities.get((ws, h.kind, h.value))) is not None
+                and row["verified"]
+            ),
+            None,
+        )
+        if customer_id is None:
+            customer_id = new_id()
+            new_customers[customer_id] = {
+                "id": customer_id,
+                "workspace_id": ws,
+                "name": m.sender_name,
+                "email": None,
+                "phone": None,
+                "attributes": {},
+                "first_seen_at": now,
+                "last_seen_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+        customer_of[i] = customer_id
+        for h in handles:
+            row = identities.get((ws, h.kind, h.value))
+            if row is None:
+                row = {
+                    "id": new_id(),
+                    "workspace_id": ws,
+                    "customer_id": customer_id,
+                    "kind": h.kind,
+                    "value": h.value,
+                    "verified": h.verified,
+                    "created_at": now,
+                }
+                identities[(ws, h.kind, h.value)] = row
+                new_identities.append(row)
+                if customer_id in new_customers:
+                    fill = new_customers[customer_id]
+                    if h.kind == IdentityKind.email and not fill["email"]:
+                        fill["email"] = h.value
+                    if h.kind == IdentityKind.phone and not fill["phone"]:
+                        fill["phone"] = h.value
+            elif h.verified and not row["verified"]:
+                # A handle someone only typed is claimed by the customer who proved it.
+                row["customer_id"], row["verified"] = customer_id, True
+                claims.append({"iid": row["id"], "cid": customer_id})
+
+    # 3. Threading: continue, reopen within the window, or start a conversation.
+    known = {customer_of[i] for i in fresh} - set(new_customers)
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    conv_cols = (
+        Conversation.id,
+        Conversation.workspace_id,
+        Conversation.customer_id,
+        Conversation.inbox_id,
+        Conversation.status,
+        Conversation.priority,
+        Conversation.assignee_id,
+        Conversation.team_id,
+        Conversation.resolved_at,
+        Conversation.last_activity_at,
+        Conversation.messages_count,
+    )
+    if known:
+        ranked = (
+            select(
+                *conv_cols,
+                func.row_number()
+                .over(
+                    partition_by=(Conversation.customer_id, Conversation.inbox_id),
+                    order_by=(Conversation.last_activity_at.desc(), Conversation.id.desc()),
+                )
+                .label("rank"),
+            )
+            .where(Conversation.customer_id.in_(known))
+            .subquery()
+        )
+        for conv_row in conn.execute(select(ranked).where(ranked.c.rank == 1)):
+            latest[(conv_row.customer_id, conv_row.inbox_id)] = dict(conv_row._mapping) | {
+                "added": 0
+            }
+    hints = {msgs[i].conversation_hint for i in fresh if msgs[i].conversation_hint}
+    hinted: dict[str, dict[str, Any]] = {}
+    if hints:
+        for hint_row in conn.execute(select(*conv_cols).where(Conversation.id.in_(hints))):
+            hinted[hint_row.id] = dict(hint_row._mapping) | {"added": 0}
+    touched: dict[str, dict[str, Any]] = {}
+    new_convs: dict[str, dict[str, Any]] = {}
+    new_messages: list[dict[str, Any]] = []
+    new_attachments: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    stored_of: dict[int, Stored] = {}
+    for i in fresh:
+        m = msgs[i]
+        ib = inboxes[m.inbox_id]
+        ws, customer_id = ib.workspace_id, customer_of[i]
+        conv = None
+        hint = hinted.get(m.conversation_hint or "")
+        if hint is not None and hint["workspace_id"] == ws and hint["customer_id"] == customer_id:
+            conv = touched.get(hint["id"], hint)
+        if conv is None:
+            conv = latest.get((customer_id, ib.id))
+            if conv is not None:
+                conv = touched.get(conv["id"], conv)
+                if conv["status"] == Status.resolved and not conv.get("new"):
+                    resolved_at = conv["resolved_at"] or conv["last_activity_at"]
+                    if now - resolved_at > windows[ws]:
+                        conv = None
+        if conv is None:
+            conv = {
+                "id": new_id(),
+                "workspace_id": ws,
+                "customer_id": customer_id,
+                "inbox_id": ib.id,
+                "subject": m.subject[:500],
+                "status": Status.open,
+                "priority": Priority.none,
+                "assignee_id": None,
+                "team_id": None,
+                "snoozed_until": None,
+                "first_response_at": None,
+                "resolved_at": None,
+                "last_activity_at": now,
+                "last_inbound_at": now,
+                "messages_count": 0,
+                "created_at": now,
+                "assigned_at": None,
+                "new": True,
+                "added": 0,
+            }
+            new_convs[conv["id"]] = conv
+            latest[(customer_id, ib.id)] = conv
+            outcome = "new"
+        elif conv.get("new"):
+            outcome = "continued"
+        else:
+            outcome = "reopened" if conv["status"] == Status.resolved else "continued"
+            touched[conv["id"]] = conv
+        reopened_or_new = outcome in ("new", "reopened")
+        conv["status"], conv["resolved_at"] = Status.open, None
+        conv["last_activity_at"] = now
+        conv["added"] += 1
+
+        # 4. The message (and its attachments).
+        meta = dict(m.meta)
+        if m.sent_at:
+            meta["sent_at"] = m.sent_at.isoformat()
+        row = {
+            "id": new_id(),
+            "workspace_id": ws,
+            "conversation_id": conv["id"],
+            "inbox_id": ib.id,
+            "direction": Direction.inbound,
+            "kind": MessageKind.message,
+            "sender_type": "customer",
+            "sender_id": customer_id,
+            "text": m.text,
+            "html": clean_html(m.html) if m.html else None,
+            "external_id": m.external_id,
+            "status": DeliveryStatus.received,
+            "error": None,
+            "meta": meta,
+            "created_at": now,
+        }
+        new_messages.append(row)
+        for att in m.attachments:
+            store = storage or LocalStorage(settings.attachments_dir)
+            storage_key, digest = store.put(att.data)
+            new_attachments.append(
+                {
+                    "id": new_id(),
+                    "workspace_id": ws,
+                    "message_id": row["id"],
+                    "filename": att.filename[:500],
+                    "content_type": att.content_type[:200],
+                    "size": len(att.data),
+                    "sha256": digest,
+                    "storage_key": storage_key,
+                    "created_at": now,
+                }
+            )
+        events.append(
+            {
+                "workspace_id": ws,
+                "type": "message.created",
+                "created_at": now,
+                "payload": conversations.message_payload(SimpleNamespace(**row)),  # type: ignore[arg-type]
+            }
+        )
+        if reopened_or_new:
+            events.append(
+                {
+                    "workspace_id": ws,
+                    "created_at": now,
+                    "type": "conversation.created" if outcome == "new" else "conversation.updated",
+                    "payload": conversations.conversation_payload(SimpleNamespace(**conv)),  # type: ignore[arg-type]
+                }
+            )
+        stored_of[i] = Stored(
+            SimpleNamespace(**row), conv["id"], customer_id, False, outcome, ib.channel
+        )
+
+    # 5. Write it all: one multi-row statement per table.
+    if new_customers:
+        conn.execute(insert(Customer), list(new_customers.values()))
+    if new_identities:
+        conn.execute(insert(Identity), new_identities)
+    if claims:
+        conn.execute(
+            update(_identities)
+            .where(_identities.c.id == bindparam("iid"))
+            .values(customer_id=bindparam("cid"), verified=True),
+            claims,
+        )
+    if known:
+        names = {customer_of[i]: msgs[i].sender_name for i in fresh if msgs[i].sender_name}
+        conn.execute(
+            update(_customers)
+            .where(_customers.c.id == bindparam("cid"))
+            .values(
+                last_seen_at=bindparam("now"),
+                name=case(
+                    (_customers.c.name == "", bindparam("name")),
+                    else_=_customers.c.name,
+                ),
+            ),
+            [{"cid": c, "now": now, "name": names.get(c, "")} for c in known],
+        )
+    if new_convs:
+        conn.execute(
+            insert(Conversation),
+            [
+                {k: v for k, v in c.items() if k not in ("new", "added")}
+                | {"messages_count": c["added"]}
+                for c in new_convs.values()
+            ],
+        )
+    if touched:
+        t = _conversations.c
+        conn.execute(
+            update(_conversations)
+            .where(t.id == bindparam("cid"))
+            .values(
+                status=Status.open,
+                snoozed_until=None,
+                resolved_at=None,
+                last_activity_at=bindparam("now"),
+                last_inbound_at=bindparam("now"),
+                messages_count=t.messages_count + bindparam("added"),
+            ),
+            [{"cid": c["id"], "now": now, "added": c["added"]} for c in touched.values()],
+        )
+    if new_messages:
+        conn.execute(insert(Message), new_messages)
+    if new_attachments:
+        conn.execute(insert(Attachment), new_attachments)
+    if events:
+        ids = (
+            conn.execute(
+                insert(StreamEvent).returning(StreamEvent.id, sort_by_parameter_order=True), events
+            )
+            .scalars()
+            .all()
+        )
+        bus_events = [
+            {**e, "id": event_id, "created_at": now.isoformat()}
+            for e, event_id in zip(events, ids, strict=True)
+        ]
+
+        def publish() -> None:
+            for event in bus_events:
+                get_bus().publish(event)
+
+        on_commit(db, publish)
+
+    # 6. Follow-up work in the same transaction: SLA clocks, automation, routing.
+    for i in fresh:
+        s = stored_of[i]
+        conv = (
+            new_convs.get(s.conversation_id)
+            or touched.get(s.conversation_id)
+            or hinted.get(s.conversation_id)
+            or {}
+        )
+        ib = inboxes[msgs[i].inbox_id]
+        conversation_jobs.after_inbound_ids(
+            db,
+            workspace_id=ib.workspace_id,
+            conversation_id=s.conversation_id,
+            message_id=s.message.id,
+            new=s.threading == "new",
+            route=bool(ib.auto_assign) and conv.get("assignee_id") is None,
+            at=now,
+        )
+        out[i] = s
+    for i in todo:
+        if out[i] is None:  # a copy of a message earlier in this batch
+            m = msgs[i]
+            first = stored_of[first_of[(m.inbox_id, m.external_id or "")]]
+            out[i] = Stored(
+                first.message,
+                first.conversation_id,
+                first.customer_id,
+                True,
+                "duplicate",
+                first.channel,
+            )
+    return [o if o is not None else RuntimeError("not processed") for o in out]
+
+
+def _strip(row: SimpleNamespace) -> SimpleNamespace:
+    values = dict(vars(row))
+    values.pop("customer_id", None)
+    return SimpleNamespace(**values)
 
 
 _STOP = object()
@@ -221,17 +606,17 @@ class IngestWriter:
             self._queue.put(_STOP)
             thread.join(timeout)
 
-    def submit_nowait(self, msg: InboundMessage) -> "concurrent.futures.Future[IngestResult]":
+    def submit_nowait(self, msg: InboundMessage) -> "Future[Stored]":
         self.start()
-        fut: concurrent.futures.Future[IngestResult] = concurrent.futures.Future()
+        fut: Future[Stored] = Future()
         self._queue.put((msg, fut))
         return fut
 
-    async def submit(self, msg: InboundMessage) -> IngestResult:
+    async def submit(self, msg: InboundMessage) -> Stored:
         """Ingest a message; returns once the transaction holding it has committed."""
         return await asyncio.wrap_future(self.submit_nowait(msg))
 
-    def submit_sync(self, msg: InboundMessage, timeout: float = 60) -> IngestResult:
+    def submit_sync(self, msg: InboundMessage, timeout: float = 60) -> Stored:
         return self.submit_nowait(msg).result(timeout)
 
     def _run(self) -> None:
@@ -257,45 +642,30 @@ class IngestWriter:
                     if not one[1].done():
                         self._commit_batch([one])
 
-    def _commit_batch(
-        self, batch: list[tuple[InboundMessage, "concurrent.futures.Future[IngestResult]"]]
-    ) -> None:
+    def _commit_batch(self, batch: list[tuple[InboundMessage, "Future[Stored]"]]) -> None:
         INGEST_BATCH.observe(len(batch))
-        outcomes: list[
-            tuple[
-                concurrent.futures.Future[IngestResult], IngestResult | None, BaseException | None
-            ]
-        ] = []
-        try:
-            with self.database.session() as db:
-                for msg, fut in batch:
-                    result, error = self._receive_one(db, msg)
-                    outcomes.append((fut, result, error))
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0][1].set_exception(exc)
-                return
-            raise
-        for fut, result, error in outcomes:
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                assert result is not None
-                INGESTED.labels(channel=result.channel, outcome=result.threading).inc()
-                fut.set_result(result)
-
-    def _receive_one(
-        self, db: Session, msg: InboundMessage
-    ) -> tuple[IngestResult | None, BaseException | None]:
+        msgs = [m for m, _ in batch]
         for attempt in (1, 2):
             try:
-                with savepoint(db):
-                    return receive(db, msg, settings=self.settings, storage=self.storage), None
+                with self.database.session() as db:
+                    outcomes = receive_batch(db, msgs, settings=self.settings, storage=self.storage)
+                break
             except IntegrityError as exc:
                 # Another process stored the same identity or message between our read and
                 # our write; on the second try we read what it committed.
                 if attempt == 2:
-                    return None, exc
+                    if len(batch) > 1:
+                        raise  # the writer retries each message alone
+                    batch[0][1].set_exception(exc)
+                    return
             except Exception as exc:
-                return None, exc
-        raise AssertionError("unreachable")
+                if len(batch) > 1:
+                    raise
+                batch[0][1].set_exception(exc)
+                return
+        for (_, fut), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                fut.set_exception(outcome)
+            else:
+                INGESTED.labels(channel=outcome.channel, outcome=outcome.threading).inc()
+                fut.set_result(outcome)

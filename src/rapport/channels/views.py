@@ -118,6 +118,6 @@ async def post_inbound(
         response.status_code = 200
     return InboundOut(
         **MessageRead.model_validate(result.message).model_dump(),
-        customer_id=result.customer.id,
+        customer_id=result.customer_id,
         duplicate=result.duplicate,
     )

@@ -1,5 +1,7 @@
 """Background work on conversations: routing a new conversation to an agent."""
 
+from datetime import datetime
+
 from sqlalchemy.orm import Session
 
 from rapport.automation import service as automation
@@ -36,6 +38,42 @@ def after_inbound(
             name="route",
             args={"conversation_id": conversation.id},
             workspace_id=conversation.workspace_id,
+        )
+
+
+def after_inbound_ids(
+    db: Session,
+    *,
+    workspace_id: str,
+    conversation_id: str,
+    message_id: str,
+    new: bool,
+    route: bool,
+    at: datetime,
+) -> None:
+    """Ingest's follow-ups by id: SLA clocks, automation and routing, each only when the
+    workspace uses it (the checks are cached), so the common case costs no query."""
+    if sla.has_policies(db, workspace_id):
+        conv = db.get(Conversation, conversation_id, populate_existing=True)
+        if conv is not None:
+            sla.on_inbound(db, conversation=conv, at=at)
+    if new:
+        automation.trigger(
+            db,
+            workspace_id=workspace_id,
+            event="conversation.created",
+            conversation_id=conversation_id,
+        )
+    automation.trigger(
+        db,
+        workspace_id=workspace_id,
+        event="message.received",
+        conversation_id=conversation_id,
+        message_id=message_id,
+    )
+    if route:
+        enqueue(
+            db, name="route", args={"conversation_id": conversation_id}, workspace_id=workspace_id
         )
 
 

@@ -143,6 +143,11 @@ def remove_identity(db: Session, *, customer: Customer, identity_id: str) -> Non
     )
 
 
+def dedupe_handles(handles: list[ident.Handle]) -> list[ident.Handle]:
+    """One handle per (kind, value), the verified copy winning."""
+    return _dedupe(handles)
+
+
 def _dedupe(handles: list[ident.Handle]) -> list[ident.Handle]:
     seen: dict[tuple[IdentityKind, str], ident.Handle] = {}
     for h in handles:
