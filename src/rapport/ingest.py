@@ -198,9 +198,14 @@ def receive_batch(
         for r in conn.execute(
             select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id"))
             .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(tuple_(Message.inbox_id, Message.external_id).in_(pairs))
+            # Two IN lists, not a row-value IN: SQLite scans the table for the latter.
+            .where(
+                Message.inbox_id.in_({p[0] for p in pairs}),
+                Message.external_id.in_({p[1] for p in pairs}),
+            )
         ):
-            stored[(r.inbox_id, r.external_id)] = _row(r._mapping)
+            if (r.inbox_id, r.external_id) in pairs:
+                stored[(r.inbox_id, r.external_id)] = _row(r._mapping)
     first_of: dict[tuple[str, str], int] = {}
     fresh: list[int] = []
     for i in todo:

@@ -60,7 +60,7 @@ class Conversation(Base):
     __table_args__ = (
         Index("ix_conversations_ws_activity", "workspace_id", "last_activity_at", "id"),
         Index("ix_conversations_ws_status", "workspace_id", "status", "last_activity_at"),
-        Index("ix_conversations_ws_assignee", "workspace_id", "assignee_id", "status"),
+        Index("ix_conversations_ws_assignee", "workspace_id", "assignee_id", "last_activity_at"),
         Index("ix_conversations_customer_inbox", "customer_id", "inbox_id", "last_activity_at"),
     )
 

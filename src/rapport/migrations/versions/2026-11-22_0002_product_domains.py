@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 16:31:03.506314
+Create Date: 2026-11-22 16:44:28.550263
 """
 
 from collections.abc import Sequence
@@ -301,6 +301,12 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("assigned_at", rapport.db.UTCDateTime(timezone=True), nullable=True)
         )
+        batch_op.drop_index(batch_op.f("ix_conversations_ws_assignee"))
+        batch_op.create_index(
+            "ix_conversations_ws_assignee",
+            ["workspace_id", "assignee_id", "last_activity_at"],
+            unique=False,
+        )
 
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.add_column(sa.Column("availability", sa.String(length=16), nullable=False))
@@ -320,6 +326,12 @@ def downgrade() -> None:
         batch_op.drop_column("availability")
 
     with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.drop_index("ix_conversations_ws_assignee")
+        batch_op.create_index(
+            batch_op.f("ix_conversations_ws_assignee"),
+            ["workspace_id", "assignee_id", "status"],
+            unique=False,
+        )
         batch_op.drop_column("assigned_at")
 
     with op.batch_alter_table("notifications", schema=None) as batch_op:
