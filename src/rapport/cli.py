@@ -125,7 +125,7 @@ def demo() -> None:
     email, password, created = d.seed(database, settings)
     typer.echo("")
     typer.secho("  Rapport demo workspace " + ("created" if created else "ready"), bold=True)
-    typer.echo(f"  open      {settings.public_url}/docs")
+    typer.echo(f"  open      {settings.public_url}/   (API docs at {settings.public_url}/docs)")
     typer.echo(f"  email     {email}")
     typer.echo(f"  password  {password}")
     typer.echo("")
