@@ -242,16 +242,15 @@ def main() -> None:
 
     rate, hrate = len(lat) / secs, len(hlat) / hsecs
     print()
-    print(
-        f"Ingest through the API channel ({backend}), {args.messages:,} messages at concurrency {args.concurrency}"
-    )
+    print(f"Ingest through the API channel ({backend}), {args.messages:,} messages", end="")
+    print(f" at concurrency {args.concurrency}")
     print(f"{'':<22}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    print(
-        f"{'POST .../messages':<22}{rate:>10,.0f}{pct(lat, 50):>10.1f}{pct(lat, 95):>10.1f}{pct(lat, 99):>10.1f}{errors:>8}"
-    )
-    print(
-        f"{'GET /healthz':<22}{hrate:>10,.0f}{pct(hlat, 50):>10.1f}{pct(hlat, 95):>10.1f}{pct(hlat, 99):>10.1f}{herrors:>8}"
-    )
+    for name, r, xs, errs in (
+        ("POST .../messages", rate, lat, errors),
+        ("GET /healthz", hrate, hlat, herrors),
+    ):
+        cells = f"{pct(xs, 50):>10.1f}{pct(xs, 95):>10.1f}{pct(xs, 99):>10.1f}"
+        print(f"{name:<22}{r:>10,.0f}{cells}{errs:>8}")
     print(f"ingest / healthz: {rate / hrate:.2f}")
     print(
         json.dumps(

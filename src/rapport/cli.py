@@ -181,6 +181,39 @@ def token_create(
     sys.stdout.write(plain + "\n")
 
 
+@app.command("smtp")
+def smtp_listener(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 2525,
+) -> None:
+    """Receive email for the email inboxes (mail to their addresses becomes conversations)."""
+    import time
+
+    from rapport import logs
+    from rapport.channels.email import smtp
+    from rapport.db import Database
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_json)
+    controller = smtp.start(Database(settings.database_url), settings, host=host, port=port)
+    typer.echo(f"SMTP listening on {host}:{port}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        controller.stop()
+
+
+def _register_evaluations() -> None:
+    from rapport.channels.email import evaluate as email_eval
+
+    eval_app.command("emails")(email_eval.emails)
+    eval_app.command("replies")(email_eval.replies)
+
+
+_register_evaluations()
+
+
 def main() -> None:
     app()
 

@@ -77,6 +77,8 @@ class InboundMessage:
     # Set by callers acting for a workspace (the API): an inbox of another one is not found.
     expect_workspace_id: str | None = None
     expect_channel: str | None = None
+    # An auto-reply, out-of-office or bounce: recorded, never answered, never reopening.
+    auto_reply: bool = False
 
 
 @dataclass
@@ -319,6 +321,7 @@ def receive_batch(
         Conversation.priority,
         Conversation.assignee_id,
         Conversation.team_id,
+        Conversation.snoozed_until,
         Conversation.resolved_at,
         Conversation.last_activity_at,
         Conversation.messages_count,
@@ -398,8 +401,14 @@ def receive_batch(
         else:
             outcome = "reopened" if conv["status"] == Status.resolved else "continued"
             touched[conv["id"]] = conv
+        if m.auto_reply:
+            if outcome == "new":  # recorded where agents can find it, not queued for them
+                conv["status"], conv["resolved_at"] = Status.resolved, now
+            elif outcome == "reopened":
+                outcome = "recorded"
+        else:
+            conv["status"], conv["resolved_at"], conv["snoozed_until"] = Status.open, None, None
         reopened_or_new = outcome in ("new", "reopened")
-        conv["status"], conv["resolved_at"] = Status.open, None
         conv["last_activity_at"] = now
         conv["added"] += 1
 
@@ -503,14 +512,24 @@ def receive_batch(
             update(_conversations)
             .where(t.id == bindparam("cid"))
             .values(
-                status=Status.open,
-                snoozed_until=None,
-                resolved_at=None,
+                status=bindparam("status"),
+                snoozed_until=bindparam("snoozed"),
+                resolved_at=bindparam("resolved"),
                 last_activity_at=bindparam("now"),
                 last_inbound_at=bindparam("now"),
                 messages_count=t.messages_count + bindparam("added"),
             ),
-            [{"cid": c["id"], "now": now, "added": c["added"]} for c in touched.values()],
+            [
+                {
+                    "cid": c["id"],
+                    "now": now,
+                    "added": c["added"],
+                    "status": c["status"],
+                    "snoozed": c["snoozed_until"],
+                    "resolved": c["resolved_at"],
+                }
+                for c in touched.values()
+            ],
         )
     if new_messages:
         conn.execute(insert(Message), new_messages)
@@ -545,6 +564,9 @@ def receive_batch(
             or {}
         )
         ib = inboxes[msgs[i].inbox_id]
+        out[i] = s
+        if msgs[i].auto_reply:
+            continue  # nothing to answer, route or time
         conversation_jobs.after_inbound_ids(
             db,
             workspace_id=ib.workspace_id,

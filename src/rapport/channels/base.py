@@ -33,6 +33,8 @@ class Outbound:
     customer: Customer
     identities: list[Identity]
     public_url: str
+    # Provider ids of the conversation's earlier messages, oldest first (email threading).
+    thread_refs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

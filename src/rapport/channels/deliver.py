@@ -13,6 +13,7 @@ from rapport.realtime.service import emit
 
 # Importing a channel package registers it.
 from rapport.channels import api as _api  # noqa: F401  isort: skip
+from rapport.channels import email as _email  # noqa: F401  isort: skip
 
 
 @job("deliver")
@@ -28,6 +29,15 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         customer = db.get(Customer, conv.customer_id)
         assert customer is not None
         identities = list(db.scalars(select(Identity).where(Identity.customer_id == customer.id)))
+        thread_refs = [
+            ref
+            for ref in db.scalars(
+                select(Message.external_id)
+                .where(Message.conversation_id == conv.id, Message.external_id.is_not(None))
+                .order_by(Message.created_at, Message.id)
+            )
+            if ref and ref.startswith("<")
+        ]
     channel = base.get(inbox.channel)
     if channel is None:
         _mark(ctx, message_id, DeliveryStatus.failed, f"no channel {inbox.channel!r} is installed")
@@ -42,6 +52,7 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         customer=customer,
         identities=identities,
         public_url=ctx.settings.public_url,
+        thread_refs=thread_refs,
     )
     # The provider call happens outside any transaction: no lock is held while we wait.
     try:

@@ -14,6 +14,7 @@ from rapport.problems import Invalid, NotFound
 
 # Channel packages register themselves when imported.
 from rapport.channels import api as _api  # noqa: F401  isort: skip
+from rapport.channels import email as _email  # noqa: F401  isort: skip
 
 
 def _split(

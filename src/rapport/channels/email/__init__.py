@@ -1,0 +1,212 @@
+"""The email channel: inbound over SMTP (``rapport smtp``), outbound over SMTP, threaded.
+
+Threading never splits a reply from its conversation: ``In-Reply-To`` and ``References``
+are looked up among the Message-IDs we stored (the customer's and our own), then the
+conversation token in the reply address (``support+c<id>@``) or the subject (``[#<id>]``).
+"""
+
+import hashlib
+import re
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formataddr, make_msgid
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from rapport.channels import base
+from rapport.channels.email.parse import ParsedEmail, parse
+from rapport.channels.email.replies import visible_reply
+from rapport.channels.models import Inbox
+from rapport.config import Settings
+from rapport.conversations.models import Conversation, DeliveryStatus, Direction, Message
+from rapport.customers.identity import InvalidHandle, handle
+from rapport.customers.models import IdentityKind
+from rapport.ingest import InboundAttachment, InboundMessage, IngestResult, receive
+from rapport.problems import NotFound
+from rapport.storage import LocalStorage
+
+_TOKEN_ADDR = re.compile(r"\+c([0-9a-f]{32})@", re.IGNORECASE)
+_TOKEN_SUBJECT = re.compile(r"\[#([0-9a-f]{32})\]", re.IGNORECASE)
+MAX_TEXT = 200_000
+
+
+@dataclass
+class EmailResult:
+    ingest: IngestResult
+    parsed: ParsedEmail
+
+    @property
+    def message(self) -> Message:
+        return self.ingest.message
+
+    @property
+    def attachments(self) -> int:
+        return len(self.parsed.attachments)
+
+
+def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> str | None:
+    refs = [r for r in [*parsed.in_reply_to, *reversed(parsed.references)] if r]
+    if refs:
+        row = db.execute(
+            select(Message.conversation_id)
+            .where(Message.workspace_id == workspace_id, Message.external_id.in_(refs))
+            .order_by(Message.created_at.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            return str(row[0])
+    for address in parsed.to:
+        m = _TOKEN_ADDR.search(address)
+        if m:
+            return m.group(1).lower()
+    m = _TOKEN_SUBJECT.search(parsed.subject)
+    return m.group(1).lower() if m else None
+
+
+def ingest_email(
+    db: Session,
+    raw: bytes,
+    *,
+    inbox_id: str,
+    settings: Settings,
+    storage: LocalStorage | None = None,
+) -> EmailResult:
+    """Store one raw email in the caller's transaction, threaded; never loses what arrived."""
+    inbox = db.get(Inbox, inbox_id)
+    if inbox is None:
+        raise NotFound("inbox")
+    parsed = parse(raw)
+    if parsed.bounce_of:
+        # A bounce of our own message: the customer never got it.
+        db.execute(
+            update(Message)
+            .where(
+                Message.workspace_id == inbox.workspace_id,
+                Message.direction == Direction.outbound,
+                Message.external_id.in_(parsed.bounce_of),
+            )
+            .values(status=DeliveryStatus.failed, error="bounced: the receiving server refused it")
+        )
+    handles = []
+    if parsed.from_addr:
+        try:
+            # The address the mail came from is the channel's own word for who wrote.
+            handles.append(handle(IdentityKind.email, parsed.from_addr, verified=True))
+        except InvalidHandle:
+            pass
+    if not handles:
+        digest = hashlib.sha256(raw).hexdigest()[:24]
+        handles.append(handle(IdentityKind.external, f"email-unknown-sender:{digest}"))
+    visible = visible_reply(parsed.text, parsed.html)
+    notes = list(parsed.refused)
+    meta = {
+        "email": {
+            "message_id": parsed.message_id,
+            "subject": parsed.subject,
+            "from": parsed.from_addr,
+            "to": parsed.to,
+            "in_reply_to": parsed.in_reply_to,
+            "references": parsed.references[-20:],
+            "full_text": parsed.text[:MAX_TEXT],
+            "auto_reply": parsed.auto_reply,
+            "problems": parsed.problems,
+            "refused": notes,
+        }
+    }
+    text = visible or parsed.text.strip()
+    if notes:
+        text = (text + "\n\n" if text else "") + "\n".join(f"[{n}]" for n in notes)
+    attachments = [
+        InboundAttachment(a.filename, a.content_type, a.data) for a in parsed.attachments
+    ]
+    # The original, byte for byte, so an agent can always see what really arrived.
+    attachments.append(InboundAttachment("original.eml", "message/rfc822", raw))
+    external_id = parsed.message_id or "<sha256:" + hashlib.sha256(raw).hexdigest() + ">"
+    msg = InboundMessage(
+        inbox_id=inbox.id,
+        external_id=external_id[:300],
+        handles=handles,
+        text=text[:MAX_TEXT],
+        html=parsed.html,
+        sender_name=parsed.from_name,
+        subject=parsed.subject,
+        attachments=attachments,
+        conversation_hint=_thread_hint(db, workspace_id=inbox.workspace_id, parsed=parsed),
+        sent_at=parsed.date,
+        meta=meta,
+        auto_reply=parsed.auto_reply,
+    )
+    return EmailResult(receive(db, msg, settings=settings, storage=storage), parsed)
+
+
+class EmailChannel:
+    """Outbound email over SMTP, carrying the headers that keep the customer's thread whole."""
+
+    name = "email"
+    secret_fields = frozenset({"smtp_password", "imap_password"})
+
+    def send(self, out: base.Outbound) -> base.SendResult:
+        settings = out.inbox.settings
+        address = str(settings.get("address", ""))
+        to = out.customer.email or next(
+            (i.value for i in out.identities if i.kind == IdentityKind.email), None
+        )
+        if not address or "@" not in address:
+            raise base.DeliveryError("the inbox has no sending address", permanent=True)
+        if not to:
+            raise base.DeliveryError("the customer has no email address", permanent=True)
+        local, domain = address.split("@", 1)
+        mail = EmailMessage()
+        mail["From"] = formataddr((str(settings.get("from_name") or out.inbox.name), address))
+        mail["To"] = to
+        mail["Reply-To"] = f"{local}+c{out.conversation.id}@{domain}"
+        subject = out.conversation.subject or "Your conversation with us"
+        mail["Subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+        message_id = make_msgid(domain=domain)
+        mail["Message-ID"] = message_id
+        refs = [r for r in out.thread_refs if r]
+        if refs:
+            mail["In-Reply-To"] = refs[-1]
+            mail["References"] = " ".join(refs[-20:])
+        mail.set_content(out.message.text)
+        if out.message.html:
+            mail.add_alternative(out.message.html, subtype="html")
+        host = str(settings.get("smtp_host", "127.0.0.1"))
+        port = int(settings.get("smtp_port", 25))
+        security = str(settings.get("smtp_security", "starttls")).lower()
+        username = settings.get("smtp_username")
+        password = out.secrets.get("smtp_password")
+        try:
+            context = ssl.create_default_context()
+            smtp: smtplib.SMTP
+            if security == "tls":
+                smtp = smtplib.SMTP_SSL(host, port, timeout=30, context=context)
+            else:
+                smtp = smtplib.SMTP(host, port, timeout=30)
+            with smtp:
+                smtp.ehlo()
+                if security == "starttls" and smtp.has_extn("starttls"):
+                    smtp.starttls(context=context)
+                    smtp.ehlo()
+                elif security == "starttls":
+                    raise base.DeliveryError("the SMTP server does not offer STARTTLS")
+                if username and password:
+                    smtp.login(str(username), str(password))
+                smtp.send_message(mail)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise base.DeliveryError(
+                f"recipient refused: {exc.recipients}", permanent=True
+            ) from exc
+        except smtplib.SMTPAuthenticationError as exc:
+            raise base.DeliveryError("SMTP authentication failed", permanent=True) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise base.DeliveryError(f"SMTP: {type(exc).__name__}: {exc}"[:300]) from exc
+        return base.SendResult(external_id=message_id, meta={"to": "email"})
+
+
+CHANNEL = base.register(EmailChannel())
+
+__all__ = ["CHANNEL", "Conversation", "EmailResult", "ingest_email"]

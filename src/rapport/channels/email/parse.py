@@ -1,0 +1,257 @@
+"""Parsing real mail: whatever arrives is stored, with its body, and never raises.
+
+The standard library's ``email`` package (``policy.default``) does the work; this module
+adds what real mail needs on top: charsets that are wrong or unknown, headers that do not
+parse, missing bodies, HTML-only messages, and the signals that a message is an
+auto-reply or a bounce rather than a person writing.
+"""
+
+import codecs
+import html as htmllib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+
+# Names real mailers put in charset= that Python does not know, and what they mean.
+_CHARSET_ALIASES = {
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "x-sjis": "shift_jis",
+    "x-unknown": "latin-1",
+    "unknown-8bit": "latin-1",
+    "x-user-defined": "latin-1",
+    "iso-8859-8-i": "iso-8859-8",
+    "windows-874": "cp874",
+    "utf8": "utf-8",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "cp-850": "cp850",
+}
+MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
+MAX_TOTAL_ATTACHMENT_BYTES = 50 * 1024 * 1024
+
+
+@dataclass
+class ParsedAttachment:
+    filename: str
+    content_type: str
+    data: bytes
+    inline: bool = False
+    content_id: str | None = None
+
+
+@dataclass
+class ParsedEmail:
+    message_id: str | None
+    in_reply_to: list[str]
+    references: list[str]
+    subject: str
+    from_name: str
+    from_addr: str | None
+    to: list[str]
+    date: datetime | None
+    text: str
+    html: str | None
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # attachments not stored, and why
+    auto_reply: bool = False
+    bounce_of: list[str] = field(default_factory=list)  # Message-IDs a bounce reports on
+    problems: list[str] = field(default_factory=list)  # what was malformed
+
+
+def _header(msg: Message, name: str, problems: list[str]) -> str:
+    try:
+        value = msg.get(name)
+    except Exception as exc:  # a header policy.default cannot parse
+        problems.append(f"{name}: {type(exc).__name__}")
+        raw = msg.get_all(name, failobj=[]) if hasattr(msg, "get_all") else []
+        value = raw[0] if raw else None
+    if value is None:
+        return ""
+    try:
+        return str(value).strip()
+    except Exception:
+        return ""
+
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+def _ids(value: str) -> list[str]:
+    found = _MSGID.findall(value)
+    if not found and value.strip() and " " not in value.strip():
+        found = [f"<{value.strip().strip('<>')}>"]
+    return found
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    names = []
+    if charset:
+        cs = charset.strip().strip('"').lower()
+        names += [_CHARSET_ALIASES.get(cs, cs)]
+    names += ["utf-8", "cp1252"]
+    for name in names:
+        try:
+            codecs.lookup(name)
+            return data.decode(name)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("utf-8", errors="replace")
+
+
+def _content(part: Message) -> str:
+    """The text of a part, whatever its declared charset says."""
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        payload = None
+    if payload is None:
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    if not isinstance(payload, bytes):
+        return str(payload)
+    return _decode(payload, part.get_content_charset())
+
+
+def html_to_text(markup: str) -> str:
+    """A readable plain-text rendering of HTML, for messages that have no text part."""
+    text = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", " ", markup)
+    text = re.sub(r"(?i)<br\s*/?>", "\n", text)
+    text = re.sub(r"(?i)</(p|div|tr|li|h[1-6]|blockquote)>", "\n", text)
+    text = re.sub(r"(?s)<[^>]+>", "", text)
+    text = htmllib.unescape(text)
+    text = re.sub(r"[ \t\r\f\v]+", " ", text)
+    return re.sub(r"\n\s*\n\s*\n+", "\n\n", text).strip()
+
+
+def _is_auto(msg: Message, problems: list[str], from_addr: str | None) -> bool:
+    auto = _header(msg, "Auto-Submitted", problems).lower()
+    if auto and auto != "no":
+        return True
+    if _header(msg, "X-Autoreply", problems) or _header(msg, "X-Autorespond", problems):
+        return True
+    if _header(msg, "Precedence", problems).lower() in ("bulk", "junk", "list", "auto_reply"):
+        return True
+    local = (from_addr or "").split("@")[0].lower()
+    return local in ("mailer-daemon", "postmaster")
+
+
+def parse(raw: bytes) -> ParsedEmail:
+    """Everything Rapport keeps of one raw message. Never raises."""
+    problems: list[str] = []
+    try:
+        msg: Message = message_from_bytes(raw, policy=policy.default)
+    except Exception as exc:  # pragma: no cover - the parser itself is very forgiving
+        problems.append(f"message: {type(exc).__name__}")
+        msg = message_from_bytes(raw, policy=policy.compat32)
+    from_value = _header(msg, "From", problems)
+    from_name, parsed_addr = parseaddr(from_value)
+    from_addr: str | None = parsed_addr
+    if not from_addr or "@" not in from_addr:
+        match = re.search(r"[\w.+'-]+@[\w-]+(\.[\w-]+)+", from_value)
+        from_addr = match.group(0) if match else None
+    to = [
+        a
+        for _, a in getaddresses([_header(msg, "To", problems), _header(msg, "Cc", problems)])
+        if "@" in a
+    ]
+    date = None
+    try:
+        date_value = _header(msg, "Date", problems)
+        if date_value:
+            date = parsedate_to_datetime(date_value)
+            date = date.replace(tzinfo=UTC) if date.tzinfo is None else date.astimezone(UTC)
+    except (TypeError, ValueError, IndexError):
+        problems.append("Date: unreadable")
+    texts: list[str] = []
+    htmls: list[str] = []
+    attachments: list[ParsedAttachment] = []
+    refused: list[str] = []
+    bounce_of: list[str] = []
+    total = 0
+    is_report = msg.get_content_type() == "multipart/report"
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        try:
+            disposition = (part.get_content_disposition() or "").lower()
+        except Exception:
+            disposition = ""
+        try:
+            filename = part.get_filename()
+        except Exception:
+            filename = None
+        if is_report and ctype in (
+            "message/rfc822",
+            "text/rfc822-headers",
+            "message/rfc822-headers",
+        ):
+            inner = _content(part) if ctype != "message/rfc822" else part.as_string()
+            for line in inner.splitlines():
+                if line.lower().startswith("message-id:"):
+                    bounce_of += _ids(line.split(":", 1)[1])
+        if ctype == "text/plain" and disposition != "attachment" and not filename:
+            texts.append(_content(part))
+            continue
+        if ctype == "text/html" and disposition != "attachment" and not filename:
+            htmls.append(_content(part))
+            continue
+        if ctype == "message/delivery-status":
+            continue
+        try:
+            data = part.get_payload(decode=True)
+        except Exception:
+            data = None
+        if not isinstance(data, bytes):
+            payload = part.get_payload()
+            data = payload.encode() if isinstance(payload, str) else b""
+        name = filename or f"attachment-{len(attachments) + 1}"
+        if len(data) > MAX_ATTACHMENT_BYTES or total + len(data) > MAX_TOTAL_ATTACHMENT_BYTES:
+            refused.append(
+                f"{name} ({len(data):,} bytes) is over the size limit and was not stored"
+            )
+            continue
+        total += len(data)
+        cid = part.get("Content-ID")
+        attachments.append(
+            ParsedAttachment(
+                filename=name,
+                content_type=ctype,
+                data=data,
+                inline=disposition == "inline" or bool(cid),
+                content_id=str(cid).strip("<>") if cid else None,
+            )
+        )
+    text = "\n\n".join(t for t in texts if t.strip())
+    html = "\n".join(htmls) if htmls else None
+    if not text.strip() and html:
+        text = html_to_text(html)
+    if not text.strip() and not html and not attachments:
+        # No part we recognise: keep whatever the body holds rather than nothing.
+        body = _content(msg) if not msg.is_multipart() else ""
+        text = body
+    subject = _header(msg, "Subject", problems)
+    return ParsedEmail(
+        message_id=next(iter(_ids(_header(msg, "Message-ID", problems))), None),
+        in_reply_to=_ids(_header(msg, "In-Reply-To", problems)),
+        references=_ids(_header(msg, "References", problems)),
+        subject=subject,
+        from_name=from_name,
+        from_addr=from_addr,
+        to=to,
+        date=date,
+        text=text,
+        html=html,
+        attachments=attachments,
+        refused=refused,
+        auto_reply=_is_auto(msg, problems, from_addr) or is_report,
+        bounce_of=bounce_of if is_report else [],
+        problems=problems,
+    )
+
+
+__all__ = ["EmailMessage", "ParsedEmail", "html_to_text", "parse"]

@@ -1,0 +1,83 @@
+"""Rapport's own SMTP listener: mail to an email inbox's address becomes a conversation.
+
+The sender is answered ``250`` only after the message is committed, so an accepted mail is
+never lost; an address no inbox has is refused at RCPT time.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import select
+
+from rapport.channels.email import ingest_email
+from rapport.channels.models import Inbox
+from rapport.config import Settings
+from rapport.db import Database
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 60 * 1024 * 1024
+
+
+def inbox_for(database: Database, address: str) -> str | None:
+    """The email inbox receiving mail at ``address`` (plus-addressed variants included)."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    base_address = f"{local.split('+', 1)[0]}@{domain}"
+    with database.session(write=False) as db:
+        for inbox_id, settings in db.execute(
+            select(Inbox.id, Inbox.settings).where(
+                Inbox.channel == "email", Inbox.enabled.is_(True)
+            )
+        ):
+            if str((settings or {}).get("address", "")).lower() == base_address:
+                return str(inbox_id)
+    return None
+
+
+class Handler:
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self.database = database
+        self.settings = settings
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        inbox_id = await asyncio.to_thread(inbox_for, self.database, address)
+        if inbox_id is None:
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        raw = envelope.original_content or envelope.content
+        if not isinstance(raw, bytes):
+            raw = str(raw).encode("utf-8", errors="surrogateescape")
+        inboxes = {await asyncio.to_thread(inbox_for, self.database, a) for a in envelope.rcpt_tos}
+        try:
+            for inbox_id in inboxes - {None}:
+                assert inbox_id is not None
+                await asyncio.to_thread(self._store, raw, inbox_id)
+        except Exception:
+            log.exception("email not stored", extra={"event": "email.store_failed"})
+            return "451 4.3.0 Temporary failure, try again later"
+        return "250 OK: stored"
+
+    def _store(self, raw: bytes, inbox_id: str) -> None:
+        with self.database.session() as db:
+            ingest_email(db, raw, inbox_id=inbox_id, settings=self.settings)
+
+
+def start(database: Database, settings: Settings, *, host: str, port: int) -> Any:
+    """Start the listener in a background thread; returns the controller (``.stop()``)."""
+    controller = Controller(
+        Handler(database, settings),
+        hostname=host,
+        port=port,
+        data_size_limit=MAX_MESSAGE_BYTES,
+        decode_data=False,
+    )
+    controller.start()
+    return controller

@@ -1,0 +1,277 @@
+"""Email in and out over real SMTP conversations, threaded, without loops or noise."""
+
+import json
+import smtplib
+import subprocess
+import sys
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
+
+from rapport.channels.email import smtp as listener
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from tests.conftest import auth
+from tests.factories import World
+from tests.web.conftest import free_port
+
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
+
+
+class Outbox:
+    """A local receiving SMTP server: what Rapport sends ends up here."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+        self.messages.append(envelope.original_content or envelope.content)
+        return "250 OK"
+
+
+@pytest.fixture
+def outbox() -> Iterator[tuple[Outbox, int]]:
+    box, port = Outbox(), free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield box, port
+    controller.stop()
+
+
+@pytest.fixture
+def mail_inbox(client: TestClient, world: World, outbox: tuple[Outbox, int]) -> str:
+    r = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Support mail",
+            "channel": "email",
+            "settings": {
+                "address": "support@acme.test",
+                "smtp_host": "127.0.0.1",
+                "smtp_port": outbox[1],
+                "smtp_security": "none",
+                "smtp_password": "not-shown-back",
+            },
+        },
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    assert "smtp_password" not in r.json()["settings"] and r.json()["secrets_set"] == [
+        "smtp_password"
+    ]
+    return str(r.json()["id"])
+
+
+@pytest.fixture
+def smtp_port(database: Database, settings: Settings) -> Iterator[int]:
+    port = free_port()
+    controller = listener.start(database, settings, host="127.0.0.1", port=port)
+    yield port
+    controller.stop()
+
+
+def send(port: int, mail: EmailMessage) -> None:
+    with smtplib.SMTP("127.0.0.1", port) as s:
+        s.send_message(mail)
+
+
+def customer_mail(text: str, subject: str = "My order", **headers: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = "Dana Scully <dana@example.org>"
+    mail["To"] = "support@acme.test"
+    mail["Subject"] = subject
+    mail["Message-ID"] = make_msgid(domain="example.org")
+    for name, value in headers.items():
+        mail[name.replace("_", "-")] = value
+    mail.set_content(text)
+    return mail
+
+
+def conversations(client: TestClient, world: World, inbox: str) -> list[dict]:  # type: ignore[type-arg]
+    page = client.get("/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob))
+    return page.json()["items"]  # type: ignore[no-any-return]
+
+
+def test_a_mail_a_reply_and_the_answer_stay_in_one_conversation(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    first = customer_mail("Hi, my parcel has not arrived.")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert detail["messages"][0]["text"] == "Hi, my parcel has not arrived."
+    customer = client.get(
+        f"/api/v1/customers/{conv['customer_id']}", headers=auth(world.bob)
+    ).json()
+    assert customer["email"] == "dana@example.org"
+
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "It ships today."},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    from email import message_from_bytes, policy
+
+    [sent] = [message_from_bytes(raw, policy=policy.default) for raw in outbox[0].messages]
+    assert sent["To"] == "dana@example.org"
+    assert sent["In-Reply-To"] == first["Message-ID"]
+    assert first["Message-ID"] in sent["References"]
+    assert sent["Reply-To"].startswith(f"support+c{conv['id']}@")
+    assert sent.get_body(("plain",)).get_content().strip() == "It ships today."
+    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert out["status"] == "sent" and out["external_id"] == sent["Message-ID"]
+
+    # The customer answers from another client, with a new subject, quoting us.
+    answer = customer_mail(
+        "Great, thanks!\n\n"
+        "On Mon, 1 Jan 2026 at 10:00, Support <support@acme.test> wrote:\n> It ships today.\n",
+        subject="thanks",
+        In_Reply_To=sent["Message-ID"],
+        References=f"{first['Message-ID']} {sent['Message-ID']}",
+    )
+    send(smtp_port, answer)
+    assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
+    last = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert last["text"] == "Great, thanks!"
+    assert "It ships today." in last["meta"]["email"]["full_text"]
+
+
+def test_a_reply_to_our_address_token_threads_even_without_headers(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    send(smtp_port, customer_mail("first"))
+    [conv] = conversations(client, world, mail_inbox)
+    reply = customer_mail("second, from a mailer that drops In-Reply-To", subject="New subject")
+    del reply["To"]
+    reply["To"] = f"support+c{conv['id']}@acme.test"
+    send(smtp_port, reply)
+    assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
+
+
+def test_an_auto_reply_is_recorded_but_never_reopens(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    first = customer_mail("hello")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    )
+    ooo = customer_mail(
+        "I am out of office until Monday.",
+        subject="Out of office",
+        Auto_Submitted="auto-replied",
+        In_Reply_To=first["Message-ID"],
+    )
+    send(smtp_port, ooo)
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert detail["status"] == "resolved"
+    assert detail["messages"][-1]["meta"]["email"]["auto_reply"] is True
+
+
+def test_a_bounce_marks_our_message_failed(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    send(smtp_port, customer_mail("hello"))
+    [conv] = conversations(client, world, mail_inbox)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "answer"},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    ours = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    dsn = EmailMessage()
+    dsn["From"] = "Mail Delivery System <MAILER-DAEMON@example.org>"
+    dsn["To"] = "support@acme.test"
+    dsn["Subject"] = "Undelivered Mail Returned to Sender"
+    dsn["Message-ID"] = make_msgid(domain="example.org")
+    dsn.set_content("This is the mail system. Your message could not be delivered.")
+    report = EmailMessage()
+    report.make_mixed()
+    for name in ("From", "To", "Subject", "Message-ID"):
+        report[name] = dsn[name]
+    report.replace_header("Content-Type", "multipart/report; report-type=delivery-status")
+    report.attach(dsn)
+    headers = EmailMessage()
+    headers.set_content(
+        f"Message-ID: {ours['external_id']}\nTo: dana@example.org\n", subtype="rfc822-headers"
+    )
+    report.attach(headers)
+    send(smtp_port, report)
+    after = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    failed = [m for m in after["messages"] if m["id"] == ours["id"]][0]
+    assert failed["status"] == "failed" and "bounced" in failed["error"]
+    assert after["status"] == "open"  # the bounce itself reopens nothing
+
+
+def test_the_same_mail_delivered_twice_is_stored_once(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    mail = customer_mail("once")
+    send(smtp_port, mail)
+    send(smtp_port, mail)
+    [conv] = conversations(client, world, mail_inbox)
+    assert conv["messages_count"] == 1
+
+
+def test_mail_to_an_unknown_address_is_refused(smtp_port: int, mail_inbox: str) -> None:
+    mail = customer_mail("hello")
+    del mail["To"]
+    mail["To"] = "nobody@acme.test"
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send(smtp_port, mail)
+
+
+def _eval(*args: str) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run(
+        [sys.executable, "-m", "rapport.cli", "eval", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_every_shared_email_is_stored_with_its_body() -> None:
+    if not (DATA / "emails").exists():
+        pytest.skip("../shared/data/emails is absent")
+    figures = _eval("emails", str(DATA / "emails"))
+    assert figures["failed"] == 0 and figures["stored"] == figures["files"] > 100
+    assert figures["empty_body"] <= 1  # bad_date_header.eml has no body at all
+
+
+def test_reply_stripping_scores_on_the_shared_cases() -> None:
+    cases = DATA / "reply_stripping" / "cases.jsonl"
+    if not cases.exists():
+        pytest.skip("../shared/data/reply_stripping is absent")
+    figures = _eval("replies", str(cases))
+    assert figures["cases"] == 72 and figures["rate"] > 0.85
