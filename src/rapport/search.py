@@ -114,13 +114,16 @@ def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50)
         if not terms:
             return []
         q = " & ".join(f"{w}:*" for w in terms)
+        # Newest matching messages first, bounded, then their conversations: the same
+        # shape as on SQLite, and no join the planner could turn into a scan.
         sql = text(
-            "SELECT c.id FROM messages m JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE to_tsvector('simple', m.text) @@ to_tsquery('simple', :q) "
-            "AND m.workspace_id = :ws "
-            "GROUP BY c.id ORDER BY MAX(c.last_activity_at) DESC LIMIT :limit"
+            "SELECT conversation_id FROM ("
+            "  SELECT m.conversation_id, m.created_at FROM messages m"
+            "  WHERE to_tsvector('simple', m.text) @@ to_tsquery('simple', :q)"
+            "  AND m.workspace_id = :ws ORDER BY m.created_at DESC LIMIT :scan"
+            ") hits GROUP BY conversation_id ORDER BY MAX(created_at) DESC LIMIT :limit"
         )
-        params = {"q": q, "ws": workspace_id, "limit": limit}
+        params = {"q": q, "ws": workspace_id, "limit": limit, "scan": limit * 20}
     return [row[0] for row in db.execute(sql, params)]
 
 
