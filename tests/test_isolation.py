@@ -86,7 +86,9 @@ def _routes(client: TestClient) -> list[tuple[str, str]]:
     return [
         (method.upper(), path)
         for path, ops in sorted(paths.items())
-        if "{" in path
+        # Provider webhooks carry no member credentials: their signatures are their
+        # check (tests/channels/test_whatsapp.py).
+        if "{" in path and not path.startswith("/webhooks/")
         for method in sorted(ops)
     ]
 

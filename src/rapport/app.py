@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.auth import views as auth_views
     from rapport.automation import views as automation_views
     from rapport.channels import views as channel_views
+    from rapport.channels import webhooks
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
     from rapport.notifications import views as notification_views
@@ -81,6 +82,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         web_views,
         automation_views,
         notification_views,
+        webhooks,
     ):
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)

@@ -2,7 +2,7 @@
 
 from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
-from rapport.channels.models import Inbox
+from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.conversations.models import (
     Attachment,
     CannedResponse,
@@ -49,6 +49,7 @@ __all__ = [
     "Notification",
     "StreamEvent",
     "Team",
+    "UnparsedPayload",
     "TeamMember",
     "User",
     "Workspace",

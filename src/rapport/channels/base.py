@@ -5,6 +5,7 @@ Inbound, a channel turns its provider's payload into ``ingest.InboundMessage``; 
 failure is worth retrying.
 """
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +53,9 @@ class Channel(Protocol):
 
 
 _CHANNELS: dict[str, Channel] = {}
+# Channel packages; importing one registers it.
+PACKAGES = ("rapport.channels.api", "rapport.channels.email", "rapport.channels.whatsapp")
+_loaded = False
 
 
 def register(channel: Channel) -> Channel:
@@ -59,9 +63,19 @@ def register(channel: Channel) -> Channel:
     return channel
 
 
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in PACKAGES:
+            importlib.import_module(module)
+
+
 def get(name: str) -> Channel | None:
+    _load()
     return _CHANNELS.get(name)
 
 
 def names() -> list[str]:
+    _load()
     return sorted(_CHANNELS)

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session, aliased
 from rapport import pagination
 from rapport.auth.models import Membership, Role, Team
 from rapport.automation import service as automation
+from rapport.channels import base as channels
+from rapport.channels.models import Inbox
 from rapport.conversations import routing, sla
 from rapport.conversations.models import (
     Conversation,
@@ -259,6 +261,13 @@ def reply(
 ) -> Message:
     """Queue an outbound reply: the message row and its ``deliver`` job commit together."""
     now = utcnow()
+    inbox = db.get(Inbox, conversation.inbox_id)
+    channel = channels.get(inbox.channel) if inbox else None
+    check = getattr(channel, "check_reply", None)
+    if check is not None and kind != MessageKind.note:
+        reason = check(last_inbound_at=conversation.last_inbound_at, now=now, template=False)
+        if reason:
+            raise Invalid(reason)
     sender_type = "bot" if kind == MessageKind.bot else ("user" if author_id else "system")
     msg = add_message(
         db,
@@ -524,3 +533,30 @@ def unread_counts(db: Session, *, workspace_id: str, user_id: str) -> dict[str, 
     )
     mine, unassigned, everyone = db.execute(stmt).one()
     return {"mine": int(mine), "unassigned": int(unassigned), "all": int(everyone)}
+
+
+_ORDER = {
+    DeliveryStatus.queued: 0,
+    DeliveryStatus.sent: 1,
+    DeliveryStatus.delivered: 2,
+    DeliveryStatus.read: 3,
+}
+
+
+def update_delivery(
+    db: Session, *, inbox_id: str, external_id: str, status: DeliveryStatus, error: str | None
+) -> Message | None:
+    """A provider's status callback: move our message forward (never back), or fail it."""
+    msg = db.scalar(
+        select(Message).where(Message.inbox_id == inbox_id, Message.external_id == external_id)
+    )
+    if msg is None or msg.direction != Direction.outbound:
+        return None
+    if status == DeliveryStatus.failed:
+        msg.status, msg.error = status, error or "the provider reported a failure"
+    elif _ORDER.get(status, 0) > _ORDER.get(msg.status, -1):
+        msg.status = status
+    else:
+        return msg
+    emit(db, workspace_id=msg.workspace_id, type="message.updated", payload=message_payload(msg))
+    return msg

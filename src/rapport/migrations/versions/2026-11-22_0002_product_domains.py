@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 16:44:28.550263
+Create Date: 2026-11-22 16:55:48.432046
 """
 
 from collections.abc import Sequence
@@ -197,6 +197,33 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "unparsed_payloads",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("workspace_id", sa.String(length=32), nullable=False),
+        sa.Column("inbox_id", sa.String(length=32), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=False),
+        sa.Column("created_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["inbox_id"],
+            ["inboxes.id"],
+            name=op.f("fk_unparsed_payloads_inbox_id_inboxes"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_unparsed_payloads_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_unparsed_payloads")),
+    )
+    with op.batch_alter_table("unparsed_payloads", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_unparsed_payloads_workspace_id"), ["workspace_id"], unique=False
+        )
+
+    op.create_table(
         "conversation_reads",
         sa.Column("user_id", sa.String(length=32), nullable=False),
         sa.Column("conversation_id", sa.String(length=32), nullable=False),
@@ -343,6 +370,10 @@ def downgrade() -> None:
 
     op.drop_table("conversation_slas")
     op.drop_table("conversation_reads")
+    with op.batch_alter_table("unparsed_payloads", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_unparsed_payloads_workspace_id"))
+
+    op.drop_table("unparsed_payloads")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_webhook_deliveries_hook_time")
 

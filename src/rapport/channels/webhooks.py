@@ -1,0 +1,104 @@
+"""Provider webhooks: ``/webhooks/{channel}/{inbox_id}``. Verified first; nothing of a
+forged call is stored; what cannot be parsed is kept raw and flagged."""
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+
+from rapport.channels import whatsapp
+from rapport.channels.models import Inbox, UnparsedPayload
+from rapport.conversations import service as conversations
+from rapport.conversations.models import DeliveryStatus
+from rapport.crypto import SecretBox
+from rapport.db import Database
+from rapport.ingest import IngestWriter
+from rapport.problems import Forbidden, NotFound, Problem
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+log = logging.getLogger(__name__)
+
+
+def _inbox(
+    database: Database, box: SecretBox, channel: str, inbox_id: str
+) -> tuple[Inbox, dict[str, Any]]:
+    with database.session(write=False) as db:
+        inbox = db.get(Inbox, inbox_id)
+        if inbox is None or inbox.channel != channel or not inbox.enabled:
+            raise NotFound("inbox")
+        db.expunge(inbox)
+    return inbox, box.decrypt_json(inbox.secrets_encrypted)
+
+
+@router.get("/{channel}/{inbox_id}", response_class=PlainTextResponse)
+async def verify(channel: str, inbox_id: str, request: Request) -> str:
+    """The provider's subscription handshake (Meta: echo hub.challenge for our verify token)."""
+    inbox, secrets = await run_in_threadpool(
+        _inbox, request.app.state.database, request.app.state.box, channel, inbox_id
+    )
+    q = request.query_params
+    if channel == "whatsapp" and q.get("hub.mode") == "subscribe":
+        if secrets.get("verify_token") and q.get("hub.verify_token") == secrets["verify_token"]:
+            return q.get("hub.challenge", "")
+    raise Forbidden("verification failed")
+
+
+@router.post("/{channel}/{inbox_id}")
+async def receive(channel: str, inbox_id: str, request: Request) -> Response:
+    """Provider events: messages go through the ingest path, statuses move our messages."""
+    database: Database = request.app.state.database
+    inbox, secrets = await run_in_threadpool(
+        _inbox, database, request.app.state.box, channel, inbox_id
+    )
+    body = await request.body()
+    if channel == "whatsapp":
+        if not whatsapp.valid_signature(
+            str(secrets.get("app_secret", "")), body, request.headers.get("x-hub-signature-256")
+        ):
+            raise Problem(
+                401, "bad-signature", "the X-Hub-Signature-256 header does not match this body"
+            )
+        try:
+            payload = json.loads(body)
+            messages, statuses = whatsapp.parse(payload, inbox_id=inbox.id)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            await run_in_threadpool(_keep_unparsed, database, inbox, body, exc)
+            return Response(status_code=200)  # acknowledged: the provider must not retry forever
+    else:
+        raise NotFound("channel")
+    writer: IngestWriter = request.app.state.ingest
+    for msg in messages:
+        await writer.submit(msg)
+    if statuses:
+        await run_in_threadpool(_apply_statuses, database, inbox.id, statuses)
+    return Response(status_code=200)
+
+
+def _keep_unparsed(database: Database, inbox: Inbox, body: bytes, exc: Exception) -> None:
+    with database.session() as db:
+        db.add(
+            UnparsedPayload(
+                workspace_id=inbox.workspace_id,
+                inbox_id=inbox.id,
+                body=body.decode("utf-8", errors="replace"),
+                error=f"{type(exc).__name__}: {exc}"[:1000],
+            )
+        )
+    log.warning(
+        "webhook payload not parsed", extra={"event": "webhook.unparsed", "inbox_id": inbox.id}
+    )
+
+
+def _apply_statuses(database: Database, inbox_id: str, statuses: list[dict[str, Any]]) -> None:
+    with database.session() as db:
+        for s in statuses:
+            conversations.update_delivery(
+                db,
+                inbox_id=inbox_id,
+                external_id=s["external_id"],
+                status=DeliveryStatus(s["status"]),
+                error=s["error"],
+            )

@@ -1,0 +1,180 @@
+"""WhatsApp Cloud API: webhooks in (verified with the app secret), messages out.
+
+Inbound: Meta's ``GET`` verification handshake, then ``POST`` events signed with
+``X-Hub-Signature-256: sha256=<HMAC-SHA256(app secret, raw body)>``. Each event holds
+``messages`` (what customers wrote) and ``statuses`` (what became of ours). Outbound:
+``POST {api_base_url}/{phone_number_id}/messages``. Outside the 24-hour customer-service
+window only an approved template may be sent.
+"""
+
+import hmac
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from rapport.channels import base
+from rapport.crypto import hmac_sha256_hex
+from rapport.customers.identity import InvalidHandle, handle
+from rapport.customers.models import IdentityKind
+from rapport.ingest import InboundMessage
+
+DEFAULT_API = "https://graph.facebook.com/v21.0"
+WINDOW = timedelta(hours=24)
+_STATUSES = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
+
+
+def valid_signature(app_secret: str, body: bytes, header: str | None) -> bool:
+    """Whether ``X-Hub-Signature-256`` is the HMAC of this exact body with the app secret."""
+    if not header or not header.startswith("sha256=") or not app_secret:
+        return False
+    return hmac.compare_digest(header.removeprefix("sha256="), hmac_sha256_hex(app_secret, body))
+
+
+def _text_of(msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Readable text for any message type, and what else it carried."""
+    kind = msg.get("type", "unknown")
+    extra: dict[str, Any] = {"whatsapp_type": kind}
+    if kind == "text":
+        return str(msg.get("text", {}).get("body", "")), extra
+    if kind in ("image", "video", "audio", "document", "sticker"):
+        media = msg.get(kind, {})
+        extra["media"] = {k: media.get(k) for k in ("id", "mime_type", "sha256", "filename")}
+        caption = media.get("caption") or media.get("filename") or ""
+        return (f"[{kind}] {caption}").strip(), extra
+    if kind == "location":
+        loc = msg.get("location", {})
+        extra["location"] = loc
+        name = " ".join(str(loc.get(k, "")) for k in ("name", "address")).strip()
+        return f"[location] {name} ({loc.get('latitude')}, {loc.get('longitude')})".strip(), extra
+    if kind == "contacts":
+        extra["contacts"] = msg.get("contacts", [])
+        names = [c.get("name", {}).get("formatted_name", "") for c in msg.get("contacts", [])]
+        return "[contact] " + ", ".join(n for n in names if n), extra
+    if kind == "reaction":
+        reaction = msg.get("reaction", {})
+        extra["reaction"] = reaction
+        return f"[reaction] {reaction.get('emoji', '')}", extra
+    if kind == "button":
+        return str(msg.get("button", {}).get("text", "")), extra
+    if kind == "interactive":
+        reply = msg.get("interactive", {})
+        chosen = reply.get("button_reply") or reply.get("list_reply") or {}
+        return str(chosen.get("title", "")), extra
+    return f"[{kind}]", extra
+
+
+def parse(
+    payload: dict[str, Any], *, inbox_id: str
+) -> tuple[list[InboundMessage], list[dict[str, Any]]]:
+    """Inbound messages and status updates of one webhook call."""
+    messages: list[InboundMessage] = []
+    statuses: list[dict[str, Any]] = []
+    for entry in payload.get("entry", []):
+        for change in entry.get("changes", []):
+            value = change.get("value", {})
+            names = {
+                c.get("wa_id"): c.get("profile", {}).get("name", "")
+                for c in value.get("contacts", [])
+            }
+            for msg in value.get("messages", []):
+                wa_id = str(msg["from"])
+                handles = [handle(IdentityKind.whatsapp, wa_id)]
+                try:  # the WhatsApp id is the phone number: the same person as SMS and calls
+                    handles.append(handle(IdentityKind.phone, "+" + wa_id))
+                except InvalidHandle:
+                    pass
+                text, extra = _text_of(msg)
+                sent_at = None
+                if msg.get("timestamp"):
+                    from datetime import UTC
+
+                    sent_at = datetime.fromtimestamp(int(msg["timestamp"]), UTC)
+                messages.append(
+                    InboundMessage(
+                        inbox_id=inbox_id,
+                        external_id=str(msg["id"]),
+                        handles=handles,
+                        text=text,
+                        sender_name=names.get(wa_id, ""),
+                        sent_at=sent_at,
+                        meta=extra,
+                        expect_channel="whatsapp",
+                    )
+                )
+            for status in value.get("statuses", []):
+                errors = status.get("errors") or []
+                statuses.append(
+                    {
+                        "external_id": str(status.get("id")),
+                        "status": _STATUSES.get(str(status.get("status")), "sent"),
+                        "error": "; ".join(
+                            f"{e.get('code')}: {e.get('title') or e.get('message', '')}"
+                            for e in errors
+                        )
+                        or None,
+                    }
+                )
+    return messages, statuses
+
+
+class WhatsAppChannel:
+    name = "whatsapp"
+    secret_fields = frozenset({"access_token", "app_secret", "verify_token"})
+
+    def check_reply(
+        self, *, last_inbound_at: datetime | None, now: datetime, template: bool
+    ) -> str | None:
+        """Why a reply may not be sent now (None when it may)."""
+        if template:
+            return None
+        if last_inbound_at is None or now - last_inbound_at > WINDOW:
+            return (
+                "the customer last wrote more than 24 hours ago: WhatsApp only allows an "
+                "approved template message outside the customer-service window"
+            )
+        return None
+
+    def send(self, out: base.Outbound) -> base.SendResult:
+        settings = out.inbox.settings
+        phone_number_id = settings.get("phone_number_id")
+        token = out.secrets.get("access_token")
+        to = next((i.value for i in out.identities if i.kind == IdentityKind.whatsapp), None)
+        if not phone_number_id or not token:
+            raise base.DeliveryError(
+                "the inbox is missing phone_number_id or access_token", permanent=True
+            )
+        if not to:
+            raise base.DeliveryError("the customer has no WhatsApp number", permanent=True)
+        template = out.message.meta.get("template")
+        body: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+        }
+        if template:
+            body |= {"type": "template", "template": template}
+        else:
+            body |= {"type": "text", "text": {"preview_url": False, "body": out.message.text}}
+        api = str(settings.get("api_base_url") or DEFAULT_API).rstrip("/")
+        url = f"{api}/{phone_number_id}/messages"
+        try:
+            resp = httpx.post(
+                url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20
+            )
+        except httpx.HTTPError as exc:
+            raise base.DeliveryError(f"WhatsApp unreachable: {type(exc).__name__}") from exc
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise base.DeliveryError(f"WhatsApp answered {resp.status_code}")
+        if resp.status_code >= 400:
+            try:
+                err = resp.json().get("error", {})
+                reason = f"{err.get('code')}: {err.get('message')}"
+            except ValueError:
+                reason = resp.text[:200]
+            raise base.DeliveryError(f"WhatsApp refused the message ({reason})", permanent=True)
+        ids = [m.get("id") for m in resp.json().get("messages", [])]
+        return base.SendResult(external_id=ids[0] if ids else None)
+
+
+CHANNEL = base.register(WhatsAppChannel())

@@ -1,0 +1,345 @@
+"""WhatsApp Cloud API: documented payloads, real signatures, a stand-in Graph API."""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+
+from rapport.channels.models import UnparsedPayload
+from rapport.config import Settings
+from rapport.conversations.models import Conversation, Message
+from rapport.db import Database, utcnow
+from rapport.jobs.worker import Worker
+from tests.conftest import auth
+from tests.factories import World
+
+APP_SECRET = "meta-app-secret-for-tests"
+
+
+class Graph(BaseHTTPRequestHandler):
+    """Stands in for graph.facebook.com: records calls, answers as the Cloud API does."""
+
+    calls: list[tuple[str, dict[str, str], dict]] = []  # type: ignore[type-arg]
+    answer = 200
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls.append((self.path, dict(self.headers), body))
+        status = type(self).answer
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        if status == 200:
+            out = {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                "messages": [{"id": f"wamid.OUT{len(type(self).calls)}"}],
+            }
+        else:
+            out = {
+                "error": {
+                    "message": "(#131026) Message undeliverable",
+                    "type": "OAuthException",
+                    "code": 131026,
+                }
+            }
+        self.wfile.write(json.dumps(out).encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def graph() -> Iterator[tuple[str, type[Graph]]]:
+    handler = type("G", (Graph,), {"calls": [], "answer": 200})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v21.0", handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def inbox(client: TestClient, world: World, graph: tuple[str, type[Graph]]) -> str:
+    r = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "WhatsApp",
+            "channel": "whatsapp",
+            "settings": {
+                "phone_number_id": "106540352242922",
+                "access_token": "EAAG-test-token",
+                "app_secret": APP_SECRET,
+                "verify_token": "my-verify-token",
+                "api_base_url": graph[0],
+            },
+        },
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    assert sorted(r.json()["secrets_set"]) == ["access_token", "app_secret", "verify_token"]
+    return str(r.json()["id"])
+
+
+def message_event(
+    wamid: str, text: str, wa_id: str = "16505551234", name: str = "Kerry Fisher"
+) -> dict:  # type: ignore[type-arg]
+    """The shape Meta documents for an inbound text message notification."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550783881",
+                                "phone_number_id": "106540352242922",
+                            },
+                            "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
+                            "messages": [
+                                {
+                                    "from": wa_id,
+                                    "id": wamid,
+                                    "timestamp": str(int(time.time())),
+                                    "text": {"body": text},
+                                    "type": "text",
+                                }
+                            ],
+                        },
+                        "field": "messages",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def status_event(wamid: str, status: str, errors: list[dict] | None = None) -> dict:  # type: ignore[type-arg]
+    value: dict = {
+        "messaging_product": "whatsapp",  # type: ignore[type-arg]
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "statuses": [
+            {
+                "id": wamid,
+                "status": status,
+                "timestamp": str(int(time.time())),
+                "recipient_id": "16505551234",
+            }
+        ],
+    }
+    if errors:
+        value["statuses"][0]["errors"] = errors
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"value": value, "field": "messages"}]}],
+    }
+
+
+def post_signed(client: TestClient, inbox: str, payload: dict, secret: str = APP_SECRET):  # type: ignore[no-untyped-def, type-arg]
+    body = json.dumps(payload).encode()
+    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return client.post(
+        f"/webhooks/whatsapp/{inbox}",
+        content=body,
+        headers={"X-Hub-Signature-256": sig, "Content-Type": "application/json"},
+    )
+
+
+def count(database: Database, model: type) -> int:
+    with database.session(write=False) as db:
+        return int(db.scalar(select(func.count()).select_from(model)) or 0)  # type: ignore[arg-type]
+
+
+def test_the_verification_handshake_echoes_the_challenge_for_our_token(
+    client: TestClient, inbox: str
+) -> None:
+    ok = client.get(
+        f"/webhooks/whatsapp/{inbox}",
+        params={
+            "hub.mode": "subscribe",
+            "hub.verify_token": "my-verify-token",
+            "hub.challenge": "1158201444",
+        },
+    )
+    assert ok.status_code == 200 and ok.text == "1158201444"
+    bad = client.get(
+        f"/webhooks/whatsapp/{inbox}",
+        params={"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "x"},
+    )
+    assert bad.status_code == 403
+
+
+def test_a_signed_message_lands_in_a_conversation_and_a_retry_is_stored_once(
+    client: TestClient, world: World, inbox: str, database: Database
+) -> None:
+    payload = message_event("wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdBRDE", "Is my order on its way?")
+    assert post_signed(client, inbox, payload).status_code == 200
+    assert post_signed(client, inbox, payload).status_code == 200  # Meta retries
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert [m["text"] for m in detail["messages"]] == ["Is my order on its way?"]
+    customer = client.get(
+        f"/api/v1/customers/{conv['customer_id']}", headers=auth(world.bob)
+    ).json()
+    assert customer["name"] == "Kerry Fisher" and customer["phone"] == "+16505551234"
+    assert {i["kind"] for i in customer["identities"]} == {"whatsapp", "phone"}
+
+
+@pytest.mark.parametrize("secret", ["wrong-secret", None])
+def test_a_forged_or_missing_signature_is_refused_and_nothing_is_stored(
+    client: TestClient, inbox: str, database: Database, secret: str | None
+) -> None:
+    before = count(database, Message)
+    payload = message_event("wamid.FORGED", "give me a refund")
+    if secret is None:
+        r = client.post(f"/webhooks/whatsapp/{inbox}", json=payload)
+    else:
+        r = post_signed(client, inbox, payload, secret=secret)
+    assert r.status_code == 401 and r.json()["type"].endswith("/bad-signature")
+    assert count(database, Message) == before
+
+
+def test_an_unreadable_payload_is_kept_raw_and_flagged(
+    client: TestClient, inbox: str, database: Database
+) -> None:
+    r = post_signed(
+        client, inbox, {"entry": [{"changes": [{"value": {"messages": [{"no": "from"}]}}]}]}
+    )
+    assert r.status_code == 200
+    with database.session(write=False) as db:
+        [row] = list(db.scalars(select(UnparsedPayload)))
+    assert '"no": "from"' in row.body and "KeyError" in row.error
+
+
+def test_a_reply_goes_to_the_graph_api_and_statuses_move_it(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    post_signed(client, inbox, message_event("wamid.IN1", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Hi Kerry!"},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    [(path, headers, body)] = graph[1].calls
+    assert path == "/v21.0/106540352242922/messages"
+    assert headers["Authorization"] == "Bearer EAAG-test-token"
+    assert body == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "16505551234",
+        "type": "text",
+        "text": {"preview_url": False, "body": "Hi Kerry!"},
+    }
+    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert out["status"] == "sent" and out["external_id"] == "wamid.OUT1"
+    post_signed(client, inbox, status_event("wamid.OUT1", "delivered"))
+    post_signed(client, inbox, status_event("wamid.OUT1", "read"))
+    post_signed(client, inbox, status_event("wamid.OUT1", "delivered"))  # late: never goes back
+    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert out["status"] == "read"
+
+
+def test_a_refused_message_fails_with_the_providers_reason(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    graph[1].answer = 400
+    post_signed(client, inbox, message_event("wamid.IN2", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages", json={"text": "Hi"}, headers=auth(world.bob)
+    )
+    Worker(database, settings).run_until_idle()
+    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert out["status"] == "failed" and "131026" in out["error"]
+
+
+def test_outside_the_24_hour_window_a_free_text_reply_is_refused(
+    client: TestClient, world: World, inbox: str, database: Database
+) -> None:
+    post_signed(client, inbox, message_event("wamid.IN3", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    with database.session() as db:
+        db.execute(
+            update(Conversation)
+            .where(Conversation.id == conv["id"])
+            .values(last_inbound_at=utcnow() - timedelta(hours=25))
+        )
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Still there?"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422 and "24 hours" in r.json()["detail"]
+    note = client.post(
+        f"/api/v1/conversations/{conv['id']}/notes",
+        json={"text": "needs a template"},
+        headers=auth(world.bob),
+    )
+    assert note.status_code == 201
+
+
+def test_media_location_and_reactions_are_readable(
+    client: TestClient, world: World, inbox: str
+) -> None:
+    event = message_event("wamid.LOC", "")
+    msg = event["entry"][0]["changes"][0]["value"]["messages"][0]
+    msg.pop("text")
+    msg.update(
+        {
+            "type": "location",
+            "location": {
+                "latitude": 38.9,
+                "longitude": -77.0,
+                "name": "Office",
+                "address": "1 Main St",
+            },
+        }
+    )
+    post_signed(client, inbox, event)
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    last = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert (
+        last["text"].startswith("[location] Office 1 Main St")
+        and last["meta"]["location"]["latitude"] == 38.9
+    )
