@@ -1,6 +1,9 @@
 """The agent's day in a real browser: 2FA login, a message arriving live, the customer's
 history beside it, a canned reply, a note that notifies a colleague, resolve, search."""
 
+import hashlib
+import hmac
+import json
 import re
 
 import pyotp
@@ -8,9 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rapport.auth.models import Role
+from rapport.channels.email import ingest_email
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.workspaces import service as workspaces
+from tests.channels.test_whatsapp import APP_SECRET, message_event
 from tests.conftest import auth
 from tests.factories import PASSWORD, World
 from tests.web.conftest import ARTIFACTS, LiveServer
@@ -19,7 +24,9 @@ expect = pytest.importorskip("playwright.sync_api", reason="playwright not insta
 
 
 @pytest.fixture
-def ready(world: World, database: Database, client: TestClient) -> dict[str, str]:
+def ready(
+    world: World, database: Database, client: TestClient, settings: Settings
+) -> dict[str, str]:
     """bob with two-factor on, carol as a colleague, a canned response, an email history."""
     with database.session() as db:
         workspaces.add_member(
@@ -42,22 +49,40 @@ def ready(world: World, database: Database, client: TestClient) -> dict[str, str
         json={"shortcut": "thanks", "text": "Thanks {{ customer.first_name }}, we are on it."},
         headers=auth(world.alice),
     )
-    # Earlier, the same customer wrote by email (through another inbox).
+    # Earlier, the same customer wrote by email, through the email channel.
     mail = client.post(
-        "/api/v1/inboxes", json={"name": "Email", "channel": "api"}, headers=auth(world.alice)
+        "/api/v1/inboxes",
+        json={"name": "Email", "channel": "email", "settings": {"address": "help@acme.test"}},
+        headers=auth(world.alice),
     ).json()
+    raw = (
+        b"From: Maria Lopez <maria@example.com>\r\nTo: help@acme.test\r\nSubject: Parcel\r\n"
+        b"Message-ID: <parcel-1@example.com>\r\n\r\nMy parcel never arrived\r\n"
+    )
+    with database.session() as db:
+        ingest_email(db, raw, inbox_id=mail["id"], settings=settings)
+    # She has also given us her phone number, so WhatsApp finds the same customer.
+    maria = client.get(
+        "/api/v1/customers", params={"q": "maria@example.com"}, headers=auth(world.bob)
+    )
     client.post(
-        f"/api/v1/inboxes/{mail['id']}/messages",
-        json={
-            "external_id": "mail-1",
-            "text": "My parcel never arrived",
-            "subject": "Parcel",
-            "from": {"name": "Maria Lopez", "email": "maria@example.com", "phone": "+34600111222"},
-        },
+        f"/api/v1/customers/{maria.json()['items'][0]['id']}/identities",
+        json={"kind": "phone", "value": "+34600111222", "verified": True},
         headers=auth(world.bob),
     )
     wa = client.post(
-        "/api/v1/inboxes", json={"name": "WhatsApp", "channel": "api"}, headers=auth(world.alice)
+        "/api/v1/inboxes",
+        json={
+            "name": "WhatsApp",
+            "channel": "whatsapp",
+            "settings": {
+                "phone_number_id": "106540352242922",
+                "access_token": "t",
+                "app_secret": APP_SECRET,
+                "verify_token": "v",
+            },
+        },
+        headers=auth(world.alice),
     ).json()
     return {"secret": secret, "wa_inbox": wa["id"]}
 
@@ -80,19 +105,27 @@ def test_an_agents_day_in_the_browser(
     page.goto(f"{live_server.url}/app/inbox?view=all")
     page.wait_for_timeout(300)  # the stream connects
 
-    # A message arrives while bob looks at the inbox: it appears without a reload.
+    # A WhatsApp message arrives while bob looks at the inbox: it appears without a reload.
     import httpx
 
+    body = json.dumps(
+        message_event(
+            "wamid.LIVE1", "Hola, any news on my parcel?", wa_id="34600111222", name="Maria Lopez"
+        )
+    ).encode()
+    signature = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
     r = httpx.post(
-        f"{live_server.url}/api/v1/inboxes/{ready['wa_inbox']}/messages",
-        json={
-            "external_id": "wamid.1",
-            "text": "Hola, any news on my parcel?",
-            "from": {"name": "Maria Lopez", "phone": "+34 600 111 222"},
-        },
-        headers=auth(world.alice),
+        f"{live_server.url}/webhooks/whatsapp/{ready['wa_inbox']}",
+        content=body,
+        headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
     )
-    conv = r.json()["conversation_id"]
+    assert r.status_code == 200
+    convs = httpx.get(
+        f"{live_server.url}/api/v1/conversations",
+        params={"inbox_id": ready["wa_inbox"]},
+        headers=auth(world.alice),
+    ).json()["items"]
+    conv = convs[0]["id"]
     page.wait_for_selector(f'#conversation-list li[data-id="{conv}"]', timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
 
