@@ -240,19 +240,21 @@ def search(
                 values.add(ident.normalize(kind, term))
             except ident.InvalidHandle:
                 pass
-        by_handle = select(Identity.customer_id).where(
-            Identity.workspace_id == workspace_id, Identity.value.in_(values)
-        )
         # Words of the name, email or phone through the full-text index; handles exactly.
-        matches = [
-            Customer.id.in_(search_index.customer_ids(db, workspace_id=workspace_id, q=term)),
-            Customer.id.in_(by_handle),
-        ]
+        # The candidates are gathered first, so the page query never walks the table.
+        candidates = set(search_index.customer_ids(db, workspace_id=workspace_id, q=term))
+        candidates |= set(
+            db.scalars(
+                select(Identity.customer_id).where(
+                    Identity.workspace_id == workspace_id, Identity.value.in_(values)
+                )
+            )
+        )
         digits = "".join(ch for ch in term if ch.isdigit())
         if len(digits) >= 6 and not term.lstrip().startswith("+"):
             # A national number without its country code: match the end of known phones.
-            matches.append(
-                Customer.id.in_(
+            candidates |= set(
+                db.scalars(
                     select(Identity.customer_id).where(
                         Identity.workspace_id == workspace_id,
                         Identity.kind == IdentityKind.phone,
@@ -260,7 +262,9 @@ def search(
                     )
                 )
             )
-        stmt = stmt.where(or_(*matches))
+        if not candidates:
+            return [], None
+        stmt = stmt.where(Customer.id.in_(candidates))
     after = pagination.decode(cursor)
     if after:
         stmt = stmt.where(tuple_(Customer.last_seen_at, Customer.id) < after)
