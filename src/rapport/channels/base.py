@@ -7,11 +7,14 @@ failure is worth retrying.
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Message
 from rapport.customers.models import Customer, Identity
+
+if TYPE_CHECKING:
+    from rapport.ingest import InboundMessage
 
 
 class DeliveryError(Exception):
@@ -44,6 +47,32 @@ class SendResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A provider's webhook call as the channel needs it: the raw body for signatures, and
+    the URL the provider signed (the public URL, not whatever proxy forwarded it)."""
+
+    body: bytes
+    headers: dict[str, str]
+    url: str
+    form: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WebhookEvents:
+    messages: list["InboundMessage"] = field(default_factory=list)
+    # {"external_id", "status": sent/delivered/read/failed, "error"}
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+
+
+class WebhookChannel(Protocol):
+    """A channel that receives by webhook: it checks the provider's signature, then parses."""
+
+    def verify(self, *, secrets: dict[str, Any], request: WebhookRequest) -> bool: ...
+
+    def parse(self, request: WebhookRequest, *, inbox_id: str) -> WebhookEvents: ...
+
+
 class Channel(Protocol):
     name: str
     # Names of inbox settings that are credentials: stored encrypted, never shown back.
@@ -54,7 +83,14 @@ class Channel(Protocol):
 
 _CHANNELS: dict[str, Channel] = {}
 # Channel packages; importing one registers it.
-PACKAGES = ("rapport.channels.api", "rapport.channels.email", "rapport.channels.whatsapp")
+PACKAGES = (
+    "rapport.channels.api",
+    "rapport.channels.email",
+    "rapport.channels.whatsapp",
+    "rapport.channels.meta",
+    "rapport.channels.telegram",
+    "rapport.channels.twilio",
+)
 _loaded = False
 
 

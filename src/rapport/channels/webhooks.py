@@ -1,16 +1,16 @@
 """Provider webhooks: ``/webhooks/{channel}/{inbox_id}``. Verified first; nothing of a
 forged call is stored; what cannot be parsed is kept raw and flagged."""
 
-import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
-from rapport.channels import whatsapp
+from rapport.channels import base
 from rapport.channels.models import Inbox, UnparsedPayload
+from rapport.config import Settings
 from rapport.conversations import service as conversations
 from rapport.conversations.models import DeliveryStatus
 from rapport.crypto import SecretBox
@@ -20,6 +20,7 @@ from rapport.problems import Forbidden, NotFound, Problem
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
+_META = ("whatsapp", "messenger", "instagram")
 
 
 def _inbox(
@@ -36,11 +37,10 @@ def _inbox(
 @router.get("/{channel}/{inbox_id}", response_class=PlainTextResponse)
 async def verify(channel: str, inbox_id: str, request: Request) -> str:
     """The provider's subscription handshake (Meta: echo hub.challenge for our verify token)."""
-    inbox, secrets = await run_in_threadpool(
-        _inbox, request.app.state.database, request.app.state.box, channel, inbox_id
-    )
+    state = request.app.state
+    _, secrets = await run_in_threadpool(_inbox, state.database, state.box, channel, inbox_id)
     q = request.query_params
-    if channel == "whatsapp" and q.get("hub.mode") == "subscribe":
+    if channel in _META and q.get("hub.mode") == "subscribe":
         if secrets.get("verify_token") and q.get("hub.verify_token") == secrets["verify_token"]:
             return q.get("hub.challenge", "")
     raise Forbidden("verification failed")
@@ -49,31 +49,41 @@ async def verify(channel: str, inbox_id: str, request: Request) -> str:
 @router.post("/{channel}/{inbox_id}")
 async def receive(channel: str, inbox_id: str, request: Request) -> Response:
     """Provider events: messages go through the ingest path, statuses move our messages."""
-    database: Database = request.app.state.database
-    inbox, secrets = await run_in_threadpool(
-        _inbox, database, request.app.state.box, channel, inbox_id
-    )
+    state = request.app.state
+    database: Database = state.database
+    settings: Settings = state.settings
+    inbox, secrets = await run_in_threadpool(_inbox, database, state.box, channel, inbox_id)
+    found = base.get(channel)
+    if found is None or not hasattr(found, "verify"):
+        raise NotFound("webhook")
+    handler = cast(base.WebhookChannel, found)
     body = await request.body()
-    if channel == "whatsapp":
-        if not whatsapp.valid_signature(
-            str(secrets.get("app_secret", "")), body, request.headers.get("x-hub-signature-256")
-        ):
-            raise Problem(
-                401, "bad-signature", "the X-Hub-Signature-256 header does not match this body"
-            )
-        try:
-            payload = json.loads(body)
-            messages, statuses = whatsapp.parse(payload, inbox_id=inbox.id)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            await run_in_threadpool(_keep_unparsed, database, inbox, body, exc)
-            return Response(status_code=200)  # acknowledged: the provider must not retry forever
-    else:
-        raise NotFound("channel")
-    writer: IngestWriter = request.app.state.ingest
-    for msg in messages:
+    form: dict[str, str] = {}
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        form = {k: str(v) for k, v in (await request.form()).multi_items()}
+    # Providers that sign the URL sign the one they were given: our public URL.
+    url = settings.public_url.rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    call = base.WebhookRequest(
+        body=body, headers={k.lower(): v for k, v in request.headers.items()}, url=url, form=form
+    )
+    if not handler.verify(secrets=secrets, request=call):
+        raise Problem(401, "bad-signature", "the webhook signature does not match this request")
+    try:
+        events = handler.parse(call, inbox_id=inbox.id)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        await run_in_threadpool(_keep_unparsed, database, inbox, body, exc)
+        return Response(status_code=200)  # acknowledged: the provider must not retry forever
+    writer: IngestWriter = state.ingest
+    for msg in events.messages:
         await writer.submit(msg)
-    if statuses:
-        await run_in_threadpool(_apply_statuses, database, inbox.id, statuses)
+    if events.statuses:
+        await run_in_threadpool(_apply_statuses, database, inbox.id, events.statuses)
+    answer = getattr(handler, "webhook_answer", None)
+    if answer is not None:
+        content, media_type = answer
+        return Response(content, media_type=media_type)
     return Response(status_code=200)
 
 

@@ -8,6 +8,7 @@ window only an approved template may be sent.
 """
 
 import hmac
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -121,6 +122,17 @@ def parse(
 class WhatsAppChannel:
     name = "whatsapp"
     secret_fields = frozenset({"access_token", "app_secret", "verify_token"})
+
+    def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
+        return valid_signature(
+            str(secrets.get("app_secret", "")),
+            request.body,
+            request.headers.get("x-hub-signature-256"),
+        )
+
+    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
+        messages, statuses = parse(json.loads(request.body), inbox_id=inbox_id)
+        return base.WebhookEvents(messages=messages, statuses=statuses)
 
     def check_reply(
         self, *, last_inbound_at: datetime | None, now: datetime, template: bool

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 16:55:48.432046
+Create Date: 2026-11-22 17:00:26.223682
 """
 
 from collections.abc import Sequence

@@ -1,0 +1,122 @@
+"""Messenger and Instagram (Meta): page webhooks signed like WhatsApp's, replies through
+the Send API."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from rapport.channels import base
+from rapport.channels.whatsapp import valid_signature
+from rapport.customers.identity import handle
+from rapport.customers.models import IdentityKind
+from rapport.ingest import InboundMessage
+
+DEFAULT_API = "https://graph.facebook.com/v21.0"
+WINDOW = timedelta(hours=24)
+
+
+class MetaChannel:
+    secret_fields = frozenset({"page_access_token", "app_secret", "verify_token"})
+
+    def __init__(self, name: str, kind: IdentityKind) -> None:
+        self.name = name
+        self.kind = kind
+
+    def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
+        return valid_signature(
+            str(secrets.get("app_secret", "")),
+            request.body,
+            request.headers.get("x-hub-signature-256"),
+        )
+
+    def check_reply(
+        self, *, last_inbound_at: datetime | None, now: datetime, template: bool
+    ) -> str | None:
+        if last_inbound_at is None or now - last_inbound_at > WINDOW:
+            return (
+                "the customer last wrote more than 24 hours ago: "
+                "Meta's standard messaging window is closed"
+            )
+        return None
+
+    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
+        payload = json.loads(request.body)
+        events = base.WebhookEvents()
+        for entry in payload.get("entry", []):
+            for item in entry.get("messaging", []):
+                sender = str(item["sender"]["id"])
+                if "message" in item and not item["message"].get("is_echo"):
+                    m = item["message"]
+                    atts = m.get("attachments", [])
+                    text = m.get("text") or " ".join(
+                        f"[{a.get('type', 'attachment')}]" for a in atts
+                    )
+                    events.messages.append(
+                        InboundMessage(
+                            inbox_id=inbox_id,
+                            external_id=str(m["mid"]),
+                            handles=[handle(self.kind, sender)],
+                            text=text,
+                            sent_at=datetime.fromtimestamp(int(item["timestamp"]) / 1000, UTC)
+                            if item.get("timestamp")
+                            else None,
+                            meta={"attachments": atts} if atts else {},
+                            expect_channel=self.name,
+                        )
+                    )
+                elif "reaction" in item:
+                    r = item["reaction"]
+                    events.messages.append(
+                        InboundMessage(
+                            inbox_id=inbox_id,
+                            external_id=f"{r.get('mid')}:{r.get('action')}:{r.get('emoji', '')}",
+                            handles=[handle(self.kind, sender)],
+                            text=f"[reaction] {r.get('emoji', '')} ({r.get('action')})",
+                            meta={"reaction": r},
+                            expect_channel=self.name,
+                        )
+                    )
+                for mid in item.get("delivery", {}).get("mids", []):
+                    events.statuses.append(
+                        {"external_id": str(mid), "status": "delivered", "error": None}
+                    )
+                if "read" in item and item["read"].get("mid"):
+                    events.statuses.append(
+                        {"external_id": str(item["read"]["mid"]), "status": "read", "error": None}
+                    )
+        return events
+
+    def send(self, out: base.Outbound) -> base.SendResult:
+        token = out.secrets.get("page_access_token")
+        to = next((i.value for i in out.identities if i.kind == self.kind), None)
+        if not token:
+            raise base.DeliveryError("the inbox has no page_access_token", permanent=True)
+        if not to:
+            raise base.DeliveryError(f"the customer has no {self.name} id", permanent=True)
+        api = str(out.inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
+        body = {
+            "recipient": {"id": to},
+            "messaging_type": "RESPONSE",
+            "message": {"text": out.message.text},
+        }
+        try:
+            resp = httpx.post(
+                f"{api}/me/messages", params={"access_token": token}, json=body, timeout=20
+            )
+        except httpx.HTTPError as exc:
+            raise base.DeliveryError(f"{self.name} unreachable: {type(exc).__name__}") from exc
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise base.DeliveryError(f"{self.name} answered {resp.status_code}")
+        if resp.status_code >= 400:
+            err = resp.json().get("error", {}) if resp.content else {}
+            raise base.DeliveryError(
+                f"{self.name} refused the message ({err.get('code')}: {err.get('message')})",
+                permanent=True,
+            )
+        return base.SendResult(external_id=resp.json().get("message_id"))
+
+
+MESSENGER = base.register(MetaChannel("messenger", IdentityKind.messenger))
+INSTAGRAM = base.register(MetaChannel("instagram", IdentityKind.instagram))

@@ -1,0 +1,97 @@
+"""Telegram Bot API: updates by webhook (``X-Telegram-Bot-Api-Secret-Token``), replies by
+``sendMessage``."""
+
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from rapport.channels import base
+from rapport.customers.identity import handle
+from rapport.customers.models import IdentityKind
+from rapport.ingest import InboundMessage
+
+DEFAULT_API = "https://api.telegram.org"
+
+
+class TelegramChannel:
+    name = "telegram"
+    secret_fields = frozenset({"bot_token", "secret_token"})
+
+    def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
+        expected = str(secrets.get("secret_token", ""))
+        given = request.headers.get("x-telegram-bot-api-secret-token", "")
+        return bool(expected) and hmac.compare_digest(expected, given)
+
+    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
+        update = orjson.loads(request.body)
+        msg = update.get("message") or update.get("edited_message") or update.get("channel_post")
+        if msg is None:
+            return base.WebhookEvents()  # callbacks, polls...: nothing for the inbox
+        sender = msg.get("from") or msg.get("chat") or {}
+        chat_id = msg["chat"]["id"]
+        name = " ".join(p for p in (sender.get("first_name"), sender.get("last_name")) if p)
+        handles = [handle(IdentityKind.telegram, str(sender.get("id", chat_id)))]
+        text = msg.get("text") or msg.get("caption") or ""
+        extra: dict[str, Any] = {
+            "telegram": {"chat_id": chat_id, "username": sender.get("username")}
+        }
+        for kind in ("photo", "document", "voice", "video", "sticker", "audio"):
+            if kind in msg:
+                extra["telegram"]["media"] = kind
+                text = text or f"[{kind}]"
+        if "location" in msg:
+            loc = msg["location"]
+            extra["location"] = loc
+            text = f"[location] ({loc.get('latitude')}, {loc.get('longitude')})"
+        if "contact" in msg:
+            c = msg["contact"]
+            extra["contact"] = c
+            text = f"[contact] {c.get('first_name', '')} {c.get('phone_number', '')}".strip()
+        return base.WebhookEvents(
+            messages=[
+                InboundMessage(
+                    inbox_id=inbox_id,
+                    # Telegram numbers messages per chat.
+                    external_id=f"{chat_id}:{msg['message_id']}",
+                    handles=handles,
+                    text=text,
+                    sender_name=name or str(sender.get("username") or ""),
+                    sent_at=datetime.fromtimestamp(int(msg["date"]), UTC)
+                    if msg.get("date")
+                    else None,
+                    meta=extra,
+                    expect_channel="telegram",
+                )
+            ]
+        )
+
+    def send(self, out: base.Outbound) -> base.SendResult:
+        token = out.secrets.get("bot_token")
+        chat = next((i.value for i in out.identities if i.kind == IdentityKind.telegram), None)
+        if not token:
+            raise base.DeliveryError("the inbox has no bot_token", permanent=True)
+        if not chat:
+            raise base.DeliveryError("the customer has no Telegram chat", permanent=True)
+        api = str(out.inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
+        try:
+            resp = httpx.post(
+                f"{api}/bot{token}/sendMessage",
+                json={"chat_id": chat, "text": out.message.text},
+                timeout=20,
+            )
+        except httpx.HTTPError as exc:
+            raise base.DeliveryError(f"Telegram unreachable: {type(exc).__name__}") from exc
+        data = resp.json() if resp.content else {}
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise base.DeliveryError(f"Telegram answered {resp.status_code}")
+        if not data.get("ok"):
+            raise base.DeliveryError(
+                f"Telegram refused: {data.get('description', resp.status_code)}", permanent=True
+            )
+        return base.SendResult(external_id=f"{chat}:{data['result']['message_id']}")
+
+
+CHANNEL = base.register(TelegramChannel())

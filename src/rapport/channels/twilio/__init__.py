@@ -1,0 +1,208 @@
+"""Twilio: SMS (``twilio_sms``) and voice (``twilio_voice``).
+
+Webhooks are form posts signed with ``X-Twilio-Signature``: base64 HMAC-SHA1, keyed with
+the auth token, over the full URL Twilio called followed by every POST parameter name and
+value, sorted by name.
+"""
+
+import base64
+import hashlib
+import hmac
+from typing import Any
+
+import httpx
+
+from rapport.channels import base
+from rapport.customers.identity import InvalidHandle, handle
+from rapport.customers.models import IdentityKind
+from rapport.ingest import InboundMessage
+
+DEFAULT_API = "https://api.twilio.com"
+MAX_BODY = 1600  # Twilio's limit for one message; it splits longer ones into segments itself
+_GSM7 = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
+)
+_STATUS = {
+    "queued": "sent",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "undelivered": "failed",
+    "failed": "failed",
+}
+
+
+def signature(auth_token: str, url: str, params: dict[str, str]) -> str:
+    data = url + "".join(f"{k}{params[k]}" for k in sorted(params))
+    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def segments(text: str) -> tuple[str, int]:
+    """(encoding, number of SMS segments): GSM-7 fits 160 (153 when split), UCS-2 70 (67)."""
+    if all(ch in _GSM7 for ch in text):
+        return "GSM-7", 1 if len(text) <= 160 else -(-len(text) // 153)
+    units = len(text.encode("utf-16-le")) // 2
+    return "UCS-2", 1 if units <= 70 else -(-units // 67)
+
+
+def _verify(secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
+    token = str(secrets.get("auth_token", ""))
+    given = request.headers.get("x-twilio-signature", "")
+    return bool(token and given) and hmac.compare_digest(
+        signature(token, request.url, request.form), given
+    )
+
+
+def _phone(raw: str) -> list[Any]:
+    try:
+        return [handle(IdentityKind.phone, raw)]
+    except InvalidHandle:
+        return [handle(IdentityKind.external, f"twilio:{raw}")]
+
+
+class TwilioSms:
+    name = "twilio_sms"
+    secret_fields = frozenset({"auth_token"})
+    # Twilio expects TwiML back; an empty response sends nothing to the customer.
+    webhook_answer = ('<?xml version="1.0" encoding="UTF-8"?><Response></Response>', "text/xml")
+
+    def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
+        return _verify(secrets, request)
+
+    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
+        f = request.form
+        if "MessageStatus" in f and "Body" not in f:
+            status = _STATUS.get(f["MessageStatus"], "sent")
+            error = f"Twilio error {f['ErrorCode']}" if f.get("ErrorCode") else None
+            return base.WebhookEvents(
+                statuses=[{"external_id": f["MessageSid"], "status": status, "error": error}]
+            )
+        media = [
+            {"url": f.get(f"MediaUrl{i}"), "content_type": f.get(f"MediaContentType{i}")}
+            for i in range(int(f.get("NumMedia", "0") or 0))
+        ]
+        text = f.get("Body", "") or ("[media]" if media else "")
+        return base.WebhookEvents(
+            messages=[
+                InboundMessage(
+                    inbox_id=inbox_id,
+                    external_id=f["MessageSid"],
+                    handles=_phone(f["From"]),
+                    text=text,
+                    meta={"sms": {"to": f.get("To"), "media": media}},
+                    expect_channel="twilio_sms",
+                )
+            ]
+        )
+
+    def send(self, out: base.Outbound) -> base.SendResult:
+        settings = out.inbox.settings
+        sid, token = settings.get("account_sid"), out.secrets.get("auth_token")
+        to = out.customer.phone or next(
+            (i.value for i in out.identities if i.kind == IdentityKind.phone), None
+        )
+        if not sid or not token or not settings.get("phone_number"):
+            raise base.DeliveryError(
+                "the inbox is missing account_sid, auth_token or phone_number", permanent=True
+            )
+        if not to:
+            raise base.DeliveryError("the customer has no phone number", permanent=True)
+        api = str(settings.get("api_base_url") or DEFAULT_API).rstrip("/")
+        text = out.message.text
+        # Longer than Twilio takes in one message: send it as consecutive messages.
+        parts = [text[i : i + MAX_BODY] for i in range(0, max(len(text), 1), MAX_BODY)]
+        sids = []
+        for part in parts:
+            form = {"From": str(settings["phone_number"]), "To": to, "Body": part}
+            if out.public_url:
+                form["StatusCallback"] = (
+                    f"{out.public_url.rstrip('/')}/webhooks/twilio_sms/{out.inbox.id}"
+                )
+            try:
+                resp = httpx.post(
+                    f"{api}/2010-04-01/Accounts/{sid}/Messages.json",
+                    data=form,
+                    auth=(str(sid), str(token)),
+                    timeout=20,
+                )
+            except httpx.HTTPError as exc:
+                raise base.DeliveryError(f"Twilio unreachable: {type(exc).__name__}") from exc
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise base.DeliveryError(f"Twilio answered {resp.status_code}")
+            if resp.status_code >= 400:
+                detail = (
+                    resp.json().get("message", resp.text[:200])
+                    if resp.content
+                    else resp.status_code
+                )
+                raise base.DeliveryError(f"Twilio refused the message: {detail}", permanent=True)
+            sids.append(resp.json()["sid"])
+        encoding, count = segments(text)
+        return base.SendResult(
+            external_id=sids[0], meta={"sids": sids, "encoding": encoding, "segments": count}
+        )
+
+
+class TwilioVoice:
+    """Calls become conversation entries: direction, duration, recording and transcript."""
+
+    name = "twilio_voice"
+    secret_fields = frozenset({"auth_token"})
+    webhook_answer = (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Thank you for calling. '
+        'Please leave a message after the tone.</Say><Record maxLength="120" transcribe="true"/>'
+        "</Response>",
+        "text/xml",
+    )
+
+    def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
+        return _verify(secrets, request)
+
+    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
+        f = request.form
+        status = f.get("CallStatus", "")
+        caller = (
+            f.get("From", "") if f.get("Direction", "inbound") == "inbound" else f.get("To", "")
+        )
+        call = {
+            "sid": f["CallSid"],
+            "direction": f.get("Direction", "inbound"),
+            "status": status,
+            "duration_seconds": int(f.get("CallDuration") or f.get("RecordingDuration") or 0),
+            "recording_url": f.get("RecordingUrl"),
+            "transcript": f.get("TranscriptionText"),
+        }
+        if f.get("TranscriptionText"):
+            text, suffix = f"[call transcript] {f['TranscriptionText']}", "transcript"
+        elif f.get("RecordingUrl"):
+            text, suffix = f"[voicemail] {f['RecordingUrl']}", "recording"
+        elif status in ("no-answer", "busy", "failed", "canceled"):
+            text, suffix = "[missed call] please call back", "missed"
+        elif status == "completed":
+            text, suffix = f"[call] {call['duration_seconds']} s", "completed"
+        else:
+            return base.WebhookEvents()  # ringing, in-progress: nothing to record yet
+        return base.WebhookEvents(
+            messages=[
+                InboundMessage(
+                    inbox_id=inbox_id,
+                    external_id=f"{f['CallSid']}:{suffix}",
+                    handles=_phone(caller),
+                    text=text,
+                    meta={"call": call},
+                    expect_channel="twilio_voice",
+                )
+            ]
+        )
+
+    def send(self, out: base.Outbound) -> base.SendResult:
+        raise base.DeliveryError(
+            "a voice inbox cannot send text: call the customer back", permanent=True
+        )
+
+
+SMS = base.register(TwilioSms())
+VOICE = base.register(TwilioVoice())

@@ -1,0 +1,391 @@
+"""Telegram, Twilio SMS and voice, Messenger and Instagram: documented payloads, real
+signatures, and stand-ins for the providers' APIs."""
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import parse_qs, urlencode
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from rapport.channels.twilio import segments, signature
+from rapport.config import Settings
+from rapport.conversations.models import Message
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from tests.conftest import auth
+from tests.factories import World
+
+
+class Provider(BaseHTTPRequestHandler):
+    calls: list[tuple[str, dict[str, str], bytes]] = []
+    reply: dict = {}  # type: ignore[type-arg]
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).calls.append((self.path, dict(self.headers), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(type(self).reply).encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def provider() -> Iterator[tuple[str, type[Provider]]]:
+    handler = type("P", (Provider,), {"calls": [], "reply": {}})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def make_inbox(client: TestClient, world: World, channel: str, settings: dict) -> str:  # type: ignore[type-arg]
+    r = client.post(
+        "/api/v1/inboxes",
+        json={"name": channel, "channel": channel, "settings": settings},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def messages(database: Database) -> int:
+    with database.session(write=False) as db:
+        return int(db.scalar(select(func.count()).select_from(Message)) or 0)
+
+
+def only_conversation(client: TestClient, world: World, inbox: str) -> dict:  # type: ignore[type-arg]
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    return client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()  # type: ignore[no-any-return]
+
+
+# --- Telegram ----------------------------------------------------------------------------
+
+TG_UPDATE = {
+    "update_id": 10000,
+    "message": {
+        "message_id": 1365,
+        "date": 1441645532,
+        "from": {
+            "id": 1111111,
+            "is_bot": False,
+            "first_name": "Test",
+            "last_name": "Lastname",
+            "username": "Test",
+        },
+        "chat": {
+            "id": 1111111,
+            "type": "private",
+            "first_name": "Test",
+            "last_name": "Lastname",
+            "username": "Test",
+        },
+        "text": "/start hello",
+    },
+}
+
+
+def test_telegram_updates_need_the_secret_token_and_replies_use_send_message(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    url, handler = provider
+    handler.reply = {"ok": True, "result": {"message_id": 1366}}
+    inbox = make_inbox(
+        client,
+        world,
+        "telegram",
+        {"bot_token": "123:ABC", "secret_token": "s3cret", "api_base_url": url},
+    )
+    before = messages(database)
+    assert client.post(f"/webhooks/telegram/{inbox}", json=TG_UPDATE).status_code == 401
+    assert (
+        client.post(
+            f"/webhooks/telegram/{inbox}",
+            json=TG_UPDATE,
+            headers={"X-Telegram-Bot-Api-Secret-Token": "guess"},
+        ).status_code
+        == 401
+    )
+    assert messages(database) == before
+    for _ in range(2):  # Telegram redelivers until it gets a 200
+        r = client.post(
+            f"/webhooks/telegram/{inbox}",
+            json=TG_UPDATE,
+            headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"},
+        )
+        assert r.status_code == 200
+    conv = only_conversation(client, world, inbox)
+    assert [m["text"] for m in conv["messages"]] == ["/start hello"]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Hello from Rapport"},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    [(path, _, body)] = handler.calls
+    assert path == "/bot123:ABC/sendMessage"
+    assert json.loads(body) == {"chat_id": "1111111", "text": "Hello from Rapport"}
+    out = only_conversation(client, world, inbox)["messages"][-1]
+    assert out["status"] == "sent" and out["external_id"] == "1111111:1366"
+
+
+# --- Twilio SMS ----------------------------------------------------------------------------
+
+
+def twilio_post(
+    client: TestClient, settings: Settings, path: str, params: dict[str, str], token: str
+):  # type: ignore[no-untyped-def]
+    sig = signature(token, settings.public_url.rstrip("/") + path, params)
+    return client.post(
+        path,
+        content=urlencode(params),
+        headers={"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+
+SMS = {
+    "ToCountry": "US",
+    "ToState": "CA",
+    "SmsMessageSid": "SM5ef8732a3c49700934481addd5ce1659",
+    "NumMedia": "0",
+    "ToCity": "SAN FRANCISCO",
+    "FromZip": "94105",
+    "SmsSid": "SM5ef8732a3c49700934481addd5ce1659",
+    "FromState": "CA",
+    "SmsStatus": "received",
+    "FromCity": "SAN FRANCISCO",
+    "Body": "Where is my order?",
+    "FromCountry": "US",
+    "To": "+14155550100",
+    "ToZip": "94108",
+    "NumSegments": "1",
+    "MessageSid": "SM5ef8732a3c49700934481addd5ce1659",
+    "AccountSid": "AC00000000000000000000000000000000",
+    "From": "+14155550123",
+    "ApiVersion": "2010-04-01",
+}
+
+
+def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    url, handler = provider
+    handler.reply = {"sid": "SM_OUT_1", "status": "queued"}
+    inbox = make_inbox(
+        client,
+        world,
+        "twilio_sms",
+        {
+            "account_sid": "AC00000000000000000000000000000000",
+            "auth_token": "twilio-token",
+            "phone_number": "+14155550100",
+            "api_base_url": url,
+        },
+    )
+    path = f"/webhooks/twilio_sms/{inbox}"
+    forged = twilio_post(client, settings, path, SMS, "not-the-token")
+    assert forged.status_code == 401
+    ok = twilio_post(client, settings, path, SMS, "twilio-token")
+    assert ok.status_code == 200 and "<Response>" in ok.text
+    conv = only_conversation(client, world, inbox)
+    assert conv["messages"][0]["text"] == "Where is my order?"
+    long_text = "Ünïcödé " * 300  # non-GSM and longer than one Twilio message
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": long_text},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    assert len(handler.calls) == 2
+    first = parse_qs(handler.calls[0][2].decode())
+    assert (
+        handler.calls[0][0]
+        == "/2010-04-01/Accounts/AC00000000000000000000000000000000/Messages.json"
+    )
+    assert first["To"] == ["+14155550123"] and first["From"] == ["+14155550100"]
+    assert first["StatusCallback"][0].endswith(path)
+    assert "Basic" in handler.calls[0][1]["Authorization"]
+    out = only_conversation(client, world, inbox)["messages"][-1]
+    assert out["status"] == "sent" and out["meta"]["delivery"]["encoding"] == "UCS-2"
+    status = {
+        "MessageSid": "SM_OUT_1",
+        "MessageStatus": "undelivered",
+        "ErrorCode": "30003",
+        "AccountSid": "AC00000000000000000000000000000000",
+    }
+    assert twilio_post(client, settings, path, status, "twilio-token").status_code == 200
+    out = only_conversation(client, world, inbox)["messages"][-1]
+    assert out["status"] == "failed" and "30003" in out["error"]
+
+
+def test_sms_segments_follow_the_encoding() -> None:
+    assert segments("hello") == ("GSM-7", 1)
+    assert segments("a" * 161) == ("GSM-7", 2)
+    assert segments("héllo 😀") == ("UCS-2", 1)
+    assert segments("ж" * 71) == ("UCS-2", 2)
+
+
+# --- Twilio voice --------------------------------------------------------------------------
+
+
+def test_calls_become_entries_and_a_missed_call_asks_for_a_call_back(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    inbox = make_inbox(
+        client,
+        world,
+        "twilio_voice",
+        {"account_sid": "AC1", "auth_token": "voice-token", "phone_number": "+14155550100"},
+    )
+    path = f"/webhooks/twilio_voice/{inbox}"
+    base = {
+        "CallSid": "CA42",
+        "From": "+14155550177",
+        "To": "+14155550100",
+        "Direction": "inbound",
+        "AccountSid": "AC1",
+    }
+    twilio_post(client, settings, path, {**base, "CallStatus": "no-answer"}, "voice-token")
+    twilio_post(
+        client,
+        settings,
+        path,
+        {
+            **base,
+            "CallStatus": "completed",
+            "RecordingUrl": "https://api.twilio.com/rec/RE1",
+            "RecordingDuration": "31",
+        },
+        "voice-token",
+    )
+    twilio_post(
+        client,
+        settings,
+        path,
+        {**base, "CallStatus": "completed", "TranscriptionText": "Please call me about my invoice"},
+        "voice-token",
+    )
+    conv = only_conversation(client, world, inbox)
+    texts = [m["text"] for m in conv["messages"]]
+    assert texts[0] == "[missed call] please call back"
+    assert (
+        texts[1].startswith("[voicemail]")
+        and conv["messages"][1]["meta"]["call"]["duration_seconds"] == 31
+    )
+    assert texts[2] == "[call transcript] Please call me about my invoice"
+
+
+# --- Messenger and Instagram -------------------------------------------------------------
+
+
+def meta_post(
+    client: TestClient, channel: str, inbox: str, payload: dict, secret: str = "page-app-secret"
+):  # type: ignore[no-untyped-def, type-arg]
+    body = json.dumps(payload).encode()
+    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return client.post(
+        f"/webhooks/{channel}/{inbox}",
+        content=body,
+        headers={"X-Hub-Signature-256": sig, "Content-Type": "application/json"},
+    )
+
+
+@pytest.mark.parametrize("channel,obj", [("messenger", "page"), ("instagram", "instagram")])
+def test_meta_messages_are_signed_threaded_and_answered(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    channel: str,
+    obj: str,
+) -> None:
+    url, handler = provider
+    handler.reply = {"recipient_id": "1254459154682919", "message_id": "m_OUT1"}
+    inbox = make_inbox(
+        client,
+        world,
+        channel,
+        {
+            "page_id": "PAGE_ID",
+            "page_access_token": "page-token",
+            "app_secret": "page-app-secret",
+            "verify_token": "vt",
+            "api_base_url": url,
+        },
+    )
+    event = {
+        "object": obj,
+        "entry": [
+            {
+                "id": "PAGE_ID",
+                "time": 1458692752478,
+                "messaging": [
+                    {
+                        "sender": {"id": "1254459154682919"},
+                        "recipient": {"id": "PAGE_ID"},
+                        "timestamp": 1458692752478,
+                        "message": {
+                            "mid": "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxq",
+                            "text": "hello, world!",
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    assert meta_post(client, channel, inbox, event, secret="forged").status_code == 401
+    assert meta_post(client, channel, inbox, event).status_code == 200
+    assert meta_post(client, channel, inbox, event).status_code == 200
+    conv = only_conversation(client, world, inbox)
+    assert [m["text"] for m in conv["messages"]] == ["hello, world!"]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Hi!"},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    [(path, _, body)] = handler.calls
+    assert path == "/me/messages?access_token=page-token"
+    assert json.loads(body) == {
+        "recipient": {"id": "1254459154682919"},
+        "messaging_type": "RESPONSE",
+        "message": {"text": "Hi!"},
+    }
+    delivery = {
+        "object": obj,
+        "entry": [
+            {
+                "id": "PAGE_ID",
+                "time": 1,
+                "messaging": [
+                    {
+                        "sender": {"id": "1254459154682919"},
+                        "recipient": {"id": "PAGE_ID"},
+                        "delivery": {"mids": ["m_OUT1"], "watermark": 1},
+                    }
+                ],
+            }
+        ],
+    }
+    meta_post(client, channel, inbox, delivery)
+    assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "delivered"
