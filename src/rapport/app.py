@@ -64,6 +64,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.automation import views as automation_views
     from rapport.channels import views as channel_views
     from rapport.channels import webhooks
+    from rapport.channels.webchat import views as webchat_views
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
     from rapport.notifications import views as notification_views
@@ -83,6 +84,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         automation_views,
         notification_views,
         webhooks,
+        webchat_views,
     ):
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)

@@ -3,6 +3,7 @@
 from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
 from rapport.channels.models import Inbox, UnparsedPayload
+from rapport.channels.webchat.models import Visitor
 from rapport.conversations.models import (
     Attachment,
     CannedResponse,
@@ -50,6 +51,7 @@ __all__ = [
     "StreamEvent",
     "Team",
     "UnparsedPayload",
+    "Visitor",
     "TeamMember",
     "User",
     "Workspace",

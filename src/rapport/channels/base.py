@@ -90,6 +90,7 @@ PACKAGES = (
     "rapport.channels.meta",
     "rapport.channels.telegram",
     "rapport.channels.twilio",
+    "rapport.channels.webchat",
 )
 _loaded = False
 

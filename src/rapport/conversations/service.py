@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, aliased
 from rapport import pagination
 from rapport.auth.models import Membership, Role, Team
 from rapport.automation import service as automation
+from rapport.bus import get_bus
 from rapport.channels import base as channels
 from rapport.channels.models import Inbox
 from rapport.conversations import routing, sla
@@ -560,3 +561,20 @@ def update_delivery(
         return msg
     emit(db, workspace_id=msg.workspace_id, type="message.updated", payload=message_payload(msg))
     return msg
+
+
+def typing(*, conversation: Conversation, user_id: str) -> None:
+    """Tell the widget and other agents that someone is typing (ephemeral, not stored)."""
+    get_bus().publish(
+        {
+            "id": 0,
+            "workspace_id": conversation.workspace_id,
+            "type": "agent.typing",
+            "payload": {
+                "conversation_id": conversation.id,
+                "customer_id": conversation.customer_id,
+                "user_id": user_id,
+            },
+            "created_at": utcnow().isoformat(),
+        }
+    )

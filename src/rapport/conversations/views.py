@@ -269,3 +269,11 @@ def mark_read(conversation_id: str, principal: CurrentMember, db: Db) -> Respons
 def unread_counts(principal: CurrentMember, db: Db) -> dict[str, int]:
     """Open conversations with customer messages the caller has not read."""
     return service.unread_counts(db, workspace_id=principal.workspace_id, user_id=principal.user_id)
+
+
+@router.post("/{conversation_id}/typing", status_code=204)
+def typing(conversation_id: str, principal: CurrentAgent, db: Db) -> Response:
+    """The agent is typing: shown to the customer's widget and to colleagues, stored nowhere."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    service.typing(conversation=conv, user_id=principal.user_id)
+    return Response(status_code=204)

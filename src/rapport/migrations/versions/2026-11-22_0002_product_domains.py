@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 17:00:26.223682
+Create Date: 2026-11-22 17:05:00.095813
 """
 
 from collections.abc import Sequence
@@ -224,6 +224,44 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "webchat_visitors",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("workspace_id", sa.String(length=32), nullable=False),
+        sa.Column("inbox_id", sa.String(length=32), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("customer_id", sa.String(length=32), nullable=True),
+        sa.Column("name", sa.String(length=300), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=True),
+        sa.Column("verified_user_id", sa.String(length=200), nullable=True),
+        sa.Column("last_seen_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_webchat_visitors_customer_id_customers"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["inbox_id"],
+            ["inboxes.id"],
+            name=op.f("fk_webchat_visitors_inbox_id_inboxes"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_webchat_visitors_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webchat_visitors")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_webchat_visitors_token_hash")),
+    )
+    with op.batch_alter_table("webchat_visitors", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webchat_visitors_inbox_id"), ["inbox_id"], unique=False
+        )
+
+    op.create_table(
         "conversation_reads",
         sa.Column("user_id", sa.String(length=32), nullable=False),
         sa.Column("conversation_id", sa.String(length=32), nullable=False),
@@ -370,6 +408,10 @@ def downgrade() -> None:
 
     op.drop_table("conversation_slas")
     op.drop_table("conversation_reads")
+    with op.batch_alter_table("webchat_visitors", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webchat_visitors_inbox_id"))
+
+    op.drop_table("webchat_visitors")
     with op.batch_alter_table("unparsed_payloads", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_unparsed_payloads_workspace_id"))
 

@@ -174,6 +174,14 @@ function setupConversation() {
     } catch (e) { showError(e.message); }
   };
   setupCanned(textarea, id);
+  let lastTyping = 0;
+  textarea.addEventListener("input", () => {
+    // The customer's widget (and colleagues) see "typing…"; at most one ping every 3 s.
+    if (Date.now() - lastTyping > 3000 && new FormData(composer).get("mode") !== "note") {
+      lastTyping = Date.now();
+      api("POST", `/api/v1/conversations/${id}/typing`).catch(() => null);
+    }
+  });
   const markRead = () => api("POST", `/api/v1/conversations/${id}/read`).catch(() => null);
   markRead();
   composer.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
@@ -204,6 +212,12 @@ function setupConversation() {
       if (p.direction === "in") markRead();
     }
     if (event.type === "conversation.updated" && p.id === id) document.getElementById("status").textContent = p.status;
+    if (event.type === "visitor.typing" || (event.type === "agent.typing" && p.conversation_id === id && p.user_id !== document.body.dataset.user)) {
+      const who = event.type === "visitor.typing" ? "The customer is typing…" : "A colleague is typing…";
+      showError(who);
+      clearTimeout(window.__typingTimer);
+      window.__typingTimer = setTimeout(() => { const f = document.getElementById("flash"); if (f) f.remove(); }, 4000);
+    }
   });
 }
 

@@ -1,0 +1,150 @@
+// Rapport chat widget. Embed: <script src="https://YOUR-RAPPORT/widget.js" data-token="INBOX_TOKEN" async></script>
+// Optional, for signed-in users of the host site: data-user-id and data-user-hash
+// (HMAC-SHA256 of the user id with the inbox's secret, computed on the host's server).
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  if (!script || window.__rapportWidget) return;
+  window.__rapportWidget = true;
+  var base = new URL(script.src).origin;
+  var token = script.dataset.token;
+  var api = base + "/widget/api/" + encodeURIComponent(token);
+  var storeKey = "rapport.visitor." + token;
+  var state = { visitor: localStorage.getItem(storeKey), last: null, config: null, seen: {} };
+
+  var host = document.createElement("div");
+  host.id = "rapport-widget";
+  document.body.appendChild(host);
+  var root = host.attachShadow({ mode: "open" });
+  root.innerHTML =
+    "<style>" +
+    ":host{all:initial}[hidden]{display:none!important}*{box-sizing:border-box;font:14px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}" +
+    ".launcher{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;background:#2f5bea;color:#fff;display:flex;align-items:center;justify-content:center;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.2)}" +
+    ".panel{position:fixed;right:20px;bottom:88px;width:340px;max-width:calc(100vw - 40px);height:480px;max-height:calc(100vh - 120px);background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden}" +
+    ".panel[hidden]{display:none}header{background:#2f5bea;color:#fff;padding:12px 14px}header b{display:block;font-size:15px}header small{opacity:.9}" +
+    ".log{flex:1;overflow-y:auto;padding:10px;display:flex;flex-direction:column;gap:6px;background:#f7f8fa}" +
+    ".m{max-width:80%;padding:7px 10px;border-radius:10px;white-space:pre-wrap;overflow-wrap:anywhere}.in{align-self:flex-end;background:#2f5bea;color:#fff}.out{align-self:flex-start;background:#fff;border:1px solid #e3e6ec}" +
+    ".who{font-size:11px;opacity:.7;display:block}.typing{font-size:12px;color:#6b7385;padding:0 12px;min-height:18px}" +
+    "form{display:flex;gap:6px;padding:8px;border-top:1px solid #e3e6ec}input,textarea{flex:1;padding:7px;border:1px solid #d6dae3;border-radius:6px}" +
+    "button.send{background:#2f5bea;color:#fff;border:0;border-radius:6px;padding:0 12px;cursor:pointer}" +
+    ".pre{padding:14px;display:flex;flex-direction:column;gap:8px}.pre input{flex:none}.notice{font-size:12px;color:#6b7385;padding:6px 12px}" +
+    "</style>" +
+    "<button class='launcher' aria-label='Chat with us'><svg viewBox='0 0 24 24' width='26' height='26' fill='currentColor' aria-hidden='true'><path d='M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z'/></svg></button>" +
+    "<section class='panel' hidden role='dialog' aria-label='Chat'>" +
+    "<header><b class='title'>Chat</b><small class='status'></small></header>" +
+    "<form class='pre' hidden><span>Before we start:</span><input name='name' placeholder='Your name' autocomplete='name'>" +
+    "<input name='email' type='email' placeholder='Your email' autocomplete='email'><button class='send' type='submit'>Start chat</button></form>" +
+    "<div class='log' aria-live='polite'></div><div class='typing'></div>" +
+    "<form class='say'><textarea name='text' rows='1' placeholder='Write a message' aria-label='Message'></textarea><button class='send' type='submit'>Send</button></form>" +
+    "</section>";
+  var $ = function (s) { return root.querySelector(s); };
+  var log = $(".log"), panel = $(".panel"), pre = $(".pre"), say = $(".say"), typingEl = $(".typing");
+
+  function call(method, path, body) {
+    return fetch(api + path, {
+      method: method,
+      headers: Object.assign({ "Content-Type": "application/json" }, state.visitor ? { "X-Rapport-Visitor": state.visitor } : {}),
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }).then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.status === 204 ? null : r.json(); });
+  }
+
+  function show(m) {
+    if (state.seen[m.id]) return;
+    state.seen[m.id] = true;
+    var div = document.createElement("div");
+    div.className = "m " + (m.direction === "in" ? "in" : "out");
+    div.dataset.id = m.id;
+    if (m.direction !== "in") {
+      var who = document.createElement("span");
+      who.className = "who";
+      who.textContent = m.sender_name || (state.config && state.config.name) || "Support";
+      div.appendChild(who);
+    }
+    div.appendChild(document.createTextNode(m.text)); // text, never markup
+    log.appendChild(div);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function status() {
+    var c = state.config;
+    $(".title").textContent = c.name;
+    $(".status").textContent = c.agents_online
+      ? "We usually reply in " + c.reply_time
+      : "We are away right now: leave a message" + (c.ask_email ? " and your email, we will answer there" : "");
+  }
+
+  function connect() {
+    var q = "?visitor=" + encodeURIComponent(state.visitor) + (state.last !== null ? "&last_event_id=" + state.last : "");
+    var ws = new WebSocket(base.replace(/^http/, "ws") + "/widget/ws/" + encodeURIComponent(token) + q);
+    var delay = 1000;
+    ws.onmessage = function (msg) {
+      var e = JSON.parse(msg.data);
+      if (e.id) state.last = e.id;
+      if (e.type === "agent.typing") {
+        typingEl.textContent = "Typing…";
+        clearTimeout(state.typingTimer);
+        state.typingTimer = setTimeout(function () { typingEl.textContent = ""; }, 4000);
+        return;
+      }
+      if (e.type === "message.created") { typingEl.textContent = ""; show(e.payload); }
+    };
+    // Reconnect from the last event seen: the server replays what was missed.
+    ws.onclose = function () { setTimeout(connect, delay); delay = Math.min(delay * 2, 15000); };
+  }
+
+  function begin(extra) {
+    var user = { user_id: script.dataset.userId || null, user_hash: script.dataset.userHash || null };
+    return call("POST", "/session", Object.assign({ visitor_token: state.visitor }, user, extra || {})).then(function (s) {
+      state.visitor = s.visitor_token;
+      localStorage.setItem(storeKey, s.visitor_token);
+      state.config = s.config;
+      state.last = s.last_event_id;
+      status();
+      return call("GET", "/messages").then(function (history) { history.forEach(show); connect(); });
+    });
+  }
+
+  $(".launcher").addEventListener("click", function () {
+    panel.hidden = !panel.hidden;
+    if (!panel.hidden) $("textarea").focus();
+  });
+  pre.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var fd = new FormData(pre);
+    begin({ name: fd.get("name") || "", email: fd.get("email") || null }).then(function () { pre.hidden = true; say.hidden = false; });
+  });
+  say.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var box = $("textarea"), text = box.value.trim();
+    if (!text) return;
+    box.value = "";
+    call("POST", "/messages", { text: text }).then(show).catch(function () { box.value = text; });
+  });
+  var lastTyping = 0;
+  $("textarea").addEventListener("input", function () {
+    if (Date.now() - lastTyping > 3000) { lastTyping = Date.now(); call("POST", "/typing").catch(function () {}); }
+  });
+  $("textarea").addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); say.requestSubmit(); }
+  });
+
+  if (state.visitor || script.dataset.userId) {
+    begin();
+  } else {
+    call("POST", "/session", {}).then(function (s) {
+      // A config peek without keeping a visitor yet is not possible: keep the token now.
+      state.visitor = s.visitor_token;
+      localStorage.setItem(storeKey, s.visitor_token);
+      state.config = s.config;
+      state.last = s.last_event_id;
+      status();
+      if (s.config.ask_name || s.config.ask_email) {
+        say.hidden = true;
+        pre.hidden = false;
+        if (!s.config.ask_name) pre.querySelector("[name=name]").remove();
+        if (!s.config.ask_email) pre.querySelector("[name=email]").remove();
+      }
+      connect();
+    });
+  }
+})();

@@ -1,0 +1,358 @@
+"""The widget's own API, for pages on other origins: a visitor token in a header, no
+cookies, CORS limited to the origins the inbox allows."""
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from rapport.auth.models import Membership, User
+from rapport.bus import get_bus
+from rapport.channels import webchat
+from rapport.channels.models import Inbox
+from rapport.channels.webchat.models import Visitor
+from rapport.conversations.models import Conversation, Message, MessageKind
+from rapport.conversations.routing import is_online
+from rapport.conversations.service import message_payload
+from rapport.crypto import SecretBox
+from rapport.db import Database, utcnow
+from rapport.ingest import InboundMessage, IngestWriter
+from rapport.problems import Forbidden
+from rapport.realtime import service as realtime
+from rapport.workspaces.models import Workspace
+
+router = APIRouter(tags=["web chat"], include_in_schema=True)
+STATIC = Path(__file__).parent / "static"
+_VISIBLE = (MessageKind.message, MessageKind.bot)
+
+
+class SessionIn(BaseModel):
+    visitor_token: str | None = Field(default=None, max_length=100)
+    name: str = Field(default="", max_length=300)
+    email: str | None = Field(default=None, max_length=320)
+    user_id: str | None = Field(default=None, max_length=200)
+    user_hash: str | None = Field(default=None, max_length=128)
+
+
+class SayIn(BaseModel):
+    text: str = Field(min_length=1, max_length=10_000)
+
+
+def _cors(request: Request, inbox: Inbox, response: Response) -> Response:
+    origin = request.headers.get("origin")
+    allowed = inbox.settings.get("allowed_origins") or ["*"]
+    if origin and ("*" in allowed or origin in allowed):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type, X-Rapport-Visitor"
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    elif origin:
+        raise Forbidden("this page's origin may not use this chat")
+    return response
+
+
+def _inbox(database: Database, token: str) -> Inbox:
+    with database.session(write=False) as db:
+        inbox = webchat.inbox_by_token(db, token)
+        db.expunge(inbox)
+        return inbox
+
+
+@router.get("/widget.js", include_in_schema=False)
+async def widget_script() -> FileResponse:
+    """The widget: embed with ``<script src=".../widget.js" data-token="...">``."""
+    return FileResponse(
+        STATIC / "widget.js",
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+@router.options("/widget/api/{token}/{rest:path}", include_in_schema=False)
+async def preflight(token: str, rest: str, request: Request) -> Response:
+    inbox = await run_in_threadpool(_inbox, request.app.state.database, token)
+    return _cors(request, inbox, Response(status_code=204))
+
+
+def _config(db: Any, inbox: Inbox) -> dict[str, Any]:
+    now = utcnow()
+    members = db.scalars(select(Membership).where(Membership.workspace_id == inbox.workspace_id))
+    online = any(is_online(m, now) for m in members)
+    return {
+        "name": inbox.settings.get("title") or inbox.name,
+        "reply_time": inbox.settings.get("reply_time", "a few minutes"),
+        "agents_online": online,
+        "ask_name": bool(inbox.settings.get("ask_name", True)),
+        "ask_email": bool(inbox.settings.get("ask_email", True)),
+    }
+
+
+@router.post("/widget/api/{token}/session")
+async def session(token: str, body: SessionIn, request: Request) -> Response:
+    """Start or resume a visitor: the token goes back to the browser's storage."""
+    database: Database = request.app.state.database
+    box: SecretBox = request.app.state.box
+    inbox = await run_in_threadpool(_inbox, database, token)
+
+    def work() -> dict[str, Any]:
+        with database.session() as db:
+            secret = box.decrypt_json(inbox.secrets_encrypted).get("hmac_secret")
+            visitor, plain = webchat.start(
+                db,
+                inbox=inbox,
+                visitor_token=body.visitor_token,
+                name=body.name,
+                email=body.email,
+                user_id=body.user_id,
+                user_hash=body.user_hash,
+                secret=secret,
+            )
+            return {
+                "visitor_token": plain,
+                "visitor_id": visitor.id,
+                "verified": visitor.verified_user_id is not None,
+                "config": _config(db, inbox),
+                "last_event_id": realtime.latest_id(db, workspace_id=inbox.workspace_id),
+            }
+
+    return _cors(request, inbox, JSONResponse(await run_in_threadpool(work)))
+
+
+def _history(db: Any, visitor: Visitor) -> list[dict[str, Any]]:
+    if visitor.customer_id is None:
+        return []
+    rows = db.execute(
+        select(Message)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.customer_id == visitor.customer_id,
+            Conversation.inbox_id == visitor.inbox_id,
+            Message.kind.in_(_VISIBLE),
+        )
+        .order_by(Message.created_at, Message.id)
+        .limit(500)
+    ).scalars()
+    return [_public(m, db) for m in rows]
+
+
+_NAMES: dict[str, str] = {}
+
+
+def _agent_name(db: Any, user_id: str | None) -> str | None:
+    if not user_id:
+        return None
+    if user_id not in _NAMES:
+        user = db.get(User, user_id)
+        _NAMES[user_id] = user.name if user else ""
+    return _NAMES[user_id] or None
+
+
+def _public(m: Message | dict[str, Any], db: Any = None) -> dict[str, Any]:
+    """What a visitor may see of a message: never notes, never agents' internal ids."""
+    p = m if isinstance(m, dict) else message_payload(m)
+    keys = ("id", "conversation_id", "direction", "kind", "text", "status", "created_at")
+    out = {k: p[k] for k in keys}
+    if p.get("sender_type") == "user" and db is not None:
+        out["sender_name"] = _agent_name(db, p.get("sender_id"))
+    return out
+
+
+@router.get("/widget/api/{token}/messages")
+async def history(token: str, request: Request) -> Response:
+    database: Database = request.app.state.database
+    inbox = await run_in_threadpool(_inbox, database, token)
+
+    def work() -> list[dict[str, Any]]:
+        with database.session(write=False) as db:
+            visitor = webchat.visitor_by_token(
+                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
+            )
+            return _history(db, visitor)
+
+    return _cors(request, inbox, JSONResponse(await run_in_threadpool(work)))
+
+
+@router.post("/widget/api/{token}/messages", status_code=201)
+async def say(token: str, body: SayIn, request: Request) -> Response:
+    """The visitor writes: through the one ingest path, like every channel."""
+    database: Database = request.app.state.database
+    inbox = await run_in_threadpool(_inbox, database, token)
+
+    def who() -> tuple[Visitor, str]:
+        with database.session(write=False) as db:
+            visitor = webchat.visitor_by_token(
+                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
+            )
+            ws = db.get(Workspace, inbox.workspace_id)
+            db.expunge(visitor)
+            return visitor, ws.default_region if ws else "US"
+
+    visitor, region = await run_in_threadpool(who)
+    writer: IngestWriter = request.app.state.ingest
+    stored = await writer.submit(
+        InboundMessage(
+            inbox_id=inbox.id,
+            external_id=None,
+            handles=webchat.handles_of(visitor, region),
+            text=body.text,
+            sender_name=visitor.name,
+            expect_channel="webchat",
+        )
+    )
+
+    def remember() -> None:
+        with database.session() as db:
+            row = db.get(Visitor, visitor.id)
+            if row is not None:
+                row.customer_id, row.last_seen_at = stored.customer_id, utcnow()
+
+    await run_in_threadpool(remember)
+    out = {**_public(message_payload(stored.message)), "sender_name": visitor.name}  # type: ignore[arg-type]
+    return _cors(request, inbox, JSONResponse(out, status_code=201))
+
+
+@router.post("/widget/api/{token}/typing", status_code=204)
+async def typing(token: str, request: Request) -> Response:
+    """The visitor is typing: told to the agents at once, stored nowhere."""
+    database: Database = request.app.state.database
+    inbox = await run_in_threadpool(_inbox, database, token)
+
+    def who() -> Visitor:
+        with database.session(write=False) as db:
+            v = webchat.visitor_by_token(
+                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
+            )
+            db.expunge(v)
+            return v
+
+    visitor = await run_in_threadpool(who)
+    get_bus().publish(
+        {
+            "id": 0,
+            "workspace_id": inbox.workspace_id,
+            "type": "visitor.typing",
+            "payload": {"inbox_id": inbox.id, "customer_id": visitor.customer_id},
+            "created_at": utcnow().isoformat(),
+        }
+    )
+    return _cors(request, inbox, Response(status_code=204))
+
+
+@router.websocket("/widget/ws/{token}")
+async def visitor_stream(ws: WebSocket, token: str) -> None:
+    """The visitor's own events: replies and read receipts of their conversations only.
+    Reconnect with ``last_event_id`` to receive what was missed."""
+    database: Database = ws.app.state.database
+    try:
+        inbox = await run_in_threadpool(_inbox, database, token)
+    except Exception:
+        await ws.close(code=1008)
+        return
+
+    def who() -> Visitor | None:
+        with database.session() as db:
+            try:
+                v = webchat.visitor_by_token(
+                    db, inbox=inbox, token=ws.query_params.get("visitor", "")
+                )
+            except Exception:
+                return None
+            v.last_seen_at = utcnow()
+            db.expunge(v)
+            return v
+
+    visitor = await run_in_threadpool(who)
+    if visitor is None:
+        await ws.close(code=1008)
+        return
+    await ws.accept()
+
+    def mine(event: dict[str, Any]) -> bool:
+        p = event.get("payload", {})
+        if event["type"] == "agent.typing":
+            with database.session(write=False) as db:
+                row = db.get(Visitor, visitor.id)
+                return row is not None and row.customer_id == p.get("customer_id") is not None
+        if event["type"] not in ("message.created", "message.updated"):
+            return False
+        return bool(
+            p.get("inbox_id") == inbox.id and p.get("kind") in ("message", "bot") and _owned(p)
+        )
+
+    owned: set[str] = set()
+
+    def named(event: dict[str, Any]) -> dict[str, Any]:
+        with database.session(write=False) as db:
+            return _public(event["payload"], db)
+
+    def _owned(p: dict[str, Any]) -> bool:
+        cid = p.get("conversation_id")
+        if cid in owned:
+            return True
+        with database.session(write=False) as db:
+            conv = db.get(Conversation, cid)
+            customer = db.get(Visitor, visitor.id)
+            if (
+                conv is not None
+                and customer is not None
+                and conv.customer_id == customer.customer_id
+            ):
+                owned.add(str(cid))
+                return True
+        return False
+
+    raw_last = ws.query_params.get("last_event_id")
+    last = int(raw_last) if raw_last and raw_last.isdigit() else None
+    with get_bus().subscribe(inbox.workspace_id) as sub:
+        if last is not None:
+            events = await run_in_threadpool(_replay, database, inbox.workspace_id, last)
+            for event in events:
+                last = event["id"]
+                if await run_in_threadpool(mine, event):
+                    await ws.send_json({**event, "payload": await run_in_threadpool(named, event)})
+        receiver = asyncio.create_task(_drain(ws))
+        try:
+            while not receiver.done():
+                getter = asyncio.ensure_future(sub.queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, receiver}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()
+                    break
+                event = getter.result()
+                if last is not None and event["id"] and event["id"] <= last:
+                    continue
+                if await run_in_threadpool(mine, event):
+                    payload = (
+                        event["payload"]
+                        if event["type"] == "agent.typing"
+                        else await run_in_threadpool(named, event)
+                    )
+                    await ws.send_json({**event, "payload": payload})
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receiver
+
+
+def _replay(database: Database, workspace_id: str, after: int) -> list[dict[str, Any]]:
+    with database.session(write=False) as db:
+        return [
+            realtime.as_dict(e)
+            for e in realtime.since(db, workspace_id=workspace_id, after_id=after)
+        ]
+
+
+async def _drain(ws: WebSocket) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            await ws.receive_text()

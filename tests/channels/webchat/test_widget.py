@@ -1,0 +1,286 @@
+"""The web chat widget: its API from another origin, identity by HMAC only, and a visitor
+in real Chromium on a page of another origin."""
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from tests.conftest import auth
+from tests.factories import World
+from tests.web.conftest import ARTIFACTS, LiveServer
+
+SECRET = "widget-hmac-secret"
+HOST_PAGE = "http://shop.example"
+
+
+@pytest.fixture
+def chat(client: TestClient, world: World) -> dict[str, str]:
+    r = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Chat",
+            "channel": "webchat",
+            "settings": {
+                "hmac_secret": SECRET,
+                "reply_time": "five minutes",
+                "allowed_origins": [HOST_PAGE, "http://127.0.0.1"],
+            },
+        },
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    return {"id": r.json()["id"], "token": r.json()["public_token"]}
+
+
+def start(client: TestClient, chat: dict[str, str], **body: object) -> dict:  # type: ignore[type-arg]
+    r = client.post(
+        f"/widget/api/{chat['token']}/session", json=body, headers={"Origin": HOST_PAGE}
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["access-control-allow-origin"] == HOST_PAGE
+    return r.json()  # type: ignore[no-any-return]
+
+
+def say(client: TestClient, chat: dict[str, str], visitor: str, text: str) -> dict:  # type: ignore[type-arg]
+    r = client.post(
+        f"/widget/api/{chat['token']}/messages",
+        json={"text": text},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": visitor},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_a_page_of_an_origin_the_inbox_does_not_allow_is_refused(
+    client: TestClient, chat: dict[str, str]
+) -> None:
+    r = client.post(
+        f"/widget/api/{chat['token']}/session", json={}, headers={"Origin": "http://evil.example"}
+    )
+    assert r.status_code == 403
+    pre = client.options(
+        f"/widget/api/{chat['token']}/messages",
+        headers={"Origin": HOST_PAGE, "Access-Control-Request-Method": "POST"},
+    )
+    assert (
+        pre.status_code == 204
+        and "X-Rapport-Visitor" in pre.headers["access-control-allow-headers"]
+    )
+
+
+def test_a_visitor_keeps_their_history_and_sees_only_their_own(
+    client: TestClient, world: World, chat: dict[str, str]
+) -> None:
+    a = start(client, chat, name="Ann")
+    b = start(client, chat, name="Ben")
+    say(client, chat, a["visitor_token"], "hello from Ann")
+    say(client, chat, b["visitor_token"], "hello from Ben")
+    again = start(client, chat, visitor_token=a["visitor_token"])
+    assert (
+        again["visitor_id"] == a["visitor_id"] and again["config"]["reply_time"] == "five minutes"
+    )
+    history = client.get(
+        f"/widget/api/{chat['token']}/messages",
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": a["visitor_token"]},
+    ).json()
+    assert [m["text"] for m in history] == ["hello from Ann"]
+    forged = client.get(
+        f"/widget/api/{chat['token']}/messages",
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": "v_forged"},
+    )
+    assert forged.status_code == 404
+
+
+def test_a_typed_email_never_joins_a_visitor_to_a_known_customer(
+    client: TestClient, world: World, chat: dict[str, str]
+) -> None:
+    known = world.acme.first.customer  # type: ignore[union-attr]
+    v = start(client, chat, name="Mallory", email="customer@acme.example")
+    msg = say(client, chat, v["visitor_token"], "show me my orders")
+    conv = client.get(
+        f"/api/v1/conversations/{msg['conversation_id']}", headers=auth(world.bob)
+    ).json()
+    assert conv["customer_id"] != known.id
+
+
+def test_a_valid_hmac_makes_the_visitor_that_customer_and_a_forged_one_does_not(
+    client: TestClient, world: World, chat: dict[str, str]
+) -> None:
+    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/customers/{cid}/identities",
+        json={"kind": "external", "value": "user-42", "verified": True},
+        headers=auth(world.bob),
+    )
+    good = hmac.new(SECRET.encode(), b"user-42", hashlib.sha256).hexdigest()
+    v = start(client, chat, user_id="user-42", user_hash=good)
+    assert v["verified"] is True
+    msg = say(client, chat, v["visitor_token"], "it's me")
+    assert (
+        client.get(
+            f"/api/v1/conversations/{msg['conversation_id']}", headers=auth(world.bob)
+        ).json()["customer_id"]
+        == cid
+    )
+    forged = start(client, chat, user_id="user-42", user_hash="0" * 64)
+    assert forged["verified"] is False
+    msg = say(client, chat, forged["visitor_token"], "it's me too")
+    assert (
+        client.get(
+            f"/api/v1/conversations/{msg['conversation_id']}", headers=auth(world.bob)
+        ).json()["customer_id"]
+        != cid
+    )
+
+
+def test_the_visitor_socket_carries_agent_replies_but_never_notes(
+    client: TestClient, world: World, chat: dict[str, str], database: Database, settings: Settings
+) -> None:
+    v = start(client, chat, name="Ann")
+    msg = say(client, chat, v["visitor_token"], "hi")
+    with client.websocket_connect(f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}") as ws:
+        client.post(
+            f"/api/v1/conversations/{msg['conversation_id']}/notes",
+            json={"text": "internal only"},
+            headers=auth(world.bob),
+        )
+        client.post(
+            f"/api/v1/conversations/{msg['conversation_id']}/messages",
+            json={"text": "Hi Ann!"},
+            headers=auth(world.bob),
+        )
+        event = ws.receive_json()
+    assert event["type"] == "message.created" and event["payload"]["text"] == "Hi Ann!"
+    assert event["payload"]["sender_name"] == "Bob" and "sender_id" not in event["payload"]
+    Worker(database, settings).run_until_idle()
+    out = client.get(
+        f"/api/v1/conversations/{msg['conversation_id']}", headers=auth(world.bob)
+    ).json()["messages"][-1]
+    assert out["status"] == "sent"
+
+
+class _Host(BaseHTTPRequestHandler):
+    page = b""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(type(self).page)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def host_page() -> Iterator[tuple[str, type[_Host]]]:
+    handler = type("H", (_Host,), {"page": b""})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # "localhost" rather than 127.0.0.1: a different origin from the Rapport server.
+    yield f"http://localhost:{server.server_port}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_visitor_chats_from_another_origin_in_chromium(
+    live_server: LiveServer,
+    browser,
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
+) -> None:
+    origin, handler = host_page
+    made = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Shop chat",
+            "channel": "webchat",
+            "settings": {
+                "hmac_secret": SECRET,
+                "allowed_origins": [origin],
+                "ask_name": False,
+                "ask_email": False,
+            },
+        },
+        headers=auth(world.alice),
+    ).json()
+    handler.page = (
+        f"<!doctype html><html><body><h1>Shop</h1>"
+        f'<script src="{live_server.url}/widget.js" '
+        f'data-token="{made["public_token"]}" async></script>'
+        f"</body></html>"
+    ).encode()
+    page = browser.new_page()
+    page.goto(origin)
+    page.click("#rapport-widget >> css=.launcher")
+    page.fill("#rapport-widget >> css=textarea", "Do you ship to Lisbon?")
+    page.click("#rapport-widget >> css=.say .send")
+    page.wait_for_selector("#rapport-widget >> css=.m.in >> text=Do you ship to Lisbon?")
+    convs = client.get(
+        "/api/v1/conversations", params={"inbox_id": made["id"]}, headers=auth(world.bob)
+    ).json()["items"]
+    client.post(
+        f"/api/v1/conversations/{convs[0]['id']}/messages",
+        json={"text": "Yes, in 3 days."},
+        headers=auth(world.bob),
+    )
+    page.wait_for_selector("#rapport-widget >> css=.m.out >> text=Yes, in 3 days.", timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "widget.png"))
+    page.reload()
+    page.click("#rapport-widget >> css=.launcher")
+    page.wait_for_selector("#rapport-widget >> css=.m.out >> text=Yes, in 3 days.")
+    assert page.locator("#rapport-widget >> css=.m.in").count() == 1
+
+
+def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(
+    live_server: LiveServer,
+    browser,
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
+) -> None:
+    origin, handler = host_page
+    known = world.acme.first.customer.id  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/customers/{known}/identities",
+        json={"kind": "external", "value": "user-7", "verified": True},
+        headers=auth(world.bob),
+    )
+    made = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Shop chat",
+            "channel": "webchat",
+            "settings": {
+                "hmac_secret": SECRET,
+                "allowed_origins": [origin],
+                "ask_name": False,
+                "ask_email": False,
+            },
+        },
+        headers=auth(world.alice),
+    ).json()
+    handler.page = (
+        f'<!doctype html><html><body><script src="{live_server.url}/widget.js" '
+        f'data-token="{made["public_token"]}" data-user-id="user-7" data-user-hash="{"0" * 64}" '
+        f"async></script></body></html>"
+    ).encode()
+    page = browser.new_page()
+    page.goto(origin)
+    page.click("#rapport-widget >> css=.launcher")
+    page.fill("#rapport-widget >> css=textarea", "I am user 7, show me my orders")
+    page.click("#rapport-widget >> css=.say .send")
+    page.wait_for_selector("#rapport-widget >> css=.m.in")
+    convs = client.get(
+        "/api/v1/conversations", params={"inbox_id": made["id"]}, headers=auth(world.bob)
+    ).json()["items"]
+    assert len(convs) == 1 and convs[0]["customer_id"] != known
