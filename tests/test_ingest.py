@@ -335,3 +335,30 @@ def test_posting_into_a_non_api_inbox_or_as_a_viewer_is_refused(
         **{"from": {"email": "v@example.com"}},
     )  # type: ignore[union-attr]
     assert r.status_code == 403
+
+
+def test_attachments_can_be_listed_and_downloaded_by_the_workspace_only(
+    client: TestClient, world: World
+) -> None:
+    r = post(
+        client,
+        world.bob,
+        world.acme.inbox.id,
+        external_id="att-1",
+        text="see file",  # type: ignore[union-attr]
+        attachments=[
+            {
+                "filename": "<evil>.html",
+                "content_type": "text/html",
+                "data_base64": base64.b64encode(b"<script>alert(1)</script>").decode(),
+            }
+        ],
+        **{"from": {"email": "att@example.com"}},
+    ).json()
+    base_url = f"/api/v1/conversations/{r['conversation_id']}/messages/{r['id']}/attachments"
+    [att] = client.get(base_url, headers=auth(world.bob)).json()
+    got = client.get(f"{base_url}/{att['id']}", headers=auth(world.bob))
+    assert got.content == b"<script>alert(1)</script>"
+    assert got.headers["content-type"] == "application/octet-stream"
+    assert got.headers["content-disposition"] == 'attachment; filename="evil.html"'
+    assert client.get(f"{base_url}/{att['id']}", headers=auth(world.mallory)).status_code == 404

@@ -75,6 +75,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "policy_id": policy["id"],
         "canned_id": reply["id"],
         "rule_id": rule["id"],
+        "attachment_id": "0" * 32,
         "webhook_id": hook["id"],
         "label": "vip",
     }
@@ -109,6 +110,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "canned_id",
         "rule_id",
         "webhook_id",
+        "attachment_id",
     }
 
 

@@ -14,6 +14,7 @@ from rapport.channels import base as channels
 from rapport.channels.models import Inbox
 from rapport.conversations import routing, sla
 from rapport.conversations.models import (
+    Attachment,
     Conversation,
     ConversationLabel,
     DeliveryStatus,
@@ -578,3 +579,24 @@ def typing(*, conversation: Conversation, user_id: str) -> None:
             "created_at": utcnow().isoformat(),
         }
     )
+
+
+def attachments(db: Session, *, message: Message) -> list[Attachment]:
+    return list(
+        db.scalars(
+            select(Attachment)
+            .where(Attachment.message_id == message.id)
+            .order_by(Attachment.created_at)
+        )
+    )
+
+
+def get_attachment(db: Session, *, message: Message, attachment_id: str) -> Attachment:
+    row = db.scalar(
+        select(Attachment).where(
+            Attachment.id == attachment_id, Attachment.message_id == message.id
+        )
+    )
+    if row is None:
+        raise NotFound("attachment")
+    return row

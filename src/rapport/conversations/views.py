@@ -8,6 +8,7 @@ from rapport.conversations import canned, service, sla
 from rapport.conversations.models import Conversation, Status
 from rapport.conversations.schemas import (
     AssignIn,
+    AttachmentRead,
     BusinessHoursIn,
     CannedIn,
     CannedRead,
@@ -26,6 +27,7 @@ from rapport.conversations.schemas import (
     StatusIn,
 )
 from rapport.privacy.service import audit
+from rapport.storage import LocalStorage
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 
@@ -277,3 +279,40 @@ def typing(conversation_id: str, principal: CurrentAgent, db: Db) -> Response:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     service.typing(conversation=conv, user_id=principal.user_id)
     return Response(status_code=204)
+
+
+@router.get(
+    "/{conversation_id}/messages/{message_id}/attachments", response_model=list[AttachmentRead]
+)
+def list_attachments(
+    conversation_id: str, message_id: str, principal: CurrentMember, db: Db
+) -> list[AttachmentRead]:
+    """A message's attachments (for email, the original message too, as ``original.eml``)."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    msg = service.get_message(db, conversation=conv, message_id=message_id)
+    return [AttachmentRead.model_validate(a) for a in service.attachments(db, message=msg)]
+
+
+@router.get("/{conversation_id}/messages/{message_id}/attachments/{attachment_id}")
+def download_attachment(
+    conversation_id: str,
+    message_id: str,
+    attachment_id: str,
+    principal: CurrentMember,
+    request: Request,
+    db: Db,
+) -> Response:
+    """The attachment's bytes, always as a download: never rendered in our origin."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    msg = service.get_message(db, conversation=conv, message_id=message_id)
+    att = service.get_attachment(db, message=msg, attachment_id=attachment_id)
+    data = LocalStorage(request.app.state.settings.attachments_dir).open(att.storage_key)
+    safe_name = "".join(ch for ch in att.filename if ch.isalnum() or ch in "._- ")[:200] or "file"
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{safe_name}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
