@@ -31,6 +31,13 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         await event_bus.start()
         bus.set_bus(event_bus)
         ingest.start()
+        smtp = None
+        if settings.smtp_port:
+            from rapport.channels.email import smtp as smtp_listener
+
+            smtp = smtp_listener.start(
+                database, settings, host=settings.smtp_host, port=settings.smtp_port
+            )
         worker = None
         if settings.worker_in_process:
             worker = WorkerThread(Worker(database, settings))
@@ -40,6 +47,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         finally:
             if worker is not None:
                 worker.stop()
+            if smtp is not None:
+                smtp.stop()
             ingest.stop()
             await event_bus.stop()
 

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     job_max_attempts: int = 8
     worker_in_process: bool = True
     ingest_batch_max: int = 64
+    # When set, `rapport serve` also receives email for the email inboxes on this port.
+    smtp_port: int | None = None
+    smtp_host: str = "127.0.0.1"
 
     @model_validator(mode="before")
     @classmethod

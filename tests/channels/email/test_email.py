@@ -275,3 +275,32 @@ def test_reply_stripping_scores_on_the_shared_cases() -> None:
         pytest.skip("../shared/data/reply_stripping is absent")
     figures = _eval("replies", str(cases))
     assert figures["cases"] == 72 and figures["rate"] > 0.85
+
+
+def test_serve_receives_mail_itself_when_an_smtp_port_is_set(
+    settings: Settings, database: Database, world: World
+) -> None:
+    from rapport.app import create_app
+    from rapport.channels.models import Inbox
+
+    with database.session() as db:
+        inbox = Inbox(
+            workspace_id=world.acme.workspace.id,
+            name="m",
+            channel="email",
+            settings={"address": "in@acme.test"},
+            public_token="smtp-serve",
+        )
+        db.add(inbox)
+    settings.smtp_port = free_port()
+    with TestClient(create_app(settings, database=database)):
+        mail = customer_mail("through serve")
+        mail.replace_header("To", "in@acme.test")
+        send(settings.smtp_port, mail)
+    with database.session(write=False) as db:
+        from sqlalchemy import select
+
+        from rapport.conversations.models import Message
+
+        texts = list(db.scalars(select(Message.text).where(Message.inbox_id == inbox.id)))
+    assert texts == ["through serve"]
