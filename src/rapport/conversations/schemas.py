@@ -74,6 +74,9 @@ class ConversationPage(BaseModel):
 class ReplyIn(BaseModel):
     text: str = Field(min_length=1, max_length=100_000)
     html: str | None = Field(default=None, max_length=500_000)
+    # Another inbox (channel) of the workspace to answer through; the conversation's own
+    # inbox when absent.
+    inbox_id: str | None = None
 
 
 class NoteIn(BaseModel):

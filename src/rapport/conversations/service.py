@@ -219,13 +219,14 @@ def add_message(
     status: DeliveryStatus = DeliveryStatus.received,
     meta: dict[str, Any] | None = None,
     at: datetime | None = None,
+    inbox_id: str | None = None,
 ) -> Message:
     """Store a message in a conversation and emit ``message.created``."""
     now = at or utcnow()
     msg = Message(
         workspace_id=conversation.workspace_id,
         conversation_id=conversation.id,
-        inbox_id=conversation.inbox_id,
+        inbox_id=inbox_id or conversation.inbox_id,
         direction=direction,
         kind=kind,
         sender_type=sender_type,
@@ -260,10 +261,17 @@ def reply(
     text: str,
     html: str | None = None,
     kind: MessageKind = MessageKind.message,
+    via_inbox_id: str | None = None,
 ) -> Message:
-    """Queue an outbound reply: the message row and its ``deliver`` job commit together."""
+    """Queue an outbound reply: the message row and its ``deliver`` job commit together.
+
+    It goes out through the conversation's own inbox, the channel the customer used,
+    unless the agent picks another inbox of the workspace (``via_inbox_id``).
+    """
     now = utcnow()
-    inbox = db.get(Inbox, conversation.inbox_id)
+    inbox = db.get(Inbox, via_inbox_id or conversation.inbox_id)
+    if inbox is None or inbox.workspace_id != conversation.workspace_id:
+        raise NotFound("inbox")
     channel = channels.get(inbox.channel) if inbox else None
     check = getattr(channel, "check_reply", None)
     if check is not None and kind != MessageKind.note:
@@ -282,6 +290,7 @@ def reply(
         html=html,
         status=DeliveryStatus.queued,
         at=now,
+        inbox_id=inbox.id,
     )
     if conversation.first_response_at is None and kind == MessageKind.message:
         conversation.first_response_at = now

@@ -89,7 +89,12 @@ def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) 
     """Reply to the customer: stored now, delivered by the ``deliver`` job."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     msg = service.reply(
-        db, conversation=conv, author_id=principal.user_id, text=body.text, html=body.html
+        db,
+        conversation=conv,
+        author_id=principal.user_id,
+        text=body.text,
+        html=body.html,
+        via_inbox_id=body.inbox_id,
     )
     return MessageRead.model_validate(msg)
 

@@ -304,3 +304,31 @@ def test_serve_receives_mail_itself_when_an_smtp_port_is_set(
 
         texts = list(db.scalars(select(Message.text).where(Message.inbox_id == inbox.id)))
     assert texts == ["through serve"]
+
+
+def test_an_agent_can_answer_a_chat_conversation_by_email(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    outbox: tuple[Outbox, int],
+) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]  # an API-channel thread
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "Answering by email, as you asked.", "inbox_id": mail_inbox},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201 and r.json()["inbox_id"] == mail_inbox
+    Worker(database, settings).run_until_idle()
+    from email import message_from_bytes, policy
+
+    [sent] = [message_from_bytes(raw, policy=policy.default) for raw in outbox[0].messages]
+    assert sent["To"] == "customer@acme.example"
+    other = client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "x", "inbox_id": world.globex.inbox.id},  # type: ignore[union-attr]
+        headers=auth(world.bob),
+    )
+    assert other.status_code == 404
