@@ -2,6 +2,7 @@
 
 from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
+from rapport.channels.email.imap import MailboxState
 from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations.models import (
@@ -46,6 +47,7 @@ __all__ = [
     "Inbox",
     "Job",
     "Membership",
+    "MailboxState",
     "Message",
     "Notification",
     "StreamEvent",

@@ -47,6 +47,7 @@ HANDLER_MODULES = (
     "rapport.channels.deliver",
     "rapport.jobs.periodic",
     "rapport.automation.jobs",
+    "rapport.channels.email.imap",
 )
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 17:05:00.095813
+Create Date: 2026-11-22 17:10:37.269953
 """
 
 from collections.abc import Sequence
@@ -196,6 +196,19 @@ def upgrade() -> None:
             "ix_webhook_deliveries_hook_time", ["webhook_id", "created_at"], unique=False
         )
 
+    op.create_table(
+        "email_mailbox_state",
+        sa.Column("inbox_id", sa.String(length=32), nullable=False),
+        sa.Column("uidvalidity", sa.String(length=64), nullable=False),
+        sa.Column("last_uid", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["inbox_id"],
+            ["inboxes.id"],
+            name=op.f("fk_email_mailbox_state_inbox_id_inboxes"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("inbox_id", name=op.f("pk_email_mailbox_state")),
+    )
     op.create_table(
         "unparsed_payloads",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -416,6 +429,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_unparsed_payloads_workspace_id"))
 
     op.drop_table("unparsed_payloads")
+    op.drop_table("email_mailbox_state")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_webhook_deliveries_hook_time")
 

@@ -1,0 +1,123 @@
+"""IMAP polling of an existing mailbox: every new message once, none skipped.
+
+The last UID taken is remembered per inbox, with the mailbox's UIDVALIDITY: a mailbox that
+was rebuilt (a new UIDVALIDITY) is read again from the start, and deduplication on the
+Message-ID keeps what was already stored from being stored twice.
+"""
+
+import imaplib
+import logging
+from typing import Any
+
+from sqlalchemy import ForeignKey, Integer, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from rapport.channels.email import ingest_email
+from rapport.channels.models import Inbox
+from rapport.crypto import box_for
+from rapport.db import Base, Database, utcnow
+from rapport.jobs.registry import JobContext, job
+from rapport.jobs.service import enqueue
+
+log = logging.getLogger(__name__)
+
+
+class MailboxState(Base):
+    __tablename__ = "email_mailbox_state"
+
+    inbox_id: Mapped[str] = mapped_column(
+        ForeignKey("inboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    uidvalidity: Mapped[str] = mapped_column(String(64), default="")
+    last_uid: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def _connect(settings: dict[str, Any], password: str) -> imaplib.IMAP4:
+    host = str(settings["imap_host"])
+    port = int(settings.get("imap_port", 993))
+    security = str(settings.get("imap_security", "tls")).lower()
+    conn: imaplib.IMAP4
+    if security == "tls":
+        conn = imaplib.IMAP4_SSL(host, port, timeout=30)
+    else:
+        conn = imaplib.IMAP4(host, port, timeout=30)
+        if security == "starttls":
+            conn.starttls()
+    conn.login(str(settings["imap_username"]), password)
+    return conn
+
+
+def poll(
+    database: Database, *, inbox_id: str, secret_key: str, settings_obj: Any, limit: int = 200
+) -> int:
+    """Fetch the mailbox's new messages into the inbox; returns how many were taken."""
+    with database.session(write=False) as db:
+        inbox = db.get(Inbox, inbox_id)
+        if inbox is None or not inbox.settings.get("imap_host"):
+            return 0
+        settings = dict(inbox.settings)
+        password = str(
+            box_for(secret_key).decrypt_json(inbox.secrets_encrypted).get("imap_password", "")
+        )
+        state = db.get(MailboxState, inbox_id)
+        known_validity, last_uid = (state.uidvalidity, state.last_uid) if state else ("", 0)
+    conn = _connect(settings, password)
+    taken = 0
+    try:
+        typ, _ = conn.select(str(settings.get("imap_mailbox", "INBOX")), readonly=True)
+        if typ != "OK":
+            raise RuntimeError("the mailbox cannot be selected")
+        raw_validity = (conn.untagged_responses.get("UIDVALIDITY") or [b""])[0]
+        validity = raw_validity.decode() if isinstance(raw_validity, bytes) else str(raw_validity)
+        if validity != known_validity:
+            last_uid = 0  # a rebuilt mailbox: read it again; Message-IDs keep it from doubling
+        typ, data = conn.uid("SEARCH", f"UID {last_uid + 1}:*")
+        uids = sorted(int(u) for u in (data[0] or b"").split() if int(u) > last_uid)[:limit]
+        for uid in uids:
+            typ, parts = conn.uid("FETCH", str(uid), "(RFC822)")
+            raw = next((p[1] for p in parts if isinstance(p, tuple)), None)
+            if raw is None:
+                continue
+            # One transaction per message, with the UID that it moves us past.
+            with database.session() as db:
+                ingest_email(db, raw, inbox_id=inbox_id, settings=settings_obj)
+                row = db.get(MailboxState, inbox_id) or MailboxState(inbox_id=inbox_id)
+                row.uidvalidity, row.last_uid = validity, uid
+                db.add(row)
+            taken += 1
+        if not uids and validity != known_validity:
+            with database.session() as db:
+                row = db.get(MailboxState, inbox_id) or MailboxState(inbox_id=inbox_id)
+                row.uidvalidity, row.last_uid = validity, last_uid
+                db.add(row)
+    finally:
+        try:
+            conn.logout()
+        except (imaplib.IMAP4.error, OSError):
+            pass
+    return taken
+
+
+@job("imap_poll")
+def imap_poll(ctx: JobContext, *, inbox_id: str) -> None:
+    """Poll one email inbox's IMAP mailbox."""
+    poll(
+        ctx.database,
+        inbox_id=inbox_id,
+        secret_key=ctx.settings.secret_key.get_secret_value(),
+        settings_obj=ctx.settings,
+    )
+
+
+@job("imap_poll_all")
+def imap_poll_all(ctx: JobContext) -> None:
+    """Queue a poll for every email inbox that has an IMAP mailbox (the periodic schedule)."""
+    with ctx.database.session() as db:
+        for inbox_id, settings in db.execute(
+            select(Inbox.id, Inbox.settings).where(
+                Inbox.channel == "email", Inbox.enabled.is_(True)
+            )
+        ):
+            if (settings or {}).get("imap_host"):
+                enqueue(db, name="imap_poll", args={"inbox_id": inbox_id}, max_attempts=3)
+    log.debug("imap polls queued at %s", utcnow().isoformat())
