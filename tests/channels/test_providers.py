@@ -389,3 +389,40 @@ def test_meta_messages_are_signed_threaded_and_answered(
     }
     meta_post(client, channel, inbox, delivery)
     assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "delivered"
+
+
+def test_outbound_respects_the_providers_rate_and_retries_what_waits(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    url, handler = provider
+    handler.reply = {"sid": "SM_R", "status": "queued"}
+    inbox = make_inbox(
+        client,
+        world,
+        "twilio_sms",
+        {
+            "account_sid": "AC1",
+            "auth_token": "tok",
+            "phone_number": "+14155550100",
+            "api_base_url": url,
+            "rate_per_second": 1,
+        },
+    )
+    twilio_post(
+        client, settings, f"/webhooks/twilio_sms/{inbox}", {**SMS, "MessageSid": "SM_IN_R"}, "tok"
+    )
+    conv = only_conversation(client, world, inbox)
+    for n in range(3):
+        client.post(
+            f"/api/v1/conversations/{conv['id']}/messages",
+            json={"text": f"part {n}"},
+            headers=auth(world.bob),
+        )
+    Worker(database, settings).run_until_idle()
+    assert len(handler.calls) == 1  # one a second: the others wait for their retry
+    statuses = [m["status"] for m in only_conversation(client, world, inbox)["messages"][1:]]
+    assert statuses.count("sent") == 1 and statuses.count("queued") == 2

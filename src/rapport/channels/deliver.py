@@ -2,6 +2,7 @@
 
 from sqlalchemy import select
 
+from rapport.auth.ratelimit import RateLimiter
 from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, DeliveryStatus, Message
@@ -54,6 +55,10 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         public_url=ctx.settings.public_url,
         thread_refs=thread_refs,
     )
+    # Stay under the provider's sending rate (per inbox, shared through Redis when there
+    # is one); a message over the limit waits for the job's retry, it is not dropped.
+    if not _limiter(inbox.channel, inbox.settings, ctx.settings.redis_url).hit(f"send:{inbox.id}"):
+        raise base.DeliveryError(f"{inbox.channel} sending rate reached; retrying shortly")
     # The provider call happens outside any transaction: no lock is held while we wait.
     try:
         result = channel.send(out)
@@ -66,6 +71,30 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
     _mark(
         ctx, message_id, DeliveryStatus.sent, None, external_id=result.external_id, meta=result.meta
     )
+
+
+# Messages per second each provider accepts from one sender, unless the inbox says otherwise
+# (setting ``rate_per_second``).
+PROVIDER_RATES = {
+    "whatsapp": 80,
+    "messenger": 40,
+    "instagram": 40,
+    "telegram": 30,
+    "twilio_sms": 1,
+    "email": 10,
+    "api": 100,
+    "webchat": 1000,
+    "twilio_voice": 1,
+}
+_LIMITERS: dict[tuple[str, int, str | None], RateLimiter] = {}
+
+
+def _limiter(channel: str, settings: dict[str, object], redis_url: str | None) -> RateLimiter:
+    rate = int(str(settings.get("rate_per_second") or PROVIDER_RATES.get(channel, 20)))
+    key = (channel, rate, redis_url)
+    if key not in _LIMITERS:
+        _LIMITERS[key] = RateLimiter(limit=rate, window=1.0, redis_url=redis_url)
+    return _LIMITERS[key]
 
 
 def _mark(
