@@ -22,6 +22,7 @@ BODIES: dict[tuple[str, str], object] = {
         "value": "new@example.com",
     },
     ("POST", "/api/v1/customers/{customer_id}/events"): {"type": "Viewed"},
+    ("POST", "/api/v1/customers/{customer_id}/merge"): {"merged_id": "x" * 32},
     ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"text": "hello"},
     ("POST", "/api/v1/conversations/{conversation_id}/notes"): {"text": "note"},
     ("POST", "/api/v1/conversations/{conversation_id}/assign"): {"assignee_id": None},
@@ -76,6 +77,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "canned_id": reply["id"],
         "rule_id": rule["id"],
         "attachment_id": "0" * 32,
+        "merge_id": "0" * 32,
         "webhook_id": hook["id"],
         "label": "vip",
     }
@@ -111,6 +113,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "rule_id",
         "webhook_id",
         "attachment_id",
+        "merge_id",
     }
 
 

@@ -15,7 +15,7 @@ from rapport.conversations.models import (
     ReadMarker,
     SlaPolicy,
 )
-from rapport.customers.models import Customer, Event, Identity
+from rapport.customers.models import Customer, CustomerMerge, Event, Identity
 from rapport.db import Base
 from rapport.jobs.models import Job
 from rapport.notifications.models import Notification
@@ -42,6 +42,7 @@ __all__ = [
     "ConversationLabel",
     "ReadMarker",
     "Customer",
+    "CustomerMerge",
     "Event",
     "Identity",
     "Inbox",

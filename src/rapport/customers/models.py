@@ -32,6 +32,11 @@ class Customer(Base):
     email: Mapped[str | None] = mapped_column(String(320), default=None)
     phone: Mapped[str | None] = mapped_column(String(32), default=None)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Set when this customer was merged into another: kept (so a merge can be undone),
+    # hidden from lists and searches.
+    merged_into_id: Mapped[str | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), default=None
+    )
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -69,3 +74,21 @@ class Event(Base):
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
     source: Mapped[str] = mapped_column(String(64), default="api")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomerMerge(Base):
+    """One merge, with everything it moved, so that it can be undone exactly."""
+
+    __tablename__ = "customer_merges"
+    __table_args__ = (Index("ix_customer_merges_survivor", "survivor_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    survivor_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    merged_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    # ids of identities, conversations and events moved; the survivor's fields before.
+    moved: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    actor_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    undone_at: Mapped[datetime | None] = mapped_column(default=None)

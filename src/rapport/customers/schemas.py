@@ -45,6 +45,7 @@ class CustomerRead(BaseModel):
     email: str | None
     phone: str | None
     attributes: dict[str, Any]
+    merged_into_id: str | None = None
     first_seen_at: datetime
     last_seen_at: datetime
     created_at: datetime
@@ -80,3 +81,20 @@ class EventCreate(BaseModel):
     properties: dict[str, Any] = Field(default_factory=dict)
     occurred_at: datetime | None = None
     source: str = Field(default="api", max_length=64)
+
+
+class MergeIn(BaseModel):
+    merged_id: str = Field(min_length=1, max_length=32)
+    reason: str = Field(default="", max_length=500)
+
+
+class MergeRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    survivor_id: str
+    merged_id: str
+    reason: str
+    moved: dict[str, Any]
+    created_at: datetime
+    undone_at: datetime | None

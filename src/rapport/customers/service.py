@@ -231,7 +231,9 @@ def search(
 ) -> tuple[list[Customer], str | None]:
     """Customers matching ``q`` (name, email, phone or any handle), newest activity first."""
     limit = pagination.clamp(limit)
-    stmt = select(Customer).where(Customer.workspace_id == workspace_id)
+    stmt = select(Customer).where(
+        Customer.workspace_id == workspace_id, Customer.merged_into_id.is_(None)
+    )
     if q:
         term = q.strip()
         values = {term}

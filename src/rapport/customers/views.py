@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from rapport.auth.deps import CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
-from rapport.customers import service
+from rapport.customers import merge, service
 from rapport.customers.models import Customer
 from rapport.customers.schemas import (
     CustomerCreate,
@@ -15,6 +15,8 @@ from rapport.customers.schemas import (
     EventCreate,
     IdentityIn,
     IdentityRead,
+    MergeIn,
+    MergeRead,
     TimelinePage,
 )
 from rapport.privacy.service import audit
@@ -165,3 +167,43 @@ def timeline(
         db, customer=customer, kinds=kinds or None, channel=channel, cursor=cursor, limit=limit
     )
     return TimelinePage(items=items, next_cursor=nxt)
+
+
+@router.post("/{customer_id}/merge", response_model=MergeRead, status_code=201)
+def merge_customer(
+    customer_id: str, body: MergeIn, principal: CurrentAgent, request: Request, db: Db
+) -> MergeRead:
+    """Merge another customer into this one; it can be undone."""
+    row = merge.merge(
+        db,
+        workspace_id=principal.workspace_id,
+        survivor_id=customer_id,
+        merged_id=body.merged_id,
+        actor=actor_of(principal, request),
+        reason=body.reason,
+    )
+    return MergeRead.model_validate(row)
+
+
+@router.get("/{customer_id}/merges", response_model=list[MergeRead])
+def list_merges(customer_id: str, principal: CurrentMember, db: Db) -> list[MergeRead]:
+    service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    rows = merge.merges_of(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    return [MergeRead.model_validate(r) for r in rows]
+
+
+merges_router = APIRouter(prefix="/api/v1/customer-merges", tags=["customers"])
+
+
+@merges_router.post("/{merge_id}/undo", response_model=list[CustomerRead])
+def undo_merge(
+    merge_id: str, principal: CurrentAgent, request: Request, db: Db
+) -> list[CustomerRead]:
+    """Undo a merge: both customers come back as they were."""
+    a, b = merge.unmerge(
+        db,
+        workspace_id=principal.workspace_id,
+        merge_id=merge_id,
+        actor=actor_of(principal, request),
+    )
+    return [CustomerRead.model_validate(a), CustomerRead.model_validate(b)]

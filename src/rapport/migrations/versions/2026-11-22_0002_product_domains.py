@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 17:10:37.269953
+Create Date: 2026-11-22 17:14:39.759802
 """
 
 from collections.abc import Sequence
@@ -158,6 +158,46 @@ def upgrade() -> None:
     with op.batch_alter_table("webhooks", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_webhooks_workspace_id"), ["workspace_id"], unique=False
+        )
+
+    op.create_table(
+        "customer_merges",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("workspace_id", sa.String(length=32), nullable=False),
+        sa.Column("survivor_id", sa.String(length=32), nullable=False),
+        sa.Column("merged_id", sa.String(length=32), nullable=False),
+        sa.Column(
+            "moved",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("reason", sa.String(length=500), nullable=False),
+        sa.Column("actor_user_id", sa.String(length=32), nullable=True),
+        sa.Column("created_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("undone_at", rapport.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["merged_id"],
+            ["customers.id"],
+            name=op.f("fk_customer_merges_merged_id_customers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["survivor_id"],
+            ["customers.id"],
+            name=op.f("fk_customer_merges_survivor_id_customers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_customer_merges_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_customer_merges")),
+    )
+    with op.batch_alter_table("customer_merges", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_customer_merges_survivor", ["survivor_id", "created_at"], unique=False
         )
 
     op.create_table(
@@ -386,6 +426,16 @@ def upgrade() -> None:
             unique=False,
         )
 
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("merged_into_id", sa.String(length=32), nullable=True))
+        batch_op.create_foreign_key(
+            batch_op.f("fk_customers_merged_into_id_customers"),
+            "customers",
+            ["merged_into_id"],
+            ["id"],
+            ondelete="SET NULL",
+        )
+
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.add_column(sa.Column("availability", sa.String(length=16), nullable=False))
         batch_op.add_column(
@@ -402,6 +452,12 @@ def downgrade() -> None:
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.drop_column("last_seen_at")
         batch_op.drop_column("availability")
+
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_constraint(
+            batch_op.f("fk_customers_merged_into_id_customers"), type_="foreignkey"
+        )
+        batch_op.drop_column("merged_into_id")
 
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_index("ix_conversations_ws_assignee")
@@ -434,6 +490,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_webhook_deliveries_hook_time")
 
     op.drop_table("webhook_deliveries")
+    with op.batch_alter_table("customer_merges", schema=None) as batch_op:
+        batch_op.drop_index("ix_customer_merges_survivor")
+
+    op.drop_table("customer_merges")
     with op.batch_alter_table("webhooks", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_webhooks_workspace_id"))
 

@@ -1,0 +1,184 @@
+"""Merging two records of one person, and undoing it exactly.
+
+A merge moves the merged customer's identities, conversations and events to the survivor,
+adds the attributes the survivor lacks, and keeps the merged customer (hidden) with a
+record of everything moved; undoing moves exactly those back and restores the survivor's
+own fields, whatever else happened in between.
+"""
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from rapport.conversations.models import Conversation
+from rapport.customers.models import Customer, CustomerMerge, Event, Identity
+from rapport.db import utcnow
+from rapport.privacy.service import Actor, audit
+from rapport.problems import Conflict, Invalid, NotFound
+from rapport.realtime.service import emit
+
+
+def _customer(db: Session, workspace_id: str, customer_id: str) -> Customer:
+    row = db.scalar(
+        select(Customer).where(Customer.id == customer_id, Customer.workspace_id == workspace_id)
+    )
+    if row is None:
+        raise NotFound("customer")
+    return row
+
+
+def merge(
+    db: Session,
+    *,
+    workspace_id: str,
+    survivor_id: str,
+    merged_id: str,
+    actor: Actor,
+    reason: str = "",
+) -> CustomerMerge:
+    """Merge ``merged_id`` into ``survivor_id`` (both of the workspace)."""
+    if survivor_id == merged_id:
+        raise Invalid("a customer cannot be merged into itself")
+    survivor = _customer(db, workspace_id, survivor_id)
+    merged = _customer(db, workspace_id, merged_id)
+    if survivor.merged_into_id or merged.merged_into_id:
+        raise Conflict("one of these customers was already merged into another")
+    identity_ids = list(db.scalars(select(Identity.id).where(Identity.customer_id == merged.id)))
+    conversation_ids = list(
+        db.scalars(select(Conversation.id).where(Conversation.customer_id == merged.id))
+    )
+    event_ids = list(db.scalars(select(Event.id).where(Event.customer_id == merged.id)))
+    added = {k: v for k, v in merged.attributes.items() if k not in survivor.attributes}
+    moved: dict[str, Any] = {
+        "identities": identity_ids,
+        "conversations": conversation_ids,
+        "events": event_ids,
+        "added_attributes": sorted(added),
+        "survivor_before": {
+            "name": survivor.name,
+            "email": survivor.email,
+            "phone": survivor.phone,
+            "first_seen_at": survivor.first_seen_at.isoformat(),
+            "last_seen_at": survivor.last_seen_at.isoformat(),
+        },
+    }
+    db.execute(
+        update(Identity).where(Identity.id.in_(identity_ids)).values(customer_id=survivor.id)
+    )
+    db.execute(
+        update(Conversation)
+        .where(Conversation.id.in_(conversation_ids))
+        .values(customer_id=survivor.id)
+    )
+    db.execute(update(Event).where(Event.id.in_(event_ids)).values(customer_id=survivor.id))
+    survivor.attributes = {**survivor.attributes, **added}
+    survivor.name = survivor.name or merged.name
+    survivor.email = survivor.email or merged.email
+    survivor.phone = survivor.phone or merged.phone
+    survivor.first_seen_at = min(survivor.first_seen_at, merged.first_seen_at)
+    survivor.last_seen_at = max(survivor.last_seen_at, merged.last_seen_at)
+    merged.merged_into_id = survivor.id
+    moved["survivor_last_seen_after"] = survivor.last_seen_at.isoformat()
+    row = CustomerMerge(
+        workspace_id=workspace_id,
+        survivor_id=survivor.id,
+        merged_id=merged.id,
+        moved=moved,
+        reason=reason[:500],
+        actor_user_id=actor.user_id,
+    )
+    db.add(row)
+    db.flush()
+    audit(
+        db,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="customer.merge",
+        target_type="customer",
+        target_id=survivor.id,
+        data={"merged_id": merged.id, "merge_id": row.id, "reason": reason},
+    )
+    emit(
+        db,
+        workspace_id=workspace_id,
+        type="customer.merged",
+        payload={"survivor_id": survivor.id, "merged_id": merged.id, "merge_id": row.id},
+    )
+    return row
+
+
+def unmerge(
+    db: Session, *, workspace_id: str, merge_id: str, actor: Actor
+) -> tuple[Customer, Customer]:
+    """Undo a merge: both customers come back as they were; returns (survivor, restored)."""
+    row = db.scalar(
+        select(CustomerMerge).where(
+            CustomerMerge.id == merge_id, CustomerMerge.workspace_id == workspace_id
+        )
+    )
+    if row is None:
+        raise NotFound("merge")
+    if row.undone_at is not None:
+        raise Conflict("this merge was already undone")
+    survivor = _customer(db, workspace_id, row.survivor_id)
+    merged = _customer(db, workspace_id, row.merged_id)
+    moved = row.moved
+    db.execute(
+        update(Identity)
+        .where(Identity.id.in_(moved["identities"]), Identity.customer_id == survivor.id)
+        .values(customer_id=merged.id)
+    )
+    db.execute(
+        update(Conversation)
+        .where(Conversation.id.in_(moved["conversations"]), Conversation.customer_id == survivor.id)
+        .values(customer_id=merged.id)
+    )
+    db.execute(
+        update(Event)
+        .where(Event.id.in_(moved["events"]), Event.customer_id == survivor.id)
+        .values(customer_id=merged.id)
+    )
+    survivor.attributes = {
+        k: v for k, v in survivor.attributes.items() if k not in set(moved["added_attributes"])
+    }
+    from datetime import datetime
+
+    before = moved["survivor_before"]
+    survivor.name, survivor.email, survivor.phone = before["name"], before["email"], before["phone"]
+    survivor.first_seen_at = datetime.fromisoformat(before["first_seen_at"])
+    if survivor.last_seen_at.isoformat() == moved.get("survivor_last_seen_after"):
+        # Nothing happened since the merge: the survivor's own last activity comes back.
+        survivor.last_seen_at = datetime.fromisoformat(before["last_seen_at"])
+    merged.merged_into_id = None
+    row.undone_at = utcnow()
+    audit(
+        db,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="customer.unmerge",
+        target_type="customer",
+        target_id=survivor.id,
+        data={"merged_id": merged.id, "merge_id": row.id},
+    )
+    emit(
+        db,
+        workspace_id=workspace_id,
+        type="customer.unmerged",
+        payload={"survivor_id": survivor.id, "merged_id": merged.id, "merge_id": row.id},
+    )
+    return survivor, merged
+
+
+def merges_of(db: Session, *, workspace_id: str, customer_id: str) -> list[CustomerMerge]:
+    return list(
+        db.scalars(
+            select(CustomerMerge)
+            .where(
+                CustomerMerge.workspace_id == workspace_id,
+                (CustomerMerge.survivor_id == customer_id)
+                | (CustomerMerge.merged_id == customer_id),
+            )
+            .order_by(CustomerMerge.created_at.desc())
+        )
+    )

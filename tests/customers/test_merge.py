@@ -1,0 +1,161 @@
+"""One person, one customer: linking across channels, merge, and undo that restores exactly."""
+
+from fastapi.testclient import TestClient
+
+from rapport.config import Settings
+from rapport.customers.identity import handle
+from rapport.customers.models import IdentityKind
+from rapport.db import Database
+from rapport.ingest import InboundMessage, receive
+from tests.conftest import auth
+from tests.factories import World
+
+
+def snapshot(client: TestClient, world: World, customer_id: str) -> dict:  # type: ignore[type-arg]
+    c = client.get(f"/api/v1/customers/{customer_id}", headers=auth(world.bob)).json()
+    convs = client.get(
+        "/api/v1/conversations",
+        params={"customer_id": customer_id, "limit": 100},
+        headers=auth(world.bob),
+    ).json()["items"]
+    events = client.get(
+        f"/api/v1/customers/{customer_id}/timeline",
+        params={"kind": "event"},
+        headers=auth(world.bob),
+    ).json()["items"]
+    return {
+        "name": c["name"],
+        "email": c["email"],
+        "phone": c["phone"],
+        "attributes": c["attributes"],
+        "first_seen_at": c["first_seen_at"],
+        "last_seen_at": c["last_seen_at"],
+        "identities": sorted((i["kind"], i["value"]) for i in c["identities"]),
+        "conversations": sorted(x["id"] for x in convs),
+        "events": sorted(e["id"] for e in events),
+        "merged_into_id": c["merged_into_id"],
+    }
+
+
+def test_an_email_customer_writing_on_whatsapp_from_a_known_phone_is_one_customer(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    inbox = world.acme.inbox
+    assert inbox is not None
+    with database.session() as db:
+        first = receive(
+            db,
+            InboundMessage(
+                inbox_id=inbox.id,
+                external_id="m1",
+                text="by email",
+                handles=[
+                    handle(IdentityKind.email, "zoe@example.com"),
+                    handle(IdentityKind.phone, "+447700900123"),
+                ],
+            ),
+            settings=settings,
+        )
+        second = receive(
+            db,
+            InboundMessage(
+                inbox_id=inbox.id,
+                external_id="w1",
+                text="on WhatsApp",
+                handles=[
+                    handle(IdentityKind.whatsapp, "447700900123"),
+                    handle(IdentityKind.phone, "+447700900123"),
+                ],
+            ),
+            settings=settings,
+        )
+        assert first.customer.id == second.customer.id
+    timeline = client.get(
+        f"/api/v1/customers/{first.customer.id}/timeline", headers=auth(world.bob)
+    ).json()["items"]
+    assert [e["summary"] for e in timeline] == ["on WhatsApp", "by email"]
+
+
+def test_merge_then_unmerge_restores_both_customers_exactly(
+    client: TestClient, world: World
+) -> None:
+    def make(name: str, email: str, attrs: dict) -> str:  # type: ignore[type-arg]
+        c = client.post(
+            "/api/v1/customers",
+            json={"name": name, "email": email, "attributes": attrs},
+            headers=auth(world.bob),
+        ).json()
+        client.post(
+            f"/api/v1/customers/{c['id']}/events",
+            json={"type": "Order Completed", "properties": {"total": 100}},
+            headers=auth(world.bob),
+        )
+        client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",
+            json={"external_id": f"x-{email}", "text": "hi", "from": {"email": email}},
+            headers=auth(world.bob),
+        )  # type: ignore[union-attr]
+        return str(c["id"])
+
+    a = make("Sam Smith", "sam@example.com", {"plan": "pro", "city": "Leeds"})
+    b = make("", "sam.smith@work.example", {"plan": "free", "seats": 3})
+    before_a, before_b = snapshot(client, world, a), snapshot(client, world, b)
+    merged = client.post(
+        f"/api/v1/customers/{a}/merge",
+        json={"merged_id": b, "reason": "same person"},
+        headers=auth(world.bob),
+    )
+    assert merged.status_code == 201, merged.text
+    during = snapshot(client, world, a)
+    assert (
+        len(during["identities"]) == 2
+        and len(during["conversations"]) == 2
+        and len(during["events"]) == 2
+    )
+    assert during["attributes"] == {
+        "plan": "pro",
+        "city": "Leeds",
+        "seats": 3,
+    }  # the survivor's values win
+    assert snapshot(client, world, b)["merged_into_id"] == a
+    hits = client.get(
+        "/api/v1/customers", params={"q": "sam.smith@work.example"}, headers=auth(world.bob)
+    ).json()["items"]
+    assert [c["id"] for c in hits] == [a]  # the merged record no longer shows
+
+    undo = client.post(
+        f"/api/v1/customer-merges/{merged.json()['id']}/undo", headers=auth(world.bob)
+    )
+    assert undo.status_code == 200
+    assert snapshot(client, world, a) == before_a
+    assert snapshot(client, world, b) == before_b
+    again = client.post(
+        f"/api/v1/customer-merges/{merged.json()['id']}/undo", headers=auth(world.bob)
+    )
+    assert again.status_code == 409
+    kinds = [e["action"] for e in _audit(client, world)]
+    assert "customer.merge" in kinds and "customer.unmerge" in kinds
+
+
+def _audit(client: TestClient, world: World) -> list[dict]:  # type: ignore[type-arg]
+    from sqlalchemy import select
+
+    from rapport.privacy.models import AuditLog
+
+    database = client.app.state.database  # type: ignore[attr-defined]
+    with database.session(write=False) as db:
+        return [
+            {"action": r.action}
+            for r in db.scalars(
+                select(AuditLog).where(AuditLog.workspace_id == world.acme.workspace.id)
+            )
+        ]
+
+
+def test_customers_of_another_workspace_cannot_be_merged(client: TestClient, world: World) -> None:
+    theirs = world.globex.first.customer.id  # type: ignore[union-attr]
+    ours = world.acme.first.customer.id  # type: ignore[union-attr]
+    r = client.post(
+        f"/api/v1/customers/{ours}/merge", json={"merged_id": theirs}, headers=auth(world.bob)
+    )
+    assert r.status_code == 404
