@@ -76,6 +76,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.channels.webchat import views as webchat_views
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
+    from rapport.events import views as event_views
     from rapport.notifications import views as notification_views
     from rapport.realtime import views as realtime_views
     from rapport.web import views as web_views
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         notification_views,
         webhooks,
         webchat_views,
+        event_views,
     ):
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)

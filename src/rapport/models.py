@@ -17,6 +17,7 @@ from rapport.conversations.models import (
 )
 from rapport.customers.models import Customer, CustomerMerge, Event, Identity
 from rapport.db import Base
+from rapport.events.models import EventSource, Order
 from rapport.jobs.models import Job
 from rapport.notifications.models import Notification
 from rapport.privacy.models import AuditLog
@@ -44,6 +45,7 @@ __all__ = [
     "Customer",
     "CustomerMerge",
     "Event",
+    "EventSource",
     "Identity",
     "Inbox",
     "Job",
@@ -51,6 +53,7 @@ __all__ = [
     "MailboxState",
     "Message",
     "Notification",
+    "Order",
     "StreamEvent",
     "Team",
     "UnparsedPayload",

@@ -64,7 +64,11 @@ class Event(Base):
     """One entry of a customer's timeline that is not a message: a page view, an order..."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_customer_time", "customer_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_events_customer_time", "customer_id", "occurred_at"),
+        # A tracking library's retry carries the same messageId: stored once per source.
+        UniqueConstraint("source_id", "message_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
@@ -73,6 +77,8 @@ class Event(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
     source: Mapped[str] = mapped_column(String(64), default="api")
+    source_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    message_id: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 17:14:39.759802
+Create Date: 2026-11-22 17:17:48.606823
 """
 
 from collections.abc import Sequence
@@ -95,6 +95,28 @@ def upgrade() -> None:
             "workspace_id", "shortcut", name=op.f("uq_canned_responses_workspace_id_shortcut")
         ),
     )
+    op.create_table(
+        "event_sources",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("workspace_id", sa.String(length=32), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("write_key_hash", sa.String(length=64), nullable=False),
+        sa.Column("prefix", sa.String(length=16), nullable=False),
+        sa.Column("created_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_event_sources_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_event_sources")),
+        sa.UniqueConstraint("write_key_hash", name=op.f("uq_event_sources_write_key_hash")),
+    )
+    with op.batch_alter_table("event_sources", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_event_sources_workspace_id"), ["workspace_id"], unique=False
+        )
+
     op.create_table(
         "sla_policies",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -199,6 +221,41 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_customer_merges_survivor", ["survivor_id", "created_at"], unique=False
         )
+
+    op.create_table(
+        "orders",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("workspace_id", sa.String(length=32), nullable=False),
+        sa.Column("customer_id", sa.String(length=32), nullable=False),
+        sa.Column("order_id", sa.String(length=200), nullable=False),
+        sa.Column("total_minor", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column(
+            "properties",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("occurred_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_orders_customer_id_customers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_orders_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
+        sa.UniqueConstraint(
+            "workspace_id", "order_id", name=op.f("uq_orders_workspace_id_order_id")
+        ),
+    )
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.create_index("ix_orders_customer", ["customer_id", "occurred_at"], unique=False)
 
     op.create_table(
         "webhook_deliveries",
@@ -436,6 +493,13 @@ def upgrade() -> None:
             ondelete="SET NULL",
         )
 
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("source_id", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("message_id", sa.String(length=200), nullable=True))
+        batch_op.create_unique_constraint(
+            batch_op.f("uq_events_source_id_message_id"), ["source_id", "message_id"]
+        )
+
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.add_column(sa.Column("availability", sa.String(length=16), nullable=False))
         batch_op.add_column(
@@ -452,6 +516,11 @@ def downgrade() -> None:
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.drop_column("last_seen_at")
         batch_op.drop_column("availability")
+
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("uq_events_source_id_message_id"), type_="unique")
+        batch_op.drop_column("message_id")
+        batch_op.drop_column("source_id")
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.drop_constraint(
@@ -490,6 +559,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_webhook_deliveries_hook_time")
 
     op.drop_table("webhook_deliveries")
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.drop_index("ix_orders_customer")
+
+    op.drop_table("orders")
     with op.batch_alter_table("customer_merges", schema=None) as batch_op:
         batch_op.drop_index("ix_customer_merges_survivor")
 
@@ -502,6 +575,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sla_policies_workspace_id"))
 
     op.drop_table("sla_policies")
+    with op.batch_alter_table("event_sources", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_event_sources_workspace_id"))
+
+    op.drop_table("event_sources")
     op.drop_table("canned_responses")
     op.drop_table("business_calendars")
     with op.batch_alter_table("automation_rules", schema=None) as batch_op:

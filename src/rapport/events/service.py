@@ -1,0 +1,267 @@
+"""The Segment-compatible events API: identify, track, page, screen, alias, group, batch.
+
+A site already instrumented for Segment sends to Rapport by changing its endpoint: the
+same payloads, the write key as the Basic-auth user name. ``userId`` is the customer's id
+in the sender's system (an ``external`` handle), ``anonymousId`` a device's; traits fill
+the profile; e-commerce events feed the purchase history. A batch is one transaction, and
+a ``messageId`` seen before from the same source is skipped.
+"""
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport.crypto import random_token, sha256_hex
+from rapport.customers import service as customers
+from rapport.customers.identity import Handle, InvalidHandle, handle
+from rapport.customers.merge import merge
+from rapport.customers.models import Customer, Event, Identity, IdentityKind
+from rapport.db import utcnow
+from rapport.events.models import EventSource, Order
+from rapport.privacy.service import SYSTEM
+from rapport.problems import Invalid, Problem
+from rapport.workspaces.models import Workspace
+
+TYPES = ("identify", "track", "page", "screen", "alias", "group")
+MAX_BATCH_BYTES = 500 * 1024
+_NAME_TRAITS = {"name", "firstName", "first_name", "lastName", "last_name", "email", "phone"}
+
+
+def create_source(db: Session, *, workspace_id: str, name: str) -> tuple[EventSource, str]:
+    """A new source; its write key is returned once and stored only as a hash."""
+    key = random_token("wk_", 24)
+    row = EventSource(
+        workspace_id=workspace_id, name=name, write_key_hash=sha256_hex(key), prefix=key[:7]
+    )
+    db.add(row)
+    db.flush()
+    return row, key
+
+
+def source_for_key(db: Session, write_key: str) -> EventSource:
+    row = db.scalar(select(EventSource).where(EventSource.write_key_hash == sha256_hex(write_key)))
+    if row is None:
+        raise Problem(401, "unauthorized", "unknown write key")
+    return row
+
+
+def _when(event: dict[str, Any]) -> datetime:
+    for key in ("timestamp", "originalTimestamp", "sentAt"):
+        value = event.get(key)
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return utcnow()
+
+
+def _minor(value: Any) -> int:
+    """Decimal amounts as integer minor units (cents): 59.9 -> 5990."""
+    try:
+        return int((Decimal(str(value)) * 100).quantize(Decimal("1")))
+    except (InvalidOperation, ValueError, TypeError):
+        return 0
+
+
+class _Batch:
+    """Resolution state shared by the events of one batch (one transaction)."""
+
+    def __init__(self, db: Session, source: EventSource) -> None:
+        self.db = db
+        self.source = source
+        ws = db.get(Workspace, source.workspace_id)
+        self.region = ws.default_region if ws else "US"
+        self.customers: dict[tuple[str | None, str | None], Customer] = {}
+
+    def handles(self, event: dict[str, Any], traits: dict[str, Any]) -> list[Handle]:
+        out: list[Handle] = []
+        if event.get("userId"):
+            out.append(handle(IdentityKind.external, str(event["userId"])))
+        if event.get("anonymousId"):
+            out.append(handle(IdentityKind.external, f"anon:{event['anonymousId']}"))
+        for kind, key in ((IdentityKind.email, "email"), (IdentityKind.phone, "phone")):
+            if traits.get(key):
+                try:
+                    out.append(handle(kind, str(traits[key]), verified=False, region=self.region))
+                except InvalidHandle:
+                    pass
+        return out
+
+    def customer(self, event: dict[str, Any], traits: dict[str, Any]) -> Customer:
+        key = (event.get("userId"), event.get("anonymousId"))
+        if key in self.customers and not traits:
+            return self.customers[key]
+        handles = self.handles(event, traits)
+        if not any(h.verified for h in handles):
+            raise Invalid("an event needs a userId or an anonymousId")
+        name = str(
+            traits.get("name")
+            or " ".join(str(traits[k]) for k in ("firstName", "lastName") if traits.get(k))
+        )
+        customer, _ = customers.resolve(
+            self.db,
+            workspace_id=self.source.workspace_id,
+            handles=handles,
+            name=name,
+            seen_at=_when(event),
+        )
+        self.customers[key] = customer
+        return customer
+
+
+def ingest(db: Session, *, source: EventSource, events: list[dict[str, Any]]) -> dict[str, int]:
+    """Store a list of events in the caller's transaction; returns counts."""
+    ids = [str(e["messageId"]) for e in events if e.get("messageId")]
+    seen: set[str] = set()
+    if ids:
+        seen = set(
+            db.scalars(
+                select(Event.message_id).where(
+                    Event.source_id == source.id, Event.message_id.in_(ids)
+                )
+            )
+        )
+    batch = _Batch(db, source)
+    stored = skipped = 0
+    for event in events:
+        kind = str(event.get("type", ""))
+        if kind not in TYPES:
+            raise Invalid(f"unknown event type {kind!r}")
+        message_id = str(event["messageId"]) if event.get("messageId") else None
+        if message_id and message_id in seen:
+            skipped += 1
+            continue
+        if message_id:
+            seen.add(message_id)
+        _one(batch, kind, event, message_id)
+        stored += 1
+    return {"stored": stored, "duplicates": skipped}
+
+
+def _record(
+    batch: _Batch,
+    customer: Customer,
+    name: str,
+    props: dict[str, Any],
+    event: dict[str, Any],
+    message_id: str | None,
+) -> None:
+    batch.db.add(
+        Event(
+            workspace_id=customer.workspace_id,
+            customer_id=customer.id,
+            type=name[:200],
+            properties=props,
+            occurred_at=_when(event),
+            source=f"segment:{batch.source.name}"[:64],
+            source_id=batch.source.id,
+            message_id=message_id,
+        )
+    )
+
+
+def _one(batch: _Batch, kind: str, event: dict[str, Any], message_id: str | None) -> None:
+    traits = dict(event.get("traits") or (event.get("context") or {}).get("traits") or {})
+    props = dict(event.get("properties") or {})
+    if kind == "identify":
+        customer = batch.customer(event, traits)
+        extra = {k: v for k, v in traits.items() if k not in _NAME_TRAITS and v is not None}
+        if extra:
+            customer.attributes = {**customer.attributes, **extra}
+        _record(batch, customer, "Identify", traits, event, message_id)
+    elif kind == "track":
+        customer = batch.customer(event, {})
+        name = str(event.get("event") or "Event")
+        _record(batch, customer, name, props, event, message_id)
+        _commerce(batch, customer, name, props, event)
+    elif kind in ("page", "screen"):
+        customer = batch.customer(event, {})
+        label = "Page Viewed" if kind == "page" else "Screen Viewed"
+        _record(batch, customer, label, {"name": event.get("name"), **props}, event, message_id)
+    elif kind == "group":
+        customer = batch.customer(event, {})
+        group = str(event.get("groupId", ""))
+        customer.attributes = {**customer.attributes, "group_id": group}
+        _record(batch, customer, "Group", {"group_id": group, **traits}, event, message_id)
+    elif kind == "alias":
+        _alias(batch, event, message_id)
+
+
+def _alias(batch: _Batch, event: dict[str, Any], message_id: str | None) -> None:
+    """``previousId`` and ``userId`` are one person: link, merging two known records."""
+    previous = str(event.get("previousId") or "")
+    if not previous or not event.get("userId"):
+        raise Invalid("alias needs previousId and userId")
+    customer = batch.customer({"userId": event["userId"]}, {})
+    ws = batch.source.workspace_id
+    other = None
+    for value in (previous, f"anon:{previous}"):
+        row = batch.db.scalar(
+            select(Identity).where(
+                Identity.workspace_id == ws,
+                Identity.kind == IdentityKind.external,
+                Identity.value == value,
+            )
+        )
+        if row is not None:
+            other = row
+            break
+    if other is None:
+        batch.db.add(
+            Identity(
+                workspace_id=ws,
+                customer_id=customer.id,
+                kind=IdentityKind.external,
+                value=previous,
+                verified=True,
+            )
+        )
+    elif other.customer_id != customer.id:
+        batch.db.flush()
+        merge(
+            batch.db,
+            workspace_id=ws,
+            survivor_id=customer.id,
+            merged_id=other.customer_id,
+            actor=SYSTEM,
+            reason="Segment alias",
+        )
+    _record(batch, customer, "Alias", {"previous_id": previous}, event, message_id)
+
+
+def _commerce(
+    batch: _Batch, customer: Customer, name: str, props: dict[str, Any], event: dict[str, Any]
+) -> None:
+    """Segment's e-commerce spec: completed and refunded orders make the purchase history."""
+    order_id = props.get("order_id") or props.get("orderId")
+    if name not in ("Order Completed", "Order Refunded") or not order_id:
+        return
+    ws = batch.source.workspace_id
+    row = batch.db.scalar(
+        select(Order).where(Order.workspace_id == ws, Order.order_id == str(order_id))
+    )
+    if name == "Order Completed":
+        total = props.get("total", props.get("revenue", 0))
+        if row is None:
+            row = Order(workspace_id=ws, customer_id=customer.id, order_id=str(order_id))
+            batch.db.add(row)
+        row.total_minor = _minor(total)
+        row.currency = str(props.get("currency", "USD"))[:3].upper()
+        row.status = "completed"
+        row.properties = props
+        row.occurred_at = _when(event)
+    elif row is not None:
+        row.status = "refunded"
+
+
+def orders(db: Session, *, customer: Customer) -> list[Order]:
+    return list(
+        db.scalars(
+            select(Order).where(Order.customer_id == customer.id).order_by(Order.occurred_at.desc())
+        )
+    )

@@ -1,0 +1,114 @@
+"""``/api/v1/events/...``: Segment's HTTP tracking API, authenticated by write key."""
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from rapport.auth.deps import CurrentAdmin, CurrentMember, Db
+from rapport.customers import service as customers
+from rapport.db import Database
+from rapport.events import service
+from rapport.problems import Invalid, Problem
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+
+class SourceIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class SourceCreated(BaseModel):
+    id: str
+    name: str
+    write_key: str
+
+
+class OrderRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    order_id: str
+    total_minor: int
+    currency: str
+    status: str
+    occurred_at: datetime
+
+
+@router.post("/event-sources", response_model=SourceCreated, status_code=201)
+def create_source(body: SourceIn, principal: CurrentAdmin, db: Db) -> SourceCreated:
+    """A source of events (a website, an app) and its write key, shown only now."""
+    row, key = service.create_source(db, workspace_id=principal.workspace_id, name=body.name)
+    return SourceCreated(id=row.id, name=row.name, write_key=key)
+
+
+@router.get("/customers/{customer_id}/orders", response_model=list[OrderRead])
+def customer_orders(customer_id: str, principal: CurrentMember, db: Db) -> list[OrderRead]:
+    customer = customers.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    return [OrderRead.model_validate(o) for o in service.orders(db, customer=customer)]
+
+
+def _write_key(request: Request, body: dict[str, Any]) -> str:
+    auth = request.headers.get("authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            return base64.b64decode(auth[6:]).decode().split(":", 1)[0]
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Problem(401, "unauthorized", "malformed Basic authorization") from exc
+    key = body.get("writeKey")
+    if not key:
+        raise Problem(401, "unauthorized", "send the write key as the Basic-auth user name")
+    return str(key)
+
+
+async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > service.MAX_BATCH_BYTES:
+        raise Problem(413, "too-large", "a request is at most 500 KB")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid("the body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise Invalid("the body must be a JSON object")
+    key = _write_key(request, body)
+    if kind is None:
+        events = body.get("batch")
+        if not isinstance(events, list):
+            raise Invalid("batch must be a list of events")
+        context = body.get("context") or {}
+        events = [{"context": context, **e} for e in events if isinstance(e, dict)]
+    else:
+        events = [{**body, "type": kind}]
+    database: Database = request.app.state.database
+
+    def work() -> dict[str, int]:
+        with database.session() as db:  # one transaction for the whole batch
+            source = service.source_for_key(db, key)
+            return service.ingest(db, source=source, events=events)
+
+    return {"success": True, **await run_in_threadpool(work)}
+
+
+@router.post("/events/batch")
+async def batch(request: Request) -> dict[str, Any]:
+    """Many events at once, as Segment's ``/v1/batch``."""
+    return await _accept(request, None)
+
+
+def _endpoint(kind: str) -> Any:
+    async def endpoint(request: Request) -> dict[str, Any]:
+        return await _accept(request, kind)
+
+    endpoint.__doc__ = f"Segment's ``{kind}`` call."
+    return endpoint
+
+
+for _kind in service.TYPES:
+    router.add_api_route(
+        f"/events/{_kind}", _endpoint(_kind), methods=["POST"], name=f"events_{_kind}"
+    )

@@ -1,0 +1,178 @@
+"""The Segment-compatible events API: write keys, the call types, batches stored once."""
+
+import base64
+import uuid
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from rapport.customers.models import Event
+from rapport.db import Database
+from tests.conftest import auth
+from tests.factories import World
+
+
+def source(client: TestClient, world: World) -> str:
+    r = client.post("/api/v1/event-sources", json={"name": "website"}, headers=auth(world.alice))
+    assert r.status_code == 201, r.text
+    return str(r.json()["write_key"])
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def events(database: Database) -> int:
+    with database.session(write=False) as db:
+        return int(db.scalar(select(func.count()).select_from(Event)) or 0)
+
+
+def test_a_batch_of_a_thousand_events_is_stored_once_even_when_sent_twice(
+    client: TestClient, world: World, database: Database
+) -> None:
+    key = source(client, world)
+    batch = {
+        "batch": [
+            {
+                "type": "track",
+                "event": "Product Viewed",
+                "userId": f"u{i % 50}",
+                "messageId": str(uuid.uuid4()),
+                "properties": {"product_id": f"p{i}"},
+                "timestamp": "2026-11-01T10:00:00Z",
+            }
+            for i in range(1000)
+        ]
+    }
+    before = events(database)
+    first = client.post("/api/v1/events/batch", json=batch, headers=basic(key))
+    assert first.status_code == 200 and first.json() == {
+        "success": True,
+        "stored": 1000,
+        "duplicates": 0,
+    }
+    again = client.post("/api/v1/events/batch", json=batch, headers=basic(key))
+    assert again.json() == {"success": True, "stored": 0, "duplicates": 1000}
+    assert events(database) == before + 1000
+
+
+def test_identify_fills_the_profile_and_orders_make_the_purchase_history(
+    client: TestClient, world: World
+) -> None:
+    key = source(client, world)
+    client.post(
+        "/api/v1/events/identify",
+        json={
+            "userId": "user-9",
+            "traits": {
+                "email": "nina@example.com",
+                "firstName": "Nina",
+                "lastName": "Kay",
+                "plan": "gold",
+            },
+        },
+        headers=basic(key),
+    )
+    client.post(
+        "/api/v1/events/track",
+        json={
+            "userId": "user-9",
+            "event": "Order Completed",
+            "properties": {"order_id": "o-1", "total": 59.9, "currency": "eur"},
+        },
+        headers=basic(key),
+    )
+    client.post(
+        "/api/v1/events/track",
+        json={
+            "userId": "user-9",
+            "event": "Order Completed",
+            "properties": {"order_id": "o-2", "total": 10},
+        },
+        headers=basic(key),
+    )
+    client.post(
+        "/api/v1/events/track",
+        json={"userId": "user-9", "event": "Order Refunded", "properties": {"order_id": "o-2"}},
+        headers=basic(key),
+    )
+    [nina] = client.get("/api/v1/customers", params={"q": "Nina"}, headers=auth(world.bob)).json()[
+        "items"
+    ]
+    assert nina["name"] == "Nina Kay" and nina["attributes"]["plan"] == "gold"
+    orders = client.get(f"/api/v1/customers/{nina['id']}/orders", headers=auth(world.bob)).json()
+    assert sorted(
+        (o["order_id"], o["total_minor"], o["currency"], o["status"]) for o in orders
+    ) == [("o-1", 5990, "EUR", "completed"), ("o-2", 1000, "USD", "refunded")]
+    timeline = client.get(
+        f"/api/v1/customers/{nina['id']}/timeline",
+        params={"kind": "event"},
+        headers=auth(world.bob),
+    ).json()["items"]
+    assert {e["type"] for e in timeline} >= {"Identify", "Order Completed", "Order Refunded"}
+
+
+def test_a_typed_email_in_traits_never_joins_a_known_customer(
+    client: TestClient, world: World
+) -> None:
+    key = source(client, world)
+    known = world.acme.first.customer.id  # type: ignore[union-attr]
+    client.post(
+        "/api/v1/events/identify",
+        json={"anonymousId": "a-1", "traits": {"email": "customer@acme.example"}},
+        headers=basic(key),
+    )
+    hits = client.get(
+        "/api/v1/customers", params={"q": "customer@acme.example"}, headers=auth(world.bob)
+    ).json()["items"]
+    assert [c["id"] for c in hits] == [known]
+
+
+def test_alias_joins_an_anonymous_visitor_to_the_signed_in_user(
+    client: TestClient, world: World
+) -> None:
+    key = source(client, world)
+    client.post(
+        "/api/v1/events/page",
+        json={"anonymousId": "anon-77", "name": "Pricing"},
+        headers=basic(key),
+    )
+    client.post(
+        "/api/v1/events/identify",
+        json={"userId": "user-77", "traits": {"name": "Omar"}},
+        headers=basic(key),
+    )
+    r = client.post(
+        "/api/v1/events/alias",
+        json={"previousId": "anon-77", "userId": "user-77"},
+        headers=basic(key),
+    )
+    assert r.status_code == 200, r.text
+    [omar] = client.get("/api/v1/customers", params={"q": "Omar"}, headers=auth(world.bob)).json()[
+        "items"
+    ]
+    types = [
+        e["type"]
+        for e in client.get(
+            f"/api/v1/customers/{omar['id']}/timeline",
+            params={"kind": "event"},
+            headers=auth(world.bob),
+        ).json()["items"]
+    ]
+    assert "Page Viewed" in types and "Alias" in types
+
+
+def test_a_wrong_write_key_stores_nothing(
+    client: TestClient, world: World, database: Database
+) -> None:
+    before = events(database)
+    r = client.post(
+        "/api/v1/events/track", json={"userId": "u", "event": "X"}, headers=basic("wk_forged")
+    )
+    assert r.status_code == 401
+    r = client.post(
+        "/api/v1/events/track",
+        json={"userId": "u", "event": "X", "writeKey": source(client, world)},
+    )
+    assert r.status_code == 200
+    assert events(database) == before + 1
