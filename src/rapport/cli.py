@@ -209,6 +209,10 @@ def _register_evaluations() -> None:
 
     eval_app.command("emails")(email_eval.emails)
     eval_app.command("replies")(email_eval.replies)
+    from rapport.assistant import evaluate as assistant_eval
+
+    eval_app.command("intents")(assistant_eval.intents)
+    eval_app.command("sentiment")(assistant_eval.sentiment)
 
 
 _register_evaluations()
