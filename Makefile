@@ -20,9 +20,9 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	mkdir -p var
-	$(BIN)/rapport migrate
-	$(BIN)/rapport demo
-	$(BIN)/rapport serve --host $(HOST) --port $(PORT)
+	RAPPORT_PUBLIC_URL=$${RAPPORT_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/rapport migrate
+	RAPPORT_PUBLIC_URL=$${RAPPORT_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/rapport demo
+	RAPPORT_PUBLIC_URL=$${RAPPORT_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/rapport serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests $(wildcard bench)
