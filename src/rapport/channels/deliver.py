@@ -71,6 +71,10 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
     _mark(
         ctx, message_id, DeliveryStatus.sent, None, external_id=result.external_id, meta=result.meta
     )
+    # A channel may have more to do once its message is out (web chat: email an away visitor).
+    after = getattr(channel, "after_send", None)
+    if after is not None:
+        after(database=ctx.database, settings=ctx.settings, out=out)
 
 
 # Messages per second each provider accepts from one sender, unless the inbox says otherwise

@@ -284,3 +284,74 @@ def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(
         "/api/v1/conversations", params={"inbox_id": made["id"]}, headers=auth(world.bob)
     ).json()["items"]
     assert len(convs) == 1 and convs[0]["customer_id"] != known
+
+
+def test_a_reply_to_a_visitor_who_left_goes_to_the_email_they_gave(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    from datetime import timedelta
+
+    from aiosmtpd.controller import Controller
+    from sqlalchemy import update
+
+    from rapport.channels.webchat.models import Visitor
+    from rapport.db import utcnow
+    from tests.channels.email.test_email import Outbox
+    from tests.web.conftest import free_port
+
+    box, port = Outbox(), free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        mail = client.post(
+            "/api/v1/inboxes",
+            json={
+                "name": "Mail",
+                "channel": "email",
+                "settings": {
+                    "address": "chat@acme.test",
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": port,
+                    "smtp_security": "none",
+                },
+            },
+            headers=auth(world.alice),
+        ).json()
+        chat = client.post(
+            "/api/v1/inboxes",
+            json={"name": "Chat", "channel": "webchat", "settings": {"email_inbox_id": mail["id"]}},
+            headers=auth(world.alice),
+        ).json()
+        token = chat["public_token"]
+        v = client.post(
+            f"/widget/api/{token}/session", json={"name": "Ann", "email": "ann@example.org"}
+        ).json()
+        msg = client.post(
+            f"/widget/api/{token}/messages",
+            json={"text": "hello?"},
+            headers={"X-Rapport-Visitor": v["visitor_token"]},
+        ).json()
+        # Ann is still here: the reply reaches her widget, and no email is sent.
+        client.post(
+            f"/api/v1/conversations/{msg['conversation_id']}/messages",
+            json={"text": "Hi Ann"},
+            headers=auth(world.bob),
+        )
+        Worker(database, settings).run_until_idle()
+        assert box.messages == []
+        # She closed the tab ten minutes ago: the next reply goes by email as well.
+        with database.session() as db:
+            db.execute(update(Visitor).values(last_seen_at=utcnow() - timedelta(minutes=10)))
+        client.post(
+            f"/api/v1/conversations/{msg['conversation_id']}/messages",
+            json={"text": "Your order shipped."},
+            headers=auth(world.bob),
+        )
+        Worker(database, settings).run_until_idle()
+        assert (
+            len(box.messages) == 1
+            and b"ann@example.org" in box.messages[0]
+            and b"Your order shipped." in box.messages[0]
+        )
+    finally:
+        controller.stop()

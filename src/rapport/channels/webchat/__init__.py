@@ -2,6 +2,9 @@
 and identity verified by the host site's HMAC, never by an email someone typed."""
 
 import hmac
+import logging
+from dataclasses import replace
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -9,11 +12,16 @@ from sqlalchemy.orm import Session
 from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
-from rapport.crypto import hmac_sha256_hex, random_token, sha256_hex
+from rapport.config import Settings
+from rapport.crypto import box_for, hmac_sha256_hex, random_token, sha256_hex
 from rapport.customers.identity import Handle, InvalidHandle, handle
-from rapport.customers.models import IdentityKind
-from rapport.db import utcnow
+from rapport.customers.models import Customer, IdentityKind
+from rapport.db import Database, utcnow
 from rapport.problems import NotFound
+
+log = logging.getLogger(__name__)
+# A visitor whose widget has not been seen this long is away: replies go by email too.
+AWAY_AFTER = timedelta(minutes=2)
 
 
 def verified(secret: str | None, user_id: str | None, user_hash: str | None) -> bool:
@@ -96,6 +104,51 @@ def handles_of(visitor: Visitor, region: str) -> list[Handle]:
 class WebchatChannel:
     name = "webchat"
     secret_fields = frozenset({"hmac_secret"})
+
+    def after_send(self, *, database: Database, settings: Settings, out: base.Outbound) -> None:
+        """A visitor who is away gets the reply by email, when they left an address and the
+        inbox names an email inbox to send from (setting ``email_inbox_id``)."""
+        email_inbox_id = out.inbox.settings.get("email_inbox_id")
+        if not email_inbox_id or out.message.kind.value != "message":
+            return
+        with database.session(write=False) as db:
+            visitor = db.scalar(
+                select(Visitor)
+                .where(Visitor.inbox_id == out.inbox.id, Visitor.customer_id == out.customer.id)
+                .order_by(Visitor.last_seen_at.desc())
+                .limit(1)
+            )
+            mail_inbox = db.get(Inbox, str(email_inbox_id))
+            if (
+                visitor is None
+                or not visitor.email
+                or utcnow() - visitor.last_seen_at < AWAY_AFTER
+                or mail_inbox is None
+                or mail_inbox.workspace_id != out.inbox.workspace_id
+            ):
+                return
+            db.expunge(mail_inbox)
+            email = visitor.email
+        email_channel = base.get("email")
+        assert email_channel is not None
+        secrets = box_for(settings.secret_key.get_secret_value()).decrypt_json(
+            mail_inbox.secrets_encrypted
+        )
+        # The address the visitor gave in the widget, not whatever else the customer has.
+        to = Customer(workspace_id=out.customer.workspace_id, name=out.customer.name, email=email)
+        try:
+            email_channel.send(
+                replace(
+                    out,
+                    inbox=mail_inbox,
+                    secrets=secrets,
+                    identities=[],
+                    thread_refs=[],
+                    customer=to,
+                )
+            )
+        except base.DeliveryError:
+            log.warning("away visitor not emailed", extra={"event": "webchat.email_failed"})
 
     def send(self, out: base.Outbound) -> base.SendResult:
         """Nothing to hand over: the reply reached the visitor's widget as an event when it

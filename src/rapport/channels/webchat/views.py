@@ -317,6 +317,7 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
                 if await run_in_threadpool(mine, event):
                     await ws.send_json({**event, "payload": await run_in_threadpool(named, event)})
         receiver = asyncio.create_task(_drain(ws))
+        beat = asyncio.create_task(_heartbeat(database, visitor.id))
         try:
             while not receiver.done():
                 getter = asyncio.ensure_future(sub.queue.get())
@@ -340,8 +341,24 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
             pass
         finally:
             receiver.cancel()
+            beat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
+            await run_in_threadpool(_seen, database, visitor.id)
+
+
+def _seen(database: Database, visitor_id: str) -> None:
+    with database.session() as db:
+        row = db.get(Visitor, visitor_id)
+        if row is not None:
+            row.last_seen_at = utcnow()
+
+
+async def _heartbeat(database: Database, visitor_id: str) -> None:
+    """While the widget is open the visitor is present: replies need not go by email."""
+    while True:
+        await asyncio.sleep(30)
+        await run_in_threadpool(_seen, database, visitor_id)
 
 
 def _replay(database: Database, workspace_id: str, after: int) -> list[dict[str, Any]]:
