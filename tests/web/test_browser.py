@@ -195,3 +195,36 @@ def test_hostile_html_runs_nothing_in_the_browser(
     assert page.evaluate("window.pwned") is None
     assert page.get_attribute("#messages img", "onerror") is None
     assert page.locator("#messages script").count() == 0
+
+
+def test_an_admin_sets_up_a_canned_response_and_an_inbox_in_the_browser(
+    live_server: LiveServer,
+    browser,
+    world: World,
+    client: TestClient,  # type: ignore[no-untyped-def]
+) -> None:
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", "alice@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.goto(f"{live_server.url}/app/settings")
+    page.fill("form[data-api='/api/v1/canned-responses'] input[name=shortcut]", "bye")
+    page.fill(
+        "form[data-api='/api/v1/canned-responses'] input[name=text]",
+        "Goodbye {{ customer.first_name }}!",
+    )
+    page.click("form[data-api='/api/v1/canned-responses'] button")
+    page.wait_for_selector("text=/bye")
+    page.fill("form[data-api='/api/v1/inboxes'] input[name=name]", "Help chat")
+    page.select_option("form[data-api='/api/v1/inboxes'] select[name=channel]", "webchat")
+    page.click("form[data-api='/api/v1/inboxes'] button")
+    page.wait_for_selector("text=Help chat")
+    assert "/widget.js" in page.inner_text("section:has(h2:text('Inboxes'))")
+    page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
+    shortcuts = [
+        c["shortcut"]
+        for c in client.get("/api/v1/canned-responses", headers=auth(world.bob)).json()
+    ]
+    assert shortcuts == ["bye"]

@@ -106,3 +106,20 @@ def test_full_text_search_finds_words_of_a_message(client: TestClient, world: Wo
     }
     odd = client.get("/api/v1/search", params={"q": 'espresso" OR *'}, headers=auth(world.bob))
     assert odd.status_code == 200
+
+
+def test_the_settings_page_shows_the_widget_snippet_to_admins_only(
+    client: TestClient, world: World
+) -> None:
+    chat = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Site chat", "channel": "webchat"},
+        headers=auth(world.alice),
+    ).json()
+    sign_in(client, "bob@acme.test")
+    assert client.get("/app/settings").status_code == 403
+    client.cookies.clear()
+    sign_in(client, "alice@acme.test")
+    page = client.get("/app/settings").text
+    assert f'data-token="{chat["public_token"]}"' in page and "/widget.js" in page
+    assert "Require two-factor authentication" in page

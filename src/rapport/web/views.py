@@ -17,7 +17,7 @@ from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation, Status
 from rapport.customers import service as customers
 from rapport.customers.models import Customer
-from rapport.problems import Problem
+from rapport.problems import Forbidden, Problem
 from rapport.workspaces import service as workspaces
 
 HERE = Path(__file__).parent
@@ -159,6 +159,35 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
         }
     return _page(request, "conversation.html", principal, **ctx)
+
+
+@router.get("/app/settings", response_class=HTMLResponse)
+async def settings_page(request: Request) -> Response:
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    if principal.role.value not in ("admin", "owner"):
+        raise Forbidden("settings are for admins")
+    from rapport.automation import service as automation
+    from rapport.channels import base as channel_registry
+    from rapport.conversations import canned, sla
+    from rapport.workspaces.models import Workspace
+
+    database = request.app.state.database
+    with database.session(write=False) as db:
+        ws = db.get(Workspace, principal.workspace_id)
+        ctx = {
+            "workspace": ws,
+            "inboxes": inboxes.list_inboxes(db, workspace_id=principal.workspace_id),
+            "members": workspaces.members(db, workspace_id=principal.workspace_id),
+            "teams": workspaces.teams(db, workspace_id=principal.workspace_id),
+            "canned": canned.list_all(db, workspace_id=principal.workspace_id),
+            "policies": sla.policies(db, principal.workspace_id),
+            "rules": automation.rules(db, workspace_id=principal.workspace_id),
+            "channels": channel_registry.names(),
+            "public_url": request.app.state.settings.public_url.rstrip("/"),
+        }
+    return _page(request, "settings.html", principal, **ctx)
 
 
 @router.get("/app/search", response_class=HTMLResponse)

@@ -297,8 +297,58 @@ function setupCanned(textarea, conversationId) {
   });
 }
 
+// --- settings: forms post JSON to the API, then the page shows the result -----------------
+function formJson(form) {
+  const out = {};
+  for (const el of form.elements) {
+    if (!el.name || el.disabled) continue;
+    if (el.type === "checkbox") out[el.name] = el.checked;
+    else if (el.type === "number") { if (el.value !== "") out[el.name] = Number(el.value); }
+    else if (el.name === "settings") { if (el.value.trim()) out.settings = JSON.parse(el.value); }
+    else if (el.value !== "") out[el.name] = el.value;
+  }
+  return form.dataset.wrap ? { [form.dataset.wrap]: out } : out;
+}
+
+function setupSettings() {
+  const error = document.getElementById("settings-error");
+  if (!error) return;
+  const fail = (msg) => { error.textContent = msg; error.hidden = false; window.scrollTo(0, 0); };
+  document.querySelectorAll("form[data-api]").forEach((form) => form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api(form.dataset.method || "POST", form.dataset.api, formJson(form));
+      location.reload();
+    } catch (e) { fail(e.message); }
+  }));
+  const enrol = document.getElementById("enrol-2fa");
+  if (enrol) enrol.addEventListener("click", async () => {
+    try {
+      const out = await api("POST", "/api/v1/auth/totp/enroll");
+      document.getElementById("totp-secret").textContent = out.secret;
+      document.getElementById("enrol-box").hidden = false;
+    } catch (e) { fail(e.message); }
+  });
+  const activate = document.getElementById("totp-activate");
+  if (activate) activate.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const out = await api("POST", "/api/v1/auth/totp/activate", { code: new FormData(activate).get("code") });
+      const box = document.getElementById("recovery");
+      box.querySelector("code").textContent = out.recovery_codes.join("  ");
+      box.hidden = false;
+    } catch (e) { fail(e.message); }
+  });
+  const all = document.getElementById("logout-all");
+  if (all) all.addEventListener("click", async () => {
+    await api("POST", "/api/v1/auth/logout-all").catch(() => null);
+    location.href = "/login";
+  });
+}
+
 setupLogin();
 setupLogout();
+setupSettings();
 setupPresence();
 setupInbox();
 setupConversation();
