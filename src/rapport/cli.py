@@ -218,6 +218,16 @@ def _register_evaluations() -> None:
 _register_evaluations()
 
 
+def _register_customer_io() -> None:
+    from rapport.customers import cli as customers_cli
+
+    app.add_typer(customers_cli.import_app, name="import")
+    app.add_typer(customers_cli.export_app, name="export")
+
+
+_register_customer_io()
+
+
 def main() -> None:
     app()
 

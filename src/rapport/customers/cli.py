@@ -1,0 +1,153 @@
+"""`rapport import customers` and `rapport export customers`."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+
+from rapport.config import Settings
+from rapport.customers import importer
+from rapport.customers.models import Customer, Identity
+from rapport.db import Database
+
+import_app = typer.Typer(help="Import data.", no_args_is_help=True)
+export_app = typer.Typer(help="Export data.", no_args_is_help=True)
+
+
+def _workspace_id(database: Database, name: str) -> str:
+    from rapport.workspaces import service
+
+    with database.session(write=False) as db:
+        return service.get_by_name(db, name).id
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        lines = sum(1 for line in f if line.strip())
+    return lines - (0 if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else 1)
+
+
+@import_app.command("customers")
+def import_customers(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or JSONL.")],
+    workspace: Annotated[str, typer.Option(help="Workspace name.")],
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="FIELD=COLUMN (name, email, phone, external_id), repeatable."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row, write none.")
+    ] = False,
+) -> None:
+    """Import customers; rows match existing ones by email, phone or external id."""
+    console = Console(stderr=True)
+    try:
+        mapping = importer.parse_mapping(map_ or [])
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    database = Database(Settings().database_url)
+    try:
+        report = _run_import(database, workspace, file, mapping, dry_run, console)
+    finally:
+        database.dispose()
+    for error in report.errors:
+        console.print(f"line {error.line}: {error.reason}")
+    verb = "would be" if dry_run else "were"
+    typer.echo(
+        f"{report.rows} rows: {report.created} customers {verb} created, "
+        f"{report.updated} updated, {len(report.errors)} rows with errors"
+    )
+
+
+def _run_import(
+    database: Database,
+    workspace: str,
+    file: Path,
+    mapping: dict[str, str],
+    dry_run: bool,
+    console: Console,
+) -> importer.Report:
+    workspace_id = _workspace_id(database, workspace)
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("rows", total=_count_lines(file))
+        report = importer.import_customers(
+            database,
+            workspace_id=workspace_id,
+            path=file,
+            mapping=mapping,
+            dry_run=dry_run,
+            progress=lambda n: bar.advance(task, n),
+        )
+    return report
+
+
+def _export_rows(database: Database, workspace_id: str) -> list[dict[str, Any]]:
+    with database.session(write=False) as db:
+        customers = db.scalars(
+            select(Customer)
+            .where(Customer.workspace_id == workspace_id, Customer.merged_into_id.is_(None))
+            .order_by(Customer.created_at, Customer.id)
+        ).all()
+        external = dict(
+            db.execute(
+                select(Identity.customer_id, Identity.value).where(
+                    Identity.workspace_id == workspace_id, Identity.kind == "external"
+                )
+            ).all()
+        )
+        return [
+            {
+                "id": c.id,
+                "name": c.name,
+                "email": c.email or "",
+                "phone": c.phone or "",
+                "external_id": external.get(c.id, ""),
+                **c.attributes,
+            }
+            for c in customers
+        ]
+
+
+@export_app.command("customers")
+def export_customers(
+    workspace: Annotated[str, typer.Option(help="Workspace name.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (stdout if not set).")
+    ] = None,
+    format_: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+) -> None:
+    """Export the workspace's customers (merged records left out)."""
+    database = Database(Settings().database_url)
+    try:
+        rows = _export_rows(database, _workspace_id(database, workspace))
+    finally:
+        database.dispose()
+    out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        if format_ == "jsonl":
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        else:
+            columns = list(dict.fromkeys(k for row in rows for k in row)) or [
+                "id",
+                *importer.FIELDS,
+            ]
+            writer = csv.DictWriter(out, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    finally:
+        if output:
+            out.close()

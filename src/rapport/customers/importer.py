@@ -1,0 +1,224 @@
+"""Importing customers from CSV or JSONL, idempotently, in batched transactions.
+
+A row matches an existing customer by any of its normalized handles (email, phone,
+external id), so re-running an import updates those customers and never duplicates them.
+A row that cannot be read (bad JSON, an invalid email or phone, no handle at all, handles
+of two different customers) is reported by its line number and skipped; the others go in.
+"""
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport.customers import identity as ident
+from rapport.customers.models import Customer, Identity, IdentityKind
+from rapport.db import Database, new_id, utcnow
+from rapport.workspaces.models import Workspace
+
+# Fields a column can be mapped to; any other column becomes a custom attribute.
+FIELDS = ("name", "email", "phone", "external_id")
+_HANDLE_KINDS = {
+    "email": IdentityKind.email,
+    "phone": IdentityKind.phone,
+    "external_id": IdentityKind.external,
+}
+BATCH = 2000
+
+
+@dataclass
+class RowError:
+    line: int
+    reason: str
+
+
+@dataclass
+class Report:
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+def parse_mapping(items: list[str]) -> dict[str, str]:
+    """``["email=E-mail", "name=Full name"]`` -> {field: column}; unknown fields are refused."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        for part in item.split(","):
+            target, sep, column = part.partition("=")
+            target = target.strip()
+            if not sep or target not in FIELDS or not column.strip():
+                raise ValueError(f"bad mapping {part!r}: use FIELD=COLUMN with FIELD in {FIELDS}")
+            mapping[target] = column.strip()
+    return mapping
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, row) per record; a row that cannot be parsed is its error message."""
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield number, f"not JSON: {exc.msg}"
+                    continue
+                yield number, value if isinstance(value, dict) else "not a JSON object"
+        return
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        width = len(reader.fieldnames or [])
+        for row in reader:
+            # A row with more cells than the header has a stray delimiter or quote.
+            if None in row or sum(v is not None for v in row.values()) != width:
+                yield reader.line_num, f"expected {width} columns"
+                continue
+            yield reader.line_num, dict(row)
+
+
+def _fields(row: dict[str, Any], mapping: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    columns = {target: mapping.get(target, target) for target in FIELDS}
+    used = set(columns.values())
+    values = {t: str(row.get(c) or "").strip() for t, c in columns.items()}
+    attributes = {k: v for k, v in row.items() if k not in used and v not in (None, "")}
+    return values, attributes
+
+
+def _apply(
+    db: Session,
+    workspace: Workspace,
+    batch: list[tuple[int, dict[str, Any]]],
+    mapping: dict[str, str],
+    report: Report,
+) -> None:
+    region = workspace.default_region
+    parsed: list[tuple[int, dict[str, str], dict[str, Any], list[ident.Handle]]] = []
+    for line, row in batch:
+        values, attributes = _fields(row, mapping)
+        try:
+            handles = [
+                ident.handle(kind, values[name], verified=False, region=region)
+                for name, kind in _HANDLE_KINDS.items()
+                if values[name]
+            ]
+        except ident.InvalidHandle as exc:
+            report.errors.append(RowError(line, str(exc)))
+            continue
+        if not handles:
+            report.errors.append(RowError(line, "no email, phone or external_id to match on"))
+            continue
+        parsed.append((line, values, attributes, handles))
+    # One lookup per kind for the whole batch.
+    owner: dict[tuple[IdentityKind, str], str] = {}
+    for kind in set(_HANDLE_KINDS.values()):
+        wanted = {h.value for p in parsed for h in p[3] if h.kind == kind}
+        if wanted:
+            for value, customer_id in db.execute(
+                select(Identity.value, Identity.customer_id).where(
+                    Identity.workspace_id == workspace.id,
+                    Identity.kind == kind,
+                    Identity.value.in_(wanted),
+                )
+            ):
+                owner[(kind, value)] = customer_id
+    known_ids = set(owner.values())
+    customers: dict[str, Customer] = {
+        c.id: c
+        for c in (
+            db.scalars(select(Customer).where(Customer.id.in_(known_ids))) if known_ids else []
+        )
+    }
+    now = utcnow()
+    for line, values, attributes, handles in parsed:
+        matches = {owner[(h.kind, h.value)] for h in handles if (h.kind, h.value) in owner}
+        if len(matches) > 1:
+            report.errors.append(RowError(line, "its handles belong to different customers"))
+            continue
+        if matches:
+            customer = customers[matches.pop()]
+            if values["name"]:
+                customer.name = values["name"]
+            if attributes:
+                customer.attributes = {**customer.attributes, **attributes}
+            customer.updated_at = now
+            report.updated += 1
+        else:
+            customer = Customer(
+                id=new_id(),
+                workspace_id=workspace.id,
+                name=values["name"],
+                attributes=attributes,
+                first_seen_at=now,
+                last_seen_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            db.add(customer)
+            customers[customer.id] = customer
+            report.created += 1
+        for h in handles:
+            if (h.kind, h.value) in owner:
+                continue
+            owner[(h.kind, h.value)] = customer.id
+            db.add(
+                Identity(
+                    workspace_id=workspace.id,
+                    customer_id=customer.id,
+                    kind=h.kind,
+                    value=h.value,
+                    verified=False,
+                )
+            )
+            if h.kind == IdentityKind.email and not customer.email:
+                customer.email = h.value
+            if h.kind == IdentityKind.phone and not customer.phone:
+                customer.phone = h.value
+    db.flush()
+
+
+def import_customers(
+    database: Database,
+    *,
+    workspace_id: str,
+    path: Path,
+    mapping: dict[str, str],
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Import the file, one transaction per batch; a dry run checks every row, writes none."""
+    report = Report()
+    batch: list[tuple[int, dict[str, Any]]] = []
+
+    def flush() -> None:
+        with database.session() as db:
+            workspace = db.get(Workspace, workspace_id)
+            if workspace is None:
+                raise ValueError("no such workspace")
+            _apply(db, workspace, batch, mapping, report)
+            if dry_run:
+                db.rollback()
+        if progress is not None:
+            progress(len(batch))
+        batch.clear()
+
+    for line, row in read_rows(path):
+        report.rows += 1
+        if isinstance(row, str):
+            report.errors.append(RowError(line, row))
+            if progress is not None:
+                progress(1)
+            continue
+        batch.append((line, row))
+        if len(batch) >= BATCH:
+            flush()
+    if batch:
+        flush()
+    report.errors.sort(key=lambda e: e.line)
+    return report

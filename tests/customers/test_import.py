@@ -1,0 +1,128 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from rapport.cli import app as cli_app
+from rapport.config import Settings
+from rapport.customers import importer
+from rapport.customers.models import Customer, Identity
+from rapport.db import Database
+from tests.factories import World
+
+ROWS = 5000
+
+
+def _write_csv(path: Path, rows: int, *, broken_line: int | None = None) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Full name", "E-mail", "Phone", "plan"])
+        for i in range(rows):
+            # Line numbers count the header as line 1.
+            if broken_line is not None and i + 2 == broken_line:
+                writer.writerow([f"Broken {i}", "not-an-address", "", "free"])
+                continue
+            writer.writerow([f"Person {i}", f"person{i}@Example.COM", f"+1415555{i:04d}", "pro"])
+
+
+def _count(database: Database, model: type) -> int:
+    with database.session(write=False) as db:
+        return int(db.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_a_csv_import_reports_a_malformed_row_by_line_and_imports_the_others(
+    database: Database, world: World, tmp_path: Path
+) -> None:
+    path = tmp_path / "customers.csv"
+    _write_csv(path, ROWS, broken_line=101)
+    before = _count(database, Customer)
+    mapping = importer.parse_mapping(["name=Full name,email=E-mail", "phone=Phone"])
+    seen: list[int] = []
+    report = importer.import_customers(
+        database,
+        workspace_id=world.acme.workspace.id,
+        path=path,
+        mapping=mapping,
+        progress=seen.append,
+    )
+    assert report.rows == ROWS
+    assert [(e.line, "not an email address" in e.reason) for e in report.errors] == [(101, True)]
+    assert report.created == ROWS - 1
+    assert sum(seen) == ROWS
+    assert _count(database, Customer) == before + ROWS - 1
+    with database.session(write=False) as db:
+        customer = db.scalar(select(Customer).where(Customer.email == "person7@example.com"))
+        assert customer is not None
+        assert customer.name == "Person 7"
+        assert customer.phone == "+14155550007"
+        assert customer.attributes == {"plan": "pro"}
+
+
+def test_re_importing_updates_customers_and_never_duplicates_them(
+    database: Database, world: World, tmp_path: Path
+) -> None:
+    path = tmp_path / "customers.jsonl"
+    rows = [
+        {"external_id": f"u{i}", "email": f"p{i}@example.com", "name": f"P{i}"} for i in range(50)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n", encoding="utf-8")
+    workspace_id = world.acme.workspace.id
+    first = importer.import_customers(database, workspace_id=workspace_id, path=path, mapping={})
+    assert (first.created, first.updated) == (50, 0)
+    assert [(e.line, e.reason.startswith("not JSON")) for e in first.errors] == [(51, True)]
+    customers, identities = _count(database, Customer), _count(database, Identity)
+    rows[3]["name"] = "Renamed"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    second = importer.import_customers(database, workspace_id=workspace_id, path=path, mapping={})
+    assert (second.created, second.updated, second.errors) == (0, 50, [])
+    assert (_count(database, Customer), _count(database, Identity)) == (customers, identities)
+    with database.session(write=False) as db:
+        assert db.scalar(select(Customer.name).where(Customer.email == "p3@example.com")) == (
+            "Renamed"
+        )
+
+
+def test_a_dry_run_checks_every_row_and_writes_none(
+    database: Database, world: World, tmp_path: Path
+) -> None:
+    path = tmp_path / "customers.csv"
+    _write_csv(path, 20, broken_line=5)
+    before = _count(database, Customer)
+    report = importer.import_customers(
+        database,
+        workspace_id=world.acme.workspace.id,
+        path=path,
+        mapping=importer.parse_mapping(["name=Full name,email=E-mail,phone=Phone"]),
+        dry_run=True,
+    )
+    assert (report.created, [e.line for e in report.errors]) == (19, [5])
+    assert _count(database, Customer) == before
+
+
+def test_the_import_and_export_commands_round_trip(
+    database: Database,
+    settings: Settings,
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RAPPORT_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("RAPPORT_SECRET_KEY", settings.secret_key.get_secret_value())
+    path = tmp_path / "in.csv"
+    _write_csv(path, 30, broken_line=3)
+    runner = CliRunner()
+    args = ["import", "customers", str(path), "--workspace", "Acme"]
+    args += ["--map", "name=Full name,email=E-mail,phone=Phone"]
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    assert "line 3:" in result.output
+    assert "29 customers were created" in result.output
+    out = tmp_path / "out.csv"
+    result = runner.invoke(cli_app, ["export", "customers", "--workspace", "Acme", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with out.open(encoding="utf-8") as f:
+        emails = {row["email"] for row in csv.DictReader(f)}
+    assert "person29@example.com" in emails
