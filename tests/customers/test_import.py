@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -11,6 +12,7 @@ from rapport.config import Settings
 from rapport.customers import importer
 from rapport.customers.models import Customer, Identity
 from rapport.db import Database
+from tests.conftest import auth
 from tests.factories import World
 
 ROWS = 5000
@@ -126,3 +128,28 @@ def test_the_import_and_export_commands_round_trip(
     with out.open(encoding="utf-8") as f:
         emails = {row["email"] for row in csv.DictReader(f)}
     assert "person29@example.com" in emails
+
+
+def test_an_admin_uploads_a_csv_and_downloads_the_customers_through_the_api(
+    client: TestClient, world: World
+) -> None:
+    body = "Name,Mail\nAda,ada@example.com\nBad,nope\n"
+    response = client.post(
+        "/api/v1/customer-files/import",
+        params={"map": ["name=Name,email=Mail"]},
+        content=body.encode(),
+        headers=auth(world.alice),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["created"] == 1
+    assert response.json()["errors"] == [{"line": 3, "reason": "not an email address: 'nope'"}]
+    refused = client.post(
+        "/api/v1/customer-files/import", content=body.encode(), headers=auth(world.bob)
+    )
+    assert refused.status_code == 403
+    export = client.get(
+        "/api/v1/customer-files/export", params={"format": "jsonl"}, headers=auth(world.alice)
+    )
+    assert export.status_code == 200
+    rows = [json.loads(line) for line in export.text.splitlines()]
+    assert any(r["email"] == "ada@example.com" and r["name"] == "Ada" for r in rows)

@@ -1,19 +1,15 @@
 """`rapport import customers` and `rapport export customers`."""
 
-import csv
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
 
 from rapport.config import Settings
 from rapport.customers import importer
-from rapport.customers.models import Customer, Identity
 from rapport.db import Database
 
 import_app = typer.Typer(help="Import data.", no_args_is_help=True)
@@ -94,33 +90,6 @@ def _run_import(
     return report
 
 
-def _export_rows(database: Database, workspace_id: str) -> list[dict[str, Any]]:
-    with database.session(write=False) as db:
-        customers = db.scalars(
-            select(Customer)
-            .where(Customer.workspace_id == workspace_id, Customer.merged_into_id.is_(None))
-            .order_by(Customer.created_at, Customer.id)
-        ).all()
-        external = dict(
-            db.execute(
-                select(Identity.customer_id, Identity.value).where(
-                    Identity.workspace_id == workspace_id, Identity.kind == "external"
-                )
-            ).all()
-        )
-        return [
-            {
-                "id": c.id,
-                "name": c.name,
-                "email": c.email or "",
-                "phone": c.phone or "",
-                "external_id": external.get(c.id, ""),
-                **c.attributes,
-            }
-            for c in customers
-        ]
-
-
 @export_app.command("customers")
 def export_customers(
     workspace: Annotated[str, typer.Option(help="Workspace name.")],
@@ -132,22 +101,12 @@ def export_customers(
     """Export the workspace's customers (merged records left out)."""
     database = Database(Settings().database_url)
     try:
-        rows = _export_rows(database, _workspace_id(database, workspace))
+        rows = importer.export_rows(database, _workspace_id(database, workspace))
     finally:
         database.dispose()
     out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     try:
-        if format_ == "jsonl":
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        else:
-            columns = list(dict.fromkeys(k for row in rows for k in row)) or [
-                "id",
-                *importer.FIELDS,
-            ]
-            writer = csv.DictWriter(out, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        importer.write_rows(out, rows, format_)
     finally:
         if output:
             out.close()

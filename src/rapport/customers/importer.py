@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -222,3 +222,44 @@ def import_customers(
         flush()
     report.errors.sort(key=lambda e: e.line)
     return report
+
+
+def export_rows(database: Database, workspace_id: str) -> list[dict[str, Any]]:
+    """The workspace's customers (merged records left out), one flat dict each."""
+    with database.session(write=False) as db:
+        customers = db.scalars(
+            select(Customer)
+            .where(Customer.workspace_id == workspace_id, Customer.merged_into_id.is_(None))
+            .order_by(Customer.created_at, Customer.id)
+        ).all()
+        external: dict[str, str] = dict(
+            db.execute(
+                select(Identity.customer_id, Identity.value).where(
+                    Identity.workspace_id == workspace_id,
+                    Identity.kind == IdentityKind.external,
+                )
+            ).all()
+        )
+        return [
+            {
+                "id": c.id,
+                "name": c.name,
+                "email": c.email or "",
+                "phone": c.phone or "",
+                "external_id": external.get(c.id, ""),
+                **c.attributes,
+            }
+            for c in customers
+        ]
+
+
+def write_rows(out: TextIO, rows: list[dict[str, Any]], format_: str) -> None:
+    """Write rows as JSONL or CSV (columns: the union of every row's keys)."""
+    if format_ == "jsonl":
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        return
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["id", *FIELDS]
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)

@@ -1,10 +1,16 @@
 """Customer endpoints: thin wrappers over customers.service."""
 
-from fastapi import APIRouter, Query, Request, Response
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
 
-from rapport.auth.deps import CurrentAgent, CurrentMember, Db
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
-from rapport.customers import merge, service
+from rapport.customers import importer, merge, service
 from rapport.customers.models import Customer
 from rapport.customers.schemas import (
     CustomerCreate,
@@ -207,3 +213,57 @@ def undo_merge(
         actor=actor_of(principal, request),
     )
     return [CustomerRead.model_validate(a), CustomerRead.model_validate(b)]
+
+
+files_router = APIRouter(prefix="/api/v1/customer-files", tags=["customers"])
+
+
+@files_router.post("/import")
+async def import_file(
+    request: Request,
+    principal: CurrentAdmin,
+    format: str = Query(default="csv", pattern="^(csv|jsonl)$"),
+    map: list[str] = Query(default_factory=list),
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Import customers from a CSV or JSONL request body, as `rapport import customers` does."""
+    try:
+        mapping = importer.parse_mapping(map)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc
+    body = await request.body()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload.{format}"
+        path.write_bytes(body)
+        report = await run_in_threadpool(
+            importer.import_customers,
+            request.app.state.database,
+            workspace_id=principal.workspace_id,
+            path=path,
+            mapping=mapping,
+            dry_run=dry_run,
+        )
+    return {
+        "rows": report.rows,
+        "created": report.created,
+        "updated": report.updated,
+        "errors": [{"line": e.line, "reason": e.reason} for e in report.errors],
+    }
+
+
+@files_router.get("/export")
+def export_file(
+    request: Request,
+    principal: CurrentAdmin,
+    format: str = Query(default="csv", pattern="^(csv|jsonl)$"),
+) -> Response:
+    """Download the workspace's customers as CSV or JSONL."""
+    out = io.StringIO()
+    rows = importer.export_rows(request.app.state.database, principal.workspace_id)
+    importer.write_rows(out, rows, format)
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    return Response(
+        out.getvalue(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="customers.{format}"'},
+    )
