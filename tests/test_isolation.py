@@ -5,6 +5,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
+from rapport.customers.models import MergeSuggestion
 from tests.conftest import auth
 from tests.factories import World
 
@@ -78,9 +79,31 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "rule_id": rule["id"],
         "attachment_id": "0" * 32,
         "merge_id": "0" * 32,
+        "suggestion_id": _suggestion(client, world),
         "webhook_id": hook["id"],
         "label": "vip",
     }
+
+
+def _suggestion(client: TestClient, world: World) -> str:
+    """A pending duplicate suggestion between two of Acme's customers."""
+    assert world.acme.first is not None
+    other = client.post(
+        "/api/v1/customers", json={"name": "Twin"}, headers=auth(world.alice)
+    ).json()
+    database = client.app.state.database  # type: ignore[attr-defined]
+    with database.session() as db:
+        pair = sorted([world.acme.first.customer.id, other["id"]])
+        row = MergeSuggestion(
+            workspace_id=world.acme.workspace.id,
+            left_id=pair[0],
+            right_id=pair[1],
+            probability=0.95,
+            reason="same name",
+        )
+        db.add(row)
+        db.flush()
+        return str(row.id)
 
 
 def _routes(client: TestClient) -> list[tuple[str, str]]:
@@ -114,6 +137,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "webhook_id",
         "attachment_id",
         "merge_id",
+        "suggestion_id",
     }
 
 

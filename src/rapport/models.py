@@ -15,7 +15,7 @@ from rapport.conversations.models import (
     ReadMarker,
     SlaPolicy,
 )
-from rapport.customers.models import Customer, CustomerMerge, Event, Identity
+from rapport.customers.models import Customer, CustomerMerge, Event, Identity, MergeSuggestion
 from rapport.db import Base
 from rapport.events.models import EventSource, Order
 from rapport.jobs.models import Job
@@ -44,6 +44,7 @@ __all__ = [
     "ReadMarker",
     "Customer",
     "CustomerMerge",
+    "MergeSuggestion",
     "Event",
     "EventSource",
     "Identity",

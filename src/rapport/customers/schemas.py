@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rapport.customers.models import IdentityKind
+from rapport.customers.models import IdentityKind, SuggestionStatus
 
 
 class IdentityIn(BaseModel):
@@ -98,3 +98,26 @@ class MergeRead(BaseModel):
     moved: dict[str, Any]
     created_at: datetime
     undone_at: datetime | None
+
+
+class SuggestionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    left_id: str
+    right_id: str
+    probability: float
+    reason: str
+    status: SuggestionStatus
+    merge_id: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class SuggestionAccept(BaseModel):
+    # Which of the two customers survives; by default the one seen first.
+    survivor_id: str | None = Field(default=None, max_length=32)
+
+
+class ScanQueued(BaseModel):
+    queued: bool

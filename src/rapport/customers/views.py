@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
-from rapport.customers import importer, merge, service
+from rapport.customers import duplicates, importer, merge, service
 from rapport.customers.models import Customer
 from rapport.customers.schemas import (
     CustomerCreate,
@@ -23,6 +23,9 @@ from rapport.customers.schemas import (
     IdentityRead,
     MergeIn,
     MergeRead,
+    ScanQueued,
+    SuggestionAccept,
+    SuggestionRead,
     TimelinePage,
 )
 from rapport.privacy.service import audit
@@ -267,3 +270,59 @@ def export_file(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="customers.{format}"'},
     )
+
+
+suggestions_router = APIRouter(prefix="/api/v1/merge-suggestions", tags=["customers"])
+
+
+@suggestions_router.get("", response_model=list[SuggestionRead])
+def list_suggestions(
+    principal: CurrentMember,
+    db: Db,
+    customer_id: str | None = Query(default=None, max_length=32),
+    limit: int = Query(default=50, ge=1, le=200),
+) -> list[SuggestionRead]:
+    """Pending duplicate suggestions, likeliest first (those of one customer if given)."""
+    rows = duplicates.pending(
+        db, workspace_id=principal.workspace_id, customer_id=customer_id, limit=limit
+    )
+    return [SuggestionRead.model_validate(r) for r in rows]
+
+
+@suggestions_router.post("/scan", response_model=ScanQueued, status_code=202)
+def scan_duplicates(principal: CurrentAdmin, db: Db) -> ScanQueued:
+    """Look for duplicate customers now, rather than at the nightly pass."""
+    return ScanQueued(queued=duplicates.request_scan(db, workspace_id=principal.workspace_id))
+
+
+@suggestions_router.post("/{suggestion_id}/accept", response_model=SuggestionRead)
+def accept_suggestion(
+    suggestion_id: str,
+    principal: CurrentAgent,
+    request: Request,
+    db: Db,
+    body: SuggestionAccept | None = None,
+) -> SuggestionRead:
+    """Merge the two customers; the merge can be undone like any other."""
+    row = duplicates.accept(
+        db,
+        workspace_id=principal.workspace_id,
+        suggestion_id=suggestion_id,
+        actor=actor_of(principal, request),
+        survivor_id=body.survivor_id if body else None,
+    )
+    return SuggestionRead.model_validate(row)
+
+
+@suggestions_router.post("/{suggestion_id}/dismiss", response_model=SuggestionRead)
+def dismiss_suggestion(
+    suggestion_id: str, principal: CurrentAgent, request: Request, db: Db
+) -> SuggestionRead:
+    """Not the same person: the pair is not suggested again."""
+    row = duplicates.dismiss(
+        db,
+        workspace_id=principal.workspace_id,
+        suggestion_id=suggestion_id,
+        actor=actor_of(principal, request),
+    )
+    return SuggestionRead.model_validate(row)
