@@ -61,7 +61,7 @@ class CustomerPage(BaseModel):
 
 
 class TimelineEntry(BaseModel):
-    kind: str  # message / event
+    kind: str  # message / event / order / merge
     id: str
     at: datetime
     channel: str | None = None

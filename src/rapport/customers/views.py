@@ -162,15 +162,17 @@ def timeline(
     customer_id: str,
     principal: CurrentMember,
     db: Db,
-    kind: list[str] | None = Query(default=None, description="message and/or event"),
+    kind: list[str] | None = Query(
+        default=None, description="message, event, order and/or merge (all when not given)"
+    ),
     channel: str | None = None,
     cursor: str | None = None,
     limit: int = Query(default=50, ge=1, le=100),
 ) -> TimelinePage:
     """The customer's history across every channel and event source, newest first."""
     kinds = set(kind or [])
-    if kinds - {"message", "event"}:
-        raise Invalid("kind must be message or event")
+    if kinds - {"message", "event", "order", "merge"}:
+        raise Invalid("kind must be message, event, order or merge")
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     items, nxt = service.timeline(
         db, customer=customer, kinds=kinds or None, channel=channel, cursor=cursor, limit=limit
