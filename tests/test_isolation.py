@@ -24,6 +24,12 @@ BODIES: dict[tuple[str, str], object] = {
     },
     ("POST", "/api/v1/customers/{customer_id}/events"): {"type": "Viewed"},
     ("POST", "/api/v1/customers/{customer_id}/merge"): {"merged_id": "x" * 32},
+    ("PUT", "/api/v1/customers/{customer_id}/tags"): {"tags": ["x"]},
+    ("POST", "/api/v1/customers/{customer_id}/consents"): {
+        "channel": "email",
+        "purpose": "marketing",
+        "granted": True,
+    },
     ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"text": "hello"},
     ("POST", "/api/v1/conversations/{conversation_id}/notes"): {"text": "note"},
     ("POST", "/api/v1/conversations/{conversation_id}/assign"): {"assignee_id": None},
@@ -80,6 +86,11 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "attachment_id": "0" * 32,
         "merge_id": "0" * 32,
         "suggestion_id": _suggestion(client, world),
+        "definition_id": client.post(
+            "/api/v1/attribute-definitions",
+            json={"key": "plan", "type": "text"},
+            headers=auth(world.alice),
+        ).json()["id"],
         "webhook_id": hook["id"],
         "label": "vip",
     }
@@ -138,6 +149,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "attachment_id",
         "merge_id",
         "suggestion_id",
+        "definition_id",
     }
 
 

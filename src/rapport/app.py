@@ -104,6 +104,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(customer_views.merges_router)
     app.include_router(customer_views.files_router)
     app.include_router(customer_views.suggestions_router)
+    app.include_router(customer_views.attributes_router)
     app.mount(
         "/static", StaticFiles(directory=Path(web_views.__file__).parent / "static"), name="static"
     )

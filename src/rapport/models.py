@@ -15,7 +15,16 @@ from rapport.conversations.models import (
     ReadMarker,
     SlaPolicy,
 )
-from rapport.customers.models import Customer, CustomerMerge, Event, Identity, MergeSuggestion
+from rapport.customers.models import (
+    AttributeDefinition,
+    Consent,
+    Customer,
+    CustomerMerge,
+    CustomerTag,
+    Event,
+    Identity,
+    MergeSuggestion,
+)
 from rapport.db import Base
 from rapport.events.models import EventSource, Order
 from rapport.jobs.models import Job
@@ -43,6 +52,9 @@ __all__ = [
     "ConversationLabel",
     "ReadMarker",
     "Customer",
+    "AttributeDefinition",
+    "Consent",
+    "CustomerTag",
     "CustomerMerge",
     "MergeSuggestion",
     "Event",

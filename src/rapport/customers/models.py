@@ -134,3 +134,73 @@ class MergeSuggestion(Base):
     decided_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AttributeType(enum.StrEnum):
+    text = "text"
+    number = "number"
+    date = "date"
+    boolean = "boolean"
+    list = "list"
+
+
+class AttributeDefinition(Base):
+    """A custom attribute the workspace defines, so its values have one type everywhere."""
+
+    __tablename__ = "attribute_definitions"
+    __table_args__ = (UniqueConstraint("workspace_id", "key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    type: Mapped[AttributeType] = mapped_column(Enum(AttributeType, native_enum=False, length=16))
+    # For ``list``: the values allowed (empty: any).
+    options: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomerTag(Base):
+    __tablename__ = "customer_tags"
+    __table_args__ = (Index("ix_customer_tags_ws_tag", "workspace_id", "tag"),)
+
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentChannel(enum.StrEnum):
+    email = "email"
+    sms = "sms"
+    whatsapp = "whatsapp"
+    phone = "phone"
+    push = "push"
+
+
+class Consent(Base):
+    """One recorded consent decision; the newest per channel and purpose is in force.
+
+    Never updated or deleted in place: the history is the proof of when and how a customer
+    agreed or withdrew.
+    """
+
+    __tablename__ = "consents"
+    __table_args__ = (
+        Index("ix_consents_customer", "customer_id", "channel", "purpose", "recorded_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    channel: Mapped[ConsentChannel] = mapped_column(
+        Enum(ConsentChannel, native_enum=False, length=16)
+    )
+    purpose: Mapped[str] = mapped_column(String(64))  # marketing, transactional, surveys...
+    granted: Mapped[bool] = mapped_column(Boolean)
+    # Where it was given: "web form /pricing", "widget", "import", "agent", "api"...
+    source: Mapped[str] = mapped_column(String(200), default="")
+    recorded_by_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,10 +8,19 @@ from sqlalchemy.orm import Session
 
 from rapport import pagination
 from rapport import search as search_index
+from rapport.automation import service as automation
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Message
 from rapport.customers import identity as ident
-from rapport.customers.models import Customer, CustomerMerge, Event, Identity, IdentityKind
+from rapport.customers import profile
+from rapport.customers.models import (
+    Customer,
+    CustomerMerge,
+    CustomerTag,
+    Event,
+    Identity,
+    IdentityKind,
+)
 from rapport.customers.schemas import CustomerCreate, CustomerUpdate, EventCreate, TimelineEntry
 from rapport.db import utcnow
 from rapport.events.models import Order
@@ -74,7 +83,9 @@ def create(db: Session, *, workspace: Workspace, data: CustomerCreate) -> Custom
     for h in handles:
         if find_by_handle(db, workspace_id=workspace.id, handle=h) is not None:
             raise Conflict(f"{h.kind.value} {h.value} already belongs to another customer")
-    customer = Customer(workspace_id=workspace.id, name=data.name, attributes=data.attributes)
+    attributes = profile.typed_attributes(db, workspace_id=workspace.id, changes=data.attributes)
+    attributes = {k: v for k, v in attributes.items() if v is not None}
+    customer = Customer(workspace_id=workspace.id, name=data.name, attributes=attributes)
     db.add(customer)
     db.flush()
     for h in _dedupe(handles):
@@ -87,18 +98,40 @@ def update(db: Session, *, customer: Customer, data: CustomerUpdate) -> Customer
     """Change a customer's name or merge new values into its attributes."""
     if data.name is not None:
         customer.name = data.name
+    changed: list[str] = []
     if data.attributes is not None:
+        typed = profile.typed_attributes(
+            db, workspace_id=customer.workspace_id, changes=data.attributes
+        )
         merged = dict(customer.attributes)
-        for key, value in data.attributes.items():
+        for key, value in typed.items():
             if value is None:
                 merged.pop(key, None)
             else:
                 merged[key] = value
+        changed = sorted(
+            k
+            for k in set(merged) | set(customer.attributes)
+            if merged.get(k) != customer.attributes.get(k)
+        )
         customer.attributes = merged
     customer.updated_at = utcnow()
     emit(
         db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
     )
+    if changed:
+        emit(
+            db,
+            workspace_id=customer.workspace_id,
+            type="customer.attribute_changed",
+            payload={"id": customer.id, "keys": changed},
+        )
+        automation.trigger(
+            db,
+            workspace_id=customer.workspace_id,
+            event="customer.attribute_changed",
+            customer_id=customer.id,
+        )
     return customer
 
 
@@ -228,13 +261,29 @@ def resolve(
 
 
 def search(
-    db: Session, *, workspace_id: str, q: str | None, cursor: str | None, limit: int
+    db: Session,
+    *,
+    workspace_id: str,
+    q: str | None,
+    cursor: str | None,
+    limit: int,
+    tag: str | None = None,
 ) -> tuple[list[Customer], str | None]:
-    """Customers matching ``q`` (name, email, phone or any handle), newest activity first."""
+    """Customers matching ``q`` (name, email, phone or any handle) and carrying ``tag``,
+    newest activity first."""
     limit = pagination.clamp(limit)
     stmt = select(Customer).where(
         Customer.workspace_id == workspace_id, Customer.merged_into_id.is_(None)
     )
+    if tag:
+        stmt = stmt.where(
+            Customer.id.in_(
+                select(CustomerTag.customer_id).where(
+                    CustomerTag.workspace_id == workspace_id,
+                    CustomerTag.tag == tag.strip().lower(),
+                )
+            )
+        )
     if q:
         term = q.strip()
         values = {term}
