@@ -25,6 +25,7 @@ BODIES: dict[tuple[str, str], object] = {
     ("POST", "/api/v1/customers/{customer_id}/events"): {"type": "Viewed"},
     ("POST", "/api/v1/customers/{customer_id}/merge"): {"merged_id": "x" * 32},
     ("PUT", "/api/v1/customers/{customer_id}/tags"): {"tags": ["x"]},
+    ("POST", "/api/v1/conversations/{conversation_id}/merge"): {"merged_id": "x" * 32},
     ("POST", "/api/v1/customers/{customer_id}/consents"): {
         "channel": "email",
         "purpose": "marketing",

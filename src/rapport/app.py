@@ -74,6 +74,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.channels import views as channel_views
     from rapport.channels import webhooks
     from rapport.channels.webchat import views as webchat_views
+    from rapport.conversations import merge_views as conversation_merge_views
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
     from rapport.events import views as event_views
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)
     app.include_router(conversation_views.canned_router)
+    app.include_router(conversation_merge_views.router)
     app.include_router(web_views.api_router)
     app.include_router(customer_views.merges_router)
     app.include_router(customer_views.files_router)

@@ -325,6 +325,7 @@ def receive_batch(
         Conversation.resolved_at,
         Conversation.last_activity_at,
         Conversation.messages_count,
+        Conversation.merged_into_id,
     )
     if known:
         ranked = (
@@ -344,6 +345,17 @@ def receive_batch(
             latest[(conv_row.customer_id, conv_row.inbox_id)] = dict(conv_row._mapping) | {
                 "added": 0
             }
+        # A conversation an agent merged into another continues there.
+        targets = {c["merged_into_id"] for c in latest.values() if c["merged_into_id"]}
+        if targets:
+            found = {
+                r.id: dict(r._mapping) | {"added": 0}
+                for r in conn.execute(select(*conv_cols).where(Conversation.id.in_(targets)))
+            }
+            for key, merged_conv in list(latest.items()):
+                target = found.get(merged_conv["merged_into_id"] or "")
+                if target is not None:
+                    latest[key] = target
     hints = {msgs[i].conversation_hint for i in fresh if msgs[i].conversation_hint}
     hinted: dict[str, dict[str, Any]] = {}
     if hints:

@@ -90,6 +90,11 @@ class Conversation(Base):
     last_inbound_at: Mapped[datetime | None] = mapped_column(default=None)
     messages_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when an agent merged this conversation into another: its messages moved there,
+    # and the customer's next message on this channel continues there. (No foreign key:
+    # both belong to one customer and go together, and SQLite cannot add one to a table
+    # without copying it.)
+    merged_into_id: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 class ConversationLabel(Base):

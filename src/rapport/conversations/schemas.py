@@ -59,6 +59,7 @@ class ConversationRead(BaseModel):
     last_activity_at: datetime
     messages_count: int
     created_at: datetime
+    merged_into_id: str | None = None
     labels: list[str] = Field(default_factory=list)
 
 
