@@ -1,5 +1,6 @@
 """The application factory: one FastAPI app wired to one database, bus and worker."""
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -8,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from rapport import bus, problems
+from rapport.assistant import triage
 from rapport.auth.deps import PrincipalCache
 from rapport.auth.ratelimit import RateLimiter
 from rapport.config import Settings
@@ -31,6 +33,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         await event_bus.start()
         bus.set_bus(event_bus)
         ingest.start()
+        # Triage's models load in about a second: now, rather than on the first message.
+        threading.Thread(target=triage.warm_up, name="triage-warm-up", daemon=True).start()
         smtp = None
         if settings.smtp_port:
             from rapport.channels.email import smtp as smtp_listener

@@ -20,6 +20,7 @@ from sqlalchemy import Table, bindparam, case, func, insert, select, tuple_, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rapport.assistant import triage
 from rapport.bus import get_bus
 from rapport.channels.models import Inbox
 from rapport.config import Settings
@@ -104,11 +105,21 @@ class Stored:
     channel: str
 
 
+def with_triage(msg: InboundMessage) -> InboundMessage:
+    """The message with its triage (language, sentiment, spam, priority) in ``meta``.
+
+    Auto-replies and bounces are machines talking: not triaged."""
+    if msg.auto_reply or "triage" in msg.meta or not msg.text.strip():
+        return msg
+    msg.meta = {**msg.meta, "triage": triage.triage(msg.text)}
+    return msg
+
+
 def receive(
     db: Session, msg: InboundMessage, *, settings: Settings, storage: LocalStorage | None = None
 ) -> IngestResult:
     """Store one inbound message in the caller's transaction; returns ORM objects."""
-    (outcome,) = receive_batch(db, [msg], settings=settings, storage=storage)
+    (outcome,) = receive_batch(db, [with_triage(msg)], settings=settings, storage=storage)
     if isinstance(outcome, BaseException):
         raise outcome
     message = db.get(Message, outcome.message.id, populate_existing=True)
@@ -426,6 +437,8 @@ def receive_batch(
 
         # 4. The message (and its attachments).
         meta = dict(m.meta)
+        if meta.get("triage") is not None:
+            meta["triage"] = triage.with_workspace_models(db, ws, m.text, meta["triage"])
         if m.sent_at:
             meta["sent_at"] = m.sent_at.isoformat()
         row = {
@@ -648,7 +661,8 @@ class IngestWriter:
     def submit_nowait(self, msg: InboundMessage) -> "Future[Stored]":
         self.start()
         fut: Future[Stored] = Future()
-        self._queue.put((msg, fut))
+        # Triage in the caller's thread: the single writer only stores.
+        self._queue.put((with_triage(msg), fut))
         return fut
 
     async def submit(self, msg: InboundMessage) -> Stored:

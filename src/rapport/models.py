@@ -1,5 +1,6 @@
 """Every table, imported in one place for Alembic and for tests that build a schema."""
 
+from rapport.assistant.models import TriageModel
 from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
 from rapport.channels.email.imap import MailboxState
@@ -35,6 +36,7 @@ from rapport.search import install as install_search_index
 from rapport.workspaces.models import BusinessCalendar, Workspace
 
 __all__ = [
+    "TriageModel",
     "install_search_index",
     "ApiToken",
     "Attachment",

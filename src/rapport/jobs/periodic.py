@@ -16,6 +16,7 @@ SCHEDULE = {
     "sla_check": 60,
     "imap_poll_all": 60,
     "find_duplicates_all": 86400,
+    "train_triage_all": 86400,
 }
 
 

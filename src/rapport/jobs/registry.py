@@ -49,6 +49,7 @@ HANDLER_MODULES = (
     "rapport.automation.jobs",
     "rapport.channels.email.imap",
     "rapport.customers.duplicates",
+    "rapport.assistant.training",
 )
 
 

@@ -1,8 +1,8 @@
-"""customer profile, merge suggestions, conversation merges
+"""customers, conversation merges, triage
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-22 21:19:06.290511
+Create Date: 2026-11-22 21:23:54.577979
 """
 
 from collections.abc import Sequence
@@ -57,6 +57,22 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "workspace_id", "key", name=op.f("uq_attribute_definitions_workspace_id_key")
         ),
+    )
+    op.create_table(
+        "triage_models",
+        sa.Column("workspace_id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("model", sa.LargeBinary(), nullable=False),
+        sa.Column("examples", sa.Integer(), nullable=False),
+        sa.Column("classes", sa.Integer(), nullable=False),
+        sa.Column("trained_at", rapport.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_triage_models_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("workspace_id", "kind", name=op.f("pk_triage_models")),
     )
     op.create_table(
         "consents",
@@ -185,8 +201,8 @@ def upgrade() -> None:
             unique=False,
         )
 
-    # A plain ADD COLUMN, on SQLite too: no copy of a table that may hold millions of rows.
-    op.add_column("conversations", sa.Column("merged_into_id", sa.String(length=32), nullable=True))
+    with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("merged_into_id", sa.String(length=32), nullable=True))
 
     # ### end Alembic commands ###
 
@@ -209,5 +225,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_consents_customer")
 
     op.drop_table("consents")
+    op.drop_table("triage_models")
     op.drop_table("attribute_definitions")
     # ### end Alembic commands ###
