@@ -1,39 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-const csrf = () => document.body.dataset.csrf || readCookie("rapport_csrf");
-
-function readCookie(name) {
-  const hit = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
-  return hit ? decodeURIComponent(hit.slice(name.length + 1)) : "";
-}
-
-async function api(method, path, body) {
-  const res = await fetch(path, {
-    method,
-    credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = res.status === 204 ? null : await res.json().catch(() => null);
-  if (!res.ok) {
-    const err = new Error((data && data.detail) || res.statusText);
-    err.status = res.status;
-    throw err;
-  }
-  return data;
-}
-
-function showError(message) {
-  let box = document.getElementById("flash");
-  if (!box) {
-    box = document.createElement("p");
-    box.id = "flash";
-    box.className = "error";
-    box.setAttribute("role", "alert");
-    document.querySelector("main").prepend(box);
-  }
-  box.textContent = message;
-}
+import { api, showError, triageBadges } from "./http.js";
 
 // --- login, with the second factor when the account has one ---------------------------
 function setupLogin() {
@@ -143,6 +110,8 @@ function messageItem(m) {
     st.textContent = ` ${m.status}`;
     meta.append(st);
   }
+  const triage = m.meta && m.meta.triage;
+  if (m.direction === "in" && triage) meta.append(...triageBadges(triage));
   const body = document.createElement("div");
   body.className = "body";
   body.textContent = m.text; // never innerHTML: customer text is data, not markup
