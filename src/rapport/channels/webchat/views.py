@@ -309,12 +309,13 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
 
     raw_last = ws.query_params.get("last_event_id")
     last = int(raw_last) if raw_last and raw_last.isdigit() else None
+    seen = realtime.Seen()
     with get_bus().subscribe(inbox.workspace_id) as sub:
         if last is not None:
+            seen.highest = last
             events = await run_in_threadpool(_replay, database, inbox.workspace_id, last)
             for event in events:
-                last = event["id"]
-                if await run_in_threadpool(mine, event):
+                if seen.add(event["id"]) and await run_in_threadpool(mine, event):
                     await ws.send_json({**event, "payload": await run_in_threadpool(named, event)})
         receiver = asyncio.create_task(_drain(ws))
         beat = asyncio.create_task(_heartbeat(database, visitor.id))
@@ -328,8 +329,8 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
                     getter.cancel()
                     break
                 event = getter.result()
-                if last is not None and event["id"] and event["id"] <= last:
-                    continue
+                if event["id"] and not seen.add(event["id"]):
+                    continue  # already sent by the catch-up
                 if await run_in_threadpool(mine, event):
                     payload = (
                         event["payload"]
@@ -362,11 +363,12 @@ async def _heartbeat(database: Database, visitor_id: str) -> None:
 
 
 def _replay(database: Database, workspace_id: str, after: int) -> list[dict[str, Any]]:
+    """What the visitor missed: recent stragglers at or below ``after``, then what followed
+    (a visitor's conversation is small: one page of each is plenty)."""
     with database.session(write=False) as db:
-        return [
-            realtime.as_dict(e)
-            for e in realtime.since(db, workspace_id=workspace_id, after_id=after)
-        ]
+        rows = realtime.stragglers(db, workspace_id=workspace_id, up_to_id=after)
+        rows += realtime.since(db, workspace_id=workspace_id, after_id=after)
+        return [realtime.as_dict(e) for e in rows]
 
 
 async def _drain(ws: WebSocket) -> None:

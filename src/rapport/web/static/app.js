@@ -48,6 +48,9 @@ function setupLogout() {
 function connectStream(onEvent) {
   let last = null;
   let delay = 500;
+  // A replay after a reconnect may repeat events we have (ids commit out of order on
+  // PostgreSQL, so the server resends recent ones): each id is handled once.
+  const seen = new Set();
   const open = () => {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const query = last === null ? "" : `?last_event_id=${last}`;
@@ -56,7 +59,10 @@ function connectStream(onEvent) {
     ws.onmessage = (msg) => {
       const event = JSON.parse(msg.data);
       if (event.type === "hello") { last = event.last_event_id; return; }
-      last = event.id;
+      if (seen.has(event.id)) return;
+      seen.add(event.id);
+      if (seen.size > 5000) seen.delete(seen.values().next().value);
+      last = Math.max(last || 0, event.id);
       onEvent(event);
     };
     // Reconnect with the last id we saw: the server replays whatever we missed.

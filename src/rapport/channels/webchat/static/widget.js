@@ -10,7 +10,7 @@
   var token = script.dataset.token;
   var api = base + "/widget/api/" + encodeURIComponent(token);
   var storeKey = "rapport.visitor." + token;
-  var state = { visitor: localStorage.getItem(storeKey), last: null, config: null, seen: {} };
+  var state = { visitor: localStorage.getItem(storeKey), last: null, config: null, seen: {}, events: {} };
 
   var host = document.createElement("div");
   host.id = "rapport-widget";
@@ -79,7 +79,12 @@
     var delay = 1000;
     ws.onmessage = function (msg) {
       var e = JSON.parse(msg.data);
-      if (e.id) state.last = e.id;
+      if (e.id) {
+        // A replay may repeat recent events (ids can commit out of order): once each.
+        if (state.events[e.id]) return;
+        state.events[e.id] = true;
+        state.last = Math.max(state.last || 0, e.id);
+      }
       if (e.type === "agent.typing") {
         typingEl.textContent = "Typing…";
         clearTimeout(state.typingTimer);
