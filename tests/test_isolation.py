@@ -25,6 +25,8 @@ BODIES: dict[tuple[str, str], object] = {
     ("POST", "/api/v1/customers/{customer_id}/events"): {"type": "Viewed"},
     ("POST", "/api/v1/customers/{customer_id}/merge"): {"merged_id": "x" * 32},
     ("PUT", "/api/v1/customers/{customer_id}/tags"): {"tags": ["x"]},
+    ("PATCH", "/api/v1/kb/collections/{collection_id}"): {"title": "x"},
+    ("PATCH", "/api/v1/kb/articles/{article_id}"): {"title": "x"},
     ("POST", "/api/v1/conversations/{conversation_id}/merge"): {"merged_id": "x" * 32},
     ("POST", "/api/v1/customers/{customer_id}/consents"): {
         "channel": "email",
@@ -87,6 +89,12 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "attachment_id": "0" * 32,
         "merge_id": "0" * 32,
         "suggestion_id": _suggestion(client, world),
+        "collection_id": client.post(
+            "/api/v1/kb/collections", json={"title": "Orders"}, headers=auth(world.alice)
+        ).json()["id"],
+        "article_id": client.post(
+            "/api/v1/kb/articles", json={"title": "Refunds"}, headers=auth(world.alice)
+        ).json()["id"],
         "definition_id": client.post(
             "/api/v1/attribute-definitions",
             json={"key": "plan", "type": "text"},
@@ -151,6 +159,8 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "merge_id",
         "suggestion_id",
         "definition_id",
+        "collection_id",
+        "article_id",
     }
 
 

@@ -82,6 +82,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
     from rapport.events import views as event_views
+    from rapport.kb import public as kb_public
+    from rapport.kb import views as kb_views
     from rapport.notifications import views as notification_views
     from rapport.realtime import views as realtime_views
     from rapport.web import views as web_views
@@ -106,6 +108,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(conversation_views.sla_router)
     app.include_router(conversation_views.canned_router)
     app.include_router(conversation_merge_views.router)
+    app.include_router(kb_views.router)
+    app.include_router(kb_public.router)
     app.include_router(web_views.api_router)
     app.include_router(customer_views.merges_router)
     app.include_router(customer_views.files_router)

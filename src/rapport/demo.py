@@ -20,6 +20,7 @@ from rapport.customers.schemas import EventCreate
 from rapport.customers.service import add_event
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, receive
+from rapport.kb import service as kb
 from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import Workspace
 
@@ -164,3 +165,67 @@ def _fill(db: Session, ws: Workspace, settings: Settings) -> None:
                     source="demo",
                 ),
             )
+    _knowledge_base(db, ws)
+
+
+_HELP = [
+    (
+        "Orders and delivery",
+        [
+            (
+                "Where is my order?",
+                "Every order has a tracking link in its confirmation email. Parcels usually "
+                "arrive **within three business days**; if yours has not after five, write "
+                "to us with the order number.",
+            ),
+            (
+                "Changing your delivery address",
+                "Before an order ships you can change where it goes: open *Orders*, choose the "
+                "order and pick *Edit address*. Once it has shipped, the carrier decides.",
+            ),
+        ],
+    ),
+    (
+        "Payments and refunds",
+        [
+            (
+                "Refunds and returns",
+                "You can return any item within 30 days of delivery. Once it is back in our "
+                "warehouse, the full amount is credited to your original payment method "
+                "within five business days.",
+            ),
+            (
+                "I was charged twice",
+                "A second charge is usually a card authorization that disappears within "
+                "48 hours. If it is still there after that, send us both transaction "
+                "references and we refund one at once.",
+            ),
+        ],
+    ),
+]
+
+
+def _knowledge_base(db: Session, ws: Workspace) -> None:
+    """A help center at /help/demo/ with a few published articles."""
+    kb.configure_help_center(
+        db,
+        workspace_id=ws.id,
+        changes={"slug": "demo", "title": "Demo Shop Help", "intro": "Answers, day and night."},
+    )
+    for position, (title, articles) in enumerate(_HELP):
+        collection = kb.save_collection(
+            db, workspace_id=ws.id, data={"title": title, "position": position}
+        )
+        for body_position, (article_title, body) in enumerate(articles):
+            article = kb.save_article(
+                db,
+                workspace_id=ws.id,
+                data={
+                    "title": article_title,
+                    "body": body,
+                    "collection_id": collection.id,
+                    "position": body_position,
+                },
+                author_id=None,
+            )
+            kb.publish(db, article=article, published=True)

@@ -29,6 +29,7 @@ from rapport.customers.models import (
 from rapport.db import Base
 from rapport.events.models import EventSource, Order
 from rapport.jobs.models import Job
+from rapport.kb.models import Article, ArticleFeedback, Collection, HelpCenter
 from rapport.notifications.models import Notification
 from rapport.privacy.models import AuditLog
 from rapport.realtime.models import StreamEvent
@@ -36,6 +37,10 @@ from rapport.search import install as install_search_index
 from rapport.workspaces.models import BusinessCalendar, Workspace
 
 __all__ = [
+    "Article",
+    "ArticleFeedback",
+    "Collection",
+    "HelpCenter",
     "TriageModel",
     "install_search_index",
     "ApiToken",

@@ -50,6 +50,7 @@ HANDLER_MODULES = (
     "rapport.channels.email.imap",
     "rapport.customers.duplicates",
     "rapport.assistant.training",
+    "rapport.kb.service",
 )
 
 

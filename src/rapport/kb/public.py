@@ -1,0 +1,284 @@
+"""The public help center: server-rendered pages that readers and search engines read.
+
+``/help/{slug}/`` home with the collections, ``/help/{slug}/collections/{collection}``,
+``/help/{slug}/articles/{article}``, ``/help/{slug}/search?q=``, ``/help/{slug}/sitemap.xml``,
+and the "was this helpful?" form (a plain POST: it works without JavaScript). Only published
+articles are public. The locale comes from ``?locale=``, then the reader's Accept-Language,
+then the help center's default.
+"""
+
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from rapport.auth.ratelimit import RateLimiter
+from rapport.kb import search, service
+from rapport.kb.models import Article, ArticleStatus, Collection, HelpCenter
+from rapport.problems import NotFound
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+router = APIRouter(prefix="/help", include_in_schema=False)
+_votes = RateLimiter(limit=30, window=3600)
+
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data:; "
+    "style-src 'self'; script-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+
+
+def _locales(db: Any, workspace_id: str) -> set[str]:
+    return set(
+        db.scalars(
+            select(Article.locale)
+            .where(Article.workspace_id == workspace_id, Article.status == ArticleStatus.published)
+            .distinct()
+        )
+    )
+
+
+def _locale(request: Request, center: HelpCenter, available: set[str], asked: str | None) -> str:
+    if asked and asked in available:
+        return asked
+    for part in request.headers.get("accept-language", "").split(","):
+        tag = part.split(";")[0].strip()
+        for candidate in (tag, tag.split("-")[0]):
+            if candidate in available:
+                return candidate
+    return center.default_locale
+
+
+def _page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, ctx, status_code=status, headers=_HEADERS)
+
+
+def _not_found(request: Request, what: str) -> HTMLResponse:
+    return _page(request, "help_404.html", status=404, what=what, center=None, locale="en")
+
+
+def _base(request: Request) -> str:
+    return str(request.app.state.settings.public_url).rstrip("/")
+
+
+@router.get("/{slug}/", response_class=HTMLResponse)
+def home(
+    request: Request, slug: str, locale: str | None = Query(default=None, max_length=16)
+) -> Response:
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return _not_found(request, "help center")
+        available = _locales(db, center.workspace_id)
+        loc = _locale(request, center, available, locale)
+        cols = service.collections(db, workspace_id=center.workspace_id, locale=loc)
+        articles = list(
+            db.scalars(
+                select(Article)
+                .where(
+                    Article.workspace_id == center.workspace_id,
+                    Article.status == ArticleStatus.published,
+                    Article.locale == loc,
+                )
+                .order_by(Article.position, Article.title)
+            )
+        )
+        by_collection: dict[str | None, list[Article]] = {}
+        for a in articles:
+            by_collection.setdefault(a.collection_id, []).append(a)
+        return _page(
+            request,
+            "help_home.html",
+            center=center,
+            locale=loc,
+            locales=sorted(available),
+            collections=[c for c in cols if by_collection.get(c.id)],
+            by_collection=by_collection,
+            popular=sorted(articles, key=lambda a: -a.views)[:5],
+            base=_base(request),
+        )
+
+
+@router.get("/{slug}", include_in_schema=False)
+def home_without_slash(slug: str) -> Response:
+    return RedirectResponse(f"/help/{slug}/", status_code=308)
+
+
+@router.get("/{slug}/collections/{collection}", response_class=HTMLResponse)
+def collection_page(
+    request: Request,
+    slug: str,
+    collection: str,
+    locale: str | None = Query(default=None, max_length=16),
+) -> Response:
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return _not_found(request, "help center")
+        loc = _locale(request, center, _locales(db, center.workspace_id), locale)
+        col = db.scalar(
+            select(Collection).where(
+                Collection.workspace_id == center.workspace_id,
+                Collection.slug == collection,
+                Collection.locale == loc,
+            )
+        )
+        if col is None:
+            return _not_found(request, "collection")
+        articles = list(
+            db.scalars(
+                select(Article)
+                .where(
+                    Article.collection_id == col.id,
+                    Article.status == ArticleStatus.published,
+                )
+                .order_by(Article.position, Article.title)
+            )
+        )
+        return _page(
+            request,
+            "help_collection.html",
+            center=center,
+            locale=loc,
+            collection=col,
+            articles=articles,
+            base=_base(request),
+        )
+
+
+@router.get("/{slug}/articles/{article}", response_class=HTMLResponse)
+def article_page(
+    request: Request,
+    slug: str,
+    article: str,
+    locale: str | None = Query(default=None, max_length=16),
+    thanks: int = 0,
+) -> Response:
+    with request.app.state.database.session() as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return _not_found(request, "help center")
+        loc = _locale(request, center, _locales(db, center.workspace_id), locale)
+        try:
+            row = service.published_article(
+                db, workspace_id=center.workspace_id, slug=article, locale=loc
+            )
+        except NotFound:
+            return _not_found(request, "article")
+        service.count_view(db, article_id=row.id)
+        col = db.get(Collection, row.collection_id) if row.collection_id else None
+        others = service.translations(db, article=row)
+        canonical = search.public_url(
+            _base(request), center.slug, row.slug, loc, center.default_locale
+        )
+        return _page(
+            request,
+            "help_article.html",
+            center=center,
+            locale=loc,
+            article=row,
+            collection=col,
+            translations=others,
+            canonical=canonical,
+            thanks=bool(thanks),
+            base=_base(request),
+        )
+
+
+@router.post("/{slug}/articles/{article}/feedback")
+def article_feedback(
+    request: Request,
+    slug: str,
+    article: str,
+    helpful: str = Form(...),
+    locale: str = Form(default="", max_length=16),
+    comment: str = Form(default="", max_length=1000),
+) -> Response:
+    address = request.client.host if request.client else "?"
+    with request.app.state.database.session() as db:
+        try:
+            center = service.center_by_slug(db, slug)
+            row = service.published_article(
+                db,
+                workspace_id=center.workspace_id,
+                slug=article,
+                locale=locale or center.default_locale,
+            )
+        except NotFound:
+            return _not_found(request, "article")
+        if _votes.hit(f"kbvote:{address}"):
+            secret = request.app.state.settings.secret_key.get_secret_value()
+            reader = service.reader_key(secret, address, request.headers.get("user-agent", ""))
+            service.feedback(
+                db, article=row, reader=reader, helpful=helpful == "yes", comment=comment
+            )
+        query = f"?locale={row.locale}&thanks=1" if locale else "?thanks=1"
+    return RedirectResponse(f"/help/{slug}/articles/{article}{query}#feedback", status_code=303)
+
+
+@router.get("/{slug}/search", response_class=HTMLResponse)
+def search_page(
+    request: Request,
+    slug: str,
+    q: str = Query(default="", max_length=300),
+    locale: str | None = Query(default=None, max_length=16),
+) -> Response:
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return _not_found(request, "help center")
+        loc = _locale(request, center, _locales(db, center.workspace_id), locale)
+        hits = (
+            search.search_articles(
+                db, center.workspace_id, q, locale=loc, limit=10, base_url=_base(request)
+            )
+            if q.strip()
+            else []
+        )
+        return _page(
+            request,
+            "help_search.html",
+            center=center,
+            locale=loc,
+            q=q,
+            hits=hits,
+            base=_base(request),
+        )
+
+
+@router.get("/{slug}/sitemap.xml")
+def sitemap(request: Request, slug: str) -> Response:
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return Response("not found", status_code=404, media_type="text/plain")
+        rows = db.scalars(
+            select(Article).where(
+                Article.workspace_id == center.workspace_id,
+                Article.status == ArticleStatus.published,
+            )
+        )
+        base = _base(request)
+        urls = [f"<url><loc>{escape(base)}/help/{escape(center.slug)}/</loc></url>"]
+        for a in rows:
+            loc = search.public_url(base, center.slug, a.slug, a.locale, center.default_locale)
+            urls.append(
+                f"<url><loc>{escape(loc)}</loc><lastmod>{a.updated_at.date().isoformat()}</lastmod></url>"
+            )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+        + "\n".join(urls)
+        + "\n</urlset>\n"
+    )
+    return Response(body, media_type="application/xml")

@@ -1,0 +1,97 @@
+"""Knowledge base API shapes."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rapport.kb.models import ArticleStatus
+
+
+class HelpCenterIn(BaseModel):
+    slug: str | None = Field(default=None, max_length=64, examples=["acme"])
+    title: str | None = Field(default=None, max_length=200)
+    intro: str | None = Field(default=None, max_length=500)
+    default_locale: str | None = Field(default=None, max_length=16)
+    enabled: bool | None = None
+
+
+class HelpCenterRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    slug: str
+    title: str
+    intro: str
+    default_locale: str
+    enabled: bool
+    url: str = ""
+
+
+class CollectionIn(BaseModel):
+    title: str | None = Field(default=None, max_length=200)
+    slug: str | None = Field(default=None, max_length=120)
+    description: str | None = Field(default=None, max_length=500)
+    locale: str | None = Field(default=None, max_length=16)
+    position: int | None = None
+
+
+class CollectionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    title: str
+    slug: str
+    description: str
+    locale: str
+    position: int
+    created_at: datetime
+
+
+class ArticleIn(BaseModel):
+    title: str | None = Field(default=None, max_length=300)
+    slug: str | None = Field(default=None, max_length=160)
+    description: str | None = Field(default=None, max_length=500)
+    body: str | None = Field(default=None, max_length=200_000, description="Markdown")
+    locale: str | None = Field(default=None, max_length=16)
+    collection_id: str | None = Field(default=None, max_length=32)
+    position: int | None = None
+    translation_of: str | None = Field(
+        default=None, max_length=32, description="the id of the article this translates"
+    )
+
+
+class ArticleRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    group_id: str
+    collection_id: str | None
+    locale: str
+    slug: str
+    title: str
+    description: str
+    body: str
+    html: str
+    status: ArticleStatus
+    author_id: str | None
+    views: int
+    helpful: int
+    not_helpful: int
+    published_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ArticlePage(BaseModel):
+    items: list[ArticleRead]
+    next_cursor: str | None
+
+
+class ArticleHitRead(BaseModel):
+    article_id: str
+    title: str
+    url: str
+    excerpt: str
+    score: float
+    confidence: float
+    lexical: float
+    semantic: float | None

@@ -1,0 +1,328 @@
+"""Knowledge base: collections, articles (Markdown, per locale, draft / published), the
+help center's settings, and readers' feedback."""
+
+import hashlib
+import hmac
+import re
+import unicodedata
+from typing import Any
+
+from markdown_it import MarkdownIt
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rapport import pagination
+from rapport.assistant import embeddings
+from rapport.db import utcnow
+from rapport.jobs.registry import JobContext, job
+from rapport.jobs.service import enqueue
+from rapport.kb import search
+from rapport.kb.models import Article, ArticleFeedback, ArticleStatus, Collection, HelpCenter
+from rapport.problems import Conflict, Invalid, NotFound
+from rapport.sanitize import clean_html
+
+# Raw HTML in Markdown is shown as text, and what Markdown makes is sanitized once more.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_LOCALE = re.compile(r"^[a-z]{2}(?:-[A-Z]{2})?$")
+
+
+def render(markdown: str) -> str:
+    return clean_html(_markdown.render(markdown))
+
+
+def slugify(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:120] or "article"
+
+
+def _check_locale(locale: str) -> str:
+    if not _LOCALE.match(locale):
+        raise Invalid("a locale looks like en or pt-BR")
+    return locale
+
+
+def _check_slug(slug: str) -> str:
+    if not _SLUG.match(slug):
+        raise Invalid("a slug is lower-case letters and digits joined by hyphens")
+    return slug
+
+
+# --- the help center -------------------------------------------------------------------
+
+
+def help_center(db: Session, *, workspace_id: str) -> HelpCenter | None:
+    return db.get(HelpCenter, workspace_id)
+
+
+def configure_help_center(db: Session, *, workspace_id: str, changes: dict[str, Any]) -> HelpCenter:
+    center = db.get(HelpCenter, workspace_id)
+    if center is None:
+        slug = changes.get("slug")
+        if not slug:
+            raise Invalid("choose the help center's address (slug)")
+        center = HelpCenter(workspace_id=workspace_id, slug=_check_slug(slug))
+        db.add(center)
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if key == "slug":
+            value = _check_slug(value)
+            taken = db.scalar(
+                select(HelpCenter.workspace_id).where(
+                    HelpCenter.slug == value, HelpCenter.workspace_id != workspace_id
+                )
+            )
+            if taken:
+                raise Conflict(f"the address /help/{value}/ is taken")
+        if key == "default_locale":
+            value = _check_locale(value)
+        setattr(center, key, value)
+    db.flush()
+    return center
+
+
+def center_by_slug(db: Session, slug: str) -> HelpCenter:
+    center = db.scalar(select(HelpCenter).where(HelpCenter.slug == slug))
+    if center is None or not center.enabled:
+        raise NotFound("help center")
+    return center
+
+
+# --- collections -----------------------------------------------------------------------
+
+
+def collections(db: Session, *, workspace_id: str, locale: str | None = None) -> list[Collection]:
+    query = select(Collection).where(Collection.workspace_id == workspace_id)
+    if locale:
+        query = query.where(Collection.locale == locale)
+    return list(db.scalars(query.order_by(Collection.position, Collection.title)))
+
+
+def get_collection(db: Session, *, workspace_id: str, collection_id: str) -> Collection:
+    row = db.scalar(
+        select(Collection).where(
+            Collection.id == collection_id, Collection.workspace_id == workspace_id
+        )
+    )
+    if row is None:
+        raise NotFound("collection")
+    return row
+
+
+def save_collection(
+    db: Session, *, workspace_id: str, data: dict[str, Any], row: Collection | None = None
+) -> Collection:
+    if row is None:
+        title = (data.get("title") or "").strip()
+        if not title:
+            raise Invalid("a collection needs a title")
+        row = Collection(
+            workspace_id=workspace_id,
+            title=title,
+            slug=_check_slug(data.get("slug") or slugify(title)),
+            locale=_check_locale(data.get("locale") or "en"),
+        )
+        db.add(row)
+    for key in ("title", "description", "position"):
+        if data.get(key) is not None:
+            setattr(row, key, data[key])
+    if data.get("slug") is not None:
+        row.slug = _check_slug(data["slug"])
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        raise Conflict("a collection with this address exists in this locale") from exc
+    return row
+
+
+# --- articles --------------------------------------------------------------------------
+
+
+def get_article(db: Session, *, workspace_id: str, article_id: str) -> Article:
+    row = db.scalar(
+        select(Article).where(Article.id == article_id, Article.workspace_id == workspace_id)
+    )
+    if row is None:
+        raise NotFound("article")
+    return row
+
+
+def list_articles(
+    db: Session,
+    *,
+    workspace_id: str,
+    status: ArticleStatus | None = None,
+    locale: str | None = None,
+    collection_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Article], str | None]:
+    limit = pagination.clamp(limit)
+    query = select(Article).where(Article.workspace_id == workspace_id)
+    if status:
+        query = query.where(Article.status == status)
+    if locale:
+        query = query.where(Article.locale == locale)
+    if collection_id:
+        query = query.where(Article.collection_id == collection_id)
+    after = pagination.decode(cursor)
+    if after:
+        query = query.where(
+            (Article.updated_at < after[0])
+            | ((Article.updated_at == after[0]) & (Article.id < after[1]))
+        )
+    rows = list(
+        db.scalars(query.order_by(Article.updated_at.desc(), Article.id.desc()).limit(limit + 1))
+    )
+    return pagination.page_of(rows, limit, lambda a: (a.updated_at, a.id))
+
+
+def save_article(
+    db: Session,
+    *,
+    workspace_id: str,
+    data: dict[str, Any],
+    author_id: str | None,
+    row: Article | None = None,
+) -> Article:
+    """Create or change an article; the body is rendered and sanitized on every save."""
+    if data.get("collection_id"):
+        get_collection(db, workspace_id=workspace_id, collection_id=data["collection_id"])
+    if data.get("translation_of"):
+        original = get_article(db, workspace_id=workspace_id, article_id=data["translation_of"])
+        data = {**data, "group_id": original.group_id}
+    if row is None:
+        title = (data.get("title") or "").strip()
+        if not title:
+            raise Invalid("an article needs a title")
+        row = Article(
+            workspace_id=workspace_id,
+            title=title,
+            slug=_check_slug(data.get("slug") or slugify(title)),
+            locale=_check_locale(data.get("locale") or "en"),
+            author_id=author_id,
+        )
+        if data.get("group_id"):
+            row.group_id = data["group_id"]
+        db.add(row)
+    for key in ("title", "description", "collection_id", "position"):
+        if key in data and data[key] is not None:
+            setattr(row, key, data[key] or None if key == "collection_id" else data[key])
+    if data.get("slug") is not None:
+        row.slug = _check_slug(data["slug"])
+    if data.get("body") is not None:
+        row.body = data["body"]
+        row.html = render(row.body)
+    if not row.description:
+        row.description = search.plain_text(row.html).strip()[:200]
+    row.updated_at = utcnow()
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        raise Conflict("an article with this address exists in this locale") from exc
+    _queue_embedding(db, row)
+    return row
+
+
+def publish(db: Session, *, article: Article, published: bool) -> Article:
+    article.status = ArticleStatus.published if published else ArticleStatus.draft
+    if published and article.published_at is None:
+        article.published_at = utcnow()
+    article.updated_at = utcnow()
+    db.flush()
+    return article
+
+
+def _queue_embedding(db: Session, article: Article) -> None:
+    if embeddings.available():
+        enqueue(
+            db,
+            name="kb_embed",
+            args={"article_id": article.id},
+            workspace_id=article.workspace_id,
+            max_attempts=3,
+        )
+
+
+@job("kb_embed", max_attempts=3)
+def kb_embed(ctx: JobContext, article_id: str) -> None:
+    """Embed an article after it was saved (the model takes seconds to load: not in the
+    request)."""
+    with ctx.database.session() as db:
+        article = db.get(Article, article_id)
+        if article is not None:
+            search.embed_article(article)
+
+
+def translations(db: Session, *, article: Article) -> list[Article]:
+    return list(
+        db.scalars(
+            select(Article).where(
+                Article.group_id == article.group_id,
+                Article.id != article.id,
+                Article.status == ArticleStatus.published,
+            )
+        )
+    )
+
+
+# --- readers ---------------------------------------------------------------------------
+
+
+def published_article(db: Session, *, workspace_id: str, slug: str, locale: str) -> Article:
+    row = db.scalar(
+        select(Article).where(
+            Article.workspace_id == workspace_id,
+            Article.slug == slug,
+            Article.locale == locale,
+            Article.status == ArticleStatus.published,
+        )
+    )
+    if row is None:
+        raise NotFound("article")
+    return row
+
+
+def count_view(db: Session, *, article_id: str) -> None:
+    db.execute(update(Article).where(Article.id == article_id).values(views=Article.views + 1))
+
+
+def reader_key(secret: str, address: str, agent: str) -> str:
+    return hmac.new(secret.encode(), f"{address}|{agent}".encode(), hashlib.sha256).hexdigest()
+
+
+def feedback(
+    db: Session, *, article: Article, reader: str, helpful: bool, comment: str = ""
+) -> bool:
+    """Record a reader's vote (a second vote of the same reader changes the first);
+    returns True when it counted as new."""
+    existing = db.scalar(
+        select(ArticleFeedback).where(
+            ArticleFeedback.article_id == article.id, ArticleFeedback.reader == reader
+        )
+    )
+    if existing is not None:
+        if existing.helpful != helpful:
+            delta = 1 if helpful else -1
+            article.helpful += delta
+            article.not_helpful -= delta
+            existing.helpful = helpful
+        existing.comment = comment[:1000] or existing.comment
+        return False
+    db.add(
+        ArticleFeedback(
+            workspace_id=article.workspace_id,
+            article_id=article.id,
+            reader=reader,
+            helpful=helpful,
+            comment=comment[:1000],
+        )
+    )
+    if helpful:
+        article.helpful += 1
+    else:
+        article.not_helpful += 1
+    return True

@@ -1,0 +1,215 @@
+"""Knowledge base endpoints for agents and admins: thin wrappers over kb.service."""
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, Query, Request, Response
+
+from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
+from rapport.auth.views import actor_of
+from rapport.kb import search, service
+from rapport.kb.models import ArticleStatus
+from rapport.kb.schemas import (
+    ArticleHitRead,
+    ArticleIn,
+    ArticlePage,
+    ArticleRead,
+    CollectionIn,
+    CollectionRead,
+    HelpCenterIn,
+    HelpCenterRead,
+)
+from rapport.privacy.service import audit
+from rapport.problems import NotFound
+
+router = APIRouter(prefix="/api/v1/kb", tags=["knowledge base"])
+
+
+def _base(request: Request) -> str:
+    return str(request.app.state.settings.public_url)
+
+
+def _center(request: Request, center: object) -> HelpCenterRead:
+    read = HelpCenterRead.model_validate(center)
+    return read.model_copy(update={"url": f"{_base(request).rstrip('/')}/help/{read.slug}/"})
+
+
+@router.get("/help-center", response_model=HelpCenterRead)
+def get_help_center(principal: CurrentMember, request: Request, db: Db) -> HelpCenterRead:
+    center = service.help_center(db, workspace_id=principal.workspace_id)
+    if center is None:
+        raise NotFound("help center")
+    return _center(request, center)
+
+
+@router.put("/help-center", response_model=HelpCenterRead)
+def put_help_center(
+    body: HelpCenterIn, principal: CurrentAdmin, request: Request, db: Db
+) -> HelpCenterRead:
+    """Set up or change the public help center (its address is ``/help/{slug}/``)."""
+    center = service.configure_help_center(
+        db, workspace_id=principal.workspace_id, changes=body.model_dump(exclude_unset=True)
+    )
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="kb.help_center",
+        target_type="help_center",
+        target_id=principal.workspace_id,
+        data=body.model_dump(exclude_unset=True),
+    )
+    return _center(request, center)
+
+
+@router.get("/collections", response_model=list[CollectionRead])
+def list_collections(
+    principal: CurrentMember, db: Db, locale: str | None = Query(default=None, max_length=16)
+) -> list[CollectionRead]:
+    rows = service.collections(db, workspace_id=principal.workspace_id, locale=locale)
+    return [CollectionRead.model_validate(r) for r in rows]
+
+
+@router.post("/collections", response_model=CollectionRead, status_code=201)
+def create_collection(body: CollectionIn, principal: CurrentAgent, db: Db) -> CollectionRead:
+    row = service.save_collection(
+        db, workspace_id=principal.workspace_id, data=body.model_dump(exclude_unset=True)
+    )
+    return CollectionRead.model_validate(row)
+
+
+@router.patch("/collections/{collection_id}", response_model=CollectionRead)
+def update_collection(
+    collection_id: str, body: CollectionIn, principal: CurrentAgent, db: Db
+) -> CollectionRead:
+    row = service.get_collection(
+        db, workspace_id=principal.workspace_id, collection_id=collection_id
+    )
+    service.save_collection(
+        db,
+        workspace_id=principal.workspace_id,
+        data=body.model_dump(exclude_unset=True),
+        row=row,
+    )
+    return CollectionRead.model_validate(row)
+
+
+@router.delete("/collections/{collection_id}", status_code=204)
+def delete_collection(collection_id: str, principal: CurrentAdmin, db: Db) -> Response:
+    """Delete a collection; its articles stay, outside any collection."""
+    row = service.get_collection(
+        db, workspace_id=principal.workspace_id, collection_id=collection_id
+    )
+    db.delete(row)
+    return Response(status_code=204)
+
+
+@router.get("/articles", response_model=ArticlePage)
+def list_articles(
+    principal: CurrentMember,
+    db: Db,
+    status: ArticleStatus | None = None,
+    locale: str | None = Query(default=None, max_length=16),
+    collection_id: str | None = Query(default=None, max_length=32),
+    cursor: str | None = None,
+    limit: int = Query(default=50, ge=1, le=100),
+) -> ArticlePage:
+    rows, nxt = service.list_articles(
+        db,
+        workspace_id=principal.workspace_id,
+        status=status,
+        locale=locale,
+        collection_id=collection_id,
+        cursor=cursor,
+        limit=limit,
+    )
+    return ArticlePage(items=[ArticleRead.model_validate(r) for r in rows], next_cursor=nxt)
+
+
+@router.post("/articles", response_model=ArticleRead, status_code=201)
+def create_article(body: ArticleIn, principal: CurrentAgent, db: Db) -> ArticleRead:
+    """A new draft; Markdown in ``body`` (raw HTML in it is shown as text)."""
+    row = service.save_article(
+        db,
+        workspace_id=principal.workspace_id,
+        data=body.model_dump(exclude_unset=True),
+        author_id=principal.user_id,
+    )
+    return ArticleRead.model_validate(row)
+
+
+@router.get("/articles/{article_id}", response_model=ArticleRead)
+def get_article(article_id: str, principal: CurrentMember, db: Db) -> ArticleRead:
+    row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
+    return ArticleRead.model_validate(row)
+
+
+@router.patch("/articles/{article_id}", response_model=ArticleRead)
+def update_article(
+    article_id: str, body: ArticleIn, principal: CurrentAgent, db: Db
+) -> ArticleRead:
+    row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
+    service.save_article(
+        db,
+        workspace_id=principal.workspace_id,
+        data=body.model_dump(exclude_unset=True),
+        author_id=principal.user_id,
+        row=row,
+    )
+    return ArticleRead.model_validate(row)
+
+
+@router.post("/articles/{article_id}/publish", response_model=ArticleRead)
+def publish_article(
+    article_id: str, principal: CurrentAgent, request: Request, db: Db
+) -> ArticleRead:
+    row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
+    service.publish(db, article=row, published=True)
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="kb.publish",
+        target_type="article",
+        target_id=row.id,
+    )
+    return ArticleRead.model_validate(row)
+
+
+@router.post("/articles/{article_id}/unpublish", response_model=ArticleRead)
+def unpublish_article(
+    article_id: str, principal: CurrentAgent, request: Request, db: Db
+) -> ArticleRead:
+    row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
+    service.publish(db, article=row, published=False)
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="kb.unpublish",
+        target_type="article",
+        target_id=row.id,
+    )
+    return ArticleRead.model_validate(row)
+
+
+@router.delete("/articles/{article_id}", status_code=204)
+def delete_article(article_id: str, principal: CurrentAdmin, db: Db) -> Response:
+    row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
+    db.delete(row)
+    return Response(status_code=204)
+
+
+@router.get("/search", response_model=list[ArticleHitRead])
+def search_articles(
+    principal: CurrentMember,
+    request: Request,
+    db: Db,
+    q: str = Query(min_length=1, max_length=500),
+    locale: str | None = Query(default=None, max_length=16),
+    limit: int = Query(default=5, ge=1, le=20),
+) -> list[ArticleHitRead]:
+    """Published articles answering ``q``: keywords, and paraphrases with the ai extra."""
+    hits = search.search_articles(
+        db, principal.workspace_id, q, locale=locale, limit=limit, base_url=_base(request)
+    )
+    return [ArticleHitRead(**{k: v for k, v in asdict(h).items() if k != "slug"}) for h in hits]
