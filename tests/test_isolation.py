@@ -27,6 +27,9 @@ BODIES: dict[tuple[str, str], object] = {
     ("PUT", "/api/v1/customers/{customer_id}/tags"): {"tags": ["x"]},
     ("PATCH", "/api/v1/kb/collections/{collection_id}"): {"title": "x"},
     ("PATCH", "/api/v1/kb/articles/{article_id}"): {"title": "x"},
+    ("PATCH", "/api/v1/bot/intents/{intent_id}"): {"name": "x"},
+    ("POST", "/api/v1/bot/intents/{intent_id}/examples"): {"text": "x"},
+    ("PUT", "/api/v1/bot/inboxes/{inbox_id}"): {"enabled": True},
     ("POST", "/api/v1/conversations/{conversation_id}/merge"): {"merged_id": "x" * 32},
     ("POST", "/api/v1/customers/{customer_id}/consents"): {
         "channel": "email",
@@ -89,6 +92,14 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "attachment_id": "0" * 32,
         "merge_id": "0" * 32,
         "suggestion_id": _suggestion(client, world),
+        "intent_id": client.post(
+            "/api/v1/bot/intents", json={"name": "hours"}, headers=auth(world.alice)
+        ).json()["id"],
+        "integration_id": client.post(
+            "/api/v1/bot/integrations",
+            json={"name": "orders", "url": "https://shop.example/o/{{ order_number }}"},
+            headers=auth(world.alice),
+        ).json()["id"],
         "collection_id": client.post(
             "/api/v1/kb/collections", json={"title": "Orders"}, headers=auth(world.alice)
         ).json()["id"],
@@ -161,6 +172,8 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "definition_id",
         "collection_id",
         "article_id",
+        "intent_id",
+        "integration_id",
     }
 
 

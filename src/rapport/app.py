@@ -75,6 +75,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport import ops
     from rapport.auth import views as auth_views
     from rapport.automation import views as automation_views
+    from rapport.bot import views as bot_views
     from rapport.channels import views as channel_views
     from rapport.channels import webhooks
     from rapport.channels.webchat import views as webchat_views
@@ -110,6 +111,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(conversation_merge_views.router)
     app.include_router(kb_views.router)
     app.include_router(kb_public.router)
+    app.include_router(bot_views.router)
     app.include_router(web_views.api_router)
     app.include_router(customer_views.merges_router)
     app.include_router(customer_views.files_router)

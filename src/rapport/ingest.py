@@ -177,6 +177,7 @@ def receive_batch(
                 Inbox.enabled,
                 Inbox.auto_assign,
                 Inbox.team_id,
+                Inbox.settings,
             ).where(Inbox.id.in_({m.inbox_id for m in msgs}))
         )
     }
@@ -600,6 +601,7 @@ def receive_batch(
             new=s.threading == "new",
             route=bool(ib.auto_assign) and conv.get("assignee_id") is None,
             at=now,
+            bot=bool(((ib.settings or {}).get("bot") or {}).get("enabled")),
         )
         out[i] = s
     for i in todo:

@@ -3,6 +3,14 @@
 from rapport.assistant.models import TriageModel
 from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
+from rapport.bot.models import (
+    BotConversation,
+    Integration,
+    Intent,
+    IntentExample,
+    IntentModelBlob,
+    UnansweredQuestion,
+)
 from rapport.channels.email.imap import MailboxState
 from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.channels.webchat.models import Visitor
@@ -37,6 +45,12 @@ from rapport.search import install as install_search_index
 from rapport.workspaces.models import BusinessCalendar, Workspace
 
 __all__ = [
+    "BotConversation",
+    "Intent",
+    "IntentExample",
+    "IntentModelBlob",
+    "Integration",
+    "UnansweredQuestion",
     "Article",
     "ArticleFeedback",
     "Collection",

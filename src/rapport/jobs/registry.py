@@ -51,6 +51,7 @@ HANDLER_MODULES = (
     "rapport.customers.duplicates",
     "rapport.assistant.training",
     "rapport.kb.service",
+    "rapport.bot.service",
 )
 
 

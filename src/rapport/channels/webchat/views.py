@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from rapport.auth.models import Membership, User
+from rapport.bot import service as bot
 from rapport.bus import get_bus
 from rapport.channels import webchat
 from rapport.channels.models import Inbox
@@ -23,7 +24,7 @@ from rapport.conversations.service import message_payload
 from rapport.crypto import SecretBox
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, IngestWriter
-from rapport.problems import Forbidden
+from rapport.problems import Forbidden, NotFound
 from rapport.realtime import service as realtime
 from rapport.workspaces.models import Workspace
 
@@ -215,6 +216,36 @@ async def say(token: str, body: SayIn, request: Request) -> Response:
     await run_in_threadpool(remember)
     out = {**_public(message_payload(stored.message)), "sender_name": visitor.name}  # type: ignore[arg-type]
     return _cors(request, inbox, JSONResponse(out, status_code=201))
+
+
+class RatingIn(BaseModel):
+    helpful: bool
+
+
+@router.post("/widget/api/{token}/messages/{message_id}/rating", status_code=204)
+async def rate(token: str, message_id: str, body: RatingIn, request: Request) -> Response:
+    """The visitor says whether a bot answer helped (an unhelpful one counts as a miss)."""
+    database: Database = request.app.state.database
+    inbox = await run_in_threadpool(_inbox, database, token)
+
+    def work() -> None:
+        with database.session() as db:
+            visitor = webchat.visitor_by_token(
+                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
+            )
+            message = db.get(Message, message_id)
+            conv = db.get(Conversation, message.conversation_id) if message else None
+            if (
+                message is None
+                or conv is None
+                or conv.customer_id != visitor.customer_id
+                or message.kind != MessageKind.bot
+            ):
+                raise NotFound("message")
+            bot.rate(db, message=message, helpful=body.helpful)
+
+    await run_in_threadpool(work)
+    return _cors(request, inbox, Response(status_code=204))
 
 
 @router.post("/widget/api/{token}/typing", status_code=204)
