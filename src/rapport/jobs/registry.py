@@ -52,6 +52,7 @@ HANDLER_MODULES = (
     "rapport.assistant.training",
     "rapport.kb.service",
     "rapport.bot.service",
+    "rapport.channels.media",
 )
 
 

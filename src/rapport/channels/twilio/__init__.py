@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from rapport.channels import base
+from rapport.channels import base, media
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
@@ -66,6 +66,22 @@ def _phone(raw: str) -> list[Any]:
 class TwilioSms:
     name = "twilio_sms"
     secret_fields = frozenset({"auth_token"})
+
+    def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
+        items = (meta.get("sms") or {}).get("media") or []
+        return [dict(m, n=n) for n, m in enumerate(items) if isinstance(m, dict) and m.get("url")]
+
+    def fetch_media(
+        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any]
+    ) -> media.Fetched:
+        """MMS media URLs, fetched with the account's credentials (HTTP basic auth)."""
+        auth = (str(inbox.settings.get("account_sid", "")), str(secrets.get("auth_token", "")))
+        data = media.download(str(ref["url"]), auth=auth)
+        content_type = str(ref.get("content_type") or "")
+        return media.Fetched(
+            media.filename_for(f"mms-{ref['n']}", content_type), content_type, data
+        )
+
     # Twilio expects TwiML back; an empty response sends nothing to the customer.
     webhook_answer = ('<?xml version="1.0" encoding="UTF-8"?><Response></Response>', "text/xml")
 
