@@ -226,3 +226,16 @@ def test_an_event_committed_after_a_later_one_still_reaches_the_agent(
             replayed.append(ws.receive_json())
     assert all(e["id"] <= last + 2 for e in replayed)
     assert first["conversation_id"]
+
+
+def test_ephemeral_events_keep_coming_after_the_first(client: TestClient, world: World) -> None:
+    """Typing and viewing notices carry no id: each one reaches the other agents."""
+    conv = post(client, world, "eph")["conversation_id"]
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        ws.receive_json()  # hello
+        for _ in range(3):
+            r = client.post(f"/api/v1/conversations/{conv}/viewing", headers=auth(world.alice))
+            assert r.status_code == 204
+            event = next_of(ws, "agent.viewing")
+            assert event["payload"]["conversation_id"] == conv
+            assert event["payload"]["name"] == "Alice"

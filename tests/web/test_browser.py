@@ -290,3 +290,34 @@ def test_the_customer_panel_offers_a_duplicate_and_a_parallel_conversation(
     expect(page.locator("#panel-extra")).not_to_contain_text("Also writing on another channel")
     pending = client.get("/api/v1/merge-suggestions", headers=auth(world.bob)).json()
     assert pending == []
+
+
+def test_two_agents_on_one_conversation_see_each_other(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    pages = {}
+    for email in ("alice@acme.test", "bob@acme.test"):
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{live_server.url}/login")
+        page.fill("input[name=email]", email)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_url("**/app/inbox")
+        page.goto(f"{live_server.url}/app/conversations/{conv}")
+        pages[email] = page
+    # Bob opened it last: Alice's page heard his ping; Bob's hears Alice's next one.
+    expect(pages["alice@acme.test"].locator("#collision")).to_contain_text(
+        "is viewing this conversation", timeout=20_000
+    )
+    expect(pages["bob@acme.test"].locator("#collision")).to_contain_text(
+        "Alice is viewing this conversation", timeout=20_000
+    )
+    pages["alice@acme.test"].fill("#composer textarea", "Looking into it")
+    expect(pages["bob@acme.test"].locator("#collision")).to_contain_text(
+        "Alice is typing a reply", timeout=10_000
+    )

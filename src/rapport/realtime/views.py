@@ -114,7 +114,8 @@ async def _forward(
             sub.overflowed = False
             await _catch_up(ws, database, workspace_id, seen)
             continue
-        if seen.add(event["id"]):  # not already sent by a catch-up
+        # Ephemeral events (typing, viewing) have no id and are never replayed.
+        if not event["id"] or seen.add(event["id"]):  # not already sent by a catch-up
             await ws.send_json(event)
 
 

@@ -59,11 +59,15 @@ function connectStream(onEvent) {
     ws.onmessage = (msg) => {
       const event = JSON.parse(msg.data);
       if (event.type === "hello") { last = event.last_event_id; return; }
-      if (seen.has(event.id)) return;
-      seen.add(event.id);
-      if (seen.size > 5000) seen.delete(seen.values().next().value);
-      last = Math.max(last || 0, event.id);
+      if (event.id) {
+        if (seen.has(event.id)) return;
+        seen.add(event.id);
+        if (seen.size > 5000) seen.delete(seen.values().next().value);
+        last = Math.max(last || 0, event.id);
+      }
       onEvent(event);
+      // Other modules of the page (the customer panel) follow the same stream.
+      document.dispatchEvent(new CustomEvent("rapport:event", { detail: event }));
     };
     // Reconnect with the last id we saw: the server replays whatever we missed.
     ws.onclose = () => { setTimeout(open, delay); delay = Math.min(delay * 2, 10000); };
@@ -187,9 +191,9 @@ function setupConversation() {
       if (p.direction === "in") markRead();
     }
     if (event.type === "conversation.updated" && p.id === id) document.getElementById("status").textContent = p.status;
-    if (event.type === "visitor.typing" || (event.type === "agent.typing" && p.conversation_id === id && p.user_id !== document.body.dataset.user)) {
-      const who = event.type === "visitor.typing" ? "The customer is typing…" : "A colleague is typing…";
-      showError(who);
+    // (Colleagues typing or viewing: the collision notice in panel.js.)
+    if (event.type === "visitor.typing") {
+      showError("The customer is typing…");
       clearTimeout(window.__typingTimer);
       window.__typingTimer = setTimeout(() => { const f = document.getElementById("flash"); if (f) f.remove(); }, 4000);
     }

@@ -83,6 +83,38 @@ async function suggestions(box, customerId) {
   box.replaceChildren(el("h3", "Possible duplicates"), list);
 }
 
+// Collision notice: who else has this conversation open, or is typing in it.
+function collisions(box, conversationId) {
+  const me = document.body.dataset.user;
+  const others = new Map(); // user id -> {name, what, until}
+  const render = () => {
+    const now = Date.now();
+    const lines = [...others.values()].filter((o) => o.until > now).map((o) => `${o.name} is ${o.what}`);
+    box.replaceChildren(...lines.map((l) => el("p", l, "collision")));
+    box.hidden = lines.length === 0;
+  };
+  document.addEventListener("rapport:event", (ev) => {
+    const e = ev.detail;
+    const p = e.payload || {};
+    if (p.conversation_id !== conversationId || !p.user_id || p.user_id === me) return;
+    if (e.type === "agent.viewing") {
+      const known = others.get(p.user_id);
+      const typing = known && known.what === "typing a reply" && known.until > Date.now();
+      if (!typing) others.set(p.user_id, { name: p.name || "A colleague", what: "viewing this conversation", until: Date.now() + 40000 });
+    }
+    if (e.type === "agent.typing") {
+      const known = others.get(p.user_id);
+      others.set(p.user_id, { name: (known && known.name) || p.name || "A colleague", what: "typing a reply", until: Date.now() + 5000 });
+      setTimeout(render, 5100);
+    }
+    render();
+  });
+  const ping = () => api("POST", `/api/v1/conversations/${conversationId}/viewing`).catch(() => null);
+  ping();
+  setInterval(() => { if (document.visibilityState === "visible") ping(); }, 15000);
+  setInterval(render, 5000);
+}
+
 const root = document.getElementById("panel-extra");
 if (root) {
   const { customer, conversation } = root.dataset;
@@ -96,4 +128,6 @@ if (root) {
   profile(boxes.profile, customer).catch((e) => showError(e.message));
   related(boxes.related, conversation).catch((e) => showError(e.message));
   suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
+  const notice = document.getElementById("collision");
+  if (notice) collisions(notice, conversation);
 }
