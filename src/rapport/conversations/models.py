@@ -62,6 +62,11 @@ class Conversation(Base):
         Index("ix_conversations_ws_status", "workspace_id", "status", "last_activity_at"),
         Index("ix_conversations_ws_assignee", "workspace_id", "assignee_id", "last_activity_at"),
         Index("ix_conversations_customer_inbox", "customer_id", "inbox_id", "last_activity_at"),
+        # The inbox's filters and sorts at a million conversations: per inbox (and channel),
+        # per priority, and "oldest waiting" each walk their own index in order.
+        Index("ix_conversations_ws_inbox", "workspace_id", "inbox_id", "last_activity_at"),
+        Index("ix_conversations_ws_priority", "workspace_id", "priority", "last_activity_at"),
+        Index("ix_conversations_ws_waiting", "workspace_id", "waiting_since", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -88,6 +93,9 @@ class Conversation(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_inbound_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The customer's first message not answered yet (None once an agent or bot replied):
+    # what "oldest waiting" sorts by.
+    waiting_since: Mapped[datetime | None] = mapped_column(default=None)
     messages_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -185,7 +193,10 @@ class ConversationSla(Base):
     """A conversation's due times under its policy, and what was announced about them."""
 
     __tablename__ = "conversation_slas"
-    __table_args__ = (Index("ix_conversation_slas_due", "workspace_id", "next_due_at"),)
+    __table_args__ = (
+        Index("ix_conversation_slas_due", "workspace_id", "next_due_at"),
+        Index("ix_conversation_slas_state", "workspace_id", "state", "next_due_at"),
+    )
 
     conversation_id: Mapped[str] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True

@@ -1,7 +1,7 @@
 """Conversation and message API shapes."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,6 +91,20 @@ class AssignIn(BaseModel):
 class StatusIn(BaseModel):
     status: Status
     snoozed_until: datetime | None = None
+
+
+class BulkIn(BaseModel):
+    """One change applied to many conversations; absent assignee/team fields are kept."""
+
+    ids: list[str] = Field(min_length=1, max_length=100)
+    action: Literal["assign", "label", "resolve"]
+    assignee_id: str | None = None
+    team_id: str | None = None
+    labels: list[str] = Field(default_factory=list, max_length=50)
+
+
+class BulkOut(BaseModel):
+    items: list[ConversationRead]
 
 
 class PriorityIn(BaseModel):

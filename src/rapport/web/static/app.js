@@ -111,22 +111,83 @@ function setupInbox() {
     document.addEventListener("click", () => Notification.requestPermission(), { once: true });
   }
   let pending = null;
-  const refresh = () => {
+  const bulk = setupBulk(list, () => refresh(0));
+  const refresh = (wait = 150) => {
     clearTimeout(pending);
     pending = setTimeout(async () => {
       const res = await fetch(location.href, { credentials: "same-origin" });
       const doc = new DOMParser().parseFromString(await res.text(), "text/html");
       const fresh = doc.getElementById("conversation-list");
+      // Keep what the agent ticked: a live update must not drop a selection in progress.
+      const picked = bulk.picked();
       if (fresh) list.replaceChildren(...fresh.children);
+      bulk.restore(picked);
       const views = doc.querySelector("aside.views");
       if (views) document.querySelector("aside.views").replaceChildren(...views.children);
-    }, 150);
+    }, wait);
   };
   connectStream((event) => {
     setupNotifications(event);
     if (event.type.startsWith("conversation.") || event.type === "message.created") refresh();
     if (event.type === "message.created" && event.payload.direction === "in") notify("New message", event.payload.text.slice(0, 80));
   });
+}
+
+// --- bulk actions: tick conversations, then assign, label or resolve them at once -------
+function setupBulk(list, done) {
+  const form = document.getElementById("bulk");
+  const none = { picked: () => [], restore: () => {} };
+  if (!form) return none;
+  const all = document.getElementById("select-all");
+  const count = document.getElementById("bulk-count");
+  const boxes = () => [...list.querySelectorAll("input.pick")];
+  const picked = () => boxes().filter((b) => b.checked).map((b) => b.value);
+  const update = () => {
+    const n = picked().length;
+    count.textContent = `${n} selected`;
+    all.checked = n > 0 && n === boxes().length;
+    all.indeterminate = n > 0 && n < boxes().length;
+  };
+  list.addEventListener("change", (ev) => { if (ev.target.matches("input.pick")) update(); });
+  all.addEventListener("change", () => { boxes().forEach((b) => { b.checked = all.checked; }); update(); });
+  form.addEventListener("submit", (ev) => ev.preventDefault());
+  form.querySelectorAll("button[data-bulk]").forEach((btn) => btn.addEventListener("click", async () => {
+    const ids = picked();
+    if (!ids.length) { showError("Select at least one conversation first."); return; }
+    const kind = btn.dataset.bulk;
+    let body;
+    if (kind === "assign_agent") {
+      const agent = form.elements.assignee_id.value;
+      if (!agent) { showError("Choose an agent to assign."); return; }
+      body = { ids, action: "assign", assignee_id: agent };
+    } else if (kind === "assign_team") {
+      const team = form.elements.team_id.value;
+      if (!team) { showError("Choose a team to assign."); return; }
+      body = { ids, action: "assign", team_id: team };
+    } else if (kind === "label") {
+      const label = form.elements.label.value.trim();
+      if (!label) { showError("Type a label to add."); return; }
+      body = { ids, action: "label", labels: [label] };
+    } else {
+      body = { ids, action: "resolve" };
+    }
+    try {
+      const out = await api("POST", "/api/v1/conversations/bulk", body);
+      const flash = document.getElementById("flash");
+      if (flash) flash.remove();
+      boxes().forEach((b) => { b.checked = false; });
+      update();
+      document.getElementById("bulk-result").textContent = `${out.items.length} updated`;
+      done();
+    } catch (e) { showError(e.message); }
+  }));
+  return {
+    picked,
+    restore: (ids) => {
+      boxes().forEach((b) => { b.checked = ids.includes(b.value); });
+      update();
+    },
+  };
 }
 
 // --- conversation: thread, composer, assignment, status -------------------------------
