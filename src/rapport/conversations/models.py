@@ -59,13 +59,14 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         Index("ix_conversations_ws_activity", "workspace_id", "last_activity_at", "id"),
-        Index("ix_conversations_ws_status", "workspace_id", "status", "last_activity_at"),
+        # ``id`` last: the list orders by (last_activity_at, id), so the index alone serves it.
+        Index("ix_conversations_ws_status", "workspace_id", "status", "last_activity_at", "id"),
         Index("ix_conversations_ws_assignee", "workspace_id", "assignee_id", "last_activity_at"),
         Index("ix_conversations_customer_inbox", "customer_id", "inbox_id", "last_activity_at"),
         # The inbox's filters and sorts at a million conversations: per inbox (and channel),
         # per priority, and "oldest waiting" each walk their own index in order.
-        Index("ix_conversations_ws_inbox", "workspace_id", "inbox_id", "last_activity_at"),
-        Index("ix_conversations_ws_priority", "workspace_id", "priority", "last_activity_at"),
+        Index("ix_conversations_ws_inbox", "workspace_id", "inbox_id", "last_activity_at", "id"),
+        Index("ix_conversations_ws_priority", "workspace_id", "priority", "last_activity_at", "id"),
         Index("ix_conversations_ws_waiting", "workspace_id", "waiting_since", "id"),
     )
 

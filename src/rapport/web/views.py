@@ -205,6 +205,7 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "customer": _CustomerView(customer),
             "inbox": inbox,
             "messages": conversations.messages(db, conversation=conv),
+            "labels": conversations.labels_of(db, [conv.id])[conv.id],
             "identities": customers.identities(db, customer=customer),
             "members": workspaces.members(db, workspace_id=principal.workspace_id),
             "timeline": timeline,

@@ -249,12 +249,26 @@ function setupConversation() {
   textarea.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); send(); }
   });
+  const showStatus = (status) => {
+    const badge = document.getElementById("status");
+    badge.textContent = status;
+    badge.className = `status st-${status}`;
+    document.getElementById("status-select").value = status;
+    document.getElementById("snooze-until").hidden = status !== "snoozed";
+  };
   root.querySelectorAll("button[data-status]").forEach((btn) => btn.addEventListener("click", async () => {
     try {
       const c = await api("POST", `/api/v1/conversations/${id}/status`, { status: btn.dataset.status });
-      document.getElementById("status").textContent = c.status;
+      showStatus(c.status);
     } catch (e) { showError(e.message); }
   }));
+  setupStatusForm(id, showStatus);
+  setupLabels(id);
+  const priority = document.getElementById("priority");
+  priority.addEventListener("change", async () => {
+    try { await api("POST", `/api/v1/conversations/${id}/priority`, { priority: priority.value }); }
+    catch (e) { showError(e.message); }
+  });
   const assign = document.getElementById("assign");
   assign.addEventListener("change", async () => {
     try { await api("POST", `/api/v1/conversations/${id}/assign`, { assignee_id: assign.value || null }); }
@@ -272,13 +286,89 @@ function setupConversation() {
       add(p);
       if (p.direction === "in") markRead();
     }
-    if (event.type === "conversation.updated" && p.id === id) document.getElementById("status").textContent = p.status;
+    if (event.type === "conversation.updated" && p.id === id) {
+      showStatus(p.status);
+      if (p.priority) priority.value = p.priority;
+    }
     if (event.type === "visitor.typing" || (event.type === "agent.typing" && p.conversation_id === id && p.user_id !== document.body.dataset.user)) {
       const who = event.type === "visitor.typing" ? "The customer is typing…" : "A colleague is typing…";
       showError(who);
       clearTimeout(window.__typingTimer);
       window.__typingTimer = setTimeout(() => { const f = document.getElementById("flash"); if (f) f.remove(); }, 4000);
     }
+  });
+}
+
+// --- status with "snoozed until", and labels, on the conversation page ------------------
+function localInputValue(date) {
+  // A datetime-local input speaks the browser's local time, without an offset.
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+function setupStatusForm(id, showStatus) {
+  const form = document.getElementById("status-form");
+  if (!form) return;
+  const select = document.getElementById("status-select");
+  const input = document.getElementById("snooze-input");
+  const box = document.getElementById("snooze-until");
+  const tomorrow = new Date(Date.now() + 24 * 3600 * 1000);
+  tomorrow.setHours(9, 0, 0, 0);
+  input.value = localInputValue(input.dataset.utc ? new Date(input.dataset.utc) : tomorrow);
+  input.min = localInputValue(new Date());
+  select.addEventListener("change", () => {
+    box.hidden = select.value !== "snoozed";
+    if (!box.hidden) input.focus();
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = { status: select.value };
+    if (select.value === "snoozed") {
+      const when = new Date(input.value);
+      if (!input.value || Number.isNaN(when.getTime())) { showError("Choose when the snooze ends."); return; }
+      body.snoozed_until = when.toISOString();
+    }
+    try {
+      const c = await api("POST", `/api/v1/conversations/${id}/status`, body);
+      showStatus(c.status);
+    } catch (e) { showError(e.message); }
+  });
+}
+
+function setupLabels(id) {
+  const list = document.getElementById("label-list");
+  const form = document.getElementById("label-form");
+  if (!list || !form) return;
+  const render = (labels) => {
+    list.replaceChildren(...labels.map((label) => {
+      const li = document.createElement("li");
+      const chip = document.createElement("span");
+      chip.className = "label";
+      chip.textContent = label;
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove-label";
+      remove.dataset.label = label;
+      remove.setAttribute("aria-label", `Remove label ${label}`);
+      remove.textContent = "×";
+      li.append(chip, remove);
+      return li;
+    }));
+  };
+  list.addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("button.remove-label");
+    if (!btn) return;
+    try {
+      render(await api("DELETE", `/api/v1/conversations/${id}/labels/${encodeURIComponent(btn.dataset.label)}`));
+    } catch (e) { showError(e.message); }
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const input = form.elements.label;
+    try {
+      render(await api("POST", `/api/v1/conversations/${id}/labels`, { labels: [input.value] }));
+      input.value = "";
+    } catch (e) { showError(e.message); }
   });
 }
 
