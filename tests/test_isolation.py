@@ -30,6 +30,11 @@ BODIES: dict[tuple[str, str], object] = {
     ("POST", "/api/v1/conversations/{conversation_id}/priority"): {"priority": "high"},
     ("POST", "/api/v1/conversations/{conversation_id}/labels"): {"labels": ["vip"]},
     ("PATCH", "/api/v1/members/{user_id}"): {"capacity": 3},
+    ("PUT", "/api/v1/automation-rules/{rule_id}"): {
+        "name": "r",
+        "event": "message.received",
+        "actions": [{"type": "add_label", "value": "x"}],
+    },
     ("PATCH", "/api/v1/teams/{team_id}"): {"name": "x"},
 }
 

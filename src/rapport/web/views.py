@@ -1,6 +1,7 @@
 """The agent web UI: server-rendered pages, enhanced by our own small script (static/app.js)."""
 
 import enum
+import zoneinfo
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from rapport.customers import service as customers
 from rapport.customers.models import Customer
 from rapport.problems import Forbidden, Problem
 from rapport.workspaces import service as workspaces
+from rapport.workspaces.models import BusinessCalendar
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -238,6 +240,14 @@ async def settings_page(request: Request) -> Response:
             "canned": canned.list_all(db, workspace_id=principal.workspace_id),
             "policies": sla.policies(db, principal.workspace_id),
             "rules": automation.rules(db, workspace_id=principal.workspace_id),
+            "webhooks": automation.webhooks(db, workspace_id=principal.workspace_id),
+            "calendar": _calendar_form(
+                sla.get_calendar_row(db, workspace_id=principal.workspace_id)
+            ),
+            "timezones": sorted(zoneinfo.available_timezones()),
+            "rule_events": sorted(automation.EVENTS),
+            "rule_operators": sorted(automation.OPERATORS),
+            "rule_actions": sorted(automation.ACTIONS),
             "channels": channel_registry.names(),
             "public_url": request.app.state.settings.public_url.rstrip("/"),
         }
@@ -273,6 +283,29 @@ def find(db: Db, *, workspace_id: str, q: str) -> tuple[list[Customer], list[Con
         return found, []
     rows = list(db.scalars(stmt.order_by(Conversation.last_activity_at.desc()).limit(50)))
     return found, rows
+
+
+DAYS = (
+    ("mon", "Monday"),
+    ("tue", "Tuesday"),
+    ("wed", "Wednesday"),
+    ("thu", "Thursday"),
+    ("fri", "Friday"),
+    ("sat", "Saturday"),
+    ("sun", "Sunday"),
+)
+
+
+def _calendar_form(row: BusinessCalendar) -> dict[str, Any]:
+    """The calendar as the settings form shows it: each day's spans as "09:00-17:00, …"."""
+    return {
+        "timezone": row.timezone,
+        "days": [
+            (key, name, ", ".join(f"{a}-{b}" for a, b in (row.hours or {}).get(key, [])))
+            for key, name in DAYS
+        ],
+        "holidays": "\n".join(row.holidays or []),
+    }
 
 
 class _CustomerView:

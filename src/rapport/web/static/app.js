@@ -497,9 +497,172 @@ function setupSettings() {
   });
 }
 
+// --- settings: business hours, automation rules, webhooks --------------------------------
+function settingsFail(msg) {
+  const error = document.getElementById("settings-error");
+  error.textContent = msg;
+  error.hidden = false;
+  window.scrollTo(0, 0);
+}
+
+function setupBusinessHours() {
+  const form = document.getElementById("hours-form");
+  if (!form) return;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const hours = {};
+    for (const input of form.querySelectorAll("input[data-day]")) {
+      const spans = input.value.split(",").map((x) => x.trim()).filter(Boolean)
+        .map((span) => span.split("-").map((t) => t.trim().padStart(5, "0")));
+      if (spans.length) hours[input.dataset.day] = spans;
+    }
+    const holidays = form.elements.holidays.value.split(/\s+/).filter(Boolean);
+    try {
+      await api("PUT", "/api/v1/business-hours", { timezone: form.elements.timezone.value.trim(), hours, holidays });
+      location.reload();
+    } catch (e) { settingsFail(e.message); }
+  });
+}
+
+function ruleValue(op, raw) {
+  // The form speaks text; "in" takes a list and "is"/"exists" a yes or no.
+  if (op === "in") return raw.split(",").map((x) => x.trim()).filter(Boolean);
+  if (op === "is" || op === "exists") return !["false", "no", "0", ""].includes(raw.trim().toLowerCase());
+  return raw;
+}
+
+function setupRules() {
+  const form = document.getElementById("rule-form");
+  if (!form) return;
+  const conditions = document.getElementById("conditions");
+  const actions = document.getElementById("actions");
+  const addRow = (list, templateId, values = {}) => {
+    const row = document.getElementById(templateId).content.firstElementChild.cloneNode(true);
+    for (const [name, value] of Object.entries(values)) {
+      const el = row.querySelector(`[name=${name}]`);
+      if (el) el.value = Array.isArray(value) ? value.join(", ") : String(value ?? "");
+    }
+    row.querySelector(".remove-row").addEventListener("click", () => row.remove());
+    list.append(row);
+    return row;
+  };
+  const reset = () => {
+    form.reset();
+    form.elements.id.value = "";
+    conditions.replaceChildren();
+    actions.replaceChildren();
+    addRow(actions, "action-row");
+    document.getElementById("rule-form-title").textContent = "New rule";
+  };
+  reset();
+  document.getElementById("add-condition").addEventListener("click", () => addRow(conditions, "condition-row").querySelector("input").focus());
+  document.getElementById("add-action").addEventListener("click", () => addRow(actions, "action-row").querySelector("select").focus());
+  document.getElementById("rule-reset").addEventListener("click", reset);
+  const body = () => ({
+    name: form.elements.name.value,
+    event: form.elements.event.value,
+    conditions: [...conditions.children].map((li) => {
+      const op = li.querySelector("[name=op]").value;
+      return { field: li.querySelector("[name=field]").value.trim(), op, value: ruleValue(op, li.querySelector("[name=value]").value) };
+    }),
+    actions: [...actions.children].map((li) => {
+      const value = li.querySelector("[name=value]").value.trim();
+      return value ? { type: li.querySelector("[name=type]").value, value } : { type: li.querySelector("[name=type]").value };
+    }),
+    position: Number(form.elements.position.value || 0),
+    stop_processing: form.elements.stop_processing.checked,
+    enabled: form.elements.enabled.checked,
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const id = form.elements.id.value;
+    try {
+      await api(id ? "PUT" : "POST", id ? `/api/v1/automation-rules/${id}` : "/api/v1/automation-rules", body());
+      location.reload();
+    } catch (e) { settingsFail(e.message); }
+  });
+  const find = async (id) => (await api("GET", "/api/v1/automation-rules")).find((r) => r.id === id);
+  const strip = ({ id, ...rest }) => rest;
+  document.querySelectorAll("#rule-rows tr[data-id]").forEach((tr) => {
+    const id = tr.dataset.id;
+    tr.querySelector(".rule-edit").addEventListener("click", async () => {
+      const rule = await find(id);
+      reset();
+      actions.replaceChildren();
+      form.elements.id.value = rule.id;
+      form.elements.name.value = rule.name;
+      form.elements.event.value = rule.event;
+      form.elements.position.value = rule.position;
+      form.elements.stop_processing.checked = rule.stop_processing;
+      form.elements.enabled.checked = rule.enabled;
+      rule.conditions.forEach((c) => addRow(conditions, "condition-row", c));
+      rule.actions.forEach((a) => addRow(actions, "action-row", a));
+      document.getElementById("rule-form-title").textContent = `Edit rule: ${rule.name}`;
+      form.elements.name.focus();
+    });
+    tr.querySelector(".rule-delete").addEventListener("click", async () => {
+      if (!confirm("Delete this rule?")) return;
+      try { await api("DELETE", `/api/v1/automation-rules/${id}`); location.reload(); }
+      catch (e) { settingsFail(e.message); }
+    });
+    const toggle = tr.querySelector(".rule-enabled");
+    toggle.addEventListener("change", async () => {
+      try {
+        const rule = await find(id);
+        await api("PUT", `/api/v1/automation-rules/${id}`, { ...strip(rule), enabled: toggle.checked });
+      } catch (e) { toggle.checked = !toggle.checked; settingsFail(e.message); }
+    });
+  });
+}
+
+function setupWebhooks() {
+  const form = document.getElementById("webhook-form");
+  if (!form) return;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const hook = await api("POST", "/api/v1/webhooks", { url: form.elements.url.value });
+      const box = document.getElementById("webhook-secret");
+      box.querySelector("code").textContent = hook.secret;
+      box.hidden = false;
+      form.reset();
+    } catch (e) { settingsFail(e.message); }
+  });
+  document.querySelectorAll("#webhooks tr[data-id]").forEach((tr) => {
+    tr.querySelector(".hook-log").addEventListener("click", async () => {
+      const row = document.getElementById(`log-${tr.dataset.id}`);
+      if (!row.hidden) { row.hidden = true; return; }
+      try {
+        const log = await api("GET", `/api/v1/webhooks/${tr.dataset.id}/deliveries`);
+        const table = document.createElement("table");
+        table.className = "delivery-log";
+        const head = table.createTHead().insertRow();
+        for (const h of ["When", "Event", "Status", "HTTP", "Attempts", "Error"]) {
+          const th = document.createElement("th");
+          th.textContent = h;
+          head.append(th);
+        }
+        const tbody = table.createTBody();
+        for (const d of log) {
+          const r = tbody.insertRow();
+          for (const v of [d.created_at.slice(0, 16).replace("T", " "), d.event, d.status, d.response_status ?? "–", d.attempts, d.error || ""]) {
+            r.insertCell().textContent = String(v);
+          }
+        }
+        if (!log.length) tbody.insertRow().insertCell().textContent = "No deliveries yet.";
+        row.firstElementChild.replaceChildren(table);
+        row.hidden = false;
+      } catch (e) { settingsFail(e.message); }
+    });
+  });
+}
+
 setupLogin();
 setupLogout();
 setupSettings();
+setupBusinessHours();
+setupRules();
+setupWebhooks();
 setupPresence();
 setupInbox();
 setupConversation();
