@@ -63,6 +63,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.box = box_for(settings.secret_key.get_secret_value())
     app.state.principal_cache = PrincipalCache()
     app.state.login_limiter = RateLimiter(limit=20, window=300, redis_url=settings.redis_url)
+    # Reset emails: a few per address and per client in 15 minutes, so nobody is mail-bombed.
+    app.state.reset_limiter = RateLimiter(limit=5, window=900, redis_url=settings.redis_url)
     app.state.ingest = ingest
     app.state.bus = event_bus
     problems.install(app)

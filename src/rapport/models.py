@@ -1,6 +1,14 @@
 """Every table, imported in one place for Alembic and for tests that build a schema."""
 
-from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
+from rapport.auth.models import (
+    ApiToken,
+    AuthSession,
+    Membership,
+    PasswordReset,
+    Team,
+    TeamMember,
+    User,
+)
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
 from rapport.channels.email.imap import MailboxState
 from rapport.channels.models import Inbox, UnparsedPayload
@@ -28,6 +36,7 @@ from rapport.workspaces.models import BusinessCalendar, Workspace
 __all__ = [
     "install_search_index",
     "ApiToken",
+    "PasswordReset",
     "Attachment",
     "AuditLog",
     "AuthSession",

@@ -67,6 +67,17 @@ async def login_page(request: Request) -> Response:
     return _page(request, "login.html", None)
 
 
+@router.get("/forgot-password", response_class=HTMLResponse)
+async def forgot_page(request: Request) -> Response:
+    return _page(request, "forgot.html", None)
+
+
+@router.get("/reset-password", response_class=HTMLResponse)
+async def reset_page(request: Request) -> Response:
+    """The token is in the URL's fragment, read by our script: it never reaches a server."""
+    return _page(request, "reset.html", None)
+
+
 @router.get("/app/inbox", response_class=HTMLResponse)
 async def inbox_page(
     request: Request,

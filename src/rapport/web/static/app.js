@@ -68,6 +68,42 @@ function setupLogin() {
   });
 }
 
+// --- forgotten password: ask for a link, then choose a new password --------------------
+function setupPasswordReset() {
+  const forgot = document.getElementById("forgot-form");
+  if (forgot) forgot.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const error = document.getElementById("forgot-error");
+    error.hidden = true;
+    try {
+      const out = await api("POST", "/api/v1/auth/password-reset", { email: new FormData(forgot).get("email") });
+      const done = document.getElementById("forgot-done");
+      done.textContent = out.detail;
+      done.hidden = false;
+      forgot.hidden = true;
+    } catch (e) { error.textContent = e.message; error.hidden = false; }
+  });
+  const form = document.getElementById("reset-form");
+  if (!form) return;
+  const token = location.hash.slice(1);
+  // Out of the address bar and the history: the link is spent once used anyway.
+  history.replaceState(null, "", location.pathname);
+  const error = document.getElementById("reset-error");
+  const fail = (msg) => { error.textContent = msg; error.hidden = false; };
+  if (!token) fail("This page needs the link from the reset email.");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    const fd = new FormData(form);
+    if (fd.get("password") !== fd.get("again")) { fail("The two passwords differ."); return; }
+    try {
+      await api("POST", "/api/v1/auth/password-reset/confirm", { token, password: fd.get("password") });
+      form.hidden = true;
+      document.getElementById("reset-done").hidden = false;
+    } catch (e) { fail(e.message); }
+  });
+}
+
 function setupLogout() {
   const btn = document.getElementById("logout");
   if (!btn) return;
@@ -658,6 +694,7 @@ function setupWebhooks() {
 }
 
 setupLogin();
+setupPasswordReset();
 setupLogout();
 setupSettings();
 setupBusinessHours();
