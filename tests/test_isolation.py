@@ -30,6 +30,7 @@ BODIES: dict[tuple[str, str], object] = {
     ("POST", "/api/v1/conversations/{conversation_id}/priority"): {"priority": "high"},
     ("POST", "/api/v1/conversations/{conversation_id}/labels"): {"labels": ["vip"]},
     ("PATCH", "/api/v1/members/{user_id}"): {"capacity": 3},
+    ("PATCH", "/api/v1/labels/{label_id}"): {"name": "renamed"},
     ("PUT", "/api/v1/automation-rules/{rule_id}"): {
         "name": "r",
         "event": "message.received",
@@ -69,6 +70,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
     hook = client.post(
         "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth(world.alice)
     ).json()
+    label = client.post("/api/v1/labels", json={"name": "vip"}, headers=auth(world.alice)).json()
     return {
         "inbox_id": acme.inbox.id,
         "customer_id": acme.first.customer.id,
@@ -85,6 +87,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "merge_id": "0" * 32,
         "webhook_id": hook["id"],
         "label": "vip",
+        "label_id": label["id"],
     }
 
 
@@ -113,6 +116,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "user_id",
         "token_id",
         "label",
+        "label_id",
         "policy_id",
         "canned_id",
         "rule_id",

@@ -102,6 +102,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)
     app.include_router(conversation_views.canned_router)
+    app.include_router(conversation_views.labels_router)
     app.include_router(web_views.api_router)
     app.include_router(customer_views.merges_router)
     app.include_router(customer_views.files_router)

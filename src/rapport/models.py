@@ -19,6 +19,7 @@ from rapport.conversations.models import (
     Conversation,
     ConversationLabel,
     ConversationSla,
+    Label,
     Message,
     ReadMarker,
     SlaPolicy,
@@ -36,6 +37,7 @@ from rapport.workspaces.models import BusinessCalendar, Workspace
 __all__ = [
     "install_search_index",
     "ApiToken",
+    "Label",
     "PasswordReset",
     "Attachment",
     "AuditLog",

@@ -156,3 +156,19 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     page.click(f'#webhooks tr[data-id="{hook["id"]}"] .hook-log')
     expect(page.locator(f"#log-{hook['id']} .delivery-log")).to_contain_text("418")
     page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
+
+    # Labels: define one in green, rename it; the inbox paints it on conversations.
+    page.goto(f"{live_server.url}/app/settings")
+    page.fill("#label-create input[name=name]", "Urgnt")
+    page.eval_on_selector("#label-create input[name=colour]", "el => el.value = '#00aa00'")
+    page.click("#label-create button[type=submit]")
+    row = page.locator("#labels-settings tr[data-id]")
+    expect(row.locator("input[name=name]")).to_have_value("urgnt")
+    row.locator("input[name=name]").fill("urgent")
+    row.locator(".label-save").click()
+    expect(page.locator("#labels-settings tr[data-id] input[name=name]")).to_have_value("urgent")
+    conv = r.json()["conversation_id"]
+    api.post(f"/api/v1/conversations/{conv}/labels", json={"labels": ["urgent"]})
+    page.goto(f"{live_server.url}/app/inbox?view=all")
+    chip = page.locator(f'#conversation-list li[data-id="{conv}"] .label')
+    expect(chip).to_have_css("background-color", "rgb(0, 170, 0)")

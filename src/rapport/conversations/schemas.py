@@ -165,3 +165,21 @@ class CannedRead(CannedIn):
 
 class RenderedOut(BaseModel):
     text: str
+
+
+class LabelIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    colour: str = Field(default="#e3e6ec", max_length=7)
+
+
+class LabelUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    colour: str | None = Field(default=None, max_length=7)
+
+
+class LabelRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    colour: str

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
-from rapport.conversations import canned, service, sla
+from rapport.conversations import canned, labels, service, sla
 from rapport.conversations.models import Conversation, Priority, SlaState, Status
 from rapport.conversations.schemas import (
     AssignIn,
@@ -20,7 +20,10 @@ from rapport.conversations.schemas import (
     ConversationPage,
     ConversationRead,
     ConversationSlaRead,
+    LabelIn,
+    LabelRead,
     LabelsIn,
+    LabelUpdate,
     MessageRead,
     NoteIn,
     PriorityIn,
@@ -390,3 +393,56 @@ def download_attachment(
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+labels_router = APIRouter(prefix="/api/v1/labels", tags=["labels"])
+
+
+@labels_router.get("", response_model=list[LabelRead])
+def list_labels(principal: CurrentMember, db: Db) -> list[LabelRead]:
+    """The workspace's labels, by name."""
+    rows = labels.list_all(db, workspace_id=principal.workspace_id)
+    return [LabelRead.model_validate(r) for r in rows]
+
+
+@labels_router.post("", response_model=LabelRead, status_code=201)
+def create_label(body: LabelIn, principal: CurrentAdmin, db: Db) -> LabelRead:
+    row = labels.create(db, workspace_id=principal.workspace_id, name=body.name, colour=body.colour)
+    return LabelRead.model_validate(row)
+
+
+@labels_router.patch("/{label_id}", response_model=LabelRead)
+def update_label(
+    label_id: str, body: LabelUpdate, principal: CurrentAdmin, request: Request, db: Db
+) -> LabelRead:
+    """Rename (every conversation carrying it follows) or recolour a label."""
+    row = labels.get(db, workspace_id=principal.workspace_id, label_id=label_id)
+    before = row.name
+    labels.update_label(db, label=row, name=body.name, colour=body.colour)
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="label.update",
+        target_type="label",
+        target_id=row.id,
+        data={"from": before, "name": row.name, "colour": row.colour},
+    )
+    return LabelRead.model_validate(row)
+
+
+@labels_router.delete("/{label_id}", status_code=204)
+def delete_label(label_id: str, principal: CurrentAdmin, request: Request, db: Db) -> Response:
+    """Delete a label: it comes off every conversation of the workspace."""
+    row = labels.get(db, workspace_id=principal.workspace_id, label_id=label_id)
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="label.delete",
+        target_type="label",
+        target_id=row.id,
+        data={"name": row.name},
+    )
+    labels.delete_label(db, label=row)
+    return Response(status_code=204)

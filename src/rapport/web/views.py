@@ -16,6 +16,7 @@ from rapport import search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
 from rapport.channels import service as inboxes
+from rapport.conversations import labels as label_list
 from rapport.conversations import service as conversations
 from rapport.conversations import sla
 from rapport.conversations.models import Conversation, Priority, SlaState, Status
@@ -140,6 +141,7 @@ async def inbox_page(
         teams = workspaces.teams(db, workspace_id=principal.workspace_id)
         members = workspaces.members(db, workspace_id=principal.workspace_id)
         labels = conversations.labels_of(db, [c.id for c in rows])
+        colours = label_list.colours(db, workspace_id=principal.workspace_id)
         slas = sla.states_of(db, [c.id for c in rows])
         unread = conversations.unread_counts(
             db, workspace_id=principal.workspace_id, user_id=principal.user_id
@@ -158,6 +160,7 @@ async def inbox_page(
         teams=teams,
         agents=[(m, u) for m, u in members if m.role.value != "viewer"],
         labels=labels,
+        colours=colours,
         slas=slas,
         next_cursor=nxt,
         more_query=more,
@@ -252,6 +255,7 @@ async def settings_page(request: Request) -> Response:
             "policies": sla.policies(db, principal.workspace_id),
             "rules": automation.rules(db, workspace_id=principal.workspace_id),
             "webhooks": automation.webhooks(db, workspace_id=principal.workspace_id),
+            "label_rows": label_list.list_all(db, workspace_id=principal.workspace_id),
             "calendar": _calendar_form(
                 sla.get_calendar_row(db, workspace_id=principal.workspace_id)
             ),

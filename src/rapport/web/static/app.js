@@ -157,6 +157,7 @@ function setupInbox() {
       // Keep what the agent ticked: a live update must not drop a selection in progress.
       const picked = bulk.picked();
       if (fresh) list.replaceChildren(...fresh.children);
+      paintLabels(list);
       bulk.restore(picked);
       const views = doc.querySelector("aside.views");
       if (views) document.querySelector("aside.views").replaceChildren(...views.children);
@@ -651,6 +652,39 @@ function setupRules() {
   });
 }
 
+function setupLabelSettings() {
+  const create = document.getElementById("label-create");
+  if (!create) return;
+  create.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("POST", "/api/v1/labels", { name: create.elements.name.value, colour: create.elements.colour.value });
+      location.reload();
+    } catch (e) { settingsFail(e.message); }
+  });
+  document.querySelectorAll("#labels-settings tr[data-id]").forEach((tr) => {
+    const id = tr.dataset.id;
+    tr.querySelector(".label-save").addEventListener("click", async () => {
+      try {
+        await api("PATCH", `/api/v1/labels/${id}`, { name: tr.querySelector("[name=name]").value, colour: tr.querySelector("[name=colour]").value });
+        location.reload();
+      } catch (e) { settingsFail(e.message); }
+    });
+    tr.querySelector(".label-delete").addEventListener("click", async () => {
+      if (!confirm("Delete this label from every conversation?")) return;
+      try { await api("DELETE", `/api/v1/labels/${id}`); location.reload(); }
+      catch (e) { settingsFail(e.message); }
+    });
+  });
+}
+
+// Label colours come as data: set through the CSSOM, which the CSP allows (style attributes it does not).
+function paintLabels(root = document) {
+  root.querySelectorAll(".label[data-colour]").forEach((el) => {
+    if (/^#[0-9a-f]{6}$/i.test(el.dataset.colour)) el.style.backgroundColor = el.dataset.colour;
+  });
+}
+
 function setupWebhooks() {
   const form = document.getElementById("webhook-form");
   if (!form) return;
@@ -699,7 +733,9 @@ setupLogout();
 setupSettings();
 setupBusinessHours();
 setupRules();
+setupLabelSettings();
 setupWebhooks();
+paintLabels();
 setupPresence();
 setupInbox();
 setupConversation();
