@@ -43,6 +43,12 @@ BODIES: dict[tuple[str, str], object] = {
     ("POST", "/api/v1/conversations/{conversation_id}/priority"): {"priority": "high"},
     ("POST", "/api/v1/conversations/{conversation_id}/labels"): {"labels": ["vip"]},
     ("PATCH", "/api/v1/members/{user_id}"): {"capacity": 3},
+    ("PATCH", "/api/v1/labels/{label_id}"): {"name": "renamed"},
+    ("PUT", "/api/v1/automation-rules/{rule_id}"): {
+        "name": "r",
+        "event": "message.received",
+        "actions": [{"type": "add_label", "value": "x"}],
+    },
     ("PATCH", "/api/v1/teams/{team_id}"): {"name": "x"},
 }
 
@@ -77,6 +83,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
     hook = client.post(
         "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth(world.alice)
     ).json()
+    label = client.post("/api/v1/labels", json={"name": "vip"}, headers=auth(world.alice)).json()
     return {
         "inbox_id": acme.inbox.id,
         "customer_id": acme.first.customer.id,
@@ -113,6 +120,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         ).json()["id"],
         "webhook_id": hook["id"],
         "label": "vip",
+        "label_id": label["id"],
     }
 
 
@@ -162,6 +170,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "user_id",
         "token_id",
         "label",
+        "label_id",
         "policy_id",
         "canned_id",
         "rule_id",

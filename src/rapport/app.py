@@ -67,6 +67,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.box = box_for(settings.secret_key.get_secret_value())
     app.state.principal_cache = PrincipalCache()
     app.state.login_limiter = RateLimiter(limit=20, window=300, redis_url=settings.redis_url)
+    # Reset emails: a few per address and per client in 15 minutes, so nobody is mail-bombed.
+    app.state.reset_limiter = RateLimiter(limit=5, window=900, redis_url=settings.redis_url)
     app.state.ingest = ingest
     app.state.bus = event_bus
     problems.install(app)
@@ -83,6 +85,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
     from rapport.events import views as event_views
+    from rapport.kb import authoring as kb_authoring
     from rapport.kb import public as kb_public
     from rapport.kb import views as kb_views
     from rapport.notifications import views as notification_views
@@ -111,7 +114,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(conversation_merge_views.router)
     app.include_router(kb_views.router)
     app.include_router(kb_public.router)
+    app.include_router(kb_authoring.router)
     app.include_router(bot_views.router)
+    app.include_router(conversation_views.labels_router)
     app.include_router(web_views.api_router)
     app.include_router(customer_views.merges_router)
     app.include_router(customer_views.files_router)

@@ -411,6 +411,7 @@ def receive_batch(
                 "resolved_at": None,
                 "last_activity_at": now,
                 "last_inbound_at": now,
+                "waiting_since": now,
                 "messages_count": 0,
                 "created_at": now,
                 "assigned_at": None,
@@ -543,6 +544,7 @@ def receive_batch(
                 resolved_at=bindparam("resolved"),
                 last_activity_at=bindparam("now"),
                 last_inbound_at=bindparam("now"),
+                waiting_since=func.coalesce(t.waiting_since, bindparam("now")),
                 messages_count=t.messages_count + bindparam("added"),
             ),
             [

@@ -1,7 +1,15 @@
 """Every table, imported in one place for Alembic and for tests that build a schema."""
 
 from rapport.assistant.models import TriageModel
-from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
+from rapport.auth.models import (
+    ApiToken,
+    AuthSession,
+    Membership,
+    PasswordReset,
+    Team,
+    TeamMember,
+    User,
+)
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
 from rapport.bot.models import (
     BotConversation,
@@ -20,6 +28,7 @@ from rapport.conversations.models import (
     Conversation,
     ConversationLabel,
     ConversationSla,
+    Label,
     Message,
     ReadMarker,
     SlaPolicy,
@@ -58,6 +67,8 @@ __all__ = [
     "TriageModel",
     "install_search_index",
     "ApiToken",
+    "Label",
+    "PasswordReset",
     "Attachment",
     "AuditLog",
     "AuthSession",

@@ -103,6 +103,16 @@ def create_rule(db: Session, *, workspace_id: str, data: dict[str, Any]) -> Rule
     return row
 
 
+def update_rule(db: Session, *, rule: Rule, data: dict[str, Any]) -> Rule:
+    """Replace a rule's definition (name, event, conditions, actions, order, switches)."""
+    validate(data["event"], data.get("conditions", []), data.get("actions", []))
+    for key, value in data.items():
+        setattr(rule, key, value)
+    db.flush()
+    _RULE_EVENTS.pop(rule.workspace_id, None)
+    return rule
+
+
 def get_rule(db: Session, *, workspace_id: str, rule_id: str) -> Rule:
     row = db.scalar(select(Rule).where(Rule.id == rule_id, Rule.workspace_id == workspace_id))
     if row is None:
@@ -394,6 +404,14 @@ def _act(
 
 
 # --- outgoing webhooks ---------------------------------------------------------------------
+
+
+def webhooks(db: Session, *, workspace_id: str) -> list[Webhook]:
+    return list(
+        db.scalars(
+            select(Webhook).where(Webhook.workspace_id == workspace_id).order_by(Webhook.created_at)
+        )
+    )
 
 
 def create_webhook(

@@ -53,6 +53,7 @@ HANDLER_MODULES = (
     "rapport.kb.service",
     "rapport.bot.service",
     "rapport.channels.media",
+    "rapport.auth.reset",
 )
 
 

@@ -277,11 +277,14 @@ def _ranks(values: list[float]) -> list[int]:
     return ranks
 
 
-def embed_article(article: Article) -> None:
-    """Store the article's embedding (title, description and text), with the extra only."""
+def embedding_text(article: Article) -> str:
+    """What an article's embedding is made of: title, description and text."""
+    return f"{article.title}. {article.description}. {plain_text(article.html)}"[:4000]
+
+
+def embed_text(text: str) -> bytes | None:
+    """The stored form of a text's embedding (None without the ``ai`` extra)."""
     if not embeddings.available():
-        article.embedding = None
-        return
-    text = f"{article.title}. {article.description}. {plain_text(article.html)}"
-    (vector,) = embeddings.encode([text[:4000]])
-    article.embedding = embeddings.to_bytes(vector)
+        return None
+    (vector,) = embeddings.encode([text])
+    return embeddings.to_bytes(vector)

@@ -249,12 +249,18 @@ def _queue_embedding(db: Session, article: Article) -> None:
 
 @job("kb_embed", max_attempts=3)
 def kb_embed(ctx: JobContext, article_id: str) -> None:
-    """Embed an article after it was saved (the model takes seconds to load: not in the
-    request)."""
+    """Embed an article after it was saved: read, compute (the model takes seconds to load),
+    then write, in two short transactions, so SQLite's single writer is never held."""
+    with ctx.database.session(write=False) as db:
+        article = db.get(Article, article_id)
+        if article is None:
+            return
+        text, stamp = search.embedding_text(article), article.updated_at
+    vector = search.embed_text(text)
     with ctx.database.session() as db:
         article = db.get(Article, article_id)
-        if article is not None:
-            search.embed_article(article)
+        if article is not None and article.updated_at == stamp:  # not changed meanwhile
+            article.embedding = vector
 
 
 def translations(db: Session, *, article: Article) -> list[Article]:

@@ -3,6 +3,7 @@
 from dataclasses import asdict
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
@@ -197,6 +198,16 @@ def delete_article(article_id: str, principal: CurrentAdmin, db: Db) -> Response
     row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
     db.delete(row)
     return Response(status_code=204)
+
+
+class PreviewIn(BaseModel):
+    body: str = Field(default="", max_length=200_000)
+
+
+@router.post("/preview")
+def preview(body: PreviewIn, principal: CurrentAgent) -> dict[str, str]:
+    """Markdown rendered and sanitized exactly as readers will get it."""
+    return {"html": service.render(body.body)}
 
 
 @router.get("/search", response_model=list[ArticleHitRead])
