@@ -4,11 +4,7 @@ The request never says whether the address has an account: the answer and its ti
 the same either way, because the mail goes out from the job queue, not the request.
 """
 
-import smtplib
-import ssl
 from datetime import timedelta
-from email.message import EmailMessage
-from email.utils import make_msgid
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -16,11 +12,11 @@ from sqlalchemy.orm import Session
 from rapport.auth import security
 from rapport.auth import service as auth
 from rapport.auth.models import PasswordReset, User
-from rapport.config import Settings
 from rapport.crypto import SecretBox, box_for
 from rapport.db import utcnow
-from rapport.jobs.registry import JobContext, PermanentError, job
+from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
+from rapport.mail import send_mail
 from rapport.problems import Invalid
 
 
@@ -82,35 +78,6 @@ def confirm(db: Session, *, token: str, password: str) -> User:
     user.locked_until = None
     auth.end_all_sessions(db, user_id=user.id)
     return user
-
-
-def send_mail(settings: Settings, *, to: str, subject: str, text: str) -> None:
-    """One plain-text email through the configured relay (RAPPORT_MAIL_SMTP_*)."""
-    if not settings.mail_smtp_host:
-        raise PermanentError("no outgoing mail relay: set RAPPORT_MAIL_SMTP_HOST")
-    mail = EmailMessage()
-    mail["From"] = settings.mail_from
-    mail["To"] = to
-    mail["Subject"] = subject
-    mail["Message-ID"] = make_msgid()
-    mail.set_content(text)
-    context = ssl.create_default_context()
-    host, port = settings.mail_smtp_host, settings.mail_smtp_port
-    smtp = (
-        smtplib.SMTP_SSL(host, port, timeout=30, context=context)
-        if settings.mail_smtp_security == "tls"
-        else smtplib.SMTP(host, port, timeout=30)
-    )
-    with smtp:
-        smtp.ehlo()
-        if settings.mail_smtp_security == "starttls":
-            if not smtp.has_extn("starttls"):
-                raise PermanentError("the mail relay does not offer STARTTLS")
-            smtp.starttls(context=context)
-            smtp.ehlo()
-        if settings.mail_smtp_username and settings.mail_smtp_password:
-            smtp.login(settings.mail_smtp_username, settings.mail_smtp_password.get_secret_value())
-        smtp.send_message(mail)
 
 
 @job("password_reset_email")

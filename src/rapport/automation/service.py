@@ -60,6 +60,7 @@ ACTIONS = frozenset(
         "send_canned",
         "add_note",
         "send_webhook",
+        "email_team",
     }
 )
 MAX_DEPTH = 5
@@ -346,6 +347,21 @@ def _act(
     if conversation is None:
         return
     ws = conversation.workspace_id
+    if kind == "email_team":
+        team = db.scalar(select(Team).where(Team.workspace_id == ws, Team.id == str(value)))
+        if team is not None:
+            enqueue(
+                db,
+                name="email_team",
+                args={
+                    "team_id": team.id,
+                    "conversation_id": conversation.id,
+                    "message_id": message.id if message else None,
+                    "event": event,
+                },
+                workspace_id=ws,
+            )
+        return
     if kind == "assign_agent":
         member = db.scalar(
             select(Membership).where(
