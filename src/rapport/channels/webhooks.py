@@ -82,7 +82,8 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
             await run_in_threadpool(_queue_media, database, stored.message.id, inbox.workspace_id)
     if events.statuses:
         await run_in_threadpool(_apply_statuses, database, inbox.id, events.statuses)
-    answer = getattr(handler, "webhook_answer", None)
+    answer_for = getattr(handler, "answer_for", None)
+    answer = answer_for(inbox, call) if answer_for else getattr(handler, "webhook_answer", None)
     if answer is not None:
         content, media_type = answer
         return Response(content, media_type=media_type)
