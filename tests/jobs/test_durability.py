@@ -179,3 +179,28 @@ def test_a_lease_that_ran_out_is_reclaimed_in_process(
         )
     assert Worker(database, settings).run_until_idle() == 1
     assert job_row(database, job_id).state == JobState.done and out.read_text().count("\n") == 1
+
+
+def test_a_job_longer_than_its_lease_keeps_it_and_runs_once(
+    database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """The running worker extends the lease while the handler works, so a second worker
+    never takes the job for an abandoned one."""
+    import threading
+
+    out = tmp_path / "slow"
+    job_id = enqueue(database, "test.slow", path=str(out), seconds=3.0)
+    settings.job_lease_seconds = 1
+    first = Worker(database, settings, name="first")
+    runner = threading.Thread(target=first.run_once)
+    runner.start()
+    _wait_for(lambda: job_row(database, job_id).state == JobState.running)
+    second = Worker(database, settings, name="second")
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:  # the second worker keeps looking meanwhile
+        second.run_once()
+        time.sleep(0.2)
+    runner.join(10)
+    assert out.read_text().splitlines() == [f"{job_id} 1"]
+    row = job_row(database, job_id)
+    assert row.state == JobState.done and row.attempts == 1
