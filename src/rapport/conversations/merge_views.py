@@ -1,9 +1,13 @@
-"""Endpoints for conversations seen together: one customer's parallel conversations (see
-them, merge them), and agents viewing the same conversation (collision notice)."""
+"""Endpoints around one conversation beyond its own data: the customer's parallel
+conversations (see them, merge them), agents viewing the same conversation (collision
+notice), and suggested answers."""
+
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from rapport.assistant import suggest
 from rapport.auth.deps import CurrentAgent, CurrentMember, Db
 from rapport.auth.models import User
 from rapport.auth.views import actor_of
@@ -52,6 +56,17 @@ def viewing(conversation_id: str, principal: CurrentMember, db: Db) -> Response:
         }
     )
     return Response(status_code=204)
+
+
+@router.get("/{conversation_id}/suggestions")
+def suggestions(
+    conversation_id: str, principal: CurrentMember, request: Request, db: Db
+) -> dict[str, Any]:
+    """Help-center articles and colleagues' past answers for the customer's latest message."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    return suggest.for_conversation(
+        db, conversation=conv, base_url=request.app.state.settings.public_url
+    )
 
 
 @router.post("/{conversation_id}/merge", response_model=ConversationRead)

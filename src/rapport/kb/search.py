@@ -187,13 +187,24 @@ def _bm25(index: _Index, query: list[str]) -> list[float]:
     return scores
 
 
-def _coverage(index: _Index, doc: _Doc, query: list[str]) -> float:
-    """The share of the query's information the article covers (IDF-weighted)."""
-    wanted = set(query)
-    total = sum(index.idf(t) for t in wanted)
-    if not total:
+def coverage(idf: dict[str, float], matched: set[str]) -> float:
+    """The share of a query's information found, IDF-weighted. Words the collection never
+    uses ("hi", an order number) weigh half an average known word: they say little about
+    which document answers, yet a question made mostly of them is not answered."""
+    known_weights = {t: w for t, w in idf.items() if w > 0}
+    if not known_weights:
         return 0.0
-    return sum(index.idf(t) for t in wanted if t in doc.tf) / total
+    mean = sum(known_weights.values()) / len(known_weights)
+    unknown = [t for t, w in idf.items() if w <= 0]
+    total = sum(known_weights.values()) + 0.5 * mean * len(unknown)
+    return sum(w for t, w in known_weights.items() if t in matched) / total
+
+
+def _coverage(index: _Index, doc: _Doc, query: list[str]) -> float:
+    """The share of the query's information the article covers."""
+    # Weight 0 marks a word absent from every article.
+    idf = {t: (index.idf(t) if index.df[t] else 0.0) for t in set(query)}
+    return coverage(idf, {t for t in idf if t in doc.tf})
 
 
 def _excerpt(doc: _Doc, query: list[str], locale: str, length: int = 280) -> str:

@@ -115,6 +115,38 @@ function collisions(box, conversationId) {
   setInterval(render, 5000);
 }
 
+async function suggested(box, conversationId) {
+  const out = await api("GET", `/api/v1/conversations/${conversationId}/suggestions`);
+  if (!out.articles.length && !out.answers.length) { box.replaceChildren(); return; }
+  const composer = document.querySelector("#composer textarea");
+  const use = (text) => {
+    if (!composer) return;
+    composer.value = composer.value ? `${composer.value}\n\n${text}` : text;
+    composer.focus();
+  };
+  const list = el("ul");
+  for (const a of out.articles) {
+    const li = el("li");
+    const link = el("a", a.title);
+    if (a.url) link.href = a.url;
+    const insert = el("button", "Insert link");
+    insert.type = "button";
+    insert.addEventListener("click", () => use(`${a.excerpt}\n${a.url}`));
+    li.append(el("span", "Article: "), link, el("div", a.excerpt, "reason"), insert);
+    list.append(li);
+  }
+  for (const a of out.answers) {
+    const li = el("li");
+    li.append(el("div", `Asked before: “${a.question}”`, "reason"), el("div", a.answer));
+    const insert = el("button", "Use this answer");
+    insert.type = "button";
+    insert.addEventListener("click", () => use(a.answer));
+    li.append(insert);
+    list.append(li);
+  }
+  box.replaceChildren(el("h3", "Suggested answers"), list);
+}
+
 const root = document.getElementById("panel-extra");
 if (root) {
   const { customer, conversation } = root.dataset;
@@ -124,7 +156,13 @@ if (root) {
     root.append(box);
     return box;
   };
-  const boxes = { profile: part("profile"), related: part("related"), suggestions: part("suggestions") };
+  const boxes = {
+    suggested: part("suggested"),
+    profile: part("profile"),
+    related: part("related"),
+    suggestions: part("suggestions"),
+  };
+  suggested(boxes.suggested, conversation).catch((e) => showError(e.message));
   profile(boxes.profile, customer).catch((e) => showError(e.message));
   related(boxes.related, conversation).catch((e) => showError(e.message));
   suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
