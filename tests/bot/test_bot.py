@@ -246,6 +246,10 @@ def test_an_unknown_question_goes_to_a_person_with_a_note_and_the_customer_is_to
     assert "Bot handed over: no confident answer" in note["text"]
     assert "chess tournaments" in note["text"]
     assert conv["team_id"] == ids["team"]
+    waiting = client.get(
+        "/api/v1/conversations", params={"sort": "waiting"}, headers=auth(world.bob)
+    ).json()["items"]
+    assert conv_id in [c["id"] for c in waiting]  # still waiting for a person
     unanswered = client.get("/api/v1/bot/unanswered", headers=auth(world.bob)).json()
     assert [u["text"] for u in unanswered] == [
         "Do you sponsor amateur chess tournaments in Norway?"

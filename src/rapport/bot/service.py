@@ -440,6 +440,8 @@ def _hand_over(
         kind=MessageKind.bot,
     )
     reply.meta = {**(reply.meta or {}), "bot": {"source": "handover", "reason": decision.reason}}
+    # Telling the customer a person comes is not an answer: they still wait for one.
+    conversation.waiting_since = message.created_at
     team_id = (
         config.get("handover_team_id") or conversation.team_id or (inbox.team_id if inbox else None)
     )
