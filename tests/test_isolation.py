@@ -31,6 +31,8 @@ BODIES: dict[tuple[str, str], object] = {
     ("POST", "/api/v1/conversations/{conversation_id}/labels"): {"labels": ["vip"]},
     ("PATCH", "/api/v1/members/{user_id}"): {"capacity": 3},
     ("PATCH", "/api/v1/teams/{team_id}"): {"name": "x"},
+    ("PATCH", "/api/v1/kb/collections/{collection_id}"): {"title": "x"},
+    ("PATCH", "/api/v1/kb/articles/{article_id}"): {"title": "x"},
 }
 
 
@@ -64,6 +66,14 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
     hook = client.post(
         "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth(world.alice)
     ).json()
+    collection = client.post(
+        "/api/v1/kb/collections", json={"title": "Guides"}, headers=auth(world.alice)
+    ).json()
+    article = client.post(
+        "/api/v1/kb/articles",
+        json={"title": "Hello", "collection_id": collection["id"]},
+        headers=auth(world.alice),
+    ).json()
     return {
         "inbox_id": acme.inbox.id,
         "customer_id": acme.first.customer.id,
@@ -80,6 +90,8 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "merge_id": "0" * 32,
         "webhook_id": hook["id"],
         "label": "vip",
+        "collection_id": collection["id"],
+        "article_id": article["id"],
     }
 
 
@@ -114,6 +126,8 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "webhook_id",
         "attachment_id",
         "merge_id",
+        "collection_id",
+        "article_id",
     }
 
 

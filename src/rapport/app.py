@@ -63,6 +63,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.box = box_for(settings.secret_key.get_secret_value())
     app.state.principal_cache = PrincipalCache()
     app.state.login_limiter = RateLimiter(limit=20, window=300, redis_url=settings.redis_url)
+    # "Was this helpful?" answers per client address: a bot cannot pile up votes.
+    app.state.kb_feedback_limiter = RateLimiter(limit=30, window=3600, redis_url=settings.redis_url)
     app.state.ingest = ingest
     app.state.bus = event_bus
     problems.install(app)
@@ -77,6 +79,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
     from rapport.events import views as event_views
+    from rapport.kb import public as help_center
+    from rapport.kb import views as kb_views
     from rapport.notifications import views as notification_views
     from rapport.realtime import views as realtime_views
     from rapport.web import views as web_views
@@ -96,6 +100,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         webhooks,
         webchat_views,
         event_views,
+        kb_views,
+        help_center,
     ):
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)

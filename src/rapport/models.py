@@ -19,6 +19,7 @@ from rapport.customers.models import Customer, CustomerMerge, Event, Identity
 from rapport.db import Base
 from rapport.events.models import EventSource, Order
 from rapport.jobs.models import Job
+from rapport.kb.models import Article, ArticleFeedback, Collection, HelpCenter
 from rapport.notifications.models import Notification
 from rapport.privacy.models import AuditLog
 from rapport.realtime.models import StreamEvent
@@ -28,6 +29,10 @@ from rapport.workspaces.models import BusinessCalendar, Workspace
 __all__ = [
     "install_search_index",
     "ApiToken",
+    "Article",
+    "ArticleFeedback",
+    "Collection",
+    "HelpCenter",
     "Attachment",
     "AuditLog",
     "AuthSession",

@@ -1,0 +1,1 @@
+"""The knowledge base: articles in collections, per locale, and the public help center."""
