@@ -12,6 +12,7 @@ from sqlalchemy import select
 from rapport import search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
+from rapport.auth.models import Role
 from rapport.channels import service as inboxes
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation, Status
@@ -258,3 +259,101 @@ def search_api(
             for c in convs
         ],
     }
+
+
+# knowledge base authoring ------------------------------------------------------------------
+
+
+@router.get("/app/kb", response_class=HTMLResponse)
+async def kb_page(
+    request: Request, cursor: str | None = None, status: str | None = None
+) -> Response:
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    from rapport.kb import service as kb
+    from rapport.kb.models import ArticleStatus
+
+    database = request.app.state.database
+    with database.session() as db:
+        center = kb.help_center(db, workspace_id=principal.workspace_id)
+        rows, nxt = kb.articles(
+            db,
+            workspace_id=principal.workspace_id,
+            status=ArticleStatus(status)
+            if status and status in ArticleStatus.__members__
+            else None,
+            cursor=cursor,
+            limit=50,
+        )
+        collections = kb.collections(db, workspace_id=principal.workspace_id)
+    return _page(
+        request,
+        "kb.html",
+        principal,
+        center=center,
+        articles=rows,
+        collections=collections,
+        collection_titles={c.id: c.title for c in collections},
+        status=status or "",
+        next_cursor=nxt,
+        can_write=principal.has(Role.agent),
+        public_url=request.app.state.settings.public_url.rstrip("/"),
+    )
+
+
+@router.get("/app/kb/articles/new", response_class=HTMLResponse)
+async def kb_new_article_page(
+    request: Request, translation_of: str | None = None, locale: str | None = None
+) -> Response:
+    return await _kb_editor(request, None, translation_of=translation_of, locale=locale)
+
+
+@router.get("/app/kb/articles/{article_id}", response_class=HTMLResponse)
+async def kb_article_page(request: Request, article_id: str) -> Response:
+    return await _kb_editor(request, article_id)
+
+
+async def _kb_editor(
+    request: Request,
+    article_id: str | None,
+    *,
+    translation_of: str | None = None,
+    locale: str | None = None,
+) -> Response:
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    from rapport.kb import search as kb_search
+    from rapport.kb import service as kb
+    from rapport.kb.models import ArticleStatus
+
+    database = request.app.state.database
+    public_url = request.app.state.settings.public_url
+    with database.session() as db:
+        center = kb.help_center(db, workspace_id=principal.workspace_id)
+        article = (
+            kb.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
+            if article_id
+            else None
+        )
+        original = (
+            kb.get_article(db, workspace_id=principal.workspace_id, article_id=translation_of)
+            if translation_of
+            else None
+        )
+        ctx = {
+            "center": center,
+            "article": article,
+            "original": original,
+            "new_locale": locale or "",
+            "collections": kb.collections(db, workspace_id=principal.workspace_id),
+            "translations": kb.translations(db, article=article) if article else [],
+            "feedback": kb.feedback(db, article=article, limit=20) if article else [],
+            "published": bool(article and article.status == ArticleStatus.published),
+            "article_public_url": kb_search.public_url(public_url, center, article)
+            if article
+            else "",
+            "can_write": principal.has(Role.agent),
+        }
+    return _page(request, "kb_article.html", principal, **ctx)

@@ -346,8 +346,70 @@ function setupSettings() {
   });
 }
 
+// --- knowledge base: the article editor and the collection form ----------------------------
+function setupKb() {
+  const error = document.getElementById("kb-error");
+  if (!error) return;
+  const fail = (msg) => { error.textContent = msg; error.hidden = false; window.scrollTo(0, 0); };
+  document.querySelectorAll("form[data-kb-api]").forEach((form) => form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api(form.dataset.method || "POST", form.dataset.kbApi, formJson(form));
+      location.reload();
+    } catch (e) { fail(e.message); }
+  }));
+  const form = document.getElementById("kb-article");
+  if (!form) return;
+  const preview = document.getElementById("kb-preview");
+  const body = form.elements.body_markdown;
+  const fields = () => {
+    const out = { title: form.elements.title.value, body_markdown: body.value,
+      collection_id: form.elements.collection_id.value || null };
+    if (form.elements.slug.value) out.slug = form.elements.slug.value;
+    if (!form.dataset.id) {
+      if (form.elements.locale.value) out.locale = form.elements.locale.value;
+      if (form.dataset.translationOf) out.translation_of = form.dataset.translationOf;
+    }
+    return out;
+  };
+  const save = async () => {
+    if (form.dataset.id) return api("PATCH", `/api/v1/kb/articles/${form.dataset.id}`, fields());
+    const made = await api("POST", "/api/v1/kb/articles", fields());
+    form.dataset.id = made.id;
+    return made;
+  };
+  // The server renders and sanitizes: the preview is exactly what readers will get.
+  const showPreview = async () => {
+    const out = await api("POST", "/api/v1/kb/preview", { body_markdown: body.value });
+    preview.innerHTML = out.body_html;
+  };
+  const button = document.getElementById("kb-preview-button");
+  if (button) button.addEventListener("click", () => showPreview().catch((e) => fail(e.message)));
+  let timer = null;
+  body.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => showPreview().catch(() => null), 400);
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!form.reportValidity()) return;
+    try {
+      const saved = await save();
+      location.href = `/app/kb/articles/${saved.id}`;
+    } catch (e) { fail(e.message); }
+  });
+  form.querySelectorAll("[data-kb-action]").forEach((el) => el.addEventListener("click", async () => {
+    try {
+      if (el.dataset.kbAction === "publish") await save();
+      await api("POST", `/api/v1/kb/articles/${form.dataset.id}/${el.dataset.kbAction}`);
+      location.reload();
+    } catch (e) { fail(e.message); }
+  }));
+}
+
 setupLogin();
 setupLogout();
+setupKb();
 setupSettings();
 setupPresence();
 setupInbox();
