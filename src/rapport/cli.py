@@ -126,6 +126,7 @@ def demo() -> None:
     typer.echo("")
     typer.secho("  Rapport demo workspace " + ("created" if created else "ready"), bold=True)
     typer.echo(f"  open      {settings.public_url}/   (API docs at {settings.public_url}/docs)")
+    typer.echo(f"  help      {settings.public_url}/help/demo/   (the public help center)")
     typer.echo(f"  email     {email}")
     typer.echo(f"  password  {password}")
     typer.echo("")

@@ -79,31 +79,33 @@ class _Index:
     signature: tuple[int, datetime | None]
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    terms: list[Counter[str]] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
-    df: Counter[str] = field(default_factory=Counter)
+    # term -> [(document position, term frequency)]: a query touches only its terms' lists.
+    postings: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     vectors: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def avgdl(self) -> float:
-        return (sum(self.lengths) / len(self.lengths)) if self.lengths else 0.0
+    def add(self, id_: str, text: str, words: list[str]) -> None:
+        position = len(self.ids)
+        self.ids.append(id_)
+        self.texts.append(text)
+        self.lengths.append(len(words))
+        for term, tf in Counter(words).items():
+            self.postings.setdefault(term, []).append((position, tf))
 
     def bm25(self, query: Sequence[str]) -> list[tuple[float, int]]:
         n = len(self.ids)
-        avgdl = self.avgdl or 1.0
-        scored = []
-        for i, tf in enumerate(self.terms):
-            score = 0.0
-            for term in set(query):
-                f = tf.get(term)
-                if not f:
-                    continue
-                idf = math.log(1 + (n - self.df[term] + 0.5) / (self.df[term] + 0.5))
-                score += idf * f * (_K1 + 1) / (f + _K1 * (1 - _B + _B * self.lengths[i] / avgdl))
-            if score > 0:
-                scored.append((score, i))
-        scored.sort(key=lambda s: (-s[0], s[1]))
-        return scored
+        avgdl = (sum(self.lengths) / n) if n else 1.0
+        scores: dict[int, float] = {}
+        for term in set(query):
+            postings = self.postings.get(term, [])
+            if not postings:
+                continue
+            df = len(postings)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            for i, f in postings:
+                norm = f + _K1 * (1 - _B + _B * self.lengths[i] / avgdl)
+                scores[i] = scores.get(i, 0.0) + idf * f * (_K1 + 1) / norm
+        return sorted(((s, i) for i, s in scores.items()), key=lambda s: (-s[0], s[1]))
 
 
 _indexes: dict[tuple[str, str], _Index] = {}
@@ -145,13 +147,7 @@ def _index(db: Session, workspace_id: str, locale: str) -> _Index:
     )
     for id_, title, body_html, embedding, model in rows:
         text = render.plain_text(body_html)
-        words = tokens(title) * _TITLE_WEIGHT + tokens(text)
-        tf = Counter(words)
-        index.ids.append(id_)
-        index.texts.append(text)
-        index.terms.append(tf)
-        index.lengths.append(len(words))
-        index.df.update(tf.keys())
+        index.add(id_, text, tokens(title) * _TITLE_WEIGHT + tokens(text))
         if embedding is not None and model == MODEL_NAME:
             index.vectors[id_] = embedding
     with _lock:
