@@ -58,8 +58,9 @@ def build(db_path: Path, n: int, rng: random.Random) -> str:
         db.flush()
         if search.semantic_available():
             rows = list(db.query(Article).filter(Article.workspace_id == ws.id))
-            for row in rows:
-                search.embed_article(row)
+            texts = [f"{r.title}\n{r.body_markdown}" for r in rows]
+            for row, vector in zip(rows, search.embed(texts) or [], strict=True):
+                row.embedding, row.embedding_model = vector, search.MODEL_NAME
         ws_id = ws.id
     database.dispose()
     return ws_id

@@ -5,6 +5,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.conftest import auth
+from tests.web.conftest import browser, live_server  # noqa: F401  (the browser tests' fixtures)
 
 
 def make_article(

@@ -3,7 +3,9 @@
 import pytest
 from fastapi.testclient import TestClient
 
+from rapport.config import Settings
 from rapport.db import Database
+from rapport.jobs.worker import Worker
 from rapport.kb import search
 from rapport.kb.models import Article
 from tests.conftest import auth
@@ -104,9 +106,15 @@ needs_ai = pytest.mark.skipif(
 
 @needs_ai
 def test_a_paraphrase_finds_the_article_with_the_ai_extra(
-    client: TestClient, world: World, database: Database, kb: dict[str, str]
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    kb: dict[str, str],
 ) -> None:
     query = "I can't remember my login credentials"
+    # Embeddings are computed by a job after the save, outside the write transaction.
+    Worker(database, settings).run_until_idle()
     with database.session(write=False) as db:
         stored = db.get(Article, kb["Resetting your password"])
         assert stored is not None and stored.embedding_model == search.MODEL_NAME

@@ -48,6 +48,7 @@ HANDLER_MODULES = (
     "rapport.jobs.periodic",
     "rapport.automation.jobs",
     "rapport.channels.email.imap",
+    "rapport.kb.jobs",
 )
 
 

