@@ -13,6 +13,7 @@ and the two rankings are combined by reciprocal rank fusion: lexical finds exact
 product words and error codes, the embedding finds the paraphrase that shares none.
 """
 
+import functools
 import math
 import os
 import re
@@ -56,6 +57,7 @@ class ArticleHit:
 # tokens -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=100_000)
 def _stem(word: str) -> str:
     # A light English suffix strip: "refunds", "refunded" and "refunding" meet at "refund".
     for suffix in ("ingly", "edly", "ing", "ies", "ied", "ed", "es", "s"):
@@ -84,6 +86,17 @@ class _Index:
     # term -> [(document position, term frequency)]: a query touches only its terms' lists.
     postings: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     vectors: dict[str, Any] = field(default_factory=dict)
+    # The embedded articles' positions and their vectors as one matrix, built on first use.
+    _matrix: tuple[list[int], Any] | None = None
+
+    def matrix(self) -> tuple[list[int], Any]:
+        if self._matrix is None:
+            import numpy as np
+
+            positions = [i for i, id_ in enumerate(self.ids) if id_ in self.vectors]
+            rows = [np.frombuffer(self.vectors[self.ids[i]], dtype="<f4") for i in positions]
+            self._matrix = (positions, np.stack(rows) if rows else np.zeros((0, 384), "<f4"))
+        return self._matrix
 
     def add(self, id_: str, text: str, words: list[str]) -> None:
         position = len(self.ids)
@@ -190,6 +203,12 @@ def _load_model() -> Any:
             _model_missing = True
             return None
         _model = SentenceTransformer(str(get_model_path()), device="cpu")
+        import torch
+
+        # One short query gains nothing from intra-op threads, and on a busy 2-core machine
+        # they fight each other: 20 ms with one thread against several hundred with two.
+        # Concurrency comes from serving requests in parallel instead.
+        torch.set_num_threads(1)
     return _model
 
 
@@ -218,8 +237,7 @@ def _semantic_ranking(index: _Index, query: str) -> list[tuple[float, int]]:
     import numpy as np
 
     q = np.frombuffer(got[0], dtype="<f4")
-    positions = [i for i, id_ in enumerate(index.ids) if id_ in index.vectors]
-    matrix = np.stack([np.frombuffer(index.vectors[index.ids[i]], dtype="<f4") for i in positions])
+    positions, matrix = index.matrix()
     sims = matrix @ q
     ranked = sorted(zip(sims.tolist(), positions, strict=True), key=lambda s: (-s[0], s[1]))
     # Below this cosine the nearest article is about something else: better no answer.
