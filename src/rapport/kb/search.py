@@ -2,9 +2,9 @@
 
 Lexical scoring is Okapi BM25 computed in Python over the workspace's published articles
 of one locale. A knowledge base is hundreds of articles, not millions of messages, so an
-index kept in memory per (workspace, locale) and rebuilt when an article changes answers
-in well under a millisecond per query (``bench/kb_search.py`` measures it) and behaves the
-same on SQLite and PostgreSQL.
+inverted index kept in memory per (workspace, locale) and rebuilt when an article changes
+answers in milliseconds (``bench/kb_search.py`` measures it), needs no schema of its own,
+and behaves the same on SQLite and PostgreSQL.
 
 When the optional ``ai`` extra is installed, each article also gets a MiniLM sentence
 embedding when it is saved (a ``kb.embed`` job, stored as float32 bytes on the row; until
