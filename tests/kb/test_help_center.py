@@ -102,6 +102,7 @@ def test_sitemap_lists_published_articles_only(client: TestClient, world: World)
     locs = [e.text for e in root.findall("s:url/s:loc", ns)]
     assert locs == [
         f"http://testserver/help/{slug}/",
+        f"http://testserver/help/{slug}/collections/shipping",
         f"http://testserver/help/{slug}/articles/{article['slug']}",
     ]
 

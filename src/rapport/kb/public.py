@@ -295,8 +295,14 @@ def sitemap(request: Request, center_slug: str) -> Response:
         if center is None:
             return _not_found(request, None, "help center")
         urls: list[tuple[str, datetime | None]] = [(f"{base}/help/{center.slug}/", None)]
+        cols = {c.id: c for c in service.collections(db, workspace_id=center.workspace_id)}
+        listed: set[tuple[str, str]] = set()
         for loc in service.published_locales(db, workspace_id=center.workspace_id):
             for a in service.public_articles(db, workspace_id=center.workspace_id, locale=loc):
+                col = cols.get(a.collection_id or "")
+                if col is not None and (col.id, loc) not in listed:
+                    listed.add((col.id, loc))
+                    urls.append((base + _collection_url(center, col, loc), None))
                 urls.append((base + _article_url(center, a), a.updated_at))
     body = ['<?xml version="1.0" encoding="UTF-8"?>']
     body.append('<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">')
