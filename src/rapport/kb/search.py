@@ -14,6 +14,7 @@ product words and error codes, the embedding finds the paraphrase that shares no
 """
 
 import functools
+import logging
 import math
 import os
 import re
@@ -32,6 +33,7 @@ from rapport.config import Settings
 from rapport.kb import render
 from rapport.kb.models import Article, ArticleStatus, HelpCenter
 
+log = logging.getLogger(__name__)
 MODEL_NAME = "all-MiniLM-L6-v2"
 _K1 = 1.2
 _B = 0.75
@@ -202,7 +204,16 @@ def _load_model() -> Any:
         except ImportError:
             _model_missing = True
             return None
-        _model = SentenceTransformer(str(get_model_path()), device="cpu")
+        try:
+            _model = SentenceTransformer(str(get_model_path()), device="cpu")
+        except Exception:
+            # A broken install must not take search down: BM25 alone still answers.
+            log.exception(
+                "the embedding model did not load; searching by words only",
+                extra={"event": "kb.model_unavailable", "model": MODEL_NAME},
+            )
+            _model_missing = True
+            return None
         import torch
 
         # One short query gains nothing from intra-op threads, and on a busy 2-core machine
