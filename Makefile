@@ -7,9 +7,17 @@ PORT ?= 8000
 # Demo mode allows the built-in secret key; set RAPPORT_SECRET_KEY for anything real.
 export RAPPORT_DEMO ?= 1
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install install-ai run test lint typecheck bench clean
 
 install: $(VENV)/.installed
+
+# The optional `ai` extra (sentence embeddings; torch's CPU wheel): the suite exercises both
+# the default install's paths and the extra's.
+install-ai: $(VENV)/.installed-ai
+
+$(VENV)/.installed-ai: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,ai]"
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Rapport needs $(PYTHON) (set PYTHON=... to use another 3.11+)"; exit 1; }
@@ -31,7 +39,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy src
 
-test: lint typecheck
+test: lint typecheck install-ai
 	$(BIN)/pytest
 
 bench: install

@@ -5,6 +5,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
+from rapport.customers.models import MergeSuggestion
 from tests.conftest import auth
 from tests.factories import World
 
@@ -23,6 +24,18 @@ BODIES: dict[tuple[str, str], object] = {
     },
     ("POST", "/api/v1/customers/{customer_id}/events"): {"type": "Viewed"},
     ("POST", "/api/v1/customers/{customer_id}/merge"): {"merged_id": "x" * 32},
+    ("PUT", "/api/v1/customers/{customer_id}/tags"): {"tags": ["x"]},
+    ("PATCH", "/api/v1/kb/collections/{collection_id}"): {"title": "x"},
+    ("PATCH", "/api/v1/kb/articles/{article_id}"): {"title": "x"},
+    ("PATCH", "/api/v1/bot/intents/{intent_id}"): {"name": "x"},
+    ("POST", "/api/v1/bot/intents/{intent_id}/examples"): {"text": "x"},
+    ("PUT", "/api/v1/bot/inboxes/{inbox_id}"): {"enabled": True},
+    ("POST", "/api/v1/conversations/{conversation_id}/merge"): {"merged_id": "x" * 32},
+    ("POST", "/api/v1/customers/{customer_id}/consents"): {
+        "channel": "email",
+        "purpose": "marketing",
+        "granted": True,
+    },
     ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"text": "hello"},
     ("POST", "/api/v1/conversations/{conversation_id}/notes"): {"text": "note"},
     ("POST", "/api/v1/conversations/{conversation_id}/assign"): {"assignee_id": None},
@@ -30,9 +43,13 @@ BODIES: dict[tuple[str, str], object] = {
     ("POST", "/api/v1/conversations/{conversation_id}/priority"): {"priority": "high"},
     ("POST", "/api/v1/conversations/{conversation_id}/labels"): {"labels": ["vip"]},
     ("PATCH", "/api/v1/members/{user_id}"): {"capacity": 3},
+    ("PATCH", "/api/v1/labels/{label_id}"): {"name": "renamed"},
+    ("PUT", "/api/v1/automation-rules/{rule_id}"): {
+        "name": "r",
+        "event": "message.received",
+        "actions": [{"type": "add_label", "value": "x"}],
+    },
     ("PATCH", "/api/v1/teams/{team_id}"): {"name": "x"},
-    ("PATCH", "/api/v1/kb/collections/{collection_id}"): {"title": "x"},
-    ("PATCH", "/api/v1/kb/articles/{article_id}"): {"title": "x"},
 }
 
 
@@ -66,14 +83,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
     hook = client.post(
         "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth(world.alice)
     ).json()
-    collection = client.post(
-        "/api/v1/kb/collections", json={"title": "Guides"}, headers=auth(world.alice)
-    ).json()
-    article = client.post(
-        "/api/v1/kb/articles",
-        json={"title": "Hello", "collection_id": collection["id"]},
-        headers=auth(world.alice),
-    ).json()
+    label = client.post("/api/v1/labels", json={"name": "vip"}, headers=auth(world.alice)).json()
     return {
         "inbox_id": acme.inbox.id,
         "customer_id": acme.first.customer.id,
@@ -88,11 +98,51 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "rule_id": rule["id"],
         "attachment_id": "0" * 32,
         "merge_id": "0" * 32,
+        "suggestion_id": _suggestion(client, world),
+        "intent_id": client.post(
+            "/api/v1/bot/intents", json={"name": "hours"}, headers=auth(world.alice)
+        ).json()["id"],
+        "integration_id": client.post(
+            "/api/v1/bot/integrations",
+            json={"name": "orders", "url": "https://shop.example/o/{{ order_number }}"},
+            headers=auth(world.alice),
+        ).json()["id"],
+        "collection_id": client.post(
+            "/api/v1/kb/collections", json={"title": "Orders"}, headers=auth(world.alice)
+        ).json()["id"],
+        "article_id": client.post(
+            "/api/v1/kb/articles", json={"title": "Refunds"}, headers=auth(world.alice)
+        ).json()["id"],
+        "definition_id": client.post(
+            "/api/v1/attribute-definitions",
+            json={"key": "plan", "type": "text"},
+            headers=auth(world.alice),
+        ).json()["id"],
         "webhook_id": hook["id"],
         "label": "vip",
-        "collection_id": collection["id"],
-        "article_id": article["id"],
+        "label_id": label["id"],
     }
+
+
+def _suggestion(client: TestClient, world: World) -> str:
+    """A pending duplicate suggestion between two of Acme's customers."""
+    assert world.acme.first is not None
+    other = client.post(
+        "/api/v1/customers", json={"name": "Twin"}, headers=auth(world.alice)
+    ).json()
+    database = client.app.state.database  # type: ignore[attr-defined]
+    with database.session() as db:
+        pair = sorted([world.acme.first.customer.id, other["id"]])
+        row = MergeSuggestion(
+            workspace_id=world.acme.workspace.id,
+            left_id=pair[0],
+            right_id=pair[1],
+            probability=0.95,
+            reason="same name",
+        )
+        db.add(row)
+        db.flush()
+        return str(row.id)
 
 
 def _routes(client: TestClient) -> list[tuple[str, str]]:
@@ -120,14 +170,19 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "user_id",
         "token_id",
         "label",
+        "label_id",
         "policy_id",
         "canned_id",
         "rule_id",
         "webhook_id",
         "attachment_id",
         "merge_id",
+        "suggestion_id",
+        "definition_id",
         "collection_id",
         "article_id",
+        "intent_id",
+        "integration_id",
     }
 
 

@@ -1,5 +1,6 @@
 """The application factory: one FastAPI app wired to one database, bus and worker."""
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -8,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from rapport import bus, problems
+from rapport.assistant import triage
 from rapport.auth.deps import PrincipalCache
 from rapport.auth.ratelimit import RateLimiter
 from rapport.config import Settings
@@ -31,6 +33,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         await event_bus.start()
         bus.set_bus(event_bus)
         ingest.start()
+        # Triage's models load in about a second: now, rather than on the first message.
+        threading.Thread(target=triage.warm_up, name="triage-warm-up", daemon=True).start()
         smtp = None
         if settings.smtp_port:
             from rapport.channels.email import smtp as smtp_listener
@@ -63,8 +67,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.box = box_for(settings.secret_key.get_secret_value())
     app.state.principal_cache = PrincipalCache()
     app.state.login_limiter = RateLimiter(limit=20, window=300, redis_url=settings.redis_url)
-    # "Was this helpful?" answers per client address: a bot cannot pile up votes.
-    app.state.kb_feedback_limiter = RateLimiter(limit=30, window=3600, redis_url=settings.redis_url)
+    # Reset emails: a few per address and per client in 15 minutes, so nobody is mail-bombed.
+    app.state.reset_limiter = RateLimiter(limit=5, window=900, redis_url=settings.redis_url)
     app.state.ingest = ingest
     app.state.bus = event_bus
     problems.install(app)
@@ -73,13 +77,16 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport import ops
     from rapport.auth import views as auth_views
     from rapport.automation import views as automation_views
+    from rapport.bot import views as bot_views
     from rapport.channels import views as channel_views
     from rapport.channels import webhooks
     from rapport.channels.webchat import views as webchat_views
+    from rapport.conversations import merge_views as conversation_merge_views
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
     from rapport.events import views as event_views
-    from rapport.kb import public as help_center
+    from rapport.kb import authoring as kb_authoring
+    from rapport.kb import public as kb_public
     from rapport.kb import views as kb_views
     from rapport.notifications import views as notification_views
     from rapport.realtime import views as realtime_views
@@ -100,15 +107,21 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         webhooks,
         webchat_views,
         event_views,
-        kb_views,
-        help_center,
     ):
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)
     app.include_router(conversation_views.canned_router)
+    app.include_router(conversation_merge_views.router)
+    app.include_router(kb_views.router)
+    app.include_router(kb_public.router)
+    app.include_router(kb_authoring.router)
+    app.include_router(bot_views.router)
+    app.include_router(conversation_views.labels_router)
     app.include_router(web_views.api_router)
     app.include_router(customer_views.merges_router)
     app.include_router(customer_views.files_router)
+    app.include_router(customer_views.suggestions_router)
+    app.include_router(customer_views.attributes_router)
     app.mount(
         "/static", StaticFiles(directory=Path(web_views.__file__).parent / "static"), name="static"
     )

@@ -214,6 +214,9 @@ def _register_evaluations() -> None:
 
     eval_app.command("intents")(assistant_eval.intents)
     eval_app.command("sentiment")(assistant_eval.sentiment)
+    from rapport.customers import evaluate as customers_eval
+
+    eval_app.command("identity")(customers_eval.identity)
 
 
 _register_evaluations()

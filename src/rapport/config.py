@@ -3,7 +3,7 @@
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     # When set, `rapport serve` also receives email for the email inboxes on this port.
     smtp_port: int | None = None
     smtp_host: str = "127.0.0.1"
+    # Rapport's own mail (password resets), sent through this relay; unset: none is sent.
+    mail_smtp_host: str | None = None
+    mail_smtp_port: int = 587
+    mail_smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    mail_smtp_username: str | None = None
+    mail_smtp_password: SecretStr | None = None
+    mail_from: str = "Rapport <no-reply@localhost>"
+    password_reset_minutes: int = 30
 
     @model_validator(mode="before")
     @classmethod
@@ -45,7 +53,7 @@ class Settings(BaseSettings):
         """Read ``RAPPORT_X_FILE`` into ``x`` when ``RAPPORT_X`` itself is not given."""
         if not isinstance(data, dict):
             return data
-        for name in ("secret_key", "database_url", "redis_url"):
+        for name in ("secret_key", "database_url", "redis_url", "mail_smtp_password"):
             path = os.environ.get(f"RAPPORT_{name.upper()}_FILE")
             if path and not data.get(name) and not os.environ.get(f"RAPPORT_{name.upper()}"):
                 data[name] = Path(path).read_text().strip()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -125,6 +126,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             pool_size=pool_size,
             max_overflow=20,
             connect_args={"check_same_thread": False, "timeout": 10},
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
         )
         event.listen(engine, "connect", _sqlite_on_connect)
 
@@ -136,7 +139,20 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(full, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    return create_engine(
+        full,
+        pool_size=pool_size,
+        max_overflow=20,
+        pool_pre_ping=True,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+    )
+
+
+def _json_dumps(value: Any) -> str:
+    # orjson: several times faster than json on the ingest path (message meta, job args,
+    # event payloads), and it writes datetimes as ISO 8601.
+    return orjson.dumps(value).decode()
 
 
 class Database:

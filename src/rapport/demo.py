@@ -21,7 +21,6 @@ from rapport.customers.service import add_event
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, receive
 from rapport.kb import service as kb
-from rapport.kb.schemas import ArticleCreate, CollectionCreate
 from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import Workspace
 
@@ -66,110 +65,6 @@ _CUSTOMERS = [
 ]
 
 
-# (collection, description, [(title, markdown)]): what the demo help center shows.
-_HELP = [
-    (
-        "Orders and shipping",
-        "Tracking, delivery times and changing an order",
-        [
-            (
-                "Where is my order?",
-                "Every order has a tracking link in its confirmation email.\n\n"
-                "1. Open **My orders** in the app or on the web shop.\n"
-                "2. Pick the order and choose **Track parcel**.\n\n"
-                "Orders leave our warehouse within one working day; delivery takes 3 to 5 "
-                "working days in Europe and 7 to 10 elsewhere.",
-            ),
-            (
-                "Changing the delivery address",
-                "You can change the address until the parcel ships: open the order under "
-                "**My orders** and choose **Edit address**. Once it has shipped, reply to "
-                "your confirmation email and we ask the carrier to redirect it.",
-            ),
-            (
-                "Do you ship to Japan?",
-                "Yes. We ship to Japan, including Osaka and Tokyo, with tracked delivery in 7 "
-                "to 10 working days. Shipping costs 15 EUR, free above 120 EUR.",
-            ),
-        ],
-    ),
-    (
-        "Payments and refunds",
-        "Charges, invoices and getting your money back",
-        [
-            (
-                "I was charged twice",
-                "A second charge is usually a card **authorisation** that disappears within "
-                "3 working days. If both charges are still there after that, send us the "
-                "order number and we refund the duplicate at once.",
-            ),
-            (
-                "Refunds and returns",
-                "Return any item within 30 days. Once it reaches us, the refund goes back to "
-                "the card you paid with within 5 working days.",
-            ),
-        ],
-    ),
-    (
-        "Your account",
-        "Signing in and the mobile app",
-        [
-            (
-                "The app keeps signing me out",
-                "Update the app to the latest version, then sign in once more. If it keeps "
-                "happening, clear the app's data in your phone's settings: your orders are "
-                "kept in your account.",
-            ),
-            (
-                "Resetting your password",
-                "On the sign-in page choose **Forgot password?** and enter your email: we "
-                "send a link that works for one hour.",
-            ),
-        ],
-    ),
-]
-
-
-def _help_center(db: Session, ws: Workspace, author_id: str) -> None:
-    for n, (title, description, articles) in enumerate(_HELP):
-        collection = kb.create_collection(
-            db,
-            workspace_id=ws.id,
-            data=CollectionCreate(title=title, description=description, position=n),
-        )
-        for article_title, body in articles:
-            article = kb.create_article(
-                db,
-                workspace_id=ws.id,
-                author_id=author_id,
-                data=ArticleCreate(
-                    title=article_title, body_markdown=body, collection_id=collection.id
-                ),
-            )
-            kb.publish(db, article=article)
-            if article_title == "Where is my order?":
-                french = kb.create_article(
-                    db,
-                    workspace_id=ws.id,
-                    author_id=author_id,
-                    data=ArticleCreate(
-                        title="Où est ma commande ?",
-                        body_markdown="Chaque commande a un lien de suivi dans son e-mail de "
-                        "confirmation : ouvrez **Mes commandes** et choisissez **Suivre le "
-                        "colis**.",
-                        locale="fr",
-                        translation_of=article.id,
-                    ),
-                )
-                kb.publish(db, article=french)
-    kb.create_article(
-        db,
-        workspace_id=ws.id,
-        author_id=author_id,
-        data=ArticleCreate(title="Holiday opening hours (draft)", body_markdown="To be decided."),
-    )
-
-
 def seed(database: Database, settings: Settings) -> tuple[str, str, bool]:
     """Create the demo workspace if missing; return (email, a fresh password, created)."""
     password = secrets.token_urlsafe(12)
@@ -210,7 +105,6 @@ def _fill(db: Session, ws: Workspace, settings: Settings) -> None:
             actor_role=Role.owner,
         )
         agents.append(user)
-    _help_center(db, ws, agents[0].id)
     team = workspaces.create_team(
         db, workspace_id=ws.id, name="Support", member_ids=[a.id for a in agents]
     )
@@ -271,3 +165,67 @@ def _fill(db: Session, ws: Workspace, settings: Settings) -> None:
                     source="demo",
                 ),
             )
+    _knowledge_base(db, ws)
+
+
+_HELP = [
+    (
+        "Orders and delivery",
+        [
+            (
+                "Where is my order?",
+                "Every order has a tracking link in its confirmation email. Parcels usually "
+                "arrive **within three business days**; if yours has not after five, write "
+                "to us with the order number.",
+            ),
+            (
+                "Changing your delivery address",
+                "Before an order ships you can change where it goes: open *Orders*, choose the "
+                "order and pick *Edit address*. Once it has shipped, the carrier decides.",
+            ),
+        ],
+    ),
+    (
+        "Payments and refunds",
+        [
+            (
+                "Refunds and returns",
+                "You can return any item within 30 days of delivery. Once it is back in our "
+                "warehouse, the full amount is credited to your original payment method "
+                "within five business days.",
+            ),
+            (
+                "I was charged twice",
+                "A second charge is usually a card authorization that disappears within "
+                "48 hours. If it is still there after that, send us both transaction "
+                "references and we refund one at once.",
+            ),
+        ],
+    ),
+]
+
+
+def _knowledge_base(db: Session, ws: Workspace) -> None:
+    """A help center at /help/demo/ with a few published articles."""
+    kb.configure_help_center(
+        db,
+        workspace_id=ws.id,
+        changes={"slug": "demo", "title": "Demo Shop Help", "intro": "Answers, day and night."},
+    )
+    for position, (title, articles) in enumerate(_HELP):
+        collection = kb.save_collection(
+            db, workspace_id=ws.id, data={"title": title, "position": position}
+        )
+        for body_position, (article_title, body) in enumerate(articles):
+            article = kb.save_article(
+                db,
+                workspace_id=ws.id,
+                data={
+                    "title": article_title,
+                    "body": body,
+                    "collection_id": collection.id,
+                    "position": body_position,
+                },
+                author_id=None,
+            )
+            kb.publish(db, article=article, published=True)

@@ -20,6 +20,7 @@ from sqlalchemy import Table, bindparam, case, func, insert, select, tuple_, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rapport.assistant import triage
 from rapport.bus import get_bus
 from rapport.channels.models import Inbox
 from rapport.config import Settings
@@ -104,11 +105,21 @@ class Stored:
     channel: str
 
 
+def with_triage(msg: InboundMessage) -> InboundMessage:
+    """The message with its triage (language, sentiment, spam, priority) in ``meta``.
+
+    Auto-replies and bounces are machines talking: not triaged."""
+    if msg.auto_reply or "triage" in msg.meta or not msg.text.strip():
+        return msg
+    msg.meta = {**msg.meta, "triage": triage.triage(msg.text)}
+    return msg
+
+
 def receive(
     db: Session, msg: InboundMessage, *, settings: Settings, storage: LocalStorage | None = None
 ) -> IngestResult:
     """Store one inbound message in the caller's transaction; returns ORM objects."""
-    (outcome,) = receive_batch(db, [msg], settings=settings, storage=storage)
+    (outcome,) = receive_batch(db, [with_triage(msg)], settings=settings, storage=storage)
     if isinstance(outcome, BaseException):
         raise outcome
     message = db.get(Message, outcome.message.id, populate_existing=True)
@@ -166,6 +177,7 @@ def receive_batch(
                 Inbox.enabled,
                 Inbox.auto_assign,
                 Inbox.team_id,
+                Inbox.settings,
             ).where(Inbox.id.in_({m.inbox_id for m in msgs}))
         )
     }
@@ -325,6 +337,7 @@ def receive_batch(
         Conversation.resolved_at,
         Conversation.last_activity_at,
         Conversation.messages_count,
+        Conversation.merged_into_id,
     )
     if known:
         ranked = (
@@ -344,6 +357,17 @@ def receive_batch(
             latest[(conv_row.customer_id, conv_row.inbox_id)] = dict(conv_row._mapping) | {
                 "added": 0
             }
+        # A conversation an agent merged into another continues there.
+        targets = {c["merged_into_id"] for c in latest.values() if c["merged_into_id"]}
+        if targets:
+            found = {
+                r.id: dict(r._mapping) | {"added": 0}
+                for r in conn.execute(select(*conv_cols).where(Conversation.id.in_(targets)))
+            }
+            for key, merged_conv in list(latest.items()):
+                target = found.get(merged_conv["merged_into_id"] or "")
+                if target is not None:
+                    latest[key] = target
     hints = {msgs[i].conversation_hint for i in fresh if msgs[i].conversation_hint}
     hinted: dict[str, dict[str, Any]] = {}
     if hints:
@@ -387,6 +411,7 @@ def receive_batch(
                 "resolved_at": None,
                 "last_activity_at": now,
                 "last_inbound_at": now,
+                "waiting_since": now,
                 "messages_count": 0,
                 "created_at": now,
                 "assigned_at": None,
@@ -414,6 +439,8 @@ def receive_batch(
 
         # 4. The message (and its attachments).
         meta = dict(m.meta)
+        if meta.get("triage") is not None:
+            meta["triage"] = triage.with_workspace_models(db, ws, m.text, meta["triage"])
         if m.sent_at:
             meta["sent_at"] = m.sent_at.isoformat()
         row = {
@@ -517,6 +544,7 @@ def receive_batch(
                 resolved_at=bindparam("resolved"),
                 last_activity_at=bindparam("now"),
                 last_inbound_at=bindparam("now"),
+                waiting_since=func.coalesce(t.waiting_since, bindparam("now")),
                 messages_count=t.messages_count + bindparam("added"),
             ),
             [
@@ -575,6 +603,7 @@ def receive_batch(
             new=s.threading == "new",
             route=bool(ib.auto_assign) and conv.get("assignee_id") is None,
             at=now,
+            bot=bool(((ib.settings or {}).get("bot") or {}).get("enabled")),
         )
         out[i] = s
     for i in todo:
@@ -636,7 +665,8 @@ class IngestWriter:
     def submit_nowait(self, msg: InboundMessage) -> "Future[Stored]":
         self.start()
         fut: Future[Stored] = Future()
-        self._queue.put((msg, fut))
+        # Triage in the caller's thread: the single writer only stores.
+        self._queue.put((with_triage(msg), fut))
         return fut
 
     async def submit(self, msg: InboundMessage) -> Stored:

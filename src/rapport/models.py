@@ -1,7 +1,24 @@
 """Every table, imported in one place for Alembic and for tests that build a schema."""
 
-from rapport.auth.models import ApiToken, AuthSession, Membership, Team, TeamMember, User
+from rapport.assistant.models import TriageModel
+from rapport.auth.models import (
+    ApiToken,
+    AuthSession,
+    Membership,
+    PasswordReset,
+    Team,
+    TeamMember,
+    User,
+)
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
+from rapport.bot.models import (
+    BotConversation,
+    Integration,
+    Intent,
+    IntentExample,
+    IntentModelBlob,
+    UnansweredQuestion,
+)
 from rapport.channels.email.imap import MailboxState
 from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.channels.webchat.models import Visitor
@@ -11,11 +28,21 @@ from rapport.conversations.models import (
     Conversation,
     ConversationLabel,
     ConversationSla,
+    Label,
     Message,
     ReadMarker,
     SlaPolicy,
 )
-from rapport.customers.models import Customer, CustomerMerge, Event, Identity
+from rapport.customers.models import (
+    AttributeDefinition,
+    Consent,
+    Customer,
+    CustomerMerge,
+    CustomerTag,
+    Event,
+    Identity,
+    MergeSuggestion,
+)
 from rapport.db import Base
 from rapport.events.models import EventSource, Order
 from rapport.jobs.models import Job
@@ -27,12 +54,21 @@ from rapport.search import install as install_search_index
 from rapport.workspaces.models import BusinessCalendar, Workspace
 
 __all__ = [
-    "install_search_index",
-    "ApiToken",
+    "BotConversation",
+    "Intent",
+    "IntentExample",
+    "IntentModelBlob",
+    "Integration",
+    "UnansweredQuestion",
     "Article",
     "ArticleFeedback",
     "Collection",
     "HelpCenter",
+    "TriageModel",
+    "install_search_index",
+    "ApiToken",
+    "Label",
+    "PasswordReset",
     "Attachment",
     "AuditLog",
     "AuthSession",
@@ -48,7 +84,11 @@ __all__ = [
     "ConversationLabel",
     "ReadMarker",
     "Customer",
+    "AttributeDefinition",
+    "Consent",
+    "CustomerTag",
     "CustomerMerge",
+    "MergeSuggestion",
     "Event",
     "EventSource",
     "Identity",

@@ -13,6 +13,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
+from tests.auth.test_password_reset import relay  # noqa: F401  (a local SMTP relay)
 from tests.conftest import auth
 from tests.factories import World
 
@@ -229,3 +230,34 @@ def test_webhooks_are_signed_retried_and_logged(
     assert conv.encode() in body
     log = client.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=auth(world.alice)).json()
     assert log[0]["status"] == "delivered" and log[0]["attempts"] == 2
+
+
+def test_a_rule_emails_a_team_over_smtp(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    relay,  # type: ignore[no-untyped-def]  # noqa: F811
+) -> None:
+    from email import message_from_bytes
+
+    team = client.post(
+        "/api/v1/teams",
+        json={"name": "Legal", "member_ids": [world.acme.users["bob"].id]},
+        headers=auth(world.alice),
+    ).json()
+    rule(
+        client,
+        world,
+        event="message.received",
+        conditions=[{"field": "message.text", "op": "contains", "value": "lawyer"}],
+        actions=[{"type": "email_team", "value": team["id"]}],
+    )
+    conv = inbound(client, world, "law-1", "My lawyer will contact you about the contract.")
+    inbound(client, world, "calm-1", "Thanks for the quick delivery!", email="calm@example.com")
+    drain(database, settings)
+    mails = [message_from_bytes(raw) for raw in relay.messages]
+    assert [m["To"] for m in mails] == ["bob@acme.test"]
+    body = mails[0].get_payload(decode=True).decode()
+    assert "My lawyer will contact you" in body and f"/app/conversations/{conv}" in body
+    assert mails[0]["Subject"].startswith("[Legal]")

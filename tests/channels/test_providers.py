@@ -294,6 +294,44 @@ def test_calls_become_entries_and_a_missed_call_asks_for_a_call_back(
     assert texts[2] == "[call transcript] Please call me about my invoice"
 
 
+def test_a_ringing_call_hears_what_the_inbox_says(
+    client: TestClient, world: World, settings: Settings
+) -> None:
+    inbox = make_inbox(
+        client,
+        world,
+        "twilio_voice",
+        {
+            "account_sid": "AC1",
+            "auth_token": "voice-token",
+            "phone_number": "+14155550100",
+            "forward_to": "+14155550111, +14155550122",
+            "ring_seconds": 15,
+            "greeting": "Bonjour, laissez un message <s'il vous plaît>",
+            "language": "fr-FR",
+            "voicemail_seconds": 60,
+        },
+    )
+    path = f"/webhooks/twilio_voice/{inbox}"
+    ringing = {
+        "CallSid": "CA77",
+        "From": "+14155550177",
+        "To": "+14155550100",
+        "Direction": "inbound",
+        "CallStatus": "ringing",
+    }
+    twiml = twilio_post(client, settings, path, ringing, "voice-token").text
+    assert '<Dial timeout="15" answerOnBridge="true"><Number>+14155550111</Number>' in twiml
+    assert (
+        '<Say language="fr-FR">Bonjour, laissez un message &lt;s\'il vous plaît&gt;</Say>' in twiml
+    )
+    assert '<Record maxLength="60" transcribe="true"/>' in twiml
+    over = twilio_post(
+        client, settings, path, {**ringing, "CallStatus": "completed"}, "voice-token"
+    )
+    assert "<Say" not in over.text and "<Response></Response>" in over.text
+
+
 # --- Messenger and Instagram -------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from rapport.config import Settings
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
 from rapport.db import Database
+from rapport.events.models import Order
 from rapport.ingest import InboundMessage, receive
 from tests.conftest import auth
 from tests.factories import World
@@ -23,7 +24,13 @@ def snapshot(client: TestClient, world: World, customer_id: str) -> dict:  # typ
         params={"kind": "event"},
         headers=auth(world.bob),
     ).json()["items"]
+    orders = client.get(
+        f"/api/v1/customers/{customer_id}/timeline",
+        params={"kind": "order"},
+        headers=auth(world.bob),
+    ).json()["items"]
     return {
+        "orders": sorted(o["id"] for o in orders),
         "name": c["name"],
         "email": c["email"],
         "phone": c["phone"],
@@ -95,6 +102,16 @@ def test_merge_then_unmerge_restores_both_customers_exactly(
             json={"external_id": f"x-{email}", "text": "hi", "from": {"email": email}},
             headers=auth(world.bob),
         )  # type: ignore[union-attr]
+        database = client.app.state.database  # type: ignore[attr-defined]
+        with database.session() as db:
+            db.add(
+                Order(
+                    workspace_id=world.acme.workspace.id,
+                    customer_id=c["id"],
+                    order_id=f"o-{email}",
+                    total_minor=1999,
+                )
+            )
         return str(c["id"])
 
     a = make("Sam Smith", "sam@example.com", {"plan": "pro", "city": "Leeds"})
@@ -111,7 +128,13 @@ def test_merge_then_unmerge_restores_both_customers_exactly(
         len(during["identities"]) == 2
         and len(during["conversations"]) == 2
         and len(during["events"]) == 2
+        and len(during["orders"]) == 2
     )
+    history = client.get(
+        f"/api/v1/customers/{a}/timeline", params={"kind": "merge"}, headers=auth(world.bob)
+    ).json()["items"]
+    assert [h["type"] for h in history] == ["customer.merged"]
+    assert "same person" in history[0]["summary"]
     assert during["attributes"] == {
         "plan": "pro",
         "city": "Leeds",

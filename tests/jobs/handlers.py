@@ -29,3 +29,11 @@ def fail(ctx: JobContext, *, permanent: bool = False) -> None:
 def count(ctx: JobContext, *, path: str) -> None:
     with open(path, "a") as fh:
         fh.write(f"{ctx.job_id}\n")
+
+
+@job("test.slow")
+def slow(ctx: JobContext, *, path: str, seconds: float) -> None:
+    """Work longer than a lease, then record who did it."""
+    time.sleep(seconds)
+    with open(path, "a") as fh:
+        fh.write(f"{ctx.job_id} {ctx.attempt}\n")

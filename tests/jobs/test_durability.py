@@ -102,7 +102,11 @@ def test_periodic_jobs_are_enqueued_once_per_slot_by_any_number_of_workers(
     now = time.time()
     created = [periodic.tick(database, now=now) for _ in range(3)]
     assert created[0] == len(periodic.SCHEDULE) and created[1:] == [0, 0]
-    assert periodic.tick(database, now=now + 3600) == len(periodic.SCHEDULE)
+    # An hour later, every job whose period is up is due again, and only those.
+    later = now + 3600
+    due = [n for n, p in periodic.SCHEDULE.items() if int(later // p) != int(now // p)]
+    assert {"unsnooze", "sla_check"} <= set(due)
+    assert periodic.tick(database, now=later) == len(due)
 
 
 def _worker(database_url: str, settings: Settings, lease: int) -> subprocess.Popen[bytes]:
@@ -175,3 +179,28 @@ def test_a_lease_that_ran_out_is_reclaimed_in_process(
         )
     assert Worker(database, settings).run_until_idle() == 1
     assert job_row(database, job_id).state == JobState.done and out.read_text().count("\n") == 1
+
+
+def test_a_job_longer_than_its_lease_keeps_it_and_runs_once(
+    database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """The running worker extends the lease while the handler works, so a second worker
+    never takes the job for an abandoned one."""
+    import threading
+
+    out = tmp_path / "slow"
+    job_id = enqueue(database, "test.slow", path=str(out), seconds=3.0)
+    settings.job_lease_seconds = 1
+    first = Worker(database, settings, name="first")
+    runner = threading.Thread(target=first.run_once)
+    runner.start()
+    _wait_for(lambda: job_row(database, job_id).state == JobState.running)
+    second = Worker(database, settings, name="second")
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:  # the second worker keeps looking meanwhile
+        second.run_once()
+        time.sleep(0.2)
+    runner.join(10)
+    assert out.read_text().splitlines() == [f"{job_id} 1"]
+    row = job_row(database, job_id)
+    assert row.state == JobState.done and row.attempts == 1

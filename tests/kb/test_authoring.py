@@ -1,58 +1,81 @@
-"""The knowledge base pages of the agent UI: list, editor, scoped and role-aware."""
+"""The knowledge base in the agent UI: an agent writes, previews and publishes an article
+in a real browser; a reader finds it on the help center (no JavaScript) and says it helped."""
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import World
-from tests.kb.conftest import make_article
+from tests.conftest import auth
+from tests.factories import PASSWORD, World
+from tests.web.conftest import ARTIFACTS, LiveServer
 from tests.web.test_pages import sign_in
 
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
-def test_the_knowledge_base_page_lists_articles_and_links_the_help_center(
-    client: TestClient, world: World
-) -> None:
-    make_article(client, world.bob, title="Track an order", body="x")
-    make_article(client, world.bob, title="Draft about returns", body="y", publish=False)
-    make_article(client, world.mallory, title="Globex only", body="z")
+
+def test_the_pages_are_scoped_and_read_only_for_viewers(client: TestClient, world: World) -> None:
+    mine = client.post(
+        "/api/v1/kb/articles",
+        json={"title": "Track an order", "body": "Open **Orders**."},
+        headers=auth(world.bob),
+    ).json()
+    theirs = client.post(
+        "/api/v1/kb/articles", json={"title": "Globex only"}, headers=auth(world.mallory)
+    ).json()
     sign_in(client, "bob@acme.test")
-    page = client.get("/app/kb")
-    assert page.status_code == 200
-    assert '<a href="/app/kb">Knowledge base</a>' in page.text
-    assert "Track an order" in page.text and "Draft about returns" in page.text
-    assert "Globex only" not in page.text
-    assert 'href="http://testserver/help/acme/"' in page.text
-    assert 'href="/app/kb/articles/new"' in page.text
-    drafts = client.get("/app/kb?status=draft").text
-    assert "Draft about returns" in drafts and "Track an order" not in drafts
-
-
-def test_the_editor_shows_markdown_preview_and_publish_state(
-    client: TestClient, world: World
-) -> None:
-    article = make_article(
-        client, world.bob, title="Track an order", body="Open **Orders**.", publish=False
-    )
-    sign_in(client, "bob@acme.test")
-    page = client.get(f"/app/kb/articles/{article['id']}")
-    assert page.status_code == 200
-    assert '<textarea id="kb-body" name="body_markdown" rows="18" >Open **Orders**.</textarea>' in (
-        page.text
-    )
-    assert '<div id="kb-preview"><p>Open <strong>Orders</strong>.</p>' in page.text
-    assert 'data-kb-action="publish"' in page.text
-    assert client.get("/app/kb/articles/new").status_code == 200
-
-
-def test_another_workspaces_article_is_not_found_in_the_editor(
-    client: TestClient, world: World
-) -> None:
-    article = make_article(client, world.mallory, title="Globex only", body="z")
-    sign_in(client, "bob@acme.test")
-    assert client.get(f"/app/kb/articles/{article['id']}").status_code == 404
-
-
-def test_a_viewer_sees_the_editor_read_only(client: TestClient, world: World) -> None:
-    article = make_article(client, world.bob, title="Track an order", body="x")
+    page = client.get("/app/kb").text
+    assert "Track an order" in page and "Globex only" not in page
+    editor = client.get(f"/app/kb/articles/{mine['id']}").text
+    assert '<div id="kb-preview"><p>Open <strong>Orders</strong>.</p>' in editor
+    assert 'data-kb-action="publish"' in editor
+    assert client.get(f"/app/kb/articles/{theirs['id']}").status_code == 404
     sign_in(client, "victor@acme.test")
-    page = client.get(f"/app/kb/articles/{article['id']}").text
-    assert "data-kb-action" not in page and "Save draft" not in page
-    assert 'href="/app/kb/articles/new"' not in client.get("/app/kb").text
+    read_only = client.get(f"/app/kb/articles/{mine['id']}").text
+    assert "data-kb-action" not in read_only and "Save draft" not in read_only
+
+
+def test_an_agent_writes_and_publishes_an_article_a_reader_finds_it(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    client.put(
+        "/api/v1/kb/help-center",
+        json={"slug": "acme", "title": "Acme Help"},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", "bob@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.click("header nav >> text=Knowledge base")
+    page.wait_for_url("**/app/kb")
+    page.fill("form[data-kb-api] input[name=title]", "Shipping")
+    page.click("form[data-kb-api] button")
+    page.wait_for_selector("td:text('Shipping')")
+    page.click("text=New article")
+    page.fill("#kb-article input[name=title]", "Where is my parcel?")
+    page.select_option("#kb-article select[name=collection_id]", label="Shipping (en)")
+    page.fill("#kb-body", "Track it under **My orders**.\n\n<script>alert(1)</script>")
+    expect(page.locator("#kb-preview strong")).to_have_text("My orders")
+    expect(page.locator("#kb-preview script")).to_have_count(0)
+    page.click("#kb-article button[type=submit]")
+    page.wait_for_url("**/app/kb/articles/*")
+    page.click("[data-kb-action=publish]")
+    page.wait_for_selector("text=View on the help center")
+    page.screenshot(path=str(ARTIFACTS / "kb-editor.png"), full_page=True)
+
+    reader = browser.new_context(java_script_enabled=False).new_page()
+    reader.goto(f"{live_server.url}/help/acme/")
+    reader.click("text=Where is my parcel?")
+    expect(reader.locator("h1")).to_have_text("Where is my parcel?")
+    reader.click("button[value=yes]")
+    expect(reader.locator("[role=status]")).to_contain_text("Thank you")
+    reader.fill("#q", "parcel orders")
+    reader.click("form[role=search] button")
+    expect(reader.locator(".results a")).to_have_text(["Where is my parcel?"])
+    reader.screenshot(path=str(ARTIFACTS / "help-center.png"), full_page=True)
+    items = client.get("/api/v1/kb/articles", headers=auth(world.bob)).json()["items"]
+    assert [(a["status"], a["helpful"]) for a in items] == [("published", 1)]

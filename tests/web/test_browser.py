@@ -228,3 +228,96 @@ def test_an_admin_sets_up_a_canned_response_and_an_inbox_in_the_browser(
         for c in client.get("/api/v1/canned-responses", headers=auth(world.bob)).json()
     ]
     assert shortcuts == ["bye"]
+
+
+def test_the_customer_panel_offers_a_duplicate_and_a_parallel_conversation(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+) -> None:
+    """The panel shows the profile, the chat the customer opened meanwhile (merged from
+    the panel), and a suggested duplicate (dismissed from the panel); a furious message
+    carries its triage badge."""
+    from rapport.customers.models import MergeSuggestion
+
+    chat = client.post(
+        "/api/v1/inboxes", json={"name": "Chat", "channel": "api"}, headers=auth(world.alice)
+    ).json()
+    posted = [
+        client.post(
+            f"/api/v1/inboxes/{inbox_id}/messages",
+            json={"external_id": ext, "text": text, "from": {"email": "zed@example.com"}},
+            headers=auth(world.bob),
+        ).json()
+        for inbox_id, ext, text in (
+            (world.acme.inbox.id, "z1", "This is terrible, I am furious, nothing works"),  # type: ignore[union-attr]
+            (chat["id"], "z2", "Hello, anyone on chat?"),
+        )
+    ]
+    zed = posted[0]["customer_id"]
+    other = client.post(
+        "/api/v1/customers", json={"name": "Zed Twin"}, headers=auth(world.bob)
+    ).json()
+    with database.session() as db:
+        left, right = sorted([zed, other["id"]])
+        db.add(
+            MergeSuggestion(
+                workspace_id=world.acme.workspace.id,
+                left_id=left,
+                right_id=right,
+                probability=0.93,
+                reason="Same date of birth; first name nearly the same",
+            )
+        )
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", "alice@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.goto(f"{live_server.url}/app/conversations/{posted[0]['conversation_id']}")
+    expect(page.locator(".triage.mood-negative").first).to_be_visible()
+    expect(page.locator("#panel-extra")).to_contain_text("93 % likely the same person")
+    expect(page.locator("#panel-extra")).to_contain_text("first name nearly the same")
+    expect(page.locator("#panel-extra")).to_contain_text("Also writing on another channel")
+    page.screenshot(path=str(ARTIFACTS / "customer-panel.png"), full_page=True)
+    page.click("text=Not the same")
+    expect(page.locator("#panel-extra")).not_to_contain_text("likely the same person")
+    page.click("text=Merge into this one")
+    expect(page.locator("#messages")).to_contain_text("Hello, anyone on chat?")
+    expect(page.locator("#panel-extra")).not_to_contain_text("Also writing on another channel")
+    pending = client.get("/api/v1/merge-suggestions", headers=auth(world.bob)).json()
+    assert pending == []
+
+
+def test_two_agents_on_one_conversation_see_each_other(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    pages = {}
+    for email in ("alice@acme.test", "bob@acme.test"):
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{live_server.url}/login")
+        page.fill("input[name=email]", email)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_url("**/app/inbox")
+        page.goto(f"{live_server.url}/app/conversations/{conv}")
+        pages[email] = page
+    # Bob opened it last: Alice's page heard his ping; Bob's hears Alice's next one.
+    expect(pages["alice@acme.test"].locator("#collision")).to_contain_text(
+        "is viewing this conversation", timeout=20_000
+    )
+    expect(pages["bob@acme.test"].locator("#collision")).to_contain_text(
+        "Alice is viewing this conversation", timeout=20_000
+    )
+    pages["alice@acme.test"].fill("#composer textarea", "Looking into it")
+    expect(pages["bob@acme.test"].locator("#collision")).to_contain_text(
+        "Alice is typing a reply", timeout=10_000
+    )

@@ -53,8 +53,8 @@ def test_a_hostile_message_shows_as_text(client: TestClient, world: World) -> No
     page = client.get(f"/app/conversations/{r.json()['conversation_id']}").text
     scan = _Scan()
     scan.feed(page)
-    # Our own module script is the only script; no element carries an event handler.
-    assert scan.scripts == ["/static/app.js"]
+    # Our own module scripts are the only scripts; no element carries an event handler.
+    assert sorted(s or "" for s in scan.scripts) == ["/static/app.js", "/static/panel.js"]
     assert scan.handlers == []
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the text, shown as text
 

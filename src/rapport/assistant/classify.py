@@ -23,6 +23,8 @@ class Prediction:
     label: str
     confidence: float
     out_of_scope: bool
+    # The likeliest in-scope labels with their confidence, best first (to ask "A or B?").
+    alternatives: tuple[tuple[str, float], ...] = ()
 
 
 def _features() -> FeatureUnion:
@@ -104,7 +106,9 @@ class TextClassifier:
             i = int(row.argmax())
             label = classes[i]
             oos = label == OOS or (self.threshold is not None and float(row[i]) < self.threshold)
-            out.append(Prediction(OOS if oos else label, float(p[i]), oos))
+            ranked = [j for j in np.argsort(-p)[:4] if classes[j] != OOS][:3]
+            top = tuple((str(classes[j]), float(p[j])) for j in ranked)
+            out.append(Prediction(OOS if oos else label, float(p[i]), oos, top))
         return out
 
     def dumps(self) -> bytes:

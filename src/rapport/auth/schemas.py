@@ -7,6 +7,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from rapport.auth.models import Role
 
 
+class ResetRequestIn(BaseModel):
+    email: str = Field(min_length=3, max_length=320)
+
+
+class ResetConfirmIn(BaseModel):
+    token: str = Field(min_length=10, max_length=200)
+    password: str = Field(max_length=1000)
+
+
 class LoginIn(BaseModel):
     email: str = Field(max_length=320)
     password: str = Field(max_length=1000)

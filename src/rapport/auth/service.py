@@ -113,6 +113,11 @@ def membership(db: Session, *, user_id: str, workspace: str | None) -> Membershi
     return row
 
 
+def memberships(db: Session, *, user_id: str) -> list[Membership]:
+    """Every workspace membership of a user."""
+    return list(db.scalars(select(Membership).where(Membership.user_id == user_id)))
+
+
 def start_session(
     db: Session, *, user: User, workspace_id: str, mfa_passed: bool, days: int
 ) -> tuple[str, AuthSession]:

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from rapport.auth import service
+from rapport.auth import reset, service
 from rapport.auth.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -20,6 +20,8 @@ from rapport.auth.schemas import (
     LoginOut,
     MeRead,
     RecoveryCodesOut,
+    ResetConfirmIn,
+    ResetRequestIn,
     TokenCreate,
     TokenCreated,
     TokenRead,
@@ -172,6 +174,39 @@ async def login_second_factor(
     request.app.state.principal_cache.clear()
     done = await resolve_principal(request)
     return _me(done)
+
+
+@router.post("/auth/password-reset", status_code=status.HTTP_202_ACCEPTED)
+def request_password_reset(
+    body: ResetRequestIn, request: Request, db: Db, settings: CurrentSettings, box: Box
+) -> dict[str, str]:
+    """Email a reset link if the address has an account; the answer is the same either way."""
+    limiter = request.app.state.reset_limiter
+    ip = request.client.host if request.client else "unknown"
+    email = body.email.strip().lower()
+    if not limiter.hit(f"reset-ip:{ip}") or not limiter.hit(f"reset-email:{email}"):
+        raise Problem(429, "rate-limited", "too many reset requests: wait a few minutes")
+    reset.request(db, email=email, minutes=settings.password_reset_minutes, box=box)
+    return {"detail": "If an account has this address, a reset link is on its way."}
+
+
+@router.post("/auth/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT)
+def confirm_password_reset(body: ResetConfirmIn, request: Request, db: Db) -> Response:
+    """Choose a new password with a reset link's token; every session of the account ends."""
+    limiter = request.app.state.reset_limiter
+    ip = request.client.host if request.client else "unknown"
+    if not limiter.hit(f"reset-confirm:{ip}"):
+        raise Problem(429, "rate-limited", "too many attempts: wait a few minutes")
+    user = reset.confirm(db, token=body.token, password=body.password)
+    for member in service.memberships(db, user_id=user.id):
+        audit(
+            db,
+            workspace_id=member.workspace_id,
+            actor=Actor("user", user.id, ip),
+            action="auth.password_reset",
+        )
+    request.app.state.principal_cache.clear()
+    return Response(status_code=204)
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)

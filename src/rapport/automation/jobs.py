@@ -3,12 +3,17 @@
 import time
 
 import httpx
+from sqlalchemy import select
 
+from rapport.auth.models import Team, TeamMember, User
 from rapport.automation import service
 from rapport.automation.models import Webhook, WebhookDelivery
+from rapport.conversations.models import Conversation, Message
 from rapport.crypto import box_for
+from rapport.customers.models import Customer
 from rapport.db import utcnow
 from rapport.jobs.registry import JobContext, PermanentError, job
+from rapport.mail import send_mail
 
 
 @job("automation")
@@ -85,3 +90,42 @@ def webhook_deliver(ctx: JobContext, *, delivery_id: str) -> None:
         if status is not None and 400 <= status < 500 and status not in (408, 429):
             raise PermanentError(error)
         raise RuntimeError(error)
+
+
+@job("email_team")
+def email_team(
+    ctx: JobContext,
+    *,
+    team_id: str,
+    conversation_id: str,
+    message_id: str | None = None,
+    event: str = "",
+) -> None:
+    """An automation rule's "email a team": each member gets the conversation's link and
+    the message that set the rule off (through RAPPORT_MAIL_SMTP_*)."""
+    with ctx.database.session(write=False) as db:
+        team = db.get(Team, team_id)
+        conversation = db.get(Conversation, conversation_id)
+        if team is None or conversation is None:
+            return
+        recipients = list(
+            db.scalars(
+                select(User.email)
+                .join(TeamMember, TeamMember.user_id == User.id)
+                .where(TeamMember.team_id == team.id)
+            )
+        )
+        message = db.get(Message, message_id) if message_id else None
+        customer = db.get(Customer, conversation.customer_id)
+        who = (customer.name or customer.email or "a customer") if customer else "a customer"
+        excerpt = (message.text[:1000] if message else "").strip()
+        team_name = team.name
+    link = f"{ctx.settings.public_url.rstrip('/')}/app/conversations/{conversation_id}"
+    for address in recipients:
+        send_mail(
+            ctx.settings,
+            to=address,
+            subject=f"[{team_name}] {who}: {event.replace('.', ' ')}",
+            text=f"A rule sent this to the {team_name} team.\n\n{who} wrote:\n\n"
+            f"{excerpt}\n\nOpen the conversation: {link}\n",
+        )

@@ -60,6 +60,7 @@ ACTIONS = frozenset(
         "send_canned",
         "add_note",
         "send_webhook",
+        "email_team",
     }
 )
 MAX_DEPTH = 5
@@ -101,6 +102,16 @@ def create_rule(db: Session, *, workspace_id: str, data: dict[str, Any]) -> Rule
     db.flush()
     _RULE_EVENTS.pop(workspace_id, None)
     return row
+
+
+def update_rule(db: Session, *, rule: Rule, data: dict[str, Any]) -> Rule:
+    """Replace a rule's definition (name, event, conditions, actions, order, switches)."""
+    validate(data["event"], data.get("conditions", []), data.get("actions", []))
+    for key, value in data.items():
+        setattr(rule, key, value)
+    db.flush()
+    _RULE_EVENTS.pop(rule.workspace_id, None)
+    return rule
 
 
 def get_rule(db: Session, *, workspace_id: str, rule_id: str) -> Rule:
@@ -336,6 +347,21 @@ def _act(
     if conversation is None:
         return
     ws = conversation.workspace_id
+    if kind == "email_team":
+        team = db.scalar(select(Team).where(Team.workspace_id == ws, Team.id == str(value)))
+        if team is not None:
+            enqueue(
+                db,
+                name="email_team",
+                args={
+                    "team_id": team.id,
+                    "conversation_id": conversation.id,
+                    "message_id": message.id if message else None,
+                    "event": event,
+                },
+                workspace_id=ws,
+            )
+        return
     if kind == "assign_agent":
         member = db.scalar(
             select(Membership).where(
@@ -394,6 +420,14 @@ def _act(
 
 
 # --- outgoing webhooks ---------------------------------------------------------------------
+
+
+def webhooks(db: Session, *, workspace_id: str) -> list[Webhook]:
+    return list(
+        db.scalars(
+            select(Webhook).where(Webhook.workspace_id == workspace_id).order_by(Webhook.created_at)
+        )
+    )
 
 
 def create_webhook(

@@ -33,6 +33,13 @@ def create_rule(body: RuleIn, principal: CurrentAdmin, db: Db) -> RuleRead:
     return RuleRead.model_validate(row)
 
 
+@router.put("/automation-rules/{rule_id}", response_model=RuleRead)
+def update_rule(rule_id: str, body: RuleIn, principal: CurrentAdmin, db: Db) -> RuleRead:
+    """Edit a rule: its definition, its position, enabled, stop processing."""
+    rule = service.get_rule(db, workspace_id=principal.workspace_id, rule_id=rule_id)
+    return RuleRead.model_validate(service.update_rule(db, rule=rule, data=body.model_dump()))
+
+
 @router.delete("/automation-rules/{rule_id}", status_code=204)
 def delete_rule(rule_id: str, principal: CurrentAdmin, db: Db) -> Response:
     service.delete_rule(

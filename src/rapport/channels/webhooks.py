@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
-from rapport.channels import base
+from rapport.channels import base, media
 from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.config import Settings
 from rapport.conversations import service as conversations
@@ -77,14 +77,23 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
         return Response(status_code=200)  # acknowledged: the provider must not retry forever
     writer: IngestWriter = state.ingest
     for msg in events.messages:
-        await writer.submit(msg)
+        stored = await writer.submit(msg)
+        if not stored.duplicate and media.queue_if_any(channel, msg.meta):
+            await run_in_threadpool(_queue_media, database, stored.message.id, inbox.workspace_id)
     if events.statuses:
         await run_in_threadpool(_apply_statuses, database, inbox.id, events.statuses)
-    answer = getattr(handler, "webhook_answer", None)
+    answer_for = getattr(handler, "answer_for", None)
+    answer = answer_for(inbox, call) if answer_for else getattr(handler, "webhook_answer", None)
     if answer is not None:
         content, media_type = answer
         return Response(content, media_type=media_type)
     return Response(status_code=200)
+
+
+def _queue_media(database: Database, message_id: str, workspace_id: str) -> None:
+    """The files come after the message: its text is in the inbox at once."""
+    with database.session() as db:
+        media.request_fetch(db, message_id=message_id, workspace_id=workspace_id)
 
 
 def _keep_unparsed(database: Database, inbox: Inbox, body: bytes, exc: Exception) -> None:

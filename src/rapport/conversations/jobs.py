@@ -12,35 +12,6 @@ from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 
 
-def after_inbound(
-    db: Session, *, inbox: Inbox, conversation: Conversation, message_id: str | None = None
-) -> None:
-    """Called by ingest in its transaction: start SLA clocks, queue routing when the inbox
-    assigns automatically."""
-    sla.on_inbound(db, conversation=conversation, at=conversation.last_activity_at)
-    if conversation.messages_count == 1:
-        automation.trigger(
-            db,
-            workspace_id=conversation.workspace_id,
-            event="conversation.created",
-            conversation_id=conversation.id,
-        )
-    automation.trigger(
-        db,
-        workspace_id=conversation.workspace_id,
-        event="message.received",
-        conversation_id=conversation.id,
-        message_id=message_id,
-    )
-    if inbox.auto_assign and conversation.assignee_id is None:
-        enqueue(
-            db,
-            name="route",
-            args={"conversation_id": conversation.id},
-            workspace_id=conversation.workspace_id,
-        )
-
-
 def after_inbound_ids(
     db: Session,
     *,
@@ -50,6 +21,7 @@ def after_inbound_ids(
     new: bool,
     route: bool,
     at: datetime,
+    bot: bool = False,
 ) -> None:
     """Ingest's follow-ups by id: SLA clocks, automation and routing, each only when the
     workspace uses it (the checks are cached), so the common case costs no query."""
@@ -71,7 +43,9 @@ def after_inbound_ids(
         conversation_id=conversation_id,
         message_id=message_id,
     )
-    if route:
+    if bot:  # the bot answers first; it hands over to routing when a person is needed
+        enqueue(db, name="bot_reply", args={"message_id": message_id}, workspace_id=workspace_id)
+    elif route:
         enqueue(
             db, name="route", args={"conversation_id": conversation_id}, workspace_id=workspace_id
         )

@@ -59,9 +59,15 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         Index("ix_conversations_ws_activity", "workspace_id", "last_activity_at", "id"),
-        Index("ix_conversations_ws_status", "workspace_id", "status", "last_activity_at"),
+        # ``id`` last: the list orders by (last_activity_at, id), so the index alone serves it.
+        Index("ix_conversations_ws_status", "workspace_id", "status", "last_activity_at", "id"),
         Index("ix_conversations_ws_assignee", "workspace_id", "assignee_id", "last_activity_at"),
         Index("ix_conversations_customer_inbox", "customer_id", "inbox_id", "last_activity_at"),
+        # The inbox's filters and sorts at a million conversations: per inbox (and channel),
+        # per priority, and "oldest waiting" each walk their own index in order.
+        Index("ix_conversations_ws_inbox", "workspace_id", "inbox_id", "last_activity_at", "id"),
+        Index("ix_conversations_ws_priority", "workspace_id", "priority", "last_activity_at", "id"),
+        Index("ix_conversations_ws_waiting", "workspace_id", "waiting_since", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -88,8 +94,16 @@ class Conversation(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_inbound_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The customer's first message not answered yet (None once an agent or bot replied):
+    # what "oldest waiting" sorts by.
+    waiting_since: Mapped[datetime | None] = mapped_column(default=None)
     messages_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when an agent merged this conversation into another: its messages moved there,
+    # and the customer's next message on this channel continues there. (No foreign key:
+    # both belong to one customer and go together, and SQLite cannot add one to a table
+    # without copying it.)
+    merged_into_id: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 class ConversationLabel(Base):
@@ -101,6 +115,19 @@ class ConversationLabel(Base):
     )
     label: Mapped[str] = mapped_column(String(100), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+
+
+class Label(Base):
+    """A label the workspace has defined, with its colour (conversations hold its name)."""
+
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    colour: Mapped[str] = mapped_column(String(7), default="#e3e6ec")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Message(Base):
@@ -185,7 +212,10 @@ class ConversationSla(Base):
     """A conversation's due times under its policy, and what was announced about them."""
 
     __tablename__ = "conversation_slas"
-    __table_args__ = (Index("ix_conversation_slas_due", "workspace_id", "next_due_at"),)
+    __table_args__ = (
+        Index("ix_conversation_slas_due", "workspace_id", "next_due_at"),
+        Index("ix_conversation_slas_state", "workspace_id", "state", "next_due_at"),
+    )
 
     conversation_id: Mapped[str] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True

@@ -1,7 +1,7 @@
 """Conversation and message API shapes."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,6 +59,7 @@ class ConversationRead(BaseModel):
     last_activity_at: datetime
     messages_count: int
     created_at: datetime
+    merged_into_id: str | None = None
     labels: list[str] = Field(default_factory=list)
 
 
@@ -91,6 +92,20 @@ class AssignIn(BaseModel):
 class StatusIn(BaseModel):
     status: Status
     snoozed_until: datetime | None = None
+
+
+class BulkIn(BaseModel):
+    """One change applied to many conversations; absent assignee/team fields are kept."""
+
+    ids: list[str] = Field(min_length=1, max_length=100)
+    action: Literal["assign", "label", "resolve"]
+    assignee_id: str | None = None
+    team_id: str | None = None
+    labels: list[str] = Field(default_factory=list, max_length=50)
+
+
+class BulkOut(BaseModel):
+    items: list[ConversationRead]
 
 
 class PriorityIn(BaseModel):
@@ -151,3 +166,21 @@ class CannedRead(CannedIn):
 
 class RenderedOut(BaseModel):
     text: str
+
+
+class LabelIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    colour: str = Field(default="#e3e6ec", max_length=7)
+
+
+class LabelUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    colour: str | None = Field(default=None, max_length=7)
+
+
+class LabelRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    colour: str

@@ -1,5 +1,6 @@
 """Conversations: threading, messages, replies, notes, assignment, status and labels."""
 
+import enum
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,12 +18,14 @@ from rapport.conversations.models import (
     Attachment,
     Conversation,
     ConversationLabel,
+    ConversationSla,
     DeliveryStatus,
     Direction,
     Message,
     MessageKind,
     Priority,
     ReadMarker,
+    SlaState,
     Status,
 )
 from rapport.db import utcnow
@@ -59,6 +62,16 @@ def labels_of(db: Session, ids: list[str]) -> dict[str, list[str]]:
     return out
 
 
+class Sort(enum.StrEnum):
+    """Orders of the inbox list; each walks an index, so a page costs the same at any depth."""
+
+    newest = "newest"
+    # The customer's first unanswered message, oldest first: only conversations waiting.
+    waiting = "waiting"
+    # The earliest open SLA target first: only conversations with a due time.
+    sla_due = "sla_due"
+
+
 def search(
     db: Session,
     *,
@@ -70,10 +83,16 @@ def search(
     inbox_id: str | None = None,
     label: str | None = None,
     customer_id: str | None = None,
+    channel: str | None = None,
+    priority: Priority | None = None,
+    sla_state: SlaState | None = None,
+    active_from: datetime | None = None,
+    active_until: datetime | None = None,
+    sort: Sort = Sort.newest,
     cursor: str | None = None,
     limit: int = 25,
 ) -> tuple[list[Conversation], str | None]:
-    """Conversations matching the filters, most recent activity first."""
+    """Conversations matching the filters, in the chosen order (newest activity first)."""
     limit = pagination.clamp(limit)
     stmt = select(Conversation).where(Conversation.workspace_id == workspace_id)
     if status is not None:
@@ -86,8 +105,22 @@ def search(
         stmt = stmt.where(Conversation.team_id == team_id)
     if inbox_id is not None:
         stmt = stmt.where(Conversation.inbox_id == inbox_id)
+    if channel is not None:
+        # A handful of inboxes per channel: an IN list the inbox index serves directly.
+        ids = list(
+            db.scalars(
+                select(Inbox.id).where(Inbox.workspace_id == workspace_id, Inbox.channel == channel)
+            )
+        )
+        stmt = stmt.where(Conversation.inbox_id.in_(ids or [""]))
+    if priority is not None:
+        stmt = stmt.where(Conversation.priority == priority)
     if customer_id is not None:
         stmt = stmt.where(Conversation.customer_id == customer_id)
+    if active_from is not None:
+        stmt = stmt.where(Conversation.last_activity_at >= active_from)
+    if active_until is not None:
+        stmt = stmt.where(Conversation.last_activity_at < active_until)
     if label is not None:
         stmt = stmt.where(
             Conversation.id.in_(
@@ -97,12 +130,37 @@ def search(
                 )
             )
         )
+    if sla_state is not None or sort == Sort.sla_due:
+        stmt = stmt.join(ConversationSla, ConversationSla.conversation_id == Conversation.id)
+        stmt = stmt.where(ConversationSla.workspace_id == workspace_id)
+        if sla_state is not None:
+            stmt = stmt.where(ConversationSla.state == sla_state)
     after = pagination.decode(cursor)
-    if after:
-        stmt = stmt.where(tuple_(Conversation.last_activity_at, Conversation.id) < after)
-    stmt = stmt.order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+    key: Any
+    if sort == Sort.waiting:
+        stmt = stmt.where(Conversation.waiting_since.is_not(None))
+        if after:
+            stmt = stmt.where(tuple_(Conversation.waiting_since, Conversation.id) > after)
+        stmt = stmt.order_by(Conversation.waiting_since, Conversation.id)
+        key = lambda c: (c.waiting_since, c.id)  # noqa: E731
+    elif sort == Sort.sla_due:
+        stmt = stmt.where(ConversationSla.next_due_at.is_not(None))
+        if after:
+            stmt = stmt.where(
+                tuple_(ConversationSla.next_due_at, ConversationSla.conversation_id) > after
+            )
+        stmt = stmt.order_by(ConversationSla.next_due_at, ConversationSla.conversation_id)
+        with_due = stmt.add_columns(ConversationSla.next_due_at)
+        rows = [(c, due) for c, due in db.execute(with_due.limit(limit + 1))]
+        page, nxt = pagination.page_of(rows, limit, lambda r: (r[1], r[0].id))
+        return [c for c, _ in page], nxt
+    else:
+        if after:
+            stmt = stmt.where(tuple_(Conversation.last_activity_at, Conversation.id) < after)
+        stmt = stmt.order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+        key = lambda c: (c.last_activity_at, c.id)  # noqa: E731
     rows = list(db.scalars(stmt.limit(limit + 1)))
-    return pagination.page_of(rows, limit, lambda c: (c.last_activity_at, c.id))
+    return pagination.page_of(rows, limit, key)
 
 
 def messages(db: Session, *, conversation: Conversation, limit: int = 500) -> list[Message]:
@@ -244,6 +302,11 @@ def add_message(
         conversation.last_activity_at = max(conversation.last_activity_at, now)
     if direction == Direction.inbound:
         conversation.last_inbound_at = now
+        if kind == MessageKind.message and conversation.waiting_since is None:
+            conversation.waiting_since = now
+    elif kind in (MessageKind.message, MessageKind.bot):
+        # Answered: the customer is no longer waiting on us.
+        conversation.waiting_since = None
     emit(
         db,
         workspace_id=conversation.workspace_id,
@@ -446,6 +509,23 @@ def set_status(
     )
     _updated(db, conversation)
     return conversation
+
+
+def get_many(db: Session, *, workspace_id: str, ids: list[str]) -> list[Conversation]:
+    """These conversations of this workspace, in the order given; a 404 problem if any is
+    missing, so that a bulk change is all or nothing and says nothing about other tenants."""
+    wanted = list(dict.fromkeys(ids))
+    rows = {
+        c.id: c
+        for c in db.scalars(
+            select(Conversation).where(
+                Conversation.workspace_id == workspace_id, Conversation.id.in_(wanted)
+            )
+        )
+    }
+    if len(rows) != len(wanted):
+        raise NotFound("conversation")
+    return [rows[i] for i in wanted]
 
 
 def set_priority(db: Session, *, conversation: Conversation, priority: Priority) -> Conversation:

@@ -344,3 +344,11 @@ def set_calendar(
 
 def state_of(db: Session, *, conversation: Conversation) -> ConversationSla | None:
     return db.get(ConversationSla, conversation.id)
+
+
+def states_of(db: Session, ids: list[str]) -> dict[str, ConversationSla]:
+    """The SLA rows of many conversations in one query (those without a policy are absent)."""
+    if not ids:
+        return {}
+    rows = db.scalars(select(ConversationSla).where(ConversationSla.conversation_id.in_(ids)))
+    return {r.conversation_id: r for r in rows}

@@ -1,14 +1,18 @@
 """Conversation endpoints: list, read, reply, note, assign, status, priority, labels."""
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, Query, Request, Response
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
-from rapport.conversations import canned, service, sla
-from rapport.conversations.models import Conversation, Status
+from rapport.conversations import canned, labels, service, sla
+from rapport.conversations.models import Conversation, Priority, SlaState, Status
 from rapport.conversations.schemas import (
     AssignIn,
     AttachmentRead,
+    BulkIn,
+    BulkOut,
     BusinessHoursIn,
     CannedIn,
     CannedRead,
@@ -16,7 +20,10 @@ from rapport.conversations.schemas import (
     ConversationPage,
     ConversationRead,
     ConversationSlaRead,
+    LabelIn,
+    LabelRead,
     LabelsIn,
+    LabelUpdate,
     MessageRead,
     NoteIn,
     PriorityIn,
@@ -27,6 +34,7 @@ from rapport.conversations.schemas import (
     StatusIn,
 )
 from rapport.privacy.service import audit
+from rapport.problems import Invalid
 from rapport.storage import LocalStorage
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
@@ -50,10 +58,21 @@ def list_conversations(
     inbox_id: str | None = None,
     label: str | None = None,
     customer_id: str | None = None,
+    channel: str | None = Query(default=None, max_length=32),
+    priority: Priority | None = None,
+    sla_state: SlaState | None = None,
+    active_from: datetime | None = Query(default=None, description="last activity at or after"),
+    active_until: datetime | None = Query(default=None, description="last activity before"),
+    sort: service.Sort = Query(
+        default=service.Sort.newest,
+        description="`newest` activity, `waiting` (oldest unanswered customer message first, "
+        "waiting conversations only) or `sla_due` (earliest due time first, those with one)",
+    ),
     cursor: str | None = None,
     limit: int = Query(default=25, ge=1, le=100),
 ) -> ConversationPage:
-    """Conversations by status, assignee, team, inbox, label or customer; newest activity first."""
+    """Conversations by status, assignee, team, inbox, channel, label, priority, SLA state,
+    activity dates or customer, in the chosen order."""
     assignee_id = principal.user_id if assignee == "me" else assignee
     rows, nxt = service.search(
         db,
@@ -65,11 +84,64 @@ def list_conversations(
         inbox_id=inbox_id,
         label=label,
         customer_id=customer_id,
+        channel=channel,
+        priority=priority,
+        sla_state=sla_state,
+        active_from=_aware(active_from),
+        active_until=_aware(active_until),
+        sort=sort,
         cursor=cursor,
         limit=limit,
     )
     labels = service.labels_of(db, [r.id for r in rows])
     return ConversationPage(items=[_read(r, labels[r.id]) for r in rows], next_cursor=nxt)
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    """A date-time without an offset is taken as UTC, the API's time zone."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
+@router.post("/bulk", response_model=BulkOut)
+def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> BulkOut:
+    """Assign, label or resolve many conversations at once (all or none): each change is
+    the single-conversation one, with its events, automation triggers and audit entry."""
+    rows = service.get_many(db, workspace_id=principal.workspace_id, ids=body.ids)
+    if body.action == "label" and not body.labels:
+        raise Invalid("labels must not be empty")
+    for conv in rows:
+        data: dict[str, object]
+        if body.action == "assign":
+            keep = body.model_fields_set
+            assignee = body.assignee_id if "assignee_id" in keep else conv.assignee_id
+            team = body.team_id if "team_id" in keep else conv.team_id
+            service.assign(
+                db,
+                conversation=conv,
+                assignee_id=assignee,
+                team_id=team,
+                actor_id=principal.user_id,
+            )
+            data = {"assignee_id": assignee, "team_id": team}
+        elif body.action == "label":
+            service.add_labels(db, conversation=conv, labels=body.labels)
+            data = {"labels": body.labels}
+        else:
+            service.set_status(
+                db, conversation=conv, status=Status.resolved, actor_id=principal.user_id
+            )
+            data = {"status": Status.resolved.value}
+        audit(
+            db,
+            workspace_id=principal.workspace_id,
+            actor=actor_of(principal, request),
+            action=f"conversation.bulk_{body.action}",
+            target_type="conversation",
+            target_id=conv.id,
+            data=data,
+        )
+    labels = service.labels_of(db, [c.id for c in rows])
+    return BulkOut(items=[_read(c, labels[c.id]) for c in rows])
 
 
 @router.get("/{conversation_id}", response_model=ConversationDetail)
@@ -321,3 +393,56 @@ def download_attachment(
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+labels_router = APIRouter(prefix="/api/v1/labels", tags=["labels"])
+
+
+@labels_router.get("", response_model=list[LabelRead])
+def list_labels(principal: CurrentMember, db: Db) -> list[LabelRead]:
+    """The workspace's labels, by name."""
+    rows = labels.list_all(db, workspace_id=principal.workspace_id)
+    return [LabelRead.model_validate(r) for r in rows]
+
+
+@labels_router.post("", response_model=LabelRead, status_code=201)
+def create_label(body: LabelIn, principal: CurrentAdmin, db: Db) -> LabelRead:
+    row = labels.create(db, workspace_id=principal.workspace_id, name=body.name, colour=body.colour)
+    return LabelRead.model_validate(row)
+
+
+@labels_router.patch("/{label_id}", response_model=LabelRead)
+def update_label(
+    label_id: str, body: LabelUpdate, principal: CurrentAdmin, request: Request, db: Db
+) -> LabelRead:
+    """Rename (every conversation carrying it follows) or recolour a label."""
+    row = labels.get(db, workspace_id=principal.workspace_id, label_id=label_id)
+    before = row.name
+    labels.update_label(db, label=row, name=body.name, colour=body.colour)
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="label.update",
+        target_type="label",
+        target_id=row.id,
+        data={"from": before, "name": row.name, "colour": row.colour},
+    )
+    return LabelRead.model_validate(row)
+
+
+@labels_router.delete("/{label_id}", status_code=204)
+def delete_label(label_id: str, principal: CurrentAdmin, request: Request, db: Db) -> Response:
+    """Delete a label: it comes off every conversation of the workspace."""
+    row = labels.get(db, workspace_id=principal.workspace_id, label_id=label_id)
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="label.delete",
+        target_type="label",
+        target_id=row.id,
+        data={"name": row.name},
+    )
+    labels.delete_label(db, label=row)
+    return Response(status_code=204)

@@ -1,9 +1,9 @@
 """Merging two records of one person, and undoing it exactly.
 
-A merge moves the merged customer's identities, conversations and events to the survivor,
-adds the attributes the survivor lacks, and keeps the merged customer (hidden) with a
-record of everything moved; undoing moves exactly those back and restores the survivor's
-own fields, whatever else happened in between.
+A merge moves the merged customer's identities, conversations, events, orders and chat
+visitors to the survivor, adds the attributes the survivor lacks, and keeps the merged
+customer (hidden) with a record of everything moved; undoing moves exactly those back and
+restores the survivor's own fields, whatever else happened in between.
 """
 
 from typing import Any
@@ -11,12 +11,24 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from rapport.channels.webchat.models import Visitor
 from rapport.conversations.models import Conversation
 from rapport.customers.models import Customer, CustomerMerge, Event, Identity
 from rapport.db import utcnow
+from rapport.events.models import Order
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Conflict, Invalid, NotFound
 from rapport.realtime.service import emit
+
+# Everything that belongs to a customer and follows it into a merge, by its key in the
+# merge's record.
+_OWNED: dict[str, Any] = {
+    "identities": Identity,
+    "conversations": Conversation,
+    "events": Event,
+    "orders": Order,
+    "visitors": Visitor,
+}
 
 
 def _customer(db: Session, workspace_id: str, customer_id: str) -> Customer:
@@ -44,16 +56,13 @@ def merge(
     merged = _customer(db, workspace_id, merged_id)
     if survivor.merged_into_id or merged.merged_into_id:
         raise Conflict("one of these customers was already merged into another")
-    identity_ids = list(db.scalars(select(Identity.id).where(Identity.customer_id == merged.id)))
-    conversation_ids = list(
-        db.scalars(select(Conversation.id).where(Conversation.customer_id == merged.id))
-    )
-    event_ids = list(db.scalars(select(Event.id).where(Event.customer_id == merged.id)))
+    owned = {
+        key: list(db.scalars(select(model.id).where(model.customer_id == merged.id)))
+        for key, model in _OWNED.items()
+    }
     added = {k: v for k, v in merged.attributes.items() if k not in survivor.attributes}
     moved: dict[str, Any] = {
-        "identities": identity_ids,
-        "conversations": conversation_ids,
-        "events": event_ids,
+        **owned,
         "added_attributes": sorted(added),
         "survivor_before": {
             "name": survivor.name,
@@ -63,15 +72,8 @@ def merge(
             "last_seen_at": survivor.last_seen_at.isoformat(),
         },
     }
-    db.execute(
-        update(Identity).where(Identity.id.in_(identity_ids)).values(customer_id=survivor.id)
-    )
-    db.execute(
-        update(Conversation)
-        .where(Conversation.id.in_(conversation_ids))
-        .values(customer_id=survivor.id)
-    )
-    db.execute(update(Event).where(Event.id.in_(event_ids)).values(customer_id=survivor.id))
+    for key, model in _OWNED.items():
+        db.execute(update(model).where(model.id.in_(owned[key])).values(customer_id=survivor.id))
     survivor.attributes = {**survivor.attributes, **added}
     survivor.name = survivor.name or merged.name
     survivor.email = survivor.email or merged.email
@@ -124,21 +126,14 @@ def unmerge(
     survivor = _customer(db, workspace_id, row.survivor_id)
     merged = _customer(db, workspace_id, row.merged_id)
     moved = row.moved
-    db.execute(
-        update(Identity)
-        .where(Identity.id.in_(moved["identities"]), Identity.customer_id == survivor.id)
-        .values(customer_id=merged.id)
-    )
-    db.execute(
-        update(Conversation)
-        .where(Conversation.id.in_(moved["conversations"]), Conversation.customer_id == survivor.id)
-        .values(customer_id=merged.id)
-    )
-    db.execute(
-        update(Event)
-        .where(Event.id.in_(moved["events"]), Event.customer_id == survivor.id)
-        .values(customer_id=merged.id)
-    )
+    for key, model in _OWNED.items():
+        # Only what the merge moved and is still the survivor's goes back (merges recorded
+        # before a table was added here have no list for it).
+        db.execute(
+            update(model)
+            .where(model.id.in_(moved.get(key, [])), model.customer_id == survivor.id)
+            .values(customer_id=merged.id)
+        )
     survivor.attributes = {
         k: v for k, v in survivor.attributes.items() if k not in set(moved["added_attributes"])
     }

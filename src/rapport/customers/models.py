@@ -4,7 +4,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Boolean, Enum, Float, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -98,3 +98,109 @@ class CustomerMerge(Base):
     actor_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     undone_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SuggestionStatus(enum.StrEnum):
+    pending = "pending"
+    merged = "merged"
+    dismissed = "dismissed"
+
+
+class MergeSuggestion(Base):
+    """Two customers that duplicate detection believes are one person, until someone decides.
+
+    The pair is stored in a fixed order (``left_id < right_id``), so a later scan finds the
+    same row: a dismissed pair stays dismissed.
+    """
+
+    __tablename__ = "merge_suggestions"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "left_id", "right_id"),
+        Index("ix_merge_suggestions_ws_status", "workspace_id", "status", "probability"),
+        Index("ix_merge_suggestions_right", "right_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    left_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    right_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    probability: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    status: Mapped[SuggestionStatus] = mapped_column(
+        Enum(SuggestionStatus, native_enum=False, length=16), default=SuggestionStatus.pending
+    )
+    merge_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    decided_by_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AttributeType(enum.StrEnum):
+    text = "text"
+    number = "number"
+    date = "date"
+    boolean = "boolean"
+    list = "list"
+
+
+class AttributeDefinition(Base):
+    """A custom attribute the workspace defines, so its values have one type everywhere."""
+
+    __tablename__ = "attribute_definitions"
+    __table_args__ = (UniqueConstraint("workspace_id", "key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    type: Mapped[AttributeType] = mapped_column(Enum(AttributeType, native_enum=False, length=16))
+    # For ``list``: the values allowed (empty: any).
+    options: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomerTag(Base):
+    __tablename__ = "customer_tags"
+    __table_args__ = (Index("ix_customer_tags_ws_tag", "workspace_id", "tag"),)
+
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentChannel(enum.StrEnum):
+    email = "email"
+    sms = "sms"
+    whatsapp = "whatsapp"
+    phone = "phone"
+    push = "push"
+
+
+class Consent(Base):
+    """One recorded consent decision; the newest per channel and purpose is in force.
+
+    Never updated or deleted in place: the history is the proof of when and how a customer
+    agreed or withdrew.
+    """
+
+    __tablename__ = "consents"
+    __table_args__ = (
+        Index("ix_consents_customer", "customer_id", "channel", "purpose", "recorded_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    channel: Mapped[ConsentChannel] = mapped_column(
+        Enum(ConsentChannel, native_enum=False, length=16)
+    )
+    purpose: Mapped[str] = mapped_column(String(64))  # marketing, transactional, surveys...
+    granted: Mapped[bool] = mapped_column(Boolean)
+    # Where it was given: "web form /pricing", "widget", "import", "agent", "api"...
+    source: Mapped[str] = mapped_column(String(200), default="")
+    recorded_by_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)

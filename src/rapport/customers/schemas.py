@@ -5,7 +5,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rapport.customers.models import IdentityKind
+from rapport.customers.models import (
+    AttributeType,
+    ConsentChannel,
+    IdentityKind,
+    SuggestionStatus,
+)
 
 
 class IdentityIn(BaseModel):
@@ -61,7 +66,7 @@ class CustomerPage(BaseModel):
 
 
 class TimelineEntry(BaseModel):
-    kind: str  # message / event
+    kind: str  # message / event / order / merge
     id: str
     at: datetime
     channel: str | None = None
@@ -98,3 +103,89 @@ class MergeRead(BaseModel):
     moved: dict[str, Any]
     created_at: datetime
     undone_at: datetime | None
+
+
+class SuggestionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    left_id: str
+    right_id: str
+    probability: float
+    reason: str
+    status: SuggestionStatus
+    merge_id: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class SuggestionAccept(BaseModel):
+    # Which of the two customers survives; by default the one seen first.
+    survivor_id: str | None = Field(default=None, max_length=32)
+
+
+class ScanQueued(BaseModel):
+    queued: bool
+
+
+class AttributeDefinitionIn(BaseModel):
+    key: str = Field(min_length=1, max_length=64)
+    type: AttributeType
+    label: str = Field(default="", max_length=200)
+    options: list[str] = Field(default_factory=list, max_length=200)
+
+
+class AttributeDefinitionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    key: str
+    label: str
+    type: AttributeType
+    options: list[str]
+    created_at: datetime
+
+
+class TagsIn(BaseModel):
+    tags: list[str] = Field(max_length=100)
+
+
+class ConsentIn(BaseModel):
+    channel: ConsentChannel
+    purpose: str = Field(min_length=1, max_length=64, examples=["marketing"])
+    granted: bool
+    source: str = Field(default="", max_length=200, examples=["web form /pricing"])
+
+
+class ConsentRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    channel: ConsentChannel
+    purpose: str
+    granted: bool
+    source: str
+    recorded_by_user_id: str | None
+    recorded_at: datetime
+
+
+class ConsentState(BaseModel):
+    current: list[ConsentRead]
+    history: list[ConsentRead]
+
+
+class ProfileFigures(BaseModel):
+    first_seen_at: datetime
+    last_seen_at: datetime
+    channels: list[str]
+    conversations: int
+    orders: int
+    total_spend_minor: dict[str, int]
+    average_csat: float | None
+
+
+class CustomerProfile(CustomerDetail):
+    tags: list[str]
+    consents: list[ConsentRead]
+    figures: ProfileFigures
+    attribute_definitions: list[AttributeDefinitionRead]

@@ -8,12 +8,22 @@ from sqlalchemy.orm import Session
 
 from rapport import pagination
 from rapport import search as search_index
+from rapport.automation import service as automation
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Message
 from rapport.customers import identity as ident
-from rapport.customers.models import Customer, Event, Identity, IdentityKind
+from rapport.customers import profile
+from rapport.customers.models import (
+    Customer,
+    CustomerMerge,
+    CustomerTag,
+    Event,
+    Identity,
+    IdentityKind,
+)
 from rapport.customers.schemas import CustomerCreate, CustomerUpdate, EventCreate, TimelineEntry
 from rapport.db import utcnow
+from rapport.events.models import Order
 from rapport.problems import Conflict, Invalid, NotFound
 from rapport.realtime.service import emit
 from rapport.workspaces.models import Workspace
@@ -73,7 +83,9 @@ def create(db: Session, *, workspace: Workspace, data: CustomerCreate) -> Custom
     for h in handles:
         if find_by_handle(db, workspace_id=workspace.id, handle=h) is not None:
             raise Conflict(f"{h.kind.value} {h.value} already belongs to another customer")
-    customer = Customer(workspace_id=workspace.id, name=data.name, attributes=data.attributes)
+    attributes = profile.typed_attributes(db, workspace_id=workspace.id, changes=data.attributes)
+    attributes = {k: v for k, v in attributes.items() if v is not None}
+    customer = Customer(workspace_id=workspace.id, name=data.name, attributes=attributes)
     db.add(customer)
     db.flush()
     for h in _dedupe(handles):
@@ -86,18 +98,40 @@ def update(db: Session, *, customer: Customer, data: CustomerUpdate) -> Customer
     """Change a customer's name or merge new values into its attributes."""
     if data.name is not None:
         customer.name = data.name
+    changed: list[str] = []
     if data.attributes is not None:
+        typed = profile.typed_attributes(
+            db, workspace_id=customer.workspace_id, changes=data.attributes
+        )
         merged = dict(customer.attributes)
-        for key, value in data.attributes.items():
+        for key, value in typed.items():
             if value is None:
                 merged.pop(key, None)
             else:
                 merged[key] = value
+        changed = sorted(
+            k
+            for k in set(merged) | set(customer.attributes)
+            if merged.get(k) != customer.attributes.get(k)
+        )
         customer.attributes = merged
     customer.updated_at = utcnow()
     emit(
         db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
     )
+    if changed:
+        emit(
+            db,
+            workspace_id=customer.workspace_id,
+            type="customer.attribute_changed",
+            payload={"id": customer.id, "keys": changed},
+        )
+        automation.trigger(
+            db,
+            workspace_id=customer.workspace_id,
+            event="customer.attribute_changed",
+            customer_id=customer.id,
+        )
     return customer
 
 
@@ -227,13 +261,29 @@ def resolve(
 
 
 def search(
-    db: Session, *, workspace_id: str, q: str | None, cursor: str | None, limit: int
+    db: Session,
+    *,
+    workspace_id: str,
+    q: str | None,
+    cursor: str | None,
+    limit: int,
+    tag: str | None = None,
 ) -> tuple[list[Customer], str | None]:
-    """Customers matching ``q`` (name, email, phone or any handle), newest activity first."""
+    """Customers matching ``q`` (name, email, phone or any handle) and carrying ``tag``,
+    newest activity first."""
     limit = pagination.clamp(limit)
     stmt = select(Customer).where(
         Customer.workspace_id == workspace_id, Customer.merged_into_id.is_(None)
     )
+    if tag:
+        stmt = stmt.where(
+            Customer.id.in_(
+                select(CustomerTag.customer_id).where(
+                    CustomerTag.workspace_id == workspace_id,
+                    CustomerTag.tag == tag.strip().lower(),
+                )
+            )
+        )
     if q:
         term = q.strip()
         values = {term}
@@ -305,7 +355,8 @@ def timeline(
     cursor: str | None,
     limit: int,
 ) -> tuple[list[TimelineEntry], str | None]:
-    """One chronological history (newest first) across messages and events."""
+    """One chronological history (newest first): messages (calls and voicemail included),
+    events, orders, and the merges that joined or split this customer."""
     limit = pagination.clamp(limit)
     after = pagination.decode(cursor)
     parts: list[Any] = []
@@ -327,6 +378,23 @@ def timeline(
             select(
                 literal("event").label("kind"), Event.id.label("id"), Event.occurred_at.label("at")
             ).where(Event.customer_id == customer.id)
+        )
+    if (not kinds or "order" in kinds) and not channel:
+        parts.append(
+            select(
+                literal("order").label("kind"), Order.id.label("id"), Order.occurred_at.label("at")
+            ).where(Order.customer_id == customer.id)
+        )
+    if (not kinds or "merge" in kinds) and not channel:
+        involved = (CustomerMerge.survivor_id == customer.id) | (
+            CustomerMerge.merged_id == customer.id
+        )
+        parts.append(
+            select(
+                literal("merge").label("kind"),
+                CustomerMerge.id.label("id"),
+                CustomerMerge.created_at.label("at"),
+            ).where(involved)
         )
     if not parts:
         return [], None
@@ -353,6 +421,12 @@ def timeline(
     events = (
         {e.id: e for e in db.scalars(select(Event).where(Event.id.in_(ev_ids)))} if ev_ids else {}
     )
+    order_ids = [r.id for r in page if r.kind == "order"]
+    orders = {o.id: o for o in db.scalars(select(Order).where(Order.id.in_(order_ids)))}
+    merge_ids = [r.id for r in page if r.kind == "merge"]
+    merges = {
+        m.id: m for m in db.scalars(select(CustomerMerge).where(CustomerMerge.id.in_(merge_ids)))
+    }
     entries: list[TimelineEntry] = []
     for r in page:
         if r.kind == "message":
@@ -367,6 +441,46 @@ def timeline(
                     type=f"message.{m.direction.value}",
                     summary=m.text[:200],
                     data={"direction": m.direction.value, "kind": m.kind.value},
+                )
+            )
+        elif r.kind == "order":
+            o = orders[r.id]
+            entries.append(
+                TimelineEntry(
+                    kind="order",
+                    id=o.id,
+                    at=o.occurred_at,
+                    type=f"order.{o.status}",
+                    summary=f"Order {o.order_id}: {o.total_minor / 100:.2f} {o.currency}",
+                    data={
+                        "order_id": o.order_id,
+                        "total_minor": o.total_minor,
+                        "currency": o.currency,
+                        "status": o.status,
+                    },
+                )
+            )
+        elif r.kind == "merge":
+            mg = merges[r.id]
+            joined = mg.survivor_id == customer.id
+            entries.append(
+                TimelineEntry(
+                    kind="merge",
+                    id=mg.id,
+                    at=mg.created_at,
+                    type="customer.merged" if mg.undone_at is None else "customer.merge_undone",
+                    summary=(
+                        "Another record of this customer was merged in"
+                        if joined
+                        else "This record was merged into another"
+                    )
+                    + (" (undone)" if mg.undone_at else "")
+                    + (f": {mg.reason}" if mg.reason else ""),
+                    data={
+                        "survivor_id": mg.survivor_id,
+                        "merged_id": mg.merged_id,
+                        "undone_at": mg.undone_at.isoformat() if mg.undone_at else None,
+                    },
                 )
             )
         else:

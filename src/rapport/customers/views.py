@@ -10,12 +10,18 @@ from starlette.concurrency import run_in_threadpool
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
-from rapport.customers import importer, merge, service
+from rapport.customers import duplicates, importer, merge, profile, service
 from rapport.customers.models import Customer
 from rapport.customers.schemas import (
+    AttributeDefinitionIn,
+    AttributeDefinitionRead,
+    ConsentIn,
+    ConsentRead,
+    ConsentState,
     CustomerCreate,
     CustomerDetail,
     CustomerPage,
+    CustomerProfile,
     CustomerRead,
     CustomerUpdate,
     EventCreate,
@@ -23,6 +29,11 @@ from rapport.customers.schemas import (
     IdentityRead,
     MergeIn,
     MergeRead,
+    ProfileFigures,
+    ScanQueued,
+    SuggestionAccept,
+    SuggestionRead,
+    TagsIn,
     TimelinePage,
 )
 from rapport.privacy.service import audit
@@ -52,12 +63,13 @@ def search_customers(
     principal: CurrentMember,
     db: Db,
     q: str | None = Query(default=None, max_length=320),
+    tag: str | None = Query(default=None, max_length=64),
     cursor: str | None = None,
     limit: int = Query(default=25, ge=1, le=100),
 ) -> CustomerPage:
-    """Customers by name, email, phone or any handle; newest activity first."""
+    """Customers by name, email, phone or any handle, and by tag; newest activity first."""
     rows, nxt = service.search(
-        db, workspace_id=principal.workspace_id, q=q, cursor=cursor, limit=limit
+        db, workspace_id=principal.workspace_id, q=q, tag=tag, cursor=cursor, limit=limit
     )
     return CustomerPage(items=[CustomerRead.model_validate(r) for r in rows], next_cursor=nxt)
 
@@ -159,15 +171,17 @@ def timeline(
     customer_id: str,
     principal: CurrentMember,
     db: Db,
-    kind: list[str] | None = Query(default=None, description="message and/or event"),
+    kind: list[str] | None = Query(
+        default=None, description="message, event, order and/or merge (all when not given)"
+    ),
     channel: str | None = None,
     cursor: str | None = None,
     limit: int = Query(default=50, ge=1, le=100),
 ) -> TimelinePage:
     """The customer's history across every channel and event source, newest first."""
     kinds = set(kind or [])
-    if kinds - {"message", "event"}:
-        raise Invalid("kind must be message or event")
+    if kinds - {"message", "event", "order", "merge"}:
+        raise Invalid("kind must be message, event, order or merge")
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     items, nxt = service.timeline(
         db, customer=customer, kinds=kinds or None, channel=channel, cursor=cursor, limit=limit
@@ -267,3 +281,185 @@ def export_file(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="customers.{format}"'},
     )
+
+
+suggestions_router = APIRouter(prefix="/api/v1/merge-suggestions", tags=["customers"])
+
+
+@suggestions_router.get("", response_model=list[SuggestionRead])
+def list_suggestions(
+    principal: CurrentMember,
+    db: Db,
+    customer_id: str | None = Query(default=None, max_length=32),
+    limit: int = Query(default=50, ge=1, le=200),
+) -> list[SuggestionRead]:
+    """Pending duplicate suggestions, likeliest first (those of one customer if given)."""
+    rows = duplicates.pending(
+        db, workspace_id=principal.workspace_id, customer_id=customer_id, limit=limit
+    )
+    return [SuggestionRead.model_validate(r) for r in rows]
+
+
+@suggestions_router.post("/scan", response_model=ScanQueued, status_code=202)
+def scan_duplicates(principal: CurrentAdmin, db: Db) -> ScanQueued:
+    """Look for duplicate customers now, rather than at the nightly pass."""
+    return ScanQueued(queued=duplicates.request_scan(db, workspace_id=principal.workspace_id))
+
+
+@suggestions_router.post("/{suggestion_id}/accept", response_model=SuggestionRead)
+def accept_suggestion(
+    suggestion_id: str,
+    principal: CurrentAgent,
+    request: Request,
+    db: Db,
+    body: SuggestionAccept | None = None,
+) -> SuggestionRead:
+    """Merge the two customers; the merge can be undone like any other."""
+    row = duplicates.accept(
+        db,
+        workspace_id=principal.workspace_id,
+        suggestion_id=suggestion_id,
+        actor=actor_of(principal, request),
+        survivor_id=body.survivor_id if body else None,
+    )
+    return SuggestionRead.model_validate(row)
+
+
+@suggestions_router.post("/{suggestion_id}/dismiss", response_model=SuggestionRead)
+def dismiss_suggestion(
+    suggestion_id: str, principal: CurrentAgent, request: Request, db: Db
+) -> SuggestionRead:
+    """Not the same person: the pair is not suggested again."""
+    row = duplicates.dismiss(
+        db,
+        workspace_id=principal.workspace_id,
+        suggestion_id=suggestion_id,
+        actor=actor_of(principal, request),
+    )
+    return SuggestionRead.model_validate(row)
+
+
+@router.get("/{customer_id}/profile", response_model=CustomerProfile)
+def customer_profile(customer_id: str, principal: CurrentMember, db: Db) -> CustomerProfile:
+    """Everything the side panel shows: identities, typed attributes, tags, consent in force,
+    and the figures derived from the customer's history."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    current, _ = profile.consents(db, customer_id=customer.id)
+    return CustomerProfile(
+        **_detail(db, customer).model_dump(),
+        tags=profile.tags_of(db, customer_id=customer.id),
+        consents=[ConsentRead.model_validate(c) for c in current],
+        figures=ProfileFigures(**profile.figures(db, customer=customer)),
+        attribute_definitions=[
+            AttributeDefinitionRead.model_validate(d)
+            for d in profile.definitions(db, workspace_id=principal.workspace_id)
+        ],
+    )
+
+
+@router.put("/{customer_id}/tags", response_model=list[str])
+def set_tags(
+    customer_id: str, body: TagsIn, principal: CurrentAgent, request: Request, db: Db
+) -> list[str]:
+    """Replace the customer's tags."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    tags = profile.set_tags(db, customer=customer, tags=body.tags)
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="customer.tags",
+        target_type="customer",
+        target_id=customer.id,
+        data={"tags": tags},
+    )
+    return tags
+
+
+@router.get("/{customer_id}/consents", response_model=ConsentState)
+def list_consents(customer_id: str, principal: CurrentMember, db: Db) -> ConsentState:
+    """The decision in force per channel and purpose, and the full history behind it."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    current, history = profile.consents(db, customer_id=customer.id)
+    return ConsentState(
+        current=[ConsentRead.model_validate(c) for c in current],
+        history=[ConsentRead.model_validate(c) for c in history],
+    )
+
+
+@router.post("/{customer_id}/consents", response_model=ConsentRead, status_code=201)
+def record_consent(
+    customer_id: str, body: ConsentIn, principal: CurrentAgent, request: Request, db: Db
+) -> ConsentRead:
+    """Record a consent given or withdrawn (the history is kept; the newest is in force)."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    row = profile.record_consent(
+        db,
+        customer=customer,
+        channel=body.channel,
+        purpose=body.purpose,
+        granted=body.granted,
+        source=body.source or "agent",
+        user_id=principal.user_id,
+    )
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="customer.consent",
+        target_type="customer",
+        target_id=customer.id,
+        data={"channel": body.channel.value, "purpose": row.purpose, "granted": body.granted},
+    )
+    return ConsentRead.model_validate(row)
+
+
+attributes_router = APIRouter(prefix="/api/v1/attribute-definitions", tags=["customers"])
+
+
+@attributes_router.get("", response_model=list[AttributeDefinitionRead])
+def list_definitions(principal: CurrentMember, db: Db) -> list[AttributeDefinitionRead]:
+    rows = profile.definitions(db, workspace_id=principal.workspace_id)
+    return [AttributeDefinitionRead.model_validate(r) for r in rows]
+
+
+@attributes_router.post("", response_model=AttributeDefinitionRead, status_code=201)
+def create_definition(
+    body: AttributeDefinitionIn, principal: CurrentAdmin, request: Request, db: Db
+) -> AttributeDefinitionRead:
+    """Define a typed custom attribute (text, number, date, boolean, list)."""
+    row = profile.define(
+        db,
+        workspace_id=principal.workspace_id,
+        key=body.key,
+        type=body.type,
+        label=body.label,
+        options=body.options,
+    )
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="attribute.define",
+        target_type="attribute_definition",
+        target_id=row.id,
+        data={"key": row.key, "type": row.type.value},
+    )
+    return AttributeDefinitionRead.model_validate(row)
+
+
+@attributes_router.delete("/{definition_id}", status_code=204)
+def delete_definition(
+    definition_id: str, principal: CurrentAdmin, request: Request, db: Db
+) -> Response:
+    """Forget a definition; values already stored stay, untyped."""
+    profile.undefine(db, workspace_id=principal.workspace_id, definition_id=definition_id)
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="attribute.undefine",
+        target_type="attribute_definition",
+        target_id=definition_id,
+    )
+    return Response(status_code=204)

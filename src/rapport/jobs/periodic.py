@@ -10,7 +10,14 @@ from rapport.jobs.service import enqueue_unique, prune_finished
 from rapport.realtime import service as realtime
 
 # name -> period in seconds
-SCHEDULE = {"unsnooze": 60, "prune_stream_events": 3600, "sla_check": 60, "imap_poll_all": 60}
+SCHEDULE = {
+    "unsnooze": 60,
+    "prune_stream_events": 3600,
+    "sla_check": 60,
+    "imap_poll_all": 60,
+    "find_duplicates_all": 86400,
+    "train_triage_all": 86400,
+}
 
 
 def tick(database: Database, *, now: float | None = None) -> int:

@@ -48,7 +48,12 @@ HANDLER_MODULES = (
     "rapport.jobs.periodic",
     "rapport.automation.jobs",
     "rapport.channels.email.imap",
-    "rapport.kb.jobs",
+    "rapport.customers.duplicates",
+    "rapport.assistant.training",
+    "rapport.kb.service",
+    "rapport.bot.service",
+    "rapport.channels.media",
+    "rapport.auth.reset",
 )
 
 

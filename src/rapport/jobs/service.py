@@ -112,6 +112,16 @@ def backoff_seconds(attempt: int) -> float:
     return base * (0.75 + random.random() / 2)  # noqa: S311 - jitter, not security
 
 
+def extend(db: Session, *, job_id: str, worker_id: str, lease_seconds: int) -> bool:
+    """Push a running job's lease forward while its worker is alive; False if it was lost."""
+    result = db.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.state == JobState.running)
+        .values(locked_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def finish(db: Session, *, job_id: str, worker_id: str) -> bool:
     """Mark a job done if this worker still holds it."""
     result = db.execute(

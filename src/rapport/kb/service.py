@@ -1,81 +1,104 @@
-"""Knowledge base state changes: help center settings, collections, articles, feedback."""
+"""Knowledge base: collections, articles (Markdown, per locale, draft / published), the
+help center's settings, and readers' feedback."""
 
 import hashlib
 import hmac
-from datetime import datetime
+import re
+import unicodedata
+from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from markdown_it import MarkdownIt
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rapport import pagination
+from rapport.assistant import embeddings
 from rapport.db import utcnow
+from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
-from rapport.kb import render, search
+from rapport.kb import search
 from rapport.kb.models import Article, ArticleFeedback, ArticleStatus, Collection, HelpCenter
-from rapport.kb.schemas import (
-    ArticleCreate,
-    ArticleUpdate,
-    CollectionCreate,
-    CollectionUpdate,
-    HelpCenterUpdate,
-)
 from rapport.problems import Conflict, Invalid, NotFound
-from rapport.workspaces.models import Workspace
+from rapport.sanitize import clean_html
 
-# help center --------------------------------------------------------------------------
-
-
-def help_center(db: Session, *, workspace_id: str) -> HelpCenter:
-    """The workspace's help center, created on first use with a slug from its name."""
-    row = db.get(HelpCenter, workspace_id)
-    if row is not None:
-        return row
-    ws = db.get(Workspace, workspace_id)
-    if ws is None:
-        raise NotFound("workspace")
-    base = render.slugify(ws.name, fallback="help")[:50]
-    slug, n = base, 1
-    while db.scalar(select(HelpCenter.workspace_id).where(HelpCenter.slug == slug)):
-        n += 1
-        slug = f"{base}-{n}"
-    row = HelpCenter(workspace_id=workspace_id, slug=slug, title=ws.name, default_locale="en")
-    db.add(row)
-    db.flush()
-    return row
+# Raw HTML in Markdown is shown as text, and what Markdown makes is sanitized once more.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_LOCALE = re.compile(r"^[a-z]{2}(?:-[A-Z]{2})?$")
 
 
-def update_help_center(db: Session, *, workspace_id: str, data: HelpCenterUpdate) -> HelpCenter:
-    row = help_center(db, workspace_id=workspace_id)
-    if data.slug is not None:
-        slug = render.check_slug(data.slug)
-        taken = db.scalar(
-            select(HelpCenter.workspace_id).where(
-                HelpCenter.slug == slug, HelpCenter.workspace_id != workspace_id
+def render(markdown: str) -> str:
+    return clean_html(_markdown.render(markdown))
+
+
+def slugify(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:120] or "article"
+
+
+def _check_locale(locale: str) -> str:
+    if not _LOCALE.match(locale):
+        raise Invalid("a locale looks like en or pt-BR")
+    return locale
+
+
+def _check_slug(slug: str) -> str:
+    if not _SLUG.match(slug):
+        raise Invalid("a slug is lower-case letters and digits joined by hyphens")
+    return slug
+
+
+# --- the help center -------------------------------------------------------------------
+
+
+def help_center(db: Session, *, workspace_id: str) -> HelpCenter | None:
+    return db.get(HelpCenter, workspace_id)
+
+
+def configure_help_center(db: Session, *, workspace_id: str, changes: dict[str, Any]) -> HelpCenter:
+    center = db.get(HelpCenter, workspace_id)
+    if center is None:
+        slug = changes.get("slug")
+        if not slug:
+            raise Invalid("choose the help center's address (slug)")
+        center = HelpCenter(workspace_id=workspace_id, slug=_check_slug(slug))
+        db.add(center)
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if key == "slug":
+            value = _check_slug(value)
+            taken = db.scalar(
+                select(HelpCenter.workspace_id).where(
+                    HelpCenter.slug == value, HelpCenter.workspace_id != workspace_id
+                )
             )
-        )
-        if taken:
-            raise Conflict(f"the help center address {slug!r} is taken")
-        row.slug = slug
-    if data.title is not None:
-        row.title = data.title.strip()
-    if data.default_locale is not None:
-        row.default_locale = render.normalize_locale(data.default_locale)
+            if taken:
+                raise Conflict(f"the address /help/{value}/ is taken")
+        if key == "default_locale":
+            value = _check_locale(value)
+        setattr(center, key, value)
     db.flush()
-    return row
+    return center
 
 
-def by_slug(db: Session, slug: str) -> HelpCenter | None:
-    return db.scalar(select(HelpCenter).where(HelpCenter.slug == slug.lower()))
+def center_by_slug(db: Session, slug: str) -> HelpCenter:
+    center = db.scalar(select(HelpCenter).where(HelpCenter.slug == slug))
+    if center is None or not center.enabled:
+        raise NotFound("help center")
+    return center
 
 
-# collections --------------------------------------------------------------------------
+# --- collections -----------------------------------------------------------------------
 
 
 def collections(db: Session, *, workspace_id: str, locale: str | None = None) -> list[Collection]:
-    stmt = select(Collection).where(Collection.workspace_id == workspace_id)
+    query = select(Collection).where(Collection.workspace_id == workspace_id)
     if locale:
-        stmt = stmt.where(Collection.locale == render.normalize_locale(locale))
-    return list(db.scalars(stmt.order_by(Collection.position, Collection.title, Collection.id)))
+        query = query.where(Collection.locale == locale)
+    return list(db.scalars(query.order_by(Collection.position, Collection.title)))
 
 
 def get_collection(db: Session, *, workspace_id: str, collection_id: str) -> Collection:
@@ -89,78 +112,33 @@ def get_collection(db: Session, *, workspace_id: str, collection_id: str) -> Col
     return row
 
 
-def _check_collection_slug(
-    db: Session, *, workspace_id: str, locale: str, slug: str, own_id: str | None
-) -> None:
-    other = db.scalar(
-        select(Collection.id).where(
-            Collection.workspace_id == workspace_id,
-            Collection.locale == locale,
-            Collection.slug == slug,
+def save_collection(
+    db: Session, *, workspace_id: str, data: dict[str, Any], row: Collection | None = None
+) -> Collection:
+    if row is None:
+        title = (data.get("title") or "").strip()
+        if not title:
+            raise Invalid("a collection needs a title")
+        row = Collection(
+            workspace_id=workspace_id,
+            title=title,
+            slug=_check_slug(data.get("slug") or slugify(title)),
+            locale=_check_locale(data.get("locale") or "en"),
         )
-    )
-    if other and other != own_id:
-        raise Conflict(f"a collection with the slug {slug!r} exists in {locale}")
-
-
-def create_collection(db: Session, *, workspace_id: str, data: CollectionCreate) -> Collection:
-    """A new collection; its slug comes from the title unless given."""
-    center = help_center(db, workspace_id=workspace_id)
-    locale = render.normalize_locale(data.locale) if data.locale else center.default_locale
-    row = Collection(
-        workspace_id=workspace_id,
-        title=data.title.strip(),
-        description=data.description.strip(),
-        position=data.position,
-        locale=locale,
-    )
-    row.slug = (
-        render.check_slug(data.slug)
-        if data.slug
-        else render.slugify(data.title, fallback=row.id[:8])
-    )
-    _check_collection_slug(db, workspace_id=workspace_id, locale=locale, slug=row.slug, own_id=None)
-    db.add(row)
-    db.flush()
+        db.add(row)
+    for key in ("title", "description", "position"):
+        if data.get(key) is not None:
+            setattr(row, key, data[key])
+    if data.get("slug") is not None:
+        row.slug = _check_slug(data["slug"])
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        raise Conflict("a collection with this address exists in this locale") from exc
     return row
 
 
-def update_collection(db: Session, *, collection: Collection, data: CollectionUpdate) -> Collection:
-    if data.title is not None:
-        collection.title = data.title.strip()
-    if data.description is not None:
-        collection.description = data.description.strip()
-    if data.position is not None:
-        collection.position = data.position
-    if data.locale is not None:
-        collection.locale = render.normalize_locale(data.locale)
-    if data.slug is not None:
-        collection.slug = render.check_slug(data.slug)
-    _check_collection_slug(
-        db,
-        workspace_id=collection.workspace_id,
-        locale=collection.locale,
-        slug=collection.slug,
-        own_id=collection.id,
-    )
-    collection.updated_at = utcnow()
-    db.flush()
-    return collection
-
-
-def delete_collection(db: Session, *, collection: Collection) -> None:
-    """Delete a collection; its articles stay, outside any collection."""
-    db.execute(
-        update(Article)
-        .where(Article.collection_id == collection.id)
-        .values(collection_id=None)
-        .execution_options(synchronize_session=False)
-    )
-    db.delete(collection)
-    db.flush()
-
-
-# articles -----------------------------------------------------------------------------
+# --- articles --------------------------------------------------------------------------
 
 
 def get_article(db: Session, *, workspace_id: str, article_id: str) -> Article:
@@ -172,295 +150,185 @@ def get_article(db: Session, *, workspace_id: str, article_id: str) -> Article:
     return row
 
 
-def articles(
+def list_articles(
     db: Session,
     *,
     workspace_id: str,
-    collection_id: str | None = None,
-    locale: str | None = None,
     status: ArticleStatus | None = None,
+    locale: str | None = None,
+    collection_id: str | None = None,
     cursor: str | None = None,
-    limit: int = 25,
+    limit: int = 50,
 ) -> tuple[list[Article], str | None]:
-    """Articles of the workspace, most recently updated first, a page at a time."""
     limit = pagination.clamp(limit)
-    stmt = select(Article).where(Article.workspace_id == workspace_id)
-    if collection_id:
-        stmt = stmt.where(Article.collection_id == collection_id)
-    if locale:
-        stmt = stmt.where(Article.locale == render.normalize_locale(locale))
+    query = select(Article).where(Article.workspace_id == workspace_id)
     if status:
-        stmt = stmt.where(Article.status == status)
+        query = query.where(Article.status == status)
+    if locale:
+        query = query.where(Article.locale == locale)
+    if collection_id:
+        query = query.where(Article.collection_id == collection_id)
     after = pagination.decode(cursor)
     if after:
-        stmt = stmt.where(tuple_(Article.updated_at, Article.id) < after)
+        query = query.where(
+            (Article.updated_at < after[0])
+            | ((Article.updated_at == after[0]) & (Article.id < after[1]))
+        )
     rows = list(
-        db.scalars(stmt.order_by(Article.updated_at.desc(), Article.id.desc()).limit(limit + 1))
+        db.scalars(query.order_by(Article.updated_at.desc(), Article.id.desc()).limit(limit + 1))
     )
     return pagination.page_of(rows, limit, lambda a: (a.updated_at, a.id))
 
 
-def translations(db: Session, *, article: Article) -> list[Article]:
-    return list(
-        db.scalars(
-            select(Article)
-            .where(Article.workspace_id == article.workspace_id)
-            .where(Article.group_id == article.group_id)
-            .order_by(Article.locale)
+def save_article(
+    db: Session,
+    *,
+    workspace_id: str,
+    data: dict[str, Any],
+    author_id: str | None,
+    row: Article | None = None,
+) -> Article:
+    """Create or change an article; the body is rendered and sanitized on every save."""
+    if data.get("collection_id"):
+        get_collection(db, workspace_id=workspace_id, collection_id=data["collection_id"])
+    if data.get("translation_of"):
+        original = get_article(db, workspace_id=workspace_id, article_id=data["translation_of"])
+        data = {**data, "group_id": original.group_id}
+    if row is None:
+        title = (data.get("title") or "").strip()
+        if not title:
+            raise Invalid("an article needs a title")
+        row = Article(
+            workspace_id=workspace_id,
+            title=title,
+            slug=_check_slug(data.get("slug") or slugify(title)),
+            locale=_check_locale(data.get("locale") or "en"),
+            author_id=author_id,
         )
-    )
+        if data.get("group_id"):
+            row.group_id = data["group_id"]
+        db.add(row)
+    for key in ("title", "description", "collection_id", "position"):
+        if key in data and data[key] is not None:
+            setattr(row, key, data[key] or None if key == "collection_id" else data[key])
+    if data.get("slug") is not None:
+        row.slug = _check_slug(data["slug"])
+    if data.get("body") is not None:
+        row.body = data["body"]
+        row.html = render(row.body)
+    if not row.description:
+        row.description = search.plain_text(row.html).strip()[:200]
+    row.updated_at = utcnow()
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        raise Conflict("an article with this address exists in this locale") from exc
+    _queue_embedding(db, row)
+    return row
 
 
-def _unique_article_slug(
-    db: Session, *, workspace_id: str, locale: str, slug: str, own_id: str, given: bool
-) -> str:
-    def taken(candidate: str) -> bool:
-        other = db.scalar(
-            select(Article.id).where(
-                Article.workspace_id == workspace_id,
-                Article.locale == locale,
-                Article.slug == candidate,
-            )
-        )
-        return bool(other and other != own_id)
-
-    if not taken(slug):
-        return slug
-    if given:
-        raise Conflict(f"an article with the slug {slug!r} exists in {locale}")
-    n = 2
-    while taken(f"{slug}-{n}"):
-        n += 1
-    return f"{slug}-{n}"
+def publish(db: Session, *, article: Article, published: bool) -> Article:
+    article.status = ArticleStatus.published if published else ArticleStatus.draft
+    if published and article.published_at is None:
+        article.published_at = utcnow()
+    article.updated_at = utcnow()
+    db.flush()
+    return article
 
 
-def _render(db: Session, article: Article) -> None:
-    """Render the article; with the ``ai`` extra, queue its embedding for after the commit."""
-    article.body_html = render.markdown_to_html(article.body_markdown)
-    article.embedding = None
-    article.embedding_model = None
-    if search.semantic_installed():
+def _queue_embedding(db: Session, article: Article) -> None:
+    if embeddings.available():
         enqueue(
             db,
-            name="kb.embed",
+            name="kb_embed",
             args={"article_id": article.id},
             workspace_id=article.workspace_id,
             max_attempts=3,
         )
 
 
-def create_article(
-    db: Session, *, workspace_id: str, author_id: str | None, data: ArticleCreate
-) -> Article:
-    """A new draft article (or a translation of one, sharing its group)."""
-    center = help_center(db, workspace_id=workspace_id)
-    locale = render.normalize_locale(data.locale) if data.locale else center.default_locale
-    if data.collection_id:
-        get_collection(db, workspace_id=workspace_id, collection_id=data.collection_id)
-    row = Article(
-        workspace_id=workspace_id,
-        collection_id=data.collection_id,
-        locale=locale,
-        title=data.title.strip(),
-        body_markdown=data.body_markdown,
-        author_id=author_id,
-        status=ArticleStatus.draft,
-    )
-    row.group_id = row.id
-    if data.translation_of:
-        original = get_article(db, workspace_id=workspace_id, article_id=data.translation_of)
-        row.group_id = original.group_id
-        if db.scalar(
-            select(Article.id).where(Article.group_id == row.group_id, Article.locale == locale)
-        ):
-            raise Conflict(f"this article already has a {locale} version")
-        if row.collection_id is None:
-            row.collection_id = original.collection_id
-    slug = (
-        render.check_slug(data.slug)
-        if data.slug
-        else render.slugify(row.title, fallback=row.id[:8])
-    )
-    row.slug = _unique_article_slug(
-        db,
-        workspace_id=workspace_id,
-        locale=locale,
-        slug=slug,
-        own_id=row.id,
-        given=bool(data.slug),
-    )
-    db.add(row)
-    db.flush()
-    _render(db, row)
-    return row
+@job("kb_embed", max_attempts=3)
+def kb_embed(ctx: JobContext, article_id: str) -> None:
+    """Embed an article after it was saved: read, compute (the model takes seconds to load),
+    then write, in two short transactions, so SQLite's single writer is never held."""
+    with ctx.database.session(write=False) as db:
+        article = db.get(Article, article_id)
+        if article is None:
+            return
+        text, stamp = search.embedding_text(article), article.updated_at
+    vector = search.embed_text(text)
+    with ctx.database.session() as db:
+        article = db.get(Article, article_id)
+        if article is not None and article.updated_at == stamp:  # not changed meanwhile
+            article.embedding = vector
 
 
-def update_article(db: Session, *, article: Article, data: ArticleUpdate) -> Article:
-    fields = data.model_fields_set
-    if "collection_id" in fields:
-        if data.collection_id:
-            get_collection(db, workspace_id=article.workspace_id, collection_id=data.collection_id)
-        article.collection_id = data.collection_id
-    if data.title is not None:
-        article.title = data.title.strip()
-    if data.slug is not None:
-        article.slug = _unique_article_slug(
-            db,
-            workspace_id=article.workspace_id,
-            locale=article.locale,
-            slug=render.check_slug(data.slug),
-            own_id=article.id,
-            given=True,
-        )
-    if data.body_markdown is not None:
-        article.body_markdown = data.body_markdown
-    if data.title is not None or data.body_markdown is not None:
-        _render(db, article)
-    article.updated_at = utcnow()
-    db.flush()
-    return article
-
-
-def publish(db: Session, *, article: Article) -> Article:
-    """Make the article public; it keeps its first publication date."""
-    if not article.title.strip():
-        raise Invalid("an article needs a title to be published")
-    now = utcnow()
-    article.status = ArticleStatus.published
-    article.published_at = article.published_at or now
-    article.updated_at = now
-    db.flush()
-    return article
-
-
-def unpublish(db: Session, *, article: Article) -> Article:
-    article.status = ArticleStatus.draft
-    article.updated_at = utcnow()
-    db.flush()
-    return article
-
-
-def delete_article(db: Session, *, article: Article) -> None:
-    db.delete(article)
-    db.flush()
-
-
-# the public side ------------------------------------------------------------------------
-
-
-def public_articles(
-    db: Session, *, workspace_id: str, locale: str, collection_id: str | None = None
-) -> list[Article]:
-    stmt = select(Article).where(
-        Article.workspace_id == workspace_id,
-        Article.status == ArticleStatus.published,
-        Article.locale == locale,
-    )
-    if collection_id:
-        stmt = stmt.where(Article.collection_id == collection_id)
-    return list(db.scalars(stmt.order_by(Article.title, Article.id)))
-
-
-def public_article(db: Session, *, workspace_id: str, slug: str, locale: str) -> Article | None:
-    """The published article with ``slug``, in ``locale`` when it has that translation."""
-    found = list(
+def translations(db: Session, *, article: Article) -> list[Article]:
+    return list(
         db.scalars(
             select(Article).where(
-                Article.workspace_id == workspace_id,
-                Article.slug == slug,
+                Article.group_id == article.group_id,
+                Article.id != article.id,
                 Article.status == ArticleStatus.published,
             )
         )
     )
-    if not found:
-        return None
-    for row in found:
-        if row.locale == locale:
-            return row
-    variant = db.scalar(
+
+
+# --- readers ---------------------------------------------------------------------------
+
+
+def published_article(db: Session, *, workspace_id: str, slug: str, locale: str) -> Article:
+    row = db.scalar(
         select(Article).where(
             Article.workspace_id == workspace_id,
-            Article.group_id == found[0].group_id,
+            Article.slug == slug,
             Article.locale == locale,
             Article.status == ArticleStatus.published,
         )
     )
-    return variant or found[0]
-
-
-def published_locales(db: Session, *, workspace_id: str) -> list[str]:
-    return list(
-        db.scalars(
-            select(Article.locale)
-            .where(Article.workspace_id == workspace_id, Article.status == ArticleStatus.published)
-            .distinct()
-            .order_by(Article.locale)
-        )
-    )
-
-
-def count_view(db: Session, *, article: Article) -> None:
-    # One UPDATE, not read-modify-write: concurrent readers never lose each other's counts.
-    db.execute(
-        update(Article)
-        .where(Article.id == article.id)
-        .values(view_count=Article.view_count + 1)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def voter_key(*, secret: str, client: str, user_agent: str, day: datetime) -> str:
-    """Who voted, as a keyed hash that changes daily: enough to count one vote per reader."""
-    raw = f"{client}|{user_agent}|{day.date().isoformat()}".encode()
-    return hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-
-
-def record_feedback(
-    db: Session, *, article: Article, helpful: bool, comment: str, voter: str
-) -> ArticleFeedback:
-    """Count one reader's answer; a second answer from the same reader replaces the first."""
-    row = db.scalar(
-        select(ArticleFeedback).where(
-            ArticleFeedback.article_id == article.id, ArticleFeedback.voter == voter
-        )
-    )
     if row is None:
-        row = ArticleFeedback(
-            workspace_id=article.workspace_id,
-            article_id=article.id,
-            helpful=helpful,
-            comment=comment[:2000],
-            voter=voter,
-        )
-        db.add(row)
-    else:
-        row.helpful = helpful
-        row.comment = comment[:2000] or row.comment
-        row.created_at = utcnow()
-    db.flush()
-    _recount(db, article=article)
+        raise NotFound("article")
     return row
 
 
-def _recount(db: Session, *, article: Article) -> None:
-    # Counted from the rows, so a changed vote moves from one count to the other exactly.
-    yes, no = db.execute(
-        select(
-            func.count().filter(ArticleFeedback.helpful.is_(True)),
-            func.count().filter(ArticleFeedback.helpful.is_(False)),
-        ).where(ArticleFeedback.article_id == article.id)
-    ).one()
-    article.helpful_count = int(yes)
-    article.not_helpful_count = int(no)
-    db.flush()
+def count_view(db: Session, *, article_id: str) -> None:
+    db.execute(update(Article).where(Article.id == article_id).values(views=Article.views + 1))
 
 
-def feedback(db: Session, *, article: Article, limit: int = 50) -> list[ArticleFeedback]:
-    return list(
-        db.scalars(
-            select(ArticleFeedback)
-            .where(ArticleFeedback.article_id == article.id)
-            .order_by(ArticleFeedback.created_at.desc())
-            .limit(limit)
+def reader_key(secret: str, address: str, agent: str) -> str:
+    return hmac.new(secret.encode(), f"{address}|{agent}".encode(), hashlib.sha256).hexdigest()
+
+
+def feedback(
+    db: Session, *, article: Article, reader: str, helpful: bool, comment: str = ""
+) -> bool:
+    """Record a reader's vote (a second vote of the same reader changes the first);
+    returns True when it counted as new."""
+    existing = db.scalar(
+        select(ArticleFeedback).where(
+            ArticleFeedback.article_id == article.id, ArticleFeedback.reader == reader
         )
     )
+    if existing is not None:
+        if existing.helpful != helpful:
+            delta = 1 if helpful else -1
+            article.helpful += delta
+            article.not_helpful -= delta
+            existing.helpful = helpful
+        existing.comment = comment[:1000] or existing.comment
+        return False
+    db.add(
+        ArticleFeedback(
+            workspace_id=article.workspace_id,
+            article_id=article.id,
+            reader=reader,
+            helpful=helpful,
+            comment=comment[:1000],
+        )
+    )
+    if helpful:
+        article.helpful += 1
+    else:
+        article.not_helpful += 1
+    return True

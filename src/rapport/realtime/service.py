@@ -1,5 +1,7 @@
 """Realtime events: written to the outbox in the caller's transaction, published on commit."""
 
+from collections import deque
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -32,6 +34,13 @@ def as_dict(event: StreamEvent) -> dict[str, Any]:
     }
 
 
+# Event ids are allocated when a transaction inserts its event, not when it commits: on
+# PostgreSQL, where writers run side by side, id 10 can become visible after id 11. A
+# replay therefore also returns the events of the last STRAGGLER_SECONDS at or below the
+# client's last id, and clients (and each connection) ignore ids they have already seen.
+STRAGGLER_SECONDS = 60
+
+
 def since(db: Session, *, workspace_id: str, after_id: int, limit: int = 1000) -> list[StreamEvent]:
     """The workspace's events after ``after_id``, oldest first."""
     rows = db.scalars(
@@ -41,6 +50,45 @@ def since(db: Session, *, workspace_id: str, after_id: int, limit: int = 1000) -
         .limit(limit)
     )
     return list(rows)
+
+
+def stragglers(
+    db: Session, *, workspace_id: str, up_to_id: int, limit: int = 1000
+) -> list[StreamEvent]:
+    """Recent events at or below ``up_to_id``: those may have committed after the client
+    saw ``up_to_id`` (see STRAGGLER_SECONDS)."""
+    rows = db.scalars(
+        select(StreamEvent)
+        .where(
+            StreamEvent.workspace_id == workspace_id,
+            StreamEvent.id <= up_to_id,
+            StreamEvent.created_at >= utcnow() - timedelta(seconds=STRAGGLER_SECONDS),
+        )
+        .order_by(StreamEvent.id.desc())
+        .limit(limit)
+    )
+    return sorted(rows, key=lambda e: e.id)
+
+
+class Seen:
+    """The ids one connection has sent, bounded: replays and the live feed overlap."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._order: deque[int] = deque()
+        self._ids: set[int] = set()
+        self._size = size
+        self.highest = 0
+
+    def add(self, event_id: int) -> bool:
+        """Remember the id; False when it was already sent."""
+        if event_id in self._ids:
+            return False
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+        self.highest = max(self.highest, event_id)
+        return True
 
 
 def latest_id(db: Session, *, workspace_id: str) -> int:
@@ -56,7 +104,6 @@ def latest_id(db: Session, *, workspace_id: str) -> int:
 
 def prune(db: Session, *, older_than_days: int = 7) -> int:
     """Delete outbox rows older than a reconnecting client could still ask for."""
-    from datetime import timedelta
 
     cutoff = utcnow() - timedelta(days=older_than_days)
     result = db.execute(delete(StreamEvent).where(StreamEvent.created_at < cutoff))

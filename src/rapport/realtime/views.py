@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -17,12 +18,17 @@ router = APIRouter(tags=["realtime"])
 _POLICY_VIOLATION = 1008
 
 
-def _replay(database: Database, workspace_id: str, after_id: int) -> list[dict[str, Any]]:
+def _replay(
+    database: Database, workspace_id: str, after_id: int, *, stragglers: bool = False
+) -> list[dict[str, Any]]:
+    """Events after ``after_id``; with ``stragglers``, the recent ones at or below it."""
     with database.session(write=False) as db:
-        return [
-            service.as_dict(e)
-            for e in service.since(db, workspace_id=workspace_id, after_id=after_id)
-        ]
+        rows = (
+            service.stragglers(db, workspace_id=workspace_id, up_to_id=after_id)
+            if stragglers
+            else service.since(db, workspace_id=workspace_id, after_id=after_id)
+        )
+        return [service.as_dict(e) for e in rows]
 
 
 def _latest(database: Database, workspace_id: str) -> int:
@@ -49,15 +55,18 @@ async def stream(ws: WebSocket) -> None:
     except ValueError:
         last = None
     # Subscribe before reading the outbox, so an event committed in between is not lost.
+    seen = service.Seen()
     with get_bus().subscribe(principal.workspace_id) as sub:
         if last is None:
             last = await run_in_threadpool(_latest, database, principal.workspace_id)
+            seen.highest = last
             await ws.send_json({"type": "hello", "last_event_id": last})
         else:
-            last = await _catch_up(ws, database, principal.workspace_id, last)
+            seen.highest = last
+            await _catch_up(ws, database, principal.workspace_id, seen)
         receiver = asyncio.create_task(_drain_client(ws))
         try:
-            await _forward(ws, sub, database, principal.workspace_id, last, receiver)
+            await _forward(ws, sub, database, principal.workspace_id, seen, receiver)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -66,14 +75,24 @@ async def stream(ws: WebSocket) -> None:
                 await receiver
 
 
-async def _catch_up(ws: WebSocket, database: Database, workspace_id: str, last: int) -> int:
-    while True:
-        events = await run_in_threadpool(_replay, database, workspace_id, last)
-        for event in events:
+async def _catch_up(
+    ws: WebSocket, database: Database, workspace_id: str, seen: service.Seen
+) -> None:
+    """Send what was committed since the client's last event, stragglers included."""
+    after = seen.highest
+    for event in await run_in_threadpool(
+        partial(_replay, database, workspace_id, after, stragglers=True)
+    ):
+        if seen.add(event["id"]):
             await ws.send_json(event)
-            last = event["id"]
+    while True:
+        events = await run_in_threadpool(_replay, database, workspace_id, after)
+        for event in events:
+            if seen.add(event["id"]):
+                await ws.send_json(event)
         if len(events) < 1000:
-            return last
+            return
+        after = events[-1]["id"]
 
 
 async def _forward(
@@ -81,7 +100,7 @@ async def _forward(
     sub: Subscription,
     database: Database,
     workspace_id: str,
-    last: int,
+    seen: service.Seen,
     receiver: "asyncio.Task[None]",
 ) -> None:
     while not receiver.done():
@@ -93,12 +112,11 @@ async def _forward(
         event = getter.result()
         if sub.overflowed:
             sub.overflowed = False
-            last = await _catch_up(ws, database, workspace_id, last)
+            await _catch_up(ws, database, workspace_id, seen)
             continue
-        if event["id"] <= last:
-            continue  # already sent during the catch-up
-        await ws.send_json(event)
-        last = event["id"]
+        # Ephemeral events (typing, viewing) have no id and are never replayed.
+        if not event["id"] or seen.add(event["id"]):  # not already sent by a catch-up
+            await ws.send_json(event)
 
 
 async def _drain_client(ws: WebSocket) -> None:

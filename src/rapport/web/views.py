@@ -1,5 +1,8 @@
 """The agent web UI: server-rendered pages, enhanced by our own small script (static/app.js)."""
 
+import enum
+import zoneinfo
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -12,14 +15,16 @@ from sqlalchemy import select
 from rapport import search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
-from rapport.auth.models import Role
 from rapport.channels import service as inboxes
+from rapport.conversations import labels as label_list
 from rapport.conversations import service as conversations
-from rapport.conversations.models import Conversation, Status
+from rapport.conversations import sla
+from rapport.conversations.models import Conversation, Priority, SlaState, Status
 from rapport.customers import service as customers
 from rapport.customers.models import Customer
 from rapport.problems import Forbidden, Problem
 from rapport.workspaces import service as workspaces
+from rapport.workspaces.models import BusinessCalendar
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -63,6 +68,17 @@ async def login_page(request: Request) -> Response:
     return _page(request, "login.html", None)
 
 
+@router.get("/forgot-password", response_class=HTMLResponse)
+async def forgot_page(request: Request) -> Response:
+    return _page(request, "forgot.html", None)
+
+
+@router.get("/reset-password", response_class=HTMLResponse)
+async def reset_page(request: Request) -> Response:
+    """The token is in the URL's fragment, read by our script: it never reaches a server."""
+    return _page(request, "reset.html", None)
+
+
 @router.get("/app/inbox", response_class=HTMLResponse)
 async def inbox_page(
     request: Request,
@@ -71,23 +87,47 @@ async def inbox_page(
     inbox_id: str | None = None,
     team_id: str | None = None,
     label: str | None = None,
+    channel: str | None = None,
+    priority: str | None = None,
+    sla_state: str | None = None,
+    active_from: str | None = None,
+    active_until: str | None = None,
+    sort: str | None = None,
     cursor: str | None = None,
 ) -> Response:
     principal = await _principal(request)
     if principal is None:
         return RedirectResponse("/login", status_code=303)
     database = request.app.state.database
-    filters = {"status": status, "inbox_id": inbox_id, "team_id": team_id, "label": label}
+    filters = {
+        "status": _choice(Status, status),
+        "inbox_id": inbox_id or None,
+        "team_id": team_id or None,
+        "label": label or None,
+        "channel": channel or None,
+        "priority": _choice(Priority, priority),
+        "sla_state": _choice(SlaState, sla_state),
+        "active_from": _day(active_from),
+        "active_until": _day(active_until),
+        "sort": _choice(conversations.Sort, sort),
+    }
     with database.session(write=False) as db:
         rows, nxt = conversations.search(
             db,
             workspace_id=principal.workspace_id,
-            status=Status(status) if status and status in Status.__members__ else None,
+            status=Status(filters["status"]) if filters["status"] else None,
             assignee_id=principal.user_id if view == "mine" else None,
             unassigned=view == "unassigned",
             team_id=team_id or None,
             inbox_id=inbox_id or None,
-            label=label or None,
+            label=label.strip().lower() if label and label.strip() else None,
+            channel=channel or None,
+            priority=Priority(filters["priority"]) if filters["priority"] else None,
+            sla_state=SlaState(filters["sla_state"]) if filters["sla_state"] else None,
+            active_from=_midnight(filters["active_from"]),
+            # The "to" day is included: everything before the midnight after it.
+            active_until=_midnight(filters["active_until"], days=1),
+            sort=conversations.Sort(filters["sort"] or "newest"),
             cursor=cursor,
             limit=50,
         )
@@ -99,7 +139,10 @@ async def inbox_page(
         )
         all_inboxes = inboxes.list_inboxes(db, workspace_id=principal.workspace_id)
         teams = workspaces.teams(db, workspace_id=principal.workspace_id)
+        members = workspaces.members(db, workspace_id=principal.workspace_id)
         labels = conversations.labels_of(db, [c.id for c in rows])
+        colours = label_list.colours(db, workspace_id=principal.workspace_id)
+        slas = sla.states_of(db, [c.id for c in rows])
         unread = conversations.unread_counts(
             db, workspace_id=principal.workspace_id, user_id=principal.user_id
         )
@@ -113,13 +156,38 @@ async def inbox_page(
         conversations=rows,
         customers=people,
         inboxes=all_inboxes,
+        channels=sorted({i.channel for i in all_inboxes}),
         teams=teams,
+        agents=[(m, u) for m, u in members if m.role.value != "viewer"],
         labels=labels,
+        colours=colours,
+        slas=slas,
         next_cursor=nxt,
         more_query=more,
         unread=unread,
         inbox_channel={i.id: i.channel for i in all_inboxes},
+        can_act=principal.role.value != "viewer",
     )
+
+
+def _choice(kind: type[enum.StrEnum], value: str | None) -> str | None:
+    """A query-string value when it names a member of ``kind``; anything else is ignored."""
+    return value if value and value in kind.__members__ else None
+
+
+def _day(value: str | None) -> str | None:
+    """An ISO date from a date input, or None when absent or malformed."""
+    try:
+        return date.fromisoformat(value).isoformat() if value else None
+    except ValueError:
+        return None
+
+
+def _midnight(day: str | None, *, days: int = 0) -> datetime | None:
+    """The UTC midnight starting ``day`` (plus ``days``)."""
+    if not day:
+        return None
+    return datetime.combine(date.fromisoformat(day), time(), UTC) + timedelta(days=days)
 
 
 @router.get("/app/conversations/{conversation_id}", response_class=HTMLResponse)
@@ -153,6 +221,7 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "customer": _CustomerView(customer),
             "inbox": inbox,
             "messages": conversations.messages(db, conversation=conv),
+            "labels": conversations.labels_of(db, [conv.id])[conv.id],
             "identities": customers.identities(db, customer=customer),
             "members": workspaces.members(db, workspace_id=principal.workspace_id),
             "timeline": timeline,
@@ -171,7 +240,7 @@ async def settings_page(request: Request) -> Response:
         raise Forbidden("settings are for admins")
     from rapport.automation import service as automation
     from rapport.channels import base as channel_registry
-    from rapport.conversations import canned, sla
+    from rapport.conversations import canned
     from rapport.workspaces.models import Workspace
 
     database = request.app.state.database
@@ -185,6 +254,15 @@ async def settings_page(request: Request) -> Response:
             "canned": canned.list_all(db, workspace_id=principal.workspace_id),
             "policies": sla.policies(db, principal.workspace_id),
             "rules": automation.rules(db, workspace_id=principal.workspace_id),
+            "webhooks": automation.webhooks(db, workspace_id=principal.workspace_id),
+            "label_rows": label_list.list_all(db, workspace_id=principal.workspace_id),
+            "calendar": _calendar_form(
+                sla.get_calendar_row(db, workspace_id=principal.workspace_id)
+            ),
+            "timezones": sorted(zoneinfo.available_timezones()),
+            "rule_events": sorted(automation.EVENTS),
+            "rule_operators": sorted(automation.OPERATORS),
+            "rule_actions": sorted(automation.ACTIONS),
             "channels": channel_registry.names(),
             "public_url": request.app.state.settings.public_url.rstrip("/"),
         }
@@ -220,6 +298,29 @@ def find(db: Db, *, workspace_id: str, q: str) -> tuple[list[Customer], list[Con
         return found, []
     rows = list(db.scalars(stmt.order_by(Conversation.last_activity_at.desc()).limit(50)))
     return found, rows
+
+
+DAYS = (
+    ("mon", "Monday"),
+    ("tue", "Tuesday"),
+    ("wed", "Wednesday"),
+    ("thu", "Thursday"),
+    ("fri", "Friday"),
+    ("sat", "Saturday"),
+    ("sun", "Sunday"),
+)
+
+
+def _calendar_form(row: BusinessCalendar) -> dict[str, Any]:
+    """The calendar as the settings form shows it: each day's spans as "09:00-17:00, …"."""
+    return {
+        "timezone": row.timezone,
+        "days": [
+            (key, name, ", ".join(f"{a}-{b}" for a, b in (row.hours or {}).get(key, [])))
+            for key, name in DAYS
+        ],
+        "holidays": "\n".join(row.holidays or []),
+    }
 
 
 class _CustomerView:
@@ -259,101 +360,3 @@ def search_api(
             for c in convs
         ],
     }
-
-
-# knowledge base authoring ------------------------------------------------------------------
-
-
-@router.get("/app/kb", response_class=HTMLResponse)
-async def kb_page(
-    request: Request, cursor: str | None = None, status: str | None = None
-) -> Response:
-    principal = await _principal(request)
-    if principal is None:
-        return RedirectResponse("/login", status_code=303)
-    from rapport.kb import service as kb
-    from rapport.kb.models import ArticleStatus
-
-    database = request.app.state.database
-    with database.session() as db:
-        center = kb.help_center(db, workspace_id=principal.workspace_id)
-        rows, nxt = kb.articles(
-            db,
-            workspace_id=principal.workspace_id,
-            status=ArticleStatus(status)
-            if status and status in ArticleStatus.__members__
-            else None,
-            cursor=cursor,
-            limit=50,
-        )
-        collections = kb.collections(db, workspace_id=principal.workspace_id)
-    return _page(
-        request,
-        "kb.html",
-        principal,
-        center=center,
-        articles=rows,
-        collections=collections,
-        collection_titles={c.id: c.title for c in collections},
-        status=status or "",
-        next_cursor=nxt,
-        can_write=principal.has(Role.agent),
-        public_url=request.app.state.settings.public_url.rstrip("/"),
-    )
-
-
-@router.get("/app/kb/articles/new", response_class=HTMLResponse)
-async def kb_new_article_page(
-    request: Request, translation_of: str | None = None, locale: str | None = None
-) -> Response:
-    return await _kb_editor(request, None, translation_of=translation_of, locale=locale)
-
-
-@router.get("/app/kb/articles/{article_id}", response_class=HTMLResponse)
-async def kb_article_page(request: Request, article_id: str) -> Response:
-    return await _kb_editor(request, article_id)
-
-
-async def _kb_editor(
-    request: Request,
-    article_id: str | None,
-    *,
-    translation_of: str | None = None,
-    locale: str | None = None,
-) -> Response:
-    principal = await _principal(request)
-    if principal is None:
-        return RedirectResponse("/login", status_code=303)
-    from rapport.kb import search as kb_search
-    from rapport.kb import service as kb
-    from rapport.kb.models import ArticleStatus
-
-    database = request.app.state.database
-    public_url = request.app.state.settings.public_url
-    with database.session() as db:
-        center = kb.help_center(db, workspace_id=principal.workspace_id)
-        article = (
-            kb.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
-            if article_id
-            else None
-        )
-        original = (
-            kb.get_article(db, workspace_id=principal.workspace_id, article_id=translation_of)
-            if translation_of
-            else None
-        )
-        ctx = {
-            "center": center,
-            "article": article,
-            "original": original,
-            "new_locale": locale or "",
-            "collections": kb.collections(db, workspace_id=principal.workspace_id),
-            "translations": kb.translations(db, article=article) if article else [],
-            "feedback": kb.feedback(db, article=article, limit=20) if article else [],
-            "published": bool(article and article.status == ArticleStatus.published),
-            "article_public_url": kb_search.public_url(public_url, center, article)
-            if article
-            else "",
-            "can_write": principal.has(Role.agent),
-        }
-    return _page(request, "kb_article.html", principal, **ctx)

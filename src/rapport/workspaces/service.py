@@ -10,7 +10,19 @@ from rapport.auth.models import Membership, Role, Team, TeamMember, User
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound
 from rapport.workspaces.models import Workspace
 
-_SETTING_KEYS = {"require_2fa": bool, "reopen_window_hours": int, "default_region": str}
+_SETTING_KEYS: dict[str, type] = {
+    "require_2fa": bool,
+    "reopen_window_hours": int,
+    "default_region": str,
+    # Duplicate customers at or above this match probability are merged without asking.
+    "auto_merge_threshold": float,
+    # Conversations one customer opens on two channels within this many minutes are linked.
+    "simultaneous_contact_minutes": int,
+}
+_RANGES: dict[str, tuple[float, float]] = {
+    "auto_merge_threshold": (0.5, 1.0),
+    "simultaneous_contact_minutes": (0, 24 * 60),
+}
 
 
 def create(
@@ -46,8 +58,16 @@ def update_settings(db: Session, *, workspace: Workspace, changes: dict[str, Any
         kind = _SETTING_KEYS.get(key)
         if kind is None:
             raise Invalid(f"unknown setting {key!r}")
-        if not isinstance(value, kind):
+        if value is None:  # back to the default
+            settings.pop(key, None)
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise Invalid(f"setting {key!r} must be {kind.__name__}")
+        low, high = _RANGES.get(key, (float("-inf"), float("inf")))
+        if isinstance(value, int | float) and not low <= value <= high:
+            raise Invalid(f"setting {key!r} must be between {low:g} and {high:g}")
         settings[key] = value
     workspace.settings = settings
     return workspace

@@ -234,11 +234,25 @@ def test_a_visitor_chats_from_another_origin_in_chromium(
         headers=auth(world.bob),
     )
     page.wait_for_selector("#rapport-widget >> css=.m.out >> text=Yes, in 3 days.", timeout=10_000)
+    # The chat is open and the reply on screen: the agent sees it read.
+    conv_url = f"/api/v1/conversations/{convs[0]['id']}"
+    for _ in range(50):
+        messages = client.get(conv_url, headers=auth(world.bob)).json()["messages"]
+        if messages[-1]["status"] == "read":
+            break
+        page.wait_for_timeout(100)
+    assert messages[-1]["status"] == "read"
+    # A file, sent from the widget's paperclip.
+    page.set_input_files(
+        "#rapport-widget >> css=input[type=file]",
+        files=[{"name": "photo.png", "mimeType": "image/png", "buffer": b"\x89PNG fake"}],
+    )
+    page.wait_for_selector("#rapport-widget >> css=.m.in .file >> text=photo.png")
     page.screenshot(path=str(ARTIFACTS / "widget.png"))
     page.reload()
     page.click("#rapport-widget >> css=.launcher")
     page.wait_for_selector("#rapport-widget >> css=.m.out >> text=Yes, in 3 days.")
-    assert page.locator("#rapport-widget >> css=.m.in").count() == 1
+    assert page.locator("#rapport-widget >> css=.m.in").count() == 2
 
 
 def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from rapport.channels import base
+from rapport.channels import base, media
 from rapport.channels.whatsapp import valid_signature
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
@@ -19,6 +19,23 @@ WINDOW = timedelta(hours=24)
 
 class MetaChannel:
     secret_fields = frozenset({"page_access_token", "app_secret", "verify_token"})
+
+    def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"url": a["payload"]["url"], "type": a.get("type", "file"), "n": n}
+            for n, a in enumerate(meta.get("attachments") or [])
+            if isinstance(a, dict) and (a.get("payload") or {}).get("url")
+        ]
+
+    def fetch_media(
+        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any]
+    ) -> media.Fetched:
+        """Messenger and Instagram send a CDN URL for each attachment."""
+        with httpx.stream("HEAD", ref["url"], timeout=20, follow_redirects=True) as head:
+            content_type = head.headers.get("content-type", "")
+        data = media.download(str(ref["url"]))
+        name = media.filename_for(f"{self.name}-{ref['type']}-{ref['n']}", content_type)
+        return media.Fetched(name, content_type, data)
 
     def __init__(self, name: str, kind: IdentityKind) -> None:
         self.name = name

@@ -2,13 +2,14 @@
 ``sendMessage``."""
 
 import hmac
+import mimetypes
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
-from rapport.channels import base
+from rapport.channels import base, media
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
@@ -19,6 +20,26 @@ DEFAULT_API = "https://api.telegram.org"
 class TelegramChannel:
     name = "telegram"
     secret_fields = frozenset({"bot_token", "secret_token"})
+
+    def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
+        found = (meta.get("telegram") or {}).get("file")
+        return [found] if isinstance(found, dict) and found.get("file_id") else []
+
+    def fetch_media(
+        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any]
+    ) -> media.Fetched:
+        """Bot API: ``getFile`` gives the file's path, then ``/file/bot<token>/<path>``."""
+        api = str(inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
+        token = secrets.get("bot_token", "")
+        info = httpx.get(
+            f"{api}/bot{token}/getFile", params={"file_id": ref["file_id"]}, timeout=20
+        )
+        info.raise_for_status()
+        path = str(info.json()["result"]["file_path"])
+        data = media.download(f"{api}/file/bot{token}/{path}")
+        content_type = str(ref.get("mime_type") or mimetypes.guess_type(path)[0] or "")
+        name = ref.get("file_name") or path.rsplit("/", 1)[-1]
+        return media.Fetched(str(name)[:200], content_type, data)
 
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         expected = str(secrets.get("secret_token", ""))
@@ -41,6 +62,11 @@ class TelegramChannel:
         for kind in ("photo", "document", "voice", "video", "sticker", "audio"):
             if kind in msg:
                 extra["telegram"]["media"] = kind
+                # A photo comes in several sizes: the last is the largest.
+                item = msg[kind][-1] if isinstance(msg[kind], list) else msg[kind]
+                extra["telegram"]["file"] = {
+                    k: item.get(k) for k in ("file_id", "mime_type", "file_name") if item.get(k)
+                }
                 text = text or f"[{kind}]"
         if "location" in msg:
             loc = msg["location"]

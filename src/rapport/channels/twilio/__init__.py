@@ -9,10 +9,11 @@ import base64
 import hashlib
 import hmac
 from typing import Any
+from xml.sax.saxutils import escape
 
 import httpx
 
-from rapport.channels import base
+from rapport.channels import base, media
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
@@ -66,6 +67,22 @@ def _phone(raw: str) -> list[Any]:
 class TwilioSms:
     name = "twilio_sms"
     secret_fields = frozenset({"auth_token"})
+
+    def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
+        items = (meta.get("sms") or {}).get("media") or []
+        return [dict(m, n=n) for n, m in enumerate(items) if isinstance(m, dict) and m.get("url")]
+
+    def fetch_media(
+        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any]
+    ) -> media.Fetched:
+        """MMS media URLs, fetched with the account's credentials (HTTP basic auth)."""
+        auth = (str(inbox.settings.get("account_sid", "")), str(secrets.get("auth_token", "")))
+        data = media.download(str(ref["url"]), auth=auth)
+        content_type = str(ref.get("content_type") or "")
+        return media.Fetched(
+            media.filename_for(f"mms-{ref['n']}", content_type), content_type, data
+        )
+
     # Twilio expects TwiML back; an empty response sends nothing to the customer.
     webhook_answer = ('<?xml version="1.0" encoding="UTF-8"?><Response></Response>', "text/xml")
 
@@ -146,17 +163,42 @@ class TwilioSms:
         )
 
 
+_GREETING = "Thank you for calling. Please leave a message after the tone."
+_EMPTY = ('<?xml version="1.0" encoding="UTF-8"?><Response></Response>', "text/xml")
+
+
 class TwilioVoice:
     """Calls become conversation entries: direction, duration, recording and transcript."""
 
     name = "twilio_voice"
     secret_fields = frozenset({"auth_token"})
-    webhook_answer = (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Thank you for calling. '
-        'Please leave a message after the tone.</Say><Record maxLength="120" transcribe="true"/>'
-        "</Response>",
-        "text/xml",
-    )
+
+    def answer_for(self, inbox: Any, request: base.WebhookRequest) -> tuple[str, str]:
+        """What the caller hears, from the inbox's settings: ``forward_to`` (a number or
+        several, comma-separated: rung first, for ``ring_seconds``), then ``greeting`` and
+        a voicemail of up to ``voicemail_seconds`` (transcribed), in ``language``. Status
+        callbacks (the call already answered or over) get an empty response."""
+        settings = inbox.settings or {}
+        if request.form.get("CallStatus") not in (None, "", "ringing", "queued"):
+            return _EMPTY
+        language = escape(str(settings.get("language") or "en-US"), {'"': "&quot;"})
+        greeting = escape(
+            str(
+                settings.get("greeting")
+                or "Thank you for calling. Please leave a message after the tone."
+            )
+        )
+        seconds = max(5, min(int(settings.get("voicemail_seconds") or 120), 600))
+        parts = []
+        numbers = [n.strip() for n in str(settings.get("forward_to") or "").split(",") if n.strip()]
+        if numbers:
+            ring = max(5, min(int(settings.get("ring_seconds") or 20), 60))
+            dialled = "".join(f"<Number>{escape(n)}</Number>" for n in numbers[:10])
+            parts.append(f'<Dial timeout="{ring}" answerOnBridge="true">{dialled}</Dial>')
+        parts.append(f'<Say language="{language}">{greeting}</Say>')
+        parts.append(f'<Record maxLength="{seconds}" transcribe="true"/>')
+        twiml = '<?xml version="1.0" encoding="UTF-8"?><Response>' + "".join(parts) + "</Response>"
+        return twiml, "text/xml"
 
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         return _verify(secrets, request)

@@ -13,11 +13,20 @@ from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
 from rapport.config import Settings
+from rapport.conversations.models import (
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    Message,
+    MessageKind,
+)
+from rapport.conversations.service import message_payload
 from rapport.crypto import box_for, hmac_sha256_hex, random_token, sha256_hex
 from rapport.customers.identity import Handle, InvalidHandle, handle
 from rapport.customers.models import Customer, IdentityKind
 from rapport.db import Database, utcnow
 from rapport.problems import NotFound
+from rapport.realtime.service import emit
 
 log = logging.getLogger(__name__)
 # A visitor whose widget has not been seen this long is away: replies go by email too.
@@ -99,6 +108,46 @@ def handles_of(visitor: Visitor, region: str) -> list[Handle]:
         except InvalidHandle:
             pass
     return out
+
+
+# What a visitor may send in one file.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+
+def mark_read(db: Session, *, visitor: Visitor, message_id: str) -> int:
+    """The visitor saw everything we sent up to this message: mark it read (agents see the
+    state change live). Returns how many messages moved."""
+    upto = db.get(Message, message_id)
+    conv = db.get(Conversation, upto.conversation_id) if upto else None
+    if (
+        upto is None
+        or conv is None
+        or visitor.customer_id is None
+        or conv.customer_id != visitor.customer_id
+    ):
+        raise NotFound("message")
+    rows = db.scalars(
+        select(Message).where(
+            Message.conversation_id == conv.id,
+            Message.direction == Direction.outbound,
+            Message.kind.in_((MessageKind.message, MessageKind.bot)),
+            Message.created_at <= upto.created_at,
+            Message.status.in_(
+                (DeliveryStatus.queued, DeliveryStatus.sent, DeliveryStatus.delivered)
+            ),
+        )
+    )
+    moved = 0
+    for message in rows:
+        message.status = DeliveryStatus.read
+        emit(
+            db,
+            workspace_id=message.workspace_id,
+            type="message.updated",
+            payload=message_payload(message),
+        )
+        moved += 1
+    return moved
 
 
 class WebchatChannel:

@@ -5,26 +5,29 @@ import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Form, Request, Response, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from rapport.auth.models import Membership, User
+from rapport.bot import service as bot
 from rapport.bus import get_bus
 from rapport.channels import webchat
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
-from rapport.conversations.models import Conversation, Message, MessageKind
+from rapport.conversations.models import Attachment, Conversation, Message, MessageKind
 from rapport.conversations.routing import is_online
 from rapport.conversations.service import message_payload
 from rapport.crypto import SecretBox
 from rapport.db import Database, utcnow
-from rapport.ingest import InboundMessage, IngestWriter
-from rapport.problems import Forbidden
+from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
+from rapport.problems import Forbidden, Invalid, NotFound
 from rapport.realtime import service as realtime
+from rapport.storage import LocalStorage
 from rapport.workspaces.models import Workspace
 
 router = APIRouter(tags=["web chat"], include_in_schema=True)
@@ -160,6 +163,15 @@ def _public(m: Message | dict[str, Any], db: Any = None) -> dict[str, Any]:
     out = {k: p[k] for k in keys}
     if p.get("sender_type") == "user" and db is not None:
         out["sender_name"] = _agent_name(db, p.get("sender_id"))
+    if db is not None:
+        out["attachments"] = [
+            {"id": a.id, "filename": a.filename, "content_type": a.content_type, "size": a.size}
+            for a in db.scalars(select(Attachment).where(Attachment.message_id == p["id"]))
+        ]
+        if p.get("kind") == "bot":  # answers (not hand-over notices) can be rated
+            row = m if isinstance(m, Message) else db.get(Message, p["id"])
+            source = ((row.meta or {}).get("bot") or {}).get("source") if row else None
+            out["rateable"] = source in ("intent", "article")
     return out
 
 
@@ -215,6 +227,147 @@ async def say(token: str, body: SayIn, request: Request) -> Response:
     await run_in_threadpool(remember)
     out = {**_public(message_payload(stored.message)), "sender_name": visitor.name}  # type: ignore[arg-type]
     return _cors(request, inbox, JSONResponse(out, status_code=201))
+
+
+class RatingIn(BaseModel):
+    helpful: bool
+
+
+class ReadIn(BaseModel):
+    message_id: str = Field(min_length=1, max_length=32)
+
+
+@router.post("/widget/api/{token}/read", status_code=204)
+async def read(token: str, body: ReadIn, request: Request) -> Response:
+    """The visitor has seen the conversation up to this message: agents see "read"."""
+    database: Database = request.app.state.database
+    inbox = await run_in_threadpool(_inbox, database, token)
+
+    def work() -> None:
+        with database.session() as db:
+            visitor = webchat.visitor_by_token(
+                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
+            )
+            webchat.mark_read(db, visitor=visitor, message_id=body.message_id)
+
+    await run_in_threadpool(work)
+    return _cors(request, inbox, Response(status_code=204))
+
+
+@router.post("/widget/api/{token}/attachments", status_code=201)
+async def upload(
+    token: str, request: Request, file: UploadFile, text: str = Form(default="", max_length=10_000)
+) -> Response:
+    """The visitor sends a file (with an optional message), through the one ingest path."""
+    database: Database = request.app.state.database
+    inbox = await run_in_threadpool(_inbox, database, token)
+    data = await file.read(webchat.MAX_UPLOAD_BYTES + 1)
+    if len(data) > webchat.MAX_UPLOAD_BYTES:
+        raise Invalid(f"files up to {webchat.MAX_UPLOAD_BYTES // (1024 * 1024)} MB can be sent")
+    if not data:
+        raise Invalid("the file is empty")
+
+    def who() -> tuple[Visitor, str]:
+        with database.session(write=False) as db:
+            visitor = webchat.visitor_by_token(
+                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
+            )
+            ws = db.get(Workspace, inbox.workspace_id)
+            db.expunge(visitor)
+            return visitor, ws.default_region if ws else "US"
+
+    visitor, region = await run_in_threadpool(who)
+    writer: IngestWriter = request.app.state.ingest
+    name = Path(file.filename or "file").name[:200] or "file"
+    stored = await writer.submit(
+        InboundMessage(
+            inbox_id=inbox.id,
+            external_id=None,
+            handles=webchat.handles_of(visitor, region),
+            text=text,
+            sender_name=visitor.name,
+            attachments=[
+                InboundAttachment(name, file.content_type or "application/octet-stream", data)
+            ],
+            expect_channel="webchat",
+        )
+    )
+
+    def public() -> dict[str, Any]:
+        with database.session() as db:
+            row = db.get(Visitor, visitor.id)
+            if row is not None:
+                row.customer_id, row.last_seen_at = stored.customer_id, utcnow()
+            message = db.get(Message, stored.message.id)
+            assert message is not None
+            return {**_public(message, db), "sender_name": visitor.name}
+
+    return _cors(request, inbox, JSONResponse(await run_in_threadpool(public), status_code=201))
+
+
+@router.get("/widget/api/{token}/attachments/{attachment_id}")
+async def download(token: str, attachment_id: str, request: Request) -> Response:
+    """A file of the visitor's own conversation, always as a download."""
+    database: Database = request.app.state.database
+    inbox = await run_in_threadpool(_inbox, database, token)
+
+    def work() -> tuple[Attachment, bytes]:
+        with database.session(write=False) as db:
+            visitor = webchat.visitor_by_token(
+                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
+            )
+            row = db.get(Attachment, attachment_id)
+            message = db.get(Message, row.message_id) if row else None
+            conv = db.get(Conversation, message.conversation_id) if message else None
+            if (
+                row is None
+                or message is None
+                or conv is None
+                or conv.customer_id != visitor.customer_id
+                or conv.inbox_id != inbox.id
+                or message.kind not in _VISIBLE
+            ):
+                raise NotFound("attachment")
+            db.expunge(row)
+        data = LocalStorage(request.app.state.settings.attachments_dir).open(row.storage_key)
+        return row, data
+
+    row, data = await run_in_threadpool(work)
+    response = Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(row.filename)}",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+    return _cors(request, inbox, response)
+
+
+@router.post("/widget/api/{token}/messages/{message_id}/rating", status_code=204)
+async def rate(token: str, message_id: str, body: RatingIn, request: Request) -> Response:
+    """The visitor says whether a bot answer helped (an unhelpful one counts as a miss)."""
+    database: Database = request.app.state.database
+    inbox = await run_in_threadpool(_inbox, database, token)
+
+    def work() -> None:
+        with database.session() as db:
+            visitor = webchat.visitor_by_token(
+                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
+            )
+            message = db.get(Message, message_id)
+            conv = db.get(Conversation, message.conversation_id) if message else None
+            if (
+                message is None
+                or conv is None
+                or conv.customer_id != visitor.customer_id
+                or message.kind != MessageKind.bot
+            ):
+                raise NotFound("message")
+            bot.rate(db, message=message, helpful=body.helpful)
+
+    await run_in_threadpool(work)
+    return _cors(request, inbox, Response(status_code=204))
 
 
 @router.post("/widget/api/{token}/typing", status_code=204)
@@ -309,12 +462,13 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
 
     raw_last = ws.query_params.get("last_event_id")
     last = int(raw_last) if raw_last and raw_last.isdigit() else None
+    seen = realtime.Seen()
     with get_bus().subscribe(inbox.workspace_id) as sub:
         if last is not None:
+            seen.highest = last
             events = await run_in_threadpool(_replay, database, inbox.workspace_id, last)
             for event in events:
-                last = event["id"]
-                if await run_in_threadpool(mine, event):
+                if seen.add(event["id"]) and await run_in_threadpool(mine, event):
                     await ws.send_json({**event, "payload": await run_in_threadpool(named, event)})
         receiver = asyncio.create_task(_drain(ws))
         beat = asyncio.create_task(_heartbeat(database, visitor.id))
@@ -328,8 +482,8 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
                     getter.cancel()
                     break
                 event = getter.result()
-                if last is not None and event["id"] and event["id"] <= last:
-                    continue
+                if event["id"] and not seen.add(event["id"]):
+                    continue  # already sent by the catch-up
                 if await run_in_threadpool(mine, event):
                     payload = (
                         event["payload"]
@@ -362,11 +516,12 @@ async def _heartbeat(database: Database, visitor_id: str) -> None:
 
 
 def _replay(database: Database, workspace_id: str, after: int) -> list[dict[str, Any]]:
+    """What the visitor missed: recent stragglers at or below ``after``, then what followed
+    (a visitor's conversation is small: one page of each is plenty)."""
     with database.session(write=False) as db:
-        return [
-            realtime.as_dict(e)
-            for e in realtime.since(db, workspace_id=workspace_id, after_id=after)
-        ]
+        rows = realtime.stragglers(db, workspace_id=workspace_id, up_to_id=after)
+        rows += realtime.since(db, workspace_id=workspace_id, after_id=after)
+        return [realtime.as_dict(e) for e in rows]
 
 
 async def _drain(ws: WebSocket) -> None:

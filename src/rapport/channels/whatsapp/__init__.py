@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from rapport.channels import base
+from rapport.channels import base, media
 from rapport.crypto import hmac_sha256_hex
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
@@ -122,6 +122,25 @@ def parse(
 class WhatsAppChannel:
     name = "whatsapp"
     secret_fields = frozenset({"access_token", "app_secret", "verify_token"})
+
+    def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
+        found = meta.get("media")
+        return [found] if isinstance(found, dict) and found.get("id") else []
+
+    def fetch_media(
+        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any]
+    ) -> media.Fetched:
+        """Cloud API media: ``GET /{media-id}`` gives a short-lived URL, fetched with the
+        same bearer token."""
+        api = str(inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
+        auth = {"Authorization": f"Bearer {secrets.get('access_token', '')}"}
+        info = httpx.get(f"{api}/{ref['id']}", headers=auth, timeout=20)
+        info.raise_for_status()
+        described = info.json()
+        data = media.download(str(described["url"]), headers=auth)
+        content_type = str(described.get("mime_type") or ref.get("mime_type") or "")
+        name = media.filename_for(f"whatsapp-{ref['id']}", content_type, ref.get("filename"))
+        return media.Fetched(name, content_type, data)
 
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         return valid_signature(

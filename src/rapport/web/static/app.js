@@ -1,39 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-const csrf = () => document.body.dataset.csrf || readCookie("rapport_csrf");
-
-function readCookie(name) {
-  const hit = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
-  return hit ? decodeURIComponent(hit.slice(name.length + 1)) : "";
-}
-
-async function api(method, path, body) {
-  const res = await fetch(path, {
-    method,
-    credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = res.status === 204 ? null : await res.json().catch(() => null);
-  if (!res.ok) {
-    const err = new Error((data && data.detail) || res.statusText);
-    err.status = res.status;
-    throw err;
-  }
-  return data;
-}
-
-function showError(message) {
-  let box = document.getElementById("flash");
-  if (!box) {
-    box = document.createElement("p");
-    box.id = "flash";
-    box.className = "error";
-    box.setAttribute("role", "alert");
-    document.querySelector("main").prepend(box);
-  }
-  box.textContent = message;
-}
+import { api, showError, triageBadges } from "./http.js";
 
 // --- login, with the second factor when the account has one ---------------------------
 function setupLogin() {
@@ -68,6 +35,42 @@ function setupLogin() {
   });
 }
 
+// --- forgotten password: ask for a link, then choose a new password --------------------
+function setupPasswordReset() {
+  const forgot = document.getElementById("forgot-form");
+  if (forgot) forgot.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const error = document.getElementById("forgot-error");
+    error.hidden = true;
+    try {
+      const out = await api("POST", "/api/v1/auth/password-reset", { email: new FormData(forgot).get("email") });
+      const done = document.getElementById("forgot-done");
+      done.textContent = out.detail;
+      done.hidden = false;
+      forgot.hidden = true;
+    } catch (e) { error.textContent = e.message; error.hidden = false; }
+  });
+  const form = document.getElementById("reset-form");
+  if (!form) return;
+  const token = location.hash.slice(1);
+  // Out of the address bar and the history: the link is spent once used anyway.
+  history.replaceState(null, "", location.pathname);
+  const error = document.getElementById("reset-error");
+  const fail = (msg) => { error.textContent = msg; error.hidden = false; };
+  if (!token) fail("This page needs the link from the reset email.");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    const fd = new FormData(form);
+    if (fd.get("password") !== fd.get("again")) { fail("The two passwords differ."); return; }
+    try {
+      await api("POST", "/api/v1/auth/password-reset/confirm", { token, password: fd.get("password") });
+      form.hidden = true;
+      document.getElementById("reset-done").hidden = false;
+    } catch (e) { fail(e.message); }
+  });
+}
+
 function setupLogout() {
   const btn = document.getElementById("logout");
   if (!btn) return;
@@ -81,6 +84,9 @@ function setupLogout() {
 function connectStream(onEvent) {
   let last = null;
   let delay = 500;
+  // A replay after a reconnect may repeat events we have (ids commit out of order on
+  // PostgreSQL, so the server resends recent ones): each id is handled once.
+  const seen = new Set();
   const open = () => {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const query = last === null ? "" : `?last_event_id=${last}`;
@@ -89,8 +95,15 @@ function connectStream(onEvent) {
     ws.onmessage = (msg) => {
       const event = JSON.parse(msg.data);
       if (event.type === "hello") { last = event.last_event_id; return; }
-      last = event.id;
+      if (event.id) {
+        if (seen.has(event.id)) return;
+        seen.add(event.id);
+        if (seen.size > 5000) seen.delete(seen.values().next().value);
+        last = Math.max(last || 0, event.id);
+      }
       onEvent(event);
+      // Other modules of the page (the customer panel) follow the same stream.
+      document.dispatchEvent(new CustomEvent("rapport:event", { detail: event }));
     };
     // Reconnect with the last id we saw: the server replays whatever we missed.
     ws.onclose = () => { setTimeout(open, delay); delay = Math.min(delay * 2, 10000); };
@@ -111,22 +124,84 @@ function setupInbox() {
     document.addEventListener("click", () => Notification.requestPermission(), { once: true });
   }
   let pending = null;
-  const refresh = () => {
+  const bulk = setupBulk(list, () => refresh(0));
+  const refresh = (wait = 150) => {
     clearTimeout(pending);
     pending = setTimeout(async () => {
       const res = await fetch(location.href, { credentials: "same-origin" });
       const doc = new DOMParser().parseFromString(await res.text(), "text/html");
       const fresh = doc.getElementById("conversation-list");
+      // Keep what the agent ticked: a live update must not drop a selection in progress.
+      const picked = bulk.picked();
       if (fresh) list.replaceChildren(...fresh.children);
+      paintLabels(list);
+      bulk.restore(picked);
       const views = doc.querySelector("aside.views");
       if (views) document.querySelector("aside.views").replaceChildren(...views.children);
-    }, 150);
+    }, wait);
   };
   connectStream((event) => {
     setupNotifications(event);
     if (event.type.startsWith("conversation.") || event.type === "message.created") refresh();
     if (event.type === "message.created" && event.payload.direction === "in") notify("New message", event.payload.text.slice(0, 80));
   });
+}
+
+// --- bulk actions: tick conversations, then assign, label or resolve them at once -------
+function setupBulk(list, done) {
+  const form = document.getElementById("bulk");
+  const none = { picked: () => [], restore: () => {} };
+  if (!form) return none;
+  const all = document.getElementById("select-all");
+  const count = document.getElementById("bulk-count");
+  const boxes = () => [...list.querySelectorAll("input.pick")];
+  const picked = () => boxes().filter((b) => b.checked).map((b) => b.value);
+  const update = () => {
+    const n = picked().length;
+    count.textContent = `${n} selected`;
+    all.checked = n > 0 && n === boxes().length;
+    all.indeterminate = n > 0 && n < boxes().length;
+  };
+  list.addEventListener("change", (ev) => { if (ev.target.matches("input.pick")) update(); });
+  all.addEventListener("change", () => { boxes().forEach((b) => { b.checked = all.checked; }); update(); });
+  form.addEventListener("submit", (ev) => ev.preventDefault());
+  form.querySelectorAll("button[data-bulk]").forEach((btn) => btn.addEventListener("click", async () => {
+    const ids = picked();
+    if (!ids.length) { showError("Select at least one conversation first."); return; }
+    const kind = btn.dataset.bulk;
+    let body;
+    if (kind === "assign_agent") {
+      const agent = form.elements.assignee_id.value;
+      if (!agent) { showError("Choose an agent to assign."); return; }
+      body = { ids, action: "assign", assignee_id: agent };
+    } else if (kind === "assign_team") {
+      const team = form.elements.team_id.value;
+      if (!team) { showError("Choose a team to assign."); return; }
+      body = { ids, action: "assign", team_id: team };
+    } else if (kind === "label") {
+      const label = form.elements.label.value.trim();
+      if (!label) { showError("Type a label to add."); return; }
+      body = { ids, action: "label", labels: [label] };
+    } else {
+      body = { ids, action: "resolve" };
+    }
+    try {
+      const out = await api("POST", "/api/v1/conversations/bulk", body);
+      const flash = document.getElementById("flash");
+      if (flash) flash.remove();
+      boxes().forEach((b) => { b.checked = false; });
+      update();
+      document.getElementById("bulk-result").textContent = `${out.items.length} updated`;
+      done();
+    } catch (e) { showError(e.message); }
+  }));
+  return {
+    picked,
+    restore: (ids) => {
+      boxes().forEach((b) => { b.checked = ids.includes(b.value); });
+      update();
+    },
+  };
 }
 
 // --- conversation: thread, composer, assignment, status -------------------------------
@@ -143,6 +218,8 @@ function messageItem(m) {
     st.textContent = ` ${m.status}`;
     meta.append(st);
   }
+  const triage = m.meta && m.meta.triage;
+  if (m.direction === "in" && triage) meta.append(...triageBadges(triage));
   const body = document.createElement("div");
   body.className = "body";
   body.textContent = m.text; // never innerHTML: customer text is data, not markup
@@ -188,12 +265,26 @@ function setupConversation() {
   textarea.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); send(); }
   });
+  const showStatus = (status) => {
+    const badge = document.getElementById("status");
+    badge.textContent = status;
+    badge.className = `status st-${status}`;
+    document.getElementById("status-select").value = status;
+    document.getElementById("snooze-until").hidden = status !== "snoozed";
+  };
   root.querySelectorAll("button[data-status]").forEach((btn) => btn.addEventListener("click", async () => {
     try {
       const c = await api("POST", `/api/v1/conversations/${id}/status`, { status: btn.dataset.status });
-      document.getElementById("status").textContent = c.status;
+      showStatus(c.status);
     } catch (e) { showError(e.message); }
   }));
+  setupStatusForm(id, showStatus);
+  setupLabels(id);
+  const priority = document.getElementById("priority");
+  priority.addEventListener("change", async () => {
+    try { await api("POST", `/api/v1/conversations/${id}/priority`, { priority: priority.value }); }
+    catch (e) { showError(e.message); }
+  });
   const assign = document.getElementById("assign");
   assign.addEventListener("change", async () => {
     try { await api("POST", `/api/v1/conversations/${id}/assign`, { assignee_id: assign.value || null }); }
@@ -211,13 +302,89 @@ function setupConversation() {
       add(p);
       if (p.direction === "in") markRead();
     }
-    if (event.type === "conversation.updated" && p.id === id) document.getElementById("status").textContent = p.status;
-    if (event.type === "visitor.typing" || (event.type === "agent.typing" && p.conversation_id === id && p.user_id !== document.body.dataset.user)) {
-      const who = event.type === "visitor.typing" ? "The customer is typing…" : "A colleague is typing…";
-      showError(who);
+    if (event.type === "conversation.updated" && p.id === id) {
+      showStatus(p.status);
+      if (p.priority) priority.value = p.priority;
+    }
+    // (Colleagues typing or viewing: the collision notice in panel.js.)
+    if (event.type === "visitor.typing") {
+      showError("The customer is typing…");
       clearTimeout(window.__typingTimer);
       window.__typingTimer = setTimeout(() => { const f = document.getElementById("flash"); if (f) f.remove(); }, 4000);
     }
+  });
+}
+
+// --- status with "snoozed until", and labels, on the conversation page ------------------
+function localInputValue(date) {
+  // A datetime-local input speaks the browser's local time, without an offset.
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+function setupStatusForm(id, showStatus) {
+  const form = document.getElementById("status-form");
+  if (!form) return;
+  const select = document.getElementById("status-select");
+  const input = document.getElementById("snooze-input");
+  const box = document.getElementById("snooze-until");
+  const tomorrow = new Date(Date.now() + 24 * 3600 * 1000);
+  tomorrow.setHours(9, 0, 0, 0);
+  input.value = localInputValue(input.dataset.utc ? new Date(input.dataset.utc) : tomorrow);
+  input.min = localInputValue(new Date());
+  select.addEventListener("change", () => {
+    box.hidden = select.value !== "snoozed";
+    if (!box.hidden) input.focus();
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = { status: select.value };
+    if (select.value === "snoozed") {
+      const when = new Date(input.value);
+      if (!input.value || Number.isNaN(when.getTime())) { showError("Choose when the snooze ends."); return; }
+      body.snoozed_until = when.toISOString();
+    }
+    try {
+      const c = await api("POST", `/api/v1/conversations/${id}/status`, body);
+      showStatus(c.status);
+    } catch (e) { showError(e.message); }
+  });
+}
+
+function setupLabels(id) {
+  const list = document.getElementById("label-list");
+  const form = document.getElementById("label-form");
+  if (!list || !form) return;
+  const render = (labels) => {
+    list.replaceChildren(...labels.map((label) => {
+      const li = document.createElement("li");
+      const chip = document.createElement("span");
+      chip.className = "label";
+      chip.textContent = label;
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove-label";
+      remove.dataset.label = label;
+      remove.setAttribute("aria-label", `Remove label ${label}`);
+      remove.textContent = "×";
+      li.append(chip, remove);
+      return li;
+    }));
+  };
+  list.addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("button.remove-label");
+    if (!btn) return;
+    try {
+      render(await api("DELETE", `/api/v1/conversations/${id}/labels/${encodeURIComponent(btn.dataset.label)}`));
+    } catch (e) { showError(e.message); }
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const input = form.elements.label;
+    try {
+      render(await api("POST", `/api/v1/conversations/${id}/labels`, { labels: [input.value] }));
+      input.value = "";
+    } catch (e) { showError(e.message); }
   });
 }
 
@@ -346,71 +513,208 @@ function setupSettings() {
   });
 }
 
-// --- knowledge base: the article editor and the collection form ----------------------------
-function setupKb() {
-  const error = document.getElementById("kb-error");
-  if (!error) return;
-  const fail = (msg) => { error.textContent = msg; error.hidden = false; window.scrollTo(0, 0); };
-  document.querySelectorAll("form[data-kb-api]").forEach((form) => form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    try {
-      await api(form.dataset.method || "POST", form.dataset.kbApi, formJson(form));
-      location.reload();
-    } catch (e) { fail(e.message); }
-  }));
-  const form = document.getElementById("kb-article");
+// --- settings: business hours, automation rules, webhooks --------------------------------
+function settingsFail(msg) {
+  const error = document.getElementById("settings-error");
+  error.textContent = msg;
+  error.hidden = false;
+  window.scrollTo(0, 0);
+}
+
+function setupBusinessHours() {
+  const form = document.getElementById("hours-form");
   if (!form) return;
-  const preview = document.getElementById("kb-preview");
-  const body = form.elements.body_markdown;
-  const fields = () => {
-    const out = { title: form.elements.title.value, body_markdown: body.value,
-      collection_id: form.elements.collection_id.value || null };
-    if (form.elements.slug.value) out.slug = form.elements.slug.value;
-    if (!form.dataset.id) {
-      if (form.elements.locale.value) out.locale = form.elements.locale.value;
-      if (form.dataset.translationOf) out.translation_of = form.dataset.translationOf;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const hours = {};
+    for (const input of form.querySelectorAll("input[data-day]")) {
+      const spans = input.value.split(",").map((x) => x.trim()).filter(Boolean)
+        .map((span) => span.split("-").map((t) => t.trim().padStart(5, "0")));
+      if (spans.length) hours[input.dataset.day] = spans;
     }
-    return out;
+    const holidays = form.elements.holidays.value.split(/\s+/).filter(Boolean);
+    try {
+      await api("PUT", "/api/v1/business-hours", { timezone: form.elements.timezone.value.trim(), hours, holidays });
+      location.reload();
+    } catch (e) { settingsFail(e.message); }
+  });
+}
+
+function ruleValue(op, raw) {
+  // The form speaks text; "in" takes a list and "is"/"exists" a yes or no.
+  if (op === "in") return raw.split(",").map((x) => x.trim()).filter(Boolean);
+  if (op === "is" || op === "exists") return !["false", "no", "0", ""].includes(raw.trim().toLowerCase());
+  return raw;
+}
+
+function setupRules() {
+  const form = document.getElementById("rule-form");
+  if (!form) return;
+  const conditions = document.getElementById("conditions");
+  const actions = document.getElementById("actions");
+  const addRow = (list, templateId, values = {}) => {
+    const row = document.getElementById(templateId).content.firstElementChild.cloneNode(true);
+    for (const [name, value] of Object.entries(values)) {
+      const el = row.querySelector(`[name=${name}]`);
+      if (el) el.value = Array.isArray(value) ? value.join(", ") : String(value ?? "");
+    }
+    row.querySelector(".remove-row").addEventListener("click", () => row.remove());
+    list.append(row);
+    return row;
   };
-  const save = async () => {
-    if (form.dataset.id) return api("PATCH", `/api/v1/kb/articles/${form.dataset.id}`, fields());
-    const made = await api("POST", "/api/v1/kb/articles", fields());
-    form.dataset.id = made.id;
-    return made;
+  const reset = () => {
+    form.reset();
+    form.elements.id.value = "";
+    conditions.replaceChildren();
+    actions.replaceChildren();
+    addRow(actions, "action-row");
+    document.getElementById("rule-form-title").textContent = "New rule";
   };
-  // The server renders and sanitizes: the preview is exactly what readers will get.
-  const showPreview = async () => {
-    const out = await api("POST", "/api/v1/kb/preview", { body_markdown: body.value });
-    preview.innerHTML = out.body_html;
-  };
-  const button = document.getElementById("kb-preview-button");
-  if (button) button.addEventListener("click", () => showPreview().catch((e) => fail(e.message)));
-  let timer = null;
-  body.addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => showPreview().catch(() => null), 400);
+  reset();
+  document.getElementById("add-condition").addEventListener("click", () => addRow(conditions, "condition-row").querySelector("input").focus());
+  document.getElementById("add-action").addEventListener("click", () => addRow(actions, "action-row").querySelector("select").focus());
+  document.getElementById("rule-reset").addEventListener("click", reset);
+  const body = () => ({
+    name: form.elements.name.value,
+    event: form.elements.event.value,
+    conditions: [...conditions.children].map((li) => {
+      const op = li.querySelector("[name=op]").value;
+      return { field: li.querySelector("[name=field]").value.trim(), op, value: ruleValue(op, li.querySelector("[name=value]").value) };
+    }),
+    actions: [...actions.children].map((li) => {
+      const value = li.querySelector("[name=value]").value.trim();
+      return value ? { type: li.querySelector("[name=type]").value, value } : { type: li.querySelector("[name=type]").value };
+    }),
+    position: Number(form.elements.position.value || 0),
+    stop_processing: form.elements.stop_processing.checked,
+    enabled: form.elements.enabled.checked,
   });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    if (!form.reportValidity()) return;
+    const id = form.elements.id.value;
     try {
-      const saved = await save();
-      location.href = `/app/kb/articles/${saved.id}`;
-    } catch (e) { fail(e.message); }
-  });
-  form.querySelectorAll("[data-kb-action]").forEach((el) => el.addEventListener("click", async () => {
-    try {
-      if (el.dataset.kbAction === "publish") await save();
-      await api("POST", `/api/v1/kb/articles/${form.dataset.id}/${el.dataset.kbAction}`);
+      await api(id ? "PUT" : "POST", id ? `/api/v1/automation-rules/${id}` : "/api/v1/automation-rules", body());
       location.reload();
-    } catch (e) { fail(e.message); }
-  }));
+    } catch (e) { settingsFail(e.message); }
+  });
+  const find = async (id) => (await api("GET", "/api/v1/automation-rules")).find((r) => r.id === id);
+  const strip = ({ id, ...rest }) => rest;
+  document.querySelectorAll("#rule-rows tr[data-id]").forEach((tr) => {
+    const id = tr.dataset.id;
+    tr.querySelector(".rule-edit").addEventListener("click", async () => {
+      const rule = await find(id);
+      reset();
+      actions.replaceChildren();
+      form.elements.id.value = rule.id;
+      form.elements.name.value = rule.name;
+      form.elements.event.value = rule.event;
+      form.elements.position.value = rule.position;
+      form.elements.stop_processing.checked = rule.stop_processing;
+      form.elements.enabled.checked = rule.enabled;
+      rule.conditions.forEach((c) => addRow(conditions, "condition-row", c));
+      rule.actions.forEach((a) => addRow(actions, "action-row", a));
+      document.getElementById("rule-form-title").textContent = `Edit rule: ${rule.name}`;
+      form.elements.name.focus();
+    });
+    tr.querySelector(".rule-delete").addEventListener("click", async () => {
+      if (!confirm("Delete this rule?")) return;
+      try { await api("DELETE", `/api/v1/automation-rules/${id}`); location.reload(); }
+      catch (e) { settingsFail(e.message); }
+    });
+    const toggle = tr.querySelector(".rule-enabled");
+    toggle.addEventListener("change", async () => {
+      try {
+        const rule = await find(id);
+        await api("PUT", `/api/v1/automation-rules/${id}`, { ...strip(rule), enabled: toggle.checked });
+      } catch (e) { toggle.checked = !toggle.checked; settingsFail(e.message); }
+    });
+  });
+}
+
+function setupLabelSettings() {
+  const create = document.getElementById("label-create");
+  if (!create) return;
+  create.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("POST", "/api/v1/labels", { name: create.elements.name.value, colour: create.elements.colour.value });
+      location.reload();
+    } catch (e) { settingsFail(e.message); }
+  });
+  document.querySelectorAll("#labels-settings tr[data-id]").forEach((tr) => {
+    const id = tr.dataset.id;
+    tr.querySelector(".label-save").addEventListener("click", async () => {
+      try {
+        await api("PATCH", `/api/v1/labels/${id}`, { name: tr.querySelector("[name=name]").value, colour: tr.querySelector("[name=colour]").value });
+        location.reload();
+      } catch (e) { settingsFail(e.message); }
+    });
+    tr.querySelector(".label-delete").addEventListener("click", async () => {
+      if (!confirm("Delete this label from every conversation?")) return;
+      try { await api("DELETE", `/api/v1/labels/${id}`); location.reload(); }
+      catch (e) { settingsFail(e.message); }
+    });
+  });
+}
+
+// Label colours come as data: set through the CSSOM, which the CSP allows (style attributes it does not).
+function paintLabels(root = document) {
+  root.querySelectorAll(".label[data-colour]").forEach((el) => {
+    if (/^#[0-9a-f]{6}$/i.test(el.dataset.colour)) el.style.backgroundColor = el.dataset.colour;
+  });
+}
+
+function setupWebhooks() {
+  const form = document.getElementById("webhook-form");
+  if (!form) return;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const hook = await api("POST", "/api/v1/webhooks", { url: form.elements.url.value });
+      const box = document.getElementById("webhook-secret");
+      box.querySelector("code").textContent = hook.secret;
+      box.hidden = false;
+      form.reset();
+    } catch (e) { settingsFail(e.message); }
+  });
+  document.querySelectorAll("#webhooks tr[data-id]").forEach((tr) => {
+    tr.querySelector(".hook-log").addEventListener("click", async () => {
+      const row = document.getElementById(`log-${tr.dataset.id}`);
+      if (!row.hidden) { row.hidden = true; return; }
+      try {
+        const log = await api("GET", `/api/v1/webhooks/${tr.dataset.id}/deliveries`);
+        const table = document.createElement("table");
+        table.className = "delivery-log";
+        const head = table.createTHead().insertRow();
+        for (const h of ["When", "Event", "Status", "HTTP", "Attempts", "Error"]) {
+          const th = document.createElement("th");
+          th.textContent = h;
+          head.append(th);
+        }
+        const tbody = table.createTBody();
+        for (const d of log) {
+          const r = tbody.insertRow();
+          for (const v of [d.created_at.slice(0, 16).replace("T", " "), d.event, d.status, d.response_status ?? "–", d.attempts, d.error || ""]) {
+            r.insertCell().textContent = String(v);
+          }
+        }
+        if (!log.length) tbody.insertRow().insertCell().textContent = "No deliveries yet.";
+        row.firstElementChild.replaceChildren(table);
+        row.hidden = false;
+      } catch (e) { settingsFail(e.message); }
+    });
+  });
 }
 
 setupLogin();
+setupPasswordReset();
 setupLogout();
-setupKb();
 setupSettings();
+setupBusinessHours();
+setupRules();
+setupLabelSettings();
+setupWebhooks();
+paintLabels();
 setupPresence();
 setupInbox();
 setupConversation();

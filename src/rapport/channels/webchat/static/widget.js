@@ -10,7 +10,7 @@
   var token = script.dataset.token;
   var api = base + "/widget/api/" + encodeURIComponent(token);
   var storeKey = "rapport.visitor." + token;
-  var state = { visitor: localStorage.getItem(storeKey), last: null, config: null, seen: {} };
+  var state = { visitor: localStorage.getItem(storeKey), last: null, config: null, seen: {}, events: {} };
 
   var host = document.createElement("div");
   host.id = "rapport-widget";
@@ -28,6 +28,9 @@
     "form{display:flex;gap:6px;padding:8px;border-top:1px solid #e3e6ec}input,textarea{flex:1;padding:7px;border:1px solid #d6dae3;border-radius:6px}" +
     "button.send{background:#2f5bea;color:#fff;border:0;border-radius:6px;padding:0 12px;cursor:pointer}" +
     ".pre{padding:14px;display:flex;flex-direction:column;gap:8px}.pre input{flex:none}.notice{font-size:12px;color:#6b7385;padding:6px 12px}" +
+    ".file{display:block;margin-top:4px;background:none;border:0;padding:0;color:inherit;text-decoration:underline;cursor:pointer;text-align:left}" +
+    ".rate{display:flex;gap:6px;margin-top:4px;font-size:12px}.rate button{background:#f0f2f7;border:1px solid #d6dae3;border-radius:4px;cursor:pointer;padding:1px 6px}" +
+    "label.attach{display:flex;align-items:center;cursor:pointer;padding:0 4px;color:#6b7385}label.attach input{display:none}" +
     "</style>" +
     "<button class='launcher' aria-label='Chat with us'><svg viewBox='0 0 24 24' width='26' height='26' fill='currentColor' aria-hidden='true'><path d='M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z'/></svg></button>" +
     "<section class='panel' hidden role='dialog' aria-label='Chat'>" +
@@ -35,7 +38,8 @@
     "<form class='pre' hidden><span>Before we start:</span><input name='name' placeholder='Your name' autocomplete='name'>" +
     "<input name='email' type='email' placeholder='Your email' autocomplete='email'><button class='send' type='submit'>Start chat</button></form>" +
     "<div class='log' aria-live='polite'></div><div class='typing'></div>" +
-    "<form class='say'><textarea name='text' rows='1' placeholder='Write a message' aria-label='Message'></textarea><button class='send' type='submit'>Send</button></form>" +
+    "<form class='say'><label class='attach' title='Send a file'><svg viewBox='0 0 24 24' width='18' height='18' fill='none' stroke='currentColor' stroke-width='2' aria-hidden='true'><path d='M21 11l-8.5 8.5a5 5 0 0 1-7-7L14 4a3.5 3.5 0 0 1 5 5l-8.5 8.5a2 2 0 0 1-3-3L15 7'/></svg><span style='position:absolute;left:-9999px'>Send a file</span><input type='file' name='file'></label>" +
+    "<textarea name='text' rows='1' placeholder='Write a message' aria-label='Message'></textarea><button class='send' type='submit'>Send</button></form>" +
     "</section>";
   var $ = function (s) { return root.querySelector(s); };
   var log = $(".log"), panel = $(".panel"), pre = $(".pre"), say = $(".say"), typingEl = $(".typing");
@@ -61,8 +65,64 @@
       div.appendChild(who);
     }
     div.appendChild(document.createTextNode(m.text)); // text, never markup
+    (m.attachments || []).forEach(function (a) {
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "file";
+      b.textContent = "Attachment: " + a.filename;
+      b.addEventListener("click", function () { download(a); });
+      div.appendChild(b);
+    });
+    if (m.rateable) div.appendChild(rating(m));
     log.appendChild(div);
     log.scrollTop = log.scrollHeight;
+    if (m.direction !== "in") markRead(m.id);
+  }
+
+  // Files come with the visitor's token in a header, so not through a plain link.
+  function download(a) {
+    fetch(api + "/attachments/" + encodeURIComponent(a.id), { headers: { "X-Rapport-Visitor": state.visitor } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.blob(); })
+      .then(function (blob) {
+        var url = URL.createObjectURL(blob);
+        var link = document.createElement("a");
+        link.href = url;
+        link.download = a.filename;
+        root.appendChild(link);
+        link.click();
+        link.remove();
+        setTimeout(function () { URL.revokeObjectURL(url); }, 10000);
+      });
+  }
+
+  function rating(m) {
+    var box = document.createElement("div");
+    box.className = "rate";
+    box.appendChild(document.createTextNode("Did this help?"));
+    [["Yes", true], ["No", false]].forEach(function (pair) {
+      var b = document.createElement("button");
+      b.type = "button";
+      b.textContent = pair[0];
+      b.addEventListener("click", function () {
+        call("POST", "/messages/" + encodeURIComponent(m.id) + "/rating", { helpful: pair[1] })
+          .then(function () { box.textContent = "Thanks for telling us."; });
+      });
+      box.appendChild(b);
+    });
+    return box;
+  }
+
+  // Read receipts: what is on screen while the chat is open has been read.
+  function markRead(id) {
+    state.unread = id;
+    if (panel.hidden || document.visibilityState !== "visible") return;
+    clearTimeout(state.readTimer);
+    state.readTimer = setTimeout(function () {
+      if (!state.unread) return;
+      var upto = state.unread;
+      state.unread = null;
+      call("POST", "/read", { message_id: upto }).catch(function () { state.unread = state.unread || upto; });
+    }, 400);
   }
 
   function status() {
@@ -79,7 +139,12 @@
     var delay = 1000;
     ws.onmessage = function (msg) {
       var e = JSON.parse(msg.data);
-      if (e.id) state.last = e.id;
+      if (e.id) {
+        // A replay may repeat recent events (ids can commit out of order): once each.
+        if (state.events[e.id]) return;
+        state.events[e.id] = true;
+        state.last = Math.max(state.last || 0, e.id);
+      }
       if (e.type === "agent.typing") {
         typingEl.textContent = "Typing…";
         clearTimeout(state.typingTimer);
@@ -106,7 +171,24 @@
 
   $(".launcher").addEventListener("click", function () {
     panel.hidden = !panel.hidden;
-    if (!panel.hidden) $("textarea").focus();
+    if (!panel.hidden) {
+      $("textarea").focus();
+      if (state.unread) markRead(state.unread);
+    }
+  });
+  document.addEventListener("visibilitychange", function () { if (state.unread) markRead(state.unread); });
+  $("input[type=file]").addEventListener("change", function (ev) {
+    var file = ev.target.files[0];
+    if (!file) return;
+    var form = new FormData();
+    form.append("file", file);
+    var box = $("textarea");
+    if (box.value.trim()) { form.append("text", box.value.trim()); box.value = ""; }
+    fetch(api + "/attachments", { method: "POST", headers: { "X-Rapport-Visitor": state.visitor }, body: form })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(show)
+      .catch(function () { typingEl.textContent = "The file could not be sent (10 MB at most)."; });
+    ev.target.value = "";
   });
   pre.addEventListener("submit", function (ev) {
     ev.preventDefault();

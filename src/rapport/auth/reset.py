@@ -1,0 +1,105 @@
+"""Password reset by email: a single-use, expiring link whose token is stored only hashed.
+
+The request never says whether the address has an account: the answer and its timing are
+the same either way, because the mail goes out from the job queue, not the request.
+"""
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from rapport.auth import security
+from rapport.auth import service as auth
+from rapport.auth.models import PasswordReset, User
+from rapport.crypto import SecretBox, box_for
+from rapport.db import utcnow
+from rapport.jobs.registry import JobContext, job
+from rapport.jobs.service import enqueue
+from rapport.mail import send_mail
+from rapport.problems import Invalid
+
+
+class ResetInvalid(Invalid):
+    def __init__(self) -> None:
+        super().__init__("this reset link is invalid, used or expired: ask for a new one")
+
+
+def request(db: Session, *, email: str, minutes: int, box: SecretBox) -> bool:
+    """Queue a reset email when the address has an account; True if one was queued."""
+    user = auth.user_by_email(db, email)
+    if user is None:
+        return False
+    token = security.new_session_token()
+    db.add(
+        PasswordReset(
+            token_hash=security.token_hash(token),
+            user_id=user.id,
+            expires_at=utcnow() + timedelta(minutes=minutes),
+        )
+    )
+    # The job row must not hold a usable link: the token travels encrypted.
+    enqueue(
+        db,
+        name="password_reset_email",
+        args={"user_id": user.id, "token": box.encrypt(token)},
+        max_attempts=5,
+    )
+    return True
+
+
+def confirm(db: Session, *, token: str, password: str) -> User:
+    """Set the new password, spend the link (and any other of the user's), end all sessions."""
+    if len(password) < security.MIN_PASSWORD_LENGTH:
+        raise Invalid(f"password must be at least {security.MIN_PASSWORD_LENGTH} characters")
+    now = utcnow()
+    row = db.scalar(
+        select(PasswordReset).where(PasswordReset.token_hash == security.token_hash(token))
+    )
+    if row is None or row.used_at is not None or row.expires_at <= now:
+        raise ResetInvalid()
+    # Conditional: of two requests racing with the same link, only one spends it.
+    spent = db.execute(
+        update(PasswordReset)
+        .where(PasswordReset.id == row.id, PasswordReset.used_at.is_(None))
+        .values(used_at=now)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        raise ResetInvalid()
+    db.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_id == row.user_id, PasswordReset.used_at.is_(None))
+        .values(used_at=now)
+    )
+    user = db.get(User, row.user_id)
+    assert user is not None
+    user.password_hash = security.hash_password(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    auth.end_all_sessions(db, user_id=user.id)
+    return user
+
+
+@job("password_reset_email")
+def password_reset_email(ctx: JobContext, *, user_id: str, token: str) -> None:
+    """Email the reset link (errors are retried by the queue)."""
+    with ctx.database.session(write=False) as db:
+        user = db.get(User, user_id)
+        if user is None:
+            return
+        email, name = user.email, user.name
+    plain = box_for(ctx.settings.secret_key.get_secret_value()).decrypt(token)
+    # The token rides in the fragment: browsers never send it to a server or in a Referer.
+    link = f"{ctx.settings.public_url.rstrip('/')}/reset-password#{plain}"
+    minutes = ctx.settings.password_reset_minutes
+    send_mail(
+        ctx.settings,
+        to=email,
+        subject="Reset your Rapport password",
+        text=(
+            f"Hello {name},\n\nSomeone (hopefully you) asked to reset the password of your "
+            f"Rapport account. Open this link within {minutes} minutes to choose a new one:\n\n"
+            f"{link}\n\nThe link works once. Setting a new password signs you out everywhere.\n"
+            "If you did not ask for this, ignore this email: your password stays as it is.\n"
+        ),
+    )

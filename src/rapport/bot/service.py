@@ -1,0 +1,482 @@
+"""The bot in front of an inbox: answer, ask one clarifying question, or hand over.
+
+For each customer message on an inbox whose bot is enabled (``inbox.settings["bot"]``),
+the ``bot_reply`` job decides, in this order:
+
+1. The conversation is already with a human (assigned, or handed over): stay quiet.
+2. The customer asks for a person ("I want a person", "parler à un conseiller"...), or is
+   clearly upset (triage sentiment), or the bot already missed twice: hand over.
+3. An intent of the workspace's classifier is confident: its reply, rendered in the
+   sandbox; when the intent has an HTTP integration, the reply is rendered from the
+   integration's JSON (called signed, with the customer's identifiers).
+4. A help-center article matches well: its excerpt and link.
+5. Two intents are close: ask which one the customer means (a miss if asked again).
+6. Otherwise: hand over.
+
+Handing over assigns the conversation through routing (to the configured team), leaves a
+private note with what the customer asked and what the bot tried, tells the customer, and
+records the question for the knowledge-base team. Every bot message is a ``bot`` message
+whose ``meta["bot"]`` says why it answered (intent or article, and the confidence).
+"""
+
+import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport import templating
+from rapport.assistant.classify import TextClassifier
+from rapport.bot.models import (
+    BotConversation,
+    Integration,
+    Intent,
+    IntentExample,
+    IntentModelBlob,
+    UnansweredQuestion,
+)
+from rapport.channels.models import Inbox
+from rapport.conversations import service as conversations
+from rapport.conversations.models import Conversation, Message, MessageKind, Status
+from rapport.crypto import SecretBox, box_for
+from rapport.customers.models import Customer
+from rapport.db import Database, utcnow
+from rapport.jobs.registry import JobContext, job
+from rapport.jobs.service import enqueue
+from rapport.kb import search as kb_search
+
+DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "answer_threshold": 0.55,  # intent confidence needed to answer with it
+    "article_threshold": 0.6,  # article confidence needed to answer with it
+    "clarify_margin": 0.2,  # two intents this close: ask which one
+    # The share of the message's content words one of the intent's examples must share.
+    "example_support": 0.25,
+    "handover_team_id": None,
+    "handover_message": "Let me bring in a colleague who can help; they will reply here.",
+    "negative_sentiment": -0.6,  # this upset: a person answers
+}
+
+_HUMAN = re.compile(
+    r"\b(?:talk|speak|chat|connect|transfer|put)\s+(?:me\s+)?(?:to|with|through to)\s+"
+    r"(?:a|an|some|the|your)?\s*(?:human|person|agent|someone|somebody|operator|"
+    r"representative|real person|manager)\b"
+    r"|\b(?:want|need|get)\s+(?:a|an|to speak to a|to talk to a)?\s*(?:human|real person|"
+    r"person|agent|operator|representative)\b"
+    r"|\b(?:human|agent|operator|representative|person)\s*(?:please|pls|now)\b"
+    r"|^\s*(?:human|agent|operator|representative)\s*[.!?]*\s*$"
+    r"|\bparler\s+(?:à|a|avec)\s+(?:un|une|quelqu)\S*\s*(?:humain|conseill\w*|personne|agent)?"
+    r"|\b(?:mit\s+einem?\s+)?(?:menschen|mitarbeiter\w*)\s+sprechen\b"
+    r"|\bhablar\s+con\s+(?:una\s+persona|un\s+agente|un\s+humano|alguien)\b",
+    re.IGNORECASE,
+)
+_ORDER_NUMBER = re.compile(r"#?\b(\d{3,12})\b")
+
+
+def settings_of(inbox: Inbox | None) -> dict[str, Any]:
+    configured = ((inbox.settings or {}).get("bot") if inbox else None) or {}
+    return {**DEFAULTS, **configured}
+
+
+def enabled(inbox: Inbox | None) -> bool:
+    return bool(settings_of(inbox)["enabled"])
+
+
+def asks_for_a_person(text: str) -> bool:
+    return bool(_HUMAN.search(text))
+
+
+# --- intents ---------------------------------------------------------------------------
+
+
+def train(db: Session, *, workspace_id: str) -> int:
+    """Train the workspace's intent classifier from its examples; returns the count used."""
+    rows = db.execute(
+        select(IntentExample.text, Intent.name)
+        .join(Intent, Intent.id == IntentExample.intent_id)
+        .where(IntentExample.workspace_id == workspace_id)
+    ).all()
+    existing = db.get(IntentModelBlob, workspace_id)
+    labels = [name for _, name in rows]
+    if len(set(labels)) < 2:
+        if existing is not None:
+            db.delete(existing)
+        _models.pop(workspace_id, None)
+        return 0
+    model = TextClassifier().fit([t for t, _ in rows], labels)
+    if existing is None:
+        existing = IntentModelBlob(workspace_id=workspace_id, model=b"")
+        db.add(existing)
+    existing.model, existing.examples, existing.trained_at = model.dumps(), len(rows), utcnow()
+    _models.pop(workspace_id, None)
+    return len(rows)
+
+
+@dataclass
+class _Trained:
+    """A workspace's classifier with its examples' words, to check that a message resembles
+    what an intent was taught: a handful of examples makes any classifier overconfident,
+    and "Do you sponsor chess tournaments?" must not become "opening hours" for want of
+    another choice."""
+
+    stamp: str
+    model: TextClassifier
+    examples: list[tuple[frozenset[str], str]]
+
+    def support(self, text: str, label: str) -> float:
+        """The largest share of the message's content words found in one example of
+        ``label`` (stemmed, function words left out)."""
+        words = set(kb_search.terms(text))
+        if not words:
+            return 0.0
+        return max(
+            (len(words & example) / len(words) for example, name in self.examples if name == label),
+            default=0.0,
+        )
+
+
+_models: dict[str, _Trained] = {}
+
+
+def _classifier(db: Session, workspace_id: str) -> _Trained | None:
+    row = db.get(IntentModelBlob, workspace_id)
+    if row is None:
+        return None
+    stamp = row.trained_at.isoformat()
+    cached = _models.get(workspace_id)
+    if cached is None or cached.stamp != stamp:
+        model = TextClassifier.loads(row.model)
+        examples = db.execute(
+            select(IntentExample.text, Intent.name)
+            .join(Intent, Intent.id == IntentExample.intent_id)
+            .where(IntentExample.workspace_id == workspace_id)
+        ).all()
+        cached = _Trained(
+            stamp, model, [(frozenset(kb_search.terms(t)), name) for t, name in examples]
+        )
+        _models[workspace_id] = cached
+    return cached
+
+
+# --- deciding --------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    kind: str  # skip / answer / clarify / handover
+    text: str = ""
+    reason: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    integration: Integration | None = None
+    intent: Intent | None = None
+
+
+def decide(
+    db: Session,
+    *,
+    message: Message,
+    conversation: Conversation,
+    inbox: Inbox,
+    state: BotConversation | None,
+    base_url: str,
+) -> Decision:
+    config = settings_of(inbox)
+    if conversation.assignee_id or (state and state.handed_over_at):
+        return Decision("skip", reason="with a human")
+    text = message.text.strip()
+    if not text:
+        return Decision("skip", reason="nothing to read")
+    if asks_for_a_person(text):
+        return Decision("handover", reason="the customer asked for a person")
+    triage = (message.meta or {}).get("triage") or {}
+    score = triage.get("sentiment_score")
+    if triage.get("sentiment") == "negative" and score is not None:
+        if float(score) <= float(config["negative_sentiment"]):
+            return Decision("handover", reason="the customer is upset")
+    if state and state.failures >= 2:
+        return Decision("handover", reason="the bot missed twice")
+    trained = _classifier(db, conversation.workspace_id)
+    prediction = trained.model.predict([text])[0] if trained is not None else None
+    support = trained.support(text, prediction.label) if trained and prediction else 0.0
+    if prediction and not prediction.out_of_scope and support >= float(config["example_support"]):
+        if prediction.confidence >= float(config["answer_threshold"]):
+            intent = db.scalar(
+                select(Intent).where(
+                    Intent.workspace_id == conversation.workspace_id,
+                    Intent.name == prediction.label,
+                )
+            )
+            if intent is not None:
+                meta = {
+                    "source": "intent",
+                    "intent": intent.name,
+                    "confidence": round(prediction.confidence, 3),
+                    "support": round(support, 3),
+                }
+                integration = (
+                    db.get(Integration, intent.integration_id) if intent.integration_id else None
+                )
+                return Decision("answer", meta=meta, integration=integration, intent=intent)
+    hits = kb_search.search_articles(
+        db, conversation.workspace_id, text, limit=3, base_url=base_url
+    )
+    if hits and hits[0].confidence >= float(config["article_threshold"]):
+        best = hits[0]
+        answer = f"{best.excerpt}\n\n{best.title}: {best.url}" if best.url else best.excerpt
+        return Decision(
+            "answer",
+            text=answer,
+            meta={
+                "source": "article",
+                "article_id": best.article_id,
+                "title": best.title,
+                "confidence": best.confidence,
+            },
+        )
+    if (
+        prediction
+        and support >= float(config["example_support"])
+        and len(prediction.alternatives) >= 2
+    ):
+        (first, p1), (second, p2) = prediction.alternatives[:2]
+        if p1 - p2 <= float(config["clarify_margin"]) and p1 + p2 >= 0.5:
+            return Decision(
+                "clarify",
+                text=f"Just to be sure: is this about {_readable(first)} or {_readable(second)}?",
+                meta={"source": "clarify", "options": [first, second], "confidence": round(p1, 3)},
+            )
+    tried = []
+    if prediction:
+        tried.append(f"intent {prediction.label} ({prediction.confidence:.2f})")
+    if hits:
+        tried.append(f"article “{hits[0].title}” ({hits[0].confidence:.2f})")
+    return Decision("handover", reason="no confident answer", meta={"tried": tried})
+
+
+def _readable(name: str) -> str:
+    return name.replace("_", " ").replace("-", " ")
+
+
+def _context(customer: Customer | None, text: str) -> dict[str, Any]:
+    first = (customer.name.split() or [""])[0] if customer and customer.name else ""
+    number = _ORDER_NUMBER.search(text)
+    return {
+        "customer": {
+            "id": customer.id if customer else "",
+            "name": customer.name if customer else "",
+            "first_name": first,
+            "email": (customer.email or "") if customer else "",
+            "phone": (customer.phone or "") if customer else "",
+            "attributes": dict(customer.attributes) if customer else {},
+        },
+        "order_number": number.group(1) if number else "",
+        "message": text,
+    }
+
+
+def _quoted(value: Any) -> Any:
+    """The context with every string percent-encoded: safe to place in a URL."""
+    if isinstance(value, dict):
+        return {k: _quoted(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return quote(value, safe="")
+    return value
+
+
+def sign(secret: str, timestamp: int, url: str) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.{url}".encode(), hashlib.sha256).hexdigest()
+    return f"v1={mac}"
+
+
+def call_integration(
+    integration: Integration, box: SecretBox, context: dict[str, Any]
+) -> dict[str, Any]:
+    """GET the integration's URL (rendered in the sandbox), signed; its JSON object."""
+    url = templating.render(integration.url, _quoted(context))
+    timestamp = int(time.time())
+    secret = box.decrypt(integration.secret_encrypted)
+    response = httpx.get(
+        url,
+        headers={
+            "Accept": "application/json",
+            "User-Agent": "Rapport-Bot",
+            "X-Rapport-Timestamp": str(timestamp),
+            "X-Rapport-Signature": sign(secret, timestamp, url),
+        },
+        timeout=integration.timeout_seconds,
+    )
+    response.raise_for_status()
+    data = response.json()
+    if not isinstance(data, dict):
+        raise ValueError("the integration did not answer a JSON object")
+    return data
+
+
+# --- acting ----------------------------------------------------------------------------
+
+
+def handle(database: Database, *, message_id: str, box: SecretBox, base_url: str) -> str:
+    """Decide (reading), call an integration if needed (no transaction open), then act
+    (writing). Returns what the bot did."""
+    with database.session(write=False) as db:
+        message = db.get(Message, message_id)
+        if message is None:
+            return "skip"
+        conversation = db.get(Conversation, message.conversation_id)
+        inbox = db.get(Inbox, conversation.inbox_id) if conversation else None
+        if conversation is None or inbox is None or not enabled(inbox):
+            return "skip"
+        state = db.get(BotConversation, conversation.id)
+        decision = decide(
+            db,
+            message=message,
+            conversation=conversation,
+            inbox=inbox,
+            state=state,
+            base_url=base_url,
+        )
+        customer = db.get(Customer, conversation.customer_id)
+        context = _context(customer, message.text)
+        db.expunge_all()
+    if decision.kind == "answer" and decision.intent is not None:
+        try:
+            if decision.integration is not None:
+                context["data"] = call_integration(decision.integration, box, context)
+                decision.meta["integration"] = decision.integration.name
+            decision.text = templating.render(decision.intent.reply, context)
+        except Exception as exc:  # an integration down or a template error: a person helps
+            decision = Decision(
+                "handover",
+                reason=f"the {decision.meta.get('integration', 'intent')} lookup failed "
+                f"({type(exc).__name__})",
+                meta={"tried": [f"intent {decision.meta.get('intent')}"]},
+            )
+    with database.session() as db:
+        return _act(db, message_id=message_id, decision=decision)
+
+
+def _act(db: Session, *, message_id: str, decision: Decision) -> str:
+    message = db.get(Message, message_id)
+    assert message is not None
+    conversation = db.get(Conversation, message.conversation_id)
+    assert conversation is not None
+    if decision.kind == "skip" or conversation.assignee_id:
+        return "skip"
+    state = db.get(BotConversation, conversation.id)
+    if state is None:
+        state = BotConversation(
+            conversation_id=conversation.id, workspace_id=conversation.workspace_id, log=[]
+        )
+        db.add(state)
+    if state.handed_over_at is not None:
+        return "skip"
+    state.log = [
+        *state.log[-9:],
+        {"asked": message.text[:300], "did": decision.kind, **_brief(decision)},
+    ]
+    if decision.kind in ("answer", "clarify"):
+        if decision.kind == "clarify":
+            state.failures += 1
+        bot_message = conversations.reply(
+            db,
+            conversation=conversation,
+            author_id=None,
+            text=decision.text,
+            kind=MessageKind.bot,
+        )
+        bot_message.meta = {**(bot_message.meta or {}), "bot": decision.meta}
+        return decision.kind
+    _hand_over(db, conversation=conversation, state=state, message=message, decision=decision)
+    return "handover"
+
+
+def _brief(decision: Decision) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if decision.reason:
+        out["reason"] = decision.reason
+    for key in ("intent", "title", "confidence", "tried", "options"):
+        if key in decision.meta:
+            out[key] = decision.meta[key]
+    return out
+
+
+def _hand_over(
+    db: Session,
+    *,
+    conversation: Conversation,
+    state: BotConversation,
+    message: Message,
+    decision: Decision,
+) -> None:
+    inbox = db.get(Inbox, conversation.inbox_id)
+    config = settings_of(inbox)
+    state.handed_over_at = utcnow()
+    lines = [f"Bot handed over: {decision.reason}."]
+    for entry in state.log:
+        did = entry.get("did")
+        detail = entry.get("intent") or entry.get("title") or ", ".join(entry.get("tried", []))
+        lines.append(f"• Customer: “{entry['asked']}” → {did}" + (f" ({detail})" if detail else ""))
+    conversations.note(db, conversation=conversation, author_id=None, text="\n".join(lines))
+    if decision.reason in ("no confident answer",) or decision.reason.startswith("the bot missed"):
+        db.add(
+            UnansweredQuestion(
+                workspace_id=conversation.workspace_id,
+                conversation_id=conversation.id,
+                text=message.text[:2000],
+                reason=decision.reason,
+            )
+        )
+    reply = conversations.reply(
+        db,
+        conversation=conversation,
+        author_id=None,
+        text=str(config["handover_message"]),
+        kind=MessageKind.bot,
+    )
+    reply.meta = {**(reply.meta or {}), "bot": {"source": "handover", "reason": decision.reason}}
+    team_id = (
+        config.get("handover_team_id") or conversation.team_id or (inbox.team_id if inbox else None)
+    )
+    if team_id and conversation.team_id != team_id:
+        conversations.assign(
+            db, conversation=conversation, assignee_id=None, team_id=team_id, actor_id=None
+        )
+    if conversation.status != Status.open:
+        conversation.status = Status.open
+    enqueue(
+        db,
+        name="route",
+        args={"conversation_id": conversation.id},
+        workspace_id=conversation.workspace_id,
+    )
+
+
+def rate(db: Session, *, message: Message, helpful: bool) -> None:
+    """A customer's verdict on a bot answer; an unhelpful one counts as a miss."""
+    previous = (message.meta or {}).get("rating")
+    message.meta = {
+        **(message.meta or {}),
+        "rating": {"helpful": helpful, "at": utcnow().isoformat()},
+    }
+    if not helpful and (previous is None or previous.get("helpful")):
+        state = db.get(BotConversation, message.conversation_id)
+        if state is not None:
+            state.failures += 1
+
+
+@job("bot_reply", max_attempts=3)
+def bot_reply(ctx: JobContext, message_id: str) -> None:
+    box = box_for(ctx.settings.secret_key.get_secret_value())
+    handle(ctx.database, message_id=message_id, box=box, base_url=ctx.settings.public_url)
+
+
+@job("bot_train", max_attempts=3)
+def bot_train(ctx: JobContext, workspace_id: str) -> None:
+    with ctx.database.session() as db:
+        train(db, workspace_id=workspace_id)

@@ -1,0 +1,145 @@
+"""Files customers send through messaging providers, fetched after the message is stored.
+
+A provider's webhook carries a reference to the file (WhatsApp: a media id; Telegram: a
+file id; Messenger and Instagram: a CDN URL; Twilio: a media URL), not the file. The
+message is stored at once; then the ``fetch_media`` job asks the channel to download each
+file with the inbox's credentials (outside any transaction), stores it like any other
+attachment, and tells the agents' screens. A file too large is refused with a note on the
+message; a provider that fails is retried by the job queue.
+"""
+
+import logging
+import mimetypes
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import httpx
+from sqlalchemy import select
+
+from rapport.channels import base
+from rapport.channels.models import Inbox
+from rapport.conversations.models import Attachment, Message
+from rapport.conversations.service import message_payload
+from rapport.crypto import box_for
+from rapport.jobs.registry import JobContext, job
+from rapport.jobs.service import enqueue
+from rapport.realtime.service import emit
+from rapport.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+MAX_MEDIA_BYTES = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Fetched:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+class MediaChannel(Protocol):
+    def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def fetch_media(
+        self, *, inbox: Inbox, secrets: dict[str, Any], ref: dict[str, Any]
+    ) -> Fetched: ...
+
+
+def download(url: str, *, headers: dict[str, str] | None = None, auth: Any = None) -> bytes:
+    """GET a file, refusing more than MAX_MEDIA_BYTES without reading it all."""
+    with httpx.stream(
+        "GET", url, headers=headers, auth=auth, timeout=30, follow_redirects=True
+    ) as response:
+        response.raise_for_status()
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_MEDIA_BYTES:
+                raise TooLarge(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class TooLarge(Exception):
+    """The provider's file is over MAX_MEDIA_BYTES."""
+
+
+def filename_for(stem: str, content_type: str, given: str | None = None) -> str:
+    if given:
+        return given[:200]
+    extension = mimetypes.guess_extension((content_type or "").split(";")[0].strip()) or ""
+    return f"{stem}{extension}"
+
+
+def queue_if_any(channel: str, meta: dict[str, Any]) -> bool:
+    """Whether this message carries files its channel can fetch."""
+    found = base.get(channel)
+    refs = getattr(found, "media_refs", None)
+    return bool(refs and refs(meta))
+
+
+def request_fetch(db: Any, *, message_id: str, workspace_id: str) -> None:
+    enqueue(
+        db,
+        name="fetch_media",
+        args={"message_id": message_id},
+        workspace_id=workspace_id,
+        max_attempts=5,
+    )
+
+
+@job("fetch_media", max_attempts=5)
+def fetch_media(ctx: JobContext, message_id: str) -> None:
+    with ctx.database.session(write=False) as db:
+        message = db.get(Message, message_id)
+        inbox = db.get(Inbox, message.inbox_id) if message else None
+        if message is None or inbox is None or (message.meta or {}).get("media_fetched"):
+            return
+        done = set(
+            db.scalars(select(Attachment.filename).where(Attachment.message_id == message.id))
+        )
+        db.expunge(inbox)
+        meta = dict(message.meta or {})
+    channel = base.get(inbox.channel)
+    if channel is None or not hasattr(channel, "fetch_media"):
+        return
+    media = cast(MediaChannel, channel)
+    secrets = box_for(ctx.settings.secret_key.get_secret_value()).decrypt_json(
+        inbox.secrets_encrypted
+    )
+    fetched: list[Fetched] = []
+    refused: list[str] = []
+    for ref in media.media_refs(meta):
+        try:
+            got = media.fetch_media(inbox=inbox, secrets=secrets, ref=ref)
+        except TooLarge:
+            refused.append(f"a file over {MAX_MEDIA_BYTES // (1024 * 1024)} MB was not kept")
+            continue
+        if got.filename not in done:
+            fetched.append(got)
+    storage = LocalStorage(ctx.settings.attachments_dir)
+    with ctx.database.session() as db:
+        message = db.get(Message, message_id)
+        if message is None:
+            return
+        for item in fetched:
+            key, digest = storage.put(item.data)
+            db.add(
+                Attachment(
+                    workspace_id=message.workspace_id,
+                    message_id=message.id,
+                    filename=item.filename,
+                    content_type=item.content_type or "application/octet-stream",
+                    size=len(item.data),
+                    sha256=digest,
+                    storage_key=key,
+                )
+            )
+        notes = [*((message.meta or {}).get("notes") or []), *refused]
+        message.meta = {**(message.meta or {}), "media_fetched": True, "notes": notes}
+        emit(
+            db,
+            workspace_id=message.workspace_id,
+            type="message.updated",
+            payload=message_payload(message),
+        )

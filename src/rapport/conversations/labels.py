@@ -1,0 +1,105 @@
+"""The workspace's label list: names with colours; renaming or deleting one reaches every
+conversation (and SLA policy) that carries it."""
+
+import re
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, aliased
+
+from rapport.conversations.models import ConversationLabel, Label, SlaPolicy
+from rapport.problems import Invalid, NotFound, Problem
+
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def clean(name: str) -> str:
+    """Labels are compared trimmed and lower-cased, as conversations store them."""
+    out = name.strip().lower()[:100]
+    if not out:
+        raise Invalid("a label needs a name")
+    return out
+
+
+def _colour(value: str) -> str:
+    if not _COLOUR.match(value):
+        raise Invalid("colour must look like #1a2b3c")
+    return value.lower()
+
+
+def list_all(db: Session, *, workspace_id: str) -> list[Label]:
+    return list(
+        db.scalars(select(Label).where(Label.workspace_id == workspace_id).order_by(Label.name))
+    )
+
+
+def get(db: Session, *, workspace_id: str, label_id: str) -> Label:
+    row = db.scalar(select(Label).where(Label.id == label_id, Label.workspace_id == workspace_id))
+    if row is None:
+        raise NotFound("label")
+    return row
+
+
+def _taken(db: Session, workspace_id: str, name: str) -> bool:
+    found = db.scalar(
+        select(Label.id).where(Label.workspace_id == workspace_id, Label.name == name)
+    )
+    return found is not None
+
+
+def create(db: Session, *, workspace_id: str, name: str, colour: str) -> Label:
+    name = clean(name)
+    if _taken(db, workspace_id, name):
+        raise Problem(409, "conflict", f"the label {name!r} exists")
+    row = Label(workspace_id=workspace_id, name=name, colour=_colour(colour))
+    db.add(row)
+    db.flush()
+    return row
+
+
+def update_label(
+    db: Session, *, label: Label, name: str | None = None, colour: str | None = None
+) -> Label:
+    """Recolour and/or rename; a rename moves the label on every conversation at once."""
+    if colour is not None:
+        label.colour = _colour(colour)
+    if name is not None and clean(name) != label.name:
+        new, old, ws = clean(name), label.name, label.workspace_id
+        if _taken(db, ws, new):
+            raise Problem(409, "conflict", f"the label {new!r} exists")
+        # A conversation that already has the new name keeps one copy of it.
+        both = aliased(ConversationLabel)
+        db.execute(
+            delete(ConversationLabel).where(
+                ConversationLabel.workspace_id == ws,
+                ConversationLabel.label == old,
+                ConversationLabel.conversation_id.in_(
+                    select(both.conversation_id).where(both.workspace_id == ws, both.label == new)
+                ),
+            )
+        )
+        db.execute(
+            update(ConversationLabel)
+            .where(ConversationLabel.workspace_id == ws, ConversationLabel.label == old)
+            .values(label=new)
+        )
+        for policy in db.scalars(select(SlaPolicy).where(SlaPolicy.workspace_id == ws)):
+            if old in policy.labels:
+                policy.labels = sorted({new if x == old else x for x in policy.labels})
+        label.name = new
+    db.flush()
+    return label
+
+
+def delete_label(db: Session, *, label: Label) -> None:
+    """Remove the label from the list and from every conversation of the workspace."""
+    db.execute(
+        delete(ConversationLabel).where(
+            ConversationLabel.workspace_id == label.workspace_id,
+            ConversationLabel.label == label.name,
+        )
+    )
+    db.delete(label)
+
+
+def colours(db: Session, *, workspace_id: str) -> dict[str, str]:
+    return {r.name: r.colour for r in list_all(db, workspace_id=workspace_id)}

@@ -1,0 +1,74 @@
+"""Endpoints for conversations seen together: one customer's parallel conversations (see
+them, merge them), and agents viewing the same conversation (collision notice)."""
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from rapport.auth.deps import CurrentAgent, CurrentMember, Db
+from rapport.auth.models import User
+from rapport.auth.views import actor_of
+from rapport.bus import get_bus
+from rapport.conversations import merging, service
+from rapport.conversations.schemas import ConversationRead
+from rapport.db import utcnow
+
+router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
+
+
+class ConversationMergeIn(BaseModel):
+    merged_id: str = Field(min_length=1, max_length=32)
+
+
+@router.get("/{conversation_id}/related", response_model=list[ConversationRead])
+def related_conversations(
+    conversation_id: str, principal: CurrentMember, db: Db
+) -> list[ConversationRead]:
+    """The customer's other live conversations on other channels, started close to this one."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    rows = merging.related(db, conversation=conv)
+    labels = service.labels_of(db, [r.id for r in rows])
+    return [
+        ConversationRead.model_validate(r).model_copy(update={"labels": labels[r.id]}) for r in rows
+    ]
+
+
+@router.post("/{conversation_id}/viewing", status_code=204)
+def viewing(conversation_id: str, principal: CurrentMember, db: Db) -> Response:
+    """This agent has the conversation open (sent every few seconds while it is): the others
+    who open it see a collision notice. Nothing is stored."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    user = db.get(User, principal.user_id)
+    get_bus().publish(
+        {
+            "id": 0,
+            "workspace_id": conv.workspace_id,
+            "type": "agent.viewing",
+            "payload": {
+                "conversation_id": conv.id,
+                "user_id": principal.user_id,
+                "name": user.name if user else "",
+            },
+            "created_at": utcnow().isoformat(),
+        }
+    )
+    return Response(status_code=204)
+
+
+@router.post("/{conversation_id}/merge", response_model=ConversationRead)
+def merge_conversation(
+    conversation_id: str,
+    body: ConversationMergeIn,
+    principal: CurrentAgent,
+    request: Request,
+    db: Db,
+) -> ConversationRead:
+    """Move another conversation of the same customer into this one, messages in order."""
+    conv = merging.merge(
+        db,
+        workspace_id=principal.workspace_id,
+        survivor_id=conversation_id,
+        merged_id=body.merged_id,
+        actor=actor_of(principal, request),
+    )
+    labels = service.labels_of(db, [conv.id])[conv.id]
+    return ConversationRead.model_validate(conv).model_copy(update={"labels": labels})

@@ -1,0 +1,176 @@
+"""One customer writing on two channels at once: seeing the conversations together, and
+merging them into one.
+
+Conversations are *related* when they belong to the same customer, are not resolved, come
+through different inboxes and started within the workspace's ``simultaneous_contact_minutes``
+of each other (30 by default). Computed when read, from the customer's own conversations,
+so ingest pays nothing for it.
+
+Merging moves every message (with its attachments) of one conversation into the other,
+where they sort by time among the survivor's own; the emptied conversation is resolved and
+points at the survivor, so the customer's next message on that channel continues there.
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from rapport.channels.models import Inbox
+from rapport.conversations.models import (
+    Conversation,
+    ConversationLabel,
+    Direction,
+    Message,
+    MessageKind,
+    Priority,
+    Status,
+)
+from rapport.db import utcnow
+from rapport.privacy.service import Actor, audit
+from rapport.problems import Conflict, Invalid, NotFound
+from rapport.realtime.service import emit
+from rapport.workspaces.models import Workspace
+
+DEFAULT_MINUTES = 30
+
+
+def window(db: Session, workspace_id: str) -> timedelta:
+    ws = db.get(Workspace, workspace_id)
+    minutes = (ws.settings if ws else {}).get("simultaneous_contact_minutes", DEFAULT_MINUTES)
+    return timedelta(minutes=int(minutes))
+
+
+def related(db: Session, *, conversation: Conversation) -> list[Conversation]:
+    """The customer's other live conversations on other inboxes, started close to this one."""
+    span = window(db, conversation.workspace_id)
+    if not span:
+        return []
+    return list(
+        db.scalars(
+            select(Conversation)
+            .where(
+                Conversation.workspace_id == conversation.workspace_id,
+                Conversation.customer_id == conversation.customer_id,
+                Conversation.id != conversation.id,
+                Conversation.inbox_id != conversation.inbox_id,
+                Conversation.merged_into_id.is_(None),
+                Conversation.status != Status.resolved,
+                Conversation.created_at >= conversation.created_at - span,
+                Conversation.created_at <= conversation.created_at + span,
+            )
+            .order_by(Conversation.created_at)
+        )
+    )
+
+
+def _get(db: Session, workspace_id: str, conversation_id: str) -> Conversation:
+    row = db.scalar(
+        select(Conversation).where(
+            Conversation.id == conversation_id, Conversation.workspace_id == workspace_id
+        )
+    )
+    if row is None:
+        raise NotFound("conversation")
+    return row
+
+
+def _channel(db: Session, inbox_id: str) -> str:
+    inbox = db.get(Inbox, inbox_id)
+    return inbox.name if inbox is not None else "another inbox"
+
+
+def merge(
+    db: Session, *, workspace_id: str, survivor_id: str, merged_id: str, actor: Actor
+) -> Conversation:
+    """Move ``merged_id``'s messages into ``survivor_id``; returns the survivor."""
+    if survivor_id == merged_id:
+        raise Invalid("a conversation cannot be merged into itself")
+    survivor = _get(db, workspace_id, survivor_id)
+    merged = _get(db, workspace_id, merged_id)
+    if survivor.merged_into_id or merged.merged_into_id:
+        raise Conflict("one of these conversations was already merged into another")
+    if survivor.customer_id != merged.customer_id:
+        raise Invalid("the conversations belong to different customers: merge the customers first")
+    moved = list(db.scalars(select(Message.id).where(Message.conversation_id == merged.id)))
+    db.execute(update(Message).where(Message.id.in_(moved)).values(conversation_id=survivor.id))
+    labels = set(
+        db.scalars(
+            select(ConversationLabel.label).where(ConversationLabel.conversation_id == merged.id)
+        )
+    ) - set(
+        db.scalars(
+            select(ConversationLabel.label).where(ConversationLabel.conversation_id == survivor.id)
+        )
+    )
+    db.execute(delete(ConversationLabel).where(ConversationLabel.conversation_id == merged.id))
+    for label in sorted(labels):
+        db.add(
+            ConversationLabel(conversation_id=survivor.id, label=label, workspace_id=workspace_id)
+        )
+    _absorb(survivor, merged)
+    now = utcnow()
+    merged.status, merged.resolved_at, merged.snoozed_until = Status.resolved, now, None
+    merged.merged_into_id = survivor.id
+    merged.messages_count = 0
+    survivor.messages_count = int(
+        db.scalar(
+            select(func.count()).select_from(Message).where(Message.conversation_id == survivor.id)
+        )
+        or 0
+    )
+    for conv, text in (
+        (survivor, f"Merged with the conversation from {_channel(db, merged.inbox_id)}"),
+        (merged, f"Merged into the conversation from {_channel(db, survivor.inbox_id)}"),
+    ):
+        db.add(
+            Message(
+                workspace_id=workspace_id,
+                conversation_id=conv.id,
+                inbox_id=conv.inbox_id,
+                direction=Direction.outbound,
+                kind=MessageKind.activity,
+                sender_type="system",
+                text=text,
+            )
+        )
+    db.flush()
+    data: dict[str, Any] = {"merged_id": merged.id, "messages": moved}
+    audit(
+        db,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="conversation.merge",
+        target_type="conversation",
+        target_id=survivor.id,
+        data=data,
+    )
+    emit(
+        db,
+        workspace_id=workspace_id,
+        type="conversation.merged",
+        payload={"id": survivor.id, "merged_id": merged.id},
+    )
+    return survivor
+
+
+def _absorb(survivor: Conversation, merged: Conversation) -> None:
+    """The survivor's dates and state now cover both conversations."""
+    survivor.last_activity_at = max(survivor.last_activity_at, merged.last_activity_at)
+    inbound = [t for t in (survivor.last_inbound_at, merged.last_inbound_at) if t]
+    survivor.last_inbound_at = max(inbound) if inbound else None
+    responses = [t for t in (survivor.first_response_at, merged.first_response_at) if t]
+    survivor.first_response_at = min(responses) if responses else None
+    survivor.created_at = min(survivor.created_at, merged.created_at)
+    states = {survivor.status, merged.status}
+    if Status.open in states:
+        survivor.status = Status.open
+    elif Status.pending in states:
+        survivor.status = Status.pending
+    if survivor.status != Status.resolved:
+        survivor.resolved_at = None
+    survivor.assignee_id = survivor.assignee_id or merged.assignee_id
+    survivor.team_id = survivor.team_id or merged.team_id
+    ranks = list(Priority)
+    survivor.priority = max(survivor.priority, merged.priority, key=ranks.index)

@@ -1,0 +1,258 @@
+"""A customer's profile: typed custom attributes, tags, consent, and figures derived from
+everything the customer did.
+
+Attributes a workspace has defined are checked and stored in their type (a number stays a
+number, a date is ``YYYY-MM-DD``); keys nobody defined are kept as given, so an import or
+an API client never loses data for want of a definition.
+"""
+
+import re
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from rapport.channels.models import Inbox
+from rapport.conversations.models import Conversation
+from rapport.customers.models import (
+    AttributeDefinition,
+    AttributeType,
+    Consent,
+    ConsentChannel,
+    Customer,
+    CustomerTag,
+)
+from rapport.events.models import Order
+from rapport.problems import Conflict, Invalid, NotFound
+
+_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TAG = re.compile(r"^[\w][\w .:/-]{0,63}$", re.UNICODE)
+_TRUE = {"true", "yes", "1", "y", "on"}
+_FALSE = {"false", "no", "0", "n", "off"}
+
+
+def definitions(db: Session, *, workspace_id: str) -> list[AttributeDefinition]:
+    return list(
+        db.scalars(
+            select(AttributeDefinition)
+            .where(AttributeDefinition.workspace_id == workspace_id)
+            .order_by(AttributeDefinition.key)
+        )
+    )
+
+
+def define(
+    db: Session,
+    *,
+    workspace_id: str,
+    key: str,
+    type: AttributeType,
+    label: str = "",
+    options: list[str] | None = None,
+) -> AttributeDefinition:
+    """Define a custom attribute; its key is fixed once defined (its label may change)."""
+    if not _KEY.match(key):
+        raise Invalid("an attribute key is lower-case letters, digits and _, from a letter")
+    exists = db.scalar(
+        select(AttributeDefinition.id).where(
+            AttributeDefinition.workspace_id == workspace_id, AttributeDefinition.key == key
+        )
+    )
+    if exists:
+        raise Conflict(f"attribute {key!r} is already defined")
+    row = AttributeDefinition(
+        workspace_id=workspace_id,
+        key=key,
+        type=type,
+        label=label or key.replace("_", " ").capitalize(),
+        options=[str(o) for o in options or []] if type == AttributeType.list else [],
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def undefine(db: Session, *, workspace_id: str, definition_id: str) -> None:
+    """Forget a definition; customers' values stay, untyped."""
+    row = db.scalar(
+        select(AttributeDefinition).where(
+            AttributeDefinition.id == definition_id,
+            AttributeDefinition.workspace_id == workspace_id,
+        )
+    )
+    if row is None:
+        raise NotFound("attribute definition")
+    db.delete(row)
+
+
+def coerce(definition: AttributeDefinition, value: Any) -> Any:
+    """The value in the definition's type, or Invalid saying what was expected."""
+    key, kind = definition.key, definition.type
+    if kind == AttributeType.text:
+        if isinstance(value, dict | list):
+            raise Invalid(f"{key} is text")
+        return str(value)[:2000]
+    if kind == AttributeType.number:
+        if isinstance(value, bool):
+            raise Invalid(f"{key} is a number")
+        if isinstance(value, int | float):
+            return value
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation as exc:
+            raise Invalid(f"{key} is a number, not {value!r}") from exc
+        return int(number) if number == number.to_integral_value() else float(number)
+    if kind == AttributeType.boolean:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise Invalid(f"{key} is true or false, not {value!r}")
+    if kind == AttributeType.date:
+        text = str(value).strip()
+        try:
+            return (
+                datetime.fromisoformat(text).date().isoformat()
+                if "T" in text
+                else date.fromisoformat(text).isoformat()
+            )
+        except ValueError as exc:
+            raise Invalid(f"{key} is a date (YYYY-MM-DD), not {value!r}") from exc
+    items = value if isinstance(value, list) else str(value).split(",")
+    values = [str(v).strip() for v in items if str(v).strip()]
+    unknown = [v for v in values if definition.options and v not in definition.options]
+    if unknown:
+        raise Invalid(f"{key} takes {', '.join(definition.options)}; not {', '.join(unknown)}")
+    return values
+
+
+def typed_attributes(db: Session, *, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` with the defined keys checked and converted (``None`` removes a key)."""
+    defined = {d.key: d for d in definitions(db, workspace_id=workspace_id)}
+    out: dict[str, Any] = {}
+    for key, value in changes.items():
+        definition = defined.get(key)
+        out[key] = value if value is None or definition is None else coerce(definition, value)
+    return out
+
+
+def tags_of(db: Session, *, customer_id: str) -> list[str]:
+    return list(
+        db.scalars(
+            select(CustomerTag.tag)
+            .where(CustomerTag.customer_id == customer_id)
+            .order_by(CustomerTag.tag)
+        )
+    )
+
+
+def set_tags(db: Session, *, customer: Customer, tags: list[str]) -> list[str]:
+    """Replace the customer's tags (trimmed, lower-cased, each once)."""
+    clean = sorted({t.strip().lower() for t in tags if t.strip()})
+    bad = [t for t in clean if not _TAG.match(t)]
+    if bad:
+        raise Invalid(f"not a tag: {bad[0]!r} (letters, digits, space . : / - up to 64)")
+    db.execute(delete(CustomerTag).where(CustomerTag.customer_id == customer.id))
+    for tag in clean:
+        db.add(CustomerTag(customer_id=customer.id, workspace_id=customer.workspace_id, tag=tag))
+    db.flush()
+    return clean
+
+
+def record_consent(
+    db: Session,
+    *,
+    customer: Customer,
+    channel: ConsentChannel,
+    purpose: str,
+    granted: bool,
+    source: str,
+    user_id: str | None,
+) -> Consent:
+    purpose = purpose.strip().lower()
+    if not _KEY.match(purpose):
+        raise Invalid("a consent purpose is a short key such as marketing or surveys")
+    row = Consent(
+        workspace_id=customer.workspace_id,
+        customer_id=customer.id,
+        channel=channel,
+        purpose=purpose,
+        granted=granted,
+        source=source.strip()[:200],
+        recorded_by_user_id=user_id,
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def consents(db: Session, *, customer_id: str) -> tuple[list[Consent], list[Consent]]:
+    """(the decision in force per channel and purpose, the whole history newest first)."""
+    history = list(
+        db.scalars(
+            select(Consent)
+            .where(Consent.customer_id == customer_id)
+            .order_by(Consent.recorded_at.desc(), Consent.id.desc())
+        )
+    )
+    current: dict[tuple[str, str], Consent] = {}
+    for row in history:
+        current.setdefault((row.channel.value, row.purpose), row)
+    return sorted(current.values(), key=lambda c: (c.channel.value, c.purpose)), history
+
+
+def may_contact(db: Session, *, customer_id: str, channel: ConsentChannel, purpose: str) -> bool:
+    """Whether the customer's newest decision for this channel and purpose is a yes."""
+    newest = db.scalar(
+        select(Consent.granted)
+        .where(
+            Consent.customer_id == customer_id,
+            Consent.channel == channel,
+            Consent.purpose == purpose,
+        )
+        .order_by(Consent.recorded_at.desc(), Consent.id.desc())
+        .limit(1)
+    )
+    return bool(newest)
+
+
+def figures(db: Session, *, customer: Customer) -> dict[str, Any]:
+    """What the customer's history adds up to, computed when asked (never stale)."""
+    channels = sorted(
+        db.scalars(
+            select(Inbox.channel)
+            .join(Conversation, Conversation.inbox_id == Inbox.id)
+            .where(Conversation.customer_id == customer.id)
+            .distinct()
+        )
+    )
+    conversations = db.scalar(
+        select(func.count())
+        .select_from(Conversation)
+        .where(Conversation.customer_id == customer.id)
+    )
+    spend = {
+        currency: int(total or 0)
+        for currency, total in db.execute(
+            select(Order.currency, func.sum(Order.total_minor))
+            .where(Order.customer_id == customer.id, Order.status == "completed")
+            .group_by(Order.currency)
+        )
+    }
+    orders = db.scalar(
+        select(func.count()).select_from(Order).where(Order.customer_id == customer.id)
+    )
+    return {
+        "first_seen_at": customer.first_seen_at,
+        "last_seen_at": customer.last_seen_at,
+        "channels": channels,
+        "conversations": int(conversations or 0),
+        "orders": int(orders or 0),
+        # Per currency, in minor units: sums of different currencies mean nothing.
+        "total_spend_minor": spend,
+        # Surveys are not built yet: null, not zero, until there is a rating.
+        "average_csat": None,
+    }

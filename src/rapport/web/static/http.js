@@ -1,0 +1,55 @@
+// Shared by the agent UI's modules: calling our API with the session's CSRF token.
+
+const csrf = () => document.body.dataset.csrf || readCookie("rapport_csrf");
+
+export function readCookie(name) {
+  const hit = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+  return hit ? decodeURIComponent(hit.slice(name.length + 1)) : "";
+}
+
+export async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = res.status === 204 ? null : await res.json().catch(() => null);
+  if (!res.ok) {
+    const err = new Error((data && data.detail) || res.statusText);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+export function showError(message) {
+  let box = document.getElementById("flash");
+  if (!box) {
+    box = document.createElement("p");
+    box.id = "flash";
+    box.className = "error";
+    box.setAttribute("role", "alert");
+    document.querySelector("main").prepend(box);
+  }
+  box.textContent = message;
+}
+
+
+// What triage found on an inbound message, as small badges (text only, never markup).
+export function triageBadges(t) {
+  const out = [];
+  const add = (cls, text, title) => {
+    const b = document.createElement("span");
+    b.className = `triage ${cls}`;
+    b.textContent = text;
+    if (title) b.title = title;
+    out.push(b);
+  };
+  if (t.sentiment && t.sentiment !== "neutral") add(`mood-${t.sentiment}`, t.sentiment, `sentiment ${t.sentiment_score}`);
+  if (t.language && t.language !== "en") add("lang", t.language);
+  if (t.priority) add(`prio-${t.priority}`, t.priority);
+  if (t.category) add("category", t.category);
+  if (t.spam) add("spam", "spam?", (t.spam_signals || []).join(", "));
+  return out;
+}

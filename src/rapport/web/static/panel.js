@@ -1,0 +1,133 @@
+// The customer panel beside a conversation: profile figures, tags, consent, conversations
+// the customer opened on other channels at the same time, and duplicate suggestions.
+// Everything comes from the API and is written as text (never markup).
+
+import { api, showError } from "./http.js";
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (cls) node.className = cls;
+  return node;
+}
+
+function money(totals) {
+  const parts = Object.entries(totals).map(([cur, minor]) => `${(minor / 100).toFixed(2)} ${cur}`);
+  return parts.length ? parts.join(", ") : "—";
+}
+
+async function profile(box, customerId) {
+  const p = await api("GET", `/api/v1/customers/${customerId}/profile`);
+  const f = p.figures;
+  const dl = el("dl");
+  const row = (k, v) => dl.append(el("dt", k), el("dd", v));
+  row("channels", f.channels.join(", ") || "—");
+  row("conversations", String(f.conversations));
+  row("orders", String(f.orders));
+  row("total spend", money(f.total_spend_minor));
+  if (f.average_csat !== null) row("average CSAT", String(f.average_csat));
+  row("tags", p.tags.join(", ") || "—");
+  for (const c of p.consents) row(`${c.channel} ${c.purpose}`, c.granted ? "consented" : "withdrawn");
+  box.replaceChildren(el("h3", "Profile"), dl);
+}
+
+async function related(box, conversationId) {
+  const rows = await api("GET", `/api/v1/conversations/${conversationId}/related`);
+  if (!rows.length) { box.replaceChildren(); return; }
+  const list = el("ul");
+  for (const c of rows) {
+    const li = el("li");
+    const link = el("a", `${c.subject || "conversation"} · ${c.status}`);
+    link.href = `/app/conversations/${c.id}`;
+    const merge = el("button", "Merge into this one");
+    merge.type = "button";
+    merge.addEventListener("click", async () => {
+      try {
+        await api("POST", `/api/v1/conversations/${conversationId}/merge`, { merged_id: c.id });
+        location.reload();
+      } catch (e) { showError(e.message); }
+    });
+    li.append(link, " ", merge);
+    list.append(li);
+  }
+  box.replaceChildren(el("h3", "Also writing on another channel"), list);
+}
+
+async function suggestions(box, customerId) {
+  const rows = await api("GET", `/api/v1/merge-suggestions?customer_id=${encodeURIComponent(customerId)}`);
+  if (!rows.length) { box.replaceChildren(); return; }
+  const list = el("ul");
+  for (const s of rows) {
+    const li = el("li");
+    const who = el("strong", `${Math.round(s.probability * 100)} % likely the same person`);
+    const why = el("div", s.reason, "reason");
+    const yes = el("button", "Merge");
+    yes.type = "button";
+    yes.addEventListener("click", async () => {
+      try {
+        await api("POST", `/api/v1/merge-suggestions/${s.id}/accept`, { survivor_id: customerId });
+        location.reload();
+      } catch (e) { showError(e.message); }
+    });
+    const no = el("button", "Not the same");
+    no.type = "button";
+    no.addEventListener("click", async () => {
+      try {
+        await api("POST", `/api/v1/merge-suggestions/${s.id}/dismiss`);
+        li.remove();
+      } catch (e) { showError(e.message); }
+    });
+    li.append(who, why, yes, " ", no);
+    list.append(li);
+  }
+  box.replaceChildren(el("h3", "Possible duplicates"), list);
+}
+
+// Collision notice: who else has this conversation open, or is typing in it.
+function collisions(box, conversationId) {
+  const me = document.body.dataset.user;
+  const others = new Map(); // user id -> {name, what, until}
+  const render = () => {
+    const now = Date.now();
+    const lines = [...others.values()].filter((o) => o.until > now).map((o) => `${o.name} is ${o.what}`);
+    box.replaceChildren(...lines.map((l) => el("p", l, "collision")));
+    box.hidden = lines.length === 0;
+  };
+  document.addEventListener("rapport:event", (ev) => {
+    const e = ev.detail;
+    const p = e.payload || {};
+    if (p.conversation_id !== conversationId || !p.user_id || p.user_id === me) return;
+    if (e.type === "agent.viewing") {
+      const known = others.get(p.user_id);
+      const typing = known && known.what === "typing a reply" && known.until > Date.now();
+      if (!typing) others.set(p.user_id, { name: p.name || "A colleague", what: "viewing this conversation", until: Date.now() + 40000 });
+    }
+    if (e.type === "agent.typing") {
+      const known = others.get(p.user_id);
+      others.set(p.user_id, { name: (known && known.name) || p.name || "A colleague", what: "typing a reply", until: Date.now() + 5000 });
+      setTimeout(render, 5100);
+    }
+    render();
+  });
+  const ping = () => api("POST", `/api/v1/conversations/${conversationId}/viewing`).catch(() => null);
+  ping();
+  setInterval(() => { if (document.visibilityState === "visible") ping(); }, 15000);
+  setInterval(render, 5000);
+}
+
+const root = document.getElementById("panel-extra");
+if (root) {
+  const { customer, conversation } = root.dataset;
+  const part = (name) => {
+    const box = el("section");
+    box.dataset.part = name;
+    root.append(box);
+    return box;
+  };
+  const boxes = { profile: part("profile"), related: part("related"), suggestions: part("suggestions") };
+  profile(boxes.profile, customer).catch((e) => showError(e.message));
+  related(boxes.related, conversation).catch((e) => showError(e.message));
+  suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
+  const notice = document.getElementById("collision");
+  if (notice) collisions(notice, conversation);
+}

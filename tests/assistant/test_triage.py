@@ -1,0 +1,156 @@
+"""Triage of every inbound message, rules that use it, and what a workspace teaches it."""
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rapport.assistant import training, triage
+from rapport.config import Settings
+from rapport.conversations import service as conversations
+from rapport.conversations.models import Conversation
+from rapport.customers.identity import handle
+from rapport.customers.models import IdentityKind
+from rapport.db import Database
+from rapport.ingest import InboundMessage, receive
+from rapport.jobs.worker import Worker
+from tests.conftest import auth
+from tests.factories import World
+
+
+def test_the_text_alone_tells_language_sentiment_spam_and_urgency() -> None:
+    angry = triage.triage("This is ridiculous, my card was charged twice and nobody answers!!")
+    assert angry["language"] == "en"
+    assert angry["sentiment"] == "negative" and angry["sentiment_score"] < -0.35
+    assert angry["priority"] == "high" and angry["spam"] is False
+    happy = triage.triage("Thank you so much, the new plan works great!")
+    assert happy["sentiment"] == "positive" and happy["priority"] is None
+    french = triage.triage("Bonjour, je voudrais changer mon adresse de livraison s'il vous plaît")
+    assert french["language"] == "fr" and french["sentiment"] is None
+    assert triage.triage("ok")["language"] is None
+    outage = triage.triage("Your whole site is down for all our users")
+    assert outage["priority"] == "urgent"
+    spam = triage.triage(
+        "Best SEO services and backlinks! http://a.example http://b.example http://bit.ly/x"
+    )
+    assert spam["spam"] is True and len(spam["spam_signals"]) >= 2
+
+
+def test_every_inbound_message_carries_its_triage(client: TestClient, world: World) -> None:
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "t-1",
+            "text": "I am really angry, the order arrived broken and support is useless",
+            "from": {"email": "angry@example.com"},
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    conv = client.get(
+        f"/api/v1/conversations/{r.json()['conversation_id']}", headers=auth(world.bob)
+    ).json()
+    (message,) = conv["messages"]
+    found = message["meta"]["triage"]
+    assert found["sentiment"] == "negative" and found["language"] == "en"
+    assert set(found) >= {"language", "sentiment", "sentiment_score", "spam", "priority"}
+
+
+def test_a_rule_routes_negative_messages_to_a_team(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    team = client.post(
+        "/api/v1/teams", json={"name": "Escalations"}, headers=auth(world.alice)
+    ).json()
+    r = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "angry customers to escalations",
+            "event": "message.received",
+            "conditions": [{"field": "message.sentiment", "op": "equals", "value": "negative"}],
+            "actions": [{"type": "assign_team", "value": team["id"]}],
+        },
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    ids = {}
+    for ext, text in (
+        ("calm", "Hello, could you tell me your opening hours?"),
+        ("angry", "This is terrible, I am furious, worst service ever"),
+    ):
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": ext, "text": text, "from": {"email": f"{ext}@example.com"}},
+            headers=auth(world.bob),
+        )
+        ids[ext] = r.json()["conversation_id"]
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    teams = {
+        k: client.get(f"/api/v1/conversations/{v}", headers=auth(world.bob)).json()["team_id"]
+        for k, v in ids.items()
+    }
+    assert teams == {"calm": None, "angry": team["id"]}
+
+
+def test_a_workspace_teaches_triage_its_own_categories(
+    world: World, database: Database, settings: Settings
+) -> None:
+    inbox = world.acme.inbox
+    assert inbox is not None
+    examples = {
+        "billing": [
+            "I was charged twice this month",
+            "please refund my last invoice",
+            "my invoice shows the wrong amount",
+            "how do I update my credit card",
+            "cancel my subscription and refund me",
+            "the payment failed but money left my account",
+            "why is there an extra fee on my bill",
+            "I need a copy of my receipt",
+            "change the billing address on my invoices",
+            "you billed me after I cancelled",
+            "discount code was not applied to my payment",
+            "can I pay by bank transfer instead of card",
+        ],
+        "login": [
+            "I cannot log in to my account",
+            "password reset email never arrives",
+            "my two factor code is rejected",
+            "the login page says my account is locked",
+            "how do I change my password",
+            "I forgot my username",
+            "sign in keeps failing with an error",
+            "my session expires every minute",
+            "I lost the phone with my authenticator app",
+            "cannot access my account after changing email",
+            "the reset password link has expired",
+            "single sign on does not work for me",
+        ],
+    }
+    with database.session() as db:
+        for label, texts in examples.items():
+            for i, text in enumerate(texts):
+                stored = receive(
+                    db,
+                    InboundMessage(
+                        inbox_id=inbox.id,
+                        external_id=f"{label}-{i}",
+                        text=text,
+                        handles=[handle(IdentityKind.email, f"{label}{i}@example.com")],
+                    ),
+                    settings=settings,
+                )
+                conversations.add_labels(db, conversation=stored.conversation, labels=[label])
+    with database.session() as db:
+        assert training.train(db, world.acme.workspace.id) == {"category": 24}
+    with database.session() as db:
+        stored = receive(
+            db,
+            InboundMessage(
+                inbox_id=inbox.id,
+                external_id="new-1",
+                text="I was charged twice and want a refund of the invoice",
+                handles=[handle(IdentityKind.email, "newbie@example.com")],
+            ),
+            settings=settings,
+        )
+        assert stored.message.meta["triage"]["category"] == "billing"
+        assert db.scalar(select(Conversation.id).where(Conversation.id == stored.conversation.id))

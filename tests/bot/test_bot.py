@@ -1,0 +1,331 @@
+"""The bot: answers from intents and articles, asks when unsure, hands over with context."""
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import urlparse
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from tests.channels.test_whatsapp import Graph, graph, inbox, message_event, post_signed  # noqa: F401
+from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
+from tests.conftest import auth
+from tests.factories import World
+
+ORDERS = {"1042": {"status": "shipped", "carrier": "DHL", "eta": "Thursday"}}
+
+INTENTS = {
+    "opening_hours": (
+        "We are open Monday to Friday, 9:00 to 18:00, {{ customer.first_name or 'there' }}.",
+        [
+            "when are you open",
+            "what are your opening hours",
+            "are you open on saturday",
+            "what time do you close today",
+            "opening times please",
+            "until what time can I call you",
+        ],
+    ),
+    "order_status": (
+        "Order {{ data.order }} is {{ data.status }} with {{ data.carrier }}, "
+        "expected {{ data.eta }}.",
+        [
+            "where is my order",
+            "status of my order 1234",
+            "has my order shipped",
+            "track my parcel",
+            "when will my order arrive",
+            "my package has not arrived yet, order 555",
+        ],
+    ),
+}
+
+
+class Shop(BaseHTTPRequestHandler):
+    """A stand-in order-status service: answers only requests signed with its secret."""
+
+    secret = ""
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        ts = self.headers.get("X-Rapport-Timestamp", "")
+        url = f"http://{self.headers['Host']}{self.path}"
+        expected = (
+            "v1="
+            + hmac.new(
+                type(self).secret.encode(), f"{ts}.{url}".encode(), hashlib.sha256
+            ).hexdigest()
+        )
+        if not hmac.compare_digest(expected, self.headers.get("X-Rapport-Signature", "")):
+            self.send_response(401)
+            self.end_headers()
+            return
+        type(self).seen.append(self.path)
+        number = urlparse(self.path).path.rsplit("/", 1)[-1]
+        order = ORDERS.get(number)
+        self.send_response(200 if order else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps({"order": number, **(order or {})}).encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def shop() -> Iterator[tuple[str, type[Shop]]]:
+    handler = type("S", (Shop,), {"secret": "", "seen": []})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def work(database: Database, settings: Settings) -> None:
+    Worker(database, settings).run_until_idle(max_jobs=100)
+
+
+def set_up_bot(
+    client: TestClient,
+    world: World,
+    inbox_id: str,
+    shop: tuple[str, type[Shop]] | None = None,
+) -> dict[str, str]:
+    team = client.post("/api/v1/teams", json={"name": "Tier 2"}, headers=auth(world.alice)).json()
+    integration_id = None
+    if shop is not None:
+        r = client.post(
+            "/api/v1/bot/integrations",
+            json={"name": "orders", "url": shop[0] + "/orders/{{ order_number }}"},
+            headers=auth(world.alice),
+        )
+        assert r.status_code == 201, r.text
+        shop[1].secret = r.json()["secret"]
+        integration_id = r.json()["id"]
+    for name, (reply, examples) in INTENTS.items():
+        r = client.post(
+            "/api/v1/bot/intents",
+            json={
+                "name": name,
+                "reply": reply,
+                "examples": examples,
+                "integration_id": integration_id if name == "order_status" else None,
+            },
+            headers=auth(world.alice),
+        )
+        assert r.status_code == 201, r.text
+    assert client.post("/api/v1/bot/train", headers=auth(world.alice)).json()["examples"] == 12
+    client.put(
+        "/api/v1/kb/help-center", json={"slug": "acme"}, headers=auth(world.alice)
+    ).raise_for_status()
+    article = client.post(
+        "/api/v1/kb/articles",
+        json={
+            "title": "Refunds and returns",
+            "body": "You can return any item within 30 days of delivery for a full refund. "
+            "The refund reaches your original payment method within five business days.",
+        },
+        headers=auth(world.bob),
+    ).json()
+    client.post(f"/api/v1/kb/articles/{article['id']}/publish", headers=auth(world.bob))
+    r = client.put(
+        f"/api/v1/bot/inboxes/{inbox_id}",
+        json={"enabled": True, "handover_team_id": team["id"]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    return {"team": team["id"], "article": article["id"]}
+
+
+def ask(
+    client: TestClient, world: World, ext: str, text: str, email: str = "kim@example.com"
+) -> str:
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": ext, "text": text, "from": {"email": email, "name": "Kim Lee"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["conversation_id"])
+
+
+def thread(client: TestClient, world: World, conversation_id: str) -> dict:  # type: ignore[type-arg]
+    return client.get(  # type: ignore[no-any-return]
+        f"/api/v1/conversations/{conversation_id}", headers=auth(world.bob)
+    ).json()
+
+
+def bot_messages(conv: dict) -> list[dict]:  # type: ignore[type-arg]
+    return [m for m in conv["messages"] if m["kind"] == "bot"]
+
+
+def test_a_confident_intent_answers_and_says_why(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    conv_id = ask(client, world, "q1", "hi, what are your opening hours on weekdays?")
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    (answer,) = bot_messages(conv)
+    assert answer["text"] == "We are open Monday to Friday, 9:00 to 18:00, Kim."
+    assert answer["sender_type"] == "bot" and answer["direction"] == "out"
+    why = answer["meta"]["bot"]
+    assert why["source"] == "intent" and why["intent"] == "opening_hours"
+    assert why["confidence"] >= 0.55
+    assert conv["assignee_id"] is None  # still with the bot
+
+
+def test_a_question_the_help_center_answers_is_answered_with_the_article_on_whatsapp(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],  # noqa: F811
+    inbox: str,  # noqa: F811
+) -> None:
+    set_up_bot(client, world, inbox)
+    post_signed(client, inbox, message_event("wamid.BOT1", "Can I return an item for a refund?"))
+    work(database, settings)
+    sent = [body for path, _, body in graph[1].calls if path.endswith("/messages")]
+    assert len(sent) == 1
+    text = sent[0]["text"]["body"]
+    assert "30 days" in text and "/help/acme/articles/refunds-and-returns" in text
+
+
+def test_a_question_the_help_center_answers_is_answered_on_web_chat(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    set_up_bot(client, world, chat["id"])
+    visitor = start(client, chat)["visitor_token"]
+    say(client, chat, visitor, "how long do refunds take to reach my card?")
+    work(database, settings)
+    history = client.get(
+        f"/widget/api/{chat['token']}/messages",
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": visitor},
+    ).json()
+    answer = history[-1]
+    assert answer["kind"] == "bot" and "five business days" in answer["text"]
+    # The visitor says it did not help: counted against the bot.
+    r = client.post(
+        f"/widget/api/{chat['token']}/messages/{answer['id']}/rating",
+        json={"helpful": False},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": visitor},
+    )
+    assert r.status_code == 204
+    other = start(client, chat)["visitor_token"]
+    r = client.post(
+        f"/widget/api/{chat['token']}/messages/{answer['id']}/rating",
+        json={"helpful": True},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": other},
+    )
+    assert r.status_code == 404  # another visitor cannot rate it
+
+
+def test_an_unknown_question_goes_to_a_person_with_a_note_and_the_customer_is_told(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    ids = set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    conv_id = ask(client, world, "q1", "Do you sponsor amateur chess tournaments in Norway?")
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    (told,) = bot_messages(conv)
+    assert "colleague" in told["text"] and told["meta"]["bot"]["source"] == "handover"
+    (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
+    assert "Bot handed over: no confident answer" in note["text"]
+    assert "chess tournaments" in note["text"]
+    assert conv["team_id"] == ids["team"]
+    unanswered = client.get("/api/v1/bot/unanswered", headers=auth(world.bob)).json()
+    assert [u["text"] for u in unanswered] == [
+        "Do you sponsor amateur chess tournaments in Norway?"
+    ]
+    # After the hand-over the bot stays quiet.
+    ask(client, world, "q2", "what are your opening hours?")
+    work(database, settings)
+    assert len(bot_messages(thread(client, world, conv_id))) == 1
+
+
+def test_asking_for_a_person_hands_over_at_once(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    conv_id = ask(client, world, "q1", "I want a person, not a robot")
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
+    assert "the customer asked for a person" in note["text"]
+    assert bot_messages(conv)[0]["meta"]["bot"]["source"] == "handover"
+    assert client.get("/api/v1/bot/unanswered", headers=auth(world.bob)).json() == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "can I talk to a human please",
+        "agent",
+        "je voudrais parler à un conseiller",
+        "ich möchte mit einem Mitarbeiter sprechen",
+        "quiero hablar con una persona",
+    ],
+)
+def test_the_ways_of_asking_for_a_person(text: str) -> None:
+    from rapport.bot.service import asks_for_a_person
+
+    assert asks_for_a_person(text)
+    assert not asks_for_a_person("the person who delivered my parcel was kind")
+
+
+def test_an_order_status_intent_answers_from_the_shops_service(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    shop: tuple[str, type[Shop]],
+) -> None:
+    set_up_bot(client, world, world.acme.inbox.id, shop)  # type: ignore[union-attr]
+    conv_id = ask(client, world, "q1", "where is my order 1042?")
+    work(database, settings)
+    (answer,) = bot_messages(thread(client, world, conv_id))
+    assert answer["text"] == "Order 1042 is shipped with DHL, expected Thursday."
+    assert answer["meta"]["bot"]["integration"] == "orders"
+    assert shop[1].seen == ["/orders/1042"]
+    # An order the shop does not know: the lookup fails, and a person takes over.
+    other = ask(client, world, "q2", "where is my order 9999?", email="ann@example.com")
+    work(database, settings)
+    conv = thread(client, world, other)
+    (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
+    assert "lookup failed" in note["text"]
+
+
+def test_two_close_intents_make_the_bot_ask_then_two_misses_hand_over(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    client.put(
+        f"/api/v1/bot/inboxes/{world.acme.inbox.id}",  # type: ignore[union-attr]
+        json={"enabled": True, "answer_threshold": 0.99, "clarify_margin": 0.9},
+        headers=auth(world.alice),
+    )
+    conv_id = ask(client, world, "q1", "order open")
+    work(database, settings)
+    (question,) = bot_messages(thread(client, world, conv_id))
+    assert question["text"].startswith("Just to be sure: is this about")
+    assert "opening hours" in question["text"] and "order status" in question["text"]
+    ask(client, world, "q2", "order open")  # still unclear: a second miss
+    work(database, settings)
+    ask(client, world, "q3", "open order")
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
+    assert "the bot missed twice" in note["text"]

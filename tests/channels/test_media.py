@@ -1,0 +1,246 @@
+"""Files customers send through providers: fetched after the message, stored, shown."""
+
+import base64
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rapport.channels import media
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from tests.channels.test_providers import make_inbox, only_conversation, twilio_post
+from tests.channels.test_whatsapp import APP_SECRET, post_signed
+from tests.conftest import auth
+from tests.factories import World
+
+PHOTO = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
+
+
+class Files(BaseHTTPRequestHandler):
+    """Stands in for the providers' file endpoints, each with its own credentials."""
+
+    base = ""
+    calls: list[tuple[str, str]] = []
+    huge = False
+
+    def do_GET(self) -> None:  # noqa: N802
+        cls = type(self)
+        cls.calls.append((self.path, self.headers.get("Authorization", "")))
+        auth_header = self.headers.get("Authorization", "")
+        if self.path == "/v21.0/MEDIA-1":  # WhatsApp: describe the media
+            if auth_header != "Bearer wa-token":
+                return self._send(401, b"{}", "application/json")
+            body = f'{{"url": "{cls.base}/wa-cdn/photo", "mime_type": "image/png"}}'
+            return self._send(200, body.encode(), "application/json")
+        if self.path == "/wa-cdn/photo":
+            ok = auth_header == "Bearer wa-token"
+            return self._send(200 if ok else 401, PHOTO if ok else b"", "image/png")
+        if self.path.startswith("/bot123:ABC/getFile"):  # Telegram
+            body = b'{"ok": true, "result": {"file_path": "photos/file_7.jpg"}}'
+            return self._send(200, body, "application/json")
+        if self.path == "/file/bot123:ABC/photos/file_7.jpg":
+            return self._send(200, PHOTO, "image/jpeg")
+        if self.path == "/mms/ME1":  # Twilio: HTTP basic with the account
+            expected = "Basic " + base64.b64encode(b"AC1:twilio-token").decode()
+            if auth_header != expected:
+                return self._send(401, b"", "text/plain")
+            size = media.MAX_MEDIA_BYTES + 10 if cls.huge else len(PHOTO)
+            return self._send(200, (PHOTO * (size // len(PHOTO) + 1))[:size], "image/png")
+        return self._send(404, b"", "text/plain")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._send(200, b"", "image/png")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def files() -> Iterator[tuple[str, type[Files]]]:
+    handler: Any = type("F", (Files,), {"calls": [], "huge": False})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    handler.base = f"http://127.0.0.1:{server.server_port}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield handler.base, handler
+    server.shutdown()
+    server.server_close()
+
+
+def attachments_of(client: TestClient, world: World, conv: dict) -> list[dict]:  # type: ignore[type-arg]
+    message = conv["messages"][0]
+    return client.get(  # type: ignore[no-any-return]
+        f"/api/v1/conversations/{conv['id']}/messages/{message['id']}/attachments",
+        headers=auth(world.bob),
+    ).json()
+
+
+def test_a_whatsapp_photo_is_fetched_with_the_inbox_token_and_stored(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    files: tuple[str, type[Files]],
+) -> None:
+    base, handler = files
+    inbox = make_inbox(
+        client,
+        world,
+        "whatsapp",
+        {
+            "phone_number_id": "106540352242922",
+            "access_token": "wa-token",
+            "app_secret": APP_SECRET,
+            "verify_token": "v",
+            "api_base_url": f"{base}/v21.0",
+        },
+    )
+    event = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"phone_number_id": "106540352242922"},
+                            "contacts": [{"profile": {"name": "Ana"}, "wa_id": "351910000000"}],
+                            "messages": [
+                                {
+                                    "from": "351910000000",
+                                    "id": "wamid.PHOTO",
+                                    "timestamp": "1700000000",
+                                    "type": "image",
+                                    "image": {
+                                        "id": "MEDIA-1",
+                                        "mime_type": "image/png",
+                                        "sha256": "x",
+                                        "caption": "the broken lid",
+                                    },
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    assert post_signed(client, inbox, event).status_code == 200
+    conv = only_conversation(client, world, inbox)
+    assert conv["messages"][0]["text"] == "[image] the broken lid"  # the text at once
+    Worker(database, settings).run_until_idle()
+    (stored,) = attachments_of(client, world, conv)
+    assert stored["content_type"] == "image/png" and stored["size"] == len(PHOTO)
+    assert stored["filename"] == "whatsapp-MEDIA-1.png"
+    got = client.get(
+        f"/api/v1/conversations/{conv['id']}/messages/{conv['messages'][0]['id']}"
+        f"/attachments/{stored['id']}",
+        headers=auth(world.bob),
+    )
+    assert got.content == PHOTO
+    # The same webhook again (a provider retry) fetches nothing twice.
+    post_signed(client, inbox, event)
+    Worker(database, settings).run_until_idle()
+    assert len(attachments_of(client, world, conv)) == 1
+    assert [p for p, _ in handler.calls].count("/wa-cdn/photo") == 1
+
+
+def test_a_telegram_photo_is_fetched_through_get_file(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    files: tuple[str, type[Files]],
+) -> None:
+    base, _ = files
+    inbox = make_inbox(
+        client,
+        world,
+        "telegram",
+        {"bot_token": "123:ABC", "secret_token": "s3cret", "api_base_url": base},
+    )
+    update = {
+        "update_id": 7,
+        "message": {
+            "message_id": 70,
+            "date": 1700000000,
+            "chat": {"id": 99, "type": "private"},
+            "from": {"id": 99, "first_name": "Tom"},
+            "caption": "receipt",
+            "photo": [
+                {"file_id": "small", "width": 90, "height": 90},
+                {"file_id": "BIG", "width": 1280, "height": 1280},
+            ],
+        },
+    }
+    r = client.post(
+        f"/webhooks/telegram/{inbox}",
+        json=update,
+        headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"},
+    )
+    assert r.status_code == 200
+    Worker(database, settings).run_until_idle()
+    conv = only_conversation(client, world, inbox)
+    (stored,) = attachments_of(client, world, conv)
+    assert stored["filename"] == "file_7.jpg" and stored["content_type"] == "image/jpeg"
+
+
+def test_twilio_mms_media_is_fetched_with_the_account_and_a_huge_one_is_refused(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    files: tuple[str, type[Files]],
+) -> None:
+    base, handler = files
+    inbox = make_inbox(
+        client,
+        world,
+        "twilio_sms",
+        {
+            "account_sid": "AC1",
+            "auth_token": "twilio-token",
+            "phone_number": "+14155550100",
+            "api_base_url": base,
+        },
+    )
+    path = f"/webhooks/twilio_sms/{inbox}"
+    mms = {
+        "MessageSid": "MM1",
+        "From": "+14155550123",
+        "To": "+14155550100",
+        "Body": "",
+        "NumMedia": "1",
+        "MediaUrl0": f"{base}/mms/ME1",
+        "MediaContentType0": "image/png",
+    }
+    assert twilio_post(client, settings, path, mms, "twilio-token").status_code == 200
+    Worker(database, settings).run_until_idle()
+    conv = only_conversation(client, world, inbox)
+    (stored,) = attachments_of(client, world, conv)
+    assert stored["filename"] == "mms-0.png" and stored["size"] == len(PHOTO)
+    handler.huge = True
+    big = dict(mms, MessageSid="MM2", From="+14155550199")
+    twilio_post(client, settings, path, big, "twilio-token")
+    Worker(database, settings).run_until_idle()
+    convs = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    other = next(c for c in convs if c["id"] != conv["id"])
+    detail = client.get(f"/api/v1/conversations/{other['id']}", headers=auth(world.bob)).json()
+    assert attachments_of(client, world, detail) == []
+    assert "was not kept" in " ".join(detail["messages"][0]["meta"]["notes"])

@@ -1,0 +1,107 @@
+"""Web chat: files both ways through the widget's API, and read receipts for agents."""
+
+from fastapi.testclient import TestClient
+
+from rapport.channels import webchat
+from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
+from tests.conftest import auth
+from tests.factories import World
+
+
+def visitor_headers(visitor: str) -> dict[str, str]:
+    return {"Origin": HOST_PAGE, "X-Rapport-Visitor": visitor}
+
+
+def test_a_visitor_sends_a_file_that_agents_and_only_that_visitor_can_open(
+    client: TestClient,
+    world: World,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    visitor = start(client, chat, name="Ada")["visitor_token"]
+    r = client.post(
+        f"/widget/api/{chat['token']}/attachments",
+        files={"file": ("receipt.pdf", b"%PDF-1.4 fake receipt", "application/pdf")},
+        data={"text": "here is my receipt"},
+        headers=visitor_headers(visitor),
+    )
+    assert r.status_code == 201, r.text
+    sent = r.json()
+    assert sent["text"] == "here is my receipt"
+    (attachment,) = sent["attachments"]
+    assert attachment["filename"] == "receipt.pdf" and attachment["size"] == 21
+    # The agent sees it on the conversation.
+    conv = client.get(
+        f"/api/v1/conversations/{sent['conversation_id']}", headers=auth(world.bob)
+    ).json()
+    assert conv["messages"][-1]["text"] == "here is my receipt"
+    files = client.get(
+        f"/api/v1/conversations/{sent['conversation_id']}/messages/{sent['id']}/attachments",
+        headers=auth(world.bob),
+    ).json()
+    assert [f["filename"] for f in files] == ["receipt.pdf"]
+    # The visitor gets it back, as a download; another visitor does not.
+    url = f"/widget/api/{chat['token']}/attachments/{attachment['id']}"
+    got = client.get(url, headers=visitor_headers(visitor))
+    assert got.status_code == 200 and got.content == b"%PDF-1.4 fake receipt"
+    assert got.headers["content-disposition"].startswith("attachment;")
+    stranger = start(client, chat)["visitor_token"]
+    assert client.get(url, headers=visitor_headers(stranger)).status_code == 404
+    history = client.get(
+        f"/widget/api/{chat['token']}/messages", headers=visitor_headers(visitor)
+    ).json()
+    assert history[-1]["attachments"][0]["filename"] == "receipt.pdf"
+
+
+def test_a_file_too_large_is_refused_with_a_reason(
+    client: TestClient,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    visitor = start(client, chat)["visitor_token"]
+    big = b"x" * (webchat.MAX_UPLOAD_BYTES + 1)
+    r = client.post(
+        f"/widget/api/{chat['token']}/attachments",
+        files={"file": ("big.bin", big, "application/octet-stream")},
+        headers=visitor_headers(visitor),
+    )
+    assert r.status_code == 422
+    assert "10 MB" in r.json()["detail"]
+    history = client.get(
+        f"/widget/api/{chat['token']}/messages", headers=visitor_headers(visitor)
+    ).json()
+    assert history == []
+
+
+def test_agents_see_when_the_visitor_has_read_their_reply(
+    client: TestClient,
+    world: World,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    visitor = start(client, chat)["visitor_token"]
+    first = say(client, chat, visitor, "hello?")
+    replies = [
+        client.post(
+            f"/api/v1/conversations/{first['conversation_id']}/messages",
+            json={"text": text},
+            headers=auth(world.bob),
+        ).json()
+        for text in ("Hi! One moment.", "Found it: it ships today.")
+    ]
+    r = client.post(
+        f"/widget/api/{chat['token']}/read",
+        json={"message_id": replies[0]["id"]},
+        headers=visitor_headers(visitor),
+    )
+    assert r.status_code == 204
+    conv = client.get(
+        f"/api/v1/conversations/{first['conversation_id']}", headers=auth(world.bob)
+    ).json()
+    states = {m["text"]: m["status"] for m in conv["messages"] if m["direction"] == "out"}
+    assert states["Hi! One moment."] == "read"
+    assert states["Found it: it ships today."] != "read"
+    other = start(client, chat)["visitor_token"]
+    r = client.post(
+        f"/widget/api/{chat['token']}/read",
+        json={"message_id": replies[1]["id"]},
+        headers=visitor_headers(other),
+    )
+    assert r.status_code == 404

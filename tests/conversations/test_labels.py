@@ -1,0 +1,89 @@
+"""The workspace's labels: admins define, recolour, rename and delete them; a rename or a
+delete reaches every conversation of the workspace and no other."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.conversations.test_inbox_list import inbound
+from tests.factories import World
+
+
+def labels_of(client: TestClient, world: World, cid: str) -> list[str]:
+    r = client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob))
+    return list(r.json()["labels"])
+
+
+def test_admins_define_and_recolour_labels(client: TestClient, world: World) -> None:
+    r = client.post(
+        "/api/v1/labels", json={"name": " VIP ", "colour": "#FFAA00"}, headers=auth(world.alice)
+    )
+    assert r.status_code == 201, r.text
+    assert (r.json()["name"], r.json()["colour"]) == ("vip", "#ffaa00")
+    dup = client.post("/api/v1/labels", json={"name": "vip"}, headers=auth(world.alice))
+    assert dup.status_code == 409
+    bad = client.post(
+        "/api/v1/labels", json={"name": "x", "colour": "red;}"}, headers=auth(world.alice)
+    )
+    assert bad.status_code == 422
+    assert (
+        client.post("/api/v1/labels", json={"name": "y"}, headers=auth(world.bob)).status_code
+        == 403
+    )
+    lid = r.json()["id"]
+    client.patch(f"/api/v1/labels/{lid}", json={"colour": "#00aa00"}, headers=auth(world.alice))
+    listed = client.get("/api/v1/labels", headers=auth(world.bob)).json()
+    assert [(x["name"], x["colour"]) for x in listed] == [("vip", "#00aa00")]
+    assert client.get("/api/v1/labels", headers=auth(world.mallory)).json() == []
+
+
+def test_a_rename_moves_the_label_on_every_conversation(client: TestClient, world: World) -> None:
+    a = inbound(client, world, "lr1", "lr1@example.com")
+    b = inbound(client, world, "lr2", "lr2@example.com")
+    for cid in (a, b):
+        client.post(
+            f"/api/v1/conversations/{cid}/labels",
+            json={"labels": ["refnd"]},
+            headers=auth(world.bob),
+        )
+    # b already carries the right spelling: it keeps one copy.
+    client.post(
+        f"/api/v1/conversations/{b}/labels", json={"labels": ["refund"]}, headers=auth(world.bob)
+    )
+    theirs = world.globex.first.conversation.id  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/conversations/{theirs}/labels",
+        json={"labels": ["refnd"]},
+        headers=auth(world.mallory),
+    )
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Refunds", "labels": ["refnd"], "first_response_minutes": 30},
+        headers=auth(world.alice),
+    ).json()
+    label = client.post("/api/v1/labels", json={"name": "refnd"}, headers=auth(world.alice))
+    r = client.patch(
+        f"/api/v1/labels/{label.json()['id']}", json={"name": "Refund"}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    assert labels_of(client, world, a) == ["refund"]
+    assert labels_of(client, world, b) == ["refund"]
+    # Globex's own "refnd" is Globex's business.
+    other = client.get(f"/api/v1/conversations/{theirs}", headers=auth(world.mallory)).json()
+    assert other["labels"] == ["refnd"]
+    policies = client.get("/api/v1/sla-policies", headers=auth(world.alice)).json()
+    assert [p["labels"] for p in policies if p["id"] == policy["id"]] == [["refund"]]
+
+
+def test_deleting_a_label_takes_it_off_conversations(client: TestClient, world: World) -> None:
+    a = inbound(client, world, "ld1", "ld1@example.com")
+    client.post(
+        f"/api/v1/conversations/{a}/labels",
+        json={"labels": ["old", "keep"]},
+        headers=auth(world.bob),
+    )
+    label = client.post("/api/v1/labels", json={"name": "old"}, headers=auth(world.alice)).json()
+    assert (
+        client.delete(f"/api/v1/labels/{label['id']}", headers=auth(world.alice)).status_code == 204
+    )
+    assert labels_of(client, world, a) == ["keep"]
+    assert client.get("/api/v1/labels", headers=auth(world.alice)).json() == []

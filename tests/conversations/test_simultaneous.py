@@ -1,0 +1,106 @@
+"""One customer on two channels at once: the conversations are shown together and merge."""
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from rapport.config import Settings
+from rapport.conversations.models import Conversation
+from rapport.customers.identity import handle
+from rapport.customers.models import IdentityKind
+from rapport.db import Database
+from rapport.ingest import InboundMessage, receive
+from tests.conftest import auth
+from tests.factories import World
+
+
+def second_inbox(client: TestClient, world: World) -> str:
+    r = client.post(
+        "/api/v1/inboxes", json={"name": "Chat", "channel": "api"}, headers=auth(world.alice)
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def write(database: Database, settings: Settings, inbox_id: str, ext: str, text: str) -> str:
+    with database.session() as db:
+        stored = receive(
+            db,
+            InboundMessage(
+                inbox_id=inbox_id,
+                external_id=ext,
+                text=text,
+                handles=[handle(IdentityKind.email, "twochannels@example.com")],
+            ),
+            settings=settings,
+        )
+        return stored.conversation.id
+
+
+def test_two_channels_at_once_are_related_and_merge_into_one_in_order(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    email_like = world.acme.inbox.id  # type: ignore[union-attr]
+    chat = second_inbox(client, world)
+    first = write(database, settings, email_like, "a1", "my order is late")
+    second = write(database, settings, chat, "b1", "hello? anyone? about my order")
+    write(database, settings, email_like, "a2", "order 1234")
+    assert first != second
+    related = client.get(f"/api/v1/conversations/{first}/related", headers=auth(world.bob))
+    assert [c["id"] for c in related.json()] == [second]
+    assert [
+        c["id"]
+        for c in client.get(
+            f"/api/v1/conversations/{second}/related", headers=auth(world.bob)
+        ).json()
+    ] == [first]
+
+    r = client.post(
+        f"/api/v1/conversations/{first}/merge", json={"merged_id": second}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    merged = client.get(f"/api/v1/conversations/{first}", headers=auth(world.bob)).json()
+    texts = [m["text"] for m in merged["messages"] if m["kind"] == "message"]
+    assert texts == ["my order is late", "hello? anyone? about my order", "order 1234"]
+    assert any("Merged with" in m["text"] for m in merged["messages"] if m["kind"] == "activity")
+    gone = client.get(f"/api/v1/conversations/{second}", headers=auth(world.bob)).json()
+    assert gone["status"] == "resolved" and gone["merged_into_id"] == first
+    assert (
+        client.get(f"/api/v1/conversations/{first}/related", headers=auth(world.bob)).json() == []
+    )
+
+    # The customer's next chat message continues the merged conversation.
+    assert write(database, settings, chat, "b2", "still there?") == first
+    again = client.post(
+        f"/api/v1/conversations/{first}/merge", json={"merged_id": second}, headers=auth(world.bob)
+    )
+    assert again.status_code == 409
+
+
+def test_conversations_far_apart_are_not_related_and_strangers_do_not_merge(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    chat = second_inbox(client, world)
+    first = write(database, settings, world.acme.inbox.id, "a1", "hi")  # type: ignore[union-attr]
+    second = write(database, settings, chat, "b1", "hi again")
+    with database.session() as db:
+        conv = db.get(Conversation, second)
+        assert conv is not None
+        conv.created_at = conv.created_at + timedelta(hours=3)
+    assert (
+        client.get(f"/api/v1/conversations/{first}/related", headers=auth(world.bob)).json() == []
+    )
+    stranger = world.acme.first.conversation.id  # type: ignore[union-attr]
+    r = client.post(
+        f"/api/v1/conversations/{first}/merge",
+        json={"merged_id": stranger},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422
+    assert "merge the customers first" in r.json()["detail"]
+    r = client.post(
+        f"/api/v1/conversations/{first}/merge",
+        json={"merged_id": second},
+        headers=auth(world.victor),
+    )
+    assert r.status_code == 403

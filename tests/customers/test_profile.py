@@ -1,0 +1,192 @@
+"""The profile: typed custom attributes, tags, consent with its history, derived figures."""
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rapport.db import Database
+from rapport.events.models import Order
+from rapport.realtime.models import StreamEvent
+from tests.conftest import auth
+from tests.factories import World
+
+
+def define(client: TestClient, world: World, key: str, type: str, **extra: object) -> dict:  # type: ignore[type-arg]
+    r = client.post(
+        "/api/v1/attribute-definitions",
+        json={"key": key, "type": type, **extra},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_defined_attributes_are_stored_in_their_type_and_bad_values_refused(
+    client: TestClient, world: World
+) -> None:
+    define(client, world, "seats", "number")
+    define(client, world, "renews_on", "date", label="Renews on")
+    define(client, world, "beta", "boolean")
+    define(client, world, "plan", "list", options=["free", "pro", "enterprise"])
+    r = client.post(
+        "/api/v1/customers",
+        json={
+            "name": "Typed Tina",
+            "attributes": {
+                "seats": "12",
+                "renews_on": "2027-01-31",
+                "beta": "yes",
+                "plan": "pro",
+                "favourite_colour": "teal",  # nobody defined it: kept as given
+            },
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    customer = r.json()
+    assert customer["attributes"] == {
+        "seats": 12,
+        "renews_on": "2027-01-31",
+        "beta": True,
+        "plan": ["pro"],
+        "favourite_colour": "teal",
+    }
+    for bad, says in (
+        ({"seats": "a dozen"}, "seats is a number"),
+        ({"renews_on": "31/01/2027"}, "renews_on is a date"),
+        ({"beta": "perhaps"}, "beta is true or false"),
+        ({"plan": "platinum"}, "plan takes free, pro, enterprise"),
+    ):
+        r = client.patch(
+            f"/api/v1/customers/{customer['id']}",
+            json={"attributes": bad},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 422, bad
+        assert r.headers["content-type"] == "application/problem+json"
+        assert says in r.json()["detail"]
+    unchanged = client.get(f"/api/v1/customers/{customer['id']}", headers=auth(world.bob))
+    assert unchanged.json()["attributes"] == customer["attributes"]
+    r = client.post(
+        "/api/v1/attribute-definitions",
+        json={"key": "seats", "type": "text"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 409
+    r = client.post(
+        "/api/v1/attribute-definitions",
+        json={"key": "Bad Key", "type": "text"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 422
+    # Agents use definitions; only admins write them.
+    r = client.post(
+        "/api/v1/attribute-definitions",
+        json={"key": "other", "type": "text"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 403
+
+
+def test_a_changed_attribute_is_an_event_rules_can_react_to(
+    client: TestClient, world: World, database: Database
+) -> None:
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    r = client.patch(
+        f"/api/v1/customers/{customer.id}",
+        json={"attributes": {"tier": "gold"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200
+    with database.session(write=False) as db:
+        events = list(
+            db.scalars(select(StreamEvent).where(StreamEvent.type == "customer.attribute_changed"))
+        )
+    assert [e.payload for e in events] == [{"id": customer.id, "keys": ["tier"]}]
+
+
+def test_tags_replace_and_filter(client: TestClient, world: World) -> None:
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{customer.id}/tags"
+    r = client.put(url, json={"tags": ["VIP", " churn-risk ", "vip"]}, headers=auth(world.bob))
+    assert r.status_code == 200 and r.json() == ["churn-risk", "vip"]
+    found = client.get("/api/v1/customers", params={"tag": "vip"}, headers=auth(world.bob))
+    assert [c["id"] for c in found.json()["items"]] == [customer.id]
+    other = client.get(
+        "/api/v1/customers", params={"tag": "vip"}, headers=auth(world.mallory)
+    ).json()
+    assert other["items"] == []
+    assert client.put(url, json={"tags": ["<b>"]}, headers=auth(world.bob)).status_code == 422
+    assert client.put(url, json={"tags": []}, headers=auth(world.victor)).status_code == 403
+
+
+def test_consent_keeps_its_history_and_the_newest_decision_is_in_force(
+    client: TestClient, world: World
+) -> None:
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{customer.id}/consents"
+    given = client.post(
+        url,
+        json={"channel": "email", "purpose": "marketing", "granted": True, "source": "web form"},
+        headers=auth(world.bob),
+    )
+    assert given.status_code == 201, given.text
+    client.post(
+        url,
+        json={"channel": "whatsapp", "purpose": "marketing", "granted": True},
+        headers=auth(world.bob),
+    )
+    withdrawn = client.post(
+        url,
+        json={"channel": "email", "purpose": "marketing", "granted": False, "source": "reply"},
+        headers=auth(world.bob),
+    )
+    assert withdrawn.status_code == 201
+    state = client.get(url, headers=auth(world.victor)).json()
+    assert [(c["channel"], c["granted"], c["source"]) for c in state["current"]] == [
+        ("email", False, "reply"),
+        ("whatsapp", True, "agent"),
+    ]
+    assert len(state["history"]) == 3
+    r = client.post(
+        url,
+        json={"channel": "carrier pigeon", "purpose": "marketing", "granted": True},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422
+
+
+def test_the_profile_adds_up_the_customers_history(
+    client: TestClient, world: World, database: Database
+) -> None:
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    with database.session() as db:
+        for order_id, total, currency, status in (
+            ("a", 2500, "EUR", "completed"),
+            ("b", 1000, "EUR", "completed"),
+            ("c", 700, "EUR", "refunded"),
+            ("d", 999, "USD", "completed"),
+        ):
+            db.add(
+                Order(
+                    workspace_id=world.acme.workspace.id,
+                    customer_id=customer.id,
+                    order_id=order_id,
+                    total_minor=total,
+                    currency=currency,
+                    status=status,
+                )
+            )
+    client.put(
+        f"/api/v1/customers/{customer.id}/tags", json={"tags": ["vip"]}, headers=auth(world.bob)
+    )
+    r = client.get(f"/api/v1/customers/{customer.id}/profile", headers=auth(world.victor))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tags"] == ["vip"]
+    figures = body["figures"]
+    assert figures["channels"] == [world.acme.inbox.channel]  # type: ignore[union-attr]
+    assert figures["conversations"] == 1
+    assert figures["orders"] == 4
+    assert figures["total_spend_minor"] == {"EUR": 3500, "USD": 999}
+    assert figures["average_csat"] is None
+    assert body["identities"] and body["attribute_definitions"] == []

@@ -1,0 +1,71 @@
+"""Bulk actions and filters in a real browser, at phone width, driven from the keyboard."""
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.conversations.test_inbox_list import inbound
+from tests.factories import PASSWORD, World
+from tests.web.conftest import ARTIFACTS, LiveServer
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+
+
+def test_an_agent_labels_and_resolves_conversations_in_bulk(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    ids = [inbound(client, world, f"bulk{i}", f"bulk{i}@example.com") for i in range(3)]
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", "bob@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.goto(f"{live_server.url}/app/inbox?view=all")
+    # Nothing sticks out sideways at phone width.
+    wide = page.evaluate(
+        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right"
+        " > window.innerWidth + 1).map(e => e.tagName + '.' + e.className + '#' + e.name"
+        " + ' ' + e.getBoundingClientRect().right)"
+    )
+    assert wide == []
+
+    # Two conversations ticked with the keyboard, then labelled.
+    for cid in ids[:2]:
+        page.focus(f'#conversation-list li[data-id="{cid}"] input.pick')
+        page.keyboard.press("Space")
+    expect(page.locator("#bulk-count")).to_have_text("2 selected")
+    page.fill("#bulk input[name=label]", "Refund <b>")
+    page.click("#bulk button[data-bulk=label]")
+    expect(page.locator("#bulk-result")).to_have_text("2 updated")
+    for cid in ids[:2]:
+        expect(page.locator(f'#conversation-list li[data-id="{cid}"] .label')).to_have_text(
+            "refund <b>"
+        )
+    expect(page.locator(f'#conversation-list li[data-id="{ids[2]}"] .label')).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "inbox-bulk.png"), full_page=True)
+
+    # Select all on the page, then resolve: the list (open only) empties of them.
+    page.select_option("#filters select[name=status]", "open")
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**status=open**")
+    page.check("#select-all")
+    n = page.locator("#conversation-list input.pick").count()
+    expect(page.locator("#bulk-count")).to_have_text(f"{n} selected")
+    page.click("#bulk button[data-bulk=resolve]")
+    expect(page.locator("#bulk-result")).to_have_text(f"{n} updated")
+    expect(page.locator("#conversation-list input.pick")).to_have_count(0)
+    for cid in ids:
+        c = httpx.get(
+            f"{live_server.url}/api/v1/conversations/{cid}", headers=auth(world.bob)
+        ).json()
+        assert c["status"] == "resolved"
+
+    # The filters survive in the form: resolved ones, by label.
+    page.goto(f"{live_server.url}/app/inbox?view=all&status=resolved&label=refund+%3Cb%3E")
+    expect(page.locator("#conversation-list li[data-id]")).to_have_count(2)
+    expect(page.locator("#filters select[name=status]")).to_have_value("resolved")

@@ -1,0 +1,67 @@
+"""The inbox page: filters and sorts from the query string, bulk controls for agents only,
+and everything a user typed shown as text."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import auth
+from tests.conversations.test_inbox_list import inbound
+from tests.factories import World
+from tests.web.test_pages import sign_in
+
+
+def test_the_inbox_filters_by_priority_and_keeps_the_choice(
+    client: TestClient, world: World
+) -> None:
+    hot = inbound(client, world, "p1", "p1@example.com")
+    calm = inbound(client, world, "p2", "p2@example.com")
+    client.post(
+        f"/api/v1/conversations/{hot}/priority", json={"priority": "high"}, headers=auth(world.bob)
+    )
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/inbox", params={"view": "all", "priority": "high"}).text
+    assert hot in page and calm not in page
+    assert '<option value="high" selected>' in page
+    assert 'class="priority pr-high"' in page
+
+
+def test_the_inbox_sorts_by_oldest_waiting(client: TestClient, world: World) -> None:
+    first = inbound(client, world, "o1", "o1@example.com")
+    second = inbound(client, world, "o2", "o2@example.com")
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/inbox", params={"view": "all", "sort": "waiting"}).text
+    assert page.index(first) < page.index(second)
+    assert "waiting since" in page
+    newest = client.get("/app/inbox", params={"view": "all"}).text
+    assert newest.index(second) < newest.index(first)
+
+
+def test_malformed_filters_are_ignored_not_errors(client: TestClient, world: World) -> None:
+    sign_in(client, "bob@acme.test")
+    r = client.get(
+        "/app/inbox",
+        params={
+            "view": "all",
+            "active_from": "yesterday",
+            "sort": "chaos",
+            "sla_state": "x",
+            "priority": "?",
+        },
+    )
+    assert r.status_code == 200
+    assert world.acme.first.conversation.id in r.text  # type: ignore[union-attr]
+
+
+def test_a_hostile_label_filter_is_shown_as_text(client: TestClient, world: World) -> None:
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/inbox", params={"view": "all", "label": '"><script>x()</script>'}).text
+    assert "<script>x()" not in page
+    assert "&#34;&gt;&lt;script&gt;x()&lt;/script&gt;" in page
+
+
+def test_bulk_controls_are_for_agents_not_viewers(client: TestClient, world: World) -> None:
+    sign_in(client, "bob@acme.test")
+    assert 'id="bulk"' in client.get("/app/inbox?view=all").text
+    client.post("/api/v1/auth/logout")
+    sign_in(client, "victor@acme.test")
+    page = client.get("/app/inbox?view=all").text
+    assert 'id="bulk"' not in page and 'class="pick"' not in page

@@ -1,0 +1,176 @@
+"""An admin sets business hours, writes and edits an automation rule, and adds a webhook
+whose secret is shown once and whose delivery log shows the receiver's status codes."""
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from tests.conftest import auth
+from tests.factories import PASSWORD, World
+from tests.web.conftest import ARTIFACTS, LiveServer
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+
+
+class _Teapot(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(418)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Teapot)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_admin_sets_hours_rules_and_webhooks(
+    request: pytest.FixtureRequest,
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    receiver: str,
+    database: Database,
+    settings: Settings,
+) -> None:
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", "alice@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.goto(f"{live_server.url}/app/settings")
+    api = httpx.Client(base_url=live_server.url, headers=auth(world.alice))
+    request.addfinalizer(api.close)
+
+    # Business hours: Madrid, a split Monday, Tuesday 9-17, and Christmas off.
+    page.fill("#hours-form input[name=timezone]", "Europe/Madrid")
+    page.fill("#hours-form input[name=day-mon]", "9:00-13:00, 14:00-18:00")
+    page.fill("#hours-form input[name=day-tue]", "09:00-17:00")
+    page.fill("#hours-form textarea[name=holidays]", "2026-12-25")
+    page.click("#hours-form button[type=submit]")
+    page.wait_for_load_state("load")
+    expect(page.locator("#hours-form input[name=day-mon]")).to_have_value(
+        "09:00-13:00, 14:00-18:00"
+    )
+    assert api.get("/api/v1/business-hours").json() == {
+        "timezone": "Europe/Madrid",
+        "hours": {"mon": [["09:00", "13:00"], ["14:00", "18:00"]], "tue": [["09:00", "17:00"]]},
+        "holidays": ["2026-12-25"],
+    }
+    # A bad time zone is refused with the reason, and nothing changes.
+    page.fill("#hours-form input[name=timezone]", "Mars/Olympus")
+    page.click("#hours-form button[type=submit]")
+    expect(page.locator("#settings-error")).to_contain_text("Mars/Olympus")
+
+    # A rule: refunds by email get a label and high priority, and stop later rules.
+    page.goto(f"{live_server.url}/app/settings")
+    page.fill("#rule-form input[name=name]", "Refunds <first>")
+    page.select_option("#rule-form select[name=event]", "message.received")
+    page.click("#add-condition")
+    page.fill("#conditions li:nth-child(1) input[name=field]", "message.text")
+    page.select_option("#conditions li:nth-child(1) select[name=op]", "contains")
+    page.fill("#conditions li:nth-child(1) input[name=value]", "refund")
+    page.click("#add-condition")
+    page.fill("#conditions li:nth-child(2) input[name=field]", "channel")
+    page.select_option("#conditions li:nth-child(2) select[name=op]", "in")
+    page.fill("#conditions li:nth-child(2) input[name=value]", "email, api")
+    page.select_option("#actions li:nth-child(1) select[name=type]", "add_label")
+    page.fill("#actions li:nth-child(1) input[name=value]", "billing")
+    page.click("#add-action")
+    page.select_option("#actions li:nth-child(2) select[name=type]", "set_priority")
+    page.fill("#actions li:nth-child(2) input[name=value]", "high")
+    page.fill("#rule-form input[name=position]", "2")
+    page.check("#rule-form input[name=stop_processing]")
+    page.click("#rule-form button[type=submit]")
+    expect(page.locator("#rule-rows")).to_contain_text("Refunds <first>")
+    [rule] = api.get("/api/v1/automation-rules").json()
+    assert rule["conditions"] == [
+        {"field": "message.text", "op": "contains", "value": "refund"},
+        {"field": "channel", "op": "in", "value": ["email", "api"]},
+    ]
+    assert rule["actions"] == [
+        {"type": "add_label", "value": "billing"},
+        {"type": "set_priority", "value": "high"},
+    ]
+    assert rule["position"] == 2 and rule["stop_processing"] and rule["enabled"]
+
+    # Edit it: rename, drop the channel condition. Then switch it off from the list.
+    page.click(f'#rule-rows tr[data-id="{rule["id"]}"] .rule-edit')
+    expect(page.locator("#rule-form input[name=name]")).to_have_value("Refunds <first>")
+    page.fill("#rule-form input[name=name]", "Refunds")
+    page.click("#conditions li:nth-child(2) .remove-row")
+    page.click("#rule-form button[type=submit]")
+    expect(page.locator("#rule-rows")).to_contain_text("Refunds")
+    page.uncheck(f'#rule-rows tr[data-id="{rule["id"]}"] .rule-enabled')
+    page.wait_for_timeout(300)
+    [edited] = api.get("/api/v1/automation-rules").json()
+    assert edited["name"] == "Refunds" and len(edited["conditions"]) == 1
+    assert edited["enabled"] is False and edited["id"] == rule["id"]
+
+    # A webhook: the secret shows once; the log shows the receiver's 418.
+    page.fill("#webhook-form input[name=url]", receiver)
+    page.click("#webhook-form button[type=submit]")
+    expect(page.locator("#webhook-secret")).to_be_visible()
+    secret = page.inner_text("#webhook-secret code")
+    assert len(secret) >= 20
+    page.reload()
+    assert secret not in page.content()
+    [hook] = api.get("/api/v1/webhooks").json()
+    api.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "tell them",
+            "event": "conversation.created",
+            "actions": [{"type": "send_webhook", "value": hook["id"]}],
+        },
+    ).raise_for_status()
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "hook-1", "text": "hi", "from": {"email": "hook@example.com"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201
+    # The live server's worker may claim the job first: work and look until it is done.
+    for _ in range(100):
+        Worker(database, settings).run_until_idle(max_jobs=50)
+        log = api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()
+        if log and log[0]["attempts"]:
+            break
+        page.wait_for_timeout(100)
+    assert log[0]["response_status"] == 418, log
+    page.click(f'#webhooks tr[data-id="{hook["id"]}"] .hook-log')
+    expect(page.locator(f"#log-{hook['id']} .delivery-log")).to_contain_text("418")
+    page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
+
+    # Labels: define one in green, rename it; the inbox paints it on conversations.
+    page.goto(f"{live_server.url}/app/settings")
+    page.fill("#label-create input[name=name]", "Urgnt")
+    page.eval_on_selector("#label-create input[name=colour]", "el => el.value = '#00aa00'")
+    page.click("#label-create button[type=submit]")
+    row = page.locator("#labels-settings tr[data-id]")
+    expect(row.locator("input[name=name]")).to_have_value("urgnt")
+    row.locator("input[name=name]").fill("urgent")
+    row.locator(".label-save").click()
+    expect(page.locator("#labels-settings tr[data-id] input[name=name]")).to_have_value("urgent")
+    conv = r.json()["conversation_id"]
+    api.post(f"/api/v1/conversations/{conv}/labels", json={"labels": ["urgent"]})
+    page.goto(f"{live_server.url}/app/inbox?view=all")
+    chip = page.locator(f'#conversation-list li[data-id="{conv}"] .label')
+    expect(chip).to_have_css("background-color", "rgb(0, 170, 0)")
