@@ -333,3 +333,27 @@ def test_two_close_intents_make_the_bot_ask_then_two_misses_hand_over(
     conv = thread(client, world, conv_id)
     (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
     assert "the bot missed twice" in note["text"]
+
+
+def test_routing_leaves_the_bots_conversations_until_it_hands_over(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    from rapport.conversations import routing
+
+    inbox_id = world.acme.inbox.id  # type: ignore[union-attr]
+    set_up_bot(client, world, inbox_id)
+    client.put(  # hand over to any agent of the workspace
+        f"/api/v1/bot/inboxes/{inbox_id}", json={"enabled": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.patch(
+        f"/api/v1/inboxes/{inbox_id}", json={"auto_assign": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
+    answered = ask(client, world, "q1", "what are your opening hours?")
+    work(database, settings)
+    with database.session() as db:
+        routing.assign_waiting(db, workspace_id=world.acme.workspace.id)
+    assert thread(client, world, answered)["assignee_id"] is None  # still the bot's
+    handed = ask(client, world, "q2", "I want a person", email="other@example.com")
+    work(database, settings)
+    assert thread(client, world, handed)["assignee_id"] is not None

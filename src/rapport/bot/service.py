@@ -101,6 +101,8 @@ def train(db: Session, *, workspace_id: str) -> int:
         select(IntentExample.text, Intent.name)
         .join(Intent, Intent.id == IntentExample.intent_id)
         .where(IntentExample.workspace_id == workspace_id)
+        # A fixed order: the same examples always train the same model.
+        .order_by(Intent.name, IntentExample.text)
     ).all()
     existing = db.get(IntentModelBlob, workspace_id)
     labels = [name for _, name in rows]

@@ -118,6 +118,8 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
     given = 0
     for conv in waiting:
         inbox = db.get(Inbox, conv.inbox_id)
+        if _with_the_bot(db, conv, inbox):
+            continue  # the bot answers first; it hands over through routing when needed
         team_id = conv.team_id or (inbox.team_id if inbox else None)
         agent = pick_agent(db, workspace_id=workspace_id, team_id=team_id)
         if agent is None:
@@ -126,6 +128,17 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
         db.flush()
         given += 1
     return given
+
+
+def _with_the_bot(db: Session, conv: Conversation, inbox: Inbox | None) -> bool:
+    """Whether the inbox's bot still holds this conversation (it has not handed over)."""
+    from rapport.bot import service as bot  # the bot hands over through routing
+    from rapport.bot.models import BotConversation
+
+    if not bot.enabled(inbox):
+        return False
+    state = db.get(BotConversation, conv.id)
+    return state is None or state.handed_over_at is None
 
 
 def wake(db: Session, *, workspace_id: str) -> None:

@@ -242,9 +242,12 @@ def search_articles(
     words = terms(query, locale)
     lexical = _bm25(index, words) if words else [0.0] * len(index.docs)
     semantic: list[float] | None = None
-    if index.matrix is not None:
-        (vector,) = embeddings.encode([query])
-        semantic = [float(x) for x in index.matrix @ vector]
+    if index.matrix is not None and embeddings.available():
+        try:
+            (vector,) = embeddings.encode([query])
+            semantic = [float(x) for x in index.matrix @ vector]
+        except Exception:  # the extra is broken: keywords still answer (logged once)
+            semantic = None
     rank_lex = _ranks(lexical)
     rank_sem = _ranks(semantic) if semantic is not None else None
     scored = []
