@@ -69,8 +69,13 @@ def test_two_channels_at_once_are_related_and_merge_into_one_in_order(
         client.get(f"/api/v1/conversations/{first}/related", headers=auth(world.bob)).json() == []
     )
 
-    # The customer's next chat message continues the merged conversation.
+    # The customer's next chat message continues the merged conversation, and the answer
+    # goes back on chat, where they are now.
     assert write(database, settings, chat, "b2", "still there?") == first
+    answer = client.post(
+        f"/api/v1/conversations/{first}/messages", json={"text": "Yes!"}, headers=auth(world.bob)
+    ).json()
+    assert answer["inbox_id"] == chat
     again = client.post(
         f"/api/v1/conversations/{first}/merge", json={"merged_id": second}, headers=auth(world.bob)
     )

@@ -316,6 +316,22 @@ def add_message(
     return msg
 
 
+def last_channel(db: Session, *, conversation: Conversation) -> str:
+    """The inbox the customer last wrote through in this conversation (after a merge of
+    conversations from two channels, the one they are on now)."""
+    latest = db.scalar(
+        select(Message.inbox_id)
+        .where(
+            Message.conversation_id == conversation.id,
+            Message.direction == Direction.inbound,
+            Message.kind == MessageKind.message,
+        )
+        .order_by(Message.created_at.desc())
+        .limit(1)
+    )
+    return latest or conversation.inbox_id
+
+
 def reply(
     db: Session,
     *,
@@ -328,11 +344,11 @@ def reply(
 ) -> Message:
     """Queue an outbound reply: the message row and its ``deliver`` job commit together.
 
-    It goes out through the conversation's own inbox, the channel the customer used,
+    It goes out through the channel the customer last wrote on in this conversation,
     unless the agent picks another inbox of the workspace (``via_inbox_id``).
     """
     now = utcnow()
-    inbox = db.get(Inbox, via_inbox_id or conversation.inbox_id)
+    inbox = db.get(Inbox, via_inbox_id or last_channel(db, conversation=conversation))
     if inbox is None or inbox.workspace_id != conversation.workspace_id:
         raise NotFound("inbox")
     channel = channels.get(inbox.channel) if inbox else None
