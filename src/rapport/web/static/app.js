@@ -265,10 +265,15 @@ function setupConversation() {
   textarea.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); send(); }
   });
+  let shownStatus = document.getElementById("status").textContent.trim();
   const showStatus = (status) => {
     const badge = document.getElementById("status");
     badge.textContent = status;
     badge.className = `status st-${status}`;
+    // Only a real change moves the form: an update of something else (a colleague's
+    // label, this agent's own priority) must not undo a choice not yet submitted.
+    if (status === shownStatus) return;
+    shownStatus = status;
     document.getElementById("status-select").value = status;
     document.getElementById("snooze-until").hidden = status !== "snoozed";
   };
