@@ -123,6 +123,15 @@ async def drive(
     return time.perf_counter() - started, latencies, errors
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU the process has used (Linux), or 0 when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -230,10 +239,15 @@ def main() -> None:
         warm = messages(args.warmup, inbox_id, hostport, token, seed=1)
         asyncio.run(drive(host, port, warm, args.concurrency, 201))
         load = messages(args.messages, inbox_id, hostport, token, seed=2)
+        pid = server.pid if server is not None else None
+        cpu = cpu_seconds(pid)
         secs, lat, errors = asyncio.run(drive(host, port, load, args.concurrency, 201))
+        cpu = cpu_seconds(pid) - cpu
         health = [f"GET /healthz HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode()] * args.messages
         asyncio.run(drive(host, port, health[: args.warmup], args.concurrency, 200))
+        hcpu = cpu_seconds(pid)
         hsecs, hlat, herrors = asyncio.run(drive(host, port, health, args.concurrency, 200))
+        hcpu = cpu_seconds(pid) - hcpu
     finally:
         if server is not None:
             server.terminate()
@@ -244,13 +258,17 @@ def main() -> None:
     print()
     print(f"Ingest through the API channel ({backend}), {args.messages:,} messages", end="")
     print(f" at concurrency {args.concurrency}")
-    print(f"{'':<22}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    for name, r, xs, errs in (
-        ("POST .../messages", rate, lat, errors),
-        ("GET /healthz", hrate, hlat, herrors),
+    # Server CPU per request (all its threads; 0 against --url): what a request costs,
+    # whatever else shares the machine while the rates are measured.
+    cpu_us, hcpu_us = cpu / len(lat) * 1e6, hcpu / len(hlat) * 1e6
+    head = f"{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'errors':>8}{'cpu µs':>9}"
+    print(f"{'':<22}{head}")
+    for name, r, xs, errs, c in (
+        ("POST .../messages", rate, lat, errors, cpu_us),
+        ("GET /healthz", hrate, hlat, herrors, hcpu_us),
     ):
         cells = f"{pct(xs, 50):>10.1f}{pct(xs, 95):>10.1f}{pct(xs, 99):>10.1f}"
-        print(f"{name:<22}{r:>10,.0f}{cells}{errs:>8}")
+        print(f"{name:<22}{r:>10,.0f}{cells}{errs:>8}{c:>9,.0f}")
     print(f"ingest / healthz: {rate / hrate:.2f}")
     print(
         json.dumps(
@@ -262,6 +280,8 @@ def main() -> None:
                 "healthz_per_s": round(hrate, 1),
                 "ratio": round(rate / hrate, 3),
                 "errors": errors + herrors,
+                "server_cpu_us_per_msg": round(cpu_us),
+                "server_cpu_us_per_healthz": round(hcpu_us),
             }
         )
     )

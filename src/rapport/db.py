@@ -1,7 +1,9 @@
 """Database frame: engine, sessions, the declarative base and after-commit hooks."""
 
+import os
 import sqlite3
-import uuid
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,8 +27,17 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    """A new random primary key: ids are opaque strings so they never leak counts."""
-    return uuid.uuid4().hex
+    """A new primary key: a UUIDv7 (RFC 9562) as 32 hex digits.
+
+    Opaque, so ids never leak counts, and with 74 random bits never guessable; its leading
+    48 bits are the creation time in milliseconds, so new rows land at the right edge of
+    every primary-key index instead of on a random page of it (far fewer pages written per
+    commit on a large table)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    # version 7 in bits 76-79, variant 0b10 in bits 62-63
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return f"{value:032x}"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -180,6 +191,58 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class WalCheckpointer:
+    """Moves SQLite's WAL back into the database file from a thread of its own.
+
+    By default the connection whose commit pushes the WAL past 1,000 pages does the
+    checkpoint itself, inside that commit, with an fsync of the database file; on the ingest
+    writer that stalls every sender of the batch. The writer turns that off for its own
+    connection (``PRAGMA wal_autocheckpoint=0``) and this thread checkpoints instead, in
+    PASSIVE mode, which never blocks a reader or a writer. Other connections keep the
+    default, so the WAL stays bounded even if this thread stopped.
+    """
+
+    def __init__(self, path: str, *, interval: float = 0.25) -> None:
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="rapport-wal-checkpoint", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(5)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stop.wait(self.interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:  # busy or locked: the next round catches up
+                    continue
+        finally:
+            conn.close()
+
+
+def sqlite_path(engine: Engine) -> str | None:
+    """The file of a file-backed SQLite engine, else ``None``."""
+    if engine.dialect.name != "sqlite":
+        return None
+    path = engine.url.database
+    return path if path and path != ":memory:" and not path.startswith("file:") else None
 
 
 # after-commit hooks ---------------------------------------------------------------------

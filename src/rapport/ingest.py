@@ -39,7 +39,7 @@ from rapport.conversations.models import (
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle
 from rapport.customers.models import Customer, Identity, IdentityKind
-from rapport.db import Database, new_id, on_commit, utcnow
+from rapport.db import Database, WalCheckpointer, new_id, on_commit, sqlite_path, utcnow
 from rapport.metrics import INGEST_BATCH, INGESTED
 from rapport.problems import Invalid, NotFound
 from rapport.realtime.models import StreamEvent
@@ -646,10 +646,14 @@ class IngestWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        path = sqlite_path(database.engine)
+        self._checkpointer = WalCheckpointer(path) if path else None
 
     def start(self) -> None:
         with self._lock:
             if self._thread is None:
+                if self._checkpointer is not None:
+                    self._checkpointer.start()
                 self._thread = threading.Thread(
                     target=self._run, name="rapport-ingest", daemon=True
                 )
@@ -661,6 +665,8 @@ class IngestWriter:
         if thread is not None:
             self._queue.put(_STOP)
             thread.join(timeout)
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
 
     def submit_nowait(self, msg: InboundMessage) -> "Future[Stored]":
         self.start()
@@ -705,6 +711,8 @@ class IngestWriter:
         for attempt in (1, 2):
             try:
                 with self.database.session() as db:
+                    if self._checkpointer is not None:  # it checkpoints; this commit doesn't
+                        db.connection().exec_driver_sql("PRAGMA wal_autocheckpoint=0")
                     outcomes = receive_batch(db, msgs, settings=self.settings, storage=self.storage)
                 break
             except IntegrityError as exc:
