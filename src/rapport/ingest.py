@@ -80,6 +80,9 @@ class InboundMessage:
     expect_channel: str | None = None
     # An auto-reply, out-of-office or bounce: recorded, never answered, never reopening.
     auto_reply: bool = False
+    # Set once the workspace's own triage models have run (before the writer, off its
+    # thread): the writer then only stores.
+    workspace_triaged: bool = False
 
 
 @dataclass
@@ -439,7 +442,7 @@ def receive_batch(
 
         # 4. The message (and its attachments).
         meta = dict(m.meta)
-        if meta.get("triage") is not None:
+        if meta.get("triage") is not None and not m.workspace_triaged:
             meta["triage"] = triage.with_workspace_models(db, ws, m.text, meta["triage"])
         if m.sent_at:
             meta["sent_at"] = m.sent_at.isoformat()
@@ -646,6 +649,8 @@ class IngestWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # inbox id -> workspace id (an inbox never moves)
+        self._workspaces: dict[str, str] = {}
         path = sqlite_path(database.engine)
         self._checkpointer = WalCheckpointer(path) if path else None
 
@@ -669,15 +674,44 @@ class IngestWriter:
             self._checkpointer.stop()
 
     def submit_nowait(self, msg: InboundMessage) -> "Future[Stored]":
-        self.start()
-        fut: Future[Stored] = Future()
         # Triage in the caller's thread: the single writer only stores.
-        self._queue.put((with_triage(msg), fut))
-        return fut
+        return self._enqueue(self._with_workspace_models(with_triage(msg)))
 
     async def submit(self, msg: InboundMessage) -> Stored:
         """Ingest a message; returns once the transaction holding it has committed."""
-        return await asyncio.wrap_future(self.submit_nowait(msg))
+        msg = with_triage(msg)
+        workspace_id = msg.expect_workspace_id or self._workspaces.get(msg.inbox_id)
+        if "triage" in msg.meta and (
+            workspace_id is None or triage.cached_models(workspace_id) != {}
+        ):
+            # A workspace's trained models (or reading them) take milliseconds: not on the
+            # event loop, and never in the single writer.
+            msg = await asyncio.to_thread(self._with_workspace_models, msg)
+        else:
+            msg.workspace_triaged = True
+        return await asyncio.wrap_future(self._enqueue(msg))
+
+    def _enqueue(self, msg: InboundMessage) -> "Future[Stored]":
+        self.start()
+        fut: Future[Stored] = Future()
+        self._queue.put((msg, fut))
+        return fut
+
+    def _with_workspace_models(self, msg: InboundMessage) -> InboundMessage:
+        found = msg.meta.get("triage")
+        if found is None or msg.workspace_triaged:
+            return msg
+        workspace_id = msg.expect_workspace_id or self._workspaces.get(msg.inbox_id)
+        if workspace_id is None:
+            with self.database.session(write=False) as db:
+                workspace_id = db.scalar(select(Inbox.workspace_id).where(Inbox.id == msg.inbox_id))
+            if workspace_id is None:
+                return msg  # no such inbox: the writer answers so
+            self._workspaces[msg.inbox_id] = workspace_id
+        models = triage.workspace_models(workspace_id, lambda: self.database.session(write=False))
+        msg.meta = {**msg.meta, "triage": triage.apply_models(models, msg.text, found)}
+        msg.workspace_triaged = True
+        return msg
 
     def submit_sync(self, msg: InboundMessage, timeout: float = 60) -> Stored:
         return self.submit_nowait(msg).result(timeout)

@@ -91,7 +91,7 @@ def test_a_rule_routes_negative_messages_to_a_team(
 
 
 def test_a_workspace_teaches_triage_its_own_categories(
-    world: World, database: Database, settings: Settings
+    client: TestClient, world: World, database: Database, settings: Settings
 ) -> None:
     inbox = world.acme.inbox
     assert inbox is not None
@@ -154,3 +154,18 @@ def test_a_workspace_teaches_triage_its_own_categories(
         )
         assert stored.message.meta["triage"]["category"] == "billing"
         assert db.scalar(select(Conversation.id).where(Conversation.id == stored.conversation.id))
+    # Through the API channel (the group-committing writer): the same category.
+    r = client.post(
+        f"/api/v1/inboxes/{inbox.id}/messages",
+        json={
+            "external_id": "new-2",
+            "text": "my password reset link has expired and I cannot log in",
+            "from": {"email": "newbie2@example.com"},
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    conv = client.get(
+        f"/api/v1/conversations/{r.json()['conversation_id']}", headers=auth(world.bob)
+    ).json()
+    assert conv["messages"][0]["meta"]["triage"]["category"] == "login"

@@ -20,6 +20,8 @@ read it as ``message.language``, ``message.sentiment``, ``message.spam``... and 
 import re
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from functools import cache
 from typing import Any, Final
 
@@ -148,7 +150,12 @@ def with_workspace_models(
     db: Session, workspace_id: str, text: str, found: dict[str, Any]
 ) -> dict[str, Any]:
     """``found`` completed by the workspace's own classifiers, when it has trained some."""
-    models = _workspace_models(db, workspace_id)
+    return apply_models(workspace_models(workspace_id, lambda: nullcontext(db)), text, found)
+
+
+def apply_models(
+    models: dict[str, TextClassifier], text: str, found: dict[str, Any]
+) -> dict[str, Any]:
     out = dict(found)
     for kind, model in models.items():
         (prediction,) = model.predict([text])
@@ -159,21 +166,31 @@ def with_workspace_models(
     return out
 
 
-def _workspace_models(db: Session, workspace_id: str) -> dict[str, TextClassifier]:
+def cached_models(workspace_id: str) -> dict[str, TextClassifier] | None:
+    """The workspace's classifiers if read in the last minute (``None``: not known now)."""
+    with _models_lock:
+        cached = _models.get(workspace_id)
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+
+def workspace_models(
+    workspace_id: str, open_session: Callable[[], AbstractContextManager[Session]]
+) -> dict[str, TextClassifier]:
     """The workspace's trained classifiers, re-read at most once a minute."""
     from rapport.assistant.models import TriageModel
 
-    now = time.monotonic()
+    cached = cached_models(workspace_id)
+    if cached is not None:
+        return cached
+    with open_session() as db:
+        loaded = {
+            row.kind: TextClassifier.loads(row.model)
+            for row in db.scalars(
+                select(TriageModel).where(TriageModel.workspace_id == workspace_id)
+            )
+        }
     with _models_lock:
-        cached = _models.get(workspace_id)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    loaded = {
-        row.kind: TextClassifier.loads(row.model)
-        for row in db.scalars(select(TriageModel).where(TriageModel.workspace_id == workspace_id))
-    }
-    with _models_lock:
-        _models[workspace_id] = (now + 60.0, loaded)
+        _models[workspace_id] = (time.monotonic() + 60.0, loaded)
     return loaded
 
 
