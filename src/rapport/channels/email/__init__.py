@@ -147,6 +147,7 @@ class EmailChannel:
 
     name = "email"
     secret_fields = frozenset({"smtp_password", "imap_password"})
+    sends_files = True
 
     def send(self, out: base.Outbound) -> base.SendResult:
         settings = out.inbox.settings
@@ -174,6 +175,15 @@ class EmailChannel:
         mail.set_content(out.message.text)
         if out.message.html:
             mail.add_alternative(out.message.html, subtype="html")
+        for f in out.files:
+            maintype, _, subtype = f.content_type.partition("/")
+            if not subtype or maintype == "multipart":
+                maintype, subtype = "application", "octet-stream"
+            try:
+                data = f.read()
+            except OSError as exc:
+                raise base.DeliveryError(f"the file {f.filename} cannot be read") from exc
+            mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=f.filename)
         host = str(settings.get("smtp_host", "127.0.0.1"))
         port = int(settings.get("smtp_port", 25))
         security = str(settings.get("smtp_security", "starttls")).lower()
