@@ -266,7 +266,9 @@ def test_stream_replay_never_carries_another_workspaces_events(
     assert {e["workspace_id"] for e in seen} == {world.globex.workspace.id}
 
 
-def test_another_workspaces_upload_cannot_be_sent_or_noted(client: TestClient, world: World) -> None:
+def test_another_workspaces_upload_cannot_be_sent_or_noted(
+    client: TestClient, world: World
+) -> None:
     acme, globex = world.acme.first, world.globex.first
     assert acme is not None and globex is not None
     up = client.post(
