@@ -146,6 +146,8 @@ def take(db: Session, *, conversation: Conversation, upload_ids: list[str]) -> l
 
 def attach(db: Session, *, message: Message, uploads: list[Upload]) -> list[Attachment]:
     """Make the uploads the message's attachments (each upload is used once)."""
+    # No ORM relationship orders the inserts: the message row must exist first.
+    db.flush()
     out = []
     for n, up in enumerate(uploads):
         row = Attachment(
