@@ -183,6 +183,15 @@ class EmailChannel:
                 data = f.read()
             except OSError as exc:
                 raise base.DeliveryError(f"the file {f.filename} cannot be read") from exc
+            if maintype == "text":
+                # A text part needs its charset said: UTF-8 when it is, else plain bytes.
+                try:
+                    mail.add_attachment(
+                        data.decode("utf-8"), subtype=subtype, charset="utf-8", filename=f.filename
+                    )
+                    continue
+                except UnicodeDecodeError:
+                    maintype, subtype = "application", "octet-stream"
             mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=f.filename)
         host = str(settings.get("smtp_host", "127.0.0.1"))
         port = int(settings.get("smtp_port", 25))
