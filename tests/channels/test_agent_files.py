@@ -206,6 +206,10 @@ def test_a_signed_link_serves_only_its_file_until_it_expires(
     assert got.headers["content-disposition"].startswith("attachment;")
     assert got.headers["x-content-type-options"] == "nosniff"
     assert "sandbox" in got.headers["content-security-policy"]
+    parts = urlsplit(link.url)
+    head = client.head(f"{parts.path}?{parts.query}")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(b"<script>alert(1)</script>"))
     sig = parse_qs(urlsplit(link.url).query)["sig"][0]
     forged_sig = ("0" if sig[0] != "0" else "1") + sig[1:]
     for bad in (
@@ -342,7 +346,7 @@ def test_a_file_the_provider_fails_is_retried_without_sending_the_text_twice(
     worker.run_until_idle()
     out = last_message(client, world, conv["id"])
     assert out["status"] == "failed"
-    assert "131053" in out["error"]
+    assert "131053" in out["error"] and "contract.pdf" in out["error"]
 
 
 def test_telegram_gets_a_photo_by_link_and_other_documents_uploaded(

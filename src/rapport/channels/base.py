@@ -78,7 +78,7 @@ def send_parts(out: Outbound, parts: list[tuple[str, str, Callable[[], str | Non
                 done = send() or ""
             except DeliveryError as exc:
                 sent = sum(1 for k, _, _ in parts if k in out.parts_sent)
-                prefix = f"{what}: " if len(parts) > 1 else ""
+                prefix = f"{what}: " if len(parts) > 1 or key.startswith("file:") else ""
                 note = f" ({sent} of {len(parts)} parts already sent)" if sent else ""
                 raise DeliveryError(f"{prefix}{exc.reason}{note}", permanent=exc.permanent) from exc
             out.parts_sent[key] = done

@@ -449,7 +449,10 @@ def download_attachment(
 files_router = APIRouter(tags=["files"])
 
 
-@files_router.get("/files/{attachment_id}/{filename}", include_in_schema=False)
+# HEAD too: some fetchers ask for the type and size before downloading.
+@files_router.api_route(
+    "/files/{attachment_id}/{filename}", methods=["GET", "HEAD"], include_in_schema=False
+)
 def signed_file(
     attachment_id: str, filename: str, request: Request, db: Db, expires: str = "", sig: str = ""
 ) -> Response:
