@@ -529,3 +529,44 @@ def test_messenger_gets_each_file_as_an_attachment_by_url(
     assert attachment["type"] == "file" and attachment["payload"]["is_reusable"] is False
     assert fetch(client, attachment["payload"]["url"]).content == PDF
     assert last_message(client, world, conv["id"])["external_id"] == "m_1"
+
+
+def test_the_api_channels_webhook_lists_the_files_with_their_links(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    stand: tuple[str, type[Stand]],
+) -> None:
+    url, hook = stand
+    hook.answers = [(200, {})]
+    inbox = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Shop", "channel": "api", "settings": {"webhook_url": f"{url}/hook"}},
+        headers=auth(world.alice),
+    ).json()["id"]
+    r = client.post(
+        f"/api/v1/inboxes/{inbox}/messages",
+        json={"external_id": "shop-1", "text": "label?", "from": {"email": "kim@example.com"}},
+        headers=auth(world.alice),
+    )
+    conv = r.json()["conversation_id"]
+    up = upload(client, world, conv, "label.pdf", PDF, "application/pdf")
+    sent = client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "Your label", "attachment_ids": [up["id"]]},
+        headers=auth(world.bob),
+    ).json()
+    Worker(database, settings).run_until_idle()
+    [(_, _, raw)] = hook.calls
+    [listed] = json.loads(raw)["message"]["attachments"]
+    assert {k: listed[k] for k in ("filename", "content_type", "size")} == {
+        "filename": "label.pdf",
+        "content_type": "application/pdf",
+        "size": len(PDF),
+    }
+    assert fetch(client, listed["url"]).content == PDF
+    one = client.get(
+        f"/api/v1/conversations/{conv}/messages/{sent['id']}", headers=auth(world.bob)
+    ).json()
+    assert [a["id"] for a in one["attachments"]] == [listed["id"]]

@@ -176,7 +176,18 @@ def _with_files(db: Db, msgs: list[Message]) -> list[MessageRead]:
     ]
 
 
-@router.post("/{conversation_id}/uploads", response_model=UploadRead, status_code=201)
+_PROBLEM: dict[str, object] = {"content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "/{conversation_id}/uploads",
+    response_model=UploadRead,
+    status_code=201,
+    responses={
+        404: {"description": "No such conversation in your workspace", **_PROBLEM},
+        422: {"description": "No file, an empty file, or one over 10 MB", **_PROBLEM},
+    },
+)
 def upload(
     conversation_id: str, file: UploadFile, principal: CurrentAgent, request: Request, db: Db
 ) -> UploadRead:
@@ -198,7 +209,19 @@ def upload(
     return UploadRead.model_validate(row)
 
 
-@router.post("/{conversation_id}/messages", response_model=MessageRead, status_code=201)
+@router.post(
+    "/{conversation_id}/messages",
+    response_model=MessageRead,
+    status_code=201,
+    responses={
+        404: {"description": "No such conversation, inbox or upload here", **_PROBLEM},
+        422: {
+            "description": "Neither text nor files, files the channel cannot send, or "
+            "outside the channel's reply window",
+            **_PROBLEM,
+        },
+    },
+)
 def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) -> MessageRead:
     """Reply to the customer, with files uploaded first (``attachment_ids``): stored now,
     delivered by the ``deliver`` job, text first and then each file on channels that send
@@ -296,9 +319,7 @@ def get_message(
     conversation_id: str, message_id: str, principal: CurrentMember, db: Db
 ) -> MessageRead:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    return MessageRead.model_validate(
-        service.get_message(db, conversation=conv, message_id=message_id)
-    )
+    return _with_files(db, [service.get_message(db, conversation=conv, message_id=message_id)])[0]
 
 
 sla_router = APIRouter(prefix="/api/v1", tags=["sla"])
