@@ -570,3 +570,41 @@ def test_the_api_channels_webhook_lists_the_files_with_their_links(
         f"/api/v1/conversations/{conv}/messages/{sent['id']}", headers=auth(world.bob)
     ).json()
     assert [a["id"] for a in one["attachments"]] == [listed["id"]]
+
+
+def test_a_channel_that_cannot_carry_files_refuses_them_before_anything_is_stored(
+    client: TestClient, world: World
+) -> None:
+    voice = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Phone", "channel": "twilio_voice", "settings": {}},
+        headers=auth(world.alice),
+    ).json()["id"]
+    assert world.acme.first is not None
+    conv = world.acme.first.conversation.id
+    up = upload(client, world, conv, "a.pdf", PDF, "application/pdf")
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "see file", "attachment_ids": [up["id"]], "inbox_id": voice},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422 and "twilio_voice" in r.json()["detail"]
+    # The upload is still there to send another way.
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "see file", "attachment_ids": [up["id"]]},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201 and len(r.json()["attachments"]) == 1
+
+
+def test_whatsapp_sends_a_large_image_as_a_document() -> None:
+    from rapport.channels import base
+    from rapport.channels.whatsapp import IMAGE_MAX, media_body
+
+    def file(size: int) -> base.OutboundFile:
+        return base.OutboundFile("i", "big.png", "image/png", size, "https://x/f", lambda: b"")
+
+    assert media_body(file(IMAGE_MAX))["type"] == "image"
+    big = media_body(file(IMAGE_MAX + 1))
+    assert big == {"type": "document", "document": {"link": "https://x/f", "filename": "big.png"}}

@@ -201,7 +201,9 @@ class WhatsAppChannel:
         return base.SendResult(external_id=ids[-1] or None, meta=_parts_meta(ids))
 
 
-# What WhatsApp shows inline (anything else goes as a document, which it takes in any type).
+# What WhatsApp shows inline (anything else goes as a document, which it takes in any type;
+# so does an image over WhatsApp's 5 MB for images).
+IMAGE_MAX = 5 * 1024 * 1024
 _IMAGE = {"image/jpeg", "image/png"}
 _VIDEO = {"video/mp4", "video/3gpp"}
 _AUDIO = {"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"}
@@ -211,7 +213,7 @@ def media_body(f: base.OutboundFile) -> dict[str, Any]:
     """A media message by ``link``: WhatsApp fetches the file from our signed URL. (Uploading
     to ``/media`` first would cost a call and a media id to keep; a link is the same
     mechanism every other channel uses, and is fetched fresh on each retry.)"""
-    if f.content_type in _IMAGE:
+    if f.content_type in _IMAGE and f.size <= IMAGE_MAX:
         return {"type": "image", "image": {"link": f.url}}
     if f.content_type in _VIDEO:
         return {"type": "video", "video": {"link": f.url}}
