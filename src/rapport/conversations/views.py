@@ -494,7 +494,7 @@ def signed_file(
         # the link gets a download, never a page of our origin.
         media_type=files.servable_type(att.content_type),
         headers={
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(att.filename)}",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(att.filename, safe='')}",
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'; sandbox",
             "Cache-Control": "private, max-age=3600",
