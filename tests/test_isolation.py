@@ -51,6 +51,12 @@ BODIES: dict[tuple[str, str], object] = {
     },
     ("PATCH", "/api/v1/teams/{team_id}"): {"name": "x"},
 }
+# Multipart bodies (file uploads), likewise valid.
+FILES: dict[tuple[str, str], dict[str, tuple[str, bytes, str]]] = {
+    ("POST", "/api/v1/conversations/{conversation_id}/uploads"): {
+        "file": ("invoice.pdf", b"%PDF-1.4 hello", "application/pdf")
+    },
+}
 
 
 def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
@@ -194,7 +200,10 @@ def test_member_of_another_workspace_gets_404_for_every_id_on_every_endpoint(
     for method, path in _routes(client):
         url = path.format(**ids)
         body = BODIES.get((method, path))
-        r = client.request(method, url, json=body, headers=auth(world.mallory))
+        if (method, path) in FILES:
+            r = client.request(method, url, files=FILES[method, path], headers=auth(world.mallory))
+        else:
+            r = client.request(method, url, json=body, headers=auth(world.mallory))
         assert r.status_code == 404, (method, path, r.status_code, r.text)
         assert r.headers["content-type"] == "application/problem+json"
         checked += 1
@@ -255,3 +264,36 @@ def test_stream_replay_never_carries_another_workspaces_events(
             if event["type"] == "message.created" and event["payload"]["text"] == "ping":
                 break
     assert {e["workspace_id"] for e in seen} == {world.globex.workspace.id}
+
+
+def test_another_workspaces_upload_cannot_be_sent_or_noted(
+    client: TestClient, world: World
+) -> None:
+    acme, globex = world.acme.first, world.globex.first
+    assert acme is not None and globex is not None
+    up = client.post(
+        f"/api/v1/conversations/{acme.conversation.id}/uploads",
+        files={"file": ("secret.pdf", b"%PDF-1.4 acme only", "application/pdf")},
+        headers=auth(world.alice),
+    )
+    assert up.status_code == 201, up.text
+    for kind in ("messages", "notes"):
+        r = client.post(
+            f"/api/v1/conversations/{globex.conversation.id}/{kind}",
+            json={"text": "look", "attachment_ids": [up.json()["id"]]},
+            headers=auth(world.mallory),
+        )
+        assert r.status_code == 404, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+    # Nor is it Acme's to send in another of its own conversations: an upload belongs to one.
+    other = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "x-2", "text": "hi", "from": {"email": "other@example.com"}},
+        headers=auth(world.alice),
+    ).json()
+    r = client.post(
+        f"/api/v1/conversations/{other['conversation_id']}/messages",
+        json={"attachment_ids": [up.json()["id"]]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 404

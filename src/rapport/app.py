@@ -117,6 +117,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(kb_authoring.router)
     app.include_router(bot_views.router)
     app.include_router(conversation_views.labels_router)
+    app.include_router(conversation_views.files_router)
     app.include_router(web_views.api_router)
     app.include_router(customer_views.merges_router)
     app.include_router(customer_views.files_router)

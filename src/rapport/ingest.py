@@ -464,6 +464,7 @@ def receive_batch(
             "created_at": now,
         }
         new_messages.append(row)
+        first_attachment = len(new_attachments)
         for att in m.attachments:
             store = storage or LocalStorage(settings.attachments_dir)
             storage_key, digest = store.put(att.data)
@@ -485,7 +486,15 @@ def receive_batch(
                 "workspace_id": ws,
                 "type": "message.created",
                 "created_at": now,
-                "payload": conversations.message_payload(SimpleNamespace(**row)),  # type: ignore[arg-type]
+                "payload": conversations.message_payload(
+                    SimpleNamespace(**row),  # type: ignore[arg-type]
+                    [
+                        {k: a[k] for k in ("id", "filename", "content_type", "size")}
+                        for a in new_attachments[first_attachment:]
+                    ]
+                    if m.attachments
+                    else None,
+                ),
             }
         )
         if reopened_or_new:

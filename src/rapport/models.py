@@ -32,6 +32,7 @@ from rapport.conversations.models import (
     Message,
     ReadMarker,
     SlaPolicy,
+    Upload,
 )
 from rapport.customers.models import (
     AttributeDefinition,
@@ -83,6 +84,7 @@ __all__ = [
     "SlaPolicy",
     "ConversationLabel",
     "ReadMarker",
+    "Upload",
     "Customer",
     "AttributeDefinition",
     "Consent",

@@ -62,3 +62,70 @@ def test_an_agent_sets_priority_labels_and_a_snooze(
     page.click("#resolve")
     expect(page.locator("#status")).to_have_text("resolved")
     expect(page.locator("#snooze-until")).to_be_hidden()
+
+
+def test_an_agent_attaches_files_removes_one_and_sends_the_reply(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    import base64
+
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "files-ui",
+            "text": "my receipt",
+            "from": {"email": "files-ui@example.com"},
+            "attachments": [
+                {
+                    "filename": "receipt.jpg",
+                    "content_type": "image/jpeg",
+                    "data_base64": base64.b64encode(b"\xff\xd8\xff receipt").decode(),
+                }
+            ],
+        },
+        headers=auth(world.bob),
+    )
+    cid = r.json()["conversation_id"]
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", "bob@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.goto(f"{live_server.url}/app/conversations/{cid}")
+    # The customer's file is in the thread, as a download.
+    expect(page.locator(".msg.dir-in .files a.file")).to_have_text(["receipt.jpg"])
+
+    page.set_input_files(
+        "#attach-input",
+        files=[
+            {"name": "invoice.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 inv"},
+            {"name": "wrong.txt", "mimeType": "text/plain", "buffer": b"not this one"},
+        ],
+    )
+    expect(page.locator("#attached li:not(.uploading)")).to_have_count(2)
+    page.click('#attached button[aria-label="Remove wrong.txt"]')
+    expect(page.locator("#attached li span")).to_have_text(["invoice.pdf"])
+    page.fill("#composer textarea", "Here is your invoice.")
+    page.click("#composer button[type=submit]")
+    mine = page.locator(".msg.dir-out.kind-message").last
+    expect(mine.locator(".body")).to_have_text("Here is your invoice.")
+    expect(mine.locator(".files a.file")).to_have_text(["invoice.pdf"])
+    expect(page.locator("#attached li")).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "conversation-files.png"), full_page=True)
+    with page.expect_download() as download:
+        mine.locator(".files a.file").click()
+    assert download.value.suggested_filename == "invoice.pdf"
+
+    c = httpx.get(f"{live_server.url}/api/v1/conversations/{cid}", headers=auth(world.bob)).json()
+    out = c["messages"][-1]
+    assert out["text"] == "Here is your invoice."
+    assert [(a["filename"], a["content_type"]) for a in out["attachments"]] == [
+        ("invoice.pdf", "application/pdf")
+    ]
+    # After a reload the server-rendered thread shows both sides' files.
+    page.reload()
+    expect(page.locator(".msg .files a.file")).to_have_text(["receipt.jpg", "invoice.pdf"])

@@ -6,6 +6,7 @@ failure is worth retrying.
 """
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +28,23 @@ class DeliveryError(Exception):
 
 
 @dataclass(frozen=True)
+class OutboundFile:
+    """A file going out with a message: providers fetch it from ``url`` (signed, expiring,
+    serving this file only); channels that carry the bytes themselves (email) ``read()``."""
+
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    url: str
+    read: Callable[[], bytes]
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type in ("image/jpeg", "image/png")
+
+
+@dataclass(frozen=True)
 class Outbound:
     """Everything a channel needs to send one message, read before the call is made."""
 
@@ -39,6 +57,50 @@ class Outbound:
     public_url: str
     # Provider ids of the conversation's earlier messages, oldest first (email threading).
     thread_refs: list[str] = field(default_factory=list)
+    files: list[OutboundFile] = field(default_factory=list)
+    # Parts of this message (its text, each file) a provider already accepted in an earlier
+    # attempt, with the provider's id for each: a retry sends only the rest.
+    parts_sent: dict[str, str] = field(default_factory=dict)
+    record_part: Callable[[str, str], None] | None = None
+
+
+def send_parts(out: Outbound, parts: list[tuple[str, str, Callable[[], str | None]]]) -> list[str]:
+    """Send a message that a provider takes as several calls (text, then each file), each
+    part once across retries. ``parts`` are (key, what it is for an error, send); returns
+    the provider's ids in order. A failure names the part that failed."""
+    if not parts:
+        raise DeliveryError("the message has neither text nor files", permanent=True)
+    ids = []
+    for key, what, send in parts:
+        done = out.parts_sent.get(key)
+        if done is None:
+            try:
+                done = send() or ""
+            except DeliveryError as exc:
+                sent = sum(1 for k, _, _ in parts if k in out.parts_sent)
+                prefix = f"{what}: " if len(parts) > 1 or key.startswith("file:") else ""
+                note = f" ({sent} of {len(parts)} parts already sent)" if sent else ""
+                raise DeliveryError(f"{prefix}{exc.reason}{note}", permanent=exc.permanent) from exc
+            out.parts_sent[key] = done
+            if out.record_part is not None:
+                out.record_part(key, done)
+        ids.append(done)
+    return ids
+
+
+def file_parts(
+    out: Outbound,
+    text: Callable[[], str | None] | None,
+    send_file: Callable[[OutboundFile], str | None],
+) -> list[tuple[str, str, Callable[[], str | None]]]:
+    """The parts of a reply for channels that send text and files separately: the text
+    first (when there is any), then each file in the agent's order."""
+    parts: list[tuple[str, str, Callable[[], str | None]]] = []
+    if text is not None and out.message.text.strip():
+        parts.append(("text", "the text", text))
+    for f in out.files:
+        parts.append((f"file:{f.id}", f"the file {f.filename}", lambda f=f: send_file(f)))  # type: ignore[misc]
+    return parts
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ from sqlalchemy import select
 from rapport.auth.ratelimit import RateLimiter
 from rapport.channels import base
 from rapport.channels.models import Inbox
+from rapport.conversations import files
 from rapport.conversations.models import Conversation, DeliveryStatus, Message
 from rapport.conversations.service import message_payload
 from rapport.crypto import box_for
 from rapport.customers.models import Customer, Identity
 from rapport.jobs.registry import JobContext, PermanentError, job
 from rapport.realtime.service import emit
+from rapport.storage import LocalStorage
 
 # Importing a channel package registers it.
 from rapport.channels import api as _api  # noqa: F401  isort: skip
@@ -39,21 +41,37 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
             )
             if ref and ref.startswith("<")
         ]
+        attached = files.of_messages(db, [msg.id])[msg.id]
     channel = base.get(inbox.channel)
     if channel is None:
         _mark(ctx, message_id, DeliveryStatus.failed, f"no channel {inbox.channel!r} is installed")
         raise PermanentError(f"no channel {inbox.channel!r}")
+    secret_key = ctx.settings.secret_key.get_secret_value()
+    storage = LocalStorage(ctx.settings.attachments_dir)
     out = base.Outbound(
         inbox=inbox,
-        secrets=box_for(ctx.settings.secret_key.get_secret_value()).decrypt_json(
-            inbox.secrets_encrypted
-        ),
+        secrets=box_for(secret_key).decrypt_json(inbox.secrets_encrypted),
         message=msg,
         conversation=conv,
         customer=customer,
         identities=identities,
         public_url=ctx.settings.public_url,
         thread_refs=thread_refs,
+        files=[
+            base.OutboundFile(
+                id=a.id,
+                filename=a.filename,
+                content_type=a.content_type,
+                size=a.size,
+                url=files.signed_link(
+                    public_url=ctx.settings.public_url, secret_key=secret_key, attachment=a
+                ).url,
+                read=lambda key=a.storage_key: storage.open(key),  # type: ignore[misc]
+            )
+            for a in attached
+        ],
+        parts_sent=dict((msg.meta or {}).get("parts_sent") or {}),
+        record_part=lambda key, external_id: _record_part(ctx, message_id, key, external_id),
     )
     # Stay under the provider's sending rate (per inbox, shared through Redis when there
     # is one); a message over the limit waits for the job's retry, it is not dropped.
@@ -99,6 +117,17 @@ def _limiter(channel: str, settings: dict[str, object], redis_url: str | None) -
     if key not in _LIMITERS:
         _LIMITERS[key] = RateLimiter(limit=rate, window=1.0, redis_url=redis_url)
     return _LIMITERS[key]
+
+
+def _record_part(ctx: JobContext, message_id: str, key: str, external_id: str) -> None:
+    """Remember at once that the provider accepted one part of a message, so that a retry
+    after a later part failed does not send it twice."""
+    with ctx.database.session() as db:
+        msg = db.get(Message, message_id)
+        if msg is not None:
+            sent = dict((msg.meta or {}).get("parts_sent") or {})
+            sent[key] = external_id
+            msg.meta = {**(msg.meta or {}), "parts_sent": sent}
 
 
 def _mark(

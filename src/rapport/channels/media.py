@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from rapport.channels import base
 from rapport.channels.models import Inbox
+from rapport.conversations import files
 from rapport.conversations.models import Attachment, Message
 from rapport.conversations.service import message_payload
 from rapport.crypto import box_for
@@ -137,9 +138,12 @@ def fetch_media(ctx: JobContext, message_id: str) -> None:
             )
         notes = [*((message.meta or {}).get("notes") or []), *refused]
         message.meta = {**(message.meta or {}), "media_fetched": True, "notes": notes}
+        db.flush()
         emit(
             db,
             workspace_id=message.workspace_id,
             type="message.updated",
-            payload=message_payload(message),
+            payload=message_payload(
+                message, files.summary(files.of_messages(db, [message.id])[message.id])
+            ),
         )

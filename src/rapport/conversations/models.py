@@ -177,6 +177,29 @@ class Attachment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Upload(Base):
+    """A file an agent uploaded for a reply or note not sent yet. Sending it moves it to an
+    ``Attachment`` of the message; uploads never used are pruned after a day."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (Index("ix_uploads_ws_created", "workspace_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    filename: Mapped[str] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class SlaPolicy(Base):
     """Response and resolution targets, in business minutes, for matching conversations."""
 

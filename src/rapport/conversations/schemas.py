@@ -40,6 +40,20 @@ class MessageRead(BaseModel):
     error: str | None
     meta: dict[str, Any]
     created_at: datetime
+    attachments: list[AttachmentRead] = Field(default_factory=list)
+
+
+class UploadRead(BaseModel):
+    """A file uploaded for a reply or note: name its ``id`` in ``attachment_ids``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    conversation_id: str
+    filename: str
+    content_type: str
+    size: int
+    created_at: datetime
 
 
 class ConversationRead(BaseModel):
@@ -73,15 +87,25 @@ class ConversationPage(BaseModel):
 
 
 class ReplyIn(BaseModel):
-    text: str = Field(min_length=1, max_length=100_000)
+    # May be empty when files are sent.
+    text: str = Field(default="", max_length=100_000)
     html: str | None = Field(default=None, max_length=500_000)
     # Another inbox (channel) of the workspace to answer through; the conversation's own
     # inbox when absent.
     inbox_id: str | None = None
+    attachment_ids: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        description="ids of uploads (`POST /api/v1/conversations/{id}/uploads`) sent with "
+        "the reply, in this order",
+    )
 
 
 class NoteIn(BaseModel):
-    text: str = Field(min_length=1, max_length=100_000)
+    text: str = Field(default="", max_length=100_000)
+    attachment_ids: list[str] = Field(
+        default_factory=list, max_length=10, description="ids of uploads kept with the note"
+    )
 
 
 class AssignIn(BaseModel):

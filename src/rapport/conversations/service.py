@@ -13,7 +13,7 @@ from rapport.automation import service as automation
 from rapport.bus import get_bus
 from rapport.channels import base as channels
 from rapport.channels.models import Inbox
-from rapport.conversations import routing, sla
+from rapport.conversations import files, routing, sla
 from rapport.conversations.models import (
     Attachment,
     Conversation,
@@ -27,6 +27,7 @@ from rapport.conversations.models import (
     ReadMarker,
     SlaState,
     Status,
+    Upload,
 )
 from rapport.db import utcnow
 from rapport.jobs.service import enqueue
@@ -235,8 +236,12 @@ def thread(
     return conv, "continued"
 
 
-def message_payload(m: Message) -> dict[str, Any]:
-    return {
+def message_payload(
+    m: Message, attachments: list[dict[str, object]] | None = None
+) -> dict[str, Any]:
+    """A message as realtime events carry it; ``attachments`` when the sender knows them
+    (a client that gets none keeps what it showed)."""
+    out: dict[str, Any] = {
         "id": m.id,
         "conversation_id": m.conversation_id,
         "inbox_id": m.inbox_id,
@@ -248,6 +253,9 @@ def message_payload(m: Message) -> dict[str, Any]:
         "status": m.status.value,
         "created_at": m.created_at.isoformat(),
     }
+    if attachments is not None:
+        out["attachments"] = attachments
+    return out
 
 
 def conversation_payload(c: Conversation) -> dict[str, Any]:
@@ -278,8 +286,10 @@ def add_message(
     meta: dict[str, Any] | None = None,
     at: datetime | None = None,
     inbox_id: str | None = None,
+    uploads: list[Upload] | None = None,
 ) -> Message:
-    """Store a message in a conversation and emit ``message.created``."""
+    """Store a message in a conversation (the uploads become its attachments) and emit
+    ``message.created``."""
     now = at or utcnow()
     msg = Message(
         workspace_id=conversation.workspace_id,
@@ -307,11 +317,12 @@ def add_message(
     elif kind in (MessageKind.message, MessageKind.bot):
         # Answered: the customer is no longer waiting on us.
         conversation.waiting_since = None
+    attached = files.attach(db, message=msg, uploads=uploads) if uploads else []
     emit(
         db,
         workspace_id=conversation.workspace_id,
         type="message.created",
-        payload=message_payload(msg),
+        payload=message_payload(msg, files.summary(attached) if uploads else None),
     )
     return msg
 
@@ -341,17 +352,24 @@ def reply(
     html: str | None = None,
     kind: MessageKind = MessageKind.message,
     via_inbox_id: str | None = None,
+    attachment_ids: list[str] | None = None,
 ) -> Message:
     """Queue an outbound reply: the message row and its ``deliver`` job commit together.
 
     It goes out through the channel the customer last wrote on in this conversation,
-    unless the agent picks another inbox of the workspace (``via_inbox_id``).
+    unless the agent picks another inbox of the workspace (``via_inbox_id``). Uploads
+    named by ``attachment_ids`` go with it as files.
     """
     now = utcnow()
     inbox = db.get(Inbox, via_inbox_id or last_channel(db, conversation=conversation))
     if inbox is None or inbox.workspace_id != conversation.workspace_id:
         raise NotFound("inbox")
+    uploads = files.take(db, conversation=conversation, upload_ids=attachment_ids or [])
+    if not text.strip() and not uploads:
+        raise Invalid("a message needs text or a file")
     channel = channels.get(inbox.channel) if inbox else None
+    if uploads and not getattr(channel, "sends_files", False):
+        raise Invalid(f"files cannot be sent through a {inbox.channel} inbox")
     check = getattr(channel, "check_reply", None)
     if check is not None and kind != MessageKind.note:
         reason = check(last_inbound_at=conversation.last_inbound_at, now=now, template=False)
@@ -370,6 +388,7 @@ def reply(
         status=DeliveryStatus.queued,
         at=now,
         inbox_id=inbox.id,
+        uploads=uploads,
     )
     if conversation.first_response_at is None and kind == MessageKind.message:
         conversation.first_response_at = now
@@ -385,8 +404,19 @@ def reply(
     return msg
 
 
-def note(db: Session, *, conversation: Conversation, author_id: str | None, text: str) -> Message:
-    """Add a private note: visible to agents, never sent to the customer."""
+def note(
+    db: Session,
+    *,
+    conversation: Conversation,
+    author_id: str | None,
+    text: str,
+    attachment_ids: list[str] | None = None,
+) -> Message:
+    """Add a private note (with files, if uploaded): visible to agents, never sent to the
+    customer."""
+    uploads = files.take(db, conversation=conversation, upload_ids=attachment_ids or [])
+    if not text.strip() and not uploads:
+        raise Invalid("a note needs text or a file")
     msg = add_message(
         db,
         conversation=conversation,
@@ -395,6 +425,7 @@ def note(db: Session, *, conversation: Conversation, author_id: str | None, text
         sender_type="user" if author_id else "system",
         sender_id=author_id,
         text=text,
+        uploads=uploads,
     )
     db.flush()
     for user_id in notifications.mentioned(db, workspace_id=conversation.workspace_id, text=text):

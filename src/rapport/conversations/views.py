@@ -1,13 +1,21 @@
 """Conversation endpoints: list, read, reply, note, assign, status, priority, labels."""
 
 from datetime import UTC, datetime
+from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response, UploadFile
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
-from rapport.conversations import canned, labels, service, sla
-from rapport.conversations.models import Conversation, Priority, SlaState, Status
+from rapport.conversations import canned, files, labels, service, sla
+from rapport.conversations.models import (
+    Attachment,
+    Conversation,
+    Message,
+    Priority,
+    SlaState,
+    Status,
+)
 from rapport.conversations.schemas import (
     AssignIn,
     AttachmentRead,
@@ -32,9 +40,10 @@ from rapport.conversations.schemas import (
     SlaPolicyIn,
     SlaPolicyRead,
     StatusIn,
+    UploadRead,
 )
 from rapport.privacy.service import audit
-from rapport.problems import Invalid
+from rapport.problems import Invalid, NotFound
 from rapport.storage import LocalStorage
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
@@ -152,13 +161,71 @@ def get_conversation(conversation_id: str, principal: CurrentMember, db: Db) -> 
     return ConversationDetail(
         **_fields(conv),
         labels=service.labels_of(db, [conv.id])[conv.id],
-        messages=[MessageRead.model_validate(m) for m in msgs],
+        messages=_with_files(db, msgs),
     )
 
 
-@router.post("/{conversation_id}/messages", response_model=MessageRead, status_code=201)
+def _with_files(db: Db, msgs: list[Message]) -> list[MessageRead]:
+    """Messages with their attachments (one query for all of them)."""
+    found = files.of_messages(db, [m.id for m in msgs])
+    return [
+        MessageRead.model_validate(m).model_copy(
+            update={"attachments": [AttachmentRead.model_validate(a) for a in found[m.id]]}
+        )
+        for m in msgs
+    ]
+
+
+_PROBLEM: dict[str, object] = {"content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "/{conversation_id}/uploads",
+    response_model=UploadRead,
+    status_code=201,
+    responses={
+        404: {"description": "No such conversation in your workspace", **_PROBLEM},
+        422: {"description": "No file, an empty file, or one over 10 MB", **_PROBLEM},
+    },
+)
+def upload(
+    conversation_id: str, file: UploadFile, principal: CurrentAgent, request: Request, db: Db
+) -> UploadRead:
+    """Upload a file (multipart field ``file``, up to 10 MB) to send in this conversation:
+    name the returned ``id`` in a reply's or note's ``attachment_ids``. Its type is read
+    from its bytes or name, not from what the client says. An upload not sent within a
+    day is dropped."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    # Starlette has spooled the body to a temporary file: read one byte past the limit only.
+    data = file.file.read(files.MAX_UPLOAD_BYTES + 1)
+    row = files.upload(
+        db,
+        conversation=conv,
+        user_id=principal.user_id,
+        filename=file.filename,
+        data=data,
+        storage=LocalStorage(request.app.state.settings.attachments_dir),
+    )
+    return UploadRead.model_validate(row)
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    response_model=MessageRead,
+    status_code=201,
+    responses={
+        404: {"description": "No such conversation, inbox or upload here", **_PROBLEM},
+        422: {
+            "description": "Neither text nor files, files the channel cannot send, or "
+            "outside the channel's reply window",
+            **_PROBLEM,
+        },
+    },
+)
 def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) -> MessageRead:
-    """Reply to the customer: stored now, delivered by the ``deliver`` job."""
+    """Reply to the customer, with files uploaded first (``attachment_ids``): stored now,
+    delivered by the ``deliver`` job, text first and then each file on channels that send
+    them separately."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     msg = service.reply(
         db,
@@ -167,17 +234,24 @@ def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) 
         text=body.text,
         html=body.html,
         via_inbox_id=body.inbox_id,
+        attachment_ids=body.attachment_ids,
     )
-    return MessageRead.model_validate(msg)
+    return _with_files(db, [msg])[0]
 
 
 @router.post("/{conversation_id}/notes", response_model=MessageRead, status_code=201)
 def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db) -> MessageRead:
-    """A private note for colleagues; never sent to the customer."""
+    """A private note for colleagues (with files uploaded first); never sent to the
+    customer."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    return MessageRead.model_validate(
-        service.note(db, conversation=conv, author_id=principal.user_id, text=body.text)
+    msg = service.note(
+        db,
+        conversation=conv,
+        author_id=principal.user_id,
+        text=body.text,
+        attachment_ids=body.attachment_ids,
     )
+    return _with_files(db, [msg])[0]
 
 
 @router.post("/{conversation_id}/assign", response_model=ConversationRead)
@@ -245,9 +319,7 @@ def get_message(
     conversation_id: str, message_id: str, principal: CurrentMember, db: Db
 ) -> MessageRead:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    return MessageRead.model_validate(
-        service.get_message(db, conversation=conv, message_id=message_id)
-    )
+    return _with_files(db, [service.get_message(db, conversation=conv, message_id=message_id)])[0]
 
 
 sla_router = APIRouter(prefix="/api/v1", tags=["sla"])
@@ -391,6 +463,41 @@ def download_attachment(
         headers={
             "Content-Disposition": f'attachment; filename="{safe_name}"',
             "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+files_router = APIRouter(tags=["files"])
+
+
+# HEAD too: some fetchers ask for the type and size before downloading.
+@files_router.api_route(
+    "/files/{attachment_id}/{filename}", methods=["GET", "HEAD"], include_in_schema=False
+)
+def signed_file(
+    attachment_id: str, filename: str, request: Request, db: Db, expires: str = "", sig: str = ""
+) -> Response:
+    """One attachment, to whoever holds a link we signed (providers fetching a file an
+    agent sent): an unknown, altered or expired link is a 404, whatever the file."""
+    secret_key = request.app.state.settings.secret_key.get_secret_value()
+    if not files.link_valid(
+        secret_key=secret_key, attachment_id=attachment_id, expires=expires, sig=sig
+    ):
+        raise NotFound("file")
+    att = db.get(Attachment, attachment_id)
+    if att is None:
+        raise NotFound("file")
+    data = LocalStorage(request.app.state.settings.attachments_dir).open(att.storage_key)
+    return Response(
+        data,
+        # Providers want the real type (WhatsApp and Twilio check it); a browser opening
+        # the link gets a download, never a page of our origin.
+        media_type=files.servable_type(att.content_type),
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(att.filename, safe='')}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, max-age=3600",
         },
     )
 

@@ -3,6 +3,7 @@ of workers together enqueue it once per period."""
 
 import time
 
+from rapport.conversations import files
 from rapport.conversations import service as conversations
 from rapport.db import Database
 from rapport.jobs.registry import JobContext, job
@@ -13,6 +14,7 @@ from rapport.realtime import service as realtime
 SCHEDULE = {
     "unsnooze": 60,
     "prune_stream_events": 3600,
+    "prune_uploads": 3600,
     "sla_check": 60,
     "imap_poll_all": 60,
     "find_duplicates_all": 86400,
@@ -44,3 +46,10 @@ def prune_stream_events(ctx: JobContext) -> None:
     with ctx.database.session() as db:
         realtime.prune(db, older_than_days=7)
         prune_finished(db, older_than_days=7)
+
+
+@job("prune_uploads")
+def prune_uploads(ctx: JobContext) -> None:
+    """Forget files agents uploaded but never sent."""
+    with ctx.database.session() as db:
+        files.prune_uploads(db)

@@ -16,6 +16,7 @@ from rapport import search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
 from rapport.channels import service as inboxes
+from rapport.conversations import files as conversation_files
 from rapport.conversations import labels as label_list
 from rapport.conversations import service as conversations
 from rapport.conversations import sla
@@ -216,11 +217,13 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
                 .limit(10)
             )
         )
+        msgs = conversations.messages(db, conversation=conv)
         ctx = {
             "conversation": conv,
             "customer": _CustomerView(customer),
             "inbox": inbox,
-            "messages": conversations.messages(db, conversation=conv),
+            "messages": msgs,
+            "attachments": conversation_files.of_messages(db, [m.id for m in msgs]),
             "labels": conversations.labels_of(db, [conv.id])[conv.id],
             "identities": customers.identities(db, customer=customer),
             "members": workspaces.members(db, workspace_id=principal.workspace_id),

@@ -332,3 +332,47 @@ def test_an_agent_can_answer_a_chat_conversation_by_email(
         headers=auth(world.bob),
     )
     assert other.status_code == 404
+
+
+def test_an_agents_files_reach_the_customer_as_mime_attachments(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    send(smtp_port, customer_mail("Could you send me the invoice?"))
+    [conv] = conversations(client, world, mail_inbox)
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 8
+    uploaded = [
+        client.post(
+            f"/api/v1/conversations/{conv['id']}/uploads",
+            files={"file": (name, data, "application/octet-stream")},
+            headers=auth(world.bob),
+        ).json()["id"]
+        for name, data in (("invoice 2026.pdf", pdf), ("notes.txt", "Grüße\n".encode()))
+    ]
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Attached.", "attachment_ids": uploaded},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+    from email import message_from_bytes, policy
+
+    [sent] = [message_from_bytes(raw, policy=policy.default) for raw in outbox[0].messages]
+    assert sent.get_content_type() == "multipart/mixed"
+    assert sent.get_body(("plain",)).get_content().strip() == "Attached."
+    files = [
+        (p.get_filename(), p.get_content_type(), p.get_content()) for p in sent.iter_attachments()
+    ]
+    assert files[0] == ("invoice 2026.pdf", "application/pdf", pdf)
+    assert files[1][:2] == ("notes.txt", "text/plain") and files[1][2].strip() == "Grüße"
+    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert out["status"] == "sent"
+    assert [a["filename"] for a in out["attachments"]] == ["invoice 2026.pdf", "notes.txt"]

@@ -105,3 +105,46 @@ def test_agents_see_when_the_visitor_has_read_their_reply(
         headers=visitor_headers(other),
     )
     assert r.status_code == 404
+
+
+def test_the_visitor_gets_an_agents_file_live_but_never_a_notes(
+    client: TestClient,
+    world: World,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    visitor = start(client, chat, name="Ada")["visitor_token"]
+    conv = say(client, chat, visitor, "can I have the manual?")["conversation_id"]
+
+    def uploaded(name: str, data: bytes) -> str:
+        r = client.post(
+            f"/api/v1/conversations/{conv}/uploads",
+            files={"file": (name, data, "application/pdf")},
+            headers=auth(world.bob),
+        )
+        return str(r.json()["id"])
+
+    with client.websocket_connect(f"/widget/ws/{chat['token']}?visitor={visitor}") as ws:
+        client.post(
+            f"/api/v1/conversations/{conv}/notes",
+            json={"text": "internal", "attachment_ids": [uploaded("internal.pdf", b"%PDF no")]},
+            headers=auth(world.bob),
+        )
+        note = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
+        note_file = note["messages"][-1]["attachments"][0]["id"]
+        client.post(
+            f"/api/v1/conversations/{conv}/messages",
+            json={"attachment_ids": [uploaded("manual.pdf", b"%PDF-1.4 the manual")]},
+            headers=auth(world.bob),
+        )
+        event = ws.receive_json()
+    assert event["type"] == "message.created"
+    [shared] = event["payload"]["attachments"]
+    assert shared["filename"] == "manual.pdf" and shared["content_type"] == "application/pdf"
+    base = f"/widget/api/{chat['token']}/attachments"
+    got = client.get(f"{base}/{shared['id']}", headers=visitor_headers(visitor))
+    assert got.status_code == 200 and got.content == b"%PDF-1.4 the manual"
+    assert client.get(f"{base}/{note_file}", headers=visitor_headers(visitor)).status_code == 404
+    history = client.get(
+        f"/widget/api/{chat['token']}/messages", headers=visitor_headers(visitor)
+    ).json()
+    assert [a["filename"] for m in history for a in m["attachments"]] == ["manual.pdf"]

@@ -6,6 +6,7 @@ import hmac
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -242,6 +243,24 @@ def test_a_visitor_chats_from_another_origin_in_chromium(
             break
         page.wait_for_timeout(100)
     assert messages[-1]["status"] == "read"
+    # The agent sends a file: it arrives live, and the visitor downloads exactly it.
+    invoice = b"%PDF-1.4\n% the visitor's invoice\n"
+    up = client.post(
+        f"{conv_url}/uploads",
+        files={"file": ("invoice.pdf", invoice, "application/pdf")},
+        headers=auth(world.bob),
+    ).json()
+    client.post(
+        f"{conv_url}/messages",
+        json={"text": "Your invoice.", "attachment_ids": [up["id"]]},
+        headers=auth(world.bob),
+    )
+    agent_file = "#rapport-widget >> css=.m.out .file >> text=invoice.pdf"
+    page.wait_for_selector(agent_file, timeout=10_000)
+    with page.expect_download() as download:
+        page.click(agent_file)
+    assert download.value.suggested_filename == "invoice.pdf"
+    assert Path(download.value.path()).read_bytes() == invoice
     # A file, sent from the widget's paperclip.
     page.set_input_files(
         "#rapport-widget >> css=input[type=file]",

@@ -18,6 +18,7 @@ def signature_header(secret: str, body: bytes, timestamp: int | None = None) -> 
 class ApiChannel:
     name = "api"
     secret_fields = frozenset({"webhook_secret"})
+    sends_files = True
 
     def send(self, out: base.Outbound) -> base.SendResult:
         """POST the reply to the inbox's webhook URL; without one, the reply waits to be read."""
@@ -33,6 +34,17 @@ class ApiChannel:
                     "text": out.message.text,
                     "html": out.message.html,
                     "created_at": out.message.created_at.isoformat(),
+                    # Signed links, valid for a day, each serving its one file.
+                    "attachments": [
+                        {
+                            "id": f.id,
+                            "filename": f.filename,
+                            "content_type": f.content_type,
+                            "size": f.size,
+                            "url": f.url,
+                        }
+                        for f in out.files
+                    ],
                 },
                 "customer": {
                     "id": out.customer.id,

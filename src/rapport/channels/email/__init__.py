@@ -147,6 +147,7 @@ class EmailChannel:
 
     name = "email"
     secret_fields = frozenset({"smtp_password", "imap_password"})
+    sends_files = True
 
     def send(self, out: base.Outbound) -> base.SendResult:
         settings = out.inbox.settings
@@ -174,6 +175,24 @@ class EmailChannel:
         mail.set_content(out.message.text)
         if out.message.html:
             mail.add_alternative(out.message.html, subtype="html")
+        for f in out.files:
+            maintype, _, subtype = f.content_type.partition("/")
+            if not subtype or maintype == "multipart":
+                maintype, subtype = "application", "octet-stream"
+            try:
+                data = f.read()
+            except OSError as exc:
+                raise base.DeliveryError(f"the file {f.filename} cannot be read") from exc
+            if maintype == "text":
+                # A text part needs its charset said: UTF-8 when it is, else plain bytes.
+                try:
+                    mail.add_attachment(
+                        data.decode("utf-8"), subtype=subtype, charset="utf-8", filename=f.filename
+                    )
+                    continue
+                except UnicodeDecodeError:
+                    maintype, subtype = "application", "octet-stream"
+            mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=f.filename)
         host = str(settings.get("smtp_host", "127.0.0.1"))
         port = int(settings.get("smtp_port", 25))
         security = str(settings.get("smtp_security", "starttls")).lower()

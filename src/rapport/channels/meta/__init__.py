@@ -19,6 +19,7 @@ WINDOW = timedelta(hours=24)
 
 class MetaChannel:
     secret_fields = frozenset({"page_access_token", "app_secret", "verify_token"})
+    sends_files = True
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
         return [
@@ -113,15 +114,25 @@ class MetaChannel:
         if not to:
             raise base.DeliveryError(f"the customer has no {self.name} id", permanent=True)
         api = str(out.inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
-        body = {
-            "recipient": {"id": to},
-            "messaging_type": "RESPONSE",
-            "message": {"text": out.message.text},
-        }
+
+        def post(message: dict[str, Any]) -> str | None:
+            body = {"recipient": {"id": to}, "messaging_type": "RESPONSE", "message": message}
+            return self._post(f"{api}/me/messages", str(token), body)
+
+        ids = base.send_parts(
+            out,
+            base.file_parts(
+                out,
+                lambda: post({"text": out.message.text}),
+                lambda f: post({"attachment": attachment(f)}),
+            ),
+        )
+        meta = {"message_ids": ids} if len(ids) > 1 else {}
+        return base.SendResult(external_id=ids[-1] or None, meta=meta)
+
+    def _post(self, url: str, token: str, body: dict[str, Any]) -> str | None:
         try:
-            resp = httpx.post(
-                f"{api}/me/messages", params={"access_token": token}, json=body, timeout=20
-            )
+            resp = httpx.post(url, params={"access_token": token}, json=body, timeout=20)
         except httpx.HTTPError as exc:
             raise base.DeliveryError(f"{self.name} unreachable: {type(exc).__name__}") from exc
         if resp.status_code == 429 or resp.status_code >= 500:
@@ -132,7 +143,15 @@ class MetaChannel:
                 f"{self.name} refused the message ({err.get('code')}: {err.get('message')})",
                 permanent=True,
             )
-        return base.SendResult(external_id=resp.json().get("message_id"))
+        found = resp.json().get("message_id")
+        return str(found) if found else None
+
+
+def attachment(f: base.OutboundFile) -> dict[str, Any]:
+    """The Send API's attachment by URL: Meta fetches the file from our signed link."""
+    main = f.content_type.split("/", 1)[0]
+    kind = main if main in ("image", "video", "audio") else "file"
+    return {"type": kind, "payload": {"url": f.url, "is_reusable": False}}
 
 
 MESSENGER = base.register(MetaChannel("messenger", IdentityKind.messenger))

@@ -20,6 +20,7 @@ DEFAULT_API = "https://api.telegram.org"
 class TelegramChannel:
     name = "telegram"
     secret_fields = frozenset({"bot_token", "secret_token"})
+    sends_files = True
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
         found = (meta.get("telegram") or {}).get("file")
@@ -101,23 +102,56 @@ class TelegramChannel:
             raise base.DeliveryError("the inbox has no bot_token", permanent=True)
         if not chat:
             raise base.DeliveryError("the customer has no Telegram chat", permanent=True)
-        api = str(out.inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
-        try:
-            resp = httpx.post(
-                f"{api}/bot{token}/sendMessage",
-                json={"chat_id": chat, "text": out.message.text},
-                timeout=20,
-            )
-        except httpx.HTTPError as exc:
-            raise base.DeliveryError(f"Telegram unreachable: {type(exc).__name__}") from exc
-        data = resp.json() if resp.content else {}
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise base.DeliveryError(f"Telegram answered {resp.status_code}")
-        if not data.get("ok"):
-            raise base.DeliveryError(
-                f"Telegram refused: {data.get('description', resp.status_code)}", permanent=True
-            )
-        return base.SendResult(external_id=f"{chat}:{data['result']['message_id']}")
+        api = f"{str(out.inbox.settings.get('api_base_url') or DEFAULT_API).rstrip('/')}/bot{token}"
+        ids = base.send_parts(
+            out,
+            base.file_parts(
+                out,
+                lambda: _call(
+                    f"{api}/sendMessage", json={"chat_id": chat, "text": out.message.text}
+                ),
+                lambda f: _send_file(api, chat, f),
+            ),
+        )
+        return base.SendResult(external_id=f"{chat}:{ids[-1]}")
+
+
+# Telegram fetches photos by URL up to 5 MB; sendDocument by URL only takes GIF, PDF and
+# ZIP files (its documentation says so), so other files are uploaded as multipart.
+PHOTO_URL_MAX = 5 * 1024 * 1024
+_DOCUMENT_BY_URL = {"image/gif", "application/pdf", "application/zip"}
+
+
+def _send_file(api: str, chat: str, f: base.OutboundFile) -> str:
+    if f.is_image and f.size <= PHOTO_URL_MAX:
+        return _call(f"{api}/sendPhoto", json={"chat_id": chat, "photo": f.url})
+    if f.content_type in _DOCUMENT_BY_URL:
+        return _call(f"{api}/sendDocument", json={"chat_id": chat, "document": f.url})
+    try:
+        data = f.read()
+    except OSError as exc:
+        raise base.DeliveryError(f"the file {f.filename} cannot be read") from exc
+    return _call(
+        f"{api}/sendDocument",
+        data={"chat_id": chat},
+        files={"document": (f.filename, data, f.content_type)},
+    )
+
+
+def _call(url: str, **request: Any) -> str:
+    """One Bot API call; the sent message's id."""
+    try:
+        resp = httpx.post(url, timeout=30, **request)
+    except httpx.HTTPError as exc:
+        raise base.DeliveryError(f"Telegram unreachable: {type(exc).__name__}") from exc
+    data = resp.json() if resp.content else {}
+    if resp.status_code == 429 or resp.status_code >= 500:
+        raise base.DeliveryError(f"Telegram answered {resp.status_code}")
+    if not data.get("ok"):
+        raise base.DeliveryError(
+            f"Telegram refused: {data.get('description', resp.status_code)}", permanent=True
+        )
+    return str(data["result"]["message_id"])
 
 
 CHANNEL = base.register(TelegramChannel())

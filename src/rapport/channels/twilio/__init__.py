@@ -20,6 +20,7 @@ from rapport.ingest import InboundMessage
 
 DEFAULT_API = "https://api.twilio.com"
 MAX_BODY = 1600  # Twilio's limit for one message; it splits longer ones into segments itself
+MAX_MEDIA = 10  # MediaUrl values Twilio takes in one message
 _GSM7 = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
@@ -67,6 +68,7 @@ def _phone(raw: str) -> list[Any]:
 class TwilioSms:
     name = "twilio_sms"
     secret_fields = frozenset({"auth_token"})
+    sends_files = True
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
         items = (meta.get("sms") or {}).get("media") or []
@@ -129,11 +131,18 @@ class TwilioSms:
             raise base.DeliveryError("the customer has no phone number", permanent=True)
         api = str(settings.get("api_base_url") or DEFAULT_API).rstrip("/")
         text = out.message.text
-        # Longer than Twilio takes in one message: send it as consecutive messages.
-        parts = [text[i : i + MAX_BODY] for i in range(0, max(len(text), 1), MAX_BODY)]
-        sids = []
-        for part in parts:
-            form = {"From": str(settings["phone_number"]), "To": to, "Body": part}
+        # Longer than Twilio takes in one message: send it as consecutive messages. Files go
+        # as MMS media (``MediaUrl``, up to ten, fetched by Twilio from our signed links) with
+        # the first of them; a reply of files alone is one MMS without a body.
+        parts = [text[i : i + MAX_BODY] for i in range(0, len(text), MAX_BODY)] or [""]
+        media = [f.url for f in out.files][:MAX_MEDIA]
+
+        def post(n: int, part: str) -> str:
+            form: dict[str, str | list[str]] = {"From": str(settings["phone_number"]), "To": to}
+            if part:
+                form["Body"] = part
+            if n == 0 and media:
+                form["MediaUrl"] = media  # the parameter repeated, once per file
             if out.public_url:
                 form["StatusCallback"] = (
                     f"{out.public_url.rstrip('/')}/webhooks/twilio_sms/{out.inbox.id}"
@@ -156,11 +165,20 @@ class TwilioSms:
                     else resp.status_code
                 )
                 raise base.DeliveryError(f"Twilio refused the message: {detail}", permanent=True)
-            sids.append(resp.json()["sid"])
-        encoding, count = segments(text)
-        return base.SendResult(
-            external_id=sids[0], meta={"sids": sids, "encoding": encoding, "segments": count}
+            return str(resp.json()["sid"])
+
+        sids = base.send_parts(
+            out,
+            [
+                (f"sms:{n}", f"part {n + 1}", lambda n=n, part=part: post(n, part))  # type: ignore[misc]
+                for n, part in enumerate(parts)
+            ],
         )
+        encoding, count = segments(text)
+        meta: dict[str, Any] = {"sids": sids, "encoding": encoding, "segments": count}
+        if media:
+            meta["media"] = len(media)
+        return base.SendResult(external_id=sids[0], meta=meta)
 
 
 _GREETING = "Thank you for calling. Please leave a message after the tone."

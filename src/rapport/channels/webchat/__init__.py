@@ -153,6 +153,8 @@ def mark_read(db: Session, *, visitor: Visitor, message_id: str) -> int:
 class WebchatChannel:
     name = "webchat"
     secret_fields = frozenset({"hmac_secret"})
+    # Files reach the widget with the message (its attachments), downloaded by the visitor.
+    sends_files = True
 
     def after_send(self, *, database: Database, settings: Settings, out: base.Outbound) -> None:
         """A visitor who is away gets the reply by email, when they left an address and the

@@ -122,6 +122,7 @@ def parse(
 class WhatsAppChannel:
     name = "whatsapp"
     secret_fields = frozenset({"access_token", "app_secret", "verify_token"})
+    sends_files = True
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
         found = meta.get("media")
@@ -177,35 +178,71 @@ class WhatsAppChannel:
             )
         if not to:
             raise base.DeliveryError("the customer has no WhatsApp number", permanent=True)
-        template = out.message.meta.get("template")
-        body: dict[str, Any] = {
+        api = str(settings.get("api_base_url") or DEFAULT_API).rstrip("/")
+        url = f"{api}/{phone_number_id}/messages"
+        envelope: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": to,
         }
+
+        def post(body: dict[str, Any]) -> str | None:
+            return _post(url, str(token), envelope | body)
+
+        template = out.message.meta.get("template")
         if template:
-            body |= {"type": "template", "template": template}
-        else:
-            body |= {"type": "text", "text": {"preview_url": False, "body": out.message.text}}
-        api = str(settings.get("api_base_url") or DEFAULT_API).rstrip("/")
-        url = f"{api}/{phone_number_id}/messages"
+            return base.SendResult(external_id=post({"type": "template", "template": template}))
+        text = {"type": "text", "text": {"preview_url": False, "body": out.message.text}}
+        ids = base.send_parts(
+            out, base.file_parts(out, lambda: post(text), lambda f: post(media_body(f)))
+        )
+        # The last part's id stands for the message: WhatsApp fetches a file after accepting
+        # it, so a file that cannot be fetched fails by status callback, on that id.
+        return base.SendResult(external_id=ids[-1] or None, meta=_parts_meta(ids))
+
+
+# What WhatsApp shows inline (anything else goes as a document, which it takes in any type;
+# so does an image over WhatsApp's 5 MB for images).
+IMAGE_MAX = 5 * 1024 * 1024
+_IMAGE = {"image/jpeg", "image/png"}
+_VIDEO = {"video/mp4", "video/3gpp"}
+_AUDIO = {"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"}
+
+
+def media_body(f: base.OutboundFile) -> dict[str, Any]:
+    """A media message by ``link``: WhatsApp fetches the file from our signed URL. (Uploading
+    to ``/media`` first would cost a call and a media id to keep; a link is the same
+    mechanism every other channel uses, and is fetched fresh on each retry.)"""
+    if f.content_type in _IMAGE and f.size <= IMAGE_MAX:
+        return {"type": "image", "image": {"link": f.url}}
+    if f.content_type in _VIDEO:
+        return {"type": "video", "video": {"link": f.url}}
+    if f.content_type in _AUDIO:
+        return {"type": "audio", "audio": {"link": f.url}}
+    return {"type": "document", "document": {"link": f.url, "filename": f.filename}}
+
+
+def _parts_meta(ids: list[str]) -> dict[str, Any]:
+    return {"message_ids": ids} if len(ids) > 1 else {}
+
+
+def _post(url: str, token: str, body: dict[str, Any]) -> str | None:
+    """One call to the messages endpoint; the new message's id."""
+    try:
+        resp = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20)
+    except httpx.HTTPError as exc:
+        raise base.DeliveryError(f"WhatsApp unreachable: {type(exc).__name__}") from exc
+    if resp.status_code == 429 or resp.status_code >= 500:
+        raise base.DeliveryError(f"WhatsApp answered {resp.status_code}")
+    if resp.status_code >= 400:
         try:
-            resp = httpx.post(
-                url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20
-            )
-        except httpx.HTTPError as exc:
-            raise base.DeliveryError(f"WhatsApp unreachable: {type(exc).__name__}") from exc
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise base.DeliveryError(f"WhatsApp answered {resp.status_code}")
-        if resp.status_code >= 400:
-            try:
-                err = resp.json().get("error", {})
-                reason = f"{err.get('code')}: {err.get('message')}"
-            except ValueError:
-                reason = resp.text[:200]
-            raise base.DeliveryError(f"WhatsApp refused the message ({reason})", permanent=True)
-        ids = [m.get("id") for m in resp.json().get("messages", [])]
-        return base.SendResult(external_id=ids[0] if ids else None)
+            err = resp.json().get("error", {})
+            reason = f"{err.get('code')}: {err.get('message')}"
+        except ValueError:
+            reason = resp.text[:200]
+        raise base.DeliveryError(f"WhatsApp refused the message ({reason})", permanent=True)
+    ids = [m.get("id") for m in resp.json().get("messages", [])]
+    return str(ids[0]) if ids and ids[0] else None
 
 
 CHANNEL = base.register(WhatsAppChannel())

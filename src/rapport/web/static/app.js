@@ -1,6 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-import { api, showError, triageBadges } from "./http.js";
+import { api, formatSize, showError, triageBadges, upload } from "./http.js";
 
 // --- login, with the second factor when the account has one ---------------------------
 function setupLogin() {
@@ -224,7 +224,71 @@ function messageItem(m) {
   body.className = "body";
   body.textContent = m.text; // never innerHTML: customer text is data, not markup
   li.append(meta, body);
+  if (m.attachments && m.attachments.length) li.append(fileList(m));
   return li;
+}
+
+// A message's files, each a download through the API (never opened in our origin).
+function fileList(m) {
+  const ul = document.createElement("ul");
+  ul.className = "files";
+  ul.setAttribute("aria-label", "Files");
+  for (const a of m.attachments) {
+    const li = document.createElement("li");
+    const link = document.createElement("a");
+    link.className = "file";
+    link.href = `/api/v1/conversations/${m.conversation_id}/messages/${m.id}/attachments/${a.id}`;
+    link.download = a.filename;
+    link.textContent = a.filename;
+    const size = document.createElement("span");
+    size.className = "size";
+    size.textContent = formatSize(a.size);
+    li.append(link, " ", size);
+    ul.append(li);
+  }
+  return ul;
+}
+
+const MAX_FILE_BYTES = 10 * 1024 * 1024;
+
+// Files the agent attaches: each uploads at once and shows as a removable chip; the reply
+// (or note) names the uploads it sends.
+function setupAttachments(conversationId) {
+  const input = document.getElementById("attach-input");
+  const chips = document.getElementById("attached");
+  let items = [];
+  const drop = (item) => { item.li.remove(); items = items.filter((i) => i !== item); };
+  const addFile = (file) => {
+    if (file.size > MAX_FILE_BYTES) { showError(`${file.name} is over 10 MB: it cannot be sent.`); return; }
+    const li = document.createElement("li");
+    li.className = "uploading";
+    const name = document.createElement("span");
+    name.textContent = file.name;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", `Remove ${file.name}`);
+    li.append(name, remove);
+    chips.append(li);
+    const item = { li, id: null };
+    item.ready = upload(`/api/v1/conversations/${conversationId}/uploads`, file)
+      .then((up) => { item.id = up.id; li.dataset.upload = up.id; li.classList.remove("uploading"); })
+      .catch((e) => { showError(`${file.name}: ${e.message}`); drop(item); });
+    remove.addEventListener("click", () => drop(item));
+    items.push(item);
+  };
+  input.addEventListener("change", () => {
+    [...input.files].forEach(addFile);
+    input.value = "";
+  });
+  return {
+    // The ids of the uploads still attached, once every upload in flight has finished.
+    ids: async () => {
+      await Promise.all(items.map((i) => i.ready));
+      return items.filter((i) => i.id).map((i) => i.id);
+    },
+    clear: () => { items = []; chips.replaceChildren(); },
+  };
 }
 
 function setupConversation() {
@@ -236,17 +300,24 @@ function setupConversation() {
   const textarea = composer.querySelector("textarea");
   const add = (m) => {
     const existing = thread.querySelector(`[data-id="${m.id}"]`);
-    if (existing) existing.replaceWith(messageItem(m));
-    else thread.append(messageItem(m));
+    const item = messageItem(m);
+    // A status update carries no files: keep the ones shown.
+    const shown = existing && existing.querySelector(".files");
+    if (m.attachments === undefined && shown) item.append(shown);
+    if (existing) existing.replaceWith(item);
+    else thread.append(item);
     thread.lastElementChild.scrollIntoView({ block: "end" });
   };
+  const attachments = setupAttachments(id);
   const send = async () => {
     const text = textarea.value.trim();
-    if (!text) return;
     const mode = new FormData(composer).get("mode");
     try {
-      const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, { text });
+      const attachment_ids = await attachments.ids();
+      if (!text && !attachment_ids.length) return;
+      const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, { text, attachment_ids });
       textarea.value = "";
+      attachments.clear();
       add(m);
     } catch (e) { showError(e.message); }
   };

@@ -23,6 +23,33 @@ export async function api(method, path, body) {
   return data;
 }
 
+// A file as multipart (the browser sets the boundary), with the same CSRF token and errors.
+export async function upload(path, file) {
+  const form = new FormData();
+  form.append("file", file);
+  const res = await fetch(path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "X-CSRF-Token": csrf() },
+    body: form,
+  });
+  const data = await res.json().catch(() => null);
+  if (!res.ok) {
+    const err = new Error((data && data.detail) || res.statusText);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+// As the server's pages write it (Jinja's filesizeformat: decimal units).
+export function formatSize(bytes) {
+  if (bytes === 1) return "1 Byte";
+  if (bytes < 1000) return `${bytes} Bytes`;
+  if (bytes < 1000 * 1000) return `${(bytes / 1000).toFixed(1)} kB`;
+  return `${(bytes / (1000 * 1000)).toFixed(1)} MB`;
+}
+
 export function showError(message) {
   let box = document.getElementById("flash");
   if (!box) {

@@ -1,0 +1,237 @@
+"""Files agents send: uploads waiting for their reply or note, the type we believe each file
+has, and signed, expiring links through which providers fetch them.
+
+An agent uploads first (``POST /conversations/{id}/uploads``), then names the upload ids in
+the reply or note: a file is uploaded once however long the agent keeps typing, and the
+reply itself stays a small JSON request. Sending moves each upload to an ``Attachment`` of
+the message, in the reply's transaction.
+"""
+
+import hmac
+import mimetypes
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import PurePath
+from urllib.parse import quote, urlencode
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from rapport.conversations.models import Attachment, Conversation, Message, Upload
+from rapport.crypto import hmac_sha256_hex
+from rapport.db import utcnow
+from rapport.problems import Invalid, NotFound
+from rapport.storage import LocalStorage
+
+# The same limit as the widget's paperclip; every provider takes at least this much, or
+# refuses the file with a reason we show on the message.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_FILES_PER_MESSAGE = 10
+# An upload not sent within this time is dropped (its bytes may be shared, content-addressed).
+UPLOAD_TTL = timedelta(days=1)
+# How long a provider may take to fetch a file we sent it a link to. WhatsApp and Twilio
+# fetch asynchronously, after accepting the message; a retry of the job signs new links.
+LINK_TTL = timedelta(hours=24)
+
+# Magic numbers of the types customers are sent most; a file's own bytes win over its name.
+_MAGIC: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
+    (0, b"\xff\xd8\xff", "image/jpeg"),
+    (0, b"GIF87a", "image/gif"),
+    (0, b"GIF89a", "image/gif"),
+    (0, b"%PDF-", "application/pdf"),
+    (0, b"OggS", "audio/ogg"),
+    (0, b"ID3", "audio/mpeg"),
+    (4, b"ftyp", "video/mp4"),
+)
+# Types a browser would run as a page or script: never served as themselves.
+_ACTIVE = {
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+    "text/javascript",
+    "application/javascript",
+    "application/ecmascript",
+    "text/ecmascript",
+}
+
+
+def sniff(data: bytes, filename: str) -> str:
+    """The file's type: from its bytes when they say, else from its name's extension, else
+    ``application/octet-stream``. What the client claimed is not used: it is the least
+    trustworthy of the three."""
+    for offset, magic, kind in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    guessed = mimetypes.guess_type(filename)[0]
+    if data[:4] == b"PK\x03\x04":  # zip, and the office formats that are zips
+        return (
+            guessed
+            if guessed and ("officedocument" in guessed or "zip" in guessed)
+            else ("application/zip")
+        )
+    return guessed or "application/octet-stream"
+
+
+def servable_type(content_type: str) -> str:
+    """The type to serve a file as: its own, unless a browser would execute it."""
+    base = content_type.split(";")[0].strip().lower()
+    return "application/octet-stream" if not base or base in _ACTIVE else base
+
+
+def clean_filename(name: str | None) -> str:
+    """The last path component of a client's file name, without control characters."""
+    last = PurePath((name or "").replace("\\", "/")).name
+    cleaned = "".join(ch for ch in last if ch.isprintable()).strip()
+    return cleaned[:200] or "file"
+
+
+def upload(
+    db: Session,
+    *,
+    conversation: Conversation,
+    user_id: str | None,
+    filename: str | None,
+    data: bytes,
+    storage: LocalStorage,
+) -> Upload:
+    """Store a file an agent means to send in this conversation; returns the upload."""
+    if not data:
+        raise Invalid("the file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise Invalid(f"files up to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB can be sent")
+    name = clean_filename(filename)
+    key, digest = storage.put(data)
+    row = Upload(
+        workspace_id=conversation.workspace_id,
+        conversation_id=conversation.id,
+        user_id=user_id,
+        filename=name,
+        content_type=sniff(data, name),
+        size=len(data),
+        sha256=digest,
+        storage_key=key,
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def take(db: Session, *, conversation: Conversation, upload_ids: list[str]) -> list[Upload]:
+    """The uploads of this conversation with these ids, in the order given; a 404 problem
+    if any is not (another conversation's, another workspace's, or already sent)."""
+    wanted = list(dict.fromkeys(upload_ids))
+    if len(wanted) > MAX_FILES_PER_MESSAGE:
+        raise Invalid(f"at most {MAX_FILES_PER_MESSAGE} files can go in one message")
+    if not wanted:
+        return []
+    rows = {
+        u.id: u
+        for u in db.scalars(
+            select(Upload).where(
+                Upload.workspace_id == conversation.workspace_id,
+                Upload.conversation_id == conversation.id,
+                Upload.id.in_(wanted),
+            )
+        )
+    }
+    if len(rows) != len(wanted):
+        raise NotFound("upload")
+    return [rows[i] for i in wanted]
+
+
+def attach(db: Session, *, message: Message, uploads: list[Upload]) -> list[Attachment]:
+    """Make the uploads the message's attachments (each upload is used once)."""
+    # No ORM relationship orders the inserts: the message row must exist first.
+    db.flush()
+    out = []
+    for n, up in enumerate(uploads):
+        row = Attachment(
+            workspace_id=message.workspace_id,
+            message_id=message.id,
+            filename=up.filename,
+            content_type=up.content_type,
+            size=up.size,
+            sha256=up.sha256,
+            storage_key=up.storage_key,
+            # Attachments are listed by creation time: keep the order the agent chose.
+            created_at=message.created_at + timedelta(microseconds=n),
+        )
+        db.add(row)
+        db.delete(up)
+        out.append(row)
+    return out
+
+
+def of_messages(db: Session, message_ids: list[str]) -> dict[str, list[Attachment]]:
+    """Attachments of many messages in one query, each message's in order."""
+    out: dict[str, list[Attachment]] = {i: [] for i in message_ids}
+    if message_ids:
+        for row in db.scalars(
+            select(Attachment)
+            .where(Attachment.message_id.in_(message_ids))
+            .order_by(Attachment.created_at, Attachment.id)
+        ):
+            out[row.message_id].append(row)
+    return out
+
+
+def summary(rows: list[Attachment]) -> list[dict[str, object]]:
+    """What a realtime event or a widget says of attachments."""
+    return [
+        {"id": a.id, "filename": a.filename, "content_type": a.content_type, "size": a.size}
+        for a in rows
+    ]
+
+
+def prune_uploads(db: Session, *, now: datetime | None = None) -> int:
+    """Forget uploads never sent (the periodic job); returns how many."""
+    cutoff = (now or utcnow()) - UPLOAD_TTL
+    result = db.execute(delete(Upload).where(Upload.created_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- signed links ------------------------------------------------------------------------
+
+
+def _signature(secret_key: str, attachment_id: str, expires: int) -> str:
+    # A key of its own, derived from the app's secret: a link signature can never be
+    # replayed as any other HMAC Rapport computes.
+    key = hmac_sha256_hex(secret_key, b"rapport attachment links v1")
+    return hmac_sha256_hex(key, f"{attachment_id}.{expires}")
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    expires: int
+
+
+def signed_link(
+    *,
+    public_url: str,
+    secret_key: str,
+    attachment: Attachment,
+    now: datetime | None = None,
+    ttl: timedelta = LINK_TTL,
+) -> Link:
+    """A public URL that serves this one attachment until it expires, to whoever has it."""
+    expires = int(((now or utcnow()) + ttl).timestamp())
+    query = urlencode({"expires": expires, "sig": _signature(secret_key, attachment.id, expires)})
+    name = quote(attachment.filename, safe="")
+    return Link(f"{public_url.rstrip('/')}/files/{attachment.id}/{name}?{query}", expires=expires)
+
+
+def link_valid(
+    *, secret_key: str, attachment_id: str, expires: str, sig: str, now: datetime | None = None
+) -> bool:
+    """Whether a link's signature is ours for this attachment and it has not expired."""
+    if not expires.isdigit() or not sig:
+        return False
+    if int(expires) < int((now or utcnow()).timestamp()):
+        return False
+    return hmac.compare_digest(_signature(secret_key, attachment_id, int(expires)), sig)
