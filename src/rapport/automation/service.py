@@ -126,6 +126,41 @@ def delete_rule(db: Session, *, rule: Rule) -> None:
     _RULE_EVENTS.pop(rule.workspace_id, None)
 
 
+_LABEL_OPS = frozenset({"equals", "not_equals", "contains", "not_contains", "in"})
+
+
+def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
+    """Make the workspace's rules say ``new`` wherever they named the label ``old`` (label
+    conditions and add/remove label actions); returns how many rules changed."""
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, str):
+            return new if _norm(value) == old else value
+        if isinstance(value, list):
+            return list(dict.fromkeys(swap(v) for v in value))
+        return value
+
+    changed = 0
+    for rule in rules(db, workspace_id=workspace_id):
+        conditions = [
+            {**c, "value": swap(c.get("value"))}
+            if c.get("field") == "labels" and c.get("op") in _LABEL_OPS and "value" in c
+            else c
+            for c in rule.conditions
+        ]
+        actions = [
+            {**a, "value": swap(a.get("value"))}
+            if a.get("type") in ("add_label", "remove_label") and "value" in a
+            else a
+            for a in rule.actions
+        ]
+        if conditions != rule.conditions or actions != rule.actions:
+            # New lists, not edits in place: the JSON columns only see assignments.
+            rule.conditions, rule.actions = conditions, actions
+            changed += 1
+    return changed
+
+
 def rules(db: Session, *, workspace_id: str) -> list[Rule]:
     return list(
         db.scalars(
