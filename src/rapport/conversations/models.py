@@ -232,6 +232,10 @@ class ConversationSla(Base):
     )
     # Targets already warned about or breached, so each event is emitted once.
     announced: Mapped[list[str]] = mapped_column(default=list)
+    # History for reports, kept when the clocks stop or start again: when the first target
+    # was missed, and how many were. ``state`` is live: it describes the running clocks.
+    breached_at: Mapped[datetime | None] = mapped_column(default=None)
+    breaches: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class CannedResponse(Base):

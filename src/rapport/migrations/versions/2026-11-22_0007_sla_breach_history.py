@@ -1,0 +1,80 @@
+"""SLA breach history: when a conversation first missed a target, and how many it missed
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-25 19:20:00
+
+``conversation_slas.state`` becomes live (it describes the clocks running now); the
+history it used to carry moves to ``breached_at`` and ``breaches``, filled here from the
+targets already announced as missed. Rows whose clocks have all stopped are no longer
+``breached``.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+import rapport.db
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # Plain ALTER TABLE ADD COLUMN on both databases (SQLite accepts NOT NULL with a
+    # default): no rebuild of the table.
+    op.add_column(
+        "conversation_slas",
+        sa.Column("breached_at", rapport.db.UTCDateTime(timezone=True), nullable=True),
+    )
+    op.add_column(
+        "conversation_slas",
+        sa.Column("breaches", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    )
+
+    slas = sa.table(
+        "conversation_slas",
+        sa.column("conversation_id", sa.String),
+        sa.column("state", sa.String),
+        sa.column("next_due_at", rapport.db.UTCDateTime(timezone=True)),
+        sa.column(
+            "announced",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+        ),
+        sa.column("breached_at", rapport.db.UTCDateTime(timezone=True)),
+        sa.column("breaches", sa.Integer),
+    )
+    conn = op.get_bind()
+    # Announced keys read "target:kind:due-isoformat"; a miss happened at its due time.
+    updates = []
+    for row in conn.execute(sa.select(slas.c.conversation_id, slas.c.announced)):
+        missed = sorted(
+            datetime.fromisoformat(key.split(":", 2)[2])
+            for key in row.announced or []
+            if key.split(":", 2)[1:2] == ["breached"]
+        )
+        if missed:
+            updates.append({"cid": row.conversation_id, "at": missed[0], "n": len(missed)})
+    if updates:
+        conn.execute(
+            slas.update()
+            .where(slas.c.conversation_id == sa.bindparam("cid"))
+            .values(breached_at=sa.bindparam("at"), breaches=sa.bindparam("n")),
+            updates,
+        )
+    conn.execute(
+        slas.update()
+        .where(slas.c.state == "breached", slas.c.next_due_at.is_(None))
+        .values(state="ok")
+    )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("conversation_slas", schema=None) as batch_op:
+        batch_op.drop_column("breaches")
+        batch_op.drop_column("breached_at")
