@@ -357,3 +357,79 @@ def test_routing_leaves_the_bots_conversations_until_it_hands_over(
     handed = ask(client, world, "q2", "I want a person", email="other@example.com")
     work(database, settings)
     assert thread(client, world, handed)["assignee_id"] is not None
+
+
+def test_a_resolved_conversation_is_the_bots_again_when_the_customer_writes_back(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    inbox_id = world.acme.inbox.id  # type: ignore[union-attr]
+    set_up_bot(client, world, inbox_id)
+    client.put(  # hand over to any agent of the workspace
+        f"/api/v1/bot/inboxes/{inbox_id}", json={"enabled": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.patch(
+        f"/api/v1/inboxes/{inbox_id}", json={"auto_assign": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
+    bob = world.acme.users["bob"].id
+    conv_id = ask(client, world, "r1", "I want a person")
+    work(database, settings)
+    assert thread(client, world, conv_id)["assignee_id"] == bob
+    # With a person, still open: the bot stays out of it.
+    ask(client, world, "r2", "what are your opening hours?")
+    work(database, settings)
+    assert len(bot_messages(thread(client, world, conv_id))) == 1
+    for path, body in (("messages", {"text": "9 to 6"}), ("status", {"status": "resolved"})):
+        client.post(
+            f"/api/v1/conversations/{conv_id}/{path}", json=body, headers=auth(world.bob)
+        ).raise_for_status()
+
+    # Days later the customer writes again: the conversation reopens, and the bot answers.
+    assert ask(client, world, "r3", "what are your opening hours?") == conv_id
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    assert conv["status"] == "open"
+    *_, answer = bot_messages(conv)
+    assert answer["meta"]["bot"]["source"] == "intent", answer
+    # When it needs a person again, the agent who had it has it again.
+    ask(client, world, "r4", "can I talk to a human please")
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    assert bot_messages(conv)[-1]["meta"]["bot"]["source"] == "handover"
+    assert conv["assignee_id"] == bob
+    assert len([m for m in conv["messages"] if m["kind"] == "note"]) == 2
+
+    # An agent who takes a conversation the bot holds silences it at once.
+    other = ask(client, world, "r5", "what are your opening hours?", email="ann@example.com")
+    work(database, settings)
+    client.post(
+        f"/api/v1/conversations/{other}/assign",
+        json={"assignee_id": bob},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    ask(client, world, "r6", "and on saturday?", email="ann@example.com")
+    work(database, settings)
+    assert len(bot_messages(thread(client, world, other))) == 1
+
+
+def test_after_a_hand_over_a_new_conversation_starts_with_the_bot(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    client.patch(
+        "/api/v1/workspace",
+        json={"settings": {"reopen_window_hours": 0}},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    first = ask(client, world, "n1", "I want a person")
+    work(database, settings)
+    client.post(
+        f"/api/v1/conversations/{first}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    second = ask(client, world, "n2", "what are your opening hours?")
+    assert second != first
+    work(database, settings)
+    (answer,) = bot_messages(thread(client, world, second))
+    assert answer["meta"]["bot"]["source"] == "intent"

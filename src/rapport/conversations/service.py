@@ -508,7 +508,10 @@ def set_status(
     conversation.snoozed_until = snoozed_until if status == Status.snoozed else None
     conversation.resolved_at = utcnow() if status == Status.resolved else None
     if status == Status.resolved:
+        from rapport.bot import service as bot  # the bot builds on this module
+
         sla.on_resolved(db, conversation=conversation)
+        bot.on_resolved(db, conversation=conversation)
         if conversation.assignee_id is not None:
             routing.wake(db, workspace_id=conversation.workspace_id)
     automation.trigger(

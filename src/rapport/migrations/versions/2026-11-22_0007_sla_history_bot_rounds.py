@@ -1,4 +1,4 @@
-"""SLA breach history: when a conversation first missed a target, and how many it missed
+"""SLA breach history; when the bot took a conversation (back)
 
 Revision ID: 0007
 Revises: 0006
@@ -8,6 +8,9 @@ Create Date: 2026-11-25 19:20:00
 history it used to carry moves to ``breached_at`` and ``breaches``, filled here from the
 targets already announced as missed. Rows whose clocks have all stopped are no longer
 ``breached``.
+
+``bot_conversations.held_since``: when the bot took the conversation, or took it back
+when it was resolved; an agent assigned before then does not silence the bot.
 """
 
 from collections.abc import Sequence
@@ -35,6 +38,11 @@ def upgrade() -> None:
     op.add_column(
         "conversation_slas",
         sa.Column("breaches", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    )
+
+    op.add_column(
+        "bot_conversations",
+        sa.Column("held_since", rapport.db.UTCDateTime(timezone=True), nullable=True),
     )
 
     slas = sa.table(
@@ -75,6 +83,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("bot_conversations", schema=None) as batch_op:
+        batch_op.drop_column("held_since")
     with op.batch_alter_table("conversation_slas", schema=None) as batch_op:
         batch_op.drop_column("breaches")
         batch_op.drop_column("breached_at")
