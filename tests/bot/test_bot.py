@@ -433,3 +433,63 @@ def test_after_a_hand_over_a_new_conversation_starts_with_the_bot(
     work(database, settings)
     (answer,) = bot_messages(thread(client, world, second))
     assert answer["meta"]["bot"]["source"] == "intent"
+
+
+def test_a_bot_answer_is_not_a_person_answering(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    from rapport.bot import service as bot
+    from rapport.conversations.models import Message
+
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Std", "first_response_minutes": 60, "next_response_minutes": 60},
+        headers=auth(world.alice),
+    ).raise_for_status()
+
+    def waiting() -> list[str]:
+        r = client.get("/api/v1/conversations", params={"sort": "waiting"}, headers=auth(world.bob))
+        return [c["id"] for c in r.json()["items"]]
+
+    def sla_of(conv: str) -> dict:  # type: ignore[type-arg]
+        return client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()  # type: ignore[no-any-return]
+
+    conv_id = ask(client, world, "w1", "what are your opening hours?")
+    work(database, settings)
+    (answer,) = bot_messages(thread(client, world, conv_id))
+    assert answer["meta"]["bot"]["source"] == "intent"
+    # The customer has an answer, but not from a person: still waiting, clock running.
+    assert conv_id in waiting()
+    assert thread(client, world, conv_id)["first_response_at"] is None
+    assert sla_of(conv_id)["first_response_due_at"] is not None
+    client.post(
+        f"/api/v1/conversations/{conv_id}/messages", json={"text": "hi"}, headers=auth(world.bob)
+    ).raise_for_status()
+    assert conv_id not in waiting()
+    assert thread(client, world, conv_id)["first_response_at"] is not None
+    assert sla_of(conv_id)["first_response_due_at"] is None
+
+    # A bot answer the customer says helped did resolve the question: no longer waiting,
+    # the response clock stops; still no human first response on record.
+    other = ask(client, world, "w2", "what are your opening hours?", email="ann@example.com")
+    work(database, settings)
+    (helped,) = bot_messages(thread(client, world, other))
+    with database.session() as db:
+        message = db.get(Message, helped["id"])
+        assert message is not None
+        bot.rate(db, message=message, helpful=True)
+    assert other not in waiting()
+    assert sla_of(other)["first_response_due_at"] is None
+    assert thread(client, world, other)["first_response_at"] is None
+
+    # Resolving without a word: nobody waits on a resolved conversation.
+    third = ask(client, world, "w3", "I want a person", email="cy@example.com")
+    work(database, settings)
+    assert third in waiting()
+    client.post(
+        f"/api/v1/conversations/{third}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    assert third not in waiting()

@@ -46,6 +46,7 @@ from rapport.bot.models import (
 )
 from rapport.channels.models import Inbox
 from rapport.conversations import service as conversations
+from rapport.conversations import sla
 from rapport.conversations.models import Conversation, Direction, Message, MessageKind, Status
 from rapport.crypto import SecretBox, box_for
 from rapport.customers.models import Customer
@@ -484,8 +485,9 @@ def _hand_over(
         kind=MessageKind.bot,
     )
     reply.meta = {**(reply.meta or {}), "bot": {"source": "handover", "reason": decision.reason}}
-    # Telling the customer a person comes is not an answer: they still wait for one.
-    conversation.waiting_since = message.created_at
+    # Telling the customer a person comes is not an answer: they still wait for one (since
+    # their first question no person answered, which a bot message never clears).
+    conversation.waiting_since = conversation.waiting_since or message.created_at
     team_id = (
         config.get("handover_team_id") or conversation.team_id or (inbox.team_id if inbox else None)
     )
@@ -514,6 +516,24 @@ def rate(db: Session, *, message: Message, helpful: bool) -> None:
         state = db.get(BotConversation, message.conversation_id)
         if state is not None:
             state.failures += 1
+    conversation = db.get(Conversation, message.conversation_id)
+    if helpful and conversation is not None and conversation.status != Status.resolved:
+        asked_since = db.scalar(
+            select(Message.id)
+            .where(
+                Message.conversation_id == conversation.id,
+                Message.direction == Direction.inbound,
+                Message.kind == MessageKind.message,
+                Message.created_at > message.created_at,
+            )
+            .limit(1)
+        )
+        if asked_since is None:
+            # The bot's answer resolved the question: the customer no longer waits for a
+            # person, and the response clocks stop as for an agent's reply. It is still no
+            # human first response (``first_response_at`` stays empty).
+            conversation.waiting_since = None
+            sla.on_agent_reply(db, conversation=conversation)
 
 
 @job("bot_reply", max_attempts=3)

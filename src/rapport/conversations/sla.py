@@ -243,7 +243,8 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
 
 
 def on_agent_reply(db: Session, *, conversation: Conversation) -> None:
-    """An agent answered: the response clocks stop until the customer writes again."""
+    """An agent answered (or the customer said a bot answer helped): the response clocks
+    stop until the customer writes again. A bot answer alone does not stop them."""
     row = db.get(ConversationSla, conversation.id)
     if row is None:
         return
