@@ -126,6 +126,7 @@ def test_an_admin_sets_hours_rules_and_webhooks(
 
     # A webhook: the secret shows once; the log shows the receiver's 418.
     page.fill("#webhook-form input[name=url]", receiver)
+    page.check('#webhook-form input[name=events][value="sla.breached"]')
     page.click("#webhook-form button[type=submit]")
     expect(page.locator("#webhook-secret")).to_be_visible()
     secret = page.inner_text("#webhook-secret code")
@@ -133,6 +134,7 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     page.reload()
     assert secret not in page.content()
     [hook] = api.get("/api/v1/webhooks").json()
+    assert hook["events"] == ["sla.breached"]
     api.post(
         "/api/v1/automation-rules",
         json={
