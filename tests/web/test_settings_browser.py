@@ -169,7 +169,8 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     row = page.locator("#labels-settings tr[data-id]")
     expect(row.locator("input[name=name]")).to_have_value("urgnt")
     row.locator("input[name=name]").fill("urgent")
-    row.locator(".label-save").click()
+    with page.expect_navigation():  # saving reloads the page: let it finish first
+        row.locator(".label-save").click()
     expect(page.locator("#labels-settings tr[data-id] input[name=name]")).to_have_value("urgent")
     conv = r.json()["conversation_id"]
     api.post(f"/api/v1/conversations/{conv}/labels", json={"labels": ["urgent"]})
