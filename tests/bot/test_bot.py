@@ -486,6 +486,11 @@ def test_a_bot_answer_is_not_a_person_answering(
     # Resolving without a word: nobody waits on a resolved conversation.
     third = ask(client, world, "w3", "I want a person", email="cy@example.com")
     work(database, settings)
+    (notice,) = bot_messages(thread(client, world, third))
+    with database.session() as db:  # "a colleague will reply" is no answer, however liked
+        message = db.get(Message, notice["id"])
+        assert message is not None
+        bot.rate(db, message=message, helpful=True)
     assert third in waiting()
     client.post(
         f"/api/v1/conversations/{third}/status",

@@ -506,7 +506,8 @@ def _hand_over(
 
 
 def rate(db: Session, *, message: Message, helpful: bool) -> None:
-    """A customer's verdict on a bot answer; an unhelpful one counts as a miss."""
+    """A customer's verdict on a bot answer: an unhelpful one counts as a miss; a helpful
+    answer (from an intent or an article) ends the customer's wait for a person."""
     previous = (message.meta or {}).get("rating")
     message.meta = {
         **(message.meta or {}),
@@ -516,8 +517,9 @@ def rate(db: Session, *, message: Message, helpful: bool) -> None:
         state = db.get(BotConversation, message.conversation_id)
         if state is not None:
             state.failures += 1
+    answered = ((message.meta or {}).get("bot") or {}).get("source") in ("intent", "article")
     conversation = db.get(Conversation, message.conversation_id)
-    if helpful and conversation is not None and conversation.status != Status.resolved:
+    if helpful and answered and conversation is not None and conversation.status != Status.resolved:
         asked_since = db.scalar(
             select(Message.id)
             .where(
