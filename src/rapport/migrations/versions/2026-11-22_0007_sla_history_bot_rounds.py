@@ -6,8 +6,8 @@ Create Date: 2026-11-25 19:20:00
 
 ``conversation_slas.state`` becomes live (it describes the clocks running now); the
 history it used to carry moves to ``breached_at`` and ``breaches``, filled here from the
-targets already announced as missed. Rows whose clocks have all stopped are no longer
-``breached``.
+targets already announced as missed, and every state is computed again from the targets
+still open.
 
 ``bot_conversations.held_since``: when the bot took the conversation, or took it back
 when it was resolved; an agent assigned before then does not silence the bot.
@@ -26,6 +26,8 @@ revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+TARGETS = ("first_response", "next_response", "resolution")
 
 
 def upgrade() -> None:
@@ -49,7 +51,7 @@ def upgrade() -> None:
         "conversation_slas",
         sa.column("conversation_id", sa.String),
         sa.column("state", sa.String),
-        sa.column("next_due_at", rapport.db.UTCDateTime(timezone=True)),
+        *(sa.column(f"{t}_due_at", rapport.db.UTCDateTime(timezone=True)) for t in TARGETS),
         sa.column(
             "announced",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -58,28 +60,44 @@ def upgrade() -> None:
         sa.column("breaches", sa.Integer),
     )
     conn = op.get_bind()
-    # Announced keys read "target:kind:due-isoformat"; a miss happened at its due time.
     updates = []
-    for row in conn.execute(sa.select(slas.c.conversation_id, slas.c.announced)):
+    for row in conn.execute(sa.select(slas)):
+        announced = set(row.announced or [])
+        # Announced keys read "target:kind:due-isoformat"; a miss happened at its due time.
         missed = sorted(
             datetime.fromisoformat(key.split(":", 2)[2])
-            for key in row.announced or []
+            for key in announced
             if key.split(":", 2)[1:2] == ["breached"]
         )
-        if missed:
-            updates.append({"cid": row.conversation_id, "at": missed[0], "n": len(missed)})
+        # The live state, as conversations.sla computes it from the open targets.
+        state = "ok"
+        for target in TARGETS:
+            due = getattr(row, f"{target}_due_at")
+            if due is None:
+                continue
+            if f"{target}:breached:{due.isoformat()}" in announced:
+                state = "breached"
+                break
+            if f"{target}:warning:{due.isoformat()}" in announced:
+                state = "warning"
+        if missed or state != row.state:
+            updates.append(
+                {
+                    "cid": row.conversation_id,
+                    "at": missed[0] if missed else None,
+                    "n": len(missed),
+                    "st": state,
+                }
+            )
     if updates:
         conn.execute(
             slas.update()
             .where(slas.c.conversation_id == sa.bindparam("cid"))
-            .values(breached_at=sa.bindparam("at"), breaches=sa.bindparam("n")),
+            .values(
+                breached_at=sa.bindparam("at"), breaches=sa.bindparam("n"), state=sa.bindparam("st")
+            ),
             updates,
         )
-    conn.execute(
-        slas.update()
-        .where(slas.c.state == "breached", slas.c.next_due_at.is_(None))
-        .values(state="ok")
-    )
 
 
 def downgrade() -> None:
