@@ -261,3 +261,51 @@ def test_a_rule_emails_a_team_over_smtp(
     body = mails[0].get_payload(decode=True).decode()
     assert "My lawyer will contact you" in body and f"/app/conversations/{conv}" in body
     assert mails[0]["Subject"].startswith("[Legal]")
+
+
+def test_a_webhook_receives_the_events_it_subscribes_to_and_no_others(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    def hook(events: list[str], who: str = "alice") -> str:
+        r = client.post(
+            "/api/v1/webhooks",
+            json={"url": "http://127.0.0.1:9/hook", "events": events},
+            headers=auth(getattr(world, who)),
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["events"] == sorted(events)
+        return str(r.json()["id"])
+
+    def received(hook_id: str, who: str = "alice") -> list[str]:
+        r = client.get(f"/api/v1/webhooks/{hook_id}/deliveries", headers=auth(getattr(world, who)))
+        return sorted(d["event"] for d in r.json())
+
+    created = hook(["conversation.created"])
+    chatty = hook(["conversation.status_changed", "message.received"])
+    by_rules = hook([])
+    theirs = hook(["message.received", "conversation.created"], who="mallory")
+    rule(
+        client,
+        world,
+        event="message.received",
+        actions=[
+            {"type": "send_webhook", "value": by_rules},
+            # Subscribed already: the rule adds no second copy of the same event.
+            {"type": "send_webhook", "value": chatty},
+        ],
+    )
+    conv = inbound(client, world, "sub-1", "hello")
+    drain(database, settings)  # the rule runs; nothing listens on port 9, which is fine
+    client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    ).raise_for_status()
+    assert received(created) == ["conversation.created"]
+    assert received(chatty) == ["conversation.status_changed", "message.received"]
+    assert received(by_rules) == ["message.received"]
+    assert received(theirs, who="mallory") == []
+    bad = client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/hook", "events": ["message.recieved"]},
+        headers=auth(world.alice),
+    )
+    assert bad.status_code == 422 and "message.recieved" in bad.json()["detail"]

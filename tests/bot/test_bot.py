@@ -359,3 +359,144 @@ def test_routing_leaves_the_bots_conversations_until_it_hands_over(
     handed = ask(client, world, "q2", "I want a person", email="other@example.com")
     work(database, settings)
     assert thread(client, world, handed)["assignee_id"] is not None
+
+
+def test_a_resolved_conversation_is_the_bots_again_when_the_customer_writes_back(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    inbox_id = world.acme.inbox.id  # type: ignore[union-attr]
+    set_up_bot(client, world, inbox_id)
+    client.put(  # hand over to any agent of the workspace
+        f"/api/v1/bot/inboxes/{inbox_id}", json={"enabled": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.patch(
+        f"/api/v1/inboxes/{inbox_id}", json={"auto_assign": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
+    bob = world.acme.users["bob"].id
+    conv_id = ask(client, world, "r1", "I want a person")
+    work(database, settings)
+    assert thread(client, world, conv_id)["assignee_id"] == bob
+    # With a person, still open: the bot stays out of it.
+    ask(client, world, "r2", "what are your opening hours?")
+    work(database, settings)
+    assert len(bot_messages(thread(client, world, conv_id))) == 1
+    for path, body in (("messages", {"text": "9 to 6"}), ("status", {"status": "resolved"})):
+        client.post(
+            f"/api/v1/conversations/{conv_id}/{path}", json=body, headers=auth(world.bob)
+        ).raise_for_status()
+
+    # Days later the customer writes again: the conversation reopens, and the bot answers.
+    assert ask(client, world, "r3", "what are your opening hours?") == conv_id
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    assert conv["status"] == "open"
+    *_, answer = bot_messages(conv)
+    assert answer["meta"]["bot"]["source"] == "intent", answer
+    # When it needs a person again, the agent who had it has it again.
+    ask(client, world, "r4", "can I talk to a human please")
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    assert bot_messages(conv)[-1]["meta"]["bot"]["source"] == "handover"
+    assert conv["assignee_id"] == bob
+    assert len([m for m in conv["messages"] if m["kind"] == "note"]) == 2
+
+    # An agent who takes a conversation the bot holds silences it at once.
+    other = ask(client, world, "r5", "what are your opening hours?", email="ann@example.com")
+    work(database, settings)
+    client.post(
+        f"/api/v1/conversations/{other}/assign",
+        json={"assignee_id": bob},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    ask(client, world, "r6", "and on saturday?", email="ann@example.com")
+    work(database, settings)
+    assert len(bot_messages(thread(client, world, other))) == 1
+
+
+def test_after_a_hand_over_a_new_conversation_starts_with_the_bot(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    client.patch(
+        "/api/v1/workspace",
+        json={"settings": {"reopen_window_hours": 0}},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    first = ask(client, world, "n1", "I want a person")
+    work(database, settings)
+    client.post(
+        f"/api/v1/conversations/{first}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    second = ask(client, world, "n2", "what are your opening hours?")
+    assert second != first
+    work(database, settings)
+    (answer,) = bot_messages(thread(client, world, second))
+    assert answer["meta"]["bot"]["source"] == "intent"
+
+
+def test_a_bot_answer_is_not_a_person_answering(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    from rapport.bot import service as bot
+    from rapport.conversations.models import Message
+
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Std", "first_response_minutes": 60, "next_response_minutes": 60},
+        headers=auth(world.alice),
+    ).raise_for_status()
+
+    def waiting() -> list[str]:
+        r = client.get("/api/v1/conversations", params={"sort": "waiting"}, headers=auth(world.bob))
+        return [c["id"] for c in r.json()["items"]]
+
+    def sla_of(conv: str) -> dict:  # type: ignore[type-arg]
+        return client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()  # type: ignore[no-any-return]
+
+    conv_id = ask(client, world, "w1", "what are your opening hours?")
+    work(database, settings)
+    (answer,) = bot_messages(thread(client, world, conv_id))
+    assert answer["meta"]["bot"]["source"] == "intent"
+    # The customer has an answer, but not from a person: still waiting, clock running.
+    assert conv_id in waiting()
+    assert thread(client, world, conv_id)["first_response_at"] is None
+    assert sla_of(conv_id)["first_response_due_at"] is not None
+    client.post(
+        f"/api/v1/conversations/{conv_id}/messages", json={"text": "hi"}, headers=auth(world.bob)
+    ).raise_for_status()
+    assert conv_id not in waiting()
+    assert thread(client, world, conv_id)["first_response_at"] is not None
+    assert sla_of(conv_id)["first_response_due_at"] is None
+
+    # A bot answer the customer says helped did resolve the question: no longer waiting,
+    # the response clock stops; still no human first response on record.
+    other = ask(client, world, "w2", "what are your opening hours?", email="ann@example.com")
+    work(database, settings)
+    (helped,) = bot_messages(thread(client, world, other))
+    with database.session() as db:
+        message = db.get(Message, helped["id"])
+        assert message is not None
+        bot.rate(db, message=message, helpful=True)
+    assert other not in waiting()
+    assert sla_of(other)["first_response_due_at"] is None
+    assert thread(client, world, other)["first_response_at"] is None
+
+    # Resolving without a word: nobody waits on a resolved conversation.
+    third = ask(client, world, "w3", "I want a person", email="cy@example.com")
+    work(database, settings)
+    (notice,) = bot_messages(thread(client, world, third))
+    with database.session() as db:  # "a colleague will reply" is no answer, however liked
+        message = db.get(Message, notice["id"])
+        assert message is not None
+        bot.rate(db, message=message, helpful=True)
+    assert third in waiting()
+    client.post(
+        f"/api/v1/conversations/{third}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    assert third not in waiting()

@@ -87,3 +87,98 @@ def test_deleting_a_label_takes_it_off_conversations(client: TestClient, world: 
     )
     assert labels_of(client, world, a) == ["keep"]
     assert client.get("/api/v1/labels", headers=auth(world.alice)).json() == []
+
+
+def test_a_rename_rewrites_the_automation_rules_that_name_the_label(
+    client: TestClient, world: World
+) -> None:
+    def rule(body: dict[str, object]) -> str:
+        r = client.post("/api/v1/automation-rules", json=body, headers=auth(world.alice))
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    tagging = rule(
+        {
+            "name": "tag refunds",
+            "event": "message.received",
+            "conditions": [
+                {"field": "message.text", "op": "contains", "value": "refnd"},
+                {"field": "labels", "op": "not_contains", "value": " Refnd "},
+            ],
+            "actions": [
+                {"type": "add_label", "value": "Refnd"},
+                {"type": "remove_label", "value": "refnd"},
+                {"type": "add_note", "value": "refnd"},  # text, not a label: untouched
+            ],
+        }
+    )
+    choosing = rule(
+        {
+            "name": "route refunds",
+            "event": "conversation.created",
+            "conditions": [{"field": "labels", "op": "in", "value": ["refnd", "vip"]}],
+            "actions": [{"type": "set_priority", "value": "high"}],
+        }
+    )
+    theirs = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "globex",
+            "event": "message.received",
+            "actions": [{"type": "add_label", "value": "refnd"}],
+        },
+        headers=auth(world.mallory),
+    ).json()
+    label = client.post("/api/v1/labels", json={"name": "refnd"}, headers=auth(world.alice)).json()
+    r = client.patch(
+        f"/api/v1/labels/{label['id']}", json={"name": "refund"}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    rules = {
+        x["id"]: x for x in client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
+    }
+    assert rules[tagging]["conditions"] == [
+        {"field": "message.text", "op": "contains", "value": "refnd"},
+        {"field": "labels", "op": "not_contains", "value": "refund"},
+    ]
+    assert rules[tagging]["actions"] == [
+        {"type": "add_label", "value": "refund"},
+        {"type": "remove_label", "value": "refund"},
+        {"type": "add_note", "value": "refnd"},
+    ]
+    assert rules[choosing]["conditions"] == [
+        {"field": "labels", "op": "in", "value": ["refund", "vip"]}
+    ]
+    mine = client.get("/api/v1/automation-rules", headers=auth(world.mallory)).json()
+    assert [x["actions"] for x in mine if x["id"] == theirs["id"]] == [
+        [{"type": "add_label", "value": "refnd"}]
+    ]
+
+
+def test_a_label_with_a_slash_comes_off_a_conversation_and_out_of_the_list(
+    client: TestClient, world: World
+) -> None:
+    a = inbound(client, world, "ls1", "ls1@example.com")
+    client.post(
+        f"/api/v1/conversations/{a}/labels",
+        json={"labels": ["billing/eu", "keep"]},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    r = client.delete(f"/api/v1/conversations/{a}/labels/billing%2Feu", headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    assert r.json() == ["keep"]
+    label = client.post(
+        "/api/v1/labels", json={"name": "Billing/EU"}, headers=auth(world.alice)
+    ).json()
+    # The label list's own endpoints take the id, and the name as well.
+    r = client.patch(
+        "/api/v1/labels/billing%2Feu", json={"colour": "#112233"}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == label["id"]
+    r = client.delete("/api/v1/labels/billing%2Feu", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    assert client.get("/api/v1/labels", headers=auth(world.alice)).json() == []
+    # Another workspace's name reaches nothing here.
+    client.post("/api/v1/labels", json={"name": "keep"}, headers=auth(world.alice))
+    assert client.delete("/api/v1/labels/keep", headers=auth(world.mallory)).status_code == 404

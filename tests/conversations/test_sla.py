@@ -125,3 +125,79 @@ def test_business_hours_are_validated_and_stored(client: TestClient, world: Worl
         ).status_code
         == 403
     )
+
+
+def test_a_breach_is_history_the_live_state_follows_the_current_clock(
+    client: TestClient, world: World, database: Database
+) -> None:
+    from datetime import timedelta
+
+    client.post(
+        "/api/v1/sla-policies",
+        json={
+            "name": "Fast",
+            "first_response_minutes": 5,
+            "next_response_minutes": 10,
+            "resolution_minutes": 600,
+            "warn_before_minutes": 1,
+        },
+        headers=auth(world.alice),
+    ).raise_for_status()
+
+    def write(ext: str) -> str:
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": ext, "text": "help", "from": {"email": "again@example.com"}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["conversation_id"])
+
+    def sla_of(conv: str) -> dict:  # type: ignore[type-arg]
+        return client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()  # type: ignore[no-any-return]
+
+    def breached_list() -> list[str]:
+        r = client.get(
+            "/api/v1/conversations", params={"sla_state": "breached"}, headers=auth(world.bob)
+        )
+        return [c["id"] for c in r.json()["items"]]
+
+    conv = write("br-1")
+    due = datetime.fromisoformat(sla_of(conv)["first_response_due_at"])
+    with database.session() as db:
+        sla.check(db, now=due + timedelta(minutes=1))
+    missed = sla_of(conv)
+    assert missed["state"] == "breached" and missed["breaches"] == 1
+    assert missed["breached_at"] is not None
+    assert breached_list() == [conv]
+
+    # Resolved: no clock runs, so nothing is breached now; the miss stays on record.
+    client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    ).raise_for_status()
+    done = sla_of(conv)
+    assert done["state"] == "ok" and done["next_due_at"] is None
+    assert (done["breaches"], done["breached_at"]) == (1, missed["breached_at"])
+    assert breached_list() == []
+
+    # The customer writes again: reopened, with fresh clocks of its own.
+    assert write("br-2") == conv
+    again = sla_of(conv)
+    assert again["state"] == "ok" and again["next_response_due_at"] is not None
+    assert again["resolution_due_at"] is not None
+    assert again["breaches"] == 1
+    assert breached_list() == []
+    due = datetime.fromisoformat(again["next_response_due_at"])
+    with database.session() as db:
+        sla.check(db, now=due + timedelta(minutes=1))
+    late = sla_of(conv)
+    assert late["state"] == "breached" and late["breaches"] == 2
+    assert late["breached_at"] == missed["breached_at"]  # the first miss
+
+    # A late answer meets the missed target: what remains (resolution) is on time.
+    client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "sorry"}, headers=auth(world.bob)
+    ).raise_for_status()
+    answered = sla_of(conv)
+    assert answered["state"] == "ok" and answered["resolution_due_at"] is not None
+    assert answered["breaches"] == 2

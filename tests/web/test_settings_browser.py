@@ -126,6 +126,7 @@ def test_an_admin_sets_hours_rules_and_webhooks(
 
     # A webhook: the secret shows once; the log shows the receiver's 418.
     page.fill("#webhook-form input[name=url]", receiver)
+    page.check('#webhook-form input[name=events][value="sla.breached"]')
     page.click("#webhook-form button[type=submit]")
     expect(page.locator("#webhook-secret")).to_be_visible()
     secret = page.inner_text("#webhook-secret code")
@@ -133,6 +134,7 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     page.reload()
     assert secret not in page.content()
     [hook] = api.get("/api/v1/webhooks").json()
+    assert hook["events"] == ["sla.breached"]
     api.post(
         "/api/v1/automation-rules",
         json={
@@ -167,7 +169,8 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     row = page.locator("#labels-settings tr[data-id]")
     expect(row.locator("input[name=name]")).to_have_value("urgnt")
     row.locator("input[name=name]").fill("urgent")
-    row.locator(".label-save").click()
+    with page.expect_navigation():  # saving reloads the page: let it finish first
+        row.locator(".label-save").click()
     expect(page.locator("#labels-settings tr[data-id] input[name=name]")).to_have_value("urgent")
     conv = r.json()["conversation_id"]
     api.post(f"/api/v1/conversations/{conv}/labels", json={"labels": ["urgent"]})

@@ -40,7 +40,8 @@ class Webhook(Base):
         ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
     )
     url: Mapped[str] = mapped_column(String(2000))
-    # Event types it subscribes to; empty means it is only called by automation actions.
+    # Event types delivered to it as they happen (automation.service.publish_to_webhooks);
+    # empty means it is only called by automation actions.
     events: Mapped[list[str]] = mapped_column(default=list)
     secret_encrypted: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)

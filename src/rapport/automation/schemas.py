@@ -24,7 +24,12 @@ class RuleRead(RuleIn):
 
 class WebhookIn(BaseModel):
     url: str = Field(min_length=8, max_length=2000)
-    events: list[str] = Field(default_factory=list)
+    events: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Event types delivered as they happen (conversation.created, "
+        "message.received, ...); empty: the webhook is only called by rules' send_webhook.",
+    )
 
 
 class WebhookRead(BaseModel):

@@ -126,6 +126,41 @@ def delete_rule(db: Session, *, rule: Rule) -> None:
     _RULE_EVENTS.pop(rule.workspace_id, None)
 
 
+_LABEL_OPS = frozenset({"equals", "not_equals", "contains", "not_contains", "in"})
+
+
+def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
+    """Make the workspace's rules say ``new`` wherever they named the label ``old`` (label
+    conditions and add/remove label actions); returns how many rules changed."""
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, str):
+            return new if _norm(value) == old else value
+        if isinstance(value, list):
+            return list(dict.fromkeys(swap(v) for v in value))
+        return value
+
+    changed = 0
+    for rule in rules(db, workspace_id=workspace_id):
+        conditions = [
+            {**c, "value": swap(c.get("value"))}
+            if c.get("field") == "labels" and c.get("op") in _LABEL_OPS and "value" in c
+            else c
+            for c in rule.conditions
+        ]
+        actions = [
+            {**a, "value": swap(a.get("value"))}
+            if a.get("type") in ("add_label", "remove_label") and "value" in a
+            else a
+            for a in rule.actions
+        ]
+        if conditions != rule.conditions or actions != rule.actions:
+            # New lists, not edits in place: the JSON columns only see assignments.
+            rule.conditions, rule.actions = conditions, actions
+            changed += 1
+    return changed
+
+
 def rules(db: Session, *, workspace_id: str) -> list[Rule]:
     return list(
         db.scalars(
@@ -165,7 +200,16 @@ def trigger(
     message_id: str | None = None,
     customer_id: str | None = None,
 ) -> None:
-    """Queue the workspace's rules for this event, in the caller's transaction."""
+    """Queue deliveries to the webhooks subscribed to this event and the workspace's rules
+    for it, in the caller's transaction."""
+    publish_to_webhooks(
+        db,
+        workspace_id=workspace_id,
+        event=event,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        customer_id=customer_id,
+    )
     if event not in _events_with_rules(db, workspace_id):
         return
     caused_by: list[str] = list(db.info.get(_CAUSES, []))
@@ -333,7 +377,8 @@ def _act(
                 Webhook.workspace_id == (conversation.workspace_id if conversation else ""),
             )
         )
-        if hook is not None:
+        # A webhook subscribed to this event has had it already (trigger): no second copy.
+        if hook is not None and event not in hook.events:
             queue_delivery(
                 db,
                 webhook=hook,
@@ -430,12 +475,75 @@ def webhooks(db: Session, *, workspace_id: str) -> list[Webhook]:
     )
 
 
+_HOOK_EVENTS: dict[str, tuple[float, frozenset[str]]] = {}
+
+
+def _events_with_webhooks(db: Session, workspace_id: str) -> frozenset[str]:
+    # Asked for every event, like the rules: remembered a few seconds per process.
+    now = time.monotonic()
+    hit = _HOOK_EVENTS.get(workspace_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    found = frozenset(
+        event
+        for events in db.scalars(
+            select(Webhook.events).where(
+                Webhook.workspace_id == workspace_id, Webhook.enabled.is_(True)
+            )
+        )
+        for event in events
+    )
+    _HOOK_EVENTS[workspace_id] = (now + 5.0, found)
+    return found
+
+
+def publish_to_webhooks(
+    db: Session,
+    *,
+    workspace_id: str,
+    event: str,
+    conversation_id: str | None = None,
+    message_id: str | None = None,
+    customer_id: str | None = None,
+) -> int:
+    """Queue a delivery of the event to each enabled webhook of the workspace that
+    subscribes to it (a webhook without events is only called by rules); returns how many."""
+    if event not in _events_with_webhooks(db, workspace_id):
+        return 0
+    hooks = db.scalars(
+        select(Webhook)
+        .where(Webhook.workspace_id == workspace_id, Webhook.enabled.is_(True))
+        .order_by(Webhook.created_at)
+    )
+    sent = 0
+    for hook in hooks:
+        if event in hook.events:
+            queue_delivery(
+                db,
+                webhook=hook,
+                event=event,
+                payload={
+                    "conversation_id": conversation_id,
+                    "message_id": message_id,
+                    "customer_id": customer_id,
+                },
+            )
+            sent += 1
+    return sent
+
+
 def create_webhook(
     db: Session, *, workspace_id: str, url: str, events: list[str], box: SecretBox
 ) -> tuple[Webhook, str]:
-    """A new webhook; its signing secret is returned once and stored encrypted."""
+    """A new webhook, called for the events it subscribes to (none: only by rules' actions);
+    its signing secret is returned once and stored encrypted."""
     if not url.startswith(("https://", "http://")):
         raise Invalid("a webhook URL must be http(s)")
+    unknown = sorted(set(events) - EVENTS)
+    if unknown:
+        raise Invalid(
+            f"unknown event {', '.join(map(repr, unknown))}; one of: {', '.join(sorted(EVENTS))}"
+        )
     secret = random_token("whsec_", 24)
     row = Webhook(
         workspace_id=workspace_id,
@@ -445,6 +553,7 @@ def create_webhook(
     )
     db.add(row)
     db.flush()
+    _HOOK_EVENTS.pop(workspace_id, None)
     return row, secret
 
 

@@ -67,6 +67,10 @@ class BotConversation(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     failures: Mapped[int] = mapped_column(Integer, default=0)
     handed_over_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When the bot took the conversation: its first customer message, or the moment it was
+    # resolved (the customer's next message is the bot's again). An agent assigned before
+    # then belongs to an earlier round and does not silence the bot.
+    held_since: Mapped[datetime | None] = mapped_column(default=None)
     # What the customer asked and what the bot tried, for the hand-over note.
     log: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
 

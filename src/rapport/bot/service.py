@@ -3,7 +3,10 @@
 For each customer message on an inbox whose bot is enabled (``inbox.settings["bot"]``),
 the ``bot_reply`` job decides, in this order:
 
-1. The conversation is already with a human (assigned, or handed over): stay quiet.
+1. The conversation is already with a human (handed over, or an agent assigned or answered
+   since the bot took it): stay quiet. Resolving a conversation gives it back to the bot:
+   when the customer writes again (reopening it), the bot answers first, and a new
+   hand-over goes to the agent still assigned, if any.
 2. The customer asks for a person ("I want a person", "parler à un conseiller"...), or is
    clearly upset (triage sentiment), or the bot already missed twice: hand over.
 3. An intent of the workspace's classifier is confident: its reply, rendered in the
@@ -43,7 +46,8 @@ from rapport.bot.models import (
 )
 from rapport.channels.models import Inbox
 from rapport.conversations import service as conversations
-from rapport.conversations.models import Conversation, Message, MessageKind, Status
+from rapport.conversations import sla
+from rapport.conversations.models import Conversation, Direction, Message, MessageKind, Status
 from rapport.crypto import SecretBox, box_for
 from rapport.customers.models import Customer
 from rapport.db import Database, utcnow
@@ -179,6 +183,41 @@ class Decision:
     intent: Intent | None = None
 
 
+def with_a_human(db: Session, conversation: Conversation, state: BotConversation | None) -> bool:
+    """Whether a person has the conversation: the bot handed it over, or an agent was
+    assigned or answered since the bot took it (an assignee from before a resolve is not)."""
+    if state is not None and state.handed_over_at is not None:
+        return True
+    since = state.held_since if state is not None else None
+    if conversation.assignee_id is not None and (
+        since is None or conversation.assigned_at is None or conversation.assigned_at >= since
+    ):
+        return True
+    answered = select(Message.id).where(
+        Message.conversation_id == conversation.id,
+        Message.direction == Direction.outbound,
+        Message.kind == MessageKind.message,
+        Message.sender_type == "user",
+    )
+    if since is not None:
+        answered = answered.where(Message.created_at >= since)
+    return db.scalar(answered.limit(1)) is not None
+
+
+def on_resolved(db: Session, *, conversation: Conversation) -> None:
+    """Resolved: the customer's next message in this conversation is the bot's again."""
+    state = db.get(BotConversation, conversation.id)
+    if state is None:
+        if not enabled(db.get(Inbox, conversation.inbox_id)):
+            return
+        state = BotConversation(
+            conversation_id=conversation.id, workspace_id=conversation.workspace_id, log=[]
+        )
+        db.add(state)
+    state.handed_over_at, state.failures, state.log = None, 0, []
+    state.held_since = utcnow()
+
+
 def decide(
     db: Session,
     *,
@@ -189,7 +228,7 @@ def decide(
     base_url: str,
 ) -> Decision:
     config = settings_of(inbox)
-    if conversation.assignee_id or (state and state.handed_over_at):
+    if with_a_human(db, conversation, state):
         return Decision("skip", reason="with a human")
     text = message.text.strip()
     if not text:
@@ -368,16 +407,20 @@ def _act(db: Session, *, message_id: str, decision: Decision) -> str:
     assert message is not None
     conversation = db.get(Conversation, message.conversation_id)
     assert conversation is not None
-    if decision.kind == "skip" or conversation.assignee_id:
+    if decision.kind == "skip":
         return "skip"
     state = db.get(BotConversation, conversation.id)
+    # Asked again in the writing transaction: an agent may have taken it meanwhile.
+    if with_a_human(db, conversation, state):
+        return "skip"
     if state is None:
         state = BotConversation(
-            conversation_id=conversation.id, workspace_id=conversation.workspace_id, log=[]
+            conversation_id=conversation.id,
+            workspace_id=conversation.workspace_id,
+            log=[],
+            held_since=message.created_at,
         )
         db.add(state)
-    if state.handed_over_at is not None:
-        return "skip"
     state.log = [
         *state.log[-9:],
         {"asked": message.text[:300], "did": decision.kind, **_brief(decision)},
@@ -442,8 +485,9 @@ def _hand_over(
         kind=MessageKind.bot,
     )
     reply.meta = {**(reply.meta or {}), "bot": {"source": "handover", "reason": decision.reason}}
-    # Telling the customer a person comes is not an answer: they still wait for one.
-    conversation.waiting_since = message.created_at
+    # Telling the customer a person comes is not an answer: they still wait for one (since
+    # their first question no person answered, which a bot message never clears).
+    conversation.waiting_since = conversation.waiting_since or message.created_at
     team_id = (
         config.get("handover_team_id") or conversation.team_id or (inbox.team_id if inbox else None)
     )
@@ -462,7 +506,8 @@ def _hand_over(
 
 
 def rate(db: Session, *, message: Message, helpful: bool) -> None:
-    """A customer's verdict on a bot answer; an unhelpful one counts as a miss."""
+    """A customer's verdict on a bot answer: an unhelpful one counts as a miss; a helpful
+    answer (from an intent or an article) ends the customer's wait for a person."""
     previous = (message.meta or {}).get("rating")
     message.meta = {
         **(message.meta or {}),
@@ -472,6 +517,25 @@ def rate(db: Session, *, message: Message, helpful: bool) -> None:
         state = db.get(BotConversation, message.conversation_id)
         if state is not None:
             state.failures += 1
+    answered = ((message.meta or {}).get("bot") or {}).get("source") in ("intent", "article")
+    conversation = db.get(Conversation, message.conversation_id)
+    if helpful and answered and conversation is not None and conversation.status != Status.resolved:
+        asked_since = db.scalar(
+            select(Message.id)
+            .where(
+                Message.conversation_id == conversation.id,
+                Message.direction == Direction.inbound,
+                Message.kind == MessageKind.message,
+                Message.created_at > message.created_at,
+            )
+            .limit(1)
+        )
+        if asked_since is None:
+            # The bot's answer resolved the question: the customer no longer waits for a
+            # person, and the response clocks stop as for an agent's reply. It is still no
+            # human first response (``first_response_at`` stays empty).
+            conversation.waiting_since = None
+            sla.on_agent_reply(db, conversation=conversation)
 
 
 @job("bot_reply", max_attempts=3)

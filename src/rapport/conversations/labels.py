@@ -1,11 +1,13 @@
 """The workspace's label list: names with colours; renaming or deleting one reaches every
-conversation (and SLA policy) that carries it."""
+conversation that carries it, and a rename also every SLA policy and automation rule that
+names it (in the same transaction, so nothing ever matches a name that no longer exists)."""
 
 import re
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, aliased
 
+from rapport.automation import service as automation
 from rapport.conversations.models import ConversationLabel, Label, SlaPolicy
 from rapport.problems import Invalid, NotFound, Problem
 
@@ -33,7 +35,12 @@ def list_all(db: Session, *, workspace_id: str) -> list[Label]:
 
 
 def get(db: Session, *, workspace_id: str, label_id: str) -> Label:
+    """The label with this id, or else with this name (names may hold a "/", ids never)."""
     row = db.scalar(select(Label).where(Label.id == label_id, Label.workspace_id == workspace_id))
+    if row is None and label_id.strip():
+        row = db.scalar(
+            select(Label).where(Label.workspace_id == workspace_id, Label.name == clean(label_id))
+        )
     if row is None:
         raise NotFound("label")
     return row
@@ -59,7 +66,8 @@ def create(db: Session, *, workspace_id: str, name: str, colour: str) -> Label:
 def update_label(
     db: Session, *, label: Label, name: str | None = None, colour: str | None = None
 ) -> Label:
-    """Recolour and/or rename; a rename moves the label on every conversation at once."""
+    """Recolour and/or rename; a rename moves the label on every conversation, SLA policy
+    and automation rule at once."""
     if colour is not None:
         label.colour = _colour(colour)
     if name is not None and clean(name) != label.name:
@@ -85,6 +93,7 @@ def update_label(
         for policy in db.scalars(select(SlaPolicy).where(SlaPolicy.workspace_id == ws)):
             if old in policy.labels:
                 policy.labels = sorted({new if x == old else x for x in policy.labels})
+        automation.rename_label(db, workspace_id=ws, old=old, new=new)
         label.name = new
     db.flush()
     return label

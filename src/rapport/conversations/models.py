@@ -94,8 +94,9 @@ class Conversation(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_inbound_at: Mapped[datetime | None] = mapped_column(default=None)
-    # The customer's first message not answered yet (None once an agent or bot replied):
-    # what "oldest waiting" sorts by.
+    # The customer's first message no person has answered yet: what "oldest waiting" sorts
+    # by. Cleared by an agent's reply, a bot answer the customer rated helpful, or resolving;
+    # a bot answer or a rule's automatic reply leaves it.
     waiting_since: Mapped[datetime | None] = mapped_column(default=None)
     messages_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -255,6 +256,10 @@ class ConversationSla(Base):
     )
     # Targets already warned about or breached, so each event is emitted once.
     announced: Mapped[list[str]] = mapped_column(default=list)
+    # History for reports, kept when the clocks stop or start again: when the first target
+    # was missed, and how many were. ``state`` is live: it describes the running clocks.
+    breached_at: Mapped[datetime | None] = mapped_column(default=None)
+    breaches: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class CannedResponse(Base):

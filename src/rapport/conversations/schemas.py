@@ -175,6 +175,9 @@ class ConversationSlaRead(BaseModel):
     next_response_due_at: datetime | None
     resolution_due_at: datetime | None
     next_due_at: datetime | None
+    # Missed targets stay on record after the clocks stop: the first miss and the count.
+    breached_at: datetime | None
+    breaches: int
 
 
 class CannedIn(BaseModel):

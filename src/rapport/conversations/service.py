@@ -314,8 +314,9 @@ def add_message(
         conversation.last_inbound_at = now
         if kind == MessageKind.message and conversation.waiting_since is None:
             conversation.waiting_since = now
-    elif kind in (MessageKind.message, MessageKind.bot):
-        # Answered: the customer is no longer waiting on us.
+    elif kind == MessageKind.message and sender_type == "user":
+        # A person answered: the customer is no longer waiting on us. A bot answer or an
+        # automatic reply (a rule's canned message) is not a person answering.
         conversation.waiting_since = None
     attached = files.attach(db, message=msg, uploads=uploads) if uploads else []
     emit(
@@ -390,9 +391,13 @@ def reply(
         inbox_id=inbox.id,
         uploads=uploads,
     )
-    if conversation.first_response_at is None and kind == MessageKind.message:
-        conversation.first_response_at = now
-    sla.on_agent_reply(db, conversation=conversation)
+    if kind == MessageKind.message and author_id is not None:
+        # Only a person's reply is a first response and stops the SLA response clocks: a
+        # bot answer stops them only when the customer says it helped (bot.rate), and
+        # resolving the conversation stops every clock.
+        if conversation.first_response_at is None:
+            conversation.first_response_at = now
+        sla.on_agent_reply(db, conversation=conversation)
     db.flush()
     enqueue(
         db,
@@ -539,7 +544,11 @@ def set_status(
     conversation.snoozed_until = snoozed_until if status == Status.snoozed else None
     conversation.resolved_at = utcnow() if status == Status.resolved else None
     if status == Status.resolved:
+        conversation.waiting_since = None  # nobody waits on a resolved conversation
+        from rapport.bot import service as bot  # the bot builds on this module
+
         sla.on_resolved(db, conversation=conversation)
+        bot.on_resolved(db, conversation=conversation)
         if conversation.assignee_id is not None:
             routing.wake(db, workspace_id=conversation.workspace_id)
     automation.trigger(

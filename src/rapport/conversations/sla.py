@@ -3,6 +3,12 @@
 Clocks run only inside the workspace's opening hours, in its time zone, and stop on its
 holidays: a first-response target of 4 hours set on Friday at 16:00 with a 9-17 week is
 due on Monday at 12:00 (or Tuesday, when Monday is a holiday).
+
+A conversation's ``state`` is live: it describes the clocks running now (``breached`` while
+a missed target is still open, ``warning`` while one is close, ``ok`` otherwise, including
+when no clock runs). A miss is history and stays on record (``breached_at``, ``breaches``,
+``announced``) when the target is met late, the conversation is resolved, or reopened with
+fresh clocks.
 """
 
 import time as time_module
@@ -164,14 +170,21 @@ def match(db: Session, conversation: Conversation, candidates: list[SlaPolicy]) 
 
 
 def _refresh_next_due(row: ConversationSla) -> None:
-    dues = [
-        d
-        for d in (row.first_response_due_at, row.next_response_due_at, row.resolution_due_at)
-        if d is not None
+    """The earliest open due time, and the live state of the open targets: one already
+    announced as missed makes it ``breached``, one announced as close ``warning``."""
+    open_targets = [
+        (target, due) for target in TARGETS if (due := getattr(row, f"{target}_due_at")) is not None
     ]
-    row.next_due_at = min(dues) if dues else None
-    if row.next_due_at is None and row.state != SlaState.breached:
-        row.state = SlaState.ok
+    row.next_due_at = min((due for _, due in open_targets), default=None)
+    announced = set(row.announced or [])
+    state = SlaState.ok
+    for target, due in open_targets:
+        if f"{target}:breached:{due.isoformat()}" in announced:
+            state = SlaState.breached
+            break
+        if f"{target}:warning:{due.isoformat()}" in announced:
+            state = SlaState.warning
+    row.state = state
 
 
 _HAS_POLICIES: dict[str, tuple[float, bool]] = {}
@@ -215,15 +228,23 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
         db.add(row)
     elif row.first_response_due_at is None and row.next_response_due_at is None:
         policy = db.get(SlaPolicy, row.policy_id)
-        if policy is not None and policy.next_response_minutes is not None:
+        if policy is not None:
             cal = calendar_for(db, conversation.workspace_id)
-            row.next_response_due_at = add_business_minutes(at, policy.next_response_minutes, cal)
+            if policy.next_response_minutes is not None:
+                row.next_response_due_at = add_business_minutes(
+                    at, policy.next_response_minutes, cal
+                )
+            if row.resolution_due_at is None and policy.resolution_minutes is not None:
+                # Only resolving stops the resolution clock: this is a reopened conversation,
+                # and the customer's problem is open again.
+                row.resolution_due_at = add_business_minutes(at, policy.resolution_minutes, cal)
     _refresh_next_due(row)
     return row
 
 
 def on_agent_reply(db: Session, *, conversation: Conversation) -> None:
-    """An agent answered: the response clocks stop until the customer writes again."""
+    """An agent answered (or the customer said a bot answer helped): the response clocks
+    stop until the customer writes again. A bot answer alone does not stop them."""
     row = db.get(ConversationSla, conversation.id)
     if row is None:
         return
@@ -277,8 +298,10 @@ def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int
             if key in row.announced:
                 continue
             row.announced = [*row.announced, key]
-            if kind == "breached" or row.state != SlaState.breached:
-                row.state = SlaState(kind)
+            if kind == "breached":
+                row.breaches = (row.breaches or 0) + 1
+                row.breached_at = row.breached_at or due  # missed at its due time
+            _refresh_next_due(row)
             automation.trigger(
                 db,
                 workspace_id=row.workspace_id,

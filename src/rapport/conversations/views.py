@@ -308,7 +308,7 @@ def add_labels(conversation_id: str, body: LabelsIn, principal: CurrentAgent, db
     return service.add_labels(db, conversation=conv, labels=body.labels)
 
 
-@router.delete("/{conversation_id}/labels/{label}", response_model=list[str])
+@router.delete("/{conversation_id}/labels/{label:path}", response_model=list[str])
 def remove_label(conversation_id: str, label: str, principal: CurrentAgent, db: Db) -> list[str]:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     return service.remove_label(db, conversation=conv, label=label)
@@ -518,11 +518,12 @@ def create_label(body: LabelIn, principal: CurrentAdmin, db: Db) -> LabelRead:
     return LabelRead.model_validate(row)
 
 
-@labels_router.patch("/{label_id}", response_model=LabelRead)
+@labels_router.patch("/{label_id:path}", response_model=LabelRead)
 def update_label(
     label_id: str, body: LabelUpdate, principal: CurrentAdmin, request: Request, db: Db
 ) -> LabelRead:
-    """Rename (every conversation carrying it follows) or recolour a label."""
+    """Rename (every conversation, SLA policy and automation rule naming it follows) or
+    recolour a label, given by id or by name."""
     row = labels.get(db, workspace_id=principal.workspace_id, label_id=label_id)
     before = row.name
     labels.update_label(db, label=row, name=body.name, colour=body.colour)
@@ -538,9 +539,9 @@ def update_label(
     return LabelRead.model_validate(row)
 
 
-@labels_router.delete("/{label_id}", status_code=204)
+@labels_router.delete("/{label_id:path}", status_code=204)
 def delete_label(label_id: str, principal: CurrentAdmin, request: Request, db: Db) -> Response:
-    """Delete a label: it comes off every conversation of the workspace."""
+    """Delete a label (by id or by name): it comes off every conversation of the workspace."""
     row = labels.get(db, workspace_id=principal.workspace_id, label_id=label_id)
     audit(
         db,

@@ -746,7 +746,8 @@ function setupWebhooks() {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      const hook = await api("POST", "/api/v1/webhooks", { url: form.elements.url.value });
+      const events = [...form.querySelectorAll("input[name=events]:checked")].map((box) => box.value);
+      const hook = await api("POST", "/api/v1/webhooks", { url: form.elements.url.value, events });
       const box = document.getElementById("webhook-secret");
       box.querySelector("code").textContent = hook.secret;
       box.hidden = false;
