@@ -1,7 +1,7 @@
 """SLA breach history; when the bot took a conversation (back)
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-25 19:20:00
 
 ``conversation_slas.state`` becomes live (it describes the clocks running now); the
@@ -22,8 +22,8 @@ from sqlalchemy.dialects import postgresql
 
 import rapport.db
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
