@@ -7,6 +7,7 @@ small depth at all).
 
 import re
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -100,7 +101,7 @@ def create_rule(db: Session, *, workspace_id: str, data: dict[str, Any]) -> Rule
     row = Rule(workspace_id=workspace_id, **data)
     db.add(row)
     db.flush()
-    _RULE_EVENTS.pop(workspace_id, None)
+    _RULE_EVENTS.forget(workspace_id)
     return row
 
 
@@ -110,7 +111,7 @@ def update_rule(db: Session, *, rule: Rule, data: dict[str, Any]) -> Rule:
     for key, value in data.items():
         setattr(rule, key, value)
     db.flush()
-    _RULE_EVENTS.pop(rule.workspace_id, None)
+    _RULE_EVENTS.forget(rule.workspace_id)
     return rule
 
 
@@ -123,7 +124,7 @@ def get_rule(db: Session, *, workspace_id: str, rule_id: str) -> Rule:
 
 def delete_rule(db: Session, *, rule: Rule) -> None:
     db.delete(rule)
-    _RULE_EVENTS.pop(rule.workspace_id, None)
+    _RULE_EVENTS.forget(rule.workspace_id)
 
 
 _LABEL_OPS = frozenset({"equals", "not_equals", "contains", "not_contains", "in"})
@@ -173,22 +174,38 @@ def rules(db: Session, *, workspace_id: str) -> list[Rule]:
 
 # --- triggering ----------------------------------------------------------------------------
 
-_RULE_EVENTS: dict[str, tuple[float, frozenset[str]]] = {}
+
+class _EventsCache:
+    """Which events a workspace has rules (or webhooks) for: asked on every inbound
+    message, so remembered a few seconds per process, and forgotten when they change."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._hits: dict[str, tuple[float, frozenset[str]]] = {}
+
+    def get(self, workspace_id: str, load: Callable[[], Iterable[str]]) -> frozenset[str]:
+        now = time.monotonic()
+        hit = self._hits.get(workspace_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = frozenset(load())
+        self._hits[workspace_id] = (now + self.ttl, found)
+        return found
+
+    def forget(self, workspace_id: str) -> None:
+        self._hits.pop(workspace_id, None)
+
+
+_RULE_EVENTS = _EventsCache()
 
 
 def _events_with_rules(db: Session, workspace_id: str) -> frozenset[str]:
-    # Asked on every inbound message: remembered a few seconds per process.
-    now = time.monotonic()
-    hit = _RULE_EVENTS.get(workspace_id)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    found = frozenset(
-        db.scalars(
+    return _RULE_EVENTS.get(
+        workspace_id,
+        lambda: db.scalars(
             select(Rule.event).where(Rule.workspace_id == workspace_id, Rule.enabled.is_(True))
-        )
+        ),
     )
-    _RULE_EVENTS[workspace_id] = (now + 5.0, found)
-    return found
 
 
 def trigger(
@@ -475,26 +492,22 @@ def webhooks(db: Session, *, workspace_id: str) -> list[Webhook]:
     )
 
 
-_HOOK_EVENTS: dict[str, tuple[float, frozenset[str]]] = {}
+_HOOK_EVENTS = _EventsCache()
 
 
 def _events_with_webhooks(db: Session, workspace_id: str) -> frozenset[str]:
-    # Asked for every event, like the rules: remembered a few seconds per process.
-    now = time.monotonic()
-    hit = _HOOK_EVENTS.get(workspace_id)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    found = frozenset(
-        event
-        for events in db.scalars(
-            select(Webhook.events).where(
-                Webhook.workspace_id == workspace_id, Webhook.enabled.is_(True)
+    return _HOOK_EVENTS.get(
+        workspace_id,
+        lambda: (
+            event
+            for events in db.scalars(
+                select(Webhook.events).where(
+                    Webhook.workspace_id == workspace_id, Webhook.enabled.is_(True)
+                )
             )
-        )
-        for event in events
+            for event in events
+        ),
     )
-    _HOOK_EVENTS[workspace_id] = (now + 5.0, found)
-    return found
 
 
 def publish_to_webhooks(
@@ -553,7 +566,7 @@ def create_webhook(
     )
     db.add(row)
     db.flush()
-    _HOOK_EVENTS.pop(workspace_id, None)
+    _HOOK_EVENTS.forget(workspace_id)
     return row, secret
 
 
