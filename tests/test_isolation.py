@@ -11,6 +11,7 @@ from tests.factories import World
 
 # Bodies valid enough to get past validation, so the answer is about the ids alone.
 BODIES: dict[tuple[str, str], object] = {
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"enabled": False},
     ("PATCH", "/api/v1/inboxes/{inbox_id}"): {"name": "renamed"},
     ("POST", "/api/v1/inboxes/{inbox_id}/messages"): {
         "external_id": "x-1",

@@ -309,3 +309,59 @@ def test_a_webhook_receives_the_events_it_subscribes_to_and_no_others(
         headers=auth(world.alice),
     )
     assert bad.status_code == 422 and "message.recieved" in bad.json()["detail"]
+
+
+def test_a_webhook_is_edited_switched_off_and_deleted(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    r = client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/hook", "events": ["conversation.created"]},
+        headers=auth(world.alice),
+    )
+    hook = r.json()["id"]
+
+    def log() -> list[str]:
+        r = client.get(f"/api/v1/webhooks/{hook}/deliveries", headers=auth(world.alice))
+        return sorted(d["event"] for d in r.json())
+
+    r = client.patch(
+        f"/api/v1/webhooks/{hook}",
+        json={"events": ["message.received"], "url": "https://hooks.example/rapport"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["events"] == ["message.received"]
+    assert r.json()["url"] == "https://hooks.example/rapport" and r.json()["enabled"]
+    inbound(client, world, "edit-1", "hello")
+    assert log() == ["message.received"]  # the new subscription, at once
+
+    off = client.patch(
+        f"/api/v1/webhooks/{hook}", json={"enabled": False}, headers=auth(world.alice)
+    )
+    assert off.json()["enabled"] is False and off.json()["events"] == ["message.received"]
+    inbound(client, world, "edit-2", "hello again")
+    assert log() == ["message.received"]  # nothing more while switched off
+
+    bad = client.patch(
+        f"/api/v1/webhooks/{hook}", json={"url": "ftp://nope.example"}, headers=auth(world.alice)
+    )
+    assert bad.status_code == 422
+    assert client.patch(
+        f"/api/v1/webhooks/{hook}", json={"enabled": True}, headers=auth(world.bob)
+    ).status_code in (403, 404)  # an agent does not manage webhooks
+
+    # A rule still sending to it keeps it from being deleted, and says which rule.
+    rule(client, world, event="message.received", actions=[{"type": "send_webhook", "value": hook}])
+    busy = client.delete(f"/api/v1/webhooks/{hook}", headers=auth(world.alice))
+    assert busy.status_code == 409 and "still send" in busy.json()["detail"]
+    for r in client.get("/api/v1/automation-rules", headers=auth(world.alice)).json():
+        client.delete(f"/api/v1/automation-rules/{r['id']}", headers=auth(world.alice))
+    gone = client.delete(f"/api/v1/webhooks/{hook}", headers=auth(world.alice))
+    assert gone.status_code == 204
+    assert client.get("/api/v1/webhooks", headers=auth(world.alice)).json() == []
+    assert (
+        client.get(f"/api/v1/webhooks/{hook}/deliveries", headers=auth(world.alice)).status_code
+        == 404
+    )
+    drain(database, settings)  # deliveries queued before the delete find nothing to send

@@ -160,6 +160,13 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     page.click(f'#webhooks tr[data-id="{hook["id"]}"] .hook-log')
     expect(page.locator(f"#log-{hook['id']} .delivery-log")).to_contain_text("418")
     page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
+    # Switch it off from the list (the page reloads and says so).
+    with page.expect_navigation():
+        page.click(f'#webhooks tr[data-id="{hook["id"]}"] .hook-toggle')
+    expect(page.locator(f'#webhooks tr[data-id="{hook["id"]}"] .hook-toggle')).to_have_text(
+        "Switch on"
+    )
+    assert api.get("/api/v1/webhooks").json()[0]["enabled"] is False
 
     # Labels: define one in green, rename it; the inbox paints it on conversations.
     page.goto(f"{live_server.url}/app/settings")

@@ -32,6 +32,14 @@ class WebhookIn(BaseModel):
     )
 
 
+class WebhookUpdate(BaseModel):
+    """What to change; fields left out stay as they are."""
+
+    url: str | None = Field(default=None, min_length=8, max_length=2000)
+    events: list[str] | None = Field(default=None, max_length=20)
+    enabled: bool | None = None
+
+
 class WebhookRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

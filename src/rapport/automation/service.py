@@ -33,7 +33,7 @@ from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
 from rapport.customers.models import Customer
 from rapport.db import utcnow
 from rapport.jobs.service import enqueue
-from rapport.problems import Invalid, NotFound
+from rapport.problems import Conflict, Invalid, NotFound
 
 EVENTS = frozenset(
     {
@@ -545,11 +545,7 @@ def publish_to_webhooks(
     return sent
 
 
-def create_webhook(
-    db: Session, *, workspace_id: str, url: str, events: list[str], box: SecretBox
-) -> tuple[Webhook, str]:
-    """A new webhook, called for the events it subscribes to (none: only by rules' actions);
-    its signing secret is returned once and stored encrypted."""
+def _checked_webhook(url: str, events: list[str]) -> list[str]:
     if not url.startswith(("https://", "http://")):
         raise Invalid("a webhook URL must be http(s)")
     unknown = sorted(set(events) - EVENTS)
@@ -557,17 +553,78 @@ def create_webhook(
         raise Invalid(
             f"unknown event {', '.join(map(repr, unknown))}; one of: {', '.join(sorted(EVENTS))}"
         )
+    return sorted(set(events))
+
+
+def create_webhook(
+    db: Session, *, workspace_id: str, url: str, events: list[str], box: SecretBox
+) -> tuple[Webhook, str]:
+    """A new webhook, called for the events it subscribes to (none: only by rules' actions);
+    its signing secret is returned once and stored encrypted."""
+    events = _checked_webhook(url, events)
     secret = random_token("whsec_", 24)
     row = Webhook(
         workspace_id=workspace_id,
         url=url,
-        events=sorted(set(events)),
+        events=events,
         secret_encrypted=box.encrypt(secret),
     )
     db.add(row)
     db.flush()
     _HOOK_EVENTS.forget(workspace_id)
     return row, secret
+
+
+def get_webhook(db: Session, *, workspace_id: str, webhook_id: str) -> Webhook:
+    hook = db.scalar(
+        select(Webhook).where(Webhook.id == webhook_id, Webhook.workspace_id == workspace_id)
+    )
+    if hook is None:
+        raise NotFound("webhook")
+    return hook
+
+
+def update_webhook(
+    db: Session,
+    *,
+    webhook: Webhook,
+    url: str | None = None,
+    events: list[str] | None = None,
+    enabled: bool | None = None,
+) -> Webhook:
+    """Change the URL, the events or switch it off; a switched-off webhook gets nothing
+    (deliveries already queued for it are dropped when their turn comes)."""
+    new_events = _checked_webhook(
+        url if url is not None else webhook.url, events if events is not None else webhook.events
+    )
+    if url is not None:
+        webhook.url = url
+    webhook.events = new_events
+    if enabled is not None:
+        webhook.enabled = enabled
+    db.flush()
+    _HOOK_EVENTS.forget(webhook.workspace_id)
+    return webhook
+
+
+def delete_webhook(db: Session, *, webhook: Webhook) -> None:
+    """Delete a webhook and its delivery log; refused while a rule still sends to it."""
+    users = [
+        rule.name
+        for rule in rules(db, workspace_id=webhook.workspace_id)
+        if any(
+            a.get("type") == "send_webhook" and str(a.get("value")) == webhook.id
+            for a in rule.actions
+        )
+    ]
+    if users:
+        raise Conflict(
+            f"rule{'s' if len(users) > 1 else ''} {', '.join(map(repr, users))} "
+            "still send to this webhook: change or delete them first, or switch it off"
+        )
+    db.delete(webhook)
+    db.flush()
+    _HOOK_EVENTS.forget(webhook.workspace_id)
 
 
 def queue_delivery(

@@ -13,8 +13,8 @@ from rapport.automation.schemas import (
     WebhookCreated,
     WebhookIn,
     WebhookRead,
+    WebhookUpdate,
 )
-from rapport.problems import NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["automation"])
 
@@ -63,16 +63,37 @@ def create_webhook(body: WebhookIn, principal: CurrentAdmin, db: Db, box: Box) -
     return WebhookCreated(**WebhookRead.model_validate(row).model_dump(), secret=secret)
 
 
+@router.patch("/webhooks/{webhook_id}", response_model=WebhookRead)
+def update_webhook(
+    webhook_id: str, body: WebhookUpdate, principal: CurrentAdmin, db: Db
+) -> WebhookRead:
+    """Change a webhook's URL or events, or switch it off and on (its secret stays)."""
+    hook = service.get_webhook(db, workspace_id=principal.workspace_id, webhook_id=webhook_id)
+    return WebhookRead.model_validate(
+        service.update_webhook(
+            db, webhook=hook, url=body.url, events=body.events, enabled=body.enabled
+        )
+    )
+
+
+@router.delete(
+    "/webhooks/{webhook_id}",
+    status_code=204,
+    responses={409: {"description": "an automation rule still sends to it"}},
+)
+def delete_webhook(webhook_id: str, principal: CurrentAdmin, db: Db) -> Response:
+    """Delete a webhook with its delivery log (refused while a rule sends to it)."""
+    service.delete_webhook(
+        db,
+        webhook=service.get_webhook(db, workspace_id=principal.workspace_id, webhook_id=webhook_id),
+    )
+    return Response(status_code=204)
+
+
 @router.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryRead])
 def list_deliveries(webhook_id: str, principal: CurrentAdmin, db: Db) -> list[DeliveryRead]:
     """The delivery log, newest first."""
-    hook = db.scalar(
-        select(Webhook).where(
-            Webhook.id == webhook_id, Webhook.workspace_id == principal.workspace_id
-        )
-    )
-    if hook is None:
-        raise NotFound("webhook")
+    hook = service.get_webhook(db, workspace_id=principal.workspace_id, webhook_id=webhook_id)
     rows = db.scalars(
         select(WebhookDelivery)
         .where(WebhookDelivery.webhook_id == hook.id)

@@ -755,6 +755,20 @@ function setupWebhooks() {
     } catch (e) { settingsFail(e.message); }
   });
   document.querySelectorAll("#webhooks tr[data-id]").forEach((tr) => {
+    tr.querySelector(".hook-toggle").addEventListener("click", async (ev) => {
+      const on = ev.currentTarget.dataset.enabled !== "true";
+      try {
+        await api("PATCH", `/api/v1/webhooks/${tr.dataset.id}`, { enabled: on });
+        location.reload();
+      } catch (e) { settingsFail(e.message); }
+    });
+    tr.querySelector(".hook-delete").addEventListener("click", async () => {
+      if (!confirm("Delete this webhook and its delivery log?")) return;
+      try {
+        await api("DELETE", `/api/v1/webhooks/${tr.dataset.id}`);
+        location.reload();
+      } catch (e) { settingsFail(e.message); }
+    });
     tr.querySelector(".hook-log").addEventListener("click", async () => {
       const row = document.getElementById(`log-${tr.dataset.id}`);
       if (!row.hidden) { row.hidden = true; return; }
