@@ -2,12 +2,16 @@
 
 import csv
 import json
+import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import FeatureUnion
+from sklearn.svm import LinearSVC
 
 from rapport.assistant import embeddings
 from rapport.assistant.classify import OOS, TextClassifier
@@ -245,3 +249,28 @@ def test_a_model_trained_with_embeddings_still_answers_without_them() -> None:
     finally:
         embeddings.set_disabled(False)
     assert p.label == "password" and not p.out_of_scope
+
+
+def test_a_model_stored_by_the_first_version_still_predicts() -> None:
+    # What the first version pickled: one fitted SVM over word and character TF-IDF, a
+    # margin threshold and a temperature, as attributes of the same class.
+    texts, labels = _data()
+    features = FeatureUnion(
+        [
+            ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2)),
+        ]
+    )
+    svm = LinearSVC(C=0.5).fit(features.fit_transform(texts), labels)
+    old = object.__new__(TextClassifier)
+    old.__dict__.update(c=0.5, temperature=8.0, threshold=-0.3, features=features, model=svm)
+    model = TextClassifier.loads(pickle.dumps(old))
+    [password, off_topic] = model.predict(["reset my password", "what is the capital of peru"])
+    assert password.label == "password" and 0.5 < password.confidence <= 1
+    assert off_topic.out_of_scope and not model.uses_embeddings
+
+
+def test_a_lexical_only_model_never_embeds(install: str) -> None:
+    model = TextClassifier(use_embeddings=False).fit(*_data())
+    assert not model.uses_embeddings
+    assert model.predict(["reset my password"])[0].label == "password"

@@ -93,7 +93,7 @@ def _fit_temperature(scores: Floats, gold: npt.NDArray[np.intp], default: float)
     def loss(log_t: float) -> float:
         p = _softmax(scores * np.exp(log_t))
         nll = float(-np.log(p[rows, gold] + 1e-12).sum())
-        return (nll + PRIOR_WEIGHT * (log_t - np.log(default)) ** 2) / len(gold)
+        return float(nll + PRIOR_WEIGHT * (log_t - np.log(default)) ** 2) / len(gold)
 
     # A grid in log space, then a finer one around the best: the loss is smooth and has
     # one minimum.
@@ -142,8 +142,13 @@ class _Member:
 class TextClassifier:
     """Train on (text, label) pairs; predict a label with a confidence."""
 
-    def __init__(self, *, c: float = 1.0, temperature: float = 8.0) -> None:
+    def __init__(
+        self, *, c: float = 1.0, temperature: float = 8.0, use_embeddings: bool = True
+    ) -> None:
         self.c = c
+        # False keeps the model lexical even with the ai extra (about a millisecond a
+        # prediction instead of an embedding's 15-40 ms on one torch thread).
+        self.use_embeddings = use_embeddings
         # Used before calibration (too few examples to fit one) for the lexical member.
         self.temperature = temperature
         self.classes: list[str] = []
@@ -166,7 +171,7 @@ class TextClassifier:
         self.thresholds = {}
         lexical = self.features.fit_transform(texts)
         inputs: dict[str, Any] = {"lexical": lexical}
-        vectors = self._embed(texts)
+        vectors = self._embed(texts) if self.use_embeddings else None
         if vectors is not None:
             inputs["embeddings"] = vectors
         self.members = {
@@ -282,4 +287,22 @@ class TextClassifier:
     def loads(data: bytes) -> "TextClassifier":
         model = pickle.loads(data)  # noqa: S301 - our own bytes from our own database
         assert isinstance(model, TextClassifier)
+        if not hasattr(model, "members"):
+            model._upgrade()
         return model
+
+    def _upgrade(self) -> None:
+        """A model stored by the first version (one SVM, a threshold on its margins) until
+        the nightly or next training replaces it: its SVM becomes the lexical member at
+        its old temperature; the margin threshold has no probability equivalent and is
+        dropped (a trained ``oos`` class still answers out of scope)."""
+        old = self.__dict__
+        svm = old.pop("model")
+        old.pop("threshold", None)
+        self.use_embeddings = False
+        self.classes = [str(c) for c in svm.classes_]
+        # The first version spread a two-class margin s as (-s, s); members use (-s/2, s/2).
+        scale = 2.0 if len(self.classes) == 2 else 1.0
+        self.members = {"lexical": _Member("lexical", self.temperature * scale, self.c, svm)}
+        self.lexical_weight = 1.0
+        self.thresholds = {}
