@@ -15,7 +15,6 @@ from sklearn.metrics import f1_score
 from rapport.assistant.classify import OOS, TextClassifier
 
 console = Console()
-MODEL = "TF-IDF word 1-2 + char 2-5 n-grams, linear SVM, margin threshold for out-of-scope"
 
 
 def _read(path: Path) -> tuple[list[str], list[str]]:
@@ -59,7 +58,7 @@ def _run(title: str, train: Path, test: Path) -> None:
         table.add_column(key, justify="right")
     table.add_row(*("-" if v is None else str(v) for v in figures.values()))
     console.print(table)
-    console.print(f"model: {MODEL} (default install; no ai extra)")
+    console.print(f"model: {model.describe()}")
     print(json.dumps(figures))  # noqa: T201 - the figures line is the point
 
 

@@ -90,7 +90,9 @@ def train(db: Session, workspace_id: str) -> dict[str, int]:
         )
         if len(texts) < triage.MIN_EXAMPLES or len(set(labels)) < 2:
             continue
-        model = TextClassifier().fit(texts, labels)
+        # Lexical only: triage runs on every inbound message in the caller's thread, before
+        # the single ingest writer, where a sentence embedding would cost 15-40 ms each.
+        model = TextClassifier(use_embeddings=False).fit(texts, labels)
         db.add(
             TriageModel(
                 workspace_id=workspace_id,
