@@ -24,6 +24,10 @@ from rapport.config import Settings
 from rapport.db import Base, Database
 from tests.factories import World, build_world
 
+# The stand-in servers the tests call (webhook receivers, integrations, providers) listen
+# on 127.0.0.1, which a real installation refuses by default (tests/test_outbound.py).
+os.environ.setdefault("RAPPORT_OUTBOUND_PRIVATE_OK", "1")
+
 PG_URL = os.environ.get("RAPPORT_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("RAPPORT_TEST_REDIS_URL")
 SECRET = "test-secret-key-0123456789abcdefghijklmnop"

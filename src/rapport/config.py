@@ -18,6 +18,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RAPPORT_", extra="ignore")
 
+    outbound_private_ok: bool = Field(
+        default=False,
+        description="Let webhooks and bot integrations call private, loopback and link-local "
+        "addresses (services on your own network); off, such URLs are refused.",
+    )
     demo: bool = Field(default=False, description="Demo mode: allows the built-in secret key.")
     database_url: str = Field(default="sqlite:///var/rapport.db")
     redis_url: str | None = None

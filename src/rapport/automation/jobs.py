@@ -5,6 +5,7 @@ import time
 import httpx
 from sqlalchemy import select
 
+from rapport import outbound
 from rapport.auth.models import Team, TeamMember, User
 from rapport.automation import service
 from rapport.automation.models import Webhook, WebhookDelivery
@@ -67,11 +68,15 @@ def webhook_deliver(ctx: JobContext, *, delivery_id: str) -> None:
     }
     status: int | None = None
     error: str | None = None
+    blocked = False
     try:
+        outbound.check_url(url, allow_private=ctx.settings.outbound_private_ok)
         resp = httpx.post(url, content=body, headers=headers, timeout=10)
         status = resp.status_code
         if status >= 300:
             error = f"answered {status}"
+    except outbound.Blocked as exc:
+        error, blocked = f"not sent: {exc}", True
     except httpx.HTTPError as exc:
         error = f"unreachable: {type(exc).__name__}"
     with ctx.database.session() as db:
@@ -82,12 +87,14 @@ def webhook_deliver(ctx: JobContext, *, delivery_id: str) -> None:
             row.error = error
             if error is None:
                 row.status, row.delivered_at = "delivered", utcnow()
-            elif ctx.attempt >= 10 or (
-                status is not None and 400 <= status < 500 and status not in (408, 429)
+            elif (
+                blocked
+                or ctx.attempt >= 10
+                or (status is not None and 400 <= status < 500 and status not in (408, 429))
             ):
                 row.status = "failed"
     if error is not None:
-        if status is not None and 400 <= status < 500 and status not in (408, 429):
+        if blocked or (status is not None and 400 <= status < 500 and status not in (408, 429)):
             raise PermanentError(error)
         raise RuntimeError(error)
 

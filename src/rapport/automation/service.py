@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rapport import templating
+from rapport import outbound, templating
 from rapport.auth.models import Membership, Team
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
 from rapport.channels.models import Inbox
@@ -545,9 +545,11 @@ def publish_to_webhooks(
     return sent
 
 
-def _checked_webhook(url: str, events: list[str]) -> list[str]:
-    if not url.startswith(("https://", "http://")):
-        raise Invalid("a webhook URL must be http(s)")
+def _checked_webhook(url: str, events: list[str], *, allow_private: bool) -> list[str]:
+    try:
+        outbound.check_url(url, allow_private=allow_private, resolve=False)
+    except outbound.Blocked as exc:
+        raise Invalid(f"a webhook URL: {exc}") from exc
     unknown = sorted(set(events) - EVENTS)
     if unknown:
         raise Invalid(
@@ -557,11 +559,17 @@ def _checked_webhook(url: str, events: list[str]) -> list[str]:
 
 
 def create_webhook(
-    db: Session, *, workspace_id: str, url: str, events: list[str], box: SecretBox
+    db: Session,
+    *,
+    workspace_id: str,
+    url: str,
+    events: list[str],
+    box: SecretBox,
+    allow_private: bool = False,
 ) -> tuple[Webhook, str]:
     """A new webhook, called for the events it subscribes to (none: only by rules' actions);
     its signing secret is returned once and stored encrypted."""
-    events = _checked_webhook(url, events)
+    events = _checked_webhook(url, events, allow_private=allow_private)
     secret = random_token("whsec_", 24)
     row = Webhook(
         workspace_id=workspace_id,
@@ -591,11 +599,14 @@ def update_webhook(
     url: str | None = None,
     events: list[str] | None = None,
     enabled: bool | None = None,
+    allow_private: bool = False,
 ) -> Webhook:
     """Change the URL, the events or switch it off; a switched-off webhook gets nothing
     (deliveries already queued for it are dropped when their turn comes)."""
     new_events = _checked_webhook(
-        url if url is not None else webhook.url, events if events is not None else webhook.events
+        url if url is not None else webhook.url,
+        events if events is not None else webhook.events,
+        allow_private=allow_private,
     )
     if url is not None:
         webhook.url = url

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from rapport.auth.deps import Box, CurrentAdmin, Db
+from rapport.auth.deps import Box, CurrentAdmin, CurrentSettings, Db
 from rapport.automation import service
 from rapport.automation.models import Webhook, WebhookDelivery
 from rapport.automation.schemas import (
@@ -55,23 +55,39 @@ def list_webhooks(principal: CurrentAdmin, db: Db) -> list[WebhookRead]:
 
 
 @router.post("/webhooks", response_model=WebhookCreated, status_code=201)
-def create_webhook(body: WebhookIn, principal: CurrentAdmin, db: Db, box: Box) -> WebhookCreated:
+def create_webhook(
+    body: WebhookIn, principal: CurrentAdmin, db: Db, box: Box, settings: CurrentSettings
+) -> WebhookCreated:
     """A webhook; the signing secret is in this answer only."""
     row, secret = service.create_webhook(
-        db, workspace_id=principal.workspace_id, url=body.url, events=body.events, box=box
+        db,
+        workspace_id=principal.workspace_id,
+        url=body.url,
+        events=body.events,
+        box=box,
+        allow_private=settings.outbound_private_ok,
     )
     return WebhookCreated(**WebhookRead.model_validate(row).model_dump(), secret=secret)
 
 
 @router.patch("/webhooks/{webhook_id}", response_model=WebhookRead)
 def update_webhook(
-    webhook_id: str, body: WebhookUpdate, principal: CurrentAdmin, db: Db
+    webhook_id: str,
+    body: WebhookUpdate,
+    principal: CurrentAdmin,
+    db: Db,
+    settings: CurrentSettings,
 ) -> WebhookRead:
     """Change a webhook's URL or events, or switch it off and on (its secret stays)."""
     hook = service.get_webhook(db, workspace_id=principal.workspace_id, webhook_id=webhook_id)
     return WebhookRead.model_validate(
         service.update_webhook(
-            db, webhook=hook, url=body.url, events=body.events, enabled=body.enabled
+            db,
+            webhook=hook,
+            url=body.url,
+            events=body.events,
+            enabled=body.enabled,
+            allow_private=settings.outbound_private_ok,
         )
     )
 

@@ -34,7 +34,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rapport import templating
+from rapport import outbound, templating
 from rapport.assistant.classify import TextClassifier
 from rapport.bot.models import (
     BotConversation,
@@ -336,10 +336,15 @@ def sign(secret: str, timestamp: int, url: str) -> str:
 
 
 def call_integration(
-    integration: Integration, box: SecretBox, context: dict[str, Any]
+    integration: Integration,
+    box: SecretBox,
+    context: dict[str, Any],
+    *,
+    allow_private: bool = False,
 ) -> dict[str, Any]:
     """GET the integration's URL (rendered in the sandbox), signed; its JSON object."""
     url = templating.render(integration.url, _quoted(context))
+    outbound.check_url(url, allow_private=allow_private)
     timestamp = int(time.time())
     secret = box.decrypt(integration.secret_encrypted)
     response = httpx.get(
@@ -362,7 +367,14 @@ def call_integration(
 # --- acting ----------------------------------------------------------------------------
 
 
-def handle(database: Database, *, message_id: str, box: SecretBox, base_url: str) -> str:
+def handle(
+    database: Database,
+    *,
+    message_id: str,
+    box: SecretBox,
+    base_url: str,
+    allow_private: bool = False,
+) -> str:
     """Decide (reading), call an integration if needed (no transaction open), then act
     (writing). Returns what the bot did."""
     with database.session(write=False) as db:
@@ -388,7 +400,9 @@ def handle(database: Database, *, message_id: str, box: SecretBox, base_url: str
     if decision.kind == "answer" and decision.intent is not None:
         try:
             if decision.integration is not None:
-                context["data"] = call_integration(decision.integration, box, context)
+                context["data"] = call_integration(
+                    decision.integration, box, context, allow_private=allow_private
+                )
                 decision.meta["integration"] = decision.integration.name
             decision.text = templating.render(decision.intent.reply, context)
         except Exception as exc:  # an integration down or a template error: a person helps
@@ -541,7 +555,13 @@ def rate(db: Session, *, message: Message, helpful: bool) -> None:
 @job("bot_reply", max_attempts=3)
 def bot_reply(ctx: JobContext, message_id: str) -> None:
     box = box_for(ctx.settings.secret_key.get_secret_value())
-    handle(ctx.database, message_id=message_id, box=box, base_url=ctx.settings.public_url)
+    handle(
+        ctx.database,
+        message_id=message_id,
+        box=box,
+        base_url=ctx.settings.public_url,
+        allow_private=ctx.settings.outbound_private_ok,
+    )
 
 
 @job("bot_train", max_attempts=3)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from rapport import templating
+from rapport import outbound, templating
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
 from rapport.bot import service
@@ -225,8 +225,14 @@ def create_integration(
     """An HTTP lookup an intent can answer from; requests carry
     ``X-Rapport-Signature: v1=HMAC-SHA256(secret, "timestamp.url")``."""
     templating.check(body.url)
-    if not body.url.startswith(("https://", "http://")):
-        raise Invalid("the URL must start with https:// (or http://)")
+    try:  # the host as typed; what a template puts in it is checked before each call
+        outbound.check_url(
+            body.url,
+            allow_private=request.app.state.settings.outbound_private_ok,
+            resolve=False,
+        )
+    except outbound.Blocked as exc:
+        raise Invalid(str(exc)) from exc
     secret = random_token("whsec_", 24)
     row = Integration(
         workspace_id=principal.workspace_id,

@@ -1,0 +1,120 @@
+"""Webhooks and bot integrations never make the server call into its own network unless
+the installation allows it (RAPPORT_OUTBOUND_PRIVATE_OK)."""
+
+import socket
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rapport import outbound
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from tests.conftest import auth
+from tests.factories import World
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:5432/",
+        "http://10.0.0.7/hook",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:6379/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0:8000/",
+        "http://localhost:8000/",
+        "http://metadata.google.internal/",
+        "ftp://files.example.com/",
+        "file:///etc/passwd",
+    ],
+)
+def test_private_and_odd_urls_are_refused(url: str) -> None:
+    with pytest.raises(outbound.Blocked):
+        outbound.check_url(url, allow_private=False, resolve=False)
+
+
+def test_public_addresses_pass_and_the_setting_lets_private_ones_through() -> None:
+    outbound.check_url("https://93.184.215.14/hook", allow_private=False, resolve=False)
+    outbound.check_url("https://hooks.example.com/x", allow_private=False, resolve=False)
+    outbound.check_url("http://127.0.0.1:9/hook", allow_private=True)
+    with pytest.raises(outbound.Blocked):  # not even allowed: only http(s) is ever called
+        outbound.check_url("gopher://127.0.0.1/", allow_private=True)
+
+
+def resolving_to(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    def fake(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(outbound.socket, "getaddrinfo", fake)
+
+
+def test_a_name_that_resolves_to_a_private_address_is_refused_when_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolving_to(monkeypatch, "10.1.2.3")
+    with pytest.raises(outbound.Blocked, match="resolves to 10.1.2.3"):
+        outbound.check_url("https://hooks.example.com/x", allow_private=False)
+    resolving_to(monkeypatch, "93.184.215.14")
+    outbound.check_url("https://hooks.example.com/x", allow_private=False)
+
+
+def test_the_api_refuses_private_webhooks_and_integrations(
+    client: TestClient, world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "outbound_private_ok", False)
+    r = client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://169.254.169.254/latest/meta-data/"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "not a public address" in r.json()["detail"]
+    r = client.post(
+        "/api/v1/bot/integrations",
+        json={"name": "orders", "url": "http://localhost:8080/orders?email={{ customer.email }}"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 422, r.text
+    assert "local name" in r.json()["detail"]
+    ok = client.post(
+        "/api/v1/webhooks", json={"url": "https://hooks.example.com/x"}, headers=auth(world.alice)
+    )
+    assert ok.status_code == 201, ok.text
+    moved = client.patch(
+        f"/api/v1/webhooks/{ok.json()['id']}",
+        json={"url": "http://127.0.0.1:6379/"},
+        headers=auth(world.alice),
+    )
+    assert moved.status_code == 422
+
+
+def test_a_delivery_to_a_name_now_resolving_privately_fails_at_once(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "outbound_private_ok", False)
+    hook = client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://hooks.example.com/x", "events": ["message.received"]},
+        headers=auth(world.alice),
+    ).json()
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "ssrf-1", "text": "hello", "from": {"email": "s@example.com"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    resolving_to(monkeypatch, "127.0.0.1")
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    (delivery,) = client.get(
+        f"/api/v1/webhooks/{hook['id']}/deliveries", headers=auth(world.alice)
+    ).json()
+    assert delivery["status"] == "failed" and delivery["attempts"] == 1
+    assert "resolves to 127.0.0.1" in delivery["error"]
