@@ -96,11 +96,11 @@ def main() -> None:
         conn.execute(
             text(
                 "INSERT INTO conversation_slas (conversation_id, workspace_id, policy_id, "
-                "next_due_at, state, announced) "
+                "next_due_at, state, announced, breaches) "
                 "SELECT id, workspace_id, :policy, "
                 "datetime(last_activity_at, '+' || (abs(random()) % 600) || ' minutes'), "
                 "CASE abs(random()) % 20 WHEN 0 THEN 'breached' WHEN 1 THEN 'warning' "
-                "ELSE 'ok' END, '[]' FROM conversations WHERE status != 'resolved'"
+                "ELSE 'ok' END, '[]', 0 FROM conversations WHERE status != 'resolved'"
             ),
             {"policy": policy},
         )
