@@ -18,8 +18,6 @@ read it as ``message.language``, ``message.sentiment``, ``message.spam``... and 
 """
 
 import re
-import threading
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from functools import cache
@@ -29,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rapport.assistant.classify import TextClassifier
+from rapport.cache import TtlCache
 
 NEGATIVE_BELOW: Final = -0.35
 POSITIVE_ABOVE: Final = 0.35
@@ -142,8 +141,8 @@ def triage(text: str) -> dict[str, Any]:
 # --- per workspace: a category (and priority) learnt from its labelled conversations -----
 
 MIN_EXAMPLES: Final = 20
-_models: dict[str, tuple[float, dict[str, TextClassifier]]] = {}
-_models_lock = threading.Lock()
+# A workspace's trained classifiers, re-read at most once a minute.
+_models: TtlCache[str, dict[str, TextClassifier]] = TtlCache(ttl=60.0)
 
 
 def with_workspace_models(
@@ -168,9 +167,7 @@ def apply_models(
 
 def cached_models(workspace_id: str) -> dict[str, TextClassifier] | None:
     """The workspace's classifiers if read in the last minute (``None``: not known now)."""
-    with _models_lock:
-        cached = _models.get(workspace_id)
-    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+    return _models.peek(workspace_id)
 
 
 def workspace_models(
@@ -179,21 +176,17 @@ def workspace_models(
     """The workspace's trained classifiers, re-read at most once a minute."""
     from rapport.assistant.models import TriageModel
 
-    cached = cached_models(workspace_id)
-    if cached is not None:
-        return cached
-    with open_session() as db:
-        loaded = {
-            row.kind: TextClassifier.loads(row.model)
-            for row in db.scalars(
-                select(TriageModel).where(TriageModel.workspace_id == workspace_id)
-            )
-        }
-    with _models_lock:
-        _models[workspace_id] = (time.monotonic() + 60.0, loaded)
-    return loaded
+    def load() -> dict[str, TextClassifier]:
+        with open_session() as db:
+            return {
+                row.kind: TextClassifier.loads(row.model)
+                for row in db.scalars(
+                    select(TriageModel).where(TriageModel.workspace_id == workspace_id)
+                )
+            }
+
+    return _models.get(workspace_id, load)
 
 
 def forget_cached(workspace_id: str) -> None:
-    with _models_lock:
-        _models.pop(workspace_id, None)
+    _models.forget(workspace_id)

@@ -6,8 +6,6 @@ small depth at all).
 """
 
 import re
-import time
-from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +16,7 @@ from sqlalchemy.orm import Session
 from rapport import outbound, templating
 from rapport.auth.models import Membership, Team
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
+from rapport.cache import TtlCache
 from rapport.channels.models import Inbox
 from rapport.conversations import sla
 from rapport.conversations.models import (
@@ -175,35 +174,17 @@ def rules(db: Session, *, workspace_id: str) -> list[Rule]:
 # --- triggering ----------------------------------------------------------------------------
 
 
-class _EventsCache:
-    """Which events a workspace has rules (or webhooks) for: asked on every inbound
-    message, so remembered a few seconds per process, and forgotten when they change."""
-
-    def __init__(self, ttl: float = 5.0) -> None:
-        self.ttl = ttl
-        self._hits: dict[str, tuple[float, frozenset[str]]] = {}
-
-    def get(self, workspace_id: str, load: Callable[[], Iterable[str]]) -> frozenset[str]:
-        now = time.monotonic()
-        hit = self._hits.get(workspace_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = frozenset(load())
-        self._hits[workspace_id] = (now + self.ttl, found)
-        return found
-
-    def forget(self, workspace_id: str) -> None:
-        self._hits.pop(workspace_id, None)
-
-
-_RULE_EVENTS = _EventsCache()
+# Which events a workspace has rules (or webhooks) for: asked on every inbound message.
+_RULE_EVENTS: TtlCache[str, frozenset[str]] = TtlCache(ttl=5.0)
 
 
 def _events_with_rules(db: Session, workspace_id: str) -> frozenset[str]:
     return _RULE_EVENTS.get(
         workspace_id,
-        lambda: db.scalars(
-            select(Rule.event).where(Rule.workspace_id == workspace_id, Rule.enabled.is_(True))
+        lambda: frozenset(
+            db.scalars(
+                select(Rule.event).where(Rule.workspace_id == workspace_id, Rule.enabled.is_(True))
+            )
         ),
     )
 
@@ -492,13 +473,13 @@ def webhooks(db: Session, *, workspace_id: str) -> list[Webhook]:
     )
 
 
-_HOOK_EVENTS = _EventsCache()
+_HOOK_EVENTS: TtlCache[str, frozenset[str]] = TtlCache(ttl=5.0)
 
 
 def _events_with_webhooks(db: Session, workspace_id: str) -> frozenset[str]:
     return _HOOK_EVENTS.get(
         workspace_id,
-        lambda: (
+        lambda: frozenset(
             event
             for events in db.scalars(
                 select(Webhook.events).where(

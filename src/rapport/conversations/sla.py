@@ -11,7 +11,6 @@ when no clock runs). A miss is history and stays on record (``breached_at``, ``b
 fresh clocks.
 """
 
-import time as time_module
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rapport.cache import TtlCache
 from rapport.conversations.models import (
     Conversation,
     ConversationLabel,
@@ -187,23 +187,24 @@ def _refresh_next_due(row: ConversationSla) -> None:
     row.state = state
 
 
-_HAS_POLICIES: dict[str, tuple[float, bool]] = {}
+_HAS_POLICIES: TtlCache[str, bool] = TtlCache(ttl=5.0)
 
 
 def has_policies(db: Session, workspace_id: str) -> bool:
     """Whether the workspace has any SLA policy, remembered for a few seconds: the ingest
     path asks for every message, and most workspaces never change their answer."""
-    now = time_module.monotonic()
-    hit = _HAS_POLICIES.get(workspace_id)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    found = db.scalar(select(SlaPolicy.id).where(SlaPolicy.workspace_id == workspace_id).limit(1))
-    _HAS_POLICIES[workspace_id] = (now + 5.0, found is not None)
-    return found is not None
+
+    def load() -> bool:
+        found = db.scalar(
+            select(SlaPolicy.id).where(SlaPolicy.workspace_id == workspace_id).limit(1)
+        )
+        return found is not None
+
+    return _HAS_POLICIES.get(workspace_id, load)
 
 
 def forget_policies(workspace_id: str) -> None:
-    _HAS_POLICIES.pop(workspace_id, None)
+    _HAS_POLICIES.forget(workspace_id)
 
 
 def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> ConversationSla | None:
