@@ -1,7 +1,6 @@
 """Conversation endpoints: list, read, reply, note, assign, status, priority, labels."""
 
 from datetime import UTC, datetime
-from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response, UploadFile
 
@@ -456,15 +455,7 @@ def download_attachment(
     msg = service.get_message(db, conversation=conv, message_id=message_id)
     att = service.get_attachment(db, message=msg, attachment_id=attachment_id)
     data = LocalStorage(request.app.state.settings.attachments_dir).open(att.storage_key)
-    safe_name = "".join(ch for ch in att.filename if ch.isalnum() or ch in "._- ")[:200] or "file"
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="{safe_name}"',
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return files.download(data, att.filename)
 
 
 files_router = APIRouter(tags=["files"])
@@ -488,18 +479,10 @@ def signed_file(
     if att is None:
         raise NotFound("file")
     data = LocalStorage(request.app.state.settings.attachments_dir).open(att.storage_key)
-    return Response(
-        data,
-        # Providers want the real type (WhatsApp and Twilio check it); a browser opening
-        # the link gets a download, never a page of our origin.
-        media_type=files.servable_type(att.content_type),
-        headers={
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(att.filename, safe='')}",
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'; sandbox",
-            "Cache-Control": "private, max-age=3600",
-        },
-    )
+    # Providers want the real type (WhatsApp and Twilio check it); still a download.
+    response = files.download(data, att.filename, files.servable_type(att.content_type))
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 labels_router = APIRouter(prefix="/api/v1/labels", tags=["labels"])

@@ -13,6 +13,7 @@ from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
 from rapport.config import Settings
+from rapport.conversations import files
 from rapport.conversations.models import (
     Conversation,
     DeliveryStatus,
@@ -110,8 +111,8 @@ def handles_of(visitor: Visitor, region: str) -> list[Handle]:
     return out
 
 
-# What a visitor may send in one file.
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# What a visitor may send in one file: the same as an agent.
+MAX_UPLOAD_BYTES = files.MAX_UPLOAD_BYTES
 
 
 def mark_read(db: Session, *, visitor: Visitor, message_id: str) -> int:

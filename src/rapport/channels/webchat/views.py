@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request, Response, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
@@ -19,6 +18,7 @@ from rapport.bus import get_bus
 from rapport.channels import webchat
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
+from rapport.conversations import files
 from rapport.conversations.models import Attachment, Conversation, Message, MessageKind
 from rapport.conversations.routing import is_online
 from rapport.conversations.service import message_payload
@@ -333,15 +333,7 @@ async def download(token: str, attachment_id: str, request: Request) -> Response
         return row, data
 
     row, data = await run_in_threadpool(work)
-    response = Response(
-        data,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(row.filename)}",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
-    return _cors(request, inbox, response)
+    return _cors(request, inbox, files.download(data, row.filename))
 
 
 @router.post("/widget/api/{token}/messages/{message_id}/rating", status_code=204)
