@@ -43,6 +43,13 @@ class OutboundFile:
     def is_image(self) -> bool:
         return self.content_type in ("image/jpeg", "image/png")
 
+    def data(self) -> bytes:
+        """The file's bytes, for channels that carry them; a clear error when they are gone."""
+        try:
+            return self.read()
+        except OSError as exc:
+            raise DeliveryError(f"the file {self.filename} cannot be read") from exc
+
 
 @dataclass(frozen=True)
 class Outbound:
@@ -86,6 +93,11 @@ def send_parts(out: Outbound, parts: list[tuple[str, str, Callable[[], str | Non
                 out.record_part(key, done)
         ids.append(done)
     return ids
+
+
+def parts_meta(ids: list[str]) -> dict[str, Any]:
+    """What a message sent as several provider messages records of them."""
+    return {"message_ids": ids} if len(ids) > 1 else {}
 
 
 def file_parts(

@@ -179,10 +179,7 @@ class EmailChannel:
             maintype, _, subtype = f.content_type.partition("/")
             if not subtype or maintype == "multipart":
                 maintype, subtype = "application", "octet-stream"
-            try:
-                data = f.read()
-            except OSError as exc:
-                raise base.DeliveryError(f"the file {f.filename} cannot be read") from exc
+            data = f.data()
             if maintype == "text":
                 # A text part needs its charset said: UTF-8 when it is, else plain bytes.
                 try:

@@ -127,8 +127,7 @@ class MetaChannel:
                 lambda f: post({"attachment": attachment(f)}),
             ),
         )
-        meta = {"message_ids": ids} if len(ids) > 1 else {}
-        return base.SendResult(external_id=ids[-1] or None, meta=meta)
+        return base.SendResult(external_id=ids[-1] or None, meta=base.parts_meta(ids))
 
     def _post(self, url: str, token: str, body: dict[str, Any]) -> str | None:
         try:

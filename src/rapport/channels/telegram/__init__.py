@@ -127,14 +127,10 @@ def _send_file(api: str, chat: str, f: base.OutboundFile) -> str:
         return _call(f"{api}/sendPhoto", json={"chat_id": chat, "photo": f.url})
     if f.content_type in _DOCUMENT_BY_URL:
         return _call(f"{api}/sendDocument", json={"chat_id": chat, "document": f.url})
-    try:
-        data = f.read()
-    except OSError as exc:
-        raise base.DeliveryError(f"the file {f.filename} cannot be read") from exc
     return _call(
         f"{api}/sendDocument",
         data={"chat_id": chat},
-        files={"document": (f.filename, data, f.content_type)},
+        files={"document": (f.filename, f.data(), f.content_type)},
     )
 
 

@@ -198,7 +198,7 @@ class WhatsAppChannel:
         )
         # The last part's id stands for the message: WhatsApp fetches a file after accepting
         # it, so a file that cannot be fetched fails by status callback, on that id.
-        return base.SendResult(external_id=ids[-1] or None, meta=_parts_meta(ids))
+        return base.SendResult(external_id=ids[-1] or None, meta=base.parts_meta(ids))
 
 
 # What WhatsApp shows inline (anything else goes as a document, which it takes in any type;
@@ -220,10 +220,6 @@ def media_body(f: base.OutboundFile) -> dict[str, Any]:
     if f.content_type in _AUDIO:
         return {"type": "audio", "audio": {"link": f.url}}
     return {"type": "document", "document": {"link": f.url, "filename": f.filename}}
-
-
-def _parts_meta(ids: list[str]) -> dict[str, Any]:
-    return {"message_ids": ids} if len(ids) > 1 else {}
 
 
 def _post(url: str, token: str, body: dict[str, Any]) -> str | None:
