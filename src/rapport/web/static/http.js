@@ -7,12 +7,14 @@ export function readCookie(name) {
   return hit ? decodeURIComponent(hit.slice(name.length + 1)) : "";
 }
 
-export async function api(method, path, body) {
+// One request with the session's CSRF token; an error answer (problem JSON) is thrown with
+// its detail and status.
+async function send(method, path, headers, body) {
   const res = await fetch(path, {
     method,
     credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-    body: body === undefined ? undefined : JSON.stringify(body),
+    headers: { ...headers, "X-CSRF-Token": csrf() },
+    body,
   });
   const data = res.status === 204 ? null : await res.json().catch(() => null);
   if (!res.ok) {
@@ -23,23 +25,16 @@ export async function api(method, path, body) {
   return data;
 }
 
-// A file as multipart (the browser sets the boundary), with the same CSRF token and errors.
-export async function upload(path, file) {
+export function api(method, path, body) {
+  return send(method, path, { "Content-Type": "application/json" },
+    body === undefined ? undefined : JSON.stringify(body));
+}
+
+// A file as multipart (the browser sets the boundary).
+export function upload(path, file) {
   const form = new FormData();
   form.append("file", file);
-  const res = await fetch(path, {
-    method: "POST",
-    credentials: "same-origin",
-    headers: { "X-CSRF-Token": csrf() },
-    body: form,
-  });
-  const data = await res.json().catch(() => null);
-  if (!res.ok) {
-    const err = new Error((data && data.detail) || res.statusText);
-    err.status = res.status;
-    throw err;
-  }
-  return data;
+  return send("POST", path, {}, form);
 }
 
 // As the server's pages write it (Jinja's filesizeformat: decimal units).
