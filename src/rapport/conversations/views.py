@@ -455,7 +455,17 @@ def download_attachment(
     msg = service.get_message(db, conversation=conv, message_id=message_id)
     att = service.get_attachment(db, message=msg, attachment_id=attachment_id)
     data = LocalStorage(request.app.state.settings.attachments_dir).open(att.storage_key)
-    return files.download(data, att.filename)
+    # A plain ASCII name, for every browser an agent may use (the links we sign for
+    # providers and the widget's downloads carry the full name, RFC 6266 style).
+    safe_name = "".join(ch for ch in att.filename if ch.isalnum() or ch in "._- ")[:200] or "file"
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{safe_name}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 files_router = APIRouter(tags=["files"])
