@@ -124,12 +124,19 @@ async def drive(
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU the process has used (Linux), or 0 when it cannot be read."""
+    """User + system CPU a process and its children (the ingest writer) have used (Linux),
+    or 0 when it cannot be read."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [
+            int(c)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()
+        ]
     except (OSError, IndexError, TypeError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(c) for c in children)
 
 
 def pct(values: list[float], q: int) -> float:

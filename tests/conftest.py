@@ -27,6 +27,10 @@ from tests.factories import World, build_world
 # The stand-in servers the tests call (webhook receivers, integrations, providers) listen
 # on 127.0.0.1, which a real installation refuses by default (tests/test_outbound.py).
 os.environ.setdefault("RAPPORT_OUTBOUND_PRIVATE_OK", "1")
+# Apps in tests store inbound messages on a thread: starting a writer process per app would
+# add seconds to every test. tests/test_ingest.py and the multi-process test in
+# tests/realtime/test_stream.py run the writer process, the default of `rapport serve`.
+os.environ.setdefault("RAPPORT_INGEST_PROCESS", "0")
 
 PG_URL = os.environ.get("RAPPORT_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("RAPPORT_TEST_REDIS_URL")

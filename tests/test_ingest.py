@@ -1,8 +1,12 @@
 """The one inbound path: idempotency, identity, threading, storage, events, batching."""
 
 import base64
+import os
+import signal
+import time
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -10,7 +14,7 @@ from rapport.config import Settings
 from rapport.conversations.models import Attachment, Conversation, Message, Status
 from rapport.customers.models import Customer
 from rapport.db import Database, utcnow
-from rapport.ingest import InboundMessage, IngestWriter
+from rapport.ingest import InboundMessage, IngestWriter, WriterProcess
 from rapport.realtime.models import StreamEvent
 from tests.conftest import auth
 from tests.factories import World
@@ -48,10 +52,11 @@ def test_the_same_inbound_message_posted_twice_is_stored_once(
     assert count(database, Message, Message.external_id == "wamid-77") == 1
 
 
+@pytest.mark.parametrize("process", [True, False], ids=["writer-process", "writer-thread"])
 def test_duplicates_arriving_in_one_group_commit_are_stored_once(
-    world: World, database: Database, settings: Settings
+    world: World, database: Database, settings: Settings, process: bool
 ) -> None:
-    writer = IngestWriter(database, settings)
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": process}))
     inbox = world.acme.inbox.id  # type: ignore[union-attr]
     from rapport.customers.identity import handle
     from rapport.customers.models import IdentityKind
@@ -293,14 +298,15 @@ def test_bad_input_gets_a_problem_document_and_stores_nothing(
     assert count(database, Message) == before
 
 
+@pytest.mark.parametrize("process", [True, False], ids=["writer-process", "writer-thread"])
 def test_a_failing_message_does_not_take_its_batch_down(
-    world: World, database: Database, settings: Settings
+    world: World, database: Database, settings: Settings, process: bool
 ) -> None:
     from rapport.customers.identity import handle
     from rapport.customers.models import IdentityKind
     from rapport.problems import NotFound
 
-    writer = IngestWriter(database, settings)
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": process}))
     good = world.acme.inbox.id  # type: ignore[union-attr]
     msgs = [
         InboundMessage(
@@ -316,7 +322,8 @@ def test_a_failing_message_does_not_take_its_batch_down(
     for f in futures:
         try:
             outcomes.append(f.result(30).duplicate)
-        except NotFound:
+        except NotFound as exc:  # from the writer process too, as the problem it was
+            assert exc.detail == "inbox not found" and exc.status == 404
             outcomes.append("not found")
     writer.stop()
     assert outcomes == [False, False, False, "not found", False, False, False, False]
@@ -362,3 +369,73 @@ def test_attachments_can_be_listed_and_downloaded_by_the_workspace_only(
     assert got.headers["content-type"] == "application/octet-stream"
     assert got.headers["content-disposition"] == 'attachment; filename="evil.html"'
     assert client.get(f"{base_url}/{att['id']}", headers=auth(world.mallory)).status_code == 404
+
+
+def test_the_writer_process_is_started_again_when_it_dies(
+    world: World, database: Database, settings: Settings
+) -> None:
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
+    backend = writer._backend
+    assert isinstance(backend, WriterProcess)
+
+    def message(n: int) -> InboundMessage:
+        return InboundMessage(
+            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+            external_id=f"crash-{n}",
+            text="Hello, is anyone there? I need help with my order, please.",
+            handles=[handle(IdentityKind.email, "crash@example.com")],
+        )
+
+    try:
+        first = writer.submit_sync(message(1))
+        pid = backend.pid()
+        assert pid is not None and pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while backend._process is not None and backend._process.is_alive():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        second = writer.submit_sync(message(2))
+        assert backend.pid() not in (None, pid)
+    finally:
+        writer.stop()
+    assert second.customer_id == first.customer_id and not second.duplicate
+    assert second.conversation_id == first.conversation_id
+    assert count(database, Message, Message.external_id.like("crash-%")) == 2
+    # Triage ran in the writer process.
+    assert second.message.meta["triage"]["language"] == "en"
+
+
+def test_what_the_writer_process_stores_reaches_the_agents_stream_and_metrics(
+    settings: Settings, database: Database, world: World
+) -> None:
+    from rapport.app import create_app
+    from rapport.metrics import INGESTED
+
+    def counted() -> float:
+        return INGESTED.labels(channel="api", outcome="new")._value.get()
+
+    before = counted()
+    app = create_app(settings.model_copy(update={"ingest_process": True}), database=database)
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws,
+    ):
+        assert ws.receive_json()["type"] == "hello"
+        stored = post(
+            client,
+            world.bob,
+            inbox,
+            external_id="live-p1",
+            text="Where is my parcel? It was due on Monday.",
+            **{"from": {"email": "live@example.com"}},
+        )
+        assert stored.status_code == 201, stored.text
+        while (event := ws.receive_json())["type"] != "message.created":
+            pass
+        assert event["payload"]["id"] == stored.json()["id"]
+    assert counted() == before + 1  # counted by the serving process, where /metrics is

@@ -12,6 +12,7 @@ from rapport import bus, problems
 from rapport.assistant import triage
 from rapport.auth.deps import PrincipalCache
 from rapport.auth.ratelimit import RateLimiter
+from rapport.channels.views import InboundFastPath
 from rapport.config import Settings
 from rapport.crypto import box_for
 from rapport.db import Database
@@ -72,7 +73,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.ingest = ingest
     app.state.bus = event_bus
     problems.install(app)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(InboundFastPath)
+    app.add_middleware(MetricsMiddleware)  # outermost: it counts the fast path's answers too
 
     from rapport import ops
     from rapport.auth import views as auth_views

@@ -70,6 +70,7 @@ def serve(
     # were most of the ingest tail latency under load (bench/ingest.py p99: ~220 -> ~70 ms).
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(0.0005)
     uvicorn.run(
         app,
         host=host,

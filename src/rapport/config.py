@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     job_max_attempts: int = 8
     worker_in_process: bool = True
     ingest_batch_max: int = 64
+    ingest_process: bool = Field(
+        default=True,
+        description="Store inbound messages in a writer process of its own (a second core "
+        "for the hot path); off, on a thread of the server. Always a thread for an "
+        "in-memory database.",
+    )
     # When set, `rapport serve` also receives email for the email inboxes on this port.
     smtp_port: int | None = None
     smtp_host: str = "127.0.0.1"

@@ -7,21 +7,28 @@ transaction; each caller is answered only after the commit that holds its messag
 """
 
 import asyncio
+import contextlib
+import gc
 import logging
+import multiprocessing
+import pickle
 import queue
+import signal
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, func, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rapport.assistant import triage
-from rapport.bus import get_bus
+from rapport.bus import LocalBus, get_bus, set_bus
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.conversations import jobs as conversation_jobs
@@ -40,6 +47,7 @@ from rapport.customers import service as customers
 from rapport.customers.identity import Handle
 from rapport.customers.models import Customer, Identity, IdentityKind
 from rapport.db import Database, WalCheckpointer, new_id, on_commit, sqlite_path, utcnow
+from rapport.jobs import service as job_service
 from rapport.metrics import INGEST_BATCH, INGESTED
 from rapport.problems import Invalid, NotFound
 from rapport.realtime.models import StreamEvent
@@ -118,6 +126,28 @@ def with_triage(msg: InboundMessage) -> InboundMessage:
     return msg
 
 
+def with_workspace_models(
+    database: Database, workspaces: dict[str, str], msg: InboundMessage
+) -> InboundMessage:
+    """The message with its workspace's own trained classifiers applied to its triage.
+
+    ``workspaces`` remembers inbox id -> workspace id (an inbox never moves)."""
+    found = msg.meta.get("triage")
+    if found is None or msg.workspace_triaged:
+        return msg
+    workspace_id = msg.expect_workspace_id or workspaces.get(msg.inbox_id)
+    if workspace_id is None:
+        with database.session(write=False) as db:
+            workspace_id = db.scalar(select(Inbox.workspace_id).where(Inbox.id == msg.inbox_id))
+        if workspace_id is None:
+            return msg  # no such inbox: the writer answers so
+        workspaces[msg.inbox_id] = workspace_id
+    models = triage.workspace_models(workspace_id, lambda: database.session(write=False))
+    msg.meta = {**msg.meta, "triage": triage.apply_models(models, msg.text, found)}
+    msg.workspace_triaged = True
+    return msg
+
+
 def receive(
     db: Session, msg: InboundMessage, *, settings: Settings, storage: LocalStorage | None = None
 ) -> IngestResult:
@@ -145,6 +175,101 @@ _identities = cast(Table, Identity.__table__)
 _conversations = cast(Table, Conversation.__table__)
 
 
+def _each(name: str) -> Any:
+    return bindparam(name, expanding=True)
+
+
+# The batch path's statements, built once: building a statement costs more in Python than
+# SQLite takes to run it.
+_INBOXES = select(
+    Inbox.id,
+    Inbox.workspace_id,
+    Inbox.channel,
+    Inbox.enabled,
+    Inbox.auto_assign,
+    Inbox.team_id,
+    Inbox.settings,
+).where(Inbox.id.in_(_each("ids")))
+_WORKSPACES = select(Workspace.id, Workspace.settings).where(Workspace.id.in_(_each("ids")))
+_STORED = (
+    select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id"))
+    .join(Conversation, Conversation.id == Message.conversation_id)
+    # Two IN lists, not a row-value IN: SQLite scans the table for the latter.
+    .where(Message.inbox_id.in_(_each("inboxes")), Message.external_id.in_(_each("ids")))
+)
+_IDENTITIES = select(
+    Identity.id,
+    Identity.workspace_id,
+    Identity.kind,
+    Identity.value,
+    Identity.customer_id,
+    Identity.verified,
+).where(  # one IN list per column, for the same reason
+    Identity.workspace_id.in_(_each("workspaces")),
+    Identity.kind.in_(_each("kinds")),
+    Identity.value.in_(_each("values")),
+)
+_CONV_COLUMNS = (
+    Conversation.id,
+    Conversation.workspace_id,
+    Conversation.customer_id,
+    Conversation.inbox_id,
+    Conversation.status,
+    Conversation.priority,
+    Conversation.assignee_id,
+    Conversation.team_id,
+    Conversation.snoozed_until,
+    Conversation.resolved_at,
+    Conversation.last_activity_at,
+    Conversation.messages_count,
+    Conversation.merged_into_id,
+)
+_ranked = (
+    select(
+        *_CONV_COLUMNS,
+        func.row_number()
+        .over(
+            partition_by=(Conversation.customer_id, Conversation.inbox_id),
+            order_by=(Conversation.last_activity_at.desc(), Conversation.id.desc()),
+        )
+        .label("rank"),
+    )
+    .where(Conversation.customer_id.in_(_each("customers")))
+    .subquery()
+)
+# Each customer's latest conversation in each inbox.
+_LATEST = select(_ranked).where(_ranked.c.rank == 1)
+_CONVERSATIONS = select(*_CONV_COLUMNS).where(Conversation.id.in_(_each("ids")))
+_CLAIM = (
+    update(_identities)
+    .where(_identities.c.id == bindparam("iid"))
+    .values(customer_id=bindparam("cid"), verified=True)
+)
+_SEEN = (
+    update(_customers)
+    .where(_customers.c.id == bindparam("cid"))
+    .values(
+        last_seen_at=bindparam("now"),
+        name=case((_customers.c.name == "", bindparam("name")), else_=_customers.c.name),
+    )
+)
+_t = _conversations.c
+_CONTINUED = (
+    update(_conversations)
+    .where(_t.id == bindparam("cid"))
+    .values(
+        status=bindparam("status"),
+        snoozed_until=bindparam("snoozed"),
+        resolved_at=bindparam("resolved"),
+        last_activity_at=bindparam("now"),
+        last_inbound_at=bindparam("now"),
+        waiting_since=func.coalesce(_t.waiting_since, bindparam("now")),
+        messages_count=_t.messages_count + bindparam("added"),
+    )
+)
+_EVENTS = insert(StreamEvent).returning(StreamEvent.id, sort_by_parameter_order=True)
+
+
 def _row(mapping: Any) -> SimpleNamespace:
     return SimpleNamespace(**dict(mapping))
 
@@ -170,20 +295,7 @@ def receive_batch(
     out: list[Stored | BaseException | None] = [None] * len(msgs)
 
     # 0. Inboxes and workspaces of the batch.
-    inboxes = {
-        r.id: r
-        for r in conn.execute(
-            select(
-                Inbox.id,
-                Inbox.workspace_id,
-                Inbox.channel,
-                Inbox.enabled,
-                Inbox.auto_assign,
-                Inbox.team_id,
-                Inbox.settings,
-            ).where(Inbox.id.in_({m.inbox_id for m in msgs}))
-        )
-    }
+    inboxes = {r.id: r for r in conn.execute(_INBOXES, {"ids": list({m.inbox_id for m in msgs})})}
     todo: list[int] = []
     for i, m in enumerate(msgs):
         ib = inboxes.get(m.inbox_id)
@@ -202,9 +314,7 @@ def receive_batch(
             hours=int((ws_settings or {}).get("reopen_window_hours", settings.reopen_window_hours))
         )
         for ws_id, ws_settings in conn.execute(
-            select(Workspace.id, Workspace.settings).where(
-                Workspace.id.in_({inboxes[msgs[i].inbox_id].workspace_id for i in todo})
-            )
+            _WORKSPACES, {"ids": list({inboxes[msgs[i].inbox_id].workspace_id for i in todo})}
         )
     }
 
@@ -213,13 +323,7 @@ def receive_batch(
     stored: dict[tuple[str, str], SimpleNamespace] = {}
     if pairs:
         for r in conn.execute(
-            select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id"))
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            # Two IN lists, not a row-value IN: SQLite scans the table for the latter.
-            .where(
-                Message.inbox_id.in_({p[0] for p in pairs}),
-                Message.external_id.in_({p[1] for p in pairs}),
-            )
+            _STORED, {"inboxes": list({p[0] for p in pairs}), "ids": [p[1] for p in pairs]}
         ):
             if (r.inbox_id, r.external_id) in pairs:
                 stored[(r.inbox_id, r.external_id)] = _row(r._mapping)
@@ -254,18 +358,16 @@ def receive_batch(
     identities: dict[tuple[str, IdentityKind, str], dict[str, Any]] = {}
     if wanted:
         for ident_row in conn.execute(
-            select(
-                Identity.id,
-                Identity.workspace_id,
-                Identity.kind,
-                Identity.value,
-                Identity.customer_id,
-                Identity.verified,
-            ).where(tuple_(Identity.workspace_id, Identity.kind, Identity.value).in_(wanted))
+            _IDENTITIES,
+            {
+                "workspaces": list({w[0] for w in wanted}),
+                "kinds": list({w[1] for w in wanted}),
+                "values": list({w[2] for w in wanted}),
+            },
         ):
-            identities[(ident_row.workspace_id, ident_row.kind, ident_row.value)] = dict(
-                ident_row._mapping
-            )
+            triple = (ident_row.workspace_id, ident_row.kind, ident_row.value)
+            if triple in wanted:
+                identities[triple] = dict(ident_row._mapping)
     customer_of: dict[int, str] = {}
     new_customers: dict[str, dict[str, Any]] = {}
     new_identities: list[dict[str, Any]] = []
@@ -327,36 +429,8 @@ def receive_batch(
     # 3. Threading: continue, reopen within the window, or start a conversation.
     known = {customer_of[i] for i in fresh} - set(new_customers)
     latest: dict[tuple[str, str], dict[str, Any]] = {}
-    conv_cols = (
-        Conversation.id,
-        Conversation.workspace_id,
-        Conversation.customer_id,
-        Conversation.inbox_id,
-        Conversation.status,
-        Conversation.priority,
-        Conversation.assignee_id,
-        Conversation.team_id,
-        Conversation.snoozed_until,
-        Conversation.resolved_at,
-        Conversation.last_activity_at,
-        Conversation.messages_count,
-        Conversation.merged_into_id,
-    )
     if known:
-        ranked = (
-            select(
-                *conv_cols,
-                func.row_number()
-                .over(
-                    partition_by=(Conversation.customer_id, Conversation.inbox_id),
-                    order_by=(Conversation.last_activity_at.desc(), Conversation.id.desc()),
-                )
-                .label("rank"),
-            )
-            .where(Conversation.customer_id.in_(known))
-            .subquery()
-        )
-        for conv_row in conn.execute(select(ranked).where(ranked.c.rank == 1)):
+        for conv_row in conn.execute(_LATEST, {"customers": list(known)}):
             latest[(conv_row.customer_id, conv_row.inbox_id)] = dict(conv_row._mapping) | {
                 "added": 0
             }
@@ -365,7 +439,7 @@ def receive_batch(
         if targets:
             found = {
                 r.id: dict(r._mapping) | {"added": 0}
-                for r in conn.execute(select(*conv_cols).where(Conversation.id.in_(targets)))
+                for r in conn.execute(_CONVERSATIONS, {"ids": list(targets)})
             }
             for key, merged_conv in list(latest.items()):
                 target = found.get(merged_conv["merged_into_id"] or "")
@@ -374,7 +448,7 @@ def receive_batch(
     hints = {msgs[i].conversation_hint for i in fresh if msgs[i].conversation_hint}
     hinted: dict[str, dict[str, Any]] = {}
     if hints:
-        for hint_row in conn.execute(select(*conv_cols).where(Conversation.id.in_(hints))):
+        for hint_row in conn.execute(_CONVERSATIONS, {"ids": list(hints)}):
             hinted[hint_row.id] = dict(hint_row._mapping) | {"added": 0}
     touched: dict[str, dict[str, Any]] = {}
     new_convs: dict[str, dict[str, Any]] = {}
@@ -516,26 +590,10 @@ def receive_batch(
     if new_identities:
         conn.execute(insert(Identity), new_identities)
     if claims:
-        conn.execute(
-            update(_identities)
-            .where(_identities.c.id == bindparam("iid"))
-            .values(customer_id=bindparam("cid"), verified=True),
-            claims,
-        )
+        conn.execute(_CLAIM, claims)
     if known:
         names = {customer_of[i]: msgs[i].sender_name for i in fresh if msgs[i].sender_name}
-        conn.execute(
-            update(_customers)
-            .where(_customers.c.id == bindparam("cid"))
-            .values(
-                last_seen_at=bindparam("now"),
-                name=case(
-                    (_customers.c.name == "", bindparam("name")),
-                    else_=_customers.c.name,
-                ),
-            ),
-            [{"cid": c, "now": now, "name": names.get(c, "")} for c in known],
-        )
+        conn.execute(_SEEN, [{"cid": c, "now": now, "name": names.get(c, "")} for c in known])
     if new_convs:
         conn.execute(
             insert(Conversation),
@@ -546,19 +604,8 @@ def receive_batch(
             ],
         )
     if touched:
-        t = _conversations.c
         conn.execute(
-            update(_conversations)
-            .where(t.id == bindparam("cid"))
-            .values(
-                status=bindparam("status"),
-                snoozed_until=bindparam("snoozed"),
-                resolved_at=bindparam("resolved"),
-                last_activity_at=bindparam("now"),
-                last_inbound_at=bindparam("now"),
-                waiting_since=func.coalesce(t.waiting_since, bindparam("now")),
-                messages_count=t.messages_count + bindparam("added"),
-            ),
+            _CONTINUED,
             [
                 {
                     "cid": c["id"],
@@ -576,13 +623,7 @@ def receive_batch(
     if new_attachments:
         conn.execute(insert(Attachment), new_attachments)
     if events:
-        ids = (
-            conn.execute(
-                insert(StreamEvent).returning(StreamEvent.id, sort_by_parameter_order=True), events
-            )
-            .scalars()
-            .all()
-        )
+        ids = conn.execute(_EVENTS, events).scalars().all()
         bus_events = [
             {**e, "id": event_id, "created_at": now.isoformat()}
             for e, event_id in zip(events, ids, strict=True)
@@ -642,32 +683,93 @@ def _strip(row: SimpleNamespace) -> SimpleNamespace:
 _STOP = object()
 
 
-class IngestWriter:
-    """One writer thread that group-commits inbound messages.
-
-    A transaction per message costs far more than the message itself (an fsync, a lock
-    hand-over); committing what arrived in the same few milliseconds together keeps every
-    guarantee (each sender is answered after its commit) at a fraction of the cost.
-    """
+class _Store:
+    """The writer's own work, group-committing one batch; it runs on the writer thread, or
+    alone in the writer process."""
 
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
         self.settings = settings
         self.storage = LocalStorage(settings.attachments_dir)
+        path = sqlite_path(database.engine)
+        self.checkpointer = WalCheckpointer(path) if path else None
+
+    def start(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.start()
+
+    def stop(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+
+    def batch(self, msgs: list[InboundMessage]) -> list[Stored | BaseException]:
+        """One outcome per message, in order; never raises."""
+        try:
+            return self._commit(msgs)
+        except Exception as exc:
+            if len(msgs) == 1:
+                return [exc]
+            # Never let one message take its batch down: each alone, in its own transaction.
+            log.exception("group commit failed", extra={"event": "ingest.batch_failed"})
+            return [self.batch([m])[0] for m in msgs]
+
+    def _commit(self, msgs: list[InboundMessage]) -> list[Stored | BaseException]:
+        try:
+            return self._transaction(msgs)
+        except IntegrityError:
+            # Another process stored the same identity or message between our read and our
+            # write; on the second try we read what it committed.
+            return self._transaction(msgs)
+
+    def _transaction(self, msgs: list[InboundMessage]) -> list[Stored | BaseException]:
+        with self.database.session() as db:
+            if self.checkpointer is not None:  # it checkpoints; this commit doesn't
+                db.connection().exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+            return receive_batch(db, msgs, settings=self.settings, storage=self.storage)
+
+
+# What a batch leaves behind for the serving process: its outcomes, the events committed
+# with it (for the bus), and whether it enqueued jobs (to wake the worker).
+Reply = tuple[list[Stored | BaseException], list[dict[str, Any]], bool]
+# One sender's message and the future it waits on.
+Pending = tuple[InboundMessage, "Future[Stored]"]
+
+
+class IngestWriter:
+    """One writer that group-commits inbound messages, on a thread or in a process.
+
+    A transaction per message costs far more than the message itself (an fsync, a lock
+    hand-over); committing what arrived in the same few milliseconds together keeps every
+    guarantee (each sender is answered after its commit) at a fraction of the cost.
+
+    With ``ingest_process`` (the default for a file database or PostgreSQL) the storing
+    runs in a process of its own, so that it and the web server each have an interpreter
+    (and a core) to themselves: on one interpreter the two threads spend more time handing
+    the GIL to each other than working. The batch goes there and its outcomes come back
+    over a pipe, with the events to publish; if that process dies, it is started again and
+    the batch re-sent (messages with an external id are stored once whatever happens).
+    """
+
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self.database = database
+        self.settings = settings
         self.max_batch = settings.ingest_batch_max
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         # inbox id -> workspace id (an inbox never moves)
         self._workspaces: dict[str, str] = {}
-        path = sqlite_path(database.engine)
-        self._checkpointer = WalCheckpointer(path) if path else None
+        in_memory = database.engine.dialect.name == "sqlite" and not sqlite_path(database.engine)
+        self._backend: _Store | WriterProcess = (
+            WriterProcess(settings)
+            if settings.ingest_process and not in_memory
+            else _Store(database, settings)
+        )
 
     def start(self) -> None:
         with self._lock:
             if self._thread is None:
-                if self._checkpointer is not None:
-                    self._checkpointer.start()
+                self._backend.start()
                 self._thread = threading.Thread(
                     target=self._run, name="rapport-ingest", daemon=True
                 )
@@ -679,15 +781,18 @@ class IngestWriter:
         if thread is not None:
             self._queue.put(_STOP)
             thread.join(timeout)
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
+            self._backend.stop()
 
     def submit_nowait(self, msg: InboundMessage) -> "Future[Stored]":
-        # Triage in the caller's thread: the single writer only stores.
-        return self._enqueue(self._with_workspace_models(with_triage(msg)))
+        if isinstance(self._backend, _Store):
+            # Triage in the caller's thread: the single writer only stores.
+            msg = with_workspace_models(self.database, self._workspaces, with_triage(msg))
+        return self._enqueue(msg)
 
     async def submit(self, msg: InboundMessage) -> Stored:
         """Ingest a message; returns once the transaction holding it has committed."""
+        if isinstance(self._backend, WriterProcess):  # triaged there, off this interpreter
+            return await asyncio.wrap_future(self._enqueue(msg))
         msg = with_triage(msg)
         workspace_id = msg.expect_workspace_id or self._workspaces.get(msg.inbox_id)
         if "triage" in msg.meta and (
@@ -695,7 +800,9 @@ class IngestWriter:
         ):
             # A workspace's trained models (or reading them) take milliseconds: not on the
             # event loop, and never in the single writer.
-            msg = await asyncio.to_thread(self._with_workspace_models, msg)
+            msg = await asyncio.to_thread(
+                with_workspace_models, self.database, self._workspaces, msg
+            )
         else:
             msg.workspace_triaged = True
         return await asyncio.wrap_future(self._enqueue(msg))
@@ -705,22 +812,6 @@ class IngestWriter:
         fut: Future[Stored] = Future()
         self._queue.put((msg, fut))
         return fut
-
-    def _with_workspace_models(self, msg: InboundMessage) -> InboundMessage:
-        found = msg.meta.get("triage")
-        if found is None or msg.workspace_triaged:
-            return msg
-        workspace_id = msg.expect_workspace_id or self._workspaces.get(msg.inbox_id)
-        if workspace_id is None:
-            with self.database.session(write=False) as db:
-                workspace_id = db.scalar(select(Inbox.workspace_id).where(Inbox.id == msg.inbox_id))
-            if workspace_id is None:
-                return msg  # no such inbox: the writer answers so
-            self._workspaces[msg.inbox_id] = workspace_id
-        models = triage.workspace_models(workspace_id, lambda: self.database.session(write=False))
-        msg.meta = {**msg.meta, "triage": triage.apply_models(models, msg.text, found)}
-        msg.workspace_triaged = True
-        return msg
 
     def submit_sync(self, msg: InboundMessage, timeout: float = 60) -> Stored:
         return self.submit_nowait(msg).result(timeout)
@@ -740,40 +831,151 @@ class IngestWriter:
                     self._queue.put(_STOP)
                     break
                 batch.append(nxt)
+            INGEST_BATCH.observe(len(batch))
+            msgs = [m for m, _ in batch]
+            reply: Reply | BaseException
             try:
-                self._commit_batch(batch)
-            except Exception:  # never let the writer die: answer each message alone
-                log.exception("group commit failed", extra={"event": "ingest.batch_failed"})
-                for one in batch:
-                    if not one[1].done():
-                        self._commit_batch([one])
+                if isinstance(self._backend, _Store):
+                    # On this thread the commit publishes its events and wakes the worker.
+                    reply = (self._backend.batch(msgs), [], False)
+                else:
+                    reply = self._backend.call(msgs)
+            except Exception as exc:  # the writer process died twice on this batch
+                log.exception("ingest writer failed", extra={"event": "ingest.writer_failed"})
+                reply = exc
+            self._finish(batch, reply)
 
-    def _commit_batch(self, batch: list[tuple[InboundMessage, "Future[Stored]"]]) -> None:
-        INGEST_BATCH.observe(len(batch))
-        msgs = [m for m, _ in batch]
-        for attempt in (1, 2):
-            try:
-                with self.database.session() as db:
-                    if self._checkpointer is not None:  # it checkpoints; this commit doesn't
-                        db.connection().exec_driver_sql("PRAGMA wal_autocheckpoint=0")
-                    outcomes = receive_batch(db, msgs, settings=self.settings, storage=self.storage)
-                break
-            except IntegrityError as exc:
-                # Another process stored the same identity or message between our read and
-                # our write; on the second try we read what it committed.
-                if attempt == 2:
-                    if len(batch) > 1:
-                        raise  # the writer retries each message alone
-                    batch[0][1].set_exception(exc)
-                    return
-            except Exception as exc:
-                if len(batch) > 1:
-                    raise
-                batch[0][1].set_exception(exc)
-                return
+    def _finish(self, batch: list[Pending], reply: Reply | BaseException) -> None:
+        """Answer each sender of a batch, once it is committed (or could not be)."""
+        if isinstance(reply, BaseException):
+            outcomes: list[Stored | BaseException] = [reply] * len(batch)
+        else:
+            outcomes, events, woke = reply
+            for event in events:
+                get_bus().publish(event)
+            if woke:
+                job_service.wakeup.set()
         for (_, fut), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 fut.set_exception(outcome)
             else:
                 INGESTED.labels(channel=outcome.channel, outcome=outcome.threading).inc()
                 fut.set_result(outcome)
+
+
+class WriterProcess:
+    """The storing half of the writer, in a child process, called one batch at a time.
+
+    If the child dies, it is started again and the batch sent again; if it dies again
+    before answering, the batch's senders get the error.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: Connection | None = None
+        self._process: BaseProcess | None = None
+
+    def start(self) -> None:
+        if self._conn is None:
+            ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited locks
+            ours, theirs = ctx.Pipe()
+            self._process = ctx.Process(
+                target=_writer_process,
+                args=(theirs, self.settings),
+                name="rapport-ingest-writer",
+                daemon=True,
+            )
+            self._process.start()
+            theirs.close()
+            self._conn = ours
+
+    def call(self, msgs: list[InboundMessage]) -> Reply:
+        for attempt in (1, 2):
+            self.start()
+            assert self._conn is not None
+            try:
+                self._conn.send(msgs)
+                reply: Reply = self._conn.recv()
+                return reply
+            except (EOFError, OSError):
+                log.error(
+                    "the ingest writer process died; starting it again",
+                    extra={"event": "ingest.writer_restarted"},
+                )
+                self.stop(wait=False)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Let the child finish and exit (or, with ``wait=False``, end it now)."""
+        if self._conn is not None and wait:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+            if self._process is not None:
+                self._process.join(10)
+        if self._conn is not None:
+            self._conn.close()
+        if self._process is not None and self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+        self._conn, self._process = None, None
+
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+
+class _Recorder(LocalBus):
+    """The writer process's bus: it keeps what is published for the serving process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict[str, Any]] = []
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def _writer_process(conn: Connection, settings: Settings) -> None:
+    """The writer process: store each batch that arrives, answer with its reply."""
+    from rapport import logs
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops it, after its last batch
+    logs.configure(settings.log_level, settings.log_json)
+    recorder = _Recorder()
+    set_bus(recorder)
+    database = Database(settings.database_url, pool_size=1)
+    store = _Store(database, settings)
+    store.start()
+    workspaces: dict[str, str] = {}
+    triage.warm_up()
+    gc.collect()
+    gc.freeze()  # as `rapport serve` does: collections stop walking what lives for good
+    try:
+        while True:
+            try:
+                msgs = conn.recv()
+            except EOFError:
+                return
+            if msgs is None:
+                return
+            # Triage here, before the transaction, so no other writer waits on it.
+            msgs = [with_workspace_models(database, workspaces, with_triage(m)) for m in msgs]
+            outcomes = store.batch(msgs)
+            woke = job_service.wakeup.is_set()
+            job_service.wakeup.clear()
+            conn.send(([_sendable(o) for o in outcomes], recorder.events, woke))
+            recorder.events = []
+    finally:
+        store.stop()
+        database.dispose()
+
+
+def _sendable(outcome: Stored | BaseException) -> Stored | BaseException:
+    """An outcome that crosses the pipe: an error that cannot be pickled goes as its text."""
+    if isinstance(outcome, BaseException):
+        try:
+            pickle.dumps(outcome)
+        except Exception:
+            return RuntimeError(f"{type(outcome).__name__}: {outcome}")
+    return outcome

@@ -22,6 +22,19 @@ class Problem(Exception):
         self.detail = detail
         self.extra = extra
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as what it is (the ingest writer process sends problems back), not by
+        # re-calling a subclass's __init__ with the finished detail.
+        return (_restore, (type(self), self.status, self.slug, self.detail, self.extra))
+
+
+def _restore(
+    cls: type[Problem], status: int, slug: str, detail: str, extra: dict[str, Any]
+) -> Problem:
+    problem = cls.__new__(cls)
+    Problem.__init__(problem, status, slug, detail, **extra)
+    return problem
+
 
 class NotFound(Problem):
     def __init__(self, what: str = "resource") -> None:

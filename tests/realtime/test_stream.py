@@ -114,6 +114,8 @@ def test_two_processes_on_postgresql_and_redis_deliver_each_others_events(
         "RAPPORT_SECRET_KEY": secrets.token_urlsafe(40),
         "RAPPORT_LOG_LEVEL": "WARNING",
         "RAPPORT_DEMO": "0",
+        # As deployed: each server stores through a writer process of its own.
+        "RAPPORT_INGEST_PROCESS": "1",
     }
     cli = [sys.executable, "-m", "rapport.cli"]
     name = f"Scale {secrets.token_hex(3)}"

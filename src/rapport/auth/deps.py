@@ -114,7 +114,7 @@ async def resolve_principal(
         sent = request.headers.get(CSRF_HEADER)
         if not sent or sent != principal.csrf_token:
             raise Forbidden("missing or wrong CSRF token (send the X-CSRF-Token header)")
-    exempt = request.url.path.startswith(_MFA_EXEMPT)
+    exempt = request.scope["path"].startswith(_MFA_EXEMPT)
     if not principal.mfa_passed and not (allow_pending_mfa or exempt):
         raise Unauthorized("finish signing in with your two-factor code")
     if principal.require_2fa and not principal.totp_enabled and not exempt:
