@@ -439,3 +439,28 @@ def test_what_the_writer_process_stores_reaches_the_agents_stream_and_metrics(
             pass
         assert event["payload"]["id"] == stored.json()["id"]
     assert counted() == before + 1  # counted by the serving process, where /metrics is
+
+
+def test_a_customer_first_seen_without_a_name_takes_the_next_one_and_is_found_by_it(
+    client: TestClient, world: World
+) -> None:
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    sender = {"email": "nameless@example.com"}
+    first = post(client, world.bob, inbox, external_id="n1", text="hi", **{"from": sender})
+    post(client, world.bob, inbox, external_id="n2", text="hi again", **{"from": sender})
+    named = {**sender, "name": "Ottilie Quast"}
+    post(client, world.bob, inbox, external_id="n3", text="it is me", **{"from": named})
+    renamed = {**sender, "name": "Someone Else"}
+    post(client, world.bob, inbox, external_id="n4", text="still me", **{"from": renamed})
+    customer_id = first.json()["customer_id"]
+    customer = client.get(f"/api/v1/customers/{customer_id}", headers=auth(world.bob)).json()
+    assert customer["name"] == "Ottilie Quast"  # a name once given is not replaced
+    for q in ("Ottilie", "Quast", "nameless"):
+        found = client.get("/api/v1/customers", params={"q": q}, headers=auth(world.bob))
+        assert [c["id"] for c in found.json()["items"]] == [customer_id], q
+    assert (
+        client.get("/api/v1/customers", params={"q": "Someone"}, headers=auth(world.bob)).json()[
+            "items"
+        ]
+        == []
+    )

@@ -23,7 +23,7 @@ from multiprocessing.process import BaseProcess
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -248,10 +248,14 @@ _CLAIM = (
 _SEEN = (
     update(_customers)
     .where(_customers.c.id == bindparam("cid"))
-    .values(
-        last_seen_at=bindparam("now"),
-        name=case((_customers.c.name == "", bindparam("name")), else_=_customers.c.name),
-    )
+    .values(last_seen_at=bindparam("now"))
+)
+# A customer first seen without a name takes the one a later message brings (a statement
+# of its own, so that the name is written, and the search index touched, only then).
+_NAMED = (
+    update(_customers)
+    .where(_customers.c.id == bindparam("cid"), _customers.c.name == "")
+    .values(name=bindparam("name"))
 )
 _t = _conversations.c
 _CONTINUED = (
@@ -592,8 +596,10 @@ def receive_batch(
     if claims:
         conn.execute(_CLAIM, claims)
     if known:
+        conn.execute(_SEEN, [{"cid": c, "now": now} for c in known])
         names = {customer_of[i]: msgs[i].sender_name for i in fresh if msgs[i].sender_name}
-        conn.execute(_SEEN, [{"cid": c, "now": now, "name": names.get(c, "")} for c in known])
+        if named := [{"cid": c, "name": names[c]} for c in known if c in names]:
+            conn.execute(_NAMED, named)
     if new_convs:
         conn.execute(
             insert(Conversation),

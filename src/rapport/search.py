@@ -15,6 +15,17 @@ from rapport.db import Base
 
 FTS_NAMES = ("messages_fts", "customers_fts", "ix_messages_fts", "ix_customers_fts")
 
+# Only when a column of the index is written: every inbound message moves its customer's
+# last_seen_at, which must not rewrite the customer's entry in the index each time.
+CUSTOMERS_FTS_UPDATE = (
+    "CREATE TRIGGER IF NOT EXISTS customers_fts_au "
+    "AFTER UPDATE OF name, email, phone, workspace_id ON customers BEGIN "
+    "INSERT INTO customers_fts(customers_fts, rowid, name, email, phone, workspace_id) "
+    "VALUES ('delete', old.rowid, old.name, old.email, old.phone, old.workspace_id); "
+    "INSERT INTO customers_fts(rowid, name, email, phone, workspace_id) "
+    "VALUES (new.rowid, new.name, new.email, new.phone, new.workspace_id); END"
+)
+
 _SQLITE = [
     # External content: the index holds only tokens; the text stays in messages. The
     # workspace id is indexed too, so a search intersects with one tenant inside FTS5
@@ -44,11 +55,7 @@ _SQLITE = [
     "CREATE TRIGGER IF NOT EXISTS customers_fts_ad AFTER DELETE ON customers BEGIN "
     "INSERT INTO customers_fts(customers_fts, rowid, name, email, phone, workspace_id) "
     "VALUES ('delete', old.rowid, old.name, old.email, old.phone, old.workspace_id); END",
-    "CREATE TRIGGER IF NOT EXISTS customers_fts_au AFTER UPDATE ON customers BEGIN "
-    "INSERT INTO customers_fts(customers_fts, rowid, name, email, phone, workspace_id) "
-    "VALUES ('delete', old.rowid, old.name, old.email, old.phone, old.workspace_id); "
-    "INSERT INTO customers_fts(rowid, name, email, phone, workspace_id) "
-    "VALUES (new.rowid, new.name, new.email, new.phone, new.workspace_id); END",
+    CUSTOMERS_FTS_UPDATE,
     "INSERT INTO customers_fts(customers_fts) VALUES ('rebuild')",
 ]
 _CUSTOMER_TSV = (
