@@ -265,8 +265,8 @@ def main() -> None:
     print()
     print(f"Ingest through the API channel ({backend}), {args.messages:,} messages", end="")
     print(f" at concurrency {args.concurrency}")
-    # Server CPU per request (all its threads; 0 against --url): what a request costs,
-    # whatever else shares the machine while the rates are measured.
+    # Server CPU per request (its threads and its writer process; 0 against --url): what a
+    # request costs, whatever else shares the machine while the rates are measured.
     cpu_us, hcpu_us = cpu / len(lat) * 1e6, hcpu / len(hlat) * 1e6
     head = f"{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'errors':>8}{'cpu µs':>9}"
     print(f"{'':<22}{head}")
