@@ -70,6 +70,8 @@ def serve(
     # were most of the ingest tail latency under load (bench/ingest.py p99: ~220 -> ~70 ms).
     gc.collect()
     gc.freeze()
+    # The thread that hands batches to the ingest writer process waits for the GIL on every
+    # reply; a shorter switch interval gets it there sooner (bench/ingest.py: a few percent).
     sys.setswitchinterval(0.0005)
     uvicorn.run(
         app,
