@@ -748,12 +748,13 @@ class IngestWriter:
     hand-over); committing what arrived in the same few milliseconds together keeps every
     guarantee (each sender is answered after its commit) at a fraction of the cost.
 
-    With ``ingest_process`` (the default for a file database or PostgreSQL) the storing
-    runs in a process of its own, so that it and the web server each have an interpreter
-    (and a core) to themselves: on one interpreter the two threads spend more time handing
-    the GIL to each other than working. The batch goes there and its outcomes come back
-    over a pipe, with the events to publish; if that process dies, it is started again and
-    the batch re-sent (messages with an external id are stored once whatever happens).
+    With ``ingest_process`` (the default for a file database or PostgreSQL) triage and
+    storing run in a process of its own, so that it and the web server each have an
+    interpreter (and a core) to themselves: on one interpreter the two threads spend more
+    time handing the GIL to each other than working. The batch goes there and its outcomes
+    come back over a pipe, with the events to publish; if that process dies, it is started
+    again and the batch re-sent (messages with an external id are stored once whatever
+    happens). With a thread, triage runs in the callers' threads before the writer.
     """
 
     def __init__(self, database: Database, settings: Settings) -> None:
