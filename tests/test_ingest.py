@@ -464,3 +464,54 @@ def test_a_customer_first_seen_without_a_name_takes_the_next_one_and_is_found_by
         ]
         == []
     )
+
+
+class KillsTheWriter:
+    """Unpickled in the writer process, it ends that process: a message that brings the
+    writer down, as a huge attachment exhausting its memory would."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (os._exit, (1,))
+
+
+def test_a_message_that_kills_the_writer_process_fails_alone(
+    world: World, database: Database, settings: Settings
+) -> None:
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    msgs = [
+        InboundMessage(
+            inbox_id=inbox,
+            external_id=f"poison-{i}",
+            text="hello",
+            handles=[handle(IdentityKind.email, f"p{i}@example.com")],
+            meta={"bomb": KillsTheWriter()} if i == 1 else {},
+        )
+        for i in range(3)
+    ]
+    try:
+        writer.start()
+        futures = [writer.submit_nowait(m) for m in msgs]
+        outcomes = []
+        for f in futures:
+            try:
+                outcomes.append(f.result(120).duplicate)
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+        after = writer.submit_sync(
+            InboundMessage(
+                inbox_id=inbox,
+                external_id="poison-after",
+                text="still there?",
+                handles=[handle(IdentityKind.email, "after@example.com")],
+            )
+        )
+    finally:
+        writer.stop()
+    # The other two are stored; the one that killed the writer twice gets the error.
+    assert outcomes == [False, "RuntimeError", False]
+    assert not after.duplicate
+    assert count(database, Message, Message.external_id.like("poison-%")) == 3

@@ -840,17 +840,34 @@ class IngestWriter:
                 batch.append(nxt)
             INGEST_BATCH.observe(len(batch))
             msgs = [m for m, _ in batch]
-            reply: Reply | BaseException
-            try:
-                if isinstance(self._backend, _Store):
-                    # On this thread the commit publishes its events and wakes the worker.
-                    reply = (self._backend.batch(msgs), [], False)
-                else:
-                    reply = self._backend.call(msgs)
-            except Exception as exc:  # the writer process died twice on this batch
-                log.exception("ingest writer failed", extra={"event": "ingest.writer_failed"})
-                reply = exc
-            self._finish(batch, reply)
+            if isinstance(self._backend, _Store):
+                # On this thread the commit publishes its events and wakes the worker.
+                self._finish(batch, (self._backend.batch(msgs), [], False))
+            else:
+                self._finish(batch, self._call(self._backend, msgs))
+
+    @staticmethod
+    def _call(backend: "WriterProcess", msgs: list[InboundMessage]) -> Reply | BaseException:
+        """The writer process's reply; if the batch killed it twice, each message alone, so
+        that one message that brings it down (a huge attachment, say) fails on its own."""
+        try:
+            return backend.call(msgs)
+        except Exception as exc:
+            log.exception("ingest writer failed", extra={"event": "ingest.writer_failed"})
+            if len(msgs) == 1:
+                return exc
+        outcomes: list[Stored | BaseException] = []
+        events: list[dict[str, Any]] = []
+        woke = False
+        for msg in msgs:
+            one = IngestWriter._call(backend, [msg])
+            if isinstance(one, BaseException):
+                outcomes.append(one)
+            else:
+                outcomes += one[0]
+                events += one[1]
+                woke = woke or one[2]
+        return outcomes, events, woke
 
     def _finish(self, batch: list[Pending], reply: Reply | BaseException) -> None:
         """Answer each sender of a batch, once it is committed (or could not be)."""
@@ -911,7 +928,7 @@ class WriterProcess:
                 )
                 self.stop(wait=False)
                 if attempt == 2:
-                    raise
+                    raise RuntimeError("the ingest writer process died twice on this") from None
         raise AssertionError("unreachable")
 
     def stop(self, *, wait: bool = True) -> None:
