@@ -182,3 +182,36 @@ def test_a_label_with_a_slash_comes_off_a_conversation_and_out_of_the_list(
     # Another workspace's name reaches nothing here.
     client.post("/api/v1/labels", json={"name": "keep"}, headers=auth(world.alice))
     assert client.delete("/api/v1/labels/keep", headers=auth(world.mallory)).status_code == 404
+
+
+def test_a_label_a_rule_or_sla_policy_still_uses_cannot_be_deleted(
+    client: TestClient, world: World
+) -> None:
+    label = client.post("/api/v1/labels", json={"name": "vip"}, headers=auth(world.alice)).json()
+    rule = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "VIPs first",
+            "event": "message.received",
+            "conditions": [{"field": "labels", "op": "in", "value": ["vip", "gold"]}],
+            "actions": [{"type": "set_priority", "value": "high"}],
+        },
+        headers=auth(world.alice),
+    ).json()
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "VIP replies", "labels": ["vip"], "first_response_minutes": 15},
+        headers=auth(world.alice),
+    ).json()
+    r = client.delete(f"/api/v1/labels/{label['id']}", headers=auth(world.alice))
+    assert r.status_code == 409, r.text
+    assert "'VIPs first'" in r.json()["detail"] and "'VIP replies'" in r.json()["detail"]
+    assert [x["name"] for x in client.get("/api/v1/labels", headers=auth(world.alice)).json()] == [
+        "vip"
+    ]
+    client.delete(f"/api/v1/automation-rules/{rule['id']}", headers=auth(world.alice))
+    r = client.delete(f"/api/v1/labels/{label['id']}", headers=auth(world.alice))
+    assert r.status_code == 409 and "'VIPs first'" not in r.json()["detail"]
+    client.delete(f"/api/v1/sla-policies/{policy['id']}", headers=auth(world.alice))
+    r = client.delete(f"/api/v1/labels/{label['id']}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text

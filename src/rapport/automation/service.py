@@ -161,6 +161,28 @@ def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
     return changed
 
 
+def rules_naming_label(db: Session, *, workspace_id: str, name: str) -> list[str]:
+    """The names of the workspace's rules that test for the label or add or remove it."""
+
+    def names(value: Any) -> bool:
+        if isinstance(value, list):
+            return any(names(v) for v in value)
+        return isinstance(value, str) and _norm(value) == name
+
+    return [
+        rule.name
+        for rule in rules(db, workspace_id=workspace_id)
+        if any(
+            c.get("field") == "labels" and c.get("op") in _LABEL_OPS and names(c.get("value"))
+            for c in rule.conditions
+        )
+        or any(
+            a.get("type") in ("add_label", "remove_label") and names(a.get("value"))
+            for a in rule.actions
+        )
+    ]
+
+
 def rules(db: Session, *, workspace_id: str) -> list[Rule]:
     return list(
         db.scalars(

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, aliased
 
 from rapport.automation import service as automation
 from rapport.conversations.models import ConversationLabel, Label, SlaPolicy
-from rapport.problems import Invalid, NotFound, Problem
+from rapport.problems import Conflict, Invalid, NotFound, Problem
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -100,7 +100,25 @@ def update_label(
 
 
 def delete_label(db: Session, *, label: Label) -> None:
-    """Remove the label from the list and from every conversation of the workspace."""
+    """Remove the label from the list and from every conversation of the workspace.
+
+    Refused while an automation rule or an SLA policy names it: the rule would silently stop
+    matching (or keep adding a label nobody can see in the list), and a policy left with no
+    label would apply to every conversation."""
+    ws = label.workspace_id
+    users = [
+        f"rule {name!r}"
+        for name in automation.rules_naming_label(db, workspace_id=ws, name=label.name)
+    ] + [
+        f"SLA policy {policy.name!r}"
+        for policy in db.scalars(select(SlaPolicy).where(SlaPolicy.workspace_id == ws))
+        if label.name in policy.labels
+    ]
+    if users:
+        raise Conflict(
+            f"{', '.join(users)} still use{'s' if len(users) == 1 else ''} this label: "
+            "change or delete them first (or rename the label: they follow)"
+        )
     db.execute(
         delete(ConversationLabel).where(
             ConversationLabel.workspace_id == label.workspace_id,

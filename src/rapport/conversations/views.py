@@ -532,9 +532,14 @@ def update_label(
     return LabelRead.model_validate(row)
 
 
-@labels_router.delete("/{label_id:path}", status_code=204)
+@labels_router.delete(
+    "/{label_id:path}",
+    status_code=204,
+    responses={409: {"description": "an automation rule or SLA policy still uses it"}},
+)
 def delete_label(label_id: str, principal: CurrentAdmin, request: Request, db: Db) -> Response:
-    """Delete a label (by id or by name): it comes off every conversation of the workspace."""
+    """Delete a label (by id or by name): it comes off every conversation of the workspace.
+    Refused (409) while an automation rule or an SLA policy names it."""
     row = labels.get(db, workspace_id=principal.workspace_id, label_id=label_id)
     audit(
         db,
