@@ -515,3 +515,47 @@ def test_a_message_that_kills_the_writer_process_fails_alone(
     assert outcomes == [False, "RuntimeError", False]
     assert not after.duplicate
     assert count(database, Message, Message.external_id.like("poison-%")) == 3
+
+
+def test_the_writer_process_sees_a_rule_created_a_moment_ago(
+    world: World, database: Database, settings: Settings
+) -> None:
+    """The writer process caches "no rules for this event" like the server does; what the
+    server forgets when a rule is saved, it passes on with the next batch."""
+    from rapport.automation import service as automation
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+    from rapport.jobs.models import Job
+
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
+    workspace = world.acme.workspace.id  # type: ignore[attr-defined]
+
+    def message(n: int) -> InboundMessage:
+        return InboundMessage(
+            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+            external_id=f"rule-{n}",
+            text="my order is late",
+            handles=[handle(IdentityKind.email, "rules@example.com")],
+        )
+
+    def automation_jobs() -> int:
+        return count(database, Job, Job.name == "automation", Job.workspace_id == workspace)
+
+    try:
+        writer.submit_sync(message(1))
+        assert automation_jobs() == 0  # and the writer now knows the workspace has no rules
+        with database.session() as db:
+            automation.create_rule(
+                db,
+                workspace_id=workspace,
+                data={
+                    "name": "late orders",
+                    "event": "message.received",
+                    "conditions": [],
+                    "actions": [{"type": "set_priority", "value": "high"}],
+                },
+            )
+        writer.submit_sync(message(2))
+    finally:
+        writer.stop()
+    assert automation_jobs() == 1

@@ -27,6 +27,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rapport import cache
 from rapport.assistant import triage
 from rapport.bus import LocalBus, get_bus, set_bus
 from rapport.channels.models import Inbox
@@ -901,6 +902,7 @@ class WriterProcess:
 
     def start(self) -> None:
         if self._conn is None:
+            cache.RELAY.listening = True  # what this process forgets, the writer must too
             ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited locks
             ours, theirs = ctx.Pipe()
             self._process = ctx.Process(
@@ -918,7 +920,7 @@ class WriterProcess:
             self.start()
             assert self._conn is not None
             try:
-                self._conn.send(msgs)
+                self._conn.send((cache.RELAY.pending(), msgs))
                 reply: Reply = self._conn.recv()
                 return reply
             except (EOFError, OSError):
@@ -978,11 +980,13 @@ def _writer_process(conn: Connection, settings: Settings) -> None:
     try:
         while True:
             try:
-                msgs = conn.recv()
+                received = conn.recv()
             except EOFError:
                 return
-            if msgs is None:
+            if received is None:
                 return
+            forgotten, msgs = received
+            cache.forget_relayed(forgotten)
             # Triage here, before the transaction, so no other writer waits on it.
             msgs = [with_workspace_models(database, workspaces, with_triage(m)) for m in msgs]
             outcomes = store.batch(msgs)

@@ -142,7 +142,7 @@ def triage(text: str) -> dict[str, Any]:
 
 MIN_EXAMPLES: Final = 20
 # A workspace's trained classifiers, re-read at most once a minute.
-_models: TtlCache[str, dict[str, TextClassifier]] = TtlCache(ttl=60.0)
+_models: TtlCache[str, dict[str, TextClassifier]] = TtlCache(ttl=60.0, name="triage_models")
 
 
 def with_workspace_models(

@@ -197,7 +197,7 @@ def rules(db: Session, *, workspace_id: str) -> list[Rule]:
 
 
 # Which events a workspace has rules (or webhooks) for: asked on every inbound message.
-_RULE_EVENTS: TtlCache[str, frozenset[str]] = TtlCache(ttl=5.0)
+_RULE_EVENTS: TtlCache[str, frozenset[str]] = TtlCache(ttl=5.0, name="rule_events")
 
 
 def _events_with_rules(db: Session, workspace_id: str) -> frozenset[str]:
@@ -495,7 +495,7 @@ def webhooks(db: Session, *, workspace_id: str) -> list[Webhook]:
     )
 
 
-_HOOK_EVENTS: TtlCache[str, frozenset[str]] = TtlCache(ttl=5.0)
+_HOOK_EVENTS: TtlCache[str, frozenset[str]] = TtlCache(ttl=5.0, name="webhook_events")
 
 
 def _events_with_webhooks(db: Session, workspace_id: str) -> frozenset[str]:

@@ -187,7 +187,7 @@ def _refresh_next_due(row: ConversationSla) -> None:
     row.state = state
 
 
-_HAS_POLICIES: TtlCache[str, bool] = TtlCache(ttl=5.0)
+_HAS_POLICIES: TtlCache[str, bool] = TtlCache(ttl=5.0, name="sla_has_policies")
 
 
 def has_policies(db: Session, workspace_id: str) -> bool:
