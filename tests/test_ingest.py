@@ -29,6 +29,22 @@ def count(database: Database, model: type, *where: object) -> int:
         return int(db.scalar(select(func.count()).select_from(model).where(*where)) or 0)  # type: ignore[arg-type]
 
 
+def by_email(
+    world: World, external_id: str, email: str, text: str, **extra: object
+) -> InboundMessage:
+    """A message into Acme's inbox from ``email``, as a channel would hand it over."""
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+
+    return InboundMessage(
+        inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+        external_id=external_id,
+        text=text,
+        handles=[handle(IdentityKind.email, email)],
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 def new_api_inbox(client: TestClient, token: str, name: str) -> str:
     r = client.post("/api/v1/inboxes", json={"name": name, "channel": "api"}, headers=auth(token))
     assert r.status_code == 201, r.text
@@ -374,20 +390,13 @@ def test_attachments_can_be_listed_and_downloaded_by_the_workspace_only(
 def test_the_writer_process_is_started_again_when_it_dies(
     world: World, database: Database, settings: Settings
 ) -> None:
-    from rapport.customers.identity import handle
-    from rapport.customers.models import IdentityKind
-
     writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
     backend = writer._backend
     assert isinstance(backend, WriterProcess)
 
     def message(n: int) -> InboundMessage:
-        return InboundMessage(
-            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
-            external_id=f"crash-{n}",
-            text="Hello, is anyone there? I need help with my order, please.",
-            handles=[handle(IdentityKind.email, "crash@example.com")],
-        )
+        text = "Hello, is anyone there? I need help with my order, please."
+        return by_email(world, f"crash-{n}", "crash@example.com", text)
 
     try:
         first = writer.submit_sync(message(1))
@@ -477,17 +486,13 @@ class KillsTheWriter:
 def test_a_message_that_kills_the_writer_process_fails_alone(
     world: World, database: Database, settings: Settings
 ) -> None:
-    from rapport.customers.identity import handle
-    from rapport.customers.models import IdentityKind
-
     writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
-    inbox = world.acme.inbox.id  # type: ignore[union-attr]
     msgs = [
-        InboundMessage(
-            inbox_id=inbox,
-            external_id=f"poison-{i}",
-            text="hello",
-            handles=[handle(IdentityKind.email, f"p{i}@example.com")],
+        by_email(
+            world,
+            f"poison-{i}",
+            f"p{i}@example.com",
+            "hello",
             meta={"bomb": KillsTheWriter()} if i == 1 else {},
         )
         for i in range(3)
@@ -502,12 +507,7 @@ def test_a_message_that_kills_the_writer_process_fails_alone(
             except Exception as exc:
                 outcomes.append(type(exc).__name__)
         after = writer.submit_sync(
-            InboundMessage(
-                inbox_id=inbox,
-                external_id="poison-after",
-                text="still there?",
-                handles=[handle(IdentityKind.email, "after@example.com")],
-            )
+            by_email(world, "poison-after", "after@example.com", "still there?")
         )
     finally:
         writer.stop()
@@ -523,20 +523,13 @@ def test_the_writer_process_sees_a_rule_created_a_moment_ago(
     """The writer process caches "no rules for this event" like the server does; what the
     server forgets when a rule is saved, it passes on with the next batch."""
     from rapport.automation import service as automation
-    from rapport.customers.identity import handle
-    from rapport.customers.models import IdentityKind
     from rapport.jobs.models import Job
 
     writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
     workspace = world.acme.workspace.id  # type: ignore[attr-defined]
 
     def message(n: int) -> InboundMessage:
-        return InboundMessage(
-            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
-            external_id=f"rule-{n}",
-            text="my order is late",
-            handles=[handle(IdentityKind.email, "rules@example.com")],
-        )
+        return by_email(world, f"rule-{n}", "rules@example.com", "my order is late")
 
     def automation_jobs() -> int:
         return count(database, Job, Job.name == "automation", Job.workspace_id == workspace)
