@@ -765,6 +765,7 @@ class IngestWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stopping = False
         # inbox id -> workspace id (an inbox never moves)
         self._workspaces: dict[str, str] = {}
         in_memory = database.engine.dialect.name == "sqlite" and not sqlite_path(database.engine)
@@ -777,6 +778,7 @@ class IngestWriter:
     def start(self) -> None:
         with self._lock:
             if self._thread is None:
+                self._stopping = False
                 self._backend.start()
                 self._thread = threading.Thread(
                     target=self._run, name="rapport-ingest", daemon=True
@@ -825,34 +827,52 @@ class IngestWriter:
         return self.submit_nowait(msg).result(timeout)
 
     def _run(self) -> None:
+        sent: list[Pending] = []  # a batch already in the writer process, not yet answered
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            already = bool(sent)
+            batch = sent or self._take(block=True)
+            if batch is None:
                 return
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    self._queue.put(_STOP)
-                    break
-                batch.append(nxt)
             INGEST_BATCH.observe(len(batch))
             msgs = [m for m, _ in batch]
             if isinstance(self._backend, _Store):
                 # On this thread the commit publishes its events and wakes the worker.
                 self._finish(batch, (self._backend.batch(msgs), [], False))
+                continue
+            reply = self._reply(self._backend, msgs, sent=already)
+            # The next batch goes to the writer process before this one's senders are
+            # answered: it stores while this thread answers.
+            sent = self._take(block=False) or []
+            if sent:
+                self._backend.send([m for m, _ in sent])
+            self._finish(batch, reply)
+
+    def _take(self, *, block: bool) -> list[Pending] | None:
+        """Up to ``max_batch`` waiting messages (waiting for one if ``block``), an empty
+        list if none waits; ``None`` once the writer is stopping and all before it is taken."""
+        batch: list[Pending] = []
+        while not self._stopping and len(batch) < self.max_batch:
+            try:
+                item = self._queue.get(block=block and not batch)
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._stopping = True
             else:
-                self._finish(batch, self._call(self._backend, msgs))
+                batch.append(item)
+        return None if self._stopping and not batch else batch
 
     @staticmethod
-    def _call(backend: "WriterProcess", msgs: list[InboundMessage]) -> Reply | BaseException:
-        """The writer process's reply; if the batch killed it twice, each message alone, so
-        that one message that brings it down (a huge attachment, say) fails on its own."""
+    def _reply(
+        backend: "WriterProcess", msgs: list[InboundMessage], *, sent: bool
+    ) -> Reply | BaseException:
+        """The writer process's reply to a batch (``sent`` already, or sent now); if the
+        batch killed it twice, each message alone, so that one message that brings it down
+        (a huge attachment, say) fails on its own."""
         try:
-            return backend.call(msgs)
+            if not sent:
+                backend.send(msgs)
+            return backend.receive()
         except Exception as exc:
             log.exception("ingest writer failed", extra={"event": "ingest.writer_failed"})
             if len(msgs) == 1:
@@ -861,7 +881,7 @@ class IngestWriter:
         events: list[dict[str, Any]] = []
         woke = False
         for msg in msgs:
-            one = IngestWriter._call(backend, [msg])
+            one = IngestWriter._reply(backend, [msg], sent=False)
             if isinstance(one, BaseException):
                 outcomes.append(one)
             else:
@@ -899,6 +919,7 @@ class WriterProcess:
         self.settings = settings
         self._conn: Connection | None = None
         self._process: BaseProcess | None = None
+        self._sent: list[InboundMessage] = []
 
     def start(self) -> None:
         if self._conn is None:
@@ -915,12 +936,24 @@ class WriterProcess:
             theirs.close()
             self._conn = ours
 
-    def call(self, msgs: list[InboundMessage]) -> Reply:
+    def send(self, msgs: list[InboundMessage]) -> None:
+        """Hand a batch to the writer process (one at a time: then ``receive``)."""
+        self._sent = msgs
+        self.start()
+        assert self._conn is not None
+        with contextlib.suppress(OSError):  # gone: receive() starts it again
+            self._conn.send((cache.RELAY.pending(), msgs))
+
+    def receive(self) -> Reply:
+        """The reply to the batch sent; if the process died, it is started again and the
+        batch sent again, once."""
         for attempt in (1, 2):
-            self.start()
-            assert self._conn is not None
             try:
-                self._conn.send((cache.RELAY.pending(), msgs))
+                if attempt == 2:
+                    self.start()
+                    assert self._conn is not None
+                    self._conn.send((cache.RELAY.pending(), self._sent))
+                assert self._conn is not None
                 reply: Reply = self._conn.recv()
                 return reply
             except (EOFError, OSError):
@@ -929,9 +962,7 @@ class WriterProcess:
                     extra={"event": "ingest.writer_restarted"},
                 )
                 self.stop(wait=False)
-                if attempt == 2:
-                    raise RuntimeError("the ingest writer process died twice on this") from None
-        raise AssertionError("unreachable")
+        raise RuntimeError("the ingest writer process died twice on this")
 
     def stop(self, *, wait: bool = True) -> None:
         """Let the child finish and exit (or, with ``wait=False``, end it now)."""
