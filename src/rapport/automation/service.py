@@ -6,6 +6,7 @@ small depth at all).
 """
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -129,6 +130,26 @@ def delete_rule(db: Session, *, rule: Rule) -> None:
 _LABEL_OPS = frozenset({"equals", "not_equals", "contains", "not_contains", "in"})
 
 
+def _with_labels(
+    rule: Rule, change: Callable[[Any], Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rule's conditions and actions with ``change`` applied to every value that names
+    labels (label conditions, add/remove label actions): new lists, the rule untouched."""
+    conditions = [
+        {**c, "value": change(c["value"])}
+        if c.get("field") == "labels" and c.get("op") in _LABEL_OPS and "value" in c
+        else c
+        for c in rule.conditions
+    ]
+    actions = [
+        {**a, "value": change(a["value"])}
+        if a.get("type") in ("add_label", "remove_label") and "value" in a
+        else a
+        for a in rule.actions
+    ]
+    return conditions, actions
+
+
 def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
     """Make the workspace's rules say ``new`` wherever they named the label ``old`` (label
     conditions and add/remove label actions); returns how many rules changed."""
@@ -142,18 +163,7 @@ def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
 
     changed = 0
     for rule in rules(db, workspace_id=workspace_id):
-        conditions = [
-            {**c, "value": swap(c.get("value"))}
-            if c.get("field") == "labels" and c.get("op") in _LABEL_OPS and "value" in c
-            else c
-            for c in rule.conditions
-        ]
-        actions = [
-            {**a, "value": swap(a.get("value"))}
-            if a.get("type") in ("add_label", "remove_label") and "value" in a
-            else a
-            for a in rule.actions
-        ]
+        conditions, actions = _with_labels(rule, swap)
         if conditions != rule.conditions or actions != rule.actions:
             # New lists, not edits in place: the JSON columns only see assignments.
             rule.conditions, rule.actions = conditions, actions
@@ -163,23 +173,17 @@ def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
 
 def rules_naming_label(db: Session, *, workspace_id: str, name: str) -> list[str]:
     """The names of the workspace's rules that test for the label or add or remove it."""
+    gone = object()
 
-    def names(value: Any) -> bool:
+    def strike(value: Any) -> Any:
         if isinstance(value, list):
-            return any(names(v) for v in value)
-        return isinstance(value, str) and _norm(value) == name
+            return [strike(v) for v in value]
+        return gone if isinstance(value, str) and _norm(value) == name else value
 
     return [
         rule.name
         for rule in rules(db, workspace_id=workspace_id)
-        if any(
-            c.get("field") == "labels" and c.get("op") in _LABEL_OPS and names(c.get("value"))
-            for c in rule.conditions
-        )
-        or any(
-            a.get("type") in ("add_label", "remove_label") and names(a.get("value"))
-            for a in rule.actions
-        )
+        if _with_labels(rule, strike) != (rule.conditions, rule.actions)
     ]
 
 
