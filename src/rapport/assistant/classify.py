@@ -134,6 +134,13 @@ class _Member:
         return self
 
     def scores(self, x: Any) -> Floats:
+        if self.kind == "lexical":
+            # x @ coef.T with the weights in single precision: both in float32, and the
+            # weights laid out column-major (coef.T contiguous), or every call converts the
+            # whole matrix first (Banking77: 10-25 ms a prediction instead of 0.1).
+            if not self.model.coef_.flags.f_contiguous:
+                self.model.coef_ = np.asfortranarray(self.model.coef_, dtype=np.float32)
+            x = x.astype(np.float32)
         s = np.asarray(self.model.decision_function(x), dtype=np.float64)
         if s.ndim == 1:  # two classes: one score for the second
             s = np.stack([-s / 2, s / 2], axis=1)
