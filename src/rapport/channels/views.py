@@ -173,16 +173,22 @@ class InboundFastPath:
             more = message.get("more_body", False)
         body = b"".join(chunks)
 
-        async def replay() -> Message:
+        replayed = False
+
+        async def replay() -> Message:  # the body read here, then whatever comes next
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
         request = Request(scope, replay)
         try:
-            if "json" not in request.headers.get("content-type", ""):
-                raise Invalid("not JSON")
             principal = await _agent(request)
             data = InboundIn.model_validate_json(body)
         except (Problem, ValidationError):
+            principal = None
+        if principal is None or "json" not in request.headers.get("content-type", ""):
             await self.app(scope, replay, send)
             return
         scope["route"] = self.route
