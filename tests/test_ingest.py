@@ -552,3 +552,31 @@ def test_the_writer_process_sees_a_rule_created_a_moment_ago(
     finally:
         writer.stop()
     assert automation_jobs() == 1
+
+
+def test_the_wal_rewinds_while_a_writer_commits_without_pause(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A passive checkpoint never finishes while the writer keeps committing, so on its own
+    the WAL would only grow (the log rewinds only when a write begins with every frame
+    copied back); the checkpointer rewinds it between two of the writer's transactions."""
+    import sqlite3
+
+    from rapport.db import WalCheckpointer
+
+    path = tmp_path / "wal.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # as the ingest writer runs
+    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    checkpointer = WalCheckpointer(str(path), interval=0.005, restart_frames=100)
+    checkpointer.start()
+    try:
+        for _ in range(3000):  # ~2 frames each: 24 MB of log if it never rewound
+            with checkpointer.lock:
+                writer.execute("BEGIN IMMEDIATE")
+                writer.execute("INSERT INTO t (body) VALUES (?)", ("x" * 3000,))
+                writer.execute("COMMIT")
+            time.sleep(0.0002)  # the writer's own pause between batches (pipe, triage)
+    finally:
+        checkpointer.stop()
+    assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 3000
+    assert (tmp_path / "wal.db-wal").stat().st_size < 4_000_000

@@ -202,11 +202,23 @@ class WalCheckpointer:
     connection (``PRAGMA wal_autocheckpoint=0``) and this thread checkpoints instead, in
     PASSIVE mode, which never blocks a reader or a writer. Other connections keep the
     default, so the WAL stays bounded even if this thread stopped.
+
+    A passive checkpoint alone never lets the WAL start over while the writer commits
+    without pause: the log only rewinds when a write begins with every frame copied back,
+    and new frames arrive while the copying runs. The WAL then grows by every page every
+    commit writes (over a gigabyte a minute under load), and appending to an ever larger
+    file costs the writer several times what rewriting the same pages does. So once the
+    passive round has copied most of it, the thread finishes the job in RESTART mode
+    between two of the writer's transactions (the writer holds ``lock`` around each): only
+    the frames written meanwhile are left to copy, and the next commit writes from the
+    start of the log again.
     """
 
-    def __init__(self, path: str, *, interval: float = 0.25) -> None:
+    def __init__(self, path: str, *, interval: float = 0.25, restart_frames: int = 2000) -> None:
         self.path = path
         self.interval = interval
+        self.restart_frames = restart_frames
+        self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -224,15 +236,23 @@ class WalCheckpointer:
             self._stop.set()
             thread.join(5)
 
+    def checkpoint(self, conn: sqlite3.Connection) -> None:
+        """One round: copy the WAL back; rewind it once it has grown past
+        ``restart_frames``."""
+        try:
+            _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames >= self.restart_frames:
+                with self.lock:
+                    conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error:  # busy or locked: the next round catches up
+            pass
+
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout=1000")
             while not self._stop.wait(self.interval):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:  # busy or locked: the next round catches up
-                    continue
+                self.checkpoint(conn)
         finally:
             conn.close()
 

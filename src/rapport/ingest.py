@@ -729,9 +729,13 @@ class _Store:
             return self._transaction(msgs)
 
     def _transaction(self, msgs: list[InboundMessage]) -> list[Stored | BaseException]:
-        with self.database.session() as db:
-            if self.checkpointer is not None:  # it checkpoints; this commit doesn't
-                db.connection().exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+        if self.checkpointer is None:
+            with self.database.session() as db:
+                return receive_batch(db, msgs, settings=self.settings, storage=self.storage)
+        with self.checkpointer.lock, self.database.session() as db:
+            # The checkpointer copies the WAL back (and rewinds it between two of these);
+            # this commit doesn't.
+            db.connection().exec_driver_sql("PRAGMA wal_autocheckpoint=0")
             return receive_batch(db, msgs, settings=self.settings, storage=self.storage)
 
 
