@@ -580,3 +580,44 @@ def test_the_wal_rewinds_while_a_writer_commits_without_pause(tmp_path) -> None:
         checkpointer.stop()
     assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 3000
     assert (tmp_path / "wal.db-wal").stat().st_size < 4_000_000
+
+
+class DiesAnswering(str):
+    """Message text that ends the writer process when it is pickled there, i.e. when the
+    process answers, after its commit; in the process that made it, it pickles as text."""
+
+    parent: int
+
+    @classmethod
+    def made_in(cls, text: str, parent: int) -> "DiesAnswering":
+        made = cls(text)
+        made.parent = parent
+        return made
+
+    def __reduce__(self) -> tuple[object, tuple[str, int]]:
+        if os.getpid() != self.parent:
+            os._exit(1)
+        return (DiesAnswering.made_in, (str(self), self.parent))
+
+
+def test_a_message_committed_just_before_the_writer_process_died_is_stored_once(
+    world: World, database: Database, settings: Settings
+) -> None:
+    """No external id to know it by: the id chosen before the first try finds it."""
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
+    text = DiesAnswering.made_in("committed, then the writer died", os.getpid())
+    msg = InboundMessage(
+        inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+        external_id=None,
+        text=text,
+        handles=[handle(IdentityKind.email, "once@example.com")],
+    )
+    try:
+        stored = writer.submit_sync(msg, timeout=120)
+    finally:
+        writer.stop()
+    assert stored.duplicate  # found stored when sent again
+    assert count(database, Message, Message.text == str(text)) == 1

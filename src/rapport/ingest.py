@@ -92,6 +92,10 @@ class InboundMessage:
     # Set once the workspace's own triage models have run (before the writer, off its
     # thread): the writer then only stores.
     workspace_triaged: bool = False
+    # The stored message's id, when chosen before the writer (the writer process's).
+    message_id: str | None = None
+    # Sent to the writer process again after it died: it may have committed it already.
+    again: bool = False
 
 
 @dataclass
@@ -241,6 +245,11 @@ _ranked = (
 # Each customer's latest conversation in each inbox.
 _LATEST = select(_ranked).where(_ranked.c.rank == 1)
 _CONVERSATIONS = select(*_CONV_COLUMNS).where(Conversation.id.in_(_each("ids")))
+_STORED_BY_ID = (
+    select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id"))
+    .join(Conversation, Conversation.id == Message.conversation_id)
+    .where(Message.id.in_(_each("ids")))
+)
 _CLAIM = (
     update(_identities)
     .where(_identities.c.id == bindparam("iid"))
@@ -332,13 +341,20 @@ def receive_batch(
         ):
             if (r.inbox_id, r.external_id) in pairs:
                 stored[(r.inbox_id, r.external_id)] = _row(r._mapping)
+    # Sent again after the writer process died: those without an external id are known by
+    # the id chosen for them before the first try.
+    again = [msgs[i].message_id for i in todo if msgs[i].again and not msgs[i].external_id]
+    stored_as: dict[str, SimpleNamespace] = {}
+    if again:
+        for r in conn.execute(_STORED_BY_ID, {"ids": again}):
+            stored_as[r.id] = _row(r._mapping)
     first_of: dict[tuple[str, str], int] = {}
     fresh: list[int] = []
     for i in todo:
         m = msgs[i]
         key = (m.inbox_id, m.external_id or "")
-        if m.external_id and key in stored:
-            old = stored[key]
+        old = stored.get(key) if m.external_id else stored_as.get(m.message_id or "")
+        if old is not None:
             out[i] = Stored(
                 _strip(old),
                 old.conversation_id,
@@ -526,7 +542,7 @@ def receive_batch(
         if m.sent_at:
             meta["sent_at"] = m.sent_at.isoformat()
         row = {
-            "id": new_id(),
+            "id": m.message_id or new_id(),
             "workspace_id": ws,
             "conversation_id": conv["id"],
             "inbox_id": ib.id,
@@ -885,6 +901,7 @@ class IngestWriter:
         events: list[dict[str, Any]] = []
         woke = False
         for msg in msgs:
+            msg.again = True
             one = IngestWriter._reply(backend, [msg], sent=False)
             if isinstance(one, BaseException):
                 outcomes.append(one)
@@ -940,8 +957,13 @@ class WriterProcess:
             theirs.close()
             self._conn = ours
 
-    def send(self, msgs: list[InboundMessage]) -> None:
-        """Hand a batch to the writer process (one at a time: then ``receive``)."""
+    def send(self, msgs: list[InboundMessage], *, again: bool = False) -> None:
+        """Hand a batch to the writer process (one at a time: then ``receive``); ``again``
+        after it died with these."""
+        for m in msgs:
+            # Chosen here, so that a message sent again is known if it was committed.
+            m.message_id = m.message_id or new_id()
+            m.again = m.again or again
         self._sent = msgs
         self.start()
         assert self._conn is not None
@@ -954,9 +976,7 @@ class WriterProcess:
         for attempt in (1, 2):
             try:
                 if attempt == 2:
-                    self.start()
-                    assert self._conn is not None
-                    self._conn.send((cache.RELAY.pending(), self._sent))
+                    self.send(self._sent, again=True)
                 assert self._conn is not None
                 reply: Reply = self._conn.recv()
                 return reply
