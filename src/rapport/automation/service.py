@@ -33,7 +33,8 @@ from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
 from rapport.customers.models import Customer
 from rapport.db import utcnow
 from rapport.jobs.service import enqueue
-from rapport.problems import Conflict, Invalid, NotFound
+from rapport.problems import Conflict, Invalid
+from rapport.scoped import get_scoped
 
 EVENTS = frozenset(
     {
@@ -116,10 +117,7 @@ def update_rule(db: Session, *, rule: Rule, data: dict[str, Any]) -> Rule:
 
 
 def get_rule(db: Session, *, workspace_id: str, rule_id: str) -> Rule:
-    row = db.scalar(select(Rule).where(Rule.id == rule_id, Rule.workspace_id == workspace_id))
-    if row is None:
-        raise NotFound("rule")
-    return row
+    return get_scoped(db, Rule, rule_id, workspace_id=workspace_id, name="rule")
 
 
 def delete_rule(db: Session, *, rule: Rule) -> None:
@@ -591,12 +589,7 @@ def create_webhook(
 
 
 def get_webhook(db: Session, *, workspace_id: str, webhook_id: str) -> Webhook:
-    hook = db.scalar(
-        select(Webhook).where(Webhook.id == webhook_id, Webhook.workspace_id == workspace_id)
-    )
-    if hook is None:
-        raise NotFound("webhook")
-    return hook
+    return get_scoped(db, Webhook, webhook_id, workspace_id=workspace_id, name="webhook")
 
 
 def update_webhook(

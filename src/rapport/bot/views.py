@@ -18,6 +18,7 @@ from rapport.crypto import random_token
 from rapport.jobs.service import enqueue
 from rapport.privacy.service import audit
 from rapport.problems import Conflict, Invalid, NotFound
+from rapport.scoped import get_scoped
 
 router = APIRouter(prefix="/api/v1/bot", tags=["bot"])
 
@@ -86,12 +87,7 @@ class UnansweredRead(BaseModel):
 
 
 def _intent(db: Db, workspace_id: str, intent_id: str) -> Intent:
-    row = db.scalar(
-        select(Intent).where(Intent.id == intent_id, Intent.workspace_id == workspace_id)
-    )
-    if row is None:
-        raise NotFound("intent")
-    return row
+    return get_scoped(db, Intent, intent_id, workspace_id=workspace_id, name="intent")
 
 
 def _read(db: Db, intent: Intent) -> IntentRead:

@@ -15,6 +15,7 @@ from rapport.problems import Invalid, NotFound
 # Channel packages register themselves when imported.
 from rapport.channels import api as _api  # noqa: F401  isort: skip
 from rapport.channels import email as _email  # noqa: F401  isort: skip
+from rapport.scoped import get_scoped
 
 
 def _split(
@@ -26,10 +27,7 @@ def _split(
 
 
 def get(db: Session, *, workspace_id: str, inbox_id: str) -> Inbox:
-    row = db.scalar(select(Inbox).where(Inbox.id == inbox_id, Inbox.workspace_id == workspace_id))
-    if row is None:
-        raise NotFound("inbox")
-    return row
+    return get_scoped(db, Inbox, inbox_id, workspace_id=workspace_id, name="inbox")
 
 
 def list_inboxes(db: Session, *, workspace_id: str) -> list[Inbox]:

@@ -9,7 +9,8 @@ from rapport import templating
 from rapport.auth.models import User
 from rapport.conversations.models import CannedResponse, Conversation
 from rapport.customers.models import Customer
-from rapport.problems import Conflict, Invalid, NotFound
+from rapport.problems import Conflict, Invalid
+from rapport.scoped import get_scoped
 
 
 def list_all(db: Session, *, workspace_id: str, prefix: str = "") -> list[CannedResponse]:
@@ -38,14 +39,9 @@ def create(db: Session, *, workspace_id: str, shortcut: str, text: str) -> Canne
 
 
 def get(db: Session, *, workspace_id: str, canned_id: str) -> CannedResponse:
-    row = db.scalar(
-        select(CannedResponse).where(
-            CannedResponse.id == canned_id, CannedResponse.workspace_id == workspace_id
-        )
+    return get_scoped(
+        db, CannedResponse, canned_id, workspace_id=workspace_id, name="canned response"
     )
-    if row is None:
-        raise NotFound("canned response")
-    return row
 
 
 def context(db: Session, *, conversation: Conversation, agent_id: str | None) -> dict[str, Any]:

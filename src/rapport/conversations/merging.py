@@ -29,8 +29,9 @@ from rapport.conversations.models import (
 )
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
-from rapport.problems import Conflict, Invalid, NotFound
+from rapport.problems import Conflict, Invalid
 from rapport.realtime.service import emit
+from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
 
 DEFAULT_MINUTES = 30
@@ -66,14 +67,9 @@ def related(db: Session, *, conversation: Conversation) -> list[Conversation]:
 
 
 def _get(db: Session, workspace_id: str, conversation_id: str) -> Conversation:
-    row = db.scalar(
-        select(Conversation).where(
-            Conversation.id == conversation_id, Conversation.workspace_id == workspace_id
-        )
+    return get_scoped(
+        db, Conversation, conversation_id, workspace_id=workspace_id, name="conversation"
     )
-    if row is None:
-        raise NotFound("conversation")
-    return row
 
 
 def _channel(db: Session, inbox_id: str) -> str:

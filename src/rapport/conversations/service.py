@@ -35,18 +35,14 @@ from rapport.notifications import service as notifications
 from rapport.problems import Invalid, NotFound
 from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
+from rapport.scoped import get_scoped
 
 
 def get(db: Session, *, workspace_id: str, conversation_id: str) -> Conversation:
     """The conversation with this id in this workspace, or a 404 problem."""
-    row = db.scalar(
-        select(Conversation).where(
-            Conversation.id == conversation_id, Conversation.workspace_id == workspace_id
-        )
+    return get_scoped(
+        db, Conversation, conversation_id, workspace_id=workspace_id, name="conversation"
     )
-    if row is None:
-        raise NotFound("conversation")
-    return row
 
 
 def labels_of(db: Session, ids: list[str]) -> dict[str, list[str]]:

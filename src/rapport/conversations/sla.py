@@ -27,8 +27,9 @@ from rapport.conversations.models import (
     SlaState,
 )
 from rapport.db import utcnow
-from rapport.problems import Invalid, NotFound
+from rapport.problems import Invalid
 from rapport.realtime.service import emit
+from rapport.scoped import get_scoped
 from rapport.workspaces.models import BusinessCalendar
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -333,11 +334,7 @@ def create_policy(db: Session, *, workspace_id: str, data: dict[str, object]) ->
 
 
 def delete_policy(db: Session, *, workspace_id: str, policy_id: str) -> None:
-    row = db.scalar(
-        select(SlaPolicy).where(SlaPolicy.id == policy_id, SlaPolicy.workspace_id == workspace_id)
-    )
-    if row is None:
-        raise NotFound("SLA policy")
+    row = get_scoped(db, SlaPolicy, policy_id, workspace_id=workspace_id, name="SLA policy")
     db.delete(row)
     forget_policies(workspace_id)
 

@@ -23,6 +23,7 @@ from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.privacy.service import SYSTEM, Actor
 from rapport.problems import Conflict, Invalid, NotFound
+from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
 
 # Pairs below this probability are not worth an agent's time.
@@ -167,14 +168,9 @@ def _merge(
 
 
 def _suggestion(db: Session, workspace_id: str, suggestion_id: str) -> MergeSuggestion:
-    row = db.scalar(
-        select(MergeSuggestion).where(
-            MergeSuggestion.id == suggestion_id, MergeSuggestion.workspace_id == workspace_id
-        )
+    return get_scoped(
+        db, MergeSuggestion, suggestion_id, workspace_id=workspace_id, name="merge suggestion"
     )
-    if row is None:
-        raise NotFound("merge suggestion")
-    return row
 
 
 def pending(

@@ -17,8 +17,9 @@ from rapport.customers.models import Customer, CustomerMerge, Event, Identity
 from rapport.db import utcnow
 from rapport.events.models import Order
 from rapport.privacy.service import Actor, audit
-from rapport.problems import Conflict, Invalid, NotFound
+from rapport.problems import Conflict, Invalid
 from rapport.realtime.service import emit
+from rapport.scoped import get_scoped
 
 # Everything that belongs to a customer and follows it into a merge, by its key in the
 # merge's record.
@@ -32,12 +33,7 @@ _OWNED: dict[str, Any] = {
 
 
 def _customer(db: Session, workspace_id: str, customer_id: str) -> Customer:
-    row = db.scalar(
-        select(Customer).where(Customer.id == customer_id, Customer.workspace_id == workspace_id)
-    )
-    if row is None:
-        raise NotFound("customer")
-    return row
+    return get_scoped(db, Customer, customer_id, workspace_id=workspace_id, name="customer")
 
 
 def merge(
@@ -114,13 +110,7 @@ def unmerge(
     db: Session, *, workspace_id: str, merge_id: str, actor: Actor
 ) -> tuple[Customer, Customer]:
     """Undo a merge: both customers come back as they were; returns (survivor, restored)."""
-    row = db.scalar(
-        select(CustomerMerge).where(
-            CustomerMerge.id == merge_id, CustomerMerge.workspace_id == workspace_id
-        )
-    )
-    if row is None:
-        raise NotFound("merge")
+    row = get_scoped(db, CustomerMerge, merge_id, workspace_id=workspace_id, name="merge")
     if row.undone_at is not None:
         raise Conflict("this merge was already undone")
     survivor = _customer(db, workspace_id, row.survivor_id)

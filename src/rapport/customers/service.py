@@ -26,17 +26,13 @@ from rapport.db import utcnow
 from rapport.events.models import Order
 from rapport.problems import Conflict, Invalid, NotFound
 from rapport.realtime.service import emit
+from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
 
 
 def get(db: Session, *, workspace_id: str, customer_id: str) -> Customer:
     """The customer with this id in this workspace, or a 404 problem."""
-    row = db.scalar(
-        select(Customer).where(Customer.id == customer_id, Customer.workspace_id == workspace_id)
-    )
-    if row is None:
-        raise NotFound("customer")
-    return row
+    return get_scoped(db, Customer, customer_id, workspace_id=workspace_id, name="customer")
 
 
 def identities(db: Session, *, customer: Customer) -> list[Identity]:

@@ -21,6 +21,7 @@ from rapport.kb import search
 from rapport.kb.models import Article, ArticleFeedback, ArticleStatus, Collection, HelpCenter
 from rapport.problems import Conflict, Invalid, NotFound
 from rapport.sanitize import clean_html
+from rapport.scoped import get_scoped
 
 # Raw HTML in Markdown is shown as text, and what Markdown makes is sanitized once more.
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
@@ -102,14 +103,7 @@ def collections(db: Session, *, workspace_id: str, locale: str | None = None) ->
 
 
 def get_collection(db: Session, *, workspace_id: str, collection_id: str) -> Collection:
-    row = db.scalar(
-        select(Collection).where(
-            Collection.id == collection_id, Collection.workspace_id == workspace_id
-        )
-    )
-    if row is None:
-        raise NotFound("collection")
-    return row
+    return get_scoped(db, Collection, collection_id, workspace_id=workspace_id, name="collection")
 
 
 def save_collection(
@@ -142,12 +136,7 @@ def save_collection(
 
 
 def get_article(db: Session, *, workspace_id: str, article_id: str) -> Article:
-    row = db.scalar(
-        select(Article).where(Article.id == article_id, Article.workspace_id == workspace_id)
-    )
-    if row is None:
-        raise NotFound("article")
-    return row
+    return get_scoped(db, Article, article_id, workspace_id=workspace_id, name="article")
 
 
 def list_articles(

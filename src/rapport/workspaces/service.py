@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from rapport.auth import service as auth
 from rapport.auth.models import Membership, Role, Team, TeamMember, User
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound
+from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
 
 _SETTING_KEYS: dict[str, type] = {
@@ -174,10 +175,7 @@ def teams(db: Session, *, workspace_id: str) -> list[tuple[Team, list[str]]]:
 
 
 def get_team(db: Session, *, workspace_id: str, team_id: str) -> Team:
-    row = db.scalar(select(Team).where(Team.id == team_id, Team.workspace_id == workspace_id))
-    if row is None:
-        raise NotFound("team")
-    return row
+    return get_scoped(db, Team, team_id, workspace_id=workspace_id, name="team")
 
 
 def create_team(db: Session, *, workspace_id: str, name: str, member_ids: list[str]) -> Team:
