@@ -621,3 +621,33 @@ def test_a_message_committed_just_before_the_writer_process_died_is_stored_once(
         writer.stop()
     assert stored.duplicate  # found stored when sent again
     assert count(database, Message, Message.text == str(text)) == 1
+
+
+def test_a_long_read_does_not_hold_the_writer_up_behind_the_wal_rewind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The rewind waits for readers of older snapshots; it gives up soon instead, and the
+    writer goes on (the log is rewound once the reader is done)."""
+    import sqlite3
+
+    from rapport.db import WalCheckpointer
+
+    path = tmp_path / "wal.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    for _ in range(50):
+        writer.execute("INSERT INTO t (body) VALUES (?)", ("x" * 3000,))
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 50  # holds its snapshot
+    writer.execute("INSERT INTO t (body) VALUES ('after the read began')")
+    checkpointer = WalCheckpointer(str(path), restart_frames=10)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA busy_timeout=20")  # as the checkpointer's own connection
+    checkpointer.checkpoint(other)  # cannot rewind past the reader: gives up
+    assert checkpointer.lock.acquire(blocking=False)  # and does not keep the writer's lock
+    checkpointer.lock.release()
+    reader.execute("COMMIT")
+    checkpointer.checkpoint(other)
+    writer.execute("INSERT INTO t (body) VALUES ('rewound')")
+    assert int(other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]) < 10

@@ -250,7 +250,10 @@ class WalCheckpointer:
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            conn.execute("PRAGMA busy_timeout=1000")
+            # RESTART waits for the other writers and for readers of older snapshots while
+            # it holds the write lock (and ``lock``): a long read must not stall every write,
+            # so it gives up soon and the next round tries again.
+            conn.execute("PRAGMA busy_timeout=20")
             while not self._stop.wait(self.interval):
                 self.checkpoint(conn)
         finally:
