@@ -121,7 +121,8 @@ def _sqlite_on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     # A commit is on disk before anyone is told it happened: an inbound message answered
-    # 201 survives a power cut (NORMAL, ~7 % faster ingest, could lose the last commits).
+    # 201 survives a power cut (NORMAL could lose the last commits; bench/ingest.py could
+    # not tell the two apart through this machine's run-to-run noise).
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
