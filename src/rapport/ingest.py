@@ -92,10 +92,9 @@ class InboundMessage:
     # Set once the workspace's own triage models have run (before the writer, off its
     # thread): the writer then only stores.
     workspace_triaged: bool = False
-    # The stored message's id, when chosen before the writer (the writer process's).
+    # The stored message's id, when chosen before the writer (the writer process's): a
+    # message without an external id sent again after the process died is known by it.
     message_id: str | None = None
-    # Sent to the writer process again after it died: it may have committed it already.
-    again: bool = False
 
 
 @dataclass
@@ -341,12 +340,12 @@ def receive_batch(
         ):
             if (r.inbox_id, r.external_id) in pairs:
                 stored[(r.inbox_id, r.external_id)] = _row(r._mapping)
-    # Sent again after the writer process died: those without an external id are known by
-    # the id chosen for them before the first try.
-    again = [msgs[i].message_id for i in todo if msgs[i].again and not msgs[i].external_id]
+    # Those without an external id are known by an id chosen before the first try, if any
+    # (sent again after the writer process died, it may have committed them already).
+    chosen = [msgs[i].message_id for i in todo if msgs[i].message_id and not msgs[i].external_id]
     stored_as: dict[str, SimpleNamespace] = {}
-    if again:
-        for r in conn.execute(_STORED_BY_ID, {"ids": again}):
+    if chosen:
+        for r in conn.execute(_STORED_BY_ID, {"ids": chosen}):
             stored_as[r.id] = _row(r._mapping)
     first_of: dict[tuple[str, str], int] = {}
     fresh: list[int] = []
@@ -901,7 +900,6 @@ class IngestWriter:
         events: list[dict[str, Any]] = []
         woke = False
         for msg in msgs:
-            msg.again = True
             one = IngestWriter._reply(backend, [msg], sent=False)
             if isinstance(one, BaseException):
                 outcomes.append(one)
@@ -957,13 +955,11 @@ class WriterProcess:
             theirs.close()
             self._conn = ours
 
-    def send(self, msgs: list[InboundMessage], *, again: bool = False) -> None:
-        """Hand a batch to the writer process (one at a time: then ``receive``); ``again``
-        after it died with these."""
+    def send(self, msgs: list[InboundMessage]) -> None:
+        """Hand a batch to the writer process (one at a time: then ``receive``)."""
         for m in msgs:
             # Chosen here, so that a message sent again is known if it was committed.
             m.message_id = m.message_id or new_id()
-            m.again = m.again or again
         self._sent = msgs
         self.start()
         assert self._conn is not None
@@ -976,7 +972,7 @@ class WriterProcess:
         for attempt in (1, 2):
             try:
                 if attempt == 2:
-                    self.send(self._sent, again=True)
+                    self.send(self._sent)
                 assert self._conn is not None
                 reply: Reply = self._conn.recv()
                 return reply
