@@ -195,12 +195,16 @@ _INBOXES = select(
     Inbox.settings,
 ).where(Inbox.id.in_(_each("ids")))
 _WORKSPACES = select(Workspace.id, Workspace.settings).where(Workspace.id.in_(_each("ids")))
-_STORED = (
-    select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id"))
-    .join(Conversation, Conversation.id == Message.conversation_id)
-    # Two IN lists, not a row-value IN: SQLite scans the table for the latter.
-    .where(Message.inbox_id.in_(_each("inboxes")), Message.external_id.in_(_each("ids")))
+# A stored message with its customer, found by (inbox, external id) or by its own id.
+_STORED_ROWS = select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id")).join(
+    Conversation, Conversation.id == Message.conversation_id
 )
+_STORED = _STORED_ROWS.where(
+    # Two IN lists, not a row-value IN: SQLite scans the table for the latter.
+    Message.inbox_id.in_(_each("inboxes")),
+    Message.external_id.in_(_each("ids")),
+)
+_STORED_BY_ID = _STORED_ROWS.where(Message.id.in_(_each("ids")))
 _IDENTITIES = select(
     Identity.id,
     Identity.workspace_id,
@@ -244,11 +248,6 @@ _ranked = (
 # Each customer's latest conversation in each inbox.
 _LATEST = select(_ranked).where(_ranked.c.rank == 1)
 _CONVERSATIONS = select(*_CONV_COLUMNS).where(Conversation.id.in_(_each("ids")))
-_STORED_BY_ID = (
-    select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id"))
-    .join(Conversation, Conversation.id == Message.conversation_id)
-    .where(Message.id.in_(_each("ids")))
-)
 _CLAIM = (
     update(_identities)
     .where(_identities.c.id == bindparam("iid"))
@@ -744,13 +743,17 @@ class _Store:
             return self._transaction(msgs)
 
     def _transaction(self, msgs: list[InboundMessage]) -> list[Stored | BaseException]:
-        if self.checkpointer is None:
-            with self.database.session() as db:
-                return receive_batch(db, msgs, settings=self.settings, storage=self.storage)
-        with self.checkpointer.lock, self.database.session() as db:
-            # The checkpointer copies the WAL back (and rewinds it between two of these);
-            # this commit doesn't.
-            db.connection().exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+        checkpointer = self.checkpointer
+        # The checkpointer rewinds the WAL between two of these transactions, never inside.
+        with (
+            checkpointer.lock if checkpointer else contextlib.nullcontext(),
+            self.database.session() as db,
+        ):
+            conn = db.connection()
+            if checkpointer is not None and not conn.info.get("checkpointed_elsewhere"):
+                # It copies the WAL back; this connection's commits don't (set once each).
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+                conn.info["checkpointed_elsewhere"] = True
             return receive_batch(db, msgs, settings=self.settings, storage=self.storage)
 
 

@@ -22,6 +22,10 @@ class Problem(Exception):
         self.detail = detail
         self.extra = extra
 
+    def response(self, instance: str | None = None) -> JSONResponse:
+        """This problem as the RFC 9457 document answered for it."""
+        return problem_response(self.status, self.slug, self.detail, instance, **self.extra)
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as what it is (the ingest writer process sends problems back), not by
         # re-calling a subclass's __init__ with the finished detail.
@@ -91,9 +95,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status, exc.slug, exc.detail, instance=request.url.path, **exc.extra
-        )
+        return exc.response(request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

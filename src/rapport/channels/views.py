@@ -17,7 +17,7 @@ from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
 from rapport.privacy.service import audit
-from rapport.problems import Invalid, Problem, problem_response
+from rapport.problems import Invalid, Problem
 
 router = APIRouter(prefix="/api/v1", tags=["inboxes"])
 _agent = require_role(Role.agent)
@@ -197,9 +197,7 @@ class InboundFastPath:
                 request.app.state.ingest, parts[4], data, principal
             )
         except Problem as exc:
-            response: Response = problem_response(
-                exc.status, exc.slug, exc.detail, instance=path, **exc.extra
-            )
+            response: Response = exc.response(path)
         else:
             response = Response(payload, status_code=status, media_type="application/json")
         await response(scope, replay, send)
