@@ -1,7 +1,13 @@
 """Attachment storage: content-addressed files under the attachments directory."""
 
 import hashlib
+import os
+import time
 from pathlib import Path
+
+# A file stored or reused more recently than this is never deleted: a transaction that
+# stored it may not have committed the row that refers to it yet.
+REUSE_GRACE_SECONDS = 3600.0
 
 
 class LocalStorage:
@@ -13,7 +19,9 @@ class LocalStorage:
         digest = hashlib.sha256(data).hexdigest()
         key = f"{digest[:2]}/{digest[2:4]}/{digest}"
         path = self.root / key
-        if not path.exists():
+        try:
+            os.utime(path)  # reused: fresh again, so that ``forget`` leaves it alone
+        except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
@@ -21,7 +29,30 @@ class LocalStorage:
         return key, digest
 
     def open(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def forget(self, key: str, *, grace: float = REUSE_GRACE_SECONDS) -> bool:
+        """Delete a file no row refers to any more (the caller checked), unless it was
+        stored or reused within ``grace`` seconds; True if it is gone.
+
+        The file is first moved aside, then its time read: a ``put`` that reused it before
+        the move has refreshed that time (and it is put back), and one after the move finds
+        no file and writes it again, so a file somebody has just relied on is never lost.
+        """
+        path = self._path(key)
+        doomed = path.with_suffix(".forget")
+        try:
+            path.rename(doomed)
+        except FileNotFoundError:
+            return True
+        if time.time() - doomed.stat().st_mtime < grace:
+            doomed.replace(path)  # same content as any copy written meanwhile
+            return False
+        doomed.unlink()
+        return True
+
+    def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root.resolve()):
             raise ValueError("storage key outside the attachments directory")
-        return path.read_bytes()
+        return path

@@ -164,8 +164,8 @@ def test_uploads_never_sent_are_pruned_after_a_day(
     conv = world.acme.first.conversation.id
     up = upload(client, world, conv, "draft.pdf", PDF, "application/pdf")
     with database.session() as db:
-        assert files.prune_uploads(db) == 0
-        assert files.prune_uploads(db, now=utcnow() + timedelta(days=1, minutes=1)) == 1
+        assert files.prune_uploads(db) == []
+        assert len(files.prune_uploads(db, now=utcnow() + timedelta(days=1, minutes=1))) == 1
     r = client.post(
         f"/api/v1/conversations/{conv}/messages",
         json={"attachment_ids": [up["id"]]},

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from rapport.conversations.models import Attachment, Conversation, Message, Upload
 from rapport.crypto import hmac_sha256_hex
-from rapport.db import utcnow
+from rapport.db import Database, utcnow
 from rapport.problems import Invalid, NotFound
 from rapport.storage import LocalStorage
 
@@ -28,7 +28,8 @@ from rapport.storage import LocalStorage
 # refuses the file with a reason we show on the message.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_FILES_PER_MESSAGE = 10
-# An upload not sent within this time is dropped (its bytes may be shared, content-addressed).
+# An upload not sent within this time is dropped, and its bytes with it unless another
+# upload or attachment shares them (content-addressed).
 UPLOAD_TTL = timedelta(days=1)
 # How long a provider may take to fetch a file we sent it a link to. WhatsApp and Twilio
 # fetch asynchronously, after accepting the message; a retry of the job signs new links.
@@ -203,11 +204,28 @@ def summary(rows: list[Attachment]) -> list[dict[str, object]]:
     ]
 
 
-def prune_uploads(db: Session, *, now: datetime | None = None) -> int:
-    """Forget uploads never sent (the periodic job); returns how many."""
+def prune_uploads(db: Session, *, now: datetime | None = None) -> list[str]:
+    """Drop uploads never sent (the periodic job); returns their storage keys, for
+    ``forget_unused`` once this has committed."""
     cutoff = (now or utcnow()) - UPLOAD_TTL
-    result = db.execute(delete(Upload).where(Upload.created_at < cutoff))
-    return int(getattr(result, "rowcount", 0) or 0)
+    pruned = db.scalars(
+        delete(Upload).where(Upload.created_at < cutoff).returning(Upload.storage_key)
+    )
+    return sorted(set(pruned))
+
+
+def forget_unused(database: Database, storage: LocalStorage, keys: list[str]) -> list[str]:
+    """Delete the stored files of these keys that no attachment or upload (of any
+    workspace: storage is content-addressed) refers to any more; returns the keys kept
+    only because they were stored or reused lately (see ``LocalStorage.forget``)."""
+    if not keys:
+        return []
+    with database.session(write=False) as db:
+        used = set(
+            db.scalars(select(Attachment.storage_key).where(Attachment.storage_key.in_(keys)))
+        )
+        used.update(db.scalars(select(Upload.storage_key).where(Upload.storage_key.in_(keys))))
+    return [key for key in keys if key not in used and not storage.forget(key)]
 
 
 # --- signed links ------------------------------------------------------------------------

@@ -170,7 +170,8 @@ class StoredFile:
     content_type: Mapped[str] = mapped_column(String(200))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    storage_key: Mapped[str] = mapped_column(String(500))
+    # Indexed: a file is deleted only once no row refers to its key.
+    storage_key: Mapped[str] = mapped_column(String(500), index=True)
 
 
 class Attachment(StoredFile, Base):

@@ -36,6 +36,7 @@ from rapport.customers.schemas import (
     TagsIn,
     TimelinePage,
 )
+from rapport.privacy import erasure
 from rapport.privacy.service import audit
 from rapport.problems import Invalid
 from rapport.workspaces.models import Workspace
@@ -113,6 +114,30 @@ def update_customer(
         data={"fields": sorted(body.model_fields_set)},
     )
     return _detail(db, customer)
+
+
+@router.delete("/{customer_id}", status_code=204)
+def erase_customer(customer_id: str, principal: CurrentAdmin, request: Request, db: Db) -> Response:
+    """Erase a customer for good (a data subject's right to erasure): their profile,
+    handles, timeline, conversations with every message and file, and any customer merged
+    into them. Realtime copies and unshared files follow within moments. Cannot be undone."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    done = erasure.erase_customer(db, customer=customer)
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="customer.erase",
+        target_type="customer",
+        target_id=customer_id,
+        data={
+            "customer_ids": done.customer_ids,
+            "conversations": done.conversations,
+            "messages": done.messages,
+            "files": done.files,
+        },
+    )
+    return Response(status_code=204)
 
 
 @router.post("/{customer_id}/identities", response_model=IdentityRead, status_code=201)

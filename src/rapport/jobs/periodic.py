@@ -9,6 +9,7 @@ from rapport.db import Database
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue_unique, prune_finished
 from rapport.realtime import service as realtime
+from rapport.storage import LocalStorage
 
 # name -> period in seconds
 SCHEDULE = {
@@ -50,6 +51,7 @@ def prune_stream_events(ctx: JobContext) -> None:
 
 @job("prune_uploads")
 def prune_uploads(ctx: JobContext) -> None:
-    """Forget files agents uploaded but never sent."""
+    """Forget files agents uploaded but never sent, and their bytes once nothing uses them."""
     with ctx.database.session() as db:
-        files.prune_uploads(db)
+        keys = files.prune_uploads(db)
+    files.forget_unused(ctx.database, LocalStorage(ctx.settings.attachments_dir), keys)

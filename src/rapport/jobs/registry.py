@@ -54,6 +54,7 @@ HANDLER_MODULES = (
     "rapport.bot.service",
     "rapport.channels.media",
     "rapport.auth.reset",
+    "rapport.privacy.erasure",
 )
 
 

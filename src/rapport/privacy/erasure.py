@@ -1,0 +1,138 @@
+"""Erasing a customer: everything Rapport holds about one person, gone for good.
+
+One transaction removes the customer and every record merged into it (kept until now so
+that a merge could be undone: the same person), with what hangs off them through the
+database's cascades: identities, attributes, tags, consents, timeline events and orders,
+duplicate suggestions, merge history, conversations with their messages, notes,
+attachments, uploads, labels, SLA clocks and bot rounds; the search indexes follow (their
+triggers on SQLite, expression indexes on PostgreSQL). Web chat visitors that spoke for
+them go too. Then a job removes the copies kept elsewhere: the realtime events a
+reconnecting agent could still fetch, and the stored files no other message shares.
+
+The audit log keeps that an erasure happened, by whom, and how much it removed; ids only.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from rapport.channels.webchat.models import Visitor
+from rapport.conversations import files
+from rapport.conversations.models import Attachment, Conversation, Message, Upload
+from rapport.customers.models import Customer
+from rapport.db import utcnow
+from rapport.jobs.registry import JobContext, job
+from rapport.jobs.service import enqueue
+from rapport.realtime.models import StreamEvent
+from rapport.storage import REUSE_GRACE_SECONDS, LocalStorage
+
+_PAGE = 2000  # realtime events read per query while looking for copies
+
+
+@dataclass(frozen=True)
+class Erasure:
+    customer_ids: list[str]
+    conversations: int
+    messages: int
+    files: int
+
+
+def erase_customer(db: Session, *, customer: Customer) -> Erasure:
+    """Erase this customer (and whoever was merged into them) in the caller's transaction;
+    the copies go in a job queued in the same transaction."""
+    ws = customer.workspace_id
+    root = customer
+    while root.merged_into_id:  # a record merged into another is that person too
+        parent = db.get(Customer, root.merged_into_id)
+        if parent is None or parent.workspace_id != ws:
+            break
+        root = parent
+    person = {root.id}
+    frontier = [root.id]
+    while frontier:
+        merged = db.scalars(
+            select(Customer.id).where(
+                Customer.workspace_id == ws, Customer.merged_into_id.in_(frontier)
+            )
+        )
+        frontier = [c for c in merged if c not in person]
+        person.update(frontier)
+    conversations = list(
+        db.scalars(
+            select(Conversation.id).where(
+                Conversation.workspace_id == ws, Conversation.customer_id.in_(person)
+            )
+        )
+    )
+    in_them = Message.conversation_id.in_(conversations)
+    messages = db.scalar(select(func.count()).select_from(Message).where(in_them)) or 0
+    keys = set(
+        db.scalars(
+            select(Attachment.storage_key)
+            .join(Message, Message.id == Attachment.message_id)
+            .where(in_them)
+        )
+    )
+    keys.update(
+        db.scalars(select(Upload.storage_key).where(Upload.conversation_id.in_(conversations)))
+    )
+
+    db.execute(delete(Visitor).where(Visitor.workspace_id == ws, Visitor.customer_id.in_(person)))
+    db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
+    db.expire_all()  # what the cascades removed must not linger in this session
+    enqueue(
+        db,
+        name="erase_copies",
+        args={"ids": sorted(person | set(conversations)), "keys": sorted(keys)},
+        workspace_id=ws,
+    )
+    return Erasure(sorted(person), len(conversations), messages, len(keys))
+
+
+def mentions(value: Any, ids: set[str]) -> bool:
+    """Whether a stored payload names any of these ids, at any depth."""
+    if isinstance(value, str):
+        return value in ids
+    if isinstance(value, dict):
+        return any(mentions(v, ids) for v in value.values())
+    if isinstance(value, list):
+        return any(mentions(v, ids) for v in value)
+    return False
+
+
+@job("erase_copies")
+def erase_copies(ctx: JobContext, *, ids: list[str], keys: list[str]) -> None:
+    """The copies an erasure leaves: realtime events naming the erased customers or their
+    conversations, then the stored files nothing else refers to. Files stored or reused
+    lately are tried again once that grace has passed."""
+    assert ctx.workspace_id is not None
+    gone = set(ids)
+    after = 0
+    while gone:
+        with ctx.database.session(write=False) as db:
+            page = db.execute(
+                select(StreamEvent.id, StreamEvent.payload)
+                .where(StreamEvent.workspace_id == ctx.workspace_id, StreamEvent.id > after)
+                .order_by(StreamEvent.id)
+                .limit(_PAGE)
+            ).all()
+        if not page:
+            break
+        after = page[-1].id
+        doomed = [row.id for row in page if mentions(row.payload, gone)]
+        if doomed:
+            with ctx.database.session() as db:
+                db.execute(delete(StreamEvent).where(StreamEvent.id.in_(doomed)))
+    kept = files.forget_unused(ctx.database, LocalStorage(ctx.settings.attachments_dir), keys)
+    if kept:
+        with ctx.database.session() as db:
+            enqueue(
+                db,
+                name="erase_copies",
+                args={"ids": [], "keys": kept},
+                workspace_id=ctx.workspace_id,
+                run_at=utcnow() + timedelta(seconds=REUSE_GRACE_SECONDS),
+            )

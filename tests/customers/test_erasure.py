@@ -1,0 +1,196 @@
+"""A customer erased is gone everywhere: rows, search, realtime copies, files; nobody else is."""
+
+import base64
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from rapport import search
+from rapport.config import Settings
+from rapport.conversations.models import Attachment, Conversation, Message
+from rapport.customers.models import Customer, Event, Identity
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from rapport.privacy.erasure import mentions
+from rapport.privacy.models import AuditLog
+from rapport.realtime.models import StreamEvent
+from rapport.storage import LocalStorage
+from tests.conftest import auth
+from tests.factories import World
+
+OWN_FILE = b"%PDF-1.4\n% zoe's passport scan\n" + bytes(range(256))
+SHARED_FILE = b"%PDF-1.4\n% the shop's price list\n" + bytes(range(256))
+
+
+def post(
+    client: TestClient,
+    world: World,
+    external_id: str,
+    sender: dict[str, str],
+    text: str,
+    files: list[bytes] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    assert world.acme.inbox is not None
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",
+        json={
+            "external_id": external_id,
+            "text": text,
+            "from": sender,
+            "attachments": [
+                {
+                    "filename": f"file{i}.pdf",
+                    "content_type": "application/pdf",
+                    "data_base64": base64.b64encode(data).decode(),
+                }
+                for i, data in enumerate(files)
+            ],
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def age(settings: Settings, data: bytes) -> Path:
+    """The stored file of these bytes, made to look stored two hours ago."""
+    key, _ = LocalStorage(settings.attachments_dir).put(data)
+    path = settings.attachments_dir / key
+    past = time.time() - 7200
+    os.utime(path, (past, past))
+    return path
+
+
+def count(database: Database, model: Any, *where: Any) -> int:
+    with database.session(write=False) as db:
+        return db.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def test_erasing_a_customer_removes_all_of_them_and_nothing_of_anyone_else(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    zoe = {"name": "Zoe Quist", "email": "zoe@example.com", "phone": "+14155550123"}
+    first = post(client, world, "z-1", zoe, "my passport, zanzibarian visa", [OWN_FILE])
+    post(client, world, "z-2", zoe, "and the price list", [SHARED_FILE])
+    other = post(client, world, "o-1", {"email": "otto@example.com"}, "price list?", [SHARED_FILE])
+    zoe_id, conv_id = first["customer_id"], first["conversation_id"]
+    # A duplicate record merged into her is her too.
+    twin = client.post(
+        "/api/v1/customers",
+        json={"name": "Zoe Q.", "email": "zoe.q@example.com"},
+        headers=auth(world.bob),
+    ).json()
+    assert (
+        client.post(
+            f"/api/v1/customers/{zoe_id}/merge",
+            json={"merged_id": twin["id"]},
+            headers=auth(world.bob),
+        ).status_code
+        == 201
+    )
+    client.post(
+        f"/api/v1/customers/{zoe_id}/events", json={"type": "Viewed"}, headers=auth(world.bob)
+    )
+    client.put(f"/api/v1/customers/{zoe_id}/tags", json={"tags": ["vip"]}, headers=auth(world.bob))
+    own, shared = age(settings, OWN_FILE), age(settings, SHARED_FILE)
+    ws = world.acme.workspace.id
+    with database.session(write=False) as db:
+        assert search.conversation_ids(db, workspace_id=ws, q="zanzibarian") == [conv_id]
+        assert zoe_id in search.customer_ids(db, workspace_id=ws, q="Quist")
+
+    r = client.delete(f"/api/v1/customers/{zoe_id}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+
+    for url in (
+        f"/api/v1/customers/{zoe_id}",
+        f"/api/v1/customers/{twin['id']}",
+        f"/api/v1/conversations/{conv_id}",
+    ):
+        assert client.get(url, headers=auth(world.alice)).status_code == 404
+    person = [zoe_id, twin["id"]]
+    assert count(database, Customer, Customer.id.in_(person)) == 0
+    assert count(database, Identity, Identity.customer_id.in_(person)) == 0
+    assert count(database, Event, Event.customer_id.in_(person)) == 0
+    assert count(database, Conversation, Conversation.customer_id.in_(person)) == 0
+    assert count(database, Message, Message.conversation_id == conv_id) == 0
+    with database.session(write=False) as db:
+        assert search.conversation_ids(db, workspace_id=ws, q="zanzibarian") == []
+        assert search.customer_ids(db, workspace_id=ws, q="Quist") == []
+        audit = db.scalars(select(AuditLog).where(AuditLog.action == "customer.erase")).one()
+    assert audit.target_id == zoe_id
+    assert audit.data["conversations"] == 1 and audit.data["messages"] == 2
+    assert sorted(audit.data["customer_ids"]) == sorted(person)
+
+    # The copies: realtime events that named her, then her own file, in a job.
+    erased = {zoe_id, twin["id"], conv_id}
+    with database.session(write=False) as db:
+        assert any(mentions(p, erased) for p in db.scalars(select(StreamEvent.payload)))
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    with database.session(write=False) as db:
+        payloads = list(db.scalars(select(StreamEvent.payload)))
+    assert payloads and not any(mentions(p, erased) for p in payloads)
+    assert not own.exists()
+    assert shared.exists()  # Otto's message still has it
+
+    # Everyone else is as they were.
+    assert client.get(
+        f"/api/v1/customers/{other['customer_id']}", headers=auth(world.bob)
+    ).is_success
+    detail = client.get(
+        f"/api/v1/conversations/{other['conversation_id']}", headers=auth(world.bob)
+    ).json()
+    (att,) = detail["messages"][-1]["attachments"]
+    got = client.get(
+        f"/api/v1/conversations/{other['conversation_id']}/messages/{other['id']}"
+        f"/attachments/{att['id']}",
+        headers=auth(world.bob),
+    )
+    assert got.content == SHARED_FILE
+    assert count(database, Attachment) == 1
+
+
+def test_the_same_person_writing_again_after_erasure_is_a_new_customer(
+    client: TestClient, world: World
+) -> None:
+    sender = {"email": "zoe@example.com"}
+    before = post(client, world, "z-1", sender, "hello")
+    client.delete(f"/api/v1/customers/{before['customer_id']}", headers=auth(world.alice))
+    after = post(client, world, "z-1", sender, "hello again")  # even the same external id
+    assert after["customer_id"] != before["customer_id"]
+    assert after["conversation_id"] != before["conversation_id"]
+    detail = client.get(
+        f"/api/v1/conversations/{after['conversation_id']}", headers=auth(world.bob)
+    ).json()
+    assert [m["text"] for m in detail["messages"]] == ["hello again"]
+
+
+def test_only_an_admin_erases_and_another_workspace_cannot_see_the_customer(
+    client: TestClient, world: World
+) -> None:
+    assert world.acme.first is not None
+    url = f"/api/v1/customers/{world.acme.first.customer.id}"
+    assert client.delete(url, headers=auth(world.bob)).status_code == 403
+    assert client.delete(url, headers=auth(world.victor)).status_code == 403
+    assert client.delete(url, headers=auth(world.mallory)).status_code == 404
+    assert client.get(url, headers=auth(world.bob)).status_code == 200
+
+
+def test_a_file_stored_or_reused_lately_is_kept_until_its_grace_has_passed(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    key, _ = storage.put(b"fresh")
+    assert storage.forget(key) is False  # an uncommitted row may be about to use it
+    assert storage.open(key) == b"fresh"
+    path = tmp_path / key
+    os.utime(path, (time.time() - 7200, time.time() - 7200))
+    storage.put(b"fresh")  # reused: fresh again
+    assert storage.forget(key) is False
+    os.utime(path, (time.time() - 7200, time.time() - 7200))
+    assert storage.forget(key) is True
+    assert not path.exists()
+    assert storage.forget(key) is True  # gone already
+    assert storage.put(b"fresh") == (key, key.rsplit("/", 1)[1])  # stored again as new
+    assert storage.open(key) == b"fresh"
