@@ -129,3 +129,42 @@ def test_an_agent_attaches_files_removes_one_and_sends_the_reply(
     # After a reload the server-rendered thread shows both sides' files.
     page.reload()
     expect(page.locator(".msg .files a.file")).to_have_text(["receipt.jpg", "invoice.pdf"])
+
+
+def test_an_admin_erases_a_customer_after_typing_erase_and_an_agent_cannot(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    cid = inbound(client, world, "erase-ui", "erase-ui@example.com")
+    customer = client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).json()[
+        "customer_id"
+    ]
+
+    def login(email: str):  # type: ignore[no-untyped-def]
+        page = browser.new_page()
+        page.goto(f"{live_server.url}/login")
+        page.fill("input[name=email]", email)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_url("**/app/inbox")
+        page.goto(f"{live_server.url}/app/conversations/{cid}")
+        return page
+
+    agent = login("bob@acme.test")
+    expect(agent.locator("#conversation")).to_be_visible()
+    expect(agent.locator("#erase-form")).to_have_count(0)
+
+    page = login("alice@acme.test")
+    page.click(".erase summary")
+    page.fill("#erase-form input[name=confirm]", "yes")
+    page.click("#erase-form button[type=submit]")
+    expect(page.locator("#flash")).to_have_text("Type erase to confirm.")
+    assert client.get(f"/api/v1/customers/{customer}", headers=auth(world.bob)).status_code == 200
+
+    page.fill("#erase-form input[name=confirm]", "erase")
+    page.click("#erase-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    assert client.get(f"/api/v1/customers/{customer}", headers=auth(world.bob)).status_code == 404
+    assert client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).status_code == 404

@@ -1,5 +1,6 @@
 // The customer panel beside a conversation: profile figures, tags, consent, conversations
-// the customer opened on other channels at the same time, and duplicate suggestions.
+// the customer opened on other channels at the same time, duplicate suggestions, and
+// erasing the customer (admins).
 // Everything comes from the API and is written as text (never markup).
 
 import { api, showError } from "./http.js";
@@ -145,6 +146,24 @@ async function suggested(box, conversationId) {
     list.append(li);
   }
   box.replaceChildren(el("h3", "Suggested answers"), list);
+}
+
+// An admin erases the customer for good, after typing "erase" (a click alone is too easy).
+const eraseForm = document.getElementById("erase-form");
+if (eraseForm) {
+  eraseForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (eraseForm.elements.confirm.value.trim().toLowerCase() !== "erase") {
+      showError("Type erase to confirm.");
+      return;
+    }
+    try {
+      await api("DELETE", `/api/v1/customers/${eraseForm.dataset.customer}`);
+      window.location.assign("/app/inbox");
+    } catch (e) {
+      showError(e.message);
+    }
+  });
 }
 
 const root = document.getElementById("panel-extra");
