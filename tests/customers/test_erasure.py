@@ -131,8 +131,9 @@ def test_erasing_a_customer_removes_all_of_them_and_nothing_of_anyone_else(
         assert any(mentions(p, erased) for p in db.scalars(select(StreamEvent.payload)))
     Worker(database, settings).run_until_idle(max_jobs=50)
     with database.session(write=False) as db:
-        payloads = list(db.scalars(select(StreamEvent.payload)))
-    assert payloads and not any(mentions(p, erased) for p in payloads)
+        events = list(db.scalars(select(StreamEvent)))
+    assert events and not any(mentions(e.payload, erased) for e in events)
+    assert any(e.type == "erased" and e.payload == {} for e in events)
     assert not own.exists()
     assert shared.exists()  # Otto's message still has it
 

@@ -6,8 +6,10 @@ database's cascades: identities, attributes, tags, consents, timeline events and
 duplicate suggestions, merge history, conversations with their messages, notes,
 attachments, uploads, labels, SLA clocks and bot rounds; the search indexes follow (their
 triggers on SQLite, expression indexes on PostgreSQL). Web chat visitors that spoke for
-them go too. Then a job removes the copies kept elsewhere: the realtime events a
-reconnecting agent could still fetch, and the stored files no other message shares.
+them go too. Then a job removes the copies kept elsewhere: it blanks the realtime events a
+reconnecting agent could still fetch (kept as ``erased`` events without a payload, so
+that event ids stay in order and are never used again), and deletes the stored files no
+other message shares.
 
 The audit log keeps that an erasure happened, by whom, and how much it removed; ids only.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.channels.webchat.models import Visitor
@@ -106,7 +108,7 @@ def mentions(value: Any, ids: set[str]) -> bool:
 @job("erase_copies")
 def erase_copies(ctx: JobContext, *, ids: list[str], keys: list[str]) -> None:
     """The copies an erasure leaves: realtime events naming the erased customers or their
-    conversations, then the stored files nothing else refers to. Files stored or reused
+    conversations (blanked), then the stored files nothing else refers to. Files stored or reused
     lately are tried again once that grace has passed."""
     assert ctx.workspace_id is not None
     gone = set(ids)
@@ -125,7 +127,11 @@ def erase_copies(ctx: JobContext, *, ids: list[str], keys: list[str]) -> None:
         doomed = [row.id for row in page if mentions(row.payload, gone)]
         if doomed:
             with ctx.database.session() as db:
-                db.execute(delete(StreamEvent).where(StreamEvent.id.in_(doomed)))
+                db.execute(
+                    update(StreamEvent)
+                    .where(StreamEvent.id.in_(doomed))
+                    .values(type="erased", payload={})
+                )
     kept = files.forget_unused(ctx.database, LocalStorage(ctx.settings.attachments_dir), keys)
     if kept:
         with ctx.database.session() as db:
