@@ -294,6 +294,52 @@ def test_ingest_records_its_events_in_the_outbox(
     assert types == ["message.created", "conversation.created"]
 
 
+def test_each_event_of_a_group_commit_is_published_with_the_id_it_is_stored_under(
+    world: World, database: Database, settings: Settings
+) -> None:
+    from rapport.bus import LocalBus, get_bus, set_bus
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+    from rapport.ingest import receive_batch, with_triage
+
+    published: list[dict[str, object]] = []
+
+    class Recorder(LocalBus):
+        def publish(self, event: dict[str, object]) -> None:
+            published.append(event)
+
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    msgs = [
+        with_triage(
+            InboundMessage(
+                inbox_id=inbox,
+                external_id=f"batch-{i}",
+                text=f"message {i}",
+                # every other one a returning customer: some messages start conversations
+                handles=[handle(IdentityKind.email, f"batch{i // 2}@example.com")],
+            )
+        )
+        for i in range(12)
+    ]
+    previous = get_bus()
+    set_bus(Recorder())
+    try:
+        with database.session() as db:
+            receive_batch(db, msgs, settings=settings)
+    finally:
+        set_bus(previous)
+    assert len(published) == 12 + 6  # a message each, a new conversation every other one
+    with database.session(write=False) as db:
+        stored = {
+            e.id: (e.type, e.payload)
+            for e in db.scalars(
+                select(StreamEvent).where(StreamEvent.id.in_([p["id"] for p in published]))
+            )
+        }
+    assert {p["id"]: (p["type"], p["payload"]) for p in published} == stored
+    assert [p["id"] for p in published] == sorted(p["id"] for p in published)  # type: ignore[type-var]
+
+
 def test_bad_input_gets_a_problem_document_and_stores_nothing(
     client: TestClient, world: World, database: Database
 ) -> None:

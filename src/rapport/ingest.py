@@ -279,7 +279,9 @@ _CONTINUED = (
         messages_count=_t.messages_count + bindparam("added"),
     )
 )
-_EVENTS = insert(StreamEvent).returning(StreamEvent.id, sort_by_parameter_order=True)
+_EVENTS = insert(StreamEvent)
+_EVENTS_NUMBERED = _EVENTS.returning(StreamEvent.id, sort_by_parameter_order=True)
+_LAST_EVENT = select(func.max(StreamEvent.id))
 
 
 def _row(mapping: Any) -> SimpleNamespace:
@@ -644,7 +646,7 @@ def receive_batch(
     if new_attachments:
         conn.execute(insert(Attachment), new_attachments)
     if events:
-        ids = conn.execute(_EVENTS, events).scalars().all()
+        ids = _insert_events(conn, events)
         bus_events = [
             {**e, "id": event_id, "created_at": now.isoformat()}
             for e, event_id in zip(events, ids, strict=True)
@@ -693,6 +695,18 @@ def receive_batch(
                 first.channel,
             )
     return [o if o is not None else RuntimeError("not processed") for o in out]
+
+
+def _insert_events(conn: Any, events: list[dict[str, Any]]) -> list[int]:
+    """Store the realtime events; their ids, in order."""
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(_EVENTS_NUMBERED, events).scalars())
+    # SQLite cannot number a multi-row insert's RETURNING rows in order (SQLAlchemy would
+    # insert them one statement each); it numbers new rows max(id) + 1, + 2, ... and nobody
+    # else writes in between: a writer that started meanwhile makes this insert fail.
+    last = conn.execute(_LAST_EVENT).scalar() or 0
+    conn.execute(_EVENTS, events)
+    return list(range(last + 1, last + 1 + len(events)))
 
 
 def _strip(row: SimpleNamespace) -> SimpleNamespace:
