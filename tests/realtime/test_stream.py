@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from rapport.db import Database
 from tests.conftest import auth
 from tests.factories import World
 from tests.web.conftest import free_port
@@ -241,3 +242,26 @@ def test_ephemeral_events_keep_coming_after_the_first(client: TestClient, world:
             event = next_of(ws, "agent.viewing")
             assert event["payload"]["conversation_id"] == conv
             assert event["payload"]["name"] == "Alice"
+
+
+def test_pruning_a_quiet_week_never_hands_out_an_event_id_again(
+    client: TestClient, world: World, database: Database
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from rapport.db import utcnow
+    from rapport.realtime import service
+    from rapport.realtime.models import StreamEvent
+
+    post(client, world, "quiet-1")
+    with database.session() as db:
+        newest = db.scalar(select(func.max(StreamEvent.id)))
+        db.execute(update(StreamEvent).values(created_at=utcnow() - timedelta(days=8)))
+        assert service.prune(db, older_than_days=7) > 0
+        assert list(db.scalars(select(StreamEvent.id))) == [newest]  # the newest stays
+    post(client, world, "quiet-2")
+    with database.session(write=False) as db:
+        assert db.scalar(select(func.min(StreamEvent.id))) == newest
+        assert db.scalar(select(func.count()).select_from(StreamEvent)) > 1

@@ -4,7 +4,7 @@ from collections import deque
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from rapport.bus import get_bus
@@ -103,8 +103,13 @@ def latest_id(db: Session, *, workspace_id: str) -> int:
 
 
 def prune(db: Session, *, older_than_days: int = 7) -> int:
-    """Delete outbox rows older than a reconnecting client could still ask for."""
+    """Delete outbox rows older than a reconnecting client could still ask for.
 
+    The newest row always stays: SQLite numbers a new row after the highest id present,
+    so an emptied table would hand out ids that clients have already seen again."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    result = db.execute(delete(StreamEvent).where(StreamEvent.created_at < cutoff))
+    newest = select(func.max(StreamEvent.id)).scalar_subquery()
+    result = db.execute(
+        delete(StreamEvent).where(StreamEvent.created_at < cutoff, StreamEvent.id < newest)
+    )
     return int(getattr(result, "rowcount", 0) or 0)
