@@ -195,3 +195,55 @@ def test_a_file_stored_or_reused_lately_is_kept_until_its_grace_has_passed(tmp_p
     assert storage.forget(key) is True  # gone already
     assert storage.put(b"fresh") == (key, key.rsplit("/", 1)[1])  # stored again as new
     assert storage.open(key) == b"fresh"
+
+
+def test_an_admin_exports_everything_held_about_a_person_and_the_export_is_audited(
+    client: TestClient, world: World, database: Database
+) -> None:
+    zoe = {"name": "Zoe Quist", "email": "zoe@example.com"}
+    first = post(client, world, "z-1", zoe, "my passport", [OWN_FILE])
+    zoe_id = first["customer_id"]
+    note = client.post(
+        f"/api/v1/conversations/{first['conversation_id']}/notes",
+        json={"text": "asked about her visa"},
+        headers=auth(world.bob),
+    )
+    assert note.status_code == 201, note.text
+    twin = client.post(
+        "/api/v1/customers",
+        json={"name": "Zoe Q.", "email": "zoe.q@example.com"},
+        headers=auth(world.bob),
+    ).json()
+    client.post(
+        f"/api/v1/customers/{zoe_id}/merge", json={"merged_id": twin["id"]}, headers=auth(world.bob)
+    )
+    client.post(
+        f"/api/v1/customers/{zoe_id}/events",
+        json={"type": "Viewed", "properties": {"page": "/visa"}},
+        headers=auth(world.bob),
+    )
+    client.put(f"/api/v1/customers/{zoe_id}/tags", json={"tags": ["vip"]}, headers=auth(world.bob))
+    post(client, world, "o-1", {"email": "otto@example.com"}, "not hers")
+
+    url = f"/api/v1/customers/{twin['id']}/export"  # the merged record leads to the person
+    assert client.get(url, headers=auth(world.bob)).status_code == 403
+    r = client.get(url, headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-disposition"] == f'attachment; filename="customer-{twin["id"]}.json"'
+    doc = r.json()
+    assert doc["customer"]["id"] == zoe_id
+    assert [c["id"] for c in doc["merged_records"]] == [twin["id"]]
+    assert sorted(i["value"] for i in doc["identities"]) == ["zoe.q@example.com", "zoe@example.com"]
+    assert doc["tags"] == ["vip"]
+    assert [(e["type"], e["properties"]) for e in doc["events"]] == [("Viewed", {"page": "/visa"})]
+    (conv,) = doc["conversations"]
+    assert conv["channel"] == "api"
+    assert [(m["kind"], m["text"]) for m in conv["messages"]] == [
+        ("message", "my passport"),
+        ("note", "asked about her visa"),
+    ]
+    assert [a["filename"] for a in conv["messages"][0]["attachments"]] == ["file0.pdf"]
+    assert "not hers" not in r.text
+    with database.session(write=False) as db:
+        audit = db.scalars(select(AuditLog).where(AuditLog.action == "customer.export")).one()
+    assert audit.target_id == twin["id"] and audit.actor_user_id == world.acme.users["alice"].id

@@ -1,6 +1,7 @@
 """The conversation page in a real browser: priority, labels, and snoozing until a time."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -131,7 +132,7 @@ def test_an_agent_attaches_files_removes_one_and_sends_the_reply(
     expect(page.locator(".msg .files a.file")).to_have_text(["receipt.jpg", "invoice.pdf"])
 
 
-def test_an_admin_erases_a_customer_after_typing_erase_and_an_agent_cannot(
+def test_an_admin_exports_then_erases_a_customer_after_typing_erase_and_an_agent_cannot(
     live_server: LiveServer,
     browser,  # type: ignore[no-untyped-def]
     world: World,
@@ -157,7 +158,13 @@ def test_an_admin_erases_a_customer_after_typing_erase_and_an_agent_cannot(
     expect(agent.locator("#erase-form")).to_have_count(0)
 
     page = login("alice@acme.test")
-    page.click(".erase summary")
+    page.click(".privacy summary")
+    page.screenshot(path=str(ARTIFACTS / "conversation-privacy.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("#export-customer")
+    assert download.value.suggested_filename == f"customer-{customer}.json"
+    exported = Path(download.value.path()).read_text()
+    assert '"text": "hello erase-ui"' in exported
     page.fill("#erase-form input[name=confirm]", "yes")
     page.click("#erase-form button[type=submit]")
     expect(page.locator("#flash")).to_have_text("Type erase to confirm.")

@@ -167,3 +167,26 @@ def merges_of(db: Session, *, workspace_id: str, customer_id: str) -> list[Custo
             .order_by(CustomerMerge.created_at.desc())
         )
     )
+
+
+def person(db: Session, *, customer: Customer) -> tuple[Customer, list[str]]:
+    """One person: the record this customer's merges ended in, and the ids of it and of
+    every record merged into it (kept so that a merge can be undone), that one first."""
+    ws = customer.workspace_id
+    root = customer
+    while root.merged_into_id:
+        parent = db.get(Customer, root.merged_into_id)
+        if parent is None or parent.workspace_id != ws:
+            break
+        root = parent
+    ids = [root.id]
+    frontier = [root.id]
+    while frontier:
+        merged = db.scalars(
+            select(Customer.id)
+            .where(Customer.workspace_id == ws, Customer.merged_into_id.in_(frontier))
+            .order_by(Customer.created_at, Customer.id)
+        )
+        frontier = [c for c in merged if c not in ids]
+        ids += frontier
+    return root, ids

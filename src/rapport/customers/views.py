@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
+from rapport.auth.service import Principal
 from rapport.auth.views import actor_of
 from rapport.customers import duplicates, importer, merge, profile, service
 from rapport.customers.models import Customer
@@ -36,7 +37,7 @@ from rapport.customers.schemas import (
     TagsIn,
     TimelinePage,
 )
-from rapport.privacy import erasure
+from rapport.privacy import access, erasure
 from rapport.privacy.service import audit
 from rapport.problems import Invalid
 from rapport.workspaces.models import Workspace
@@ -114,6 +115,37 @@ def update_customer(
         data={"fields": sorted(body.model_fields_set)},
     )
     return _detail(db, customer)
+
+
+def _audit_export(request: Request, principal: Principal, *, target_id: str | None) -> None:
+    """Who took customers' data out, when (in a write transaction of its own: the export
+    itself only reads)."""
+    with request.app.state.database.session() as db:
+        audit(
+            db,
+            workspace_id=principal.workspace_id,
+            actor=actor_of(principal, request),
+            action="customer.export",
+            target_type="customer" if target_id else "workspace",
+            target_id=target_id or principal.workspace_id,
+        )
+
+
+@router.get("/{customer_id}/export", response_model=access.CustomerExport)
+def export_customer(
+    customer_id: str, principal: CurrentAdmin, request: Request, db: Db
+) -> Response:
+    """Everything held about this customer, as one JSON document (a data subject's access
+    request): the profile and any record merged into it, handles, tags, consent history,
+    events, orders, web chat form entries, and every conversation with all its messages."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    document = access.export_customer(db, customer=customer)
+    _audit_export(request, principal, target_id=customer.id)
+    return Response(
+        document.model_dump_json(indent=2),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="customer-{customer.id}.json"'},
+    )
 
 
 @router.delete("/{customer_id}", status_code=204)
@@ -300,6 +332,7 @@ def export_file(
     out = io.StringIO()
     rows = importer.export_rows(request.app.state.database, principal.workspace_id)
     importer.write_rows(out, rows, format)
+    _audit_export(request, principal, target_id=None)
     media = "text/csv" if format == "csv" else "application/x-ndjson"
     return Response(
         out.getvalue(),

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
 from rapport.conversations.models import Attachment, Conversation, Message, Upload
+from rapport.customers import merge
 from rapport.customers.models import Customer
 from rapport.db import utcnow
 from rapport.jobs.registry import JobContext, job
@@ -46,22 +47,8 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     """Erase this customer (and whoever was merged into them) in the caller's transaction;
     the copies go in a job queued in the same transaction."""
     ws = customer.workspace_id
-    root = customer
-    while root.merged_into_id:  # a record merged into another is that person too
-        parent = db.get(Customer, root.merged_into_id)
-        if parent is None or parent.workspace_id != ws:
-            break
-        root = parent
-    person = {root.id}
-    frontier = [root.id]
-    while frontier:
-        merged = db.scalars(
-            select(Customer.id).where(
-                Customer.workspace_id == ws, Customer.merged_into_id.in_(frontier)
-            )
-        )
-        frontier = [c for c in merged if c not in person]
-        person.update(frontier)
+    _, ids = merge.person(db, customer=customer)
+    person = set(ids)
     conversations = list(
         db.scalars(
             select(Conversation.id).where(
@@ -91,7 +78,7 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         args={"ids": sorted(person | set(conversations)), "keys": sorted(keys)},
         workspace_id=ws,
     )
-    return Erasure(sorted(person), len(conversations), messages, len(keys))
+    return Erasure(ids, len(conversations), messages, len(keys))
 
 
 def mentions(value: Any, ids: set[str]) -> bool:

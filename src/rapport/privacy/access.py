@@ -1,0 +1,132 @@
+"""A data subject's access request: everything Rapport holds about one person, in one
+document an admin can hand over.
+
+It covers the customer and every record merged into it, their handles, tags, consent
+history, timeline events, orders, what they typed into web chat forms, and every
+conversation with all its messages (private notes included, marked by ``kind``: they
+are about the person too) and the names and sizes of the files in them.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport.channels.models import Inbox
+from rapport.channels.webchat.models import Visitor
+from rapport.conversations import files
+from rapport.conversations.models import Conversation, Message
+from rapport.conversations.schemas import AttachmentRead, ConversationRead, MessageRead
+from rapport.customers import merge, profile
+from rapport.customers.models import Customer, Event, Identity
+from rapport.customers.schemas import ConsentRead, CustomerRead, IdentityRead
+from rapport.db import utcnow
+from rapport.events.models import Order
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ExportedEvent(_Read):
+    type: str
+    properties: dict[str, Any]
+    occurred_at: datetime
+    source: str
+
+
+class ExportedOrder(_Read):
+    order_id: str
+    total_minor: int
+    currency: str
+    status: str
+    properties: dict[str, Any]
+    occurred_at: datetime
+
+
+class ExportedVisitor(_Read):
+    name: str
+    email: str | None
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class ExportedConversation(ConversationRead):
+    channel: str
+    messages: list[MessageRead]
+
+
+class CustomerExport(BaseModel):
+    exported_at: datetime
+    customer: CustomerRead
+    merged_records: list[CustomerRead]
+    identities: list[IdentityRead]
+    tags: list[str]
+    consents: list[ConsentRead]
+    events: list[ExportedEvent]
+    orders: list[ExportedOrder]
+    web_chat_visitors: list[ExportedVisitor]
+    conversations: list[ExportedConversation]
+
+
+def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
+    """Everything about the person this customer is (see the module's docstring)."""
+    root, ids = merge.person(db, customer=customer)
+    ws = root.workspace_id
+
+    def owned(model: Any, order: Any) -> list[Any]:
+        return list(
+            db.scalars(
+                select(model)
+                .where(model.workspace_id == ws, model.customer_id.in_(ids))
+                .order_by(order, model.id)
+            )
+        )
+
+    merged = db.scalars(select(Customer).where(Customer.id.in_(ids[1:])).order_by(Customer.id))
+    conversations = owned(Conversation, Conversation.created_at)
+    messages = list(
+        db.scalars(
+            select(Message)
+            .where(Message.conversation_id.in_([c.id for c in conversations]))
+            .order_by(Message.created_at, Message.id)
+        )
+    )
+    attachments = files.of_messages(db, [m.id for m in messages])
+    by_conversation: dict[str, list[MessageRead]] = {c.id: [] for c in conversations}
+    for m in messages:
+        read = MessageRead.model_validate(m)
+        read.attachments = [AttachmentRead.model_validate(a) for a in attachments[m.id]]
+        by_conversation[m.conversation_id].append(read)
+    channels = {
+        row.id: row.channel
+        for row in db.execute(select(Inbox.id, Inbox.channel).where(Inbox.workspace_id == ws))
+    }
+    consents: list[Any] = []
+    tags: set[str] = set()
+    for customer_id in ids:
+        consents += profile.consents(db, customer_id=customer_id)[1]
+        tags.update(profile.tags_of(db, customer_id=customer_id))
+    return CustomerExport(
+        exported_at=utcnow(),
+        customer=CustomerRead.model_validate(root),
+        merged_records=[CustomerRead.model_validate(c) for c in merged],
+        identities=[IdentityRead.model_validate(i) for i in owned(Identity, Identity.created_at)],
+        tags=sorted(tags),
+        consents=[ConsentRead.model_validate(c) for c in consents],
+        events=[ExportedEvent.model_validate(e) for e in owned(Event, Event.occurred_at)],
+        orders=[ExportedOrder.model_validate(o) for o in owned(Order, Order.occurred_at)],
+        web_chat_visitors=[
+            ExportedVisitor.model_validate(v) for v in owned(Visitor, Visitor.created_at)
+        ],
+        conversations=[
+            ExportedConversation(
+                **ConversationRead.model_validate(c).model_dump(),
+                channel=channels.get(c.inbox_id, ""),
+                messages=by_conversation[c.id],
+            )
+            for c in conversations
+        ],
+    )
