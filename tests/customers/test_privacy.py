@@ -1,4 +1,5 @@
-"""A customer erased is gone everywhere: rows, search, realtime copies, files; nobody else is."""
+"""A data subject's rights: an export holds everything about the person; an erased customer
+is gone everywhere (rows, search, realtime copies, files) and nobody else is touched."""
 
 import base64
 import os
