@@ -1,9 +1,13 @@
 """Webhooks and bot integrations never make the server call into its own network unless
 the installation allows it (RAPPORT_OUTBOUND_PRIVATE_OK)."""
 
+import ipaddress
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -118,3 +122,75 @@ def test_a_delivery_to_a_name_now_resolving_privately_fails_at_once(
     ).json()
     assert delivery["status"] == "failed" and delivery["attempts"] == 1
     assert "resolves to 127.0.0.1" in delivery["error"]
+
+
+def resolving_once_to(monkeypatch: pytest.MonkeyPatch, address: str) -> list[str]:
+    """Names resolve to ``address`` the first time and to nothing after (an IP literal to
+    itself): a second lookup of a name fails. Returns the names looked up."""
+    asked: list[str] = []
+
+    def fake(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        try:
+            literal = str(ipaddress.ip_address(host))
+        except ValueError:
+            asked.append(host)
+            if len(asked) > 1:
+                raise socket.gaierror("resolved once already") from None
+            literal = address
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (literal, port))]
+
+    monkeypatch.setattr(outbound.socket, "getaddrinfo", fake)
+    return asked
+
+
+def test_a_call_goes_to_the_address_that_was_checked_with_the_name_as_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers["Host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        asked = resolving_once_to(monkeypatch, "127.0.0.1")
+        port = server.server_address[1]
+        r = outbound.request(
+            "GET", f"http://hooks.example.com:{port}/x", allow_private=True, timeout=5
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.status_code == 204
+    assert seen == [f"hooks.example.com:{port}"]
+    assert asked == ["hooks.example.com"]  # one lookup: the connection used its answer
+
+
+def test_a_name_rebound_to_a_private_address_after_the_check_is_not_called_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[tuple[httpx.URL, dict[str, Any]]] = []
+
+    def spy(method: str, url: httpx.URL, **kwargs: Any) -> httpx.Response:
+        sent.append((url, kwargs))
+        return httpx.Response(200)
+
+    monkeypatch.setattr(outbound.httpx, "request", spy)
+    asked = resolving_once_to(monkeypatch, "93.184.215.14")  # then 127.0.0.1, say
+    outbound.request("POST", "https://hooks.example.com/x?a=1", allow_private=False, content=b"{}")
+    ((url, kwargs),) = sent
+    assert str(url) == "https://93.184.215.14/x?a=1"
+    assert kwargs["headers"]["Host"] == "hooks.example.com"
+    assert kwargs["extensions"]["sni_hostname"] == "hooks.example.com"  # and the cert check
+    assert asked == ["hooks.example.com"]
+    resolving_once_to(monkeypatch, "10.1.2.3")
+    with pytest.raises(outbound.Blocked, match="resolves to 10.1.2.3"):
+        outbound.request("POST", "https://hooks.example.com/x", allow_private=False)
+    assert len(sent) == 1

@@ -7,15 +7,19 @@ the server probe its own network (a database's port, a cloud's metadata service 
 loopback, private, link-local or otherwise non-public address. ``RAPPORT_OUTBOUND_PRIVATE_OK=1``
 allows them, for an installation whose webhooks go to services on its own network.
 
-The check runs when the URL is saved (literal addresses and ``localhost``) and again before
-every call (the name resolved then), since what a name resolves to can change; a name that
-resolves to a public address at the check and a private one at the connection a moment
-later (DNS rebinding) is not caught.
+The check runs when the URL is saved (literal addresses and ``localhost``) and again at
+every call, by ``request``: it resolves the name once, checks every address it gets, and
+connects to the address it checked (the name still in the Host header and, over TLS, in
+SNI and the certificate check). A name that answers a public address to the check and a
+private one a moment later (DNS rebinding) therefore reaches nothing it should not.
 """
 
 import ipaddress
 import socket
+from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 
 class Blocked(ValueError):
@@ -23,6 +27,7 @@ class Blocked(ValueError):
 
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_HINT = "(set RAPPORT_OUTBOUND_PRIVATE_OK=1 to allow addresses on your own network)"
 
 
 def _public(ip: Address) -> bool:
@@ -39,24 +44,48 @@ def check_url(url: str, *, allow_private: bool, resolve: bool = True) -> None:
         raise Blocked("the URL must be http:// or https:// with a host")
     if allow_private:
         return
-    hint = "(set RAPPORT_OUTBOUND_PRIVATE_OK=1 to allow addresses on your own network)"
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
         literal = None
     if literal is not None:
         if not _public(literal):
-            raise Blocked(f"{host} is not a public address {hint}")
+            raise Blocked(f"{host} is not a public address {_HINT}")
         return
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        raise Blocked(f"{host} is a local name {hint}")
-    if not resolve:
-        return
+        raise Blocked(f"{host} is a local name {_HINT}")
+    if resolve:
+        _resolve(host, parts.port or 443, allow_private=False)
+
+
+def _resolve(host: str, port: int, *, allow_private: bool) -> str | None:
+    """The address to connect to for ``host`` (None if it does not resolve); ``Blocked``
+    if any address it resolves to is not public, unless private ones are allowed."""
     try:
-        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
-        return  # does not resolve: the call itself fails, and says so
-    for *_, sockaddr in infos:
-        ip = ipaddress.ip_address(sockaddr[0])
-        if not _public(ip):
-            raise Blocked(f"{host} resolves to {ip}, not a public address {hint}")
+        return None  # the call itself fails, and says so
+    addresses = [str(sockaddr[0]) for *_, sockaddr in infos]
+    if not allow_private:
+        for address in addresses:
+            if not _public(ipaddress.ip_address(address)):
+                raise Blocked(f"{host} resolves to {address}, not a public address {_HINT}")
+    return addresses[0] if addresses else None
+
+
+def request(method: str, url: str, *, allow_private: bool, **kwargs: Any) -> httpx.Response:
+    """Call ``url`` (an httpx request, ``kwargs`` passed on) once it passes ``check_url``,
+    at the very address that passed it; ``Blocked`` otherwise."""
+    check_url(url, allow_private=allow_private, resolve=False)
+    target = httpx.URL(url)
+    host = target.raw_host.decode("ascii")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        address = _resolve(host, target.port or 443, allow_private=allow_private)
+        if address is not None:
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Host": target.netloc.decode()}
+            if target.scheme == "https":
+                kwargs["extensions"] = {**kwargs.get("extensions", {}), "sni_hostname": host}
+            target = target.copy_with(host=address)
+    return httpx.request(method, target, **kwargs)

@@ -70,8 +70,14 @@ def webhook_deliver(ctx: JobContext, *, delivery_id: str) -> None:
     error: str | None = None
     blocked = False
     try:
-        outbound.check_url(url, allow_private=ctx.settings.outbound_private_ok)
-        resp = httpx.post(url, content=body, headers=headers, timeout=10)
+        resp = outbound.request(
+            "POST",
+            url,
+            allow_private=ctx.settings.outbound_private_ok,
+            content=body,
+            headers=headers,
+            timeout=10,
+        )
         status = resp.status_code
         if status >= 300:
             error = f"answered {status}"

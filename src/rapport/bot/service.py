@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -344,11 +343,12 @@ def call_integration(
 ) -> dict[str, Any]:
     """GET the integration's URL (rendered in the sandbox), signed; its JSON object."""
     url = templating.render(integration.url, _quoted(context))
-    outbound.check_url(url, allow_private=allow_private)
     timestamp = int(time.time())
     secret = box.decrypt(integration.secret_encrypted)
-    response = httpx.get(
+    response = outbound.request(
+        "GET",
         url,
+        allow_private=allow_private,
         headers={
             "Accept": "application/json",
             "User-Agent": "Rapport-Bot",
