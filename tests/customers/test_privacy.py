@@ -57,6 +57,22 @@ def post(
     return r.json()  # type: ignore[no-any-return]
 
 
+def merged_twin(client: TestClient, world: World, customer_id: str) -> dict[str, Any]:
+    """A duplicate record of the customer, merged into them: the same person."""
+    twin = client.post(
+        "/api/v1/customers",
+        json={"name": "Zoe Q.", "email": "zoe.q@example.com"},
+        headers=auth(world.bob),
+    ).json()
+    merged = client.post(
+        f"/api/v1/customers/{customer_id}/merge",
+        json={"merged_id": twin["id"]},
+        headers=auth(world.bob),
+    )
+    assert merged.status_code == 201, merged.text
+    return twin  # type: ignore[no-any-return]
+
+
 def age(settings: Settings, data: bytes) -> Path:
     """The stored file of these bytes, made to look stored two hours ago."""
     key, _ = LocalStorage(settings.attachments_dir).put(data)
@@ -79,20 +95,7 @@ def test_erasing_a_customer_removes_all_of_them_and_nothing_of_anyone_else(
     post(client, world, "z-2", zoe, "and the price list", [SHARED_FILE])
     other = post(client, world, "o-1", {"email": "otto@example.com"}, "price list?", [SHARED_FILE])
     zoe_id, conv_id = first["customer_id"], first["conversation_id"]
-    # A duplicate record merged into her is her too.
-    twin = client.post(
-        "/api/v1/customers",
-        json={"name": "Zoe Q.", "email": "zoe.q@example.com"},
-        headers=auth(world.bob),
-    ).json()
-    assert (
-        client.post(
-            f"/api/v1/customers/{zoe_id}/merge",
-            json={"merged_id": twin["id"]},
-            headers=auth(world.bob),
-        ).status_code
-        == 201
-    )
+    twin = merged_twin(client, world, zoe_id)
     client.post(
         f"/api/v1/customers/{zoe_id}/events", json={"type": "Viewed"}, headers=auth(world.bob)
     )
@@ -210,14 +213,7 @@ def test_an_admin_exports_everything_held_about_a_person_and_the_export_is_audit
         headers=auth(world.bob),
     )
     assert note.status_code == 201, note.text
-    twin = client.post(
-        "/api/v1/customers",
-        json={"name": "Zoe Q.", "email": "zoe.q@example.com"},
-        headers=auth(world.bob),
-    ).json()
-    client.post(
-        f"/api/v1/customers/{zoe_id}/merge", json={"merged_id": twin["id"]}, headers=auth(world.bob)
-    )
+    twin = merged_twin(client, world, zoe_id)
     client.post(
         f"/api/v1/customers/{zoe_id}/events",
         json={"type": "Viewed", "properties": {"page": "/visa"}},

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -13,6 +14,7 @@ import uvicorn
 from rapport.app import create_app
 from rapport.config import Settings
 from rapport.db import Database
+from tests.factories import PASSWORD
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -52,6 +54,16 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def sign_in(page: Any, live_server: LiveServer, email: str, then: str) -> None:
+    """Sign a browser page in as one of the personas (their password), then open ``then``."""
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox")
+    page.goto(f"{live_server.url}{then}")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from rapport.workspaces import service as workspaces
 from tests.channels.test_whatsapp import APP_SECRET, message_event
 from tests.conftest import auth
 from tests.factories import PASSWORD, World
-from tests.web.conftest import ARTIFACTS, LiveServer
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -184,12 +184,7 @@ def test_hostile_html_runs_nothing_in_the_browser(
         headers=auth(world.bob),
     )
     page = browser.new_page()
-    page.goto(f"{live_server.url}/login")
-    page.fill("input[name=email]", "bob@acme.test")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url("**/app/inbox")
-    page.goto(f"{live_server.url}/app/conversations/{r.json()['conversation_id']}")
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{r.json()['conversation_id']}")
     page.wait_for_selector("#messages")
     page.wait_for_timeout(300)
     assert page.evaluate("window.pwned") is None
@@ -204,12 +199,7 @@ def test_an_admin_sets_up_a_canned_response_and_an_inbox_in_the_browser(
     client: TestClient,  # type: ignore[no-untyped-def]
 ) -> None:
     page = browser.new_page()
-    page.goto(f"{live_server.url}/login")
-    page.fill("input[name=email]", "alice@acme.test")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url("**/app/inbox")
-    page.goto(f"{live_server.url}/app/settings")
+    sign_in(page, live_server, "alice@acme.test", "/app/settings")
     page.fill("form[data-api='/api/v1/canned-responses'] input[name=shortcut]", "bye")
     page.fill(
         "form[data-api='/api/v1/canned-responses'] input[name=text]",
@@ -272,12 +262,9 @@ def test_the_customer_panel_offers_a_duplicate_and_a_parallel_conversation(
             )
         )
     page = browser.new_page()
-    page.goto(f"{live_server.url}/login")
-    page.fill("input[name=email]", "alice@acme.test")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url("**/app/inbox")
-    page.goto(f"{live_server.url}/app/conversations/{posted[0]['conversation_id']}")
+    sign_in(
+        page, live_server, "alice@acme.test", f"/app/conversations/{posted[0]['conversation_id']}"
+    )
     expect(page.locator(".triage.mood-negative").first).to_be_visible()
     expect(page.locator("#panel-extra")).to_contain_text("93 % likely the same person")
     expect(page.locator("#panel-extra")).to_contain_text("first name nearly the same")
@@ -303,12 +290,7 @@ def test_two_agents_on_one_conversation_see_each_other(
     for email in ("alice@acme.test", "bob@acme.test"):
         context = browser.new_context()
         page = context.new_page()
-        page.goto(f"{live_server.url}/login")
-        page.fill("input[name=email]", email)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("#login-form button[type=submit]")
-        page.wait_for_url("**/app/inbox")
-        page.goto(f"{live_server.url}/app/conversations/{conv}")
+        sign_in(page, live_server, email, f"/app/conversations/{conv}")
         pages[email] = page
     # Bob opened it last: Alice's page heard his ping; Bob's hears Alice's next one.
     expect(pages["alice@acme.test"].locator("#collision")).to_contain_text(

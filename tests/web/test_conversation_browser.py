@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
-from tests.factories import PASSWORD, World
-from tests.web.conftest import ARTIFACTS, LiveServer
+from tests.factories import World
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -23,12 +23,7 @@ def test_an_agent_sets_priority_labels_and_a_snooze(
 ) -> None:
     cid = inbound(client, world, "conv-ui", "conv-ui@example.com")
     page = browser.new_page(viewport={"width": 390, "height": 844}, timezone_id="Europe/Madrid")
-    page.goto(f"{live_server.url}/login")
-    page.fill("input[name=email]", "bob@acme.test")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url("**/app/inbox")
-    page.goto(f"{live_server.url}/app/conversations/{cid}")
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
 
     page.select_option("#priority", "urgent")
     page.fill("#label-form input", "Billing <i>")
@@ -91,12 +86,7 @@ def test_an_agent_attaches_files_removes_one_and_sends_the_reply(
     )
     cid = r.json()["conversation_id"]
     page = browser.new_page()
-    page.goto(f"{live_server.url}/login")
-    page.fill("input[name=email]", "bob@acme.test")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url("**/app/inbox")
-    page.goto(f"{live_server.url}/app/conversations/{cid}")
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
     # The customer's file is in the thread, as a download.
     expect(page.locator(".msg.dir-in .files a.file")).to_have_text(["receipt.jpg"])
 
@@ -143,21 +133,13 @@ def test_an_admin_exports_then_erases_a_customer_after_typing_erase_and_an_agent
         "customer_id"
     ]
 
-    def login(email: str):  # type: ignore[no-untyped-def]
-        page = browser.new_page()
-        page.goto(f"{live_server.url}/login")
-        page.fill("input[name=email]", email)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("#login-form button[type=submit]")
-        page.wait_for_url("**/app/inbox")
-        page.goto(f"{live_server.url}/app/conversations/{cid}")
-        return page
-
-    agent = login("bob@acme.test")
+    agent = browser.new_page()
+    sign_in(agent, live_server, "bob@acme.test", f"/app/conversations/{cid}")
     expect(agent.locator("#conversation")).to_be_visible()
     expect(agent.locator("#erase-form")).to_have_count(0)
 
-    page = login("alice@acme.test")
+    page = browser.new_page()
+    sign_in(page, live_server, "alice@acme.test", f"/app/conversations/{cid}")
     page.click(".privacy summary")
     page.screenshot(path=str(ARTIFACTS / "conversation-privacy.png"), full_page=True)
     with page.expect_download() as download:

@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
-from tests.factories import PASSWORD, World
-from tests.web.conftest import ARTIFACTS, LiveServer
+from tests.factories import World
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -20,12 +20,7 @@ def test_an_agent_labels_and_resolves_conversations_in_bulk(
 ) -> None:
     ids = [inbound(client, world, f"bulk{i}", f"bulk{i}@example.com") for i in range(3)]
     page = browser.new_page(viewport={"width": 390, "height": 844})
-    page.goto(f"{live_server.url}/login")
-    page.fill("input[name=email]", "bob@acme.test")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url("**/app/inbox")
-    page.goto(f"{live_server.url}/app/inbox?view=all")
+    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
     # Nothing sticks out sideways at phone width.
     wide = page.evaluate(
         "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right"

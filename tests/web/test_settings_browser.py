@@ -13,8 +13,8 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
-from tests.factories import PASSWORD, World
-from tests.web.conftest import ARTIFACTS, LiveServer
+from tests.factories import World
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -50,12 +50,7 @@ def test_an_admin_sets_hours_rules_and_webhooks(
 ) -> None:
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     page.on("dialog", lambda d: d.accept())
-    page.goto(f"{live_server.url}/login")
-    page.fill("input[name=email]", "alice@acme.test")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url("**/app/inbox")
-    page.goto(f"{live_server.url}/app/settings")
+    sign_in(page, live_server, "alice@acme.test", "/app/settings")
     api = httpx.Client(base_url=live_server.url, headers=auth(world.alice))
     request.addfinalizer(api.close)
 
