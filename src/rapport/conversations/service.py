@@ -251,6 +251,20 @@ def message_payload(
     }
     if attachments is not None:
         out["attachments"] = attachments
+    if shown := _badges(m.meta or {}):
+        out["meta"] = shown
+    return out
+
+
+def _badges(meta: dict[str, Any]) -> dict[str, Any]:
+    """What agents see as badges on a message (triage, a failed sender check), so that a
+    message arriving live shows what it shows after a reload. Visitors never get it."""
+    out: dict[str, Any] = {}
+    if meta.get("triage"):
+        out["triage"] = meta["triage"]
+    auth = (meta.get("email") or {}).get("sender_auth")
+    if auth:
+        out["email"] = {"sender_auth": auth}
     return out
 
 

@@ -12,11 +12,13 @@ import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from rapport.channels import base
+from rapport.channels.email import sender_auth
 from rapport.channels.email.parse import ParsedEmail, parse
 from rapport.channels.email.replies import visible_reply
 from rapport.channels.models import Inbox
@@ -102,7 +104,7 @@ def ingest_email(
         handles.append(handle(IdentityKind.external, f"email-unknown-sender:{digest}"))
     visible = visible_reply(parsed.text, parsed.html)
     notes = list(parsed.refused)
-    meta = {
+    meta: dict[str, dict[str, Any]] = {
         "email": {
             "message_id": parsed.message_id,
             "subject": parsed.subject,
@@ -116,6 +118,13 @@ def ingest_email(
             "refused": notes,
         }
     }
+    verdict = sender_auth.check(
+        parsed.authentication_results,
+        from_addr=parsed.from_addr,
+        trusted=set((inbox.settings or {}).get("trusted_authserv_ids") or []),
+    )
+    if verdict is not None:
+        meta["email"]["sender_auth"] = verdict
     text = visible or parsed.text.strip()
     if notes:
         text = (text + "\n\n" if text else "") + "\n".join(f"[{n}]" for n in notes)

@@ -60,6 +60,8 @@ class ParsedEmail:
     auto_reply: bool = False
     bounce_of: list[str] = field(default_factory=list)  # Message-IDs a bounce reports on
     problems: list[str] = field(default_factory=list)  # what was malformed
+    # Authentication-Results header values, topmost (the last server's) first.
+    authentication_results: list[str] = field(default_factory=list)
 
 
 def _header(msg: Message, name: str, problems: list[str]) -> str:
@@ -251,7 +253,18 @@ def parse(raw: bytes) -> ParsedEmail:
         auto_reply=_is_auto(msg, problems, from_addr) or is_report,
         bounce_of=bounce_of if is_report else [],
         problems=problems,
+        authentication_results=_all(msg, "Authentication-Results"),
     )
+
+
+def _all(msg: Message, name: str) -> list[str]:
+    """Every value of a header, in order, unfolded."""
+    try:
+        return [" ".join(str(v).split()) for v in msg.get_all(name, failobj=[])]
+    except Exception:  # a header policy.default cannot parse: the raw values
+        return [
+            " ".join(str(v).split()) for v in msg.get_all(name, failobj=[]) if isinstance(v, str)
+        ]
 
 
 __all__ = ["EmailMessage", "ParsedEmail", "html_to_text", "parse"]

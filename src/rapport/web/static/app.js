@@ -1,6 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-import { api, formatSize, showError, triageBadges, upload } from "./http.js";
+import { api, formatSize, senderBadges, showError, triageBadges, upload } from "./http.js";
 
 // --- login, with the second factor when the account has one ---------------------------
 function setupLogin() {
@@ -220,6 +220,7 @@ function messageItem(m) {
   }
   const triage = m.meta && m.meta.triage;
   if (m.direction === "in" && triage) meta.append(...triageBadges(triage));
+  if (m.direction === "in") meta.append(...senderBadges(m.meta));
   const body = document.createElement("div");
   body.className = "body";
   body.textContent = m.text; // never innerHTML: customer text is data, not markup

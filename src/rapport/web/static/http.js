@@ -75,3 +75,14 @@ export function triageBadges(t) {
   if (t.spam) add("spam", "spam?", (t.spam_signals || []).join(", "));
   return out;
 }
+
+// An email whose sender failed authentication at a trusted mail server, as a badge.
+export function senderBadges(meta) {
+  const auth = meta && meta.email && meta.email.sender_auth;
+  if (!auth || auth.result !== "fail") return [];
+  const b = document.createElement("span");
+  b.className = "triage sender-unverified";
+  b.textContent = "sender not verified";
+  b.title = `${auth.by} found this email failed DMARC for ${auth.domain}: it may not come from that address`;
+  return [b];
+}

@@ -1,0 +1,88 @@
+"""Was an email really sent by the domain in its From? What a trusted mail server says.
+
+Anyone can write any From address. The mail server that received the message for us
+(Gmail, Microsoft 365, the company's own MX) checks SPF, DKIM and DMARC and writes what it
+found in an ``Authentication-Results`` header (RFC 8601). Only the headers stamped by the
+servers an inbox names in its ``trusted_authserv_ids`` setting are believed: anybody can
+write such a header into a message, but a receiving server removes the ones that claim to
+be its own. The topmost trusted header, written last on the way in, is read.
+
+The verdict is DMARC's when the server reports one; otherwise an aligned pass of DKIM
+(the signing domain) or SPF (the envelope sender's domain) is a pass, and anything else
+is ``none``: nothing proves the sender, nothing disproves them either. Agents see a
+failed check on the message; the customer it is filed under does not change, since
+replies go to the real owner of the address whoever wrote.
+"""
+
+from typing import Any
+
+import authres
+import authres.dmarc  # noqa: F401 - teaches the parser DMARC's result properties
+
+# Results that say the domain vouched for the message, or that it did not.
+_PASS = {"pass"}
+_FAIL = {"fail", "softfail"}
+
+
+def _domain(value: str) -> str:
+    return value.rsplit("@", 1)[-1].strip().strip(">").lower()
+
+
+def _aligned(domain: str, from_domain: str) -> bool:
+    """DMARC's relaxed alignment, without a public suffix list: one of the two domains is
+    the other or under it."""
+    return bool(domain) and (
+        domain == from_domain
+        or from_domain.endswith("." + domain)
+        or domain.endswith("." + from_domain)
+    )
+
+
+def _prop(result: Any, name: str) -> str:
+    for p in result.properties:
+        if p.name == name:
+            return str(p.value or "")
+    return ""
+
+
+def check(headers: list[str], *, from_addr: str | None, trusted: set[str]) -> dict[str, Any] | None:
+    """The trusted server's verdict on ``from_addr``'s domain (``result`` pass / fail /
+    none, with what it reported), or ``None`` when no trusted server said anything."""
+    if not from_addr or not trusted:
+        return None
+    wanted = {t.lower() for t in trusted}
+    for value in headers:
+        try:
+            header = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {value}")
+        except authres.AuthResError:
+            continue  # unreadable: not evidence either way
+        if str(header.authserv_id).lower() not in wanted:
+            continue
+        return _verdict(header, _domain(from_addr))
+    return None
+
+
+def _verdict(header: Any, from_domain: str) -> dict[str, Any]:
+    found: dict[str, str] = {}
+    aligned_pass = False
+    for r in header.results:
+        method, result = str(r.method).lower(), str(r.result).lower()
+        found.setdefault(method, result)
+        if method == "dkim" and result in _PASS:
+            signer = _prop(r, "d") or _domain(_prop(r, "i"))
+            aligned_pass = aligned_pass or _aligned(signer.lower(), from_domain)
+        if method == "spf" and result in _PASS:
+            aligned_pass = aligned_pass or _aligned(_domain(_prop(r, "mailfrom")), from_domain)
+    dmarc = found.get("dmarc")
+    if dmarc in _PASS or (dmarc is None and aligned_pass):
+        verdict = "pass"
+    elif dmarc in _FAIL:
+        verdict = "fail"
+    else:
+        verdict = "none"
+    return {
+        "result": verdict,
+        "by": str(header.authserv_id),
+        "domain": from_domain,
+        "reported": {m: found[m] for m in ("dmarc", "spf", "dkim") if m in found},
+    }
