@@ -194,3 +194,62 @@ def test_a_name_rebound_to_a_private_address_after_the_check_is_not_called_there
     with pytest.raises(outbound.Blocked, match="resolves to 10.1.2.3"):
         outbound.request("POST", "https://hooks.example.com/x", allow_private=False)
     assert len(sent) == 1
+
+
+def test_inbox_urls_into_our_own_network_are_refused_on_save(
+    client: TestClient, world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "outbound_private_ok", False)
+    for channel, key, url in (
+        ("api", "webhook_url", "http://169.254.169.254/latest/meta-data/"),
+        ("telegram", "api_base_url", "http://localhost:8081"),
+    ):
+        r = client.post(
+            "/api/v1/inboxes",
+            json={"name": "x", "channel": channel, "settings": {key: url}},
+            headers=auth(world.alice),
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith(f"{key}: ")
+    r = client.patch(
+        f"/api/v1/inboxes/{world.acme.inbox.id}",  # type: ignore[union-attr]
+        json={"settings": {"webhook_url": "http://10.0.0.7/replies"}},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 422, r.text
+
+
+def test_a_reply_to_an_api_inbox_whose_webhook_now_resolves_privately_fails_at_once(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "outbound_private_ok", False)
+    inbox = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Shop",
+            "channel": "api",
+            "settings": {"webhook_url": "http://replies.example.com/hook"},
+        },
+        headers=auth(world.alice),
+    ).json()
+    posted = client.post(
+        f"/api/v1/inboxes/{inbox['id']}/messages",
+        json={"external_id": "ssrf-2", "text": "hi", "from": {"email": "r@example.com"}},
+        headers=auth(world.bob),
+    ).json()
+    conv = posted["conversation_id"]
+    reply = client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "hello"}, headers=auth(world.bob)
+    )
+    assert reply.status_code == 201, reply.text
+    resolving_to(monkeypatch, "127.0.0.1")
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    last = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()["messages"][
+        -1
+    ]
+    assert last["status"] == "failed"
+    assert "resolves to 127.0.0.1, not a public address" in last["error"]

@@ -69,6 +69,9 @@ class Outbound:
     # attempt, with the provider's id for each: a retry sends only the rest.
     parts_sent: dict[str, str] = field(default_factory=dict)
     record_part: Callable[[str, str], None] | None = None
+    # Whether URLs an admin set may point into our own network (RAPPORT_OUTBOUND_PRIVATE_OK):
+    # calls to them go through ``rapport.outbound.request``.
+    allow_private: bool = False
 
 
 def send_parts(out: Outbound, parts: list[tuple[str, str, Callable[[], str | None]]]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from sqlalchemy import select
 
+from rapport import outbound
 from rapport.auth.ratelimit import RateLimiter
 from rapport.channels import base
 from rapport.channels.models import Inbox
@@ -72,6 +73,7 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         ],
         parts_sent=dict((msg.meta or {}).get("parts_sent") or {}),
         record_part=lambda key, external_id: _record_part(ctx, message_id, key, external_id),
+        allow_private=ctx.settings.outbound_private_ok,
     )
     # Stay under the provider's sending rate (per inbox, shared through Redis when there
     # is one); a message over the limit waits for the job's retry, it is not dropped.
@@ -80,6 +82,9 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
     # The provider call happens outside any transaction: no lock is held while we wait.
     try:
         result = channel.send(out)
+    except outbound.Blocked as exc:  # an admin's URL into our own network: never retried
+        _mark(ctx, message_id, DeliveryStatus.failed, f"not sent: {exc}")
+        raise PermanentError(str(exc)) from exc
     except base.DeliveryError as exc:
         last_try = ctx.attempt >= ctx.settings.job_max_attempts
         if exc.permanent or last_try:

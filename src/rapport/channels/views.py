@@ -2,11 +2,13 @@
 
 import base64
 from types import SimpleNamespace
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rapport import outbound
 from rapport.auth.deps import Box, CurrentAdmin, CurrentAgent, CurrentMember, Db, require_role
 from rapport.auth.models import Role
 from rapport.auth.service import Principal
@@ -30,11 +32,32 @@ def list_inboxes(principal: CurrentMember, db: Db, box: Box) -> list[InboxRead]:
     ]
 
 
+# Inbox settings that are URLs Rapport calls: the API channel's reply webhook, and a
+# provider's API address (set for a stand-in or a proxy).
+_URL_SETTINGS = ("webhook_url", "api_base_url")
+
+
+def _check_urls(settings: dict[str, Any], request: Request) -> None:
+    """Refuse URL settings into our own network unless the installation allows them (as
+    for webhooks); the address a name resolves to is checked again at each call."""
+    for key in _URL_SETTINGS:
+        if settings.get(key):
+            try:
+                outbound.check_url(
+                    str(settings[key]),
+                    allow_private=request.app.state.settings.outbound_private_ok,
+                    resolve=False,
+                )
+            except outbound.Blocked as exc:
+                raise Invalid(f"{key}: {exc}") from exc
+
+
 @router.post("/inboxes", response_model=InboxRead, status_code=201)
 def create_inbox(
     body: InboxCreate, principal: CurrentAdmin, request: Request, db: Db, box: Box
 ) -> InboxRead:
     """Create an inbox (one channel instance); credentials in settings are stored encrypted."""
+    _check_urls(body.settings, request)
     inbox = service.create(db, workspace_id=principal.workspace_id, data=body, box=box)
     audit(
         db,
@@ -60,6 +83,7 @@ def update_inbox(
     inbox_id: str, body: InboxUpdate, principal: CurrentAdmin, request: Request, db: Db, box: Box
 ) -> InboxRead:
     inbox = service.get(db, workspace_id=principal.workspace_id, inbox_id=inbox_id)
+    _check_urls(body.settings or {}, request)
     service.update(db, inbox=inbox, data=body, box=box)
     audit(
         db,

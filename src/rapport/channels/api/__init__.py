@@ -5,6 +5,7 @@ import time
 import httpx
 import orjson
 
+from rapport import outbound
 from rapport.channels import base
 from rapport.crypto import hmac_sha256_hex
 
@@ -60,7 +61,14 @@ class ApiChannel:
         if secret:
             headers["X-Rapport-Signature"] = signature_header(str(secret), body)
         try:
-            resp = httpx.post(str(url), content=body, headers=headers, timeout=15)
+            resp = outbound.request(
+                "POST",
+                str(url),
+                allow_private=out.allow_private,
+                content=body,
+                headers=headers,
+                timeout=15,
+            )
         except httpx.HTTPError as exc:
             raise base.DeliveryError(f"webhook unreachable: {type(exc).__name__}") from exc
         if resp.status_code >= 400:

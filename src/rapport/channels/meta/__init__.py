@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from rapport import outbound
 from rapport.channels import base, media
 from rapport.channels.whatsapp import valid_signature
 from rapport.customers.identity import handle
@@ -117,7 +118,7 @@ class MetaChannel:
 
         def post(message: dict[str, Any]) -> str | None:
             body = {"recipient": {"id": to}, "messaging_type": "RESPONSE", "message": message}
-            return self._post(f"{api}/me/messages", str(token), body)
+            return self._post(f"{api}/me/messages", str(token), body, out.allow_private)
 
         ids = base.send_parts(
             out,
@@ -129,9 +130,16 @@ class MetaChannel:
         )
         return base.SendResult(external_id=ids[-1] or None, meta=base.parts_meta(ids))
 
-    def _post(self, url: str, token: str, body: dict[str, Any]) -> str | None:
+    def _post(self, url: str, token: str, body: dict[str, Any], allow_private: bool) -> str | None:
         try:
-            resp = httpx.post(url, params={"access_token": token}, json=body, timeout=20)
+            resp = outbound.request(
+                "POST",
+                url,
+                allow_private=allow_private,
+                params={"access_token": token},
+                json=body,
+                timeout=20,
+            )
         except httpx.HTTPError as exc:
             raise base.DeliveryError(f"{self.name} unreachable: {type(exc).__name__}") from exc
         if resp.status_code == 429 or resp.status_code >= 500:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
+from rapport import outbound
 from rapport.channels import base, media
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
@@ -108,9 +109,11 @@ class TelegramChannel:
             base.file_parts(
                 out,
                 lambda: _call(
-                    f"{api}/sendMessage", json={"chat_id": chat, "text": out.message.text}
+                    f"{api}/sendMessage",
+                    out.allow_private,
+                    json={"chat_id": chat, "text": out.message.text},
                 ),
-                lambda f: _send_file(api, chat, f),
+                lambda f: _send_file(api, chat, f, out.allow_private),
             ),
         )
         return base.SendResult(external_id=f"{chat}:{ids[-1]}")
@@ -122,22 +125,25 @@ PHOTO_URL_MAX = 5 * 1024 * 1024
 _DOCUMENT_BY_URL = {"image/gif", "application/pdf", "application/zip"}
 
 
-def _send_file(api: str, chat: str, f: base.OutboundFile) -> str:
+def _send_file(api: str, chat: str, f: base.OutboundFile, allow_private: bool) -> str:
     if f.is_image and f.size <= PHOTO_URL_MAX:
-        return _call(f"{api}/sendPhoto", json={"chat_id": chat, "photo": f.url})
+        return _call(f"{api}/sendPhoto", allow_private, json={"chat_id": chat, "photo": f.url})
     if f.content_type in _DOCUMENT_BY_URL:
-        return _call(f"{api}/sendDocument", json={"chat_id": chat, "document": f.url})
+        return _call(
+            f"{api}/sendDocument", allow_private, json={"chat_id": chat, "document": f.url}
+        )
     return _call(
         f"{api}/sendDocument",
+        allow_private,
         data={"chat_id": chat},
         files={"document": (f.filename, f.data(), f.content_type)},
     )
 
 
-def _call(url: str, **request: Any) -> str:
+def _call(url: str, allow_private: bool, **request: Any) -> str:
     """One Bot API call; the sent message's id."""
     try:
-        resp = httpx.post(url, timeout=30, **request)
+        resp = outbound.request("POST", url, allow_private=allow_private, timeout=30, **request)
     except httpx.HTTPError as exc:
         raise base.DeliveryError(f"Telegram unreachable: {type(exc).__name__}") from exc
     data = resp.json() if resp.content else {}

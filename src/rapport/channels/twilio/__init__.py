@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape
 
 import httpx
 
+from rapport import outbound
 from rapport.channels import base, media
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
@@ -148,8 +149,10 @@ class TwilioSms:
                     f"{out.public_url.rstrip('/')}/webhooks/twilio_sms/{out.inbox.id}"
                 )
             try:
-                resp = httpx.post(
+                resp = outbound.request(
+                    "POST",
                     f"{api}/2010-04-01/Accounts/{sid}/Messages.json",
+                    allow_private=out.allow_private,
                     data=form,
                     auth=(str(sid), str(token)),
                     timeout=20,

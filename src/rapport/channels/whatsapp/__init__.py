@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from rapport import outbound
 from rapport.channels import base, media
 from rapport.crypto import hmac_sha256_hex
 from rapport.customers.identity import InvalidHandle, handle
@@ -187,7 +188,7 @@ class WhatsAppChannel:
         }
 
         def post(body: dict[str, Any]) -> str | None:
-            return _post(url, str(token), envelope | body)
+            return _post(url, str(token), envelope | body, out.allow_private)
 
         template = out.message.meta.get("template")
         if template:
@@ -222,10 +223,17 @@ def media_body(f: base.OutboundFile) -> dict[str, Any]:
     return {"type": "document", "document": {"link": f.url, "filename": f.filename}}
 
 
-def _post(url: str, token: str, body: dict[str, Any]) -> str | None:
+def _post(url: str, token: str, body: dict[str, Any], allow_private: bool) -> str | None:
     """One call to the messages endpoint; the new message's id."""
     try:
-        resp = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20)
+        resp = outbound.request(
+            "POST",
+            url,
+            allow_private=allow_private,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=20,
+        )
     except httpx.HTTPError as exc:
         raise base.DeliveryError(f"WhatsApp unreachable: {type(exc).__name__}") from exc
     if resp.status_code == 429 or resp.status_code >= 500:
