@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from rapport.problems import Invalid
+
 
 class Blocked(ValueError):
     """The URL points where Rapport does not call."""
@@ -56,6 +58,15 @@ def check_url(url: str, *, allow_private: bool, resolve: bool = True) -> None:
         raise Blocked(f"{host} is a local name {_HINT}")
     if resolve:
         _resolve(host, parts.port or 443, allow_private=False)
+
+
+def check_saved(url: str, *, allow_private: bool, what: str = "") -> None:
+    """``check_url`` for a URL an admin is saving (the host as typed; the name is resolved
+    at each call): an ``Invalid`` problem, its detail prefixed with ``what``, if it fails."""
+    try:
+        check_url(url, allow_private=allow_private, resolve=False)
+    except Blocked as exc:
+        raise Invalid(f"{what}: {exc}" if what else str(exc)) from exc
 
 
 def _resolve(host: str, port: int, *, allow_private: bool) -> str | None:

@@ -551,10 +551,7 @@ def publish_to_webhooks(
 
 
 def _checked_webhook(url: str, events: list[str], *, allow_private: bool) -> list[str]:
-    try:
-        outbound.check_url(url, allow_private=allow_private, resolve=False)
-    except outbound.Blocked as exc:
-        raise Invalid(f"a webhook URL: {exc}") from exc
+    outbound.check_saved(url, allow_private=allow_private, what="a webhook URL")
     unknown = sorted(set(events) - EVENTS)
     if unknown:
         raise Invalid(

@@ -42,14 +42,11 @@ def _check_urls(settings: dict[str, Any], request: Request) -> None:
     for webhooks); the address a name resolves to is checked again at each call."""
     for key in _URL_SETTINGS:
         if settings.get(key):
-            try:
-                outbound.check_url(
-                    str(settings[key]),
-                    allow_private=request.app.state.settings.outbound_private_ok,
-                    resolve=False,
-                )
-            except outbound.Blocked as exc:
-                raise Invalid(f"{key}: {exc}") from exc
+            outbound.check_saved(
+                str(settings[key]),
+                allow_private=request.app.state.settings.outbound_private_ok,
+                what=key,
+            )
 
 
 @router.post("/inboxes", response_model=InboxRead, status_code=201)

@@ -258,13 +258,9 @@ def parse(raw: bytes) -> ParsedEmail:
 
 
 def _all(msg: Message, name: str) -> list[str]:
-    """Every value of a header, in order, unfolded."""
-    try:
-        return [" ".join(str(v).split()) for v in msg.get_all(name, failobj=[])]
-    except Exception:  # a header policy.default cannot parse: the raw values
-        return [
-            " ".join(str(v).split()) for v in msg.get_all(name, failobj=[]) if isinstance(v, str)
-        ]
+    """Every value of a header, in order, unfolded (as written: never parsed, so never
+    failing)."""
+    return [" ".join(str(v).split()) for k, v in msg.raw_items() if k.lower() == name.lower()]
 
 
 __all__ = ["EmailMessage", "ParsedEmail", "html_to_text", "parse"]

@@ -19,10 +19,6 @@ from typing import Any
 import authres
 import authres.dmarc  # noqa: F401 - teaches the parser DMARC's result properties
 
-# Results that say the domain vouched for the message, or that it did not.
-_PASS = {"pass"}
-_FAIL = {"fail", "softfail"}
-
 
 def _domain(value: str) -> str:
     return value.rsplit("@", 1)[-1].strip().strip(">").lower()
@@ -68,15 +64,15 @@ def _verdict(header: Any, from_domain: str) -> dict[str, Any]:
     for r in header.results:
         method, result = str(r.method).lower(), str(r.result).lower()
         found.setdefault(method, result)
-        if method == "dkim" and result in _PASS:
+        if method == "dkim" and result == "pass":
             signer = _prop(r, "d") or _domain(_prop(r, "i"))
             aligned_pass = aligned_pass or _aligned(signer.lower(), from_domain)
-        if method == "spf" and result in _PASS:
+        if method == "spf" and result == "pass":
             aligned_pass = aligned_pass or _aligned(_domain(_prop(r, "mailfrom")), from_domain)
     dmarc = found.get("dmarc")
-    if dmarc in _PASS or (dmarc is None and aligned_pass):
+    if dmarc == "pass" or (dmarc is None and aligned_pass):
         verdict = "pass"
-    elif dmarc in _FAIL:
+    elif dmarc == "fail":
         verdict = "fail"
     else:
         verdict = "none"
