@@ -2,9 +2,11 @@
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from rapport.conversations import service
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job
 from tests.conftest import auth
@@ -172,3 +174,29 @@ def test_unread_counts_follow_what_the_agent_has_read(client: TestClient, world:
     assert (
         client.get("/api/v1/unread-counts", headers=auth(world.alice)).json()["all"] == after["all"]
     )
+
+
+def test_unread_counts_stop_at_their_limit(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "UNREAD_LIMIT", 3)
+    convs = [
+        _post(client, world, f"l{n}", f"limit{n}@example.com")["conversation_id"] for n in range(5)
+    ]
+    counts = client.get("/api/v1/unread-counts", headers=auth(world.bob)).json()
+    assert counts["limit"] == 3 and counts["all"] == 3 and counts["unassigned"] == 3
+    for conv in convs[:4]:
+        client.post(f"/api/v1/conversations/{conv}/read", headers=auth(world.bob))
+    # Below the limit again, the counts are exact (the fixtures' own conversation read too).
+    first = world.acme.first.conversation.id  # type: ignore[union-attr]
+    client.post(f"/api/v1/conversations/{first}/read", headers=auth(world.bob))
+    counts = client.get("/api/v1/unread-counts", headers=auth(world.bob)).json()
+    assert (counts["all"], counts["unassigned"], counts["mine"]) == (1, 1, 0)
+    bob = world.acme.users["bob"].id
+    client.post(
+        f"/api/v1/conversations/{convs[4]}/assign",
+        json={"assignee_id": bob},
+        headers=auth(world.bob),
+    )
+    counts = client.get("/api/v1/unread-counts", headers=auth(world.bob)).json()
+    assert (counts["all"], counts["unassigned"], counts["mine"]) == (1, 0, 1)

@@ -1,5 +1,8 @@
 """Bulk actions and filters in a real browser, at phone width, driven from the keyboard."""
 
+import threading
+import time
+
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -64,3 +67,40 @@ def test_an_agent_labels_and_resolves_conversations_in_bulk(
     page.goto(f"{live_server.url}/app/inbox?view=all&status=resolved&label=refund+%3Cb%3E")
     expect(page.locator("#conversation-list li[data-id]")).to_have_count(2)
     expect(page.locator("#filters select[name=status]")).to_have_value("resolved")
+
+
+def test_the_list_keeps_up_while_messages_keep_coming(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    """Messages arriving closer together than the list's 150 ms wait: the list still
+    refreshes while they come (a debounce would wait for a pause that never comes)."""
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    page.wait_for_timeout(300)  # the stream connects
+    posted: list[str] = []
+    done = threading.Event()
+
+    def flow() -> None:
+        with httpx.Client(base_url=live_server.url, headers=auth(world.bob)) as http:
+            for n in range(60):
+                r = http.post(
+                    f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+                    json={"external_id": f"flow{n}", "text": "hi", "from": {"email": f"f{n}@x.io"}},
+                )
+                posted.append(r.json()["conversation_id"])
+                time.sleep(0.05)
+        done.set()
+
+    sender = threading.Thread(target=flow)
+    sender.start()
+    try:
+        while not posted:
+            time.sleep(0.01)
+        page.wait_for_selector(f'#conversation-list li[data-id="{posted[0]}"]', timeout=10_000)
+        assert not done.is_set(), "the list refreshed only once the messages stopped"
+    finally:
+        sender.join()
+    # And the last of them shows once the flow ends.
+    page.wait_for_selector(f'#conversation-list li[data-id="{posted[-1]}"]', timeout=10_000)

@@ -1,8 +1,10 @@
 """The inbox page: filters and sorts from the query string, bulk controls for agents only,
 and everything a user typed shown as text."""
 
+import pytest
 from fastapi.testclient import TestClient
 
+from rapport.conversations import service
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
 from tests.factories import World
@@ -65,3 +67,15 @@ def test_bulk_controls_are_for_agents_not_viewers(client: TestClient, world: Wor
     sign_in(client, "victor@acme.test")
     page = client.get("/app/inbox?view=all").text
     assert 'id="bulk"' not in page and 'class="pick"' not in page
+
+
+def test_an_unread_count_at_its_limit_shows_as_more(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "UNREAD_LIMIT", 3)
+    for n in range(3):
+        inbound(client, world, f"m{n}", f"m{n}@example.com")
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/inbox", params={"view": "all"}).text
+    assert '>Unassigned <span class="badge-count">2+</span>' in page
+    assert ">Mine </a>" in page  # nothing unread of bob's: no badge

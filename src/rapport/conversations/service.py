@@ -2,9 +2,9 @@
 
 import enum
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import and_, delete, func, or_, select, tuple_
+from sqlalchemy import ScalarSelect, Select, and_, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from rapport import pagination
@@ -665,18 +665,19 @@ def mark_read(db: Session, *, conversation: Conversation, user_id: str) -> None:
         marker.read_at = utcnow()
 
 
+# Unread counts stop here: a badge shows "99+" beyond it, and counting a large
+# workspace's open conversations one by one on every inbox refresh would cost far more than
+# the number tells an agent (150 ms at a million conversations).
+UNREAD_LIMIT: Final = 100
+
+
 def unread_counts(db: Session, *, workspace_id: str, user_id: str) -> dict[str, int]:
-    """Open conversations with a customer message the agent has not seen: mine,
-    unassigned and all."""
+    """Open conversations with a customer message the agent has not seen: mine, unassigned
+    and all, each counted up to ``UNREAD_LIMIT`` (also returned, as ``limit``): a count
+    equal to it means that many or more."""
     marker = aliased(ReadMarker)
-    unread = or_(marker.read_at.is_(None), Conversation.last_inbound_at > marker.read_at)
-    stmt = (
-        select(
-            func.count().filter(Conversation.assignee_id == user_id),
-            func.count().filter(Conversation.assignee_id.is_(None)),
-            func.count(),
-        )
-        .select_from(Conversation)
+    unread = (
+        select(Conversation.id)
         .outerjoin(
             marker,
             and_(marker.conversation_id == Conversation.id, marker.user_id == user_id),
@@ -685,11 +686,28 @@ def unread_counts(db: Session, *, workspace_id: str, user_id: str) -> dict[str, 
             Conversation.workspace_id == workspace_id,
             Conversation.status == Status.open,
             Conversation.last_inbound_at.is_not(None),
-            unread,
+            or_(marker.read_at.is_(None), Conversation.last_inbound_at > marker.read_at),
         )
     )
-    mine, unassigned, everyone = db.execute(stmt).one()
-    return {"mine": int(mine), "unassigned": int(unassigned), "all": int(everyone)}
+
+    def upto(stmt: Select[Any]) -> ScalarSelect[int]:
+        return (
+            select(func.count()).select_from(stmt.limit(UNREAD_LIMIT).subquery()).scalar_subquery()
+        )
+
+    mine, unassigned, everyone = db.execute(
+        select(
+            upto(unread.where(Conversation.assignee_id == user_id)),
+            upto(unread.where(Conversation.assignee_id.is_(None))),
+            upto(unread),
+        )
+    ).one()
+    return {
+        "mine": int(mine),
+        "unassigned": int(unassigned),
+        "all": int(everyone),
+        "limit": UNREAD_LIMIT,
+    }
 
 
 _ORDER = {

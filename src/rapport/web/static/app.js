@@ -123,12 +123,31 @@ function setupInbox() {
   if ("Notification" in window && Notification.permission === "default") {
     document.addEventListener("click", () => Notification.requestPermission(), { once: true });
   }
-  let pending = null;
-  const bulk = setupBulk(list, () => refresh(0));
-  const refresh = (wait = 150) => {
-    clearTimeout(pending);
-    pending = setTimeout(async () => {
+  // The list is fetched again when something changes: the first event of a burst waits
+  // 150 ms for the rest of it, and under a steady flow of events the list is fetched at
+  // most once a second, one fetch at a time. (A plain debounce would never fire while a
+  // busy workspace's events keep coming, and every open inbox re-fetching the page on
+  // every message would load the server with each agent.)
+  let timer = null;
+  let running = false;
+  let again = null; // asked for while a fetch ran: "now" or "soon"
+  let last = 0;
+  const refresh = ({ now = false } = {}) => {
+    if (running) {
+      again = now || again === "now" ? "now" : "soon";
+      return;
+    }
+    if (timer && !now) return;
+    clearTimeout(timer);
+    timer = setTimeout(load, now ? 0 : Math.max(150, last + 1000 - Date.now()));
+  };
+  const load = async () => {
+    timer = null;
+    running = true;
+    last = Date.now();
+    try {
       const res = await fetch(location.href, { credentials: "same-origin" });
+      if (!res.ok) return; // signed out or unavailable: the next event tries again
       const doc = new DOMParser().parseFromString(await res.text(), "text/html");
       const fresh = doc.getElementById("conversation-list");
       // Keep what the agent ticked: a live update must not drop a selection in progress.
@@ -138,8 +157,16 @@ function setupInbox() {
       bulk.restore(picked);
       const views = doc.querySelector("aside.views");
       if (views) document.querySelector("aside.views").replaceChildren(...views.children);
-    }, wait);
+    } catch {
+      // offline for a moment: the next event tries again
+    } finally {
+      running = false;
+      const next = again;
+      again = null;
+      if (next) refresh({ now: next === "now" });
+    }
   };
+  const bulk = setupBulk(list, () => refresh({ now: true }));
   connectStream((event) => {
     setupNotifications(event);
     if (event.type.startsWith("conversation.") || event.type === "message.created") refresh();
