@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from rapport import bus, problems
+from rapport import bus, cache, problems
 from rapport.assistant import triage
 from rapport.auth.deps import PrincipalCache
 from rapport.auth.ratelimit import RateLimiter
@@ -33,6 +33,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await event_bus.start()
         bus.set_bus(event_bus)
+        # Processes sharing Redis forget together what one of them changed (cached rules,
+        # tokens, ...); alone, a process needs no one to tell.
+        forgetting = cache.RedisForgetting(settings.redis_url) if settings.redis_url else None
+        if forgetting is not None:
+            forgetting.start()
         ingest.start()
         # Triage's models load in about a second: now, rather than on the first message.
         threading.Thread(target=triage.warm_up, name="triage-warm-up", daemon=True).start()
@@ -55,6 +60,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             if smtp is not None:
                 smtp.stop()
             ingest.stop()
+            if forgetting is not None:
+                forgetting.stop()
             await event_bus.stop()
 
     app = FastAPI(

@@ -1,23 +1,51 @@
-"""A per-process cache whose entries expire: for what the hot path asks of a workspace on
-every message (has it rules for this event? SLA policies? trained triage models?) and that
-changes rarely. The process that changes it forgets the entry at once; other processes see
-the change within the entry's time to live, except the ingest writer process, to which the
-server passes on what it forgot (``RELAY``).
+"""Per-process caches whose entries expire: for what the hot path asks on every message or
+request (has this workspace rules for this event? SLA policies? trained triage models? who
+holds this token?) and that changes rarely.
+
+What one process forgets, every process forgets: the ingest writer process hears it from
+the server with each batch (``RELAY``), and with ``RAPPORT_REDIS_URL`` the other servers
+and workers hear it over Redis (``BROADCAST``, wired by the bus). Without Redis, other
+processes see a change within the entry's time to live.
+
+The change that makes a process forget usually commits a moment later; a value loaded in
+between would be the old one. So a forgotten key is not cached again for ``HOLD`` seconds:
+it is read afresh each time until then.
 
 Reads and writes are single dict operations, atomic under the interpreter lock, so threads
 (the ingest writer, the event loop, job workers) share one cache without a lock of ours.
 """
 
+import contextlib
+import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+import orjson
+
+log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+# Seconds a forgotten key is read afresh instead of cached (its change commits meanwhile).
+HOLD = 2.0
 
-_CACHES: dict[str, "TtlCache[Any, Any]"] = {}
+
+class Forgetting(Protocol):
+    def drop(self, key: Hashable | None) -> None:
+        """Forget ``key`` (``None``: everything) here, and hold it for ``HOLD`` seconds."""
+
+
+# name -> the caches of that name in this process (an app's principal cache is one per app).
+_CACHES: dict[str, "weakref.WeakSet[Any]"] = {}
+
+
+def register(name: str, cache: Forgetting) -> None:
+    _CACHES.setdefault(name, weakref.WeakSet()).add(cache)
 
 
 class TtlCache(Generic[K, V]):
@@ -25,7 +53,9 @@ class TtlCache(Generic[K, V]):
         self.ttl = ttl
         self.name = name
         self._items: dict[K, tuple[float, V]] = {}
-        _CACHES[name] = self
+        self._held: dict[K, float] = {}
+        self._held_all = 0.0
+        register(name, self)
 
     def peek(self, key: K) -> V | None:
         """The live value, or ``None`` when there is none (never loads)."""
@@ -34,16 +64,32 @@ class TtlCache(Generic[K, V]):
 
     def get(self, key: K, load: Callable[[], V]) -> V:
         """The live value, else ``load()``'s, kept for ``ttl`` seconds."""
+        now = time.monotonic()
         item = self._items.get(key)
-        if item is not None and item[0] > time.monotonic():
+        if item is not None and item[0] > now:
             return item[1]
         value = load()
-        self._items[key] = (time.monotonic() + self.ttl, value)
+        if self._held_all > now or (self._held and self._held.get(key, 0.0) > now):
+            return value  # forgotten a moment ago: its change may not have committed yet
+        self._items[key] = (now + self.ttl, value)
         return value
 
     def forget(self, key: K) -> None:
-        self._items.pop(key, None)
+        """The value changed: this process and every other forget it."""
+        self.drop(key)
         RELAY.record(self.name, key)
+        BROADCAST.send(self.name, key)
+
+    def drop(self, key: Hashable | None) -> None:
+        now = time.monotonic()
+        if key is None:
+            self._items.clear()
+            self._held_all = now + HOLD
+            return
+        mine = cast(K, key)
+        self._items.pop(mine, None)
+        self._held = {k: t for k, t in self._held.items() if t > now}
+        self._held[mine] = now + HOLD
 
 
 class Relay:
@@ -53,7 +99,7 @@ class Relay:
     change that caused it commits a moment after the forget, and the writer, reloading in
     between, would otherwise keep the old value for a whole time to live."""
 
-    def __init__(self, window: float = 2.0) -> None:
+    def __init__(self, window: float = HOLD) -> None:
         self.window = window
         self.listening = False
         self._lock = threading.Lock()
@@ -74,9 +120,89 @@ class Relay:
 RELAY = Relay()
 
 
+class Broadcast:
+    """What this process forgot, for every other process: the Redis bus sets ``publish``."""
+
+    def __init__(self) -> None:
+        self.publish: Callable[[str, Hashable | None], None] | None = None
+
+    def send(self, name: str, key: Hashable | None) -> None:
+        publish = self.publish
+        if publish is not None:
+            publish(name, key)
+
+
+BROADCAST = Broadcast()
+
+
+def forget_heard(name: str, key: Hashable | None) -> None:
+    """What another process forgot (``None``: everything in that cache): forget it here,
+    and in this server's ingest writer process."""
+    for cache in list(_CACHES.get(name, ())):
+        cache.drop(key)
+    RELAY.record(name, key)
+
+
 def forget_relayed(keys: list[tuple[str, Hashable]]) -> None:
     """In the writer process: forget what the server passed on."""
     for name, key in keys:
-        cache = _CACHES.get(name)
-        if cache is not None:
-            cache._items.pop(key, None)
+        forget_heard(name, key)
+
+
+class RedisForgetting:
+    """Every process that shares a Redis tells the others what it forgot, and forgets what
+    they tell it: a thread of its own listens on one pub/sub channel.
+
+    A message lost while Redis is unreachable costs at most the entry's time to live."""
+
+    CHANNEL = "rapport:forget"
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url)
+        self._origin = os.urandom(8).hex()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 10) -> None:
+        self._thread = threading.Thread(target=self._listen, name="rapport-forget", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout)
+        BROADCAST.publish = self.publish
+
+    def stop(self) -> None:
+        if BROADCAST.publish == self.publish:
+            BROADCAST.publish = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._client.close()
+
+    def publish(self, name: str, key: Hashable | None) -> None:
+        try:
+            self._client.publish(
+                self.CHANNEL, orjson.dumps({"cache": name, "key": key, "from": self._origin})
+            )
+        except Exception:
+            log.warning("redis publish failed", extra={"event": "cache.forget_publish_failed"})
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self.CHANNEL)
+                self._ready.set()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None and message.get("type") == "message":
+                        heard = orjson.loads(message["data"])
+                        if heard.get("from") != self._origin:
+                            forget_heard(str(heard["cache"]), heard.get("key"))
+            except Exception:
+                log.warning("redis subscription lost; retrying", extra={"event": "cache.retry"})
+                self._stop.wait(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()

@@ -94,7 +94,7 @@ def run_worker(
     ] = None,
 ) -> None:
     """Run background jobs from the shared jobs table (any number of these may run)."""
-    from rapport import bus, logs
+    from rapport import bus, cache, logs
     from rapport.db import Database
     from rapport.jobs import registry
     from rapport.jobs.worker import Worker
@@ -107,6 +107,8 @@ def run_worker(
     if once:
         typer.echo(f"{Worker(database, settings).run_until_idle()} jobs run")
         return
+    if settings.redis_url:  # what the servers forget, the jobs here must not remember
+        cache.RedisForgetting(settings.redis_url).start()
     stop = threading.Event()
     pool = [
         threading.Thread(

@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect
 
 from rapport.db import Database
+from rapport.jobs.models import Job
 from tests.conftest import auth
 from tests.factories import World
 from tests.web.conftest import free_port
@@ -180,12 +182,49 @@ def test_two_processes_on_postgresql_and_redis_deliver_each_others_events(
                     "from": {"email": "two@example.com"},
                 },
                 headers=headers,
+                timeout=30,
             ).json()
             while True:
                 event = json.loads(ws.recv(timeout=10))
                 if event["type"] == "message.created":
                     break
         assert event["payload"]["id"] == stored["id"] and event["payload"]["text"] == "through B"
+
+        # What one process changes, the other forgets at once (not after its caches' five
+        # seconds): a token revoked through A no longer works at B, which had just cached it...
+        second = httpx.post(
+            f"{a}/api/v1/tokens", json={"name": "t2"}, headers=headers, timeout=30
+        ).json()
+        other = {"Authorization": f"Bearer {second['token']}"}
+        assert httpx.get(f"{b}/api/v1/auth/me", headers=other, timeout=30).status_code == 200
+        revoked = httpx.delete(f"{a}/api/v1/tokens/{second['id']}", headers=headers, timeout=30)
+        assert revoked.status_code == 204
+        time.sleep(0.3)  # Redis carries the word
+        assert httpx.get(f"{b}/api/v1/auth/me", headers=other, timeout=30).status_code == 401
+        # ... and a rule saved through A applies to the next message B's writer stores.
+        made_rule = httpx.post(
+            f"{a}/api/v1/automation-rules",
+            json={
+                "name": "r",
+                "event": "message.received",
+                "actions": [{"type": "add_label", "value": "heard"}],
+            },
+            headers=headers,
+            timeout=30,
+        )
+        assert made_rule.status_code == 201, made_rule.text
+        time.sleep(0.3)
+        after = httpx.post(
+            f"{b}/api/v1/inboxes/{inbox['id']}/messages",
+            json={"external_id": "x-2", "text": "again", "from": {"email": "two@example.com"}},
+            headers=headers,
+            timeout=30,
+        ).json()
+        db = Database(pg_migrated)
+        with db.session(write=False) as session:
+            queued = session.scalars(select(Job.args).where(Job.name == "automation")).all()
+        db.dispose()
+        assert after["id"] in [q.get("message_id") for q in queued]
     finally:
         for s in servers:
             s.terminate()

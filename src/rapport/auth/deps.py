@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
+from rapport import cache
 from rapport.auth import service
 from rapport.auth.models import Role
 from rapport.config import Settings
@@ -54,13 +55,18 @@ class Unauthorized(Problem):
 class PrincipalCache:
     """Credential -> principal for a few seconds, so the hot path skips a query per request.
 
-    Revocation in this process clears the entry at once; other processes see it within
-    ``ttl`` seconds.
+    A change to who may do what (sign-out, revoked token, role, two-factor) empties it in
+    every process (``forget``), and for the next moments credentials are looked up afresh:
+    the change commits after the call.
     """
+
+    NAME = "principals"
 
     def __init__(self, ttl: float = 5.0) -> None:
         self.ttl = ttl
         self._items: dict[str, tuple[float, service.Principal | None]] = {}
+        self._held_until = 0.0
+        cache.register(self.NAME, self)
 
     def get(self, key: str) -> tuple[bool, service.Principal | None]:
         item = self._items.get(key)
@@ -69,12 +75,26 @@ class PrincipalCache:
         return True, item[1]
 
     def put(self, key: str, value: service.Principal | None) -> None:
+        now = time.monotonic()
+        if self._held_until > now:
+            return
         if len(self._items) > 50_000:
             self._items.clear()
-        self._items[key] = (time.monotonic() + self.ttl, value)
+        self._items[key] = (now + self.ttl, value)
 
-    def clear(self) -> None:
+    def drop(self, key: object = None) -> None:
         self._items.clear()
+        self._held_until = time.monotonic() + cache.HOLD
+
+    def forget(self) -> None:
+        """Credentials changed: every process forgets what it cached."""
+        self.drop()
+        cache.BROADCAST.send(self.NAME, None)
+
+
+def forget_principals(request: Request) -> None:
+    principal_cache: PrincipalCache = request.app.state.principal_cache
+    principal_cache.forget()
 
 
 def _credential(request: HTTPConnection) -> tuple[str, str] | None:

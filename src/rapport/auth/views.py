@@ -11,6 +11,7 @@ from rapport.auth.deps import (
     CurrentMember,
     CurrentSettings,
     Db,
+    forget_principals,
     resolve_principal,
 )
 from rapport.auth.models import Role, User
@@ -171,7 +172,7 @@ async def login_second_factor(
             service.pass_second_factor(db, session_id=principal.credential_id)
 
     await run_in_threadpool(finish)
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     done = await resolve_principal(request)
     return _me(done)
 
@@ -205,7 +206,7 @@ def confirm_password_reset(body: ResetConfirmIn, request: Request, db: Db) -> Re
             actor=Actor("user", user.id, ip),
             action="auth.password_reset",
         )
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     return Response(status_code=204)
 
 
@@ -219,7 +220,7 @@ async def logout(request: Request, response: Response) -> Response:
                 service.end_session(db, session_id=principal.credential_id)
 
     await run_in_threadpool(end)
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     out = Response(status_code=204)
     out.delete_cookie(SESSION_COOKIE, path="/")
     out.delete_cookie(CSRF_COOKIE, path="/")
@@ -236,7 +237,7 @@ def logout_everywhere(principal: CurrentMember, request: Request, db: Db) -> Res
         actor=actor_of(principal, request),
         action="auth.logout_all",
     )
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     out = Response(status_code=204)
     out.delete_cookie(SESSION_COOKIE, path="/")
     return out
@@ -270,7 +271,7 @@ def totp_activate(
         actor=actor_of(principal, request),
         action="auth.totp_on",
     )
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     return RecoveryCodesOut(recovery_codes=codes)
 
 
@@ -291,7 +292,7 @@ def totp_disable(
         actor=actor_of(principal, request),
         action="auth.totp_off",
     )
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     return Response(status_code=204)
 
 
@@ -340,5 +341,5 @@ def revoke_token(token_id: str, principal: CurrentMember, request: Request, db: 
         target_type="token",
         target_id=row.id,
     )
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     return Response(status_code=204)

@@ -2,7 +2,14 @@
 
 from fastapi import APIRouter, Request, Response
 
-from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, CurrentOwner, Db
+from rapport.auth.deps import (
+    CurrentAdmin,
+    CurrentAgent,
+    CurrentMember,
+    CurrentOwner,
+    Db,
+    forget_principals,
+)
 from rapport.auth.models import Membership, Team, User
 from rapport.auth.views import actor_of
 from rapport.conversations import routing
@@ -69,7 +76,7 @@ def update_workspace(
         action="workspace.update",
         data=body.settings,
     )
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     return WorkspaceRead(id=ws.id, name=ws.name, settings=ws.settings, created_at=ws.created_at)
 
 
@@ -121,7 +128,7 @@ def update_member(
         target_id=u.id,
         data=body.model_dump(exclude_none=True, mode="json"),
     )
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     return _member(m, u)
 
 
@@ -137,7 +144,7 @@ def remove_member(user_id: str, principal: CurrentAdmin, request: Request, db: D
         target_type="user",
         target_id=u.id,
     )
-    request.app.state.principal_cache.clear()
+    forget_principals(request)
     return Response(status_code=204)
 
 
