@@ -253,3 +253,61 @@ def test_a_reply_to_an_api_inbox_whose_webhook_now_resolves_privately_fails_at_o
     ]
     assert last["status"] == "failed"
     assert "resolves to 127.0.0.1, not a public address" in last["error"]
+
+
+def test_a_download_follows_redirects_checking_each_hop_and_keeping_credentials_home(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider's file URL often redirects (Twilio's to storage, say): each hop is checked
+    like the first, and the account's credentials never go to another origin."""
+    seen: list[tuple[int, str, str]] = []
+    ports: dict[str, int] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            port = self.server.server_address[1]
+            seen.append((port, self.path, self.headers.get("Authorization", "")))
+            hops = {
+                "/start": "/same-origin",
+                "/same-origin": f"http://127.0.0.1:{ports['cdn']}/file",
+                "/to-metadata": "http://169.254.169.254/latest/meta-data/",
+            }
+            if self.path in hops:
+                self.send_response(302)
+                self.send_header("Location", hops[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"data")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    servers = {name: HTTPServer(("127.0.0.1", 0), Handler) for name in ("api", "cdn")}
+    for name, server in servers.items():
+        ports[name] = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    # Loopback stands in for the internet here; the metadata address stays what it is.
+    public = outbound._public
+    monkeypatch.setattr(outbound, "_public", lambda ip: str(ip) == "127.0.0.1" or public(ip))
+    try:
+        api = f"http://127.0.0.1:{ports['api']}"
+        with outbound.stream(
+            "GET", f"{api}/start", allow_private=False, headers={"Authorization": "Basic x"}
+        ) as r:
+            assert r.read() == b"data"
+        assert seen == [
+            (ports["api"], "/start", "Basic x"),
+            (ports["api"], "/same-origin", "Basic x"),  # same origin: still theirs
+            (ports["cdn"], "/file", ""),  # another origin: not
+        ]
+        with pytest.raises(outbound.Blocked, match="169.254.169.254"):
+            with outbound.stream("GET", f"{api}/to-metadata", allow_private=False):
+                pass
+    finally:
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()

@@ -1,5 +1,5 @@
 """Which addresses Rapport may call on a workspace admin's say-so (webhooks, bot
-integrations).
+integrations, a provider's API address) or a provider's (the files customers send).
 
 An admin types a URL and Rapport's server calls it: without a check, that is a way to make
 the server probe its own network (a database's port, a cloud's metadata service at
@@ -16,6 +16,8 @@ private one a moment later (DNS rebinding) therefore reaches nothing it should n
 
 import ipaddress
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -87,6 +89,45 @@ def _resolve(host: str, port: int, *, allow_private: bool) -> str | None:
 def request(method: str, url: str, *, allow_private: bool, **kwargs: Any) -> httpx.Response:
     """Call ``url`` (an httpx request, ``kwargs`` passed on) once it passes ``check_url``,
     at the very address that passed it; ``Blocked`` otherwise."""
+    target, pinned = _pinned(url, allow_private, kwargs)
+    return httpx.request(method, target, **pinned)
+
+
+@contextmanager
+def stream(
+    method: str, url: str, *, allow_private: bool, max_redirects: int = 5, **kwargs: Any
+) -> Iterator[httpx.Response]:
+    """``request`` for a response read as it arrives (a file to download), following
+    redirects itself: each hop is checked and pinned like the first, and credentials
+    (``headers["Authorization"]``, ``auth``) go no further than the origin they were given
+    for. ``Blocked`` if a hop points where Rapport does not call."""
+    for _ in range(max_redirects + 1):
+        target, pinned = _pinned(url, allow_private, kwargs)
+        with httpx.stream(method, target, follow_redirects=False, **pinned) as response:
+            if not response.has_redirect_location:
+                yield response
+                return
+            hop = httpx.URL(url).join(response.headers["location"])
+        if _origin(hop) != _origin(httpx.URL(url)):
+            headers = {
+                k: v
+                for k, v in (kwargs.get("headers") or {}).items()
+                if k.lower() != "authorization"
+            }
+            kwargs = {**kwargs, "headers": headers, "auth": None}
+        url = str(hop)
+    raise httpx.TooManyRedirects(f"more than {max_redirects} redirects", request=response.request)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _pinned(
+    url: str, allow_private: bool, kwargs: dict[str, Any]
+) -> tuple[httpx.URL, dict[str, Any]]:
+    """The URL to connect to (the checked address in place of the name) and the request's
+    arguments with the name as Host and, over TLS, as SNI."""
     check_url(url, allow_private=allow_private, resolve=False)
     target = httpx.URL(url)
     host = target.raw_host.decode("ascii")
@@ -95,8 +136,11 @@ def request(method: str, url: str, *, allow_private: bool, **kwargs: Any) -> htt
     except ValueError:
         address = _resolve(host, target.port or 443, allow_private=allow_private)
         if address is not None:
-            kwargs["headers"] = {**kwargs.get("headers", {}), "Host": target.netloc.decode()}
+            kwargs = {
+                **kwargs,
+                "headers": {**(kwargs.get("headers") or {}), "Host": target.netloc.decode()},
+            }
             if target.scheme == "https":
                 kwargs["extensions"] = {**kwargs.get("extensions", {}), "sni_hostname": host}
             target = target.copy_with(host=address)
-    return httpx.request(method, target, **kwargs)
+    return target, kwargs

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from rapport.channels import media
 from rapport.config import Settings
 from rapport.db import Database
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from tests.channels.test_providers import make_inbox, only_conversation, twilio_post
 from tests.channels.test_whatsapp import APP_SECRET, post_signed
@@ -244,3 +246,24 @@ def test_twilio_mms_media_is_fetched_with_the_account_and_a_huge_one_is_refused(
     detail = client.get(f"/api/v1/conversations/{other['id']}", headers=auth(world.bob)).json()
     assert attachments_of(client, world, detail) == []
     assert "was not kept" in " ".join(detail["messages"][0]["meta"]["notes"])
+    # A media URL into the server's own network (a forged or odd payload) is not fetched,
+    # and not retried: the message says so.
+    settings.outbound_private_ok = False
+    metadata = dict(
+        mms,
+        MessageSid="MM3",
+        From="+14155550177",
+        MediaUrl0="http://169.254.169.254/latest/meta-data/",
+    )
+    twilio_post(client, settings, path, metadata, "twilio-token")
+    Worker(database, settings).run_until_idle()
+    convs = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    third = next(c for c in convs if c["id"] not in (conv["id"], other["id"]))
+    detail = client.get(f"/api/v1/conversations/{third['id']}", headers=auth(world.bob)).json()
+    assert attachments_of(client, world, detail) == []
+    assert "does not call" in " ".join(detail["messages"][0]["meta"]["notes"])
+    with database.session(write=False) as db:
+        fetches = db.scalars(select(Job).where(Job.name == "fetch_media")).all()
+    assert {j.state for j in fetches} == {JobState.done}

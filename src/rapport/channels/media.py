@@ -4,8 +4,9 @@ A provider's webhook carries a reference to the file (WhatsApp: a media id; Tele
 file id; Messenger and Instagram: a CDN URL; Twilio: a media URL), not the file. The
 message is stored at once; then the ``fetch_media`` job asks the channel to download each
 file with the inbox's credentials (outside any transaction), stores it like any other
-attachment, and tells the agents' screens. A file too large is refused with a note on the
-message; a provider that fails is retried by the job queue.
+attachment, and tells the agents' screens. A file too large, or at an address that is not
+public (``outbound``), is refused with a note on the message; a provider that fails is
+retried by the job queue.
 """
 
 import logging
@@ -13,9 +14,9 @@ import mimetypes
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-import httpx
 from sqlalchemy import select
 
+from rapport import outbound
 from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.conversations import files
@@ -42,14 +43,23 @@ class MediaChannel(Protocol):
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]: ...
 
     def fetch_media(
-        self, *, inbox: Inbox, secrets: dict[str, Any], ref: dict[str, Any]
+        self, *, inbox: Inbox, secrets: dict[str, Any], ref: dict[str, Any], allow_private: bool
     ) -> Fetched: ...
 
 
-def download(url: str, *, headers: dict[str, str] | None = None, auth: Any = None) -> bytes:
-    """GET a file, refusing more than MAX_MEDIA_BYTES without reading it all."""
-    with httpx.stream(
-        "GET", url, headers=headers, auth=auth, timeout=30, follow_redirects=True
+def download(
+    url: str,
+    *,
+    allow_private: bool,
+    headers: dict[str, str] | None = None,
+    auth: Any = None,
+) -> bytes:
+    """GET a file, refusing more than MAX_MEDIA_BYTES without reading it all. The URL comes
+    from a provider's payload: like every hop of its redirects, it must be a public address
+    (``outbound``), so a forged or odd one never makes the server fetch from its own
+    network."""
+    with outbound.stream(
+        "GET", url, allow_private=allow_private, headers=headers or {}, auth=auth, timeout=30
     ) as response:
         response.raise_for_status()
         chunks, size = [], 0
@@ -112,9 +122,18 @@ def fetch_media(ctx: JobContext, message_id: str) -> None:
     refused: list[str] = []
     for ref in media.media_refs(meta):
         try:
-            got = media.fetch_media(inbox=inbox, secrets=secrets, ref=ref)
+            got = media.fetch_media(
+                inbox=inbox,
+                secrets=secrets,
+                ref=ref,
+                allow_private=ctx.settings.outbound_private_ok,
+            )
         except TooLarge:
             refused.append(f"a file over {MAX_MEDIA_BYTES // (1024 * 1024)} MB was not kept")
+            continue
+        except outbound.Blocked as exc:  # asking again would not change the address
+            log.warning("media not fetched: %s", exc, extra={"event": "media.blocked"})
+            refused.append("a file at an address Rapport does not call was not fetched")
             continue
         if got.filename not in done:
             fetched.append(got)

@@ -30,12 +30,13 @@ class MetaChannel:
         ]
 
     def fetch_media(
-        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any]
+        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any], allow_private: bool
     ) -> media.Fetched:
         """Messenger and Instagram send a CDN URL for each attachment."""
-        with httpx.stream("HEAD", ref["url"], timeout=20, follow_redirects=True) as head:
+        url = str(ref["url"])
+        with outbound.stream("HEAD", url, allow_private=allow_private, timeout=20) as head:
             content_type = head.headers.get("content-type", "")
-        data = media.download(str(ref["url"]))
+        data = media.download(url, allow_private=allow_private)
         name = media.filename_for(f"{self.name}-{ref['type']}-{ref['n']}", content_type)
         return media.Fetched(name, content_type, data)
 

@@ -28,17 +28,21 @@ class TelegramChannel:
         return [found] if isinstance(found, dict) and found.get("file_id") else []
 
     def fetch_media(
-        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any]
+        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any], allow_private: bool
     ) -> media.Fetched:
         """Bot API: ``getFile`` gives the file's path, then ``/file/bot<token>/<path>``."""
         api = str(inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
         token = secrets.get("bot_token", "")
-        info = httpx.get(
-            f"{api}/bot{token}/getFile", params={"file_id": ref["file_id"]}, timeout=20
+        info = outbound.request(
+            "GET",
+            f"{api}/bot{token}/getFile",
+            allow_private=allow_private,
+            params={"file_id": ref["file_id"]},
+            timeout=20,
         )
         info.raise_for_status()
         path = str(info.json()["result"]["file_path"])
-        data = media.download(f"{api}/file/bot{token}/{path}")
+        data = media.download(f"{api}/file/bot{token}/{path}", allow_private=allow_private)
         content_type = str(ref.get("mime_type") or mimetypes.guess_type(path)[0] or "")
         name = ref.get("file_name") or path.rsplit("/", 1)[-1]
         return media.Fetched(str(name)[:200], content_type, data)

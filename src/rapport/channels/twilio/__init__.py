@@ -76,11 +76,11 @@ class TwilioSms:
         return [dict(m, n=n) for n, m in enumerate(items) if isinstance(m, dict) and m.get("url")]
 
     def fetch_media(
-        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any]
+        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any], allow_private: bool
     ) -> media.Fetched:
         """MMS media URLs, fetched with the account's credentials (HTTP basic auth)."""
         auth = (str(inbox.settings.get("account_sid", "")), str(secrets.get("auth_token", "")))
-        data = media.download(str(ref["url"]), auth=auth)
+        data = media.download(str(ref["url"]), allow_private=allow_private, auth=auth)
         content_type = str(ref.get("content_type") or "")
         return media.Fetched(
             media.filename_for(f"mms-{ref['n']}", content_type), content_type, data

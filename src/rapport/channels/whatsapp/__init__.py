@@ -130,16 +130,18 @@ class WhatsAppChannel:
         return [found] if isinstance(found, dict) and found.get("id") else []
 
     def fetch_media(
-        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any]
+        self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any], allow_private: bool
     ) -> media.Fetched:
         """Cloud API media: ``GET /{media-id}`` gives a short-lived URL, fetched with the
         same bearer token."""
         api = str(inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
         auth = {"Authorization": f"Bearer {secrets.get('access_token', '')}"}
-        info = httpx.get(f"{api}/{ref['id']}", headers=auth, timeout=20)
+        info = outbound.request(
+            "GET", f"{api}/{ref['id']}", allow_private=allow_private, headers=auth, timeout=20
+        )
         info.raise_for_status()
         described = info.json()
-        data = media.download(str(described["url"]), headers=auth)
+        data = media.download(str(described["url"]), allow_private=allow_private, headers=auth)
         content_type = str(described.get("mime_type") or ref.get("mime_type") or "")
         name = media.filename_for(f"whatsapp-{ref['id']}", content_type, ref.get("filename"))
         return media.Fetched(name, content_type, data)
