@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # When set, `rapport serve` also receives email for the email inboxes on this port.
     smtp_port: int | None = None
     smtp_host: str = "127.0.0.1"
+    # The listener is the domain's mail server, reached straight from senders' servers: it
+    # checks SPF, DKIM and DMARC itself (behind another mail server, trust that server's
+    # results instead: an inbox's trusted_authserv_ids).
+    smtp_check_senders: bool = False
     # Rapport's own mail (password resets), sent through this relay; unset: none is sent.
     mail_smtp_host: str | None = None
     mail_smtp_port: int = 587

@@ -76,9 +76,15 @@ def smtp_port(database: Database, settings: Settings) -> Iterator[int]:
     controller.stop()
 
 
-def send(port: int, mail: EmailMessage) -> None:
+def send(
+    port: int, mail: EmailMessage, *, mail_from: str | None = None, raw: bytes | None = None
+) -> None:
+    """Through a real SMTP conversation; ``raw`` sends those bytes as the message."""
     with smtplib.SMTP("127.0.0.1", port) as s:
-        s.send_message(mail)
+        if raw is None:
+            s.send_message(mail, from_addr=mail_from)
+        else:
+            s.sendmail(mail_from or str(mail["From"]), [str(mail["To"])], raw)
 
 
 def customer_mail(text: str, subject: str = "My order", **headers: str) -> EmailMessage:

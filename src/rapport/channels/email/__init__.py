@@ -75,8 +75,12 @@ def ingest_email(
     inbox_id: str,
     settings: Settings,
     storage: LocalStorage | None = None,
+    verified_by: str | None = None,
 ) -> EmailResult:
-    """Store one raw email in the caller's transaction, threaded; never loses what arrived."""
+    """Store one raw email in the caller's transaction, threaded; never loses what arrived.
+
+    ``verified_by``: the authserv-id under which Rapport's own listener checked the sender
+    (its Authentication-Results header is believed, like a trusted server's)."""
     inbox = db.get(Inbox, inbox_id)
     if inbox is None:
         raise NotFound("inbox")
@@ -121,7 +125,8 @@ def ingest_email(
     verdict = sender_auth.check(
         parsed.authentication_results,
         from_addr=parsed.from_addr,
-        trusted=set((inbox.settings or {}).get("trusted_authserv_ids") or []),
+        trusted=set((inbox.settings or {}).get("trusted_authserv_ids") or [])
+        | ({verified_by} if verified_by else set()),
     )
     if verdict is not None:
         meta["email"]["sender_auth"] = verdict

@@ -20,11 +20,11 @@ import authres
 import authres.dmarc  # noqa: F401 - teaches the parser DMARC's result properties
 
 
-def _domain(value: str) -> str:
+def domain_of(value: str) -> str:
     return value.rsplit("@", 1)[-1].strip().strip(">").lower()
 
 
-def _aligned(domain: str, from_domain: str) -> bool:
+def aligned(domain: str, from_domain: str) -> bool:
     """DMARC's relaxed alignment, without a public suffix list: one of the two domains is
     the other or under it."""
     return bool(domain) and (
@@ -54,7 +54,7 @@ def check(headers: list[str], *, from_addr: str | None, trusted: set[str]) -> di
             continue  # unreadable: not evidence either way
         if str(header.authserv_id).lower() not in wanted:
             continue
-        return _verdict(header, _domain(from_addr))
+        return _verdict(header, domain_of(from_addr))
     return None
 
 
@@ -65,10 +65,10 @@ def _verdict(header: Any, from_domain: str) -> dict[str, Any]:
         method, result = str(r.method).lower(), str(r.result).lower()
         found.setdefault(method, result)
         if method == "dkim" and result == "pass":
-            signer = _prop(r, "d") or _domain(_prop(r, "i"))
-            aligned_pass = aligned_pass or _aligned(signer.lower(), from_domain)
+            signer = _prop(r, "d") or domain_of(_prop(r, "i"))
+            aligned_pass = aligned_pass or aligned(signer.lower(), from_domain)
         if method == "spf" and result == "pass":
-            aligned_pass = aligned_pass or _aligned(_domain(_prop(r, "mailfrom")), from_domain)
+            aligned_pass = aligned_pass or aligned(domain_of(_prop(r, "mailfrom")), from_domain)
     dmarc = found.get("dmarc")
     if dmarc == "pass" or (dmarc is None and aligned_pass):
         verdict = "pass"

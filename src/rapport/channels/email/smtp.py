@@ -1,18 +1,21 @@
 """Rapport's own SMTP listener: mail to an email inbox's address becomes a conversation.
 
 The sender is answered ``250`` only after the message is committed, so an accepted mail is
-never lost; an address no inbox has is refused at RCPT time.
+never lost; an address no inbox has is refused at RCPT time. As the domain's mail server
+(``RAPPORT_SMTP_CHECK_SENDERS``) it checks SPF, DKIM and DMARC (``verify``) and stamps
+the message with what it found.
 """
 
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
-from rapport.channels.email import ingest_email
+from rapport.channels.email import ingest_email, verify
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.db import Database
@@ -40,6 +43,8 @@ class Handler:
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
         self.settings = settings
+        # The name this server signs its Authentication-Results with.
+        self.authserv_id = urlsplit(settings.public_url).hostname or "rapport"
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -56,18 +61,32 @@ class Handler:
         if not isinstance(raw, bytes):
             raw = str(raw).encode("utf-8", errors="surrogateescape")
         inboxes = {await asyncio.to_thread(inbox_for, self.database, a) for a in envelope.rcpt_tos}
+        verified_by = None
+        if self.settings.smtp_check_senders:
+            verified_by = self.authserv_id
+            found = await asyncio.to_thread(
+                verify.authenticate,
+                raw,
+                ip=str(session.peer[0] if isinstance(session.peer, tuple) else session.peer),
+                helo=session.host_name or "",
+                mail_from=envelope.mail_from or "",
+                authserv_id=verified_by,
+            )
+            raw = f"Authentication-Results: {found}\r\n".encode() + raw
         try:
             for inbox_id in inboxes - {None}:
                 assert inbox_id is not None
-                await asyncio.to_thread(self._store, raw, inbox_id)
+                await asyncio.to_thread(self._store, raw, inbox_id, verified_by)
         except Exception:
             log.exception("email not stored", extra={"event": "email.store_failed"})
             return "451 4.3.0 Temporary failure, try again later"
         return "250 OK: stored"
 
-    def _store(self, raw: bytes, inbox_id: str) -> None:
+    def _store(self, raw: bytes, inbox_id: str, verified_by: str | None) -> None:
         with self.database.session() as db:
-            ingest_email(db, raw, inbox_id=inbox_id, settings=self.settings)
+            ingest_email(
+                db, raw, inbox_id=inbox_id, settings=self.settings, verified_by=verified_by
+            )
 
 
 def start(database: Database, settings: Settings, *, host: str, port: int) -> Any:

@@ -1,0 +1,192 @@
+"""Rapport's own SMTP listener, as the domain's mail server, checks SPF, DKIM and DMARC.
+
+The DNS is a small zone of ours (``verify.lookup`` stands in for the resolver); keys and
+signatures are real (dkimpy signs, dkimpy and pyspf verify)."""
+
+import base64
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+from urllib.parse import urlsplit
+
+import dkim
+import pytest
+import spf
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
+
+from rapport.channels.email import sender_auth, verify
+from rapport.channels.email import smtp as listener
+from rapport.config import Settings
+from rapport.db import Database
+from tests.channels.email.test_email import conversations, send
+from tests.conftest import auth
+from tests.factories import PASSWORD, World
+from tests.web.conftest import free_port
+
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PRIVATE = KEY.private_bytes(
+    serialization.Encoding.PEM,
+    serialization.PrivateFormat.TraditionalOpenSSL,
+    serialization.NoEncryption(),
+)
+PUBLIC = base64.b64encode(
+    KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+).decode()
+
+
+@pytest.fixture
+def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[tuple[str, str], list[Any]]]:
+    """shop.example sends from 127.0.0.1 and signs with selector s1; it asks receivers to
+    reject what fails DMARC. evil.example allows nobody."""
+    records: dict[tuple[str, str], list[Any]] = {
+        ("shop.example", "TXT"): [[b"v=spf1 ip4:127.0.0.1 -all"]],
+        ("s1._domainkey.shop.example", "TXT"): [[f"v=DKIM1; k=rsa; p={PUBLIC}".encode()]],
+        ("_dmarc.shop.example", "TXT"): [[b"v=DMARC1; p=reject"]],
+        ("evil.example", "TXT"): [[b"v=spf1 -all"]],
+    }
+
+    def lookup(name: str, qtype: str, timeout: float = 5) -> list[Any]:
+        return [((name, qtype), value) for value in records.get((name.lower(), qtype), [])]
+
+    monkeypatch.setattr(verify, "lookup", lookup)
+    yield records
+
+
+def mail(sender: str, text: str = "Please change my delivery address") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = "support@acme.test"
+    message["Subject"] = "Delivery"
+    message["Message-ID"] = make_msgid(domain="shop.example")
+    message.set_content(text)
+    return message
+
+
+def signed(message: EmailMessage, domain: str = "shop.example") -> bytes:
+    raw = message.as_bytes().replace(b"\n", b"\r\n")
+    signature = dkim.sign(
+        raw, b"s1", domain.encode(), PRIVATE, include_headers=[b"from", b"to", b"subject"]
+    )
+    return signature + raw
+
+
+def verdict(header: str, from_addr: str) -> str:
+    found = sender_auth.check([header], from_addr=from_addr, trusted={"mx.rapport.test"})
+    assert found is not None
+    return str(found["result"])
+
+
+def test_mail_sent_and_signed_by_its_domain_passes(zone: dict[Any, Any]) -> None:
+    raw = signed(mail("Ana <ana@shop.example>"))
+    header = verify.authenticate(
+        raw,
+        ip="127.0.0.1",
+        helo="mail.shop.example",
+        mail_from="bounce@shop.example",
+        authserv_id="mx.rapport.test",
+    )
+    assert "spf=pass smtp.mailfrom=shop.example" in header
+    assert "dkim=pass header.d=shop.example" in header
+    assert "dmarc=pass header.from=shop.example" in header
+    assert verdict(header, "ana@shop.example") == "pass"
+    # Signed by its domain, sent through a server SPF does not list (a forwarder): DKIM's
+    # aligned pass carries DMARC.
+    header = verify.authenticate(
+        raw,
+        ip="198.51.100.7",
+        helo="fwd.example",
+        mail_from="fwd@list.example",
+        authserv_id="mx.rapport.test",
+    )
+    assert "dkim=pass" in header and "dmarc=pass" in header
+
+
+def test_a_forged_from_fails_dmarc_and_a_tampered_body_fails_dkim(zone: dict[Any, Any]) -> None:
+    forged = mail("CEO <ceo@shop.example>").as_bytes()
+    header = verify.authenticate(
+        forged,
+        ip="203.0.113.9",
+        helo="evil.example",
+        mail_from="x@evil.example",
+        authserv_id="mx.rapport.test",
+    )
+    assert "spf=fail smtp.mailfrom=evil.example" in header and "dkim=none" in header
+    assert "dmarc=fail header.from=shop.example" in header
+    assert verdict(header, "ceo@shop.example") == "fail"
+
+    tampered = signed(mail("Ana <ana@shop.example>")).replace(b"delivery address", b"bank account")
+    header = verify.authenticate(
+        tampered,
+        ip="203.0.113.9",
+        helo="evil.example",
+        mail_from="x@evil.example",
+        authserv_id="mx.rapport.test",
+    )
+    assert "dkim=fail header.d=shop.example" in header and "dmarc=fail" in header
+
+
+def test_a_domain_without_dmarc_or_a_dns_that_does_not_answer_proves_nothing(
+    zone: dict[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    del zone[("_dmarc.shop.example", "TXT")]
+    forged = mail("CEO <ceo@shop.example>").as_bytes()
+    header = verify.authenticate(
+        forged,
+        ip="203.0.113.9",
+        helo="evil.example",
+        mail_from="x@evil.example",
+        authserv_id="mx.rapport.test",
+    )
+    assert "dmarc=none" in header and verdict(header, "ceo@shop.example") == "none"
+
+    def unreachable(name: str, qtype: str, timeout: float = 5) -> list[Any]:
+        raise spf.TempError("DNS timed out")
+
+    monkeypatch.setattr(verify, "lookup", unreachable)
+    header = verify.authenticate(
+        signed(mail("Ana <ana@shop.example>")),
+        ip="127.0.0.1",
+        helo="mail.shop.example",
+        mail_from="bounce@shop.example",
+        authserv_id="mx.rapport.test",
+    )
+    assert "spf=temperror" in header and "dkim=temperror" in header
+    assert "dmarc=temperror" in header and verdict(header, "ana@shop.example") == "none"
+
+
+def test_the_listener_as_mail_server_flags_a_forgery_without_any_trusted_relay(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    zone: dict[Any, Any],
+) -> None:
+    settings.smtp_check_senders = True
+    ours = urlsplit(settings.public_url).hostname  # the name the listener signs with
+    port = free_port()
+    controller = listener.start(database, settings, host="127.0.0.1", port=port)
+    try:
+        # A forger writes a passing verdict under our own name: ours, on top, is believed.
+        forged = mail("CEO <ceo@shop.example>", "Wire the refund to this account")
+        forged["Authentication-Results"] = f"{ours}; dmarc=pass header.from=shop.example"
+        send(port, forged, mail_from="x@evil.example")
+        genuine = mail("Ana <ana@shop.example>")
+        send(port, genuine, mail_from="bounce@shop.example", raw=signed(genuine))
+    finally:
+        controller.stop()
+    by_sender = {}
+    for conv in conversations(client, world, mail_inbox):
+        detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+        (msg,) = detail["messages"]
+        by_sender[msg["meta"]["email"]["from"]] = (conv["id"], msg["meta"]["email"]["sender_auth"])
+    forged_conv, forged_auth = by_sender["ceo@shop.example"]
+    assert forged_auth["result"] == "fail" and forged_auth["by"] == ours
+    assert by_sender["ana@shop.example"][1]["result"] == "pass"
+    client.post("/api/v1/auth/login", json={"email": "bob@acme.test", "password": PASSWORD})
+    assert "sender not verified" in client.get(f"/app/conversations/{forged_conv}").text
