@@ -459,6 +459,26 @@ def test_twilio_gets_the_files_as_mms_media_urls(
     assert form["Body"] == ["Your label"] and len(form["MediaUrl"]) == 2
     assert [fetch(client, u).content for u in form["MediaUrl"]] == [PNG, PDF]
 
+    # More than an MMS carries in all: refused before anything is stored or sent, and the
+    # files stay to be sent in two messages.
+    big = [
+        upload(client, world, conv["id"], f"scan{n}.png", PNG + bytes(3 * 1024 * 1024), "image/png")
+        for n in (1, 2)
+    ]
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Both scans", "attachment_ids": [b["id"] for b in big]},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422 and "at most 5 MB" in r.json()["detail"]
+    for one in big:
+        r = client.post(
+            f"/api/v1/conversations/{conv['id']}/messages",
+            json={"text": "A scan", "attachment_ids": [one["id"]]},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+
 
 def test_messenger_gets_each_file_as_an_attachment_by_url(
     client: TestClient,

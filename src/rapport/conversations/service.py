@@ -381,6 +381,11 @@ def reply(
     channel = channels.get(inbox.channel) if inbox else None
     if uploads and not getattr(channel, "sends_files", False):
         raise Invalid(f"files cannot be sent through a {inbox.channel} inbox")
+    limits = getattr(channel, "check_files", None)
+    if uploads and limits is not None and kind != MessageKind.note:
+        # Refused now, while the agent can still choose, not by the provider after sending.
+        if reason := limits([(u.filename, u.content_type, u.size) for u in uploads]):
+            raise Invalid(reason)
     check = getattr(channel, "check_reply", None)
     if check is not None and kind != MessageKind.note:
         reason = check(last_inbound_at=conversation.last_inbound_at, now=now, template=False)

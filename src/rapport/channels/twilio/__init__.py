@@ -22,6 +22,7 @@ from rapport.ingest import InboundMessage
 DEFAULT_API = "https://api.twilio.com"
 MAX_BODY = 1600  # Twilio's limit for one message; it splits longer ones into segments itself
 MAX_MEDIA = 10  # MediaUrl values Twilio takes in one message
+MMS_MAX_BYTES = 5 * 1024 * 1024  # all of one MMS's media together
 _GSM7 = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
@@ -117,6 +118,18 @@ class TwilioSms:
                 )
             ]
         )
+
+    def check_files(self, files: list[tuple[str, str, int]]) -> str | None:
+        """Why these files cannot go as one MMS (None when they can)."""
+        if len(files) > MAX_MEDIA:
+            return f"an MMS carries at most {MAX_MEDIA} files"
+        total = sum(size for *_, size in files)
+        if total > MMS_MAX_BYTES:
+            return (
+                f"an MMS carries at most {MMS_MAX_BYTES // (1024 * 1024)} MB of files in all; "
+                f"these are {total / (1024 * 1024):.1f} MB"
+            )
+        return None
 
     def send(self, out: base.Outbound) -> base.SendResult:
         settings = out.inbox.settings
