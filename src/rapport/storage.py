@@ -3,6 +3,7 @@
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 # A file stored or reused more recently than this is never deleted: a transaction that
@@ -45,11 +46,41 @@ class LocalStorage:
             path.rename(doomed)
         except FileNotFoundError:
             return True
-        if time.time() - doomed.stat().st_mtime < grace:
-            doomed.replace(path)  # same content as any copy written meanwhile
-            return False
-        doomed.unlink()
+        try:
+            if time.time() - doomed.stat().st_mtime < grace:
+                doomed.replace(path)  # same content as any copy written meanwhile
+                return False
+            doomed.unlink()
+        except FileNotFoundError:  # put back meanwhile (a sweep took it for a crash's)
+            return not path.exists()
         return True
+
+    def keys(self, *, untouched_for: float) -> Iterator[str]:
+        """The key of every stored file not stored or reused for ``untouched_for`` seconds.
+
+        Left-overs of a crash are tidied on the way: a half-written ``.tmp`` is deleted, and
+        a file ``forget`` had moved aside is put back (and listed, to be judged again)."""
+        cutoff = time.time() - untouched_for
+        for path in self.root.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*"):
+            try:
+                found = path.stat()
+                # A file moved aside keeps its old mtime; the move itself shows in ctime
+                # (a ``forget`` under way right now is left to finish).
+                if max(found.st_mtime, found.st_ctime if path.suffix == ".forget" else 0) > cutoff:
+                    continue
+                if path.suffix == ".tmp":
+                    path.unlink()
+                    continue
+                if path.suffix == ".forget":
+                    kept = path.with_suffix("")
+                    if kept.exists():
+                        path.unlink()  # written again meanwhile: same content
+                    else:
+                        path.replace(kept)
+                    path = kept
+            except FileNotFoundError:
+                continue  # forgotten or tidied by someone else meanwhile
+            yield path.relative_to(self.root).as_posix()
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()

@@ -15,6 +15,7 @@ from rapport.config import Settings
 from rapport.conversations.models import Attachment, Conversation, Message
 from rapport.customers.models import Customer, Event, Identity
 from rapport.db import Database
+from rapport.jobs.service import enqueue
 from rapport.jobs.worker import Worker
 from rapport.privacy.erasure import mentions
 from rapport.privacy.models import AuditLog
@@ -244,3 +245,34 @@ def test_an_admin_exports_everything_held_about_a_person_and_the_export_is_audit
     with database.session(write=False) as db:
         audit = db.scalars(select(AuditLog).where(AuditLog.action == "customer.export")).one()
     assert audit.target_id == twin["id"] and audit.actor_user_id == world.acme.users["alice"].id
+
+
+def test_the_daily_sweep_forgets_bytes_no_row_refers_to(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    """Bytes stored by a transaction that then rolled back (or written for a message an
+    erasure could not see) are found and forgotten once nobody touched them for a day."""
+    kept = post(client, world, "s-1", {"email": "sam@example.com"}, "scan", [OWN_FILE])
+    storage = LocalStorage(settings.attachments_dir)
+    orphan, _ = storage.put(b"stored, then the transaction rolled back")
+    recent, _ = storage.put(b"stored a moment ago: its row may be about to commit")
+    with database.session(write=False) as db:
+        used = db.scalar(select(Attachment.storage_key).where(Attachment.size == len(OWN_FILE)))
+    day_old = time.time() - 2 * 86400
+    for key in (orphan, used):
+        os.utime(Path(settings.attachments_dir) / key, (day_old, day_old))
+    half_written = Path(settings.attachments_dir) / orphan[:5] / "abc.tmp"
+    half_written.write_bytes(b"a crash mid-write")
+    os.utime(half_written, (day_old, day_old))
+
+    with database.session() as db:
+        enqueue(db, name="sweep_storage", args={})
+    Worker(database, settings).run_until_idle()
+    assert not (Path(settings.attachments_dir) / orphan).exists()
+    assert not half_written.exists()
+    assert storage.open(recent)  # the grace holds
+    assert storage.open(str(used)) == OWN_FILE  # a message's file stays
+    message = client.get(
+        f"/api/v1/conversations/{kept['conversation_id']}", headers=auth(world.bob)
+    ).json()["messages"][-1]
+    assert len(message["attachments"]) == 1

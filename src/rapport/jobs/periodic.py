@@ -16,6 +16,7 @@ SCHEDULE = {
     "unsnooze": 60,
     "prune_stream_events": 3600,
     "prune_uploads": 3600,
+    "sweep_storage": 86400,
     "sla_check": 60,
     "imap_poll_all": 60,
     "find_duplicates_all": 86400,
@@ -55,3 +56,18 @@ def prune_uploads(ctx: JobContext) -> None:
     with ctx.database.session() as db:
         keys = files.prune_uploads(db)
     files.forget_unused(ctx.database, LocalStorage(ctx.settings.attachments_dir), keys)
+
+
+@job("sweep_storage")
+def sweep_storage(ctx: JobContext) -> None:
+    """Forget stored files no row refers to and nobody stored or reused for a day: the
+    bytes of a transaction that rolled back after storing them, or of a message an erasure
+    could not see (committed while it ran)."""
+    storage = LocalStorage(ctx.settings.attachments_dir)
+    batch: list[str] = []
+    for key in storage.keys(untouched_for=86400):
+        batch.append(key)
+        if len(batch) == 500:
+            files.forget_unused(ctx.database, storage, batch)
+            batch = []
+    files.forget_unused(ctx.database, storage, batch)
