@@ -311,3 +311,47 @@ def test_a_download_follows_redirects_checking_each_hop_and_keeping_credentials_
         for server in servers.values():
             server.shutdown()
             server.server_close()
+
+
+def test_a_name_that_does_not_resolve_is_not_left_to_the_client_to_look_up_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resolver that fails the check's lookup could answer a private address to the
+    HTTP client's own: the call never happens."""
+    sent: list[Any] = []
+    monkeypatch.setattr(outbound.httpx, "request", lambda *a, **k: sent.append(a))
+
+    def failing(*args: Any, **kwargs: Any) -> list[Any]:
+        raise socket.gaierror("SERVFAIL")
+
+    monkeypatch.setattr(outbound.socket, "getaddrinfo", failing)
+    with pytest.raises(httpx.ConnectError, match="does not resolve"):
+        outbound.request("GET", "https://files.example.com/f", allow_private=False)
+    assert sent == []
+
+
+def test_a_download_never_falls_back_from_https_to_plain_http(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolving_to(monkeypatch, "93.184.215.14")
+    fetched: list[str] = []
+
+    class Redirect:
+        def __init__(self, method: str, url: httpx.URL, **kwargs: Any) -> None:
+            fetched.append(str(url))
+            request = httpx.Request(method, url)
+            self.response = httpx.Response(
+                302, headers={"Location": "http://cdn.example.com/f"}, request=request
+            )
+
+        def __enter__(self) -> httpx.Response:
+            return self.response
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(outbound.httpx, "stream", Redirect)
+    with pytest.raises(outbound.Blocked, match="https to plain http"):
+        with outbound.stream("GET", "https://files.example.com/f", allow_private=False):
+            pass
+    assert fetched == ["https://93.184.215.14/f"]  # the first hop only

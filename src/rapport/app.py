@@ -1,5 +1,6 @@
 """The application factory: one FastAPI app wired to one database, bus and worker."""
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,7 +38,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         # tokens, ...); alone, a process needs no one to tell.
         forgetting = cache.RedisForgetting(settings.redis_url) if settings.redis_url else None
         if forgetting is not None:
-            forgetting.start()
+            await asyncio.to_thread(forgetting.start)  # subscribed before serving
         ingest.start()
         # Triage's models load in about a second: now, rather than on the first message.
         threading.Thread(target=triage.warm_up, name="triage-warm-up", daemon=True).start()

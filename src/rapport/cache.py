@@ -12,12 +12,14 @@ between would be the old one. So a forgotten key is not cached again for ``HOLD`
 it is read afresh each time until then.
 
 Reads and writes are single dict operations, atomic under the interpreter lock, so threads
-(the ingest writer, the event loop, job workers) share one cache without a lock of ours.
+(the ingest writer, the event loop, job workers) share one cache; only forgetting takes a
+lock, and a value loaded while anything was forgotten is returned but not kept.
 """
 
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 import weakref
@@ -55,6 +57,8 @@ class TtlCache(Generic[K, V]):
         self._items: dict[K, tuple[float, V]] = {}
         self._held: dict[K, float] = {}
         self._held_all = 0.0
+        self._drops = 0  # how many times anything was dropped
+        self._lock = threading.Lock()
         register(name, self)
 
     def peek(self, key: K) -> V | None:
@@ -68,8 +72,13 @@ class TtlCache(Generic[K, V]):
         item = self._items.get(key)
         if item is not None and item[0] > now:
             return item[1]
+        drops = self._drops
         value = load()
-        if self._held_all > now or (self._held and self._held.get(key, 0.0) > now):
+        if (
+            drops != self._drops  # forgotten while it loaded: the value may be the old one
+            or self._held_all > now
+            or (self._held and self._held.get(key, 0.0) > now)
+        ):
             return value  # forgotten a moment ago: its change may not have committed yet
         self._items[key] = (now + self.ttl, value)
         return value
@@ -81,15 +90,17 @@ class TtlCache(Generic[K, V]):
         BROADCAST.send(self.name, key)
 
     def drop(self, key: Hashable | None) -> None:
-        now = time.monotonic()
-        if key is None:
-            self._items.clear()
-            self._held_all = now + HOLD
-            return
-        mine = cast(K, key)
-        self._items.pop(mine, None)
-        self._held = {k: t for k, t in self._held.items() if t > now}
-        self._held[mine] = now + HOLD
+        with self._lock:  # the Redis listener and request threads may drop at once
+            self._drops += 1
+            now = time.monotonic()
+            if key is None:
+                self._items.clear()
+                self._held_all = now + HOLD
+                return
+            mine = cast(K, key)
+            self._items.pop(mine, None)
+            self._held = {k: t for k, t in self._held.items() if t > now}
+            self._held[mine] = now + HOLD
 
 
 class Relay:
@@ -151,7 +162,8 @@ def forget_relayed(keys: list[tuple[str, Hashable]]) -> None:
 
 class RedisForgetting:
     """Every process that shares a Redis tells the others what it forgot, and forgets what
-    they tell it: a thread of its own listens on one pub/sub channel.
+    they tell it: a thread of its own listens on one pub/sub channel, another publishes
+    (so a request that forgets never waits on Redis).
 
     A message lost while Redis is unreachable costs at most the entry's time to live."""
 
@@ -161,14 +173,20 @@ class RedisForgetting:
         import redis
 
         self._client = redis.Redis.from_url(url)
+        self._sender = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._origin = os.urandom(8).hex()
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self, timeout: float = 10) -> None:
-        self._thread = threading.Thread(target=self._listen, name="rapport-forget", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._listen, name="rapport-forget-listen", daemon=True),
+            threading.Thread(target=self._send, name="rapport-forget-send", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
         self._ready.wait(timeout)
         BROADCAST.publish = self.publish
 
@@ -176,17 +194,21 @@ class RedisForgetting:
         if BROADCAST.publish == self.publish:
             BROADCAST.publish = None
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        self._outbox.put(None)
+        for thread in self._threads:
+            thread.join(5)
         self._client.close()
+        self._sender.close()
 
     def publish(self, name: str, key: Hashable | None) -> None:
-        try:
-            self._client.publish(
-                self.CHANNEL, orjson.dumps({"cache": name, "key": key, "from": self._origin})
-            )
-        except Exception:
-            log.warning("redis publish failed", extra={"event": "cache.forget_publish_failed"})
+        self._outbox.put(orjson.dumps({"cache": name, "key": key, "from": self._origin}))
+
+    def _send(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            try:
+                self._sender.publish(self.CHANNEL, message)
+            except Exception:
+                log.warning("redis publish failed", extra={"event": "cache.forget_publish_failed"})
 
     def _listen(self) -> None:
         while not self._stop.is_set():

@@ -98,9 +98,10 @@ def stream(
     method: str, url: str, *, allow_private: bool, max_redirects: int = 5, **kwargs: Any
 ) -> Iterator[httpx.Response]:
     """``request`` for a response read as it arrives (a file to download), following
-    redirects itself: each hop is checked and pinned like the first, and credentials
+    redirects itself: each hop is checked and pinned like the first, credentials
     (``headers["Authorization"]``, ``auth``) go no further than the origin they were given
-    for. ``Blocked`` if a hop points where Rapport does not call."""
+    for, and https never falls back to plain http. ``Blocked`` if a hop points where
+    Rapport does not call."""
     for _ in range(max_redirects + 1):
         target, pinned = _pinned(url, allow_private, kwargs)
         with httpx.stream(method, target, follow_redirects=False, **pinned) as response:
@@ -108,6 +109,8 @@ def stream(
                 yield response
                 return
             hop = httpx.URL(url).join(response.headers["location"])
+        if httpx.URL(url).scheme == "https" and hop.scheme != "https":
+            raise Blocked("a redirect from https to plain http")
         if _origin(hop) != _origin(httpx.URL(url)):
             headers = {
                 k: v
@@ -135,12 +138,15 @@ def _pinned(
         ipaddress.ip_address(host)
     except ValueError:
         address = _resolve(host, target.port or 443, allow_private=allow_private)
-        if address is not None:
-            kwargs = {
-                **kwargs,
-                "headers": {**(kwargs.get("headers") or {}), "Host": target.netloc.decode()},
-            }
-            if target.scheme == "https":
-                kwargs["extensions"] = {**kwargs.get("extensions", {}), "sni_hostname": host}
-            target = target.copy_with(host=address)
+        if address is None:
+            # Never left to the HTTP client to look up again: a second answer could be a
+            # private address nobody checked.
+            raise httpx.ConnectError(f"{host} does not resolve") from None
+        kwargs = {
+            **kwargs,
+            "headers": {**(kwargs.get("headers") or {}), "Host": target.netloc.decode()},
+        }
+        if target.scheme == "https":
+            kwargs["extensions"] = {**kwargs.get("extensions", {}), "sni_hostname": host}
+        target = target.copy_with(host=address)
     return target, kwargs

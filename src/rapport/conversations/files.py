@@ -221,10 +221,13 @@ def forget_unused(database: Database, storage: LocalStorage, keys: list[str]) ->
     if not keys:
         return []
     with database.session(write=False) as db:
-        used = set(
+        # Uploads first: sending one turns it into an attachment, and a reply committed
+        # between the two reads is then seen by the second (PostgreSQL reads each
+        # statement's own snapshot).
+        used = set(db.scalars(select(Upload.storage_key).where(Upload.storage_key.in_(keys))))
+        used.update(
             db.scalars(select(Attachment.storage_key).where(Attachment.storage_key.in_(keys)))
         )
-        used.update(db.scalars(select(Upload.storage_key).where(Upload.storage_key.in_(keys))))
     return [key for key in keys if key not in used and not storage.forget(key)]
 
 

@@ -190,3 +190,46 @@ def test_the_listener_as_mail_server_flags_a_forgery_without_any_trusted_relay(
     assert by_sender["ana@shop.example"][1]["result"] == "pass"
     client.post("/api/v1/auth/login", json={"email": "bob@acme.test", "password": PASSWORD})
     assert "sender not verified" in client.get(f"/app/conversations/{forged_conv}").text
+
+
+def test_what_the_sender_says_cannot_write_results_into_our_header(zone: dict[Any, Any]) -> None:
+    """HELO, MAIL FROM and From are the sender's words: a forger who dresses them up as
+    results gets 'unknown' in their place, and two authors fail DMARC."""
+    forged = mail("CEO <ceo@shop.example>").as_bytes()
+    header = verify.authenticate(
+        forged,
+        ip="203.0.113.9",
+        helo="x; dkim=pass header.d=shop.example; dmarc=pass header.from=shop.example",
+        mail_from="",
+        authserv_id="mx.rapport.test",
+    )
+    assert "dkim=pass" not in header and "dmarc=pass" not in header
+    assert "smtp.mailfrom=unknown" in header
+    assert verdict(header, "ceo@shop.example") == "fail"
+
+    two_authors = b"From: x@evil.example\r\n" + mail("CEO <ceo@shop.example>").as_bytes()
+    header = verify.authenticate(
+        two_authors,
+        ip="203.0.113.9",
+        helo="evil.example",
+        mail_from="x@evil.example",
+        authserv_id="mx.rapport.test",
+    )
+    assert "dmarc=fail header.from=unknown" in header
+    # And a pass for another author than the one shown vouches for nobody.
+    assert (
+        verdict("mx.rapport.test; dmarc=pass header.from=evil.example", "ceo@shop.example")
+        == "fail"
+    )
+
+
+def test_a_message_the_checks_cannot_read_is_still_answered(zone: dict[Any, Any]) -> None:
+    broken = b"From ceo@shop.example\r\nno colon here\r\nDKIM-Signature: v=1; d=(\r\n\r\nbody"
+    header = verify.authenticate(
+        broken,
+        ip="203.0.113.9",
+        helo="evil.example",
+        mail_from="x@bank..example",
+        authserv_id="mx.rapport.test",
+    )
+    assert header.startswith("mx.rapport.test; ") and "dmarc=pass" not in header

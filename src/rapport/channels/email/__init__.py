@@ -79,8 +79,8 @@ def ingest_email(
 ) -> EmailResult:
     """Store one raw email in the caller's transaction, threaded; never loses what arrived.
 
-    ``verified_by``: the authserv-id under which Rapport's own listener checked the sender
-    (its Authentication-Results header is believed, like a trusted server's)."""
+    ``verified_by``: the authserv-id under which Rapport's own listener checked the sender;
+    its Authentication-Results header, the topmost, is then the only one believed."""
     inbox = db.get(Inbox, inbox_id)
     if inbox is None:
         raise NotFound("inbox")
@@ -123,10 +123,12 @@ def ingest_email(
         }
     }
     verdict = sender_auth.check(
-        parsed.authentication_results,
+        # Checked by our own listener: its header, on top, is the only one that counts.
+        parsed.authentication_results[:1] if verified_by else parsed.authentication_results,
         from_addr=parsed.from_addr,
-        trusted=set((inbox.settings or {}).get("trusted_authserv_ids") or [])
-        | ({verified_by} if verified_by else set()),
+        trusted={verified_by}
+        if verified_by
+        else set((inbox.settings or {}).get("trusted_authserv_ids") or []),
     )
     if verdict is not None:
         meta["email"]["sender_auth"] = verdict

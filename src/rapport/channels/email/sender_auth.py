@@ -70,6 +70,14 @@ def _verdict(header: Any, from_domain: str) -> dict[str, Any]:
         if method == "spf" and result == "pass":
             aligned_pass = aligned_pass or aligned(domain_of(_prop(r, "mailfrom")), from_domain)
     dmarc = found.get("dmarc")
+    judged = next(
+        (_prop(r, "from").lower() for r in header.results if str(r.method).lower() == "dmarc"),
+        "",
+    )
+    if dmarc is not None and judged and judged != from_domain:
+        # The server judged another author than the From we show (two parsers disagreeing
+        # over a crafted header): its pass vouches for nobody here.
+        dmarc = "fail"
     if dmarc == "pass" or (dmarc is None and aligned_pass):
         verdict = "pass"
     elif dmarc == "fail":

@@ -14,12 +14,14 @@ check ``temperror``, which proves nothing either way.
 """
 
 import logging
+import re
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import Any
 
 import dkim
 import dns.exception
+import dns.name
 import dns.resolver
 import spf
 
@@ -37,8 +39,10 @@ def lookup(name: str, qtype: str, timeout: float = TIMEOUT) -> list[Answer]:
     name servers could not be asked."""
     try:
         answers = dns.resolver.resolve(name, qtype, lifetime=timeout, raise_on_no_answer=False)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.name.NameTooLong):
         return []
+    except (dns.name.EmptyLabel, dns.name.LabelTooLong, UnicodeError):
+        return []  # not a name that can have records
     except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
         raise spf.TempError(f"DNS {exc}") from exc
     except dns.resolver.NoResolverConfiguration as exc:
@@ -68,25 +72,49 @@ def txt(name: str) -> list[bytes]:
     return [b"".join(value) for _, value in lookup(name, "TXT")]
 
 
+# What may stand for a domain in the header we write: a host name, nothing else. The values
+# come from the sender (HELO, MAIL FROM, From, a signature's d=): anything else could write
+# results of its own into our header.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+def _host(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    return value if _HOSTNAME.fullmatch(value) else "unknown"
+
+
 def authenticate(raw: bytes, *, ip: str, helo: str, mail_from: str, authserv_id: str) -> str:
     """What SPF, DKIM and DMARC say of a message received from ``ip``: the value of the
-    ``Authentication-Results`` header to put on it."""
-    headers = BytesHeaderParser().parsebytes(raw)
-    from_domain = next(
-        (domain_of(addr) for _, addr in getaddresses(headers.get_all("from", [])) if "@" in addr),
-        "",
-    )
-    spf_domain = domain_of(mail_from) if "@" in mail_from else helo.lower()
+    ``Authentication-Results`` header to put on it. Never raises: what cannot be checked
+    is a ``temperror`` or ``permerror``."""
+    try:
+        return f"{authserv_id}; " + "; ".join(_results(raw, ip=ip, helo=helo, mail_from=mail_from))
+    except Exception:
+        log.warning("sender checks failed", exc_info=True, extra={"event": "email.auth_error"})
+        return f"{authserv_id}; spf=temperror; dkim=temperror; dmarc=temperror"
+
+
+def _results(raw: bytes, *, ip: str, helo: str, mail_from: str) -> list[str]:
+    spf_domain = _host(domain_of(mail_from) if "@" in mail_from else helo)
     spf_result = _spf(ip, mail_from or f"postmaster@{helo}", helo)
-    signatures = _dkim(raw)
-    parts = [f"spf={spf_result} smtp.mailfrom={spf_domain or 'unknown'}"]
+    signatures = [(_host(domain), result) for domain, result in _dkim(raw)]
+    parts = [f"spf={spf_result} smtp.mailfrom={spf_domain}"]
     parts += [f"dkim={result} header.d={domain}" for domain, result in signatures] or ["dkim=none"]
-    if from_domain:
-        passed = (spf_result == "pass" and aligned(spf_domain, from_domain)) or any(
-            result == "pass" and aligned(domain, from_domain) for domain, result in signatures
-        )
-        parts.append(f"dmarc={_dmarc(from_domain, passed)} header.from={from_domain}")
-    return f"{authserv_id}; " + "; ".join(parts)
+    # DMARC judges the one author a message names (RFC 7489 6.6.1): several From headers,
+    # or several addresses in one, cannot be judged, and fail.
+    froms = BytesHeaderParser().parsebytes(raw).get_all("from", [])
+    authors = [addr for _, addr in getaddresses(froms) if addr]
+    if len(froms) != 1 or len(authors) != 1 or _host(domain_of(authors[0])) == "unknown":
+        parts.append("dmarc=fail header.from=unknown")
+        return parts
+    from_domain = _host(domain_of(authors[0]))
+    passed = (spf_result == "pass" and aligned(spf_domain, from_domain)) or any(
+        result == "pass" and aligned(domain, from_domain) for domain, result in signatures
+    )
+    parts.append(f"dmarc={_dmarc(from_domain, passed)} header.from={from_domain}")
+    return parts
 
 
 def _spf(ip: str, mail_from: str, helo: str) -> str:
@@ -100,7 +128,10 @@ def _spf(ip: str, mail_from: str, helo: str) -> str:
 
 def _dkim(raw: bytes) -> list[tuple[str, str]]:
     """(signing domain, pass / fail / temperror) for each DKIM signature, topmost first."""
-    checker = dkim.DKIM(raw, timeout=int(TIMEOUT))
+    try:
+        checker = dkim.DKIM(raw, timeout=int(TIMEOUT))
+    except Exception:  # headers dkimpy cannot read: no signature it could check
+        return []
     unanswered = False
 
     def key_record(name: bytes, timeout: float = TIMEOUT) -> bytes | None:
@@ -118,11 +149,12 @@ def _dkim(raw: bytes) -> list[tuple[str, str]]:
         checker.domain, unanswered = None, False
         try:
             result = "pass" if checker.verify(idx=idx, dnsfunc=key_record) else "fail"
-        except dkim.DKIMException:
+        except Exception:  # a malformed signature or key: it proves nothing
             result = "fail"
         if unanswered:
             result = "temperror"
-        domain = checker.domain.decode() if isinstance(checker.domain, bytes) else "unknown"
+        signer = checker.domain
+        domain = signer.decode("ascii", "replace") if isinstance(signer, bytes) else "unknown"
         found.append((domain.lower(), result))
     return found
 

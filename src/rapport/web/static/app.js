@@ -146,7 +146,8 @@ function setupInbox() {
     running = true;
     last = Date.now();
     try {
-      const res = await fetch(location.href, { credentials: "same-origin" });
+      // A fetch that hangs (after the laptop slept, say) must not stop every later one.
+      const res = await fetch(location.href, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
       if (!res.ok) return; // signed out or unavailable: the next event tries again
       const doc = new DOMParser().parseFromString(await res.text(), "text/html");
       const fresh = doc.getElementById("conversation-list");
