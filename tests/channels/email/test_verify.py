@@ -75,6 +75,24 @@ def signed(message: EmailMessage, domain: str = "shop.example") -> bytes:
     return signature + raw
 
 
+# The servers messages come from: shop.example's own, a mailing list's (a forwarder SPF does
+# not list), and a forger's, one of them dressing up its HELO as results.
+SERVERS = {
+    "shop": {"ip": "127.0.0.1", "helo": "mail.shop.example", "mail_from": "bounce@shop.example"},
+    "forwarder": {"ip": "198.51.100.7", "helo": "fwd.example", "mail_from": "fwd@list.example"},
+    "evil": {"ip": "203.0.113.9", "helo": "evil.example", "mail_from": "x@evil.example"},
+    "injector": {
+        "ip": "203.0.113.9",
+        "helo": "x; dkim=pass header.d=shop.example; dmarc=pass header.from=shop.example",
+        "mail_from": "",
+    },
+}
+
+
+def results(raw: bytes, sent_by: str) -> str:
+    return verify.authenticate(raw, authserv_id="mx.rapport.test", **SERVERS[sent_by])
+
+
 def verdict(header: str, from_addr: str) -> str:
     found = sender_auth.check([header], from_addr=from_addr, trusted={"mx.rapport.test"})
     assert found is not None
@@ -83,50 +101,26 @@ def verdict(header: str, from_addr: str) -> str:
 
 def test_mail_sent_and_signed_by_its_domain_passes(zone: dict[Any, Any]) -> None:
     raw = signed(mail("Ana <ana@shop.example>"))
-    header = verify.authenticate(
-        raw,
-        ip="127.0.0.1",
-        helo="mail.shop.example",
-        mail_from="bounce@shop.example",
-        authserv_id="mx.rapport.test",
-    )
+    header = results(raw, "shop")
     assert "spf=pass smtp.mailfrom=shop.example" in header
     assert "dkim=pass header.d=shop.example" in header
     assert "dmarc=pass header.from=shop.example" in header
     assert verdict(header, "ana@shop.example") == "pass"
     # Signed by its domain, sent through a server SPF does not list (a forwarder): DKIM's
     # aligned pass carries DMARC.
-    header = verify.authenticate(
-        raw,
-        ip="198.51.100.7",
-        helo="fwd.example",
-        mail_from="fwd@list.example",
-        authserv_id="mx.rapport.test",
-    )
+    header = results(raw, "forwarder")
     assert "dkim=pass" in header and "dmarc=pass" in header
 
 
 def test_a_forged_from_fails_dmarc_and_a_tampered_body_fails_dkim(zone: dict[Any, Any]) -> None:
     forged = mail("CEO <ceo@shop.example>").as_bytes()
-    header = verify.authenticate(
-        forged,
-        ip="203.0.113.9",
-        helo="evil.example",
-        mail_from="x@evil.example",
-        authserv_id="mx.rapport.test",
-    )
+    header = results(forged, "evil")
     assert "spf=fail smtp.mailfrom=evil.example" in header and "dkim=none" in header
     assert "dmarc=fail header.from=shop.example" in header
     assert verdict(header, "ceo@shop.example") == "fail"
 
     tampered = signed(mail("Ana <ana@shop.example>")).replace(b"delivery address", b"bank account")
-    header = verify.authenticate(
-        tampered,
-        ip="203.0.113.9",
-        helo="evil.example",
-        mail_from="x@evil.example",
-        authserv_id="mx.rapport.test",
-    )
+    header = results(tampered, "evil")
     assert "dkim=fail header.d=shop.example" in header and "dmarc=fail" in header
 
 
@@ -135,26 +129,14 @@ def test_a_domain_without_dmarc_or_a_dns_that_does_not_answer_proves_nothing(
 ) -> None:
     del zone[("_dmarc.shop.example", "TXT")]
     forged = mail("CEO <ceo@shop.example>").as_bytes()
-    header = verify.authenticate(
-        forged,
-        ip="203.0.113.9",
-        helo="evil.example",
-        mail_from="x@evil.example",
-        authserv_id="mx.rapport.test",
-    )
+    header = results(forged, "evil")
     assert "dmarc=none" in header and verdict(header, "ceo@shop.example") == "none"
 
     def unreachable(name: str, qtype: str, timeout: float = 5) -> list[Any]:
         raise spf.TempError("DNS timed out")
 
     monkeypatch.setattr(verify, "lookup", unreachable)
-    header = verify.authenticate(
-        signed(mail("Ana <ana@shop.example>")),
-        ip="127.0.0.1",
-        helo="mail.shop.example",
-        mail_from="bounce@shop.example",
-        authserv_id="mx.rapport.test",
-    )
+    header = results(signed(mail("Ana <ana@shop.example>")), "shop")
     assert "spf=temperror" in header and "dkim=temperror" in header
     assert "dmarc=temperror" in header and verdict(header, "ana@shop.example") == "none"
 
@@ -196,25 +178,13 @@ def test_what_the_sender_says_cannot_write_results_into_our_header(zone: dict[An
     """HELO, MAIL FROM and From are the sender's words: a forger who dresses them up as
     results gets 'unknown' in their place, and two authors fail DMARC."""
     forged = mail("CEO <ceo@shop.example>").as_bytes()
-    header = verify.authenticate(
-        forged,
-        ip="203.0.113.9",
-        helo="x; dkim=pass header.d=shop.example; dmarc=pass header.from=shop.example",
-        mail_from="",
-        authserv_id="mx.rapport.test",
-    )
+    header = results(forged, "injector")
     assert "dkim=pass" not in header and "dmarc=pass" not in header
     assert "smtp.mailfrom=unknown" in header
     assert verdict(header, "ceo@shop.example") == "fail"
 
     two_authors = b"From: x@evil.example\r\n" + mail("CEO <ceo@shop.example>").as_bytes()
-    header = verify.authenticate(
-        two_authors,
-        ip="203.0.113.9",
-        helo="evil.example",
-        mail_from="x@evil.example",
-        authserv_id="mx.rapport.test",
-    )
+    header = results(two_authors, "evil")
     assert "dmarc=fail header.from=unknown" in header
     # And a pass for another author than the one shown vouches for nobody.
     assert (
@@ -226,10 +196,6 @@ def test_what_the_sender_says_cannot_write_results_into_our_header(zone: dict[An
 def test_a_message_the_checks_cannot_read_is_still_answered(zone: dict[Any, Any]) -> None:
     broken = b"From ceo@shop.example\r\nno colon here\r\nDKIM-Signature: v=1; d=(\r\n\r\nbody"
     header = verify.authenticate(
-        broken,
-        ip="203.0.113.9",
-        helo="evil.example",
-        mail_from="x@bank..example",
-        authserv_id="mx.rapport.test",
+        broken, authserv_id="mx.rapport.test", **{**SERVERS["evil"], "mail_from": "x@bank..example"}
     )
     assert header.startswith("mx.rapport.test; ") and "dmarc=pass" not in header
