@@ -32,7 +32,9 @@ class Provider(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
-        self.wfile.write(json.dumps(type(self).reply).encode())
+        # "{n}" in the reply is the call's number: each message sent gets an id of its own.
+        answer = json.dumps(type(self).reply).replace("{n}", str(len(type(self).calls)))
+        self.wfile.write(answer.encode())
 
     def log_message(self, *args: object) -> None:
         pass
@@ -189,7 +191,7 @@ def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
     provider: tuple[str, type[Provider]],
 ) -> None:
     url, handler = provider
-    handler.reply = {"sid": "SM_OUT_1", "status": "queued"}
+    handler.reply = {"sid": "SM_OUT_{n}", "status": "queued"}
     inbox = make_inbox(
         client,
         world,
@@ -232,9 +234,21 @@ def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
         "ErrorCode": "30003",
         "AccountSid": "AC00000000000000000000000000000000",
     }
-    assert twilio_post(client, settings, path, status, "twilio-token").status_code == 200
+    # The long text went as two messages: each reports, and the reply stands where the
+    # least advanced one does.
+    delivered = dict(status, MessageStatus="delivered", ErrorCode="")
+    assert twilio_post(client, settings, path, delivered, "twilio-token").status_code == 200
     out = only_conversation(client, world, inbox)["messages"][-1]
-    assert out["status"] == "failed" and "30003" in out["error"]
+    assert out["status"] == "sent"  # the second part has not arrived yet
+    second = dict(delivered, MessageSid="SM_OUT_2")
+    assert twilio_post(client, settings, path, second, "twilio-token").status_code == 200
+    out = only_conversation(client, world, inbox)["messages"][-1]
+    assert out["status"] == "delivered"
+    # A part that fails afterwards fails the reply, named: the customer missed part of it.
+    failed = dict(status, MessageSid="SM_OUT_2")
+    assert twilio_post(client, settings, path, failed, "twilio-token").status_code == 200
+    out = only_conversation(client, world, inbox)["messages"][-1]
+    assert out["status"] == "failed" and out["error"] == "part 2 of 2: Twilio error 30003"
 
 
 def test_sms_segments_follow_the_encoding() -> None:

@@ -7,7 +7,7 @@ from rapport.auth.ratelimit import RateLimiter
 from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.conversations import files
-from rapport.conversations.models import Conversation, DeliveryStatus, Message
+from rapport.conversations.models import Conversation, DeliveryStatus, Message, MessagePart
 from rapport.conversations.service import message_payload
 from rapport.crypto import box_for
 from rapport.customers.models import Customer, Identity
@@ -126,13 +126,24 @@ def _limiter(channel: str, settings: dict[str, object], redis_url: str | None) -
 
 def _record_part(ctx: JobContext, message_id: str, key: str, external_id: str) -> None:
     """Remember at once that the provider accepted one part of a message, so that a retry
-    after a later part failed does not send it twice."""
+    after a later part failed does not send it twice, and so that the provider's reports on
+    that part reach the message."""
     with ctx.database.session() as db:
         msg = db.get(Message, message_id)
         if msg is not None:
             sent = dict((msg.meta or {}).get("parts_sent") or {})
             sent[key] = external_id
             msg.meta = {**(msg.meta or {}), "parts_sent": sent}
+            if external_id and db.get(MessagePart, (msg.inbox_id, external_id)) is None:
+                db.add(
+                    MessagePart(
+                        inbox_id=msg.inbox_id,
+                        external_id=external_id,
+                        workspace_id=msg.workspace_id,
+                        message_id=msg.id,
+                        position=len(sent) - 1,
+                    )
+                )
 
 
 def _mark(

@@ -162,6 +162,27 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class MessagePart(Base):
+    """One provider message of a message sent as several (a long SMS, the text and then each
+    file): the provider reports on each, and the message's delivery follows them all."""
+
+    __tablename__ = "message_parts"
+
+    inbox_id: Mapped[str] = mapped_column(
+        ForeignKey("inboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    external_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        Enum(DeliveryStatus, native_enum=False, length=16), default=DeliveryStatus.sent
+    )
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
 class StoredFile:
     """The columns of a file kept in attachment storage (content-addressed by ``sha256``):
     an attachment of a message, and an upload not sent yet."""

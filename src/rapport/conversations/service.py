@@ -23,6 +23,7 @@ from rapport.conversations.models import (
     Direction,
     Message,
     MessageKind,
+    MessagePart,
     Priority,
     ReadMarker,
     SlaState,
@@ -726,20 +727,53 @@ _ORDER = {
 def update_delivery(
     db: Session, *, inbox_id: str, external_id: str, status: DeliveryStatus, error: str | None
 ) -> Message | None:
-    """A provider's status callback: move our message forward (never back), or fail it."""
-    msg = db.scalar(
-        select(Message).where(Message.inbox_id == inbox_id, Message.external_id == external_id)
-    )
+    """A provider's status callback: move our message forward (never back), or fail it.
+
+    For a message sent as several provider messages (``MessagePart``), the report is on one
+    part: the message then stands where its least advanced part stands, and a failed part
+    fails it, named."""
+    part = db.get(MessagePart, (inbox_id, external_id))
+    if part is not None:
+        msg = db.get(Message, part.message_id)
+        if msg is None or not _moves(part.status, status):
+            return msg
+        part.status = status
+        part.error = (error or "the provider reported a failure") if status == "failed" else None
+        parts = list(db.scalars(select(MessagePart).where(MessagePart.message_id == msg.id)))
+        if status == DeliveryStatus.read:  # a chat read at one part was read up to it
+            for earlier in parts:
+                if earlier.position < part.position and earlier.status != DeliveryStatus.failed:
+                    earlier.status = DeliveryStatus.read
+        status, error = _overall(sorted(parts, key=lambda p: p.position))
+    else:
+        msg = db.scalar(
+            select(Message).where(Message.inbox_id == inbox_id, Message.external_id == external_id)
+        )
     if msg is None or msg.direction != Direction.outbound:
         return None
-    if status == DeliveryStatus.failed:
-        msg.status, msg.error = status, error or "the provider reported a failure"
-    elif _ORDER.get(status, 0) > _ORDER.get(msg.status, -1):
-        msg.status = status
-    else:
+    if not _moves(msg.status, status) or (
+        status == DeliveryStatus.failed and msg.status == status and msg.error == error
+    ):
         return msg
+    msg.status = status
+    if status == DeliveryStatus.failed:
+        msg.error = error or "the provider reported a failure"
     emit(db, workspace_id=msg.workspace_id, type="message.updated", payload=message_payload(msg))
     return msg
+
+
+def _moves(current: DeliveryStatus, reported: DeliveryStatus) -> bool:
+    """A report moves a delivery forward, or fails it; it never moves one back."""
+    return reported == DeliveryStatus.failed or _ORDER.get(reported, 0) > _ORDER.get(current, -1)
+
+
+def _overall(parts: list[MessagePart]) -> tuple[DeliveryStatus, str | None]:
+    """Where a message sent in parts stands: failed if any part failed, else where its
+    least advanced part is."""
+    for n, part in enumerate(parts, start=1):
+        if part.status == DeliveryStatus.failed:
+            return part.status, f"part {n} of {len(parts)}: {part.error}"
+    return min((p.status for p in parts), key=lambda s: _ORDER.get(s, 0)), None
 
 
 def typing(*, conversation: Conversation, user_id: str) -> None:
