@@ -79,3 +79,24 @@ def test_an_unread_count_at_its_limit_shows_as_more(
     page = client.get("/app/inbox", params={"view": "all"}).text
     assert '>Unassigned <span class="badge-count">2+</span>' in page
     assert ">Mine </a>" in page  # nothing unread of bob's: no badge
+
+
+def test_each_conversation_shows_its_last_message(client: TestClient, world: World) -> None:
+    asked = inbound(client, world, "pv1", "pv1@example.com")
+    client.post(
+        f"/api/v1/conversations/{asked}/messages",
+        json={"text": "Your   parcel\nleft <b>today</b>."},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    client.post(
+        f"/api/v1/conversations/{asked}/notes",
+        json={"text": "internal: do not show"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    waiting = inbound(client, world, "pv2", "pv2@example.com")
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/inbox", params={"view": "all"}).text
+    # Our reply (whitespace folded, markup as text), not the note after it.
+    assert '<span class="by">Replied:</span> Your parcel left &lt;b&gt;today&lt;/b&gt;.' in page
+    assert "do not show" not in page
+    assert '<span class="preview">hello pv2</span>' in page and waiting in page

@@ -1,6 +1,7 @@
 """Conversations: threading, messages, replies, notes, assignment, status and labels."""
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -57,6 +58,53 @@ def labels_of(db: Session, ids: list[str]) -> dict[str, list[str]]:
         )
         for cid, label in rows:
             out[cid].append(label)
+    return out
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The last thing said in a conversation, for its line in the inbox list."""
+
+    text: str
+    direction: Direction
+    kind: MessageKind
+
+
+PREVIEW_CHARS: Final = 140
+
+
+def previews_of(db: Session, *, workspace_id: str, ids: list[str]) -> dict[str, Preview]:
+    """The last message (or bot answer) of many conversations in one query: each found
+    through the conversation's own index of messages, newest first."""
+    if not ids:
+        return {}
+    last = (
+        select(Message.id)
+        .where(
+            Message.conversation_id == Conversation.id,
+            Message.kind.in_((MessageKind.message, MessageKind.bot)),
+        )
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+        .correlate(Conversation)
+        .scalar_subquery()
+    )
+    rows = db.execute(
+        select(Message.conversation_id, Message.text, Message.direction, Message.kind).where(
+            Message.workspace_id == workspace_id,
+            Message.id.in_(
+                select(last).where(
+                    Conversation.workspace_id == workspace_id, Conversation.id.in_(ids)
+                )
+            ),
+        )
+    )
+    out = {}
+    for conversation_id, text, direction, kind in rows:
+        line = " ".join(text.split())
+        if len(line) > PREVIEW_CHARS:
+            line = line[: PREVIEW_CHARS - 1].rstrip() + "…"
+        out[conversation_id] = Preview(line, direction, kind)
     return out
 
 

@@ -142,6 +142,9 @@ async def inbox_page(
         teams = workspaces.teams(db, workspace_id=principal.workspace_id)
         members = workspaces.members(db, workspace_id=principal.workspace_id)
         labels = conversations.labels_of(db, [c.id for c in rows])
+        previews = conversations.previews_of(
+            db, workspace_id=principal.workspace_id, ids=[c.id for c in rows]
+        )
         colours = label_list.colours(db, workspace_id=principal.workspace_id)
         slas = sla.states_of(db, [c.id for c in rows])
         unread = conversations.unread_counts(
@@ -161,6 +164,7 @@ async def inbox_page(
         teams=teams,
         agents=[(m, u) for m, u in members if m.role.value != "viewer"],
         labels=labels,
+        previews=previews,
         colours=colours,
         slas=slas,
         next_cursor=nxt,
