@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 from rapport.auth import security
 from rapport.auth.models import Role, User
 from rapport.channels import service as inboxes
+from rapport.channels import webchat
+from rapport.channels.email import ingest_email
 from rapport.channels.schemas import InboxCreate
 from rapport.config import Settings
 from rapport.conversations import service as conversations
@@ -26,6 +28,7 @@ from rapport.workspaces.models import Workspace
 
 DEMO_WORKSPACE = "Demo"
 ADMIN_EMAIL = "admin@demo.rapport.test"
+MAIL_ADDRESS = "support@demo.rapport.test"
 
 _CUSTOMERS = [
     (
@@ -165,7 +168,73 @@ def _fill(db: Session, ws: Workspace, settings: Settings) -> None:
                     source="demo",
                 ),
             )
+    _other_channels(db, ws, settings, team_id=team.id)
     _knowledge_base(db, ws)
+
+
+# Web chat visitors: one new to us, and Liam again, who types his email (not proven: the
+# customer panel suggests the duplicate rather than merging on a typed address).
+_CHATS = [
+    ("Noah Berg", None, "Hi, do you have the blue jacket in size M?"),
+    ("Liam O'Brien", "liam@example.org", "Still logged out on the app, any news?"),
+]
+_EMAIL = (
+    "From: Sofia Rossi <sofia.rossi@example.it>\r\n"
+    "To: Demo Support <support@demo.rapport.test>\r\n"
+    "Subject: Invoice for order #1077\r\n"
+    "Message-ID: <demo-invoice-1077@example.it>\r\n"
+    "Date: Mon, 30 Nov 2026 09:12:00 +0100\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "\r\n"
+    "Hello,\r\n\r\ncould you send me an invoice with my company's VAT number for order "
+    "#1077? It is IT01234567890.\r\n\r\nThank you,\r\nSofia\r\n"
+)
+
+
+def _other_channels(db: Session, ws: Workspace, settings: Settings, *, team_id: str) -> None:
+    """A web chat inbox and an email inbox, each with a conversation that came in through
+    its own channel's path."""
+    box = box_for(settings.secret_key.get_secret_value())
+    chat = inboxes.create(
+        db,
+        workspace_id=ws.id,
+        data=InboxCreate(name="Site chat", channel="webchat", team_id=team_id),
+        box=box,
+    )
+    mail = inboxes.create(
+        db,
+        workspace_id=ws.id,
+        # Replies need an SMTP server: the inbox's settings or RAPPORT_MAIL_SMTP_HOST.
+        data=InboxCreate(
+            name="Email", channel="email", team_id=team_id, settings={"address": MAIL_ADDRESS}
+        ),
+        box=box,
+    )
+    db.flush()
+    for name, email, text in _CHATS:
+        visitor, _ = webchat.start(
+            db,
+            inbox=chat,
+            visitor_token=None,
+            name=name,
+            email=email,
+            user_id=None,
+            user_hash=None,
+            secret=None,
+        )
+        result = receive(
+            db,
+            InboundMessage(
+                inbox_id=chat.id,
+                external_id=None,
+                handles=webchat.handles_of(visitor, ws.default_region),
+                text=text,
+                sender_name=name,
+            ),
+            settings=settings,
+        )
+        visitor.customer_id = result.customer.id
+    ingest_email(db, _EMAIL.encode(), inbox_id=mail.id, settings=settings)
 
 
 _HELP = [

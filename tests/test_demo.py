@@ -1,0 +1,47 @@
+"""The demo workspace `make run` starts with."""
+
+from sqlalchemy import func, select
+
+from rapport import demo
+from rapport.channels.models import Inbox
+from rapport.config import Settings
+from rapport.conversations.models import Attachment, Conversation, Message
+from rapport.customers.models import Customer
+from rapport.db import Database
+from rapport.workspaces.models import Workspace
+
+
+def test_the_demo_holds_conversations_from_several_channels_once(
+    database: Database, settings: Settings
+) -> None:
+    email, password, created = demo.seed(database, settings)
+    assert created and email == demo.ADMIN_EMAIL and password
+    with database.session(write=False) as db:
+        ws = db.scalar(select(Workspace.id).where(Workspace.name == demo.DEMO_WORKSPACE))
+        per_channel = dict(
+            db.execute(
+                select(Inbox.channel, func.count(Conversation.id))
+                .join(Conversation, Conversation.inbox_id == Inbox.id)
+                .where(Inbox.workspace_id == ws)
+                .group_by(Inbox.channel)
+            ).all()
+        )
+        assert set(per_channel) == {"api", "webchat", "email"}
+        # The email came the email channel's way: threaded by its headers, original kept.
+        mail = db.scalar(
+            select(Message)
+            .join(Inbox, Inbox.id == Message.inbox_id)
+            .where(Inbox.workspace_id == ws, Inbox.channel == "email")
+        )
+        assert mail is not None and mail.meta["email"]["subject"] == "Invoice for order #1077"
+        assert db.scalar(select(Attachment.filename).where(Attachment.message_id == mail.id)) == (
+            "original.eml"
+        )
+        customers = db.scalar(select(func.count(Customer.id)).where(Customer.workspace_id == ws))
+    # Seeding again only gives the admin a new password.
+    _, again, created = demo.seed(database, settings)
+    assert not created and again != password
+    with database.session(write=False) as db:
+        assert db.scalar(select(func.count(Customer.id)).where(Customer.workspace_id == ws)) == (
+            customers
+        )
