@@ -94,8 +94,21 @@ def test_each_conversation_shows_its_last_message(client: TestClient, world: Wor
         headers=auth(world.bob),
     ).raise_for_status()
     waiting = inbound(client, world, "pv2", "pv2@example.com")
+    titled = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "pv3",
+            "text": "see subject",
+            "subject": "Invoice <#1077>",
+            "from": {"email": "pv3@example.com"},
+        },
+        headers=auth(world.bob),
+    ).json()["conversation_id"]
     sign_in(client, "bob@acme.test")
     page = client.get("/app/inbox", params={"view": "all"}).text
+    assert '<span class="subject">Invoice &lt;#1077&gt;</span> · see subject' in page
+    opened = client.get(f"/app/conversations/{titled}").text
+    assert '<p class="subject">Invoice &lt;#1077&gt;</p>' in opened
     # Our reply (whitespace folded, markup as text), not the note after it.
     assert '<span class="by">Replied:</span> Your parcel left &lt;b&gt;today&lt;/b&gt;.' in page
     assert "do not show" not in page
