@@ -204,7 +204,7 @@ def _other_channels(db: Session, ws: Workspace, settings: Settings, *, team_id: 
     mail = inboxes.create(
         db,
         workspace_id=ws.id,
-        # Replies need an SMTP server: the inbox's settings or RAPPORT_MAIL_SMTP_HOST.
+        # Replies need an SMTP server in the inbox's settings: the demo leaves that to you.
         data=InboxCreate(
             name="Email", channel="email", team_id=team_id, settings={"address": MAIL_ADDRESS}
         ),
