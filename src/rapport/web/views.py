@@ -23,7 +23,7 @@ from rapport.conversations import sla
 from rapport.conversations.models import Conversation, Priority, SlaState, Status
 from rapport.customers import service as customers
 from rapport.customers.models import Customer
-from rapport.problems import Forbidden, Problem
+from rapport.problems import Forbidden, NotFound, Problem
 from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import BusinessCalendar
 
@@ -39,18 +39,24 @@ async def _principal(request: Request) -> auth_service.Principal | None:
         return None
 
 
+STYLE_INLINE = " 'unsafe-inline'"
+
+
 def _page(
     request: Request, name: str, principal: auth_service.Principal | None, **ctx: Any
 ) -> HTMLResponse:
+    inline_styles = bool(ctx.pop("inline_styles", False))
     return templates.TemplateResponse(
         request,
         name,
         {"principal": principal, "csrf": principal.csrf_token if principal else "", **ctx},
         headers={
             # Our own scripts only: a message that slipped past sanitizing still runs nothing.
+            # (Inline styles only where a page shows no one's content: the chat widget brings
+            # its own, as it must on customers' sites.)
             "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data: cid:; "
-            "style-src 'self'; script-src 'self'; connect-src 'self' ws: wss:; "
-            "frame-ancestors 'none'",
+            f"style-src 'self'{STYLE_INLINE if inline_styles else ''}; script-src 'self'; "
+            "connect-src 'self' ws: wss:; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "same-origin",
         },
@@ -274,6 +280,31 @@ async def settings_page(request: Request) -> Response:
             "public_url": request.app.state.settings.public_url.rstrip("/"),
         }
     return _page(request, "settings.html", principal, **ctx)
+
+
+@router.get("/app/inboxes/{inbox_id}/try", response_class=HTMLResponse)
+async def try_widget(request: Request, inbox_id: str) -> Response:
+    """A page that stands for the customer's website, with the inbox's chat widget on it:
+    what a visitor sees, for the team to try (messages go through like any visitor's)."""
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    with request.app.state.database.session(write=False) as db:
+        inbox = inboxes.get(db, workspace_id=principal.workspace_id, inbox_id=inbox_id)
+        if inbox.channel != "webchat":
+            raise NotFound("inbox")
+        db.expunge(inbox)
+    public_url = request.app.state.settings.public_url.rstrip("/")
+    allowed = inbox.settings.get("allowed_origins") or ["*"]
+    return _page(
+        request,
+        "try_widget.html",
+        principal,
+        inline_styles=True,
+        inbox=inbox,
+        public_url=public_url,
+        blocked="*" not in allowed and public_url not in allowed,
+    )
 
 
 @router.get("/app/search", response_class=HTMLResponse)

@@ -16,7 +16,7 @@ from rapport.db import Database
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import ARTIFACTS, LiveServer
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
 SECRET = "widget-hmac-secret"
 HOST_PAGE = "http://shop.example"
@@ -388,3 +388,42 @@ def test_a_reply_to_a_visitor_who_left_goes_to_the_email_they_gave(
         )
     finally:
         controller.stop()
+
+
+def test_the_team_tries_the_chat_on_a_page_of_rapport_itself(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    made = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Site chat",
+            "channel": "webchat",
+            "settings": {"ask_name": False, "ask_email": False},
+        },
+        headers=auth(world.alice),
+    ).json()
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    sign_in(page, live_server, "alice@acme.test", "/app/settings")
+    page.click(f'a[href="/app/inboxes/{made["id"]}/try"]')
+    page.click("#rapport-widget >> css=.launcher")
+    page.fill("#rapport-widget >> css=textarea", "Testing our chat")
+    page.click("#rapport-widget >> css=.say .send")
+    page.wait_for_selector("#rapport-widget >> css=.m.in >> text=Testing our chat")
+    # Styled (the widget's own styles are allowed on this page), and nothing refused.
+    assert page.eval_on_selector(
+        "#rapport-widget", "e => getComputedStyle(e.shadowRoot.querySelector('.launcher')).position"
+    ) in ("fixed", "absolute")
+    assert not [e for e in errors if "Content Security Policy" in e]
+    page.screenshot(path=str(ARTIFACTS / "try-widget.png"))
+    convs = client.get(
+        "/api/v1/conversations", params={"inbox_id": made["id"]}, headers=auth(world.bob)
+    ).json()["items"]
+    assert len(convs) == 1
+    # Only webchat inboxes have such a page, and only for their own workspace.
+    other = f"{live_server.url}/app/inboxes/{world.acme.inbox.id}/try"  # type: ignore[union-attr]
+    assert page.goto(other).status == 404
