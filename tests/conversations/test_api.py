@@ -200,3 +200,23 @@ def test_unread_counts_stop_at_their_limit(
     )
     counts = client.get("/api/v1/unread-counts", headers=auth(world.bob)).json()
     assert (counts["all"], counts["unassigned"], counts["mine"]) == (1, 0, 1)
+
+
+def test_the_list_gives_each_conversation_its_last_message(
+    client: TestClient, world: World
+) -> None:
+    conv = _post(client, world, "lm1", "lm@example.com")["conversation_id"]
+    client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "On its way."},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    client.post(
+        f"/api/v1/conversations/{conv}/notes", json={"text": "private"}, headers=auth(world.bob)
+    ).raise_for_status()
+    items = client.get("/api/v1/conversations", headers=auth(world.bob)).json()["items"]
+    mine = next(i for i in items if i["id"] == conv)
+    assert mine["last_message"] == {"text": "On its way.", "direction": "out", "kind": "message"}
+    # Another workspace's list never carries it.
+    theirs = client.get("/api/v1/conversations", headers=auth(world.mallory)).json()["items"]
+    assert conv not in [i["id"] for i in theirs]

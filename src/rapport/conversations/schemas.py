@@ -81,8 +81,23 @@ class ConversationDetail(ConversationRead):
     messages: list[MessageRead]
 
 
+class LastMessage(BaseModel):
+    """The last message or bot answer, for a conversation's line in a list (whitespace
+    folded, at most 140 characters)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    text: str
+    direction: Direction
+    kind: MessageKind
+
+
+class ConversationListItem(ConversationRead):
+    last_message: LastMessage | None = None
+
+
 class ConversationPage(BaseModel):
-    items: list[ConversationRead]
+    items: list[ConversationListItem]
     next_cursor: str | None
 
 

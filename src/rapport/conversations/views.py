@@ -24,6 +24,7 @@ from rapport.conversations.schemas import (
     CannedIn,
     CannedRead,
     ConversationDetail,
+    ConversationListItem,
     ConversationPage,
     ConversationRead,
     ConversationSlaRead,
@@ -31,6 +32,7 @@ from rapport.conversations.schemas import (
     LabelRead,
     LabelsIn,
     LabelUpdate,
+    LastMessage,
     MessageRead,
     NoteIn,
     PriorityIn,
@@ -101,8 +103,20 @@ def list_conversations(
         cursor=cursor,
         limit=limit,
     )
-    labels = service.labels_of(db, [r.id for r in rows])
-    return ConversationPage(items=[_read(r, labels[r.id]) for r in rows], next_cursor=nxt)
+    ids = [r.id for r in rows]
+    labels = service.labels_of(db, ids)
+    last = service.previews_of(db, workspace_id=principal.workspace_id, ids=ids)
+    return ConversationPage(
+        items=[
+            ConversationListItem(
+                **_fields(r),
+                labels=labels[r.id],
+                last_message=LastMessage.model_validate(last[r.id]) if r.id in last else None,
+            )
+            for r in rows
+        ],
+        next_cursor=nxt,
+    )
 
 
 def _aware(at: datetime | None) -> datetime | None:
