@@ -478,3 +478,48 @@ def test_outbound_respects_the_providers_rate_and_retries_what_waits(
     assert len(handler.calls) == 1  # one a second: the others wait for their retry
     statuses = [m["status"] for m in only_conversation(client, world, inbox)["messages"][1:]]
     assert statuses.count("sent") == 1 and statuses.count("queued") == 2
+
+
+def test_parts_that_report_while_the_rest_is_sent_count_once_it_is_and_a_failure_stays(
+    database: Database, world: World
+) -> None:
+    from rapport.conversations import service as conversations
+    from rapport.conversations.models import Conversation, DeliveryStatus, Message, MessagePart
+
+    def report(external_id: str, status: DeliveryStatus) -> DeliveryStatus:
+        with database.session() as db:
+            conversations.update_delivery(
+                db, inbox_id=inbox, external_id=external_id, status=status, error="carrier said no"
+            )
+            found = db.get(Message, message_id)
+            assert found is not None
+            return found.status
+
+    with database.session() as db:
+        conv = db.get(Conversation, world.acme.first.conversation.id)  # type: ignore[union-attr]
+        assert conv is not None
+        msg = conversations.reply(db, conversation=conv, author_id=None, text="two parts")
+        for n, ext in enumerate(("P1", "P2")):
+            db.add(
+                MessagePart(
+                    inbox_id=msg.inbox_id,
+                    external_id=ext,
+                    workspace_id=msg.workspace_id,
+                    message_id=msg.id,
+                    position=n,
+                )
+            )
+        message_id, inbox = msg.id, msg.inbox_id
+    # Part 1 delivered while part 2 is still to be sent (a retry): the message stays queued,
+    # so the retry still sends part 2.
+    assert report("P1", DeliveryStatus.delivered) == DeliveryStatus.queued
+    with database.session() as db:
+        msg = db.get(Message, message_id)
+        assert msg is not None
+        msg.status = DeliveryStatus.sent  # the sending job is done
+        conversations.settle_parts(db, message=msg)
+        assert msg.status == DeliveryStatus.sent  # part 2 has not arrived yet
+    assert report("P2", DeliveryStatus.delivered) == DeliveryStatus.delivered
+    # A message that failed stays failed whatever a part says later.
+    assert report("P2", DeliveryStatus.failed) == DeliveryStatus.failed
+    assert report("P1", DeliveryStatus.read) == DeliveryStatus.failed

@@ -8,7 +8,7 @@ from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.conversations import files
 from rapport.conversations.models import Conversation, DeliveryStatus, Message, MessagePart
-from rapport.conversations.service import message_payload
+from rapport.conversations.service import message_payload, settle_parts
 from rapport.crypto import box_for
 from rapport.customers.models import Customer, Identity
 from rapport.jobs.registry import JobContext, PermanentError, job
@@ -171,3 +171,6 @@ def _mark(
             type="message.updated",
             payload=message_payload(msg),
         )
+        if status == DeliveryStatus.sent:
+            # Parts may have reported while the rest was sent: they count now.
+            settle_parts(db, message=msg)

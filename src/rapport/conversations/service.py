@@ -779,10 +779,13 @@ def update_delivery(
 
     For a message sent as several provider messages (``MessagePart``), the report is on one
     part: the message then stands where its least advanced part stands, and a failed part
-    fails it, named."""
+    fails it, named. While its parts are still being sent (the message still queued) a
+    report only moves its part: the sending job settles the message when it is done."""
     part = db.get(MessagePart, (inbox_id, external_id))
     if part is not None:
-        msg = db.get(Message, part.message_id)
+        # Locked (PostgreSQL): two parts reporting at once must not both read the other as
+        # not yet delivered.
+        msg = db.get(Message, part.message_id, with_for_update=True)
         if msg is None or not _moves(part.status, status):
             return msg
         part.status = status
@@ -792,36 +795,55 @@ def update_delivery(
             for earlier in parts:
                 if earlier.position < part.position and earlier.status != DeliveryStatus.failed:
                     earlier.status = DeliveryStatus.read
-        status, error = _overall(sorted(parts, key=lambda p: p.position))
+        if msg.status == DeliveryStatus.queued:
+            return msg
+        status, error = _overall(parts)
     else:
         msg = db.scalar(
             select(Message).where(Message.inbox_id == inbox_id, Message.external_id == external_id)
         )
     if msg is None or msg.direction != Direction.outbound:
         return None
+    _settle(db, msg, status, error)
+    return msg
+
+
+def settle_parts(db: Session, *, message: Message) -> None:
+    """The sending job is done with a message sent in parts: what its parts reported while
+    it was sending (delivered, read, failed) now applies to it."""
+    parts = list(db.scalars(select(MessagePart).where(MessagePart.message_id == message.id)))
+    if parts:
+        _settle(db, message, *_overall(parts))
+
+
+def _settle(db: Session, msg: Message, status: DeliveryStatus, error: str | None) -> None:
     if not _moves(msg.status, status) or (
         status == DeliveryStatus.failed and msg.status == status and msg.error == error
     ):
-        return msg
+        return
     msg.status = status
     if status == DeliveryStatus.failed:
         msg.error = error or "the provider reported a failure"
     emit(db, workspace_id=msg.workspace_id, type="message.updated", payload=message_payload(msg))
-    return msg
 
 
 def _moves(current: DeliveryStatus, reported: DeliveryStatus) -> bool:
-    """A report moves a delivery forward, or fails it; it never moves one back."""
-    return reported == DeliveryStatus.failed or _ORDER.get(reported, 0) > _ORDER.get(current, -1)
+    """A report moves a delivery forward, or fails it; it never moves one back, and nothing
+    but another failure moves a failed one."""
+    if reported == DeliveryStatus.failed:
+        return True
+    return current != DeliveryStatus.failed and _ORDER.get(reported, 0) > _ORDER.get(current, -1)
 
 
 def _overall(parts: list[MessagePart]) -> tuple[DeliveryStatus, str | None]:
-    """Where a message sent in parts stands: failed if any part failed, else where its
-    least advanced part is."""
-    for n, part in enumerate(parts, start=1):
+    """Where a message sent in parts stands: failed if any part failed (named when there
+    are several), else where its least advanced part is."""
+    ordered = sorted(parts, key=lambda p: p.position)
+    for n, part in enumerate(ordered, start=1):
         if part.status == DeliveryStatus.failed:
-            return part.status, f"part {n} of {len(parts)}: {part.error}"
-    return min((p.status for p in parts), key=lambda s: _ORDER.get(s, 0)), None
+            named = f"part {n} of {len(ordered)}: " if len(ordered) > 1 else ""
+            return part.status, f"{named}{part.error}"
+    return min((p.status for p in ordered), key=lambda s: _ORDER.get(s, 0)), None
 
 
 def typing(*, conversation: Conversation, user_id: str) -> None:
