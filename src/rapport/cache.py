@@ -4,7 +4,7 @@ holds this token?) and that changes rarely.
 
 What one process forgets, every process forgets: the ingest writer process hears it from
 the server with each batch (``RELAY``), and with ``RAPPORT_REDIS_URL`` the other servers
-and workers hear it over Redis (``BROADCAST``, wired by the bus). Without Redis, other
+and workers hear it over Redis (``BROADCAST``, wired by ``RedisForgetting``). Without Redis, other
 processes see a change within the entry's time to live.
 
 The change that makes a process forget usually commits a moment later; a value loaded in
@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import orjson
 
@@ -37,61 +37,68 @@ V = TypeVar("V")
 HOLD = 2.0
 
 
-class Forgetting(Protocol):
-    def drop(self, key: Hashable | None) -> None:
-        """Forget ``key`` (``None``: everything) here, and hold it for ``HOLD`` seconds."""
-
-
 # name -> the caches of that name in this process (an app's principal cache is one per app).
-_CACHES: dict[str, "weakref.WeakSet[Any]"] = {}
-
-
-def register(name: str, cache: Forgetting) -> None:
-    _CACHES.setdefault(name, weakref.WeakSet()).add(cache)
+_CACHES: dict[str, "weakref.WeakSet[TtlCache[Any, Any]]"] = {}
 
 
 class TtlCache(Generic[K, V]):
-    def __init__(self, ttl: float, *, name: str) -> None:
+    def __init__(self, ttl: float, *, name: str, max_items: int = 0) -> None:
         self.ttl = ttl
         self.name = name
+        self.max_items = max_items  # 0: no bound (the caller's keys are few)
         self._items: dict[K, tuple[float, V]] = {}
         self._held: dict[K, float] = {}
         self._held_all = 0.0
-        self._drops = 0  # how many times anything was dropped
+        self.drops = 0  # how many times anything was dropped: a value loaded across one
         self._lock = threading.Lock()
-        register(name, self)
+        _CACHES.setdefault(name, weakref.WeakSet()).add(self)
+
+    def found(self, key: K) -> tuple[bool, V | None]:
+        """(True, the live value), or (False, None) when there is none (never loads)."""
+        item = self._items.get(key)
+        if item is not None and item[0] > time.monotonic():
+            return True, item[1]
+        return False, None
 
     def peek(self, key: K) -> V | None:
         """The live value, or ``None`` when there is none (never loads)."""
-        item = self._items.get(key)
-        return item[1] if item is not None and item[0] > time.monotonic() else None
+        return self.found(key)[1]
 
     def get(self, key: K, load: Callable[[], V]) -> V:
         """The live value, else ``load()``'s, kept for ``ttl`` seconds."""
-        now = time.monotonic()
         item = self._items.get(key)
-        if item is not None and item[0] > now:
+        if item is not None and item[0] > time.monotonic():
             return item[1]
-        drops = self._drops
+        drops = self.drops
         value = load()
+        self.put(key, value, loaded_after=drops)
+        return value
+
+    def put(self, key: K, value: V, *, loaded_after: int | None = None) -> None:
+        """Keep ``value`` for ``ttl`` seconds, unless ``key`` was forgotten a moment ago (its
+        change may not have committed yet) or anything was forgotten since ``loaded_after``
+        (the ``drops`` count when the value was read): then it may be the old one."""
+        now = time.monotonic()
         if (
-            drops != self._drops  # forgotten while it loaded: the value may be the old one
+            (loaded_after is not None and loaded_after != self.drops)
             or self._held_all > now
             or (self._held and self._held.get(key, 0.0) > now)
         ):
-            return value  # forgotten a moment ago: its change may not have committed yet
+            return
+        if self.max_items and len(self._items) >= self.max_items:
+            self._items.clear()
         self._items[key] = (now + self.ttl, value)
-        return value
 
-    def forget(self, key: K) -> None:
-        """The value changed: this process and every other forget it."""
+    def forget(self, key: K | None) -> None:
+        """The value changed (``None``: every value): this process and every other forget it."""
         self.drop(key)
         RELAY.record(self.name, key)
         BROADCAST.send(self.name, key)
 
     def drop(self, key: Hashable | None) -> None:
+        """Forget ``key`` (``None``: everything) here, and hold it for ``HOLD`` seconds."""
         with self._lock:  # the Redis listener and request threads may drop at once
-            self._drops += 1
+            self.drops += 1
             now = time.monotonic()
             if key is None:
                 self._items.clear()
@@ -132,7 +139,8 @@ RELAY = Relay()
 
 
 class Broadcast:
-    """What this process forgot, for every other process: the Redis bus sets ``publish``."""
+    """What this process forgot, for every other process: ``RedisForgetting`` sets
+    ``publish``."""
 
     def __init__(self) -> None:
         self.publish: Callable[[str, Hashable | None], None] | None = None

@@ -1,6 +1,5 @@
 """The ``Annotated`` dependencies views use: the database session and the caller."""
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
@@ -57,39 +56,23 @@ class PrincipalCache:
 
     A change to who may do what (sign-out, revoked token, role, two-factor) empties it in
     every process (``forget``), and for the next moments credentials are looked up afresh:
-    the change commits after the call.
+    the change commits after the call (``rapport.cache``, which keeps it).
     """
 
-    NAME = "principals"
-
     def __init__(self, ttl: float = 5.0) -> None:
-        self.ttl = ttl
-        self._items: dict[str, tuple[float, service.Principal | None]] = {}
-        self._held_until = 0.0
-        cache.register(self.NAME, self)
+        self._cache: cache.TtlCache[str, service.Principal | None] = cache.TtlCache(
+            ttl, name="principals", max_items=50_000
+        )
 
     def get(self, key: str) -> tuple[bool, service.Principal | None]:
-        item = self._items.get(key)
-        if item is None or item[0] < time.monotonic():
-            return False, None
-        return True, item[1]
+        return self._cache.found(key)
 
     def put(self, key: str, value: service.Principal | None) -> None:
-        now = time.monotonic()
-        if self._held_until > now:
-            return
-        if len(self._items) > 50_000:
-            self._items.clear()
-        self._items[key] = (now + self.ttl, value)
-
-    def drop(self, key: object = None) -> None:
-        self._items.clear()
-        self._held_until = time.monotonic() + cache.HOLD
+        self._cache.put(key, value)
 
     def forget(self) -> None:
         """Credentials changed: every process forgets what it cached."""
-        self.drop()
-        cache.BROADCAST.send(self.NAME, None)
+        self._cache.forget(None)
 
 
 def forget_principals(request: Request) -> None:
