@@ -4,8 +4,8 @@ holds this token?) and that changes rarely.
 
 What one process forgets, every process forgets: the ingest writer process hears it from
 the server with each batch (``RELAY``), and with ``RAPPORT_REDIS_URL`` the other servers
-and workers hear it over Redis (``BROADCAST``, wired by ``RedisForgetting``). Without Redis, other
-processes see a change within the entry's time to live.
+and workers hear it over Redis (``BROADCAST``, wired by ``RedisForgetting``). Without
+Redis, other processes see a change within the entry's time to live.
 
 The change that makes a process forget usually commits a moment later; a value loaded in
 between would be the old one. So a forgotten key is not cached again for ``HOLD`` seconds:
