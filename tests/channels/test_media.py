@@ -15,7 +15,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
-from tests.channels.test_providers import make_inbox, only_conversation, twilio_post
+from tests.channels.test_providers import make_inbox, meta_post, only_conversation, twilio_post
 from tests.channels.test_whatsapp import APP_SECRET, post_signed
 from tests.conftest import auth
 from tests.factories import World
@@ -47,6 +47,8 @@ class Files(BaseHTTPRequestHandler):
             return self._send(200, body, "application/json")
         if self.path == "/file/bot123:ABC/photos/file_7.jpg":
             return self._send(200, PHOTO, "image/jpeg")
+        if self.path == "/meta-cdn/pic":  # Messenger: a CDN URL, no credentials
+            return self._send(200, PHOTO, "image/png")
         if self.path == "/mms/ME1":  # Twilio: HTTP basic with the account
             expected = "Basic " + base64.b64encode(b"AC1:twilio-token").decode()
             if auth_header != expected:
@@ -56,6 +58,7 @@ class Files(BaseHTTPRequestHandler):
         return self._send(404, b"", "text/plain")
 
     def do_HEAD(self) -> None:  # noqa: N802
+        type(self).calls.append((f"HEAD {self.path}", ""))
         self._send(200, b"", "image/png")
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -267,3 +270,52 @@ def test_twilio_mms_media_is_fetched_with_the_account_and_a_huge_one_is_refused(
     with database.session(write=False) as db:
         fetches = db.scalars(select(Job).where(Job.name == "fetch_media")).all()
     assert {j.state for j in fetches} == {JobState.done}
+
+
+def test_a_messenger_image_is_fetched_from_its_cdn_url_once(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    files: tuple[str, type[Files]],
+) -> None:
+    base, handler = files
+    inbox = make_inbox(
+        client,
+        world,
+        "messenger",
+        {
+            "page_id": "PAGE_ID",
+            "page_access_token": "page-token",
+            "app_secret": "page-app-secret",
+            "verify_token": "vt",
+        },
+    )
+    event = {
+        "object": "page",
+        "entry": [
+            {
+                "id": "PAGE_ID",
+                "time": 1458692752478,
+                "messaging": [
+                    {
+                        "sender": {"id": "1254459154682919"},
+                        "recipient": {"id": "PAGE_ID"},
+                        "timestamp": 1458692752478,
+                        "message": {
+                            "mid": "m_PIC",
+                            "attachments": [
+                                {"type": "image", "payload": {"url": f"{base}/meta-cdn/pic"}}
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    assert meta_post(client, "messenger", inbox, event).status_code == 200
+    Worker(database, settings).run_until_idle()
+    conv = only_conversation(client, world, inbox)
+    (stored,) = attachments_of(client, world, conv)
+    assert stored["filename"] == "messenger-image-0.png" and stored["size"] == len(PHOTO)
+    assert [p for p, _ in handler.calls] == ["/meta-cdn/pic"]  # one request: no HEAD first

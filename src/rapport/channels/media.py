@@ -53,11 +53,11 @@ def download(
     allow_private: bool,
     headers: dict[str, str] | None = None,
     auth: Any = None,
-) -> bytes:
-    """GET a file, refusing more than MAX_MEDIA_BYTES without reading it all. The URL comes
-    from a provider's payload: like every hop of its redirects, it must be a public address
-    (``outbound``), so a forged or odd one never makes the server fetch from its own
-    network."""
+) -> tuple[bytes, str]:
+    """GET a file, refusing more than MAX_MEDIA_BYTES without reading it all; its bytes and
+    the content type the server gave. The URL comes from a provider's payload: like every
+    hop of its redirects, it must be a public address (``outbound``), so a forged or odd
+    one never makes the server fetch from its own network."""
     with outbound.stream(
         "GET", url, allow_private=allow_private, headers=headers or {}, auth=auth, timeout=30
     ) as response:
@@ -68,7 +68,7 @@ def download(
             if size > MAX_MEDIA_BYTES:
                 raise TooLarge(size)
             chunks.append(chunk)
-        return b"".join(chunks)
+        return b"".join(chunks), response.headers.get("content-type", "")
 
 
 class TooLarge(Exception):

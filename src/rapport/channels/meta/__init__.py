@@ -33,10 +33,7 @@ class MetaChannel:
         self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any], allow_private: bool
     ) -> media.Fetched:
         """Messenger and Instagram send a CDN URL for each attachment."""
-        url = str(ref["url"])
-        with outbound.stream("HEAD", url, allow_private=allow_private, timeout=20) as head:
-            content_type = head.headers.get("content-type", "")
-        data = media.download(url, allow_private=allow_private)
+        data, content_type = media.download(str(ref["url"]), allow_private=allow_private)
         name = media.filename_for(f"{self.name}-{ref['type']}-{ref['n']}", content_type)
         return media.Fetched(name, content_type, data)
 

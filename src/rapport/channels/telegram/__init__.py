@@ -42,7 +42,7 @@ class TelegramChannel:
         )
         info.raise_for_status()
         path = str(info.json()["result"]["file_path"])
-        data = media.download(f"{api}/file/bot{token}/{path}", allow_private=allow_private)
+        data, _ = media.download(f"{api}/file/bot{token}/{path}", allow_private=allow_private)
         content_type = str(ref.get("mime_type") or mimetypes.guess_type(path)[0] or "")
         name = ref.get("file_name") or path.rsplit("/", 1)[-1]
         return media.Fetched(str(name)[:200], content_type, data)

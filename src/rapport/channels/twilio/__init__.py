@@ -81,7 +81,7 @@ class TwilioSms:
     ) -> media.Fetched:
         """MMS media URLs, fetched with the account's credentials (HTTP basic auth)."""
         auth = (str(inbox.settings.get("account_sid", "")), str(secrets.get("auth_token", "")))
-        data = media.download(str(ref["url"]), allow_private=allow_private, auth=auth)
+        data, _ = media.download(str(ref["url"]), allow_private=allow_private, auth=auth)
         content_type = str(ref.get("content_type") or "")
         return media.Fetched(
             media.filename_for(f"mms-{ref['n']}", content_type), content_type, data

@@ -141,7 +141,7 @@ class WhatsAppChannel:
         )
         info.raise_for_status()
         described = info.json()
-        data = media.download(str(described["url"]), allow_private=allow_private, headers=auth)
+        data, _ = media.download(str(described["url"]), allow_private=allow_private, headers=auth)
         content_type = str(described.get("mime_type") or ref.get("mime_type") or "")
         name = media.filename_for(f"whatsapp-{ref['id']}", content_type, ref.get("filename"))
         return media.Fetched(name, content_type, data)
