@@ -39,13 +39,15 @@ async def _principal(request: Request) -> auth_service.Principal | None:
         return None
 
 
-STYLE_INLINE = " 'unsafe-inline'"
-
-
 def _page(
-    request: Request, name: str, principal: auth_service.Principal | None, **ctx: Any
+    request: Request,
+    name: str,
+    principal: auth_service.Principal | None,
+    *,
+    inline_styles: bool = False,
+    **ctx: Any,
 ) -> HTMLResponse:
-    inline_styles = bool(ctx.pop("inline_styles", False))
+    styles = "'self' 'unsafe-inline'" if inline_styles else "'self'"
     return templates.TemplateResponse(
         request,
         name,
@@ -55,7 +57,7 @@ def _page(
             # (Inline styles only where a page shows no one's content: the chat widget brings
             # its own, as it must on customers' sites.)
             "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data: cid:; "
-            f"style-src 'self'{STYLE_INLINE if inline_styles else ''}; script-src 'self'; "
+            f"style-src {styles}; script-src 'self'; "
             "connect-src 'self' ws: wss:; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "same-origin",
@@ -228,7 +230,7 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             )
         )
         msgs = conversations.messages(db, conversation=conv)
-        ctx = {
+        ctx: dict[str, Any] = {
             "conversation": conv,
             "customer": _CustomerView(customer),
             "inbox": inbox,
@@ -259,7 +261,7 @@ async def settings_page(request: Request) -> Response:
     database = request.app.state.database
     with database.session(write=False) as db:
         ws = db.get(Workspace, principal.workspace_id)
-        ctx = {
+        ctx: dict[str, Any] = {
             "workspace": ws,
             "inboxes": inboxes.list_inboxes(db, workspace_id=principal.workspace_id),
             "members": workspaces.members(db, workspace_id=principal.workspace_id),

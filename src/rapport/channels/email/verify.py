@@ -39,13 +39,21 @@ def lookup(name: str, qtype: str, timeout: float = TIMEOUT) -> list[Answer]:
     name servers could not be asked."""
     try:
         answers = dns.resolver.resolve(name, qtype, lifetime=timeout, raise_on_no_answer=False)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.name.NameTooLong):
+    except (
+        dns.resolver.NXDOMAIN,
+        dns.resolver.NoAnswer,
+        # not a name that can have records
+        dns.name.NameTooLong,
+        dns.name.EmptyLabel,
+        dns.name.LabelTooLong,
+        UnicodeError,
+    ):
         return []
-    except (dns.name.EmptyLabel, dns.name.LabelTooLong, UnicodeError):
-        return []  # not a name that can have records
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-        raise spf.TempError(f"DNS {exc}") from exc
-    except dns.resolver.NoResolverConfiguration as exc:
+    except (
+        dns.exception.Timeout,
+        dns.resolver.NoNameservers,
+        dns.resolver.NoResolverConfiguration,
+    ) as exc:
         raise spf.TempError(f"DNS {exc}") from exc
     out: list[Answer] = []
     for rdata in answers:
