@@ -789,7 +789,8 @@ def update_delivery(
         if msg is None or not _moves(part.status, status):
             return msg
         part.status = status
-        part.error = (error or "the provider reported a failure") if status == "failed" else None
+        failed = status == DeliveryStatus.failed
+        part.error = (error or "the provider reported a failure") if failed else None
         parts = list(db.scalars(select(MessagePart).where(MessagePart.message_id == msg.id)))
         if status == DeliveryStatus.read:  # a chat read at one part was read up to it
             for earlier in parts:
