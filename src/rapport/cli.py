@@ -60,10 +60,12 @@ def serve(
 
     from rapport import logs
     from rapport.app import create_app
+    from rapport.assistant import one_compute_thread
 
     settings = _settings()
     settings.worker_in_process = worker
     logs.configure(settings.log_level, settings.log_json)
+    one_compute_thread()
     app = create_app(settings)
     # What is loaded by now (the app and its libraries) lives as long as the process:
     # frozen, the garbage collector stops walking it on every full collection, pauses that
@@ -95,12 +97,14 @@ def run_worker(
 ) -> None:
     """Run background jobs from the shared jobs table (any number of these may run)."""
     from rapport import bus, cache, logs
+    from rapport.assistant import one_compute_thread
     from rapport.db import Database
     from rapport.jobs import registry
     from rapport.jobs.worker import Worker
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_json)
+    one_compute_thread()
     bus.set_bus(bus.make_bus(settings.redis_url) if settings.redis_url else bus.LocalBus())
     registry.load_handlers(tuple(import_ or ()))
     database = Database(settings.database_url)

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rapport import cache
-from rapport.assistant import triage
+from rapport.assistant import one_compute_thread, triage
 from rapport.bus import LocalBus, get_bus, set_bus
 from rapport.channels.models import Inbox
 from rapport.config import Settings
@@ -1043,6 +1043,7 @@ def _writer_process(conn: Connection, settings: Settings) -> None:
     store.start()
     workspaces: dict[str, str] = {}
     triage.warm_up()
+    one_compute_thread()
     gc.collect()
     gc.freeze()  # as `rapport serve` does: collections stop walking what lives for good
     try:

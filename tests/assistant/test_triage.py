@@ -169,3 +169,30 @@ def test_a_workspace_teaches_triage_its_own_categories(
         f"/api/v1/conversations/{r.json()['conversation_id']}", headers=auth(world.bob)
     ).json()
     assert conv["messages"][0]["meta"]["triage"]["category"] == "login"
+
+
+def test_a_server_process_runs_native_math_on_one_thread() -> None:
+    # In a process of its own (the limit is for the life of the process that sets it),
+    # started with two threads each, whatever this machine's cores would give.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, threadpoolctl\n"
+        "from rapport.assistant import classify, one_compute_thread\n"
+        "one_compute_thread()\n"
+        "print(json.dumps([(i['internal_api'], i['num_threads'])"
+        " for i in threadpoolctl.threadpool_info()]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pools = json.loads(out)
+    assert {api for api, _ in pools} >= {"openblas"}  # numpy's BLAS at least was found
+    assert all(threads == 1 for _, threads in pools), pools
