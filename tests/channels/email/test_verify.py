@@ -199,3 +199,26 @@ def test_a_message_the_checks_cannot_read_is_still_answered(zone: dict[Any, Any]
         broken, authserv_id="mx.rapport.test", **{**SERVERS["evil"], "mail_from": "x@bank..example"}
     )
     assert header.startswith("mx.rapport.test; ") and "dmarc=pass" not in header
+
+
+def test_a_subdomain_falls_under_its_organizations_policy(zone: dict[Any, Any]) -> None:
+    # shop.co.uk is registered under the public suffix co.uk: its policy covers
+    # news.shop.co.uk, and co.uk (which a last-two-labels rule would ask) has none.
+    zone[("_dmarc.shop.co.uk", "TXT")] = [[b"v=DMARC1; p=reject"]]
+    zone[("_dmarc.co.uk", "TXT")] = []
+    forged = mail("Offers <offers@news.shop.co.uk>").as_bytes()
+    header = results(forged, "evil")
+    assert "dmarc=fail header.from=news.shop.co.uk" in header
+    assert verdict(header, "offers@news.shop.co.uk") == "fail"
+
+
+def test_alignment_is_by_organizational_domain() -> None:
+    assert sender_auth.organizational_domain("news.shop.co.uk") == "shop.co.uk"
+    assert sender_auth.organizational_domain("co.uk") == "co.uk"  # a public suffix
+    assert sender_auth.aligned("mail.shop.example", "news.shop.example")  # siblings
+    assert sender_auth.aligned("shop.example", "news.shop.example")
+    # Two registrants under one public suffix are two organizations.
+    assert not sender_auth.aligned("attacker.co.uk", "shop.co.uk")
+    assert not sender_auth.aligned("co.uk", "shop.co.uk")
+    assert not sender_auth.aligned("alice.github.io", "bob.github.io")  # its private section
+    assert not sender_auth.aligned("", "shop.example")

@@ -14,23 +14,37 @@ failed check on the message; the customer it is filed under does not change, sin
 replies go to the real owner of the address whoever wrote.
 """
 
+from functools import cache
 from typing import Any
 
 import authres
 import authres.dmarc  # noqa: F401 - teaches the parser DMARC's result properties
+from publicsuffixlist import PublicSuffixList
 
 
 def domain_of(value: str) -> str:
     return value.rsplit("@", 1)[-1].strip().strip(">").lower()
 
 
+@cache
+def _suffixes() -> PublicSuffixList:
+    return PublicSuffixList()  # the list shipped in the package: nothing is fetched
+
+
+def organizational_domain(domain: str) -> str:
+    """The domain registered under a public suffix (RFC 7489 3.2): ``shop.co.uk`` for
+    ``news.shop.co.uk``, by the Public Suffix List. A public suffix itself, or what is no
+    domain name, is its own."""
+    return _suffixes().privatesuffix(domain) or domain.lower()
+
+
 def aligned(domain: str, from_domain: str) -> bool:
-    """DMARC's relaxed alignment, without a public suffix list: one of the two domains is
-    the other or under it."""
-    return bool(domain) and (
-        domain == from_domain
-        or from_domain.endswith("." + domain)
-        or domain.endswith("." + from_domain)
+    """DMARC's relaxed alignment: both domains belong to one organizational domain
+    (``mail.shop.example`` and ``news.shop.example`` do; ``a.co.uk`` and ``b.co.uk`` not)."""
+    return (
+        bool(domain)
+        and bool(from_domain)
+        and organizational_domain(domain) == organizational_domain(from_domain)
     )
 
 

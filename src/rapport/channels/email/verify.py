@@ -5,9 +5,9 @@ so the connecting address is the one SPF speaks of.
 The listener writes what it found as an ``Authentication-Results`` header (RFC 8601) at
 the top of the message, under its own name, and ``sender_auth`` reads it like the header of
 any trusted server. SPF is ``pyspf``'s, DKIM ``dkimpy``'s; DMARC (RFC 7489) is ours: the
-policy record of the From domain, else of its organizational domain (taken as its last
-two labels: without a public suffix list, ``example.co.uk``'s is looked for at
-``co.uk``), and a pass when SPF or DKIM passed for an aligned domain.
+policy record of the From domain, else of its organizational domain (the one registered
+under a public suffix: ``shop.co.uk`` for ``news.shop.co.uk``), and a pass when SPF or
+DKIM passed for an aligned domain.
 
 Every DNS question goes through ``lookup``; a name server that does not answer makes a
 check ``temperror``, which proves nothing either way.
@@ -25,7 +25,7 @@ import dns.name
 import dns.resolver
 import spf
 
-from rapport.channels.email.sender_auth import aligned, domain_of
+from rapport.channels.email.sender_auth import aligned, domain_of, organizational_domain
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,7 @@ def _dkim(raw: bytes) -> list[tuple[str, str]]:
 
 def _dmarc(from_domain: str, passed: bool) -> str:
     """pass / fail when the domain publishes a DMARC policy, none when it does not."""
-    labels = from_domain.split(".")
-    for domain in dict.fromkeys([from_domain, ".".join(labels[-2:])]):
+    for domain in dict.fromkeys([from_domain, organizational_domain(from_domain)]):
         try:
             records = [r for r in txt(f"_dmarc.{domain}") if r.lower().startswith(b"v=dmarc1")]
         except spf.TempError:
