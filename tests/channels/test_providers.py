@@ -251,6 +251,72 @@ def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
     assert out["status"] == "failed" and out["error"] == "part 2 of 2: Twilio error 30003"
 
 
+def test_a_report_that_comes_before_its_message_has_its_id_still_counts(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    from rapport.channels.deliver import REPORT_RETRIES
+    from rapport.jobs.models import Job, JobState
+
+    def reports(state: JobState) -> int:
+        with database.session(write=False) as db:
+            query = select(func.count()).where(Job.name == "delivery_report", Job.state == state)
+            return int(db.scalar(query) or 0)
+
+    def run_reports_now() -> None:  # the retries' wait, skipped
+        with database.session() as db:
+            for job in db.scalars(select(Job).where(Job.state == JobState.queued)):
+                job.run_at = job.run_at.replace(year=2000)
+        Worker(database, settings).run_until_idle()
+
+    url, handler = provider
+    handler.reply = {"sid": "SM_OUT_{n}", "status": "queued"}
+    inbox = make_inbox(
+        client,
+        world,
+        "twilio_sms",
+        {
+            "account_sid": "AC00000000000000000000000000000000",
+            "auth_token": "twilio-token",
+            "phone_number": "+14155550100",
+            "api_base_url": url,
+        },
+    )
+    path = f"/webhooks/twilio_sms/{inbox}"
+    assert twilio_post(client, settings, path, SMS, "twilio-token").status_code == 200
+    conv = only_conversation(client, world, inbox)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "On its way"},
+        headers=auth(world.bob),
+    )
+    # Twilio's callback is faster than its answer to our send reached the database.
+    delivered = {
+        "MessageSid": "SM_OUT_1",
+        "MessageStatus": "delivered",
+        "AccountSid": "AC00000000000000000000000000000000",
+    }
+    assert twilio_post(client, settings, path, delivered, "twilio-token").status_code == 200
+    assert reports(JobState.queued) == 1
+    Worker(database, settings).run_until_idle()  # the send; the report waits its turn
+    assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "sent"
+    run_reports_now()
+    assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "delivered"
+    assert reports(JobState.queued) == 0
+
+    # A report on a message Rapport never sent is tried a few times, then dropped.
+    other = dict(delivered, MessageSid="SM_SENT_ELSEWHERE")
+    assert twilio_post(client, settings, path, other, "twilio-token").status_code == 200
+    for _ in REPORT_RETRIES:
+        assert reports(JobState.queued) == 1
+        run_reports_now()
+    assert reports(JobState.queued) == 0 and reports(JobState.dead) == 0
+    assert reports(JobState.done) == 1 + len(REPORT_RETRIES)
+
+
 def test_sms_segments_follow_the_encoding() -> None:
     assert segments("hello") == ("GSM-7", 1)
     assert segments("a" * 161) == ("GSM-7", 2)

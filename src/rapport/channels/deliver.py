@@ -1,6 +1,10 @@
 """The ``deliver`` job: hands a queued outbound message to its channel."""
 
+from datetime import timedelta
+from typing import Any
+
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from rapport import outbound
 from rapport.auth.ratelimit import RateLimiter
@@ -8,10 +12,17 @@ from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.conversations import files
 from rapport.conversations.models import Conversation, DeliveryStatus, Message, MessagePart
-from rapport.conversations.service import message_payload, settle_parts
+from rapport.conversations.service import (
+    delivery_known,
+    message_payload,
+    settle_parts,
+    update_delivery,
+)
 from rapport.crypto import box_for
 from rapport.customers.models import Customer, Identity
+from rapport.db import utcnow
 from rapport.jobs.registry import JobContext, PermanentError, job
+from rapport.jobs.service import enqueue
 from rapport.realtime.service import emit
 from rapport.storage import LocalStorage
 
@@ -122,6 +133,49 @@ def _limiter(channel: str, settings: dict[str, object], redis_url: str | None) -
     if key not in _LIMITERS:
         _LIMITERS[key] = RateLimiter(limit=rate, window=1.0, redis_url=redis_url)
     return _LIMITERS[key]
+
+
+# A provider can report on a message before the send that got its id has stored it: its
+# answer to our call and its callback race. Such a report is tried again after each of
+# these many seconds, then dropped (a number or page also sends what Rapport did not send:
+# its phone app, another tool).
+REPORT_RETRIES = (2, 15, 60)
+
+
+def apply_report(
+    db: Session, *, inbox_id: str, workspace_id: str, report: dict[str, Any], tries: int = 0
+) -> None:
+    """One provider report (``external_id``, ``status``, ``error``) on one of our messages;
+    on an id not known yet, a ``delivery_report`` job tries it again later."""
+    external_id = str(report["external_id"])
+    found = update_delivery(
+        db,
+        inbox_id=inbox_id,
+        external_id=external_id,
+        status=DeliveryStatus(report["status"]),
+        error=report.get("error"),
+    )
+    if found is not None or tries >= len(REPORT_RETRIES):
+        return
+    if delivery_known(db, inbox_id=inbox_id, external_id=external_id):
+        return  # ours, and the report changed nothing (or it was on an inbound message)
+    enqueue(
+        db,
+        name="delivery_report",
+        args={"inbox_id": inbox_id, "report": report, "tries": tries + 1},
+        workspace_id=workspace_id,
+        run_at=utcnow() + timedelta(seconds=REPORT_RETRIES[tries]),
+    )
+
+
+@job("delivery_report")
+def delivery_report(ctx: JobContext, *, inbox_id: str, report: dict[str, Any], tries: int) -> None:
+    """A provider's report that came before its message's id was stored, tried again."""
+    assert ctx.workspace_id is not None
+    with ctx.database.session() as db:
+        apply_report(
+            db, inbox_id=inbox_id, workspace_id=ctx.workspace_id, report=report, tries=tries
+        )
 
 
 def _record_part(ctx: JobContext, message_id: str, key: str, external_id: str) -> None:

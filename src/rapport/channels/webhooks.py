@@ -8,11 +8,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
-from rapport.channels import base, media
+from rapport.channels import base, deliver, media
 from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.config import Settings
-from rapport.conversations import service as conversations
-from rapport.conversations.models import DeliveryStatus
 from rapport.crypto import SecretBox
 from rapport.db import Database
 from rapport.ingest import IngestWriter
@@ -81,7 +79,7 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
         if not stored.duplicate and media.queue_if_any(channel, msg.meta):
             await run_in_threadpool(_queue_media, database, stored.message.id, inbox.workspace_id)
     if events.statuses:
-        await run_in_threadpool(_apply_statuses, database, inbox.id, events.statuses)
+        await run_in_threadpool(_apply_statuses, database, inbox, events.statuses)
     answer_for = getattr(handler, "answer_for", None)
     answer = answer_for(inbox, call) if answer_for else getattr(handler, "webhook_answer", None)
     if answer is not None:
@@ -111,13 +109,9 @@ def _keep_unparsed(database: Database, inbox: Inbox, body: bytes, exc: Exception
     )
 
 
-def _apply_statuses(database: Database, inbox_id: str, statuses: list[dict[str, Any]]) -> None:
+def _apply_statuses(database: Database, inbox: Inbox, statuses: list[dict[str, Any]]) -> None:
     with database.session() as db:
-        for s in statuses:
-            conversations.update_delivery(
-                db,
-                inbox_id=inbox_id,
-                external_id=s["external_id"],
-                status=DeliveryStatus(s["status"]),
-                error=s["error"],
+        for report in statuses:
+            deliver.apply_report(
+                db, inbox_id=inbox.id, workspace_id=inbox.workspace_id, report=report
             )

@@ -809,6 +809,19 @@ def update_delivery(
     return msg
 
 
+def delivery_known(db: Session, *, inbox_id: str, external_id: str) -> bool:
+    """Whether a message of the inbox (or a part of one) carries this provider id."""
+    return (
+        db.get(MessagePart, (inbox_id, external_id)) is not None
+        or db.scalar(
+            select(Message.id).where(
+                Message.inbox_id == inbox_id, Message.external_id == external_id
+            )
+        )
+        is not None
+    )
+
+
 def settle_parts(db: Session, *, message: Message) -> None:
     """The sending job is done with a message sent in parts: what its parts reported while
     it was sending (delivered, read, failed) now applies to it."""
