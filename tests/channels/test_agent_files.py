@@ -12,11 +12,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from rapport.config import Settings
 from rapport.conversations import files
-from rapport.conversations.models import Attachment
+from rapport.conversations.models import Attachment, MessagePart
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
@@ -412,6 +412,15 @@ def test_telegram_gets_a_photo_by_link_and_other_documents_uploaded(
     assert fields["document"].get_payload(decode=True) == b"plain text notes\n"
     out = last_message(client, world, conv["id"])
     assert out["status"] == "sent" and out["external_id"] == "1111111:1404"
+    # Each part is known by chat and id, as inbound messages are: a Telegram message id
+    # counts within its chat, so another chat's message 1401 is another message.
+    with database.session(write=False) as db:
+        parts = db.scalars(
+            select(MessagePart.external_id)
+            .where(MessagePart.message_id == out["id"])
+            .order_by(MessagePart.position)
+        ).all()
+    assert parts == ["1111111:1401", "1111111:1402", "1111111:1403", "1111111:1404"]
 
 
 def test_twilio_gets_the_files_as_mms_media_urls(

@@ -108,19 +108,22 @@ class TelegramChannel:
         if not chat:
             raise base.DeliveryError("the customer has no Telegram chat", permanent=True)
         api = f"{str(out.inbox.settings.get('api_base_url') or DEFAULT_API).rstrip('/')}/bot{token}"
-        ids = base.send_parts(
-            out,
-            base.file_parts(
-                out,
-                lambda: _call(
-                    f"{api}/sendMessage",
-                    out.allow_private,
-                    json={"chat_id": chat, "text": out.message.text},
-                ),
-                lambda f: _send_file(api, chat, f, out.allow_private),
-            ),
-        )
-        return base.SendResult(external_id=f"{chat}:{ids[-1]}")
+
+        # A Telegram message id counts within its chat: each part is known as chat:id, as
+        # inbound messages are, so that two chats' parts never share an id in the inbox.
+        def text() -> str:
+            sent = _call(
+                f"{api}/sendMessage",
+                out.allow_private,
+                json={"chat_id": chat, "text": out.message.text},
+            )
+            return f"{chat}:{sent}"
+
+        def send_file(f: base.OutboundFile) -> str:
+            return f"{chat}:{_send_file(api, chat, f, out.allow_private)}"
+
+        ids = base.send_parts(out, base.file_parts(out, text, send_file))
+        return base.SendResult(external_id=ids[-1])
 
 
 # Telegram fetches photos by URL up to 5 MB; sendDocument by URL only takes GIF, PDF and
