@@ -160,6 +160,27 @@ def twilio_post(
     )
 
 
+def twilio_inbox(
+    client: TestClient, world: World, provider: tuple[str, type[Provider]]
+) -> tuple[str, str, type[Provider]]:
+    """A Twilio SMS inbox sending through the stand-in (each message gets SM_OUT_n): its
+    id, its webhook path and the stand-in."""
+    url, handler = provider
+    handler.reply = {"sid": "SM_OUT_{n}", "status": "queued"}
+    inbox = make_inbox(
+        client,
+        world,
+        "twilio_sms",
+        {
+            "account_sid": "AC00000000000000000000000000000000",
+            "auth_token": "twilio-token",
+            "phone_number": "+14155550100",
+            "api_base_url": url,
+        },
+    )
+    return inbox, f"/webhooks/twilio_sms/{inbox}", handler
+
+
 SMS = {
     "ToCountry": "US",
     "ToState": "CA",
@@ -190,20 +211,7 @@ def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
     settings: Settings,
     provider: tuple[str, type[Provider]],
 ) -> None:
-    url, handler = provider
-    handler.reply = {"sid": "SM_OUT_{n}", "status": "queued"}
-    inbox = make_inbox(
-        client,
-        world,
-        "twilio_sms",
-        {
-            "account_sid": "AC00000000000000000000000000000000",
-            "auth_token": "twilio-token",
-            "phone_number": "+14155550100",
-            "api_base_url": url,
-        },
-    )
-    path = f"/webhooks/twilio_sms/{inbox}"
+    inbox, path, handler = twilio_inbox(client, world, provider)
     forged = twilio_post(client, settings, path, SMS, "not-the-token")
     assert forged.status_code == 401
     ok = twilio_post(client, settings, path, SMS, "twilio-token")
@@ -272,20 +280,7 @@ def test_a_report_that_comes_before_its_message_has_its_id_still_counts(
                 job.run_at = job.run_at.replace(year=2000)
         Worker(database, settings).run_until_idle()
 
-    url, handler = provider
-    handler.reply = {"sid": "SM_OUT_{n}", "status": "queued"}
-    inbox = make_inbox(
-        client,
-        world,
-        "twilio_sms",
-        {
-            "account_sid": "AC00000000000000000000000000000000",
-            "auth_token": "twilio-token",
-            "phone_number": "+14155550100",
-            "api_base_url": url,
-        },
-    )
-    path = f"/webhooks/twilio_sms/{inbox}"
+    inbox, path, _ = twilio_inbox(client, world, provider)
     assert twilio_post(client, settings, path, SMS, "twilio-token").status_code == 200
     conv = only_conversation(client, world, inbox)
     client.post(
