@@ -159,6 +159,51 @@ def test_erasing_a_customer_removes_all_of_them_and_nothing_of_anyone_else(
     assert count(database, Attachment) == 1
 
 
+def test_what_the_assistant_learnt_from_an_erased_customer_is_unlearnt(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    from rapport.assistant.models import TriageModel
+    from rapport.bot.models import IntentExample, IntentModelBlob
+
+    zoe = {"name": "Zoe Quist", "email": "zoe@example.com"}
+    said = post(client, world, "z-1", zoe, "zoe.quist@example.com wants her zanzibar refund")
+    hours = client.post(
+        "/api/v1/bot/intents",
+        json={"name": "hours", "examples": ["when are you open", "opening hours please"]},
+        headers=auth(world.alice),
+    ).json()
+    refund = client.post(
+        "/api/v1/bot/intents",
+        json={"name": "refund", "examples": ["I want my money back"]},
+        headers=auth(world.alice),
+    ).json()
+    taught = client.post(
+        f"/api/v1/bot/intents/{refund['id']}/examples",
+        json={"message_id": said["id"]},
+        headers=auth(world.bob),
+    )
+    assert taught.status_code == 201 and len(taught.json()["examples"]) == 2
+    ws = world.acme.workspace.id
+    with database.session() as db:  # as the nightly training leaves it
+        db.add(TriageModel(workspace_id=ws, kind="category", model=b"learnt from zoe"))
+    Worker(database, settings).run_until_idle()
+    with database.session(write=False) as db:
+        before = db.get(IntentModelBlob, ws)
+        assert before is not None and before.examples == 4
+
+    r = client.delete(f"/api/v1/customers/{said['customer_id']}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    Worker(database, settings).run_until_idle()
+
+    assert count(database, IntentExample, IntentExample.text.contains("zanzibar")) == 0
+    assert count(database, IntentExample, IntentExample.intent_id == hours["id"]) == 2
+    with database.session(write=False) as db:
+        after = db.get(IntentModelBlob, ws)
+        assert after is not None and after.examples == 3  # trained again, without hers
+        # Trained again from what is left: here too little for a model, so none.
+        assert db.get(TriageModel, (ws, "category")) is None
+
+
 def test_the_same_person_writing_again_after_erasure_is_a_new_customer(
     client: TestClient, world: World
 ) -> None:

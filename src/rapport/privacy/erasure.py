@@ -6,7 +6,10 @@ database's cascades: identities, attributes, tags, consents, timeline events and
 duplicate suggestions, merge history, conversations with their messages, notes,
 attachments, uploads, labels, SLA clocks and bot rounds; the search indexes follow (their
 triggers on SQLite, expression indexes on PostgreSQL). Web chat visitors that spoke for
-them go too. Then a job removes the copies kept elsewhere: it blanks the realtime events a
+them go too, and so do the phrasings an agent taught the bot from their messages; the
+classifiers that learnt from their words (the bot's intents, the workspace's triage) are
+trained again without them, by jobs queued in the same transaction. Then a job removes the
+copies kept elsewhere: it blanks the realtime events a
 reconnecting agent could still fetch (kept as ``erased`` events without a payload, so
 that event ids stay in order and are never used again), and deletes the stored files no
 other message shares.
@@ -21,6 +24,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from rapport.assistant.models import TriageModel
+from rapport.bot.models import IntentExample
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
 from rapport.conversations.models import Attachment, Conversation, Message, Upload
@@ -69,6 +74,21 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         db.scalars(select(Upload.storage_key).where(Upload.conversation_id.in_(conversations)))
     )
 
+    # Bot phrasings taken from their messages keep no foreign key to them: gone by hand.
+    taught = db.scalars(
+        delete(IntentExample)
+        .where(
+            IntentExample.workspace_id == ws,
+            IntentExample.message_id.in_(select(Message.id).where(in_them)),
+        )
+        .returning(IntentExample.id)
+    ).all()
+    if taught:
+        enqueue(db, name="bot_train", args={"workspace_id": ws}, workspace_id=ws)
+    if db.scalar(select(TriageModel.kind).where(TriageModel.workspace_id == ws).limit(1)):
+        # A trained model keeps the words (and the letters of names and addresses) of what
+        # it learnt from: trained again from what is left.
+        enqueue(db, name="train_triage", args={"workspace_id": ws}, workspace_id=ws)
     db.execute(delete(Visitor).where(Visitor.workspace_id == ws, Visitor.customer_id.in_(person)))
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
