@@ -32,6 +32,14 @@ def test_the_text_alone_tells_language_sentiment_spam_and_urgency() -> None:
         "Best SEO services and backlinks! http://a.example http://b.example http://bit.ly/x"
     )
     assert spam["spam"] is True and len(spam["spam_signals"]) >= 2
+    assert "bait words (backlinks, seo services)" in spam["spam_signals"]
+    # Whatever the case it is written in.
+    assert triage.priority("OUR WHOLE SITE IS DOWN", 0.0) == "urgent"
+    assert triage.priority("I Can't Log In, ASAP please", 0.0) == "high"
+    assert triage.spam_signals("CLAIM YOUR PRIZE at our CASINO") == [
+        "bait words (casino, claim your prize)",
+        "repeated bait",
+    ]
 
 
 def test_every_inbound_message_carries_its_triage(client: TestClient, world: World) -> None:
