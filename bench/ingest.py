@@ -245,6 +245,19 @@ def main() -> None:
 
         warm = messages(args.warmup, inbox_id, hostport, token, seed=1)
         asyncio.run(drive(host, port, warm, args.concurrency, 201))
+        if args.database_url:
+            # The planner's statistics as autovacuum keeps them once a database has been in
+            # use a minute: a table never analyzed is planned as nearly empty, and the
+            # idempotency and identity lookups then scan an inbox's or a workspace's rows
+            # instead of seeking each key (5.7 ms against 0.26 ms a batch).
+            from sqlalchemy import text
+
+            from rapport.db import Database
+
+            db = Database(args.database_url)
+            with db.engine.connect() as conn:
+                conn.execute(text("ANALYZE"))
+            db.dispose()
         load = messages(args.messages, inbox_id, hostport, token, seed=2)
         pid = server.pid if server is not None else None
         cpu = cpu_seconds(pid)

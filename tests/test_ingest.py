@@ -464,6 +464,34 @@ def test_the_writer_process_is_started_again_when_it_dies(
     assert second.message.meta["triage"]["language"] == "en"
 
 
+def test_the_writer_process_outlives_a_dropped_database_connection(
+    world: World, database: Database, settings: Settings
+) -> None:
+    # It pings no connection before a batch: a connection the server dropped (a restart, a
+    # failover) fails the batch's first statement, and the batch is tried again on another.
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("a server that drops connections: PostgreSQL")
+    from sqlalchemy import text
+
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
+    try:
+        first = writer.submit_sync(by_email(world, "drop-1", "drop@example.com", "hello"))
+        with database.engine.connect() as conn:
+            dropped = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).all()
+            conn.commit()
+        assert dropped  # the writer process's connection among them
+        second = writer.submit_sync(by_email(world, "drop-2", "drop@example.com", "again"))
+    finally:
+        writer.stop()
+    assert second.conversation_id == first.conversation_id and not second.duplicate
+    assert count(database, Message, Message.external_id.like("drop-%")) == 2
+
+
 def test_what_the_writer_process_stores_reaches_the_agents_stream_and_metrics(
     settings: Settings, database: Database, world: World
 ) -> None:

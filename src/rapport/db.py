@@ -128,7 +128,7 @@ def _sqlite_on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry
     cur.close()
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
     """An engine for a plain Rapport database URL (``sqlite:///path`` or ``postgresql://``)."""
     full = sqlalchemy_url(url)
     if full.startswith("sqlite"):
@@ -157,7 +157,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         full,
         pool_size=pool_size,
         max_overflow=20,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )
@@ -172,9 +172,11 @@ def _json_dumps(value: Any) -> str:
 class Database:
     """One database: the engine plus a session factory for reads and one for writes."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, pre_ping: bool = True) -> None:
+        """``pre_ping`` (PostgreSQL): a round trip before each checkout proves the connection
+        alive; a caller that retries on a dropped connection can do without it."""
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size)
+        self.engine = make_engine(url, pool_size=pool_size, pre_ping=pre_ping)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         write_bind = self.engine.execution_options(sqlite_write=True)
         self.read_session = sessionmaker(self.engine, expire_on_commit=False)
