@@ -492,6 +492,72 @@ def test_the_writer_process_outlives_a_dropped_database_connection(
     assert count(database, Message, Message.external_id.like("drop-%")) == 2
 
 
+def test_postgresql_finds_stored_messages_and_identities_by_one_probe_per_key(
+    world: World, database: Database
+) -> None:
+    # Planned without statistics (a table never analyzed, like an inbox newer than the last
+    # ANALYZE), IN lists made PostgreSQL read every message of the inbox and every handle
+    # of the workspace and filter them, on every batch.
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    from sqlalchemy import insert
+
+    from rapport import ingest
+    from rapport.customers.models import Identity, IdentityKind
+
+    inbox = world.acme.inbox
+    assert inbox is not None
+    conv = world.acme.first.conversation  # type: ignore[union-attr]
+    now = utcnow()
+    rows = [
+        {
+            "id": f"m{n:031d}",
+            "workspace_id": inbox.workspace_id,
+            "conversation_id": conv.id,
+            "inbox_id": inbox.id,
+            "direction": "inbound",
+            "kind": "message",
+            "sender_type": "customer",
+            "text": "hi",
+            "external_id": f"ext-{n}",
+            "status": "received",
+            "meta": {},
+            "created_at": now,
+        }
+        for n in range(3000)
+    ]
+    handles = [
+        {
+            "id": f"i{n:031d}",
+            "workspace_id": inbox.workspace_id,
+            "customer_id": conv.customer_id,
+            "kind": IdentityKind.email,
+            "value": f"h{n}@example.com",
+            "verified": True,
+            "created_at": now,
+        }
+        for n in range(3000)
+    ]
+    with database.session() as db:
+        db.execute(insert(Message), rows)
+        db.execute(insert(Identity), handles)
+        conn = db.connection()
+        for names, statement, keys in (
+            (ingest._MESSAGE_KEY, ingest._STORED_BY_KEY, [(inbox.id, f"ext-{n}") for n in (1, 7)]),
+            (
+                ingest._IDENTITY_KEY,
+                ingest._IDENTITIES_BY_KEY,
+                [(inbox.workspace_id, "email", f"h{n}@example.com") for n in (1, 7)],
+            ),
+        ):
+            params = {f"{n}s": [k[j] for k in keys] for j, n in enumerate(names)}
+            sql = str(statement.compile(dialect=conn.dialect))
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql, params))
+            assert "Filter" not in plan and "Seq Scan" not in plan, plan
+            found = conn.execute(statement, params).all()
+            assert len(found) == 2
+
+
 def test_what_the_writer_process_stores_reaches_the_agents_stream_and_metrics(
     settings: Settings, database: Database, world: World
 ) -> None:

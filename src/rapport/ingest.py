@@ -23,7 +23,8 @@ from multiprocessing.process import BaseProcess
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import String, Table, bindparam, func, insert, select, true, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -199,24 +200,80 @@ _WORKSPACES = select(Workspace.id, Workspace.settings).where(Workspace.id.in_(_e
 _STORED_ROWS = select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id")).join(
     Conversation, Conversation.id == Message.conversation_id
 )
+_MESSAGE_KEY = ("inbox_id", "external_id")
 _STORED = _STORED_ROWS.where(
     # Two IN lists, not a row-value IN: SQLite scans the table for the latter.
-    Message.inbox_id.in_(_each("inboxes")),
-    Message.external_id.in_(_each("ids")),
+    Message.inbox_id.in_(_each("inbox_ids")),
+    Message.external_id.in_(_each("external_ids")),
 )
 _STORED_BY_ID = _STORED_ROWS.where(Message.id.in_(_each("ids")))
-_IDENTITIES = select(
+_IDENTITY_COLUMNS = (
     Identity.id,
     Identity.workspace_id,
     Identity.kind,
     Identity.value,
     Identity.customer_id,
     Identity.verified,
-).where(  # one IN list per column, for the same reason
-    Identity.workspace_id.in_(_each("workspaces")),
+)
+_IDENTITY_KEY = ("workspace_id", "kind", "value")
+_IDENTITIES = select(*_IDENTITY_COLUMNS).where(  # one IN list per column, for the same reason
+    Identity.workspace_id.in_(_each("workspace_ids")),
     Identity.kind.in_(_each("kinds")),
     Identity.value.in_(_each("values")),
 )
+
+
+def _keyed(names: tuple[str, ...]) -> Any:
+    """Rows of keys, one array parameter per column (PostgreSQL's ``unnest``)."""
+    arrays = [bindparam(name + "s", type_=ARRAY(String)) for name in names]
+    return func.unnest(*arrays).table_valued(*names).render_derived(name="k")
+
+
+# PostgreSQL: the same two lookups as one index probe per key. Given the IN lists, its
+# planner seeks the inbox (or workspace) and filters the rest whenever it believes there
+# are few such rows: on a table not analyzed yet, or for an inbox newer than the last
+# ANALYZE, every batch then read the inbox's messages (5.7 ms against 0.26 ms for 16 keys
+# on a fresh 6,000-message table). An equality on every column of a unique index in a
+# LATERAL subquery is planned as a probe whatever the statistics say.
+_message_keys = _keyed(_MESSAGE_KEY)
+_stored_one = (
+    select(*_MESSAGE_COLUMNS)
+    .where(
+        Message.inbox_id == _message_keys.c.inbox_id,
+        Message.external_id == _message_keys.c.external_id,
+    )
+    .lateral("m")
+)
+_STORED_BY_KEY = (
+    select(*_stored_one.c, Conversation.customer_id.label("customer_id"))
+    .select_from(_message_keys)
+    .join(_stored_one, true())
+    .join(Conversation, Conversation.id == _stored_one.c.conversation_id)
+)
+_identity_keys = _keyed(_IDENTITY_KEY)
+_identity_one = (
+    select(*_IDENTITY_COLUMNS)
+    .where(
+        Identity.workspace_id == _identity_keys.c.workspace_id,
+        Identity.kind == _identity_keys.c.kind,
+        Identity.value == _identity_keys.c.value,
+    )
+    .lateral("i")
+)
+_IDENTITIES_BY_KEY = select(_identity_one).select_from(_identity_keys).join(_identity_one, true())
+
+
+def _matching(
+    conn: Any, keys: set[tuple[Any, ...]], names: tuple[str, ...], *, probes: Any, lists: Any
+) -> Any:
+    """Rows whose key is among ``keys``: on PostgreSQL a probe per key; elsewhere one IN list
+    per column, which may also bring rows of other combinations (the caller checks)."""
+    if conn.dialect.name == "postgresql":
+        paired = {f"{n}s": [str(k[j]) for k in keys] for j, n in enumerate(names)}
+        return conn.execute(probes, paired)
+    return conn.execute(lists, {f"{n}s": list({k[j] for k in keys}) for j, n in enumerate(names)})
+
+
 _CONV_COLUMNS = (
     Conversation.id,
     Conversation.workspace_id,
@@ -336,9 +393,7 @@ def receive_batch(
     pairs = {(msgs[i].inbox_id, msgs[i].external_id) for i in todo if msgs[i].external_id}
     stored: dict[tuple[str, str], SimpleNamespace] = {}
     if pairs:
-        for r in conn.execute(
-            _STORED, {"inboxes": list({p[0] for p in pairs}), "ids": [p[1] for p in pairs]}
-        ):
+        for r in _matching(conn, pairs, _MESSAGE_KEY, probes=_STORED_BY_KEY, lists=_STORED):
             if (r.inbox_id, r.external_id) in pairs:
                 stored[(r.inbox_id, r.external_id)] = _row(r._mapping)
     # Those without an external id are known by an id chosen before the first try, if any
@@ -378,13 +433,8 @@ def receive_batch(
     }
     identities: dict[tuple[str, IdentityKind, str], dict[str, Any]] = {}
     if wanted:
-        for ident_row in conn.execute(
-            _IDENTITIES,
-            {
-                "workspaces": list({w[0] for w in wanted}),
-                "kinds": list({w[1] for w in wanted}),
-                "values": list({w[2] for w in wanted}),
-            },
+        for ident_row in _matching(
+            conn, wanted, _IDENTITY_KEY, probes=_IDENTITIES_BY_KEY, lists=_IDENTITIES
         ):
             triple = (ident_row.workspace_id, ident_row.kind, ident_row.value)
             if triple in wanted:
