@@ -254,7 +254,8 @@ def main() -> None:
             from rapport.db import Database
 
             db = Database(args.database_url)
-            with db.engine.connect() as conn:
+            # Outside a transaction: a rolled-back ANALYZE keeps row counts, not statistics.
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("ANALYZE"))
             db.dispose()
         load = messages(args.messages, inbox_id, hostport, token, seed=2)

@@ -473,6 +473,8 @@ def test_the_writer_process_outlives_a_dropped_database_connection(
         pytest.skip("a server that drops connections: PostgreSQL")
     from sqlalchemy import text
 
+    from rapport.channels.models import Inbox
+
     writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
     try:
         first = writer.submit_sync(by_email(world, "drop-1", "drop@example.com", "hello"))
@@ -486,10 +488,28 @@ def test_the_writer_process_outlives_a_dropped_database_connection(
             conn.commit()
         assert dropped  # the writer process's connection among them
         second = writer.submit_sync(by_email(world, "drop-2", "drop@example.com", "again"))
+        # Dropped again while idle, and the next message comes through an inbox the writer
+        # process has not seen: it reads the database before its transaction, too.
+        with database.engine.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            conn.commit()
+        with database.session() as db:
+            other = Inbox(workspace_id=world.acme.workspace.id, name="Other", channel="api")
+            db.add(other)
+        pid = writer._backend.pid()  # type: ignore[union-attr]
+        third = by_email(world, "drop-3", "drop@example.com", "and again")
+        third.inbox_id = other.id
+        assert not writer.submit_sync(third).duplicate
+        assert writer._backend.pid() == pid  # type: ignore[union-attr]
     finally:
         writer.stop()
     assert second.conversation_id == first.conversation_id and not second.duplicate
-    assert count(database, Message, Message.external_id.like("drop-%")) == 2
+    assert count(database, Message, Message.external_id.like("drop-%")) == 3
 
 
 def test_postgresql_finds_stored_messages_and_identities_by_one_probe_per_key(

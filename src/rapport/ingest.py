@@ -789,6 +789,10 @@ class _Store:
 
     def batch(self, msgs: list[InboundMessage]) -> list[Stored | BaseException]:
         """One outcome per message, in order; never raises."""
+        for m in msgs:
+            # Chosen before the first try, so that a message without an external id whose
+            # commit went through although its answer was lost is found, not stored again.
+            m.message_id = m.message_id or new_id()
         try:
             return self._commit(msgs)
         except Exception as exc:
@@ -1114,7 +1118,7 @@ def _writer_process(conn: Connection, settings: Settings) -> None:
             forgotten, msgs = received
             cache.forget_relayed(forgotten)
             # Triage here, before the transaction, so no other writer waits on it.
-            msgs = [with_workspace_models(database, workspaces, with_triage(m)) for m in msgs]
+            msgs = [_triaged(database, workspaces, m) for m in msgs]
             outcomes = store.batch(msgs)
             woke = job_service.wakeup.is_set()
             job_service.wakeup.clear()
@@ -1123,6 +1127,22 @@ def _writer_process(conn: Connection, settings: Settings) -> None:
     finally:
         store.stop()
         database.dispose()
+
+
+def _triaged(database: Database, workspaces: dict[str, str], msg: InboundMessage) -> InboundMessage:
+    """The message with its triage. The workspace's own models need the database: if it
+    cannot answer (a connection the server dropped while the writer was idle, say), they
+    are applied inside the transaction instead, which is tried again on a new connection."""
+    msg = with_triage(msg)
+    try:
+        return with_workspace_models(database, workspaces, msg)
+    except Exception:
+        log.warning(
+            "workspace models not applied before the transaction",
+            exc_info=True,
+            extra={"event": "ingest.models_deferred"},
+        )
+        return msg
 
 
 def _sendable(outcome: Stored | BaseException) -> Stored | BaseException:

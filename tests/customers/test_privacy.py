@@ -164,6 +164,7 @@ def test_what_the_assistant_learnt_from_an_erased_customer_is_unlearnt(
 ) -> None:
     from rapport.assistant.models import TriageModel
     from rapport.bot.models import IntentExample, IntentModelBlob
+    from rapport.jobs.models import Job, JobState
 
     zoe = {"name": "Zoe Quist", "email": "zoe@example.com"}
     said = post(client, world, "z-1", zoe, "zoe.quist@example.com wants her zanzibar refund")
@@ -193,6 +194,10 @@ def test_what_the_assistant_learnt_from_an_erased_customer_is_unlearnt(
 
     r = client.delete(f"/api/v1/customers/{said['customer_id']}", headers=auth(world.alice))
     assert r.status_code == 204, r.text
+    # A second erasure before the training has run adds no second training.
+    other = post(client, world, "o-1", {"email": "otto@example.com"}, "hello")
+    client.delete(f"/api/v1/customers/{other['customer_id']}", headers=auth(world.alice))
+    assert count(database, Job, Job.name == "train_triage", Job.state == JobState.queued) == 1
     Worker(database, settings).run_until_idle()
 
     assert count(database, IntentExample, IntentExample.text.contains("zanzibar")) == 0

@@ -2,7 +2,8 @@
 
 
 def one_compute_thread() -> None:
-    """Run this process's native math (OpenBLAS, OpenMP) on one thread.
+    """Run this process's native math on one thread: OpenBLAS for the whole process,
+    OpenMP for the calling thread (its limits are per thread; what Rapport runs uses BLAS).
 
     Their default is a thread per core, which helps a long computation and hurts a server:
     language detection on every inbound message is a small matrix product, and the extra

@@ -136,10 +136,11 @@ def _limiter(channel: str, settings: dict[str, object], redis_url: str | None) -
 
 
 # A provider can report on a message before the send that got its id has stored it: its
-# answer to our call and its callback race. Such a report is tried again after each of
-# these many seconds, then dropped (a number or page also sends what Rapport did not send:
-# its phone app, another tool).
-REPORT_RETRIES = (2, 15, 60)
+# answer to our call and its callback race, for as long as our commit takes after it (the
+# write lock's wait included). Such a report is tried again after each of these many
+# seconds, then dropped: a number or page also sends what Rapport did not (its phone app,
+# another tool), and each of those reports costs a job row per try.
+REPORT_RETRIES = (5, 30)
 
 
 def apply_report(

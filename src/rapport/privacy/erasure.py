@@ -32,6 +32,7 @@ from rapport.conversations.models import Attachment, Conversation, Message, Uplo
 from rapport.customers import merge
 from rapport.customers.models import Customer
 from rapport.db import utcnow
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.realtime.models import StreamEvent
@@ -84,11 +85,11 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         .returning(IntentExample.id)
     ).all()
     if taught:
-        enqueue(db, name="bot_train", args={"workspace_id": ws}, workspace_id=ws)
+        _train_again(db, "bot_train", ws)
     if db.scalar(select(TriageModel.kind).where(TriageModel.workspace_id == ws).limit(1)):
         # A trained model keeps the words (and the letters of names and addresses) of what
         # it learnt from: trained again from what is left.
-        enqueue(db, name="train_triage", args={"workspace_id": ws}, workspace_id=ws)
+        _train_again(db, "train_triage", ws)
     db.execute(delete(Visitor).where(Visitor.workspace_id == ws, Visitor.customer_id.in_(person)))
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
@@ -99,6 +100,16 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         workspace_id=ws,
     )
     return Erasure(ids, len(conversations), messages, len(keys))
+
+
+def _train_again(db: Session, name: str, workspace_id: str) -> None:
+    """Queue a training of the workspace, unless one is queued and not started yet: it reads
+    what is left when it runs, so a burst of erasures costs one training, not one each."""
+    waiting = select(Job.id).where(
+        Job.name == name, Job.workspace_id == workspace_id, Job.state == JobState.queued
+    )
+    if db.scalar(waiting.limit(1)) is None:
+        enqueue(db, name=name, args={"workspace_id": workspace_id}, workspace_id=workspace_id)
 
 
 def mentions(value: Any, ids: set[str]) -> bool:
