@@ -209,6 +209,25 @@ def test_what_the_assistant_learnt_from_an_erased_customer_is_unlearnt(
         assert db.get(TriageModel, (ws, "category")) is None
 
 
+def test_an_erased_customers_question_leaves_the_suggested_answers_at_once(
+    client: TestClient, world: World
+) -> None:
+    from tests.assistant.test_suggest import answer_and_resolve, ask
+
+    zoe = post(client, world, "z-1", {"email": "zoe@example.com"}, "How do I change my address?")
+    answer_and_resolve(client, world, zoe["conversation_id"], "Orders, then Edit address, Zoe.")
+
+    def suggested() -> list[str]:
+        conv = ask(client, world, f"n-{time.monotonic_ns()}", "how can I change the address?")
+        out = client.get(f"/api/v1/conversations/{conv}/suggestions", headers=auth(world.bob))
+        return [a["answer"] for a in out.json()["answers"]]
+
+    assert suggested() == ["Orders, then Edit address, Zoe."]  # and the pool is read
+    r = client.delete(f"/api/v1/customers/{zoe['customer_id']}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    assert suggested() == []  # not a minute later, when the pool would be read again
+
+
 def test_the_same_person_writing_again_after_erasure_is_a_new_customer(
     client: TestClient, world: World
 ) -> None:

@@ -10,8 +10,6 @@ conversation costs a scoring pass over at most ``POOL`` short texts.
 """
 
 import math
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from rapport.cache import TtlCache
 from rapport.conversations.models import (
     Conversation,
     Direction,
@@ -42,14 +41,18 @@ class PastAnswer:
 
 @dataclass
 class _Pool:
-    until: float
     items: list[tuple[str, str, str, Counter[str]]]  # conversation, question, answer, terms
     df: Counter[str]
     avg: float
 
 
-_pools: dict[str, _Pool] = {}
-_lock = threading.Lock()
+# A workspace's pool, read at most once a minute (forgotten at once, in every process,
+# when a customer is erased: it holds their words).
+_pools: TtlCache[str, _Pool] = TtlCache(ttl=60.0, name="suggest_pools")
+
+
+def forget_pool(workspace_id: str) -> None:
+    _pools.forget(workspace_id)
 
 
 def _first(db: Session, ids: list[str], direction: Direction) -> dict[str, str]:
@@ -77,11 +80,10 @@ def _first(db: Session, ids: list[str], direction: Direction) -> dict[str, str]:
 
 
 def _pool(db: Session, workspace_id: str) -> _Pool:
-    now = time.monotonic()
-    with _lock:
-        cached = _pools.get(workspace_id)
-    if cached is not None and cached.until > now:
-        return cached
+    return _pools.get(workspace_id, lambda: _read_pool(db, workspace_id))
+
+
+def _read_pool(db: Session, workspace_id: str) -> _Pool:
     ids = list(
         db.scalars(
             select(Conversation.id)
@@ -103,10 +105,7 @@ def _pool(db: Session, workspace_id: str) -> _Pool:
                 items.append((cid, questions[cid], answers[cid], words))
                 df.update(set(words))
     avg = sum(sum(w.values()) for *_, w in items) / max(len(items), 1)
-    built = _Pool(until=now + 60.0, items=items, df=df, avg=avg)
-    with _lock:
-        _pools[workspace_id] = built
-    return built
+    return _Pool(items=items, df=df, avg=avg)
 
 
 def past_answers(

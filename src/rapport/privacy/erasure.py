@@ -8,7 +8,9 @@ attachments, uploads, labels, SLA clocks and bot rounds; the search indexes foll
 triggers on SQLite, expression indexes on PostgreSQL). Web chat visitors that spoke for
 them go too, and so do the phrasings an agent taught the bot from their messages; the
 classifiers that learnt from their words (the bot's intents, the workspace's triage) are
-trained again without them, by jobs queued in the same transaction. Then a job removes the
+trained again without them, by jobs queued in the same transaction; the reply suggestions'
+pool of past questions and answers is forgotten in every process once it commits. Then a
+job removes the
 copies kept elsewhere: it blanks the realtime events a
 reconnecting agent could still fetch (kept as ``erased`` events without a payload, so
 that event ids stay in order and are never used again), and deletes the stored files no
@@ -24,6 +26,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from rapport.assistant import suggest
 from rapport.assistant.models import TriageModel
 from rapport.bot.models import IntentExample
 from rapport.channels.webchat.models import Visitor
@@ -31,7 +34,7 @@ from rapport.conversations import files
 from rapport.conversations.models import Attachment, Conversation, Message, Upload
 from rapport.customers import merge
 from rapport.customers.models import Customer
-from rapport.db import utcnow
+from rapport.db import on_commit, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
@@ -90,6 +93,8 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         # A trained model keeps the words (and the letters of names and addresses) of what
         # it learnt from: trained again from what is left.
         _train_again(db, "train_triage", ws)
+    # The suggestions' pool of past questions and answers, read before the erasure commits.
+    on_commit(db, lambda: suggest.forget_pool(ws))
     db.execute(delete(Visitor).where(Visitor.workspace_id == ws, Visitor.customer_id.in_(person)))
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
