@@ -10,10 +10,9 @@ them go too, and so do the phrasings an agent taught the bot from their messages
 classifiers that learnt from their words (the bot's intents, the workspace's triage) are
 trained again without them, by jobs queued in the same transaction; the reply suggestions'
 pool of past questions and answers is forgotten in every process once it commits. Then a
-job removes the
-copies kept elsewhere: it blanks the realtime events a
-reconnecting agent could still fetch (kept as ``erased`` events without a payload, so
-that event ids stay in order and are never used again), and deletes the stored files no
+job removes the copies kept elsewhere: it blanks the realtime events a reconnecting agent
+could still fetch (kept as ``erased`` events without a payload, so that event ids stay in
+order and are never used again), and deletes the stored files no
 other message shares.
 
 The audit log keeps that an erasure happened, by whom, and how much it removed; ids only.
