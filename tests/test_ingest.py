@@ -475,9 +475,8 @@ def test_the_writer_process_outlives_a_dropped_database_connection(
 
     from rapport.channels.models import Inbox
 
-    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
-    try:
-        first = writer.submit_sync(by_email(world, "drop-1", "drop@example.com", "hello"))
+    def drop_connections() -> list[object]:
+        """The server ends every other connection to this database."""
         with database.engine.connect() as conn:
             dropped = conn.execute(
                 text(
@@ -486,18 +485,16 @@ def test_the_writer_process_outlives_a_dropped_database_connection(
                 )
             ).all()
             conn.commit()
-        assert dropped  # the writer process's connection among them
+        return list(dropped)
+
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": True}))
+    try:
+        first = writer.submit_sync(by_email(world, "drop-1", "drop@example.com", "hello"))
+        assert drop_connections()  # the writer process's connection among them
         second = writer.submit_sync(by_email(world, "drop-2", "drop@example.com", "again"))
         # Dropped again while idle, and the next message comes through an inbox the writer
         # process has not seen: it reads the database before its transaction, too.
-        with database.engine.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
-            conn.commit()
+        drop_connections()
         with database.session() as db:
             other = Inbox(workspace_id=world.acme.workspace.id, name="Other", channel="api")
             db.add(other)

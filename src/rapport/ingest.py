@@ -879,7 +879,7 @@ class IngestWriter:
     def submit_nowait(self, msg: InboundMessage) -> "Future[Stored]":
         if isinstance(self._backend, _Store):
             # Triage in the caller's thread: the single writer only stores.
-            msg = with_workspace_models(self.database, self._workspaces, with_triage(msg))
+            msg = _triaged(self.database, self._workspaces, msg)
         return self._enqueue(msg)
 
     async def submit(self, msg: InboundMessage) -> Stored:

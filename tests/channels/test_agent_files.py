@@ -20,7 +20,7 @@ from rapport.conversations.models import Attachment, MessagePart
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
-from tests.channels.test_providers import TG_UPDATE
+from tests.channels.test_providers import TG_UPDATE, meta_event
 from tests.channels.test_whatsapp import message_event, post_signed
 from tests.conftest import auth
 from tests.factories import World
@@ -513,23 +513,16 @@ def test_messenger_gets_each_file_as_an_attachment_by_url(
         },
         headers=auth(world.alice),
     ).json()["id"]
-    event = {
-        "object": "page",
-        "entry": [
-            {
-                "id": "P1",
-                "time": 1,
-                "messaging": [
-                    {
-                        "sender": {"id": "PSID"},
-                        "recipient": {"id": "P1"},
-                        "timestamp": int(utcnow().timestamp() * 1000),
-                        "message": {"mid": "m_in", "text": "hi"},
-                    }
-                ],
-            }
-        ],
-    }
+    event = meta_event(
+        "page",
+        {
+            "timestamp": int(utcnow().timestamp() * 1000),
+            "message": {"mid": "m_in", "text": "hi"},
+        },
+        page="P1",
+        sender="PSID",
+        time=1,
+    )
     body = json.dumps(event).encode()
     import hashlib
     import hmac

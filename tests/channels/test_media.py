@@ -15,7 +15,13 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
-from tests.channels.test_providers import make_inbox, meta_post, only_conversation, twilio_post
+from tests.channels.test_providers import (
+    make_inbox,
+    meta_event,
+    meta_post,
+    only_conversation,
+    twilio_post,
+)
 from tests.channels.test_whatsapp import APP_SECRET, post_signed
 from tests.conftest import auth
 from tests.factories import World
@@ -291,28 +297,16 @@ def test_a_messenger_image_is_fetched_from_its_cdn_url_once(
             "verify_token": "vt",
         },
     )
-    event = {
-        "object": "page",
-        "entry": [
-            {
-                "id": "PAGE_ID",
-                "time": 1458692752478,
-                "messaging": [
-                    {
-                        "sender": {"id": "1254459154682919"},
-                        "recipient": {"id": "PAGE_ID"},
-                        "timestamp": 1458692752478,
-                        "message": {
-                            "mid": "m_PIC",
-                            "attachments": [
-                                {"type": "image", "payload": {"url": f"{base}/meta-cdn/pic"}}
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
+    event = meta_event(
+        "page",
+        {
+            "timestamp": 1458692752478,
+            "message": {
+                "mid": "m_PIC",
+                "attachments": [{"type": "image", "payload": {"url": f"{base}/meta-cdn/pic"}}],
+            },
+        },
+    )
     assert meta_post(client, "messenger", inbox, event).status_code == 200
     Worker(database, settings).run_until_idle()
     conv = only_conversation(client, world, inbox)

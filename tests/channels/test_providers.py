@@ -422,6 +422,28 @@ def meta_post(
     )
 
 
+def meta_event(
+    obj: str,
+    item: dict,  # type: ignore[type-arg]
+    *,
+    page: str = "PAGE_ID",
+    sender: str = "1254459154682919",
+    time: int = 1458692752478,
+) -> dict:  # type: ignore[type-arg]
+    """Meta's documented webhook envelope (Messenger ``page``, ``instagram``) around one
+    messaging item: a message, a delivery, a read."""
+    return {
+        "object": obj,
+        "entry": [
+            {
+                "id": page,
+                "time": time,
+                "messaging": [{"sender": {"id": sender}, "recipient": {"id": page}, **item}],
+            }
+        ],
+    }
+
+
 @pytest.mark.parametrize("channel,obj", [("messenger", "page"), ("instagram", "instagram")])
 def test_meta_messages_are_signed_threaded_and_answered(
     client: TestClient,
@@ -446,26 +468,16 @@ def test_meta_messages_are_signed_threaded_and_answered(
             "api_base_url": url,
         },
     )
-    event = {
-        "object": obj,
-        "entry": [
-            {
-                "id": "PAGE_ID",
-                "time": 1458692752478,
-                "messaging": [
-                    {
-                        "sender": {"id": "1254459154682919"},
-                        "recipient": {"id": "PAGE_ID"},
-                        "timestamp": 1458692752478,
-                        "message": {
-                            "mid": "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxq",
-                            "text": "hello, world!",
-                        },
-                    }
-                ],
-            }
-        ],
-    }
+    event = meta_event(
+        obj,
+        {
+            "timestamp": 1458692752478,
+            "message": {
+                "mid": "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxq",
+                "text": "hello, world!",
+            },
+        },
+    )
     assert meta_post(client, channel, inbox, event, secret="forged").status_code == 401
     assert meta_post(client, channel, inbox, event).status_code == 200
     assert meta_post(client, channel, inbox, event).status_code == 200
@@ -484,22 +496,7 @@ def test_meta_messages_are_signed_threaded_and_answered(
         "messaging_type": "RESPONSE",
         "message": {"text": "Hi!"},
     }
-    delivery = {
-        "object": obj,
-        "entry": [
-            {
-                "id": "PAGE_ID",
-                "time": 1,
-                "messaging": [
-                    {
-                        "sender": {"id": "1254459154682919"},
-                        "recipient": {"id": "PAGE_ID"},
-                        "delivery": {"mids": ["m_OUT1"], "watermark": 1},
-                    }
-                ],
-            }
-        ],
-    }
+    delivery = meta_event(obj, {"delivery": {"mids": ["m_OUT1"], "watermark": 1}}, time=1)
     meta_post(client, channel, inbox, delivery)
     assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "delivered"
 
