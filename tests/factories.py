@@ -1,6 +1,8 @@
 """Factories for the rows tests need, and the two-workspace world of the personas."""
 
+import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rapport.auth import service as auth
 from rapport.auth.models import Role, User
@@ -18,6 +20,20 @@ from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import Workspace
 
 PASSWORD = "correct horse battery staple"
+
+
+class _Planted:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.path), "w")
+
+
+def planted_pickle(marker: Path) -> bytes:
+    """What someone with write access to the database might store as a model: unpickling
+    it creates ``marker``."""
+    return pickle.dumps(_Planted(marker))
 
 
 @dataclass

@@ -3,11 +3,15 @@
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from rapport import migrate
+from rapport.assistant.models import TriageModel
+from rapport.bot.models import IntentModelBlob
 from rapport.db import Base, Database
+from rapport.jobs.models import Job, JobState
 from rapport.search import is_index_object
+from rapport.workspaces.models import Workspace
 
 
 @pytest.fixture
@@ -35,3 +39,24 @@ def test_migrations_build_the_schema_of_the_models(empty_url: str) -> None:
         diff = compare_metadata(ctx, Base.metadata)
     db.dispose()
     assert diff == []
+
+
+def test_models_stored_before_signing_are_dropped_and_retrained(empty_url: str) -> None:
+    migrate.upgrade(empty_url, "0011")
+    db = Database(empty_url, pool_size=1)
+    with db.session() as s:
+        ws = Workspace(name="Acme")
+        s.add(ws)
+        s.flush()
+        s.add(TriageModel(workspace_id=ws.id, kind="category", model=b"an old pickle"))
+        s.add(IntentModelBlob(workspace_id=ws.id, model=b"an old pickle"))
+    migrate.upgrade(empty_url)
+    with db.session() as s:
+        assert s.scalars(select(TriageModel)).all() == []
+        assert s.scalars(select(IntentModelBlob)).all() == []
+        jobs = s.scalars(select(Job).order_by(Job.name)).all()
+        assert [(j.name, j.workspace_id, j.args, j.state) for j in jobs] == [
+            ("bot_train", ws.id, {"workspace_id": ws.id}, JobState.queued),
+            ("train_triage", ws.id, {"workspace_id": ws.id}, JobState.queued),
+        ]
+    db.dispose()

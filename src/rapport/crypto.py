@@ -1,4 +1,5 @@
-"""Secrets at rest: provider tokens and TOTP seeds are Fernet-encrypted with a derived key."""
+"""Secrets at rest: provider tokens and TOTP seeds are Fernet-encrypted with a derived key;
+what Rapport must trust when it reads it back (trained models) is signed with another."""
 
 import base64
 import hashlib
@@ -11,15 +12,17 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+_SIGNED = b"rapport-signed-1:"
+
 
 class SecretBox:
-    """Encrypts and decrypts small secrets with a key derived from the settings' secret key."""
+    """Encrypts and decrypts small secrets, and signs and checks blobs, with keys derived
+    from the settings' secret key."""
 
     def __init__(self, secret_key: str) -> None:
-        key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=b"rapport", info=b"secrets-at-rest"
-        ).derive(secret_key.encode())
+        key = _derive(secret_key, b"secrets-at-rest")
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
+        self._signing = _derive(secret_key, b"signed-blobs")
 
     def encrypt(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode()).decode()
@@ -32,6 +35,21 @@ class SecretBox:
                 "secret cannot be decrypted with the current RAPPORT_SECRET_KEY"
             ) from exc
 
+    def sign(self, data: bytes) -> bytes:
+        """``data`` with a prefix that proves Rapport wrote it (HMAC-SHA256)."""
+        return _SIGNED + hmac.digest(self._signing, data, "sha256") + data
+
+    def verified(self, signed: bytes) -> bytes:
+        """The data ``sign`` wrapped; ``ValueError`` when it was not signed with this key
+        (written by someone else, altered, or signed before the secret key changed)."""
+        body = signed[len(_SIGNED) + 32 :]
+        mac = signed[len(_SIGNED) : len(_SIGNED) + 32]
+        if not signed.startswith(_SIGNED) or not hmac.compare_digest(
+            mac, hmac.digest(self._signing, body, "sha256")
+        ):
+            raise ValueError("not signed with the current RAPPORT_SECRET_KEY")
+        return body
+
     def encrypt_json(self, data: dict[str, Any]) -> str:
         return self.encrypt(json.dumps(data, sort_keys=True))
 
@@ -41,6 +59,12 @@ class SecretBox:
         value = json.loads(self.decrypt(token))
         assert isinstance(value, dict)
         return value
+
+
+def _derive(secret_key: str, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"rapport", info=purpose).derive(
+        secret_key.encode()
+    )
 
 
 def random_token(prefix: str = "", nbytes: int = 32) -> str:

@@ -45,6 +45,7 @@ from rapport.conversations.models import (
     Priority,
     Status,
 )
+from rapport.crypto import SecretBox, box_for
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle
 from rapport.customers.models import Customer, Identity, IdentityKind
@@ -132,7 +133,7 @@ def with_triage(msg: InboundMessage) -> InboundMessage:
 
 
 def with_workspace_models(
-    database: Database, workspaces: dict[str, str], msg: InboundMessage
+    database: Database, box: SecretBox, workspaces: dict[str, str], msg: InboundMessage
 ) -> InboundMessage:
     """The message with its workspace's own trained classifiers applied to its triage.
 
@@ -147,7 +148,7 @@ def with_workspace_models(
         if workspace_id is None:
             return msg  # no such inbox: the writer answers so
         workspaces[msg.inbox_id] = workspace_id
-    models = triage.workspace_models(workspace_id, lambda: database.session(write=False))
+    models = triage.workspace_models(workspace_id, lambda: database.session(write=False), box)
     msg.meta = {**msg.meta, "triage": triage.apply_models(models, msg.text, found)}
     msg.workspace_triaged = True
     return msg
@@ -574,7 +575,9 @@ def receive_batch(
         # 4. The message (and its attachments).
         meta = dict(m.meta)
         if meta.get("triage") is not None and not m.workspace_triaged:
-            meta["triage"] = triage.with_workspace_models(db, ws, m.text, meta["triage"])
+            meta["triage"] = triage.with_workspace_models(
+                db, ws, m.text, meta["triage"], box_for(settings.secret_key.get_secret_value())
+            )
         if m.sent_at:
             meta["sent_at"] = m.sent_at.isoformat()
         row = {
@@ -851,6 +854,7 @@ class IngestWriter:
         self._stopping = False
         # inbox id -> workspace id (an inbox never moves)
         self._workspaces: dict[str, str] = {}
+        self._box = box_for(settings.secret_key.get_secret_value())
         in_memory = database.engine.dialect.name == "sqlite" and not sqlite_path(database.engine)
         self._backend: _Store | WriterProcess = (
             WriterProcess(settings)
@@ -879,7 +883,7 @@ class IngestWriter:
     def submit_nowait(self, msg: InboundMessage) -> "Future[Stored]":
         if isinstance(self._backend, _Store):
             # Triage in the caller's thread: the single writer only stores.
-            msg = _triaged(self.database, self._workspaces, msg)
+            msg = _triaged(self.database, self._box, self._workspaces, msg)
         return self._enqueue(msg)
 
     async def submit(self, msg: InboundMessage) -> Stored:
@@ -894,7 +898,7 @@ class IngestWriter:
             # A workspace's trained models (or reading them) take milliseconds: not on the
             # event loop, and never in the single writer.
             msg = await asyncio.to_thread(
-                with_workspace_models, self.database, self._workspaces, msg
+                with_workspace_models, self.database, self._box, self._workspaces, msg
             )
         else:
             msg.workspace_triaged = True
@@ -1089,6 +1093,7 @@ def _writer_process(conn: Connection, settings: Settings) -> None:
     store = _Store(database, settings)
     store.start()
     workspaces: dict[str, str] = {}
+    box = box_for(settings.secret_key.get_secret_value())
     triage.warm_up()
     one_compute_thread()
     gc.collect()
@@ -1104,7 +1109,7 @@ def _writer_process(conn: Connection, settings: Settings) -> None:
             forgotten, msgs = received
             cache.forget_relayed(forgotten)
             # Triage here, before the transaction, so no other writer waits on it.
-            msgs = [_triaged(database, workspaces, m) for m in msgs]
+            msgs = [_triaged(database, box, workspaces, m) for m in msgs]
             outcomes = store.batch(msgs)
             woke = job_service.wakeup.is_set()
             job_service.wakeup.clear()
@@ -1115,13 +1120,15 @@ def _writer_process(conn: Connection, settings: Settings) -> None:
         database.dispose()
 
 
-def _triaged(database: Database, workspaces: dict[str, str], msg: InboundMessage) -> InboundMessage:
+def _triaged(
+    database: Database, box: SecretBox, workspaces: dict[str, str], msg: InboundMessage
+) -> InboundMessage:
     """The message with its triage. The workspace's own models need the database: if it
     cannot answer (a connection the server dropped while the writer was idle, say), they
     are applied inside the transaction instead, which is tried again on a new connection."""
     msg = with_triage(msg)
     try:
-        return with_workspace_models(database, workspaces, msg)
+        return with_workspace_models(database, box, workspaces, msg)
     except Exception:
         log.warning(
             "workspace models not applied before the transaction",

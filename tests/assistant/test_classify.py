@@ -15,6 +15,10 @@ from sklearn.svm import LinearSVC
 
 from rapport.assistant import embeddings
 from rapport.assistant.classify import OOS, TextClassifier
+from rapport.crypto import SecretBox
+from tests.factories import planted_pickle
+
+BOX = SecretBox("a-test-key-for-signing-models")
 
 INTENTS = {
     "card_arrival": [
@@ -68,8 +72,22 @@ def test_something_off_topic_is_out_of_scope() -> None:
 
 def test_a_model_survives_being_stored_and_loaded() -> None:
     model = TextClassifier().fit(*_data())
-    again = TextClassifier.loads(model.dumps())
+    again = TextClassifier.loads(model.dumps(BOX), BOX)
     assert again.predict(["reset my password"])[0].label == "password"
+
+
+@pytest.mark.parametrize("signed_by", [None, "another key", "altered"])
+def test_a_model_rapport_did_not_sign_is_refused_unread(tmp_path: Path, signed_by: str) -> None:
+    marker = tmp_path / "ran"
+    planted = planted_pickle(marker)
+    if signed_by == "another key":
+        planted = SecretBox("someone-elses-key").sign(planted)
+    elif signed_by == "altered":  # a real model of ours with the payload swapped in
+        signed = TextClassifier().fit(*_data()).dumps(BOX)
+        planted = signed[: len(signed) - len(planted)] + planted
+    with pytest.raises(ValueError, match="RAPPORT_SECRET_KEY"):
+        TextClassifier.loads(planted, BOX)
+    assert not marker.exists()
 
 
 def test_sentiment_of_clear_examples() -> None:
@@ -231,7 +249,7 @@ def test_alternatives_are_in_scope_labels_best_first(install: str) -> None:
 
 def test_a_stored_model_gives_the_same_probabilities(install: str) -> None:
     model = TextClassifier().fit(*_data())
-    again = TextClassifier.loads(model.dumps())
+    again = TextClassifier.loads(model.dumps(BOX), BOX)
     questions = ["my card refund", "what is the capital of peru", "reset my password"]
     assert again.predict(questions) == model.predict(questions)
     assert again.uses_embeddings == (install == "ai")
@@ -264,7 +282,7 @@ def test_a_model_stored_by_the_first_version_still_predicts() -> None:
     svm = LinearSVC(C=0.5).fit(features.fit_transform(texts), labels)
     old = object.__new__(TextClassifier)
     old.__dict__.update(c=0.5, temperature=8.0, threshold=-0.3, features=features, model=svm)
-    model = TextClassifier.loads(pickle.dumps(old))
+    model = TextClassifier.loads(BOX.sign(pickle.dumps(old)), BOX)
     [password, off_topic] = model.predict(["reset my password", "what is the capital of peru"])
     assert password.label == "password" and 0.5 < password.confidence <= 1
     assert off_topic.out_of_scope and not model.uses_embeddings

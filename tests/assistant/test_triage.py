@@ -1,19 +1,23 @@
 """Triage of every inbound message, rules that use it, and what a workspace teaches it."""
 
+from pathlib import Path
+
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from rapport.assistant import training, triage
+from rapport.assistant.models import TriageModel
 from rapport.config import Settings
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation
+from rapport.crypto import box_for
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
 from rapport.db import Database
 from rapport.ingest import InboundMessage, receive
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
-from tests.factories import World
+from tests.factories import World, planted_pickle
 
 
 def test_the_text_alone_tells_language_sentiment_spam_and_urgency() -> None:
@@ -99,10 +103,11 @@ def test_a_rule_routes_negative_messages_to_a_team(
 
 
 def test_a_workspace_teaches_triage_its_own_categories(
-    client: TestClient, world: World, database: Database, settings: Settings
+    client: TestClient, world: World, database: Database, settings: Settings, tmp_path: Path
 ) -> None:
     inbox = world.acme.inbox
     assert inbox is not None
+    box = box_for(settings.secret_key.get_secret_value())
     examples = {
         "billing": [
             "I was charged twice this month",
@@ -148,7 +153,7 @@ def test_a_workspace_teaches_triage_its_own_categories(
                 )
                 conversations.add_labels(db, conversation=stored.conversation, labels=[label])
     with database.session() as db:
-        assert training.train(db, world.acme.workspace.id) == {"category": 24}
+        assert training.train(db, world.acme.workspace.id, box) == {"category": 24}
     with database.session() as db:
         stored = receive(
             db,
@@ -177,6 +182,22 @@ def test_a_workspace_teaches_triage_its_own_categories(
         f"/api/v1/conversations/{r.json()['conversation_id']}", headers=auth(world.bob)
     ).json()
     assert conv["messages"][0]["meta"]["triage"]["category"] == "login"
+
+    # A model someone else wrote into the database (unpickling it would create a file) is
+    # not loaded, and messages are stored, triaged without it.
+    marker = tmp_path / "ran"
+    with database.session() as db:
+        db.execute(update(TriageModel).values(model=planted_pickle(marker)))
+    triage.forget_cached(world.acme.workspace.id)
+    r = client.post(
+        f"/api/v1/inboxes/{inbox.id}/messages",
+        json={"external_id": "new-3", "text": "refund my invoice", "from": {"email": "n3@x.org"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    triaged = r.json()["meta"]["triage"]
+    assert triaged["category"] is None and triaged["sentiment"] == "neutral"
+    assert not marker.exists()
 
 
 def test_a_server_process_runs_native_math_on_one_thread() -> None:

@@ -6,18 +6,23 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete, update
 
+from rapport.bot import service as bot_service
+from rapport.bot.models import IntentModelBlob
 from rapport.config import Settings
-from rapport.db import Database
+from rapport.crypto import box_for
+from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
 from tests.channels.test_whatsapp import Graph, graph, inbox, message_event, post_signed  # noqa: F401
 from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
 from tests.conftest import auth
-from tests.factories import World
+from tests.factories import World, planted_pickle
 
 ORDERS = {"1042": {"status": "shipped", "carrier": "DHL", "eta": "Thursday"}}
 
@@ -181,6 +186,61 @@ def test_a_confident_intent_answers_and_says_why(
     assert why["source"] == "intent" and why["intent"] == "opening_hours"
     assert why["confidence"] >= 0.55
     assert conv["assignee_id"] is None  # still with the bot
+
+
+def test_an_intent_model_rapport_did_not_sign_is_not_loaded(
+    client: TestClient, world: World, database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    work(database, settings)  # the trainings each change queued
+    marker = tmp_path / "ran"
+    with database.session() as db:  # written straight into the database, newer than ours
+        db.execute(
+            update(IntentModelBlob).values(model=planted_pickle(marker), trained_at=utcnow())
+        )
+    conv_id = ask(client, world, "q1", "hi, what are your opening hours on weekdays?")
+    work(database, settings)
+    (told,) = bot_messages(thread(client, world, conv_id))
+    assert told["meta"]["bot"]["source"] == "handover"  # no intents to answer from
+    assert not marker.exists()
+    # Retraining stores a model of ours again, and it answers.
+    assert client.post("/api/v1/bot/train", headers=auth(world.alice)).json()["examples"] == 12
+    conv_id = ask(client, world, "q2", "what are your opening hours?", email="lee@example.com")
+    work(database, settings)
+    (answer,) = bot_messages(thread(client, world, conv_id))
+    assert answer["meta"]["bot"]["source"] == "intent"
+
+
+def test_two_trainings_at_once_do_not_collide(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Each change to the intents queues a training; two workers may run two at once. The
+    # second waits for the first's transaction and replaces its model, instead of failing
+    # on its key when neither found a model to update.
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("transactions that overlap: PostgreSQL (SQLite has one writer)")
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    box = box_for(settings.secret_key.get_secret_value())
+    workspace_id = world.acme.workspace.id
+    with database.session() as db:
+        db.execute(delete(IntentModelBlob))
+    outcome: list[object] = []
+
+    def second() -> None:
+        try:
+            with database.session() as db:
+                outcome.append(bot_service.train(db, workspace_id=workspace_id, box=box))
+        except Exception as exc:  # what the second did without the lock
+            outcome.append(exc)
+
+    with database.session() as db:
+        assert bot_service.train(db, workspace_id=workspace_id, box=box) == 12
+        racer = threading.Thread(target=second)
+        racer.start()
+        racer.join(0.5)  # it waits for this transaction
+        assert racer.is_alive()
+    racer.join(30)
+    assert outcome == [12]
 
 
 def test_a_question_the_help_center_answers_is_answered_with_the_article_on_whatsapp(

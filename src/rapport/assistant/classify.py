@@ -33,6 +33,7 @@ from sklearn.pipeline import FeatureUnion
 from sklearn.svm import LinearSVC
 
 from rapport.assistant import embeddings
+from rapport.crypto import SecretBox
 
 OOS = "oos"
 # Share of the training ``oos`` examples (out of fold) the threshold must catch. Out of
@@ -291,13 +292,15 @@ class TextClassifier:
             )
         return "TF-IDF word 1-3 + char 2-5 linear SVM, calibrated (default install; no ai extra)"
 
-    def dumps(self) -> bytes:
-        """Bytes to keep per workspace (trusted: written and read only by Rapport)."""
-        return pickle.dumps(self)
+    def dumps(self, box: SecretBox) -> bytes:
+        """Bytes to keep per workspace: a pickle, signed, since unpickling runs code."""
+        return box.sign(pickle.dumps(self))
 
     @staticmethod
-    def loads(data: bytes) -> "TextClassifier":
-        model = pickle.loads(data)  # noqa: S301 - our own bytes from our own database
+    def loads(data: bytes, box: SecretBox) -> "TextClassifier":
+        """The model ``dumps`` stored. ``ValueError`` unless Rapport signed it with the
+        current secret key: whoever can write to the database must not get to run code."""
+        model = pickle.loads(box.verified(data))  # noqa: S301 - signed by us, checked
         assert isinstance(model, TextClassifier)
         if not hasattr(model, "members"):
             model._upgrade()

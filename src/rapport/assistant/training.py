@@ -23,9 +23,11 @@ from rapport.conversations.models import (
     MessageKind,
     Priority,
 )
+from rapport.crypto import SecretBox, box_for
 from rapport.db import utcnow
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
+from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import Workspace
 
 MAX_EXAMPLES = 20_000
@@ -79,8 +81,9 @@ def examples(db: Session, workspace_id: str) -> dict[str, tuple[list[str], list[
     return out
 
 
-def train(db: Session, workspace_id: str) -> dict[str, int]:
+def train(db: Session, workspace_id: str, box: SecretBox) -> dict[str, int]:
     """Train (or drop) each kind's model; returns the examples used per trained kind."""
+    workspaces.lock(db, workspace_id)  # the nightly pass and an erasure's, say
     trained: dict[str, int] = {}
     for kind, (texts, labels) in examples(db, workspace_id).items():
         db.execute(
@@ -97,7 +100,7 @@ def train(db: Session, workspace_id: str) -> dict[str, int]:
             TriageModel(
                 workspace_id=workspace_id,
                 kind=kind,
-                model=model.dumps(),
+                model=model.dumps(box),
                 examples=len(texts),
                 classes=len(set(labels)),
                 trained_at=utcnow(),
@@ -111,7 +114,7 @@ def train(db: Session, workspace_id: str) -> dict[str, int]:
 @job("train_triage", max_attempts=3)
 def train_triage(ctx: JobContext, workspace_id: str) -> None:
     with ctx.database.session() as db:
-        train(db, workspace_id)
+        train(db, workspace_id, box_for(ctx.settings.secret_key.get_secret_value()))
 
 
 @job("train_triage_all")

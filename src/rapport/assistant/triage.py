@@ -17,6 +17,7 @@ read it as ``message.language``, ``message.sentiment``, ``message.spam``... and 
   labelled conversations (``train`` job); ``None`` until there are enough examples.
 """
 
+import logging
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -28,6 +29,9 @@ from sqlalchemy.orm import Session
 
 from rapport.assistant.classify import TextClassifier
 from rapport.cache import TtlCache
+from rapport.crypto import SecretBox
+
+log = logging.getLogger(__name__)
 
 NEGATIVE_BELOW: Final = -0.35
 POSITIVE_ABOVE: Final = 0.35
@@ -146,10 +150,10 @@ _models: TtlCache[str, dict[str, TextClassifier]] = TtlCache(ttl=60.0, name="tri
 
 
 def with_workspace_models(
-    db: Session, workspace_id: str, text: str, found: dict[str, Any]
+    db: Session, workspace_id: str, text: str, found: dict[str, Any], box: SecretBox
 ) -> dict[str, Any]:
     """``found`` completed by the workspace's own classifiers, when it has trained some."""
-    return apply_models(workspace_models(workspace_id, lambda: nullcontext(db)), text, found)
+    return apply_models(workspace_models(workspace_id, lambda: nullcontext(db), box), text, found)
 
 
 def apply_models(
@@ -171,19 +175,28 @@ def cached_models(workspace_id: str) -> dict[str, TextClassifier] | None:
 
 
 def workspace_models(
-    workspace_id: str, open_session: Callable[[], AbstractContextManager[Session]]
+    workspace_id: str,
+    open_session: Callable[[], AbstractContextManager[Session]],
+    box: SecretBox,
 ) -> dict[str, TextClassifier]:
-    """The workspace's trained classifiers, re-read at most once a minute."""
+    """The workspace's trained classifiers, re-read at most once a minute. One that Rapport
+    did not sign with the current secret key is left out (the nightly training replaces it)."""
     from rapport.assistant.models import TriageModel
 
     def load() -> dict[str, TextClassifier]:
+        models = {}
         with open_session() as db:
-            return {
-                row.kind: TextClassifier.loads(row.model)
-                for row in db.scalars(
-                    select(TriageModel).where(TriageModel.workspace_id == workspace_id)
-                )
-            }
+            for row in db.scalars(
+                select(TriageModel).where(TriageModel.workspace_id == workspace_id)
+            ):
+                try:
+                    models[row.kind] = TextClassifier.loads(row.model, box)
+                except ValueError:
+                    log.warning(
+                        "a triage model is not signed with this secret key: not used",
+                        extra={"event": "triage.model_unsigned", "workspace_id": workspace_id},
+                    )
+        return models
 
     return _models.get(workspace_id, load)
 

@@ -24,6 +24,7 @@ whose ``meta["bot"]`` says why it answered (intent or article, and the confidenc
 
 import hashlib
 import hmac
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ from rapport.db import Database, utcnow
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.kb import search as kb_search
+from rapport.workspaces import service as workspaces
+
+log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     "enabled": False,
@@ -98,8 +102,9 @@ def asks_for_a_person(text: str) -> bool:
 # --- intents ---------------------------------------------------------------------------
 
 
-def train(db: Session, *, workspace_id: str) -> int:
+def train(db: Session, *, workspace_id: str, box: SecretBox) -> int:
     """Train the workspace's intent classifier from its examples; returns the count used."""
+    workspaces.lock(db, workspace_id)  # each change queues one; they may overlap
     rows = db.execute(
         select(IntentExample.text, Intent.name)
         .join(Intent, Intent.id == IntentExample.intent_id)
@@ -118,7 +123,7 @@ def train(db: Session, *, workspace_id: str) -> int:
     if existing is None:
         existing = IntentModelBlob(workspace_id=workspace_id, model=b"")
         db.add(existing)
-    existing.model, existing.examples, existing.trained_at = model.dumps(), len(rows), utcnow()
+    existing.model, existing.examples, existing.trained_at = model.dumps(box), len(rows), utcnow()
     _models.pop(workspace_id, None)
     return len(rows)
 
@@ -149,14 +154,21 @@ class _Trained:
 _models: dict[str, _Trained] = {}
 
 
-def _classifier(db: Session, workspace_id: str) -> _Trained | None:
+def _classifier(db: Session, workspace_id: str, box: SecretBox) -> _Trained | None:
     row = db.get(IntentModelBlob, workspace_id)
     if row is None:
         return None
     stamp = row.trained_at.isoformat()
     cached = _models.get(workspace_id)
     if cached is None or cached.stamp != stamp:
-        model = TextClassifier.loads(row.model)
+        try:
+            model = TextClassifier.loads(row.model, box)
+        except ValueError:
+            log.warning(
+                "the intent model is not signed with this secret key: not used",
+                extra={"event": "bot.model_unsigned", "workspace_id": workspace_id},
+            )
+            return None
         examples = db.execute(
             select(IntentExample.text, Intent.name)
             .join(Intent, Intent.id == IntentExample.intent_id)
@@ -225,6 +237,7 @@ def decide(
     inbox: Inbox,
     state: BotConversation | None,
     base_url: str,
+    box: SecretBox,
 ) -> Decision:
     config = settings_of(inbox)
     if with_a_human(db, conversation, state):
@@ -241,7 +254,7 @@ def decide(
             return Decision("handover", reason="the customer is upset")
     if state and state.failures >= 2:
         return Decision("handover", reason="the bot missed twice")
-    trained = _classifier(db, conversation.workspace_id)
+    trained = _classifier(db, conversation.workspace_id, box)
     prediction = trained.model.predict([text])[0] if trained is not None else None
     support = trained.support(text, prediction.label) if trained and prediction else 0.0
     if prediction and not prediction.out_of_scope and support >= float(config["example_support"]):
@@ -393,6 +406,7 @@ def handle(
             inbox=inbox,
             state=state,
             base_url=base_url,
+            box=box,
         )
         customer = db.get(Customer, conversation.customer_id)
         context = _context(customer, message.text)
@@ -567,4 +581,5 @@ def bot_reply(ctx: JobContext, message_id: str) -> None:
 @job("bot_train", max_attempts=3)
 def bot_train(ctx: JobContext, workspace_id: str) -> None:
     with ctx.database.session() as db:
-        train(db, workspace_id=workspace_id)
+        box = box_for(ctx.settings.secret_key.get_secret_value())
+        train(db, workspace_id=workspace_id, box=box)
