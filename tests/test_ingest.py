@@ -4,12 +4,16 @@ import base64
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from rapport.bus import LocalBus, get_bus, set_bus
 from rapport.config import Settings
 from rapport.conversations.models import Attachment, Conversation, Message, Status
 from rapport.customers.models import Customer
@@ -22,6 +26,23 @@ from tests.factories import World
 
 def post(client: TestClient, token: str, inbox_id: str, **body: object):  # type: ignore[no-untyped-def]
     return client.post(f"/api/v1/inboxes/{inbox_id}/messages", json=body, headers=auth(token))
+
+
+@contextmanager
+def published_events() -> Iterator[list[dict[str, Any]]]:
+    """What this process publishes on the bus meanwhile."""
+    published: list[dict[str, Any]] = []
+
+    class Recorder(LocalBus):
+        def publish(self, event: dict[str, Any]) -> None:
+            published.append(event)
+
+    previous = get_bus()
+    set_bus(Recorder())
+    try:
+        yield published
+    finally:
+        set_bus(previous)
 
 
 def count(database: Database, model: type, *where: object) -> int:
@@ -297,16 +318,9 @@ def test_ingest_records_its_events_in_the_outbox(
 def test_each_event_of_a_group_commit_is_published_with_the_id_it_is_stored_under(
     world: World, database: Database, settings: Settings
 ) -> None:
-    from rapport.bus import LocalBus, get_bus, set_bus
     from rapport.customers.identity import handle
     from rapport.customers.models import IdentityKind
     from rapport.ingest import receive_batch, with_triage
-
-    published: list[dict[str, object]] = []
-
-    class Recorder(LocalBus):
-        def publish(self, event: dict[str, object]) -> None:
-            published.append(event)
 
     inbox = world.acme.inbox.id  # type: ignore[union-attr]
     msgs = [
@@ -321,13 +335,8 @@ def test_each_event_of_a_group_commit_is_published_with_the_id_it_is_stored_unde
         )
         for i in range(12)
     ]
-    previous = get_bus()
-    set_bus(Recorder())
-    try:
-        with database.session() as db:
-            receive_batch(db, msgs, settings=settings)
-    finally:
-        set_bus(previous)
+    with published_events() as published, database.session() as db:
+        receive_batch(db, msgs, settings=settings)
     assert len(published) == 12 + 6  # a message each, a new conversation every other one
     with database.session(write=False) as db:
         stored = {
@@ -773,11 +782,60 @@ def test_a_message_committed_just_before_the_writer_process_died_is_stored_once(
         handles=[handle(IdentityKind.email, "once@example.com")],
     )
     try:
-        stored = writer.submit_sync(msg, timeout=120)
+        with published_events() as published:
+            stored = writer.submit_sync(msg, timeout=120)
     finally:
         writer.stop()
-    assert stored.duplicate  # found stored when sent again
     assert count(database, Message, Message.text == str(text)) == 1
+    # Found stored when sent again, and answered as stored by this send (nobody had been
+    # told): its events, committed with it but lost with the process, are published.
+    assert not stored.duplicate and stored.threading == "new"
+    with database.session(write=False) as db:
+        events = [
+            (e.id, e.type, e.payload["id"])
+            for e in db.scalars(select(StreamEvent).order_by(StreamEvent.id))
+            if e.payload.get("id") in (stored.message.id, stored.conversation_id)
+        ]
+    assert [(e["id"], e["type"], e["payload"]["id"]) for e in published] == events
+    assert [t for _, t, _ in events] == ["message.created", "conversation.created"]
+
+
+def test_a_commit_whose_answer_was_lost_is_answered_as_stored_on_the_retry(
+    world: World, database: Database, settings: Settings
+) -> None:
+    # The connection drops during COMMIT (PostgreSQL restarting, say): the commit went
+    # through, the writer never heard, and tries the batch again.
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+    from rapport.ingest import _Store
+
+    store = _Store(database, settings)
+    batch = [
+        InboundMessage(
+            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+            external_id=external_id,
+            text=f"message {i}",
+            handles=[handle(IdentityKind.email, email)],
+        )
+        for i, (external_id, email) in enumerate(
+            [("lost-1", "lost@example.com"), (None, "lost@example.com"), ("lost-3", "b@x.org")]
+        )
+    ]
+    with published_events() as first:
+        before = store.batch(batch)
+    with published_events() as again:
+        after = store.batch(batch)  # the same messages, ids chosen, sent again
+    assert [(s.message.id, s.duplicate, s.threading) for s in after] == [  # type: ignore[union-attr]
+        (s.message.id, False, s.threading)
+        for s in before  # type: ignore[union-attr]
+    ]
+    assert [s.threading for s in before] == ["new", "continued", "new"]  # type: ignore[union-attr]
+    assert again == first and len(first) == 5
+    # A provider retrying the first (another send of the same external id) is a duplicate.
+    retried = InboundMessage(
+        inbox_id=batch[0].inbox_id, external_id="lost-1", text="message 0", handles=[]
+    )
+    assert store.batch([retried])[0].duplicate  # type: ignore[union-attr]
 
 
 def test_a_long_read_does_not_hold_the_writer_up_behind_the_wal_rewind(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from rapport import cache
 from rapport.assistant import one_compute_thread, triage
 from rapport.bus import LocalBus, get_bus, set_bus
+from rapport.channels import media
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.conversations import jobs as conversation_jobs
@@ -97,6 +98,9 @@ class InboundMessage:
     # The stored message's id, when chosen before the writer (the writer process's): a
     # message without an external id sent again after the process died is known by it.
     message_id: str | None = None
+    # Files its channel fetches after it (a provider's media ids): the job is queued in the
+    # message's own transaction, so no crash or retry can leave them unfetched.
+    fetch_media: bool = False
 
 
 @dataclass
@@ -326,6 +330,18 @@ _CONTINUED = (
 _EVENTS = insert(StreamEvent)
 _EVENTS_NUMBERED = _EVENTS.returning(StreamEvent.id, sort_by_parameter_order=True)
 _LAST_EVENT = select(func.max(StreamEvent.id))
+# The events one transaction of a workspace stored (they share its timestamp), among the
+# latest ones: an earlier try of the same batch committed them moments ago.
+_EVENTS_OF_COMMIT = (
+    select(StreamEvent.id, StreamEvent.type, StreamEvent.payload)
+    .where(
+        StreamEvent.workspace_id == bindparam("ws"),
+        StreamEvent.id > bindparam("floor"),
+        StreamEvent.created_at == bindparam("at"),
+    )
+    .order_by(StreamEvent.id)
+)
+_RECENT_EVENTS = 100_000
 
 
 def _row(mapping: Any) -> SimpleNamespace:
@@ -392,11 +408,14 @@ def receive_batch(
             stored_as[r.id] = _row(r._mapping)
     first_of: dict[tuple[str, str], int] = {}
     fresh: list[int] = []
+    recovered: dict[int, SimpleNamespace] = {}
     for i in todo:
         m = msgs[i]
         key = (m.inbox_id, m.external_id or "")
         old = stored.get(key) if m.external_id else stored_as.get(m.message_id or "")
-        if old is not None:
+        if old is not None and old.id == m.message_id:
+            recovered[i] = old  # stored by an earlier try of this very send: see below
+        elif old is not None:
             out[i] = Stored(
                 _strip(old),
                 old.conversation_id,
@@ -411,6 +430,24 @@ def receive_batch(
             if m.external_id:
                 first_of[key] = i
             fresh.append(i)
+
+    # An earlier try of this send committed, but its answer was lost (the connection dropped
+    # during COMMIT, the writer process died before replying). Nobody was told: the sender
+    # is answered as if this try stored it, and the realtime events that commit stored,
+    # never published, are published with this one's.
+    republished = _events_of_commits(
+        conn,
+        {(inboxes[msgs[i].inbox_id].workspace_id, old.created_at) for i, old in recovered.items()},
+    )
+    for i, old in recovered.items():
+        out[i] = Stored(
+            _strip(old),
+            old.conversation_id,
+            old.customer_id,
+            False,
+            _threading_of(old, republished),
+            inboxes[msgs[i].inbox_id].channel,
+        )
 
     # 2. Identity: verified handles find their customer, whichever inbox they came through.
     wanted = {
@@ -684,12 +721,14 @@ def receive_batch(
         conn.execute(insert(Message), new_messages)
     if new_attachments:
         conn.execute(insert(Attachment), new_attachments)
+    bus_events = republished
     if events:
         ids = _insert_events(conn, events)
-        bus_events = [
+        bus_events = bus_events + [
             {**e, "id": event_id, "created_at": now.isoformat()}
             for e, event_id in zip(events, ids, strict=True)
         ]
+    if bus_events:
 
         def publish() -> None:
             for event in bus_events:
@@ -708,6 +747,8 @@ def receive_batch(
         )
         ib = inboxes[msgs[i].inbox_id]
         out[i] = s
+        if msgs[i].fetch_media:
+            media.request_fetch(db, message_id=s.message.id, workspace_id=ib.workspace_id)
         if msgs[i].auto_reply:
             continue  # nothing to answer, route or time
         conversation_jobs.after_inbound_ids(
@@ -734,6 +775,38 @@ def receive_batch(
                 first.channel,
             )
     return [o if o is not None else RuntimeError("not processed") for o in out]
+
+
+def _events_of_commits(conn: Any, commits: set[tuple[str, datetime]]) -> list[dict[str, Any]]:
+    """The realtime events stored by these (workspace, time) transactions, as published."""
+    if not commits:
+        return []
+    floor = (conn.execute(_LAST_EVENT).scalar() or 0) - _RECENT_EVENTS
+    return [
+        {
+            "id": e.id,
+            "workspace_id": ws,
+            "type": e.type,
+            "created_at": at.isoformat(),
+            "payload": e.payload,
+        }
+        for ws, at in sorted(commits)
+        for e in conn.execute(_EVENTS_OF_COMMIT, {"ws": ws, "at": at, "floor": floor})
+    ]
+
+
+def _threading_of(message: SimpleNamespace, events: list[dict[str, Any]]) -> str:
+    """What a stored message did to its conversation, told by the events stored with it:
+    a conversation's event right after the message's own, if it started or reopened it."""
+    for e, after in zip(events, [*events[1:], None], strict=True):
+        if e["type"] == "message.created" and e["payload"].get("id") == message.id:
+            if after is not None and after["payload"].get("id") == message.conversation_id:
+                if after["type"] == "conversation.created":
+                    return "new"
+                if after["type"] == "conversation.updated":
+                    return "reopened"
+            break
+    return "continued"
 
 
 def _insert_events(conn: Any, events: list[dict[str, Any]]) -> list[int]:

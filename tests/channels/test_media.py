@@ -12,7 +12,10 @@ from sqlalchemy import select
 
 from rapport.channels import media
 from rapport.config import Settings
+from rapport.customers.identity import handle
+from rapport.customers.models import IdentityKind
 from rapport.db import Database
+from rapport.ingest import InboundMessage, receive
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from tests.channels.test_providers import (
@@ -313,3 +316,35 @@ def test_a_messenger_image_is_fetched_from_its_cdn_url_once(
     (stored,) = attachments_of(client, world, conv)
     assert stored["filename"] == "messenger-image-0.png" and stored["size"] == len(PHOTO)
     assert [p for p, _ in handler.calls] == ["/meta-cdn/pic"]  # one request: no HEAD first
+
+
+def test_the_fetch_is_queued_in_the_messages_own_transaction(
+    world: World, database: Database, settings: Settings
+) -> None:
+    # Committed together or not at all: a crash after the message's commit cannot leave
+    # its files unfetched, and the provider's retry (a duplicate) does not queue them twice.
+    inbox = world.acme.inbox
+    assert inbox is not None
+
+    def photo() -> InboundMessage:
+        return InboundMessage(
+            inbox_id=inbox.id,
+            external_id="wamid.PHOTO",
+            handles=[handle(IdentityKind.phone, "+14155550123")],
+            meta={"media": [{"id": "MEDIA-1"}]},
+            fetch_media=True,
+        )
+
+    def fetches() -> list[dict[str, Any]]:
+        with database.session(write=False) as db:
+            return [j.args for j in db.scalars(select(Job).where(Job.name == "fetch_media"))]
+
+    with pytest.raises(RuntimeError), database.session() as db:
+        receive(db, photo(), settings=settings)
+        raise RuntimeError("the transaction fails after the message")
+    assert fetches() == []
+    with database.session() as db:
+        first = receive(db, photo(), settings=settings)
+    with database.session() as db:
+        assert receive(db, photo(), settings=settings).duplicate
+    assert fetches() == [{"message_id": first.message.id}]

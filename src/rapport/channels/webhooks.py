@@ -75,9 +75,8 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
         return Response(status_code=200)  # acknowledged: the provider must not retry forever
     writer: IngestWriter = state.ingest
     for msg in events.messages:
-        stored = await writer.submit(msg)
-        if not stored.duplicate and media.queue_if_any(channel, msg.meta):
-            await run_in_threadpool(_queue_media, database, stored.message.id, inbox.workspace_id)
+        msg.fetch_media = media.queue_if_any(channel, msg.meta)
+        await writer.submit(msg)
     if events.statuses:
         await run_in_threadpool(_apply_statuses, database, inbox, events.statuses)
     answer_for = getattr(handler, "answer_for", None)
@@ -86,12 +85,6 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
         content, media_type = answer
         return Response(content, media_type=media_type)
     return Response(status_code=200)
-
-
-def _queue_media(database: Database, message_id: str, workspace_id: str) -> None:
-    """The files come after the message: its text is in the inbox at once."""
-    with database.session() as db:
-        media.request_fetch(db, message_id=message_id, workspace_id=workspace_id)
 
 
 def _keep_unparsed(database: Database, inbox: Inbox, body: bytes, exc: Exception) -> None:
