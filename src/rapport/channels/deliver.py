@@ -21,6 +21,7 @@ from rapport.conversations.service import (
 from rapport.crypto import box_for
 from rapport.customers.models import Customer, Identity
 from rapport.db import utcnow
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, PermanentError, job
 from rapport.jobs.service import enqueue
 from rapport.realtime.service import emit
@@ -138,9 +139,12 @@ def _limiter(channel: str, settings: dict[str, object], redis_url: str | None) -
 # A provider can report on a message before the send that got its id has stored it: its
 # answer to our call and its callback race, for as long as our commit takes after it (the
 # write lock's wait included). Such a report is tried again after each of these many
-# seconds, then dropped: a number or page also sends what Rapport did not (its phone app,
-# another tool), and each of those reports costs a job row per try.
+# seconds while a send of the workspace is under way, then dropped: a number or page also
+# sends what Rapport did not (its phone app, another tool), and each try costs a job row.
 REPORT_RETRIES = (5, 30)
+_SENDING = select(Job.id).where(
+    Job.state.in_((JobState.queued, JobState.running)), Job.name == "deliver"
+)
 
 
 def apply_report(
@@ -160,6 +164,8 @@ def apply_report(
         return
     if delivery_known(db, inbox_id=inbox_id, external_id=external_id):
         return  # ours, and the report changed nothing (or it was on an inbound message)
+    if db.scalar(_SENDING.where(Job.workspace_id == workspace_id).limit(1)) is None:
+        return  # nothing of ours is being sent: not a send waiting for its id
     enqueue(
         db,
         name="delivery_report",
