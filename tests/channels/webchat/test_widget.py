@@ -414,7 +414,7 @@ def test_the_team_tries_the_chat_on_a_page_of_rapport_itself(
     page.fill("#rapport-widget >> css=textarea", "Testing our chat")
     page.click("#rapport-widget >> css=.say .send")
     page.wait_for_selector("#rapport-widget >> css=.m.in >> text=Testing our chat")
-    # Styled (the widget's own styles are allowed on this page), and nothing refused.
+    # Styled under this page's policy, which allows no inline styles; nothing refused.
     assert page.eval_on_selector(
         "#rapport-widget", "e => getComputedStyle(e.shadowRoot.querySelector('.launcher')).position"
     ) in ("fixed", "absolute")

@@ -16,8 +16,10 @@
   host.id = "rapport-widget";
   document.body.appendChild(host);
   var root = host.attachShadow({ mode: "open" });
-  root.innerHTML =
-    "<style>" +
+  // The widget's styles as a constructed stylesheet, not a <style> element: a host page
+  // whose Content-Security-Policy forbids inline styles (style-src 'self') still shows it
+  // styled. Browsers without constructed stylesheets get the element.
+  var css =
     ":host{all:initial}[hidden]{display:none!important}*{box-sizing:border-box;font:14px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}" +
     ".launcher{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;background:#2f5bea;color:#fff;display:flex;align-items:center;justify-content:center;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.2)}" +
     ".panel{position:fixed;right:20px;bottom:88px;width:340px;max-width:calc(100vw - 40px);height:480px;max-height:calc(100vh - 120px);background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden}" +
@@ -31,16 +33,26 @@
     ".file{display:block;margin-top:4px;background:none;border:0;padding:0;color:inherit;text-decoration:underline;cursor:pointer;text-align:left}" +
     ".rate{display:flex;gap:6px;margin-top:4px;font-size:12px}.rate button{background:#f0f2f7;border:1px solid #d6dae3;border-radius:4px;cursor:pointer;padding:1px 6px}" +
     "label.attach{display:flex;align-items:center;cursor:pointer;padding:0 4px;color:#6b7385}label.attach input{display:none}" +
-    "</style>" +
+    ".sr{position:absolute;left:-9999px}";
+  root.innerHTML =
     "<button class='launcher' aria-label='Chat with us'><svg viewBox='0 0 24 24' width='26' height='26' fill='currentColor' aria-hidden='true'><path d='M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z'/></svg></button>" +
     "<section class='panel' hidden role='dialog' aria-label='Chat'>" +
     "<header><b class='title'>Chat</b><small class='status'></small></header>" +
     "<form class='pre' hidden><span>Before we start:</span><input name='name' placeholder='Your name' autocomplete='name'>" +
     "<input name='email' type='email' placeholder='Your email' autocomplete='email'><button class='send' type='submit'>Start chat</button></form>" +
     "<div class='log' aria-live='polite'></div><div class='typing'></div>" +
-    "<form class='say'><label class='attach' title='Send a file'><svg viewBox='0 0 24 24' width='18' height='18' fill='none' stroke='currentColor' stroke-width='2' aria-hidden='true'><path d='M21 11l-8.5 8.5a5 5 0 0 1-7-7L14 4a3.5 3.5 0 0 1 5 5l-8.5 8.5a2 2 0 0 1-3-3L15 7'/></svg><span style='position:absolute;left:-9999px'>Send a file</span><input type='file' name='file'></label>" +
+    "<form class='say'><label class='attach' title='Send a file'><svg viewBox='0 0 24 24' width='18' height='18' fill='none' stroke='currentColor' stroke-width='2' aria-hidden='true'><path d='M21 11l-8.5 8.5a5 5 0 0 1-7-7L14 4a3.5 3.5 0 0 1 5 5l-8.5 8.5a2 2 0 0 1-3-3L15 7'/></svg><span class='sr'>Send a file</span><input type='file' name='file'></label>" +
     "<textarea name='text' rows='1' placeholder='Write a message' aria-label='Message'></textarea><button class='send' type='submit'>Send</button></form>" +
     "</section>";
+  if ("adoptedStyleSheets" in root && "replaceSync" in CSSStyleSheet.prototype) {
+    var sheet = new CSSStyleSheet();
+    sheet.replaceSync(css);
+    root.adoptedStyleSheets = [sheet];
+  } else {
+    var styleEl = document.createElement("style");
+    styleEl.textContent = css;
+    root.appendChild(styleEl);
+  }
   var $ = function (s) { return root.querySelector(s); };
   var log = $(".log"), panel = $(".panel"), pre = $(".pre"), say = $(".say"), typingEl = $(".typing");
 
