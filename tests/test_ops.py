@@ -1,5 +1,6 @@
 """Operations: health, readiness, metrics, problem documents, logs without personal data."""
 
+import json
 import logging
 
 import pytest
@@ -37,6 +38,26 @@ def test_unknown_paths_and_methods_are_problem_documents(client: TestClient) -> 
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     r = client.put("/healthz")
     assert r.status_code == 405 and r.json()["type"].endswith("/method-not-allowed")
+
+
+def test_a_defect_answers_a_problem_document_and_logs_its_traceback(
+    app, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+) -> None:
+    from rapport import logs
+
+    def broken() -> None:
+        raise ZeroDivisionError("a bug of ours")
+
+    app.add_api_route("/api/v1/broken", broken)
+    logs.configure("INFO", json=True)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/api/v1/broken")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "something went wrong on our side"  # nothing of the bug
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    (said,) = [line for line in lines if line.get("event") == "http.unhandled"]
+    assert said["path"] == "/api/v1/broken" and said["error"] == "ZeroDivisionError"
+    assert any("ZeroDivisionError: a bug of ours" in line.get("exception", "") for line in lines)
 
 
 def test_logs_at_info_carry_no_message_body_or_contact_details(

@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import AfterValidator
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -167,6 +168,20 @@ def _json_dumps(value: Any) -> str:
     # orjson: several times faster than json on the ingest path (message meta, job args,
     # event payloads), and it writes datetimes as ISO 8601.
     return orjson.dumps(value).decode()
+
+
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` if a JSON column can keep it; else a validation error naming why (JSON
+    text can carry what orjson refuses: an integer beyond 64 bits, a lone surrogate)."""
+    try:
+        _json_dumps(value)
+    except TypeError as exc:
+        raise ValueError(f"cannot be stored: {exc}") from exc
+    return value
+
+
+# Free-form JSON a client sends (attributes, settings, properties): checked as it comes in.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
 
 
 class Database:

@@ -628,7 +628,7 @@ def receive_batch(
             "sender_id": customer_id,
             "text": m.text,
             "html": clean_html(m.html) if m.html else None,
-            "external_id": m.external_id,
+            "external_id": m.external_id or None,  # "" is no id, as step 1 read it
             "status": DeliveryStatus.received,
             "error": None,
             "meta": meta,

@@ -5,6 +5,8 @@ import sys
 
 import structlog
 
+from rapport.problems import LOGGED
+
 
 def configure(level: str = "INFO", json: bool = True) -> None:
     """Route stdlib and structlog records through one JSON (or console) renderer."""
@@ -19,7 +21,12 @@ def configure(level: str = "INFO", json: bool = True) -> None:
     ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=pre_chain,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # A traceback as text in the JSON line (the console renderer prints its own).
+            *([structlog.processors.format_exc_info] if json else []),
+            renderer,
+        ],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
@@ -28,8 +35,16 @@ def configure(level: str = "INFO", json: bool = True) -> None:
     root.setLevel(level.upper())
     # uvicorn's access log would print every URL (with ids); our metrics count requests.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("uvicorn.error").addFilter(_logged_by_us)
     structlog.configure(
         processors=[*pre_chain, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+
+
+def _logged_by_us(record: logging.LogRecord) -> bool:
+    """Not what uvicorn logs again of an error our problem handler logged with its request
+    (Starlette raises it on once the 500 is answered); every other error it logs."""
+    error = record.exc_info[1] if record.exc_info else None
+    return error is None or LOGGED not in getattr(error, "__notes__", ())

@@ -42,8 +42,11 @@ def _public(ip: Address) -> bool:
 
 def check_url(url: str, *, allow_private: bool, resolve: bool = True) -> None:
     """Raise ``Blocked`` when ``url`` is not http(s) or its host is not public."""
-    parts = urlsplit(url)
-    host = parts.hostname
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port that is not a number
+        raise Blocked(f"the URL cannot be read: {exc}") from exc
     if parts.scheme not in ("http", "https") or not host:
         raise Blocked("the URL must be http:// or https:// with a host")
     if allow_private:
@@ -59,7 +62,7 @@ def check_url(url: str, *, allow_private: bool, resolve: bool = True) -> None:
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
         raise Blocked(f"{host} is a local name {_HINT}")
     if resolve:
-        _resolve(host, parts.port or 443, allow_private=False)
+        _resolve(host, port or 443, allow_private=False)
 
 
 def check_saved(url: str, *, allow_private: bool, what: str = "") -> None:

@@ -1,5 +1,6 @@
 """RFC 9457 problem documents: the one shape of every error an API client sees."""
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -8,7 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+log = logging.getLogger(__name__)
+
 PROBLEM_BASE = "https://rapport.dev/problems/"
+LOGGED = "rapport: logged with its request"
 MEDIA_TYPE = "application/problem+json"
 
 
@@ -102,6 +106,25 @@ def install(app: FastAPI) -> None:
         slug = _SLUGS.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return problem_response(exc.status_code, slug, detail, instance=request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A defect of ours: the client still gets a problem document (never a stack); the
+        # log gets the traceback and which request met it.
+        log.error(
+            "unhandled error",
+            exc_info=exc,
+            extra={
+                "event": "http.unhandled",
+                "method": request.method,
+                "path": request.url.path,
+                "error": type(exc).__name__,
+            },
+        )
+        exc.add_note(LOGGED)  # for the server's own log of it (``rapport.logs``)
+        return problem_response(
+            500, "internal", "something went wrong on our side", instance=request.url.path
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

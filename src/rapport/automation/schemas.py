@@ -1,17 +1,18 @@
 """Automation API shapes."""
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from rapport.db import JsonObject
 
 
 class RuleIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     event: str
-    conditions: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
-    actions: list[dict[str, Any]] = Field(min_length=1, max_length=20)
-    position: int = 0
+    conditions: list[JsonObject] = Field(default_factory=list, max_length=50)
+    actions: list[JsonObject] = Field(min_length=1, max_length=20)
+    position: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     stop_processing: bool = False
     enabled: bool = True
 

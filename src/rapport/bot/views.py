@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from rapport import outbound, templating
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
+from rapport.auth.models import Team
 from rapport.auth.views import actor_of
 from rapport.bot import service
 from rapport.bot.models import Integration, Intent, IntentExample, UnansweredQuestion
@@ -100,12 +101,20 @@ def _retrain(db: Db, workspace_id: str) -> None:
 
 
 def _check_integration(db: Db, workspace_id: str, integration_id: str | None) -> None:
-    if integration_id and not db.scalar(
+    if integration_id is not None and not db.scalar(
         select(Integration.id).where(
             Integration.id == integration_id, Integration.workspace_id == workspace_id
         )
     ):
         raise NotFound("integration")
+
+
+def _check_intent_name(db: Db, workspace_id: str, name: str, intent_id: str = "") -> None:
+    taken = select(Intent.id).where(
+        Intent.workspace_id == workspace_id, Intent.name == name, Intent.id != intent_id
+    )
+    if db.scalar(taken):
+        raise Conflict(f"an intent named {name!r} exists")
 
 
 @router.get("/intents", response_model=list[IntentRead])
@@ -121,12 +130,7 @@ def create_intent(body: IntentIn, principal: CurrentAdmin, request: Request, db:
     """An intent with its reply (a sandboxed template) and example phrasings."""
     templating.check(body.reply)
     _check_integration(db, principal.workspace_id, body.integration_id)
-    if db.scalar(
-        select(Intent.id).where(
-            Intent.workspace_id == principal.workspace_id, Intent.name == body.name
-        )
-    ):
-        raise Conflict(f"an intent named {body.name!r} exists")
+    _check_intent_name(db, principal.workspace_id, body.name)
     intent = Intent(
         workspace_id=principal.workspace_id,
         name=body.name,
@@ -160,6 +164,7 @@ def update_intent(intent_id: str, body: IntentIn, principal: CurrentAdmin, db: D
     intent = _intent(db, principal.workspace_id, intent_id)
     templating.check(body.reply)
     _check_integration(db, principal.workspace_id, body.integration_id)
+    _check_intent_name(db, principal.workspace_id, body.name, intent_id=intent.id)
     intent.name, intent.reply, intent.integration_id = body.name, body.reply, body.integration_id
     _retrain(db, principal.workspace_id)
     return _read(db, intent)
@@ -224,6 +229,11 @@ def create_integration(
     templating.check(body.url)
     # The host as typed; what a template puts in it is checked before each call.
     outbound.check_saved(body.url, allow_private=request.app.state.settings.outbound_private_ok)
+    taken = select(Integration.id).where(
+        Integration.workspace_id == principal.workspace_id, Integration.name == body.name
+    )
+    if db.scalar(taken):
+        raise Conflict(f"an integration named {body.name!r} exists")
     secret = random_token("whsec_", 24)
     row = Integration(
         workspace_id=principal.workspace_id,
@@ -268,6 +278,10 @@ def configure_inbox(
     )
     if inbox is None:
         raise NotFound("inbox")
+    if body.handover_team_id is not None:
+        get_scoped(
+            db, Team, body.handover_team_id, workspace_id=principal.workspace_id, name="team"
+        )
     settings: dict[str, Any] = dict(inbox.settings or {})
     settings["bot"] = body.model_dump()
     inbox.settings = settings

@@ -8,19 +8,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rapport.conversations.schemas import MessageRead
+from rapport.db import JsonObject
 
 
 class InboxCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     channel: str = Field(min_length=1, max_length=32)
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: JsonObject = Field(default_factory=dict)
     team_id: str | None = None
     auto_assign: bool = False
 
 
 class InboxUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    settings: dict[str, Any] | None = None
+    settings: JsonObject | None = None
     team_id: str | None = None
     auto_assign: bool | None = None
     enabled: bool | None = None

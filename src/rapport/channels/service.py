@@ -40,7 +40,7 @@ def list_inboxes(db: Session, *, workspace_id: str) -> list[Inbox]:
 
 def _check_team(db: Session, workspace_id: str, team_id: str | None) -> None:
     if (
-        team_id
+        team_id is not None
         and db.scalar(select(Team.id).where(Team.id == team_id, Team.workspace_id == workspace_id))
         is None
     ):

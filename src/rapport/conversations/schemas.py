@@ -155,16 +155,19 @@ class LabelsIn(BaseModel):
     labels: list[str] = Field(min_length=1, max_length=50)
 
 
+_YEAR_OF_MINUTES = 366 * 24 * 60
+
+
 class SlaPolicyIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    position: int = 0
+    position: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     priorities: list[Priority] = Field(default_factory=list)
     inbox_ids: list[str] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)
-    first_response_minutes: int | None = Field(default=None, ge=1)
-    next_response_minutes: int | None = Field(default=None, ge=1)
-    resolution_minutes: int | None = Field(default=None, ge=1)
-    warn_before_minutes: int = Field(default=15, ge=0)
+    first_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
+    next_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
+    resolution_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
+    warn_before_minutes: int = Field(default=15, ge=0, le=_YEAR_OF_MINUTES)
 
 
 class SlaPolicyRead(SlaPolicyIn):

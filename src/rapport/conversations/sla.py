@@ -80,6 +80,8 @@ def parse(timezone: str, hours: dict[str, list[list[str]]], holidays: list[str])
         for span in spans:
             try:
                 start, end = time.fromisoformat(span[0]), time.fromisoformat(span[1])
+                if start.tzinfo or end.tzinfo:  # the calendar's time zone is the one
+                    raise ValueError("a time with its own offset")
             except (ValueError, IndexError, TypeError) as exc:
                 raise Invalid(
                     f"opening hours of {name} must be pairs like ['09:00', '17:00']"

@@ -11,6 +11,7 @@ from rapport.customers.models import (
     IdentityKind,
     SuggestionStatus,
 )
+from rapport.db import JsonObject
 
 
 class IdentityIn(BaseModel):
@@ -33,13 +34,13 @@ class CustomerCreate(BaseModel):
     name: str = Field(default="", max_length=300)
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=64)
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: JsonObject = Field(default_factory=dict)
     identities: list[IdentityIn] = Field(default_factory=list)
 
 
 class CustomerUpdate(BaseModel):
     name: str | None = Field(default=None, max_length=300)
-    attributes: dict[str, Any] | None = None
+    attributes: JsonObject | None = None
 
 
 class CustomerRead(BaseModel):
@@ -83,7 +84,7 @@ class TimelinePage(BaseModel):
 
 class EventCreate(BaseModel):
     type: str = Field(min_length=1, max_length=200)
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: JsonObject = Field(default_factory=dict)
     occurred_at: datetime | None = None
     source: str = Field(default="api", max_length=64)
 

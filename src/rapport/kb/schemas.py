@@ -31,7 +31,7 @@ class CollectionIn(BaseModel):
     slug: str | None = Field(default=None, max_length=120)
     description: str | None = Field(default=None, max_length=500)
     locale: str | None = Field(default=None, max_length=16)
-    position: int | None = None
+    position: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
 
 
 class CollectionRead(BaseModel):
@@ -53,7 +53,7 @@ class ArticleIn(BaseModel):
     body: str | None = Field(default=None, max_length=200_000, description="Markdown")
     locale: str | None = Field(default=None, max_length=16)
     collection_id: str | None = Field(default=None, max_length=32)
-    position: int | None = None
+    position: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
     translation_of: str | None = Field(
         default=None, max_length=32, description="the id of the article this translates"
     )

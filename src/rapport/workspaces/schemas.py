@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from rapport.auth.models import Role
+from rapport.db import JsonObject
 
 
 class WorkspaceRead(BaseModel):
@@ -16,7 +17,7 @@ class WorkspaceRead(BaseModel):
 
 
 class WorkspaceUpdate(BaseModel):
-    settings: dict[str, Any]
+    settings: JsonObject
 
 
 class MemberRead(BaseModel):

@@ -21,6 +21,7 @@ _SETTING_KEYS: dict[str, type] = {
     "simultaneous_contact_minutes": int,
 }
 _RANGES: dict[str, tuple[float, float]] = {
+    "reopen_window_hours": (0, 24 * 366),
     "auto_merge_threshold": (0.5, 1.0),
     "simultaneous_contact_minutes": (0, 24 * 60),
 }
@@ -187,13 +188,25 @@ def get_team(db: Session, *, workspace_id: str, team_id: str) -> Team:
 
 
 def create_team(db: Session, *, workspace_id: str, name: str, member_ids: list[str]) -> Team:
-    if db.scalar(select(Team.id).where(Team.workspace_id == workspace_id, Team.name == name)):
-        raise Conflict(f"a team named {name!r} exists")
+    _check_team_name(db, workspace_id, name)
     team = Team(workspace_id=workspace_id, name=name)
     db.add(team)
     db.flush()
     set_team_members(db, team=team, member_ids=member_ids)
     return team
+
+
+def rename_team(db: Session, *, team: Team, name: str) -> None:
+    _check_team_name(db, team.workspace_id, name, team_id=team.id)
+    team.name = name
+
+
+def _check_team_name(db: Session, workspace_id: str, name: str, team_id: str = "") -> None:
+    taken = select(Team.id).where(
+        Team.workspace_id == workspace_id, Team.name == name, Team.id != team_id
+    )
+    if db.scalar(taken):
+        raise Conflict(f"a team named {name!r} exists")
 
 
 def set_team_members(db: Session, *, team: Team, member_ids: list[str]) -> None:

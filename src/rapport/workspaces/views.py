@@ -178,7 +178,7 @@ def create_team(body: TeamCreate, principal: CurrentAdmin, db: Db) -> TeamRead:
 def update_team(team_id: str, body: TeamUpdate, principal: CurrentAdmin, db: Db) -> TeamRead:
     team = service.get_team(db, workspace_id=principal.workspace_id, team_id=team_id)
     if body.name is not None:
-        team.name = body.name
+        service.rename_team(db, team=team, name=body.name)
     if body.member_ids is not None:
         service.set_team_members(db, team=team, member_ids=body.member_ids)
     ids = {t.id: m for t, m in service.teams(db, workspace_id=principal.workspace_id)}
