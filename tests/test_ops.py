@@ -41,7 +41,8 @@ def test_unknown_paths_and_methods_are_problem_documents(client: TestClient) -> 
 
 
 def test_a_defect_answers_a_problem_document_and_logs_its_traceback(
-    app, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+    app,
+    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
 ) -> None:
     from rapport import logs
 
@@ -85,3 +86,21 @@ def test_logs_at_info_carry_no_message_body_or_contact_details(
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     for secret in ("4111", "private@example.com", "+14155550100", "secret reply"):
         assert secret not in logged
+
+
+def test_the_openapi_schema_says_errors_are_problem_documents(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    problem = {"$ref": "#/components/schemas/Problem"}
+    assert schema["components"]["schemas"]["Problem"]["required"][:2] == ["type", "title"]
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            where = f"{method} {path}"
+            default = responses["default"]["content"]
+            assert default == {"application/problem+json": {"schema": problem}}, where
+            if "422" in responses:
+                assert list(responses["422"]["content"]) == ["application/problem+json"], where
+    export = schema["paths"]["/api/v1/customer-files/export"]["get"]["responses"]["200"]
+    assert set(export["content"]) == {"text/csv", "application/x-ndjson"}
+    assert set(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}

@@ -322,7 +322,16 @@ async def import_file(
     }
 
 
-@files_router.get("/export")
+@files_router.get(
+    "/export",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "every customer, one row or line each",
+            "content": {"text/csv": {}, "application/x-ndjson": {}},
+        }
+    },
+)
 def export_file(
     request: Request,
     principal: CurrentAdmin,
