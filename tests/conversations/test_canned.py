@@ -50,3 +50,21 @@ def test_a_broken_template_is_refused_when_saved(client: TestClient, world: Worl
         headers=auth(world.bob),
     )
     assert r.status_code == 422
+
+
+def test_a_template_that_fails_while_rendering_answers_a_problem(
+    client: TestClient, world: World
+) -> None:
+    made = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "d", "text": "{{ 1/0 }}"},
+        headers=auth(world.bob),
+    )
+    assert made.status_code == 201, made.text
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    r = client.get(
+        f"/api/v1/conversations/{conv}/canned/{made.json()['id']}", headers=auth(world.bob)
+    )
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "template error: division by zero"

@@ -153,3 +153,69 @@ def test_an_admin_uploads_a_csv_and_downloads_the_customers_through_the_api(
     assert export.status_code == 200
     rows = [json.loads(line) for line in export.text.splitlines()]
     assert any(r["email"] == "ada@example.com" and r["name"] == "Ada" for r in rows)
+
+
+def test_a_file_that_is_not_utf8_is_refused_whole_through_the_api(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "BATCH", 2)  # good rows before the bad byte, in batches
+    rows = [f"P{i},p{i}@example.com" for i in range(5)] + ["Zoë,zoe@example.com"]
+    body = "\n".join(["Name,Mail", *rows]).encode("latin-1")
+    before = _count(database, Customer)
+    r = client.post(
+        "/api/v1/customer-files/import",
+        params={"map": ["name=Name,email=Mail"]},
+        content=body,
+        headers=auth(world.alice),
+    )
+    assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json")
+    assert r.json()["detail"].startswith("the file is not UTF-8 text (line 7)")
+    assert _count(database, Customer) == before
+
+
+def test_the_import_command_says_a_file_is_not_utf8(
+    settings: Settings, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAPPORT_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("RAPPORT_SECRET_KEY", settings.secret_key.get_secret_value())
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("name,email\nZoë,zoe@example.com\n".encode("latin-1"))
+    result = CliRunner().invoke(cli_app, ["import", "customers", str(path), "--workspace", "Acme"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # an exit, not a traceback
+    assert "not UTF-8 text" in result.output
+
+
+def test_a_csv_field_beyond_the_size_limit_is_that_rows_error(
+    database: Database, world: World, tmp_path: Path
+) -> None:
+    path = tmp_path / "customers.csv"
+    big = "x" * 200_000
+    path.write_text(f"name,email\n{big},big@example.com\nAda,ada@example.com\n", encoding="utf-8")
+    report = importer.import_customers(
+        database, workspace_id=world.acme.workspace.id, path=path, mapping={}
+    )
+    assert [(e.line, e.reason.startswith("not CSV: field larger")) for e in report.errors] == [
+        (2, True)
+    ]
+    assert report.created == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"email": "big@example.com", "attributes": {"n": 18446744073709551616}}',
+        '{"email": "lone@example.com", "name": "\\ud800"}',
+        "[" * 100_000,
+    ],
+)
+def test_a_jsonl_row_the_database_cannot_keep_is_that_rows_error(
+    database: Database, world: World, tmp_path: Path, line: str
+) -> None:
+    path = tmp_path / "customers.jsonl"
+    path.write_text(f'{line}\n{{"email": "ada@example.com"}}\n', encoding="utf-8")
+    report = importer.import_customers(
+        database, workspace_id=world.acme.workspace.id, path=path, mapping={}
+    )
+    assert [e.line for e in report.errors] == [1]
+    assert report.created == 1

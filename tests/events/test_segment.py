@@ -2,12 +2,15 @@
 
 import base64
 import uuid
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from rapport.customers.models import Event
 from rapport.db import Database
+from rapport.events.models import Order
 from tests.conftest import auth
 from tests.factories import World
 
@@ -176,3 +179,77 @@ def test_a_wrong_write_key_stores_nothing(
     )
     assert r.status_code == 200
     assert events(database) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"userId": " ", "event": "x"}, "userId is blank"),
+        ({"anonymousId": " ", "event": "x"}, "anonymousId is blank"),
+        ({"userId": ["a"], "event": "x"}, "userId: Input should be a valid string"),
+        ({"userId": "u", "properties": "abc"}, "properties: must be a JSON object"),
+        ({"userId": "u", "traits": ["a"]}, "traits: must be a JSON object"),
+        ({"userId": "u", "context": "abc"}, "context: must be a JSON object"),
+        ({"userId": "u", "context": {"traits": 1}}, "context.traits: must be a JSON object"),
+    ],
+)
+def test_an_event_of_the_wrong_shape_is_refused_naming_the_field(
+    client: TestClient, world: World, database: Database, body: dict[str, Any], detail: str
+) -> None:
+    key = source(client, world)
+    before = events(database)
+    r = client.post("/api/v1/events/track", json=body, headers=basic(key))
+    assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json")
+    assert r.json()["detail"] == detail
+    assert events(database) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (
+            {"batch": [{"type": "track", "userId": "a", "event": "x"}], "context": "abc"},
+            "context: must be a JSON object",
+        ),
+        (
+            {"batch": [{"type": "track", "userId": "a"}, {"type": "track", "properties": []}]},
+            "batch[1].properties: must be a JSON object",
+        ),
+        (
+            {"batch": [{"type": "track", "userId": "a"}, {"type": "track", "userId": " "}]},
+            "batch[1]: userId is blank",
+        ),
+        (
+            {"batch": [{"type": "track", "userId": "a"}, {"type": "track", "event": "x"}]},
+            "batch[1]: an event needs a userId or an anonymousId",
+        ),
+    ],
+)
+def test_a_batch_with_a_bad_event_stores_none_and_names_it(
+    client: TestClient, world: World, database: Database, body: dict[str, Any], detail: str
+) -> None:
+    key = source(client, world)
+    before = events(database)
+    r = client.post("/api/v1/events/batch", json=body, headers=basic(key))
+    assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json")
+    assert r.json()["detail"] == detail
+    assert events(database) == before
+
+
+def test_an_order_with_an_unstorable_total_or_time_is_still_recorded(
+    client: TestClient, world: World, database: Database
+) -> None:
+    key = source(client, world)
+    r = client.post(
+        "/api/v1/events/track",
+        json={
+            "userId": "user-big",
+            "event": "Order Completed",
+            "properties": {"order_id": "o-big", "total": "1e999999"},
+            "timestamp": "0001-01-01T00:00:00+01:00",
+        },
+        headers=basic(key),
+    )
+    assert r.status_code == 200, r.text
+    with database.session(write=False) as db:
+        assert db.scalar(select(Order.total_minor).where(Order.order_id == "o-big")) == 0

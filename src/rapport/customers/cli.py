@@ -51,6 +51,9 @@ def import_customers(
     database = Database(Settings().database_url)
     try:
         report = _run_import(database, workspace, file, mapping, dry_run, console)
+    except importer.UnreadableFile as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     finally:
         database.dispose()
     for error in report.errors:

@@ -2,8 +2,9 @@
 
 A row matches an existing customer by any of its normalized handles (email, phone,
 external id), so re-running an import updates those customers and never duplicates them.
-A row that cannot be read (bad JSON, an invalid email or phone, no handle at all, handles
-of two different customers) is reported by its line number and skipped; the others go in.
+A row that cannot be read (bad JSON or CSV, an invalid email or phone, no handle at all,
+handles of two different customers, a value a JSON column cannot keep) is reported by its
+line number and skipped; the others go in. A file that is not UTF-8 text is refused whole.
 """
 
 import csv
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,6 +31,10 @@ _HANDLE_KINDS = {
     "external_id": IdentityKind.external,
 }
 BATCH = 2000
+
+
+class UnreadableFile(ValueError):
+    """A file that cannot be read at all (not UTF-8 text, no CSV header): nothing goes in."""
 
 
 @dataclass
@@ -58,8 +64,25 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _check_utf8(path: Path) -> None:
+    # Before the first row: a decoding error met halfway would come after earlier batches
+    # were committed. A newline byte is never inside a UTF-8 sequence, so lines decode alone.
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UnreadableFile(
+                    f"the file is not UTF-8 text (line {number}): save it as UTF-8"
+                ) from exc
+
+
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number, row) per record; a row that cannot be parsed is its error message."""
+    """(line number, row) per record; a row that cannot be parsed is its error message.
+
+    Raises UnreadableFile, before the first row, for a file that is not UTF-8 text.
+    """
+    _check_utf8(path)
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         with path.open(encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
@@ -70,12 +93,27 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
                 except json.JSONDecodeError as exc:
                     yield number, f"not JSON: {exc.msg}"
                     continue
+                except RecursionError:
+                    yield number, "not JSON: nested too deeply"
+                    continue
                 yield number, value if isinstance(value, dict) else "not a JSON object"
         return
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
-        width = len(reader.fieldnames or [])
-        for row in reader:
+        try:
+            width = len(reader.fieldnames or [])
+        except csv.Error as exc:
+            raise UnreadableFile(f"the header row is not CSV: {exc}") from exc
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                # A field beyond csv's size limit (128 KiB): that row is skipped, the reader
+                # goes on at the next line. DictReader's own line_num is the previous row's.
+                yield reader.reader.line_num, f"not CSV: {exc}"
+                continue
             # A row with more cells than the header has a stray delimiter or quote.
             if None in row or sum(v is not None for v in row.values()) != width:
                 yield reader.line_num, f"expected {width} columns"
@@ -102,6 +140,14 @@ def _apply(
     parsed: list[tuple[int, dict[str, str], dict[str, Any], list[ident.Handle]]] = []
     for line, row in batch:
         values, attributes = _fields(row, mapping)
+        try:
+            # JSON text carries what the database refuses (an integer beyond 64 bits in the
+            # JSON column, a lone surrogate in any text): found here, it is this row's error
+            # rather than the failure of its whole batch.
+            orjson.dumps([values, attributes])
+        except orjson.JSONEncodeError as exc:
+            report.errors.append(RowError(line, f"cannot be stored: {exc}"))
+            continue
         try:
             handles = [
                 ident.handle(kind, values[name], verified=False, region=region)

@@ -306,14 +306,17 @@ async def import_file(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload.{format}"
         path.write_bytes(body)
-        report = await run_in_threadpool(
-            importer.import_customers,
-            request.app.state.database,
-            workspace_id=principal.workspace_id,
-            path=path,
-            mapping=mapping,
-            dry_run=dry_run,
-        )
+        try:
+            report = await run_in_threadpool(
+                importer.import_customers,
+                request.app.state.database,
+                workspace_id=principal.workspace_id,
+                path=path,
+                mapping=mapping,
+                dry_run=dry_run,
+            )
+        except importer.UnreadableFile as exc:
+            raise Invalid(str(exc)) from exc
     return {
         "rows": report.rows,
         "created": report.created,

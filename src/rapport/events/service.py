@@ -8,7 +8,7 @@ a ``messageId`` seen before from the same source is skipped.
 """
 
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -54,18 +54,22 @@ def _when(event: dict[str, Any]) -> datetime:
         if isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
+                # Converted here, not by the column: 0001-01-01T00:00+01:00 has no UTC
+                # equivalent, and an unusable time falls back to now like an unreadable one.
+                return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            except (ValueError, OverflowError):
                 continue
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return utcnow()
 
 
 def _minor(value: Any) -> int:
-    """Decimal amounts as integer minor units (cents): 59.9 -> 5990."""
+    """Decimal amounts as integer minor units (cents): 59.9 -> 5990; 0 for what is not an
+    amount, including one too large for the BIGINT column (``1e999999``)."""
     try:
-        return int((Decimal(str(value)) * 100).quantize(Decimal("1")))
-    except (InvalidOperation, ValueError, TypeError):
+        minor = int((Decimal(str(value)) * 100).quantize(Decimal("1")))
+    except (ArithmeticError, ValueError, TypeError):  # decimal's errors are ArithmeticErrors
         return 0
+    return minor if abs(minor) < 2**63 else 0
 
 
 class _Batch:
@@ -80,10 +84,13 @@ class _Batch:
 
     def handles(self, event: dict[str, Any], traits: dict[str, Any]) -> list[Handle]:
         out: list[Handle] = []
-        if event.get("userId"):
-            out.append(handle(IdentityKind.external, str(event["userId"])))
-        if event.get("anonymousId"):
-            out.append(handle(IdentityKind.external, f"anon:{event['anonymousId']}"))
+        for key, prefix in (("userId", ""), ("anonymousId", "anon:")):
+            if event.get(key):
+                value = str(event[key])
+                # Blank is no id: every blank anonymousId would otherwise be one visitor.
+                if not value.strip():
+                    raise Invalid(f"{key} is blank")
+                out.append(handle(IdentityKind.external, prefix + value))
         for kind, key in ((IdentityKind.email, "email"), (IdentityKind.phone, "phone")):
             if traits.get(key):
                 try:
@@ -114,8 +121,14 @@ class _Batch:
         return customer
 
 
-def ingest(db: Session, *, source: EventSource, events: list[dict[str, Any]]) -> dict[str, int]:
-    """Store a list of events in the caller's transaction; returns counts."""
+def ingest(
+    db: Session, *, source: EventSource, events: list[dict[str, Any]], batch: bool = False
+) -> dict[str, int]:
+    """Store a list of events in the caller's transaction; returns counts.
+
+    An event that cannot be stored refuses them all (a batch is one transaction); in a
+    batch, the problem names the event by its position.
+    """
     ids = [str(e["messageId"]) for e in events if e.get("messageId")]
     seen: set[str] = set()
     if ids:
@@ -126,20 +139,26 @@ def ingest(db: Session, *, source: EventSource, events: list[dict[str, Any]]) ->
                 )
             )
         )
-    batch = _Batch(db, source)
+    state = _Batch(db, source)
     stored = skipped = 0
-    for event in events:
-        kind = str(event.get("type", ""))
-        if kind not in TYPES:
-            raise Invalid(f"unknown event type {kind!r}")
-        message_id = str(event["messageId"]) if event.get("messageId") else None
-        if message_id and message_id in seen:
-            skipped += 1
-            continue
-        if message_id:
-            seen.add(message_id)
-        _one(batch, kind, event, message_id)
-        stored += 1
+    for index, event in enumerate(events):
+        try:
+            kind = str(event.get("type", ""))
+            if kind not in TYPES:
+                raise Invalid(f"unknown event type {kind!r}")
+            message_id = str(event["messageId"]) if event.get("messageId") else None
+            if message_id and message_id in seen:
+                skipped += 1
+                continue
+            if message_id:
+                seen.add(message_id)
+            _one(state, kind, event, message_id)
+            stored += 1
+        except Problem as exc:
+            if not batch:
+                raise
+            detail = f"batch[{index}]: {exc.detail}"
+            raise Problem(exc.status, exc.slug, detail, **exc.extra, index=index) from exc
     return {"stored": stored, "duplicates": skipped}
 
 

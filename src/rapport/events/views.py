@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rapport.auth.deps import CurrentAdmin, CurrentMember, Db
 from rapport.customers import service as customers
-from rapport.db import Database
+from rapport.db import Database, JsonObject
 from rapport.events import service
 from rapport.problems import Invalid, Problem
 
@@ -27,6 +27,40 @@ class SourceCreated(BaseModel):
     id: str
     name: str
     write_key: str
+
+
+class EventContext(BaseModel):
+    """An event's ``context``: its traits are read, the rest is kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    traits: JsonObject | None = None
+
+
+class EventIn(BaseModel):
+    """One Segment event, in the shapes the service reads; other fields are kept as sent."""
+
+    # Segment's libraries send ids as strings, some as numbers: both are the same id.
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    type: str | None = None
+    userId: str | None = None
+    anonymousId: str | None = None
+    previousId: str | None = None
+    groupId: str | None = None
+    messageId: str | None = None
+    event: str | None = None
+    traits: JsonObject | None = None
+    properties: JsonObject | None = None
+    context: EventContext | None = None
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    batch: list[EventIn]
+    # Sent once for every event of the batch that has no context of its own.
+    context: EventContext | None = None
 
 
 class OrderRead(BaseModel):
@@ -76,22 +110,42 @@ async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object")
     key = _write_key(request, body)
-    if kind is None:
-        events = body.get("batch")
-        if not isinstance(events, list):
-            raise Invalid("batch must be a list of events")
-        context = body.get("context") or {}
-        events = [{"context": context, **e} for e in events if isinstance(e, dict)]
-    else:
-        events = [{**body, "type": kind}]
+    try:
+        if kind is None:
+            parsed = BatchIn.model_validate(body)
+            context = parsed.context.model_dump(exclude_unset=True) if parsed.context else {}
+            events = [
+                {"context": context, **e.model_dump(exclude_unset=True)} for e in parsed.batch
+            ]
+        else:
+            events = [EventIn.model_validate({**body, "type": kind}).model_dump(exclude_unset=True)]
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
     database: Database = request.app.state.database
 
     def work() -> dict[str, int]:
         with database.session() as db:  # one transaction for the whole batch
             source = service.source_for_key(db, key)
-            return service.ingest(db, source=source, events=events)
+            return service.ingest(db, source=source, events=events, batch=kind is None)
 
     return {"success": True, **await run_in_threadpool(work)}
+
+
+# Pydantic words a wrong shape with its own class names ("a valid dictionary or instance
+# of EventIn"); a tracking library's author thinks in JSON.
+_SAYS = {"dict_type": "must be a JSON object", "model_type": "must be a JSON object"}
+
+
+def _invalid(exc: ValidationError) -> Invalid:
+    """The first error in the detail, named by its path (``batch[3].properties``), and all
+    of them in ``errors`` as for any request that is not valid."""
+    errors = [
+        {"loc": list(e["loc"]), "msg": _SAYS.get(e["type"], e["msg"]), "type": e["type"]}
+        for e in exc.errors()
+    ]
+    first = exc.errors()[0]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+    return Invalid(f"{path.lstrip('.')}: {errors[0]['msg']}", errors=errors)
 
 
 @router.post("/events/batch")
