@@ -50,9 +50,15 @@ def test_a_defect_answers_a_problem_document_and_logs_its_traceback(
         raise ZeroDivisionError("a bug of ours")
 
     app.add_api_route("/api/v1/broken", broken)
-    logs.configure("INFO", json=True)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        r = client.get("/api/v1/broken")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("INFO", json=True)  # to this test's captured stderr, until it ends
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            r = client.get("/api/v1/broken")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["detail"] == "something went wrong on our side"  # nothing of the bug
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]

@@ -140,7 +140,11 @@ def test_an_admin_exports_then_erases_a_customer_after_typing_erase_and_an_agent
 
     page = browser.new_page()
     sign_in(page, live_server, "alice@acme.test", f"/app/conversations/{cid}")
+    # The panel fills in below the customer's details as its requests answer: a click
+    # while they still move the layout can land beside the summary.
+    page.wait_for_load_state("networkidle")
     page.click(".privacy summary")
+    expect(page.locator(".privacy")).to_have_js_property("open", True)
     page.screenshot(path=str(ARTIFACTS / "conversation-privacy.png"), full_page=True)
     with page.expect_download() as download:
         page.click("#export-customer")
