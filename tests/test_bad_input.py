@@ -4,6 +4,8 @@ problem document, and none leaves a setting that stops ingest."""
 import pytest
 from fastapi.testclient import TestClient
 
+from rapport.conversations.models import SlaPolicy
+from rapport.db import Database
 from tests.conftest import auth
 from tests.factories import World
 
@@ -110,3 +112,20 @@ def test_settings_that_would_stop_ingest_are_refused(client: TestClient, world: 
     event = {"type": "visit", "properties": {"n": HUGE}}
     problem(client.post(f"/api/v1/customers/{customer}/events", json=event, headers=admin), 422)
     assert inbound(client, world, "still-flows") == 201
+
+
+def test_rows_stored_before_the_bounds_are_still_listed(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Input is bounded now; what an older version stored beyond the bounds is shown as is.
+    with database.session() as db:
+        db.add(
+            SlaPolicy(
+                workspace_id=world.acme.workspace.id,
+                name="old",
+                position=10**7,
+                first_response_minutes=10**7,
+            )
+        )
+    r = client.get("/api/v1/sla-policies", headers=auth(world.alice))
+    assert r.status_code == 200 and r.json()[0]["first_response_minutes"] == 10**7

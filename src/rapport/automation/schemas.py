@@ -21,6 +21,7 @@ class RuleRead(RuleIn):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
+    position: int  # as stored: a rule saved before the input bound may lie beyond it
 
 
 class WebhookIn(BaseModel):

@@ -174,6 +174,12 @@ class SlaPolicyRead(SlaPolicyIn):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
+    # Shown as stored: rows saved before the input bounds existed may lie beyond them.
+    position: int
+    first_response_minutes: int | None
+    next_response_minutes: int | None
+    resolution_minutes: int | None
+    warn_before_minutes: int
 
 
 class BusinessHoursIn(BaseModel):
