@@ -170,9 +170,9 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _storable(value: dict[str, Any]) -> dict[str, Any]:
-    """``value`` if a JSON column can keep it; else a validation error naming why (JSON
-    text can carry what orjson refuses: an integer beyond 64 bits, a lone surrogate)."""
+def storable(value: Any) -> Any:
+    """``value`` if the database can keep it; else ``ValueError`` naming why (JSON text can
+    carry what orjson refuses: an integer beyond 64 bits, a lone surrogate)."""
     try:
         _json_dumps(value)
     except TypeError as exc:
@@ -181,7 +181,7 @@ def _storable(value: dict[str, Any]) -> dict[str, Any]:
 
 
 # Free-form JSON a client sends (attributes, settings, properties): checked as it comes in.
-JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(storable)]
 
 
 class Database:

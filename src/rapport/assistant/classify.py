@@ -306,6 +306,22 @@ class TextClassifier:
             model._upgrade()
         return model
 
+    @staticmethod
+    def trusted(
+        data: bytes, box: SecretBox, *, kind: str, workspace_id: str
+    ) -> "TextClassifier | None":
+        """``loads``, or ``None`` (and a warning) for a model Rapport did not sign with the
+        current key: not used until its next training replaces it."""
+        try:
+            return TextClassifier.loads(data, box)
+        except ValueError:
+            log.warning(
+                "a %s model is not signed with this secret key: not used",
+                kind,
+                extra={"event": f"{kind}.model_unsigned", "workspace_id": workspace_id},
+            )
+            return None
+
     def _upgrade(self) -> None:
         """A model stored by the first version (one SVM, a threshold on its margins) until
         the nightly or next training replaces it: its SVM becomes the lexical member at

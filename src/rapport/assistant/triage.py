@@ -17,7 +17,6 @@ read it as ``message.language``, ``message.sentiment``, ``message.spam``... and 
   labelled conversations (``train`` job); ``None`` until there are enough examples.
 """
 
-import logging
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -30,8 +29,6 @@ from sqlalchemy.orm import Session
 from rapport.assistant.classify import TextClassifier
 from rapport.cache import TtlCache
 from rapport.crypto import SecretBox
-
-log = logging.getLogger(__name__)
 
 NEGATIVE_BELOW: Final = -0.35
 POSITIVE_ABOVE: Final = 0.35
@@ -184,19 +181,16 @@ def workspace_models(
     from rapport.assistant.models import TriageModel
 
     def load() -> dict[str, TextClassifier]:
-        models = {}
         with open_session() as db:
-            for row in db.scalars(
-                select(TriageModel).where(TriageModel.workspace_id == workspace_id)
-            ):
-                try:
-                    models[row.kind] = TextClassifier.loads(row.model, box)
-                except ValueError:
-                    log.warning(
-                        "a triage model is not signed with this secret key: not used",
-                        extra={"event": "triage.model_unsigned", "workspace_id": workspace_id},
-                    )
-        return models
+            loaded = {
+                row.kind: TextClassifier.trusted(
+                    row.model, box, kind="triage", workspace_id=workspace_id
+                )
+                for row in db.scalars(
+                    select(TriageModel).where(TriageModel.workspace_id == workspace_id)
+                )
+            }
+        return {kind: model for kind, model in loaded.items() if model is not None}
 
     return _models.get(workspace_id, load)
 

@@ -24,7 +24,6 @@ whose ``meta["bot"]`` says why it answered (intent or article, and the confidenc
 
 import hashlib
 import hmac
-import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -55,8 +54,6 @@ from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.kb import search as kb_search
 from rapport.workspaces import service as workspaces
-
-log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     "enabled": False,
@@ -161,13 +158,8 @@ def _classifier(db: Session, workspace_id: str, box: SecretBox) -> _Trained | No
     stamp = row.trained_at.isoformat()
     cached = _models.get(workspace_id)
     if cached is None or cached.stamp != stamp:
-        try:
-            model = TextClassifier.loads(row.model, box)
-        except ValueError:
-            log.warning(
-                "the intent model is not signed with this secret key: not used",
-                extra={"event": "bot.model_unsigned", "workspace_id": workspace_id},
-            )
+        model = TextClassifier.trusted(row.model, box, kind="bot", workspace_id=workspace_id)
+        if model is None:
             return None
         examples = db.execute(
             select(IntentExample.text, Intent.name)

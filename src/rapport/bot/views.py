@@ -15,7 +15,7 @@ from rapport.bot import service
 from rapport.bot.models import Integration, Intent, IntentExample, UnansweredQuestion
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Message
-from rapport.crypto import box_for, random_token
+from rapport.crypto import random_token
 from rapport.jobs.service import enqueue
 from rapport.privacy.service import audit
 from rapport.problems import Conflict, Invalid, NotFound
@@ -210,7 +210,7 @@ def add_example(intent_id: str, body: ExampleIn, principal: CurrentAgent, db: Db
 @router.post("/train", status_code=200)
 def train_now(principal: CurrentAdmin, db: Db, request: Request) -> dict[str, int]:
     """Retrain the intent classifier now (it also retrains after every change)."""
-    box = box_for(request.app.state.settings.secret_key.get_secret_value())
+    box = request.app.state.box
     return {"examples": service.train(db, workspace_id=principal.workspace_id, box=box)}
 
 

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rapport.customers import identity as ident
 from rapport.customers.models import Customer, Identity, IdentityKind
-from rapport.db import Database, new_id, utcnow
+from rapport.db import Database, new_id, storable, utcnow
 from rapport.workspaces.models import Workspace
 
 # Fields a column can be mapped to; any other column becomes a custom attribute.
@@ -144,9 +143,9 @@ def _apply(
             # JSON text carries what the database refuses (an integer beyond 64 bits in the
             # JSON column, a lone surrogate in any text): found here, it is this row's error
             # rather than the failure of its whole batch.
-            orjson.dumps([values, attributes])
-        except orjson.JSONEncodeError as exc:
-            report.errors.append(RowError(line, f"cannot be stored: {exc}"))
+            storable([values, attributes])
+        except ValueError as exc:
+            report.errors.append(RowError(line, str(exc)))
             continue
         try:
             handles = [
