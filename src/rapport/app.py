@@ -17,6 +17,7 @@ from rapport.channels.views import InboundFastPath
 from rapport.config import Settings
 from rapport.crypto import box_for
 from rapport.db import Database
+from rapport.guard import RequestGuard
 from rapport.ingest import IngestWriter
 from rapport.jobs import registry
 from rapport.jobs.worker import Worker, WorkerThread
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.bus = event_bus
     problems.install(app)
     app.add_middleware(InboundFastPath)
+    app.add_middleware(RequestGuard)  # before any route or the fast path reads a body
     app.add_middleware(MetricsMiddleware)  # outermost: it counts the fast path's answers too
 
     from rapport import ops

@@ -1,6 +1,7 @@
 """Database frame: engine, sessions, the declarative base and after-commit hooks."""
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -154,7 +155,7 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engi
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(
+    engine = create_engine(
         full,
         pool_size=pool_size,
         max_overflow=20,
@@ -162,12 +163,67 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engi
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )
+    event.listen(engine, "before_cursor_execute", _without_nul_params, retval=True)
+    return engine
+
+
+def without_nul(text: str) -> str:
+    """``text`` with each NUL character replaced by U+FFFD, as PostgreSQL can store it."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _nul_in(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return "\x00" in value
+    return (kind is list or kind is tuple) and any(_nul_in(v) for v in value)
+
+
+def _cleaned(value: Any) -> Any:
+    kind = type(value)
+    if kind is str:
+        return without_nul(value)
+    if kind is list or kind is tuple:
+        return kind(_cleaned(v) for v in value)
+    return value
+
+
+def _has_nul(params: Any) -> bool:
+    return any(_nul_in(v) for v in (params.values() if isinstance(params, dict) else params))
+
+
+def _scrubbed(params: Any) -> Any:
+    if isinstance(params, dict):
+        return {k: _cleaned(v) for k, v in params.items()}
+    return _cleaned(params)
+
+
+def _without_nul_params(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    # PostgreSQL refuses a NUL in text ("cannot contain NUL (0x00) bytes"). The API refuses
+    # it up front (rapport.guard); what a provider, a mail or a remote server sent is kept,
+    # with U+FFFD in its place, rather than failing its whole transaction.
+    if executemany:
+        if any(_has_nul(p) for p in parameters):
+            parameters = [_scrubbed(p) for p in parameters]
+    elif parameters and _has_nul(parameters):
+        parameters = _scrubbed(parameters)
+    return statement, parameters
+
+
+# The JSON escape of NUL, not itself escaped, with the backslash pairs before it.
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def _json_dumps(value: Any) -> str:
     # orjson: several times faster than json on the ingest path (message meta, job args,
-    # event payloads), and it writes datetimes as ISO 8601.
-    return orjson.dumps(value).decode()
+    # event payloads), and it writes datetimes as ISO 8601. PostgreSQL's JSON types refuse
+    # the escape \u0000: replaced by U+FFFD's, on both databases alike.
+    out = orjson.dumps(value).decode()
+    if "\\u0000" in out:
+        out = _JSON_NUL.sub(r"\1\\ufffd", out)
+    return out
 
 
 def storable(value: Any) -> Any:

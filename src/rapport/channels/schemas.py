@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rapport.conversations.files import MAX_UPLOAD_BYTES
 from rapport.conversations.schemas import MessageRead
 from rapport.db import JsonObject
 
@@ -65,9 +66,11 @@ class AttachmentIn(BaseModel):
     @classmethod
     def _decodes(cls, v: str) -> str:
         try:
-            base64.b64decode(v, validate=True)
+            data = base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ValueError("data_base64 is not valid base64") from exc
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ValueError(f"a file is at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
         return v
 
 

@@ -1,0 +1,147 @@
+"""What every HTTP request must be before a route reads it: a bounded body, and no NUL
+characters where a person's or a client's text comes in.
+
+- **Body size.** Starlette reads a whole body into memory (a form's files onto disk) before
+  anything can look at it, and some routes read it before checking who is asking (a
+  provider's webhook is signed over its body). Each request is held to its route's limit:
+  a ``Content-Length`` beyond it is refused unread, and a streamed body is cut off there.
+- **NUL characters.** PostgreSQL refuses them in text and in JSON (SQLite stores them), so a
+  NUL in a name, a search or an id used to travel down to the database and fail there as a
+  500, on PostgreSQL only. A URL or a JSON or form body that carries one is refused up front
+  with a problem document, the same on both databases. Provider webhooks are exempt: what
+  a provider sends is kept, not refused (the database layer replaces the NULs in it, see
+  ``db.without_nul``).
+"""
+
+import re
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rapport.problems import problem_response
+
+MB = 1024 * 1024
+DEFAULT_LIMIT = 2 * MB
+# A form with one file of up to 10 MB (uploads in a conversation, the chat widget's files).
+MULTIPART_LIMIT = 11 * MB
+WEBHOOK_LIMIT = 5 * MB
+IMPORT_LIMIT = 100 * MB
+# The API channel takes attachments in the JSON body, base64 (a third larger than the file).
+INBOUND_LIMIT = 64 * MB
+
+# The JSON escape ``\u0000``, not itself escaped (``\\u0000`` is a backslash, then text).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def limit_for(path: str, content_type: str) -> int:
+    """The largest body ``path`` takes, in bytes."""
+    parts = path.split("/")
+    if parts[1:2] == ["webhooks"]:
+        return WEBHOOK_LIMIT
+    if path == "/api/v1/customer-files/import":
+        return IMPORT_LIMIT
+    if len(parts) == 6 and parts[1:4] == ["api", "v1", "inboxes"] and parts[5] == "messages":
+        return INBOUND_LIMIT
+    if content_type.startswith("multipart/form-data"):
+        return MULTIPART_LIMIT
+    return DEFAULT_LIMIT
+
+
+def carries_nul(body: bytes, content_type: str) -> bool:
+    """Whether a JSON or form body has a NUL character in it (other bodies are not text)."""
+    if "json" in content_type:
+        return b"\\u0000" in body and _JSON_NUL.search(body) is not None
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return b"%00" in body or b"\x00" in body
+    return False
+
+
+class RequestGuard:
+    """ASGI middleware holding every request to the rules above."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if "\x00" in path or b"%00" in scope.get("query_string", b""):
+            await self._refuse(scope, send, 400, "bad-request", "a URL cannot hold NUL characters")
+            return
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
+        limit = limit_for(path, content_type)
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, send, 413, "too-large", _too_large(limit))
+            return
+        if path.startswith("/webhooks/") or not (
+            "json" in content_type or content_type.startswith("application/x-www-form-urlencoded")
+        ):
+            await self.app(scope, _counted(receive, limit), send)
+            return
+        # A text body: read whole (it is small), looked at, then handed on as it came.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._refuse(scope, send, 413, "too-large", _too_large(limit))
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if carries_nul(body, content_type):
+            await self._refuse(
+                scope, send, 422, "invalid", "text in a request cannot hold NUL characters"
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # what comes after the body: a disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, slug: str, detail: str) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": detail})
+            return
+        await problem_response(status, slug, detail, scope["path"])(scope, _nothing, send)
+
+
+def _too_large(limit: int) -> str:
+    return f"a request here is at most {limit // MB} MB"
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    """``receive`` that stops a streamed body at ``limit`` bytes (a 413 problem)."""
+    size = 0
+
+    async def counting() -> Message:
+        nonlocal size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise HTTPException(413, _too_large(limit))
+        return message
+
+    return counting
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,126 @@
+"""Every request is held to a bounded body and kept free of NUL characters before a route
+reads it (rapport.guard); what a provider or a mail sends with a NUL in it is kept."""
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from rapport import guard
+from rapport.config import Settings
+from rapport.conversations.models import Message
+from rapport.customers.models import Customer
+from rapport.db import Database
+from rapport.ingest import InboundMessage, receive
+from tests.conftest import auth
+from tests.factories import World
+
+
+def problem(r, status: int) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    return r.json()  # type: ignore[no-any-return]
+
+
+def count(database: Database, model: type) -> int:
+    with database.session(write=False) as db:
+        return db.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_a_nul_in_a_url_is_refused(client: TestClient, world: World) -> None:
+    agent = auth(world.bob)
+    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    for url in (
+        f"/api/v1/customers/{customer_id}%00",
+        "/api/v1/customers?q=kim%00",
+        "/api/v1/search?q=%00",
+        "/api/v1/conversations?label=a%00b",
+    ):
+        assert "NUL" in problem(client.get(url, headers=agent), 400)["detail"]
+
+
+def test_a_nul_in_json_or_form_text_is_refused_and_nothing_stored(
+    client: TestClient, world: World, database: Database
+) -> None:
+    admin = auth(world.alice)
+    customers, messages = count(database, Customer), count(database, Message)
+    body = b'{"name": "Kim\\u0000", "email": "kim@example.com"}'
+    json_headers = admin | {"content-type": "application/json"}
+    problem(client.post("/api/v1/customers", content=body, headers=json_headers), 422)
+    # The API channel's fast path reads its body after the guard, like every route.
+    inbox_id = world.acme.inbox.id  # type: ignore[union-attr]
+    post = b'{"text": "a\\u0000b", "from": {"email": "kim@example.com"}}'
+    url = f"/api/v1/inboxes/{inbox_id}/messages"
+    problem(client.post(url, content=post, headers=auth(world.bob) | json_headers), 422)
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    problem(client.post("/api/v1/auth/login", content=b"email=a%00b&password=x", headers=form), 422)
+    assert (count(database, Customer), count(database, Message)) == (customers, messages)
+    # A backslash followed by the letters u0000 is text like any other.
+    escaped = b'{"text": "C:\\\\u0000 is a path", "from": {"email": "kim@example.com"}}'
+    r = client.post(url, content=escaped, headers=auth(world.bob) | json_headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["text"] == "C:\\u0000 is a path"
+
+
+def test_what_a_provider_sends_with_a_nul_is_kept(
+    database: Database, settings: Settings, world: World
+) -> None:
+    """The ingest path stores it: PostgreSQL with U+FFFD where the NUL was (it refuses NUL in
+    text and in JSON), SQLite as it came."""
+    msg = InboundMessage(
+        inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+        external_id="wamid.\x00",
+        handles=[],
+        text="order\x00 42",
+        sender_name="K\x00im",
+        subject="re\x00",
+        meta={"headers": {"x-odd": "a\x00b"}},
+    )
+    with database.session() as db:
+        stored = receive(db, msg, settings=settings)
+    with database.session(write=False) as db:
+        row = db.get(Message, stored.message.id)
+        customer = db.get(Customer, stored.customer.id)
+    assert row is not None and customer is not None
+    nul = "\x00" if database.is_sqlite else "\ufffd"
+    assert row.text == f"order{nul} 42"
+    assert customer.name == f"K{nul}im"
+    assert row.meta["headers"]["x-odd"] == "a\ufffdb"  # JSON: the same on both
+
+
+def test_a_body_over_its_routes_limit_is_refused_unread(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = auth(world.alice)
+    big = b'{"name": "' + b"x" * guard.DEFAULT_LIMIT + b'"}'
+    json_headers = admin | {"content-type": "application/json"}
+    detail = problem(client.post("/api/v1/customers", content=big, headers=json_headers), 413)
+    assert detail["detail"] == "a request here is at most 2 MB"
+    # Provider webhooks too, before their signature is checked (it covers the whole body).
+    hook = client.post("/webhooks/whatsapp/anything", content=b"x" * (guard.WEBHOOK_LIMIT + 1))
+    problem(hook, 413)
+
+    # A body streamed without a length is cut off at the limit.
+    monkeypatch.setattr(guard, "IMPORT_LIMIT", 1000)
+
+    def chunks() -> Iterator[bytes]:
+        yield b"name,email\n"
+        for i in range(100):
+            yield f"Kim {i},kim{i}@example.com\n".encode()
+
+    csv = admin | {"content-type": "text/csv"}
+    problem(client.post("/api/v1/customer-files/import", content=chunks(), headers=csv), 413)
+
+
+def test_an_api_attachment_is_at_most_10_mb(client: TestClient, world: World) -> None:
+    inbox_id = world.acme.inbox.id  # type: ignore[union-attr]
+    data = base64.b64encode(b"\x00" * (10 * 1024 * 1024 + 1)).decode()
+    body = {
+        "text": "see attached",
+        "from": {"email": "kim@example.com"},
+        "attachments": [{"filename": "big.bin", "data_base64": data}],
+    }
+    r = client.post(f"/api/v1/inboxes/{inbox_id}/messages", json=body, headers=auth(world.bob))
+    assert "at most 10 MB" in str(problem(r, 422)["errors"])
