@@ -365,3 +365,53 @@ def test_a_webhook_is_edited_switched_off_and_deleted(
         == 404
     )
     drain(database, settings)  # deliveries queued before the delete find nothing to send
+
+
+def test_a_rule_that_cannot_run_is_skipped_and_says_why(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    """A template error is no reason to fail the event's other rules, nor to retry: the rule
+    is skipped whole (its label too), the job done, and the admins see why until it runs."""
+    broken = rule(
+        client,
+        world,
+        event="conversation.created",
+        position=1,
+        actions=[
+            {"type": "add_label", "value": "first"},
+            {"type": "add_note", "value": "{{ 1 / 0 }}"},
+        ],
+    )
+    rule(
+        client,
+        world,
+        event="conversation.created",
+        position=2,
+        actions=[{"type": "add_label", "value": "second"}],
+    )
+    conv = inbound(client, world, "t1", "hello", "t1@example.com")
+    drain(database, settings)
+    assert conversation(client, world, conv)["labels"] == ["second"]
+    with database.session(write=False) as db:
+        failed = db.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.name == "automation", Job.state != JobState.done)
+        )
+    assert failed == 0
+    listed = client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
+    shown = next(r for r in listed if r["id"] == broken["id"])
+    assert shown["last_error"].startswith("template error: ")
+    assert shown["last_error_at"] is not None
+
+    fixed = {**broken, "actions": [{"type": "add_note", "value": "seen {{ 1 + 1 }}"}]}
+    del fixed["id"], fixed["last_error"], fixed["last_error_at"]
+    r = client.put(
+        f"/api/v1/automation-rules/{broken['id']}", json=fixed, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["last_error"] is None
+    conv = inbound(client, world, "t2", "hello", "t2@example.com")
+    drain(database, settings)
+    detail = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
+    assert any(m["text"] == "seen 2" for m in detail["messages"])

@@ -28,6 +28,9 @@ class Rule(Base):
     stop_processing: Mapped[bool] = mapped_column(Boolean, default=False)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Why its actions last failed to run (a template error), and when; cleared when they run.
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_error_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Webhook(Base):

@@ -22,6 +22,10 @@ class RuleRead(RuleIn):
 
     id: str
     position: int  # as stored: a rule saved before the input bound may lie beyond it
+    last_error: str | None = Field(
+        default=None, description="why its actions last failed to run; none once they ran"
+    )
+    last_error_at: datetime | None = None
 
 
 class WebhookIn(BaseModel):

@@ -5,6 +5,7 @@ an event is never handed back to a rule that is among its causes (nor evaluated 
 small depth at all).
 """
 
+import logging
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -66,6 +67,8 @@ ACTIONS = frozenset(
     }
 )
 MAX_DEPTH = 5
+log = logging.getLogger(__name__)
+
 _CAUSES = "automation_caused_by"
 
 
@@ -111,6 +114,7 @@ def update_rule(db: Session, *, rule: Rule, data: dict[str, Any]) -> Rule:
     validate(data["event"], data.get("conditions", []), data.get("actions", []))
     for key, value in data.items():
         setattr(rule, key, value)
+    rule.last_error, rule.last_error_at = None, None  # whatever failed was the old version
     db.flush()
     _RULE_EVENTS.forget(rule.workspace_id)
     return rule
@@ -370,14 +374,35 @@ def run(
         previous = db.info.get(_CAUSES)
         db.info[_CAUSES] = [*caused_by, rule.id]
         try:
-            for action in rule.actions:
-                _act(db, action=action, conversation=conv, message=msg, box=box, event=event)
+            # A rule's actions all run or none does: one that cannot (a template error,
+            # which no retry mends) is skipped and its admins told why; the event's other
+            # rules still run.
+            with db.begin_nested():
+                for action in rule.actions:
+                    _act(db, action=action, conversation=conv, message=msg, box=box, event=event)
+        except Invalid as exc:
+            _failed(db, rule, exc.detail)
+            continue
         finally:
             db.info[_CAUSES] = previous if previous is not None else []
+        if rule.last_error is not None:
+            rule.last_error, rule.last_error_at = None, None
         ran.append(rule.id)
         if rule.stop_processing:
             break
     return ran
+
+
+def _failed(db: Session, rule: Rule, detail: str) -> None:
+    rule.last_error, rule.last_error_at = detail[:1000], utcnow()
+    log.warning(
+        "automation rule failed",
+        extra={
+            "event": "automation.rule_failed",
+            "workspace_id": rule.workspace_id,
+            "rule_id": rule.id,  # the detail may quote a customer's data: on the rule only
+        },
+    )
 
 
 def _act(
