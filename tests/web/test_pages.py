@@ -4,6 +4,9 @@ from html.parser import HTMLParser
 
 from fastapi.testclient import TestClient
 
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import PASSWORD, World
 
@@ -123,3 +126,29 @@ def test_the_settings_page_shows_the_widget_snippet_to_admins_only(
     page = client.get("/app/settings").text
     assert f'data-token="{chat["public_token"]}"' in page and "/widget.js" in page
     assert "Require two-factor authentication" in page
+
+
+def test_the_settings_page_shows_why_a_rule_was_skipped(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    rule = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "Greet",
+            "event": "conversation.created",
+            "actions": [{"type": "add_note", "value": "{{ customer.nickname.first }}"}],
+        },
+        headers=auth(world.alice),
+    ).json()
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"text": "hi", "from": {"email": "new@example.com"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    sign_in(client, "alice@acme.test")
+    page = client.get("/app/settings").text
+    row = page[page.index(f'data-id="{rule["id"]}"') :]
+    assert "Skipped " in row[: row.index("</tr>")]
+    assert "template error: " in row[: row.index("</tr>")]
