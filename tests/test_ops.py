@@ -110,3 +110,29 @@ def test_the_openapi_schema_says_errors_are_problem_documents(client: TestClient
     export = schema["paths"]["/api/v1/customer-files/export"]["get"]["responses"]["200"]
     assert set(export["content"]) == {"text/csv", "application/x-ndjson"}
     assert set(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+
+
+def test_the_openapi_schema_declares_the_bodies_and_headers_routes_read_themselves(
+    client: TestClient,
+) -> None:
+    schema = client.get("/openapi.json").json()
+    models = schema["components"]["schemas"]
+
+    def refs(node: object) -> set[str]:
+        if isinstance(node, dict):
+            found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+            return found.union(*(refs(v) for v in node.values()))
+        if isinstance(node, list):
+            return set().union(*(refs(v) for v in node))
+        return set()
+
+    assert all(r.removeprefix("#/components/schemas/") in models for r in refs(schema))
+    batch = schema["paths"]["/api/v1/events/batch"]["post"]["requestBody"]["content"]
+    assert "batch" in batch["application/json"]["schema"]["properties"]
+    track = schema["paths"]["/api/v1/events/track"]["post"]["requestBody"]["content"]
+    assert "userId" in track["application/json"]["schema"]["properties"]
+    upload = schema["paths"]["/api/v1/customer-files/import"]["post"]["requestBody"]["content"]
+    assert set(upload) == {"text/csv", "application/x-ndjson"}
+    say = schema["paths"]["/widget/api/{token}/messages"]["post"]["parameters"]
+    headers = [(p["name"], p["required"]) for p in say if p["in"] == "header"]
+    assert headers == [("X-Rapport-Visitor", True)]

@@ -120,6 +120,10 @@ def _document(schema: dict[str, Any]) -> None:
     content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            # A body declared by hand (a route that reads it itself, after checking who
+            # asks): the models it refers to join the others.
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                schema["components"]["schemas"].update(media.get("schema", {}).pop("$defs", {}))
             responses = operation.setdefault("responses", {})
             if "422" in responses:
                 responses["422"] = {"description": "the request is not valid", "content": content}

@@ -173,9 +173,18 @@ def test_a_wrong_write_key_stores_nothing(
         "/api/v1/events/track", json={"userId": "u", "event": "X"}, headers=basic("wk_forged")
     )
     assert r.status_code == 401
+    # Who sends comes before what: a stranger's body of the wrong shape is still a 401.
+    wrong = {"userId": ["u"], "properties": "x"}
+    r = client.post("/api/v1/events/track", json=wrong, headers=basic("wk_forged"))
+    assert r.status_code == 401
+    r = client.post("/api/v1/events/batch", content=b"not json", headers=basic("wk_forged"))
+    assert r.status_code == 401
+    key = source(client, world)
+    r = client.post("/api/v1/events/batch", content=b"not json", headers=basic(key))
+    assert (r.status_code, r.json()["detail"]) == (422, "the body is not JSON")
     r = client.post(
         "/api/v1/events/track",
-        json={"userId": "u", "event": "X", "writeKey": source(client, world)},
+        json={"userId": "u", "event": "X", "writeKey": key},
     )
     assert r.status_code == 200
     assert events(database) == before + 1

@@ -289,7 +289,18 @@ def undo_merge(
 files_router = APIRouter(prefix="/api/v1/customer-files", tags=["customers"])
 
 
-@files_router.post("/import")
+@files_router.post(
+    "/import",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 async def import_file(
     request: Request,
     principal: CurrentAdmin,

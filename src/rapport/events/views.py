@@ -86,17 +86,34 @@ def customer_orders(customer_id: str, principal: CurrentMember, db: Db) -> list[
     return [OrderRead.model_validate(o) for o in service.orders(db, customer=customer)]
 
 
-def _write_key(request: Request, body: dict[str, Any]) -> str:
+def _write_key(request: Request, body: Any) -> str:
     auth = request.headers.get("authorization", "")
     if auth[:6].lower() == "basic ":
         try:
             return base64.b64decode(auth[6:]).decode().split(":", 1)[0]
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise Problem(401, "unauthorized", "malformed Basic authorization") from exc
-    key = body.get("writeKey")
+    key = body.get("writeKey") if isinstance(body, dict) else None
     if not key:
         raise Problem(401, "unauthorized", "send the write key as the Basic-auth user name")
     return str(key)
+
+
+def _events(body: Any, kind: str | None) -> list[dict[str, Any]]:
+    """The request's events, as the service reads them; 422 for any other shape."""
+    if not isinstance(body, dict):
+        raise Invalid("the body must be a JSON object")
+    try:
+        if kind is None:
+            parsed = BatchIn.model_validate(body)
+            context = parsed.context.model_dump(exclude_unset=True) if parsed.context else {}
+            return [{"context": context, **e.model_dump(exclude_unset=True)} for e in parsed.batch]
+        return [EventIn.model_validate({**body, "type": kind}).model_dump(exclude_unset=True)]
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+_NOT_JSON = object()
 
 
 async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
@@ -104,28 +121,19 @@ async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
     if len(raw) > service.MAX_BATCH_BYTES:
         raise Problem(413, "too-large", "a request is at most 500 KB")
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Invalid("the body is not JSON") from exc
-    if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object")
+        body: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = _NOT_JSON
     key = _write_key(request, body)
-    try:
-        if kind is None:
-            parsed = BatchIn.model_validate(body)
-            context = parsed.context.model_dump(exclude_unset=True) if parsed.context else {}
-            events = [
-                {"context": context, **e.model_dump(exclude_unset=True)} for e in parsed.batch
-            ]
-        else:
-            events = [EventIn.model_validate({**body, "type": kind}).model_dump(exclude_unset=True)]
-    except ValidationError as exc:
-        raise _invalid(exc) from exc
     database: Database = request.app.state.database
 
     def work() -> dict[str, int]:
         with database.session() as db:  # one transaction for the whole batch
+            # Who is sending comes first: a stranger learns nothing of what we accept.
             source = service.source_for_key(db, key)
+            if body is _NOT_JSON:
+                raise Invalid("the body is not JSON")
+            events = _events(body, kind)
             return service.ingest(db, source=source, events=events, batch=kind is None)
 
     return {"success": True, **await run_in_threadpool(work)}
@@ -148,7 +156,13 @@ def _invalid(exc: ValidationError) -> Invalid:
     return Invalid(f"{path.lstrip('.')}: {errors[0]['msg']}", errors=errors)
 
 
-@router.post("/events/batch")
+def _documented(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body as OpenAPI shows it: read by ``_accept`` itself, after the key."""
+    shape = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": shape}}}}
+
+
+@router.post("/events/batch", openapi_extra=_documented(BatchIn))
 async def batch(request: Request) -> dict[str, Any]:
     """Many events at once, as Segment's ``/v1/batch``."""
     return await _accept(request, None)
@@ -164,5 +178,9 @@ def _endpoint(kind: str) -> Any:
 
 for _kind in service.TYPES:
     router.add_api_route(
-        f"/events/{_kind}", _endpoint(_kind), methods=["POST"], name=f"events_{_kind}"
+        f"/events/{_kind}",
+        _endpoint(_kind),
+        methods=["POST"],
+        name=f"events_{_kind}",
+        openapi_extra=_documented(EventIn),
     )

@@ -4,9 +4,18 @@ cookies, CORS limited to the origins the inbox allows."""
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi import (
+    APIRouter,
+    Form,
+    Header,
+    Request,
+    Response,
+    UploadFile,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
@@ -33,6 +42,15 @@ from rapport.workspaces.models import Workspace
 router = APIRouter(tags=["web chat"], include_in_schema=True)
 STATIC = Path(__file__).parent / "static"
 _VISIBLE = (MessageKind.message, MessageKind.bot)
+# Who the visitor is: the token the session call returned, kept by the widget.
+VisitorToken = Annotated[
+    str,
+    Header(
+        alias="X-Rapport-Visitor",
+        max_length=100,
+        description="The visitor's token, as the session call returned it.",
+    ),
+]
 
 
 class SessionIn(BaseModel):
@@ -176,31 +194,27 @@ def _public(m: Message | dict[str, Any], db: Any = None) -> dict[str, Any]:
 
 
 @router.get("/widget/api/{token}/messages")
-async def history(token: str, request: Request) -> Response:
+async def history(token: str, request: Request, visitor_token: VisitorToken) -> Response:
     database: Database = request.app.state.database
     inbox = await run_in_threadpool(_inbox, database, token)
 
     def work() -> list[dict[str, Any]]:
         with database.session(write=False) as db:
-            visitor = webchat.visitor_by_token(
-                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
-            )
+            visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             return _history(db, visitor)
 
     return _cors(request, inbox, JSONResponse(await run_in_threadpool(work)))
 
 
 @router.post("/widget/api/{token}/messages", status_code=201)
-async def say(token: str, body: SayIn, request: Request) -> Response:
+async def say(token: str, body: SayIn, request: Request, visitor_token: VisitorToken) -> Response:
     """The visitor writes: through the one ingest path, like every channel."""
     database: Database = request.app.state.database
     inbox = await run_in_threadpool(_inbox, database, token)
 
     def who() -> tuple[Visitor, str]:
         with database.session(write=False) as db:
-            visitor = webchat.visitor_by_token(
-                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
-            )
+            visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             ws = db.get(Workspace, inbox.workspace_id)
             db.expunge(visitor)
             return visitor, ws.default_region if ws else "US"
@@ -238,16 +252,14 @@ class ReadIn(BaseModel):
 
 
 @router.post("/widget/api/{token}/read", status_code=204)
-async def read(token: str, body: ReadIn, request: Request) -> Response:
+async def read(token: str, body: ReadIn, request: Request, visitor_token: VisitorToken) -> Response:
     """The visitor has seen the conversation up to this message: agents see "read"."""
     database: Database = request.app.state.database
     inbox = await run_in_threadpool(_inbox, database, token)
 
     def work() -> None:
         with database.session() as db:
-            visitor = webchat.visitor_by_token(
-                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
-            )
+            visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             webchat.mark_read(db, visitor=visitor, message_id=body.message_id)
 
     await run_in_threadpool(work)
@@ -256,7 +268,11 @@ async def read(token: str, body: ReadIn, request: Request) -> Response:
 
 @router.post("/widget/api/{token}/attachments", status_code=201)
 async def upload(
-    token: str, request: Request, file: UploadFile, text: str = Form(default="", max_length=10_000)
+    token: str,
+    request: Request,
+    visitor_token: VisitorToken,
+    file: UploadFile,
+    text: str = Form(default="", max_length=10_000),
 ) -> Response:
     """The visitor sends a file (with an optional message), through the one ingest path."""
     database: Database = request.app.state.database
@@ -269,9 +285,7 @@ async def upload(
 
     def who() -> tuple[Visitor, str]:
         with database.session(write=False) as db:
-            visitor = webchat.visitor_by_token(
-                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
-            )
+            visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             ws = db.get(Workspace, inbox.workspace_id)
             db.expunge(visitor)
             return visitor, ws.default_region if ws else "US"
@@ -306,16 +320,16 @@ async def upload(
 
 
 @router.get("/widget/api/{token}/attachments/{attachment_id}")
-async def download(token: str, attachment_id: str, request: Request) -> Response:
+async def download(
+    token: str, attachment_id: str, request: Request, visitor_token: VisitorToken
+) -> Response:
     """A file of the visitor's own conversation, always as a download."""
     database: Database = request.app.state.database
     inbox = await run_in_threadpool(_inbox, database, token)
 
     def work() -> tuple[Attachment, bytes]:
         with database.session(write=False) as db:
-            visitor = webchat.visitor_by_token(
-                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
-            )
+            visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             row = db.get(Attachment, attachment_id)
             message = db.get(Message, row.message_id) if row else None
             conv = db.get(Conversation, message.conversation_id) if message else None
@@ -337,16 +351,16 @@ async def download(token: str, attachment_id: str, request: Request) -> Response
 
 
 @router.post("/widget/api/{token}/messages/{message_id}/rating", status_code=204)
-async def rate(token: str, message_id: str, body: RatingIn, request: Request) -> Response:
+async def rate(
+    token: str, message_id: str, body: RatingIn, request: Request, visitor_token: VisitorToken
+) -> Response:
     """The visitor says whether a bot answer helped (an unhelpful one counts as a miss)."""
     database: Database = request.app.state.database
     inbox = await run_in_threadpool(_inbox, database, token)
 
     def work() -> None:
         with database.session() as db:
-            visitor = webchat.visitor_by_token(
-                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
-            )
+            visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             message = db.get(Message, message_id)
             conv = db.get(Conversation, message.conversation_id) if message else None
             if (
@@ -363,16 +377,14 @@ async def rate(token: str, message_id: str, body: RatingIn, request: Request) ->
 
 
 @router.post("/widget/api/{token}/typing", status_code=204)
-async def typing(token: str, request: Request) -> Response:
+async def typing(token: str, request: Request, visitor_token: VisitorToken) -> Response:
     """The visitor is typing: told to the agents at once, stored nowhere."""
     database: Database = request.app.state.database
     inbox = await run_in_threadpool(_inbox, database, token)
 
     def who() -> Visitor:
         with database.session(write=False) as db:
-            v = webchat.visitor_by_token(
-                db, inbox=inbox, token=request.headers.get("x-rapport-visitor", "")
-            )
+            v = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             db.expunge(v)
             return v
 
