@@ -202,6 +202,35 @@ def test_a_csv_field_beyond_the_size_limit_is_that_rows_error(
 
 
 @pytest.mark.parametrize(
+    "broken",
+    [
+        'Kim,"kim@example.com',  # a quote opened and never closed: it ran to the end
+        'Kim,"kim@example.com,x',  # ... and across a row of the wrong shape
+    ],
+)
+def test_a_quote_never_closed_is_that_rows_error_and_the_rows_after_it_are_read(
+    database: Database, world: World, tmp_path: Path, broken: str
+) -> None:
+    path = tmp_path / "customers.csv"
+    after = [f"Person {i},person{i}@example.com" for i in range(3)]
+    lines = ["name,email", "Ada,ada@example.com", broken, *after, 'Lee,"lee@example.com"']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = importer.import_customers(
+        database, workspace_id=world.acme.workspace.id, path=path, mapping={}
+    )
+    assert [(e.line, e.reason) for e in report.errors] == [
+        (3, "a quote opened on this line is never closed")
+    ]
+    assert report.created == 5  # Ada, the three after, and Lee
+    # A quoted field with a line break in it is one field, as ever.
+    path.write_text('name,email\n"Grace\nHopper",grace@example.com\n', encoding="utf-8")
+    report = importer.import_customers(
+        database, workspace_id=world.acme.workspace.id, path=path, mapping={}
+    )
+    assert (report.errors, report.created) == ([], 1)
+
+
+@pytest.mark.parametrize(
     "line",
     [
         '{"email": "big@example.com", "attributes": {"n": 18446744073709551616}}',

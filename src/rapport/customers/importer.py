@@ -8,8 +8,9 @@ line number and skipped; the others go in. A file that is not UTF-8 text is refu
 """
 
 import csv
+import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -98,26 +99,67 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
                 yield number, value if isinstance(value, dict) else "not a JSON object"
         return
     with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
+        header = csv.reader(f)
         try:
-            width = len(reader.fieldnames or [])
+            fieldnames = next(header, [])
         except csv.Error as exc:
             raise UnreadableFile(f"the header row is not CSV: {exc}") from exc
+    start = 2  # the first line after the header
+    while start:
+        start = yield from _csv_rows(path, fieldnames, start)
+
+
+class _Taken:
+    """Lines as csv reads them, keeping those of the record being read."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self.lines = lines
+        self.taken: list[str] = []
+
+    def __iter__(self) -> "_Taken":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.lines)
+        self.taken.append(line)
+        return line
+
+    def record(self) -> list[str]:
+        taken, self.taken = self.taken, []
+        return taken
+
+
+def _csv_rows(
+    path: Path, fieldnames: list[str], start: int
+) -> Generator[tuple[int, dict[str, Any] | str], None, int]:
+    """The rows from physical line ``start`` on. Returns 0 at the end of the file, or the
+    line to go on from after a quote that was opened and never closed: read as one field,
+    it swallowed the lines after it (to the end, to csv's 128 KiB limit, or to some later
+    quote), and those lines are rows of their own."""
+    width = len(fieldnames)
+    first = start
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        lines = _Taken(itertools.islice(f, start - 1, None))
+        reader = csv.DictReader(lines, fieldnames=fieldnames)
         while True:
+            error = None
             try:
                 row = next(reader)
             except StopIteration:
-                return
+                return 0
             except csv.Error as exc:
-                # A field beyond csv's size limit (128 KiB): that row is skipped, the reader
-                # goes on at the next line. DictReader's own line_num is the previous row's.
-                yield reader.reader.line_num, f"not CSV: {exc}"
-                continue
-            # A row with more cells than the header has a stray delimiter or quote.
-            if None in row or sum(v is not None for v in row.values()) != width:
-                yield reader.line_num, f"expected {width} columns"
-                continue
-            yield reader.line_num, dict(row)
+                error = f"not CSV: {exc}"
+            raw = lines.record()
+            here, first = first, first + len(raw)
+            # A row with more or fewer cells than the header has a stray delimiter or quote.
+            if error is None and (None in row or sum(v is not None for v in row.values()) != width):
+                error = f"expected {width} columns"
+            # A record over several lines is a quoted field with line breaks in it; unless
+            # it is broken, or its quotes do not pair up: then a quote was never closed.
+            if len(raw) > 1 and (error or sum(line.count('"') for line in raw) % 2):
+                yield here, "a quote opened on this line is never closed"
+                return here + 1
+            yield here, error or dict(row)
 
 
 def _fields(row: dict[str, Any], mapping: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
