@@ -1,10 +1,16 @@
 """Requests a fuzzer of the OpenAPI schema found answered with a 500: each is now a
 problem document, and none leaves a setting that stops ingest."""
 
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from rapport.conversations.models import SlaPolicy
+from rapport.customers import importer
 from rapport.db import Database
 from tests.conftest import auth
 from tests.factories import World
@@ -129,3 +135,81 @@ def test_rows_stored_before_the_bounds_are_still_listed(
         )
     r = client.get("/api/v1/sla-policies", headers=auth(world.alice))
     assert r.status_code == 200 and r.json()[0]["first_response_minutes"] == 10**7
+
+
+LONG_DOMAIN = "ü." * 157 + "com"  # 317 characters; IDNA-encoded, over 1,200
+
+
+def test_values_too_long_for_their_column_are_refused_or_kept_within_it(
+    client: TestClient, world: World, tmp_path: Path, database: Database
+) -> None:
+    """Found by a PostgreSQL fuzz (SQLite keeps any length): each was a 500 there."""
+    admin = auth(world.alice)
+    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    identities = f"/api/v1/customers/{customer_id}/identities"
+    long_email = {"kind": "email", "value": f"a@{LONG_DOMAIN}"}
+    assert "at most 320" in problem_detail(client.post(identities, json=long_email, headers=admin))
+    long_handle = {"kind": "telegram", "value": "İ" * 320}  # lower-cased, twice as long
+    assert "at most 320" in problem_detail(client.post(identities, json=long_handle, headers=admin))
+    intent = {"name": "long", "reply": "r", "examples": ["x" * 1001]}
+    problem(client.post("/api/v1/bot/intents", json=intent, headers=admin), 422)
+
+    key = client.post("/api/v1/event-sources", json={"name": "site"}, headers=admin).json()
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{key['write_key']}:".encode()).decode()}
+    order = {"userId": "u1", "event": "Order Completed", "properties": {"order_id": "o" * 201}}
+    for path, body in (
+        ("track", {"userId": "u1", "event": "E", "messageId": "m" * 201}),
+        ("track", {"userId": "u" * 400, "event": "E"}),
+        ("alias", {"userId": "u1", "previousId": "p" * 400}),
+        ("track", order),
+    ):
+        problem(client.post(f"/api/v1/events/{path}", json=body, headers=basic), 422)
+    named = {"userId": "u2", "traits": {"name": "N" * 400, "email": f"a@{LONG_DOMAIN}"}}
+    assert client.post("/api/v1/events/identify", json=named, headers=basic).status_code == 200
+
+    people = tmp_path / "people.csv"
+    people.write_text(f"name,email\n{'N' * 301},n@example.com\nAda,a@{LONG_DOMAIN}\n")
+    report = importer.import_customers(
+        database, workspace_id=world.acme.workspace.id, path=people, mapping={}
+    )
+    assert [(e.line, "at most" in e.reason) for e in report.errors] == [(2, True), (3, True)]
+
+
+def problem_detail(r) -> str:  # type: ignore[no-untyped-def]
+    problem(r, 422)
+    return str(r.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    "moment", ["2026-01-01T00:00:00", "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"]
+)
+def test_a_moment_without_an_offset_or_beyond_utc_is_refused(
+    client: TestClient, world: World, moment: str
+) -> None:
+    agent = auth(world.bob)
+    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    event = {"type": "t", "occurred_at": moment}
+    problem(client.post(f"/api/v1/customers/{customer_id}/events", json=event, headers=agent), 422)
+    snooze = {"status": "snoozed", "snoozed_until": moment}
+    problem(client.post(f"/api/v1/conversations/{conv}/status", json=snooze, headers=agent), 422)
+    cursor = base64.urlsafe_b64encode(orjson.dumps([moment, "a"])).decode().rstrip("=")
+    problem(client.get("/api/v1/customers", params={"cursor": cursor}, headers=agent), 422)
+
+
+def test_the_same_thing_created_at_once_is_one_and_a_conflict_never_a_500(
+    client: TestClient, world: World
+) -> None:
+    """Each request checks first, then inserts: on PostgreSQL two can both pass the check,
+    and the database refuses the second (SQLite takes writers one at a time)."""
+    admin = auth(world.alice)
+    member = {"email": "new@acme.test", "role": "agent", "password": "a long password 1"}
+    for path, body in (("/api/v1/members", member), ("/api/v1/labels", {"name": "vip"})):
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(
+                pool.map(lambda _, p=path, b=body: client.post(p, json=b, headers=admin), range(8))
+            )
+        assert sorted(r.status_code for r in codes).count(201) == 1, [r.text for r in codes]
+        for r in codes:
+            if r.status_code != 201:
+                problem(r, 409)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator
+from pydantic import AfterValidator, AwareDatetime
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -238,6 +238,18 @@ def storable(value: Any) -> Any:
 
 # Free-form JSON a client sends (attributes, settings, properties): checked as it comes in.
 JsonObject = Annotated[dict[str, Any], AfterValidator(storable)]
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` (aware) in UTC; ``ValueError`` when it has none (0001-01-01T00:00+05:00)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("out of range once converted to UTC") from exc
+
+
+# A moment a client sends: with its offset (a naive time means nothing stored in UTC).
+UtcInstant = Annotated[AwareDatetime, AfterValidator(as_utc)]
 
 
 class Database:

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from rapport.db import as_utc
 from rapport.problems import Invalid
 
 
@@ -20,11 +21,12 @@ def decode(cursor: str | None) -> tuple[datetime, str] | None:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         at, id_ = orjson.loads(base64.urlsafe_b64decode(padded))
-        value: tuple[datetime, str] = (datetime.fromisoformat(at), str(id_))
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError("naive")
+        value: tuple[datetime, str] = (as_utc(when), str(id_))
     except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
         raise Invalid("the cursor is not one this API returned") from exc
-    if value[0].tzinfo is None:
-        raise Invalid("the cursor is not one this API returned")
     return value
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,23 @@ def install(app: FastAPI) -> None:
         slug = _SLUGS.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return problem_response(exc.status_code, slug, detail, instance=request.url.path)
+
+    @app.exception_handler(IntegrityError)
+    async def _collided(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Two requests made the same thing at the same moment: each checked first and saw
+        # none, and the database let one in (PostgreSQL; SQLite takes writers one at a
+        # time). The other is told so, as if it had come second.
+        log.warning(
+            "write collided",
+            exc_info=exc,
+            extra={"event": "http.conflict", "method": request.method, "path": request.url.path},
+        )
+        return problem_response(
+            409,
+            "conflict",
+            "another request changed the same thing at the same moment: look, then try again",
+            instance=request.url.path,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,7 +1,7 @@
 """Bot endpoints: intents and their examples, integrations, settings per inbox, training,
 and the questions it could not answer."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,7 +28,9 @@ class IntentIn(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     reply: str = Field(default="", max_length=5000)
     integration_id: str | None = Field(default=None, max_length=32)
-    examples: list[str] = Field(default_factory=list, max_length=500)
+    examples: list[Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=list, max_length=500
+    )
 
 
 class IntentRead(BaseModel):

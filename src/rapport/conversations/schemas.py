@@ -12,6 +12,7 @@ from rapport.conversations.models import (
     Priority,
     Status,
 )
+from rapport.db import UtcInstant
 
 
 class AttachmentRead(BaseModel):
@@ -130,7 +131,7 @@ class AssignIn(BaseModel):
 
 class StatusIn(BaseModel):
     status: Status
-    snoozed_until: datetime | None = None
+    snoozed_until: UtcInstant | None = None
 
 
 class BulkIn(BaseModel):

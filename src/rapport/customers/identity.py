@@ -52,8 +52,21 @@ def normalize_phone(raw: str, default_region: str = "US") -> str:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
+MAX_LENGTH = 320  # an identity's value, as stored; the longest email address there is
+
+
 def normalize(kind: IdentityKind, raw: str, *, default_region: str = "US") -> str:
-    """The normalized value of a handle of the given kind."""
+    """The normalized value of a handle of the given kind.
+
+    Too long once normalized (an IDNA-encoded domain, a lower-cased ``İ``, grow) is an
+    error, never cut: two long handles cut to one would make two people one customer."""
+    value = _normalized(kind, raw, default_region)
+    if len(value) > MAX_LENGTH:
+        raise InvalidHandle(f"a {kind.value} handle is at most {MAX_LENGTH} characters")
+    return value
+
+
+def _normalized(kind: IdentityKind, raw: str, default_region: str) -> str:
     if kind == IdentityKind.email:
         return normalize_email(raw)
     if kind == IdentityKind.phone:
@@ -66,7 +79,7 @@ def normalize(kind: IdentityKind, raw: str, *, default_region: str = "US") -> st
     value = raw.strip()
     if not value:
         raise InvalidHandle(f"empty {kind.value} handle")
-    return value[:320]
+    return value
 
 
 def handle(kind: IdentityKind, raw: str, *, verified: bool = True, region: str = "US") -> Handle:

@@ -25,6 +25,7 @@ from rapport.workspaces.models import Workspace
 
 # Fields a column can be mapped to; any other column becomes a custom attribute.
 FIELDS = ("name", "email", "phone", "external_id")
+MAX_NAME = 300  # as the customers table keeps it
 _HANDLE_KINDS = {
     "email": IdentityKind.email,
     "phone": IdentityKind.phone,
@@ -188,6 +189,9 @@ def _apply(
             storable([values, attributes])
         except ValueError as exc:
             report.errors.append(RowError(line, str(exc)))
+            continue
+        if len(values["name"]) > MAX_NAME:
+            report.errors.append(RowError(line, f"a name is at most {MAX_NAME} characters"))
             continue
         try:
             handles = [

@@ -11,7 +11,7 @@ from rapport.customers.models import (
     IdentityKind,
     SuggestionStatus,
 )
-from rapport.db import JsonObject
+from rapport.db import JsonObject, UtcInstant
 
 
 class IdentityIn(BaseModel):
@@ -85,7 +85,7 @@ class TimelinePage(BaseModel):
 class EventCreate(BaseModel):
     type: str = Field(min_length=1, max_length=200)
     properties: JsonObject = Field(default_factory=dict)
-    occurred_at: datetime | None = None
+    occurred_at: UtcInstant | None = None
     source: str = Field(default="api", max_length=64)
 
 

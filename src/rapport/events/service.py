@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from rapport.crypto import random_token, sha256_hex
 from rapport.customers import service as customers
-from rapport.customers.identity import Handle, InvalidHandle, handle
+from rapport.customers.identity import Handle, InvalidHandle, handle, normalize
 from rapport.customers.merge import merge
 from rapport.customers.models import Customer, Event, Identity, IdentityKind
 from rapport.db import utcnow
@@ -90,7 +90,10 @@ class _Batch:
                 # Blank is no id: every blank anonymousId would otherwise be one visitor.
                 if not value.strip():
                     raise Invalid(f"{key} is blank")
-                out.append(handle(IdentityKind.external, prefix + value))
+                try:
+                    out.append(handle(IdentityKind.external, prefix + value))
+                except InvalidHandle as exc:
+                    raise Invalid(f"{key}: {exc}") from exc
         for kind, key in ((IdentityKind.email, "email"), (IdentityKind.phone, "phone")):
             if traits.get(key):
                 try:
@@ -109,7 +112,7 @@ class _Batch:
         name = str(
             traits.get("name")
             or " ".join(str(traits[k]) for k in ("firstName", "lastName") if traits.get(k))
-        )
+        )[:300]
         customer, _ = customers.resolve(
             self.db,
             workspace_id=self.source.workspace_id,
@@ -216,6 +219,10 @@ def _alias(batch: _Batch, event: dict[str, Any], message_id: str | None) -> None
     previous = str(event.get("previousId") or "")
     if not previous or not event.get("userId"):
         raise Invalid("alias needs previousId and userId")
+    try:
+        previous = normalize(IdentityKind.external, previous)
+    except InvalidHandle as exc:
+        raise Invalid(f"previousId: {exc}") from exc
     customer = batch.customer({"userId": event["userId"]}, {})
     ws = batch.source.workspace_id
     other = None
@@ -260,6 +267,8 @@ def _commerce(
     order_id = props.get("order_id") or props.get("orderId")
     if name not in ("Order Completed", "Order Refunded") or not order_id:
         return
+    if len(str(order_id)) > 200:
+        raise Invalid("properties.order_id is at most 200 characters")
     ws = batch.source.workspace_id
     row = batch.db.scalar(
         select(Order).where(Order.workspace_id == ws, Order.order_id == str(order_id))

@@ -48,7 +48,7 @@ class EventIn(BaseModel):
     anonymousId: str | None = None
     previousId: str | None = None
     groupId: str | None = None
-    messageId: str | None = None
+    messageId: str | None = Field(default=None, max_length=200)
     event: str | None = None
     traits: JsonObject | None = None
     properties: JsonObject | None = None
