@@ -137,3 +137,30 @@ def test_the_openapi_schema_declares_the_bodies_and_headers_routes_read_themselv
     say = schema["paths"]["/widget/api/{token}/messages"]["post"]["parameters"]
     headers = [(p["name"], p["required"]) for p in say if p["in"] == "header"]
     assert headers == [("X-Rapport-Visitor", True)]
+
+
+def test_a_deadlock_or_a_lock_not_had_in_time_is_a_503_to_try_again(app) -> None:  # type: ignore[no-untyped-def]
+    """Seen on PostgreSQL: a team deleted while conversations were assigned to it. Nothing
+    was changed; the client is told to send it again, not that Rapport is broken."""
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    causes = {
+        "deadlock": psycopg.errors.DeadlockDetected("deadlock detected"),
+        "serialization": psycopg.errors.SerializationFailure("could not serialize"),
+        "locked": sqlite3.OperationalError("database is locked"),
+        "other": sqlite3.OperationalError("no such table: nowhere"),
+    }
+
+    def failing(cause: str) -> None:
+        raise OperationalError("UPDATE conversations ...", {}, causes[cause])
+
+    app.add_api_route("/api/v1/failing/{cause}", failing)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for cause in ("deadlock", "serialization", "locked"):
+            r = client.get(f"/api/v1/failing/{cause}")
+            assert (r.status_code, r.headers["retry-after"]) == (503, "1"), cause
+            assert r.headers["content-type"] == "application/problem+json"
+        assert client.get("/api/v1/failing/other").status_code == 500  # a defect of ours

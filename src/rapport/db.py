@@ -240,6 +240,15 @@ def storable(value: Any) -> Any:
 JsonObject = Annotated[dict[str, Any], AfterValidator(storable)]
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether a database error would likely pass if its transaction ran again: a deadlock
+    or a serialization failure (PostgreSQL), a lock not had in time (both)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in ("40P01", "40001", "55P03"):
+        return True
+    return isinstance(orig, sqlite3.OperationalError) and "locked" in str(orig)
+
+
 def as_utc(value: datetime) -> datetime:
     """``value`` (aware) in UTC; ``ValueError`` when it has none (0001-01-01T00:00+05:00)."""
     try:

@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rapport.db import transient
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +174,26 @@ def install(app: FastAPI) -> None:
             "another request changed the same thing at the same moment: look, then try again",
             instance=request.url.path,
         )
+
+    @app.exception_handler(OperationalError)
+    async def _busy(request: Request, exc: OperationalError) -> JSONResponse:
+        if not transient(exc):
+            return await _unexpected(request, exc)
+        # A deadlock with another request (a team deleted while conversations are assigned
+        # to it), or a lock not had in time: nothing was changed, and trying again works.
+        log.warning(
+            "database busy",
+            exc_info=exc,
+            extra={"event": "http.busy", "method": request.method, "path": request.url.path},
+        )
+        response = problem_response(
+            503,
+            "unavailable",
+            "the database was busy with a conflicting change: nothing was changed, try again",
+            instance=request.url.path,
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -201,6 +201,21 @@ def test_a_csv_field_beyond_the_size_limit_is_that_rows_error(
     assert report.created == 1
 
 
+def test_a_handle_with_a_nul_is_found_again_on_the_next_import(
+    database: Database, world: World, tmp_path: Path
+) -> None:
+    """PostgreSQL keeps U+FFFD where the NUL was: the key looked up is the key stored."""
+    path = tmp_path / "customers.csv"
+    path.write_text("name,email\nN,nul\x00x@example.com\n", encoding="utf-8")
+    reports = [
+        importer.import_customers(
+            database, workspace_id=world.acme.workspace.id, path=path, mapping={}
+        )
+        for _ in range(2)
+    ]
+    assert [(r.errors, r.created, r.updated) for r in reports] == [([], 1, 0), ([], 0, 1)]
+
+
 @pytest.mark.parametrize(
     "broken",
     [

@@ -6,6 +6,7 @@ from functools import lru_cache
 import phonenumbers
 
 from rapport.customers.models import IdentityKind
+from rapport.db import without_nul
 
 
 class InvalidHandle(ValueError):
@@ -60,9 +61,10 @@ def normalize(kind: IdentityKind, raw: str, *, default_region: str = "US") -> st
 
     Too long once normalized (an IDNA-encoded domain, a lower-cased ``İ``, grow) is an
     error, never cut: two long handles cut to one would make two people one customer."""
-    value = _normalized(kind, raw, default_region)
+    # A NUL as the database keeps it (PostgreSQL cannot): a key looked up is a key stored.
+    value = _normalized(kind, without_nul(raw), default_region)
     if len(value) > MAX_LENGTH:
-        raise InvalidHandle(f"a {kind.value} handle is at most {MAX_LENGTH} characters")
+        raise InvalidHandle(f"{kind.value} handles are at most {MAX_LENGTH} characters")
     return value
 
 

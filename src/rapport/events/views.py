@@ -9,14 +9,16 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from rapport.auth.deps import CurrentAdmin, CurrentMember, Db
 from rapport.customers import service as customers
-from rapport.db import Database, JsonObject
+from rapport.db import Database, JsonObject, transient
 from rapport.events import service
 from rapport.problems import Invalid, Problem
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
+ATTEMPTS = 3
 
 
 class SourceIn(BaseModel):
@@ -136,7 +138,16 @@ async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
             events = _events(body, kind)
             return service.ingest(db, source=source, events=events, batch=kind is None)
 
-    return {"success": True, **await run_in_threadpool(work)}
+    # A sender's libraries retry only 5xx and 429: a batch that met another request making
+    # the same customer at the same moment is tried again here, as it would be there.
+    attempt = 1
+    while True:
+        try:
+            return {"success": True, **await run_in_threadpool(work)}
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == ATTEMPTS or not (isinstance(exc, IntegrityError) or transient(exc)):
+                raise
+            attempt += 1
 
 
 # Pydantic words a wrong shape with its own class names ("a valid dictionary or instance
