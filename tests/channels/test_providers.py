@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode
 
 import pytest
@@ -521,7 +522,14 @@ def test_outbound_respects_the_providers_rate_and_retries_what_waits(
     database: Database,
     settings: Settings,
     provider: tuple[str, type[Provider]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The limiter's clock stands still: however slow the machine, the three sends fall in
+    # one second (a loaded CI machine once spread them over two, and two went out).
+    from rapport.auth import ratelimit
+
+    frozen = SimpleNamespace(monotonic=lambda: 1_000_000.0, time=lambda: 2_000_000_000.0)
+    monkeypatch.setattr(ratelimit, "time", frozen)
     url, handler = provider
     handler.reply = {"sid": "SM_R", "status": "queued"}
     inbox = make_inbox(
