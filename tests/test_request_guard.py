@@ -97,7 +97,7 @@ def test_a_body_over_its_routes_limit_is_refused_unread(
     big = b'{"name": "' + b"x" * guard.DEFAULT_LIMIT + b'"}'
     json_headers = admin | {"content-type": "application/json"}
     detail = problem(client.post("/api/v1/customers", content=big, headers=json_headers), 413)
-    assert detail["detail"] == "a request here is at most 2 MB"
+    assert detail["detail"] == "a request here is at most 4 MB"
     # Provider webhooks too, before their signature is checked (it covers the whole body).
     hook = client.post("/webhooks/whatsapp/anything", content=b"x" * (guard.WEBHOOK_LIMIT + 1))
     problem(hook, 413)

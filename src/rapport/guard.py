@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rapport.problems import problem_response
 
 MB = 1024 * 1024
-DEFAULT_LIMIT = 2 * MB
+# The largest JSON body a route validates: 500,000 characters of HTML, escaped, and more.
+DEFAULT_LIMIT = 4 * MB
 # A form with one file of up to 10 MB (uploads in a conversation, the chat widget's files).
 MULTIPART_LIMIT = 11 * MB
 WEBHOOK_LIMIT = 5 * MB
