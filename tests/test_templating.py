@@ -1,7 +1,6 @@
 """A user's template either renders or is a template error: never a crash, never a huge build."""
 
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -103,10 +102,8 @@ def test_no_operation_builds_something_huge(source: str) -> None:
 def test_a_template_that_runs_too_long_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(templating, "MAX_SECONDS", 0.2)
     silent = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-    started = time.monotonic()
-    with pytest.raises(Invalid, match="at most 0.2 s"):
+    with pytest.raises(Invalid, match="at most 0.2 s"):  # stopped: its end is hours away
         templating.render(silent, {})
-    assert time.monotonic() - started < 30  # stopped, not run to its end (hours)
     before = sys.gettrace()
     templating.render("{{ 1 }}", {})
     assert sys.gettrace() is before
