@@ -213,7 +213,7 @@ def _without_nul_params(
 
 
 # The JSON escape of NUL, not itself escaped, with the backslash pairs before it.
-_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def _json_dumps(value: Any) -> str:
@@ -222,7 +222,7 @@ def _json_dumps(value: Any) -> str:
     # the escape \u0000: replaced by U+FFFD's, on both databases alike.
     out = orjson.dumps(value).decode()
     if "\\u0000" in out:
-        out = _JSON_NUL.sub(r"\1\\ufffd", out)
+        out = JSON_NUL.sub(r"\1\\ufffd", out)
     return out
 
 

@@ -13,11 +13,10 @@ characters where a person's or a client's text comes in.
   ``db.without_nul``).
 """
 
-import re
-
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rapport.db import JSON_NUL
 from rapport.problems import problem_response
 
 MB = 1024 * 1024
@@ -29,9 +28,6 @@ WEBHOOK_LIMIT = 5 * MB
 IMPORT_LIMIT = 100 * MB
 # The API channel takes attachments in the JSON body, base64 (a third larger than the file).
 INBOUND_LIMIT = 64 * MB
-
-# The JSON escape ``\u0000``, not itself escaped (``\\u0000`` is a backslash, then text).
-_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def limit_for(path: str, content_type: str) -> int:
@@ -51,7 +47,8 @@ def limit_for(path: str, content_type: str) -> int:
 def carries_nul(body: bytes, content_type: str) -> bool:
     """Whether a JSON or form body has a NUL character in it (other bodies are not text)."""
     if "json" in content_type:
-        return b"\\u0000" in body and _JSON_NUL.search(body) is not None
+        # The escape ``\u0000``, not itself escaped (``\\u0000`` is a backslash, then text).
+        return b"\\u0000" in body and JSON_NUL.search(body.decode("utf-8", "replace")) is not None
     if content_type.startswith("application/x-www-form-urlencoded"):
         return b"%00" in body or b"\x00" in body
     return False

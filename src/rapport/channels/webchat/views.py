@@ -53,6 +53,15 @@ VisitorToken = Annotated[
 ]
 
 
+def _visitor_and_region(database: Database, inbox: Inbox, token: str) -> tuple[Visitor, str]:
+    """The visitor the token names, and the region its phone numbers are read in."""
+    with database.session(write=False) as db:
+        visitor = webchat.visitor_by_token(db, inbox=inbox, token=token)
+        ws = db.get(Workspace, inbox.workspace_id)
+        db.expunge(visitor)
+        return visitor, ws.default_region if ws else "US"
+
+
 class SessionIn(BaseModel):
     visitor_token: str | None = Field(default=None, max_length=100)
     name: str = Field(default="", max_length=300)
@@ -212,14 +221,7 @@ async def say(token: str, body: SayIn, request: Request, visitor_token: VisitorT
     database: Database = request.app.state.database
     inbox = await run_in_threadpool(_inbox, database, token)
 
-    def who() -> tuple[Visitor, str]:
-        with database.session(write=False) as db:
-            visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
-            ws = db.get(Workspace, inbox.workspace_id)
-            db.expunge(visitor)
-            return visitor, ws.default_region if ws else "US"
-
-    visitor, region = await run_in_threadpool(who)
+    visitor, region = await run_in_threadpool(_visitor_and_region, database, inbox, visitor_token)
     writer: IngestWriter = request.app.state.ingest
     stored = await writer.submit(
         InboundMessage(
@@ -283,14 +285,7 @@ async def upload(
     if not data:
         raise Invalid("the file is empty")
 
-    def who() -> tuple[Visitor, str]:
-        with database.session(write=False) as db:
-            visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
-            ws = db.get(Workspace, inbox.workspace_id)
-            db.expunge(visitor)
-            return visitor, ws.default_region if ws else "US"
-
-    visitor, region = await run_in_threadpool(who)
+    visitor, region = await run_in_threadpool(_visitor_and_region, database, inbox, visitor_token)
     writer: IngestWriter = request.app.state.ingest
     name = Path(file.filename or "file").name[:200] or "file"
     stored = await writer.submit(
