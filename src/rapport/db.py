@@ -58,6 +58,25 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime: Rapport stores timezone-aware UTC only")
         return value.astimezone(UTC)
 
+    def bind_processor(self, dialect: Any) -> Callable[[datetime | None], Any]:
+        """The type's own conversion, remembering its last answer: a batch writes one
+        moment into many rows and columns (ingest: ~15 a message), and SQLite's text
+        formatting of it costs more than the row's other values together."""
+        process = super().bind_processor(dialect)
+        assert process is not None
+        last: tuple[datetime | None, Any] = (None, None)
+
+        def remembered(value: datetime | None) -> Any:
+            nonlocal last
+            seen, out = last  # one read: another thread may replace it meanwhile
+            if value is seen and value is not None:
+                return out
+            out = process(value)
+            last = (value, out)  # it holds the value: no other object can take its id
+            return out
+
+        return remembered
+
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None

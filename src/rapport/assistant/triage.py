@@ -74,7 +74,7 @@ def warm_up() -> None:
 
 def detect_language(text: str) -> tuple[str | None, float]:
     """An ISO 639-1 code and its probability; ``None`` for text too short to tell."""
-    letters = sum(ch.isalpha() for ch in text)
+    letters = sum(map(str.isalpha, text))
     if letters < 8:
         return None, 0.0
     code, probability = _language_model().classify(text[:2000])
@@ -106,7 +106,7 @@ def spam_signals(text: str) -> list[str]:
     if bait:
         signals.append(f"bait words ({', '.join(sorted(set(bait))[:3])})")
     visible = [ch for ch in text if not ch.isspace()]
-    if len(visible) >= 20 and sum(ch.isalpha() for ch in visible) / len(visible) < 0.4:
+    if len(visible) >= 20 and sum(map(str.isalpha, visible)) / len(visible) < 0.4:
         signals.append("mostly symbols")
     if len(bait) >= 2:
         signals.append("repeated bait")
