@@ -1,15 +1,20 @@
 """Triage of every inbound message, rules that use it, and what a workspace teaches it."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from rapport.assistant import training, triage
+from rapport.assistant.classify import TextClassifier
 from rapport.assistant.models import TriageModel
+from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.conversations import service as conversations
-from rapport.conversations.models import Conversation
+from rapport.conversations.models import Conversation, ConversationLabel
 from rapport.crypto import box_for
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
@@ -102,12 +107,8 @@ def test_a_rule_routes_negative_messages_to_a_team(
     assert teams == {"calm": None, "angry": team["id"]}
 
 
-def test_a_workspace_teaches_triage_its_own_categories(
-    client: TestClient, world: World, database: Database, settings: Settings, tmp_path: Path
-) -> None:
-    inbox = world.acme.inbox
-    assert inbox is not None
-    box = box_for(settings.secret_key.get_secret_value())
+def label_examples(database: Database, settings: Settings, inbox: Inbox) -> None:
+    """24 conversations, each labelled with its category (billing or login)."""
     examples = {
         "billing": [
             "I was charged twice this month",
@@ -152,8 +153,16 @@ def test_a_workspace_teaches_triage_its_own_categories(
                     settings=settings,
                 )
                 conversations.add_labels(db, conversation=stored.conversation, labels=[label])
-    with database.session() as db:
-        assert training.train(db, world.acme.workspace.id, box) == {"category": 24}
+
+
+def test_a_workspace_teaches_triage_its_own_categories(
+    client: TestClient, world: World, database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    inbox = world.acme.inbox
+    assert inbox is not None
+    box = box_for(settings.secret_key.get_secret_value())
+    label_examples(database, settings, inbox)
+    assert training.train(database, world.acme.workspace.id, box) == {"category": 24}
     with database.session() as db:
         stored = receive(
             db,
@@ -198,6 +207,68 @@ def test_a_workspace_teaches_triage_its_own_categories(
     triaged = r.json()["meta"]["triage"]
     assert triaged["category"] is None and triaged["sentiment"] == "neutral"
     assert not marker.exists()
+
+
+def test_triage_learns_with_no_lock_held_and_never_from_what_was_erased_meanwhile(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The nightly training fits for seconds (a large workspace: tens). Meanwhile the inbox
+    # goes on, and a conversation it is learning from may be erased: a model must never
+    # keep words that are gone, so it learns again from what is there.
+    inbox = world.acme.inbox
+    assert inbox is not None
+    label_examples(database, settings, inbox)
+    box = box_for(settings.secret_key.get_secret_value())
+    fitting, release = threading.Event(), threading.Event()
+    fits: list[int] = []
+    fit = TextClassifier.fit
+
+    def slow_fit(self: TextClassifier, texts: list[str], labels: list[str]) -> TextClassifier:
+        fits.append(len(texts))
+        if len(fits) == 1:
+            fitting.set()
+            assert release.wait(60)
+        return fit(self, texts, labels)
+
+    monkeypatch.setattr(TextClassifier, "fit", slow_fit)
+    outcome: list[object] = []
+    trainer = threading.Thread(
+        target=lambda: outcome.append(training.train(database, world.acme.workspace.id, box))
+    )
+    trainer.start()
+    try:
+        assert fitting.wait(30)
+        with database.session(write=False) as db:
+            gone = db.scalar(  # the customer of a conversation it is learning from
+                select(Conversation.customer_id)
+                .join(ConversationLabel, ConversationLabel.conversation_id == Conversation.id)
+                .order_by(Conversation.created_at)
+                .limit(1)
+            )
+        with ThreadPoolExecutor(1) as pool:  # waiting on a lock would hang, not fail
+            stored = pool.submit(
+                client.post,
+                f"/api/v1/inboxes/{inbox.id}/messages",
+                json={"external_id": "meanwhile", "text": "hi", "from": {"email": "m@x.org"}},
+                headers=auth(world.bob),
+            ).result(timeout=30)
+            erased = pool.submit(
+                client.delete, f"/api/v1/customers/{gone}", headers=auth(world.alice)
+            ).result(timeout=30)
+        assert stored.status_code == 201, stored.text
+        assert erased.status_code == 204, erased.text
+    finally:
+        release.set()
+        trainer.join(60)
+    assert fits == [24, 23]
+    assert outcome == [{"category": 23}]
+    with database.session(write=False) as db:
+        (model,) = db.scalars(select(TriageModel)).all()
+        assert model.examples == 23
 
 
 def test_a_server_process_runs_native_math_on_one_thread() -> None:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from rapport import outbound, templating
 from rapport.assistant.classify import TextClassifier
+from rapport.assistant.training import learn
 from rapport.bot.models import (
     BotConversation,
     Integration,
@@ -53,7 +54,6 @@ from rapport.db import Database, utcnow
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.kb import search as kb_search
-from rapport.workspaces import service as workspaces
 
 DEFAULTS: dict[str, Any] = {
     "enabled": False,
@@ -99,30 +99,46 @@ def asks_for_a_person(text: str) -> bool:
 # --- intents ---------------------------------------------------------------------------
 
 
-def train(db: Session, *, workspace_id: str, box: SecretBox) -> int:
-    """Train the workspace's intent classifier from its examples; returns the count used."""
-    workspaces.lock(db, workspace_id)  # each change queues one; they may overlap
-    rows = db.execute(
-        select(IntentExample.text, Intent.name)
-        .join(Intent, Intent.id == IntentExample.intent_id)
-        .where(IntentExample.workspace_id == workspace_id)
-        # A fixed order: the same examples always train the same model.
-        .order_by(Intent.name, IntentExample.text)
-    ).all()
-    existing = db.get(IntentModelBlob, workspace_id)
-    labels = [name for _, name in rows]
-    if len(set(labels)) < 2:
-        if existing is not None:
-            db.delete(existing)
-        _models.pop(workspace_id, None)
-        return 0
-    model = TextClassifier().fit([t for t, _ in rows], labels)
-    if existing is None:
-        existing = IntentModelBlob(workspace_id=workspace_id, model=b"")
-        db.add(existing)
-    existing.model, existing.examples, existing.trained_at = model.dumps(box), len(rows), utcnow()
+def train(database: Database, *, workspace_id: str, box: SecretBox) -> int:
+    """Train the workspace's intent classifier from its examples; returns the count used.
+
+    The fit runs with no transaction open (``training.learn``): minutes for a large
+    workspace with the ai extra, while the inbox goes on."""
+
+    def read(db: Session) -> list[tuple[str, str]]:
+        return [
+            (text, name)
+            for text, name in db.execute(
+                select(IntentExample.text, Intent.name)
+                .join(Intent, Intent.id == IntentExample.intent_id)
+                .where(IntentExample.workspace_id == workspace_id)
+                # A fixed order: the same examples always train the same model.
+                .order_by(Intent.name, IntentExample.text)
+            )
+        ]
+
+    def fit(rows: list[tuple[str, str]]) -> tuple[TextClassifier, int] | None:
+        labels = [name for _, name in rows]
+        if len(set(labels)) < 2:
+            return None
+        return TextClassifier().fit([text for text, _ in rows], labels), len(rows)
+
+    def store(db: Session, fitted: tuple[TextClassifier, int] | None) -> int:
+        existing = db.get(IntentModelBlob, workspace_id)
+        if fitted is None:
+            if existing is not None:
+                db.delete(existing)
+            return 0
+        model, count = fitted
+        if existing is None:
+            existing = IntentModelBlob(workspace_id=workspace_id, model=b"")
+            db.add(existing)
+        existing.model, existing.examples, existing.trained_at = model.dumps(box), count, utcnow()
+        return count
+
+    count = learn(database, workspace_id, read=read, fit=fit, store=store)
     _models.pop(workspace_id, None)
-    return len(rows)
+    return count
 
 
 @dataclass
@@ -572,6 +588,8 @@ def bot_reply(ctx: JobContext, message_id: str) -> None:
 
 @job("bot_train", max_attempts=3)
 def bot_train(ctx: JobContext, workspace_id: str) -> None:
-    with ctx.database.session() as db:
-        box = box_for(ctx.settings.secret_key.get_secret_value())
-        train(db, workspace_id=workspace_id, box=box)
+    train(
+        ctx.database,
+        workspace_id=workspace_id,
+        box=box_for(ctx.settings.secret_key.get_secret_value()),
+    )

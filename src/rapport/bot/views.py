@@ -210,10 +210,10 @@ def add_example(intent_id: str, body: ExampleIn, principal: CurrentAgent, db: Db
 
 
 @router.post("/train", status_code=200)
-def train_now(principal: CurrentAdmin, db: Db, request: Request) -> dict[str, int]:
+def train_now(principal: CurrentAdmin, request: Request) -> dict[str, int]:
     """Retrain the intent classifier now (it also retrains after every change)."""
-    box = request.app.state.box
-    return {"examples": service.train(db, workspace_id=principal.workspace_id, box=box)}
+    database, box = request.app.state.database, request.app.state.box
+    return {"examples": service.train(database, workspace_id=principal.workspace_id, box=box)}
 
 
 @router.get("/integrations", response_model=list[IntegrationRead])

@@ -85,7 +85,7 @@ def scan(
     database: Database, *, workspace_id: str, threshold: float = SUGGEST_THRESHOLD
 ) -> ScanSummary:
     """Find the workspace's duplicate customers; suggest them, or merge above the bar."""
-    with database.session() as db:
+    with database.session(write=False) as db:
         records = _records(db, workspace_id)
     pairs = find_duplicates(records, threshold=threshold).pairs
     with database.session() as db:

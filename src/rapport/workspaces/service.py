@@ -56,10 +56,13 @@ def get_by_name(db: Session, name: str) -> Workspace:
 
 def lock(db: Session, workspace_id: str) -> None:
     """Hold the workspace's row until the transaction ends (on PostgreSQL; SQLite has one
-    writer anyway), so work that rewrites a workspace's derived rows, such as retraining
-    its models, runs one at a time: the second waits and replaces the first's rows
-    instead of colliding with them on their keys."""
-    db.execute(select(Workspace.id).where(Workspace.id == workspace_id).with_for_update())
+    writer anyway), so work that rewrites a workspace's derived rows, such as storing its
+    retrained models, runs one at a time: the second waits and replaces the first's rows
+    instead of colliding with them on their keys. ``FOR NO KEY UPDATE``: rows that name
+    the workspace (every message, customer, job...) can still be inserted meanwhile."""
+    db.execute(
+        select(Workspace.id).where(Workspace.id == workspace_id).with_for_update(key_share=True)
+    )
 
 
 def update_settings(db: Session, *, workspace: Workspace, changes: dict[str, Any]) -> Workspace:
