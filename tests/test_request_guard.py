@@ -2,8 +2,10 @@
 reads it (rapport.guard); what a provider or a mail sends with a NUL in it is kept."""
 
 import base64
+import json
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -124,3 +126,35 @@ def test_an_api_attachment_is_at_most_10_mb(client: TestClient, world: World) ->
     }
     r = client.post(f"/api/v1/inboxes/{inbox_id}/messages", json=body, headers=auth(world.bob))
     assert "at most 10 MB" in str(problem(r, 422)["errors"])
+
+
+def test_a_websocket_client_sending_more_than_a_small_message_is_cut_off(
+    settings: Settings, database: Database, world: World
+) -> None:
+    # Rapport's sockets only talk to the client; what a client sends is read and ignored.
+    # A small message leaves the socket working, a big one closes it (1009) unread, instead
+    # of the server's default of 16 MB a message, 32 messages queued, per socket.
+    websockets = pytest.importorskip("websockets.sync.client", reason="websockets not installed")
+    from websockets.exceptions import ConnectionClosed
+
+    from tests.web.conftest import LiveServer
+
+    with LiveServer(settings, database) as server:
+        url = f"ws://127.0.0.1:{server.port}/api/v1/stream"
+        with websockets.connect(url, additional_headers=auth(world.bob)) as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            ws.send("x" * 1000)
+            r = httpx.post(
+                f"{server.url}/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+                json={"external_id": "ws-1", "text": "still there?", "from": {"email": "w@x.org"}},
+                headers=auth(world.bob),
+            )
+            assert r.status_code == 201, r.text
+            while (event := json.loads(ws.recv(timeout=10)))["type"] != "message.created":
+                pass
+            assert event["payload"]["text"] == "still there?"
+            ws.send("x" * (guard.WEBSOCKET_MESSAGE_LIMIT + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009

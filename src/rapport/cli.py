@@ -61,6 +61,7 @@ def serve(
     from rapport import logs
     from rapport.app import create_app
     from rapport.assistant import one_compute_thread
+    from rapport.guard import WEBSOCKET_MESSAGE_LIMIT
 
     settings = _settings()
     settings.worker_in_process = worker
@@ -82,6 +83,7 @@ def serve(
         access_log=False,
         log_config=None,
         ws="websockets-sansio",
+        ws_max_size=WEBSOCKET_MESSAGE_LIMIT,
         proxy_headers=True,
         forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     )

@@ -28,6 +28,10 @@ WEBHOOK_LIMIT = 5 * MB
 IMPORT_LIMIT = 100 * MB
 # The API channel takes attachments in the JSON body, base64 (a third larger than the file).
 INBOUND_LIMIT = 64 * MB
+# One message a websocket client may send (the server's default is 16 MB). Rapport's sockets
+# only speak to the client (the inbox and the chat widget send nothing but their close), so
+# a larger one closes the socket (1009) instead of being read into memory to be ignored.
+WEBSOCKET_MESSAGE_LIMIT = 64 * 1024
 
 
 def limit_for(path: str, content_type: str) -> int:

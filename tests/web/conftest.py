@@ -14,6 +14,7 @@ import uvicorn
 from rapport.app import create_app
 from rapport.config import Settings
 from rapport.db import Database
+from rapport.guard import WEBSOCKET_MESSAGE_LIMIT
 from tests.factories import PASSWORD
 
 CHROMIUM = "/usr/bin/chromium"
@@ -37,6 +38,7 @@ class LiveServer:
             port=self.port,
             log_level="warning",
             ws="websockets-sansio",
+            ws_max_size=WEBSOCKET_MESSAGE_LIMIT,  # as `rapport serve`
             lifespan="on",
         )
         self.server = uvicorn.Server(config)
