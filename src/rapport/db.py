@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import AfterValidator, AwareDatetime
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers, sessionmaker
@@ -405,6 +405,15 @@ def _run_after_commit(db: Session) -> None:
 def _drop_after_rollback(db: Session, previous_transaction: Any) -> None:
     if previous_transaction.parent is None:
         db.info.pop(_HOOKS, None)
+
+
+def lock_row(db: Session, model: Any, row_id: str) -> None:
+    """Hold one row until the transaction ends, so that work which replaces what hangs off
+    it (a customer's tags, a team's members, a workspace's models) runs one at a time:
+    the second waits, then sees and replaces what the first wrote instead of colliding
+    with it on its keys. On PostgreSQL ``FOR NO KEY UPDATE``: rows that name it can still
+    be inserted meanwhile. SQLite has one writer anyway (and no such clause)."""
+    db.execute(select(model.id).where(model.id == row_id).with_for_update(key_share=True))
 
 
 @contextmanager

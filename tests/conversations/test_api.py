@@ -1,5 +1,6 @@
 """Conversations over the API: filters, paging, replies, notes, assignment, status, labels."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -220,3 +221,24 @@ def test_the_list_gives_each_conversation_its_last_message(
     # Another workspace's list never carries it.
     theirs = client.get("/api/v1/conversations", headers=auth(world.mallory)).json()["items"]
     assert conv not in [i["id"] for i in theirs]
+
+
+def test_the_same_labels_added_at_once_are_added_once_and_never_fail(
+    client: TestClient, world: World
+) -> None:
+    # Two agents (or a retried call) adding a label at the same moment each get their
+    # answer; the label is there once.
+    conv = _post(client, world, "l1", "l1@example.com")["conversation_id"]
+    url = f"/api/v1/conversations/{conv}/labels"
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda _: client.post(
+                    url, json={"labels": ["vip", "billing"]}, headers=auth(world.bob)
+                ),
+                range(16),
+            )
+        )
+    assert [r.status_code for r in answers] == [200] * 16, [r.text for r in answers]
+    labels = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()["labels"]
+    assert labels == ["billing", "vip"]

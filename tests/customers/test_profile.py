@@ -1,5 +1,7 @@
 """The profile: typed custom attributes, tags, consent with its history, derived figures."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -190,3 +192,22 @@ def test_the_profile_adds_up_the_customers_history(
     assert figures["total_spend_minor"] == {"EUR": 3500, "USD": 999}
     assert figures["average_csat"] is None
     assert body["identities"] and body["attribute_definitions"] == []
+
+
+def test_tags_put_at_once_leave_one_of_the_sets_and_never_fail(
+    client: TestClient, world: World
+) -> None:
+    # PUT replaces the set. Requests at the same moment (two agents, a retried call) each
+    # get their answer, and the customer ends with one whole set, not a mix of them.
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{customer.id}/tags"
+    sets = [["vip", "shared"], ["churn-risk", "shared"], ["vip", "b2b"], ["b2b", "shared"]] * 4
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda tags: client.put(url, json={"tags": tags}, headers=auth(world.bob)), sets
+            )
+        )
+    assert [r.status_code for r in answers] == [200] * len(sets), [r.text for r in answers]
+    final = client.get(f"/api/v1/customers/{customer.id}/profile", headers=auth(world.bob))
+    assert sorted(final.json()["tags"]) in [sorted(s) for s in sets]

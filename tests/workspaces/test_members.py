@@ -1,5 +1,7 @@
 """Members, roles and teams of a workspace."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 from fastapi.testclient import TestClient
 
 from tests.conftest import auth
@@ -64,3 +66,29 @@ def test_teams_hold_only_members_of_their_workspace(client: TestClient, world: W
     )
     assert r.status_code == 404
     assert client.get("/api/v1/teams", headers=auth(world.bob)).json()[0]["member_ids"] == [bob]
+
+
+def test_a_team_given_its_members_at_once_ends_with_one_of_the_lists(
+    client: TestClient, world: World
+) -> None:
+    team = client.post("/api/v1/teams", json={"name": "Tier 1"}, headers=auth(world.alice)).json()
+    alice, bob = world.acme.users["alice"].id, world.acme.users["bob"].id
+    lists = [[alice], [bob], [alice, bob]] * 5
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda ids: client.patch(
+                    f"/api/v1/teams/{team['id']}",
+                    json={"member_ids": ids},
+                    headers=auth(world.alice),
+                ),
+                lists,
+            )
+        )
+    assert [r.status_code for r in answers] == [200] * len(lists), [r.text for r in answers]
+    (final,) = [
+        t
+        for t in client.get("/api/v1/teams", headers=auth(world.alice)).json()
+        if t["id"] == team["id"]
+    ]
+    assert sorted(final["member_ids"]) in [sorted(ids) for ids in lists]

@@ -31,7 +31,7 @@ from rapport.conversations.models import (
     Status,
     Upload,
 )
-from rapport.db import utcnow
+from rapport.db import lock_row, utcnow
 from rapport.jobs.service import enqueue
 from rapport.notifications import service as notifications
 from rapport.problems import Invalid, NotFound
@@ -660,6 +660,7 @@ def add_labels(db: Session, *, conversation: Conversation, labels: list[str]) ->
     clean = sorted({lbl.strip().lower()[:100] for lbl in labels if lbl.strip()})
     if not clean:
         raise Invalid("labels must not be empty")
+    lock_row(db, Conversation, conversation.id)  # two adds at once: one after the other
     have = set(labels_of(db, [conversation.id])[conversation.id])
     for lbl in clean:
         if lbl not in have:

@@ -24,6 +24,7 @@ from rapport.customers.models import (
     Customer,
     CustomerTag,
 )
+from rapport.db import lock_row
 from rapport.events.models import Order
 from rapport.problems import Conflict, Invalid, NotFound
 
@@ -155,6 +156,7 @@ def set_tags(db: Session, *, customer: Customer, tags: list[str]) -> list[str]:
     bad = [t for t in clean if not _TAG.match(t)]
     if bad:
         raise Invalid(f"not a tag: {bad[0]!r} (letters, digits, space . : / - up to 64)")
+    lock_row(db, Customer, customer.id)  # two replacements at once: one after the other
     db.execute(delete(CustomerTag).where(CustomerTag.customer_id == customer.id))
     for tag in clean:
         db.add(CustomerTag(customer_id=customer.id, workspace_id=customer.workspace_id, tag=tag))

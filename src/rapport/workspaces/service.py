@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from rapport.auth import service as auth
 from rapport.auth.models import Membership, Role, Team, TeamMember, User
+from rapport.db import lock_row
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound
 from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
@@ -55,14 +56,9 @@ def get_by_name(db: Session, name: str) -> Workspace:
 
 
 def lock(db: Session, workspace_id: str) -> None:
-    """Hold the workspace's row until the transaction ends (on PostgreSQL; SQLite has one
-    writer anyway), so work that rewrites a workspace's derived rows, such as storing its
-    retrained models, runs one at a time: the second waits and replaces the first's rows
-    instead of colliding with them on their keys. ``FOR NO KEY UPDATE``: rows that name
-    the workspace (every message, customer, job...) can still be inserted meanwhile."""
-    db.execute(
-        select(Workspace.id).where(Workspace.id == workspace_id).with_for_update(key_share=True)
-    )
+    """Hold the workspace's row until the transaction ends (``db.lock_row``): storing its
+    retrained models, say, runs one at a time."""
+    lock_row(db, Workspace, workspace_id)
 
 
 def update_settings(db: Session, *, workspace: Workspace, changes: dict[str, Any]) -> Workspace:
@@ -224,6 +220,7 @@ def set_team_members(db: Session, *, team: Team, member_ids: list[str]) -> None:
         )
         if ids - known:
             raise NotFound("member")
+    lock_row(db, Team, team.id)  # two replacements at once: one after the other
     db.execute(delete(TeamMember).where(TeamMember.team_id == team.id))
     for uid in sorted(ids):
         db.add(TeamMember(team_id=team.id, user_id=uid, workspace_id=team.workspace_id))
