@@ -415,3 +415,38 @@ def test_a_rule_that_cannot_run_is_skipped_and_says_why(
     drain(database, settings)
     detail = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
     assert any(m["text"] == "seen 2" for m in detail["messages"])
+
+
+def test_a_pattern_that_backtracks_without_end_is_stopped_and_the_rule_says_why(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # An admin's pattern runs on what a customer writes, inside the automation job's
+    # transaction (SQLite's one writer). This one tries every way of splitting the text
+    # before it can fail: its time grows exponentially with the text's length (Python's
+    # `re` had no limit). It is stopped, the rule skipped with its reason, and the event's
+    # other rules still run.
+    slow = rule(
+        client,
+        world,
+        event="message.received",
+        position=1,
+        conditions=[{"field": "message.text", "op": "regex", "value": r"^(a|aa)+$"}],
+        actions=[{"type": "add_label", "value": "words"}],
+    )
+    rule(
+        client,
+        world,
+        event="message.received",
+        position=2,
+        actions=[{"type": "add_label", "value": "seen"}],
+    )
+    conv = inbound(client, world, "bt1", "a" * 60 + "!", "bt1@example.com")
+    drain(database, settings)
+    assert conversation(client, world, conv)["labels"] == ["seen"]
+    listed = client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
+    shown = next(r for r in listed if r["id"] == slow["id"])
+    assert "took over" in shown["last_error"]
+    # The same pattern on a text it settles quickly still matches.
+    conv = inbound(client, world, "bt2", "aaaa", "bt2@example.com")
+    drain(database, settings)
+    assert conversation(client, world, conv)["labels"] == ["seen", "words"]

@@ -6,12 +6,12 @@ small depth at all).
 """
 
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import orjson
+import regex
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -68,6 +68,9 @@ ACTIONS = frozenset(
 )
 MAX_DEPTH = 5
 log = logging.getLogger(__name__)
+# How long one regex condition may search a text: an admin's pattern runs on whatever a
+# customer writes (up to 10,000 characters), and nested repeats backtrack exponentially.
+REGEX_SECONDS = 0.1
 
 _CAUSES = "automation_caused_by"
 
@@ -87,8 +90,8 @@ def validate(event: str, conditions: list[dict[str, Any]], actions: list[dict[st
             if len(pattern) > 200:
                 raise Invalid("a regex condition is at most 200 characters")
             try:
-                re.compile(pattern)
-            except re.error as exc:
+                regex.compile(pattern, flags=regex.IGNORECASE)
+            except regex.error as exc:
                 raise Invalid(f"bad regex {pattern!r}: {exc}") from exc
     if not actions:
         raise Invalid("a rule needs at least one action")
@@ -324,7 +327,14 @@ def holds(condition: dict[str, Any], known: dict[str, Any]) -> bool:
             found = str(want).lower() in str(have).lower()
         return found if op == "contains" else not found
     if op == "regex":
-        return re.search(str(want), str(have), flags=re.IGNORECASE) is not None
+        try:
+            hit = regex.search(str(want), str(have), flags=regex.IGNORECASE, timeout=REGEX_SECONDS)
+        except TimeoutError as exc:
+            raise Invalid(
+                f"the pattern {want!r} took over {REGEX_SECONDS:g} s on this text"
+                " (nested repeats backtrack without end): the rule was not run"
+            ) from exc
+        return hit is not None
     if op == "in":
         return _norm(have) in [_norm(x) for x in (want or [])]
     try:
@@ -369,7 +379,11 @@ def run(
         if rule.id in caused_by:
             continue  # this rule's own change: running it again is how loops start
         known = facts(db, conversation=conv, message=msg, customer=customer, now=utcnow())
-        if not all(holds(c, known) for c in rule.conditions):
+        try:
+            if not all(holds(c, known) for c in rule.conditions):
+                continue
+        except Invalid as exc:
+            _failed(db, rule, exc.detail)
             continue
         previous = db.info.get(_CAUSES)
         db.info[_CAUSES] = [*caused_by, rule.id]
