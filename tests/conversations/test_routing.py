@@ -2,12 +2,15 @@
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from rapport.auth import service as auth_service
 from rapport.auth.models import Membership, Role
 from rapport.config import Settings
+from rapport.conversations import routing
 from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
 from rapport.workspaces import service as workspaces
@@ -124,3 +127,42 @@ def test_an_agent_coming_online_takes_waiting_conversations(
             )
         )
         assert member is not None and member.availability == "online"
+
+
+def test_a_backlog_pass_asks_once_per_full_team(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Everyone is full and 10 conversations wait: the pass that runs when someone resolves
+    # one fills the freed place, then asks no more (each question reads every agent's load,
+    # inside the write transaction that holds SQLite's one writer).
+    ids = setup_team(client, world, database)
+    worker = Worker(database, settings)
+    convs = [write(client, world, ids["inbox"], n) for n in range(14)]
+    worker.run_until_idle()
+    asked: list[str | None] = []
+    pick = routing.pick_agent
+
+    def counted(db: Session, *, workspace_id: str, team_id: str | None) -> str | None:
+        asked.append(team_id)
+        return pick(db, workspace_id=workspace_id, team_id=team_id)
+
+    monkeypatch.setattr(routing, "pick_agent", counted)
+    owners = [assignee(client, world, c) for c in convs]
+    assert owners.count(None) == 10
+    with database.session() as db:
+        assert routing.assign_waiting(db, workspace_id=world.acme.workspace.id) == 0
+    assert asked == [None]
+    resolved = convs[owners.index(ids["bob"])]
+    client.post(
+        f"/api/v1/conversations/{resolved}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    )
+    asked.clear()
+    worker.run_until_idle()
+    assert asked == [None, None]  # one given to bob, then the team is full again
+    assert [assignee(client, world, c) for c in convs].count(None) == 9

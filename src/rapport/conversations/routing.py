@@ -116,14 +116,18 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
         )
     )
     given = 0
+    full: set[str | None] = set()  # teams with no one who has room, for the rest of this pass
     for conv in waiting:
         inbox = db.get(Inbox, conv.inbox_id)
         if _with_the_bot(db, conv, inbox):
             continue  # the bot answers first; it hands over through routing when needed
         team_id = conv.team_id or (inbox.team_id if inbox else None)
+        if team_id in full:
+            continue  # asked already: nobody frees up inside this transaction
         agent = pick_agent(db, workspace_id=workspace_id, team_id=team_id)
         if agent is None:
-            continue  # this team is full; a conversation of another team may still fit
+            full.add(team_id)  # a conversation of another team may still fit
+            continue
         service.assign(db, conversation=conv, assignee_id=agent, team_id=team_id, actor_id=None)
         db.flush()
         given += 1
