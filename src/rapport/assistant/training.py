@@ -9,7 +9,7 @@ is dropped), so the defaults serve until there is data.
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Hashable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -81,34 +81,36 @@ def examples(
     """The newest labelled conversations' examples: each one's first customer message with
     its single label (kind ``category``), and with its priority when an agent set one.
     ``among`` reads those conversations only, however old."""
-    first = (
-        select(Message.conversation_id, func.min(Message.created_at).label("at"))
-        .where(
+
+    def query(ids: list[str] | None) -> Any:
+        """Each conversation's first customer message (of ``ids`` only, when given)."""
+        first = select(Message.conversation_id, func.min(Message.created_at).label("at")).where(
             Message.workspace_id == workspace_id,
             Message.direction == Direction.inbound,
             Message.kind == MessageKind.message,
         )
-        .group_by(Message.conversation_id)
-        .subquery()
-    )
-    query = (
-        select(Conversation.id, Conversation.priority, Message.text)
-        .join(first, first.c.conversation_id == Conversation.id)
-        .join(
-            Message,
-            (Message.conversation_id == Conversation.id) & (Message.created_at == first.c.at),
+        if ids is not None:  # by each conversation's index, not every message of the workspace
+            first = first.where(Message.conversation_id.in_(ids))
+        found = first.group_by(Message.conversation_id).subquery()
+        return (
+            select(Conversation.id, Conversation.priority, Message.text)
+            .join(found, found.c.conversation_id == Conversation.id)
+            .join(
+                Message,
+                (Message.conversation_id == Conversation.id) & (Message.created_at == found.c.at),
+            )
+            .where(Conversation.workspace_id == workspace_id, Message.text != "")
+            .order_by(Conversation.created_at.desc())
         )
-        .where(Conversation.workspace_id == workspace_id, Message.text != "")
-        .order_by(Conversation.created_at.desc())
-    )
+
     if among is None:
-        rows = db.execute(query.limit(MAX_EXAMPLES)).all()
+        rows = db.execute(query(None).limit(MAX_EXAMPLES)).all()
     else:
         ids = sorted(among)
         rows = [
             r
             for start in range(0, len(ids), 500)
-            for r in db.execute(query.where(Conversation.id.in_(ids[start : start + 500])))
+            for r in db.execute(query(ids[start : start + 500]))
         ]
     labels: dict[str, list[str]] = defaultdict(list)
     ids = [r.id for r in rows]
