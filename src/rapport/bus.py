@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ import orjson
 log = logging.getLogger(__name__)
 
 CHANNEL = "rapport:events"
+# Seconds without trying Redis after a publish failed there.
+RETRY_AFTER = 5.0
 Event = dict[str, Any]
 
 
@@ -91,7 +94,10 @@ class RedisBus(LocalBus):
         import redis
 
         self._url = url
-        self._sync = redis.Redis.from_url(url)
+        # Events are published from request and ingest threads: a Redis that stops answering
+        # must cost them a second once, not hang them (the client waits forever by default).
+        self._sync = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self._retry_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -109,12 +115,17 @@ class RedisBus(LocalBus):
         await super().stop()
 
     def publish(self, event: Event) -> None:
-        try:
-            self._sync.publish(CHANNEL, orjson.dumps(event))
-        except Exception:
-            # The event is committed in the outbox; clients catch up from there on reconnect.
-            log.warning("redis publish failed", extra={"event": "bus.publish_failed"})
-            self._deliver_threadsafe(event)
+        if time.monotonic() >= self._retry_at:
+            try:
+                self._sync.publish(CHANNEL, orjson.dumps(event))
+                return
+            except Exception:
+                # Not tried again for a while: each try could cost the caller a timeout.
+                self._retry_at = time.monotonic() + RETRY_AFTER
+                log.warning("redis publish failed", extra={"event": "bus.publish_failed"})
+        # This process's own subscribers still hear it; the event is committed in the
+        # outbox, and the other processes' clients catch up from there on reconnect.
+        self._deliver_threadsafe(event)
 
     async def _listen(self) -> None:
         import redis.asyncio as aredis

@@ -1,7 +1,10 @@
 """One customer on two channels at once: the conversations are shown together and merge."""
 
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from rapport.config import Settings
@@ -109,3 +112,31 @@ def test_conversations_far_apart_are_not_related_and_strangers_do_not_merge(
         headers=auth(world.victor),
     )
     assert r.status_code == 403
+
+
+def test_presence_heartbeats_never_wait_for_the_writer(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # "typing" and "viewing" are POSTs every few seconds from every open conversation, and
+    # only look: they never take SQLite's one write lock, so a long write elsewhere (an
+    # import, an erasure) does not make them wait and fail.
+    conv = world.acme.first.conversation  # type: ignore[union-attr]
+    if not database.is_sqlite:
+        pytest.skip("SQLite's single writer")
+    path = database.engine.url.database
+    assert path
+    writer = sqlite3.connect(path, timeout=1)
+    writer.execute("BEGIN IMMEDIATE")  # someone else holds the write lock meanwhile
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            typing = pool.submit(
+                client.post, f"/api/v1/conversations/{conv.id}/typing", headers=auth(world.bob)
+            )
+            viewing = pool.submit(
+                client.post, f"/api/v1/conversations/{conv.id}/viewing", headers=auth(world.bob)
+            )
+            assert typing.result(timeout=30).status_code == 204
+            assert viewing.result(timeout=30).status_code == 204
+    finally:
+        writer.rollback()
+        writer.close()

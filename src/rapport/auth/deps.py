@@ -46,6 +46,13 @@ def get_db(request: Request) -> Iterator[Session]:
         yield db
 
 
+def get_read_db(request: Request) -> Iterator[Session]:
+    """A read-only session whatever the method: for a POST that only looks (a heartbeat),
+    which must not take SQLite's one write lock, nor wait for it."""
+    with get_database(request).session(write=False) as db:
+        yield db
+
+
 class Unauthorized(Problem):
     def __init__(self, detail: str = "sign in or send a bearer token") -> None:
         super().__init__(401, "unauthorized", detail)
@@ -172,6 +179,7 @@ def require_role(role: Role) -> Callable[..., Any]:
 # "function" scope: commit before the response is sent, so an acknowledged write is durable
 # and the client's next request sees it.
 Db = Annotated[Session, Depends(get_db, scope="function")]
+ReadDb = Annotated[Session, Depends(get_read_db, scope="function")]
 Box = Annotated[SecretBox, Depends(get_box)]
 CurrentSettings = Annotated[Settings, Depends(get_settings)]
 CurrentMember = Annotated[service.Principal, Depends(require_role(Role.viewer))]

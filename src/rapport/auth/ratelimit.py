@@ -18,7 +18,10 @@ class RateLimiter:
         if redis_url:
             import redis
 
-            self._redis = redis.Redis.from_url(redis_url)
+            # A Redis that stops answering costs a login a second, never hangs it.
+            self._redis = redis.Redis.from_url(
+                redis_url, socket_timeout=1, socket_connect_timeout=1
+            )
 
     def hit(self, key: str) -> bool:
         """Count one attempt; False when the key is over its limit."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from rapport.assistant import suggest
-from rapport.auth.deps import CurrentAgent, CurrentMember, Db
+from rapport.auth.deps import CurrentAgent, CurrentMember, Db, ReadDb
 from rapport.auth.models import User
 from rapport.auth.views import actor_of
 from rapport.bus import get_bus
@@ -37,7 +37,7 @@ def related_conversations(
 
 
 @router.post("/{conversation_id}/viewing", status_code=204)
-def viewing(conversation_id: str, principal: CurrentMember, db: Db) -> Response:
+def viewing(conversation_id: str, principal: CurrentMember, db: ReadDb) -> Response:
     """This agent has the conversation open (sent every few seconds while it is): the others
     who open it see a collision notice. Nothing is stored."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query, Request, Response, UploadFile
 
-from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
+from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db, ReadDb
 from rapport.auth.views import actor_of
 from rapport.conversations import canned, files, labels, service, sla
 from rapport.conversations.models import (
@@ -436,7 +436,7 @@ def unread_counts(principal: CurrentMember, db: Db) -> dict[str, int]:
 
 
 @router.post("/{conversation_id}/typing", status_code=204)
-def typing(conversation_id: str, principal: CurrentAgent, db: Db) -> Response:
+def typing(conversation_id: str, principal: CurrentAgent, db: ReadDb) -> Response:
     """The agent is typing: shown to the customer's widget and to colleagues, stored nowhere."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     service.typing(conversation=conv, user_id=principal.user_id)
