@@ -1,9 +1,13 @@
 """Logins, sessions, CSRF, lock-out, two-factor authentication and roles."""
 
+import sqlite3
+
 import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
+from rapport.auth import security
+from rapport.db import Database
 from tests.conftest import auth
 from tests.factories import PASSWORD, World
 
@@ -181,3 +185,39 @@ def test_requests_without_credentials_get_401_problem(client: TestClient, world:
     r = client.get("/api/v1/customers")
     assert r.status_code == 401
     assert r.json()["status"] == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("password", [PASSWORD, "wrong-password-1"])
+def test_a_password_is_checked_with_no_write_lock_held(
+    client: TestClient,
+    world: World,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    password: str,
+) -> None:
+    # argon2 costs ~90 ms by design. Inside the login's write transaction each attempt (a
+    # credential-stuffing run makes thousands) held SQLite's one write lock that long, and
+    # every other writer, ingest included, queued behind them.
+    if not database.is_sqlite:
+        pytest.skip("SQLite's single writer")
+    path = database.engine.url.database
+    assert path
+    held: list[bool] = []
+    verify = security.verify_password
+
+    def probing(stored: str | None, given: str) -> bool:
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # fails at once if a transaction holds the lock
+            other.rollback()
+            held.append(False)
+        except sqlite3.OperationalError:
+            held.append(True)
+        finally:
+            other.close()
+        return verify(stored, given)
+
+    monkeypatch.setattr(security, "verify_password", probing)
+    r = login(client, "alice@acme.test", password)
+    assert r.status_code == (200 if password == PASSWORD else 401), r.text
+    assert held == [False]

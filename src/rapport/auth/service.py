@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from rapport.auth import security
 from rapport.auth.models import ROLE_RANK, ApiToken, AuthSession, Membership, Role, User
 from rapport.crypto import SecretBox
-from rapport.db import utcnow
+from rapport.db import Database, utcnow
 from rapport.problems import Forbidden, Invalid, NotFound, Problem
 from rapport.workspaces.models import Workspace
 
@@ -77,15 +77,38 @@ class AccountLocked(Problem):
         )
 
 
+def password_matches(database: Database, *, email: str, password: str) -> tuple[str | None, bool]:
+    """The stored hash and whether ``password`` matches it, checked with no write
+    transaction open: argon2 costs ~90 ms by design, and inside the login's transaction
+    every attempt (a credential-stuffing run, say) held SQLite's one write lock that long."""
+    with database.session(write=False) as db:
+        user = user_by_email(db, email)
+        stored = user.password_hash if user else None
+    return stored, security.verify_password(stored, password)
+
+
 def check_password(
-    db: Session, *, email: str, password: str, max_failures: int, lockout_minutes: int
+    db: Session,
+    *,
+    email: str,
+    password: str,
+    max_failures: int,
+    lockout_minutes: int,
+    checked: tuple[str | None, bool] | None = None,
 ) -> User:
-    """The user with these credentials; counts failures and locks the account after too many."""
+    """The user with these credentials; counts failures and locks the account after too many.
+
+    ``checked`` is ``password_matches``'s answer, used unless the hash changed since."""
     user = user_by_email(db, email)
     now = utcnow()
     if user is not None and user.locked_until is not None and user.locked_until > now:
         raise AccountLocked(lockout_minutes)
-    if not security.verify_password(user.password_hash if user else None, password):
+    stored = user.password_hash if user else None
+    if checked is not None and checked[0] == stored:
+        matches = checked[1]
+    else:
+        matches = security.verify_password(stored, password)
+    if not matches:
         if user is not None:
             user.failed_logins += 1
             if user.failed_logins >= max_failures:

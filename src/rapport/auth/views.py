@@ -67,6 +67,10 @@ def login(
     ip = request.client.host if request.client else "unknown"
     if not limiter.hit(f"ip:{ip}") or not limiter.hit(f"email:{body.email.strip().lower()}"):
         raise RateLimited()
+    # Before this request's write transaction begins (at its first statement).
+    checked = service.password_matches(
+        request.app.state.database, email=body.email, password=body.password
+    )
     try:
         user = service.check_password(
             db,
@@ -74,6 +78,7 @@ def login(
             password=body.password,
             max_failures=settings.login_max_failures,
             lockout_minutes=settings.login_lockout_minutes,
+            checked=checked,
         )
     except Problem:
         db.commit()  # keep the failure count even though the request fails
