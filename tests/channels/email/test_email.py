@@ -2,6 +2,7 @@
 
 import json
 import smtplib
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
+import rapport.channels.email as email_channel
 from rapport.channels.email import smtp as listener
+from rapport.channels.email.parse import ParsedEmail
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
@@ -382,3 +385,40 @@ def test_an_agents_files_reach_the_customer_as_mime_attachments(
     ][-1]
     assert out["status"] == "sent"
     assert [a["filename"] for a in out["attachments"]] == ["invoice 2026.pdf", "notes.txt"]
+
+
+def test_a_mail_is_parsed_with_no_write_lock_held(
+    client: TestClient,
+    world: World,
+    database: Database,
+    mail_inbox: str,
+    smtp_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Parsing a big mail takes a second (60 MB are allowed): done inside the transaction
+    # that stores it, it held SQLite's one write lock meanwhile, and every other writer
+    # (the inbox's other channels, agents' replies) waited.
+    if not database.is_sqlite:
+        pytest.skip("SQLite's single writer")
+    path = database.engine.url.database
+    assert path
+    held: list[bool] = []
+    parse = email_channel.parse
+
+    def probing(raw: bytes) -> ParsedEmail:
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # fails at once if a transaction holds the lock
+            other.rollback()
+            held.append(False)
+        except sqlite3.OperationalError:
+            held.append(True)
+        finally:
+            other.close()
+        return parse(raw)
+
+    monkeypatch.setattr(email_channel, "parse", probing)
+    send(smtp_port, customer_mail("parsed first, stored after"))
+    [conv] = conversations(client, world, mail_inbox)
+    assert conv["messages_count"] == 1
+    assert held == [False]

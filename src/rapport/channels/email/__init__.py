@@ -26,7 +26,7 @@ from rapport.config import Settings
 from rapport.conversations.models import Conversation, DeliveryStatus, Direction, Message
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
-from rapport.ingest import InboundAttachment, InboundMessage, IngestResult, receive
+from rapport.ingest import InboundAttachment, InboundMessage, IngestResult, receive, with_triage
 from rapport.problems import NotFound
 from rapport.storage import LocalStorage
 
@@ -68,16 +68,20 @@ def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> str 
     return m.group(1).lower() if m else None
 
 
-def ingest_email(
-    db: Session,
-    raw: bytes,
-    *,
-    inbox_id: str,
-    settings: Settings,
-    storage: LocalStorage | None = None,
-    verified_by: str | None = None,
-) -> EmailResult:
-    """Store one raw email in the caller's transaction, threaded; never loses what arrived.
+@dataclass
+class PreparedEmail:
+    """A raw email made ready to store: parsed, triaged, its thread looked up."""
+
+    parsed: ParsedEmail
+    msg: InboundMessage
+
+
+def prepare_email(
+    db: Session, raw: bytes, *, inbox_id: str, verified_by: str | None = None
+) -> PreparedEmail:
+    """Parse and triage one raw email, reading only: the costly part (a 60 MB message takes
+    a second to parse) runs before the transaction that stores it, so no other writer
+    waits on it (SQLite has one).
 
     ``verified_by``: the authserv-id under which Rapport's own listener checked the sender;
     its Authentication-Results header, the topmost, is then the only one believed."""
@@ -85,17 +89,6 @@ def ingest_email(
     if inbox is None:
         raise NotFound("inbox")
     parsed = parse(raw)
-    if parsed.bounce_of:
-        # A bounce of our own message: the customer never got it.
-        db.execute(
-            update(Message)
-            .where(
-                Message.workspace_id == inbox.workspace_id,
-                Message.direction == Direction.outbound,
-                Message.external_id.in_(parsed.bounce_of),
-            )
-            .values(status=DeliveryStatus.failed, error="bounced: the receiving server refused it")
-        )
     handles = []
     if parsed.from_addr:
         try:
@@ -155,7 +148,49 @@ def ingest_email(
         meta=meta,
         auto_reply=parsed.auto_reply,
     )
+    return PreparedEmail(parsed, with_triage(msg))
+
+
+def store_email(
+    db: Session,
+    prepared: PreparedEmail,
+    *,
+    settings: Settings,
+    storage: LocalStorage | None = None,
+) -> EmailResult:
+    """Store a prepared email in the caller's transaction, threaded; never loses what
+    arrived."""
+    parsed, msg = prepared.parsed, prepared.msg
+    inbox = db.get(Inbox, msg.inbox_id)
+    if inbox is None:
+        raise NotFound("inbox")  # deleted since it was prepared
+    if parsed.bounce_of:
+        # A bounce of our own message: the customer never got it.
+        db.execute(
+            update(Message)
+            .where(
+                Message.workspace_id == inbox.workspace_id,
+                Message.direction == Direction.outbound,
+                Message.external_id.in_(parsed.bounce_of),
+            )
+            .values(status=DeliveryStatus.failed, error="bounced: the receiving server refused it")
+        )
     return EmailResult(receive(db, msg, settings=settings, storage=storage), parsed)
+
+
+def ingest_email(
+    db: Session,
+    raw: bytes,
+    *,
+    inbox_id: str,
+    settings: Settings,
+    storage: LocalStorage | None = None,
+    verified_by: str | None = None,
+) -> EmailResult:
+    """Prepare and store one raw email in the caller's transaction (the listener and the
+    poller prepare it before theirs: ``prepare_email``, then ``store_email``)."""
+    prepared = prepare_email(db, raw, inbox_id=inbox_id, verified_by=verified_by)
+    return store_email(db, prepared, settings=settings, storage=storage)
 
 
 class EmailChannel:
@@ -241,4 +276,12 @@ class EmailChannel:
 
 CHANNEL = base.register(EmailChannel())
 
-__all__ = ["CHANNEL", "Conversation", "EmailResult", "ingest_email"]
+__all__ = [
+    "CHANNEL",
+    "Conversation",
+    "EmailResult",
+    "PreparedEmail",
+    "ingest_email",
+    "prepare_email",
+    "store_email",
+]

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from rapport.channels.email import ingest_email
+from rapport.channels.email import prepare_email, store_email
 from rapport.channels.models import Inbox
 from rapport.crypto import box_for
 from rapport.db import Base, Database, utcnow
@@ -78,9 +78,11 @@ def poll(
             raw = next((p[1] for p in parts if isinstance(p, tuple)), None)
             if raw is None:
                 continue
+            with database.session(write=False) as db:  # parsing holds no write lock
+                prepared = prepare_email(db, raw, inbox_id=inbox_id)
             # One transaction per message, with the UID that it moves us past.
             with database.session() as db:
-                ingest_email(db, raw, inbox_id=inbox_id, settings=settings_obj)
+                store_email(db, prepared, settings=settings_obj)
                 row = db.get(MailboxState, inbox_id) or MailboxState(inbox_id=inbox_id)
                 row.uidvalidity, row.last_uid = validity, uid
                 db.add(row)

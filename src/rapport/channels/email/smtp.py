@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
-from rapport.channels.email import ingest_email, verify
+from rapport.channels.email import prepare_email, store_email, verify
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.db import Database
@@ -83,10 +83,10 @@ class Handler:
         return "250 OK: stored"
 
     def _store(self, raw: bytes, inbox_id: str, verified_by: str | None) -> None:
+        with self.database.session(write=False) as db:  # parsing holds no write lock
+            prepared = prepare_email(db, raw, inbox_id=inbox_id, verified_by=verified_by)
         with self.database.session() as db:
-            ingest_email(
-                db, raw, inbox_id=inbox_id, settings=self.settings, verified_by=verified_by
-            )
+            store_email(db, prepared, settings=self.settings)
 
 
 def start(database: Database, settings: Settings, *, host: str, port: int) -> Any:
