@@ -7,6 +7,7 @@ alice owns Acme, bob is an agent there and victor a viewer; mallory owns Globex.
 import os
 import secrets
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +130,22 @@ def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def world(database: Database, settings: Settings) -> World:
     return build_world(database, settings)
+
+
+def write_lock_held(database: Database) -> bool:
+    """Whether a transaction holds SQLite's one write lock right now (asked from another
+    connection, which does not wait for it)."""
+    path = database.engine.url.database
+    assert database.is_sqlite and path
+    other = sqlite3.connect(path, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.rollback()
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        other.close()
 
 
 def auth(token: str) -> dict[str, str]:

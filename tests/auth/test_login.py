@@ -1,14 +1,12 @@
 """Logins, sessions, CSRF, lock-out, two-factor authentication and roles."""
 
-import sqlite3
-
 import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
 from rapport.auth import security
 from rapport.db import Database
-from tests.conftest import auth
+from tests.conftest import auth, write_lock_held
 from tests.factories import PASSWORD, World
 
 
@@ -200,21 +198,11 @@ def test_a_password_is_checked_with_no_write_lock_held(
     # every other writer, ingest included, queued behind them.
     if not database.is_sqlite:
         pytest.skip("SQLite's single writer")
-    path = database.engine.url.database
-    assert path
     held: list[bool] = []
     verify = security.verify_password
 
     def probing(stored: str | None, given: str) -> bool:
-        other = sqlite3.connect(path, timeout=0)
-        try:
-            other.execute("BEGIN IMMEDIATE")  # fails at once if a transaction holds the lock
-            other.rollback()
-            held.append(False)
-        except sqlite3.OperationalError:
-            held.append(True)
-        finally:
-            other.close()
+        held.append(write_lock_held(database))
         return verify(stored, given)
 
     monkeypatch.setattr(security, "verify_password", probing)

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,7 +11,8 @@ from rapport.assistant import embeddings
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
-from tests.conftest import auth
+from rapport.kb import public
+from tests.conftest import auth, write_lock_held
 from tests.factories import World
 
 ARTICLES = [
@@ -221,3 +223,28 @@ def test_search_finds_an_article_by_a_paraphrase_with_the_extra(
     assert page.text.index("Refunds and returns") < page.text.find("Resetting your password") or (
         "Resetting your password" not in page.text
     )
+
+
+def test_a_public_article_is_rendered_with_no_write_lock_held_and_its_view_counted(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Crawlers fetch every page; each counted its view in a write transaction that also
+    # held SQLite's one write lock while the page rendered.
+    if not database.is_sqlite:
+        pytest.skip("SQLite's single writer")
+    ids = setup_center(client, world)
+    held: list[bool] = []
+    page = public._page
+
+    def probing(request: Any, name: str, status: int = 200, **ctx: Any) -> Any:
+        held.append(write_lock_held(database))
+        return page(request, name, status, **ctx)
+
+    monkeypatch.setattr(public, "_page", probing)
+    for _ in range(2):
+        assert client.get("/help/acme/articles/refunds-and-returns").status_code == 200
+    assert held == [False, False]
+    viewed = client.get(
+        f"/api/v1/kb/articles/{ids['Refunds and returns']}", headers=auth(world.bob)
+    ).json()
+    assert viewed["views"] == 2

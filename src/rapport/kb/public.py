@@ -161,7 +161,11 @@ def article_page(
     locale: str | None = Query(default=None, max_length=16),
     thanks: int = 0,
 ) -> Response:
-    with request.app.state.database.session() as db:
+    database = request.app.state.database
+    # Read and rendered in a read transaction; the view is counted after, in a short write
+    # of its own: a public page that crawlers fetch must not hold SQLite's write lock while
+    # it renders.
+    with database.session(write=False) as db:
         try:
             center = service.center_by_slug(db, slug)
         except NotFound:
@@ -173,13 +177,12 @@ def article_page(
             )
         except NotFound:
             return _not_found(request, "article")
-        service.count_view(db, article_id=row.id)
         col = db.get(Collection, row.collection_id) if row.collection_id else None
         others = service.translations(db, article=row)
         canonical = search.public_url(
             _base(request), center.slug, row.slug, loc, center.default_locale
         )
-        return _page(
+        page = _page(
             request,
             "help_article.html",
             center=center,
@@ -191,6 +194,9 @@ def article_page(
             thanks=bool(thanks),
             base=_base(request),
         )
+    with database.session() as db:
+        service.count_view(db, article_id=row.id)
+    return page
 
 
 @router.post("/{slug}/articles/{article}/feedback")

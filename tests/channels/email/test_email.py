@@ -2,7 +2,6 @@
 
 import json
 import smtplib
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from rapport.channels.email.parse import ParsedEmail
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
-from tests.conftest import auth
+from tests.conftest import auth, write_lock_held
 from tests.factories import World
 from tests.web.conftest import free_port
 
@@ -400,21 +399,11 @@ def test_a_mail_is_parsed_with_no_write_lock_held(
     # (the inbox's other channels, agents' replies) waited.
     if not database.is_sqlite:
         pytest.skip("SQLite's single writer")
-    path = database.engine.url.database
-    assert path
     held: list[bool] = []
     parse = email_channel.parse
 
     def probing(raw: bytes) -> ParsedEmail:
-        other = sqlite3.connect(path, timeout=0)
-        try:
-            other.execute("BEGIN IMMEDIATE")  # fails at once if a transaction holds the lock
-            other.rollback()
-            held.append(False)
-        except sqlite3.OperationalError:
-            held.append(True)
-        finally:
-            other.close()
+        held.append(write_lock_held(database))
         return parse(raw)
 
     monkeypatch.setattr(email_channel, "parse", probing)
