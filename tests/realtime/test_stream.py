@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect
 
+from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.models import Job
 from tests.conftest import auth
@@ -304,3 +305,42 @@ def test_pruning_a_quiet_week_never_hands_out_an_event_id_again(
     with database.session(write=False) as db:
         assert db.scalar(select(func.min(StreamEvent.id))) == newest
         assert db.scalar(select(func.count()).select_from(StreamEvent)) > 1
+
+
+def test_pruning_goes_oldest_first_a_chunk_per_transaction_and_keeps_the_young(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, update
+
+    from rapport.db import utcnow
+    from rapport.jobs import periodic
+    from rapport.jobs.registry import JobContext
+    from rapport.realtime import service
+    from rapport.realtime.models import StreamEvent
+
+    for n in range(6):
+        post(client, world, f"old-{n}")
+    with database.session() as db:
+        db.execute(update(StreamEvent).values(created_at=utcnow() - timedelta(days=8)))
+        aged = db.scalar(select(func.count()).select_from(StreamEvent))
+    for n in range(3):
+        post(client, world, f"young-{n}")
+    with database.session(write=False) as db:
+        young = set(
+            db.scalars(
+                select(StreamEvent.id).where(StreamEvent.created_at > utcnow() - timedelta(days=1))
+            )
+        )
+    assert aged >= 6 and young
+    with database.session() as db:
+        assert service.prune(db, older_than_days=7, limit=4) == 4
+    with database.session(write=False) as db:
+        left = list(db.scalars(select(StreamEvent.id).order_by(StreamEvent.id)))
+    assert len(left) == aged - 4 + len(young) and set(left) >= young
+    periodic.prune_stream_events(
+        JobContext(database=database, settings=settings, job_id="", attempt=1, workspace_id=None)
+    )
+    with database.session(write=False) as db:
+        assert set(db.scalars(select(StreamEvent.id))) == young

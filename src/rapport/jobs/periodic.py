@@ -9,6 +9,7 @@ from rapport.db import Database
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue_unique, prune_finished
 from rapport.realtime import service as realtime
+from rapport.realtime.service import PRUNE_CHUNK
 from rapport.storage import LocalStorage
 
 # name -> period in seconds
@@ -44,10 +45,13 @@ def unsnooze(ctx: JobContext) -> None:
 
 @job("prune_stream_events")
 def prune_stream_events(ctx: JobContext) -> None:
-    """Drop realtime events older than a reconnecting client could still ask for."""
-    with ctx.database.session() as db:
-        realtime.prune(db, older_than_days=7)
-        prune_finished(db, older_than_days=7)
+    """Drop realtime events older than a reconnecting client could still ask for, and
+    finished jobs as old: a chunk per transaction, so no other writer waits long."""
+    for prune in (realtime.prune, prune_finished):
+        while True:
+            with ctx.database.session() as db:
+                if prune(db, older_than_days=7, limit=PRUNE_CHUNK) < PRUNE_CHUNK:
+                    break
 
 
 @job("prune_uploads")

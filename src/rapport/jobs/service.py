@@ -155,8 +155,16 @@ def retry_dead(db: Session, *, job_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-def prune_finished(db: Session, *, older_than_days: int) -> int:
-    """Delete done jobs (dead ones stay until someone looks at them)."""
+def prune_finished(db: Session, *, older_than_days: int, limit: int = 5000) -> int:
+    """Delete up to ``limit`` done jobs, oldest first (dead ones stay until someone looks
+    at them); returns how many, for the caller to repeat in a new transaction."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    result = db.execute(delete(Job).where(Job.state == JobState.done, Job.finished_at < cutoff))
+    chunk = (
+        select(Job.id)
+        # run_at bounds the walk of the (state, run_at) index: a job is done after it is due.
+        .where(Job.state == JobState.done, Job.run_at < cutoff, Job.finished_at < cutoff)
+        .order_by(Job.run_at)
+        .limit(limit)
+    )
+    result = db.execute(delete(Job).where(Job.id.in_(chunk)))
     return int(getattr(result, "rowcount", 0) or 0)

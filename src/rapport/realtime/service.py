@@ -102,14 +102,36 @@ def latest_id(db: Session, *, workspace_id: str) -> int:
     return int(value or 0)
 
 
-def prune(db: Session, *, older_than_days: int = 7) -> int:
-    """Delete outbox rows older than a reconnecting client could still ask for.
+# Rows pruned per transaction.
+PRUNE_CHUNK = 5000
+
+
+def prune(db: Session, *, older_than_days: int = 7, limit: int = PRUNE_CHUNK) -> int:
+    """Delete up to ``limit`` outbox rows older than a reconnecting client could still ask
+    for, oldest first; returns how many (the caller repeats, a transaction each, while a
+    whole chunk went: a week of events at once held SQLite's write lock for seconds).
 
     The newest row always stays: SQLite numbers a new row after the highest id present,
     so an emptied table would hand out ids that clients have already seen again."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    newest = select(func.max(StreamEvent.id)).scalar_subquery()
-    result = db.execute(
-        delete(StreamEvent).where(StreamEvent.created_at < cutoff, StreamEvent.id < newest)
+    # Ids follow time: the old rows are the first ones, up to the first row young enough
+    # to keep, which bounds the scan (the table has no index on its time). An event
+    # committed a moment late sits past that edge and goes on the next pass.
+    edge = db.scalar(
+        select(StreamEvent.id)
+        .where(StreamEvent.created_at >= cutoff)
+        .order_by(StreamEvent.id)
+        .limit(1)
     )
+    if edge is None:
+        edge = db.scalar(select(func.max(StreamEvent.id)))  # the newest stays regardless
+    if edge is None:
+        return 0
+    chunk = (
+        select(StreamEvent.id)
+        .where(StreamEvent.id < edge, StreamEvent.created_at < cutoff)
+        .order_by(StreamEvent.id)
+        .limit(limit)
+    )
+    result = db.execute(delete(StreamEvent).where(StreamEvent.id.in_(chunk)))
     return int(getattr(result, "rowcount", 0) or 0)
