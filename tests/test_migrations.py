@@ -1,5 +1,7 @@
 """The migrations build exactly the schema the models describe."""
 
+from datetime import timedelta
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -7,8 +9,12 @@ from sqlalchemy import select, text
 
 from rapport import migrate
 from rapport.assistant.models import TriageModel
+from rapport.auth.models import Membership, User
 from rapport.bot.models import IntentModelBlob
-from rapport.db import Base, Database
+from rapport.channels.models import Inbox
+from rapport.conversations.models import Conversation
+from rapport.customers.models import Customer
+from rapport.db import Base, Database, new_id, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.search import is_index_object
 from rapport.workspaces.models import Workspace
@@ -60,3 +66,43 @@ def test_models_stored_before_signing_are_dropped_and_retrained(empty_url: str) 
             ("train_triage", ws.id, {"workspace_id": ws.id}, JobState.queued),
         ]
     db.dispose()
+
+
+def test_members_learn_when_they_were_last_given_a_conversation(empty_url: str) -> None:
+    migrate.upgrade(empty_url, "0013")
+    db = Database(empty_url, pool_size=1)
+    now = utcnow()
+    with db.session() as s:
+        ws = Workspace(name="Acme")
+        s.add(ws)
+        s.flush()
+        given, idle = (User(email=f"{n}@acme.test", password_hash="x", name=n) for n in "ab")
+        s.add_all([given, idle])
+        inbox = Inbox(workspace_id=ws.id, name="API", channel="api", settings={})
+        customer = Customer(workspace_id=ws.id, name="C", attributes={})
+        s.add_all([inbox, customer])
+        s.flush()
+        for user in (given, idle):  # the column does not exist yet: no ORM insert
+            s.execute(
+                text(
+                    "INSERT INTO memberships (id, workspace_id, user_id, role, capacity,"
+                    " availability, created_at) VALUES (:id, :ws, :user, 'agent', 20,"
+                    " 'offline', :now)"
+                ),
+                {"id": new_id(), "ws": ws.id, "user": user.id, "now": now.isoformat()},
+            )
+        for hours in (5, 2):
+            s.add(
+                Conversation(
+                    workspace_id=ws.id,
+                    customer_id=customer.id,
+                    inbox_id=inbox.id,
+                    assignee_id=given.id,
+                    assigned_at=now - timedelta(hours=hours),
+                )
+            )
+    migrate.upgrade(empty_url)
+    with db.session(write=False) as s:
+        last = dict(s.execute(select(Membership.user_id, Membership.last_assigned_at)).all())
+    db.dispose()
+    assert last == {given.id: now - timedelta(hours=2), idle.id: None}

@@ -56,6 +56,9 @@ class Membership(Base):
     # online / busy / offline, as the agent set it; "online" also needs a recent heartbeat.
     availability: Mapped[str] = mapped_column(String(16), default="offline")
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When this member was last given a conversation: routing's round-robin order (kept
+    # here, so picking an agent reads the members, not every conversation ever assigned).
+    last_assigned_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -69,17 +69,10 @@ def pick_agent(db: Session, *, workspace_id: str, team_id: str | None) -> str | 
         .group_by(Conversation.assignee_id)
         .subquery()
     )
-    last_given = (
-        select(Conversation.assignee_id, func.max(Conversation.assigned_at).label("at"))
-        .where(Conversation.workspace_id == workspace_id, Conversation.assignee_id.is_not(None))
-        .group_by(Conversation.assignee_id)
-        .subquery()
-    )
     load = func.coalesce(open_load.c.n, 0)
     stmt = (
         select(Membership.user_id)
         .outerjoin(open_load, open_load.c.assignee_id == Membership.user_id)
-        .outerjoin(last_given, last_given.c.assignee_id == Membership.user_id)
         .where(
             Membership.workspace_id == workspace_id,
             Membership.role.in_((Role.agent, Role.admin, Role.owner)),
@@ -87,7 +80,7 @@ def pick_agent(db: Session, *, workspace_id: str, team_id: str | None) -> str | 
             Membership.last_seen_at >= now - PRESENCE_TIMEOUT,
             load < Membership.capacity,
         )
-        .order_by(last_given.c.at.asc().nulls_first(), Membership.created_at)
+        .order_by(Membership.last_assigned_at.asc().nulls_first(), Membership.created_at)
         .limit(1)
     )
     if team_id:

@@ -543,6 +543,7 @@ def assign(
 ) -> Conversation:
     """Give the conversation to an agent and/or a team of the same workspace (None clears)."""
     ws = conversation.workspace_id
+    member = None
     if assignee_id is not None:
         member = db.scalar(
             select(Membership).where(
@@ -561,6 +562,8 @@ def assign(
     freed = conversation.assignee_id is not None and conversation.assignee_id != assignee_id
     if assignee_id is not None and assignee_id != conversation.assignee_id:
         conversation.assigned_at = utcnow()
+        assert member is not None  # found above
+        member.last_assigned_at = conversation.assigned_at  # to the back of routing's line
         if assignee_id != actor_id:
             notifications.notify(
                 db,
