@@ -207,3 +207,46 @@ def test_the_bar_is_validated(client: TestClient, world: World) -> None:
     )
     assert r.status_code == 422
     assert "between" in r.json()["detail"]
+
+
+def test_merges_carry_across_the_scans_transactions(
+    client: TestClient,
+    world: World,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A scan records its pairs a chunk per transaction (an import's thousands would hold
+    # the writer for seconds). Three records of one person are three pairs: merged in
+    # separate transactions, they still end as one customer.
+    client.patch(
+        "/api/v1/workspace",
+        json={"settings": {"auto_merge_threshold": 0.9}},
+        headers=auth(world.alice),
+    )
+    base = people(60, seed=11)
+    ids = add_customers(database, world, base)
+    twins_of = []
+    for suffix, email in (("a", "twin@example.net"), ("e", "twin2@example.net")):
+        twin = dict(base[3])
+        twin["given_name"] = twin["given_name"] + suffix
+        twin["email"] = email
+        twins_of += add_customers(database, world, [twin])
+    monkeypatch.setattr(duplicates, "RECORD_CHUNK", 1)
+    summary = duplicates.scan(database, workspace_id=world.acme.workspace.id)
+    assert summary.merged == 2
+    with database.session(write=False) as db:
+        into = dict(
+            db.execute(
+                select(Customer.id, Customer.merged_into_id).where(
+                    Customer.id.in_([ids[3], *twins_of])
+                )
+            ).all()
+        )
+
+    def root(customer_id: str) -> str:
+        while (into_id := into[customer_id]) is not None:
+            customer_id = into_id
+        return customer_id
+
+    assert list(into.values()).count(None) == 1
+    assert {root(c) for c in into} == {ids[3]}  # the one seen first survives

@@ -81,32 +81,53 @@ def _records(db: Session, workspace_id: str) -> list[PersonRecord]:
     return [record_of(*row) for row in rows]
 
 
+# Pairs recorded (and merged) per transaction.
+RECORD_CHUNK = 200
+
+
 def scan(
     database: Database, *, workspace_id: str, threshold: float = SUGGEST_THRESHOLD
 ) -> ScanSummary:
     """Find the workspace's duplicate customers; suggest them, or merge above the bar."""
     with database.session(write=False) as db:
         records = _records(db, workspace_id)
-    pairs = find_duplicates(records, threshold=threshold).pairs
-    with database.session() as db:
-        ws = db.get(Workspace, workspace_id)
-        if ws is None:
-            raise NotFound("workspace")
-        bar = ws.settings.get("auto_merge_threshold")
-        suggested, merged = _record(db, ws, pairs, float(bar) if bar is not None else None)
+    pairs = sorted(
+        find_duplicates(records, threshold=threshold).pairs, key=lambda p: -p.probability
+    )
+    survivors: dict[str, str] = {}  # merged in this scan -> where it went
+    suggested = merged = 0
+    # A transaction per chunk of pairs: after an import, thousands of suggestions and
+    # merges in one would hold SQLite's one writer (ingest included) for many seconds.
+    for start in range(0, len(pairs), RECORD_CHUNK):
+        with database.session() as db:
+            ws = db.get(Workspace, workspace_id)
+            if ws is None:
+                raise NotFound("workspace")
+            bar = ws.settings.get("auto_merge_threshold")
+            chunk = pairs[start : start + RECORD_CHUNK]
+            done = _record(db, ws, chunk, float(bar) if bar is not None else None, survivors)
+        suggested, merged = suggested + done[0], merged + done[1]
     return ScanSummary(customers=len(records), suggested=suggested, merged=merged)
 
 
 def _record(
-    db: Session, ws: Workspace, pairs: list[DuplicatePair], bar: float | None
+    db: Session,
+    ws: Workspace,
+    pairs: list[DuplicatePair],
+    bar: float | None,
+    survivors: dict[str, str],
 ) -> tuple[int, int]:
     existing = {
         (row.left_id, row.right_id): row
-        for row in db.scalars(select(MergeSuggestion).where(MergeSuggestion.workspace_id == ws.id))
+        for row in db.scalars(
+            select(MergeSuggestion).where(
+                MergeSuggestion.workspace_id == ws.id,
+                MergeSuggestion.left_id.in_({p.key[0] for p in pairs}),
+            )
+        )
     }
-    survivors: dict[str, str] = {}  # merged in this scan -> where it went
     suggested = merged = 0
-    for pair in sorted(pairs, key=lambda p: -p.probability):
+    for pair in pairs:
         left, right = pair.key
         row = existing.get((left, right))
         if row is not None and row.status != SuggestionStatus.pending:
