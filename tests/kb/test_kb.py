@@ -11,7 +11,7 @@ from rapport.assistant import embeddings
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
-from rapport.kb import public
+from rapport.kb import public, service
 from tests.conftest import auth, write_lock_held
 from tests.factories import World
 
@@ -248,3 +248,29 @@ def test_a_public_article_is_rendered_with_no_write_lock_held_and_its_view_count
         f"/api/v1/kb/articles/{ids['Refunds and returns']}", headers=auth(world.bob)
     ).json()
     assert viewed["views"] == 2
+
+
+def test_an_article_is_rendered_before_its_save_takes_the_write_lock(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 200 KB of Markdown take half a second to render: not inside the transaction that
+    # saves them, where SQLite's one writer (ingest included) would wait.
+    if not database.is_sqlite:
+        pytest.skip("SQLite's single writer")
+    held: list[bool] = []
+    render = service.render
+
+    def probing(markdown: str) -> str:
+        held.append(write_lock_held(database))
+        return render(markdown)
+
+    monkeypatch.setattr(service, "render", probing)
+    r = client.post(
+        "/api/v1/kb/articles", json={"title": "Lock", "body": "# One"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201, r.text
+    r = client.patch(
+        f"/api/v1/kb/articles/{r.json()['id']}", json={"body": "# Two"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200 and "Two" in r.json()["html"], r.text
+    assert held == [False, False]

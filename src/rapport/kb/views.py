@@ -126,14 +126,20 @@ def list_articles(
     return ArticlePage(items=[ArticleRead.model_validate(r) for r in rows], next_cursor=nxt)
 
 
+def _rendered(body: ArticleIn) -> str | None:
+    return service.render(body.body) if body.body is not None else None
+
+
 @router.post("/articles", response_model=ArticleRead, status_code=201)
 def create_article(body: ArticleIn, principal: CurrentAgent, db: Db) -> ArticleRead:
     """A new draft; Markdown in ``body`` (raw HTML in it is shown as text)."""
+    html = _rendered(body)  # before this request's write transaction begins
     row = service.save_article(
         db,
         workspace_id=principal.workspace_id,
         data=body.model_dump(exclude_unset=True),
         author_id=principal.user_id,
+        html=html,
     )
     return ArticleRead.model_validate(row)
 
@@ -148,6 +154,7 @@ def get_article(article_id: str, principal: CurrentMember, db: Db) -> ArticleRea
 def update_article(
     article_id: str, body: ArticleIn, principal: CurrentAgent, db: Db
 ) -> ArticleRead:
+    html = _rendered(body)  # before this request's write transaction begins
     row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
     service.save_article(
         db,
@@ -155,6 +162,7 @@ def update_article(
         data=body.model_dump(exclude_unset=True),
         author_id=principal.user_id,
         row=row,
+        html=html,
     )
     return ArticleRead.model_validate(row)
 
