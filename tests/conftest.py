@@ -8,8 +8,11 @@ import os
 import secrets
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -146,6 +149,47 @@ def write_lock_held(database: Database) -> bool:
         return True
     finally:
         other.close()
+
+
+def record_write_lock(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, database: Database
+) -> list[bool]:
+    """Wrap ``owner.name``: each call records whether SQLite's write lock is held then."""
+    held: list[bool] = []
+    original = getattr(owner, name)
+
+    def probing(*args: Any, **kwargs: Any) -> Any:
+        held.append(write_lock_held(database))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, probing)
+    return held
+
+
+@dataclass
+class PausedFit:
+    """A model training caught mid-fit: the first fit waits for ``release``."""
+
+    fitting: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    sizes: list[int] = field(default_factory=list)  # examples of each fit, in order
+
+
+def pause_first_fit(monkeypatch: pytest.MonkeyPatch) -> PausedFit:
+    from rapport.assistant.classify import TextClassifier
+
+    paused = PausedFit()
+    fit = TextClassifier.fit
+
+    def held(self: TextClassifier, texts: list[str], labels: list[str]) -> TextClassifier:
+        paused.sizes.append(len(texts))
+        if len(paused.sizes) == 1:
+            paused.fitting.set()
+            assert paused.release.wait(60)
+        return fit(self, texts, labels)
+
+    monkeypatch.setattr(TextClassifier, "fit", held)
+    return paused
 
 
 def auth(token: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from rapport.assistant import training, triage
-from rapport.assistant.classify import TextClassifier
 from rapport.assistant.models import TriageModel
 from rapport.channels.models import Inbox
 from rapport.config import Settings
@@ -21,7 +20,7 @@ from rapport.customers.models import IdentityKind
 from rapport.db import Database
 from rapport.ingest import InboundMessage, receive
 from rapport.jobs.worker import Worker
-from tests.conftest import auth
+from tests.conftest import auth, pause_first_fit
 from tests.factories import World, planted_pickle
 
 
@@ -223,25 +222,14 @@ def test_triage_learns_with_no_lock_held_and_never_from_what_was_erased_meanwhil
     assert inbox is not None
     label_examples(database, settings, inbox)
     box = box_for(settings.secret_key.get_secret_value())
-    fitting, release = threading.Event(), threading.Event()
-    fits: list[int] = []
-    fit = TextClassifier.fit
-
-    def slow_fit(self: TextClassifier, texts: list[str], labels: list[str]) -> TextClassifier:
-        fits.append(len(texts))
-        if len(fits) == 1:
-            fitting.set()
-            assert release.wait(60)
-        return fit(self, texts, labels)
-
-    monkeypatch.setattr(TextClassifier, "fit", slow_fit)
+    paused = pause_first_fit(monkeypatch)
     outcome: list[object] = []
     trainer = threading.Thread(
         target=lambda: outcome.append(training.train(database, world.acme.workspace.id, box))
     )
     trainer.start()
     try:
-        assert fitting.wait(30)
+        assert paused.fitting.wait(30)
         with database.session(write=False) as db:
             gone = db.scalar(  # the customer of a conversation it is learning from
                 select(Conversation.customer_id)
@@ -262,9 +250,9 @@ def test_triage_learns_with_no_lock_held_and_never_from_what_was_erased_meanwhil
         assert stored.status_code == 201, stored.text
         assert erased.status_code == 204, erased.text
     finally:
-        release.set()
+        paused.release.set()
         trainer.join(60)
-    assert fits == [24, 23]
+    assert paused.sizes == [24, 23]
     assert outcome == [{"category": 23}]
     with database.session(write=False) as db:
         (model,) = db.scalars(select(TriageModel)).all()

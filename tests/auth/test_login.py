@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from rapport.auth import security
 from rapport.db import Database
-from tests.conftest import auth, write_lock_held
+from tests.conftest import auth, record_write_lock
 from tests.factories import PASSWORD, World
 
 
@@ -198,14 +198,7 @@ def test_a_password_is_checked_with_no_write_lock_held(
     # every other writer, ingest included, queued behind them.
     if not database.is_sqlite:
         pytest.skip("SQLite's single writer")
-    held: list[bool] = []
-    verify = security.verify_password
-
-    def probing(stored: str | None, given: str) -> bool:
-        held.append(write_lock_held(database))
-        return verify(stored, given)
-
-    monkeypatch.setattr(security, "verify_password", probing)
+    held = record_write_lock(monkeypatch, security, "verify_password", database)
     r = login(client, "alice@acme.test", password)
     assert r.status_code == (200 if password == PASSWORD else 401), r.text
     assert held == [False]

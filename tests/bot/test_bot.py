@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select, update
 
-from rapport.assistant.classify import TextClassifier
 from rapport.bot import service as bot_service
 from rapport.bot.models import IntentModelBlob
 from rapport.config import Settings
@@ -23,7 +22,7 @@ from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
 from tests.channels.test_whatsapp import Graph, graph, inbox, message_event, post_signed  # noqa: F401
 from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
-from tests.conftest import auth
+from tests.conftest import auth, pause_first_fit
 from tests.factories import World, planted_pickle
 
 ORDERS = {"1042": {"status": "shipped", "carrier": "DHL", "eta": "Thursday"}}
@@ -227,17 +226,7 @@ def test_the_inbox_goes_on_while_a_training_fits_and_what_it_learnt_from_is_chec
     assert api_inbox is not None
     set_up_bot(client, world, api_inbox.id)
     box = box_for(settings.secret_key.get_secret_value())
-    fitting, release = threading.Event(), threading.Event()
-    fits: list[int] = []
-    fit = TextClassifier.fit
-
-    def slow_fit(self: TextClassifier, texts: list[str], labels: list[str]) -> TextClassifier:
-        fits.append(len(texts))
-        fitting.set()
-        assert release.wait(60)
-        return fit(self, texts, labels)
-
-    monkeypatch.setattr(TextClassifier, "fit", slow_fit)
+    paused = pause_first_fit(monkeypatch)
     outcome: list[object] = []
     trainer = threading.Thread(
         target=lambda: outcome.append(
@@ -246,7 +235,7 @@ def test_the_inbox_goes_on_while_a_training_fits_and_what_it_learnt_from_is_chec
     )
     trainer.start()
     try:
-        assert fitting.wait(30)
+        assert paused.fitting.wait(30)
         intent_id = next(
             i["id"]
             for i in client.get("/api/v1/bot/intents", headers=auth(world.alice)).json()
@@ -270,11 +259,11 @@ def test_the_inbox_goes_on_while_a_training_fits_and_what_it_learnt_from_is_chec
         assert stored.status_code == 201, stored.text
         assert deleted.status_code == 204, deleted.text
     finally:
-        release.set()
+        paused.release.set()
         trainer.join(60)
     # Read again: one intent is left, too few to learn from, and the old model is dropped.
     assert outcome == [0]
-    assert fits == [12]
+    assert paused.sizes == [12]
     with database.session(write=False) as db:
         assert db.get(IntentModelBlob, world.acme.workspace.id) is None
 

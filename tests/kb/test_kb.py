@@ -2,7 +2,6 @@
 
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +11,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
 from rapport.kb import public, service
-from tests.conftest import auth, write_lock_held
+from tests.conftest import auth, record_write_lock
 from tests.factories import World
 
 ARTICLES = [
@@ -233,14 +232,7 @@ def test_a_public_article_is_rendered_with_no_write_lock_held_and_its_view_count
     if not database.is_sqlite:
         pytest.skip("SQLite's single writer")
     ids = setup_center(client, world)
-    held: list[bool] = []
-    page = public._page
-
-    def probing(request: Any, name: str, status: int = 200, **ctx: Any) -> Any:
-        held.append(write_lock_held(database))
-        return page(request, name, status, **ctx)
-
-    monkeypatch.setattr(public, "_page", probing)
+    held = record_write_lock(monkeypatch, public, "_page", database)
     for _ in range(2):
         assert client.get("/help/acme/articles/refunds-and-returns").status_code == 200
     assert held == [False, False]
@@ -257,14 +249,7 @@ def test_an_article_is_rendered_before_its_save_takes_the_write_lock(
     # saves them, where SQLite's one writer (ingest included) would wait.
     if not database.is_sqlite:
         pytest.skip("SQLite's single writer")
-    held: list[bool] = []
-    render = service.render
-
-    def probing(markdown: str) -> str:
-        held.append(write_lock_held(database))
-        return render(markdown)
-
-    monkeypatch.setattr(service, "render", probing)
+    held = record_write_lock(monkeypatch, service, "render", database)
     r = client.post(
         "/api/v1/kb/articles", json={"title": "Lock", "body": "# One"}, headers=auth(world.bob)
     )

@@ -15,11 +15,10 @@ from fastapi.testclient import TestClient
 
 import rapport.channels.email as email_channel
 from rapport.channels.email import smtp as listener
-from rapport.channels.email.parse import ParsedEmail
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
-from tests.conftest import auth, write_lock_held
+from tests.conftest import auth, record_write_lock
 from tests.factories import World
 from tests.web.conftest import free_port
 
@@ -399,14 +398,7 @@ def test_a_mail_is_parsed_with_no_write_lock_held(
     # (the inbox's other channels, agents' replies) waited.
     if not database.is_sqlite:
         pytest.skip("SQLite's single writer")
-    held: list[bool] = []
-    parse = email_channel.parse
-
-    def probing(raw: bytes) -> ParsedEmail:
-        held.append(write_lock_held(database))
-        return parse(raw)
-
-    monkeypatch.setattr(email_channel, "parse", probing)
+    held = record_write_lock(monkeypatch, email_channel, "parse", database)
     send(smtp_port, customer_mail("parsed first, stored after"))
     [conv] = conversations(client, world, mail_inbox)
     assert conv["messages_count"] == 1
