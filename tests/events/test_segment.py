@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 
 from rapport.customers.models import Event
 from rapport.db import Database
+from rapport.events import views as event_views
 from rapport.events.models import Order
-from tests.conftest import auth
+from tests.conftest import auth, record_write_lock
 from tests.factories import World
 
 
@@ -285,3 +286,21 @@ def test_events_for_one_new_person_at_once_are_all_stored(
             )
         assert codes == [200] * 8
     assert events(database) == before + 24
+
+
+def test_a_batch_is_validated_with_no_write_lock_held(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 500 KB of events take a while to validate: not inside the transaction that stores
+    # them, where SQLite's one writer (ingest included) would wait.
+    if not database.is_sqlite:
+        pytest.skip("SQLite's single writer")
+    key = source(client, world)
+    held = record_write_lock(monkeypatch, event_views, "_events", database)
+    r = client.post(
+        "/api/v1/events/track",
+        json={"userId": "u1", "event": "Signed Up", "messageId": str(uuid.uuid4())},
+        headers=basic(key),
+    )
+    assert r.status_code == 200 and r.json()["stored"] == 1, r.text
+    assert held == [False]

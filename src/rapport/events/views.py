@@ -130,12 +130,16 @@ async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
     database: Database = request.app.state.database
 
     def work() -> dict[str, int]:
-        with database.session() as db:  # one transaction for the whole batch
+        with database.session(write=False) as db:
             # Who is sending comes first: a stranger learns nothing of what we accept.
-            source = service.source_for_key(db, key)
-            if body is _NOT_JSON:
-                raise Invalid("the body is not JSON")
-            events = _events(body, kind)
+            service.source_for_key(db, key)
+        if body is _NOT_JSON:
+            raise Invalid("the body is not JSON")
+        # Validated before the write transaction (500 KB of events take a while): not
+        # while holding SQLite's one write lock.
+        events = _events(body, kind)
+        with database.session() as db:  # one transaction for the whole batch
+            source = service.source_for_key(db, key)  # still valid
             return service.ingest(db, source=source, events=events, batch=kind is None)
 
     # A sender's libraries retry only 5xx and 429: a batch that met another request making
