@@ -18,6 +18,7 @@ from rapport.db import Database
 from rapport.ingest import InboundMessage, receive
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
+from rapport.storage import LocalStorage
 from tests.channels.test_providers import (
     make_inbox,
     meta_event,
@@ -26,7 +27,7 @@ from tests.channels.test_providers import (
     twilio_post,
 )
 from tests.channels.test_whatsapp import APP_SECRET, post_signed
-from tests.conftest import auth
+from tests.conftest import auth, record_write_lock
 from tests.factories import World
 
 PHOTO = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
@@ -107,6 +108,7 @@ def test_a_whatsapp_photo_is_fetched_with_the_inbox_token_and_stored(
     database: Database,
     settings: Settings,
     files: tuple[str, type[Files]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     base, handler = files
     inbox = make_inbox(
@@ -156,7 +158,11 @@ def test_a_whatsapp_photo_is_fetched_with_the_inbox_token_and_stored(
     assert post_signed(client, inbox, event).status_code == 200
     conv = only_conversation(client, world, inbox)
     assert conv["messages"][0]["text"] == "[image] the broken lid"  # the text at once
+    sqlite = database.is_sqlite
+    written = record_write_lock(monkeypatch, LocalStorage, "put", database) if sqlite else []
     Worker(database, settings).run_until_idle()
+    # Written before the transaction that records it (25 MB must not hold the lock).
+    assert written == ([False] if sqlite else [])
     (stored,) = attachments_of(client, world, conv)
     assert stored["content_type"] == "image/png" and stored["size"] == len(PHOTO)
     assert stored["filename"] == "whatsapp-MEDIA-1.png"

@@ -138,12 +138,14 @@ def fetch_media(ctx: JobContext, message_id: str) -> None:
         if got.filename not in done:
             fetched.append(got)
     storage = LocalStorage(ctx.settings.attachments_dir)
+    # Written (and hashed) before the transaction: 25 MB a file must not hold SQLite's one
+    # write lock. The store is content-addressed, and a copy nothing names is swept.
+    kept = [(item, *storage.put(item.data)) for item in fetched]
     with ctx.database.session() as db:
         message = db.get(Message, message_id)
         if message is None:
             return
-        for item in fetched:
-            key, digest = storage.put(item.data)
+        for item, key, digest in kept:
             db.add(
                 Attachment(
                     workspace_id=message.workspace_id,

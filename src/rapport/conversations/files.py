@@ -106,31 +106,45 @@ def clean_filename(name: str | None) -> str:
     return cleaned[:200] or "file"
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """A file's bytes written to storage, not yet named by any row."""
+
+    data: bytes
+    storage_key: str
+    sha256: str
+
+
+def store(data: bytes, storage: LocalStorage) -> StoredFile:
+    """Check an agent's file and write it to storage (before any transaction: its hash
+    and write take a while for 10 MB)."""
+    if not data:
+        raise Invalid("the file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise Invalid(f"files up to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB can be sent")
+    key, digest = storage.put(data)
+    return StoredFile(data, key, digest)
+
+
 def upload(
     db: Session,
     *,
     conversation: Conversation,
     user_id: str | None,
     filename: str | None,
-    data: bytes,
-    storage: LocalStorage,
+    stored: StoredFile,
 ) -> Upload:
-    """Store a file an agent means to send in this conversation; returns the upload."""
-    if not data:
-        raise Invalid("the file is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise Invalid(f"files up to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB can be sent")
+    """Record a stored file an agent means to send in this conversation; the upload."""
     name = clean_filename(filename)
-    key, digest = storage.put(data)
     row = Upload(
         workspace_id=conversation.workspace_id,
         conversation_id=conversation.id,
         user_id=user_id,
         filename=name,
-        content_type=sniff(data, name),
-        size=len(data),
-        sha256=digest,
-        storage_key=key,
+        content_type=sniff(stored.data, name),
+        size=len(stored.data),
+        sha256=stored.sha256,
+        storage_key=stored.storage_key,
     )
     db.add(row)
     db.flush()

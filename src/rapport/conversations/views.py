@@ -208,16 +208,14 @@ def upload(
     name the returned ``id`` in a reply's or note's ``attachment_ids``. Its type is read
     from its bytes or name, not from what the client says. An upload not sent within a
     day is dropped."""
-    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     # Starlette has spooled the body to a temporary file: read one byte past the limit only.
     data = file.file.read(files.MAX_UPLOAD_BYTES + 1)
+    # Checked, hashed and written before this request's write transaction begins (10 MB
+    # must not hold SQLite's one write lock); a copy no upload names is swept.
+    stored = files.store(data, LocalStorage(request.app.state.settings.attachments_dir))
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     row = files.upload(
-        db,
-        conversation=conv,
-        user_id=principal.user_id,
-        filename=file.filename,
-        data=data,
-        storage=LocalStorage(request.app.state.settings.attachments_dir),
+        db, conversation=conv, user_id=principal.user_id, filename=file.filename, stored=stored
     )
     return UploadRead.model_validate(row)
 
