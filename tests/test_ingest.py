@@ -20,7 +20,8 @@ from rapport.customers.models import Customer
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, IngestWriter, WriterProcess
 from rapport.realtime.models import StreamEvent
-from tests.conftest import auth
+from rapport.storage import LocalStorage
+from tests.conftest import auth, record_write_lock
 from tests.factories import World
 
 
@@ -271,8 +272,14 @@ def test_a_thread_hint_naming_another_customers_conversation_is_ignored(
 
 
 def test_html_is_sanitized_and_attachments_are_stored(
-    client: TestClient, world: World, database: Database, settings: Settings
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    sqlite = database.is_sqlite
+    written = record_write_lock(monkeypatch, LocalStorage, "put", database) if sqlite else []
     r = post(
         client,
         world.bob,
@@ -296,6 +303,8 @@ def test_html_is_sanitized_and_attachments_are_stored(
         att = db.scalar(select(Attachment).where(Attachment.message_id == r.json()["id"]))
         assert att is not None and att.size == len(b"hello file")
     assert (settings.attachments_dir / att.storage_key).read_bytes() == b"hello file"
+    # Written before the batch's transaction (10 MB files must not hold the write lock).
+    assert written == ([False] if sqlite else [])
 
 
 def test_ingest_records_its_events_in_the_outbox(

@@ -16,7 +16,7 @@ import queue
 import signal
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -67,6 +67,8 @@ class InboundAttachment:
     filename: str
     content_type: str
     data: bytes
+    # (storage key, sha256) once its bytes are in storage, before the transaction.
+    stored: tuple[str, str] | None = None
 
 
 @dataclass
@@ -124,6 +126,17 @@ class Stored:
     duplicate: bool
     threading: str  # new / continued / reopened / duplicate
     channel: str
+
+
+def with_stored_files(msg: InboundMessage, storage: LocalStorage) -> InboundMessage:
+    """The message with its files written to storage, before the transaction that records
+    them: hashing and writing megabytes must not hold the database's write lock (SQLite's
+    one writer). The store is content-addressed, and a copy nothing names is swept."""
+    if any(a.stored is None for a in msg.attachments):
+        msg.attachments = [
+            a if a.stored else replace(a, stored=storage.put(a.data)) for a in msg.attachments
+        ]
+    return msg
 
 
 def with_triage(msg: InboundMessage) -> InboundMessage:
@@ -638,7 +651,7 @@ def receive_batch(
         first_attachment = len(new_attachments)
         for att in m.attachments:
             store = storage or LocalStorage(settings.attachments_dir)
-            storage_key, digest = store.put(att.data)
+            storage_key, digest = att.stored or store.put(att.data)
             new_attachments.append(
                 {
                     "id": new_id(),
@@ -855,6 +868,7 @@ class _Store:
             # Chosen before the first try, so that a message without an external id whose
             # commit went through although its answer was lost is found, not stored again.
             m.message_id = m.message_id or new_id()
+            with_stored_files(m, self.storage)
         try:
             return self._commit(msgs)
         except Exception as exc:

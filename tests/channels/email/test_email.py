@@ -18,6 +18,7 @@ from rapport.channels.email import smtp as listener
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
+from rapport.storage import LocalStorage
 from tests.conftest import auth, record_write_lock
 from tests.factories import World
 from tests.web.conftest import free_port
@@ -399,7 +400,8 @@ def test_a_mail_is_parsed_with_no_write_lock_held(
     if not database.is_sqlite:
         pytest.skip("SQLite's single writer")
     held = record_write_lock(monkeypatch, email_channel, "parse", database)
+    written = record_write_lock(monkeypatch, LocalStorage, "put", database)  # the original
     send(smtp_port, customer_mail("parsed first, stored after"))
     [conv] = conversations(client, world, mail_inbox)
     assert conv["messages_count"] == 1
-    assert held == [False]
+    assert held == [False] and written == [False]

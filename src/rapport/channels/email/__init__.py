@@ -26,7 +26,14 @@ from rapport.config import Settings
 from rapport.conversations.models import Conversation, DeliveryStatus, Direction, Message
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
-from rapport.ingest import InboundAttachment, InboundMessage, IngestResult, receive, with_triage
+from rapport.ingest import (
+    InboundAttachment,
+    InboundMessage,
+    IngestResult,
+    receive,
+    with_stored_files,
+    with_triage,
+)
 from rapport.problems import NotFound
 from rapport.storage import LocalStorage
 
@@ -77,14 +84,20 @@ class PreparedEmail:
 
 
 def prepare_email(
-    db: Session, raw: bytes, *, inbox_id: str, verified_by: str | None = None
+    db: Session,
+    raw: bytes,
+    *,
+    inbox_id: str,
+    verified_by: str | None = None,
+    storage: LocalStorage | None = None,
 ) -> PreparedEmail:
     """Parse and triage one raw email, reading only: the costly part (a 60 MB message takes
     a second to parse) runs before the transaction that stores it, so no other writer
     waits on it (SQLite has one).
 
     ``verified_by``: the authserv-id under which Rapport's own listener checked the sender;
-    its Authentication-Results header, the topmost, is then the only one believed."""
+    its Authentication-Results header, the topmost, is then the only one believed.
+    ``storage``: its files (the original too) are written there now, not in the transaction."""
     inbox = db.get(Inbox, inbox_id)
     if inbox is None:
         raise NotFound("inbox")
@@ -148,7 +161,8 @@ def prepare_email(
         meta=meta,
         auto_reply=parsed.auto_reply,
     )
-    return PreparedEmail(parsed, with_triage(msg))
+    msg = with_triage(msg)
+    return PreparedEmail(parsed, with_stored_files(msg, storage) if storage else msg)
 
 
 def store_email(

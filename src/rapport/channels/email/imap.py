@@ -18,6 +18,7 @@ from rapport.crypto import box_for
 from rapport.db import Base, Database, utcnow
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
+from rapport.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def poll(
         state = db.get(MailboxState, inbox_id)
         known_validity, last_uid = (state.uidvalidity, state.last_uid) if state else ("", 0)
     conn = _connect(settings, password)
+    storage = LocalStorage(settings_obj.attachments_dir)
     taken = 0
     try:
         typ, _ = conn.select(str(settings.get("imap_mailbox", "INBOX")), readonly=True)
@@ -79,7 +81,7 @@ def poll(
             if raw is None:
                 continue
             with database.session(write=False) as db:  # parsing holds no write lock
-                prepared = prepare_email(db, raw, inbox_id=inbox_id)
+                prepared = prepare_email(db, raw, inbox_id=inbox_id, storage=storage)
             # One transaction per message, with the UID that it moves us past.
             with database.session() as db:
                 store_email(db, prepared, settings=settings_obj)

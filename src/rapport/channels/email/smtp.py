@@ -19,6 +19,7 @@ from rapport.channels.email import prepare_email, store_email, verify
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.db import Database
+from rapport.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 60 * 1024 * 1024
@@ -83,8 +84,11 @@ class Handler:
         return "250 OK: stored"
 
     def _store(self, raw: bytes, inbox_id: str, verified_by: str | None) -> None:
+        storage = LocalStorage(self.settings.attachments_dir)
         with self.database.session(write=False) as db:  # parsing holds no write lock
-            prepared = prepare_email(db, raw, inbox_id=inbox_id, verified_by=verified_by)
+            prepared = prepare_email(
+                db, raw, inbox_id=inbox_id, verified_by=verified_by, storage=storage
+            )
         with self.database.session() as db:
             store_email(db, prepared, settings=self.settings)
 
