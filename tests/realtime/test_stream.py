@@ -344,3 +344,35 @@ def test_pruning_goes_oldest_first_a_chunk_per_transaction_and_keeps_the_young(
     )
     with database.session(write=False) as db:
         assert set(db.scalars(select(StreamEvent.id))) == young
+
+
+def test_an_event_that_missed_the_bus_still_arrives_when_the_socket_is_quiet(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process commits an event while Redis is away (or this process's
+    # subscription is reconnecting): it never reaches this process's bus. A quiet socket
+    # reads the outbox, so the agent gets it, late instead of never.
+    from rapport.realtime import views
+    from rapport.realtime.models import StreamEvent
+
+    monkeypatch.setattr(views, "QUIET_SECONDS", 0.2)
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        with database.session() as db:  # committed, never published here
+            missed = StreamEvent(
+                workspace_id=world.acme.workspace.id,
+                type="conversation.updated",
+                payload={"id": "elsewhere"},
+            )
+            other = StreamEvent(
+                workspace_id=world.globex.workspace.id, type="conversation.updated", payload={}
+            )
+            db.add_all([missed, other])
+            db.flush()
+            missed_id = missed.id
+        event = next_of(ws, "conversation.updated")
+        assert event["id"] == missed_id and event["payload"] == {"id": "elsewhere"}
+        live = post(client, world, "after-missed")
+        assert next_of(ws, "message.created")["payload"]["id"] == live["id"]
+    with database.session(write=False) as db:
+        assert db.scalar(select(StreamEvent.id).where(StreamEvent.id == missed_id))

@@ -16,6 +16,9 @@ from rapport.realtime import service
 router = APIRouter(tags=["realtime"])
 
 _POLICY_VIOLATION = 1008
+# A socket that heard nothing for this long reads the outbox: what missed the bus arrives
+# late instead of never.
+QUIET_SECONDS = 15.0
 
 
 def _replay(
@@ -103,13 +106,21 @@ async def _forward(
     seen: service.Seen,
     receiver: "asyncio.Task[None]",
 ) -> None:
+    getter: "asyncio.Future[Any] | None" = None
     while not receiver.done():
-        getter = asyncio.ensure_future(sub.queue.get())
-        done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        if getter not in done:
+        getter = getter or asyncio.ensure_future(sub.queue.get())
+        done, _ = await asyncio.wait(
+            {getter, receiver}, timeout=QUIET_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        if receiver in done:
             getter.cancel()
             return
-        event = getter.result()
+        if getter not in done:
+            # Quiet for a while: an event may have missed the bus (another process
+            # published it while Redis was away): the outbox has it.
+            await _catch_up(ws, database, workspace_id, seen)
+            continue
+        event, getter = getter.result(), None
         if sub.overflowed:
             sub.overflowed = False
             await _catch_up(ws, database, workspace_id, seen)
