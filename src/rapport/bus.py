@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "rapport:events"
 # Seconds without trying Redis after a publish failed there.
 RETRY_AFTER = 5.0
+# Seconds an agent's socket hears nothing before it reads the outbox for what missed the
+# bus, when there is one between processes (Redis); in one process nothing can miss it.
+QUIET_SECONDS = 15.0
 Event = dict[str, Any]
 
 
@@ -39,9 +42,39 @@ class Subscription:
         except asyncio.QueueFull:
             self.overflowed = True
 
+    async def listen(
+        self, client: "asyncio.Task[None]", *, quiet: float | None
+    ) -> AsyncIterator[Event | None]:
+        """The events heard, while ``client`` (the task reading the socket) runs; ``None``
+        after each ``quiet`` seconds with none (if given), for the caller to read the
+        outbox: an event that missed the bus (another process's, published while Redis was
+        away, or while this process's subscription reconnected) then arrives late instead
+        of never."""
+        getter: asyncio.Future[Any] | None = None
+        try:
+            while not client.done():
+                getter = getter or asyncio.ensure_future(self.queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, client}, timeout=quiet, return_when=asyncio.FIRST_COMPLETED
+                )
+                if client in done:
+                    return
+                if getter in done:
+                    event, getter = getter.result(), None
+                    yield event
+                else:
+                    yield None
+        finally:
+            if getter is not None:
+                getter.cancel()
+
 
 class LocalBus:
     """Delivers events to the subscribers of this process."""
+
+    # How long a quiet socket waits before it reads the outbox (``Subscription.listen``):
+    # never here, where every event of the process reaches its subscribers.
+    quiet: float | None = None
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = {}
@@ -94,6 +127,7 @@ class RedisBus(LocalBus):
         import redis
 
         self._url = url
+        self.quiet = QUIET_SECONDS  # another process's event may miss Redis
         # Events are published from request and ingest threads: a Redis that stops answering
         # must cost them a second once, not hang them (the client waits forever by default).
         self._sync = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)

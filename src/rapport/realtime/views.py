@@ -16,9 +16,6 @@ from rapport.realtime import service
 router = APIRouter(tags=["realtime"])
 
 _POLICY_VIOLATION = 1008
-# A socket that heard nothing for this long reads the outbox: what missed the bus arrives
-# late instead of never.
-QUIET_SECONDS = 15.0
 
 
 def _replay(
@@ -63,6 +60,12 @@ async def stream(ws: WebSocket) -> None:
         if last is None:
             last = await run_in_threadpool(_latest, database, principal.workspace_id)
             seen.highest = last
+            # What the outbox holds now, the page already shows: a later catch-up (quiet,
+            # or fallen behind) sends none of it again.
+            for event in await run_in_threadpool(
+                partial(_replay, database, principal.workspace_id, last, stragglers=True)
+            ):
+                seen.add(event["id"])
             await ws.send_json({"type": "hello", "last_event_id": last})
         else:
             seen.highest = last
@@ -106,22 +109,8 @@ async def _forward(
     seen: service.Seen,
     receiver: "asyncio.Task[None]",
 ) -> None:
-    getter: "asyncio.Future[Any] | None" = None
-    while not receiver.done():
-        getter = getter or asyncio.ensure_future(sub.queue.get())
-        done, _ = await asyncio.wait(
-            {getter, receiver}, timeout=QUIET_SECONDS, return_when=asyncio.FIRST_COMPLETED
-        )
-        if receiver in done:
-            getter.cancel()
-            return
-        if getter not in done:
-            # Quiet for a while: an event may have missed the bus (another process
-            # published it while Redis was away): the outbox has it.
-            await _catch_up(ws, database, workspace_id, seen)
-            continue
-        event, getter = getter.result(), None
-        if sub.overflowed:
+    async for event in sub.listen(receiver, quiet=get_bus().quiet):
+        if event is None or sub.overflowed:  # quiet, or the client fell behind: the outbox
             sub.overflowed = False
             await _catch_up(ws, database, workspace_id, seen)
             continue

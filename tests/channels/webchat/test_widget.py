@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from rapport import bus
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
@@ -427,3 +428,29 @@ def test_the_team_tries_the_chat_on_a_page_of_rapport_itself(
     # Only webchat inboxes have such a page, and only for their own workspace.
     other = f"{live_server.url}/app/inboxes/{world.acme.inbox.id}/try"  # type: ignore[union-attr]
     assert page.goto(other).status == 404
+
+
+def test_a_reply_that_missed_the_bus_still_reaches_the_visitor(
+    client: TestClient, world: World, chat: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With several processes an agent's reply may be committed by one whose publish never
+    # reached Redis: the visitor's quiet socket reads the outbox and gets it anyway (and,
+    # as live, never a note).
+    v = start(client, chat, name="Ann")
+    msg = say(client, chat, v["visitor_token"], "hi")
+    the_bus = bus.get_bus()
+    monkeypatch.setattr(the_bus, "quiet", 0.05)  # as with Redis, sooner (a visitor: x4)
+    with client.websocket_connect(f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}") as ws:
+        monkeypatch.setattr(the_bus, "publish", lambda event: None)  # never heard here
+        client.post(
+            f"/api/v1/conversations/{msg['conversation_id']}/notes",
+            json={"text": "internal only"},
+            headers=auth(world.bob),
+        )
+        client.post(
+            f"/api/v1/conversations/{msg['conversation_id']}/messages",
+            json={"text": "Hi Ann!"},
+            headers=auth(world.bob),
+        )
+        event = ws.receive_json()
+    assert event["type"] == "message.created" and event["payload"]["text"] == "Hi Ann!"

@@ -469,27 +469,35 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
             for event in events:
                 if seen.add(event["id"]) and await run_in_threadpool(mine, event):
                     await ws.send_json({**event, "payload": await run_in_threadpool(named, event)})
+        else:  # what the outbox holds now was shown when the widget loaded
+            seen.highest = await run_in_threadpool(_latest, database, inbox.workspace_id)
+            for event in await run_in_threadpool(
+                _replay, database, inbox.workspace_id, seen.highest
+            ):
+                seen.add(event["id"])
         receiver = asyncio.create_task(_drain(ws))
         beat = asyncio.create_task(_heartbeat(database, visitor.id))
         try:
-            while not receiver.done():
-                getter = asyncio.ensure_future(sub.queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, receiver}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter not in done:
-                    getter.cancel()
-                    break
-                event = getter.result()
-                if event["id"] and not seen.add(event["id"]):
-                    continue  # already sent by the catch-up
-                if await run_in_threadpool(mine, event):
-                    payload = (
-                        event["payload"]
-                        if event["type"] == "agent.typing"
-                        else await run_in_threadpool(named, event)
+            quiet = get_bus().quiet  # a visitor's page waits longer: there are many more
+            async for heard in sub.listen(receiver, quiet=quiet * 4 if quiet else None):
+                # Quiet: what missed the bus (another process's) is in the outbox.
+                events = (
+                    [heard]
+                    if heard is not None
+                    else await run_in_threadpool(
+                        _replay, database, inbox.workspace_id, seen.highest
                     )
-                    await ws.send_json({**event, "payload": payload})
+                )
+                for event in events:
+                    if event["id"] and not seen.add(event["id"]):
+                        continue  # already sent by a catch-up
+                    if await run_in_threadpool(mine, event):
+                        payload = (
+                            event["payload"]
+                            if event["type"] == "agent.typing"
+                            else await run_in_threadpool(named, event)
+                        )
+                        await ws.send_json({**event, "payload": payload})
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -512,6 +520,11 @@ async def _heartbeat(database: Database, visitor_id: str) -> None:
     while True:
         await asyncio.sleep(30)
         await run_in_threadpool(_seen, database, visitor_id)
+
+
+def _latest(database: Database, workspace_id: str) -> int:
+    with database.session(write=False) as db:
+        return realtime.latest_id(db, workspace_id=workspace_id)
 
 
 def _replay(database: Database, workspace_id: str, after: int) -> list[dict[str, Any]]:
