@@ -143,22 +143,27 @@ def test_a_valid_hmac_makes_the_visitor_that_customer_and_a_forged_one_does_not(
     )
 
 
+def note_then_reply(client: TestClient, world: World, conversation_id: str) -> None:
+    """bob writes a private note, then answers "Hi Ann!"."""
+    client.post(
+        f"/api/v1/conversations/{conversation_id}/notes",
+        json={"text": "internal only"},
+        headers=auth(world.bob),
+    )
+    client.post(
+        f"/api/v1/conversations/{conversation_id}/messages",
+        json={"text": "Hi Ann!"},
+        headers=auth(world.bob),
+    )
+
+
 def test_the_visitor_socket_carries_agent_replies_but_never_notes(
     client: TestClient, world: World, chat: dict[str, str], database: Database, settings: Settings
 ) -> None:
     v = start(client, chat, name="Ann")
     msg = say(client, chat, v["visitor_token"], "hi")
     with client.websocket_connect(f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}") as ws:
-        client.post(
-            f"/api/v1/conversations/{msg['conversation_id']}/notes",
-            json={"text": "internal only"},
-            headers=auth(world.bob),
-        )
-        client.post(
-            f"/api/v1/conversations/{msg['conversation_id']}/messages",
-            json={"text": "Hi Ann!"},
-            headers=auth(world.bob),
-        )
+        note_then_reply(client, world, msg["conversation_id"])
         event = ws.receive_json()
     assert event["type"] == "message.created" and event["payload"]["text"] == "Hi Ann!"
     assert event["payload"]["sender_name"] == "Bob" and "sender_id" not in event["payload"]
@@ -442,15 +447,6 @@ def test_a_reply_that_missed_the_bus_still_reaches_the_visitor(
     monkeypatch.setattr(the_bus, "quiet", 0.05)  # as with Redis, sooner (a visitor: x4)
     with client.websocket_connect(f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}") as ws:
         monkeypatch.setattr(the_bus, "publish", lambda event: None)  # never heard here
-        client.post(
-            f"/api/v1/conversations/{msg['conversation_id']}/notes",
-            json={"text": "internal only"},
-            headers=auth(world.bob),
-        )
-        client.post(
-            f"/api/v1/conversations/{msg['conversation_id']}/messages",
-            json={"text": "Hi Ann!"},
-            headers=auth(world.bob),
-        )
+        note_then_reply(client, world, msg["conversation_id"])
         event = ws.receive_json()
     assert event["type"] == "message.created" and event["payload"]["text"] == "Hi Ann!"
