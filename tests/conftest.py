@@ -55,6 +55,10 @@ def create_schema(url: str) -> None:
 
 
 _BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+# For what only SQLite has (its one write lock): the test runs on SQLite alone, never skipped.
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+# And for what only PostgreSQL has (skipped, saying so, where it is not configured).
+postgresql_only = pytest.mark.parametrize("database_url", _BACKENDS[1:], indirect=True)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, IngestWriter, WriterProcess
 from rapport.realtime.models import StreamEvent
 from rapport.storage import LocalStorage
-from tests.conftest import auth, record_write_lock
+from tests.conftest import auth, postgresql_only, record_write_lock
 from tests.factories import World
 
 
@@ -482,13 +482,12 @@ def test_the_writer_process_is_started_again_when_it_dies(
     assert second.message.meta["triage"]["language"] == "en"
 
 
+@postgresql_only
 def test_the_writer_process_outlives_a_dropped_database_connection(
     world: World, database: Database, settings: Settings
 ) -> None:
     # It pings no connection before a batch: a connection the server dropped (a restart, a
     # failover) fails the batch's first statement, and the batch is tried again on another.
-    if database.engine.dialect.name != "postgresql":
-        pytest.skip("a server that drops connections: PostgreSQL")
     from sqlalchemy import text
 
     from rapport.channels.models import Inbox
@@ -527,14 +526,13 @@ def test_the_writer_process_outlives_a_dropped_database_connection(
     assert count(database, Message, Message.external_id.like("drop-%")) == 3
 
 
+@postgresql_only
 def test_postgresql_finds_stored_messages_and_identities_by_one_probe_per_key(
     world: World, database: Database
 ) -> None:
     # Planned without statistics (a table never analyzed, like an inbox newer than the last
     # ANALYZE), IN lists made PostgreSQL read every message of the inbox and every handle
     # of the workspace and filter them, on every batch.
-    if database.engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's planner")
     from sqlalchemy import insert
 
     from rapport import ingest

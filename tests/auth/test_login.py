@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from rapport.auth import security
 from rapport.db import Database
-from tests.conftest import auth, record_write_lock
+from tests.conftest import auth, record_write_lock, sqlite_only
 from tests.factories import PASSWORD, World
 
 
@@ -185,6 +185,7 @@ def test_requests_without_credentials_get_401_problem(client: TestClient, world:
     assert r.json()["status"] == 401 and r.headers["www-authenticate"] == "Bearer"
 
 
+@sqlite_only
 @pytest.mark.parametrize("password", [PASSWORD, "wrong-password-1"])
 def test_a_password_is_checked_with_no_write_lock_held(
     client: TestClient,
@@ -196,8 +197,6 @@ def test_a_password_is_checked_with_no_write_lock_held(
     # argon2 costs ~90 ms by design. Inside the login's write transaction each attempt (a
     # credential-stuffing run makes thousands) held SQLite's one write lock that long, and
     # every other writer, ingest included, queued behind them.
-    if not database.is_sqlite:
-        pytest.skip("SQLite's single writer")
     held = record_write_lock(monkeypatch, security, "verify_password", database)
     r = login(client, "alice@acme.test", password)
     assert r.status_code == (200 if password == PASSWORD else 401), r.text

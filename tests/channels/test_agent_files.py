@@ -23,7 +23,7 @@ from rapport.jobs.worker import Worker
 from rapport.storage import LocalStorage
 from tests.channels.test_providers import TG_UPDATE, meta_event
 from tests.channels.test_whatsapp import message_event, post_signed
-from tests.conftest import auth, record_write_lock
+from tests.conftest import auth, record_write_lock, sqlite_only
 from tests.factories import World
 
 PDF = b"%PDF-1.4\n% an invoice\n" + bytes(range(256)) * 4
@@ -633,13 +633,12 @@ def test_whatsapp_sends_a_large_image_as_a_document() -> None:
     assert big == {"type": "document", "document": {"link": "https://x/f", "filename": "big.png"}}
 
 
+@sqlite_only
 def test_an_upload_is_written_before_its_transaction_takes_the_write_lock(
     client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 10 MB hashed and written inside the request's write transaction held SQLite's one
     # writer (ingest included) meanwhile.
-    if not database.is_sqlite:
-        pytest.skip("SQLite's single writer")
     assert world.acme.first is not None
     written = record_write_lock(monkeypatch, LocalStorage, "put", database)
     up = upload(client, world, world.acme.first.conversation.id, "a.pdf", PDF, "application/pdf")

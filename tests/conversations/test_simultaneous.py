@@ -4,7 +4,6 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 
 from rapport.config import Settings
@@ -13,7 +12,7 @@ from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
 from rapport.db import Database
 from rapport.ingest import InboundMessage, receive
-from tests.conftest import auth
+from tests.conftest import auth, sqlite_only
 from tests.factories import World
 
 
@@ -114,6 +113,7 @@ def test_conversations_far_apart_are_not_related_and_strangers_do_not_merge(
     assert r.status_code == 403
 
 
+@sqlite_only
 def test_presence_heartbeats_never_wait_for_the_writer(
     client: TestClient, world: World, database: Database
 ) -> None:
@@ -121,8 +121,6 @@ def test_presence_heartbeats_never_wait_for_the_writer(
     # only look: they never take SQLite's one write lock, so a long write elsewhere (an
     # import, an erasure) does not make them wait and fail.
     conv = world.acme.first.conversation  # type: ignore[union-attr]
-    if not database.is_sqlite:
-        pytest.skip("SQLite's single writer")
     path = database.engine.url.database
     assert path
     writer = sqlite3.connect(path, timeout=1)

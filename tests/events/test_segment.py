@@ -13,7 +13,7 @@ from rapport.customers.models import Event
 from rapport.db import Database
 from rapport.events import views as event_views
 from rapport.events.models import Order
-from tests.conftest import auth, record_write_lock
+from tests.conftest import auth, record_write_lock, sqlite_only
 from tests.factories import World
 
 
@@ -288,13 +288,12 @@ def test_events_for_one_new_person_at_once_are_all_stored(
     assert events(database) == before + 24
 
 
+@sqlite_only
 def test_a_batch_is_validated_with_no_write_lock_held(
     client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 500 KB of events take a while to validate: not inside the transaction that stores
     # them, where SQLite's one writer (ingest included) would wait.
-    if not database.is_sqlite:
-        pytest.skip("SQLite's single writer")
     key = source(client, world)
     held = record_write_lock(monkeypatch, event_views, "_events", database)
     r = client.post(

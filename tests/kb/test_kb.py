@@ -11,7 +11,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
 from rapport.kb import public, service
-from tests.conftest import auth, record_write_lock
+from tests.conftest import auth, record_write_lock, sqlite_only
 from tests.factories import World
 
 ARTICLES = [
@@ -224,13 +224,12 @@ def test_search_finds_an_article_by_a_paraphrase_with_the_extra(
     )
 
 
+@sqlite_only
 def test_a_public_article_is_rendered_with_no_write_lock_held_and_its_view_counted(
     client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Crawlers fetch every page; each counted its view in a write transaction that also
     # held SQLite's one write lock while the page rendered.
-    if not database.is_sqlite:
-        pytest.skip("SQLite's single writer")
     ids = setup_center(client, world)
     held = record_write_lock(monkeypatch, public, "_page", database)
     for _ in range(2):
@@ -242,13 +241,12 @@ def test_a_public_article_is_rendered_with_no_write_lock_held_and_its_view_count
     assert viewed["views"] == 2
 
 
+@sqlite_only
 def test_an_article_is_rendered_before_its_save_takes_the_write_lock(
     client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 200 KB of Markdown take half a second to render: not inside the transaction that
     # saves them, where SQLite's one writer (ingest included) would wait.
-    if not database.is_sqlite:
-        pytest.skip("SQLite's single writer")
     held = record_write_lock(monkeypatch, service, "render", database)
     r = client.post(
         "/api/v1/kb/articles", json={"title": "Lock", "body": "# One"}, headers=auth(world.bob)

@@ -19,7 +19,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
 from rapport.storage import LocalStorage
-from tests.conftest import auth, record_write_lock
+from tests.conftest import auth, record_write_lock, sqlite_only
 from tests.factories import World
 from tests.web.conftest import free_port
 
@@ -386,6 +386,7 @@ def test_an_agents_files_reach_the_customer_as_mime_attachments(
     assert [a["filename"] for a in out["attachments"]] == ["invoice 2026.pdf", "notes.txt"]
 
 
+@sqlite_only
 def test_a_mail_is_parsed_with_no_write_lock_held(
     client: TestClient,
     world: World,
@@ -397,8 +398,6 @@ def test_a_mail_is_parsed_with_no_write_lock_held(
     # Parsing a big mail takes a second (60 MB are allowed): done inside the transaction
     # that stores it, it held SQLite's one write lock meanwhile, and every other writer
     # (the inbox's other channels, agents' replies) waited.
-    if not database.is_sqlite:
-        pytest.skip("SQLite's single writer")
     held = record_write_lock(monkeypatch, email_channel, "parse", database)
     written = record_write_lock(monkeypatch, LocalStorage, "put", database)  # the original
     send(smtp_port, customer_mail("parsed first, stored after"))
