@@ -158,7 +158,7 @@ class RedisBus(LocalBus):
                 self._retry_at = time.monotonic() + RETRY_AFTER
                 log.warning("redis publish failed", extra={"event": "bus.publish_failed"})
         # This process's own subscribers still hear it; the event is committed in the
-        # outbox, and the other processes' clients catch up from there on reconnect.
+        # outbox, where the other processes' quiet sockets find it (``Subscription.listen``).
         self._deliver_threadsafe(event)
 
     async def _listen(self) -> None:

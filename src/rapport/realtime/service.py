@@ -8,7 +8,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from rapport.bus import get_bus
-from rapport.db import on_commit, utcnow
+from rapport.db import Database, on_commit, utcnow
 from rapport.realtime.models import StreamEvent
 
 
@@ -89,6 +89,18 @@ class Seen:
             self._ids.discard(self._order.popleft())
         self.highest = max(self.highest, event_id)
         return True
+
+
+def seen_from_now(database: Database, workspace_id: str) -> Seen:
+    """A new socket's memory: every event the outbox holds now, recent stragglers included,
+    is marked as sent (the page it serves already shows them), so that a later catch-up
+    (the socket quiet, or fallen behind) sends none of them again."""
+    seen = Seen()
+    with database.session(write=False) as db:
+        seen.highest = latest_id(db, workspace_id=workspace_id)
+        for event in stragglers(db, workspace_id=workspace_id, up_to_id=seen.highest):
+            seen.add(event.id)
+    return seen
 
 
 def latest_id(db: Session, *, workspace_id: str) -> int:

@@ -31,11 +31,6 @@ def _replay(
         return [service.as_dict(e) for e in rows]
 
 
-def _latest(database: Database, workspace_id: str) -> int:
-    with database.session(write=False) as db:
-        return service.latest_id(db, workspace_id=workspace_id)
-
-
 @router.websocket("/api/v1/stream")
 async def stream(ws: WebSocket) -> None:
     """Workspace events as JSON, each with an increasing ``id``.
@@ -55,19 +50,12 @@ async def stream(ws: WebSocket) -> None:
     except ValueError:
         last = None
     # Subscribe before reading the outbox, so an event committed in between is not lost.
-    seen = service.Seen()
     with get_bus().subscribe(principal.workspace_id) as sub:
         if last is None:
-            last = await run_in_threadpool(_latest, database, principal.workspace_id)
-            seen.highest = last
-            # What the outbox holds now, the page already shows: a later catch-up (quiet,
-            # or fallen behind) sends none of it again.
-            for event in await run_in_threadpool(
-                partial(_replay, database, principal.workspace_id, last, stragglers=True)
-            ):
-                seen.add(event["id"])
-            await ws.send_json({"type": "hello", "last_event_id": last})
+            seen = await run_in_threadpool(service.seen_from_now, database, principal.workspace_id)
+            await ws.send_json({"type": "hello", "last_event_id": seen.highest})
         else:
+            seen = service.Seen()
             seen.highest = last
             await _catch_up(ws, database, principal.workspace_id, seen)
         receiver = asyncio.create_task(_drain_client(ws))

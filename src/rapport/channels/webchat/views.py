@@ -461,20 +461,16 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
 
     raw_last = ws.query_params.get("last_event_id")
     last = int(raw_last) if raw_last and raw_last.isdigit() else None
-    seen = realtime.Seen()
     with get_bus().subscribe(inbox.workspace_id) as sub:
-        if last is not None:
+        if last is None:  # what the outbox holds now was shown when the widget loaded
+            seen = await run_in_threadpool(realtime.seen_from_now, database, inbox.workspace_id)
+        else:
+            seen = realtime.Seen()
             seen.highest = last
             events = await run_in_threadpool(_replay, database, inbox.workspace_id, last)
             for event in events:
                 if seen.add(event["id"]) and await run_in_threadpool(mine, event):
                     await ws.send_json({**event, "payload": await run_in_threadpool(named, event)})
-        else:  # what the outbox holds now was shown when the widget loaded
-            seen.highest = await run_in_threadpool(_latest, database, inbox.workspace_id)
-            for event in await run_in_threadpool(
-                _replay, database, inbox.workspace_id, seen.highest
-            ):
-                seen.add(event["id"])
         receiver = asyncio.create_task(_drain(ws))
         beat = asyncio.create_task(_heartbeat(database, visitor.id))
         try:
@@ -520,11 +516,6 @@ async def _heartbeat(database: Database, visitor_id: str) -> None:
     while True:
         await asyncio.sleep(30)
         await run_in_threadpool(_seen, database, visitor_id)
-
-
-def _latest(database: Database, workspace_id: str) -> int:
-    with database.session(write=False) as db:
-        return realtime.latest_id(db, workspace_id=workspace_id)
 
 
 def _replay(database: Database, workspace_id: str, after: int) -> list[dict[str, Any]]:
