@@ -542,22 +542,13 @@ def receive_batch(
             latest[(conv_row.customer_id, conv_row.inbox_id)] = dict(conv_row._mapping) | {
                 "added": 0
             }
-        # A conversation an agent merged into another continues there.
-        targets = {c["merged_into_id"] for c in latest.values() if c["merged_into_id"]}
-        if targets:
-            found = {
-                r.id: dict(r._mapping) | {"added": 0}
-                for r in conn.execute(_CONVERSATIONS, {"ids": list(targets)})
-            }
-            for key, merged_conv in list(latest.items()):
-                target = found.get(merged_conv["merged_into_id"] or "")
-                if target is not None:
-                    latest[key] = target
+        _follow_merges(conn, latest)
     hints = {msgs[i].conversation_hint for i in fresh if msgs[i].conversation_hint}
     hinted: dict[str, dict[str, Any]] = {}
     if hints:
         for hint_row in conn.execute(_CONVERSATIONS, {"ids": list(hints)}):
             hinted[hint_row.id] = dict(hint_row._mapping) | {"added": 0}
+        _follow_merges(conn, hinted)
     touched: dict[str, dict[str, Any]] = {}
     new_convs: dict[str, dict[str, Any]] = {}
     new_messages: list[dict[str, Any]] = []
@@ -788,6 +779,29 @@ def receive_batch(
                 first.channel,
             )
     return [o if o is not None else RuntimeError("not processed") for o in out]
+
+
+# Merges can chain (A into B, then B into C); a longer chain than this is not followed.
+_MERGE_HOPS = 32
+
+
+def _follow_merges(conn: Any, convs: dict[Any, dict[str, Any]]) -> None:
+    """Replace each conversation an agent merged into another by the one its merges ended
+    in: a message for it (its customer's latest, or a reply to its thread) continues there."""
+    for _ in range(_MERGE_HOPS):
+        targets = {c["merged_into_id"] for c in convs.values() if c["merged_into_id"]}
+        if not targets:
+            return
+        found = {
+            r.id: dict(r._mapping) | {"added": 0}
+            for r in conn.execute(_CONVERSATIONS, {"ids": list(targets)})
+        }
+        if not found:
+            return
+        for key, conv in list(convs.items()):
+            target = found.get(conv["merged_into_id"] or "")
+            if target is not None:
+                convs[key] = target
 
 
 def _events_of_commits(conn: Any, commits: set[tuple[str, datetime]]) -> list[dict[str, Any]]:

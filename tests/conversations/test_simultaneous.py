@@ -16,15 +16,22 @@ from tests.conftest import auth, sqlite_only
 from tests.factories import World
 
 
-def second_inbox(client: TestClient, world: World) -> str:
+def second_inbox(client: TestClient, world: World, name: str = "Chat") -> str:
     r = client.post(
-        "/api/v1/inboxes", json={"name": "Chat", "channel": "api"}, headers=auth(world.alice)
+        "/api/v1/inboxes", json={"name": name, "channel": "api"}, headers=auth(world.alice)
     )
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
 
 
-def write(database: Database, settings: Settings, inbox_id: str, ext: str, text: str) -> str:
+def write(
+    database: Database,
+    settings: Settings,
+    inbox_id: str,
+    ext: str,
+    text: str,
+    hint: str | None = None,
+) -> str:
     with database.session() as db:
         stored = receive(
             db,
@@ -33,6 +40,7 @@ def write(database: Database, settings: Settings, inbox_id: str, ext: str, text:
                 external_id=ext,
                 text=text,
                 handles=[handle(IdentityKind.email, "twochannels@example.com")],
+                conversation_hint=hint,
             ),
             settings=settings,
         )
@@ -82,6 +90,37 @@ def test_two_channels_at_once_are_related_and_merge_into_one_in_order(
         f"/api/v1/conversations/{first}/merge", json={"merged_id": second}, headers=auth(world.bob)
     )
     assert again.status_code == 409
+
+
+def test_a_message_follows_a_chain_of_merges_to_its_end(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    email_like = world.acme.inbox.id  # type: ignore[union-attr]
+    chat, sms = second_inbox(client, world), second_inbox(client, world, "SMS")
+    first = write(database, settings, email_like, "a1", "my order is late")
+    second = write(database, settings, chat, "b1", "hello? about my order")
+    third = write(database, settings, sms, "c1", "order 1234?")
+    for survivor, merged in ((first, second), (third, first)):  # second -> first -> third
+        r = client.post(
+            f"/api/v1/conversations/{survivor}/merge",
+            json={"merged_id": merged},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 200, r.text
+
+    # The customer's latest conversation on chat was merged into one that was merged in
+    # turn: the message continues where both ended, and reopens neither.
+    assert write(database, settings, chat, "b2", "still there?") == third
+    # A reply naming a merged conversation (a reply token in an old email, the widget's
+    # conversation) too, from an inbox where the customer never wrote before.
+    web = second_inbox(client, world, "Web")
+    assert write(database, settings, web, "d1", "any news?", hint=second) == third
+    for gone in (first, second):
+        conv = client.get(f"/api/v1/conversations/{gone}", headers=auth(world.bob)).json()
+        assert conv["status"] == "resolved", conv
+    survivor = client.get(f"/api/v1/conversations/{third}", headers=auth(world.bob)).json()
+    texts = [m["text"] for m in survivor["messages"] if m["kind"] == "message"]
+    assert texts[-2:] == ["still there?", "any news?"]
 
 
 def test_conversations_far_apart_are_not_related_and_strangers_do_not_merge(
