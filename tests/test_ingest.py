@@ -3,6 +3,7 @@
 import base64
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,17 +12,20 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 
+from rapport.app import create_app
 from rapport.bus import LocalBus, get_bus, set_bus
 from rapport.config import Settings
 from rapport.conversations.models import Attachment, Conversation, Message, Status
 from rapport.customers.models import Customer
-from rapport.db import Database, utcnow
+from rapport.db import Database, transient, utcnow
 from rapport.ingest import InboundMessage, IngestWriter, WriterProcess
+from rapport.metrics import INGEST_BATCH
 from rapport.realtime.models import StreamEvent
 from rapport.storage import LocalStorage
-from tests.conftest import auth, postgresql_only, record_write_lock
+from tests.conftest import auth, postgresql_only, record_write_lock, sqlite_only
 from tests.factories import World
 
 
@@ -408,6 +412,76 @@ def test_a_failing_message_does_not_take_its_batch_down(
     writer.stop()
     assert outcomes == [False, False, False, "not found", False, False, False, False]
     assert count(database, Message, Message.external_id.like("batch-%")) == 7
+
+
+def batches_so_far() -> float:
+    return next(
+        sample.value
+        for metric in INGEST_BATCH.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_count")
+    )
+
+
+@sqlite_only
+@pytest.mark.parametrize("process", [True, False], ids=["writer-process", "writer-thread"])
+def test_a_write_lock_held_too_long_fails_each_batch_once_with_a_retryable_error(
+    world: World, settings: Settings, process: bool
+) -> None:
+    # Someone holds SQLite's one write lock longer than a write waits for it (here 0.3 s;
+    # ``?timeout=`` on the URL, 10 s by default). Each batch's senders are told at once to
+    # try again: 503 with Retry-After. The batch is not tried again one message at a time,
+    # each waiting as long again while every sender behind them waits too.
+    url = f"{settings.database_url}?timeout=0.3"
+    busy = settings.model_copy(update={"database_url": url, "ingest_process": process})
+    database = Database(url)
+    waits: list[object] = []  # each time a write waited for the lock and gave up
+    event.listen(database.engine, "handle_error", waits.append)
+    holder = sqlite3.connect(str(database.engine.url.database), isolation_level=None)
+    try:
+        with TestClient(create_app(busy, database=database)) as client:
+            inbox = world.acme.inbox.id  # type: ignore[union-attr]
+            holder.execute("BEGIN IMMEDIATE")
+            r = post(
+                client,
+                world.alice,
+                inbox,
+                external_id="busy",
+                text="hi",
+                **{"from": {"email": "busy@example.com"}},
+            )
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+            assert r.headers["content-type"] == "application/problem+json"
+
+            writer = IngestWriter(database, busy)
+            batches, waits[:] = batches_so_far(), []
+            futures = [
+                writer.submit_nowait(by_email(world, f"busy-{i}", f"b{i}@example.com", "hi"))
+                for i in range(6)
+            ]
+            for future in futures:
+                with pytest.raises(OperationalError) as caught:
+                    future.result(30)
+                assert transient(caught.value)
+            if not process:  # one wait per batch (the writer process's are its own)
+                assert len(waits) == batches_so_far() - batches
+            writer.stop()
+
+            holder.execute("ROLLBACK")
+            r = post(
+                client,
+                world.alice,
+                inbox,
+                external_id="busy",
+                text="hi",
+                **{"from": {"email": "busy@example.com"}},
+            )
+            assert r.status_code == 201, r.text
+        assert count(database, Message, Message.external_id.like("busy%")) == 1
+    finally:
+        holder.close()
+        database.dispose()
 
 
 def test_posting_into_a_non_api_inbox_or_as_a_viewer_is_refused(

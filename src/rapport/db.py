@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import AfterValidator, AwareDatetime
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers, sessionmaker
@@ -145,22 +145,28 @@ def _sqlite_on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry
     # 201 survives a power cut (NORMAL could lose the last commits; bench/ingest.py could
     # not tell the two apart through this machine's run-to-run noise).
     cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
+
+
+SQLITE_BUSY_SECONDS = 10
 
 
 def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
     """An engine for a plain Rapport database URL (``sqlite:///path`` or ``postgresql://``)."""
     full = sqlalchemy_url(url)
     if full.startswith("sqlite"):
-        path = full.split("///", 1)[1] if "///" in full else ""
-        if path and path != ":memory:":
+        parsed = make_url(full)
+        path = parsed.database or ""
+        if path and path != ":memory:" and not path.startswith("file:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # How long a write waits for SQLite's one write lock before it gives up (and its
+        # client gets 503 with Retry-After): ``?timeout=SECONDS`` on the URL, else 10.
+        waits = {} if "timeout" in parsed.query else {"timeout": SQLITE_BUSY_SECONDS}
         engine = create_engine(
             full,
             pool_size=pool_size,
             max_overflow=20,
-            connect_args={"check_same_thread": False, "timeout": 10},
+            connect_args={"check_same_thread": False, **waits},
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
         )

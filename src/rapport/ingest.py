@@ -50,7 +50,15 @@ from rapport.crypto import SecretBox, box_for
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle
 from rapport.customers.models import Customer, Identity, IdentityKind
-from rapport.db import Database, WalCheckpointer, new_id, on_commit, sqlite_path, utcnow
+from rapport.db import (
+    Database,
+    WalCheckpointer,
+    new_id,
+    on_commit,
+    sqlite_path,
+    transient,
+    utcnow,
+)
 from rapport.jobs import service as job_service
 from rapport.metrics import INGEST_BATCH, INGESTED
 from rapport.problems import Invalid, NotFound
@@ -886,8 +894,10 @@ class _Store:
         try:
             return self._commit(msgs)
         except Exception as exc:
-            if len(msgs) == 1:
-                return [exc]
+            if len(msgs) == 1 or transient(exc):
+                # Busy (the write lock not had in time): alone, each would wait as long
+                # again while every sender behind them waits too. All are told to retry.
+                return [exc] * len(msgs)
             # Never let one message take its batch down: each alone, in its own transaction.
             log.exception("group commit failed", extra={"event": "ingest.batch_failed"})
             return [self.batch([m])[0] for m in msgs]

@@ -83,6 +83,23 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+def busy_response(exc: BaseException, method: str, path: str) -> JSONResponse:
+    """503 with Retry-After for a transient database error: a deadlock with another request
+    (a team deleted while conversations are assigned to it), or a lock not had in time.
+    Nothing was changed, and trying again works."""
+    log.warning(
+        "database busy", exc_info=exc, extra={"event": "http.busy", "method": method, "path": path}
+    )
+    response = problem_response(
+        503,
+        "unavailable",
+        "the database was busy with a conflicting change: nothing was changed, try again",
+        instance=path,
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 _SLUGS = {
     400: "bad-request",
     401: "unauthorized",
@@ -179,21 +196,7 @@ def install(app: FastAPI) -> None:
     async def _busy(request: Request, exc: OperationalError) -> JSONResponse:
         if not transient(exc):
             return await _unexpected(request, exc)
-        # A deadlock with another request (a team deleted while conversations are assigned
-        # to it), or a lock not had in time: nothing was changed, and trying again works.
-        log.warning(
-            "database busy",
-            exc_info=exc,
-            extra={"event": "http.busy", "method": request.method, "path": request.url.path},
-        )
-        response = problem_response(
-            503,
-            "unavailable",
-            "the database was busy with a conflicting change: nothing was changed, try again",
-            instance=request.url.path,
-        )
-        response.headers["Retry-After"] = "1"
-        return response
+        return busy_response(exc, request.method, request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

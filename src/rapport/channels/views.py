@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rapport import outbound
@@ -17,9 +18,10 @@ from rapport.channels import service
 from rapport.channels.schemas import InboundIn, InboundOut, InboxCreate, InboxRead, InboxUpdate
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
+from rapport.db import transient
 from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
 from rapport.privacy.service import audit
-from rapport.problems import Invalid, Problem
+from rapport.problems import Invalid, Problem, busy_response
 
 router = APIRouter(prefix="/api/v1", tags=["inboxes"])
 _agent = require_role(Role.agent)
@@ -219,6 +221,10 @@ class InboundFastPath:
             )
         except Problem as exc:
             response: Response = exc.response(path)
+        except OperationalError as exc:
+            if not transient(exc):
+                raise
+            response = busy_response(exc, "POST", path)
         else:
             response = Response(payload, status_code=status, media_type="application/json")
         await response(scope, replay, send)
