@@ -59,35 +59,37 @@ def pick_agent(db: Session, *, workspace_id: str, team_id: str | None) -> str | 
     Round-robin by construction: whoever was given one last goes to the back of the line.
     """
     now = utcnow()
-    open_load = (
-        select(Conversation.assignee_id, func.count().label("n"))
-        .where(
-            Conversation.workspace_id == workspace_id,
-            Conversation.status.in_((Status.open, Status.pending)),
-            Conversation.assignee_id.is_not(None),
-        )
-        .group_by(Conversation.assignee_id)
-        .subquery()
-    )
-    load = func.coalesce(open_load.c.n, 0)
-    stmt = (
-        select(Membership.user_id)
-        .outerjoin(open_load, open_load.c.assignee_id == Membership.user_id)
+    eligible = (
+        select(Membership.user_id, Membership.capacity)
         .where(
             Membership.workspace_id == workspace_id,
             Membership.role.in_((Role.agent, Role.admin, Role.owner)),
             Membership.availability == "online",
             Membership.last_seen_at >= now - PRESENCE_TIMEOUT,
-            load < Membership.capacity,
         )
         .order_by(Membership.last_assigned_at.asc().nulls_first(), Membership.created_at)
-        .limit(1)
     )
     if team_id:
-        stmt = stmt.where(
+        eligible = eligible.where(
             Membership.user_id.in_(select(TeamMember.user_id).where(TeamMember.team_id == team_id))
         )
-    return db.scalar(stmt)
+    members = db.execute(eligible).all()
+    if not members:
+        return None
+    # Only these agents' open and pending conversations are counted, in the index on
+    # (workspace, assignee, status): never the rest of the workspace's history.
+    load = dict(
+        db.execute(
+            select(Conversation.assignee_id, func.count())
+            .where(
+                Conversation.workspace_id == workspace_id,
+                Conversation.assignee_id.in_([m.user_id for m in members]),
+                Conversation.status.in_((Status.open, Status.pending)),
+            )
+            .group_by(Conversation.assignee_id)
+        ).all()
+    )
+    return next((m.user_id for m in members if load.get(m.user_id, 0) < m.capacity), None)
 
 
 def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
