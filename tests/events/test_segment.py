@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from rapport.customers.models import Event
 from rapport.db import Database
+from rapport.events import service as event_service
 from rapport.events import views as event_views
 from rapport.events.models import Order
 from tests.conftest import auth, record_write_lock, sqlite_only
@@ -303,3 +304,45 @@ def test_a_batch_is_validated_with_no_write_lock_held(
     )
     assert r.status_code == 200 and r.json()["stored"] == 1, r.text
     assert held == [False]
+
+
+def test_a_large_batch_is_checked_whole_then_stored_a_chunk_per_transaction(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 500 KB of events for new people held the database's write lock for seconds in one
+    # transaction (SQLite has one writer: every inbound message waited). They are stored
+    # CHUNK per transaction; a bad event anywhere still refuses the batch before any is.
+    monkeypatch.setattr(event_service, "CHUNK", 10)
+    key = source(client, world)
+    batch: list[dict[str, Any]] = [
+        {
+            "type": "identify",
+            "userId": f"chunky-{i}",
+            "messageId": f"chunk-{i}",
+            "traits": {"email": f"chunky{i}@example.com"},
+        }
+        for i in range(25)
+    ]
+    before = events(database)
+    bad = [*batch[:24], {"type": "alias", "userId": "chunky-24", "messageId": "chunk-24"}]
+    r = client.post("/api/v1/events/batch", json={"batch": bad}, headers=basic(key))
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "batch[24]: alias needs previousId and userId"
+    assert events(database) == before
+
+    commits: list[object] = []
+
+    def committed(conn: Any) -> None:
+        if conn.get_execution_options().get("sqlite_write"):  # a write session's (any database)
+            commits.append(conn)
+
+    event.listen(database.engine, "commit", committed)
+    try:
+        r = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
+    finally:
+        event.remove(database.engine, "commit", committed)
+    assert r.json() == {"success": True, "stored": 25, "duplicates": 0}
+    assert len(commits) == 3  # 10 + 10 + 5
+    assert events(database) == before + 25
+    again = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
+    assert again.json() == {"success": True, "stored": 0, "duplicates": 25}

@@ -135,23 +135,35 @@ async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
             service.source_for_key(db, key)
         if body is _NOT_JSON:
             raise Invalid("the body is not JSON")
-        # Validated before the write transaction (500 KB of events take a while): not
-        # while holding SQLite's one write lock.
+        # Validated and checked whole before the first write transaction (500 KB of events
+        # take a while): not while holding SQLite's one write lock, and one bad event
+        # refuses the request before any of it is stored.
         events = _events(body, kind)
-        with database.session() as db:  # one transaction for the whole batch
-            source = service.source_for_key(db, key)  # still valid
-            return service.ingest(db, source=source, events=events, batch=kind is None)
+        service.check(events, batch=kind is None)
+        totals = {"stored": 0, "duplicates": 0}
+        for first, chunk in service.chunks(events):
+            for name, n in store(chunk, first).items():
+                totals[name] += n
+        return totals
 
-    # A sender's libraries retry only 5xx and 429: a batch that met another request making
-    # the same customer at the same moment is tried again here, as it would be there.
-    attempt = 1
-    while True:
-        try:
-            return {"success": True, **await run_in_threadpool(work)}
-        except (IntegrityError, OperationalError) as exc:
-            if attempt == ATTEMPTS or not (isinstance(exc, IntegrityError) or transient(exc)):
-                raise
-            attempt += 1
+    def store(chunk: list[dict[str, Any]], first: int) -> dict[str, int]:
+        # A chunk that met another request making the same customer at the same moment is
+        # tried again here: a sender's libraries retry only 5xx and 429, and a retry of the
+        # whole batch would store again the events of its chunks that have no messageId.
+        attempt = 1
+        while True:
+            try:
+                with database.session() as db:
+                    source = service.source_for_key(db, key)  # still valid
+                    return service.ingest(
+                        db, source=source, events=chunk, batch=kind is None, first=first
+                    )
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == ATTEMPTS or not (isinstance(exc, IntegrityError) or transient(exc)):
+                    raise
+                attempt += 1
+
+    return {"success": True, **await run_in_threadpool(work)}
 
 
 # Pydantic words a wrong shape with its own class names ("a valid dictionary or instance
