@@ -1,6 +1,7 @@
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +13,7 @@ from rapport.config import Settings
 from rapport.customers import importer
 from rapport.customers.models import Customer, Identity
 from rapport.db import Database
-from tests.conftest import auth
+from tests.conftest import auth, record_write_lock, sqlite_only, write_lock_held
 from tests.factories import World
 
 ROWS = 5000
@@ -102,6 +103,38 @@ def test_a_dry_run_checks_every_row_and_writes_none(
     )
     assert (report.created, [e.line for e in report.errors]) == (19, [5])
     assert _count(database, Customer) == before
+
+
+@sqlite_only
+@pytest.mark.parametrize("dry_run", [False, True], ids=["import", "dry-run"])
+def test_rows_are_parsed_with_no_write_lock_held_and_a_dry_run_never_takes_it(
+    database: Database, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool
+) -> None:
+    # SQLite has one writer, and every inbound message waits while an import holds it:
+    # normalizing a batch's handles (phone numbers above all) happens before its
+    # transaction, and a dry run only reads.
+    path = tmp_path / "customers.csv"
+    _write_csv(path, 30)
+    parsing = record_write_lock(monkeypatch, importer.ident, "handle", database)
+    writing: list[bool] = []
+    apply = importer._apply
+
+    def applied(*args: Any, **kwargs: Any) -> None:
+        apply(*args, **kwargs)
+        writing.append(write_lock_held(database))  # still inside the batch's transaction
+
+    monkeypatch.setattr(importer, "_apply", applied)
+    monkeypatch.setattr(importer, "BATCH", 10)
+    report = importer.import_customers(
+        database,
+        workspace_id=world.acme.workspace.id,
+        path=path,
+        mapping=importer.parse_mapping(["name=Full name,email=E-mail,phone=Phone"]),
+        dry_run=dry_run,
+    )
+    assert report.created == 30 and not report.errors
+    assert len(parsing) == 60 and not any(parsing)
+    assert writing == [not dry_run] * 3
 
 
 def test_the_import_and_export_commands_round_trip(

@@ -31,7 +31,7 @@ _HANDLE_KINDS = {
     "phone": IdentityKind.phone,
     "external_id": IdentityKind.external,
 }
-BATCH = 2000
+BATCH = 500
 
 
 class UnreadableFile(ValueError):
@@ -171,15 +171,15 @@ def _fields(row: dict[str, Any], mapping: dict[str, str]) -> tuple[dict[str, str
     return values, attributes
 
 
-def _apply(
-    db: Session,
-    workspace: Workspace,
-    batch: list[tuple[int, dict[str, Any]]],
-    mapping: dict[str, str],
-    report: Report,
-) -> None:
-    region = workspace.default_region
-    parsed: list[tuple[int, dict[str, str], dict[str, Any], list[ident.Handle]]] = []
+_Parsed = list[tuple[int, dict[str, str], dict[str, Any], list[ident.Handle]]]
+
+
+def _parse(
+    batch: list[tuple[int, dict[str, Any]]], mapping: dict[str, str], region: str, report: Report
+) -> _Parsed:
+    """The batch's rows as values, attributes and normalized handles; a row that has none,
+    or that the database could not keep, is its line's error."""
+    parsed: _Parsed = []
     for line, row in batch:
         values, attributes = _fields(row, mapping)
         try:
@@ -206,6 +206,12 @@ def _apply(
             report.errors.append(RowError(line, "no email, phone or external_id to match on"))
             continue
         parsed.append((line, values, attributes, handles))
+    return parsed
+
+
+def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, write: bool) -> None:
+    """Match the parsed rows to customers and add or update them in ``db``; flushed only
+    when ``write`` (a dry run leaves the session to be rolled back, having written none)."""
     # One lookup per kind for the whole batch.
     owner: dict[tuple[IdentityKind, str], str] = {}
     for kind in set(_HANDLE_KINDS.values()):
@@ -213,7 +219,7 @@ def _apply(
         if wanted:
             for value, customer_id in db.execute(
                 select(Identity.value, Identity.customer_id).where(
-                    Identity.workspace_id == workspace.id,
+                    Identity.workspace_id == workspace_id,
                     Identity.kind == kind,
                     Identity.value.in_(wanted),
                 )
@@ -243,7 +249,7 @@ def _apply(
         else:
             customer = Customer(
                 id=new_id(),
-                workspace_id=workspace.id,
+                workspace_id=workspace_id,
                 name=values["name"],
                 attributes=attributes,
                 first_seen_at=now,
@@ -260,7 +266,7 @@ def _apply(
             owner[(h.kind, h.value)] = customer.id
             db.add(
                 Identity(
-                    workspace_id=workspace.id,
+                    workspace_id=workspace_id,
                     customer_id=customer.id,
                     kind=h.kind,
                     value=h.value,
@@ -271,7 +277,8 @@ def _apply(
                 customer.email = h.value
             if h.kind == IdentityKind.phone and not customer.phone:
                 customer.phone = h.value
-    db.flush()
+    if write:
+        db.flush()
 
 
 def import_customers(
@@ -283,16 +290,23 @@ def import_customers(
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Report:
-    """Import the file, one transaction per batch; a dry run checks every row, writes none."""
+    """Import the file, one transaction per batch; a dry run checks every row, writes none.
+
+    Each batch's rows are parsed (handles normalized, values checked) before its
+    transaction, which only matches and writes: SQLite has one writer, and every inbound
+    message waits while it is held. A dry run reads in a read transaction."""
     report = Report()
     batch: list[tuple[int, dict[str, Any]]] = []
+    with database.session(write=False) as db:
+        workspace = db.get(Workspace, workspace_id)
+        if workspace is None:
+            raise ValueError("no such workspace")
+        region = workspace.default_region
 
     def flush() -> None:
-        with database.session() as db:
-            workspace = db.get(Workspace, workspace_id)
-            if workspace is None:
-                raise ValueError("no such workspace")
-            _apply(db, workspace, batch, mapping, report)
+        parsed = _parse(batch, mapping, region, report)
+        with database.session(write=not dry_run) as db:
+            _apply(db, workspace_id, parsed, report, write=not dry_run)
             if dry_run:
                 db.rollback()
         if progress is not None:
