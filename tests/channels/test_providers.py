@@ -260,6 +260,26 @@ def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
     assert out["status"] == "failed" and out["error"] == "part 2 of 2: Twilio error 30003"
 
 
+def test_a_twilio_call_with_a_parameter_given_twice_is_verified_as_twilio_signs_it(
+    client: TestClient,
+    world: World,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # Twilio signs every value of a repeated parameter, sorted; keeping only the last one
+    # refused the call with 401, which Twilio does not retry: the message was lost.
+    inbox, path, _ = twilio_inbox(client, world, provider)
+    pairs = [*SMS.items(), ("Foo", "b"), ("Foo", "a")]
+    sig = signature("twilio-token", settings.public_url.rstrip("/") + path, pairs)
+    r = client.post(
+        path,
+        content=urlencode(pairs),
+        headers={"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200, r.text
+    assert only_conversation(client, world, inbox)["messages"][0]["text"] == "Where is my order?"
+
+
 def test_a_report_that_comes_before_its_message_has_its_id_still_counts(
     client: TestClient,
     world: World,
@@ -514,6 +534,12 @@ def test_meta_messages_are_signed_threaded_and_answered(
     delivery = meta_event(obj, {"delivery": {"mids": ["m_OUT1"], "watermark": 1}}, time=1)
     meta_post(client, channel, inbox, delivery)
     assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "delivered"
+    # One app, one callback URL, several pages: another page's events are not this inbox's.
+    other = meta_event(
+        obj, {"timestamp": 1, "message": {"mid": "m_OTHER", "text": "hi"}}, page="OTHER_PAGE"
+    )
+    assert meta_post(client, channel, inbox, other).status_code == 200
+    assert "hi" not in [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
 
 
 def test_outbound_respects_the_providers_rate_and_retries_what_waits(

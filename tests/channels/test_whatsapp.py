@@ -224,6 +224,74 @@ def test_an_unreadable_payload_is_kept_raw_and_flagged(
     assert '"no": "from"' in row.body and "KeyError" in row.error
 
 
+def test_one_unreadable_item_is_set_aside_and_the_others_of_its_call_are_stored(
+    client: TestClient, world: World, inbox: str, database: Database
+) -> None:
+    payload = message_event("wamid.GOOD1", "first")
+    value = payload["entry"][0]["changes"][0]["value"]
+    bad = {**value["messages"][0], "id": "wamid.BAD", "timestamp": "not-a-number"}
+    good = {**value["messages"][0], "id": "wamid.GOOD2", "text": {"body": "second"}}
+    value["messages"] += [bad, good]
+    assert post_signed(client, inbox, payload).status_code == 200
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert [m["text"] for m in detail["messages"]] == ["first", "second"]
+    with database.session(write=False) as db:
+        [row] = list(db.scalars(select(UnparsedPayload)))
+    assert "wamid.BAD" in row.body and "wamid.GOOD" not in row.body
+    assert "ValueError" in row.error
+
+
+def test_an_event_for_another_number_of_the_same_app_is_not_this_inboxs(
+    client: TestClient, inbox: str, database: Database
+) -> None:
+    # One Meta app has one callback URL for all its numbers: each inbox keeps its own.
+    payload = message_event("wamid.OTHERNUMBER", "for the other shop")
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999999999"
+    before = count(database, Message)
+    assert post_signed(client, inbox, payload).status_code == 200
+    assert count(database, Message) == before
+
+
+@pytest.mark.parametrize("cleared", [None, ""])
+def test_a_cleared_app_secret_makes_every_call_unsigned(
+    client: TestClient, world: World, inbox: str, database: Database, cleared: str | None
+) -> None:
+    # null used to be kept as the app secret "None", a key anyone can sign with.
+    r = client.patch(
+        f"/api/v1/inboxes/{inbox}",
+        json={"settings": {"app_secret": cleared}},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    assert "app_secret" not in r.json()["secrets_set"]
+    before = count(database, Message)
+    for key in ("None", ""):
+        r = post_signed(client, inbox, message_event("wamid.FORGEDNONE", "refund me"), key)
+        assert r.status_code == 401
+    assert count(database, Message) == before
+    r = client.patch(
+        f"/api/v1/inboxes/{inbox}",
+        json={"settings": {"app_secret": 42}},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 422 and "app_secret must be text" in r.json()["detail"]
+
+
+def test_a_signature_header_of_any_text_is_refused_not_an_error(
+    client: TestClient, inbox: str
+) -> None:
+    body = json.dumps(message_event("wamid.ACCENT", "hi")).encode()
+    r = client.post(
+        f"/webhooks/whatsapp/{inbox}",
+        content=body,
+        headers={"X-Hub-Signature-256": "sha256=é".encode(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 401
+
+
 def test_a_reply_goes_to_the_graph_api_and_statuses_move_it(
     client: TestClient,
     world: World,

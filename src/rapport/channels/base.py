@@ -5,8 +5,10 @@ Inbound, a channel turns its provider's payload into ``ingest.InboundMessage``; 
 failure is worth retrying.
 """
 
+import hmac
 import importlib
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -133,6 +135,8 @@ class WebhookRequest:
     headers: dict[str, str]
     url: str
     form: dict[str, str] = field(default_factory=dict)
+    # Every (name, value) of a form body, in order: a name may come more than once.
+    pairs: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +144,18 @@ class WebhookEvents:
     messages: list["InboundMessage"] = field(default_factory=list)
     # {"external_id", "status": sent/delivered/read/failed, "error"}
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    # Items of the call that could not be read (the item as JSON text, the error): kept
+    # raw and flagged, while the others of the same call go on.
+    unparsed: list[tuple[str, str]] = field(default_factory=list)
+
+    def each(self, items: Iterable[Any], read: Callable[[Any], None]) -> None:
+        """``read`` each item on its own: one that fails is set aside, the rest go on."""
+        for item in items:
+            try:
+                read(item)
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+                raw = json.dumps(item, default=str, ensure_ascii=False)
+                self.unparsed.append((raw, f"{type(exc).__name__}: {exc}"[:1000]))
 
 
 class WebhookChannel(Protocol):
@@ -147,7 +163,23 @@ class WebhookChannel(Protocol):
 
     def verify(self, *, secrets: dict[str, Any], request: WebhookRequest) -> bool: ...
 
-    def parse(self, request: WebhookRequest, *, inbox_id: str) -> WebhookEvents: ...
+    def parse(self, request: WebhookRequest, *, inbox: Inbox) -> WebhookEvents: ...
+
+
+def secret(secrets: dict[str, Any], name: str) -> bytes | None:
+    """A provider secret of the inbox as the key for a signature: only a non-empty text
+    counts (anything else would be a key anyone can guess, such as ``"None"``)."""
+    value = secrets.get(name)
+    return value.encode() if isinstance(value, str) and value else None
+
+
+def same(given: str | None, expected: str | bytes) -> bool:
+    """A constant-time comparison of what a caller sent with what we expect; any header
+    text compares (as bytes), never raising."""
+    if not given:
+        return False
+    want = expected.encode() if isinstance(expected, str) else expected
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), want)
 
 
 class Channel(Protocol):

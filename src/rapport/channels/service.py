@@ -20,10 +20,21 @@ from rapport.scoped import get_scoped
 
 def _split(
     channel: base.Channel, settings: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, str], set[str]]:
+    """(plain settings, secrets to set, secrets to clear). A secret is text; ``null`` or
+    ``""`` clears it (kept as given, ``null`` would have become the key ``"None"``)."""
     plain = {k: v for k, v in settings.items() if k not in channel.secret_fields}
-    secret = {k: v for k, v in settings.items() if k in channel.secret_fields}
-    return plain, secret
+    secret: dict[str, str] = {}
+    cleared: set[str] = set()
+    for key in channel.secret_fields & settings.keys():
+        value = settings[key]
+        if value is None or value == "":
+            cleared.add(key)
+        elif isinstance(value, str):
+            secret[key] = value
+        else:
+            raise Invalid(f'settings.{key} must be text (null or "" clears it)')
+    return plain, secret, cleared
 
 
 def get(db: Session, *, workspace_id: str, inbox_id: str) -> Inbox:
@@ -53,7 +64,7 @@ def create(db: Session, *, workspace_id: str, data: InboxCreate, box: SecretBox)
     if channel is None:
         raise Invalid(f"unknown channel {data.channel!r}; known: {', '.join(base.names())}")
     _check_team(db, workspace_id, data.team_id)
-    plain, secret = _split(channel, data.settings)
+    plain, secret, _ = _split(channel, data.settings)
     inbox = Inbox(
         workspace_id=workspace_id,
         name=data.name,
@@ -75,11 +86,12 @@ def update(db: Session, *, inbox: Inbox, data: InboxUpdate, box: SecretBox) -> I
     if data.name is not None:
         inbox.name = data.name
     if data.settings is not None:
-        plain, secret = _split(channel, data.settings)
+        plain, secret, cleared = _split(channel, data.settings)
         inbox.settings = {**inbox.settings, **plain}
-        if secret:
-            merged = {**box.decrypt_json(inbox.secrets_encrypted), **secret}
-            inbox.secrets_encrypted = box.encrypt_json(merged)
+        if secret or cleared:
+            kept = box.decrypt_json(inbox.secrets_encrypted)
+            merged = {k: v for k, v in {**kept, **secret}.items() if k not in cleared}
+            inbox.secrets_encrypted = box.encrypt_json(merged) if merged else None
     if "team_id" in data.model_fields_set:
         _check_team(db, inbox.workspace_id, data.team_id)
         inbox.team_id = data.team_id

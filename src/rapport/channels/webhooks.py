@@ -39,7 +39,8 @@ async def verify(channel: str, inbox_id: str, request: Request) -> str:
     _, secrets = await run_in_threadpool(_inbox, state.database, state.box, channel, inbox_id)
     q = request.query_params
     if channel in _META and q.get("hub.mode") == "subscribe":
-        if secrets.get("verify_token") and q.get("hub.verify_token") == secrets["verify_token"]:
+        expected = base.secret(secrets, "verify_token")
+        if expected is not None and base.same(q.get("hub.verify_token"), expected):
             return q.get("hub.challenge", "")
     raise Forbidden("verification failed")
 
@@ -56,23 +57,30 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
         raise NotFound("webhook")
     handler = cast(base.WebhookChannel, found)
     body = await request.body()
-    form: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        form = {k: str(v) for k, v in (await request.form()).multi_items()}
+        pairs = [(k, str(v)) for k, v in (await request.form()).multi_items()]
     # Providers that sign the URL sign the one they were given: our public URL.
     url = settings.public_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
     call = base.WebhookRequest(
-        body=body, headers={k.lower(): v for k, v in request.headers.items()}, url=url, form=form
+        body=body,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        url=url,
+        form=dict(pairs),
+        pairs=pairs,
     )
     if not handler.verify(secrets=secrets, request=call):
         raise Problem(401, "bad-signature", "the webhook signature does not match this request")
     try:
-        events = handler.parse(call, inbox_id=inbox.id)
+        events = handler.parse(call, inbox=inbox)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        await run_in_threadpool(_keep_unparsed, database, inbox, body, exc)
-        return Response(status_code=200)  # acknowledged: the provider must not retry forever
+        events = base.WebhookEvents(unparsed=[(_text(body), f"{type(exc).__name__}: {exc}")])
+    if events.unparsed:
+        # Kept raw and flagged; acknowledged all the same: the provider must not retry
+        # forever what will never parse, and the call's other items are stored below.
+        await run_in_threadpool(_keep_unparsed, database, inbox, events.unparsed)
     writer: IngestWriter = state.ingest
     for msg in events.messages:
         msg.fetch_media = media.queue_if_any(channel, msg.meta)
@@ -87,18 +95,24 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
     return Response(status_code=200)
 
 
-def _keep_unparsed(database: Database, inbox: Inbox, body: bytes, exc: Exception) -> None:
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", errors="replace")
+
+
+def _keep_unparsed(database: Database, inbox: Inbox, unparsed: list[tuple[str, str]]) -> None:
     with database.session() as db:
-        db.add(
-            UnparsedPayload(
-                workspace_id=inbox.workspace_id,
-                inbox_id=inbox.id,
-                body=body.decode("utf-8", errors="replace"),
-                error=f"{type(exc).__name__}: {exc}"[:1000],
+        for raw, error in unparsed:
+            db.add(
+                UnparsedPayload(
+                    workspace_id=inbox.workspace_id,
+                    inbox_id=inbox.id,
+                    body=raw,
+                    error=error[:1000],
+                )
             )
-        )
     log.warning(
-        "webhook payload not parsed", extra={"event": "webhook.unparsed", "inbox_id": inbox.id}
+        "webhook payload not parsed",
+        extra={"event": "webhook.unparsed", "inbox_id": inbox.id, "items": len(unparsed)},
     )
 
 

@@ -2,6 +2,7 @@
 the Send API."""
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
 
+log = logging.getLogger(__name__)
 DEFAULT_API = "https://graph.facebook.com/v21.0"
 WINDOW = timedelta(hours=24)
 
@@ -43,7 +45,7 @@ class MetaChannel:
 
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         return valid_signature(
-            str(secrets.get("app_secret", "")),
+            base.secret(secrets, "app_secret"),
             request.body,
             request.headers.get("x-hub-signature-256"),
         )
@@ -58,51 +60,62 @@ class MetaChannel:
             )
         return None
 
-    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
+    def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
+        """Each messaging item on its own (one that cannot be read is set aside, the others
+        go on); with the inbox's ``page_id`` set, entries of other pages or accounts (one
+        Meta app, one callback URL) are not this inbox's and are left out."""
         payload = json.loads(request.body)
         events = base.WebhookEvents()
+        ours = inbox.settings.get("page_id")
+
+        def item(item: dict[str, Any]) -> None:
+            sender = str(item["sender"]["id"])
+            if "message" in item and not item["message"].get("is_echo"):
+                m = item["message"]
+                atts = m.get("attachments", [])
+                text = m.get("text") or " ".join(f"[{a.get('type', 'attachment')}]" for a in atts)
+                events.messages.append(
+                    InboundMessage(
+                        inbox_id=inbox.id,
+                        external_id=str(m["mid"]),
+                        handles=[handle(self.kind, sender)],
+                        text=text,
+                        sent_at=datetime.fromtimestamp(int(item["timestamp"]) / 1000, UTC)
+                        if item.get("timestamp")
+                        else None,
+                        meta={"attachments": atts} if atts else {},
+                        expect_channel=self.name,
+                    )
+                )
+            elif "reaction" in item:
+                r = item["reaction"]
+                events.messages.append(
+                    InboundMessage(
+                        inbox_id=inbox.id,
+                        external_id=f"{r.get('mid')}:{r.get('action')}:{r.get('emoji', '')}",
+                        handles=[handle(self.kind, sender)],
+                        text=f"[reaction] {r.get('emoji', '')} ({r.get('action')})",
+                        meta={"reaction": r},
+                        expect_channel=self.name,
+                    )
+                )
+            for mid in item.get("delivery", {}).get("mids", []):
+                events.statuses.append(
+                    {"external_id": str(mid), "status": "delivered", "error": None}
+                )
+            if "read" in item and item["read"].get("mid"):
+                events.statuses.append(
+                    {"external_id": str(item["read"]["mid"]), "status": "read", "error": None}
+                )
+
         for entry in payload.get("entry", []):
-            for item in entry.get("messaging", []):
-                sender = str(item["sender"]["id"])
-                if "message" in item and not item["message"].get("is_echo"):
-                    m = item["message"]
-                    atts = m.get("attachments", [])
-                    text = m.get("text") or " ".join(
-                        f"[{a.get('type', 'attachment')}]" for a in atts
-                    )
-                    events.messages.append(
-                        InboundMessage(
-                            inbox_id=inbox_id,
-                            external_id=str(m["mid"]),
-                            handles=[handle(self.kind, sender)],
-                            text=text,
-                            sent_at=datetime.fromtimestamp(int(item["timestamp"]) / 1000, UTC)
-                            if item.get("timestamp")
-                            else None,
-                            meta={"attachments": atts} if atts else {},
-                            expect_channel=self.name,
-                        )
-                    )
-                elif "reaction" in item:
-                    r = item["reaction"]
-                    events.messages.append(
-                        InboundMessage(
-                            inbox_id=inbox_id,
-                            external_id=f"{r.get('mid')}:{r.get('action')}:{r.get('emoji', '')}",
-                            handles=[handle(self.kind, sender)],
-                            text=f"[reaction] {r.get('emoji', '')} ({r.get('action')})",
-                            meta={"reaction": r},
-                            expect_channel=self.name,
-                        )
-                    )
-                for mid in item.get("delivery", {}).get("mids", []):
-                    events.statuses.append(
-                        {"external_id": str(mid), "status": "delivered", "error": None}
-                    )
-                if "read" in item and item["read"].get("mid"):
-                    events.statuses.append(
-                        {"external_id": str(item["read"]["mid"]), "status": "read", "error": None}
-                    )
+            if ours and entry.get("id") and str(entry["id"]) != str(ours):
+                log.warning(
+                    "a Meta event for another page was left out",
+                    extra={"event": "webhook.other_page", "inbox_id": inbox.id},
+                )
+                continue
+            events.each(entry.get("messaging", []), item)
         return events
 
     def send(self, out: base.Outbound) -> base.SendResult:

@@ -1,7 +1,6 @@
 """Telegram Bot API: updates by webhook (``X-Telegram-Bot-Api-Secret-Token``), replies by
 ``sendMessage``."""
 
-import hmac
 import mimetypes
 from datetime import UTC, datetime
 from typing import Any
@@ -48,11 +47,12 @@ class TelegramChannel:
         return media.Fetched(str(name)[:200], content_type, data)
 
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
-        expected = str(secrets.get("secret_token", ""))
-        given = request.headers.get("x-telegram-bot-api-secret-token", "")
-        return bool(expected) and hmac.compare_digest(expected, given)
+        expected = base.secret(secrets, "secret_token")
+        given = request.headers.get("x-telegram-bot-api-secret-token")
+        return expected is not None and base.same(given, expected)
 
-    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
+    def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
+        inbox_id = inbox.id
         update = orjson.loads(request.body)
         msg = update.get("message") or update.get("edited_message") or update.get("channel_post")
         if msg is None:

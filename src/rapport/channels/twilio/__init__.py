@@ -8,6 +8,7 @@ value, sorted by name.
 import base64
 import hashlib
 import hmac
+from collections.abc import Iterable, Mapping
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -38,9 +39,18 @@ _STATUS = {
 }
 
 
-def signature(auth_token: str, url: str, params: dict[str, str]) -> str:
-    data = url + "".join(f"{k}{params[k]}" for k in sorted(params))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+def signature(
+    auth_token: str | bytes, url: str, params: Mapping[str, str] | Iterable[tuple[str, str]]
+) -> str:
+    """Twilio's ``X-Twilio-Signature``: HMAC-SHA1 of the URL it called, then each parameter
+    name (sorted) followed by each of its values (sorted: a name may come more than once)."""
+    pairs = params.items() if isinstance(params, Mapping) else params
+    values: dict[str, set[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, set()).add(value)
+    data = url + "".join(f"{k}{v}" for k in sorted(values) for v in sorted(values[k]))
+    key = auth_token.encode() if isinstance(auth_token, str) else auth_token
+    digest = hmac.new(key, data.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
 
@@ -53,11 +63,9 @@ def segments(text: str) -> tuple[str, int]:
 
 
 def _verify(secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
-    token = str(secrets.get("auth_token", ""))
-    given = request.headers.get("x-twilio-signature", "")
-    return bool(token and given) and hmac.compare_digest(
-        signature(token, request.url, request.form), given
-    )
+    token = base.secret(secrets, "auth_token")
+    given = request.headers.get("x-twilio-signature")
+    return bool(token) and base.same(given, signature(token or b"", request.url, request.pairs))
 
 
 def _phone(raw: str) -> list[Any]:
@@ -93,7 +101,8 @@ class TwilioSms:
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         return _verify(secrets, request)
 
-    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
+    def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
+        inbox_id = inbox.id
         f = request.form
         if "MessageStatus" in f and "Body" not in f:
             status = _STATUS.get(f["MessageStatus"], "sent")
@@ -237,7 +246,8 @@ class TwilioVoice:
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         return _verify(secrets, request)
 
-    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
+    def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
+        inbox_id = inbox.id
         f = request.form
         status = f.get("CallStatus", "")
         caller = (

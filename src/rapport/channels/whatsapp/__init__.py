@@ -7,9 +7,9 @@ Inbound: Meta's ``GET`` verification handshake, then ``POST`` events signed with
 window only an approved template may be sent.
 """
 
-import hmac
 import json
-from datetime import datetime, timedelta
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,16 +21,18 @@ from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
 
+log = logging.getLogger(__name__)
 DEFAULT_API = "https://graph.facebook.com/v21.0"
 WINDOW = timedelta(hours=24)
 _STATUSES = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
 
 
-def valid_signature(app_secret: str, body: bytes, header: str | None) -> bool:
-    """Whether ``X-Hub-Signature-256`` is the HMAC of this exact body with the app secret."""
-    if not header or not header.startswith("sha256=") or not app_secret:
+def valid_signature(app_secret: bytes | None, body: bytes, header: str | None) -> bool:
+    """Whether ``X-Hub-Signature-256`` is the HMAC of this exact body with the app secret
+    (``base.secret``: none set, nothing is valid)."""
+    if not app_secret or not header or not header.startswith("sha256="):
         return False
-    return hmac.compare_digest(header.removeprefix("sha256="), hmac_sha256_hex(app_secret, body))
+    return base.same(header.removeprefix("sha256="), hmac_sha256_hex(app_secret, body))
 
 
 def _text_of(msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -66,20 +68,29 @@ def _text_of(msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return f"[{kind}]", extra
 
 
-def parse(
-    payload: dict[str, Any], *, inbox_id: str
-) -> tuple[list[InboundMessage], list[dict[str, Any]]]:
-    """Inbound messages and status updates of one webhook call."""
-    messages: list[InboundMessage] = []
-    statuses: list[dict[str, Any]] = []
+def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
+    """Inbound messages and status updates of one webhook call. Each message and status is
+    read on its own (one that cannot be is set aside, the others go on); changes for another
+    WhatsApp number than the inbox's (one Meta app, one callback URL, several numbers) are
+    not this inbox's and are left out."""
+    events = base.WebhookEvents()
+    ours = inbox.settings.get("phone_number_id")
     for entry in payload.get("entry", []):
         for change in entry.get("changes", []):
             value = change.get("value", {})
+            number = (value.get("metadata") or {}).get("phone_number_id")
+            if ours and number and str(number) != str(ours):
+                log.warning(
+                    "a WhatsApp event for another number was left out",
+                    extra={"event": "webhook.other_number", "inbox_id": inbox.id},
+                )
+                continue
             names = {
                 c.get("wa_id"): c.get("profile", {}).get("name", "")
                 for c in value.get("contacts", [])
             }
-            for msg in value.get("messages", []):
+
+            def message(msg: dict[str, Any], names: dict[Any, Any] = names) -> None:
                 wa_id = str(msg["from"])
                 handles = [handle(IdentityKind.whatsapp, wa_id)]
                 try:  # the WhatsApp id is the phone number: the same person as SMS and calls
@@ -89,12 +100,10 @@ def parse(
                 text, extra = _text_of(msg)
                 sent_at = None
                 if msg.get("timestamp"):
-                    from datetime import UTC
-
                     sent_at = datetime.fromtimestamp(int(msg["timestamp"]), UTC)
-                messages.append(
+                events.messages.append(
                     InboundMessage(
-                        inbox_id=inbox_id,
+                        inbox_id=inbox.id,
                         external_id=str(msg["id"]),
                         handles=handles,
                         text=text,
@@ -104,11 +113,12 @@ def parse(
                         expect_channel="whatsapp",
                     )
                 )
-            for status in value.get("statuses", []):
+
+            def status(status: dict[str, Any]) -> None:
                 errors = status.get("errors") or []
-                statuses.append(
+                events.statuses.append(
                     {
-                        "external_id": str(status.get("id")),
+                        "external_id": str(status["id"]),
                         "status": _STATUSES.get(str(status.get("status")), "sent"),
                         "error": "; ".join(
                             f"{e.get('code')}: {e.get('title') or e.get('message', '')}"
@@ -117,7 +127,10 @@ def parse(
                         or None,
                     }
                 )
-    return messages, statuses
+
+            events.each(value.get("messages", []), message)
+            events.each(value.get("statuses", []), status)
+    return events
 
 
 class WhatsAppChannel:
@@ -148,14 +161,13 @@ class WhatsAppChannel:
 
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         return valid_signature(
-            str(secrets.get("app_secret", "")),
+            base.secret(secrets, "app_secret"),
             request.body,
             request.headers.get("x-hub-signature-256"),
         )
 
-    def parse(self, request: base.WebhookRequest, *, inbox_id: str) -> base.WebhookEvents:
-        messages, statuses = parse(json.loads(request.body), inbox_id=inbox_id)
-        return base.WebhookEvents(messages=messages, statuses=statuses)
+    def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
+        return parse(json.loads(request.body), inbox=inbox)
 
     def check_reply(
         self, *, last_inbound_at: datetime | None, now: datetime, template: bool
