@@ -3,16 +3,19 @@
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from rapport import bus
 from rapport.automation import service
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
+from rapport.realtime.models import StreamEvent
 from tests.auth.test_password_reset import relay  # noqa: F401  (a local SMTP relay)
 from tests.conftest import auth
 from tests.factories import World
@@ -415,6 +418,47 @@ def test_a_rule_that_cannot_run_is_skipped_and_says_why(
     drain(database, settings)
     detail = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
     assert any(m["text"] == "seen 2" for m in detail["messages"])
+
+
+def test_what_a_skipped_rule_did_is_never_published(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The rule's label went out as a live event although its savepoint rolled back: an
+    # event id never committed, which on SQLite the next real event then took, and every
+    # socket dropped that one as already seen (the agent's reply never showed).
+    rule(
+        client,
+        world,
+        event="conversation.created",
+        actions=[
+            {"type": "add_label", "value": "first"},
+            {"type": "add_note", "value": "{{ 1 / 0 }}"},
+        ],
+    )
+    published: list[dict[str, Any]] = []
+
+    class Recorder(bus.LocalBus):
+        def publish(self, event: dict[str, Any]) -> None:
+            published.append(event)
+
+    previous = bus.get_bus()
+    bus.set_bus(Recorder())
+    try:
+        conv = inbound(client, world, "skip1", "hello", "skip1@example.com")
+        drain(database, settings)
+        r = client.post(
+            f"/api/v1/conversations/{conv}/messages", json={"text": "Hi!"}, headers=auth(world.bob)
+        )
+        assert r.status_code == 201, r.text
+    finally:
+        bus.set_bus(previous)
+    with database.session(write=False) as db:
+        stored = {r.id: r.type for r in db.execute(select(StreamEvent.id, StreamEvent.type))}
+    durable = [e for e in published if e.get("id") is not None]
+    assert durable and all(stored.get(e["id"]) == e["type"] for e in durable), durable
+    assert not any(e["payload"].get("labels") == ["first"] for e in published)
+    replies = [e for e in durable if e["type"] == "message.created"]
+    assert [e["payload"]["text"] for e in replies][-1] == "Hi!"
 
 
 def test_a_pattern_that_backtracks_without_end_is_stopped_and_the_rule_says_why(

@@ -32,7 +32,7 @@ from rapport.conversations.models import (
 )
 from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
 from rapport.customers.models import Customer
-from rapport.db import utcnow
+from rapport.db import savepoint, utcnow
 from rapport.jobs.service import enqueue
 from rapport.problems import Conflict, Invalid
 from rapport.scoped import get_scoped
@@ -391,7 +391,7 @@ def run(
             # A rule's actions all run or none does: one that cannot (a template error,
             # which no retry mends) is skipped and its admins told why; the event's other
             # rules still run.
-            with db.begin_nested():
+            with savepoint(db):  # what a skipped rule did is never published either
                 for action in rule.actions:
                     _act(db, action=action, conversation=conv, message=msg, box=box, event=event)
         except Invalid as exc:
