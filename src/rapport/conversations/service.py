@@ -873,6 +873,7 @@ def typing(*, conversation: Conversation, user_id: str) -> None:
             "type": "agent.typing",
             "payload": {
                 "conversation_id": conversation.id,
+                "inbox_id": conversation.inbox_id,
                 "customer_id": conversation.customer_id,
                 "user_id": user_id,
             },

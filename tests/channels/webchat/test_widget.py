@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from rapport import bus
 from rapport.config import Settings
-from rapport.db import Database
+from rapport.conversations.models import Conversation
+from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World
@@ -172,6 +173,68 @@ def test_the_visitor_socket_carries_agent_replies_but_never_notes(
         f"/api/v1/conversations/{msg['conversation_id']}", headers=auth(world.bob)
     ).json()["messages"][-1]
     assert out["status"] == "sent"
+
+
+def reply(client: TestClient, world: World, conversation_id: str, text: str) -> None:
+    r = client.post(
+        f"/api/v1/conversations/{conversation_id}/messages",
+        json={"text": text},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+
+
+def customer_of(client: TestClient, world: World, conversation_id: str) -> str:
+    r = client.get(f"/api/v1/conversations/{conversation_id}", headers=auth(world.bob))
+    return str(r.json()["customer_id"])
+
+
+def test_the_visitor_sees_typing_in_its_chat_only_and_no_internal_ids(
+    client: TestClient, world: World, chat: dict[str, str], database: Database
+) -> None:
+    v = start(client, chat, name="Ann")
+    conv = say(client, chat, v["visitor_token"], "hi")["conversation_id"]
+    with database.session() as db:  # the same person also wrote by email
+        email = Conversation(
+            workspace_id=world.acme.workspace.id,
+            customer_id=customer_of(client, world, conv),
+            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+            last_activity_at=utcnow(),
+        )
+        db.add(email)
+        db.flush()
+        email_id = email.id
+    with client.websocket_connect(f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}") as ws:
+        for typed_in in (email_id, conv):
+            r = client.post(f"/api/v1/conversations/{typed_in}/typing", headers=auth(world.bob))
+            assert r.status_code == 204
+        event = ws.receive_json()
+    assert event["type"] == "agent.typing" and event["payload"] == {"conversation_id": conv}
+
+
+def test_once_a_merge_is_undone_a_visitor_no_longer_gets_the_other_persons_replies(
+    client: TestClient, world: World, chat: dict[str, str]
+) -> None:
+    ann, ben = start(client, chat, name="Ann"), start(client, chat, name="Ben")
+    anns = say(client, chat, ann["visitor_token"], "hi from Ann")["conversation_id"]
+    bens = say(client, chat, ben["visitor_token"], "hi from Ben")["conversation_id"]
+    r = client.post(
+        f"/api/v1/customers/{customer_of(client, world, anns)}/merge",
+        json={"merged_id": customer_of(client, world, bens)},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    url = f"/widget/ws/{chat['token']}?visitor={ann['visitor_token']}"
+    with client.websocket_connect(url) as ws:
+        reply(client, world, bens, "one person, two chats")  # merged: both are Ann's
+        assert ws.receive_json()["payload"]["text"] == "one person, two chats"
+        undo = client.post(
+            f"/api/v1/customer-merges/{r.json()['id']}/undo", headers=auth(world.bob)
+        )
+        assert undo.status_code == 200, undo.text
+        reply(client, world, bens, "for Ben only")
+        reply(client, world, anns, "for Ann")
+        assert ws.receive_json()["payload"]["text"] == "for Ann"
 
 
 class _Host(BaseHTTPRequestHandler):

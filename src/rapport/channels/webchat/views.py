@@ -427,10 +427,11 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
 
     def mine(event: dict[str, Any]) -> bool:
         p = event.get("payload", {})
-        if event["type"] == "agent.typing":
-            with database.session(write=False) as db:
-                row = db.get(Visitor, visitor.id)
-                return row is not None and row.customer_id == p.get("customer_id") is not None
+        if event["type"] in ("customer.merged", "customer.unmerged"):
+            owned.clear()  # whose conversations are whose may have changed: asked again
+            return False
+        if event["type"] == "agent.typing":  # in this chat only, not the customer's email
+            return bool(p.get("inbox_id") == inbox.id and _owned(p))
         if event["type"] not in ("message.created", "message.updated"):
             return False
         return bool(
@@ -489,7 +490,8 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
                         continue  # already sent by a catch-up
                     if await run_in_threadpool(mine, event):
                         payload = (
-                            event["payload"]
+                            # Never the agent's or the customer's internal ids.
+                            {"conversation_id": event["payload"]["conversation_id"]}
                             if event["type"] == "agent.typing"
                             else await run_in_threadpool(named, event)
                         )
