@@ -45,24 +45,29 @@ class Subscription:
     async def listen(
         self, client: "asyncio.Task[None]", *, quiet: float | None
     ) -> AsyncIterator[Event | None]:
-        """The events heard, while ``client`` (the task reading the socket) runs; ``None``
-        after each ``quiet`` seconds with none (if given), for the caller to read the
+        """The events heard, while ``client`` (the task reading the socket) runs; and, if
+        ``quiet`` is given, ``None`` every ``quiet`` seconds, for the caller to read the
         outbox: an event that missed the bus (another process's, published while Redis was
         away, or while this process's subscription reconnected) then arrives late instead
-        of never."""
+        of never. Every ``quiet`` seconds whatever else is heard: a busy workspace (agents'
+        presence pings, typing) must not put the reading off for good."""
         getter: asyncio.Future[Any] | None = None
+        loop = asyncio.get_running_loop()
+        due = loop.time() + quiet if quiet is not None else None
         try:
             while not client.done():
                 getter = getter or asyncio.ensure_future(self.queue.get())
+                wait = None if due is None else max(0.0, due - loop.time())
                 done, _ = await asyncio.wait(
-                    {getter, client}, timeout=quiet, return_when=asyncio.FIRST_COMPLETED
+                    {getter, client}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                 )
                 if client in done:
                     return
                 if getter in done:
                     event, getter = getter.result(), None
                     yield event
-                else:
+                if due is not None and loop.time() >= due:
+                    due = loop.time() + quiet  # type: ignore[operator]
                     yield None
         finally:
             if getter is not None:

@@ -376,3 +376,38 @@ def test_an_event_that_missed_the_bus_still_arrives_when_the_socket_is_quiet(
         assert next_of(ws, "message.created")["payload"]["id"] == live["id"]
     with database.session(write=False) as db:
         assert db.scalar(select(StreamEvent.id).where(StreamEvent.id == missed_id))
+
+
+def test_a_missed_event_still_arrives_while_the_workspace_is_busy(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The outbox was read only after a quiet spell, and any event heard started the spell
+    # over: with agents' presence pings every few seconds a busy workspace was never quiet,
+    # and an event that missed the bus never came. It is read on a fixed cadence now.
+    from rapport import bus
+    from rapport.realtime.models import StreamEvent
+
+    the_bus = bus.get_bus()
+    monkeypatch.setattr(the_bus, "quiet", 0.2)
+    conv = post(client, world, "busy-1")["conversation_id"]
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        with database.session() as db:  # committed, never published here
+            missed = StreamEvent(
+                workspace_id=world.acme.workspace.id,
+                type="conversation.updated",
+                payload={"id": "elsewhere"},
+            )
+            db.add(missed)
+            db.flush()
+            missed_id = missed.id
+        for _ in range(100):  # someone keeps looking at a conversation, 20 times a second
+            r = client.post(f"/api/v1/conversations/{conv}/viewing", headers=auth(world.alice))
+            assert r.status_code == 204, r.text
+            event = ws.receive_json()
+            if event["id"] == missed_id:
+                break
+            assert event["type"] == "agent.viewing"
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the missed event never came while the pings went on")

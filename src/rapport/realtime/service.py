@@ -1,13 +1,16 @@
 """Realtime events: written to the outbox in the caller's transaction, published on commit."""
 
 from collections import deque
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from rapport.bus import get_bus
+from rapport.bus import Event, get_bus
 from rapport.db import Database, on_commit, utcnow
 from rapport.realtime.models import StreamEvent
 
@@ -41,7 +44,10 @@ def as_dict(event: StreamEvent) -> dict[str, Any]:
 STRAGGLER_SECONDS = 60
 
 
-def since(db: Session, *, workspace_id: str, after_id: int, limit: int = 1000) -> list[StreamEvent]:
+PAGE = 1000
+
+
+def since(db: Session, *, workspace_id: str, after_id: int, limit: int = PAGE) -> list[StreamEvent]:
     """The workspace's events after ``after_id``, oldest first."""
     rows = db.scalars(
         select(StreamEvent)
@@ -53,7 +59,7 @@ def since(db: Session, *, workspace_id: str, after_id: int, limit: int = 1000) -
 
 
 def stragglers(
-    db: Session, *, workspace_id: str, up_to_id: int, limit: int = 1000
+    db: Session, *, workspace_id: str, up_to_id: int, limit: int = PAGE
 ) -> list[StreamEvent]:
     """Recent events at or below ``up_to_id``: those may have committed after the client
     saw ``up_to_id`` (see STRAGGLER_SECONDS)."""
@@ -89,6 +95,35 @@ class Seen:
             self._ids.discard(self._order.popleft())
         self.highest = max(self.highest, event_id)
         return True
+
+
+def _page(
+    database: Database, workspace_id: str, after_id: int, *, stragglers_too: bool = False
+) -> list[dict[str, Any]]:
+    with database.session(write=False) as db:
+        rows = (
+            stragglers(db, workspace_id=workspace_id, up_to_id=after_id)
+            if stragglers_too
+            else since(db, workspace_id=workspace_id, after_id=after_id)
+        )
+        return [as_dict(e) for e in rows]
+
+
+async def missed(database: Database, workspace_id: str, after_id: int) -> AsyncIterator[Event]:
+    """Everything the outbox holds that a client who saw ``after_id`` may have missed: the
+    recent stragglers at or below it, then every event after it, a page at a time (however
+    busy the workspace was meanwhile). The caller skips ids it has already sent."""
+    for event in await run_in_threadpool(
+        partial(_page, database, workspace_id, after_id, stragglers_too=True)
+    ):
+        yield event
+    while True:
+        events = await run_in_threadpool(_page, database, workspace_id, after_id)
+        for event in events:
+            yield event
+        if len(events) < PAGE:
+            return
+        after_id = events[-1]["id"]
 
 
 def seen_from_now(database: Database, workspace_id: str) -> Seen:

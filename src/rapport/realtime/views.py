@@ -2,8 +2,6 @@
 
 import asyncio
 import contextlib
-from functools import partial
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
@@ -16,19 +14,6 @@ from rapport.realtime import service
 router = APIRouter(tags=["realtime"])
 
 _POLICY_VIOLATION = 1008
-
-
-def _replay(
-    database: Database, workspace_id: str, after_id: int, *, stragglers: bool = False
-) -> list[dict[str, Any]]:
-    """Events after ``after_id``; with ``stragglers``, the recent ones at or below it."""
-    with database.session(write=False) as db:
-        rows = (
-            service.stragglers(db, workspace_id=workspace_id, up_to_id=after_id)
-            if stragglers
-            else service.since(db, workspace_id=workspace_id, after_id=after_id)
-        )
-        return [service.as_dict(e) for e in rows]
 
 
 @router.websocket("/api/v1/stream")
@@ -73,20 +58,9 @@ async def _catch_up(
     ws: WebSocket, database: Database, workspace_id: str, seen: service.Seen
 ) -> None:
     """Send what was committed since the client's last event, stragglers included."""
-    after = seen.highest
-    for event in await run_in_threadpool(
-        partial(_replay, database, workspace_id, after, stragglers=True)
-    ):
+    async for event in service.missed(database, workspace_id, seen.highest):
         if seen.add(event["id"]):
             await ws.send_json(event)
-    while True:
-        events = await run_in_threadpool(_replay, database, workspace_id, after)
-        for event in events:
-            if seen.add(event["id"]):
-                await ws.send_json(event)
-        if len(events) < 1000:
-            return
-        after = events[-1]["id"]
 
 
 async def _forward(

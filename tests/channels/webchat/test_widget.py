@@ -16,6 +16,7 @@ from rapport.config import Settings
 from rapport.conversations.models import Conversation
 from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
+from rapport.realtime import service as realtime
 from tests.conftest import auth
 from tests.factories import World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
@@ -235,6 +236,46 @@ def test_once_a_merge_is_undone_a_visitor_no_longer_gets_the_other_persons_repli
         reply(client, world, bens, "for Ben only")
         reply(client, world, anns, "for Ann")
         assert ws.receive_json()["payload"]["text"] == "for Ann"
+
+
+def noise(database: Database, world: World, n: int) -> None:
+    """``n`` events of the workspace that are none of the visitor's, in one commit."""
+    with database.session() as db:
+        for i in range(n):
+            realtime.emit(db, workspace_id=world.acme.workspace.id, type="noise", payload={"n": i})
+
+
+def test_a_visitor_back_after_a_busy_hour_gets_the_reply_they_missed(
+    client: TestClient, world: World, chat: dict[str, str], database: Database
+) -> None:
+    # The widget's replay read one page (1,000 events) of the whole workspace's outbox:
+    # a reply past it was never sent, and later live events hid it for good.
+    v = start(client, chat, name="Ann")
+    conv = say(client, chat, v["visitor_token"], "hi")["conversation_id"]
+    with database.session(write=False) as db:
+        left_at = realtime.latest_id(db, workspace_id=world.acme.workspace.id)
+    noise(database, world, 1100)
+    reply(client, world, conv, "the answer you missed")
+    url = f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}&last_event_id={left_at}"
+    with client.websocket_connect(url) as ws:
+        reply(client, world, conv, "and a live one")
+        texts = [ws.receive_json()["payload"]["text"] for _ in range(2)]
+    # Their own "hi" again (committed a moment before they left: the widget skips an id
+    # it has), then the reply they missed, before the live one.
+    assert texts == ["hi", "the answer you missed"]
+
+
+def test_a_visitor_whose_socket_fell_behind_still_gets_the_reply(
+    client: TestClient, world: World, chat: dict[str, str], database: Database
+) -> None:
+    # A burst of the workspace's events fills the socket's queue, and the bus drops what
+    # does not fit: the visitor's socket reads the rest from the outbox, as agents' do.
+    v = start(client, chat, name="Ann")
+    conv = say(client, chat, v["visitor_token"], "hi")["conversation_id"]
+    with client.websocket_connect(f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}") as ws:
+        noise(database, world, 1500)
+        reply(client, world, conv, "after the burst")
+        assert ws.receive_json()["payload"]["text"] == "after the burst"
 
 
 class _Host(BaseHTTPRequestHandler):

@@ -462,40 +462,41 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
 
     raw_last = ws.query_params.get("last_event_id")
     last = int(raw_last) if raw_last and raw_last.isdigit() else None
+
+    async def send(event: dict[str, Any]) -> None:
+        """The event to the visitor if it is theirs, once (a catch-up may repeat it)."""
+        if event["id"] and not seen.add(event["id"]):
+            return
+        if await run_in_threadpool(mine, event):
+            payload = (
+                # Never the agent's or the customer's internal ids.
+                {"conversation_id": event["payload"]["conversation_id"]}
+                if event["type"] == "agent.typing"
+                else await run_in_threadpool(named, event)
+            )
+            await ws.send_json({**event, "payload": payload})
+
     with get_bus().subscribe(inbox.workspace_id) as sub:
         if last is None:  # what the outbox holds now was shown when the widget loaded
             seen = await run_in_threadpool(realtime.seen_from_now, database, inbox.workspace_id)
         else:
             seen = realtime.Seen()
             seen.highest = last
-            events = await run_in_threadpool(_replay, database, inbox.workspace_id, last)
-            for event in events:
-                if seen.add(event["id"]) and await run_in_threadpool(mine, event):
-                    await ws.send_json({**event, "payload": await run_in_threadpool(named, event)})
+            async for event in realtime.missed(database, inbox.workspace_id, last):
+                await send(event)
         receiver = asyncio.create_task(_drain(ws))
         beat = asyncio.create_task(_heartbeat(database, visitor.id))
         try:
             quiet = get_bus().quiet  # a visitor's page waits longer: there are many more
             async for heard in sub.listen(receiver, quiet=quiet * 4 if quiet else None):
-                # Quiet: what missed the bus (another process's) is in the outbox.
-                events = (
-                    [heard]
-                    if heard is not None
-                    else await run_in_threadpool(
-                        _replay, database, inbox.workspace_id, seen.highest
-                    )
-                )
-                for event in events:
-                    if event["id"] and not seen.add(event["id"]):
-                        continue  # already sent by a catch-up
-                    if await run_in_threadpool(mine, event):
-                        payload = (
-                            # Never the agent's or the customer's internal ids.
-                            {"conversation_id": event["payload"]["conversation_id"]}
-                            if event["type"] == "agent.typing"
-                            else await run_in_threadpool(named, event)
-                        )
-                        await ws.send_json({**event, "payload": payload})
+                if heard is None or sub.overflowed:
+                    # Quiet (what missed the bus, another process's, is in the outbox), or
+                    # the socket fell behind and the bus dropped some: the outbox has all.
+                    sub.overflowed = False
+                    async for event in realtime.missed(database, inbox.workspace_id, seen.highest):
+                        await send(event)
+                else:
+                    await send(heard)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -518,15 +519,6 @@ async def _heartbeat(database: Database, visitor_id: str) -> None:
     while True:
         await asyncio.sleep(30)
         await run_in_threadpool(_seen, database, visitor_id)
-
-
-def _replay(database: Database, workspace_id: str, after: int) -> list[dict[str, Any]]:
-    """What the visitor missed: recent stragglers at or below ``after``, then what followed
-    (a visitor's conversation is small: one page of each is plenty)."""
-    with database.session(write=False) as db:
-        rows = realtime.stragglers(db, workspace_id=workspace_id, up_to_id=after)
-        rows += realtime.since(db, workspace_id=workspace_id, after_id=after)
-        return [realtime.as_dict(e) for e in rows]
 
 
 async def _drain(ws: WebSocket) -> None:
