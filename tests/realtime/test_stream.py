@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -411,3 +412,36 @@ def test_a_missed_event_still_arrives_while_the_workspace_is_busy(
             time.sleep(0.05)
         else:
             raise AssertionError("the missed event never came while the pings went on")
+
+
+def test_an_event_committed_while_a_new_socket_starts_still_reaches_it(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new socket subscribes, then marks what the outbox holds as shown by the page. An
+    # event committed between the two was marked too, and dropped when heard: lost.
+    from rapport.realtime import service as realtime
+
+    latest = realtime.latest_id
+    committed: list[int] = []
+
+    def meanwhile(db: Any, *, workspace_id: str) -> int:
+        if workspace_id == world.acme.workspace.id and not committed:
+            with database.session() as other:
+                event = realtime.emit(
+                    other,
+                    workspace_id=workspace_id,
+                    type="conversation.updated",
+                    payload={"id": "meanwhile"},
+                )
+                other.flush()
+                committed.append(event.id)
+        return latest(db, workspace_id=workspace_id)
+
+    monkeypatch.setattr(realtime, "latest_id", meanwhile)
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        hello = ws.receive_json()
+        assert hello["type"] == "hello" and hello["last_event_id"] == committed[0]
+        post(client, world, "after-start")
+        event = ws.receive_json()
+        assert (event["type"], event["id"]) == ("conversation.updated", committed[0])
+        assert next_of(ws, "message.created")["payload"]["text"] == "hi"

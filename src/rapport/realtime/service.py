@@ -84,10 +84,15 @@ class Seen:
         self._ids: set[int] = set()
         self._size = size
         self.highest = 0
+        # What the page showed before its socket opened (``seen_from_now``): a catch-up
+        # never sends it again, but heard live it committed after the socket subscribed,
+        # so the page cannot have it.
+        self.shown: set[int] = set()
 
-    def add(self, event_id: int) -> bool:
-        """Remember the id; False when it was already sent."""
-        if event_id in self._ids:
+    def add(self, event_id: int, *, live: bool = False) -> bool:
+        """Remember the id; False when it was already sent (or, unless heard ``live``,
+        shown by the page)."""
+        if event_id in self._ids or (not live and event_id in self.shown):
             return False
         self._ids.add(event_id)
         self._order.append(event_id)
@@ -127,14 +132,17 @@ async def missed(database: Database, workspace_id: str, after_id: int) -> AsyncI
 
 
 def seen_from_now(database: Database, workspace_id: str) -> Seen:
-    """A new socket's memory: every event the outbox holds now, recent stragglers included,
-    is marked as sent (the page it serves already shows them), so that a later catch-up
-    (the socket quiet, or fallen behind) sends none of them again."""
+    """A new socket's memory, read once it has subscribed: every event the outbox holds
+    now, recent stragglers included, is marked as shown (the page it serves already shows
+    them), so that a later catch-up (the socket quiet, or fallen behind) sends none of them
+    again. What the socket hears live is sent all the same: it committed after the socket
+    subscribed (marking it sent lost the events of those few milliseconds)."""
     seen = Seen()
     with database.session(write=False) as db:
         seen.highest = latest_id(db, workspace_id=workspace_id)
-        for event in stragglers(db, workspace_id=workspace_id, up_to_id=seen.highest):
-            seen.add(event.id)
+        seen.shown.update(
+            e.id for e in stragglers(db, workspace_id=workspace_id, up_to_id=seen.highest)
+        )
     return seen
 
 

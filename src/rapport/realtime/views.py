@@ -77,7 +77,7 @@ async def _forward(
             await _catch_up(ws, database, workspace_id, seen)
             continue
         # Ephemeral events (typing, viewing) have no id and are never replayed.
-        if not event["id"] or seen.add(event["id"]):  # not already sent by a catch-up
+        if not event["id"] or seen.add(event["id"], live=True):  # not sent by a catch-up
             await ws.send_json(event)
 
 

@@ -463,9 +463,9 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
     raw_last = ws.query_params.get("last_event_id")
     last = int(raw_last) if raw_last and raw_last.isdigit() else None
 
-    async def send(event: dict[str, Any]) -> None:
+    async def send(event: dict[str, Any], *, live: bool = False) -> None:
         """The event to the visitor if it is theirs, once (a catch-up may repeat it)."""
-        if event["id"] and not seen.add(event["id"]):
+        if event["id"] and not seen.add(event["id"], live=live):
             return
         if await run_in_threadpool(mine, event):
             payload = (
@@ -496,7 +496,7 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
                     async for event in realtime.missed(database, inbox.workspace_id, seen.highest):
                         await send(event)
                 else:
-                    await send(heard)
+                    await send(heard, live=True)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
