@@ -445,3 +445,27 @@ def test_an_event_committed_while_a_new_socket_starts_still_reaches_it(
         event = ws.receive_json()
         assert (event["type"], event["id"]) == ("conversation.updated", committed[0])
         assert next_of(ws, "message.created")["payload"]["text"] == "hi"
+
+
+def test_a_client_away_longer_than_the_outbox_keeps_events_is_told_to_reload(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Resuming from an event pruned since (the outbox keeps a week) replayed what was left
+    # and said nothing of what was gone: the page showed a partial picture as whole.
+    from sqlalchemy import delete
+
+    from rapport.realtime.models import StreamEvent
+
+    for n in range(3):
+        post(client, world, f"away-{n}")
+    with database.session() as db:
+        ids = sorted(db.scalars(select(StreamEvent.id)))
+        db.execute(delete(StreamEvent).where(StreamEvent.id < ids[-1]))  # as pruning does
+    url = f"/api/v1/stream?last_event_id={ids[0]}"
+    with client.websocket_connect(url, headers=auth(world.bob)) as ws:
+        assert ws.receive_json() == {"type": "reset"}
+        assert ws.receive_json() == {"type": "hello", "last_event_id": ids[-1]}
+    # Whoever saw the event just before the oldest kept one has missed nothing: replayed.
+    url = f"/api/v1/stream?last_event_id={ids[-1] - 1}"
+    with client.websocket_connect(url, headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["id"] == ids[-1]

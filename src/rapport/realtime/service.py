@@ -146,6 +146,14 @@ def seen_from_now(database: Database, workspace_id: str) -> Seen:
     return seen
 
 
+def gone(database: Database, after_id: int) -> bool:
+    """Whether the event a client last saw has been pruned from the outbox (kept a week):
+    what followed it may be gone too, and cannot be replayed."""
+    with database.session(write=False) as db:
+        oldest = db.scalar(select(func.min(StreamEvent.id)))
+    return after_id > 0 and oldest is not None and after_id + 1 < oldest
+
+
 def latest_id(db: Session, *, workspace_id: str) -> int:
     """The id of the newest event of a workspace (0 when none)."""
     value = db.scalar(

@@ -36,6 +36,11 @@ async def stream(ws: WebSocket) -> None:
         last = None
     # Subscribe before reading the outbox, so an event committed in between is not lost.
     with get_bus().subscribe(principal.workspace_id) as sub:
+        if last is not None and await run_in_threadpool(service.gone, database, last):
+            # Away longer than the outbox keeps events: what it missed cannot be replayed,
+            # so the page reloads, and this socket goes on from now.
+            await ws.send_json({"type": "reset"})
+            last = None
         if last is None:
             seen = await run_in_threadpool(service.seen_from_now, database, principal.workspace_id)
             await ws.send_json({"type": "hello", "last_event_id": seen.highest})

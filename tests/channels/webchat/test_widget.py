@@ -278,6 +278,24 @@ def test_a_visitor_whose_socket_fell_behind_still_gets_the_reply(
         assert ws.receive_json()["payload"]["text"] == "after the burst"
 
 
+def test_a_visitor_away_longer_than_the_outbox_keeps_events_reloads_the_history(
+    client: TestClient, world: World, chat: dict[str, str], database: Database
+) -> None:
+    from sqlalchemy import delete, select
+
+    from rapport.realtime.models import StreamEvent
+
+    v = start(client, chat, name="Ann")
+    say(client, chat, v["visitor_token"], "hi")
+    say(client, chat, v["visitor_token"], "anyone?")
+    with database.session() as db:
+        ids = sorted(db.scalars(select(StreamEvent.id)))
+        db.execute(delete(StreamEvent).where(StreamEvent.id < ids[-1]))  # as pruning does
+    url = f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}&last_event_id={ids[0]}"
+    with client.websocket_connect(url) as ws:
+        assert ws.receive_json() == {"type": "reset", "last_event_id": ids[-1]}
+
+
 class _Host(BaseHTTPRequestHandler):
     page = b""
 

@@ -477,8 +477,11 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
             await ws.send_json({**event, "payload": payload})
 
     with get_bus().subscribe(inbox.workspace_id) as sub:
-        if last is None:  # what the outbox holds now was shown when the widget loaded
+        gone = last is not None and await run_in_threadpool(realtime.gone, database, last)
+        if last is None or gone:  # what the outbox holds now was shown when the widget loaded
             seen = await run_in_threadpool(realtime.seen_from_now, database, inbox.workspace_id)
+            if gone:  # away longer than the outbox keeps events: the widget reloads its history
+                await ws.send_json({"type": "reset", "last_event_id": seen.highest})
         else:
             seen = realtime.Seen()
             seen.highest = last

@@ -95,6 +95,8 @@ function connectStream(onEvent) {
     ws.onmessage = (msg) => {
       const event = JSON.parse(msg.data);
       if (event.type === "hello") { last = event.last_event_id; return; }
+      // Away longer than the server keeps events: what was missed is reloaded whole.
+      if (event.type === "reset") { location.reload(); return; }
       if (event.id) {
         if (seen.has(event.id)) return;
         seen.add(event.id);

@@ -151,6 +151,12 @@
     var delay = 1000;
     ws.onmessage = function (msg) {
       var e = JSON.parse(msg.data);
+      if (e.type === "reset") {
+        // Away longer than the server keeps events: the history is read again instead.
+        state.last = e.last_event_id;
+        call("GET", "/messages").then(function (history) { history.forEach(show); });
+        return;
+      }
       if (e.id) {
         // A replay may repeat recent events (ids can commit out of order): once each.
         if (state.events[e.id]) return;
