@@ -201,5 +201,14 @@ def set_bus(bus: LocalBus) -> None:
     _current = bus
 
 
-def make_bus(redis_url: str | None) -> LocalBus:
-    return RedisBus(redis_url) if redis_url else LocalBus()
+def make_bus(redis_url: str | None, *, alone: bool = True) -> LocalBus:
+    """Redis's bus when there is one; else this process's own. ``alone`` is False when
+    other processes write events this one never hears (``rapport serve --no-worker``
+    beside ``rapport worker``, without Redis): its sockets then read the outbox every
+    ``QUIET_SECONDS``, as with Redis, instead of never getting the workers' events live."""
+    if redis_url:
+        return RedisBus(redis_url)
+    local = LocalBus()
+    if not alone:
+        local.quiet = QUIET_SECONDS
+    return local

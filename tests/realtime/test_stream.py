@@ -469,3 +469,19 @@ def test_a_client_away_longer_than_the_outbox_keeps_events_is_told_to_reload(
     url = f"/api/v1/stream?last_event_id={ids[-1] - 1}"
     with client.websocket_connect(url, headers=auth(world.bob)) as ws:
         assert ws.receive_json()["id"] == ids[-1]
+
+
+def test_without_redis_a_server_whose_jobs_run_elsewhere_reads_the_outbox(
+    client: TestClient, settings: Settings, database: Database
+) -> None:
+    # `rapport serve --no-worker` beside `rapport worker`, without Redis: the workers'
+    # events (deliveries, SLA, automation) never reach this process's bus, so its sockets
+    # read the outbox every QUIET_SECONDS. With the worker inside, nothing can miss it.
+    from rapport import bus
+    from rapport.app import create_app
+
+    assert not settings.worker_in_process and not settings.redis_url
+    assert bus.get_bus().quiet == bus.QUIET_SECONDS
+    alone = settings.model_copy(update={"worker_in_process": True})
+    with TestClient(create_app(alone, database=database)):
+        assert bus.get_bus().quiet is None
