@@ -134,6 +134,17 @@ def test_telegram_updates_need_the_secret_token_and_replies_use_send_message(
         assert r.status_code == 200
     conv = only_conversation(client, world, inbox)
     assert [m["text"] for m in conv["messages"]] == ["/start hello"]
+    # An edit carries its message's number: it used to be taken for a redelivery, dropped.
+    edit = {**TG_UPDATE["message"], "text": "/start hello!", "edit_date": 1441645600}  # type: ignore[dict-item]
+    for _ in range(2):
+        r = client.post(
+            f"/webhooks/telegram/{inbox}",
+            json={"update_id": 10001, "edited_message": edit},
+            headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"},
+        )
+        assert r.status_code == 200
+    conv = only_conversation(client, world, inbox)
+    assert [m["text"] for m in conv["messages"]] == ["/start hello", "(edited) /start hello!"]
     client.post(
         f"/api/v1/conversations/{conv['id']}/messages",
         json={"text": "Hello from Rapport"},
@@ -435,7 +446,9 @@ def test_a_ringing_call_hears_what_the_inbox_says(
     assert (
         '<Say language="fr-FR">Bonjour, laissez un message &lt;s\'il vous plaît&gt;</Say>' in twiml
     )
-    assert '<Record maxLength="60" transcribe="true"/>' in twiml
+    # Twilio posts a transcript only to a transcribeCallback: this same webhook.
+    webhook = settings.public_url.rstrip("/") + path
+    assert f'<Record maxLength="60" transcribe="true" transcribeCallback="{webhook}"/>' in twiml
     over = twilio_post(
         client, settings, path, {**ringing, "CallStatus": "completed"}, "voice-token"
     )

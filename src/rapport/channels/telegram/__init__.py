@@ -55,6 +55,7 @@ class TelegramChannel:
         inbox_id = inbox.id
         update = orjson.loads(request.body)
         msg = update.get("message") or update.get("edited_message") or update.get("channel_post")
+        edited = msg is not None and msg is update.get("edited_message")
         if msg is None:
             return base.WebhookEvents()  # callbacks, polls...: nothing for the inbox
         sender = msg.get("from") or msg.get("chat") or {}
@@ -86,10 +87,12 @@ class TelegramChannel:
             messages=[
                 InboundMessage(
                     inbox_id=inbox_id,
-                    # Telegram numbers messages per chat.
-                    external_id=f"{chat_id}:{msg['message_id']}",
+                    # Telegram numbers messages per chat. An edit keeps its message's
+                    # number: it is a message of its own, kept beside what it changed.
+                    external_id=f"{chat_id}:{msg['message_id']}"
+                    + (f":edited:{msg.get('edit_date', '')}" if edited else ""),
                     handles=handles,
-                    text=text,
+                    text=f"(edited) {text}" if edited else text,
                     sender_name=name or str(sender.get("username") or ""),
                     sent_at=datetime.fromtimestamp(int(msg["date"]), UTC)
                     if msg.get("date")

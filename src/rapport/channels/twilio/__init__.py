@@ -239,7 +239,11 @@ class TwilioVoice:
             dialled = "".join(f"<Number>{escape(n)}</Number>" for n in numbers[:10])
             parts.append(f'<Dial timeout="{ring}" answerOnBridge="true">{dialled}</Dial>')
         parts.append(f'<Say language="{language}">{greeting}</Say>')
-        parts.append(f'<Record maxLength="{seconds}" transcribe="true"/>')
+        # Twilio posts a transcript only to a transcribeCallback: this same webhook.
+        callback = escape(request.url, {'"': "&quot;"})
+        parts.append(
+            f'<Record maxLength="{seconds}" transcribe="true" transcribeCallback="{callback}"/>'
+        )
         twiml = '<?xml version="1.0" encoding="UTF-8"?><Response>' + "".join(parts) + "</Response>"
         return twiml, "text/xml"
 
