@@ -441,15 +441,9 @@ def test_a_write_lock_held_too_long_fails_each_batch_once_with_a_retryable_error
     try:
         with TestClient(create_app(busy, database=database)) as client:
             inbox = world.acme.inbox.id  # type: ignore[union-attr]
+            sender = {"from": {"email": "busy@example.com"}}
             holder.execute("BEGIN IMMEDIATE")
-            r = post(
-                client,
-                world.alice,
-                inbox,
-                external_id="busy",
-                text="hi",
-                **{"from": {"email": "busy@example.com"}},
-            )
+            r = post(client, world.alice, inbox, external_id="busy", text="hi", **sender)
             assert r.status_code == 503, r.text
             assert r.headers["retry-after"] == "1"
             assert r.headers["content-type"] == "application/problem+json"
@@ -469,14 +463,7 @@ def test_a_write_lock_held_too_long_fails_each_batch_once_with_a_retryable_error
             writer.stop()
 
             holder.execute("ROLLBACK")
-            r = post(
-                client,
-                world.alice,
-                inbox,
-                external_id="busy",
-                text="hi",
-                **{"from": {"email": "busy@example.com"}},
-            )
+            r = post(client, world.alice, inbox, external_id="busy", text="hi", **sender)
             assert r.status_code == 201, r.text
         assert count(database, Message, Message.external_id.like("busy%")) == 1
     finally:

@@ -347,6 +347,25 @@ def test_pruning_goes_oldest_first_a_chunk_per_transaction_and_keeps_the_young(
         assert set(db.scalars(select(StreamEvent.id))) == young
 
 
+def committed_elsewhere(database: Database, world: World) -> int:
+    """An event of Acme's (and one of Globex's) committed and never published here, as
+    another process's that missed the bus; the id of Acme's."""
+    from rapport.realtime.models import StreamEvent
+
+    with database.session() as db:
+        missed = StreamEvent(
+            workspace_id=world.acme.workspace.id,
+            type="conversation.updated",
+            payload={"id": "elsewhere"},
+        )
+        other = StreamEvent(
+            workspace_id=world.globex.workspace.id, type="conversation.updated", payload={}
+        )
+        db.add_all([missed, other])
+        db.flush()
+        return missed.id
+
+
 def test_an_event_that_missed_the_bus_still_arrives_when_the_socket_is_quiet(
     client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -359,18 +378,7 @@ def test_an_event_that_missed_the_bus_still_arrives_when_the_socket_is_quiet(
     monkeypatch.setattr(bus.get_bus(), "quiet", 0.2)  # as with Redis, sooner
     with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
         assert ws.receive_json()["type"] == "hello"
-        with database.session() as db:  # committed, never published here
-            missed = StreamEvent(
-                workspace_id=world.acme.workspace.id,
-                type="conversation.updated",
-                payload={"id": "elsewhere"},
-            )
-            other = StreamEvent(
-                workspace_id=world.globex.workspace.id, type="conversation.updated", payload={}
-            )
-            db.add_all([missed, other])
-            db.flush()
-            missed_id = missed.id
+        missed_id = committed_elsewhere(database, world)
         event = next_of(ws, "conversation.updated")
         assert event["id"] == missed_id and event["payload"] == {"id": "elsewhere"}
         live = post(client, world, "after-missed")
@@ -386,22 +394,13 @@ def test_a_missed_event_still_arrives_while_the_workspace_is_busy(
     # over: with agents' presence pings every few seconds a busy workspace was never quiet,
     # and an event that missed the bus never came. It is read on a fixed cadence now.
     from rapport import bus
-    from rapport.realtime.models import StreamEvent
 
     the_bus = bus.get_bus()
     monkeypatch.setattr(the_bus, "quiet", 0.2)
     conv = post(client, world, "busy-1")["conversation_id"]
     with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
         assert ws.receive_json()["type"] == "hello"
-        with database.session() as db:  # committed, never published here
-            missed = StreamEvent(
-                workspace_id=world.acme.workspace.id,
-                type="conversation.updated",
-                payload={"id": "elsewhere"},
-            )
-            db.add(missed)
-            db.flush()
-            missed_id = missed.id
+        missed_id = committed_elsewhere(database, world)
         for _ in range(100):  # someone keeps looking at a conversation, 20 times a second
             r = client.post(f"/api/v1/conversations/{conv}/viewing", headers=auth(world.alice))
             assert r.status_code == 204, r.text
