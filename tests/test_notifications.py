@@ -51,3 +51,21 @@ def test_assigning_a_conversation_notifies_the_assignee(client: TestClient, worl
     )
     kinds = [n["kind"] for n in client.get("/api/v1/notifications", headers=auth(world.bob)).json()]
     assert kinds == ["assigned"]
+
+
+def test_a_colleagues_notification_never_reaches_another_agents_socket(
+    client: TestClient, world: World
+) -> None:
+    # Notifications went to every socket of the workspace, filtered only by the page's
+    # script: any member's socket carried everyone's (the text of a note that mentions them).
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.alice)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        for author, text in ((world.alice, "@bob psst"), (world.bob, "@alice over to you")):
+            client.post(
+                f"/api/v1/conversations/{conv}/notes", json={"text": text}, headers=auth(author)
+            )
+        while (event := ws.receive_json())["type"] != "notification.created":
+            pass
+    assert event["payload"]["user_id"] == world.acme.users["alice"].id
+    assert event["payload"]["text"] == "@alice over to you"

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +35,7 @@ async def stream(ws: WebSocket) -> None:
         last = int(raw_last) if raw_last else None
     except ValueError:
         last = None
+    me = principal.user_id
     # Subscribe before reading the outbox, so an event committed in between is not lost.
     with get_bus().subscribe(principal.workspace_id) as sub:
         if last is not None and await run_in_threadpool(service.gone, database, last):
@@ -47,10 +49,10 @@ async def stream(ws: WebSocket) -> None:
         else:
             seen = service.Seen()
             seen.highest = last
-            await _catch_up(ws, database, principal.workspace_id, seen)
+            await _catch_up(ws, database, principal.workspace_id, seen, me)
         receiver = asyncio.create_task(_drain_client(ws))
         try:
-            await _forward(ws, sub, database, principal.workspace_id, seen, receiver)
+            await _forward(ws, sub, database, principal.workspace_id, seen, receiver, me)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -59,12 +61,17 @@ async def stream(ws: WebSocket) -> None:
                 await receiver
 
 
+def _for(event: dict[str, Any], me: str) -> bool:
+    """Whether this member's socket carries the event: a notification only to its own."""
+    return event["type"] != "notification.created" or bool(event["payload"].get("user_id") == me)
+
+
 async def _catch_up(
-    ws: WebSocket, database: Database, workspace_id: str, seen: service.Seen
+    ws: WebSocket, database: Database, workspace_id: str, seen: service.Seen, me: str
 ) -> None:
     """Send what was committed since the client's last event, stragglers included."""
     async for event in service.missed(database, workspace_id, seen.highest):
-        if seen.add(event["id"]):
+        if seen.add(event["id"]) and _for(event, me):
             await ws.send_json(event)
 
 
@@ -75,14 +82,16 @@ async def _forward(
     workspace_id: str,
     seen: service.Seen,
     receiver: "asyncio.Task[None]",
+    me: str,
 ) -> None:
     async for event in sub.listen(receiver, quiet=get_bus().quiet):
         if event is None or sub.overflowed:  # quiet, or the client fell behind: the outbox
             sub.overflowed = False
-            await _catch_up(ws, database, workspace_id, seen)
+            await _catch_up(ws, database, workspace_id, seen, me)
             continue
         # Ephemeral events (typing, viewing) have no id and are never replayed.
-        if not event["id"] or seen.add(event["id"], live=True):  # not sent by a catch-up
+        fresh = not event["id"] or seen.add(event["id"], live=True)  # not sent by a catch-up
+        if fresh and _for(event, me):
             await ws.send_json(event)
 
 
