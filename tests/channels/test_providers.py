@@ -547,6 +547,10 @@ def test_meta_messages_are_signed_threaded_and_answered(
     delivery = meta_event(obj, {"delivery": {"mids": ["m_OUT1"], "watermark": 1}}, time=1)
     meta_post(client, channel, inbox, delivery)
     assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "delivered"
+    # Messenger's read receipt names no message, only a moment: all sent up to it is read.
+    now_ms = int(utcnow().timestamp() * 1000)
+    meta_post(client, channel, inbox, meta_event(obj, {"read": {"watermark": now_ms}}))
+    assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "read"
     # One app, one callback URL, several pages: another page's events are not this inbox's.
     other = meta_event(
         obj, {"timestamp": 1, "message": {"mid": "m_OTHER", "text": "hi"}}, page="OTHER_PAGE"

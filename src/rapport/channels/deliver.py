@@ -1,6 +1,6 @@
 """The ``deliver`` job: hands a queued outbound message to its channel."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -11,7 +11,13 @@ from rapport.auth.ratelimit import RateLimiter
 from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.conversations import files
-from rapport.conversations.models import Conversation, DeliveryStatus, Message, MessagePart
+from rapport.conversations.models import (
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    Message,
+    MessagePart,
+)
 from rapport.conversations.service import (
     delivery_known,
     message_payload,
@@ -19,7 +25,7 @@ from rapport.conversations.service import (
     update_delivery,
 )
 from rapport.crypto import box_for
-from rapport.customers.models import Customer, Identity
+from rapport.customers.models import Customer, Identity, IdentityKind
 from rapport.db import utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, PermanentError, job
@@ -151,7 +157,11 @@ def apply_report(
     db: Session, *, inbox_id: str, workspace_id: str, report: dict[str, Any], tries: int = 0
 ) -> None:
     """One provider report (``external_id``, ``status``, ``error``) on one of our messages;
-    on an id not known yet, a ``delivery_report`` job tries it again later."""
+    on an id not known yet, a ``delivery_report`` job tries it again later. A report with a
+    ``watermark`` instead names a moment (see ``_up_to``)."""
+    if "watermark" in report:
+        _up_to(db, inbox_id=inbox_id, report=report)
+        return
     external_id = str(report["external_id"])
     found = update_delivery(
         db,
@@ -173,6 +183,45 @@ def apply_report(
         workspace_id=workspace_id,
         run_at=utcnow() + timedelta(seconds=REPORT_RETRIES[tries]),
     )
+
+
+def _up_to(db: Session, *, inbox_id: str, report: dict[str, Any]) -> None:
+    """Messenger's delivery and read receipts may name no message but a moment (the
+    ``watermark``, in milliseconds): everything this inbox sent the person (``kind`` and
+    ``handle``: who reports) up to it moves; a message sent in parts, by its last part."""
+    up_to = datetime.fromtimestamp(int(report["watermark"]) / 1000, UTC)
+    status = DeliveryStatus(report["status"])
+    moving = (DeliveryStatus.sent,) if status == DeliveryStatus.delivered else _UNREAD
+    sent = db.execute(
+        select(Message.id, Message.external_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .join(
+            Identity,
+            (Identity.customer_id == Conversation.customer_id)
+            & (Identity.kind == IdentityKind(report["kind"]))
+            & (Identity.value == str(report["handle"])),
+        )
+        .where(
+            Message.inbox_id == inbox_id,
+            Message.direction == Direction.outbound,
+            Message.external_id.is_not(None),
+            Message.created_at <= up_to,
+            Message.status.in_(moving),
+        )
+    ).all()
+    for message_id, external_id in sent:
+        last = db.scalar(
+            select(MessagePart.external_id)
+            .where(MessagePart.message_id == message_id)
+            .order_by(MessagePart.position.desc())
+            .limit(1)
+        )
+        update_delivery(
+            db, inbox_id=inbox_id, external_id=last or str(external_id), status=status, error=None
+        )
+
+
+_UNREAD = (DeliveryStatus.sent, DeliveryStatus.delivered)
 
 
 @job("delivery_report")

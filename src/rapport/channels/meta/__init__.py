@@ -99,14 +99,26 @@ class MetaChannel:
                         expect_channel=self.name,
                     )
                 )
-            for mid in item.get("delivery", {}).get("mids", []):
+            delivery, read = item.get("delivery") or {}, item.get("read") or {}
+            for mid in delivery.get("mids") or []:
                 events.statuses.append(
                     {"external_id": str(mid), "status": "delivered", "error": None}
                 )
-            if "read" in item and item["read"].get("mid"):
+            if read.get("mid"):  # Instagram names the message read
                 events.statuses.append(
-                    {"external_id": str(item["read"]["mid"]), "status": "read", "error": None}
+                    {"external_id": str(read["mid"]), "status": "read", "error": None}
                 )
+            # Messenger names a moment: everything sent up to it.
+            for status, report in (("delivered", delivery), ("read", read)):
+                if report.get("watermark") and not report.get("mids") and not report.get("mid"):
+                    events.statuses.append(
+                        {
+                            "watermark": int(report["watermark"]),
+                            "status": status,
+                            "kind": self.kind.value,
+                            "handle": handle(self.kind, sender).value,
+                        }
+                    )
 
         for entry in payload.get("entry", []):
             if ours and entry.get("id") and str(entry["id"]) != str(ours):
