@@ -1,10 +1,13 @@
 """Logins, sessions, CSRF, lock-out, two-factor authentication and roles."""
 
+import time
+
 import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
 from rapport.auth import security
+from rapport.config import Settings
 from rapport.db import Database
 from tests.conftest import auth, record_write_lock, sqlite_only
 from tests.factories import PASSWORD, World
@@ -65,6 +68,12 @@ def test_login_attempts_are_rate_limited_per_address(client: TestClient, world: 
     assert set(codes[20:]) == {429}
 
 
+def later_code(secret: str, steps: int = 1) -> str:
+    """The code of a step after the current one: a code is accepted once (the current one
+    went to the activation), and a step either side of now is accepted (clocks drift)."""
+    return str(pyotp.TOTP(secret).at(time.time() + 30 * steps))
+
+
 def _enrol(client: TestClient, token: str) -> tuple[str, list[str]]:
     secret = client.post("/api/v1/auth/totp/enroll", headers=auth(token)).json()["secret"]
     r = client.post(
@@ -86,11 +95,57 @@ def test_two_factor_login_refuses_a_wrong_code_and_accepts_the_right_one(
     wrong = client.post("/api/v1/auth/login/totp", json={"code": "000000"}, headers=csrf)
     assert wrong.status_code == 401 and wrong.json()["type"].endswith("/totp-invalid")
     assert client.get("/api/v1/conversations").status_code == 401
-    right = client.post(
-        "/api/v1/auth/login/totp", json={"code": pyotp.TOTP(secret).now()}, headers=csrf
-    )
+    half = client.cookies["rapport_session"]
+    right = client.post("/api/v1/auth/login/totp", json={"code": later_code(secret)}, headers=csrf)
     assert right.status_code == 200 and right.json()["mfa_passed"] is True
     assert client.get("/api/v1/conversations").status_code == 200
+    # A new session, not the half-signed-in one made whole: whoever knew the first cookie
+    # (or its CSRF token) holds nothing.
+    assert client.cookies["rapport_session"] != half
+    assert right.json()["csrf_token"] != first.json()["csrf_token"]
+    other = TestClient(client.app, cookies={"rapport_session": half})
+    assert other.get("/api/v1/conversations").status_code == 401
+
+
+def test_a_totp_code_is_good_once(client: TestClient, world: World) -> None:
+    secret, _ = _enrol(client, world.bob)
+    code = later_code(secret)
+    assert login(client, "bob@acme.test", totp_code=code).status_code == 200
+    client.cookies.clear()
+    again = login(client, "bob@acme.test", totp_code=code)  # seen over a shoulder, replayed
+    assert again.status_code == 401 and again.json()["type"].endswith("/totp-invalid")
+    client.cookies.clear()
+    first = login(client, "bob@acme.test")
+    csrf = {"X-CSRF-Token": first.json()["csrf_token"]}
+    replayed = client.post("/api/v1/auth/login/totp", json={"code": code}, headers=csrf)
+    assert replayed.status_code == 401
+
+
+def test_wrong_codes_lock_the_account_and_a_locked_one_cannot_finish(
+    client: TestClient, world: World, settings: Settings
+) -> None:
+    # The right password used to clear the failures before a wrong code was counted, so
+    # wrong codes never locked; and the second step never looked at the lock.
+    secret, _ = _enrol(client, world.bob)
+    first = login(client, "bob@acme.test")
+    csrf = {"X-CSRF-Token": first.json()["csrf_token"]}
+    for n in range(settings.login_max_failures):
+        client.cookies.clear()
+        wrong = login(client, "bob@acme.test", totp_code=f"{n:06d}")
+        assert wrong.status_code in (401, 429), wrong.text
+    client.cookies.set("rapport_session", first.cookies["rapport_session"])
+    r = client.post("/api/v1/auth/login/totp", json={"code": later_code(secret)}, headers=csrf)
+    assert r.status_code == 429 and r.json()["type"].endswith("/account-locked"), r.text
+
+
+def test_a_password_alone_cannot_sign_out_everywhere(client: TestClient, world: World) -> None:
+    _enrol(client, world.bob)
+    half = login(client, "bob@acme.test")
+    csrf = {"X-CSRF-Token": half.json()["csrf_token"]}
+    for path in ("/api/v1/auth/logout-all", "/api/v1/auth/totp/disable"):
+        r = client.post(path, json={"code": "000000"}, headers=csrf)
+        assert r.status_code == 401, (path, r.text)
+    assert client.get("/api/v1/auth/me").json()["mfa_passed"] is False
 
 
 def test_a_wrong_totp_code_in_the_login_request_is_refused(

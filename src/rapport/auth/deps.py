@@ -20,8 +20,17 @@ SESSION_COOKIE = "rapport_session"
 CSRF_COOKIE = "rapport_csrf"
 CSRF_HEADER = "x-csrf-token"
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-# Paths a member may reach before finishing the second factor or the workspace's 2FA rule.
-_MFA_EXEMPT = ("/api/v1/auth/",)
+# What a member of a workspace that requires two-factor authentication may do before
+# enrolling. (Before finishing their own second factor, only what a route allows itself:
+# ``allow_pending_mfa``, the second step, ``me`` and ``logout``.)
+_ENROLMENT = frozenset(
+    {
+        "/api/v1/auth/me",
+        "/api/v1/auth/logout",
+        "/api/v1/auth/totp/enroll",
+        "/api/v1/auth/totp/activate",
+    }
+)
 
 
 def get_database(request: Request) -> Database:
@@ -124,10 +133,10 @@ async def resolve_principal(
         sent = request.headers.get(CSRF_HEADER)
         if not sent or sent != principal.csrf_token:
             raise Forbidden("missing or wrong CSRF token (send the X-CSRF-Token header)")
-    exempt = request.scope["path"].startswith(_MFA_EXEMPT)
-    if not principal.mfa_passed and not (allow_pending_mfa or exempt):
+    if not principal.mfa_passed and not allow_pending_mfa:
         raise Unauthorized("finish signing in with your two-factor code")
-    if principal.require_2fa and not principal.totp_enabled and not exempt:
+    enrolling = request.scope["path"] in _ENROLMENT
+    if principal.require_2fa and not principal.totp_enabled and not enrolling:
         raise Problem(
             403, "2fa-required", "this workspace requires two-factor authentication: enrol first"
         )

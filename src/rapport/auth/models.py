@@ -4,7 +4,16 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -34,6 +43,8 @@ class User(Base):
     # Encrypted with the settings' key; set at enrolment, trusted once totp_enabled.
     totp_secret: Mapped[str | None] = mapped_column(String(400), default=None)
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The 30-second step of the last code accepted: that one and earlier ones never again.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     # argon2 hashes of unused one-time recovery codes.
     recovery_codes: Mapped[list[str]] = mapped_column(default=list)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)

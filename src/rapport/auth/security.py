@@ -1,6 +1,8 @@
 """Password hashing, token hashing and TOTP: the primitives auth is built from."""
 
+import hmac
 import secrets
+import time
 
 import pyotp
 from argon2 import PasswordHasher
@@ -51,12 +53,18 @@ def totp_uri(secret: str, *, email: str, issuer: str = "Rapport") -> str:
     return str(pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer))
 
 
-def verify_totp(secret: str, code: str) -> bool:
-    """A 6-digit code of the current 30-second step, or of the one just before or after."""
+def totp_step(secret: str, code: str, *, at: float | None = None) -> int | None:
+    """The 30-second step whose code this is (the current one, or the one just before or
+    after, for clocks that drift); ``None`` for a wrong code."""
     code = code.strip().replace(" ", "")
     if not (code.isdigit() and len(code) == 6):
-        return False
-    return bool(pyotp.TOTP(secret).verify(code, valid_window=1))
+        return None
+    totp = pyotp.TOTP(secret)
+    now = time.time() if at is None else at
+    for step in (int(now // 30) + d for d in (-1, 0, 1)):
+        if hmac.compare_digest(totp.at(step * 30), code):
+            return step
+    return None
 
 
 def new_recovery_codes(n: int = 10) -> list[str]:

@@ -116,11 +116,17 @@ def check_password(
                 user.failed_logins = 0
         raise LoginFailed()
     assert user is not None
-    user.failed_logins = 0
-    user.locked_until = None
+    if not user.totp_enabled:  # else only once the second factor passes too (signed_in)
+        signed_in(user)
     if security.needs_rehash(user.password_hash):
         user.password_hash = security.hash_password(password)
     return user
+
+
+def signed_in(user: User) -> None:
+    """Every factor passed: the failures counted so far are forgotten."""
+    user.failed_logins = 0
+    user.locked_until = None
 
 
 def membership(db: Session, *, user_id: str, workspace: str | None) -> Membership:
@@ -139,6 +145,10 @@ def membership(db: Session, *, user_id: str, workspace: str | None) -> Membershi
 def memberships(db: Session, *, user_id: str) -> list[Membership]:
     """Every workspace membership of a user."""
     return list(db.scalars(select(Membership).where(Membership.user_id == user_id)))
+
+
+# How long a session that passed the password may wait for its second factor.
+PENDING_MFA = timedelta(minutes=10)
 
 
 def start_session(
@@ -176,6 +186,8 @@ def session_principal(db: Session, *, token: str) -> Principal | None:
     now = utcnow()
     if sess.expires_at <= now:
         return None
+    if not sess.mfa_passed and sess.created_at < now - PENDING_MFA:
+        return None  # a password alone opens the second step for minutes, not for days
     if user.sessions_valid_after is not None and sess.created_at < user.sessions_valid_after:
         return None
     return Principal(
@@ -236,8 +248,17 @@ def end_all_sessions(db: Session, *, user_id: str) -> None:
     db.execute(delete(AuthSession).where(AuthSession.user_id == user_id))
 
 
-def pass_second_factor(db: Session, *, session_id: str) -> None:
-    db.execute(update(AuthSession).where(AuthSession.id == session_id).values(mfa_passed=True))
+def pass_second_factor(
+    db: Session, *, session_id: str, user: User, days: int
+) -> tuple[str, AuthSession]:
+    """The second factor passed: the half-signed-in session ends and a new one (a new
+    cookie, a new CSRF token) starts, so whoever knew the first never holds a full one."""
+    pending = db.get(AuthSession, session_id)
+    assert pending is not None
+    workspace_id = pending.workspace_id
+    end_session(db, session_id=session_id)
+    signed_in(user)
+    return start_session(db, user=user, workspace_id=workspace_id, mfa_passed=True, days=days)
 
 
 def totp_enroll(db: Session, *, user: User, box: SecretBox) -> tuple[str, str]:
@@ -249,11 +270,35 @@ def totp_enroll(db: Session, *, user: User, box: SecretBox) -> tuple[str, str]:
     return secret, security.totp_uri(secret, email=user.email)
 
 
+def _spend_totp(db: Session, *, user: User, box: SecretBox, code: str) -> bool:
+    """Whether ``code`` is the user's TOTP code of a step later than the last one accepted;
+    that step is then the last (a code is good once, never replayed in its 90 seconds). The
+    update is conditional: of two requests with one code at once, one wins."""
+    if not user.totp_secret:
+        return False
+    step = security.totp_step(box.decrypt(user.totp_secret), code)
+    if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+        return False
+    spent = db.execute(
+        update(User)
+        .where(
+            User.id == user.id,
+            (User.totp_last_step.is_(None)) | (User.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    user.totp_last_step = step
+    return True
+
+
 def totp_activate(db: Session, *, user: User, box: SecretBox, code: str) -> list[str]:
     """Finish enrolment with a code from the app; returns the one-time recovery codes."""
     if not user.totp_secret:
         raise Invalid("start enrolment first")
-    if not security.verify_totp(box.decrypt(user.totp_secret), code):
+    if not _spend_totp(db, user=user, box=box, code=code):
         raise Problem(401, "totp-invalid", "the two-factor code is wrong")
     codes = security.new_recovery_codes()
     user.totp_enabled = True
@@ -265,7 +310,7 @@ def verify_second_factor(db: Session, *, user: User, box: SecretBox, code: str) 
     """A TOTP code, or an unused recovery code (which is then used up)."""
     if not user.totp_enabled or not user.totp_secret:
         return False
-    if security.verify_totp(box.decrypt(user.totp_secret), code):
+    if _spend_totp(db, user=user, box=box, code=code):
         return True
     hashed = security.recovery_hash(code)
     if hashed in user.recovery_codes:
@@ -278,6 +323,7 @@ def totp_disable(db: Session, *, user: User) -> None:
     user.totp_enabled = False
     user.totp_secret = None
     user.recovery_codes = []
+    user.totp_last_step = None
 
 
 def create_token(

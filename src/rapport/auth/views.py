@@ -1,5 +1,7 @@
 """Login, logout, two-factor enrolment and API tokens."""
 
+from dataclasses import replace
+
 from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
@@ -28,6 +30,7 @@ from rapport.auth.schemas import (
     TokenRead,
     TotpEnrollOut,
 )
+from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Forbidden, Problem
 
@@ -86,9 +89,12 @@ def login(
     member = service.membership(db, user_id=user.id, workspace=body.workspace)
     mfa_passed = not user.totp_enabled
     if user.totp_enabled and body.totp_code:
+        if not limiter.hit(f"totp:{user.id}"):  # one budget per account for every code
+            raise RateLimited()
         if not service.verify_second_factor(db, user=user, box=box, code=body.totp_code):
             _count_failure(db, user, settings)
             raise Problem(401, "totp-invalid", "the two-factor code is wrong")
+        service.signed_in(user)
         mfa_passed = True
     token, sess = service.start_session(
         db,
@@ -156,9 +162,10 @@ def _set_cookies(response: Response, token: str, csrf: str, settings: CurrentSet
 
 @router.post("/auth/login/totp", response_model=MeRead)
 async def login_second_factor(
-    body: CodeIn, request: Request, settings: CurrentSettings, box: Box
+    body: CodeIn, request: Request, response: Response, settings: CurrentSettings, box: Box
 ) -> MeRead:
-    """Finish a login with the two-factor code (or a recovery code)."""
+    """Finish a login with the two-factor code (or a recovery code). The session that
+    passed only the password ends; a new one (new cookie, new CSRF token) starts."""
     principal = await resolve_principal(request, allow_pending_mfa=True)
     if principal.via != "session":
         raise Forbidden("only a browser session has a second step")
@@ -166,20 +173,25 @@ async def login_second_factor(
     if not limiter.hit(f"totp:{principal.user_id}"):
         raise RateLimited()
 
-    def finish() -> None:
+    def finish() -> tuple[str, str]:
         database = request.app.state.database
         with database.session() as db:
             user = db.get(User, principal.user_id)
             assert user is not None
+            if user.locked_until is not None and user.locked_until > utcnow():
+                raise service.AccountLocked(settings.login_lockout_minutes)
             if not service.verify_second_factor(db, user=user, box=box, code=body.code):
                 _count_failure(db, user, settings)
                 raise Problem(401, "totp-invalid", "the two-factor code is wrong")
-            service.pass_second_factor(db, session_id=principal.credential_id)
+            token, sess = service.pass_second_factor(
+                db, session_id=principal.credential_id, user=user, days=settings.session_days
+            )
+            return token, sess.csrf_token
 
-    await run_in_threadpool(finish)
+    token, csrf = await run_in_threadpool(finish)
     forget_principals(request)
-    done = await resolve_principal(request)
-    return _me(done)
+    _set_cookies(response, token, csrf, settings)
+    return _me(replace(principal, credential_id="", csrf_token=csrf, mfa_passed=True))
 
 
 @router.post("/auth/password-reset", status_code=status.HTTP_202_ACCEPTED)
