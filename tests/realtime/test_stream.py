@@ -484,3 +484,28 @@ def test_without_redis_a_server_whose_jobs_run_elsewhere_reads_the_outbox(
     alone = settings.model_copy(update={"worker_in_process": True})
     with TestClient(create_app(alone, database=database)):
         assert bus.get_bus().quiet is None
+
+
+def test_a_socket_ends_once_its_token_is_revoked(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller was checked only when the socket opened: a revoked token, a member
+    # removed or signed out everywhere kept receiving every message of the workspace.
+    from rapport.realtime import views as stream_views
+
+    monkeypatch.setattr(stream_views, "RECHECK_SECONDS", 0.1)
+    [token] = client.get("/api/v1/tokens", headers=auth(world.bob)).json()
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        r = client.delete(f"/api/v1/tokens/{token['id']}", headers=auth(world.bob))
+        assert r.status_code == 204, r.text
+        time.sleep(0.5)  # a recheck or more
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": "after-revoke", "text": "hi", "from": {"email": "x@example.com"}},
+            headers=auth(world.alice),
+        )
+        assert r.status_code == 201, r.text
+        with pytest.raises(WebSocketDisconnect) as ended:
+            ws.receive_json()
+    assert ended.value.code == 1008

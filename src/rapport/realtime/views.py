@@ -8,6 +8,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from rapport.auth.deps import websocket_principal
+from rapport.auth.service import Principal
 from rapport.bus import Subscription, get_bus
 from rapport.db import Database
 from rapport.realtime import service
@@ -51,14 +52,38 @@ async def stream(ws: WebSocket) -> None:
             seen.highest = last
             await _catch_up(ws, database, principal.workspace_id, seen, me)
         receiver = asyncio.create_task(_drain_client(ws))
+        watcher = asyncio.create_task(_while_allowed(ws, principal, receiver))
         try:
             await _forward(ws, sub, database, principal.workspace_id, seen, receiver, me)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
             receiver.cancel()
+            revoked = watcher.done() and not watcher.cancelled() and watcher.result()
+            watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
+        if revoked:
+            with contextlib.suppress(Exception):
+                await ws.close(code=_POLICY_VIOLATION, reason="signed out")
+
+
+# How often an open socket asks again whether its caller may still listen: signed out
+# everywhere, its token revoked, removed from the workspace, it closes (1008) within this.
+RECHECK_SECONDS = 30.0
+
+
+async def _while_allowed(
+    ws: WebSocket, principal: Principal, receiver: "asyncio.Task[None]"
+) -> bool:
+    """Wait while the caller may listen; True (and the socket's end) once they may not."""
+    while not receiver.done():
+        await asyncio.sleep(RECHECK_SECONDS)
+        again = await websocket_principal(ws)
+        if again is None or again.workspace_id != principal.workspace_id:
+            receiver.cancel()
+            return True
+    return False
 
 
 def _for(event: dict[str, Any], me: str) -> bool:
