@@ -250,6 +250,64 @@ def test_the_same_mail_delivered_twice_is_stored_once(
     assert conv["messages_count"] == 1
 
 
+BROKEN_HEADERS = {
+    "a To cut short": ("To", "support@acme.test, <someone@"),
+    "a Cc cut short": ("Cc", "<x@"),
+    "a Message-ID of brackets": ("Message-ID", "<<@>> 1.foo@company.com"),
+    "a Date past what a datetime holds": ("Date", "Fri, 31 Dec 9999 23:59:59 -0100"),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_HEADERS))
+def test_a_mail_with_a_header_the_parser_chokes_on_is_stored_not_refused(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int, broken: str
+) -> None:
+    # parse() raised on these: the listener answered 451 until the sender's server gave up
+    # and bounced the mail, and the IMAP poller stopped at it for good.
+    name, value = BROKEN_HEADERS[broken]
+    head = {
+        "From": "Dana Scully <dana@example.org>",
+        "To": "support@acme.test",
+        "Subject": "Broken but real",
+        "Message-ID": f"<broken-{len(broken)}@example.org>",
+        name: value,
+    }
+    raw = "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\nPlease read me.\r\n"
+    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+        s.sendmail("dana@example.org", ["support@acme.test"], raw.encode())
+    [conv] = conversations(client, world, mail_inbox)
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert "Please read me." in detail["messages"][0]["text"]
+
+
+def test_a_charset_with_a_nul_in_its_name_is_read_as_utf8() -> None:
+    raw = (
+        b"From: dana@example.org\r\nTo: support@acme.test\r\nSubject: hi\r\n"
+        b'Content-Type: text/plain; charset="a\x00b"\r\n\r\nbody\r\n'
+    )
+    parsed = email_channel.parse(raw)
+    assert parsed.text.strip() == "body" and parsed.from_addr == "dana@example.org"
+
+
+def test_a_database_out_of_reach_is_a_temporary_failure_for_the_sender(
+    settings: Settings,
+) -> None:
+    # The mailbox lookup ran outside the handler's guard: aiosmtpd answered 500 with our
+    # error's text, and the sending server bounced the mail for good.
+    down = Database("postgresql://postgres@127.0.0.1:1/nowhere", pool_size=1)
+    port = free_port()
+    controller = listener.start(down, settings, host="127.0.0.1", port=port)
+    try:
+        with smtplib.SMTP("127.0.0.1", port) as s:
+            s.ehlo()
+            s.mail("dana@example.org")
+            code, text = s.rcpt("support@acme.test")
+    finally:
+        controller.stop()
+        down.dispose()
+    assert (code, text) == (451, b"4.3.0 Temporary failure, try again later")
+
+
 def test_mail_to_an_unknown_address_is_refused(smtp_port: int, mail_inbox: str) -> None:
     mail = customer_mail("hello")
     del mail["To"]

@@ -8,6 +8,7 @@ auto-reply or a bounce rather than a person writing.
 
 import codecs
 import html as htmllib
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,9 @@ _CHARSET_ALIASES = {
 }
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
 MAX_TOTAL_ATTACHMENT_BYTES = 50 * 1024 * 1024
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,10 +71,9 @@ class ParsedEmail:
 def _header(msg: Message, name: str, problems: list[str]) -> str:
     try:
         value = msg.get(name)
-    except Exception as exc:  # a header policy.default cannot parse
+    except Exception as exc:  # a header policy.default cannot parse: its text as written
         problems.append(f"{name}: {type(exc).__name__}")
-        raw = msg.get_all(name, failobj=[]) if hasattr(msg, "get_all") else []
-        value = raw[0] if raw else None
+        value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
     if value is None:
         return ""
     try:
@@ -99,7 +102,7 @@ def _decode(data: bytes, charset: str | None) -> str:
         try:
             codecs.lookup(name)
             return data.decode(name)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeDecodeError, ValueError):  # ValueError: a NUL in the name
             continue
     return data.decode("utf-8", errors="replace")
 
@@ -142,7 +145,31 @@ def _is_auto(msg: Message, problems: list[str], from_addr: str | None) -> bool:
 
 
 def parse(raw: bytes) -> ParsedEmail:
-    """Everything Rapport keeps of one raw message. Never raises."""
+    """Everything Rapport keeps of one raw message. Never raises: a message it cannot read
+    is kept as its text, flagged, rather than refused (a listener's 4xx over and over, then
+    the sender's bounce) or left to stop a mailbox's polling."""
+    try:
+        return _parse(raw)
+    except Exception as exc:
+        log.warning("an email could not be parsed: kept as text", extra={"event": "email.unparsed"})
+        text = raw.decode("utf-8", errors="replace")
+        sender = re.search(rb"^From:[^\r\n]*?([\w.+'-]+@[\w-]+(?:\.[\w-]+)+)", raw, re.M | re.I)
+        return ParsedEmail(
+            message_id=None,
+            in_reply_to=[],
+            references=[],
+            subject="",
+            from_name="",
+            from_addr=sender.group(1).decode("ascii", errors="replace") if sender else None,
+            to=[],
+            date=None,
+            text=text,
+            html=None,
+            problems=[f"message: {type(exc).__name__}: not readable as email"],
+        )
+
+
+def _parse(raw: bytes) -> ParsedEmail:
     problems: list[str] = []
     try:
         msg: Message = message_from_bytes(raw, policy=policy.default)
@@ -166,7 +193,7 @@ def parse(raw: bytes) -> ParsedEmail:
         if date_value:
             date = parsedate_to_datetime(date_value)
             date = date.replace(tzinfo=UTC) if date.tzinfo is None else date.astimezone(UTC)
-    except (TypeError, ValueError, IndexError):
+    except Exception:  # unreadable, or beyond what a datetime holds (year 9999 - 1 hour)
         problems.append("Date: unreadable")
     texts: list[str] = []
     htmls: list[str] = []

@@ -40,6 +40,9 @@ def inbox_for(database: Database, address: str) -> str | None:
     return None
 
 
+_TRY_AGAIN = "451 4.3.0 Temporary failure, try again later"
+
+
 class Handler:
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
@@ -47,10 +50,20 @@ class Handler:
         # The name this server signs its Authentication-Results with.
         self.authserv_id = urlsplit(settings.public_url).hostname or "rapport"
 
+    async def handle_exception(self, error: Exception) -> str:
+        """Anything unforeseen is a temporary failure: the sending server keeps the mail and
+        tries again (a 5xx would make it bounce for good), and is told nothing of ours."""
+        log.error("smtp listener error", exc_info=error, extra={"event": "email.smtp_error"})
+        return _TRY_AGAIN
+
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        inbox_id = await asyncio.to_thread(inbox_for, self.database, address)
+        try:
+            inbox_id = await asyncio.to_thread(inbox_for, self.database, address)
+        except Exception:  # the database out of reach: ask again later, never bounce
+            log.exception("mailbox not looked up", extra={"event": "email.rcpt_failed"})
+            return _TRY_AGAIN
         if inbox_id is None:
             return "550 5.1.1 No such mailbox here"
         envelope.rcpt_tos.append(address)
@@ -61,26 +74,28 @@ class Handler:
         raw = envelope.original_content or envelope.content
         if not isinstance(raw, bytes):
             raw = str(raw).encode("utf-8", errors="surrogateescape")
-        inboxes = {await asyncio.to_thread(inbox_for, self.database, a) for a in envelope.rcpt_tos}
-        verified_by = None
-        if self.settings.smtp_check_senders:
-            verified_by = self.authserv_id
-            found = await asyncio.to_thread(
-                verify.authenticate,
-                raw,
-                ip=str(session.peer[0] if isinstance(session.peer, tuple) else session.peer),
-                helo=session.host_name or "",
-                mail_from=envelope.mail_from or "",
-                authserv_id=verified_by,
-            )
-            raw = f"Authentication-Results: {found}\r\n".encode() + raw
         try:
+            inboxes = {
+                await asyncio.to_thread(inbox_for, self.database, a) for a in envelope.rcpt_tos
+            }
+            verified_by = None
+            if self.settings.smtp_check_senders:
+                verified_by = self.authserv_id
+                found = await asyncio.to_thread(
+                    verify.authenticate,
+                    raw,
+                    ip=str(session.peer[0] if isinstance(session.peer, tuple) else session.peer),
+                    helo=session.host_name or "",
+                    mail_from=envelope.mail_from or "",
+                    authserv_id=verified_by,
+                )
+                raw = f"Authentication-Results: {found}\r\n".encode() + raw
             for inbox_id in inboxes - {None}:
                 assert inbox_id is not None
                 await asyncio.to_thread(self._store, raw, inbox_id, verified_by)
         except Exception:
             log.exception("email not stored", extra={"event": "email.store_failed"})
-            return "451 4.3.0 Temporary failure, try again later"
+            return _TRY_AGAIN
         return "250 OK: stored"
 
     def _store(self, raw: bytes, inbox_id: str, verified_by: str | None) -> None:
