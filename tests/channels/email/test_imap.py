@@ -22,6 +22,7 @@ class Mailbox:
         self.uidvalidity = 1
         self.messages: list[tuple[int, bytes]] = []
         self.logins: list[tuple[str, str]] = []
+        self.refuse_once: set[int] = set()  # UIDs whose next FETCH the server answers NO
 
     def add(self, text: str) -> None:
         mail = EmailMessage()
@@ -69,6 +70,10 @@ def handler_for(box: Mailbox) -> type[socketserver.StreamRequestHandler]:
                     self.say(f"{tag} OK SEARCH completed")
                 elif cmd == "UID" and args.upper().startswith("FETCH"):
                     uid = int(args.split()[1])
+                    if uid in box.refuse_once:
+                        box.refuse_once.discard(uid)
+                        self.say(f"{tag} NO [UNAVAILABLE] try again later")
+                        continue
                     for seq, (u, data) in enumerate(box.messages, 1):
                         if u == uid:
                             self.wfile.write(
@@ -85,6 +90,28 @@ def handler_for(box: Mailbox) -> type[socketserver.StreamRequestHandler]:
                     self.say(f"{tag} BAD unknown command")
 
     return Imap
+
+
+def polled_inbox(client: TestClient, world: World, port: int) -> str:
+    """An email inbox that reads the stand-in's mailbox over IMAP."""
+    r = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Help",
+            "channel": "email",
+            "settings": {
+                "address": "help@acme.test",
+                "imap_host": "127.0.0.1",
+                "imap_port": port,
+                "imap_security": "none",
+                "imap_username": "help@acme.test",
+                "imap_password": "imap-pass",
+            },
+        },
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
 
 
 @pytest.fixture
@@ -106,22 +133,7 @@ def test_polling_takes_new_mail_once_and_resumes_after_a_restart(
     imap: tuple[Mailbox, int],
 ) -> None:
     box, port = imap
-    inbox = client.post(
-        "/api/v1/inboxes",
-        json={
-            "name": "Help",
-            "channel": "email",
-            "settings": {
-                "address": "help@acme.test",
-                "imap_host": "127.0.0.1",
-                "imap_port": port,
-                "imap_security": "none",
-                "imap_username": "help@acme.test",
-                "imap_password": "imap-pass",
-            },
-        },
-        headers=auth(world.alice),
-    ).json()["id"]
+    inbox = polled_inbox(client, world, port)
     key = settings.secret_key.get_secret_value()
     box.add("first question")
     box.add("second question")
@@ -143,3 +155,23 @@ def test_polling_takes_new_mail_once_and_resumes_after_a_restart(
     ]
     assert texts == ["first question", "second question", "third question"]  # ...and stored once
     assert box.logins[0] == ("help@acme.test", "imap-pass")
+
+
+def test_a_message_the_server_cannot_give_now_is_fetched_on_the_next_poll(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    imap: tuple[Mailbox, int],
+) -> None:
+    # A FETCH answered NO was skipped, and the next message stored moved the UID mark past
+    # it: that mail was never read.
+    box, port = imap
+    inbox = polled_inbox(client, world, port)
+    key = settings.secret_key.get_secret_value()
+    box.add("first question")
+    box.add("second question")
+    box.refuse_once = {1}
+    with pytest.raises(RuntimeError):  # the job fails, and is tried again
+        poll(database, inbox_id=inbox, secret_key=key, settings_obj=settings)
+    assert poll(database, inbox_id=inbox, secret_key=key, settings_obj=settings) == 2

@@ -77,9 +77,13 @@ def poll(
         uids = sorted(int(u) for u in (data[0] or b"").split() if int(u) > last_uid)[:limit]
         for uid in uids:
             typ, parts = conn.uid("FETCH", str(uid), "(RFC822)")
+            if typ != "OK":
+                # A server's passing trouble: stop here, the job is tried again from this
+                # UID (skipping it, the next one stored would move the mark past it).
+                raise RuntimeError(f"the server could not give message {uid}: {typ}")
             raw = next((p[1] for p in parts if isinstance(p, tuple)), None)
             if raw is None:
-                continue
+                continue  # gone since the search (deleted meanwhile): nothing to keep
             with database.session(write=False) as db:  # parsing holds no write lock
                 prepared = prepare_email(db, raw, inbox_id=inbox_id, storage=storage)
             # One transaction per message, with the UID that it moves us past.
