@@ -138,6 +138,8 @@ def test_a_mail_a_reply_and_the_answer_stay_in_one_conversation(
     assert sent["In-Reply-To"] == first["Message-ID"]
     assert first["Message-ID"] in sent["References"]
     assert sent["Reply-To"].startswith(f"support+c{conv['id']}@")
+    # The subject carries the thread's token: it used to be read but never written.
+    assert sent["Subject"] == f"Re: My order [#{conv['id']}]"
     assert sent.get_body(("plain",)).get_content().strip() == "It ships today."
     out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
         "messages"

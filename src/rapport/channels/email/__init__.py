@@ -230,7 +230,11 @@ class EmailChannel:
         mail["To"] = to
         mail["Reply-To"] = f"{local}+c{out.conversation.id}@{domain}"
         subject = out.conversation.subject or "Your conversation with us"
-        mail["Subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+        subject = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+        token = f"[#{out.conversation.id}]"
+        # The thread's token in the subject too: a reply whose client kept neither our
+        # headers nor our reply address still finds its conversation.
+        mail["Subject"] = subject if token in subject else f"{subject} {token}"
         message_id = make_msgid(domain=domain)
         mail["Message-ID"] = message_id
         refs = [r for r in out.thread_refs if r]
