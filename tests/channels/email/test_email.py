@@ -310,6 +310,29 @@ def test_a_database_out_of_reach_is_a_temporary_failure_for_the_sender(
     assert (code, text) == (451, b"4.3.0 Temporary failure, try again later")
 
 
+def test_another_senders_mail_under_a_message_id_already_stored_is_kept_too(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    # Only a redelivery of the same mail is one message; a mailer that reuses Message-IDs
+    # (or a forger) used to be answered 250 and dropped as a duplicate.
+    first = customer_mail("Ann's complaint")
+    second = customer_mail("Bob's question")
+    del second["From"], second["Message-ID"]
+    second["From"] = "Bob <bob@example.net>"
+    second["Message-ID"] = first["Message-ID"]
+    send(smtp_port, first)
+    send(smtp_port, second)
+    send(smtp_port, second)  # and its own redelivery is still stored once
+    texts = sorted(
+        m["text"]
+        for c in conversations(client, world, mail_inbox)
+        for m in client.get(f"/api/v1/conversations/{c['id']}", headers=auth(world.bob)).json()[
+            "messages"
+        ]
+    )
+    assert texts == ["Ann's complaint", "Bob's question"]
+
+
 def test_mail_to_an_unknown_address_is_refused(smtp_port: int, mail_inbox: str) -> None:
     mail = customer_mail("hello")
     del mail["To"]

@@ -75,6 +75,17 @@ def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> str 
     return m.group(1).lower() if m else None
 
 
+def _taken_by_another(db: Session, inbox_id: str, external_id: str, sender: str | None) -> bool:
+    """Whether a mail of another sender is stored under this Message-ID in the inbox."""
+    meta = db.scalar(
+        select(Message.meta).where(Message.inbox_id == inbox_id, Message.external_id == external_id)
+    )
+    if meta is None:
+        return False
+    earlier = str(((meta or {}).get("email") or {}).get("from") or "")
+    return earlier.lower() != (sender or "").lower()
+
+
 @dataclass
 class PreparedEmail:
     """A raw email made ready to store: parsed, triaged, its thread looked up."""
@@ -146,10 +157,15 @@ def prepare_email(
     ]
     # The original, byte for byte, so an agent can always see what really arrived.
     attachments.append(InboundAttachment("original.eml", "message/rfc822", raw))
-    external_id = parsed.message_id or "<sha256:" + hashlib.sha256(raw).hexdigest() + ">"
+    by_content = "<sha256:" + hashlib.sha256(raw).hexdigest() + ">"
+    external_id = (parsed.message_id or by_content)[:300]
+    if parsed.message_id and _taken_by_another(db, inbox.id, external_id, parsed.from_addr):
+        # A mailer that reuses its Message-IDs, or a forgery: not a redelivery of that mail.
+        external_id = by_content
+        meta["email"]["problems"] = [*parsed.problems, "Message-ID: another sender's mail had it"]
     msg = InboundMessage(
         inbox_id=inbox.id,
-        external_id=external_id[:300],
+        external_id=external_id,
         handles=handles,
         text=text[:MAX_TEXT],
         html=parsed.html,
