@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from rapport.auth import security
 from rapport.config import Settings
 from rapport.db import Database
-from tests.conftest import auth, record_write_lock, sqlite_only
+from tests.conftest import auth, postgresql_only, record_write_lock, sqlite_only
 from tests.factories import PASSWORD, World
 
 
@@ -172,6 +172,46 @@ def test_a_recovery_code_works_once(client: TestClient, world: World) -> None:
     client.cookies.clear()
     again = login(client, "bob@acme.test", totp_code=codes[0])
     assert again.status_code == 401
+
+
+@postgresql_only
+def test_one_recovery_code_spent_twice_at_once_signs_in_once(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # PostgreSQL runs both checks side by side: each read the code as unused, and both
+    # signed in. The second now waits for the first and reads the code gone.
+    import threading
+
+    from sqlalchemy import select
+
+    from rapport.auth import service
+    from rapport.auth.models import User
+    from rapport.crypto import box_for
+
+    _, codes = _enrol(client, world.bob)
+    box = box_for(settings.secret_key.get_secret_value())
+    first_checked, first_may_commit = threading.Event(), threading.Event()
+    results: list[bool] = []
+
+    def spend(wait: bool) -> None:
+        with database.session() as db:
+            user = db.scalar(select(User).where(User.email == "bob@acme.test"))
+            assert user is not None
+            results.append(service.verify_second_factor(db, user=user, box=box, code=codes[0]))
+            if wait:
+                first_checked.set()
+                assert first_may_commit.wait(10)
+
+    first = threading.Thread(target=spend, args=(True,))
+    first.start()
+    assert first_checked.wait(10)
+    second = threading.Thread(target=spend, args=(False,))
+    second.start()
+    second.join(0.5)  # it waits on the first's lock meanwhile
+    first_may_commit.set()
+    first.join(10)
+    second.join(10)
+    assert results == [True, False]
 
 
 def test_owner_can_require_two_factor_for_the_workspace(client: TestClient, world: World) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from rapport.auth import security
 from rapport.auth.models import ROLE_RANK, ApiToken, AuthSession, Membership, Role, User
 from rapport.crypto import SecretBox
-from rapport.db import Database, utcnow
+from rapport.db import Database, lock_row, utcnow
 from rapport.problems import Forbidden, Invalid, NotFound, Problem
 from rapport.workspaces.models import Workspace
 
@@ -314,8 +314,13 @@ def verify_second_factor(db: Session, *, user: User, box: SecretBox, code: str) 
         return True
     hashed = security.recovery_hash(code)
     if hashed in user.recovery_codes:
-        user.recovery_codes = [c for c in user.recovery_codes if c != hashed]
-        return True
+        # Two logins with one code at once (PostgreSQL runs them side by side): the second
+        # waits for the first, then reads the code gone.
+        lock_row(db, User, user.id)
+        db.refresh(user)
+        if hashed in user.recovery_codes:
+            user.recovery_codes = [c for c in user.recovery_codes if c != hashed]
+            return True
     return False
 
 
