@@ -343,8 +343,13 @@ _CONTINUED = (
         snoozed_until=bindparam("snoozed"),
         resolved_at=bindparam("resolved"),
         last_activity_at=bindparam("now"),
-        last_inbound_at=bindparam("now"),
-        waiting_since=func.coalesce(_t.waiting_since, bindparam("now")),
+        # A person wrote (``inbound``, else NULL: only auto-replies): the customer waits.
+        last_inbound_at=func.coalesce(
+            bindparam("inbound", type_=_t.last_inbound_at.type), _t.last_inbound_at
+        ),
+        waiting_since=func.coalesce(
+            _t.waiting_since, bindparam("inbound", type_=_t.waiting_since.type)
+        ),
         messages_count=_t.messages_count + bindparam("added"),
     )
 )
@@ -617,6 +622,7 @@ def receive_batch(
                 outcome = "recorded"
         else:
             conv["status"], conv["resolved_at"], conv["snoozed_until"] = Status.open, None, None
+            conv["awaits"] = True  # a person wrote: an auto-reply alone leaves no one waiting
         reopened_or_new = outcome in ("new", "reopened")
         conv["last_activity_at"] = now
         conv["added"] += 1
@@ -709,7 +715,7 @@ def receive_batch(
         conn.execute(
             insert(Conversation),
             [
-                {k: v for k, v in c.items() if k not in ("new", "added")}
+                {k: v for k, v in c.items() if k not in ("new", "added", "awaits")}
                 | {"messages_count": c["added"]}
                 for c in new_convs.values()
             ],
@@ -721,6 +727,7 @@ def receive_batch(
                 {
                     "cid": c["id"],
                     "now": now,
+                    "inbound": now if c.get("awaits") else None,
                     "added": c["added"],
                     "status": c["status"],
                     "snoozed": c["snoozed_until"],

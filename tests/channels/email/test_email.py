@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 import rapport.channels.email as email_channel
 from rapport.channels.email import smtp as listener
 from rapport.config import Settings
+from rapport.conversations.models import Conversation
 from rapport.db import Database
 from rapport.jobs.worker import Worker
 from rapport.storage import LocalStorage
@@ -196,6 +197,39 @@ def test_an_auto_reply_is_recorded_but_never_reopens(
     detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
     assert detail["status"] == "resolved"
     assert detail["messages"][-1]["meta"]["email"]["auto_reply"] is True
+
+
+def test_an_auto_reply_to_an_answered_conversation_leaves_no_one_waiting(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    # It set the conversation's waiting_since: answered, it showed again as a customer
+    # waiting for an agent, at the top of "oldest waiting".
+    first = customer_mail("hello")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Hello Dana, on it."},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    ooo = customer_mail(
+        "I am out of office until Monday.",
+        subject="Out of office",
+        Auto_Submitted="auto-replied",
+        In_Reply_To=first["Message-ID"],
+    )
+    send(smtp_port, ooo)
+    with database.session(write=False) as db:
+        row = db.get(Conversation, conv["id"])
+        assert row is not None
+        assert row.status == "open" and row.messages_count == 3
+        assert row.waiting_since is None
 
 
 def test_a_bounce_marks_our_message_failed(
