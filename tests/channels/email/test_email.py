@@ -176,6 +176,16 @@ def test_a_reply_to_our_address_token_threads_even_without_headers(
     assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
 
 
+def out_of_office(to: EmailMessage) -> EmailMessage:
+    """The customer's mail server answering ``to`` by itself."""
+    return customer_mail(
+        "I am out of office until Monday.",
+        subject="Out of office",
+        Auto_Submitted="auto-replied",
+        In_Reply_To=to["Message-ID"],
+    )
+
+
 def test_an_auto_reply_is_recorded_but_never_reopens(
     client: TestClient, world: World, mail_inbox: str, smtp_port: int
 ) -> None:
@@ -187,13 +197,7 @@ def test_an_auto_reply_is_recorded_but_never_reopens(
         json={"status": "resolved"},
         headers=auth(world.bob),
     )
-    ooo = customer_mail(
-        "I am out of office until Monday.",
-        subject="Out of office",
-        Auto_Submitted="auto-replied",
-        In_Reply_To=first["Message-ID"],
-    )
-    send(smtp_port, ooo)
+    send(smtp_port, out_of_office(first))
     detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
     assert detail["status"] == "resolved"
     assert detail["messages"][-1]["meta"]["email"]["auto_reply"] is True
@@ -218,13 +222,7 @@ def test_an_auto_reply_to_an_answered_conversation_leaves_no_one_waiting(
         headers=auth(world.bob),
     )
     Worker(database, settings).run_until_idle()
-    ooo = customer_mail(
-        "I am out of office until Monday.",
-        subject="Out of office",
-        Auto_Submitted="auto-replied",
-        In_Reply_To=first["Message-ID"],
-    )
-    send(smtp_port, ooo)
+    send(smtp_port, out_of_office(first))
     with database.session(write=False) as db:
         row = db.get(Conversation, conv["id"])
         assert row is not None

@@ -114,6 +114,12 @@ def polled_inbox(client: TestClient, world: World, port: int) -> str:
     return str(r.json()["id"])
 
 
+def poll_once(database: Database, settings: Settings, inbox: str) -> int:
+    """One poll, as the job runs it; how many messages it took."""
+    key = settings.secret_key.get_secret_value()
+    return poll(database, inbox_id=inbox, secret_key=key, settings_obj=settings)
+
+
 @pytest.fixture
 def imap() -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
@@ -134,16 +140,15 @@ def test_polling_takes_new_mail_once_and_resumes_after_a_restart(
 ) -> None:
     box, port = imap
     inbox = polled_inbox(client, world, port)
-    key = settings.secret_key.get_secret_value()
     box.add("first question")
     box.add("second question")
-    assert poll(database, inbox_id=inbox, secret_key=key, settings_obj=settings) == 2
-    assert poll(database, inbox_id=inbox, secret_key=key, settings_obj=settings) == 0
+    assert poll_once(database, settings, inbox) == 2
+    assert poll_once(database, settings, inbox) == 0
     box.add("third question")
     # A new process knows nothing in memory: the UID is remembered in the database.
-    assert poll(database, inbox_id=inbox, secret_key=key, settings_obj=settings) == 1
+    assert poll_once(database, settings, inbox) == 1
     box.uidvalidity = 2  # the server rebuilt the mailbox: everything is read again...
-    poll(database, inbox_id=inbox, secret_key=key, settings_obj=settings)
+    poll_once(database, settings, inbox)
     [conv] = client.get(
         "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
     ).json()["items"]
@@ -168,10 +173,9 @@ def test_a_message_the_server_cannot_give_now_is_fetched_on_the_next_poll(
     # it: that mail was never read.
     box, port = imap
     inbox = polled_inbox(client, world, port)
-    key = settings.secret_key.get_secret_value()
     box.add("first question")
     box.add("second question")
     box.refuse_once = {1}
     with pytest.raises(RuntimeError):  # the job fails, and is tried again
-        poll(database, inbox_id=inbox, secret_key=key, settings_obj=settings)
-    assert poll(database, inbox_id=inbox, secret_key=key, settings_obj=settings) == 2
+        poll_once(database, settings, inbox)
+    assert poll_once(database, settings, inbox) == 2
