@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,20 @@ def pause_first_fit(monkeypatch: pytest.MonkeyPatch) -> PausedFit:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def published_events() -> Iterator[list[dict[str, Any]]]:
+    """What this process publishes on the bus meanwhile."""
+    published: list[dict[str, Any]] = []
+
+    class Recorder(bus.LocalBus):
+        def publish(self, event: dict[str, Any]) -> None:
+            published.append(event)
+
+    previous = bus.get_bus()
+    bus.set_bus(Recorder())
+    try:
+        yield published
+    finally:
+        bus.set_bus(previous)

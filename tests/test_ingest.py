@@ -5,10 +5,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +13,6 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from rapport.app import create_app
-from rapport.bus import LocalBus, get_bus, set_bus
 from rapport.config import Settings
 from rapport.conversations.models import Attachment, Conversation, Message, Status
 from rapport.customers.models import Customer
@@ -25,29 +21,18 @@ from rapport.ingest import InboundMessage, IngestWriter, WriterProcess
 from rapport.metrics import INGEST_BATCH
 from rapport.realtime.models import StreamEvent
 from rapport.storage import LocalStorage
-from tests.conftest import auth, postgresql_only, record_write_lock, sqlite_only
+from tests.conftest import (
+    auth,
+    postgresql_only,
+    published_events,
+    record_write_lock,
+    sqlite_only,
+)
 from tests.factories import World
 
 
 def post(client: TestClient, token: str, inbox_id: str, **body: object):  # type: ignore[no-untyped-def]
     return client.post(f"/api/v1/inboxes/{inbox_id}/messages", json=body, headers=auth(token))
-
-
-@contextmanager
-def published_events() -> Iterator[list[dict[str, Any]]]:
-    """What this process publishes on the bus meanwhile."""
-    published: list[dict[str, Any]] = []
-
-    class Recorder(LocalBus):
-        def publish(self, event: dict[str, Any]) -> None:
-            published.append(event)
-
-    previous = get_bus()
-    set_bus(Recorder())
-    try:
-        yield published
-    finally:
-        set_bus(previous)
 
 
 def count(database: Database, model: type, *where: object) -> int:

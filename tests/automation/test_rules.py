@@ -3,13 +3,11 @@
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from rapport import bus
 from rapport.automation import service
 from rapport.config import Settings
 from rapport.db import Database
@@ -17,7 +15,7 @@ from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from rapport.realtime.models import StreamEvent
 from tests.auth.test_password_reset import relay  # noqa: F401  (a local SMTP relay)
-from tests.conftest import auth
+from tests.conftest import auth, published_events
 from tests.factories import World
 
 
@@ -435,23 +433,13 @@ def test_what_a_skipped_rule_did_is_never_published(
             {"type": "add_note", "value": "{{ 1 / 0 }}"},
         ],
     )
-    published: list[dict[str, Any]] = []
-
-    class Recorder(bus.LocalBus):
-        def publish(self, event: dict[str, Any]) -> None:
-            published.append(event)
-
-    previous = bus.get_bus()
-    bus.set_bus(Recorder())
-    try:
+    with published_events() as published:
         conv = inbound(client, world, "skip1", "hello", "skip1@example.com")
         drain(database, settings)
         r = client.post(
             f"/api/v1/conversations/{conv}/messages", json={"text": "Hi!"}, headers=auth(world.bob)
         )
         assert r.status_code == 201, r.text
-    finally:
-        bus.set_bus(previous)
     with database.session(write=False) as db:
         stored = {r.id: r.type for r in db.execute(select(StreamEvent.id, StreamEvent.type))}
     durable = [e for e in published if e.get("id") is not None]
