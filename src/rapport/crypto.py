@@ -85,6 +85,15 @@ def hmac_sha256_hex(key: str | bytes, message: str | bytes) -> str:
 _boxes: dict[str, SecretBox] = {}
 
 
+def same(given: str | None, expected: str | bytes) -> bool:
+    """A constant-time comparison of what a caller sent with what we expect; any header
+    text compares (as bytes), never raising."""
+    if not given:
+        return False
+    want = expected.encode() if isinstance(expected, str) else expected
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), want)
+
+
 def box_for(secret_key: str) -> SecretBox:
     """The SecretBox for a key, built once (key derivation is deliberately not free)."""
     box = _boxes.get(secret_key)

@@ -5,7 +5,6 @@ Inbound, a channel turns its provider's payload into ``ingest.InboundMessage``; 
 failure is worth retrying.
 """
 
-import hmac
 import importlib
 import json
 from collections.abc import Callable, Iterable
@@ -171,15 +170,6 @@ def secret(secrets: dict[str, Any], name: str) -> bytes | None:
     counts (anything else would be a key anyone can guess, such as ``"None"``)."""
     value = secrets.get(name)
     return value.encode() if isinstance(value, str) and value else None
-
-
-def same(given: str | None, expected: str | bytes) -> bool:
-    """A constant-time comparison of what a caller sent with what we expect; any header
-    text compares (as bytes), never raising."""
-    if not given:
-        return False
-    want = expected.encode() if isinstance(expected, str) else expected
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), want)
 
 
 class Channel(Protocol):

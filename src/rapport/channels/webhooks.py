@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 from rapport.channels import base, deliver, media
 from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.config import Settings
-from rapport.crypto import SecretBox
+from rapport.crypto import SecretBox, same
 from rapport.db import Database
 from rapport.ingest import IngestWriter
 from rapport.problems import Forbidden, NotFound, Problem
@@ -40,7 +40,7 @@ async def verify(channel: str, inbox_id: str, request: Request) -> str:
     q = request.query_params
     if channel in _META and q.get("hub.mode") == "subscribe":
         expected = base.secret(secrets, "verify_token")
-        if expected is not None and base.same(q.get("hub.verify_token"), expected):
+        if expected is not None and same(q.get("hub.verify_token"), expected):
             return q.get("hub.challenge", "")
     raise Forbidden("verification failed")
 

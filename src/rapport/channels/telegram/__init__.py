@@ -10,6 +10,7 @@ import orjson
 
 from rapport import outbound
 from rapport.channels import base, media
+from rapport.crypto import same
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
@@ -49,7 +50,7 @@ class TelegramChannel:
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         expected = base.secret(secrets, "secret_token")
         given = request.headers.get("x-telegram-bot-api-secret-token")
-        return expected is not None and base.same(given, expected)
+        return expected is not None and same(given, expected)
 
     def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
         inbox_id = inbox.id

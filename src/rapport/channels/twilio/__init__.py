@@ -16,6 +16,7 @@ import httpx
 
 from rapport import outbound
 from rapport.channels import base, media
+from rapport.crypto import same
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
@@ -65,7 +66,7 @@ def segments(text: str) -> tuple[str, int]:
 def _verify(secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
     token = base.secret(secrets, "auth_token")
     given = request.headers.get("x-twilio-signature")
-    return bool(token) and base.same(given, signature(token or b"", request.url, request.pairs))
+    return bool(token) and same(given, signature(token or b"", request.url, request.pairs))
 
 
 def _phone(raw: str) -> list[Any]:

@@ -16,7 +16,7 @@ import httpx
 
 from rapport import outbound
 from rapport.channels import base, media
-from rapport.crypto import hmac_sha256_hex
+from rapport.crypto import hmac_sha256_hex, same
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
@@ -32,7 +32,7 @@ def valid_signature(app_secret: bytes | None, body: bytes, header: str | None) -
     (``base.secret``: none set, nothing is valid)."""
     if not app_secret or not header or not header.startswith("sha256="):
         return False
-    return base.same(header.removeprefix("sha256="), hmac_sha256_hex(app_secret, body))
+    return same(header.removeprefix("sha256="), hmac_sha256_hex(app_secret, body))
 
 
 def _text_of(msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
