@@ -154,6 +154,18 @@ def gone(database: Database, after_id: int) -> bool:
     return after_id > 0 and oldest is not None and after_id + 1 < oldest
 
 
+async def opening(database: Database, workspace_id: str, last: int | None) -> tuple[Seen, str]:
+    """A new socket's memory and how it begins: ``replay`` what followed the client's
+    ``last`` event; ``fresh`` without one (its page shows what the outbox holds); ``reset``
+    when ``last`` was pruned since (what followed cannot be replayed: the client reloads)."""
+    if last is not None and not await run_in_threadpool(gone, database, last):
+        seen = Seen()
+        seen.highest = last
+        return seen, "replay"
+    seen = await run_in_threadpool(seen_from_now, database, workspace_id)
+    return seen, "fresh" if last is None else "reset"
+
+
 def latest_id(db: Session, *, workspace_id: str) -> int:
     """The id of the newest event of a workspace (0 when none)."""
     value = db.scalar(

@@ -5,7 +5,6 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from starlette.concurrency import run_in_threadpool
 
 from rapport.auth.deps import websocket_principal
 from rapport.auth.service import Principal
@@ -39,18 +38,13 @@ async def stream(ws: WebSocket) -> None:
     me = principal.user_id
     # Subscribe before reading the outbox, so an event committed in between is not lost.
     with get_bus().subscribe(principal.workspace_id) as sub:
-        if last is not None and await run_in_threadpool(service.gone, database, last):
-            # Away longer than the outbox keeps events: what it missed cannot be replayed,
-            # so the page reloads, and this socket goes on from now.
+        seen, begin = await service.opening(database, principal.workspace_id, last)
+        if begin == "reset":  # the page reloads; this socket goes on from now
             await ws.send_json({"type": "reset"})
-            last = None
-        if last is None:
-            seen = await run_in_threadpool(service.seen_from_now, database, principal.workspace_id)
-            await ws.send_json({"type": "hello", "last_event_id": seen.highest})
-        else:
-            seen = service.Seen()
-            seen.highest = last
+        if begin == "replay":
             await _catch_up(ws, database, principal.workspace_id, seen, me)
+        else:
+            await ws.send_json({"type": "hello", "last_event_id": seen.highest})
         receiver = asyncio.create_task(_drain_client(ws))
         watcher = asyncio.create_task(_while_allowed(ws, principal, receiver))
         try:

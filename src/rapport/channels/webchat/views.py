@@ -477,15 +477,11 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
             await ws.send_json({**event, "payload": payload})
 
     with get_bus().subscribe(inbox.workspace_id) as sub:
-        gone = last is not None and await run_in_threadpool(realtime.gone, database, last)
-        if last is None or gone:  # what the outbox holds now was shown when the widget loaded
-            seen = await run_in_threadpool(realtime.seen_from_now, database, inbox.workspace_id)
-            if gone:  # away longer than the outbox keeps events: the widget reloads its history
-                await ws.send_json({"type": "reset", "last_event_id": seen.highest})
-        else:
-            seen = realtime.Seen()
-            seen.highest = last
-            async for event in realtime.missed(database, inbox.workspace_id, last):
+        seen, begin = await realtime.opening(database, inbox.workspace_id, last)
+        if begin == "reset":  # the widget reads its history again
+            await ws.send_json({"type": "reset", "last_event_id": seen.highest})
+        elif begin == "replay":
+            async for event in realtime.missed(database, inbox.workspace_id, seen.highest):
                 await send(event)
         receiver = asyncio.create_task(_drain(ws))
         beat = asyncio.create_task(_heartbeat(database, visitor.id))
