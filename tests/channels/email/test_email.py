@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 import rapport.channels.email as email_channel
 from rapport.channels.email import smtp as listener
 from rapport.config import Settings
 from rapport.conversations.models import Conversation
-from rapport.db import Database
+from rapport.db import Database, utcnow
+from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
 from rapport.storage import LocalStorage
 from tests.conftest import auth, record_write_lock, sqlite_only
@@ -32,10 +34,12 @@ class Outbox:
 
     def __init__(self) -> None:
         self.messages: list[bytes] = []
+        # Answers to give before "250 OK", one per mail: each mail is kept whatever it is told.
+        self.answers: list[str] = []
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
         self.messages.append(envelope.original_content or envelope.content)
-        return "250 OK"
+        return self.answers.pop(0) if self.answers else "250 OK"
 
 
 @pytest.fixture
@@ -162,6 +166,44 @@ def test_a_mail_a_reply_and_the_answer_stay_in_one_conversation(
     ][-1]
     assert last["text"] == "Great, thanks!"
     assert "It ships today." in last["meta"]["email"]["full_text"]
+
+
+def test_a_mail_sent_again_after_a_lost_answer_keeps_its_message_id(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # The receiving server keeps the first copy but answers as if it had not (a reply lost
+    # on the way back looks the same to us): the job sends it again. Each attempt had a new
+    # Message-ID, so the customer saw two different mails, and a reply to the first copy
+    # named an id we never stored.
+    send(smtp_port, customer_mail("Where is my parcel?"))
+    [conv] = conversations(client, world, mail_inbox)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "On its way."},
+        headers=auth(world.bob),
+    )
+    outbox[0].answers.append("451 4.3.0 Try again later")
+    worker = Worker(database, settings)
+    worker.run_until_idle()
+    with database.session() as db:
+        db.execute(update(Job).where(Job.name == "deliver").values(run_at=utcnow()))
+    worker.run_until_idle()
+    from email import message_from_bytes, policy
+
+    first, second = [message_from_bytes(raw, policy=policy.default) for raw in outbox[0].messages]
+    assert first["Message-ID"] == second["Message-ID"]
+    ours = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert ours["status"] == "sent" and ours["external_id"] == first["Message-ID"]
+    send(smtp_port, customer_mail("Thanks!", In_Reply_To=first["Message-ID"], subject="thanks"))
+    assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
 
 
 def test_a_reply_to_our_address_token_threads_even_without_headers(

@@ -11,7 +11,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.utils import formataddr
 from typing import Any
 
 from sqlalchemy import select, update
@@ -251,7 +251,10 @@ class EmailChannel:
         # The thread's token in the subject too: a reply whose client kept neither our
         # headers nor our reply address still finds its conversation.
         mail["Subject"] = subject if token in subject else f"{subject} {token}"
-        message_id = make_msgid(domain=domain)
+        # The same Message-ID on every attempt: a server that took the mail but whose answer
+        # was lost gets it again under one id (receivers drop the second copy), and the
+        # customer's reply to either copy names the id we store.
+        message_id = f"<{out.message.id}@{domain}>"
         mail["Message-ID"] = message_id
         refs = [r for r in out.thread_refs if r]
         if refs:
