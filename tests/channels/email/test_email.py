@@ -111,6 +111,22 @@ def conversations(client: TestClient, world: World, inbox: str) -> list[dict]:  
     return page.json()["items"]  # type: ignore[no-any-return]
 
 
+def answer(
+    client: TestClient, world: World, database: Database, settings: Settings, conv: str, text: str
+) -> None:
+    """An agent's reply in the conversation, and the worker's attempts to deliver it."""
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": text}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+
+
+def last_message(client: TestClient, world: World, conv: str) -> dict:  # type: ignore[type-arg]
+    messages = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
+    return messages["messages"][-1]  # type: ignore[no-any-return]
+
+
 def test_a_mail_a_reply_and_the_answer_stay_in_one_conversation(
     client: TestClient,
     world: World,
@@ -130,12 +146,7 @@ def test_a_mail_a_reply_and_the_answer_stay_in_one_conversation(
     ).json()
     assert customer["email"] == "dana@example.org"
 
-    client.post(
-        f"/api/v1/conversations/{conv['id']}/messages",
-        json={"text": "It ships today."},
-        headers=auth(world.bob),
-    )
-    Worker(database, settings).run_until_idle()
+    answer(client, world, database, settings, conv["id"], "It ships today.")
     from email import message_from_bytes, policy
 
     [sent] = [message_from_bytes(raw, policy=policy.default) for raw in outbox[0].messages]
@@ -146,24 +157,20 @@ def test_a_mail_a_reply_and_the_answer_stay_in_one_conversation(
     # The subject carries the thread's token: it used to be read but never written.
     assert sent["Subject"] == f"Re: My order [#{conv['id']}]"
     assert sent.get_body(("plain",)).get_content().strip() == "It ships today."
-    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
-        "messages"
-    ][-1]
+    out = last_message(client, world, conv["id"])
     assert out["status"] == "sent" and out["external_id"] == sent["Message-ID"]
 
     # The customer answers from another client, with a new subject, quoting us.
-    answer = customer_mail(
+    thanks = customer_mail(
         "Great, thanks!\n\n"
         "On Mon, 1 Jan 2026 at 10:00, Support <support@acme.test> wrote:\n> It ships today.\n",
         subject="thanks",
         In_Reply_To=sent["Message-ID"],
         References=f"{first['Message-ID']} {sent['Message-ID']}",
     )
-    send(smtp_port, answer)
+    send(smtp_port, thanks)
     assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
-    last = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
-        "messages"
-    ][-1]
+    last = last_message(client, world, conv["id"])
     assert last["text"] == "Great, thanks!"
     assert "It ships today." in last["meta"]["email"]["full_text"]
 
@@ -183,24 +190,16 @@ def test_a_mail_sent_again_after_a_lost_answer_keeps_its_message_id(
     # named an id we never stored.
     send(smtp_port, customer_mail("Where is my parcel?"))
     [conv] = conversations(client, world, mail_inbox)
-    client.post(
-        f"/api/v1/conversations/{conv['id']}/messages",
-        json={"text": "On its way."},
-        headers=auth(world.bob),
-    )
     outbox[0].answers.append("451 4.3.0 Try again later")
-    worker = Worker(database, settings)
-    worker.run_until_idle()
+    answer(client, world, database, settings, conv["id"], "On its way.")
     with database.session() as db:
         db.execute(update(Job).where(Job.name == "deliver").values(run_at=utcnow()))
-    worker.run_until_idle()
+    Worker(database, settings).run_until_idle()
     from email import message_from_bytes, policy
 
     first, second = [message_from_bytes(raw, policy=policy.default) for raw in outbox[0].messages]
     assert first["Message-ID"] == second["Message-ID"]
-    ours = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
-        "messages"
-    ][-1]
+    ours = last_message(client, world, conv["id"])
     assert ours["status"] == "sent" and ours["external_id"] == first["Message-ID"]
     send(smtp_port, customer_mail("Thanks!", In_Reply_To=first["Message-ID"], subject="thanks"))
     assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
@@ -258,12 +257,7 @@ def test_an_auto_reply_to_an_answered_conversation_leaves_no_one_waiting(
     first = customer_mail("hello")
     send(smtp_port, first)
     [conv] = conversations(client, world, mail_inbox)
-    client.post(
-        f"/api/v1/conversations/{conv['id']}/messages",
-        json={"text": "Hello Dana, on it."},
-        headers=auth(world.bob),
-    )
-    Worker(database, settings).run_until_idle()
+    answer(client, world, database, settings, conv["id"], "Hello Dana, on it.")
     send(smtp_port, out_of_office(first))
     with database.session(write=False) as db:
         row = db.get(Conversation, conv["id"])
@@ -283,15 +277,8 @@ def test_a_bounce_marks_our_message_failed(
 ) -> None:
     send(smtp_port, customer_mail("hello"))
     [conv] = conversations(client, world, mail_inbox)
-    client.post(
-        f"/api/v1/conversations/{conv['id']}/messages",
-        json={"text": "answer"},
-        headers=auth(world.bob),
-    )
-    Worker(database, settings).run_until_idle()
-    ours = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
-        "messages"
-    ][-1]
+    answer(client, world, database, settings, conv["id"], "answer")
+    ours = last_message(client, world, conv["id"])
     dsn = EmailMessage()
     dsn["From"] = "Mail Delivery System <MAILER-DAEMON@example.org>"
     dsn["To"] = "support@acme.test"
@@ -536,9 +523,7 @@ def test_an_agents_files_reach_the_customer_as_mime_attachments(
     ]
     assert files[0] == ("invoice 2026.pdf", "application/pdf", pdf)
     assert files[1][:2] == ("notes.txt", "text/plain") and files[1][2].strip() == "Grüße"
-    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
-        "messages"
-    ][-1]
+    out = last_message(client, world, conv["id"])
     assert out["status"] == "sent"
     assert [a["filename"] for a in out["attachments"]] == ["invoice 2026.pdf", "notes.txt"]
 
