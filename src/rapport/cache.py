@@ -220,7 +220,7 @@ class RedisForgetting:
 
     def _listen(self) -> None:
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis 8
             try:
                 pubsub.subscribe(self.CHANNEL)
                 self._ready.set()
