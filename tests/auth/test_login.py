@@ -157,6 +157,15 @@ def test_a_wrong_totp_code_in_the_login_request_is_refused(
     assert "set-cookie" not in r.headers
 
 
+def test_a_totp_code_of_non_ascii_digits_is_a_wrong_code(client: TestClient, world: World) -> None:
+    # str.isdigit() takes these for digits; compared as text with ours, they raised (a 500).
+    _enrol(client, world.bob)
+    for code in ("١٢٣٤٥٦", "²³⁴⁵⁶⁷"):
+        client.cookies.clear()
+        r = login(client, "bob@acme.test", totp_code=code)
+        assert r.status_code == 401 and r.json()["type"].endswith("/totp-invalid"), code
+
+
 def test_activation_with_a_wrong_code_leaves_two_factor_off(
     client: TestClient, world: World
 ) -> None:

@@ -228,6 +228,35 @@ def test_a_signed_link_serves_only_its_file_until_it_expires(
     assert client.get(swapped).status_code == 404
 
 
+def signed_pdf(client: TestClient, world: World, database: Database, settings: Settings) -> str:
+    """The signed link of a PDF bob attached to a note."""
+    assert world.acme.first is not None
+    conv = world.acme.first.conversation.id
+    up = upload(client, world, conv, "invoice.pdf", PDF, "application/pdf")
+    note = client.post(
+        f"/api/v1/conversations/{conv}/notes",
+        json={"text": "x", "attachment_ids": [up["id"]]},
+        headers=auth(world.bob),
+    ).json()
+    with database.session(write=False) as db:
+        att = db.get(Attachment, note["attachments"][0]["id"])
+        assert att is not None
+        key = settings.secret_key.get_secret_value()
+        return files.signed_link(public_url=settings.public_url, secret_key=key, attachment=att).url
+
+
+def test_a_link_signed_with_non_ascii_text_is_refused_as_any_other_forgery(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Compared as text, a signature with a non-ASCII character raised (a 500), not a 404.
+    url = signed_pdf(client, world, database, settings)
+    assert fetch(client, url).status_code == 200
+    for sig in ("%C3%A9" * 64, "%EF%BC%90" * 64):  # é, and a full-width 0
+        r = client.get(tampered(url, sig=sig))
+        assert r.status_code == 404, sig
+        assert r.headers["content-type"] == "application/problem+json"
+
+
 # --- providers -----------------------------------------------------------------------------
 
 

@@ -1,6 +1,5 @@
 """Password hashing, token hashing and TOTP: the primitives auth is built from."""
 
-import hmac
 import secrets
 import time
 
@@ -8,7 +7,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from rapport.crypto import sha256_hex
+from rapport.crypto import same, sha256_hex
 
 _hasher = PasswordHasher()
 # Verifying against this when the user does not exist costs the same as a real check,
@@ -62,7 +61,7 @@ def totp_step(secret: str, code: str, *, at: float | None = None) -> int | None:
     totp = pyotp.TOTP(secret)
     now = time.time() if at is None else at
     for step in (int(now // 30) + d for d in (-1, 0, 1)):
-        if hmac.compare_digest(totp.at(step * 30), code):
+        if same(code, totp.at(step * 30)):
             return step
     return None
 

@@ -7,7 +7,6 @@ reply itself stays a small JSON request. Sending moves each upload to an ``Attac
 the message, in the reply's transaction.
 """
 
-import hmac
 import mimetypes
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from rapport.conversations.models import Attachment, Conversation, Message, Upload
-from rapport.crypto import hmac_sha256_hex
+from rapport.crypto import hmac_sha256_hex, same
 from rapport.db import Database, utcnow
 from rapport.problems import Invalid, NotFound
 from rapport.storage import LocalStorage
@@ -284,4 +283,4 @@ def link_valid(
         return False
     if int(expires) < int((now or utcnow()).timestamp()):
         return False
-    return hmac.compare_digest(_signature(secret_key, attachment_id, int(expires)), sig)
+    return same(sig, _signature(secret_key, attachment_id, int(expires)))

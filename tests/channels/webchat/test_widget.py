@@ -572,3 +572,12 @@ def test_a_reply_that_missed_the_bus_still_reaches_the_visitor(
         note_then_reply(client, world, msg["conversation_id"])
         event = ws.receive_json()
     assert event["type"] == "message.created" and event["payload"]["text"] == "Hi Ann!"
+
+
+@pytest.mark.parametrize("user_hash", ["é" * 64, "０" * 64], ids=["accented", "fullwidth"])
+def test_a_non_ascii_hmac_is_a_forged_one(
+    client: TestClient, chat: dict[str, str], user_hash: str
+) -> None:
+    # Compared as text, a non-ASCII hash raised (a 500) instead of failing to match.
+    v = start(client, chat, user_id="user-42", user_hash=user_hash)
+    assert v["verified"] is False

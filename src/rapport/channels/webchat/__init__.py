@@ -1,7 +1,6 @@
 """Web chat: an embeddable widget of our own, visitors who keep their history across pages,
 and identity verified by the host site's HMAC, never by an email someone typed."""
 
-import hmac
 import logging
 from dataclasses import replace
 from datetime import timedelta
@@ -22,7 +21,7 @@ from rapport.conversations.models import (
     MessageKind,
 )
 from rapport.conversations.service import message_payload
-from rapport.crypto import box_for, hmac_sha256_hex, random_token, sha256_hex
+from rapport.crypto import box_for, hmac_sha256_hex, random_token, same, sha256_hex
 from rapport.customers.identity import Handle, InvalidHandle, handle
 from rapport.customers.models import Customer, IdentityKind
 from rapport.db import Database, utcnow
@@ -38,7 +37,7 @@ def verified(secret: str | None, user_id: str | None, user_hash: str | None) -> 
     """Whether ``user_hash`` is HMAC-SHA256(user id, inbox secret) in hex."""
     if not (secret and user_id and user_hash):
         return False
-    return hmac.compare_digest(hmac_sha256_hex(secret, user_id), user_hash.strip().lower())
+    return same(user_hash.strip().lower(), hmac_sha256_hex(secret, user_id))
 
 
 def inbox_by_token(db: Session, token: str) -> Inbox:
