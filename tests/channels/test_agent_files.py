@@ -257,6 +257,16 @@ def test_a_link_signed_with_non_ascii_text_is_refused_as_any_other_forgery(
         assert r.headers["content-type"] == "application/problem+json"
 
 
+def test_a_link_expiring_at_no_number_is_refused(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # "²" passed str.isdigit(), then int() raised (a 500), not a 404.
+    url = signed_pdf(client, world, database, settings)
+    r = client.get(tampered(url, expires="%C2%B2"))
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+
+
 # --- providers -----------------------------------------------------------------------------
 
 

@@ -279,7 +279,8 @@ def link_valid(
     *, secret_key: str, attachment_id: str, expires: str, sig: str, now: datetime | None = None
 ) -> bool:
     """Whether a link's signature is ours for this attachment and it has not expired."""
-    if not expires.isdigit() or not sig:
+    # isdigit() alone takes "²" for a digit, which int() refuses.
+    if not (expires.isascii() and expires.isdigit()) or not sig:
         return False
     if int(expires) < int((now or utcnow()).timestamp()):
         return False

@@ -296,6 +296,18 @@ def test_a_visitor_away_longer_than_the_outbox_keeps_events_reloads_the_history(
         assert ws.receive_json() == {"type": "reset", "last_event_id": ids[-1]}
 
 
+def test_a_visitor_resuming_from_no_number_starts_afresh(
+    client: TestClient, world: World, chat: dict[str, str]
+) -> None:
+    # "²" passed str.isdigit(), then int() raised and the socket closed with an error.
+    v = start(client, chat, name="Ann")
+    conv = say(client, chat, v["visitor_token"], "hi")["conversation_id"]
+    url = f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}&last_event_id=%C2%B2"
+    with client.websocket_connect(url) as ws:
+        reply(client, world, conv, "live")
+        assert ws.receive_json()["payload"]["text"] == "live"
+
+
 class _Host(BaseHTTPRequestHandler):
     page = b""
 

@@ -461,7 +461,8 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
         return False
 
     raw_last = ws.query_params.get("last_event_id")
-    last = int(raw_last) if raw_last and raw_last.isdigit() else None
+    # isdigit() alone takes "²" for a digit, which int() refuses.
+    last = int(raw_last) if raw_last and raw_last.isascii() and raw_last.isdigit() else None
 
     async def send(event: dict[str, Any], *, live: bool = False) -> None:
         """The event to the visitor if it is theirs, once (a catch-up may repeat it)."""
