@@ -37,6 +37,64 @@ def test_the_last_owner_cannot_be_demoted_or_removed(client: TestClient, world: 
     assert client.delete(f"/api/v1/members/{alice}", headers=auth(world.alice)).status_code == 409
 
 
+def dana_the_admin(client: TestClient, world: World) -> str:
+    """An API token of dana, whom alice made an admin of Acme."""
+    r = client.post(
+        "/api/v1/members",
+        json={"email": "dana@acme.test", "name": "Dana", "role": "admin", "password": PASSWORD},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    login = client.post(
+        "/api/v1/auth/login", json={"email": "dana@acme.test", "password": PASSWORD}
+    )
+    csrf = {"X-CSRF-Token": login.json()["csrf_token"]}
+    token = client.post("/api/v1/tokens", json={"role": "admin"}, headers=csrf).json()["token"]
+    client.cookies.clear()
+    return str(token)
+
+
+def capacity_of(client: TestClient, world: World, user_id: str) -> int:
+    members = client.get("/api/v1/members", headers=auth(world.alice)).json()
+    return next(int(m["capacity"]) for m in members if m["user_id"] == user_id)
+
+
+def test_an_admin_cannot_change_or_remove_an_owner(client: TestClient, world: World) -> None:
+    # An admin could set an owner's capacity (to 0: no conversation routed to them).
+    dana = dana_the_admin(client, world)
+    alice, bob = world.acme.users["alice"].id, world.acme.users["bob"].id
+    before = capacity_of(client, world, alice)
+    for body in ({"capacity": 0}, {"role": "agent"}, {}):
+        r = client.patch(f"/api/v1/members/{alice}", json=body, headers=auth(dana))
+        assert r.status_code == 403, (body, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    assert client.delete(f"/api/v1/members/{alice}", headers=auth(dana)).status_code == 403
+    assert capacity_of(client, world, alice) == before
+    # An admin still manages agents, and an owner everyone, themselves included.
+    r = client.patch(f"/api/v1/members/{bob}", json={"capacity": 2}, headers=auth(dana))
+    assert r.status_code == 200 and r.json()["capacity"] == 2
+    dana_id = client.get("/api/v1/auth/me", headers=auth(dana)).json()["user_id"]
+    for who in (alice, dana_id):
+        r = client.patch(f"/api/v1/members/{who}", json={"capacity": 1}, headers=auth(world.alice))
+        assert r.status_code == 200 and r.json()["capacity"] == 1
+
+
+def test_an_admin_cannot_revoke_an_owners_token(client: TestClient, world: World) -> None:
+    dana = dana_the_admin(client, world)
+    (alices,) = client.get("/api/v1/tokens", headers=auth(world.alice)).json()
+    (bobs,) = client.get("/api/v1/tokens", headers=auth(world.bob)).json()
+    r = client.delete(f"/api/v1/tokens/{alices['id']}", headers=auth(dana))
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    assert client.get("/api/v1/auth/me", headers=auth(world.alice)).status_code == 200
+    # An agent's token is still the admin's to revoke, and the admin's the owner's.
+    assert client.delete(f"/api/v1/tokens/{bobs['id']}", headers=auth(dana)).status_code == 204
+    assert client.get("/api/v1/auth/me", headers=auth(world.bob)).status_code == 401
+    (danas,) = client.get("/api/v1/tokens", headers=auth(dana)).json()
+    r = client.delete(f"/api/v1/tokens/{danas['id']}", headers=auth(world.alice))
+    assert r.status_code == 204
+    assert client.get("/api/v1/auth/me", headers=auth(dana)).status_code == 401
+
+
 def test_a_member_in_two_workspaces_signs_in_to_the_one_named(
     client: TestClient, world: World
 ) -> None:

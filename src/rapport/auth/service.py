@@ -359,12 +359,24 @@ def list_tokens(db: Session, *, workspace_id: str, user_id: str) -> list[ApiToke
     )
 
 
-def revoke_token(db: Session, *, workspace_id: str, token_id: str, user_id: str | None) -> ApiToken:
+def revoke_token(
+    db: Session, *, workspace_id: str, token_id: str, actor_id: str, actor_role: Role
+) -> ApiToken:
+    """Revoke one of the actor's own tokens or, for an admin, another member's; never one
+    of a member above the actor's own role (an admin cannot cut off an owner)."""
     stmt = select(ApiToken).where(ApiToken.id == token_id, ApiToken.workspace_id == workspace_id)
-    if user_id is not None:
-        stmt = stmt.where(ApiToken.user_id == user_id)
+    if actor_role.rank < Role.admin.rank:
+        stmt = stmt.where(ApiToken.user_id == actor_id)
     row = db.scalar(stmt)
     if row is None:
         raise NotFound("token")
+    if row.user_id != actor_id:
+        holder = db.scalar(
+            select(Membership.role).where(
+                Membership.workspace_id == workspace_id, Membership.user_id == row.user_id
+            )
+        )
+        if holder is not None and holder.rank > actor_role.rank:
+            raise Forbidden("you cannot revoke a token of a member above your own role")
     row.revoked_at = utcnow()
     return row

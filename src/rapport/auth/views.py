@@ -16,7 +16,7 @@ from rapport.auth.deps import (
     forget_principals,
     resolve_principal,
 )
-from rapport.auth.models import Role, User
+from rapport.auth.models import User
 from rapport.auth.schemas import (
     CodeIn,
     LoginIn,
@@ -346,9 +346,12 @@ def create_token(
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token(token_id: str, principal: CurrentMember, request: Request, db: Db) -> Response:
-    own_only = None if principal.has(Role.admin) else principal.user_id
     row = service.revoke_token(
-        db, workspace_id=principal.workspace_id, token_id=token_id, user_id=own_only
+        db,
+        workspace_id=principal.workspace_id,
+        token_id=token_id,
+        actor_id=principal.user_id,
+        actor_role=principal.role,
     )
     audit(
         db,

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from rapport.auth import service as auth
 from rapport.auth.models import Membership, Role, Team, TeamMember, User
+from rapport.conversations import routing
 from rapport.db import lock_row
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound
 from rapport.scoped import get_scoped
@@ -133,6 +134,28 @@ def add_member(
     db.add(m)
     db.flush()
     return m, user
+
+
+def update_member(
+    db: Session,
+    *,
+    membership: Membership,
+    role: Role | None,
+    capacity: int | None,
+    actor_id: str,
+    actor_role: Role,
+) -> Membership:
+    """Change a member's role or capacity; never of a member above the actor's own role
+    (an admin cannot touch an owner), but a member's own capacity is theirs to set."""
+    if membership.user_id != actor_id and membership.role.rank > actor_role.rank:
+        raise Forbidden("you cannot change a member above your own role")
+    if role is not None:
+        change_role(db, membership=membership, role=role, actor_role=actor_role)
+    if capacity is not None:
+        if capacity > membership.capacity:
+            routing.wake(db, workspace_id=membership.workspace_id)
+        membership.capacity = capacity
+    return membership
 
 
 def change_role(db: Session, *, membership: Membership, role: Role, actor_role: Role) -> Membership:

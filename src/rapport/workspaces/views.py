@@ -113,12 +113,14 @@ def update_member(
     user_id: str, body: MemberUpdate, principal: CurrentAdmin, request: Request, db: Db
 ) -> MemberRead:
     m, u = service.get_member(db, workspace_id=principal.workspace_id, user_id=user_id)
-    if body.role is not None:
-        service.change_role(db, membership=m, role=body.role, actor_role=principal.role)
-    if body.capacity is not None:
-        if body.capacity > m.capacity:
-            routing.wake(db, workspace_id=principal.workspace_id)
-        m.capacity = body.capacity
+    service.update_member(
+        db,
+        membership=m,
+        role=body.role,
+        capacity=body.capacity,
+        actor_id=principal.user_id,
+        actor_role=principal.role,
+    )
     audit(
         db,
         workspace_id=principal.workspace_id,
