@@ -95,6 +95,23 @@ def test_an_admin_cannot_revoke_an_owners_token(client: TestClient, world: World
     assert client.get("/api/v1/auth/me", headers=auth(dana)).status_code == 401
 
 
+def test_a_member_removed_then_added_back_gets_no_old_token_back(
+    client: TestClient, world: World
+) -> None:
+    # The tokens of a removed member only stopped working with the membership: added back
+    # (the same person, rehired), every old token of theirs worked again.
+    bob = world.acme.users["bob"].id
+    assert client.delete(f"/api/v1/members/{bob}", headers=auth(world.alice)).status_code == 204
+    assert client.get("/api/v1/auth/me", headers=auth(world.bob)).status_code == 401
+    r = client.post(
+        "/api/v1/members",
+        json={"email": "bob@acme.test", "role": "agent"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    assert client.get("/api/v1/auth/me", headers=auth(world.bob)).status_code == 401
+
+
 def test_a_member_in_two_workspaces_signs_in_to_the_one_named(
     client: TestClient, world: World
 ) -> None:

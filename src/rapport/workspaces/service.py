@@ -2,13 +2,13 @@
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.auth import service as auth
-from rapport.auth.models import Membership, Role, Team, TeamMember, User
+from rapport.auth.models import ApiToken, Membership, Role, Team, TeamMember, User
 from rapport.conversations import routing
-from rapport.db import lock_row
+from rapport.db import lock_row, utcnow
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound
 from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
@@ -177,6 +177,17 @@ def remove_member(db: Session, *, membership: Membership, actor_role: Role) -> N
             TeamMember.workspace_id == membership.workspace_id,
             TeamMember.user_id == membership.user_id,
         )
+    )
+    # Their API tokens end with them: kept, they would work again (a copy left in some
+    # script or leaked) the day the same person is added back.
+    db.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.workspace_id == membership.workspace_id,
+            ApiToken.user_id == membership.user_id,
+            ApiToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
     )
     db.delete(membership)
 
