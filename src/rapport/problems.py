@@ -83,19 +83,20 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
-def busy_response(exc: BaseException, method: str, path: str) -> JSONResponse:
+def busy_response(
+    exc: BaseException,
+    method: str,
+    path: str,
+    *,
+    detail: str = "the database was busy with a conflicting change: nothing was changed, try again",
+) -> JSONResponse:
     """503 with Retry-After for a transient database error: a deadlock with another request
     (a team deleted while conversations are assigned to it), or a lock not had in time.
-    Nothing was changed, and trying again works."""
+    Nothing was changed, and trying again works (``detail`` says so otherwise)."""
     log.warning(
         "database busy", exc_info=exc, extra={"event": "http.busy", "method": method, "path": path}
     )
-    response = problem_response(
-        503,
-        "unavailable",
-        "the database was busy with a conflicting change: nothing was changed, try again",
-        instance=path,
-    )
+    response = problem_response(503, "unavailable", detail, instance=path)
     response.headers["Retry-After"] = "1"
     return response
 

@@ -8,11 +8,14 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
+from rapport import ingest
 from rapport.channels.models import UnparsedPayload
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
@@ -242,6 +245,44 @@ def test_one_unreadable_item_is_set_aside_and_the_others_of_its_call_are_stored(
         [row] = list(db.scalars(select(UnparsedPayload)))
     assert "wamid.BAD" in row.body and "wamid.GOOD" not in row.body
     assert "ValueError" in row.error
+
+
+def test_a_call_that_meets_a_conflict_twice_is_answered_503_and_its_retry_stores_each_item_once(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A race on a unique key that the writer meets on its second try too. It was answered
+    # 409, which a provider does not send again: the customer's message was lost.
+    payload = message_event("wamid.GOOD1", "first")
+    value = payload["entry"][0]["changes"][0]["value"]
+    bad = {**value["messages"][0], "id": "wamid.BAD", "timestamp": "not-a-number"}
+    good = {**value["messages"][0], "id": "wamid.GOOD2", "text": {"body": "second"}}
+    value["messages"] += [bad, good]
+    tries = []
+    store = ingest.receive_batch
+
+    def colliding(db: Any, msgs: list[Any], **kwargs: Any) -> Any:
+        if any(m.external_id == "wamid.GOOD2" for m in msgs) and len(tries) < 2:
+            tries.append(1)
+            raise IntegrityError("INSERT INTO identities ...", {}, Exception("duplicate key"))
+        return store(db, msgs, **kwargs)
+
+    monkeypatch.setattr(ingest, "receive_batch", colliding)
+    before = count(database, Message)
+    r = post_signed(client, inbox, payload)
+    assert (r.status_code, r.headers["retry-after"]) == (503, "1"), r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert len(tries) == 2 and count(database, Message) == before + 1
+    assert post_signed(client, inbox, payload).status_code == 200  # Meta sends it again
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert [m["text"] for m in detail["messages"]] == ["first", "second"]
+    assert count(database, UnparsedPayload) == 1
 
 
 def test_an_event_for_another_number_of_the_same_app_is_not_this_inboxs(

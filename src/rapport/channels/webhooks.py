@@ -7,6 +7,7 @@ from typing import Any, cast
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from sqlalchemy.exc import IntegrityError
 
 from rapport.channels import base, deliver, media
 from rapport.channels.models import Inbox, UnparsedPayload
@@ -14,7 +15,7 @@ from rapport.config import Settings
 from rapport.crypto import SecretBox, same
 from rapport.db import Database
 from rapport.ingest import IngestWriter
-from rapport.problems import Forbidden, NotFound, Problem
+from rapport.problems import Forbidden, NotFound, Problem, busy_response
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -77,16 +78,28 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
         events = handler.parse(call, inbox=inbox)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         events = base.WebhookEvents(unparsed=[(_text(body), f"{type(exc).__name__}: {exc}")])
-    if events.unparsed:
-        # Kept raw and flagged; acknowledged all the same: the provider must not retry
-        # forever what will never parse, and the call's other items are stored below.
-        await run_in_threadpool(_keep_unparsed, database, inbox, events.unparsed)
     writer: IngestWriter = state.ingest
-    for msg in events.messages:
-        msg.fetch_media = media.queue_if_any(channel, msg.meta)
-        await writer.submit(msg)
-    if events.statuses:
-        await run_in_threadpool(_apply_statuses, database, inbox, events.statuses)
+    try:
+        for msg in events.messages:
+            msg.fetch_media = media.queue_if_any(channel, msg.meta)
+            await writer.submit(msg)
+        if events.statuses:
+            await run_in_threadpool(_apply_statuses, database, inbox, events.statuses)
+        if events.unparsed:
+            # Kept raw and flagged; acknowledged all the same: the provider must not retry
+            # forever what will never parse. Last: it is the one write here that the call
+            # sent again would make twice (messages are found by their id, statuses only move).
+            await run_in_threadpool(_keep_unparsed, database, inbox, events.unparsed)
+    except IntegrityError as exc:
+        # A conflict the writer met on its second try too (a race on a unique key) is no
+        # fault of the provider's. A 409 it does not send again (the customer's message was
+        # lost); a 503 it does, and what this call stored already is found, not doubled.
+        return busy_response(
+            exc,
+            request.method,
+            request.url.path,
+            detail="not all of this call could be stored: send it again",
+        )
     answer_for = getattr(handler, "answer_for", None)
     answer = answer_for(inbox, call) if answer_for else getattr(handler, "webhook_answer", None)
     if answer is not None:
