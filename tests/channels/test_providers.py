@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
+from rapport.app import create_app
 from rapport.channels.twilio import segments, signature
 from rapport.config import Settings
 from rapport.conversations.models import Message
@@ -287,6 +288,35 @@ def test_a_twilio_call_with_a_parameter_given_twice_is_verified_as_twilio_signs_
         content=urlencode(pairs),
         headers={"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"},
     )
+    assert r.status_code == 200, r.text
+    assert only_conversation(client, world, inbox)["messages"][0]["text"] == "Where is my order?"
+
+
+@pytest.mark.parametrize("in_path", [True, False], ids=["root-in-path", "root-not-in-path"])
+def test_a_twilio_call_under_a_root_path_is_verified_over_the_url_twilio_was_given(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    in_path: bool,
+) -> None:
+    # Behind a proxy's prefix (uvicorn --root-path /rapport), the ASGI path holds the root
+    # path, which the public URL holds too: the URL checked was .../rapport/rapport/webhooks/...
+    # and every call was refused with 401, which Twilio does not retry.
+    inbox, path, _ = twilio_inbox(client, world, provider)
+    prefixed = settings.model_copy(update={"public_url": "http://testserver/rapport/"})
+    app = create_app(prefixed, database=database)
+    with TestClient(app, root_path="/rapport") as behind:
+        sig = signature("twilio-token", "http://testserver/rapport" + path, SMS)
+        r = behind.post(
+            "/rapport" + path if in_path else path,
+            content=urlencode(SMS),
+            headers={
+                "X-Twilio-Signature": sig,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
     assert r.status_code == 200, r.text
     assert only_conversation(client, world, inbox)["messages"][0]["text"] == "Where is my order?"
 

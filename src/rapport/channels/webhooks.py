@@ -61,8 +61,13 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
     pairs: list[tuple[str, str]] = []
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         pairs = [(k, str(v)) for k, v in (await request.form()).multi_items()]
-    # Providers that sign the URL sign the one they were given: our public URL.
-    url = settings.public_url.rstrip("/") + request.url.path
+    # Providers that sign the URL sign the one they were given: our public URL, which holds
+    # the root path Rapport may run under (a proxy's prefix). The ASGI server puts that in
+    # the request's path too (uvicorn --root-path does): it counts once.
+    path, root = request.url.path, request.scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        path = path[len(root) :]
+    url = settings.public_url.rstrip("/") + path
     if request.url.query:
         url += "?" + request.url.query
     call = base.WebhookRequest(
