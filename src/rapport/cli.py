@@ -54,6 +54,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     worker: Annotated[bool, typer.Option(help="Run the job worker in this process.")] = True,
+    root_path: Annotated[
+        str,
+        typer.Option(
+            help="The path prefix a proxy serves Rapport under and strips (e.g. /rapport)."
+        ),
+    ] = "",
 ) -> None:
     """Serve the web app and API (and, by default, the job worker)."""
     import uvicorn
@@ -80,6 +86,7 @@ def serve(
         app,
         host=host,
         port=port,
+        root_path=root_path.rstrip("/"),
         access_log=False,
         log_config=None,
         ws="websockets-sansio",

@@ -34,6 +34,17 @@ INBOUND_LIMIT = 64 * MB
 WEBSOCKET_MESSAGE_LIMIT = 64 * 1024
 
 
+def route_path(scope: Scope) -> str:
+    """The request's path below the root path Rapport runs under (a proxy's prefix,
+    ``uvicorn --root-path``): the ASGI server puts the root path in ``scope["path"]`` too,
+    and the paths Rapport knows (the routes, the exemptions below) are without it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 def limit_for(path: str, content_type: str) -> int:
     """The largest body ``path`` takes, in bytes."""
     parts = path.split("/")
@@ -68,7 +79,7 @@ class RequestGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
+        path = route_path(scope)
         if "\x00" in path or b"%00" in scope.get("query_string", b""):
             await self._refuse(scope, send, 400, "bad-request", "a URL cannot hold NUL characters")
             return

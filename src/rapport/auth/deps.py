@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -14,6 +15,7 @@ from rapport.auth.models import Role
 from rapport.config import Settings
 from rapport.crypto import SecretBox
 from rapport.db import Database
+from rapport.guard import route_path
 from rapport.problems import Forbidden, Problem
 
 SESSION_COOKIE = "rapport_session"
@@ -135,7 +137,7 @@ async def resolve_principal(
             raise Forbidden("missing or wrong CSRF token (send the X-CSRF-Token header)")
     if not principal.mfa_passed and not allow_pending_mfa:
         raise Unauthorized("finish signing in with your two-factor code")
-    enrolling = request.scope["path"] in _ENROLMENT
+    enrolling = route_path(request.scope) in _ENROLMENT
     if principal.require_2fa and not principal.totp_enabled and not enrolling:
         raise Problem(
             403, "2fa-required", "this workspace requires two-factor authentication: enrol first"
@@ -158,8 +160,10 @@ async def websocket_principal(ws: HTTPConnection) -> service.Principal | None:
     if cred[0] == "session":
         origin = ws.headers.get("origin")
         settings: Settings = ws.app.state.settings
+        public = urlsplit(settings.public_url)
+        # An Origin is a scheme and a host, never a path (the public URL may have one).
         own = {
-            settings.public_url.rstrip("/"),
+            f"{public.scheme}://{public.netloc}",
             f"{ws.url.scheme.replace('ws', 'http')}://{ws.url.netloc}",
         }
         if origin is not None and origin.rstrip("/") not in own:

@@ -19,6 +19,7 @@ from rapport.channels.schemas import InboundIn, InboundOut, InboxCreate, InboxRe
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.db import transient
+from rapport.guard import route_path
 from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
 from rapport.privacy.service import audit
 from rapport.problems import Invalid, Problem, busy_response
@@ -175,7 +176,7 @@ class InboundFastPath:
         self.route = SimpleNamespace(path=INBOUND_PATH)  # what the metrics middleware names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"] if scope["type"] == "http" else ""
+        path = route_path(scope) if scope["type"] == "http" else ""
         parts = path.split("/")  # "", "api", "v1", "inboxes", id, "messages"
         if (
             scope.get("method") != "POST"

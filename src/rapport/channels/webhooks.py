@@ -14,6 +14,7 @@ from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.config import Settings
 from rapport.crypto import SecretBox, same
 from rapport.db import Database
+from rapport.guard import route_path
 from rapport.ingest import IngestWriter
 from rapport.problems import Forbidden, NotFound, Problem, busy_response
 
@@ -61,13 +62,9 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
     pairs: list[tuple[str, str]] = []
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         pairs = [(k, str(v)) for k, v in (await request.form()).multi_items()]
-    # Providers that sign the URL sign the one they were given: our public URL, which holds
-    # the root path Rapport may run under (a proxy's prefix). The ASGI server puts that in
-    # the request's path too (uvicorn --root-path does): it counts once.
-    path, root = request.url.path, request.scope.get("root_path", "")
-    if root and path.startswith(root + "/"):
-        path = path[len(root) :]
-    url = settings.public_url.rstrip("/") + path
+    # Providers that sign the URL sign the one they were given: our public URL (which holds
+    # the root path Rapport may run under, a proxy's prefix) and the route's path.
+    url = settings.public_url.rstrip("/") + route_path(request.scope)
     if request.url.query:
         url += "?" + request.url.query
     call = base.WebhookRequest(
