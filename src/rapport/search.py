@@ -134,8 +134,9 @@ def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50)
     return [row[0] for row in db.execute(sql, params)]
 
 
-def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) -> list[str]:
-    """Customers of the workspace whose name, email or phone has every word of ``q``."""
+def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int) -> list[str]:
+    """Customers of the workspace whose name, email or phone has every word of ``q``, the
+    most recently added first, up to ``limit``."""
     words = re.findall(r"\w+", q, flags=re.UNICODE)[:12]
     if not words:
         return []
@@ -143,7 +144,8 @@ def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) ->
         match = " AND ".join(f'"{w}"*' for w in words)
         sql = text(
             "SELECT c.id FROM (SELECT rowid FROM customers_fts WHERE customers_fts MATCH :q "
-            "ORDER BY rowid DESC LIMIT :limit) hits JOIN customers c ON c.rowid = hits.rowid"
+            "ORDER BY rowid DESC LIMIT :limit) hits JOIN customers c ON c.rowid = hits.rowid "
+            "ORDER BY hits.rowid DESC"
         )
         params: dict[str, Any] = {
             "q": f'workspace_id : "{workspace_id}" AND {{name email phone}} : ({match})',
@@ -152,7 +154,7 @@ def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) ->
     else:
         sql = text(
             f"SELECT id FROM customers WHERE workspace_id = :ws "  # noqa: S608 - constant SQL
-            f"AND {_CUSTOMER_TSV} @@ to_tsquery('simple', :q) LIMIT :limit"
+            f"AND {_CUSTOMER_TSV} @@ to_tsquery('simple', :q) ORDER BY id DESC LIMIT :limit"
         )
         params = {"ws": workspace_id, "q": " & ".join(f"{w}:*" for w in words), "limit": limit}
     return [row[0] for row in db.execute(sql, params)]

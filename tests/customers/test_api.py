@@ -1,7 +1,9 @@
 """Customers over the API: create, find, update, identities, timeline."""
 
+import pytest
 from fastapi.testclient import TestClient
 
+from rapport.customers import service
 from tests.conftest import auth
 from tests.factories import World
 
@@ -36,6 +38,37 @@ def test_search_finds_a_customer_by_name_email_or_phone(client: TestClient, worl
             "items"
         ]
         assert [c["name"] for c in items] == ["Oskar Berg"], q
+
+
+def test_a_search_matching_more_than_it_pages_through_says_so(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past 200 matches the pages simply ended, as if there were no more customers.
+    monkeypatch.setattr(service, "SEARCH_CAP", 5)
+    made = [
+        client.post(
+            "/api/v1/customers",
+            json={"name": f"Zed {i}", "email": f"zed{i}@example.com"},
+            headers=auth(world.bob),
+        ).json()["id"]
+        for i in range(7)
+    ]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"q": "zed", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/customers", params=params, headers=auth(world.bob)).json()
+        assert page["truncated"] is True
+        seen += [c["id"] for c in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(made[2:])  # the most recently added five
+    # A handle typed whole is always found; fewer matches than the cap are not cut.
+    page = client.get(
+        "/api/v1/customers", params={"q": "zed0@example.com"}, headers=auth(world.bob)
+    ).json()
+    assert [c["id"] for c in page["items"]] == [made[0]] and page["truncated"] is False
 
 
 def test_customer_list_pages_with_a_cursor_without_gaps_or_repeats(

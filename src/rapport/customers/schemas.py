@@ -64,6 +64,8 @@ class CustomerDetail(CustomerRead):
 class CustomerPage(BaseModel):
     items: list[CustomerRead]
     next_cursor: str | None
+    # The words matched more customers than a search pages through (1,000): refine them.
+    truncated: bool = False
 
 
 class TimelineEntry(BaseModel):

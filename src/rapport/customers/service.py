@@ -1,5 +1,6 @@
 """Customers: create, update, find by handle, resolve handles at ingest, the timeline."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -256,6 +257,19 @@ def resolve(
     return customer, created
 
 
+# Customers a full-text search can page through: the most recently added matches (handles
+# typed whole always match). Past it the answer says so, as Zendesk's search does at 1,000.
+SEARCH_CAP = 1000
+
+
+@dataclass(frozen=True)
+class Found:
+    customers: list[Customer]
+    next_cursor: str | None
+    # The words matched more customers than SEARCH_CAP: the rest cannot be paged to.
+    truncated: bool = False
+
+
 def search(
     db: Session,
     *,
@@ -264,10 +278,11 @@ def search(
     cursor: str | None,
     limit: int,
     tag: str | None = None,
-) -> tuple[list[Customer], str | None]:
+) -> Found:
     """Customers matching ``q`` (name, email, phone or any handle) and carrying ``tag``,
     newest activity first."""
     limit = pagination.clamp(limit)
+    truncated = False
     stmt = select(Customer).where(
         Customer.workspace_id == workspace_id, Customer.merged_into_id.is_(None)
     )
@@ -290,7 +305,11 @@ def search(
                 pass
         # Words of the name, email or phone through the full-text index; handles exactly.
         # The candidates are gathered first, so the page query never walks the table.
-        candidates = set(search_index.customer_ids(db, workspace_id=workspace_id, q=term))
+        matches = search_index.customer_ids(
+            db, workspace_id=workspace_id, q=term, limit=SEARCH_CAP + 1
+        )
+        truncated = len(matches) > SEARCH_CAP
+        candidates = set(matches[:SEARCH_CAP])
         candidates |= set(
             db.scalars(
                 select(Identity.customer_id).where(
@@ -311,7 +330,7 @@ def search(
                 )
             )
         if not candidates:
-            return [], None
+            return Found([], None)
         stmt = stmt.where(Customer.id.in_(candidates))
     after = pagination.decode(cursor)
     if after:
@@ -319,7 +338,8 @@ def search(
     rows = list(
         db.scalars(stmt.order_by(Customer.last_seen_at.desc(), Customer.id.desc()).limit(limit + 1))
     )
-    return pagination.page_of(rows, limit, lambda c: (c.last_seen_at, c.id))
+    page, nxt = pagination.page_of(rows, limit, lambda c: (c.last_seen_at, c.id))
+    return Found(page, nxt, truncated)
 
 
 def add_event(db: Session, *, customer: Customer, data: EventCreate) -> Event:

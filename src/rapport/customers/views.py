@@ -70,10 +70,14 @@ def search_customers(
     limit: int = Query(default=25, ge=1, le=100),
 ) -> CustomerPage:
     """Customers by name, email, phone or any handle, and by tag; newest activity first."""
-    rows, nxt = service.search(
+    found = service.search(
         db, workspace_id=principal.workspace_id, q=q, tag=tag, cursor=cursor, limit=limit
     )
-    return CustomerPage(items=[CustomerRead.model_validate(r) for r in rows], next_cursor=nxt)
+    return CustomerPage(
+        items=[CustomerRead.model_validate(r) for r in found.customers],
+        next_cursor=found.next_cursor,
+        truncated=found.truncated,
+    )
 
 
 @router.post("", response_model=CustomerDetail, status_code=201)

@@ -317,7 +317,7 @@ async def search_page(request: Request, q: str = Query(default="", max_length=32
 
 def find(db: Db, *, workspace_id: str, q: str) -> tuple[list[Customer], list[Conversation]]:
     """Customers matching by name or handle, and conversations by customer or message text."""
-    found, _ = customers.search(db, workspace_id=workspace_id, q=q, cursor=None, limit=25)
+    found = customers.search(db, workspace_id=workspace_id, q=q, cursor=None, limit=25).customers
     ids = set(search.conversation_ids(db, workspace_id=workspace_id, q=q, limit=50))
     stmt = select(Conversation).where(Conversation.workspace_id == workspace_id)
     if found:
