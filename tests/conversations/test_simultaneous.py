@@ -2,7 +2,8 @@
 
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -177,3 +178,46 @@ def test_presence_heartbeats_never_wait_for_the_writer(
     finally:
         writer.rollback()
         writer.close()
+
+
+def test_a_merged_conversation_stops_waiting_and_its_wait_goes_to_the_survivor(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The merged conversation was set resolved by hand: it stayed "waiting" with its SLA
+    # clocks running (a breach to come on a resolved conversation), and the survivor, which
+    # now holds the customer's unanswered message, was not waiting at all.
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Std", "first_response_minutes": 60, "next_response_minutes": 60},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    chat = second_inbox(client, world)
+    first = write(database, settings, world.acme.inbox.id, "a1", "my order is late")  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/conversations/{first}/messages", json={"text": "On it"}, headers=auth(world.bob)
+    ).raise_for_status()
+    second = write(database, settings, chat, "b1", "hello? still waiting")
+    r = client.post(
+        f"/api/v1/conversations/{first}/merge", json={"merged_id": second}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+
+    def listed(sort: str) -> list[str]:
+        page = client.get("/api/v1/conversations", params={"sort": sort}, headers=auth(world.bob))
+        return [c["id"] for c in page.json()["items"]]
+
+    def sla_of(cid: str) -> dict[str, Any]:
+        r = client.get(f"/api/v1/conversations/{cid}/sla", headers=auth(world.bob))
+        return dict(r.json())
+
+    assert second not in listed("waiting") and second not in listed("sla_due")
+    assert sla_of(second)["next_due_at"] is None
+    assert first in listed("waiting") and first in listed("sla_due")
+    with database.session(write=False) as db:
+        survivor, merged = db.get(Conversation, first), db.get(Conversation, second)
+        assert survivor is not None and merged is not None
+        assert merged.waiting_since is None
+        waited = survivor.waiting_since
+    assert waited is not None
+    due = datetime.fromisoformat(sla_of(first)["next_response_due_at"])
+    assert due == waited + timedelta(minutes=60)

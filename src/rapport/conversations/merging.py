@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.channels.models import Inbox
+from rapport.conversations import service, sla
 from rapport.conversations.models import (
     Conversation,
     ConversationLabel,
@@ -27,7 +28,6 @@ from rapport.conversations.models import (
     Priority,
     Status,
 )
-from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Conflict, Invalid
 from rapport.realtime.service import emit
@@ -105,11 +105,16 @@ def merge(
         db.add(
             ConversationLabel(conversation_id=survivor.id, label=label, workspace_id=workspace_id)
         )
+    took_wait = survivor.waiting_since is None and merged.waiting_since is not None
     _absorb(survivor, merged)
-    now = utcnow()
-    merged.status, merged.resolved_at, merged.snoozed_until = Status.resolved, now, None
+    if took_wait and survivor.waiting_since is not None:
+        # The customer's unanswered message came through the merged conversation: the
+        # survivor's response clock starts from it, as if it had arrived there.
+        sla.on_inbound(db, conversation=survivor, at=survivor.waiting_since)
     merged.merged_into_id = survivor.id
     merged.messages_count = 0
+    # Resolved as any resolution is: nobody waits on it, its SLA clocks stop, its events.
+    service.set_status(db, conversation=merged, status=Status.resolved, actor_id=actor.user_id)
     survivor.messages_count = int(
         db.scalar(
             select(func.count()).select_from(Message).where(Message.conversation_id == survivor.id)
@@ -158,6 +163,9 @@ def _absorb(survivor: Conversation, merged: Conversation) -> None:
     survivor.last_inbound_at = max(inbound) if inbound else None
     responses = [t for t in (survivor.first_response_at, merged.first_response_at) if t]
     survivor.first_response_at = min(responses) if responses else None
+    # The customer has waited since their first unanswered message in either.
+    waiting = [t for t in (survivor.waiting_since, merged.waiting_since) if t]
+    survivor.waiting_since = min(waiting) if waiting else None
     survivor.created_at = min(survivor.created_at, merged.created_at)
     states = {survivor.status, merged.status}
     if Status.open in states:
