@@ -150,3 +150,17 @@ def test_unknown_sorts_and_filters_are_refused(client: TestClient, world: World)
     for params in ({"sort": "random"}, {"sla_state": "late"}, {"priority": "meh"}):
         r = client.get("/api/v1/conversations", params=params, headers=auth(world.bob))
         assert r.status_code == 422
+
+
+def test_activity_dates_without_a_utc_equivalent_are_refused(
+    client: TestClient, world: World
+) -> None:
+    # Converting these to UTC overflows the calendar: an OverflowError, answered with a 500.
+    for moment in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+        for bound in ("active_from", "active_until"):
+            r = client.get("/api/v1/conversations", params={bound: moment}, headers=auth(world.bob))
+            assert r.status_code == 422, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+    # The calendar's own ends, and a time without an offset (UTC), are fine.
+    assert listed(client, world, active_from="0001-01-01T00:00:00Z") != []
+    assert listed(client, world, active_until="9999-12-31T23:59:59") != []

@@ -113,3 +113,16 @@ def test_each_conversation_shows_its_last_message(client: TestClient, world: Wor
     assert '<span class="by">Replied:</span> Your parcel left &lt;b&gt;today&lt;/b&gt;.' in page
     assert "do not show" not in page
     assert '<span class="preview">hello pv2</span>' in page and waiting in page
+
+
+def test_the_last_day_of_the_calendar_is_a_filter_not_an_error(
+    client: TestClient, world: World
+) -> None:
+    # "To 9999-12-31" means before the midnight after it, which has no datetime: a 500.
+    sign_in(client, "bob@acme.test")
+    r = client.get(
+        "/app/inbox",
+        params={"view": "all", "active_from": "0001-01-01", "active_until": "9999-12-31"},
+    )
+    assert r.status_code == 200
+    assert world.acme.first.conversation.id in r.text  # type: ignore[union-attr]

@@ -1,8 +1,10 @@
 """Conversation endpoints: list, read, reply, note, assign, status, priority, labels."""
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, UploadFile
+from pydantic import AfterValidator
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db, ReadDb
 from rapport.auth.views import actor_of
@@ -43,11 +45,22 @@ from rapport.conversations.schemas import (
     StatusIn,
     UploadRead,
 )
+from rapport.db import as_utc
 from rapport.privacy.service import audit
 from rapport.problems import Invalid, NotFound
 from rapport.storage import LocalStorage
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
+
+
+def _utc(at: datetime) -> datetime:
+    """A date-time without an offset is taken as UTC, the API's time zone; one with an
+    offset is converted, and refused when it has no UTC equivalent (0001-01-01T00:00+05:00)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else as_utc(at)
+
+
+# A bound of a list filter: unlike a moment to store (UtcInstant), the offset may be left out.
+FilterInstant = Annotated[datetime, AfterValidator(_utc)]
 
 
 def _read(conv: Conversation, labels: list[str]) -> ConversationRead:
@@ -71,8 +84,10 @@ def list_conversations(
     channel: str | None = Query(default=None, max_length=32),
     priority: Priority | None = None,
     sla_state: SlaState | None = None,
-    active_from: datetime | None = Query(default=None, description="last activity at or after"),
-    active_until: datetime | None = Query(default=None, description="last activity before"),
+    active_from: FilterInstant | None = Query(
+        default=None, description="last activity at or after"
+    ),
+    active_until: FilterInstant | None = Query(default=None, description="last activity before"),
     sort: service.Sort = Query(
         default=service.Sort.newest,
         description="`newest` activity, `waiting` (oldest unanswered customer message first, "
@@ -97,8 +112,8 @@ def list_conversations(
         channel=channel,
         priority=priority,
         sla_state=sla_state,
-        active_from=_aware(active_from),
-        active_until=_aware(active_until),
+        active_from=active_from,
+        active_until=active_until,
         sort=sort,
         cursor=cursor,
         limit=limit,
@@ -117,11 +132,6 @@ def list_conversations(
         ],
         next_cursor=nxt,
     )
-
-
-def _aware(at: datetime | None) -> datetime | None:
-    """A date-time without an offset is taken as UTC, the API's time zone."""
-    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
 @router.post("/bulk", response_model=BulkOut)

@@ -190,10 +190,14 @@ def _day(value: str | None) -> str | None:
 
 
 def _midnight(day: str | None, *, days: int = 0) -> datetime | None:
-    """The UTC midnight starting ``day`` (plus ``days``)."""
+    """The UTC midnight starting ``day`` (plus ``days``); None past the calendar's end (the
+    midnight after 9999-12-31), which bounds nothing."""
     if not day:
         return None
-    return datetime.combine(date.fromisoformat(day), time(), UTC) + timedelta(days=days)
+    try:
+        return datetime.combine(date.fromisoformat(day), time(), UTC) + timedelta(days=days)
+    except OverflowError:
+        return None
 
 
 @router.get("/app/conversations/{conversation_id}", response_class=HTMLResponse)
