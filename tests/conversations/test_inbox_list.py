@@ -62,6 +62,23 @@ def test_filters_by_status_priority_and_channel(client: TestClient, world: World
     assert mail["channel"] == "email"
 
 
+def test_the_label_filter_finds_a_label_however_it_is_typed(
+    client: TestClient, world: World
+) -> None:
+    # Labels are kept trimmed and lower-cased, the filter compared them as typed: ?label=Billing
+    # found nothing.
+    billed = inbound(client, world, "l1", "l1@example.com")
+    inbound(client, world, "l2", "l2@example.com")
+    r = client.post(
+        f"/api/v1/conversations/{billed}/labels",
+        json={"labels": ["Billing"]},
+        headers=auth(world.bob),
+    )
+    assert r.json() == ["billing"]
+    for typed in ("Billing", " BILLING ", "billing"):
+        assert listed(client, world, label=typed) == [billed]
+
+
 def test_filters_by_activity_dates(client: TestClient, world: World, database: Database) -> None:
     old = inbound(client, world, "d1", "d1@example.com")
     new = inbound(client, world, "d2", "d2@example.com")

@@ -14,7 +14,7 @@ from rapport.automation import service as automation
 from rapport.bus import get_bus
 from rapport.channels import base as channels
 from rapport.channels.models import Inbox
-from rapport.conversations import files, routing, sla
+from rapport.conversations import files, labels, routing, sla
 from rapport.conversations.models import (
     Attachment,
     Conversation,
@@ -172,7 +172,7 @@ def search(
             Conversation.id.in_(
                 select(ConversationLabel.conversation_id).where(
                     ConversationLabel.workspace_id == workspace_id,
-                    ConversationLabel.label == label,
+                    ConversationLabel.label == labels.clean(label),  # as conversations keep it
                 )
             )
         )
