@@ -13,7 +13,7 @@ from rapport.assistant.models import TriageModel
 from rapport.auth.models import Membership
 from rapport.bot.models import IntentModelBlob
 from rapport.channels.models import Inbox
-from rapport.conversations.models import Conversation
+from rapport.conversations.models import Conversation, SlaPolicy
 from rapport.customers.models import Customer
 from rapport.db import Base, Database, new_id, utcnow
 from rapport.jobs.models import Job, JobState
@@ -120,3 +120,31 @@ def test_members_learn_when_they_were_last_given_a_conversation(empty_url: str) 
         last = dict(s.execute(select(Membership.user_id, Membership.last_assigned_at)).all())
     db.dispose()
     assert last == {given.id: now - timedelta(hours=2), idle.id: None}
+
+
+def test_sla_policies_stored_with_labels_as_typed_are_cleaned(empty_url: str) -> None:
+    # Conversations keep "vip"; a policy stored "VIP" as typed and never applied.
+    migrate.upgrade(empty_url, "0016")
+    db = Database(empty_url, pool_size=1)
+    with db.session() as s:
+        ws = Workspace(name="Acme")
+        s.add(ws)
+        s.flush()
+        named = {
+            "typed": ["VIP", " Gold ", "vip"],
+            "clean": ["gold", "vip"],
+            "blank": [" "],  # matched nothing: must not become a policy for everyone
+            "any": [],
+        }
+        for name, labels in named.items():
+            s.add(SlaPolicy(workspace_id=ws.id, name=name, labels=labels))
+    migrate.upgrade(empty_url)
+    with db.session(write=False) as s:
+        stored = dict(s.execute(select(SlaPolicy.name, SlaPolicy.labels)).all())
+    db.dispose()
+    assert stored == {
+        "typed": ["gold", "vip"],
+        "clean": ["gold", "vip"],
+        "blank": [""],
+        "any": [],
+    }

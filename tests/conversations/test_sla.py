@@ -201,3 +201,43 @@ def test_a_breach_is_history_the_live_state_follows_the_current_clock(
     answered = sla_of(conv)
     assert answered["state"] == "ok" and answered["resolution_due_at"] is not None
     assert answered["breaches"] == 2
+
+
+def test_a_policy_names_labels_as_conversations_keep_them(client: TestClient, world: World) -> None:
+    # A policy kept its labels as typed ("VIP") and conversations keep them lower-cased
+    # ("vip"): it never applied, and the label it named could be deleted from under it.
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "VIP", "labels": ["VIP", " Gold ", "vip"], "first_response_minutes": 15},
+        headers=auth(world.alice),
+    )
+    assert policy.status_code == 201, policy.text
+    assert policy.json()["labels"] == ["gold", "vip"]
+
+    def write(ext: str) -> str:
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": ext, "text": "help", "from": {"email": "vip@example.com"}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["conversation_id"])
+
+    conv = write("vip-1")
+    client.post(
+        f"/api/v1/conversations/{conv}/labels", json={"labels": ["VIP"]}, headers=auth(world.bob)
+    ).raise_for_status()
+    assert write("vip-2") == conv
+    state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+    assert state is not None and state["policy_id"] == policy.json()["id"]
+    assert state["first_response_due_at"] is not None
+
+    label = client.post("/api/v1/labels", json={"name": "VIP"}, headers=auth(world.alice)).json()
+    gone = client.delete(f"/api/v1/labels/{label['id']}", headers=auth(world.alice))
+    assert gone.status_code == 409 and "'VIP'" in gone.json()["detail"]
+    blank = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Blank", "labels": [" "], "first_response_minutes": 15},
+        headers=auth(world.alice),
+    )
+    assert blank.status_code == 422

@@ -327,7 +327,12 @@ def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int
 
 
 def create_policy(db: Session, *, workspace_id: str, data: dict[str, object]) -> SlaPolicy:
-    """Add an SLA policy to the workspace."""
+    """Add an SLA policy to the workspace; its labels cleaned as conversations keep them."""
+    from rapport.conversations import labels  # labels builds on automation, automation on sla
+
+    named = data.get("labels")
+    if isinstance(named, list):
+        data = {**data, "labels": sorted({labels.clean(str(name)) for name in named})}
     row = SlaPolicy(workspace_id=workspace_id, **data)
     db.add(row)
     db.flush()
