@@ -4,7 +4,8 @@ from fastapi.testclient import TestClient
 
 from rapport.config import Settings
 from rapport.customers.identity import handle
-from rapport.customers.models import IdentityKind
+from rapport.customers.models import ConsentChannel, IdentityKind
+from rapport.customers.profile import may_contact
 from rapport.db import Database
 from rapport.events.models import Order
 from rapport.ingest import InboundMessage, receive
@@ -182,3 +183,62 @@ def test_customers_of_another_workspace_cannot_be_merged(client: TestClient, wor
         f"/api/v1/customers/{ours}/merge", json={"merged_id": theirs}, headers=auth(world.bob)
     )
     assert r.status_code == 404
+
+
+def test_a_merge_carries_consent_and_tags_and_undo_takes_them_back(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Consent and tags stayed on the hidden record: the survivor's older "yes" was in force
+    # for someone who had opted out, and the merged record's tags were gone.
+    def make(email: str, tags: list[str]) -> str:
+        c = client.post(
+            "/api/v1/customers", json={"name": "Sam", "email": email}, headers=auth(world.bob)
+        ).json()
+        client.put(
+            f"/api/v1/customers/{c['id']}/tags", json={"tags": tags}, headers=auth(world.bob)
+        )
+        return str(c["id"])
+
+    def consent(customer_id: str, channel: str, granted: bool) -> None:
+        r = client.post(
+            f"/api/v1/customers/{customer_id}/consents",
+            json={"channel": channel, "purpose": "marketing", "granted": granted},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+
+    def state(customer_id: str) -> tuple[list[str], list[tuple[str, bool]], int]:
+        p = client.get(f"/api/v1/customers/{customer_id}/profile", headers=auth(world.bob))
+        h = client.get(f"/api/v1/customers/{customer_id}/consents", headers=auth(world.bob))
+        current = [(c["channel"], c["granted"]) for c in p.json()["consents"]]
+        return p.json()["tags"], current, len(h.json()["history"])
+
+    survivor = make("sam@example.com", ["shared"])
+    merged = make("sam.smith@work.example", ["shared", "vip"])
+    consent(survivor, "email", True)
+    consent(merged, "sms", True)
+    consent(merged, "email", False)  # newer than the survivor's yes: in force after
+    consent(survivor, "sms", False)  # newer than the merged record's yes: still in force
+    before_survivor, before_merged = state(survivor), state(merged)
+    assert before_survivor == (["shared"], [("email", True), ("sms", False)], 2)
+
+    m = client.post(
+        f"/api/v1/customers/{survivor}/merge", json={"merged_id": merged}, headers=auth(world.bob)
+    )
+    assert m.status_code == 201, m.text
+    assert state(survivor) == (["shared", "vip"], [("email", False), ("sms", False)], 4)
+    with database.session(write=False) as db:
+        for channel in (ConsentChannel.email, ConsentChannel.sms):
+            assert not may_contact(db, customer_id=survivor, channel=channel, purpose="marketing")
+    # The hidden record can still be tagged: a moved tag it was given again is not doubled.
+    r = client.put(
+        f"/api/v1/customers/{merged}/tags",
+        json={"tags": ["shared", "vip"]},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200
+
+    undo = client.post(f"/api/v1/customer-merges/{m.json()['id']}/undo", headers=auth(world.bob))
+    assert undo.status_code == 200, undo.text
+    assert state(survivor) == before_survivor
+    assert state(merged) == before_merged

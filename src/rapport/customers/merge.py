@@ -1,19 +1,27 @@
 """Merging two records of one person, and undoing it exactly.
 
-A merge moves the merged customer's identities, conversations, events, orders and chat
-visitors to the survivor, adds the attributes the survivor lacks, and keeps the merged
-customer (hidden) with a record of everything moved; undoing moves exactly those back and
-restores the survivor's own fields, whatever else happened in between.
+A merge moves the merged customer's identities, conversations, events, orders, chat
+visitors, consent history and the tags the survivor lacks to the survivor, adds the
+attributes the survivor lacks, and keeps the merged customer (hidden) with a record of
+everything moved; undoing moves exactly those back and restores the survivor's own fields,
+whatever else happened in between.
 """
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations.models import Conversation
-from rapport.customers.models import Customer, CustomerMerge, Event, Identity
+from rapport.customers.models import (
+    Consent,
+    Customer,
+    CustomerMerge,
+    CustomerTag,
+    Event,
+    Identity,
+)
 from rapport.db import utcnow
 from rapport.events.models import Order
 from rapport.privacy.service import Actor, audit
@@ -29,6 +37,9 @@ _OWNED: dict[str, Any] = {
     "events": Event,
     "orders": Order,
     "visitors": Visitor,
+    # The whole history moves, each decision as recorded: the newest per channel and
+    # purpose, of either record, is then in force (a withdrawal on one is not lost).
+    "consents": Consent,
 }
 
 
@@ -56,9 +67,21 @@ def merge(
         key: list(db.scalars(select(model.id).where(model.customer_id == merged.id)))
         for key, model in _OWNED.items()
     }
+    # Tags are keyed by (customer, tag): one both carry stays on the merged record.
+    tags = list(
+        db.scalars(
+            select(CustomerTag.tag).where(
+                CustomerTag.customer_id == merged.id,
+                CustomerTag.tag.not_in(
+                    select(CustomerTag.tag).where(CustomerTag.customer_id == survivor.id)
+                ),
+            )
+        )
+    )
     added = {k: v for k, v in merged.attributes.items() if k not in survivor.attributes}
     moved: dict[str, Any] = {
         **owned,
+        "tags": sorted(tags),
         "added_attributes": sorted(added),
         "survivor_before": {
             "name": survivor.name,
@@ -70,6 +93,11 @@ def merge(
     }
     for key, model in _OWNED.items():
         db.execute(update(model).where(model.id.in_(owned[key])).values(customer_id=survivor.id))
+    db.execute(
+        update(CustomerTag)
+        .where(CustomerTag.customer_id == merged.id, CustomerTag.tag.in_(tags))
+        .values(customer_id=survivor.id)
+    )
     survivor.attributes = {**survivor.attributes, **added}
     survivor.name = survivor.name or merged.name
     survivor.email = survivor.email or merged.email
@@ -124,6 +152,22 @@ def unmerge(
             .where(model.id.in_(moved.get(key, [])), model.customer_id == survivor.id)
             .values(customer_id=merged.id)
         )
+    tags = moved.get("tags", [])
+    # A moved tag given to the merged record again since (it can still be tagged) is
+    # already back; the survivor's copy goes.
+    again = select(CustomerTag.tag).where(CustomerTag.customer_id == merged.id)
+    db.execute(
+        delete(CustomerTag).where(
+            CustomerTag.customer_id == survivor.id,
+            CustomerTag.tag.in_(tags),
+            CustomerTag.tag.in_(again),
+        )
+    )
+    db.execute(
+        update(CustomerTag)
+        .where(CustomerTag.customer_id == survivor.id, CustomerTag.tag.in_(tags))
+        .values(customer_id=merged.id)
+    )
     survivor.attributes = {
         k: v for k, v in survivor.attributes.items() if k not in set(moved["added_attributes"])
     }
