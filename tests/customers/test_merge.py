@@ -242,3 +242,39 @@ def test_a_merge_carries_consent_and_tags_and_undo_takes_them_back(
     assert undo.status_code == 200, undo.text
     assert state(survivor) == before_survivor
     assert state(merged) == before_merged
+
+
+def test_a_merge_is_undone_only_after_the_later_merge_of_its_survivor(
+    client: TestClient, world: World
+) -> None:
+    # A into B, then B into C: undoing the first merge answered 200, brought A back with no
+    # identity (C kept them) and marked the merge undone for good.
+    def make(email: str) -> str:
+        r = client.post("/api/v1/customers", json={"email": email}, headers=auth(world.bob))
+        return str(r.json()["id"])
+
+    def into(survivor: str, merged: str) -> str:
+        r = client.post(
+            f"/api/v1/customers/{survivor}/merge",
+            json={"merged_id": merged},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    a, b, c = make("a@example.com"), make("b@example.com"), make("c@example.com")
+    before_a, before_c = snapshot(client, world, a), snapshot(client, world, c)
+    first = into(b, a)
+    later = into(c, b)
+    r = client.post(f"/api/v1/customer-merges/{first}/undo", headers=auth(world.bob))
+    assert r.status_code == 409
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "undo the later merge first" in r.json()["detail"]
+    assert snapshot(client, world, a)["merged_into_id"] == b
+    assert len(snapshot(client, world, c)["identities"]) == 3
+
+    for merge_id in (later, first):
+        r = client.post(f"/api/v1/customer-merges/{merge_id}/undo", headers=auth(world.bob))
+        assert r.status_code == 200, r.text
+    assert snapshot(client, world, a) == before_a
+    assert snapshot(client, world, c) == before_c

@@ -143,6 +143,13 @@ def unmerge(
         raise Conflict("this merge was already undone")
     survivor = _customer(db, workspace_id, row.survivor_id)
     merged = _customer(db, workspace_id, row.merged_id)
+    if survivor.merged_into_id is not None:
+        # What this merge moved went on with the survivor into another record: undone
+        # now, it would find none of it and bring the merged record back empty.
+        raise Conflict(
+            "the survivor of this merge was since merged into another customer: "
+            "undo the later merge first"
+        )
     moved = row.moved
     for key, model in _OWNED.items():
         # Only what the merge moved and is still the survivor's goes back (merges recorded

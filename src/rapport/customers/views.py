@@ -280,7 +280,8 @@ merges_router = APIRouter(prefix="/api/v1/customer-merges", tags=["customers"])
 def undo_merge(
     merge_id: str, principal: CurrentAgent, request: Request, db: Db
 ) -> list[CustomerRead]:
-    """Undo a merge: both customers come back as they were."""
+    """Undo a merge: both customers come back as they were. While the survivor has since
+    been merged into another customer, a 409: undo that later merge first."""
     a, b = merge.unmerge(
         db,
         workspace_id=principal.workspace_id,
