@@ -136,6 +136,44 @@ def test_identities_can_be_added_and_removed(client: TestClient, world: World) -
     assert kinds == ["email"]
 
 
+def test_removing_the_primary_email_or_phone_falls_back_to_the_oldest_left(
+    client: TestClient, world: World
+) -> None:
+    # The customer's email (or phone) became None although another handle of that kind
+    # remained.
+    c = client.post(
+        "/api/v1/customers",
+        json={"name": "Eve", "email": "one@example.com", "phone": "+447700900001"},
+        headers=auth(world.bob),
+    ).json()
+    customer = f"/api/v1/customers/{c['id']}"
+    for kind, value in (
+        ("email", "two@example.com"),
+        ("email", "three@example.com"),
+        ("phone", "+447700900002"),
+    ):
+        r = client.post(
+            f"{customer}/identities", json={"kind": kind, "value": value}, headers=auth(world.bob)
+        )
+        assert r.status_code == 201, r.text
+
+    def remove(value: str) -> dict:  # type: ignore[type-arg]
+        now = client.get(customer, headers=auth(world.bob)).json()
+        [gone] = [i["id"] for i in now["identities"] if i["value"] == value]
+        r = client.delete(f"{customer}/identities/{gone}", headers=auth(world.bob))
+        assert r.status_code == 204
+        return client.get(customer, headers=auth(world.bob)).json()  # type: ignore[no-any-return]
+
+    after = remove("one@example.com")
+    assert (after["email"], after["phone"]) == ("two@example.com", "+447700900001")
+    after = remove("+447700900001")
+    assert (after["email"], after["phone"]) == ("two@example.com", "+447700900002")
+    after = remove("three@example.com")  # not the primary: it stays
+    assert after["email"] == "two@example.com"
+    after = remove("two@example.com")
+    assert after["email"] is None
+
+
 def test_timeline_mixes_messages_and_events_and_filters_by_kind(
     client: TestClient, world: World
 ) -> None:

@@ -165,10 +165,23 @@ def remove_identity(db: Session, *, customer: Customer, identity_id: str) -> Non
     if row is None:
         raise NotFound("identity")
     db.delete(row)
-    if row.kind == IdentityKind.email and customer.email == row.value:
-        customer.email = None
-    if row.kind == IdentityKind.phone and customer.phone == row.value:
-        customer.phone = None
+    if (
+        row.kind in (IdentityKind.email, IdentityKind.phone)
+        and getattr(customer, row.kind.value) == row.value
+    ):
+        # The display copy falls back to the oldest handle of that kind left, as the first
+        # one attached became it.
+        left = db.scalar(
+            select(Identity.value)
+            .where(
+                Identity.customer_id == customer.id,
+                Identity.kind == row.kind,
+                Identity.id != row.id,
+            )
+            .order_by(Identity.created_at, Identity.id)
+            .limit(1)
+        )
+        setattr(customer, row.kind.value, left)
     emit(
         db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
     )
