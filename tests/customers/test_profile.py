@@ -89,6 +89,47 @@ def test_defined_attributes_are_stored_in_their_type_and_bad_values_refused(
     assert r.status_code == 403
 
 
+def test_a_number_attribute_refuses_what_is_no_finite_number_and_stores_large_ones(
+    client: TestClient, world: World
+) -> None:
+    # "Infinity", "sNaN" and "1e30" were 500s (OverflowError, InvalidOperation, an integer
+    # beyond 64 bits at flush) and "NaN" was stored as null.
+    define(client, world, "score", "number")
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{customer.id}"
+    for bad in ("Infinity", "-inf", "sNaN", "NaN", "1e400"):
+        for method, path in (("PATCH", url), ("POST", "/api/v1/customers")):
+            r = client.request(
+                method, path, json={"attributes": {"score": bad}}, headers=auth(world.bob)
+            )
+            assert r.status_code == 422, (bad, method, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert "score is a number" in r.json()["detail"]
+    for literal in ("NaN", "Infinity", "1e400"):  # JSON text Python reads as nan or inf
+        r = client.patch(
+            url,
+            content='{"attributes": {"score": ' + literal + "}}",
+            headers={**auth(world.bob), "content-type": "application/json"},
+        )
+        assert r.status_code == 422, (literal, r.text)
+    for given, stored in (
+        ("1e30", 1e30),  # beyond 64 bits: a float, as a fraction is
+        ("18446744073709551616", 2.0**64),
+        ("18446744073709551615", 2**64 - 1),
+        (-(2**63), -(2**63)),
+        ("-12.0", -12),
+    ):
+        r = client.patch(url, json={"attributes": {"score": given}}, headers=auth(world.bob))
+        assert r.status_code == 200, (given, r.text)
+        assert r.json()["attributes"]["score"] == stored
+        again = client.get(url, headers=auth(world.bob)).json()["attributes"]["score"]
+        assert again == stored and type(again) is type(stored)
+    r = client.post(
+        "/api/v1/customers", json={"attributes": {"score": "1e30"}}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201 and r.json()["attributes"] == {"score": 1e30}
+
+
 def test_a_changed_attribute_is_an_event_rules_can_react_to(
     client: TestClient, world: World, database: Database
 ) -> None:

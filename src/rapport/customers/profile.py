@@ -6,6 +6,7 @@ number, a date is ``YYYY-MM-DD``); keys nobody defined are kept as given, so an 
 an API client never loses data for want of a definition.
 """
 
+import math
 import re
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -32,6 +33,8 @@ _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TAG = re.compile(r"^[\w][\w .:/-]{0,63}$", re.UNICODE)
 _TRUE = {"true", "yes", "1", "y", "on"}
 _FALSE = {"false", "no", "0", "n", "off"}
+# The integers orjson writes (and reads back as integers): int64's least to uint64's most.
+_INTEGERS = (-(2**63), 2**64 - 1)
 
 
 def definitions(db: Session, *, workspace_id: str) -> list[AttributeDefinition]:
@@ -98,13 +101,23 @@ def coerce(definition: AttributeDefinition, value: Any) -> Any:
     if kind == AttributeType.number:
         if isinstance(value, bool):
             raise Invalid(f"{key} is a number")
-        if isinstance(value, int | float):
+        if isinstance(value, float):
+            if not math.isfinite(value):  # NaN and Infinity in a JSON body
+                raise Invalid(f"{key} is a number, not {value!r}")
             return value
         try:
-            number = Decimal(str(value).strip())
+            number = Decimal(value if isinstance(value, int) else str(value).strip())
         except InvalidOperation as exc:
             raise Invalid(f"{key} is a number, not {value!r}") from exc
-        return int(number) if number == number.to_integral_value() else float(number)
+        if not number.is_finite():
+            raise Invalid(f"{key} is a number, not {value!r}")
+        # An integer the JSON column can keep stays exact; beyond, it is a float, as a
+        # fraction already is, and beyond a float's range it is refused.
+        if _INTEGERS[0] <= number <= _INTEGERS[1] and number == number.to_integral_value():
+            return int(number)
+        if not math.isfinite(as_float := float(number)):
+            raise Invalid(f"{key} is a number too large to store, not {value!r}")
+        return as_float
     if kind == AttributeType.boolean:
         if isinstance(value, bool):
             return value
