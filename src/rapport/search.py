@@ -134,7 +134,7 @@ def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50)
     return [row[0] for row in db.execute(sql, params)]
 
 
-def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int) -> list[str]:
+def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) -> list[str]:
     """Customers of the workspace whose name, email or phone has every word of ``q``, the
     most recently added first, up to ``limit``."""
     words = re.findall(r"\w+", q, flags=re.UNICODE)[:12]
