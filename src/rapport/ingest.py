@@ -493,6 +493,7 @@ def receive_batch(
     new_customers: dict[str, dict[str, Any]] = {}
     new_identities: list[dict[str, Any]] = []
     claims: list[dict[str, Any]] = []
+    claimed_from: set[str] = set()  # customers a claimed handle left
     for i in fresh:
         m = msgs[i]
         ws = inboxes[m.inbox_id].workspace_id
@@ -544,6 +545,7 @@ def receive_batch(
                         fill["phone"] = h.value
             elif h.verified and not row["verified"]:
                 # A handle someone only typed is claimed by the customer who proved it.
+                claimed_from.add(row["customer_id"])
                 row["customer_id"], row["verified"] = customer_id, True
                 claims.append({"iid": row["id"], "cid": customer_id})
 
@@ -706,6 +708,7 @@ def receive_batch(
         conn.execute(insert(Identity), new_identities)
     if claims:
         conn.execute(_CLAIM, claims)
+        customers.settle_handles(conn, claimed_from | {c["cid"] for c in claims})
     if known:
         conn.execute(_SEEN, [{"cid": c, "now": now} for c in known])
         names = {customer_of[i]: msgs[i].sender_name for i in fresh if msgs[i].sender_name}

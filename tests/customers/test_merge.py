@@ -244,28 +244,30 @@ def test_a_merge_carries_consent_and_tags_and_undo_takes_them_back(
     assert state(merged) == before_merged
 
 
+def make(client: TestClient, world: World, **fields: str) -> str:
+    r = client.post("/api/v1/customers", json=fields, headers=auth(world.bob))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def into(client: TestClient, world: World, survivor: str, merged: str) -> str:
+    """Merge ``merged`` into ``survivor``; the merge's id."""
+    r = client.post(
+        f"/api/v1/customers/{survivor}/merge", json={"merged_id": merged}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
 def test_a_merge_is_undone_only_after_the_later_merge_of_its_survivor(
     client: TestClient, world: World
 ) -> None:
     # A into B, then B into C: undoing the first merge answered 200, brought A back with no
     # identity (C kept them) and marked the merge undone for good.
-    def make(email: str) -> str:
-        r = client.post("/api/v1/customers", json={"email": email}, headers=auth(world.bob))
-        return str(r.json()["id"])
-
-    def into(survivor: str, merged: str) -> str:
-        r = client.post(
-            f"/api/v1/customers/{survivor}/merge",
-            json={"merged_id": merged},
-            headers=auth(world.bob),
-        )
-        assert r.status_code == 201, r.text
-        return str(r.json()["id"])
-
-    a, b, c = make("a@example.com"), make("b@example.com"), make("c@example.com")
+    a, b, c = (make(client, world, email=f"{x}@example.com") for x in "abc")
     before_a, before_c = snapshot(client, world, a), snapshot(client, world, c)
-    first = into(b, a)
-    later = into(c, b)
+    first = into(client, world, b, a)
+    later = into(client, world, c, b)
     r = client.post(f"/api/v1/customer-merges/{first}/undo", headers=auth(world.bob))
     assert r.status_code == 409
     assert r.headers["content-type"] == "application/problem+json"
@@ -278,3 +280,20 @@ def test_a_merge_is_undone_only_after_the_later_merge_of_its_survivor(
         assert r.status_code == 200, r.text
     assert snapshot(client, world, a) == before_a
     assert snapshot(client, world, c) == before_c
+
+
+def test_undoing_a_merge_leaves_the_survivor_showing_a_handle_it_still_has(
+    client: TestClient, world: World
+) -> None:
+    # Undo put back the survivor's email from before the merge (none), although a later
+    # merge had given it another: it showed no email while holding one.
+    b = make(client, world, name="B", phone="+14155550100")
+    a = make(client, world, email="a@example.com")
+    c = make(client, world, email="c@example.com")
+    first = into(client, world, b, a)
+    into(client, world, b, c)
+    r = client.post(f"/api/v1/customer-merges/{first}/undo", headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    survivor, merged = snapshot(client, world, b), snapshot(client, world, a)
+    assert survivor["email"] == "c@example.com" and survivor["phone"] == "+14155550100"
+    assert merged["email"] == "a@example.com"

@@ -22,6 +22,7 @@ from rapport.customers.models import (
     Event,
     Identity,
 )
+from rapport.customers.service import settle_handles
 from rapport.db import utcnow
 from rapport.events.models import Order
 from rapport.privacy.service import Actor, audit
@@ -186,6 +187,10 @@ def unmerge(
     if survivor.last_seen_at.isoformat() == moved.get("survivor_last_seen_after"):
         # Nothing happened since the merge: the survivor's own last activity comes back.
         survivor.last_seen_at = datetime.fromisoformat(before["last_seen_at"])
+    # Handles either one gained or lost since the merge (another merge, a claim): each
+    # shows one of its own.
+    db.flush()
+    settle_handles(db, [survivor.id, merged.id])
     merged.merged_into_id = None
     row.undone_at = utcnow()
     audit(

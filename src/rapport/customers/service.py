@@ -1,10 +1,12 @@
 """Customers: create, update, find by handle, resolve handles at ingest, the timeline."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, literal, or_, select, tuple_, union_all
+from sqlalchemy import Connection, and_, literal, or_, select, tuple_, union_all
+from sqlalchemy import update as update_rows
 from sqlalchemy.orm import Session
 
 from rapport import pagination
@@ -165,26 +167,35 @@ def remove_identity(db: Session, *, customer: Customer, identity_id: str) -> Non
     if row is None:
         raise NotFound("identity")
     db.delete(row)
-    if (
-        row.kind in (IdentityKind.email, IdentityKind.phone)
-        and getattr(customer, row.kind.value) == row.value
-    ):
-        # The display copy falls back to the oldest handle of that kind left, as the first
-        # one attached became it.
-        left = db.scalar(
-            select(Identity.value)
-            .where(
-                Identity.customer_id == customer.id,
-                Identity.kind == row.kind,
-                Identity.id != row.id,
-            )
-            .order_by(Identity.created_at, Identity.id)
-            .limit(1)
-        )
-        setattr(customer, row.kind.value, left)
+    db.flush()
+    settle_handles(db, [customer.id])
     emit(
         db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
     )
+
+
+def settle_handles(db: Session | Connection, customer_ids: Iterable[str]) -> None:
+    """Make each customer's email and phone (the copies shown, searched and written to)
+    one of their own handles of that kind: the one they had while it is still theirs,
+    else the oldest left (as the first one attached became it), else none. For after a
+    handle left a customer: removed, claimed by the customer who proved it, or merged."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    for kind, column in (
+        (IdentityKind.email, Customer.email),
+        (IdentityKind.phone, Customer.phone),
+    ):
+        theirs = select(Identity.value).where(
+            Identity.customer_id == Customer.id, Identity.kind == kind
+        )
+        oldest = theirs.order_by(Identity.created_at, Identity.id).limit(1).scalar_subquery()
+        db.execute(
+            update_rows(Customer)
+            .where(Customer.id.in_(ids), or_(column.is_(None), column.not_in(theirs)))
+            .values({column: oldest}),
+            execution_options={"synchronize_session": "fetch"} if isinstance(db, Session) else {},
+        )
 
 
 def dedupe_handles(handles: list[ident.Handle]) -> list[ident.Handle]:
@@ -256,13 +267,18 @@ def resolve(
         )
         db.add(customer)
         db.flush()
+    claimed_from: set[str] = set()
     for h in handles:
         row = found.get((h.kind, h.value))
         if row is None:
             _attach(db, customer=customer, handle=h)
         elif h.verified and not row.verified:
+            claimed_from.add(row.customer_id)
             row.customer_id = customer.id
             row.verified = True
+    if claimed_from:
+        db.flush()
+        settle_handles(db, claimed_from | {customer.id})
     if name and not customer.name:
         customer.name = name
     if now > customer.last_seen_at:
