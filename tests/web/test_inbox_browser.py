@@ -22,15 +22,25 @@ def test_an_agent_labels_and_resolves_conversations_in_bulk(
     client: TestClient,
 ) -> None:
     ids = [inbound(client, world, f"bulk{i}", f"bulk{i}@example.com") for i in range(3)]
-    page = browser.new_page(viewport={"width": 390, "height": 844})
-    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
-    # Nothing sticks out sideways at phone width.
-    wide = page.evaluate(
-        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right"
-        " > window.innerWidth + 1).map(e => e.tagName + '.' + e.className + '#' + e.name"
-        " + ' ' + e.getBoundingClientRect().right)"
+    # A long message: its one-line preview made the list as wide as its whole text, and
+    # the page scrolled sideways at laptop widths (the grid's 1fr column grew to fit it).
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "long", "text": "word " * 300, "from": {"email": "long@example.com"}},
+        headers=auth(world.bob),
     )
-    assert wide == []
+    assert r.status_code == 201, r.text
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    for width in (1024, 390):  # then at phone width
+        page.set_viewport_size({"width": width, "height": 844})
+        # Nothing sticks out sideways.
+        wide = page.evaluate(
+            "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect()"
+            ".right > window.innerWidth + 1).map(e => e.tagName + '.' + e.className + '#'"
+            " + e.name + ' ' + e.getBoundingClientRect().right)"
+        )
+        assert wide == [], width
 
     # Two conversations ticked with the keyboard, then labelled.
     for cid in ids[:2]:
