@@ -148,7 +148,7 @@
   function connect() {
     var q = "?visitor=" + encodeURIComponent(state.visitor) + (state.last !== null ? "&last_event_id=" + state.last : "");
     var ws = new WebSocket(base.replace(/^http/, "ws") + "/widget/ws/" + encodeURIComponent(token) + q);
-    var delay = 1000;
+    ws.onopen = function () { state.retryDelay = 1000; };
     ws.onmessage = function (msg) {
       var e = JSON.parse(msg.data);
       if (e.type === "reset") {
@@ -172,7 +172,13 @@
       if (e.type === "message.created") { typingEl.textContent = ""; show(e.payload); }
     };
     // Reconnect from the last event seen: the server replays what was missed.
-    ws.onclose = function () { setTimeout(connect, delay); delay = Math.min(delay * 2, 15000); };
+    // The wait doubles while the server cannot be reached (every open widget of every site
+    // would otherwise knock once a second), and starts again at a second once it answers.
+    ws.onclose = function () {
+      var delay = state.retryDelay || 1000;
+      state.retryDelay = Math.min(delay * 2, 30000);
+      setTimeout(connect, delay * (0.5 + Math.random() / 2));
+    };
   }
 
   function begin(extra) {
