@@ -161,3 +161,39 @@ def test_an_admin_exports_then_erases_a_customer_after_typing_erase_and_an_agent
     page.wait_for_url("**/app/inbox")
     assert client.get(f"/api/v1/customers/{customer}", headers=auth(world.bob)).status_code == 404
     assert client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).status_code == 404
+
+
+def test_the_conversation_page_keeps_label_colours_and_bare_key_shortcuts(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # Labels were grey on the conversation page (the inbox list painted them), and Ctrl+E
+    # (the browser's find) resolved the conversation: the shortcuts ignored modifier keys.
+    r = client.post(
+        "/api/v1/labels", json={"name": "vip", "colour": "#ffaa00"}, headers=auth(world.alice)
+    )
+    assert r.status_code == 201, r.text
+    cid = inbound(client, world, "keys-ui", "keys-ui@example.com")
+    r = client.post(
+        f"/api/v1/conversations/{cid}/labels", json={"labels": ["vip"]}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    orange = "rgb(255, 170, 0)"
+    expect(page.locator("#label-list .label")).to_have_css("background-color", orange)
+    page.fill("#label-form input", "later")
+    page.press("#label-form input", "Enter")
+    expect(page.locator("#label-list .label")).to_have_text(["later", "vip"])
+    expect(page.locator("#label-list .label").last).to_have_css("background-color", orange)
+
+    page.click("h1")  # out of the form: shortcuts are for the page
+    for chord in ("Control+e", "Meta+e", "Alt+e"):
+        page.keyboard.press(chord)
+    page.wait_for_timeout(500)
+    status = httpx.get(f"{live_server.url}/api/v1/conversations/{cid}", headers=auth(world.bob))
+    assert status.json()["status"] == "open"
+    page.keyboard.press("e")
+    expect(page.locator("#status")).to_have_text("resolved")

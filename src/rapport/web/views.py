@@ -234,6 +234,7 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "messages": msgs,
             "attachments": conversation_files.of_messages(db, [m.id for m in msgs]),
             "labels": conversations.labels_of(db, [conv.id])[conv.id],
+            "colours": label_list.colours(db, workspace_id=principal.workspace_id),
             "identities": customers.identities(db, customer=customer),
             "members": workspaces.members(db, workspace_id=principal.workspace_id),
             "timeline": timeline,

@@ -213,6 +213,25 @@ def test_the_visitor_sees_typing_in_its_chat_only_and_no_internal_ids(
     assert event["type"] == "agent.typing" and event["payload"] == {"conversation_id": conv}
 
 
+def test_agents_see_the_visitor_typing_in_the_conversation_they_type_in(
+    client: TestClient, world: World, chat: dict[str, str]
+) -> None:
+    # The event named the inbox and the customer only: every open conversation page showed
+    # "The customer is typing", whichever conversation it was.
+    v = start(client, chat, name="Ann")
+    conv = say(client, chat, v["visitor_token"], "hi")["conversation_id"]
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        r = client.post(
+            f"/widget/api/{chat['token']}/typing",
+            headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": v["visitor_token"]},
+        )
+        assert r.status_code == 204
+        event = ws.receive_json()
+    assert event["type"] == "visitor.typing"
+    assert event["payload"]["conversation_id"] == conv
+
+
 def test_once_a_merge_is_undone_a_visitor_no_longer_gets_the_other_persons_replies(
     client: TestClient, world: World, chat: dict[str, str]
 ) -> None:

@@ -377,22 +377,37 @@ async def typing(token: str, request: Request, visitor_token: VisitorToken) -> R
     database: Database = request.app.state.database
     inbox = await run_in_threadpool(_inbox, database, token)
 
-    def who() -> Visitor:
+    def chat() -> tuple[str | None, str | None]:
+        """The visitor's customer and the chat they type in: their latest in this inbox."""
         with database.session(write=False) as db:
             v = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
-            db.expunge(v)
-            return v
+            conv = db.scalar(
+                select(Conversation.id)
+                .where(
+                    Conversation.customer_id == v.customer_id,
+                    Conversation.inbox_id == inbox.id,
+                    Conversation.merged_into_id.is_(None),
+                )
+                .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+                .limit(1)
+            )
+            return v.customer_id, conv
 
-    visitor = await run_in_threadpool(who)
-    get_bus().publish(
-        {
-            "id": 0,
-            "workspace_id": inbox.workspace_id,
-            "type": "visitor.typing",
-            "payload": {"inbox_id": inbox.id, "customer_id": visitor.customer_id},
-            "created_at": utcnow().isoformat(),
-        }
-    )
+    customer_id, conversation_id = await run_in_threadpool(chat)
+    if conversation_id is not None:  # nothing to show before the first message
+        get_bus().publish(
+            {
+                "id": 0,
+                "workspace_id": inbox.workspace_id,
+                "type": "visitor.typing",
+                "payload": {
+                    "inbox_id": inbox.id,
+                    "customer_id": customer_id,
+                    "conversation_id": conversation_id,
+                },
+                "created_at": utcnow().isoformat(),
+            }
+        )
     return _cors(request, inbox, Response(status_code=204))
 
 

@@ -399,6 +399,8 @@ function setupConversation() {
   });
   document.addEventListener("keydown", (ev) => {
     if (ev.target.closest("textarea, input, select")) return;
+    // Bare keys only: Ctrl/Cmd+E is the browser's find, Ctrl/Cmd+R its reload.
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing) return;
     if (ev.key === "r") { ev.preventDefault(); textarea.focus(); }
     if (ev.key === "e") document.getElementById("resolve").click();
   });
@@ -413,12 +415,7 @@ function setupConversation() {
       showStatus(p.status);
       if (p.priority) priority.value = p.priority;
     }
-    // (Colleagues typing or viewing: the collision notice in panel.js.)
-    if (event.type === "visitor.typing") {
-      showError("The customer is typing…");
-      clearTimeout(window.__typingTimer);
-      window.__typingTimer = setTimeout(() => { const f = document.getElementById("flash"); if (f) f.remove(); }, 4000);
-    }
+    // (The customer or colleagues typing, colleagues viewing: the notice in panel.js.)
   });
 }
 
@@ -462,12 +459,14 @@ function setupLabels(id) {
   const list = document.getElementById("label-list");
   const form = document.getElementById("label-form");
   if (!list || !form) return;
+  const colours = JSON.parse(list.dataset.colours || "{}");
   const render = (labels) => {
     list.replaceChildren(...labels.map((label) => {
       const li = document.createElement("li");
       const chip = document.createElement("span");
       chip.className = "label";
       chip.textContent = label;
+      if (Object.hasOwn(colours, label)) chip.dataset.colour = colours[label];
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "remove-label";
@@ -477,6 +476,7 @@ function setupLabels(id) {
       li.append(chip, remove);
       return li;
     }));
+    paintLabels(list);
   };
   list.addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button.remove-label");

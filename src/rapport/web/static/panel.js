@@ -84,10 +84,11 @@ async function suggestions(box, customerId) {
   box.replaceChildren(el("h3", "Possible duplicates"), list);
 }
 
-// Collision notice: who else has this conversation open, or is typing in it.
+// Collision notice: who else has this conversation open, or is typing in it (a colleague,
+// or the customer in the chat widget).
 function collisions(box, conversationId) {
   const me = document.body.dataset.user;
-  const others = new Map(); // user id -> {name, what, until}
+  const others = new Map(); // user id (or "customer") -> {name, what, until}
   const render = () => {
     const now = Date.now();
     const lines = [...others.values()].filter((o) => o.until > now).map((o) => `${o.name} is ${o.what}`);
@@ -97,7 +98,14 @@ function collisions(box, conversationId) {
   document.addEventListener("rapport:event", (ev) => {
     const e = ev.detail;
     const p = e.payload || {};
-    if (p.conversation_id !== conversationId || !p.user_id || p.user_id === me) return;
+    if (p.conversation_id !== conversationId) return;
+    if (e.type === "visitor.typing") {
+      others.set("customer", { name: "The customer", what: "typing", until: Date.now() + 5000 });
+      setTimeout(render, 5100);
+      render();
+      return;
+    }
+    if (!p.user_id || p.user_id === me) return;
     if (e.type === "agent.viewing") {
       const known = others.get(p.user_id);
       const typing = known && known.what === "typing a reply" && known.until > Date.now();
