@@ -204,3 +204,37 @@ def test_a_job_longer_than_its_lease_keeps_it_and_runs_once(
     assert out.read_text().splitlines() == [f"{job_id} 1"]
     row = job_row(database, job_id)
     assert row.state == JobState.done and row.attempts == 1
+
+
+def test_the_threads_of_one_worker_process_never_act_on_each_others_jobs(
+    database: Database, settings: Settings
+) -> None:
+    # `rapport worker --threads N` makes its workers on its main thread, and their id was
+    # that thread's: all N shared one, so any could extend, finish or fail a sibling's job.
+    first, second = Worker(database, settings), Worker(database, settings)
+    assert first.id != second.id
+    job_id = enqueue(database, "test.fail")
+    with database.session() as db:
+        [job] = service.claim(db, worker_id=first.id, lease_seconds=60)
+    with database.session() as db:
+        assert not service.extend(db, job_id=job_id, worker_id=second.id, lease_seconds=60)
+        assert not service.finish(db, job_id=job_id, worker_id=second.id)
+        assert service.fail(db, job=job, worker_id=second.id, error="not mine") is None
+    row = job_row(database, job_id)
+    assert row.state == JobState.running and row.locked_by == first.id and row.last_error is None
+
+
+def test_a_failure_reported_after_the_job_was_finished_changes_nothing(
+    database: Database,
+) -> None:
+    # fail() asked only who had locked the job, not whether it still ran: a failure reported
+    # once the job was done (by a sibling under the same id) put it back in the queue.
+    job_id = enqueue(database, "test.fail")
+    with database.session() as db:
+        [job] = service.claim(db, worker_id="w1", lease_seconds=60)
+    with database.session() as db:
+        assert service.finish(db, job_id=job_id, worker_id="w1")
+    with database.session() as db:
+        assert service.fail(db, job=job, worker_id="w1", error="too late") is None
+    row = job_row(database, job_id)
+    assert row.state == JobState.done and row.last_error is None

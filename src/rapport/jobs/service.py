@@ -132,8 +132,11 @@ def finish(db: Session, *, job_id: str, worker_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-def fail(db: Session, *, job: Job, worker_id: str, error: str, permanent: bool = False) -> JobState:
-    """Schedule a retry with backoff, or dead-letter the job when it is out of attempts."""
+def fail(
+    db: Session, *, job: Job, worker_id: str, error: str, permanent: bool = False
+) -> JobState | None:
+    """Schedule a retry with backoff, or dead-letter the job when it is out of attempts;
+    the state it is left in, or None if this worker no longer holds it (nothing changed)."""
     dead = permanent or job.attempts >= job.max_attempts
     state = JobState.dead if dead else JobState.queued
     values: dict[str, Any] = {"state": state, "last_error": error[:4000], "locked_until": None}
@@ -141,8 +144,12 @@ def fail(db: Session, *, job: Job, worker_id: str, error: str, permanent: bool =
         values["finished_at"] = utcnow()
     else:
         values["run_at"] = utcnow() + timedelta(seconds=backoff_seconds(job.attempts))
-    db.execute(update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values))
-    return state
+    result = db.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.locked_by == worker_id, Job.state == JobState.running)
+        .values(**values)
+    )
+    return state if getattr(result, "rowcount", 0) else None
 
 
 def retry_dead(db: Session, *, job_id: str) -> bool:

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -29,7 +30,9 @@ class Worker:
     ) -> None:
         self.database = database
         self.settings = settings
-        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        # The threads of one `rapport worker` are made on its main thread: a random part,
+        # not the thread's, tells them apart, since a job is only ever its holder's.
+        self.id = name or f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(6)}"
         self.poll_seconds = poll_seconds
 
     def run_once(self) -> bool:
@@ -138,7 +141,10 @@ class Worker:
     def _fail(self, job: Job, error: str, *, permanent: bool) -> None:
         with self.database.session() as db:
             state = service.fail(db, job=job, worker_id=self.id, error=error, permanent=permanent)
-        outcome = "dead" if state == JobState.dead else "retry"
+        if state is None:
+            outcome = "lost"  # its lease ran out and another worker has it now
+        else:
+            outcome = "dead" if state == JobState.dead else "retry"
         JOBS.labels(name=job.name, outcome=outcome).inc()
         log.warning(
             "job failed",
