@@ -19,8 +19,9 @@ from rapport.channels.twilio import segments, signature
 from rapport.config import Settings
 from rapport.conversations.models import Message
 from rapport.db import Database, utcnow
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
-from tests.conftest import auth
+from tests.conftest import auth, published_events
 from tests.factories import World
 
 
@@ -676,3 +677,92 @@ def test_parts_that_report_while_the_rest_is_sent_count_once_it_is_and_a_failure
     # A message that failed stays failed whatever a part says later.
     assert report("P2", DeliveryStatus.failed) == DeliveryStatus.failed
     assert report("P1", DeliveryStatus.read) == DeliveryStatus.failed
+
+
+# --- Deliver jobs that run out -----------------------------------------------------------
+
+
+def queued_reply(database: Database, world: World) -> str:
+    """A reply of Acme's (API inbox) queued with its deliver job; the message's id."""
+    from rapport.conversations import service as conversations
+    from rapport.conversations.models import Conversation
+
+    with database.session() as db:
+        conv = db.get(Conversation, world.acme.first.conversation.id)  # type: ignore[union-attr]
+        assert conv is not None
+        return conversations.reply(db, conversation=conv, author_id=None, text="hello").id
+
+
+def deliver_now(database: Database, settings: Settings, **job: object) -> tuple[Job, Message]:
+    """Make the deliver job due now (with ``job``'s values), run the worker; the job and
+    its message after."""
+    with database.session() as db:
+        db.execute(update(Job).where(Job.name == "deliver").values(run_at=utcnow(), **job))
+    Worker(database, settings).run_until_idle()
+    with database.session(write=False) as db:
+        row = db.scalars(select(Job).where(Job.name == "deliver")).one()
+        msg = db.get(Message, row.args["message_id"])
+        assert msg is not None
+        return row, msg
+
+
+def test_a_message_waiting_for_its_sending_rate_never_uses_up_its_attempts(
+    database: Database, settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rate limit raised a DeliveryError before the send's own handling of one: every
+    # wait used an attempt, and on the last the job died with its message queued for ever.
+    from rapport.channels import deliver
+
+    queued_reply(database, world)
+    turn = {"come": False}
+    limiter = SimpleNamespace(hit=lambda key: turn["come"])
+    monkeypatch.setattr(deliver, "_limiter", lambda *args: limiter)
+    for _ in range(3):
+        job, msg = deliver_now(database, settings, attempts=7, max_attempts=8)
+        assert job.state == JobState.queued and job.attempts == 7 and msg.status == "queued"
+        assert job.run_at > utcnow()  # it waits a moment for its turn
+    turn["come"] = True
+    job, msg = deliver_now(database, settings)
+    assert job.state == JobState.done and job.attempts == 8 and msg.status == "sent"
+
+
+def test_a_deliver_job_dead_lettered_because_its_lease_ran_out_fails_its_message(
+    database: Database, settings: Settings, world: World
+) -> None:
+    # A worker that died (or hung) on every attempt left the lease to run out each time:
+    # the job was dead-lettered and nothing told the message, which stayed queued.
+    message_id = queued_reply(database, world)
+    expired = {
+        "state": JobState.running,
+        "attempts": 8,
+        "locked_by": "ghost",
+        "locked_until": utcnow().replace(year=2000),
+    }
+    with published_events() as published:
+        job, msg = deliver_now(database, settings, **expired)
+    assert job.state == JobState.dead and job.last_error == "lease expired on every attempt"
+    assert msg.status == "failed" and msg.error == "lease expired on every attempt"
+    [event] = [e for e in published if e["type"] == "message.updated"]
+    assert event["payload"]["id"] == message_id and event["payload"]["status"] == "failed"
+
+
+def test_a_deliver_job_counts_its_own_attempts_not_the_setting(
+    database: Database, settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "Last try" was read from RAPPORT_JOB_MAX_ATTEMPTS, which deliver jobs do not use (they
+    # have 8): a lower setting failed the message while retries remained, a higher one let
+    # the job die with its message queued.
+    from rapport.channels import base
+
+    def unavailable(self: object, out: base.Outbound) -> base.SendResult:
+        raise base.DeliveryError("provider 503")
+
+    monkeypatch.setattr(type(base.get("api")), "send", unavailable)
+    queued_reply(database, world)
+    settings.job_max_attempts = 2
+    job, msg = deliver_now(database, settings, attempts=1)
+    assert job.state == JobState.queued and job.attempts == 2 and msg.status == "queued"
+    settings.job_max_attempts = 12
+    job, msg = deliver_now(database, settings, attempts=7)
+    assert job.state == JobState.dead and job.attempts == 8
+    assert msg.status == "failed" and msg.error == "provider 503"

@@ -4,6 +4,9 @@ import os
 import time
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
+from rapport.jobs.models import Job
 from rapport.jobs.registry import JobContext, PermanentError, job
 
 
@@ -37,3 +40,16 @@ def slow(ctx: JobContext, *, path: str, seconds: float) -> None:
     time.sleep(seconds)
     with open(path, "a") as fh:
         fh.write(f"{ctx.job_id} {ctx.attempt}\n")
+
+
+def _write_death(db: Session, dead: Job, error: str) -> None:
+    """Record, beside the job's ``path``, that it died and why (once per death)."""
+    with open(dead.args["path"], "a") as fh:
+        fh.write(f"{dead.id} {error}\n")
+    if dead.args.get("hook_fails"):
+        raise RuntimeError("the hook failed too")
+
+
+@job("test.doomed", on_dead=_write_death)
+def doomed(ctx: JobContext, *, path: str, hook_fails: bool = False) -> None:
+    raise RuntimeError(f"attempt {ctx.attempt} of {ctx.max_attempts} failed")

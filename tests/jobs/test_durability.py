@@ -238,3 +238,39 @@ def test_a_failure_reported_after_the_job_was_finished_changes_nothing(
         assert service.fail(db, job=job, worker_id="w1", error="too late") is None
     row = job_row(database, job_id)
     assert row.state == JobState.done and row.last_error is None
+
+
+def test_a_job_is_told_when_it_is_dead_lettered_however_that_comes(
+    database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    # Only a handler could settle what its job left behind, and only while it ran: a job
+    # whose lease ran out on every attempt died without a word (a reply stayed "queued").
+    out = tmp_path / "deaths"
+    failing = enqueue(database, "test.doomed", path=str(out))
+    abandoned = enqueue(database, "test.doomed", path=str(out))
+    with database.session() as db:
+        db.execute(update(Job).where(Job.id == failing).values(attempts=2, max_attempts=3))
+        db.execute(
+            update(Job)
+            .where(Job.id == abandoned)
+            .values(
+                state=JobState.running,
+                attempts=8,
+                locked_by="ghost",
+                locked_until=utcnow() - timedelta(hours=1),
+            )
+        )
+    assert Worker(database, settings).run_until_idle() == 2
+    assert sorted(out.read_text().splitlines()) == sorted(
+        [
+            f"{failing} RuntimeError: attempt 3 of 3 failed",
+            f"{abandoned} lease expired on every attempt",
+        ]
+    )
+    # A hook that fails is logged; the job is dead-lettered all the same.
+    broken = enqueue(database, "test.doomed", path=str(out), hook_fails=True)
+    with database.session() as db:
+        db.execute(update(Job).where(Job.id == broken).values(max_attempts=1))
+    assert Worker(database, settings).run_until_idle() == 1
+    assert job_row(database, broken).state == JobState.dead
+    assert {job_row(database, j).state for j in (failing, abandoned)} == {JobState.dead}

@@ -341,7 +341,14 @@ def test_pruning_goes_oldest_first_a_chunk_per_transaction_and_keeps_the_young(
         left = list(db.scalars(select(StreamEvent.id).order_by(StreamEvent.id)))
     assert len(left) == aged - 4 + len(young) and set(left) >= young
     periodic.prune_stream_events(
-        JobContext(database=database, settings=settings, job_id="", attempt=1, workspace_id=None)
+        JobContext(
+            database=database,
+            settings=settings,
+            job_id="",
+            attempt=1,
+            workspace_id=None,
+            max_attempts=8,
+        )
     )
     with database.session(write=False) as db:
         assert set(db.scalars(select(StreamEvent.id))) == young

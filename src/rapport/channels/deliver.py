@@ -1,5 +1,6 @@
 """The ``deliver`` job: hands a queued outbound message to its channel."""
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,7 @@ from rapport.crypto import box_for
 from rapport.customers.models import Customer, Identity, IdentityKind
 from rapport.db import utcnow
 from rapport.jobs.models import Job, JobState
-from rapport.jobs.registry import JobContext, PermanentError, job
+from rapport.jobs.registry import JobContext, PermanentError, RetryLater, job
 from rapport.jobs.service import enqueue
 from rapport.realtime.service import emit
 from rapport.storage import LocalStorage
@@ -38,7 +39,20 @@ from rapport.channels import api as _api  # noqa: F401  isort: skip
 from rapport.channels import email as _email  # noqa: F401  isort: skip
 
 
-@job("deliver")
+def _dead(db: Session, dead: Job, error: str) -> None:
+    """The deliver job was dead-lettered however that came (its last attempt failed, its
+    lease ran out on every one): a message still queued failed, and the agent sees why."""
+    msg = db.get(Message, str(dead.args.get("message_id")))
+    if msg is not None and msg.status == DeliveryStatus.queued:
+        _set_status(db, msg, DeliveryStatus.failed, error)
+
+
+# Seconds a message over its inbox's sending rate waits before it tries again (up to twice
+# as long, so the waiting ones do not all come back at once).
+RATE_WAIT = 1.0
+
+
+@job("deliver", on_dead=_dead)
 def deliver(ctx: JobContext, *, message_id: str) -> None:
     """Send one outbound message; idempotent, since a job may run twice after a crash."""
     with ctx.database.session(write=False) as db:
@@ -94,9 +108,11 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         allow_private=ctx.settings.outbound_private_ok,
     )
     # Stay under the provider's sending rate (per inbox, shared through Redis when there
-    # is one); a message over the limit waits for the job's retry, it is not dropped.
+    # is one). A message over the limit waits for its turn, which is not one of its
+    # attempts: a busy inbox delays messages, it must not fail them.
     if not _limiter(inbox.channel, inbox.settings, ctx.settings.redis_url).hit(f"send:{inbox.id}"):
-        raise base.DeliveryError(f"{inbox.channel} sending rate reached; retrying shortly")
+        wait = RATE_WAIT * (1 + random.random())  # noqa: S311 - jitter, not security
+        raise RetryLater(f"{inbox.channel} sending rate reached", seconds=wait)
     # The provider call happens outside any transaction: no lock is held while we wait.
     try:
         result = channel.send(out)
@@ -104,7 +120,7 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         _mark(ctx, message_id, DeliveryStatus.failed, f"not sent: {exc}")
         raise PermanentError(str(exc)) from exc
     except base.DeliveryError as exc:
-        last_try = ctx.attempt >= ctx.settings.job_max_attempts
+        last_try = ctx.attempt >= ctx.max_attempts
         if exc.permanent or last_try:
             _mark(ctx, message_id, DeliveryStatus.failed, exc.reason)
             raise PermanentError(exc.reason) from exc
@@ -267,20 +283,31 @@ def _mark(
 ) -> None:
     with ctx.database.session() as db:
         msg = db.get(Message, message_id)
-        if msg is None:
-            return
-        msg.status = status
-        msg.error = error
-        if external_id:
-            msg.external_id = external_id
-        if meta:
-            msg.meta = {**msg.meta, "delivery": meta}
-        emit(
-            db,
-            workspace_id=msg.workspace_id,
-            type="message.updated",
-            payload=message_payload(msg),
-        )
-        if status == DeliveryStatus.sent:
-            # Parts may have reported while the rest was sent: they count now.
-            settle_parts(db, message=msg)
+        if msg is not None:
+            _set_status(db, msg, status, error, external_id=external_id, meta=meta)
+
+
+def _set_status(
+    db: Session,
+    msg: Message,
+    status: DeliveryStatus,
+    error: str | None,
+    *,
+    external_id: str | None = None,
+    meta: dict[str, object] | None = None,
+) -> None:
+    msg.status = status
+    msg.error = error
+    if external_id:
+        msg.external_id = external_id
+    if meta:
+        msg.meta = {**msg.meta, "delivery": meta}
+    emit(
+        db,
+        workspace_id=msg.workspace_id,
+        type="message.updated",
+        payload=message_payload(msg),
+    )
+    if status == DeliveryStatus.sent:
+        # Parts may have reported while the rest was sent: they count now.
+        settle_parts(db, message=msg)

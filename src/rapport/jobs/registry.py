@@ -5,12 +5,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from rapport.config import Settings
 from rapport.db import Database
+from rapport.jobs.models import Job
 
 
 class PermanentError(Exception):
     """Raised by a job that will never succeed: it is dead-lettered at once, not retried."""
+
+
+class RetryLater(Exception):
+    """Raised by a job whose turn has not come (a provider's sending rate): it runs again
+    after ``seconds``, and the run that raised it is not counted as one of its attempts."""
+
+    def __init__(self, reason: str, *, seconds: float) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)
@@ -27,9 +39,14 @@ class JobContext:
     job_id: str
     attempt: int
     workspace_id: str | None
+    # This job's own limit (``enqueue``'s), after which a failure dead-letters it.
+    max_attempts: int
 
 
 Handler = Callable[..., None]
+# Called with the worker's session, in the transaction that dead-letters the job (its last
+# attempt failed, or its lease ran out on every one), with the job as claimed and why.
+DeadHook = Callable[[Session, Job, str], None]
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class JobSpec:
     name: str
     fn: Handler
     max_attempts: int | None
+    on_dead: DeadHook | None = None
 
 
 _REGISTRY: dict[str, JobSpec] = {}
@@ -58,13 +76,16 @@ HANDLER_MODULES = (
 )
 
 
-def job(name: str, *, max_attempts: int | None = None) -> Callable[[Handler], Handler]:
-    """Register ``fn(ctx, **args)`` as the handler of jobs called ``name``."""
+def job(
+    name: str, *, max_attempts: int | None = None, on_dead: DeadHook | None = None
+) -> Callable[[Handler], Handler]:
+    """Register ``fn(ctx, **args)`` as the handler of jobs called ``name``; ``on_dead``
+    settles what such a job leaves behind if it is dead-lettered, however that comes."""
 
     def register(fn: Handler) -> Handler:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise RuntimeError(f"job {name!r} is registered twice")
-        _REGISTRY[name] = JobSpec(name=name, fn=fn, max_attempts=max_attempts)
+        _REGISTRY[name] = JobSpec(name=name, fn=fn, max_attempts=max_attempts, on_dead=on_dead)
         return fn
 
     return register

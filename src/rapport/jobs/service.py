@@ -152,6 +152,17 @@ def fail(
     return state if getattr(result, "rowcount", 0) else None
 
 
+def postpone(db: Session, *, job_id: str, worker_id: str, run_at: datetime) -> bool:
+    """Put a running job back in the queue until ``run_at``, this run not counted as one of
+    its attempts (it waited for its turn; it did not fail); False if it was lost."""
+    result = db.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.state == JobState.running)
+        .values(state=JobState.queued, run_at=run_at, locked_until=None, attempts=Job.attempts - 1)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def retry_dead(db: Session, *, job_id: str) -> bool:
     """Put a dead-lettered job back in the queue with fresh attempts."""
     result = db.execute(

@@ -7,9 +7,12 @@ import socket
 import threading
 import time
 import traceback
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
 
 from rapport.config import Settings
-from rapport.db import Database
+from rapport.db import Database, savepoint, utcnow
 from rapport.jobs import registry, service
 from rapport.jobs.models import Job, JobState
 from rapport.metrics import JOBS
@@ -87,10 +90,14 @@ class Worker:
             job_id=job.id,
             attempt=job.attempts,
             workspace_id=job.workspace_id,
+            max_attempts=job.max_attempts,
         )
         heartbeat = self._keep_lease(job)
         try:
             spec.fn(ctx, **job.args)
+        except registry.RetryLater as exc:
+            self._postpone(job, str(exc), seconds=exc.seconds)
+            return
         except registry.PermanentError as exc:
             self._fail(job, f"{type(exc).__name__}: {exc}", permanent=True)
             return
@@ -139,8 +146,11 @@ class Worker:
         return done
 
     def _fail(self, job: Job, error: str, *, permanent: bool) -> None:
+        spec = registry.get(job.name)
         with self.database.session() as db:
             state = service.fail(db, job=job, worker_id=self.id, error=error, permanent=permanent)
+            if state == JobState.dead and spec is not None and spec.on_dead is not None:
+                self._tell_dead(db, spec.on_dead, job, error)
         if state is None:
             outcome = "lost"  # its lease ran out and another worker has it now
         else:
@@ -155,6 +165,37 @@ class Worker:
                 "workspace_id": job.workspace_id,
                 "attempt": job.attempts,
                 "error": error[:500],
+            },
+        )
+
+    def _tell_dead(self, db: Session, on_dead: registry.DeadHook, job: Job, error: str) -> None:
+        """The job's own settling of its death, in the transaction that records it; should
+        it fail, the job is dead-lettered all the same (else it would die again with every
+        lease that runs out)."""
+        try:
+            with savepoint(db):
+                on_dead(db, job, error)
+        except Exception:
+            log.exception(
+                "dead job not settled",
+                extra={"event": "job.on_dead_failed", "job": job.name, "job_id": job.id},
+            )
+
+    def _postpone(self, job: Job, reason: str, *, seconds: float) -> None:
+        with self.database.session() as db:
+            kept = service.postpone(
+                db, job_id=job.id, worker_id=self.id, run_at=utcnow() + timedelta(seconds=seconds)
+            )
+        JOBS.labels(name=job.name, outcome="later" if kept else "lost").inc()
+        log.info(
+            "job postponed",
+            extra={
+                "event": "job.later",
+                "job": job.name,
+                "job_id": job.id,
+                "workspace_id": job.workspace_id,
+                "seconds": round(seconds, 1),
+                "reason": reason[:500],
             },
         )
 
