@@ -53,3 +53,9 @@ def _write_death(db: Session, dead: Job, error: str) -> None:
 @job("test.doomed", on_dead=_write_death)
 def doomed(ctx: JobContext, *, path: str, hook_fails: bool = False) -> None:
     raise RuntimeError(f"attempt {ctx.attempt} of {ctx.max_attempts} failed")
+
+
+@job("test.exit")
+def exit_(ctx: JobContext, *, interrupt: bool = False) -> None:
+    """What a handler, or a library it calls, may raise that is no Exception."""
+    raise KeyboardInterrupt if interrupt else SystemExit(3)

@@ -274,3 +274,37 @@ def test_a_job_is_told_when_it_is_dead_lettered_however_that_comes(
     assert Worker(database, settings).run_until_idle() == 1
     assert job_row(database, broken).state == JobState.dead
     assert {job_row(database, j).state for j in (failing, abandoned)} == {JobState.dead}
+
+
+def test_a_handler_that_exits_is_a_failed_attempt_and_the_worker_goes_on(
+    database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    # A handler's SystemExit or KeyboardInterrupt is no Exception: it ended the worker's
+    # thread (`rapport serve` served on with no worker) and its job stayed running until
+    # the lease ran out.
+    exits = enqueue(database, "test.exit")
+    interrupts = enqueue(database, "test.exit", interrupt=True)
+    after = enqueue(database, "test.record", path=str(tmp_path / "ran"))
+    ran: list[int] = []
+    thread = threading.Thread(
+        target=lambda: ran.append(Worker(database, settings).run_until_idle())
+    )
+    thread.start()
+    thread.join(30)
+    assert ran == [3]
+    for job_id, error in ((exits, "SystemExit: 3"), (interrupts, "KeyboardInterrupt")):
+        row = job_row(database, job_id)
+        assert row.state == JobState.queued and row.attempts == 1 and row.last_error == error
+    assert job_row(database, after).state == JobState.done
+
+
+def test_ctrl_c_still_stops_a_worker_running_on_the_main_thread(
+    database: Database, settings: Settings
+) -> None:
+    # Not a regression: `rapport worker --once` runs jobs on the main thread, where Python
+    # raises Ctrl-C; that stops the process, it is no failure of the job it interrupts.
+    job_id = enqueue(database, "test.exit", interrupt=True)
+    with pytest.raises(KeyboardInterrupt):
+        Worker(database, settings).run_until_idle()
+    row = job_row(database, job_id)
+    assert row.state == JobState.running and row.last_error is None  # left to its lease

@@ -20,6 +20,15 @@ from rapport.metrics import JOBS
 log = logging.getLogger(__name__)
 
 
+def _shutting_down(exc: BaseException) -> bool:
+    """Whether ``exc`` stops the process rather than the job: Ctrl-C, which Python raises
+    on the main thread (where ``rapport worker --once`` runs its jobs). The job it
+    interrupts is left to its lease, as a worker killed by a signal leaves its own."""
+    return (
+        isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
+    )
+
+
 class Worker:
     """Runs jobs one at a time; start several (threads or processes) for more throughput."""
 
@@ -67,7 +76,9 @@ class Worker:
                     periodic.tick(self.database)
                     next_tick = time.monotonic() + 30
                 busy = self.run_once()
-            except Exception:
+            except BaseException as exc:
+                if _shutting_down(exc):
+                    raise
                 log.exception("worker loop error", extra={"event": "worker.error"})
                 busy = False
             if not busy:
@@ -101,7 +112,11 @@ class Worker:
         except registry.PermanentError as exc:
             self._fail(job, f"{type(exc).__name__}: {exc}", permanent=True)
             return
-        except Exception as exc:
+        except BaseException as exc:
+            # A handler's SystemExit or KeyboardInterrupt (its own, or a library's) is a
+            # failed attempt like any other: the worker goes on with the next job.
+            if _shutting_down(exc):
+                raise
             detail = "".join(traceback.format_exception_only(exc)).strip()
             self._fail(job, detail, permanent=False)
             return
