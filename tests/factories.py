@@ -2,6 +2,7 @@
 
 import pickle
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from rapport.auth import service as auth
@@ -14,8 +15,9 @@ from rapport.conversations import service as conversations
 from rapport.crypto import box_for
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
-from rapport.db import Database
+from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, IngestResult, receive
+from rapport.jobs.models import Job, JobState
 from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import Workspace
 
@@ -138,6 +140,29 @@ def inbound(
         ),
         settings=settings,
     )
+
+
+def dead_job(
+    database: Database,
+    *,
+    workspace_id: str | None,
+    name: str = "deliver",
+    error: str = "DeliveryError: provider 503",
+    seconds_ago: float = 0,
+) -> str:
+    """A job dead-lettered after its 8 attempts ``seconds_ago``; its id."""
+    with database.session() as db:
+        row = Job(
+            name=name,
+            workspace_id=workspace_id,
+            state=JobState.dead,
+            attempts=8,
+            last_error=error,
+            finished_at=utcnow() - timedelta(seconds=seconds_ago),
+        )
+        db.add(row)
+        db.flush()
+        return row.id
 
 
 def build_world(database: Database, settings: Settings) -> World:

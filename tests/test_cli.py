@@ -5,11 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from rapport.auth.models import ApiToken
 from rapport.auth.security import token_hash
+from rapport.cli import app as cli_app
+from rapport.config import Settings
 from rapport.db import Database
+from rapport.jobs.models import Job, JobState
+from tests.factories import World, dead_job
 
 RAPPORT = [sys.executable, "-m", "rapport.cli"]
 
@@ -80,3 +86,51 @@ def test_an_unsafe_secret_key_is_a_readable_error(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "configuration error" in r.stderr and "RAPPORT_SECRET_KEY" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_dead_jobs_are_listed_and_queued_again_from_the_command_line(
+    database: Database, settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dead-lettered job could be neither seen nor retried but with SQL: retry_dead() was
+    # called from tests only.
+    monkeypatch.setenv("RAPPORT_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("RAPPORT_SECRET_KEY", settings.secret_key.get_secret_value())
+    acme = dead_job(
+        database,
+        workspace_id=world.acme.workspace.id,
+        error="DeliveryError: provider 503\nTraceback line",
+    )
+    globex = dead_job(database, workspace_id=world.globex.workspace.id, seconds_ago=60)
+    system = dead_job(database, workspace_id=None, name="sla_check", seconds_ago=120)
+    runner = CliRunner()
+
+    def jobs(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli_app, ["jobs", *args])
+        return result.exit_code, result.output
+
+    code, out = jobs("dead")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == [
+        "ID", "NAME", "WORKSPACE", "ATTEMPTS", "DIED", "(UTC)", "LAST", "ERROR"
+    ]  # fmt: skip
+    assert [line.split()[:4] for line in lines[1:]] == [
+        [acme, "deliver", "Acme", "8/8"],
+        [globex, "deliver", "Globex", "8/8"],
+        [system, "sla_check", "-", "8/8"],
+    ]
+    assert lines[1].endswith("DeliveryError: provider 503")  # the error's first line
+    code, out = jobs("dead", "--workspace", "Acme", "--limit", "1")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["ID", acme]
+    assert jobs("dead", "--workspace", "Initech") == (1, "no workspace Initech\n")
+    assert jobs("retry")[0] == 2 and jobs("retry", acme, "--all-dead")[0] == 2
+    # One dead job queued again; an id that is no dead job is named, and the exit is 1.
+    code, out = jobs("retry", acme, "0" * 32)
+    assert code == 1 and out == f"1 job queued again\nno dead job {'0' * 32}\n"
+    code, out = jobs("retry", "--all-dead", "--workspace", "Globex")
+    assert code == 0 and out == "1 job queued again\n"
+    with database.session(write=False) as db:
+        states = {j.id: (j.state, j.attempts) for j in db.scalars(select(Job))}
+    assert states[acme] == states[globex] == (JobState.queued, 0)
+    assert states[system] == (JobState.dead, 8)
+    assert jobs("retry", "--all-dead") == (0, "1 job queued again\n")
+    assert jobs("dead") == (0, "no dead jobs\n")

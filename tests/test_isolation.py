@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from rapport.customers.models import MergeSuggestion
 from tests.conftest import auth
-from tests.factories import World
+from tests.factories import World, dead_job
 
 # Bodies valid enough to get past validation, so the answer is about the ids alone.
 BODIES: dict[tuple[str, str], object] = {
@@ -91,6 +91,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth(world.alice)
     ).json()
     label = client.post("/api/v1/labels", json={"name": "vip"}, headers=auth(world.alice)).json()
+    database = client.app.state.database  # type: ignore[attr-defined]
     return {
         "inbox_id": acme.inbox.id,
         "customer_id": acme.first.customer.id,
@@ -128,6 +129,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "webhook_id": hook["id"],
         "label": "vip",
         "label_id": label["id"],
+        "job_id": dead_job(database, workspace_id=acme.workspace.id),
     }
 
 
@@ -190,6 +192,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "article_id",
         "intent_id",
         "integration_id",
+        "job_id",
     }
 
 

@@ -98,6 +98,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.conversations import views as conversation_views
     from rapport.customers import views as customer_views
     from rapport.events import views as event_views
+    from rapport.jobs import views as job_views
     from rapport.kb import authoring as kb_authoring
     from rapport.kb import public as kb_public
     from rapport.kb import views as kb_views
@@ -120,6 +121,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         webhooks,
         webchat_views,
         event_views,
+        job_views,
     ):
         app.include_router(module.router)
     app.include_router(conversation_views.sla_router)

@@ -4,18 +4,23 @@ import gc
 import os
 import sys
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from rapport.config import Settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 app = typer.Typer(help="Rapport: one customer, one timeline, one inbox.", no_args_is_help=True)
 workspace_app = typer.Typer(help="Manage workspaces.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(token_app, name="token")
+jobs_app = typer.Typer(help="See and retry dead-lettered jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 eval_app = typer.Typer(
     help="Measure the real code on public data; each prints a table and a JSON line.",
     no_args_is_help=True,
@@ -137,6 +142,94 @@ def run_worker(
                 t.join(0.5)
     except KeyboardInterrupt:
         stop.set()
+
+
+def _workspace_id(db: "Session", name: str) -> str:
+    from rapport.problems import NotFound
+    from rapport.workspaces import service
+
+    try:
+        return service.get_by_name(db, name).id
+    except NotFound:
+        _fail(f"no workspace {name}")
+        raise
+
+
+@jobs_app.command("dead")
+def jobs_dead(
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace's jobs.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 50,
+) -> None:
+    """List dead-lettered jobs, the latest to die first (with no --workspace, those of
+    every workspace and of none)."""
+    from rapport.db import Database
+    from rapport.jobs import service
+    from rapport.workspaces.models import Workspace
+
+    database = Database(_settings().database_url)
+    try:
+        with database.session(write=False) as db:
+            workspace_id = _workspace_id(db, workspace) if workspace else None
+            rows, more = service.list_dead(db, workspace_id=workspace_id, limit=limit)
+            names = {
+                ws.id: ws.name
+                for ws in (db.get(Workspace, r.workspace_id) for r in rows if r.workspace_id)
+                if ws is not None
+            }
+    finally:
+        database.dispose()
+    if not rows:
+        typer.echo("no dead jobs")
+        return
+    table = [("ID", "NAME", "WORKSPACE", "ATTEMPTS", "DIED (UTC)", "LAST ERROR")]
+    for r in rows:
+        error = (r.last_error or "").strip().split("\n", 1)[0]
+        died = r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-"
+        workspace_name = names.get(r.workspace_id, r.workspace_id) if r.workspace_id else "-"
+        attempts = f"{r.attempts}/{r.max_attempts}"
+        table.append((r.id, r.name, workspace_name, attempts, died, error[:100]))
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    for row in table:
+        padded = (cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True))
+        typer.echo("  ".join([*padded, row[5]]))
+    if more:
+        typer.echo(f"(more dead jobs than these {len(rows)}: raise --limit to see them)")
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    ids: Annotated[list[str] | None, typer.Argument(help="Ids of dead jobs.")] = None,
+    all_dead: Annotated[
+        bool, typer.Option("--all-dead", help="Every dead job (of --workspace, if given).")
+    ] = False,
+    workspace: Annotated[
+        str | None, typer.Option(help="With --all-dead: only this workspace's jobs.")
+    ] = None,
+) -> None:
+    """Put dead-lettered jobs back in the queue, with all their attempts again."""
+    from rapport.db import Database
+    from rapport.jobs import service
+
+    if bool(ids) == all_dead or (workspace and not all_dead):
+        typer.secho("name job ids, or --all-dead [--workspace NAME]", fg="red", err=True)
+        raise typer.Exit(2)
+    database = Database(_settings().database_url)
+    missing: list[str] = []
+    try:
+        with database.session() as db:
+            if all_dead:
+                workspace_id = _workspace_id(db, workspace) if workspace else None
+                count = service.retry_all_dead(db, workspace_id=workspace_id)
+            else:
+                missing = [i for i in ids or () if service.retry_dead(db, job_id=i) is None]
+                count = len(ids or ()) - len(missing)
+    finally:
+        database.dispose()
+    typer.echo(f"{count} {'job' if count == 1 else 'jobs'} queued again")
+    for job_id in missing:
+        typer.secho(f"no dead job {job_id}", fg="red", err=True)
+    if missing:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from rapport import pagination
 from rapport.db import new_id, on_commit, utcnow
 from rapport.jobs.models import Job, JobState
 
@@ -163,14 +164,57 @@ def postpone(db: Session, *, job_id: str, worker_id: str, run_at: datetime) -> b
     return bool(getattr(result, "rowcount", 0))
 
 
-def retry_dead(db: Session, *, job_id: str) -> bool:
-    """Put a dead-lettered job back in the queue with fresh attempts."""
-    result = db.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == JobState.dead)
-        .values(state=JobState.queued, attempts=0, run_at=utcnow(), finished_at=None)
+def list_dead(
+    db: Session, *, workspace_id: str | None = None, cursor: str | None = None, limit: int = 50
+) -> tuple[list[Job], str | None]:
+    """Dead-lettered jobs, the latest to die first: a workspace's, or with none named every
+    workspace's and those of no workspace; a page and the cursor of the next."""
+    limit = pagination.clamp(limit, maximum=1000)
+    # fail() alone dead-letters a job, and it sets finished_at.
+    query = select(Job).where(Job.state == JobState.dead)
+    if workspace_id is not None:
+        query = query.where(Job.workspace_id == workspace_id)
+    after = pagination.decode(cursor)
+    if after:
+        query = query.where(
+            (Job.finished_at < after[0]) | ((Job.finished_at == after[0]) & (Job.id < after[1]))
+        )
+    rows = list(db.scalars(query.order_by(Job.finished_at.desc(), Job.id.desc()).limit(limit + 1)))
+    return pagination.page_of(rows, limit, lambda j: (j.finished_at, j.id))
+
+
+_REQUEUED = {"state": JobState.queued, "attempts": 0, "finished_at": None, "locked_until": None}
+
+
+def retry_dead(db: Session, *, job_id: str, workspace_id: str | None = None) -> Job | None:
+    """Put a dead-lettered job (of ``workspace_id``, if named) back in the queue with fresh
+    attempts; the job, or None if there is no such dead job."""
+    query = update(Job).where(Job.id == job_id, Job.state == JobState.dead)
+    if workspace_id is not None:
+        query = query.where(Job.workspace_id == workspace_id)
+    row = db.scalars(
+        query.values(**_REQUEUED, run_at=utcnow()).returning(Job),
+        execution_options={"synchronize_session": False},
+    ).one_or_none()
+    if row is not None:
+        on_commit(db, wakeup.set)
+    return row
+
+
+def retry_all_dead(db: Session, *, workspace_id: str | None = None) -> int:
+    """Put every dead-lettered job (of ``workspace_id``, if named) back in the queue with
+    fresh attempts; how many."""
+    query = update(Job).where(Job.state == JobState.dead)
+    if workspace_id is not None:
+        query = query.where(Job.workspace_id == workspace_id)
+    ids = db.scalars(
+        query.values(**_REQUEUED, run_at=utcnow()).returning(Job.id),
+        execution_options={"synchronize_session": False},
     )
-    return bool(getattr(result, "rowcount", 0))
+    count = len(ids.all())
+    if count:
+        on_commit(db, wakeup.set)
+    return count
 
 
 def prune_finished(db: Session, *, older_than_days: int, limit: int = 5000) -> int:
