@@ -37,7 +37,6 @@ class Settings(BaseSettings):
     login_max_failures: int = 10
     login_lockout_minutes: int = 15
     job_lease_seconds: int = 300
-    job_max_attempts: int = 8
     worker_in_process: bool = True
     ingest_batch_max: int = 64
     ingest_process: bool = Field(

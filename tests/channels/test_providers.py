@@ -746,12 +746,12 @@ def test_a_deliver_job_dead_lettered_because_its_lease_ran_out_fails_its_message
     assert event["payload"]["id"] == message_id and event["payload"]["status"] == "failed"
 
 
-def test_a_deliver_job_counts_its_own_attempts_not_the_setting(
+def test_a_deliver_job_counts_its_own_attempts(
     database: Database, settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # "Last try" was read from RAPPORT_JOB_MAX_ATTEMPTS, which deliver jobs do not use (they
-    # have 8): a lower setting failed the message while retries remained, a higher one let
-    # the job die with its message queued.
+    # "Last try" was read from a setting (RAPPORT_JOB_MAX_ATTEMPTS) that deliver jobs did
+    # not use (they have 8): a lower one failed the message while retries remained, a
+    # higher one let the job die with its message queued.
     from rapport.channels import base
 
     def unavailable(self: object, out: base.Outbound) -> base.SendResult:
@@ -759,10 +759,8 @@ def test_a_deliver_job_counts_its_own_attempts_not_the_setting(
 
     monkeypatch.setattr(type(base.get("api")), "send", unavailable)
     queued_reply(database, world)
-    settings.job_max_attempts = 2
     job, msg = deliver_now(database, settings, attempts=1)
     assert job.state == JobState.queued and job.attempts == 2 and msg.status == "queued"
-    settings.job_max_attempts = 12
     job, msg = deliver_now(database, settings, attempts=7)
     assert job.state == JobState.dead and job.attempts == 8
     assert msg.status == "failed" and msg.error == "provider 503"

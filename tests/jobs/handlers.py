@@ -28,6 +28,11 @@ def fail(ctx: JobContext, *, permanent: bool = False) -> None:
     raise RuntimeError(f"attempt {ctx.attempt} failed")
 
 
+@job("test.fragile", max_attempts=2)
+def fragile(ctx: JobContext) -> None:
+    raise RuntimeError(f"attempt {ctx.attempt} failed")
+
+
 @job("test.count")
 def count(ctx: JobContext, *, path: str) -> None:
     with open(path, "a") as fh:

@@ -64,6 +64,19 @@ def test_a_failing_job_backs_off_and_is_dead_lettered_after_its_attempts(
     assert delays[1] > delays[0] > 0  # exponential: each wait longer than the last
 
 
+def test_a_job_has_the_attempts_its_kind_declares_unless_its_caller_says(
+    database: Database, settings: Settings
+) -> None:
+    # @job(max_attempts=...) was never read: every job got 8 (the bot's reply, 3 declared).
+    with database.session() as db:
+        fragile = service.enqueue(db, name="test.fragile").id
+        told = service.enqueue(db, name="test.fragile", max_attempts=5).id
+        plain = service.enqueue(db, name="test.fail").id
+    assert job_row(database, fragile).max_attempts == 2
+    assert job_row(database, told).max_attempts == 5
+    assert job_row(database, plain).max_attempts == service.DEFAULT_ATTEMPTS
+
+
 def test_a_permanent_error_or_an_unknown_job_is_dead_lettered_at_once(
     database: Database, settings: Settings
 ) -> None:

@@ -12,10 +12,15 @@ from sqlalchemy.orm import Session
 
 from rapport import pagination
 from rapport.db import new_id, on_commit, utcnow
+from rapport.jobs import registry
 from rapport.jobs.models import Job, JobState
 
 # Set after a commit that enqueued work, so the in-process worker starts at once.
 wakeup = threading.Event()
+
+
+# Attempts before a job is dead-lettered, for a job whose ``@job`` names none.
+DEFAULT_ATTEMPTS = 8
 
 
 def enqueue(
@@ -25,15 +30,17 @@ def enqueue(
     args: dict[str, Any] | None = None,
     workspace_id: str | None = None,
     run_at: datetime | None = None,
-    max_attempts: int = 8,
+    max_attempts: int | None = None,
 ) -> Job:
-    """Add a job to the caller's transaction: it runs only if that transaction commits."""
+    """Add a job to the caller's transaction: it runs only if that transaction commits.
+    Its attempts: ``max_attempts``, else what its ``@job`` says, else ``DEFAULT_ATTEMPTS``."""
+    spec = registry.get(name)
     row = Job(
         name=name,
         args=args or {},
         workspace_id=workspace_id,
         run_at=run_at or utcnow(),
-        max_attempts=max_attempts,
+        max_attempts=max_attempts or (spec and spec.max_attempts) or DEFAULT_ATTEMPTS,
     )
     db.add(row)
     on_commit(db, wakeup.set)
