@@ -99,6 +99,54 @@ def test_no_operation_builds_something_huge(source: str) -> None:
         templating.render(source, {})
 
 
+BIG = "{% set big = 'a' * 50000 %}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        BIG + "{{ ('{0}' * 100).format(big) | length }}",
+        BIG + "{{ ('{0}' * 100).format({'a': big}) | length }}",
+        BIG + "{{ ('{0[a]}' * 100).format({'a': big}) | length }}",
+        BIG + "{{ ('{a}' * 100).format_map({'a': big}) | length }}",
+        BIG + "{{ (('%(a)s' * 100) % {'a': big}) | length }}",
+        BIG + "{{ ('%(a)s' * 100) | format(a=big) | length }}",
+        "{{ ('\t' * 1000).expandtabs(1000) | length }}",
+        "{{ ('a' * 1000).translate({97: 'b' * 1000}) | length }}",
+        "{{ [1] | batch(5000000, 0) | first | length }}",
+        "{% set s = '\\\\' * 10000 %}{{ s | tojson | tojson | tojson | tojson | length }}",
+        "{{ ('a' * 1000) | wordwrap(1, wrapstring='x' * 1000) | length }}",
+        "{{ ('&' * 15000) | urlencode | urlencode | urlencode | length }}",
+    ],
+)
+def test_no_single_call_multiplies_what_it_is_given(source: str) -> None:
+    # Each of these was one call into Python, which the deadline cannot stop: format and %
+    # checked only their widths, not how many fields showed how large a value; expandtabs
+    # checked the tab size, not how many tabs; translate, batch's fill and wordwrap's
+    # breaks went unchecked; and tojson or urlencode, each a few times longer, were chained.
+    # Scaled up, one rendering took gigabytes in the worker every workspace shares.
+    with pytest.raises(Invalid, match="not allowed|at most"):
+        templating.render(source, {})
+
+
+def test_there_is_no_lorem_ipsum_to_ask_for_in_any_length() -> None:
+    # lipsum(n) built n paragraphs in one call, as long as n asked.
+    with pytest.raises(Invalid, match="'lipsum' is undefined"):
+        templating.render("{{ lipsum(2000, html=False) | length }}", {})
+
+
+def test_ordinary_formatting_still_works() -> None:
+    source = (
+        "{{ '{0[name]} {1}'.format(who, 2) }} {{ '{name}'.format_map(who) }} "
+        "{{ 'Hi %(name)s' % who }} {{ '%s-%s' % (1, 2) }} {{ 'ab'.translate({97: 'xy'}) }} "
+        "{{ 'a\tb'.expandtabs(2) }} {{ who | tojson }} {{ 'one two three' | wordwrap(8) }} "
+        "{{ [1, 2, 3] | batch(2, 0) | list }}"
+    )
+    assert templating.render(source, {"who": {"name": "Kim"}}) == (
+        'Kim 2 Kim Hi Kim 1-2 xyb a b {"name": "Kim"} one two\nthree [[1, 2], [3, 0]]'
+    )
+
+
 def test_a_template_that_runs_too_long_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(templating, "MAX_SECONDS", 0.2)
     silent = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"

@@ -8,8 +8,11 @@ not take it down for every workspace. A template here is held to:
   anything is stopped too);
 - **size**: no text, list or integer it builds grows past ``MAX_OUTPUT`` characters (or
   ``MAX_INT_BITS``), checked *before* the operation that would build it: repetition
-  (``*``), ``+``, ``~``, ``%`` formatting, widths (``center``, ``ljust``, ``format``
-  specs, ``indent``), ``replace`` and ``join``;
+  (``*``), ``+``, ``~``, ``%`` and ``format`` (how many fields, how large their values,
+  their widths), widths (``center``, ``ljust``, ``indent``...), ``expandtabs``,
+  ``replace``, ``translate``, ``join``, ``wordwrap``'s breaks and ``batch``'s fill. What
+  one call can only make a few times larger (``tojson``, ``escape``, ``upper``...) is
+  checked once made, before the next call can make it larger again;
 - **output**: it is streamed and cut at ``MAX_OUTPUT``;
 - **errors**: anything that goes wrong while rendering is a template error.
 """
@@ -19,7 +22,16 @@ import string
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import (
+    Callable,
+    Collection,
+    ItemsView,
+    Iterable,
+    KeysView,
+    Mapping,
+    Set,
+    ValuesView,
+)
 from types import FrameType
 from typing import Any
 
@@ -28,7 +40,8 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
+from jinja2.utils import Namespace
 
 from rapport.problems import Invalid
 
@@ -43,16 +56,24 @@ MAX_BUILT = 10 * MAX_OUTPUT
 
 _TOO_LONG = f"a text or list longer than {MAX_OUTPUT} is not allowed"
 _TOO_BIG = f"an integer beyond {MAX_INT_BITS} bits is not allowed"
-# A printf-style conversion: its width and precision are what can make it huge.
-_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+# A printf-style conversion: the key of the value it shows, its width and its precision.
+_PRINTF = re.compile(r"%(?:\(([^)]*)\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
 def _size(value: Any) -> int:
-    """How much ``value`` would be as text, about (what repetition and joining multiply)."""
+    """How much ``value`` would be as text, about (what repetition and joining multiply,
+    and what a format field shows)."""
     if isinstance(value, str):
         return len(value)
-    if isinstance(value, list | tuple):
-        return len(value) + sum(_size(v) for v in value)
+    if isinstance(value, int):
+        return abs(value).bit_length() // 3 + 1  # its digits, at least
+    if isinstance(value, Namespace):  # shown as its attributes
+        value = getattr(value, "_Namespace__attrs", {})
+    if isinstance(value, Mapping):
+        return len(value) + sum(_size(k) + _size(v) for k, v in value.items())
+    if isinstance(value, list | tuple | Set | KeysView | ValuesView | ItemsView):
+        items: Collection[Any] = value
+        return len(items) + sum(_size(item) for item in items)
     return 1
 
 
@@ -67,6 +88,15 @@ def _refuse_if_long(size: int) -> None:
     if spent > MAX_BUILT:
         raise SecurityError(f"a template may build at most {MAX_BUILT} characters in all")
     _rendering.built = spent
+
+
+def _checked_result(value: Any) -> Any:
+    """``value``, the text a call made, unless it is too long. A call that can only make
+    its text a few times longer (``tojson``, ``escape``, ``upper``) is checked after it:
+    what one call makes is bounded, but the next call would multiply it again."""
+    if isinstance(value, str) and len(value) > MAX_OUTPUT:
+        raise SecurityError(_TOO_LONG)
+    return value
 
 
 def _check_product(left: Any, right: Any) -> None:
@@ -96,42 +126,66 @@ def _check_width(width: Any) -> None:
         _refuse_if_long(width)
 
 
-def _check_printf(fmt: Any) -> None:
-    """``fmt % values``: a width or precision that would pad to gigabytes is refused."""
-    if not isinstance(fmt, str):
-        return
+def _printf_size(fmt: str, values: Any) -> int:
+    """How long ``fmt % values`` can be: each conversion shows a value (the one its key
+    names, one of a tuple's, or the one value), padded to its width and precision. A
+    width taken from the values (``*``) is refused."""
+    size = len(fmt)
+    if isinstance(values, tuple):
+        size += sum(_size(v) for v in values)  # each shown once at most
     for match in _PRINTF.finditer(fmt):
-        for number in match.groups():
+        size -= len(match.group())  # the conversion, not shown
+        key, *numbers = match.groups()
+        for number in numbers:
             if number == "*":
                 raise SecurityError("a width taken from the values (*) is not allowed")
             if number is not None:
-                _check_width(int(number))
+                size += int(number)
+        if key is not None and isinstance(values, Mapping):
+            size += _size(values.get(key))
+        elif not isinstance(values, tuple):
+            size += _size(values)
+    return size
 
 
-def _check_format_string(fmt: str) -> None:
-    """``fmt.format(...)``: the same for its format specs."""
+def _format_size(fmt: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
+    """How long ``fmt.format(*args, **kwargs)`` can be: each field shows the value it
+    names, padded to the widths in its spec (which may not come from the values)."""
     try:
         fields = list(string.Formatter().parse(fmt))
     except ValueError:
-        return  # str.format raises the same error itself
-    for _, _, spec, _ in fields:
+        return 0  # str.format raises the same error itself
+    formatter = SandboxedFormatter(_env)
+    size, auto = 0, 0
+    for literal, name, spec, _ in fields:
+        size += len(literal)
         if spec and "{" in spec:
             raise SecurityError("a format spec taken from the values is not allowed")
-        for number in re.findall(r"\d+", spec or ""):
-            _check_width(int(number))
+        size += sum(int(number) for number in re.findall(r"\d+", spec or ""))
+        if name is None:
+            continue
+        if name == "":
+            name, auto = str(auto), auto + 1
+        try:  # the value itself, as str.format finds it ({0.name}, {key[0]})
+            size += _size(formatter.get_field(name, args, kwargs)[0])
+        except Exception:  # noqa: S112 (str.format raises the same error itself)
+            continue
+    return size
 
 
-def _check_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
-    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
-        hits = text.count(old) if old else len(text) + 1
-        if isinstance(count, int) and count >= 0:
-            hits = min(hits, count)
-        _refuse_if_long(len(text) + hits * (len(new) - len(old)))
+def _replace_size(text: Any, old: Any, new: Any, count: Any = None) -> int:
+    if not (isinstance(text, str) and isinstance(old, str) and isinstance(new, str)):
+        return 0
+    hits = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        hits = min(hits, count)
+    return len(text) + hits * (len(new) - len(old))
 
 
-def _check_join(separator: Any, items: Any) -> None:
-    if isinstance(separator, str) and isinstance(items, list | tuple):
-        _refuse_if_long(len(separator) * max(len(items) - 1, 0) + _size(items) - len(items))
+def _join_size(separator: Any, items: Any) -> int:
+    if not (isinstance(separator, str) and isinstance(items, list | tuple)):
+        return 0
+    return len(separator) * max(len(items) - 1, 0) + _size(items) - len(items)
 
 
 def _bounded_list(items: Any) -> list[Any]:
@@ -146,51 +200,123 @@ def _bounded_list(items: Any) -> list[Any]:
     return out
 
 
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _translated_size(text: str, table: Any) -> int:
+    values: Iterable[Any] = table.values() if isinstance(table, Mapping) else table
+    if not isinstance(values, list | tuple | ValuesView):
+        return len(text)  # a text table maps a character to one character
+    longest = max((len(v) if isinstance(v, str) else 1 for v in values), default=1)
+    return len(text) * longest
+
+
+_TextSize = Callable[[str, tuple[Any, ...], dict[str, Any]], int]
+# How long the text a method of a text makes can be, for those that can make it much
+# longer than the text and their arguments: checked before the call.
+_TEXT_SIZES: dict[str, _TextSize] = {
+    **dict.fromkeys(
+        ("center", "ljust", "rjust", "zfill"),
+        lambda text, args, kwargs: max(len(text), _count(_arg(args, kwargs, 0, "width"))),
+    ),
+    "expandtabs": lambda text, args, kwargs: (
+        len(text) + text.count("\t") * _count(_arg(args, kwargs, 0, "tabsize") or 8)
+    ),
+    "format": _format_size,
+    "format_map": lambda text, args, _: _format_size(text, (), args[0] if args else {}),
+    "join": lambda text, args, _: _join_size(text, args[0]) if args else 0,
+    "replace": lambda text, args, _: _replace_size(text, *args[:3]),
+    "translate": lambda text, args, kwargs: _translated_size(text, _arg(args, kwargs, 0, "table")),
+}
+
+
 def _checked_text_call(
     text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, ...]:
     """The arguments of ``text.name(...)``, once checked (a generator given to ``join``
     is read into a list first, within bounds)."""
-    if name in ("format", "format_map"):
-        _check_format_string(text)
-    elif name == "replace":
-        _check_replace(text, *args[:3])
-    elif name == "join" and args:
+    if name == "join" and args:
         args = (_bounded_list(args[0]), *args[1:])
-        _check_join(text, args[0])
-    elif name in ("ljust", "rjust", "center", "zfill", "expandtabs"):  # a width
-        for value in (*args, *kwargs.values()):
-            _check_width(value)
+    size = _TEXT_SIZES.get(name)
+    if size is not None:
+        _refuse_if_long(size(text, args, kwargs))
     return args
 
 
-def _guarded(check: Callable[..., None], jinja_filter: Callable[..., Any]) -> Callable[..., Any]:
+def _checked_filter(
+    jinja_filter: Callable[..., Any], check: Callable[..., None] | None = None
+) -> Callable[..., Any]:
     """``jinja_filter``, called once ``check`` has seen its arguments (not the eval context
-    or environment Jinja passes some filters first)."""
+    or environment Jinja passes some filters first), its text checked once made."""
+    passed = 1 if hasattr(jinja_filter, "jinja_pass_arg") else 0
 
     def run(*args: Any, **kwargs: Any) -> Any:
-        check(*(a for a in args if not hasattr(a, "autoescape")), **kwargs)
-        return jinja_filter(*args, **kwargs)
+        if check is not None:
+            check(*args[passed:], **kwargs)
+        return _checked_result(jinja_filter(*args, **kwargs))
 
-    if hasattr(jinja_filter, "jinja_pass_arg"):  # what Jinja passes first, kept
+    if passed:  # what Jinja passes first, kept
         run.jinja_pass_arg = jinja_filter.jinja_pass_arg  # type: ignore[attr-defined]
     return run
 
 
 def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
     items = _bounded_list(value)
-    _check_join(d, items)
+    _refuse_if_long(_join_size(d, items))
     return FILTERS["join"](eval_ctx, items, d, attribute)  # type: ignore[no-any-return]
 
 
 _join.jinja_pass_arg = FILTERS["join"].jinja_pass_arg  # type: ignore[attr-defined]
 
 
-def _indent_check(text: Any, width: Any = 4, *_: Any, **__: Any) -> None:
+def _check_indent(text: Any, width: Any = 4, *_: Any, **__: Any) -> None:
     lines = str(text).count("\n") + 1
     per_line = len(width) if isinstance(width, str) else width
     if isinstance(per_line, int):
         _refuse_if_long(len(str(text)) + lines * per_line)
+
+
+def _check_wordwrap(
+    text: Any,
+    width: Any = 79,
+    break_long_words: Any = True,
+    wrapstring: Any = None,
+    *_: Any,
+    **__: Any,
+) -> None:
+    # Each line but a paragraph's last is followed by a word that did not fit on it: a
+    # paragraph of n characters has at most 2n / width + 1 lines, a break between each.
+    if isinstance(text, str) and isinstance(width, int) and width > 0:
+        breaks = min(len(text), 2 * len(text) // width) + 3 * len(text.splitlines()) + 1
+        joint = len(wrapstring) if isinstance(wrapstring, str) else 1
+        _refuse_if_long(len(text) + breaks * joint)
+
+
+def _check_batch(value: Any, linecount: Any, fill_with: Any = None) -> None:
+    if fill_with is not None:  # the last batch is filled up to linecount
+        _check_product([fill_with], linecount)
+
+
+def _check_format_filter(value: Any, *args: Any, **kwargs: Any) -> None:
+    if isinstance(value, str):
+        _refuse_if_long(_printf_size(value, kwargs or args))
+
+
+# The filters whose text or list can be much larger than their arguments, and what checks
+# those first; every filter's text is checked once made (``_checked_filter``).
+_FILTER_CHECKS: dict[str, Callable[..., None]] = {
+    "batch": _check_batch,
+    "center": lambda _value, width=80: _check_width(width),
+    "format": _check_format_filter,
+    "indent": _check_indent,
+    "replace": lambda *args, **kwargs: _refuse_if_long(_replace_size(*args, **kwargs)),
+    "wordwrap": _check_wordwrap,
+}
 
 
 class _Compiler(CodeGenerator):
@@ -217,15 +343,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.filters = dict(FILTERS)
-        for name, check in (
-            ("center", lambda _value, width=80: _check_width(width)),
-            ("indent", _indent_check),
-            ("format", lambda value, *_, **__: _check_printf(value)),
-            ("replace", _check_replace),
-        ):
-            self.filters[name] = _guarded(check, FILTERS[name])
-        self.filters["join"] = _join
+        self.filters = {
+            name: _checked_filter(jinja_filter, _FILTER_CHECKS.get(name))
+            for name, jinja_filter in FILTERS.items()
+        }
+        self.filters["join"] = _checked_filter(_join)
+        # Placeholder text has no place in a reply, and lipsum(n) takes as long as n asks.
+        del self.globals["lipsum"]
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
@@ -234,16 +358,16 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             _check_power(left, right)
         elif operator == "+":
             _check_sum(left, right)
-        elif operator == "%":
-            _check_printf(left)
-        return super().call_binop(context, operator, left, right)
+        elif operator == "%" and isinstance(left, str):
+            _refuse_if_long(_printf_size(left, right))
+        return _checked_result(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         method = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped
         owner = getattr(method, "__self__", None)
         if isinstance(owner, str):
             args = _checked_text_call(owner, getattr(method, "__name__", ""), args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        return _checked_result(super().call(__context, __obj, *args, **kwargs))
 
     def joined(self, parts: Iterable[Any]) -> str:
         text = "".join(map(str, parts))
