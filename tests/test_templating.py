@@ -129,6 +129,28 @@ def test_no_single_call_multiplies_what_it_is_given(source: str) -> None:
         templating.render(source, {})
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        BIG + "{% set out %}{% for _ in range(30) %}{{ big }}{% endfor %}{% endset %}"
+        "{{ out | length }}",
+        BIG + "{{ [big, big, big] }}",
+        BIG + "{% set ns = namespace() %}{% macro keep() %}{% set ns.kept = varargs %}"
+        "{% endmacro %}{{ keep(big, big, big) }}{{ ns.kept }}",
+        BIG + "{{ ([none] * 30) | map('default', big, true) | list }}",
+        "{{ [1] | slice(150000) | list | length }}",
+        "{{ ('x'.encode() * 200000) | length }}",
+    ],
+)
+def test_nothing_is_built_of_many_copies_of_a_large_text(source: str) -> None:
+    # A block, a macro or a loop wrote the same large text many times, and only the joined
+    # result was seen (or not at all: a {% set %} block); a list of many references to it
+    # cost little until shown, which built every copy; slice made as many lists as asked
+    # in one call; and bytes (from encode) escaped every check made on text.
+    with pytest.raises(Invalid, match="not allowed|at most|unsafe"):
+        templating.render(source, {})
+
+
 def test_there_is_no_lorem_ipsum_to_ask_for_in_any_length() -> None:
     # lipsum(n) built n paragraphs in one call, as long as n asked.
     with pytest.raises(Invalid, match="'lipsum' is undefined"):

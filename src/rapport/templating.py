@@ -10,9 +10,14 @@ not take it down for every workspace. A template here is held to:
   ``MAX_INT_BITS``), checked *before* the operation that would build it: repetition
   (``*``), ``+``, ``~``, ``%`` and ``format`` (how many fields, how large their values,
   their widths), widths (``center``, ``ljust``, ``indent``...), ``expandtabs``,
-  ``replace``, ``translate``, ``join``, ``wordwrap``'s breaks and ``batch``'s fill. What
+  ``replace``, ``translate``, ``join``, ``wordwrap``'s breaks, ``batch``'s fill,
+  ``slice``'s count, and what a macro or a block (``{% set %}``, ``{% filter %}``,
+  ``caller()``) wrote, which a loop can make of the same large piece many times. What
   one call can only make a few times larger (``tojson``, ``escape``, ``upper``...) is
-  checked once made, before the next call can make it larger again;
+  checked once made, before the next call can make it larger again. A list, tuple or
+  dict is checked once made too (a literal, a call's arguments, a call's or a filter's
+  result): made of many references to one large text it costs little, but showing it
+  builds every copy;
 - **output**: it is streamed and cut at ``MAX_OUTPUT``;
 - **errors**: anything that goes wrong while rendering is a template error.
 """
@@ -91,10 +96,14 @@ def _refuse_if_long(size: int) -> None:
 
 
 def _checked_result(value: Any) -> Any:
-    """``value``, the text a call made, unless it is too long. A call that can only make
-    its text a few times longer (``tojson``, ``escape``, ``upper``) is checked after it:
-    what one call makes is bounded, but the next call would multiply it again."""
-    if isinstance(value, str) and len(value) > MAX_OUTPUT:
+    """``value``, the text or list a call or a literal made, unless it is too long. A call
+    that can only make its text a few times longer (``tojson``, ``escape``, ``upper``) is
+    checked after it: what one call makes is bounded, but the next call would multiply it
+    again."""
+    if isinstance(value, str):
+        if len(value) > MAX_OUTPUT:
+            raise SecurityError(_TOO_LONG)
+    elif isinstance(value, list | tuple | Mapping | Namespace) and _size(value) > MAX_OUTPUT:
         raise SecurityError(_TOO_LONG)
     return value
 
@@ -302,6 +311,13 @@ def _check_batch(value: Any, linecount: Any, fill_with: Any = None) -> None:
         _check_product([fill_with], linecount)
 
 
+def _check_slice(value: Any, slices: Any, fill_with: Any = None) -> None:
+    # As many lists as slices asks (each with one fill_with at most), made one by one
+    # outside the template's code, where the deadline cannot stop them.
+    each = 1 if fill_with is None else 2 + _size(fill_with)
+    _refuse_if_long(_count(slices) * each)
+
+
 def _check_format_filter(value: Any, *args: Any, **kwargs: Any) -> None:
     if isinstance(value, str):
         _refuse_if_long(_printf_size(value, kwargs or args))
@@ -315,12 +331,14 @@ _FILTER_CHECKS: dict[str, Callable[..., None]] = {
     "format": _check_format_filter,
     "indent": _check_indent,
     "replace": lambda *args, **kwargs: _refuse_if_long(_replace_size(*args, **kwargs)),
+    "slice": _check_slice,
     "wordwrap": _check_wordwrap,
 }
 
 
 class _Compiler(CodeGenerator):
-    """Jinja's code generator, with ``~`` checked like ``+``."""
+    """Jinja's code generator, with ``~`` checked like ``+`` and the lists, tuples and
+    dicts a template writes checked once made."""
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.joined((")
@@ -328,6 +346,24 @@ class _Compiler(CodeGenerator):
             self.visit(arg, frame)
             self.write(", ")
         self.write("))")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self.write("environment.built(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self.write("environment.built(")
+        super().visit_Dict(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # the names a loop or {% set %} assigns to
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.built(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -351,6 +387,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         # Placeholder text has no place in a reply, and lipsum(n) takes as long as n asks.
         del self.globals["lipsum"]
 
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        # Bytes would escape every check made on text, and a reply has no use for them.
+        if isinstance(obj, str) and attr == "encode":
+            return False
+        return super().is_safe_attribute(obj, attr, value)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             _check_product(left, right)
@@ -365,14 +407,28 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         method = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped
         owner = getattr(method, "__self__", None)
+        _checked_result(args)  # a macro's varargs, a cycler's items, shown later
+        _checked_result(kwargs)
         if isinstance(owner, str):
             args = _checked_text_call(owner, getattr(method, "__name__", ""), args, kwargs)
         return _checked_result(super().call(__context, __obj, *args, **kwargs))
 
     def joined(self, parts: Iterable[Any]) -> str:
-        text = "".join(map(str, parts))
-        _refuse_if_long(len(text))
-        return text
+        texts = [str(part) for part in parts]
+        _refuse_if_long(sum(map(len, texts)))
+        return "".join(texts)
+
+    def built(self, value: Any) -> Any:
+        return _checked_result(value)
+
+    @staticmethod
+    def concat(parts: Iterable[str]) -> str:
+        """What a macro, ``caller()``, a ``{% set %}`` or ``{% filter %}`` block wrote, once
+        its length is known: each piece is within bounds, but a loop writes the same large
+        piece as often as it likes."""
+        pieces = list(parts)
+        _refuse_if_long(sum(map(len, pieces)))
+        return "".join(pieces)
 
 
 # Immutable: a template can read what it is given and change nothing, call no unsafe
