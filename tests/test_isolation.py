@@ -28,7 +28,7 @@ BODIES: dict[tuple[str, str], object] = {
     ("PUT", "/api/v1/customers/{customer_id}/tags"): {"tags": ["x"]},
     ("PATCH", "/api/v1/kb/collections/{collection_id}"): {"title": "x"},
     ("PATCH", "/api/v1/kb/articles/{article_id}"): {"title": "x"},
-    ("PATCH", "/api/v1/bot/intents/{intent_id}"): {"name": "x"},
+    ("PATCH", "/api/v1/bot/intents/{intent_id}"): {"name": "x", "reply": "x"},
     ("POST", "/api/v1/bot/intents/{intent_id}/examples"): {"text": "x"},
     ("PUT", "/api/v1/bot/inboxes/{inbox_id}"): {"enabled": True},
     ("POST", "/api/v1/conversations/{conversation_id}/merge"): {"merged_id": "x" * 32},
@@ -108,7 +108,9 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "merge_id": "0" * 32,
         "suggestion_id": _suggestion(client, world),
         "intent_id": client.post(
-            "/api/v1/bot/intents", json={"name": "hours"}, headers=auth(world.alice)
+            "/api/v1/bot/intents",
+            json={"name": "hours", "reply": "9 to 5"},
+            headers=auth(world.alice),
         ).json()["id"],
         "integration_id": client.post(
             "/api/v1/bot/integrations",

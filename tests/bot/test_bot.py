@@ -19,6 +19,7 @@ from rapport.bot.models import IntentModelBlob
 from rapport.config import Settings
 from rapport.crypto import box_for
 from rapport.db import Database, utcnow
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from tests.channels.test_whatsapp import Graph, graph, inbox, message_event, post_signed  # noqa: F401
 from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
@@ -366,6 +367,59 @@ def test_an_unknown_question_goes_to_a_person_with_a_note_and_the_customer_is_to
     ask(client, world, "q2", "what are your opening hours?")
     work(database, settings)
     assert len(bot_messages(thread(client, world, conv_id))) == 1
+
+
+def test_an_intent_whose_reply_renders_blank_hands_over(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The blank answer was sent as a message, refused ("a message needs text or a file"):
+    # the bot_reply job failed on every attempt, and the customer had neither an answer
+    # nor a person (routing leaves the bot's conversations alone until it hands over).
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    intents = client.get("/api/v1/bot/intents", headers=auth(world.alice)).json()
+    hours = next(i for i in intents if i["name"] == "opening_hours")
+    r = client.patch(
+        f"/api/v1/bot/intents/{hours['id']}",
+        json={"name": "opening_hours", "reply": "{{ customer.attributes.get('vip', '') }}"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    conv_id = ask(client, world, "q1", "what are your opening hours?")
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    (told,) = bot_messages(conv)
+    assert told["meta"]["bot"]["source"] == "handover"
+    (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
+    assert "the answer was empty" in note["text"] and "opening_hours" in note["text"]
+    with database.session(write=False) as db:
+        states = set(db.scalars(select(Job.state).where(Job.name == "bot_reply")))
+    assert states == {JobState.done}
+
+
+def test_an_intent_needs_a_reply(client: TestClient, world: World) -> None:
+    # An intent saved with a blank reply (the default) could only ever answer nothing.
+    for reply in ("", " \n "):
+        r = client.post(
+            "/api/v1/bot/intents",
+            json={"name": "hours", "reply": reply, "examples": ["when are you open"]},
+            headers=auth(world.alice),
+        )
+        assert r.status_code == 422 and r.json()["detail"].startswith("an intent needs a reply")
+    r = client.post("/api/v1/bot/intents", json={"name": "hours"}, headers=auth(world.alice))
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    made = client.post(
+        "/api/v1/bot/intents", json={"name": "hours", "reply": "9 to 5"}, headers=auth(world.alice)
+    )
+    assert made.status_code == 201, made.text
+    r = client.patch(
+        f"/api/v1/bot/intents/{made.json()['id']}",
+        json={"name": "hours", "reply": "  "},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 422
+    assert client.get("/api/v1/bot/intents", headers=auth(world.alice)).json()[0]["reply"] == (
+        "9 to 5"
+    )
 
 
 def test_asking_for_a_person_hands_over_at_once(

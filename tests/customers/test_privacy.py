@@ -170,12 +170,16 @@ def test_what_the_assistant_learnt_from_an_erased_customer_is_unlearnt(
     said = post(client, world, "z-1", zoe, "zoe.quist@example.com wants her zanzibar refund")
     hours = client.post(
         "/api/v1/bot/intents",
-        json={"name": "hours", "examples": ["when are you open", "opening hours please"]},
+        json={
+            "name": "hours",
+            "reply": "9 to 5",
+            "examples": ["when are you open", "opening hours please"],
+        },
         headers=auth(world.alice),
     ).json()
     refund = client.post(
         "/api/v1/bot/intents",
-        json={"name": "refund", "examples": ["I want my money back"]},
+        json={"name": "refund", "reply": "Sorry!", "examples": ["I want my money back"]},
         headers=auth(world.alice),
     ).json()
     taught = client.post(

@@ -434,6 +434,12 @@ def handle(
                 f"({type(exc).__name__})",
                 meta={"tried": [f"intent {decision.meta.get('intent')}"]},
             )
+    if decision.kind == "answer" and not decision.text.strip():
+        # Nothing to send (a reply that renders blank, {{ customer.attributes.get('vip', '') }}):
+        # the customer would get no answer and, the bot holding the conversation, no person.
+        meta = decision.meta
+        tried = f"intent {meta['intent']}" if "intent" in meta else f"article “{meta.get('title')}”"
+        decision = Decision("handover", reason="the answer was empty", meta={"tried": [tried]})
     with database.session() as db:
         return _act(db, message_id=message_id, decision=decision)
 

@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api/v1/bot", tags=["bot"])
 
 class IntentIn(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    reply: str = Field(default="", max_length=5000)
+    reply: str = Field(max_length=5000, description="what the bot answers: a template")
     integration_id: str | None = Field(default=None, max_length=32)
     examples: list[Annotated[str, Field(max_length=1000)]] = Field(
         default_factory=list, max_length=500
@@ -98,6 +98,13 @@ def _read(db: Db, intent: Intent) -> IntentRead:
     return IntentRead.model_validate(intent).model_copy(update={"examples": sorted(examples)})
 
 
+def _check_reply(reply: str) -> None:
+    # A blank reply leaves the bot nothing to send, and the customer with no answer.
+    if not reply.strip():
+        raise Invalid("an intent needs a reply: what the bot answers with")
+    templating.check(reply)
+
+
 def _retrain(db: Db, workspace_id: str) -> None:
     enqueue(db, name="bot_train", args={"workspace_id": workspace_id}, workspace_id=workspace_id)
 
@@ -130,7 +137,7 @@ def list_intents(principal: CurrentMember, db: Db) -> list[IntentRead]:
 @router.post("/intents", response_model=IntentRead, status_code=201)
 def create_intent(body: IntentIn, principal: CurrentAdmin, request: Request, db: Db) -> IntentRead:
     """An intent with its reply (a sandboxed template) and example phrasings."""
-    templating.check(body.reply)
+    _check_reply(body.reply)
     _check_integration(db, principal.workspace_id, body.integration_id)
     _check_intent_name(db, principal.workspace_id, body.name)
     intent = Intent(
@@ -164,7 +171,7 @@ def create_intent(body: IntentIn, principal: CurrentAdmin, request: Request, db:
 @router.patch("/intents/{intent_id}", response_model=IntentRead)
 def update_intent(intent_id: str, body: IntentIn, principal: CurrentAdmin, db: Db) -> IntentRead:
     intent = _intent(db, principal.workspace_id, intent_id)
-    templating.check(body.reply)
+    _check_reply(body.reply)
     _check_integration(db, principal.workspace_id, body.integration_id)
     _check_intent_name(db, principal.workspace_id, body.name, intent_id=intent.id)
     intent.name, intent.reply, intent.integration_id = body.name, body.reply, body.integration_id
