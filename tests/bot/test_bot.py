@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -433,6 +434,34 @@ def test_asking_for_a_person_hands_over_at_once(
     assert "the customer asked for a person" in note["text"]
     assert bot_messages(conv)[0]["meta"]["bot"]["source"] == "handover"
     assert client.get("/api/v1/bot/unanswered", headers=auth(world.bob)).json() == []
+
+
+def test_a_hand_over_to_a_team_since_deleted_still_hands_over(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Assigning to the team named in the bot's settings raised "team not found": the
+    # bot_reply job failed on every attempt, with no note, no word to the customer and
+    # nothing routed.
+    ids = set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    gone = client.delete(f"/api/v1/teams/{ids['team']}", headers=auth(world.alice))
+    assert gone.status_code == 204
+    conv_id = ask(client, world, "q1", "I want a person, not a robot")
+    with caplog.at_level(logging.WARNING, logger="rapport.bot.service"):
+        work(database, settings)
+    conv = thread(client, world, conv_id)
+    assert bot_messages(conv)[0]["meta"]["bot"]["source"] == "handover"
+    (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
+    assert "the customer asked for a person" in note["text"]
+    assert conv["team_id"] is None
+    with database.session(write=False) as db:
+        jobs = db.execute(select(Job.name, Job.state).where(Job.name.in_(["bot_reply", "route"])))
+        assert set(jobs) == {("bot_reply", JobState.done), ("route", JobState.done)}
+    missing = [r for r in caplog.records if r.__dict__.get("event") == "bot.handover_team_missing"]
+    assert [r.__dict__["team_id"] for r in missing] == [ids["team"]]
 
 
 @pytest.mark.parametrize(

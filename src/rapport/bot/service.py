@@ -24,6 +24,7 @@ whose ``meta["bot"]`` says why it answered (intent or article, and the confidenc
 
 import hashlib
 import hmac
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 from rapport import outbound, templating
 from rapport.assistant.classify import TextClassifier
 from rapport.assistant.training import learn
+from rapport.auth.models import Team
 from rapport.bot.models import (
     BotConversation,
     Integration,
@@ -81,6 +83,7 @@ _HUMAN = re.compile(
     re.IGNORECASE,
 )
 _ORDER_NUMBER = re.compile(r"#?\b(\d{3,12})\b")
+log = logging.getLogger(__name__)
 
 
 def settings_of(inbox: Inbox | None) -> dict[str, Any]:
@@ -530,9 +533,25 @@ def _hand_over(
     # Telling the customer a person comes is not an answer: they still wait for one (since
     # their first question no person answered, which a bot message never clears).
     conversation.waiting_since = conversation.waiting_since or message.created_at
-    team_id = (
-        config.get("handover_team_id") or conversation.team_id or (inbox.team_id if inbox else None)
-    )
+    handover_team_id = config.get("handover_team_id")
+    if handover_team_id and not db.scalar(
+        select(Team.id).where(
+            Team.id == handover_team_id, Team.workspace_id == conversation.workspace_id
+        )
+    ):
+        # Deleted since the bot was set up (its settings still name it): hand over as if
+        # none were set, rather than fail and leave the customer with nobody.
+        log.warning(
+            "bot hand-over team not found",
+            extra={
+                "event": "bot.handover_team_missing",
+                "workspace_id": conversation.workspace_id,
+                "conversation_id": conversation.id,
+                "team_id": handover_team_id,
+            },
+        )
+        handover_team_id = None
+    team_id = handover_team_id or conversation.team_id or (inbox.team_id if inbox else None)
     if team_id and conversation.team_id != team_id:
         conversations.assign(
             db, conversation=conversation, assignee_id=None, team_id=team_id, actor_id=None
