@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from rapport.automation import service
+from rapport.automation.models import Rule
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.models import Job, JobState
@@ -173,6 +174,128 @@ def test_invalid_rules_are_refused_with_the_reason(client: TestClient, world: Wo
         headers=auth(world.bob),
     )
     assert r.status_code == 403
+
+
+def test_a_condition_whose_value_does_not_fit_its_op_is_refused(
+    client: TestClient, world: World
+) -> None:
+    # Nothing checked a condition's value: "in" 5 raised TypeError on every event it was
+    # evaluated for, and "in" "open" matched the letters of the word.
+    for op, value in (
+        ("in", 5),
+        ("in", "open"),
+        ("in", [["open"]]),
+        ("gt", "soon"),
+        ("lt", True),
+        ("regex", 5),
+        ("contains", ["a"]),
+        ("equals", {"a": 1}),
+        ("is", "no"),
+        ("exists", 1),
+    ):
+        r = client.post(
+            "/api/v1/automation-rules",
+            json={
+                "name": "bad",
+                "event": "message.received",
+                "conditions": [{"field": "status", "op": op, "value": value}],
+                "actions": [{"type": "add_label", "value": "x"}],
+            },
+            headers=auth(world.alice),
+        )
+        assert r.status_code == 422, (op, value, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert f"op {op!r} compares with" in r.json()["detail"]
+    for op, value in (
+        ("in", ["open", 2]),
+        ("gt", "3"),  # as the settings form sends it
+        ("lt", 2.5),
+        ("exists", True),
+        ("is", False),
+        ("equals", None),
+        ("contains", 5),
+    ):
+        conditions = [{"field": "status", "op": op, "value": value}]
+        rule(
+            client,
+            world,
+            event="message.received",
+            conditions=conditions,
+            actions=[{"type": "add_label", "value": "x"}],
+        )
+
+
+def test_a_rule_whose_condition_breaks_fails_alone_and_says_why(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Only a template error or a slow pattern skipped a rule: a condition saved before its
+    # value was checked raised TypeError, the job failed and was retried, the event's
+    # other rules never ran, and the broken rule showed no error.
+    broken = rule(
+        client,
+        world,
+        event="message.received",
+        position=1,
+        conditions=[{"field": "status", "op": "in", "value": ["open"]}],
+        actions=[{"type": "add_label", "value": "never"}],
+    )
+    rule(
+        client,
+        world,
+        event="message.received",
+        position=2,
+        actions=[{"type": "add_label", "value": "good"}],
+    )
+    with database.session() as db:  # as saved before values were checked
+        stored = db.get(Rule, broken["id"])
+        assert stored is not None
+        stored.conditions = [{"field": "status", "op": "in", "value": 5}]
+    conv = inbound(client, world, "tc1", "hello", "tc1@example.com")
+    drain(database, settings)
+    assert conversation(client, world, conv)["labels"] == ["good"]
+    listed = client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
+    shown = next(r for r in listed if r["id"] == broken["id"])
+    assert shown["last_error"].startswith("TypeError: ")
+    with database.session(write=False) as db:
+        states = set(db.scalars(select(Job.state).where(Job.name == "automation")))
+    assert states == {JobState.done}
+
+
+def test_what_a_rule_did_before_an_action_broke_is_undone(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An action failing with anything but a template error failed the whole job: the
+    # event's other rules never ran, and the rule showed no error.
+    from rapport.conversations import routing
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("routing is down")
+
+    monkeypatch.setattr(routing, "pick_agent", broken)
+    failing = rule(
+        client,
+        world,
+        event="conversation.created",
+        position=1,
+        actions=[{"type": "add_label", "value": "first"}, {"type": "assign_round_robin"}],
+    )
+    rule(
+        client,
+        world,
+        event="conversation.created",
+        position=2,
+        actions=[{"type": "add_label", "value": "second"}],
+    )
+    conv = inbound(client, world, "ab1", "hello", "ab1@example.com")
+    drain(database, settings)
+    assert conversation(client, world, conv)["labels"] == ["second"]  # "first" undone
+    listed = client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
+    shown = next(r for r in listed if r["id"] == failing["id"])
+    assert shown["last_error"] == "RuntimeError: routing is down"
 
 
 class _Receiver(BaseHTTPRequestHandler):

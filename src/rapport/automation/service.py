@@ -32,9 +32,9 @@ from rapport.conversations.models import (
 )
 from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
 from rapport.customers.models import Customer
-from rapport.db import savepoint, utcnow
+from rapport.db import savepoint, transient, utcnow
 from rapport.jobs.service import enqueue
-from rapport.problems import Conflict, Invalid
+from rapport.problems import Conflict, Invalid, Problem
 from rapport.scoped import get_scoped
 
 EVENTS = frozenset(
@@ -78,6 +78,40 @@ _CAUSES = "automation_caused_by"
 # --- defining rules ----------------------------------------------------------------------
 
 
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float)  # bool is an int
+
+
+def _is_text_or_number(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    # The settings form sends what was typed: "3" is a number too.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return False
+    try:
+        float(value)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+# What each operator compares a fact with, said and checked.
+_VALUES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "equals": ("a text, number, true, false or null", _is_scalar),
+    "not_equals": ("a text, number, true, false or null", _is_scalar),
+    "contains": ("a text or a number", _is_text_or_number),
+    "not_contains": ("a text or a number", _is_text_or_number),
+    "regex": ("a pattern (a text)", lambda v: isinstance(v, str)),
+    "in": ("a list of texts or numbers", lambda v: isinstance(v, list) and all(map(_is_scalar, v))),
+    "gt": ("a number", _is_number),
+    "lt": ("a number", _is_number),
+    "exists": ("true or false", lambda v: v is None or isinstance(v, bool)),
+    "is": ("true or false", lambda v: v is None or isinstance(v, bool)),
+}
+
+
 def validate(event: str, conditions: list[dict[str, Any]], actions: list[dict[str, Any]]) -> None:
     """Refuse a rule that could not run, saying which part is wrong."""
     if event not in EVENTS:
@@ -85,8 +119,11 @@ def validate(event: str, conditions: list[dict[str, Any]], actions: list[dict[st
     for c in conditions:
         if not isinstance(c.get("field"), str) or c.get("op") not in OPERATORS:
             raise Invalid(f"a condition needs a field and an op in {sorted(OPERATORS)}: {c}")
+        kind, fits = _VALUES[c["op"]]
+        if not fits(c.get("value")):
+            raise Invalid(f"a condition with op {c['op']!r} compares with {kind}: {c}")
         if c["op"] == "regex":
-            pattern = str(c.get("value", ""))
+            pattern = c["value"]
             if len(pattern) > 200:
                 raise Invalid("a regex condition is at most 200 characters")
             try:
@@ -382,20 +419,23 @@ def run(
         try:
             if not all(holds(c, known) for c in rule.conditions):
                 continue
-        except Invalid as exc:
-            _failed(db, rule, exc.detail)
+        except Exception as exc:  # a pattern too slow, a value saved before it was checked
+            _failed(db, rule, exc)
             continue
         previous = db.info.get(_CAUSES)
         db.info[_CAUSES] = [*caused_by, rule.id]
         try:
             # A rule's actions all run or none does: one that cannot (a template error,
-            # which no retry mends) is skipped and its admins told why; the event's other
-            # rules still run.
+            # which no retry mends, or any other error) is skipped and its admins told why;
+            # the event's other rules still run. A transient database error (a deadlock)
+            # fails the job instead, which runs again.
             with savepoint(db):  # what a skipped rule did is never published either
                 for action in rule.actions:
                     _act(db, action=action, conversation=conv, message=msg, box=box, event=event)
-        except Invalid as exc:
-            _failed(db, rule, exc.detail)
+        except Exception as exc:
+            if transient(exc):
+                raise
+            _failed(db, rule, exc)
             continue
         finally:
             db.info[_CAUSES] = previous if previous is not None else []
@@ -407,7 +447,8 @@ def run(
     return ran
 
 
-def _failed(db: Session, rule: Rule, detail: str) -> None:
+def _failed(db: Session, rule: Rule, exc: Exception) -> None:
+    detail = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
     rule.last_error, rule.last_error_at = detail[:1000], utcnow()
     log.warning(
         "automation rule failed",
@@ -415,6 +456,7 @@ def _failed(db: Session, rule: Rule, detail: str) -> None:
             "event": "automation.rule_failed",
             "workspace_id": rule.workspace_id,
             "rule_id": rule.id,  # the detail may quote a customer's data: on the rule only
+            "error": type(exc).__name__,
         },
     )
 
