@@ -605,3 +605,66 @@ def test_a_pattern_that_backtracks_without_end_is_stopped_and_the_rule_says_why(
     conv = inbound(client, world, "bt2", "aaaa", "bt2@example.com")
     drain(database, settings)
     assert conversation(client, world, conv)["labels"] == ["seen", "words"]
+
+
+def test_a_labels_condition_with_in_matches_any_label_named(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # "labels in [vip, gold]" compared the whole list of labels with each name: never true.
+    rule(
+        client,
+        world,
+        event="conversation.status_changed",
+        conditions=[{"field": "labels", "op": "in", "value": ["VIP", "gold"]}],
+        actions=[{"type": "set_priority", "value": "urgent"}],
+    )
+    vip, plain = (inbound(client, world, x, "hello", f"{x}@example.com") for x in ("v1", "p1"))
+    r = client.post(
+        f"/api/v1/conversations/{vip}/labels", json={"labels": ["vip"]}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    for conv in (vip, plain):
+        r = client.post(
+            f"/api/v1/conversations/{conv}/status",
+            json={"status": "pending"},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 200, r.text
+    drain(database, settings)
+    assert conversation(client, world, vip)["priority"] == "urgent"
+    assert conversation(client, world, plain)["priority"] == "none"
+
+
+def test_rules_leave_a_conversation_merged_into_another_alone(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Resolved by the merge, the merged conversation ran the workspace's "on status change"
+    # rules: a survey on resolution would have reached the customer for a conversation
+    # that lives on in its survivor.
+    rule(
+        client,
+        world,
+        event="conversation.status_changed",
+        actions=[{"type": "add_label", "value": "surveyed"}],
+    )
+    chat = client.post(
+        "/api/v1/inboxes", json={"name": "Second", "channel": "api"}, headers=auth(world.alice)
+    ).json()["id"]
+    first = inbound(client, world, "m1", "hello", "twice@example.com")
+    r = client.post(
+        f"/api/v1/inboxes/{chat}/messages",
+        json={"external_id": "m2", "text": "again", "from": {"email": "twice@example.com"}},
+        headers=auth(world.bob),
+    )
+    second = r.json()["conversation_id"]
+    drain(database, settings)
+    r = client.post(
+        f"/api/v1/conversations/{first}/merge",
+        json={"merged_id": second},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200, r.text
+    drain(database, settings)
+    assert conversation(client, world, second)["status"] == "resolved"
+    assert "surveyed" not in conversation(client, world, second)["labels"]
+    assert "surveyed" not in conversation(client, world, first)["labels"]

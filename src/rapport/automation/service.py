@@ -373,7 +373,10 @@ def holds(condition: dict[str, Any], known: dict[str, Any]) -> bool:
             ) from exc
         return hit is not None
     if op == "in":
-        return _norm(have) in [_norm(x) for x in (want or [])]
+        allowed = [_norm(x) for x in (want or [])]
+        if isinstance(have, list):  # labels: any of them among those named
+            return any(_norm(x) in allowed for x in have)
+        return _norm(have) in allowed
     try:
         if op == "gt":
             return float(have) > float(want)  # type: ignore[arg-type]
@@ -410,6 +413,11 @@ def run(
     for row in (conv, msg, customer):
         if row is not None and row.workspace_id != workspace_id:
             return []
+    if conv is not None and conv.merged_into_id is not None:
+        # Merged into another, it is closed for good: its survivor is where rules act (a
+        # survey on resolution, say, would reach the customer for a conversation that
+        # lives on elsewhere). Webhooks were still told.
+        return []
     ran: list[str] = []
     candidates = [r for r in rules(db, workspace_id=workspace_id) if r.event == event and r.enabled]
     for rule in candidates:
