@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select, update
 
+from rapport.auth.models import Team
 from rapport.bot import service as bot_service
 from rapport.bot.models import IntentModelBlob
 from rapport.config import Settings
@@ -447,8 +448,9 @@ def test_a_hand_over_to_a_team_since_deleted_still_hands_over(
     # bot_reply job failed on every attempt, with no note, no word to the customer and
     # nothing routed.
     ids = set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
-    gone = client.delete(f"/api/v1/teams/{ids['team']}", headers=auth(world.alice))
-    assert gone.status_code == 204
+    with database.session() as db:  # gone behind the settings' back (deleting a team
+        # through the API also takes it out of them)
+        db.execute(delete(Team).where(Team.id == ids["team"]))
     conv_id = ask(client, world, "q1", "I want a person, not a robot")
     with caplog.at_level(logging.WARNING, logger="rapport.bot.service"):
         work(database, settings)
@@ -462,6 +464,21 @@ def test_a_hand_over_to_a_team_since_deleted_still_hands_over(
         assert set(jobs) == {("bot_reply", JobState.done), ("route", JobState.done)}
     missing = [r for r in caplog.records if r.__dict__.get("event") == "bot.handover_team_missing"]
     assert [r.__dict__["team_id"] for r in missing] == [ids["team"]]
+
+
+def test_deleting_a_team_takes_it_out_of_the_bots_hand_over(
+    client: TestClient, world: World
+) -> None:
+    # The bot's settings kept naming the deleted team: saved again as they stood, 404.
+    api = world.acme.inbox.id  # type: ignore[union-attr]
+    ids = set_up_bot(client, world, api)
+    assert (
+        client.delete(f"/api/v1/teams/{ids['team']}", headers=auth(world.alice)).status_code == 204
+    )
+    bot = client.get(f"/api/v1/bot/inboxes/{api}", headers=auth(world.alice)).json()
+    assert bot["handover_team_id"] is None and bot["enabled"] is True
+    r = client.put(f"/api/v1/bot/inboxes/{api}", json=bot, headers=auth(world.alice))
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize(

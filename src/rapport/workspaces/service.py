@@ -262,4 +262,12 @@ def set_team_members(db: Session, *, team: Team, member_ids: list[str]) -> None:
 
 
 def delete_team(db: Session, *, team: Team) -> None:
+    from rapport.channels.models import Inbox  # channels build on workspaces
+
+    # An inbox's bot that handed over to this team hands over as with none named; kept,
+    # the name made its settings unsavable as they stood (404 "team not found").
+    for inbox in db.scalars(select(Inbox).where(Inbox.workspace_id == team.workspace_id)):
+        bot = (inbox.settings or {}).get("bot")
+        if isinstance(bot, dict) and bot.get("handover_team_id") == team.id:
+            inbox.settings = {**inbox.settings, "bot": {**bot, "handover_team_id": None}}
     db.delete(team)
