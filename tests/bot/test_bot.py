@@ -498,6 +498,28 @@ def test_the_ways_of_asking_for_a_person(text: str) -> None:
     assert not asks_for_a_person("the person who delivered my parcel was kind")
 
 
+def test_an_intent_changes_only_what_a_patch_sends(client: TestClient, world: World) -> None:
+    # A PATCH replaced the whole intent: leaving out integration_id unlinked its integration.
+    link = client.post(
+        "/api/v1/bot/integrations",
+        json={"name": "orders", "url": "https://shop.example/orders/{{ order_number }}"},
+        headers=auth(world.alice),
+    ).json()["id"]
+    made = client.post(
+        "/api/v1/bot/intents",
+        json={"name": "order_status", "reply": "It is {{ status }}", "integration_id": link},
+        headers=auth(world.alice),
+    ).json()
+    url = f"/api/v1/bot/intents/{made['id']}"
+    r = client.patch(url, json={"reply": "Your order: {{ status }}"}, headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "order_status" and r.json()["integration_id"] == link
+    assert r.json()["reply"] == "Your order: {{ status }}"
+    r = client.patch(url, json={"integration_id": None}, headers=auth(world.alice))
+    assert r.json()["integration_id"] is None and r.json()["reply"] == "Your order: {{ status }}"
+    assert client.patch(url, json={"name": None}, headers=auth(world.alice)).status_code == 422
+
+
 def test_an_order_status_intent_answers_from_the_shops_service(
     client: TestClient,
     world: World,

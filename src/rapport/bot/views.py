@@ -33,6 +33,16 @@ class IntentIn(BaseModel):
     )
 
 
+class IntentUpdate(BaseModel):
+    """What a PATCH changes: only the fields sent (an integration_id of null unlinks it)."""
+
+    name: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_\-]*$"
+    )
+    reply: str | None = Field(default=None, max_length=5000)
+    integration_id: str | None = Field(default=None, max_length=32)
+
+
 class IntentRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -169,12 +179,23 @@ def create_intent(body: IntentIn, principal: CurrentAdmin, request: Request, db:
 
 
 @router.patch("/intents/{intent_id}", response_model=IntentRead)
-def update_intent(intent_id: str, body: IntentIn, principal: CurrentAdmin, db: Db) -> IntentRead:
+def update_intent(
+    intent_id: str, body: IntentUpdate, principal: CurrentAdmin, db: Db
+) -> IntentRead:
+    """Change what is sent of an intent's name, reply and integration; the rest stays."""
     intent = _intent(db, principal.workspace_id, intent_id)
-    _check_reply(body.reply)
-    _check_integration(db, principal.workspace_id, body.integration_id)
-    _check_intent_name(db, principal.workspace_id, body.name, intent_id=intent.id)
-    intent.name, intent.reply, intent.integration_id = body.name, body.reply, body.integration_id
+    sent = body.model_fields_set
+    if "name" in sent:
+        if body.name is None:
+            raise Invalid("an intent needs a name")
+        _check_intent_name(db, principal.workspace_id, body.name, intent_id=intent.id)
+        intent.name = body.name
+    if "reply" in sent:
+        _check_reply(body.reply or "")
+        intent.reply = body.reply or ""
+    if "integration_id" in sent:
+        _check_integration(db, principal.workspace_id, body.integration_id)
+        intent.integration_id = body.integration_id
     _retrain(db, principal.workspace_id)
     return _read(db, intent)
 
