@@ -130,6 +130,22 @@ def test_a_number_attribute_refuses_what_is_no_finite_number_and_stores_large_on
     assert r.status_code == 201 and r.json()["attributes"] == {"score": 1e30}
 
 
+def test_a_refused_attribute_value_is_named_by_its_start_only(
+    client: TestClient, world: World
+) -> None:
+    # The 422 repeated the value sent in full: a megabyte sent, a megabyte answered.
+    define(client, world, "score", "number")
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    r = client.patch(
+        f"/api/v1/customers/{customer.id}",
+        json={"attributes": {"score": "x" * 1_000_000}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("score is a number, not 'xxx")
+    assert len(r.json()["detail"]) < 120
+
+
 def test_a_changed_attribute_is_an_event_rules_can_react_to(
     client: TestClient, world: World, database: Database
 ) -> None:

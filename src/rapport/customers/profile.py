@@ -91,6 +91,12 @@ def undefine(db: Session, *, workspace_id: str, definition_id: str) -> None:
     db.delete(row)
 
 
+def _shown(value: Any) -> str:
+    """A value as an error names it: its start, whatever was sent."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def coerce(definition: AttributeDefinition, value: Any) -> Any:
     """The value in the definition's type, or Invalid saying what was expected."""
     key, kind = definition.key, definition.type
@@ -103,20 +109,20 @@ def coerce(definition: AttributeDefinition, value: Any) -> Any:
             raise Invalid(f"{key} is a number")
         if isinstance(value, float):
             if not math.isfinite(value):  # NaN and Infinity in a JSON body
-                raise Invalid(f"{key} is a number, not {value!r}")
+                raise Invalid(f"{key} is a number, not {_shown(value)}")
             return value
         try:
             number = Decimal(value if isinstance(value, int) else str(value).strip())
         except InvalidOperation as exc:
-            raise Invalid(f"{key} is a number, not {value!r}") from exc
+            raise Invalid(f"{key} is a number, not {_shown(value)}") from exc
         if not number.is_finite():
-            raise Invalid(f"{key} is a number, not {value!r}")
+            raise Invalid(f"{key} is a number, not {_shown(value)}")
         # An integer the JSON column can keep stays exact; beyond, it is a float, as a
         # fraction already is, and beyond a float's range it is refused.
         if _INTEGERS[0] <= number <= _INTEGERS[1] and number == number.to_integral_value():
             return int(number)
         if not math.isfinite(as_float := float(number)):
-            raise Invalid(f"{key} is a number too large to store, not {value!r}")
+            raise Invalid(f"{key} is a number too large to store, not {_shown(value)}")
         return as_float
     if kind == AttributeType.boolean:
         if isinstance(value, bool):
@@ -124,7 +130,7 @@ def coerce(definition: AttributeDefinition, value: Any) -> Any:
         text = str(value).strip().lower()
         if text in _TRUE | _FALSE:
             return text in _TRUE
-        raise Invalid(f"{key} is true or false, not {value!r}")
+        raise Invalid(f"{key} is true or false, not {_shown(value)}")
     if kind == AttributeType.date:
         text = str(value).strip()
         try:
@@ -134,12 +140,14 @@ def coerce(definition: AttributeDefinition, value: Any) -> Any:
                 else date.fromisoformat(text).isoformat()
             )
         except ValueError as exc:
-            raise Invalid(f"{key} is a date (YYYY-MM-DD), not {value!r}") from exc
+            raise Invalid(f"{key} is a date (YYYY-MM-DD), not {_shown(value)}") from exc
     items = value if isinstance(value, list) else str(value).split(",")
     values = [str(v).strip() for v in items if str(v).strip()]
     unknown = [v for v in values if definition.options and v not in definition.options]
     if unknown:
-        raise Invalid(f"{key} takes {', '.join(definition.options)}; not {', '.join(unknown)}")
+        raise Invalid(
+            f"{key} takes {', '.join(definition.options)}; not {_shown(', '.join(unknown))}"
+        )
     return values
 
 
