@@ -44,6 +44,12 @@ def drain(database: Database, settings: Settings) -> int:
     return Worker(database, settings).run_until_idle(max_jobs=200)
 
 
+def listed_rule(client: TestClient, world: World, rule_id: str) -> dict:  # type: ignore[type-arg]
+    """The rule as the admins' list shows it (with its last error)."""
+    listed = client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
+    return next(r for r in listed if r["id"] == rule_id)  # type: ignore[no-any-return]
+
+
 def conversation(client: TestClient, world: World, conv: str) -> dict:  # type: ignore[type-arg]
     return client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()  # type: ignore[no-any-return]
 
@@ -253,8 +259,7 @@ def test_a_rule_whose_condition_breaks_fails_alone_and_says_why(
     conv = inbound(client, world, "tc1", "hello", "tc1@example.com")
     drain(database, settings)
     assert conversation(client, world, conv)["labels"] == ["good"]
-    listed = client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
-    shown = next(r for r in listed if r["id"] == broken["id"])
+    shown = listed_rule(client, world, broken["id"])
     assert shown["last_error"].startswith("TypeError: ")
     with database.session(write=False) as db:
         states = set(db.scalars(select(Job.state).where(Job.name == "automation")))
@@ -293,8 +298,7 @@ def test_what_a_rule_did_before_an_action_broke_is_undone(
     conv = inbound(client, world, "ab1", "hello", "ab1@example.com")
     drain(database, settings)
     assert conversation(client, world, conv)["labels"] == ["second"]  # "first" undone
-    listed = client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
-    shown = next(r for r in listed if r["id"] == failing["id"])
+    shown = listed_rule(client, world, failing["id"])
     assert shown["last_error"] == "RuntimeError: routing is down"
 
 
@@ -523,8 +527,7 @@ def test_a_rule_that_cannot_run_is_skipped_and_says_why(
             .where(Job.name == "automation", Job.state != JobState.done)
         )
     assert failed == 0
-    listed = client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
-    shown = next(r for r in listed if r["id"] == broken["id"])
+    shown = listed_rule(client, world, broken["id"])
     assert shown["last_error"].startswith("template error: ")
     assert shown["last_error_at"] is not None
 
@@ -598,8 +601,7 @@ def test_a_pattern_that_backtracks_without_end_is_stopped_and_the_rule_says_why(
     conv = inbound(client, world, "bt1", "a" * 60 + "!", "bt1@example.com")
     drain(database, settings)
     assert conversation(client, world, conv)["labels"] == ["seen"]
-    listed = client.get("/api/v1/automation-rules", headers=auth(world.alice)).json()
-    shown = next(r for r in listed if r["id"] == slow["id"])
+    shown = listed_rule(client, world, slow["id"])
     assert "took over" in shown["last_error"]
     # The same pattern on a text it settles quickly still matches.
     conv = inbound(client, world, "bt2", "aaaa", "bt2@example.com")
