@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from rapport.cli import app as cli_app
 from rapport.config import Settings
-from rapport.customers import importer
-from rapport.customers.models import Customer, Identity
+from rapport.customers import importer, profile
+from rapport.customers.models import AttributeType, Customer, Identity
 from rapport.db import Database
 from tests.conftest import auth, record_write_lock, sqlite_only, write_lock_held
 from tests.factories import World
@@ -296,3 +296,41 @@ def test_a_jsonl_row_the_database_cannot_keep_is_that_rows_error(
     )
     assert [e.line for e in report.errors] == [1]
     assert report.created == 1
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["import", "dry-run"])
+def test_imported_attributes_are_stored_in_their_defined_type_and_a_bad_one_is_that_rows_error(
+    database: Database, world: World, tmp_path: Path, dry_run: bool
+) -> None:
+    # An import wrote attributes as given: a column defined as a number stored "abc", and
+    # "12" stayed text, where the API converts the one and refuses the other.
+    workspace_id = world.acme.workspace.id
+    with database.session() as db:
+        profile.define(db, workspace_id=workspace_id, key="seats", type=AttributeType.number)
+        profile.define(db, workspace_id=workspace_id, key="beta", type=AttributeType.boolean)
+    path = tmp_path / "customers.csv"
+    lines = [
+        "name,email,seats,beta,colour",
+        "Ada,ada@example.com,12,yes,teal",
+        "Bea,bea@example.com,abc,no,red",
+        "Cy,cy@example.com,Infinity,no,red",
+        "Di,di@example.com,3,perhaps,red",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = importer.import_customers(
+        database, workspace_id=workspace_id, path=path, mapping={}, dry_run=dry_run
+    )
+    assert [(e.line, e.reason) for e in report.errors] == [
+        (3, "seats is a number, not 'abc'"),
+        (4, "seats is a number, not 'Infinity'"),
+        (5, "beta is true or false, not 'perhaps'"),
+    ]
+    assert report.created == 1
+    with database.session(write=False) as db:
+        stored = db.scalars(
+            select(Customer.attributes).where(
+                Customer.workspace_id == workspace_id,
+                Customer.email.in_(["ada@example.com", "bea@example.com", "cy@example.com"]),
+            )
+        ).all()
+    assert stored == ([] if dry_run else [{"seats": 12, "beta": True, "colour": "teal"}])

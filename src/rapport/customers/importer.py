@@ -3,8 +3,10 @@
 A row matches an existing customer by any of its normalized handles (email, phone,
 external id), so re-running an import updates those customers and never duplicates them.
 A row that cannot be read (bad JSON or CSV, an invalid email or phone, no handle at all,
-handles of two different customers, a value a JSON column cannot keep) is reported by its
-line number and skipped; the others go in. A file that is not UTF-8 text is refused whole.
+handles of two different customers, a value a JSON column cannot keep, an attribute that
+does not fit its definition) is reported by its line number and skipped; the others go in.
+Defined attributes are stored in their type, as the API stores them. A file that is not
+UTF-8 text is refused whole.
 """
 
 import csv
@@ -19,8 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rapport.customers import identity as ident
-from rapport.customers.models import Customer, Identity, IdentityKind
+from rapport.customers import profile
+from rapport.customers.models import AttributeDefinition, Customer, Identity, IdentityKind
 from rapport.db import Database, new_id, storable, utcnow
+from rapport.problems import Invalid
 from rapport.workspaces.models import Workspace
 
 # Fields a column can be mapped to; any other column becomes a custom attribute.
@@ -175,13 +179,26 @@ _Parsed = list[tuple[int, dict[str, str], dict[str, Any], list[ident.Handle]]]
 
 
 def _parse(
-    batch: list[tuple[int, dict[str, Any]]], mapping: dict[str, str], region: str, report: Report
+    batch: list[tuple[int, dict[str, Any]]],
+    mapping: dict[str, str],
+    region: str,
+    defined: dict[str, AttributeDefinition],
+    report: Report,
 ) -> _Parsed:
-    """The batch's rows as values, attributes and normalized handles; a row that has none,
+    """The batch's rows as values, attributes (the ``defined`` ones in their type) and
+    normalized handles; a row that has none, whose attribute does not fit its definition,
     or that the database could not keep, is its line's error."""
     parsed: _Parsed = []
     for line, row in batch:
         values, attributes = _fields(row, mapping)
+        try:
+            attributes = {
+                k: profile.coerce(defined[k], v) if k in defined else v
+                for k, v in attributes.items()
+            }
+        except Invalid as exc:
+            report.errors.append(RowError(line, exc.detail))
+            continue
         try:
             # JSON text carries what the database refuses (an integer beyond 64 bits in the
             # JSON column, a lone surrogate in any text): found here, it is this row's error
@@ -302,9 +319,11 @@ def import_customers(
         if workspace is None:
             raise ValueError("no such workspace")
         region = workspace.default_region
+        # Read once: a definition made during the import applies to the next one.
+        defined = {d.key: d for d in profile.definitions(db, workspace_id=workspace_id)}
 
     def flush() -> None:
-        parsed = _parse(batch, mapping, region, report)
+        parsed = _parse(batch, mapping, region, defined, report)
         with database.session(write=not dry_run) as db:
             _apply(db, workspace_id, parsed, report, write=not dry_run)
             if dry_run:
