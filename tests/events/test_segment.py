@@ -118,6 +118,46 @@ def test_identify_fills_the_profile_and_orders_make_the_purchase_history(
     assert {e["type"] for e in timeline} >= {"Identify", "Order Completed", "Order Refunded"}
 
 
+def test_traits_are_stored_in_their_defined_type_and_one_that_does_not_fit_refuses_the_batch(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Traits went into the profile as sent: a number attribute kept "abc" and "12" stayed
+    # text, where the customers API converts the one and refuses the other.
+    admin = auth(world.alice)
+    for key_, type_ in (("seats", "number"), ("beta", "boolean"), ("group_id", "number")):
+        r = client.post(
+            "/api/v1/attribute-definitions", json={"key": key_, "type": type_}, headers=admin
+        )
+        assert r.status_code == 201, r.text
+    key = source(client, world)
+    before = events(database)
+    good = {"type": "identify", "userId": "typed-1", "traits": {"seats": "12", "beta": "yes"}}
+    for bad, detail in (
+        ({**good, "traits": {"seats": "abc"}}, "batch[1]: seats is a number, not 'abc'"),
+        (
+            {"type": "identify", "userId": "typed-1", "context": {"traits": {"beta": "perhaps"}}},
+            "batch[1]: beta is true or false, not 'perhaps'",
+        ),
+        (
+            {"type": "group", "userId": "typed-1", "groupId": "acme"},
+            "batch[1]: group_id is a number, not 'acme'",
+        ),
+    ):
+        r = client.post("/api/v1/events/batch", json={"batch": [good, bad]}, headers=basic(key))
+        assert (r.status_code, r.json()["detail"]) == (422, detail)
+        assert events(database) == before
+    r = client.post(
+        "/api/v1/events/batch",
+        json={"batch": [good, {"type": "group", "userId": "typed-1", "groupId": "42"}]},
+        headers=basic(key),
+    )
+    assert r.status_code == 200, r.text
+    [typed] = client.get(
+        "/api/v1/customers", params={"q": "typed-1"}, headers=auth(world.bob)
+    ).json()["items"]
+    assert typed["attributes"] == {"seats": 12, "beta": True, "group_id": 42}
+
+
 def test_a_typed_email_in_traits_never_joins_a_known_customer(
     client: TestClient, world: World
 ) -> None:

@@ -3,10 +3,11 @@
 A site already instrumented for Segment sends to Rapport by changing its endpoint: the
 same payloads, the write key as the Basic-auth user name. ``userId`` is the customer's id
 in the sender's system (an ``external`` handle), ``anonymousId`` a device's; traits fill
-the profile; e-commerce events feed the purchase history. A batch is checked whole before
-anything is stored (one bad event refuses it all), then stored ``CHUNK`` events per
-transaction, so that a large one never holds the database's write lock for seconds; a
-``messageId`` seen before from the same source is skipped.
+the profile (those the workspace defined in their type, as the customers API stores them);
+e-commerce events feed the purchase history. A batch is checked whole before anything is
+stored (one bad event refuses it all: a trait that does not fit its definition too), then
+stored ``CHUNK`` events per transaction, so that a large one never holds the database's
+write lock for seconds; a ``messageId`` seen before from the same source is skipped.
 """
 
 from collections.abc import Iterator
@@ -19,10 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rapport.crypto import random_token, sha256_hex
+from rapport.customers import profile
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle, InvalidHandle, handle, normalize
 from rapport.customers.merge import merge
-from rapport.customers.models import Customer, Event, Identity, IdentityKind
+from rapport.customers.models import AttributeDefinition, Customer, Event, Identity, IdentityKind
 from rapport.db import utcnow
 from rapport.events.models import EventSource, Order
 from rapport.privacy.service import SYSTEM
@@ -35,6 +37,8 @@ MAX_BATCH_BYTES = 500 * 1024
 # millisecond or two each) held SQLite's one write lock for 2.4-4.8 s in one transaction.
 CHUNK = 100
 _NAME_TRAITS = {"name", "firstName", "first_name", "lastName", "last_name", "email", "phone"}
+# The workspace's attribute definitions by key, read once per request.
+Defined = dict[str, AttributeDefinition]
 
 
 def create_source(db: Session, *, workspace_id: str, name: str) -> tuple[EventSource, str]:
@@ -53,6 +57,32 @@ def source_for_key(db: Session, write_key: str) -> EventSource:
     if row is None:
         raise Problem(401, "unauthorized", "unknown write key")
     return row
+
+
+def definitions(db: Session, *, source: EventSource) -> Defined:
+    """The attribute definitions of the source's workspace, by key."""
+    return {d.key: d for d in profile.definitions(db, workspace_id=source.workspace_id)}
+
+
+def _traits(event: dict[str, Any]) -> dict[str, Any]:
+    return dict(event.get("traits") or (event.get("context") or {}).get("traits") or {})
+
+
+def _attributes(kind: str, event: dict[str, Any], defined: Defined) -> dict[str, Any]:
+    """The custom attributes the event sets (an identify's traits but those of the name and
+    handles, a group's id), the defined ones in their type; Invalid for one that does not
+    fit its definition."""
+    if kind == "identify":
+        changes = {k: v for k, v in _traits(event).items() if k not in _NAME_TRAITS}
+    elif kind == "group":
+        changes = {"group_id": str(event.get("groupId", ""))}
+    else:
+        return {}
+    return {
+        k: profile.coerce(defined[k], v) if k in defined else v
+        for k, v in changes.items()
+        if v is not None
+    }
 
 
 def _when(event: dict[str, Any]) -> datetime:
@@ -82,9 +112,10 @@ def _minor(value: Any) -> int:
 class _Batch:
     """Resolution state shared by the events of one batch (one transaction)."""
 
-    def __init__(self, db: Session, source: EventSource) -> None:
+    def __init__(self, db: Session, source: EventSource, defined: Defined) -> None:
         self.db = db
         self.source = source
+        self.defined = defined
         ws = db.get(Workspace, source.workspace_id)
         self.region = ws.default_region if ws else "US"
         self.customers: dict[tuple[str | None, str | None], Customer] = {}
@@ -160,10 +191,10 @@ def _at(index: int, batch: bool) -> Iterator[None]:
         raise Problem(exc.status, exc.slug, detail, **exc.extra, index=index) from exc
 
 
-def check(events: list[dict[str, Any]], *, batch: bool = False) -> None:
+def check(events: list[dict[str, Any]], *, defined: Defined, batch: bool = False) -> None:
     """Refuse the request for any event that could not be stored, before anything is: the
     events are then stored a chunk per transaction, and one bad event must not leave part
-    of its batch stored."""
+    of its batch stored. A trait that does not fit its definition (``defined``) is bad."""
     for index, event in enumerate(events):
         with _at(index, batch):
             kind = str(event.get("type", ""))
@@ -174,6 +205,7 @@ def check(events: list[dict[str, Any]], *, batch: bool = False) -> None:
                 _ids({"userId": event["userId"]})
             else:
                 _ids(event)
+            _attributes(kind, event, defined)
 
 
 def chunks(events: list[dict[str, Any]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
@@ -187,11 +219,13 @@ def ingest(
     *,
     source: EventSource,
     events: list[dict[str, Any]],
+    defined: Defined,
     batch: bool = False,
     first: int = 0,
 ) -> dict[str, int]:
-    """Store events (``check``ed) in the caller's transaction; returns counts. In a batch,
-    a problem names the event by its position (``first`` is the first one's)."""
+    """Store events (``check``ed with the same ``defined``) in the caller's transaction;
+    returns counts. In a batch, a problem names the event by its position (``first`` is the
+    first one's)."""
     ids = [str(e["messageId"]) for e in events if e.get("messageId")]
     seen: set[str] = set()
     if ids:
@@ -202,7 +236,7 @@ def ingest(
                 )
             )
         )
-    state = _Batch(db, source)
+    state = _Batch(db, source, defined)
     stored = skipped = 0
     for index, event in enumerate(events, start=first):
         with _at(index, batch):
@@ -243,11 +277,11 @@ def _record(
 
 
 def _one(batch: _Batch, kind: str, event: dict[str, Any], message_id: str | None) -> None:
-    traits = dict(event.get("traits") or (event.get("context") or {}).get("traits") or {})
+    traits = _traits(event)
     props = dict(event.get("properties") or {})
     if kind == "identify":
         customer = batch.customer(event, traits)
-        extra = {k: v for k, v in traits.items() if k not in _NAME_TRAITS and v is not None}
+        extra = _attributes(kind, event, batch.defined)
         if extra:
             customer.attributes = {**customer.attributes, **extra}
         _record(batch, customer, "Identify", traits, event, message_id)
@@ -263,7 +297,7 @@ def _one(batch: _Batch, kind: str, event: dict[str, Any], message_id: str | None
     elif kind == "group":
         customer = batch.customer(event, {})
         group = str(event.get("groupId", ""))
-        customer.attributes = {**customer.attributes, "group_id": group}
+        customer.attributes = {**customer.attributes, **_attributes(kind, event, batch.defined)}
         _record(batch, customer, "Group", {"group_id": group, **traits}, event, message_id)
     elif kind == "alias":
         _alias(batch, event, message_id)

@@ -132,21 +132,24 @@ async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
     def work() -> dict[str, int]:
         with database.session(write=False) as db:
             # Who is sending comes first: a stranger learns nothing of what we accept.
-            service.source_for_key(db, key)
+            source = service.source_for_key(db, key)
+            # Those the batch is checked with are those it is stored with, whatever an
+            # admin defines meanwhile: a chunk stored is never refused after the check.
+            defined = service.definitions(db, source=source)
         if body is _NOT_JSON:
             raise Invalid("the body is not JSON")
         # Validated and checked whole before the first write transaction (500 KB of events
         # take a while): not while holding SQLite's one write lock, and one bad event
         # refuses the request before any of it is stored.
         events = _events(body, kind)
-        service.check(events, batch=kind is None)
+        service.check(events, defined=defined, batch=kind is None)
         totals = {"stored": 0, "duplicates": 0}
         for first, chunk in service.chunks(events):
-            for name, n in store(chunk, first).items():
+            for name, n in store(chunk, first, defined).items():
                 totals[name] += n
         return totals
 
-    def store(chunk: list[dict[str, Any]], first: int) -> dict[str, int]:
+    def store(chunk: list[dict[str, Any]], first: int, defined: service.Defined) -> dict[str, int]:
         # A chunk that met another request making the same customer at the same moment is
         # tried again here: a sender's libraries retry only 5xx and 429, and a retry of the
         # whole batch would store again the events of its chunks that have no messageId.
@@ -156,7 +159,12 @@ async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
                 with database.session() as db:
                     source = service.source_for_key(db, key)  # still valid
                     return service.ingest(
-                        db, source=source, events=chunk, batch=kind is None, first=first
+                        db,
+                        source=source,
+                        events=chunk,
+                        defined=defined,
+                        batch=kind is None,
+                        first=first,
                     )
             except (IntegrityError, OperationalError) as exc:
                 if attempt == ATTEMPTS or not (isinstance(exc, IntegrityError) or transient(exc)):
