@@ -120,6 +120,37 @@ def test_settings_that_would_stop_ingest_are_refused(client: TestClient, world: 
     assert inbound(client, world, "still-flows") == 201
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_nan_or_infinity_in_free_form_json_is_refused_not_stored_as_null(
+    client: TestClient, world: World, literal: str
+) -> None:
+    # Python reads these as floats and orjson writes them as null: a customer's undefined
+    # attribute, an event's nested property or a setting was answered 201 and kept as null.
+    admin = {**auth(world.alice), "content-type": "application/json"}
+    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    rule = (
+        '{"name": "x", "event": "message.received", "actions": [{"type": "add_label", '
+        '"label": "x"}], "conditions": [{"field": "priority", "op": "gt", "value": %s}]}'
+    )
+    for method, path, body in (
+        ("POST", "/api/v1/customers", '{"name": "x", "attributes": {"n": %s}}'),
+        ("PATCH", f"/api/v1/customers/{customer_id}", '{"attributes": {"n": [1, %s]}}'),
+        (
+            "POST",
+            f"/api/v1/customers/{customer_id}/events",
+            '{"type": "visit", "properties": {"cart": {"total": %s}}}',
+        ),
+        ("PATCH", "/api/v1/workspace", '{"settings": {"x": {"y": %s}}}'),
+        ("POST", "/api/v1/inboxes", '{"name": "x", "channel": "api", "settings": {"n": %s}}'),
+        ("POST", "/api/v1/automation-rules", rule),
+    ):
+        r = client.request(method, path, content=body % literal, headers=admin)
+        problem(r, 422)
+        assert "NaN and Infinity are not JSON numbers" in r.text, (path, r.text)
+    r = client.get(f"/api/v1/customers/{customer_id}", headers=admin)
+    assert "n" not in r.json()["attributes"]
+
+
 def test_rows_stored_before_the_bounds_are_still_listed(
     client: TestClient, world: World, database: Database
 ) -> None:

@@ -1,5 +1,6 @@
 """Database frame: engine, sessions, the declarative base and after-commit hooks."""
 
+import math
 import os
 import re
 import sqlite3
@@ -251,13 +252,28 @@ def _json_dumps(value: Any) -> str:
     return out
 
 
+def _finite(value: Any) -> bool:
+    """Whether no float in ``value`` (a dict or list, however nested) is NaN or infinite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def storable(value: Any) -> Any:
     """``value`` if the database can keep it; else ``ValueError`` naming why (JSON text can
-    carry what orjson refuses: an integer beyond 64 bits, a lone surrogate)."""
+    carry what orjson refuses: an integer beyond 64 bits, a lone surrogate; and NaN or
+    Infinity, which Python's JSON reads and orjson writes as null)."""
     try:
-        _json_dumps(value)
-    except TypeError as exc:
+        out = _json_dumps(value)
+    except TypeError as exc:  # orjson's depth limit also bounds _finite's recursion
         raise ValueError(f"cannot be stored: {exc}") from exc
+    # Non-finite floats are written as null: with no null written, there is none to find.
+    if "null" in out and not _finite(value):
+        raise ValueError("cannot be stored: NaN and Infinity are not JSON numbers")
     return value
 
 

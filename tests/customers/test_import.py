@@ -283,6 +283,7 @@ def test_a_quote_never_closed_is_that_rows_error_and_the_rows_after_it_are_read(
     [
         '{"email": "big@example.com", "attributes": {"n": 18446744073709551616}}',
         '{"email": "lone@example.com", "name": "\\ud800"}',
+        '{"email": "nan@example.com", "score": NaN}',  # was stored as null
         "[" * 100_000,
     ],
 )
