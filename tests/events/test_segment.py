@@ -268,6 +268,18 @@ def test_a_wrong_write_key_stores_nothing(
             {"batch": [{"type": "track", "userId": "a"}, {"type": "track", "event": "x"}]},
             "batch[1]: an event needs a userId or an anonymousId",
         ),
+        # A group with no id was stored as the group "None" (null) or "" (left out).
+        ("group", {"userId": "u"}, "a group call needs its groupId (text or a number)"),
+        (
+            "group",
+            {"userId": "u", "groupId": None},
+            "a group call needs its groupId (text or a number)",
+        ),
+        (
+            "group",
+            {"userId": "u", "groupId": " "},
+            "a group call needs its groupId (text or a number)",
+        ),
     ],
 )
 def test_an_event_of_the_wrong_shape_is_refused_naming_it_and_nothing_stored(

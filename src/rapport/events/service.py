@@ -68,6 +68,18 @@ def _traits(event: dict[str, Any]) -> dict[str, Any]:
     return dict(event.get("traits") or (event.get("context") or {}).get("traits") or {})
 
 
+def _group_id(event: dict[str, Any]) -> str:
+    """A group call's ``groupId`` (Segment requires one): text or a number."""
+    value = event.get("groupId")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int | float)
+        or not str(value).strip()
+    ):
+        raise Invalid("a group call needs its groupId (text or a number)")
+    return str(value)
+
+
 def _attributes(kind: str, event: dict[str, Any], defined: Defined) -> dict[str, Any]:
     """The custom attributes the event sets (an identify's traits but those of the name and
     handles, a group's id), the defined ones in their type; Invalid for one that does not
@@ -75,7 +87,7 @@ def _attributes(kind: str, event: dict[str, Any], defined: Defined) -> dict[str,
     if kind == "identify":
         changes = {k: v for k, v in _traits(event).items() if k not in _NAME_TRAITS}
     elif kind == "group":
-        changes = {"group_id": str(event.get("groupId", ""))}
+        changes = {"group_id": _group_id(event)}
     else:
         return {}
     return {
@@ -296,7 +308,7 @@ def _one(batch: _Batch, kind: str, event: dict[str, Any], message_id: str | None
         _record(batch, customer, label, {"name": event.get("name"), **props}, event, message_id)
     elif kind == "group":
         customer = batch.customer(event, {})
-        group = str(event.get("groupId", ""))
+        group = _group_id(event)
         customer.attributes = {**customer.attributes, **_attributes(kind, event, batch.defined)}
         _record(batch, customer, "Group", {"group_id": group, **traits}, event, message_id)
     elif kind == "alias":
