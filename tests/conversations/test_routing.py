@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from rapport.auth import service as auth_service
@@ -13,6 +13,7 @@ from rapport.auth.models import Membership, Role
 from rapport.config import Settings
 from rapport.conversations import routing
 from rapport.db import Database, utcnow
+from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
 from rapport.workspaces import service as workspaces
 from tests.conftest import auth, sqlite_only
@@ -202,3 +203,55 @@ def test_an_agents_load_is_counted_from_their_open_conversations_alone(
             # A seek per (agent, status), not a range over every assigned conversation.
             assert "ix_conversations_ws_assignee_status" in plan, plan
             assert "assignee_id=? AND status=?" in plan, plan
+
+
+def test_a_queue_head_no_one_can_take_does_not_hold_up_those_behind_it(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A pass read the oldest waiting conversations, one page of them, and skipped those
+    # of a team with nobody free and those the bot still held: when the page was all of
+    # that kind, newer conversations were never given to the agents who had room.
+    ids = setup_team(client, world, database)
+    team = client.post(
+        "/api/v1/teams",
+        json={"name": "Nights", "member_ids": [ids["dave"]]},
+        headers=auth(world.alice),
+    ).json()["id"]
+    bot_inbox = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Bot first", "channel": "api", "auto_assign": True},
+        headers=auth(world.alice),
+    ).json()["id"]
+    r = client.put(
+        f"/api/v1/bot/inboxes/{bot_inbox}", json={"enabled": True}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    for_dave = write(client, world, ids["inbox"], 1)  # dave is offline
+    for_the_bot = write(client, world, bot_inbox, 2)
+    behind = [write(client, world, ids["inbox"], n) for n in (3, 4)]
+    r = client.post(
+        f"/api/v1/conversations/{for_dave}/assign",
+        json={"assignee_id": None, "team_id": team},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    with database.session() as db:
+        assert routing.assign_waiting(db, workspace_id=world.acme.workspace.id, limit=1) == 2
+    assert {assignee(client, world, c) for c in behind} == {ids["bob"], ids["carol"]}
+    assert assignee(client, world, for_dave) is None
+    assert assignee(client, world, for_the_bot) is None
+
+
+def test_a_pass_that_reads_its_last_page_leaves_the_rest_to_the_next(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Paging on must stop somewhere: the pass holds the write transaction throughout.
+    ids = setup_team(client, world, database)
+    for n in range(3):
+        write(client, world, ids["inbox"], n)
+    monkeypatch.setattr(routing, "PAGES_PER_PASS", 2)
+    ws = world.acme.workspace.id
+    with database.session() as db:
+        db.execute(delete(Job))
+        assert routing.assign_waiting(db, workspace_id=ws, limit=1) == 2
+        assert db.scalars(select(Job.name)).all() == ["route_waiting"]

@@ -8,7 +8,7 @@ someone frees up (a conversation resolved, an agent back online, a capacity rais
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Membership, Role, TeamMember
@@ -20,6 +20,9 @@ from rapport.problems import Invalid
 
 PRESENCE_TIMEOUT = timedelta(minutes=3)
 AVAILABILITY = ("online", "busy", "offline")
+# Pages of waiting conversations one pass reads before it leaves the rest to the next,
+# which it queues: the pass holds the write transaction (SQLite's one writer) throughout.
+PAGES_PER_PASS = 20
 
 
 def set_presence(
@@ -93,51 +96,73 @@ def pick_agent(db: Session, *, workspace_id: str, team_id: str | None) -> str | 
 
 
 def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
-    """Hand waiting conversations, oldest first, to eligible agents; returns how many."""
-    from rapport.conversations import service  # service calls back into routing
+    """Hand waiting conversations, oldest first, to eligible agents; returns how many.
 
-    waiting = list(
-        db.scalars(
-            select(Conversation)
-            .join(Inbox, Inbox.id == Conversation.inbox_id)
-            .where(
-                Conversation.workspace_id == workspace_id,
-                Conversation.assignee_id.is_(None),
-                Conversation.status == Status.open,
-                Inbox.auto_assign.is_(True),
-            )
-            .order_by(Conversation.created_at, Conversation.id)
-            .limit(limit)
-        )
-    )
-    given = 0
-    full: set[str | None] = set()  # teams with no one who has room, for the rest of this pass
-    for conv in waiting:
-        inbox = db.get(Inbox, conv.inbox_id)
-        if _with_the_bot(db, conv, inbox):
-            continue  # the bot answers first; it hands over through routing when needed
-        team_id = conv.team_id or (inbox.team_id if inbox else None)
-        if team_id in full:
-            continue  # asked already: nobody frees up inside this transaction
-        agent = pick_agent(db, workspace_id=workspace_id, team_id=team_id)
-        if agent is None:
-            full.add(team_id)  # a conversation of another team may still fit
-            continue
-        service.assign(db, conversation=conv, assignee_id=agent, team_id=team_id, actor_id=None)
-        db.flush()
-        given += 1
-    return given
-
-
-def _with_the_bot(db: Session, conv: Conversation, inbox: Inbox | None) -> bool:
-    """Whether the inbox's bot still holds this conversation (it has not handed over)."""
+    The queue is read ``limit`` at a time, leaving out those the bot still holds and those
+    of teams found full in this pass: a head of the queue nobody can take never hides the
+    conversations behind it from an agent with room."""
     from rapport.bot import service as bot  # the bot hands over through routing
     from rapport.bot.models import BotConversation
+    from rapport.conversations import service  # service calls back into routing
 
-    if not bot.enabled(inbox):
-        return False
-    state = db.get(BotConversation, conv.id)
-    return state is None or state.handed_over_at is None
+    team = func.coalesce(Conversation.team_id, Inbox.team_id)
+    waiting = (
+        select(Conversation, team)
+        .join(Inbox, Inbox.id == Conversation.inbox_id)
+        .where(
+            Conversation.workspace_id == workspace_id,
+            Conversation.assignee_id.is_(None),
+            Conversation.status == Status.open,
+            Inbox.auto_assign.is_(True),
+        )
+        .order_by(Conversation.created_at, Conversation.id)
+        .limit(limit)
+    )
+    with_bots = [
+        inbox.id
+        for inbox in db.scalars(
+            select(Inbox).where(Inbox.workspace_id == workspace_id, Inbox.auto_assign.is_(True))
+        )
+        if bot.enabled(inbox)
+    ]
+    if with_bots:  # the bot answers first; it hands over through routing when needed
+        handed_over = (
+            select(BotConversation.conversation_id)
+            .where(
+                BotConversation.conversation_id == Conversation.id,
+                BotConversation.handed_over_at.is_not(None),
+            )
+            .exists()
+        )
+        waiting = waiting.where(or_(Conversation.inbox_id.not_in(with_bots), handed_over))
+    given = 0
+    full: set[str] = set()  # teams with no one who has room, for the rest of this pass
+    after: tuple[datetime, str] | None = None
+    for _ in range(PAGES_PER_PASS):
+        page = waiting
+        if after is not None:
+            page = page.where(tuple_(Conversation.created_at, Conversation.id) > after)
+        if full:
+            page = page.where(or_(team.is_(None), team.not_in(full)))
+        rows = db.execute(page).all()
+        for conv, team_id in rows:
+            if team_id in full:
+                continue  # asked already: nobody frees up inside this transaction
+            agent = pick_agent(db, workspace_id=workspace_id, team_id=team_id)
+            if agent is None:
+                if team_id is None:
+                    return given  # nobody in the workspace has room
+                full.add(team_id)  # a conversation of another team may still fit
+                continue
+            service.assign(db, conversation=conv, assignee_id=agent, team_id=team_id, actor_id=None)
+            db.flush()
+            given += 1
+        if len(rows) < limit:
+            return given
+        after = (rows[-1][0].created_at, rows[-1][0].id)
+    if given:  # more may fit: the next pass goes on in a transaction of its own
+        wake(db, workspace_id=workspace_id)
+    return given
 
 
 def wake(db: Session, *, workspace_id: str) -> None:
