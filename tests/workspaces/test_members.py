@@ -1,10 +1,16 @@
 """Members, roles and teams of a workspace."""
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
-from tests.conftest import auth
+from rapport.channels.models import Inbox
+from rapport.config import Settings
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from tests.conftest import auth, published_events
 from tests.factories import PASSWORD, World
 
 
@@ -167,3 +173,72 @@ def test_a_team_given_its_members_at_once_ends_with_one_of_the_lists(
         if t["id"] == team["id"]
     ]
     assert sorted(final["member_ids"]) in [sorted(ids) for ids in lists]
+
+
+def bobs_conversations(client: TestClient, world: World, database: Database) -> dict[str, str]:
+    """Two conversations of an auto-assigning inbox given to bob, one of them resolved;
+    alice online with room, nobody routed yet."""
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    with database.session() as db:
+        db.execute(update(Inbox).where(Inbox.id == inbox).values(auto_assign=True))
+    convs = {"open": world.acme.first.conversation.id}  # type: ignore[union-attr]
+    r = client.post(
+        f"/api/v1/inboxes/{inbox}/messages",
+        json={"external_id": "m2", "text": "hi", "from": {"email": "m2@example.com"}},
+        headers=auth(world.alice),
+    )
+    convs["resolved"] = r.json()["conversation_id"]
+    bob = world.acme.users["bob"].id
+    for conv in convs.values():
+        r = client.post(
+            f"/api/v1/conversations/{conv}/assign",
+            json={"assignee_id": bob},
+            headers=auth(world.alice),
+        )
+        assert r.status_code == 200, r.text
+    r = client.post(
+        f"/api/v1/conversations/{convs['resolved']}/status",
+        json={"status": "resolved"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    r = client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    return convs
+
+
+def conversation(client: TestClient, world: World, conv: str) -> dict[str, Any]:
+    return client.get(f"/api/v1/conversations/{conv}", headers=auth(world.alice)).json()  # type: ignore[no-any-return]
+
+
+def test_a_removed_members_unresolved_conversations_are_offered_to_others(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # A removed member kept their open conversations: nothing unassigned them or woke
+    # routing, so their customers waited on someone who was gone.
+    convs = bobs_conversations(client, world, database)
+    bob = world.acme.users["bob"].id
+    with published_events() as published:
+        r = client.delete(f"/api/v1/members/{bob}", headers=auth(world.alice))
+        assert r.status_code == 204, r.text
+    updated = [e["payload"] for e in published if e["type"] == "conversation.updated"]
+    assert [(p["id"], p["assignee_id"]) for p in updated] == [(convs["open"], None)]
+    unassigned = conversation(client, world, convs["open"])["messages"][-1]
+    assert unassigned["kind"] == "activity" and unassigned["text"] == "unassigned"
+    Worker(database, settings).run_until_idle()
+    assert conversation(client, world, convs["open"])["assignee_id"] == world.acme.users["alice"].id
+    # Who handled a resolved conversation is its history: it stays bob's.
+    assert conversation(client, world, convs["resolved"])["assignee_id"] == bob
+
+
+def test_a_member_made_a_viewer_gives_back_their_unresolved_conversations(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # A viewer is never given conversations, yet one demoted kept those they held.
+    convs = bobs_conversations(client, world, database)
+    bob = world.acme.users["bob"].id
+    r = client.patch(f"/api/v1/members/{bob}", json={"role": "viewer"}, headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    Worker(database, settings).run_until_idle()
+    assert conversation(client, world, convs["open"])["assignee_id"] == world.acme.users["alice"].id
+    assert conversation(client, world, convs["resolved"])["assignee_id"] == bob

@@ -8,10 +8,11 @@ someone frees up (a conversation resolved, an agent back online, a capacity rais
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Membership, Role, TeamMember
+from rapport.automation import service as automation
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Status
 from rapport.db import utcnow
@@ -163,6 +164,43 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
     if given:  # more may fit: the next pass goes on in a transaction of its own
         wake(db, workspace_id=workspace_id)
     return given
+
+
+def release(db: Session, *, workspace_id: str, user_id: str, actor_id: str | None) -> int:
+    """Unassign a member's unresolved conversations, the member removed or made a viewer,
+    and queue a pass to offer them to others; returns how many.
+
+    Resolved ones keep their assignee: that is who handled them, for reports and history."""
+    from rapport.conversations import service  # service calls back into routing
+
+    # One UPDATE for however many they held (thousands for a long-serving agent); each
+    # is then recorded as any unassignment is: an activity line, an event, the rules.
+    released = list(
+        db.scalars(
+            update(Conversation)
+            .where(
+                Conversation.workspace_id == workspace_id,
+                Conversation.assignee_id == user_id,
+                Conversation.status.in_((Status.open, Status.pending, Status.snoozed)),
+            )
+            .values(assignee_id=None)
+            .returning(Conversation)
+        )
+    )
+    for conv in released:
+        automation.trigger(
+            db, workspace_id=workspace_id, event="conversation.assigned", conversation_id=conv.id
+        )
+        service._activity(
+            db,
+            conversation=conv,
+            text="unassigned",
+            data={"assignee_id": None, "team_id": conv.team_id, "by": actor_id},
+        )
+        service._updated(db, conv)
+    if released:
+        wake(db, workspace_id=workspace_id)
+    return len(released)
 
 
 def wake(db: Session, *, workspace_id: str) -> None:

@@ -150,7 +150,7 @@ def update_member(
     if membership.user_id != actor_id and membership.role.rank > actor_role.rank:
         raise Forbidden("you cannot change a member above your own role")
     if role is not None:
-        change_role(db, membership=membership, role=role, actor_role=actor_role)
+        change_role(db, membership=membership, role=role, actor_role=actor_role, actor_id=actor_id)
     if capacity is not None:
         if capacity > membership.capacity:
             routing.wake(db, workspace_id=membership.workspace_id)
@@ -158,20 +158,38 @@ def update_member(
     return membership
 
 
-def change_role(db: Session, *, membership: Membership, role: Role, actor_role: Role) -> Membership:
+def change_role(
+    db: Session,
+    *,
+    membership: Membership,
+    role: Role,
+    actor_role: Role,
+    actor_id: str | None = None,
+) -> Membership:
     if role.rank > actor_role.rank or membership.role.rank > actor_role.rank:
         raise Forbidden("you cannot change a role above your own")
     if membership.role == Role.owner and role != Role.owner:
         _keep_an_owner(db, membership)
+    if role == Role.viewer and membership.role != Role.viewer:
+        # A viewer is never given conversations: those they held go back to the queue.
+        routing.release(
+            db, workspace_id=membership.workspace_id, user_id=membership.user_id, actor_id=actor_id
+        )
     membership.role = role
     return membership
 
 
-def remove_member(db: Session, *, membership: Membership, actor_role: Role) -> None:
+def remove_member(
+    db: Session, *, membership: Membership, actor_role: Role, actor_id: str | None = None
+) -> None:
     if membership.role.rank > actor_role.rank:
         raise Forbidden("you cannot remove a member above your own role")
     if membership.role == Role.owner:
         _keep_an_owner(db, membership)
+    # Their unresolved conversations go back to the queue; kept, nobody else would answer.
+    routing.release(
+        db, workspace_id=membership.workspace_id, user_id=membership.user_id, actor_id=actor_id
+    )
     db.execute(
         delete(TeamMember).where(
             TeamMember.workspace_id == membership.workspace_id,

@@ -137,7 +137,7 @@ def update_member(
 @router.delete("/members/{user_id}", status_code=204)
 def remove_member(user_id: str, principal: CurrentAdmin, request: Request, db: Db) -> Response:
     m, u = service.get_member(db, workspace_id=principal.workspace_id, user_id=user_id)
-    service.remove_member(db, membership=m, actor_role=principal.role)
+    service.remove_member(db, membership=m, actor_role=principal.role, actor_id=principal.user_id)
     audit(
         db,
         workspace_id=principal.workspace_id,
