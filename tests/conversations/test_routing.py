@@ -12,6 +12,7 @@ from rapport.auth import service as auth_service
 from rapport.auth.models import Membership, Role
 from rapport.config import Settings
 from rapport.conversations import routing
+from rapport.conversations import service as conversations
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
@@ -129,6 +130,41 @@ def test_an_agent_coming_online_takes_waiting_conversations(
             )
         )
         assert member is not None and member.availability == "online"
+
+
+def test_a_snoozed_conversation_that_reopens_unassigned_is_offered_at_once(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Reopened with nobody on it, it waited for something else to wake routing (an agent
+    # coming online, another conversation arriving), however free the agents were.
+    inbox = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Later", "channel": "api", "auto_assign": True},
+        headers=auth(world.alice),
+    ).json()["id"]
+    worker = Worker(database, settings)
+    convs = [write(client, world, inbox, n) for n in (51, 52)]
+    worker.run_until_idle()
+    for conv in convs:
+        r = client.post(
+            f"/api/v1/conversations/{conv}/status",
+            json={
+                "status": "snoozed",
+                "snoozed_until": (utcnow() + timedelta(hours=1)).isoformat(),
+            },
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 200, r.text
+    client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
+    worker.run_until_idle()  # snoozed: not in the queue yet
+    assert [assignee(client, world, c) for c in convs] == [None, None]
+    with database.session() as db:
+        assert conversations.unsnooze_due(db, now=utcnow() + timedelta(hours=2)) == 2
+        woken = db.scalars(select(Job).where(Job.name == "route_waiting", Job.state == "queued"))
+        assert len(list(woken)) == 1  # one pass for the lot
+    worker.run_until_idle()
+    bob = world.acme.users["bob"].id
+    assert [assignee(client, world, c) for c in convs] == [bob, bob]
 
 
 def test_a_backlog_pass_asks_once_per_full_team(

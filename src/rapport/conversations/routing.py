@@ -15,7 +15,8 @@ from rapport.auth.models import Membership, Role, TeamMember
 from rapport.automation import service as automation
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Status
-from rapport.db import utcnow
+from rapport.db import on_commit, utcnow
+from rapport.jobs.models import Job
 from rapport.jobs.service import enqueue
 from rapport.problems import Invalid
 
@@ -204,5 +205,16 @@ def release(db: Session, *, workspace_id: str, user_id: str, actor_id: str | Non
 
 
 def wake(db: Session, *, workspace_id: str) -> None:
-    """Someone may have room now: queue a pass over the waiting conversations."""
-    enqueue(db, name="route_waiting", args={}, workspace_id=workspace_id)
+    """Someone may have room now, or a conversation came back to the queue: queue a pass
+    over the waiting conversations (one per workspace per transaction is enough)."""
+    woken: dict[str, Job] | None = db.info.get(_WOKEN)
+    if woken is None:
+        woken = db.info[_WOKEN] = {}
+        on_commit(db, lambda: db.info.pop(_WOKEN, None))
+    queued = woken.get(workspace_id)
+    if queued is not None and queued in db:
+        return  # this transaction queued one already (and no rollback took it back)
+    woken[workspace_id] = enqueue(db, name="route_waiting", args={}, workspace_id=workspace_id)
+
+
+_WOKEN = "routing_woken"  # workspace id -> the pass this transaction queued

@@ -618,6 +618,10 @@ def set_status(
         bot.on_resolved(db, conversation=conversation)
         if conversation.assignee_id is not None:
             routing.wake(db, workspace_id=conversation.workspace_id)
+    elif status == Status.open and conversation.assignee_id is None:
+        # Back in the queue (a snooze ended, a pending one reopened): offered to whoever
+        # has room, not left until something else wakes routing.
+        routing.wake(db, workspace_id=conversation.workspace_id)
     automation.trigger(
         db,
         workspace_id=conversation.workspace_id,
