@@ -13,6 +13,7 @@ from rapport.realtime.models import StreamEvent
 from tests.conftest import auth
 from tests.factories import World
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEK = {d: [["09:00", "12:00"], ["13:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}
 
 
@@ -37,6 +38,20 @@ def test_a_due_time_crosses_a_daylight_saving_change_in_local_hours() -> None:
     cal = sla.parse("Europe/Paris", WEEK, [])
     start = paris(2026, 3, 27, 16, 30)  # Friday before the clocks go forward on Sunday
     assert sla.add_business_minutes(start, 60, cal) == paris(2026, 3, 30, 9, 30)
+
+
+def test_open_hours_spanning_a_daylight_saving_change_count_the_real_minutes() -> None:
+    # Durations inside one local day were wall-clock arithmetic: the night the clocks go
+    # forward, 00:00-06:00 was counted 6 h by add_business_minutes and 5 h by
+    # business_minutes_between, so a due time was an hour late and the two disagreed.
+    nights = {d: [["00:00", "06:00"]] for d in DAYS}
+    cal = sla.parse("Europe/Paris", nights, [])
+    spring = paris(2026, 3, 29, 0, 0).astimezone(UTC)  # 02:00 -> 03:00: 5 open hours
+    assert sla.add_business_minutes(spring, 300, cal) == paris(2026, 3, 29, 6, 0)
+    assert sla.business_minutes_between(spring, paris(2026, 3, 29, 6, 0), cal) == 300
+    autumn = paris(2026, 10, 25, 0, 0).astimezone(UTC)  # 03:00 -> 02:00: 7 open hours
+    assert sla.add_business_minutes(autumn, 420, cal) == paris(2026, 10, 25, 6, 0)
+    assert sla.business_minutes_between(autumn, paris(2026, 10, 25, 6, 0), cal) == 420
 
 
 def test_malformed_calendars_are_clear_errors() -> None:

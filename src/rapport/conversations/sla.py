@@ -12,7 +12,7 @@ fresh clocks.
 """
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
@@ -57,12 +57,19 @@ class Calendar:
         return parse(row.timezone, row.hours, row.holidays)
 
     def intervals(self, day: date) -> list[tuple[datetime, datetime]]:
-        """The open intervals of one local day, as aware datetimes."""
+        """The open intervals of one local day, as UTC datetimes."""
         if day in self.holidays:
             return []
         out = []
         for start, end in self.hours.get(day.weekday(), []):
-            out.append((datetime.combine(day, start, self.tz), datetime.combine(day, end, self.tz)))
+            # In UTC: datetimes sharing one tzinfo subtract and compare as wall clocks, and a
+            # night shift over a daylight-saving change lasts an hour more or less than that.
+            out.append(
+                (
+                    datetime.combine(day, start, self.tz).astimezone(UTC),
+                    datetime.combine(day, end, self.tz).astimezone(UTC),
+                )
+            )
         return out
 
 
@@ -102,12 +109,12 @@ def add_business_minutes(start: datetime, minutes: int, calendar: Calendar) -> d
     if calendar.always:
         return start + timedelta(minutes=minutes)
     remaining = timedelta(minutes=minutes)
-    local = start.astimezone(calendar.tz)
-    day = local.date()
+    at = start.astimezone(UTC)
+    day = start.astimezone(calendar.tz).date()
     # Two years of closed days is a misconfiguration, not a due time.
     for _ in range(731):
         for open_at, close_at in calendar.intervals(day):
-            begin = max(open_at, local)
+            begin = max(open_at, at)
             if begin >= close_at:
                 continue
             available = close_at - begin
