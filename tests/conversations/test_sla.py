@@ -54,6 +54,19 @@ def test_open_hours_spanning_a_daylight_saving_change_count_the_real_minutes() -
     assert sla.business_minutes_between(autumn, paris(2026, 10, 25, 6, 0), cal) == 420
 
 
+def test_a_day_open_until_midnight_joins_the_next_without_a_gap() -> None:
+    # "24:00" was refused, and the nearest allowed end (23:59) lost a minute every night.
+    cal = sla.parse("Europe/Paris", {d: [["00:00", "24:00"]] for d in DAYS}, [])
+    start = paris(2026, 12, 7, 23, 30).astimezone(UTC)
+    assert sla.add_business_minutes(start, 60, cal) == paris(2026, 12, 8, 0, 30)
+    assert sla.business_minutes_between(start, paris(2026, 12, 9, 23, 30), cal) == 2 * 24 * 60
+    evenings = sla.parse("UTC", {"mon": [["18:00", "24:00"]], "tue": [["00:00", "02:00"]]}, [])
+    monday = datetime(2026, 12, 7, 23, 0, tzinfo=UTC)
+    assert sla.add_business_minutes(monday, 120, evenings) == datetime(2026, 12, 8, 1, tzinfo=UTC)
+    with pytest.raises(Invalid, match="before"):
+        sla.parse("UTC", {"mon": [["09:00", "00:00"]]}, [])
+
+
 def test_malformed_calendars_are_clear_errors() -> None:
     with pytest.raises(Invalid, match="time zone"):
         sla.parse("Mars/Olympus", WEEK, [])

@@ -34,6 +34,8 @@ from rapport.workspaces.models import BusinessCalendar
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TARGETS = ("first_response", "next_response", "resolution")
+MIDNIGHT = time(0)
+END_OF_DAY = ("24:00", "24:00:00")
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,14 @@ class Calendar:
             return []
         out = []
         for start, end in self.hours.get(day.weekday(), []):
+            # An end at 00:00 is "24:00": the next midnight, where the next day's hours join.
+            end_day = day + timedelta(days=1) if end == MIDNIGHT else day
             # In UTC: datetimes sharing one tzinfo subtract and compare as wall clocks, and a
             # night shift over a daylight-saving change lasts an hour more or less than that.
             out.append(
                 (
                     datetime.combine(day, start, self.tz).astimezone(UTC),
-                    datetime.combine(day, end, self.tz).astimezone(UTC),
+                    datetime.combine(end_day, end, self.tz).astimezone(UTC),
                 )
             )
         return out
@@ -86,14 +90,17 @@ def parse(timezone: str, hours: dict[str, list[list[str]]], holidays: list[str])
         parsed = []
         for span in spans:
             try:
-                start, end = time.fromisoformat(span[0]), time.fromisoformat(span[1])
+                start = time.fromisoformat(span[0])
+                # "24:00" closes at the next midnight, kept as 00:00 (never a valid end else).
+                to_midnight = span[1] in END_OF_DAY
+                end = MIDNIGHT if to_midnight else time.fromisoformat(span[1])
                 if start.tzinfo or end.tzinfo:  # the calendar's time zone is the one
                     raise ValueError("a time with its own offset")
             except (ValueError, IndexError, TypeError) as exc:
                 raise Invalid(
                     f"opening hours of {name} must be pairs like ['09:00', '17:00']"
                 ) from exc
-            if end <= start:
+            if not to_midnight and end <= start:
                 raise Invalid(f"opening hours of {name}: {span[0]} must be before {span[1]}")
             parsed.append((start, end))
         week[DAYS.index(name)] = sorted(parsed)
