@@ -269,3 +269,54 @@ def test_a_policy_names_labels_as_conversations_keep_them(client: TestClient, wo
         headers=auth(world.alice),
     )
     assert blank.status_code == 422
+
+
+def test_missed_targets_already_announced_do_not_hold_up_the_others(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The checker read one batch, earliest due first, across every workspace: a missed and
+    # announced target keeps its due time until it is met, so once a batch of them existed
+    # anywhere, nothing else was ever warned about or breached.
+    from datetime import timedelta
+
+    def write(token: str, inbox: str, ext: str) -> tuple[str, datetime, datetime]:
+        conv = client.post(
+            f"/api/v1/inboxes/{inbox}/messages",
+            json={"external_id": ext, "text": "help", "from": {"email": f"{ext}@example.com"}},
+            headers=auth(token),
+        ).json()["conversation_id"]
+        state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(token)).json()
+        return (
+            conv,
+            datetime.fromisoformat(state["first_response_due_at"]),
+            datetime.fromisoformat(state["resolution_due_at"]),
+        )
+
+    policy = {"first_response_minutes": 5, "resolution_minutes": 30, "warn_before_minutes": 0}
+    for token in (world.alice, world.mallory):
+        client.post(
+            "/api/v1/sla-policies", json={"name": "Fast", **policy}, headers=auth(token)
+        ).raise_for_status()
+    acme_inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    globex_inbox = world.globex.inbox.id  # type: ignore[union-attr]
+    stale, stale_due, stale_resolution = write(world.bob, acme_inbox, "old")
+    with database.session() as db:
+        assert sla.check(db, now=stale_due + timedelta(minutes=1), limit=1) == 1
+    fresh, fresh_due, _ = write(world.mallory, globex_inbox, "new")
+    with database.session() as db:
+        assert sla.check(db, now=fresh_due + timedelta(minutes=1), limit=1) == 1
+    state = client.get(f"/api/v1/conversations/{fresh}/sla", headers=auth(world.mallory)).json()
+    assert state["state"] == "breached"
+    # A row's next target, still to come after its missed first response, is found in time.
+    with database.session() as db:
+        assert sla.check(db, now=stale_resolution + timedelta(minutes=1), limit=1) == 2
+    with database.session(write=False) as db:
+        payloads = list(
+            db.scalars(select(StreamEvent.payload).where(StreamEvent.type == "sla.breached"))
+        )
+    assert [(p["conversation_id"], p["target"]) for p in payloads] == [
+        (stale, "first_response"),
+        (fresh, "first_response"),
+        (stale, "resolution"),
+        (fresh, "resolution"),
+    ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from rapport.cache import TtlCache
@@ -280,64 +280,82 @@ def on_resolved(db: Session, *, conversation: Conversation) -> None:
     _refresh_next_due(row)
 
 
+def _announce(db: Session, row: ConversationSla, *, now: datetime, calendar: Calendar) -> int:
+    """Emit what is due and not yet announced for one row; how many events that was."""
+    from rapport.automation import service as automation  # automation builds on this module
+
+    policy = db.get(SlaPolicy, row.policy_id)
+    if policy is None:
+        return 0
+    emitted = 0
+    for target in TARGETS:
+        due = getattr(row, f"{target}_due_at")
+        if due is None:
+            continue
+        kind = None
+        if now >= due:
+            kind = "breached"
+        elif business_minutes_between(now, due, calendar) <= policy.warn_before_minutes:
+            kind = "warning"
+        if kind is None:
+            continue
+        key = f"{target}:{kind}:{due.isoformat()}"
+        if key in row.announced:
+            continue
+        row.announced = [*row.announced, key]
+        if kind == "breached":
+            row.breaches = (row.breaches or 0) + 1
+            row.breached_at = row.breached_at or due  # missed at its due time
+        _refresh_next_due(row)
+        automation.trigger(
+            db,
+            workspace_id=row.workspace_id,
+            event=f"sla.{kind}",
+            conversation_id=row.conversation_id,
+        )
+        emit(
+            db,
+            workspace_id=row.workspace_id,
+            type=f"sla.{kind}",
+            payload={
+                "conversation_id": row.conversation_id,
+                "target": target,
+                "due_at": due.isoformat(),
+            },
+        )
+        emitted += 1
+    return emitted
+
+
 def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
     """Emit ``sla.warning`` and ``sla.breached`` once per target that is close or missed."""
     now = now or utcnow()
     horizon = now + timedelta(days=1)
-    rows = list(
-        db.scalars(
-            select(ConversationSla)
-            .where(ConversationSla.next_due_at.is_not(None), ConversationSla.next_due_at <= horizon)
-            .order_by(ConversationSla.next_due_at)
-            .limit(limit)
-        )
-    )
-    from rapport.automation import service as automation  # automation builds on this module
-
     emitted = 0
     calendars: dict[str, Calendar] = {}
-    for row in rows:
-        policy = db.get(SlaPolicy, row.policy_id)
-        if policy is None:
-            continue
-        cal = calendars.setdefault(row.workspace_id, calendar_for(db, row.workspace_id))
-        for target in TARGETS:
-            due = getattr(row, f"{target}_due_at")
-            if due is None:
-                continue
-            kind = None
-            if now >= due:
-                kind = "breached"
-            elif business_minutes_between(now, due, cal) <= policy.warn_before_minutes:
-                kind = "warning"
-            if kind is None:
-                continue
-            key = f"{target}:{kind}:{due.isoformat()}"
-            if key in row.announced:
-                continue
-            row.announced = [*row.announced, key]
-            if kind == "breached":
-                row.breaches = (row.breaches or 0) + 1
-                row.breached_at = row.breached_at or due  # missed at its due time
-            _refresh_next_due(row)
-            automation.trigger(
-                db,
-                workspace_id=row.workspace_id,
-                event=f"sla.{kind}",
-                conversation_id=row.conversation_id,
+    after: tuple[datetime | None, str] | None = None
+    # Pages of ``limit`` rows, to the end: a target missed and announced keeps its due time
+    # until it is met, so such rows come first in due order, and a single batch of them
+    # left nothing else anywhere ever warned about or breached again.
+    while True:
+        page = (
+            select(ConversationSla)
+            .where(ConversationSla.next_due_at.is_not(None), ConversationSla.next_due_at <= horizon)
+            .order_by(ConversationSla.next_due_at, ConversationSla.conversation_id)
+            .limit(limit)
+        )
+        if after is not None:
+            page = page.where(
+                tuple_(ConversationSla.next_due_at, ConversationSla.conversation_id) > after
             )
-            emit(
-                db,
-                workspace_id=row.workspace_id,
-                type=f"sla.{kind}",
-                payload={
-                    "conversation_id": row.conversation_id,
-                    "target": target,
-                    "due_at": due.isoformat(),
-                },
-            )
-            emitted += 1
-    return emitted
+        rows = list(db.scalars(page))
+        for row in rows:
+            if row.workspace_id not in calendars:
+                calendars[row.workspace_id] = calendar_for(db, row.workspace_id)
+            emitted += _announce(db, row, now=now, calendar=calendars[row.workspace_id])
+        if len(rows) < limit:
+            return emitted
+        after = (rows[-1].next_due_at, rows[-1].conversation_id)
 
 
 def create_policy(db: Session, *, workspace_id: str, data: dict[str, object]) -> SlaPolicy:
