@@ -320,3 +320,40 @@ def test_missed_targets_already_announced_do_not_hold_up_the_others(
         (stale, "resolution"),
         (fresh, "resolution"),
     ]
+
+
+def test_a_warning_before_a_weekend_comes_in_open_minutes_not_calendar_days(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The checker only looked at targets due within a calendar day: one due Monday at 10:00
+    # with a 2 h warning has 2 open hours left on Friday at 16:00, and was warned on Sunday.
+    from rapport.conversations.models import ConversationSla
+
+    client.put(
+        "/api/v1/business-hours",
+        json={"timezone": "UTC", "hours": {d: [["09:00", "17:00"]] for d in DAYS[:5]}},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Day", "first_response_minutes": 240, "warn_before_minutes": 120},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    conv = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "wk-1", "text": "help", "from": {"email": "wk@example.com"}},
+        headers=auth(world.bob),
+    ).json()["conversation_id"]
+    monday = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    with database.session() as db:
+        row = db.get(ConversationSla, conv)
+        assert row is not None
+        row.first_response_due_at = row.next_due_at = monday
+    with database.session() as db:
+        assert sla.check(db, now=datetime(2026, 12, 4, 14, 0, tzinfo=UTC)) == 0  # 3 h left
+        assert sla.check(db, now=datetime(2026, 12, 4, 16, 0, tzinfo=UTC)) == 1  # 2 h left
+    with database.session(write=False) as db:
+        warned = list(
+            db.scalars(select(StreamEvent.payload).where(StreamEvent.type == "sla.warning"))
+        )
+    assert [(p["conversation_id"], p["due_at"]) for p in warned] == [(conv, monday.isoformat())]

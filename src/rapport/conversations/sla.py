@@ -280,7 +280,38 @@ def on_resolved(db: Session, *, conversation: Conversation) -> None:
     _refresh_next_due(row)
 
 
-def _announce(db: Session, row: ConversationSla, *, now: datetime, calendar: Calendar) -> int:
+# How far ahead the checker looks for targets to warn about: the warning comes a number of
+# open minutes before the due time, so calendar days before it when the business is closed in
+# between (a weekend, a week of holidays). Longer closed stretches warn this far ahead.
+WARN_LOOKAHEAD = timedelta(days=14)
+
+
+class _WarnTimes:
+    """For one run of the checker: the due times that are within their warning now."""
+
+    def __init__(self, db: Session, now: datetime) -> None:
+        self.db, self.now = db, now
+        self.calendars: dict[str, Calendar] = {}
+        self.until: dict[tuple[str, int], datetime] = {}
+
+    def close(self, workspace_id: str, warn_before: int, due: datetime) -> bool:
+        """Whether ``due`` is at most ``warn_before`` open minutes away."""
+        key = (workspace_id, warn_before)
+        if key not in self.until:
+            if workspace_id not in self.calendars:
+                self.calendars[workspace_id] = calendar_for(self.db, workspace_id)
+            try:
+                # The first instant a whole minute more than the warning away: every due time
+                # before it has at most ``warn_before`` (whole) open minutes left.
+                self.until[key] = add_business_minutes(
+                    self.now, warn_before + 1, self.calendars[workspace_id]
+                )
+            except Invalid:  # no open hours ahead: no open minute is left either
+                self.until[key] = self.now + WARN_LOOKAHEAD
+        return due < self.until[key]
+
+
+def _announce(db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTimes) -> int:
     """Emit what is due and not yet announced for one row; how many events that was."""
     from rapport.automation import service as automation  # automation builds on this module
 
@@ -295,7 +326,7 @@ def _announce(db: Session, row: ConversationSla, *, now: datetime, calendar: Cal
         kind = None
         if now >= due:
             kind = "breached"
-        elif business_minutes_between(now, due, calendar) <= policy.warn_before_minutes:
+        elif warn.close(row.workspace_id, policy.warn_before_minutes, due):
             kind = "warning"
         if kind is None:
             continue
@@ -330,9 +361,10 @@ def _announce(db: Session, row: ConversationSla, *, now: datetime, calendar: Cal
 def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
     """Emit ``sla.warning`` and ``sla.breached`` once per target that is close or missed."""
     now = now or utcnow()
-    horizon = now + timedelta(days=1)
+    # Not a calendar day: a warning due in open minutes may come days before its due time.
+    horizon = now + WARN_LOOKAHEAD
     emitted = 0
-    calendars: dict[str, Calendar] = {}
+    warn = _WarnTimes(db, now)
     after: tuple[datetime | None, str] | None = None
     # Pages of ``limit`` rows, to the end: a target missed and announced keeps its due time
     # until it is met, so such rows come first in due order, and a single batch of them
@@ -350,9 +382,7 @@ def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int
             )
         rows = list(db.scalars(page))
         for row in rows:
-            if row.workspace_id not in calendars:
-                calendars[row.workspace_id] = calendar_for(db, row.workspace_id)
-            emitted += _announce(db, row, now=now, calendar=calendars[row.workspace_id])
+            emitted += _announce(db, row, now=now, warn=warn)
         if len(rows) < limit:
             return emitted
         after = (rows[-1].next_due_at, rows[-1].conversation_id)
