@@ -114,6 +114,10 @@ def test_settings_that_would_stop_ingest_are_refused(client: TestClient, world: 
     problem(client.patch("/api/v1/workspace", json={"settings": {"x": HUGE}}, headers=admin), 422)
     offset = {"timezone": "UTC", "hours": {"mon": [["09:00+05:00", "17:00"]]}}
     problem(client.put("/api/v1/business-hours", json=offset, headers=admin), 422)
+    # Never open: every SLA clock started afterwards failed to find its due time.
+    for closed in ({}, {"mon": [], "tue": []}):
+        body = {"timezone": "UTC", "hours": closed}
+        problem(client.put("/api/v1/business-hours", json=body, headers=admin), 422)
     customer = world.acme.first.customer.id  # type: ignore[union-attr]
     event = {"type": "visit", "properties": {"n": HUGE}}
     problem(client.post(f"/api/v1/customers/{customer}/events", json=event, headers=admin), 422)

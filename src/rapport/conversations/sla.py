@@ -423,7 +423,10 @@ def set_calendar(
     holidays: list[str],
 ) -> BusinessCalendar:
     """Replace the workspace's opening hours and holidays (validated first)."""
-    parse(timezone, hours, holidays)
+    calendar = parse(timezone, hours, holidays)
+    if not any(calendar.hours.values()):
+        # No open minute ever: every SLA clock started would fail to find its due time.
+        raise Invalid("the calendar has no opening hours: give at least one day's hours")
     row = db.get(BusinessCalendar, workspace_id)
     if row is None:
         row = BusinessCalendar(workspace_id=workspace_id)
