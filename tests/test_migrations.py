@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, text
 
+import rapport.search
 from rapport import migrate
 from rapport.assistant.models import TriageModel
 from rapport.auth.models import Membership
@@ -148,3 +149,44 @@ def test_sla_policies_stored_with_labels_as_typed_are_cleaned(empty_url: str) ->
         "blank": [""],
         "any": [],
     }
+
+
+def test_the_search_indexes_are_rebuilt_over_the_words_a_search_is_split_into(
+    empty_url: str,
+) -> None:
+    migrate.upgrade(empty_url, "0017")
+    db = Database(empty_url, pool_size=1)
+    if db.is_sqlite:
+        db.dispose()
+        migrate.upgrade(empty_url)  # nothing to rebuild on SQLite
+        return
+    old = {
+        "ix_messages_fts": "messages USING gin (to_tsvector('simple', text))",
+        "ix_customers_fts": "customers USING gin (to_tsvector('simple', coalesce(name, '') || "
+        "' ' || replace(replace(coalesce(email, ''), '@', ' '), '.', ' ') || ' ' || "
+        "coalesce(phone, '')))",
+    }
+    with db.engine.begin() as conn:  # as revision 0002 built them before 0018
+        for name, index in old.items():
+            conn.execute(text(f"DROP INDEX {name}"))
+            conn.execute(text(f"CREATE INDEX {name} ON {index}"))
+    migrate.upgrade(empty_url)
+    migrated = _search_indexes(db)
+    with db.engine.begin() as conn:  # as a fresh install builds them
+        for name in old:
+            conn.execute(text(f"DROP INDEX {name}"))
+        rapport.search.install(conn)
+    assert migrated == _search_indexes(db)
+    assert all("regexp_replace" in index for index in migrated.values()), migrated
+    db.dispose()
+
+
+def _search_indexes(db: Database) -> dict[str, str]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT indexname, indexdef FROM pg_indexes"
+                " WHERE indexname IN ('ix_messages_fts', 'ix_customers_fts')"
+            )
+        )
+        return dict(rows.all())

@@ -58,13 +58,22 @@ _SQLITE = [
     CUSTOMERS_FTS_UPDATE,
     "INSERT INTO customers_fts(customers_fts) VALUES ('rebuild')",
 ]
+# PostgreSQL's parser keeps emails, hosts, URLs, decimals, versions and IP addresses as
+# single lexemes, and "A-1234" as "a" and "-1234": none would match the words a search is
+# split into. Every ASCII character other than a letter or digit (``_`` too, as FTS5 has
+# it) is made a space first, so the parser is left with words of letters and digits, as
+# FTS5's unicode61 tokenizer makes them. Not a [:alnum:] class, which depends on the
+# database's locale (under "C" it takes every non-ASCII letter for a separator): non-ASCII
+# text is left to the parser.
+_SEPARATORS = r"'[\x01-\x2F\x3A-\x40\x5B-\x60\x7B-\x7F]+'"
+# The queries use these very expressions, or the planner would not use the indexes.
+_MESSAGE_TSV = f"to_tsvector('simple', regexp_replace(text, {_SEPARATORS}, ' ', 'g'))"
 _CUSTOMER_TSV = (
-    "to_tsvector('simple', coalesce(name, '') || ' ' || "
-    "replace(replace(coalesce(email, ''), '@', ' '), '.', ' ') || ' ' || coalesce(phone, ''))"
+    "to_tsvector('simple', regexp_replace(coalesce(name, '') || ' ' || coalesce(email, '') "
+    f"|| ' ' || coalesce(phone, ''), {_SEPARATORS}, ' ', 'g'))"
 )
 _POSTGRES = [
-    "CREATE INDEX IF NOT EXISTS ix_messages_fts ON messages "
-    "USING gin (to_tsvector('simple', text))",
+    f"CREATE INDEX IF NOT EXISTS ix_messages_fts ON messages USING gin ({_MESSAGE_TSV})",
     f"CREATE INDEX IF NOT EXISTS ix_customers_fts ON customers USING gin ({_CUSTOMER_TSV})",
 ]
 
@@ -94,6 +103,14 @@ def _fts5_query(q: str) -> str:
     return " AND ".join(f'"{w}"*' for w in words[:12])
 
 
+def _tsquery(q: str) -> str:
+    """The words of ``q`` as FTS5 matches them: every word, as a prefix. A word FTS5
+    splits (``ab_cd``) is a phrase of its parts, the last a prefix, as in FTS5. Built from
+    letters and digits only: user input is never tsquery syntax."""
+    words = (re.findall(r"[^\W_]+", w) for w in re.findall(r"\w+", q)[:12])
+    return " & ".join(" <-> ".join(parts) + ":*" for parts in words if parts)
+
+
 def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50) -> list[str]:
     """Conversations of the workspace with a message matching ``q``, most recent first."""
     dialect = db.get_bind().dialect.name
@@ -116,31 +133,28 @@ def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50)
             "limit": limit,
         }
     else:
-        # Prefix terms joined by AND, built from words only: user input is never syntax.
-        terms = re.findall(r"\w+", q, flags=re.UNICODE)[:12]
-        if not terms:
+        if not (tsquery := _tsquery(q)):
             return []
-        q = " & ".join(f"{w}:*" for w in terms)
         # Newest matching messages first, bounded, then their conversations: the same
         # shape as on SQLite, and no join the planner could turn into a scan.
         sql = text(
-            "SELECT conversation_id FROM ("
+            "SELECT conversation_id FROM ("  # noqa: S608 - constant SQL
             "  SELECT m.conversation_id, m.created_at FROM messages m"
-            "  WHERE to_tsvector('simple', m.text) @@ to_tsquery('simple', :q)"
+            f"  WHERE {_MESSAGE_TSV} @@ to_tsquery('simple', :q)"
             "  AND m.workspace_id = :ws ORDER BY m.created_at DESC LIMIT :scan"
             ") hits GROUP BY conversation_id ORDER BY MAX(created_at) DESC LIMIT :limit"
         )
-        params = {"q": q, "ws": workspace_id, "limit": limit, "scan": limit * 20}
+        params = {"q": tsquery, "ws": workspace_id, "limit": limit, "scan": limit * 20}
     return [row[0] for row in db.execute(sql, params)]
 
 
 def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) -> list[str]:
     """Customers of the workspace whose name, email or phone has every word of ``q``, the
     most recently added first, up to ``limit``."""
-    words = re.findall(r"\w+", q, flags=re.UNICODE)[:12]
-    if not words:
-        return []
     if db.get_bind().dialect.name == "sqlite":
+        words = re.findall(r"\w+", q, flags=re.UNICODE)[:12]
+        if not words:
+            return []
         match = " AND ".join(f'"{w}"*' for w in words)
         sql = text(
             "SELECT c.id FROM (SELECT rowid FROM customers_fts WHERE customers_fts MATCH :q "
@@ -152,9 +166,11 @@ def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) ->
             "limit": limit,
         }
     else:
+        if not (tsquery := _tsquery(q)):
+            return []
         sql = text(
             f"SELECT id FROM customers WHERE workspace_id = :ws "  # noqa: S608 - constant SQL
             f"AND {_CUSTOMER_TSV} @@ to_tsquery('simple', :q) ORDER BY id DESC LIMIT :limit"
         )
-        params = {"ws": workspace_id, "q": " & ".join(f"{w}:*" for w in words), "limit": limit}
+        params = {"ws": workspace_id, "q": tsquery, "limit": limit}
     return [row[0] for row in db.execute(sql, params)]

@@ -1,13 +1,18 @@
 """The agent pages render for a signed-in member, scoped to their workspace, and safely."""
 
 from html.parser import HTMLParser
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection, event, text
+from sqlalchemy.orm import Session
 
 from rapport.config import Settings
-from rapport.db import Database
+from rapport.db import Base, Database
 from rapport.jobs.worker import Worker
-from tests.conftest import auth
+from rapport.search import conversation_ids, customer_ids
+from tests.conftest import auth, postgresql_only
 from tests.factories import PASSWORD, World
 
 
@@ -109,6 +114,92 @@ def test_full_text_search_finds_words_of_a_message(client: TestClient, world: Wo
     }
     odd = client.get("/api/v1/search", params={"q": 'espresso" OR *'}, headers=auth(world.bob))
     assert odd.status_code == 200
+
+
+# PostgreSQL's parser keeps each of these whole (or "A-1234" as "a" and "-1234"), where a
+# search is split into words: both databases must find them by the words as SQLite does.
+@pytest.mark.parametrize(
+    ("said", "q"),
+    [
+        ("please write to kim@example.com today", "kim@example.com"),
+        ("please write to kim@example.com today", "example"),
+        ("the total was 19.99 dollars", "19.99"),
+        ("see https://shop.example/orders/123 for it", "orders"),
+        ("see https://shop.example/orders/123 for it", "shop.example/orders"),
+        ("upgrade to v1.2.3 now", "v1.2.3"),
+        ("version 1.2.3 is out", "1.2.3"),
+        ("server 10.0.0.1 is down", "10.0.0.1"),
+        ("attached invoice.pdf here", "invoice"),
+        ("order number A-1234 is late", "A-1234"),
+        ("order number A-1234 is late", "1234"),
+        ("my order ab_cd is late", "ab_cd"),
+        ("Grüße aus Köln", "köln"),
+    ],
+)
+def test_full_text_search_finds_the_words_of_addresses_and_numbers(
+    client: TestClient, world: World, said: str, q: str
+) -> None:
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "words", "text": said, "from": {"email": "zed@other.example"}},
+        headers=auth(world.bob),
+    )
+    hits = client.get("/api/v1/search", params={"q": q}, headers=auth(world.bob)).json()
+    assert r.json()["conversation_id"] in [c["id"] for c in hits["conversations"]]
+
+
+@pytest.mark.parametrize("q", ["ana-2024", "ana", "2024", "shop.example", "Ana Lima ana"])
+def test_customer_search_finds_a_customer_by_part_of_the_email(
+    client: TestClient, world: World, q: str
+) -> None:
+    sender = {"email": "ana-2024@shop.example", "name": "Ana Lima"}
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "ana", "text": "hello", "from": sender},
+        headers=auth(world.bob),
+    )
+    found = client.get("/api/v1/customers", params={"q": q}, headers=auth(world.bob)).json()
+    assert r.json()["customer_id"] in [c["id"] for c in found["items"]]
+
+
+@postgresql_only
+def test_search_queries_use_the_full_text_indexes(world: World, database: Database) -> None:
+    # The queries must use the very expressions indexed, or every search reads every row.
+    def explain(*args: Any) -> tuple[str, Any]:
+        return f"EXPLAIN {args[2]}", args[3]
+
+    plans = {}
+    with database.engine.connect() as conn:
+        for table, words in (("customers", "name"), ("messages", "text")):
+            _fill(conn, table, words, 3000)
+        conn.execute(text("ANALYZE customers, messages"))
+        event.listen(database.engine, "before_cursor_execute", explain, retval=True)
+        try:
+            with Session(conn) as db:
+                for index, search in (
+                    ("ix_messages_fts", conversation_ids),
+                    ("ix_customers_fts", customer_ids),
+                ):
+                    found = search(db, workspace_id=world.acme.workspace.id, q="kim@example")
+                    plans[index] = "\n".join(found)
+        finally:
+            event.remove(database.engine, "before_cursor_execute", explain)
+        conn.rollback()
+    for index, plan in plans.items():
+        assert f"Bitmap Index Scan on {index}" in plan, plan
+
+
+def _fill(conn: Connection, table: str, words: str, n: int) -> None:
+    """``n`` copies of a row of ``table`` in the same workspace, other words in ``words``."""
+    cols = [c.name for c in Base.metadata.tables[table].columns]
+    made = {"id": "md5(random()::text || g)", words: "'filler number ' || g", "external_id": "NULL"}
+    conn.execute(
+        text(
+            f"INSERT INTO {table} ({', '.join(cols)}) "  # noqa: S608 - constant SQL
+            f"SELECT {', '.join(made.get(c, c) for c in cols)} "
+            f"FROM (SELECT * FROM {table} LIMIT 1) one, generate_series(1, {n}) g"
+        )
+    )
 
 
 def test_the_settings_page_shows_the_widget_snippet_to_admins_only(
