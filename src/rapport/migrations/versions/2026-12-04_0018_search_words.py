@@ -2,7 +2,7 @@
 
 Revision ID: 0018
 Revises: 0017
-Create Date: 2026-12-05 09:00:00
+Create Date: 2026-12-04 17:40:00
 
 The GIN indexes were over ``to_tsvector('simple', ...)`` of the raw text, whose parser
 keeps an email, host, URL, decimal, version or IP address as one lexeme and "A-1234" as
