@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -217,6 +218,22 @@ def test_a_reply_to_our_address_token_threads_even_without_headers(
     assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
 
 
+def test_a_reply_naming_seventy_thousand_earlier_mails_is_stored_in_its_thread(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    # Every id of References went into one query, past the 65,535 parameters PostgreSQL
+    # allows: the mail was refused, and its sender tried again and again.
+    first = customer_mail("first")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    reply = customer_mail("second, in a long thread")
+    older = [f"<{i:x}@example.org>" for i in range(70_000)]
+    references = "References: " + "\r\n ".join([*older, str(first["Message-ID"])]) + "\r\n"
+    send(smtp_port, reply, raw=references.encode() + reply.as_bytes(policy=SMTP))
+    [after] = conversations(client, world, mail_inbox)
+    assert after["id"] == conv["id"] and after["messages_count"] == 2
+
+
 def out_of_office(to: EmailMessage) -> EmailMessage:
     """The customer's mail server answering ``to`` by itself."""
     return customer_mail(
@@ -266,19 +283,8 @@ def test_an_auto_reply_to_an_answered_conversation_leaves_no_one_waiting(
         assert row.waiting_since is None
 
 
-def test_a_bounce_marks_our_message_failed(
-    client: TestClient,
-    world: World,
-    database: Database,
-    settings: Settings,
-    mail_inbox: str,
-    smtp_port: int,
-    outbox: tuple[Outbox, int],
-) -> None:
-    send(smtp_port, customer_mail("hello"))
-    [conv] = conversations(client, world, mail_inbox)
-    answer(client, world, database, settings, conv["id"], "answer")
-    ours = last_message(client, world, conv["id"])
+def bounce(returned_headers: str) -> EmailMessage:
+    """A delivery report from the customer's server, carrying the headers of what it refused."""
     dsn = EmailMessage()
     dsn["From"] = "Mail Delivery System <MAILER-DAEMON@example.org>"
     dsn["To"] = "support@acme.test"
@@ -292,15 +298,50 @@ def test_a_bounce_marks_our_message_failed(
     report.replace_header("Content-Type", "multipart/report; report-type=delivery-status")
     report.attach(dsn)
     headers = EmailMessage()
-    headers.set_content(
-        f"Message-ID: {ours['external_id']}\nTo: dana@example.org\n", subtype="rfc822-headers"
-    )
+    headers.set_content(returned_headers, subtype="rfc822-headers")
     report.attach(headers)
-    send(smtp_port, report)
+    return report
+
+
+def test_a_bounce_marks_our_message_failed(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    send(smtp_port, customer_mail("hello"))
+    [conv] = conversations(client, world, mail_inbox)
+    answer(client, world, database, settings, conv["id"], "answer")
+    ours = last_message(client, world, conv["id"])
+    send(smtp_port, bounce(f"Message-ID: {ours['external_id']}\nTo: dana@example.org\n"))
     after = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
     failed = [m for m in after["messages"] if m["id"] == ours["id"]][0]
     assert failed["status"] == "failed" and "bounced" in failed["error"]
     assert after["status"] == "open"  # the bounce itself reopens nothing
+
+
+def test_a_bounce_naming_seventy_thousand_mails_still_marks_ours_failed(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # Every Message-ID of the report went into one query, past the 65,535 parameters
+    # PostgreSQL allows: the bounce was refused, and its server tried again and again.
+    send(smtp_port, customer_mail("hello"))
+    [conv] = conversations(client, world, mail_inbox)
+    answer(client, world, database, settings, conv["id"], "answer")
+    ours = last_message(client, world, conv["id"])
+    others = "".join(f"Message-ID: <{i:x}@example.org>\n" for i in range(70_000))
+    send(smtp_port, bounce(f"Message-ID: {ours['external_id']}\n{others}"))
+    after = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert [m["status"] for m in after["messages"] if m["id"] == ours["id"]] == ["failed"]
 
 
 def test_the_same_mail_delivered_twice_is_stored_once(

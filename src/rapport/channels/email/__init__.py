@@ -40,6 +40,10 @@ from rapport.storage import LocalStorage
 _TOKEN_ADDR = re.compile(r"\+c([0-9a-f]{32})@", re.IGNORECASE)
 _TOKEN_SUBJECT = re.compile(r"\[#([0-9a-f]{32})\]", re.IGNORECASE)
 MAX_TEXT = 200_000
+# Message-IDs looked up per mail, to thread it or to mark what it bounces: clients trim
+# References to the last few ids (RFC 5322), and one query holds 65,535 parameters at most
+# on PostgreSQL, so a mail naming 70,000 ids would otherwise never be stored at all.
+MAX_LOOKED_UP_IDS = 50
 
 
 @dataclass
@@ -56,8 +60,15 @@ class EmailResult:
         return len(self.parsed.attachments)
 
 
+def _thread_ids(parsed: ParsedEmail) -> list[str]:
+    """The Message-IDs a mail replies to, nearest first: In-Reply-To, then the References
+    from the end, without repeats and bounded."""
+    ids = dict.fromkeys(r for r in [*parsed.in_reply_to, *reversed(parsed.references)] if r)
+    return list(ids)[:MAX_LOOKED_UP_IDS]
+
+
 def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> str | None:
-    refs = [r for r in [*parsed.in_reply_to, *reversed(parsed.references)] if r]
+    refs = _thread_ids(parsed)
     if refs:
         row = db.execute(
             select(Message.conversation_id)
@@ -194,14 +205,15 @@ def store_email(
     inbox = db.get(Inbox, msg.inbox_id)
     if inbox is None:
         raise NotFound("inbox")  # deleted since it was prepared
-    if parsed.bounce_of:
+    bounced = list(dict.fromkeys(parsed.bounce_of))[:MAX_LOOKED_UP_IDS]
+    if bounced:
         # A bounce of our own message: the customer never got it.
         db.execute(
             update(Message)
             .where(
                 Message.workspace_id == inbox.workspace_id,
                 Message.direction == Direction.outbound,
-                Message.external_id.in_(parsed.bounce_of),
+                Message.external_id.in_(bounced),
             )
             .values(status=DeliveryStatus.failed, error="bounced: the receiving server refused it")
         )
