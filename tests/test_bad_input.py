@@ -107,6 +107,17 @@ def test_what_cannot_be_stored_or_used_is_refused(
     assert inbound(client, world, f"after-{path}") == 201
 
 
+@pytest.mark.parametrize("field", ["priorities", "inbox_ids", "labels"])
+def test_an_sla_policy_naming_more_than_a_thousand_of_anything_is_refused(
+    client: TestClient, world: World, field: str
+) -> None:
+    # Accepted with 70,000 inbox ids: each list of ids is to be looked up in one query, and
+    # PostgreSQL takes 65,535 parameters at most.
+    names = ["high"] * 1_001 if field == "priorities" else [f"{i:x}" for i in range(1_001)]
+    policy = {"name": "many", "first_response_minutes": 5, field: names}
+    problem(client.post("/api/v1/sla-policies", json=policy, headers=auth(world.alice)), 422)
+
+
 def test_settings_that_would_stop_ingest_are_refused(client: TestClient, world: World) -> None:
     admin = auth(world.alice)
     too_long = {"settings": {"reopen_window_hours": 10**12}}
@@ -166,10 +177,12 @@ def test_rows_stored_before_the_bounds_are_still_listed(
                 name="old",
                 position=10**7,
                 first_response_minutes=10**7,
+                inbox_ids=[f"{i:x}" for i in range(1_001)],
             )
         )
     r = client.get("/api/v1/sla-policies", headers=auth(world.alice))
     assert r.status_code == 200 and r.json()[0]["first_response_minutes"] == 10**7
+    assert len(r.json()[0]["inbox_ids"]) == 1_001
 
 
 LONG_DOMAIN = "ü." * 157 + "com"  # 317 characters; IDNA-encoded, over 1,200

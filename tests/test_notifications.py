@@ -69,3 +69,16 @@ def test_a_colleagues_notification_never_reaches_another_agents_socket(
             pass
     assert event["payload"]["user_id"] == world.acme.users["alice"].id
     assert event["payload"]["text"] == "@alice over to you"
+
+
+def test_marking_more_notifications_read_than_a_query_holds_is_refused(
+    client: TestClient, world: World
+) -> None:
+    # Every id went into one query: past the 65,535 parameters PostgreSQL allows, a 500.
+    ids = [f"{i:x}" for i in range(70_000)]
+    r = client.post("/api/v1/notifications/read", json={"ids": ids}, headers=auth(world.bob))
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    r = client.post(
+        "/api/v1/notifications/read", json={"ids": ids[:1_000]}, headers=auth(world.bob)
+    )
+    assert r.json() == {"marked": 0}

@@ -242,3 +242,16 @@ def test_a_member_made_a_viewer_gives_back_their_unresolved_conversations(
     Worker(database, settings).run_until_idle()
     assert conversation(client, world, convs["open"])["assignee_id"] == world.acme.users["alice"].id
     assert conversation(client, world, convs["resolved"])["assignee_id"] == bob
+
+
+def test_a_team_of_more_members_than_a_query_holds_is_refused(
+    client: TestClient, world: World
+) -> None:
+    # Every id went into one query: past the 65,535 parameters PostgreSQL allows, a 500.
+    ids = [f"{i:x}" for i in range(70_000)]
+    admin = auth(world.alice)
+    r = client.post("/api/v1/teams", json={"name": "All", "member_ids": ids}, headers=admin)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    team = client.post("/api/v1/teams", json={"name": "All"}, headers=admin).json()
+    r = client.patch(f"/api/v1/teams/{team['id']}", json={"member_ids": ids}, headers=admin)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"

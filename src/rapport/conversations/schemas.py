@@ -162,9 +162,10 @@ _YEAR_OF_MINUTES = 366 * 24 * 60
 class SlaPolicyIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     position: int = Field(default=0, ge=-1_000_000, le=1_000_000)
-    priorities: list[Priority] = Field(default_factory=list)
-    inbox_ids: list[str] = Field(default_factory=list)
-    labels: list[str] = Field(default_factory=list)
+    # Bounded like every list of ids: PostgreSQL takes 65,535 parameters in a query at most.
+    priorities: list[Priority] = Field(default_factory=list, max_length=1_000)
+    inbox_ids: list[str] = Field(default_factory=list, max_length=1_000)
+    labels: list[str] = Field(default_factory=list, max_length=1_000)
     first_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
     next_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
     resolution_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
@@ -177,6 +178,9 @@ class SlaPolicyRead(SlaPolicyIn):
     id: str
     # Shown as stored: rows saved before the input bounds existed may lie beyond them.
     position: int
+    priorities: list[Priority]
+    inbox_ids: list[str]
+    labels: list[str]
     first_response_minutes: int | None
     next_response_minutes: int | None
     resolution_minutes: int | None

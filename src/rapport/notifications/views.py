@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from rapport.auth.deps import CurrentMember, Db
 from rapport.notifications import service
@@ -24,7 +24,8 @@ class NotificationRead(BaseModel):
 
 
 class ReadIn(BaseModel):
-    ids: list[str] | None = None
+    # Bounded: they go into one query, and PostgreSQL takes 65,535 parameters at most.
+    ids: list[str] | None = Field(default=None, max_length=1_000)
 
 
 @router.get("", response_model=list[NotificationRead])

@@ -49,12 +49,13 @@ class MemberUpdate(BaseModel):
 
 class TeamCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    member_ids: list[str] = Field(default_factory=list)
+    # Bounded: they go into one query, and PostgreSQL takes 65,535 parameters at most.
+    member_ids: list[str] = Field(default_factory=list, max_length=1_000)
 
 
 class TeamUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    member_ids: list[str] | None = None
+    member_ids: list[str] | None = Field(default=None, max_length=1_000)
 
 
 class TeamRead(BaseModel):
