@@ -317,6 +317,29 @@ def test_an_order_with_an_unstorable_total_or_time_is_still_recorded(
         assert db.scalar(select(Order.total_minor).where(Order.order_id == "o-big")) == 0
 
 
+def test_an_order_in_what_is_not_a_currency_code_is_recorded_in_no_currency(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The currency was cut to 3 characters, then upper-cased: "ßßß" became "SSSSSS", too
+    # long for the column on PostgreSQL, and the whole batch failed (Segment resends it).
+    key = source(client, world)
+    sent = {"o-1": "ßßß", "o-2": "euros", "o-3": 978, "o-4": " eur ", "o-5": None}
+    batch = [
+        {
+            "type": "track",
+            "userId": "user-cur",
+            "event": "Order Completed",
+            "properties": {"order_id": order_id, "total": 5, "currency": currency},
+        }
+        for order_id, currency in sent.items()
+    ]
+    r = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
+    assert r.status_code == 200, r.text
+    with database.session(write=False) as db:
+        stored = dict(db.execute(select(Order.order_id, Order.currency)).all())
+    assert stored == {"o-1": "XXX", "o-2": "XXX", "o-3": "XXX", "o-4": "EUR", "o-5": "USD"}
+
+
 def test_events_for_one_new_person_at_once_are_all_stored(
     client: TestClient, world: World, database: Database
 ) -> None:

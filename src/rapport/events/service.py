@@ -10,6 +10,7 @@ stored ``CHUNK`` events per transaction, so that a large one never holds the dat
 write lock for seconds; a ``messageId`` seen before from the same source is skipped.
 """
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -119,6 +120,17 @@ def _minor(value: Any) -> int:
     except (ArithmeticError, ValueError, TypeError):  # decimal's errors are ArithmeticErrors
         return 0
     return minor if abs(minor) < 2**63 else 0
+
+
+def _currency(value: Any) -> str:
+    """An ISO 4217 code, upper-cased ("eur" -> "EUR"); USD, Segment's default, when none is
+    given, and XXX, the code for no currency, for what is not a code (an amount in unknown
+    money must not add to a known one's total)."""
+    if value is None:
+        return "USD"
+    # Checked before upper-casing: "ß".upper() is "SS", beyond the column's 3 characters.
+    code = value.strip() if isinstance(value, str) else ""
+    return code.upper() if re.fullmatch(r"[A-Za-z]{3}", code) else "XXX"
 
 
 class _Batch:
@@ -374,7 +386,7 @@ def _commerce(
             row = Order(workspace_id=ws, customer_id=customer.id, order_id=str(order_id))
             batch.db.add(row)
         row.total_minor = _minor(total)
-        row.currency = str(props.get("currency", "USD"))[:3].upper()
+        row.currency = _currency(props.get("currency"))
         row.status = "completed"
         row.properties = props
         row.occurred_at = _when(event)
