@@ -251,6 +251,37 @@ def test_the_profile_adds_up_the_customers_history(
     assert body["identities"] and body["attribute_definitions"] == []
 
 
+def test_a_total_spend_beyond_a_64_bit_integer_is_added_up_exactly(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Each order fits the column, but SQLite's SUM fails past 2**63: the profile was a 500.
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    totals = [2**63 - 1, 2**63 - 1, 2**63 - 1, 5, -7, -(2**40) - 3]
+    with database.session() as db:
+        for n, total in enumerate(totals):
+            db.add(
+                Order(
+                    workspace_id=world.acme.workspace.id,
+                    customer_id=customer.id,
+                    order_id=f"o-{n}",
+                    total_minor=total,
+                    currency="USD",
+                )
+            )
+        db.add(
+            Order(
+                workspace_id=world.acme.workspace.id,
+                customer_id=customer.id,
+                order_id="small",
+                total_minor=-1,
+                currency="EUR",
+            )
+        )
+    r = client.get(f"/api/v1/customers/{customer.id}/profile", headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    assert r.json()["figures"]["total_spend_minor"] == {"USD": sum(totals), "EUR": -1}
+
+
 def test_tags_put_at_once_leave_one_of_the_sets_and_never_fail(
     client: TestClient, world: World
 ) -> None:

@@ -257,10 +257,14 @@ def figures(db: Session, *, customer: Customer) -> dict[str, Any]:
         .select_from(Conversation)
         .where(Conversation.customer_id == customer.id)
     )
+    # Summed in two halves, exactly: SQLite's SUM fails past 2**63, which orders each below
+    # it can add up to. Both databases truncate / and take %'s sign from the dividend, so
+    # high * 2**32 + low is the total_minor of every row, negative ones too.
+    high, low = Order.total_minor // 2**32, Order.total_minor % 2**32
     spend = {
-        currency: int(total or 0)
-        for currency, total in db.execute(
-            select(Order.currency, func.sum(Order.total_minor))
+        currency: int(highs or 0) * 2**32 + int(lows or 0)
+        for currency, highs, lows in db.execute(
+            select(Order.currency, func.sum(high), func.sum(low))
             .where(Order.customer_id == customer.id, Order.status == "completed")
             .group_by(Order.currency)
         )
