@@ -118,6 +118,19 @@ def test_an_sla_policy_naming_more_than_a_thousand_of_anything_is_refused(
     problem(client.post("/api/v1/sla-policies", json=policy, headers=auth(world.alice)), 422)
 
 
+def test_lists_a_person_or_a_calendar_never_needs_that_long_are_refused(
+    client: TestClient, world: World
+) -> None:
+    # Unbounded: a customer with 100,000 handles was looked up one handle at a time inside
+    # one request, and a calendar stored whatever number of holidays it was sent.
+    handles = [{"kind": "external", "value": f"h{i}"} for i in range(101)]
+    r = client.post("/api/v1/customers", json={"identities": handles}, headers=auth(world.bob))
+    problem(r, 422)
+    days = [f"{2000 + i // 365}-01-01" for i in range(1001)]
+    body = {"timezone": "UTC", "hours": {"mon": [["09:00", "17:00"]]}, "holidays": days}
+    problem(client.put("/api/v1/business-hours", json=body, headers=auth(world.alice)), 422)
+
+
 def test_settings_that_would_stop_ingest_are_refused(client: TestClient, world: World) -> None:
     admin = auth(world.alice)
     too_long = {"settings": {"reopen_window_hours": 10**12}}

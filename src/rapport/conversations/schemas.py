@@ -192,7 +192,7 @@ class BusinessHoursIn(BaseModel):
     hours: dict[str, list[list[str]]] = Field(
         default_factory=dict, description='e.g. {"mon": [["09:00", "17:00"]]}'
     )
-    holidays: list[str] = Field(default_factory=list, description="ISO dates")
+    holidays: list[str] = Field(default_factory=list, max_length=1000, description="ISO dates")
 
 
 class ConversationSlaRead(BaseModel):

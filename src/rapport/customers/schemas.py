@@ -35,7 +35,8 @@ class CustomerCreate(BaseModel):
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=64)
     attributes: JsonObject = Field(default_factory=dict)
-    identities: list[IdentityIn] = Field(default_factory=list)
+    # A person has a handful of handles; each is looked up on its own.
+    identities: list[IdentityIn] = Field(default_factory=list, max_length=100)
 
 
 class CustomerUpdate(BaseModel):

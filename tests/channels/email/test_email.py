@@ -232,6 +232,12 @@ def test_a_reply_naming_seventy_thousand_earlier_mails_is_stored_in_its_thread(
     send(smtp_port, reply, raw=references.encode() + reply.as_bytes(policy=SMTP))
     [after] = conversations(client, world, mail_inbox)
     assert after["id"] == conv["id"] and after["messages_count"] == 2
+    # An In-Reply-To naming thousands is kept to the ids looked up, not stored whole.
+    many = customer_mail("third", In_Reply_To=" ".join(older[:5_000]))
+    send(smtp_port, many)
+    stored = last_message(client, world, conv["id"])
+    assert stored["text"] == "third"
+    assert len(stored["meta"]["email"]["in_reply_to"]) == email_channel.MAX_LOOKED_UP_IDS
 
 
 def out_of_office(to: EmailMessage) -> EmailMessage:

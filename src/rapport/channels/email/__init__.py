@@ -142,7 +142,7 @@ def prepare_email(
             "subject": parsed.subject,
             "from": parsed.from_addr,
             "to": parsed.to,
-            "in_reply_to": parsed.in_reply_to,
+            "in_reply_to": parsed.in_reply_to[:MAX_LOOKED_UP_IDS],
             "references": parsed.references[-20:],
             "full_text": parsed.text[:MAX_TEXT],
             "auto_reply": parsed.auto_reply,
