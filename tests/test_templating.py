@@ -179,6 +179,15 @@ def test_a_template_that_runs_too_long_is_stopped(monkeypatch: pytest.MonkeyPatc
     assert sys.gettrace() is before
 
 
+def test_work_inside_one_filter_is_stopped_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the template's own lines were watched: one expression whose filter tests every
+    # item against a long list (seconds of work in the filter's loop) ran to its end.
+    monkeypatch.setattr(templating, "MAX_SECONDS", 0.2)
+    busy = "{% set L = range(15000)|list %}{{ range(15000)|select('in', L)|list|length }}"
+    with pytest.raises(Invalid, match="at most 0.2 s"):  # it ran about a second
+        templating.render(busy, {})
+
+
 def test_ordinary_templates_render_as_before() -> None:
     source = (
         "{{ '%.2f' | format(3.14159) }} {{ '{:,}'.format(1234567) }} {{ names | join(', ') }} "

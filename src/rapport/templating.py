@@ -466,12 +466,13 @@ def render(source: str, context: dict[str, Any]) -> str:
 
 
 class _deadline:  # noqa: N801 (used as a context manager)
-    """Stop the template's own code once ``at`` has passed.
+    """Stop the template once ``at`` has passed.
 
     A trace function on this thread, called on each line the compiled template runs (its
-    code objects are named ``<template>``; no other frame is traced), so a loop that writes
-    nothing is stopped as surely as one that writes. Whatever tracer was set (a debugger,
-    coverage) is put back after.
+    code objects are named ``<template>``), so a loop that writes nothing is stopped as
+    surely as one that writes; and on each Python call made meanwhile, so work inside one
+    filter (``select`` testing every item against a long list) is stopped too. Whatever
+    tracer was set (a debugger, coverage) is put back after.
     """
 
     def __init__(self, at: float) -> None:
@@ -484,6 +485,8 @@ class _deadline:  # noqa: N801 (used as a context manager)
         return self._line
 
     def _call(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if time.monotonic() > self.at:  # any Python call, a filter's inner ones included
+            raise SecurityError(f"a template may take at most {MAX_SECONDS:g} s to render")
         return self._line if frame.f_code.co_filename == "<template>" else None
 
     def __enter__(self) -> None:
