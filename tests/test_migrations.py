@@ -4,9 +4,10 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import delete, func, select, text
 
 import rapport.search
 from rapport import migrate
@@ -14,7 +15,7 @@ from rapport.assistant.models import TriageModel
 from rapport.auth.models import Membership
 from rapport.bot.models import IntentModelBlob
 from rapport.channels.models import Inbox
-from rapport.conversations.models import Conversation, SlaPolicy
+from rapport.conversations.models import Conversation, ConversationSla, SlaPolicy
 from rapport.customers.models import Customer
 from rapport.db import Base, Database, new_id, utcnow
 from rapport.jobs.models import Job, JobState
@@ -179,6 +180,58 @@ def test_the_search_indexes_are_rebuilt_over_the_words_a_search_is_split_into(
     assert migrated == _search_indexes(db)
     assert all("regexp_replace" in index for index in migrated.values()), migrated
     db.dispose()
+
+
+def test_a_conversations_sla_record_outlives_its_policy_and_downgrades(empty_url: str) -> None:
+    # Deleting a policy deleted the SLA record of its conversations (ON DELETE CASCADE).
+    migrate.upgrade(empty_url, "0018")
+    db = Database(empty_url, pool_size=1)
+    missed_at = utcnow()
+    with db.session() as s:
+        ws = Workspace(name="Acme")
+        s.add(ws)
+        s.flush()
+        inbox = Inbox(workspace_id=ws.id, name="API", channel="api", settings={})
+        customer = Customer(workspace_id=ws.id, name="C", attributes={})
+        deleted, kept = (SlaPolicy(workspace_id=ws.id, name=n) for n in ("deleted", "kept"))
+        s.add_all([inbox, customer, deleted, kept])
+        s.flush()
+        convs = [
+            Conversation(workspace_id=ws.id, customer_id=customer.id, inbox_id=inbox.id)
+            for _ in range(2)
+        ]
+        s.add_all(convs)
+        s.flush()
+        for conv, policy in zip(convs, (deleted, kept), strict=True):
+            s.add(
+                ConversationSla(
+                    conversation_id=conv.id,
+                    workspace_id=ws.id,
+                    policy_id=policy.id,
+                    breached_at=missed_at,
+                    breaches=1,
+                )
+            )
+    migrate.upgrade(empty_url, "0019")
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(ConversationSla)) == 2
+        s.execute(delete(SlaPolicy).where(SlaPolicy.id == deleted.id))
+    with db.session(write=False) as s:
+        rows = {r.conversation_id: r for r in s.scalars(select(ConversationSla))}
+    assert {c: (r.policy_id, r.breaches, r.breached_at) for c, r in rows.items()} == {
+        convs[0].id: (None, 1, missed_at),
+        convs[1].id: (kept.id, 1, missed_at),
+    }
+
+    # Down again: the old column holds no record without a policy, and cascades again.
+    command.downgrade(migrate.config(empty_url), "0018")
+    with db.session() as s:
+        assert list(s.scalars(select(ConversationSla.conversation_id))) == [convs[1].id]
+        s.execute(delete(SlaPolicy).where(SlaPolicy.id == kept.id))
+    with db.session(write=False) as s:
+        assert s.scalar(select(func.count()).select_from(ConversationSla)) == 0
+    db.dispose()
+    migrate.upgrade(empty_url)
 
 
 def _search_indexes(db: Database) -> dict[str, str]:

@@ -357,3 +357,68 @@ def test_a_warning_before_a_weekend_comes_in_open_minutes_not_calendar_days(
             db.scalars(select(StreamEvent.payload).where(StreamEvent.type == "sla.warning"))
         )
     assert [(p["conversation_id"], p["due_at"]) for p in warned] == [(conv, monday.isoformat())]
+
+
+def test_a_deleted_policy_leaves_its_misses_on_record_and_its_clocks_stopped(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Deleting a policy deleted every conversation's SLA record under it (ON DELETE
+    # CASCADE): the misses kept on record were gone, and the API said no SLA ever applied.
+    from datetime import timedelta
+
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Fast", "first_response_minutes": 5, "resolution_minutes": 60},
+        headers=auth(world.alice),
+    ).json()
+    conv = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "del-1", "text": "help", "from": {"email": "del@example.com"}},
+        headers=auth(world.bob),
+    ).json()["conversation_id"]
+
+    def sla_of() -> dict:  # type: ignore[type-arg]
+        return client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()  # type: ignore[no-any-return]
+
+    started = sla_of()
+    due = datetime.fromisoformat(started["first_response_due_at"])
+    resolution = datetime.fromisoformat(started["resolution_due_at"])
+    with database.session() as db:
+        assert sla.check(db, now=due + timedelta(minutes=1)) == 1
+    missed = sla_of()
+    assert missed["state"] == "breached" and missed["breaches"] == 1
+
+    gone = client.delete(f"/api/v1/sla-policies/{policy['id']}", headers=auth(world.alice))
+    assert gone.status_code == 204
+    kept = sla_of()
+    assert kept is not None and kept["policy_id"] is None
+    assert (kept["breaches"], kept["breached_at"]) == (1, missed["breached_at"])
+    assert kept["state"] == "none" and kept["next_due_at"] is None
+    assert kept["first_response_due_at"] is None and kept["resolution_due_at"] is None
+    breached = client.get(
+        "/api/v1/conversations", params={"sla_state": "breached"}, headers=auth(world.bob)
+    ).json()["items"]
+    assert breached == []
+
+    with database.session() as db:  # the resolution target would have been missed by now
+        assert sla.check(db, now=resolution + timedelta(days=1)) == 0
+    with database.session(write=False) as db:
+        types = list(db.scalars(select(StreamEvent.type).where(StreamEvent.type.like("sla.%"))))
+    assert types == ["sla.breached"]
+    assert sla_of() == kept
+
+    # The customer writes again: a policy still there applies afresh, the old miss stays.
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Slow", "first_response_minutes": 600},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "del-2", "text": "again", "from": {"email": "del@example.com"}},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    again = sla_of()
+    assert again["policy_id"] is not None and again["policy_id"] != policy["id"]
+    assert again["state"] == "ok" and again["first_response_due_at"] is not None
+    assert (again["breaches"], again["breached_at"]) == (1, missed["breached_at"])

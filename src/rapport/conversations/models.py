@@ -270,7 +270,10 @@ class ConversationSla(Base):
         ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
     )
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    policy_id: Mapped[str] = mapped_column(ForeignKey("sla_policies.id", ondelete="CASCADE"))
+    # Deleting its policy stops the clocks and leaves the record (``sla.delete_policy``).
+    policy_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sla_policies.id", ondelete="SET NULL"), default=None
+    )
     first_response_due_at: Mapped[datetime | None] = mapped_column(default=None)
     next_response_due_at: Mapped[datetime | None] = mapped_column(default=None)
     resolution_due_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -198,7 +198,8 @@ class BusinessHoursIn(BaseModel):
 class ConversationSlaRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    policy_id: str
+    # Null once the policy is deleted: its clocks stopped, its misses stay on record.
+    policy_id: str | None
     state: str
     first_response_due_at: datetime | None
     next_response_due_at: datetime | None

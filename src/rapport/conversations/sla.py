@@ -6,16 +6,16 @@ due on Monday at 12:00 (or Tuesday, when Monday is a holiday).
 
 A conversation's ``state`` is live: it describes the clocks running now (``breached`` while
 a missed target is still open, ``warning`` while one is close, ``ok`` otherwise, including
-when no clock runs). A miss is history and stays on record (``breached_at``, ``breaches``,
-``announced``) when the target is met late, the conversation is resolved, or reopened with
-fresh clocks.
+when no clock runs; ``none`` once its policy is deleted). A miss is history and stays on
+record (``breached_at``, ``breaches``, ``announced``) when the target is met late, the
+conversation is resolved, reopened with fresh clocks, or its policy is deleted.
 """
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rapport.cache import TtlCache
@@ -193,6 +193,9 @@ def _refresh_next_due(row: ConversationSla) -> None:
         (target, due) for target in TARGETS if (due := getattr(row, f"{target}_due_at")) is not None
     ]
     row.next_due_at = min((due for _, due in open_targets), default=None)
+    if row.policy_id is None:  # its policy was deleted: no clock runs, none will
+        row.state = SlaState.none
+        return
     announced = set(row.announced or [])
     state = SlaState.ok
     for target, due in open_targets:
@@ -229,21 +232,23 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
     if not has_policies(db, conversation.workspace_id):
         return None
     row = db.get(ConversationSla, conversation.id)
-    if row is None:
+    if row is None or row.policy_id is None:
+        # No policy applied yet, or the one that did was deleted: the first matching now
+        # starts its clocks as for a new conversation; the deleted one's misses stay.
         policy = match(db, conversation, policies(db, conversation.workspace_id))
         if policy is None:
-            return None
+            return row
         cal = calendar_for(db, conversation.workspace_id)
-        row = ConversationSla(
-            conversation_id=conversation.id,
-            workspace_id=conversation.workspace_id,
-            policy_id=policy.id,
-        )
+        if row is None:
+            row = ConversationSla(
+                conversation_id=conversation.id, workspace_id=conversation.workspace_id
+            )
+            db.add(row)
+        row.policy_id = policy.id
         if policy.first_response_minutes is not None:
             row.first_response_due_at = add_business_minutes(at, policy.first_response_minutes, cal)
         if policy.resolution_minutes is not None:
             row.resolution_due_at = add_business_minutes(at, policy.resolution_minutes, cal)
-        db.add(row)
     elif row.first_response_due_at is None and row.next_response_due_at is None:
         policy = db.get(SlaPolicy, row.policy_id)
         if policy is not None:
@@ -315,6 +320,8 @@ def _announce(db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTi
     """Emit what is due and not yet announced for one row; how many events that was."""
     from rapport.automation import service as automation  # automation builds on this module
 
+    if row.policy_id is None:  # cleared when its policy was deleted: never selected
+        return 0
     policy = db.get(SlaPolicy, row.policy_id)
     if policy is None:
         return 0
@@ -403,7 +410,22 @@ def create_policy(db: Session, *, workspace_id: str, data: dict[str, object]) ->
 
 
 def delete_policy(db: Session, *, workspace_id: str, policy_id: str) -> None:
+    """Delete a policy: its conversations' clocks stop, their misses stay on record."""
     row = get_scoped(db, SlaPolicy, policy_id, workspace_id=workspace_id, name="SLA policy")
+    # The foreign key would only null policy_id (ON DELETE SET NULL): the due times must go
+    # too, or the checker would go on warning and breaching under no policy.
+    db.execute(
+        update(ConversationSla)
+        .where(ConversationSla.policy_id == row.id)
+        .values(
+            policy_id=None,
+            first_response_due_at=None,
+            next_response_due_at=None,
+            resolution_due_at=None,
+            next_due_at=None,
+            state=SlaState.none,
+        )
+    )
     db.delete(row)
     forget_policies(workspace_id)
 
@@ -440,7 +462,7 @@ def state_of(db: Session, *, conversation: Conversation) -> ConversationSla | No
 
 
 def states_of(db: Session, ids: list[str]) -> dict[str, ConversationSla]:
-    """The SLA rows of many conversations in one query (those without a policy are absent)."""
+    """The SLA rows of many conversations in one query (absent where no policy ever applied)."""
     if not ids:
         return {}
     rows = db.scalars(select(ConversationSla).where(ConversationSla.conversation_id.in_(ids)))
