@@ -2,9 +2,10 @@
 
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from rapport.config import Settings
@@ -221,3 +222,41 @@ def test_a_merged_conversation_stops_waiting_and_its_wait_goes_to_the_survivor(
     assert waited is not None
     due = datetime.fromisoformat(sla_of(first)["next_response_due_at"])
     assert due == waited + timedelta(minutes=60)
+
+
+@pytest.mark.parametrize(
+    ("survivor_status", "merged_status", "expected"),
+    [("resolved", "snoozed", "snoozed"), ("snoozed", "open", "open")],
+)
+def test_a_merge_keeps_the_livelier_state_and_the_snooze_it_takes(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    survivor_status: str,
+    merged_status: str,
+    expected: str,
+) -> None:
+    # A snoozed conversation merged into a resolved one came out resolved (its follow-up
+    # lost), and an open one merged into a snoozed one came out open but still "snoozed
+    # until" a time.
+    chat = second_inbox(client, world)
+    first = write(database, settings, world.acme.inbox.id, "s1", "first")  # type: ignore[union-attr]
+    second = write(database, settings, chat, "s2", "second")
+    wake = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    for conv, status in ((first, survivor_status), (second, merged_status)):
+        body: dict[str, Any] = {"status": status}
+        if status == "snoozed":
+            body["snoozed_until"] = wake.isoformat()
+        r = client.post(f"/api/v1/conversations/{conv}/status", json=body, headers=auth(world.bob))
+        assert r.status_code == 200, r.text
+    r = client.post(
+        f"/api/v1/conversations/{first}/merge", json={"merged_id": second}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    survivor = client.get(f"/api/v1/conversations/{first}", headers=auth(world.bob)).json()
+    assert survivor["status"] == expected
+    if expected == "snoozed":
+        assert datetime.fromisoformat(survivor["snoozed_until"]) == wake
+    else:
+        assert survivor["snoozed_until"] is None

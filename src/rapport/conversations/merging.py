@@ -167,11 +167,18 @@ def _absorb(survivor: Conversation, merged: Conversation) -> None:
     waiting = [t for t in (survivor.waiting_since, merged.waiting_since) if t]
     survivor.waiting_since = min(waiting) if waiting else None
     survivor.created_at = min(survivor.created_at, merged.created_at)
+    # The livelier state of the two: open, pending, snoozed (to the earlier wake), resolved.
     states = {survivor.status, merged.status}
+    wakes = [c.snoozed_until for c in (survivor, merged) if c.status == Status.snoozed]
     if Status.open in states:
         survivor.status = Status.open
     elif Status.pending in states:
         survivor.status = Status.pending
+    elif Status.snoozed in states:
+        survivor.status = Status.snoozed
+        survivor.snoozed_until = min(w for w in wakes if w is not None) if any(wakes) else None
+    if survivor.status != Status.snoozed:
+        survivor.snoozed_until = None
     if survivor.status != Status.resolved:
         survivor.resolved_at = None
     survivor.assignee_id = survivor.assignee_id or merged.assignee_id
