@@ -1,13 +1,16 @@
 """SLA due times in business hours, warnings and breaches."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from rapport.config import Settings
 from rapport.conversations import sla
+from rapport.conversations.models import Conversation
 from rapport.db import Database
+from rapport.jobs.worker import Worker
 from rapport.problems import Invalid
 from rapport.realtime.models import StreamEvent
 from tests.conftest import auth
@@ -422,3 +425,55 @@ def test_a_deleted_policy_leaves_its_misses_on_record_and_its_clocks_stopped(
     assert again["policy_id"] is not None and again["policy_id"] != policy["id"]
     assert again["state"] == "ok" and again["first_response_due_at"] is not None
     assert (again["breaches"], again["breached_at"]) == (1, missed["breached_at"])
+
+
+def test_a_rule_making_a_conversation_urgent_puts_it_under_the_urgent_policy(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The policy was matched once, when the message arrived, before the rules ran: one
+    # applying to urgent conversations never applied to those a rule (or an agent) made
+    # urgent, which kept the default's 8 hours instead of 15 minutes.
+    admin = auth(world.alice)
+    for name, body in (
+        ("Urgent", {"priorities": ["urgent"], "first_response_minutes": 15, "position": 0}),
+        ("Default", {"first_response_minutes": 480, "resolution_minutes": 2880, "position": 1}),
+    ):
+        r = client.post("/api/v1/sla-policies", json={"name": name, **body}, headers=admin)
+        assert r.status_code == 201, r.text
+    r = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "outage",
+            "event": "message.received",
+            "conditions": [{"field": "message.text", "op": "contains", "value": "down"}],
+            "actions": [{"type": "set_priority", "value": "urgent"}],
+        },
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+
+    def arrived(ext: str, text: str) -> str:
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": ext, "text": text, "from": {"email": f"{ext}@example.com"}},
+            headers=auth(world.bob),
+        )
+        return str(r.json()["conversation_id"])
+
+    down, calm = arrived("u1", "the site is down"), arrived("u2", "a question")
+    Worker(database, settings).run_until_idle()
+    with database.session(write=False) as db:
+        started = {c: db.get(Conversation, c).waiting_since for c in (down, calm)}  # type: ignore[union-attr]
+
+    def first_due(conv: str) -> datetime:
+        r = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob))
+        return datetime.fromisoformat(r.json()["first_response_due_at"])
+
+    assert first_due(down) == started[down] + timedelta(minutes=15)
+    assert first_due(calm) == started[calm] + timedelta(minutes=480)
+    # An agent lowering it again puts it back under the default.
+    r = client.post(
+        f"/api/v1/conversations/{down}/priority", json={"priority": "low"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    assert first_due(down) == started[down] + timedelta(minutes=480)

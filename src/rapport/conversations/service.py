@@ -658,6 +658,7 @@ def get_many(db: Session, *, workspace_id: str, ids: list[str]) -> list[Conversa
 def set_priority(db: Session, *, conversation: Conversation, priority: Priority) -> Conversation:
     if conversation.priority != priority:
         conversation.priority = priority
+        sla.on_changed(db, conversation=conversation)
         _updated(db, conversation)
     return conversation
 
@@ -679,6 +680,7 @@ def add_labels(db: Session, *, conversation: Conversation, labels: list[str]) ->
                 )
             )
     db.flush()
+    sla.on_changed(db, conversation=conversation)
     _updated(db, conversation)
     return labels_of(db, [conversation.id])[conversation.id]
 
@@ -690,6 +692,7 @@ def remove_label(db: Session, *, conversation: Conversation, label: str) -> list
             ConversationLabel.label == label.strip().lower(),
         )
     )
+    sla.on_changed(db, conversation=conversation)
     _updated(db, conversation)
     return labels_of(db, [conversation.id])[conversation.id]
 

@@ -25,6 +25,7 @@ from rapport.conversations.models import (
     ConversationSla,
     SlaPolicy,
     SlaState,
+    Status,
 )
 from rapport.db import utcnow
 from rapport.problems import Invalid
@@ -263,6 +264,38 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
                 row.resolution_due_at = add_business_minutes(at, policy.resolution_minutes, cal)
     _refresh_next_due(row)
     return row
+
+
+def on_changed(db: Session, *, conversation: Conversation) -> None:
+    """Its priority or labels changed (by an agent or a rule, often right after the message
+    that started its clocks): the first policy matching now applies. Its response targets
+    are timed from when the customer started waiting; its resolution target from the
+    conversation's start while it was never answered, else kept (a reopened conversation's
+    resolution clock started at a time not kept)."""
+    if conversation.status == Status.resolved or not has_policies(db, conversation.workspace_id):
+        return
+    row = db.get(ConversationSla, conversation.id)
+    if row is None or row.policy_id is None:
+        if conversation.waiting_since is not None:  # no clock yet: one may start now
+            on_inbound(db, conversation=conversation, at=conversation.waiting_since)
+        return
+    policy = match(db, conversation, policies(db, conversation.workspace_id))
+    if policy is None or policy.id == row.policy_id:
+        return
+    cal = calendar_for(db, conversation.workspace_id)
+
+    def due(start: datetime | None, minutes: int | None) -> datetime | None:
+        return (
+            None if start is None or minutes is None else add_business_minutes(start, minutes, cal)
+        )
+
+    waiting, answered = conversation.waiting_since, conversation.first_response_at is not None
+    row.first_response_due_at = None if answered else due(waiting, policy.first_response_minutes)
+    row.next_response_due_at = due(waiting, policy.next_response_minutes) if answered else None
+    if not answered:
+        row.resolution_due_at = due(conversation.created_at, policy.resolution_minutes)
+    row.policy_id = policy.id
+    _refresh_next_due(row)
 
 
 def on_agent_reply(db: Session, *, conversation: Conversation) -> None:
