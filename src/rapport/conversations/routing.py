@@ -12,7 +12,6 @@ from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Membership, Role, TeamMember
-from rapport.automation import service as automation
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Status
 from rapport.db import on_commit, utcnow
@@ -189,16 +188,7 @@ def release(db: Session, *, workspace_id: str, user_id: str, actor_id: str | Non
         )
     )
     for conv in released:
-        automation.trigger(
-            db, workspace_id=workspace_id, event="conversation.assigned", conversation_id=conv.id
-        )
-        service._activity(
-            db,
-            conversation=conv,
-            text="unassigned",
-            data={"assignee_id": None, "team_id": conv.team_id, "by": actor_id},
-        )
-        service._updated(db, conv)
+        service.record_assignment(db, conversation=conv, actor_id=actor_id, text="unassigned")
     if released:
         wake(db, workspace_id=workspace_id)
     return len(released)

@@ -578,17 +578,37 @@ def assign(
     if freed:
         routing.wake(db, workspace_id=ws)
     if changed:
-        automation.trigger(
-            db, workspace_id=ws, event="conversation.assigned", conversation_id=conversation.id
-        )
-        _activity(
+        record_assignment(
             db,
             conversation=conversation,
+            actor_id=actor_id,
             text="assigned" if assignee_id or team_id else "unassigned",
-            data={"assignee_id": assignee_id, "team_id": team_id, "by": actor_id},
         )
-        _updated(db, conversation)
     return conversation
+
+
+def record_assignment(
+    db: Session, *, conversation: Conversation, actor_id: str | None, text: str
+) -> None:
+    """A change of the conversation's assignee or team, already made, as every such change
+    is recorded: the rules and webhooks told, an activity line, the update published."""
+    automation.trigger(
+        db,
+        workspace_id=conversation.workspace_id,
+        event="conversation.assigned",
+        conversation_id=conversation.id,
+    )
+    _activity(
+        db,
+        conversation=conversation,
+        text=text,
+        data={
+            "assignee_id": conversation.assignee_id,
+            "team_id": conversation.team_id,
+            "by": actor_id,
+        },
+    )
+    _updated(db, conversation)
 
 
 def set_status(

@@ -5,7 +5,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -183,9 +183,7 @@ def list_dead(
         query = query.where(Job.workspace_id == workspace_id)
     after = pagination.decode(cursor)
     if after:
-        query = query.where(
-            (Job.finished_at < after[0]) | ((Job.finished_at == after[0]) & (Job.id < after[1]))
-        )
+        query = query.where(tuple_(Job.finished_at, Job.id) < after)
     rows = list(db.scalars(query.order_by(Job.finished_at.desc(), Job.id.desc()).limit(limit + 1)))
     return pagination.page_of(rows, limit, lambda j: (j.finished_at, j.id))
 
@@ -193,14 +191,19 @@ def list_dead(
 _REQUEUED = {"state": JobState.queued, "attempts": 0, "finished_at": None, "locked_until": None}
 
 
+def _requeue_dead(workspace_id: str | None) -> Any:
+    """The UPDATE that puts dead jobs (of ``workspace_id``, if named) back in the queue."""
+    query = update(Job).where(Job.state == JobState.dead)
+    if workspace_id is not None:
+        query = query.where(Job.workspace_id == workspace_id)
+    return query.values(**_REQUEUED, run_at=utcnow())
+
+
 def retry_dead(db: Session, *, job_id: str, workspace_id: str | None = None) -> Job | None:
     """Put a dead-lettered job (of ``workspace_id``, if named) back in the queue with fresh
     attempts; the job, or None if there is no such dead job."""
-    query = update(Job).where(Job.id == job_id, Job.state == JobState.dead)
-    if workspace_id is not None:
-        query = query.where(Job.workspace_id == workspace_id)
     row = db.scalars(
-        query.values(**_REQUEUED, run_at=utcnow()).returning(Job),
+        _requeue_dead(workspace_id).where(Job.id == job_id).returning(Job),
         execution_options={"synchronize_session": False},
     ).one_or_none()
     if row is not None:
@@ -211,11 +214,8 @@ def retry_dead(db: Session, *, job_id: str, workspace_id: str | None = None) -> 
 def retry_all_dead(db: Session, *, workspace_id: str | None = None) -> int:
     """Put every dead-lettered job (of ``workspace_id``, if named) back in the queue with
     fresh attempts; how many."""
-    query = update(Job).where(Job.state == JobState.dead)
-    if workspace_id is not None:
-        query = query.where(Job.workspace_id == workspace_id)
     ids = db.scalars(
-        query.values(**_REQUEUED, run_at=utcnow()).returning(Job.id),
+        _requeue_dead(workspace_id).returning(Job.id),
         execution_options={"synchronize_session": False},
     )
     count = len(ids.all())
