@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from alembic import command
@@ -28,6 +28,9 @@ from rapport.auth import security
 from rapport.config import Settings
 from rapport.db import Base, Database
 from tests.factories import World, build_world
+
+if TYPE_CHECKING:
+    from tests.channels.email.test_email import Outbox
 
 # The stand-in servers the tests call (webhook receivers, integrations, providers) listen
 # on 127.0.0.1, which a real installation refuses by default (tests/test_outbound.py).
@@ -216,3 +219,20 @@ def published_events() -> Iterator[list[dict[str, Any]]]:
         yield published
     finally:
         bus.set_bus(previous)
+
+
+@pytest.fixture
+def relay(settings: Settings) -> Iterator["Outbox"]:
+    """A local SMTP server standing in for the mail relay, wired into the settings."""
+    from aiosmtpd.controller import Controller
+
+    from tests.channels.email.test_email import Outbox
+    from tests.web.conftest import free_port
+
+    box, port = Outbox(), free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.mail_smtp_host, settings.mail_smtp_port = "127.0.0.1", port
+    settings.mail_smtp_security = "none"
+    yield box
+    controller.stop()

@@ -132,6 +132,9 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "label": "vip",
         "label_id": label["id"],
         "job_id": dead_job(database, workspace_id=acme.workspace.id),
+        "invitation_id": client.post(
+            "/api/v1/members", json={"email": "new@acme.test"}, headers=auth(world.alice)
+        ).json()["id"],
     }
 
 
@@ -195,6 +198,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "intent_id",
         "integration_id",
         "job_id",
+        "invitation_id",
     }
 
 

@@ -3,13 +3,10 @@ is stored only hashed, never tells whether an address has an account, and signs 
 every session of the account."""
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
 
-import pytest
-from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
@@ -20,21 +17,8 @@ from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
 from tests.channels.email.test_email import Outbox
 from tests.factories import PASSWORD, World
-from tests.web.conftest import free_port
 
 NEW_PASSWORD = "a brand new passphrase 42"
-
-
-@pytest.fixture
-def relay(settings: Settings) -> Iterator[Outbox]:
-    """A local SMTP server standing in for the mail relay, wired into the settings."""
-    box, port = Outbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    settings.mail_smtp_host, settings.mail_smtp_port = "127.0.0.1", port
-    settings.mail_smtp_security = "none"
-    yield box
-    controller.stop()
 
 
 def deliver(database: Database, settings: Settings) -> None:

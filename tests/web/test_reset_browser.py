@@ -5,13 +5,12 @@ import pytest
 
 from rapport.config import Settings
 from rapport.db import Database
-from tests.auth.test_password_reset import NEW_PASSWORD, deliver, link_token, mails, relay
+from tests.auth.test_password_reset import NEW_PASSWORD, deliver, link_token, mails
 from tests.channels.email.test_email import Outbox
 from tests.factories import World
 from tests.web.conftest import LiveServer
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
-__all__ = ["relay"]
 
 
 def test_a_member_resets_a_forgotten_password_in_the_browser(

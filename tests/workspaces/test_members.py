@@ -10,27 +10,16 @@ from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
+from tests.channels.email.test_email import Outbox
 from tests.conftest import auth, published_events
 from tests.factories import PASSWORD, World
-
-
-def test_an_admin_adds_a_member_who_can_then_sign_in(client: TestClient, world: World) -> None:
-    r = client.post(
-        "/api/v1/members",
-        json={"email": "dana@acme.test", "name": "Dana", "role": "agent", "password": PASSWORD},
-        headers=auth(world.alice),
-    )
-    assert r.status_code == 201 and r.json()["role"] == "agent"
-    login = client.post(
-        "/api/v1/auth/login", json={"email": "dana@acme.test", "password": PASSWORD}
-    )
-    assert login.status_code == 200 and login.json()["workspace_id"] == world.acme.workspace.id
+from tests.workspaces.test_invitations import NEW_PASSWORD, join
 
 
 def test_an_agent_cannot_manage_members(client: TestClient, world: World) -> None:
     r = client.post(
         "/api/v1/members",
-        json={"email": "x@acme.test", "password": PASSWORD},
+        json={"email": "x@acme.test"},
         headers=auth(world.bob),
     )
     assert r.status_code == 403
@@ -43,16 +32,13 @@ def test_the_last_owner_cannot_be_demoted_or_removed(client: TestClient, world: 
     assert client.delete(f"/api/v1/members/{alice}", headers=auth(world.alice)).status_code == 409
 
 
-def dana_the_admin(client: TestClient, world: World) -> str:
-    """An API token of dana, whom alice made an admin of Acme."""
-    r = client.post(
-        "/api/v1/members",
-        json={"email": "dana@acme.test", "name": "Dana", "role": "admin", "password": PASSWORD},
-        headers=auth(world.alice),
-    )
-    assert r.status_code == 201, r.text
+def dana_the_admin(
+    client: TestClient, world: World, database: Database, settings: Settings, relay: Outbox
+) -> str:
+    """An API token of dana, whom alice invited to Acme as an admin."""
+    join(client, database, settings, relay, world.alice, "dana@acme.test", role="admin")
     login = client.post(
-        "/api/v1/auth/login", json={"email": "dana@acme.test", "password": PASSWORD}
+        "/api/v1/auth/login", json={"email": "dana@acme.test", "password": NEW_PASSWORD}
     )
     csrf = {"X-CSRF-Token": login.json()["csrf_token"]}
     token = client.post("/api/v1/tokens", json={"role": "admin"}, headers=csrf).json()["token"]
@@ -65,9 +51,11 @@ def capacity_of(client: TestClient, world: World, user_id: str) -> int:
     return next(int(m["capacity"]) for m in members if m["user_id"] == user_id)
 
 
-def test_an_admin_cannot_change_or_remove_an_owner(client: TestClient, world: World) -> None:
+def test_an_admin_cannot_change_or_remove_an_owner(
+    client: TestClient, world: World, database: Database, settings: Settings, relay: Outbox
+) -> None:
     # An admin could set an owner's capacity (to 0: no conversation routed to them).
-    dana = dana_the_admin(client, world)
+    dana = dana_the_admin(client, world, database, settings, relay)
     alice, bob = world.acme.users["alice"].id, world.acme.users["bob"].id
     before = capacity_of(client, world, alice)
     for body in ({"capacity": 0}, {"role": "agent"}, {}):
@@ -85,8 +73,10 @@ def test_an_admin_cannot_change_or_remove_an_owner(client: TestClient, world: Wo
         assert r.status_code == 200 and r.json()["capacity"] == 1
 
 
-def test_an_admin_cannot_revoke_an_owners_token(client: TestClient, world: World) -> None:
-    dana = dana_the_admin(client, world)
+def test_an_admin_cannot_revoke_an_owners_token(
+    client: TestClient, world: World, database: Database, settings: Settings, relay: Outbox
+) -> None:
+    dana = dana_the_admin(client, world, database, settings, relay)
     (alices,) = client.get("/api/v1/tokens", headers=auth(world.alice)).json()
     (bobs,) = client.get("/api/v1/tokens", headers=auth(world.bob)).json()
     r = client.delete(f"/api/v1/tokens/{alices['id']}", headers=auth(dana))
@@ -102,35 +92,15 @@ def test_an_admin_cannot_revoke_an_owners_token(client: TestClient, world: World
 
 
 def test_a_member_removed_then_added_back_gets_no_old_token_back(
-    client: TestClient, world: World
+    client: TestClient, world: World, database: Database, settings: Settings, relay: Outbox
 ) -> None:
     # The tokens of a removed member only stopped working with the membership: added back
     # (the same person, rehired), every old token of theirs worked again.
     bob = world.acme.users["bob"].id
     assert client.delete(f"/api/v1/members/{bob}", headers=auth(world.alice)).status_code == 204
     assert client.get("/api/v1/auth/me", headers=auth(world.bob)).status_code == 401
-    r = client.post(
-        "/api/v1/members",
-        json={"email": "bob@acme.test", "role": "agent"},
-        headers=auth(world.alice),
-    )
-    assert r.status_code == 201, r.text
+    join(client, database, settings, relay, world.alice, "bob@acme.test", password=PASSWORD)
     assert client.get("/api/v1/auth/me", headers=auth(world.bob)).status_code == 401
-
-
-def test_a_member_in_two_workspaces_signs_in_to_the_one_named(
-    client: TestClient, world: World
-) -> None:
-    client.post(
-        "/api/v1/members",
-        json={"email": "bob@acme.test", "role": "viewer"},
-        headers=auth(world.mallory),
-    )
-    r = client.post(
-        "/api/v1/auth/login",
-        json={"email": "bob@acme.test", "password": PASSWORD, "workspace": "Globex"},
-    )
-    assert r.json()["workspace_id"] == world.globex.workspace.id and r.json()["role"] == "viewer"
 
 
 def test_teams_hold_only_members_of_their_workspace(client: TestClient, world: World) -> None:

@@ -128,6 +128,27 @@ class AuthSession(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class Invitation(Base):
+    """An emailed invitation to join a workspace with a role. Only the link token's hash is
+    kept; the membership exists only once the invitee accepts, and the row goes with it."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (UniqueConstraint("workspace_id", "email"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    # The name the admin knows them by, offered when they create their account.
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    expires_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class PasswordReset(Base):
     """A single-use password reset link: only the token's hash is kept, and it expires."""
 

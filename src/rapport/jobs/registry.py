@@ -72,6 +72,7 @@ HANDLER_MODULES = (
     "rapport.bot.service",
     "rapport.channels.media",
     "rapport.auth.reset",
+    "rapport.workspaces.invitations",
     "rapport.privacy.erasure",
 )
 

@@ -23,7 +23,9 @@ from rapport.conversations import sla
 from rapport.conversations.models import Conversation, Priority, SlaState, Status
 from rapport.customers import service as customers
 from rapport.customers.models import Customer
+from rapport.db import utcnow
 from rapport.problems import Forbidden, NotFound, Problem
+from rapport.workspaces import invitations
 from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import BusinessCalendar
 
@@ -79,6 +81,12 @@ async def forgot_page(request: Request) -> Response:
 async def reset_page(request: Request) -> Response:
     """The token is in the URL's fragment, read by our script: it never reaches a server."""
     return _page(request, "reset.html", None)
+
+
+@router.get("/invite", response_class=HTMLResponse)
+async def invite_page(request: Request) -> Response:
+    """Accept an invitation; its token is in the URL's fragment, as a reset link's is."""
+    return _page(request, "invite.html", None)
 
 
 @router.get("/app/inbox", response_class=HTMLResponse)
@@ -263,6 +271,8 @@ async def settings_page(request: Request) -> Response:
             "workspace": ws,
             "inboxes": inboxes.list_inboxes(db, workspace_id=principal.workspace_id),
             "members": workspaces.members(db, workspace_id=principal.workspace_id),
+            "invitations": invitations.pending(db, workspace_id=principal.workspace_id),
+            "now": utcnow(),
             "teams": workspaces.teams(db, workspace_id=principal.workspace_id),
             "canned": canned.list_all(db, workspace_id=principal.workspace_id),
             "policies": sla.policies(db, principal.workspace_id),

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rapport.auth.models import Role
 from rapport.db import JsonObject
@@ -36,10 +36,53 @@ class PresenceIn(BaseModel):
 
 
 class MemberCreate(BaseModel):
+    """An invitation: the person joins once they accept the emailed link, choosing their own
+    password (no ``password`` here: an admin never sets or learns it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     email: str = Field(max_length=320)
     name: str = Field(default="", max_length=200)
     role: Role = Role.agent
-    password: str | None = Field(default=None, max_length=1000)
+
+
+class InvitationRead(BaseModel):
+    id: str
+    email: str
+    name: str
+    role: Role
+    invited_by_id: str | None
+    created_at: datetime
+    expires_at: datetime
+    expired: bool
+
+
+class InvitationToken(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class InvitationPreview(BaseModel):
+    workspace: str
+    email: str
+    role: Role
+    expires_at: datetime
+    # Whether the address has an account: told only to whoever holds the emailed link.
+    account_exists: bool
+
+
+class InvitationAccept(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=1000)
+    # For a new account; the invitation's name when blank.
+    name: str = Field(default="", max_length=200)
+
+
+class InvitationAccepted(BaseModel):
+    workspace_id: str
+    workspace: str
+    email: str
+    role: Role
+    account_created: bool
 
 
 class MemberUpdate(BaseModel):

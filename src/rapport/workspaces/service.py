@@ -116,7 +116,9 @@ def add_member(
     name: str = "",
     actor_role: Role,
 ) -> tuple[Membership, User]:
-    """Add a user (new or existing) to the workspace with a role no higher than the actor's."""
+    """Add a user (new or existing) to the workspace with a role no higher than the actor's,
+    outright: for the operator's own tools (the demo, tests). People join through the API and
+    the web UI by accepting an invitation (``rapport.workspaces.invitations``)."""
     if role.rank > actor_role.rank:
         raise Forbidden("you cannot grant a role above your own")
     user = auth.user_by_email(db, email)

@@ -2,22 +2,30 @@
 
 from fastapi import APIRouter, Request, Response
 
+from rapport.auth import service as auth
 from rapport.auth.deps import (
+    Box,
     CurrentAdmin,
     CurrentAgent,
     CurrentMember,
     CurrentOwner,
+    CurrentSettings,
     Db,
     forget_principals,
 )
-from rapport.auth.models import Membership, Team, User
-from rapport.auth.views import actor_of
+from rapport.auth.models import Invitation, Membership, Team, User
+from rapport.auth.views import RateLimited, actor_of
 from rapport.conversations import routing
 from rapport.db import utcnow
-from rapport.privacy.service import audit
-from rapport.workspaces import service
+from rapport.privacy.service import Actor, audit
+from rapport.workspaces import invitations, service
 from rapport.workspaces.models import Workspace
 from rapport.workspaces.schemas import (
+    InvitationAccept,
+    InvitationAccepted,
+    InvitationPreview,
+    InvitationRead,
+    InvitationToken,
     MemberCreate,
     MemberRead,
     MemberUpdate,
@@ -85,27 +93,130 @@ def list_members(principal: CurrentMember, db: Db) -> list[MemberRead]:
     return [_member(m, u) for m, u in service.members(db, workspace_id=principal.workspace_id)]
 
 
-@router.post("/members", response_model=MemberRead, status_code=201)
-def add_member(body: MemberCreate, principal: CurrentAdmin, request: Request, db: Db) -> MemberRead:
-    m, u = service.add_member(
+@router.post("/members", response_model=InvitationRead, status_code=202)
+def invite_member(
+    body: MemberCreate, principal: CurrentAdmin, request: Request, db: Db, box: Box
+) -> InvitationRead:
+    """Invite someone by email: they join once they accept the emailed link. The answer is
+    the same whether the address has a Rapport account or not."""
+    invitation = invitations.invite(
         db,
         workspace_id=principal.workspace_id,
         email=body.email,
         role=body.role,
-        password=body.password,
         name=body.name,
+        actor_id=principal.user_id,
         actor_role=principal.role,
+        box=box,
     )
     audit(
         db,
         workspace_id=principal.workspace_id,
         actor=actor_of(principal, request),
-        action="member.add",
-        target_type="user",
-        target_id=u.id,
-        data={"role": body.role.value},
+        action="member.invite",
+        target_type="invitation",
+        target_id=invitation.id,
+        data={"email": invitation.email, "role": invitation.role.value},
     )
-    return _member(m, u)
+    return _invitation(invitation)
+
+
+def _invitation(i: Invitation) -> InvitationRead:
+    return InvitationRead(
+        id=i.id,
+        email=i.email,
+        name=i.name,
+        role=i.role,
+        invited_by_id=i.invited_by_id,
+        created_at=i.created_at,
+        expires_at=i.expires_at,
+        expired=i.expires_at <= utcnow(),
+    )
+
+
+@router.get("/invitations", response_model=list[InvitationRead])
+def list_invitations(principal: CurrentAdmin, db: Db) -> list[InvitationRead]:
+    return [_invitation(i) for i in invitations.pending(db, workspace_id=principal.workspace_id)]
+
+
+@router.delete("/invitations/{invitation_id}", status_code=204)
+def withdraw_invitation(
+    invitation_id: str, principal: CurrentAdmin, request: Request, db: Db
+) -> Response:
+    invitation = invitations.withdraw(
+        db, workspace_id=principal.workspace_id, invitation_id=invitation_id
+    )
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="member.invitation_withdrawn",
+        target_type="invitation",
+        target_id=invitation.id,
+        data={"email": invitation.email},
+    )
+    return Response(status_code=204)
+
+
+@router.post("/invitations/preview", response_model=InvitationPreview)
+def preview_invitation(body: InvitationToken, db: Db) -> InvitationPreview:
+    """What the emailed link invites to (for the page that accepts it)."""
+    invitation = invitations.by_token(db, body.token)
+    return InvitationPreview(
+        workspace=invitations.workspace_name(db, invitation),
+        email=invitation.email,
+        role=invitation.role,
+        expires_at=invitation.expires_at,
+        account_exists=invitations.account_exists(db, invitation),
+    )
+
+
+@router.post("/invitations/accept", response_model=InvitationAccepted, status_code=201)
+def accept_invitation(
+    body: InvitationAccept, request: Request, db: Db, settings: CurrentSettings
+) -> InvitationAccepted:
+    """Join the workspace: with a new password for a new account, or with the password of
+    the address's existing account (rate-limited and locked out as a login is)."""
+    limiter = request.app.state.login_limiter
+    ip = request.client.host if request.client else "unknown"
+    if not limiter.hit(f"ip:{ip}"):
+        raise RateLimited()
+    database = request.app.state.database
+    with database.session(write=False) as read:
+        email = invitations.by_token(read, body.token).email
+    if not limiter.hit(f"email:{email}"):
+        raise RateLimited()
+    # Before this request's write transaction begins (argon2 takes ~90 ms by design).
+    checked = auth.password_matches(database, email=email, password=body.password)
+    try:
+        member, user, created = invitations.accept(
+            db,
+            token=body.token,
+            password=body.password,
+            name=body.name,
+            max_failures=settings.login_max_failures,
+            lockout_minutes=settings.login_lockout_minutes,
+            checked=checked,
+        )
+    except auth.LoginFailed:
+        db.commit()  # keep the failure count even though the request fails
+        raise
+    audit(
+        db,
+        workspace_id=member.workspace_id,
+        actor=Actor("user", user.id, ip),
+        action="member.join",
+        target_type="user",
+        target_id=user.id,
+        data={"role": member.role.value, "account_created": created},
+    )
+    return InvitationAccepted(
+        workspace_id=member.workspace_id,
+        workspace=_ws(db, member.workspace_id).name,
+        email=user.email,
+        role=member.role,
+        account_created=created,
+    )
 
 
 @router.patch("/members/{user_id}", response_model=MemberRead)

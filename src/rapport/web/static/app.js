@@ -71,6 +71,48 @@ function setupPasswordReset() {
   });
 }
 
+// --- an invitation: a new account, or the existing one's password -----------------------
+function setupInvitation() {
+  const form = document.getElementById("invite-form");
+  if (!form) return;
+  const token = location.hash.slice(1);
+  // Out of the address bar and the history: the link is spent once used anyway.
+  history.replaceState(null, "", location.pathname);
+  const error = document.getElementById("invite-error");
+  const fail = (msg) => { error.textContent = msg; error.hidden = false; };
+  if (!token) { fail("This page needs the link from the invitation email."); return; }
+  let existing = false;
+  api("POST", "/api/v1/invitations/preview", { token }).then((inv) => {
+    existing = inv.account_exists;
+    document.getElementById("invite-title").textContent = `Join ${inv.workspace}`;
+    const about = document.getElementById("invite-about");
+    about.textContent = `You are invited as ${inv.role}, with the address ${inv.email}.`;
+    about.hidden = false;
+    document.getElementById("invite-existing").hidden = !existing;
+    document.getElementById("invite-name").hidden = existing;
+    const again = document.getElementById("invite-again");
+    again.hidden = existing;
+    again.querySelector("input").required = !existing;
+    form.password.autocomplete = existing ? "current-password" : "new-password";
+    if (!existing) form.password.minLength = 10;
+    form.hidden = false;
+  }).catch((e) => fail(e.message));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    const fd = new FormData(form);
+    if (!existing && fd.get("password") !== fd.get("again")) { fail("The two passwords differ."); return; }
+    try {
+      const out = await api("POST", "/api/v1/invitations/accept", {
+        token, password: fd.get("password"), name: fd.get("name") || "",
+      });
+      form.hidden = true;
+      document.getElementById("invite-workspace").textContent = out.workspace;
+      document.getElementById("invite-done").hidden = false;
+    } catch (e) { fail(e.message); }
+  });
+}
+
 function setupLogout() {
   const btn = document.getElementById("logout");
   if (!btn) return;
@@ -830,6 +872,7 @@ function setupWebhooks() {
 
 setupLogin();
 setupPasswordReset();
+setupInvitation();
 setupLogout();
 setupSettings();
 setupBusinessHours();
