@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from rapport.conversations.models import SlaPolicy
 from rapport.customers import importer
 from rapport.db import Database
+from tests.channels.email.test_email import Outbox
 from tests.conftest import auth
 from tests.factories import World
 
@@ -259,7 +260,7 @@ def test_a_moment_without_an_offset_or_beyond_utc_is_refused(
 
 
 def test_the_same_thing_created_at_once_is_one_and_a_conflict_never_a_500(
-    client: TestClient, world: World
+    client: TestClient, world: World, relay: Outbox
 ) -> None:
     """Each request checks first, then inserts: on PostgreSQL two can both pass the check,
     and the database refuses the second (SQLite takes writers one at a time)."""

@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rapport.customers.models import MergeSuggestion
+from tests.channels.email.test_email import Outbox
 from tests.conftest import auth
 from tests.factories import World, dead_job
 
@@ -203,7 +204,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
 
 
 def test_member_of_another_workspace_gets_404_for_every_id_on_every_endpoint(
-    client: TestClient, world: World
+    client: TestClient, world: World, relay: Outbox
 ) -> None:
     ids = _acme_ids(client, world)
     checked = 0

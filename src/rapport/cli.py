@@ -270,6 +270,45 @@ def workspace_create(
     typer.echo(f"workspace {ws.name} ({ws.id}) owned by {user.email}")
 
 
+@workspace_app.command("invite")
+def workspace_invite(
+    name: str,
+    email: Annotated[str, typer.Option(help="The address to invite.")],
+    role: Annotated[str, typer.Option(help="viewer, agent, admin or owner.")] = "agent",
+    mail: Annotated[bool, typer.Option(help="Also email the link (needs a mail relay).")] = False,
+) -> None:
+    """Invite an address to a workspace and print the invitation's link (valid 7 days): for
+    installations without a mail relay, or to hand the link over yourself."""
+    from rapport.auth.models import Role
+    from rapport.crypto import box_for
+    from rapport.db import Database
+    from rapport.problems import Problem
+    from rapport.workspaces import invitations, service
+
+    settings = _settings()
+    if role not in Role.__members__:
+        _fail(f"no role {role!r}: viewer, agent, admin or owner")
+    database = Database(settings.database_url)
+    try:
+        with database.session() as db:
+            ws = service.get_by_name(db, name)
+            _, token = invitations.invite(
+                db,
+                workspace_id=ws.id,
+                email=email,
+                role=Role(role),
+                name="",
+                actor_id=None,
+                actor_role=Role.owner,
+                box=box_for(settings.secret_key.get_secret_value()),
+                mail=mail,
+            )
+    except Problem as exc:
+        _fail(exc.detail)
+        return
+    sys.stdout.write(invitations.link(settings.public_url, token) + "\n")
+
+
 @token_app.command("create")
 def token_create(
     workspace: Annotated[str, typer.Option(help="Workspace name.")],

@@ -2,9 +2,13 @@
 emailed link, the admin never sets their password or learns whether the address has an
 account elsewhere, and the link is single-use, expires and can be withdrawn."""
 
+import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from email.message import Message
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -155,7 +159,7 @@ def test_an_existing_account_joins_only_with_its_own_password(
 
 
 def test_the_admin_learns_nothing_about_accounts_elsewhere(
-    client: TestClient, world: World, database: Database, settings: Settings
+    client: TestClient, world: World, relay: Outbox
 ) -> None:
     # Before, a member was added outright: an address with an account anywhere was attached
     # to the admin's workspace without being asked, and one without needed a password, so
@@ -173,7 +177,7 @@ def test_the_admin_learns_nothing_about_accounts_elsewhere(
 
 
 def test_an_admin_cannot_set_a_password_or_invite_above_their_role(
-    client: TestClient, world: World, database: Database
+    client: TestClient, world: World, database: Database, relay: Outbox
 ) -> None:
     r = client.post(
         "/api/v1/members",
@@ -242,3 +246,35 @@ def test_a_withdrawn_invitation_is_not_mailed(
     )
     deliver(database, settings)
     assert mails(relay) == []
+
+
+def test_without_a_mail_relay_the_operator_hands_the_link_over(
+    client: TestClient, world: World, database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    # No relay: an invitation emailed by nobody would leave the admin waiting for a join
+    # that cannot come.
+    r = client.post("/api/v1/members", json={"email": "gus@acme.test"}, headers=auth(world.alice))
+    assert r.status_code == 409 and "rapport workspace invite" in r.json()["detail"]
+    assert client.get("/api/v1/invitations", headers=auth(world.alice)).json() == []
+    # The operator's command prints the link, and nothing is queued to mail it.
+    env = {
+        **os.environ,
+        "RAPPORT_DATABASE_URL": settings.database_url,
+        "RAPPORT_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "RAPPORT_PUBLIC_URL": "https://help.acme.test",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "rapport.cli", "workspace", "invite", "Acme"]
+        + ["--email", "gus@acme.test", "--role", "viewer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout.strip()
+    assert out.startswith("https://help.acme.test/invite#"), out
+    with database.session(write=False) as db:
+        assert not db.scalars(select(Job).where(Job.name == "invitation_email")).all()
+    token = out.split("#", 1)[1]
+    r = client.post("/api/v1/invitations/accept", json={"token": token, "password": NEW_PASSWORD})
+    assert r.status_code == 201 and r.json()["role"] == "viewer"

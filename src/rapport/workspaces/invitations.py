@@ -43,12 +43,15 @@ def invite(
     email: str,
     role: Role,
     name: str,
-    actor_id: str,
+    actor_id: str | None,
     actor_role: Role,
     box: SecretBox,
-) -> Invitation:
-    """Invite an address with a role no higher than the actor's. Inviting it again replaces
-    its pending invitation: the earlier link stops working."""
+    mail: bool = True,
+) -> tuple[Invitation, str]:
+    """Invite an address with a role no higher than the actor's; the invitation and its
+    link's token. Inviting it again replaces its pending invitation: the earlier link stops
+    working. With ``mail`` the link is emailed from the job queue; without, the caller hands
+    it over (the operator's command, on an installation without a mail relay)."""
     if role.rank > actor_role.rank:
         raise Forbidden("you cannot grant a role above your own")
     email = email.strip().lower()
@@ -73,15 +76,22 @@ def invite(
     invitation.created_at = utcnow()
     invitation.expires_at = invitation.created_at + timedelta(days=DAYS)
     db.flush()
-    # The job row must not hold a usable link: the token travels encrypted.
-    enqueue(
-        db,
-        name="invitation_email",
-        args={"invitation_id": invitation.id, "token": box.encrypt(token)},
-        workspace_id=workspace_id,
-        max_attempts=5,
-    )
-    return invitation
+    if mail:
+        # The job row must not hold a usable link: the token travels encrypted.
+        enqueue(
+            db,
+            name="invitation_email",
+            args={"invitation_id": invitation.id, "token": box.encrypt(token)},
+            workspace_id=workspace_id,
+            max_attempts=5,
+        )
+    return invitation, token
+
+
+def link(public_url: str, token: str) -> str:
+    """The invitation's link; the token rides in the fragment, which browsers never send to
+    a server or in a Referer."""
+    return f"{public_url.rstrip('/')}/invite#{token}"
 
 
 def pending(db: Session, *, workspace_id: str) -> list[Invitation]:
@@ -188,15 +198,14 @@ def invitation_email(ctx: JobContext, *, invitation_id: str, token: str) -> None
         workspace = workspace_name(db, invitation)
         inviter = db.get(User, invitation.invited_by_id) if invitation.invited_by_id else None
         by = f"{inviter.name or inviter.email} invited you" if inviter else "You are invited"
-    # The token rides in the fragment: browsers never send it to a server or in a Referer.
-    link = f"{ctx.settings.public_url.rstrip('/')}/invite#{plain}"
     send_mail(
         ctx.settings,
         to=to,
         subject=f"Join {workspace} on Rapport",
         text=(
             f"Hello,\n\n{by} to join {workspace} on Rapport as {article(role)} {role.value}.\n\n"
-            f"Open this link to accept (it works once, until {_day(expires)}):\n\n{link}\n\n"
+            f"Open this link to accept (it works once, until {_day(expires)}):\n\n"
+            f"{link(ctx.settings.public_url, plain)}\n\n"
             "If you already have a Rapport account with this address, you will confirm it "
             "with its password; otherwise you choose one there.\n"
             "If you did not expect this, ignore this email: nothing happens unless you accept.\n"

@@ -18,6 +18,7 @@ from rapport.auth.views import RateLimited, actor_of
 from rapport.conversations import routing
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
+from rapport.problems import Problem
 from rapport.workspaces import invitations, service
 from rapport.workspaces.models import Workspace
 from rapport.workspaces.schemas import (
@@ -95,11 +96,24 @@ def list_members(principal: CurrentMember, db: Db) -> list[MemberRead]:
 
 @router.post("/members", response_model=InvitationRead, status_code=202)
 def invite_member(
-    body: MemberCreate, principal: CurrentAdmin, request: Request, db: Db, box: Box
+    body: MemberCreate,
+    principal: CurrentAdmin,
+    request: Request,
+    db: Db,
+    box: Box,
+    settings: CurrentSettings,
 ) -> InvitationRead:
     """Invite someone by email: they join once they accept the emailed link. The answer is
     the same whether the address has a Rapport account or not."""
-    invitation = invitations.invite(
+    if not settings.mail_smtp_host:
+        raise Problem(
+            409,
+            "no-mail-relay",
+            "invitations are emailed, and no outgoing mail relay is set "
+            "(RAPPORT_MAIL_SMTP_HOST): set one, or have the operator run "
+            "`rapport workspace invite` and pass the link on",
+        )
+    invitation, _ = invitations.invite(
         db,
         workspace_id=principal.workspace_id,
         email=body.email,
