@@ -7,7 +7,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, inspect, select, text
 
 import rapport.search
 from rapport import migrate
@@ -243,3 +243,19 @@ def _search_indexes(db: Database) -> dict[str, str]:
             )
         )
         return dict(rows.all())
+
+
+def _indexes(db: Database, table: str) -> set[str]:
+    with db.engine.connect() as conn:
+        return {ix["name"] for ix in inspect(conn).get_indexes(table) if ix["name"]}
+
+
+def test_sla_records_are_indexed_by_policy_and_downgrade(empty_url: str) -> None:
+    # Deleting a policy walked every conversation's SLA record to find its own.
+    migrate.upgrade(empty_url, "0020")
+    db = Database(empty_url, pool_size=1)
+    assert "ix_conversation_slas_policy" in _indexes(db, "conversation_slas")
+    command.downgrade(migrate.config(empty_url), "0019")
+    assert "ix_conversation_slas_policy" not in _indexes(db, "conversation_slas")
+    db.dispose()
+    migrate.upgrade(empty_url)

@@ -1,10 +1,11 @@
 """SLA due times in business hours, warnings and breaches."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from rapport.config import Settings
 from rapport.conversations import sla
@@ -13,7 +14,7 @@ from rapport.db import Database
 from rapport.jobs.worker import Worker
 from rapport.problems import Invalid
 from rapport.realtime.models import StreamEvent
-from tests.conftest import auth
+from tests.conftest import auth, sqlite_only
 from tests.factories import World
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -477,3 +478,41 @@ def test_a_rule_making_a_conversation_urgent_puts_it_under_the_urgent_policy(
     )
     assert r.status_code == 200, r.text
     assert first_due(down) == started[down] + timedelta(minutes=480)
+
+
+@sqlite_only
+def test_deleting_a_policy_finds_its_conversations_records_without_walking_them_all(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The records of a policy's conversations were found by walking every SLA record of
+    # every workspace, twice: once to stop their clocks, once for the foreign key's SET NULL.
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Fast", "first_response_minutes": 5},
+        headers=auth(world.alice),
+    ).json()
+    client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "ix-1", "text": "help", "from": {"email": "ix@example.com"}},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "conversation_slas" in statement or "DELETE FROM sla_policies" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        gone = client.delete(f"/api/v1/sla-policies/{policy['id']}", headers=auth(world.alice))
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert gone.status_code == 204
+    assert any(s.startswith("DELETE FROM sla_policies") for s, _ in statements)
+    with database.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = " | ".join(
+                row[-1]
+                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            )
+            assert "SCAN conversation_slas" not in plan, plan

@@ -264,6 +264,9 @@ class ConversationSla(Base):
     __table_args__ = (
         Index("ix_conversation_slas_due", "workspace_id", "next_due_at"),
         Index("ix_conversation_slas_state", "workspace_id", "state", "next_due_at"),
+        # Deleting a policy finds its conversations' records (and the foreign key's
+        # SET NULL does) without walking every record of every workspace.
+        Index("ix_conversation_slas_policy", "policy_id"),
     )
 
     conversation_id: Mapped[str] = mapped_column(
