@@ -250,12 +250,25 @@ def _indexes(db: Database, table: str) -> set[str]:
         return {ix["name"] for ix in inspect(conn).get_indexes(table) if ix["name"]}
 
 
-def test_sla_records_are_indexed_by_policy_and_downgrade(empty_url: str) -> None:
-    # Deleting a policy walked every conversation's SLA record to find its own.
+def _columns(db: Database, table: str, index: str) -> list[str | None]:
+    with db.engine.connect() as conn:
+        found = [ix for ix in inspect(conn).get_indexes(table) if ix["name"] == index]
+    return found[0]["column_names"] if found else []
+
+
+def test_sla_records_are_indexed_by_policy_and_the_queue_by_age_and_downgrade(
+    empty_url: str,
+) -> None:
+    # Deleting a policy walked every conversation's SLA record to find its own, and a
+    # routing pass sorted the whole queue before handing out its first page.
+    queue = "ix_conversations_ws_assignee_status"
+    counted = ["workspace_id", "assignee_id", "status"]
     migrate.upgrade(empty_url, "0020")
     db = Database(empty_url, pool_size=1)
     assert "ix_conversation_slas_policy" in _indexes(db, "conversation_slas")
+    assert _columns(db, "conversations", queue) == [*counted, "created_at", "id"]
     command.downgrade(migrate.config(empty_url), "0019")
     assert "ix_conversation_slas_policy" not in _indexes(db, "conversation_slas")
+    assert _columns(db, "conversations", queue) == counted
     db.dispose()
     migrate.upgrade(empty_url)

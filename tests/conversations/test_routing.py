@@ -241,6 +241,40 @@ def test_an_agents_load_is_counted_from_their_open_conversations_alone(
             assert "assignee_id=? AND status=?" in plan, plan
 
 
+@sqlite_only
+def test_the_queue_is_read_oldest_first_in_an_index_without_sorting_it(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A pass found the open conversations nobody has in the (workspace, assignee, status)
+    # index, then sorted every one of them by age before handing out the first page: a
+    # queue of thousands was read and sorted whole, in the write transaction, per pass.
+    ids = setup_team(client, world, database)
+    for n in range(5):
+        write(client, world, ids["inbox"], n)
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM conversations JOIN inboxes" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        with database.session() as db:
+            given = routing.assign_waiting(db, workspace_id=world.acme.workspace.id, limit=2)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert given == 4  # bob and carol, two each; the fifth waits
+    assert len(statements) >= 2  # the first page and the next ones, after a key
+    with database.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = " | ".join(
+                row[-1]
+                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            )
+            assert "ix_conversations_ws_assignee_status" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+
+
 def test_a_queue_head_no_one_can_take_does_not_hold_up_those_behind_it(
     client: TestClient, world: World, database: Database
 ) -> None:

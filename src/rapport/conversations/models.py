@@ -62,8 +62,16 @@ class Conversation(Base):
         # ``id`` last: the list orders by (last_activity_at, id), so the index alone serves it.
         Index("ix_conversations_ws_status", "workspace_id", "status", "last_activity_at", "id"),
         Index("ix_conversations_ws_assignee", "workspace_id", "assignee_id", "last_activity_at"),
-        # Routing: an agent's open and pending conversations, counted in the index alone.
-        Index("ix_conversations_ws_assignee_status", "workspace_id", "assignee_id", "status"),
+        # Routing: an agent's open and pending conversations, counted in the index alone;
+        # and the queue (nobody's open conversations), read oldest first in index order.
+        Index(
+            "ix_conversations_ws_assignee_status",
+            "workspace_id",
+            "assignee_id",
+            "status",
+            "created_at",
+            "id",
+        ),
         Index("ix_conversations_customer_inbox", "customer_id", "inbox_id", "last_activity_at"),
         # The inbox's filters and sorts at a million conversations: per inbox (and channel),
         # per priority, and "oldest waiting" each walk their own index in order.

@@ -1,4 +1,4 @@
-"""Conversation SLA records are found by their policy through an index
+"""SLA records are found by their policy, and the routing queue is read in an index
 
 Revision ID: 0020
 Revises: 0019
@@ -8,6 +8,12 @@ Deleting an SLA policy stops the clocks of its conversations (``sla.delete_polic
 the foreign key nulls their ``policy_id`` (ON DELETE SET NULL, since 0019): both looked
 for the policy's records by walking every conversation's SLA record in every workspace.
 ``ix_conversation_slas_policy`` finds them directly.
+
+A routing pass reads the open conversations nobody has, oldest first (``created_at``,
+``id``): the (workspace, assignee, status) index of 0015 found them, and every one of them
+was then sorted before the first page was handed out. That index now ends with
+``created_at, id``, so the queue is read in order and a page stops at its limit; the
+per-agent counts it served still read only its first three columns.
 """
 
 from collections.abc import Sequence
@@ -20,9 +26,17 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+_QUEUE = "ix_conversations_ws_assignee_status"
+_COUNTED = ["workspace_id", "assignee_id", "status"]
+
+
 def upgrade() -> None:
     op.create_index("ix_conversation_slas_policy", "conversation_slas", ["policy_id"])
+    op.drop_index(_QUEUE, table_name="conversations")
+    op.create_index(_QUEUE, "conversations", [*_COUNTED, "created_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index(_QUEUE, table_name="conversations")
+    op.create_index(_QUEUE, "conversations", _COUNTED)
     op.drop_index("ix_conversation_slas_policy", table_name="conversation_slas")
