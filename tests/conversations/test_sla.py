@@ -516,3 +516,61 @@ def test_deleting_a_policy_finds_its_conversations_records_without_walking_them_
                 for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
             )
             assert "SCAN conversation_slas" not in plan, plan
+
+
+def test_the_list_filters_conversations_no_policy_applies_to(
+    client: TestClient, world: World
+) -> None:
+    # `sla_state=none` found only records whose policy was deleted: a conversation no
+    # policy ever applied to has no record, and no filter could list it.
+    def write(ext: str) -> str:
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": ext, "text": "help", "from": {"email": f"{ext}@example.com"}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["conversation_id"])
+
+    def listed(state: str) -> set[str]:
+        r = client.get(
+            "/api/v1/conversations", params={"sla_state": state}, headers=auth(world.bob)
+        )
+        assert r.status_code == 200, r.text
+        return {c["id"] for c in r.json()["items"]}
+
+    first = world.acme.first.conversation.id  # type: ignore[union-attr]
+    before = write("none-1")  # no policy yet: no SLA record
+    for name, body in (
+        ("VIP", {"labels": ["vip"], "first_response_minutes": 15, "position": 0}),
+        ("Default", {"first_response_minutes": 480, "position": 1}),
+    ):
+        r = client.post(
+            "/api/v1/sla-policies", json={"name": name, **body}, headers=auth(world.alice)
+        )
+        assert r.status_code == 201, r.text
+        if name == "VIP":
+            vip = r.json()["id"]
+    timed, orphan = write("none-2"), write("none-3")
+    client.post(
+        f"/api/v1/conversations/{orphan}/labels", json={"labels": ["vip"]}, headers=auth(world.bob)
+    ).raise_for_status()
+    assert (
+        client.delete(f"/api/v1/sla-policies/{vip}", headers=auth(world.alice)).status_code == 204
+    )
+
+    assert listed("none") == {first, before, orphan}
+    assert listed("ok") == {timed}
+    r = client.get(
+        "/api/v1/conversations",
+        params={"sla_state": "none", "sort": "sla_due"},
+        headers=auth(world.bob),
+    )
+    assert r.json()["items"] == []  # no SLA, so no due time
+
+    from tests.web.test_pages import sign_in
+
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/inbox", params={"view": "all", "sla_state": "none"}).text
+    assert before in page and orphan in page and timed not in page
+    assert '<option value="none" selected>No SLA</option>' in page

@@ -176,10 +176,24 @@ def search(
                 )
             )
         )
-    if sla_state is not None or sort == Sort.sla_due:
+    if sla_state == SlaState.none:
+        # No SLA: no policy ever applied (no record) or its policy was deleted (state
+        # none). Not a join: the chosen order still walks its own index, one key lookup
+        # per conversation.
+        running = aliased(ConversationSla)  # the sla_due sort may join the table too
+        stmt = stmt.where(
+            ~select(running.conversation_id)
+            .where(
+                running.conversation_id == Conversation.id,
+                running.state != SlaState.none,
+            )
+            .correlate(Conversation)
+            .exists()
+        )
+    if (sla_state is not None and sla_state != SlaState.none) or sort == Sort.sla_due:
         stmt = stmt.join(ConversationSla, ConversationSla.conversation_id == Conversation.id)
         stmt = stmt.where(ConversationSla.workspace_id == workspace_id)
-        if sla_state is not None:
+        if sla_state is not None and sla_state != SlaState.none:
             stmt = stmt.where(ConversationSla.state == sla_state)
     after = pagination.decode(cursor)
     key: Any

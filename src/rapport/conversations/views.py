@@ -83,7 +83,11 @@ def list_conversations(
     customer_id: str | None = None,
     channel: str | None = Query(default=None, max_length=32),
     priority: Priority | None = None,
-    sla_state: SlaState | None = None,
+    sla_state: SlaState | None = Query(
+        default=None,
+        description="the live SLA state: `ok`, `warning`, `breached`, or `none` for "
+        "conversations no policy applies to (none ever did, or its policy was deleted)",
+    ),
     active_from: FilterInstant | None = Query(
         default=None, description="last activity at or after"
     ),
