@@ -408,7 +408,7 @@ def test_a_deleted_policy_leaves_its_misses_on_record_and_its_clocks_stopped(
         assert sla.check(db, now=resolution + timedelta(days=1)) == 0
     with database.session(write=False) as db:
         types = list(db.scalars(select(StreamEvent.type).where(StreamEvent.type.like("sla.%"))))
-    assert types == ["sla.breached"]
+    assert types == ["sla.breached", "sla.policy_deleted"]  # no warning or breach after it
     assert sla_of() == kept
 
     # The customer writes again: a policy still there applies afresh, the old miss stays.
@@ -574,3 +574,34 @@ def test_the_list_filters_conversations_no_policy_applies_to(
     page = client.get("/app/inbox", params={"view": "all", "sla_state": "none"}).text
     assert before in page and orphan in page and timed not in page
     assert '<option value="none" selected>No SLA</option>' in page
+
+
+def test_deleting_a_policy_tells_open_inboxes_once(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Deleting a policy changed the badge of every conversation under it and said nothing:
+    # open inbox pages went on showing "SLA ok" or "SLA breached" until reloaded.
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Fast", "first_response_minutes": 5},
+        headers=auth(world.alice),
+    ).json()
+    for n in range(2):
+        client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": f"tell-{n}", "text": "help", "from": {"email": f"t{n}@x.io"}},
+            headers=auth(world.bob),
+        ).raise_for_status()
+    gone = client.delete(f"/api/v1/sla-policies/{policy['id']}", headers=auth(world.alice))
+    assert gone.status_code == 204
+    with database.session(write=False) as db:
+        events = list(
+            db.execute(
+                select(StreamEvent.workspace_id, StreamEvent.payload).where(
+                    StreamEvent.type == "sla.policy_deleted"
+                )
+            )
+        )
+    assert [tuple(e) for e in events] == [
+        (world.acme.workspace.id, {"policy_id": policy["id"], "conversations": 2})
+    ]

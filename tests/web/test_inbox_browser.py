@@ -114,3 +114,30 @@ def test_the_list_keeps_up_while_messages_keep_coming(
         sender.join()
     # And the last of them shows once the flow ends.
     page.wait_for_selector(f'#conversation-list li[data-id="{posted[-1]}"]', timeout=10_000)
+
+
+def test_an_open_inbox_drops_the_badges_of_a_deleted_sla_policy(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # Deleting a policy emitted nothing: an open inbox went on showing its conversations'
+    # SLA badges, for clocks that had stopped, until the agent reloaded the page.
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Fast", "first_response_minutes": 60},
+        headers=auth(world.alice),
+    ).json()
+    conv = inbound(client, world, "badge", "badge@example.com")
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    badge = page.locator(f'#conversation-list li[data-id="{conv}"] .sla')
+    expect(badge).to_have_text("SLA ok")
+    page.wait_for_timeout(300)  # the stream connects
+    gone = httpx.delete(
+        f"{live_server.url}/api/v1/sla-policies/{policy['id']}", headers=auth(world.alice)
+    )
+    assert gone.status_code == 204
+    expect(badge).to_have_count(0)
+    expect(page.locator(f'#conversation-list li[data-id="{conv}"]')).to_have_count(1)

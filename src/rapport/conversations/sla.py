@@ -443,11 +443,12 @@ def create_policy(db: Session, *, workspace_id: str, data: dict[str, object]) ->
 
 
 def delete_policy(db: Session, *, workspace_id: str, policy_id: str) -> None:
-    """Delete a policy: its conversations' clocks stop, their misses stay on record."""
+    """Delete a policy: its conversations' clocks stop, their misses stay on record, and
+    open inboxes hear of it (``sla.policy_deleted``) to drop those conversations' badges."""
     row = get_scoped(db, SlaPolicy, policy_id, workspace_id=workspace_id, name="SLA policy")
     # The foreign key would only null policy_id (ON DELETE SET NULL): the due times must go
     # too, or the checker would go on warning and breaching under no policy.
-    db.execute(
+    stopped = db.execute(
         update(ConversationSla)
         .where(ConversationSla.policy_id == row.id)
         .values(
@@ -461,6 +462,14 @@ def delete_policy(db: Session, *, workspace_id: str, policy_id: str) -> None:
     )
     db.delete(row)
     forget_policies(workspace_id)
+    # One event, not one per conversation: a policy may cover thousands, and what a page
+    # showing any of them needs is to be drawn again.
+    emit(
+        db,
+        workspace_id=workspace_id,
+        type="sla.policy_deleted",
+        payload={"policy_id": row.id, "conversations": getattr(stopped, "rowcount", 0)},
+    )
 
 
 def get_calendar_row(db: Session, *, workspace_id: str) -> BusinessCalendar:

@@ -214,7 +214,9 @@ function setupInbox() {
   const bulk = setupBulk(list, () => refresh({ now: true }));
   connectStream((event) => {
     setupNotifications(event);
-    if (event.type.startsWith("conversation.") || event.type === "message.created") refresh();
+    // SLA events change badges: a warning or breach, a policy deleted (its badges go).
+    const changes = event.type.startsWith("conversation.") || event.type.startsWith("sla.");
+    if (changes || event.type === "message.created") refresh();
     if (event.type === "message.created" && event.payload.direction === "in") notify("New message", event.payload.text.slice(0, 80));
   });
 }
