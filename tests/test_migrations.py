@@ -7,7 +7,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import delete, func, inspect, select, text
+from sqlalchemy import column, delete, func, insert, inspect, select, table, text
 
 import rapport.search
 from rapport import migrate
@@ -17,7 +17,7 @@ from rapport.bot.models import IntentModelBlob
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, ConversationSla, SlaPolicy
 from rapport.customers.models import Customer
-from rapport.db import Base, Database, new_id, utcnow
+from rapport.db import Base, Database, JSONType, UTCDateTime, new_id, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.search import is_index_object
 from rapport.workspaces.models import Workspace
@@ -182,6 +182,15 @@ def test_the_search_indexes_are_rebuilt_over_the_words_a_search_is_split_into(
     db.dispose()
 
 
+_SLAS_0019 = table(
+    "conversation_slas",
+    *(column(name) for name in ("conversation_id", "workspace_id", "policy_id", "breaches")),
+    column("state"),
+    column("announced", JSONType),
+    column("breached_at", UTCDateTime()),
+)
+
+
 def test_a_conversations_sla_record_outlives_its_policy_and_downgrades(empty_url: str) -> None:
     # Deleting a policy deleted the SLA record of its conversations (ON DELETE CASCADE).
     migrate.upgrade(empty_url, "0018")
@@ -202,22 +211,25 @@ def test_a_conversations_sla_record_outlives_its_policy_and_downgrades(empty_url
         ]
         s.add_all(convs)
         s.flush()
+        # The columns of 0018 alone: the model has more since (0020).
         for conv, policy in zip(convs, (deleted, kept), strict=True):
-            s.add(
-                ConversationSla(
+            s.execute(
+                insert(_SLAS_0019).values(
                     conversation_id=conv.id,
                     workspace_id=ws.id,
                     policy_id=policy.id,
+                    state="ok",
+                    announced=[],
                     breached_at=missed_at,
                     breaches=1,
                 )
             )
     migrate.upgrade(empty_url, "0019")
     with db.session() as s:
-        assert s.scalar(select(func.count()).select_from(ConversationSla)) == 2
+        assert s.scalar(select(func.count()).select_from(_SLAS_0019)) == 2
         s.execute(delete(SlaPolicy).where(SlaPolicy.id == deleted.id))
     with db.session(write=False) as s:
-        rows = {r.conversation_id: r for r in s.scalars(select(ConversationSla))}
+        rows = {r.conversation_id: r for r in s.execute(select(_SLAS_0019))}
     assert {c: (r.policy_id, r.breaches, r.breached_at) for c, r in rows.items()} == {
         convs[0].id: (None, 1, missed_at),
         convs[1].id: (kept.id, 1, missed_at),
@@ -259,16 +271,31 @@ def _columns(db: Database, table: str, index: str) -> list[str | None]:
 def test_sla_records_are_indexed_by_policy_and_the_queue_by_age_and_downgrade(
     empty_url: str,
 ) -> None:
-    # Deleting a policy walked every conversation's SLA record to find its own, and a
-    # routing pass sorted the whole queue before handing out its first page.
+    # Deleting a policy walked every conversation's SLA record to find its own, a routing
+    # pass sorted the whole queue before handing out its first page, and the resolution
+    # clock kept no record of its runs (it could not pause).
     queue = "ix_conversations_ws_assignee_status"
     counted = ["workspace_id", "assignee_id", "status"]
     migrate.upgrade(empty_url, "0020")
     db = Database(empty_url, pool_size=1)
     assert "ix_conversation_slas_policy" in _indexes(db, "conversation_slas")
     assert _columns(db, "conversations", queue) == [*counted, "created_at", "id"]
+    clock = {"resolution_started_at", "resolution_used_seconds"}
+    with db.engine.connect() as conn:
+        assert clock <= {c["name"] for c in inspect(conn).get_columns("conversation_slas")}
     command.downgrade(migrate.config(empty_url), "0019")
     assert "ix_conversation_slas_policy" not in _indexes(db, "conversation_slas")
     assert _columns(db, "conversations", queue) == counted
+    with db.engine.connect() as conn:
+        assert not clock & {c["name"] for c in inspect(conn).get_columns("conversation_slas")}
+    # The table rebuilt on SQLite keeps its indexes and its foreign key to the policy.
+    assert {"ix_conversation_slas_due", "ix_conversation_slas_state"} <= _indexes(
+        db, "conversation_slas"
+    )
+    with db.engine.connect() as conn:
+        keys = inspect(conn).get_foreign_keys("conversation_slas")
+    assert [
+        k["options"].get("ondelete") for k in keys if k["referred_table"] == "sla_policies"
+    ] == ["SET NULL"]
     db.dispose()
     migrate.upgrade(empty_url)

@@ -605,3 +605,157 @@ def test_deleting_a_policy_tells_open_inboxes_once(
     assert [tuple(e) for e in events] == [
         (world.acme.workspace.id, {"policy_id": policy["id"], "conversations": 2})
     ]
+
+
+def _record(database: Database, conv: str) -> Any:
+    from rapport.conversations.models import ConversationSla
+
+    with database.session(write=False) as db:
+        row = db.get(ConversationSla, conv)
+        assert row is not None
+        db.expunge(row)
+        return row
+
+
+def _move(database: Database, conv: str, status: str, at: datetime) -> None:
+    """The conversation's status changed at ``at`` (the service's own times are now)."""
+    from rapport.conversations.models import Status
+
+    with database.session() as db:
+        row = db.get(Conversation, conv)
+        assert row is not None
+        row.status = Status(status)
+        sla.on_status(db, conversation=row, at=at)
+
+
+def _paused_unused(database: Database, conv: str) -> None:
+    """Pending, its resolution clock not run at all: the tests then move it at chosen times."""
+    from rapport.conversations.models import Status
+
+    with database.session() as db:
+        row, record = db.get(Conversation, conv), db.get(sla.ConversationSla, conv)
+        assert row is not None and record is not None
+        row.status = Status.pending
+        record.resolution_started_at = record.resolution_due_at = None
+        record.resolution_used_seconds = 0
+
+
+def test_the_resolution_clock_pauses_while_pending_or_snoozed(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The resolution target ran while the conversation waited on the customer (pending) or
+    # was snoozed: agents breached it for the time the customer took to answer.
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Day", "resolution_minutes": 600, "warn_before_minutes": 0},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    conv = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "pause-1", "text": "help", "from": {"email": "pause@example.com"}},
+        headers=auth(world.bob),
+    ).json()["conversation_id"]
+    start = _record(database, conv)
+    assert start.resolution_started_at is not None and start.resolution_used_seconds == 0
+    t0 = start.resolution_started_at
+    assert start.resolution_due_at == t0 + timedelta(minutes=600)
+
+    # Through the API: pending stops the due time; open again gives one back.
+    r = client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "pending"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    paused = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+    assert paused["resolution_due_at"] is None and paused["next_due_at"] is None
+    assert paused["state"] == "ok"
+    client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "open"}, headers=auth(world.bob)
+    ).raise_for_status()
+    assert client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()[
+        "resolution_due_at"
+    ]
+
+    # At chosen times: open 1 h, pending 5 h, open 2 h, snoozed 10 h, then open again.
+    _paused_unused(database, conv)
+    _move(database, conv, "open", t0)
+    _move(database, conv, "pending", t0 + timedelta(hours=1))
+    waiting = _record(database, conv)
+    assert (waiting.resolution_used_seconds, waiting.resolution_due_at) == (3600, None)
+    with database.session() as db:  # 11 h after it started: 10 h would have been missed
+        assert sla.check(db, now=t0 + timedelta(hours=11)) == 0
+    _move(database, conv, "open", t0 + timedelta(hours=6))
+    back = _record(database, conv)
+    assert back.resolution_due_at == t0 + timedelta(hours=6 + 9)  # 9 of its 10 h left
+    _move(database, conv, "snoozed", t0 + timedelta(hours=8))
+    assert _record(database, conv).resolution_used_seconds == 3 * 3600
+    _move(database, conv, "open", t0 + timedelta(hours=18))
+    due = _record(database, conv).resolution_due_at
+    assert due == t0 + timedelta(hours=18 + 7)
+    with database.session() as db:
+        assert sla.check(db, now=due - timedelta(minutes=1)) == 0
+        assert sla.check(db, now=due + timedelta(minutes=1)) == 1  # breached at last
+
+    # Missed, then pending: the miss stands (it is not undone by waiting on the customer).
+    _move(database, conv, "pending", due + timedelta(hours=1))
+    missed = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+    assert missed["state"] == "breached" and missed["breaches"] == 1
+    assert datetime.fromisoformat(missed["resolution_due_at"]) == due
+    _move(database, conv, "open", due + timedelta(hours=2))
+    assert _record(database, conv).resolution_due_at == due  # announced once, not again
+    with database.session() as db:
+        assert sla.check(db, now=due + timedelta(hours=3)) == 0
+
+
+def test_the_resolution_clock_resumes_in_business_hours(
+    client: TestClient, world: World, database: Database
+) -> None:
+    client.put(
+        "/api/v1/business-hours",
+        json={"timezone": "UTC", "hours": {d: [["09:00", "17:00"]] for d in DAYS[:5]}},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Half day", "resolution_minutes": 240},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    conv = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "bh-1", "text": "help", "from": {"email": "bh@example.com"}},
+        headers=auth(world.bob),
+    ).json()["conversation_id"]
+    monday = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    _paused_unused(database, conv)
+    _move(database, conv, "open", monday)
+    assert _record(database, conv).resolution_due_at == monday + timedelta(hours=4)
+    _move(database, conv, "pending", monday + timedelta(hours=1))  # 3 open hours left
+    # Back on Friday at 16:30: half an hour on Friday, then 2.5 h on the next Monday.
+    _move(database, conv, "open", datetime(2026, 12, 11, 16, 30, tzinfo=UTC))
+    assert _record(database, conv).resolution_due_at == datetime(2026, 12, 14, 11, 30, tzinfo=UTC)
+
+
+def test_a_resolution_clock_from_before_its_runs_were_kept_pauses_with_what_it_had_left(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Records from before migration 0020 have a running due time and nothing else.
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Day", "resolution_minutes": 600},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    conv = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "old-1", "text": "help", "from": {"email": "old@example.com"}},
+        headers=auth(world.bob),
+    ).json()["conversation_id"]
+    now = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    with database.session() as db:
+        row = db.get(sla.ConversationSla, conv)
+        assert row is not None
+        row.resolution_due_at = now + timedelta(hours=4)  # 6 of its 10 hours used
+        row.resolution_started_at, row.resolution_used_seconds = None, 0
+    _move(database, conv, "pending", now)
+    paused = _record(database, conv)
+    assert (paused.resolution_used_seconds, paused.resolution_due_at) == (6 * 3600, None)
+    _move(database, conv, "open", now + timedelta(days=1))
+    assert _record(database, conv).resolution_due_at == now + timedelta(days=1, hours=4)

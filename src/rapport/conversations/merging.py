@@ -107,6 +107,7 @@ def merge(
         )
     took_wait = survivor.waiting_since is None and merged.waiting_since is not None
     _absorb(survivor, merged)
+    sla.on_status(db, conversation=survivor)  # its status may have changed: so may its clock
     if took_wait and survivor.waiting_since is not None:
         # The customer's unanswered message came through the merged conversation: the
         # survivor's response clock starts from it, as if it had arrived there.

@@ -288,6 +288,10 @@ class ConversationSla(Base):
     first_response_due_at: Mapped[datetime | None] = mapped_column(default=None)
     next_response_due_at: Mapped[datetime | None] = mapped_column(default=None)
     resolution_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The resolution clock runs only while the conversation is open: when its current run
+    # started (null while paused or stopped), and the open seconds of the runs before.
+    resolution_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    resolution_used_seconds: Mapped[int] = mapped_column(Integer, default=0)
     # The earliest open target: what the inbox sorts by and the checker looks at.
     next_due_at: Mapped[datetime | None] = mapped_column(default=None)
     state: Mapped[SlaState] = mapped_column(

@@ -644,11 +644,12 @@ def set_status(
     conversation.status = status
     conversation.snoozed_until = snoozed_until if status == Status.snoozed else None
     conversation.resolved_at = utcnow() if status == Status.resolved else None
+    # Resolved stops the SLA clocks; pending and snoozed pause the resolution clock.
+    sla.on_status(db, conversation=conversation)
     if status == Status.resolved:
         conversation.waiting_since = None  # nobody waits on a resolved conversation
         from rapport.bot import service as bot  # the bot builds on this module
 
-        sla.on_resolved(db, conversation=conversation)
         bot.on_resolved(db, conversation=conversation)
         if conversation.assignee_id is not None:
             routing.wake(db, workspace_id=conversation.workspace_id)

@@ -4,6 +4,13 @@ Clocks run only inside the workspace's opening hours, in its time zone, and stop
 holidays: a first-response target of 4 hours set on Friday at 16:00 with a 9-17 week is
 due on Monday at 12:00 (or Tuesday, when Monday is a holiday).
 
+The resolution clock measures the time the customer waits on the team (Zendesk's
+"requester wait time"): it runs only while the conversation is open, pauses while it is
+pending (waiting on the customer) or snoozed, and stops at resolution. A resumed clock is
+due when the open time it has left is used up, counted from the moment it resumes. The
+response clocks run from the customer's message until a person answers, whatever the
+status.
+
 A conversation's ``state`` is live: it describes the clocks running now (``breached`` while
 a missed target is still open, ``warning`` while one is close, ``ok`` otherwise, including
 when no clock runs; ``none`` once its policy is deleted). A miss is history and stays on
@@ -114,9 +121,15 @@ def parse(timezone: str, hours: dict[str, list[list[str]]], holidays: list[str])
 
 def add_business_minutes(start: datetime, minutes: int, calendar: Calendar) -> datetime:
     """The instant ``minutes`` of open time after ``start``."""
+    return add_business_time(start, timedelta(minutes=minutes), calendar)
+
+
+def add_business_time(start: datetime, amount: timedelta, calendar: Calendar) -> datetime:
+    """The instant ``amount`` of open time after ``start`` (to the second: a clock paused
+    and resumed many times must not gain or lose a minute each time)."""
     if calendar.always:
-        return start + timedelta(minutes=minutes)
-    remaining = timedelta(minutes=minutes)
+        return start + amount
+    remaining = amount
     at = start.astimezone(UTC)
     day = start.astimezone(calendar.tz).date()
     # Two years of closed days is a misconfiguration, not a due time.
@@ -135,10 +148,15 @@ def add_business_minutes(start: datetime, minutes: int, calendar: Calendar) -> d
 
 def business_minutes_between(start: datetime, end: datetime, calendar: Calendar) -> int:
     """Open minutes from ``start`` to ``end`` (0 when end is before start)."""
+    return int(business_time_between(start, end, calendar).total_seconds() // 60)
+
+
+def business_time_between(start: datetime, end: datetime, calendar: Calendar) -> timedelta:
+    """Open time from ``start`` to ``end`` (none when end is before start)."""
     if end <= start:
-        return 0
+        return timedelta()
     if calendar.always:
-        return int((end - start).total_seconds() // 60)
+        return end - start
     total = timedelta()
     day = start.astimezone(calendar.tz).date()
     last = end.astimezone(calendar.tz).date()
@@ -148,7 +166,7 @@ def business_minutes_between(start: datetime, end: datetime, calendar: Calendar)
             if hi > lo:
                 total += hi - lo
         day += timedelta(days=1)
-    return int(total.total_seconds() // 60)
+    return total
 
 
 def calendar_for(db: Session, workspace_id: str) -> Calendar:
@@ -229,7 +247,8 @@ def forget_policies(workspace_id: str) -> None:
 
 
 def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> ConversationSla | None:
-    """A customer wrote: start the first-response (new) or next-response (after our reply) clock."""
+    """A customer wrote: start the first-response (new) or next-response (after our reply)
+    clock, and the resolution clock as the conversation's status has it (it is open again)."""
     if not has_policies(db, conversation.workspace_id):
         return None
     row = db.get(ConversationSla, conversation.id)
@@ -248,20 +267,14 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
         row.policy_id = policy.id
         if policy.first_response_minutes is not None:
             row.first_response_due_at = add_business_minutes(at, policy.first_response_minutes, cal)
-        if policy.resolution_minutes is not None:
-            row.resolution_due_at = add_business_minutes(at, policy.resolution_minutes, cal)
+        row.resolution_due_at, row.resolution_started_at = None, None
+        row.resolution_used_seconds = 0
     elif row.first_response_due_at is None and row.next_response_due_at is None:
         policy = db.get(SlaPolicy, row.policy_id)
-        if policy is not None:
+        if policy is not None and policy.next_response_minutes is not None:
             cal = calendar_for(db, conversation.workspace_id)
-            if policy.next_response_minutes is not None:
-                row.next_response_due_at = add_business_minutes(
-                    at, policy.next_response_minutes, cal
-                )
-            if row.resolution_due_at is None and policy.resolution_minutes is not None:
-                # Only resolving stops the resolution clock: this is a reopened conversation,
-                # and the customer's problem is open again.
-                row.resolution_due_at = add_business_minutes(at, policy.resolution_minutes, cal)
+            row.next_response_due_at = add_business_minutes(at, policy.next_response_minutes, cal)
+    _follow_status(db, row, conversation, at=at)
     _refresh_next_due(row)
     return row
 
@@ -269,9 +282,8 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
 def on_changed(db: Session, *, conversation: Conversation) -> None:
     """Its priority or labels changed (by an agent or a rule, often right after the message
     that started its clocks): the first policy matching now applies. Its response targets
-    are timed from when the customer started waiting; its resolution target from the
-    conversation's start while it was never answered, else kept (a reopened conversation's
-    resolution clock started at a time not kept)."""
+    are timed from when the customer started waiting; its resolution target, while it was
+    never answered, from when its clock started, less the open time it ran before a pause."""
     if conversation.status == Status.resolved or not has_policies(db, conversation.workspace_id):
         return
     row = db.get(ConversationSla, conversation.id)
@@ -283,6 +295,9 @@ def on_changed(db: Session, *, conversation: Conversation) -> None:
     if policy is None or policy.id == row.policy_id:
         return
     cal = calendar_for(db, conversation.workspace_id)
+    previous = db.get(SlaPolicy, row.policy_id)
+    if previous is not None:
+        _adopt(row, previous, at=utcnow(), cal=cal)
 
     def due(start: datetime | None, minutes: int | None) -> datetime | None:
         return (
@@ -292,9 +307,13 @@ def on_changed(db: Session, *, conversation: Conversation) -> None:
     waiting, answered = conversation.waiting_since, conversation.first_response_at is not None
     row.first_response_due_at = None if answered else due(waiting, policy.first_response_minutes)
     row.next_response_due_at = due(waiting, policy.next_response_minutes) if answered else None
-    if not answered:
-        row.resolution_due_at = due(conversation.created_at, policy.resolution_minutes)
     row.policy_id = policy.id
+    if answered:  # a reopened conversation's resolution clock started at a time not kept
+        pass
+    elif row.resolution_started_at is not None:  # running: timed anew under this policy
+        row.resolution_due_at = _resolution_due(row, policy, cal)
+    elif row.resolution_due_at is not None and not _used_up(row, policy):
+        row.resolution_due_at = None  # paused after a miss this policy does not count
     _refresh_next_due(row)
 
 
@@ -309,13 +328,89 @@ def on_agent_reply(db: Session, *, conversation: Conversation) -> None:
     _refresh_next_due(row)
 
 
-def on_resolved(db: Session, *, conversation: Conversation) -> None:
-    """Resolved: every clock stops."""
+def on_status(db: Session, *, conversation: Conversation, at: datetime | None = None) -> None:
+    """Its status changed: resolved stops every clock; pending or snoozed pauses the
+    resolution clock (the customer has the next move, or it was set aside); open runs it
+    again with the open time it has left."""
     row = db.get(ConversationSla, conversation.id)
     if row is None:
         return
-    row.first_response_due_at = row.next_response_due_at = row.resolution_due_at = None
+    _follow_status(db, row, conversation, at=at or utcnow())
     _refresh_next_due(row)
+
+
+# The resolution clock. It runs only while the conversation is open, in open hours: a
+# record keeps when the current run started (null while it does not run) and the open
+# time used by the runs before, so that a pause (pending, snoozed) costs nothing and a
+# resumed clock is due when the time left is used up. Resolving ends it; a reopened
+# conversation starts a new one (fresh clocks, like its next-response clock).
+
+
+def _follow_status(db: Session, row: ConversationSla, conv: Conversation, *, at: datetime) -> None:
+    """Run, pause or stop the resolution clock as the conversation's status says at ``at``."""
+    if conv.status == Status.resolved:
+        row.first_response_due_at = row.next_response_due_at = row.resolution_due_at = None
+        row.resolution_started_at, row.resolution_used_seconds = None, 0
+        return
+    policy = db.get(SlaPolicy, row.policy_id) if row.policy_id is not None else None
+    if policy is None:  # its policy was deleted: no clock runs
+        return
+    cal = calendar_for(db, conv.workspace_id)
+    _adopt(row, policy, at=at, cal=cal)
+    if conv.status == Status.open:
+        if row.resolution_started_at is None:
+            row.resolution_started_at = at
+            row.resolution_due_at = _resolution_due(row, policy, cal)
+    elif row.resolution_started_at is not None:  # pending or snoozed: the clock pauses
+        used = _used(row, at, cal)
+        row.resolution_used_seconds = int(used.total_seconds())
+        row.resolution_started_at = None
+        if row.resolution_due_at is not None and row.resolution_due_at > at:
+            row.resolution_due_at = None
+        # A target already missed keeps its due time: the miss stands until resolved.
+
+
+def _used(row: ConversationSla, at: datetime, cal: Calendar) -> timedelta:
+    """The open time the resolution clock has run, up to ``at``."""
+    used = timedelta(seconds=row.resolution_used_seconds or 0)
+    if row.resolution_started_at is not None:
+        used += business_time_between(row.resolution_started_at, at, cal)
+    return used
+
+
+def _used_up(row: ConversationSla, policy: SlaPolicy) -> bool:
+    """Whether the runs before the current one used up the policy's resolution target."""
+    if policy.resolution_minutes is None:
+        return False
+    return row.resolution_used_seconds >= policy.resolution_minutes * 60
+
+
+def _resolution_due(row: ConversationSla, policy: SlaPolicy, cal: Calendar) -> datetime | None:
+    """When the running resolution clock runs out under ``policy``."""
+    if policy.resolution_minutes is None or row.resolution_started_at is None:
+        return None
+    started = row.resolution_started_at
+    left = timedelta(minutes=policy.resolution_minutes, seconds=-row.resolution_used_seconds)
+    if left > timedelta():
+        return add_business_time(started, left, cal)
+    # Used up before this run began: missed already. A miss on record keeps its due time
+    # (announced once); one not yet seen is due now.
+    missed = row.resolution_due_at
+    return missed if missed is not None and missed <= started else started
+
+
+def _adopt(row: ConversationSla, policy: SlaPolicy, *, at: datetime, cal: Calendar) -> None:
+    """A record from before the clock's runs were kept (migration 0020) has only a due
+    time: while it is ahead, the clock is taken as running since ``at`` with what is left."""
+    due = row.resolution_due_at
+    if row.resolution_started_at is not None or due is None or due <= at:
+        return
+    if policy.resolution_minutes is None:
+        return
+    left = business_time_between(at, due, cal)
+    used = timedelta(minutes=policy.resolution_minutes) - left
+    row.resolution_used_seconds = max(0, int(used.total_seconds()))
+    row.resolution_started_at = at
 
 
 # How far ahead the checker looks for targets to warn about: the warning comes a number of
