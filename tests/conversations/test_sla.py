@@ -759,3 +759,56 @@ def test_a_resolution_clock_from_before_its_runs_were_kept_pauses_with_what_it_h
     assert (paused.resolution_used_seconds, paused.resolution_due_at) == (6 * 3600, None)
     _move(database, conv, "open", now + timedelta(days=1))
     assert _record(database, conv).resolution_due_at == now + timedelta(days=1, hours=4)
+
+
+def test_a_reopened_conversation_matched_to_another_policy_is_timed_anew_from_its_reopening(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Matched again after an answer (always so for a reopened conversation), the
+    # resolution due time of the old policy was kept: nothing said when its clock started.
+    for name, body in (
+        ("VIP", {"labels": ["vip"], "resolution_minutes": 60, "position": 0}),
+        ("Default", {"resolution_minutes": 2880, "position": 1}),
+    ):
+        r = client.post(
+            "/api/v1/sla-policies", json={"name": name, **body}, headers=auth(world.alice)
+        )
+        assert r.status_code == 201, r.text
+
+    def write(ext: str) -> str:
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": ext, "text": "help", "from": {"email": "re@example.com"}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["conversation_id"])
+
+    def call(path: str, body: dict[str, Any]) -> None:
+        r = client.post(f"/api/v1/conversations/{conv}/{path}", json=body, headers=auth(world.bob))
+        assert r.status_code in (200, 201), r.text
+
+    conv = write("re-1")
+    call("messages", {"text": "on it"})
+    call("status", {"status": "resolved"})
+    assert write("re-2") == conv  # reopened: a fresh resolution clock, the whole target
+    fresh = _record(database, conv)
+    assert fresh.resolution_used_seconds == 0
+    started = fresh.resolution_started_at
+    assert fresh.resolution_due_at == started + timedelta(minutes=2880)
+
+    call("labels", {"labels": ["vip"]})
+    assert _record(database, conv).resolution_due_at == started + timedelta(minutes=60)
+
+    # Paused after half an hour open, matched again while paused, then open again.
+    _paused_unused(database, conv)
+    t = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    _move(database, conv, "open", t)
+    _move(database, conv, "pending", t + timedelta(minutes=30))
+    r = client.delete(f"/api/v1/conversations/{conv}/labels/vip", headers=auth(world.bob))
+    assert r.status_code in (200, 204), r.text
+    assert _record(database, conv).resolution_due_at is None  # still paused
+    _move(database, conv, "open", t + timedelta(hours=2))
+    assert _record(database, conv).resolution_due_at == t + timedelta(hours=2, minutes=2850)
+    call("labels", {"labels": ["vip"]})
+    assert _record(database, conv).resolution_due_at == t + timedelta(hours=2, minutes=30)

@@ -16,6 +16,12 @@ a missed target is still open, ``warning`` while one is close, ``ok`` otherwise,
 when no clock runs; ``none`` once its policy is deleted). A miss is history and stays on
 record (``breached_at``, ``breaches``, ``announced``) when the target is met late, the
 conversation is resolved, reopened with fresh clocks, or its policy is deleted.
+
+Reopened with fresh clocks: a conversation the customer writes to again after it was
+resolved gets a next-response clock and a new resolution clock, with the policy's whole
+target (unlike Zendesk's requester wait time, which adds up across a solve and a reopen:
+the resolution target here is a promise about each resolution). The time before it was
+resolved stays in the reports through its misses.
 """
 
 from dataclasses import dataclass, field
@@ -282,8 +288,9 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
 def on_changed(db: Session, *, conversation: Conversation) -> None:
     """Its priority or labels changed (by an agent or a rule, often right after the message
     that started its clocks): the first policy matching now applies. Its response targets
-    are timed from when the customer started waiting; its resolution target, while it was
-    never answered, from when its clock started, less the open time it ran before a pause."""
+    are timed from when the customer started waiting; its resolution target from when its
+    clock started (a reopened conversation's: when it reopened), less the open time it ran
+    before a pause."""
     if conversation.status == Status.resolved or not has_policies(db, conversation.workspace_id):
         return
     row = db.get(ConversationSla, conversation.id)
@@ -308,9 +315,7 @@ def on_changed(db: Session, *, conversation: Conversation) -> None:
     row.first_response_due_at = None if answered else due(waiting, policy.first_response_minutes)
     row.next_response_due_at = due(waiting, policy.next_response_minutes) if answered else None
     row.policy_id = policy.id
-    if answered:  # a reopened conversation's resolution clock started at a time not kept
-        pass
-    elif row.resolution_started_at is not None:  # running: timed anew under this policy
+    if row.resolution_started_at is not None:  # running: timed anew under this policy
         row.resolution_due_at = _resolution_due(row, policy, cal)
     elif row.resolution_due_at is not None and not _used_up(row, policy):
         row.resolution_due_at = None  # paused after a miss this policy does not count
