@@ -1,10 +1,13 @@
 """The profile: typed custom attributes, tags, consent with its history, derived figures."""
 
+import base64
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from rapport.customers import importer
 from rapport.db import Database
 from rapport.events.models import Order
 from rapport.realtime.models import StreamEvent
@@ -299,3 +302,51 @@ def test_tags_put_at_once_leave_one_of_the_sets_and_never_fail(
     assert [r.status_code for r in answers] == [200] * len(sets), [r.text for r in answers]
     final = client.get(f"/api/v1/customers/{customer.id}/profile", headers=auth(world.bob))
     assert sorted(final.json()["tags"]) in [sorted(s) for s in sets]
+
+
+def test_a_text_attribute_too_long_to_keep_is_refused_by_the_api_an_import_and_events(
+    client: TestClient, world: World, database: Database, tmp_path: Path
+) -> None:
+    # A text attribute was cut to 2,000 characters without a word: the API answered 200,
+    # the import counted the row as imported and the events API took the batch, each
+    # having dropped the rest of the value.
+    define(client, world, "notes", "text")
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{customer.id}"
+    longest, too_long = "n" * 2000, "n" * 2001
+    r = client.patch(url, json={"attributes": {"notes": longest}}, headers=auth(world.bob))
+    assert r.status_code == 200 and r.json()["attributes"]["notes"] == longest
+    for method, path in (("PATCH", url), ("POST", "/api/v1/customers")):
+        r = client.request(
+            method, path, json={"attributes": {"notes": too_long}}, headers=auth(world.bob)
+        )
+        assert r.status_code == 422, (method, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"] == "notes is text of at most 2000 characters, not 2001"
+    assert client.get(url, headers=auth(world.bob)).json()["attributes"]["notes"] == longest
+
+    csv_path = tmp_path / "customers.csv"
+    csv_path.write_text(
+        f"name,email,notes\nAda,ada@example.com,{longest}\nBea,bea@example.com,{too_long}\n",
+        encoding="utf-8",
+    )
+    report = importer.import_customers(
+        database, workspace_id=world.acme.workspace.id, path=csv_path, mapping={}
+    )
+    assert report.created == 1
+    assert [(e.line, e.reason) for e in report.errors] == [
+        (3, "notes is text of at most 2000 characters, not 2001")
+    ]
+
+    r = client.post("/api/v1/event-sources", json={"name": "site"}, headers=auth(world.alice))
+    key = base64.b64encode(f"{r.json()['write_key']}:".encode()).decode()
+    identify = {"type": "identify", "userId": "long-1", "traits": {"notes": too_long}}
+    r = client.post(
+        "/api/v1/events/batch",
+        json={"batch": [identify]},
+        headers={"Authorization": f"Basic {key}"},
+    )
+    assert (r.status_code, r.json()["detail"]) == (
+        422,
+        "batch[0]: notes is text of at most 2000 characters, not 2001",
+    )

@@ -35,6 +35,9 @@ _TRUE = {"true", "yes", "1", "y", "on"}
 _FALSE = {"false", "no", "0", "n", "off"}
 # The integers orjson writes (and reads back as integers): int64's least to uint64's most.
 _INTEGERS = (-(2**63), 2**64 - 1)
+# The longest text attribute value kept. A longer one is refused, never cut: whoever sent
+# it (an API client, an import, the events API) must learn that it was not stored whole.
+MAX_TEXT = 2000
 
 
 def definitions(db: Session, *, workspace_id: str) -> list[AttributeDefinition]:
@@ -103,7 +106,10 @@ def coerce(definition: AttributeDefinition, value: Any) -> Any:
     if kind == AttributeType.text:
         if isinstance(value, dict | list):
             raise Invalid(f"{key} is text")
-        return str(value)[:2000]
+        text = str(value)
+        if len(text) > MAX_TEXT:
+            raise Invalid(f"{key} is text of at most {MAX_TEXT} characters, not {len(text)}")
+        return text
     if kind == AttributeType.number:
         if isinstance(value, bool):
             raise Invalid(f"{key} is a number")
