@@ -1,9 +1,16 @@
 """Mentions in notes and assignments notify the agent concerned, and only them."""
 
-from fastapi.testclient import TestClient
+from typing import Any
 
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rapport.auth.models import Role, User
+from rapport.db import Database
+from rapport.notifications.models import Notification
+from rapport.workspaces import service as workspaces
 from tests.conftest import auth
-from tests.factories import World
+from tests.factories import PASSWORD, World
 
 
 def test_a_note_mentioning_a_colleague_notifies_them(client: TestClient, world: World) -> None:
@@ -82,3 +89,54 @@ def test_marking_more_notifications_read_than_a_query_holds_is_refused(
         "/api/v1/notifications/read", json={"ids": ids[:1_000]}, headers=auth(world.bob)
     )
     assert r.json() == {"marked": 0}
+
+
+def test_a_mention_that_fits_several_colleagues_notifies_none_and_tells_the_author(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # "@bob" went to whichever Bob the query returned first: the wrong one was notified
+    # and the right one never knew. A handle that fits several members notifies none of
+    # them; the author is told who it could be, and the full name or email picks one.
+    with database.session() as db:
+        for email, name in (("bstone@acme.test", "Bob Stone"), ("rob@acme.test", "Bob Stone")):
+            workspaces.add_member(
+                db,
+                workspace_id=world.acme.workspace.id,
+                email=email,
+                role=Role.agent,
+                password=PASSWORD,
+                name=name,
+                actor_role=Role.owner,
+            )
+        rob = db.scalar(select(User.id).where(User.email == "rob@acme.test"))
+        stones = sorted(
+            db.scalars(select(User.id).where(User.email.in_(["bstone@acme.test", "rob@acme.test"])))
+        )
+    bob = world.acme.users["bob"].id
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+
+    def note(text: str) -> dict[str, Any]:
+        r = client.post(
+            f"/api/v1/conversations/{conv}/notes", json={"text": text}, headers=auth(world.alice)
+        )
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    def notified() -> set[str]:
+        with database.session(write=False) as db:
+            return set(db.scalars(select(Notification.user_id)))
+
+    body = note("@Bob and @bob.stone, please look")
+    assert notified() == set() and body["mentioned"] == []
+    assert [
+        (a["handle"], sorted(m["id"] for m in a["members"])) for a in body["ambiguous_mentions"]
+    ] == [
+        ("bob", sorted([bob, *stones])),
+        ("bob.stone", stones),
+    ]
+    body = note("@bob@acme.test and @rob@acme.test, please look.")
+    assert body["ambiguous_mentions"] == []
+    assert body["mentioned"] == [bob, rob]
+    assert notified() == {bob, rob}
+    body = note("@rob thanks")  # an email's local part that is nobody else's
+    assert body["mentioned"] == [rob] and body["ambiguous_mentions"] == []

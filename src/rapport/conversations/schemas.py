@@ -44,6 +44,28 @@ class MessageRead(BaseModel):
     attachments: list[AttachmentRead] = Field(default_factory=list)
 
 
+class MentionedMember(BaseModel):
+    id: str
+    name: str
+    email: str
+
+
+class AmbiguousMention(BaseModel):
+    """A handle in a note that fits several members: none of them was notified."""
+
+    handle: str
+    members: list[MentionedMember]
+
+
+class NoteRead(MessageRead):
+    """A note added: ``mentioned`` are the ids of the members it notified;
+    ``ambiguous_mentions`` the handles that fit several members and notified nobody (write
+    the full name, as ``@bob.smith``, or the email, as ``@bob@example.com``)."""
+
+    mentioned: list[str] = Field(default_factory=list)
+    ambiguous_mentions: list[AmbiguousMention] = Field(default_factory=list)
+
+
 class UploadRead(BaseModel):
     """A file uploaded for a reply or note: name its ``id`` in ``attachment_ids``."""
 

@@ -487,6 +487,16 @@ def reply(
     return msg
 
 
+@dataclass(frozen=True)
+class Noted:
+    """A note added, the members its @mentions notified, and each handle that fits several
+    members (none of whom was notified)."""
+
+    message: Message
+    notified: list[str]
+    ambiguous: dict[str, list[notifications.Member]]
+
+
 def note(
     db: Session,
     *,
@@ -494,9 +504,10 @@ def note(
     author_id: str | None,
     text: str,
     attachment_ids: list[str] | None = None,
-) -> Message:
+) -> Noted:
     """Add a private note (with files, if uploaded): visible to agents, never sent to the
-    customer."""
+    customer. The members it mentions are notified; a handle that fits several members
+    notifies none of them and is returned, for the author to be told."""
     uploads = files.take(db, conversation=conversation, upload_ids=attachment_ids or [])
     if not text.strip() and not uploads:
         raise Invalid("a note needs text or a file")
@@ -511,18 +522,19 @@ def note(
         uploads=uploads,
     )
     db.flush()
-    for user_id in notifications.mentioned(db, workspace_id=conversation.workspace_id, text=text):
-        if user_id != author_id:
-            notifications.notify(
-                db,
-                workspace_id=conversation.workspace_id,
-                user_id=user_id,
-                kind="mention",
-                text=text,
-                conversation_id=conversation.id,
-                message_id=msg.id,
-            )
-    return msg
+    mentions = notifications.mentioned(db, workspace_id=conversation.workspace_id, text=text)
+    notified = [user_id for user_id in mentions.user_ids if user_id != author_id]
+    for user_id in notified:
+        notifications.notify(
+            db,
+            workspace_id=conversation.workspace_id,
+            user_id=user_id,
+            kind="mention",
+            text=text,
+            conversation_id=conversation.id,
+            message_id=msg.id,
+        )
+    return Noted(message=msg, notified=notified, ambiguous=mentions.ambiguous)
 
 
 def _activity(db: Session, *, conversation: Conversation, text: str, data: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from rapport.conversations.models import (
     Status,
 )
 from rapport.conversations.schemas import (
+    AmbiguousMention,
     AssignIn,
     AttachmentRead,
     BulkIn,
@@ -35,8 +36,10 @@ from rapport.conversations.schemas import (
     LabelsIn,
     LabelUpdate,
     LastMessage,
+    MentionedMember,
     MessageRead,
     NoteIn,
+    NoteRead,
     PriorityIn,
     RenderedOut,
     ReplyIn,
@@ -264,19 +267,30 @@ def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) 
     return _with_files(db, [msg])[0]
 
 
-@router.post("/{conversation_id}/notes", response_model=MessageRead, status_code=201)
-def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db) -> MessageRead:
+@router.post("/{conversation_id}/notes", response_model=NoteRead, status_code=201)
+def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db) -> NoteRead:
     """A private note for colleagues (with files uploaded first); never sent to the
-    customer."""
+    customer. Says whom its @mentions notified, and which fit several members (and so
+    notified none of them)."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    msg = service.note(
+    noted = service.note(
         db,
         conversation=conv,
         author_id=principal.user_id,
         text=body.text,
         attachment_ids=body.attachment_ids,
     )
-    return _with_files(db, [msg])[0]
+    return NoteRead(
+        **_with_files(db, [noted.message])[0].model_dump(),
+        mentioned=noted.notified,
+        ambiguous_mentions=[
+            AmbiguousMention(
+                handle=handle,
+                members=[MentionedMember(id=m.id, name=m.name, email=m.email) for m in found],
+            )
+            for handle, found in noted.ambiguous.items()
+        ],
+    )
 
 
 @router.post("/{conversation_id}/assign", response_model=ConversationRead)

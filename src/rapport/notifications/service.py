@@ -1,6 +1,7 @@
 """Notifying agents, and finding who a note mentions."""
 
 import re
+from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -10,31 +11,64 @@ from rapport.db import utcnow
 from rapport.notifications.models import Notification
 from rapport.realtime.service import emit
 
-# @bob, @bob.smith, @carol-ann: matched against each member's email local part and first name.
-_MENTION = re.compile(r"(?<![\w@])@([\w][\w.\-]*)")
+# @bob, @bob.smith, @carol-ann, @bob@acme.example: a member's first name, full name (its
+# words joined by dots), email local part or whole email, in any case.
+_MENTION = re.compile(r"(?<![\w@])@([\w][\w.\-]*(?:@[\w\-]+(?:\.[\w\-]+)+)?)")
 
 
-def mentioned(db: Session, *, workspace_id: str, text: str) -> list[str]:
-    """The ids of the members (not viewers) that ``text`` mentions, in order, once each."""
+@dataclass(frozen=True)
+class Member:
+    """A member a handle fits, as the author is shown them to pick the one meant."""
+
+    id: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Mentions:
+    """Who a text's @handles name. A handle that fits one member names them; one that fits
+    several (two Bobs, or a Bob whose email is someone else's first name) names nobody:
+    notifying the first one found would tell the wrong person and leave the right one
+    unaware, so the author is told instead and can write the full name or email."""
+
+    user_ids: list[str] = field(default_factory=list)
+    # Each handle that fits several members, as written (lower-cased), with those members.
+    ambiguous: dict[str, list[Member]] = field(default_factory=dict)
+
+
+def _handles(email: str, name: str | None) -> set[str]:
+    email = email.lower()
+    words = (name or "").lower().split()
+    handles = {email, email.split("@")[0]}
+    if words:
+        handles |= {words[0], ".".join(words)}
+    return handles
+
+
+def mentioned(db: Session, *, workspace_id: str, text: str) -> Mentions:
+    """The members (not viewers) that ``text`` mentions, in order, once each, and the
+    handles that fit several members, which mention none of them."""
     handles = [h.lower().rstrip(".") for h in _MENTION.findall(text)]
     if not handles:
-        return []
+        return Mentions()
     members = db.execute(
         select(User.id, User.email, User.name)
         .join(Membership, Membership.user_id == User.id)
         .where(Membership.workspace_id == workspace_id, Membership.role != Role.viewer)
+        .order_by(User.id)
     ).all()
-    by_handle: dict[str, str] = {}
+    fits: dict[str, list[Member]] = {}
     for uid, email, name in members:
-        by_handle.setdefault(email.split("@")[0].lower(), uid)
-        if name:
-            by_handle.setdefault(name.split(" ")[0].lower(), uid)
-            by_handle.setdefault(name.replace(" ", ".").lower(), uid)
-    out: list[str] = []
+        for handle in _handles(email, name):
+            fits.setdefault(handle, []).append(Member(id=uid, name=name or "", email=email))
+    out = Mentions()
     for h in handles:
-        found = by_handle.get(h)
-        if found and found not in out:
-            out.append(found)
+        found = fits.get(h, [])
+        if len(found) > 1:
+            out.ambiguous[h] = found
+        elif found and found[0].id not in out.user_ids:
+            out.user_ids.append(found[0].id)
     return out
 
 

@@ -394,6 +394,10 @@ function setupConversation() {
       textarea.value = "";
       attachments.clear();
       add(m);
+      // A note's @handle that fits several colleagues notified none of them: say so.
+      const unclear = (m.ambiguous_mentions || []).map(
+        (a) => `@${a.handle} (${a.members.map((p) => `${p.name || p.email} <${p.email}>`).join(", ")})`);
+      if (unclear.length) showError(`Not notified, as it fits several colleagues: ${unclear.join("; ")}. Write the full name (@first.last) or the email.`);
     } catch (e) { showError(e.message); }
   };
   setupCanned(textarea, id);
