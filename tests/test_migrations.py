@@ -299,3 +299,43 @@ def test_sla_records_are_indexed_by_policy_and_the_queue_by_age_and_downgrade(
     ] == ["SET NULL"]
     db.dispose()
     migrate.upgrade(empty_url)
+
+
+def test_the_search_indexes_ignore_accents_after_the_upgrade_and_downgrade_as_before(
+    empty_url: str,
+) -> None:
+    # PostgreSQL's indexes kept accents where SQLite's fold them: "jose" missed "José".
+    migrate.upgrade(empty_url, "0019")
+    db = Database(empty_url, pool_size=1)
+    with db.session() as s:
+        ws = Workspace(name="Acme")
+        s.add(ws)
+        s.flush()
+        jose = Customer(workspace_id=ws.id, name="José Núñez", attributes={})
+        s.add(jose)
+    migrate.upgrade(empty_url)
+    with db.session(write=False) as s:
+        assert rapport.search.customer_ids(s, workspace_id=ws.id, q="jose nunez") == [jose.id]
+    if db.is_sqlite:
+        command.downgrade(migrate.config(empty_url), "0019")
+        migrate.upgrade(empty_url)
+        db.dispose()
+        return
+    migrated = _search_indexes(db)
+    with db.engine.begin() as conn:  # as a fresh install builds them
+        for name in migrated:
+            conn.execute(text(f"DROP INDEX {name}"))
+        rapport.search.install(conn)
+    assert migrated == _search_indexes(db)
+    assert all("rapport_search" in index for index in migrated.values()), migrated
+
+    command.downgrade(migrate.config(empty_url), "0019")
+    downgraded = _search_indexes(db)
+    assert all("to_tsvector('simple'::regconfig" in i for i in downgraded.values()), downgraded
+    with db.engine.connect() as conn:
+        assert (
+            conn.scalar(text("SELECT count(*) FROM pg_ts_config WHERE cfgname = 'rapport_search'"))
+            == 0
+        )
+    migrate.upgrade(empty_url)
+    db.dispose()

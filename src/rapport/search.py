@@ -66,13 +66,39 @@ _SQLITE = [
 # database's locale (under "C" it takes every non-ASCII letter for a separator): non-ASCII
 # text is left to the parser.
 _SEPARATORS = r"'[\x01-\x2F\x3A-\x40\x5B-\x60\x7B-\x7F]+'"
+# Accents count for nothing, as FTS5's remove_diacritics has it ("José" and "jose" find
+# each other): a text search configuration of our own is 'simple' with the unaccent
+# extension's dictionary first, for the index and the query words alike. Not unaccent() in
+# the expressions: it is STABLE, which an index expression may not be, and applied to the
+# query text it could turn a word into tsquery syntax ("ʼ" becomes a quote), where the
+# dictionary works on the words once the parser has split them.
+CONFIG = "rapport_search"
+# Every token type 'simple' maps (all but blanks): non-ASCII letters can be in several.
+_PARTS = (
+    "asciiword, word, numword, email, url, host, sfloat, version, hword_numpart, hword_part, "
+    "hword_asciipart, numhword, asciihword, hword, url_path, file, float, int, uint"
+)
+# Idempotent, as install() runs after every create_all: the configuration has no IF NOT
+# EXISTS. The dictionary is named in the schema the extension is in, wherever that is.
+_CONFIG_DDL = [
+    "CREATE EXTENSION IF NOT EXISTS unaccent",
+    "DO $$ BEGIN "  # noqa: S608 - constant SQL
+    f"IF NOT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = '{CONFIG}' "
+    "AND cfgnamespace = current_schema()::regnamespace) THEN "
+    f"CREATE TEXT SEARCH CONFIGURATION {CONFIG} (COPY = pg_catalog.simple); "
+    f"EXECUTE format('ALTER TEXT SEARCH CONFIGURATION {CONFIG} ALTER MAPPING FOR "
+    f"{_PARTS} WITH %s.unaccent, pg_catalog.simple', "
+    "(SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'unaccent')); "
+    "END IF; END $$",
+]
 # The queries use these very expressions, or the planner would not use the indexes.
-_MESSAGE_TSV = f"to_tsvector('simple', regexp_replace(text, {_SEPARATORS}, ' ', 'g'))"
+_MESSAGE_TSV = f"to_tsvector('{CONFIG}', regexp_replace(text, {_SEPARATORS}, ' ', 'g'))"
 _CUSTOMER_TSV = (
-    "to_tsvector('simple', regexp_replace(coalesce(name, '') || ' ' || coalesce(email, '') "
+    f"to_tsvector('{CONFIG}', regexp_replace(coalesce(name, '') || ' ' || coalesce(email, '') "
     f"|| ' ' || coalesce(phone, ''), {_SEPARATORS}, ' ', 'g'))"
 )
 _POSTGRES = [
+    *_CONFIG_DDL,
     f"CREATE INDEX IF NOT EXISTS ix_messages_fts ON messages USING gin ({_MESSAGE_TSV})",
     f"CREATE INDEX IF NOT EXISTS ix_customers_fts ON customers USING gin ({_CUSTOMER_TSV})",
 ]
@@ -140,7 +166,7 @@ def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50)
         sql = text(
             "SELECT conversation_id FROM ("  # noqa: S608 - constant SQL
             "  SELECT m.conversation_id, m.created_at FROM messages m"
-            f"  WHERE {_MESSAGE_TSV} @@ to_tsquery('simple', :q)"
+            f"  WHERE {_MESSAGE_TSV} @@ to_tsquery('{CONFIG}', :q)"
             "  AND m.workspace_id = :ws ORDER BY m.created_at DESC LIMIT :scan"
             ") hits GROUP BY conversation_id ORDER BY MAX(created_at) DESC LIMIT :limit"
         )
@@ -170,7 +196,7 @@ def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) ->
             return []
         sql = text(
             f"SELECT id FROM customers WHERE workspace_id = :ws "  # noqa: S608 - constant SQL
-            f"AND {_CUSTOMER_TSV} @@ to_tsquery('simple', :q) ORDER BY id DESC LIMIT :limit"
+            f"AND {_CUSTOMER_TSV} @@ to_tsquery('{CONFIG}', :q) ORDER BY id DESC LIMIT :limit"
         )
         params = {"ws": workspace_id, "q": tsquery, "limit": limit}
     return [row[0] for row in db.execute(sql, params)]

@@ -1,7 +1,7 @@
 """Invitations to join a workspace
 
 Revision ID: 0022
-Revises: 0020
+Revises: 0021
 Create Date: 2026-12-04 20:10:00
 
 Members used to be added by an admin outright: an address with an account anywhere in the
@@ -18,7 +18,7 @@ from alembic import op
 import rapport.db
 
 revision: str = "0022"
-down_revision: str | None = "0020"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
