@@ -250,6 +250,7 @@ def test_the_profile_adds_up_the_customers_history(
     assert figures["conversations"] == 1
     assert figures["orders"] == 4
     assert figures["total_spend_minor"] == {"EUR": 3500, "USD": 999}
+    assert figures["total_spend"] == {"EUR": "35.00", "USD": "9.99"}
     assert figures["average_csat"] is None
     assert body["identities"] and body["attribute_definitions"] == []
 
@@ -283,6 +284,53 @@ def test_a_total_spend_beyond_a_64_bit_integer_is_added_up_exactly(
     r = client.get(f"/api/v1/customers/{customer.id}/profile", headers=auth(world.bob))
     assert r.status_code == 200, r.text
     assert r.json()["figures"]["total_spend_minor"] == {"USD": sum(totals), "EUR": -1}
+
+
+def test_amounts_past_what_a_double_holds_are_shown_to_the_cent(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The panel and the timeline divided minor units as floats: an order of 2**53 + 1
+    # cents showed as 90071992547409.94, and a browser read the JSON total rounded too.
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    with database.session() as db:
+        for order_id, total, currency in (
+            ("e", 2**53 + 1, "EUR"),
+            ("u1", 2**63 - 1, "USD"),
+            ("u2", 2**63 - 1, "USD"),
+            ("g", -5, "GBP"),
+        ):
+            db.add(
+                Order(
+                    workspace_id=world.acme.workspace.id,
+                    customer_id=customer.id,
+                    order_id=order_id,
+                    total_minor=total,
+                    currency=currency,
+                    status="completed",
+                )
+            )
+    r = client.get(
+        f"/api/v1/customers/{customer.id}/timeline",
+        params={"kind": "order"},
+        headers=auth(world.bob),
+    )
+    summaries = {e["data"]["order_id"]: e["summary"] for e in r.json()["items"]}
+    assert summaries == {
+        "e": "Order e: 90071992547409.93 EUR",
+        "u1": "Order u1: 92233720368547758.07 USD",
+        "u2": "Order u2: 92233720368547758.07 USD",
+        "g": "Order g: -0.05 GBP",
+    }
+    r = client.get(f"/api/v1/customers/{customer.id}/profile", headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    figures = r.json()["figures"]
+    assert figures["total_spend_minor"] == {"EUR": 2**53 + 1, "USD": 2**64 - 2, "GBP": -5}
+    assert f'"EUR":{2**53 + 1}' in r.text  # the JSON integer is written whole
+    assert figures["total_spend"] == {
+        "EUR": "90071992547409.93",
+        "USD": "184467440737095516.14",
+        "GBP": "-0.05",
+    }
 
 
 def test_tags_put_at_once_leave_one_of_the_sets_and_never_fail(

@@ -305,3 +305,31 @@ def test_two_agents_on_one_conversation_see_each_other(
     expect(pages["bob@acme.test"].locator("#collision")).to_contain_text(
         "Alice is typing a reply", timeout=10_000
     )
+
+
+def test_the_panel_shows_a_total_spend_past_what_a_double_holds_to_the_cent(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    database: Database,
+) -> None:
+    # The panel divided the JSON integer by 100 in JavaScript: 2**53 + 1 cents showed as
+    # 90071992547409.92 EUR (JSON.parse had already rounded it).
+    from rapport.events.models import Order
+
+    first = world.acme.first
+    with database.session() as db:
+        db.add(
+            Order(
+                workspace_id=world.acme.workspace.id,
+                customer_id=first.customer.id,  # type: ignore[union-attr]
+                order_id="big",
+                total_minor=2**53 + 1,
+                currency="EUR",
+                status="completed",
+            )
+        )
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{first.conversation.id}")  # type: ignore[union-attr]
+    expect(page.locator("#panel-extra")).to_contain_text("total spend")
+    expect(page.locator("#panel-extra")).to_contain_text("90071992547409.93 EUR")

@@ -248,6 +248,13 @@ def may_contact(db: Session, *, customer_id: str, channel: ConsentChannel, purpo
     return bool(newest)
 
 
+def amount(minor: int) -> str:
+    """An amount in minor units as its decimal text, exactly: -1234 -> "-12.34". Not
+    ``minor / 100``: a float is off by a cent or more past 2**53 minor units."""
+    units, cents = divmod(abs(minor), 100)
+    return f"{'-' if minor < 0 else ''}{units}.{cents:02d}"
+
+
 def figures(db: Session, *, customer: Customer) -> dict[str, Any]:
     """What the customer's history adds up to, computed when asked (never stale)."""
     channels = sorted(
@@ -286,6 +293,9 @@ def figures(db: Session, *, customer: Customer) -> dict[str, Any]:
         "orders": int(orders or 0),
         # Per currency, in minor units: sums of different currencies mean nothing.
         "total_spend_minor": spend,
+        # The same as decimal text, for clients whose JSON numbers are doubles (a browser's
+        # JSON.parse rounds an integer past 2**53, a large total's last cents).
+        "total_spend": {currency: amount(minor) for currency, minor in spend.items()},
         # Surveys are not built yet: null, not zero, until there is a rating.
         "average_csat": None,
     }

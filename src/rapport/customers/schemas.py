@@ -185,6 +185,8 @@ class ProfileFigures(BaseModel):
     conversations: int
     orders: int
     total_spend_minor: dict[str, int]
+    # Per currency, the same total as exact decimal text ("1234.50"), for JavaScript.
+    total_spend: dict[str, str]
     average_csat: float | None
 
 

@@ -496,7 +496,7 @@ def timeline(
                     id=o.id,
                     at=o.occurred_at,
                     type=f"order.{o.status}",
-                    summary=f"Order {o.order_id}: {o.total_minor / 100:.2f} {o.currency}",
+                    summary=f"Order {o.order_id}: {profile.amount(o.total_minor)} {o.currency}",
                     data={
                         "order_id": o.order_id,
                         "total_minor": o.total_minor,

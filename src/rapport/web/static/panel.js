@@ -12,8 +12,10 @@ function el(tag, text, cls) {
   return node;
 }
 
+// Totals as the API writes them in decimal text ("1234.50"): a JavaScript number rounds an
+// amount past 2**53 minor units, and shows one past 1e21 in exponent notation.
 function money(totals) {
-  const parts = Object.entries(totals).map(([cur, minor]) => `${(minor / 100).toFixed(2)} ${cur}`);
+  const parts = Object.entries(totals).map(([cur, amount]) => `${amount} ${cur}`);
   return parts.length ? parts.join(", ") : "—";
 }
 
@@ -25,7 +27,7 @@ async function profile(box, customerId) {
   row("channels", f.channels.join(", ") || "—");
   row("conversations", String(f.conversations));
   row("orders", String(f.orders));
-  row("total spend", money(f.total_spend_minor));
+  row("total spend", money(f.total_spend));
   if (f.average_csat !== null) row("average CSAT", String(f.average_csat));
   row("tags", p.tags.join(", ") || "—");
   for (const c of p.consents) row(`${c.channel} ${c.purpose}`, c.granted ? "consented" : "withdrawn");
