@@ -333,3 +333,32 @@ def test_the_panel_shows_a_total_spend_past_what_a_double_holds_to_the_cent(
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{first.conversation.id}")  # type: ignore[union-attr]
     expect(page.locator("#panel-extra")).to_contain_text("total spend")
     expect(page.locator("#panel-extra")).to_contain_text("90071992547409.93 EUR")
+
+
+def test_a_note_whose_mention_fits_two_colleagues_tells_its_author_in_the_browser(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    database: Database,
+    client: TestClient,
+) -> None:
+    with database.session() as db:
+        workspaces.add_member(
+            db,
+            workspace_id=world.acme.workspace.id,
+            email="bobby@acme.test",
+            role=Role.agent,
+            password=PASSWORD,
+            name="Bob Stone",
+            actor_role=Role.owner,
+        )
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    page = browser.new_page()
+    sign_in(page, live_server, "alice@acme.test", f"/app/conversations/{conv}")
+    page.check("input[name=mode][value=note]")
+    page.fill("#composer textarea", "@bob can you call her back?")
+    page.click("#composer button[type=submit]")
+    page.wait_for_selector("#messages li.kind-note")
+    expect(page.locator("#flash")).to_contain_text("Not notified")
+    expect(page.locator("#flash")).to_contain_text("bobby@acme.test")
+    assert client.get("/api/v1/notifications", headers=auth(world.bob)).json() == []
