@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 
 from rapport.db import Database, UTCDateTime
@@ -38,3 +39,27 @@ def test_timestamps_round_trip_as_utc_whatever_was_bound_before(database: Databa
         assert all(v is None or v.tzinfo is not None for v in got.values())
     finally:
         meta.drop_all(database.engine)
+
+
+def test_a_released_savepoint_runs_no_commit_hook_before_its_transaction_commits(
+    database: Database,
+) -> None:
+    # SQLAlchemy signals after_commit for a savepoint's release too: the hooks (the bus
+    # publishing the transaction's events) ran then, and again for nothing at the real
+    # commit, so a transaction that rolled back later had its events published all the same.
+    from rapport.db import on_commit, savepoint
+
+    ran: list[str] = []
+    with pytest.raises(RuntimeError), database.session() as db:
+        on_commit(db, lambda: ran.append("before the savepoint"))
+        with savepoint(db):
+            on_commit(db, lambda: ran.append("inside it"))
+        assert ran == []
+        raise RuntimeError("the transaction rolls back")
+    assert ran == []
+    with database.session() as db:
+        on_commit(db, lambda: ran.append("before the savepoint"))
+        with savepoint(db):
+            on_commit(db, lambda: ran.append("inside it"))
+        assert ran == []
+    assert ran == ["before the savepoint", "inside it"]

@@ -418,6 +418,10 @@ def on_commit(db: Session, fn: Callable[[], None]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(db: Session) -> None:
+    if db.in_nested_transaction():
+        # A savepoint released (SQLAlchemy signals that as a commit too): nothing is
+        # committed yet, and the transaction may still roll back.
+        return
     hooks: list[Callable[[], None]] = db.info.pop(_HOOKS, [])
     for fn in hooks:
         fn()
