@@ -416,6 +416,12 @@ def on_commit(db: Session, fn: Callable[[], None]) -> None:
     db.info.setdefault(_HOOKS, []).append(fn)
 
 
+def commit_hooks(db: Session) -> list[Callable[[], None]]:
+    """The hooks the session's transaction holds so far, in order (a savepoint rolled
+    back has taken its own away): what will run if it commits."""
+    return list(db.info.get(_HOOKS, ()))
+
+
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(db: Session) -> None:
     if db.in_nested_transaction():

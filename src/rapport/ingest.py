@@ -62,6 +62,7 @@ from rapport.db import (
 from rapport.jobs import service as job_service
 from rapport.metrics import INGEST_BATCH, INGESTED
 from rapport.problems import Invalid, NotFound
+from rapport.realtime import service as realtime
 from rapport.realtime.models import StreamEvent
 from rapport.sanitize import clean_html
 from rapport.storage import LocalStorage
@@ -353,8 +354,6 @@ _CONTINUED = (
         messages_count=_t.messages_count + bindparam("added"),
     )
 )
-_EVENTS = insert(StreamEvent)
-_EVENTS_NUMBERED = _EVENTS.returning(StreamEvent.id, sort_by_parameter_order=True)
 _LAST_EVENT = select(func.max(StreamEvent.id))
 # The events one transaction of a workspace stored (they share its timestamp), among the
 # latest ones: an earlier try of the same batch committed them moments ago.
@@ -745,7 +744,7 @@ def receive_batch(
         conn.execute(insert(Attachment), new_attachments)
     bus_events = republished
     if events:
-        ids = _insert_events(conn, events)
+        ids = realtime.store(db, events)
         bus_events = bus_events + [
             {**e, "id": event_id, "created_at": now.isoformat()}
             for e, event_id in zip(events, ids, strict=True)
@@ -852,18 +851,6 @@ def _threading_of(message: SimpleNamespace, events: list[dict[str, Any]]) -> str
                     return "reopened"
             break
     return "continued"
-
-
-def _insert_events(conn: Any, events: list[dict[str, Any]]) -> list[int]:
-    """Store the realtime events; their ids, in order."""
-    if conn.dialect.name != "sqlite":
-        return list(conn.execute(_EVENTS_NUMBERED, events).scalars())
-    # SQLite cannot number a multi-row insert's RETURNING rows in order (SQLAlchemy would
-    # insert them one statement each); it numbers new rows max(id) + 1, + 2, ... and nobody
-    # else writes in between: a writer that started meanwhile makes this insert fail.
-    last = conn.execute(_LAST_EVENT).scalar() or 0
-    conn.execute(_EVENTS, events)
-    return list(range(last + 1, last + 1 + len(events)))
 
 
 def _strip(row: SimpleNamespace) -> SimpleNamespace:

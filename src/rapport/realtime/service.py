@@ -1,33 +1,94 @@
 """Realtime events: written to the outbox in the caller's transaction, published on commit."""
 
 from collections import deque
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from rapport.bus import Event, get_bus
-from rapport.db import Database, on_commit, utcnow
+from rapport.db import Database, commit_hooks, on_commit, utcnow
 from rapport.realtime.models import StreamEvent
 
 
-def emit(db: Session, *, workspace_id: str, type: str, payload: dict[str, Any]) -> StreamEvent:
+@dataclass(eq=False)
+class Emitted:
+    """An event a transaction emitted: stored (and numbered) as the transaction commits,
+    with every other event it emitted, then published; as a commit hook, it publishes."""
+
+    workspace_id: str
+    type: str
+    payload: dict[str, Any]
+    id: int | None = None
+    created_at: datetime | None = None
+
+    def __call__(self) -> None:
+        get_bus().publish(as_dict(self))
+
+
+def emit(db: Session, *, workspace_id: str, type: str, payload: dict[str, Any]) -> Emitted:
     """Record an event in this transaction; the bus publishes it once the transaction commits."""
-    event = StreamEvent(workspace_id=workspace_id, type=type, payload=payload)
-    db.add(event)
-
-    def publish() -> None:
-        get_bus().publish(as_dict(event))
-
-    on_commit(db, publish)
+    event = Emitted(workspace_id=workspace_id, type=type, payload=payload)
+    # Kept among the transaction's commit hooks: a savepoint that rolls back takes it away.
+    on_commit(db, event)
     return event
 
 
-def as_dict(event: StreamEvent) -> dict[str, Any]:
+_INSERT = insert(StreamEvent)
+_NUMBERED = _INSERT.returning(StreamEvent.id, sort_by_parameter_order=True)
+_LAST = select(func.max(StreamEvent.id))
+
+
+def store(db: Session, rows: Sequence[dict[str, Any]] = ()) -> list[int]:
+    """Store, in one multi-row insert, the events this transaction emitted that are not
+    stored yet, then ``rows`` (events written directly, as ingest does: ``workspace_id``,
+    ``type``, ``payload``, ``created_at``); the ids of ``rows``, in order. Ids increase in
+    the order the events were emitted."""
+    waiting = [h for h in commit_hooks(db) if isinstance(h, Emitted) and h.id is None]
+    if not waiting and not rows:
+        return []
+    now = utcnow()
+    for e in waiting:
+        e.created_at = now
+    values = [
+        {"workspace_id": e.workspace_id, "type": e.type, "payload": e.payload, "created_at": now}
+        for e in waiting
+    ]
+    ids = _insert(db.connection(), [*values, *rows])
+    for e, event_id in zip(waiting, ids, strict=False):
+        e.id = event_id
+    return ids[len(waiting) :]
+
+
+def _insert(conn: Any, rows: list[dict[str, Any]]) -> list[int]:
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(_NUMBERED, rows).scalars())
+    # SQLite cannot number a multi-row insert's RETURNING rows in order (SQLAlchemy would
+    # insert them one statement each); it numbers new rows max(id) + 1, + 2, ... and nobody
+    # else writes in between: a writer that started meanwhile makes this insert fail.
+    last = conn.execute(_LAST).scalar() or 0
+    conn.execute(_INSERT, rows)
+    return list(range(last + 1, last + 1 + len(rows)))
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _store_emitted(db: Session) -> None:
+    # Stored at the last moment, whatever the transaction did meanwhile: one insert for
+    # its events however many (a removed agent's thousands of released conversations),
+    # and ids taken as it commits, so that a long transaction's events do not come out
+    # with ids (and times) far below the ones committed while it ran (see stragglers).
+    # A savepoint's release is signalled as a commit too: its events wait for the whole.
+    if not db.in_nested_transaction():
+        store(db)
+
+
+def as_dict(event: StreamEvent | Emitted) -> dict[str, Any]:
     return {
         "id": event.id,
         "workspace_id": event.workspace_id,
