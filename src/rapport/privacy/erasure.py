@@ -6,14 +6,14 @@ database's cascades: identities, attributes, tags, consents, timeline events and
 duplicate suggestions, merge history, conversations with their messages, notes,
 attachments, uploads, labels, SLA clocks and bot rounds; the search indexes follow (their
 triggers on SQLite, expression indexes on PostgreSQL). Web chat visitors that spoke for
-them go too, and so do the phrasings an agent taught the bot from their messages; the
-classifiers that learnt from their words (the bot's intents, the workspace's triage) are
-trained again without them, by jobs queued in the same transaction; the reply suggestions'
-pool of past questions and answers is forgotten in every process once it commits. Then a
-job removes the copies kept elsewhere: it blanks the realtime events a reconnecting agent
-could still fetch (kept as ``erased`` events without a payload, so that event ids stay in
-order and are never used again), and deletes the stored files no
-other message shares.
+them go too (their open sockets closed, in every process), and so do the phrasings an
+agent taught the bot from their messages; the classifiers that learnt from their words
+(the bot's intents, the workspace's triage) are trained again without them, by jobs
+queued in the same transaction; the reply suggestions' pool of past questions and answers
+is forgotten in every process once it commits. Then a job removes the copies kept
+elsewhere: it blanks the realtime events a reconnecting agent could still fetch (kept as
+``erased`` events without a payload, so that event ids stay in order and are never used
+again), and deletes the stored files no other message shares.
 
 The audit log keeps that an erasure happened, by whom, and how much it removed; ids only.
 """
@@ -37,6 +37,7 @@ from rapport.db import on_commit, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
+from rapport.realtime import service as realtime
 from rapport.realtime.models import StreamEvent
 from rapport.storage import REUSE_GRACE_SECONDS, LocalStorage
 
@@ -94,7 +95,13 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         _train_again(db, "train_triage", ws)
     # The suggestions' pool of past questions and answers, read before the erasure commits.
     on_commit(db, lambda: suggest.forget_pool(ws))
-    db.execute(delete(Visitor).where(Visitor.workspace_id == ws, Visitor.customer_id.in_(person)))
+    visitors = db.scalars(
+        delete(Visitor)
+        .where(Visitor.workspace_id == ws, Visitor.customer_id.in_(person))
+        .returning(Visitor.id)
+    ).all()
+    # Their widgets' sockets would stay open, waiting for replies to nobody: closed.
+    realtime.close_visitors(db, workspace_id=ws, visitor_ids=list(visitors))
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
     enqueue(

@@ -40,6 +40,30 @@ def emit(db: Session, *, workspace_id: str, type: str, payload: dict[str, Any]) 
     return event
 
 
+# Said on the bus, never stored, never sent to a client: these web chat visitors are gone
+# (their customer erased), and their sockets close in every process.
+VISITORS_ERASED = "visitors.erased"
+
+
+def close_visitors(db: Session, *, workspace_id: str, visitor_ids: list[str]) -> None:
+    """Once this transaction commits, close these visitors' sockets in every process."""
+    if not visitor_ids:
+        return
+
+    def publish() -> None:
+        get_bus().publish(
+            {
+                "id": 0,
+                "workspace_id": workspace_id,
+                "type": VISITORS_ERASED,
+                "payload": {"visitor_ids": visitor_ids},
+                "created_at": utcnow().isoformat(),
+            }
+        )
+
+    on_commit(db, publish)
+
+
 _INSERT = insert(StreamEvent)
 _NUMBERED = _INSERT.returning(StreamEvent.id, sort_by_parameter_order=True)
 _LAST = select(func.max(StreamEvent.id))

@@ -81,7 +81,10 @@ async def _while_allowed(
 
 
 def _for(event: dict[str, Any], me: str) -> bool:
-    """Whether this member's socket carries the event: a notification only to its own."""
+    """Whether this member's socket carries the event: a notification only to its own, and
+    never the word meant for visitors' sockets."""
+    if event["type"] == service.VISITORS_ERASED:
+        return False
     return event["type"] != "notification.created" or bool(event["payload"].get("user_id") == me)
 
 

@@ -1,8 +1,10 @@
 """The web chat widget: its API from another origin, identity by HMAC only, and a visitor
 in real Chromium on a page of another origin."""
 
+import contextlib
 import hashlib
 import hmac
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from rapport import bus
 from rapport.config import Settings
@@ -612,3 +615,107 @@ def test_a_non_ascii_hmac_is_a_forged_one(
     # Compared as text, a non-ASCII hash raised (a 500) instead of failing to match.
     v = start(client, chat, user_id="user-42", user_hash=user_hash)
     assert v["verified"] is False
+
+
+def next_message(ws, seconds: float = 20) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """What the socket says next, read on a thread: a socket that says nothing more (the
+    failure these tests catch) must fail the test, not hang it."""
+    said: list[dict] = []  # type: ignore[type-arg]
+
+    def read() -> None:
+        with contextlib.suppress(Exception):  # the test failed and closed the socket
+            said.append(ws.receive())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert said, "the socket stayed open and silent"
+    return said[0]
+
+
+def erase(client: TestClient, world: World, customer_id: str) -> None:
+    r = client.delete(f"/api/v1/customers/{customer_id}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+
+
+def test_erasing_a_customer_closes_their_visitor_socket_and_refuses_its_token(
+    client: TestClient, world: World, chat: dict[str, str]
+) -> None:
+    # The visitor's socket stayed open after the erasure (still listening for replies to
+    # a customer who no longer existed), and reconnecting with the dead token got a bare
+    # refusal the widget took for a network error, retrying it forever.
+    ann, ben = start(client, chat, name="Ann"), start(client, chat, name="Ben")
+    conv = say(client, chat, ann["visitor_token"], "forget me")["conversation_id"]
+    bens = say(client, chat, ben["visitor_token"], "I stay")["conversation_id"]
+    url = f"/widget/ws/{chat['token']}?visitor={ann['visitor_token']}"
+    with (
+        client.websocket_connect(url) as ws,
+        client.websocket_connect(
+            f"/widget/ws/{chat['token']}?visitor={ben['visitor_token']}"
+        ) as bs,
+    ):
+        erase(client, world, customer_of(client, world, conv))
+        closed = next_message(ws)
+        assert closed["type"] == "websocket.close"
+        assert (closed["code"], closed["reason"]) == (4404, "visitor erased")
+        reply(client, world, bens, "Ben's socket goes on")
+        assert bs.receive_json()["payload"]["text"] == "Ben's socket goes on"
+    with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(url) as ws:
+        ws.receive_json()
+    assert (refused.value.code, refused.value.reason) == (4404, "unknown visitor")
+    r = client.post(
+        f"/widget/api/{chat['token']}/messages",
+        json={"text": "still here?"},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": ann["visitor_token"]},
+    )
+    assert r.status_code == 404
+
+
+def test_a_visitor_socket_that_missed_the_erasure_on_the_bus_closes_at_its_heartbeat(
+    client: TestClient, world: World, chat: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The word to close travels on the bus, which may lose it (Redis away): the socket's
+    # heartbeat finds the visitor gone all the same.
+    from rapport.channels.webchat import views
+
+    monkeypatch.setattr(views, "HEARTBEAT_SECONDS", 0.1)
+    ann = start(client, chat, name="Ann")
+    conv = say(client, chat, ann["visitor_token"], "forget me")["conversation_id"]
+    monkeypatch.setattr(bus.get_bus(), "publish", lambda event: None)  # the bus loses it all
+    with client.websocket_connect(
+        f"/widget/ws/{chat['token']}?visitor={ann['visitor_token']}"
+    ) as ws:
+        erase(client, world, customer_of(client, world, conv))
+        closed = next_message(ws)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4404)
+
+
+@pytest.mark.redis
+def test_with_redis_an_erasure_closes_the_visitor_socket_through_the_shared_bus(
+    settings: Settings, database: Database, world: World
+) -> None:
+    # With Redis the word reaches this process only through Redis, as it reaches every other.
+    from rapport.app import create_app
+
+    redis_url = os.environ.get("RAPPORT_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("Redis not configured: set RAPPORT_TEST_REDIS_URL")
+    app = create_app(settings.model_copy(update={"redis_url": redis_url}), database=database)
+    try:
+        with TestClient(app) as client:
+            assert isinstance(bus.get_bus(), bus.RedisBus)
+            made = client.post(
+                "/api/v1/inboxes",
+                json={"name": "Chat", "channel": "webchat", "settings": {}},
+                headers=auth(world.alice),
+            )
+            room = {"id": made.json()["id"], "token": made.json()["public_token"]}
+            ann = start(client, room, name="Ann")
+            conv = say(client, room, ann["visitor_token"], "forget me")["conversation_id"]
+            url = f"/widget/ws/{room['token']}?visitor={ann['visitor_token']}"
+            with client.websocket_connect(url) as ws:
+                erase(client, world, customer_of(client, world, conv))
+                closed = next_message(ws)
+            assert (closed["type"], closed["code"]) == ("websocket.close", 4404)
+    finally:
+        bus.set_bus(bus.LocalBus())

@@ -3,6 +3,7 @@ cookies, CORS limited to the origins the inbox allows."""
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from fastapi import (
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from rapport.auth.models import Membership, User
 from rapport.bot import service as bot
@@ -39,6 +40,7 @@ from rapport.realtime import service as realtime
 from rapport.storage import LocalStorage
 from rapport.workspaces.models import Workspace
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["web chat"], include_in_schema=True)
 STATIC = Path(__file__).parent / "static"
 _VISIBLE = (MessageKind.message, MessageKind.bot)
@@ -435,10 +437,11 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
             return v
 
     visitor = await run_in_threadpool(who)
+    await ws.accept()  # a close before the accept reaches a browser as a failed handshake
     if visitor is None:
-        await ws.close(code=1008)
+        # An erased visitor's token (or one never given): the widget starts afresh.
+        await ws.close(code=VISITOR_GONE, reason="unknown visitor")
         return
-    await ws.accept()
 
     def mine(event: dict[str, Any]) -> bool:
         p = event.get("payload", {})
@@ -500,11 +503,16 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
             async for event in realtime.missed(database, inbox.workspace_id, seen.highest):
                 await send(event)
         receiver = asyncio.create_task(_drain(ws))
-        beat = asyncio.create_task(_heartbeat(database, visitor.id))
+        beat = asyncio.create_task(_heartbeat(database, visitor.id, receiver))
+        erased = False
         try:
             quiet = get_bus().quiet  # a visitor's page waits longer: there are many more
             async for heard in sub.listen(receiver, quiet=quiet * 4 if quiet else None):
-                if heard is None or sub.overflowed:
+                if heard is not None and heard["type"] == realtime.VISITORS_ERASED:
+                    if visitor.id in heard["payload"]["visitor_ids"]:
+                        erased = True
+                        receiver.cancel()  # the listening ends
+                elif heard is None or sub.overflowed:
                     # Quiet (what missed the bus, another process's, is in the outbox), or
                     # the socket fell behind and the bus dropped some: the outbox has all.
                     sub.overflowed = False
@@ -516,24 +524,53 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
             pass
         finally:
             receiver.cancel()
+            erased = erased or bool(
+                beat.done() and not beat.cancelled() and not beat.exception() and beat.result()
+            )
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
             await run_in_threadpool(_seen, database, visitor.id)
+        if erased:
+            with contextlib.suppress(Exception):
+                await ws.close(code=VISITOR_GONE, reason="visitor erased")
 
 
-def _seen(database: Database, visitor_id: str) -> None:
+# The close code of a socket whose visitor is gone (erased) or was never known: the widget
+# forgets its token and starts a new visitor instead of reconnecting.
+VISITOR_GONE = 4404
+
+
+def _seen(database: Database, visitor_id: str) -> bool:
+    """Note the visitor present now; False when they are gone (erased)."""
     with database.session() as db:
-        row = db.get(Visitor, visitor_id)
-        if row is not None:
-            row.last_seen_at = utcnow()
+        # One UPDATE, not a read then a write: an erasure committing in between left the
+        # write with no row (StaleDataError), and the heartbeat died with the socket open.
+        done = db.execute(
+            update(Visitor).where(Visitor.id == visitor_id).values(last_seen_at=utcnow())
+        )
+        return bool(getattr(done, "rowcount", 0))
 
 
-async def _heartbeat(database: Database, visitor_id: str) -> None:
-    """While the widget is open the visitor is present: replies need not go by email."""
-    while True:
-        await asyncio.sleep(30)
-        await run_in_threadpool(_seen, database, visitor_id)
+# How often an open widget's socket says its visitor is present (and learns whether they
+# were erased meanwhile, should the bus have lost the word).
+HEARTBEAT_SECONDS = 30.0
+
+
+async def _heartbeat(database: Database, visitor_id: str, receiver: "asyncio.Task[None]") -> bool:
+    """While the widget is open the visitor is present: replies need not go by email.
+    True (and the socket's end) once the visitor is gone."""
+    while not receiver.done():
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+        try:
+            present = await run_in_threadpool(_seen, database, visitor_id)
+        except Exception:  # the database busy or away a moment: the next beat asks again
+            log.warning("visitor heartbeat failed", extra={"event": "webchat.heartbeat_failed"})
+            continue
+        if not present:
+            receiver.cancel()
+            return True
+    return False
 
 
 async def _drain(ws: WebSocket) -> None:

@@ -174,7 +174,24 @@
     // Reconnect from the last event seen: the server replays what was missed.
     // The wait doubles while the server cannot be reached (every open widget of every site
     // would otherwise knock once a second), and starts again at a second once it answers.
-    ws.onclose = function () {
+    ws.onclose = function (ev) {
+      if (ev.code === 4404) {
+        // The visitor is gone (erased) or was never known: their token and what the chat
+        // showed are forgotten, and a new visitor starts.
+        localStorage.removeItem(storeKey);
+        state.visitor = null;
+        state.last = null;
+        state.events = {};
+        state.seen = {};
+        log.textContent = "";
+        call("POST", "/session", {}).then(function (s) {
+          state.visitor = s.visitor_token;
+          localStorage.setItem(storeKey, s.visitor_token);
+          state.last = s.last_event_id;
+          connect();
+        });
+        return;
+      }
       var delay = state.retryDelay || 1000;
       state.retryDelay = Math.min(delay * 2, 30000);
       setTimeout(connect, delay * (0.5 + Math.random() / 2));
