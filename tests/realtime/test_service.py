@@ -11,6 +11,7 @@ from rapport import bus
 from rapport.db import Database, savepoint
 from rapport.realtime import service as realtime
 from rapport.realtime.models import StreamEvent
+from tests.conftest import postgresql_only
 from tests.factories import World
 
 
@@ -103,3 +104,21 @@ def test_a_transaction_that_rolls_back_stores_and_publishes_none_of_its_events(
     with database.session(write=False) as db:
         assert db.scalar(select(StreamEvent.id).where(StreamEvent.type == "test.undone")) is None
     assert heard.events == []
+
+
+@postgresql_only
+def test_a_long_transactions_event_is_numbered_as_it_commits_not_when_emitted(
+    database: Database, world: World, heard: Heard
+) -> None:
+    # An event took its id when its transaction flushed: one emitted early in a long
+    # transaction came out below the ids committed meanwhile, a straggler that replays
+    # could send again only within a minute.
+    ws = world.acme.workspace.id
+    with database.session() as long:
+        early = realtime.emit(long, workspace_id=ws, type="test.long", payload={})
+        long.flush()
+        with database.session() as short:
+            meanwhile = realtime.emit(short, workspace_id=ws, type="test.short", payload={})
+    assert early.id is not None and meanwhile.id is not None
+    assert early.id > meanwhile.id
+    assert [e["type"] for e in heard.events] == ["test.short", "test.long"]

@@ -122,10 +122,14 @@ def as_dict(event: StreamEvent | Emitted) -> dict[str, Any]:
     }
 
 
-# Event ids are allocated when a transaction inserts its event, not when it commits: on
-# PostgreSQL, where writers run side by side, id 10 can become visible after id 11. A
-# replay therefore also returns the events of the last STRAGGLER_SECONDS at or below the
-# client's last id, and clients (and each connection) ignore ids they have already seen.
+# Event ids are allocated when an event is inserted, not when its transaction commits: on
+# PostgreSQL, where writers run side by side, id 10 can become visible after id 11. The
+# gap is short (emitted events are inserted as their transaction commits; ingest inserts
+# its own within a short group commit), but a client may see 11 in it and then be away
+# for any time. A replay therefore also returns the events at or below the client's last
+# id stored up to STRAGGLER_SECONDS before that last one (before it, not before now: a
+# client back after two minutes got none of them), and clients (and each connection)
+# ignore ids they have already seen.
 STRAGGLER_SECONDS = 60
 
 
@@ -146,14 +150,24 @@ def since(db: Session, *, workspace_id: str, after_id: int, limit: int = PAGE) -
 def stragglers(
     db: Session, *, workspace_id: str, up_to_id: int, limit: int = PAGE
 ) -> list[StreamEvent]:
-    """Recent events at or below ``up_to_id``: those may have committed after the client
-    saw ``up_to_id`` (see STRAGGLER_SECONDS)."""
+    """The events at or below ``up_to_id`` stored shortly before it: those may have
+    committed after the client saw ``up_to_id`` (see STRAGGLER_SECONDS)."""
+    seen_at = db.scalar(
+        select(StreamEvent.created_at)
+        .where(StreamEvent.workspace_id == workspace_id, StreamEvent.id <= up_to_id)
+        .order_by(StreamEvent.id.desc())
+        .limit(1)
+    )
+    if seen_at is None:
+        return []
+    # Times come from each writer's clock: one ahead of ours does not narrow the window.
+    edge = min(seen_at, utcnow()) - timedelta(seconds=STRAGGLER_SECONDS)
     rows = db.scalars(
         select(StreamEvent)
         .where(
             StreamEvent.workspace_id == workspace_id,
             StreamEvent.id <= up_to_id,
-            StreamEvent.created_at >= utcnow() - timedelta(seconds=STRAGGLER_SECONDS),
+            StreamEvent.created_at >= edge,
         )
         .order_by(StreamEvent.id.desc())
         .limit(limit)
