@@ -719,3 +719,49 @@ def test_with_redis_an_erasure_closes_the_visitor_socket_through_the_shared_bus(
             assert (closed["type"], closed["code"]) == ("websocket.close", 4404)
     finally:
         bus.set_bus(bus.LocalBus())
+
+
+def test_an_erased_visitors_open_widget_forgets_them_and_starts_afresh_in_chromium(
+    live_server: LiveServer,
+    browser,
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
+) -> None:
+    # The widget took any close for a network error: with its visitor erased it knocked
+    # again with the dead token forever, their chat still on the screen.
+    origin, handler = host_page
+    made = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Shop chat",
+            "channel": "webchat",
+            "settings": {"allowed_origins": [origin], "ask_name": False, "ask_email": False},
+        },
+        headers=auth(world.alice),
+    ).json()
+    handler.page = (
+        f'<!doctype html><html><body><script src="{live_server.url}/widget.js" '
+        f'data-token="{made["public_token"]}" async></script></body></html>'
+    ).encode()
+    key = f"rapport.visitor.{made['public_token']}"
+    page = browser.new_page()
+    page.goto(origin)
+    page.click("#rapport-widget >> css=.launcher")
+    page.fill("#rapport-widget >> css=textarea", "Please forget me")
+    page.click("#rapport-widget >> css=.say .send")
+    page.wait_for_selector("#rapport-widget >> css=.m.in >> text=Please forget me")
+    token = page.evaluate(f"localStorage.getItem('{key}')")
+    (conv,) = client.get(
+        "/api/v1/conversations", params={"inbox_id": made["id"]}, headers=auth(world.bob)
+    ).json()["items"]
+    erase(client, world, conv["customer_id"])
+    page.wait_for_function(
+        f"(old) => localStorage.getItem('{key}') && localStorage.getItem('{key}') !== old",
+        arg=token,
+        timeout=15_000,
+    )
+    assert page.locator("#rapport-widget >> css=.m").count() == 0
+    page.fill("#rapport-widget >> css=textarea", "A new visitor")
+    page.click("#rapport-widget >> css=.say .send")
+    page.wait_for_selector("#rapport-widget >> css=.m.in >> text=A new visitor")
