@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import event, select
 
 from rapport import bus
-from rapport.db import Database, savepoint
+from rapport.db import Database, savepoint, utcnow
 from rapport.realtime import service as realtime
 from rapport.realtime.models import StreamEvent
 from tests.conftest import postgresql_only
@@ -122,3 +122,22 @@ def test_a_long_transactions_event_is_numbered_as_it_commits_not_when_emitted(
     assert early.id is not None and meanwhile.id is not None
     assert early.id > meanwhile.id
     assert [e["type"] for e in heard.events] == ["test.short", "test.long"]
+
+
+def test_events_stored_directly_inside_a_savepoint_leave_the_emitted_ones_to_the_commit(
+    database: Database, world: World, heard: Heard
+) -> None:
+    # Storing rows directly (as ingest does) stored the events emitted so far with them:
+    # inside a savepoint that then rolled back, an event emitted before it lost its row
+    # and was published all the same, under an id the outbox never had.
+    ws = world.acme.workspace.id
+    with database.session() as db:
+        before = realtime.emit(db, workspace_id=ws, type="test.before", payload={})
+        with pytest.raises(RuntimeError), savepoint(db):
+            row = {"workspace_id": ws, "type": "test.direct", "payload": {}, "created_at": utcnow()}
+            realtime.store(db, [row])
+            raise RuntimeError("rolled back")
+    assert [e["type"] for e in heard.events] == ["test.before"]
+    with database.session(write=False) as db:
+        stored = db.get(StreamEvent, before.id)
+        assert stored is not None and stored.type == "test.before"

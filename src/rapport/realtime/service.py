@@ -74,7 +74,13 @@ def store(db: Session, rows: Sequence[dict[str, Any]] = ()) -> list[int]:
     stored yet, then ``rows`` (events written directly, as ingest does: ``workspace_id``,
     ``type``, ``payload``, ``created_at``); the ids of ``rows``, in order. Ids increase in
     the order the events were emitted."""
-    waiting = [h for h in commit_hooks(db) if isinstance(h, Emitted) and h.id is None]
+    # Inside a savepoint the emitted events wait: stored there, a rollback of the savepoint
+    # would take back the rows of events emitted before it, which would still be published.
+    waiting = (
+        []
+        if db.in_nested_transaction()
+        else [h for h in commit_hooks(db) if isinstance(h, Emitted) and h.id is None]
+    )
     if not waiting and not rows:
         return []
     now = utcnow()
