@@ -160,6 +160,34 @@ def test_telegram_updates_need_the_secret_token_and_replies_use_send_message(
     assert out["status"] == "sent" and out["external_id"] == "1111111:1366"
 
 
+def telegram_inbox(client: TestClient, world: World) -> str:
+    return make_inbox(client, world, "telegram", {"bot_token": "123:ABC", "secret_token": "s3cret"})
+
+
+def telegram_post(client: TestClient, inbox: str, update: dict) -> None:  # type: ignore[type-arg]
+    r = client.post(
+        f"/webhooks/telegram/{inbox}",
+        json=update,
+        headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_a_channels_own_posts_are_not_customer_messages(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A bot that is an admin of a channel gets its posts. They were stored as a customer
+    # (the channel) writing in, whose answer went to the channel: in public, to every reader.
+    inbox = telegram_inbox(client, world)
+    channel = {"id": -1001234567890, "type": "channel", "title": "Acme news"}
+    post = {"message_id": 9, "date": 1441645532, "sender_chat": channel, "chat": channel}
+    before = messages(database)
+    telegram_post(client, inbox, {"update_id": 1, "channel_post": {**post, "text": "Sale!"}})
+    edit = {**post, "text": "Sale! Today only", "edit_date": 1441645600}
+    telegram_post(client, inbox, {"update_id": 2, "edited_channel_post": edit})
+    assert messages(database) == before
+
+
 # --- Twilio SMS ----------------------------------------------------------------------------
 
 

@@ -55,10 +55,12 @@ class TelegramChannel:
     def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
         inbox_id = inbox.id
         update = orjson.loads(request.body)
-        msg = update.get("message") or update.get("edited_message") or update.get("channel_post")
+        # A channel's own posts (``channel_post``) are its admins broadcasting, not a
+        # customer writing: a reply would go to the channel, in public, for every reader.
+        msg = update.get("message") or update.get("edited_message")
         edited = msg is not None and msg is update.get("edited_message")
         if msg is None:
-            return base.WebhookEvents()  # callbacks, polls...: nothing for the inbox
+            return base.WebhookEvents()  # callbacks, polls, channel posts: nothing for the inbox
         sender = msg.get("from") or msg.get("chat") or {}
         chat_id = msg["chat"]["id"]
         name = " ".join(p for p in (sender.get("first_name"), sender.get("last_name")) if p)
