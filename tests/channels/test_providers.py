@@ -188,6 +188,37 @@ def test_a_channels_own_posts_are_not_customer_messages(
     assert messages(database) == before
 
 
+def test_service_messages_are_not_customer_messages_and_other_contents_are_named(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Someone joining a group, a pinned message, a new title: Telegram sends them as
+    # messages without text. Each was stored as an empty customer message, waiting for an
+    # answer.
+    inbox = telegram_inbox(client, world)
+    ann = {"id": 111, "is_bot": False, "first_name": "Ann"}
+    group = {"id": -100222, "type": "supergroup", "title": "Fans"}
+    service = [
+        {"new_chat_members": [ann]},
+        {"left_chat_member": ann},
+        {"new_chat_title": "Fans of Acme"},
+        {"pinned_message": {"message_id": 1, "date": 1441645532, "chat": group, "text": "hi"}},
+    ]
+    before = messages(database)
+    for n, content in enumerate(service):
+        message = {"message_id": n, "date": 1441645532, "from": ann, "chat": group, **content}
+        telegram_post(client, inbox, {"update_id": n, "message": message})
+    assert messages(database) == before
+    private = {"id": 111, "type": "private", "first_name": "Ann"}
+    poll = {"id": "5", "question": "Which colour?", "options": [], "total_voter_count": 0}
+    note = {"file_id": "round", "file_unique_id": "r", "length": 240, "duration": 3}
+    for n, content in enumerate([{"poll": poll}, {"video_note": note}], start=10):
+        message = {"message_id": n, "date": 1441645532, "from": ann, "chat": private, **content}
+        telegram_post(client, inbox, {"update_id": n, "message": message})
+    conv = only_conversation(client, world, inbox)
+    assert [m["text"] for m in conv["messages"]] == ["[poll]", "[video_note]"]
+    assert conv["messages"][1]["meta"]["telegram"]["file"] == {"file_id": "round"}
+
+
 # --- Twilio SMS ----------------------------------------------------------------------------
 
 

@@ -18,6 +18,11 @@ from rapport.ingest import InboundMessage
 DEFAULT_API = "https://api.telegram.org"
 
 
+# Message contents that are a file to fetch, and others that are not text or a file.
+_FILES = ("photo", "document", "voice", "video", "video_note", "sticker", "audio")
+_OTHER_CONTENT = ("poll", "dice", "venue", "game", "story", "invoice")
+
+
 class TelegramChannel:
     name = "telegram"
     secret_fields = frozenset({"bot_token", "secret_token"})
@@ -69,7 +74,7 @@ class TelegramChannel:
         extra: dict[str, Any] = {
             "telegram": {"chat_id": chat_id, "username": sender.get("username")}
         }
-        for kind in ("photo", "document", "voice", "video", "sticker", "audio"):
+        for kind in _FILES:
             if kind in msg:
                 extra["telegram"]["media"] = kind
                 # A photo comes in several sizes: the last is the largest.
@@ -86,6 +91,13 @@ class TelegramChannel:
             c = msg["contact"]
             extra["contact"] = c
             text = f"[contact] {c.get('first_name', '')} {c.get('phone_number', '')}".strip()
+        for kind in _OTHER_CONTENT:
+            if kind in msg:
+                text = text or f"[{kind}]"
+        if not text:
+            # A service message (someone joined or left a group, a pin, a new title...):
+            # nobody wrote anything, and an empty message would wait for an answer.
+            return base.WebhookEvents()
         return base.WebhookEvents(
             messages=[
                 InboundMessage(
