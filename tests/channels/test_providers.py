@@ -649,6 +649,24 @@ def test_meta_messages_are_signed_threaded_and_answered(
     assert "hi" not in [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
 
 
+def meta_inbox(client: TestClient, world: World, channel: str, url: str = "") -> str:
+    settings = {"page_id": "PAGE_ID", "page_access_token": "page-token"}
+    settings |= {"app_secret": "page-app-secret", "verify_token": "vt"}
+    return make_inbox(client, world, channel, settings | ({"api_base_url": url} if url else {}))
+
+
+def test_an_unsent_instagram_message_stores_nothing(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Instagram tells when a customer unsends a message: the notice carried the mid and
+    # no text, and was stored as an empty message (of a message Rapport never had, say).
+    inbox = meta_inbox(client, world, "instagram")
+    before = messages(database)
+    unsent = {"timestamp": 1458692752478, "message": {"mid": "m_GONE", "is_deleted": True}}
+    assert meta_post(client, "instagram", inbox, meta_event("instagram", unsent)).status_code == 200
+    assert messages(database) == before
+
+
 def test_outbound_respects_the_providers_rate_and_retries_what_waits(
     client: TestClient,
     world: World,

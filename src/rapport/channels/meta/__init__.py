@@ -70,7 +70,10 @@ class MetaChannel:
 
         def item(item: dict[str, Any]) -> None:
             sender = str(item["sender"]["id"])
-            if "message" in item and not item["message"].get("is_echo"):
+            if "message" in item and item["message"].get("is_deleted"):
+                # The customer unsent a message (Instagram): nothing new was written.
+                pass
+            elif "message" in item and not item["message"].get("is_echo"):
                 m = item["message"]
                 atts = m.get("attachments", [])
                 text = m.get("text") or " ".join(f"[{a.get('type', 'attachment')}]" for a in atts)
