@@ -6,6 +6,7 @@ import hmac
 import json
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode
@@ -17,7 +18,7 @@ from sqlalchemy import func, select, update
 from rapport.app import create_app
 from rapport.channels.twilio import segments, signature
 from rapport.config import Settings
-from rapport.conversations.models import Message
+from rapport.conversations.models import Conversation, Message
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
@@ -664,6 +665,90 @@ def test_an_unsent_instagram_message_stores_nothing(
     before = messages(database)
     unsent = {"timestamp": 1458692752478, "message": {"mid": "m_GONE", "is_deleted": True}}
     assert meta_post(client, "instagram", inbox, meta_event("instagram", unsent)).status_code == 200
+    assert messages(database) == before
+
+
+def waiting_since(database: Database, conversation_id: str) -> datetime | None:
+    with database.session(write=False) as db:
+        return db.scalar(
+            select(Conversation.waiting_since).where(Conversation.id == conversation_id)
+        )
+
+
+def echo_event(obj: str, mid: str, text: str, *, to: str = "1254459154682919") -> dict:  # type: ignore[type-arg]
+    """Meta's ``message_echoes`` item: the page is the sender, the customer the recipient."""
+    event = meta_event(obj, {}, sender="PAGE_ID")
+    item = event["entry"][0]["messaging"][0]
+    item.update(
+        recipient={"id": to},
+        timestamp=int(utcnow().timestamp() * 1000),
+        message={"is_echo": True, "app_id": 263902037430900, "mid": mid, "text": text},
+    )
+    return event
+
+
+@pytest.mark.parametrize("channel,obj", [("messenger", "page"), ("instagram", "instagram")])
+def test_what_the_page_sends_from_another_tool_shows_as_sent_in_the_conversation(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    channel: str,
+    obj: str,
+) -> None:
+    # A page answers from Meta's own inbox (or another tool): Meta echoes the message. It
+    # was dropped, so agents never saw what the customer had been told, and the
+    # conversation still waited for an answer.
+    url, handler = provider
+    handler.reply = {"recipient_id": "1254459154682919", "message_id": "m_OUT{n}"}
+    inbox = meta_inbox(client, world, channel, url)
+    hello = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "hello?"}}
+    meta_post(client, channel, inbox, meta_event(obj, hello))
+    assert waiting_since(database, only_conversation(client, world, inbox)["id"]) is not None
+    for _ in range(2):  # Meta redelivers: stored once
+        echo = echo_event(obj, "m_ECHO1", "Hi, how can we help?")
+        assert meta_post(client, channel, inbox, echo).status_code == 200
+    conv = only_conversation(client, world, inbox)
+    [first, answer] = conv["messages"]
+    assert (first["direction"], first["text"]) == ("in", "hello?")
+    assert (answer["direction"], answer["status"], answer["text"]) == (
+        "out",
+        "sent",
+        "Hi, how can we help?",
+    )
+    assert answer["sender_type"] == "user" and waiting_since(database, conv["id"]) is None
+    assert conv["first_response_at"] is not None
+    # Meta also echoes what Rapport sends, at once: while the send is under way, its id not
+    # stored yet, the echo waits, and is then known as ours.
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Anything else?"},
+        headers=auth(world.bob),
+    )
+    assert (
+        meta_post(client, channel, inbox, echo_event(obj, "m_OUT1", "Anything else?")).status_code
+        == 200
+    )
+    Worker(database, settings).run_until_idle()  # the send
+    with database.session() as db:
+        waiting = select(Job).where(Job.state == JobState.queued, Job.name == "delivery_echo")
+        [job] = db.scalars(waiting)
+        job.run_at = job.run_at.replace(year=2000)
+    Worker(database, settings).run_until_idle()
+    meta_post(client, channel, inbox, echo_event(obj, "m_OUT1", "Anything else?"))
+    texts = [
+        (m["direction"], m["text"]) for m in only_conversation(client, world, inbox)["messages"]
+    ]
+    assert texts == [
+        ("in", "hello?"),
+        ("out", "Hi, how can we help?"),
+        ("out", "Anything else?"),
+    ]
+    # A message to someone who never wrote to this inbox has no conversation to go to.
+    before = messages(database)
+    stranger = echo_event(obj, "m_ECHO2", "Hello stranger", to="999")
+    assert meta_post(client, channel, inbox, stranger).status_code == 200
     assert messages(database) == before
 
 

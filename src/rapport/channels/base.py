@@ -143,6 +143,10 @@ class WebhookEvents:
     messages: list["InboundMessage"] = field(default_factory=list)
     # {"external_id", "status": sent/delivered/read/failed, "error"}
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    # Messages the business sent a customer itself, by the provider's own inbox or another
+    # tool (Meta's ``is_echo``): {"external_id", "kind" and "handle" (the customer it went
+    # to), "text", "sent_at" (ISO time or None), "meta"}.
+    echoes: list[dict[str, Any]] = field(default_factory=list)
     # Items of the call that could not be read (the item as JSON text, the error): kept
     # raw and flagged, while the others of the same call go on.
     unparsed: list[tuple[str, str]] = field(default_factory=list)

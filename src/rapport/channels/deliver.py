@@ -1,5 +1,6 @@
 """The ``deliver`` job: hands a queued outbound message to its channel."""
 
+import logging
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,15 +12,17 @@ from rapport import outbound
 from rapport.auth.ratelimit import RateLimiter
 from rapport.channels import base
 from rapport.channels.models import Inbox
-from rapport.conversations import files
+from rapport.conversations import files, sla
 from rapport.conversations.models import (
     Conversation,
     DeliveryStatus,
     Direction,
     Message,
+    MessageKind,
     MessagePart,
 )
 from rapport.conversations.service import (
+    add_message,
     delivery_known,
     message_payload,
     settle_parts,
@@ -37,6 +40,8 @@ from rapport.storage import LocalStorage
 # Importing a channel package registers it.
 from rapport.channels import api as _api  # noqa: F401  isort: skip
 from rapport.channels import email as _email  # noqa: F401  isort: skip
+
+log = logging.getLogger(__name__)
 
 
 def _dead(db: Session, dead: Job, error: str) -> None:
@@ -238,6 +243,80 @@ def _up_to(db: Session, *, inbox_id: str, report: dict[str, Any]) -> None:
 
 
 _UNREAD = (DeliveryStatus.sent, DeliveryStatus.delivered)
+
+
+def apply_echo(
+    db: Session, *, inbox_id: str, workspace_id: str, echo: dict[str, Any], tries: int = 0
+) -> Message | None:
+    """A message the business sent a customer outside Rapport (``WebhookEvents.echoes``):
+    recorded as sent, in the conversation of the customer's latest message through this
+    inbox, as a person's answer. The provider echoes Rapport's own sends too: those are
+    known by their id, and while a send of the workspace is under way an unknown one is
+    tried again later (a ``delivery_echo`` job), as a report is, since it may be ours with
+    its id not stored yet."""
+    external_id = str(echo["external_id"])
+    if delivery_known(db, inbox_id=inbox_id, external_id=external_id):
+        return None
+    if tries < len(REPORT_RETRIES) and db.scalar(
+        _SENDING.where(Job.workspace_id == workspace_id).limit(1)
+    ):
+        enqueue(
+            db,
+            name="delivery_echo",
+            args={"inbox_id": inbox_id, "echo": echo, "tries": tries + 1},
+            workspace_id=workspace_id,
+            run_at=utcnow() + timedelta(seconds=REPORT_RETRIES[tries]),
+        )
+        return None
+    conv = db.scalar(
+        select(Conversation)
+        .join(Message, Message.conversation_id == Conversation.id)
+        .join(Identity, Identity.customer_id == Conversation.customer_id)
+        .where(
+            Message.inbox_id == inbox_id,
+            Message.direction == Direction.inbound,
+            Identity.workspace_id == workspace_id,
+            Identity.kind == IdentityKind(echo["kind"]),
+            Identity.value == str(echo["handle"]),
+        )
+        .order_by(Message.created_at.desc())
+        .limit(1)
+    )
+    if conv is None:  # nobody Rapport knows: no conversation to show it in
+        log.info(
+            "an echo for a customer without a conversation was left out",
+            extra={"event": "webhook.echo_unknown", "inbox_id": inbox_id},
+        )
+        return None
+    sent_at = datetime.fromisoformat(echo["sent_at"]) if echo.get("sent_at") else None
+    msg = add_message(
+        db,
+        conversation=conv,
+        direction=Direction.outbound,
+        kind=MessageKind.message,
+        sender_type="user",
+        sender_id=None,
+        text=str(echo.get("text") or ""),
+        external_id=external_id,
+        status=DeliveryStatus.sent,
+        meta={**(echo.get("meta") or {}), "sent_elsewhere": True},
+        at=sent_at,
+        inbox_id=inbox_id,
+    )
+    # Someone answered for the business: the customer no longer waits, as after an agent's
+    # reply (the first response, the SLA response clocks).
+    if conv.first_response_at is None:
+        conv.first_response_at = msg.created_at
+    sla.on_agent_reply(db, conversation=conv)
+    return msg
+
+
+@job("delivery_echo")
+def delivery_echo(ctx: JobContext, *, inbox_id: str, echo: dict[str, Any], tries: int) -> None:
+    """An echo that came while a send was under way, tried again."""
+    assert ctx.workspace_id is not None
+    with ctx.database.session() as db:
+        apply_echo(db, inbox_id=inbox_id, workspace_id=ctx.workspace_id, echo=echo, tries=tries)
 
 
 @job("delivery_report")

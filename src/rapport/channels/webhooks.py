@@ -87,6 +87,8 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
             await writer.submit(msg)
         if events.statuses:
             await run_in_threadpool(_apply_statuses, database, inbox, events.statuses)
+        if events.echoes:
+            await run_in_threadpool(_apply_echoes, database, inbox, events.echoes)
         if events.unparsed:
             # Kept raw and flagged; acknowledged all the same: the provider must not retry
             # forever what will never parse. Last: it is the one write here that the call
@@ -137,3 +139,9 @@ def _apply_statuses(database: Database, inbox: Inbox, statuses: list[dict[str, A
             deliver.apply_report(
                 db, inbox_id=inbox.id, workspace_id=inbox.workspace_id, report=report
             )
+
+
+def _apply_echoes(database: Database, inbox: Inbox, echoes: list[dict[str, Any]]) -> None:
+    with database.session() as db:
+        for echo in echoes:
+            deliver.apply_echo(db, inbox_id=inbox.id, workspace_id=inbox.workspace_id, echo=echo)

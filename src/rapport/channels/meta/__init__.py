@@ -70,22 +70,38 @@ class MetaChannel:
 
         def item(item: dict[str, Any]) -> None:
             sender = str(item["sender"]["id"])
+            sent_at = (
+                datetime.fromtimestamp(int(item["timestamp"]) / 1000, UTC)
+                if item.get("timestamp")
+                else None
+            )
             if "message" in item and item["message"].get("is_deleted"):
                 # The customer unsent a message (Instagram): nothing new was written.
                 pass
-            elif "message" in item and not item["message"].get("is_echo"):
+            elif "message" in item and item["message"].get("is_echo"):
+                # The page wrote: its sender is the page, its recipient the customer.
+                m = item["message"]
+                atts = m.get("attachments") or []
+                events.echoes.append(
+                    {
+                        "external_id": str(m["mid"]),
+                        "kind": self.kind.value,
+                        "handle": handle(self.kind, str(item["recipient"]["id"])).value,
+                        "text": _text(m),
+                        "sent_at": sent_at.isoformat() if sent_at else None,
+                        "meta": {"attachments": atts} if atts else {},
+                    }
+                )
+            elif "message" in item:
                 m = item["message"]
                 atts = m.get("attachments", [])
-                text = m.get("text") or " ".join(f"[{a.get('type', 'attachment')}]" for a in atts)
                 events.messages.append(
                     InboundMessage(
                         inbox_id=inbox.id,
                         external_id=str(m["mid"]),
                         handles=[handle(self.kind, sender)],
-                        text=text,
-                        sent_at=datetime.fromtimestamp(int(item["timestamp"]) / 1000, UTC)
-                        if item.get("timestamp")
-                        else None,
+                        text=_text(m),
+                        sent_at=sent_at,
                         meta={"attachments": atts} if atts else {},
                         expect_channel=self.name,
                     )
@@ -178,6 +194,12 @@ class MetaChannel:
             )
         found = resp.json().get("message_id")
         return str(found) if found else None
+
+
+def _text(message: dict[str, Any]) -> str:
+    """A message's text, or what it carried when it has none."""
+    atts = message.get("attachments") or []
+    return str(message.get("text") or " ".join(f"[{a.get('type', 'attachment')}]" for a in atts))
 
 
 def attachment(f: base.OutboundFile) -> dict[str, Any]:
