@@ -374,6 +374,43 @@ def test_a_reply_goes_to_the_graph_api_and_statuses_move_it(
     assert out["status"] == "read"
 
 
+def test_a_failed_status_says_why_in_the_words_meta_gives(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    # The title alone ("Re-engagement message") did not say why: the details did, and
+    # were dropped.
+    post_signed(client, inbox, message_event("wamid.IN9", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages", json={"text": "Hi"}, headers=auth(world.bob)
+    )
+    Worker(database, settings).run_until_idle()
+    details = (
+        "Message failed to send because more than 24 hours have passed since the customer "
+        "last replied to this number."
+    )
+    error = {
+        "code": 131047,
+        "title": "Re-engagement message",
+        "message": "Re-engagement message",
+        "error_data": {"details": details},
+        "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
+    }
+    post_signed(client, inbox, status_event("wamid.OUT1", "failed", [error]))
+    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert out["status"] == "failed"
+    assert out["error"] == f"131047: Re-engagement message ({details})"
+
+
 def test_a_refused_message_fails_with_the_providers_reason(
     client: TestClient,
     world: World,

@@ -35,6 +35,16 @@ def valid_signature(app_secret: bytes | None, body: bytes, header: str | None) -
     return same(header.removeprefix("sha256="), hmac_sha256_hex(app_secret, body))
 
 
+def _error(error: dict[str, Any]) -> str:
+    """One of Meta's errors as an agent can act on it: its code and title, and the details
+    (``error_data.details``) that say why, which the title alone does not ("Re-engagement
+    message": the 24-hour window had closed)."""
+    title = error.get("title") or error.get("message") or ""
+    details = (error.get("error_data") or {}).get("details") or error.get("details")
+    text = f"{error.get('code')}: {title}"
+    return f"{text} ({details})" if details and details != title else text
+
+
 def _text_of(msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Readable text for any message type, and what else it carried."""
     kind = msg.get("type", "unknown")
@@ -120,11 +130,7 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
                     {
                         "external_id": str(status["id"]),
                         "status": _STATUSES.get(str(status.get("status")), "sent"),
-                        "error": "; ".join(
-                            f"{e.get('code')}: {e.get('title') or e.get('message', '')}"
-                            for e in errors
-                        )
-                        or None,
+                        "error": "; ".join(_error(e) for e in errors) or None,
                     }
                 )
 
