@@ -489,3 +489,51 @@ def test_media_location_and_reactions_are_readable(
         last["text"].startswith("[location] Office 1 Main St")
         and last["meta"]["location"]["latitude"] == 38.9
     )
+
+
+def test_unsupported_system_and_order_messages_and_a_removed_reaction_read_as_what_they_are(
+    client: TestClient, world: World, inbox: str
+) -> None:
+    # Each was "[unsupported]", "[system]", "[order]" or "[reaction] " with nothing more:
+    # the agent could not tell what the customer had done.
+    unsupported = {
+        "type": "unsupported",
+        "errors": [
+            {
+                "code": 131051,
+                "title": "Message type unknown",
+                "message": "Message type unknown",
+                "error_data": {"details": "Message type is currently not supported."},
+            }
+        ],
+    }
+    body = "Kerry changed their phone number to a new number: 16505559999"
+    system = {
+        "type": "system",
+        "system": {"body": body, "wa_id": "16505559999", "type": "user_changed_number"},
+    }
+    item = {"product_retailer_id": "SKU-1", "quantity": 2, "item_price": 10, "currency": "USD"}
+    order = {
+        "type": "order",
+        "order": {"catalog_id": "C1", "text": "for Friday", "product_items": [item]},
+    }
+    removed = {"type": "reaction", "reaction": {"message_id": "wamid.OUT1"}}
+    for n, content in enumerate([unsupported, system, order, removed]):
+        event = message_event(f"wamid.K{n}", "")
+        msg = event["entry"][0]["changes"][0]["value"]["messages"][0]
+        msg.pop("text")
+        msg.update(content)
+        assert post_signed(client, inbox, event).status_code == 200
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    messages = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ]
+    assert [m["text"] for m in messages] == [
+        "[unsupported] 131051: Message type unknown (Message type is currently not supported.)",
+        f"[system] {body}",
+        "[order] 2 × SKU-1 for Friday",
+        "[reaction removed]",
+    ]
+    assert messages[2]["meta"]["order"]["product_items"] == [item]

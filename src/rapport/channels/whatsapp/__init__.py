@@ -68,13 +68,29 @@ def _text_of(msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if kind == "reaction":
         reaction = msg.get("reaction", {})
         extra["reaction"] = reaction
-        return f"[reaction] {reaction.get('emoji', '')}", extra
+        if not reaction.get("emoji"):  # Meta leaves the emoji out when one is taken back
+            return "[reaction removed]", extra
+        return f"[reaction] {reaction['emoji']}", extra
     if kind == "button":
         return str(msg.get("button", {}).get("text", "")), extra
     if kind == "interactive":
         reply = msg.get("interactive", {})
         chosen = reply.get("button_reply") or reply.get("list_reply") or {}
         return str(chosen.get("title", "")), extra
+    if kind == "order":
+        order = msg.get("order", {})
+        extra["order"] = order
+        items = ", ".join(
+            f"{i.get('quantity')} × {i.get('product_retailer_id')}"
+            for i in order.get("product_items", [])
+        )
+        return " ".join(p for p in ("[order]", items, order.get("text")) if p), extra
+    if kind == "system":  # the customer changed number, say: WhatsApp writes the sentence
+        extra["system"] = msg.get("system", {})
+        return f"[system] {extra['system'].get('body', '')}".strip(), extra
+    if msg.get("errors"):  # "unsupported": what the customer sent, WhatsApp did not pass on
+        extra["errors"] = msg["errors"]
+        return f"[{kind}] " + "; ".join(_error(e) for e in msg["errors"]), extra
     return f"[{kind}]", extra
 
 
