@@ -752,6 +752,31 @@ def test_what_the_page_sends_from_another_tool_shows_as_sent_in_the_conversation
     assert messages(database) == before
 
 
+def test_a_shared_link_reads_as_one_and_its_page_is_not_fetched_as_a_file(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A link the customer shares comes as a "fallback" attachment whose URL is the page it
+    # points to: it read "[fallback]", and the page, whatever and wherever it is, was
+    # downloaded and kept as a file of the message.
+    inbox = meta_inbox(client, world, "messenger")
+    link = {"url": "https://example.com/article", "title": "An article"}
+    shared = [
+        {"mid": "m_LINK1", "attachments": [{"type": "fallback", "payload": link}]},
+        {
+            "mid": "m_LINK2",
+            "text": "look https://example.com/a",
+            "attachments": [{"type": "fallback", "payload": {"url": "https://example.com/a"}}],
+        },
+    ]
+    for message in shared:
+        item = {"timestamp": 1458692752478, "message": message}
+        assert meta_post(client, "messenger", inbox, meta_event("page", item)).status_code == 200
+    texts = [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
+    assert texts == ["[link] An article https://example.com/article", "look https://example.com/a"]
+    with database.session(write=False) as db:
+        assert db.scalar(select(func.count()).where(Job.name == "fetch_media")) == 0
+
+
 def test_outbound_respects_the_providers_rate_and_retries_what_waits(
     client: TestClient,
     world: World,

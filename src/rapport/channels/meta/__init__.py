@@ -28,7 +28,9 @@ class MetaChannel:
         return [
             {"url": a["payload"]["url"], "type": a.get("type", "file"), "n": n}
             for n, a in enumerate(meta.get("attachments") or [])
-            if isinstance(a, dict) and (a.get("payload") or {}).get("url")
+            if isinstance(a, dict)
+            and a.get("type") not in _NOT_FILES
+            and (a.get("payload") or {}).get("url")
         ]
 
     def fetch_media(
@@ -196,10 +198,25 @@ class MetaChannel:
         return str(found) if found else None
 
 
+# Attachments whose URL is not a file: a shared link (``fallback``: the page it points
+# to, which may be anything, anywhere), a template's, a location's map.
+_NOT_FILES = frozenset({"fallback", "template", "location"})
+
+
 def _text(message: dict[str, Any]) -> str:
-    """A message's text, or what it carried when it has none."""
-    atts = message.get("attachments") or []
-    return str(message.get("text") or " ".join(f"[{a.get('type', 'attachment')}]" for a in atts))
+    """A message's text, or what it carried when it has none (a shared link by its title
+    and address)."""
+    if message.get("text"):
+        return str(message["text"])
+    parts = []
+    for a in message.get("attachments") or []:
+        if a.get("type") == "fallback":
+            payload = a.get("payload") or {}
+            title, url = payload.get("title") or a.get("title"), payload.get("url") or a.get("url")
+            parts.append(" ".join(str(p) for p in ("[link]", title, url) if p))
+        else:
+            parts.append(f"[{a.get('type', 'attachment')}]")
+    return " ".join(parts)
 
 
 def attachment(f: base.OutboundFile) -> dict[str, Any]:
