@@ -777,6 +777,22 @@ def test_a_shared_link_reads_as_one_and_its_page_is_not_fetched_as_a_file(
         assert db.scalar(select(func.count()).where(Job.name == "fetch_media")) == 0
 
 
+@pytest.mark.parametrize("channel,obj", [("messenger", "page"), ("instagram", "instagram")])
+def test_a_button_the_customer_taps_is_what_they_said(
+    client: TestClient, world: World, channel: str, obj: str
+) -> None:
+    # Get Started, the page's menu, an ice breaker: Meta sends a postback, which was
+    # dropped, so a customer who asked for a person by the menu was never seen.
+    inbox = meta_inbox(client, world, channel)
+    tap = {"mid": "m_PB1", "title": "Talk to a person", "payload": "HUMAN"}
+    for _ in range(2):  # a redelivery is stored once
+        event = meta_event(obj, {"timestamp": 1458692752478, "postback": tap})
+        assert meta_post(client, channel, inbox, event).status_code == 200
+    [message] = only_conversation(client, world, inbox)["messages"]
+    assert (message["direction"], message["text"]) == ("in", "Talk to a person")
+    assert message["meta"]["postback"]["payload"] == "HUMAN"
+
+
 def test_outbound_respects_the_providers_rate_and_retries_what_waits(
     client: TestClient,
     world: World,

@@ -120,6 +120,21 @@ class MetaChannel:
                         expect_channel=self.name,
                     )
                 )
+            elif "postback" in item:
+                # The customer tapped a button (Get Started, the page's menu, an ice
+                # breaker): what they chose is what they said.
+                p = item["postback"]
+                events.messages.append(
+                    InboundMessage(
+                        inbox_id=inbox.id,
+                        external_id=str(p.get("mid") or f"postback:{sender}:{item['timestamp']}"),
+                        handles=[handle(self.kind, sender)],
+                        text=str(p.get("title") or p.get("payload") or "[button]"),
+                        sent_at=sent_at,
+                        meta={"postback": p},
+                        expect_channel=self.name,
+                    )
+                )
             delivery, read = item.get("delivery") or {}, item.get("read") or {}
             for mid in delivery.get("mids") or []:
                 events.statuses.append(
