@@ -10,6 +10,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 import httpx
@@ -66,7 +67,24 @@ def segments(text: str) -> tuple[str, int]:
 def _verify(secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
     token = base.secret(secrets, "auth_token")
     given = request.headers.get("x-twilio-signature")
-    return bool(token) and same(given, signature(token or b"", request.url, request.pairs))
+    if not token or not given:
+        return False
+    return any(same(given, signature(token, url, request.pairs)) for url in _urls(request.url))
+
+
+def _urls(url: str) -> list[str]:
+    """The URL Twilio called, as it may have signed it: Twilio signs some requests with the
+    port and some without (a TwiML request and a status callback of the same URL differ,
+    on a non-standard port too), and its own libraries accept either; so does Rapport."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a port: the URL as it is
+        return [url]
+    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+    port = port or {"https": 443, "http": 80}.get(parts.scheme)
+    forms = [host] if port is None else [host, f"{host}:{port}"]
+    return [url, *(urlunsplit(parts._replace(netloc=f)) for f in forms if f != parts.netloc)]
 
 
 def _phone(raw: str) -> list[Any]:
