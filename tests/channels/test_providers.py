@@ -579,14 +579,29 @@ def test_a_ringing_call_hears_what_the_inbox_says(
         "Direction": "inbound",
         "CallStatus": "ringing",
     }
+    # The forwarded numbers ring first; Twilio comes back to the Dial's action, this same
+    # webhook, once that call is over. Without an action it went on to the voicemail even
+    # after someone had answered and hung up: the caller was asked to leave a message.
+    webhook = settings.public_url.rstrip("/") + path
     twiml = twilio_post(client, settings, path, ringing, "voice-token").text
-    assert '<Dial timeout="15" answerOnBridge="true"><Number>+14155550111</Number>' in twiml
+    assert (
+        f'<Dial action="{webhook}" timeout="15" answerOnBridge="true">'
+        "<Number>+14155550111</Number>" in twiml
+    )
+    assert "<Say" not in twiml and "<Record" not in twiml
+    taken = {**ringing, "CallStatus": "in-progress", "DialCallStatus": "completed"}
+    assert "<Response></Response>" in twilio_post(client, settings, path, taken, "voice-token").text
+    missed = {**taken, "DialCallStatus": "no-answer"}
+    twiml = twilio_post(client, settings, path, missed, "voice-token").text
     assert (
         '<Say language="fr-FR">Bonjour, laissez un message &lt;s\'il vous plaît&gt;</Say>' in twiml
     )
     # Twilio posts a transcript only to a transcribeCallback: this same webhook.
-    webhook = settings.public_url.rstrip("/") + path
     assert f'<Record maxLength="60" transcribe="true" transcribeCallback="{webhook}"/>' in twiml
+    assert "<Dial" not in twiml
+    # The recording's own request (Record's default action) ends the call.
+    left = {**ringing, "CallStatus": "completed", "RecordingUrl": "https://api.twilio.com/rec/RE1"}
+    assert "<Response></Response>" in twilio_post(client, settings, path, left, "voice-token").text
     over = twilio_post(
         client, settings, path, {**ringing, "CallStatus": "completed"}, "voice-token"
     )

@@ -229,6 +229,10 @@ _GREETING = "Thank you for calling. Please leave a message after the tone."
 _EMPTY = ('<?xml version="1.0" encoding="UTF-8"?><Response></Response>', "text/xml")
 
 
+def _twiml(verbs: str) -> str:
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{verbs}</Response>'
+
+
 class TwilioVoice:
     """Calls become conversation entries: direction, duration, recording and transcript."""
 
@@ -237,34 +241,38 @@ class TwilioVoice:
 
     def answer_for(self, inbox: Any, request: base.WebhookRequest) -> tuple[str, str]:
         """What the caller hears, from the inbox's settings: ``forward_to`` (a number or
-        several, comma-separated: rung first, for ``ring_seconds``), then ``greeting`` and
-        a voicemail of up to ``voicemail_seconds`` (transcribed), in ``language``. Status
-        callbacks (the call already answered or over) get an empty response."""
+        several, comma-separated: rung first, for ``ring_seconds``), then, when nobody
+        took the call, ``greeting`` and a voicemail of up to ``voicemail_seconds``
+        (transcribed), in ``language``. Status callbacks (the call already answered or
+        over) get an empty response."""
         settings = inbox.settings or {}
-        if request.form.get("CallStatus") not in (None, "", "ringing", "queued"):
+        form = request.form
+        if form.get("RecordingUrl") or form.get("DialCallStatus") in ("completed", "answered"):
+            return _EMPTY  # a message was left, or someone took the call: nothing to add
+        # The forwarded numbers were rung (``<Dial action>``) and nobody answered: the
+        # caller, still on the line, is in the call ("in-progress").
+        unanswered = "DialCallStatus" in form
+        live = ("ringing", "queued", "in-progress") if unanswered else ("ringing", "queued")
+        if form.get("CallStatus") not in (None, "", *live):
             return _EMPTY
-        language = escape(str(settings.get("language") or "en-US"), {'"': "&quot;"})
-        greeting = escape(
-            str(
-                settings.get("greeting")
-                or "Thank you for calling. Please leave a message after the tone."
-            )
-        )
-        seconds = max(5, min(int(settings.get("voicemail_seconds") or 120), 600))
-        parts = []
+        # Twilio posts a transcript only to a transcribeCallback, and what became of the
+        # forwarding only to a Dial action: both are this same webhook.
+        callback = escape(request.url, {'"': "&quot;"})
         numbers = [n.strip() for n in str(settings.get("forward_to") or "").split(",") if n.strip()]
-        if numbers:
+        if numbers and not unanswered:
+            # With an action, Twilio asks again once the forwarded call is over; without
+            # one it went on to the voicemail even after someone had answered and hung up.
             ring = max(5, min(int(settings.get("ring_seconds") or 20), 60))
             dialled = "".join(f"<Number>{escape(n)}</Number>" for n in numbers[:10])
-            parts.append(f'<Dial timeout="{ring}" answerOnBridge="true">{dialled}</Dial>')
-        parts.append(f'<Say language="{language}">{greeting}</Say>')
-        # Twilio posts a transcript only to a transcribeCallback: this same webhook.
-        callback = escape(request.url, {'"': "&quot;"})
-        parts.append(
+            dial = f'<Dial action="{callback}" timeout="{ring}" answerOnBridge="true">'
+            return _twiml(f"{dial}{dialled}</Dial>"), "text/xml"
+        language = escape(str(settings.get("language") or "en-US"), {'"': "&quot;"})
+        greeting = escape(str(settings.get("greeting") or _GREETING))
+        seconds = max(5, min(int(settings.get("voicemail_seconds") or 120), 600))
+        return _twiml(
+            f'<Say language="{language}">{greeting}</Say>'
             f'<Record maxLength="{seconds}" transcribe="true" transcribeCallback="{callback}"/>'
-        )
-        twiml = '<?xml version="1.0" encoding="UTF-8"?><Response>' + "".join(parts) + "</Response>"
-        return twiml, "text/xml"
+        ), "text/xml"
 
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         return _verify(secrets, request)
