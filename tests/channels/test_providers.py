@@ -855,6 +855,20 @@ def test_a_button_the_customer_taps_is_what_they_said(
     assert message["meta"]["postback"]["payload"] == "HUMAN"
 
 
+def test_a_messenger_edit_is_kept_beside_what_it_changed(client: TestClient, world: World) -> None:
+    # Meta's message_edits event was dropped: the agent kept answering the words as they
+    # were first written.
+    inbox = meta_inbox(client, world, "messenger")
+    first = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "at 5pm"}}
+    meta_post(client, "messenger", inbox, meta_event("page", first))
+    for _ in range(2):  # a redelivery is stored once
+        edit = {"mid": "m_IN1", "text": "at 6pm", "num_edit": 1}
+        event = meta_event("page", {"timestamp": 1458692799000, "message_edit": edit})
+        assert meta_post(client, "messenger", inbox, event).status_code == 200
+    texts = [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
+    assert texts == ["at 5pm", "(edited) at 6pm"]
+
+
 def test_outbound_respects_the_providers_rate_and_retries_what_waits(
     client: TestClient,
     world: World,

@@ -120,6 +120,21 @@ class MetaChannel:
                         expect_channel=self.name,
                     )
                 )
+            elif "message_edit" in item:
+                # As on Telegram, an edit is kept beside what it changed, as a message of
+                # its own: the agent may have answered the words as they were.
+                e = item["message_edit"]
+                events.messages.append(
+                    InboundMessage(
+                        inbox_id=inbox.id,
+                        external_id=f"{e['mid']}:edited:{e.get('num_edit', '')}",
+                        handles=[handle(self.kind, sender)],
+                        text=f"(edited) {e.get('text', '')}",
+                        sent_at=sent_at,
+                        meta={"edit": e},
+                        expect_channel=self.name,
+                    )
+                )
             elif "postback" in item:
                 # The customer tapped a button (Get Started, the page's menu, an ice
                 # breaker): what they chose is what they said.
