@@ -814,6 +814,24 @@ def test_what_the_page_sends_from_another_tool_shows_as_sent_in_the_conversation
     assert messages(database) == before
 
 
+def test_a_file_the_page_sends_from_another_tool_is_fetched_like_a_customers(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The echo of a photo the page sent read "[image]", and the photo was never fetched.
+    inbox = meta_inbox(client, world, "messenger")
+    hello = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "a photo?"}}
+    meta_post(client, "messenger", inbox, meta_event("page", hello))
+    echo = echo_event("page", "m_ECHO_IMG", "")
+    photo = {"type": "image", "payload": {"url": "https://scontent.example.com/p.jpg"}}
+    echo["entry"][0]["messaging"][0]["message"]["attachments"] = [photo]
+    assert meta_post(client, "messenger", inbox, echo).status_code == 200
+    sent = only_conversation(client, world, inbox)["messages"][-1]
+    assert (sent["direction"], sent["text"]) == ("out", "[image]")
+    with database.session(write=False) as db:
+        jobs = db.scalars(select(Job).where(Job.name == "fetch_media")).all()
+        assert [j.args["message_id"] for j in jobs] == [sent["id"]]
+
+
 def test_a_shared_link_reads_as_one_and_its_page_is_not_fetched_as_a_file(
     client: TestClient, world: World, database: Database
 ) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from rapport import outbound
 from rapport.auth.ratelimit import RateLimiter
-from rapport.channels import base
+from rapport.channels import base, media
 from rapport.channels.models import Inbox
 from rapport.conversations import files, sla
 from rapport.conversations.models import (
@@ -308,6 +308,10 @@ def apply_echo(
     if conv.first_response_at is None:
         conv.first_response_at = msg.created_at
     sla.on_agent_reply(db, conversation=conv)
+    inbox = db.get(Inbox, inbox_id)
+    if inbox is not None and media.queue_if_any(inbox.channel, msg.meta):
+        db.flush()  # the message's id, for the job
+        media.request_fetch(db, message_id=msg.id, workspace_id=workspace_id)
     return msg
 
 
