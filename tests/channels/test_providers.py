@@ -330,7 +330,13 @@ def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
     failed = dict(status, MessageSid="SM_OUT_2")
     assert twilio_post(client, settings, path, failed, "twilio-token").status_code == 200
     out = only_conversation(client, world, inbox)["messages"][-1]
-    assert out["status"] == "failed" and out["error"] == "part 2 of 2: Twilio error 30003"
+    assert out["status"] == "failed"
+    # Named in Twilio's words, with its page: "Twilio error 30003" alone told the agent
+    # nothing.
+    assert out["error"] == (
+        "part 2 of 2: Twilio error 30003: Unreachable destination handset "
+        "(https://www.twilio.com/docs/api/errors/30003)"
+    )
 
 
 def test_a_twilio_call_with_a_parameter_given_twice_is_verified_as_twilio_signs_it(

@@ -41,6 +41,29 @@ _STATUS = {
 }
 
 
+# The delivery errors a status callback most often names, in Twilio's words: the code
+# alone told an agent nothing (anything else is named by its code and its page).
+_ERRORS = {
+    "30001": "Queue overflow",
+    "30002": "Account suspended",
+    "30003": "Unreachable destination handset",
+    "30004": "Message blocked",
+    "30005": "Unknown destination handset",
+    "30006": "Landline or unreachable carrier",
+    "30007": "Message filtered",
+    "30008": "Unknown error",
+    "21610": "Attempt to send to unsubscribed recipient",
+}
+
+
+def _error(code: str) -> str:
+    if not code.isdigit():
+        return f"Twilio error {code}"
+    title = _ERRORS.get(code)
+    page = f"https://www.twilio.com/docs/api/errors/{code}"
+    return f"Twilio error {code}: {title} ({page})" if title else f"Twilio error {code} ({page})"
+
+
 def signature(
     auth_token: str | bytes, url: str, params: Mapping[str, str] | Iterable[tuple[str, str]]
 ) -> str:
@@ -125,7 +148,7 @@ class TwilioSms:
         f = request.form
         if "MessageStatus" in f and "Body" not in f:
             status = _STATUS.get(f["MessageStatus"], "sent")
-            error = f"Twilio error {f['ErrorCode']}" if f.get("ErrorCode") else None
+            error = _error(f["ErrorCode"]) if f.get("ErrorCode") else None
             return base.WebhookEvents(
                 statuses=[{"external_id": f["MessageSid"], "status": status, "error": error}]
             )
