@@ -216,8 +216,23 @@ def test_service_messages_are_not_customer_messages_and_other_contents_are_named
         message = {"message_id": n, "date": 1441645532, "from": ann, "chat": private, **content}
         telegram_post(client, inbox, {"update_id": n, "message": message})
     conv = only_conversation(client, world, inbox)
-    assert [m["text"] for m in conv["messages"]] == ["[poll]", "[video_note]"]
+    assert [m["text"] for m in conv["messages"]] == ["[poll] Which colour?", "[video_note]"]
     assert conv["messages"][1]["meta"]["telegram"]["file"] == {"file_id": "round"}
+
+
+def test_a_document_or_sticker_reads_as_its_name_or_emoji(client: TestClient, world: World) -> None:
+    # They read "[document]" and "[sticker]": which file, which emoji, the agent could not
+    # tell without opening it.
+    inbox = telegram_inbox(client, world)
+    ann = {"id": 111, "is_bot": False, "first_name": "Ann"}
+    private = {"id": 111, "type": "private", "first_name": "Ann"}
+    document = {"file_id": "d", "file_unique_id": "d", "file_name": "invoice.pdf"}
+    sticker = {"file_id": "s", "file_unique_id": "s", "type": "regular", "emoji": "\U0001f44d"}
+    for n, content in enumerate([{"document": document}, {"sticker": sticker}]):
+        message = {"message_id": n, "date": 1441645532, "from": ann, "chat": private, **content}
+        telegram_post(client, inbox, {"update_id": n, "message": message})
+    texts = [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
+    assert texts == ["[document] invoice.pdf", "[sticker] \U0001f44d"]
 
 
 # --- Twilio SMS ----------------------------------------------------------------------------

@@ -82,7 +82,9 @@ class TelegramChannel:
                 extra["telegram"]["file"] = {
                     k: item.get(k) for k in ("file_id", "mime_type", "file_name") if item.get(k)
                 }
-                text = text or f"[{kind}]"
+                # A file's name, a sticker's emoji: what the agent would see in Telegram.
+                label = item.get("file_name") or item.get("emoji") or ""
+                text = text or f"[{kind}] {label}".strip()
         if "location" in msg:
             loc = msg["location"]
             extra["location"] = loc
@@ -93,7 +95,8 @@ class TelegramChannel:
             text = f"[contact] {c.get('first_name', '')} {c.get('phone_number', '')}".strip()
         for kind in _OTHER_CONTENT:
             if kind in msg:
-                text = text or f"[{kind}]"
+                question = msg[kind].get("question", "") if kind == "poll" else ""
+                text = text or f"[{kind}] {question}".strip()
         if not text:
             # A service message (someone joined or left a group, a pin, a new title...):
             # nobody wrote anything, and an empty message would wait for an answer.
