@@ -894,6 +894,17 @@ def test_a_button_the_customer_taps_is_what_they_said(
     assert message["meta"]["postback"]["payload"] == "HUMAN"
 
 
+def test_a_reaction_and_its_removal_read_as_on_whatsapp(client: TestClient, world: World) -> None:
+    # They read "[reaction] ❤ (react)" and "[reaction]  (unreact)".
+    inbox = meta_inbox(client, world, "messenger")
+    love = {"reaction": "love", "emoji": "\u2764", "action": "react", "mid": "m_OUT1"}
+    for reaction in (love, {"reaction": "love", "action": "unreact", "mid": "m_OUT1"}):
+        event = meta_event("page", {"timestamp": 1458692752478, "reaction": reaction})
+        assert meta_post(client, "messenger", inbox, event).status_code == 200
+    texts = [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
+    assert texts == ["[reaction] \u2764", "[reaction removed]"]
+
+
 def test_a_messenger_edit_is_kept_beside_what_it_changed(client: TestClient, world: World) -> None:
     # Meta's message_edits event was dropped: the agent kept answering the words as they
     # were first written.

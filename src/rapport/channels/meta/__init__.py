@@ -115,7 +115,9 @@ class MetaChannel:
                         inbox_id=inbox.id,
                         external_id=f"{r.get('mid')}:{r.get('action')}:{r.get('emoji', '')}",
                         handles=[handle(self.kind, sender)],
-                        text=f"[reaction] {r.get('emoji', '')} ({r.get('action')})",
+                        text="[reaction removed]"
+                        if r.get("action") == "unreact"
+                        else f"[reaction] {r.get('emoji') or r.get('reaction') or ''}".strip(),
                         meta={"reaction": r},
                         expect_channel=self.name,
                     )
