@@ -905,6 +905,29 @@ def test_a_reaction_and_its_removal_read_as_on_whatsapp(client: TestClient, worl
     assert texts == ["[reaction] \u2764", "[reaction removed]"]
 
 
+def test_a_reaction_is_recorded_but_does_not_reopen_or_wait_for_an_answer(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A like on the page's "Have a good day" reopened the resolved conversation, and left
+    # it waiting for an answer (its SLA clock running, the bot answering a thumb).
+    inbox = meta_inbox(client, world, "messenger")
+    bye = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "thanks, bye"}}
+    meta_post(client, "messenger", inbox, meta_event("page", bye))
+    conv = only_conversation(client, world, inbox)
+    resolved = client.post(
+        f"/api/v1/conversations/{conv['id']}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    )
+    assert resolved.status_code == 200
+    like = {"reaction": "like", "emoji": "\U0001f44d", "action": "react", "mid": "m_OUT1"}
+    event = meta_event("page", {"timestamp": 1458692799000, "reaction": like})
+    assert meta_post(client, "messenger", inbox, event).status_code == 200
+    conv = only_conversation(client, world, inbox)
+    assert conv["messages"][-1]["text"] == "[reaction] \U0001f44d"
+    assert conv["status"] == "resolved" and waiting_since(database, conv["id"]) is None
+
+
 def test_a_messenger_edit_is_kept_beside_what_it_changed(client: TestClient, world: World) -> None:
     # Meta's message_edits event was dropped: the agent kept answering the words as they
     # were first written.

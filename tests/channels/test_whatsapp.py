@@ -537,3 +537,26 @@ def test_unsupported_system_and_order_messages_and_a_removed_reaction_read_as_wh
         "[reaction removed]",
     ]
     assert messages[2]["meta"]["order"]["product_items"] == [item]
+
+
+def test_a_reaction_does_not_reopen_a_resolved_conversation(
+    client: TestClient, world: World, inbox: str
+) -> None:
+    # A thumb on our last message reopened the conversation, waiting for an answer.
+    post_signed(client, inbox, message_event("wamid.IN7", "thanks, bye"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    )
+    event = message_event("wamid.R1", "")
+    msg = event["entry"][0]["changes"][0]["value"]["messages"][0]
+    msg.pop("text")
+    msg.update({"type": "reaction", "reaction": {"message_id": "wamid.OUT1", "emoji": "👍"}})
+    assert post_signed(client, inbox, event).status_code == 200
+    after = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert after["messages"][-1]["text"] == "[reaction] 👍"
+    assert after["status"] == "resolved"

@@ -120,6 +120,9 @@ class MetaChannel:
                         else f"[reaction] {r.get('emoji') or r.get('reaction') or ''}".strip(),
                         meta={"reaction": r},
                         expect_channel=self.name,
+                        # Recorded, but nothing to answer: a like must not reopen a
+                        # resolved conversation, start its clocks or wake the bot.
+                        auto_reply=True,
                     )
                 )
             elif "message_edit" in item:
