@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -560,3 +561,17 @@ def test_a_reaction_does_not_reopen_a_resolved_conversation(
     after = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
     assert after["messages"][-1]["text"] == "[reaction] 👍"
     assert after["status"] == "resolved"
+
+
+def test_a_status_for_a_message_rapport_does_not_know_is_acknowledged_and_logged(
+    client: TestClient, inbox: str, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A message the number sent from elsewhere: the status is acknowledged (an error would
+    # have Meta retry it for days), and was dropped without a word.
+    with caplog.at_level(logging.INFO, logger="rapport.channels.deliver"):
+        assert (
+            post_signed(client, inbox, status_event("wamid.ELSEWHERE", "read")).status_code == 200
+        )
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "webhook.report_unknown"]
+    assert record.inbox_id == inbox  # type: ignore[attr-defined]
+    assert count(database, UnparsedPayload) == 0

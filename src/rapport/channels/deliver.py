@@ -191,18 +191,28 @@ def apply_report(
         status=DeliveryStatus(report["status"]),
         error=report.get("error"),
     )
-    if found is not None or tries >= len(REPORT_RETRIES):
+    if found is not None:
         return
     if delivery_known(db, inbox_id=inbox_id, external_id=external_id):
         return  # ours, and the report changed nothing (or it was on an inbound message)
-    if db.scalar(_SENDING.where(Job.workspace_id == workspace_id).limit(1)) is None:
-        return  # nothing of ours is being sent: not a send waiting for its id
-    enqueue(
-        db,
-        name="delivery_report",
-        args={"inbox_id": inbox_id, "report": report, "tries": tries + 1},
-        workspace_id=workspace_id,
-        run_at=utcnow() + timedelta(seconds=REPORT_RETRIES[tries]),
+    # While a send of the workspace is under way, the report may be on it, its id not
+    # stored yet; otherwise it is on a message sent elsewhere (the number's phone app).
+    if tries < len(REPORT_RETRIES) and db.scalar(
+        _SENDING.where(Job.workspace_id == workspace_id).limit(1)
+    ):
+        enqueue(
+            db,
+            name="delivery_report",
+            args={"inbox_id": inbox_id, "report": report, "tries": tries + 1},
+            workspace_id=workspace_id,
+            run_at=utcnow() + timedelta(seconds=REPORT_RETRIES[tries]),
+        )
+        return
+    # Acknowledged all the same (an error would have the provider retry it for days): said
+    # here, so that reports that never find their message can be seen.
+    log.info(
+        "a report on a message this inbox does not know was left out",
+        extra={"event": "webhook.report_unknown", "inbox_id": inbox_id, "tries": tries},
     )
 
 
