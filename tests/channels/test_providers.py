@@ -235,6 +235,47 @@ def test_a_document_or_sticker_reads_as_its_name_or_emoji(client: TestClient, wo
     assert texts == ["[document] invoice.pdf", "[sticker] \U0001f44d"]
 
 
+def test_a_customer_who_blocks_the_bot_is_shown_in_the_conversation(
+    client: TestClient, world: World
+) -> None:
+    # my_chat_member was dropped: agents kept replying to someone their replies could not
+    # reach, and learnt it only from each failed send.
+    inbox = telegram_inbox(client, world)
+    ann = {"id": 111, "is_bot": False, "first_name": "Ann"}
+    private = {"id": 111, "type": "private", "first_name": "Ann"}
+    hello = {"message_id": 1, "date": 1441645532, "from": ann, "chat": private, "text": "hi"}
+    telegram_post(client, inbox, {"update_id": 1, "message": hello})
+    bot = {"id": 42, "is_bot": True, "first_name": "Acme"}
+
+    def member(status: str, was: str, date: int) -> dict:  # type: ignore[type-arg]
+        return {
+            "chat": private,
+            "from": ann,
+            "date": date,
+            "old_chat_member": {"user": bot, "status": was},
+            "new_chat_member": {"user": bot, "status": status},
+        }
+
+    for _ in range(2):  # a redelivery is stored once
+        telegram_post(
+            client,
+            inbox,
+            {"update_id": 2, "my_chat_member": member("kicked", "member", 1441645600)},
+        )
+    telegram_post(
+        client, inbox, {"update_id": 3, "my_chat_member": member("member", "kicked", 1441645700)}
+    )
+    group = {"id": -100222, "type": "supergroup", "title": "Fans"}
+    in_group = {**member("left", "member", 1441645800), "chat": group}
+    telegram_post(client, inbox, {"update_id": 4, "my_chat_member": in_group})
+    conv = only_conversation(client, world, inbox)
+    assert [m["text"] for m in conv["messages"]] == [
+        "hi",
+        "[blocked the bot: replies cannot reach them]",
+        "[unblocked the bot]",
+    ]
+
+
 # --- Twilio SMS ----------------------------------------------------------------------------
 
 

@@ -23,6 +23,40 @@ _FILES = ("photo", "document", "voice", "video", "video_note", "sticker", "audio
 _OTHER_CONTENT = ("poll", "dice", "venue", "game", "story", "invoice")
 
 
+def _blocked(change: dict[str, Any], inbox_id: str) -> base.WebhookEvents:
+    """The customer blocked the bot, or unblocked it (``my_chat_member`` in a private
+    chat): a line in the conversation, since replies cannot reach them meanwhile. Recorded
+    as an auto-reply is: nothing to answer, nothing reopened. A group's changes are not a
+    customer's."""
+    chat, user = change.get("chat") or {}, change.get("from") or {}
+    old = (change.get("old_chat_member") or {}).get("status")
+    new = (change.get("new_chat_member") or {}).get("status")
+    if chat.get("type") != "private" or not user.get("id"):
+        return base.WebhookEvents()
+    if new == "kicked":
+        text = "[blocked the bot: replies cannot reach them]"
+    elif old == "kicked":
+        text = "[unblocked the bot]"
+    else:
+        return base.WebhookEvents()
+    return base.WebhookEvents(
+        messages=[
+            InboundMessage(
+                inbox_id=inbox_id,
+                external_id=f"{chat['id']}:member:{change.get('date', '')}:{new}",
+                handles=[handle(IdentityKind.telegram, str(user["id"]))],
+                text=text,
+                sent_at=datetime.fromtimestamp(int(change["date"]), UTC)
+                if change.get("date")
+                else None,
+                meta={"telegram": {"chat_id": chat["id"], "member": new}},
+                expect_channel="telegram",
+                auto_reply=True,
+            )
+        ]
+    )
+
+
 class TelegramChannel:
     name = "telegram"
     secret_fields = frozenset({"bot_token", "secret_token"})
@@ -64,6 +98,8 @@ class TelegramChannel:
         # customer writing: a reply would go to the channel, in public, for every reader.
         msg = update.get("message") or update.get("edited_message")
         edited = msg is not None and msg is update.get("edited_message")
+        if "my_chat_member" in update:
+            return _blocked(update["my_chat_member"], inbox_id)
         if msg is None:
             return base.WebhookEvents()  # callbacks, polls, channel posts: nothing for the inbox
         sender = msg.get("from") or msg.get("chat") or {}
