@@ -395,6 +395,39 @@ def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
     )
 
 
+def test_an_sms_stop_is_recorded_without_waiting_for_an_answer(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # Twilio blocks the number after STOP and answers it itself. The STOP reopened the
+    # resolved conversation and left it waiting for a reply that could no longer be sent.
+    inbox, path, _ = twilio_inbox(client, world, provider)
+    assert twilio_post(client, settings, path, SMS, "twilio-token").status_code == 200
+    conv = only_conversation(client, world, inbox)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    )
+    for n, (body, extra) in enumerate([("Stop ", {}), ("quit", {"OptOutType": "STOP"})]):
+        sid = f"SM_STOP_{n}"
+        stop = dict(SMS, MessageSid=sid, SmsSid=sid, SmsMessageSid=sid, Body=body, **extra)
+        assert twilio_post(client, settings, path, stop, "twilio-token").status_code == 200
+    conv = only_conversation(client, world, inbox)
+    assert [m["text"] for m in conv["messages"]][-2:] == ["Stop ", "quit"]
+    assert conv["messages"][-1]["meta"]["sms"]["opt_out"] is True
+    assert conv["status"] == "resolved" and waiting_since(database, conv["id"]) is None
+    # "Cancel" may answer an agent's question: without Twilio saying it was an opt-out,
+    # it is a message like any other.
+    cancel = dict(SMS, MessageSid="SM_C", SmsSid="SM_C", SmsMessageSid="SM_C", Body="Cancel")
+    assert twilio_post(client, settings, path, cancel, "twilio-token").status_code == 200
+    conv = only_conversation(client, world, inbox)
+    assert conv["status"] == "open" and waiting_since(database, conv["id"]) is not None
+
+
 def test_a_twilio_call_with_a_parameter_given_twice_is_verified_as_twilio_signs_it(
     client: TestClient,
     world: World,

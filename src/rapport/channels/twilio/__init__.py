@@ -110,6 +110,23 @@ def _urls(url: str) -> list[str]:
     return [url, *(urlunsplit(parts._replace(netloc=f)) for f in forms if f != parts.netloc)]
 
 
+# Keywords that can only mean opting out or back in. Twilio acts on more (CANCEL, END,
+# QUIT, YES...), but not for every number or country, and "yes" or "cancel" may well answer
+# an agent's question: those count only when Twilio says so (``OptOutType``).
+_STOP = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE"})
+_START = frozenset({"START", "UNSTOP"})
+
+
+def _keyword(form: dict[str, str]) -> str | None:
+    """``STOP`` or ``START`` when the message is an opt-out or opt-in keyword Twilio acted
+    on, else None (``HELP`` stays a message: the customer may want a person)."""
+    given = form.get("OptOutType", "").upper()
+    if given in ("STOP", "START"):
+        return given
+    body = form.get("Body", "").strip().upper()
+    return "STOP" if body in _STOP else "START" if body in _START else None
+
+
 def _phone(raw: str) -> list[Any]:
     try:
         return [handle(IdentityKind.phone, raw)]
@@ -157,6 +174,10 @@ class TwilioSms:
             for i in range(int(f.get("NumMedia", "0") or 0))
         ]
         text = f.get("Body", "") or ("[media]" if media else "")
+        sms: dict[str, Any] = {"to": f.get("To"), "media": media}
+        keyword = _keyword(f)
+        if keyword:
+            sms["opt_out" if keyword == "STOP" else "opt_in"] = True
         return base.WebhookEvents(
             messages=[
                 InboundMessage(
@@ -164,8 +185,12 @@ class TwilioSms:
                     external_id=f["MessageSid"],
                     handles=_phone(f["From"]),
                     text=text,
-                    meta={"sms": {"to": f.get("To"), "media": media}},
+                    meta={"sms": sms},
                     expect_channel="twilio_sms",
+                    # Twilio itself answers these and blocks (or unblocks) the number: there
+                    # is nothing for an agent or the bot to answer, and a STOP must not
+                    # reopen a conversation to wait for a reply that can no longer be sent.
+                    auto_reply=keyword is not None,
                 )
             ]
         )
