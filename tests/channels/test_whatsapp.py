@@ -575,3 +575,25 @@ def test_a_status_for_a_message_rapport_does_not_know_is_acknowledged_and_logged
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "webhook.report_unknown"]
     assert record.inbox_id == inbox  # type: ignore[attr-defined]
     assert count(database, UnparsedPayload) == 0
+
+
+def test_a_flow_answer_reads_as_its_summary_and_keeps_the_answers(
+    client: TestClient, world: World, inbox: str
+) -> None:
+    # A WhatsApp Flow's answer (interactive nfm_reply) has no button title: it was stored
+    # as an empty message, the customer's answers lost.
+    answers = '{"flow_token": "t1", "date": "2026-12-05"}'
+    event = message_event("wamid.FLOW", "")
+    msg = event["entry"][0]["changes"][0]["value"]["messages"][0]
+    msg.pop("text")
+    nfm = {"name": "flow", "body": "Sent", "response_json": answers}
+    msg.update({"type": "interactive", "interactive": {"type": "nfm_reply", "nfm_reply": nfm}})
+    assert post_signed(client, inbox, event).status_code == 200
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    [message] = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ]
+    assert message["text"] == "Sent"
+    assert message["meta"]["interactive"]["nfm_reply"]["response_json"] == answers

@@ -76,7 +76,12 @@ def _text_of(msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if kind == "interactive":
         reply = msg.get("interactive", {})
         chosen = reply.get("button_reply") or reply.get("list_reply") or {}
-        return str(chosen.get("title", "")), extra
+        if chosen.get("title"):
+            return str(chosen["title"]), extra
+        # A Flow's answer (nfm_reply): its summary line, the answers kept as given.
+        form = reply.get(str(reply.get("type"))) or {}
+        extra["interactive"] = reply
+        return str(form.get("body") or f"[{reply.get('type') or kind}]"), extra
     if kind == "order":
         order = msg.get("order", {})
         extra["order"] = order
