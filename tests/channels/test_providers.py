@@ -648,6 +648,29 @@ def test_calls_become_entries_and_a_missed_call_asks_for_a_call_back(
     assert texts[2] == "[call transcript] Please call me about my invoice"
 
 
+def test_a_forwarded_call_is_recorded_as_answered_or_missed(
+    client: TestClient, world: World, settings: Settings
+) -> None:
+    # The Dial's action reports the forwarding: an answered call came out as "[call] 0 s"
+    # (its length is DialCallDuration), and a caller who hung up while the numbers rang as
+    # a call of 0 s rather than a missed one.
+    inbox = make_inbox(
+        client,
+        world,
+        "twilio_voice",
+        {"account_sid": "AC1", "auth_token": "voice-token", "forward_to": "+14155550111"},
+    )
+    path = f"/webhooks/twilio_voice/{inbox}"
+    base = {"From": "+14155550177", "To": "+14155550100", "Direction": "inbound"}
+    taken = {**base, "CallSid": "CA1", "CallStatus": "in-progress"}
+    taken |= {"DialCallStatus": "completed", "DialCallDuration": "95"}
+    gave_up = {**base, "CallSid": "CA2", "CallStatus": "completed", "DialCallStatus": "no-answer"}
+    for form in (taken, gave_up):
+        twilio_post(client, settings, path, form, "voice-token")
+    texts = [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
+    assert texts == ["[call] 95 s", "[missed call] please call back"]
+
+
 def test_a_ringing_call_hears_what_the_inbox_says(
     client: TestClient, world: World, settings: Settings
 ) -> None:

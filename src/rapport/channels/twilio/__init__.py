@@ -329,6 +329,8 @@ class TwilioVoice:
         inbox_id = inbox.id
         f = request.form
         status = f.get("CallStatus", "")
+        # What became of the forwarding (the Dial's action): its own status and length.
+        dialled = f.get("DialCallStatus", "")
         caller = (
             f.get("From", "") if f.get("Direction", "inbound") == "inbound" else f.get("To", "")
         )
@@ -336,17 +338,24 @@ class TwilioVoice:
             "sid": f["CallSid"],
             "direction": f.get("Direction", "inbound"),
             "status": status,
-            "duration_seconds": int(f.get("CallDuration") or f.get("RecordingDuration") or 0),
+            "duration_seconds": int(
+                f.get("CallDuration")
+                or f.get("DialCallDuration")
+                or f.get("RecordingDuration")
+                or 0
+            ),
             "recording_url": f.get("RecordingUrl"),
             "transcript": f.get("TranscriptionText"),
         }
+        missed = ("no-answer", "busy", "failed", "canceled")
         if f.get("TranscriptionText"):
             text, suffix = f"[call transcript] {f['TranscriptionText']}", "transcript"
         elif f.get("RecordingUrl"):
             text, suffix = f"[voicemail] {f['RecordingUrl']}", "recording"
-        elif status in ("no-answer", "busy", "failed", "canceled"):
+        elif status in missed or (dialled in missed and status == "completed"):
+            # The caller hung up while the forwarded numbers rang: nobody spoke to them.
             text, suffix = "[missed call] please call back", "missed"
-        elif status == "completed":
+        elif status == "completed" or dialled in ("completed", "answered"):
             text, suffix = f"[call] {call['duration_seconds']} s", "completed"
         else:
             return base.WebhookEvents()  # ringing, in-progress: nothing to record yet
