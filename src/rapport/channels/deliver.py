@@ -256,27 +256,15 @@ _UNREAD = (DeliveryStatus.sent, DeliveryStatus.delivered)
 
 
 def apply_echo(
-    db: Session, *, inbox_id: str, workspace_id: str, echo: dict[str, Any], tries: int = 0
+    db: Session, *, inbox_id: str, workspace_id: str, echo: dict[str, Any]
 ) -> Message | None:
     """A message the business sent a customer outside Rapport (``WebhookEvents.echoes``):
     recorded as sent, in the conversation of the customer's latest message through this
     inbox, as a person's answer. The provider echoes Rapport's own sends too: those are
-    known by their id, and while a send of the workspace is under way an unknown one is
-    tried again later (a ``delivery_echo`` job), as a report is, since it may be ours with
-    its id not stored yet."""
+    known by their id, or, while a send to the same customer through the inbox is under
+    way (its id not stored yet), taken for it."""
     external_id = str(echo["external_id"])
     if delivery_known(db, inbox_id=inbox_id, external_id=external_id):
-        return None
-    if tries < len(REPORT_RETRIES) and db.scalar(
-        _SENDING.where(Job.workspace_id == workspace_id).limit(1)
-    ):
-        enqueue(
-            db,
-            name="delivery_echo",
-            args={"inbox_id": inbox_id, "echo": echo, "tries": tries + 1},
-            workspace_id=workspace_id,
-            run_at=utcnow() + timedelta(seconds=REPORT_RETRIES[tries]),
-        )
         return None
     conv = db.scalar(
         select(Conversation)
@@ -296,6 +284,15 @@ def apply_echo(
         log.info(
             "an echo for a customer without a conversation was left out",
             extra={"event": "webhook.echo_unknown", "inbox_id": inbox_id},
+        )
+        return None
+    if _sending_to(db, inbox_id=inbox_id, workspace_id=workspace_id, customer_id=conv.customer_id):
+        # Meta echoes a send at once, and may do so before the send has stored the id it
+        # answered with: recorded now, it would be the same message twice, and the send's
+        # own id would then collide with it.
+        log.info(
+            "an echo during a send to the same customer was taken for that send",
+            extra={"event": "webhook.echo_of_send", "inbox_id": inbox_id},
         )
         return None
     sent_at = datetime.fromisoformat(echo["sent_at"]) if echo.get("sent_at") else None
@@ -325,12 +322,30 @@ def apply_echo(
     return msg
 
 
-@job("delivery_echo")
-def delivery_echo(ctx: JobContext, *, inbox_id: str, echo: dict[str, Any], tries: int) -> None:
-    """An echo that came while a send was under way, tried again."""
-    assert ctx.workspace_id is not None
-    with ctx.database.session() as db:
-        apply_echo(db, inbox_id=inbox_id, workspace_id=ctx.workspace_id, echo=echo, tries=tries)
+def _sending_to(db: Session, *, inbox_id: str, workspace_id: str, customer_id: str) -> bool:
+    """Whether a ``deliver`` job is sending, right now, a message of this inbox to this
+    customer (a few jobs run at once: their message ids are read, not matched in SQL)."""
+    running = db.scalars(
+        select(Job.args).where(
+            Job.name == "deliver",
+            Job.state == JobState.running,
+            Job.workspace_id == workspace_id,
+        )
+    ).all()
+    ids = [str(a.get("message_id")) for a in running if a.get("message_id")]
+    if not ids:
+        return False
+    found = db.scalar(
+        select(Message.id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Message.id.in_(ids),
+            Message.inbox_id == inbox_id,
+            Conversation.customer_id == customer_id,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 @job("delivery_report")
