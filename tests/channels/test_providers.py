@@ -933,6 +933,21 @@ def test_what_the_page_sends_from_another_tool_shows_as_sent_in_the_conversation
     assert messages(database) == before
 
 
+def test_a_delivery_in_the_same_call_as_its_echo_moves_it(client: TestClient, world: World) -> None:
+    # Meta batches events: the delivery of a message the page sent elsewhere can come in
+    # the same call as its echo. Statuses were applied first, found nothing, and were lost.
+    inbox = meta_inbox(client, world, "messenger")
+    hello = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "hello?"}}
+    meta_post(client, "messenger", inbox, meta_event("page", hello))
+    call = echo_event("page", "m_ECHO1", "Hi!")
+    delivered = {"sender": {"id": "1254459154682919"}, "recipient": {"id": "PAGE_ID"}}
+    delivered |= {"delivery": {"mids": ["m_ECHO1"], "watermark": 1458692752478}}
+    call["entry"][0]["messaging"].append(delivered)
+    assert meta_post(client, "messenger", inbox, call).status_code == 200
+    sent = only_conversation(client, world, inbox)["messages"][-1]
+    assert (sent["text"], sent["status"]) == ("Hi!", "delivered")
+
+
 def test_a_file_the_page_sends_from_another_tool_is_fetched_like_a_customers(
     client: TestClient, world: World, database: Database
 ) -> None:

@@ -85,10 +85,10 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
         for msg in events.messages:
             msg.fetch_media = media.queue_if_any(channel, msg.meta)
             await writer.submit(msg)
+        if events.echoes:  # before the statuses: the same call may report on them
+            await run_in_threadpool(_apply_echoes, database, inbox, events.echoes)
         if events.statuses:
             await run_in_threadpool(_apply_statuses, database, inbox, events.statuses)
-        if events.echoes:
-            await run_in_threadpool(_apply_echoes, database, inbox, events.echoes)
         if events.unparsed:
             # Kept raw and flagged; acknowledged all the same: the provider must not retry
             # forever what will never parse. Last: it is the one write here that the call
