@@ -15,7 +15,6 @@ from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from rapport.realtime.models import StreamEvent
-from tests.auth.test_password_reset import relay  # noqa: F401  (a local SMTP relay)
 from tests.conftest import auth, published_events
 from tests.factories import World
 
