@@ -27,6 +27,27 @@ def mailed_link(relay: Outbox, database: Database, settings: Settings, to: str, 
     raise AssertionError(f"no invitation mailed to {to}")
 
 
+def invite_on_settings(
+    browser,  # type: ignore[no-untyped-def]
+    live_server: LiveServer,
+    admin: str,
+    email: str,
+    *,
+    name: str = "",
+    role: str = "agent",
+):  # type: ignore[no-untyped-def]
+    """``admin`` invites ``email`` on the settings page; the admin's page, showing it invited."""
+    page = browser.new_page()
+    sign_in(page, live_server, admin, "/app/settings")
+    form = page.locator("#invite-member")
+    form.locator("input[name=email]").fill(email)
+    form.locator("input[name=name]").fill(name)
+    form.locator("select[name=role]").select_option(role)
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#invitations")).to_contain_text(email)
+    return page
+
+
 def test_an_admin_invites_a_newcomer_who_joins_in_the_browser(
     relay: Outbox,
     live_server: LiveServer,
@@ -35,14 +56,9 @@ def test_an_admin_invites_a_newcomer_who_joins_in_the_browser(
     database: Database,
     settings: Settings,
 ) -> None:
-    admin = browser.new_page()
-    sign_in(admin, live_server, "alice@acme.test", "/app/settings")
-    form = admin.locator("#invite-member")
-    form.locator("input[name=email]").fill("dana@acme.test")
-    form.locator("input[name=name]").fill("Dana")
-    form.locator("select[name=role]").select_option("admin")
-    form.locator("button[type=submit]").click()
-    expect(admin.locator("#invitations")).to_contain_text("dana@acme.test")
+    admin = invite_on_settings(
+        browser, live_server, "alice@acme.test", "dana@acme.test", name="Dana", role="admin"
+    )
     expect(admin.locator("#invite-member input[name=password]")).to_have_count(0)
 
     token = mailed_link(relay, database, settings, "dana@acme.test", live_server.url)
@@ -78,12 +94,7 @@ def test_an_existing_account_confirms_its_password_to_join(
     database: Database,
     settings: Settings,
 ) -> None:
-    admin = browser.new_page()
-    sign_in(admin, live_server, "mallory@globex.test", "/app/settings")
-    form = admin.locator("#invite-member")
-    form.locator("input[name=email]").fill("bob@acme.test")
-    form.locator("button[type=submit]").click()
-    expect(admin.locator("#invitations")).to_contain_text("bob@acme.test")
+    invite_on_settings(browser, live_server, "mallory@globex.test", "bob@acme.test")
 
     token = mailed_link(relay, database, settings, "bob@acme.test", live_server.url)
     page = browser.new_page()

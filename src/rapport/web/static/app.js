@@ -35,6 +35,17 @@ function setupLogin() {
   });
 }
 
+// The token of a link we emailed rides in the fragment (never sent to a server): taken out of
+// the address bar and the history at once, the link being spent once used anyway.
+function emailedLink(errorId, missing) {
+  const token = location.hash.slice(1);
+  history.replaceState(null, "", location.pathname);
+  const error = document.getElementById(errorId);
+  const fail = (msg) => { error.textContent = msg; error.hidden = false; };
+  if (!token) fail(missing);
+  return { token, error, fail };
+}
+
 // --- forgotten password: ask for a link, then choose a new password --------------------
 function setupPasswordReset() {
   const forgot = document.getElementById("forgot-form");
@@ -52,12 +63,7 @@ function setupPasswordReset() {
   });
   const form = document.getElementById("reset-form");
   if (!form) return;
-  const token = location.hash.slice(1);
-  // Out of the address bar and the history: the link is spent once used anyway.
-  history.replaceState(null, "", location.pathname);
-  const error = document.getElementById("reset-error");
-  const fail = (msg) => { error.textContent = msg; error.hidden = false; };
-  if (!token) fail("This page needs the link from the reset email.");
+  const { token, error, fail } = emailedLink("reset-error", "This page needs the link from the reset email.");
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     error.hidden = true;
@@ -75,12 +81,8 @@ function setupPasswordReset() {
 function setupInvitation() {
   const form = document.getElementById("invite-form");
   if (!form) return;
-  const token = location.hash.slice(1);
-  // Out of the address bar and the history: the link is spent once used anyway.
-  history.replaceState(null, "", location.pathname);
-  const error = document.getElementById("invite-error");
-  const fail = (msg) => { error.textContent = msg; error.hidden = false; };
-  if (!token) { fail("This page needs the link from the invitation email."); return; }
+  const { token, error, fail } = emailedLink("invite-error", "This page needs the link from the invitation email.");
+  if (!token) return;
   let existing = false;
   api("POST", "/api/v1/invitations/preview", { token }).then((inv) => {
     existing = inv.account_exists;
