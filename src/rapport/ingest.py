@@ -47,9 +47,10 @@ from rapport.conversations.models import (
     Status,
 )
 from rapport.crypto import SecretBox, box_for
+from rapport.customers import profile
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle
-from rapport.customers.models import Customer, Identity, IdentityKind
+from rapport.customers.models import ConsentChannel, Customer, Identity, IdentityKind
 from rapport.db import (
     Database,
     WalCheckpointer,
@@ -112,6 +113,10 @@ class InboundMessage:
     # Files its channel fetches after it (a provider's media ids): the job is queued in the
     # message's own transaction, so no crash or retry can leave them unfetched.
     fetch_media: bool = False
+    # An opt-out or opt-in keyword the provider acted on for the whole channel (Twilio's
+    # STOP, START): (channel, keyword, granted), recorded as the customer's consent in the
+    # message's own transaction, so the profile can never miss it.
+    consent_keyword: tuple[ConsentChannel, str, bool] | None = None
 
 
 @dataclass
@@ -770,6 +775,15 @@ def receive_batch(
         out[i] = s
         if msgs[i].fetch_media:
             media.request_fetch(db, message_id=s.message.id, workspace_id=ib.workspace_id)
+        if keyword := msgs[i].consent_keyword:
+            profile.record_keyword(
+                db,
+                workspace_id=ib.workspace_id,
+                customer_id=s.customer_id,
+                channel=keyword[0],
+                keyword=keyword[1],
+                granted=keyword[2],
+            )
         if msgs[i].auto_reply:
             continue  # nothing to answer, route or time
         conversation_jobs.after_inbound_ids(

@@ -428,6 +428,64 @@ def test_an_sms_stop_is_recorded_without_waiting_for_an_answer(
     assert conv["status"] == "open" and waiting_since(database, conv["id"]) is not None
 
 
+def sms_consents(client: TestClient, world: World, customer: str) -> dict[str, tuple[bool, str]]:
+    """The customer's SMS consent in force: purpose -> (granted, source)."""
+    r = client.get(f"/api/v1/customers/{customer}/consents", headers=auth(world.bob))
+    return {
+        c["purpose"]: (c["granted"], c["source"])
+        for c in r.json()["current"]
+        if c["channel"] == "sms"
+    }
+
+
+def test_an_sms_stop_withdraws_the_customers_sms_consent_and_start_gives_it_back(
+    client: TestClient,
+    world: World,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # Twilio refuses every message from the number after STOP, but the profile still
+    # showed the customer's earlier consent: whatever checked it would have sent anyway.
+    inbox, path, _ = twilio_inbox(client, world, provider)
+    assert twilio_post(client, settings, path, SMS, "twilio-token").status_code == 200
+    customer = only_conversation(client, world, inbox)["customer_id"]
+    given = [("sms", "marketing", True), ("sms", "surveys", False), ("email", "marketing", True)]
+    for channel, purpose, granted in given:
+        r = client.post(
+            f"/api/v1/customers/{customer}/consents",
+            json={"channel": channel, "purpose": purpose, "granted": granted, "source": "form"},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+
+    def text(sid: str, body: str, **extra: str) -> None:
+        form = dict(SMS, MessageSid=sid, SmsSid=sid, SmsMessageSid=sid, Body=body, **extra)
+        assert twilio_post(client, settings, path, form, "twilio-token").status_code == 200
+
+    text("SM_STOP", "Stop ", OptOutType="STOP")
+    text("SM_STOP", "Stop ", OptOutType="STOP")  # Twilio's retry records nothing more
+    stopped = {
+        "all": (False, "SMS keyword STOP"),
+        "marketing": (False, "SMS keyword STOP"),
+        "surveys": (False, "form"),
+    }
+    assert sms_consents(client, world, customer) == stopped
+    history = client.get(f"/api/v1/customers/{customer}/consents", headers=auth(world.bob))
+    assert len(history.json()["history"]) == len(given) + 2
+    email = client.get(f"/api/v1/customers/{customer}/profile", headers=auth(world.bob))
+    assert [c for c in email.json()["consents"] if c["channel"] == "email"][0]["granted"]
+    # START gives back what the STOP took, not what the customer refused elsewhere.
+    text("SM_START", "start", OptOutType="START")
+    assert sms_consents(client, world, customer) == {
+        "all": (True, "SMS keyword START"),
+        "marketing": (True, "SMS keyword START"),
+        "surveys": (False, "form"),
+    }
+    # UNSUBSCRIBE is an opt-out without Twilio naming it (OptOutType) too.
+    text("SM_UNSUB", "UNSUBSCRIBE")
+    assert sms_consents(client, world, customer)["all"] == (False, "SMS keyword UNSUBSCRIBE")
+
+
 def test_a_twilio_call_with_a_parameter_given_twice_is_verified_as_twilio_signs_it(
     client: TestClient,
     world: World,

@@ -233,6 +233,56 @@ def consents(db: Session, *, customer_id: str) -> tuple[list[Consent], list[Cons
     return sorted(current.values(), key=lambda c: (c.channel.value, c.purpose)), history
 
 
+# The purpose a provider-level opt-out stands for: after STOP, Twilio refuses every
+# message from the number, whatever it is for; each purpose the customer had granted on
+# the channel is withdrawn too, so a check for any one of them reads the refusal.
+EVERY_PURPOSE = "all"
+
+
+def keyword_source(channel: ConsentChannel, keyword: str) -> str:
+    """The consent source of an opt-out or opt-in keyword: ``SMS keyword STOP``."""
+    return f"{channel.value.upper()} keyword {keyword.strip().upper()[:40]}"
+
+
+def record_keyword(
+    db: Session,
+    *,
+    workspace_id: str,
+    customer_id: str,
+    channel: ConsentChannel,
+    keyword: str,
+    granted: bool,
+) -> list[Consent]:
+    """Record an opt-out (``granted=False``) or opt-in keyword the provider acted on for
+    every message of the channel: an opt-out withdraws ``all`` and each purpose granted
+    there; an opt-in grants ``all`` again and only the purposes a keyword had withdrawn
+    (not one the customer refused elsewhere, nor one never asked for)."""
+    current, _ = consents(db, customer_id=customer_id)
+    prefix = keyword_source(channel, "")
+    purposes = {EVERY_PURPOSE} | {
+        c.purpose
+        for c in current
+        if c.channel == channel
+        and c.purpose != EVERY_PURPOSE
+        and (not c.granted and c.source.startswith(prefix) if granted else c.granted)
+    }
+    source = keyword_source(channel, keyword)
+    rows = [
+        Consent(
+            workspace_id=workspace_id,
+            customer_id=customer_id,
+            channel=channel,
+            purpose=purpose,
+            granted=granted,
+            source=source,
+        )
+        for purpose in sorted(purposes)
+    ]
+    db.add_all(rows)
+    db.flush()
+    return rows
+
+
 def may_contact(db: Session, *, customer_id: str, channel: ConsentChannel, purpose: str) -> bool:
     """Whether the customer's newest decision for this channel and purpose is a yes."""
     newest = db.scalar(

@@ -19,7 +19,7 @@ from rapport import outbound
 from rapport.channels import base, media
 from rapport.crypto import same
 from rapport.customers.identity import InvalidHandle, handle
-from rapport.customers.models import IdentityKind
+from rapport.customers.models import ConsentChannel, IdentityKind
 from rapport.ingest import InboundMessage
 
 DEFAULT_API = "https://api.twilio.com"
@@ -176,8 +176,13 @@ class TwilioSms:
         text = f.get("Body", "") or ("[media]" if media else "")
         sms: dict[str, Any] = {"to": f.get("To"), "media": media}
         keyword = _keyword(f)
+        consent = None
         if keyword:
             sms["opt_out" if keyword == "STOP" else "opt_in"] = True
+            # Twilio now refuses (or sends again) every message from this number to the
+            # customer: their SMS consent says so, named by the word they sent.
+            word = f.get("Body", "").strip() or keyword
+            consent = (ConsentChannel.sms, word, keyword == "START")
         return base.WebhookEvents(
             messages=[
                 InboundMessage(
@@ -191,6 +196,7 @@ class TwilioSms:
                     # is nothing for an agent or the bot to answer, and a STOP must not
                     # reopen a conversation to wait for a reply that can no longer be sent.
                     auto_reply=keyword is not None,
+                    consent_keyword=consent,
                 )
             ]
         )
