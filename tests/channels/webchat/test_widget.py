@@ -765,3 +765,58 @@ def test_an_erased_visitors_open_widget_forgets_them_and_starts_afresh_in_chromi
     page.fill("#rapport-widget >> css=textarea", "A new visitor")
     page.click("#rapport-widget >> css=.say .send")
     page.wait_for_selector("#rapport-widget >> css=.m.in >> text=A new visitor")
+
+
+def erase_when_noted(monkeypatch: pytest.MonkeyPatch, database: Database, visitor_id: str) -> None:
+    """The visitor's customer is erased at the moment the view notes the visitor seen,
+    after the message was stored: as an erasure committing in between would."""
+    from rapport.channels.webchat import views
+    from rapport.channels.webchat.models import Visitor
+    from rapport.customers.models import Customer
+    from rapport.privacy.erasure import erase_customer
+
+    def erasing() -> object:
+        monkeypatch.setattr(views, "utcnow", utcnow)  # once
+        with database.session() as db:
+            visitor = db.get(Visitor, visitor_id)
+            assert visitor is not None and visitor.customer_id is not None
+            customer = db.get(Customer, visitor.customer_id)
+            assert customer is not None
+            erase_customer(db, customer=customer)
+        return utcnow()
+
+    monkeypatch.setattr(views, "utcnow", erasing)
+
+
+def test_a_message_stored_just_before_its_customer_is_erased_is_answered_201(
+    client: TestClient,
+    chat: dict[str, str],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The view read the visitor row, then wrote it: an erasure committing in between left
+    # the write with no row (StaleDataError on PostgreSQL), and the widget got a 500 for a
+    # message that was stored.
+    ann = start(client, chat, name="Ann")
+    say(client, chat, ann["visitor_token"], "hello")
+    erase_when_noted(monkeypatch, database, ann["visitor_id"])
+    assert say(client, chat, ann["visitor_token"], "and goodbye")["text"] == "and goodbye"
+
+    ben = start(client, chat, name="Ben")
+    say(client, chat, ben["visitor_token"], "hello")
+    erase_when_noted(monkeypatch, database, ben["visitor_id"])
+    r = client.post(
+        f"/widget/api/{chat['token']}/attachments",
+        data={"text": "my receipt"},
+        files={"file": ("receipt.txt", b"paid", "text/plain")},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": ben["visitor_token"]},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["text"] == "my receipt"
+    # The visitor is gone: the next message is refused, as for any erased visitor.
+    r = client.post(
+        f"/widget/api/{chat['token']}/messages",
+        json={"text": "still here?"},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": ben["visitor_token"]},
+    )
+    assert r.status_code == 404

@@ -238,13 +238,23 @@ async def say(token: str, body: SayIn, request: Request, visitor_token: VisitorT
 
     def remember() -> None:
         with database.session() as db:
-            row = db.get(Visitor, visitor.id)
-            if row is not None:
-                row.customer_id, row.last_seen_at = stored.customer_id, utcnow()
+            _noted(db, visitor_id=visitor.id, customer_id=stored.customer_id)
 
     await run_in_threadpool(remember)
     out = {**_public(message_payload(stored.message)), "sender_name": visitor.name}  # type: ignore[arg-type]
     return _cors(request, inbox, JSONResponse(out, status_code=201))
+
+
+def _noted(db: Any, *, visitor_id: str, customer_id: str) -> None:
+    """The visitor wrote as this customer, now. One UPDATE, not a read then a write: an
+    erasure committing in between left the write with no row (StaleDataError), a 500 for a
+    message that was stored; a visitor gone meanwhile is simply not touched."""
+    db.execute(
+        update(Visitor)
+        .where(Visitor.id == visitor_id)
+        .values(customer_id=customer_id, last_seen_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 class RatingIn(BaseModel):
@@ -306,11 +316,10 @@ async def upload(
 
     def public() -> dict[str, Any]:
         with database.session() as db:
-            row = db.get(Visitor, visitor.id)
-            if row is not None:
-                row.customer_id, row.last_seen_at = stored.customer_id, utcnow()
+            _noted(db, visitor_id=visitor.id, customer_id=stored.customer_id)
             message = db.get(Message, stored.message.id)
-            assert message is not None
+            if message is None:  # erased with its customer since it was stored
+                return {**_public(message_payload(stored.message)), "sender_name": visitor.name}  # type: ignore[arg-type]
             return {**_public(message, db), "sender_name": visitor.name}
 
     return _cors(request, inbox, JSONResponse(await run_in_threadpool(public), status_code=201))
