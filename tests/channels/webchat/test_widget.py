@@ -820,3 +820,41 @@ def test_a_message_stored_just_before_its_customer_is_erased_is_answered_201(
         headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": ben["visitor_token"]},
     )
     assert r.status_code == 404
+
+
+def test_a_renamed_agent_shows_by_their_new_name_once_the_names_kept_expire(
+    client: TestClient,
+    world: World,
+    chat: dict[str, str],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Agents' names were kept for the life of the process: a renamed agent went on
+    # answering under the old name in every customer's widget until a restart.
+    from types import SimpleNamespace
+
+    from sqlalchemy import update
+
+    from rapport import cache
+    from rapport.auth.models import User
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(cache, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    ann = start(client, chat, name="Ann")
+    conv = say(client, chat, ann["visitor_token"], "hello")["conversation_id"]
+    reply(client, world, conv, "hi, how can I help?")
+
+    def names() -> list[str]:
+        r = client.get(
+            f"/widget/api/{chat['token']}/messages",
+            headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": ann["visitor_token"]},
+        )
+        assert r.status_code == 200, r.text
+        return [m["sender_name"] for m in r.json() if m["direction"] == "out"]
+
+    assert names() == ["Bob"]
+    with database.session() as db:
+        db.execute(update(User).where(User.name == "Bob").values(name="Robert"))
+    assert names() == ["Bob"]  # kept a while: not a query per message shown
+    clock[0] += 3600  # an hour later
+    assert names() == ["Robert"]

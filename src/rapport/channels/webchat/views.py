@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from rapport.auth.models import Membership, User
 from rapport.bot import service as bot
 from rapport.bus import get_bus
+from rapport.cache import TtlCache
 from rapport.channels import webchat
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
@@ -173,16 +174,24 @@ def _history(db: Any, visitor: Visitor) -> list[dict[str, Any]]:
     return [_public(m, db) for m in rows]
 
 
-_NAMES: dict[str, str] = {}
+# How long an agent's name is kept for the widget: a renamed agent shows by the new name
+# within it (kept for good, the old name stayed in every widget until a restart).
+NAMES_KEPT_SECONDS = 60.0
+_NAMES: TtlCache[str, str] = TtlCache(
+    NAMES_KEPT_SECONDS, name="webchat_agent_names", max_items=10_000
+)
 
 
 def _agent_name(db: Any, user_id: str | None) -> str | None:
+    """The name the visitor sees on an agent's reply, without a query for every reply."""
     if not user_id:
         return None
-    if user_id not in _NAMES:
+
+    def load() -> str:
         user = db.get(User, user_id)
-        _NAMES[user_id] = user.name if user else ""
-    return _NAMES[user_id] or None
+        return user.name if user else ""
+
+    return _NAMES.get(user_id, load) or None
 
 
 def _public(m: Message | dict[str, Any], db: Any = None) -> dict[str, Any]:
