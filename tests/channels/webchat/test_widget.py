@@ -858,3 +858,42 @@ def test_a_renamed_agent_shows_by_their_new_name_once_the_names_kept_expire(
     assert names() == ["Bob"]  # kept a while: not a query per message shown
     clock[0] += 3600  # an hour later
     assert names() == ["Robert"]
+
+
+def test_a_visitor_just_seen_connects_without_a_write(
+    client: TestClient, chat: dict[str, str], database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every connect noted the visitor present in a write transaction, taking SQLite's one
+    # write lock for each page a visitor opened, right after the session call had noted it.
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from rapport.channels.webchat.models import Visitor
+
+    writes: list[int] = []
+    opened = database.write_session
+
+    def counted() -> object:
+        writes.append(1)
+        return opened()
+
+    ann = start(client, chat, name="Ann")
+    url = f"/widget/ws/{chat['token']}?visitor={ann['visitor_token']}"
+    monkeypatch.setattr(database, "write_session", counted)
+    with client.websocket_connect(url):
+        assert writes == []  # just seen by the session call: nothing to write
+    writes.clear()
+
+    long_ago = utcnow() - timedelta(hours=1)
+    monkeypatch.setattr(database, "write_session", opened)
+    with database.session() as db:
+        db.execute(
+            update(Visitor).where(Visitor.id == ann["visitor_id"]).values(last_seen_at=long_ago)
+        )
+    monkeypatch.setattr(database, "write_session", counted)
+    with client.websocket_connect(url):
+        assert writes == [1]  # away a while: noted present again at once
+    with database.session(write=False) as db:
+        seen = db.get(Visitor, ann["visitor_id"])
+        assert seen is not None and seen.last_seen_at > long_ago

@@ -4,6 +4,7 @@ cookies, CORS limited to the origins the inbox allows."""
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -443,16 +444,20 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
         return
 
     def who() -> Visitor | None:
-        with database.session() as db:
+        with database.session(write=False) as db:
             try:
                 v = webchat.visitor_by_token(
                     db, inbox=inbox, token=ws.query_params.get("visitor", "")
                 )
             except Exception:
                 return None
-            v.last_seen_at = utcnow()
             db.expunge(v)
+        # Every page a visitor opens connects, just after its session call noted them
+        # present: only a visitor not seen for a heartbeat is noted again, so most connects
+        # never wait for (or hold) SQLite's one write lock. Erased since the read: unknown.
+        if utcnow() - v.last_seen_at < timedelta(seconds=HEARTBEAT_SECONDS):
             return v
+        return v if _seen(database, v.id) else None
 
     visitor = await run_in_threadpool(who)
     await ws.accept()  # a close before the accept reaches a browser as a failed handshake
