@@ -255,16 +255,18 @@ async def say(token: str, body: SayIn, request: Request, visitor_token: VisitorT
     return _cors(request, inbox, JSONResponse(out, status_code=201))
 
 
-def _noted(db: Any, *, visitor_id: str, customer_id: str) -> None:
-    """The visitor wrote as this customer, now. One UPDATE, not a read then a write: an
-    erasure committing in between left the write with no row (StaleDataError), a 500 for a
-    message that was stored; a visitor gone meanwhile is simply not touched."""
-    db.execute(
+def _noted(db: Any, *, visitor_id: str, **values: Any) -> bool:
+    """The visitor seen now (with ``values`` too); False when they are gone (erased). One
+    UPDATE, not a read then a write: an erasure committing in between left the write with no
+    row (StaleDataError), a 500 for a stored message or a heartbeat dead with its socket
+    open; a visitor gone meanwhile is simply not touched."""
+    done = db.execute(
         update(Visitor)
         .where(Visitor.id == visitor_id)
-        .values(customer_id=customer_id, last_seen_at=utcnow())
+        .values(last_seen_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
+    return bool(getattr(done, "rowcount", 0))
 
 
 class RatingIn(BaseModel):
@@ -567,12 +569,7 @@ VISITOR_GONE = 4404
 def _seen(database: Database, visitor_id: str) -> bool:
     """Note the visitor present now; False when they are gone (erased)."""
     with database.session() as db:
-        # One UPDATE, not a read then a write: an erasure committing in between left the
-        # write with no row (StaleDataError), and the heartbeat died with the socket open.
-        done = db.execute(
-            update(Visitor).where(Visitor.id == visitor_id).values(last_seen_at=utcnow())
-        )
-        return bool(getattr(done, "rowcount", 0))
+        return _noted(db, visitor_id=visitor_id)
 
 
 # How often an open widget's socket says its visitor is present (and learns whether they
