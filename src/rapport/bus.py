@@ -18,7 +18,18 @@ import orjson
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "rapport:events"
+
+def channel(url: str, name: str) -> str:
+    """The pub/sub channel ``name`` of the installation on the Redis at ``url``. Pub/sub
+    ignores Redis's database numbers, so the number is part of the name: two installations
+    given one Redis server and databases of their own never hear each other's events (whose
+    workspace ids would otherwise be taken for their own)."""
+    import redis.connection
+
+    db = redis.connection.parse_url(url).get("db", 0)  # type: ignore[no-untyped-call, unused-ignore]
+    return f"rapport:{db}:{name}"
+
+
 # Seconds without trying Redis after a publish failed there.
 RETRY_AFTER = 5.0
 # Seconds an agent's socket hears nothing before it reads the outbox for what missed the
@@ -132,6 +143,7 @@ class RedisBus(LocalBus):
         import redis
 
         self._url = url
+        self._channel = channel(url, "events")
         self.quiet = QUIET_SECONDS  # another process's event may miss Redis
         # Events are published from request and ingest threads: a Redis that stops answering
         # must cost them a second once, not hang them (the client waits forever by default).
@@ -156,7 +168,7 @@ class RedisBus(LocalBus):
     def publish(self, event: Event) -> None:
         if time.monotonic() >= self._retry_at:
             try:
-                self._sync.publish(CHANNEL, orjson.dumps(event))
+                self._sync.publish(self._channel, orjson.dumps(event))
                 return
             except Exception:
                 # Not tried again for a while: each try could cost the caller a timeout.
@@ -173,7 +185,7 @@ class RedisBus(LocalBus):
             client = aredis.Redis.from_url(self._url)
             pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self._channel)
                 self._ready.set()
                 async for msg in pubsub.listen():
                     if msg.get("type") == "message":

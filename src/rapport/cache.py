@@ -28,6 +28,8 @@ from typing import Any, Generic, TypeVar, cast
 
 import orjson
 
+from rapport import bus
+
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
@@ -175,12 +177,11 @@ class RedisForgetting:
 
     A message lost while Redis is unreachable costs at most the entry's time to live."""
 
-    CHANNEL = "rapport:forget"
-
     def __init__(self, url: str) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url)
+        self._channel = bus.channel(url, "forget")
         self._sender = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._origin = os.urandom(8).hex()
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -214,7 +215,7 @@ class RedisForgetting:
     def _send(self) -> None:
         while (message := self._outbox.get()) is not None:
             try:
-                self._sender.publish(self.CHANNEL, message)
+                self._sender.publish(self._channel, message)
             except Exception:
                 log.warning("redis publish failed", extra={"event": "cache.forget_publish_failed"})
 
@@ -222,7 +223,7 @@ class RedisForgetting:
         while not self._stop.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis 8
             try:
-                pubsub.subscribe(self.CHANNEL)
+                pubsub.subscribe(self._channel)
                 self._ready.set()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.5)

@@ -1,12 +1,14 @@
-"""The Redis bus when Redis stops answering."""
+"""The Redis bus: which processes hear each other, and when Redis stops answering."""
 
 import asyncio
 import socket
 import threading
+import uuid
 
 import pytest
 
 from rapport.bus import RedisBus
+from tests.conftest import REDIS_URL
 
 pytest.importorskip("redis", reason="the redis extra is not installed")
 
@@ -47,3 +49,29 @@ async def test_a_redis_that_stops_answering_is_given_up_and_events_still_reach_t
         silent.close()
         for conn in accepted:
             conn.close()
+
+
+@pytest.mark.redis
+async def test_installations_sharing_a_redis_server_hear_only_their_own_database() -> None:
+    # Pub/sub ignores Redis's database numbers. Two installations pointed at databases of
+    # their own on one server used to share one channel, and each delivered the other's
+    # events to its own workspace of the same id.
+    if not REDIS_URL:
+        pytest.skip("Redis not configured: set RAPPORT_TEST_REDIS_URL")
+    server = REDIS_URL.rpartition("/")[0]
+    ours, ours_too, theirs = (RedisBus(f"{server}/{db}") for db in (14, 14, 15))
+    for bus in (ours, ours_too, theirs):
+        await bus.start()
+    workspace = uuid.uuid4().hex
+    try:
+        with ours.subscribe(workspace) as sub:
+            for n, bus in enumerate((theirs, ours_too)):
+                event = {"id": n, "workspace_id": workspace, "type": "t", "payload": {}}
+                await asyncio.to_thread(bus.publish, event)
+            heard = await asyncio.wait_for(sub.queue.get(), 5)
+            assert heard["id"] == 1  # the other installation's event (0) never came
+            await asyncio.sleep(0.2)
+            assert sub.queue.empty()
+    finally:
+        for bus in (ours, ours_too, theirs):
+            await bus.stop()
