@@ -39,8 +39,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy src
 
+# One test process per core: every test has a database of its own (tests/conftest.py), and
+# the slowest tests wait on subprocesses and browsers, which leaves a core idle in one process.
 test: lint typecheck install-ai
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal
 
 bench: install
 	$(BIN)/python bench/ingest.py

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 from alembic import command
@@ -39,6 +40,16 @@ os.environ.setdefault("RAPPORT_OUTBOUND_PRIVATE_OK", "1")
 # add seconds to every test. tests/test_ingest.py and the multi-process test in
 # tests/realtime/test_stream.py run the writer process, the default of `rapport serve`.
 os.environ.setdefault("RAPPORT_INGEST_PROCESS", "0")
+
+# `make test` runs the suite in one process per core (pytest-xdist). Each has a PostgreSQL
+# database of its own (``pg_migrated``) and a Redis database of its own, set here before any
+# test module reads it: keys and pub/sub channels (named by database, ``bus.channel``) apart;
+# databases 14 and 15 are tests/realtime/test_bus.py's.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...; unset in one process
+if _WORKER and os.environ.get("RAPPORT_TEST_REDIS_URL"):
+    _url = urlsplit(os.environ["RAPPORT_TEST_REDIS_URL"])
+    _own = (int(_url.path.strip("/") or 0) + int(_WORKER.removeprefix("gw")) + 1) % 14
+    os.environ["RAPPORT_TEST_REDIS_URL"] = _url._replace(path=f"/{_own}").geturl()
 
 PG_URL = os.environ.get("RAPPORT_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("RAPPORT_TEST_REDIS_URL")
