@@ -111,9 +111,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_migrated")
     db = Database(url, pool_size=1)
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    # DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE gives each of the ~50
+    # tables and their indexes new files, ~0.7 s a test against ~0.03.
     with db.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+        for (sequence,) in conn.execute(text("SELECT sequencename FROM pg_sequences")):
+            conn.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
     db.dispose()
     return url
 
