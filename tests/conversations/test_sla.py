@@ -812,3 +812,51 @@ def test_a_reopened_conversation_matched_to_another_policy_is_timed_anew_from_it
     assert _record(database, conv).resolution_due_at == t + timedelta(hours=2, minutes=2850)
     call("labels", {"labels": ["vip"]})
     assert _record(database, conv).resolution_due_at == t + timedelta(hours=2, minutes=30)
+
+
+def _resolution_policy(client: TestClient, world: World, *, warn: int = 0) -> None:
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Day", "resolution_minutes": 600, "warn_before_minutes": warn},
+        headers=auth(world.alice),
+    ).raise_for_status()
+
+
+def _conversation(client: TestClient, world: World, ext: str) -> str:
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": ext, "text": "help", "from": {"email": f"{ext}@example.com"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["conversation_id"])
+
+
+def test_a_snooze_that_ended_runs_the_clock_from_its_end_not_from_the_jobs_round(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The periodic job reopened a snoozed conversation when it came round and the clock
+    # ran again from then: the time after snoozed_until counted as a pause, though the
+    # conversation was back on the team's plate.
+    from rapport.conversations import service
+    from rapport.conversations.models import Status
+
+    _resolution_policy(client, world)
+    conv = _conversation(client, world, "wake-1")
+    t0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    _paused_unused(database, conv)
+    _move(database, conv, "open", t0)
+    with database.session() as db:  # snoozed after an hour, until two hours later
+        row = db.get(Conversation, conv)
+        assert row is not None
+        row.status, row.snoozed_until = Status.snoozed, t0 + timedelta(hours=3)
+        sla.on_status(db, conversation=row, at=t0 + timedelta(hours=1))
+    with database.session() as db:  # the job comes round two hours after that
+        assert service.unsnooze_due(db, now=t0 + timedelta(hours=5)) == 1
+    back = _record(database, conv)
+    assert back.resolution_started_at == t0 + timedelta(hours=3)
+    assert back.resolution_due_at == t0 + timedelta(hours=3 + 9)  # 9 of its 10 h left
+    with database.session() as db:
+        woken = db.get(Conversation, conv)
+        assert woken is not None
+        assert (woken.status, woken.snoozed_until) == (Status.open, None)

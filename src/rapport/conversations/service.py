@@ -644,8 +644,12 @@ def set_status(
     status: Status,
     snoozed_until: datetime | None = None,
     actor_id: str | None = None,
+    since: datetime | None = None,
 ) -> Conversation:
-    """Open, mark pending, snooze until a time, or resolve a conversation."""
+    """Open, mark pending, snooze until a time, or resolve a conversation.
+
+    ``since``: the moment the change took effect for the SLA clocks, when that is before
+    now (a snooze ended at its time, noticed later by the periodic job)."""
     if status == Status.snoozed:
         if snoozed_until is None or snoozed_until.tzinfo is None:
             raise Invalid("snoozing needs snoozed_until, a timezone-aware time")
@@ -657,7 +661,7 @@ def set_status(
     conversation.snoozed_until = snoozed_until if status == Status.snoozed else None
     conversation.resolved_at = utcnow() if status == Status.resolved else None
     # Resolved stops the SLA clocks; pending and snoozed pause the resolution clock.
-    sla.on_status(db, conversation=conversation)
+    sla.on_status(db, conversation=conversation, at=since)
     if status == Status.resolved:
         conversation.waiting_since = None  # nobody waits on a resolved conversation
         from rapport.bot import service as bot  # the bot builds on this module
@@ -755,7 +759,9 @@ def unsnooze_due(db: Session, *, now: datetime | None = None) -> int:
         )
     )
     for conv in rows:
-        set_status(db, conversation=conv, status=Status.open)
+        # Due back at snoozed_until: the resolution clock runs again from then, not from
+        # whenever this job came round (the time in between was the team's, not a pause).
+        set_status(db, conversation=conv, status=Status.open, since=conv.snoozed_until)
     return len(rows)
 
 
