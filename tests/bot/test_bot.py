@@ -25,7 +25,7 @@ from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from tests.channels.test_whatsapp import Graph, graph, inbox, message_event, post_signed  # noqa: F401
 from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
-from tests.conftest import auth, pause_first_fit
+from tests.conftest import auth, pause_first_fit, published_events
 from tests.factories import World, planted_pickle
 
 ORDERS = {"1042": {"status": "shipped", "carrier": "DHL", "eta": "Thursday"}}
@@ -435,6 +435,54 @@ def test_asking_for_a_person_hands_over_at_once(
     assert "the customer asked for a person" in note["text"]
     assert bot_messages(conv)[0]["meta"]["bot"]["source"] == "handover"
     assert client.get("/api/v1/bot/unanswered", headers=auth(world.bob)).json() == []
+
+
+def test_a_hand_over_opens_a_set_aside_conversation_as_any_status_change_does(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The hand-over set the status itself: a conversation an agent had marked pending
+    # before the bot's job ran came back open with its SLA resolution clock still paused
+    # (until some later hook), and no one heard of the change (no activity, no event).
+    from rapport.conversations.models import ConversationSla
+
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Day", "resolution_minutes": 600},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    conv_id = ask(client, world, "sa1", "I want a person")
+    client.post(
+        f"/api/v1/conversations/{conv_id}/status",
+        json={"status": "pending"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    with published_events() as events:
+        work(database, settings)
+    conv = thread(client, world, conv_id)
+    assert conv["status"] == "open"
+    assert bot_messages(conv)[0]["meta"]["bot"]["source"] == "handover"
+    with database.session(write=False) as db:
+        record = db.get(ConversationSla, conv_id)
+        assert record is not None
+        assert record.resolution_started_at is not None and record.resolution_due_at is not None
+    # Recorded once, as the bot's doing; the open conversation published.
+    (opened,) = [
+        m for m in conv["messages"] if m["kind"] == "activity" and m["text"] == "status: open"
+    ]
+    assert opened["sender_type"] == "bot" and opened["sender_id"] is None
+    updates = [e["payload"] for e in events if e["type"] == "conversation.updated"]
+    assert updates and updates[-1]["status"] == "open"
+    assert client.get(f"/api/v1/conversations/{conv_id}/sla", headers=auth(world.bob)).json()[
+        "resolution_due_at"
+    ]
+
+    # Already open (the usual hand-over): no status change to record.
+    other = ask(client, world, "sa2", "I want a person", email="ann@example.com")
+    work(database, settings)
+    assert not [
+        m for m in thread(client, world, other)["messages"] if m["text"].startswith("status:")
+    ]
 
 
 def test_a_hand_over_to_a_team_since_deleted_still_hands_over(

@@ -556,8 +556,10 @@ def _hand_over(
         conversations.assign(
             db, conversation=conversation, assignee_id=None, team_id=team_id, actor_id=None
         )
-    if conversation.status != Status.open:
-        conversation.status = Status.open
+    # Set aside meanwhile (pending, snoozed, even resolved before the bot's job ran): open
+    # again as any status change is made, so the SLA resolution clock runs again now and
+    # the change is recorded (an activity line by the bot, the event, the rules).
+    conversations.set_status(db, conversation=conversation, status=Status.open, by_bot=True)
     enqueue(
         db,
         name="route",

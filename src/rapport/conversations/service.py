@@ -537,13 +537,20 @@ def note(
     return Noted(message=msg, notified=notified, ambiguous=mentions.ambiguous)
 
 
-def _activity(db: Session, *, conversation: Conversation, text: str, data: dict[str, Any]) -> None:
+def _activity(
+    db: Session,
+    *,
+    conversation: Conversation,
+    text: str,
+    data: dict[str, Any],
+    sender_type: str = "system",
+) -> None:
     add_message(
         db,
         conversation=conversation,
         direction=Direction.outbound,
         kind=MessageKind.activity,
-        sender_type="system",
+        sender_type=sender_type,
         sender_id=None,
         text=text,
         meta=data,
@@ -644,10 +651,12 @@ def set_status(
     status: Status,
     snoozed_until: datetime | None = None,
     actor_id: str | None = None,
+    by_bot: bool = False,
     since: datetime | None = None,
 ) -> Conversation:
     """Open, mark pending, snooze until a time, or resolve a conversation.
 
+    ``by_bot``: the bot made the change (its activity line says so, as its messages do).
     ``since``: the moment the change took effect for the SLA clocks, when that is before
     now (a snooze ended at its time, noticed later by the periodic job)."""
     if status == Status.snoozed:
@@ -684,6 +693,7 @@ def set_status(
         conversation=conversation,
         text=f"status: {status.value}",
         data={"status": status.value, "by": actor_id},
+        sender_type="bot" if by_bot else "system",
     )
     _updated(db, conversation)
     return conversation
