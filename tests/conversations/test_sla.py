@@ -860,3 +860,44 @@ def test_a_snooze_that_ended_runs_the_clock_from_its_end_not_from_the_jobs_round
         woken = db.get(Conversation, conv)
         assert woken is not None
         assert (woken.status, woken.snoozed_until) == (Status.open, None)
+
+
+def test_a_warning_is_sent_once_per_clock_however_often_it_pauses(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A warned resolution clock, paused and resumed, is due at another time: the warning,
+    # kept by due time, was sent again on every resume.
+    _resolution_policy(client, world, warn=60)
+    conv = _conversation(client, world, "warn-1")
+    t0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    _paused_unused(database, conv)
+    _move(database, conv, "open", t0)
+
+    def check(at: datetime) -> int:
+        with database.session() as db:
+            return sla.check(db, now=at)
+
+    assert check(t0 + timedelta(hours=9, minutes=30)) == 1  # 30 min left: warned
+    _move(database, conv, "pending", t0 + timedelta(hours=9, minutes=30))
+    assert _record(database, conv).state.value == "ok"  # paused: nothing is due
+    _move(database, conv, "open", t0 + timedelta(hours=20))
+    assert _record(database, conv).resolution_due_at == t0 + timedelta(hours=20, minutes=30)
+    assert check(t0 + timedelta(hours=20)) == 0  # the same clock: warned already
+    assert _record(database, conv).state.value == "warning"
+    _move(database, conv, "snoozed", t0 + timedelta(hours=20, minutes=10))
+    _move(database, conv, "open", t0 + timedelta(hours=22))
+    assert check(t0 + timedelta(hours=22)) == 0
+    assert check(t0 + timedelta(hours=22, minutes=21)) == 1  # then missed, once
+
+    # Resolved while paused after a warning, then reopened: a fresh clock, warned anew.
+    _move(database, conv, "pending", t0 + timedelta(hours=23))
+    _move(database, conv, "resolved", t0 + timedelta(hours=24))
+    t1 = t0 + timedelta(days=2)
+    _move(database, conv, "open", t1)
+    assert _record(database, conv).resolution_due_at == t1 + timedelta(hours=10)
+    assert check(t1 + timedelta(hours=9, minutes=30)) == 1
+    _move(database, conv, "pending", t1 + timedelta(hours=9, minutes=30))
+    _move(database, conv, "resolved", t1 + timedelta(hours=9, minutes=40))
+    t2 = t1 + timedelta(days=2)
+    _move(database, conv, "open", t2)
+    assert check(t2 + timedelta(hours=9, minutes=30)) == 1

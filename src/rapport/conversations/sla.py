@@ -211,6 +211,11 @@ def match(db: Session, conversation: Conversation, candidates: list[SlaPolicy]) 
     return None
 
 
+def _key(target: str, kind: str, due: datetime) -> str:
+    """How an announcement is kept in ``announced``: one per target, kind and due time."""
+    return f"{target}:{kind}:{due.isoformat()}"
+
+
 def _refresh_next_due(row: ConversationSla) -> None:
     """The earliest open due time, and the live state of the open targets: one already
     announced as missed makes it ``breached``, one announced as close ``warning``."""
@@ -224,10 +229,10 @@ def _refresh_next_due(row: ConversationSla) -> None:
     announced = set(row.announced or [])
     state = SlaState.ok
     for target, due in open_targets:
-        if f"{target}:breached:{due.isoformat()}" in announced:
+        if _key(target, "breached", due) in announced:
             state = SlaState.breached
             break
-        if f"{target}:warning:{due.isoformat()}" in announced:
+        if _key(target, "warning", due) in announced:
             state = SlaState.warning
     row.state = state
 
@@ -275,6 +280,7 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
             row.first_response_due_at = add_business_minutes(at, policy.first_response_minutes, cal)
         row.resolution_due_at, row.resolution_started_at = None, None
         row.resolution_used_seconds = 0
+        _forget_paused_warning(row)
     elif row.first_response_due_at is None and row.next_response_due_at is None:
         policy = db.get(SlaPolicy, row.policy_id)
         if policy is not None and policy.next_response_minutes is not None:
@@ -315,6 +321,7 @@ def on_changed(db: Session, *, conversation: Conversation) -> None:
     row.first_response_due_at = None if answered else due(waiting, policy.first_response_minutes)
     row.next_response_due_at = due(waiting, policy.next_response_minutes) if answered else None
     row.policy_id = policy.id
+    _forget_paused_warning(row)  # timed anew under this policy: warned anew too
     if row.resolution_started_at is not None:  # running: timed anew under this policy
         row.resolution_due_at = _resolution_due(row, policy, cal)
     elif row.resolution_due_at is not None and not _used_up(row, policy):
@@ -356,6 +363,7 @@ def _follow_status(db: Session, row: ConversationSla, conv: Conversation, *, at:
     if conv.status == Status.resolved:
         row.first_response_due_at = row.next_response_due_at = row.resolution_due_at = None
         row.resolution_started_at, row.resolution_used_seconds = None, 0
+        _forget_paused_warning(row)
         return
     policy = db.get(SlaPolicy, row.policy_id) if row.policy_id is not None else None
     if policy is None:  # its policy was deleted: no clock runs
@@ -366,13 +374,45 @@ def _follow_status(db: Session, row: ConversationSla, conv: Conversation, *, at:
         if row.resolution_started_at is None:
             row.resolution_started_at = at
             row.resolution_due_at = _resolution_due(row, policy, cal)
+            _resume_warning(row)
     elif row.resolution_started_at is not None:  # pending or snoozed: the clock pauses
         used = _used(row, at, cal)
         row.resolution_used_seconds = int(used.total_seconds())
         row.resolution_started_at = None
         if row.resolution_due_at is not None and row.resolution_due_at > at:
+            _pause_warning(row, row.resolution_due_at)
             row.resolution_due_at = None
         # A target already missed keeps its due time: the miss stands until resolved.
+
+
+# A warning is sent once per target per clock. A resolution clock warned about, paused and
+# resumed is due at another time, and announcements are kept by due time: it would warn
+# again. The pause keeps the warning on record without its due time, and the resumed clock
+# takes it over under its new one (never further from its end than when warned: the time
+# used only grows). A fresh clock (resolved, then reopened; another policy) is warned anew.
+_PAUSED_WARNING = "resolution:warning:paused"
+
+
+def _pause_warning(row: ConversationSla, due: datetime) -> None:
+    """The clock pauses before ``due``: a warning given about it stays given."""
+    if _key("resolution", "warning", due) in (row.announced or []):
+        row.announced = [*row.announced, _PAUSED_WARNING]
+
+
+def _resume_warning(row: ConversationSla) -> None:
+    """The clock runs again: a warning given before the pause counts for its new due time."""
+    if _PAUSED_WARNING not in (row.announced or []):
+        return
+    kept = [key for key in row.announced if key != _PAUSED_WARNING]
+    if row.resolution_due_at is not None:
+        kept.append(_key("resolution", "warning", row.resolution_due_at))
+    row.announced = kept
+
+
+def _forget_paused_warning(row: ConversationSla) -> None:
+    """A fresh resolution clock: what was said about the one before does not carry over."""
+    if _PAUSED_WARNING in (row.announced or []):
+        row.announced = [key for key in row.announced if key != _PAUSED_WARNING]
 
 
 def _used(row: ConversationSla, at: datetime, cal: Calendar) -> timedelta:
@@ -470,7 +510,7 @@ def _announce(db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTi
             kind = "warning"
         if kind is None:
             continue
-        key = f"{target}:{kind}:{due.isoformat()}"
+        key = _key(target, kind, due)
         if key in row.announced:
             continue
         row.announced = [*row.announced, key]
