@@ -901,3 +901,40 @@ def test_a_warning_is_sent_once_per_clock_however_often_it_pauses(
     t2 = t1 + timedelta(days=2)
     _move(database, conv, "open", t2)
     assert check(t2 + timedelta(hours=9, minutes=30)) == 1
+
+
+def test_a_paused_resolution_clock_says_so_with_the_time_it_has_left(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A paused clock showed as nothing at all: no due time, state "ok", as if none ran.
+    _resolution_policy(client, world)
+    conv = _conversation(client, world, "held-1")
+
+    def sla_of() -> dict[str, Any]:
+        r = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob))
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    running = sla_of()
+    assert running["resolution_paused"] is False and running["resolution_left_seconds"] is None
+    t0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    _paused_unused(database, conv)
+    _move(database, conv, "open", t0)
+    _move(database, conv, "pending", t0 + timedelta(hours=1, minutes=30))
+    held = sla_of()
+    assert held["resolution_paused"] is True and held["resolution_due_at"] is None
+    assert held["resolution_left_seconds"] == (10 * 60 - 90) * 60
+
+    # Missed, then pending: paused with nothing left, the miss still its due time.
+    _move(database, conv, "open", t0 + timedelta(hours=2))
+    _move(database, conv, "snoozed", t0 + timedelta(hours=12))
+    missed = sla_of()
+    assert missed["resolution_paused"] is True and missed["resolution_left_seconds"] == 0
+    missed_at = t0 + timedelta(hours=10, minutes=30)
+    assert datetime.fromisoformat(missed["resolution_due_at"]) == missed_at
+
+    # Resolved: the clock stopped, not paused.
+    client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    ).raise_for_status()
+    assert sla_of()["resolution_paused"] is False

@@ -126,3 +126,31 @@ def test_the_last_day_of_the_calendar_is_a_filter_not_an_error(
     )
     assert r.status_code == 200
     assert world.acme.first.conversation.id in r.text  # type: ignore[union-attr]
+
+
+def test_a_paused_sla_clock_shows_as_paused_with_the_time_it_has_left(
+    client: TestClient, world: World
+) -> None:
+    client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Day", "resolution_minutes": 600},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    held = inbound(client, world, "sp1", "sp1@example.com")
+    running = inbound(client, world, "sp2", "sp2@example.com")
+    client.post(
+        f"/api/v1/conversations/{held}/status", json={"status": "pending"}, headers=auth(world.bob)
+    ).raise_for_status()
+    sign_in(client, "bob@acme.test")
+
+    def item(conv: str, status: str) -> str:
+        page = client.get("/app/inbox", params={"view": "all", "status": status}).text
+        return page[page.index(f'data-id="{conv}"') :].split("</li>", 1)[0]
+
+    held_item = item(held, "pending")
+    assert (
+        '<span class="sla sla-paused" title="SLA resolution clock paused, 10 h 0 min left">'
+        "SLA paused</span>"
+    ) in held_item
+    running_item = item(running, "open")
+    assert ">SLA ok</span>" in running_item and "paused" not in running_item

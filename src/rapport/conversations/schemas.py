@@ -230,6 +230,10 @@ class ConversationSlaRead(BaseModel):
     # Missed targets stay on record after the clocks stop: the first miss and the count.
     breached_at: datetime | None
     breaches: int
+    # Pending or snoozed: the resolution clock waits, with no due time (unless missed
+    # already), and this much open (business) time left for when it runs again.
+    resolution_paused: bool = False
+    resolution_left_seconds: int | None = None
 
 
 class CannedIn(BaseModel):

@@ -643,6 +643,46 @@ def state_of(db: Session, *, conversation: Conversation) -> ConversationSla | No
     return db.get(ConversationSla, conversation.id)
 
 
+PAUSING = frozenset({Status.pending, Status.snoozed})
+
+
+def paused(
+    db: Session,
+    conversations: list[Conversation],
+    rows: dict[str, ConversationSla],
+) -> dict[str, timedelta]:
+    """The conversations whose resolution clock is paused (pending or snoozed, under a
+    policy with a resolution target), each with the open time it has left (none once
+    missed): a paused clock has no due time to show, and its last one would be stale."""
+    held = [
+        (conv, row, row.policy_id)
+        for conv in conversations
+        if conv.status in PAUSING
+        and (row := rows.get(conv.id)) is not None
+        and row.policy_id is not None
+        and row.resolution_started_at is None
+    ]
+    if not held:
+        return {}
+    targets = {
+        policy.id: policy.resolution_minutes
+        for workspace_id in {conv.workspace_id for conv, _, _ in held}
+        for policy in policies(db, workspace_id)
+    }
+    out = {}
+    for conv, row, policy_id in held:
+        minutes = targets.get(policy_id)
+        if minutes is None:
+            continue
+        left = timedelta(minutes=minutes, seconds=-row.resolution_used_seconds)
+        if row.resolution_due_at is not None and left > timedelta():
+            # Paused with a due time is a miss (its time used up); with time left, it is
+            # a record from before migration 0020, whose due time still runs.
+            continue
+        out[conv.id] = max(left, timedelta())
+    return out
+
+
 def states_of(db: Session, ids: list[str]) -> dict[str, ConversationSla]:
     """The SLA rows of many conversations in one query (absent where no policy ever applied)."""
     if not ids:

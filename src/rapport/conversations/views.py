@@ -405,10 +405,18 @@ def set_business_hours(body: BusinessHoursIn, principal: CurrentAdmin, db: Db) -
 
 @router.get("/{conversation_id}/sla", response_model=ConversationSlaRead | None)
 def get_sla(conversation_id: str, principal: CurrentMember, db: Db) -> ConversationSlaRead | None:
-    """The conversation's due times and SLA state (null when no policy applies)."""
+    """The conversation's due times and SLA state (null when no policy applies), and
+    whether its resolution clock is paused."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     row = sla.state_of(db, conversation=conv)
-    return ConversationSlaRead.model_validate(row) if row else None
+    if row is None:
+        return None
+    out = ConversationSlaRead.model_validate(row)
+    left = sla.paused(db, [conv], {conv.id: row}).get(conv.id)
+    if left is not None:
+        out.resolution_paused = True
+        out.resolution_left_seconds = int(left.total_seconds())
+    return out
 
 
 canned_router = APIRouter(prefix="/api/v1/canned-responses", tags=["canned responses"])

@@ -156,6 +156,7 @@ async def inbox_page(
         )
         colours = label_list.colours(db, workspace_id=principal.workspace_id)
         slas = sla.states_of(db, [c.id for c in rows])
+        paused = {cid: _open_time(left) for cid, left in sla.paused(db, rows, slas).items()}
         unread = conversations.unread_counts(
             db, workspace_id=principal.workspace_id, user_id=principal.user_id
         )
@@ -176,12 +177,19 @@ async def inbox_page(
         previews=previews,
         colours=colours,
         slas=slas,
+        paused=paused,
         next_cursor=nxt,
         more_query=more,
         unread=unread,
         inbox_channel={i.id: i.channel for i in all_inboxes},
         can_act=principal.role.value != "viewer",
     )
+
+
+def _open_time(left: timedelta) -> str:
+    """Business time left on a paused SLA clock, as an agent reads it: "9 h 30 min"."""
+    hours, minutes = divmod(int(left.total_seconds()) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 def _choice(kind: type[enum.StrEnum], value: str | None) -> str | None:
