@@ -1076,6 +1076,24 @@ def test_a_reaction_and_its_removal_read_as_on_whatsapp(client: TestClient, worl
     assert texts == ["[reaction] \u2764", "[reaction removed]"]
 
 
+def test_a_reaction_given_and_taken_back_twice_is_recorded_each_time_and_a_redelivery_once(
+    client: TestClient, world: World
+) -> None:
+    # The reaction's id was made of the message, the action and the emoji only: the second
+    # "unreact" of the same emoji (and a second like) was taken for a redelivery of the
+    # first and dropped, so the conversation showed a like that had been taken back.
+    inbox = meta_inbox(client, world, "messenger")
+    like = {"reaction": "like", "emoji": "\U0001f44d", "action": "react", "mid": "m_OUT1"}
+    unlike = {"reaction": "like", "action": "unreact", "mid": "m_OUT1"}
+    at = 1458692752478
+    for n, reaction in enumerate([like, unlike, like, unlike]):
+        event = meta_event("page", {"timestamp": at + n * 1000, "reaction": reaction})
+        for _ in range(2):  # Meta redelivers each: stored once
+            assert meta_post(client, "messenger", inbox, event).status_code == 200
+    texts = [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
+    assert texts == ["[reaction] \U0001f44d", "[reaction removed]"] * 2
+
+
 def test_a_reaction_is_recorded_but_does_not_reopen_or_wait_for_an_answer(
     client: TestClient, world: World, database: Database
 ) -> None:

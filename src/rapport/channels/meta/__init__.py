@@ -110,10 +110,16 @@ class MetaChannel:
                 )
             elif "reaction" in item:
                 r = item["reaction"]
+                # A reaction has no id of its own, and the same one can come and go on a
+                # message many times: the webhook's time tells each apart, while Meta's
+                # redelivery of the same item keeps it (and so is stored once).
+                key = f"{r.get('mid')}:{r.get('action')}:{r.get('emoji', '')}"
+                if item.get("timestamp"):
+                    key += f":{item['timestamp']}"
                 events.messages.append(
                     InboundMessage(
                         inbox_id=inbox.id,
-                        external_id=f"{r.get('mid')}:{r.get('action')}:{r.get('emoji', '')}",
+                        external_id=key,
                         handles=[handle(self.kind, sender)],
                         text="[reaction removed]"
                         if r.get("action") == "unreact"
