@@ -1,8 +1,12 @@
 """Web chat: files both ways through the widget's API, and read receipts for agents."""
 
+from typing import Any
+
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from rapport.channels import webchat
+from rapport.db import Database
 from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
 from tests.conftest import auth
 from tests.factories import World
@@ -50,6 +54,54 @@ def test_a_visitor_sends_a_file_that_agents_and_only_that_visitor_can_open(
         f"/widget/api/{chat['token']}/messages", headers=visitor_headers(visitor)
     ).json()
     assert history[-1]["attachments"][0]["filename"] == "receipt.pdf"
+
+
+def test_the_history_reads_every_messages_files_in_one_query_however_long_it_is(
+    client: TestClient,
+    chat: dict[str, str],  # noqa: F811
+    database: Database,
+) -> None:
+    # The history read each message's files with a query of its own: a chat of 500
+    # messages (the most it shows) cost 500 more round trips each time the widget opened.
+    visitor = start(client, chat, name="Ada")["visitor_token"]
+    url = f"/widget/api/{chat['token']}/messages"
+
+    def sent(n: int) -> None:
+        pdf = b"%PDF-1.4 page " + str(n).encode()
+        r = client.post(
+            f"/widget/api/{chat['token']}/attachments",
+            files={"file": (f"scan-{n}.pdf", pdf, "application/pdf")},
+            data={"text": f"scan {n}"},
+            headers=visitor_headers(visitor),
+        )
+        assert r.status_code == 201, r.text
+        say(client, chat, visitor, f"and that was {n}")
+
+    def statements() -> tuple[int, int]:
+        """The history's statements in all, and those that read attachments."""
+        seen: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            seen.append(statement)
+
+        event.listen(database.engine, "before_cursor_execute", count)
+        try:
+            history = client.get(url, headers=visitor_headers(visitor))
+        finally:
+            event.remove(database.engine, "before_cursor_execute", count)
+        assert history.status_code == 200
+        files = [a["filename"] for m in history.json() for a in m["attachments"]]
+        assert files == [f"scan-{n}.pdf" for n in range(len(history.json()) // 2)]
+        return len(seen), sum("FROM attachments" in s for s in seen)
+
+    sent(0)
+    client.get(url, headers=visitor_headers(visitor))  # what is cached is cached
+    few = statements()
+    for n in range(1, 8):
+        sent(n)
+    many = statements()
+    assert few[1] == many[1] == 1
+    assert few[0] == many[0]
 
 
 def test_a_file_too_large_is_refused_with_a_reason(

@@ -172,7 +172,11 @@ def _history(db: Any, visitor: Visitor) -> list[dict[str, Any]]:
         .order_by(Message.created_at, Message.id)
         .limit(500)
     ).scalars()
-    return [_public(m, db) for m in rows]
+    messages = list(rows)
+    # Every message's files in one query: a query each made a long chat's history (up to
+    # 500 messages) cost as many round trips.
+    attached = files.of_messages(db, [m.id for m in messages])
+    return [_public(m, db, attached[m.id]) for m in messages]
 
 
 # How long an agent's name is kept for the widget: a renamed agent shows by the new name
@@ -195,18 +199,20 @@ def _agent_name(db: Any, user_id: str | None) -> str | None:
     return _NAMES.get(user_id, load) or None
 
 
-def _public(m: Message | dict[str, Any], db: Any = None) -> dict[str, Any]:
-    """What a visitor may see of a message: never notes, never agents' internal ids."""
+def _public(
+    m: Message | dict[str, Any], db: Any = None, attached: list[Attachment] | None = None
+) -> dict[str, Any]:
+    """What a visitor may see of a message: never notes, never agents' internal ids.
+    ``attached``: its files, when the caller read them already (read here otherwise)."""
     p = m if isinstance(m, dict) else message_payload(m)
     keys = ("id", "conversation_id", "direction", "kind", "text", "status", "created_at")
     out = {k: p[k] for k in keys}
     if p.get("sender_type") == "user" and db is not None:
         out["sender_name"] = _agent_name(db, p.get("sender_id"))
     if db is not None:
-        out["attachments"] = [
-            {"id": a.id, "filename": a.filename, "content_type": a.content_type, "size": a.size}
-            for a in db.scalars(select(Attachment).where(Attachment.message_id == p["id"]))
-        ]
+        if attached is None:
+            attached = files.of_messages(db, [p["id"]])[p["id"]]
+        out["attachments"] = files.summary(attached)
         if p.get("kind") == "bot":  # answers (not hand-over notices) can be rated
             row = m if isinstance(m, Message) else db.get(Message, p["id"])
             source = ((row.meta or {}).get("bot") or {}).get("source") if row else None
