@@ -102,7 +102,8 @@ class InboundMessage:
     # Set by callers acting for a workspace (the API): an inbox of another one is not found.
     expect_workspace_id: str | None = None
     expect_channel: str | None = None
-    # An auto-reply, out-of-office or bounce: recorded, never answered, never reopening.
+    # An auto-reply, out-of-office or bounce (or what another app answers: Meta's standby):
+    # recorded, never answered, never reopening.
     auto_reply: bool = False
     # Set once the workspace's own triage models have run (before the writer, off its
     # thread): the writer then only stores.

@@ -1117,6 +1117,46 @@ def test_a_reaction_is_recorded_but_does_not_reopen_or_wait_for_an_answer(
     assert conv["status"] == "resolved" and waiting_since(database, conv["id"]) is None
 
 
+@pytest.mark.parametrize("channel,obj", [("messenger", "page"), ("instagram", "instagram")])
+def test_what_passes_while_another_app_holds_the_thread_is_recorded_but_not_answered(
+    client: TestClient, world: World, database: Database, channel: str, obj: str
+) -> None:
+    # Meta's handover protocol: while another app (a partner's bot, Meta's own inbox)
+    # holds the thread, the page's events come in the entry's "standby", not "messaging".
+    # They were dropped: agents saw the thread with holes where the customer and the
+    # other app had spoken.
+    inbox = meta_inbox(client, world, channel)
+    client.put(
+        f"/api/v1/bot/inboxes/{inbox}", json={"enabled": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.patch(
+        f"/api/v1/inboxes/{inbox}", json={"auto_assign": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    customer, page = {"id": "1254459154682919"}, {"id": "PAGE_ID"}
+    asked = {"sender": customer, "recipient": page}
+    asked |= {"message": {"mid": "m_SB1", "text": "where is my parcel?"}}
+    answered = {"sender": page, "recipient": customer}  # the other app's answer, echoed
+    answered |= {"message": {"is_echo": True, "app_id": 1, "mid": "m_SB2"}}
+    answered["message"]["text"] = "It left this morning."
+    tapped = {"sender": customer, "recipient": page}
+    tapped |= {"postback": {"mid": "m_SB3", "title": "Thanks!"}}  # no payload in standby
+    for item in (asked, answered, tapped, asked):  # the first one redelivered: stored once
+        at = item.setdefault("timestamp", int(utcnow().timestamp() * 1000))
+        call = {"object": obj, "entry": [{"id": "PAGE_ID", "time": at, "standby": [item]}]}
+        assert meta_post(client, channel, inbox, call).status_code == 200
+    conv = only_conversation(client, world, inbox)
+    said = [(m["direction"], m["text"], m["meta"].get("standby")) for m in conv["messages"]]
+    assert said == [
+        ("in", "where is my parcel?", True),
+        ("out", "It left this morning.", True),
+        ("in", "Thanks!", True),
+    ]
+    # The other app answers: no bot, no rule, no routing here, and nobody waits on us.
+    assert conv["assignee_id"] is None and waiting_since(database, conv["id"]) is None
+    with database.session(write=False) as db:
+        assert set(db.scalars(select(Job.name))) & {"bot_reply", "route", "deliver"} == set()
+
+
 def test_a_messenger_edit_is_kept_beside_what_it_changed(client: TestClient, world: World) -> None:
     # Meta's message_edits event was dropped: the agent kept answering the words as they
     # were first written.

@@ -65,18 +65,46 @@ class MetaChannel:
     def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
         """Each messaging item on its own (one that cannot be read is set aside, the others
         go on); with the inbox's ``page_id`` set, entries of other pages or accounts (one
-        Meta app, one callback URL) are not this inbox's and are left out."""
+        Meta app, one callback URL) are not this inbox's and are left out.
+
+        Items of an entry's ``standby`` (Meta's handover protocol: another app holds the
+        thread) are recorded as the others are, so agents see the whole thread, but like
+        an auto-reply (``meta.standby``): that app answers them, so they neither reopen a
+        conversation nor wait for an answer, and no bot or rule acts on them."""
         payload = json.loads(request.body)
         events = base.WebhookEvents()
         ours = inbox.settings.get("page_id")
 
-        def item(item: dict[str, Any]) -> None:
+        def item(item: dict[str, Any], *, standby: bool = False) -> None:
             sender = str(item["sender"]["id"])
             sent_at = (
                 datetime.fromtimestamp(int(item["timestamp"]) / 1000, UTC)
                 if item.get("timestamp")
                 else None
             )
+            marked = {"standby": True} if standby else {}
+
+            def inbound(
+                external_id: str,
+                text: str,
+                meta: dict[str, Any],
+                *,
+                at: datetime | None = sent_at,
+                auto_reply: bool = False,
+            ) -> None:
+                events.messages.append(
+                    InboundMessage(
+                        inbox_id=inbox.id,
+                        external_id=external_id,
+                        handles=[handle(self.kind, sender)],
+                        text=text,
+                        sent_at=at,
+                        meta=meta | marked,
+                        expect_channel=self.name,
+                        auto_reply=auto_reply or standby,
+                    )
+                )
+
             if "message" in item and item["message"].get("is_deleted"):
                 # The customer unsent a message (Instagram): nothing new was written.
                 pass
@@ -91,23 +119,13 @@ class MetaChannel:
                         "handle": handle(self.kind, str(item["recipient"]["id"])).value,
                         "text": _text(m),
                         "sent_at": sent_at.isoformat() if sent_at else None,
-                        "meta": {"attachments": atts} if atts else {},
+                        "meta": ({"attachments": atts} if atts else {}) | marked,
                     }
                 )
             elif "message" in item:
                 m = item["message"]
                 atts = m.get("attachments", [])
-                events.messages.append(
-                    InboundMessage(
-                        inbox_id=inbox.id,
-                        external_id=str(m["mid"]),
-                        handles=[handle(self.kind, sender)],
-                        text=_text(m),
-                        sent_at=sent_at,
-                        meta={"attachments": atts} if atts else {},
-                        expect_channel=self.name,
-                    )
-                )
+                inbound(str(m["mid"]), _text(m), {"attachments": atts} if atts else {})
             elif "reaction" in item:
                 r = item["reaction"]
                 # A reaction has no id of its own, and the same one can come and go on a
@@ -116,50 +134,35 @@ class MetaChannel:
                 key = f"{r.get('mid')}:{r.get('action')}:{r.get('emoji', '')}"
                 if item.get("timestamp"):
                     key += f":{item['timestamp']}"
-                events.messages.append(
-                    InboundMessage(
-                        inbox_id=inbox.id,
-                        external_id=key,
-                        handles=[handle(self.kind, sender)],
-                        text="[reaction removed]"
-                        if r.get("action") == "unreact"
-                        else f"[reaction] {r.get('emoji') or r.get('reaction') or ''}".strip(),
-                        meta={"reaction": r},
-                        expect_channel=self.name,
-                        # Recorded, but nothing to answer: a like must not reopen a
-                        # resolved conversation, start its clocks or wake the bot.
-                        auto_reply=True,
-                    )
+                inbound(
+                    key,
+                    "[reaction removed]"
+                    if r.get("action") == "unreact"
+                    else f"[reaction] {r.get('emoji') or r.get('reaction') or ''}".strip(),
+                    {"reaction": r},
+                    at=None,
+                    # Recorded, but nothing to answer: a like must not reopen a
+                    # resolved conversation, start its clocks or wake the bot.
+                    auto_reply=True,
                 )
             elif "message_edit" in item:
                 # As on Telegram, an edit is kept beside what it changed, as a message of
                 # its own: the agent may have answered the words as they were.
                 e = item["message_edit"]
-                events.messages.append(
-                    InboundMessage(
-                        inbox_id=inbox.id,
-                        external_id=f"{e['mid']}:edited:{e.get('num_edit', '')}",
-                        handles=[handle(self.kind, sender)],
-                        text=f"(edited) {e.get('text', '')}",
-                        sent_at=sent_at,
-                        meta={"edit": e},
-                        expect_channel=self.name,
-                    )
+                inbound(
+                    f"{e['mid']}:edited:{e.get('num_edit', '')}",
+                    f"(edited) {e.get('text', '')}",
+                    {"edit": e},
                 )
             elif "postback" in item:
                 # The customer tapped a button (Get Started, the page's menu, an ice
-                # breaker): what they chose is what they said.
+                # breaker): what they chose is what they said. (In standby, Meta leaves
+                # the payload out: it is the other app's.)
                 p = item["postback"]
-                events.messages.append(
-                    InboundMessage(
-                        inbox_id=inbox.id,
-                        external_id=str(p.get("mid") or f"postback:{sender}:{item['timestamp']}"),
-                        handles=[handle(self.kind, sender)],
-                        text=str(p.get("title") or p.get("payload") or "[button]"),
-                        sent_at=sent_at,
-                        meta={"postback": p},
-                        expect_channel=self.name,
-                    )
+                inbound(
+                    str(p.get("mid") or f"postback:{sender}:{item['timestamp']}"),
+                    str(p.get("title") or p.get("payload") or "[button]"),
+                    {"postback": p},
                 )
             delivery, read = item.get("delivery") or {}, item.get("read") or {}
             for mid in delivery.get("mids") or []:
@@ -190,6 +193,7 @@ class MetaChannel:
                 )
                 continue
             events.each(entry.get("messaging", []), item)
+            events.each(entry.get("standby", []), lambda i: item(i, standby=True))
         return events
 
     def send(self, out: base.Outbound) -> base.SendResult:
