@@ -47,7 +47,7 @@ from rapport.conversations.models import (
     Status,
 )
 from rapport.crypto import SecretBox, box_for
-from rapport.customers import profile
+from rapport.customers import duplicates, profile
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle
 from rapport.customers.models import ConsentChannel, Customer, Identity, IdentityKind
@@ -118,6 +118,10 @@ class InboundMessage:
     # STOP, START): (channel, keyword, granted), recorded as the customer's consent in the
     # message's own transaction, so the profile can never miss it.
     consent_keyword: tuple[ConsentChannel, str, bool] | None = None
+    # Handles the sender moved to (WhatsApp's notice of a new number): made the customer's
+    # in the message's own transaction, the old ones kept; one another customer holds is
+    # left to duplicate review. A redelivered notice is a duplicate: applied once.
+    moved_to: list[Handle] = field(default_factory=list)
 
 
 @dataclass
@@ -785,6 +789,8 @@ def receive_batch(
                 keyword=keyword[1],
                 granted=keyword[2],
             )
+        if msgs[i].moved_to:
+            _moved(db, msgs[i], s.customer_id, workspace_id=ib.workspace_id, source=ib.channel)
         if msgs[i].auto_reply:
             continue  # nothing to answer, route or time
         conversation_jobs.after_inbound_ids(
@@ -811,6 +817,31 @@ def receive_batch(
                 first.channel,
             )
     return [o if o is not None else RuntimeError("not processed") for o in out]
+
+
+def _moved(
+    db: Session, msg: InboundMessage, customer_id: str, *, workspace_id: str, source: str
+) -> None:
+    """The customer moved to ``msg.moved_to``: theirs now, or, held by another customer,
+    the two put to duplicate review (an agent links them, or not)."""
+    held = customers.change_number(
+        db,
+        workspace_id=workspace_id,
+        customer_id=customer_id,
+        old=msg.handles,
+        new=msg.moved_to,
+        source=source,
+        at=msg.sent_at or utcnow(),
+    )
+    for other in held:
+        duplicates.suggest(
+            db,
+            workspace_id=workspace_id,
+            a=customer_id,
+            b=other,
+            probability=duplicates.NUMBER_CHANGE_PROBABILITY,
+            reason=f"{source}: one changed number to a number the other has",
+        )
 
 
 # Merges can chain (A into B, then B into C); a longer chain than this is not followed.

@@ -597,3 +597,102 @@ def test_a_flow_answer_reads_as_its_summary_and_keeps_the_answers(
     ]
     assert message["text"] == "Sent"
     assert message["meta"]["interactive"]["nfm_reply"]["response_json"] == answers
+
+
+def number_change(wamid: str, old: str, new: str, shape: str = "user_changed_number") -> dict:  # type: ignore[type-arg]
+    """Meta's system notice of a new number, from the old one: today's (the new id in
+    ``wa_id``) or, before Graph API v12, ``customer_changed_number`` with ``new_wa_id``."""
+    event = message_event(wamid, "", wa_id=old)
+    value = event["entry"][0]["changes"][0]["value"]
+    value.pop("contacts")  # system notices come without one
+    msg = value["messages"][0]
+    msg.pop("text")
+    body = f"User Kerry Fisher changed from {old} to {new}"
+    new_id = "new_wa_id" if shape == "customer_changed_number" else "wa_id"
+    msg.update({"type": "system", "system": {"body": body, new_id: new, "type": shape}})
+    return event
+
+
+def customer_of(client: TestClient, world: World, inbox: str) -> dict:  # type: ignore[type-arg]
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    customer = client.get(f"/api/v1/customers/{conv['customer_id']}", headers=auth(world.bob))
+    return customer.json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("shape", ["user_changed_number", "customer_changed_number"])
+def test_a_customer_who_changes_number_stays_one_customer_and_is_answered_on_the_new_one(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+    shape: str,
+) -> None:
+    # WhatsApp's notice of a new number was stored as text and nothing more: the customer's
+    # next message, from the new number, made a stranger of them, a new customer with none
+    # of their history, and replies in their old conversation went to the old number.
+    post_signed(client, inbox, message_event("wamid.OLD1", "my order?", wa_id="16505551234"))
+    for _ in range(2):  # Meta redelivers: applied once
+        notice = number_change("wamid.SYS1", "16505551234", "16505559999", shape)
+        assert post_signed(client, inbox, notice).status_code == 200
+    new = message_event("wamid.NEW1", "it's me, new phone", wa_id="16505559999")
+    assert post_signed(client, inbox, new).status_code == 200
+    customer = customer_of(client, world, inbox)  # one conversation: the same customer's
+    assert {(i["kind"], i["value"]) for i in customer["identities"]} == {
+        ("whatsapp", "16505551234"),  # kept: the history was written from it
+        ("phone", "+16505551234"),
+        ("whatsapp", "16505559999"),
+        ("phone", "+16505559999"),
+    }
+    assert customer["phone"] == "+16505559999"
+    events = client.get(
+        f"/api/v1/customers/{customer['id']}/timeline",
+        params={"kind": "event"},
+        headers=auth(world.bob),
+    ).json()["items"]
+    assert [(e["type"], e["data"].get("properties")) for e in events] == [
+        ("number_changed", {"from": "16505551234", "to": "16505559999", "held_by": []})
+    ]
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Noted your new number!"},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    [(_, _, body)] = graph[1].calls
+    assert body["to"] == "16505559999"
+
+
+def test_a_new_number_another_customer_has_is_not_taken_but_put_to_duplicate_review(
+    client: TestClient, world: World, inbox: str
+) -> None:
+    # Numbers are given to someone else after a while: a customer Rapport already knows by
+    # the new number may be this one or a stranger. An agent decides, not the notice.
+    post_signed(client, inbox, message_event("wamid.B1", "hello", wa_id="16505559999", name="B"))
+    other = customer_of(client, world, inbox)
+    post_signed(client, inbox, message_event("wamid.A1", "hi", wa_id="16505551234"))
+    notice = number_change("wamid.SYS2", "16505551234", "16505559999")
+    assert post_signed(client, inbox, notice).status_code == 200
+    convs = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    [kerry] = [c["customer_id"] for c in convs if c["customer_id"] != other["id"]]
+    mine = client.get(f"/api/v1/customers/{kerry}", headers=auth(world.bob)).json()
+    assert {i["value"] for i in mine["identities"]} == {"16505551234", "+16505551234"}
+    theirs = client.get(f"/api/v1/customers/{other['id']}", headers=auth(world.bob)).json()
+    assert {i["value"] for i in theirs["identities"]} == {"16505559999", "+16505559999"}
+    [suggestion] = client.get(
+        "/api/v1/merge-suggestions", params={"customer_id": kerry}, headers=auth(world.bob)
+    ).json()
+    assert {suggestion["left_id"], suggestion["right_id"]} == {kerry, other["id"]}
+    assert suggestion["status"] == "pending" and "changed number" in suggestion["reason"]
+    [event] = client.get(
+        f"/api/v1/customers/{kerry}/timeline", params={"kind": "event"}, headers=auth(world.bob)
+    ).json()["items"]
+    assert event["data"]["properties"]["held_by"] == [other["id"]]

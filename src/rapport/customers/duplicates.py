@@ -188,6 +188,33 @@ def _merge(
     return done
 
 
+# How likely a customer holding the number another one moved to (WhatsApp says so) is
+# that same person: very, not surely (a number goes to someone else after a while).
+NUMBER_CHANGE_PROBABILITY = 0.95
+
+
+def suggest(
+    db: Session, *, workspace_id: str, a: str, b: str, probability: float, reason: str
+) -> MergeSuggestion:
+    """Put two customers to duplicate review on other evidence than a scan's (a channel's
+    word): a pair already suggested keeps its row, and a decided one stays decided."""
+    left, right = sorted((a, b))
+    row = db.scalar(
+        select(MergeSuggestion).where(
+            MergeSuggestion.workspace_id == workspace_id,
+            MergeSuggestion.left_id == left,
+            MergeSuggestion.right_id == right,
+        )
+    )
+    if row is None:
+        row = MergeSuggestion(workspace_id=workspace_id, left_id=left, right_id=right)
+        row.probability, row.reason = probability, reason[:500]
+        db.add(row)
+    elif row.status == SuggestionStatus.pending and probability > row.probability:
+        row.probability, row.reason = probability, reason[:500]
+    return row
+
+
 def _suggestion(db: Session, workspace_id: str, suggestion_id: str) -> MergeSuggestion:
     return get_scoped(
         db, MergeSuggestion, suggestion_id, workspace_id=workspace_id, name="merge suggestion"

@@ -286,6 +286,82 @@ def resolve(
     return customer, created
 
 
+def change_number(
+    db: Session,
+    *,
+    workspace_id: str,
+    customer_id: str,
+    old: list[ident.Handle],
+    new: list[ident.Handle],
+    source: str,
+    at: datetime,
+) -> list[str]:
+    """The customer moved from the ``old`` handles to the ``new`` ones, as their channel
+    says (WhatsApp's notice of a new number): each new handle becomes theirs, proven; the
+    old ones stay theirs too (their history was written from them); the customer's phone
+    (shown, searched, texted) follows if it was the old number; the timeline says so.
+
+    A new handle another customer proved is not taken from them (a number may have been
+    someone else's): the ids of such customers are returned, for duplicate review."""
+    customer = get(db, workspace_id=workspace_id, customer_id=customer_id)
+    handles = _dedupe(new)
+    found = {
+        (row.kind, row.value): row
+        for row in db.scalars(
+            select(Identity).where(
+                Identity.workspace_id == workspace_id,
+                tuple_(Identity.kind, Identity.value).in_([(h.kind, h.value) for h in handles]),
+            )
+        )
+    }
+    held: set[str] = set()
+    claimed_from: set[str] = set()
+    theirs: list[ident.Handle] = []
+    for h in handles:
+        row = found.get((h.kind, h.value))
+        if row is None:
+            _attach(db, customer=customer, handle=h)
+        elif row.customer_id == customer.id:
+            row.verified = True
+        elif not row.verified:  # only typed into a form: the customer who proved it has it
+            claimed_from.add(row.customer_id)
+            row.customer_id, row.verified = customer.id, True
+        else:
+            held.add(row.customer_id)
+            continue
+        theirs.append(h)
+    old_phones = {h.value for h in old if h.kind == IdentityKind.phone}
+    new_phone = next((h.value for h in theirs if h.kind == IdentityKind.phone), None)
+    if new_phone is not None and (customer.phone is None or customer.phone in old_phones):
+        customer.phone = new_phone
+    if claimed_from:
+        db.flush()
+        settle_handles(db, claimed_from)
+    db.add(
+        Event(
+            workspace_id=workspace_id,
+            customer_id=customer.id,
+            type="number_changed",
+            # The channel's own handles (its first), and who keeps the new one if not them.
+            properties={
+                "from": old[0].value if old else None,
+                "to": handles[0].value if handles else None,
+                "held_by": sorted(held),
+            },
+            occurred_at=at,
+            source=source,
+        )
+    )
+    emit(db, workspace_id=workspace_id, type="customer.updated", payload={"id": customer.id})
+    emit(
+        db,
+        workspace_id=workspace_id,
+        type="customer.event",
+        payload={"customer_id": customer.id, "type": "number_changed"},
+    )
+    return sorted(held)
+
+
 # Customers a full-text search can page through: the most recently added matches (handles
 # typed whole always match). Past it the answer says so, as Zendesk's search does at 1,000.
 SEARCH_CAP = 1000

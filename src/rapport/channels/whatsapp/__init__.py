@@ -17,7 +17,7 @@ import httpx
 from rapport import outbound
 from rapport.channels import base, media
 from rapport.crypto import hmac_sha256_hex, same
-from rapport.customers.identity import InvalidHandle, handle
+from rapport.customers.identity import Handle, InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
 
@@ -99,6 +99,41 @@ def _text_of(msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return f"[{kind}]", extra
 
 
+def _handles(wa_id: str) -> list[Handle]:
+    """A WhatsApp user's handles: their WhatsApp id, which is also their phone number (the
+    same person as SMS and calls), when it reads as one."""
+    handles = [handle(IdentityKind.whatsapp, wa_id)]
+    try:
+        handles.append(handle(IdentityKind.phone, "+" + wa_id))
+    except InvalidHandle:
+        pass
+    return handles
+
+
+# The system notice of a new number: ``user_changed_number`` (its new id in ``wa_id``) and,
+# before Graph API v12, ``customer_changed_number`` (in ``new_wa_id``). The notice comes
+# ``from`` the old number.
+_NUMBER_CHANGED = frozenset({"user_changed_number", "customer_changed_number"})
+
+
+def _moved_to(msg: dict[str, Any], wa_id: str) -> list[Handle]:
+    """The handles of the number a system notice says the sender moved to, if it does."""
+    system = msg.get("system") or {}
+    if msg.get("type") != "system" or system.get("type") not in _NUMBER_CHANGED:
+        return []
+    new = str(system.get("new_wa_id") or system.get("wa_id") or "")
+    if not new or new == wa_id:
+        return []
+    try:
+        return _handles(new)
+    except InvalidHandle:  # the notice is still stored: only the number is not taken
+        log.warning(
+            "a WhatsApp number change named no number Rapport can read",
+            extra={"event": "whatsapp.number_unreadable"},
+        )
+        return []
+
+
 def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
     """Inbound messages and status updates of one webhook call. Each message and status is
     read on its own (one that cannot be is set aside, the others go on); changes for another
@@ -123,11 +158,6 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
 
             def message(msg: dict[str, Any], names: dict[Any, Any] = names) -> None:
                 wa_id = str(msg["from"])
-                handles = [handle(IdentityKind.whatsapp, wa_id)]
-                try:  # the WhatsApp id is the phone number: the same person as SMS and calls
-                    handles.append(handle(IdentityKind.phone, "+" + wa_id))
-                except InvalidHandle:
-                    pass
                 text, extra = _text_of(msg)
                 sent_at = None
                 if msg.get("timestamp"):
@@ -136,7 +166,7 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
                     InboundMessage(
                         inbox_id=inbox.id,
                         external_id=str(msg["id"]),
-                        handles=handles,
+                        handles=_handles(wa_id),
                         text=text,
                         sender_name=names.get(wa_id, ""),
                         sent_at=sent_at,
@@ -145,6 +175,7 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
                         # A reaction is recorded, but there is nothing to answer: it must
                         # not reopen a resolved conversation, start its clocks or wake the bot.
                         auto_reply=msg.get("type") == "reaction",
+                        moved_to=_moved_to(msg, wa_id),
                     )
                 )
 
@@ -216,7 +247,9 @@ class WhatsAppChannel:
         settings = out.inbox.settings
         phone_number_id = settings.get("phone_number_id")
         token = out.secrets.get("access_token")
-        to = next((i.value for i in out.identities if i.kind == IdentityKind.whatsapp), None)
+        # After a change of number the customer has both: the newest is the one they use.
+        numbers = [i for i in out.identities if i.kind == IdentityKind.whatsapp]
+        to = max(numbers, key=lambda i: (i.created_at, i.id)).value if numbers else None
         if not phone_number_id or not token:
             raise base.DeliveryError(
                 "the inbox is missing phone_number_id or access_token", permanent=True
