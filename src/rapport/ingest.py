@@ -762,8 +762,7 @@ def receive_batch(
     if bus_events:
 
         def publish() -> None:
-            for event in bus_events:
-                get_bus().publish(event)
+            get_bus().publish_many(bus_events)
 
         on_commit(db, publish)
 
@@ -1137,8 +1136,7 @@ class IngestWriter:
             outcomes: list[Stored | BaseException] = [reply] * len(batch)
         else:
             outcomes, events, woke = reply
-            for event in events:
-                get_bus().publish(event)
+            get_bus().publish_many(events)
             if woke:
                 job_service.wakeup.set()
         for (_, fut), outcome in zip(batch, outcomes, strict=True):

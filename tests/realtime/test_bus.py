@@ -4,11 +4,16 @@ import asyncio
 import socket
 import threading
 import uuid
+from typing import Any
 
 import pytest
 
+from rapport import bus as bus_module
 from rapport.bus import RedisBus
+from rapport.db import Database
+from rapport.realtime import service as realtime
 from tests.conftest import REDIS_URL
+from tests.factories import World
 
 pytest.importorskip("redis", reason="the redis extra is not installed")
 
@@ -75,3 +80,52 @@ async def test_installations_sharing_a_redis_server_hear_only_their_own_database
     finally:
         for bus in (ours, ours_too, theirs):
             await bus.stop()
+
+
+@pytest.mark.redis
+async def test_a_transactions_events_go_to_redis_in_one_round_trip_in_order(
+    database: Database, world: World
+) -> None:
+    # Each event was a PUBLISH of its own: a bulk change of 3,000 conversations cost the
+    # request 3,000 round trips to Redis after its commit.
+    if not REDIS_URL:
+        pytest.skip("Redis not configured: set RAPPORT_TEST_REDIS_URL")
+    ours, other_process = RedisBus(REDIS_URL), RedisBus(REDIS_URL)
+    trips: list[int] = []
+    sync = ours._sync
+
+    class Counted:
+        """Redis's client, counting the commands of each round trip to the server."""
+
+        def __getattr__(self, name: str) -> Any:
+            if name in ("publish", "execute_command"):
+                trips.append(1)
+            return getattr(sync, name)
+
+        def pipeline(self, **kw: Any) -> Any:
+            pipe = sync.pipeline(**kw)
+            execute = pipe.execute
+
+            def counted() -> Any:
+                trips.append(len(pipe.command_stack))
+                return execute()
+
+            pipe.execute = counted  # type: ignore[method-assign]
+            return pipe
+
+    ours._sync = Counted()  # type: ignore[assignment]
+    await other_process.start()
+    workspace = world.acme.workspace.id
+    previous = bus_module.get_bus()
+    bus_module.set_bus(ours)
+    try:
+        with other_process.subscribe(workspace) as sub:
+            with database.session() as db:
+                for n in range(500):
+                    realtime.emit(db, workspace_id=workspace, type="t", payload={"n": n})
+            heard = [(await asyncio.wait_for(sub.queue.get(), 5)) for _ in range(500)]
+        assert [e["payload"]["n"] for e in heard] == list(range(500))
+        assert trips == [500]  # one pipeline of 500 commands
+    finally:
+        bus_module.set_bus(previous)
+        await other_process.stop()

@@ -2,7 +2,7 @@
 
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -27,9 +27,14 @@ class Emitted:
     payload: dict[str, Any]
     id: int | None = None
     created_at: datetime | None = None
+    # Set when stored: the events stored together are then published together (``store``).
+    stored_with: "list[Emitted] | None" = field(default=None, repr=False)
 
     def __call__(self) -> None:
-        get_bus().publish(as_dict(self))
+        if self.stored_with is None:
+            get_bus().publish(as_dict(self))
+        elif self.stored_with[0] is self:  # the first of its insert publishes them all
+            get_bus().publish_many([as_dict(e) for e in self.stored_with])
 
 
 def emit(db: Session, *, workspace_id: str, type: str, payload: dict[str, Any]) -> Emitted:
@@ -92,7 +97,7 @@ def store(db: Session, rows: Sequence[dict[str, Any]] = ()) -> list[int]:
     ]
     ids = _insert(db.connection(), [*values, *rows])
     for e, event_id in zip(waiting, ids, strict=False):
-        e.id = event_id
+        e.id, e.stored_with = event_id, waiting
     return ids[len(waiting) :]
 
 
