@@ -2,13 +2,15 @@
 
 import base64
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from rapport.customers import importer
-from rapport.db import Database
+from rapport.customers import importer, profile
+from rapport.customers.models import Consent, ConsentChannel
+from rapport.db import Database, utcnow
 from rapport.events.models import Order
 from rapport.realtime.models import StreamEvent
 from tests.conftest import auth
@@ -398,3 +400,53 @@ def test_a_text_attribute_too_long_to_keep_is_refused_by_the_api_an_import_and_e
         422,
         "batch[0]: notes is text of at most 2000 characters, not 2001",
     )
+
+
+def test_a_withdrawal_of_all_governs_every_purpose_and_a_grant_of_all_only_the_undecided(
+    database: Database, world: World
+) -> None:
+    # may_contact read only the purpose asked: after an SMS STOP (purpose `all` withdrawn)
+    # a marketing grant recorded since, or one the keyword did not cover, still said yes.
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    start = utcnow() - timedelta(days=1)
+    with database.session() as db:
+
+        def decide(minutes: int, channel: ConsentChannel, purpose: str, granted: bool) -> None:
+            db.add(
+                Consent(
+                    workspace_id=customer.workspace_id,
+                    customer_id=customer.id,
+                    channel=channel,
+                    purpose=purpose,
+                    granted=granted,
+                    source="test",
+                    recorded_at=start + timedelta(minutes=minutes),
+                )
+            )
+            db.flush()
+
+        def may(purpose: str, channel: ConsentChannel = ConsentChannel.sms) -> bool:
+            return profile.may_contact(
+                db, customer_id=customer.id, channel=channel, purpose=purpose
+            )
+
+        assert not may("marketing")  # never asked: no
+        decide(1, ConsentChannel.sms, "marketing", True)
+        decide(1, ConsentChannel.email, "marketing", True)
+        assert may("marketing")
+        decide(2, ConsentChannel.sms, "all", False)  # STOP
+        decide(3, ConsentChannel.sms, "marketing", True)  # granted again, after the STOP
+        assert not may("marketing") and not may("all")
+        refusal = profile.withdrawn(db, customer_id=customer.id, channel=ConsentChannel.sms)
+        assert refusal is not None and refusal.purpose == "all"
+        assert may("marketing", ConsentChannel.email)  # another channel: untouched
+        assert profile.withdrawn(db, customer_id=customer.id, channel=ConsentChannel.email) is None
+        decide(4, ConsentChannel.sms, "all", True)  # START
+        assert may("marketing") and may("all") and may("newsletter")
+        # A yes to everything does not undo a no to one purpose, older or newer.
+        decide(5, ConsentChannel.sms, "surveys", False)
+        decide(6, ConsentChannel.sms, "all", True)
+        assert not may("surveys") and may("newsletter")
+        decide(7, ConsentChannel.sms, profile.SERVICE, False)
+        refusal = profile.withdrawn(db, customer_id=customer.id, channel=ConsentChannel.sms)
+        assert refusal is not None and refusal.purpose == profile.SERVICE

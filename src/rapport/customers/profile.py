@@ -8,7 +8,7 @@ an API client never loses data for want of a definition.
 
 import math
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -27,7 +27,7 @@ from rapport.customers.models import (
 )
 from rapport.db import lock_row
 from rapport.events.models import Order
-from rapport.problems import Conflict, Invalid, NotFound
+from rapport.problems import Conflict, Invalid, NotFound, Problem
 
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TAG = re.compile(r"^[\w][\w .:/-]{0,63}$", re.UNICODE)
@@ -283,10 +283,23 @@ def record_keyword(
     return rows
 
 
-def may_contact(db: Session, *, customer_id: str, channel: ConsentChannel, purpose: str) -> bool:
-    """Whether the customer's newest decision for this channel and purpose is a yes."""
-    newest = db.scalar(
-        select(Consent.granted)
+# What a reply to the customer is sent for: an agent's answer, the bot's, a rule's canned
+# message. It needs no consent given beforehand (the customer wrote first), only none
+# withdrawn: a withdrawal of this purpose or of ``all`` on the channel forbids it.
+SERVICE = "transactional"
+
+_CHANNEL_NAMES = {
+    ConsentChannel.email: "email",
+    ConsentChannel.sms: "SMS",
+    ConsentChannel.whatsapp: "WhatsApp",
+    ConsentChannel.phone: "phone calls",
+    ConsentChannel.push: "push notifications",
+}
+
+
+def _newest(db: Session, customer_id: str, channel: ConsentChannel, purpose: str) -> Consent | None:
+    return db.scalar(
+        select(Consent)
         .where(
             Consent.customer_id == customer_id,
             Consent.channel == channel,
@@ -295,7 +308,71 @@ def may_contact(db: Session, *, customer_id: str, channel: ConsentChannel, purpo
         .order_by(Consent.recorded_at.desc(), Consent.id.desc())
         .limit(1)
     )
-    return bool(newest)
+
+
+def in_force(
+    db: Session, *, customer_id: str, channel: ConsentChannel, purpose: str
+) -> Consent | None:
+    """The decision that governs messages for ``purpose`` on ``channel`` (None: the
+    customer never decided). A withdrawal of ``all`` governs every purpose until ``all`` is
+    granted again, even one granted since: after an SMS STOP the provider refuses every
+    message until START. Otherwise the purpose's own newest decision governs, and only
+    without one a grant of ``all``: a yes to everything does not undo a no to marketing
+    (as START gives back only what a keyword took)."""
+    every = _newest(db, customer_id, channel, EVERY_PURPOSE)
+    if purpose == EVERY_PURPOSE or (every is not None and not every.granted):
+        return every
+    return _newest(db, customer_id, channel, purpose) or every
+
+
+def may_contact(db: Session, *, customer_id: str, channel: ConsentChannel, purpose: str) -> bool:
+    """Whether the customer said yes to messages for this purpose on this channel (see
+    ``in_force``); never asked is no, as marketing needs a yes given beforehand."""
+    decision = in_force(db, customer_id=customer_id, channel=channel, purpose=purpose)
+    return decision is not None and decision.granted
+
+
+def withdrawn(
+    db: Session, *, customer_id: str, channel: ConsentChannel, purpose: str = SERVICE
+) -> Consent | None:
+    """The withdrawal in force that forbids a message for ``purpose`` on ``channel``; None
+    when nothing forbids it (for a reply, never asked is fine: the customer wrote first)."""
+    decision = in_force(db, customer_id=customer_id, channel=channel, purpose=purpose)
+    return decision if decision is not None and not decision.granted else None
+
+
+def why_not(withdrawal: Consent) -> str:
+    """A withdrawal as an agent reads it: ``the customer opted out of SMS on 2026-11-22
+    14:03 UTC (SMS keyword STOP)``."""
+    channel = _CHANNEL_NAMES.get(withdrawal.channel, withdrawal.channel.value)
+    what = channel if withdrawal.purpose == EVERY_PURPOSE else f"{withdrawal.purpose} {channel}"
+    when = withdrawal.recorded_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    source = f" ({withdrawal.source})" if withdrawal.source else ""
+    return f"the customer opted out of {what} on {when}{source}"
+
+
+class NoConsent(Problem):
+    """A message the customer's consent forbids: refused before anything is stored."""
+
+    def __init__(self, withdrawal: Consent) -> None:
+        channel = _CHANNEL_NAMES.get(withdrawal.channel, withdrawal.channel.value)
+        if withdrawal.source.startswith(keyword_source(withdrawal.channel, "")):
+            how = f"{channel} reaches them again once they send START"
+        else:
+            how = (
+                f"once they agree to {channel} again, record it in their consents "
+                f"(purpose {withdrawal.purpose})"
+            )
+        super().__init__(
+            409,
+            "no-consent",
+            f"Not sent: {why_not(withdrawal)}. {how[0].upper()}{how[1:]}; until then, "
+            "reply through another channel.",
+            channel=withdrawal.channel.value,
+            purpose=withdrawal.purpose,
+            opted_out_at=withdrawal.recorded_at.astimezone(UTC).isoformat(),
+            source=withdrawal.source,
+        )
 
 
 def amount(minor: int) -> str:
