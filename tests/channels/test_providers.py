@@ -19,9 +19,11 @@ from rapport.app import create_app
 from rapport.channels.twilio import segments, signature
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
+from rapport.customers.models import Customer
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
+from tests.channels.email.test_email import Outbox, outbox  # noqa: F401
 from tests.conftest import auth, published_events
 from tests.factories import World
 
@@ -484,6 +486,144 @@ def test_an_sms_stop_withdraws_the_customers_sms_consent_and_start_gives_it_back
     # UNSUBSCRIBE is an opt-out without Twilio naming it (OptOutType) too.
     text("SM_UNSUB", "UNSUBSCRIBE")
     assert sms_consents(client, world, customer)["all"] == (False, "SMS keyword UNSUBSCRIBE")
+
+
+def text_in(client: TestClient, settings: Settings, path: str, sid: str, body: str) -> None:
+    """The customer texts ``body`` (Twilio's message ``sid``) to the inbox at ``path``."""
+    form = dict(SMS, MessageSid=sid, SmsSid=sid, SmsMessageSid=sid, Body=body)
+    assert twilio_post(client, settings, path, form, "twilio-token").status_code == 200
+
+
+def deliver_jobs(database: Database) -> list[JobState]:
+    with database.session(write=False) as db:
+        return list(db.scalars(select(Job.state).where(Job.name == "deliver")))
+
+
+def test_an_agent_cannot_reply_by_sms_after_stop_until_start(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # The reply after a STOP was queued and sent: Twilio refused it (error 21610), and the
+    # agent learnt only afterwards, from a failed badge, that the customer had opted out.
+    inbox, path, handler = twilio_inbox(client, world, provider)
+    text_in(client, settings, path, "SM_HI", "Where is my order?")
+    text_in(client, settings, path, "SM_STOP", "STOP")
+    conv = only_conversation(client, world, inbox)
+    stored = messages(database)
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "It ships tomorrow"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["type"].endswith("/problems/no-consent")
+    assert problem["detail"].startswith("Not sent: the customer opted out of SMS on ")
+    assert "(SMS keyword STOP)" in problem["detail"]
+    assert "once they send START" in problem["detail"]
+    assert problem["channel"] == "sms" and problem["purpose"] == "all"
+    assert problem["source"] == "SMS keyword STOP"
+    assert messages(database) == stored and deliver_jobs(database) == []
+    Worker(database, settings).run_until_idle()
+    assert handler.calls == []
+    # START: Twilio sends to the number again, and so does Rapport.
+    text_in(client, settings, path, "SM_START", "START")
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "It ships tomorrow"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+    assert len(handler.calls) == 1
+    assert parse_qs(handler.calls[0][2].decode())["Body"] == ["It ships tomorrow"]
+    assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "sent"
+
+
+def test_a_reply_queued_before_a_stop_is_not_sent_and_says_why(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # A reply still queued when the STOP came went to Twilio all the same.
+    inbox, path, handler = twilio_inbox(client, world, provider)
+    text_in(client, settings, path, "SM_HI", "Where is my order?")
+    conv = only_conversation(client, world, inbox)
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "It ships tomorrow"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    text_in(client, settings, path, "SM_STOP", "Stop")
+    Worker(database, settings).run_until_idle()
+    assert handler.calls == []
+    reply = next(
+        m for m in only_conversation(client, world, inbox)["messages"] if m["id"] == r.json()["id"]
+    )
+    assert reply["status"] == "failed"
+    assert reply["error"].startswith("not sent: the customer opted out of SMS on ")
+    assert reply["error"].endswith("(SMS keyword STOP)")
+    assert deliver_jobs(database) == [JobState.done]  # decided, not an error to retry
+
+
+def test_an_sms_stop_leaves_email_to_the_same_customer_alone(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    outbox: tuple[Outbox, int],  # noqa: F811
+) -> None:
+    inbox, path, handler = twilio_inbox(client, world, provider)
+    text_in(client, settings, path, "SM_HI", "Where is my order?")
+    text_in(client, settings, path, "SM_STOP", "STOP")
+    conv = only_conversation(client, world, inbox)
+    with database.session() as db:
+        db.execute(
+            update(Customer)
+            .where(Customer.id == conv["customer_id"])
+            .values(email="ann@example.com")
+        )
+    mail = make_inbox(
+        client,
+        world,
+        "email",
+        {
+            "address": "support@acme.test",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": outbox[1],
+            "smtp_security": "none",
+        },
+    )
+    url = f"/api/v1/conversations/{conv['id']}/messages"
+    sms = client.post(url, json={"text": "By SMS"}, headers=auth(world.bob))
+    assert sms.status_code == 409, sms.text
+    email = client.post(url, json={"text": "By email", "inbox_id": mail}, headers=auth(world.bob))
+    assert email.status_code == 201, email.text
+    Worker(database, settings).run_until_idle()
+    assert handler.calls == [] and len(outbox[0].messages) == 1
+    assert b"By email" in outbox[0].messages[0]
+    # Their own no to email, told on the phone, is enforced the same way.
+    r = client.post(
+        f"/api/v1/customers/{conv['customer_id']}/consents",
+        json={"channel": "email", "purpose": "all", "granted": False, "source": "phone call"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    email = client.post(url, json={"text": "Again", "inbox_id": mail}, headers=auth(world.bob))
+    assert email.status_code == 409
+    assert email.json()["detail"].startswith("Not sent: the customer opted out of email on ")
+    assert email.json()["detail"].endswith(
+        "(phone call). Once they agree to email again, record it in their consents "
+        "(purpose all); until then, reply through another channel."
+    )
 
 
 def test_a_twilio_call_with_a_parameter_given_twice_is_verified_as_twilio_signs_it(

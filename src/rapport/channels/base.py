@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Message
-from rapport.customers.models import Customer, Identity
+from rapport.customers.models import ConsentChannel, Customer, Identity
 
 if TYPE_CHECKING:
     from rapport.ingest import InboundMessage
@@ -214,6 +214,15 @@ def _load() -> None:
 def get(name: str) -> Channel | None:
     _load()
     return _CHANNELS.get(name)
+
+
+def consent_channel(name: str) -> ConsentChannel | None:
+    """The channel a customer's consent to messages through this kind of inbox is recorded
+    for (``consent_channel`` of the channel: SMS, email, WhatsApp); None where there is none
+    to record (web chat, Messenger, Telegram...: the customer reaches us there, and blocks
+    us there, themselves)."""
+    found: ConsentChannel | None = getattr(get(name), "consent_channel", None)
+    return found
 
 
 def names() -> list[str]:

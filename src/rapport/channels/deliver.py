@@ -23,12 +23,14 @@ from rapport.conversations.models import (
 )
 from rapport.conversations.service import (
     add_message,
+    consent_refusal,
     delivery_known,
     message_payload,
     settle_parts,
     update_delivery,
 )
 from rapport.crypto import box_for
+from rapport.customers import profile
 from rapport.customers.models import Customer, Identity, IdentityKind
 from rapport.db import utcnow
 from rapport.jobs.models import Job, JobState
@@ -80,6 +82,21 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
             if ref and ref.startswith("<")
         ]
         attached = files.of_messages(db, [msg.id])[msg.id]
+        # Asked again here: the customer may have opted out (an SMS STOP) since the reply
+        # was queued, and the provider would refuse it or, worse, deliver it.
+        refusal = consent_refusal(db, conversation=conv, inbox=inbox)
+    if refusal is not None:
+        _mark(ctx, message_id, DeliveryStatus.failed, f"not sent: {profile.why_not(refusal)}")
+        log.info(
+            "a queued message was not sent: the customer opted out",
+            extra={
+                "event": "deliver.no_consent",
+                "workspace_id": msg.workspace_id,
+                "conversation_id": conv.id,
+                "message_id": message_id,
+            },
+        )
+        return
     channel = base.get(inbox.channel)
     if channel is None:
         _mark(ctx, message_id, DeliveryStatus.failed, f"no channel {inbox.channel!r} is installed")

@@ -1,6 +1,7 @@
 """Conversations: threading, messages, replies, notes, assignment, status and labels."""
 
 import enum
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -31,6 +32,8 @@ from rapport.conversations.models import (
     Status,
     Upload,
 )
+from rapport.customers import profile
+from rapport.customers.models import Consent
 from rapport.db import lock_row, utcnow
 from rapport.jobs.service import enqueue
 from rapport.notifications import service as notifications
@@ -38,6 +41,8 @@ from rapport.problems import Invalid, NotFound
 from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
 from rapport.scoped import get_scoped
+
+log = logging.getLogger(__name__)
 
 
 def get(db: Session, *, workspace_id: str, conversation_id: str) -> Conversation:
@@ -417,6 +422,18 @@ def last_channel(db: Session, *, conversation: Conversation) -> str:
     return latest or conversation.inbox_id
 
 
+def consent_refusal(
+    db: Session, *, conversation: Conversation, inbox: Inbox | None = None
+) -> Consent | None:
+    """The customer's withdrawal that forbids a reply through ``inbox`` (by default the
+    one a reply goes through), such as an SMS STOP; None when a reply may go."""
+    inbox = inbox or db.get(Inbox, last_channel(db, conversation=conversation))
+    channel = channels.consent_channel(inbox.channel) if inbox is not None else None
+    if channel is None:
+        return None
+    return profile.withdrawn(db, customer_id=conversation.customer_id, channel=channel)
+
+
 def reply(
     db: Session,
     *,
@@ -432,12 +449,18 @@ def reply(
 
     It goes out through the channel the customer last wrote on in this conversation,
     unless the agent picks another inbox of the workspace (``via_inbox_id``). Uploads
-    named by ``attachment_ids`` go with it as files.
+    named by ``attachment_ids`` go with it as files. A customer who opted out of the
+    inbox's channel (an SMS STOP) gets nothing: ``NoConsent``, and nothing is stored.
     """
     now = utcnow()
     inbox = db.get(Inbox, via_inbox_id or last_channel(db, conversation=conversation))
     if inbox is None or inbox.workspace_id != conversation.workspace_id:
         raise NotFound("inbox")
+    if kind != MessageKind.note:
+        # Refused here, where the agent can still choose another channel: queued, it would
+        # only fail at the provider (Twilio's 21610), or worse, reach them.
+        if refusal := consent_refusal(db, conversation=conversation, inbox=inbox):
+            raise profile.NoConsent(refusal)
     uploads = files.take(db, conversation=conversation, upload_ids=attachment_ids or [])
     if not text.strip() and not uploads:
         raise Invalid("a message needs text or a file")
@@ -535,6 +558,25 @@ def note(
             message_id=msg.id,
         )
     return Noted(message=msg, notified=notified, ambiguous=mentions.ambiguous)
+
+
+def not_sent(db: Session, *, conversation: Conversation, by: str, refusal: Consent) -> None:
+    """Say in the conversation, for its agents, that ``by`` (a rule) sent the customer
+    nothing because they opted out; and log it, by ids only."""
+    _activity(
+        db,
+        conversation=conversation,
+        text=f"{by} was not sent: {profile.why_not(refusal)}",
+        data={"not_sent": {"channel": refusal.channel.value, "purpose": refusal.purpose}},
+    )
+    log.info(
+        "a message to a customer who opted out was not sent",
+        extra={
+            "event": "conversation.no_consent",
+            "workspace_id": conversation.workspace_id,
+            "conversation_id": conversation.id,
+        },
+    )
 
 
 def _activity(

@@ -243,6 +243,11 @@ def upload(
     status_code=201,
     responses={
         404: {"description": "No such conversation, inbox or upload here", **_PROBLEM},
+        409: {
+            "description": "The customer opted out of the inbox's channel (an SMS STOP): "
+            "type .../problems/no-consent, nothing stored",
+            **_PROBLEM,
+        },
         422: {
             "description": "Neither text nor files, files the channel cannot send, or "
             "outside the channel's reply window",

@@ -25,7 +25,7 @@ from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, DeliveryStatus, Direction, Message
 from rapport.customers.identity import InvalidHandle, handle
-from rapport.customers.models import IdentityKind
+from rapport.customers.models import ConsentChannel, IdentityKind
 from rapport.ingest import (
     InboundAttachment,
     InboundMessage,
@@ -241,6 +241,7 @@ class EmailChannel:
     name = "email"
     secret_fields = frozenset({"smtp_password", "imap_password"})
     sends_files = True
+    consent_channel = ConsentChannel.email
 
     def send(self, out: base.Outbound) -> base.SendResult:
         settings = out.inbox.settings

@@ -138,6 +138,7 @@ class TwilioSms:
     name = "twilio_sms"
     secret_fields = frozenset({"auth_token"})
     sends_files = True
+    consent_channel = ConsentChannel.sms
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
         items = (meta.get("sms") or {}).get("media") or []

@@ -18,7 +18,7 @@ from rapport import outbound
 from rapport.channels import base, media
 from rapport.crypto import hmac_sha256_hex, same
 from rapport.customers.identity import Handle, InvalidHandle, handle
-from rapport.customers.models import IdentityKind
+from rapport.customers.models import ConsentChannel, IdentityKind
 from rapport.ingest import InboundMessage
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,7 @@ class WhatsAppChannel:
     name = "whatsapp"
     secret_fields = frozenset({"access_token", "app_secret", "verify_token"})
     sends_files = True
+    consent_channel = ConsentChannel.whatsapp
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
         found = meta.get("media")

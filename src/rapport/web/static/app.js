@@ -292,6 +292,7 @@ function messageItem(m) {
     const st = document.createElement("span");
     st.className = `delivery st-${m.status}`;
     st.textContent = ` ${m.status}`;
+    if (m.error) st.title = m.error; // why it failed, as the server-rendered page shows it
     meta.append(st);
   }
   const triage = m.meta && m.meta.triage;
