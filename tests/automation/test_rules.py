@@ -15,6 +15,13 @@ from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from rapport.realtime.models import StreamEvent
+from tests.channels.test_providers import (  # noqa: F401
+    Provider,
+    only_conversation,
+    provider,
+    text_in,
+    twilio_inbox,
+)
 from tests.conftest import auth, published_events
 from tests.factories import World
 
@@ -669,3 +676,52 @@ def test_rules_leave_a_conversation_merged_into_another_alone(
     assert conversation(client, world, second)["status"] == "resolved"
     assert "surveyed" not in conversation(client, world, second)["labels"]
     assert "surveyed" not in conversation(client, world, first)["labels"]
+
+
+def test_a_rules_canned_reply_is_not_sent_to_a_customer_who_texted_stop(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],  # noqa: F811
+) -> None:
+    # The rule queued its canned reply to the opted-out number: Twilio refused it (21610)
+    # or, worse, the rule failed as a whole and its other actions were lost with it.
+    inbox, path, handler = twilio_inbox(client, world, provider)
+    ack = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "ack", "text": "Thanks, we are on it."},
+        headers=auth(world.bob),
+    ).json()
+    made = rule(
+        client,
+        world,
+        name="Acknowledge texts",
+        event="message.received",
+        actions=[
+            {"type": "send_canned", "value": ack["id"]},
+            {"type": "add_label", "value": "sms"},
+        ],
+    )
+    text_in(client, settings, path, "SM_HI", "Where is my order?")
+    drain(database, settings)
+    assert len(handler.calls) == 1  # before the STOP, the reply goes
+    text_in(client, settings, path, "SM_STOP", "STOP")
+    text_in(client, settings, path, "SM_AGAIN", "Hello?")
+    drain(database, settings)
+    assert len(handler.calls) == 1
+    conv = only_conversation(client, world, inbox)
+    assert [m["text"] for m in conv["messages"] if m["kind"] == "message"] == [
+        "Where is my order?",
+        "Thanks, we are on it.",
+        "STOP",
+        "Hello?",
+    ]
+    (said,) = [m for m in conv["messages"] if m["text"].startswith("Rule ")]
+    assert said["kind"] == "activity"
+    assert said["text"].startswith(
+        "Rule “Acknowledge texts”: canned reply /ack was not sent: "
+        "the customer opted out of SMS on "
+    )
+    assert conv["labels"] == ["sms"]  # the rule's other actions ran
+    assert listed_rule(client, world, made["id"])["last_error"] is None

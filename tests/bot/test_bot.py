@@ -776,3 +776,43 @@ def test_a_bot_answer_is_not_a_person_answering(
         headers=auth(world.bob),
     ).raise_for_status()
     assert third not in waiting()
+
+
+def test_the_bot_hands_over_without_a_word_to_a_customer_who_opted_out_of_the_channel(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],  # noqa: F811
+    inbox: str,  # noqa: F811
+) -> None:
+    # The bot answered on WhatsApp a customer who had withdrawn their WhatsApp consent;
+    # refused, its job failed and nobody (the bot holding the conversation) took it up.
+    ids = set_up_bot(client, world, inbox)
+    post_signed(client, inbox, message_event("wamid.C1", "Can I return an item for a refund?"))
+    work(database, settings)
+
+    def sent() -> int:
+        return len([p for p, _, _ in graph[1].calls if p.endswith("/messages")])
+
+    assert sent() == 1
+    conv_id = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"][0]["id"]
+    customer = thread(client, world, conv_id)["customer_id"]
+    r = client.post(
+        f"/api/v1/customers/{customer}/consents",
+        json={"channel": "whatsapp", "purpose": "all", "granted": False, "source": "phone call"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    post_signed(client, inbox, message_event("wamid.C2", "what are your opening hours?"))
+    work(database, settings)
+    assert sent() == 1
+    conv = thread(client, world, conv_id)
+    assert len(bot_messages(conv)) == 1  # the first answer only: no reply, no "a colleague..."
+    (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
+    assert note["text"].startswith(
+        "Bot handed over: the customer opted out of WhatsApp on "
+    ) and note["text"].split("\n")[0].endswith("(phone call).")
+    assert conv["team_id"] == ids["team"]

@@ -439,7 +439,15 @@ def run(
             # fails the job instead, which runs again.
             with savepoint(db):  # what a skipped rule did is never published either
                 for action in rule.actions:
-                    _act(db, action=action, conversation=conv, message=msg, box=box, event=event)
+                    _act(
+                        db,
+                        action=action,
+                        conversation=conv,
+                        message=msg,
+                        box=box,
+                        event=event,
+                        rule=rule,
+                    )
         except Exception as exc:
             if transient(exc):
                 raise
@@ -477,6 +485,7 @@ def _act(
     message: Message | None,
     box: SecretBox,
     event: str,
+    rule: Rule,
 ) -> None:
     from rapport.conversations import canned, routing, service
 
@@ -563,11 +572,19 @@ def _act(
                 CannedResponse.workspace_id == ws, CannedResponse.id == str(value)
             )
         )
-        if reply is not None:
-            text = canned.render(db, canned=reply, conversation=conversation, agent_id=None)
-            service.reply(
-                db, conversation=conversation, author_id=None, text=text, kind=MessageKind.message
-            )
+        if reply is None:
+            return
+        # A rule's message answers the customer's (a service message): one who opted out
+        # of the channel is not sent it, and the conversation says so; the rule's other
+        # actions still run.
+        if refusal := service.consent_refusal(db, conversation=conversation):
+            by = f"Rule “{rule.name}”: canned reply /{reply.shortcut}"
+            service.not_sent(db, conversation=conversation, by=by, refusal=refusal)
+            return
+        text = canned.render(db, canned=reply, conversation=conversation, agent_id=None)
+        service.reply(
+            db, conversation=conversation, author_id=None, text=text, kind=MessageKind.message
+        )
     elif kind == "add_note":
         text = templating.render(
             str(value or ""), canned.context(db, conversation=conversation, agent_id=None)

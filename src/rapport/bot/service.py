@@ -51,7 +51,8 @@ from rapport.conversations import service as conversations
 from rapport.conversations import sla
 from rapport.conversations.models import Conversation, Direction, Message, MessageKind, Status
 from rapport.crypto import SecretBox, box_for
-from rapport.customers.models import Customer
+from rapport.customers import profile
+from rapport.customers.models import Consent, Customer
 from rapport.db import Database, utcnow
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
@@ -458,6 +459,11 @@ def _act(db: Session, *, message_id: str, decision: Decision) -> str:
     # Asked again in the writing transaction: an agent may have taken it meanwhile.
     if with_a_human(db, conversation, state):
         return "skip"
+    refusal = conversations.consent_refusal(db, conversation=conversation)
+    if refusal is not None and decision.kind in ("answer", "clarify"):
+        # The customer opted out of the channel (an SMS STOP): the bot cannot answer there,
+        # a person can, through another channel; the hand-over note says why.
+        decision = Decision("handover", reason=profile.why_not(refusal))
     if state is None:
         state = BotConversation(
             conversation_id=conversation.id,
@@ -482,7 +488,14 @@ def _act(db: Session, *, message_id: str, decision: Decision) -> str:
         )
         bot_message.meta = {**(bot_message.meta or {}), "bot": decision.meta}
         return decision.kind
-    _hand_over(db, conversation=conversation, state=state, message=message, decision=decision)
+    _hand_over(
+        db,
+        conversation=conversation,
+        state=state,
+        message=message,
+        decision=decision,
+        refusal=refusal,
+    )
     return "handover"
 
 
@@ -503,11 +516,14 @@ def _hand_over(
     state: BotConversation,
     message: Message,
     decision: Decision,
+    refusal: Consent | None,
 ) -> None:
     inbox = db.get(Inbox, conversation.inbox_id)
     config = settings_of(inbox)
     state.handed_over_at = utcnow()
     lines = [f"Bot handed over: {decision.reason}."]
+    if refusal is not None and decision.reason != profile.why_not(refusal):
+        lines.append(f"The customer was not told: {profile.why_not(refusal)}.")
     for entry in state.log:
         did = entry.get("did")
         detail = entry.get("intent") or entry.get("title") or ", ".join(entry.get("tried", []))
@@ -522,14 +538,18 @@ def _hand_over(
                 reason=decision.reason,
             )
         )
-    reply = conversations.reply(
-        db,
-        conversation=conversation,
-        author_id=None,
-        text=str(config["handover_message"]),
-        kind=MessageKind.bot,
-    )
-    reply.meta = {**(reply.meta or {}), "bot": {"source": "handover", "reason": decision.reason}}
+    if refusal is None:
+        reply = conversations.reply(
+            db,
+            conversation=conversation,
+            author_id=None,
+            text=str(config["handover_message"]),
+            kind=MessageKind.bot,
+        )
+        reply.meta = {
+            **(reply.meta or {}),
+            "bot": {"source": "handover", "reason": decision.reason},
+        }
     # Telling the customer a person comes is not an answer: they still wait for one (since
     # their first question no person answered, which a bot message never clears).
     conversation.waiting_since = conversation.waiting_since or message.created_at

@@ -481,7 +481,7 @@ def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(
     assert len(convs) == 1 and convs[0]["customer_id"] != known
 
 
-def test_a_reply_to_a_visitor_who_left_goes_to_the_email_they_gave(
+def test_a_reply_to_a_visitor_who_left_goes_to_the_email_they_gave_unless_they_opted_out(
     client: TestClient, world: World, database: Database, settings: Settings
 ) -> None:
     from datetime import timedelta
@@ -548,6 +548,23 @@ def test_a_reply_to_a_visitor_who_left_goes_to_the_email_they_gave(
             and b"ann@example.org" in box.messages[0]
             and b"Your order shipped." in box.messages[0]
         )
+        # She opted out of email: the chat still gets replies, her mailbox no more.
+        conv = client.get(
+            f"/api/v1/conversations/{msg['conversation_id']}", headers=auth(world.bob)
+        ).json()
+        client.post(
+            f"/api/v1/customers/{conv['customer_id']}/consents",
+            json={"channel": "email", "purpose": "all", "granted": False},
+            headers=auth(world.bob),
+        ).raise_for_status()
+        r = client.post(
+            f"/api/v1/conversations/{msg['conversation_id']}/messages",
+            json={"text": "Anything else?"},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        Worker(database, settings).run_until_idle()
+        assert len(box.messages) == 1
     finally:
         controller.stop()
 

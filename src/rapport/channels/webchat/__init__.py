@@ -22,8 +22,9 @@ from rapport.conversations.models import (
 )
 from rapport.conversations.service import message_payload
 from rapport.crypto import box_for, hmac_sha256_hex, random_token, same, sha256_hex
+from rapport.customers import profile
 from rapport.customers.identity import Handle, InvalidHandle, handle
-from rapport.customers.models import Customer, IdentityKind
+from rapport.customers.models import ConsentChannel, Customer, IdentityKind
 from rapport.db import Database, utcnow
 from rapport.problems import NotFound
 from rapport.realtime.service import emit
@@ -177,6 +178,12 @@ class WebchatChannel:
                 or mail_inbox is None
                 or mail_inbox.workspace_id != out.inbox.workspace_id
             ):
+                return
+            if profile.withdrawn(db, customer_id=out.customer.id, channel=ConsentChannel.email):
+                log.info(
+                    "away visitor not emailed: they opted out of email",
+                    extra={"event": "webchat.email_no_consent", "inbox_id": out.inbox.id},
+                )
                 return
             db.expunge(mail_inbox)
             email = visitor.email
