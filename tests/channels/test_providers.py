@@ -562,7 +562,8 @@ def test_a_reply_queued_before_a_stop_is_not_sent_and_says_why(
     )
     assert r.status_code == 201, r.text
     text_in(client, settings, path, "SM_STOP", "Stop")
-    Worker(database, settings).run_until_idle()
+    with published_events() as published:
+        Worker(database, settings).run_until_idle()
     assert handler.calls == []
     reply = next(
         m for m in only_conversation(client, world, inbox)["messages"] if m["id"] == r.json()["id"]
@@ -570,6 +571,9 @@ def test_a_reply_queued_before_a_stop_is_not_sent_and_says_why(
     assert reply["status"] == "failed"
     assert reply["error"].startswith("not sent: the customer opted out of SMS on ")
     assert reply["error"].endswith("(SMS keyword STOP)")
+    # The agent's open thread hears why at once, not only after a reload.
+    [event] = [e for e in published if e["type"] == "message.updated"]
+    assert event["payload"]["status"] == "failed" and event["payload"]["error"] == reply["error"]
     assert deliver_jobs(database) == [JobState.done]  # decided, not an error to retry
 
 

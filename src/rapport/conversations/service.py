@@ -319,6 +319,8 @@ def message_payload(
     }
     if attachments is not None:
         out["attachments"] = attachments
+    if m.error:  # why it failed, for the agents' thread (a visitor's widget never gets it)
+        out["error"] = m.error
     if shown := _badges(m.meta or {}):
         out["meta"] = shown
     return out
