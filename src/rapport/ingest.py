@@ -33,6 +33,7 @@ from rapport.assistant import one_compute_thread, triage
 from rapport.bus import LocalBus, get_bus, set_bus
 from rapport.channels import media
 from rapport.channels.models import Inbox
+from rapport.channels.webchat.models import Visitor
 from rapport.config import Settings
 from rapport.conversations import jobs as conversation_jobs
 from rapport.conversations import service as conversations
@@ -122,6 +123,10 @@ class InboundMessage:
     # in the message's own transaction, the old ones kept; one another customer holds is
     # left to duplicate review. A redelivered notice is a duplicate: applied once.
     moved_to: list[Handle] = field(default_factory=list)
+    # The web chat visitor who wrote it: stored only if that visitor is still there in the
+    # message's own transaction. Read before, an erasure committing in between left the
+    # message to make a new customer out of the erased visitor's handle, name and email.
+    visitor_id: str | None = None
 
 
 @dataclass
@@ -233,6 +238,10 @@ _INBOXES = select(
     Inbox.settings,
 ).where(Inbox.id.in_(_each("ids")))
 _WORKSPACES = select(Workspace.id, Workspace.settings).where(Workspace.id.in_(_each("ids")))
+# FOR SHARE on PostgreSQL: an erasure deleting the visitor waits for this transaction (and
+# then finds what it stored), or this one waits for the erasure and finds the visitor gone.
+# SQLite has one writer at a time: the read is enough.
+_VISITORS = select(Visitor.id).where(Visitor.id.in_(_each("ids"))).with_for_update(read=True)
 # A stored message with its customer, found by (inbox, external id) or by its own id.
 _STORED_ROWS = select(*_MESSAGE_COLUMNS, Conversation.customer_id.label("customer_id")).join(
     Conversation, Conversation.id == Message.conversation_id
@@ -418,6 +427,12 @@ def receive_batch(
             out[i] = Invalid(f"inbox {ib.id} is a {ib.channel} inbox, not {m.expect_channel}")
         else:
             todo.append(i)
+    visitors = {v for i in todo if (v := msgs[i].visitor_id)}
+    if visitors:
+        present = set(conn.execute(_VISITORS, {"ids": sorted(visitors)}).scalars())
+        for i in [i for i in todo if msgs[i].visitor_id and msgs[i].visitor_id not in present]:
+            out[i] = NotFound("visitor")  # erased since the view read it: nothing is stored
+            todo.remove(i)
     windows = {
         ws_id: timedelta(
             hours=int((ws_settings or {}).get("reopen_window_hours", settings.reopen_window_hours))

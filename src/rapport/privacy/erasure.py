@@ -6,7 +6,8 @@ database's cascades: identities, attributes, tags, consents, timeline events and
 duplicate suggestions, merge history, conversations with their messages, notes,
 attachments, uploads, labels, SLA clocks and bot rounds; the search indexes follow (their
 triggers on SQLite, expression indexes on PostgreSQL). Web chat visitors that spoke for
-them go too (their open sockets closed, in every process), and so do the phrasings an
+them go too, first (their open sockets closed, in every process; a message of theirs on its
+way is refused, not made into a new customer with their handle), and so do the phrasings an
 agent taught the bot from their messages; the classifiers that learnt from their words
 (the bot's intents, the workspace's triage) are trained again without them, by jobs
 queued in the same transaction; the reply suggestions' pool of past questions and answers
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from rapport.assistant import suggest
@@ -32,7 +33,7 @@ from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
 from rapport.conversations.models import Attachment, Conversation, Message, Upload
 from rapport.customers import merge
-from rapport.customers.models import Customer
+from rapport.customers.models import Customer, Identity, IdentityKind
 from rapport.db import on_commit, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, job
@@ -58,6 +59,10 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     ws = customer.workspace_id
     _, ids = merge.person(db, customer=customer)
     person = set(ids)
+    # The visitors first: a web chat message stores only while its visitor is there (on
+    # PostgreSQL it holds the row), so once they are gone nothing new can come from them,
+    # and what came just before is committed and read below with the rest.
+    visitors = _erase_visitors(db, workspace_id=ws, person=person)
     conversations = list(
         db.scalars(
             select(Conversation.id).where(
@@ -95,13 +100,8 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         _train_again(db, "train_triage", ws)
     # The suggestions' pool of past questions and answers, read before the erasure commits.
     on_commit(db, lambda: suggest.forget_pool(ws))
-    visitors = db.scalars(
-        delete(Visitor)
-        .where(Visitor.workspace_id == ws, Visitor.customer_id.in_(person))
-        .returning(Visitor.id)
-    ).all()
     # Their widgets' sockets would stay open, waiting for replies to nobody: closed.
-    realtime.close_visitors(db, workspace_id=ws, visitor_ids=list(visitors))
+    realtime.close_visitors(db, workspace_id=ws, visitor_ids=visitors)
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
     enqueue(
@@ -111,6 +111,27 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         workspace_id=ws,
     )
     return Erasure(ids, len(conversations), messages, len(keys))
+
+
+def _erase_visitors(db: Session, *, workspace_id: str, person: set[str]) -> list[str]:
+    """Delete the web chat visitors who spoke for this person; their ids. A visitor is found
+    by its customer, or by its handle: its first message makes the customer before the
+    widget's call links the two, and a visitor left behind in that moment would bring its
+    handle, name and email back as a new customer with its next message."""
+    handles = select(Identity.value).where(
+        Identity.workspace_id == workspace_id,
+        Identity.customer_id.in_(person),
+        Identity.kind == IdentityKind.webchat,
+    )
+    gone = db.scalars(
+        delete(Visitor)
+        .where(
+            Visitor.workspace_id == workspace_id,
+            or_(Visitor.customer_id.in_(person), Visitor.id.in_(handles)),
+        )
+        .returning(Visitor.id)
+    )
+    return list(gone)
 
 
 def _train_again(db: Session, name: str, workspace_id: str) -> None:

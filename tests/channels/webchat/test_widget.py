@@ -9,9 +9,11 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect
 
 from rapport import bus
@@ -837,6 +839,97 @@ def test_a_message_stored_just_before_its_customer_is_erased_is_answered_201(
         headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": ben["visitor_token"]},
     )
     assert r.status_code == 404
+
+
+def erase_now(database: Database, customer_id: str) -> None:
+    from rapport.customers.models import Customer
+    from rapport.privacy.erasure import erase_customer
+
+    with database.session() as db:
+        customer = db.get(Customer, customer_id)
+        assert customer is not None
+        erase_customer(db, customer=customer)
+
+
+def held_by_anyone(database: Database, visitor_id: str) -> list[str]:
+    """What is left of a visitor: customers named by its handle, and its own row."""
+    from rapport.channels.webchat.models import Visitor
+    from rapport.customers.models import Identity
+
+    with database.session(write=False) as db:
+        named = db.scalars(select(Identity.customer_id).where(Identity.value == visitor_id))
+        return [*named, *db.scalars(select(Visitor.id).where(Visitor.id == visitor_id))]
+
+
+def test_a_visitor_erased_while_their_message_is_on_its_way_does_not_come_back(
+    client: TestClient,
+    world: World,
+    chat: dict[str, str],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The view read the visitor, then handed the message to ingest: an erasure committing
+    # in between left ingest a handle nobody had, and it made a new customer of it, with
+    # the erased visitor's name and email, and the message.
+    from rapport.channels.webchat import views
+
+    ann = start(client, chat, name="Ann Erased", email="ann@example.com")
+    conv = say(client, chat, ann["visitor_token"], "hello")["conversation_id"]
+    customer_id = customer_of(client, world, conv)
+    read = views._visitor_and_region
+
+    def read_then_erased(*args: Any) -> Any:
+        found = read(*args)
+        erase_now(database, customer_id)
+        return found
+
+    monkeypatch.setattr(views, "_visitor_and_region", read_then_erased)
+    r = client.post(
+        f"/widget/api/{chat['token']}/messages",
+        json={"text": "forget me"},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": ann["visitor_token"]},
+    )
+    assert r.status_code == 404, r.text  # as for any erased visitor: the widget starts over
+    assert held_by_anyone(database, ann["visitor_id"]) == []
+    found = client.get("/api/v1/customers", params={"q": "Erased"}, headers=auth(world.bob))
+    assert found.json()["items"] == []
+
+
+def test_a_visitor_whose_first_message_is_erased_at_once_goes_with_it(
+    client: TestClient,
+    world: World,
+    chat: dict[str, str],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A first message makes the customer; the view links the visitor to it only after. An
+    # erasure in between found no visitor of the customer and left it, name and email, to
+    # bring the handle back as a new customer with its next message.
+    from rapport.channels.webchat import views
+    from rapport.customers.models import Identity
+
+    ben = start(client, chat, name="Ben Erased", email="ben@example.com")
+
+    def erasing() -> object:
+        monkeypatch.setattr(views, "utcnow", utcnow)  # once
+        with database.session(write=False) as db:
+            made = db.scalar(
+                select(Identity.customer_id).where(Identity.value == ben["visitor_id"])
+            )
+        assert made is not None
+        erase_now(database, made)
+        return utcnow()
+
+    monkeypatch.setattr(views, "utcnow", erasing)
+    assert say(client, chat, ben["visitor_token"], "hello")["text"] == "hello"
+    assert held_by_anyone(database, ben["visitor_id"]) == []
+    r = client.post(
+        f"/widget/api/{chat['token']}/messages",
+        json={"text": "still here?"},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": ben["visitor_token"]},
+    )
+    assert r.status_code == 404
+    assert held_by_anyone(database, ben["visitor_id"]) == []
 
 
 def test_a_renamed_agent_shows_by_their_new_name_once_the_names_kept_expire(

@@ -249,6 +249,7 @@ async def say(token: str, body: SayIn, request: Request, visitor_token: VisitorT
             text=body.text,
             sender_name=visitor.name,
             expect_channel="webchat",
+            visitor_id=visitor.id,
         )
     )
 
@@ -329,6 +330,7 @@ async def upload(
                 InboundAttachment(name, file.content_type or "application/octet-stream", data)
             ],
             expect_channel="webchat",
+            visitor_id=visitor.id,
         )
     )
 
