@@ -4,17 +4,18 @@ is gone everywhere (rows, search, realtime copies, files) and nobody else is tou
 import base64
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from rapport import search
 from rapport.config import Settings
 from rapport.conversations.models import Attachment, Conversation, Message
 from rapport.customers.models import Customer, Event, Identity
-from rapport.db import Database
+from rapport.db import Database, utcnow
 from rapport.jobs.service import enqueue
 from rapport.jobs.worker import Worker
 from rapport.privacy.erasure import mentions
@@ -349,3 +350,99 @@ def test_the_daily_sweep_forgets_bytes_no_row_refers_to(
         f"/api/v1/conversations/{kept['conversation_id']}", headers=auth(world.bob)
     ).json()["messages"][-1]
     assert len(message["attachments"]) == 1
+
+
+def test_an_erasure_cancels_and_deletes_the_jobs_about_the_customer(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Job rows were out of an erasure's reach: a queued send of a reply to her still ran,
+    # a dead one kept the provider's refusal quoting her address, a report kept the id of
+    # her message at the provider (a WhatsApp id spells the number).
+    from rapport.jobs import service
+    from rapport.jobs.models import Job, JobState
+
+    zoe = post(client, world, "wamid.zoe-1", {"email": "zoe@example.com"}, "hello")
+    otto = post(client, world, "o-1", {"email": "otto@example.com"}, "hello")
+    ws = world.acme.workspace.id
+
+    def reply(conversation_id: str, text: str) -> str:
+        r = client.post(
+            f"/api/v1/conversations/{conversation_id}/messages",
+            json={"text": text},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    refused = "SMTPRecipientsRefused: 550 5.1.1 <zoe@example.com>: Recipient address rejected"
+    sent_to_zoe, to_otto = (
+        reply(zoe["conversation_id"], "Hi Zoe"),
+        reply(otto["conversation_id"], "Hi"),
+    )
+    with database.session() as db:
+        for message_id, error in ((sent_to_zoe, refused), (to_otto, "provider 503")):
+            dead = service.enqueue(
+                db, name="deliver", args={"message_id": message_id}, workspace_id=ws
+            )
+            dead.state, dead.last_error = JobState.dead, error
+        report = {"external_id": "wamid.zoe-1", "status": "read", "error": None}
+        service.enqueue(
+            db,
+            name="delivery_report",
+            args={"inbox_id": "i", "report": report, "tries": 1},
+            workspace_id=ws,
+        )
+        # A worker is sending a second reply to her as the erasure runs.
+        running = service.enqueue(
+            db,
+            name="deliver",
+            args={"message_id": reply(zoe["conversation_id"], "?")},
+            workspace_id=ws,
+        )
+        running.state, running.locked_by = JobState.running, "elsewhere"
+        running.locked_until = utcnow() + timedelta(seconds=60)
+        running_id = running.id
+
+    r = client.delete(f"/api/v1/customers/{zoe['customer_id']}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+
+    def rows() -> list[Job]:
+        with database.session(write=False) as db:
+            return list(db.scalars(select(Job).where(Job.name.in_(("deliver", "delivery_report")))))
+
+    # The queued send and the report are cancelled, the dead send deleted; the running one
+    # is left to its worker.
+    assert {(j.name, j.args.get("message_id"), j.state) for j in rows()} == {
+        ("deliver", to_otto, JobState.queued),
+        ("deliver", to_otto, JobState.dead),
+        ("deliver", running.args["message_id"], JobState.running),
+    }
+
+    def run_erase_copies_now() -> None:  # it waits for the running job's lease to end
+        with database.session() as db:
+            db.execute(
+                update(Job)
+                .where(Job.name == "erase_copies", Job.state == JobState.queued)
+                .values(run_at=utcnow())
+            )
+        Worker(database, settings).run_until_idle(max_jobs=20)
+
+    run_erase_copies_now()
+    assert running_id in {j.id for j in rows()}  # still running: looked at again later
+    with database.session() as db:  # its send failed: to be tried again, the error quoting her
+        db.execute(
+            update(Job)
+            .where(Job.id == running_id)
+            .values(
+                state=JobState.queued,
+                last_error=refused,
+                locked_by=None,
+                run_at=utcnow() + timedelta(minutes=5),
+            )
+        )
+    run_erase_copies_now()
+    left = rows()
+    assert {j.args.get("message_id") for j in left} == {to_otto}
+    with database.session(write=False) as db:
+        errors = [e for e in db.scalars(select(Job.last_error)) if e]
+    assert errors == ["provider 503"]  # Otto's dead send, kept for someone to look at

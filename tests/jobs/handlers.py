@@ -64,3 +64,15 @@ def doomed(ctx: JobContext, *, path: str, hook_fails: bool = False) -> None:
 def exit_(ctx: JobContext, *, interrupt: bool = False) -> None:
     """What a handler, or a library it calls, may raise that is no Exception."""
     raise KeyboardInterrupt if interrupt else SystemExit(3)
+
+
+@job("test.flaky")
+def flaky(ctx: JobContext, *, secret: str) -> None:
+    """Fails its first attempt, quoting ``secret`` as a provider quotes an address."""
+    if ctx.attempt == 1:
+        raise RuntimeError(f"550 <{secret}>: recipient rejected")
+
+
+@job("test.forgotten", keep_done=False)
+def forgotten(ctx: JobContext, *, report: str) -> None:
+    """A job whose arguments are not kept once it has run."""

@@ -64,6 +64,29 @@ def test_a_failing_job_backs_off_and_is_dead_lettered_after_its_attempts(
     assert delays[1] > delays[0] > 0  # exponential: each wait longer than the last
 
 
+def test_a_job_done_keeps_no_error_of_an_earlier_attempt(
+    database: Database, settings: Settings
+) -> None:
+    # The first attempt's error (a provider quoting the address it refused) stayed on the
+    # done row for the week it is kept, where an erasure does not look; nothing reads it.
+    job_id = enqueue(database, "test.flaky", secret="zoe@example.com")
+    worker = Worker(database, settings)
+    assert worker.run_once()
+    assert "zoe@example.com" in (job_row(database, job_id).last_error or "")
+    with database.session() as db:  # due now, as the backoff would make it after a while
+        db.execute(update(Job).where(Job.id == job_id).values(run_at=utcnow()))
+    assert worker.run_once()
+    row = job_row(database, job_id)
+    assert row.state == JobState.done and row.last_error is None
+
+
+def test_a_job_not_kept_once_done_leaves_no_row(database: Database, settings: Settings) -> None:
+    enqueue(database, "test.forgotten", report="wamid.HBgLMTQxNTU1NTAxMjM")
+    assert Worker(database, settings).run_until_idle() == 1
+    with database.session(write=False) as db:
+        assert db.scalars(select(Job).where(Job.name == "test.forgotten")).all() == []
+
+
 def test_a_job_has_the_attempts_its_kind_declares_unless_its_caller_says(
     database: Database, settings: Settings
 ) -> None:

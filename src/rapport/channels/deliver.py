@@ -365,7 +365,7 @@ def _sending_to(db: Session, *, inbox_id: str, workspace_id: str, customer_id: s
     return found is not None
 
 
-@job("delivery_report")
+@job("delivery_report", keep_done=False)
 def delivery_report(ctx: JobContext, *, inbox_id: str, report: dict[str, Any], tries: int) -> None:
     """A provider's report that came before its message's id was stored, tried again."""
     assert ctx.workspace_id is not None

@@ -55,6 +55,9 @@ class JobSpec:
     fn: Handler
     max_attempts: int | None
     on_dead: DeadHook | None = None
+    # False for a job whose arguments quote what a provider sent (a report on a message):
+    # its row goes once it has run, instead of a week kept done, out of an erasure's reach.
+    keep_done: bool = True
 
 
 _REGISTRY: dict[str, JobSpec] = {}
@@ -78,15 +81,22 @@ HANDLER_MODULES = (
 
 
 def job(
-    name: str, *, max_attempts: int | None = None, on_dead: DeadHook | None = None
+    name: str,
+    *,
+    max_attempts: int | None = None,
+    on_dead: DeadHook | None = None,
+    keep_done: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Register ``fn(ctx, **args)`` as the handler of jobs called ``name``; ``on_dead``
-    settles what such a job leaves behind if it is dead-lettered, however that comes."""
+    settles what such a job leaves behind if it is dead-lettered, however that comes;
+    without ``keep_done`` its row is deleted once it has run, not kept as done."""
 
     def register(fn: Handler) -> Handler:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise RuntimeError(f"job {name!r} is registered twice")
-        _REGISTRY[name] = JobSpec(name=name, fn=fn, max_attempts=max_attempts, on_dead=on_dead)
+        _REGISTRY[name] = JobSpec(
+            name=name, fn=fn, max_attempts=max_attempts, on_dead=on_dead, keep_done=keep_done
+        )
         return fn
 
     return register

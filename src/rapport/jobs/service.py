@@ -130,12 +130,17 @@ def extend(db: Session, *, job_id: str, worker_id: str, lease_seconds: int) -> b
     return bool(getattr(result, "rowcount", 0))
 
 
-def finish(db: Session, *, job_id: str, worker_id: str) -> bool:
-    """Mark a job done if this worker still holds it."""
+def finish(db: Session, *, job_id: str, worker_id: str, keep: bool = True) -> bool:
+    """Mark a job done (or, not ``keep``, delete it) if this worker still holds it. A done
+    job keeps no error: an earlier attempt's (a provider refusing an address, quoted) is of
+    no use once it succeeded, and would stay a week where an erasure does not look."""
+    held = (Job.id == job_id, Job.locked_by == worker_id, Job.state == JobState.running)
     result = db.execute(
         update(Job)
-        .where(Job.id == job_id, Job.locked_by == worker_id, Job.state == JobState.running)
-        .values(state=JobState.done, finished_at=utcnow(), locked_until=None)
+        .where(*held)
+        .values(state=JobState.done, finished_at=utcnow(), locked_until=None, last_error=None)
+        if keep
+        else delete(Job).where(*held)
     )
     return bool(getattr(result, "rowcount", 0))
 

@@ -123,7 +123,7 @@ class Worker:
         finally:
             heartbeat.set()
         with self.database.session() as db:
-            finished = service.finish(db, job_id=job.id, worker_id=self.id)
+            finished = service.finish(db, job_id=job.id, worker_id=self.id, keep=spec.keep_done)
         JOBS.labels(name=job.name, outcome="done").inc()
         log.info(
             "job done",

@@ -31,7 +31,7 @@ from rapport.assistant.models import TriageModel
 from rapport.bot.models import IntentExample
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
-from rapport.conversations.models import Attachment, Conversation, Message, Upload
+from rapport.conversations.models import Attachment, Conversation, Message, MessagePart, Upload
 from rapport.customers import merge
 from rapport.customers.models import Customer, Identity, IdentityKind
 from rapport.db import on_commit, utcnow
@@ -102,12 +102,14 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     on_commit(db, lambda: suggest.forget_pool(ws))
     # Their widgets' sockets would stay open, waiting for replies to nobody: closed.
     realtime.close_visitors(db, workspace_id=ws, visitor_ids=visitors)
+    named = person | set(conversations) | _messages_and_provider_ids(db, in_them)
+    running = _settle_jobs(db, workspace_id=ws, named=named)
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
     enqueue(
         db,
         name="erase_copies",
-        args={"ids": sorted(person | set(conversations)), "keys": sorted(keys)},
+        args={"ids": sorted(person | set(conversations)), "keys": sorted(keys), "jobs": running},
         workspace_id=ws,
     )
     return Erasure(ids, len(conversations), messages, len(keys))
@@ -134,6 +136,48 @@ def _erase_visitors(db: Session, *, workspace_id: str, person: set[str]) -> list
     return list(gone)
 
 
+def _messages_and_provider_ids(db: Session, in_them: Any) -> set[str]:
+    """The ids of these messages, and the providers' ids of them and of their parts (a
+    provider's report on one names it by those)."""
+    mine = select(Message.id).where(in_them)
+    found = set(db.scalars(mine))
+    found.update(
+        db.scalars(
+            select(Message.external_id).where(in_them).where(Message.external_id.is_not(None))
+        )
+    )
+    found.update(
+        db.scalars(select(MessagePart.external_id).where(MessagePart.message_id.in_(mine)))
+    )
+    return found
+
+
+# Jobs that may still act, or hold an error a provider wrote (a refused address, quoted):
+# found through the claim index's state. Done jobs keep neither (``finish``) but ids.
+_SETTLED = (JobState.queued, JobState.running, JobState.dead)
+
+
+def _settle_jobs(db: Session, *, workspace_id: str, named: set[str]) -> list[str]:
+    """Delete the jobs whose arguments name the erased records: those queued (cancelled;
+    a deliver of an erased message must never be claimed) and those dead (nothing left to
+    retry; the error may quote them). Returns the ids of those running, for
+    ``erase_copies`` to settle once they have ended."""
+    rows = db.execute(
+        select(Job.id, Job.args).where(
+            Job.state.in_(_SETTLED), Job.workspace_id == workspace_id, Job.name != "erase_copies"
+        )
+    ).all()
+    theirs = [row.id for row in rows if mentions(row.args, named)]
+    if not theirs:
+        return []
+    # A claim that won meanwhile made one running: left for later, like the others.
+    gone = db.scalars(
+        delete(Job).where(Job.id.in_(theirs), Job.state != JobState.running).returning(Job.id),
+        execution_options={"synchronize_session": False},
+    ).all()
+    return sorted(set(theirs) - set(gone))
+
+
 def _train_again(db: Session, name: str, workspace_id: str) -> None:
     """Queue a training of the workspace, unless one is queued and not started yet: it reads
     what is left when it runs, so a burst of erasures costs one training, not one each."""
@@ -156,11 +200,16 @@ def mentions(value: Any, ids: set[str]) -> bool:
 
 
 @job("erase_copies")
-def erase_copies(ctx: JobContext, *, ids: list[str], keys: list[str]) -> None:
-    """The copies an erasure leaves: realtime events naming the erased customers or their
-    conversations (blanked), then the stored files nothing else refers to. Files stored or reused
-    lately are tried again once that grace has passed."""
+def erase_copies(
+    ctx: JobContext, *, ids: list[str], keys: list[str], jobs: list[str] | None = None
+) -> None:
+    """The copies an erasure leaves: the jobs about them that were running (settled once
+    ended), realtime events naming the erased customers or their conversations (blanked),
+    then the stored files nothing else refers to. Files stored or reused lately, and jobs
+    still running, are tried again later."""
     assert ctx.workspace_id is not None
+    if jobs:
+        _settle_ended(ctx, jobs)
     gone = set(ids)
     after = 0
     while gone:
@@ -191,4 +240,23 @@ def erase_copies(ctx: JobContext, *, ids: list[str], keys: list[str]) -> None:
                 args={"ids": [], "keys": kept},
                 workspace_id=ctx.workspace_id,
                 run_at=utcnow() + timedelta(seconds=REUSE_GRACE_SECONDS),
+            )
+
+
+def _settle_ended(ctx: JobContext, jobs: list[str]) -> None:
+    """Delete the rows of these jobs (about erased records) that have ended: queued again to
+    retry or dead, their error may quote what was erased; done, they hold ids of nothing.
+    Those still running are looked at again once their lease would have run out."""
+    with ctx.database.session() as db:
+        db.execute(delete(Job).where(Job.id.in_(jobs), Job.state != JobState.running))
+        running = list(
+            db.scalars(select(Job.id).where(Job.id.in_(jobs), Job.state == JobState.running))
+        )
+        if running:
+            enqueue(
+                db,
+                name="erase_copies",
+                args={"ids": [], "keys": [], "jobs": running},
+                workspace_id=ctx.workspace_id,
+                run_at=utcnow() + timedelta(seconds=ctx.settings.job_lease_seconds),
             )
