@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
@@ -446,3 +447,49 @@ def test_an_erasure_cancels_and_deletes_the_jobs_about_the_customer(
     with database.session(write=False) as db:
         errors = [e for e in db.scalars(select(Job.last_error)) if e]
     assert errors == ["provider 503"]  # Otto's dead send, kept for someone to look at
+
+
+def test_the_search_for_copies_reads_only_the_events_since_the_customer_was_made(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It read every event the workspace held, a week of them on a busy one, to find the few
+    # naming the erased customer: none can be older than the customer.
+    from rapport.privacy import erasure
+
+    with database.session() as db:  # older than a client can replay; the prune lags
+        db.execute(update(StreamEvent).values(created_at=utcnow() - timedelta(days=8)))
+    with database.session(write=False) as db:
+        expired = set(db.scalars(select(StreamEvent.id)))
+    post(client, world, "o-1", {"email": "otto@example.com"}, "hello")
+    with database.session() as db:  # Otto's events, an hour before Zoe first wrote
+        db.execute(
+            update(StreamEvent)
+            .where(StreamEvent.id.not_in(expired))
+            .values(created_at=utcnow() - timedelta(hours=1))
+        )
+    with database.session(write=False) as db:
+        ottos = {e.id: e.payload for e in db.scalars(select(StreamEvent)) if e.id not in expired}
+    zoe = post(client, world, "z-1", {"email": "zoe@example.com"}, "hello")
+    r = client.delete(f"/api/v1/customers/{zoe['customer_id']}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+
+    read: list[Any] = []
+    looks = erasure.mentions
+
+    def looking(value: Any, ids: set[str]) -> bool:
+        read.append(value)
+        return looks(value, ids)
+
+    monkeypatch.setattr(erasure, "mentions", looking)
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    assert read  # Zoe's events were read, and blanked
+    assert ottos and not [p for p in ottos.values() if p in read]
+    with database.session(write=False) as db:
+        events = {e.id: e.payload for e in db.scalars(select(StreamEvent))}
+    assert not any(mentions(p, {zoe["customer_id"]}) for p in events.values())
+    assert expired and not expired & set(events)  # pruned, not read
+    assert {i: events[i] for i in ottos} == ottos

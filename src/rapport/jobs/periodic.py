@@ -47,11 +47,12 @@ def unsnooze(ctx: JobContext) -> None:
 def prune_stream_events(ctx: JobContext) -> None:
     """Drop realtime events older than a reconnecting client could still ask for, and
     finished jobs as old: a chunk per transaction, so no other writer waits long."""
-    for prune in (realtime.prune, prune_finished):
-        while True:
-            with ctx.database.session() as db:
-                if prune(db, older_than_days=7, limit=PRUNE_CHUNK) < PRUNE_CHUNK:
-                    break
+    realtime.expire(ctx.database)
+    while True:
+        with ctx.database.session() as db:
+            pruned = prune_finished(db, older_than_days=realtime.KEPT_DAYS, limit=PRUNE_CHUNK)
+        if pruned < PRUNE_CHUNK:
+            break
 
 
 @job("prune_uploads")

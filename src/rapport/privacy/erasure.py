@@ -11,16 +11,19 @@ way is refused, not made into a new customer with their handle), and so do the p
 agent taught the bot from their messages; the classifiers that learnt from their words
 (the bot's intents, the workspace's triage) are trained again without them, by jobs
 queued in the same transaction; the reply suggestions' pool of past questions and answers
-is forgotten in every process once it commits. Then a job removes the copies kept
-elsewhere: it blanks the realtime events a reconnecting agent could still fetch (kept as
-``erased`` events without a payload, so that event ids stay in order and are never used
-again), and deletes the stored files no other message shares.
+is forgotten in every process once it commits. Jobs about them are deleted, queued or dead
+(see ``_settle_jobs``). Then a job removes the copies kept elsewhere: the rows of the jobs
+about them that were running, once ended; the realtime events a reconnecting agent could
+still fetch (those stored since the oldest of their records was made, older ones than a
+client can replay pruned first), blanked and kept as ``erased`` events without a payload,
+so that event ids stay in order and are never used again; and the stored files no other
+message shares.
 
 The audit log keeps that an erasure happened, by whom, and how much it removed; ids only.
 """
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
@@ -102,6 +105,7 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     on_commit(db, lambda: suggest.forget_pool(ws))
     # Their widgets' sockets would stay open, waiting for replies to nobody: closed.
     realtime.close_visitors(db, workspace_id=ws, visitor_ids=visitors)
+    since = _oldest(db, person=person, conversations=conversations)
     named = person | set(conversations) | _messages_and_provider_ids(db, in_them)
     running = _settle_jobs(db, workspace_id=ws, named=named)
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
@@ -109,10 +113,26 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     enqueue(
         db,
         name="erase_copies",
-        args={"ids": sorted(person | set(conversations)), "keys": sorted(keys), "jobs": running},
+        args={
+            "ids": sorted(person | set(conversations)),
+            "keys": sorted(keys),
+            "jobs": running,
+            "since": since.isoformat(),
+        },
         workspace_id=ws,
     )
     return Erasure(ids, len(conversations), messages, len(keys))
+
+
+def _oldest(db: Session, *, person: set[str], conversations: list[str]) -> datetime:
+    """When the oldest of these records was made: no copy of them can be older."""
+    made = (
+        db.scalar(select(func.min(Customer.created_at)).where(Customer.id.in_(person))),
+        db.scalar(
+            select(func.min(Conversation.created_at)).where(Conversation.id.in_(conversations))
+        ),
+    )
+    return min(t for t in made if t is not None)
 
 
 def _erase_visitors(db: Session, *, workspace_id: str, person: set[str]) -> list[str]:
@@ -201,18 +221,24 @@ def mentions(value: Any, ids: set[str]) -> bool:
 
 @job("erase_copies")
 def erase_copies(
-    ctx: JobContext, *, ids: list[str], keys: list[str], jobs: list[str] | None = None
+    ctx: JobContext,
+    *,
+    ids: list[str],
+    keys: list[str],
+    jobs: list[str] | None = None,
+    since: str | None = None,
 ) -> None:
     """The copies an erasure leaves: the jobs about them that were running (settled once
-    ended), realtime events naming the erased customers or their conversations (blanked),
-    then the stored files nothing else refers to. Files stored or reused lately, and jobs
-    still running, are tried again later."""
+    ended), realtime events naming the erased customers or their conversations (blanked;
+    only those stored since the oldest of them was made are read), then the stored files
+    nothing else refers to. Files stored or reused lately, and jobs still running, are tried
+    again later."""
     assert ctx.workspace_id is not None
     if jobs:
         _settle_ended(ctx, jobs)
     gone = set(ids)
-    after = 0
-    while gone:
+    after = _read_after(ctx, since) if gone else None
+    while gone and after is not None:
         with ctx.database.session(write=False) as db:
             page = db.execute(
                 select(StreamEvent.id, StreamEvent.payload)
@@ -241,6 +267,21 @@ def erase_copies(
                 workspace_id=ctx.workspace_id,
                 run_at=utcnow() + timedelta(seconds=REUSE_GRACE_SECONDS),
             )
+
+
+def _read_after(ctx: JobContext, since: str | None) -> int | None:
+    """The event id the search for copies starts after, or None when there is nothing to
+    read. Events older than a client can replay go first, as the hourly prune would take
+    them (one that lags must not leave them to be replayed); of the rest, those stored
+    before the oldest erased record was made cannot name it (a margin for ids that do not
+    quite follow time). Before, every event the workspace held was read, a week of them."""
+    realtime.expire(ctx.database)
+    if since is None:  # queued before erasures said since when
+        return 0
+    at = datetime.fromisoformat(since) - timedelta(seconds=realtime.STRAGGLER_SECONDS)
+    with ctx.database.session(write=False) as db:
+        first = realtime.first_id_since(db, at)
+    return None if first is None else first - 1
 
 
 def _settle_ended(ctx: JobContext, jobs: list[str]) -> None:

@@ -14,7 +14,11 @@ from rapport.db import Base, utcnow
 
 class StreamEvent(Base):
     __tablename__ = "stream_events"
-    __table_args__ = (Index("ix_stream_events_ws_id", "workspace_id", "id"),)
+    __table_args__ = (
+        Index("ix_stream_events_ws_id", "workspace_id", "id"),
+        # Where a time begins in the outbox: pruning's edge, an erasure's first event.
+        Index("ix_stream_events_created_at", "created_at"),
+    )
 
     # BIGINT identity on PostgreSQL, INTEGER PRIMARY KEY (the rowid) on SQLite.
     id: Mapped[int] = mapped_column(

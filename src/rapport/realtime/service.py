@@ -257,7 +257,7 @@ def seen_from_now(database: Database, workspace_id: str) -> Seen:
 
 
 def gone(database: Database, after_id: int) -> bool:
-    """Whether the event a client last saw has been pruned from the outbox (kept a week):
+    """Whether the event a client last saw has been pruned from the outbox (KEPT_DAYS):
     what followed it may be gone too, and cannot be replayed."""
     with database.session(write=False) as db:
         oldest = db.scalar(select(func.min(StreamEvent.id)))
@@ -289,9 +289,30 @@ def latest_id(db: Session, *, workspace_id: str) -> int:
 
 # Rows pruned per transaction.
 PRUNE_CHUNK = 5000
+# Days an event is kept for a reconnecting client to ask for.
+KEPT_DAYS = 7
 
 
-def prune(db: Session, *, older_than_days: int = 7, limit: int = PRUNE_CHUNK) -> int:
+def first_id_since(db: Session, at: datetime) -> int | None:
+    """The id of the first event stored at or after ``at`` (any workspace's; ids follow time
+    but for STRAGGLER_SECONDS), or None when none was."""
+    return db.scalar(
+        select(StreamEvent.id)
+        .where(StreamEvent.created_at >= at)
+        .order_by(StreamEvent.created_at)
+        .limit(1)
+    )
+
+
+def expire(database: Database) -> None:
+    """Prune every event older than KEPT_DAYS, a chunk per transaction (see ``prune``)."""
+    while True:
+        with database.session() as db:
+            if prune(db, older_than_days=KEPT_DAYS) < PRUNE_CHUNK:
+                return
+
+
+def prune(db: Session, *, older_than_days: int = KEPT_DAYS, limit: int = PRUNE_CHUNK) -> int:
     """Delete up to ``limit`` outbox rows older than a reconnecting client could still ask
     for, oldest first; returns how many (the caller repeats, a transaction each, while a
     whole chunk went: a week of events at once held SQLite's write lock for seconds).
@@ -300,14 +321,9 @@ def prune(db: Session, *, older_than_days: int = 7, limit: int = PRUNE_CHUNK) ->
     so an emptied table would hand out ids that clients have already seen again."""
     cutoff = utcnow() - timedelta(days=older_than_days)
     # Ids follow time: the old rows are the first ones, up to the first row young enough
-    # to keep, which bounds the scan (the table has no index on its time). An event
-    # committed a moment late sits past that edge and goes on the next pass.
-    edge = db.scalar(
-        select(StreamEvent.id)
-        .where(StreamEvent.created_at >= cutoff)
-        .order_by(StreamEvent.id)
-        .limit(1)
-    )
+    # to keep (found in the index on time), which bounds the scan. An event committed a
+    # moment late sits past that edge and goes on the next pass.
+    edge = first_id_since(db, cutoff)
     if edge is None:
         edge = db.scalar(select(func.max(StreamEvent.id)))  # the newest stays regardless
     if edge is None:
