@@ -8,6 +8,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import column, delete, func, insert, inspect, select, table, text
+from sqlalchemy.orm import Session
 
 import rapport.search
 from rapport import migrate
@@ -15,8 +16,15 @@ from rapport.assistant.models import TriageModel
 from rapport.auth.models import Membership
 from rapport.bot.models import IntentModelBlob
 from rapport.channels.models import Inbox
-from rapport.conversations.models import Conversation, ConversationSla, SlaPolicy
-from rapport.customers.models import Customer
+from rapport.conversations.models import (
+    Conversation,
+    ConversationSla,
+    Direction,
+    Message,
+    SlaPolicy,
+)
+from rapport.customers import profile
+from rapport.customers.models import Consent, ConsentChannel, Customer
 from rapport.db import Base, Database, JSONType, UTCDateTime, new_id, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.search import is_index_object
@@ -339,3 +347,111 @@ def test_the_search_indexes_ignore_accents_after_the_upgrade_and_downgrade_as_be
         )
     migrate.upgrade(empty_url)
     db.dispose()
+
+
+def test_sms_opt_outs_stored_before_consent_rows_are_recorded_as_consent_withdrawn(
+    empty_url: str,
+) -> None:
+    # A STOP stored before ingest recorded consent was only a message: replies, the bot and
+    # rules still wrote to the number Twilio blocks.
+    migrate.upgrade(empty_url, "0023")
+    db = Database(empty_url, pool_size=1)
+    long_ago = utcnow() - timedelta(days=30)
+    with db.session() as s:
+        ws = Workspace(name="Acme")
+        s.add(ws)
+        s.flush()
+        sms = Inbox(workspace_id=ws.id, name="SMS", channel="twilio_sms", settings={})
+        api = Inbox(workspace_id=ws.id, name="API", channel="api", settings={})
+        people = {n: Customer(workspace_id=ws.id, name=n, attributes={}) for n in _PEOPLE}
+        s.add_all([sms, api, *people.values()])
+        s.flush()
+        convs = {
+            (n, inbox.id): Conversation(workspace_id=ws.id, customer_id=c.id, inbox_id=inbox.id)
+            for n, c in people.items()
+            for inbox in (sms, api)
+        }
+        s.add_all(convs.values())
+        s.flush()
+
+        def texted(name: str, text: str, minutes: int, flag: str = "", inbox: Inbox = sms) -> None:
+            meta = {"sms": {flag: True}} if flag else {}
+            s.add(
+                Message(
+                    workspace_id=ws.id,
+                    conversation_id=convs[name, inbox.id].id,
+                    inbox_id=inbox.id,
+                    direction=Direction.inbound,
+                    sender_type="customer",
+                    sender_id=people[name].id,
+                    text=text,
+                    meta=meta,
+                    created_at=long_ago + timedelta(minutes=minutes),
+                )
+            )
+
+        def decided(name: str, purpose: str, granted: bool, minutes: int) -> None:
+            s.add(
+                Consent(
+                    workspace_id=ws.id,
+                    customer_id=people[name].id,
+                    channel=ConsentChannel.sms,
+                    purpose=purpose,
+                    granted=granted,
+                    source="form",
+                    recorded_at=long_ago + timedelta(minutes=minutes),
+                )
+            )
+
+        texted("stopped", "Where is my order?", 0)
+        decided("stopped", "marketing", True, 1)
+        decided("stopped", "surveys", False, 2)
+        texted("stopped", "Stop ", 3, "opt_out")
+        texted("stopped", "Thanks", 4)  # after a STOP Twilio still passes messages on
+        texted("restarted", "STOP", 0, "opt_out")
+        texted("restarted", "start", 1, "opt_in")
+        texted("agreed_since", "quit", 0, "opt_out")  # Twilio's OptOutType: flagged
+        decided("agreed_since", "all", True, 1)
+        texted("before_the_flag", " unsubscribe\n", 0)  # stored before meta.sms.opt_out
+        texted("not_by_sms", "stop", 0, inbox=api)
+        texted("said_cancel", "Cancel", 0)  # not a keyword unless Twilio says so
+    migrate.upgrade(empty_url)
+
+    def state(s: Session) -> dict[str, list[tuple[str, bool, str]]]:
+        rows = s.scalars(select(Consent).order_by(Consent.purpose))
+        out: dict[str, list[tuple[str, bool, str]]] = {}
+        for c in rows:
+            if c.recorded_by_user_id is None and c.source != "form":
+                name = next(n for n, p in people.items() if p.id == c.customer_id)
+                out.setdefault(name, []).append((c.purpose, c.granted, c.source))
+        return out
+
+    with db.session(write=False) as s:
+        added = state(s)
+        assert added == {
+            "stopped": [
+                ("all", False, "SMS keyword STOP"),
+                ("marketing", False, "SMS keyword STOP"),
+            ],
+            "before_the_flag": [("all", False, "SMS keyword UNSUBSCRIBE")],
+        }
+        stopped = people["stopped"].id
+        assert not profile.may_contact(
+            s, customer_id=stopped, channel=ConsentChannel.sms, purpose="marketing"
+        )
+        withdrawal = profile.withdrawn(s, customer_id=stopped, channel=ConsentChannel.sms)
+        assert withdrawal is not None
+        assert withdrawal.recorded_at == long_ago + timedelta(minutes=3)  # when they sent it
+        assert (
+            profile.withdrawn(s, customer_id=people["agreed_since"].id, channel=ConsentChannel.sms)
+            is None
+        )
+    # Run again (down is a no-op): nothing is added twice.
+    command.downgrade(migrate.config(empty_url), "0023")
+    migrate.upgrade(empty_url)
+    with db.session(write=False) as s:
+        assert state(s) == added
+    db.dispose()
+
+
+_PEOPLE = ("stopped", "restarted", "agreed_since", "before_the_flag", "not_by_sms", "said_cancel")
