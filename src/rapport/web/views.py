@@ -15,6 +15,7 @@ from sqlalchemy import select
 from rapport import search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
+from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
 from rapport.conversations import files as conversation_files
 from rapport.conversations import labels as label_list
@@ -256,6 +257,8 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "timeline": timeline,
             "previous": previous,
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
+            # The panel's consent form starts on the channel a reply here goes through.
+            "consent_channel": channel_registry.consent_channel(inbox.channel),
         }
     return _page(request, "conversation.html", principal, **ctx)
 
@@ -268,7 +271,6 @@ async def settings_page(request: Request) -> Response:
     if principal.role.value not in ("admin", "owner"):
         raise Forbidden("settings are for admins")
     from rapport.automation import service as automation
-    from rapport.channels import base as channel_registry
     from rapport.conversations import canned
     from rapport.workspaces.models import Workspace
 

@@ -1,6 +1,6 @@
-// The customer panel beside a conversation: profile figures, tags, consent, conversations
-// the customer opened on other channels at the same time, duplicate suggestions, and
-// erasing the customer (admins).
+// The customer panel beside a conversation: profile figures, tags, consent (recorded here by
+// agents and above), conversations the customer opened on other channels at the same time,
+// duplicate suggestions, and erasing the customer (admins).
 // Everything comes from the API and is written as text (never markup).
 
 import { api, showError } from "./http.js";
@@ -30,8 +30,133 @@ async function profile(box, customerId) {
   row("total spend", money(f.total_spend));
   if (f.average_csat !== null) row("average CSAT", String(f.average_csat));
   row("tags", p.tags.join(", ") || "—");
-  for (const c of p.consents) row(`${c.channel} ${c.purpose}`, c.granted ? "consented" : "withdrawn");
   box.replaceChildren(el("h3", "Profile"), dl);
+  return p;
+}
+
+const CHANNELS = { email: "Email", sms: "SMS", whatsapp: "WhatsApp", phone: "Phone calls", push: "Push notifications" };
+const PURPOSES = [
+  ["all", "every message on the channel"],
+  ["transactional", "replies to the customer"],
+  ["marketing", "offers and newsletters"],
+  ["surveys", "feedback requests"],
+];
+
+// A time as the API's refusals write it: "2026-11-22 14:03 UTC".
+function utc(iso) {
+  return `${new Date(iso).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
+// The decisions in force, per channel: "everything: withdrawn since 2026-11-22 14:03 UTC by
+// SMS keyword STOP". A purpose given while everything is withdrawn is held back (the
+// server's rule: `all` withdrawn governs every purpose until `all` is given again).
+function consentState(current) {
+  if (!current.length) return el("p", "No consent recorded yet.", "reason");
+  const dl = el("dl");
+  dl.className = "consents";
+  const channels = [...new Set(current.map((c) => c.channel))];
+  for (const channel of channels) {
+    const rows = current.filter((c) => c.channel === channel);
+    const every = rows.find((c) => c.purpose === "all");
+    const held = every && !every.granted;
+    const list = el("ul");
+    for (const c of rows) {
+      const what = c.purpose === "all" ? "everything" : c.purpose;
+      let text = `${what}: ${c.granted ? "given" : "withdrawn"} since ${utc(c.recorded_at)}`;
+      if (c.source) text += ` by ${c.source}`;
+      if (c.granted && held && c.purpose !== "all") text += " (held back while everything is withdrawn)";
+      list.append(el("li", text, c.granted ? "consent-given" : "consent-withdrawn"));
+    }
+    dl.append(el("dt", CHANNELS[channel] || channel), el("dd"));
+    dl.lastChild.append(list);
+  }
+  return dl;
+}
+
+// The form an agent records a consent decision with (given or withdrawn, and why).
+function consentForm(channel) {
+  const form = el("form");
+  form.id = "consent-form";
+  form.className = "consent-form";
+  const field = (label, control) => {
+    const l = el("label", label);
+    l.append(control);
+    return l;
+  };
+  const channels = el("select");
+  channels.name = "channel";
+  channels.required = true;
+  if (!channel) channels.append(new Option("Choose a channel", ""));
+  for (const [value, name] of Object.entries(CHANNELS)) channels.append(new Option(name, value, false, value === channel));
+  const purpose = el("input");
+  Object.assign(purpose, { name: "purpose", value: "all", required: true, maxLength: 64 });
+  purpose.setAttribute("list", "consent-purposes");
+  purpose.setAttribute("aria-describedby", "consent-purpose-help");
+  const options = el("datalist");
+  options.id = "consent-purposes";
+  for (const [value, label] of PURPOSES) options.append(new Option(label, value));
+  const help = el("span", "all covers every message on the channel, replies included.", "reason");
+  help.id = "consent-purpose-help";
+  const decision = el("fieldset");
+  decision.append(el("legend", "The customer"));
+  for (const [value, label] of [["true", "agrees"], ["false", "withdraws"]]) {
+    const radio = el("input");
+    Object.assign(radio, { type: "radio", name: "granted", value, required: true });
+    const l = el("label");
+    l.append(radio, ` ${label}`);
+    decision.append(l);
+  }
+  const note = el("input");
+  Object.assign(note, { name: "note", maxLength: 190, placeholder: "e.g. asked on the phone" });
+  const submit = el("button", "Record consent");
+  submit.type = "submit";
+  const done = el("p", "", "reason");
+  done.setAttribute("role", "status");
+  const box = el("fieldset");
+  box.append(
+    el("legend", "Record consent"),
+    field("Channel ", channels),
+    field("Purpose ", purpose), options, help,
+    decision,
+    field("Note (optional) ", note),
+    submit, done,
+  );
+  form.append(box);
+  return form;
+}
+
+async function consent(box, customerId, current, { canRecord, channel }) {
+  const state = el("div");
+  state.append(consentState(current));
+  box.replaceChildren(el("h3", "Consent"), state);
+  if (!canRecord) return;
+  const form = consentForm(channel);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const data = new FormData(form);
+    const note = String(data.get("note") || "").trim();
+    const body = {
+      channel: data.get("channel"),
+      purpose: String(data.get("purpose") || "").trim().toLowerCase(),
+      granted: data.get("granted") === "true",
+      // Who recorded it is kept too (the signed-in agent); the note says how they learnt it.
+      source: note ? `agent: ${note}` : "agent",
+    };
+    const status = form.querySelector("[role=status]");
+    try {
+      const row = await api("POST", `/api/v1/customers/${customerId}/consents`, body);
+      const fresh = await api("GET", `/api/v1/customers/${customerId}/consents`);
+      state.replaceChildren(consentState(fresh.current));
+      const what = row.purpose === "all" ? "everything" : row.purpose;
+      status.textContent = `Recorded: ${CHANNELS[row.channel] || row.channel}, ${what} ${row.granted ? "given" : "withdrawn"}.`;
+      form.elements.note.value = "";
+      for (const radio of form.querySelectorAll("input[name=granted]")) radio.checked = false;
+    } catch (e) {
+      status.textContent = "";
+      showError(e.message);
+    }
+  });
+  box.append(form);
 }
 
 async function related(box, conversationId) {
@@ -178,7 +303,7 @@ if (eraseForm) {
 
 const root = document.getElementById("panel-extra");
 if (root) {
-  const { customer, conversation } = root.dataset;
+  const { customer, conversation, consentChannel, canRecordConsent } = root.dataset;
   const part = (name) => {
     const box = el("section");
     box.dataset.part = name;
@@ -188,11 +313,17 @@ if (root) {
   const boxes = {
     suggested: part("suggested"),
     profile: part("profile"),
+    consent: part("consent"),
     related: part("related"),
     suggestions: part("suggestions"),
   };
   suggested(boxes.suggested, conversation).catch((e) => showError(e.message));
-  profile(boxes.profile, customer).catch((e) => showError(e.message));
+  profile(boxes.profile, customer)
+    .then((p) => consent(boxes.consent, customer, p.consents, {
+      canRecord: canRecordConsent === "true",
+      channel: consentChannel,
+    }))
+    .catch((e) => showError(e.message));
   related(boxes.related, conversation).catch((e) => showError(e.message));
   suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
   const notice = document.getElementById("collision");
