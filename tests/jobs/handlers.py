@@ -1,6 +1,7 @@
 """Job handlers used by the tests (imported by `rapport worker --import tests.jobs.handlers`)."""
 
 import os
+import smtplib
 import time
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def fail(ctx: JobContext, *, permanent: bool = False) -> None:
     if permanent:
         raise PermanentError("this can never work")
     raise RuntimeError(f"attempt {ctx.attempt} failed")
+
+
+@job("test.refused")
+def refused(ctx: JobContext, *, address: str) -> None:
+    """Fail as a mail server refusing a recipient does: the exception quotes the address."""
+    raise smtplib.SMTPRecipientsRefused({address: (550, b"5.1.1 Recipient address rejected")})
 
 
 @job("test.fragile", max_attempts=2)

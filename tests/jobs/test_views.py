@@ -1,10 +1,17 @@
 """A workspace's admins see its dead-lettered jobs and queue them again; nobody else does."""
 
-from fastapi.testclient import TestClient
+import logging
 
-from rapport.db import Database
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+import tests.jobs.handlers  # noqa: F401  (registers the test jobs)
+from rapport.config import Settings
+from rapport.db import Database, utcnow
 from rapport.jobs import service
 from rapport.jobs.models import Job, JobState
+from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World, dead_job
 
@@ -59,3 +66,39 @@ def test_agents_and_viewers_can_neither_see_nor_retry_dead_jobs(
     with database.session(write=False) as db:
         row = db.get(Job, job_id)
         assert row is not None and row.state == JobState.dead
+
+
+def test_a_failed_job_logs_its_error_class_and_only_admins_see_what_it_said(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The worker logged each failure's text at WARNING: a mail server's refusal quoting
+    # the customer's address went to the logs, which README says never hold one.
+    address = "zoe.quist@example.com"
+    with database.session() as db:
+        job_id = service.enqueue(
+            db,
+            name="test.refused",
+            args={"address": address},
+            workspace_id=world.acme.workspace.id,
+            max_attempts=2,
+        ).id
+    with caplog.at_level(logging.INFO, logger="rapport.jobs.worker"):
+        for _ in range(2):  # a retry, then the death
+            with database.session() as db:
+                db.execute(update(Job).where(Job.id == job_id).values(run_at=utcnow()))
+            Worker(database, settings).run_until_idle()
+    failures = [r for r in caplog.records if r.name == "rapport.jobs.worker" and r.levelno >= 30]
+    assert [(r.__dict__["event"], r.__dict__["job_id"]) for r in failures] == [
+        ("job.retry", job_id),
+        ("job.dead", job_id),
+    ]
+    assert {r.__dict__["error"] for r in failures} == {"SMTPRecipientsRefused"}
+    logged = [r.getMessage() + repr(r.__dict__) for r in caplog.records]
+    assert logged and not [line for line in logged if address in line]
+    # The job row keeps what the server said, for the workspace's admins.
+    [dead] = client.get("/api/v1/jobs?state=dead", headers=auth(world.alice)).json()["items"]
+    assert dead["id"] == job_id and address in dead["last_error"]

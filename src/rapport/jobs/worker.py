@@ -29,6 +29,11 @@ def _shutting_down(exc: BaseException) -> bool:
     )
 
 
+def _kind(exc: BaseException) -> str:
+    """What failed, for the log: the exception's class, never its text."""
+    return type(exc).__qualname__
+
+
 class Worker:
     """Runs jobs one at a time; start several (threads or processes) for more throughput."""
 
@@ -90,10 +95,12 @@ class Worker:
         spec = registry.get(job.name)
         started = time.perf_counter()
         if spec is None:
-            self._fail(job, f"no handler registered for job {job.name!r}", permanent=True)
+            self._fail(
+                job, f"no handler registered for job {job.name!r}", "NoHandler", permanent=True
+            )
             return
         if job.attempts > job.max_attempts:
-            self._fail(job, "lease expired on every attempt", permanent=True)
+            self._fail(job, "lease expired on every attempt", "LeaseExpired", permanent=True)
             return
         ctx = registry.JobContext(
             database=self.database,
@@ -110,7 +117,7 @@ class Worker:
             self._postpone(job, str(exc), seconds=exc.seconds)
             return
         except registry.PermanentError as exc:
-            self._fail(job, f"{type(exc).__name__}: {exc}", permanent=True)
+            self._fail(job, f"{type(exc).__name__}: {exc}", _kind(exc), permanent=True)
             return
         except BaseException as exc:
             # A handler's SystemExit or KeyboardInterrupt (its own, or a library's) is a
@@ -118,7 +125,7 @@ class Worker:
             if _shutting_down(exc):
                 raise
             detail = "".join(traceback.format_exception_only(exc)).strip()
-            self._fail(job, detail, permanent=False)
+            self._fail(job, detail, _kind(exc), permanent=False)
             return
         finally:
             heartbeat.set()
@@ -160,7 +167,10 @@ class Worker:
         threading.Thread(target=beat, name=f"lease-{job.id[:8]}", daemon=True).start()
         return done
 
-    def _fail(self, job: Job, error: str, *, permanent: bool) -> None:
+    def _fail(self, job: Job, error: str, kind: str, *, permanent: bool) -> None:
+        """Record the failure (``error``, whole, on the job row: the dead-letter list shows
+        it to admins, an erasure reaches it) and log its ``kind`` only: an exception's text
+        may quote a refused address or a provider's error naming a phone number."""
         spec = registry.get(job.name)
         with self.database.session() as db:
             state = service.fail(db, job=job, worker_id=self.id, error=error, permanent=permanent)
@@ -179,7 +189,7 @@ class Worker:
                 "job_id": job.id,
                 "workspace_id": job.workspace_id,
                 "attempt": job.attempts,
-                "error": error[:500],
+                "error": kind,
             },
         )
 
