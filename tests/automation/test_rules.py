@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from rapport.automation import service
 from rapport.automation.models import Rule
 from rapport.config import Settings
+from rapport.conversations.models import Conversation
 from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
@@ -725,3 +726,53 @@ def test_a_rules_canned_reply_is_not_sent_to_a_customer_who_texted_stop(
     )
     assert conv["labels"] == ["sms"]  # the rule's other actions ran
     assert listed_rule(client, world, made["id"])["last_error"] is None
+
+
+def test_an_erased_customers_webhook_calls_are_cancelled_and_their_payloads_forgotten(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    receiver: tuple[str, type[_Receiver]],
+) -> None:
+    # A delivery's payload names the customer, the conversation and the message, out of
+    # an erasure's reach: one still queued was sent to the receiver after the erasure,
+    # and the log kept every payload naming the erased ids.
+    from rapport.automation.models import WebhookDelivery
+
+    url, handler = receiver
+    hook = client.post(
+        "/api/v1/webhooks",
+        json={"url": url, "events": ["conversation.created", "message.received"]},
+        headers=auth(world.alice),
+    ).json()
+    zoe = inbound(client, world, "z-1", "hello", "zoe@example.com")
+    drain(database, settings)  # made: the receiver has heard of her
+    made = len(handler.seen)
+    assert made == 2
+    inbound(client, world, "z-2", "one more thing", "zoe@example.com")
+    otto = inbound(client, world, "o-1", "hello", "otto@example.com")
+    with database.session(write=False) as db:
+        zoe_id = db.scalar(select(Conversation.customer_id).where(Conversation.id == zoe))
+        waiting = {
+            d.id: d.payload for d in db.scalars(select(WebhookDelivery)) if d.status == "pending"
+        }
+    assert len(waiting) == 3  # her message; Otto's conversation and message
+
+    r = client.delete(f"/api/v1/customers/{zoe_id}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    drain(database, settings)
+    ottos = {i: p for i, p in waiting.items() if p["conversation_id"] == otto}
+    assert len(handler.seen) == made + len(ottos) == 4  # hers was never sent
+    assert not [b for _, b in handler.seen[made:] if zoe.encode() in b]
+    log = client.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=auth(world.alice))
+    statuses = sorted(d["status"] for d in log.json())
+    assert statuses == ["cancelled", "delivered", "delivered", "delivered", "delivered"]
+    with database.session(write=False) as db:
+        payloads = {d.id: d.payload for d in db.scalars(select(WebhookDelivery))}
+        jobs = list(db.scalars(select(Job.state).where(Job.name == "webhook_deliver")))
+    assert jobs == [JobState.done] * 4  # hers went with the erasure
+    erased = {zoe, zoe_id}
+    assert not [p for p in payloads.values() if erased & set(p.values())]
+    assert sum(p == {} for p in payloads.values()) == 3  # the two made, the one cancelled
+    assert {i: payloads[i] for i in ottos} == ottos

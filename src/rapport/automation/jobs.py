@@ -49,7 +49,9 @@ def webhook_deliver(ctx: JobContext, *, delivery_id: str) -> None:
     box = box_for(ctx.settings.secret_key.get_secret_value())
     with ctx.database.session(write=False) as db:
         delivery = db.get(WebhookDelivery, delivery_id)
-        if delivery is None or delivery.status == "delivered":
+        # Cancelled: what it named was erased (privacy.erasure), and its receiver must not
+        # hear of it. A failed one is sent again when an admin retries its dead job.
+        if delivery is None or delivery.status in ("delivered", "cancelled"):
             return
         hook = db.get(Webhook, delivery.webhook_id)
         if hook is None or not hook.enabled:

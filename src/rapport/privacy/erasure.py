@@ -12,12 +12,14 @@ agent taught the bot from their messages; the classifiers that learnt from their
 (the bot's intents, the workspace's triage) are trained again without them, by jobs
 queued in the same transaction; the reply suggestions' pool of past questions and answers
 is forgotten in every process once it commits. Jobs about them are deleted, queued or dead
-(see ``_settle_jobs``). Then a job removes the copies kept elsewhere: the rows of the jobs
-about them that were running, once ended; the realtime events a reconnecting agent could
-still fetch (those stored since the oldest of their records was made, older ones than a
-client can replay pruned first), blanked and kept as ``erased`` events without a payload,
-so that event ids stay in order and are never used again; and the stored files no other
-message shares.
+(see ``_settle_jobs``), and so are those delivering an outgoing webhook's call that names
+them: the call is cancelled, never sent, and its logged payload blanked. Then a job removes
+the copies kept elsewhere: the rows of the jobs about them that were running, once ended;
+the realtime events a reconnecting agent could still fetch (those stored since the oldest
+of their records was made, older ones than a client can replay pruned first), blanked and
+kept as ``erased`` events without a payload, so that event ids stay in order and are never
+used again; the payloads of the webhook calls made about them (the delivery log keeps
+that a call was made, and how it went); and the stored files no other message shares.
 
 The audit log keeps that an erasure happened, by whom, and how much it removed; ids only.
 """
@@ -26,11 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Row, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rapport.assistant import suggest
 from rapport.assistant.models import TriageModel
+from rapport.automation.models import Webhook, WebhookDelivery
 from rapport.bot.models import IntentExample
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
@@ -45,7 +48,7 @@ from rapport.realtime import service as realtime
 from rapport.realtime.models import StreamEvent
 from rapport.storage import REUSE_GRACE_SECONDS, LocalStorage
 
-_PAGE = 2000  # realtime events read per query while looking for copies
+_PAGE = 2000  # rows (realtime events, webhook deliveries) read per query looking for copies
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,10 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     realtime.close_visitors(db, workspace_id=ws, visitor_ids=visitors)
     since = _oldest(db, person=person, conversations=conversations)
     named = person | set(conversations) | _messages_and_provider_ids(db, in_them)
-    running = _settle_jobs(db, workspace_id=ws, named=named)
+    live = _live_jobs(db, workspace_id=ws)
+    # A webhook's call names them in its delivery, not in its job: the delivery's id does.
+    named |= _settle_deliveries(db, workspace_id=ws, jobs=live, named=named)
+    running = _settle_jobs(db, jobs=live, named=named)
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
     enqueue(
@@ -177,17 +183,25 @@ def _messages_and_provider_ids(db: Session, in_them: Any) -> set[str]:
 _SETTLED = (JobState.queued, JobState.running, JobState.dead)
 
 
-def _settle_jobs(db: Session, *, workspace_id: str, named: set[str]) -> list[str]:
+def _live_jobs(db: Session, *, workspace_id: str) -> list[Row[Any]]:
+    """The workspace's jobs that may still act or hold a provider's error (``_SETTLED``)."""
+    return list(
+        db.execute(
+            select(Job.id, Job.name, Job.args).where(
+                Job.state.in_(_SETTLED),
+                Job.workspace_id == workspace_id,
+                Job.name != "erase_copies",
+            )
+        )
+    )
+
+
+def _settle_jobs(db: Session, *, jobs: list[Row[Any]], named: set[str]) -> list[str]:
     """Delete the jobs whose arguments name the erased records: those queued (cancelled;
     a deliver of an erased message must never be claimed) and those dead (nothing left to
     retry; the error may quote them). Returns the ids of those running, for
     ``erase_copies`` to settle once they have ended."""
-    rows = db.execute(
-        select(Job.id, Job.args).where(
-            Job.state.in_(_SETTLED), Job.workspace_id == workspace_id, Job.name != "erase_copies"
-        )
-    ).all()
-    theirs = [row.id for row in rows if mentions(row.args, named)]
+    theirs = [row.id for row in jobs if mentions(row.args, named)]
     if not theirs:
         return []
     # A claim that won meanwhile made one running: left for later, like the others.
@@ -196,6 +210,49 @@ def _settle_jobs(db: Session, *, workspace_id: str, named: set[str]) -> list[str
         execution_options={"synchronize_session": False},
     ).all()
     return sorted(set(theirs) - set(gone))
+
+
+# A webhook call not made yet; cancelled, it is never made (``webhook_deliver``).
+_PENDING, _CANCELLED = "pending", "cancelled"
+
+
+def _settle_deliveries(
+    db: Session, *, workspace_id: str, jobs: list[Row[Any]], named: set[str]
+) -> set[str]:
+    """Blank the webhook deliveries still in the hands of a job (queued, running or dead)
+    whose payload names the erased records, cancelling those not made yet; returns their
+    ids, which name their jobs. Found through the jobs: a call waiting to be made has one,
+    and the delivery log, kept whole, is not read. Those already made are blanked by
+    ``erase_copies``."""
+    waiting = [row.args["delivery_id"] for row in jobs if row.name == "webhook_deliver"]
+    if not waiting:
+        return set()
+    rows = db.execute(
+        select(WebhookDelivery.id, WebhookDelivery.payload).where(
+            WebhookDelivery.workspace_id == workspace_id, WebhookDelivery.id.in_(waiting)
+        )
+    ).all()
+    theirs = {row.id for row in rows if mentions(row.payload, named)}
+    _blank_deliveries(db, theirs)
+    return theirs
+
+
+def _blank_deliveries(db: Session, ids: set[str]) -> None:
+    """Forget what these webhook deliveries say, and cancel those not made yet: their
+    receiver must not hear of records erased. The log keeps that a call was due, and how
+    it went."""
+    if not ids:
+        return
+    db.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == _PENDING)
+        .values(status=_CANCELLED, error="not sent: what it named was erased"),
+        execution_options={"synchronize_session": False},
+    )
+    db.execute(
+        update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(payload={}),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def _train_again(db: Session, name: str, workspace_id: str) -> None:
@@ -229,14 +286,16 @@ def erase_copies(
     since: str | None = None,
 ) -> None:
     """The copies an erasure leaves: the jobs about them that were running (settled once
-    ended), realtime events naming the erased customers or their conversations (blanked;
-    only those stored since the oldest of them was made are read), then the stored files
-    nothing else refers to. Files stored or reused lately, and jobs still running, are tried
-    again later."""
+    ended), realtime events and webhook deliveries naming the erased customers or their
+    conversations (blanked; only those stored since the oldest of them was made are read),
+    then the stored files nothing else refers to. Files stored or reused lately, and jobs
+    still running, are tried again later."""
     assert ctx.workspace_id is not None
     if jobs:
         _settle_ended(ctx, jobs)
     gone = set(ids)
+    if gone and since is not None:
+        _blank_deliveries_since(ctx, gone, _margin(since))
     after = _read_after(ctx, since) if gone else None
     while gone and after is not None:
         with ctx.database.session(write=False) as db:
@@ -278,10 +337,45 @@ def _read_after(ctx: JobContext, since: str | None) -> int | None:
     realtime.expire(ctx.database)
     if since is None:  # queued before erasures said since when
         return 0
-    at = datetime.fromisoformat(since) - timedelta(seconds=realtime.STRAGGLER_SECONDS)
     with ctx.database.session(write=False) as db:
-        first = realtime.first_id_since(db, at)
+        first = realtime.first_id_since(db, _margin(since))
     return None if first is None else first - 1
+
+
+def _margin(since: str) -> datetime:
+    """When the oldest erased record was made, less a minute: a row naming it, stamped by
+    another process's clock, may say it was made a moment before."""
+    return datetime.fromisoformat(since) - timedelta(seconds=realtime.STRAGGLER_SECONDS)
+
+
+def _blank_deliveries_since(ctx: JobContext, gone: set[str], since: datetime) -> None:
+    """Blank the webhook deliveries made since ``since`` that name these records, each
+    webhook's in the order of its log's index (webhook, time): the deliveries before the
+    oldest erased record was made cannot name it, and are not read."""
+    with ctx.database.session(write=False) as db:
+        hooks = list(db.scalars(select(Webhook.id).where(Webhook.workspace_id == ctx.workspace_id)))
+    for hook in hooks:
+        after: tuple[datetime, str] | None = None
+        while True:
+            query = (
+                select(WebhookDelivery.id, WebhookDelivery.payload, WebhookDelivery.created_at)
+                .where(WebhookDelivery.webhook_id == hook, WebhookDelivery.created_at >= since)
+                .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
+                .limit(_PAGE)
+            )
+            if after is not None:
+                query = query.where(
+                    tuple_(WebhookDelivery.created_at, WebhookDelivery.id) > tuple_(*after)
+                )
+            with ctx.database.session(write=False) as db:
+                page = db.execute(query).all()
+            theirs = {row.id for row in page if mentions(row.payload, gone)}
+            if theirs:
+                with ctx.database.session() as db:
+                    _blank_deliveries(db, theirs)
+            if len(page) < _PAGE:
+                break
+            after = (page[-1].created_at, page[-1].id)
 
 
 def _settle_ended(ctx: JobContext, jobs: list[str]) -> None:
