@@ -493,3 +493,72 @@ def test_the_search_for_copies_reads_only_the_events_since_the_customer_was_made
     assert not any(mentions(p, {zoe["customer_id"]}) for p in events.values())
     assert expired and not expired & set(events)  # pruned, not read
     assert {i: events[i] for i in ottos} == ottos
+
+
+def unparsed(database: Database, tenant: Any, body: str, days_ago: float = 0) -> str:
+    """A provider's call we could not read, kept ``days_ago``; its id."""
+    from rapport.channels.models import UnparsedPayload
+
+    with database.session() as db:
+        row = UnparsedPayload(
+            workspace_id=tenant.workspace.id,
+            inbox_id=tenant.inbox.id,
+            body=body,
+            error="KeyError: 'from'",
+            created_at=utcnow() - timedelta(days=days_ago),
+        )
+        db.add(row)
+        db.flush()
+        return row.id
+
+
+def test_an_erasure_deletes_the_unreadable_provider_calls_that_hold_the_customers_handles(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A provider's call we could not parse was kept whole for ever, out of an erasure's
+    # reach: her message, her number and her address with it.
+    from rapport.channels.models import UnparsedPayload
+
+    zoe = {"name": "Zoe Quist", "email": "zoe@example.com", "phone": "+14155550123"}
+    erased = post(client, world, "z-1", zoe, "hello")
+    hers = [
+        unparsed(  # WhatsApp spells the number without its plus
+            database,
+            world.acme,
+            '{"contacts": [{"wa_id": "14155550123"}], "messages": [{"text": {"body": "hi"}}]}',
+        ),
+        unparsed(database, world.acme, "From=%2B14155550123&Body=my+card+is+blocked"),  # Twilio
+        unparsed(database, world.acme, '{"sender": {"email": "Zoe@Example.com"}}'),
+        unparsed(database, world.acme, "reply_to=zoe%40example.com&text=hi"),
+    ]
+    kept = {
+        unparsed(database, world.acme, '{"sender": {"email": "otto@example.com"}}'),
+        unparsed(database, world.globex, "From=%2B14155550123&Body=hi"),  # not this workspace's
+    }
+    expired = unparsed(database, world.acme, '{"entry": []}', days_ago=31)  # the prune lags
+
+    r = client.delete(f"/api/v1/customers/{erased['customer_id']}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    with database.session(write=False) as db:
+        left = set(db.scalars(select(UnparsedPayload.id)))
+    assert left == kept
+    assert not {*hers, expired} & left
+
+
+def test_unreadable_provider_calls_are_kept_thirty_days(
+    world: World, database: Database, settings: Settings
+) -> None:
+    # They were kept for ever; they may hold a customer's message and number.
+    from rapport.channels.models import UnparsedPayload
+
+    recent = {
+        unparsed(database, tenant, "From=%2B14155550123", days_ago=29)
+        for tenant in (world.acme, world.globex)
+    }
+    for tenant in (world.acme, world.globex):
+        unparsed(database, tenant, "From=%2B14155550123", days_ago=31)
+    with database.session() as db:
+        enqueue(db, name="prune_unparsed")
+    Worker(database, settings).run_until_idle(max_jobs=10)
+    with database.session(write=False) as db:
+        assert set(db.scalars(select(UnparsedPayload.id))) == recent

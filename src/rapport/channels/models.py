@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -33,9 +33,12 @@ class Inbox(Base):
 
 
 class UnparsedPayload(Base):
-    """A provider's webhook call we could not read: kept whole, flagged, never dropped."""
+    """A provider's webhook call we could not read: kept whole and flagged, for
+    ``channels.service.UNPARSED_KEPT_DAYS`` (it may hold a customer's message and number)."""
 
     __tablename__ = "unparsed_payloads"
+    # The daily prune finds the expired ones by time.
+    __table_args__ = (Index("ix_unparsed_payloads_created_at", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(

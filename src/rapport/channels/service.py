@@ -1,15 +1,20 @@
 """Inboxes: create and configure channel instances; credentials are encrypted at rest."""
 
+import json
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
+from urllib.parse import quote_plus
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Team
 from rapport.channels import base
-from rapport.channels.models import Inbox
+from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.channels.schemas import InboxCreate, InboxRead, InboxUpdate
 from rapport.crypto import SecretBox, random_token
+from rapport.db import utcnow
 from rapport.problems import Invalid, NotFound
 
 # Channel packages register themselves when imported.
@@ -110,3 +115,56 @@ def read(inbox: Inbox, box: SecretBox) -> InboxRead:
     out = InboxRead.model_validate(inbox)
     out.secrets_set = sorted(secrets_of(inbox, box))
     return out
+
+
+# Days a provider's call we could not read is kept for someone to look into: it may hold a
+# customer's message and number, so not for ever.
+UNPARSED_KEPT_DAYS = 30
+# A handle shorter than this names nobody in a raw payload and would be found in most.
+_SHORTEST_HANDLE = 5
+
+
+def prune_unparsed(db: Session, *, limit: int = 5000) -> int:
+    """Delete up to ``limit`` unreadable payloads older than UNPARSED_KEPT_DAYS, oldest
+    first (found by the time index); returns how many, for the caller to repeat in a new
+    transaction while a whole chunk went."""
+    cutoff = utcnow() - timedelta(days=UNPARSED_KEPT_DAYS)
+    chunk = (
+        select(UnparsedPayload.id)
+        .where(UnparsedPayload.created_at < cutoff)
+        .order_by(UnparsedPayload.created_at)
+        .limit(limit)
+    )
+    result = db.execute(delete(UnparsedPayload).where(UnparsedPayload.id.in_(chunk)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def forget_unparsed(db: Session, *, workspace_id: str, handles: Iterable[str]) -> int:
+    """Delete the workspace's unreadable payloads that hold any of these handles (an
+    erased customer's phone, email, PSID...), as the provider may have written them, and
+    those past UNPARSED_KEPT_DAYS that the prune has not reached yet; returns how many.
+    What is left of the workspace's is within those days, which bounds the search. A
+    payload that holds a handle by chance (a number inside a longer one) goes too: it was
+    kept only to be looked into."""
+    needles = sorted({n for h in handles for n in _spellings(h) if len(n) >= _SHORTEST_HANDLE})
+    cutoff = utcnow() - timedelta(days=UNPARSED_KEPT_DAYS)
+    result = db.execute(
+        delete(UnparsedPayload).where(
+            UnparsedPayload.workspace_id == workspace_id,
+            or_(
+                UnparsedPayload.created_at < cutoff,
+                *(UnparsedPayload.body.icontains(n, autoescape=True) for n in needles),
+            ),
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _spellings(handle: str) -> set[str]:
+    """How a provider's payload may spell this handle: as stored, form-encoded (Twilio:
+    ``%40`` for ``@``), escaped in JSON, and a number's digits without its ``+``
+    (WhatsApp's ``wa_id``; Twilio's ``%2B``)."""
+    found = {handle, quote_plus(handle), json.dumps(handle)[1:-1]}
+    if handle.startswith("+") and handle[1:].isdigit():
+        found.add(handle[1:])
+    return found

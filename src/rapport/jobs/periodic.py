@@ -3,6 +3,7 @@ of workers together enqueue it once per period."""
 
 import time
 
+from rapport.channels import service as channels
 from rapport.conversations import files
 from rapport.conversations import service as conversations
 from rapport.db import Database
@@ -18,6 +19,7 @@ SCHEDULE = {
     "prune_stream_events": 3600,
     "prune_uploads": 3600,
     "sweep_storage": 86400,
+    "prune_unparsed": 86400,
     "sla_check": 60,
     "imap_poll_all": 60,
     "find_duplicates_all": 86400,
@@ -51,6 +53,17 @@ def prune_stream_events(ctx: JobContext) -> None:
     while True:
         with ctx.database.session() as db:
             pruned = prune_finished(db, older_than_days=realtime.KEPT_DAYS, limit=PRUNE_CHUNK)
+        if pruned < PRUNE_CHUNK:
+            break
+
+
+@job("prune_unparsed")
+def prune_unparsed(ctx: JobContext) -> None:
+    """Drop the provider calls we could not read once kept UNPARSED_KEPT_DAYS: a chunk per
+    transaction, so no other writer waits long."""
+    while True:
+        with ctx.database.session() as db:
+            pruned = channels.prune_unparsed(db, limit=PRUNE_CHUNK)
         if pruned < PRUNE_CHUNK:
             break
 

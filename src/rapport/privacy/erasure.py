@@ -11,7 +11,9 @@ way is refused, not made into a new customer with their handle), and so do the p
 agent taught the bot from their messages; the classifiers that learnt from their words
 (the bot's intents, the workspace's triage) are trained again without them, by jobs
 queued in the same transaction; the reply suggestions' pool of past questions and answers
-is forgotten in every process once it commits. Jobs about them are deleted, queued or dead
+is forgotten in every process once it commits. The provider calls we could not read that
+hold one of their handles are deleted (``channels.service.forget_unparsed``; only the last
+30 days' are kept). Jobs about them are deleted, queued or dead
 (see ``_settle_jobs``), and so are those delivering an outgoing webhook's call that names
 them: the call is cancelled, never sent, and its logged payload blanked. Then a job removes
 the copies kept elsewhere: the rows of the jobs about them that were running, once ended;
@@ -35,6 +37,7 @@ from rapport.assistant import suggest
 from rapport.assistant.models import TriageModel
 from rapport.automation.models import Webhook, WebhookDelivery
 from rapport.bot.models import IntentExample
+from rapport.channels import service as channels
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
 from rapport.conversations.models import Attachment, Conversation, Message, MessagePart, Upload
@@ -114,6 +117,8 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     # A webhook's call names them in its delivery, not in its job: the delivery's id does.
     named |= _settle_deliveries(db, workspace_id=ws, jobs=live, named=named)
     running = _settle_jobs(db, jobs=live, named=named)
+    # Provider calls we could not read may quote their number or address: found by those.
+    channels.forget_unparsed(db, workspace_id=ws, handles=_handles(db, ws, person))
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
     enqueue(
@@ -139,6 +144,23 @@ def _oldest(db: Session, *, person: set[str], conversations: list[str]) -> datet
         ),
     )
     return min(t for t in made if t is not None)
+
+
+def _handles(db: Session, workspace_id: str, person: set[str]) -> set[str]:
+    """Every handle of theirs (phone, email, WhatsApp number, PSID...), and the display
+    copies of email and phone on the customer rows."""
+    found = set(
+        db.scalars(
+            select(Identity.value).where(
+                Identity.workspace_id == workspace_id, Identity.customer_id.in_(person)
+            )
+        )
+    )
+    for email, phone in db.execute(
+        select(Customer.email, Customer.phone).where(Customer.id.in_(person))
+    ):
+        found.update(v for v in (email, phone) if v)
+    return found
 
 
 def _erase_visitors(db: Session, *, workspace_id: str, person: set[str]) -> list[str]:
