@@ -1,8 +1,8 @@
 """Unreadable provider payloads indexed by time
 
-Revision ID: 0026
-Revises: 0023
-Create Date: 2026-12-05 09:00:00
+Revision ID: 0025
+Revises: 0024
+Create Date: 2026-12-04 23:25:00
 
 A provider's webhook call that could not be parsed was kept for ever, and it may hold a
 customer's message and number: it is now pruned after 30 days (the daily
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0026"
-down_revision: str | None = "0023"
+revision: str = "0025"
+down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
