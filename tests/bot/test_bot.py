@@ -507,9 +507,9 @@ def test_a_hand_over_to_a_team_since_deleted_still_hands_over(
     (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
     assert "the customer asked for a person" in note["text"]
     assert conv["team_id"] is None
-    with database.session(write=False) as db:
+    with database.session(write=False) as db:  # no route job: the inbox does not auto-assign
         jobs = db.execute(select(Job.name, Job.state).where(Job.name.in_(["bot_reply", "route"])))
-        assert set(jobs) == {("bot_reply", JobState.done), ("route", JobState.done)}
+        assert set(jobs) == {("bot_reply", JobState.done)}
     missing = [r for r in caplog.records if r.__dict__.get("event") == "bot.handover_team_missing"]
     assert [r.__dict__["team_id"] for r in missing] == [ids["team"]]
 
@@ -635,6 +635,60 @@ def test_routing_leaves_the_bots_conversations_until_it_hands_over(
     handed = ask(client, world, "q2", "I want a person", email="other@example.com")
     work(database, settings)
     assert thread(client, world, handed)["assignee_id"] is not None
+
+
+def test_a_hand_over_in_an_inbox_that_does_not_auto_assign_leaves_it_to_the_agents(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The hand-over queued a route job whatever the inbox said, and the job did not ask:
+    # bob, online, was given a conversation of an inbox that leaves assigning to people.
+    inbox_id = world.acme.inbox.id  # type: ignore[union-attr]
+    set_up_bot(client, world, inbox_id)
+    client.put(  # hand over to any agent of the workspace
+        f"/api/v1/bot/inboxes/{inbox_id}", json={"enabled": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
+    conv_id = ask(client, world, "n1", "I want a person")
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    assert bot_messages(conv)[0]["meta"]["bot"]["source"] == "handover"
+    assert conv["assignee_id"] is None
+    with database.session(write=False) as db:
+        assert db.scalars(select(Job.id).where(Job.name == "route")).all() == []
+
+
+def test_a_hand_over_that_opens_a_set_aside_conversation_routes_it_once(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Opening it again queued a pass over the queue, and the hand-over its own route job
+    # on top: two routings of one conversation, in one transaction.
+    inbox_id = world.acme.inbox.id  # type: ignore[union-attr]
+    set_up_bot(client, world, inbox_id)
+    client.put(  # hand over to any agent of the workspace
+        f"/api/v1/bot/inboxes/{inbox_id}", json={"enabled": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.patch(
+        f"/api/v1/inboxes/{inbox_id}", json={"auto_assign": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
+    conv_id = ask(client, world, "o1", "I want a person")
+    client.post(
+        f"/api/v1/conversations/{conv_id}/status",
+        json={"status": "pending"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    with database.session(write=False) as db:
+        before = set(db.scalars(select(Job.id)))
+    work(database, settings)
+    conv = thread(client, world, conv_id)
+    assert conv["status"] == "open" and conv["assignee_id"] == world.acme.users["bob"].id
+    with database.session(write=False) as db:
+        routings = [
+            name
+            for job_id, name in db.execute(select(Job.id, Job.name))
+            if job_id not in before and name in ("route", "route_waiting")
+        ]
+    assert routings == ["route_waiting"]
 
 
 def test_a_resolved_conversation_is_the_bots_again_when_the_customer_writes_back(

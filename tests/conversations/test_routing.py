@@ -325,3 +325,20 @@ def test_a_pass_that_reads_its_last_page_leaves_the_rest_to_the_next(
         db.execute(delete(Job))
         assert routing.assign_waiting(db, workspace_id=ws, limit=1) == 2
         assert db.scalars(select(Job.name)).all() == ["route_waiting"]
+
+
+def test_a_route_job_leaves_a_conversation_of_an_inbox_that_stopped_auto_assigning(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The queue's pass asked the inbox, the route job did not: queued while the inbox
+    # auto-assigned, it gave the conversation to bob after an admin had turned that off.
+    ids = setup_team(client, world, database)
+    conv = write(client, world, ids["inbox"], 1)
+    r = client.patch(
+        f"/api/v1/inboxes/{ids['inbox']}", json={"auto_assign": False}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    with database.session(write=False) as db:
+        assert db.scalars(select(Job.name).where(Job.name == "route")).all() == ["route"]
+    Worker(database, settings).run_until_idle()
+    assert assignee(client, world, conv) is None

@@ -579,13 +579,17 @@ def _hand_over(
     # Set aside meanwhile (pending, snoozed, even resolved before the bot's job ran): open
     # again as any status change is made, so the SLA resolution clock runs again now and
     # the change is recorded (an activity line by the bot, the event, the rules).
+    was_open = conversation.status == Status.open
     conversations.set_status(db, conversation=conversation, status=Status.open, by_bot=True)
-    enqueue(
-        db,
-        name="route",
-        args={"conversation_id": conversation.id},
-        workspace_id=conversation.workspace_id,
-    )
+    # Routed once: a conversation set_status opened again is back in the queue, whose pass
+    # it queued (and that pass takes it, handed over); one open already is routed alone.
+    if was_open and conversation.assignee_id is None and inbox is not None and inbox.auto_assigns:
+        enqueue(
+            db,
+            name="route",
+            args={"conversation_id": conversation.id},
+            workspace_id=conversation.workspace_id,
+        )
 
 
 def rate(db: Session, *, message: Message, helpful: bool) -> None:

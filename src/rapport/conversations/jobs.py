@@ -53,13 +53,16 @@ def after_inbound_ids(
 
 @job("route")
 def route(ctx: JobContext, *, conversation_id: str) -> None:
-    """Assign an unassigned open conversation to the agent with the most room."""
+    """Assign an unassigned open conversation of an auto-assigning inbox to the agent with
+    the most room (the inbox may have stopped auto-assigning since the job was queued)."""
     with ctx.database.session() as db:
         conv = db.get(Conversation, conversation_id)
         if conv is None or conv.assignee_id is not None or conv.status == Status.resolved:
             return
         inbox = db.get(Inbox, conv.inbox_id)
-        team_id = conv.team_id or (inbox.team_id if inbox else None)
+        if inbox is None or not inbox.auto_assigns:
+            return
+        team_id = conv.team_id or inbox.team_id
         agent = routing.pick_agent(db, workspace_id=conv.workspace_id, team_id=team_id)
         if agent is not None:
             service.assign(db, conversation=conv, assignee_id=agent, team_id=team_id, actor_id=None)

@@ -114,7 +114,7 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
             Conversation.workspace_id == workspace_id,
             Conversation.assignee_id.is_(None),
             Conversation.status == Status.open,
-            Inbox.auto_assign.is_(True),
+            Inbox.auto_assigns,
         )
         .order_by(Conversation.created_at, Conversation.id)
         .limit(limit)
@@ -122,7 +122,7 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
     with_bots = [
         inbox.id
         for inbox in db.scalars(
-            select(Inbox).where(Inbox.workspace_id == workspace_id, Inbox.auto_assign.is_(True))
+            select(Inbox).where(Inbox.workspace_id == workspace_id, Inbox.auto_assigns)
         )
         if bot.enabled(inbox)
     ]
