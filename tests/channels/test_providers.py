@@ -1033,6 +1033,48 @@ def test_meta_messages_are_signed_threaded_and_answered(
     assert "hi" not in [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
 
 
+@pytest.mark.parametrize("channel,obj", [("messenger", "page"), ("instagram", "instagram")])
+def test_a_customer_with_two_ids_of_the_channel_is_answered_at_the_newest(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    channel: str,
+    obj: str,
+) -> None:
+    # The send took the first id of its kind among the customer's identities, loaded in no
+    # set order: after a merge, an arbitrary one (here the older, as they were inserted).
+    url, handler = provider
+    handler.reply = {"message_id": "m_OUT{n}"}
+    inbox = meta_inbox(client, world, channel, url)
+    convs = []
+    for sender, mid in (("111", "m_OLD"), ("222", "m_NEW")):
+        item = {"timestamp": 1, "message": {"mid": mid, "text": "hi"}}
+        event = meta_event(obj, item, sender=sender)
+        assert meta_post(client, channel, inbox, event).status_code == 200
+        with database.session(write=False) as db:
+            convs.append(
+                db.scalars(
+                    select(Conversation).join(Message).where(Message.external_id == mid)
+                ).one()
+            )
+    older, newer = convs
+    r = client.post(
+        f"/api/v1/customers/{older.customer_id}/merge",
+        json={"merged_id": newer.customer_id},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    r = client.post(
+        f"/api/v1/conversations/{older.id}/messages", json={"text": "Hi!"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+    [(_, _, body)] = handler.calls
+    assert json.loads(body)["recipient"] == {"id": "222"}
+
+
 def meta_inbox(client: TestClient, world: World, channel: str, url: str = "") -> str:
     settings = {"page_id": "PAGE_ID", "page_access_token": "page-token"}
     settings |= {"app_secret": "page-app-secret", "verify_token": "vt"}

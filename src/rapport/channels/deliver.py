@@ -71,7 +71,13 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         assert conv is not None and inbox is not None
         customer = db.get(Customer, conv.customer_id)
         assert customer is not None
-        identities = list(db.scalars(select(Identity).where(Identity.customer_id == customer.id)))
+        identities = list(  # in a set order: a channel that sends to all sends them alike
+            db.scalars(
+                select(Identity)
+                .where(Identity.customer_id == customer.id)
+                .order_by(Identity.created_at, Identity.id)
+            )
+        )
         thread_refs = [
             ref
             for ref in db.scalars(

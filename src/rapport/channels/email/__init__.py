@@ -246,9 +246,7 @@ class EmailChannel:
     def send(self, out: base.Outbound) -> base.SendResult:
         settings = out.inbox.settings
         address = str(settings.get("address", ""))
-        to = out.customer.email or next(
-            (i.value for i in out.identities if i.kind == IdentityKind.email), None
-        )
+        to = out.customer.email or out.handle(IdentityKind.email)
         if not address or "@" not in address:
             raise base.DeliveryError("the inbox has no sending address", permanent=True)
         if not to:

@@ -198,7 +198,7 @@ class MetaChannel:
 
     def send(self, out: base.Outbound) -> base.SendResult:
         token = out.secrets.get("page_access_token")
-        to = next((i.value for i in out.identities if i.kind == self.kind), None)
+        to = out.handle(self.kind)
         if not token:
             raise base.DeliveryError("the inbox has no page_access_token", permanent=True)
         if not to:

@@ -159,7 +159,7 @@ class TelegramChannel:
 
     def send(self, out: base.Outbound) -> base.SendResult:
         token = out.secrets.get("bot_token")
-        chat = next((i.value for i in out.identities if i.kind == IdentityKind.telegram), None)
+        chat = out.handle(IdentityKind.telegram)
         if not token:
             raise base.DeliveryError("the inbox has no bot_token", permanent=True)
         if not chat:

@@ -217,9 +217,7 @@ class TwilioSms:
     def send(self, out: base.Outbound) -> base.SendResult:
         settings = out.inbox.settings
         sid, token = settings.get("account_sid"), out.secrets.get("auth_token")
-        to = out.customer.phone or next(
-            (i.value for i in out.identities if i.kind == IdentityKind.phone), None
-        )
+        to = out.customer.phone or out.handle(IdentityKind.phone)
         if not sid or not token or not settings.get("phone_number"):
             raise base.DeliveryError(
                 "the inbox is missing account_sid, auth_token or phone_number", permanent=True

@@ -249,8 +249,7 @@ class WhatsAppChannel:
         phone_number_id = settings.get("phone_number_id")
         token = out.secrets.get("access_token")
         # After a change of number the customer has both: the newest is the one they use.
-        numbers = [i for i in out.identities if i.kind == IdentityKind.whatsapp]
-        to = max(numbers, key=lambda i: (i.created_at, i.id)).value if numbers else None
+        to = out.handle(IdentityKind.whatsapp)
         if not phone_number_id or not token:
             raise base.DeliveryError(
                 "the inbox is missing phone_number_id or access_token", permanent=True
