@@ -21,6 +21,7 @@ from rapport.channels.models import UnparsedPayload
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
 from rapport.db import Database, utcnow
+from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World
@@ -667,6 +668,39 @@ def test_a_customer_who_changes_number_stays_one_customer_and_is_answered_on_the
     Worker(database, settings).run_until_idle()
     [(_, _, body)] = graph[1].calls
     assert body["to"] == "16505559999"
+
+
+def test_a_system_notice_is_recorded_but_does_not_reopen_or_wait_for_an_answer(
+    client: TestClient, world: World, inbox: str, database: Database
+) -> None:
+    # WhatsApp's notice was stored as the customer's message: it reopened the resolved
+    # conversation, left it waiting for an answer, and would start its SLA clocks and
+    # wake the bot, though the customer said nothing.
+    client.patch(
+        f"/api/v1/inboxes/{inbox}", json={"auto_assign": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    post_signed(client, inbox, message_event("wamid.BYE", "thanks, bye", wa_id="16505551234"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    with database.session(write=False) as db:
+        jobs_before = set(db.scalars(select(Job.id)))
+    notice = number_change("wamid.SYS3", "16505551234", "16505559999")
+    assert post_signed(client, inbox, notice).status_code == 200
+    after = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert after["messages"][-1]["text"].startswith("[system] User Kerry Fisher changed")
+    assert after["status"] == "resolved"
+    with database.session(write=False) as db:
+        stored = db.get(Conversation, conv["id"])
+        assert stored is not None and stored.waiting_since is None
+        assert set(db.scalars(select(Job.id))) == jobs_before  # no rule, bot or routing
+    # The number still moved: recorded is not ignored.
+    assert "16505559999" in {i["value"] for i in customer_of(client, world, inbox)["identities"]}
 
 
 def test_a_new_number_another_customer_has_is_not_taken_but_put_to_duplicate_review(

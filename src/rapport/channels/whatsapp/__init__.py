@@ -172,9 +172,10 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
                         sent_at=sent_at,
                         meta=extra,
                         expect_channel="whatsapp",
-                        # A reaction is recorded, but there is nothing to answer: it must
-                        # not reopen a resolved conversation, start its clocks or wake the bot.
-                        auto_reply=msg.get("type") == "reaction",
+                        # A reaction, or WhatsApp's own notice (a new number), is recorded,
+                        # but there is nothing to answer: it must not reopen a resolved
+                        # conversation, start its clocks or wake the bot.
+                        auto_reply=msg.get("type") in ("reaction", "system"),
                         moved_to=_moved_to(msg, wa_id),
                     )
                 )
