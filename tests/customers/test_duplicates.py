@@ -250,3 +250,40 @@ def test_merges_carry_across_the_scans_transactions(
 
     assert list(into.values()).count(None) == 1
     assert {root(c) for c in into} == {ids[3]}  # the one seen first survives
+
+
+def test_a_pending_suggestion_keeps_its_strongest_evidence_across_scans(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Each scan wrote its own probability and reason over a pending suggestion's: a pair
+    # WhatsApp had vouched for (a change of number, 0.95) fell to the scan's weaker guess,
+    # its reason replaced. The stronger evidence stands, whoever gave it.
+    base = people(60, seed=11)
+    (original,) = add_customers(database, world, [base[3]])
+    add_customers(database, world, base[:3] + base[4:])
+    cousin = dict(base[3])  # likely the same person, not surely
+    cousin["street"] = "7" + cousin["street"]
+    cousin["birth_date"] = "19010101"
+    cousin["email"] = "cousin@example.net"
+    (twin,) = add_customers(database, world, [cousin])
+    ws = world.acme.workspace.id
+    with database.session() as db:  # a weaker word first: the scan's evidence beats it
+        duplicates.suggest(db, workspace_id=ws, a=original, b=twin, probability=0.5, reason="?")
+    scan(client, world, database, settings)
+    (found,) = client.get("/api/v1/merge-suggestions", headers=auth(world.bob)).json()
+    assert 0.5 < found["probability"] < duplicates.NUMBER_CHANGE_PROBABILITY
+    assert "date of birth differs" in found["reason"]
+    reason = "whatsapp: one changed number to a number the other has"
+    with database.session() as db:
+        duplicates.suggest(
+            db,
+            workspace_id=ws,
+            a=twin,
+            b=original,
+            probability=duplicates.NUMBER_CHANGE_PROBABILITY,
+            reason=reason,
+        )
+    scan(client, world, database, settings)
+    (kept,) = client.get("/api/v1/merge-suggestions", headers=auth(world.bob)).json()
+    assert kept["id"] == found["id"]
+    assert (kept["probability"], kept["reason"]) == (duplicates.NUMBER_CHANGE_PROBABILITY, reason)

@@ -136,8 +136,7 @@ def _record(
             row = MergeSuggestion(workspace_id=ws.id, left_id=left, right_id=right)
             db.add(row)
             suggested += 1
-        row.probability = round(pair.probability, 6)
-        row.reason = pair.reason[:500]
+        _evidence(row, round(pair.probability, 6), pair.reason)
         if bar is None or pair.probability < bar:
             continue
         a, b = survivors.get(left, left), survivors.get(right, right)
@@ -208,11 +207,19 @@ def suggest(
     )
     if row is None:
         row = MergeSuggestion(workspace_id=workspace_id, left_id=left, right_id=right)
-        row.probability, row.reason = probability, reason[:500]
         db.add(row)
-    elif row.status == SuggestionStatus.pending and probability > row.probability:
-        row.probability, row.reason = probability, reason[:500]
+        _evidence(row, probability, reason)
+    elif row.status == SuggestionStatus.pending:
+        _evidence(row, probability, reason)
     return row
+
+
+def _evidence(row: MergeSuggestion, probability: float, reason: str) -> None:
+    """A pending suggestion keeps the strongest evidence found for it, the highest
+    probability with its reason, whoever found it (a scan, a channel's word): a later scan
+    must not lower a channel's 0.95 to its own guess or put its reason in its place."""
+    if row.probability is None or probability > row.probability:
+        row.probability, row.reason = probability, reason[:500]
 
 
 def _suggestion(db: Session, workspace_id: str, suggestion_id: str) -> MergeSuggestion:
