@@ -503,7 +503,7 @@ def receive_batch(
     wanted = {
         (inboxes[msgs[i].inbox_id].workspace_id, h.kind, h.value)
         for i in fresh
-        for h in msgs[i].handles
+        for h in [*msgs[i].handles, *msgs[i].moved_to]
     }
     identities: dict[tuple[str, IdentityKind, str], dict[str, Any]] = {}
     if wanted:
@@ -547,7 +547,18 @@ def receive_batch(
                 "updated_at": now,
             }
         customer_of[i] = customer_id
-        for h in handles:
+        # The handles the sender moved to (WhatsApp's notice of a new number) are theirs
+        # from here on in the batch: a message from the new number after the notice, in
+        # this same batch, finds them, not a stranger. One another customer proved stays
+        # theirs; step 6 records the change and puts that pair to duplicate review.
+        moved = [
+            h
+            for h in customers.dedupe_handles(m.moved_to)
+            if (row := identities.get((ws, h.kind, h.value))) is None
+            or not row["verified"]
+            or row["customer_id"] == customer_id
+        ]
+        for h in [*handles, *moved]:
             row = identities.get((ws, h.kind, h.value))
             if row is None:
                 row = {

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rapport import ingest
+from rapport.channels import whatsapp
 from rapport.channels.models import UnparsedPayload
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
@@ -701,6 +703,44 @@ def test_a_system_notice_is_recorded_but_does_not_reopen_or_wait_for_an_answer(
         assert set(db.scalars(select(Job.id))) == jobs_before  # no rule, bot or routing
     # The number still moved: recorded is not ignored.
     assert "16505559999" in {i["value"] for i in customer_of(client, world, inbox)["identities"]}
+
+
+def test_a_notice_of_a_new_number_and_a_message_from_it_in_one_batch_are_one_customer(
+    client: TestClient, world: World, inbox: str, database: Database, settings: Settings
+) -> None:
+    # A group commit resolved every message's customer (step 2) before it applied the
+    # notice (step 6): the new number's message, in the same batch, made a stranger of the
+    # customer, and the notice then found the number taken: only a merge suggestion.
+    post_signed(client, inbox, message_event("wamid.OLD4", "my order?", wa_id="16505551234"))
+    box = SimpleNamespace(id=inbox, settings={"phone_number_id": "106540352242922"})
+    events = [
+        number_change("wamid.SYS4", "16505551234", "16505559999"),
+        message_event("wamid.NEW4", "it's me, new phone", wa_id="16505559999"),
+    ]
+    msgs = [m for e in events for m in whatsapp.parse(e, inbox=box).messages]
+    with database.session() as db:
+        stored = ingest.receive_batch(db, msgs, settings=settings)
+    assert not [s for s in stored if isinstance(s, BaseException)]
+    customer = customer_of(client, world, inbox)  # one conversation: the same customer's
+    assert {s.customer_id for s in stored} == {customer["id"]}  # type: ignore[union-attr]
+    assert {(i["kind"], i["value"], i["verified"]) for i in customer["identities"]} == {
+        ("whatsapp", "16505551234", True),
+        ("phone", "+16505551234", True),
+        ("whatsapp", "16505559999", True),
+        ("phone", "+16505559999", True),
+    }
+    assert customer["phone"] == "+16505559999"
+    [event] = client.get(
+        f"/api/v1/customers/{customer['id']}/timeline",
+        params={"kind": "event"},
+        headers=auth(world.bob),
+    ).json()["items"]
+    assert event["data"]["properties"] == {
+        "from": "16505551234",
+        "to": "16505559999",
+        "held_by": [],
+    }
+    assert client.get("/api/v1/merge-suggestions", headers=auth(world.bob)).json() == []
 
 
 def test_a_new_number_another_customer_has_is_not_taken_but_put_to_duplicate_review(
