@@ -21,19 +21,19 @@ import logging
 import pickle
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import FeatureUnion
-from sklearn.svm import LinearSVC
 
 from rapport.assistant import embeddings
 from rapport.crypto import SecretBox
+
+if TYPE_CHECKING:
+    # scikit-learn is imported where a model is trained (or unpickled), not with this module:
+    # it takes a second or two, and every process imports this one (the CLI, the ingest
+    # writer through triage), most of them never touching a trained model.
+    from sklearn.pipeline import FeatureUnion
 
 OOS = "oos"
 # Share of the training ``oos`` examples (out of fold) the threshold must catch. Out of
@@ -59,7 +59,10 @@ class Prediction:
     alternatives: tuple[tuple[str, float], ...] = ()
 
 
-def _lexical_features() -> FeatureUnion:
+def _lexical_features() -> "FeatureUnion":
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
     return FeatureUnion(
         [
             (
@@ -116,6 +119,9 @@ class _Member:
     model: Any = None
 
     def _new_model(self) -> Any:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
+
         if self.kind == "lexical":
             return LinearSVC(C=self.c)
         # Multinomial logistic regression on 384 dense dimensions: seconds where a linear
@@ -123,6 +129,8 @@ class _Member:
         return LogisticRegression(C=10.0, max_iter=1000)
 
     def fit(self, x: Any, labels: list[str]) -> "_Member":
+        from sklearn.exceptions import ConvergenceWarning
+
         self.model = self._new_model()
         with warnings.catch_warnings():
             # A handful of examples per class may stop short of full convergence; the
@@ -200,6 +208,8 @@ class TextClassifier:
 
     def _calibrate(self, inputs: dict[str, Any], gold: npt.NDArray[Any], *, tune_oos: bool) -> None:
         """Out-of-fold scores: each member's temperature, their weight, the oos threshold."""
+        from sklearn.model_selection import StratifiedKFold
+
         n_folds = int(
             min(5 if len(gold) < 5000 else 3, np.unique(gold, return_counts=True)[1].min())
         )

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from sklearn.metrics import f1_score
 
 from rapport.assistant.classify import OOS, TextClassifier
 
@@ -36,6 +35,8 @@ def _run(title: str, train: Path, test: Path) -> None:
         model.predict([text])
         latencies.append((time.perf_counter() - t) * 1000)
     accuracy = sum(p == g for p, g in zip(preds, te_y, strict=True)) / len(te_y)
+    from sklearn.metrics import f1_score  # imported here: every `rapport` command loads this module
+
     macro = float(f1_score(te_y, preds, average="macro"))
     ins = [i for i, g in enumerate(te_y) if g != OOS]
     oos = [i for i, g in enumerate(te_y) if g == OOS]
