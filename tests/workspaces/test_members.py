@@ -225,3 +225,33 @@ def test_a_team_of_more_members_than_a_query_holds_is_refused(
     team = client.post("/api/v1/teams", json={"name": "All"}, headers=admin).json()
     r = client.patch(f"/api/v1/teams/{team['id']}", json={"member_ids": ids}, headers=admin)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_open_pages_hear_of_members_joining_changing_and_leaving(
+    client: TestClient, world: World, database: Database, settings: Settings, relay: Outbox
+) -> None:
+    # The settings page's members table showed the workspace as it was when opened: no
+    # event said a member joined, changed role or left.
+    acme = world.acme.workspace.id
+    with published_events() as published:
+        joined = join(client, database, settings, relay, world.alice, "dana@acme.test")
+    [event] = [e for e in published if e["type"].startswith("member.")]
+    assert (event["type"], event["workspace_id"]) == ("member.joined", acme)
+    dana = event["payload"]["user_id"]
+    assert event["payload"] == {
+        "user_id": dana,
+        "name": "dana",
+        "email": "dana@acme.test",
+        "role": joined["role"],
+        "capacity": 20,
+        "totp_enabled": False,
+    }
+    with published_events() as published:
+        r = client.patch(
+            f"/api/v1/members/{dana}", json={"role": "admin"}, headers=auth(world.alice)
+        )
+        assert r.status_code == 200, r.text
+        assert client.delete(f"/api/v1/members/{dana}", headers=auth(world.alice)).is_success
+    told = [(e["type"], e["payload"].get("role")) for e in published if "member." in e["type"]]
+    assert told == [("member.updated", "admin"), ("member.removed", None)]
+    assert all(e["workspace_id"] == acme for e in published if "member." in e["type"])

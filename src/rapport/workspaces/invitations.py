@@ -24,6 +24,7 @@ from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.mail import send_mail
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound
+from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import Workspace
 
 DAYS = 7
@@ -174,6 +175,7 @@ def accept(
         )
         db.add(member)
         db.flush()
+        workspaces.member_event(db, type=workspaces.MEMBER_JOINED, membership=member, user=user)
     return member, user, created
 
 

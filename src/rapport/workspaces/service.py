@@ -10,6 +10,7 @@ from rapport.auth.models import ApiToken, Membership, Role, Team, TeamMember, Us
 from rapport.conversations import routing
 from rapport.db import lock_row, utcnow
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound
+from rapport.realtime.service import emit
 from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
 
@@ -95,6 +96,34 @@ def members(db: Session, *, workspace_id: str) -> list[tuple[Membership, User]]:
     ]
 
 
+# The realtime events that redraw a member on the pages open in their workspace (the
+# settings' members table, the inbox's and a conversation's lists of agents).
+MEMBER_JOINED = "member.joined"
+MEMBER_UPDATED = "member.updated"
+MEMBER_REMOVED = "member.removed"
+
+
+def member_event(db: Session, *, type: str, membership: Membership, user: User) -> None:
+    """Tell the workspace's open pages what this member now is (once this commits)."""
+    payload: dict[str, Any] = {"user_id": user.id}
+    if type != MEMBER_REMOVED:
+        payload |= {
+            "name": user.name,
+            "email": user.email,
+            "role": membership.role.value,
+            "capacity": membership.capacity,
+            "totp_enabled": user.totp_enabled,
+        }
+    emit(db, workspace_id=membership.workspace_id, type=type, payload=payload)
+
+
+def announce_user(db: Session, *, user: User) -> None:
+    """The account changed (its name, its two-factor): every workspace it is a member of
+    redraws it."""
+    for membership in auth.memberships(db, user_id=user.id):
+        member_event(db, type=MEMBER_UPDATED, membership=membership, user=user)
+
+
 def get_member(db: Session, *, workspace_id: str, user_id: str) -> tuple[Membership, User]:
     row = db.execute(
         select(Membership, User)
@@ -135,6 +164,7 @@ def add_member(
     m = Membership(workspace_id=workspace_id, user_id=user.id, role=role)
     db.add(m)
     db.flush()
+    member_event(db, type=MEMBER_JOINED, membership=m, user=user)
     return m, user
 
 
@@ -157,6 +187,9 @@ def update_member(
         if capacity > membership.capacity:
             routing.wake(db, workspace_id=membership.workspace_id)
         membership.capacity = capacity
+    user = db.get(User, membership.user_id)
+    assert user is not None
+    member_event(db, type=MEMBER_UPDATED, membership=membership, user=user)
     return membership
 
 
@@ -210,6 +243,9 @@ def remove_member(
         .values(revoked_at=utcnow())
     )
     db.delete(membership)
+    user = db.get(User, membership.user_id)
+    assert user is not None
+    member_event(db, type=MEMBER_REMOVED, membership=membership, user=user)
 
 
 def _keep_an_owner(db: Session, membership: Membership) -> None:
