@@ -50,8 +50,7 @@ def request(db: Session, *, email: str, minutes: int, box: SecretBox) -> bool:
 
 def confirm(db: Session, *, token: str, password: str) -> User:
     """Set the new password, spend the link (and any other of the user's), end all sessions."""
-    if len(password) < security.MIN_PASSWORD_LENGTH:
-        raise Invalid(f"password must be at least {security.MIN_PASSWORD_LENGTH} characters")
+    auth.check_new_password(password)
     now = utcnow()
     row = db.scalar(
         select(PasswordReset).where(PasswordReset.token_hash == security.token_hash(token))

@@ -1,10 +1,33 @@
 """Auth API shapes."""
 
+import unicodedata
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from rapport.auth.models import Role
+
+# Never in a name: control characters (a newline would forge a line in an email or a log),
+# lone surrogates (PostgreSQL refuses them), line and paragraph separators, and the
+# bidirectional overrides and isolates that make a name read as another.
+_NOT_IN_NAMES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _printable(name: str) -> str:
+    for ch in name:
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in _NOT_IN_NAMES:
+            raise ValueError("name must not contain control characters")
+    return name
+
+
+# A member's name as others see it: trimmed, 1 to 100 characters.
+MemberName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_printable),
+]
 
 
 class ResetRequestIn(BaseModel):
@@ -37,6 +60,21 @@ class MeRead(BaseModel):
     totp_enabled: bool
     mfa_passed: bool
     csrf_token: str | None
+
+
+class MeUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: MemberName
+
+
+class PasswordChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(max_length=1000)
+    new_password: str = Field(max_length=1000)
+    # Asked of an account with two-factor authentication, as its login asks.
+    totp_code: str | None = Field(default=None, max_length=32)
 
 
 class LoginOut(MeRead):

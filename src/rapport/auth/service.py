@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from rapport.auth import security
 from rapport.auth.models import ROLE_RANK, ApiToken, AuthSession, Membership, Role, User
+from rapport.cache import TtlCache
 from rapport.crypto import SecretBox
 from rapport.db import Database, lock_row, utcnow
 from rapport.problems import Forbidden, Invalid, NotFound, Problem
@@ -40,13 +41,19 @@ def min_role(a: Role, b: Role) -> Role:
     return a if ROLE_RANK[a] <= ROLE_RANK[b] else b
 
 
+def check_new_password(password: str) -> None:
+    """The policy every new password meets, whoever chooses it (a new account, a reset
+    link, a member changing their own)."""
+    if len(password) < security.MIN_PASSWORD_LENGTH:
+        raise Invalid(f"password must be at least {security.MIN_PASSWORD_LENGTH} characters")
+
+
 def create_user(db: Session, *, email: str, password: str, name: str = "") -> User:
     """A new account; the email is its login, unique across Rapport."""
     email = email.strip().lower()
     if "@" not in email:
         raise Invalid("email must be an email address")
-    if len(password) < security.MIN_PASSWORD_LENGTH:
-        raise Invalid(f"password must be at least {security.MIN_PASSWORD_LENGTH} characters")
+    check_new_password(password)
     if db.scalar(select(User.id).where(User.email == email)) is not None:
         raise Problem(409, "conflict", "a user with this email exists")
     user = User(
@@ -110,10 +117,7 @@ def check_password(
         matches = security.verify_password(stored, password)
     if not matches:
         if user is not None:
-            user.failed_logins += 1
-            if user.failed_logins >= max_failures:
-                user.locked_until = now + timedelta(minutes=lockout_minutes)
-                user.failed_logins = 0
+            count_failure(user, max_failures=max_failures, lockout_minutes=lockout_minutes)
         raise LoginFailed()
     assert user is not None
     if not user.totp_enabled:  # else only once the second factor passes too (signed_in)
@@ -121,6 +125,15 @@ def check_password(
     if security.needs_rehash(user.password_hash):
         user.password_hash = security.hash_password(password)
     return user
+
+
+def count_failure(user: User, *, max_failures: int, lockout_minutes: int) -> None:
+    """A wrong password or two-factor code: after ``max_failures`` of them the account
+    is locked for ``lockout_minutes`` (and the count starts again)."""
+    user.failed_logins += 1
+    if user.failed_logins >= max_failures:
+        user.locked_until = utcnow() + timedelta(minutes=lockout_minutes)
+        user.failed_logins = 0
 
 
 def signed_in(user: User) -> None:
@@ -145,6 +158,27 @@ def membership(db: Session, *, user_id: str, workspace: str | None) -> Membershi
 def memberships(db: Session, *, user_id: str) -> list[Membership]:
     """Every workspace membership of a user."""
     return list(db.scalars(select(Membership).where(Membership.user_id == user_id)))
+
+
+# How long a member's name is kept for what shows it on every message (a web chat
+# visitor sees who answered); a rename forgets it in every process (``forget_name``).
+NAMES_KEPT_SECONDS = 60.0
+_NAMES: TtlCache[str, str] = TtlCache(NAMES_KEPT_SECONDS, name="agent_names", max_items=10_000)
+
+
+def display_name(db: Session, user_id: str) -> str:
+    """A member's name as others see it ("" for none), without a query each time."""
+
+    def load() -> str:
+        user = db.get(User, user_id)
+        return user.name if user else ""
+
+    return _NAMES.get(user_id, load)
+
+
+def forget_name(user_id: str) -> None:
+    """The member was renamed: every process reads their name afresh."""
+    _NAMES.forget(user_id)
 
 
 # How long a session that passed the password may wait for its second factor.

@@ -5,7 +5,7 @@ from dataclasses import replace
 from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from rapport.auth import reset, service
+from rapport.auth import account, reset, security, service
 from rapport.auth.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -22,6 +22,8 @@ from rapport.auth.schemas import (
     LoginIn,
     LoginOut,
     MeRead,
+    MeUpdate,
+    PasswordChangeIn,
     RecoveryCodesOut,
     ResetConfirmIn,
     ResetRequestIn,
@@ -33,6 +35,7 @@ from rapport.auth.schemas import (
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Forbidden, Problem
+from rapport.workspaces import service as workspaces
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
@@ -126,14 +129,11 @@ def login(
 
 
 def _count_failure(db: Db, user: User, settings: CurrentSettings) -> None:
-    user.failed_logins += 1
-    if user.failed_logins >= settings.login_max_failures:
-        from datetime import timedelta
-
-        from rapport.db import utcnow
-
-        user.locked_until = utcnow() + timedelta(minutes=settings.login_lockout_minutes)
-        user.failed_logins = 0
+    service.count_failure(
+        user,
+        max_failures=settings.login_max_failures,
+        lockout_minutes=settings.login_lockout_minutes,
+    )
     db.commit()
 
 
@@ -265,6 +265,90 @@ async def me(request: Request) -> MeRead:
     return _me(await resolve_principal(request, allow_pending_mfa=True))
 
 
+@router.patch("/auth/me", response_model=MeRead)
+def update_me(body: MeUpdate, principal: CurrentMember, request: Request, db: Db) -> MeRead:
+    """Rename yourself: every workspace you are a member of shows the new name at once."""
+    user, previous = account.rename(db, user_id=principal.user_id, name=body.name)
+    if user.name != previous:
+        for member in service.memberships(db, user_id=user.id):
+            audit(
+                db,
+                workspace_id=member.workspace_id,
+                actor=actor_of(principal, request),
+                action="member.rename",
+                target_type="user",
+                target_id=user.id,
+                data={"name": user.name, "previous": previous},
+            )
+        forget_principals(request)
+    return _me(replace(principal, name=user.name))
+
+
+@router.post("/auth/password", response_model=MeRead)
+def change_password(
+    body: PasswordChangeIn,
+    principal: CurrentMember,
+    request: Request,
+    response: Response,
+    db: Db,
+    settings: CurrentSettings,
+    box: Box,
+) -> MeRead:
+    """Change your password with the current one (and your two-factor code, if you have
+    it). Every other session ends; this browser gets a new session cookie and CSRF token
+    (in the answer). Attempts count as logins: rate-limited, and toward the lock-out."""
+    limiter = request.app.state.login_limiter
+    ip = request.client.host if request.client else "unknown"
+    if not limiter.hit(f"ip:{ip}") or not limiter.hit(f"email:{principal.email}"):
+        raise RateLimited()
+    if body.totp_code and not limiter.hit(f"totp:{principal.user_id}"):
+        raise RateLimited()
+    service.check_new_password(body.new_password)
+    # Both hashes before this request's write transaction begins (at its first statement).
+    checked = service.password_matches(
+        request.app.state.database, email=principal.email, password=body.current_password
+    )
+    new_hash = security.hash_password(body.new_password) if checked[1] else None
+    try:
+        user = account.change_password(
+            db,
+            user_id=principal.user_id,
+            current=body.current_password,
+            new=body.new_password,
+            totp_code=body.totp_code,
+            box=box,
+            max_failures=settings.login_max_failures,
+            lockout_minutes=settings.login_lockout_minutes,
+            checked=checked,
+            new_hash=new_hash,
+        )
+    except Problem:
+        db.commit()  # keep the failure count even though the request fails
+        raise
+    csrf = principal.csrf_token
+    if principal.via == "session":
+        token, sess = service.start_session(
+            db,
+            user=user,
+            workspace_id=principal.workspace_id,
+            mfa_passed=True,
+            days=settings.session_days,
+        )
+        csrf = sess.csrf_token
+        _set_cookies(response, token, csrf, settings)
+    for member in service.memberships(db, user_id=user.id):
+        audit(
+            db,
+            workspace_id=member.workspace_id,
+            actor=actor_of(principal, request),
+            action="auth.password_change",
+        )
+    if settings.mail_smtp_host:
+        account.notify_password_changed(db, user=user)
+    forget_principals(request)
+    return _me(replace(principal, credential_id="", csrf_token=csrf, mfa_passed=True))
+
+
 @router.post("/auth/totp/enroll", response_model=TotpEnrollOut)
 def totp_enroll(principal: CurrentMember, db: Db, box: Box) -> TotpEnrollOut:
     """Start two-factor enrolment: scan the URI with an authenticator app."""
@@ -288,6 +372,7 @@ def totp_activate(
         actor=actor_of(principal, request),
         action="auth.totp_on",
     )
+    workspaces.announce_user(db, user=user)
     forget_principals(request)
     return RecoveryCodesOut(recovery_codes=codes)
 
@@ -309,6 +394,7 @@ def totp_disable(
         actor=actor_of(principal, request),
         action="auth.totp_off",
     )
+    workspaces.announce_user(db, user=user)
     forget_principals(request)
     return Response(status_code=204)
 

@@ -75,6 +75,7 @@ HANDLER_MODULES = (
     "rapport.bot.service",
     "rapport.channels.media",
     "rapport.auth.reset",
+    "rapport.auth.account",
     "rapport.workspaces.invitations",
     "rapport.privacy.erasure",
 )

@@ -970,6 +970,35 @@ def test_a_renamed_agent_shows_by_their_new_name_once_the_names_kept_expire(
     assert names() == ["Robert"]
 
 
+def test_an_agent_who_renames_themself_shows_by_the_new_name_at_once(
+    client: TestClient, world: World, chat: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Names are kept a while for the widget; a rename through the account forgets it in
+    # every process, so a visitor does not see the old name for the rest of that while.
+    from types import SimpleNamespace
+
+    from rapport import cache
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(cache, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    ann = start(client, chat, name="Ann")
+    conv = say(client, chat, ann["visitor_token"], "hello")["conversation_id"]
+    reply(client, world, conv, "hi, how can I help?")
+
+    def names() -> list[str]:
+        r = client.get(
+            f"/widget/api/{chat['token']}/messages",
+            headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": ann["visitor_token"]},
+        )
+        assert r.status_code == 200, r.text
+        return [m["sender_name"] for m in r.json() if m["direction"] == "out"]
+
+    assert names() == ["Bob"]
+    r = client.patch("/api/v1/auth/me", json={"name": "Robert"}, headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    assert names() == ["Robert"]  # the clock stood still: not kept any longer
+
+
 def test_a_visitor_just_seen_connects_without_a_write(
     client: TestClient, chat: dict[str, str], database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,10 +23,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 
-from rapport.auth.models import Membership, User
+from rapport.auth import service as auth
+from rapport.auth.models import Membership
 from rapport.bot import service as bot
 from rapport.bus import get_bus
-from rapport.cache import TtlCache
 from rapport.channels import webchat
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
@@ -179,24 +179,12 @@ def _history(db: Any, visitor: Visitor) -> list[dict[str, Any]]:
     return [_public(m, db, attached[m.id]) for m in messages]
 
 
-# How long an agent's name is kept for the widget: a renamed agent shows by the new name
-# within it (kept for good, the old name stayed in every widget until a restart).
-NAMES_KEPT_SECONDS = 60.0
-_NAMES: TtlCache[str, str] = TtlCache(
-    NAMES_KEPT_SECONDS, name="webchat_agent_names", max_items=10_000
-)
-
-
 def _agent_name(db: Any, user_id: str | None) -> str | None:
-    """The name the visitor sees on an agent's reply, without a query for every reply."""
+    """The name the visitor sees on an agent's reply, without a query for every reply
+    (kept a while; a rename is seen at once: ``auth.display_name``)."""
     if not user_id:
         return None
-
-    def load() -> str:
-        user = db.get(User, user_id)
-        return user.name if user else ""
-
-    return _NAMES.get(user_id, load) or None
+    return auth.display_name(db, user_id) or None
 
 
 def _public(
