@@ -239,6 +239,21 @@ def test_the_settings_page_shows_the_widget_snippet_to_admins_only(
     assert "Require two-factor authentication" in page
 
 
+def test_every_member_reaches_their_own_account_page_viewers_too(
+    client: TestClient, world: World
+) -> None:
+    # Settings are for admins, and held the only way to one's own two-factor and sign-out.
+    assert client.get("/app/account", follow_redirects=False).headers["location"] == "/login"
+    sign_in(client, "victor@acme.test")
+    inbox = client.get("/app/inbox").text
+    assert 'href="/app/account"' in inbox and 'href="/app/settings"' not in inbox
+    page = client.get("/app/account")
+    assert page.status_code == 200
+    for form in ('id="account-name"', 'id="account-password"', 'id="enrol-2fa"'):
+        assert form in page.text
+    assert 'value="Victor"' in page.text and "victor@acme.test" in page.text
+
+
 def test_the_settings_page_shows_why_a_rule_was_skipped(
     client: TestClient, world: World, database: Database, settings: Settings
 ) -> None:

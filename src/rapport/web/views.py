@@ -263,6 +263,15 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
     return _page(request, "conversation.html", principal, **ctx)
 
 
+@router.get("/app/account", response_class=HTMLResponse)
+async def account_page(request: Request) -> Response:
+    """Every member's own account (viewers too): their name, their password, two-factor."""
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    return _page(request, "account.html", principal)
+
+
 @router.get("/app/settings", response_class=HTMLResponse)
 async def settings_page(request: Request) -> Response:
     principal = await _principal(request)

@@ -216,6 +216,7 @@ function setupInbox() {
   const bulk = setupBulk(list, () => refresh({ now: true }));
   connectStream((event) => {
     setupNotifications(event);
+    redrawMember(event);
     // SLA events change badges: a warning or breach, a policy deleted (its badges go).
     const changes = event.type.startsWith("conversation.") || event.type.startsWith("sla.");
     if (changes || event.type === "message.created") refresh();
@@ -457,6 +458,7 @@ function setupConversation() {
   });
   connectStream((event) => {
     setupNotifications(event);
+    redrawMember(event);
     const p = event.payload;
     if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) {
       add(p);
@@ -646,8 +648,47 @@ function setupSettings() {
       location.reload();
     } catch (e) { fail(e.message); }
   }));
-  const enrol = document.getElementById("enrol-2fa");
-  if (enrol) enrol.addEventListener("click", async () => {
+}
+
+// --- your account: name, password, two-factor, every member's own ---------------------
+function setupAccount() {
+  const nameForm = document.getElementById("account-name");
+  if (!nameForm) return;
+  const say = (id, msg) => {
+    const box = document.getElementById(id);
+    box.textContent = msg;
+    box.hidden = !msg;
+  };
+  nameForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    say("account-name-error", "");
+    document.getElementById("account-name-done").hidden = true;
+    try {
+      const me = await api("PATCH", "/api/v1/auth/me", { name: nameForm.elements.name.value });
+      nameForm.elements.name.value = me.name;
+      document.querySelectorAll("header .me").forEach((el) => { el.textContent = me.name; });
+      document.getElementById("account-name-done").hidden = false;
+    } catch (e) { say("account-name-error", e.message); }
+  });
+  const pw = document.getElementById("account-password");
+  pw.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    say("account-password-error", "");
+    document.getElementById("account-password-done").hidden = true;
+    const fd = new FormData(pw);
+    if (fd.get("new_password") !== fd.get("again")) { say("account-password-error", "The two new passwords differ."); return; }
+    const body = { current_password: fd.get("current_password"), new_password: fd.get("new_password") };
+    if (fd.has("totp_code")) body.totp_code = fd.get("totp_code");
+    try {
+      const me = await api("POST", "/api/v1/auth/password", body);
+      // This browser's session was renewed with the change: its new CSRF token is in the answer.
+      if (me.csrf_token) document.body.dataset.csrf = me.csrf_token;
+      pw.reset();
+      document.getElementById("account-password-done").hidden = false;
+    } catch (e) { say("account-password-error", e.message); }
+  });
+  const fail = (msg) => say("account-error", msg);
+  document.getElementById("enrol-2fa").addEventListener("click", async () => {
     try {
       const out = await api("POST", "/api/v1/auth/totp/enroll");
       document.getElementById("totp-secret").textContent = out.secret;
@@ -655,7 +696,7 @@ function setupSettings() {
     } catch (e) { fail(e.message); }
   });
   const activate = document.getElementById("totp-activate");
-  if (activate) activate.addEventListener("submit", async (ev) => {
+  activate.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
       const out = await api("POST", "/api/v1/auth/totp/activate", { code: new FormData(activate).get("code") });
@@ -664,11 +705,56 @@ function setupSettings() {
       box.hidden = false;
     } catch (e) { fail(e.message); }
   });
-  const all = document.getElementById("logout-all");
-  if (all) all.addEventListener("click", async () => {
+  document.getElementById("logout-all").addEventListener("click", async () => {
     await api("POST", "/api/v1/auth/logout-all").catch(() => null);
     location.href = "/login";
   });
+}
+
+// --- members: every open page redraws a colleague who joined, changed or left ----------
+function redrawMember(event) {
+  if (!event.type.startsWith("member.")) return;
+  const p = event.payload;
+  const gone = event.type === "member.removed";
+  const table = document.querySelector("#members tbody");
+  if (table) {
+    const row = table.querySelector(`tr[data-user="${CSS.escape(p.user_id)}"]`);
+    if (gone) { if (row) row.remove(); }
+    else {
+      const fresh = document.createElement("tr");
+      fresh.dataset.user = p.user_id;
+      for (const v of [p.name, p.email, p.role, p.capacity, p.totp_enabled ? "on" : "off"]) {
+        fresh.insertCell().textContent = String(v); // names are data, never markup
+      }
+      if (row) row.replaceWith(fresh);
+      else table.append(fresh);
+    }
+  }
+  if (event.type === "member.joined") { // their invitation was spent
+    document.querySelectorAll("#invitations tbody tr").forEach((tr) => {
+      if (tr.cells[0] && tr.cells[0].textContent === p.email) tr.remove();
+    });
+  }
+  // Who conversations can be assigned to: agents and above, by name.
+  document.querySelectorAll("select#assign, select[name=assignee_id]").forEach((select) => {
+    const option = select.querySelector(`option[value="${CSS.escape(p.user_id)}"]`);
+    if (gone || p.role === "viewer") {
+      if (option && !option.selected) option.remove();
+      return;
+    }
+    const label = p.name || p.email;
+    if (option) option.textContent = label;
+    else select.append(new Option(label, p.user_id));
+  });
+  if (!gone && p.user_id === document.body.dataset.user) {
+    document.querySelectorAll("header .me").forEach((el) => { el.textContent = p.name; });
+  }
+}
+
+function setupMembers() {
+  // The settings page follows the stream for its members table (the inbox and a
+  // conversation already follow it, and redraw members from their own handlers).
+  if (document.getElementById("members")) connectStream(redrawMember);
 }
 
 // --- settings: business hours, automation rules, webhooks --------------------------------
@@ -884,6 +970,8 @@ setupPasswordReset();
 setupInvitation();
 setupLogout();
 setupSettings();
+setupAccount();
+setupMembers();
 setupBusinessHours();
 setupRules();
 setupLabelSettings();

@@ -18,11 +18,23 @@ async function send(method, path, headers, body) {
   });
   const data = res.status === 204 ? null : await res.json().catch(() => null);
   if (!res.ok) {
-    const err = new Error((data && data.detail) || res.statusText);
+    const err = new Error(problemMessage(data) || res.statusText);
     err.status = res.status;
     throw err;
   }
   return data;
+}
+
+// A problem document as a person reads it: its detail, and for a request that is not
+// valid, which field is wrong and why ("name: String should have at most 100 characters").
+function problemMessage(data) {
+  if (!data) return "";
+  const fields = (data.errors || []).map((e) => {
+    const field = (e.loc || []).filter((part) => part !== "body").join(".");
+    const why = String(e.msg || "").replace(/^Value error, /, "");
+    return field ? `${field}: ${why}` : why;
+  });
+  return fields.length ? `${data.detail}: ${fields.join("; ")}` : data.detail;
 }
 
 export function api(method, path, body) {

@@ -1,0 +1,80 @@
+"""A member's account page in the browser: bob renames himself and changes his password; his
+other browser is signed out, and alice's open settings page shows his new name without a
+reload."""
+
+import pytest
+
+from tests.factories import PASSWORD, World
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+
+NEW_PASSWORD = "a much longer passphrase 9"
+
+
+def test_a_member_renames_themself_and_changes_their_password(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    bob_id = world.acme.users["bob"].id
+    # alice's settings page is open, its stream connected (the server said hello).
+    admin = browser.new_page()
+    sign_in(admin, live_server, "alice@acme.test", "/app/inbox")
+    with admin.expect_websocket() as opened:
+        admin.goto(f"{live_server.url}/app/settings")
+    opened.value.expect_event("framereceived", lambda frame: "hello" in str(frame))
+    member = admin.locator(f'#members tr[data-user="{bob_id}"] td').first
+    expect(member).to_have_text("Bob")
+    # bob is signed in on another browser too.
+    elsewhere = browser.new_page()
+    sign_in(elsewhere, live_server, "bob@acme.test", "/app/inbox")
+
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/inbox")
+    page.click("header a.me")  # every member reaches their account from the header
+    page.wait_for_url("**/app/account")
+
+    # A blank name is refused, saying which field and why.
+    page.fill("#account-name input[name=name]", "   ")
+    page.click("#account-name button[type=submit]")
+    expect(page.locator("#account-name-error")).to_contain_text("name: String should have")
+    page.fill("#account-name input[name=name]", "Robert <b>Tables</b>")
+    page.click("#account-name button[type=submit]")
+    expect(page.locator("#account-name-done")).to_be_visible()
+    expect(page.locator("#account-name-error")).to_be_hidden()
+    expect(page.locator("header .me")).to_have_text("Robert <b>Tables</b>")
+    # alice's page redraws the row, as text, without a reload.
+    expect(member).to_have_text("Robert <b>Tables</b>")
+    assert admin.locator("#members b").count() == 0
+
+    # A wrong current password: said plainly, nothing changes.
+    form = page.locator("#account-password")
+    form.locator("input[name=current_password]").fill("not my password")
+    form.locator("input[name=new_password]").fill(NEW_PASSWORD)
+    form.locator("input[name=again]").fill(NEW_PASSWORD)
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#account-password-error")).to_have_text("the current password is wrong")
+    form.locator("input[name=current_password]").fill(PASSWORD)
+    form.locator("input[name=new_password]").fill(NEW_PASSWORD)
+    form.locator("input[name=again]").fill(NEW_PASSWORD)
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#account-password-done")).to_be_visible()
+    expect(page.locator("#account-password-error")).to_be_hidden()
+    page.screenshot(path=str(ARTIFACTS / "account.png"), full_page=True)
+
+    # The other browser is signed out; this one goes on (its new CSRF token in hand).
+    elsewhere.goto(f"{live_server.url}/app/inbox")
+    elsewhere.wait_for_url("**/login")
+    page.fill("#account-name input[name=name]", "Robert Tables")
+    page.click("#account-name button[type=submit]")
+    expect(member).to_have_text("Robert Tables")
+    expect(page.locator("#account-name-error")).to_be_hidden()
+    # And the new password signs in.
+    again = browser.new_page()
+    again.goto(f"{live_server.url}/login")
+    again.fill("input[name=email]", "bob@acme.test")
+    again.fill("input[name=password]", NEW_PASSWORD)
+    again.click("#login-form button[type=submit]")
+    again.wait_for_url("**/app/inbox")
+    expect(again.locator("header .me")).to_have_text("Robert Tables")
