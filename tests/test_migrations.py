@@ -24,7 +24,7 @@ from rapport.conversations.models import (
     SlaPolicy,
 )
 from rapport.customers import profile
-from rapport.customers.models import Consent, ConsentChannel, Customer
+from rapport.customers.models import Consent, ConsentChannel, Customer, Identity
 from rapport.db import Base, Database, JSONType, UTCDateTime, new_id, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.search import is_index_object
@@ -455,3 +455,108 @@ def test_sms_opt_outs_stored_before_consent_rows_are_recorded_as_consent_withdra
 
 
 _PEOPLE = ("stopped", "restarted", "agreed_since", "before_the_flag", "not_by_sms", "said_cancel")
+
+
+def test_messenger_and_instagram_ids_learn_the_inbox_that_issued_them(empty_url: str) -> None:
+    # Identities did not say which page issued a Messenger or Instagram id: a customer of
+    # two pages was answered through one at the other's id, which Meta refuses. Each id
+    # takes the inbox its customer first wrote through, on its channel, once it was made.
+    migrate.upgrade(empty_url, "0025")
+    db = Database(empty_url, pool_size=1)
+    at = utcnow() - timedelta(days=30)
+    ids = table(  # the model has the new column: no ORM insert
+        "identities",
+        *(column(c) for c in ("id", "workspace_id", "customer_id", "kind", "value", "verified")),
+        column("created_at", UTCDateTime()),
+    )
+    with db.session() as s:
+        ws = Workspace(name="Acme")
+        s.add(ws)
+        s.flush()
+        inboxes = {
+            name: Inbox(workspace_id=ws.id, name=name, channel=channel, settings={})
+            for name, channel in (
+                ("shop", "messenger"),
+                ("desk", "messenger"),
+                ("insta", "instagram"),
+                ("api", "api"),
+            )
+        }
+        people = {n: Customer(workspace_id=ws.id, name=n, attributes={}) for n in _OF_PAGES}
+        s.add_all([*inboxes.values(), *people.values()])
+        s.flush()
+
+        def known(name: str, kind: str, value: str, minutes: int, verified: bool = True) -> None:
+            s.execute(
+                insert(ids).values(
+                    id=new_id(),
+                    workspace_id=ws.id,
+                    customer_id=people[name].id,
+                    kind=kind,
+                    value=value,
+                    verified=verified,
+                    created_at=at + timedelta(minutes=minutes),
+                )
+            )
+
+        def wrote(name: str, inbox: str, minutes: int) -> None:
+            conv = Conversation(
+                workspace_id=ws.id, customer_id=people[name].id, inbox_id=inboxes[inbox].id
+            )
+            s.add(conv)
+            s.flush()
+            s.add(
+                Message(
+                    workspace_id=ws.id,
+                    conversation_id=conv.id,
+                    inbox_id=inboxes[inbox].id,
+                    direction=Direction.inbound,
+                    sender_type="customer",
+                    sender_id=people[name].id,
+                    text="hi",
+                    created_at=at + timedelta(minutes=minutes),
+                )
+            )
+
+        known("one_page", "messenger", "111", 0)
+        wrote("one_page", "shop", 0)
+        wrote("one_page", "desk", 5)  # a later message of another page: not the first
+        known("merged", "messenger", "211", 0)  # two customers' once, merged since
+        wrote("merged", "shop", 0)
+        known("merged", "messenger", "222", 10)
+        wrote("merged", "desk", 10)
+        known("merged", "whatsapp", "14155550123", 0)  # an id of every page: none recorded
+        known("on_both", "instagram", "311", 3)
+        wrote("on_both", "desk", 4)  # Messenger's, not Instagram's
+        wrote("on_both", "insta", 6)
+        known("typed", "messenger", "411", 0, verified=False)  # never proved
+        wrote("typed", "shop", 1)
+        known("silent", "messenger", "511", 0)  # never wrote
+        known("by_api", "messenger", "611", 0)
+        wrote("by_api", "api", 0)
+    migrate.upgrade(empty_url)
+
+    def issued() -> dict[str, str | None]:
+        with db.session(write=False) as s:
+            names = {i.id: n for n, i in inboxes.items()}
+            rows = s.execute(select(Identity.value, Identity.inbox_id))
+            return {value: names.get(inbox_id or "") for value, inbox_id in rows}
+
+    assert issued() == {
+        "111": "shop",
+        "211": "shop",
+        "222": "desk",
+        "14155550123": None,
+        "311": "insta",
+        "411": None,
+        "511": None,
+        "611": None,
+    }
+    # Down and up again: the same.
+    command.downgrade(migrate.config(empty_url), "0025")
+    migrate.upgrade(empty_url)
+    assert issued()["222"] == "desk"
+    db.dispose()
+
+
+_OF_PAGES = ("one_page", "merged", "on_both", "typed", "silent", "by_api")

@@ -50,7 +50,7 @@ from rapport.conversations.models import (
 from rapport.crypto import SecretBox, box_for
 from rapport.customers import duplicates, profile
 from rapport.customers import service as customers
-from rapport.customers.identity import Handle
+from rapport.customers.identity import Handle, issuer
 from rapport.customers.models import ConsentChannel, Customer, Identity, IdentityKind
 from rapport.db import (
     Database,
@@ -260,6 +260,7 @@ _IDENTITY_COLUMNS = (
     Identity.value,
     Identity.customer_id,
     Identity.verified,
+    Identity.inbox_id,
 )
 _IDENTITY_KEY = ("workspace_id", "kind", "value")
 _IDENTITIES = select(*_IDENTITY_COLUMNS).where(  # one IN list per column, for the same reason
@@ -341,6 +342,14 @@ _CLAIM = (
     update(_identities)
     .where(_identities.c.id == bindparam("iid"))
     .values(customer_id=bindparam("cid"), verified=True)
+)
+# A Messenger or Instagram id that came through another inbox than the one recorded as
+# its page's (its page unknown, or two inboxes of one page): the inbox it came through last
+# is one a send to it surely reaches.
+_ISSUED = (
+    update(_identities)
+    .where(_identities.c.id == bindparam("iid"))
+    .values(inbox_id=bindparam("inbox"))
 )
 _SEEN = (
     update(_customers)
@@ -517,10 +526,11 @@ def receive_batch(
     new_customers: dict[str, dict[str, Any]] = {}
     new_identities: list[dict[str, Any]] = []
     claims: list[dict[str, Any]] = []
+    issued: dict[str, str] = {}  # identity id -> the inbox that issued it, where that changed
     claimed_from: set[str] = set()  # customers a claimed handle left
     for i in fresh:
         m = msgs[i]
-        ws = inboxes[m.inbox_id].workspace_id
+        ws, channel = inboxes[m.inbox_id].workspace_id, inboxes[m.inbox_id].channel
         handles = customers.dedupe_handles(m.handles)
         customer_id = next(
             (
@@ -560,6 +570,8 @@ def receive_batch(
         ]
         for h in [*handles, *moved]:
             row = identities.get((ws, h.kind, h.value))
+            # A Messenger or Instagram id is its page's: the inbox it came through issued it.
+            page = issuer(h, channel=channel, inbox_id=m.inbox_id)
             if row is None:
                 row = {
                     "id": new_id(),
@@ -568,6 +580,7 @@ def receive_batch(
                     "kind": h.kind,
                     "value": h.value,
                     "verified": h.verified,
+                    "inbox_id": page,
                     "created_at": now,
                 }
                 identities[(ws, h.kind, h.value)] = row
@@ -583,6 +596,8 @@ def receive_batch(
                 claimed_from.add(row["customer_id"])
                 row["customer_id"], row["verified"] = customer_id, True
                 claims.append({"iid": row["id"], "cid": customer_id})
+            if page is not None and row["inbox_id"] != page:
+                row["inbox_id"] = issued[row["id"]] = page
 
     # 3. Threading: continue, reopen within the window, or start a conversation.
     known = {customer_of[i] for i in fresh} - set(new_customers)
@@ -744,6 +759,8 @@ def receive_batch(
     if claims:
         conn.execute(_CLAIM, claims)
         customers.settle_handles(conn, claimed_from | {c["cid"] for c in claims})
+    if issued:
+        conn.execute(_ISSUED, [{"iid": k, "inbox": v} for k, v in issued.items()])
     if known:
         conn.execute(_SEEN, [{"cid": c, "now": now} for c in known])
         names = {customer_of[i]: msgs[i].sender_name for i in fresh if msgs[i].sender_name}

@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import phonenumbers
 
-from rapport.customers.models import IdentityKind
+from rapport.customers.models import PAGE_SCOPED, IdentityKind
 from rapport.db import without_nul
 
 
@@ -86,3 +86,19 @@ def _normalized(kind: IdentityKind, raw: str, default_region: str) -> str:
 
 def handle(kind: IdentityKind, raw: str, *, verified: bool = True, region: str = "US") -> Handle:
     return Handle(kind=kind, value=normalize(kind, raw, default_region=region), verified=verified)
+
+
+_PAGE_KINDS = {k.value: k for k in PAGE_SCOPED}
+
+
+def page_kind(channel: str) -> IdentityKind | None:
+    """The kind of id an inbox of this channel issues for itself alone (Messenger's and
+    Instagram's, whose channels bear the kind's name); None for every other channel."""
+    return _PAGE_KINDS.get(channel)
+
+
+def issuer(h: Handle, *, channel: str, inbox_id: str) -> str | None:
+    """The inbox that issued this handle, as it came through ``inbox_id``: that inbox, for
+    a page-scoped id its own channel proved; None for any other (an id of another kind is
+    the customer's everywhere, and one an API client names has no known page)."""
+    return inbox_id if h.verified and page_kind(channel) == h.kind else None

@@ -21,6 +21,13 @@ class IdentityKind(enum.StrEnum):
     external = "external"
 
 
+# Ids a Messenger page or an Instagram account issues for itself alone (Meta's page-scoped
+# ids): the same person has another at each page, and Meta refuses a send through one page
+# to another's. Each such identity records the inbox that issued it (``Identity.inbox_id``).
+# Meta's ids are unique across pages, so one id is one identity all the same.
+PAGE_SCOPED = frozenset({IdentityKind.messenger, IdentityKind.instagram})
+
+
 class Customer(Base):
     __tablename__ = "customers"
     __table_args__ = (Index("ix_customers_ws_last_seen", "workspace_id", "last_seen_at"),)
@@ -57,6 +64,12 @@ class Identity(Base):
     value: Mapped[str] = mapped_column(String(320))
     # Proven by the channel (the customer wrote from it), not merely typed into a form.
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # For a page-scoped kind (``PAGE_SCOPED``): the inbox (the page or account) that issued
+    # it, the only one a send to it can go through; None where unknown (typed in, imported,
+    # stored before this was recorded) and for every other kind.
+    inbox_id: Mapped[str | None] = mapped_column(
+        ForeignKey("inboxes.id", ondelete="SET NULL"), default=None
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

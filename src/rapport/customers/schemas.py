@@ -27,6 +27,9 @@ class IdentityRead(BaseModel):
     kind: IdentityKind
     value: str
     verified: bool
+    # A Messenger or Instagram id's page: the inbox that issued it (None where unknown, and
+    # for every other kind); replies reach it only through that inbox.
+    inbox_id: str | None = None
     created_at: datetime
 
 
