@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +19,7 @@ from rapport.app import create_app
 from rapport.channels.twilio import segments, signature
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
-from rapport.customers.models import Customer
+from rapport.customers.models import Customer, Identity
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
@@ -1073,6 +1073,179 @@ def test_a_customer_with_two_ids_of_the_channel_is_answered_at_the_newest(
     Worker(database, settings).run_until_idle()
     [(_, _, body)] = handler.calls
     assert json.loads(body)["recipient"] == {"id": "222"}
+
+
+def page_inbox(
+    client: TestClient, world: World, channel: str, name: str, page: str, url: str
+) -> str:
+    """A Messenger or Instagram inbox of its own page, with a token of its own."""
+    settings = {"page_id": page, "page_access_token": f"token-{page}", "api_base_url": url}
+    settings |= {"app_secret": "page-app-secret", "verify_token": "vt"}
+    r = client.post(
+        "/api/v1/inboxes",
+        json={"name": name, "channel": channel, "settings": settings},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def wrote(
+    client: TestClient,
+    database: Database,
+    channel: str,
+    inbox: str,
+    *,
+    page: str,
+    sender: str,
+    mid: str,
+) -> Conversation:
+    """The conversation a customer's message to the inbox's page (from their id there) is in."""
+    obj = "page" if channel == "messenger" else "instagram"
+    item = {"timestamp": 1, "message": {"mid": mid, "text": "hi"}}
+    event = meta_event(obj, item, page=page, sender=sender)
+    assert meta_post(client, channel, inbox, event).status_code == 200
+    with database.session(write=False) as db:
+        return db.scalars(
+            select(Conversation).join(Message).where(Message.external_id == mid)
+        ).one()
+
+
+def sent_to(handler: type[Provider]) -> list[tuple[str, str]]:
+    """(the page's token, the recipient's id) of each send the stand-in for Meta received."""
+    return [
+        (parse_qs(urlsplit(path).query)["access_token"][0], json.loads(body)["recipient"]["id"])
+        for path, _, body in handler.calls
+    ]
+
+
+def answer(client: TestClient, world: World, conversation_id: str, **body: str):  # type: ignore[no-untyped-def]
+    return client.post(
+        f"/api/v1/conversations/{conversation_id}/messages",
+        json={"text": "Hi!", **body},
+        headers=auth(world.bob),
+    )
+
+
+def identities_of(client: TestClient, world: World, customer_id: str) -> set[tuple[str, str]]:
+    """(value, issuing inbox) of each of the customer's identities."""
+    customer = client.get(f"/api/v1/customers/{customer_id}", headers=auth(world.bob)).json()
+    return {(i["value"], i["inbox_id"]) for i in customer["identities"]}
+
+
+@pytest.mark.parametrize("channel", ["messenger", "instagram"])
+def test_a_customer_who_wrote_to_two_pages_is_answered_at_each_pages_id(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    channel: str,
+) -> None:
+    # Meta gives a person an id at each page and refuses a send through one page to
+    # another's. Identities did not say which page issued them, and a send took the
+    # customer's newest id whichever page it went through: here the shop's answer went to
+    # the id of the help desk's page.
+    url, handler = provider
+    handler.reply = {"message_id": "m_OUT{n}"}
+    shop = page_inbox(client, world, channel, "Shop", "PAGE_A", url)
+    desk = page_inbox(client, world, channel, "Help desk", "PAGE_B", url)
+    at_shop = wrote(client, database, channel, shop, page="PAGE_A", sender="111", mid="m_A")
+    # The agent knows the person's id at the other page too (Meta's inbox shows it).
+    r = client.post(
+        f"/api/v1/customers/{at_shop.customer_id}/identities",
+        json={"kind": channel, "value": "222", "verified": True},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    typed = r.json()
+    at_desk = wrote(client, database, channel, desk, page="PAGE_B", sender="222", mid="m_B")
+    assert at_desk.customer_id == at_shop.customer_id
+    for conv in (at_shop, at_desk):
+        assert answer(client, world, conv.id).status_code == 201
+    Worker(database, settings).run_until_idle()
+    assert sorted(sent_to(handler)) == [("token-PAGE_A", "111"), ("token-PAGE_B", "222")]
+    # Typed in, the id's page was unknown; the customer's message through it told it.
+    assert typed["inbox_id"] is None
+    assert identities_of(client, world, at_shop.customer_id) == {("111", shop), ("222", desk)}
+
+
+@pytest.mark.parametrize("channel", ["messenger", "instagram"])
+def test_a_customer_merged_across_two_pages_is_answered_at_each_pages_id(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    channel: str,
+) -> None:
+    # Merged, the customer had an id of each page, and every reply went to the newest.
+    url, handler = provider
+    handler.reply = {"message_id": "m_OUT{n}"}
+    shop = page_inbox(client, world, channel, "Shop", "PAGE_A", url)
+    desk = page_inbox(client, world, channel, "Help desk", "PAGE_B", url)
+    at_shop = wrote(client, database, channel, shop, page="PAGE_A", sender="111", mid="m_A")
+    at_desk = wrote(client, database, channel, desk, page="PAGE_B", sender="222", mid="m_B")
+    assert at_desk.customer_id != at_shop.customer_id
+    r = client.post(
+        f"/api/v1/customers/{at_shop.customer_id}/merge",
+        json={"merged_id": at_desk.customer_id},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    for conv in (at_desk, at_shop):
+        assert answer(client, world, conv.id).status_code == 201
+    Worker(database, settings).run_until_idle()
+    assert sorted(sent_to(handler)) == [("token-PAGE_A", "111"), ("token-PAGE_B", "222")]
+    # Each id keeps its page.
+    assert identities_of(client, world, at_shop.customer_id) == {("111", shop), ("222", desk)}
+
+
+def test_a_reply_through_a_page_the_customer_never_wrote_to_is_refused(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # Queued, it went to the id of another page, which Meta refuses: the agent learnt it
+    # only from the failed message, and could have chosen the inbox the customer used.
+    url, handler = provider
+    handler.reply = {"message_id": "m_OUT{n}"}
+    shop = page_inbox(client, world, "messenger", "Shop", "PAGE_A", url)
+    desk = page_inbox(client, world, "messenger", "Help desk", "PAGE_B", url)
+    conv = wrote(client, database, "messenger", shop, page="PAGE_A", sender="111", mid="m_A")
+    before = messages(database)
+    r = answer(client, world, conv.id, inbox_id=desk)
+    assert r.status_code == 409, r.text
+    problem = r.json()
+    assert problem["type"].endswith("/not-this-page")
+    assert "never wrote to the page of “Help desk”" in problem["detail"]
+    assert "Reply through the inbox they wrote to: “Shop”." in problem["detail"]
+    assert (problem["inbox_id"], problem["wrote_to"]) == (desk, [shop])
+    # A customer who wrote to no page at all is told so.
+    stranger = world.acme.first.conversation.id  # type: ignore[union-attr]
+    r = answer(client, world, stranger, inbox_id=desk)
+    assert r.status_code == 409 and r.json()["wrote_to"] == []
+    assert "They wrote to no messenger page of yours" in r.json()["detail"]
+    assert messages(database) == before
+    # Through their own page it goes; and a reply queued for a page that is no longer
+    # theirs when it is sent (their id's page learnt since) fails for good, saying why.
+    assert answer(client, world, conv.id).status_code == 201
+    with database.session() as db:
+        db.execute(update(Identity).where(Identity.value == "111").values(inbox_id=desk))
+    Worker(database, settings).run_until_idle()
+    assert handler.calls == []
+    with database.session(write=False) as db:
+        failed = db.scalars(
+            select(Message).where(Message.conversation_id == conv.id, Message.text == "Hi!")
+        ).one()
+        job = db.scalars(select(Job).where(Job.name == "deliver")).one()
+    assert failed.status == "failed" and job.state == JobState.dead
+    assert failed.error == (
+        "the customer never wrote to this page (Shop), and messenger ids belong to the page "
+        "that issued them: reply through the inbox they wrote to"
+    )
 
 
 def meta_inbox(client: TestClient, world: World, channel: str, url: str = "") -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Message
+from rapport.customers import identity
 from rapport.customers.models import ConsentChannel, Customer, Identity, IdentityKind
 
 if TYPE_CHECKING:
@@ -75,12 +76,12 @@ class Outbound:
     allow_private: bool = False
 
     def handle(self, kind: IdentityKind) -> str | None:
-        """The customer's handle of this kind to send to, the same rule for every channel:
-        their newest (after a change of number, or a merge, they have several, and the
-        newest is the one they took up last), never whichever happened to load first. A
-        conversation does not record the handle it came from, so that cannot be preferred."""
-        found = [i for i in self.identities if i.kind == kind]
-        return max(found, key=lambda i: (i.created_at, i.id)).value if found else None
+        """The customer's handle of this kind to send to, the same rule for every channel
+        (``identity.recipient``): their newest, never whichever happened to load first, and
+        for a Messenger or Instagram id, only one this inbox's page issued. A conversation
+        does not record the handle it came from, so that cannot be preferred."""
+        found = identity.recipient(self.identities, kind, inbox_id=self.inbox.id)
+        return found.value if found is not None else None
 
 
 def send_parts(out: Outbound, parts: list[tuple[str, str, Callable[[], str | None]]]) -> list[str]:

@@ -32,12 +32,12 @@ from rapport.conversations.models import (
     Status,
     Upload,
 )
-from rapport.customers import profile
-from rapport.customers.models import Consent
+from rapport.customers import identity, profile
+from rapport.customers.models import Consent, Identity, IdentityKind
 from rapport.db import lock_row, utcnow
 from rapport.jobs.service import enqueue
 from rapport.notifications import service as notifications
-from rapport.problems import Invalid, NotFound
+from rapport.problems import Invalid, NotFound, Problem
 from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
 from rapport.scoped import get_scoped
@@ -436,6 +436,59 @@ def consent_refusal(
     return profile.withdrawn(db, customer_id=conversation.customer_id, channel=channel)
 
 
+class NotThisPage(Problem):
+    """A reply through a Messenger page or Instagram account the customer never wrote to:
+    their ids there are each page's own, and Meta refuses a send to another page's."""
+
+    def __init__(self, *, inbox: Inbox, kind: IdentityKind, wrote_to: list[Inbox]) -> None:
+        page = identity.page_noun(kind)
+        if wrote_to:
+            names = ", ".join(f"“{i.name}”" for i in wrote_to)
+            how = f"reply through the inbox they wrote to: {names}"
+        else:
+            how = f"they wrote to no {kind.value} {page} of yours: reply through another channel"
+        super().__init__(
+            409,
+            "not-this-page",
+            f"Not sent: this customer never wrote to the {page} of “{inbox.name}”, and "
+            f"{kind.value} ids belong to the {page} that issued them (Meta refuses a send "
+            f"to another's). {how[0].upper()}{how[1:]}.",
+            inbox_id=inbox.id,
+            wrote_to=[i.id for i in wrote_to],
+        )
+
+
+def page_refusal(db: Session, *, conversation: Conversation, inbox: Inbox) -> NotThisPage | None:
+    """Why a reply through ``inbox`` cannot reach the customer, for an inbox whose page
+    issues ids of its own (Messenger, Instagram): none of theirs is that page's (by
+    ``identity.recipient``, the rule the send follows); None when one is."""
+    kind = identity.page_kind(inbox.channel)
+    if kind is None:
+        return None
+    theirs = list(
+        db.scalars(
+            select(Identity).where(
+                Identity.workspace_id == conversation.workspace_id,
+                Identity.customer_id == conversation.customer_id,
+                Identity.kind == kind,
+            )
+        )
+    )
+    if identity.recipient(theirs, kind, inbox_id=inbox.id) is not None:
+        return None
+    pages = {i.inbox_id for i in theirs if i.inbox_id}
+    wrote_to = (
+        db.scalars(
+            select(Inbox)
+            .where(Inbox.workspace_id == conversation.workspace_id, Inbox.id.in_(pages))
+            .order_by(Inbox.name, Inbox.id)
+        ).all()
+        if pages
+        else []
+    )
+    return NotThisPage(inbox=inbox, kind=kind, wrote_to=list(wrote_to))
+
+
 def reply(
     db: Session,
     *,
@@ -452,7 +505,9 @@ def reply(
     It goes out through the channel the customer last wrote on in this conversation,
     unless the agent picks another inbox of the workspace (``via_inbox_id``). Uploads
     named by ``attachment_ids`` go with it as files. A customer who opted out of the
-    inbox's channel (an SMS STOP) gets nothing: ``NoConsent``, and nothing is stored.
+    inbox's channel (an SMS STOP) gets nothing: ``NoConsent``, and nothing is stored; nor
+    does one who never wrote to the inbox's Messenger page or Instagram account
+    (``NotThisPage``).
     """
     now = utcnow()
     inbox = db.get(Inbox, via_inbox_id or last_channel(db, conversation=conversation))
@@ -463,6 +518,10 @@ def reply(
         # only fail at the provider (Twilio's 21610), or worse, reach them.
         if refusal := consent_refusal(db, conversation=conversation, inbox=inbox):
             raise profile.NoConsent(refusal)
+        # Likewise a page the customer never wrote to: Meta would refuse it (their id is
+        # another page's), and the agent can still reply through the inbox they used.
+        if unreachable := page_refusal(db, conversation=conversation, inbox=inbox):
+            raise unreachable
     uploads = files.take(db, conversation=conversation, upload_ids=attachment_ids or [])
     if not text.strip() and not uploads:
         raise Invalid("a message needs text or a file")

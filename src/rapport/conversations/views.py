@@ -245,7 +245,9 @@ def upload(
         404: {"description": "No such conversation, inbox or upload here", **_PROBLEM},
         409: {
             "description": "The customer opted out of the inbox's channel (an SMS STOP): "
-            "type .../problems/no-consent, nothing stored",
+            "type .../problems/no-consent; or never wrote to the inbox's Messenger page or "
+            "Instagram account, whose ids are its own: type .../problems/not-this-page "
+            "(``wrote_to``: the inboxes they did write to); nothing stored",
             **_PROBLEM,
         },
         422: {

@@ -1,11 +1,12 @@
 """Normalizing handles, so one address written three ways is one identity."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
 
-from rapport.customers.models import PAGE_SCOPED, IdentityKind
+from rapport.customers.models import PAGE_SCOPED, Identity, IdentityKind
 from rapport.db import without_nul
 
 
@@ -97,8 +98,29 @@ def page_kind(channel: str) -> IdentityKind | None:
     return _PAGE_KINDS.get(channel)
 
 
+def page_noun(kind: IdentityKind) -> str:
+    """What issues ids of a page-scoped kind, as people call it."""
+    return "Instagram account" if kind == IdentityKind.instagram else "page"
+
+
 def issuer(h: Handle, *, channel: str, inbox_id: str) -> str | None:
     """The inbox that issued this handle, as it came through ``inbox_id``: that inbox, for
     a page-scoped id its own channel proved; None for any other (an id of another kind is
     the customer's everywhere, and one an API client names has no known page)."""
     return inbox_id if h.verified and page_kind(channel) == h.kind else None
+
+
+def recipient(
+    identities: Iterable[Identity], kind: IdentityKind, *, inbox_id: str
+) -> Identity | None:
+    """The customer's identity of this kind a send through ``inbox_id`` goes to: their
+    newest (after a change of number, or a merge, they have several, and the newest is the
+    one they took up last). A page-scoped id is only good at the page that issued it: those
+    the inbox issued, else those of no known page (typed in, imported, stored before pages
+    were recorded); one another page issued never, and then there is none."""
+    found = [i for i in identities if i.kind == kind]
+    if kind in PAGE_SCOPED:
+        found = [i for i in found if i.inbox_id == inbox_id] or [
+            i for i in found if i.inbox_id is None
+        ]
+    return max(found, key=lambda i: (i.created_at, i.id)) if found else None

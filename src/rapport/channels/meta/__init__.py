@@ -11,7 +11,7 @@ import httpx
 from rapport import outbound
 from rapport.channels import base, media
 from rapport.channels.whatsapp import valid_signature
-from rapport.customers.identity import handle
+from rapport.customers.identity import handle, page_noun
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
 
@@ -202,7 +202,7 @@ class MetaChannel:
         if not token:
             raise base.DeliveryError("the inbox has no page_access_token", permanent=True)
         if not to:
-            raise base.DeliveryError(f"the customer has no {self.name} id", permanent=True)
+            raise base.DeliveryError(self._no_recipient(out), permanent=True)
         api = str(out.inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
 
         def post(message: dict[str, Any]) -> str | None:
@@ -218,6 +218,17 @@ class MetaChannel:
             ),
         )
         return base.SendResult(external_id=ids[-1] or None, meta=base.parts_meta(ids))
+
+    def _no_recipient(self, out: base.Outbound) -> str:
+        """Why a message has nobody to go to: the customer has no id of this channel, or
+        only ids other pages issued, which Meta would refuse."""
+        if not any(i.kind == self.kind for i in out.identities):
+            return f"the customer has no {self.name} id"
+        page = page_noun(self.kind)
+        return (
+            f"the customer never wrote to this {page} ({out.inbox.name}), and {self.name} "
+            f"ids belong to the {page} that issued them: reply through the inbox they wrote to"
+        )
 
     def _post(self, url: str, token: str, body: dict[str, Any], allow_private: bool) -> str | None:
         try:
