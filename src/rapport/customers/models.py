@@ -67,8 +67,9 @@ class Identity(Base):
     # For a page-scoped kind (``PAGE_SCOPED``): the inbox (the page or account) that issued
     # it, the only one a send to it can go through; None where unknown (typed in, imported,
     # stored before this was recorded) and for every other kind.
+    # Indexed: deleting an inbox sets it NULL, which would otherwise read every identity.
     inbox_id: Mapped[str | None] = mapped_column(
-        ForeignKey("inboxes.id", ondelete="SET NULL"), default=None
+        ForeignKey("inboxes.id", ondelete="SET NULL"), default=None, index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

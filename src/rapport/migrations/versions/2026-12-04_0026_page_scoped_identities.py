@@ -2,7 +2,7 @@
 
 Revision ID: 0026
 Revises: 0025
-Create Date: 2026-12-05 09:00:00
+Create Date: 2026-12-04 23:50:00
 
 A Messenger page or an Instagram account gives each person an id of its own, and Meta
 refuses a send through one page to another page's id; identities did not say which page
@@ -63,6 +63,7 @@ def upgrade() -> None:
     with op.batch_alter_table("identities") as batch:
         batch.add_column(sa.Column("inbox_id", sa.String(length=32), nullable=True))
         batch.create_foreign_key(_FK, "inboxes", ["inbox_id"], ["id"], ondelete="SET NULL")
+        batch.create_index("ix_identities_inbox_id", ["inbox_id"])
     first_written = (
         sa.select(_messages.c.inbox_id)
         .join(_conversations, _conversations.c.id == _messages.c.conversation_id)
@@ -92,5 +93,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("identities") as batch:
+        batch.drop_index("ix_identities_inbox_id")
         batch.drop_constraint(_FK, type_="foreignkey")
         batch.drop_column("inbox_id")
