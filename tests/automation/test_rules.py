@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from rapport.automation import service
 from rapport.automation.models import Rule
@@ -776,3 +777,54 @@ def test_an_erased_customers_webhook_calls_are_cancelled_and_their_payloads_forg
     assert not [p for p in payloads.values() if erased & set(p.values())]
     assert sum(p == {} for p in payloads.values()) == 3  # the two made, the one cancelled
     assert {i: payloads[i] for i in ottos} == ottos
+
+
+def test_the_delivery_log_keeps_thirty_days_and_every_call_a_job_still_holds(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The log of outgoing webhook calls was never pruned: it grew without end, each
+    # payload naming customers and conversations.
+    from datetime import timedelta
+
+    from rapport.automation.models import Webhook, WebhookDelivery
+    from rapport.db import utcnow
+    from rapport.jobs.service import enqueue
+
+    for token in (world.alice, world.mallory):
+        r = client.post(
+            "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/h"}, headers=auth(token)
+        )
+        assert r.status_code == 201, r.text
+
+    def delivery(db: Session, hook: Webhook, *, days_ago: int, job: JobState | None) -> str:
+        """A call made ``days_ago``, its job left in state ``job`` (None: pruned)."""
+        row = service.queue_delivery(db, webhook=hook, event="conversation.created", payload={})
+        row.created_at = utcnow() - timedelta(days=days_ago)
+        held = db.scalars(select(Job).where(Job.args["delivery_id"].as_string() == row.id)).one()
+        if job is None:
+            db.delete(held)
+        else:  # a queued call waits for its backoff; this run of the worker leaves it
+            held.state, held.run_at = job, utcnow() + timedelta(days=1)
+        return row.id
+
+    with database.session() as db:
+        acme, globex = (
+            db.scalars(select(Webhook).where(Webhook.workspace_id == t.workspace.id)).one()
+            for t in (world.acme, world.globex)
+        )
+        kept = {
+            delivery(db, acme, days_ago=29, job=JobState.done),
+            delivery(db, acme, days_ago=40, job=JobState.queued),  # retried after a backoff
+            delivery(db, acme, days_ago=40, job=JobState.dead),  # an admin may retry it
+            delivery(db, globex, days_ago=29, job=None),
+        }
+        gone = {
+            delivery(db, acme, days_ago=31, job=JobState.done),
+            delivery(db, acme, days_ago=31, job=None),  # its done job pruned after a week
+            delivery(db, globex, days_ago=60, job=JobState.done),
+        }
+        enqueue(db, name="prune_webhook_deliveries")
+    Worker(database, settings).run_until_idle(max_jobs=10)
+    with database.session(write=False) as db:
+        left = set(db.scalars(select(WebhookDelivery.id)))
+    assert left == kept and not gone & left

@@ -7,12 +7,12 @@ small depth at all).
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 import regex
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from rapport import outbound, templating
@@ -33,6 +33,7 @@ from rapport.conversations.models import (
 from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
 from rapport.customers.models import Customer
 from rapport.db import savepoint, transient, utcnow
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.service import enqueue
 from rapport.problems import Conflict, Invalid, Problem
 from rapport.scoped import get_scoped
@@ -758,6 +759,41 @@ def queue_delivery(
         max_attempts=10,
     )
     return row
+
+
+# Days a webhook's delivery log keeps a call: long enough to look into a receiver's
+# failures, not for ever (a payload names customers and conversations).
+DELIVERIES_KEPT_DAYS = 30
+
+
+def prune_deliveries(db: Session, *, webhook_id: str, limit: int = 5000) -> int:
+    """Delete up to ``limit`` of the webhook's deliveries older than DELIVERIES_KEPT_DAYS,
+    oldest first (found by the log's (webhook, time) index), except those still in a job's
+    hands: queued or running, or dead, for an admin may retry it, and its call would then
+    find nothing to send. Returns how many, for the caller to repeat in a new transaction
+    while a whole chunk went."""
+    cutoff = utcnow() - timedelta(days=DELIVERIES_KEPT_DAYS)
+    held = (
+        select(Job.id)
+        .where(
+            Job.workspace_id == WebhookDelivery.workspace_id,
+            Job.name == "webhook_deliver",
+            Job.state != JobState.done,
+            Job.args["delivery_id"].as_string() == WebhookDelivery.id,
+        )
+        .exists()
+    )
+    chunk = (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.created_at < cutoff, ~held)
+        .order_by(WebhookDelivery.created_at)
+        .limit(limit)
+    )
+    result = db.execute(
+        delete(WebhookDelivery).where(WebhookDelivery.id.in_(chunk)),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -3,6 +3,10 @@ of workers together enqueue it once per period."""
 
 import time
 
+from sqlalchemy import select
+
+from rapport.automation import service as automation
+from rapport.automation.models import Webhook
 from rapport.channels import service as channels
 from rapport.conversations import files
 from rapport.conversations import service as conversations
@@ -20,6 +24,7 @@ SCHEDULE = {
     "prune_uploads": 3600,
     "sweep_storage": 86400,
     "prune_unparsed": 86400,
+    "prune_webhook_deliveries": 86400,
     "sla_check": 60,
     "imap_poll_all": 60,
     "find_duplicates_all": 86400,
@@ -66,6 +71,21 @@ def prune_unparsed(ctx: JobContext) -> None:
             pruned = channels.prune_unparsed(db, limit=PRUNE_CHUNK)
         if pruned < PRUNE_CHUNK:
             break
+
+
+@job("prune_webhook_deliveries")
+def prune_webhook_deliveries(ctx: JobContext) -> None:
+    """Drop each webhook's deliveries once kept DELIVERIES_KEPT_DAYS (but for those a job
+    still holds): webhook by webhook, through its log's (webhook, time) index, a chunk
+    per transaction, so no other writer waits long."""
+    with ctx.database.session(write=False) as db:
+        hooks = list(db.scalars(select(Webhook.id)))
+    for hook in hooks:
+        while True:
+            with ctx.database.session() as db:
+                pruned = automation.prune_deliveries(db, webhook_id=hook, limit=PRUNE_CHUNK)
+            if pruned < PRUNE_CHUNK:
+                break
 
 
 @job("prune_uploads")
