@@ -2,11 +2,13 @@
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from rapport.config import Settings
 from rapport.db import Database
 from tests.conftest import auth
 from tests.factories import World
@@ -46,8 +48,10 @@ def test_a_defect_answers_a_problem_document_and_logs_its_traceback(
 ) -> None:
     from rapport import logs
 
+    bug = "a bug of ours"
+
     def broken() -> None:
-        raise ZeroDivisionError("a bug of ours")
+        raise ZeroDivisionError(bug)
 
     app.add_api_route("/api/v1/broken", broken)
     root = logging.getLogger()
@@ -64,7 +68,53 @@ def test_a_defect_answers_a_problem_document_and_logs_its_traceback(
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
     (said,) = [line for line in lines if line.get("event") == "http.unhandled"]
     assert said["path"] == "/api/v1/broken" and said["error"] == "ZeroDivisionError"
-    assert any("ZeroDivisionError: a bug of ours" in line.get("exception", "") for line in lines)
+    (traceback,) = [line["exception"] for line in lines if "exception" in line]
+    assert "in broken" in traceback and traceback.endswith("\nZeroDivisionError")
+    assert bug not in traceback  # what an exception says may quote a customer
+
+
+def test_a_logged_traceback_has_its_frames_and_classes_but_not_what_they_said(
+    database: Database, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A traceback's last line was the exception's text: a job's hook refused by a mail
+    # server logged the customer's address, a wrapped error the number its cause quoted.
+    import tests.jobs.handlers  # noqa: F401  (registers the test jobs)
+    from rapport import logs
+    from rapport.jobs.service import enqueue
+    from rapport.jobs.worker import Worker
+
+    address, phone = "zoe@example.com", "+14155550100"
+    with database.session() as db:
+        job = enqueue(
+            db,
+            name="test.doomed",
+            args={"path": str(tmp_path / "deaths"), "hook_fails": address},
+            max_attempts=1,
+        )
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("INFO", json=True)  # to this test's captured stderr, until it ends
+    try:
+        Worker(database, settings).run_until_idle()
+        try:
+            try:
+                raise LookupError(phone)
+            except LookupError as exc:
+                raise ValueError(address) from exc
+        except ValueError:
+            logging.getLogger("rapport.test").exception("wrapped", extra={"event": "t.wrapped"})
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    lines = {line["event"]: line for line in map(json.loads, err.splitlines()) if line}
+    assert address not in err and phone not in err
+    hook = lines["job.on_dead_failed"]
+    assert hook["job_id"] == job.id
+    assert "in _write_death" in hook["exception"] and hook["exception"].endswith("\nRuntimeError")
+    wrapped = lines["t.wrapped"]["exception"].splitlines()
+    assert wrapped[0] == "Traceback (most recent call last):" and wrapped[-1] == "ValueError"
+    assert "LookupError" in wrapped and any("direct cause" in line for line in wrapped)
 
 
 def test_logs_at_info_carry_no_message_body_or_contact_details(

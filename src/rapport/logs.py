@@ -2,6 +2,9 @@
 
 import logging
 import sys
+import traceback
+from types import TracebackType
+from typing import Any
 
 import structlog
 
@@ -23,8 +26,9 @@ def configure(level: str = "INFO", json: bool = True) -> None:
         foreign_pre_chain=pre_chain,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            # A traceback as text in the JSON line (the console renderer prints its own).
-            *([structlog.processors.format_exc_info] if json else []),
+            # A traceback as text in the JSON line, without what the exception said (the
+            # console renderer, for a developer's terminal, prints its own in full).
+            *([frames_only] if json else []),
             renderer,
         ],
     )
@@ -48,3 +52,57 @@ def _logged_by_us(record: logging.LogRecord) -> bool:
     (Starlette raises it on once the 500 is answered); every other error it logs."""
     error = record.exc_info[1] if record.exc_info else None
     return error is None or LOGGED not in getattr(error, "__notes__", ())
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def frames_only(
+    _: Any, __: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """In place of structlog's ``format_exc_info``: the record's exception as ``exception``,
+    a traceback whose frames and classes are Python's and whose messages are left out. An
+    exception's text may quote a customer's address or phone (a mail server's refusal, a
+    provider's error, a constraint naming a value); where it matters it is kept elsewhere
+    (a failed job's on its row)."""
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        error: BaseException | None = exc_info
+    elif isinstance(exc_info, tuple):
+        error = exc_info[1]
+    else:
+        error = None
+    if error is not None:
+        event_dict["exception"] = traceback_without_text(error)
+    return event_dict
+
+
+def traceback_without_text(error: BaseException) -> str:
+    """The traceback Python would print, chained causes included, each exception's last
+    line its class alone (``smtplib.SMTPRecipientsRefused``), never its message."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        if current.__cause__ is not None:
+            current = current.__cause__
+        else:
+            current = None if current.__suppress_context__ else current.__context__
+    parts: list[str] = []
+    for earlier, later in zip(chain[:0:-1], chain[-2::-1], strict=True):
+        parts += _one(earlier.__traceback__, earlier)
+        parts.append(_CAUSE if later.__cause__ is earlier else _CONTEXT)
+    parts += _one(error.__traceback__, error)
+    return "".join(parts).rstrip("\n")
+
+
+def _one(tb: TracebackType | None, error: BaseException) -> list[str]:
+    kind = type(error)
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
+    frames = ["Traceback (most recent call last):\n", *traceback.format_tb(tb)] if tb else []
+    return [*frames, f"{name}\n"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from rapport.jobs.models import Job
-from rapport.jobs.registry import JobContext, PermanentError, job
+from rapport.jobs.registry import JobContext, Later, PermanentError, RetryLater, job
 
 
 @job("test.record")
@@ -58,8 +58,8 @@ def _write_death(db: Session, dead: Job, error: str) -> None:
     """Record, beside the job's ``path``, that it died and why (once per death)."""
     with open(dead.args["path"], "a") as fh:
         fh.write(f"{dead.id} {error}\n")
-    if dead.args.get("hook_fails"):
-        raise RuntimeError("the hook failed too")
+    if quoted := dead.args.get("hook_fails"):
+        raise RuntimeError(f"the hook failed too: 550 <{quoted}>")
 
 
 @job("test.doomed", on_dead=_write_death)
@@ -83,3 +83,9 @@ def flaky(ctx: JobContext, *, secret: str) -> None:
 @job("test.forgotten", keep_done=False)
 def forgotten(ctx: JobContext, *, report: str) -> None:
     """A job whose arguments are not kept once it has run."""
+
+
+@job("test.later")
+def later(ctx: JobContext) -> None:
+    """Whose turn has not come, as a message over its inbox's sending rate."""
+    raise RetryLater(Later.sending_rate, seconds=60)

@@ -1,5 +1,6 @@
 """The job queue: nothing lost, nothing run twice at once, failures retried then dead-lettered."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from rapport.config import Settings
 from rapport.db import Database, utcnow
 from rapport.jobs import periodic, service
 from rapport.jobs.models import Job, JobState
+from rapport.jobs.registry import Later, RetryLater
 from rapport.jobs.worker import Worker
 
 
@@ -304,7 +306,7 @@ def test_a_job_is_told_when_it_is_dead_lettered_however_that_comes(
         ]
     )
     # A hook that fails is logged; the job is dead-lettered all the same.
-    broken = enqueue(database, "test.doomed", path=str(out), hook_fails=True)
+    broken = enqueue(database, "test.doomed", path=str(out), hook_fails="zoe@example.com")
     with database.session() as db:
         db.execute(update(Job).where(Job.id == broken).values(max_attempts=1))
     assert Worker(database, settings).run_until_idle() == 1
@@ -344,3 +346,17 @@ def test_ctrl_c_still_stops_a_worker_running_on_the_main_thread(
         Worker(database, settings).run_until_idle()
     row = job_row(database, job_id)
     assert row.state == JobState.running and row.last_error is None  # left to its lease
+
+
+def test_a_job_put_off_says_why_in_rapports_own_words_alone(
+    database: Database, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The worker logged a postponed job's reason at INFO, whatever text it was given.
+    with pytest.raises(ValueError):
+        RetryLater("550 <zoe@example.com>: try later", seconds=1)  # type: ignore[arg-type]
+    later = enqueue(database, "test.later")
+    caplog.set_level(logging.INFO, logger="rapport.jobs.worker")
+    assert Worker(database, settings).run_until_idle() == 1
+    (said,) = [r for r in caplog.records if getattr(r, "event", None) == "job.later"]
+    assert (said.job_id, said.reason) == (later, Later.sending_rate.value)  # type: ignore[attr-defined]
+    assert job_row(database, later).state == JobState.queued

@@ -34,7 +34,7 @@ from rapport.customers import profile
 from rapport.customers.models import Customer, Identity, IdentityKind
 from rapport.db import utcnow
 from rapport.jobs.models import Job, JobState
-from rapport.jobs.registry import JobContext, PermanentError, RetryLater, job
+from rapport.jobs.registry import JobContext, Later, PermanentError, RetryLater, job
 from rapport.jobs.service import enqueue
 from rapport.realtime.service import emit
 from rapport.storage import LocalStorage
@@ -140,7 +140,7 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
     # attempts: a busy inbox delays messages, it must not fail them.
     if not _limiter(inbox.channel, inbox.settings, ctx.settings.redis_url).hit(f"send:{inbox.id}"):
         wait = RATE_WAIT * (1 + random.random())  # noqa: S311 - jitter, not security
-        raise RetryLater(f"{inbox.channel} sending rate reached", seconds=wait)
+        raise RetryLater(Later.sending_rate, seconds=wait)
     # The provider call happens outside any transaction: no lock is held while we wait.
     try:
         result = channel.send(out)

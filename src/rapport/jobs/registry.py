@@ -1,5 +1,6 @@
 """The ``@job`` registry: a name for each kind of background work and the function doing it."""
 
+import enum
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +17,20 @@ class PermanentError(Exception):
     """Raised by a job that will never succeed: it is dead-lettered at once, not retried."""
 
 
+class Later(enum.StrEnum):
+    """Why a job's turn has not come, as the worker logs it at INFO: Rapport's own words
+    from this list, never a text a provider or a customer wrote."""
+
+    sending_rate = "the inbox's sending rate reached"
+
+
 class RetryLater(Exception):
     """Raised by a job whose turn has not come (a provider's sending rate): it runs again
     after ``seconds``, and the run that raised it is not counted as one of its attempts."""
 
-    def __init__(self, reason: str, *, seconds: float) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: Later, *, seconds: float) -> None:
+        self.reason = Later(reason)  # any other text is refused here, not logged
+        super().__init__(self.reason.value)
         self.seconds = seconds
 
 

@@ -114,7 +114,7 @@ class Worker:
         try:
             spec.fn(ctx, **job.args)
         except registry.RetryLater as exc:
-            self._postpone(job, str(exc), seconds=exc.seconds)
+            self._postpone(job, exc.reason, seconds=exc.seconds)
             return
         except registry.PermanentError as exc:
             self._fail(job, f"{type(exc).__name__}: {exc}", _kind(exc), permanent=True)
@@ -206,7 +206,8 @@ class Worker:
                 extra={"event": "job.on_dead_failed", "job": job.name, "job_id": job.id},
             )
 
-    def _postpone(self, job: Job, reason: str, *, seconds: float) -> None:
+    def _postpone(self, job: Job, reason: registry.Later, *, seconds: float) -> None:
+        """Run the job again after ``seconds``; the log says why in Rapport's own words."""
         with self.database.session() as db:
             kept = service.postpone(
                 db, job_id=job.id, worker_id=self.id, run_at=utcnow() + timedelta(seconds=seconds)
@@ -220,7 +221,7 @@ class Worker:
                 "job_id": job.id,
                 "workspace_id": job.workspace_id,
                 "seconds": round(seconds, 1),
-                "reason": reason[:500],
+                "reason": reason.value,
             },
         )
 
