@@ -13,7 +13,7 @@ from rapport.customers.models import Consent, ConsentChannel
 from rapport.db import Database, utcnow
 from rapport.events.models import Order
 from rapport.realtime.models import StreamEvent
-from tests.conftest import auth
+from tests.conftest import auth, published_events
 from tests.factories import World
 
 
@@ -217,6 +217,48 @@ def test_consent_keeps_its_history_and_the_newest_decision_is_in_force(
         headers=auth(world.bob),
     )
     assert r.status_code == 422
+
+
+def test_a_consent_or_tags_recorded_tell_open_customer_panels_once_committed(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Recording a consent published nothing: another agent's open panel showed the old
+    # decisions until it was reloaded (tags and a customer's STOP the same).
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{customer.id}/consents"
+    updated = {"type": "customer.updated", "payload": {"id": customer.id}}
+
+    def told(events: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{k: e[k] for k in ("type", "payload")} for e in events]
+
+    with published_events() as published:
+        r = client.post(
+            url, json={"channel": "sms", "purpose": "!", "granted": True}, headers=auth(world.bob)
+        )
+        assert r.status_code == 422  # refused: nothing to tell
+        assert published == []
+        r = client.post(
+            url, json={"channel": "sms", "purpose": "all", "granted": True}, headers=auth(world.bob)
+        )
+        assert r.status_code == 201, r.text
+        assert told(published) == [updated]
+        assert published[0]["workspace_id"] == world.acme.workspace.id
+        r = client.put(
+            f"/api/v1/customers/{customer.id}/tags", json={"tags": ["vip"]}, headers=auth(world.bob)
+        )
+        assert r.status_code == 200
+        assert told(published) == [updated] * 2
+        with database.session() as db:
+            profile.record_keyword(
+                db,
+                workspace_id=customer.workspace_id,
+                customer_id=customer.id,
+                channel=ConsentChannel.sms,
+                keyword="STOP",
+                granted=False,
+            )
+            assert len(published) == 2  # not before the keyword's transaction commits
+        assert told(published) == [updated] * 3
 
 
 def test_the_profile_adds_up_the_customers_history(

@@ -98,3 +98,31 @@ def test_a_viewer_sees_the_consent_but_no_control_to_record_it(
     expect(panel).to_contain_text("marketing: given since ")
     expect(panel).to_contain_text(" UTC by form")
     expect(page.locator("#consent-form")).to_have_count(0)
+
+
+def test_a_consent_a_colleague_records_shows_in_an_open_panel_at_once(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    sms_conversation: dict,  # type: ignore[type-arg]
+) -> None:
+    # Recording one published nothing: a colleague's open panel showed the old decisions,
+    # and a reply form that seemed allowed, until the page was reloaded.
+    page = browser.new_page()
+    frames: list[object] = []  # what the page's stream received
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda frame: frames.append(frame)))
+    sign_in(page, live_server, "victor@acme.test", f"/app/conversations/{sms_conversation['id']}")
+    for _ in range(200):  # until the stream said hello: what comes after reaches the page
+        if any('"hello"' in str(frame) for frame in frames):
+            break
+        page.wait_for_timeout(50)
+    panel = page.locator('#panel-extra [data-part="consent"]')
+    expect(panel).to_contain_text("No consent recorded yet.")
+    r = httpx.post(
+        f"{live_server.url}/api/v1/customers/{sms_conversation['customer_id']}/consents",
+        json={"channel": "sms", "purpose": "all", "granted": False, "source": "phone call"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    expect(panel.locator("dd li")).to_contain_text("everything: withdrawn since ")
+    expect(panel.locator("dd li")).to_contain_text(" UTC by phone call")

@@ -28,6 +28,7 @@ from rapport.customers.models import (
 from rapport.db import lock_row
 from rapport.events.models import Order
 from rapport.problems import Conflict, Invalid, NotFound, Problem
+from rapport.realtime.service import emit
 
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TAG = re.compile(r"^[\w][\w .:/-]{0,63}$", re.UNICODE)
@@ -188,6 +189,7 @@ def set_tags(db: Session, *, customer: Customer, tags: list[str]) -> list[str]:
     for tag in clean:
         db.add(CustomerTag(customer_id=customer.id, workspace_id=customer.workspace_id, tag=tag))
     db.flush()
+    _changed(db, customer.workspace_id, customer.id)
     return clean
 
 
@@ -215,7 +217,13 @@ def record_consent(
     )
     db.add(row)
     db.flush()
+    _changed(db, customer.workspace_id, customer.id)
     return row
+
+
+def _changed(db: Session, workspace_id: str, customer_id: str) -> None:
+    """Tell open customer panels to read the customer again, once this commits."""
+    emit(db, workspace_id=workspace_id, type="customer.updated", payload={"id": customer_id})
 
 
 def consents(db: Session, *, customer_id: str) -> tuple[list[Consent], list[Consent]]:
@@ -280,6 +288,7 @@ def record_keyword(
     ]
     db.add_all(rows)
     db.flush()
+    _changed(db, workspace_id, customer_id)
     return rows
 
 

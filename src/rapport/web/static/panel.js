@@ -125,11 +125,14 @@ function consentForm(channel) {
   return form;
 }
 
-async function consent(box, customerId, current, { canRecord, channel }) {
+// Shows the decisions in force and, for agents and above, the form; returns what redraws
+// the decisions alone (a colleague recorded one), leaving a half-filled form as it is.
+function consent(box, customerId, current, { canRecord, channel }) {
   const state = el("div");
   state.append(consentState(current));
   box.replaceChildren(el("h3", "Consent"), state);
-  if (!canRecord) return;
+  const redraw = (fresh) => state.replaceChildren(consentState(fresh));
+  if (!canRecord) return redraw;
   const form = consentForm(channel);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -146,7 +149,7 @@ async function consent(box, customerId, current, { canRecord, channel }) {
     try {
       const row = await api("POST", `/api/v1/customers/${customerId}/consents`, body);
       const fresh = await api("GET", `/api/v1/customers/${customerId}/consents`);
-      state.replaceChildren(consentState(fresh.current));
+      redraw(fresh.current);
       const what = row.purpose === "all" ? "everything" : row.purpose;
       status.textContent = `Recorded: ${CHANNELS[row.channel] || row.channel}, ${what} ${row.granted ? "given" : "withdrawn"}.`;
       form.elements.note.value = "";
@@ -157,6 +160,29 @@ async function consent(box, customerId, current, { canRecord, channel }) {
     }
   });
   box.append(form);
+  return redraw;
+}
+
+// Another agent changed this customer (a consent, tags, a handle): read the profile and
+// the decisions again. Events of a burst while a read is on its way cost one more read.
+function followCustomer(customerId, boxes, redrawConsent) {
+  let reading = null;
+  let again = false;
+  const read = () => {
+    reading = profile(boxes.profile, customerId)
+      .then((p) => redrawConsent(p.consents))
+      .catch((e) => showError(e.message))
+      .finally(() => {
+        reading = null;
+        if (again) { again = false; read(); }
+      });
+  };
+  document.addEventListener("rapport:event", (ev) => {
+    const e = ev.detail;
+    if (e.type !== "customer.updated" || (e.payload || {}).id !== customerId) return;
+    if (reading) again = true;
+    else read();
+  });
 }
 
 async function related(box, conversationId) {
@@ -319,10 +345,13 @@ if (root) {
   };
   suggested(boxes.suggested, conversation).catch((e) => showError(e.message));
   profile(boxes.profile, customer)
-    .then((p) => consent(boxes.consent, customer, p.consents, {
-      canRecord: canRecordConsent === "true",
-      channel: consentChannel,
-    }))
+    .then((p) => {
+      const redraw = consent(boxes.consent, customer, p.consents, {
+        canRecord: canRecordConsent === "true",
+        channel: consentChannel,
+      });
+      followCustomer(customer, boxes, redraw);
+    })
     .catch((e) => showError(e.message));
   related(boxes.related, conversation).catch((e) => showError(e.message));
   suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
