@@ -342,3 +342,35 @@ def test_a_route_job_leaves_a_conversation_of_an_inbox_that_stopped_auto_assigni
         assert db.scalars(select(Job.name).where(Job.name == "route")).all() == ["route"]
     Worker(database, settings).run_until_idle()
     assert assignee(client, world, conv) is None
+
+
+def test_a_new_conversation_never_takes_a_free_agent_ahead_of_one_waiting_longer(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The route job gave its own conversation the agent who had just freed up, though an
+    # older one of the queue had waited for them (the pass that would have given it them
+    # had not run yet).
+    ids = setup_team(client, world, database)
+    worker = Worker(database, settings)
+    convs = []
+    for n in range(5):
+        convs.append(write(client, world, ids["inbox"], n))
+        worker.run_until_idle()
+    waiting = convs[4]
+    assert assignee(client, world, waiting) is None  # bob and carol are full
+    mine = next(c for c in convs if assignee(client, world, c) == ids["bob"])
+    r = client.post(
+        f"/api/v1/conversations/{mine}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    newest = write(client, world, ids["inbox"], 5)
+    with database.session() as db:  # the route job is claimed before the pass bob's queued
+        db.execute(
+            update(Job)
+            .where(Job.name == "route_waiting")
+            .values(run_at=utcnow() + timedelta(hours=1))
+        )
+        assert db.scalars(select(Job.name).where(Job.name == "route", Job.state == "queued")).all()
+    worker.run_until_idle()
+    assert assignee(client, world, waiting) == ids["bob"]
+    assert assignee(client, world, newest) is None  # its turn comes after

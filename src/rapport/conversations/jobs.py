@@ -5,8 +5,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from rapport.automation import service as automation
-from rapport.channels.models import Inbox
-from rapport.conversations import routing, service, sla
+from rapport.conversations import routing, sla
 from rapport.conversations.models import Conversation, Status
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
@@ -53,20 +52,15 @@ def after_inbound_ids(
 
 @job("route")
 def route(ctx: JobContext, *, conversation_id: str) -> None:
-    """Assign an unassigned open conversation of an auto-assigning inbox to the agent with
-    the most room (the inbox may have stopped auto-assigning since the job was queued)."""
+    """A conversation joined the queue: run the queue's pass (routing.assign_waiting, the
+    one rule), which hands out the waiting conversations oldest first, this one among them
+    if its turn comes. Given the free agent at once, it would take them from a conversation
+    that has waited longer."""
     with ctx.database.session() as db:
         conv = db.get(Conversation, conversation_id)
-        if conv is None or conv.assignee_id is not None or conv.status == Status.resolved:
-            return
-        inbox = db.get(Inbox, conv.inbox_id)
-        if inbox is None or not inbox.auto_assigns:
-            return
-        team_id = conv.team_id or inbox.team_id
-        agent = routing.pick_agent(db, workspace_id=conv.workspace_id, team_id=team_id)
-        if agent is not None:
-            service.assign(db, conversation=conv, assignee_id=agent, team_id=team_id, actor_id=None)
-        # Otherwise it waits: route_waiting hands it out when someone frees up.
+        if conv is None or conv.assignee_id is not None or conv.status != Status.open:
+            return  # given out by a pass already, or no longer waiting
+        routing.assign_waiting(db, workspace_id=conv.workspace_id)
 
 
 @job("route_waiting")
