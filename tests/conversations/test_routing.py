@@ -17,7 +17,7 @@ from rapport.db import Database, utcnow
 from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
 from rapport.workspaces import service as workspaces
-from tests.conftest import auth, sqlite_only
+from tests.conftest import auth, postgresql_only, sqlite_only
 from tests.factories import PASSWORD, World
 
 
@@ -374,3 +374,42 @@ def test_a_new_conversation_never_takes_a_free_agent_ahead_of_one_waiting_longer
     worker.run_until_idle()
     assert assignee(client, world, waiting) == ids["bob"]
     assert assignee(client, world, newest) is None  # its turn comes after
+
+
+@postgresql_only
+def test_two_passes_at_once_give_each_waiting_conversation_once(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Side by side on PostgreSQL each pass read the other's conversation as waiting and
+    # the agent's room as free: both gave it out (bob twice over his capacity of one).
+    import threading
+
+    ids = setup_team(client, world, database)
+    ws = world.acme.workspace.id
+    with database.session() as db:
+        db.execute(update(Membership).where(Membership.user_id == ids["bob"]).values(capacity=1))
+        db.execute(
+            update(Membership).where(Membership.user_id == ids["carol"]).values(availability="busy")
+        )
+    older, newer = write(client, world, ids["inbox"], 1), write(client, world, ids["inbox"], 2)
+    first_done, first_may_commit = threading.Event(), threading.Event()
+    given: list[int] = []
+
+    def run_pass(first: bool) -> None:
+        with database.session() as db:
+            given.append(routing.assign_waiting(db, workspace_id=ws))
+            if first:
+                first_done.set()
+                assert first_may_commit.wait(10)
+
+    first = threading.Thread(target=run_pass, args=(True,))
+    first.start()
+    assert first_done.wait(10)
+    second = threading.Thread(target=run_pass, args=(False,))
+    second.start()
+    second.join(0.5)  # it waits for the first meanwhile
+    first_may_commit.set()
+    first.join(10)
+    second.join(10)
+    assert given == [1, 0]
+    assert (assignee(client, world, older), assignee(client, world, newer)) == (ids["bob"], None)

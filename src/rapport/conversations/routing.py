@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 from rapport.auth.models import Membership, Role, TeamMember
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Status
-from rapport.db import on_commit, utcnow
+from rapport.db import lock_row, on_commit, utcnow
 from rapport.jobs.models import Job
 from rapport.jobs.service import enqueue
 from rapport.problems import Invalid
+from rapport.workspaces.models import Workspace
 
 PRESENCE_TIMEOUT = timedelta(minutes=3)
 AVAILABILITY = ("online", "busy", "offline")
@@ -106,6 +107,11 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
     from rapport.bot.models import BotConversation
     from rapport.conversations import service  # service calls back into routing
 
+    # One pass of a workspace at a time (PostgreSQL; SQLite has one writer anyway): two
+    # side by side each read the other's conversations as waiting and its agents' room as
+    # free, and both gave them out, one over the other. The second waits, then reads the
+    # queue as the first left it.
+    lock_row(db, Workspace, workspace_id)
     team = func.coalesce(Conversation.team_id, Inbox.team_id)
     waiting = (
         select(Conversation, team)
