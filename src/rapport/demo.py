@@ -163,7 +163,7 @@ def _fill(db: Session, ws: Workspace, settings: Settings) -> None:
                 customer=result.customer,
                 data=EventCreate(
                     type="Order Completed",
-                    properties={"order_id": "1042", "total": 5990, "currency": "EUR"},
+                    properties={"order_id": "1042", "total": "59.90", "currency": "EUR"},
                     occurred_at=now - timedelta(days=3),
                     source="demo",
                 ),

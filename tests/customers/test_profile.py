@@ -492,3 +492,60 @@ def test_a_withdrawal_of_all_governs_every_purpose_and_a_grant_of_all_only_the_u
         decide(7, ConsentChannel.sms, profile.SERVICE, False)
         refusal = profile.withdrawn(db, customer_id=customer.id, channel=ConsentChannel.sms)
         assert refusal is not None and refusal.purpose == profile.SERVICE
+
+
+def test_amounts_are_shown_in_their_currencys_decimals_and_totalled_per_currency(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Every currency was taken to have two decimals: an order of 1500 yen showed as
+    # "15.00 JPY" and one of 1.234 dinars as "12.34 KWD".
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    with database.session() as db:
+        for order_id, total, currency in (
+            ("y1", 1500, "JPY"),
+            ("y2", 250, "JPY"),
+            ("k", 1234, "KWD"),
+            ("o", -5, "OMR"),
+            ("e", 1999, "EUR"),
+            ("c", 1, "CLF"),
+        ):
+            db.add(
+                Order(
+                    workspace_id=world.acme.workspace.id,
+                    customer_id=customer.id,
+                    order_id=order_id,
+                    total_minor=total,
+                    currency=currency,
+                    status="completed",
+                )
+            )
+    r = client.get(
+        f"/api/v1/customers/{customer.id}/timeline",
+        params={"kind": "order"},
+        headers=auth(world.bob),
+    )
+    summaries = {e["data"]["order_id"]: e["summary"] for e in r.json()["items"]}
+    assert summaries == {
+        "y1": "Order y1: 1500 JPY",
+        "y2": "Order y2: 250 JPY",
+        "k": "Order k: 1.234 KWD",
+        "o": "Order o: -0.005 OMR",
+        "e": "Order e: 19.99 EUR",
+        "c": "Order c: 0.0001 CLF",
+    }
+    r = client.get(f"/api/v1/customers/{customer.id}/profile", headers=auth(world.bob))
+    figures = r.json()["figures"]
+    assert figures["total_spend_minor"] == {
+        "JPY": 1750,
+        "KWD": 1234,
+        "OMR": -5,
+        "EUR": 1999,
+        "CLF": 1,
+    }
+    assert figures["total_spend"] == {
+        "JPY": "1750",
+        "KWD": "1.234",
+        "OMR": "-0.005",
+        "EUR": "19.99",
+        "CLF": "0.0001",
+    }

@@ -421,3 +421,64 @@ def test_a_large_batch_is_checked_whole_then_stored_a_chunk_per_transaction(
     assert events(database) == before + 25
     again = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
     assert again.json() == {"success": True, "stored": 0, "duplicates": 25}
+
+
+def test_an_order_is_recorded_in_its_currencys_decimals(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Every total was multiplied by 100: 1500 yen became 150000 minor units (shown as
+    # "1500.00") and 1.234 dinars 123 (the last fils rounded away).
+    key = source(client, world)
+    sent = {"o-jpy": (1500, "JPY"), "o-kwd": ("1.234", "KWD"), "o-kwd2": (0.5, "kwd")}
+    batch = [
+        {
+            "type": "track",
+            "userId": "user-fx",
+            "event": "Order Completed",
+            "properties": {"order_id": order_id, "total": total, "currency": currency},
+        }
+        for order_id, (total, currency) in sent.items()
+    ]
+    r = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
+    assert r.status_code == 200, r.text
+    with database.session(write=False) as db:
+        stored = dict(db.execute(select(Order.order_id, Order.total_minor)).all())
+        customer_id = db.scalar(select(Order.customer_id).where(Order.order_id == "o-jpy"))
+    assert stored == {"o-jpy": 1500, "o-kwd": 1234, "o-kwd2": 500}
+    r = client.get(f"/api/v1/customers/{customer_id}/profile", headers=auth(world.bob))
+    assert r.json()["figures"]["total_spend"] == {"JPY": "1500", "KWD": "1.734"}
+
+
+@pytest.mark.parametrize(
+    ("total", "currency", "detail"),
+    [
+        ("19.999", "EUR", "19.999 has more decimals than EUR's 2"),
+        (19.999, None, "19.999 has more decimals than USD's 2"),
+        (0.30000000000000004, "USD", "0.30000000000000004 has more decimals than USD's 2"),
+        (1500.5, "JPY", "1500.5 has decimals, and JPY has none"),
+        ("1.2345", "KWD", "1.2345 has more decimals than KWD's 3"),
+    ],
+)
+def test_an_order_total_finer_than_its_currency_refuses_the_batch(
+    client: TestClient,
+    world: World,
+    database: Database,
+    total: str | float,
+    currency: str | None,
+    detail: str,
+) -> None:
+    # Rounded before, silently: 19.999 EUR was recorded as 20.00 paid.
+    key = source(client, world)
+    before = events(database)
+    good = {"order_id": "fine", "total": "1.00", "currency": "EUR"}
+    bad = {"order_id": "fine-2", "total": total, "currency": currency}
+    batch = [
+        {"type": "track", "userId": "u-p", "event": "Order Completed", "properties": props}
+        for props in (good, bad)
+    ]
+    r = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
+    assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json")
+    assert r.json()["detail"] == (
+        f"batch[1]: properties.total: {detail}; send the amount as the decimal text it was paid in"
+    )
+    assert events(database) == before

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from rapport import money
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation
 from rapport.customers.models import (
@@ -384,13 +385,6 @@ class NoConsent(Problem):
         )
 
 
-def amount(minor: int) -> str:
-    """An amount in minor units as its decimal text, exactly: -1234 -> "-12.34". Not
-    ``minor / 100``: a float is off by a cent or more past 2**53 minor units."""
-    units, cents = divmod(abs(minor), 100)
-    return f"{'-' if minor < 0 else ''}{units}.{cents:02d}"
-
-
 def figures(db: Session, *, customer: Customer) -> dict[str, Any]:
     """What the customer's history adds up to, computed when asked (never stale)."""
     channels = sorted(
@@ -429,9 +423,12 @@ def figures(db: Session, *, customer: Customer) -> dict[str, Any]:
         "orders": int(orders or 0),
         # Per currency, in minor units: sums of different currencies mean nothing.
         "total_spend_minor": spend,
-        # The same as decimal text, for clients whose JSON numbers are doubles (a browser's
-        # JSON.parse rounds an integer past 2**53, a large total's last cents).
-        "total_spend": {currency: amount(minor) for currency, minor in spend.items()},
+        # The same as decimal text in each currency's decimals ("1500" JPY, "35.00" EUR),
+        # for clients whose JSON numbers are doubles (a browser's JSON.parse rounds an
+        # integer past 2**53, a large total's last cents).
+        "total_spend": {
+            currency: money.to_text(minor, currency) for currency, minor in spend.items()
+        },
         # Surveys are not built yet: null, not zero, until there is a rating.
         "average_csat": None,
     }

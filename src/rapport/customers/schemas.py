@@ -187,9 +187,16 @@ class ProfileFigures(BaseModel):
     channels: list[str]
     conversations: int
     orders: int
-    total_spend_minor: dict[str, int]
-    # Per currency, the same total as exact decimal text ("1234.50"), for JavaScript.
-    total_spend: dict[str, str]
+    total_spend_minor: dict[str, int] = Field(
+        description="Completed orders' totals per ISO 4217 currency, never summed across "
+        "currencies, in the currency's minor units (its ISO 4217 decimals: 1500 JPY is "
+        "1500, 12.34 EUR is 1234, 1.234 KWD is 1234), exact at any size."
+    )
+    # For JavaScript, whose JSON numbers round past 2**53.
+    total_spend: dict[str, str] = Field(
+        description="The same totals as exact decimal text in each currency's decimals: "
+        '{"EUR": "1234.50", "JPY": "1500", "KWD": "1.234"}.'
+    )
     average_csat: float | None
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, and_, literal, or_, select, tuple_, union_all
 from sqlalchemy import update as update_rows
 from sqlalchemy.orm import Session
 
-from rapport import pagination
+from rapport import money, pagination
 from rapport import search as search_index
 from rapport.automation import service as automation
 from rapport.channels.models import Inbox
@@ -566,13 +566,14 @@ def timeline(
             )
         elif r.kind == "order":
             o = orders[r.id]
+            total = money.to_text(o.total_minor, o.currency)
             entries.append(
                 TimelineEntry(
                     kind="order",
                     id=o.id,
                     at=o.occurred_at,
                     type=f"order.{o.status}",
-                    summary=f"Order {o.order_id}: {profile.amount(o.total_minor)} {o.currency}",
+                    summary=f"Order {o.order_id}: {total} {o.currency}",
                     data={
                         "order_id": o.order_id,
                         "total_minor": o.total_minor,

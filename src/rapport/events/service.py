@@ -14,12 +14,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rapport import money
 from rapport.crypto import random_token, sha256_hex
 from rapport.customers import profile
 from rapport.customers import service as customers
@@ -112,14 +112,22 @@ def _when(event: dict[str, Any]) -> datetime:
     return utcnow()
 
 
-def _minor(value: Any) -> int:
-    """Decimal amounts as integer minor units (cents): 59.9 -> 5990; 0 for what is not an
-    amount, including one too large for the BIGINT column (``1e999999``)."""
+def _total(props: dict[str, Any]) -> tuple[int, str]:
+    """An order's ``total`` (else ``revenue``) in its currency's minor units, and that
+    currency: 59.9 EUR -> 5990, 1500 JPY -> 1500. 0 for what is not an amount, including
+    one too large for the BIGINT column (``1e999999``); Invalid for one with more decimals
+    than its currency has (19.999 EUR), which rounding would record as paid."""
+    currency = _currency(props.get("currency"))
+    key = "total" if "total" in props else "revenue"
     try:
-        minor = int((Decimal(str(value)) * 100).quantize(Decimal("1")))
-    except (ArithmeticError, ValueError, TypeError):  # decimal's errors are ArithmeticErrors
-        return 0
-    return minor if abs(minor) < 2**63 else 0
+        minor = money.to_minor(props.get(key, 0), currency)
+    except money.TooPrecise as exc:
+        raise Invalid(
+            f"properties.{key}: {exc}; send the amount as the decimal text it was paid in"
+        ) from exc
+    except ValueError:
+        return 0, currency
+    return (minor if abs(minor) < 2**63 else 0), currency
 
 
 def _currency(value: Any) -> str:
@@ -230,6 +238,10 @@ def check(events: list[dict[str, Any]], *, defined: Defined, batch: bool = False
             else:
                 _ids(event)
             _attributes(kind, event, defined)
+            if kind == "track" and event.get("event") == "Order Completed":
+                props = dict(event.get("properties") or {})
+                if props.get("order_id") or props.get("orderId"):
+                    _total(props)
 
 
 def chunks(events: list[dict[str, Any]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
@@ -381,12 +393,10 @@ def _commerce(
         select(Order).where(Order.workspace_id == ws, Order.order_id == str(order_id))
     )
     if name == "Order Completed":
-        total = props.get("total", props.get("revenue", 0))
         if row is None:
             row = Order(workspace_id=ws, customer_id=customer.id, order_id=str(order_id))
             batch.db.add(row)
-        row.total_minor = _minor(total)
-        row.currency = _currency(props.get("currency"))
+        row.total_minor, row.currency = _total(props)
         row.status = "completed"
         row.properties = props
         row.occurred_at = _when(event)

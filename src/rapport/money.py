@@ -1,0 +1,105 @@
+"""Amounts of money: integer minor units in storage, decimal text at the edges.
+
+How many minor units a currency's major unit holds is ISO 4217's "minor unit" exponent:
+two for most, but none for the yen or the won (an order of 1500 JPY is 1500, not 15.00)
+and three for the dinars of Bahrain, Iraq, Jordan, Kuwait, Libya and Tunisia and the
+Omani rial. Every conversion between the two goes through this module, so that no other
+code assumes a hundred.
+"""
+
+from decimal import Decimal, InvalidOperation
+
+# ISO 4217's exponents other than 2 (the list of 2025); a code not named here has 2.
+_EXPONENTS = {
+    **dict.fromkeys(
+        (
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ),
+        0,
+    ),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}
+
+
+# More digits than any amount has (a BIGINT column holds 19): beyond, an amount is refused
+# before its digits are multiplied out.
+MAX_DIGITS = 40
+
+
+class TooPrecise(ValueError):
+    """An amount with more decimals than its currency has minor units (19.999 EUR)."""
+
+
+def exponent(currency: str) -> int:
+    """How many decimals the currency's amounts have: 2 unless ISO 4217 says otherwise
+    (and for a code it does not know, XXX included)."""
+    return _EXPONENTS.get(currency.upper(), 2)
+
+
+def to_minor(value: str | int | float | Decimal, currency: str) -> int:
+    """An amount (decimal text, a number of major units) in the currency's minor units,
+    exactly: ("1500", "JPY") -> 1500, ("1.234", "KWD") -> 1234, (59.9, "EUR") -> 5990.
+    ``TooPrecise`` for one with more decimals than the currency has ("19.999", "EUR"):
+    rounding would record an amount nobody paid. ``ValueError`` for what is no finite
+    amount, or one of more than ``MAX_DIGITS`` digits. A float is read as its shortest
+    text."""
+    if isinstance(value, bool):
+        raise ValueError(f"{_shown(value)} is not an amount")
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"{_shown(value)} is not an amount") from exc
+    if not number.is_finite():
+        raise ValueError(f"{_shown(value)} is not an amount")
+    # From the digits, not by Decimal arithmetic, which rounds to 28 digits and would
+    # compute 10**999999 for "1e999999".
+    sign, digits, exp = number.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    if not significant:
+        return 0
+    places = exponent(currency)
+    shift = int(exp) + len(digits) - len(significant) + places
+    if shift < 0:
+        code = currency.upper()
+        raise TooPrecise(
+            f"{_shown(value)} has more decimals than {code}'s {places}"
+            if places
+            else f"{_shown(value)} has decimals, and {code} has none"
+        )
+    if len(significant) + shift > MAX_DIGITS:
+        raise ValueError(f"{_shown(value)} is too large an amount")
+    return (-1 if sign else 1) * int(significant + "0" * shift)
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def to_text(minor: int, currency: str) -> str:
+    """An amount in minor units as its decimal text, exactly: (-1234, "EUR") -> "-12.34",
+    (1500, "JPY") -> "1500", (1234, "KWD") -> "1.234". Not ``minor / 100``: a float is off
+    by a cent or more past 2**53 minor units."""
+    places = exponent(currency)
+    sign = "-" if minor < 0 else ""
+    if not places:
+        return f"{sign}{abs(minor)}"
+    units, fraction = divmod(abs(minor), 10**places)
+    return f"{sign}{units}.{fraction:0{places}d}"
