@@ -29,6 +29,7 @@ def test_a_currency_has_its_iso_4217_decimals_and_an_unknown_one_two(
         ("12.340", "EUR", 1234, "12.34"),
         ("1e2", "JPY", 100, "100"),
         (10, "KWD", 10000, "10.000"),
+        (money.Exact("92233720368547758.07"), "USD", 2**63 - 1, "92233720368547758.07"),
         ("123456789012345678901234567890.12", "EUR", 12345678901234567890123456789012, None),
     ],
 )
@@ -61,3 +62,8 @@ def test_what_is_no_amount_or_too_large_is_a_value_error(sent: str | bool) -> No
         money.to_minor(sent, "EUR")
     assert not isinstance(caught.value, money.TooPrecise)
     assert len(str(caught.value)) < 80  # a huge amount is not echoed whole
+
+
+def test_an_exact_number_is_a_float_that_keeps_its_text() -> None:
+    number = money.Exact("900719925474099.33")
+    assert number == 900719925474099.33 and str(number) == "900719925474099.33"

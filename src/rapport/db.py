@@ -246,10 +246,18 @@ def _json_dumps(value: Any) -> str:
     # orjson: several times faster than json on the ingest path (message meta, job args,
     # event payloads), and it writes datetimes as ISO 8601. PostgreSQL's JSON types refuse
     # the escape \u0000: replaced by U+FFFD's, on both databases alike.
-    out = orjson.dumps(value).decode()
+    out = orjson.dumps(value, default=_subclassed).decode()
     if "\\u0000" in out:
         out = JSON_NUL.sub(r"\1\\ufffd", out)
     return out
+
+
+def _subclassed(value: Any) -> float:
+    """A float of a subclass (money.Exact, an order total that keeps its text), which
+    orjson writes only as a plain one; TypeError for any other type, as orjson raises."""
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def _finite(value: Any) -> bool:

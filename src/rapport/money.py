@@ -47,6 +47,22 @@ class TooPrecise(ValueError):
     """An amount with more decimals than its currency has minor units (19.999 EUR)."""
 
 
+class Exact(float):
+    """A JSON number as a float that remembers the text it was written as: a float alone
+    cannot hold 92233720368547758.07, and its shortest text is not always what was sent.
+    ``str()`` gives that text; everything else sees a float."""
+
+    text: str
+
+    def __new__(cls, text: str) -> "Exact":
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def exponent(currency: str) -> int:
     """How many decimals the currency's amounts have: 2 unless ISO 4217 says otherwise
     (and for a code it does not know, XXX included)."""
@@ -59,7 +75,7 @@ def to_minor(value: str | int | float | Decimal, currency: str) -> int:
     ``TooPrecise`` for one with more decimals than the currency has ("19.999", "EUR"):
     rounding would record an amount nobody paid. ``ValueError`` for what is no finite
     amount, or one of more than ``MAX_DIGITS`` digits. A float is read as its shortest
-    text."""
+    text, an ``Exact`` as the text it came as."""
     if isinstance(value, bool):
         raise ValueError(f"{_shown(value)} is not an amount")
     try:

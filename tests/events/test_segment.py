@@ -449,6 +449,38 @@ def test_an_order_is_recorded_in_its_currencys_decimals(
     assert r.json()["figures"]["total_spend"] == {"JPY": "1500", "KWD": "1.734"}
 
 
+def test_an_order_total_sent_as_a_json_number_is_read_as_written(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # orjson reads a JSON number with a fraction as a double: 900719925474099.33 became
+    # 90071992547409940 cents, and 92233720368547758.07 (the column's largest) 0.
+    key = source(client, world)
+    body = (
+        b'{"batch": ['
+        b'{"type": "track", "userId": "u-n", "event": "Order Completed",'
+        b' "properties": {"order_id": "n-1", "total": 900719925474099.33}},'
+        b'{"type": "track", "userId": "u-n", "event": "Order Completed",'
+        b' "properties": {"order_id": "n-2", "revenue": 92233720368547758.07}},'
+        b'{"type": "track", "userId": "u-n", "event": "Order Completed",'
+        b' "properties": {"order_id": "n-3", "total": 0.1e1, "currency": "JPY"}},'
+        b'{"type": "track", "userId": "u-n", "event": "Product Viewed",'
+        b' "properties": {"price": 19.99}}'
+        b"]}"
+    )
+    r = client.post(
+        "/api/v1/events/batch",
+        content=body,
+        headers={**basic(key), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    with database.session(write=False) as db:
+        stored = dict(db.execute(select(Order.order_id, Order.total_minor)).all())
+        props = dict(db.execute(select(Order.order_id, Order.properties)).all())
+    assert stored == {"n-1": 90071992547409933, "n-2": 2**63 - 1, "n-3": 1}
+    # The event itself keeps the number as JSON does, a number.
+    assert props["n-1"]["total"] == 900719925474099.33
+
+
 @pytest.mark.parametrize(
     ("total", "currency", "detail"),
     [

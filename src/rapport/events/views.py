@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import json
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from rapport import money
 from rapport.auth.deps import CurrentAdmin, CurrentMember, Db
 from rapport.customers import service as customers
 from rapport.db import Database, JsonObject, transient
@@ -53,7 +55,14 @@ class EventIn(BaseModel):
     messageId: str | None = Field(default=None, max_length=200)
     event: str | None = None
     traits: JsonObject | None = None
-    properties: JsonObject | None = None
+    properties: JsonObject | None = Field(
+        default=None,
+        description="The event's properties. For `Order Completed`, `total` (else "
+        "`revenue`) is the amount in major units of `currency` (ISO 4217, USD if none): "
+        'best as decimal text ("1234.50", "1500" for JPY, "1.234" for KWD); a JSON '
+        "number is read exactly as written. An amount with more decimals than the "
+        "currency has (19.999 EUR, 15.5 JPY) refuses the request (422), never rounded.",
+    )
     context: EventContext | None = None
 
 
@@ -69,8 +78,13 @@ class OrderRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     order_id: str
-    total_minor: int
-    currency: str
+    total_minor: int = Field(
+        description="The order's total in its currency's minor units, per ISO 4217's "
+        "decimals: 1500 JPY is 1500, 59.90 EUR is 5990, 1.234 KWD is 1234."
+    )
+    currency: str = Field(
+        description="ISO 4217 code; USD when none was sent, XXX for what is not a code."
+    )
     status: str
     occurred_at: datetime
 
@@ -116,6 +130,30 @@ def _events(body: Any, kind: str | None) -> list[dict[str, Any]]:
 
 
 _NOT_JSON = object()
+_AMOUNTS = ("total", "revenue")
+
+
+def _exact_amounts(raw: bytes, events: list[dict[str, Any]], batch: bool) -> None:
+    """Order amounts sent as JSON numbers with a fraction or an exponent, as the text
+    they were sent as (``money.Exact``): orjson reads them as doubles, and a double holds
+    neither 92233720368547758.07 nor, past about 90 trillion, every cent. Python's json
+    reads the body again only when there is such an amount, keeping orjson's speed for
+    every other request."""
+    if not any(
+        isinstance((e.get("properties") or {}).get(key), float) for e in events for key in _AMOUNTS
+    ):
+        return
+    try:
+        again = json.loads(raw, parse_float=money.Exact)
+    except (ValueError, RecursionError):  # orjson read it: nesting past json's limit
+        return
+    sent = again.get("batch") if batch else [again]
+    for event, original in zip(events, sent, strict=True):
+        properties = event.get("properties") or {}
+        for key in _AMOUNTS:
+            value = (original.get("properties") or {}).get(key)
+            if isinstance(properties.get(key), float) and isinstance(value, money.Exact):
+                properties[key] = value
 
 
 async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
@@ -142,6 +180,7 @@ async def _accept(request: Request, kind: str | None) -> dict[str, Any]:
         # take a while): not while holding SQLite's one write lock, and one bad event
         # refuses the request before any of it is stored.
         events = _events(body, kind)
+        _exact_amounts(raw, events, batch=kind is None)
         service.check(events, defined=defined, batch=kind is None)
         totals = {"stored": 0, "duplicates": 0}
         for first, chunk in service.chunks(events):
