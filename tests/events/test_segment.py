@@ -514,3 +514,33 @@ def test_an_order_total_finer_than_its_currency_refuses_the_batch(
         f"batch[1]: properties.total: {detail}; send the amount as the decimal text it was paid in"
     )
     assert events(database) == before
+
+
+@pytest.mark.parametrize("name", ["Order Completed", "Order Refunded"])
+def test_an_order_id_too_long_refuses_the_batch_before_any_chunk_is_stored(
+    client: TestClient,
+    world: World,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    # The length was checked only while storing: the batch's earlier chunks were stored,
+    # then the request answered 422, and a sender retrying the whole batch stored them twice.
+    monkeypatch.setattr(event_service, "CHUNK", 2)
+    key = source(client, world)
+    before = events(database)
+    batch = [
+        {"type": "track", "userId": "u-o", "event": "Viewed", "messageId": f"o-{n}"}
+        for n in range(4)
+    ] + [
+        {
+            "type": "track",
+            "userId": "u-o",
+            "event": name,
+            "properties": {"order_id": "x" * 201, "total": "1.00", "currency": "EUR"},
+        }
+    ]
+    r = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
+    assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json")
+    assert r.json()["detail"] == "batch[4]: properties.order_id is at most 200 characters"
+    assert events(database) == before

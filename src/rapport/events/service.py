@@ -112,6 +112,18 @@ def _when(event: dict[str, Any]) -> datetime:
     return utcnow()
 
 
+def _order_id(props: dict[str, Any]) -> str | None:
+    """An order event's id (``order_id``, or ``orderId``), None without one; Invalid for one
+    longer than the column holds. Read by ``check`` too, so that a batch with such an id
+    is refused before any of its chunks is stored."""
+    order_id = props.get("order_id") or props.get("orderId")
+    if not order_id:
+        return None
+    if len(str(order_id)) > 200:
+        raise Invalid("properties.order_id is at most 200 characters")
+    return str(order_id)
+
+
 def _total(props: dict[str, Any]) -> tuple[int, str]:
     """An order's ``total`` (else ``revenue``) in its currency's minor units, and that
     currency: 59.9 EUR -> 5990, 1500 JPY -> 1500. 0 for what is not an amount, including
@@ -238,9 +250,9 @@ def check(events: list[dict[str, Any]], *, defined: Defined, batch: bool = False
             else:
                 _ids(event)
             _attributes(kind, event, defined)
-            if kind == "track" and event.get("event") == "Order Completed":
+            if kind == "track" and event.get("event") in ("Order Completed", "Order Refunded"):
                 props = dict(event.get("properties") or {})
-                if props.get("order_id") or props.get("orderId"):
+                if _order_id(props) and event.get("event") == "Order Completed":
                     _total(props)
 
 
@@ -383,11 +395,9 @@ def _commerce(
     batch: _Batch, customer: Customer, name: str, props: dict[str, Any], event: dict[str, Any]
 ) -> None:
     """Segment's e-commerce spec: completed and refunded orders make the purchase history."""
-    order_id = props.get("order_id") or props.get("orderId")
-    if name not in ("Order Completed", "Order Refunded") or not order_id:
+    order_id = _order_id(props) if name in ("Order Completed", "Order Refunded") else None
+    if not order_id:
         return
-    if len(str(order_id)) > 200:
-        raise Invalid("properties.order_id is at most 200 characters")
     ws = batch.source.workspace_id
     row = batch.db.scalar(
         select(Order).where(Order.workspace_id == ws, Order.order_id == str(order_id))
