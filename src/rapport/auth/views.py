@@ -64,15 +64,28 @@ class RateLimited(Problem):
         super().__init__(429, "rate-limited", "too many login attempts: wait a few minutes")
 
 
+def client_address(request: Request) -> str:
+    """The caller's address, for rate limits and the audit log."""
+    return request.client.host if request.client else "unknown"
+
+
+def spend_attempt(request: Request, *, client: bool = True, email: str | None = None) -> None:
+    """Count one password check against the login budgets: the client's (``client``) and
+    the address's (``email``); RateLimited once one is spent. A login, a password change
+    and an invitation's acceptance share them, so none is a way round another's limit."""
+    limiter = request.app.state.login_limiter
+    if client and not limiter.hit(f"ip:{client_address(request)}"):
+        raise RateLimited()
+    if email is not None and not limiter.hit(f"email:{email}"):
+        raise RateLimited()
+
+
 @router.post("/auth/login", response_model=LoginOut)
 def login(
     body: LoginIn, request: Request, response: Response, db: Db, settings: CurrentSettings, box: Box
 ) -> LoginOut:
     """Sign in with email and password (and the two-factor code when the account has one)."""
-    limiter = request.app.state.login_limiter
-    ip = request.client.host if request.client else "unknown"
-    if not limiter.hit(f"ip:{ip}") or not limiter.hit(f"email:{body.email.strip().lower()}"):
-        raise RateLimited()
+    spend_attempt(request, email=body.email.strip().lower())
     # Before this request's write transaction begins (at its first statement).
     checked = service.password_matches(
         request.app.state.database, email=body.email, password=body.password
@@ -92,7 +105,8 @@ def login(
     member = service.membership(db, user_id=user.id, workspace=body.workspace)
     mfa_passed = not user.totp_enabled
     if user.totp_enabled and body.totp_code:
-        if not limiter.hit(f"totp:{user.id}"):  # one budget per account for every code
+        # One budget per account for every code.
+        if not request.app.state.login_limiter.hit(f"totp:{user.id}"):
             raise RateLimited()
         if not service.verify_second_factor(db, user=user, box=box, code=body.totp_code):
             _count_failure(db, user, settings)
@@ -109,7 +123,7 @@ def login(
     audit(
         db,
         workspace_id=member.workspace_id,
-        actor=Actor("user", user.id, ip),
+        actor=Actor("user", user.id, client_address(request)),
         action="auth.login",
         data={"mfa_passed": mfa_passed},
     )
@@ -200,7 +214,7 @@ def request_password_reset(
 ) -> dict[str, str]:
     """Email a reset link if the address has an account; the answer is the same either way."""
     limiter = request.app.state.reset_limiter
-    ip = request.client.host if request.client else "unknown"
+    ip = client_address(request)
     email = body.email.strip().lower()
     if not limiter.hit(f"reset-ip:{ip}") or not limiter.hit(f"reset-email:{email}"):
         raise Problem(429, "rate-limited", "too many reset requests: wait a few minutes")
@@ -212,7 +226,7 @@ def request_password_reset(
 def confirm_password_reset(body: ResetConfirmIn, request: Request, db: Db) -> Response:
     """Choose a new password with a reset link's token; every session of the account ends."""
     limiter = request.app.state.reset_limiter
-    ip = request.client.host if request.client else "unknown"
+    ip = client_address(request)
     if not limiter.hit(f"reset-confirm:{ip}"):
         raise Problem(429, "rate-limited", "too many attempts: wait a few minutes")
     user = reset.confirm(db, token=body.token, password=body.password)
@@ -297,11 +311,8 @@ def change_password(
     """Change your password with the current one (and your two-factor code, if you have
     it). Every other session ends; this browser gets a new session cookie and CSRF token
     (in the answer). Attempts count as logins: rate-limited, and toward the lock-out."""
-    limiter = request.app.state.login_limiter
-    ip = request.client.host if request.client else "unknown"
-    if not limiter.hit(f"ip:{ip}") or not limiter.hit(f"email:{principal.email}"):
-        raise RateLimited()
-    if body.totp_code and not limiter.hit(f"totp:{principal.user_id}"):
+    spend_attempt(request, email=principal.email)
+    if body.totp_code and not request.app.state.login_limiter.hit(f"totp:{principal.user_id}"):
         raise RateLimited()
     service.check_new_password(body.new_password)
     # Both hashes before this request's write transaction begins (at its first statement).

@@ -14,7 +14,7 @@ from rapport.auth.deps import (
     forget_principals,
 )
 from rapport.auth.models import Invitation, Membership, Team, User
-from rapport.auth.views import RateLimited, actor_of
+from rapport.auth.views import actor_of, client_address, spend_attempt
 from rapport.conversations import routing
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
@@ -191,15 +191,11 @@ def accept_invitation(
 ) -> InvitationAccepted:
     """Join the workspace: with a new password for a new account, or with the password of
     the address's existing account (rate-limited and locked out as a login is)."""
-    limiter = request.app.state.login_limiter
-    ip = request.client.host if request.client else "unknown"
-    if not limiter.hit(f"ip:{ip}"):
-        raise RateLimited()
+    spend_attempt(request)
     database = request.app.state.database
     with database.session(write=False) as read:
         email = invitations.by_token(read, body.token).email
-    if not limiter.hit(f"email:{email}"):
-        raise RateLimited()
+    spend_attempt(request, client=False, email=email)
     # Before this request's write transaction begins (argon2 takes ~90 ms by design).
     checked = auth.password_matches(database, email=email, password=body.password)
     try:
@@ -218,7 +214,7 @@ def accept_invitation(
     audit(
         db,
         workspace_id=member.workspace_id,
-        actor=Actor("user", user.id, ip),
+        actor=Actor("user", user.id, client_address(request)),
         action="member.join",
         target_type="user",
         target_id=user.id,
