@@ -233,7 +233,7 @@ _INBOXES = select(
     Inbox.workspace_id,
     Inbox.channel,
     Inbox.enabled,
-    Inbox.auto_assigns.label("auto_assigns"),
+    Inbox.auto_assign,
     Inbox.team_id,
     Inbox.settings,
 ).where(Inbox.id.in_(_each("ids")))
@@ -841,7 +841,7 @@ def receive_batch(
             conversation_id=s.conversation_id,
             message_id=s.message.id,
             new=s.threading == "new",
-            route=bool(ib.auto_assigns) and conv.get("assignee_id") is None,
+            route=bool(ib.auto_assign) and conv.get("assignee_id") is None,
             at=now,
             bot=bool(((ib.settings or {}).get("bot") or {}).get("enabled")),
         )

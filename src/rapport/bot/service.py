@@ -583,7 +583,7 @@ def _hand_over(
     conversations.set_status(db, conversation=conversation, status=Status.open, by_bot=True)
     # Routed once: a conversation set_status opened again is back in the queue, whose pass
     # it queued (and that pass takes it, handed over); one open already is routed alone.
-    if was_open and conversation.assignee_id is None and inbox is not None and inbox.auto_assigns:
+    if was_open and conversation.assignee_id is None and inbox is not None and inbox.auto_assign:
         enqueue(
             db,
             name="route",

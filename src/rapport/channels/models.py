@@ -4,7 +4,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, String, Text
-from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -31,15 +30,6 @@ class Inbox(Base):
     auto_assign: Mapped[bool] = mapped_column(Boolean, default=False)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-    @hybrid_property
-    def auto_assigns(self) -> bool:
-        """Whether routing gives this inbox's conversations to agents by itself. The one
-        rule every routing path asks (ingest and the bot's hand-over before they queue a
-        ``route`` job, the job itself, the queue's pass in SQL: the same expression), so a
-        conversation of an inbox that does not is never assigned but by a person. Keep it
-        an expression SQL can read too."""
-        return self.auto_assign
 
 
 class UnparsedPayload(Base):

@@ -120,7 +120,7 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
             Conversation.workspace_id == workspace_id,
             Conversation.assignee_id.is_(None),
             Conversation.status == Status.open,
-            Inbox.auto_assigns,
+            Inbox.auto_assign.is_(True),
         )
         .order_by(Conversation.created_at, Conversation.id)
         .limit(limit)
@@ -128,7 +128,7 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
     with_bots = [
         inbox.id
         for inbox in db.scalars(
-            select(Inbox).where(Inbox.workspace_id == workspace_id, Inbox.auto_assigns)
+            select(Inbox).where(Inbox.workspace_id == workspace_id, Inbox.auto_assign.is_(True))
         )
         if bot.enabled(inbox)
     ]
