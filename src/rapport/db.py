@@ -447,6 +447,15 @@ def _drop_after_rollback(db: Session, previous_transaction: Any) -> None:
         db.info.pop(_HOOKS, None)
 
 
+def drain(database: "Database", step: Callable[[Session], int], *, chunk: int) -> None:
+    """Run ``step`` (which deletes up to ``chunk`` rows and says how many), a transaction
+    each, until one deletes fewer: a big prune never holds a write lock for long."""
+    while True:
+        with database.session() as db:
+            if step(db) < chunk:
+                return
+
+
 def lock_row(db: Session, model: Any, row_id: str) -> None:
     """Hold one row until the transaction ends, so that work which replaces what hangs off
     it (a customer's tags, a team's members, a workspace's models) runs one at a time:

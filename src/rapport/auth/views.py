@@ -1,8 +1,10 @@
 """Login, logout, two-factor enrolment and API tokens."""
 
 from dataclasses import replace
+from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from rapport.auth import account, reset, security, service
@@ -230,15 +232,20 @@ def confirm_password_reset(body: ResetConfirmIn, request: Request, db: Db) -> Re
     if not limiter.hit(f"reset-confirm:{ip}"):
         raise Problem(429, "rate-limited", "too many attempts: wait a few minutes")
     user = reset.confirm(db, token=body.token, password=body.password)
-    for member in service.memberships(db, user_id=user.id):
-        audit(
-            db,
-            workspace_id=member.workspace_id,
-            actor=Actor("user", user.id, ip),
-            action="auth.password_reset",
-        )
+    _audit_everywhere(
+        db, user_id=user.id, actor=Actor("user", user.id, ip), action="auth.password_reset"
+    )
     forget_principals(request)
     return Response(status_code=204)
+
+
+def _audit_everywhere(
+    db: Session, *, user_id: str, actor: Actor, action: str, **detail: Any
+) -> None:
+    """Audit a change to an account in every workspace it is a member of: each one's admins
+    see it in their own log."""
+    for member in service.memberships(db, user_id=user_id):
+        audit(db, workspace_id=member.workspace_id, actor=actor, action=action, **detail)
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -284,16 +291,15 @@ def update_me(body: MeUpdate, principal: CurrentMember, request: Request, db: Db
     """Rename yourself: every workspace you are a member of shows the new name at once."""
     user, previous = account.rename(db, user_id=principal.user_id, name=body.name)
     if user.name != previous:
-        for member in service.memberships(db, user_id=user.id):
-            audit(
-                db,
-                workspace_id=member.workspace_id,
-                actor=actor_of(principal, request),
-                action="member.rename",
-                target_type="user",
-                target_id=user.id,
-                data={"name": user.name, "previous": previous},
-            )
+        _audit_everywhere(
+            db,
+            user_id=user.id,
+            actor=actor_of(principal, request),
+            action="member.rename",
+            target_type="user",
+            target_id=user.id,
+            data={"name": user.name, "previous": previous},
+        )
         forget_principals(request)
     return _me(replace(principal, name=user.name))
 
@@ -347,13 +353,9 @@ def change_password(
         )
         csrf = sess.csrf_token
         _set_cookies(response, token, csrf, settings)
-    for member in service.memberships(db, user_id=user.id):
-        audit(
-            db,
-            workspace_id=member.workspace_id,
-            actor=actor_of(principal, request),
-            action="auth.password_change",
-        )
+    _audit_everywhere(
+        db, user_id=user.id, actor=actor_of(principal, request), action="auth.password_change"
+    )
     if settings.mail_smtp_host:
         account.notify_password_changed(db, user=user)
     forget_principals(request)

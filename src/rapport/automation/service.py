@@ -31,6 +31,7 @@ from rapport.conversations.models import (
     Status,
 )
 from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
+from rapport.customers import profile
 from rapport.customers.models import Customer
 from rapport.db import savepoint, transient, utcnow
 from rapport.jobs.models import Job, JobState
@@ -576,16 +577,16 @@ def _act(
         if reply is None:
             return
         # A rule's message answers the customer's (a service message): one who opted out
-        # of the channel is not sent it, and the conversation says so; the rule's other
-        # actions still run.
-        if refusal := service.consent_refusal(db, conversation=conversation):
-            by = f"Rule “{rule.name}”: canned reply /{reply.shortcut}"
-            service.not_sent(db, conversation=conversation, by=by, refusal=refusal)
-            return
+        # of the channel is not sent it (``reply`` refuses it before storing anything), and
+        # the conversation says so; the rule's other actions still run.
         text = canned.render(db, canned=reply, conversation=conversation, agent_id=None)
-        service.reply(
-            db, conversation=conversation, author_id=None, text=text, kind=MessageKind.message
-        )
+        try:
+            service.reply(
+                db, conversation=conversation, author_id=None, text=text, kind=MessageKind.message
+            )
+        except profile.NoConsent as refused:
+            by = f"Rule “{rule.name}”: canned reply /{reply.shortcut}"
+            service.not_sent(db, conversation=conversation, by=by, refusal=refused.withdrawal)
     elif kind == "add_note":
         text = templating.render(
             str(value or ""), canned.context(db, conversation=conversation, agent_id=None)
@@ -773,19 +774,20 @@ def prune_deliveries(db: Session, *, webhook_id: str, limit: int = 5000) -> int:
     find nothing to send. Returns how many, for the caller to repeat in a new transaction
     while a whole chunk went."""
     cutoff = utcnow() - timedelta(days=DELIVERIES_KEPT_DAYS)
-    held = (
-        select(Job.id)
-        .where(
-            Job.workspace_id == WebhookDelivery.workspace_id,
-            Job.name == "webhook_deliver",
-            Job.state != JobState.done,
-            Job.args["delivery_id"].as_string() == WebhookDelivery.id,
-        )
-        .exists()
+    # Read once, through the claim index's state (not for each old delivery, against every
+    # job of the workspace); delivery ids are unique, so no workspace needs matching.
+    held = select(Job.args["delivery_id"].as_string()).where(
+        Job.name == "webhook_deliver",
+        Job.state.in_((JobState.queued, JobState.running, JobState.dead)),
+        Job.args["delivery_id"].as_string().is_not(None),
     )
     chunk = (
         select(WebhookDelivery.id)
-        .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.created_at < cutoff, ~held)
+        .where(
+            WebhookDelivery.webhook_id == webhook_id,
+            WebhookDelivery.created_at < cutoff,
+            WebhookDelivery.id.not_in(held),
+        )
         .order_by(WebhookDelivery.created_at)
         .limit(limit)
     )

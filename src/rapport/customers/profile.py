@@ -190,7 +190,7 @@ def set_tags(db: Session, *, customer: Customer, tags: list[str]) -> list[str]:
     for tag in clean:
         db.add(CustomerTag(customer_id=customer.id, workspace_id=customer.workspace_id, tag=tag))
     db.flush()
-    _changed(db, customer.workspace_id, customer.id)
+    changed(db, customer.workspace_id, customer.id)
     return clean
 
 
@@ -218,11 +218,11 @@ def record_consent(
     )
     db.add(row)
     db.flush()
-    _changed(db, customer.workspace_id, customer.id)
+    changed(db, customer.workspace_id, customer.id)
     return row
 
 
-def _changed(db: Session, workspace_id: str, customer_id: str) -> None:
+def changed(db: Session, workspace_id: str, customer_id: str) -> None:
     """Tell open customer panels to read the customer again, once this commits."""
     emit(db, workspace_id=workspace_id, type="customer.updated", payload={"id": customer_id})
 
@@ -289,7 +289,7 @@ def record_keyword(
     ]
     db.add_all(rows)
     db.flush()
-    _changed(db, workspace_id, customer_id)
+    changed(db, workspace_id, customer_id)
     return rows
 
 
@@ -365,6 +365,7 @@ class NoConsent(Problem):
     """A message the customer's consent forbids: refused before anything is stored."""
 
     def __init__(self, withdrawal: Consent) -> None:
+        self.withdrawal = withdrawal
         channel = _CHANNEL_NAMES.get(withdrawal.channel, withdrawal.channel.value)
         if withdrawal.source.startswith(keyword_source(withdrawal.channel, "")):
             how = f"{channel} reaches them again once they send START"

@@ -115,9 +115,7 @@ def update(db: Session, *, customer: Customer, data: CustomerUpdate) -> Customer
         )
         customer.attributes = merged
     customer.updated_at = utcnow()
-    emit(
-        db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
-    )
+    profile.changed(db, customer.workspace_id, customer.id)
     if changed:
         emit(
             db,
@@ -154,9 +152,7 @@ def add_identity(
             return existing
         raise Conflict(f"{h.kind.value} {h.value} already belongs to another customer")
     row = _attach(db, customer=customer, handle=h)
-    emit(
-        db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
-    )
+    profile.changed(db, customer.workspace_id, customer.id)
     return row
 
 
@@ -169,9 +165,7 @@ def remove_identity(db: Session, *, customer: Customer, identity_id: str) -> Non
     db.delete(row)
     db.flush()
     settle_handles(db, [customer.id])
-    emit(
-        db, workspace_id=customer.workspace_id, type="customer.updated", payload={"id": customer.id}
-    )
+    profile.changed(db, customer.workspace_id, customer.id)
 
 
 def settle_handles(db: Session | Connection, customer_ids: Iterable[str]) -> None:
@@ -352,7 +346,7 @@ def change_number(
             source=source,
         )
     )
-    emit(db, workspace_id=workspace_id, type="customer.updated", payload={"id": customer.id})
+    profile.changed(db, workspace_id, customer.id)
     emit(
         db,
         workspace_id=workspace_id,

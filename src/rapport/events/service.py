@@ -251,7 +251,7 @@ def check(events: list[dict[str, Any]], *, defined: Defined, batch: bool = False
                 _ids(event)
             _attributes(kind, event, defined)
             if kind == "track" and event.get("event") in ("Order Completed", "Order Refunded"):
-                props = dict(event.get("properties") or {})
+                props = event.get("properties") or {}
                 if _order_id(props) and event.get("event") == "Order Completed":
                     _total(props)
 
@@ -399,12 +399,10 @@ def _commerce(
     if not order_id:
         return
     ws = batch.source.workspace_id
-    row = batch.db.scalar(
-        select(Order).where(Order.workspace_id == ws, Order.order_id == str(order_id))
-    )
+    row = batch.db.scalar(select(Order).where(Order.workspace_id == ws, Order.order_id == order_id))
     if name == "Order Completed":
         if row is None:
-            row = Order(workspace_id=ws, customer_id=customer.id, order_id=str(order_id))
+            row = Order(workspace_id=ws, customer_id=customer.id, order_id=order_id)
             batch.db.add(row)
         row.total_minor, row.currency = _total(props)
         row.status = "completed"

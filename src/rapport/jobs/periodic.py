@@ -2,6 +2,7 @@
 of workers together enqueue it once per period."""
 
 import time
+from functools import partial
 
 from sqlalchemy import select
 
@@ -10,7 +11,7 @@ from rapport.automation.models import Webhook
 from rapport.channels import service as channels
 from rapport.conversations import files
 from rapport.conversations import service as conversations
-from rapport.db import Database
+from rapport.db import Database, drain
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue_unique, prune_finished
 from rapport.realtime import service as realtime
@@ -55,22 +56,18 @@ def prune_stream_events(ctx: JobContext) -> None:
     """Drop realtime events older than a reconnecting client could still ask for, and
     finished jobs as old: a chunk per transaction, so no other writer waits long."""
     realtime.expire(ctx.database)
-    while True:
-        with ctx.database.session() as db:
-            pruned = prune_finished(db, older_than_days=realtime.KEPT_DAYS, limit=PRUNE_CHUNK)
-        if pruned < PRUNE_CHUNK:
-            break
+    drain(
+        ctx.database,
+        partial(prune_finished, older_than_days=realtime.KEPT_DAYS, limit=PRUNE_CHUNK),
+        chunk=PRUNE_CHUNK,
+    )
 
 
 @job("prune_unparsed")
 def prune_unparsed(ctx: JobContext) -> None:
     """Drop the provider calls we could not read once kept UNPARSED_KEPT_DAYS: a chunk per
     transaction, so no other writer waits long."""
-    while True:
-        with ctx.database.session() as db:
-            pruned = channels.prune_unparsed(db, limit=PRUNE_CHUNK)
-        if pruned < PRUNE_CHUNK:
-            break
+    drain(ctx.database, partial(channels.prune_unparsed, limit=PRUNE_CHUNK), chunk=PRUNE_CHUNK)
 
 
 @job("prune_webhook_deliveries")
@@ -81,11 +78,8 @@ def prune_webhook_deliveries(ctx: JobContext) -> None:
     with ctx.database.session(write=False) as db:
         hooks = list(db.scalars(select(Webhook.id)))
     for hook in hooks:
-        while True:
-            with ctx.database.session() as db:
-                pruned = automation.prune_deliveries(db, webhook_id=hook, limit=PRUNE_CHUNK)
-            if pruned < PRUNE_CHUNK:
-                break
+        step = partial(automation.prune_deliveries, webhook_id=hook, limit=PRUNE_CHUNK)
+        drain(ctx.database, step, chunk=PRUNE_CHUNK)
 
 
 @job("prune_uploads")

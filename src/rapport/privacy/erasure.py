@@ -26,6 +26,7 @@ that a call was made, and how it went); and the stored files no other message sh
 The audit log keeps that an erasure happened, by whom, and how much it removed; ids only.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -80,7 +81,9 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         )
     )
     in_them = Message.conversation_id.in_(conversations)
-    messages = db.scalar(select(func.count()).select_from(Message).where(in_them)) or 0
+    # Their messages' ids and the providers' ids of them, read once: counted, and named.
+    theirs = db.execute(select(Message.id, Message.external_id).where(in_them)).all()
+    messages = len(theirs)
     keys = set(
         db.scalars(
             select(Attachment.storage_key)
@@ -112,7 +115,7 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     # Their widgets' sockets would stay open, waiting for replies to nobody: closed.
     realtime.close_visitors(db, workspace_id=ws, visitor_ids=visitors)
     since = _oldest(db, person=person, conversations=conversations)
-    named = person | set(conversations) | _messages_and_provider_ids(db, in_them)
+    named = person | set(conversations) | _messages_and_provider_ids(db, in_them, theirs)
     live = _live_jobs(db, workspace_id=ws)
     # A webhook's call names them in its delivery, not in its job: the delivery's id does.
     named |= _settle_deliveries(db, workspace_id=ws, jobs=live, named=named)
@@ -184,16 +187,11 @@ def _erase_visitors(db: Session, *, workspace_id: str, person: set[str]) -> list
     return list(gone)
 
 
-def _messages_and_provider_ids(db: Session, in_them: Any) -> set[str]:
-    """The ids of these messages, and the providers' ids of them and of their parts (a
-    provider's report on one names it by those)."""
+def _messages_and_provider_ids(db: Session, in_them: Any, rows: Sequence[Any]) -> set[str]:
+    """The ids of these messages (``rows``: id, external id), and the providers' ids of them
+    and of their parts (a provider's report on one names it by those)."""
+    found = {row.id for row in rows} | {row.external_id for row in rows if row.external_id}
     mine = select(Message.id).where(in_them)
-    found = set(db.scalars(mine))
-    found.update(
-        db.scalars(
-            select(Message.external_id).where(in_them).where(Message.external_id.is_not(None))
-        )
-    )
     found.update(
         db.scalars(select(MessagePart.external_id).where(MessagePart.message_id.in_(mine)))
     )
@@ -224,14 +222,17 @@ def _settle_jobs(db: Session, *, jobs: list[Row[Any]], named: set[str]) -> list[
     retry; the error may quote them). Returns the ids of those running, for
     ``erase_copies`` to settle once they have ended."""
     theirs = [row.id for row in jobs if mentions(row.args, named)]
-    if not theirs:
-        return []
     # A claim that won meanwhile made one running: left for later, like the others.
-    gone = db.scalars(
-        delete(Job).where(Job.id.in_(theirs), Job.state != JobState.running).returning(Job.id),
+    return _delete_unless_running(db, theirs) if theirs else []
+
+
+def _delete_unless_running(db: Session, jobs: list[str]) -> list[str]:
+    """Delete these jobs but those running; the ids of those, left for later."""
+    db.execute(
+        delete(Job).where(Job.id.in_(jobs), Job.state != JobState.running),
         execution_options={"synchronize_session": False},
-    ).all()
-    return sorted(set(theirs) - set(gone))
+    )
+    return sorted(db.scalars(select(Job.id).where(Job.id.in_(jobs), Job.state == JobState.running)))
 
 
 # A webhook call not made yet; cancelled, it is never made (``webhook_deliver``).
@@ -405,10 +406,7 @@ def _settle_ended(ctx: JobContext, jobs: list[str]) -> None:
     retry or dead, their error may quote what was erased; done, they hold ids of nothing.
     Those still running are looked at again once their lease would have run out."""
     with ctx.database.session() as db:
-        db.execute(delete(Job).where(Job.id.in_(jobs), Job.state != JobState.running))
-        running = list(
-            db.scalars(select(Job.id).where(Job.id.in_(jobs), Job.state == JobState.running))
-        )
+        running = _delete_unless_running(db, jobs)
         if running:
             enqueue(
                 db,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from rapport.bus import Event, get_bus
-from rapport.db import Database, commit_hooks, on_commit, utcnow
+from rapport.db import Database, commit_hooks, drain, on_commit, utcnow
 from rapport.realtime.models import StreamEvent
 
 
@@ -306,10 +306,7 @@ def first_id_since(db: Session, at: datetime) -> int | None:
 
 def expire(database: Database) -> None:
     """Prune every event older than KEPT_DAYS, a chunk per transaction (see ``prune``)."""
-    while True:
-        with database.session() as db:
-            if prune(db, older_than_days=KEPT_DAYS) < PRUNE_CHUNK:
-                return
+    drain(database, prune, chunk=PRUNE_CHUNK)
 
 
 def prune(db: Session, *, older_than_days: int = KEPT_DAYS, limit: int = PRUNE_CHUNK) -> int:
