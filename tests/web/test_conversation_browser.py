@@ -25,6 +25,9 @@ def test_an_agent_sets_priority_labels_and_a_snooze(
     page = browser.new_page(viewport={"width": 390, "height": 844}, timezone_id="Europe/Madrid")
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
 
+    # Open: Resolve is offered, Reopen is not; a first conversation has no earlier ones.
+    expect(page.locator("#reopen")).to_be_hidden()
+    expect(page.locator("aside.customer")).to_contain_text("None: this is their first.")
     page.select_option("#priority", "urgent")
     page.fill("#label-form input", "Billing <i>")
     page.press("#label-form input", "Enter")
@@ -55,9 +58,16 @@ def test_an_agent_sets_priority_labels_and_a_snooze(
     page.reload()
     expect(page.locator("#priority")).to_have_value("urgent")
     expect(page.locator("#snooze-input")).to_have_value("2030-03-01T09:30")
+    expect(page.locator("#reopen")).to_be_visible()  # snoozed: it can be reopened
     page.click("#resolve")
     expect(page.locator("#status")).to_have_text("resolved")
     expect(page.locator("#snooze-until")).to_be_hidden()
+    # One way out of each state: a resolved conversation offers Reopen, not Resolve.
+    expect(page.locator("#resolve")).to_be_hidden()
+    page.click("#reopen")
+    expect(page.locator("#status")).to_have_text("open")
+    expect(page.locator("#reopen")).to_be_hidden()
+    expect(page.locator("#resolve")).to_be_visible()
 
 
 def test_an_agent_attaches_files_removes_one_and_sends_the_reply(

@@ -424,6 +424,9 @@ function setupConversation() {
     const badge = document.getElementById("status");
     badge.textContent = status;
     badge.className = `status st-${status}`;
+    // One button for the way out of the state shown: Resolve, or Reopen once resolved.
+    document.getElementById("resolve").hidden = status === "resolved";
+    document.getElementById("reopen").hidden = status === "open";
     // Only a real change moves the form: an update of something else (a colleague's
     // label, this agent's own priority) must not undo a choice not yet submitted.
     if (status === shownStatus) return;
