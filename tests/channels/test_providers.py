@@ -31,11 +31,12 @@ from tests.factories import World
 class Provider(BaseHTTPRequestHandler):
     calls: list[tuple[str, dict[str, str], bytes]] = []
     reply: dict = {}  # type: ignore[type-arg]
+    status = 200
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         type(self).calls.append((self.path, dict(self.headers), body))
-        self.send_response(200)
+        self.send_response(type(self).status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
         # "{n}" in the reply is the call's number: each message sent gets an id of its own.
@@ -542,6 +543,68 @@ def test_an_agent_cannot_reply_by_sms_after_stop_until_start(
     assert len(handler.calls) == 1
     assert parse_qs(handler.calls[0][2].decode())["Body"] == ["It ships tomorrow"]
     assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "sent"
+
+
+def test_a_send_twilio_refuses_as_unsubscribed_records_the_opt_out(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # The number had replied STOP before the inbox was connected (or through another tool
+    # on it): Twilio refused each reply with error 21610, and Rapport went on queueing them,
+    # each failing at Twilio, the panel saying nothing of the opt-out.
+    inbox, path, handler = twilio_inbox(client, world, provider)
+    text_in(client, settings, path, "SM_HI", "Where is my order?")
+    conv = only_conversation(client, world, inbox)
+    handler.status = 400
+    handler.reply = {
+        "code": 21610,
+        "message": "Attempt to send to unsubscribed recipient",
+        "more_info": "https://www.twilio.com/docs/errors/21610",
+        "status": 400,
+    }
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "It ships tomorrow"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+    sent = only_conversation(client, world, inbox)["messages"][-1]
+    assert sent["status"] == "failed" and "unsubscribed recipient" in sent["error"]
+    assert deliver_jobs(database) == [JobState.dead]  # never tried again
+    # Recorded as a keyword the customer sent to Twilio.
+    consents = client.get(
+        f"/api/v1/customers/{conv['customer_id']}/consents", headers=auth(world.bob)
+    ).json()
+    withdrawn = [c for c in consents["current"] if not c["granted"]]
+    assert [(c["channel"], c["purpose"]) for c in withdrawn] == [("sms", "all")]
+    source = withdrawn[0]["source"]
+    assert (
+        source == "SMS keyword at Twilio (error 21610: Attempt to send to unsubscribed recipient)"
+    )
+    # The next reply is refused before it is queued, saying why.
+    calls = len(handler.calls)
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Are you there?"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 409 and r.json()["source"] == source
+    Worker(database, settings).run_until_idle()
+    assert len(handler.calls) == calls
+    # START undoes it, as after a STOP Rapport saw.
+    handler.status, handler.reply = 200, {"sid": "SM_OUT_{n}", "status": "queued"}
+    text_in(client, settings, path, "SM_START", "START")
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Welcome back"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text  # queued (sent once the inbox's sending rate allows)
+    assert deliver_jobs(database) == [JobState.dead, JobState.queued]
 
 
 def test_a_reply_queued_before_a_stop_is_not_sent_and_says_why(

@@ -21,12 +21,19 @@ if TYPE_CHECKING:
 
 
 class DeliveryError(Exception):
-    """A send that failed. ``permanent`` failures are not retried (bad number, blocked...)."""
+    """A send that failed. ``permanent`` failures are not retried (bad number, blocked...).
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+    ``opted_out`` names the provider's own record of an opt-out the customer made there,
+    which Rapport may not have seen (Twilio's 21610: a STOP to the number, perhaps
+    through another tool): the channel is then withdrawn in the customer's consents."""
+
+    def __init__(
+        self, reason: str, *, permanent: bool = False, opted_out: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.permanent = permanent
+        self.permanent = permanent or opted_out is not None
+        self.opted_out = opted_out
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,9 @@ def send_parts(out: Outbound, parts: list[tuple[str, str, Callable[[], str | Non
                 sent = sum(1 for k, _, _ in parts if k in out.parts_sent)
                 prefix = f"{what}: " if len(parts) > 1 or key.startswith("file:") else ""
                 note = f" ({sent} of {len(parts)} parts already sent)" if sent else ""
-                raise DeliveryError(f"{prefix}{exc.reason}{note}", permanent=exc.permanent) from exc
+                raise DeliveryError(
+                    f"{prefix}{exc.reason}{note}", permanent=exc.permanent, opted_out=exc.opted_out
+                ) from exc
             out.parts_sent[key] = done
             if out.record_part is not None:
                 out.record_part(key, done)

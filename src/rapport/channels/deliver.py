@@ -149,6 +149,9 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         raise PermanentError(str(exc)) from exc
     except base.DeliveryError as exc:
         last_try = ctx.attempt >= ctx.max_attempts
+        if exc.opted_out is not None:
+            _opted_out(ctx, msg, inbox, customer.id, exc.opted_out, exc.reason)
+            raise PermanentError(exc.reason) from exc
         if exc.permanent or last_try:
             _mark(ctx, message_id, DeliveryStatus.failed, exc.reason)
             raise PermanentError(exc.reason) from exc
@@ -401,6 +404,42 @@ def _record_part(ctx: JobContext, message_id: str, key: str, external_id: str) -
                         position=len(sent) - 1,
                     )
                 )
+
+
+def _opted_out(
+    ctx: JobContext, msg: Message, inbox: Inbox, customer_id: str, why: str, reason: str
+) -> None:
+    """The provider refused the send because the customer opted out with it (a STOP that
+    never reached Rapport: sent before the inbox was connected, or through another tool on
+    the number). The message fails with the reason, and the opt-out is recorded in the
+    same transaction, as if its keyword had come in: the panel shows it, and replies are
+    refused before they are queued instead of failing one by one at the provider."""
+    channel = base.consent_channel(inbox.channel)
+    with ctx.database.session() as db:
+        row = db.get(Message, msg.id)
+        if row is not None:
+            _set_status(db, row, DeliveryStatus.failed, reason)
+        if (
+            channel is not None
+            and profile.withdrawn(db, customer_id=customer_id, channel=channel) is None
+        ):
+            profile.record_keyword(
+                db,
+                workspace_id=msg.workspace_id,
+                customer_id=customer_id,
+                channel=channel,
+                keyword="",
+                granted=False,
+                source=(profile.keyword_source(channel, "") + f"at {why}")[:200],
+            )
+    log.info(
+        "the provider refused a send: the customer opted out there",
+        extra={
+            "event": "deliver.opted_out",
+            "workspace_id": msg.workspace_id,
+            "message_id": msg.id,
+        },
+    )
 
 
 def _mark(

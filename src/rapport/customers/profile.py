@@ -261,11 +261,14 @@ def record_keyword(
     channel: ConsentChannel,
     keyword: str,
     granted: bool,
+    source: str | None = None,
 ) -> list[Consent]:
     """Record an opt-out (``granted=False``) or opt-in keyword the provider acted on for
     every message of the channel: an opt-out withdraws ``all`` and each purpose granted
     there; an opt-in grants ``all`` again and only the purposes a keyword had withdrawn
-    (not one the customer refused elsewhere, nor one never asked for)."""
+    (not one the customer refused elsewhere, nor one never asked for). ``source`` tells
+    more than the keyword alone (it must start as ``keyword_source`` does, so that a later
+    opt-in keyword undoes it)."""
     current, _ = consents(db, customer_id=customer_id)
     prefix = keyword_source(channel, "")
     purposes = {EVERY_PURPOSE} | {
@@ -275,7 +278,8 @@ def record_keyword(
         and c.purpose != EVERY_PURPOSE
         and (not c.granted and c.source.startswith(prefix) if granted else c.granted)
     }
-    source = keyword_source(channel, keyword)
+    prefix_source = keyword_source(channel, keyword)
+    source = source if source and source.startswith(prefix) else prefix_source
     rows = [
         Consent(
             workspace_id=workspace_id,

@@ -56,6 +56,19 @@ _ERRORS = {
 }
 
 
+# Twilio's refusal of a send to a number that opted out at Twilio.
+UNSUBSCRIBED = "21610"
+
+
+def _json(resp: httpx.Response) -> dict[str, Any]:
+    """A Twilio error answer's JSON body, or {} for anything else (an HTML error page)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def _error(code: str) -> str:
     if not code.isdigit():
         return f"Twilio error {code}"
@@ -256,12 +269,18 @@ class TwilioSms:
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise base.DeliveryError(f"Twilio answered {resp.status_code}")
             if resp.status_code >= 400:
-                detail = (
-                    resp.json().get("message", resp.text[:200])
-                    if resp.content
-                    else resp.status_code
+                body = _json(resp)
+                detail = body.get("message") or resp.text[:200] or resp.status_code
+                code = str(body.get("code") or "")
+                raise base.DeliveryError(
+                    f"Twilio refused the message: {detail}",
+                    permanent=True,
+                    # The number replied STOP (or another opt-out word) at some time: Twilio
+                    # blocks every message to it until it sends START.
+                    opted_out=f"Twilio (error {code}: {_ERRORS[code]})"
+                    if code == UNSUBSCRIBED
+                    else None,
                 )
-                raise base.DeliveryError(f"Twilio refused the message: {detail}", permanent=True)
             return str(resp.json()["sid"])
 
         sids = base.send_parts(
