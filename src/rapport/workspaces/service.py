@@ -177,9 +177,9 @@ def update_member(
     actor_id: str,
     actor_role: Role,
 ) -> Membership:
-    """Change a member's role or capacity; never of a member above the actor's own role
-    (an admin cannot touch an owner), but a member's own capacity is theirs to set."""
-    if membership.user_id != actor_id and membership.role.rank > actor_role.rank:
+    """Change a member's role or capacity (an admin's or owner's act: the API asks for one);
+    never of a member above the actor's own role (an admin cannot touch an owner)."""
+    if membership.role.rank > actor_role.rank:
         raise Forbidden("you cannot change a member above your own role")
     if role is not None:
         change_role(db, membership=membership, role=role, actor_role=actor_role, actor_id=actor_id)
