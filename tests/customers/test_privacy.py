@@ -530,9 +530,17 @@ def test_an_erasure_deletes_the_unreadable_provider_calls_that_hold_the_customer
         unparsed(database, world.acme, "From=%2B14155550123&Body=my+card+is+blocked"),  # Twilio
         unparsed(database, world.acme, '{"sender": {"email": "Zoe@Example.com"}}'),
         unparsed(database, world.acme, "reply_to=zoe%40example.com&text=hi"),
+        # As people write a number, and her name alone: neither was looked for.
+        unparsed(database, world.acme, '{"caller": "(415) 555-0123", "note": "call back"}'),
+        unparsed(database, world.acme, "callback=415.555.0123"),
+        unparsed(database, world.acme, "From=%2B1+415-555-0123"),
+        unparsed(database, world.acme, '{"profile": {"name": "Zoe Quist"}}'),
+        unparsed(database, world.acme, "name=Zoe+Quist&msg=hi"),
     ]
     kept = {
         unparsed(database, world.acme, '{"sender": {"email": "otto@example.com"}}'),
+        unparsed(database, world.acme, '{"profile": {"name": "Zoe"}}'),  # a first name alone
+        unparsed(database, world.acme, '{"caller": "(415) 555-0124"}'),  # another number
         unparsed(database, world.globex, "From=%2B14155550123&Body=hi"),  # not this workspace's
     }
     expired = unparsed(database, world.acme, '{"entry": []}', days_ago=31)  # the prune lags

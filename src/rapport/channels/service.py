@@ -1,11 +1,13 @@
 """Inboxes: create and configure channel instances; credentials are encrypted at rest."""
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote_plus
 
+import phonenumbers
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
@@ -139,14 +141,20 @@ def prune_unparsed(db: Session, *, limit: int = 5000) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def forget_unparsed(db: Session, *, workspace_id: str, handles: Iterable[str]) -> int:
+def forget_unparsed(
+    db: Session, *, workspace_id: str, handles: Iterable[str], names: Iterable[str] = ()
+) -> int:
     """Delete the workspace's unreadable payloads that hold any of these handles (an
-    erased customer's phone, email, PSID...), as the provider may have written them, and
-    those past UNPARSED_KEPT_DAYS that the prune has not reached yet; returns how many.
-    What is left of the workspace's is within those days, which bounds the search. A
-    payload that holds a handle by chance (a number inside a longer one) goes too: it was
-    kept only to be looked into."""
-    needles = sorted({n for h in handles for n in _spellings(h) if len(n) >= _SHORTEST_HANDLE})
+    erased customer's phone, email, PSID...) or full names, as the provider may have
+    written them, and those past UNPARSED_KEPT_DAYS that the prune has not reached yet;
+    returns how many. What is left of the workspace's is within those days, which bounds
+    the search. A payload that holds one by chance (a number inside a longer one, a
+    namesake) goes too: it was kept only to be looked into. A name of one word is not
+    looked for: too many payloads would hold it."""
+    full_names = {n.strip() for n in names if len(n.split()) >= 2}
+    needles = sorted(
+        {n for h in [*handles, *full_names] for n in _spellings(h) if len(n) >= _SHORTEST_HANDLE}
+    )
     cutoff = utcnow() - timedelta(days=UNPARSED_KEPT_DAYS)
     result = db.execute(
         delete(UnparsedPayload).where(
@@ -162,9 +170,30 @@ def forget_unparsed(db: Session, *, workspace_id: str, handles: Iterable[str]) -
 
 def _spellings(handle: str) -> set[str]:
     """How a provider's payload may spell this handle: as stored, form-encoded (Twilio:
-    ``%40`` for ``@``), escaped in JSON, and a number's digits without its ``+``
-    (WhatsApp's ``wa_id``; Twilio's ``%2B``)."""
-    found = {handle, quote_plus(handle), json.dumps(handle)[1:-1]}
+    ``%40`` for ``@``), escaped in JSON, and for a number also as people write it:
+    its digits without the ``+`` (WhatsApp's ``wa_id``; Twilio's ``%2B``), its national
+    digits and its national and international formats, with spaces, dashes or dots
+    (``(415) 555-0123``, ``415.555.0123``, ``+44 20 7946 0018``)."""
+    forms = {handle}
     if handle.startswith("+") and handle[1:].isdigit():
-        found.add(handle[1:])
+        forms |= _phone_forms(handle)
+    found = set()
+    for form in forms:
+        found |= {form, quote_plus(form), json.dumps(form)[1:-1]}
     return found
+
+
+def _phone_forms(e164: str) -> set[str]:
+    forms = {e164[1:]}
+    try:
+        number = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException:
+        return forms
+    forms.add(phonenumbers.national_significant_number(number))
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    international = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    local = international.split(" ", 1)[-1]  # without the country code
+    for written in (national, international, local):
+        groups = re.split(r"[ .-]+", written)
+        forms |= {written, *(separator.join(groups) for separator in (" ", "-", "."))}
+    return forms

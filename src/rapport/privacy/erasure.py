@@ -12,7 +12,7 @@ agent taught the bot from their messages; the classifiers that learnt from their
 (the bot's intents, the workspace's triage) are trained again without them, by jobs
 queued in the same transaction; the reply suggestions' pool of past questions and answers
 is forgotten in every process once it commits. The provider calls we could not read that
-hold one of their handles are deleted (``channels.service.forget_unparsed``; only the last
+hold one of their handles or their full name are deleted (``channels.service.forget_unparsed``; only the last
 30 days' are kept). Jobs about them are deleted, queued or dead
 (see ``_settle_jobs``), and so are those delivering an outgoing webhook's call that names
 them: the call is cancelled, never sent, and its logged payload blanked. Then a job removes
@@ -121,7 +121,12 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     named |= _settle_deliveries(db, workspace_id=ws, jobs=live, named=named)
     running = _settle_jobs(db, jobs=live, named=named)
     # Provider calls we could not read may quote their number or address: found by those.
-    channels.forget_unparsed(db, workspace_id=ws, handles=_handles(db, ws, person))
+    channels.forget_unparsed(
+        db,
+        workspace_id=ws,
+        handles=_handles(db, ws, person),
+        names=db.scalars(select(Customer.name).where(Customer.id.in_(person))),
+    )
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
     enqueue(
