@@ -12,8 +12,9 @@ agent taught the bot from their messages; the classifiers that learnt from their
 (the bot's intents, the workspace's triage) are trained again without them, by jobs
 queued in the same transaction; the reply suggestions' pool of past questions and answers
 is forgotten in every process once it commits. The provider calls we could not read that
-hold one of their handles or their full name are deleted (``channels.service.forget_unparsed``; only the last
-30 days' are kept). Jobs about them are deleted, queued or dead
+hold one of their handles or their full name are deleted
+(``channels.service.forget_unparsed``; only the last 30 days' are kept). Jobs about them
+are deleted, queued or dead
 (see ``_settle_jobs``), and so are those delivering an outgoing webhook's call that names
 them: the call is cancelled, never sent, and its logged payload blanked. Then a job removes
 the copies kept elsewhere: the rows of the jobs about them that were running, once ended;
