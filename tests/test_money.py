@@ -56,6 +56,18 @@ def test_an_amount_finer_than_its_currency_is_refused_not_rounded(
         money.to_minor(sent, currency)
 
 
+@pytest.mark.parametrize(
+    "currency", ["XXX", "xau", "XAG", "XPT", "XPD", "XDR", "XTS", "XSU", "XUA"]
+)
+def test_an_amount_in_a_code_with_no_minor_unit_is_refused_but_zero_is_zero(
+    currency: str,
+) -> None:
+    # ISO 4217 gives these "N.A." for the minor unit: they were read as 2 decimals.
+    with pytest.raises(money.NoMinorUnit, match="has no minor unit in ISO 4217"):
+        money.to_minor("5", currency)
+    assert money.to_minor("0.00", currency) == 0
+
+
 @pytest.mark.parametrize("sent", ["NaN", "Infinity", "abc", "", True, "1e999999", "9" * 5000])
 def test_what_is_no_amount_or_too_large_is_a_value_error(sent: str | bool) -> None:
     with pytest.raises(ValueError) as caught:

@@ -5,6 +5,11 @@ two for most, but none for the yen or the won (an order of 1500 JPY is 1500, not
 and three for the dinars of Bahrain, Iraq, Jordan, Kuwait, Libya and Tunisia and the
 Omani rial. Every conversion between the two goes through this module, so that no other
 code assumes a hundred.
+
+For the codes whose minor unit ISO 4217 gives as "N.A." (XXX, no currency; the metals XAU,
+XAG, XPT, XPD; units of account such as XDR; XTS, for testing) an amount is refused, not
+read in 0 or 2 decimals: "N.A." says no minor unit exists, not that it is a whole one, so
+no count of minor units is the amount that was sent.
 """
 
 from decimal import Decimal, InvalidOperation
@@ -37,6 +42,12 @@ _EXPONENTS = {
     **dict.fromkeys(("CLF", "UYW"), 4),
 }
 
+# ISO 4217's codes whose minor unit is "N.A." (the list of 2025): no currency, the metals,
+# units of account, the testing code.
+NO_MINOR_UNIT = frozenset(
+    ("XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX")
+)
+
 
 # More digits than any amount has (a BIGINT column holds 19): beyond, an amount is refused
 # before its digits are multiplied out.
@@ -45,6 +56,10 @@ MAX_DIGITS = 40
 
 class TooPrecise(ValueError):
     """An amount with more decimals than its currency has minor units (19.999 EUR)."""
+
+
+class NoMinorUnit(ValueError):
+    """An amount in a code ISO 4217 gives no minor unit (5 XAU, 5 XXX)."""
 
 
 class Exact(float):
@@ -65,7 +80,8 @@ class Exact(float):
 
 def exponent(currency: str) -> int:
     """How many decimals the currency's amounts have: 2 unless ISO 4217 says otherwise
-    (and for a code it does not know, XXX included)."""
+    (and for a code it does not know). A code in ``NO_MINOR_UNIT`` has 2 here only to show
+    the amounts stored in it before ``to_minor`` refused them."""
     return _EXPONENTS.get(currency.upper(), 2)
 
 
@@ -73,8 +89,9 @@ def to_minor(value: str | int | float | Decimal, currency: str) -> int:
     """An amount (decimal text, a number of major units) in the currency's minor units,
     exactly: ("1500", "JPY") -> 1500, ("1.234", "KWD") -> 1234, (59.9, "EUR") -> 5990.
     ``TooPrecise`` for one with more decimals than the currency has ("19.999", "EUR"):
-    rounding would record an amount nobody paid. ``ValueError`` for what is no finite
-    amount, or one of more than ``MAX_DIGITS`` digits. A float is read as its shortest
+    rounding would record an amount nobody paid. ``NoMinorUnit`` for one other than 0 in a
+    code of ``NO_MINOR_UNIT``. ``ValueError`` for what is no finite amount, or one of more
+    than ``MAX_DIGITS`` digits. A float is read as its shortest
     text, an ``Exact`` as the text it came as."""
     if isinstance(value, bool):
         raise ValueError(f"{_shown(value)} is not an amount")
@@ -90,10 +107,14 @@ def to_minor(value: str | int | float | Decimal, currency: str) -> int:
     significant = "".join(map(str, digits)).rstrip("0")
     if not significant:
         return 0
+    code = currency.upper()
+    if code in NO_MINOR_UNIT:
+        raise NoMinorUnit(
+            f"{code} has no minor unit in ISO 4217: {_shown(value)} {code} is no count of them"
+        )
     places = exponent(currency)
     shift = int(exp) + len(digits) - len(significant) + places
     if shift < 0:
-        code = currency.upper()
         raise TooPrecise(
             f"{_shown(value)} has more decimals than {code}'s {places}"
             if places

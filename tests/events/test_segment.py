@@ -298,46 +298,87 @@ def test_an_event_of_the_wrong_shape_is_refused_naming_it_and_nothing_stored(
     assert events(database) == before
 
 
-def test_an_order_with_an_unstorable_total_or_time_is_still_recorded(
+def test_an_order_with_an_unstorable_time_is_still_recorded(
     client: TestClient, world: World, database: Database
 ) -> None:
     key = source(client, world)
     r = client.post(
         "/api/v1/events/track",
         json={
-            "userId": "user-big",
+            "userId": "user-old",
             "event": "Order Completed",
-            "properties": {"order_id": "o-big", "total": "1e999999"},
+            "properties": {"order_id": "o-old", "total": "12.50", "currency": "EUR"},
             "timestamp": "0001-01-01T00:00:00+01:00",
         },
         headers=basic(key),
     )
     assert r.status_code == 200, r.text
     with database.session(write=False) as db:
-        assert db.scalar(select(Order.total_minor).where(Order.order_id == "o-big")) == 0
+        assert db.scalar(select(Order.total_minor).where(Order.order_id == "o-old")) == 1250
 
 
-def test_an_order_in_what_is_not_a_currency_code_is_recorded_in_no_currency(
+@pytest.mark.parametrize(
+    ("total", "currency", "detail"),
+    [
+        ("abc", "EUR", "abc is not an amount"),
+        ("NaN", "EUR", "NaN is not an amount"),
+        ("Infinity", "EUR", "Infinity is not an amount"),
+        ("", "EUR", " is not an amount"),
+        (True, "EUR", "True is not an amount"),
+        ({"amount": 5}, "EUR", "{'amount': 5} is not an amount"),
+        ("1e999999", "EUR", "1e999999 is too large an amount"),
+        ("92233720368547758.08", "USD", "more than the 19 digits of minor units an order holds"),
+        ("5", "XAU", "XAU has no minor unit in ISO 4217: 5 XAU is no count of them"),
+        (5, "xdr", "XDR has no minor unit in ISO 4217: 5 XDR is no count of them"),
+        (5, "euros", "XXX has no minor unit in ISO 4217: 5 XXX is no count of them"),
+    ],
+)
+def test_an_order_total_that_cannot_be_recorded_as_sent_refuses_the_batch(
+    client: TestClient,
+    world: World,
+    database: Database,
+    total: object,
+    currency: str,
+    detail: str,
+) -> None:
+    # Recorded as 0 before: an order of "abc" (or "1e999999", or 5 of no currency) was a
+    # paid order of nothing, and the sender never learnt that its totals were unreadable.
+    key = source(client, world)
+    before = events(database)
+    good = {"order_id": "ok", "total": "1.00", "currency": "EUR"}
+    bad = {"order_id": "unreadable", "total": total, "currency": currency}
+    batch = [
+        {"type": "track", "userId": "u-x", "event": "Order Completed", "properties": props}
+        for props in (good, bad)
+    ]
+    r = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
+    assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json")
+    assert r.json()["index"] == 1
+    assert r.json()["detail"] == (
+        f"batch[1]: properties.total: {detail}; send the amount as the decimal text it was paid in"
+    )
+    assert events(database) == before
+
+
+def test_an_order_with_no_total_is_recorded_as_zero_in_any_currency(
     client: TestClient, world: World, database: Database
 ) -> None:
-    # The currency was cut to 3 characters, then upper-cased: "ßßß" became "SSSSSS", too
-    # long for the column on PostgreSQL, and the whole batch failed (Segment resends it).
     key = source(client, world)
-    sent = {"o-1": "ßßß", "o-2": "euros", "o-3": 978, "o-4": " eur ", "o-5": None}
+    sent = {"z-1": {}, "z-2": {"total": None, "currency": "XAU"}, "z-3": {"total": "0.00"}}
     batch = [
         {
             "type": "track",
-            "userId": "user-cur",
+            "userId": "u-z",
             "event": "Order Completed",
-            "properties": {"order_id": order_id, "total": 5, "currency": currency},
+            "properties": {"order_id": order_id, **props},
         }
-        for order_id, currency in sent.items()
+        for order_id, props in sent.items()
     ]
     r = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
     assert r.status_code == 200, r.text
     with database.session(write=False) as db:
-        stored = dict(db.execute(select(Order.order_id, Order.currency)).all())
-    assert stored == {"o-1": "XXX", "o-2": "XXX", "o-3": "XXX", "o-4": "EUR", "o-5": "USD"}
+        stored = dict(db.execute(select(Order.order_id, Order.total_minor)).all())
+    assert stored == {"z-1": 0, "z-2": 0, "z-3": 0}
 
 
 def test_events_for_one_new_person_at_once_are_all_stored(

@@ -126,20 +126,24 @@ def _order_id(props: dict[str, Any]) -> str | None:
 
 def _total(props: dict[str, Any]) -> tuple[int, str]:
     """An order's ``total`` (else ``revenue``) in its currency's minor units, and that
-    currency: 59.9 EUR -> 5990, 1500 JPY -> 1500. 0 for what is not an amount, including
-    one too large for the BIGINT column (``1e999999``); Invalid for one with more decimals
-    than its currency has (19.999 EUR), which rounding would record as paid."""
+    currency: 59.9 EUR -> 5990, 1500 JPY -> 1500; 0 for none (absent or null). Invalid for
+    any amount that would not be recorded as sent: one with more decimals than its
+    currency has (19.999 EUR, which rounding would record as paid), one that is no amount
+    ("abc", "NaN", "Infinity"), one too large for the BIGINT column ("1e999999"), and one
+    in a code ISO 4217 gives no minor unit (XXX, which is also what a currency that is no
+    code is read as; XAU)."""
     currency = _currency(props.get("currency"))
     key = "total" if "total" in props else "revenue"
+    sent = props.get(key)
     try:
-        minor = money.to_minor(props.get(key, 0), currency)
-    except money.TooPrecise as exc:
+        minor = money.to_minor(0 if sent is None else sent, currency)
+        if abs(minor) >= 2**63:
+            raise ValueError("more than the 19 digits of minor units an order holds")
+    except ValueError as exc:
         raise Invalid(
             f"properties.{key}: {exc}; send the amount as the decimal text it was paid in"
         ) from exc
-    except ValueError:
-        return 0, currency
-    return (minor if abs(minor) < 2**63 else 0), currency
+    return minor, currency
 
 
 def _currency(value: Any) -> str:

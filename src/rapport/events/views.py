@@ -61,7 +61,9 @@ class EventIn(BaseModel):
         "`revenue`) is the amount in major units of `currency` (ISO 4217, USD if none): "
         'best as decimal text ("1234.50", "1500" for JPY, "1.234" for KWD); a JSON '
         "number is read exactly as written. An amount with more decimals than the "
-        "currency has (19.999 EUR, 15.5 JPY) refuses the request (422), never rounded.",
+        "currency has (19.999 EUR, 15.5 JPY) refuses the request (422), never rounded; "
+        'so does one that is no amount ("abc") or too large, and one other than 0 in a '
+        'code ISO 4217 gives no minor unit ("N.A.": XXX, XAU, XDR...).',
     )
     context: EventContext | None = None
 
