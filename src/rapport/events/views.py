@@ -140,7 +140,10 @@ def _exact_amounts(raw: bytes, events: list[dict[str, Any]], batch: bool) -> Non
     they were sent as (``money.Exact``): orjson reads them as doubles, and a double holds
     neither 92233720368547758.07 nor, past about 90 trillion, every cent. Python's json
     reads the body again only when there is such an amount, keeping orjson's speed for
-    every other request."""
+    every other request. Not Python's json alone, once: orjson has no hook to keep a
+    number's text, and Python's json accepts what orjson refuses as no JSON (NaN, an
+    escaped lone surrogate, which no database column stores) and would answer some
+    bodies differently: here orjson alone decides what is JSON."""
     if not any(
         isinstance((e.get("properties") or {}).get(key), float) for e in events for key in _AMOUNTS
     ):
