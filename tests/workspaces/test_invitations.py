@@ -10,6 +10,7 @@ from datetime import timedelta
 from email.message import Message
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
@@ -205,6 +206,47 @@ def test_an_admin_cannot_set_a_password_or_invite_above_their_role(
         headers=auth(world.alice),
     )
     assert r.status_code == 409  # a member already: the admin can see that on the list
+
+
+@pytest.mark.parametrize("name", ["x" * 101, "Dana\nAdmin", "Dana\x1b[31m", "Dana\u202enimda"])
+def test_an_invitation_or_an_acceptance_with_a_name_a_member_could_not_have_is_refused(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    relay: Outbox,
+    name: object,
+) -> None:
+    # Checked only for a member renaming themself: an invitation took 200 characters of
+    # anything (a newline, a bidi override) and made them the new account's name.
+    r = client.post(
+        "/api/v1/members",
+        json={"email": "dana@acme.test", "name": name},
+        headers=auth(world.alice),
+    )
+    assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json")
+    assert [e["loc"] for e in r.json()["errors"]] == [["body", "name"]]
+    token = invite(client, database, settings, relay, world.alice, "dana@acme.test")
+    r = client.post(
+        "/api/v1/invitations/accept",
+        json={"token": token, "password": NEW_PASSWORD, "name": name},
+    )
+    assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json")
+    assert [e["loc"] for e in r.json()["errors"]] == [["body", "name"]]
+    with database.session(write=False) as db:
+        assert accounts.user_by_email(db, "dana@acme.test") is None  # the link still works
+
+
+def test_an_invitation_name_is_trimmed_and_a_blank_one_is_none(
+    client: TestClient, world: World, database: Database, settings: Settings, relay: Outbox
+) -> None:
+    for name, kept in (("  Dana  ", "Dana"), ("   ", ""), (None, "")):
+        r = client.post(
+            "/api/v1/members",
+            json={"email": "dana@acme.test", "name": name},
+            headers=auth(world.alice),
+        )
+        assert r.status_code == 202 and r.json()["name"] == kept, r.text
 
 
 def test_an_expired_withdrawn_or_replaced_link_is_refused(

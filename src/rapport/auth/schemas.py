@@ -4,7 +4,14 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from rapport.auth.models import Role
 
@@ -28,6 +35,15 @@ MemberName = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
     AfterValidator(_printable),
 ]
+
+
+def _blank_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# A name that may be left for later (an invitation's, chosen on accepting): blank or null is
+# none, any other follows MemberName's rule.
+OptionalMemberName = Annotated[MemberName | None, BeforeValidator(_blank_is_none)]
 
 
 class ResetRequestIn(BaseModel):

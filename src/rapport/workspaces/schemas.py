@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rapport.auth.models import Role
+from rapport.auth.schemas import OptionalMemberName
 from rapport.db import JsonObject
 
 
@@ -42,7 +43,8 @@ class MemberCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: str = Field(max_length=320)
-    name: str = Field(default="", max_length=200)
+    # As a member's own name is: printable, at most 100 characters.
+    name: OptionalMemberName = None
     role: Role = Role.agent
 
 
@@ -74,7 +76,7 @@ class InvitationAccept(BaseModel):
     token: str = Field(min_length=1, max_length=200)
     password: str = Field(min_length=1, max_length=1000)
     # For a new account; the invitation's name when blank.
-    name: str = Field(default="", max_length=200)
+    name: OptionalMemberName = None
 
 
 class InvitationAccepted(BaseModel):
