@@ -117,6 +117,35 @@ def test_a_logged_traceback_has_its_frames_and_classes_but_not_what_they_said(
     assert "LookupError" in wrapped and any("direct cause" in line for line in wrapped)
 
 
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_a_traceback_on_the_console_leaves_out_what_the_exception_said_as_json_does(
+    capsys: pytest.CaptureFixture[str], json_lines: bool
+) -> None:
+    # With RAPPORT_LOG_JSON=false the console renderer printed its own traceback, whose
+    # last line was the exception's text: here a customer's address.
+    from rapport import logs
+
+    address = "zoe@example.com"
+
+    def deliver() -> None:
+        raise ConnectionRefusedError(f"550 mailbox {address} unavailable")
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("INFO", json=json_lines)  # to this test's captured stderr, until it ends
+    try:
+        try:
+            deliver()
+        except ConnectionRefusedError:
+            logging.getLogger("rapport.test").exception("refused", extra={"event": "t.refused"})
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "t.refused" in err and "in deliver" in err and "ConnectionRefusedError" in err
+    assert address not in err
+
+
 def test_logs_at_info_carry_no_message_body_or_contact_details(
     client: TestClient, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -26,9 +26,10 @@ def configure(level: str = "INFO", json: bool = True) -> None:
         foreign_pre_chain=pre_chain,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            # A traceback as text in the JSON line, without what the exception said (the
-            # console renderer, for a developer's terminal, prints its own in full).
-            *([frames_only] if json else []),
+            # A traceback as text, without what the exception said, in the JSON line and
+            # on the console alike: a console's output is kept as often (a service's
+            # journal, a container's log) and the text may quote a customer's contact.
+            frames_only,
             renderer,
         ],
     )
