@@ -1,14 +1,16 @@
 """Members, roles and teams of a workspace."""
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from rapport.auth.models import Membership
 from rapport.channels.models import Inbox
 from rapport.config import Settings
-from rapport.db import Database
+from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
 from tests.channels.email.test_email import Outbox
 from tests.conftest import auth, published_events
@@ -245,6 +247,7 @@ def test_open_pages_hear_of_members_joining_changing_and_leaving(
         "role": joined["role"],
         "capacity": 20,
         "totp_enabled": False,
+        "presence": "offline",
     }
     with published_events() as published:
         r = client.patch(
@@ -255,3 +258,45 @@ def test_open_pages_hear_of_members_joining_changing_and_leaving(
     told = [(e["type"], e["payload"].get("role")) for e in published if "member." in e["type"]]
     assert told == [("member.updated", "admin"), ("member.removed", None)]
     assert all(e["workspace_id"] == acme for e in published if "member." in e["type"])
+
+
+def test_open_pages_hear_of_a_presence_change_but_not_of_every_heartbeat(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # An agent going online, busy or offline sent no event: the members table showed
+    # everyone as they were when the page was opened.
+    bob = world.acme.users["bob"].id
+
+    def ping(availability: str) -> list[str]:
+        """What presence the workspace heard of for bob during this heartbeat."""
+        with published_events() as published:
+            r = client.put(
+                "/api/v1/presence", json={"availability": availability}, headers=auth(world.bob)
+            )
+            assert r.status_code == 200 and r.json()["presence"] == availability, r.text
+        told = [e for e in published if e["type"] == "member.updated"]
+        assert all(e["payload"]["user_id"] == bob for e in told)
+        assert all(e["workspace_id"] == world.acme.workspace.id for e in told)
+        return [e["payload"]["presence"] for e in told]
+
+    assert ping("online") == ["online"]
+    assert ping("online") == []  # the browser's heartbeat, every minute
+    assert ping("busy") == ["busy"]
+    assert ping("busy") == []
+    # The browser was closed past the presence timeout: others see bob offline, and his
+    # next heartbeat brings him back.
+    with database.session() as db:
+        db.execute(
+            update(Membership)
+            .where(Membership.user_id == bob)
+            .values(last_seen_at=utcnow() - timedelta(minutes=10))
+        )
+    [listed] = [
+        m
+        for m in client.get("/api/v1/members", headers=auth(world.alice)).json()
+        if m["user_id"] == bob
+    ]
+    assert (listed["availability"], listed["presence"]) == ("busy", "offline")
+    assert ping("busy") == ["busy"]
+    assert ping("offline") == ["offline"]
+    assert ping("offline") == []

@@ -30,32 +30,42 @@ PAGES_PER_PASS = 20
 def set_presence(
     db: Session, *, workspace_id: str, user_id: str, availability: str | None
 ) -> Membership:
-    """Record a heartbeat, and the agent's chosen availability when given."""
+    """Record a heartbeat, and the agent's chosen availability when given. When what others
+    see of them (``presence``) changes, the workspace hears ``member.updated``: not on
+    every heartbeat, which a browser sends each minute."""
     member = db.scalar(
         select(Membership).where(
             Membership.workspace_id == workspace_id, Membership.user_id == user_id
         )
     )
     assert member is not None
+    if availability is not None and availability not in AVAILABILITY:
+        raise Invalid(f"availability is one of {', '.join(AVAILABILITY)}")
+    now = utcnow()
+    before = presence(member, now)
     if availability is not None:
-        if availability not in AVAILABILITY:
-            raise Invalid(f"availability is one of {', '.join(AVAILABILITY)}")
-        became_available = availability == "online" and not is_online(member, utcnow())
         member.availability = availability
-    else:
-        became_available = False
-    member.last_seen_at = utcnow()
-    if became_available:
-        wake(db, workspace_id=workspace_id)
+    member.last_seen_at = now
+    after = presence(member, now)
+    if after != before:
+        from rapport.workspaces import service as workspaces  # which imports routing
+
+        workspaces.announce_member(db, membership=member)
+        if after == "online":
+            wake(db, workspace_id=workspace_id)
     return member
 
 
+def presence(member: Membership, now: datetime) -> str:
+    """What others see of the member: the availability they chose (online, busy, offline)
+    while their browser is seen within ``PRESENCE_TIMEOUT``, else offline."""
+    if member.last_seen_at is None or now - member.last_seen_at > PRESENCE_TIMEOUT:
+        return "offline"
+    return member.availability
+
+
 def is_online(member: Membership, now: datetime) -> bool:
-    return (
-        member.availability == "online"
-        and member.last_seen_at is not None
-        and now - member.last_seen_at <= PRESENCE_TIMEOUT
-    )
+    return presence(member, now) == "online"
 
 
 def pick_agent(db: Session, *, workspace_id: str, team_id: str | None) -> str | None:

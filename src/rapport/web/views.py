@@ -19,8 +19,8 @@ from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
 from rapport.conversations import files as conversation_files
 from rapport.conversations import labels as label_list
+from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
-from rapport.conversations import sla
 from rapport.conversations.models import Conversation, Priority, SlaState, Status
 from rapport.customers import service as customers
 from rapport.customers.models import Customer
@@ -292,6 +292,7 @@ async def settings_page(request: Request) -> Response:
             "members": workspaces.members(db, workspace_id=principal.workspace_id),
             "invitations": invitations.pending(db, workspace_id=principal.workspace_id),
             "now": utcnow(),
+            "presence": routing.presence,
             "teams": workspaces.teams(db, workspace_id=principal.workspace_id),
             "canned": canned.list_all(db, workspace_id=principal.workspace_id),
             "policies": sla.policies(db, principal.workspace_id),

@@ -30,6 +30,8 @@ class MemberRead(BaseModel):
     totp_enabled: bool
     availability: str
     online: bool
+    # What others see: the availability while the member's browser is seen, else offline.
+    presence: str
 
 
 class PresenceIn(BaseModel):

@@ -113,8 +113,17 @@ def member_event(db: Session, *, type: str, membership: Membership, user: User) 
             "role": membership.role.value,
             "capacity": membership.capacity,
             "totp_enabled": user.totp_enabled,
+            "presence": routing.presence(membership, utcnow()),
         }
     emit(db, workspace_id=membership.workspace_id, type=type, payload=payload)
+
+
+def announce_member(db: Session, *, membership: Membership) -> None:
+    """The membership changed (its role, capacity or presence): the workspace redraws the
+    member."""
+    user = db.get(User, membership.user_id)
+    assert user is not None
+    member_event(db, type=MEMBER_UPDATED, membership=membership, user=user)
 
 
 def announce_user(db: Session, *, user: User) -> None:
@@ -187,9 +196,7 @@ def update_member(
         if capacity > membership.capacity:
             routing.wake(db, workspace_id=membership.workspace_id)
         membership.capacity = capacity
-    user = db.get(User, membership.user_id)
-    assert user is not None
-    member_event(db, type=MEMBER_UPDATED, membership=membership, user=user)
+    announce_member(db, membership=membership)
     return membership
 
 

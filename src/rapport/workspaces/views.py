@@ -48,6 +48,7 @@ def _ws(db: Db, workspace_id: str) -> Workspace:
 
 
 def _member(m: Membership, u: User) -> MemberRead:
+    now = utcnow()
     return MemberRead(
         user_id=u.id,
         email=u.email,
@@ -56,7 +57,8 @@ def _member(m: Membership, u: User) -> MemberRead:
         capacity=m.capacity,
         totp_enabled=u.totp_enabled,
         availability=m.availability,
-        online=routing.is_online(m, utcnow()),
+        online=routing.is_online(m, now),
+        presence=routing.presence(m, now),
     )
 
 

@@ -726,7 +726,7 @@ function redrawMember(event) {
     else {
       const fresh = document.createElement("tr");
       fresh.dataset.user = p.user_id;
-      for (const v of [p.name, p.email, p.role, p.capacity, p.totp_enabled ? "on" : "off"]) {
+      for (const v of [p.name, p.email, p.role, p.capacity, p.totp_enabled ? "on" : "off", p.presence]) {
         fresh.insertCell().textContent = String(v); // names are data, never markup
       }
       if (row) row.replaceWith(fresh);
