@@ -94,13 +94,13 @@ def to_minor(value: str | int | float | Decimal, currency: str) -> int:
     than ``MAX_DIGITS`` digits. A float is read as its shortest
     text, an ``Exact`` as the text it came as."""
     if isinstance(value, bool):
-        raise ValueError(f"{_shown(value)} is not an amount")
+        raise ValueError(f"{shown(value)} is not an amount")
     try:
         number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation as exc:
-        raise ValueError(f"{_shown(value)} is not an amount") from exc
+        raise ValueError(f"{shown(value)} is not an amount") from exc
     if not number.is_finite():
-        raise ValueError(f"{_shown(value)} is not an amount")
+        raise ValueError(f"{shown(value)} is not an amount")
     # From the digits, not by Decimal arithmetic, which rounds to 28 digits and would
     # compute 10**999999 for "1e999999".
     sign, digits, exp = number.as_tuple()
@@ -110,22 +110,23 @@ def to_minor(value: str | int | float | Decimal, currency: str) -> int:
     code = currency.upper()
     if code in NO_MINOR_UNIT:
         raise NoMinorUnit(
-            f"{code} has no minor unit in ISO 4217: {_shown(value)} {code} is no count of them"
+            f"{code} has no minor unit in ISO 4217: {shown(value)} {code} is no count of them"
         )
     places = exponent(currency)
     shift = int(exp) + len(digits) - len(significant) + places
     if shift < 0:
         raise TooPrecise(
-            f"{_shown(value)} has more decimals than {code}'s {places}"
+            f"{shown(value)} has more decimals than {code}'s {places}"
             if places
-            else f"{_shown(value)} has decimals, and {code} has none"
+            else f"{shown(value)} has decimals, and {code} has none"
         )
     if len(significant) + shift > MAX_DIGITS:
-        raise ValueError(f"{_shown(value)} is too large an amount")
+        raise ValueError(f"{shown(value)} is too large an amount")
     return (-1 if sign else 1) * int(significant + "0" * shift)
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
+    """A value as a problem's detail quotes it: at most 40 characters."""
     text = str(value)
     return text if len(text) <= 40 else f"{text[:37]}..."
 

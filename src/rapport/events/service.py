@@ -135,6 +135,12 @@ def _total(props: dict[str, Any]) -> tuple[int, str]:
     currency = _currency(props.get("currency"))
     key = "total" if "total" in props else "revenue"
     sent = props.get(key)
+    if currency == "XXX" and str(props.get("currency")).strip().upper() != "XXX":
+        # Read as XXX, which takes no amount: said as what was sent, not as XXX.
+        raise Invalid(
+            f"properties.currency: {money.shown(props.get('currency'))} is not an ISO 4217 code "
+            "(three letters, such as EUR)"
+        )
     try:
         minor = money.to_minor(0 if sent is None else sent, currency)
         if abs(minor) >= 2**63:
