@@ -507,8 +507,9 @@ def test_a_hand_over_to_a_team_since_deleted_still_hands_over(
     (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
     assert "the customer asked for a person" in note["text"]
     assert conv["team_id"] is None
-    with database.session(write=False) as db:  # no route job: the inbox does not auto-assign
-        jobs = db.execute(select(Job.name, Job.state).where(Job.name.in_(["bot_reply", "route"])))
+    with database.session(write=False) as db:  # no routing: the inbox does not auto-assign
+        routed = ["bot_reply", "route", "route_waiting"]
+        jobs = db.execute(select(Job.name, Job.state).where(Job.name.in_(routed)))
         assert set(jobs) == {("bot_reply", JobState.done)}
     missing = [r for r in caplog.records if r.__dict__.get("event") == "bot.handover_team_missing"]
     assert [r.__dict__["team_id"] for r in missing] == [ids["team"]]
@@ -648,13 +649,15 @@ def test_a_hand_over_in_an_inbox_that_does_not_auto_assign_leaves_it_to_the_agen
         f"/api/v1/bot/inboxes/{inbox_id}", json={"enabled": True}, headers=auth(world.alice)
     ).raise_for_status()
     client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
+    work(database, settings)  # the pass bob's coming online queued
     conv_id = ask(client, world, "n1", "I want a person")
     work(database, settings)
     conv = thread(client, world, conv_id)
     assert bot_messages(conv)[0]["meta"]["bot"]["source"] == "handover"
     assert conv["assignee_id"] is None
-    with database.session(write=False) as db:
-        assert db.scalars(select(Job.id).where(Job.name == "route")).all() == []
+    with database.session(write=False) as db:  # nothing routed since bob came online
+        routings = select(Job.name).where(Job.name.in_(["route", "route_waiting"]))
+        assert db.scalars(routings).all() == ["route_waiting"]
 
 
 def test_a_hand_over_that_opens_a_set_aside_conversation_routes_it_once(

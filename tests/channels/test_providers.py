@@ -1577,7 +1577,8 @@ def test_what_passes_while_another_app_holds_the_thread_is_recorded_but_not_answ
     # The other app answers: no bot, no rule, no routing here, and nobody waits on us.
     assert conv["assignee_id"] is None and waiting_since(database, conv["id"]) is None
     with database.session(write=False) as db:
-        assert set(db.scalars(select(Job.name))) & {"bot_reply", "route", "deliver"} == set()
+        queued = set(db.scalars(select(Job.name)))
+        assert queued & {"bot_reply", "route", "route_waiting", "deliver"} == set()
 
 
 def test_a_messenger_edit_is_kept_beside_what_it_changed(client: TestClient, world: World) -> None:

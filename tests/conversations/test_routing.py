@@ -13,8 +13,12 @@ from rapport.auth.models import Membership, Role
 from rapport.config import Settings
 from rapport.conversations import routing
 from rapport.conversations import service as conversations
+from rapport.customers.identity import handle
+from rapport.customers.models import IdentityKind
 from rapport.db import Database, utcnow
+from rapport.ingest import InboundMessage, receive_batch, with_triage
 from rapport.jobs.models import Job
+from rapport.jobs.service import enqueue
 from rapport.jobs.worker import Worker
 from rapport.workspaces import service as workspaces
 from tests.conftest import auth, postgresql_only, sqlite_only
@@ -332,16 +336,24 @@ def test_a_route_job_leaves_a_conversation_of_an_inbox_that_stopped_auto_assigni
 ) -> None:
     # The queue's pass asked the inbox, the route job did not: queued while the inbox
     # auto-assigned, it gave the conversation to bob after an admin had turned that off.
+    # Ingest queues the pass now; a route job queued before that changed still runs.
     ids = setup_team(client, world, database)
     conv = write(client, world, ids["inbox"], 1)
+    with database.session() as db:
+        enqueue(
+            db, name="route", args={"conversation_id": conv}, workspace_id=world.acme.workspace.id
+        )
     r = client.patch(
         f"/api/v1/inboxes/{ids['inbox']}", json={"auto_assign": False}, headers=auth(world.alice)
     )
     assert r.status_code == 200, r.text
     with database.session(write=False) as db:
-        assert db.scalars(select(Job.name).where(Job.name == "route")).all() == ["route"]
+        queued = db.scalars(select(Job.name).where(Job.state == "queued"))
+        assert set(queued) == {"route", "route_waiting"}
     Worker(database, settings).run_until_idle()
     assert assignee(client, world, conv) is None
+    with database.session(write=False) as db:
+        assert set(db.scalars(select(Job.state).where(Job.name.like("route%")))) == {"done"}
 
 
 def test_a_new_conversation_never_takes_a_free_agent_ahead_of_one_waiting_longer(
@@ -349,7 +361,7 @@ def test_a_new_conversation_never_takes_a_free_agent_ahead_of_one_waiting_longer
 ) -> None:
     # The route job gave its own conversation the agent who had just freed up, though an
     # older one of the queue had waited for them (the pass that would have given it them
-    # had not run yet).
+    # had not run yet). The newest conversation's own pass runs first here.
     ids = setup_team(client, world, database)
     worker = Worker(database, settings)
     convs = []
@@ -363,17 +375,58 @@ def test_a_new_conversation_never_takes_a_free_agent_ahead_of_one_waiting_longer
         f"/api/v1/conversations/{mine}/status", json={"status": "resolved"}, headers=auth(world.bob)
     )
     assert r.status_code == 200, r.text
-    newest = write(client, world, ids["inbox"], 5)
-    with database.session() as db:  # the route job is claimed before the pass bob's queued
+    with database.session() as db:  # the pass bob's resolving queued runs last
         db.execute(
             update(Job)
-            .where(Job.name == "route_waiting")
+            .where(Job.name == "route_waiting", Job.state == "queued")
             .values(run_at=utcnow() + timedelta(hours=1))
         )
-        assert db.scalars(select(Job.name).where(Job.name == "route", Job.state == "queued")).all()
+    newest = write(client, world, ids["inbox"], 5)
+    with database.session() as db:  # a legacy route job, queued before ingest woke routing
+        enqueue(
+            db,
+            name="route",
+            args={"conversation_id": newest},
+            workspace_id=world.acme.workspace.id,
+        )
     worker.run_until_idle()
     assert assignee(client, world, waiting) == ids["bob"]
     assert assignee(client, world, newest) is None  # its turn comes after
+
+
+def test_new_conversations_stored_together_queue_one_pass_that_leaves_other_inboxes_alone(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Each new conversation of an auto-assigning inbox queued a route job of its own, and
+    # each ran the whole workspace's pass: a burst of 64 queued 64 passes.
+    ids = setup_team(client, world, database)
+    manual = world.acme.inbox.id  # type: ignore[union-attr]
+    with database.session() as db:
+        db.execute(delete(Job))
+
+    def message(inbox: str, n: int) -> InboundMessage:
+        return with_triage(
+            InboundMessage(
+                inbox_id=inbox,
+                external_id=f"burst-{n}",
+                text="hi",
+                handles=[handle(IdentityKind.email, f"burst{n}@example.com")],
+            )
+        )
+
+    batch = [message(ids["inbox"], 1), message(manual, 2), message(ids["inbox"], 3)]
+    with database.session() as db:
+        stored = receive_batch(db, batch, settings=settings)
+    first, by_hand, second = (s.conversation_id for s in stored if not isinstance(s, Exception))
+    with database.session(write=False) as db:
+        routings = db.execute(select(Job.name, Job.workspace_id).where(Job.name.like("route%")))
+        assert routings.all() == [("route_waiting", world.acme.workspace.id)]
+    Worker(database, settings).run_until_idle()
+    assert {assignee(client, world, first), assignee(client, world, second)} == {
+        ids["bob"],
+        ids["carol"],
+    }
+    assert assignee(client, world, by_hand) is None  # its inbox does not auto-assign
 
 
 @postgresql_only

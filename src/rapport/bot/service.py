@@ -47,15 +47,14 @@ from rapport.bot.models import (
     UnansweredQuestion,
 )
 from rapport.channels.models import Inbox
+from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
-from rapport.conversations import sla
 from rapport.conversations.models import Conversation, Direction, Message, MessageKind, Status
 from rapport.crypto import SecretBox, box_for
 from rapport.customers import profile
 from rapport.customers.models import Consent, Customer
 from rapport.db import Database, utcnow
 from rapport.jobs.registry import JobContext, job
-from rapport.jobs.service import enqueue
 from rapport.kb import search as kb_search
 
 DEFAULTS: dict[str, Any] = {
@@ -582,14 +581,10 @@ def _hand_over(
     was_open = conversation.status == Status.open
     conversations.set_status(db, conversation=conversation, status=Status.open, by_bot=True)
     # Routed once: a conversation set_status opened again is back in the queue, whose pass
-    # it queued (and that pass takes it, handed over); one open already is routed alone.
+    # it queued (and that pass takes it, handed over); one open already wakes the same
+    # pass, which this transaction queues once whatever else woke it.
     if was_open and conversation.assignee_id is None and inbox is not None and inbox.auto_assign:
-        enqueue(
-            db,
-            name="route",
-            args={"conversation_id": conversation.id},
-            workspace_id=conversation.workspace_id,
-        )
+        routing.wake(db, workspace_id=conversation.workspace_id)
 
 
 def rate(db: Session, *, message: Message, helpful: bool) -> None:

@@ -23,7 +23,10 @@ def after_inbound_ids(
     bot: bool = False,
 ) -> None:
     """Ingest's follow-ups by id: SLA clocks, automation and routing, each only when the
-    workspace uses it (the checks are cached), so the common case costs no query."""
+    workspace uses it (the checks are cached), so the common case costs no query.
+
+    Routing is one pass over the workspace's queue per transaction (routing.wake), however
+    many conversations of the batch joined it: the pass takes them all, oldest first."""
     if sla.has_policies(db, workspace_id):
         conv = db.get(Conversation, conversation_id, populate_existing=True)
         if conv is not None:
@@ -45,9 +48,7 @@ def after_inbound_ids(
     if bot:  # the bot answers first; it hands over to routing when a person is needed
         enqueue(db, name="bot_reply", args={"message_id": message_id}, workspace_id=workspace_id)
     elif route:
-        enqueue(
-            db, name="route", args={"conversation_id": conversation_id}, workspace_id=workspace_id
-        )
+        routing.wake(db, workspace_id=workspace_id)
 
 
 @job("route")
@@ -55,7 +56,10 @@ def route(ctx: JobContext, *, conversation_id: str) -> None:
     """A conversation joined the queue: run the queue's pass (routing.assign_waiting, the
     one rule), which hands out the waiting conversations oldest first, this one among them
     if its turn comes. Given the free agent at once, it would take them from a conversation
-    that has waited longer."""
+    that has waited longer.
+
+    Nothing queues this job any more (ingest and the bot's hand-over wake routing, one
+    pass per workspace per transaction); it stays for those queued before that changed."""
     with ctx.database.session() as db:
         conv = db.get(Conversation, conversation_id)
         if conv is None or conv.assignee_id is not None or conv.status != Status.open:
