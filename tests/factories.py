@@ -151,6 +151,7 @@ def dead_job(
     seconds_ago: float = 0,
 ) -> str:
     """A job dead-lettered after its 8 attempts ``seconds_ago``; its id."""
+    died = utcnow() - timedelta(seconds=seconds_ago)
     with database.session() as db:
         row = Job(
             name=name,
@@ -158,7 +159,8 @@ def dead_job(
             state=JobState.dead,
             attempts=8,
             last_error=error,
-            finished_at=utcnow() - timedelta(seconds=seconds_ago),
+            run_at=died,  # its last attempt was due when it ran, and died
+            finished_at=died,
         )
         db.add(row)
         db.flush()

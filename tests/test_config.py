@@ -50,3 +50,14 @@ def test_plain_database_urls_get_the_driver_rapport_uses() -> None:
 def test_cookies_are_secure_behind_https() -> None:
     assert Settings(demo=True, public_url="https://support.example.com").secure_cookies
     assert not Settings(demo=True, public_url="http://127.0.0.1:8000").secure_cookies
+
+
+def test_dead_jobs_are_kept_thirty_days_unless_told_and_never_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(demo=True).dead_job_retention_days == 30
+    monkeypatch.setenv("RAPPORT_DEAD_JOB_RETENTION_DAYS", "7")
+    assert Settings(demo=True).dead_job_retention_days == 7
+    monkeypatch.setenv("RAPPORT_DEAD_JOB_RETENTION_DAYS", "0")  # every dead job, unseen
+    with pytest.raises(ValidationError, match="dead_job_retention_days"):
+        Settings(demo=True)

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     login_max_failures: int = 10
     login_lockout_minutes: int = 15
     job_lease_seconds: int = 300
+    # A dead-lettered job nobody retried is deleted this long after it died.
+    dead_job_retention_days: int = Field(default=30, ge=1)
     worker_in_process: bool = True
     ingest_batch_max: int = 64
     ingest_process: bool = Field(

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import regex
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.orm import Session
 
 from rapport import outbound, templating
@@ -796,6 +796,23 @@ def prune_deliveries(db: Session, *, webhook_id: str, limit: int = 5000) -> int:
         execution_options={"synchronize_session": False},
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def dead_jobs_kept() -> ColumnElement[bool]:
+    """The dead jobs the delivery log still needs: a ``webhook_deliver`` job whose delivery
+    it keeps (younger than DELIVERIES_KEPT_DAYS), which an admin may retry while the log
+    shows the call. Once the delivery is past that, the two go, the job first (while a
+    dead job holds a delivery, prune_deliveries keeps it)."""
+    cutoff = utcnow() - timedelta(days=DELIVERIES_KEPT_DAYS)
+    logged = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.id == Job.args["delivery_id"].as_string(),
+            WebhookDelivery.created_at >= cutoff,
+        )
+        .exists()
+    )
+    return and_(Job.name == "webhook_deliver", logged)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -13,7 +13,7 @@ from rapport.conversations import files
 from rapport.conversations import service as conversations
 from rapport.db import Database, drain
 from rapport.jobs.registry import JobContext, job
-from rapport.jobs.service import enqueue_unique, prune_finished
+from rapport.jobs.service import enqueue_unique, prune_dead, prune_finished
 from rapport.realtime import service as realtime
 from rapport.realtime.service import PRUNE_CHUNK
 from rapport.storage import LocalStorage
@@ -26,6 +26,7 @@ SCHEDULE = {
     "sweep_storage": 86400,
     "prune_unparsed": 86400,
     "prune_webhook_deliveries": 86400,
+    "prune_dead_jobs": 86400,
     "sla_check": 60,
     "imap_poll_all": 60,
     "find_duplicates_all": 86400,
@@ -80,6 +81,20 @@ def prune_webhook_deliveries(ctx: JobContext) -> None:
     for hook in hooks:
         step = partial(automation.prune_deliveries, webhook_id=hook, limit=PRUNE_CHUNK)
         drain(ctx.database, step, chunk=PRUNE_CHUNK)
+
+
+@job("prune_dead_jobs")
+def prune_dead_jobs(ctx: JobContext) -> None:
+    """Drop jobs dead-lettered RAPPORT_DEAD_JOB_RETENTION_DAYS ago that nobody retried (but
+    for those the webhook delivery log still shows): a chunk per transaction, so no other
+    writer waits long."""
+    step = partial(
+        prune_dead,
+        older_than_days=ctx.settings.dead_job_retention_days,
+        spare=automation.dead_jobs_kept(),
+        limit=PRUNE_CHUNK,
+    )
+    drain(ctx.database, step, chunk=PRUNE_CHUNK)
 
 
 @job("prune_uploads")

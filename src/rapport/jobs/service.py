@@ -5,7 +5,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, delete, not_, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -241,4 +241,30 @@ def prune_finished(db: Session, *, older_than_days: int, limit: int = 5000) -> i
         .limit(limit)
     )
     result = db.execute(delete(Job).where(Job.id.in_(chunk)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def prune_dead(
+    db: Session, *, older_than_days: int, spare: ColumnElement[bool], limit: int = 5000
+) -> int:
+    """Delete up to ``limit`` jobs dead-lettered more than ``older_than_days`` ago, oldest
+    first, but those ``spare`` holds; returns how many, for the caller to repeat in a new
+    transaction while a whole chunk went."""
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    chunk = (
+        select(Job.id)
+        # run_at bounds the walk of the claim index (state, run_at), as for done jobs: fail()
+        # alone dead-letters a job, and it was due before it ran, so run_at <= finished_at.
+        .where(
+            Job.state == JobState.dead,
+            Job.run_at < cutoff,
+            Job.finished_at < cutoff,
+            not_(spare),
+        )
+        .order_by(Job.run_at)
+        .limit(limit)
+    )
+    result = db.execute(
+        delete(Job).where(Job.id.in_(chunk)), execution_options={"synchronize_session": False}
+    )
     return int(getattr(result, "rowcount", 0) or 0)
