@@ -310,6 +310,20 @@ def test_what_a_rule_did_before_an_action_broke_is_undone(
     assert shown["last_error"] == "RuntimeError: routing is down"
 
 
+def test_a_rules_round_robin_assigns_in_an_inbox_that_does_not_auto_assign(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The rule is the admin's explicit choice, as assign_agent is: the inbox's auto_assign
+    # governs Rapport's own routing, not a rule's actions.
+    inbox = client.get(f"/api/v1/inboxes/{world.acme.inbox.id}", headers=auth(world.alice))  # type: ignore[union-attr]
+    assert inbox.json()["auto_assign"] is False
+    client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
+    rule(client, world, event="conversation.created", actions=[{"type": "assign_round_robin"}])
+    conv = inbound(client, world, "rr1", "hello", "rr1@example.com")
+    drain(database, settings)
+    assert conversation(client, world, conv)["assignee_id"] == world.acme.users["bob"].id
+
+
 class _Receiver(BaseHTTPRequestHandler):
     answers: list[int] = []
     seen: list[tuple[dict[str, str], bytes]] = []
