@@ -3,11 +3,13 @@
 from sqlalchemy import func, select
 
 from rapport import demo
+from rapport.auth.models import User
 from rapport.channels.models import Inbox
 from rapport.config import Settings
-from rapport.conversations.models import Attachment, Conversation, Message
+from rapport.conversations.models import Attachment, Conversation, Direction, Message
 from rapport.customers.models import Customer
 from rapport.db import Database
+from rapport.events.models import Order
 from rapport.workspaces.models import Workspace
 
 
@@ -31,13 +33,26 @@ def test_the_demo_holds_conversations_from_several_channels_once(
         mail = db.scalar(
             select(Message)
             .join(Inbox, Inbox.id == Message.inbox_id)
-            .where(Inbox.workspace_id == ws, Inbox.channel == "email")
+            .where(
+                Inbox.workspace_id == ws,
+                Inbox.channel == "email",
+                Message.direction == Direction.inbound,
+            )
         )
         assert mail is not None and mail.meta["email"]["subject"] == "Invoice for order #1077"
         assert db.scalar(select(Attachment.filename).where(Attachment.message_id == mail.id)) == (
             "original.eml"
         )
         customers = db.scalar(select(func.count(Customer.id)).where(Customer.workspace_id == ws))
+        # The admin's own view, where the inbox opens, holds a conversation (the email's).
+        admin = db.scalar(select(User.id).where(User.email == demo.ADMIN_EMAIL))
+        assert db.scalar(select(Conversation.id).where(Conversation.assignee_id == admin)) == (
+            mail.conversation_id
+        )
+        # The demo's order is in the purchase history, not only in the timeline.
+        assert db.execute(select(Order.order_id, Order.total_minor, Order.currency)).all() == [
+            ("1042", 5990, "EUR")
+        ]
     # Seeding again only gives the admin a new password.
     _, again, created = demo.seed(database, settings)
     assert not created and again != password

@@ -19,8 +19,8 @@ from rapport.crypto import box_for
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
 from rapport.customers.schemas import EventCreate
-from rapport.customers.service import add_event
 from rapport.db import Database, utcnow
+from rapport.events.service import add_event
 from rapport.ingest import InboundMessage, receive
 from rapport.kb import service as kb
 from rapport.workspaces import service as workspaces
@@ -80,18 +80,18 @@ def seed(database: Database, settings: Settings) -> tuple[str, str, bool]:
                 admin.failed_logins = 0
                 admin.locked_until = None
             return ADMIN_EMAIL, password, False
-        ws, _ = workspaces.create(
+        ws, admin = workspaces.create(
             db,
             name=DEMO_WORKSPACE,
             owner_email=ADMIN_EMAIL,
             owner_password=password,
             owner_name="Demo Admin",
         )
-        _fill(db, ws, settings)
+        _fill(db, ws, settings, admin=admin)
     return ADMIN_EMAIL, password, True
 
 
-def _fill(db: Session, ws: Workspace, settings: Settings) -> None:
+def _fill(db: Session, ws: Workspace, settings: Settings, *, admin: User) -> None:
     box = box_for(settings.secret_key.get_secret_value())
     agents = []
     for name, email in (
@@ -168,7 +168,7 @@ def _fill(db: Session, ws: Workspace, settings: Settings) -> None:
                     source="demo",
                 ),
             )
-    _other_channels(db, ws, settings, team_id=team.id)
+    _other_channels(db, ws, settings, team_id=team.id, admin=admin)
     _knowledge_base(db, ws)
 
 
@@ -191,9 +191,12 @@ _EMAIL = (
 )
 
 
-def _other_channels(db: Session, ws: Workspace, settings: Settings, *, team_id: str) -> None:
+def _other_channels(
+    db: Session, ws: Workspace, settings: Settings, *, team_id: str, admin: User
+) -> None:
     """A web chat inbox and an email inbox, each with a conversation that came in through
-    its own channel's path."""
+    its own channel's path; the email's is the admin's, so that their own view (Mine, where
+    the inbox opens) is not empty."""
     box = box_for(settings.secret_key.get_secret_value())
     chat = inboxes.create(
         db,
@@ -234,7 +237,14 @@ def _other_channels(db: Session, ws: Workspace, settings: Settings, *, team_id: 
             settings=settings,
         )
         visitor.customer_id = result.customer.id
-    ingest_email(db, _EMAIL.encode(), inbox_id=mail.id, settings=settings)
+    mailed = ingest_email(db, _EMAIL.encode(), inbox_id=mail.id, settings=settings)
+    conversations.assign(
+        db,
+        conversation=mailed.ingest.conversation,
+        assignee_id=admin.id,
+        team_id=team_id,
+        actor_id=None,
+    )
 
 
 _HELP = [

@@ -174,6 +174,38 @@ def test_removing_the_primary_email_or_phone_falls_back_to_the_oldest_left(
     assert after["email"] is None
 
 
+def test_an_order_event_added_through_the_api_enters_the_purchase_history(
+    client: TestClient, world: World
+) -> None:
+    # Only an events source's calls made orders: the same "Order Completed" added to the
+    # customer through the API (or by the demo) showed in the timeline, while the
+    # profile said 0 orders and no spend.
+    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{cid}/events"
+    order = {"order_id": "A-1", "total": "59.90", "currency": "EUR"}
+    r = client.post(
+        url, json={"type": "Order Completed", "properties": order}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201, r.text
+    orders = client.get(f"/api/v1/customers/{cid}/orders", headers=auth(world.bob)).json()
+    assert [(o["order_id"], o["total_minor"], o["currency"], o["status"]) for o in orders] == [
+        ("A-1", 5990, "EUR", "completed")
+    ]
+    figures = client.get(f"/api/v1/customers/{cid}/profile", headers=auth(world.bob)).json()
+    assert figures["figures"]["total_spend"] == {"EUR": "59.90"}
+    refund = {"type": "Order Refunded", "properties": {"order_id": "A-1"}}
+    assert client.post(url, json=refund, headers=auth(world.bob)).status_code == 201
+    orders = client.get(f"/api/v1/customers/{cid}/orders", headers=auth(world.bob)).json()
+    assert [o["status"] for o in orders] == ["refunded"]
+    # An order that cannot be recorded as sent is refused, the timeline left as it was.
+    before = client.get(f"/api/v1/customers/{cid}/timeline", headers=auth(world.bob)).json()
+    bad = {"type": "Order Completed", "properties": {"order_id": "A-2", "total": "abc"}}
+    r = client.post(url, json=bad, headers=auth(world.bob))
+    assert r.status_code == 422 and "abc is not an amount" in r.json()["detail"]
+    after = client.get(f"/api/v1/customers/{cid}/timeline", headers=auth(world.bob)).json()
+    assert after == before
+
+
 def test_timeline_mixes_messages_and_events_and_filters_by_kind(
     client: TestClient, world: World
 ) -> None:

@@ -37,6 +37,7 @@ from rapport.customers.schemas import (
     TagsIn,
     TimelinePage,
 )
+from rapport.events import service as events
 from rapport.privacy import access, erasure
 from rapport.privacy.service import audit
 from rapport.problems import Invalid
@@ -223,7 +224,7 @@ def add_event(
     customer_id: str, body: EventCreate, principal: CurrentAgent, db: Db
 ) -> dict[str, str]:
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
-    row = service.add_event(db, customer=customer, data=body)
+    row = events.add_event(db, customer=customer, data=body)
     return {"id": row.id}
 
 

@@ -26,6 +26,7 @@ from rapport.customers import service as customers
 from rapport.customers.identity import Handle, InvalidHandle, handle, normalize
 from rapport.customers.merge import merge
 from rapport.customers.models import AttributeDefinition, Customer, Event, Identity, IdentityKind
+from rapport.customers.schemas import EventCreate
 from rapport.db import utcnow
 from rapport.events.models import EventSource, Order
 from rapport.privacy.service import SYSTEM
@@ -404,22 +405,38 @@ def _alias(batch: _Batch, event: dict[str, Any], message_id: str | None) -> None
 def _commerce(
     batch: _Batch, customer: Customer, name: str, props: dict[str, Any], event: dict[str, Any]
 ) -> None:
-    """Segment's e-commerce spec: completed and refunded orders make the purchase history."""
+    record_order(batch.db, customer=customer, name=name, props=props, at=_when(event))
+
+
+def record_order(
+    db: Session, *, customer: Customer, name: str, props: dict[str, Any], at: datetime
+) -> None:
+    """Segment's e-commerce spec: completed and refunded orders (with an ``order_id``) make
+    the purchase history, whichever way the event came (a source's call, or one added to
+    the customer through the API); other events are not orders."""
     order_id = _order_id(props) if name in ("Order Completed", "Order Refunded") else None
     if not order_id:
         return
-    ws = batch.source.workspace_id
-    row = batch.db.scalar(select(Order).where(Order.workspace_id == ws, Order.order_id == order_id))
+    ws = customer.workspace_id
+    row = db.scalar(select(Order).where(Order.workspace_id == ws, Order.order_id == order_id))
     if name == "Order Completed":
         if row is None:
             row = Order(workspace_id=ws, customer_id=customer.id, order_id=order_id)
-            batch.db.add(row)
+            db.add(row)
         row.total_minor, row.currency = _total(props)
         row.status = "completed"
         row.properties = props
-        row.occurred_at = _when(event)
+        row.occurred_at = at
     elif row is not None:
         row.status = "refunded"
+
+
+def add_event(db: Session, *, customer: Customer, data: EventCreate) -> Event:
+    """An event added to the customer's timeline by an agent, the API or the demo; an
+    order's also enters their purchase history (it did not: only a source's did)."""
+    row = customers.add_event(db, customer=customer, data=data)
+    record_order(db, customer=customer, name=data.type, props=data.properties, at=row.occurred_at)
+    return row
 
 
 def orders(db: Session, *, customer: Customer) -> list[Order]:
