@@ -106,6 +106,10 @@ class InboundMessage:
     # An auto-reply, out-of-office or bounce (or what another app answers: Meta's standby):
     # recorded, never answered, never reopening.
     auto_reply: bool = False
+    # Of an auto-reply: the customer's own word all the same, which nothing here answers
+    # (what they wrote while another app held the thread: Meta's standby; a reaction). A
+    # provider's reply window counts from it (``last_inbound_at``); nothing else changes.
+    customer_wrote: bool = False
     # Set once the workspace's own triage models have run (before the writer, off its
     # thread): the writer then only stores.
     workspace_triaged: bool = False
@@ -372,12 +376,13 @@ _CONTINUED = (
         snoozed_until=bindparam("snoozed"),
         resolved_at=bindparam("resolved"),
         last_activity_at=bindparam("now"),
-        # A person wrote (``inbound``, else NULL: only auto-replies): the customer waits.
+        # The customer wrote (``inbound``; NULL if only machines did), and waits on us
+        # (``waits``; NULL too if nothing here answers what they wrote).
         last_inbound_at=func.coalesce(
             bindparam("inbound", type_=_t.last_inbound_at.type), _t.last_inbound_at
         ),
         waiting_since=func.coalesce(
-            _t.waiting_since, bindparam("inbound", type_=_t.waiting_since.type)
+            _t.waiting_since, bindparam("waits", type_=_t.waiting_since.type)
         ),
         messages_count=_t.messages_count + bindparam("added"),
     )
@@ -672,6 +677,7 @@ def receive_batch(
                 conv["status"], conv["resolved_at"] = Status.resolved, now
             elif outcome == "reopened":
                 outcome = "recorded"
+            conv["wrote"] = conv.get("wrote") or m.customer_wrote
         else:
             conv["status"], conv["resolved_at"], conv["snoozed_until"] = Status.open, None, None
             conv["awaits"] = True  # a person wrote: an auto-reply alone leaves no one waiting
@@ -770,7 +776,7 @@ def receive_batch(
         conn.execute(
             insert(Conversation),
             [
-                {k: v for k, v in c.items() if k not in ("new", "added", "awaits")}
+                {k: v for k, v in c.items() if k not in ("new", "added", "awaits", "wrote")}
                 | {"messages_count": c["added"]}
                 for c in new_convs.values()
             ],
@@ -782,7 +788,8 @@ def receive_batch(
                 {
                     "cid": c["id"],
                     "now": now,
-                    "inbound": now if c.get("awaits") else None,
+                    "inbound": now if c.get("awaits") or c.get("wrote") else None,
+                    "waits": now if c.get("awaits") else None,
                     "added": c["added"],
                     "status": c["status"],
                     "snoozed": c["snoozed_until"],

@@ -5,8 +5,8 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -1579,6 +1579,84 @@ def test_what_passes_while_another_app_holds_the_thread_is_recorded_but_not_answ
     with database.session(write=False) as db:
         queued = set(db.scalars(select(Job.name)))
         assert queued & {"bot_reply", "route", "route_waiting", "deliver"} == set()
+
+
+def standby(event: dict) -> dict:  # type: ignore[type-arg]
+    """The same event as it comes while another app holds the thread."""
+    for entry in event["entry"]:
+        entry["standby"] = entry.pop("messaging")
+    return event
+
+
+@pytest.mark.parametrize(
+    "said,opens",
+    [
+        (
+            lambda at: standby(meta_event("page", {"timestamp": at, "message": {"mid": "m_SB"}})),
+            True,
+        ),
+        (
+            lambda at: meta_event(
+                "page",
+                {
+                    "timestamp": at,
+                    "reaction": {"reaction": "like", "action": "react", "mid": "m_1"},
+                },
+            ),
+            True,
+        ),
+        (lambda at: standby(echo_event("page", "m_ECHO", "It left this morning.")), False),
+        (lambda at: echo_event("page", "m_ECHO", "It left this morning."), False),
+    ],
+    ids=["standby message", "reaction", "standby echo", "echo"],
+)
+def test_meta_window_opens_on_what_the_customer_says_even_if_nothing_here_answers_it(
+    client: TestClient,
+    world: World,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    said: Callable[[int], dict],  # type: ignore[type-arg]
+    opens: bool,
+) -> None:
+    # A customer's message while another app held the thread (standby), or their reaction,
+    # moved nothing: Meta's 24-hour window counted from their last message in "messaging",
+    # so an agent's reply the next day was refused although Meta would have taken it. The
+    # page's own messages (echoes, whichever app sent them) do not open it.
+    from rapport.conversations import service
+
+    inbox = meta_inbox(client, world, "messenger")
+    first = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "hello"}}
+    meta_post(client, "messenger", inbox, meta_event("page", first))
+    conv = only_conversation(client, world, inbox)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    with database.session() as db:
+        db.execute(
+            update(Conversation)
+            .where(Conversation.id == conv["id"])
+            .values(last_inbound_at=utcnow() - timedelta(days=2))
+        )
+    before = len(only_conversation(client, world, inbox)["messages"])
+    event = said(int(utcnow().timestamp() * 1000))
+    assert meta_post(client, "messenger", inbox, event).status_code == 200
+    conv = only_conversation(client, world, inbox)
+    assert len(conv["messages"]) == before + 1
+    # Nothing here answers it: the conversation stays resolved, and nobody waits.
+    assert conv["status"] == "resolved" and waiting_since(database, conv["id"]) is None
+    later = utcnow() + timedelta(hours=23)
+    monkeypatch.setattr(service, "utcnow", lambda: later)
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Anything else I can do?"},
+        headers=auth(world.bob),
+    )
+    if opens:
+        assert r.status_code == 201, r.text
+    else:
+        assert r.status_code == 422 and "24 hours" in r.json()["detail"]
 
 
 def test_a_messenger_edit_is_kept_beside_what_it_changed(client: TestClient, world: World) -> None:

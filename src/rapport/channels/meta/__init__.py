@@ -70,7 +70,8 @@ class MetaChannel:
         Items of an entry's ``standby`` (Meta's handover protocol: another app holds the
         thread) are recorded as the others are, so agents see the whole thread, but like
         an auto-reply (``meta.standby``): that app answers them, so they neither reopen a
-        conversation nor wait for an answer, and no bot or rule acts on them."""
+        conversation nor wait for an answer, and no bot or rule acts on them. What the
+        customer wrote there still opens Meta's 24-hour window, as it does at Meta."""
         payload = json.loads(request.body)
         events = base.WebhookEvents()
         ours = inbox.settings.get("page_id")
@@ -91,6 +92,7 @@ class MetaChannel:
                 *,
                 at: datetime | None = sent_at,
                 auto_reply: bool = False,
+                wrote: bool = True,
             ) -> None:
                 events.messages.append(
                     InboundMessage(
@@ -102,6 +104,9 @@ class MetaChannel:
                         meta=meta | marked,
                         expect_channel=self.name,
                         auto_reply=auto_reply or standby,
+                        # Theirs all the same, though nothing here answers it: Meta's
+                        # 24-hour window counts from it (not from the other app's echoes).
+                        customer_wrote=wrote,
                     )
                 )
 
@@ -142,8 +147,11 @@ class MetaChannel:
                     {"reaction": r},
                     at=None,
                     # Recorded, but nothing to answer: a like must not reopen a
-                    # resolved conversation, start its clocks or wake the bot.
+                    # resolved conversation, start its clocks or wake the bot. Meta
+                    # counts a reaction as the customer's word (its window opens), not
+                    # one taken back.
                     auto_reply=True,
+                    wrote=r.get("action") != "unreact",
                 )
             elif "message_edit" in item:
                 # As on Telegram, an edit is kept beside what it changed, as a message of
