@@ -657,7 +657,8 @@ def receive_batch(
                 "resolved_at": None,
                 "last_activity_at": now,
                 "last_inbound_at": now,
-                "waiting_since": now,
+                # Started by an auto-reply, it is resolved at once: nobody waits on it.
+                "waiting_since": None if m.auto_reply else now,
                 "messages_count": 0,
                 "created_at": now,
                 "assigned_at": None,

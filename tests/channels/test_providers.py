@@ -1659,6 +1659,21 @@ def test_meta_window_opens_on_what_the_customer_says_even_if_nothing_here_answer
         assert r.status_code == 422 and "24 hours" in r.json()["detail"]
 
 
+def test_a_conversation_started_by_what_another_app_answers_leaves_nobody_waiting(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A customer's first message in standby started a conversation resolved at once (the
+    # other app answers it) but waiting since that message, which nothing resolved ever
+    # is: merged into another conversation, it started that one's SLA response clock.
+    inbox = meta_inbox(client, world, "messenger")
+    first = {"timestamp": 1458692752478, "message": {"mid": "m_SB1", "text": "hello"}}
+    assert (
+        meta_post(client, "messenger", inbox, standby(meta_event("page", first))).status_code == 200
+    )
+    conv = only_conversation(client, world, inbox)
+    assert conv["status"] == "resolved" and waiting_since(database, conv["id"]) is None
+
+
 def test_a_messenger_edit_is_kept_beside_what_it_changed(client: TestClient, world: World) -> None:
     # Meta's message_edits event was dropped: the agent kept answering the words as they
     # were first written.
