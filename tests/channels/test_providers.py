@@ -1674,6 +1674,51 @@ def test_a_conversation_started_by_what_another_app_answers_leaves_nobody_waitin
     assert conv["status"] == "resolved" and waiting_since(database, conv["id"]) is None
 
 
+def test_a_handover_of_the_thread_is_a_line_in_the_conversation_once(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Meta's handover events (another app took the thread, passed it back, asks for it)
+    # were dropped: agents could not tell why the customer's messages went unanswered here.
+    settings = {"page_id": "PAGE_ID", "page_access_token": "page-token", "app_id": "111"}
+    settings |= {"app_secret": "page-app-secret", "verify_token": "vt"}
+    inbox = make_inbox(client, world, "messenger", settings)
+    client.put(
+        f"/api/v1/bot/inboxes/{inbox}", json={"enabled": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    client.patch(
+        f"/api/v1/inboxes/{inbox}", json={"auto_assign": True}, headers=auth(world.alice)
+    ).raise_for_status()
+    hello = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "hello"}}
+    meta_post(client, "messenger", inbox, standby(meta_event("page", hello)))
+    conv = only_conversation(client, world, inbox)
+    before = len(conv["messages"])
+    inbox_app = "263902037430900"  # Meta's Page Inbox
+    handovers = [
+        {"take_thread_control": {"previous_owner_app_id": "111", "new_owner_app_id": inbox_app}},
+        {"request_thread_control": {"requested_owner_app_id": "222", "metadata": "a person"}},
+        {"pass_thread_control": {"previous_owner_app_id": inbox_app, "new_owner_app_id": 111}},
+        {"pass_thread_control": {"previous_owner_app_id": "111", "new_owner_app_id": "222"}},
+    ]
+    for n, handover in enumerate(handovers):
+        event = meta_event("page", {"timestamp": 1458692800000 + n, **handover})
+        for _ in range(2):  # Meta redelivers it: one line
+            assert meta_post(client, "messenger", inbox, event).status_code == 200
+    conv = only_conversation(client, world, inbox)
+    lines = [(m["kind"], m["text"]) for m in conv["messages"][before:]]
+    assert lines == [
+        ("activity", "Another app took over this conversation"),
+        ("activity", "Another app asked to take over this conversation"),
+        ("activity", "This conversation was passed to Rapport"),
+        ("activity", "This conversation was passed to another app"),
+    ]
+    assert conv["messages"][-1]["meta"]["handover"]["new_owner_app_id"] == "222"
+    # Nobody said anything: the conversation stays as it was, and nothing answers.
+    assert conv["status"] == "resolved" and conv["assignee_id"] is None
+    assert waiting_since(database, conv["id"]) is None
+    with database.session(write=False) as db:
+        assert set(db.scalars(select(Job.name))) & {"bot_reply", "route", "deliver"} == set()
+
+
 def test_a_messenger_edit_is_kept_beside_what_it_changed(client: TestClient, world: World) -> None:
     # Meta's message_edits event was dropped: the agent kept answering the words as they
     # were first written.

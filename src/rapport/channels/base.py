@@ -165,6 +165,10 @@ class WebhookEvents:
     # tool (Meta's ``is_echo``): {"external_id", "kind" and "handle" (the customer it went
     # to), "text", "sent_at" (ISO time or None), "meta"}.
     echoes: list[dict[str, Any]] = field(default_factory=list)
+    # What happened to a customer's thread at the provider, said by nobody (Meta's handover
+    # protocol: another app took the thread, passed it back): {"external_id", "kind" and
+    # "handle" (the customer), "text", "meta"}, a line in their latest conversation.
+    activities: list[dict[str, Any]] = field(default_factory=list)
     # Items of the call that could not be read (the item as JSON text, the error): kept
     # raw and flagged, while the others of the same call go on.
     unparsed: list[tuple[str, str]] = field(default_factory=list)

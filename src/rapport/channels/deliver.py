@@ -292,20 +292,7 @@ def apply_echo(
     external_id = str(echo["external_id"])
     if delivery_known(db, inbox_id=inbox_id, external_id=external_id):
         return None
-    conv = db.scalar(
-        select(Conversation)
-        .join(Message, Message.conversation_id == Conversation.id)
-        .join(Identity, Identity.customer_id == Conversation.customer_id)
-        .where(
-            Message.inbox_id == inbox_id,
-            Message.direction == Direction.inbound,
-            Identity.workspace_id == workspace_id,
-            Identity.kind == IdentityKind(echo["kind"]),
-            Identity.value == str(echo["handle"]),
-        )
-        .order_by(Message.created_at.desc())
-        .limit(1)
-    )
+    conv = _latest_conversation(db, inbox_id=inbox_id, workspace_id=workspace_id, of=echo)
     if conv is None:  # nobody Rapport knows: no conversation to show it in
         log.info(
             "an echo for a customer without a conversation was left out",
@@ -346,6 +333,57 @@ def apply_echo(
         db.flush()  # the message's id, for the job
         media.request_fetch(db, message_id=msg.id, workspace_id=workspace_id)
     return msg
+
+
+def apply_activity(
+    db: Session, *, inbox_id: str, workspace_id: str, activity: dict[str, Any]
+) -> Message | None:
+    """What happened to a customer's thread at the provider (``WebhookEvents.activities``):
+    an activity line in the conversation of their latest message through this inbox, once
+    (a redelivery is known by its id). Nobody said it: nothing reopens, waits or answers."""
+    external_id = str(activity["external_id"])
+    if delivery_known(db, inbox_id=inbox_id, external_id=external_id):
+        return None
+    conv = _latest_conversation(db, inbox_id=inbox_id, workspace_id=workspace_id, of=activity)
+    if conv is None:
+        log.info(
+            "an activity for a customer without a conversation was left out",
+            extra={"event": "webhook.activity_unknown", "inbox_id": inbox_id},
+        )
+        return None
+    return add_message(
+        db,
+        conversation=conv,
+        direction=Direction.outbound,
+        kind=MessageKind.activity,
+        sender_type="system",
+        sender_id=None,
+        text=str(activity["text"]),
+        external_id=external_id,
+        meta=activity.get("meta") or {},
+        inbox_id=inbox_id,
+    )
+
+
+def _latest_conversation(
+    db: Session, *, inbox_id: str, workspace_id: str, of: dict[str, Any]
+) -> Conversation | None:
+    """The conversation of the latest message through the inbox from the customer ``of``
+    names by its ``kind`` and ``handle``."""
+    return db.scalar(
+        select(Conversation)
+        .join(Message, Message.conversation_id == Conversation.id)
+        .join(Identity, Identity.customer_id == Conversation.customer_id)
+        .where(
+            Message.inbox_id == inbox_id,
+            Message.direction == Direction.inbound,
+            Identity.workspace_id == workspace_id,
+            Identity.kind == IdentityKind(of["kind"]),
+            Identity.value == str(of["handle"]),
+        )
+        .order_by(Message.created_at.desc())
+        .limit(1)
+    )
 
 
 def _sending_to(db: Session, *, inbox_id: str, workspace_id: str, customer_id: str) -> bool:

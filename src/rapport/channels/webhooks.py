@@ -87,6 +87,8 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
             await writer.submit(msg)
         if events.echoes:  # before the statuses: the same call may report on them
             await run_in_threadpool(_apply_echoes, database, inbox, events.echoes)
+        if events.activities:
+            await run_in_threadpool(_apply_activities, database, inbox, events.activities)
         if events.statuses:
             await run_in_threadpool(_apply_statuses, database, inbox, events.statuses)
         if events.unparsed:
@@ -145,3 +147,11 @@ def _apply_echoes(database: Database, inbox: Inbox, echoes: list[dict[str, Any]]
     with database.session() as db:
         for echo in echoes:
             deliver.apply_echo(db, inbox_id=inbox.id, workspace_id=inbox.workspace_id, echo=echo)
+
+
+def _apply_activities(database: Database, inbox: Inbox, activities: list[dict[str, Any]]) -> None:
+    with database.session() as db:
+        for activity in activities:
+            deliver.apply_activity(
+                db, inbox_id=inbox.id, workspace_id=inbox.workspace_id, activity=activity
+            )

@@ -71,10 +71,13 @@ class MetaChannel:
         thread) are recorded as the others are, so agents see the whole thread, but like
         an auto-reply (``meta.standby``): that app answers them, so they neither reopen a
         conversation nor wait for an answer, and no bot or rule acts on them. What the
-        customer wrote there still opens Meta's 24-hour window, as it does at Meta."""
+        customer wrote there still opens Meta's 24-hour window, as it does at Meta. A
+        handover (another app took the thread, passed it on, asks for it) is a line in the
+        customer's conversation."""
         payload = json.loads(request.body)
         events = base.WebhookEvents()
         ours = inbox.settings.get("page_id")
+        app_id = str(inbox.settings.get("app_id") or "")
 
         def item(item: dict[str, Any], *, standby: bool = False) -> None:
             sender = str(item["sender"]["id"])
@@ -172,6 +175,19 @@ class MetaChannel:
                     str(p.get("title") or p.get("payload") or "[button]"),
                     {"postback": p},
                 )
+            for control in _HANDOVERS:
+                if control in item:
+                    # No id of its own: the webhook's time tells one from the next, and
+                    # Meta's redelivery keeps it (so the line is written once).
+                    events.activities.append(
+                        {
+                            "external_id": f"{control}:{sender}:{item['timestamp']}",
+                            "kind": self.kind.value,
+                            "handle": handle(self.kind, sender).value,
+                            "text": _handover(control, item[control], app_id),
+                            "meta": {"handover": {"event": control, **item[control]}},
+                        }
+                    )
             delivery, read = item.get("delivery") or {}, item.get("read") or {}
             for mid in delivery.get("mids") or []:
                 events.statuses.append(
@@ -260,6 +276,27 @@ class MetaChannel:
             )
         found = resp.json().get("message_id")
         return str(found) if found else None
+
+
+# Meta's handover protocol (``messaging_handovers``): the app a thread was passed to, the
+# one that took it, the one that asks for it.
+_HANDOVERS = {
+    "pass_thread_control": "new_owner_app_id",
+    "take_thread_control": "new_owner_app_id",
+    "request_thread_control": "requested_owner_app_id",
+}
+
+
+def _handover(control: str, event: dict[str, Any], app_id: str) -> str:
+    """A handover as agents read it. Every app of the page subscribed to handovers is told
+    of each, so which app is Rapport is known only by the inbox's ``app_id``."""
+    owner = str(event.get(_HANDOVERS[control]) or "")
+    who = "Rapport" if app_id and owner == app_id else "another app"
+    if control == "pass_thread_control":
+        return f"This conversation was passed to {who}"
+    if control == "take_thread_control":
+        return f"{who[0].upper()}{who[1:]} took over this conversation"
+    return f"{who[0].upper()}{who[1:]} asked to take over this conversation"
 
 
 # Attachments whose URL is not a file: a shared link (``fallback``: the page it points
