@@ -67,6 +67,14 @@ class Invalid(Problem):
         super().__init__(422, "invalid", detail, **extra)
 
 
+class Unsendable(Problem):
+    """A message that cannot go to the customer (they opted out of its channel, never wrote
+    to its page): refused before anything is stored. ``why`` says it in a few words, for
+    the agents of a conversation a rule or the bot could not answer in."""
+
+    why: str
+
+
 def problem_response(
     status: int, slug: str, detail: str, instance: str | None = None, **extra: Any
 ) -> JSONResponse:

@@ -6,13 +6,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.automation import service
 from rapport.automation.models import Rule
 from rapport.config import Settings
 from rapport.conversations.models import Conversation
+from rapport.customers.models import Identity
 from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
@@ -20,9 +21,11 @@ from rapport.realtime.models import StreamEvent
 from tests.channels.test_providers import (  # noqa: F401
     Provider,
     only_conversation,
+    page_inbox,
     provider,
     text_in,
     twilio_inbox,
+    wrote,
 )
 from tests.conftest import auth, published_events
 from tests.factories import World
@@ -741,6 +744,54 @@ def test_a_rules_canned_reply_is_not_sent_to_a_customer_who_texted_stop(
     )
     assert conv["labels"] == ["sms"]  # the rule's other actions ran
     assert listed_rule(client, world, made["id"])["last_error"] is None
+
+
+def test_a_rules_canned_reply_through_a_page_not_the_customers_is_not_sent_and_says_why(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],  # noqa: F811
+) -> None:
+    # Refused as a page the customer never wrote to (their id is another page's now), the
+    # canned reply's NotThisPage broke out of the rule: its job failed and was tried again
+    # until dead, and the rule's other actions were lost with it, where a customer who
+    # opted out gets a line saying why.
+    url, handler = provider
+    shop = page_inbox(client, world, "messenger", "Shop", "PAGE_A", url)
+    desk = page_inbox(client, world, "messenger", "Help desk", "PAGE_B", url)
+    ack = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "ack", "text": "Thanks, we are on it."},
+        headers=auth(world.bob),
+    ).json()
+    made = rule(
+        client,
+        world,
+        name="Acknowledge",
+        event="message.received",
+        actions=[
+            {"type": "send_canned", "value": ack["id"]},
+            {"type": "add_label", "value": "messenger"},
+        ],
+    )
+    conv = wrote(client, database, "messenger", shop, page="PAGE_A", sender="111", mid="m_A")
+    with database.session() as db:
+        db.execute(update(Identity).where(Identity.value == "111").values(inbox_id=desk))
+    drain(database, settings)
+    assert handler.calls == []
+    found = conversation(client, world, conv.id)
+    (said,) = [m for m in found["messages"] if m["text"].startswith("Rule ")]
+    assert (said["kind"], said["text"]) == (
+        "activity",
+        "Rule “Acknowledge”: canned reply /ack was not sent: "
+        "the customer never wrote to the page of “Shop”",
+    )
+    assert said["meta"]["not_sent"]["type"] == "not-this-page"
+    assert found["labels"] == ["messenger"]  # the rule's other actions ran
+    assert listed_rule(client, world, made["id"])["last_error"] is None
+    with database.session(write=False) as db:
+        assert db.scalar(select(func.count()).where(Job.state == JobState.dead)) == 0
 
 
 def test_an_erased_customers_webhook_calls_are_cancelled_and_their_payloads_forgotten(

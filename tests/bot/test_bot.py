@@ -20,9 +20,17 @@ from rapport.bot import service as bot_service
 from rapport.bot.models import IntentModelBlob
 from rapport.config import Settings
 from rapport.crypto import box_for
+from rapport.customers.models import Identity
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
+from tests.channels.test_providers import (  # noqa: F401
+    Provider,
+    meta_event,
+    meta_post,
+    page_inbox,
+    provider,
+)
 from tests.channels.test_whatsapp import Graph, graph, inbox, message_event, post_signed  # noqa: F401
 from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
 from tests.conftest import auth, pause_first_fit, published_events
@@ -873,3 +881,54 @@ def test_the_bot_hands_over_without_a_word_to_a_customer_who_opted_out_of_the_ch
         "Bot handed over: the customer opted out of WhatsApp on "
     ) and note["text"].split("\n")[0].endswith("(phone call).")
     assert conv["team_id"] == ids["team"]
+
+
+@pytest.mark.parametrize(
+    "asked,said",
+    [
+        (
+            "what are your opening hours?",
+            "Bot handed over: the customer never wrote to the page of “Shop”.\n",
+        ),
+        (
+            "hi",
+            "Bot handed over: no confident answer.\n"
+            "The customer was not told: the customer never wrote to the page of “Shop”.\n",
+        ),
+    ],
+    ids=["an answer", "a hand-over"],
+)
+def test_the_bot_hands_over_without_a_word_to_a_customer_whose_id_is_another_pages(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],  # noqa: F811
+    asked: str,
+    said: str,
+) -> None:
+    # Its answer through a page the customer's id no longer belongs to raised NotThisPage
+    # out of the bot's job, tried again until dead, and nobody took the conversation up
+    # (the bot holding it), where a customer who opted out is handed over with a note.
+    url, handler = provider
+    shop = page_inbox(client, world, "messenger", "Shop", "PAGE_A", url)
+    desk = page_inbox(client, world, "messenger", "Help desk", "PAGE_B", url)
+    ids = set_up_bot(client, world, shop)
+    work(database, settings)  # the training the set-up queued
+    item = {"timestamp": 1, "message": {"mid": "m_A", "text": asked}}
+    event = meta_event("page", item, page="PAGE_A", sender="111")
+    assert meta_post(client, "messenger", shop, event).status_code == 200
+    with database.session() as db:
+        db.execute(update(Identity).where(Identity.value == "111").values(inbox_id=desk))
+    work(database, settings)
+    assert handler.calls == []
+    conv_id = client.get(
+        "/api/v1/conversations", params={"inbox_id": shop}, headers=auth(world.bob)
+    ).json()["items"][0]["id"]
+    found = thread(client, world, conv_id)
+    assert bot_messages(found) == []  # no answer, no "a colleague will reply"
+    (note,) = [m for m in found["messages"] if m["kind"] == "note"]
+    assert note["text"].startswith(said)
+    assert found["team_id"] == ids["team"]
+    with database.session(write=False) as db:
+        assert db.scalar(select(func.count()).where(Job.state == JobState.dead)) == 0

@@ -31,12 +31,11 @@ from rapport.conversations.models import (
     Status,
 )
 from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
-from rapport.customers import profile
 from rapport.customers.models import Customer
 from rapport.db import savepoint, transient, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.service import enqueue
-from rapport.problems import Conflict, Invalid, Problem
+from rapport.problems import Conflict, Invalid, Problem, Unsendable
 from rapport.scoped import get_scoped
 
 EVENTS = frozenset(
@@ -577,16 +576,17 @@ def _act(
         if reply is None:
             return
         # A rule's message answers the customer's (a service message): one who opted out
-        # of the channel is not sent it (``reply`` refuses it before storing anything), and
-        # the conversation says so; the rule's other actions still run.
+        # of the channel, or never wrote to its page, is not sent it (``reply`` refuses it
+        # before storing anything), and the conversation says so; the rule's other actions
+        # still run.
         text = canned.render(db, canned=reply, conversation=conversation, agent_id=None)
         try:
             service.reply(
                 db, conversation=conversation, author_id=None, text=text, kind=MessageKind.message
             )
-        except profile.NoConsent as refused:
+        except Unsendable as refused:
             by = f"Rule “{rule.name}”: canned reply /{reply.shortcut}"
-            service.not_sent(db, conversation=conversation, by=by, refusal=refused.withdrawal)
+            service.not_sent(db, conversation=conversation, by=by, refused=refused)
     elif kind == "add_note":
         text = templating.render(
             str(value or ""), canned.context(db, conversation=conversation, agent_id=None)

@@ -51,11 +51,11 @@ from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation, Direction, Message, MessageKind, Status
 from rapport.crypto import SecretBox, box_for
-from rapport.customers import profile
-from rapport.customers.models import Consent, Customer
+from rapport.customers.models import Customer
 from rapport.db import Database, utcnow
 from rapport.jobs.registry import JobContext, job
 from rapport.kb import search as kb_search
+from rapport.problems import Unsendable
 
 DEFAULTS: dict[str, Any] = {
     "enabled": False,
@@ -458,11 +458,12 @@ def _act(db: Session, *, message_id: str, decision: Decision) -> str:
     # Asked again in the writing transaction: an agent may have taken it meanwhile.
     if with_a_human(db, conversation, state):
         return "skip"
-    refusal = conversations.consent_refusal(db, conversation=conversation)
+    refusal = conversations.reply_refusal(db, conversation=conversation)
     if refusal is not None and decision.kind in ("answer", "clarify"):
-        # The customer opted out of the channel (an SMS STOP): the bot cannot answer there,
-        # a person can, through another channel; the hand-over note says why.
-        decision = Decision("handover", reason=profile.why_not(refusal))
+        # The customer opted out of the channel (an SMS STOP), or their id is another
+        # page's: the bot cannot answer there, a person can, through another channel; the
+        # hand-over note says why.
+        decision = Decision("handover", reason=refusal.why)
     if state is None:
         state = BotConversation(
             conversation_id=conversation.id,
@@ -515,14 +516,14 @@ def _hand_over(
     state: BotConversation,
     message: Message,
     decision: Decision,
-    refusal: Consent | None,
+    refusal: Unsendable | None,
 ) -> None:
     inbox = db.get(Inbox, conversation.inbox_id)
     config = settings_of(inbox)
     state.handed_over_at = utcnow()
     lines = [f"Bot handed over: {decision.reason}."]
-    if refusal is not None and decision.reason != profile.why_not(refusal):
-        lines.append(f"The customer was not told: {profile.why_not(refusal)}.")
+    if refusal is not None and decision.reason != refusal.why:
+        lines.append(f"The customer was not told: {refusal.why}.")
     for entry in state.log:
         did = entry.get("did")
         detail = entry.get("intent") or entry.get("title") or ", ".join(entry.get("tried", []))

@@ -37,7 +37,7 @@ from rapport.customers.models import Consent, Identity, IdentityKind
 from rapport.db import lock_row, utcnow
 from rapport.jobs.service import enqueue
 from rapport.notifications import service as notifications
-from rapport.problems import Invalid, NotFound, Problem
+from rapport.problems import Invalid, NotFound, Unsendable
 from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
 from rapport.scoped import get_scoped
@@ -436,12 +436,13 @@ def consent_refusal(
     return profile.withdrawn(db, customer_id=conversation.customer_id, channel=channel)
 
 
-class NotThisPage(Problem):
+class NotThisPage(Unsendable):
     """A reply through a Messenger page or Instagram account the customer never wrote to:
     their ids there are each page's own, and Meta refuses a send to another page's."""
 
     def __init__(self, *, inbox: Inbox, kind: IdentityKind, wrote_to: list[Inbox]) -> None:
         page = identity.page_noun(kind)
+        self.why = f"the customer never wrote to the {page} of “{inbox.name}”"
         if wrote_to:
             names = ", ".join(f"“{i.name}”" for i in wrote_to)
             how = f"reply through the inbox they wrote to: {names}"
@@ -489,6 +490,20 @@ def page_refusal(db: Session, *, conversation: Conversation, inbox: Inbox) -> No
     return NotThisPage(inbox=inbox, kind=kind, wrote_to=list(wrote_to))
 
 
+def reply_refusal(
+    db: Session, *, conversation: Conversation, inbox: Inbox | None = None
+) -> Unsendable | None:
+    """Why a reply through ``inbox`` (by default the one a reply goes through) cannot go:
+    the customer opted out of its channel (an SMS STOP), or never wrote to its Messenger
+    page or Instagram account; None when it may go."""
+    inbox = inbox or db.get(Inbox, last_channel(db, conversation=conversation))
+    if inbox is None:
+        return None
+    if withdrawal := consent_refusal(db, conversation=conversation, inbox=inbox):
+        return profile.NoConsent(withdrawal)
+    return page_refusal(db, conversation=conversation, inbox=inbox)
+
+
 def reply(
     db: Session,
     *,
@@ -515,13 +530,10 @@ def reply(
         raise NotFound("inbox")
     if kind != MessageKind.note:
         # Refused here, where the agent can still choose another channel: queued, it would
-        # only fail at the provider (Twilio's 21610), or worse, reach them.
-        if refusal := consent_refusal(db, conversation=conversation, inbox=inbox):
-            raise profile.NoConsent(refusal)
-        # Likewise a page the customer never wrote to: Meta would refuse it (their id is
-        # another page's), and the agent can still reply through the inbox they used.
-        if unreachable := page_refusal(db, conversation=conversation, inbox=inbox):
-            raise unreachable
+        # only fail at the provider (Twilio's 21610; Meta's refusal of another page's id),
+        # or worse, reach a customer who opted out.
+        if refused := reply_refusal(db, conversation=conversation, inbox=inbox):
+            raise refused
     uploads = files.take(db, conversation=conversation, upload_ids=attachment_ids or [])
     if not text.strip() and not uploads:
         raise Invalid("a message needs text or a file")
@@ -621,19 +633,20 @@ def note(
     return Noted(message=msg, notified=notified, ambiguous=mentions.ambiguous)
 
 
-def not_sent(db: Session, *, conversation: Conversation, by: str, refusal: Consent) -> None:
+def not_sent(db: Session, *, conversation: Conversation, by: str, refused: Unsendable) -> None:
     """Say in the conversation, for its agents, that ``by`` (a rule) sent the customer
-    nothing because they opted out; and log it, by ids only."""
+    nothing, and why (they opted out, or never wrote to the page); and log it, by ids only."""
     _activity(
         db,
         conversation=conversation,
-        text=f"{by} was not sent: {profile.why_not(refusal)}",
-        data={"not_sent": {"channel": refusal.channel.value, "purpose": refusal.purpose}},
+        text=f"{by} was not sent: {refused.why}",
+        data={"not_sent": {"type": refused.slug, **refused.extra}},
     )
     log.info(
-        "a message to a customer who opted out was not sent",
+        "a message that could not go to the customer was not sent",
         extra={
-            "event": "conversation.no_consent",
+            "event": "conversation.not_sent",
+            "reason": refused.slug,
             "workspace_id": conversation.workspace_id,
             "conversation_id": conversation.id,
         },

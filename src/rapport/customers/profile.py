@@ -28,7 +28,7 @@ from rapport.customers.models import (
 )
 from rapport.db import lock_row
 from rapport.events.models import Order
-from rapport.problems import Conflict, Invalid, NotFound, Problem
+from rapport.problems import Conflict, Invalid, NotFound, Unsendable
 from rapport.realtime.service import emit
 
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -365,11 +365,12 @@ def why_not(withdrawal: Consent) -> str:
     return f"the customer opted out of {what} on {when}{source}"
 
 
-class NoConsent(Problem):
+class NoConsent(Unsendable):
     """A message the customer's consent forbids: refused before anything is stored."""
 
     def __init__(self, withdrawal: Consent) -> None:
         self.withdrawal = withdrawal
+        self.why = why_not(withdrawal)
         channel = _CHANNEL_NAMES.get(withdrawal.channel, withdrawal.channel.value)
         if withdrawal.source.startswith(keyword_source(withdrawal.channel, "")):
             how = f"{channel} reaches them again once they send START"
