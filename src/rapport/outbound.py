@@ -27,7 +27,12 @@ from rapport.problems import Invalid
 
 
 class Blocked(ValueError):
-    """The URL points where Rapport does not call."""
+    """The URL points where Rapport does not call. Its text names the host (a customer's
+    own, in a payload); ``reason`` says why in a word, for the logs."""
+
+    def __init__(self, detail: str, *, reason: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -46,9 +51,9 @@ def check_url(url: str, *, allow_private: bool, resolve: bool = True) -> None:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
     except ValueError as exc:  # an unclosed IPv6 bracket, a port that is not a number
-        raise Blocked(f"the URL cannot be read: {exc}") from exc
+        raise Blocked(f"the URL cannot be read: {exc}", reason="unreadable") from exc
     if parts.scheme not in ("http", "https") or not host:
-        raise Blocked("the URL must be http:// or https:// with a host")
+        raise Blocked("the URL must be http:// or https:// with a host", reason="not_http")
     if allow_private:
         return
     try:
@@ -57,10 +62,10 @@ def check_url(url: str, *, allow_private: bool, resolve: bool = True) -> None:
         literal = None
     if literal is not None:
         if not _public(literal):
-            raise Blocked(f"{host} is not a public address {_HINT}")
+            raise Blocked(f"{host} is not a public address {_HINT}", reason="private_address")
         return
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        raise Blocked(f"{host} is a local name {_HINT}")
+        raise Blocked(f"{host} is a local name {_HINT}", reason="local_name")
     if resolve:
         _resolve(host, port or 443, allow_private=False)
 
@@ -85,7 +90,10 @@ def _resolve(host: str, port: int, *, allow_private: bool) -> str | None:
     if not allow_private:
         for address in addresses:
             if not _public(ipaddress.ip_address(address)):
-                raise Blocked(f"{host} resolves to {address}, not a public address {_HINT}")
+                raise Blocked(
+                    f"{host} resolves to {address}, not a public address {_HINT}",
+                    reason="resolves_private",
+                )
     return addresses[0] if addresses else None
 
 
@@ -113,7 +121,7 @@ def stream(
                 return
             hop = httpx.URL(url).join(response.headers["location"])
         if httpx.URL(url).scheme == "https" and hop.scheme != "https":
-            raise Blocked("a redirect from https to plain http")
+            raise Blocked("a redirect from https to plain http", reason="https_downgrade")
         if _origin(hop) != _origin(httpx.URL(url)):
             headers = {
                 k: v

@@ -1,6 +1,7 @@
 """Files customers send through providers: fetched after the message, stored, shown."""
 
 import base64
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -354,3 +355,40 @@ def test_the_fetch_is_queued_in_the_messages_own_transaction(
     with database.session() as db:
         assert receive(db, photo(), settings=settings).duplicate
     assert fetches() == [{"message_id": first.message.id}]
+
+
+def test_a_media_address_rapport_does_not_call_is_logged_by_its_reason_not_its_host(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The warning carried the refusal's text, which names the host of the file's address:
+    # one a customer's payload brought, and logs hold no contact data at WARNING.
+    settings.outbound_private_ok = False
+    inbox = make_inbox(
+        client,
+        world,
+        "messenger",
+        {
+            "page_id": "PAGE_ID",
+            "page_access_token": "page-token",
+            "app_secret": "page-app-secret",
+            "verify_token": "vt",
+        },
+    )
+    host = "zoe-quist-photos.local"
+    picture = {"type": "image", "payload": {"url": f"https://{host}/pic.jpg"}}
+    event = meta_event(
+        "page", {"timestamp": 1458692752478, "message": {"mid": "m_PIC", "attachments": [picture]}}
+    )
+    assert meta_post(client, "messenger", inbox, event).status_code == 200
+    with caplog.at_level(logging.INFO, logger="rapport"):
+        Worker(database, settings).run_until_idle()
+    conv = only_conversation(client, world, inbox)
+    assert "does not call" in " ".join(conv["messages"][0]["meta"]["notes"])
+    (said,) = [r for r in caplog.records if getattr(r, "event", None) == "media.blocked"]
+    assert said.levelno == logging.WARNING and said.__dict__["reason"] == "local_name"
+    logged = [r.getMessage() + repr(r.__dict__) for r in caplog.records]
+    assert not [line for line in logged if host in line]

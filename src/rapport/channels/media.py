@@ -132,7 +132,16 @@ def fetch_media(ctx: JobContext, message_id: str) -> None:
             refused.append(f"a file over {MAX_MEDIA_BYTES // (1024 * 1024)} MB was not kept")
             continue
         except outbound.Blocked as exc:  # asking again would not change the address
-            log.warning("media not fetched: %s", exc, extra={"event": "media.blocked"})
+            # Its reason, not its text: the text names the host, which may be the customer's.
+            log.warning(
+                "media not fetched: an address Rapport does not call",
+                extra={
+                    "event": "media.blocked",
+                    "reason": exc.reason,
+                    "workspace_id": inbox.workspace_id,
+                    "message_id": message_id,
+                },
+            )
             refused.append("a file at an address Rapport does not call was not fetched")
             continue
         if got.filename not in done:
