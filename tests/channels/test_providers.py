@@ -688,8 +688,8 @@ def test_an_sms_stop_leaves_email_to_the_same_customer_alone(
     assert email.status_code == 409
     assert email.json()["detail"].startswith("Not sent: the customer opted out of email on ")
     assert email.json()["detail"].endswith(
-        "(phone call). Once they agree to email again, record it in their consents "
-        "(purpose all); until then, reply through another channel."
+        "(phone call). Once they agree to email again, record it under Consent in the customer "
+        "panel (purpose all); until then, reply through another channel."
     )
 
 

@@ -72,7 +72,7 @@ def test_an_agent_withdraws_sms_consent_and_a_reply_is_refused_saying_why(
     flash = page.get_by_role("alert")
     expect(flash).to_contain_text("Not sent: the customer opted out of SMS on ")
     expect(flash).to_contain_text("(agent: asked on the phone <b>)")
-    expect(flash).to_contain_text("record it in their consents (purpose all)")
+    expect(flash).to_contain_text("record it under Consent in the customer panel (purpose all)")
     expect(page.locator("#messages")).not_to_contain_text("It ships tomorrow")
     expect(page.locator("#composer textarea")).to_have_value("It ships tomorrow")
     page.screenshot(path=str(ARTIFACTS / "consent-withdrawn.png"), full_page=True)

@@ -376,8 +376,8 @@ class NoConsent(Unsendable):
             how = f"{channel} reaches them again once they send START"
         else:
             how = (
-                f"once they agree to {channel} again, record it in their consents "
-                f"(purpose {withdrawal.purpose})"
+                f"once they agree to {channel} again, record it under Consent in the customer "
+                f"panel (purpose {withdrawal.purpose})"
             )
         super().__init__(
             409,
