@@ -565,11 +565,7 @@ def test_a_send_twilio_refuses_as_unsubscribed_records_the_opt_out(
         "more_info": "https://www.twilio.com/docs/errors/21610",
         "status": 400,
     }
-    r = client.post(
-        f"/api/v1/conversations/{conv['id']}/messages",
-        json={"text": "It ships tomorrow"},
-        headers=auth(world.bob),
-    )
+    r = answer(client, world, conv["id"], text="It ships tomorrow")
     assert r.status_code == 201, r.text
     Worker(database, settings).run_until_idle()
     sent = only_conversation(client, world, inbox)["messages"][-1]
@@ -587,22 +583,14 @@ def test_a_send_twilio_refuses_as_unsubscribed_records_the_opt_out(
     )
     # The next reply is refused before it is queued, saying why.
     calls = len(handler.calls)
-    r = client.post(
-        f"/api/v1/conversations/{conv['id']}/messages",
-        json={"text": "Are you there?"},
-        headers=auth(world.bob),
-    )
+    r = answer(client, world, conv["id"], text="Are you there?")
     assert r.status_code == 409 and r.json()["source"] == source
     Worker(database, settings).run_until_idle()
     assert len(handler.calls) == calls
     # START undoes it, as after a STOP Rapport saw.
     handler.status, handler.reply = 200, {"sid": "SM_OUT_{n}", "status": "queued"}
     text_in(client, settings, path, "SM_START", "START")
-    r = client.post(
-        f"/api/v1/conversations/{conv['id']}/messages",
-        json={"text": "Welcome back"},
-        headers=auth(world.bob),
-    )
+    r = answer(client, world, conv["id"], text="Welcome back")
     assert r.status_code == 201, r.text  # queued (sent once the inbox's sending rate allows)
     assert deliver_jobs(database) == [JobState.dead, JobState.queued]
 
