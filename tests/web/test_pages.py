@@ -45,6 +45,17 @@ def test_a_conversation_of_another_workspace_is_not_found(client: TestClient, wo
     assert r.status_code == 404
 
 
+def test_the_assign_lists_show_each_agents_presence(client: TestClient, world: World) -> None:
+    # Names alone: an agent picking a colleague could not tell who was there to take it.
+    r = client.put("/api/v1/presence", json={"availability": "busy"}, headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    sign_in(client, "alice@acme.test")
+    for path in ("/app/inbox", f"/app/conversations/{world.acme.first.conversation.id}"):  # type: ignore[union-attr]
+        page = client.get(path).text
+        assert ">Bob · busy</option>" in page, path
+        assert ">Alice · offline</option>" in page, path  # no heartbeat of hers yet
+
+
 def test_a_hostile_message_shows_as_text(client: TestClient, world: World) -> None:
     hostile = '<script>alert(1)</script><img src=x onerror="alert(2)">'
     r = client.post(

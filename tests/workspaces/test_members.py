@@ -300,3 +300,37 @@ def test_open_pages_hear_of_a_presence_change_but_not_of_every_heartbeat(
     assert ping("busy") == ["busy"]
     assert ping("offline") == ["offline"]
     assert ping("offline") == []
+
+
+def test_a_closed_browser_is_heard_as_offline_once_its_heartbeats_time_out(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Going offline by closing the browser sent nothing: no request says so, and open
+    # pages showed the agent online until reloaded. The periodic sweep tells them, once.
+    from rapport.conversations import routing
+    from rapport.jobs import periodic
+
+    bob, alice = world.acme.users["bob"].id, world.acme.users["alice"].id
+    for who in (world.bob, world.alice):
+        r = client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(who))
+        assert r.status_code == 200, r.text
+    silent = routing.PRESENCE_TIMEOUT + timedelta(seconds=30)
+    with database.session() as db:  # bob closed his browser; alice's still beats
+        db.execute(
+            update(Membership)
+            .where(Membership.user_id == bob)
+            .values(last_seen_at=utcnow() - silent)
+        )
+    with published_events() as published:
+        with database.session() as db:
+            periodic.enqueue_unique(db, name="presence_sweep", key="presence_sweep:test")
+        Worker(database, settings).run_until_idle()
+    told = [e["payload"] for e in published if e["type"] == "member.updated"]
+    assert [(p["user_id"], p["presence"]) for p in told] == [(bob, "offline")]
+    assert alice not in {p["user_id"] for p in told}
+    # Told once: a minute later he has been silent longer than the sweep looks back.
+    with database.session() as db:
+        later = routing.announce_timed_out(
+            db, now=utcnow() + timedelta(minutes=1), period=timedelta(minutes=1)
+        )
+    assert later == 0

@@ -64,6 +64,25 @@ def presence(member: Membership, now: datetime) -> str:
     return member.availability
 
 
+def announce_timed_out(db: Session, *, now: datetime, period: timedelta) -> int:
+    """Announce (``member.updated``) the members whose browser fell silent in the
+    ``period`` before ``now`` less PRESENCE_TIMEOUT: they read offline now, and no request
+    of theirs said so (a closed browser sends nothing). Run once a ``period``; returns how
+    many."""
+    from rapport.workspaces import service as workspaces  # which imports routing
+
+    silent = db.scalars(
+        select(Membership).where(
+            Membership.availability != "offline",
+            Membership.last_seen_at > now - PRESENCE_TIMEOUT - period,
+            Membership.last_seen_at <= now - PRESENCE_TIMEOUT,
+        )
+    ).all()
+    for member in silent:
+        workspaces.announce_member(db, membership=member)
+    return len(silent)
+
+
 def is_online(member: Membership, now: datetime) -> bool:
     return presence(member, now) == "online"
 

@@ -2,6 +2,7 @@
 of workers together enqueue it once per period."""
 
 import time
+from datetime import timedelta
 from functools import partial
 
 from sqlalchemy import select
@@ -9,9 +10,9 @@ from sqlalchemy import select
 from rapport.automation import service as automation
 from rapport.automation.models import Webhook
 from rapport.channels import service as channels
-from rapport.conversations import files
+from rapport.conversations import files, routing
 from rapport.conversations import service as conversations
-from rapport.db import Database, drain
+from rapport.db import Database, drain, utcnow
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue_unique, prune_dead, prune_finished
 from rapport.realtime import service as realtime
@@ -28,6 +29,7 @@ SCHEDULE = {
     "prune_webhook_deliveries": 86400,
     "prune_dead_jobs": 86400,
     "sla_check": 60,
+    "presence_sweep": 60,
     "imap_poll_all": 60,
     "find_duplicates_all": 86400,
     "train_triage_all": 86400,
@@ -43,6 +45,14 @@ def tick(database: Database, *, now: float | None = None) -> int:
             slot = int(now // period)
             created += enqueue_unique(db, name=name, key=f"{name}:{slot}")
     return created
+
+
+@job("presence_sweep")
+def presence_sweep(ctx: JobContext) -> None:
+    """Tell open pages about agents who went offline by closing their browser."""
+    period = timedelta(seconds=SCHEDULE["presence_sweep"])
+    with ctx.database.session() as db:
+        routing.announce_timed_out(db, now=utcnow(), period=period)
 
 
 @job("unsnooze")

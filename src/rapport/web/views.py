@@ -45,10 +45,17 @@ async def _principal(request: Request) -> auth_service.Principal | None:
 def _page(
     request: Request, name: str, principal: auth_service.Principal | None, **ctx: Any
 ) -> HTMLResponse:
+    now = utcnow()
     return templates.TemplateResponse(
         request,
         name,
-        {"principal": principal, "csrf": principal.csrf_token if principal else "", **ctx},
+        {
+            "principal": principal,
+            "csrf": principal.csrf_token if principal else "",
+            # What colleagues see of a member (online, busy, offline), next to their name.
+            "presence_of": lambda member: routing.presence(member, now),
+            **ctx,
+        },
         headers={
             # Our own scripts and styles only: a message that slipped past sanitizing still
             # runs and restyles nothing.

@@ -738,14 +738,14 @@ function redrawMember(event) {
       if (tr.cells[0] && tr.cells[0].textContent === p.email) tr.remove();
     });
   }
-  // Who conversations can be assigned to: agents and above, by name.
+  // Who conversations can be assigned to: agents and above, by name and presence.
   document.querySelectorAll("select#assign, select[name=assignee_id]").forEach((select) => {
     const option = select.querySelector(`option[value="${CSS.escape(p.user_id)}"]`);
     if (gone || p.role === "viewer") {
       if (option && !option.selected) option.remove();
       return;
     }
-    const label = p.name || p.email;
+    const label = `${p.name || p.email} · ${p.presence || "offline"}`;
     if (option) option.textContent = label;
     else select.append(new Option(label, p.user_id));
   });
