@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from rapport.automation import service as automation
 from rapport.automation.models import Webhook, WebhookDelivery
@@ -54,6 +54,11 @@ def test_dead_jobs_are_deleted_once_kept_the_retention_days(
         running.run_at = utcnow() - timedelta(days=40)
         running.locked_until = utcnow() + timedelta(hours=1)
         kept.add(running.id)
+    # One that died with no finished_at recorded goes by its run_at.
+    undated = dead_job(database, workspace_id=acme, seconds_ago=31 * DAY)
+    with database.session() as db:
+        db.execute(update(Job).where(Job.id == undated).values(finished_at=None))
+    gone.add(undated)
     prune(database, settings)
     left = jobs_left(database)
     assert kept <= left and not gone & left

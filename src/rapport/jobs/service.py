@@ -255,10 +255,11 @@ def prune_dead(
         select(Job.id)
         # run_at bounds the walk of the claim index (state, run_at), as for done jobs: fail()
         # alone dead-letters a job, and it was due before it ran, so run_at <= finished_at.
+        # One that died with no finished_at recorded is dated by its run_at alone.
         .where(
             Job.state == JobState.dead,
             Job.run_at < cutoff,
-            Job.finished_at < cutoff,
+            or_(Job.finished_at < cutoff, Job.finished_at.is_(None)),
             not_(spare),
         )
         .order_by(Job.run_at)
