@@ -88,6 +88,35 @@ def test_an_unsafe_secret_key_is_a_readable_error(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "code", "said"),
+    [
+        # Nothing listens on port 1: a driver's traceback of 500 lines said so before.
+        (
+            "postgresql://rapport@127.0.0.1:1/rapport",
+            1,
+            "cannot use the database (RAPPORT_DATABASE_URL): connection failed:",
+        ),
+        # A database Rapport does not run on: a missing driver's ImportError before.
+        (
+            "mysql://rapport@127.0.0.1/rapport",
+            2,
+            "configuration error: RAPPORT_DATABASE_URL takes sqlite:///PATH or "
+            "postgresql://USER@HOST/DB, not mysql",
+        ),
+        ("var/rapport.db", 2, "not var/rapport.db"),  # a path alone is no URL
+        # A directory it cannot create.
+        ("sqlite:////proc/rapport/x.db", 1, "No such file or directory: /proc/rapport"),
+    ],
+)
+def test_a_database_it_cannot_use_is_a_readable_error(url: str, code: int, said: str) -> None:
+    env = {**os.environ, "RAPPORT_DATABASE_URL": url, "RAPPORT_DEMO": "1"}
+    r = run(["migrate"], env)
+    assert r.returncode == code, r.stderr
+    assert said in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 2
+
+
 def test_dead_jobs_are_listed_and_queued_again_from_the_command_line(
     database: Database, settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -390,7 +390,25 @@ _register_customer_io()
 
 
 def main() -> None:
-    app()
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    try:
+        app()
+    except (OperationalError, InterfaceError) as exc:
+        # The database is down, unreachable or refuses us: say so in a line, not in a
+        # 500-line traceback (the driver's own first line says which).
+        said = str(exc.orig or exc).strip()
+        reason = said.splitlines()[0] if said else type(exc).__name__
+        typer.secho(
+            f"cannot use the database (RAPPORT_DATABASE_URL): {reason}",
+            fg="red",
+            err=True,
+        )
+        raise SystemExit(1) from None
+    except OSError as exc:  # a directory it cannot create, a file it may not read...
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.secho(f"{exc.strerror or type(exc).__name__}{where}", fg="red", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; a deployment that keeps one has no secret at all.
@@ -74,6 +74,20 @@ class Settings(BaseSettings):
             if path and not data.get(name) and not os.environ.get(f"RAPPORT_{name.upper()}"):
                 data[name] = Path(path).read_text().strip()
         return data
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        """SQLite or PostgreSQL, as users write them; anything else is refused by name here
+        rather than by a driver's import error later."""
+        scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            shown = scheme or url[:20]
+            raise ValueError(
+                "RAPPORT_DATABASE_URL takes sqlite:///PATH or postgresql://USER@HOST/DB, "
+                f"not {shown}"
+            )
+        return url
 
     @model_validator(mode="after")
     def _refuse_unsafe_secret(self) -> "Settings":
