@@ -694,6 +694,9 @@ def receive_batch(
             )
         if m.sent_at:
             meta["sent_at"] = m.sent_at.isoformat()
+        if m.auto_reply and not m.customer_wrote:
+            # Told apart once stored: a provider's reply window does not count from it.
+            meta[conversations.OPENS_WINDOW] = False
         row = {
             "id": m.message_id or new_id(),
             "workspace_id": ws,

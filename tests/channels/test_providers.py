@@ -1299,6 +1299,56 @@ def test_a_reply_through_a_page_the_customer_never_wrote_to_is_refused(
     )
 
 
+def written_ago(database: Database, external_id: str, ago: timedelta) -> str:
+    """Make the customer's message (by its provider id) one written ``ago``, as its
+    conversation's last message in; returns the conversation's id."""
+    at = utcnow() - ago
+    with database.session() as db:
+        msg = db.scalars(select(Message).where(Message.external_id == external_id)).one()
+        msg.created_at = at
+        db.execute(
+            update(Conversation)
+            .where(Conversation.id == msg.conversation_id)
+            .values(last_inbound_at=at)
+        )
+        return msg.conversation_id
+
+
+def test_the_window_is_the_customers_with_the_page_the_reply_goes_through(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # Meta's 24-hour window is the person's with a page. It was read from the conversation
+    # replied in: a reply through the shop's page, which they wrote to an hour ago, was
+    # refused in their help desk conversation, quiet for 30 hours; and one through the help
+    # desk's page, 30 hours quiet, went from the shop's conversation, for Meta to refuse.
+    url, handler = provider
+    handler.reply = {"message_id": "m_OUT{n}"}
+    shop = page_inbox(client, world, "messenger", "Shop", "PAGE_A", url)
+    desk = page_inbox(client, world, "messenger", "Help desk", "PAGE_B", url)
+    wrote(client, database, "messenger", desk, page="PAGE_B", sender="222", mid="m_B")
+    wrote(client, database, "messenger", shop, page="PAGE_A", sender="111", mid="m_A")
+    at_desk = written_ago(database, "m_B", timedelta(hours=30))
+    at_shop = written_ago(database, "m_A", timedelta(hours=1))
+    with database.session(write=False) as db:
+        customers = [db.get(Conversation, c).customer_id for c in (at_shop, at_desk)]  # type: ignore[union-attr]
+    r = client.post(
+        f"/api/v1/customers/{customers[0]}/merge",
+        json={"merged_id": customers[1]},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    for conv in (at_desk, at_shop):
+        r = answer(client, world, conv, inbox_id=desk)
+        assert r.status_code == 422 and "24 hours" in r.json()["detail"], r.text
+        assert answer(client, world, conv, inbox_id=shop).status_code == 201
+    Worker(database, settings).run_until_idle()
+    assert sent_to(handler) == [("token-PAGE_A", "111"), ("token-PAGE_A", "111")]
+
+
 def meta_inbox(client: TestClient, world: World, channel: str, url: str = "") -> str:
     settings = {"page_id": "PAGE_ID", "page_access_token": "page-token"}
     settings |= {"app_secret": "page-app-secret", "verify_token": "vt"}
@@ -1621,12 +1671,7 @@ def test_meta_window_opens_on_what_the_customer_says_even_if_nothing_here_answer
         json={"status": "resolved"},
         headers=auth(world.bob),
     ).raise_for_status()
-    with database.session() as db:
-        db.execute(
-            update(Conversation)
-            .where(Conversation.id == conv["id"])
-            .values(last_inbound_at=utcnow() - timedelta(days=2))
-        )
+    written_ago(database, "m_IN1", timedelta(days=2))
     before = len(only_conversation(client, world, inbox)["messages"])
     event = said(int(utcnow().timestamp() * 1000))
     assert meta_post(client, "messenger", inbox, event).status_code == 200

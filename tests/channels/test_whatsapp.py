@@ -25,6 +25,7 @@ from rapport.conversations.models import Conversation, Message
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
+from tests.channels.test_providers import SMS, twilio_post
 from tests.conftest import auth
 from tests.factories import World
 
@@ -438,19 +439,26 @@ def test_a_refused_message_fails_with_the_providers_reason(
     assert out["status"] == "failed" and "131026" in out["error"]
 
 
+def written_ago(database: Database, external_id: str, hours: float) -> str:
+    """Make the customer's message (by its provider id) one written ``hours`` ago, as its
+    conversation's last message in; returns the conversation's id."""
+    at = utcnow() - timedelta(hours=hours)
+    with database.session() as db:
+        msg = db.scalars(select(Message).where(Message.external_id == external_id)).one()
+        msg.created_at = at
+        db.execute(
+            update(Conversation)
+            .where(Conversation.id == msg.conversation_id)
+            .values(last_inbound_at=at)
+        )
+        return msg.conversation_id
+
+
 def test_outside_the_24_hour_window_a_free_text_reply_is_refused(
     client: TestClient, world: World, inbox: str, database: Database
 ) -> None:
     post_signed(client, inbox, message_event("wamid.IN3", "hello"))
-    [conv] = client.get(
-        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
-    ).json()["items"]
-    with database.session() as db:
-        db.execute(
-            update(Conversation)
-            .where(Conversation.id == conv["id"])
-            .values(last_inbound_at=utcnow() - timedelta(hours=25))
-        )
+    conv = {"id": written_ago(database, "wamid.IN3", 25)}
     r = client.post(
         f"/api/v1/conversations/{conv['id']}/messages",
         json={"text": "Still there?"},
@@ -463,6 +471,70 @@ def test_outside_the_24_hour_window_a_free_text_reply_is_refused(
         headers=auth(world.bob),
     )
     assert note.status_code == 201
+
+
+def test_the_window_counts_from_the_last_message_through_the_number_not_from_an_sms(
+    client: TestClient, world: World, inbox: str, database: Database, settings: Settings
+) -> None:
+    # Merged with the customer's SMS conversation, the WhatsApp conversation's last message
+    # in was their SMS of an hour ago: a reply through WhatsApp, 30 hours after they last
+    # wrote there, was let through, and Meta refused it.
+    sms = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "SMS",
+            "channel": "twilio_sms",
+            "settings": {"account_sid": "AC0", "auth_token": "twilio-token"},
+        },
+        headers=auth(world.alice),
+    ).json()["id"]
+    post_signed(client, inbox, message_event("wamid.IN30", "where is my parcel?"))
+    texted = SMS | {"From": "+16505551234", "MessageSid": "SM_1H", "Body": "hello?"}
+    path = f"/webhooks/twilio_sms/{sms}"
+    assert twilio_post(client, settings, path, texted, "twilio-token").status_code == 200
+    by_whatsapp = written_ago(database, "wamid.IN30", 30)
+    by_sms = written_ago(database, "SM_1H", 1)
+    r = client.post(
+        f"/api/v1/conversations/{by_whatsapp}/merge",
+        json={"merged_id": by_sms},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200, r.text
+
+    def reply(**body: str) -> Any:
+        return client.post(
+            f"/api/v1/conversations/{by_whatsapp}/messages",
+            json={"text": "Still there?", **body},
+            headers=auth(world.bob),
+        )
+
+    r = reply(inbox_id=inbox)
+    assert r.status_code == 422 and "24 hours" in r.json()["detail"]
+    # By SMS, where they last wrote, it goes; and through WhatsApp once they write there.
+    r = reply()
+    assert r.status_code == 201 and r.json()["inbox_id"] == sms
+    assert post_signed(client, inbox, message_event("wamid.IN0", "any news?")).status_code == 200
+    assert reply(inbox_id=inbox).status_code == 201
+
+
+def test_a_reaction_does_not_open_the_window(
+    client: TestClient, world: World, inbox: str, database: Database
+) -> None:
+    # The customer's last message in, a thumb, is no message of theirs to WhatsApp: the
+    # window still counts from what they wrote 25 hours ago.
+    post_signed(client, inbox, message_event("wamid.IN25", "thanks"))
+    conv = written_ago(database, "wamid.IN25", 25)
+    event = message_event("wamid.R25", "")
+    msg = event["entry"][0]["changes"][0]["value"]["messages"][0]
+    msg.pop("text")
+    msg.update({"type": "reaction", "reaction": {"message_id": "wamid.OUT1", "emoji": "👍"}})
+    assert post_signed(client, inbox, event).status_code == 200
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "Glad to help!"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422 and "24 hours" in r.json()["detail"]
 
 
 def test_media_location_and_reactions_are_readable(

@@ -408,11 +408,32 @@ def add_message(
     return msg
 
 
-def last_channel(db: Session, *, conversation: Conversation) -> str:
-    """The inbox the customer last wrote through in this conversation (after a merge of
-    conversations from two channels, the one they are on now)."""
-    latest = db.scalar(
-        select(Message.inbox_id)
+# Marked ``False`` in ``meta`` at ingest: an inbound message that opens no provider's reply
+# window, being an auto-reply but not the customer's word (an out-of-office, a WhatsApp
+# reaction, a Meta reaction taken back). What the customer wrote that nothing here answers
+# (Meta's standby, a Meta reaction) is left unmarked: it opens Meta's window.
+OPENS_WINDOW: Final = "opens_window"
+
+
+def _opens_window() -> Any:
+    """Of an inbound message: it opens a provider's reply window (a message stored before
+    the marker existed counts as one that does)."""
+    return Message.meta[OPENS_WINDOW].as_string().is_(None)
+
+
+@dataclass(frozen=True)
+class LastInbound:
+    """The customer's latest message in a conversation: the inbox it came through, when,
+    and whether it opens that inbox's reply window."""
+
+    inbox_id: str
+    at: datetime
+    opens_window: bool
+
+
+def _last_inbound(db: Session, *, conversation: Conversation) -> LastInbound | None:
+    row = db.execute(
+        select(Message.inbox_id, Message.created_at, _opens_window())
         .where(
             Message.conversation_id == conversation.id,
             Message.direction == Direction.inbound,
@@ -420,8 +441,46 @@ def last_channel(db: Session, *, conversation: Conversation) -> str:
         )
         .order_by(Message.created_at.desc())
         .limit(1)
+    ).first()
+    return LastInbound(row[0], row[1], bool(row[2])) if row is not None else None
+
+
+def last_channel(db: Session, *, conversation: Conversation) -> str:
+    """The inbox the customer last wrote through in this conversation (after a merge of
+    conversations from two channels, the one they are on now)."""
+    latest = _last_inbound(db, conversation=conversation)
+    return latest.inbox_id if latest is not None else conversation.inbox_id
+
+
+def last_wrote_through(db: Session, *, conversation: Conversation, inbox: Inbox) -> datetime | None:
+    """When the conversation's customer last wrote through ``inbox``, in any of their
+    conversations: what a provider's reply window (Meta's, WhatsApp's 24 hours) counts
+    from, being the person's with that page or number. Only messages that open one count.
+
+    Each of the customer's conversations is read newest first along its own index of
+    messages, stopping at the first that counts."""
+    ws = conversation.workspace_id
+    latest = (
+        select(Message.created_at)
+        .where(
+            Message.conversation_id == Conversation.id,
+            Message.workspace_id == ws,
+            Message.inbox_id == inbox.id,
+            Message.direction == Direction.inbound,
+            Message.kind == MessageKind.message,
+            _opens_window(),
+        )
+        .order_by(Message.created_at.desc())
+        .limit(1)
+        .correlate(Conversation)
+        .scalar_subquery()
     )
-    return latest or conversation.inbox_id
+    return db.scalar(
+        select(func.max(latest)).where(
+            Conversation.workspace_id == ws,
+            Conversation.customer_id == conversation.customer_id,
+        )
+    )
 
 
 def consent_refusal(
@@ -522,10 +581,14 @@ def reply(
     named by ``attachment_ids`` go with it as files. A customer who opted out of the
     inbox's channel (an SMS STOP) gets nothing: ``NoConsent``, and nothing is stored; nor
     does one who never wrote to the inbox's Messenger page or Instagram account
-    (``NotThisPage``).
+    (``NotThisPage``). A provider's reply window (Meta's, WhatsApp's 24 hours) counts
+    from the customer's last message through the inbox, in any of their conversations.
     """
     now = utcnow()
-    inbox = db.get(Inbox, via_inbox_id or last_channel(db, conversation=conversation))
+    latest = None if via_inbox_id else _last_inbound(db, conversation=conversation)
+    inbox = db.get(
+        Inbox, via_inbox_id or (latest.inbox_id if latest is not None else conversation.inbox_id)
+    )
     if inbox is None or inbox.workspace_id != conversation.workspace_id:
         raise NotFound("inbox")
     if kind != MessageKind.note:
@@ -547,7 +610,18 @@ def reply(
             raise Invalid(reason)
     check = getattr(channel, "check_reply", None)
     if check is not None and kind != MessageKind.note:
-        reason = check(last_inbound_at=conversation.last_inbound_at, now=now, template=False)
+        # The window is the customer's with this inbox's page or number, not the
+        # conversation's: after a merge, or through another inbox than theirs here, the
+        # conversation's last message may have come another way. When it came this way,
+        # and opens the window, it is enough to let the reply go; otherwise the customer's
+        # messages through this inbox say.
+        known = (
+            latest.at if latest and latest.inbox_id == inbox.id and latest.opens_window else None
+        )
+        reason = check(last_inbound_at=known, now=now, template=False)
+        if reason:
+            opened = last_wrote_through(db, conversation=conversation, inbox=inbox)
+            reason = check(last_inbound_at=opened, now=now, template=False)
         if reason:
             raise Invalid(reason)
     sender_type = "bot" if kind == MessageKind.bot else ("user" if author_id else "system")
