@@ -883,6 +883,41 @@ def test_the_bot_hands_over_without_a_word_to_a_customer_who_opted_out_of_the_ch
     assert conv["team_id"] == ids["team"]
 
 
+def test_the_bot_calls_no_integration_for_an_answer_that_cannot_go(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],  # noqa: F811
+    inbox: str,  # noqa: F811
+    shop: tuple[str, type[Shop]],
+) -> None:
+    # The shop's order service was asked for the order of a customer who had withdrawn
+    # their WhatsApp consent, only for the answer to be refused and a person to take over:
+    # an outside call, with its cost and side effects, for nothing.
+    ids = set_up_bot(client, world, inbox, shop)
+    post_signed(client, inbox, message_event("wamid.O1", "Can I return an item for a refund?"))
+    work(database, settings)
+    conv_id = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"][0]["id"]
+    customer = thread(client, world, conv_id)["customer_id"]
+    r = client.post(
+        f"/api/v1/customers/{customer}/consents",
+        json={"channel": "whatsapp", "purpose": "all", "granted": False, "source": "phone call"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    post_signed(client, inbox, message_event("wamid.O2", "where is my order 1042?"))
+    work(database, settings)
+    assert shop[1].seen == []
+    conv = thread(client, world, conv_id)
+    assert len(bot_messages(conv)) == 1  # the first answer only
+    (note,) = [m for m in conv["messages"] if m["kind"] == "note"]
+    assert note["text"].startswith("Bot handed over: the customer opted out of WhatsApp on ")
+    assert conv["team_id"] == ids["team"]
+
+
 @pytest.mark.parametrize(
     "asked,said",
     [

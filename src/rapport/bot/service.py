@@ -419,6 +419,13 @@ def handle(
             base_url=base_url,
             box=box,
         )
+        if decision.integration is not None and (
+            refusal := conversations.reply_refusal(db, conversation=conversation)
+        ):
+            # The answer could not go (an SMS STOP, another page's id): the integration is
+            # an outside call, with its cost and side effects, for nothing. A person takes
+            # over, as _act hands over any answer it cannot send.
+            decision = Decision("handover", reason=refusal.why)
         customer = db.get(Customer, conversation.customer_id)
         context = _context(customer, message.text)
         db.expunge_all()
