@@ -128,8 +128,8 @@ class ReplyIn(BaseModel):
     # May be empty when files are sent.
     text: str = Field(default="", max_length=100_000)
     html: str | None = Field(default=None, max_length=500_000)
-    # Another inbox (channel) of the workspace to answer through; the conversation's own
-    # inbox when absent.
+    # Another inbox (channel) of the workspace to answer through; when absent, the inbox
+    # the customer last wrote through in this conversation (``last_channel``).
     inbox_id: str | None = None
     attachment_ids: list[str] = Field(
         default_factory=list,
