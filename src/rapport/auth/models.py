@@ -67,6 +67,11 @@ class Membership(Base):
     # online / busy / offline, as the agent set it; "online" also needs a recent heartbeat.
     availability: Mapped[str] = mapped_column(String(16), default="offline")
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The presence last announced to the workspace (member.updated): a change the member's
+    # requests did not announce (a closed browser timing out) is found against it.
+    presence_shown: Mapped[str] = mapped_column(
+        String(16), default="offline", server_default="offline"
+    )
     # When this member was last given a conversation: routing's round-robin order (kept
     # here, so picking an agent reads the members, not every conversation ever assigned).
     last_assigned_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -47,13 +47,20 @@ def set_presence(
         member.availability = availability
     member.last_seen_at = now
     after = presence(member, now)
-    if after != before:
-        from rapport.workspaces import service as workspaces  # which imports routing
-
-        workspaces.announce_member(db, membership=member)
+    # A change of this request's, or one nobody was told of (a page drew them offline by
+    # time while the sweep had not run yet).
+    if after != before or after != member.presence_shown:
+        _announce(db, member, after)
         if after == "online":
             wake(db, workspace_id=workspace_id)
     return member
+
+
+def _announce(db: Session, member: Membership, shown: str) -> None:
+    from rapport.workspaces import service as workspaces  # which imports routing
+
+    member.presence_shown = shown
+    workspaces.announce_member(db, membership=member)
 
 
 def presence(member: Membership, now: datetime) -> str:
@@ -64,22 +71,24 @@ def presence(member: Membership, now: datetime) -> str:
     return member.availability
 
 
-def announce_timed_out(db: Session, *, now: datetime, period: timedelta) -> int:
-    """Announce (``member.updated``) the members whose browser fell silent in the
-    ``period`` before ``now`` less PRESENCE_TIMEOUT: they read offline now, and no request
-    of theirs said so (a closed browser sends nothing). Run once a ``period``; returns how
-    many."""
-    from rapport.workspaces import service as workspaces  # which imports routing
-
+def announce_timed_out(db: Session, *, now: datetime) -> int:
+    """Announce (``member.updated``) the members last shown present whose browser has
+    fallen silent past PRESENCE_TIMEOUT: they read offline now, and no request of theirs
+    said so (a closed browser sends nothing). Each is told once, however late or seldom
+    this runs; returns how many."""
     silent = db.scalars(
-        select(Membership).where(
-            Membership.availability != "offline",
-            Membership.last_seen_at > now - PRESENCE_TIMEOUT - period,
-            Membership.last_seen_at <= now - PRESENCE_TIMEOUT,
+        select(Membership)
+        .where(
+            Membership.presence_shown != "offline",
+            or_(
+                Membership.last_seen_at.is_(None),
+                Membership.last_seen_at < now - PRESENCE_TIMEOUT,
+            ),
         )
+        .with_for_update(skip_locked=True)
     ).all()
     for member in silent:
-        workspaces.announce_member(db, membership=member)
+        _announce(db, member, "offline")
     return len(silent)
 
 

@@ -2,7 +2,6 @@
 of workers together enqueue it once per period."""
 
 import time
-from datetime import timedelta
 from functools import partial
 
 from sqlalchemy import select
@@ -50,9 +49,8 @@ def tick(database: Database, *, now: float | None = None) -> int:
 @job("presence_sweep")
 def presence_sweep(ctx: JobContext) -> None:
     """Tell open pages about agents who went offline by closing their browser."""
-    period = timedelta(seconds=SCHEDULE["presence_sweep"])
     with ctx.database.session() as db:
-        routing.announce_timed_out(db, now=utcnow(), period=period)
+        routing.announce_timed_out(db, now=utcnow())
 
 
 @job("unsnooze")
