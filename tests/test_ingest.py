@@ -919,3 +919,39 @@ def test_a_long_read_does_not_hold_the_writer_up_behind_the_wal_rewind(tmp_path)
     checkpointer.checkpoint(other)
     writer.execute("INSERT INTO t (body) VALUES ('rewound')")
     assert int(other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]) < 10
+
+
+def test_a_real_message_after_an_auto_reply_in_one_batch_leaves_the_customer_waiting(
+    world: World, database: Database, settings: Settings
+) -> None:
+    # The conversation the auto-reply started (resolved, nobody waiting) was opened by the
+    # real message behind it in the same batch, but kept no waiting_since: it was missing
+    # from the "oldest waiting" sort, its wait uncounted.
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+    from rapport.ingest import receive_batch, with_triage
+
+    them = [handle(IdentityKind.email, "batched@example.com")]
+    batch = [
+        InboundMessage(
+            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+            external_id="ooo-1",
+            handles=them,
+            text="I am out of the office",
+            auto_reply=True,
+        ),
+        InboundMessage(
+            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+            external_id="real-1",
+            handles=them,
+            text="Back now: where is my order?",
+        ),
+    ]
+    with database.session() as db:
+        first, second = receive_batch(db, [with_triage(m) for m in batch], settings=settings)
+    assert not isinstance(first, BaseException) and not isinstance(second, BaseException)
+    assert first.conversation_id == second.conversation_id
+    with database.session(write=False) as db:
+        conv = db.get(Conversation, second.conversation_id)
+        assert conv is not None
+        assert conv.status == Status.open and conv.waiting_since is not None

@@ -682,6 +682,8 @@ def receive_batch(
         else:
             conv["status"], conv["resolved_at"], conv["snoozed_until"] = Status.open, None, None
             conv["awaits"] = True  # a person wrote: an auto-reply alone leaves no one waiting
+            if conv.get("new") and conv["waiting_since"] is None:
+                conv["waiting_since"] = now  # started by an auto-reply earlier in the batch
         reopened_or_new = outcome in ("new", "reopened")
         conv["last_activity_at"] = now
         conv["added"] += 1
