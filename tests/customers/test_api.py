@@ -197,6 +197,26 @@ def test_an_order_event_added_through_the_api_enters_the_purchase_history(
     assert client.post(url, json=refund, headers=auth(world.bob)).status_code == 201
     orders = client.get(f"/api/v1/customers/{cid}/orders", headers=auth(world.bob)).json()
     assert [o["status"] for o in orders] == ["refunded"]
+    # Another customer's order is not theirs to complete or refund through this one.
+    other = client.post(
+        "/api/v1/customers",
+        json={"name": "Other", "email": "other@example.com"},
+        headers=auth(world.bob),
+    ).json()["id"]
+    for kind in ("Order Completed", "Order Refunded"):
+        r = client.post(
+            f"/api/v1/customers/{other}/events",
+            json={"type": kind, "properties": {"order_id": "A-1", "total": "1.00"}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 409, r.text
+        assert r.json()["detail"] == "order A-1 is another customer's; add its events to them"
+    orders = client.get(f"/api/v1/customers/{cid}/orders", headers=auth(world.bob)).json()
+    assert [(o["total_minor"], o["status"]) for o in orders] == [(5990, "refunded")]
+    assert (
+        client.get(f"/api/v1/customers/{other}/timeline", headers=auth(world.bob)).json()["items"]
+        == []
+    )
     # An order that cannot be recorded as sent is refused, the timeline left as it was.
     before = client.get(f"/api/v1/customers/{cid}/timeline", headers=auth(world.bob)).json()
     bad = {"type": "Order Completed", "properties": {"order_id": "A-2", "total": "abc"}}

@@ -30,7 +30,7 @@ from rapport.customers.schemas import EventCreate
 from rapport.db import utcnow
 from rapport.events.models import EventSource, Order
 from rapport.privacy.service import SYSTEM
-from rapport.problems import Invalid, Problem
+from rapport.problems import Conflict, Invalid, Problem
 from rapport.workspaces.models import Workspace
 
 TYPES = ("identify", "track", "page", "screen", "alias", "group")
@@ -409,16 +409,25 @@ def _commerce(
 
 
 def record_order(
-    db: Session, *, customer: Customer, name: str, props: dict[str, Any], at: datetime
+    db: Session,
+    *,
+    customer: Customer,
+    name: str,
+    props: dict[str, Any],
+    at: datetime,
+    theirs_only: bool = False,
 ) -> None:
     """Segment's e-commerce spec: completed and refunded orders (with an ``order_id``) make
     the purchase history, whichever way the event came (a source's call, or one added to
-    the customer through the API); other events are not orders."""
+    the customer through the API); other events are not orders. With ``theirs_only`` an
+    order of another customer is refused (Conflict), not rewritten or refunded."""
     order_id = _order_id(props) if name in ("Order Completed", "Order Refunded") else None
     if not order_id:
         return
     ws = customer.workspace_id
     row = db.scalar(select(Order).where(Order.workspace_id == ws, Order.order_id == order_id))
+    if theirs_only and row is not None and row.customer_id != customer.id:
+        raise Conflict(f"order {order_id} is another customer's; add its events to them")
     if name == "Order Completed":
         if row is None:
             row = Order(workspace_id=ws, customer_id=customer.id, order_id=order_id)
@@ -435,7 +444,14 @@ def add_event(db: Session, *, customer: Customer, data: EventCreate) -> Event:
     """An event added to the customer's timeline by an agent, the API or the demo; an
     order's also enters their purchase history (it did not: only a source's did)."""
     row = customers.add_event(db, customer=customer, data=data)
-    record_order(db, customer=customer, name=data.type, props=data.properties, at=row.occurred_at)
+    record_order(
+        db,
+        customer=customer,
+        name=data.type,
+        props=data.properties,
+        at=row.occurred_at,
+        theirs_only=True,  # an agent's event names one customer: not another's order
+    )
     return row
 
 
