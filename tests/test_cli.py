@@ -102,9 +102,9 @@ def test_an_unsafe_secret_key_is_a_readable_error(tmp_path: Path) -> None:
             "mysql://rapport@127.0.0.1/rapport",
             2,
             "configuration error: RAPPORT_DATABASE_URL takes sqlite:///PATH or "
-            "postgresql://USER@HOST/DB, not mysql",
+            "postgresql://USER@HOST/DB, not mysql://",
         ),
-        ("var/rapport.db", 2, "not var/rapport.db"),  # a path alone is no URL
+        ("rapport:S3cret@db/rapport", 2, "not a value without a scheme"),  # never quoted
         # A directory it cannot create.
         ("sqlite:////proc/rapport/x.db", 1, "No such file or directory: /proc/rapport"),
     ],
@@ -115,6 +115,7 @@ def test_a_database_it_cannot_use_is_a_readable_error(url: str, code: int, said:
     assert r.returncode == code, r.stderr
     assert said in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 2
+    assert "S3cret" not in r.stderr
 
 
 def test_dead_jobs_are_listed_and_queued_again_from_the_command_line(

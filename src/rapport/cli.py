@@ -30,7 +30,7 @@ app.add_typer(eval_app, name="eval")
 # eval_app.command("NAME")(function)
 
 
-def _settings() -> Settings:
+def settings_or_exit() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
@@ -49,7 +49,7 @@ def migrate() -> None:
     """Create or upgrade the database schema (RAPPORT_DATABASE_URL)."""
     from rapport import migrate as m
 
-    settings = _settings()
+    settings = settings_or_exit()
     m.upgrade(settings.database_url)
     typer.echo(f"database at revision {m.head()}")
 
@@ -74,7 +74,7 @@ def serve(
     from rapport.assistant import one_compute_thread
     from rapport.guard import WEBSOCKET_MESSAGE_LIMIT
 
-    settings = _settings()
+    settings = settings_or_exit()
     settings.worker_in_process = worker
     logs.configure(settings.log_level, settings.log_json)
     one_compute_thread()
@@ -116,7 +116,7 @@ def run_worker(
     from rapport.jobs import registry
     from rapport.jobs.worker import Worker
 
-    settings = _settings()
+    settings = settings_or_exit()
     logs.configure(settings.log_level, settings.log_json)
     one_compute_thread()
     bus.set_bus(bus.make_bus(settings.redis_url) if settings.redis_url else bus.LocalBus())
@@ -166,7 +166,7 @@ def jobs_dead(
     from rapport.jobs import service
     from rapport.workspaces.models import Workspace
 
-    database = Database(_settings().database_url)
+    database = Database(settings_or_exit().database_url)
     try:
         with database.session(write=False) as db:
             workspace_id = _workspace_id(db, workspace) if workspace else None
@@ -213,7 +213,7 @@ def jobs_retry(
     if bool(ids) == all_dead or (workspace and not all_dead):
         typer.secho("name job ids, or --all-dead [--workspace NAME]", fg="red", err=True)
         raise typer.Exit(2)
-    database = Database(_settings().database_url)
+    database = Database(settings_or_exit().database_url)
     missing: list[str] = []
     try:
         with database.session() as db:
@@ -238,7 +238,7 @@ def demo() -> None:
     from rapport import demo as d
     from rapport.db import Database
 
-    settings = _settings()
+    settings = settings_or_exit()
     database = Database(settings.database_url)
     email, password, created = d.seed(database, settings)
     typer.echo("")
@@ -261,7 +261,7 @@ def workspace_create(
     from rapport.problems import Problem
     from rapport.workspaces import service
 
-    database = Database(_settings().database_url)
+    database = Database(settings_or_exit().database_url)
     try:
         with database.session() as db:
             ws, user = service.create(db, name=name, owner_email=owner, owner_password=password)
@@ -285,7 +285,7 @@ def workspace_invite(
     from rapport.problems import Problem
     from rapport.workspaces import invitations, service
 
-    settings = _settings()
+    settings = settings_or_exit()
     if role not in Role.__members__:
         _fail(f"no role {role!r}: viewer, agent, admin or owner")
     database = Database(settings.database_url)
@@ -321,7 +321,7 @@ def token_create(
     from rapport.problems import Problem
     from rapport.workspaces import service
 
-    database = Database(_settings().database_url)
+    database = Database(settings_or_exit().database_url)
     try:
         with database.session() as db:
             ws = service.get_by_name(db, workspace)
@@ -351,7 +351,7 @@ def smtp_listener(
     from rapport.channels.email import smtp
     from rapport.db import Database
 
-    settings = _settings()
+    settings = settings_or_exit()
     logs.configure(settings.log_level, settings.log_json)
     controller = smtp.start(Database(settings.database_url), settings, host=host, port=port)
     typer.echo(f"SMTP listening on {host}:{port}")

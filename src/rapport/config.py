@@ -80,9 +80,16 @@ class Settings(BaseSettings):
     def _known_database(cls, url: str) -> str:
         """SQLite or PostgreSQL, as users write them; anything else is refused by name here
         rather than by a driver's import error later."""
-        scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
-        if scheme not in ("sqlite", "postgresql", "postgres"):
-            shown = scheme or url[:20]
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in (
+            "sqlite",
+            "sqlite+pysqlite",
+            "postgresql",
+            "postgres",
+            "postgresql+psycopg",
+        ):
+            # Only the scheme is quoted: the rest may hold a password.
+            shown = f"{scheme}://" if scheme else "a value without a scheme"
             raise ValueError(
                 "RAPPORT_DATABASE_URL takes sqlite:///PATH or postgresql://USER@HOST/DB, "
                 f"not {shown}"

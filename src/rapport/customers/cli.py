@@ -12,6 +12,14 @@ from rapport.config import Settings
 from rapport.customers import importer
 from rapport.db import Database
 
+
+def _settings() -> Settings:
+    """The settings, or a readable refusal of bad ones (the main command's)."""
+    from rapport.cli import settings_or_exit  # which registers these commands
+
+    return settings_or_exit()
+
+
 import_app = typer.Typer(help="Import data.", no_args_is_help=True)
 export_app = typer.Typer(help="Export data.", no_args_is_help=True)
 
@@ -48,7 +56,7 @@ def import_customers(
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    database = Database(Settings().database_url)
+    database = Database(_settings().database_url)
     try:
         report = _run_import(database, workspace, file, mapping, dry_run, console)
     except importer.UnreadableFile as exc:
@@ -102,7 +110,7 @@ def export_customers(
     format_: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
 ) -> None:
     """Export the workspace's customers (merged records left out)."""
-    database = Database(Settings().database_url)
+    database = Database(_settings().database_url)
     try:
         rows = importer.export_rows(database, _workspace_id(database, workspace))
     finally:
