@@ -32,7 +32,7 @@ from rapport.conversations.service import (
 from rapport.crypto import box_for
 from rapport.customers import profile
 from rapport.customers.models import Customer, Identity, IdentityKind
-from rapport.db import utcnow
+from rapport.db import lock_row, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, Later, PermanentError, RetryLater, job
 from rapport.jobs.service import enqueue
@@ -457,6 +457,8 @@ def _opted_out(
         row = db.get(Message, msg.id)
         if row is not None:
             _set_status(db, row, DeliveryStatus.failed, reason)
+        # Two sends refused at once record one withdrawal: the second waits, then finds it.
+        lock_row(db, Customer, customer_id)
         if (
             channel is not None
             and profile.withdrawn(db, customer_id=customer_id, channel=channel) is None
