@@ -425,7 +425,7 @@ def handle(
             # The answer could not go (an SMS STOP, another page's id): the integration is
             # an outside call, with its cost and side effects, for nothing. A person takes
             # over, as _act hands over any answer it cannot send.
-            decision = Decision("handover", reason=refusal.why)
+            decision = Decision("handover", reason=refusal.why, meta=decision.meta)
         customer = db.get(Customer, conversation.customer_id)
         context = _context(customer, message.text)
         db.expunge_all()
@@ -469,8 +469,8 @@ def _act(db: Session, *, message_id: str, decision: Decision) -> str:
     if refusal is not None and decision.kind in ("answer", "clarify"):
         # The customer opted out of the channel (an SMS STOP), or their id is another
         # page's: the bot cannot answer there, a person can, through another channel; the
-        # hand-over note says why.
-        decision = Decision("handover", reason=refusal.why)
+        # hand-over note says why (what it understood stays in its log).
+        decision = Decision("handover", reason=refusal.why, meta=decision.meta)
     if state is None:
         state = BotConversation(
             conversation_id=conversation.id,
