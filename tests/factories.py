@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import select, update
+
 from rapport.auth import service as auth
 from rapport.auth.models import Role, User
 from rapport.channels import service as inboxes
@@ -12,6 +14,7 @@ from rapport.channels.models import Inbox
 from rapport.channels.schemas import InboxCreate
 from rapport.config import Settings
 from rapport.conversations import service as conversations
+from rapport.conversations.models import Conversation, Message
 from rapport.crypto import box_for
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
@@ -173,3 +176,18 @@ def build_world(database: Database, settings: Settings) -> World:
     )
     globex = make_tenant(database, settings, "Globex", "mallory", {})
     return World(acme=acme, globex=globex)
+
+
+def written_ago(database: Database, external_id: str, ago: timedelta) -> str:
+    """Make the customer's message (by its provider id) one written ``ago``, as its
+    conversation's last message in; returns the conversation's id."""
+    at = utcnow() - ago
+    with database.session() as db:
+        msg = db.scalars(select(Message).where(Message.external_id == external_id)).one()
+        msg.created_at = at
+        db.execute(
+            update(Conversation)
+            .where(Conversation.id == msg.conversation_id)
+            .values(last_inbound_at=at)
+        )
+        return msg.conversation_id

@@ -25,7 +25,7 @@ from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from tests.channels.email.test_email import Outbox, outbox  # noqa: F401
 from tests.conftest import auth, published_events
-from tests.factories import World
+from tests.factories import World, written_ago
 
 
 class Provider(BaseHTTPRequestHandler):
@@ -1297,21 +1297,6 @@ def test_a_reply_through_a_page_the_customer_never_wrote_to_is_refused(
         "the customer never wrote to this page (Shop), and messenger ids belong to the page "
         "that issued them: reply through the inbox they wrote to"
     )
-
-
-def written_ago(database: Database, external_id: str, ago: timedelta) -> str:
-    """Make the customer's message (by its provider id) one written ``ago``, as its
-    conversation's last message in; returns the conversation's id."""
-    at = utcnow() - ago
-    with database.session() as db:
-        msg = db.scalars(select(Message).where(Message.external_id == external_id)).one()
-        msg.created_at = at
-        db.execute(
-            update(Conversation)
-            .where(Conversation.id == msg.conversation_id)
-            .values(last_inbound_at=at)
-        )
-        return msg.conversation_id
 
 
 def test_the_window_is_the_customers_with_the_page_the_reply_goes_through(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from rapport import ingest
@@ -22,12 +22,12 @@ from rapport.channels import whatsapp
 from rapport.channels.models import UnparsedPayload
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
-from rapport.db import Database, utcnow
+from rapport.db import Database
 from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
 from tests.channels.test_providers import SMS, twilio_post
 from tests.conftest import auth
-from tests.factories import World
+from tests.factories import World, written_ago
 
 APP_SECRET = "meta-app-secret-for-tests"
 
@@ -439,26 +439,11 @@ def test_a_refused_message_fails_with_the_providers_reason(
     assert out["status"] == "failed" and "131026" in out["error"]
 
 
-def written_ago(database: Database, external_id: str, hours: float) -> str:
-    """Make the customer's message (by its provider id) one written ``hours`` ago, as its
-    conversation's last message in; returns the conversation's id."""
-    at = utcnow() - timedelta(hours=hours)
-    with database.session() as db:
-        msg = db.scalars(select(Message).where(Message.external_id == external_id)).one()
-        msg.created_at = at
-        db.execute(
-            update(Conversation)
-            .where(Conversation.id == msg.conversation_id)
-            .values(last_inbound_at=at)
-        )
-        return msg.conversation_id
-
-
 def test_outside_the_24_hour_window_a_free_text_reply_is_refused(
     client: TestClient, world: World, inbox: str, database: Database
 ) -> None:
     post_signed(client, inbox, message_event("wamid.IN3", "hello"))
-    conv = {"id": written_ago(database, "wamid.IN3", 25)}
+    conv = {"id": written_ago(database, "wamid.IN3", timedelta(hours=25))}
     r = client.post(
         f"/api/v1/conversations/{conv['id']}/messages",
         json={"text": "Still there?"},
@@ -492,8 +477,8 @@ def test_the_window_counts_from_the_last_message_through_the_number_not_from_an_
     texted = SMS | {"From": "+16505551234", "MessageSid": "SM_1H", "Body": "hello?"}
     path = f"/webhooks/twilio_sms/{sms}"
     assert twilio_post(client, settings, path, texted, "twilio-token").status_code == 200
-    by_whatsapp = written_ago(database, "wamid.IN30", 30)
-    by_sms = written_ago(database, "SM_1H", 1)
+    by_whatsapp = written_ago(database, "wamid.IN30", timedelta(hours=30))
+    by_sms = written_ago(database, "SM_1H", timedelta(hours=1))
     r = client.post(
         f"/api/v1/conversations/{by_whatsapp}/merge",
         json={"merged_id": by_sms},
@@ -523,7 +508,7 @@ def test_a_reaction_does_not_open_the_window(
     # The customer's last message in, a thumb, is no message of theirs to WhatsApp: the
     # window still counts from what they wrote 25 hours ago.
     post_signed(client, inbox, message_event("wamid.IN25", "thanks"))
-    conv = written_ago(database, "wamid.IN25", 25)
+    conv = written_ago(database, "wamid.IN25", timedelta(hours=25))
     event = message_event("wamid.R25", "")
     msg = event["entry"][0]["changes"][0]["value"]["messages"][0]
     msg.pop("text")
