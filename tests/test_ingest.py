@@ -955,3 +955,30 @@ def test_a_real_message_after_an_auto_reply_in_one_batch_leaves_the_customer_wai
         conv = db.get(Conversation, second.conversation_id)
         assert conv is not None
         assert conv.status == Status.open and conv.waiting_since is not None
+
+
+def test_a_problem_that_crosses_the_writer_pipe_keeps_what_it_says() -> None:
+    # Pickled by the writer process, a refusal came back without what its subclass set
+    # besides its detail: an Unsendable's ``why`` (what a rule or the bot notes) was gone.
+    import pickle
+
+    from rapport.customers.models import Consent, ConsentChannel
+    from rapport.customers.profile import NoConsent
+
+    withdrawal = Consent(
+        channel=ConsentChannel.sms,
+        purpose="all",
+        granted=False,
+        source="SMS keyword STOP",
+        recorded_at=utcnow(),
+    )
+    refused = NoConsent(withdrawal)
+    back = pickle.loads(pickle.dumps(refused))  # noqa: S301 - our own bytes
+    assert type(back) is NoConsent
+    assert (back.status, back.slug, back.detail, back.extra) == (
+        refused.status,
+        refused.slug,
+        refused.detail,
+        refused.extra,
+    )
+    assert back.why == refused.why and "opted out of SMS" in back.why

@@ -19,6 +19,9 @@ LOGGED = "rapport: logged with its request"
 MEDIA_TYPE = "application/problem+json"
 
 
+_FIELDS = ("status", "slug", "detail", "extra")
+
+
 class Problem(Exception):
     """An error with a stable ``type`` slug, an HTTP status and a human-readable detail."""
 
@@ -36,14 +39,27 @@ class Problem(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as what it is (the ingest writer process sends problems back), not by
         # re-calling a subclass's __init__ with the finished detail.
-        return (_restore, (type(self), self.status, self.slug, self.detail, self.extra))
+        # Plain attributes a subclass set besides (an Unsendable's ``why``) go along; not
+        # objects such as NoConsent's withdrawal, a database row.
+        own = {
+            k: v
+            for k, v in vars(self).items()
+            if k not in _FIELDS and isinstance(v, str | int | float | bool | None)
+        }
+        return (_restore, (type(self), self.status, self.slug, self.detail, self.extra, own))
 
 
 def _restore(
-    cls: type[Problem], status: int, slug: str, detail: str, extra: dict[str, Any]
+    cls: type[Problem],
+    status: int,
+    slug: str,
+    detail: str,
+    extra: dict[str, Any],
+    own: dict[str, Any] | None = None,
 ) -> Problem:
     problem = cls.__new__(cls)
     Problem.__init__(problem, status, slug, detail, **extra)
+    vars(problem).update(own or {})
     return problem
 
 
