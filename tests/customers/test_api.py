@@ -71,6 +71,32 @@ def test_a_search_matching_more_than_it_pages_through_says_so(
     assert [c["id"] for c in page["items"]] == [made[0]] and page["truncated"] is False
 
 
+@pytest.mark.parametrize("few", [2, 100])
+def test_a_search_finds_the_newest_matches_whether_a_word_is_rare_or_common(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    # On PostgreSQL a word few customers have was searched for along the key, matching
+    # every customer's text on the way (2.6 s at a million customers). It is now read
+    # through the index unless it has more than FEW_CUSTOMERS hits (2: the walk; 100: the
+    # index): either way the same customers, newest first.
+    from rapport import search
+
+    monkeypatch.setattr(search, "FEW_CUSTOMERS", few)
+    made = [
+        client.post(
+            "/api/v1/customers",
+            json={"name": f"Quill {i}", "email": f"quill{i}@example.org"},
+            headers=auth(world.bob),
+        ).json()["id"]
+        for i in range(4)
+    ]
+    with client.app.state.database.session(write=False) as db:  # type: ignore[attr-defined]
+        ws = world.acme.workspace.id
+        assert search.customer_ids(db, workspace_id=ws, q="quill", limit=3) == made[::-1][:3]
+        assert search.customer_ids(db, workspace_id=ws, q="quill2") == [made[2]]
+        assert search.customer_ids(db, workspace_id=ws, q="nobody") == []
+
+
 def test_customer_list_pages_with_a_cursor_without_gaps_or_repeats(
     client: TestClient, world: World
 ) -> None:
