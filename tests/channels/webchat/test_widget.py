@@ -438,6 +438,54 @@ def test_a_visitor_chats_from_another_origin_in_chromium(
     assert page.locator("#rapport-widget >> css=.m.in").count() == 2
 
 
+def test_a_message_sent_before_the_widget_has_its_session_goes_once_the_session_comes(
+    live_server: LiveServer,
+    browser,
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
+) -> None:
+    # A quick visitor (or a slow server) sent before the widget's first request for a session
+    # was answered: the message went without a visitor, was refused, and was put back in the
+    # box without a word (CI saw it once, in the team's own try page).
+    origin, handler = host_page
+    made = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Shop chat",
+            "channel": "webchat",
+            "settings": {"allowed_origins": [origin], "ask_name": False, "ask_email": False},
+        },
+        headers=auth(world.alice),
+    ).json()
+    handler.page = (
+        f'<!doctype html><html><body><script src="{live_server.url}/widget.js" '
+        f'data-token="{made["public_token"]}" async></script></body></html>'
+    ).encode()
+    page = browser.new_page()
+    held: list = []  # type: ignore[type-arg]
+    page.route("**/session", lambda route: route.continue_() if held else held.append(route))
+    page.goto(origin)
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    page.click("#rapport-widget >> css=.launcher")
+    page.fill("#rapport-widget >> css=textarea", "Are you open on Sunday?")
+    page.click("#rapport-widget >> css=.say .send")
+    page.wait_for_timeout(300)  # the send has been tried, the session is still on its way
+    held[0].continue_()
+    page.wait_for_selector(
+        "#rapport-widget >> css=.m.in >> text=Are you open on Sunday?", timeout=10_000
+    )
+    assert page.input_value("#rapport-widget >> css=textarea") == ""
+    assert page.text_content("#rapport-widget >> css=.typing") == ""
+    convs = client.get(
+        "/api/v1/conversations", params={"inbox_id": made["id"]}, headers=auth(world.bob)
+    ).json()["items"]
+    assert len(convs) == 1
+
+
 def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(
     live_server: LiveServer,
     browser,

@@ -184,12 +184,7 @@
         state.events = {};
         state.seen = {};
         log.textContent = "";
-        call("POST", "/session", {}).then(function (s) {
-          state.visitor = s.visitor_token;
-          localStorage.setItem(storeKey, s.visitor_token);
-          state.last = s.last_event_id;
-          connect();
-        });
+        session({}).then(connect);
         return;
       }
       var delay = state.retryDelay || 1000;
@@ -198,16 +193,37 @@
     };
   }
 
-  function begin(extra) {
-    var user = { user_id: script.dataset.userId || null, user_hash: script.dataset.userHash || null };
-    return call("POST", "/session", Object.assign({ visitor_token: state.visitor }, user, extra || {})).then(function (s) {
+  // Each request for a session becomes `ready`, and what the visitor sends waits for it:
+  // a message typed while the page is still asking for one goes once it comes (it used to
+  // be refused for want of a visitor, and put back in the box without a word).
+  var ready;
+  function session(body) {
+    ready = call("POST", "/session", body).then(function (s) {
       state.visitor = s.visitor_token;
       localStorage.setItem(storeKey, s.visitor_token);
       state.config = s.config;
       state.last = s.last_event_id;
       status();
+      return s;
+    });
+    return ready;
+  }
+
+  function begin(extra) {
+    var user = { user_id: script.dataset.userId || null, user_hash: script.dataset.userHash || null };
+    return session(Object.assign({ visitor_token: state.visitor }, user, extra || {})).then(function () {
       return call("GET", "/messages").then(function (history) { history.forEach(show); connect(); });
     });
+  }
+
+  function notSent(what) {
+    typingEl.textContent = what + " could not be sent. Please try again.";
+    state.notice = true;
+  }
+
+  function sent(m) {
+    if (state.notice) { typingEl.textContent = ""; state.notice = false; }
+    show(m);
   }
 
   $(".launcher").addEventListener("click", function () {
@@ -225,10 +241,11 @@
     form.append("file", file);
     var box = $("textarea");
     if (box.value.trim()) { form.append("text", box.value.trim()); box.value = ""; }
-    fetch(api + "/attachments", { method: "POST", headers: { "X-Rapport-Visitor": state.visitor }, body: form })
+    ready
+      .then(function () { return fetch(api + "/attachments", { method: "POST", headers: { "X-Rapport-Visitor": state.visitor }, body: form }); })
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-      .then(show)
-      .catch(function () { typingEl.textContent = "The file could not be sent (10 MB at most)."; });
+      .then(sent)
+      .catch(function () { notSent("The file (10 MB at most)"); });
     ev.target.value = "";
   });
   pre.addEventListener("submit", function (ev) {
@@ -241,11 +258,14 @@
     var box = $("textarea"), text = box.value.trim();
     if (!text) return;
     box.value = "";
-    call("POST", "/messages", { text: text }).then(show).catch(function () { box.value = text; });
+    ready
+      .then(function () { return call("POST", "/messages", { text: text }); })
+      .then(sent)
+      .catch(function () { if (!box.value) box.value = text; notSent("Your message"); });
   });
   var lastTyping = 0;
   $("textarea").addEventListener("input", function () {
-    if (Date.now() - lastTyping > 3000) { lastTyping = Date.now(); call("POST", "/typing").catch(function () {}); }
+    if (Date.now() - lastTyping > 3000) { lastTyping = Date.now(); ready.then(function () { return call("POST", "/typing"); }).catch(function () {}); }
   });
   $("textarea").addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); say.requestSubmit(); }
@@ -254,13 +274,8 @@
   if (state.visitor || script.dataset.userId) {
     begin();
   } else {
-    call("POST", "/session", {}).then(function (s) {
-      // A config peek without keeping a visitor yet is not possible: keep the token now.
-      state.visitor = s.visitor_token;
-      localStorage.setItem(storeKey, s.visitor_token);
-      state.config = s.config;
-      state.last = s.last_event_id;
-      status();
+    // A config peek without keeping a visitor yet is not possible: keep the token now.
+    session({}).then(function (s) {
       if (s.config.ask_name || s.config.ask_email) {
         say.hidden = true;
         pre.hidden = false;
