@@ -1,10 +1,12 @@
 """The agents' websocket: live events of their own workspace, and nothing missed on reconnect."""
 
+import asyncio
 import json
 import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect
+from websockets.sync.client import connect
 
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.models import Job
+from rapport.realtime import service
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import free_port
+from tests.web.conftest import LiveServer, free_port
 
 REDIS_URL = os.environ.get("RAPPORT_TEST_REDIS_URL")
 
@@ -293,7 +297,6 @@ def test_pruning_a_quiet_week_never_hands_out_an_event_id_again(
     from sqlalchemy import func, select, update
 
     from rapport.db import utcnow
-    from rapport.realtime import service
     from rapport.realtime.models import StreamEvent
 
     post(client, world, "quiet-1")
@@ -318,7 +321,6 @@ def test_pruning_goes_oldest_first_a_chunk_per_transaction_and_keeps_the_young(
     from rapport.db import utcnow
     from rapport.jobs import periodic
     from rapport.jobs.registry import JobContext
-    from rapport.realtime import service
     from rapport.realtime.models import StreamEvent
 
     for n in range(6):
@@ -571,3 +573,41 @@ def test_an_event_committed_after_a_later_one_reaches_an_agent_back_minutes_late
         while replayed[-1]["payload"].get("text") != "I am back":
             replayed.append(ws.receive_json())
     assert "test.late" in [e["type"] for e in replayed]
+
+
+@pytest.mark.parametrize("who", ["agent", "visitor"])
+def test_a_client_gone_before_its_first_event_is_not_an_error(
+    live_server: LiveServer,
+    client: TestClient,
+    world: World,
+    who: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A page left at once (an agent clicking on within the app): the socket's first word went
+    # to a client already gone, and the server logged "Exception in ASGI application".
+    if who == "agent":
+        path, headers = "/api/v1/stream", auth(world.bob)
+    else:
+        chat = client.post(
+            "/api/v1/inboxes",
+            json={"name": "Chat", "channel": "webchat"},
+            headers=auth(world.alice),
+        ).json()["public_token"]
+        visitor = client.post(f"/widget/api/{chat}/session", json={}).json()["visitor_token"]
+        path, headers = f"/widget/ws/{chat}?visitor={visitor}", {}
+    asked = threading.Event()
+    opening = service.opening
+
+    async def slow_opening(*args: Any) -> tuple[service.Seen, str]:
+        asked.set()
+        await asyncio.sleep(0.5)  # the client leaves meanwhile
+        seen, _ = await opening(*args)
+        return seen, "reset"  # a begin that says something on either socket
+
+    monkeypatch.setattr(service, "opening", slow_opening)
+    url = live_server.url.replace("http", "ws", 1) + path
+    with connect(url, additional_headers=headers):
+        assert asked.wait(10)
+    time.sleep(1.5)
+    assert "Exception in ASGI application" not in caplog.text

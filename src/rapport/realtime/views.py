@@ -39,12 +39,15 @@ async def stream(ws: WebSocket) -> None:
     # Subscribe before reading the outbox, so an event committed in between is not lost.
     with get_bus().subscribe(principal.workspace_id) as sub:
         seen, begin = await service.opening(database, principal.workspace_id, last)
-        if begin == "reset":  # the page reloads; this socket goes on from now
-            await ws.send_json({"type": "reset"})
-        if begin == "replay":
-            await _catch_up(ws, database, principal.workspace_id, seen, me)
-        else:
-            await ws.send_json({"type": "hello", "last_event_id": seen.highest})
+        try:
+            if begin == "reset":  # the page reloads; this socket goes on from now
+                await ws.send_json({"type": "reset"})
+            if begin == "replay":
+                await _catch_up(ws, database, principal.workspace_id, seen, me)
+            else:
+                await ws.send_json({"type": "hello", "last_event_id": seen.highest})
+        except WebSocketDisconnect:
+            return  # gone before its first word (a page left at once), not an error
         receiver = asyncio.create_task(_drain_client(ws))
         watcher = asyncio.create_task(_while_allowed(ws, principal, receiver))
         try:

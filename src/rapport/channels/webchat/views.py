@@ -518,11 +518,14 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
 
     with get_bus().subscribe(inbox.workspace_id) as sub:
         seen, begin = await realtime.opening(database, inbox.workspace_id, last)
-        if begin == "reset":  # the widget reads its history again
-            await ws.send_json({"type": "reset", "last_event_id": seen.highest})
-        elif begin == "replay":
-            async for event in realtime.missed(database, inbox.workspace_id, seen.highest):
-                await send(event)
+        try:
+            if begin == "reset":  # the widget reads its history again
+                await ws.send_json({"type": "reset", "last_event_id": seen.highest})
+            elif begin == "replay":
+                async for event in realtime.missed(database, inbox.workspace_id, seen.highest):
+                    await send(event)
+        except WebSocketDisconnect:
+            return  # the page was left before its catch-up, not an error
         receiver = asyncio.create_task(_drain(ws))
         beat = asyncio.create_task(_heartbeat(database, visitor.id, receiver))
         erased = False
