@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rapport.cache import TtlCache
+from rapport.conversations import service as conversations
 from rapport.conversations.models import (
     Conversation,
     Direction,
@@ -143,16 +144,7 @@ def past_answers(
 
 def for_conversation(db: Session, *, conversation: Conversation, base_url: str) -> dict[str, Any]:
     """Articles and past answers for the customer's latest message in the conversation."""
-    latest = db.scalar(
-        select(Message.text)
-        .where(
-            Message.conversation_id == conversation.id,
-            Message.direction == Direction.inbound,
-            Message.kind == MessageKind.message,
-        )
-        .order_by(Message.created_at.desc())
-        .limit(1)
-    )
+    latest = db.scalar(conversations.customers_latest(conversation.id, Message.text))
     if not latest:
         return {"question": None, "articles": [], "answers": []}
     hits = kb_search.search_articles(

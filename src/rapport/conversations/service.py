@@ -431,16 +431,23 @@ class LastInbound:
     opens_window: bool
 
 
-def _last_inbound(db: Session, *, conversation: Conversation) -> LastInbound | None:
-    row = db.execute(
-        select(Message.inbox_id, Message.created_at, _opens_window())
+def customers_latest(conversation_id: str, *columns: Any) -> Select[Any]:
+    """``columns`` of the customer's latest message in a conversation."""
+    return (
+        select(*columns)
         .where(
-            Message.conversation_id == conversation.id,
+            Message.conversation_id == conversation_id,
             Message.direction == Direction.inbound,
             Message.kind == MessageKind.message,
         )
         .order_by(Message.created_at.desc())
         .limit(1)
+    )
+
+
+def _last_inbound(db: Session, *, conversation: Conversation) -> LastInbound | None:
+    row = db.execute(
+        customers_latest(conversation.id, Message.inbox_id, Message.created_at, _opens_window())
     ).first()
     return LastInbound(row[0], row[1], bool(row[2])) if row is not None else None
 
