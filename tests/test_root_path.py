@@ -3,6 +3,7 @@
 path, and every rule that knows a path by name must see it below the prefix."""
 
 import base64
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -91,3 +92,12 @@ def test_the_inbox_socket_takes_a_session_from_the_public_origin_behind_a_prefix
         headers={"Origin": "https://chat.example.com", "Cookie": session},
     ) as ws:
         assert ws.receive_json()["type"] == "hello"
+
+
+def test_the_api_docs_load_their_files_behind_a_prefix(behind: TestClient) -> None:
+    html = behind.get(f"{PREFIX}/docs").text
+    files = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert files and all(f.startswith(f"{PREFIX}/") for f in files), files
+    for f in files:
+        assert behind.get(f).status_code == 200, f
+    assert f"'{PREFIX}/openapi.json'" in html

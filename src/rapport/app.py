@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from rapport import bus, cache, problems
 from rapport.assistant import triage
@@ -67,7 +68,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 forgetting.stop()
             await event_bus.stop()
 
-    app = FastAPI(
+    # The API docs at /docs, with Swagger UI served from the package that ships it: FastAPI's
+    # own page loads it from a CDN, blank on a machine offline. No ReDoc: its page fetches
+    # its vendor's logo from another CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="Rapport",
         version="1",
         summary="Omnichannel customer engagement: one customer, one timeline, one inbox.",

@@ -1,5 +1,6 @@
 """The knowledge base and the public help center."""
 
+import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
@@ -155,6 +156,8 @@ def test_the_help_center_renders_for_readers_and_search_engines(
     assert "Acme Help" in home.text and "Refunds and returns" in home.text
     assert "Secret roadmap" not in home.text
     assert 'lang="en"' in home.text and "Skip to content" in home.text
+    # Its own icon: without one the browser asked for /favicon.ico, a 404 on every visit.
+    assert client.get(re.search(r'rel="icon" href="([^"]+)"', home.text)[1]).status_code == 200  # type: ignore[index]
     page = client.get("/help/acme/articles/refunds-and-returns")
     assert page.status_code == 200
     assert '<link rel="canonical" href="http' in page.text

@@ -362,3 +362,26 @@ def test_a_note_whose_mention_fits_two_colleagues_tells_its_author_in_the_browse
     expect(page.locator("#flash")).to_contain_text("Not notified")
     expect(page.locator("#flash")).to_contain_text("bobby@acme.test")
     assert client.get("/api/v1/notifications", headers=auth(world.bob)).json() == []
+
+
+def test_the_api_docs_render_from_rapport_alone_in_the_browser(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+) -> None:
+    # /docs loaded Swagger UI from a CDN: on a machine offline the page was blank.
+    page = browser.new_page()
+    elsewhere: list[str] = []
+
+    def only_rapport(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith(live_server.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_rapport)
+    page.goto(f"{live_server.url}/docs")
+    page.wait_for_selector("#operations-tag-conversations", timeout=20_000)
+    assert page.locator('.opblock-summary-path[data-path="/api/v1/conversations"]').count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "api-docs.png"))
+    assert elsewhere == []
