@@ -476,7 +476,7 @@ def test_a_hand_over_opens_a_set_aside_conversation_as_any_status_change_does(
         assert record.resolution_started_at is not None and record.resolution_due_at is not None
     # Recorded once, as the bot's doing; the open conversation published.
     (opened,) = [
-        m for m in conv["messages"] if m["kind"] == "activity" and m["text"] == "status: open"
+        m for m in conv["messages"] if m["kind"] == "activity" and m["text"] == "Marked open"
     ]
     assert opened["sender_type"] == "bot" and opened["sender_id"] is None
     updates = [e["payload"] for e in events if e["type"] == "conversation.updated"]

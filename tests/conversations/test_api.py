@@ -1,7 +1,7 @@
 """Conversations over the API: filters, paging, replies, notes, assignment, status, labels."""
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
@@ -152,16 +152,39 @@ def test_a_snoozed_conversation_reopens_when_the_customer_writes(
     )
 
 
-def test_status_changes_leave_an_activity_entry_in_the_thread(
+def test_status_and_assignment_changes_say_in_the_thread_what_changed_and_who_did_it(
     client: TestClient, world: World
 ) -> None:
+    # The lines said "assigned" (to whom? by whom?) and "status: resolved".
     conv = world.acme.first.conversation.id  # type: ignore[union-attr]
-    client.post(
-        f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
-    )
-    detail = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
-    assert detail["status"] == "resolved" and detail["resolved_at"]
-    assert detail["messages"][-1]["kind"] == "activity"
+    url = f"/api/v1/conversations/{conv}"
+    alice, bob = world.acme.users["alice"].id, world.acme.users["bob"].id
+    team = client.post("/api/v1/teams", json={"name": "Billing"}, headers=auth(world.alice))
+    assert team.status_code == 201, team.text
+    until = datetime(2031, 1, 2, 10, 30, tzinfo=timezone(timedelta(hours=2)))
+    for token, path, body in [
+        (world.bob, "status", {"status": "resolved"}),
+        (world.alice, "status", {"status": "open"}),
+        (world.bob, "status", {"status": "snoozed", "snoozed_until": until.isoformat()}),
+        (world.bob, "status", {"status": "pending"}),
+        (world.alice, "assign", {"assignee_id": bob}),
+        (world.bob, "assign", {"assignee_id": bob, "team_id": team.json()["id"]}),
+        (world.bob, "assign", {"assignee_id": None}),
+        (world.alice, "assign", {"assignee_id": alice}),
+    ]:
+        assert client.post(f"{url}/{path}", json=body, headers=auth(token)).status_code == 200
+    detail = client.get(url, headers=auth(world.bob)).json()
+    said = [m["text"] for m in detail["messages"] if m["kind"] == "activity"]
+    assert said[-8:] == [
+        "Resolved by Bob",
+        "Reopened by Alice",
+        "Snoozed until 2031-01-02 08:30 UTC by Bob",
+        "Marked pending by Bob",
+        "Assigned to Bob by Alice",
+        "Assigned to Bob in team Billing by Bob",
+        "Unassigned by Bob",
+        "Alice took the conversation",
+    ]
 
 
 def test_unread_counts_follow_what_the_agent_has_read(client: TestClient, world: World) -> None:

@@ -75,7 +75,7 @@ def test_bulk_label_and_resolve(client: TestClient, world: World, database: Data
     assert [c["status"] for c in r.json()["items"]] == ["resolved", "resolved"]
     for cid in ids:
         thread = client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).json()
-        assert "status: resolved" in [m["text"] for m in thread["messages"]]
+        assert "Resolved by Bob" in [m["text"] for m in thread["messages"]]
 
 
 def test_bulk_resolve_triggers_the_status_changed_rules(

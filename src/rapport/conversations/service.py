@@ -3,14 +3,14 @@
 import enum
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import ScalarSelect, Select, and_, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from rapport import pagination
-from rapport.auth.models import Membership, Role, Team
+from rapport.auth.models import Membership, Role, Team, User
 from rapport.automation import service as automation
 from rapport.bus import get_bus
 from rapport.channels import base as channels
@@ -808,18 +808,33 @@ def assign(
     if freed:
         routing.wake(db, workspace_id=ws)
     if changed:
-        record_assignment(
-            db,
-            conversation=conversation,
-            actor_id=actor_id,
-            text="assigned" if assignee_id or team_id else "unassigned",
-        )
+        record_assignment(db, conversation=conversation, actor_id=actor_id)
     return conversation
 
 
-def record_assignment(
-    db: Session, *, conversation: Conversation, actor_id: str | None, text: str
-) -> None:
+def _named(db: Session, user_id: str) -> str:
+    """A member as an activity line names them: by name, else by address."""
+    user = db.get(User, user_id)
+    return (user.name or user.email) if user is not None else "a former member"
+
+
+def _by(db: Session, actor_id: str | None) -> str:
+    return f" by {_named(db, actor_id)}" if actor_id else ""
+
+
+def assignment_said(db: Session, *, conversation: Conversation, actor_id: str | None) -> str:
+    """The activity line of the conversation's assignee and team as they are now: "Assigned
+    to Ann in team Billing by Bob", "Ann took the conversation", "Unassigned"."""
+    assignee, team_id = conversation.assignee_id, conversation.team_id
+    if assignee is not None and assignee == actor_id and team_id is None:
+        return f"{_named(db, assignee)} took the conversation"
+    team = db.get(Team, team_id) if team_id else None
+    to = [_named(db, assignee)] if assignee else []
+    to += [f"team {team.name}"] if team is not None else []
+    return (f"Assigned to {' in '.join(to)}" if to else "Unassigned") + _by(db, actor_id)
+
+
+def record_assignment(db: Session, *, conversation: Conversation, actor_id: str | None) -> None:
     """A change of the conversation's assignee or team, already made, as every such change
     is recorded: the rules and webhooks told, an activity line, the update published."""
     automation.trigger(
@@ -831,7 +846,7 @@ def record_assignment(
     _activity(
         db,
         conversation=conversation,
-        text=text,
+        text=assignment_said(db, conversation=conversation, actor_id=actor_id),
         data={
             "assignee_id": conversation.assignee_id,
             "team_id": conversation.team_id,
@@ -863,6 +878,7 @@ def set_status(
             raise Invalid("snoozed_until must be in the future")
     if status == conversation.status and status != Status.snoozed:
         return conversation
+    was = conversation.status
     conversation.status = status
     conversation.snoozed_until = snoozed_until if status == Status.snoozed else None
     conversation.resolved_at = utcnow() if status == Status.resolved else None
@@ -888,12 +904,29 @@ def set_status(
     _activity(
         db,
         conversation=conversation,
-        text=f"status: {status.value}",
+        text=_status_said(db, conversation=conversation, was=was, actor_id=actor_id),
         data={"status": status.value, "by": actor_id},
         sender_type="bot" if by_bot else "system",
     )
     _updated(db, conversation)
     return conversation
+
+
+def _status_said(
+    db: Session, *, conversation: Conversation, was: Status, actor_id: str | None
+) -> str:
+    """The activity line of a change of status: "Resolved by Ann", "Reopened", "Snoozed
+    until 2026-12-07 09:00 UTC by Ann" (the bot's lines are the bot's, as its messages)."""
+    status = conversation.status
+    if status == Status.snoozed and conversation.snoozed_until is not None:
+        said = f"Snoozed until {conversation.snoozed_until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    elif status == Status.open:
+        said = {Status.resolved: "Reopened", Status.snoozed: "Back from snooze"}.get(
+            was, "Marked open"
+        )
+    else:
+        said = {Status.resolved: "Resolved", Status.pending: "Marked pending"}[status]
+    return said + _by(db, actor_id)
 
 
 def get_many(db: Session, *, workspace_id: str, ids: list[str]) -> list[Conversation]:
