@@ -91,6 +91,26 @@ def test_search_finds_a_conversation_by_the_customers_phone(
     assert r.json()["conversation_id"] in page
 
 
+def test_a_conversation_found_shows_whose_it_is_and_what_was_said(
+    client: TestClient, world: World
+) -> None:
+    # Search listed a conversation without a subject as "Conversation · open · date".
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "lost",
+            "text": "My parcel never arrived",
+            "from": {"name": "Ines Duarte", "email": "ines@example.com"},
+        },
+        headers=auth(world.bob),
+    )
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/search", params={"q": "parcel"}).text
+    row = page[page.index(f'<li data-id="{r.json()["conversation_id"]}">') :]
+    row = row[: row.index("</li>")]
+    assert "Ines Duarte" in row and "My parcel never arrived" in row and ">api<" in row
+
+
 class _Scan(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

@@ -17,6 +17,7 @@ from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
 from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
+from rapport.channels.models import Inbox
 from rapport.conversations import files as conversation_files
 from rapport.conversations import labels as label_list
 from rapport.conversations import routing, sla
@@ -149,22 +150,10 @@ async def inbox_page(
             cursor=cursor,
             limit=50,
         )
-        ids = {c.customer_id for c in rows}
-        people = (
-            {c.id: c for c in db.scalars(select(Customer).where(Customer.id.in_(ids)))}
-            if ids
-            else {}
-        )
         all_inboxes = inboxes.list_inboxes(db, workspace_id=principal.workspace_id)
+        shown = rows_context(db, workspace_id=principal.workspace_id, rows=rows, of=all_inboxes)
         teams = workspaces.teams(db, workspace_id=principal.workspace_id)
         members = workspaces.members(db, workspace_id=principal.workspace_id)
-        labels = conversations.labels_of(db, [c.id for c in rows])
-        previews = conversations.previews_of(
-            db, workspace_id=principal.workspace_id, ids=[c.id for c in rows]
-        )
-        colours = label_list.colours(db, workspace_id=principal.workspace_id)
-        slas = sla.states_of(db, [c.id for c in rows])
-        paused = {cid: _open_time(left) for cid, left in sla.paused(db, rows, slas).items()}
         unread = conversations.unread_counts(
             db, workspace_id=principal.workspace_id, user_id=principal.user_id
         )
@@ -176,22 +165,40 @@ async def inbox_page(
         view=view,
         filters=filters,
         conversations=rows,
-        customers=people,
         inboxes=all_inboxes,
         channels=sorted({i.channel for i in all_inboxes}),
         teams=teams,
         agents=[(m, u) for m, u in members if m.role.value != "viewer"],
-        labels=labels,
-        previews=previews,
-        colours=colours,
-        slas=slas,
-        paused=paused,
         next_cursor=nxt,
         more_query=more,
         unread=unread,
-        inbox_channel={i.id: i.channel for i in all_inboxes},
         can_act=principal.role.value != "viewer",
+        **shown,
     )
+
+
+def rows_context(
+    db: Db, *, workspace_id: str, rows: list[Conversation], of: list[Inbox]
+) -> dict[str, Any]:
+    """What a list of conversations shows of each (``conversation_row.html``): its
+    customer, channel (``of`` the workspace's inboxes), labels, latest message and SLA."""
+    ids = {c.customer_id for c in rows}
+    slas = sla.states_of(db, [c.id for c in rows])
+    return {
+        "customers": (
+            {c.id: c for c in db.scalars(select(Customer).where(Customer.id.in_(ids)))}
+            if ids
+            else {}
+        ),
+        "inbox_channel": {i.id: i.channel for i in of},
+        "labels": conversations.labels_of(db, [c.id for c in rows]),
+        "previews": conversations.previews_of(
+            db, workspace_id=workspace_id, ids=[c.id for c in rows]
+        ),
+        "colours": label_list.colours(db, workspace_id=workspace_id),
+        "slas": slas,
+        "paused": {cid: _open_time(left) for cid, left in sla.paused(db, rows, slas).items()},
+    }
 
 
 def _open_time(left: timedelta) -> str:
@@ -351,10 +358,25 @@ async def search_page(request: Request, q: str = Query(default="", max_length=32
     database = request.app.state.database
     found: list[Customer] = []
     convs: list[Conversation] = []
+    shown: dict[str, Any] = {}
     if q.strip():
         with database.session(write=False) as db:
             found, convs = find(db, workspace_id=principal.workspace_id, q=q)
-    return _page(request, "search.html", principal, q=q, customers=found, conversations=convs)
+            ws = principal.workspace_id
+            shown = rows_context(
+                db, workspace_id=ws, rows=convs, of=inboxes.list_inboxes(db, workspace_id=ws)
+            )
+    return _page(
+        request,
+        "search.html",
+        principal,
+        q=q,
+        found=found,
+        conversations=convs,
+        filters={},
+        can_act=False,
+        **shown,
+    )
 
 
 def find(db: Db, *, workspace_id: str, q: str) -> tuple[list[Customer], list[Conversation]]:
