@@ -61,7 +61,10 @@
       method: method,
       headers: Object.assign({ "Content-Type": "application/json" }, state.visitor ? { "X-Rapport-Visitor": state.visitor } : {}),
       body: body === undefined ? undefined : JSON.stringify(body),
-    }).then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.status === 204 ? null : r.json(); });
+    }).then(function (r) {
+      if (!r.ok) { var e = new Error("HTTP " + r.status); e.status = r.status; throw e; }
+      return r.status === 204 ? null : r.json();
+    });
   }
 
   function show(m) {
@@ -196,15 +199,26 @@
   // Each request for a session becomes `ready`, and what the visitor sends waits for it:
   // a message typed while the page is still asking for one goes once it comes (it used to
   // be refused for want of a visitor, and put back in the box without a word).
+  // A session that could not be had for a passing reason (offline, the server restarting,
+  // busy) is asked for again, a little later each time; what waits on it waits on.
   var ready;
   function session(body) {
-    ready = call("POST", "/session", body).then(function (s) {
-      state.visitor = s.visitor_token;
-      localStorage.setItem(storeKey, s.visitor_token);
-      state.config = s.config;
-      state.last = s.last_event_id;
-      status();
-      return s;
+    var delay = 1000;
+    ready = new Promise(function (resolve, reject) {
+      (function ask() {
+        call("POST", "/session", body).then(function (s) {
+          state.visitor = s.visitor_token;
+          localStorage.setItem(storeKey, s.visitor_token);
+          state.config = s.config;
+          state.last = s.last_event_id;
+          status();
+          resolve(s);
+        }).catch(function (e) {
+          if (e.status && e.status < 500 && e.status !== 429) { reject(e); return; }
+          setTimeout(ask, delay * (0.5 + Math.random() / 2));
+          delay = Math.min(delay * 2, 30000);
+        });
+      })();
     });
     return ready;
   }
