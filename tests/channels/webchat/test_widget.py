@@ -499,6 +499,60 @@ def test_a_message_sent_before_the_widget_has_its_session_goes_once_it_has_one(
     assert len(convs) == 1
 
 
+def test_a_returning_visitor_whose_history_could_not_be_read_still_gets_it_and_replies(
+    live_server: LiveServer,
+    browser,
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
+) -> None:
+    # The history read failing once (offline a moment) left the widget without its socket:
+    # no history, and no reply arrived until the page was reloaded.
+    origin, handler = host_page
+    made = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Shop chat", "channel": "webchat", "settings": {"allowed_origins": [origin]}},
+        headers=auth(world.alice),
+    ).json()
+    chat = {"id": made["id"], "token": made["public_token"]}
+    v = client.post(
+        f"/widget/api/{chat['token']}/session", json={"name": "Ann"}, headers={"Origin": origin}
+    ).json()
+    msg = client.post(
+        f"/widget/api/{chat['token']}/messages",
+        json={"text": "Is my order on its way?"},
+        headers={"Origin": origin, "X-Rapport-Visitor": v["visitor_token"]},
+    ).json()
+    handler.page = (
+        f'<!doctype html><html><body><script src="{live_server.url}/widget.js" '
+        f'data-token="{chat["token"]}" async></script></body></html>'
+    ).encode()
+    page = browser.new_page()
+    page.add_init_script(
+        f"localStorage.setItem('rapport.visitor.{chat['token']}', '{v['visitor_token']}')"
+    )
+    reads: list[str] = []
+
+    def messages(route) -> None:  # type: ignore[no-untyped-def]
+        reads.append(route.request.method)
+        if route.request.method == "GET" and reads.count("GET") == 1:
+            route.abort("internetdisconnected")
+        else:
+            route.continue_()
+
+    page.route("**/messages", messages)
+    page.goto(origin)
+    page.click("#rapport-widget >> css=.launcher")
+    page.wait_for_selector(
+        "#rapport-widget >> css=.m.in >> text=Is my order on its way?", timeout=10_000
+    )
+    reply(client, world, msg["conversation_id"], "Yes, it left today.")
+    page.wait_for_selector(
+        "#rapport-widget >> css=.m.out >> text=Yes, it left today.", timeout=10_000
+    )
+    assert reads.count("GET") == 2
+
+
 def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(
     live_server: LiveServer,
     browser,

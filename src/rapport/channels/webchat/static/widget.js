@@ -151,13 +151,16 @@
   function connect() {
     var q = "?visitor=" + encodeURIComponent(state.visitor) + (state.last !== null ? "&last_event_id=" + state.last : "");
     var ws = new WebSocket(base.replace(/^http/, "ws") + "/widget/ws/" + encodeURIComponent(token) + q);
-    ws.onopen = function () { state.retryDelay = 1000; };
+    ws.onopen = function () {
+      state.retryDelay = 1000;
+      if (!state.shown) history().catch(function () {}); // it could not be read before
+    };
     ws.onmessage = function (msg) {
       var e = JSON.parse(msg.data);
       if (e.type === "reset") {
         // Away longer than the server keeps events: the history is read again instead.
         state.last = e.last_event_id;
-        call("GET", "/messages").then(function (history) { history.forEach(show); });
+        history().catch(function () {});
         return;
       }
       if (e.id) {
@@ -187,6 +190,7 @@
         state.events = {};
         state.seen = {};
         log.textContent = "";
+        state.shown = true;
         session({}).then(connect);
         return;
       }
@@ -223,10 +227,18 @@
     return ready;
   }
 
+  function history() {
+    return call("GET", "/messages").then(function (messages) {
+      messages.forEach(show);
+      state.shown = true;
+    });
+  }
+
   function begin(extra) {
     var user = { user_id: script.dataset.userId || null, user_hash: script.dataset.userHash || null };
     return session(Object.assign({ visitor_token: state.visitor }, user, extra || {})).then(function () {
-      return call("GET", "/messages").then(function (history) { history.forEach(show); connect(); });
+      // Live replies even when the history could not be read now: the socket reads it again.
+      return history().catch(function () {}).then(connect);
     });
   }
 
@@ -290,6 +302,7 @@
   } else {
     // A config peek without keeping a visitor yet is not possible: keep the token now.
     session({}).then(function (s) {
+      state.shown = true; // a new visitor: no history to read
       if (s.config.ask_name || s.config.ask_email) {
         say.hidden = true;
         pre.hidden = false;
