@@ -356,13 +356,16 @@ def host_page() -> Iterator[tuple[str, type[_Host]]]:
     server.server_close()
 
 
-def test_a_visitor_chats_from_another_origin_in_chromium(
-    live_server: LiveServer,
-    browser,
+def embedded(
     client: TestClient,
     world: World,
-    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
-) -> None:
+    live_server: LiveServer,
+    host_page: tuple[str, type[_Host]],
+    attrs: str = "",
+    **settings: object,
+) -> dict:  # type: ignore[type-arg]
+    """A web chat inbox that allows the host page's origin, and its widget on that page
+    (``attrs``: more attributes of the script tag)."""
     origin, handler = host_page
     made = client.post(
         "/api/v1/inboxes",
@@ -370,20 +373,30 @@ def test_a_visitor_chats_from_another_origin_in_chromium(
             "name": "Shop chat",
             "channel": "webchat",
             "settings": {
-                "hmac_secret": SECRET,
                 "allowed_origins": [origin],
                 "ask_name": False,
                 "ask_email": False,
+                **settings,
             },
         },
         headers=auth(world.alice),
     ).json()
     handler.page = (
-        f"<!doctype html><html><body><h1>Shop</h1>"
-        f'<script src="{live_server.url}/widget.js" '
-        f'data-token="{made["public_token"]}" async></script>'
-        f"</body></html>"
+        f'<!doctype html><html><body><h1>Shop</h1><script src="{live_server.url}/widget.js" '
+        f'data-token="{made["public_token"]}" {attrs} async></script></body></html>'
     ).encode()
+    return made  # type: ignore[no-any-return]
+
+
+def test_a_visitor_chats_from_another_origin_in_chromium(
+    live_server: LiveServer,
+    browser,
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
+) -> None:
+    origin = host_page[0]
+    made = embedded(client, world, live_server, host_page, hmac_secret=SECRET)
     page = browser.new_page()
     page.goto(origin)
     page.click("#rapport-widget >> css=.launcher")
@@ -451,20 +464,8 @@ def test_a_message_sent_before_the_widget_has_its_session_goes_once_it_has_one(
     # was answered: the message went without a visitor, was refused, and was put back in the
     # box without a word (CI saw it once, in the team's own try page). And a first request
     # lost on the way (offline a moment) left the widget without a session until a reload.
-    origin, handler = host_page
-    made = client.post(
-        "/api/v1/inboxes",
-        json={
-            "name": "Shop chat",
-            "channel": "webchat",
-            "settings": {"allowed_origins": [origin], "ask_name": False, "ask_email": False},
-        },
-        headers=auth(world.alice),
-    ).json()
-    handler.page = (
-        f'<!doctype html><html><body><script src="{live_server.url}/widget.js" '
-        f'data-token="{made["public_token"]}" async></script></body></html>'
-    ).encode()
+    origin = host_page[0]
+    made = embedded(client, world, live_server, host_page)
     page = browser.new_page()
     asked: list = []  # type: ignore[type-arg]
 
@@ -508,12 +509,8 @@ def test_a_returning_visitor_whose_history_could_not_be_read_still_gets_it_and_r
 ) -> None:
     # The history read failing once (offline a moment) left the widget without its socket:
     # no history, and no reply arrived until the page was reloaded.
-    origin, handler = host_page
-    made = client.post(
-        "/api/v1/inboxes",
-        json={"name": "Shop chat", "channel": "webchat", "settings": {"allowed_origins": [origin]}},
-        headers=auth(world.alice),
-    ).json()
+    origin = host_page[0]
+    made = embedded(client, world, live_server, host_page)
     chat = {"id": made["id"], "token": made["public_token"]}
     v = client.post(
         f"/widget/api/{chat['token']}/session", json={"name": "Ann"}, headers={"Origin": origin}
@@ -523,10 +520,6 @@ def test_a_returning_visitor_whose_history_could_not_be_read_still_gets_it_and_r
         json={"text": "Is my order on its way?"},
         headers={"Origin": origin, "X-Rapport-Visitor": v["visitor_token"]},
     ).json()
-    handler.page = (
-        f'<!doctype html><html><body><script src="{live_server.url}/widget.js" '
-        f'data-token="{chat["token"]}" async></script></body></html>'
-    ).encode()
     page = browser.new_page()
     page.add_init_script(
         f"localStorage.setItem('rapport.visitor.{chat['token']}', '{v['visitor_token']}')"
@@ -560,32 +553,15 @@ def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(
     world: World,
     host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
 ) -> None:
-    origin, handler = host_page
+    origin = host_page[0]
     known = world.acme.first.customer.id  # type: ignore[union-attr]
     client.post(
         f"/api/v1/customers/{known}/identities",
         json={"kind": "external", "value": "user-7", "verified": True},
         headers=auth(world.bob),
     )
-    made = client.post(
-        "/api/v1/inboxes",
-        json={
-            "name": "Shop chat",
-            "channel": "webchat",
-            "settings": {
-                "hmac_secret": SECRET,
-                "allowed_origins": [origin],
-                "ask_name": False,
-                "ask_email": False,
-            },
-        },
-        headers=auth(world.alice),
-    ).json()
-    handler.page = (
-        f'<!doctype html><html><body><script src="{live_server.url}/widget.js" '
-        f'data-token="{made["public_token"]}" data-user-id="user-7" data-user-hash="{"0" * 64}" '
-        f"async></script></body></html>"
-    ).encode()
+    forged = f'data-user-id="user-7" data-user-hash="{"0" * 64}"'
+    made = embedded(client, world, live_server, host_page, forged, hmac_secret=SECRET)
     page = browser.new_page()
     page.goto(origin)
     page.click("#rapport-widget >> css=.launcher")
@@ -864,20 +840,8 @@ def test_an_erased_visitors_open_widget_forgets_them_and_starts_afresh_in_chromi
 ) -> None:
     # The widget took any close for a network error: with its visitor erased it knocked
     # again with the dead token forever, their chat still on the screen.
-    origin, handler = host_page
-    made = client.post(
-        "/api/v1/inboxes",
-        json={
-            "name": "Shop chat",
-            "channel": "webchat",
-            "settings": {"allowed_origins": [origin], "ask_name": False, "ask_email": False},
-        },
-        headers=auth(world.alice),
-    ).json()
-    handler.page = (
-        f'<!doctype html><html><body><script src="{live_server.url}/widget.js" '
-        f'data-token="{made["public_token"]}" async></script></body></html>'
-    ).encode()
+    origin = host_page[0]
+    made = embedded(client, world, live_server, host_page)
     key = f"rapport.visitor.{made['public_token']}"
     page = browser.new_page()
     page.goto(origin)
