@@ -1907,6 +1907,26 @@ def test_a_deliver_job_dead_lettered_because_its_lease_ran_out_fails_its_message
     assert event["payload"]["id"] == message_id and event["payload"]["status"] == "failed"
 
 
+def test_a_message_sent_on_a_later_try_no_longer_says_why_it_waited(
+    database: Database, settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rapport.channels import base
+
+    api = type(base.get("api"))
+    works = api.send
+
+    def unavailable(self: object, out: base.Outbound) -> base.SendResult:
+        raise base.DeliveryError("provider 503")
+
+    monkeypatch.setattr(api, "send", unavailable)
+    queued_reply(database, world)
+    job, msg = deliver_now(database, settings)
+    assert msg.status == "queued" and msg.error is not None
+    monkeypatch.setattr(api, "send", works)
+    job, msg = deliver_now(database, settings)
+    assert job.state == JobState.done and msg.status == "sent" and msg.error is None
+
+
 def test_a_deliver_job_counts_its_own_attempts(
     database: Database, settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1920,8 +1940,13 @@ def test_a_deliver_job_counts_its_own_attempts(
 
     monkeypatch.setattr(type(base.get("api")), "send", unavailable)
     queued_reply(database, world)
-    job, msg = deliver_now(database, settings, attempts=1)
+    with published_events() as published:
+        job, msg = deliver_now(database, settings, attempts=1)
     assert job.state == JobState.queued and job.attempts == 2 and msg.status == "queued"
+    # Still queued, and the thread says why it has not gone yet (it said nothing).
+    assert msg.error == "retrying (attempt 2 of 8 failed): provider 503"
+    [event] = [e for e in published if e["type"] == "message.updated"]
+    assert event["payload"]["error"] == msg.error
     job, msg = deliver_now(database, settings, attempts=7)
     assert job.state == JobState.dead and job.attempts == 8
     assert msg.status == "failed" and msg.error == "provider 503"

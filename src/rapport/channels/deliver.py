@@ -155,6 +155,10 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         if exc.permanent or last_try:
             _mark(ctx, message_id, DeliveryStatus.failed, exc.reason)
             raise PermanentError(exc.reason) from exc
+        # Still queued, and the agent sees why it has not gone yet (a mail server that
+        # refuses connections): a message that only said "queued" for an hour told nothing.
+        tried = f"attempt {ctx.attempt} of {ctx.max_attempts}"
+        _mark(ctx, message_id, DeliveryStatus.queued, f"retrying ({tried} failed): {exc.reason}")
         raise
     _mark(
         ctx, message_id, DeliveryStatus.sent, None, external_id=result.external_id, meta=result.meta

@@ -292,8 +292,8 @@ function messageItem(m) {
   if (m.direction === "out" && m.kind === "message") {
     const st = document.createElement("span");
     st.className = `delivery st-${m.status}`;
-    st.textContent = ` ${m.status}`;
-    if (m.error) st.title = m.error; // why it failed, as the server-rendered page shows it
+    st.textContent = ` ${m.status === "queued" && m.error ? "retrying" : m.status}`;
+    if (m.error) st.title = m.error; // why it failed or waits, as the server-rendered page shows it
     meta.append(st);
   }
   const triage = m.meta && m.meta.triage;
