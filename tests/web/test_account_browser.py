@@ -2,8 +2,10 @@
 other browser is signed out, and alice's open settings page shows his new name without a
 reload."""
 
+import httpx
 import pytest
 
+from tests.conftest import auth
 from tests.factories import PASSWORD, World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
@@ -81,3 +83,40 @@ def test_a_member_renames_themself_and_changes_their_password(
     again.click("#login-form button[type=submit]")
     again.wait_for_url("**/app/inbox")
     expect(again.locator("header .me")).to_have_text("Robert Tables")
+
+
+def test_a_member_makes_and_revokes_an_api_token_in_the_browser(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # Tokens could be made and revoked only through the API itself (or the CLI): the account
+    # page sent a member who feared theirs was known to "revoke them through the API".
+    page = browser.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, live_server, "bob@acme.test", "/app/account")
+    # An agent's token is at most an agent's.
+    roles = page.locator("#token-create select[name=role] option").all_text_contents()
+    assert roles == ["viewer", "agent"]
+    expect(page.locator("#token-create select[name=role]")).to_have_value("agent")
+    page.fill("#token-create input[name=name]", "CRM <i>sync</i>")
+    page.click("#token-create button[type=submit]")
+    expect(page.locator("#token-made")).to_be_visible()
+    token = page.locator("#token-value").text_content() or ""
+    row = page.locator("#tokens tbody tr").last
+    expect(row.locator("td").first).to_have_text("CRM <i>sync</i>")  # as text
+    expect(row.locator("td.state")).to_have_text("active")
+    me = httpx.get(f"{live_server.url}/api/v1/auth/me", headers=auth(token))
+    assert me.status_code == 200 and me.json()["email"] == "bob@acme.test"
+    # Listed again after a reload, never shown again; revoked, it is refused at once.
+    page.reload()
+    assert token not in page.content()
+    row = page.locator("#tokens tbody tr", has_text="CRM <i>sync</i>")
+    row.locator("button.revoke-token").click()
+    expect(row.locator("td.state")).to_have_text("revoked")
+    assert httpx.get(f"{live_server.url}/api/v1/auth/me", headers=auth(token)).status_code == 401
+    page.reload()
+    row = page.locator("#tokens tbody tr", has_text="CRM <i>sync</i>")
+    expect(row.locator("td.state")).to_contain_text("revoked")
+    assert row.locator("button.revoke-token").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "account-tokens.png"), full_page=True)

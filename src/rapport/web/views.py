@@ -15,6 +15,7 @@ from sqlalchemy import select
 from rapport import search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
+from rapport.auth.models import Role
 from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
 from rapport.channels.models import Inbox
@@ -279,11 +280,23 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
 
 @router.get("/app/account", response_class=HTMLResponse)
 async def account_page(request: Request) -> Response:
-    """Every member's own account (viewers too): their name, their password, two-factor."""
+    """Every member's own account (viewers too): their name, their password, two-factor,
+    and their API tokens in this workspace."""
     principal = await _principal(request)
     if principal is None:
         return RedirectResponse("/login", status_code=303)
-    return _page(request, "account.html", principal)
+    with request.app.state.database.session(write=False) as db:
+        tokens = auth_service.list_tokens(
+            db, workspace_id=principal.workspace_id, user_id=principal.user_id
+        )
+    return _page(
+        request,
+        "account.html",
+        principal,
+        tokens=tokens,
+        # A token's role is at most its maker's own.
+        token_roles=[r.value for r in Role if principal.has(r)],
+    )
 
 
 @router.get("/app/settings", response_class=HTMLResponse)

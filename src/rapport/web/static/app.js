@@ -712,6 +712,53 @@ function setupAccount() {
     await api("POST", "/api/v1/auth/logout-all").catch(() => null);
     location.href = "/login";
   });
+  setupTokens(say);
+}
+
+// --- account: the member's API tokens in this workspace ------------------------------------
+function setupTokens(say) {
+  const form = document.getElementById("token-create");
+  const table = document.querySelector("#tokens tbody");
+  const row = (t) => {
+    const tr = document.createElement("tr");
+    tr.dataset.token = t.id;
+    const cells = [t.name || "—", `${t.prefix}…`, t.role, t.created_at.slice(0, 16).replace("T", " "), "active"];
+    cells.forEach((text, i) => {
+      const td = tr.insertCell();
+      if (i === 1) td.append(Object.assign(document.createElement("code"), { textContent: text }));
+      else td.textContent = text; // a name is data, never markup
+      if (i === 4) td.className = "state";
+    });
+    const revoke = Object.assign(document.createElement("button"), { type: "button", className: "revoke-token", textContent: "Revoke" });
+    revoke.dataset.id = t.id;
+    tr.insertCell().append(revoke);
+    return tr;
+  };
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    say("token-error", "");
+    try {
+      const t = await api("POST", "/api/v1/tokens", { name: form.elements.name.value.trim(), role: form.elements.role.value });
+      table.querySelector("tr.empty")?.remove();
+      table.append(row(t));
+      document.getElementById("token-value").textContent = t.token;
+      document.getElementById("token-made").hidden = false;
+      form.elements.name.value = "";
+    } catch (e) { say("token-error", e.message); }
+  });
+  table.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button.revoke-token");
+    if (!button) return;
+    const tr = button.closest("tr");
+    const name = tr.cells[0].textContent;
+    if (!confirm(`Revoke the token “${name}”? What uses it is refused from now on.`)) return;
+    say("token-error", "");
+    try {
+      await api("DELETE", `/api/v1/tokens/${encodeURIComponent(button.dataset.id)}`);
+      tr.querySelector(".state").textContent = "revoked";
+      button.remove();
+    } catch (e) { say("token-error", e.message); }
+  });
 }
 
 // --- members: every open page redraws a colleague who joined, changed or left ----------
