@@ -385,3 +385,27 @@ def test_the_api_docs_render_from_rapport_alone_in_the_browser(
     assert page.locator('.opblock-summary-path[data-path="/api/v1/conversations"]').count() >= 1
     page.screenshot(path=str(ARTIFACTS / "api-docs.png"))
     assert elsewhere == []
+
+
+def test_an_agent_goes_from_a_conversation_to_its_customers_page_in_the_browser(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    first = world.acme.first
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{first.conversation.id}")  # type: ignore[union-attr]
+    page.click("aside.customer h2 a")
+    page.wait_for_url(f"**/app/customers/{first.customer.id}")  # type: ignore[union-attr]
+    # The panel works without a conversation: the profile and the consent form are there.
+    page.wait_for_selector("#panel-extra [data-part=profile] dl")
+    page.wait_for_selector("#panel-extra [data-part=consent] form")
+    page.click(f'#customer-conversations a[href="/app/conversations/{first.conversation.id}"]')  # type: ignore[union-attr]
+    page.wait_for_url(f"**/app/conversations/{first.conversation.id}")  # type: ignore[union-attr]
+    page.click("header nav >> text=Customers")
+    page.wait_for_selector(f'#customer-list a[href="/app/customers/{first.customer.id}"]')  # type: ignore[union-attr]
+    page.screenshot(path=str(ARTIFACTS / "customers.png"), full_page=True)
+    assert errors == []

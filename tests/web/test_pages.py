@@ -24,7 +24,14 @@ def sign_in(client: TestClient, email: str) -> None:
 def test_pages_send_a_signed_out_visitor_to_the_login_page(
     client: TestClient, world: World
 ) -> None:
-    for path in ("/", "/app/inbox", f"/app/conversations/{world.acme.first.conversation.id}"):  # type: ignore[union-attr]
+    conv, customer = world.acme.first.conversation.id, world.acme.first.customer.id  # type: ignore[union-attr]
+    for path in (
+        "/",
+        "/app/inbox",
+        f"/app/conversations/{conv}",
+        "/app/customers",
+        f"/app/customers/{customer}",
+    ):
         r = client.get(path, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/login"
     assert "Sign in to Rapport" in client.get("/login").text
@@ -43,6 +50,71 @@ def test_a_conversation_of_another_workspace_is_not_found(client: TestClient, wo
     sign_in(client, "bob@acme.test")
     r = client.get(f"/app/conversations/{world.globex.first.conversation.id}")  # type: ignore[union-attr]
     assert r.status_code == 404
+
+
+def test_the_customers_page_lists_and_finds_the_workspaces_customers_only(
+    client: TestClient, world: World
+) -> None:
+    # Agents had no list of customers, nor a page for one: only the panel of a conversation.
+    for n in range(3):
+        client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={
+                "external_id": f"c{n}",
+                "text": "hello",
+                "from": {"name": f"Person {n} <b>x</b>", "email": f"p{n}@example.com"},
+            },
+            headers=auth(world.bob),
+        )
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/customers").text
+    assert all(f"Person {n} &lt;b&gt;x&lt;/b&gt;" in page for n in range(3))
+    assert world.globex.first.customer.id not in page  # type: ignore[union-attr]
+    found = client.get("/app/customers", params={"q": "p1@example.com"}).text
+    assert "Person 1" in found and "Person 0" not in found and "Person 2" not in found
+    assert "No customer matches." in client.get("/app/customers", params={"q": "zzzz"}).text
+
+
+def test_a_customers_page_shows_every_conversation_of_theirs_on_any_channel(
+    client: TestClient, world: World
+) -> None:
+    first = world.acme.first
+    other = client.post(
+        "/api/v1/inboxes", json={"name": "Second", "channel": "api"}, headers=auth(world.alice)
+    ).json()
+    r = client.post(
+        f"/api/v1/inboxes/{other['id']}/messages",
+        json={
+            "external_id": "elsewhere",
+            "text": "From the other app",
+            "from": {"email": first.customer.email},
+        },  # type: ignore[union-attr]
+        headers=auth(world.bob),
+    )
+    assert r.json()["customer_id"] == first.customer.id  # type: ignore[union-attr]
+    sign_in(client, "bob@acme.test")
+    page = client.get(f"/app/customers/{first.customer.id}").text  # type: ignore[union-attr]
+    for conv in (first.conversation.id, r.json()["conversation_id"]):  # type: ignore[union-attr]
+        assert f'<li data-id="{conv}">' in page
+    assert "From the other app" in page and first.customer.email in page  # type: ignore[union-attr]
+    assert 'data-customer="' + first.customer.id in page  # type: ignore[union-attr]  # the panel
+    # Another workspace's customer is not found; a merged one's page is the survivor's.
+    theirs = world.globex.first.customer.id  # type: ignore[union-attr]
+    assert client.get(f"/app/customers/{theirs}").status_code == 404
+    merged = client.post(
+        "/api/v1/customers",
+        json={"name": "Dup", "email": "dup@example.com"},
+        headers=auth(world.bob),
+    ).json()
+    r = client.post(
+        f"/api/v1/customers/{first.customer.id}/merge",  # type: ignore[union-attr]
+        json={"merged_id": merged["id"]},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    r = client.get(f"/app/customers/{merged['id']}", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/app/customers/{first.customer.id}"  # type: ignore[union-attr]
 
 
 def test_the_assign_lists_show_each_agents_presence(client: TestClient, world: World) -> None:

@@ -247,9 +247,6 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
         )
         inbox = inboxes.get(db, workspace_id=principal.workspace_id, inbox_id=conv.inbox_id)
         all_inboxes = inboxes.list_inboxes(db, workspace_id=principal.workspace_id)
-        timeline, _ = customers.timeline(
-            db, customer=customer, kinds=None, channel=None, cursor=None, limit=30
-        )
         previous = list(
             db.scalars(
                 select(Conversation)
@@ -261,21 +258,106 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
         msgs = conversations.messages(db, conversation=conv)
         ctx: dict[str, Any] = {
             "conversation": conv,
-            "customer": _CustomerView(customer),
             "inbox": inbox,
             "messages": msgs,
             "attachments": conversation_files.of_messages(db, [m.id for m in msgs]),
             "labels": conversations.labels_of(db, [conv.id])[conv.id],
             "colours": label_list.colours(db, workspace_id=principal.workspace_id),
-            "identities": customers.identities(db, customer=customer),
             "members": workspaces.members(db, workspace_id=principal.workspace_id),
-            "timeline": timeline,
             "previous": previous,
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
             # The panel's consent form starts on the channel a reply here goes through.
             "consent_channel": channel_registry.consent_channel(inbox.channel),
+            **_customer_context(db, customer),
         }
     return _page(request, "conversation.html", principal, **ctx)
+
+
+def _customer_context(db: Db, customer: Customer) -> dict[str, Any]:
+    """What the customer's side of a page shows (``customer_aside.html``)."""
+    timeline, _ = customers.timeline(
+        db, customer=customer, kinds=None, channel=None, cursor=None, limit=30
+    )
+    return {
+        "customer": _CustomerView(customer),
+        "identities": customers.identities(db, customer=customer),
+        "timeline": timeline,
+    }
+
+
+@router.get("/app/customers", response_class=HTMLResponse)
+async def customers_page(
+    request: Request,
+    q: str = Query(default="", max_length=320),
+    tag: str = Query(default="", max_length=100),
+    cursor: str | None = None,
+) -> Response:
+    """Every customer of the workspace, newest activity first; by name, email, phone or any
+    handle with ``q``, by tag with ``tag``."""
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    with request.app.state.database.session(write=False) as db:
+        found = customers.search(
+            db,
+            workspace_id=principal.workspace_id,
+            q=q.strip() or None,
+            tag=tag.strip() or None,
+            cursor=cursor,
+            limit=50,
+        )
+    more = urlencode(
+        {k: v for k, v in {"q": q, "tag": tag, "cursor": found.next_cursor}.items() if v}
+    )
+    return _page(
+        request,
+        "customers.html",
+        principal,
+        q=q,
+        tag=tag,
+        found=found.customers,
+        truncated=found.truncated,
+        next_cursor=found.next_cursor,
+        more_query=more,
+    )
+
+
+@router.get("/app/customers/{customer_id}", response_class=HTMLResponse)
+async def customer_page(request: Request, customer_id: str) -> Response:
+    """One customer: their handles, profile, timeline and every conversation, on any channel."""
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    ws = principal.workspace_id
+    with request.app.state.database.session(write=False) as db:
+        customer = customers.get(db, workspace_id=ws, customer_id=customer_id)
+        if customer.merged_into_id is not None:  # one person: the page is the survivor's
+            return RedirectResponse(f"/app/customers/{customer.merged_into_id}", status_code=303)
+        rows = list(
+            db.scalars(
+                select(Conversation)
+                .where(Conversation.workspace_id == ws, Conversation.customer_id == customer.id)
+                .order_by(Conversation.last_activity_at.desc())
+                .limit(100)
+            )
+        )
+        ctx = {
+            **_customer_context(db, customer),
+            **rows_context(
+                db, workspace_id=ws, rows=rows, of=inboxes.list_inboxes(db, workspace_id=ws)
+            ),
+        }
+    return _page(
+        request,
+        "customer.html",
+        principal,
+        conversation=None,
+        conversations=rows,
+        filters={},
+        can_act=False,
+        consent_channel="",
+        **ctx,
+    )
 
 
 @router.get("/app/account", response_class=HTMLResponse)

@@ -1,5 +1,6 @@
-// The customer panel beside a conversation: profile figures, tags, consent (recorded here by
-// agents and above), conversations the customer opened on other channels at the same time,
+// The customer panel beside a conversation and on the customer's own page: profile figures,
+// tags, consent (recorded here by agents and above), conversations the customer opened on
+// other channels at the same time (beside a conversation),
 // duplicate suggestions, and erasing the customer (admins).
 // Everything comes from the API and is written as text (never markup).
 
@@ -343,7 +344,9 @@ if (root) {
     related: part("related"),
     suggestions: part("suggestions"),
   };
-  suggested(boxes.suggested, conversation).catch((e) => showError(e.message));
+  // On the customer's own page there is no conversation: no answers to suggest, nothing
+  // open beside it.
+  if (conversation) suggested(boxes.suggested, conversation).catch((e) => showError(e.message));
   profile(boxes.profile, customer)
     .then((p) => {
       const redraw = consent(boxes.consent, customer, p.consents, {
@@ -353,7 +356,7 @@ if (root) {
       followCustomer(customer, boxes, redraw);
     })
     .catch((e) => showError(e.message));
-  related(boxes.related, conversation).catch((e) => showError(e.message));
+  if (conversation) related(boxes.related, conversation).catch((e) => showError(e.message));
   suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
   const notice = document.getElementById("collision");
   if (notice) collisions(notice, conversation);
