@@ -1,12 +1,14 @@
 """RFC 9457 problem documents: the one shape of every error an API client sees."""
 
+import html
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -177,6 +179,48 @@ def _document(schema: dict[str, Any]) -> None:
         schema["components"]["schemas"].pop(unused, None)
 
 
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · Rapport</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/app.css">
+</head>
+<body>
+<main class="error-page">
+<h1>{title}</h1>
+<p>{detail}</p>
+<p><a href="/app/inbox">Back to the inbox</a></p>
+</main>
+</body>
+</html>
+"""
+
+
+def _for_reader(request: Request, response: JSONResponse) -> Response:
+    """The problem as a page when a browser opened one of the app's pages (a stale link, a
+    filter typed into the address): a person reads it, with the way back. Everyone else
+    (the API, scripts, the pages' own calls) gets the problem document."""
+    from rapport.guard import route_path  # guard answers its own refusals as problems
+
+    if (
+        request.method != "GET"
+        or not route_path(request.scope).startswith("/app/")
+        or "text/html" not in request.headers.get("accept", "")
+    ):
+        return response
+    problem = json.loads(bytes(response.body))
+    detail = problem["detail"]
+    fields = [f"{e['loc'][-1]}: {e['msg']}" for e in problem.get("errors", []) if e["loc"]]
+    if fields:  # which part of the address is wrong, and how
+        detail += " (" + "; ".join(fields) + ")"
+    page = _PAGE.format(title=html.escape(problem["title"]), detail=html.escape(detail))
+    kept = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
+    return HTMLResponse(page, status_code=response.status_code, headers=kept)
+
+
 def install(app: FastAPI) -> None:
     """Make every error leaving the app a problem document, and say so in its OpenAPI."""
     generate = app.openapi
@@ -191,14 +235,15 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return exc.response(request.url.path)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return _for_reader(request, exc.response(request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         slug = _SLUGS.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return problem_response(exc.status_code, slug, detail, instance=request.url.path)
+        answer = problem_response(exc.status_code, slug, detail, instance=request.url.path)
+        return _for_reader(request, answer)
 
     @app.exception_handler(IntegrityError)
     async def _collided(request: Request, exc: IntegrityError) -> JSONResponse:
@@ -218,13 +263,13 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(OperationalError)
-    async def _busy(request: Request, exc: OperationalError) -> JSONResponse:
+    async def _busy(request: Request, exc: OperationalError) -> Response:
         if not transient(exc):
             return await _unexpected(request, exc)
-        return busy_response(exc, request.method, request.url.path)
+        return _for_reader(request, busy_response(exc, request.method, request.url.path))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         # A defect of ours: the client still gets a problem document (never a stack); the
         # log gets the traceback and which request met it.
         log.error(
@@ -238,16 +283,18 @@ def install(app: FastAPI) -> None:
             },
         )
         exc.add_note(LOGGED)  # for the server's own log of it (``rapport.logs``)
-        return problem_response(
+        answer = problem_response(
             500, "internal", "something went wrong on our side", instance=request.url.path
         )
+        return _for_reader(request, answer)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
-        return problem_response(
+        answer = problem_response(
             422, "invalid", "the request is not valid", instance=request.url.path, errors=errors
         )
+        return _for_reader(request, answer)

@@ -117,6 +117,29 @@ def test_a_customers_page_shows_every_conversation_of_theirs_on_any_channel(
     assert r.headers["location"] == f"/app/customers/{first.customer.id}"  # type: ignore[union-attr]
 
 
+def test_a_page_that_cannot_be_shown_says_why_to_a_browser_as_a_page(
+    client: TestClient, world: World
+) -> None:
+    # A stale link or a filter typed into the address showed a browser raw problem JSON.
+    sign_in(client, "bob@acme.test")
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    theirs = world.globex.first.conversation.id  # type: ignore[union-attr]
+    r = client.get(f"/app/conversations/{theirs}", headers=browser)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "<h1>Not Found</h1>" in r.text and "conversation not found" in r.text
+    assert '<a href="/app/inbox">' in r.text
+    r = client.get("/app/customers", params={"q": "<b>" * 200}, headers=browser)
+    assert r.status_code == 422 and "q: String should have at most 320 characters" in r.text
+    assert "<b>" not in r.text
+    r = client.get("/app/inbox", params={"cursor": "nonsense"}, headers=browser)
+    assert r.status_code == 422 and "the cursor is not one this API returned" in r.text
+    # Scripts and the pages' own calls still get the problem document.
+    r = client.get(f"/app/conversations/{theirs}")
+    assert r.headers["content-type"] == "application/problem+json"
+    r = client.get(f"/api/v1/conversations/{theirs}", headers=browser)
+    assert r.headers["content-type"] == "application/problem+json"
+
+
 def test_the_assign_lists_show_each_agents_presence(client: TestClient, world: World) -> None:
     # Names alone: an agent picking a colleague could not tell who was there to take it.
     r = client.put("/api/v1/presence", json={"availability": "busy"}, headers=auth(world.bob))

@@ -822,7 +822,7 @@ def _by(db: Session, actor_id: str | None) -> str:
     return f" by {_named(db, actor_id)}" if actor_id else ""
 
 
-def assignment_said(db: Session, *, conversation: Conversation, actor_id: str | None) -> str:
+def _assignment_said(db: Session, *, conversation: Conversation, actor_id: str | None) -> str:
     """The activity line of the conversation's assignee and team as they are now: "Assigned
     to Ann in team Billing by Bob", "Ann took the conversation", "Unassigned"."""
     assignee, team_id = conversation.assignee_id, conversation.team_id
@@ -846,7 +846,7 @@ def record_assignment(db: Session, *, conversation: Conversation, actor_id: str 
     _activity(
         db,
         conversation=conversation,
-        text=assignment_said(db, conversation=conversation, actor_id=actor_id),
+        text=_assignment_said(db, conversation=conversation, actor_id=actor_id),
         data={
             "assignee_id": conversation.assignee_id,
             "team_id": conversation.team_id,
