@@ -139,15 +139,22 @@ def _tsquery(q: str) -> str:
 
 def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50) -> list[str]:
     """Conversations of the workspace with a message matching ``q``, most recent first."""
+    return list(conversation_hits(db, workspace_id=workspace_id, q=q, limit=limit))
+
+
+def conversation_hits(db: Session, *, workspace_id: str, q: str, limit: int = 50) -> dict[str, str]:
+    """Conversations of the workspace with a message matching ``q``, most recent first,
+    each with its newest matching message's id."""
     dialect = db.get_bind().dialect.name
     if dialect == "sqlite":
         words = _fts5_query(q)
         if not words:
-            return []
+            return {}
         # Newest matching messages first (rowids grow with time), bounded, then their
         # conversations: the cost follows the page asked for, not the number of hits.
+        # (With MAX, SQLite's bare m.id is the id of the row holding the maximum.)
         sql = text(
-            "SELECT m.conversation_id FROM ("
+            "SELECT m.conversation_id, m.id, MAX(hits.rowid) FROM ("
             "  SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q"
             "  ORDER BY rowid DESC LIMIT :scan"
             ") hits JOIN messages m ON m.rowid = hits.rowid "
@@ -160,18 +167,20 @@ def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50)
         }
     else:
         if not (tsquery := _tsquery(q)):
-            return []
+            return {}
         # Newest matching messages first, bounded, then their conversations: the same
         # shape as on SQLite, and no join the planner could turn into a scan.
         sql = text(
-            "SELECT conversation_id FROM ("  # noqa: S608 - constant SQL
-            "  SELECT m.conversation_id, m.created_at FROM messages m"
-            f"  WHERE {_MESSAGE_TSV} @@ to_tsquery('{CONFIG}', :q)"
-            "  AND m.workspace_id = :ws ORDER BY m.created_at DESC LIMIT :scan"
-            ") hits GROUP BY conversation_id ORDER BY MAX(created_at) DESC LIMIT :limit"
+            "SELECT conversation_id, id FROM ("  # noqa: S608 - constant SQL
+            "  SELECT DISTINCT ON (conversation_id) conversation_id, id, created_at FROM ("
+            "    SELECT m.conversation_id, m.id, m.created_at FROM messages m"
+            f"    WHERE {_MESSAGE_TSV} @@ to_tsquery('{CONFIG}', :q)"
+            "    AND m.workspace_id = :ws ORDER BY m.created_at DESC LIMIT :scan"
+            "  ) hits ORDER BY conversation_id, created_at DESC"
+            ") newest ORDER BY created_at DESC LIMIT :limit"
         )
         params = {"q": tsquery, "ws": workspace_id, "limit": limit, "scan": limit * 20}
-    return [row[0] for row in db.execute(sql, params)]
+    return {row[0]: row[1] for row in db.execute(sql, params)}
 
 
 def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) -> list[str]:

@@ -199,11 +199,22 @@ def test_a_conversation_found_shows_whose_it_is_and_what_was_said(
         },
         headers=auth(world.bob),
     )
+    # A later message that does not have the word: the row shows the one that matched.
+    client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "later", "text": "Any news?", "from": {"email": "ines@example.com"}},
+        headers=auth(world.bob),
+    )
     sign_in(client, "bob@acme.test")
     page = client.get("/app/search", params={"q": "parcel"}).text
     row = page[page.index(f'<li data-id="{r.json()["conversation_id"]}">') :]
     row = row[: row.index("</li>")]
     assert "Ines Duarte" in row and "My parcel never arrived" in row and ">api<" in row
+    assert "Any news?" not in row
+    # Found by the customer's name, not by a message: the latest message, as in the inbox.
+    page = client.get("/app/search", params={"q": "Duarte"}).text
+    row = page[page.index(f'<li data-id="{r.json()["conversation_id"]}">') :]
+    assert "Any news?" in row[: row.index("</li>")]
 
 
 class _Scan(HTMLParser):
@@ -310,26 +321,32 @@ def test_customer_search_ignores_accents_on_either_side(
 @postgresql_only
 def test_search_queries_use_the_full_text_indexes(world: World, database: Database) -> None:
     # The queries must use the very expressions indexed, or every search reads every row.
-    def explain(*args: Any) -> tuple[str, Any]:
-        return f"EXPLAIN {args[2]}", args[3]
+    ran: list[tuple[str, Any]] = []
+
+    def record(*args: Any) -> None:
+        ran.append((args[2], args[3]))
 
     plans = {}
     with database.engine.connect() as conn:
         for table, words in (("customers", "name"), ("messages", "text")):
             _fill(conn, table, words, 3000)
         conn.execute(text("ANALYZE customers, messages"))
-        event.listen(database.engine, "before_cursor_execute", explain, retval=True)
-        try:
-            with Session(conn) as db:
-                for index, search in (
-                    ("ix_messages_fts", conversation_ids),
-                    ("ix_customers_fts", customer_ids),
-                ):
-                    for q in ("kim@example", "Kím Núñez"):  # accents are ignored
-                        found = search(db, workspace_id=world.acme.workspace.id, q=q)
-                        plans[index, q] = "\n".join(found)
-        finally:
-            event.remove(database.engine, "before_cursor_execute", explain)
+        with Session(conn) as db:
+            for index, search in (
+                ("ix_messages_fts", conversation_ids),
+                ("ix_customers_fts", customer_ids),
+            ):
+                for q in ("kim@example", "Kím Núñez"):  # accents are ignored
+                    event.listen(database.engine, "before_cursor_execute", record)
+                    try:
+                        search(db, workspace_id=world.acme.workspace.id, q=q)
+                    finally:
+                        event.remove(database.engine, "before_cursor_execute", record)
+                    plans[index, q] = "\n".join(
+                        "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {sql}", params))
+                        for sql, params in ran
+                    )
+                    ran.clear()
         conn.rollback()
     for (index, _), plan in plans.items():
         assert f"Bitmap Index Scan on {index}" in plan, plan

@@ -94,14 +94,21 @@ def previews_of(db: Session, *, workspace_id: str, ids: list[str]) -> dict[str, 
         .correlate(Conversation)
         .scalar_subquery()
     )
+    which = select(last).where(Conversation.workspace_id == workspace_id, Conversation.id.in_(ids))
+    return _previews(db, workspace_id=workspace_id, message_ids=which)
+
+
+def previews_of_messages(
+    db: Session, *, workspace_id: str, message_ids: list[str]
+) -> dict[str, Preview]:
+    """These messages as the lines of their conversations (a search shows what matched)."""
+    return _previews(db, workspace_id=workspace_id, message_ids=message_ids) if message_ids else {}
+
+
+def _previews(db: Session, *, workspace_id: str, message_ids: Any) -> dict[str, Preview]:
     rows = db.execute(
         select(Message.conversation_id, Message.text, Message.direction, Message.kind).where(
-            Message.workspace_id == workspace_id,
-            Message.id.in_(
-                select(last).where(
-                    Conversation.workspace_id == workspace_id, Conversation.id.in_(ids)
-                )
-            ),
+            Message.workspace_id == workspace_id, Message.id.in_(message_ids)
         )
     )
     out = {}

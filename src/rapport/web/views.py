@@ -2,6 +2,7 @@
 
 import enum
 import zoneinfo
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -451,44 +452,60 @@ async def search_page(request: Request, q: str = Query(default="", max_length=32
     if principal is None:
         return RedirectResponse("/login", status_code=303)
     database = request.app.state.database
-    found: list[Customer] = []
-    convs: list[Conversation] = []
+    hits = SearchHits([], [], {})
     shown: dict[str, Any] = {}
     if q.strip():
+        ws = principal.workspace_id
         with database.session(write=False) as db:
-            found, convs = find(db, workspace_id=principal.workspace_id, q=q)
-            ws = principal.workspace_id
+            hits = find(db, workspace_id=ws, q=q)
             shown = rows_context(
-                db, workspace_id=ws, rows=convs, of=inboxes.list_inboxes(db, workspace_id=ws)
+                db,
+                workspace_id=ws,
+                rows=hits.conversations,
+                of=inboxes.list_inboxes(db, workspace_id=ws),
+            )
+            # Each conversation found by its text shows the message that matched.
+            shown["previews"].update(
+                conversations.previews_of_messages(
+                    db, workspace_id=ws, message_ids=list(hits.matched.values())
+                )
             )
     return _page(
         request,
         "search.html",
         principal,
         q=q,
-        found=found,
-        conversations=convs,
+        found=hits.customers,
+        conversations=hits.conversations,
         filters={},
         can_act=False,
         **shown,
     )
 
 
-def find(db: Db, *, workspace_id: str, q: str) -> tuple[list[Customer], list[Conversation]]:
+@dataclass
+class SearchHits:
+    customers: list[Customer]
+    conversations: list[Conversation]
+    # Of the conversations found by their text: the newest message that matched, by id.
+    matched: dict[str, str]
+
+
+def find(db: Db, *, workspace_id: str, q: str) -> SearchHits:
     """Customers matching by name or handle, and conversations by customer or message text."""
     found = customers.search(db, workspace_id=workspace_id, q=q, cursor=None, limit=25).customers
-    ids = set(search.conversation_ids(db, workspace_id=workspace_id, q=q, limit=50))
+    matched = search.conversation_hits(db, workspace_id=workspace_id, q=q, limit=50)
     stmt = select(Conversation).where(Conversation.workspace_id == workspace_id)
     if found:
         stmt = stmt.where(
-            Conversation.id.in_(ids) | Conversation.customer_id.in_([c.id for c in found])
+            Conversation.id.in_(matched) | Conversation.customer_id.in_([c.id for c in found])
         )
-    elif ids:
-        stmt = stmt.where(Conversation.id.in_(ids))
+    elif matched:
+        stmt = stmt.where(Conversation.id.in_(matched))
     else:
-        return found, []
+        return SearchHits(found, [], {})
     rows = list(db.scalars(stmt.order_by(Conversation.last_activity_at.desc()).limit(50)))
-    return found, rows
+    return SearchHits(found, rows, matched)
 
 
 DAYS = (
@@ -536,10 +553,10 @@ def search_api(
     principal: CurrentMember, db: Db, q: str = Query(min_length=1, max_length=320)
 ) -> dict[str, list[dict[str, Any]]]:
     """Customers (name, email, phone, any handle) and conversations (customer or message text)."""
-    found, convs = find(db, workspace_id=principal.workspace_id, q=q)
+    hits = find(db, workspace_id=principal.workspace_id, q=q)
     return {
         "customers": [
-            {"id": c.id, "name": c.name, "email": c.email, "phone": c.phone} for c in found
+            {"id": c.id, "name": c.name, "email": c.email, "phone": c.phone} for c in hits.customers
         ],
         "conversations": [
             {
@@ -548,6 +565,6 @@ def search_api(
                 "status": c.status.value,
                 "last_activity_at": c.last_activity_at.isoformat(),
             }
-            for c in convs
+            for c in hits.conversations
         ],
     }
