@@ -69,6 +69,8 @@ def test_the_customers_page_lists_and_finds_the_workspaces_customers_only(
     sign_in(client, "bob@acme.test")
     page = client.get("/app/customers").text
     assert all(f"Person {n} &lt;b&gt;x&lt;/b&gt;" in page for n in range(3))
+    row = page[page.index("Person 0 &lt;b&gt;") :]
+    assert '<span class="badge ch-email">email</span>' in row[: row.index("</tr>")]
     assert world.globex.first.customer.id not in page  # type: ignore[union-attr]
     found = client.get("/app/customers", params={"q": "p1@example.com"}).text
     assert "Person 1" in found and "Person 0" not in found and "Person 2" not in found

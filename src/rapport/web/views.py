@@ -26,7 +26,7 @@ from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation, Priority, SlaState, Status
 from rapport.customers import service as customers
-from rapport.customers.models import Customer
+from rapport.customers.models import Customer, Identity
 from rapport.db import utcnow
 from rapport.problems import Forbidden, NotFound, Problem
 from rapport.workspaces import invitations
@@ -307,6 +307,15 @@ async def customers_page(
             cursor=cursor,
             limit=50,
         )
+        # One person across channels: the kinds of handle each has.
+        kinds: dict[str, set[str]] = {c.id: set() for c in found.customers}
+        for customer_id, kind in db.execute(
+            select(Identity.customer_id, Identity.kind).where(
+                Identity.workspace_id == principal.workspace_id,
+                Identity.customer_id.in_(list(kinds)),
+            )
+        ):
+            kinds[customer_id].add(kind.value)
     more = urlencode(
         {k: v for k, v in {"q": q, "tag": tag, "cursor": found.next_cursor}.items() if v}
     )
@@ -317,6 +326,7 @@ async def customers_page(
         q=q,
         tag=tag,
         found=found.customers,
+        channels={cid: sorted(k) for cid, k in kinds.items()},
         truncated=found.truncated,
         next_cursor=found.next_cursor,
         more_query=more,
