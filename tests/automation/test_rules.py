@@ -321,10 +321,23 @@ def test_a_rules_round_robin_assigns_in_an_inbox_that_does_not_auto_assign(
     inbox = client.get(f"/api/v1/inboxes/{world.acme.inbox.id}", headers=auth(world.alice))  # type: ignore[union-attr]
     assert inbox.json()["auto_assign"] is False
     client.put("/api/v1/presence", json={"availability": "online"}, headers=auth(world.bob))
-    rule(client, world, event="conversation.created", actions=[{"type": "assign_round_robin"}])
+    rule(
+        client,
+        world,
+        name="Share <the> load",
+        event="conversation.created",
+        actions=[{"type": "assign_round_robin"}, {"type": "set_status", "value": "pending"}],
+    )
     conv = inbound(client, world, "rr1", "hello", "rr1@example.com")
     drain(database, settings)
-    assert conversation(client, world, conv)["assignee_id"] == world.acme.users["bob"].id
+    detail = conversation(client, world, conv)
+    assert detail["assignee_id"] == world.acme.users["bob"].id
+    # Its activity lines say the rule did it (they said "assigned", by nobody).
+    said = [m["text"] for m in detail["messages"] if m["kind"] == "activity"]
+    assert said == [
+        "Assigned to Bob by the rule “Share <the> load”",
+        "Marked pending by the rule “Share <the> load”",
+    ]
 
 
 class _Receiver(BaseHTTPRequestHandler):

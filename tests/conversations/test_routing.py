@@ -98,6 +98,11 @@ def test_round_robin_skips_offline_agents_and_never_exceeds_capacity(
     assert owners[0] != owners[1]  # alternating, not filling one agent first
     assert ids["dave"] not in owners
     assert owners[4:] == [None, None]  # everyone is full: these wait
+    messages = client.get(f"/api/v1/conversations/{convs[0]}", headers=auth(world.alice)).json()[
+        "messages"
+    ]
+    (line,) = [m["text"] for m in messages if m["kind"] == "activity"]
+    assert line.startswith("Assigned to ") and line.endswith(" by auto-assignment")
 
     # bob resolves one: the oldest waiting conversation goes to him.
     first_of_bob = convs[owners.index(ids["bob"])]

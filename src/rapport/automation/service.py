@@ -491,6 +491,7 @@ def _act(
     from rapport.conversations import canned, routing, service
 
     kind, value = action["type"], action.get("value")
+    by_rule = f"the rule “{rule.name}”"  # how an activity line says who changed it
     if kind == "send_webhook":
         hook = db.scalar(
             select(Webhook).where(
@@ -541,6 +542,7 @@ def _act(
                 assignee_id=member.user_id,
                 team_id=conversation.team_id,
                 actor_id=None,
+                via=by_rule,
             )
     elif kind == "assign_team":
         team = db.scalar(select(Team).where(Team.workspace_id == ws, Team.id == str(value)))
@@ -551,13 +553,19 @@ def _act(
                 assignee_id=conversation.assignee_id,
                 team_id=team.id,
                 actor_id=None,
+                via=by_rule,
             )
     elif kind == "assign_round_robin":
         team_id = str(value) if value else conversation.team_id
         agent = routing.pick_agent(db, workspace_id=ws, team_id=team_id)
         if agent is not None:
             service.assign(
-                db, conversation=conversation, assignee_id=agent, team_id=team_id, actor_id=None
+                db,
+                conversation=conversation,
+                assignee_id=agent,
+                team_id=team_id,
+                actor_id=None,
+                via=by_rule,
             )
     elif kind == "add_label":
         service.add_labels(db, conversation=conversation, labels=[str(value)])
@@ -566,7 +574,7 @@ def _act(
     elif kind == "set_priority" and str(value) in Priority.__members__:
         service.set_priority(db, conversation=conversation, priority=Priority(str(value)))
     elif kind == "set_status" and str(value) in Status.__members__ and value != "snoozed":
-        service.set_status(db, conversation=conversation, status=Status(str(value)))
+        service.set_status(db, conversation=conversation, status=Status(str(value)), via=by_rule)
     elif kind == "send_canned":
         reply = db.scalar(
             select(CannedResponse).where(

@@ -581,7 +581,12 @@ def _hand_over(
     team_id = handover_team_id or conversation.team_id or (inbox.team_id if inbox else None)
     if team_id and conversation.team_id != team_id:
         conversations.assign(
-            db, conversation=conversation, assignee_id=None, team_id=team_id, actor_id=None
+            db,
+            conversation=conversation,
+            assignee_id=None,
+            team_id=team_id,
+            actor_id=None,
+            via="the bot",
         )
     # Set aside meanwhile (pending, snoozed, even resolved before the bot's job ran): open
     # again as any status change is made, so the SLA resolution clock runs again now and

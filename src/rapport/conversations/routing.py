@@ -199,7 +199,14 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
                     return given  # nobody in the workspace has room
                 full.add(team_id)  # a conversation of another team may still fit
                 continue
-            service.assign(db, conversation=conv, assignee_id=agent, team_id=team_id, actor_id=None)
+            service.assign(
+                db,
+                conversation=conv,
+                assignee_id=agent,
+                team_id=team_id,
+                actor_id=None,
+                via="auto-assignment",
+            )
             db.flush()
             given += 1
         if len(rows) < limit:

@@ -777,8 +777,12 @@ def assign(
     assignee_id: str | None,
     team_id: str | None,
     actor_id: str | None,
+    via: str | None = None,
 ) -> Conversation:
-    """Give the conversation to an agent and/or a team of the same workspace (None clears)."""
+    """Give the conversation to an agent and/or a team of the same workspace (None clears).
+
+    ``via``: what did it when no member did (auto-assignment, a rule, the bot), as its
+    activity line says."""
     ws = conversation.workspace_id
     member = None
     if assignee_id is not None:
@@ -815,7 +819,7 @@ def assign(
     if freed:
         routing.wake(db, workspace_id=ws)
     if changed:
-        record_assignment(db, conversation=conversation, actor_id=actor_id)
+        record_assignment(db, conversation=conversation, actor_id=actor_id, via=via)
     return conversation
 
 
@@ -825,11 +829,15 @@ def _named(db: Session, user_id: str) -> str:
     return (user.name or user.email) if user is not None else "a former member"
 
 
-def _by(db: Session, actor_id: str | None) -> str:
-    return f" by {_named(db, actor_id)}" if actor_id else ""
+def _by(db: Session, actor_id: str | None, via: str | None = None) -> str:
+    if actor_id:
+        return f" by {_named(db, actor_id)}"
+    return f" by {via}" if via else ""
 
 
-def _assignment_said(db: Session, *, conversation: Conversation, actor_id: str | None) -> str:
+def _assignment_said(
+    db: Session, *, conversation: Conversation, actor_id: str | None, via: str | None
+) -> str:
     """The activity line of the conversation's assignee and team as they are now: "Assigned
     to Ann in team Billing by Bob", "Ann took the conversation", "Unassigned"."""
     assignee, team_id = conversation.assignee_id, conversation.team_id
@@ -838,10 +846,12 @@ def _assignment_said(db: Session, *, conversation: Conversation, actor_id: str |
     team = db.get(Team, team_id) if team_id else None
     to = [_named(db, assignee)] if assignee else []
     to += [f"team {team.name}"] if team is not None else []
-    return (f"Assigned to {' in '.join(to)}" if to else "Unassigned") + _by(db, actor_id)
+    return (f"Assigned to {' in '.join(to)}" if to else "Unassigned") + _by(db, actor_id, via)
 
 
-def record_assignment(db: Session, *, conversation: Conversation, actor_id: str | None) -> None:
+def record_assignment(
+    db: Session, *, conversation: Conversation, actor_id: str | None, via: str | None = None
+) -> None:
     """A change of the conversation's assignee or team, already made, as every such change
     is recorded: the rules and webhooks told, an activity line, the update published."""
     automation.trigger(
@@ -853,7 +863,7 @@ def record_assignment(db: Session, *, conversation: Conversation, actor_id: str 
     _activity(
         db,
         conversation=conversation,
-        text=_assignment_said(db, conversation=conversation, actor_id=actor_id),
+        text=_assignment_said(db, conversation=conversation, actor_id=actor_id, via=via),
         data={
             "assignee_id": conversation.assignee_id,
             "team_id": conversation.team_id,
@@ -872,12 +882,14 @@ def set_status(
     actor_id: str | None = None,
     by_bot: bool = False,
     since: datetime | None = None,
+    via: str | None = None,
 ) -> Conversation:
     """Open, mark pending, snooze until a time, or resolve a conversation.
 
     ``by_bot``: the bot made the change (its activity line says so, as its messages do).
     ``since``: the moment the change took effect for the SLA clocks, when that is before
-    now (a snooze ended at its time, noticed later by the periodic job)."""
+    now (a snooze ended at its time, noticed later by the periodic job). ``via``: what made
+    the change when no member did (a rule), as its activity line says."""
     if status == Status.snoozed:
         if snoozed_until is None or snoozed_until.tzinfo is None:
             raise Invalid("snoozing needs snoozed_until, a timezone-aware time")
@@ -911,7 +923,7 @@ def set_status(
     _activity(
         db,
         conversation=conversation,
-        text=_status_said(db, conversation=conversation, was=was, actor_id=actor_id),
+        text=_status_said(db, conversation=conversation, was=was, actor_id=actor_id, via=via),
         data={"status": status.value, "by": actor_id},
         sender_type="bot" if by_bot else "system",
     )
@@ -920,7 +932,7 @@ def set_status(
 
 
 def _status_said(
-    db: Session, *, conversation: Conversation, was: Status, actor_id: str | None
+    db: Session, *, conversation: Conversation, was: Status, actor_id: str | None, via: str | None
 ) -> str:
     """The activity line of a change of status: "Resolved by Ann", "Reopened", "Snoozed
     until 2026-12-07 09:00 UTC by Ann" (the bot's lines are the bot's, as its messages)."""
@@ -933,7 +945,7 @@ def _status_said(
         )
     else:
         said = {Status.resolved: "Resolved", Status.pending: "Marked pending"}[status]
-    return said + _by(db, actor_id)
+    return said + _by(db, actor_id, via)
 
 
 def get_many(db: Session, *, workspace_id: str, ids: list[str]) -> list[Conversation]:
