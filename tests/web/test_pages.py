@@ -13,6 +13,7 @@ from rapport.db import Base, Database
 from rapport.jobs.worker import Worker
 from rapport.search import conversation_ids, customer_ids
 from tests.conftest import auth, postgresql_only
+from tests.customers.test_privacy import merged_twin
 from tests.factories import PASSWORD, World
 
 
@@ -103,17 +104,7 @@ def test_a_customers_page_shows_every_conversation_of_theirs_on_any_channel(
     # Another workspace's customer is not found; a merged one's page is the survivor's.
     theirs = world.globex.first.customer.id  # type: ignore[union-attr]
     assert client.get(f"/app/customers/{theirs}").status_code == 404
-    merged = client.post(
-        "/api/v1/customers",
-        json={"name": "Dup", "email": "dup@example.com"},
-        headers=auth(world.bob),
-    ).json()
-    r = client.post(
-        f"/api/v1/customers/{first.customer.id}/merge",  # type: ignore[union-attr]
-        json={"merged_id": merged["id"]},
-        headers=auth(world.bob),
-    )
-    assert r.status_code == 201, r.text
+    merged = merged_twin(client, world, first.customer.id)  # type: ignore[union-attr]
     r = client.get(f"/app/customers/{merged['id']}", follow_redirects=False)
     assert r.status_code == 303
     assert r.headers["location"] == f"/app/customers/{first.customer.id}"  # type: ignore[union-attr]

@@ -33,7 +33,7 @@ from rapport.conversations.models import (
     Upload,
 )
 from rapport.customers import identity, profile
-from rapport.customers.models import Consent, Identity, IdentityKind
+from rapport.customers.models import Consent, Customer, Identity, IdentityKind
 from rapport.db import lock_row, utcnow
 from rapport.jobs.service import enqueue
 from rapport.notifications import service as notifications
@@ -450,6 +450,19 @@ def customers_latest(conversation_id: str, *columns: Any) -> Select[Any]:
         .order_by(Message.created_at.desc())
         .limit(1)
     )
+
+
+def of_customer(
+    db: Session, *, customer: Customer, limit: int, besides: str | None = None
+) -> list[Conversation]:
+    """The customer's conversations, latest activity first (``besides`` one left out)."""
+    stmt = select(Conversation).where(
+        Conversation.workspace_id == customer.workspace_id,
+        Conversation.customer_id == customer.id,
+    )
+    if besides is not None:
+        stmt = stmt.where(Conversation.id != besides)
+    return list(db.scalars(stmt.order_by(Conversation.last_activity_at.desc()).limit(limit)))
 
 
 def _last_inbound(db: Session, *, conversation: Conversation) -> LastInbound | None:

@@ -182,7 +182,7 @@ async def inbox_page(
 def rows_context(
     db: Db, *, workspace_id: str, rows: list[Conversation], of: list[Inbox]
 ) -> dict[str, Any]:
-    """What a list of conversations shows of each (``conversation_row.html``): its
+    """What a list of conversations shows of each (``conversation_list.html``): its
     customer, channel (``of`` the workspace's inboxes), labels, latest message and SLA."""
     ids = {c.customer_id for c in rows}
     slas = sla.states_of(db, [c.id for c in rows])
@@ -248,14 +248,7 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
         )
         inbox = inboxes.get(db, workspace_id=principal.workspace_id, inbox_id=conv.inbox_id)
         all_inboxes = inboxes.list_inboxes(db, workspace_id=principal.workspace_id)
-        previous = list(
-            db.scalars(
-                select(Conversation)
-                .where(Conversation.customer_id == customer.id, Conversation.id != conv.id)
-                .order_by(Conversation.last_activity_at.desc())
-                .limit(10)
-            )
-        )
+        previous = conversations.of_customer(db, customer=customer, limit=10, besides=conv.id)
         msgs = conversations.messages(db, conversation=conv)
         ctx: dict[str, Any] = {
             "conversation": conv,
@@ -344,14 +337,7 @@ async def customer_page(request: Request, customer_id: str) -> Response:
         customer = customers.get(db, workspace_id=ws, customer_id=customer_id)
         if customer.merged_into_id is not None:  # one person: the page is the survivor's
             return RedirectResponse(f"/app/customers/{customer.merged_into_id}", status_code=303)
-        rows = list(
-            db.scalars(
-                select(Conversation)
-                .where(Conversation.workspace_id == ws, Conversation.customer_id == customer.id)
-                .order_by(Conversation.last_activity_at.desc())
-                .limit(100)
-            )
-        )
+        rows = conversations.of_customer(db, customer=customer, limit=100)
         ctx = {
             **_customer_context(db, customer),
             **rows_context(
