@@ -549,3 +549,50 @@ def test_amounts_are_shown_in_their_currencys_decimals_and_totalled_per_currency
         "EUR": "19.99",
         "CLF": "0.0001",
     }
+
+
+def test_after_an_sms_stop_an_agent_cannot_grant_every_purpose_back_by_hand(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # An agent could record "all" granted after the customer's STOP: Rapport then sent SMS
+    # the provider refuses (it blocks the number until the customer texts START).
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{customer.id}/consents"
+    with database.session() as db:
+        profile.record_keyword(
+            db,
+            workspace_id=customer.workspace_id,
+            customer_id=customer.id,
+            channel=ConsentChannel.sms,
+            keyword="STOP",
+            granted=False,
+        )
+    grant_all = {"channel": "sms", "purpose": "all", "granted": True}
+    r = client.post(url, json=grant_all, headers=auth(world.bob))
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "SMS keyword STOP" in r.json()["detail"] and "START" in r.json()["detail"]
+    with database.session() as db:
+        decision = profile.in_force(
+            db, customer_id=customer.id, channel=ConsentChannel.sms, purpose="all"
+        )
+        assert decision is not None and not decision.granted  # nothing was recorded
+    # A single purpose, another channel, and a withdrawal by hand are still recorded; and
+    # after an agent's own withdrawal of everything, an agent may grant it back.
+    for body in (
+        {"channel": "sms", "purpose": "surveys", "granted": True},
+        {"channel": "email", "purpose": "all", "granted": False},
+        {"channel": "email", "purpose": "all", "granted": True},
+    ):
+        assert client.post(url, json=body, headers=auth(world.bob)).status_code == 201, body
+    with database.session() as db:
+        profile.record_keyword(
+            db,
+            workspace_id=customer.workspace_id,
+            customer_id=customer.id,
+            channel=ConsentChannel.sms,
+            keyword="START",
+            granted=True,
+        )
+    # Once the customer's START lifted it, a grant of "all" by hand is recorded again.
+    assert client.post(url, json=grant_all, headers=auth(world.bob)).status_code == 201

@@ -207,6 +207,21 @@ def record_consent(
     purpose = purpose.strip().lower()
     if not _KEY.match(purpose):
         raise Invalid("a consent purpose is a short key such as marketing or surveys")
+    if granted and purpose == EVERY_PURPOSE:
+        every = _newest(db, customer.id, channel, EVERY_PURPOSE)
+        if (
+            every is not None
+            and not every.granted
+            and every.source.startswith(keyword_source(channel, ""))
+        ):
+            # The provider itself blocks the number until the customer texts START: a yes
+            # recorded here would let Rapport send what the provider refuses.
+            name = _CHANNEL_NAMES.get(channel, channel.value)
+            raise Invalid(
+                f"{why_not(every)}; the provider refuses every {name} message to them until "
+                "they send START, which Rapport records itself. A grant of a single purpose "
+                "can still be recorded."
+            )
     row = Consent(
         workspace_id=customer.workspace_id,
         customer_id=customer.id,
