@@ -5,6 +5,7 @@ The index objects are not tables the ORM knows, so they are created by DDL here:
 """
 
 import re
+import unicodedata
 from typing import Any
 
 from sqlalchemy import event, text
@@ -135,6 +136,45 @@ def _tsquery(q: str) -> str:
     letters and digits only: user input is never tsquery syntax."""
     words = (re.findall(r"[^\W_]+", w) for w in re.findall(r"\w+", q)[:12])
     return " & ".join(" <-> ".join(parts) + ":*" for parts in words if parts)
+
+
+def _folded(word: str) -> str:
+    """A word as the index compares it: accents dropped, case folded (``Café`` → ``cafe``)."""
+    return "".join(
+        c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c)
+    ).casefold()
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def snippet(text: str, q: str, width: int) -> list[tuple[str, bool]]:
+    """The part of ``text`` a search for ``q`` found, as (piece, matched) pairs: on one
+    line, at most ``width`` characters around the first word that matched (``…`` where
+    text is cut), each word that matched as its own marked piece. Words match as the
+    search does: accents and case aside, a word of the text starting with a word of ``q``.
+    Without a match it is the line's start, nothing marked."""
+    line = " ".join(text.split())
+    wanted = {_folded(w) for w in _WORD.findall(q)[:24]}
+    words = list(_WORD.finditer(line))
+    hits = [w for w in words if any(_folded(w.group()).startswith(x) for x in wanted)]
+    start = 0
+    if hits and len(line) > width and hits[0].start() > width // 4:
+        # Some words of context before the first match, cut at a space.
+        start = min(line.find(" ", hits[0].start() - width // 4) + 1, hits[0].start()) or (
+            hits[0].start()
+        )
+    end = len(line) if len(line) - start <= width else line.rfind(" ", start, start + width)
+    if end <= start:
+        end = start + width
+    pieces: list[tuple[str, bool]] = [("…", False)] if start else []
+    at = start
+    for w in hits:
+        if start <= w.start() and w.end() <= end:
+            pieces += [(line[at : w.start()], False), (w.group(), True)]
+            at = w.end()
+    pieces.append((line[at:end] + ("…" if end < len(line) else ""), False))
+    return [p for p in pieces if p[0]]
 
 
 def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50) -> list[str]:

@@ -1,5 +1,6 @@
 """The agent pages render for a signed-in member, scoped to their workspace, and safely."""
 
+import re
 from html.parser import HTMLParser
 from typing import Any
 
@@ -8,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, event, text
 from sqlalchemy.orm import Session
 
+from rapport import search
 from rapport.config import Settings
 from rapport.db import Base, Database
 from rapport.jobs.worker import Worker
@@ -202,7 +204,7 @@ def test_a_conversation_found_shows_whose_it_is_and_what_was_said(
     page = client.get("/app/search", params={"q": "parcel"}).text
     row = page[page.index(f'<li data-id="{r.json()["conversation_id"]}">') :]
     row = row[: row.index("</li>")]
-    assert "Ines Duarte" in row and "My parcel never arrived" in row and ">api<" in row
+    assert "Ines Duarte" in row and "My <mark>parcel</mark> never arrived" in row and ">api<" in row
     assert "Any news?" not in row
     # Found by the customer's name, not by a message: the latest message, as in the inbox.
     page = client.get("/app/search", params={"q": "Duarte"}).text
@@ -246,6 +248,41 @@ def test_full_text_search_finds_words_of_a_message(client: TestClient, world: Wo
     assert odd.status_code == 200
 
 
+def test_search_results_show_the_words_that_matched_in_context(
+    client: TestClient, world: World
+) -> None:
+    # Results showed the first 140 characters of the matching message, nothing marked: a
+    # match further in was not on screen at all.
+    said = (
+        "Hi there. " * 20
+        + "My <b>espresso</b> machine leaks water since Monday & the café said to write. "
+        + "Thanks! " * 10
+    )
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "snippet", "text": said, "from": {"email": "snip@example.com"}},
+        headers=auth(world.bob),
+    )
+    conv = r.json()["conversation_id"]
+    (hit,) = client.get(
+        "/api/v1/search", params={"q": "LEAK cafe"}, headers=auth(world.bob)
+    ).json()["conversations"]
+    snippet = hit["match"]["snippet"]
+    assert hit["id"] == conv and snippet.startswith("…") and snippet.endswith("…")
+    assert len(snippet) <= 142 and "…there. My <b>espresso</b>" in snippet
+    assert [snippet[a:b] for a, b in hit["match"]["highlights"]] == ["leaks", "café"]
+    page = client.get("/app/search", params={"q": "LEAK cafe"}, headers=auth(world.bob))
+    assert page.status_code == 200
+    row = page.text.split(f'data-id="{conv}"')[1].split("</li>")[0]
+    assert "My &lt;b&gt;espresso&lt;/b&gt; machine <mark>leaks</mark> water" in row
+    assert "the <mark>café</mark> said" in row
+    # Found by the customer alone, a conversation has no match and shows its latest line.
+    by_customer = client.get(
+        "/api/v1/search", params={"q": "snip@example.com"}, headers=auth(world.bob)
+    ).json()["conversations"]
+    assert [c["match"] for c in by_customer if c["id"] == conv] == [None]
+
+
 # PostgreSQL's parser keeps each of these whole (or "A-1234" as "a" and "-1234"), where a
 # search is split into words: both databases must find them by the words as SQLite does.
 @pytest.mark.parametrize(
@@ -283,6 +320,14 @@ def test_full_text_search_finds_the_words_of_addresses_and_numbers(
     )
     hits = client.get("/api/v1/search", params={"q": q}, headers=auth(world.bob)).json()
     assert r.json()["conversation_id"] in [c["id"] for c in hits["conversations"]]
+    # What matched is marked in the snippet, word by word, as the index matched it.
+    (match,) = [c["match"] for c in hits["conversations"] if c["id"] == r.json()["conversation_id"]]
+    assert match["message_id"] == r.json()["id"]
+    assert match["snippet"] == said and match["highlights"]
+    marked = [said[a:b] for a, b in match["highlights"]]
+    wanted = [search._folded(w) for w in re.findall(r"[^\W_]+", q)]
+    for word in marked:
+        assert any(search._folded(word).startswith(w) for w in wanted), (word, q)
 
 
 @pytest.mark.parametrize("q", ["ana-2024", "ana", "2024", "shop.example", "Ana Lima ana"])

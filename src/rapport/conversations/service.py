@@ -41,6 +41,7 @@ from rapport.problems import Invalid, NotFound, Unsendable
 from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
 from rapport.scoped import get_scoped
+from rapport.search import snippet
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class Preview:
     text: str
     direction: Direction
     kind: MessageKind
+    # Of a message a search found: the text around what matched, each matching word
+    # marked (search.snippet), in place of the line's start.
+    marked: tuple[tuple[str, bool], ...] = ()
 
 
 PREVIEW_CHARS: Final = 140
@@ -99,13 +103,18 @@ def previews_of(db: Session, *, workspace_id: str, ids: list[str]) -> dict[str, 
 
 
 def previews_of_messages(
-    db: Session, *, workspace_id: str, message_ids: list[str]
+    db: Session, *, workspace_id: str, message_ids: list[str], found_by: str
 ) -> dict[str, Preview]:
-    """These messages as the lines of their conversations (a search shows what matched)."""
-    return _previews(db, workspace_id=workspace_id, message_ids=message_ids) if message_ids else {}
+    """These messages as the lines of their conversations, showing what a search for
+    ``found_by`` matched in each."""
+    if not message_ids:
+        return {}
+    return _previews(db, workspace_id=workspace_id, message_ids=message_ids, found_by=found_by)
 
 
-def _previews(db: Session, *, workspace_id: str, message_ids: Any) -> dict[str, Preview]:
+def _previews(
+    db: Session, *, workspace_id: str, message_ids: Any, found_by: str | None = None
+) -> dict[str, Preview]:
     rows = db.execute(
         select(Message.conversation_id, Message.text, Message.direction, Message.kind).where(
             Message.workspace_id == workspace_id, Message.id.in_(message_ids)
@@ -113,6 +122,11 @@ def _previews(db: Session, *, workspace_id: str, message_ids: Any) -> dict[str, 
     )
     out = {}
     for conversation_id, text, direction, kind in rows:
+        if found_by is not None:
+            marked = tuple(snippet(text, found_by, PREVIEW_CHARS))
+            line = "".join(piece for piece, _ in marked)
+            out[conversation_id] = Preview(line, direction, kind, marked)
+            continue
         line = " ".join(text.split())
         if len(line) > PREVIEW_CHARS:
             line = line[: PREVIEW_CHARS - 1].rstrip() + "…"

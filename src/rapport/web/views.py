@@ -463,7 +463,7 @@ async def search_page(request: Request, q: str = Query(default="", max_length=32
             # Each conversation found by its text shows the message that matched.
             shown["previews"].update(
                 conversations.previews_of_messages(
-                    db, workspace_id=ws, message_ids=list(hits.matched.values())
+                    db, workspace_id=ws, message_ids=list(hits.matched.values()), found_by=q
                 )
             )
     return _page(
@@ -548,8 +548,14 @@ api_router = APIRouter(prefix="/api/v1", tags=["search"])
 def search_api(
     principal: CurrentMember, db: Db, q: str = Query(min_length=1, max_length=320)
 ) -> dict[str, list[dict[str, Any]]]:
-    """Customers (name, email, phone, any handle) and conversations (customer or message text)."""
+    """Customers (name, email, phone, any handle) and conversations (customer or message
+    text). A conversation found by its text has ``match``: the newest message that matched,
+    the ``snippet`` around what matched and the ``highlights`` in it (start, end offsets of
+    the matching words); one found by its customer alone has ``match`` null."""
     hits = find(db, workspace_id=principal.workspace_id, q=q)
+    shown = conversations.previews_of_messages(
+        db, workspace_id=principal.workspace_id, message_ids=list(hits.matched.values()), found_by=q
+    )
     return {
         "customers": [
             {"id": c.id, "name": c.name, "email": c.email, "phone": c.phone} for c in hits.customers
@@ -560,7 +566,17 @@ def search_api(
                 "customer_id": c.customer_id,
                 "status": c.status.value,
                 "last_activity_at": c.last_activity_at.isoformat(),
+                "match": _match(hits.matched[c.id], shown[c.id]) if c.id in shown else None,
             }
             for c in hits.conversations
         ],
     }
+
+
+def _match(message_id: str, preview: conversations.Preview) -> dict[str, Any]:
+    highlights, at = [], 0
+    for piece, hit in preview.marked:
+        if hit:
+            highlights.append([at, at + len(piece)])
+        at += len(piece)
+    return {"message_id": message_id, "snippet": preview.text, "highlights": highlights}
