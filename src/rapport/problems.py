@@ -192,31 +192,42 @@ _PAGE = """<!doctype html>
 <main class="error-page">
 <h1>{title}</h1>
 <p>{detail}</p>
-<p><a href="/app/inbox">Back to the inbox</a></p>
-</main>
+{back}</main>
 </body>
 </html>
 """
 
 
+# Addresses only programs call (the API, providers' webhooks, the widget's and the pages'
+# files): what goes wrong there is a problem document, whatever the caller accepts.
+_NOT_PAGES = ("/api/", "/webhooks/", "/static/", "/widget")
+
+
 def _for_reader(request: Request, response: JSONResponse) -> Response:
-    """The problem as a page when a browser opened one of the app's pages (a stale link, a
-    filter typed into the address): a person reads it, with the way back. Everyone else
-    (the API, scripts, the pages' own calls) gets the problem document."""
+    """The problem as a page when a browser opened an address (one of the app's pages by a
+    stale link, a filter typed into the address, a page that does not exist): a person
+    reads it, with the way back. Everyone else (the API, scripts, the pages' own calls)
+    gets the problem document."""
     from rapport.guard import route_path  # guard answers its own refusals as problems
 
+    path = route_path(request.scope)
     if (
         request.method != "GET"
-        or not route_path(request.scope).startswith("/app/")
+        or path.startswith(_NOT_PAGES)
         or "text/html" not in request.headers.get("accept", "")
     ):
         return response
     problem = json.loads(bytes(response.body))
     detail = problem["detail"]
+    if response.status_code == 404 and detail == problem["title"]:  # no route at all
+        detail = "There is no page at this address."
     fields = [f"{e['loc'][-1]}: {e['msg']}" for e in problem.get("errors", []) if e["loc"]]
     if fields:  # which part of the address is wrong, and how
         detail += " (" + "; ".join(fields) + ")"
-    page = _PAGE.format(title=html.escape(problem["title"]), detail=html.escape(detail))
+    # The way back, for agents; whoever else lands here (a customer's expired file link, a
+    # mistyped address) is not sent to a sign-in page.
+    back = '<p><a href="/app/inbox">Back to the inbox</a></p>\n' if path.startswith("/app") else ""
+    page = _PAGE.format(title=html.escape(problem["title"]), detail=html.escape(detail), back=back)
     kept = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
     return HTMLResponse(page, status_code=response.status_code, headers=kept)
 

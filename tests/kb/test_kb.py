@@ -167,6 +167,15 @@ def test_the_help_center_renders_for_readers_and_search_engines(
     assert client.get(f"/help/acme/articles/{draft['slug']}").status_code == 404
     assert client.get("/help/nobody/").status_code == 404
     assert "does not exist" in client.get("/help/nobody/").text
+    # A stale or mistyped address under the help center is its own page, with its search:
+    # it was problem JSON.
+    for stale in ("/help/acme/articles/old-slug/extra", "/help/acme/faq.html", "/help/nobody/x"):
+        r = client.get(stale)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), stale
+        assert "does not exist" in r.text, stale
+    stale_page = client.get("/help/acme/faq.html").text
+    assert "This page does not exist" in stale_page and 'action="/help/acme/search"' in stale_page
+    assert client.get("/help/acme/feedback").status_code == 404
     col = client.get("/help/acme/collections/orders")
     assert col.status_code == 200 and "Changing your delivery address" in col.text
     sitemap = client.get("/help/acme/sitemap.xml")

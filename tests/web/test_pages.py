@@ -133,6 +133,23 @@ def test_a_page_that_cannot_be_shown_says_why_to_a_browser_as_a_page(
     assert r.headers["content-type"] == "application/problem+json"
     r = client.get(f"/api/v1/conversations/{theirs}", headers=browser)
     assert r.headers["content-type"] == "application/problem+json"
+    # An address with no page at all (typed, or left from an old version) is a page too;
+    # outside the app it sends nobody to the inbox's sign-in.
+    for path, said, back in (
+        ("/app/reports", "There is no page at this address.", True),
+        ("/nope", "There is no page at this address.", False),
+        ("/files/x/y.pdf", "file not found", False),  # a customer's expired link
+    ):
+        r = client.get(path, headers=browser)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
+        assert "<h1>Not Found</h1>" in r.text and said in r.text, (path, r.text)
+        assert ('<a href="/app/inbox">' in r.text) is back, path
+    assert client.get("/webhooks/nope", headers=browser).headers["content-type"] == (
+        "application/problem+json"
+    )
+    # The app's own root goes to the inbox.
+    r = client.get("/app", headers=browser, follow_redirects=True)
+    assert r.status_code == 200 and r.url.path == "/app/inbox"
 
 
 def test_the_assign_lists_show_each_agents_presence(client: TestClient, world: World) -> None:

@@ -288,3 +288,22 @@ def sitemap(request: Request, slug: str) -> Response:
         + "\n</urlset>\n"
     )
     return Response(body, media_type="application/xml")
+
+
+@router.get("/{slug}/{rest:path}", include_in_schema=False)
+def unknown_page(request: Request, slug: str, rest: str) -> Response:
+    """Any other address under a help center (a stale link, a typo, an old search result):
+    the help center's own page saying so, with its header and search, not problem JSON."""
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return _not_found(request, "help center")
+        return _page(
+            request,
+            "help_404.html",
+            status=404,
+            what="page",
+            center=center,
+            locale=center.default_locale,
+        )

@@ -78,6 +78,12 @@ async def home(request: Request) -> Response:
     )
 
 
+@router.get("/app", include_in_schema=False)
+@router.get("/app/", include_in_schema=False)
+async def app_root() -> Response:
+    return RedirectResponse("/", status_code=303)
+
+
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request) -> Response:
     return _page(request, "login.html", None)
