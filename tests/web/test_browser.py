@@ -268,7 +268,9 @@ def test_the_customer_panel_offers_a_duplicate_and_a_parallel_conversation(
         page, live_server, "alice@acme.test", f"/app/conversations/{posted[0]['conversation_id']}"
     )
     expect(page.locator(".triage.mood-negative").first).to_be_visible()
-    expect(page.locator("#panel-extra")).to_contain_text("93 % likely the same person")
+    expect(page.locator("#panel-extra")).to_contain_text("93 % likely the same person as Zed Twin")
+    twin = page.locator("#panel-extra a", has_text="Zed Twin")
+    assert twin.get_attribute("href") == f"/app/customers/{other['id']}"
     expect(page.locator("#panel-extra")).to_contain_text("first name nearly the same")
     expect(page.locator("#panel-extra")).to_contain_text("Also writing on another channel")
     page.screenshot(path=str(ARTIFACTS / "customer-panel.png"), full_page=True)

@@ -33,6 +33,7 @@ def test_pages_send_a_signed_out_visitor_to_the_login_page(
         "/app/inbox",
         f"/app/conversations/{conv}",
         "/app/customers",
+        "/app/customers/duplicates",
         f"/app/customers/{customer}",
     ):
         r = client.get(path, follow_redirects=False)

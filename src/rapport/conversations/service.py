@@ -102,6 +102,16 @@ def previews_of(db: Session, *, workspace_id: str, ids: list[str]) -> dict[str, 
     return _previews(db, workspace_id=workspace_id, message_ids=which)
 
 
+def counts_of_customers(db: Session, *, workspace_id: str, ids: list[str]) -> dict[str, int]:
+    """How many conversations each of these customers has (none: not in the answer)."""
+    rows = db.execute(
+        select(Conversation.customer_id, func.count())
+        .where(Conversation.workspace_id == workspace_id, Conversation.customer_id.in_(ids))
+        .group_by(Conversation.customer_id)
+    )
+    return {row[0]: row[1] for row in rows}
+
+
 def previews_of_messages(
     db: Session, *, workspace_id: str, message_ids: list[str], found_by: str
 ) -> dict[str, Preview]:

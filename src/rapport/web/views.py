@@ -25,6 +25,7 @@ from rapport.conversations import labels as label_list
 from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation, Priority, SlaState, Status
+from rapport.customers import duplicates
 from rapport.customers import service as customers
 from rapport.customers.models import Customer, Identity
 from rapport.db import utcnow
@@ -306,15 +307,8 @@ async def customers_page(
             cursor=cursor,
             limit=50,
         )
-        # One person across channels: the kinds of handle each has.
-        kinds: dict[str, set[str]] = {c.id: set() for c in found.customers}
-        for customer_id, kind in db.execute(
-            select(Identity.customer_id, Identity.kind).where(
-                Identity.workspace_id == principal.workspace_id,
-                Identity.customer_id.in_(list(kinds)),
-            )
-        ):
-            kinds[customer_id].add(kind.value)
+        channels = _channels_of(db, principal.workspace_id, [c.id for c in found.customers])
+        pending = len(duplicates.pending(db, workspace_id=principal.workspace_id, limit=100))
     more = urlencode(
         {k: v for k, v in {"q": q, "tag": tag, "cursor": found.next_cursor}.items() if v}
     )
@@ -325,10 +319,50 @@ async def customers_page(
         q=q,
         tag=tag,
         found=found.customers,
-        channels={cid: sorted(k) for cid, k in kinds.items()},
+        channels=channels,
+        duplicates=pending,
         truncated=found.truncated,
         next_cursor=found.next_cursor,
         more_query=more,
+    )
+
+
+def _channels_of(db: Db, workspace_id: str, ids: list[str]) -> dict[str, list[str]]:
+    """One person across channels: the kinds of handle each of these customers has."""
+    kinds: dict[str, set[str]] = {c: set() for c in ids}
+    for customer_id, kind in db.execute(
+        select(Identity.customer_id, Identity.kind).where(
+            Identity.workspace_id == workspace_id, Identity.customer_id.in_(ids)
+        )
+    ):
+        kinds[customer_id].add(kind.value)
+    return {cid: sorted(k) for cid, k in kinds.items()}
+
+
+@router.get("/app/customers/duplicates", response_class=HTMLResponse)
+async def duplicates_page(request: Request) -> Response:
+    """The pairs of customers that may be one person (a scan's or a channel's word),
+    likeliest first, each side by side, to merge or keep apart."""
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    ws = principal.workspace_id
+    with request.app.state.database.session(write=False) as db:
+        pairs = duplicates.pending(db, workspace_id=ws, limit=100)
+        ids = list({i for p in pairs for i in (p.left_id, p.right_id)})
+        people = {c.id: c for c in db.scalars(select(Customer).where(Customer.id.in_(ids)))}
+        talks = conversations.counts_of_customers(db, workspace_id=ws, ids=ids)
+        channels = _channels_of(db, ws, ids)
+    return _page(
+        request,
+        "duplicates.html",
+        principal,
+        pairs=pairs,
+        people=people,
+        conversations_of=talks,
+        channels=channels,
+        can_act=principal.role.value != "viewer",
+        can_scan=principal.role.value in ("owner", "admin"),
     )
 
 

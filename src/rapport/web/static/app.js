@@ -1015,6 +1015,55 @@ function setupWebhooks() {
   });
 }
 
+// --- possible duplicates: merge a pair (keeping the side chosen) or keep it apart ------
+function setupDuplicates() {
+  const section = document.getElementById("duplicates");
+  if (!section) return;
+  const error = document.getElementById("duplicates-error");
+  const fail = (msg) => { error.textContent = msg; error.hidden = !msg; };
+  const count = document.getElementById("duplicates-count");
+  const left = () => section.querySelectorAll("li.pair:not(.decided)").length;
+  const recount = () => { const n = left(); count.textContent = `${n} pair${n === 1 ? "" : "s"} to review.`; };
+  section.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("li.pair button");
+    if (!button) return;
+    const pair = button.closest("li.pair");
+    const id = encodeURIComponent(pair.dataset.suggestion);
+    fail("");
+    for (const b of pair.querySelectorAll("button")) b.disabled = true;
+    try {
+      const said = document.createElement("p");
+      said.setAttribute("role", "status");
+      if (button.classList.contains("merge")) {
+        const kept = button.closest(".side").querySelector("a");
+        await api("POST", `/api/v1/merge-suggestions/${id}/accept`, { survivor_id: button.dataset.survivor });
+        const link = Object.assign(document.createElement("a"), { href: kept.href, textContent: kept.textContent });
+        said.append("Merged into ", link, ".");
+      } else {
+        await api("POST", `/api/v1/merge-suggestions/${id}/dismiss`);
+        said.textContent = "Kept apart: this pair is not suggested again.";
+      }
+      for (const b of pair.querySelectorAll("button")) b.remove();
+      pair.classList.add("decided");
+      pair.append(said);
+      recount();
+    } catch (e) {
+      for (const b of pair.querySelectorAll("button")) b.disabled = false;
+      fail(e.message);
+    }
+  });
+  const scan = document.getElementById("scan-duplicates");
+  scan?.addEventListener("click", async () => {
+    fail("");
+    try {
+      const out = await api("POST", "/api/v1/merge-suggestions/scan");
+      document.getElementById("scan-said").textContent = out.queued
+        ? "A scan is queued: reload this page in a minute for what it finds."
+        : "A scan is already waiting to run.";
+    } catch (e) { fail(e.message); }
+  });
+}
+
 setupLogin();
 setupPasswordReset();
 setupInvitation();
@@ -1026,6 +1075,7 @@ setupBusinessHours();
 setupRules();
 setupLabelSettings();
 setupWebhooks();
+setupDuplicates();
 paintLabels();
 setupPresence();
 setupInbox();

@@ -212,10 +212,17 @@ async function suggestions(box, customerId) {
   const rows = await api("GET", `/api/v1/merge-suggestions?customer_id=${encodeURIComponent(customerId)}`);
   if (!rows.length) { box.replaceChildren(); return; }
   const list = el("ul");
-  for (const s of rows) {
+  // Who the other customer is: a merge decided on a percentage alone is a guess.
+  const others = await Promise.all(rows.map((s) => api("GET", `/api/v1/customers/${s.left_id === customerId ? s.right_id : s.left_id}`)));
+  for (const [i, s] of rows.entries()) {
     const li = el("li");
-    const who = el("strong", `${Math.round(s.probability * 100)} % likely the same person`);
-    const why = el("div", s.reason, "reason");
+    const other = others[i];
+    const link = el("a", other.name || other.email || other.phone || "Customer");
+    link.href = `/app/customers/${encodeURIComponent(other.id)}`;
+    const handles = [other.email, other.phone].filter(Boolean).join(" · ");
+    const who = el("strong", `${Math.round(s.probability * 100)} % likely the same person as `);
+    who.append(link);
+    const why = el("div", handles ? `${handles}. ${s.reason}` : s.reason, "reason");
     const yes = el("button", "Merge");
     yes.type = "button";
     yes.addEventListener("click", async () => {
@@ -235,7 +242,9 @@ async function suggestions(box, customerId) {
     li.append(who, why, yes, " ", no);
     list.append(li);
   }
-  box.replaceChildren(el("h3", "Possible duplicates"), list);
+  const all = el("a", "All possible duplicates");
+  all.href = "/app/customers/duplicates";
+  box.replaceChildren(el("h3", "Possible duplicates"), list, all);
 }
 
 // Collision notice: who else has this conversation open, or is typing in it (a colleague,

@@ -1,0 +1,109 @@
+"""Possible duplicates in the browser: an admin finds the pairs from the customers page,
+merges one keeping the side she chose, keeps the other apart and asks for a scan; a viewer
+sees the pairs and cannot act on them; no other workspace's pair is shown."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rapport.customers import duplicates
+from rapport.db import Database
+from tests.conftest import auth
+from tests.factories import World
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+from tests.web.test_pages import sign_in as sign_in_client
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+
+
+def customer(client: TestClient, token: str, **body: str) -> str:
+    r = client.post("/api/v1/customers", json=body, headers=auth(token))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def pairs(client: TestClient, world: World, database: Database) -> dict[str, str]:
+    """Two pending pairs in Acme (Dana seen first, then Dana W.; Eli and Eli M.), one in
+    Globex; the customers' ids by name."""
+    ids = {
+        "Dana Whitfield": customer(
+            client, world.bob, name="Dana Whitfield", email="dana@example.com"
+        ),
+        "Dana W.": customer(client, world.bob, name="Dana W.", phone="+14155550100"),
+        "Eli Moss": customer(client, world.bob, name="Eli Moss", email="eli@example.com"),
+        "Eli M.": customer(client, world.bob, name="Eli M.", email="eli.m@example.net"),
+        "Gus": customer(client, world.mallory, name="Gus Globex", email="gus@globex.test"),
+        "Gus G.": customer(client, world.mallory, name="Gus G.", email="gus@else.test"),
+    }
+    with database.session() as db:
+        for a, b, p, why in (
+            ("Dana Whitfield", "Dana W.", 0.93, "similar names, same postcode"),
+            ("Eli Moss", "Eli M.", 0.71, "similar names"),
+            ("Gus", "Gus G.", 0.99, "Globex's own pair"),
+        ):
+            ws = world.globex.workspace.id if a == "Gus" else world.acme.workspace.id
+            duplicates.suggest(db, workspace_id=ws, a=ids[a], b=ids[b], probability=p, reason=why)
+    return ids
+
+
+def test_an_admin_reviews_the_possible_duplicates(
+    client: TestClient,
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    database: Database,
+) -> None:
+    # Pairs could be reviewed only one customer at a time, from a conversation's panel,
+    # which never said who the other customer was.
+    ids = pairs(client, world, database)
+    page = browser.new_page()
+    sign_in(page, live_server, "alice@acme.test", "/app/customers")
+    page.click("text=2 possible duplicates to review")
+    page.wait_for_url("**/app/customers/duplicates")
+    cards = page.locator("li.pair")
+    expect(cards).to_have_count(2)  # Globex's pair is not Acme's business
+    first = cards.nth(0)  # likeliest first
+    expect(first).to_contain_text("93 % likely the same person")
+    expect(first).to_contain_text("similar names, same postcode")
+    expect(first.locator(f'.side[data-customer="{ids["Dana Whitfield"]}"]')).to_contain_text(
+        "dana@example.com"
+    )
+    expect(first.locator(f'.side[data-customer="{ids["Dana Whitfield"]}"]')).to_contain_text(
+        "seen first"
+    )
+    expect(first.locator(f'.side[data-customer="{ids["Dana W."]}"]')).to_contain_text(
+        "+14155550100"
+    )
+    page.screenshot(path=str(ARTIFACTS / "duplicates.png"), full_page=True)
+
+    # Merged, keeping the later one as she chose; the pair says so and the count follows.
+    first.locator(f'.side[data-customer="{ids["Dana W."]}"] button.merge').click()
+    expect(first).to_contain_text("Merged into Dana W..")
+    expect(page.locator("#duplicates-count")).to_have_text("1 pair to review.")
+    merged = client.get(f"/api/v1/customers/{ids['Dana Whitfield']}", headers=auth(world.bob))
+    assert merged.json()["merged_into_id"] == ids["Dana W."]
+    # Kept apart: not suggested again.
+    cards.nth(1).locator("button.dismiss").click()
+    expect(cards.nth(1)).to_contain_text("Kept apart")
+    expect(page.locator("#duplicates-count")).to_have_text("0 pairs to review.")
+    assert client.get("/api/v1/merge-suggestions", headers=auth(world.bob)).json() == []
+    page.reload()
+    expect(page.locator("li.empty")).to_have_text("No possible duplicates to review.")
+
+    # An admin asks for a scan now rather than at the nightly pass.
+    page.click("#scan-duplicates")
+    expect(page.locator("#scan-said")).to_contain_text("A scan is queued")
+
+
+def test_a_viewer_sees_the_pairs_and_cannot_act_on_them(
+    client: TestClient, world: World, database: Database
+) -> None:
+    ids = pairs(client, world, database)
+    sign_in_client(client, "victor@acme.test")
+    page = client.get("/app/customers/duplicates")
+    assert page.status_code == 200
+    assert ids["Dana W."] in page.text and ids["Eli M."] in page.text
+    assert ids["Gus"] not in page.text and "Globex" not in page.text
+    assert "button" not in page.text.split('id="duplicates"')[1].split("</section>")[0]
+    assert "2 possible duplicates to review" in client.get("/app/customers").text
+    # The page's path is not taken for a customer's id.
+    assert client.get("/app/customers/duplicates", follow_redirects=False).status_code == 200
