@@ -81,6 +81,30 @@ def test_an_admin_reviews_the_possible_duplicates(
     expect(page.locator("#duplicates-count")).to_have_text("1 pair to review.")
     merged = client.get(f"/api/v1/customers/{ids['Dana Whitfield']}", headers=auth(world.bob))
     assert merged.json()["merged_into_id"] == ids["Dana W."]
+    # The customer kept lists the record merged into it, and the merge can be undone there.
+    kept = browser.new_page()
+    sign_in(kept, live_server, "bob@acme.test", f"/app/customers/{ids['Dana W.']}")
+    merged_in = kept.locator("#merges li")
+    expect(merged_in).to_have_count(1)
+    expect(merged_in).to_contain_text("Dana Whitfield · dana@example.com")
+    expect(merged_in).to_contain_text("by Alice (merge suggestion accepted: similar names")
+    kept.on("dialog", lambda dialog: dialog.accept())
+    merged_in.locator("button.undo-merge").click()
+    expect(kept.locator("#merges")).to_have_count(0)  # the page read again: nothing merged
+    back = client.get(f"/api/v1/customers/{ids['Dana Whitfield']}", headers=auth(world.bob))
+    assert back.json()["merged_into_id"] is None
+    # A viewer sees what was merged, and no button to undo it.
+    again = client.post(
+        f"/api/v1/customers/{ids['Dana W.']}/merge",
+        json={"merged_id": ids["Dana Whitfield"], "reason": "same person"},
+        headers=auth(world.bob),
+    )
+    assert again.status_code == 201, again.text
+    viewer = browser.new_page()
+    sign_in(viewer, live_server, "victor@acme.test", f"/app/customers/{ids['Dana W.']}")
+    expect(viewer.locator("#merges li")).to_contain_text("by Bob (same person)")
+    expect(viewer.locator("button.undo-merge")).to_have_count(0)
+
     # Kept apart: not suggested again.
     cards.nth(1).locator("button.dismiss").click()
     expect(cards.nth(1)).to_contain_text("Kept apart")

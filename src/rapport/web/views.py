@@ -16,7 +16,7 @@ from sqlalchemy import select
 from rapport import search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
-from rapport.auth.models import Role
+from rapport.auth.models import Role, User
 from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
 from rapport.channels.models import Inbox
@@ -25,7 +25,7 @@ from rapport.conversations import labels as label_list
 from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation, Priority, SlaState, Status
-from rapport.customers import duplicates
+from rapport.customers import duplicates, merge
 from rapport.customers import service as customers
 from rapport.customers.models import Customer, Identity
 from rapport.db import utcnow
@@ -378,6 +378,23 @@ async def customer_page(request: Request, customer_id: str) -> Response:
         if customer.merged_into_id is not None:  # one person: the page is the survivor's
             return RedirectResponse(f"/app/customers/{customer.merged_into_id}", status_code=303)
         rows = conversations.of_customer(db, customer=customer, limit=100)
+        # The records merged into this one and not given back: each can be undone here.
+        done = [
+            m
+            for m in merge.merges_of(db, workspace_id=ws, customer_id=customer.id)
+            if m.survivor_id == customer.id and m.undone_at is None
+        ]
+        members = {
+            u.id: u.name
+            for u in db.scalars(
+                select(User).where(User.id.in_({m.actor_user_id for m in done} - {None}))
+            )
+        }
+        merged_in = [
+            (m, other, members.get(m.actor_user_id or ""))
+            for m in done
+            if (other := db.get(Customer, m.merged_id)) is not None
+        ]
         ctx = {
             **_customer_context(db, customer),
             **rows_context(
@@ -388,6 +405,7 @@ async def customer_page(request: Request, customer_id: str) -> Response:
         request,
         "customer.html",
         principal,
+        merged_in=merged_in,
         conversation=None,
         conversations=rows,
         filters={},

@@ -370,3 +370,24 @@ if (root) {
   const notice = document.getElementById("collision");
   if (notice) collisions(notice, conversation);
 }
+
+// The customer's own page: a record merged into this one by mistake is given back.
+const merges = document.getElementById("merges");
+merges?.addEventListener("click", async (ev) => {
+  const button = ev.target.closest("button.undo-merge");
+  if (!button) return;
+  const item = button.closest("li");
+  const name = item.querySelector("strong").textContent;
+  if (!confirm(`Undo the merge of ${name}? Their handles, conversations and events go back to them.`)) return;
+  const error = document.getElementById("merges-error");
+  error.hidden = true;
+  button.disabled = true;
+  try {
+    await api("POST", `/api/v1/customer-merges/${encodeURIComponent(item.dataset.merge)}/undo`);
+    location.reload(); // their conversations, handles and timeline leave this page
+  } catch (e) {
+    error.textContent = e.message;
+    error.hidden = false;
+    button.disabled = false;
+  }
+});
