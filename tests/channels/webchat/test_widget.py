@@ -17,6 +17,7 @@ from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect
 
 from rapport import bus
+from rapport.channels.webchat import views as webchat_views
 from rapport.config import Settings
 from rapport.conversations.models import Conversation
 from rapport.db import Database, utcnow
@@ -106,6 +107,32 @@ def test_a_visitor_keeps_their_history_and_sees_only_their_own(
         headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": "v_forged"},
     )
     assert forged.status_code == 404
+
+
+def test_the_history_is_the_newest_messages_and_a_poll_gets_those_after_one(
+    client: TestClient, world: World, chat: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The history was the chat's first 500 messages: a long chat's newest never showed.
+    monkeypatch.setattr(webchat_views, "HISTORY_LIMIT", 3)
+    a = start(client, chat, name="Ann")
+    sent = [say(client, chat, a["visitor_token"], f"message {i}") for i in range(5)]
+    headers = {"Origin": HOST_PAGE, "X-Rapport-Visitor": a["visitor_token"]}
+    url = f"/widget/api/{chat['token']}/messages"
+    assert [m["text"] for m in client.get(url, headers=headers).json()] == [
+        "message 2",
+        "message 3",
+        "message 4",
+    ]
+    # What a widget without a socket polls for: the messages after the newest it shows.
+    reply(client, world, sent[0]["conversation_id"], "An agent's answer")
+    after = client.get(url, params={"after": sent[3]["id"]}, headers=headers).json()
+    assert [m["text"] for m in after] == ["message 4", "An agent's answer"]
+    assert client.get(url, params={"after": after[-1]["id"]}, headers=headers).json() == []
+    # Another visitor's message is nothing to count from.
+    b = start(client, chat, name="Ben")
+    theirs = say(client, chat, b["visitor_token"], "hello from Ben")
+    r = client.get(url, params={"after": theirs["id"]}, headers=headers)
+    assert r.status_code == 404
 
 
 def test_a_typed_email_never_joins_a_visitor_to_a_known_customer(
@@ -544,6 +571,41 @@ def test_a_returning_visitor_whose_history_could_not_be_read_still_gets_it_and_r
         "#rapport-widget >> css=.m.out >> text=Yes, it left today.", timeout=10_000
     )
     assert reads.count("GET") == 2
+
+
+def test_where_no_socket_can_open_the_widget_polls_and_replies_still_come(
+    live_server: LiveServer,
+    browser,
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
+) -> None:
+    # Behind a proxy that drops WebSockets the widget kept trying its socket and never
+    # showed an agent's reply.
+    origin = host_page[0]
+    made = embedded(client, world, live_server, host_page)
+    page = browser.new_page()
+    page.add_init_script(
+        "window.WebSocket = function () {"
+        "  var ws = {}; setTimeout(function () { ws.onclose({ code: 1006 }); }, 20); return ws;"
+        "};"
+    )
+    page.goto(origin)
+    page.click("#rapport-widget >> css=.launcher")
+    page.fill("#rapport-widget >> css=textarea", "Anyone there?")
+    page.click("#rapport-widget >> css=.say .send")
+    page.wait_for_selector("#rapport-widget >> css=.m.in >> text=Anyone there?")
+    (conv,) = client.get(
+        "/api/v1/conversations", params={"inbox_id": made["id"]}, headers=auth(world.bob)
+    ).json()["items"]
+    reply(client, world, conv["id"], "Yes, here.")
+    page.wait_for_selector("#rapport-widget >> css=.m.out >> text=Yes, here.", timeout=15_000)
+    reply(client, world, conv["id"], "And once more.")
+    page.wait_for_selector("#rapport-widget >> css=.m.out >> text=And once more.", timeout=15_000)
+    # Each message once, in order.
+    texts = page.locator("#rapport-widget >> css=.m").all_text_contents()
+    assert len(texts) == 3 and texts[0] == "Anyone there?"
+    assert texts[1].endswith("Yes, here.") and texts[2].endswith("And once more.")
 
 
 def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(

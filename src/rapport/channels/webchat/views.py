@@ -12,6 +12,7 @@ from fastapi import (
     APIRouter,
     Form,
     Header,
+    Query,
     Request,
     Response,
     UploadFile,
@@ -21,7 +22,7 @@ from fastapi import (
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 
 from rapport.auth import service as auth
 from rapport.auth.models import Membership
@@ -158,10 +159,15 @@ async def session(token: str, body: SessionIn, request: Request) -> Response:
     return _cors(request, inbox, JSONResponse(await run_in_threadpool(work)))
 
 
-def _history(db: Any, visitor: Visitor) -> list[dict[str, Any]]:
+HISTORY_LIMIT = 500
+
+
+def _history(db: Any, visitor: Visitor, after: str | None = None) -> list[dict[str, Any]]:
+    """The visitor's chat, oldest first: its newest ``HISTORY_LIMIT`` messages, or those
+    after the message ``after`` (what a widget that cannot keep a socket open polls for)."""
     if visitor.customer_id is None:
         return []
-    rows = db.execute(
+    query = (
         select(Message)
         .join(Conversation, Conversation.id == Message.conversation_id)
         .where(
@@ -169,10 +175,22 @@ def _history(db: Any, visitor: Visitor) -> list[dict[str, Any]]:
             Conversation.inbox_id == visitor.inbox_id,
             Message.kind.in_(_VISIBLE),
         )
-        .order_by(Message.created_at, Message.id)
-        .limit(500)
-    ).scalars()
-    messages = list(rows)
+    )
+    if after is not None:
+        seen = db.execute(
+            query.with_only_columns(Message.created_at, Message.id).where(Message.id == after)
+        ).first()
+        if seen is None:
+            raise NotFound("message")  # not one of this visitor's: nothing to count from
+        query = query.where(tuple_(Message.created_at, Message.id) > tuple_(*seen))
+        rows = db.scalars(query.order_by(Message.created_at, Message.id).limit(HISTORY_LIMIT))
+        messages = list(rows)
+    else:
+        # The newest, not the first: a long chat's latest messages are the ones that count.
+        rows = db.scalars(
+            query.order_by(Message.created_at.desc(), Message.id.desc()).limit(HISTORY_LIMIT)
+        )
+        messages = list(rows)[::-1]
     # Every message's files in one query: a query each made a long chat's history (up to
     # 500 messages) cost as many round trips.
     attached = files.of_messages(db, [m.id for m in messages])
@@ -209,14 +227,21 @@ def _public(
 
 
 @router.get("/widget/api/{token}/messages")
-async def history(token: str, request: Request, visitor_token: VisitorToken) -> Response:
+async def history(
+    token: str,
+    request: Request,
+    visitor_token: VisitorToken,
+    after: str | None = Query(default=None, max_length=32),
+) -> Response:
+    """The visitor's chat (its newest 500 messages), or with ``after`` a message id, only
+    the messages since that one."""
     database: Database = request.app.state.database
     inbox = await run_in_threadpool(_inbox, database, token)
 
     def work() -> list[dict[str, Any]]:
         with database.session(write=False) as db:
             visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
-            return _history(db, visitor)
+            return _history(db, visitor, after)
 
     return _cors(request, inbox, JSONResponse(await run_in_threadpool(work)))
 

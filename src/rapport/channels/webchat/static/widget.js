@@ -10,7 +10,7 @@
   var token = script.dataset.token;
   var api = base + "/widget/api/" + encodeURIComponent(token);
   var storeKey = "rapport.visitor." + token;
-  var state = { visitor: localStorage.getItem(storeKey), last: null, config: null, seen: {}, events: {} };
+  var state = { visitor: localStorage.getItem(storeKey), last: null, config: null, seen: {}, events: {}, unopened: 0 };
 
   var host = document.createElement("div");
   host.id = "rapport-widget";
@@ -70,6 +70,10 @@
   function show(m) {
     if (state.seen[m.id]) return;
     state.seen[m.id] = true;
+    var newest = state.newest;
+    if (!newest || m.created_at > newest.created_at || (m.created_at === newest.created_at && m.id > newest.id)) {
+      state.newest = m; // what a poll asks for messages after
+    }
     var div = document.createElement("div");
     div.className = "m " + (m.direction === "in" ? "in" : "out");
     div.dataset.id = m.id;
@@ -148,11 +152,60 @@
       : "We are away right now: leave a message" + (c.ask_email ? " and your email, we will answer there" : "");
   }
 
+  // Where no socket can open (a proxy or firewall that drops WebSockets), replies would
+  // never come: the chat asks for what is new every few seconds instead, until one opens.
+  function poll() {
+    if (state.polling) return;
+    state.polling = true;
+    (function tick() {
+      if (!state.polling) return;
+      var after = state.newest ? "?after=" + encodeURIComponent(state.newest.id) : "";
+      call("GET", "/messages" + after)
+        .then(function (messages) {
+          messages.forEach(show);
+          state.shown = true;
+        })
+        .catch(function (e) {
+          if (e.status !== 404) return;
+          if (after) state.newest = null; // that message is gone: read the chat again
+          else { state.polling = false; forget(false); } // the visitor is gone
+        })
+        .then(function () {
+          if (state.polling) state.pollTimer = setTimeout(tick, document.visibilityState === "visible" ? 3000 : 15000);
+        });
+    })();
+  }
+
+  function unpoll() {
+    state.polling = false;
+    clearTimeout(state.pollTimer);
+  }
+
+  // The visitor is gone (erased) or was never known: their token and what the chat showed
+  // are forgotten, and a new visitor starts (its socket opened here with ``reconnect``; else
+  // the reconnecting socket's next try waits for the new session).
+  function forget(reconnect) {
+    localStorage.removeItem(storeKey);
+    state.visitor = null;
+    state.last = null;
+    state.newest = null;
+    state.events = {};
+    state.seen = {};
+    log.textContent = "";
+    state.shown = true;
+    var fresh = session({});
+    if (reconnect) fresh.then(connect);
+  }
+
   function connect() {
     var q = "?visitor=" + encodeURIComponent(state.visitor) + (state.last !== null ? "&last_event_id=" + state.last : "");
     var ws = new WebSocket(base.replace(/^http/, "ws") + "/widget/ws/" + encodeURIComponent(token) + q);
+    var opened = false;
     ws.onopen = function () {
+      opened = true;
       state.retryDelay = 1000;
+      state.unopened = 0;
+      unpoll(); // the socket replays from the last event it saw what came meanwhile
       if (!state.shown) history().catch(function () {}); // it could not be read before
     };
     ws.onmessage = function (msg) {
@@ -182,21 +235,14 @@
     // would otherwise knock once a second), and starts again at a second once it answers.
     ws.onclose = function (ev) {
       if (ev.code === 4404) {
-        // The visitor is gone (erased) or was never known: their token and what the chat
-        // showed are forgotten, and a new visitor starts.
-        localStorage.removeItem(storeKey);
-        state.visitor = null;
-        state.last = null;
-        state.events = {};
-        state.seen = {};
-        log.textContent = "";
-        state.shown = true;
-        session({}).then(connect);
+        unpoll();
+        forget(true);
         return;
       }
+      if (!opened && ++state.unopened >= 2) poll(); // twice no socket at all: poll meanwhile
       var delay = state.retryDelay || 1000;
       state.retryDelay = Math.min(delay * 2, 30000);
-      setTimeout(connect, delay * (0.5 + Math.random() / 2));
+      setTimeout(function () { ready.then(connect); }, delay * (0.5 + Math.random() / 2));
     };
   }
 
