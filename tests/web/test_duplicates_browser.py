@@ -2,6 +2,8 @@
 merges one keeping the side she chose, keeps the other apart and asks for a scan; a viewer
 sees the pairs and cannot act on them; no other workspace's pair is shown."""
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -131,3 +133,54 @@ def test_a_viewer_sees_the_pairs_and_cannot_act_on_them(
     assert "2 possible duplicates to review" in client.get("/app/customers").text
     # The page's path is not taken for a customer's id.
     assert client.get("/app/customers/duplicates", follow_redirects=False).status_code == 200
+
+
+def test_an_admin_imports_customers_from_the_customers_page(
+    client: TestClient,
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    tmp_path: Path,
+) -> None:
+    # Imports and exports were only the CLI and the API: an admin had no way in the app.
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        "name,email,phone,plan\n"
+        "Hana Ito,hana@example.jp,,gold\n"
+        "Bad Row,not-an-email,,\n"
+        "Omar <b>Said</b>,omar@example.com,+14155550111,silver\n",
+        encoding="utf-8",
+    )
+    page = browser.new_page()
+    sign_in(page, live_server, "alice@acme.test", "/app/customers")
+    page.click("details.customer-files summary")
+    page.set_input_files("#customer-import input[type=file]", str(csv))
+    page.click("#customer-import button.check")
+    report = page.locator("#import-report")
+    expect(report).to_contain_text("3 rows: 2 new, 0 updated would be, 1 with errors")
+    expect(report).to_contain_text("line 3: ")
+    assert (
+        client.get(
+            "/api/v1/customers", params={"q": "hana@example.jp"}, headers=auth(world.bob)
+        ).json()["items"]
+        == []
+    )
+    page.click("#customer-import button[type=submit]")
+    expect(report).to_contain_text("3 rows: 2 new, 0 updated, 1 with errors (skipped).")
+    assert report.locator("b").count() == 0
+    found = client.get(
+        "/api/v1/customers", params={"q": "hana@example.jp"}, headers=auth(world.bob)
+    )
+    (hana,) = found.json()["items"]
+    assert hana["name"] == "Hana Ito" and hana["attributes"]["plan"] == "gold"
+    # Again: updated, not added twice.
+    page.click("#customer-import button[type=submit]")
+    expect(report).to_contain_text("3 rows: 0 new, 2 updated, 1 with errors (skipped).")
+    # The export links download every customer.
+    with page.expect_download() as download:
+        page.click("text=CSV")
+    assert "hana@example.jp" in Path(download.value.path()).read_text(encoding="utf-8")
+    # An agent sees no import or export.
+    agent = browser.new_page()
+    sign_in(agent, live_server, "bob@acme.test", "/app/customers")
+    expect(agent.locator("details.customer-files")).to_have_count(0)

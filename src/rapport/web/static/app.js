@@ -1,6 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-import { api, formatSize, senderBadges, showError, triageBadges, upload } from "./http.js";
+import { api, formatSize, sendFile, senderBadges, showError, triageBadges, upload } from "./http.js";
 
 // --- login, with the second factor when the account has one ---------------------------
 function setupLogin() {
@@ -1064,6 +1064,42 @@ function setupDuplicates() {
   });
 }
 
+// --- customers: import a file (checked first, if asked), each bad row named ---------------
+function setupCustomerFiles() {
+  const form = document.getElementById("customer-import");
+  if (!form) return;
+  const report = document.getElementById("import-report");
+  const run = async (dryRun) => {
+    const file = form.elements.file.files[0];
+    if (!file) { report.textContent = "Choose a CSV or JSONL file first."; return; }
+    const jsonl = /\.(jsonl|ndjson)$/i.test(file.name);
+    const query = new URLSearchParams({ format: jsonl ? "jsonl" : "csv", dry_run: String(dryRun) });
+    report.textContent = dryRun ? "Checking…" : "Importing…";
+    for (const b of form.querySelectorAll("button")) b.disabled = true;
+    try {
+      const out = await sendFile(`/api/v1/customer-files/import?${query}`, file, jsonl ? "application/x-ndjson" : "text/csv");
+      const head = document.createElement("p");
+      const verb = dryRun ? "would be" : "";
+      head.textContent = `${out.rows} row${out.rows === 1 ? "" : "s"}: ${out.created} new, ${out.updated} updated ${verb}`.trim()
+        + (out.errors.length ? `, ${out.errors.length} with errors (${dryRun ? "they would be skipped" : "skipped"}).` : ".");
+      const list = document.createElement("ul");
+      for (const e of out.errors.slice(0, 100)) {
+        const li = document.createElement("li");
+        li.textContent = `line ${e.line}: ${e.reason}`; // text, never markup
+        list.append(li);
+      }
+      if (out.errors.length > 100) list.append(Object.assign(document.createElement("li"), { textContent: `and ${out.errors.length - 100} more` }));
+      report.replaceChildren(head, list);
+    } catch (e) {
+      report.textContent = e.message;
+    } finally {
+      for (const b of form.querySelectorAll("button")) b.disabled = false;
+    }
+  };
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); run(false); });
+  form.querySelector("button.check").addEventListener("click", () => run(true));
+}
+
 setupLogin();
 setupPasswordReset();
 setupInvitation();
@@ -1076,6 +1112,7 @@ setupRules();
 setupLabelSettings();
 setupWebhooks();
 setupDuplicates();
+setupCustomerFiles();
 paintLabels();
 setupPresence();
 setupInbox();

@@ -49,6 +49,11 @@ export function upload(path, file) {
   return send("POST", path, {}, form);
 }
 
+// A file as the raw request body, of the given type (a customer import).
+export function sendFile(path, file, type) {
+  return send("POST", path, { "Content-Type": type }, file);
+}
+
 // As the server's pages write it (Jinja's filesizeformat: decimal units).
 export function formatSize(bytes) {
   if (bytes === 1) return "1 Byte";
