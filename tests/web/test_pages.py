@@ -299,6 +299,11 @@ def test_search_results_show_the_words_that_matched_in_context(
         "/api/v1/search", params={"q": "snip@example.com"}, headers=auth(world.bob)
     ).json()["conversations"]
     assert [c["match"] for c in by_customer if c["id"] == conv] == [None]
+    # The customers found are listed as the Customers page lists them, channels and all.
+    page = client.get("/app/search", params={"q": "snip@example.com"}, headers=auth(world.bob))
+    hits = page.text.split('id="customer-hits"')[1].split("</table>")[0]
+    assert f'href="/app/customers/{r.json()["customer_id"]}"' in hits
+    assert "snip@example.com" in hits and '<span class="badge ch-email">email</span>' in hits
 
 
 # PostgreSQL's parser keeps each of these whole (or "A-1234" as "a" and "-1234"), where a

@@ -518,6 +518,7 @@ async def search_page(request: Request, q: str = Query(default="", max_length=32
                 rows=hits.conversations,
                 of=inboxes.list_inboxes(db, workspace_id=ws),
             )
+            shown["channels"] = _channels_of(db, ws, [c.id for c in hits.customers])
             # Each conversation found by its text shows the message that matched.
             shown["previews"].update(
                 conversations.previews_of_messages(
