@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from rapport.db import Database
 from rapport.jobs.models import Job
 from rapport.realtime import service
 from tests.conftest import auth
-from tests.factories import World
+from tests.factories import PASSWORD, World
 from tests.web.conftest import LiveServer, free_port
 
 REDIS_URL = os.environ.get("RAPPORT_TEST_REDIS_URL")
@@ -106,6 +107,27 @@ def test_reconnecting_with_the_last_event_id_replays_what_was_missed_in_order(
     assert [e["payload"]["id"] for e in replayed] == missed
     ids = [e["id"] for e in replayed]
     assert ids == sorted(ids) and live["id"] > ids[-1]
+
+
+def test_a_page_gets_what_committed_between_its_render_and_its_socket(
+    client: TestClient, world: World
+) -> None:
+    # A page's socket began from whatever the outbox held when it opened: a message stored
+    # while the page was loading (after its render, before its socket) never reached it.
+    before = post(client, world, "before-render", "already on the page")
+    client.post("/api/v1/auth/login", json={"email": "bob@acme.test", "password": PASSWORD})
+    page = client.get("/app/inbox").text
+    rendered = int(re.search(r'data-last-event-id="(\d+)"', page)[1])  # type: ignore[index]
+    loading = post(client, world, "while-loading", "stored while the page loads")
+    url = f"/api/v1/stream?last_event_id={rendered}&from_page=1"
+    with client.websocket_connect(url, headers=auth(world.bob)) as ws:
+        first = ws.receive_json()
+        # What the page already shows is not sent again (no recent events at or below it).
+        assert first["type"] != "hello" and first["id"] > rendered
+        event = first if first["type"] == "message.created" else next_of(ws, "message.created")
+        assert event["payload"]["id"] == loading["id"] != before["id"]
+        post(client, world, "live-after", "and live after")
+        assert next_of(ws, "message.created")["payload"]["text"] == "and live after"
 
 
 @pytest.mark.postgres

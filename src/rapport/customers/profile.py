@@ -179,19 +179,37 @@ def tags_of(db: Session, *, customer_id: str) -> list[str]:
     )
 
 
-def set_tags(db: Session, *, customer: Customer, tags: list[str]) -> list[str]:
-    """Replace the customer's tags (trimmed, lower-cased, each once)."""
-    clean = sorted({t.strip().lower() for t in tags if t.strip()})
-    bad = [t for t in clean if not _TAG.match(t)]
+def _clean_tags(tags: list[str]) -> set[str]:
+    """Tags as kept: trimmed, lower-cased, each once; one that is not a tag is refused."""
+    clean = {t.strip().lower() for t in tags if t.strip()}
+    bad = sorted(t for t in clean if not _TAG.match(t))
     if bad:
         raise Invalid(f"not a tag: {bad[0]!r} (letters, digits, space . : / - up to 64)")
-    lock_row(db, Customer, customer.id)  # two replacements at once: one after the other
-    db.execute(delete(CustomerTag).where(CustomerTag.customer_id == customer.id))
-    for tag in clean:
+    return clean
+
+
+def set_tags(db: Session, *, customer: Customer, tags: list[str]) -> list[str]:
+    """Replace the customer's tags (trimmed, lower-cased, each once)."""
+    return change_tags(db, customer=customer, add=tags, remove=None)
+
+
+def change_tags(
+    db: Session, *, customer: Customer, add: list[str], remove: list[str] | None
+) -> list[str]:
+    """Add and remove tags (``remove=None``: every tag not added goes), leaving the others
+    as they are, so that two agents tagging at once both keep their tag; the tags after."""
+    adding = _clean_tags(add)
+    lock_row(db, Customer, customer.id)  # two changes at once: one after the other
+    going = delete(CustomerTag).where(CustomerTag.customer_id == customer.id)
+    if remove is not None:
+        going = going.where(CustomerTag.tag.in_({t.strip().lower() for t in remove} - adding))
+    db.execute(going)
+    kept = set(tags_of(db, customer_id=customer.id))
+    for tag in sorted(adding - kept):
         db.add(CustomerTag(customer_id=customer.id, workspace_id=customer.workspace_id, tag=tag))
     db.flush()
     changed(db, customer.workspace_id, customer.id)
-    return clean
+    return sorted(kept | adding)
 
 
 def record_consent(

@@ -157,6 +157,11 @@ class TagsIn(BaseModel):
     tags: list[str] = Field(max_length=100)
 
 
+class TagChanges(BaseModel):
+    add: list[str] = Field(default_factory=list, max_length=100)
+    remove: list[str] = Field(default_factory=list, max_length=100)
+
+
 class ConsentIn(BaseModel):
     channel: ConsentChannel
     purpose: str = Field(min_length=1, max_length=64, examples=["marketing"])

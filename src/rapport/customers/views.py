@@ -34,6 +34,7 @@ from rapport.customers.schemas import (
     ScanQueued,
     SuggestionAccept,
     SuggestionRead,
+    TagChanges,
     TagsIn,
     TimelinePage,
 )
@@ -451,16 +452,34 @@ def set_tags(
     """Replace the customer's tags."""
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     tags = profile.set_tags(db, customer=customer, tags=body.tags)
+    _audit_tags(db, principal, request, customer.id, tags)
+    return tags
+
+
+@router.patch("/{customer_id}/tags", response_model=list[str])
+def change_tags(
+    customer_id: str, body: TagChanges, principal: CurrentAgent, request: Request, db: Db
+) -> list[str]:
+    """Add and remove tags, leaving the customer's others as they are (what two agents
+    tag at once both stays); answers the tags after."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    tags = profile.change_tags(db, customer=customer, add=body.add, remove=body.remove)
+    _audit_tags(db, principal, request, customer.id, tags)
+    return tags
+
+
+def _audit_tags(
+    db: Db, principal: Principal, request: Request, customer_id: str, tags: list[str]
+) -> None:
     audit(
         db,
         workspace_id=principal.workspace_id,
         actor=actor_of(principal, request),
         action="customer.tags",
         target_type="customer",
-        target_id=customer.id,
+        target_id=customer_id,
         data={"tags": tags},
     )
-    return tags
 
 
 @router.get("/{customer_id}/consents", response_model=ConsentState)

@@ -224,14 +224,18 @@ def _page(
         return [as_dict(e) for e in rows]
 
 
-async def missed(database: Database, workspace_id: str, after_id: int) -> AsyncIterator[Event]:
+async def missed(
+    database: Database, workspace_id: str, after_id: int, *, stragglers: bool = True
+) -> AsyncIterator[Event]:
     """Everything the outbox holds that a client who saw ``after_id`` may have missed: the
-    recent stragglers at or below it, then every event after it, a page at a time (however
-    busy the workspace was meanwhile). The caller skips ids it has already sent."""
-    for event in await run_in_threadpool(
-        partial(_page, database, workspace_id, after_id, stragglers_too=True)
-    ):
-        yield event
+    recent stragglers at or below it (unless not ``stragglers``), then every event after it,
+    a page at a time (however busy the workspace was meanwhile). The caller skips ids it
+    has already sent."""
+    if stragglers:
+        for event in await run_in_threadpool(
+            partial(_page, database, workspace_id, after_id, stragglers_too=True)
+        ):
+            yield event
     while True:
         events = await run_in_threadpool(_page, database, workspace_id, after_id)
         for event in events:

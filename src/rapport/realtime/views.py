@@ -23,6 +23,9 @@ async def stream(ws: WebSocket) -> None:
 
     Reconnect with ``?last_event_id=N`` (or the ``Last-Event-ID`` header) to get every
     event after N first, then the live ones: nothing committed is missed across a drop.
+    A page opens its first socket with the newest event id when it was rendered and
+    ``from_page=1``: what committed between its render and its socket is sent first (the
+    events before N are what it shows; no recent ones at or below N again).
     """
     principal = await websocket_principal(ws)
     if principal is None:
@@ -35,6 +38,7 @@ async def stream(ws: WebSocket) -> None:
         last = int(raw_last) if raw_last else None
     except ValueError:
         last = None
+    from_page = ws.query_params.get("from_page") == "1"
     me = principal.user_id
     # Subscribe before reading the outbox, so an event committed in between is not lost.
     with get_bus().subscribe(principal.workspace_id) as sub:
@@ -43,7 +47,9 @@ async def stream(ws: WebSocket) -> None:
             if begin == "reset":  # the page reloads; this socket goes on from now
                 await ws.send_json({"type": "reset"})
             if begin == "replay":
-                await _catch_up(ws, database, principal.workspace_id, seen, me)
+                await _catch_up(
+                    ws, database, principal.workspace_id, seen, me, stragglers=not from_page
+                )
             else:
                 await ws.send_json({"type": "hello", "last_event_id": seen.highest})
         except WebSocketDisconnect:
@@ -92,10 +98,17 @@ def _for(event: dict[str, Any], me: str) -> bool:
 
 
 async def _catch_up(
-    ws: WebSocket, database: Database, workspace_id: str, seen: service.Seen, me: str
+    ws: WebSocket,
+    database: Database,
+    workspace_id: str,
+    seen: service.Seen,
+    me: str,
+    *,
+    stragglers: bool = True,
 ) -> None:
-    """Send what was committed since the client's last event, stragglers included."""
-    async for event in service.missed(database, workspace_id, seen.highest):
+    """Send what was committed since the client's last event, stragglers included unless
+    not ``stragglers``."""
+    async for event in service.missed(database, workspace_id, seen.highest, stragglers=stragglers):
         if seen.add(event["id"]) and _for(event, me):
             await ws.send_json(event)
 

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
@@ -30,6 +31,7 @@ from rapport.customers import service as customers
 from rapport.customers.models import Customer, Identity
 from rapport.db import utcnow
 from rapport.problems import Forbidden, NotFound, Problem
+from rapport.realtime import service as realtime
 from rapport.workspaces import invitations
 from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import BusinessCalendar
@@ -40,10 +42,22 @@ router = APIRouter(include_in_schema=False)
 
 
 async def _principal(request: Request) -> auth_service.Principal | None:
+    """The member signed in, or None; and the newest event of their workspace, read before
+    the page reads anything else, so that its socket is sent what commits after (the page
+    shows what came before; in between a page used to miss it)."""
     try:
-        return await resolve_principal(request)
+        principal = await resolve_principal(request)
     except (Unauthorized, Problem):
         return None
+    request.state.last_event_id = await run_in_threadpool(
+        _newest_event, request.app.state.database, principal.workspace_id
+    )
+    return principal
+
+
+def _newest_event(database: Any, workspace_id: str) -> int:
+    with database.session(write=False) as db:
+        return realtime.latest_id(db, workspace_id=workspace_id)
 
 
 def _page(
@@ -58,6 +72,7 @@ def _page(
             "csrf": principal.csrf_token if principal else "",
             # What colleagues see of a member (online, busy, offline), next to their name.
             "presence_of": lambda member: routing.presence(member, now),
+            "last_event_id": getattr(request.state, "last_event_id", None),
             **ctx,
         },
         headers={

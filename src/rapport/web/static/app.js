@@ -126,16 +126,20 @@ function setupLogout() {
 
 // --- the live stream of workspace events ------------------------------------------------
 function connectStream(onEvent) {
-  let last = null;
+  // The page's first socket starts from the newest event when the page was rendered: what
+  // committed meanwhile is sent first.
+  const rendered = document.body.dataset.lastEventId;
+  let last = rendered ? Number(rendered) : null;
+  let fromPage = last !== null;
   let delay = 500;
   // A replay after a reconnect may repeat events we have (ids commit out of order on
   // PostgreSQL, so the server resends recent ones): each id is handled once.
   const seen = new Set();
   const open = () => {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = last === null ? "" : `?last_event_id=${last}`;
+    const query = last === null ? "" : `?last_event_id=${last}${fromPage ? "&from_page=1" : ""}`;
     const ws = new WebSocket(`${proto}//${location.host}/api/v1/stream${query}`);
-    ws.onopen = () => { delay = 500; };
+    ws.onopen = () => { delay = 500; fromPage = false; };
     ws.onmessage = (msg) => {
       const event = JSON.parse(msg.data);
       if (event.type === "hello") { last = event.last_event_id; return; }
@@ -803,8 +807,10 @@ function redrawMember(event) {
 
 function setupMembers() {
   // The settings page follows the stream for its members table (the inbox and a
-  // conversation already follow it, and redraw members from their own handlers).
+  // conversation already follow it, and redraw members from their own handlers); a
+  // customer's page follows it for its panel (a colleague's tag, consent or merge).
   if (document.getElementById("members")) connectStream(redrawMember);
+  else if (document.querySelector(".customer-page")) connectStream(redrawMember);
 }
 
 // --- settings: business hours, automation rules, webhooks --------------------------------

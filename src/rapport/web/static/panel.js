@@ -20,7 +20,7 @@ function money(totals) {
   return parts.length ? parts.join(", ") : "—";
 }
 
-async function profile(box, customerId) {
+async function profile(box, customerId, canTag) {
   const p = await api("GET", `/api/v1/customers/${customerId}/profile`);
   const f = p.figures;
   const dl = el("dl");
@@ -30,9 +30,44 @@ async function profile(box, customerId) {
   row("orders", String(f.orders));
   row("total spend", money(f.total_spend));
   if (f.average_csat !== null) row("average CSAT", String(f.average_csat));
-  row("tags", p.tags.join(", ") || "—");
+  if (!canTag) row("tags", p.tags.join(", ") || "—");
+  else dl.append(el("dt", "tags"), tagEditor(customerId, p.tags));
   box.replaceChildren(el("h3", "Profile"), dl);
   return p;
+}
+
+// The customer's tags, each removable, and a box to add one. Each change sends only
+// itself (PATCH): a colleague's tag added meanwhile stays. The profile is read again when
+// the change is told (customer.updated), redrawing this.
+function tagEditor(customerId, tags) {
+  const dd = el("dd", "", "tags");
+  const change = async (body) => {
+    try {
+      await api("PATCH", `/api/v1/customers/${customerId}/tags`, body);
+    } catch (e) { showError(e.message); }
+  };
+  for (const tag of tags) {
+    const chip = el("span", tag, "tag");
+    const x = el("button", "×", "remove-tag");
+    x.type = "button";
+    x.setAttribute("aria-label", `Remove tag ${tag}`);
+    x.addEventListener("click", () => { x.disabled = true; change({ remove: [tag] }); });
+    chip.append(x);
+    dd.append(chip, " ");
+  }
+  const form = el("form", "", "add-tag");
+  const input = el("input");
+  Object.assign(input, { name: "tag", placeholder: "Add tag", maxLength: 64, required: true });
+  input.setAttribute("aria-label", "Add tag");
+  form.append(input);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const tag = input.value.trim();
+    if (tag) change({ add: [tag] });
+    input.value = "";
+  });
+  dd.append(form);
+  return dd;
 }
 
 const CHANNELS = { email: "Email", sms: "SMS", whatsapp: "WhatsApp", phone: "Phone calls", push: "Push notifications" };
@@ -166,11 +201,11 @@ function consent(box, customerId, current, { canRecord, channel }) {
 
 // Another agent changed this customer (a consent, tags, a handle): read the profile and
 // the decisions again. Events of a burst while a read is on its way cost one more read.
-function followCustomer(customerId, boxes, redrawConsent) {
+function followCustomer(customerId, boxes, redrawConsent, canTag) {
   let reading = null;
   let again = false;
   const read = () => {
-    reading = profile(boxes.profile, customerId)
+    reading = profile(boxes.profile, customerId, canTag)
       .then((p) => redrawConsent(p.consents))
       .catch((e) => showError(e.message))
       .finally(() => {
@@ -356,13 +391,14 @@ if (root) {
   // On the customer's own page there is no conversation: no answers to suggest, nothing
   // open beside it.
   if (conversation) suggested(boxes.suggested, conversation).catch((e) => showError(e.message));
-  profile(boxes.profile, customer)
+  const canAct = canRecordConsent === "true"; // agents and above
+  profile(boxes.profile, customer, canAct)
     .then((p) => {
       const redraw = consent(boxes.consent, customer, p.consents, {
-        canRecord: canRecordConsent === "true",
+        canRecord: canAct,
         channel: consentChannel,
       });
-      followCustomer(customer, boxes, redraw);
+      followCustomer(customer, boxes, redraw, canAct);
     })
     .catch((e) => showError(e.message));
   if (conversation) related(boxes.related, conversation).catch((e) => showError(e.message));

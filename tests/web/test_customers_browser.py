@@ -1,6 +1,6 @@
-"""Possible duplicates in the browser: an admin finds the pairs from the customers page,
-merges one keeping the side she chose, keeps the other apart and asks for a scan; a viewer
-sees the pairs and cannot act on them; no other workspace's pair is shown."""
+"""Customers in the browser: an admin reviews the possible duplicates (merges one pair
+keeping the side she chose, undoes it, keeps another apart, asks for a scan) and imports a
+file; two agents tag one customer at once; a viewer sees and cannot act."""
 
 from pathlib import Path
 
@@ -184,3 +184,40 @@ def test_an_admin_imports_customers_from_the_customers_page(
     agent = browser.new_page()
     sign_in(agent, live_server, "bob@acme.test", "/app/customers")
     expect(agent.locator("details.customer-files")).to_have_count(0)
+
+
+def test_two_agents_tag_one_customer_at_once_and_both_tags_stay(
+    client: TestClient,
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # Tags could be set through the API only, and only all at once: two agents tagging at
+    # the same time would have lost one of the two.
+    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    pages = []
+    for who in ("alice@acme.test", "bob@acme.test"):
+        page = browser.new_page()
+        sign_in(page, live_server, who, f"/app/customers/{customer_id}")
+        page.wait_for_selector("#panel-extra form.add-tag")
+        pages.append(page)
+    alice, bob = pages
+    alice.fill("#panel-extra form.add-tag input", "VIP ")
+    bob.fill("#panel-extra form.add-tag input", "churn risk")
+    alice.press("#panel-extra form.add-tag input", "Enter")
+    bob.press("#panel-extra form.add-tag input", "Enter")
+    for page in pages:  # each page hears the other's change and redraws
+        expect(page.locator("#panel-extra .tag")).to_have_text(["churn risk×", "vip×"])
+    r = client.get(f"/api/v1/customers/{customer_id}/profile", headers=auth(world.bob))
+    assert r.json()["tags"] == ["churn risk", "vip"]
+    bob.click('#panel-extra button[aria-label="Remove tag vip"]')
+    expect(alice.locator("#panel-extra .tag")).to_have_text(["churn risk×"])
+    # A tag that is not one is refused, said plainly.
+    alice.fill("#panel-extra form.add-tag input", "!!")
+    alice.press("#panel-extra form.add-tag input", "Enter")
+    expect(alice.locator("#flash")).to_contain_text("not a tag: '!!'")
+    # A viewer reads the tags and has no editor.
+    viewer = browser.new_page()
+    sign_in(viewer, live_server, "victor@acme.test", f"/app/customers/{customer_id}")
+    expect(viewer.locator("#panel-extra dd", has_text="churn risk")).to_be_visible()
+    expect(viewer.locator("#panel-extra form.add-tag")).to_have_count(0)
