@@ -179,3 +179,74 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     page.goto(f"{live_server.url}/app/inbox?view=all")
     chip = page.locator(f'#conversation-list li[data-id="{conv}"] .label')
     expect(chip).to_have_css("background-color", "rgb(0, 170, 0)")
+
+
+def test_an_owner_manages_members_teams_canned_responses_and_policies(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    # The settings page could add members, teams, canned responses and SLA policies, and
+    # change or remove none of them: that took the API.
+    bob, victor = world.acme.users["bob"].id, world.acme.users["victor"].id
+    team = client.post(
+        "/api/v1/teams", json={"name": "Billing", "member_ids": [bob]}, headers=auth(world.alice)
+    ).json()
+    canned = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "bye", "text": "Goodbye!"},
+        headers=auth(world.alice),
+    ).json()
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Gold", "first_response_minutes": 10},
+        headers=auth(world.alice),
+    ).json()
+    page = browser.new_page()
+    sign_in(page, live_server, "alice@acme.test", "/app/settings")
+    page.on("dialog", lambda dialog: dialog.accept())
+    own = page.locator(f'#members tr[data-user="{world.acme.users["alice"].id}"] td.manage')
+    expect(own).to_have_text("you")  # nobody demotes or removes themself by a slip
+
+    # bob becomes an admin with room for 3 conversations; his row says so, drawn again
+    # from the change as every open settings page hears it.
+    row = page.locator(f'#members tr[data-user="{bob}"]')
+    row.locator("select").select_option("admin")
+    row.locator("input.capacity").fill("3")
+    row.locator("button", has_text="Save").click()
+    expect(row.locator("td").nth(2)).to_have_text("admin")
+    expect(row.locator("td").nth(3)).to_have_text("3")
+    assert row.locator("select").input_value() == "admin"  # its controls drawn again too
+    # victor leaves the workspace.
+    page.locator(f'#members tr[data-user="{victor}"] button', has_text="Remove").click()
+    expect(page.locator(f'#members tr[data-user="{victor}"]')).to_have_count(0)
+    members = client.get("/api/v1/members", headers=auth(world.alice)).json()
+    assert {m["user_id"]: m["role"] for m in members}.get(victor) is None
+    assert [m["capacity"] for m in members if m["user_id"] == bob] == [3]
+
+    # The team is renamed and loses bob; then deleted.
+    item = page.locator(f'#teams li[data-id="{team["id"]}"]')
+    item.locator("input[name=name]").fill("Billing and refunds")
+    item.locator(f'.team-members input[value="{bob}"]').uncheck()
+    item.locator("button.team-save").click()
+    item = page.locator(f'#teams li[data-id="{team["id"]}"]')
+    expect(item.locator("input[name=name]")).to_have_value("Billing and refunds")
+    expect(item.locator(f'.team-members input[value="{bob}"]')).not_to_be_checked()
+    item.locator("button.team-delete").click()
+    expect(item).to_have_count(0)
+    assert client.get("/api/v1/teams", headers=auth(world.alice)).json() == []
+
+    # A canned response and a policy are deleted.
+    page.locator(f'#canned li[data-id="{canned["id"]}"] button.delete').click()
+    expect(page.locator(f'#canned li[data-id="{canned["id"]}"]')).to_have_count(0)
+    page.locator(f'#sla-policies li[data-id="{policy["id"]}"] button.delete').click()
+    expect(page.locator(f'#sla-policies li[data-id="{policy["id"]}"]')).to_have_count(0)
+    assert client.get("/api/v1/canned-responses", headers=auth(world.alice)).json() == []
+    assert client.get("/api/v1/sla-policies", headers=auth(world.alice)).json() == []
+
+    # What the server refuses is said, and nothing changes.
+    row.locator("input.capacity").fill("5000")
+    row.locator("button", has_text="Save").click()
+    expect(page.locator("#settings-error")).to_contain_text("capacity: Input should be less")
+    expect(row.locator("td").nth(3)).to_have_text("3")

@@ -780,6 +780,7 @@ function redrawMember(event) {
       for (const v of [p.name, p.email, p.role, p.capacity, p.totp_enabled ? "on" : "off", p.presence]) {
         fresh.insertCell().textContent = String(v); // names are data, never markup
       }
+      manageMember(fresh, p);
       if (row) row.replaceWith(fresh);
       else table.append(fresh);
     }
@@ -805,12 +806,84 @@ function redrawMember(event) {
   }
 }
 
+// An admin changes a member's role and capacity, or removes them, from their row. The
+// row is drawn again when the change is told (member.updated / member.removed).
+function manageMember(tr, member) {
+  const table = tr.closest("table") || document.getElementById("members");
+  if (!table || table.dataset.me === undefined) return;
+  const cell = tr.insertCell();
+  cell.className = "manage";
+  if (member.user_id === table.dataset.me) { cell.textContent = "you"; return; }
+  const role = document.createElement("select");
+  role.setAttribute("aria-label", `Role of ${member.name || member.email}`);
+  const roles = ["viewer", "agent", "admin", ...(table.dataset.owner === "true" ? ["owner"] : [])];
+  for (const r of roles) role.append(new Option(r, r, false, r === member.role));
+  if (!roles.includes(member.role)) role.append(new Option(member.role, member.role, false, true));
+  const capacity = Object.assign(document.createElement("input"), { type: "number", min: 0, max: 1000, value: member.capacity, className: "capacity" });
+  capacity.setAttribute("aria-label", `Capacity of ${member.name || member.email}`);
+  const save = Object.assign(document.createElement("button"), { type: "button", textContent: "Save" });
+  const remove = Object.assign(document.createElement("button"), { type: "button", textContent: "Remove" });
+  save.addEventListener("click", async () => {
+    try {
+      await api("PATCH", `/api/v1/members/${encodeURIComponent(member.user_id)}`, { role: role.value, capacity: Number(capacity.value) });
+    } catch (e) { settingsFail(e.message); }
+  });
+  remove.addEventListener("click", async () => {
+    if (!confirm(`Remove ${member.name || member.email} from the workspace? Their open conversations go back to the queue, and their API tokens stop working.`)) return;
+    try {
+      await api("DELETE", `/api/v1/members/${encodeURIComponent(member.user_id)}`);
+    } catch (e) { settingsFail(e.message); }
+  });
+  cell.append(role, " ", capacity, " ", save, " ", remove);
+}
+
+// Teams (rename, members, delete), canned responses and SLA policies (delete).
+function setupSettingsLists() {
+  const teams = document.getElementById("teams");
+  if (!teams) return;
+  teams.addEventListener("click", async (ev) => {
+    const li = ev.target.closest("li[data-id]");
+    if (!li) return;
+    const url = `/api/v1/teams/${encodeURIComponent(li.dataset.id)}`;
+    try {
+      if (ev.target.matches("button.team-save")) {
+        const member_ids = [...li.querySelectorAll(".team-members input:checked")].map((c) => c.value);
+        await api("PATCH", url, { name: li.querySelector("input[name=name]").value.trim(), member_ids });
+        location.reload();
+      } else if (ev.target.matches("button.team-delete")) {
+        if (!confirm(`Delete the team ${li.querySelector("input[name=name]").value}? Its conversations keep their agent and leave the team.`)) return;
+        await api("DELETE", url);
+        li.remove();
+      }
+    } catch (e) { settingsFail(e.message); }
+  });
+  for (const [id, path] of [["canned", "/api/v1/canned-responses"], ["sla-policies", "/api/v1/sla-policies"]]) {
+    document.getElementById(id)?.addEventListener("click", async (ev) => {
+      const button = ev.target.closest("button.delete");
+      if (!button) return;
+      const li = button.closest("li[data-id]");
+      if (!confirm(`${button.getAttribute("aria-label")}?`)) return;
+      try {
+        await api("DELETE", `${path}/${encodeURIComponent(li.dataset.id)}`);
+        li.remove();
+      } catch (e) { settingsFail(e.message); }
+    });
+  }
+}
+
 function setupMembers() {
   // The settings page follows the stream for its members table (the inbox and a
   // conversation already follow it, and redraw members from their own handlers); a
   // customer's page follows it for its panel (a colleague's tag, consent or merge).
-  if (document.getElementById("members")) connectStream(redrawMember);
-  else if (document.querySelector(".customer-page")) connectStream(redrawMember);
+  const table = document.getElementById("members");
+  if (table) {
+    // The rows as the page drew them: each gets its controls.
+    for (const tr of table.querySelectorAll("tbody tr[data-user]")) {
+      const [name, email, role, capacity] = [...tr.cells].map((c) => c.textContent);
+      manageMember(tr, { user_id: tr.dataset.user, name, email, role, capacity: Number(capacity) });
+    }
+    connectStream(redrawMember);
+  } else if (document.querySelector(".customer-page")) connectStream(redrawMember);
 }
 
 // --- settings: business hours, automation rules, webhooks --------------------------------
@@ -1117,6 +1190,7 @@ setupBusinessHours();
 setupRules();
 setupLabelSettings();
 setupWebhooks();
+setupSettingsLists();
 setupDuplicates();
 setupCustomerFiles();
 paintLabels();
