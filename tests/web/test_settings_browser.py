@@ -250,3 +250,58 @@ def test_an_owner_manages_members_teams_canned_responses_and_policies(
     row.locator("button", has_text="Save").click()
     expect(page.locator("#settings-error")).to_contain_text("capacity: Input should be less")
     expect(row.locator("td").nth(3)).to_have_text("3")
+
+
+def test_an_admin_edits_and_disables_an_inbox(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    # An inbox could be added from the settings page, never changed or switched off there.
+    chat = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Chat",
+            "channel": "webchat",
+            "settings": {"allowed_origins": ["https://shop.example"], "hmac_secret": "s3cret"},
+        },
+        headers=auth(world.alice),
+    ).json()
+    team = client.post(
+        "/api/v1/teams", json={"name": "Front desk"}, headers=auth(world.alice)
+    ).json()
+    page = browser.new_page()
+    sign_in(page, live_server, "alice@acme.test", "/app/settings")
+    row = page.locator(f'#inboxes tr[data-id="{chat["id"]}"]')
+    row.locator("summary", has_text="Edit").click()
+    form = row.locator("form.inbox-form")
+    expect(form).to_contain_text("Credentials set: hmac_secret")
+    assert "s3cret" not in page.content()  # a credential's value never reaches the page
+    # Bad JSON is said, and nothing is sent.
+    form.locator("textarea[name=settings]").fill('{"allowed_origins": [')
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#settings-error")).to_contain_text("Settings: not valid JSON")
+    form.locator("input[name=name]").fill("Site chat")
+    form.locator("select[name=team_id]").select_option(team["id"])
+    form.locator("textarea[name=settings]").fill(
+        '{"allowed_origins": ["https://shop.example", "https://www.shop.example"]}'
+    )
+    form.locator("input[name=enabled]").uncheck()
+    form.locator("button[type=submit]").click()
+    row = page.locator(f'#inboxes tr[data-id="{chat["id"]}"]')
+    expect(row.locator("td").first).to_have_text("Site chat disabled")
+    got = client.get(f"/api/v1/inboxes/{chat['id']}", headers=auth(world.alice)).json()
+    assert got["name"] == "Site chat" and got["enabled"] is False
+    assert got["team_id"] == team["id"] and got["secrets_set"] == ["hmac_secret"]
+    assert got["settings"]["allowed_origins"] == [
+        "https://shop.example",
+        "https://www.shop.example",
+    ]
+    # Disabled, its widget is refused.
+    r = client.post(
+        f"/widget/api/{chat['public_token']}/session",
+        json={},
+        headers={"Origin": "https://shop.example"},
+    )
+    assert r.status_code == 404

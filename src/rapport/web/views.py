@@ -26,6 +26,7 @@ from rapport.conversations import labels as label_list
 from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation, Priority, SlaState, Status
+from rapport.crypto import box_for
 from rapport.customers import duplicates, merge
 from rapport.customers import service as customers
 from rapport.customers.models import Customer, Identity
@@ -463,11 +464,17 @@ async def settings_page(request: Request) -> Response:
     from rapport.workspaces.models import Workspace
 
     database = request.app.state.database
+    settings = request.app.state.settings
     with database.session(write=False) as db:
         ws = db.get(Workspace, principal.workspace_id)
         ctx: dict[str, Any] = {
             "workspace": ws,
-            "inboxes": inboxes.list_inboxes(db, workspace_id=principal.workspace_id),
+            "inboxes": (listed := inboxes.list_inboxes(db, workspace_id=principal.workspace_id)),
+            # The names of each inbox's credentials, never their values.
+            "inbox_secrets": {
+                i.id: sorted(inboxes.secrets_of(i, box_for(settings.secret_key.get_secret_value())))
+                for i in listed
+            },
             "members": workspaces.members(db, workspace_id=principal.workspace_id),
             "invitations": invitations.pending(db, workspace_id=principal.workspace_id),
             "now": utcnow(),
@@ -486,7 +493,7 @@ async def settings_page(request: Request) -> Response:
             "rule_operators": sorted(automation.OPERATORS),
             "rule_actions": sorted(automation.ACTIONS),
             "channels": channel_registry.names(),
-            "public_url": request.app.state.settings.public_url.rstrip("/"),
+            "public_url": settings.public_url.rstrip("/"),
         }
     return _page(request, "settings.html", principal, **ctx)
 

@@ -837,10 +837,35 @@ function manageMember(tr, member) {
   cell.append(role, " ", capacity, " ", save, " ", remove);
 }
 
-// Teams (rename, members, delete), canned responses and SLA policies (delete).
+// Inboxes (name, enabled, assignment, team, settings), teams (rename, members, delete),
+// canned responses and SLA policies (delete).
 function setupSettingsLists() {
   const teams = document.getElementById("teams");
   if (!teams) return;
+  for (const form of document.querySelectorAll("form.inbox-form")) {
+    const written = form.elements.settings.value;
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = {
+        name: form.elements.name.value.trim(),
+        enabled: form.elements.enabled.checked,
+        auto_assign: form.elements.auto_assign.checked,
+        team_id: form.elements.team_id.value || null,
+      };
+      if (form.elements.settings.value !== written) {
+        try {
+          body.settings = JSON.parse(form.elements.settings.value || "{}");
+        } catch (e) {
+          settingsFail(`Settings: not valid JSON (${e.message})`);
+          return;
+        }
+      }
+      try {
+        await api("PATCH", `/api/v1/inboxes/${encodeURIComponent(form.closest("tr").dataset.id)}`, body);
+        location.reload();
+      } catch (e) { settingsFail(e.message); }
+    });
+  }
   teams.addEventListener("click", async (ev) => {
     const li = ev.target.closest("li[data-id]");
     if (!li) return;
