@@ -465,16 +465,14 @@ async def settings_page(request: Request) -> Response:
 
     database = request.app.state.database
     settings = request.app.state.settings
+    box = box_for(settings.secret_key.get_secret_value())
     with database.session(write=False) as db:
         ws = db.get(Workspace, principal.workspace_id)
         ctx: dict[str, Any] = {
             "workspace": ws,
             "inboxes": (listed := inboxes.list_inboxes(db, workspace_id=principal.workspace_id)),
             # The names of each inbox's credentials, never their values.
-            "inbox_secrets": {
-                i.id: sorted(inboxes.secrets_of(i, box_for(settings.secret_key.get_secret_value())))
-                for i in listed
-            },
+            "inbox_secrets": {i.id: sorted(inboxes.secrets_of(i, box)) for i in listed},
             "members": workspaces.members(db, workspace_id=principal.workspace_id),
             "invitations": invitations.pending(db, workspace_id=principal.workspace_id),
             "now": utcnow(),
