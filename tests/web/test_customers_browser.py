@@ -212,6 +212,15 @@ def test_two_agents_tag_one_customer_at_once_and_both_tags_stay(
     assert r.json()["tags"] == ["churn risk", "vip"]
     bob.click('#panel-extra button[aria-label="Remove tag vip"]')
     expect(alice.locator("#panel-extra .tag")).to_have_text(["churn risk×"])
+    # A tag half typed stays typed while a colleague's change redraws the panel (it was
+    # wiped, and Enter then sent nothing).
+    bob.fill("#panel-extra form.add-tag input", "renew")
+    alice.fill("#panel-extra form.add-tag input", "q4")
+    alice.press("#panel-extra form.add-tag input", "Enter")
+    expect(bob.locator("#panel-extra .tag")).to_have_text(["churn risk×", "q4×"])
+    assert bob.input_value("#panel-extra form.add-tag input") == "renew"
+    bob.press("#panel-extra form.add-tag input", "Enter")
+    expect(alice.locator("#panel-extra .tag")).to_have_text(["churn risk×", "q4×", "renew×"])
     # A tag that is not one is refused, said plainly.
     alice.fill("#panel-extra form.add-tag input", "!!")
     alice.press("#panel-extra form.add-tag input", "Enter")
@@ -219,5 +228,42 @@ def test_two_agents_tag_one_customer_at_once_and_both_tags_stay(
     # A viewer reads the tags and has no editor.
     viewer = browser.new_page()
     sign_in(viewer, live_server, "victor@acme.test", f"/app/customers/{customer_id}")
-    expect(viewer.locator("#panel-extra dd", has_text="churn risk")).to_be_visible()
+    expect(viewer.locator("#panel-extra dd", has_text="churn risk, q4, renew")).to_be_visible()
     expect(viewer.locator("#panel-extra form.add-tag")).to_have_count(0)
+
+
+def test_an_agent_corrects_a_name_and_adds_a_handle_from_the_panel(
+    client: TestClient,
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # A customer's name and handles could be changed through the API only: an agent told
+    # a phone number on a call had nowhere to put it.
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    page.fill("#composer textarea", "A reply I am still writing")
+    page.click("summary:has-text('Edit name or add a handle')")
+    page.fill("#customer-name input[name=name]", "Ines <i>Duarte</i>")
+    page.click("#customer-name button")
+    expect(page.locator("aside.customer h2")).to_have_text("Ines <i>Duarte</i>")
+    page.select_option("#customer-handle select", "phone")
+    page.fill("#customer-handle input[name=value]", "+1 (415) 555-0133")
+    page.click("#customer-handle button")
+    expect(page.locator("#customer-handles")).to_contain_text("+14155550133")  # as kept
+    assert page.input_value("#composer textarea") == "A reply I am still writing"
+    detail = client.get(f"/api/v1/customers/{customer_id}", headers=auth(world.bob)).json()
+    assert detail["name"] == "Ines <i>Duarte</i>"
+    added = [i for i in detail["identities"] if i["value"] == "+14155550133"]
+    assert added and added[0]["verified"] is False  # told, not proven
+    # A handle that is not one is refused, said plainly.
+    page.select_option("#customer-handle select", "email")
+    page.fill("#customer-handle input[name=value]", "not an address")
+    page.click("#customer-handle button")
+    expect(page.locator("#flash")).to_contain_text("not an email address")
+    # A viewer has no such forms.
+    viewer = browser.new_page()
+    sign_in(viewer, live_server, "victor@acme.test", f"/app/customers/{customer_id}")
+    expect(viewer.locator("details.edit-customer")).to_have_count(0)

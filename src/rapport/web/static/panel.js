@@ -32,7 +32,19 @@ async function profile(box, customerId, canTag) {
   if (f.average_csat !== null) row("average CSAT", String(f.average_csat));
   if (!canTag) row("tags", p.tags.join(", ") || "—");
   else dl.append(el("dt", "tags"), tagEditor(customerId, p.tags));
+  // Drawn again while the agent types a tag (a colleague changed the customer): what they
+  // typed, and where, stays.
+  const typing = box.querySelector("form.add-tag input");
+  const focused = typing !== null && document.activeElement === typing;
   box.replaceChildren(el("h3", "Profile"), dl);
+  const input = box.querySelector("form.add-tag input");
+  if (typing && input) {
+    input.value = typing.value;
+    if (focused) {
+      input.focus();
+      input.setSelectionRange(typing.selectionStart, typing.selectionEnd);
+    }
+  }
   return p;
 }
 
@@ -406,6 +418,33 @@ if (root) {
   const notice = document.getElementById("collision");
   if (notice) collisions(notice, conversation);
 }
+
+// An agent corrects the customer's name, or adds an email or phone they were told: shown
+// at once in the panel (the conversation beside it, and a half-written reply, stay).
+const nameForm = document.getElementById("customer-name");
+nameForm?.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const c = await api("PATCH", `/api/v1/customers/${nameForm.dataset.customer}`, { name: nameForm.elements.name.value.trim() });
+    const heading = document.querySelector("aside.customer h2 a") || document.querySelector("aside.customer h2");
+    heading.textContent = c.name || "Customer";
+  } catch (e) { showError(e.message); }
+});
+const handleForm = document.getElementById("customer-handle");
+handleForm?.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const h = await api("POST", `/api/v1/customers/${handleForm.dataset.customer}/identities`, {
+      kind: handleForm.elements.kind.value,
+      value: handleForm.elements.value.value.trim(),
+    });
+    const list = document.getElementById("customer-handles");
+    const before = [...list.querySelectorAll("dt")].find((dt) => dt.textContent === "first seen");
+    list.insertBefore(el("dt", h.kind), before);
+    list.insertBefore(el("dd", h.value), before);
+    handleForm.elements.value.value = "";
+  } catch (e) { showError(e.message); }
+});
 
 // The customer's own page: a record merged into this one by mistake is given back.
 const merges = document.getElementById("merges");
