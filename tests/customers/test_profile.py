@@ -1,12 +1,15 @@
 """The profile: typed custom attributes, tags, consent with its history, derived figures."""
 
 import base64
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from rapport.customers import importer, profile
 from rapport.customers.models import Consent, ConsentChannel
@@ -219,6 +222,22 @@ def test_consent_keeps_its_history_and_the_newest_decision_is_in_force(
     assert r.status_code == 422
 
 
+def sms_keyword(
+    database: Database, customer: Any, word: str, *, granted: bool, db: Session | None = None
+) -> None:
+    """The customer texts ``word`` (STOP, START) and the provider acts on it, in ``db``'s
+    transaction if given, else in one of its own."""
+    with contextlib.nullcontext(db) if db is not None else database.session() as tx:
+        profile.record_keyword(
+            tx,
+            workspace_id=customer.workspace_id,
+            customer_id=customer.id,
+            channel=ConsentChannel.sms,
+            keyword=word,
+            granted=granted,
+        )
+
+
 def test_a_consent_or_tags_recorded_tell_open_customer_panels_once_committed(
     client: TestClient, world: World, database: Database
 ) -> None:
@@ -249,14 +268,7 @@ def test_a_consent_or_tags_recorded_tell_open_customer_panels_once_committed(
         assert r.status_code == 200
         assert told(published) == [updated] * 2
         with database.session() as db:
-            profile.record_keyword(
-                db,
-                workspace_id=customer.workspace_id,
-                customer_id=customer.id,
-                channel=ConsentChannel.sms,
-                keyword="STOP",
-                granted=False,
-            )
+            sms_keyword(database, customer, "STOP", granted=False, db=db)
             assert len(published) == 2  # not before the keyword's transaction commits
         assert told(published) == [updated] * 3
 
@@ -558,15 +570,7 @@ def test_after_an_sms_stop_an_agent_cannot_grant_every_purpose_back_by_hand(
     # the provider refuses (it blocks the number until the customer texts START).
     customer = world.acme.first.customer  # type: ignore[union-attr]
     url = f"/api/v1/customers/{customer.id}/consents"
-    with database.session() as db:
-        profile.record_keyword(
-            db,
-            workspace_id=customer.workspace_id,
-            customer_id=customer.id,
-            channel=ConsentChannel.sms,
-            keyword="STOP",
-            granted=False,
-        )
+    sms_keyword(database, customer, "STOP", granted=False)
     grant_all = {"channel": "sms", "purpose": "all", "granted": True}
     r = client.post(url, json=grant_all, headers=auth(world.bob))
     assert r.status_code == 422
@@ -585,14 +589,6 @@ def test_after_an_sms_stop_an_agent_cannot_grant_every_purpose_back_by_hand(
         {"channel": "email", "purpose": "all", "granted": True},
     ):
         assert client.post(url, json=body, headers=auth(world.bob)).status_code == 201, body
-    with database.session() as db:
-        profile.record_keyword(
-            db,
-            workspace_id=customer.workspace_id,
-            customer_id=customer.id,
-            channel=ConsentChannel.sms,
-            keyword="START",
-            granted=True,
-        )
+    sms_keyword(database, customer, "START", granted=True)
     # Once the customer's START lifted it, a grant of "all" by hand is recorded again.
     assert client.post(url, json=grant_all, headers=auth(world.bob)).status_code == 201
