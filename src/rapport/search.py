@@ -6,6 +6,7 @@ The index objects are not tables the ORM knows, so they are created by DDL here:
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
@@ -140,6 +141,8 @@ def _tsquery(q: str) -> str:
 
 def _folded(word: str) -> str:
     """A word as the index compares it: accents dropped, case folded (``Café`` → ``cafe``)."""
+    if word.isascii():  # most words: nothing to drop
+        return word.lower()
     return "".join(
         c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c)
     ).casefold()
@@ -155,9 +158,14 @@ def snippet(text: str, q: str, width: int) -> list[tuple[str, bool]]:
     search does: accents and case aside, a word of the text starting with a word of ``q``.
     Without a match it is the line's start, nothing marked."""
     line = " ".join(text.split())
-    wanted = {_folded(w) for w in _WORD.findall(q)[:24]}
-    words = list(_WORD.finditer(line))
-    hits = [w for w in words if any(_folded(w.group()).startswith(x) for x in wanted)]
+    wanted = tuple({_folded(w) for w in _WORD.findall(q)[:24]})
+    if not wanted:
+        hits = []
+    elif line.isascii():  # folded as a whole, its words keep their places
+        low = line.lower()
+        hits = [w for w in _WORD.finditer(line) if low.startswith(wanted, w.start(), w.end())]
+    else:
+        hits = [w for w in _WORD.finditer(line) if _folded(w.group()).startswith(wanted)]
     start = 0
     if hits and len(line) > width and hits[0].start() > width // 4:
         # Some words of context before the first match, cut at a space.
@@ -182,9 +190,20 @@ def conversation_ids(db: Session, *, workspace_id: str, q: str, limit: int = 50)
     return list(conversation_hits(db, workspace_id=workspace_id, q=q, limit=limit))
 
 
-def conversation_hits(db: Session, *, workspace_id: str, q: str, limit: int = 50) -> dict[str, str]:
+@dataclass(frozen=True)
+class Hit:
+    """A conversation's newest message that a search matched (read with the match: the
+    results show it without another query)."""
+
+    message_id: str
+    text: str
+    direction: str
+    kind: str
+
+
+def conversation_hits(db: Session, *, workspace_id: str, q: str, limit: int = 50) -> dict[str, Hit]:
     """Conversations of the workspace with a message matching ``q``, most recent first,
-    each with its newest matching message's id."""
+    each with its newest matching message."""
     dialect = db.get_bind().dialect.name
     if dialect == "sqlite":
         words = _fts5_query(q)
@@ -192,9 +211,9 @@ def conversation_hits(db: Session, *, workspace_id: str, q: str, limit: int = 50
             return {}
         # Newest matching messages first (rowids grow with time), bounded, then their
         # conversations: the cost follows the page asked for, not the number of hits.
-        # (With MAX, SQLite's bare m.id is the id of the row holding the maximum.)
+        # (With MAX, SQLite's bare columns are those of the row holding the maximum.)
         sql = text(
-            "SELECT m.conversation_id, m.id, MAX(hits.rowid) FROM ("
+            "SELECT m.conversation_id, m.id, m.text, m.direction, m.kind, MAX(hits.rowid) FROM ("
             "  SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q"
             "  ORDER BY rowid DESC LIMIT :scan"
             ") hits JOIN messages m ON m.rowid = hits.rowid "
@@ -211,16 +230,18 @@ def conversation_hits(db: Session, *, workspace_id: str, q: str, limit: int = 50
         # Newest matching messages first, bounded, then their conversations: the same
         # shape as on SQLite, and no join the planner could turn into a scan.
         sql = text(
-            "SELECT conversation_id, id FROM ("  # noqa: S608 - constant SQL
-            "  SELECT DISTINCT ON (conversation_id) conversation_id, id, created_at FROM ("
-            "    SELECT m.conversation_id, m.id, m.created_at FROM messages m"
+            "SELECT conversation_id, id, text, direction, kind FROM ("  # noqa: S608
+            "  SELECT DISTINCT ON (conversation_id) conversation_id, id, text, direction, kind,"
+            "  created_at FROM ("
+            "    SELECT m.conversation_id, m.id, m.text, m.direction, m.kind, m.created_at"
+            "    FROM messages m"
             f"    WHERE {_MESSAGE_TSV} @@ to_tsquery('{CONFIG}', :q)"
             "    AND m.workspace_id = :ws ORDER BY m.created_at DESC LIMIT :scan"
             "  ) hits ORDER BY conversation_id, created_at DESC"
             ") newest ORDER BY created_at DESC LIMIT :limit"
         )
         params = {"q": tsquery, "ws": workspace_id, "limit": limit, "scan": limit * 20}
-    return {row[0]: row[1] for row in db.execute(sql, params)}
+    return {row[0]: Hit(row[1], row[2], row[3], row[4]) for row in db.execute(sql, params)}
 
 
 def customer_ids(db: Session, *, workspace_id: str, q: str, limit: int = 200) -> list[str]:

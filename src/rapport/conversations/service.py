@@ -2,6 +2,7 @@
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -41,7 +42,7 @@ from rapport.problems import Invalid, NotFound, Unsendable
 from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
 from rapport.scoped import get_scoped
-from rapport.search import snippet
+from rapport.search import Hit, snippet
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +113,21 @@ def counts_of_customers(db: Session, *, workspace_id: str, ids: list[str]) -> di
     return {row[0]: row[1] for row in rows}
 
 
-def previews_of_messages(
-    db: Session, *, workspace_id: str, message_ids: list[str], found_by: str
-) -> dict[str, Preview]:
-    """These messages as the lines of their conversations, showing what a search for
-    ``found_by`` matched in each."""
-    if not message_ids:
-        return {}
-    return _previews(db, workspace_id=workspace_id, message_ids=message_ids, found_by=found_by)
+def previews_of_hits(hits: Mapping[str, Hit], found_by: str) -> dict[str, Preview]:
+    """The messages a search for ``found_by`` matched (by conversation) as the lines of
+    their conversations: the text around what matched, each matching word marked."""
+    out = {}
+    for conversation_id, hit in hits.items():
+        marked = tuple(snippet(hit.text, found_by, PREVIEW_CHARS))
+        line = "".join(piece for piece, _ in marked)
+        # Read as text, not through the ORM: the columns hold the members' names.
+        out[conversation_id] = Preview(
+            line, Direction[hit.direction], MessageKind[hit.kind], marked
+        )
+    return out
 
 
-def _previews(
-    db: Session, *, workspace_id: str, message_ids: Any, found_by: str | None = None
-) -> dict[str, Preview]:
+def _previews(db: Session, *, workspace_id: str, message_ids: Any) -> dict[str, Preview]:
     rows = db.execute(
         select(Message.conversation_id, Message.text, Message.direction, Message.kind).where(
             Message.workspace_id == workspace_id, Message.id.in_(message_ids)
@@ -132,11 +135,6 @@ def _previews(
     )
     out = {}
     for conversation_id, text, direction, kind in rows:
-        if found_by is not None:
-            marked = tuple(snippet(text, found_by, PREVIEW_CHARS))
-            line = "".join(piece for piece, _ in marked)
-            out[conversation_id] = Preview(line, direction, kind, marked)
-            continue
         line = " ".join(text.split())
         if len(line) > PREVIEW_CHARS:
             line = line[: PREVIEW_CHARS - 1].rstrip() + "…"

@@ -540,11 +540,7 @@ async def search_page(request: Request, q: str = Query(default="", max_length=32
             )
             shown["channels"] = _channels_of(db, ws, [c.id for c in hits.customers])
             # Each conversation found by its text shows the message that matched.
-            shown["previews"].update(
-                conversations.previews_of_messages(
-                    db, workspace_id=ws, message_ids=list(hits.matched.values()), found_by=q
-                )
-            )
+            shown["previews"].update(conversations.previews_of_hits(hits.matched, q))
     return _page(
         request,
         "search.html",
@@ -562,8 +558,8 @@ async def search_page(request: Request, q: str = Query(default="", max_length=32
 class SearchHits:
     customers: list[Customer]
     conversations: list[Conversation]
-    # Of the conversations found by their text: the newest message that matched, by id.
-    matched: dict[str, str]
+    # Of the conversations found by their text: the newest message that matched.
+    matched: dict[str, search.Hit]
 
 
 def find(db: Db, *, workspace_id: str, q: str) -> SearchHits:
@@ -632,9 +628,7 @@ def search_api(
     the ``snippet`` around what matched and the ``highlights`` in it (start, end offsets of
     the matching words); one found by its customer alone has ``match`` null."""
     hits = find(db, workspace_id=principal.workspace_id, q=q)
-    shown = conversations.previews_of_messages(
-        db, workspace_id=principal.workspace_id, message_ids=list(hits.matched.values()), found_by=q
-    )
+    shown = conversations.previews_of_hits(hits.matched, q)
     return {
         "customers": [
             {"id": c.id, "name": c.name, "email": c.email, "phone": c.phone} for c in hits.customers
@@ -645,7 +639,9 @@ def search_api(
                 "customer_id": c.customer_id,
                 "status": c.status.value,
                 "last_activity_at": c.last_activity_at.isoformat(),
-                "match": _match(hits.matched[c.id], shown[c.id]) if c.id in shown else None,
+                "match": _match(hits.matched[c.id].message_id, shown[c.id])
+                if c.id in shown
+                else None,
             }
             for c in hits.conversations
         ],
