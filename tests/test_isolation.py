@@ -27,6 +27,7 @@ BODIES: dict[tuple[str, str], object] = {
     ("POST", "/api/v1/customers/{customer_id}/events"): {"type": "Viewed"},
     ("POST", "/api/v1/customers/{customer_id}/merge"): {"merged_id": "x" * 32},
     ("PUT", "/api/v1/customers/{customer_id}/tags"): {"tags": ["x"]},
+    ("PUT", "/api/v1/canned-responses/{canned_id}"): {"shortcut": "x", "text": "x"},
     ("PATCH", "/api/v1/customers/{customer_id}/tags"): {"add": ["x"]},
     ("PATCH", "/api/v1/kb/collections/{collection_id}"): {"title": "x"},
     ("PATCH", "/api/v1/kb/articles/{article_id}"): {"title": "x"},

@@ -68,3 +68,27 @@ def test_a_template_that_fails_while_rendering_answers_a_problem(
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["detail"] == "template error: division by zero"
+
+
+def test_a_canned_response_is_edited_as_it_was_made(client: TestClient, world: World) -> None:
+    # A canned response could be added and deleted, never corrected.
+    url = "/api/v1/canned-responses"
+    made = client.post(url, json={"shortcut": "hi", "text": "Hi!"}, headers=auth(world.bob))
+    client.post(url, json={"shortcut": "bye", "text": "Bye!"}, headers=auth(world.bob))
+    one = f"{url}/{made.json()['id']}"
+    # Its own shortcut stays its own; a colleague's is taken; a broken template is refused.
+    same = client.put(one, json={"shortcut": "/HI", "text": "Hello!"}, headers=auth(world.bob))
+    assert same.status_code == 200
+    assert (same.json()["shortcut"], same.json()["text"]) == ("hi", "Hello!")
+    taken = client.put(one, json={"shortcut": "bye", "text": "x"}, headers=auth(world.bob))
+    assert taken.status_code == 409 and "/bye exists" in taken.json()["detail"]
+    broken = client.put(one, json={"shortcut": "hi", "text": "{{ oops"}, headers=auth(world.bob))
+    assert broken.status_code == 422
+    assert (
+        client.put(
+            one, json={"shortcut": "hi", "text": "x"}, headers=auth(world.victor)
+        ).status_code
+        == 403
+    )  # a viewer changes nothing
+    kept = {c["shortcut"]: c["text"] for c in client.get(url, headers=auth(world.bob)).json()}
+    assert kept == {"bye": "Bye!", "hi": "Hello!"}

@@ -237,6 +237,31 @@ def test_an_owner_manages_members_teams_canned_responses_and_policies(
     expect(item).to_have_count(0)
     assert client.get("/api/v1/teams", headers=auth(world.alice)).json() == []
 
+    # A canned response is edited (a shortcut taken is refused, said), then deleted with
+    # a policy.
+    client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "hello", "text": "Hello!"},
+        headers=auth(world.alice),
+    )
+    page.reload()
+    line = page.locator(f'#canned li[data-id="{canned["id"]}"]')
+    line.locator("input[name=shortcut]").fill("hello")
+    line.locator("button.save").click()
+    expect(page.locator("#settings-error")).to_contain_text("/hello exists")
+    line.locator("input[name=shortcut]").fill("/Goodbye")
+    line.locator("input[name=text]").fill("Goodbye, {{ customer.first_name }}!")
+    line.locator("button.save").click()
+    expect(line.locator("input[name=shortcut]")).to_have_value("goodbye")
+    expect(page.locator("#settings-error")).to_be_hidden()
+    edited = client.get("/api/v1/canned-responses", headers=auth(world.alice)).json()
+    assert {c["shortcut"]: c["text"] for c in edited}["goodbye"] == (
+        "Goodbye, {{ customer.first_name }}!"
+    )
+    client.delete(
+        f"/api/v1/canned-responses/{[c for c in edited if c['shortcut'] == 'hello'][0]['id']}",
+        headers=auth(world.alice),
+    )
     # A canned response and a policy are deleted.
     page.locator(f'#canned li[data-id="{canned["id"]}"] button.delete').click()
     expect(page.locator(f'#canned li[data-id="{canned["id"]}"]')).to_have_count(0)

@@ -20,20 +20,40 @@ def list_all(db: Session, *, workspace_id: str, prefix: str = "") -> list[Canned
     return list(db.scalars(stmt.order_by(CannedResponse.shortcut)))
 
 
-def create(db: Session, *, workspace_id: str, shortcut: str, text: str) -> CannedResponse:
-    """A new canned response; its shortcut is unique in the workspace."""
+def _checked(
+    db: Session, *, workspace_id: str, shortcut: str, text: str, other_than: str | None = None
+) -> str:
+    """The shortcut as kept, once it and the text are found good; its shortcut is unique in
+    the workspace (``other_than``: the response being edited keeps its own)."""
     shortcut = shortcut.strip().lstrip("/").lower()
     if not shortcut or not shortcut.replace("-", "").replace("_", "").isalnum():
         raise Invalid("a shortcut is letters, digits, - and _")
     templating.check(text)
-    if db.scalar(
+    taken = db.scalar(
         select(CannedResponse.id).where(
             CannedResponse.workspace_id == workspace_id, CannedResponse.shortcut == shortcut
         )
-    ):
+    )
+    if taken and taken != other_than:
         raise Conflict(f"/{shortcut} exists")
+    return shortcut
+
+
+def create(db: Session, *, workspace_id: str, shortcut: str, text: str) -> CannedResponse:
+    """A new canned response; its shortcut is unique in the workspace."""
+    shortcut = _checked(db, workspace_id=workspace_id, shortcut=shortcut, text=text)
     row = CannedResponse(workspace_id=workspace_id, shortcut=shortcut, text=text)
     db.add(row)
+    db.flush()
+    return row
+
+
+def update(db: Session, *, row: CannedResponse, shortcut: str, text: str) -> CannedResponse:
+    """The canned response with a new shortcut or text, checked as a new one is."""
+    row.shortcut = _checked(
+        db, workspace_id=row.workspace_id, shortcut=shortcut, text=text, other_than=row.id
+    )
+    row.text = text
     db.flush()
     return row
 

@@ -444,6 +444,15 @@ def create_canned(body: CannedIn, principal: CurrentAgent, db: Db) -> CannedRead
     return CannedRead.model_validate(row)
 
 
+@canned_router.put("/{canned_id}", response_model=CannedRead)
+def update_canned(canned_id: str, body: CannedIn, principal: CurrentAgent, db: Db) -> CannedRead:
+    """Change a canned response's shortcut and text."""
+    row = canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id)
+    return CannedRead.model_validate(
+        canned.update(db, row=row, shortcut=body.shortcut, text=body.text)
+    )
+
+
 @canned_router.delete("/{canned_id}", status_code=204)
 def delete_canned(canned_id: str, principal: CurrentAgent, db: Db) -> Response:
     db.delete(canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id))

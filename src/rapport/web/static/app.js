@@ -842,6 +842,7 @@ function manageMember(tr, member) {
 function setupSettingsLists() {
   const teams = document.getElementById("teams");
   if (!teams) return;
+  const error = document.getElementById("settings-error");
   for (const form of document.querySelectorAll("form.inbox-form")) {
     const written = form.elements.settings.value;
     form.addEventListener("submit", async (ev) => {
@@ -880,6 +881,19 @@ function setupSettingsLists() {
         await api("DELETE", url);
         li.remove();
       }
+    } catch (e) { settingsFail(e.message); }
+  });
+  document.getElementById("canned")?.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button.save");
+    if (!button) return;
+    const li = button.closest("li[data-id]");
+    try {
+      const row = await api("PUT", `/api/v1/canned-responses/${encodeURIComponent(li.dataset.id)}`, {
+        shortcut: li.querySelector("input[name=shortcut]").value.trim(),
+        text: li.querySelector("input[name=text]").value,
+      });
+      li.querySelector("input[name=shortcut]").value = row.shortcut; // as kept: "/Bye" is "bye"
+      error.hidden = true;
     } catch (e) { settingsFail(e.message); }
   });
   for (const [id, path] of [["canned", "/api/v1/canned-responses"], ["sla-policies", "/api/v1/sla-policies"]]) {
