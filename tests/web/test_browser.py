@@ -208,7 +208,7 @@ def test_an_admin_sets_up_a_canned_response_and_an_inbox_in_the_browser(
         "Goodbye {{ customer.first_name }}!",
     )
     page.click("form[data-api='/api/v1/canned-responses'] button")
-    page.wait_for_selector("text=/bye")
+    expect(page.locator("#canned input[name=shortcut]")).to_have_value("bye")
     page.fill("form[data-api='/api/v1/inboxes'] input[name=name]", "Help chat")
     page.select_option("form[data-api='/api/v1/inboxes'] select[name=channel]", "webchat")
     page.click("form[data-api='/api/v1/inboxes'] button")
