@@ -112,6 +112,8 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     page.fill("#rule-form input[name=name]", "Refunds")
     page.click("#conditions li:nth-child(2) .remove-row")
     page.click("#rule-form button[type=submit]")
+    # (The old name holds the new one: wait for the old to go, not for the new to show.)
+    expect(page.locator("#rule-rows")).not_to_contain_text("Refunds <first>")
     expect(page.locator("#rule-rows")).to_contain_text("Refunds")
     page.uncheck(f'#rule-rows tr[data-id="{rule["id"]}"] .rule-enabled')
     page.wait_for_timeout(300)
