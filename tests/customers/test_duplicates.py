@@ -1,5 +1,6 @@
 """Probabilistic duplicate detection: the algorithm, the eval command, and the product's use."""
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.factories import World
 FEBRL = Path(__file__).resolve().parents[3] / "shared" / "data" / "febrl"
 
 FIRST = ["anna", "ben", "carla", "dmitri", "elena", "farid", "grace", "hugo", "ines", "jonas"]
+SUFFIXES = ["", "son", "ley", "er", "ini"]
 LAST = ["alvarez", "brennan", "chowdhury", "dubois", "eriksen", "fontaine", "gallagher", "haas"]
 
 
@@ -31,15 +33,17 @@ def people(count: int, seed: int = 3) -> list[dict[str, str]]:
     rng = random.Random(seed)
     out = []
     for i in range(count):
+        given, surname = rng.choice(FIRST), rng.choice(LAST) + rng.choice(SUFFIXES)
         out.append(
             {
-                "given_name": rng.choice(FIRST),
-                "surname": f"{rng.choice(LAST)}{rng.choice(['', 'son', 'ley', 'er', 'ini'])}",
+                "given_name": given,
+                "surname": surname,
                 "street": f"{rng.randint(1, 300)} {rng.choice(LAST)} street",
                 "locality": rng.choice(["lyon", "leeds", "lund", "lille", "linz"]),
                 "postcode": str(1000 + rng.randint(0, 400)),
                 "birth_date": f"{rng.randint(1950, 2000)}{rng.randint(1, 12):02d}{i % 28 + 1:02d}",
-                "email": f"person{i}@example.com",
+                # Addresses unlike each other, as strangers' are.
+                "email": f"{hashlib.sha256(str(i).encode()).hexdigest()[:10]}@example.com",
             }
         )
     return out
@@ -83,6 +87,39 @@ def test_rapport_eval_identity_prints_its_table_on_febrl() -> None:
     }
     assert figures["records"] == 5000 and figures["true_pairs"] == 6538
     assert figures["f1"] >= 0.99
+
+
+@pytest.mark.skipif(not FEBRL.exists(), reason="the shared FEBRL data is not on this machine")
+def test_rapport_eval_identity_scores_small_sparse_workspaces() -> None:
+    args = ["eval", "identity", str(FEBRL / "dataset1.csv"), "--people", "10", "--rounds", "5"]
+    result = CliRunner().invoke(cli, [*args, "--keep", "0.5", "--threshold", "0.8"])
+    assert result.exit_code == 0, result.output
+    assert "5 workspaces of 10 people" in " ".join(result.output.split())
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert figures["workspaces"] == 5 and figures["people"] == 10 and figures["keep"] == 0.5
+    assert figures["true_pairs"] > 0 and 0 < figures["recall"] <= 1
+
+
+def test_a_small_workspace_is_judged_by_what_duplicates_usually_look_like() -> None:
+    """Eight customers known by name and email, and a pair that differs by email only:
+    the pair's shared date of birth, postcode and city are each known to those two alone,
+    so their own random pairs would make agreeing on them look like what strangers do."""
+    names = ["ana souza", "liam brennan", "yuki tanaka", "fatima zahra", "noah berg"]
+    records = [
+        PersonRecord(id=f"c{i}", given_name=n.split()[0], surname=n.split()[1], email=f"{i}@x.io")
+        for i, n in enumerate(names)
+    ]
+    same = {"locality": "madrid", "postcode": "28001", "birth_date": "19800102"}
+    records += [
+        PersonRecord(id="m1", given_name="maria", surname="garcia", email="m@a.es", **same),
+        PersonRecord(id="m2", given_name="maria", surname="garcia", email="mg@b.com", **same),
+        # Someone else who shares a first name and nothing more.
+        PersonRecord(id="c9", given_name="ana", surname="lindqvist", email="al@c.se"),
+    ]
+    result = find_duplicates(records, threshold=duplicates.SUGGEST_THRESHOLD)
+    assert [pair.key for pair in result.pairs] == [("m1", "m2")]
+    assert "same date of birth" in result.pairs[0].reason.lower()
+    assert "email differs" in result.pairs[0].reason.lower()
 
 
 def add_customers(database: Database, world: World, rows: list[dict[str, str]]) -> list[str]:

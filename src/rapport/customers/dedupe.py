@@ -54,31 +54,101 @@ class PersonRecord:
     id_number: str = ""  # a customer or document number the business holds
 
 
+Levels = tuple[float, float, float, float]  # exact, close, similar, different
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """How one field is compared, and how its levels read in a reason."""
+    """How one field is compared, how its levels read in a reason, and what is assumed of
+    them before a workspace's own records say otherwise: how often each level occurs among
+    duplicates (``m``) and among different people (``u``)."""
 
     name: str  # the derived column it reads
     label: str  # how a person calls it
     kind: str  # "name", "text", "code" or "category"
+    m: Levels
+    u: Levels
     term_frequency: bool = False
 
 
+# The assumed levels are rounded from what the estimation finds on FEBRL's records (names,
+# addresses, dates of birth), with fewer typos than its generator makes; email and phone
+# are not there. Two customers of one workspace with one email or one phone are one
+# customer from their first message, so the duplicates left to find mostly differ in both.
 COMPARISONS: Final[tuple[Comparison, ...]] = (
-    Comparison("given_name", "first name", "name", term_frequency=True),
-    Comparison("surname", "surname", "name", term_frequency=True),
-    Comparison("email", "email", "code"),
-    Comparison("phone", "phone", "code"),
-    Comparison("street_number", "house number", "code"),
-    Comparison("street_name", "street", "text"),
-    Comparison("street2", "address line 2", "text"),
-    Comparison("locality", "city", "text", term_frequency=True),
-    Comparison("postcode", "postcode", "code"),
-    Comparison("region", "state", "category"),
-    Comparison("birth_date", "date of birth", "code"),
-    Comparison("id_number", "customer number", "code"),
+    Comparison(
+        "given_name",
+        "first name",
+        "name",
+        m=(0.80, 0.10, 0.04, 0.06),
+        u=(0.005, 0.002, 0.01, 0.983),
+        term_frequency=True,
+    ),
+    Comparison(
+        "surname",
+        "surname",
+        "name",
+        m=(0.78, 0.12, 0.04, 0.06),
+        u=(0.004, 0.001, 0.005, 0.99),
+        term_frequency=True,
+    ),
+    Comparison("email", "email", "code", m=(0.3, 0.05, 0.05, 0.6), u=(1e-5, 1e-4, 2e-4, 0.99969)),
+    Comparison("phone", "phone", "code", m=(0.3, 0.05, 0.05, 0.6), u=(1e-5, 2e-4, 5e-4, 0.99929)),
+    Comparison(
+        "street_number",
+        "house number",
+        "code",
+        m=(0.85, 0.06, 0.05, 0.04),
+        u=(0.013, 0.2, 0.6, 0.187),
+    ),
+    Comparison(
+        "street_name", "street", "text", m=(0.7, 0.2, 0.02, 0.08), u=(0.001, 0.001, 0.05, 0.948)
+    ),
+    Comparison(
+        "street2",
+        "address line 2",
+        "text",
+        m=(0.6, 0.25, 0.03, 0.12),
+        u=(0.001, 0.001, 0.005, 0.993),
+    ),
+    Comparison(
+        "locality",
+        "city",
+        "text",
+        m=(0.8, 0.12, 0.01, 0.07),
+        u=(0.005, 0.001, 0.005, 0.989),
+        term_frequency=True,
+    ),
+    Comparison(
+        "postcode", "postcode", "code", m=(0.82, 0.12, 0.02, 0.04), u=(0.002, 0.02, 0.11, 0.868)
+    ),
+    Comparison(
+        "region", "state", "category", m=(0.95, 1e-4, 1e-4, 0.0498), u=(0.2, 1e-4, 1e-4, 0.7998)
+    ),
+    Comparison(
+        "birth_date",
+        "date of birth",
+        "code",
+        m=(0.9, 0.04, 0.01, 0.05),
+        u=(1e-4, 0.001, 0.014, 0.9849),
+    ),
+    Comparison(
+        "id_number",
+        "customer number",
+        "code",
+        m=(0.88, 0.06, 0.01, 0.05),
+        u=(1e-5, 1e-4, 5e-4, 0.99939),
+    ),
 )
 LEVELS: Final = 4  # exact, close, similar, different
+
+# How many pairs the assumed levels weigh as: a workspace's own pairs outweigh them once
+# there are more of them, so a small workspace (or a field few customers have) is judged
+# by the assumptions, not by the handful of pairs it has, which may be the duplicate itself.
+ASSUMED_M_PAIRS: Final = 20.0
+ASSUMED_U_PAIRS: Final = 100.0
+# How many records the assumed frequency of a value weighs as (the term-frequency weight).
+ASSUMED_TF_RECORDS: Final = 200.0
 
 # Pairs sharing any of these keys are compared.
 BLOCKING_RULES: Final[tuple[tuple[str, ...], ...]] = (
@@ -266,10 +336,15 @@ def _compare(
     return np.where(unknown, UNKNOWN, level).astype(np.int8)
 
 
-def _frequencies(values: npt.NDArray[np.object_]) -> FloatArray:
-    """Each record's value frequency in the base (the chance a random record shares it)."""
+def _frequencies(values: npt.NDArray[np.object_], assumed: float) -> FloatArray:
+    """Each record's value frequency among the records that know the field (the chance a
+    random record shares it), drawn towards ``assumed`` where few records know it: in a
+    small workspace a name held by a duplicate pair is held by a large share of records."""
     codes, counts = _codes(values)
-    freq = counts[np.maximum(codes, 0)] / max(len(values), 1)
+    known = np.count_nonzero(codes >= 0)
+    freq = (counts[np.maximum(codes, 0)] + assumed * ASSUMED_TF_RECORDS) / (
+        known + ASSUMED_TF_RECORDS
+    )
     return np.where(codes >= 0, freq, np.nan)
 
 
@@ -283,15 +358,35 @@ def _level_counts(levels: npt.NDArray[np.int8], weights: FloatArray | None = Non
     return counts
 
 
+def _assumed(which: str) -> FloatArray:
+    return np.array([getattr(c, which) for c in COMPARISONS], dtype=np.float64)
+
+
+def _known(cols: _Columns) -> FloatArray:
+    """How many records know each compared field."""
+    return np.array([np.count_nonzero(cols.values[c.name] != "") for c in COMPARISONS])
+
+
 def _estimate_u(cols: _Columns, rng: np.random.Generator, samples: int) -> FloatArray:
-    """Level frequencies among random pairs, which are almost all different people."""
+    """Level frequencies among random pairs, which are almost all different people.
+
+    A field known to few records has few distinct pairs to sample, however many samples
+    are drawn (two records with a date of birth are one pair, perhaps the duplicate), so
+    each field's count weighs as at most its distinct pairs against the assumed ``u``.
+    """
     n = cols.size
     left = rng.integers(0, n, size=samples)
     right = rng.integers(0, n, size=samples)
     keep = left != right
     pairs = np.stack([left[keep], right[keep]], axis=1)
-    counts = _level_counts(_levels(cols, pairs)) + 1.0  # Laplace: no level is impossible
-    u: FloatArray = counts / counts.sum(axis=1, keepdims=True)
+    counts = _level_counts(_levels(cols, pairs))
+    known = _known(cols)
+    drawn = counts.sum(axis=1)
+    evidence = np.minimum(drawn, known * (known - 1) / 2)
+    seen = (counts + 1.0) / (drawn + LEVELS)[:, None]  # Laplace: no level is impossible
+    u: FloatArray = (seen * evidence[:, None] + _assumed("u") * ASSUMED_U_PAIRS) / (
+        evidence[:, None] + ASSUMED_U_PAIRS
+    )
     return u
 
 
@@ -356,10 +451,7 @@ def _train_m(
         total += m * weight[:, None]
         evidence += weight
         iterations += done
-    fallback = np.tile(np.array([0.85, 0.08, 0.04, 0.03]), (len(COMPARISONS), 1))
-    known = evidence > 0
-    m = fallback.copy()
-    m[known] = total[known] / evidence[known, None]
+    m = (total + _assumed("m") * ASSUMED_M_PAIRS) / (evidence[:, None] + ASSUMED_M_PAIRS)
     return m, iterations
 
 
@@ -389,10 +481,9 @@ def _tf_adjustment(
     for f, comparison in enumerate(COMPARISONS):
         if not comparison.term_frequency:
             continue
-        freq = _frequencies(cols.values[comparison.name])[pairs[:, 0]]
+        freq = _frequencies(cols.values[comparison.name], u[f, 0])[pairs[:, 0]]
         exact = (levels[:, f] == 0) & ~np.isnan(freq)
-        floor = 1.0 / max(cols.size, 1)
-        adjust[exact] += np.log2(u[f, 0] / np.maximum(freq[exact], floor))
+        adjust[exact] += np.log2(u[f, 0] / freq[exact])
     return adjust
 
 
