@@ -309,6 +309,55 @@ def test_two_agents_on_one_conversation_see_each_other(
     )
 
 
+# A browser behind a proxy that drops WebSockets: every socket closes before it opens.
+NO_SOCKETS = (
+    "window.WebSocket = function () {"
+    "  var ws = {}; setTimeout(function () { ws.onclose({ code: 1006 }); }, 20); return ws;"
+    "};"
+)
+
+
+def test_where_no_socket_can_open_an_agents_pages_poll_and_messages_still_arrive(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # Behind such a proxy the conversation and the inbox never changed until reloaded.
+    import httpx
+
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    context = browser.new_context()
+    context.add_init_script(NO_SOCKETS)
+    page = context.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    page.wait_for_selector("#messages")
+
+    def write(ext: str, email: str, text: str) -> dict:  # type: ignore[type-arg]
+        r = httpx.post(
+            f"{live_server.url}/api/v1/inboxes/{inbox}/messages",
+            json={"external_id": ext, "text": text, "from": {"email": email}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    assert write("poll-1", "customer@acme.example", "Still waiting")["conversation_id"] == conv
+    page.wait_for_selector("#messages li >> text=Still waiting", timeout=15_000)
+    page.goto(f"{live_server.url}/app/inbox?view=all")
+    page.wait_for_selector("#conversation-list")
+    other = write("poll-2", "newcomer@example.com", "Hello from a new customer")
+    page.wait_for_selector(
+        f'#conversation-list li[data-id="{other["conversation_id"]}"]', timeout=15_000
+    )
+    # Each message shown once: the polls that follow bring recent events again.
+    page.goto(f"{live_server.url}/app/conversations/{conv}")
+    write("poll-3", "customer@acme.example", "And one more thing")
+    page.wait_for_selector("#messages li >> text=And one more thing", timeout=15_000)
+    page.wait_for_timeout(3_500)  # another poll, which brings the same events again
+    expect(page.locator("#messages li", has_text="And one more thing")).to_have_count(1)
+
+
 def test_the_panel_shows_a_total_spend_past_what_a_double_holds_to_the_cent(
     live_server: LiveServer,
     browser,  # type: ignore[no-untyped-def]

@@ -264,8 +264,44 @@ def gone(database: Database, after_id: int) -> bool:
     """Whether the event a client last saw has been pruned from the outbox (KEPT_DAYS):
     what followed it may be gone too, and cannot be replayed."""
     with database.session(write=False) as db:
-        oldest = db.scalar(select(func.min(StreamEvent.id)))
+        return pruned(db, after_id)
+
+
+def pruned(db: Session, after_id: int) -> bool:
+    """``gone``, in the caller's session."""
+    oldest = db.scalar(select(func.min(StreamEvent.id)))
     return after_id > 0 and oldest is not None and after_id + 1 < oldest
+
+
+# A poll (a page's way to follow the workspace where no socket opens) has no connection to
+# remember what it sent. It returns every event after the client's cursor, and moves the
+# cursor only past events stored POLL_SETTLE_SECONDS ago: an event that commits late (ids
+# commit out of order on PostgreSQL; the gap is its transaction's commit, see
+# STRAGGLER_SECONDS) still lies after the cursor when it shows. So each event comes in a
+# few polls running, and the client ignores ids it has.
+POLL_SETTLE_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Polled:
+    events: list[StreamEvent]
+    cursor: int  # the next poll's ``after``
+    more: bool  # a page was full: poll again at once
+
+
+def poll(db: Session, *, workspace_id: str, after_id: int) -> Polled:
+    """The workspace's events after ``after_id`` and where the next poll starts."""
+    rows = since(db, workspace_id=workspace_id, after_id=after_id)
+    edge = utcnow() - timedelta(seconds=POLL_SETTLE_SECONDS)
+    cursor = after_id
+    for event in rows:
+        if event.created_at > edge:
+            break
+        cursor = event.id
+    more = len(rows) == PAGE
+    if more and cursor == after_id:  # a page of events in a few seconds: on past them
+        cursor = rows[-1].id
+    return Polled(rows, cursor, more)
 
 
 async def opening(database: Database, workspace_id: str, last: int | None) -> tuple[Seen, str]:

@@ -2,17 +2,54 @@
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, Field
 
-from rapport.auth.deps import websocket_principal
+from rapport.auth.deps import CurrentMember, ReadDb, websocket_principal
 from rapport.auth.service import Principal
 from rapport.bus import Subscription, get_bus
 from rapport.db import Database
 from rapport.realtime import service
 
 router = APIRouter(tags=["realtime"])
+
+
+class EventsPage(BaseModel):
+    events: list[dict[str, Any]]
+    cursor: int = Field(description="pass as `after` to the next poll")
+    more: bool = Field(description="a page was full: poll again at once")
+    reset: bool = Field(
+        default=False, description="the events after `after` were pruned: reload instead"
+    )
+
+
+@router.get("/api/v1/events", response_model=EventsPage)
+def poll_events(
+    principal: CurrentMember, db: ReadDb, after: Annotated[int | None, Query(ge=0)] = None
+) -> EventsPage:
+    """The workspace's events after `after`, for a client that cannot hold the stream open
+    (a proxy that drops WebSockets): the stored events the stream carries (not the passing
+    ones: who is typing or viewing). Without `after`, only the cursor to start from.
+
+    Recent events come again in the polls that follow (they may have committed out of
+    order): handle each `id` once.
+    """
+    if after is None:
+        return EventsPage(
+            events=[], cursor=service.latest_id(db, workspace_id=principal.workspace_id), more=False
+        )
+    if service.pruned(db, after):
+        return EventsPage(events=[], cursor=after, more=False, reset=True)
+    page = service.poll(db, workspace_id=principal.workspace_id, after_id=after)
+    events = [service.as_dict(e) for e in page.events]
+    return EventsPage(
+        events=[e for e in events if _for(e, principal.user_id)],
+        cursor=page.cursor,
+        more=page.more,
+    )
+
 
 _POLICY_VIOLATION = 1008
 

@@ -125,6 +125,11 @@ function setupLogout() {
 }
 
 // --- the live stream of workspace events ------------------------------------------------
+// Where no socket opens (a proxy or firewall that drops WebSockets) the page asks for what
+// is new every few seconds instead, until a socket opens again.
+const POLL_MS = 3000;
+const POLL_HIDDEN_MS = 15000;
+
 function connectStream(onEvent) {
   // The page's first socket starts from the newest event when the page was rendered: what
   // committed meanwhile is sent first.
@@ -132,31 +137,68 @@ function connectStream(onEvent) {
   let last = rendered ? Number(rendered) : null;
   let fromPage = last !== null;
   let delay = 500;
-  // A replay after a reconnect may repeat events we have (ids commit out of order on
-  // PostgreSQL, so the server resends recent ones): each id is handled once.
+  let unopened = 0;
+  let polling = false;
+  let pollTimer = null;
+  let cursor = null;
+  // A replay after a reconnect (and each poll) may repeat events we have (ids commit out
+  // of order on PostgreSQL, so the server resends recent ones): each id is handled once.
   const seen = new Set();
+  const handle = (event) => {
+    if (event.id) {
+      if (seen.has(event.id)) return;
+      seen.add(event.id);
+      if (seen.size > 5000) seen.delete(seen.values().next().value);
+      last = Math.max(last || 0, event.id);
+    }
+    onEvent(event);
+    // Other modules of the page (the customer panel) follow the same stream.
+    document.dispatchEvent(new CustomEvent("rapport:event", { detail: event }));
+  };
+  const poll = () => {
+    if (polling) return;
+    polling = true;
+    cursor = last;
+    fromPage = false; // the socket that opens later replays the recent ones too
+    const tick = async () => {
+      if (!polling) return;
+      let wait = document.visibilityState === "visible" ? POLL_MS : POLL_HIDDEN_MS;
+      try {
+        const page = await api("GET", `/api/v1/events${cursor === null ? "" : `?after=${cursor}`}`);
+        // Away longer than the server keeps events: what was missed is reloaded whole.
+        if (page.reset) { location.reload(); return; }
+        if (polling) {
+          page.events.forEach(handle);
+          cursor = page.cursor;
+          if (page.more) wait = 0;
+        }
+      } catch (e) { /* offline a moment: the next tick asks again */ }
+      if (polling) pollTimer = setTimeout(tick, wait);
+    };
+    tick();
+  };
+  const unpoll = () => { polling = false; clearTimeout(pollTimer); };
   const open = () => {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const query = last === null ? "" : `?last_event_id=${last}${fromPage ? "&from_page=1" : ""}`;
     const ws = new WebSocket(`${proto}//${location.host}/api/v1/stream${query}`);
-    ws.onopen = () => { delay = 500; fromPage = false; };
+    let opened = false;
+    // The socket replays from the last event we saw whatever came while we polled.
+    ws.onopen = () => { opened = true; delay = 500; fromPage = false; unopened = 0; unpoll(); };
     ws.onmessage = (msg) => {
       const event = JSON.parse(msg.data);
       if (event.type === "hello") { last = event.last_event_id; return; }
       // Away longer than the server keeps events: what was missed is reloaded whole.
       if (event.type === "reset") { location.reload(); return; }
-      if (event.id) {
-        if (seen.has(event.id)) return;
-        seen.add(event.id);
-        if (seen.size > 5000) seen.delete(seen.values().next().value);
-        last = Math.max(last || 0, event.id);
-      }
-      onEvent(event);
-      // Other modules of the page (the customer panel) follow the same stream.
-      document.dispatchEvent(new CustomEvent("rapport:event", { detail: event }));
+      handle(event);
     };
-    // Reconnect with the last id we saw: the server replays whatever we missed.
-    ws.onclose = () => { setTimeout(open, delay); delay = Math.min(delay * 2, 10000); };
+    // Reconnect with the last id we saw: the server replays whatever we missed. Twice no
+    // socket at all: poll meanwhile.
+    ws.onclose = () => {
+      if (!opened && ++unopened >= 2) poll();
+      setTimeout(open, delay);
+      delay = Math.min(delay * 2, 10000);
+    };
   };
   open();
 }
