@@ -140,3 +140,78 @@ def test_a_mention_that_fits_several_colleagues_notifies_none_and_tells_the_auth
     assert notified() == {bob, rob}
     body = note("@rob thanks")  # an email's local part that is nobody else's
     assert body["mentioned"] == [rob] and body["ambiguous_mentions"] == []
+
+
+def _mention(client: TestClient, world: World, conv: str, text: str = "@bob look") -> None:
+    r = client.post(
+        f"/api/v1/conversations/{conv}/notes", json={"text": text}, headers=auth(world.alice)
+    )
+    assert r.status_code == 201, r.text
+
+
+def _unread(client: TestClient, token: str) -> int:
+    r = client.get("/api/v1/notifications/unread-count", headers=auth(token))
+    assert r.status_code == 200
+    return int(r.json()["unread"])
+
+
+def test_reading_a_conversations_notifications_leaves_the_others_and_tells_the_readers_pages(
+    client: TestClient, world: World
+) -> None:
+    first = world.acme.first.conversation.id  # type: ignore[union-attr]
+    other = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "n-2", "text": "hi", "from": {"email": "n2@example.com"}},
+        headers=auth(world.alice),
+    ).json()["conversation_id"]
+    _mention(client, world, first)
+    _mention(client, world, other)
+    _mention(client, world, other, "@alice, for you")
+    assert _unread(client, world.bob) == 2 and _unread(client, world.alice) == 0
+    cursor = client.get("/api/v1/events", headers=auth(world.bob)).json()["cursor"]
+    r = client.post(
+        "/api/v1/notifications/read", json={"conversation_id": other}, headers=auth(world.bob)
+    )
+    assert r.json() == {"marked": 1}
+    unread = client.get(
+        "/api/v1/notifications", params={"unread": True}, headers=auth(world.bob)
+    ).json()
+    assert [n["conversation_id"] for n in unread] == [first]
+    assert _unread(client, world.bob) == 1
+    # Bob's other pages count again; no one else hears of what Bob read.
+    events = client.get("/api/v1/events", params={"after": cursor}, headers=auth(world.bob)).json()[
+        "events"
+    ]
+    assert [(e["type"], e["payload"]["marked"]) for e in events] == [("notifications.read", 1)]
+    seen_by_alice = client.get(
+        "/api/v1/events", params={"after": cursor}, headers=auth(world.alice)
+    ).json()["events"]
+    assert "notifications.read" not in [e["type"] for e in seen_by_alice]
+    # Nothing left to read: nothing is written, no one is told.
+    r = client.post(
+        "/api/v1/notifications/read", json={"conversation_id": other}, headers=auth(world.bob)
+    )
+    assert r.json() == {"marked": 0}
+
+
+def test_the_unread_count_stops_at_its_cap_and_the_list_at_its_limit(
+    client: TestClient, world: World, database: Database
+) -> None:
+    from rapport.notifications import service
+
+    with database.session() as db:
+        for n in range(service.COUNT_CAP + 5):
+            db.add(
+                Notification(
+                    workspace_id=world.acme.workspace.id,
+                    user_id=world.acme.users["bob"].id,
+                    kind="mention",
+                    text=f"note {n}",
+                )
+            )
+    assert _unread(client, world.bob) == service.COUNT_CAP
+    listed = client.get("/api/v1/notifications", params={"limit": 3}, headers=auth(world.bob))
+    assert len(listed.json()) == 3
+    r = client.get("/api/v1/notifications", params={"limit": 201}, headers=auth(world.bob))
+    assert r.status_code == 422
+    assert client.get("/api/v1/notifications/unread-count").status_code == 401

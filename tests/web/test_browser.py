@@ -358,6 +358,45 @@ def test_where_no_socket_can_open_an_agents_pages_poll_and_messages_still_arrive
     expect(page.locator("#messages li", has_text="And one more thing")).to_have_count(1)
 
 
+def test_an_agent_sees_a_mention_counted_finds_it_listed_and_opening_it_reads_it(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    page.wait_for_selector("#conversation-list")
+    badge = page.locator("#notif-badge")
+    expect(badge).to_be_hidden()
+    page.wait_for_timeout(300)  # the stream connects
+    client.post(
+        f"/api/v1/conversations/{conv}/notes",
+        json={"text": "@bob the courier called back"},
+        headers=auth(world.alice),
+    )
+    expect(badge).to_have_text("1", timeout=10_000)
+    page.click("#notifications-link")
+    item = page.locator("#notification-list li.unread")
+    expect(item).to_contain_text("the courier called back")
+    # Another comes while the list is open: it is drawn, and counted.
+    client.post(
+        f"/api/v1/conversations/{conv}/notes",
+        json={"text": "@bob and the customer too"},
+        headers=auth(world.alice),
+    )
+    expect(page.locator("#notification-list li.unread")).to_have_count(2, timeout=10_000)
+    expect(badge).to_have_text("2")
+    page.locator("#notification-list li.unread a").first.click()
+    page.wait_for_selector("#messages")
+    expect(badge).to_be_hidden(timeout=10_000)  # opening the conversation read its own
+    page.goto(f"{live_server.url}/app/notifications")
+    expect(page.locator("#notification-list li")).to_have_count(2)
+    expect(page.locator("#notification-list li.unread")).to_have_count(0)
+    expect(page.locator("#notifications-all-read")).to_be_disabled()
+
+
 def test_the_panel_shows_a_total_spend_past_what_a_double_holds_to_the_cent(
     live_server: LiveServer,
     browser,  # type: ignore[no-untyped-def]

@@ -462,6 +462,37 @@ def test_every_member_reaches_their_own_account_page_viewers_too(
     assert 'value="Victor"' in page.text and "victor@acme.test" in page.text
 
 
+def test_notifications_are_counted_on_every_page_and_listed_on_their_own(
+    client: TestClient, world: World
+) -> None:
+    # The badge counted only what arrived while a page was open, and the next page forgot
+    # it: a mention made while an agent was elsewhere was never shown to them.
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    assert client.get("/app/notifications", follow_redirects=False).headers["location"] == (
+        "/login"
+    )
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/notifications").text
+    assert "No notifications yet." in page and 'id="notif-badge"' in page
+    assert re.search(r'id="notif-badge"[^>]* hidden>0<', page)
+    client.post(
+        f"/api/v1/conversations/{conv}/notes",
+        json={"text": "@bob the <b>courier</b> called"},
+        headers=auth(world.alice),
+    )
+    for path in ("/app/inbox", "/app/customers", "/app/notifications"):
+        html = client.get(path).text
+        assert re.search(r'id="notif-badge"[^>]*>1</span>', html), path
+    page = client.get("/app/notifications").text
+    assert f'href="/app/conversations/{conv}#m-' in page
+    assert '<li class="notification unread"' in page
+    assert "&lt;b&gt;courier&lt;/b&gt;" in page  # the note's text, never its markup
+    client.post("/api/v1/notifications/read", json={}, headers=auth(world.bob))
+    page = client.get("/app/notifications").text
+    assert '<li class="notification unread"' not in page and "courier" in page
+    assert 'id="notifications-all-read" disabled' in page
+
+
 def test_the_settings_page_shows_why_a_rule_was_skipped(
     client: TestClient, world: World, database: Database, settings: Settings
 ) -> None:

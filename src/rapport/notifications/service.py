@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Membership, Role, User
@@ -119,8 +119,37 @@ def for_user(
     return list(db.scalars(stmt.order_by(Notification.created_at.desc()).limit(limit)))
 
 
-def mark_read(db: Session, *, workspace_id: str, user_id: str, ids: list[str] | None) -> int:
-    """Mark some (or, with None, all) of the user's notifications read."""
+# Unread notifications are counted up to this many (the badge then says 99+): a count that
+# reads every row of a member who never reads theirs would grow without end.
+COUNT_CAP = 100
+
+
+def unread_count(db: Session, *, workspace_id: str, user_id: str) -> int:
+    """How many of the user's notifications are unread, up to COUNT_CAP."""
+    unread = (
+        select(Notification.id)
+        .where(
+            Notification.workspace_id == workspace_id,
+            Notification.user_id == user_id,
+            Notification.read_at.is_(None),
+        )
+        .limit(COUNT_CAP)
+        .subquery()
+    )
+    return int(db.scalar(select(func.count()).select_from(unread)) or 0)
+
+
+def mark_read(
+    db: Session,
+    *,
+    workspace_id: str,
+    user_id: str,
+    ids: list[str] | None,
+    conversation_id: str | None = None,
+) -> int:
+    """Mark some (or, with None, all) of the user's notifications read, those of one
+    conversation only if it is named; the user's other open pages hear of it
+    (``notifications.read``) to count again."""
     stmt = update(Notification).where(
         Notification.workspace_id == workspace_id,
         Notification.user_id == user_id,
@@ -128,4 +157,14 @@ def mark_read(db: Session, *, workspace_id: str, user_id: str, ids: list[str] | 
     )
     if ids is not None:
         stmt = stmt.where(Notification.id.in_(ids))
-    return int(getattr(db.execute(stmt.values(read_at=utcnow())), "rowcount", 0) or 0)
+    if conversation_id is not None:
+        stmt = stmt.where(Notification.conversation_id == conversation_id)
+    marked = int(getattr(db.execute(stmt.values(read_at=utcnow())), "rowcount", 0) or 0)
+    if marked:
+        emit(
+            db,
+            workspace_id=workspace_id,
+            type="notifications.read",
+            payload={"user_id": user_id, "marked": marked},
+        )
+    return marked

@@ -1,11 +1,12 @@
 """An agent's own notifications."""
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from rapport.auth.deps import CurrentMember, Db
+from rapport.auth.deps import CurrentMember, Db, ReadDb
 from rapport.notifications import service
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
@@ -26,22 +27,51 @@ class NotificationRead(BaseModel):
 class ReadIn(BaseModel):
     # Bounded: they go into one query, and PostgreSQL takes 65,535 parameters at most.
     ids: list[str] | None = Field(default=None, max_length=1_000)
+    conversation_id: str | None = Field(
+        default=None, max_length=32, description="only this conversation's notifications"
+    )
+
+
+class UnreadCount(BaseModel):
+    unread: int = Field(description=f"counted up to {service.COUNT_CAP}")
 
 
 @router.get("", response_model=list[NotificationRead])
 def list_notifications(
-    principal: CurrentMember, db: Db, unread: bool = False
+    principal: CurrentMember,
+    db: Db,
+    unread: bool = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[NotificationRead]:
+    """The caller's notifications, newest first."""
     rows = service.for_user(
-        db, workspace_id=principal.workspace_id, user_id=principal.user_id, unread_only=unread
+        db,
+        workspace_id=principal.workspace_id,
+        user_id=principal.user_id,
+        unread_only=unread,
+        limit=limit,
     )
     return [NotificationRead.model_validate(r) for r in rows]
 
 
+@router.get("/unread-count", response_model=UnreadCount)
+def unread_count(principal: CurrentMember, db: ReadDb) -> UnreadCount:
+    """How many of the caller's notifications are unread (what the badge shows)."""
+    return UnreadCount(
+        unread=service.unread_count(
+            db, workspace_id=principal.workspace_id, user_id=principal.user_id
+        )
+    )
+
+
 @router.post("/read")
 def mark_read(body: ReadIn, principal: CurrentMember, db: Db) -> dict[str, int]:
-    """Mark the given notifications (or all of them) read."""
+    """Mark the given notifications (or all of them, or a conversation's) read."""
     n = service.mark_read(
-        db, workspace_id=principal.workspace_id, user_id=principal.user_id, ids=body.ids
+        db,
+        workspace_id=principal.workspace_id,
+        user_id=principal.user_id,
+        ids=body.ids,
+        conversation_id=body.conversation_id,
     )
     return {"marked": n}

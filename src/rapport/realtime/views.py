@@ -126,12 +126,16 @@ async def _while_allowed(
     return False
 
 
+# Events about one member's notifications (one created, some read), carried to them alone.
+_PERSONAL = {"notification.created", "notifications.read"}
+
+
 def _for(event: dict[str, Any], me: str) -> bool:
-    """Whether this member's socket carries the event: a notification only to its own, and
-    never the word meant for visitors' sockets."""
+    """Whether this member's socket carries the event: a notification's only to its own,
+    and never the word meant for visitors' sockets."""
     if event["type"] == service.VISITORS_ERASED:
         return False
-    return event["type"] != "notification.created" or bool(event["payload"].get("user_id") == me)
+    return event["type"] not in _PERSONAL or bool(event["payload"].get("user_id") == me)
 
 
 async def _catch_up(

@@ -31,6 +31,7 @@ from rapport.customers import duplicates, merge
 from rapport.customers import service as customers
 from rapport.customers.models import Customer, Identity
 from rapport.db import utcnow
+from rapport.notifications import service as notifications
 from rapport.problems import Forbidden, NotFound, Problem
 from rapport.realtime import service as realtime
 from rapport.workspaces import invitations
@@ -50,15 +51,22 @@ async def _principal(request: Request) -> auth_service.Principal | None:
         principal = await resolve_principal(request)
     except (Unauthorized, Problem):
         return None
-    request.state.last_event_id = await run_in_threadpool(
-        _newest_event, request.app.state.database, principal.workspace_id
+    request.state.last_event_id, request.state.unread_notifications = await run_in_threadpool(
+        _newest_event, request.app.state.database, principal
     )
     return principal
 
 
-def _newest_event(database: Any, workspace_id: str) -> int:
+def _newest_event(database: Any, principal: auth_service.Principal) -> tuple[int, int]:
+    """The workspace's newest event id, then the member's unread notifications (counted
+    after it: one that commits in between is counted and sent again, and the page counts
+    again on each, never adding one up)."""
     with database.session(write=False) as db:
-        return realtime.latest_id(db, workspace_id=workspace_id)
+        newest = realtime.latest_id(db, workspace_id=principal.workspace_id)
+        unread = notifications.unread_count(
+            db, workspace_id=principal.workspace_id, user_id=principal.user_id
+        )
+    return newest, unread
 
 
 def _page(
@@ -74,6 +82,8 @@ def _page(
             # What colleagues see of a member (online, busy, offline), next to their name.
             "presence_of": lambda member: routing.presence(member, now),
             "last_event_id": getattr(request.state, "last_event_id", None),
+            "unread_notifications": getattr(request.state, "unread_notifications", 0),
+            "count_cap": notifications.COUNT_CAP,
             **ctx,
         },
         headers={
@@ -450,6 +460,26 @@ async def account_page(request: Request) -> Response:
         # A token's role is at most its maker's own.
         token_roles=[r.value for r in Role if principal.has(r)],
     )
+
+
+@router.get("/app/notifications", response_class=HTMLResponse)
+async def notifications_page(request: Request) -> Response:
+    """The member's own notifications (mentions, assignments), newest first."""
+    principal = await _principal(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    with request.app.state.database.session(write=False) as db:
+        rows = notifications.for_user(
+            db,
+            workspace_id=principal.workspace_id,
+            user_id=principal.user_id,
+            unread_only=False,
+            limit=NOTIFICATIONS_SHOWN,
+        )
+    return _page(request, "notifications.html", principal, items=rows, shown=NOTIFICATIONS_SHOWN)
+
+
+NOTIFICATIONS_SHOWN = 100
 
 
 @router.get("/app/settings", response_class=HTMLResponse)

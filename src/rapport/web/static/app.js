@@ -461,6 +461,11 @@ function setupConversation() {
   });
   const markRead = () => api("POST", `/api/v1/conversations/${id}/read`).catch(() => null);
   markRead();
+  // Opening a conversation reads the member's notifications of it (mentions, assignment).
+  const unread = document.getElementById("notif-badge");
+  if (unread && !unread.hidden) {
+    api("POST", "/api/v1/notifications/read", { conversation_id: id }).then(countNotifications, () => null);
+  }
   composer.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
   textarea.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); send(); }
@@ -613,16 +618,62 @@ function setupPresence() {
   });
 }
 
-function setupNotifications(event) {
-  const me = document.body.dataset.user;
-  if (event.type !== "notification.created" || event.payload.user_id !== me) return;
+// The count beside "Notifications" is asked of the server on each change: counting events
+// up and down would count one twice when a replay repeats it.
+async function countNotifications() {
   const badge = document.getElementById("notif-badge");
-  if (badge) {
-    badge.hidden = false;
-    badge.textContent = String(Number(badge.textContent || "0") + 1);
-    if (event.payload.conversation_id) badge.href = `/app/conversations/${event.payload.conversation_id}`;
+  if (!badge) return;
+  try {
+    const { unread } = await api("GET", "/api/v1/notifications/unread-count");
+    const cap = Number(badge.dataset.cap);
+    badge.textContent = unread >= cap ? `${cap - 1}+` : String(unread);
+    badge.hidden = unread === 0;
+  } catch (e) { /* offline a moment: the count stays until the next change */ }
+}
+
+// Whether the event is about the signed-in member's own notifications.
+function mineNotifications(event) {
+  const personal = event.type === "notification.created" || event.type === "notifications.read";
+  return personal && event.payload.user_id === document.body.dataset.user;
+}
+
+function setupNotifications(event) {
+  if (!mineNotifications(event)) return;
+  countNotifications();
+  if (event.type === "notification.created") {
+    notify(event.payload.kind === "mention" ? "You were mentioned" : "Assigned to you", event.payload.text);
   }
-  notify(event.payload.kind === "mention" ? "You were mentioned" : "Assigned to you", event.payload.text);
+}
+
+// The notifications page: drawn again (as the server draws it) when one comes or is read.
+function setupNotificationsPage() {
+  const list = document.getElementById("notification-list");
+  if (!list) return;
+  const allRead = document.getElementById("notifications-all-read");
+  const error = document.getElementById("notifications-error");
+  const redraw = async () => {
+    const res = await fetch(location.href, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
+    if (!res.ok) return;
+    const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+    const fresh = doc.getElementById("notification-list");
+    if (fresh) list.replaceChildren(...fresh.children);
+    allRead.disabled = !list.querySelector("li.unread");
+  };
+  allRead.addEventListener("click", async () => {
+    error.hidden = true;
+    try {
+      await api("POST", "/api/v1/notifications/read", {});
+      await redraw();
+      countNotifications();
+    } catch (e) {
+      error.textContent = e.message;
+      error.hidden = false;
+    }
+  });
+  connectStream((event) => {
+    setupNotifications(event);
+    if (mineNotifications(event)) redraw().catch(() => null);
+  });
 }
 
 // --- canned responses: type /shortcut in the composer -------------------------------------
@@ -1278,3 +1329,4 @@ paintLabels();
 setupPresence();
 setupInbox();
 setupConversation();
+setupNotificationsPage();
