@@ -938,3 +938,81 @@ def test_a_paused_resolution_clock_says_so_with_the_time_it_has_left(
         f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
     ).raise_for_status()
     assert sla_of()["resolution_paused"] is False
+
+
+def test_a_changed_policy_times_its_open_conversations_anew_and_keeps_what_is_not_named(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Policies could be added and deleted, not changed: lengthening a target meant deleting
+    # the policy, which stopped every clock under it.
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Std", "first_response_minutes": 60, "resolution_minutes": 600},
+        headers=auth(world.alice),
+    ).json()
+    waiting, answered, done = (_conversation(client, world, ext) for ext in ("w", "a", "d"))
+    client.post(
+        f"/api/v1/conversations/{answered}/messages",
+        json={"text": "on it"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    client.post(
+        f"/api/v1/conversations/{done}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    ).raise_for_status()
+    before = {c: _record(database, c) for c in (waiting, answered, done)}
+    r = client.patch(
+        f"/api/v1/sla-policies/{policy['id']}",
+        json={"first_response_minutes": 120, "next_response_minutes": 30, "labels": [" VIP "]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    changed = r.json()
+    assert changed["name"] == "Std" and changed["resolution_minutes"] == 600  # not named: kept
+    assert changed["labels"] == ["vip"] and changed["next_response_minutes"] == 30
+    after = {c: _record(database, c) for c in (waiting, answered, done)}
+    # Still waiting for a first answer: due two hours after the customer wrote, not one.
+    assert after[waiting].first_response_due_at - before[waiting].first_response_due_at == (
+        timedelta(minutes=60)
+    )
+    assert after[waiting].resolution_due_at == before[waiting].resolution_due_at
+    # Answered: no first response is due; the next response target it did not have is not
+    # due either until the customer writes again.
+    assert after[answered].first_response_due_at is None
+    assert after[answered].next_response_due_at is None
+    # Resolved: left alone.
+    assert after[done].resolution_due_at == before[done].resolution_due_at
+    assert after[done].first_response_due_at == before[done].first_response_due_at
+    with database.session(write=False) as db:
+        told = db.scalars(
+            select(StreamEvent.payload).where(StreamEvent.type == "sla.policy_updated")
+        ).all()
+    assert told == [{"policy_id": policy["id"], "conversations": 2}]
+    # A target taken away is no target; a name cannot be.
+    r = client.patch(
+        f"/api/v1/sla-policies/{policy['id']}",
+        json={"first_response_minutes": None},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200 and r.json()["first_response_minutes"] is None
+    assert _record(database, waiting).first_response_due_at is None
+    for bad in ({"name": None}, {"name": ""}, {"resolution_minutes": 0}, {"labels": None}):
+        r = client.patch(
+            f"/api/v1/sla-policies/{policy['id']}", json=bad, headers=auth(world.alice)
+        )
+        assert r.status_code == 422, bad
+        assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_only_an_admin_of_its_own_workspace_changes_a_policy(
+    client: TestClient, world: World
+) -> None:
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Std", "first_response_minutes": 60},
+        headers=auth(world.alice),
+    ).json()
+    url = f"/api/v1/sla-policies/{policy['id']}"
+    assert client.patch(url, json={"name": "x"}, headers=auth(world.bob)).status_code == 403
+    assert client.patch(url, json={"name": "x"}, headers=auth(world.mallory)).status_code == 404
+    listed = client.get("/api/v1/sla-policies", headers=auth(world.alice)).json()
+    assert [p["name"] for p in listed] == ["Std"]

@@ -332,3 +332,57 @@ def test_an_admin_edits_and_disables_an_inbox(
         headers={"Origin": "https://shop.example"},
     )
     assert r.status_code == 404
+
+
+def test_an_admin_changes_a_service_level_policy_and_adds_one_with_conditions(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # The settings page could add a policy by its name and two targets, and delete it:
+    # no conditions, no next-response target or warning, and nothing could be changed.
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Gold", "first_response_minutes": 10},
+        headers=auth(world.alice),
+    ).json()
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    page = browser.new_page()
+    sign_in(page, live_server, "alice@acme.test", "/app/settings#service-levels")
+    item = page.locator(f'#sla-policies li[data-id="{policy["id"]}"]')
+    item.locator("input[name=first_response_minutes]").fill("30")
+    item.locator("input[name=resolution_minutes]").fill("480")
+    item.locator('input[name=priorities][value="urgent"]').check()
+    item.locator("input[name=labels]").fill(" VIP , billing")
+    item.locator("button[type=submit]").click()
+    expect(item.locator(".saved")).to_be_visible()
+    expect(item.locator("input[name=labels]")).to_have_value("billing, vip")
+    (kept,) = client.get("/api/v1/sla-policies", headers=auth(world.alice)).json()
+    assert (kept["first_response_minutes"], kept["resolution_minutes"]) == (30, 480)
+    assert kept["priorities"] == ["urgent"] and kept["labels"] == ["billing", "vip"]
+    assert kept["warn_before_minutes"] == 15 and kept["next_response_minutes"] is None
+    # A refused change is said and leaves the policy as it was.
+    item.locator("input[name=name]").fill("")
+    item.locator("button[type=submit]").click()
+    expect(page.locator("#settings-error")).to_contain_text("name")
+    assert client.get("/api/v1/sla-policies", headers=auth(world.alice)).json()[0]["name"] == (
+        "Gold"
+    )
+    # A new one, for one inbox, with a next-response target and no warning.
+    new = page.locator("#sla-create")
+    new.locator("input[name=name]").fill("API inbox")
+    new.locator(f'input[name=inbox_ids][value="{inbox}"]').check()
+    new.locator("input[name=position]").fill("-1")
+    new.locator("input[name=next_response_minutes]").fill("20")
+    new.locator("input[name=warn_before_minutes]").fill("0")
+    new.locator("button[type=submit]").click()
+    expect(page.locator("#sla-policies > li[data-id]")).to_have_count(2)
+    made = next(
+        p
+        for p in client.get("/api/v1/sla-policies", headers=auth(world.alice)).json()
+        if p["name"] == "API inbox"
+    )
+    assert made["inbox_ids"] == [inbox] and made["position"] == -1
+    assert (made["next_response_minutes"], made["warn_before_minutes"]) == (20, 0)
+    assert made["first_response_minutes"] is None and made["priorities"] == []

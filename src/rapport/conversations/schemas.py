@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rapport.conversations.models import (
     DeliveryStatus,
@@ -192,6 +192,28 @@ class SlaPolicyIn(BaseModel):
     next_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
     resolution_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
     warn_before_minutes: int = Field(default=15, ge=0, le=_YEAR_OF_MINUTES)
+
+
+class SlaPolicyPatch(BaseModel):
+    """What to change of a policy: the fields given, the others kept (a target set to null
+    is no target)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    position: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    priorities: list[Priority] | None = Field(default=None, max_length=1_000)
+    inbox_ids: list[str] | None = Field(default=None, max_length=1_000)
+    labels: list[str] | None = Field(default=None, max_length=1_000)
+    first_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
+    next_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
+    resolution_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
+    warn_before_minutes: int | None = Field(default=None, ge=0, le=_YEAR_OF_MINUTES)
+
+    @model_validator(mode="after")
+    def _kept_fields_are_not_null(self) -> "SlaPolicyPatch":
+        for key in ("name", "position", "priorities", "inbox_ids", "labels", "warn_before_minutes"):
+            if key in self.model_fields_set and getattr(self, key) is None:
+                raise ValueError(f"{key} cannot be null")
+        return self
 
 
 class SlaPolicyRead(SlaPolicyIn):

@@ -311,6 +311,13 @@ def on_changed(db: Session, *, conversation: Conversation) -> None:
     previous = db.get(SlaPolicy, row.policy_id)
     if previous is not None:
         _adopt(row, previous, at=utcnow(), cal=cal)
+    _time_under(row, conversation, policy, cal)
+
+
+def _time_under(
+    row: ConversationSla, conversation: Conversation, policy: SlaPolicy, cal: Calendar
+) -> None:
+    """Time the conversation's clocks anew under ``policy`` (see ``on_changed``)."""
 
     def due(start: datetime | None, minutes: int | None) -> datetime | None:
         return (
@@ -579,6 +586,48 @@ def create_policy(db: Session, *, workspace_id: str, data: dict[str, object]) ->
     db.add(row)
     db.flush()
     forget_policies(workspace_id)
+    return row
+
+
+def update_policy(
+    db: Session, *, workspace_id: str, policy_id: str, data: dict[str, object]
+) -> SlaPolicy:
+    """Change what a policy says. Its open conversations are timed anew under it at once
+    (response targets from when the customer started waiting, resolution by the open time
+    already used), and warned anew; which conversations it covers follows its conditions
+    as each conversation next changes, as when a policy is added. Open inboxes hear of it
+    (``sla.policy_updated``) to redraw those conversations' badges."""
+    from rapport.conversations import labels  # labels builds on automation, automation on sla
+
+    row = get_scoped(db, SlaPolicy, policy_id, workspace_id=workspace_id, name="SLA policy")
+    named = data.get("labels")
+    if isinstance(named, list):
+        data = {**data, "labels": sorted({labels.clean(str(name)) for name in named})}
+    cal = calendar_for(db, workspace_id)
+    now = utcnow()
+    under = db.execute(
+        select(ConversationSla, Conversation)
+        .join(Conversation, Conversation.id == ConversationSla.conversation_id)
+        .where(
+            ConversationSla.workspace_id == workspace_id,
+            ConversationSla.policy_id == row.id,
+            Conversation.status != Status.resolved,
+        )
+    ).all()
+    for clock, _ in under:  # while the targets they were timed by still stand
+        _adopt(clock, row, at=now, cal=cal)
+    for key, value in data.items():
+        setattr(row, key, value)
+    for clock, conversation in under:
+        _time_under(clock, conversation, row, cal)
+    db.flush()
+    forget_policies(workspace_id)
+    emit(
+        db,
+        workspace_id=workspace_id,
+        type="sla.policy_updated",
+        payload={"policy_id": row.id, "conversations": len(under)},
+    )
     return row
 
 

@@ -44,6 +44,7 @@ from rapport.conversations.schemas import (
     RenderedOut,
     ReplyIn,
     SlaPolicyIn,
+    SlaPolicyPatch,
     SlaPolicyRead,
     StatusIn,
     UploadRead,
@@ -381,6 +382,21 @@ def create_sla_policy(body: SlaPolicyIn, principal: CurrentAdmin, db: Db) -> Sla
     """A policy: targets in business minutes for conversations matching its conditions."""
     row = sla.create_policy(
         db, workspace_id=principal.workspace_id, data=body.model_dump(mode="json")
+    )
+    return SlaPolicyRead.model_validate(row)
+
+
+@sla_router.patch("/sla-policies/{policy_id}", response_model=SlaPolicyRead)
+def update_sla_policy(
+    policy_id: str, body: SlaPolicyPatch, principal: CurrentAdmin, db: Db
+) -> SlaPolicyRead:
+    """Change a policy: its open conversations are timed anew under it at once; which
+    conversations it covers follows its conditions as each next changes."""
+    row = sla.update_policy(
+        db,
+        workspace_id=principal.workspace_id,
+        policy_id=policy_id,
+        data=body.model_dump(mode="json", exclude_unset=True),
     )
     return SlaPolicyRead.model_validate(row)
 

@@ -510,6 +510,7 @@ async def settings_page(request: Request) -> Response:
             "teams": workspaces.teams(db, workspace_id=principal.workspace_id),
             "canned": canned.list_all(db, workspace_id=principal.workspace_id),
             "policies": sla.policies(db, principal.workspace_id),
+            "priorities": [p.value for p in Priority],
             "rules": automation.rules(db, workspace_id=principal.workspace_id),
             "webhooks": automation.webhooks(db, workspace_id=principal.workspace_id),
             "label_rows": label_list.list_all(db, workspace_id=principal.workspace_id),

@@ -1003,6 +1003,53 @@ function setupSettingsLists() {
   }
 }
 
+// An SLA policy's form as the API takes it: an empty target is none.
+function slaPolicyJson(form) {
+  const minutes = (name) => {
+    const raw = form.elements[name].value.trim();
+    return raw === "" ? null : Number(raw);
+  };
+  const ticked = (name) => [...form.querySelectorAll(`input[name=${name}]:checked`)].map((i) => i.value);
+  return {
+    name: form.elements.name.value.trim(),
+    position: Number(form.elements.position.value || 0),
+    priorities: ticked("priorities"),
+    inbox_ids: ticked("inbox_ids"),
+    labels: form.elements.labels.value.split(",").map((x) => x.trim()).filter(Boolean),
+    first_response_minutes: minutes("first_response_minutes"),
+    next_response_minutes: minutes("next_response_minutes"),
+    resolution_minutes: minutes("resolution_minutes"),
+    warn_before_minutes: minutes("warn_before_minutes") ?? 0,
+  };
+}
+
+function setupSlaPolicies() {
+  const list = document.getElementById("sla-policies");
+  if (!list) return;
+  list.addEventListener("submit", async (ev) => {
+    const form = ev.target.closest("form.sla-policy");
+    if (!form) return;
+    ev.preventDefault();
+    const li = form.closest("li[data-id]");
+    const saved = li.querySelector(".saved");
+    saved.hidden = true;
+    try {
+      const row = await api("PATCH", `/api/v1/sla-policies/${encodeURIComponent(li.dataset.id)}`, slaPolicyJson(form));
+      form.elements.labels.value = row.labels.join(", "); // as kept: " VIP" is "vip"
+      li.querySelector("button.delete").setAttribute("aria-label", `Delete policy ${row.name}`);
+      document.getElementById("settings-error").hidden = true;
+      saved.hidden = false;
+    } catch (e) { settingsFail(e.message); }
+  });
+  document.getElementById("sla-create").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("POST", "/api/v1/sla-policies", slaPolicyJson(ev.target));
+      location.reload();
+    } catch (e) { settingsFail(e.message); }
+  });
+}
+
 function setupMembers() {
   // The settings page follows the stream for its members table (the inbox and a
   // conversation already follow it, and redraw members from their own handlers); a
@@ -1323,6 +1370,7 @@ setupRules();
 setupLabelSettings();
 setupWebhooks();
 setupSettingsLists();
+setupSlaPolicies();
 setupDuplicates();
 setupCustomerFiles();
 paintLabels();
