@@ -267,3 +267,53 @@ def test_an_agent_corrects_a_name_and_adds_a_handle_from_the_panel(
     viewer = browser.new_page()
     sign_in(viewer, live_server, "victor@acme.test", f"/app/customers/{customer_id}")
     expect(viewer.locator("details.edit-customer")).to_have_count(0)
+
+
+def test_an_agent_finds_another_record_of_a_customer_and_merges_it_then_undoes_it(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # A merge detection had not suggested took the API: the customer's page had no way to it.
+    kept = customer(client, world.bob, name="Rosa Diaz", email="rosa@example.com")
+    other = customer(client, world.bob, name="R. Diaz", phone="+14155550177")
+    customer(client, world.mallory, name="Rosa Globex", email="rosa@globex.test")
+    page = browser.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, live_server, "bob@acme.test", f"/app/customers/{kept}")
+    page.click("#merge-with summary")
+    page.fill("#merge-search input[name=q]", "diaz")
+    page.click("#merge-search button[type=submit]")
+    found = page.locator("#merge-candidates li[data-customer]")
+    expect(found).to_have_count(1)  # not Rosa herself, not another workspace's
+    expect(found).to_contain_text("R. Diaz")
+    expect(found).to_contain_text("+14155550177")
+    found.locator("button.merge").click()
+    merged = page.locator("#merges li")
+    expect(merged).to_contain_text("R. Diaz")
+    expect(merged).to_contain_text("merged by hand")
+    assert (
+        client.get(f"/api/v1/customers/{other}", headers=auth(world.bob)).json()["merged_into_id"]
+        == kept
+    )
+    # A customer already merged is not offered again.
+    page.click("#merge-with summary")
+    page.fill("#merge-search input[name=q]", "diaz")
+    page.click("#merge-search button[type=submit]")
+    expect(page.locator("#merge-candidates li.empty")).to_have_text("No other customer matches.")
+    merged.locator("button.undo-merge").click()
+    expect(page.locator("#merges li")).to_have_count(0)
+    back = client.get(f"/api/v1/customers/{other}", headers=auth(world.bob)).json()
+    assert back["merged_into_id"] is None
+
+
+def test_a_viewer_is_not_offered_a_merge_on_a_customers_page(
+    client: TestClient, world: World
+) -> None:
+    kept = customer(client, world.bob, name="Rosa Diaz", email="rosa@example.com")
+    sign_in_client(client, "victor@acme.test")
+    assert 'id="merge-with"' not in client.get(f"/app/customers/{kept}").text
+    client.cookies.clear()
+    sign_in_client(client, "bob@acme.test")
+    assert 'id="merge-with"' in client.get(f"/app/customers/{kept}").text

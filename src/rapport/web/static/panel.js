@@ -466,3 +466,53 @@ merges?.addEventListener("click", async (ev) => {
     button.disabled = false;
   }
 });
+
+// The customer's own page: another record of the same person (found by name, email or
+// phone) merged into this one by an agent, when detection did not suggest it.
+const mergeWith = document.getElementById("merge-with");
+if (mergeWith) {
+  const survivor = mergeWith.dataset.customer;
+  const found = document.getElementById("merge-candidates");
+  const error = document.getElementById("merge-error");
+  const fail = (message) => { error.textContent = message; error.hidden = false; };
+  document.getElementById("merge-search").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    const q = ev.target.elements.q.value.trim();
+    try {
+      const page = await api("GET", `/api/v1/customers?q=${encodeURIComponent(q)}&limit=10`);
+      const others = page.items.filter((c) => c.id !== survivor && !c.merged_into_id);
+      found.replaceChildren(...others.map((c) => {
+        const item = el("li");
+        item.dataset.customer = c.id;
+        const link = el("a", c.name || c.email || c.phone || "Customer");
+        link.href = `/app/customers/${c.id}`;
+        const handles = [c.email, c.phone].filter(Boolean).join(" · ");
+        const merge = el("button", `Merge into ${mergeWith.dataset.name}`, "merge");
+        merge.type = "button";
+        item.append(link, el("span", handles ? ` ${handles} ` : " ", "hint"), merge);
+        return item;
+      }));
+      if (!others.length) found.replaceChildren(el("li", "No other customer matches.", "empty"));
+    } catch (e) { fail(e.message); }
+  });
+  found.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button.merge");
+    if (!button) return;
+    const item = button.closest("li");
+    const name = item.querySelector("a").textContent;
+    if (!confirm(`Merge ${name} into ${mergeWith.dataset.name}? Their conversations, handles and timeline come here; it can be undone.`)) return;
+    error.hidden = true;
+    button.disabled = true;
+    try {
+      await api("POST", `/api/v1/customers/${encodeURIComponent(survivor)}/merge`, {
+        merged_id: item.dataset.customer,
+        reason: "merged by hand",
+      });
+      location.reload(); // their conversations, handles and the merge (with its undo) show here
+    } catch (e) {
+      fail(e.message);
+      button.disabled = false;
+    }
+  });
+}
