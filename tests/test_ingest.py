@@ -127,14 +127,14 @@ def test_one_email_address_arriving_through_two_inboxes_is_one_customer(
         app,
         external_id="a1",
         text="hello",
-        **{"from": {"email": "Kim@example.com"}},
+        **{"from": {"email": "kim@example.com"}},  # her phone's mail app writes it so
     )
     assert a.json()["customer_id"] == b.json()["customer_id"]
     assert a.json()["conversation_id"] != b.json()["conversation_id"]
     customer = client.get(
         f"/api/v1/customers/{a.json()['customer_id']}", headers=auth(world.bob)
     ).json()
-    assert [i["value"] for i in customer["identities"]] == ["Kim@example.com"]
+    assert [i["value"] for i in customer["identities"]] == ["kim@example.com"]
     timeline = client.get(
         f"/api/v1/customers/{a.json()['customer_id']}/timeline", headers=auth(world.bob)
     ).json()

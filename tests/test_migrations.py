@@ -560,3 +560,64 @@ def test_messenger_and_instagram_ids_learn_the_inbox_that_issued_them(empty_url:
 
 
 _OF_PAGES = ("one_page", "merged", "on_both", "typed", "silent", "by_api")
+
+
+def test_email_handles_are_lower_cased_unless_two_customers_would_share_one(
+    empty_url: str,
+) -> None:
+    # The local part was kept as written: Ana@ and ana@, one mailbox, were two customers.
+    migrate.upgrade(empty_url, "0027")
+    db = Database(empty_url, pool_size=1)
+    with db.session() as s:
+        ws, other_ws = Workspace(name="Acme"), Workspace(name="Globex")
+        s.add_all([ws, other_ws])
+        s.flush()
+        held = {
+            # customer: (workspace, email shown, handles)
+            "ana": (ws, "Ana.Souza@example.com", ["Ana.Souza@example.com"]),
+            "bob": (ws, "bob@example.com", ["bob@example.com"]),
+            "bob2": (ws, "BOB@example.com", ["BOB@example.com"]),  # another customer
+            "dee": (ws, "Dee@example.com", ["Dee@example.com", "dee@example.com"]),
+            "elsewhere": (other_ws, "Bob@example.com", ["Bob@example.com"]),
+        }
+        people = {}
+        for name, (w, email, _) in held.items():
+            people[name] = Customer(workspace_id=w.id, name=name, email=email, attributes={})
+        s.add_all(people.values())
+        s.flush()
+        for name, (w, _, handles) in held.items():
+            for value in handles:
+                s.add(
+                    Identity(
+                        workspace_id=w.id,
+                        customer_id=people[name].id,
+                        kind="email",
+                        value=value,
+                        verified=True,
+                    )
+                )
+    migrate.upgrade(empty_url)
+    with db.session(write=False) as s:
+        handles: dict[str, list[str]] = {}
+        for name, value in s.execute(
+            select(Customer.name, Identity.value)
+            .join(Identity, Identity.customer_id == Customer.id)
+            .order_by(Identity.value)
+        ):
+            handles.setdefault(name, []).append(value)
+        shown = dict(s.execute(select(Customer.name, Customer.email)).all())
+    assert handles == {
+        "ana": ["ana.souza@example.com"],
+        "bob": ["bob@example.com"],
+        "bob2": ["BOB@example.com"],  # bob@ is another customer's: the scan suggests them
+        "dee": ["Dee@example.com", "dee@example.com"],  # both hers already
+        "elsewhere": ["bob@example.com"],  # another workspace's bob@ is no collision
+    }
+    assert shown == {
+        "ana": "ana.souza@example.com",
+        "bob": "bob@example.com",
+        "bob2": "BOB@example.com",
+        "dee": "dee@example.com",  # one of her handles, as it must be
+        "elsewhere": "bob@example.com",
+    }
+    db.dispose()

@@ -2,8 +2,11 @@
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from rapport.customers import service
+from rapport.db import Database
+from rapport.privacy.models import AuditLog
 from tests.conftest import auth
 from tests.factories import World
 
@@ -18,7 +21,7 @@ def test_create_customer_normalizes_handles_and_refuses_a_taken_one(
     )
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["email"] == "Ines@xn--exmple-cua.com"
+    assert body["email"] == "ines@xn--exmple-cua.com"
     assert body["phone"] == "+33612345678"
     assert {i["kind"] for i in body["identities"]} == {"email", "phone"}
     again = client.post(
@@ -160,6 +163,41 @@ def test_identities_can_be_added_and_removed(client: TestClient, world: World) -
         ]
     ]
     assert kinds == ["email"]
+
+
+def test_a_handle_told_joins_no_message_until_it_is_proved_and_each_step_is_audited(
+    client: TestClient, world: World, database: Database
+) -> None:
+    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{cid}/identities"
+
+    def write(ext: str) -> str:
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": ext, "text": "hi", "from": {"email": "told@example.com"}},
+            headers=auth(world.bob),
+        )
+        return str(r.json()["customer_id"])
+
+    told = client.post(
+        url, json={"kind": "email", "value": "told@example.com"}, headers=auth(world.bob)
+    )
+    assert told.status_code == 201 and told.json()["verified"] is False
+    again = client.post(
+        url,
+        json={"kind": "email", "value": "told@example.com", "verified": True},
+        headers=auth(world.bob),
+    )
+    assert again.status_code == 201 and again.json()["id"] == told.json()["id"]
+    assert again.json()["verified"] is True  # theirs already: now proved, not a conflict
+    assert write("proved-1") == cid
+    with database.session(write=False) as db:
+        steps = db.scalars(
+            select(AuditLog.data)
+            .where(AuditLog.action == "customer.identity_add", AuditLog.target_id == cid)
+            .order_by(AuditLog.created_at)
+        ).all()
+    assert steps == [{"kind": "email", "verified": False}, {"kind": "email", "verified": True}]
 
 
 def test_removing_the_primary_email_or_phone_falls_back_to_the_oldest_left(

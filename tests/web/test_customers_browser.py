@@ -258,6 +258,23 @@ def test_an_agent_corrects_a_name_and_adds_a_handle_from_the_panel(
     assert detail["name"] == "Ines <i>Duarte</i>"
     added = [i for i in detail["identities"] if i["value"] == "+14155550133"]
     assert added and added[0]["verified"] is False  # told, not proven
+    # She reads back the code texted there: proved, the same number is marked so, and a
+    # message from it later is hers.
+    page.fill("#customer-handle input[name=value]", "+14155550133")
+    page.check("#customer-handle input[name=verified]")
+    page.click("#customer-handle button")
+    expect(page.locator("#customer-handles dd", has_text="+14155550133")).to_have_text(
+        "+14155550133 ✓"
+    )
+    expect(page.locator("#customer-handle input[name=verified]")).not_to_be_checked()
+    detail = client.get(f"/api/v1/customers/{customer_id}", headers=auth(world.bob)).json()
+    assert [i["verified"] for i in detail["identities"] if i["value"] == "+14155550133"] == [True]
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "sms-proved", "text": "it's me", "from": {"phone": "+14155550133"}},
+        headers=auth(world.bob),
+    )
+    assert r.json()["customer_id"] == customer_id
     # A handle that is not one is refused, said plainly.
     page.select_option("#customer-handle select", "email")
     page.fill("#customer-handle input[name=value]", "not an address")

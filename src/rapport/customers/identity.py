@@ -25,7 +25,12 @@ class Handle:
 
 
 def normalize_email(raw: str) -> str:
-    """Trim, lower-case and IDNA-encode the domain; the local part stays as written."""
+    """Trim, lower-case, and IDNA-encode the domain.
+
+    The local part is lower-cased too: RFC 5321 lets a server tell ``Ana@`` from ``ana@``,
+    but no mail service people use does, and the same person writes both ways from two
+    devices; kept as written, they were two customers.
+    """
     value = raw.strip().strip("<>").strip()
     local, sep, domain = value.rpartition("@")
     if not sep or not local or not domain or " " in value or "." not in domain:
@@ -34,7 +39,7 @@ def normalize_email(raw: str) -> str:
         ascii_domain = domain.strip(".").encode("idna").decode("ascii").lower()
     except UnicodeError as exc:
         raise InvalidHandle(f"not an email domain: {domain!r}") from exc
-    return f"{local}@{ascii_domain}"
+    return f"{local.lower()}@{ascii_domain}"
 
 
 # Parsing a number costs ~15 µs and the same customers write again and again (every

@@ -198,7 +198,7 @@ def add_identity(
         action="customer.identity_add",
         target_type="customer",
         target_id=customer.id,
-        data={"kind": body.kind.value},
+        data={"kind": body.kind.value, "verified": row.verified},
     )
     return IdentityRead.model_validate(row)
 

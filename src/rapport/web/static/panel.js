@@ -437,12 +437,19 @@ handleForm?.addEventListener("submit", async (ev) => {
     const h = await api("POST", `/api/v1/customers/${handleForm.dataset.customer}/identities`, {
       kind: handleForm.elements.kind.value,
       value: handleForm.elements.value.value.trim(),
+      verified: handleForm.elements.verified.checked,
     });
     const list = document.getElementById("customer-handles");
-    const before = [...list.querySelectorAll("dt")].find((dt) => dt.textContent === "first seen");
-    list.insertBefore(el("dt", h.kind), before);
-    list.insertBefore(el("dd", h.value), before);
+    const shown = [...list.querySelectorAll("dd")].find((dd) => dd.textContent.replace(" ✓", "") === h.value);
+    const text = h.verified ? `${h.value} ✓` : h.value;
+    if (shown) shown.textContent = text; // theirs already: now proved
+    else {
+      const before = [...list.querySelectorAll("dt")].find((dt) => dt.textContent === "first seen");
+      list.insertBefore(el("dt", h.kind), before);
+      list.insertBefore(el("dd", text), before);
+    }
     handleForm.elements.value.value = "";
+    handleForm.elements.verified.checked = false;
   } catch (e) { showError(e.message); }
 });
 
