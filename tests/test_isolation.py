@@ -14,6 +14,7 @@ from tests.factories import World, dead_job
 BODIES: dict[tuple[str, str], object] = {
     ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"enabled": False},
     ("PATCH", "/api/v1/inboxes/{inbox_id}"): {"name": "renamed"},
+    ("PATCH", "/api/v1/sla-policies/{policy_id}"): {"first_response_minutes": 1},
     ("POST", "/api/v1/inboxes/{inbox_id}/messages"): {
         "external_id": "x-1",
         "text": "hi",
