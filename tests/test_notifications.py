@@ -3,13 +3,13 @@
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from rapport.auth.models import Role, User
 from rapport.db import Database
 from rapport.notifications.models import Notification
 from rapport.workspaces import service as workspaces
-from tests.conftest import auth
+from tests.conftest import auth, sqlite_only
 from tests.factories import PASSWORD, World
 
 
@@ -215,3 +215,30 @@ def test_the_unread_count_stops_at_its_cap_and_the_list_at_its_limit(
     r = client.get("/api/v1/notifications", params={"limit": 201}, headers=auth(world.bob))
     assert r.status_code == 422
     assert client.get("/api/v1/notifications/unread-count").status_code == 401
+
+
+@sqlite_only
+def test_counting_the_unread_reads_only_the_unread(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Every page counts them: through the (user, workspace, time) index the count read
+    # every notification the member ever had, read or not.
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM notifications" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        assert _unread(client, world.bob) == 0
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert statements
+    with database.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = " | ".join(
+                row[-1]
+                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            )
+            assert "USING INDEX ix_notifications_unread" in plan, plan

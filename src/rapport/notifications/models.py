@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -10,7 +10,17 @@ from rapport.db import Base, new_id, utcnow
 
 class Notification(Base):
     __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_user_time", "user_id", "workspace_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_notifications_user_time", "user_id", "workspace_id", "created_at"),
+        # The unread ones alone, which every page counts: read ones pile up for years.
+        Index(
+            "ix_notifications_unread",
+            "user_id",
+            "workspace_id",
+            sqlite_where=text("read_at IS NULL"),
+            postgresql_where=text("read_at IS NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
