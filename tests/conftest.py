@@ -20,7 +20,7 @@ import pytest
 from alembic import command
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 import rapport.models  # noqa: F401  (every table on the metadata)
 from rapport import bus, migrate
@@ -217,6 +217,28 @@ def pause_first_fit(monkeypatch: pytest.MonkeyPatch) -> PausedFit:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def sqlite_plans(database: Database, *markers: str) -> Iterator[list[tuple[str, str]]]:
+    """Each statement run meanwhile whose text holds one of ``markers``, with SQLite's plan
+    of it (its steps joined by `` | ``): filled in once the block ends."""
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if any(marker in statement for marker in markers):
+            statements.append((statement, parameters))
+
+    plans: list[tuple[str, str]] = []
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        yield plans
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    with database.engine.connect() as conn:
+        for statement, parameters in statements:
+            steps = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plans.append((statement, " | ".join(row[-1] for row in steps)))
 
 
 @contextmanager

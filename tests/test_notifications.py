@@ -3,13 +3,13 @@
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from rapport.auth.models import Role, User
 from rapport.db import Database
 from rapport.notifications.models import Notification
 from rapport.workspaces import service as workspaces
-from tests.conftest import auth, sqlite_only
+from tests.conftest import auth, sqlite_only, sqlite_plans
 from tests.factories import PASSWORD, World
 
 
@@ -223,22 +223,8 @@ def test_counting_the_unread_reads_only_the_unread(
 ) -> None:
     # Every page counts them: through the (user, workspace, time) index the count read
     # every notification the member ever had, read or not.
-    statements: list[tuple[str, Any]] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM notifications" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(database.engine, "before_cursor_execute", seen)
-    try:
+    with sqlite_plans(database, "FROM notifications") as plans:
         assert _unread(client, world.bob) == 0
-    finally:
-        event.remove(database.engine, "before_cursor_execute", seen)
-    assert statements
-    with database.engine.connect() as conn:
-        for statement, parameters in statements:
-            plan = " | ".join(
-                row[-1]
-                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            )
-            assert "USING INDEX ix_notifications_unread" in plan, plan
+    assert plans
+    for _, plan in plans:
+        assert "USING INDEX ix_notifications_unread" in plan, plan

@@ -1,11 +1,10 @@
 """Round-robin routing among online agents, within capacity, with a waiting queue."""
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from rapport.auth import service as auth_service
@@ -21,7 +20,7 @@ from rapport.jobs.models import Job
 from rapport.jobs.service import enqueue
 from rapport.jobs.worker import Worker
 from rapport.workspaces import service as workspaces
-from tests.conftest import auth, postgresql_only, sqlite_only
+from tests.conftest import auth, postgresql_only, sqlite_only, sqlite_plans
 from tests.factories import PASSWORD, World
 
 
@@ -225,29 +224,15 @@ def test_an_agents_load_is_counted_from_their_open_conversations_alone(
     # assigned in the workspace (0.3 s at 300,000 with 30,000 open, growing with history).
     ids = setup_team(client, world, database)
     Worker(database, settings).run_until_idle()
-    statements: list[tuple[str, Any]] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM conversations" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(database.engine, "before_cursor_execute", seen)
-    try:
+    with sqlite_plans(database, "FROM conversations") as plans:
         with database.session(write=False) as db:
             picked = routing.pick_agent(db, workspace_id=world.acme.workspace.id, team_id=None)
-    finally:
-        event.remove(database.engine, "before_cursor_execute", seen)
     assert picked in (ids["bob"], ids["carol"])
-    assert statements
-    with database.engine.connect() as conn:
-        for statement, parameters in statements:
-            plan = " | ".join(
-                row[-1]
-                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            )
-            # A seek per (agent, status), not a range over every assigned conversation.
-            assert "ix_conversations_ws_assignee_status" in plan, plan
-            assert "assignee_id=? AND status=?" in plan, plan
+    assert plans
+    for _, plan in plans:
+        # A seek per (agent, status), not a range over every assigned conversation.
+        assert "ix_conversations_ws_assignee_status" in plan, plan
+        assert "assignee_id=? AND status=?" in plan, plan
 
 
 @sqlite_only
@@ -260,28 +245,14 @@ def test_the_queue_is_read_oldest_first_in_an_index_without_sorting_it(
     ids = setup_team(client, world, database)
     for n in range(5):
         write(client, world, ids["inbox"], n)
-    statements: list[tuple[str, Any]] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM conversations JOIN inboxes" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(database.engine, "before_cursor_execute", seen)
-    try:
+    with sqlite_plans(database, "FROM conversations JOIN inboxes") as plans:
         with database.session() as db:
             given = routing.assign_waiting(db, workspace_id=world.acme.workspace.id, limit=2)
-    finally:
-        event.remove(database.engine, "before_cursor_execute", seen)
     assert given == 4  # bob and carol, two each; the fifth waits
-    assert len(statements) >= 2  # the first page and the next ones, after a key
-    with database.engine.connect() as conn:
-        for statement, parameters in statements:
-            plan = " | ".join(
-                row[-1]
-                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            )
-            assert "ix_conversations_ws_assignee_status" in plan, plan
-            assert "TEMP B-TREE" not in plan, plan
+    assert len(plans) >= 2  # the first page and the next ones, after a key
+    for _, plan in plans:
+        assert "ix_conversations_ws_assignee_status" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
 
 
 def test_a_queue_head_no_one_can_take_does_not_hold_up_those_behind_it(

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from rapport.config import Settings
 from rapport.conversations import sla
@@ -14,7 +14,7 @@ from rapport.db import Database
 from rapport.jobs.worker import Worker
 from rapport.problems import Invalid
 from rapport.realtime.models import StreamEvent
-from tests.conftest import auth, sqlite_only
+from tests.conftest import auth, sqlite_only, sqlite_plans
 from tests.factories import World
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -496,26 +496,12 @@ def test_deleting_a_policy_finds_its_conversations_records_without_walking_them_
         json={"external_id": "ix-1", "text": "help", "from": {"email": "ix@example.com"}},
         headers=auth(world.bob),
     ).raise_for_status()
-    statements: list[tuple[str, Any]] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "conversation_slas" in statement or "DELETE FROM sla_policies" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(database.engine, "before_cursor_execute", seen)
-    try:
+    with sqlite_plans(database, "conversation_slas", "DELETE FROM sla_policies") as plans:
         gone = client.delete(f"/api/v1/sla-policies/{policy['id']}", headers=auth(world.alice))
-    finally:
-        event.remove(database.engine, "before_cursor_execute", seen)
     assert gone.status_code == 204
-    assert any(s.startswith("DELETE FROM sla_policies") for s, _ in statements)
-    with database.engine.connect() as conn:
-        for statement, parameters in statements:
-            plan = " | ".join(
-                row[-1]
-                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            )
-            assert "SCAN conversation_slas" not in plan, plan
+    assert any(s.startswith("DELETE FROM sla_policies") for s, _ in plans)
+    for _, plan in plans:
+        assert "SCAN conversation_slas" not in plan, plan
 
 
 def test_the_list_filters_conversations_no_policy_applies_to(
