@@ -323,3 +323,36 @@ def test_timeline_mixes_messages_and_events_and_filters_by_kind(
         headers=auth(world.bob),
     ).json()["items"]
     assert len(rest) == 1 and rest[0]["id"] != api_only["items"][0]["id"]
+
+
+def test_tags_are_added_and_removed_on_many_customers_at_once_or_on_none(
+    client: TestClient, world: World
+) -> None:
+    def made(name: str, token: str) -> str:
+        r = client.post("/api/v1/customers", json={"name": name}, headers=auth(token))
+        return str(r.json()["id"])
+
+    def tags(cid: str) -> list[str]:
+        r = client.get(f"/api/v1/customers/{cid}/profile", headers=auth(world.bob))
+        return list(r.json()["tags"])
+
+    a, b = made("A", world.bob), made("B", world.bob)
+    client.patch(f"/api/v1/customers/{a}/tags", json={"add": ["old"]}, headers=auth(world.bob))
+    url = "/api/v1/customers/bulk-tags"
+    r = client.post(url, json={"customer_ids": [a, b, a], "add": ["VIP "]}, headers=auth(world.bob))
+    assert r.status_code == 200 and r.json() == {"changed": 2}
+    assert tags(a) == ["old", "vip"] and tags(b) == ["vip"]
+    r = client.post(url, json={"customer_ids": [a, b], "remove": ["vip"]}, headers=auth(world.bob))
+    assert r.json() == {"changed": 2} and tags(a) == ["old"] and tags(b) == []
+    # Another workspace's customer among them: a 404, and no one is tagged.
+    theirs = made("G", world.mallory)
+    r = client.post(url, json={"customer_ids": [a, theirs], "add": ["x"]}, headers=auth(world.bob))
+    assert r.status_code == 404 and tags(a) == ["old"]
+    assert (
+        client.post(
+            url, json={"customer_ids": [a], "add": ["x"]}, headers=auth(world.victor)
+        ).status_code
+        == 403
+    )
+    many = {"customer_ids": [a] * 101, "add": ["x"]}
+    assert client.post(url, json=many, headers=auth(world.bob)).status_code == 422

@@ -334,3 +334,35 @@ def test_a_viewer_is_not_offered_a_merge_on_a_customers_page(
     client.cookies.clear()
     sign_in_client(client, "bob@acme.test")
     assert 'id="merge-with"' in client.get(f"/app/customers/{kept}").text
+
+
+def test_an_agent_tags_the_customers_ticked_on_the_customers_page(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # Tagging took a visit to each customer's panel, one at a time.
+    ids = [
+        customer(client, world.bob, name=f"Bulk {n}", email=f"bulk{n}@example.com")
+        for n in range(3)
+    ]
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/customers?q=bulk")
+    bar = page.locator("#customer-bulk")
+    expect(bar).to_be_hidden()
+    for cid in ids[:2]:
+        page.check(f'#customer-list tr[data-customer="{cid}"] input.pick')
+    expect(page.locator("#customer-bulk-count")).to_have_text("2 selected")
+    bar.locator("input[name=tag]").fill("Spring sale")
+    bar.locator("button[value=add]").click()
+    expect(page.locator("#customer-bulk-said")).to_have_text("Tagged 2 customers.")
+    tagged = client.get("/api/v1/customers", params={"tag": "spring sale"}, headers=auth(world.bob))
+    assert sorted(c["id"] for c in tagged.json()["items"]) == sorted(ids[:2])
+    # Every one shown, then the tag taken off them all.
+    page.check("#customer-list input.pick-all")
+    expect(page.locator("#customer-bulk-count")).to_have_text("3 selected")
+    bar.locator("button[value=remove]").click()
+    expect(page.locator("#customer-bulk-said")).to_have_text("Untagged 3 customers.")
+    left = client.get("/api/v1/customers", params={"tag": "spring sale"}, headers=auth(world.bob))
+    assert left.json()["items"] == []

@@ -162,6 +162,12 @@ class TagChanges(BaseModel):
     remove: list[str] = Field(default_factory=list, max_length=100)
 
 
+class BulkTagChanges(TagChanges):
+    """The same tags added and removed on each of several customers (a page of them)."""
+
+    customer_ids: list[str] = Field(min_length=1, max_length=100)
+
+
 class ConsentIn(BaseModel):
     channel: ConsentChannel
     purpose: str = Field(min_length=1, max_length=64, examples=["marketing"])

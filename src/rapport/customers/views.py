@@ -16,6 +16,7 @@ from rapport.customers.models import Customer
 from rapport.customers.schemas import (
     AttributeDefinitionIn,
     AttributeDefinitionRead,
+    BulkTagChanges,
     ConsentIn,
     ConsentRead,
     ConsentState,
@@ -466,6 +467,22 @@ def change_tags(
     tags = profile.change_tags(db, customer=customer, add=body.add, remove=body.remove)
     _audit_tags(db, principal, request, customer.id, tags)
     return tags
+
+
+@router.post("/bulk-tags")
+def change_many_tags(
+    body: BulkTagChanges, principal: CurrentAgent, request: Request, db: Db
+) -> dict[str, int]:
+    """Add and remove the same tags on each of up to 100 customers, their other tags left
+    as they are; all of them or, if any is not a customer of this workspace, none."""
+    customers = [
+        service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+        for customer_id in dict.fromkeys(body.customer_ids)
+    ]
+    for customer in customers:
+        tags = profile.change_tags(db, customer=customer, add=body.add, remove=body.remove)
+        _audit_tags(db, principal, request, customer.id, tags)
+    return {"changed": len(customers)}
 
 
 def _audit_tags(

@@ -1050,6 +1050,40 @@ function setupSlaPolicies() {
   });
 }
 
+// The Customers page: tag (or untag) the customers ticked, all at once.
+function setupCustomerBulk() {
+  const form = document.getElementById("customer-bulk");
+  const table = document.getElementById("customer-list");
+  if (!form || !table) return;
+  const count = document.getElementById("customer-bulk-count");
+  const said = document.getElementById("customer-bulk-said");
+  const picked = () => [...table.querySelectorAll("input.pick:checked")].map((box) => box.value);
+  const update = () => {
+    const n = picked().length;
+    form.hidden = n === 0;
+    count.textContent = `${n} selected`;
+  };
+  table.addEventListener("change", (ev) => {
+    if (ev.target.matches("input.pick-all")) {
+      for (const box of table.querySelectorAll("input.pick")) box.checked = ev.target.checked;
+    }
+    said.textContent = "";
+    update();
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const tag = form.elements.tag.value.trim();
+    const adding = ev.submitter?.value !== "remove";
+    const ids = picked();
+    try {
+      const out = await api("POST", "/api/v1/customers/bulk-tags", {
+        customer_ids: ids, add: adding ? [tag] : [], remove: adding ? [] : [tag],
+      });
+      said.textContent = `${adding ? "Tagged" : "Untagged"} ${out.changed} customer${out.changed === 1 ? "" : "s"}.`;
+    } catch (e) { showError(e.message); }
+  });
+}
+
 function setupMembers() {
   // The settings page follows the stream for its members table (the inbox and a
   // conversation already follow it, and redraw members from their own handlers); a
@@ -1373,6 +1407,7 @@ setupSettingsLists();
 setupSlaPolicies();
 setupDuplicates();
 setupCustomerFiles();
+setupCustomerBulk();
 paintLabels();
 setupPresence();
 setupInbox();
