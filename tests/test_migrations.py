@@ -579,6 +579,8 @@ def test_email_handles_are_lower_cased_unless_two_customers_would_share_one(
             "bob2": (ws, "BOB@example.com", ["BOB@example.com"]),  # another customer
             "dee": (ws, "Dee@example.com", ["Dee@example.com", "dee@example.com"]),
             "elsewhere": (other_ws, "Bob@example.com", ["Bob@example.com"]),
+            # Beyond ASCII, where the databases' own lower() does nothing.
+            "elodie": (ws, "Élodie@example.com", ["Élodie@example.com"]),
         }
         people = {}
         for name, (w, email, _) in held.items():
@@ -612,12 +614,14 @@ def test_email_handles_are_lower_cased_unless_two_customers_would_share_one(
         "bob2": ["BOB@example.com"],  # bob@ is another customer's: the scan suggests them
         "dee": ["Dee@example.com", "dee@example.com"],  # both hers already
         "elsewhere": ["bob@example.com"],  # another workspace's bob@ is no collision
+        "elodie": ["élodie@example.com"],
     }
     assert shown == {
         "ana": "ana.souza@example.com",
         "bob": "bob@example.com",
         "bob2": "BOB@example.com",
-        "dee": "dee@example.com",  # one of her handles, as it must be
+        "dee": "Dee@example.com",  # one of her handles still, as it must be
         "elsewhere": "bob@example.com",
+        "elodie": "élodie@example.com",
     }
     db.dispose()

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from rapport.config import Settings
 from rapport.conversations import sla
 from rapport.conversations.models import Conversation
-from rapport.db import Database
+from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
 from rapport.problems import Invalid
 from rapport.realtime.models import StreamEvent
@@ -1002,3 +1002,43 @@ def test_only_an_admin_of_its_own_workspace_changes_a_policy(
     assert client.patch(url, json={"name": "x"}, headers=auth(world.mallory)).status_code == 404
     listed = client.get("/api/v1/sla-policies", headers=auth(world.alice)).json()
     assert [p["name"] for p in listed] == ["Std"]
+
+
+def test_a_target_changed_after_its_miss_is_not_missed_twice(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Timed anew, a target already missed and announced got a new due time, also past,
+    # which the checker announced again: two misses (and their rules' escalations) for one.
+    from rapport.conversations.models import ConversationSla
+
+    policy = client.post(
+        "/api/v1/sla-policies",
+        json={"name": "Fast", "first_response_minutes": 5},
+        headers=auth(world.alice),
+    ).json()
+    conv = _conversation(client, world, "late-twice")
+    wrote = utcnow() - timedelta(minutes=40)
+    with database.session() as db:
+        row, clock = db.get(Conversation, conv), db.get(ConversationSla, conv)
+        assert row is not None and clock is not None
+        row.waiting_since = wrote
+        clock.first_response_due_at = clock.next_due_at = wrote + timedelta(minutes=5)
+    with database.session() as db:
+        assert sla.check(db, now=utcnow()) == 1  # the miss, announced
+    url = f"/api/v1/sla-policies/{policy['id']}"
+    client.patch(url, json={"first_response_minutes": 10}, headers=auth(world.alice))
+    with database.session() as db:
+        assert sla.check(db, now=utcnow()) == 0  # still that miss: not a second one
+    state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+    assert state["state"] == "breached" and state["breaches"] == 1
+    # Given an hour instead, the customer is not waiting past it any more.
+    client.patch(url, json={"first_response_minutes": 60}, headers=auth(world.alice))
+    state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+    assert state["state"] == "ok" and state["breaches"] == 1
+    assert state["first_response_due_at"].startswith(
+        (wrote + timedelta(minutes=60)).isoformat()[:16]
+    )
+    # A rename changes no clock (and says so to no inbox as a change of time).
+    before = _record(database, conv).first_response_due_at
+    client.patch(url, json={"name": "Fast lane"}, headers=auth(world.alice))
+    assert _record(database, conv).first_response_due_at == before

@@ -48,6 +48,7 @@ from rapport.workspaces.models import BusinessCalendar
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TARGETS = ("first_response", "next_response", "resolution")
+_TARGET_MINUTES = tuple(f"{target}_minutes" for target in TARGETS)
 MIDNIGHT = time(0)
 END_OF_DAY = ("24:00", "24:00:00")
 
@@ -315,9 +316,15 @@ def on_changed(db: Session, *, conversation: Conversation) -> None:
 
 
 def _time_under(
-    row: ConversationSla, conversation: Conversation, policy: SlaPolicy, cal: Calendar
+    row: ConversationSla,
+    conversation: Conversation,
+    policy: SlaPolicy,
+    cal: Calendar,
+    *,
+    anew: bool = True,
 ) -> None:
-    """Time the conversation's clocks anew under ``policy`` (see ``on_changed``)."""
+    """Time the conversation's clocks anew under ``policy`` (see ``on_changed``); warned
+    anew too unless not ``anew`` (its own policy changed, not which policy)."""
 
     def due(start: datetime | None, minutes: int | None) -> datetime | None:
         return (
@@ -328,7 +335,8 @@ def _time_under(
     row.first_response_due_at = None if answered else due(waiting, policy.first_response_minutes)
     row.next_response_due_at = due(waiting, policy.next_response_minutes) if answered else None
     row.policy_id = policy.id
-    _forget_paused_warning(row)  # timed anew under this policy: warned anew too
+    if anew:
+        _forget_paused_warning(row)  # timed anew under another policy: warned anew too
     if row.resolution_started_at is not None:  # running: timed anew under this policy
         row.resolution_due_at = _resolution_due(row, policy, cal)
     elif row.resolution_due_at is not None and not _used_up(row, policy):
@@ -592,10 +600,12 @@ def create_policy(db: Session, *, workspace_id: str, data: dict[str, object]) ->
 def update_policy(
     db: Session, *, workspace_id: str, policy_id: str, data: dict[str, object]
 ) -> SlaPolicy:
-    """Change what a policy says. Its open conversations are timed anew under it at once
-    (response targets from when the customer started waiting, resolution by the open time
-    already used), and warned anew; which conversations it covers follows its conditions
-    as each conversation next changes, as when a policy is added. Open inboxes hear of it
+    """Change what a policy says. When a target changes, its open conversations are timed
+    anew under it at once (response targets from when the customer started waiting,
+    resolution by the open time already used); a miss already announced stays the one
+    miss while the new due time has passed too, and a paused clock already warned is not
+    warned again. Which conversations it covers follows its conditions as each
+    conversation next changes, as when a policy is added. Open inboxes hear of it
     (``sla.policy_updated``) to redraw those conversations' badges."""
     from rapport.conversations import labels  # labels builds on automation, automation on sla
 
@@ -603,23 +613,36 @@ def update_policy(
     named = data.get("labels")
     if isinstance(named, list):
         data = {**data, "labels": sorted({labels.clean(str(name)) for name in named})}
+    retime = any(key in data and data[key] != getattr(row, key) for key in _TARGET_MINUTES)
+    under = (
+        db.execute(
+            select(ConversationSla, Conversation)
+            .join(Conversation, Conversation.id == ConversationSla.conversation_id)
+            .where(
+                ConversationSla.workspace_id == workspace_id,
+                ConversationSla.policy_id == row.id,
+                Conversation.status != Status.resolved,
+            )
+        ).all()
+        if retime
+        else []
+    )
     cal = calendar_for(db, workspace_id)
     now = utcnow()
-    under = db.execute(
-        select(ConversationSla, Conversation)
-        .join(Conversation, Conversation.id == ConversationSla.conversation_id)
-        .where(
-            ConversationSla.workspace_id == workspace_id,
-            ConversationSla.policy_id == row.id,
-            Conversation.status != Status.resolved,
-        )
-    ).all()
     for clock, _ in under:  # while the targets they were timed by still stand
         _adopt(clock, row, at=now, cal=cal)
     for key, value in data.items():
         setattr(row, key, value)
     for clock, conversation in under:
-        _time_under(clock, conversation, row, cal)
+        before = {target: getattr(clock, f"{target}_due_at") for target in TARGETS}
+        _time_under(clock, conversation, row, cal, anew=False)
+        announced = set(clock.announced or [])
+        for target, due in before.items():
+            new = getattr(clock, f"{target}_due_at")
+            missed = due is not None and _key(target, "breached", due) in announced
+            if missed and new is not None and new <= now:
+                setattr(clock, f"{target}_due_at", due)  # the same miss, announced once
+        _refresh_next_due(clock)
     db.flush()
     forget_policies(workspace_id)
     emit(

@@ -149,7 +149,9 @@ def add_identity(
     existing = find_by_handle(db, workspace_id=workspace.id, handle=h)
     if existing is not None:
         if existing.customer_id == customer.id:
-            existing.verified = existing.verified or verified  # theirs already, now proved
+            if verified and not existing.verified:  # theirs already, now proved
+                existing.verified = True
+                profile.changed(db, customer.workspace_id, customer.id)
             return existing
         raise Conflict(f"{h.kind.value} {h.value} already belongs to another customer")
     row = _attach(db, customer=customer, handle=h)

@@ -26,6 +26,8 @@ depends_on: str | Sequence[str] | None = None
 
 # Identities read a chunk at a time: a workspace may hold millions.
 CHUNK = 5000
+# The column's length: a value longer once lower-cased (a dotted capital I) stays as it is.
+MAX_LENGTH = 320
 
 
 def upgrade() -> None:
@@ -34,27 +36,30 @@ def upgrade() -> None:
         "identities",
         sa.column("id"),
         sa.column("workspace_id"),
+        sa.column("customer_id"),
         sa.column("kind"),
         sa.column("value"),
-        sa.column("created_at"),
     )
-    mixed = (
-        sa.select(identities.c.id, identities.c.workspace_id, identities.c.value)
-        .where(
-            identities.c.kind == "email", identities.c.value != sa.func.lower(identities.c.value)
-        )
-        .order_by(identities.c.created_at, identities.c.id)
-    )
-    last: tuple[object, str] | None = None
+    customers = sa.table("customers", sa.column("id"), sa.column("email"))
+    # Every email handle is read and compared in Python, as new ones are lower-cased: the
+    # databases' own lower() leaves non-ASCII letters alone (SQLite's always).
+    last = ""
     while True:
-        stmt = mixed.limit(CHUNK)
-        if last is not None:
-            stmt = stmt.where(
-                sa.tuple_(identities.c.created_at, identities.c.id) > sa.tuple_(*last)
+        rows = conn.execute(
+            sa.select(
+                identities.c.id,
+                identities.c.workspace_id,
+                identities.c.customer_id,
+                identities.c.value,
             )
-        rows = conn.execute(stmt.add_columns(identities.c.created_at)).all()
-        for id_, workspace_id, value, _ in rows:
+            .where(identities.c.kind == "email", identities.c.id > last)
+            .order_by(identities.c.id)
+            .limit(CHUNK)
+        ).all()
+        for id_, workspace_id, customer_id, value in rows:
             lower = value.lower()
+            if lower == value or len(lower) > MAX_LENGTH:
+                continue
             taken = conn.execute(
                 sa.select(identities.c.id).where(
                     identities.c.workspace_id == workspace_id,
@@ -62,19 +67,18 @@ def upgrade() -> None:
                     identities.c.value == lower,
                 )
             ).first()
-            if taken is None:
-                conn.execute(identities.update().where(identities.c.id == id_).values(value=lower))
+            if taken is not None:
+                continue
+            conn.execute(identities.update().where(identities.c.id == id_).values(value=lower))
+            # The email shown (a copy of one of the customer's handles) follows the handle.
+            conn.execute(
+                customers.update()
+                .where(customers.c.id == customer_id, customers.c.email == value)
+                .values(email=lower)
+            )
         if len(rows) < CHUNK:
-            break
-        last = (rows[-1][3], rows[-1][0])
-    # The email shown (a copy of one of the customer's handles) follows the handle.
-    conn.execute(
-        sa.text(
-            "UPDATE customers SET email = lower(email) WHERE email <> lower(email) AND EXISTS ("
-            "SELECT 1 FROM identities i WHERE i.customer_id = customers.id AND i.kind = 'email' "
-            "AND i.value = lower(customers.email))"
-        )
-    )
+            return
+        last = rows[-1][0]
 
 
 def downgrade() -> None:

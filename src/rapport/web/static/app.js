@@ -138,7 +138,8 @@ function connectStream(onEvent) {
   let fromPage = last !== null;
   let delay = 500;
   let unopened = 0;
-  let polling = false;
+  let polling = 0; // the running poll loop's number, 0 while none runs
+  let loops = 0;
   let pollTimer = null;
   let cursor = null;
   // A replay after a reconnect (and each poll) may repeat events we have (ids commit out
@@ -157,27 +158,30 @@ function connectStream(onEvent) {
   };
   const poll = () => {
     if (polling) return;
-    polling = true;
+    const mine = polling = ++loops; // a loop left behind by unpoll() stops at its next step
     cursor = last;
     fromPage = false; // the socket that opens later replays the recent ones too
     const tick = async () => {
-      if (!polling) return;
+      if (polling !== mine) return;
       let wait = document.visibilityState === "visible" ? POLL_MS : POLL_HIDDEN_MS;
       try {
-        const page = await api("GET", `/api/v1/events${cursor === null ? "" : `?after=${cursor}`}`);
+        // A request a proxy leaves hanging must not stop the loop: given up after 20 s.
+        const page = await Promise.race([
+          api("GET", `/api/v1/events${cursor === null ? "" : `?after=${cursor}`}`),
+          new Promise((_, fail) => setTimeout(() => fail(new Error("no answer")), 20000)),
+        ]);
+        if (polling !== mine) return;
         // Away longer than the server keeps events: what was missed is reloaded whole.
         if (page.reset) { location.reload(); return; }
-        if (polling) {
-          page.events.forEach(handle);
-          cursor = page.cursor;
-          if (page.more) wait = 0;
-        }
-      } catch (e) { /* offline a moment: the next tick asks again */ }
-      if (polling) pollTimer = setTimeout(tick, wait);
+        page.events.forEach(handle);
+        cursor = page.cursor;
+        if (page.more) wait = 0;
+      } catch (e) { /* offline a moment, or no answer: the next tick asks again */ }
+      if (polling === mine) pollTimer = setTimeout(tick, wait);
     };
     tick();
   };
-  const unpoll = () => { polling = false; clearTimeout(pollTimer); };
+  const unpoll = () => { polling = 0; clearTimeout(pollTimer); };
   const open = () => {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const query = last === null ? "" : `?last_event_id=${last}${fromPage ? "&from_page=1" : ""}`;
@@ -1095,8 +1099,10 @@ function setupMembers() {
       const [name, email, role, capacity] = [...tr.cells].map((c) => c.textContent);
       manageMember(tr, { user_id: tr.dataset.user, name, email, role, capacity: Number(capacity) });
     }
-    connectStream(redrawMember);
-  } else if (document.querySelector(".customer-page")) connectStream(redrawMember);
+    connectStream((event) => { setupNotifications(event); redrawMember(event); });
+  } else if (document.querySelector(".customer-page")) {
+    connectStream((event) => { setupNotifications(event); redrawMember(event); });
+  }
 }
 
 // --- settings: business hours, automation rules, webhooks --------------------------------

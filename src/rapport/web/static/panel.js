@@ -440,7 +440,11 @@ handleForm?.addEventListener("submit", async (ev) => {
       verified: handleForm.elements.verified.checked,
     });
     const list = document.getElementById("customer-handles");
-    const shown = [...list.querySelectorAll("dd")].find((dd) => dd.textContent.replace(" ✓", "") === h.value);
+    // The same handle shown already (a dd after a dt of its kind, not an attribute's).
+    const shown = [...list.querySelectorAll("dt")]
+      .filter((dt) => dt.textContent === h.kind)
+      .map((dt) => dt.nextElementSibling)
+      .find((dd) => dd && dd.textContent.replace(" ✓", "") === h.value);
     const text = h.verified ? `${h.value} ✓` : h.value;
     if (shown) shown.textContent = text; // theirs already: now proved
     else {
