@@ -370,11 +370,9 @@ def test_a_deleted_policy_leaves_its_misses_on_record_and_its_clocks_stopped(
     # CASCADE): the misses kept on record were gone, and the API said no SLA ever applied.
     from datetime import timedelta
 
-    policy = client.post(
-        "/api/v1/sla-policies",
-        json={"name": "Fast", "first_response_minutes": 5, "resolution_minutes": 60},
-        headers=auth(world.alice),
-    ).json()
+    policy = _policy(
+        client, world, {"name": "Fast", "first_response_minutes": 5, "resolution_minutes": 60}
+    )
     conv = client.post(
         f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
         json={"external_id": "del-1", "text": "help", "from": {"email": "del@example.com"}},
@@ -486,11 +484,7 @@ def test_deleting_a_policy_finds_its_conversations_records_without_walking_them_
 ) -> None:
     # The records of a policy's conversations were found by walking every SLA record of
     # every workspace, twice: once to stop their clocks, once for the foreign key's SET NULL.
-    policy = client.post(
-        "/api/v1/sla-policies",
-        json={"name": "Fast", "first_response_minutes": 5},
-        headers=auth(world.alice),
-    ).json()
+    policy = _policy(client, world, {"name": "Fast", "first_response_minutes": 5})
     client.post(
         f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
         json={"external_id": "ix-1", "text": "help", "from": {"email": "ix@example.com"}},
@@ -567,11 +561,7 @@ def test_deleting_a_policy_tells_open_inboxes_once(
 ) -> None:
     # Deleting a policy changed the badge of every conversation under it and said nothing:
     # open inbox pages went on showing "SLA ok" or "SLA breached" until reloaded.
-    policy = client.post(
-        "/api/v1/sla-policies",
-        json={"name": "Fast", "first_response_minutes": 5},
-        headers=auth(world.alice),
-    ).json()
+    policy = _policy(client, world, {"name": "Fast", "first_response_minutes": 5})
     for n in range(2):
         client.post(
             f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
@@ -800,6 +790,12 @@ def test_a_reopened_conversation_matched_to_another_policy_is_timed_anew_from_it
     assert _record(database, conv).resolution_due_at == t + timedelta(hours=2, minutes=30)
 
 
+def _policy(client: TestClient, world: World, body: dict[str, Any]) -> dict[str, Any]:
+    """A policy added by an admin, as the API answers it."""
+    r = client.post("/api/v1/sla-policies", json=body, headers=auth(world.alice))
+    return r.json()  # type: ignore[no-any-return]
+
+
 def _resolution_policy(client: TestClient, world: World, *, warn: int = 0) -> None:
     client.post(
         "/api/v1/sla-policies",
@@ -931,11 +927,9 @@ def test_a_changed_policy_times_its_open_conversations_anew_and_keeps_what_is_no
 ) -> None:
     # Policies could be added and deleted, not changed: lengthening a target meant deleting
     # the policy, which stopped every clock under it.
-    policy = client.post(
-        "/api/v1/sla-policies",
-        json={"name": "Std", "first_response_minutes": 60, "resolution_minutes": 600},
-        headers=auth(world.alice),
-    ).json()
+    policy = _policy(
+        client, world, {"name": "Std", "first_response_minutes": 60, "resolution_minutes": 600}
+    )
     waiting, answered, done = (_conversation(client, world, ext) for ext in ("w", "a", "d"))
     client.post(
         f"/api/v1/conversations/{answered}/messages",
@@ -992,11 +986,7 @@ def test_a_changed_policy_times_its_open_conversations_anew_and_keeps_what_is_no
 def test_only_an_admin_of_its_own_workspace_changes_a_policy(
     client: TestClient, world: World
 ) -> None:
-    policy = client.post(
-        "/api/v1/sla-policies",
-        json={"name": "Std", "first_response_minutes": 60},
-        headers=auth(world.alice),
-    ).json()
+    policy = _policy(client, world, {"name": "Std", "first_response_minutes": 60})
     url = f"/api/v1/sla-policies/{policy['id']}"
     assert client.patch(url, json={"name": "x"}, headers=auth(world.bob)).status_code == 403
     assert client.patch(url, json={"name": "x"}, headers=auth(world.mallory)).status_code == 404
@@ -1011,11 +1001,7 @@ def test_a_target_changed_after_its_miss_is_not_missed_twice(
     # which the checker announced again: two misses (and their rules' escalations) for one.
     from rapport.conversations.models import ConversationSla
 
-    policy = client.post(
-        "/api/v1/sla-policies",
-        json={"name": "Fast", "first_response_minutes": 5},
-        headers=auth(world.alice),
-    ).json()
+    policy = _policy(client, world, {"name": "Fast", "first_response_minutes": 5})
     conv = _conversation(client, world, "late-twice")
     wrote = utcnow() - timedelta(minutes=40)
     with database.session() as db:

@@ -207,6 +207,14 @@ function connectStream(onEvent) {
   open();
 }
 
+// This page as the server draws it now (a live list is redrawn from it), or null when it
+// does not answer well. A fetch that hangs (after the laptop slept, say) must not stop
+// every later one: it is given up after 10 s.
+async function pageNow() {
+  const res = await fetch(location.href, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
+  return res.ok ? new DOMParser().parseFromString(await res.text(), "text/html") : null;
+}
+
 function notify(title, body) {
   if (!("Notification" in window) || document.hasFocus()) return;
   if (Notification.permission === "granted") new Notification(title, { body });
@@ -242,10 +250,8 @@ function setupInbox() {
     running = true;
     last = Date.now();
     try {
-      // A fetch that hangs (after the laptop slept, say) must not stop every later one.
-      const res = await fetch(location.href, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
-      if (!res.ok) return; // signed out or unavailable: the next event tries again
-      const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+      const doc = await pageNow();
+      if (!doc) return; // signed out or unavailable: the next event tries again
       const fresh = doc.getElementById("conversation-list");
       // Keep what the agent ticked: a live update must not drop a selection in progress.
       const picked = bulk.picked();
@@ -656,9 +662,8 @@ function setupNotificationsPage() {
   const allRead = document.getElementById("notifications-all-read");
   const error = document.getElementById("notifications-error");
   const redraw = async () => {
-    const res = await fetch(location.href, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
-    if (!res.ok) return;
-    const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+    const doc = await pageNow();
+    if (!doc) return;
     const fresh = doc.getElementById("notification-list");
     if (fresh) list.replaceChildren(...fresh.children);
     allRead.disabled = !list.querySelector("li.unread");
