@@ -1,6 +1,7 @@
 """An admin sets business hours, writes and edits an automation rule, and adds a webhook
 whose secret is shown once and whose delivery log shows the receiver's status codes."""
 
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -285,7 +286,7 @@ def test_an_admin_edits_and_disables_an_inbox(
     client: TestClient,
     world: World,
 ) -> None:
-    # An inbox could be added from the settings page, never changed or switched off there.
+    # An inbox's settings were one JSON text to edit by hand: now a field each, by kind.
     chat = client.post(
         "/api/v1/inboxes",
         json={
@@ -295,25 +296,34 @@ def test_an_admin_edits_and_disables_an_inbox(
         },
         headers=auth(world.alice),
     ).json()
+    mail = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Mail", "channel": "email", "settings": {"address": "help@acme.test"}},
+        headers=auth(world.alice),
+    ).json()
     team = client.post(
         "/api/v1/teams", json={"name": "Front desk"}, headers=auth(world.alice)
     ).json()
     page = browser.new_page()
     sign_in(page, live_server, "alice@acme.test", "/app/settings")
     row = page.locator(f'#inboxes tr[data-id="{chat["id"]}"]')
+    form = page.locator(f'form.inbox-form[data-id="{chat["id"]}"]')
+    expect(form).to_be_hidden()
     row.locator("summary", has_text="Edit").click()
-    form = row.locator("form.inbox-form")
-    expect(form).to_contain_text("Credentials set: hmac_secret")
+    expect(form).to_be_visible()
+    secret = form.locator("input[name='settings.hmac_secret']")
+    expect(secret).to_have_attribute("placeholder", re.compile("^Set "))
     assert "s3cret" not in page.content()  # a credential's value never reaches the page
-    # Bad JSON is said, and nothing is sent.
-    form.locator("textarea[name=settings]").fill('{"allowed_origins": [')
-    form.locator("button[type=submit]").click()
-    expect(page.locator("#settings-error")).to_contain_text("Settings: not valid JSON")
+    expect(form.locator("textarea[name='settings.allowed_origins']")).to_have_value(
+        "https://shop.example"
+    )
     form.locator("input[name=name]").fill("Site chat")
     form.locator("select[name=team_id]").select_option(team["id"])
-    form.locator("textarea[name=settings]").fill(
-        '{"allowed_origins": ["https://shop.example", "https://www.shop.example"]}'
+    form.locator("textarea[name='settings.allowed_origins']").fill(
+        "https://shop.example\nhttps://www.shop.example"
     )
+    form.locator("input[name='settings.ask_email']").uncheck()
+    form.locator("select[name='settings.email_inbox_id']").select_option(mail["id"])
     form.locator("input[name=enabled]").uncheck()
     form.locator("button[type=submit]").click()
     row = page.locator(f'#inboxes tr[data-id="{chat["id"]}"]')
@@ -321,10 +331,11 @@ def test_an_admin_edits_and_disables_an_inbox(
     got = client.get(f"/api/v1/inboxes/{chat['id']}", headers=auth(world.alice)).json()
     assert got["name"] == "Site chat" and got["enabled"] is False
     assert got["team_id"] == team["id"] and got["secrets_set"] == ["hmac_secret"]
-    assert got["settings"]["allowed_origins"] == [
-        "https://shop.example",
-        "https://www.shop.example",
-    ]
+    assert got["settings"] == {
+        "allowed_origins": ["https://shop.example", "https://www.shop.example"],
+        "ask_email": False,
+        "email_inbox_id": mail["id"],
+    }
     # Disabled, its widget is refused.
     r = client.post(
         f"/widget/api/{chat['public_token']}/session",
@@ -332,6 +343,64 @@ def test_an_admin_edits_and_disables_an_inbox(
         headers={"Origin": "https://shop.example"},
     )
     assert r.status_code == 404
+    # The credential cleared from its own field.
+    page.locator(f'#inboxes tr[data-id="{chat["id"]}"] summary').click()
+    form = page.locator(f'form.inbox-form[data-id="{chat["id"]}"]')
+    form.locator("input[data-clear='settings.hmac_secret']").check()
+    form.locator("button[type=submit]").click()
+    expect(page.locator(f'form.inbox-form[data-id="{chat["id"]}"]')).to_be_hidden()
+    got = client.get(f"/api/v1/inboxes/{chat['id']}", headers=auth(world.alice)).json()
+    assert got["secrets_set"] == [] and got["settings"]["email_inbox_id"] == mail["id"]
+
+
+def test_an_admin_adds_an_inbox_with_its_channels_settings(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    page = browser.new_page()
+    sign_in(page, live_server, "alice@acme.test", "/app/settings")
+    new = page.locator("#new-inbox")
+    new.locator("input[name=name]").fill("Texts")
+    new.locator("select[name=channel]").select_option("twilio_sms")
+    sms = new.locator("fieldset[data-channel=twilio_sms]")
+    expect(sms).to_be_visible()
+    expect(new.locator("fieldset[data-channel=email]")).to_be_hidden()
+    sms.locator("input[name='settings.account_sid']").fill("AC123")
+    sms.locator("input[name='settings.auth_token']").fill("tw-token")
+    # A setting of the wrong form is refused, naming it; nothing is added.
+    sms.locator("input[name='settings.phone_number']").fill("555-0100")
+    new.locator("button[type=submit]").click()
+    expect(page.locator("#settings-error")).to_contain_text(
+        "settings.phone_number (Phone number): not a phone number"
+    )
+    assert not any(
+        i["name"] == "Texts"
+        for i in client.get("/api/v1/inboxes", headers=auth(world.alice)).json()
+    )
+    sms.locator("input[name='settings.phone_number']").fill("+1 (415) 555-0100")
+    new.locator("button[type=submit]").click()
+    row = page.locator("#inboxes tr[data-id]", has_text="Texts")
+    expect(row).to_be_visible()
+    expect(row).not_to_contain_text("needs")
+    made = next(
+        i
+        for i in client.get("/api/v1/inboxes", headers=auth(world.alice)).json()
+        if i["name"] == "Texts"
+    )
+    # Only the chosen channel's settings went, written as stored: the number in E.164.
+    assert made["channel"] == "twilio_sms" and made["missing"] == []
+    assert made["settings"] == {"account_sid": "AC123", "phone_number": "+14155550100"}
+    assert made["secrets_set"] == ["auth_token"]
+    # One without what it needs says so in the list.
+    new = page.locator("#new-inbox")
+    new.locator("input[name=name]").fill("Bot")
+    new.locator("select[name=channel]").select_option("telegram")
+    new.locator("button[type=submit]").click()
+    expect(page.locator("#inboxes tr[data-id]", has_text="Bot")).to_contain_text(
+        "needs bot_token, secret_token"
+    )
 
 
 def test_an_admin_changes_a_service_level_policy_and_adds_one_with_conditions(

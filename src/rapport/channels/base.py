@@ -198,8 +198,68 @@ def secret(secrets: dict[str, Any], name: str) -> bytes | None:
     return value.encode() if isinstance(value, str) and value else None
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a channel's inboxes: what the settings page asks for under ``label``,
+    and what the API takes under ``name`` (checked by ``channels.service.checked_settings``).
+
+    ``kind`` is one of: ``text``, ``email``, ``url``, ``phone`` (one number, stored in
+    E.164), ``phones`` (several, comma-separated), ``number`` (a whole number from ``low``
+    to ``high``), ``flag`` (true or false), ``choice`` (one of ``choices``), ``list`` (of
+    texts), ``inbox`` (the id of another inbox of the workspace, of the channel
+    ``choices[0]``) and ``secret`` (a credential: stored encrypted, never shown back).
+    ``default`` is what applies while it is not set; ``needed``, that the inbox cannot
+    take in or send messages without it."""
+
+    name: str
+    label: str
+    kind: str = "text"
+    help: str = ""
+    needed: bool = False
+    choices: tuple[str, ...] = ()
+    default: str | int | bool | None = None
+    low: int | None = None
+    high: int | None = None
+
+    @property
+    def secret(self) -> bool:
+        return self.kind == "secret"
+
+
+def secret_names(fields: Iterable[Setting]) -> frozenset[str]:
+    """The names of the credentials among a channel's settings."""
+    return frozenset(f.name for f in fields if f.secret)
+
+
+def rate_setting(default: int) -> Setting:
+    """How fast replies go out through one inbox (``deliver``'s limiter), for the channels
+    whose provider caps a sender."""
+    return Setting(
+        "rate_per_second",
+        "Messages per second",
+        "number",
+        "At most this many replies a second go out through this inbox (the provider's own "
+        "limit for one sender, unless your account has another).",
+        default=default,
+        low=1,
+        high=10_000,
+    )
+
+
+def api_base_setting(default: str) -> Setting:
+    return Setting(
+        "api_base_url",
+        "API address",
+        "url",
+        "Only to reach the provider through a proxy or a stand-in.",
+        default=default,
+    )
+
+
 class Channel(Protocol):
     name: str
+    # Every setting its inboxes take, in the order the settings page shows them.
+    fields: tuple[Setting, ...]
     # Names of inbox settings that are credentials: stored encrypted, never shown back.
     secret_fields: frozenset[str]
 
@@ -245,6 +305,13 @@ def consent_channel(name: str) -> ConsentChannel | None:
     us there, themselves)."""
     found: ConsentChannel | None = getattr(get(name), "consent_channel", None)
     return found
+
+
+def default_of(channel: str, name: str) -> Any:
+    """What a channel's setting is while an inbox leaves it unset (None if it has no such
+    setting or no default)."""
+    found = get(channel)
+    return next((f.default for f in found.fields if f.name == name), None) if found else None
 
 
 def names() -> list[str]:

@@ -169,24 +169,15 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         after(database=ctx.database, settings=ctx.settings, out=out)
 
 
-# Messages per second each provider accepts from one sender, unless the inbox says otherwise
-# (setting ``rate_per_second``).
-PROVIDER_RATES = {
-    "whatsapp": 80,
-    "messenger": 40,
-    "instagram": 40,
-    "telegram": 30,
-    "twilio_sms": 1,
-    "email": 10,
-    "api": 100,
-    "webchat": 1000,
-    "twilio_voice": 1,
-}
 _LIMITERS: dict[tuple[str, int, str | None], RateLimiter] = {}
 
 
 def _limiter(channel: str, settings: dict[str, object], redis_url: str | None) -> RateLimiter:
-    rate = int(str(settings.get("rate_per_second") or PROVIDER_RATES.get(channel, 20)))
+    # What the inbox says, else what its provider accepts from one sender (the setting's
+    # default, declared by the channel).
+    rate = int(
+        str(settings.get("rate_per_second") or base.default_of(channel, "rate_per_second") or 20)
+    )
     key = (channel, rate, redis_url)
     if key not in _LIMITERS:
         _LIMITERS[key] = RateLimiter(limit=rate, window=1.0, redis_url=redis_url)

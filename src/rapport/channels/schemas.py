@@ -28,6 +28,28 @@ class InboxUpdate(BaseModel):
     enabled: bool | None = None
 
 
+class SettingRead(BaseModel):
+    """One setting a channel's inboxes take (see ``channels.base.Setting``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    label: str
+    kind: str
+    help: str
+    needed: bool
+    secret: bool
+    choices: list[str]
+    default: str | int | bool | None
+    low: int | None
+    high: int | None
+
+
+class ChannelRead(BaseModel):
+    name: str
+    settings: list[SettingRead]
+
+
 class InboxRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -37,6 +59,8 @@ class InboxRead(BaseModel):
     settings: dict[str, Any]
     # Names of the credentials that are set; their values are never sent back.
     secrets_set: list[str] = Field(default_factory=list)
+    # Settings it cannot take in or send messages without that are not set.
+    missing: list[str] = Field(default_factory=list)
     public_token: str
     team_id: str | None
     auto_assign: bool

@@ -5,7 +5,7 @@ import re
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlsplit
 
 import phonenumbers
 from sqlalchemy import delete, or_, select
@@ -16,6 +16,7 @@ from rapport.channels import base
 from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.channels.schemas import InboxCreate, InboxRead, InboxUpdate
 from rapport.crypto import SecretBox, random_token
+from rapport.customers.identity import InvalidHandle, normalize_email, normalize_phone
 from rapport.db import utcnow
 from rapport.problems import Invalid, NotFound
 
@@ -24,24 +25,119 @@ from rapport.channels import api as _api  # noqa: F401  isort: skip
 from rapport.channels import email as _email  # noqa: F401  isort: skip
 from rapport.scoped import get_scoped
 
+# Inbox settings that other endpoints own: sent back unchanged (an API client's
+# read-modify-write) they are left as they are; changed, the client is told where.
+_OWNED_ELSEWHERE = {"bot": "PUT /api/v1/bot/inboxes/{id}"}
+_TEXT_MAX = 2000
+_LIST_MAX = 100
+
+
+def checked_settings(
+    db: Session,
+    *,
+    channel: base.Channel,
+    workspace_id: str,
+    given: dict[str, Any],
+    stored: dict[str, Any],
+) -> dict[str, Any]:
+    """``given`` as it is kept: each a setting the channel declares, its value checked
+    against its kind and written one way (a phone number in E.164, a list as a list, a
+    number as a number); ``None`` for each one cleared (``null`` or ``""``). Anything else
+    is refused, naming the setting: a typo would otherwise be kept and do nothing."""
+    fields = {f.name: f for f in channel.fields}
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        field = fields.get(key)
+        if field is None:
+            if key in _OWNED_ELSEWHERE and value == stored.get(key):
+                continue
+            if key in _OWNED_ELSEWHERE:
+                raise Invalid(f"settings.{key} is set through {_OWNED_ELSEWHERE[key]}")
+            raise Invalid(
+                f"settings.{key}: {channel.name} inboxes have no such setting; "
+                f"they have {', '.join(fields)}"
+            )
+        if value is None or value == "" or value == []:
+            out[key] = None
+            continue
+        try:
+            out[key] = _setting_value(db, field, value, workspace_id=workspace_id)
+        except (ValueError, TypeError, InvalidHandle) as exc:
+            raise Invalid(f"settings.{key} ({field.label}): {exc}") from exc
+    return out
+
+
+def _setting_value(db: Session, field: base.Setting, value: Any, *, workspace_id: str) -> Any:
+    kind = field.kind
+    if kind == "flag":
+        if not isinstance(value, bool):
+            raise TypeError("must be true or false")
+        return value
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError("must be a whole number")
+        number = int(str(value).strip())
+        if (field.low is not None and number < field.low) or (
+            field.high is not None and number > field.high
+        ):
+            raise ValueError(f"must be from {field.low} to {field.high}")
+        return number
+    if kind == "list":
+        items = re.split(r"[,\n]", value) if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise TypeError("must be a list of texts")
+        kept = [i.strip() for i in items if i.strip()]
+        if len(kept) > _LIST_MAX or any(len(i) > 300 for i in kept):
+            raise ValueError(f"takes at most {_LIST_MAX} items of 300 characters")
+        return kept
+    if not isinstance(value, str):
+        raise TypeError('must be text (null or "" clears it)')
+    text = value.strip()
+    if len(text) > _TEXT_MAX:
+        raise ValueError(f"takes at most {_TEXT_MAX} characters")
+    if kind == "email":
+        return normalize_email(text)
+    if kind == "phone":
+        return normalize_phone(text, default_region="ZZ")
+    if kind == "phones":
+        return ", ".join(
+            normalize_phone(n, default_region="ZZ") for n in re.split(r"[,\n]", text) if n.strip()
+        )
+    if kind == "url":
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// address")
+        return text
+    if kind == "choice":
+        if text.lower() not in field.choices:
+            raise ValueError(f"must be one of {', '.join(field.choices)}")
+        return text.lower()
+    if kind == "inbox":
+        wanted = field.choices[0] if field.choices else None
+        found = db.scalar(
+            select(Inbox.channel).where(Inbox.id == text, Inbox.workspace_id == workspace_id)
+        )
+        if found is None or (wanted is not None and found != wanted):
+            raise ValueError(f"no {wanted or ''} inbox of this workspace has the id {text}")
+        return text
+    return text  # text, secret
+
 
 def _split(
     channel: base.Channel, settings: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str], set[str]]:
-    """(plain settings, secrets to set, secrets to clear). A secret is text; ``null`` or
-    ``""`` clears it (kept as given, ``null`` would have become the key ``"None"``)."""
+    """(plain settings, secrets to set, secrets to clear) of checked settings."""
     plain = {k: v for k, v in settings.items() if k not in channel.secret_fields}
-    secret: dict[str, str] = {}
-    cleared: set[str] = set()
-    for key in channel.secret_fields & settings.keys():
-        value = settings[key]
-        if value is None or value == "":
-            cleared.add(key)
-        elif isinstance(value, str):
-            secret[key] = value
-        else:
-            raise Invalid(f'settings.{key} must be text (null or "" clears it)')
+    secret = {k: v for k, v in settings.items() if k in channel.secret_fields and v is not None}
+    cleared = {k for k, v in settings.items() if k in channel.secret_fields and v is None}
     return plain, secret, cleared
+
+
+def missing(inbox: Inbox, secrets: Iterable[str]) -> list[str]:
+    """The settings an inbox cannot work without that are not set, by name."""
+    channel = base.get(inbox.channel)
+    have = {k for k, v in (inbox.settings or {}).items() if v not in (None, "", [])} | set(secrets)
+    return [f.name for f in channel.fields if f.needed and f.name not in have] if channel else []
 
 
 def get(db: Session, *, workspace_id: str, inbox_id: str) -> Inbox:
@@ -71,12 +167,15 @@ def create(db: Session, *, workspace_id: str, data: InboxCreate, box: SecretBox)
     if channel is None:
         raise Invalid(f"unknown channel {data.channel!r}; known: {', '.join(base.names())}")
     _check_team(db, workspace_id, data.team_id)
-    plain, secret, _ = _split(channel, data.settings)
+    checked = checked_settings(
+        db, channel=channel, workspace_id=workspace_id, given=data.settings, stored={}
+    )
+    plain, secret, _ = _split(channel, checked)
     inbox = Inbox(
         workspace_id=workspace_id,
         name=data.name,
         channel=channel.name,
-        settings=plain,
+        settings={k: v for k, v in plain.items() if v is not None},
         secrets_encrypted=box.encrypt_json(secret) if secret else None,
         team_id=data.team_id,
         auto_assign=data.auto_assign,
@@ -93,8 +192,16 @@ def update(db: Session, *, inbox: Inbox, data: InboxUpdate, box: SecretBox) -> I
     if data.name is not None:
         inbox.name = data.name
     if data.settings is not None:
-        plain, secret, cleared = _split(channel, data.settings)
-        inbox.settings = {**inbox.settings, **plain}
+        checked = checked_settings(
+            db,
+            channel=channel,
+            workspace_id=inbox.workspace_id,
+            given=data.settings,
+            stored=inbox.settings,
+        )
+        plain, secret, cleared = _split(channel, checked)
+        merged_plain = {**inbox.settings, **plain}
+        inbox.settings = {k: v for k, v in merged_plain.items() if v is not None}
         if secret or cleared:
             kept = box.decrypt_json(inbox.secrets_encrypted)
             merged = {k: v for k, v in {**kept, **secret}.items() if k not in cleared}
@@ -116,6 +223,7 @@ def secrets_of(inbox: Inbox, box: SecretBox) -> dict[str, Any]:
 def read(inbox: Inbox, box: SecretBox) -> InboxRead:
     out = InboxRead.model_validate(inbox)
     out.secrets_set = sorted(secrets_of(inbox, box))
+    out.missing = missing(inbox, out.secrets_set)
     return out
 
 

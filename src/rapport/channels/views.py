@@ -14,8 +14,16 @@ from rapport.auth.deps import Box, CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.models import Role
 from rapport.auth.service import Principal
 from rapport.auth.views import actor_of
-from rapport.channels import service
-from rapport.channels.schemas import InboundIn, InboundOut, InboxCreate, InboxRead, InboxUpdate
+from rapport.channels import base, service
+from rapport.channels.schemas import (
+    ChannelRead,
+    InboundIn,
+    InboundOut,
+    InboxCreate,
+    InboxRead,
+    InboxUpdate,
+    SettingRead,
+)
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.db import transient
@@ -28,6 +36,20 @@ router = APIRouter(prefix="/api/v1", tags=["inboxes"])
 _agent = require_role(Role.agent)
 
 
+@router.get("/channels", response_model=list[ChannelRead])
+def list_channels(principal: CurrentMember) -> list[ChannelRead]:
+    """Every channel an inbox can be, with the settings its inboxes take: what each is,
+    its kind, whether the inbox needs it, whether it is a credential (never shown back)."""
+    return [
+        ChannelRead(
+            name=name,
+            settings=[SettingRead.model_validate(f) for f in channel.fields],
+        )
+        for name in base.names()
+        if (channel := base.get(name)) is not None
+    ]
+
+
 @router.get("/inboxes", response_model=list[InboxRead])
 def list_inboxes(principal: CurrentMember, db: Db, box: Box) -> list[InboxRead]:
     return [
@@ -35,20 +57,21 @@ def list_inboxes(principal: CurrentMember, db: Db, box: Box) -> list[InboxRead]:
     ]
 
 
-# Inbox settings that are URLs Rapport calls: the API channel's reply webhook, and a
-# provider's API address (set for a stand-in or a proxy).
-_URL_SETTINGS = ("webhook_url", "api_base_url")
-
-
-def _check_urls(settings: dict[str, Any], request: Request) -> None:
-    """Refuse URL settings into our own network unless the installation allows them (as
-    for webhooks); the address a name resolves to is checked again at each call."""
-    for key in _URL_SETTINGS:
-        if settings.get(key):
+def _check_urls(channel: str, settings: dict[str, Any], request: Request) -> None:
+    """Refuse URL settings (the API channel's reply webhook, a provider's API address set
+    for a stand-in or a proxy) into our own network unless the installation allows them
+    (as for webhooks); the address a name resolves to is checked again at each call."""
+    found = base.get(channel)
+    for field in found.fields if found else ():
+        if (
+            field.kind == "url"
+            and isinstance(settings.get(field.name), str)
+            and settings[field.name]
+        ):
             outbound.check_saved(
-                str(settings[key]),
+                settings[field.name],
                 allow_private=request.app.state.settings.outbound_private_ok,
-                what=key,
+                what=field.name,
             )
 
 
@@ -57,7 +80,7 @@ def create_inbox(
     body: InboxCreate, principal: CurrentAdmin, request: Request, db: Db, box: Box
 ) -> InboxRead:
     """Create an inbox (one channel instance); credentials in settings are stored encrypted."""
-    _check_urls(body.settings, request)
+    _check_urls(body.channel, body.settings, request)
     inbox = service.create(db, workspace_id=principal.workspace_id, data=body, box=box)
     audit(
         db,
@@ -83,7 +106,7 @@ def update_inbox(
     inbox_id: str, body: InboxUpdate, principal: CurrentAdmin, request: Request, db: Db, box: Box
 ) -> InboxRead:
     inbox = service.get(db, workspace_id=principal.workspace_id, inbox_id=inbox_id)
-    _check_urls(body.settings or {}, request)
+    _check_urls(inbox.channel, body.settings or {}, request)
     service.update(db, inbox=inbox, data=body, box=box)
     audit(
         db,

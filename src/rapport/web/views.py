@@ -503,6 +503,11 @@ async def settings_page(request: Request) -> Response:
             "inboxes": (listed := inboxes.list_inboxes(db, workspace_id=principal.workspace_id)),
             # The names of each inbox's credentials, never their values.
             "inbox_secrets": {i.id: sorted(inboxes.secrets_of(i, box)) for i in listed},
+            "channel_fields": {
+                name: channel.fields
+                for name in channel_registry.names()
+                if (channel := channel_registry.get(name)) is not None
+            },
             "members": workspaces.members(db, workspace_id=principal.workspace_id),
             "invitations": invitations.pending(db, workspace_id=principal.workspace_id),
             "now": utcnow(),
@@ -524,6 +529,7 @@ async def settings_page(request: Request) -> Response:
             "channels": channel_registry.names(),
             "public_url": settings.public_url.rstrip("/"),
         }
+    ctx["inbox_missing"] = {i.id: inboxes.missing(i, ctx["inbox_secrets"][i.id]) for i in listed}
     return _page(request, "settings.html", principal, **ctx)
 
 

@@ -18,7 +18,23 @@ def signature_header(secret: str, body: bytes, timestamp: int | None = None) -> 
 
 class ApiChannel:
     name = "api"
-    secret_fields = frozenset({"webhook_secret"})
+    fields: tuple[base.Setting, ...] = (
+        base.Setting(
+            "webhook_url",
+            "Reply webhook",
+            "url",
+            "Each reply an agent writes is posted here as JSON. Without one, replies wait "
+            "to be read through the API.",
+        ),
+        base.Setting(
+            "webhook_secret",
+            "Webhook secret",
+            "secret",
+            "Signs each post in X-Rapport-Signature (t=time,v1=HMAC-SHA256 of time.body).",
+        ),
+        base.rate_setting(100),
+    )
+    secret_fields = base.secret_names(fields)
     sends_files = True
 
     def send(self, out: base.Outbound) -> base.SendResult:

@@ -239,7 +239,58 @@ class EmailChannel:
     """Outbound email over SMTP, carrying the headers that keep the customer's thread whole."""
 
     name = "email"
-    secret_fields = frozenset({"smtp_password", "imap_password"})
+    fields: tuple[base.Setting, ...] = (
+        base.Setting(
+            "address",
+            "Address",
+            "email",
+            "Customers write to it; replies leave from it (answers come back to "
+            "address+c<conversation>@ the same domain).",
+            needed=True,
+        ),
+        base.Setting(
+            "from_name", "Sender name", help="Shown as the sender; the inbox's name if empty."
+        ),
+        base.Setting(
+            "smtp_host", "SMTP server", help="Where replies are sent through.", default="127.0.0.1"
+        ),
+        base.Setting("smtp_port", "SMTP port", "number", default=25, low=1, high=65535),
+        base.Setting(
+            "smtp_security",
+            "SMTP security",
+            "choice",
+            choices=("starttls", "tls", "none"),
+            default="starttls",
+        ),
+        base.Setting("smtp_username", "SMTP username"),
+        base.Setting("smtp_password", "SMTP password", "secret"),
+        base.Setting(
+            "imap_host",
+            "IMAP server",
+            help="To poll an existing mailbox every minute instead of receiving mail "
+            "through Rapport's own SMTP listener.",
+        ),
+        base.Setting("imap_port", "IMAP port", "number", default=993, low=1, high=65535),
+        base.Setting(
+            "imap_security",
+            "IMAP security",
+            "choice",
+            choices=("tls", "starttls", "none"),
+            default="tls",
+        ),
+        base.Setting("imap_username", "IMAP username"),
+        base.Setting("imap_password", "IMAP password", "secret"),
+        base.Setting("imap_mailbox", "IMAP folder", default="INBOX"),
+        base.Setting(
+            "trusted_authserv_ids",
+            "Trusted mail servers",
+            "list",
+            "Servers whose Authentication-Results verdict on the sender is believed "
+            "(mx.google.com for a Gmail mailbox), one a line.",
+        ),
+        base.rate_setting(10),
+    )
+    secret_fields = base.secret_names(fields)
     sends_files = True
     consent_channel = ConsentChannel.email
 

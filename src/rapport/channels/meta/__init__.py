@@ -21,7 +21,38 @@ WINDOW = timedelta(hours=24)
 
 
 class MetaChannel:
-    secret_fields = frozenset({"page_access_token", "app_secret", "verify_token"})
+    fields: tuple[base.Setting, ...] = (
+        base.Setting(
+            "page_id",
+            "Page or account ID",
+            help="The Facebook page's id (Instagram: the professional account's): "
+            "events of other pages are left out.",
+            needed=True,
+        ),
+        base.Setting("page_access_token", "Page access token", "secret", needed=True),
+        base.Setting(
+            "app_secret",
+            "App secret",
+            "secret",
+            "Your Meta app's secret: every webhook call is checked against it.",
+            needed=True,
+        ),
+        base.Setting(
+            "verify_token",
+            "Verify token",
+            "secret",
+            "Any text; give Meta the same when you set the webhook URL.",
+            needed=True,
+        ),
+        base.Setting(
+            "app_id",
+            "App ID",
+            help="Your Meta app's id: a handover to or from it is named as Rapport.",
+        ),
+        base.api_base_setting(DEFAULT_API),
+        base.rate_setting(40),
+    )
+    secret_fields = base.secret_names(fields)
     sends_files = True
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:

@@ -59,7 +59,20 @@ def _blocked(change: dict[str, Any], inbox_id: str) -> base.WebhookEvents:
 
 class TelegramChannel:
     name = "telegram"
-    secret_fields = frozenset({"bot_token", "secret_token"})
+    fields: tuple[base.Setting, ...] = (
+        base.Setting("bot_token", "Bot token", "secret", "From @BotFather.", needed=True),
+        base.Setting(
+            "secret_token",
+            "Webhook secret token",
+            "secret",
+            "Any text of letters, digits, _ and - (1-256); give it to setWebhook as "
+            "secret_token: calls without it are refused.",
+            needed=True,
+        ),
+        base.api_base_setting(DEFAULT_API),
+        base.rate_setting(30),
+    )
+    secret_fields = base.secret_names(fields)
     sends_files = True
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:

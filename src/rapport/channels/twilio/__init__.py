@@ -147,9 +147,31 @@ def _phone(raw: str) -> list[Any]:
         return [handle(IdentityKind.external, f"twilio:{raw}")]
 
 
+# What both Twilio channels need: the account and the number it receives on.
+_ACCOUNT = (
+    base.Setting("account_sid", "Account SID", help="From the Twilio console: AC...", needed=True),
+    base.Setting(
+        "auth_token",
+        "Auth token",
+        "secret",
+        "The account's auth token: it checks every webhook call's X-Twilio-Signature.",
+        needed=True,
+    ),
+    base.Setting(
+        "phone_number",
+        "Phone number",
+        "phone",
+        "Your Twilio number, in international form (+1 415 555 0100).",
+        needed=True,
+    ),
+    base.api_base_setting(DEFAULT_API),
+)
+
+
 class TwilioSms:
     name = "twilio_sms"
-    secret_fields = frozenset({"auth_token"})
+    fields: tuple[base.Setting, ...] = (*_ACCOUNT, base.rate_setting(1))
+    secret_fields = base.secret_names(fields)
     sends_files = True
     consent_channel = ConsentChannel.sms
 
@@ -309,7 +331,34 @@ class TwilioVoice:
     """Calls become conversation entries: direction, duration, recording and transcript."""
 
     name = "twilio_voice"
-    secret_fields = frozenset({"auth_token"})
+    fields: tuple[base.Setting, ...] = (
+        *_ACCOUNT,
+        base.Setting(
+            "forward_to",
+            "Forward calls to",
+            "phones",
+            "Numbers rung first, comma-separated; the voicemail answers when nobody takes "
+            "the call there.",
+        ),
+        base.Setting("ring_seconds", "Ring for (seconds)", "number", default=20, low=5, high=60),
+        base.Setting("greeting", "Voicemail greeting", default=_GREETING),
+        base.Setting(
+            "language",
+            "Greeting language",
+            help="The voice's language, as Twilio names it (en-US, fr-FR, de-DE...).",
+            default="en-US",
+        ),
+        base.Setting(
+            "voicemail_seconds",
+            "Longest voicemail (seconds)",
+            "number",
+            default=120,
+            low=5,
+            high=600,
+        ),
+        base.rate_setting(1),
+    )
+    secret_fields = base.secret_names(fields)
 
     def answer_for(self, inbox: Any, request: base.WebhookRequest) -> tuple[str, str]:
         """What the caller hears, from the inbox's settings: ``forward_to`` (a number or

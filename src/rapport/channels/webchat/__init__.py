@@ -153,7 +153,41 @@ def mark_read(db: Session, *, visitor: Visitor, message_id: str) -> int:
 
 class WebchatChannel:
     name = "webchat"
-    secret_fields = frozenset({"hmac_secret"})
+    fields: tuple[base.Setting, ...] = (
+        base.Setting("title", "Title", help="The widget's heading; the inbox's name if empty."),
+        base.Setting(
+            "reply_time",
+            "Expected reply time",
+            help='Shown to visitors as "We usually reply in ...".',
+            default="a few minutes",
+        ),
+        base.Setting("ask_name", "Ask for the visitor's name", "flag", default=True),
+        base.Setting("ask_email", "Ask for the visitor's email", "flag", default=True),
+        base.Setting(
+            "allowed_origins",
+            "Allowed websites",
+            "list",
+            "Origins the widget may run on (https://www.example.com), one a line; any "
+            "website if empty.",
+        ),
+        base.Setting(
+            "email_inbox_id",
+            "Email inbox for visitors who left",
+            "inbox",
+            "A reply written after the visitor left also goes to the email they gave, "
+            "through this inbox.",
+            choices=("email",),
+        ),
+        base.Setting(
+            "hmac_secret",
+            "Identity secret",
+            "secret",
+            "Signs your signed-in users in: data-user-hash is the HMAC-SHA256 of "
+            "data-user-id with it.",
+        ),
+        base.rate_setting(1000),
+    )
+    secret_fields = base.secret_names(fields)
     # Files reach the widget with the message (its attachments), downloaded by the visitor.
     sends_files = True
 

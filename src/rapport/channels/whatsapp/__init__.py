@@ -197,7 +197,38 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
 
 class WhatsAppChannel:
     name = "whatsapp"
-    secret_fields = frozenset({"access_token", "app_secret", "verify_token"})
+    fields: tuple[base.Setting, ...] = (
+        base.Setting(
+            "phone_number_id",
+            "Phone number ID",
+            help="From WhatsApp Manager, API Setup: the number's id, not the number.",
+            needed=True,
+        ),
+        base.Setting(
+            "access_token",
+            "Access token",
+            "secret",
+            "A system user's permanent token.",
+            needed=True,
+        ),
+        base.Setting(
+            "app_secret",
+            "App secret",
+            "secret",
+            "Your Meta app's secret: every webhook call is checked against it.",
+            needed=True,
+        ),
+        base.Setting(
+            "verify_token",
+            "Verify token",
+            "secret",
+            "Any text; give Meta the same when you set the webhook URL.",
+            needed=True,
+        ),
+        base.api_base_setting(DEFAULT_API),
+        base.rate_setting(80),
+    )
+    secret_fields = base.secret_names(fields)
     sends_files = True
     consent_channel = ConsentChannel.whatsapp
 

@@ -737,13 +737,64 @@ function setupCanned(textarea, conversationId) {
 function formJson(form) {
   const out = {};
   for (const el of form.elements) {
-    if (!el.name || el.disabled) continue;
-    if (el.type === "checkbox") out[el.name] = el.checked;
+    // :disabled, not .disabled: inside a disabled fieldset (another channel's settings)
+    // an input is disabled without its own attribute saying so.
+    if (!el.name || el.matches(":disabled")) continue;
+    if (el.name.startsWith("settings.")) {
+      const value = settingValue(el);
+      if (value !== null && !(Array.isArray(value) && !value.length)) {
+        (out.settings ||= {})[el.name.slice(9)] = value;
+      }
+    } else if (el.type === "checkbox") out[el.name] = el.checked;
     else if (el.type === "number") { if (el.value !== "") out[el.name] = Number(el.value); }
-    else if (el.name === "settings") { if (el.value.trim()) out.settings = JSON.parse(el.value); }
     else if (el.value !== "") out[el.name] = el.value;
   }
   return form.dataset.wrap ? { [form.dataset.wrap]: out } : out;
+}
+
+// An inbox setting's input as the API takes it (channels.base.Setting's kinds); null clears.
+function settingValue(el) {
+  const kind = el.dataset.kind;
+  if (kind === "flag") return el.checked;
+  if (kind === "number") return el.value === "" ? null : Number(el.value);
+  if (kind === "list") return el.value.split(/[\n,]/).map((v) => v.trim()).filter(Boolean);
+  if (kind === "secret") return el.value === "" ? null : el.value;  // a credential as typed
+  return el.value.trim() === "" ? null : el.value.trim();
+}
+
+// The settings an inbox's form changed: each input whose value moved, and each credential
+// typed anew or ticked to be cleared. What was not touched is not sent.
+function changedSettings(form) {
+  const out = {};
+  for (const el of form.querySelectorAll("[name^='settings.']")) {
+    const name = el.name.slice(9);
+    const clear = form.querySelector(`[data-clear='${el.name}']`);
+    if (el.dataset.kind === "secret") {
+      if (clear && clear.checked) out[name] = null;
+      else if (el.value !== "") out[name] = el.value;
+      continue;
+    }
+    const moved = el.type === "checkbox" ? el.checked !== el.defaultChecked
+      : el.tagName === "SELECT" ? el.value !== el.dataset.was
+      : el.value !== el.defaultValue;
+    if (moved) out[name] = settingValue(el);
+  }
+  return out;
+}
+
+// The new-inbox form shows (and sends) the settings of the channel chosen.
+function setupNewInbox() {
+  const form = document.getElementById("new-inbox");
+  if (!form) return;
+  const show = () => {
+    for (const set of form.querySelectorAll("fieldset[data-channel]")) {
+      const on = set.dataset.channel === form.elements.channel.value;
+      set.hidden = !on;
+      set.disabled = !on;
+    }
+  };
+  form.elements.channel.addEventListener("change", show);
+  show();
 }
 
 function setupSettings() {
@@ -946,7 +997,7 @@ function setupSettingsLists() {
   if (!teams) return;
   const error = document.getElementById("settings-error");
   for (const form of document.querySelectorAll("form.inbox-form")) {
-    const written = form.elements.settings.value;
+    form.querySelectorAll("select[name^='settings.']").forEach((el) => { el.dataset.was = el.value; });
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const body = {
@@ -955,16 +1006,10 @@ function setupSettingsLists() {
         auto_assign: form.elements.auto_assign.checked,
         team_id: form.elements.team_id.value || null,
       };
-      if (form.elements.settings.value !== written) {
-        try {
-          body.settings = JSON.parse(form.elements.settings.value || "{}");
-        } catch (e) {
-          settingsFail(`Settings: not valid JSON (${e.message})`);
-          return;
-        }
-      }
+      const settings = changedSettings(form);
+      if (Object.keys(settings).length) body.settings = settings;
       try {
-        await api("PATCH", `/api/v1/inboxes/${encodeURIComponent(form.closest("tr").dataset.id)}`, body);
+        await api("PATCH", `/api/v1/inboxes/${encodeURIComponent(form.dataset.id)}`, body);
         location.reload();
       } catch (e) { settingsFail(e.message); }
     });
@@ -1415,6 +1460,7 @@ setupRules();
 setupLabelSettings();
 setupWebhooks();
 setupSettingsLists();
+setupNewInbox();
 setupSlaPolicies();
 setupDuplicates();
 setupCustomerFiles();
