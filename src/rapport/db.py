@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, StringConstraints
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -292,6 +292,19 @@ def storable(value: Any) -> Any:
 
 # Free-form JSON a client sends (attributes, settings, properties): checked as it comes in.
 JsonObject = Annotated[dict[str, Any], AfterValidator(storable)]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# What a client names something (an inbox, a team, a policy): trimmed, never blank (a name
+# of spaces showed as nothing where it was listed). ``Field(max_length=...)`` bounds it.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# Text that must say something (a canned response), kept as written, line breaks and all.
+SomeText = Annotated[str, AfterValidator(_not_blank)]
 
 
 def transient(exc: BaseException) -> bool:

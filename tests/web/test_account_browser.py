@@ -2,6 +2,9 @@
 other browser is signed out, and alice's open settings page shows his new name without a
 reload."""
 
+import re
+from urllib.parse import quote
+
 import httpx
 import pytest
 
@@ -70,7 +73,7 @@ def test_a_member_renames_themself_and_changes_their_password(
 
     # The other browser is signed out; this one goes on (its new CSRF token in hand).
     elsewhere.goto(f"{live_server.url}/app/inbox")
-    elsewhere.wait_for_url("**/login")
+    elsewhere.wait_for_url("**/login?next=%2Fapp%2Finbox")
     page.fill("#account-name input[name=name]", "Robert Tables")
     page.click("#account-name button[type=submit]")
     expect(member).to_have_text("Robert Tables")
@@ -120,3 +123,28 @@ def test_a_member_makes_and_revokes_an_api_token_in_the_browser(
     expect(row.locator("td.state")).to_contain_text("revoked")
     assert row.locator("button.revoke-token").count() == 0
     page.screenshot(path=str(ARTIFACTS / "account-tokens.png"), full_page=True)
+
+
+def test_signing_in_comes_back_to_the_page_a_link_opened(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # A link to a conversation opened while signed out led to the inbox once signed in.
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/app/conversations/{conv}?tab=files")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.fill("input[name=email]", "bob@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(f"**/app/conversations/{conv}?tab=files")
+    # Another site is never where it goes, however the address is written.
+    for elsewhere in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+        other = browser.new_page()
+        other.goto(f"{live_server.url}/login?next={quote(elsewhere, safe='')}")
+        other.fill("input[name=email]", "bob@acme.test")
+        other.fill("input[name=password]", PASSWORD)
+        other.click("#login-form button[type=submit]")
+        other.wait_for_url("**/app/inbox")
+        other.close()

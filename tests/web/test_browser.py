@@ -203,9 +203,9 @@ def test_an_admin_sets_up_a_canned_response_and_an_inbox_in_the_browser(
     page = browser.new_page()
     sign_in(page, live_server, "alice@acme.test", "/app/settings")
     page.fill("form[data-api='/api/v1/canned-responses'] input[name=shortcut]", "bye")
-    page.fill(
-        "form[data-api='/api/v1/canned-responses'] input[name=text]",
-        "Goodbye {{ customer.first_name }}!",
+    page.fill(  # on lines of its own: it was one line, its line breaks lost
+        "form[data-api='/api/v1/canned-responses'] textarea[name=text]",
+        "Goodbye {{ customer.first_name }}!\nBest, Acme",
     )
     page.click("form[data-api='/api/v1/canned-responses'] button")
     expect(page.locator("#canned input[name=shortcut]")).to_have_value("bye")
@@ -215,11 +215,10 @@ def test_an_admin_sets_up_a_canned_response_and_an_inbox_in_the_browser(
     page.wait_for_selector("text=Help chat")
     assert "/widget.js" in page.inner_text("section:has(h2:text('Inboxes'))")
     page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
-    shortcuts = [
-        c["shortcut"]
-        for c in client.get("/api/v1/canned-responses", headers=auth(world.bob)).json()
+    canned = client.get("/api/v1/canned-responses", headers=auth(world.bob)).json()
+    assert [(c["shortcut"], c["text"]) for c in canned] == [
+        ("bye", "Goodbye {{ customer.first_name }}!\nBest, Acme")
     ]
-    assert shortcuts == ["bye"]
 
 
 def test_the_customer_panel_offers_a_duplicate_and_a_parallel_conversation(

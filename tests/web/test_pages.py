@@ -3,6 +3,7 @@
 import re
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -37,7 +38,9 @@ def test_pages_send_a_signed_out_visitor_to_the_login_page(
         f"/app/customers/{customer}",
     ):
         r = client.get(path, follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"] == "/login"
+        # The sign-in page comes back here (it went to the inbox, whatever the link).
+        want = "/login" if path == "/" else f"/login?next={quote(path, safe='')}"
+        assert r.status_code == 303 and r.headers["location"] == want
     assert "Sign in to Rapport" in client.get("/login").text
 
 
@@ -451,7 +454,9 @@ def test_every_member_reaches_their_own_account_page_viewers_too(
     client: TestClient, world: World
 ) -> None:
     # Settings are for admins, and held the only way to one's own two-factor and sign-out.
-    assert client.get("/app/account", follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/app/account", follow_redirects=False).headers["location"] == (
+        "/login?next=%2Fapp%2Faccount"
+    )
     sign_in(client, "victor@acme.test")
     inbox = client.get("/app/inbox").text
     assert 'href="/app/account"' in inbox and 'href="/app/settings"' not in inbox
@@ -469,7 +474,7 @@ def test_notifications_are_counted_on_every_page_and_listed_on_their_own(
     # it: a mention made while an agent was elsewhere was never shown to them.
     conv = world.acme.first.conversation.id  # type: ignore[union-attr]
     assert client.get("/app/notifications", follow_redirects=False).headers["location"] == (
-        "/login"
+        "/login?next=%2Fapp%2Fnotifications"
     )
     sign_in(client, "bob@acme.test")
     page = client.get("/app/notifications").text

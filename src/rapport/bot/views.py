@@ -16,6 +16,7 @@ from rapport.bot.models import Integration, Intent, IntentExample, UnansweredQue
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Message
 from rapport.crypto import random_token
+from rapport.db import Name
 from rapport.jobs.service import enqueue
 from rapport.privacy.service import audit
 from rapport.problems import Conflict, Invalid, NotFound
@@ -60,7 +61,7 @@ class ExampleIn(BaseModel):
 
 
 class IntegrationIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Name = Field(max_length=100)
     url: str = Field(
         min_length=8, max_length=1000, examples=["https://shop.example/orders/{{ order_number }}"]
     )

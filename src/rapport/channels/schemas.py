@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from rapport.conversations.files import MAX_UPLOAD_BYTES
 from rapport.conversations.schemas import MessageRead
-from rapport.db import JsonObject
+from rapport.db import JsonObject, Name
 
 
 class InboxCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(max_length=200)
     channel: str = Field(min_length=1, max_length=32)
     settings: JsonObject = Field(default_factory=dict)
     team_id: str | None = None
@@ -21,7 +21,7 @@ class InboxCreate(BaseModel):
 
 
 class InboxUpdate(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, max_length=200)
     settings: JsonObject | None = None
     team_id: str | None = None
     auto_assign: bool | None = None

@@ -12,7 +12,7 @@ from rapport.conversations.models import (
     Priority,
     Status,
 )
-from rapport.db import UtcInstant
+from rapport.db import Name, SomeText, UtcInstant
 
 
 class AttachmentRead(BaseModel):
@@ -182,7 +182,7 @@ _YEAR_OF_MINUTES = 366 * 24 * 60
 
 
 class SlaPolicyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(max_length=200)
     position: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     # Bounded like every list of ids: PostgreSQL takes 65,535 parameters in a query at most.
     priorities: list[Priority] = Field(default_factory=list, max_length=1_000)
@@ -198,7 +198,7 @@ class SlaPolicyPatch(BaseModel):
     """What to change of a policy: the fields given, the others kept (a target set to null
     is no target)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, max_length=200)
     position: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
     priorities: list[Priority] | None = Field(default=None, max_length=1_000)
     inbox_ids: list[str] | None = Field(default=None, max_length=1_000)
@@ -259,8 +259,8 @@ class ConversationSlaRead(BaseModel):
 
 
 class CannedIn(BaseModel):
-    shortcut: str = Field(min_length=1, max_length=64)
-    text: str = Field(min_length=1, max_length=20_000)
+    shortcut: Name = Field(max_length=64)
+    text: SomeText = Field(max_length=20_000)
 
 
 class CannedRead(CannedIn):
@@ -274,12 +274,12 @@ class RenderedOut(BaseModel):
 
 
 class LabelIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Name = Field(max_length=100)
     colour: str = Field(default="#e3e6ec", max_length=7)
 
 
 class LabelUpdate(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: Name | None = Field(default=None, max_length=100)
     colour: str | None = Field(default=None, max_length=7)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -111,6 +111,13 @@ async def app_root() -> Response:
     return RedirectResponse("/", status_code=303)
 
 
+def _to_login(request: Request) -> RedirectResponse:
+    """To the sign-in page, which comes back here once signed in (a link to a conversation
+    opened while signed out led to the inbox instead)."""
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(here, safe='')}", status_code=303)
+
+
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request) -> Response:
     return _page(request, "login.html", None)
@@ -151,7 +158,7 @@ async def inbox_page(
 ) -> Response:
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     database = request.app.state.database
     filters = {
         "status": _choice(Status, status),
@@ -270,7 +277,7 @@ def _midnight(day: str | None, *, days: int = 0) -> datetime | None:
 async def conversation_page(request: Request, conversation_id: str) -> Response:
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     database = request.app.state.database
     with database.session(write=False) as db:
         conv = conversations.get(
@@ -323,7 +330,7 @@ async def customers_page(
     handle with ``q``, by tag with ``tag``."""
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     with request.app.state.database.session(write=False) as db:
         found = customers.search(
             db,
@@ -371,7 +378,7 @@ async def duplicates_page(request: Request) -> Response:
     likeliest first, each side by side, to merge or keep apart."""
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     ws = principal.workspace_id
     with request.app.state.database.session(write=False) as db:
         pairs = duplicates.pending(db, workspace_id=ws, limit=100)
@@ -397,7 +404,7 @@ async def customer_page(request: Request, customer_id: str) -> Response:
     """One customer: their handles, profile, timeline and every conversation, on any channel."""
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     ws = principal.workspace_id
     with request.app.state.database.session(write=False) as db:
         customer = customers.get(db, workspace_id=ws, customer_id=customer_id)
@@ -447,7 +454,7 @@ async def account_page(request: Request) -> Response:
     and their API tokens in this workspace."""
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     with request.app.state.database.session(write=False) as db:
         tokens = auth_service.list_tokens(
             db, workspace_id=principal.workspace_id, user_id=principal.user_id
@@ -467,7 +474,7 @@ async def notifications_page(request: Request) -> Response:
     """The member's own notifications (mentions, assignments), newest first."""
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     with request.app.state.database.session(write=False) as db:
         rows = notifications.for_user(
             db,
@@ -486,7 +493,7 @@ NOTIFICATIONS_SHOWN = 100
 async def settings_page(request: Request) -> Response:
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     if principal.role.value not in ("admin", "owner"):
         raise Forbidden("settings are for admins")
     from rapport.automation import service as automation
@@ -539,7 +546,7 @@ async def try_widget(request: Request, inbox_id: str) -> Response:
     what a visitor sees, for the team to try (messages go through like any visitor's)."""
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     with request.app.state.database.session(write=False) as db:
         inbox = inboxes.get(db, workspace_id=principal.workspace_id, inbox_id=inbox_id)
         if inbox.channel != "webchat":
@@ -561,7 +568,7 @@ async def try_widget(request: Request, inbox_id: str) -> Response:
 async def search_page(request: Request, q: str = Query(default="", max_length=320)) -> Response:
     principal = await _principal(request)
     if principal is None:
-        return RedirectResponse("/login", status_code=303)
+        return _to_login(request)
     database = request.app.state.database
     hits = SearchHits([], [], {})
     shown: dict[str, Any] = {}

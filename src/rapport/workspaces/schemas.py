@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rapport.auth.models import Role
 from rapport.auth.schemas import OptionalMemberName
-from rapport.db import JsonObject
+from rapport.db import JsonObject, Name
 
 
 class WorkspaceRead(BaseModel):
@@ -95,13 +95,13 @@ class MemberUpdate(BaseModel):
 
 
 class TeamCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(max_length=200)
     # Bounded: they go into one query, and PostgreSQL takes 65,535 parameters at most.
     member_ids: list[str] = Field(default_factory=list, max_length=1_000)
 
 
 class TeamUpdate(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, max_length=200)
     member_ids: list[str] | None = Field(default=None, max_length=1_000)
 
 

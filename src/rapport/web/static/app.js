@@ -3,6 +3,13 @@
 import { api, formatSize, sendFile, senderBadges, showError, triageBadges, upload } from "./http.js";
 
 // --- login, with the second factor when the account has one ---------------------------
+// Where to go once signed in: the page that sent here (``?next=``, a path of this site
+// only: never another site), else the inbox.
+function afterLogin() {
+  const next = new URLSearchParams(location.search).get("next") || "";
+  return /^\/(?![\/\\])/.test(next) ? next : "/app/inbox";
+}
+
 function setupLogin() {
   const form = document.getElementById("login-form");
   if (!form) return;
@@ -21,7 +28,7 @@ function setupLogin() {
         totp.hidden = false;
         totp.querySelector("input").focus();
       } else {
-        location.href = "/app/inbox";
+        location.href = afterLogin();
       }
     } catch (e) { fail(e.message); }
   });
@@ -30,7 +37,7 @@ function setupLogin() {
     error.hidden = true;
     try {
       await api("POST", "/api/v1/auth/login/totp", { code: new FormData(totp).get("code") });
-      location.href = "/app/inbox";
+      location.href = afterLogin();
     } catch (e) { fail(e.message); }
   });
 }
@@ -320,13 +327,14 @@ function setupBulk(list, done) {
     }
     try {
       const out = await api("POST", "/api/v1/conversations/bulk", body);
-      const flash = document.getElementById("flash");
-      if (flash) flash.remove();
       boxes().forEach((b) => { b.checked = false; });
       update();
       document.getElementById("bulk-result").textContent = `${out.items.length} updated`;
       done();
-    } catch (e) { showError(e.message); }
+    } catch (e) {
+      document.getElementById("bulk-result").textContent = "";
+      showError(e.message);
+    }
   }));
   return {
     picked,
@@ -1037,7 +1045,7 @@ function setupSettingsLists() {
     try {
       const row = await api("PUT", `/api/v1/canned-responses/${encodeURIComponent(li.dataset.id)}`, {
         shortcut: li.querySelector("input[name=shortcut]").value.trim(),
-        text: li.querySelector("input[name=text]").value,
+        text: li.querySelector("textarea[name=text]").value,
       });
       li.querySelector("input[name=shortcut]").value = row.shortcut; // as kept: "/Bye" is "bye"
       error.hidden = true;

@@ -22,6 +22,8 @@ async function send(method, path, headers, body) {
     err.status = res.status;
     throw err;
   }
+  // Something the agent did went through: an error said of an earlier step is stale now.
+  if (method !== "GET") clearError();
   return data;
 }
 
@@ -62,6 +64,8 @@ export function formatSize(bytes) {
   return `${(bytes / (1000 * 1000)).toFixed(1)} MB`;
 }
 
+// An error of the agent's last step, above the page, until they dismiss it or a later step
+// goes through.
 export function showError(message) {
   let box = document.getElementById("flash");
   if (!box) {
@@ -69,9 +73,20 @@ export function showError(message) {
     box.id = "flash";
     box.className = "error";
     box.setAttribute("role", "alert");
+    const text = document.createElement("span");
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "dismiss";
+    close.setAttribute("aria-label", "Dismiss");
+    close.addEventListener("click", clearError);
+    box.append(text, close);
     document.querySelector("main").prepend(box);
   }
-  box.textContent = message;
+  box.querySelector("span").textContent = message;
+}
+
+export function clearError() {
+  document.getElementById("flash")?.remove();
 }
 
 
