@@ -9,6 +9,7 @@ from rapport.db import Database
 from rapport.privacy.models import AuditLog
 from tests.conftest import auth
 from tests.factories import World
+from tests.web.test_pages import sign_in
 
 
 def test_create_customer_normalizes_handles_and_refuses_a_taken_one(
@@ -294,6 +295,10 @@ def test_timeline_mixes_messages_and_events_and_filters_by_kind(
     client: TestClient, world: World
 ) -> None:
     cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "On it"}, headers=auth(world.bob)
+    )
     client.post(
         f"/api/v1/customers/{cid}/events",
         json={
@@ -356,3 +361,29 @@ def test_tags_are_added_and_removed_on_many_customers_at_once_or_on_none(
     )
     many = {"customer_ids": [a] * 101, "add": ["x"]}
     assert client.post(url, json=many, headers=auth(world.bob)).status_code == 422
+
+
+def test_the_timeline_is_what_passed_with_the_customer_not_the_teams_notes(
+    client: TestClient, world: World
+) -> None:
+    # A private note and the "assigned" line were listed as the customer's messages (on
+    # the customer's page, under the channel's badge: an email to them, it seemed).
+    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    bob = world.acme.users["bob"].id
+    for path, body in (
+        ("notes", {"text": "internal: check the refund"}),
+        ("assign", {"assignee_id": bob}),
+        ("messages", {"text": "Your refund is on its way"}),
+    ):
+        r = client.post(f"/api/v1/conversations/{conv}/{path}", json=body, headers=auth(world.bob))
+        assert r.status_code in (200, 201), r.text
+    items = client.get(f"/api/v1/customers/{cid}/timeline", headers=auth(world.bob)).json()["items"]
+    messages = [(e["type"], e["data"]["kind"]) for e in items if e["kind"] == "message"]
+    assert messages[0] == ("message.out", "message")
+    assert all(kind in ("message", "bot") for _, kind in messages)
+    assert not any("internal" in e["summary"] for e in items)
+    sign_in(client, "bob@acme.test")
+    page = client.get(f"/app/customers/{cid}").text
+    assert "We replied:</span> Your refund is on its way" in page
+    assert "They wrote:" in page and "check the refund" not in page

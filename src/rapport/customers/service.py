@@ -13,7 +13,7 @@ from rapport import money, pagination
 from rapport import search as search_index
 from rapport.automation import service as automation
 from rapport.channels.models import Inbox
-from rapport.conversations.models import Conversation, Message
+from rapport.conversations.models import Conversation, Message, MessageKind
 from rapport.customers import identity as ident
 from rapport.customers import profile
 from rapport.customers.models import (
@@ -474,7 +474,11 @@ def timeline(
     limit: int,
 ) -> tuple[list[TimelineEntry], str | None]:
     """One chronological history (newest first): messages (calls and voicemail included),
-    events, orders, and the merges that joined or split this customer."""
+    events, orders, and the merges that joined or split this customer.
+
+    Messages are what passed between the customer and us (theirs, our replies, the bot's):
+    a private note or an activity line (assigned, resolved) is the team's, not theirs, and
+    read in their history it passed for an email to them."""
     limit = pagination.clamp(limit)
     after = pagination.decode(cursor)
     parts: list[Any] = []
@@ -486,7 +490,10 @@ def timeline(
                 Message.created_at.label("at"),
             )
             .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Conversation.customer_id == customer.id)
+            .where(
+                Conversation.customer_id == customer.id,
+                Message.kind.in_([MessageKind.message, MessageKind.bot]),
+            )
         )
         if channel:
             msg = msg.join(Inbox, Inbox.id == Message.inbox_id).where(Inbox.channel == channel)
@@ -557,7 +564,7 @@ def timeline(
                     channel=ch,
                     conversation_id=m.conversation_id,
                     type=f"message.{m.direction.value}",
-                    summary=m.text[:200],
+                    summary=m.text[:200] or "(files only)",
                     data={"direction": m.direction.value, "kind": m.kind.value},
                 )
             )
