@@ -150,6 +150,12 @@ def test_an_agents_day_in_the_browser(
     page.fill("#composer textarea", "@carol the courier says Tuesday")
     page.click("#composer button[type=submit]")
     page.wait_for_selector("#messages li.kind-note")
+    # Each message says who wrote it (agents' were "user"), live and as the page is drawn.
+    for _ in range(2):
+        expect(page.locator("#messages li.kind-note .meta")).to_contain_text("Bob · private note")
+        expect(page.locator("#messages li.dir-out.kind-message .meta").last).to_contain_text("Bob")
+        expect(page.locator("#messages li.dir-in .meta").first).to_contain_text("Maria")
+        page.reload()
     page.screenshot(path=str(ARTIFACTS / "conversation.png"), full_page=True)
     carol = client.post(
         "/api/v1/auth/login", json={"email": "carol@acme.test", "password": PASSWORD}

@@ -297,7 +297,9 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "attachments": conversation_files.of_messages(db, [m.id for m in msgs]),
             "labels": conversations.labels_of(db, [conv.id])[conv.id],
             "colours": label_list.colours(db, workspace_id=principal.workspace_id),
-            "members": workspaces.members(db, workspace_id=principal.workspace_id),
+            "members": (members := workspaces.members(db, workspace_id=principal.workspace_id)),
+            # Who wrote what: today's members (for messages still to come) and those who wrote.
+            "senders": {u.id: u.name or u.email for _, u in members} | _sender_names(db, msgs),
             "previous": previous,
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
             # The panel's consent form starts on the channel a reply here goes through.
@@ -305,6 +307,20 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             **_customer_context(db, customer),
         }
     return _page(request, "conversation.html", principal, **ctx)
+
+
+def _sender_names(db: Db, msgs: list[Any]) -> dict[str, str]:
+    """The name of each member who wrote one of these messages (one who has left the
+    workspace since included), by user id: messages said "user" where an agent wrote."""
+    ids = {m.sender_id for m in msgs if m.sender_type == "user" and m.sender_id}
+    if not ids:
+        return {}
+    return {
+        user_id: name or email
+        for user_id, name, email in db.execute(
+            select(User.id, User.name, User.email).where(User.id.in_(ids))
+        )
+    }
 
 
 def _customer_context(db: Db, customer: Customer) -> dict[str, Any]:

@@ -346,13 +346,23 @@ function setupBulk(list, done) {
 }
 
 // --- conversation: thread, composer, assignment, status -------------------------------
+// Who wrote a message, as the server-rendered thread says it (message.html).
+function senderName(m) {
+  const page = document.getElementById("conversation");
+  let who = "Rapport";
+  if (m.sender_type === "user") who = JSON.parse(page?.dataset.senders || "{}")[m.sender_id] || "Agent";
+  else if (m.sender_type === "customer") who = page?.dataset.customerName || "Customer";
+  else if (m.sender_type === "bot") who = "Bot";
+  return m.kind === "note" ? `${who} · private note` : who;
+}
+
 function messageItem(m) {
   const li = document.createElement("li");
   li.className = `msg dir-${m.direction} kind-${m.kind}`;
   li.dataset.id = m.id;
   const meta = document.createElement("div");
   meta.className = "meta";
-  meta.textContent = `${m.sender_type} ${new Date(m.created_at).toISOString().slice(0, 16).replace("T", " ")}`;
+  meta.textContent = `${senderName(m)} ${new Date(m.created_at).toISOString().slice(0, 16).replace("T", " ")}`;
   if (m.direction === "out" && m.kind === "message") {
     const st = document.createElement("span");
     st.className = `delivery st-${m.status}`;
