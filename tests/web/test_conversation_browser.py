@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -24,6 +25,14 @@ def test_an_agent_sets_priority_labels_and_a_snooze(
     cid = inbound(client, world, "conv-ui", "conv-ui@example.com")
     page = browser.new_page(viewport={"width": 390, "height": 844}, timezone_id="Europe/Madrid")
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+
+    # Times read on the agent's clock (they read as local times, in UTC): the customer's
+    # message, written in the thread and in the customer's timeline.
+    written = client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).json()
+    at = datetime.fromisoformat(written["messages"][0]["created_at"])
+    madrid = at.astimezone(ZoneInfo("Europe/Madrid")).strftime("%Y-%m-%d %H:%M")
+    expect(page.locator("#messages li.dir-in time").first).to_have_text(madrid)
+    expect(page.locator("#timeline time").first).to_have_text(madrid)
 
     # Open: Resolve is offered, Reopen is not; a first conversation has no earlier ones.
     expect(page.locator("#reopen")).to_be_hidden()

@@ -2,6 +2,36 @@
 
 import { api, formatSize, sendFile, senderBadges, showError, triageBadges, upload } from "./http.js";
 
+// --- times, on the reader's clock ----------------------------------------------------------
+// The server writes each time in UTC, the moment itself in the element's datetime; every
+// <time datetime> on a page, drawn or added later (a redrawn list, a live message), is shown
+// in the browser's own zone, the full moment in its title. (They read as local times, in
+// UTC, while the snooze picker took local ones.)
+function stamp(d, dateOnly = false) {
+  const p = (n) => String(n).padStart(2, "0");
+  const day = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
+  return dateOnly ? day : `${day} ${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+function localizeTimes(root) {
+  for (const el of root.querySelectorAll("time[datetime]:not([data-local])")) {
+    const d = new Date(el.getAttribute("datetime"));
+    if (Number.isNaN(d.getTime())) continue;
+    el.dataset.local = "";
+    el.textContent = stamp(d, !/\d:\d\d/.test(el.textContent));
+    el.title = d.toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" });
+  }
+}
+
+function setupLocalTimes() {
+  localizeTimes(document);
+  new MutationObserver((records) => {
+    for (const r of records) {
+      for (const n of r.addedNodes) if (n.nodeType === 1) localizeTimes(n.parentNode || n);
+    }
+  }).observe(document.body, { childList: true, subtree: true });
+}
+
 // --- login, with the second factor when the account has one ---------------------------
 // Where to go once signed in: the page that sent here (``?next=``, a path of this site
 // only: never another site), else the inbox.
@@ -362,7 +392,10 @@ function messageItem(m) {
   li.dataset.id = m.id;
   const meta = document.createElement("div");
   meta.className = "meta";
-  meta.textContent = `${senderName(m)} ${new Date(m.created_at).toISOString().slice(0, 16).replace("T", " ")}`;
+  const at = document.createElement("time");
+  at.setAttribute("datetime", m.created_at);
+  at.textContent = stamp(new Date(m.created_at));
+  meta.append(`${senderName(m)} `, at);
   if (m.direction === "out" && m.kind === "message") {
     const st = document.createElement("span");
     st.className = `delivery st-${m.status}`;
@@ -1467,6 +1500,7 @@ function setupCustomerFiles() {
 }
 
 setupLogin();
+setupLocalTimes();
 setupPasswordReset();
 setupInvitation();
 setupLogout();
