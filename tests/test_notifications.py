@@ -41,12 +41,27 @@ def test_a_note_mentioning_a_colleague_notifies_them(client: TestClient, world: 
 
 def test_a_viewer_cannot_be_mentioned_into_work(client: TestClient, world: World) -> None:
     conv = world.acme.first.conversation.id  # type: ignore[union-attr]
-    client.post(
+    r = client.post(
         f"/api/v1/conversations/{conv}/notes",
         json={"text": "@victor look"},
         headers=auth(world.alice),
     )
     assert client.get("/api/v1/notifications", headers=auth(world.victor)).json() == []
+    assert r.json()["unknown_mentions"] == ["victor"]  # and the author is told
+
+
+def test_a_mention_of_nobody_is_said_to_the_author(client: TestClient, world: World) -> None:
+    # A typo (@bobb) notified nobody and said nothing: the author thought Bob knew.
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    r = client.post(
+        f"/api/v1/conversations/{conv}/notes",
+        json={"text": "@bobb @Bob please, and @bobb again; mail me@acme.test"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    got = r.json()
+    assert got["mentioned"] == [world.acme.users["bob"].id]
+    assert got["unknown_mentions"] == ["bobb"] and got["ambiguous_mentions"] == []
 
 
 def test_assigning_a_conversation_notifies_the_assignee(client: TestClient, world: World) -> None:

@@ -459,6 +459,18 @@ def test_a_note_whose_mention_fits_two_colleagues_tells_its_author_in_the_browse
     expect(page.locator("#flash")).to_contain_text("Not notified")
     expect(page.locator("#flash")).to_contain_text("bobby@acme.test")
     assert client.get("/api/v1/notifications", headers=auth(world.bob)).json() == []
+    # A handle that fits nobody is said too (a typo went unnoticed), and the next note that
+    # goes through clears what was said of the last.
+    page.fill("#composer textarea", "@bob.stone and @carl, see above")
+    page.click("#composer button[type=submit]")
+    expect(page.locator("#flash")).to_have_text(
+        "Not notified: @carl names no colleague who can be mentioned (agents and admins, by "
+        "first name, @first.last or email)."
+    )
+    page.fill("#composer textarea", "@bob.stone thanks")
+    page.click("#composer button[type=submit]")
+    expect(page.locator("#messages li.kind-note")).to_have_count(3)
+    expect(page.locator("#flash")).to_have_count(0)
 
 
 def test_the_api_docs_render_from_rapport_alone_in_the_browser(

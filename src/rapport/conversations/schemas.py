@@ -60,10 +60,13 @@ class AmbiguousMention(BaseModel):
 class NoteRead(MessageRead):
     """A note added: ``mentioned`` are the ids of the members it notified;
     ``ambiguous_mentions`` the handles that fit several members and notified nobody (write
-    the full name, as ``@bob.smith``, or the email, as ``@bob@example.com``)."""
+    the full name, as ``@bob.smith``, or the email, as ``@bob@example.com``);
+    ``unknown_mentions`` the handles that fit no member who can be mentioned (a typo, a
+    viewer, someone who left), which notified nobody either."""
 
     mentioned: list[str] = Field(default_factory=list)
     ambiguous_mentions: list[AmbiguousMention] = Field(default_factory=list)
+    unknown_mentions: list[str] = Field(default_factory=list)
 
 
 class UploadRead(BaseModel):

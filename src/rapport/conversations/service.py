@@ -714,6 +714,7 @@ class Noted:
     message: Message
     notified: list[str]
     ambiguous: dict[str, list[notifications.Member]]
+    unknown: list[str]
 
 
 def note(
@@ -753,7 +754,9 @@ def note(
             conversation_id=conversation.id,
             message_id=msg.id,
         )
-    return Noted(message=msg, notified=notified, ambiguous=mentions.ambiguous)
+    return Noted(
+        message=msg, notified=notified, ambiguous=mentions.ambiguous, unknown=mentions.unknown
+    )
 
 
 def not_sent(db: Session, *, conversation: Conversation, by: str, refused: Unsendable) -> None:

@@ -298,6 +298,7 @@ def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db
             )
             for handle, found in noted.ambiguous.items()
         ],
+        unknown_mentions=noted.unknown,
     )
 
 

@@ -35,6 +35,9 @@ class Mentions:
     user_ids: list[str] = field(default_factory=list)
     # Each handle that fits several members, as written (lower-cased), with those members.
     ambiguous: dict[str, list[Member]] = field(default_factory=dict)
+    # Each handle that fits no member who can be mentioned (a typo, a viewer, someone who
+    # left): it notified nobody, which the author is told (it was dropped without a word).
+    unknown: list[str] = field(default_factory=list)
 
 
 def _handles(email: str, name: str | None) -> set[str]:
@@ -69,6 +72,8 @@ def mentioned(db: Session, *, workspace_id: str, text: str) -> Mentions:
             out.ambiguous[h] = found
         elif found and found[0].id not in out.user_ids:
             out.user_ids.append(found[0].id)
+        elif not found and h not in out.unknown:
+            out.unknown.append(h)
     return out
 
 

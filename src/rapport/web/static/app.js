@@ -505,10 +505,14 @@ function setupConversation() {
       textarea.value = "";
       attachments.clear();
       add(m);
-      // A note's @handle that fits several colleagues notified none of them: say so.
+      // A note's @handle that fits several colleagues, or none, notified nobody: say so.
       const unclear = (m.ambiguous_mentions || []).map(
         (a) => `@${a.handle} (${a.members.map((p) => `${p.name || p.email} <${p.email}>`).join(", ")})`);
-      if (unclear.length) showError(`Not notified, as it fits several colleagues: ${unclear.join("; ")}. Write the full name (@first.last) or the email.`);
+      const said = [];
+      if (unclear.length) said.push(`Not notified, as it fits several colleagues: ${unclear.join("; ")}. Write the full name (@first.last) or the email.`);
+      const nobody = (m.unknown_mentions || []).map((h) => `@${h}`);
+      if (nobody.length) said.push(`Not notified: ${nobody.join(", ")} names no colleague who can be mentioned (agents and admins, by first name, @first.last or email).`);
+      if (said.length) showError(said.join(" "));
     } catch (e) { showError(e.message); }
   };
   setupCanned(textarea, id);
