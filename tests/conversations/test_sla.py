@@ -142,6 +142,17 @@ def test_business_hours_are_validated_and_stored(client: TestClient, world: Worl
         headers=auth(world.alice),
     )
     assert bad.status_code == 422
+    # Said as the settings page writes hours (it said "must be pairs like ['09:00', ...]").
+    for span, said in (
+        (["25:00", "26:00"], "mon: 25:00-26:00 is not an opening and a closing time of day"),
+        (["17:00", "09:00"], "mon: 17:00-09:00 closes before it opens"),
+    ):
+        bad = client.put(
+            "/api/v1/business-hours",
+            json={"timezone": "UTC", "hours": {"mon": [span]}},
+            headers=auth(world.alice),
+        )
+        assert bad.status_code == 422 and said in bad.json()["detail"], bad.text
     ok = client.put(
         "/api/v1/business-hours",
         json={"timezone": "Europe/Paris", "hours": WEEK, "holidays": ["2026-12-25"]},

@@ -46,7 +46,7 @@ def test_a_member_renames_themself_and_changes_their_password(
     # A blank name is refused, saying which field and why.
     page.fill("#account-name input[name=name]", "   ")
     page.click("#account-name button[type=submit]")
-    expect(page.locator("#account-name-error")).to_contain_text("name: String should have")
+    expect(page.locator("#account-name-error")).to_have_text("name: must not be empty")
     page.fill("#account-name input[name=name]", "Robert <b>Tables</b>")
     page.click("#account-name button[type=submit]")
     expect(page.locator("#account-name-done")).to_be_visible()

@@ -253,7 +253,7 @@ def test_an_owner_manages_members_teams_canned_responses_and_policies(
     line.locator("button.save").click()
     expect(page.locator("#settings-error")).to_contain_text("/hello exists")
     line.locator("input[name=shortcut]").fill("/Goodbye")
-    line.locator("input[name=text]").fill("Goodbye, {{ customer.first_name }}!")
+    line.locator("textarea[name=text]").fill("Goodbye, {{ customer.first_name }}!")
     line.locator("button.save").click()
     expect(line.locator("input[name=shortcut]")).to_have_value("goodbye")
     expect(page.locator("#settings-error")).to_be_hidden()
@@ -276,7 +276,7 @@ def test_an_owner_manages_members_teams_canned_responses_and_policies(
     # What the server refuses is said, and nothing changes.
     row.locator("input.capacity").fill("5000")
     row.locator("button", has_text="Save").click()
-    expect(page.locator("#settings-error")).to_contain_text("capacity: Input should be less")
+    expect(page.locator("#settings-error")).to_contain_text("capacity: must be at most")
     expect(row.locator("td").nth(3)).to_have_text("3")
 
 

@@ -26,6 +26,7 @@ resolved stays in the reports through its misses.
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, tuple_, update
@@ -113,10 +114,14 @@ def parse(timezone: str, hours: dict[str, list[list[str]]], holidays: list[str])
                     raise ValueError("a time with its own offset")
             except (ValueError, IndexError, TypeError) as exc:
                 raise Invalid(
-                    f"opening hours of {name} must be pairs like ['09:00', '17:00']"
+                    f"opening hours of {name}: {_span_text(span)} is not an opening and a "
+                    "closing time of day, as 09:00-17:00 (24:00 for midnight)"
                 ) from exc
             if not to_midnight and end <= start:
-                raise Invalid(f"opening hours of {name}: {span[0]} must be before {span[1]}")
+                raise Invalid(
+                    f"opening hours of {name}: {span[0]}-{span[1]} closes before it opens "
+                    "(for hours past midnight, write two spans: 22:00-24:00 and 00:00-02:00)"
+                )
             parsed.append((start, end))
         week[DAYS.index(name)] = sorted(parsed)
     try:
@@ -124,6 +129,13 @@ def parse(timezone: str, hours: dict[str, list[list[str]]], holidays: list[str])
     except ValueError as exc:
         raise Invalid("holidays must be ISO dates like 2026-12-25") from exc
     return Calendar(tz, week, days_off)
+
+
+def _span_text(span: Any) -> str:
+    """A span of opening hours as the settings page writes it, whatever was sent."""
+    if isinstance(span, list | tuple) and all(isinstance(p, str) for p in span):
+        return "-".join(span) or "(empty)"
+    return repr(span)
 
 
 def add_business_minutes(start: datetime, minutes: int, calendar: Calendar) -> datetime:

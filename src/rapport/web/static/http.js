@@ -28,15 +28,38 @@ async function send(method, path, headers, body) {
 }
 
 // A problem document as a person reads it: its detail, and for a request that is not
-// valid, which field is wrong and why ("name: String should have at most 100 characters").
+// valid, which field is wrong and why, in words ("name: must not be empty", not the
+// validator's "String should have at least 1 character").
 function problemMessage(data) {
   if (!data) return "";
   const fields = (data.errors || []).map((e) => {
     const field = (e.loc || []).filter((part) => part !== "body").join(".");
-    const why = String(e.msg || "").replace(/^Value error, /, "");
+    const why = plainWords(String(e.msg || "").replace(/^Value error, /, ""));
     return field ? `${field}: ${why}` : why;
   });
-  return fields.length ? `${data.detail}: ${fields.join("; ")}` : data.detail;
+  return fields.length ? fields.join("; ") : data.detail;
+}
+
+const PLAIN = [
+  [/^String should have at least 1 character$/, () => "must not be empty"],
+  [/^String should have at least (\d+) characters$/, (n) => `must be at least ${n} characters`],
+  [/^String should have at most (\d+) characters?$/, (n) => `must be at most ${n} characters`],
+  [/^Input should be less than or equal to (\S+)$/, (n) => `must be at most ${n}`],
+  [/^Input should be greater than or equal to (\S+)$/, (n) => `must be at least ${n}`],
+  [/^Input should be less than (\S+)$/, (n) => `must be less than ${n}`],
+  [/^Input should be greater than (\S+)$/, (n) => `must be more than ${n}`],
+  [/^Input should be a valid integer.*$/, () => "must be a whole number"],
+  [/^Input should be a valid number.*$/, () => "must be a number"],
+  [/^Field required$/, () => "is needed"],
+  [/^List should have at least 1 item.*$/, () => "needs at least one"],
+];
+
+function plainWords(msg) {
+  for (const [pattern, say] of PLAIN) {
+    const m = msg.match(pattern);
+    if (m) return say(m[1]);
+  }
+  return msg;
 }
 
 export function api(method, path, body) {
