@@ -1,5 +1,6 @@
 """The conversation page in a real browser: priority, labels, and snoozing until a time."""
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -8,8 +9,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from rapport.config import Settings
+from rapport.db import Database
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
+from tests.conversations.test_send_again import Receiver, failed_reply
 from tests.factories import World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
@@ -216,3 +220,28 @@ def test_the_conversation_page_keeps_label_colours_and_bare_key_shortcuts(
     assert status.json()["status"] == "open"
     page.keyboard.press("e")
     expect(page.locator("#status")).to_have_text("resolved")
+
+
+def test_a_failed_reply_says_why_and_is_sent_again_from_the_thread(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+) -> None:
+    receiver = Receiver()
+    threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
+    conv, mid = failed_reply(client, world, receiver.url, database, settings)
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    item = page.locator(f'#messages li[data-id="{mid}"]')
+    expect(item.locator(".failure .why")).to_have_text("webhook answered 400")
+    receiver.status = 200
+    item.locator("button.send-again").click()
+    item = page.locator(f'#messages li[data-id="{mid}"]')
+    expect(item.locator(".delivery")).to_contain_text("sent", timeout=15_000)
+    expect(item.locator(".failure")).to_have_count(0)
+    assert len(receiver.bodies) == 2
+    receiver.server.shutdown()
+    receiver.server.server_close()

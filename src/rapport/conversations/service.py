@@ -657,21 +657,15 @@ def reply(
         # Refused now, while the agent can still choose, not by the provider after sending.
         if reason := limits([(u.filename, u.content_type, u.size) for u in uploads]):
             raise Invalid(reason)
-    check = getattr(channel, "check_reply", None)
-    if check is not None and kind != MessageKind.note:
-        # The window is the customer's with this inbox's page or number, not the
-        # conversation's: after a merge, or through another inbox than theirs here, the
-        # conversation's last message may have come another way. When it came this way,
-        # and opens the window, it is enough to let the reply go; otherwise the customer's
-        # messages through this inbox say.
+    if kind != MessageKind.note:
+        # When the conversation's last message came through this inbox, and opens the
+        # window, it is enough to let the reply go (no query for the customer's others).
         known = (
             latest.at if latest and latest.inbox_id == inbox.id and latest.opens_window else None
         )
-        reason = check(last_inbound_at=known, now=now, template=False)
-        if reason:
-            opened = last_wrote_through(db, conversation=conversation, inbox=inbox)
-            reason = check(last_inbound_at=opened, now=now, template=False)
-        if reason:
+        if reason := window_refusal(
+            db, conversation=conversation, inbox=inbox, now=now, known=known
+        ):
             raise Invalid(reason)
     sender_type = "bot" if kind == MessageKind.bot else ("user" if author_id else "system")
     msg = add_message(
@@ -703,6 +697,63 @@ def reply(
         workspace_id=conversation.workspace_id,
     )
     _updated(db, conversation)
+    return msg
+
+
+def window_refusal(
+    db: Session,
+    *,
+    conversation: Conversation,
+    inbox: Inbox,
+    now: datetime,
+    known: datetime | None = None,
+) -> str | None:
+    """Why a free-text reply through ``inbox`` is outside its provider's reply window now
+    (Meta's, WhatsApp's 24 hours); None when it may go. The window is the customer's with
+    this inbox's page or number, not the conversation's: after a merge, or through another
+    inbox than theirs here, the conversation's last message may have come another way, so
+    the customer's messages through this inbox say, unless ``known`` (their last message
+    through it) already lets the reply go."""
+    check = getattr(channels.get(inbox.channel), "check_reply", None)
+    if check is None:
+        return None
+    reason: str | None = check(last_inbound_at=known, now=now, template=False)
+    if reason:
+        opened = last_wrote_through(db, conversation=conversation, inbox=inbox)
+        reason = check(last_inbound_at=opened, now=now, template=False)
+    return reason
+
+
+def send_again(db: Session, *, conversation: Conversation, message_id: str) -> Message:
+    """A reply that failed, queued again through the inbox it was to go through, after the
+    same checks as a new reply (the customer's consent, the provider's window). Parts the
+    provider had accepted are not sent twice; but a message the provider accepted and then
+    reported failed (a WhatsApp number that cannot receive, say) is sent whole, anew."""
+    msg = get_message(db, conversation=conversation, message_id=message_id)
+    if (
+        msg.direction != Direction.outbound
+        or msg.kind not in (MessageKind.message, MessageKind.bot)
+        or msg.status != DeliveryStatus.failed
+    ):
+        raise Invalid("only a reply that failed can be sent again")
+    inbox = db.get(Inbox, msg.inbox_id)
+    if inbox is None or not inbox.enabled:
+        raise Invalid("the inbox this reply was to go through is gone or disabled")
+    if refused := reply_refusal(db, conversation=conversation, inbox=inbox):
+        raise refused
+    if reason := window_refusal(db, conversation=conversation, inbox=inbox, now=utcnow()):
+        raise Invalid(reason)
+    if msg.external_id:
+        msg.external_id = None
+        msg.meta = {k: v for k, v in msg.meta.items() if k not in ("parts_sent", "delivery")}
+    msg.status, msg.error = DeliveryStatus.queued, None
+    emit(
+        db,
+        workspace_id=msg.workspace_id,
+        type="message.updated",
+        payload=message_payload(msg, files.summary(files.of_messages(db, [msg.id])[msg.id])),
+    )
+    enqueue(db, name="deliver", args={"message_id": msg.id}, workspace_id=msg.workspace_id)
     return msg
 
 

@@ -362,6 +362,26 @@ def remove_label(conversation_id: str, label: str, principal: CurrentAgent, db: 
     return service.remove_label(db, conversation=conv, label=label)
 
 
+@router.post(
+    "/{conversation_id}/messages/{message_id}/retry",
+    response_model=MessageRead,
+    responses={
+        409: {"description": "The customer opted out, or never wrote to the page", **_PROBLEM},
+        422: {
+            "description": "Not a reply that failed, or outside the channel's reply window",
+            **_PROBLEM,
+        },
+    },
+)
+def send_again(
+    conversation_id: str, message_id: str, principal: CurrentAgent, db: Db
+) -> MessageRead:
+    """Send a reply that failed again (queued for the ``deliver`` job), after the checks a
+    new reply meets; what the provider had already accepted of it is not sent twice."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    return _with_files(db, [service.send_again(db, conversation=conv, message_id=message_id)])[0]
+
+
 @router.get("/{conversation_id}/messages/{message_id}", response_model=MessageRead)
 def get_message(
     conversation_id: str, message_id: str, principal: CurrentMember, db: Db

@@ -406,10 +406,28 @@ function messageItem(m) {
   const triage = m.meta && m.meta.triage;
   if (m.direction === "in" && triage) meta.append(...triageBadges(triage));
   if (m.direction === "in") meta.append(...senderBadges(m.meta));
+  li.append(meta);
+  if (m.direction === "out" && m.status === "failed") {
+    // Why it failed, where the agent reads (it was a tooltip), and a way to send it again.
+    const failure = document.createElement("p");
+    failure.className = "failure";
+    const why = document.createElement("span");
+    why.className = "why";
+    why.textContent = m.error || "The provider refused it.";
+    failure.append(why);
+    if (document.body.dataset.role !== "viewer") {
+      const again = document.createElement("button");
+      again.type = "button";
+      again.className = "send-again";
+      again.textContent = "Send again";
+      failure.append(" ", again);
+    }
+    li.append(failure);
+  }
   const body = document.createElement("div");
   body.className = "body";
   body.textContent = m.text; // never innerHTML: customer text is data, not markup
-  li.append(meta, body);
+  li.append(body);
   if (m.attachments && m.attachments.length) li.append(fileList(m));
   return li;
 }
@@ -494,6 +512,18 @@ function setupConversation() {
     else thread.append(item);
     thread.lastElementChild.scrollIntoView({ block: "end" });
   };
+  thread.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button.send-again");
+    if (!button) return;
+    button.disabled = true;
+    const mid = encodeURIComponent(button.closest("li[data-id]").dataset.id);
+    try {
+      add(await api("POST", `/api/v1/conversations/${id}/messages/${mid}/retry`));
+    } catch (e) {
+      button.disabled = false;
+      showError(e.message);
+    }
+  });
   const attachments = setupAttachments(id);
   const send = async () => {
     const text = textarea.value.trim();

@@ -1,0 +1,131 @@
+"""A reply that failed can be sent again, after the checks a new reply meets."""
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rapport.config import Settings
+from rapport.conversations.models import DeliveryStatus, Message
+from rapport.db import Database
+from rapport.jobs.worker import Worker
+from tests.conftest import auth
+from tests.factories import World
+
+
+class Receiver:
+    """A reply webhook that refuses (400) until it is told to take replies."""
+
+    def __init__(self) -> None:
+        self.status = 400
+        self.bodies: list[bytes] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                outer.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    threading.Thread(target=r.server.serve_forever, daemon=True).start()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+def failed_reply(
+    client: TestClient, world: World, url: str, database: Database, settings: Settings
+) -> tuple[str, str]:
+    inbox = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Shop", "channel": "api", "settings": {"webhook_url": url}},
+        headers=auth(world.alice),
+    ).json()
+    conv = client.post(
+        f"/api/v1/inboxes/{inbox['id']}/messages",
+        json={"external_id": "again-1", "text": "hi", "from": {"email": "again@example.com"}},
+        headers=auth(world.bob),
+    ).json()["conversation_id"]
+    reply = client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "hello"}, headers=auth(world.bob)
+    ).json()
+    for _ in range(100):  # a live server's own worker may be the one to take the job
+        Worker(database, settings).run_until_idle(max_jobs=50)
+        got = client.get(
+            f"/api/v1/conversations/{conv}/messages/{reply['id']}", headers=auth(world.bob)
+        ).json()
+        if got["status"] == "failed":
+            break
+        time.sleep(0.1)
+    assert got["status"] == "failed" and got["error"] == "webhook answered 400"
+    return conv, reply["id"]
+
+
+def test_a_failed_reply_is_sent_again(
+    client: TestClient, world: World, database: Database, settings: Settings, receiver: Receiver
+) -> None:
+    # A failed reply could only be written again by hand; its reason was a tooltip.
+    conv, mid = failed_reply(client, world, receiver.url, database, settings)
+    url = f"/api/v1/conversations/{conv}/messages/{mid}/retry"
+    assert client.post(url, headers=auth(world.victor)).status_code == 403  # a viewer
+    assert client.post(url, headers=auth(world.mallory)).status_code == 404  # elsewhere
+    receiver.status = 200
+    r = client.post(url, headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["error"]) == ("queued", None)
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    got = client.get(f"/api/v1/conversations/{conv}/messages/{mid}", headers=auth(world.bob))
+    assert got.json()["status"] == "sent" and len(receiver.bodies) == 2
+    # Only a reply that failed goes again.
+    again = client.post(url, headers=auth(world.bob))
+    assert again.status_code == 422
+    assert again.json()["detail"] == "only a reply that failed can be sent again"
+
+
+def test_a_reply_the_provider_took_and_then_failed_goes_whole(
+    client: TestClient, world: World, database: Database, settings: Settings, receiver: Receiver
+) -> None:
+    conv, mid = failed_reply(client, world, receiver.url, database, settings)
+    with database.session() as db:  # as a provider's report leaves one it had accepted
+        row = db.get(Message, mid)
+        assert row is not None
+        row.external_id = "wamid.TAKEN"
+        row.meta = {**row.meta, "parts_sent": {"text": "wamid.TAKEN"}, "keep": 1}
+    receiver.status = 200
+    r = client.post(f"/api/v1/conversations/{conv}/messages/{mid}/retry", headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    with database.session() as db:
+        row = db.get(Message, mid)
+        assert row is not None and row.status == DeliveryStatus.queued
+        assert row.external_id is None and "parts_sent" not in row.meta and row.meta["keep"] == 1
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    assert len(receiver.bodies) == 2  # sent anew, not skipped as already accepted
+
+
+def test_a_reply_whose_inbox_was_disabled_is_not_sent_again(
+    client: TestClient, world: World, database: Database, settings: Settings, receiver: Receiver
+) -> None:
+    conv, mid = failed_reply(client, world, receiver.url, database, settings)
+    client.patch(
+        "/api/v1/inboxes/"
+        + client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()["inbox_id"],
+        json={"enabled": False},
+        headers=auth(world.alice),
+    )
+    r = client.post(f"/api/v1/conversations/{conv}/messages/{mid}/retry", headers=auth(world.bob))
+    assert r.status_code == 422
+    assert "gone or disabled" in r.json()["detail"]
+    assert len(receiver.bodies) == 1
