@@ -1,5 +1,6 @@
 """The knowledge base in the agent UI: an agent writes, previews and publishes an article
-in a real browser; a reader finds it on the help center (no JavaScript) and says it helped."""
+in a real browser; a reader finds it on the help center (no JavaScript) and says it helped.
+Changes saved as a draft reach readers only once published."""
 
 import pytest
 from fastapi.testclient import TestClient
@@ -79,3 +80,29 @@ def test_an_agent_writes_and_publishes_an_article_a_reader_finds_it(
     reader.screenshot(path=str(ARTIFACTS / "help-center.png"), full_page=True)
     items = client.get("/api/v1/kb/articles", headers=auth(world.bob)).json()["items"]
     assert [(a["status"], a["helpful"]) for a in items] == [("published", 1)]
+
+    # "Save draft" on the published article: the reader still reads the published text.
+    page.fill("#kb-body", "Track it under **My parcels**.")
+    page.click("#kb-article button[type=submit]")
+    expect(page.locator("#kb-draft-note")).to_contain_text("This article has unpublished changes")
+    expect(page.locator(".status").first).to_have_text("published")
+    expect(page.locator("#kb-body")).to_have_value("Track it under **My parcels**.")
+    page.screenshot(path=str(ARTIFACTS / "kb-editor-draft.png"), full_page=True)
+    reader.goto(f"{live_server.url}/help/acme/articles/where-is-my-parcel")
+    expect(reader.locator(".body strong")).to_have_text("My orders")
+    # Published, the changes are what the reader reads.
+    page.click("[data-kb-action=publish]")
+    expect(page.locator("#kb-draft-note")).to_have_count(0)
+    expect(page.locator("#kb-preview strong")).to_have_text("My parcels")
+    reader.reload()
+    expect(reader.locator(".body strong")).to_have_text("My parcels")
+    # Another draft, discarded: the editor is back to the published version.
+    page.fill("#kb-body", "Ask us.")
+    page.click("#kb-article button[type=submit]")
+    expect(page.locator("#kb-draft-note")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("[data-kb-action=discard]")
+    expect(page.locator("#kb-draft-note")).to_have_count(0)
+    expect(page.locator("#kb-body")).to_have_value("Track it under **My parcels**.")
+    reader.reload()
+    expect(reader.locator(".body strong")).to_have_text("My parcels")

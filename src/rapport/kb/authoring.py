@@ -32,12 +32,16 @@ async def kb_page(
             limit=50,
         )
         collections = service.collections(db, workspace_id=principal.workspace_id)
+        drafts = service.drafts_of(
+            db, workspace_id=principal.workspace_id, article_ids=[a.id for a in rows]
+        )
         return _page(
             request,
             "kb.html",
             principal,
             center=center,
             articles=rows,
+            drafts=drafts,
             collections=collections,
             collection_titles={c.id: c.title for c in collections},
             status=status or "",
@@ -95,6 +99,9 @@ async def _editor(
             else []
         )
         published = bool(article and article.status == ArticleStatus.published)
+        # A published article's editor shows its unpublished changes, if any: the live
+        # version is what the help center shows (linked from the page).
+        draft = service.draft_of(db, article=article) if article and published else None
         return _page(
             request,
             "kb_article.html",
@@ -107,6 +114,8 @@ async def _editor(
             translations=service.translations(db, article=article) if article else [],
             feedback=feedback,
             published=published,
+            draft=draft,
+            shown=draft or article,
             article_public_url=search.public_url(
                 base, center.slug, article.slug, article.locale, center.default_locale
             )

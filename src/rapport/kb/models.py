@@ -92,6 +92,33 @@ class Article(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class ArticleDraft(Base):
+    """A published article's unpublished changes: what its editor saved as a draft.
+
+    Kept apart from the article, whose own columns stay the live version that the help
+    center, its search and the bot read; publishing copies the draft over them and drops
+    it, discarding drops it. At most one per article, and only on a published article (an
+    unpublished article is its own draft: changes go straight to it)."""
+
+    __tablename__ = "kb_article_drafts"
+
+    article_id: Mapped[str] = mapped_column(
+        ForeignKey("kb_articles.id", ondelete="CASCADE"), primary_key=True
+    )
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    collection_id: Mapped[str | None] = mapped_column(
+        ForeignKey("kb_collections.id", ondelete="SET NULL"), default=None
+    )
+    slug: Mapped[str] = mapped_column(String(160))
+    title: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    body: Mapped[str] = mapped_column(Text, default="")  # Markdown, as written
+    html: Mapped[str] = mapped_column(Text, default="")  # rendered and sanitized
+    author_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class ArticleFeedback(Base):
     """One reader's "was this helpful?"; one vote per reader per article."""
 

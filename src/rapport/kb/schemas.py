@@ -59,7 +59,38 @@ class ArticleIn(BaseModel):
     )
 
 
+class ArticleDraftIn(BaseModel):
+    """An article's content saved as a draft; a field left out keeps its value."""
+
+    title: str | None = Field(default=None, max_length=300)
+    slug: str | None = Field(default=None, max_length=160)
+    description: str | None = Field(default=None, max_length=500)
+    body: str | None = Field(default=None, max_length=200_000, description="Markdown")
+    collection_id: str | None = Field(
+        default=None, max_length=32, description='"" for none (null keeps the collection)'
+    )
+
+
+class ArticleDraftRead(BaseModel):
+    """A published article's unpublished changes, seen by members only."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    collection_id: str | None
+    slug: str
+    title: str
+    description: str
+    body: str
+    html: str
+    author_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
 class ArticleRead(BaseModel):
+    """An article as it is live (or, unpublished, as it stands) and, for a published
+    article with unpublished changes, those changes in ``draft``."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
@@ -79,6 +110,7 @@ class ArticleRead(BaseModel):
     published_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    draft: ArticleDraftRead | None = None
 
 
 class ArticlePage(BaseModel):

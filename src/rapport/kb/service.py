@@ -1,5 +1,10 @@
 """Knowledge base: collections, articles (Markdown, per locale, draft / published), the
-help center's settings, and readers' feedback."""
+help center's settings, and readers' feedback.
+
+A published article's columns are its live version: the help center, its search and the
+bot read them and nothing else. Its editor's "Save draft" keeps changes apart, in an
+``ArticleDraft``, until they are published (copied over the live version) or discarded.
+"""
 
 import hashlib
 import hmac
@@ -8,7 +13,7 @@ import unicodedata
 from typing import Any
 
 from markdown_it import MarkdownIt
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +23,14 @@ from rapport.db import utcnow
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.kb import search
-from rapport.kb.models import Article, ArticleFeedback, ArticleStatus, Collection, HelpCenter
+from rapport.kb.models import (
+    Article,
+    ArticleDraft,
+    ArticleFeedback,
+    ArticleStatus,
+    Collection,
+    HelpCenter,
+)
 from rapport.problems import Conflict, Invalid, NotFound
 from rapport.sanitize import clean_html
 from rapport.scoped import get_scoped
@@ -221,12 +233,138 @@ def save_article(
 
 
 def publish(db: Session, *, article: Article, published: bool) -> Article:
-    article.status = ArticleStatus.published if published else ArticleStatus.draft
-    if published and article.published_at is None:
-        article.published_at = utcnow()
-    article.updated_at = utcnow()
-    db.flush()
+    """Publish or unpublish an article. Its draft, if it has one, becomes its content
+    either way: published, the draft goes live; unpublished, nothing is live and the
+    article is its own draft again."""
+    draft = draft_of(db, article=article)
+    try:
+        if draft is not None:
+            for key in _DRAFTED:
+                setattr(article, key, getattr(draft, key))
+            # A bulk delete: a publish racing this one finds no draft, not a stale row.
+            db.execute(delete(ArticleDraft).where(ArticleDraft.article_id == article.id))
+        article.status = ArticleStatus.published if published else ArticleStatus.draft
+        if published and article.published_at is None:
+            article.published_at = utcnow()
+        article.updated_at = utcnow()
+        db.flush()
+    except IntegrityError as exc:  # the draft's address was taken since it was saved
+        raise Conflict("an article with this address exists in this locale") from exc
+    if draft is not None:
+        _queue_embedding(db, article)
     return article
+
+
+# What a draft holds of an article: what its editor changes and readers see.
+_DRAFTED = ("collection_id", "slug", "title", "description", "body", "html")
+
+
+def draft_of(db: Session, *, article: Article) -> ArticleDraft | None:
+    """The article's unpublished changes, if it has any."""
+    return db.scalar(
+        select(ArticleDraft).where(
+            ArticleDraft.article_id == article.id,
+            ArticleDraft.workspace_id == article.workspace_id,
+        )
+    )
+
+
+def drafts_of(db: Session, *, workspace_id: str, article_ids: list[str]) -> dict[str, ArticleDraft]:
+    """The unpublished changes of these articles, by article id, in one query."""
+    if not article_ids:
+        return {}
+    rows = db.scalars(
+        select(ArticleDraft).where(
+            ArticleDraft.workspace_id == workspace_id, ArticleDraft.article_id.in_(article_ids)
+        )
+    )
+    return {row.article_id: row for row in rows}
+
+
+def save_draft(
+    db: Session,
+    *,
+    article: Article,
+    data: dict[str, Any],
+    author_id: str | None,
+    html: str | None = None,
+) -> ArticleDraft | None:
+    """Save changes to an article without putting them live; returns its draft.
+
+    A published article stays as it is live, for readers, the help center's search and the
+    bot; the changes are kept as its draft, over the draft saved before (or, for the first,
+    a copy of the live version), until published or discarded. A draft that ends up the
+    same as the live version is dropped: nothing is unpublished. An unpublished article is
+    its own draft: the changes go to it, as ``save_article`` does, and None is returned.
+    ``html``: the body rendered by ``render`` before the transaction began."""
+    if data.get("title") is not None and not data["title"].strip():
+        raise Invalid("an article needs a title")
+    if article.status != ArticleStatus.published:
+        save_article(
+            db,
+            workspace_id=article.workspace_id,
+            data=data,
+            author_id=author_id,
+            row=article,
+            html=html,
+        )
+        return None
+    if data.get("collection_id"):
+        get_collection(db, workspace_id=article.workspace_id, collection_id=data["collection_id"])
+    draft = draft_of(db, article=article)
+    if draft is None:
+        draft = ArticleDraft(article_id=article.id, workspace_id=article.workspace_id)
+        for key in _DRAFTED:
+            setattr(draft, key, getattr(article, key))
+        db.add(draft)
+    if data.get("title") is not None:
+        draft.title = data["title"].strip()
+    if data.get("description") is not None:
+        draft.description = data["description"]
+    if data.get("collection_id") is not None:
+        draft.collection_id = data["collection_id"] or None
+    if data.get("slug") is not None:
+        draft.slug = _check_slug(data["slug"])
+        taken = db.scalar(
+            select(Article.id).where(
+                Article.workspace_id == article.workspace_id,
+                Article.locale == article.locale,
+                Article.slug == draft.slug,
+                Article.id != article.id,
+            )
+        )
+        if taken:
+            raise Conflict("an article with this address exists in this locale")
+    if data.get("body") is not None:
+        draft.body = data["body"]
+        draft.html = html if html is not None else render(draft.body)
+    if not draft.description:
+        draft.description = search.plain_text(draft.html).strip()[:200]
+    if all(getattr(draft, key) == getattr(article, key) for key in _DRAFTED):
+        if draft in db.new:
+            db.expunge(draft)
+        else:
+            db.delete(draft)
+        db.flush()
+        return None
+    draft.author_id = author_id
+    draft.updated_at = utcnow()
+    try:
+        db.flush()
+    except IntegrityError as exc:  # two first drafts of one article saved at once
+        raise Conflict("this article's draft was just saved by someone else: reload it") from exc
+    return draft
+
+
+def discard_draft(db: Session, *, article: Article) -> bool:
+    """Drop the article's unpublished changes; True when it had some."""
+    gone = db.execute(
+        delete(ArticleDraft).where(
+            ArticleDraft.article_id == article.id,
+            ArticleDraft.workspace_id == article.workspace_id,
+        )
+    )
+    return bool(getattr(gone, "rowcount", 0))
 
 
 def _queue_embedding(db: Session, article: Article) -> None:

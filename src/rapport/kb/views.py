@@ -1,4 +1,12 @@
-"""Knowledge base endpoints for agents and admins: thin wrappers over kb.service."""
+"""Knowledge base endpoints for agents and admins: thin wrappers over kb.service.
+
+Editing a published article: ``PATCH /articles/{id}`` changes it live, at once, as it
+always has (API clients that sync articles rely on it). To stage changes, as the editor's
+"Save draft" does, ``PUT /articles/{id}/draft``: the live version stays as it is for
+readers, search and the bot, the changes are shown in the article's ``draft``, and
+``POST /articles/{id}/publish`` puts them live or ``DELETE /articles/{id}/draft`` drops
+them. On an unpublished article, which is its own draft, ``PUT .../draft`` is a PATCH.
+"""
 
 from dataclasses import asdict
 
@@ -8,8 +16,10 @@ from pydantic import BaseModel, Field
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.views import actor_of
 from rapport.kb import search, service
-from rapport.kb.models import ArticleStatus
+from rapport.kb.models import Article, ArticleDraft, ArticleStatus
 from rapport.kb.schemas import (
+    ArticleDraftIn,
+    ArticleDraftRead,
     ArticleHitRead,
     ArticleIn,
     ArticlePage,
@@ -123,10 +133,20 @@ def list_articles(
         cursor=cursor,
         limit=limit,
     )
-    return ArticlePage(items=[ArticleRead.model_validate(r) for r in rows], next_cursor=nxt)
+    drafts = service.drafts_of(
+        db, workspace_id=principal.workspace_id, article_ids=[r.id for r in rows]
+    )
+    return ArticlePage(items=[_read(r, drafts.get(r.id)) for r in rows], next_cursor=nxt)
 
 
-def _rendered(body: ArticleIn) -> str | None:
+def _read(row: Article, draft: ArticleDraft | None) -> ArticleRead:
+    read = ArticleRead.model_validate(row)
+    if draft is None:
+        return read
+    return read.model_copy(update={"draft": ArticleDraftRead.model_validate(draft)})
+
+
+def _rendered(body: ArticleIn | ArticleDraftIn) -> str | None:
     return service.render(body.body) if body.body is not None else None
 
 
@@ -147,13 +167,15 @@ def create_article(body: ArticleIn, principal: CurrentAgent, db: Db) -> ArticleR
 @router.get("/articles/{article_id}", response_model=ArticleRead)
 def get_article(article_id: str, principal: CurrentMember, db: Db) -> ArticleRead:
     row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
-    return ArticleRead.model_validate(row)
+    return _read(row, service.draft_of(db, article=row))
 
 
 @router.patch("/articles/{article_id}", response_model=ArticleRead)
 def update_article(
     article_id: str, body: ArticleIn, principal: CurrentAgent, db: Db
 ) -> ArticleRead:
+    """Change an article as it stands: a published one changes live, at once. To save
+    changes without publishing them, ``PUT /articles/{id}/draft``."""
     html = _rendered(body)  # before this request's write transaction begins
     row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
     service.save_article(
@@ -164,13 +186,55 @@ def update_article(
         row=row,
         html=html,
     )
-    return ArticleRead.model_validate(row)
+    return _read(row, service.draft_of(db, article=row))
+
+
+@router.put("/articles/{article_id}/draft", response_model=ArticleRead)
+def save_article_draft(
+    article_id: str, principal: CurrentAgent, db: Db, body: ArticleDraftIn | None = None
+) -> ArticleRead:
+    """Save changes without publishing them ("Save draft").
+
+    A published article stays live as it is (its page, the help center's search and the
+    bot's answers); the changes, over those saved before, are its ``draft`` until
+    ``publish`` puts them live or ``DELETE .../draft`` drops them. An unpublished article
+    is changed as by ``PATCH``. Fields left out keep their value; no body changes nothing."""
+    body = body or ArticleDraftIn()
+    html = _rendered(body)  # before this request's write transaction begins
+    row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
+    draft = service.save_draft(
+        db,
+        article=row,
+        data=body.model_dump(exclude_unset=True),
+        author_id=principal.user_id,
+        html=html,
+    )
+    return _read(row, draft)
+
+
+@router.delete("/articles/{article_id}/draft", status_code=204)
+def discard_article_draft(
+    article_id: str, principal: CurrentAgent, request: Request, db: Db
+) -> Response:
+    """Drop a published article's unpublished changes (none: nothing to do)."""
+    row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
+    if service.discard_draft(db, article=row):
+        audit(
+            db,
+            workspace_id=principal.workspace_id,
+            actor=actor_of(principal, request),
+            action="kb.discard_draft",
+            target_type="article",
+            target_id=row.id,
+        )
+    return Response(status_code=204)
 
 
 @router.post("/articles/{article_id}/publish", response_model=ArticleRead)
 def publish_article(
     article_id: str, principal: CurrentAgent, request: Request, db: Db
 ) -> ArticleRead:
+    """Put the article live; with unpublished changes (its ``draft``), those changes."""
     row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
     service.publish(db, article=row, published=True)
     audit(
@@ -188,6 +252,7 @@ def publish_article(
 def unpublish_article(
     article_id: str, principal: CurrentAgent, request: Request, db: Db
 ) -> ArticleRead:
+    """Take the article off the help center; unpublished changes become its content."""
     row = service.get_article(db, workspace_id=principal.workspace_id, article_id=article_id)
     service.publish(db, article=row, published=False)
     audit(

@@ -33,8 +33,10 @@ if (form) {
     }
     return out;
   };
+  // "Save draft" never changes what readers see: on a published article the server keeps
+  // the changes as its draft, and on an unpublished one (its own draft) saves them to it.
   const save = async () => {
-    if (form.dataset.id) return api("PATCH", `/api/v1/kb/articles/${form.dataset.id}`, fields());
+    if (form.dataset.id) return api("PUT", `/api/v1/kb/articles/${form.dataset.id}/draft`, fields());
     const made = await api("POST", "/api/v1/kb/articles", fields());
     form.dataset.id = made.id;
     return made;
@@ -59,9 +61,15 @@ if (form) {
     } catch (e) { fail(e.message); }
   });
   form.querySelectorAll("[data-kb-action]").forEach((el) => el.addEventListener("click", async () => {
+    const action = el.dataset.kbAction;
     try {
-      if (el.dataset.kbAction === "publish") await save();
-      await api("POST", `/api/v1/kb/articles/${form.dataset.id}/${el.dataset.kbAction}`);
+      if (action === "discard") {
+        if (!confirm("Discard the unpublished changes? The article goes back to its published version.")) return;
+        await api("DELETE", `/api/v1/kb/articles/${form.dataset.id}/draft`);
+      } else {
+        if (action === "publish") await save(); // what the form shows is what goes live
+        await api("POST", `/api/v1/kb/articles/${form.dataset.id}/${action}`);
+      }
       location.reload();
     } catch (e) { fail(e.message); }
   }));
