@@ -232,7 +232,9 @@ def test_a_condition_whose_value_does_not_fit_its_op_is_refused(
         ("equals", None),
         ("contains", 5),
     ):
-        conditions = [{"field": "status", "op": op, "value": value}]
+        # A customer's attribute holds whatever was set: any op fits it (a status is only
+        # ever compared with statuses, tests/automation/test_rule_values.py).
+        conditions = [{"field": "customer.attributes.plan", "op": op, "value": value}]
         rule(
             client,
             world,

@@ -23,7 +23,9 @@ class RuleRead(RuleIn):
     id: str
     position: int  # as stored: a rule saved before the input bound may lie beyond it
     last_error: str | None = Field(
-        default=None, description="why its actions last failed to run; none once they ran"
+        default=None,
+        description="why its actions last failed to run, or which of them were skipped and why "
+        "(what they name has gone: an agent removed, a team deleted); none once all ran",
     )
     last_error_at: datetime | None = None
 

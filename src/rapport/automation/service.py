@@ -7,6 +7,7 @@ small depth at all).
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.orm import Session
 
 from rapport import outbound, templating
-from rapport.auth.models import Membership, Team
+from rapport.auth.models import Membership, Role, Team
 from rapport.automation.models import Rule, Webhook, WebhookDelivery
 from rapport.cache import TtlCache
 from rapport.channels.models import Inbox
@@ -25,6 +26,7 @@ from rapport.conversations.models import (
     CannedResponse,
     Conversation,
     ConversationLabel,
+    Direction,
     Message,
     MessageKind,
     Priority,
@@ -113,36 +115,291 @@ _VALUES: dict[str, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
-def validate(event: str, conditions: list[dict[str, Any]], actions: list[dict[str, Any]]) -> None:
-    """Refuse a rule that could not run, saying which part is wrong."""
+# Which ops can match what a field holds (see facts()): a list of labels never "equals" a
+# text, a status never "contains" one; "exists" asks of any.
+_TEXT_OPS = frozenset({"equals", "not_equals", "contains", "not_contains", "regex", "in", "exists"})
+_CHOICE_OPS = frozenset({"equals", "not_equals", "in", "exists"})
+_LIST_OPS = frozenset({"contains", "not_contains", "in", "exists"})
+_FLAG_OPS = frozenset({"is", "exists"})
+_NUMBER_OPS = frozenset({"gt", "lt", "exists"})
+# The ops whose value names what the field holds (a status, a team, a label), checked.
+_COMPARED = frozenset({"equals", "not_equals", "contains", "not_contains", "in"})
+# What each event comes with: a customer always (the conversation's, or the one changed).
+_HAS = {
+    "conversation": EVENTS - {"customer.attribute_changed"},
+    "message": frozenset({"message.received"}),
+    "customer": EVENTS,
+}
+
+# Why one of the values compared with a field cannot be what it holds (None: all can).
+_ValueCheck = Callable[[Session, str, list[Any]], str | None]
+
+
+@dataclass(frozen=True)
+class _Field:
+    of: str  # "conversation", "message" or "customer": which events come with it (_HAS)
+    ops: frozenset[str]
+    values: _ValueCheck | None = None  # None: any value the op takes
+
+
+def _choice(name: str, options: Callable[[], list[str]]) -> _ValueCheck:
+    def check(db: Session, workspace_id: str, values: list[Any]) -> str | None:
+        known = options()
+        wrong = [v for v in values if _norm(v) not in known]  # compared as holds() does
+        return f"{name} is one of {_or(known)}; not {_shown(wrong[0])}" if wrong else None
+
+    return check
+
+
+def _ids(what: str) -> _ValueCheck:
+    def check(db: Session, workspace_id: str, values: list[Any]) -> str | None:
+        return _unknown_ids(db, workspace_id=workspace_id, what=what, values=values)
+
+    return check
+
+
+def _labels(db: Session, workspace_id: str, values: list[Any]) -> str | None:
+    return next(filter(None, map(_bad_label, values)), None)
+
+
+def _channels() -> list[str]:
+    from rapport.channels import base  # its channel packages build on conversations
+
+    return base.names()
+
+
+def _priorities() -> list[str]:
+    return [p.value for p in Priority]
+
+
+_ANY_ATTRIBUTE = _Field("customer", OPERATORS)
+_FIELDS: dict[str, _Field] = {
+    "channel": _Field("conversation", _CHOICE_OPS, _choice("channel", _channels)),
+    "inbox_id": _Field("conversation", _CHOICE_OPS, _ids("inbox")),
+    "priority": _Field("conversation", _CHOICE_OPS, _choice("priority", _priorities)),
+    "status": _Field(
+        "conversation", _CHOICE_OPS, _choice("status", lambda: [s.value for s in Status])
+    ),
+    "assignee_id": _Field("conversation", _CHOICE_OPS, _ids("member")),
+    "team_id": _Field("conversation", _CHOICE_OPS, _ids("team")),
+    "labels": _Field("conversation", _LIST_OPS, _labels),
+    "business_hours": _Field("conversation", _FLAG_OPS),
+    "message.text": _Field("message", _TEXT_OPS),
+    "message.direction": _Field(
+        "message", _CHOICE_OPS, _choice("message.direction", lambda: [d.value for d in Direction])
+    ),
+    # What triage found (assistant.triage): its keys, and the learnt ones' confidences.
+    "message.language": _Field("message", _TEXT_OPS),
+    "message.language_confidence": _Field("message", _NUMBER_OPS),
+    "message.sentiment": _Field(
+        "message",
+        _CHOICE_OPS,
+        _choice("message.sentiment", lambda: ["negative", "neutral", "positive"]),
+    ),
+    "message.sentiment_score": _Field("message", _NUMBER_OPS),
+    "message.spam": _Field("message", _FLAG_OPS),
+    "message.spam_signals": _Field("message", _LIST_OPS),
+    "message.priority": _Field("message", _CHOICE_OPS, _choice("message.priority", _priorities)),
+    "message.priority_confidence": _Field("message", _NUMBER_OPS),
+    "message.category": _Field("message", _TEXT_OPS),
+    "message.category_confidence": _Field("message", _NUMBER_OPS),
+    "customer.name": _Field("customer", _TEXT_OPS),
+    "customer.email": _Field("customer", _TEXT_OPS),
+    "customer.phone": _Field("customer", _TEXT_OPS),
+}
+_ATTRIBUTES = "customer.attributes."
+
+
+def _field(name: Any) -> _Field | None:
+    if isinstance(name, str) and name.startswith(_ATTRIBUTES) and len(name) > len(_ATTRIBUTES):
+        return _ANY_ATTRIBUTE
+    return _FIELDS.get(name) if isinstance(name, str) else None
+
+
+def validate(
+    db: Session,
+    *,
+    workspace_id: str,
+    event: str,
+    conditions: list[dict[str, Any]],
+    actions: list[dict[str, Any]],
+) -> None:
+    """Refuse a rule that could not run, saying which part is wrong and why."""
     if event not in EVENTS:
         raise Invalid(f"unknown event {event!r}; one of: {', '.join(sorted(EVENTS))}")
-    for c in conditions:
-        if not isinstance(c.get("field"), str) or c.get("op") not in OPERATORS:
-            raise Invalid(f"a condition needs a field and an op in {sorted(OPERATORS)}: {c}")
-        kind, fits = _VALUES[c["op"]]
-        if not fits(c.get("value")):
-            raise Invalid(f"a condition with op {c['op']!r} compares with {kind}: {c}")
-        if c["op"] == "regex":
-            pattern = c["value"]
-            if len(pattern) > 200:
-                raise Invalid("a regex condition is at most 200 characters")
-            try:
-                regex.compile(pattern, flags=regex.IGNORECASE)
-            except regex.error as exc:
-                raise Invalid(f"bad regex {pattern!r}: {exc}") from exc
+    for i, c in enumerate(conditions):
+        _check_condition(db, workspace_id=workspace_id, event=event, where=f"conditions[{i}]", c=c)
     if not actions:
         raise Invalid("a rule needs at least one action")
-    for a in actions:
-        if a.get("type") not in ACTIONS:
-            raise Invalid(f"unknown action {a.get('type')!r}; one of: {', '.join(sorted(ACTIONS))}")
+    for i, a in enumerate(actions):
+        wrong = _action_problem(db, workspace_id=workspace_id, event=event, action=a)
+        if wrong is not None:
+            part, why = wrong
+            raise Invalid(f"actions[{i}].{part}: {why}")
         if a["type"] == "add_note":
-            templating.check(str(a.get("value", "")))
+            try:
+                templating.check(a["value"])
+            except Invalid as exc:
+                raise Invalid(f"actions[{i}].value: {exc.detail}") from exc
+
+
+def _check_condition(
+    db: Session, *, workspace_id: str, event: str, where: str, c: dict[str, Any]
+) -> None:
+    name, op = c.get("field"), c.get("op")
+    value: Any = c.get("value")
+    field = _field(name)
+    if field is None:
+        raise Invalid(
+            f"{where}.field: unknown field {_shown(name)}; one of: "
+            f"{', '.join(sorted(_FIELDS))}, customer.attributes.<name>"
+        )
+    if op not in OPERATORS:
+        raise Invalid(
+            f"{where}.op: unknown op {_shown(op)}; one of: {', '.join(sorted(OPERATORS))}"
+        )
+    kind, fits = _VALUES[op]
+    if not fits(value):
+        raise Invalid(f"{where}.value: a condition with op {op!r} compares with {kind}: {c}")
+    if op == "in" and not value:
+        raise Invalid(f"{where}.value: op 'in' needs at least one value to compare with")
+    if op not in field.ops:
+        raise Invalid(f"{where}.op: {name} is compared with {_or(sorted(field.ops))}; not {op}")
+    if event not in _HAS[field.of]:
+        raise Invalid(f"{where}.field: {name} is a {field.of}'s, and {event} comes with none")
+    if op == "regex":
+        if len(value) > 200:
+            raise Invalid(f"{where}.value: a regex condition is at most 200 characters")
+        try:
+            regex.compile(value, flags=regex.IGNORECASE)
+        except regex.error as exc:
+            raise Invalid(f"{where}.value: bad regex {value!r}: {exc}") from exc
+    if field.values is not None and op in _COMPARED:
+        why = field.values(db, workspace_id, value if op == "in" else [value])
+        if why is not None:
+            raise Invalid(f"{where}.value: {why}")
+
+
+def _action_problem(
+    db: Session, *, workspace_id: str, event: str, action: dict[str, Any]
+) -> tuple[str, str] | None:
+    """Which part of the action cannot work (``type`` or ``value``) and why; None if it can.
+
+    Asked when a rule is saved, and again before each action runs: what it names may have
+    gone since (an agent removed from the workspace, a team deleted)."""
+    kind, value = action.get("type"), action.get("value")
+    if kind not in ACTIONS:
+        return "type", f"unknown action {_shown(kind)}; one of: {', '.join(sorted(ACTIONS))}"
+    if kind != "send_webhook" and event not in _HAS["conversation"]:
+        return "type", f"{kind} acts on a conversation, and {event} comes with none"
+    why: str | None = None
+    if kind == "assign_agent":
+        why = _unknown_ids(db, workspace_id=workspace_id, what="member", values=[value])
+    elif kind in ("assign_team", "email_team"):
+        why = _unknown_ids(db, workspace_id=workspace_id, what="team", values=[value])
+    elif kind == "assign_round_robin" and value not in (None, ""):  # none: the conversation's
+        why = _unknown_ids(db, workspace_id=workspace_id, what="team", values=[value])
+    elif kind in ("add_label", "remove_label"):
+        why = _bad_label(value)
+    elif kind == "set_priority":
+        why = _not_one_of("a priority", [p.value for p in Priority], value)
+    elif kind == "set_status":
+        # Snoozing needs a time to wake at, which an action has no place for.
+        why = _not_one_of("a status", [s.value for s in Status if s != Status.snoozed], value)
+    elif kind == "send_canned":
+        why = _unknown_ids(db, workspace_id=workspace_id, what="canned response", values=[value])
+    elif kind == "send_webhook":
+        why = _unknown_ids(db, workspace_id=workspace_id, what="webhook", values=[value])
+    elif kind == "add_note":
+        if not isinstance(value, str) or not value.strip():
+            why = f"add_note needs the note's text, not {_shown(value)}"
+        elif len(value) > NOTE_MAX:
+            why = f"a note is at most {NOTE_MAX:,} characters"
+    return None if why is None else ("value", why)
+
+
+def _shown(value: Any) -> str:
+    """A value as a problem quotes it: as JSON (``"Bob Agent"``, ``null``), and short."""
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _or(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+
+
+# Who may be given conversations: as routing.pick_agent picks and conversations.assign
+# allows (a viewer only reads).
+_ASSIGNABLE = (Role.agent, Role.admin, Role.owner)
+# What a rule may name by id, each found only among the rule's own workspace's rows.
+_NAMED: dict[str, type[Team | Inbox | CannedResponse | Webhook]] = {
+    "team": Team,
+    "inbox": Inbox,
+    "canned response": CannedResponse,
+    "webhook": Webhook,
+}
+# As conversations keep labels (conversations.labels.clean) and agents write notes.
+LABEL_MAX = 100
+NOTE_MAX = 100_000
+
+
+def _unknown_ids(db: Session, *, workspace_id: str, what: str, values: list[Any]) -> str | None:
+    """Why one of ``values`` names no ``what`` of this workspace (a member: none who can be
+    assigned conversations); None when all do. An id of another workspace's row reads exactly
+    as one that never existed: the answer says nothing about other workspaces."""
+    ids = [v for v in values if isinstance(v, str)]
+    roles: dict[str, Role] = {}
+    found: set[str] = set()
+    if ids and what == "member":
+        roles = dict(
+            db.execute(
+                select(Membership.user_id, Membership.role).where(
+                    Membership.workspace_id == workspace_id, Membership.user_id.in_(ids)
+                )
+            ).all()
+        )
+        found = set(roles)
+    elif ids:
+        model = _NAMED[what]
+        found = set(
+            db.scalars(
+                select(model.id).where(model.workspace_id == workspace_id, model.id.in_(ids))
+            )
+        )
+    for value in values:
+        if not isinstance(value, str) or value not in found:
+            return f"no {what} of this workspace has the id {_shown(value)}"
+        if what == "member" and roles[value] not in _ASSIGNABLE:
+            return (
+                f"the member {_shown(value)} is a {roles[value].value},"
+                " who cannot be assigned conversations"
+            )
+    return None
+
+
+def _bad_label(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return f"a label is a text that is not blank, not {_shown(value)}"
+    if len(value.strip()) > LABEL_MAX:
+        return f"a label is at most {LABEL_MAX} characters"
+    return None
+
+
+def _not_one_of(what: str, options: list[str], value: Any) -> str | None:
+    if isinstance(value, str) and value in options:
+        return None
+    return f"{what} is one of {_or(options)}; not {_shown(value)}"
 
 
 def create_rule(db: Session, *, workspace_id: str, data: dict[str, Any]) -> Rule:
     """Add a rule after checking that it can run."""
-    validate(data["event"], data.get("conditions", []), data.get("actions", []))
+    validate(
+        db,
+        workspace_id=workspace_id,
+        event=data["event"],
+        conditions=data.get("conditions", []),
+        actions=data.get("actions", []),
+    )
     row = Rule(workspace_id=workspace_id, **data)
     db.add(row)
     db.flush()
@@ -152,7 +409,17 @@ def create_rule(db: Session, *, workspace_id: str, data: dict[str, Any]) -> Rule
 
 def update_rule(db: Session, *, rule: Rule, data: dict[str, Any]) -> Rule:
     """Replace a rule's definition (name, event, conditions, actions, order, switches)."""
-    validate(data["event"], data.get("conditions", []), data.get("actions", []))
+    definition = {
+        "event": data["event"],
+        "conditions": data.get("conditions", []),
+        "actions": data.get("actions", []),
+    }
+    # A rule that something removed since broke (its agent left, its team was deleted) can
+    # still be switched off, renamed or moved as it stands; it is checked once switched on
+    # or changed.
+    kept = all(getattr(rule, key) == value for key, value in definition.items())
+    if not (kept and data.get("enabled") is False):
+        validate(db, workspace_id=rule.workspace_id, **definition)
     for key, value in data.items():
         setattr(rule, key, value)
     rule.last_error, rule.last_error_at = None, None  # whatever failed was the old version
@@ -433,18 +700,29 @@ def run(
             continue
         previous = db.info.get(_CAUSES)
         db.info[_CAUSES] = [*caused_by, rule.id]
+        skipped: list[tuple[int, str]] = []
         try:
             # A rule's actions all run or none does: one that cannot (a template error,
             # which no retry mends, or any other error) is skipped and its admins told why;
             # the event's other rules still run. A transient database error (a deadlock)
             # fails the job instead, which runs again.
             with savepoint(db):  # what a skipped rule did is never published either
-                for action in rule.actions:
+                for i, action in enumerate(rule.actions):
+                    # What it names may have gone since the rule was saved (an agent removed
+                    # from the workspace, a team deleted): that action alone is left out, as
+                    # it always was, and the rule now says so.
+                    wrong = _action_problem(
+                        db, workspace_id=workspace_id, event=event, action=action
+                    )
+                    if wrong is not None:
+                        skipped.append((i, wrong[1]))
+                        continue
                     _act(
                         db,
                         action=action,
                         conversation=conv,
                         message=msg,
+                        customer_id=customer_id,
                         box=box,
                         event=event,
                         rule=rule,
@@ -456,7 +734,9 @@ def run(
             continue
         finally:
             db.info[_CAUSES] = previous if previous is not None else []
-        if rule.last_error is not None:
+        if skipped:
+            _skipped(rule, skipped)
+        elif rule.last_error is not None:
             rule.last_error, rule.last_error_at = None, None
         ran.append(rule.id)
         if rule.stop_processing:
@@ -478,12 +758,31 @@ def _failed(db: Session, rule: Rule, exc: Exception) -> None:
     )
 
 
+def _skipped(rule: Rule, skipped: list[tuple[int, str]]) -> None:
+    """Say on the rule which of its actions could not apply and why (its others ran), as a
+    failure is said: the admins see it with the rule until a run leaves none out."""
+    said = "; ".join(
+        f"actions[{i}] ({rule.actions[i].get('type')}) was skipped: {why}" for i, why in skipped
+    )
+    rule.last_error, rule.last_error_at = said[:1000], utcnow()
+    log.warning(
+        "automation action skipped",
+        extra={
+            "event": "automation.action_skipped",
+            "workspace_id": rule.workspace_id,
+            "rule_id": rule.id,
+            "actions": [i for i, _ in skipped],  # which, by position; why is on the rule
+        },
+    )
+
+
 def _act(
     db: Session,
     *,
     action: dict[str, Any],
     conversation: Conversation | None,
     message: Message | None,
+    customer_id: str | None,
     box: SecretBox,
     event: str,
     rule: Rule,
@@ -493,10 +792,10 @@ def _act(
     kind, value = action["type"], action.get("value")
     by_rule = f"the rule “{rule.name}”"  # how an activity line says who changed it
     if kind == "send_webhook":
+        # The rule's workspace: a customer's event comes with no conversation to ask.
         hook = db.scalar(
             select(Webhook).where(
-                Webhook.id == str(value),
-                Webhook.workspace_id == (conversation.workspace_id if conversation else ""),
+                Webhook.id == str(value), Webhook.workspace_id == rule.workspace_id
             )
         )
         # A webhook subscribed to this event has had it already (trigger): no second copy.
@@ -508,6 +807,7 @@ def _act(
                 payload={
                     "conversation_id": conversation.id if conversation else None,
                     "message_id": message.id if message else None,
+                    "customer_id": customer_id,
                 },
             )
         return

@@ -28,7 +28,11 @@ def list_rules(principal: CurrentAdmin, db: Db) -> list[RuleRead]:
 
 @router.post("/automation-rules", response_model=RuleRead, status_code=201)
 def create_rule(body: RuleIn, principal: CurrentAdmin, db: Db) -> RuleRead:
-    """A rule: when ``event`` happens and every condition holds, run ``actions`` in order."""
+    """A rule: when ``event`` happens and every condition holds, run ``actions`` in order.
+
+    Each condition's field, op and value and each action's value are checked against this
+    workspace (a member who takes conversations, a team, a canned response, a webhook, a
+    status...); a 422 problem names the part, such as ``actions[0].value``."""
     row = service.create_rule(db, workspace_id=principal.workspace_id, data=body.model_dump())
     return RuleRead.model_validate(row)
 
