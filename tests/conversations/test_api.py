@@ -171,11 +171,14 @@ def test_status_and_assignment_changes_say_in_the_thread_what_changed_and_who_di
         (world.bob, "assign", {"assignee_id": bob, "team_id": team.json()["id"]}),
         (world.bob, "assign", {"assignee_id": None}),
         (world.alice, "assign", {"assignee_id": alice}),
+        (world.bob, "priority", {"priority": "urgent"}),  # a priority changed said nothing
+        (world.bob, "priority", {"priority": "urgent"}),  # the same again: no line
+        (world.alice, "priority", {"priority": "none"}),
     ]:
         assert client.post(f"{url}/{path}", json=body, headers=auth(token)).status_code == 200
     detail = client.get(url, headers=auth(world.bob)).json()
     said = [m["text"] for m in detail["messages"] if m["kind"] == "activity"]
-    assert said[-8:] == [
+    assert said[-10:] == [
         "Resolved by Bob",
         "Reopened by Alice",
         "Snoozed until 2031-01-02 08:30 UTC by Bob",
@@ -184,6 +187,8 @@ def test_status_and_assignment_changes_say_in_the_thread_what_changed_and_who_di
         "Assigned to Bob in team Billing by Bob",
         "Unassigned by Bob",
         "Alice took the conversation",
+        "Priority set to urgent by Bob",
+        "Priority cleared by Alice",
     ]
 
 

@@ -872,7 +872,9 @@ def _act(
     elif kind == "remove_label":
         service.remove_label(db, conversation=conversation, label=str(value))
     elif kind == "set_priority" and str(value) in Priority.__members__:
-        service.set_priority(db, conversation=conversation, priority=Priority(str(value)))
+        service.set_priority(
+            db, conversation=conversation, priority=Priority(str(value)), via=by_rule
+        )
     elif kind == "set_status" and str(value) in Status.__members__ and value != "snoozed":
         service.set_status(db, conversation=conversation, status=Status(str(value)), via=by_rule)
     elif kind == "send_canned":

@@ -1054,10 +1054,28 @@ def get_many(db: Session, *, workspace_id: str, ids: list[str]) -> list[Conversa
     return [rows[i] for i in wanted]
 
 
-def set_priority(db: Session, *, conversation: Conversation, priority: Priority) -> Conversation:
+def set_priority(
+    db: Session,
+    *,
+    conversation: Conversation,
+    priority: Priority,
+    actor_id: str | None = None,
+    via: str | None = None,
+) -> Conversation:
+    """Change the conversation's priority, with an activity line saying who (a member, or
+    ``via``: a rule), as assignment and status changes have (a priority changed left none)."""
     if conversation.priority != priority:
         conversation.priority = priority
         sla.on_changed(db, conversation=conversation)
+        said = (
+            "Priority cleared" if priority == Priority.none else f"Priority set to {priority.value}"
+        )
+        _activity(
+            db,
+            conversation=conversation,
+            text=said + _by(db, actor_id, via),
+            data={"priority": priority.value, "by": actor_id},
+        )
         _updated(db, conversation)
     return conversation
 

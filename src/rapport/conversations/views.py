@@ -346,7 +346,7 @@ def set_priority(
     conversation_id: str, body: PriorityIn, principal: CurrentAgent, db: Db
 ) -> ConversationRead:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    service.set_priority(db, conversation=conv, priority=body.priority)
+    service.set_priority(db, conversation=conv, priority=body.priority, actor_id=principal.user_id)
     return _read(conv, service.labels_of(db, [conv.id])[conv.id])
 
 
