@@ -522,3 +522,18 @@ def test_the_settings_page_shows_why_a_rule_was_skipped(
     row = page[page.index(f'data-id="{rule["id"]}"') :]
     assert "Skipped " in row[: row.index("</tr>")]
     assert "template error: " in row[: row.index("</tr>")]
+
+
+def test_each_listed_conversation_says_who_has_it(client: TestClient, world: World) -> None:
+    # The inbox's rows said nothing of their assignee: "All" could not be read at a glance.
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    sign_in(client, "bob@acme.test")
+    row = client.get("/app/inbox?view=all").text.split(f'data-id="{conv}"', 1)[1].split("</li>")[0]
+    assert '<span class="assignee none" title="Assigned to">Unassigned</span>' in row
+    client.post(
+        f"/api/v1/conversations/{conv}/assign",
+        json={"assignee_id": world.acme.users["alice"].id},
+        headers=auth(world.bob),
+    )
+    row = client.get("/app/inbox?view=all").text.split(f'data-id="{conv}"', 1)[1].split("</li>")[0]
+    assert '<span class="assignee" title="Assigned to">Alice</span>' in row

@@ -223,10 +223,20 @@ def rows_context(
     db: Db, *, workspace_id: str, rows: list[Conversation], of: list[Inbox]
 ) -> dict[str, Any]:
     """What a list of conversations shows of each (``conversation_list.html``): its
-    customer, channel (``of`` the workspace's inboxes), labels, latest message and SLA."""
+    customer, channel (``of`` the workspace's inboxes), assignee, labels, latest message
+    and SLA."""
     ids = {c.customer_id for c in rows}
     slas = sla.states_of(db, [c.id for c in rows])
+    agents = {c.assignee_id for c in rows if c.assignee_id}
     return {
+        "assignees": {
+            user_id: name or email
+            for user_id, name, email in (
+                db.execute(select(User.id, User.name, User.email).where(User.id.in_(agents)))
+                if agents
+                else []
+            )
+        },
         "customers": (
             {c.id: c for c in db.scalars(select(Customer).where(Customer.id.in_(ids)))}
             if ids
