@@ -280,6 +280,19 @@ def test_an_agent_corrects_a_name_and_adds_a_handle_from_the_panel(
     page.fill("#customer-handle input[name=value]", "not an address")
     page.click("#customer-handle button")
     expect(page.locator("#flash")).to_contain_text("not an email address")
+    # On the customer's own page the heading follows the name at once (it kept the old one
+    # until a reload), and a name cleared reads as their email, as the customer list has it.
+    page.goto(f"{live_server.url}/app/customers/{customer_id}")
+    page.click("summary:has-text('Edit name or add a handle')")
+    page.fill("#customer-name input[name=name]", "Inês Duarte")
+    page.click("#customer-name button")
+    expect(page.locator(".customer-page h1")).to_have_text("Inês Duarte")
+    page.fill("#customer-name input[name=name]", "  ")
+    page.click("#customer-name button")
+    email = client.get(f"/api/v1/customers/{customer_id}", headers=auth(world.bob)).json()["email"]
+    expect(page.locator(".customer-page h1")).to_have_text(email)
+    page.goto(f"{live_server.url}/app/customers")
+    expect(page.locator(f'tr[data-customer="{customer_id}"] td a').first).to_have_text(email)
     # A viewer has no such forms.
     viewer = browser.new_page()
     sign_in(viewer, live_server, "victor@acme.test", f"/app/customers/{customer_id}")

@@ -426,8 +426,15 @@ nameForm?.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
     const c = await api("PATCH", `/api/v1/customers/${nameForm.dataset.customer}`, { name: nameForm.elements.name.value.trim() });
+    // Called as every list calls a customer: by name, else by a handle (a blank name is none).
+    const called = c.name || c.email || c.phone || "Customer";
     const heading = document.querySelector("aside.customer h2 a") || document.querySelector("aside.customer h2");
-    heading.textContent = c.name || "Customer";
+    heading.textContent = called;
+    const page = document.querySelector(".customer-page h1");  // the customer's own page
+    if (page) {
+      page.textContent = called;
+      document.title = `${c.name || "Customer"} · Rapport`;
+    }
   } catch (e) { showError(e.message); }
 });
 const handleForm = document.getElementById("customer-handle");
