@@ -492,6 +492,11 @@ def test_notifications_are_counted_on_every_page_and_listed_on_their_own(
     assert f'href="/app/conversations/{conv}#m-' in page
     assert '<li class="notification unread"' in page
     assert "&lt;b&gt;courier&lt;/b&gt;" in page  # the note's text, never its markup
+    # Who wrote it and whom it concerns (the note's text alone said neither).
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    called = customer.name or customer.email
+    assert '<strong class="by">Alice</strong>' in page
+    assert f'<span class="about">about {called}:</span>' in page
     client.post("/api/v1/notifications/read", json={}, headers=auth(world.bob))
     page = client.get("/app/notifications").text
     assert '<li class="notification unread"' not in page and "courier" in page

@@ -25,7 +25,7 @@ from rapport.conversations import files as conversation_files
 from rapport.conversations import labels as label_list
 from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
-from rapport.conversations.models import Conversation, Priority, SlaState, Status
+from rapport.conversations.models import Conversation, Message, Priority, SlaState, Status
 from rapport.crypto import box_for
 from rapport.customers import duplicates, merge
 from rapport.customers import service as customers
@@ -509,7 +509,51 @@ async def notifications_page(request: Request) -> Response:
             unread_only=False,
             limit=NOTIFICATIONS_SHOWN,
         )
-    return _page(request, "notifications.html", principal, items=rows, shown=NOTIFICATIONS_SHOWN)
+        about = _notified_about(db, principal.workspace_id, rows)
+    return _page(
+        request,
+        "notifications.html",
+        principal,
+        items=rows,
+        shown=NOTIFICATIONS_SHOWN,
+        **about,
+    )
+
+
+def _notified_about(db: Db, workspace_id: str, rows: list[Any]) -> dict[str, Any]:
+    """Who each notification concerns (its conversation's customer) and who wrote the note
+    that mentioned the member: they listed the note's text alone."""
+    conv_ids = {n.conversation_id for n in rows if n.conversation_id}
+    msg_ids = {n.message_id for n in rows if n.message_id}
+    customers_of = {
+        conv_id: name or email or phone or "Customer"
+        for conv_id, name, email, phone in (
+            db.execute(
+                select(Conversation.id, Customer.name, Customer.email, Customer.phone)
+                .join(Customer, Customer.id == Conversation.customer_id)
+                .where(Conversation.workspace_id == workspace_id, Conversation.id.in_(conv_ids))
+            )
+            if conv_ids
+            else []
+        )
+    }
+    authors = {
+        msg_id: name or email
+        for msg_id, name, email in (
+            db.execute(
+                select(Message.id, User.name, User.email)
+                .join(User, User.id == Message.sender_id)
+                .where(
+                    Message.workspace_id == workspace_id,
+                    Message.id.in_(msg_ids),
+                    Message.sender_type == "user",
+                )
+            )
+            if msg_ids
+            else []
+        )
+    }
+    return {"customers_of": customers_of, "authors": authors}
 
 
 NOTIFICATIONS_SHOWN = 100
