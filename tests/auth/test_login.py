@@ -4,6 +4,7 @@ import time
 
 import pyotp
 import pytest
+import segno
 from fastapi.testclient import TestClient
 
 from rapport.auth import security
@@ -305,3 +306,15 @@ def test_a_password_is_checked_with_no_write_lock_held(
     r = login(client, "alice@acme.test", password)
     assert r.status_code == (200 if password == PASSWORD else 401), r.text
     assert held == [False]
+
+
+def test_enrolment_gives_a_qr_code_of_the_key_for_the_app_to_scan(
+    client: TestClient, world: World
+) -> None:
+    # Only the key as text was shown: typed by hand into a phone, 32 characters.
+    out = client.post("/api/v1/auth/totp/enroll", headers=auth(world.bob)).json()
+    assert out["otpauth_uri"].startswith("otpauth://totp/") and out["secret"] in out["otpauth_uri"]
+    assert out["qr_code"].startswith("data:image/svg+xml;")
+    # What it draws is the URI itself, as segno draws it, drawn by Rapport (offline).
+    drawn = segno.make(out["otpauth_uri"], error="m").svg_data_uri(scale=5, border=2)
+    assert out["qr_code"] == drawn

@@ -100,6 +100,8 @@ class LoginOut(MeRead):
 class TotpEnrollOut(BaseModel):
     secret: str
     otpauth_uri: str
+    # The URI as a QR code (an SVG image as a data: URI) for the authenticator app to scan.
+    qr_code: str
 
 
 class RecoveryCodesOut(BaseModel):
