@@ -1177,3 +1177,29 @@ def test_a_visitor_just_seen_connects_without_a_write(
     with database.session(write=False) as db:
         seen = db.get(Visitor, ann["visitor_id"])
         assert seen is not None and seen.last_seen_at > long_ago
+
+
+def test_the_chat_panel_closes_by_its_own_button_and_by_escape(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],
+) -> None:
+    # The panel closed only by the launcher beneath it, out of reach behind a phone's keyboard.
+    expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+    embedded(client, world, live_server, host_page)
+    page = browser.new_page(viewport={"width": 390, "height": 700})
+    page.goto(host_page[0])
+    launcher = page.locator("#rapport-widget >> css=.launcher")
+    panel = page.locator("#rapport-widget >> css=.panel")
+    launcher.click()
+    expect(panel).to_be_visible()
+    expect(launcher).to_have_attribute("aria-expanded", "true")
+    page.click("#rapport-widget >> css=button.close")
+    expect(panel).to_be_hidden()
+    expect(launcher).to_be_focused()
+    launcher.click()
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(launcher).to_have_attribute("aria-expanded", "false")

@@ -23,7 +23,8 @@
     ":host{all:initial}[hidden]{display:none!important}*{box-sizing:border-box;font:14px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}" +
     ".launcher{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;background:#2f5bea;color:#fff;display:flex;align-items:center;justify-content:center;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.2)}" +
     ".panel{position:fixed;right:20px;bottom:88px;width:340px;max-width:calc(100vw - 40px);height:480px;max-height:calc(100vh - 120px);background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden}" +
-    ".panel[hidden]{display:none}header{background:#2f5bea;color:#fff;padding:12px 14px}header b{display:block;font-size:15px}header small{opacity:.9}" +
+    ".panel[hidden]{display:none}header{background:#2f5bea;color:#fff;padding:12px 14px;position:relative}header b{display:block;font-size:15px}header small{opacity:.9}" +
+    "button.close{position:absolute;right:8px;top:8px;background:none;border:0;color:#fff;font-size:20px;line-height:1;cursor:pointer;padding:4px 8px;border-radius:6px}button.close:focus-visible{outline:2px solid #fff}" +
     ".log{flex:1;overflow-y:auto;padding:10px;display:flex;flex-direction:column;gap:6px;background:#f7f8fa}" +
     ".m{max-width:80%;padding:7px 10px;border-radius:10px;white-space:pre-wrap;overflow-wrap:anywhere}.in{align-self:flex-end;background:#2f5bea;color:#fff}.out{align-self:flex-start;background:#fff;border:1px solid #e3e6ec}" +
     ".who{font-size:11px;opacity:.7;display:block}.typing{font-size:12px;color:#6b7385;padding:0 12px;min-height:18px}" +
@@ -37,7 +38,7 @@
   root.innerHTML =
     "<button class='launcher' aria-label='Chat with us'><svg viewBox='0 0 24 24' width='26' height='26' fill='currentColor' aria-hidden='true'><path d='M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z'/></svg></button>" +
     "<section class='panel' hidden role='dialog' aria-label='Chat'>" +
-    "<header><b class='title'>Chat</b><small class='status'></small></header>" +
+    "<header><b class='title'>Chat</b><small class='status'></small><button type='button' class='close' aria-label='Close chat'>&times;</button></header>" +
     "<form class='pre' hidden><span>Before we start:</span><input name='name' placeholder='Your name' autocomplete='name'>" +
     "<input name='email' type='email' placeholder='Your email' autocomplete='email'><button class='send' type='submit'>Start chat</button></form>" +
     "<div class='log' aria-live='polite'></div><div class='typing'></div>" +
@@ -298,13 +299,21 @@
     show(m);
   }
 
-  $(".launcher").addEventListener("click", function () {
-    panel.hidden = !panel.hidden;
-    if (!panel.hidden) {
+  // Opened and closed by the launcher, closed by its own button or Escape too (the panel
+  // had no way to close but the launcher beneath it, out of reach on a phone's keyboard).
+  function toggle(open) {
+    panel.hidden = !open;
+    $(".launcher").setAttribute("aria-expanded", String(open));
+    if (open) {
       $("textarea").focus();
       if (state.unread) markRead(state.unread);
+    } else {
+      $(".launcher").focus();
     }
-  });
+  }
+  $(".launcher").addEventListener("click", function () { toggle(panel.hidden); });
+  $("button.close").addEventListener("click", function () { toggle(false); });
+  panel.addEventListener("keydown", function (ev) { if (ev.key === "Escape") toggle(false); });
   document.addEventListener("visibilitychange", function () { if (state.unread) markRead(state.unread); });
   $("input[type=file]").addEventListener("change", function (ev) {
     var file = ev.target.files[0];
