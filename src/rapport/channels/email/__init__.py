@@ -235,6 +235,35 @@ def ingest_email(
     return store_email(db, prepared, settings=settings, storage=storage)
 
 
+# How each mail server is reached: the first is the default.
+SMTP_SECURITY = ("starttls", "tls", "none")
+IMAP_SECURITY = ("tls", "starttls", "none")
+
+
+def _server(
+    prefix: str, name: str, what: str, port: int, security: tuple[str, ...]
+) -> tuple[base.Setting, ...]:
+    """A mail server's settings: host, port, security, username and password."""
+    return (
+        base.Setting(
+            f"{prefix}_host",
+            f"{name} server",
+            help=what,
+            default="127.0.0.1" if prefix == "smtp" else None,
+        ),
+        base.Setting(f"{prefix}_port", f"{name} port", "number", default=port, low=1, high=65535),
+        base.Setting(
+            f"{prefix}_security",
+            f"{name} security",
+            "choice",
+            choices=security,
+            default=security[0],
+        ),
+        base.Setting(f"{prefix}_username", f"{name} username"),
+        base.Setting(f"{prefix}_password", f"{name} password", "secret"),
+    )
+
+
 class EmailChannel:
     """Outbound email over SMTP, carrying the headers that keep the customer's thread whole."""
 
@@ -251,35 +280,15 @@ class EmailChannel:
         base.Setting(
             "from_name", "Sender name", help="Shown as the sender; the inbox's name if empty."
         ),
-        base.Setting(
-            "smtp_host", "SMTP server", help="Where replies are sent through.", default="127.0.0.1"
+        *_server("smtp", "SMTP", "Where replies are sent through.", 25, SMTP_SECURITY),
+        *_server(
+            "imap",
+            "IMAP",
+            "To poll an existing mailbox every minute instead of receiving mail through "
+            "Rapport's own SMTP listener.",
+            993,
+            IMAP_SECURITY,
         ),
-        base.Setting("smtp_port", "SMTP port", "number", default=25, low=1, high=65535),
-        base.Setting(
-            "smtp_security",
-            "SMTP security",
-            "choice",
-            choices=("starttls", "tls", "none"),
-            default="starttls",
-        ),
-        base.Setting("smtp_username", "SMTP username"),
-        base.Setting("smtp_password", "SMTP password", "secret"),
-        base.Setting(
-            "imap_host",
-            "IMAP server",
-            help="To poll an existing mailbox every minute instead of receiving mail "
-            "through Rapport's own SMTP listener.",
-        ),
-        base.Setting("imap_port", "IMAP port", "number", default=993, low=1, high=65535),
-        base.Setting(
-            "imap_security",
-            "IMAP security",
-            "choice",
-            choices=("tls", "starttls", "none"),
-            default="tls",
-        ),
-        base.Setting("imap_username", "IMAP username"),
-        base.Setting("imap_password", "IMAP password", "secret"),
         base.Setting("imap_mailbox", "IMAP folder", default="INBOX"),
         base.Setting(
             "trusted_authserv_ids",

@@ -10,7 +10,7 @@ import httpx
 
 from rapport import outbound
 from rapport.channels import base, media
-from rapport.channels.whatsapp import valid_signature
+from rapport.channels.whatsapp import META_APP_SETTINGS, valid_signature
 from rapport.customers.identity import handle, page_noun
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
@@ -30,20 +30,7 @@ class MetaChannel:
             needed=True,
         ),
         base.Setting("page_access_token", "Page access token", "secret", needed=True),
-        base.Setting(
-            "app_secret",
-            "App secret",
-            "secret",
-            "Your Meta app's secret: every webhook call is checked against it.",
-            needed=True,
-        ),
-        base.Setting(
-            "verify_token",
-            "Verify token",
-            "secret",
-            "Any text; give Meta the same when you set the webhook URL.",
-            needed=True,
-        ),
+        *META_APP_SETTINGS,
         base.Setting(
             "app_id",
             "App ID",

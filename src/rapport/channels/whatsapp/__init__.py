@@ -195,6 +195,25 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
     return events
 
 
+# What every inbox of a Meta app (WhatsApp, Messenger, Instagram) checks its webhook with.
+META_APP_SETTINGS = (
+    base.Setting(
+        "app_secret",
+        "App secret",
+        "secret",
+        "Your Meta app's secret: every webhook call is checked against it.",
+        needed=True,
+    ),
+    base.Setting(
+        "verify_token",
+        "Verify token",
+        "secret",
+        "Any text; give Meta the same when you set the webhook URL.",
+        needed=True,
+    ),
+)
+
+
 class WhatsAppChannel:
     name = "whatsapp"
     fields: tuple[base.Setting, ...] = (
@@ -211,20 +230,7 @@ class WhatsAppChannel:
             "A system user's permanent token.",
             needed=True,
         ),
-        base.Setting(
-            "app_secret",
-            "App secret",
-            "secret",
-            "Your Meta app's secret: every webhook call is checked against it.",
-            needed=True,
-        ),
-        base.Setting(
-            "verify_token",
-            "Verify token",
-            "secret",
-            "Any text; give Meta the same when you set the webhook URL.",
-            needed=True,
-        ),
+        *META_APP_SETTINGS,
         base.api_base_setting(DEFAULT_API),
         base.rate_setting(80),
     )
