@@ -80,18 +80,22 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     page.fill("#rule-form input[name=name]", "Refunds <first>")
     page.select_option("#rule-form select[name=event]", "message.received")
     page.click("#add-condition")
-    page.fill("#conditions li:nth-child(1) input[name=field]", "message.text")
-    page.select_option("#conditions li:nth-child(1) select[name=op]", "contains")
-    page.fill("#conditions li:nth-child(1) input[name=value]", "refund")
+    text = page.locator("#conditions > li").nth(0)
+    text.get_by_label("Field").select_option("message.text")
+    text.get_by_label("Operator").select_option("contains")
+    text.get_by_label("Value").fill("refund")
     page.click("#add-condition")
-    page.fill("#conditions li:nth-child(2) input[name=field]", "channel")
-    page.select_option("#conditions li:nth-child(2) select[name=op]", "in")
-    page.fill("#conditions li:nth-child(2) input[name=value]", "email, api")
-    page.select_option("#actions li:nth-child(1) select[name=type]", "add_label")
-    page.fill("#actions li:nth-child(1) input[name=value]", "billing")
+    channel = page.locator("#conditions > li").nth(1)
+    channel.get_by_label("Field").select_option("channel")
+    channel.get_by_label("Operator").select_option("in")
+    channel.get_by_role("checkbox", name="email", exact=True).check()
+    channel.get_by_role("checkbox", name="api", exact=True).check()
+    steps = page.locator("#actions > li")
+    steps.nth(0).get_by_label("Action", exact=True).select_option("add_label")
+    steps.nth(0).get_by_label("Label").fill("billing")
     page.click("#add-action")
-    page.select_option("#actions li:nth-child(2) select[name=type]", "set_priority")
-    page.fill("#actions li:nth-child(2) input[name=value]", "high")
+    steps.nth(1).get_by_label("Action", exact=True).select_option("set_priority")
+    steps.nth(1).get_by_label("Priority").select_option("high")
     page.fill("#rule-form input[name=position]", "2")
     page.check("#rule-form input[name=stop_processing]")
     page.click("#rule-form button[type=submit]")
@@ -99,7 +103,7 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     [rule] = api.get("/api/v1/automation-rules").json()
     assert rule["conditions"] == [
         {"field": "message.text", "op": "contains", "value": "refund"},
-        {"field": "channel", "op": "in", "value": ["email", "api"]},
+        {"field": "channel", "op": "in", "value": ["api", "email"]},
     ]
     assert rule["actions"] == [
         {"type": "add_label", "value": "billing"},
@@ -110,6 +114,12 @@ def test_an_admin_sets_hours_rules_and_webhooks(
     # Edit it: rename, drop the channel condition. Then switch it off from the list.
     page.click(f'#rule-rows tr[data-id="{rule["id"]}"] .rule-edit')
     expect(page.locator("#rule-form input[name=name]")).to_have_value("Refunds <first>")
+    # Shown as saved, each part in its own control.
+    expect(text.get_by_label("Field")).to_have_value("message.text")
+    expect(text.get_by_label("Value")).to_have_value("refund")
+    expect(channel.get_by_role("checkbox", name="api", exact=True)).to_be_checked()
+    expect(channel.get_by_role("checkbox", name="whatsapp", exact=True)).not_to_be_checked()
+    expect(steps.nth(1).get_by_label("Priority")).to_have_value("high")
     page.fill("#rule-form input[name=name]", "Refunds")
     page.click("#conditions li:nth-child(2) .remove-row")
     page.click("#rule-form button[type=submit]")
@@ -455,3 +465,131 @@ def test_an_admin_changes_a_service_level_policy_and_adds_one_with_conditions(
     assert made["inbox_ids"] == [inbox] and made["position"] == -1
     assert (made["next_response_minutes"], made["warn_before_minutes"]) == (20, 0)
     assert made["first_response_minutes"] is None and made["priorities"] == []
+
+
+def test_an_admin_builds_a_rule_by_choosing_names_and_it_runs(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+) -> None:
+    # The rule builder took raw ids typed into one text box, and no page showed a member's,
+    # team's or canned response's id: now every part of a rule is chosen, by name.
+    bob = world.acme.users["bob"].id
+    alice = auth(world.alice)
+    thanks = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "thanks", "text": "Thanks, we are on it."},
+        headers=alice,
+    ).json()
+    # A rule before it makes VIP customers' conversations urgent.
+    client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "VIPs are urgent",
+            "event": "conversation.created",
+            "position": -1,
+            "conditions": [{"field": "customer.email", "op": "contains", "value": "@vip.example"}],
+            "actions": [{"type": "set_priority", "value": "urgent"}],
+        },
+        headers=alice,
+    ).raise_for_status()
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    sign_in(page, live_server, "alice@acme.test", "/app/settings#automation")
+    form = page.locator("#rule-form")
+    form.locator("input[name=name]").fill("VIPs to Bob")
+    form.get_by_label("When").select_option("conversation.created")
+    page.click("#add-condition")
+    channel = page.locator("#conditions > li").nth(0)
+    channel.get_by_label("Field").select_option(label="channel")
+    channel.get_by_label("Operator").select_option(label="equals")
+    channel.get_by_label("Value").select_option(label="api")
+    page.click("#add-condition")
+    priority = page.locator("#conditions > li").nth(1)
+    priority.get_by_label("Field").select_option(label="priority")
+    priority.get_by_label("Operator").select_option(label="is one of")
+    expect(priority.get_by_role("checkbox")).to_have_count(5)  # none, low ... urgent
+    priority.get_by_role("checkbox", name="high").check()
+    priority.get_by_role("checkbox", name="urgent").check()
+    steps = page.locator("#actions > li")
+    steps.nth(0).get_by_label("Action", exact=True).select_option(label="assign agent")
+    agents = steps.nth(0).get_by_label("Agent to assign")
+    # Those who can be given conversations, by name: the viewer is not among them.
+    expect(agents.locator("option")).to_have_text(["Choose an agent…", "Alice", "Bob"])
+    agents.select_option(label="Bob")
+    page.click("#add-action")
+    steps.nth(1).get_by_label("Action", exact=True).select_option(label="add label")
+    steps.nth(1).get_by_label("Label").fill("vip")
+    page.click("#add-action")
+    steps.nth(2).get_by_label("Action", exact=True).select_option(label="send canned")
+    steps.nth(2).get_by_label("Canned response").select_option(label="/thanks")
+    # Switched to an event without a conversation, the rule is refused, saying why; nothing
+    # chosen is lost, and switched back it saves.
+    form.get_by_label("When").select_option("customer.attribute_changed")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#settings-error")).to_contain_text(
+        "conditions[0].field: channel is a conversation's"
+    )
+    expect(channel.get_by_label("Value")).to_have_value("api")
+    expect(priority.get_by_role("checkbox", name="urgent")).to_be_checked()
+    expect(steps.nth(0).get_by_label("Agent to assign")).to_have_value(bob)
+    form.get_by_label("When").select_option("conversation.created")
+    page.locator("#automation").screenshot(path=str(ARTIFACTS / "rule-builder.png"))
+    form.locator("button[type=submit]").click()
+    row = page.locator("#rule-rows tr", has_text="VIPs to Bob")
+    expect(row).to_contain_text("assign agent Bob")
+    expect(row).to_contain_text("send canned /thanks")
+    made = next(
+        r
+        for r in client.get("/api/v1/automation-rules", headers=alice).json()
+        if r["name"] == "VIPs to Bob"
+    )
+    assert made["conditions"] == [
+        {"field": "channel", "op": "equals", "value": "api"},
+        {"field": "priority", "op": "in", "value": ["high", "urgent"]},
+    ]
+    assert made["actions"] == [
+        {"type": "assign_agent", "value": bob},
+        {"type": "add_label", "value": "vip"},
+        {"type": "send_canned", "value": thanks["id"]},
+    ]
+
+    # A VIP writes through the API channel: the rule gives Bob the conversation, labels it
+    # and thanks them.
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={"external_id": "vip-1", "text": "Hello", "from": {"email": "ceo@vip.example"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    conv = r.json()["conversation_id"]
+    # The live server's worker may claim the job first: work and look until it is done.
+    for _ in range(100):
+        Worker(database, settings).run_until_idle(max_jobs=50)
+        got = client.get(f"/api/v1/conversations/{conv}", headers=alice).json()
+        if got["assignee_id"]:
+            break
+        page.wait_for_timeout(100)
+    assert got["assignee_id"] == bob and got["priority"] == "urgent"
+    assert "vip" in got["labels"]
+    assert "Thanks, we are on it." in [m["text"] for m in got["messages"]]
+
+    # What a rule names and is gone since shows as gone, chosen, when the rule is edited.
+    team = client.post("/api/v1/teams", json={"name": "Escalations"}, headers=alice).json()
+    escalate = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "Escalate",
+            "event": "conversation.created",
+            "actions": [{"type": "assign_team", "value": team["id"]}],
+        },
+        headers=alice,
+    ).json()
+    client.delete(f"/api/v1/teams/{team['id']}", headers=alice).raise_for_status()
+    page.reload()
+    page.click(f'#rule-rows tr[data-id="{escalate["id"]}"] .rule-edit')
+    gone = page.locator("#actions > li").nth(0).get_by_label("Team", exact=True)
+    expect(gone).to_have_value(team["id"])
+    expect(gone.locator("option:checked")).to_have_text(f"(gone: {team['id']})")

@@ -125,41 +125,11 @@ _NUMBER_OPS = frozenset({"gt", "lt", "exists"})
 # The ops whose value names what the field holds (a status, a team, a label), checked.
 _COMPARED = frozenset({"equals", "not_equals", "contains", "not_contains", "in"})
 # What each event comes with: a customer always (the conversation's, or the one changed).
-_HAS = {
+EVENT_HAS = {
     "conversation": EVENTS - {"customer.attribute_changed"},
     "message": frozenset({"message.received"}),
     "customer": EVENTS,
 }
-
-# Why one of the values compared with a field cannot be what it holds (None: all can).
-_ValueCheck = Callable[[Session, str, list[Any]], str | None]
-
-
-@dataclass(frozen=True)
-class _Field:
-    of: str  # "conversation", "message" or "customer": which events come with it (_HAS)
-    ops: frozenset[str]
-    values: _ValueCheck | None = None  # None: any value the op takes
-
-
-def _choice(name: str, options: Callable[[], list[str]]) -> _ValueCheck:
-    def check(db: Session, workspace_id: str, values: list[Any]) -> str | None:
-        known = options()
-        wrong = [v for v in values if _norm(v) not in known]  # compared as holds() does
-        return f"{name} is one of {_or(known)}; not {_shown(wrong[0])}" if wrong else None
-
-    return check
-
-
-def _ids(what: str) -> _ValueCheck:
-    def check(db: Session, workspace_id: str, values: list[Any]) -> str | None:
-        return _unknown_ids(db, workspace_id=workspace_id, what=what, values=values)
-
-    return check
-
-
-def _labels(db: Session, workspace_id: str, values: list[Any]) -> str | None:
-    return next(filter(None, map(_bad_label, values)), None)
 
 
 def _channels() -> list[str]:
@@ -172,48 +142,73 @@ def _priorities() -> list[str]:
     return [p.value for p in Priority]
 
 
-_ANY_ATTRIBUTE = _Field("customer", OPERATORS)
-_FIELDS: dict[str, _Field] = {
-    "channel": _Field("conversation", _CHOICE_OPS, _choice("channel", _channels)),
-    "inbox_id": _Field("conversation", _CHOICE_OPS, _ids("inbox")),
-    "priority": _Field("conversation", _CHOICE_OPS, _choice("priority", _priorities)),
-    "status": _Field(
-        "conversation", _CHOICE_OPS, _choice("status", lambda: [s.value for s in Status])
-    ),
-    "assignee_id": _Field("conversation", _CHOICE_OPS, _ids("member")),
-    "team_id": _Field("conversation", _CHOICE_OPS, _ids("team")),
-    "labels": _Field("conversation", _LIST_OPS, _labels),
-    "business_hours": _Field("conversation", _FLAG_OPS),
-    "message.text": _Field("message", _TEXT_OPS),
-    "message.direction": _Field(
-        "message", _CHOICE_OPS, _choice("message.direction", lambda: [d.value for d in Direction])
+@dataclass(frozen=True)
+class Field:
+    """A field a condition can test: what it is ``of`` (which events come with it, see
+    EVENT_HAS), the ``ops`` that can match what it holds, and what it is compared with: one
+    of ``choices()``, the id of one of the workspace's ``ids`` ("member", "team",
+    "inbox"), a label (``labels``), or anything the op takes. The rule form offers exactly
+    this (web.views), and ``validate`` accepts exactly this."""
+
+    of: str
+    ops: frozenset[str]
+    choices: Callable[[], list[str]] | None = None
+    ids: str | None = None
+    labels: bool = False
+
+    def problem(
+        self, db: Session, *, workspace_id: str, name: str, values: list[Any]
+    ) -> str | None:
+        """Why one of ``values`` cannot be what the field holds (None: all can)."""
+        if self.choices is not None:
+            known = self.choices()
+            wrong = [v for v in values if _norm(v) not in known]  # compared as holds() does
+            return f"{name} is one of {_or(known)}; not {_shown(wrong[0])}" if wrong else None
+        if self.ids is not None:
+            return _unknown_ids(db, workspace_id=workspace_id, what=self.ids, values=values)
+        if self.labels:
+            return next(filter(None, map(_bad_label, values)), None)
+        return None
+
+
+ANY_ATTRIBUTE = Field("customer", OPERATORS)
+ATTRIBUTES = "customer.attributes."
+FIELDS: dict[str, Field] = {
+    "channel": Field("conversation", _CHOICE_OPS, choices=_channels),
+    "inbox_id": Field("conversation", _CHOICE_OPS, ids="inbox"),
+    "priority": Field("conversation", _CHOICE_OPS, choices=_priorities),
+    "status": Field("conversation", _CHOICE_OPS, choices=lambda: [s.value for s in Status]),
+    "assignee_id": Field("conversation", _CHOICE_OPS, ids="member"),
+    "team_id": Field("conversation", _CHOICE_OPS, ids="team"),
+    "labels": Field("conversation", _LIST_OPS, labels=True),
+    "business_hours": Field("conversation", _FLAG_OPS),
+    "message.text": Field("message", _TEXT_OPS),
+    "message.direction": Field(
+        "message", _CHOICE_OPS, choices=lambda: [d.value for d in Direction]
     ),
     # What triage found (assistant.triage): its keys, and the learnt ones' confidences.
-    "message.language": _Field("message", _TEXT_OPS),
-    "message.language_confidence": _Field("message", _NUMBER_OPS),
-    "message.sentiment": _Field(
-        "message",
-        _CHOICE_OPS,
-        _choice("message.sentiment", lambda: ["negative", "neutral", "positive"]),
+    "message.language": Field("message", _TEXT_OPS),
+    "message.language_confidence": Field("message", _NUMBER_OPS),
+    "message.sentiment": Field(
+        "message", _CHOICE_OPS, choices=lambda: ["negative", "neutral", "positive"]
     ),
-    "message.sentiment_score": _Field("message", _NUMBER_OPS),
-    "message.spam": _Field("message", _FLAG_OPS),
-    "message.spam_signals": _Field("message", _LIST_OPS),
-    "message.priority": _Field("message", _CHOICE_OPS, _choice("message.priority", _priorities)),
-    "message.priority_confidence": _Field("message", _NUMBER_OPS),
-    "message.category": _Field("message", _TEXT_OPS),
-    "message.category_confidence": _Field("message", _NUMBER_OPS),
-    "customer.name": _Field("customer", _TEXT_OPS),
-    "customer.email": _Field("customer", _TEXT_OPS),
-    "customer.phone": _Field("customer", _TEXT_OPS),
+    "message.sentiment_score": Field("message", _NUMBER_OPS),
+    "message.spam": Field("message", _FLAG_OPS),
+    "message.spam_signals": Field("message", _LIST_OPS),
+    "message.priority": Field("message", _CHOICE_OPS, choices=_priorities),
+    "message.priority_confidence": Field("message", _NUMBER_OPS),
+    "message.category": Field("message", _TEXT_OPS),
+    "message.category_confidence": Field("message", _NUMBER_OPS),
+    "customer.name": Field("customer", _TEXT_OPS),
+    "customer.email": Field("customer", _TEXT_OPS),
+    "customer.phone": Field("customer", _TEXT_OPS),
 }
-_ATTRIBUTES = "customer.attributes."
 
 
-def _field(name: Any) -> _Field | None:
-    if isinstance(name, str) and name.startswith(_ATTRIBUTES) and len(name) > len(_ATTRIBUTES):
-        return _ANY_ATTRIBUTE
-    return _FIELDS.get(name) if isinstance(name, str) else None
+def _field(name: Any) -> Field | None:
+    if isinstance(name, str) and name.startswith(ATTRIBUTES) and len(name) > len(ATTRIBUTES):
+        return ANY_ATTRIBUTE
+    return FIELDS.get(name) if isinstance(name, str) else None
 
 
 def validate(
@@ -252,7 +247,7 @@ def _check_condition(
     if field is None:
         raise Invalid(
             f"{where}.field: unknown field {_shown(name)}; one of: "
-            f"{', '.join(sorted(_FIELDS))}, customer.attributes.<name>"
+            f"{', '.join(sorted(FIELDS))}, customer.attributes.<name>"
         )
     if op not in OPERATORS:
         raise Invalid(
@@ -265,7 +260,7 @@ def _check_condition(
         raise Invalid(f"{where}.value: op 'in' needs at least one value to compare with")
     if op not in field.ops:
         raise Invalid(f"{where}.op: {name} is compared with {_or(sorted(field.ops))}; not {op}")
-    if event not in _HAS[field.of]:
+    if event not in EVENT_HAS[field.of]:
         raise Invalid(f"{where}.field: {name} is a {field.of}'s, and {event} comes with none")
     if op == "regex":
         if len(value) > 200:
@@ -274,8 +269,10 @@ def _check_condition(
             regex.compile(value, flags=regex.IGNORECASE)
         except regex.error as exc:
             raise Invalid(f"{where}.value: bad regex {value!r}: {exc}") from exc
-    if field.values is not None and op in _COMPARED:
-        why = field.values(db, workspace_id, value if op == "in" else [value])
+    if op in _COMPARED:
+        why = field.problem(
+            db, workspace_id=workspace_id, name=str(name), values=value if op == "in" else [value]
+        )
         if why is not None:
             raise Invalid(f"{where}.value: {why}")
 
@@ -290,7 +287,7 @@ def _action_problem(
     kind, value = action.get("type"), action.get("value")
     if kind not in ACTIONS:
         return "type", f"unknown action {_shown(kind)}; one of: {', '.join(sorted(ACTIONS))}"
-    if kind != "send_webhook" and event not in _HAS["conversation"]:
+    if kind != "send_webhook" and event not in EVENT_HAS["conversation"]:
         return "type", f"{kind} acts on a conversation, and {event} comes with none"
     why: str | None = None
     if kind == "assign_agent":
@@ -330,7 +327,7 @@ def _or(words: list[str]) -> str:
 
 # Who may be given conversations: as routing.pick_agent picks and conversations.assign
 # allows (a viewer only reads).
-_ASSIGNABLE = (Role.agent, Role.admin, Role.owner)
+ASSIGNABLE = (Role.agent, Role.admin, Role.owner)
 # What a rule may name by id, each found only among the rule's own workspace's rows.
 _NAMED: dict[str, type[Team | Inbox | CannedResponse | Webhook]] = {
     "team": Team,
@@ -369,7 +366,7 @@ def _unknown_ids(db: Session, *, workspace_id: str, what: str, values: list[Any]
     for value in values:
         if not isinstance(value, str) or value not in found:
             return f"no {what} of this workspace has the id {_shown(value)}"
-        if what == "member" and roles[value] not in _ASSIGNABLE:
+        if what == "member" and roles[value] not in ASSIGNABLE:
             return (
                 f"the member {_shown(value)} is a {roles[value].value},"
                 " who cannot be assigned conversations"

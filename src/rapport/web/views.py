@@ -17,7 +17,8 @@ from sqlalchemy import select
 from rapport import search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
-from rapport.auth.models import Role, User
+from rapport.auth.models import Membership, Role, Team, User
+from rapport.automation.models import Webhook
 from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
 from rapport.channels.models import Inbox
@@ -25,7 +26,14 @@ from rapport.conversations import files as conversation_files
 from rapport.conversations import labels as label_list
 from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
-from rapport.conversations.models import Conversation, Message, Priority, SlaState, Status
+from rapport.conversations.models import (
+    CannedResponse,
+    Conversation,
+    Message,
+    Priority,
+    SlaState,
+    Status,
+)
 from rapport.crypto import box_for
 from rapport.customers import duplicates, merge
 from rapport.customers import service as customers
@@ -559,6 +567,85 @@ def _notified_about(db: Db, workspace_id: str, rows: list[Any]) -> dict[str, Any
 NOTIFICATIONS_SHOWN = 100
 
 
+_OP_NAMES = {"in": "is one of", "gt": "greater than", "lt": "less than", "regex": "matches"}
+
+
+def _rule_form(
+    *,
+    members: list[tuple[Membership, User]],
+    teams: list[tuple[Team, list[str]]],
+    inboxes: list[Inbox],
+    canned: list[CannedResponse],
+    webhooks: list[Webhook],
+) -> dict[str, Any]:
+    """What the automation rule form offers (settings.html, app.js setupRules), read from the
+    automation module's own tables: each condition field with the ops it takes and the values
+    it can hold, each action's choices by name, and the names of what rules name by id."""
+    from rapport.automation import service as automation
+
+    assignable = [[u.id, u.name or u.email] for m, u in members if m.role in automation.ASSIGNABLE]
+    by_kind = {
+        "member": assignable,
+        "team": [[t.id, t.name] for t, _ in teams],
+        "inbox": [[i.id, i.name] for i in inboxes],
+    }
+
+    def spec(name: str, field: automation.Field) -> dict[str, Any]:
+        # "exists" last: the first op is the one a new condition starts with.
+        ops = sorted(field.ops, key=lambda op: (op == "exists", op))
+        label = name.removesuffix("_id").replace(".", " ").replace("_", " ")
+        out: dict[str, Any] = {"label": label, "of": field.of, "ops": ops, "kind": "text"}
+        if field.labels:
+            out["kind"] = "labels"
+        elif field.ids in by_kind:
+            out |= {"kind": "pick", "choices": by_kind[field.ids]}
+        elif field.choices is not None:
+            out |= {"kind": "pick", "choices": [[v, v] for v in field.choices()]}
+        return out
+
+    fields = {name: spec(name, f) for name, f in automation.FIELDS.items()}
+    anything = automation.ANY_ATTRIBUTE
+    groups: dict[str, list[str]] = {}
+    for name, f in fields.items():
+        groups.setdefault(f["of"], []).append(name)
+    return {
+        "conditions": {
+            "fields": fields,
+            "attribute": {
+                **spec(automation.ATTRIBUTES, anything),
+                "label": "customer attribute…",
+                "prefix": automation.ATTRIBUTES,
+            },
+            # How the form says each op ("gt": "greater than"); the others as written.
+            "op_names": {
+                op: _OP_NAMES.get(op, op.replace("_", " ")) for op in sorted(automation.OPERATORS)
+            },
+            # What each event comes with (a conversation, a message, a customer).
+            "events": {
+                e: [of for of, has in automation.EVENT_HAS.items() if e in has]
+                for e in sorted(automation.EVENTS)
+            },
+        },
+        "groups": groups,
+        "attribute_of": anything.of,
+        "member": assignable,
+        "team": by_kind["team"],
+        "canned": [[c.id, f"/{c.shortcut}"] for c in canned],
+        "webhook": [[h.id, h.url if h.enabled else f"{h.url} (switched off)"] for h in webhooks],
+        "priority": [p.value for p in Priority],
+        # As automation checks set_status: snoozing needs a time to wake at.
+        "status": [s.value for s in Status if s != Status.snoozed],
+        # What the list of rules shows for an id a rule names.
+        "names": {
+            **{u.id: u.name or u.email for _, u in members},
+            **{t.id: t.name for t, _ in teams},
+            **{i.id: i.name for i in inboxes},
+            **{c.id: f"/{c.shortcut}" for c in canned},
+            **{h.id: h.url for h in webhooks},
+        },
+    }
+
+
 @router.get("/app/settings", response_class=HTMLResponse)
 async def settings_page(request: Request) -> Response:
     principal = await _principal(request)
@@ -606,6 +693,13 @@ async def settings_page(request: Request) -> Response:
             "channels": channel_registry.names(),
             "public_url": settings.public_url.rstrip("/"),
         }
+        ctx["rule_form"] = _rule_form(
+            members=ctx["members"],
+            teams=ctx["teams"],
+            inboxes=listed,
+            canned=ctx["canned"],
+            webhooks=ctx["webhooks"],
+        )
     ctx["inbox_missing"] = {i.id: inboxes.missing(i, ctx["inbox_secrets"][i.id]) for i in listed}
     return _page(request, "settings.html", principal, **ctx)
 

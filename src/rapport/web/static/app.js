@@ -1267,50 +1267,196 @@ function setupBusinessHours() {
   });
 }
 
-function ruleValue(op, raw) {
-  // The form speaks text; "in" takes a list and "is"/"exists" a yes or no.
-  if (op === "in") return raw.split(",").map((x) => x.trim()).filter(Boolean);
-  if (op === "is" || op === "exists") return !["false", "no", "0", ""].includes(raw.trim().toLowerCase());
-  return raw;
+// --- automation rules: every part chosen from what the server takes ----------------------
+function ruleOption(value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text;
+  return o;
+}
+
+// A value a rule holds that its select no longer offers (an agent removed, a team deleted)
+// is shown as such and kept selected: the admin sees what the rule's last error names.
+function selectKeeping(select, value) {
+  if (![...select.options].some((o) => o.value === value)) select.append(ruleOption(value, `(gone: ${value})`));
+  select.value = value;
+}
+
+// The control a condition's value is given in: by its op first (yes or no, a number), then
+// by what the field holds (one of its choices, labels, a text).
+function conditionControl(spec, op) {
+  const labelled = (el, label) => { el.setAttribute("aria-label", label); return el; };
+  if (op === "is" || op === "exists") {
+    const yesNo = labelled(document.createElement("select"), "Value");
+    yesNo.append(ruleOption("true", "yes"), ruleOption("false", "no"));
+    yesNo.dataset.kind = "flag";
+    return yesNo;
+  }
+  if (op === "gt" || op === "lt") {
+    const number = labelled(document.createElement("input"), "Number");
+    Object.assign(number, { type: "number", step: "any", required: true });
+    return number;
+  }
+  if (spec.kind === "pick" && op === "in") {
+    const group = labelled(document.createElement("span"), "Values");
+    group.setAttribute("role", "group");
+    group.className = "rule-picks";
+    for (const [value, text] of spec.choices) group.append(rulePick(value, text));
+    return group;
+  }
+  if (spec.kind === "pick") {
+    const select = labelled(document.createElement("select"), "Value");
+    select.required = true;
+    select.append(ruleOption("", "Choose…"), ...spec.choices.map(([value, text]) => ruleOption(value, text)));
+    return select;
+  }
+  const text = labelled(document.createElement("input"), op === "in" ? "Values, separated by commas" : "Value");
+  if (spec.kind === "labels") { text.setAttribute("list", "rule-labels"); text.required = true; }
+  if (op === "regex") { text.maxLength = 200; text.required = true; text.placeholder = "pattern"; }
+  if (op === "in") { text.required = true; text.placeholder = "one, another"; }
+  return text;
+}
+
+function rulePick(value, text) {
+  const label = document.createElement("label");
+  const box = document.createElement("input");
+  Object.assign(box, { type: "checkbox", value });
+  label.append(box, ` ${text}`);
+  return label;
+}
+
+// What a condition's control holds, as the rule stores it.
+function conditionValue(control, op) {
+  if (control.classList.contains("rule-picks")) return [...control.querySelectorAll("input:checked")].map((box) => box.value);
+  if (control.dataset.kind === "flag") return control.value === "true";
+  if (control.type === "number") return Number(control.value);
+  if (op === "in") return control.value.split(",").map((x) => x.trim()).filter(Boolean);
+  return control.value;
+}
+
+// Show a stored value in a condition's control; one it does not offer is kept, as gone.
+function showConditionValue(control, value) {
+  if (control.classList.contains("rule-picks")) {
+    for (const v of (Array.isArray(value) ? value : [value]).map(String)) {
+      let box = [...control.querySelectorAll("input")].find((b) => b.value === v);
+      if (!box) { control.append(rulePick(v, `(gone: ${v})`)); box = control.lastElementChild.querySelector("input"); }
+      box.checked = true;
+    }
+  } else if (control.dataset.kind === "flag") control.value = value === false ? "false" : "true";
+  else if (control.tagName === "SELECT") selectKeeping(control, String(value ?? ""));
+  else control.value = Array.isArray(value) ? value.join(", ") : String(value ?? "");
 }
 
 function setupRules() {
   const form = document.getElementById("rule-form");
   if (!form) return;
+  const { fields, attribute, events, op_names: opNames } = JSON.parse(document.getElementById("rule-conditions").textContent);
   const conditions = document.getElementById("conditions");
   const actions = document.getElementById("actions");
-  const addRow = (list, templateId, values = {}) => {
-    const row = document.getElementById(templateId).content.firstElementChild.cloneNode(true);
-    for (const [name, value] of Object.entries(values)) {
-      const el = row.querySelector(`[name=${name}]`);
-      if (el) el.value = Array.isArray(value) ? value.join(", ") : String(value ?? "");
-    }
-    row.querySelector(".remove-row").addEventListener("click", () => row.remove());
-    list.append(row);
-    return row;
+  const specOf = (name) => (name in fields ? fields[name] : attribute); // an unknown field: any op
+  const part = (li, name) => li.querySelector(`[name=${name}]`);
+
+  // A condition: its field chosen, then the ops that field takes and the control its value
+  // is given in; what was typed or chosen stays while it still fits.
+  const fieldOf = (li) => {
+    const picked = part(li, "field").value;
+    return picked === attribute.prefix ? picked + part(li, "attribute").value.trim() : picked;
   };
+  const drawCondition = (li) => {
+    const picked = part(li, "field").value;
+    const spec = picked === attribute.prefix ? attribute : specOf(picked);
+    const name = part(li, "attribute");
+    name.hidden = name.disabled = picked !== attribute.prefix;
+    const op = part(li, "op");
+    const was = op.value;
+    op.replaceChildren(...spec.ops.map((o) => ruleOption(o, opNames[o] || o)));
+    if (spec.ops.includes(was)) op.value = was;
+    const box = li.querySelector(".rule-value");
+    const old = box.firstElementChild;
+    const control = conditionControl(spec, op.value);
+    if (old && old.tagName === control.tagName && old.type === control.type && !old.classList.contains("rule-picks")) {
+      if (control.tagName !== "SELECT" || [...control.options].some((o) => o.value === old.value)) control.value = old.value;
+    }
+    box.replaceChildren(control);
+  };
+  // Fields the chosen event does not come with (a message's, on conversation.created) are
+  // offered no more; a rule that names one anyway is refused by the server, saying so.
+  const markFields = (li) => {
+    const has = events[form.elements.event.value] || [];
+    for (const o of part(li, "field").options) o.disabled = !has.includes(specOf(o.value).of);
+  };
+  const addCondition = (c) => {
+    const li = document.getElementById("condition-row").content.firstElementChild.cloneNode(true);
+    const field = part(li, "field");
+    markFields(li);
+    if (c) {
+      if (c.field in fields) field.value = c.field;
+      else if (typeof c.field === "string" && c.field.startsWith(attribute.prefix) && c.field.length > attribute.prefix.length) {
+        field.value = attribute.prefix;
+        part(li, "attribute").value = c.field.slice(attribute.prefix.length);
+      } else selectKeeping(field, String(c.field ?? ""));
+    } else if (field.selectedOptions[0]?.disabled) {
+      field.value = [...field.options].find((o) => !o.disabled)?.value ?? field.value;
+    }
+    drawCondition(li);
+    if (c) {
+      selectKeeping(part(li, "op"), String(c.op ?? ""));
+      li.querySelector(".rule-value").replaceChildren(conditionControl(specOf(fieldOf(li)), c.op));
+      showConditionValue(li.querySelector(".rule-value").firstElementChild, c.value);
+    }
+    field.addEventListener("change", () => drawCondition(li));
+    part(li, "op").addEventListener("change", () => drawCondition(li));
+    li.querySelector(".remove-row").addEventListener("click", () => li.remove());
+    conditions.append(li);
+    return li;
+  };
+
+  // An action: its type chosen; of its value controls, only the one that type takes is
+  // shown and enabled (a disabled control is neither checked nor sent).
+  const drawAction = (li) => {
+    const type = part(li, "type").value;
+    const controls = [...li.querySelectorAll("[name=value]")];
+    const fits = controls.find((el) => el.dataset.types.split(" ").includes(type)) || controls.find((el) => !el.dataset.types);
+    for (const el of controls) el.hidden = el.disabled = el !== fits;
+    return fits;
+  };
+  const addAction = (a) => {
+    const li = document.getElementById("action-row").content.firstElementChild.cloneNode(true);
+    if (a) selectKeeping(part(li, "type"), String(a.type ?? ""));
+    const control = drawAction(li);
+    if (a && control.tagName === "SELECT") selectKeeping(control, String(a.value ?? ""));
+    else if (a) control.value = String(a.value ?? "");
+    part(li, "type").addEventListener("change", () => drawAction(li));
+    li.querySelector(".remove-row").addEventListener("click", () => li.remove());
+    actions.append(li);
+    return li;
+  };
+
   const reset = () => {
     form.reset();
     form.elements.id.value = "";
     conditions.replaceChildren();
     actions.replaceChildren();
-    addRow(actions, "action-row");
+    addAction();
     document.getElementById("rule-form-title").textContent = "New rule";
   };
   reset();
-  document.getElementById("add-condition").addEventListener("click", () => addRow(conditions, "condition-row").querySelector("input").focus());
-  document.getElementById("add-action").addEventListener("click", () => addRow(actions, "action-row").querySelector("select").focus());
+  form.elements.event.addEventListener("change", () => conditions.querySelectorAll(":scope > li").forEach(markFields));
+  document.getElementById("add-condition").addEventListener("click", () => part(addCondition(), "field").focus());
+  document.getElementById("add-action").addEventListener("click", () => part(addAction(), "type").focus());
   document.getElementById("rule-reset").addEventListener("click", reset);
   const body = () => ({
     name: form.elements.name.value,
     event: form.elements.event.value,
     conditions: [...conditions.children].map((li) => {
-      const op = li.querySelector("[name=op]").value;
-      return { field: li.querySelector("[name=field]").value.trim(), op, value: ruleValue(op, li.querySelector("[name=value]").value) };
+      const op = part(li, "op").value;
+      return { field: fieldOf(li), op, value: conditionValue(li.querySelector(".rule-value").firstElementChild, op) };
     }),
     actions: [...actions.children].map((li) => {
-      const value = li.querySelector("[name=value]").value.trim();
-      return value ? { type: li.querySelector("[name=type]").value, value } : { type: li.querySelector("[name=type]").value };
+      const control = li.querySelector("[name=value]:enabled");
+      const value = control.tagName === "TEXTAREA" ? control.value : control.value.trim();
+      const type = part(li, "type").value;
+      return value ? { type, value } : { type };
     }),
     position: Number(form.elements.position.value || 0),
     stop_processing: form.elements.stop_processing.checked,
@@ -1322,7 +1468,7 @@ function setupRules() {
     try {
       await api(id ? "PUT" : "POST", id ? `/api/v1/automation-rules/${id}` : "/api/v1/automation-rules", body());
       location.reload();
-    } catch (e) { settingsFail(e.message); }
+    } catch (e) { settingsFail(e.message); } // the form keeps all it holds, to mend and send again
   });
   const find = async (id) => (await api("GET", "/api/v1/automation-rules")).find((r) => r.id === id);
   const strip = ({ id, ...rest }) => rest;
@@ -1338,8 +1484,8 @@ function setupRules() {
       form.elements.position.value = rule.position;
       form.elements.stop_processing.checked = rule.stop_processing;
       form.elements.enabled.checked = rule.enabled;
-      rule.conditions.forEach((c) => addRow(conditions, "condition-row", c));
-      rule.actions.forEach((a) => addRow(actions, "action-row", a));
+      rule.conditions.forEach((c) => addCondition(c));
+      rule.actions.forEach((a) => addAction(a));
       document.getElementById("rule-form-title").textContent = `Edit rule: ${rule.name}`;
       form.elements.name.focus();
     });
