@@ -34,13 +34,24 @@ def test_an_agent_labels_and_resolves_conversations_in_bulk(
     sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
     for width in (1024, 390):  # then at phone width
         page.set_viewport_size({"width": width, "height": 844})
-        # Nothing sticks out sideways.
+        # Nothing sticks out sideways (but the header's links, which scroll in their row).
         wide = page.evaluate(
             "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect()"
-            ".right > window.innerWidth + 1).map(e => e.tagName + '.' + e.className + '#'"
+            ".right > window.innerWidth + 1 && !e.closest('.top nav'))"
+            ".map(e => e.tagName + '.' + e.className + '#'"
             " + e.name + ' ' + e.getBoundingClientRect().right)"
         )
         assert wide == [], width
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    # On a phone the list comes first: the filters folded, no action before a tick.
+    page.reload()
+    expect(page.locator("#filters")).to_be_hidden()
+    expect(page.locator("#bulk button[data-bulk=resolve]")).to_be_hidden()
+    page.locator("#conversation-list input.pick").first.check()
+    expect(page.locator("#bulk button[data-bulk=resolve]")).to_be_visible()
+    page.set_viewport_size({"width": 1024, "height": 768})
+    page.reload()
+    expect(page.locator("#filters")).to_be_visible()
 
     # Two conversations ticked with the keyboard, then labelled.
     for cid in ids[:2]:

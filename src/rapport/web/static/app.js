@@ -317,6 +317,12 @@ function setupInbox() {
   });
 }
 
+// --- the inbox on a phone: its filters folded while none is on, the list first -------------
+function setupFilterBox() {
+  const box = document.getElementById("filter-box");
+  if (box && box.dataset.on === "0" && window.matchMedia("(max-width: 760px)").matches) box.open = false;
+}
+
 // --- bulk actions: tick conversations, then assign, label or resolve them at once -------
 function setupBulk(list, done) {
   const form = document.getElementById("bulk");
@@ -329,6 +335,7 @@ function setupBulk(list, done) {
   const update = () => {
     const n = picked().length;
     count.textContent = `${n} selected`;
+    form.classList.toggle("picking", n > 0);  // on a phone, the actions show once some are ticked
     all.checked = n > 0 && n === boxes().length;
     all.indeterminate = n > 0 && n < boxes().length;
   };
@@ -1681,6 +1688,7 @@ function setupCustomerFiles() {
 
 setupLogin();
 setupLocalTimes();
+setupFilterBox();
 setupPasswordReset();
 setupInvitation();
 setupLogout();
