@@ -6,6 +6,7 @@ import re
 from urllib.parse import quote
 
 import httpx
+import pyotp
 import pytest
 
 from tests.conftest import auth
@@ -148,3 +149,22 @@ def test_signing_in_comes_back_to_the_page_a_link_opened(
         other.click("#login-form button[type=submit]")
         other.wait_for_url("**/app/inbox")
         other.close()
+
+
+def test_a_member_turns_on_two_factor_by_scanning_its_code(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # The key was shown as text only, 32 characters to type into a phone.
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/account")
+    page.click("#enrol-2fa")
+    qr = page.locator("#totp-qr")
+    expect(qr).to_be_visible()
+    expect(qr).to_have_attribute("src", re.compile(r"^data:image/svg\+xml;"))
+    assert page.evaluate("document.getElementById('totp-qr').naturalWidth") > 0  # it drew
+    secret = page.inner_text("#totp-secret")
+    page.fill("#totp-activate input[name=code]", pyotp.TOTP(secret).now())
+    page.click("#totp-activate button[type=submit]")
+    expect(page.locator("#recovery code")).not_to_be_empty()

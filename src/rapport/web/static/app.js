@@ -944,6 +944,7 @@ function setupAccount() {
     try {
       const out = await api("POST", "/api/v1/auth/totp/enroll");
       document.getElementById("totp-secret").textContent = out.secret;
+      document.getElementById("totp-qr").src = out.qr_code;  // drawn by Rapport itself
       document.getElementById("enrol-box").hidden = false;
     } catch (e) { fail(e.message); }
   });
