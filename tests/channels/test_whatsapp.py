@@ -417,6 +417,38 @@ def test_a_failed_status_says_why_in_the_words_meta_gives(
     assert out["error"] == f"131047: Re-engagement message ({details})"
 
 
+def test_a_reply_meta_took_and_then_failed_is_sent_again_once_and_can_succeed(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    # Sent again, the old failed part stayed and failed the message at once; each click
+    # then sent another copy.
+    post_signed(client, inbox, message_event("wamid.IN8", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    reply = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages", json={"text": "Hi"}, headers=auth(world.bob)
+    ).json()
+    Worker(database, settings).run_until_idle()
+    post_signed(client, inbox, status_event("wamid.OUT1", "failed", [{"code": 131026}]))
+    url = f"/api/v1/conversations/{conv['id']}/messages/{reply['id']}"
+    assert client.get(url, headers=auth(world.bob)).json()["status"] == "failed"
+    assert client.post(f"{url}/retry", headers=auth(world.bob)).status_code == 200
+    Worker(database, settings).run_until_idle()
+    got = client.get(url, headers=auth(world.bob)).json()
+    assert got["status"] == "sent", got["error"]
+    assert len(graph[1].calls) == 2
+    post_signed(client, inbox, status_event("wamid.OUT2", "delivered"))
+    assert client.get(url, headers=auth(world.bob)).json()["status"] == "delivered"
+    # Sent now: not again.
+    assert client.post(f"{url}/retry", headers=auth(world.bob)).status_code == 422
+
+
 def test_a_refused_message_fails_with_the_providers_reason(
     client: TestClient,
     world: World,

@@ -171,6 +171,27 @@ def test_patch_still_changes_a_published_article_at_once(client: TestClient, wor
     assert "8 to 8" in client.get("/help/acme/articles/opening-hours").text
 
 
+def test_a_patch_made_live_while_a_draft_waits_is_not_undone_by_publishing_it(
+    client: TestClient, world: World
+) -> None:
+    # The first draft copied every live field, and publishing copied them all back: a title
+    # an API client fixed in the meantime went back to the old one.
+    client.put("/api/v1/kb/help-center", json={"slug": "acme"}, headers=auth(world.alice))
+    article = published(client, world, "Opening hours", "We are open 9 to 5.")
+    save_draft(client, world, article["id"], body="We are open 8 to 8.")
+    r = client.patch(
+        f"/api/v1/kb/articles/{article['id']}",
+        json={"title": "Opening times", "body": "We are open 9 to 6."},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200, r.text
+    # The draft keeps its own change (the body) and takes the one it had not made.
+    assert r.json()["draft"]["title"] == "Opening times"
+    assert r.json()["draft"]["body"] == "We are open 8 to 8."
+    done = client.post(f"/api/v1/kb/articles/{article['id']}/publish", headers=auth(world.bob))
+    assert (done.json()["title"], done.json()["body"]) == ("Opening times", "We are open 8 to 8.")
+
+
 def test_a_draft_is_checked_as_an_article_is(client: TestClient, world: World) -> None:
     article = published(client, world, "Opening hours", "We are open 9 to 5.")
     other = published(client, world, "Holidays", "Closed on the 25th.")

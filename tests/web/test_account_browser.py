@@ -141,7 +141,13 @@ def test_signing_in_comes_back_to_the_page_a_link_opened(
     page.click("#login-form button[type=submit]")
     page.wait_for_url(f"**/app/conversations/{conv}?tab=files")
     # Another site is never where it goes, however the address is written.
-    for elsewhere in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+    for elsewhere in (
+        "//evil.example/",
+        "/\\evil.example/",
+        "https://evil.example/",
+        "/\t/evil.example/",
+        "/\n/evil.example/",
+    ):
         other = browser.new_page()
         other.goto(f"{live_server.url}/login?next={quote(elsewhere, safe='')}")
         other.fill("input[name=email]", "bob@acme.test")

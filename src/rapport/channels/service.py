@@ -48,9 +48,11 @@ def checked_settings(
     out: dict[str, Any] = {}
     for key, value in given.items():
         field = fields.get(key)
+        if key in stored and value == stored[key]:
+            # Sent back as it is kept (a client's read-modify-write): left alone, even a
+            # value kept before settings were checked, or one another endpoint owns.
+            continue
         if field is None:
-            if key in _OWNED_ELSEWHERE and value == stored.get(key):
-                continue
             if key in _OWNED_ELSEWHERE:
                 raise Invalid(f"settings.{key} is set through {_OWNED_ELSEWHERE[key]}")
             raise Invalid(
@@ -92,6 +94,8 @@ def _setting_value(db: Session, field: base.Setting, value: Any, *, workspace_id
         return kept
     if not isinstance(value, str):
         raise TypeError('must be text (null or "" clears it)')
+    if kind == "secret":
+        return value  # a credential is kept exactly as given, spaces and all
     text = value.strip()
     if len(text) > _TEXT_MAX:
         raise ValueError(f"takes at most {_TEXT_MAX} characters")
@@ -120,7 +124,7 @@ def _setting_value(db: Session, field: base.Setting, value: Any, *, workspace_id
         if found is None or (wanted is not None and found != wanted):
             raise ValueError(f"no {wanted or ''} inbox of this workspace has the id {text}")
         return text
-    return text  # text, secret
+    return text
 
 
 def _split(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import ScalarSelect, Select, and_, delete, func, or_, select, tuple_
+from sqlalchemy import ScalarSelect, Select, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from rapport import pagination
@@ -743,10 +743,43 @@ def send_again(db: Session, *, conversation: Conversation, message_id: str) -> M
         raise refused
     if reason := window_refusal(db, conversation=conversation, inbox=inbox, now=utcnow()):
         raise Invalid(reason)
-    if msg.external_id:
+    # Claimed, not only checked: of two clicks at once (two agents, a double click), one
+    # queues it; the other would queue a second send of the same message.
+    claimed = db.execute(
+        update(Message)
+        .where(Message.id == msg.id, Message.status == DeliveryStatus.failed)
+        .values(status=DeliveryStatus.queued, error=None)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise Invalid("only a reply that failed can be sent again")
+    db.refresh(msg)
+    # The parts the provider took and then reported failed go again (and leave the parts
+    # that settle the message's status: kept, they would fail it again at once); a message
+    # it took whole and failed goes whole. Parts it took and did not fail are not resent.
+    failed = set(
+        db.scalars(
+            select(MessagePart.external_id).where(
+                MessagePart.message_id == msg.id, MessagePart.status == DeliveryStatus.failed
+            )
+        )
+    )
+    if msg.external_id and not failed:
+        failed = set(
+            db.scalars(select(MessagePart.external_id).where(MessagePart.message_id == msg.id))
+        ) | {msg.external_id}
+    if failed:
+        db.execute(
+            delete(MessagePart).where(
+                MessagePart.message_id == msg.id, MessagePart.external_id.in_(failed)
+            )
+        )
+    sent = {k: v for k, v in (msg.meta.get("parts_sent") or {}).items() if v not in failed}
+    if msg.external_id in failed or (msg.external_id and not sent):
         msg.external_id = None
-        msg.meta = {k: v for k, v in msg.meta.items() if k not in ("parts_sent", "delivery")}
-    msg.status, msg.error = DeliveryStatus.queued, None
+    msg.meta = {k: v for k, v in msg.meta.items() if k not in ("parts_sent", "delivery")} | (
+        {"parts_sent": sent} if sent else {}
+    )
     emit(
         db,
         workspace_id=msg.workspace_id,

@@ -213,6 +213,8 @@ def save_article(
         if data.get("group_id"):
             row.group_id = data["group_id"]
         db.add(row)
+    draft = draft_of(db, article=row) if row.id and row not in db.new else None
+    live = {key: getattr(row, key) for key in _DRAFTED}
     for key in ("title", "description", "collection_id", "position"):
         if key in data and data[key] is not None:
             setattr(row, key, data[key] or None if key == "collection_id" else data[key])
@@ -224,6 +226,12 @@ def save_article(
     if not row.description:
         row.description = search.plain_text(row.html).strip()[:200]
     row.updated_at = utcnow()
+    if draft is not None:
+        # A change made live (an API client's PATCH) goes into the pending draft too where
+        # the draft had left that field as it was: publishing the draft undid it.
+        for key in _DRAFTED:
+            if getattr(row, key) != live[key] and getattr(draft, key) == live[key]:
+                setattr(draft, key, getattr(row, key))
     try:
         db.flush()
     except IntegrityError as exc:

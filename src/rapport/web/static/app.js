@@ -1,6 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-import { api, formatSize, sendFile, senderBadges, showError, triageBadges, upload } from "./http.js";
+import { api, background, formatSize, sendFile, senderBadges, showError, triageBadges, upload } from "./http.js";
 
 // --- times, on the reader's clock ----------------------------------------------------------
 // The server writes each time in UTC, the moment itself in the element's datetime; every
@@ -37,7 +37,11 @@ function setupLocalTimes() {
 // only: never another site), else the inbox.
 function afterLogin() {
   const next = new URLSearchParams(location.search).get("next") || "";
-  return /^\/(?![\/\\])/.test(next) ? next : "/app/inbox";
+  // Read as the browser reads it (a tab or newline after the slash is dropped, so
+  // "/\t/evil.example" is "//evil.example"): only a path of this very origin is followed.
+  if (!next.startsWith("/")) return "/app/inbox";
+  const to = new URL(next, location.origin);
+  return to.origin === location.origin ? to.pathname + to.search + to.hash : "/app/inbox";
 }
 
 function setupLogin() {
@@ -558,15 +562,15 @@ function setupConversation() {
     // The customer's widget (and colleagues) see "typing…"; at most one ping every 3 s.
     if (Date.now() - lastTyping > 3000 && new FormData(composer).get("mode") !== "note") {
       lastTyping = Date.now();
-      api("POST", `/api/v1/conversations/${id}/typing`).catch(() => null);
+      background("POST", `/api/v1/conversations/${id}/typing`).catch(() => null);
     }
   });
-  const markRead = () => api("POST", `/api/v1/conversations/${id}/read`).catch(() => null);
+  const markRead = () => background("POST", `/api/v1/conversations/${id}/read`).catch(() => null);
   markRead();
   // Opening a conversation reads the member's notifications of it (mentions, assignment).
   const unread = document.getElementById("notif-badge");
   if (unread && !unread.hidden) {
-    api("POST", "/api/v1/notifications/read", { conversation_id: id }).then(countNotifications, () => null);
+    background("POST", "/api/v1/notifications/read", { conversation_id: id }).then(countNotifications, () => null);
   }
   composer.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
   textarea.addEventListener("keydown", (ev) => {
@@ -710,7 +714,7 @@ function setupPresence() {
   if (!select) return;
   const saved = localStorage.getItem("rapport.availability") || "online";
   select.value = saved;
-  const beat = (availability) => api("PUT", "/api/v1/presence", { availability }).catch(() => null);
+  const beat = (availability) => background("PUT", "/api/v1/presence", { availability }).catch(() => null);
   beat(saved);
   // Routing counts an agent as online only while their browser keeps saying so.
   setInterval(() => beat(select.value), 60000);

@@ -9,7 +9,7 @@ export function readCookie(name) {
 
 // One request with the session's CSRF token; an error answer (problem JSON) is thrown with
 // its detail and status.
-async function send(method, path, headers, body) {
+async function send(method, path, headers, body, background = false) {
   const res = await fetch(path, {
     method,
     credentials: "same-origin",
@@ -23,7 +23,8 @@ async function send(method, path, headers, body) {
     throw err;
   }
   // Something the agent did went through: an error said of an earlier step is stale now.
-  if (method !== "GET") clearError();
+  // (Not so for what the page does on its own: a heartbeat, a read receipt, typing.)
+  if (method !== "GET" && !background) clearError();
   return data;
 }
 
@@ -65,6 +66,13 @@ function plainWords(msg) {
 export function api(method, path, body) {
   return send(method, path, { "Content-Type": "application/json" },
     body === undefined ? undefined : JSON.stringify(body));
+}
+
+// A request the page makes on its own (presence, read receipts, typing): the same, but
+// what was said to the agent above the page stays.
+export function background(method, path, body) {
+  return send(method, path, { "Content-Type": "application/json" },
+    body === undefined ? undefined : JSON.stringify(body), true);
 }
 
 // A file as multipart (the browser sets the boundary).

@@ -4,7 +4,7 @@
 // duplicate suggestions, and erasing the customer (admins).
 // Everything comes from the API and is written as text (never markup).
 
-import { api, showError } from "./http.js";
+import { api, background, showError } from "./http.js";
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -328,7 +328,7 @@ function collisions(box, conversationId) {
     }
     render();
   });
-  const ping = () => api("POST", `/api/v1/conversations/${conversationId}/viewing`).catch(() => null);
+  const ping = () => background("POST", `/api/v1/conversations/${conversationId}/viewing`).catch(() => null);
   ping();
   setInterval(() => { if (document.visibilityState === "visible") ping(); }, 15000);
   setInterval(render, 5000);

@@ -36,7 +36,7 @@
     "label.attach{display:flex;align-items:center;cursor:pointer;padding:0 4px;color:#6b7385}label.attach input{display:none}" +
     ".sr{position:absolute;left:-9999px}";
   root.innerHTML =
-    "<button class='launcher' aria-label='Chat with us'><svg viewBox='0 0 24 24' width='26' height='26' fill='currentColor' aria-hidden='true'><path d='M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z'/></svg></button>" +
+    "<button class='launcher' aria-label='Chat with us' aria-expanded='false'><svg viewBox='0 0 24 24' width='26' height='26' fill='currentColor' aria-hidden='true'><path d='M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z'/></svg></button>" +
     "<section class='panel' hidden role='dialog' aria-label='Chat'>" +
     "<header><b class='title'>Chat</b><small class='status'></small><button type='button' class='close' aria-label='Close chat'>&times;</button></header>" +
     "<form class='pre' hidden><span>Before we start:</span><input name='name' placeholder='Your name' autocomplete='name'>" +
