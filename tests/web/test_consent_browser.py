@@ -44,7 +44,7 @@ def test_an_agent_withdraws_sms_consent_and_a_reply_is_refused_saying_why(
     page = browser.new_page()
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv['id']}")
     panel = page.locator('#panel-extra [data-part="consent"]')
-    expect(panel).to_contain_text("No consent recorded yet.")
+    expect(panel).to_contain_text("No consent recorded yet.", timeout=15_000)  # its load
     form = page.get_by_role("group", name="Record consent")
     expect(form.get_by_label("Channel")).to_have_value("sms")  # the inbox's channel
     expect(form.get_by_label("Purpose")).to_have_value("all")
@@ -95,7 +95,7 @@ def test_a_viewer_sees_the_consent_but_no_control_to_record_it(
     page = browser.new_page()
     sign_in(page, live_server, "victor@acme.test", f"/app/conversations/{sms_conversation['id']}")
     panel = page.locator('#panel-extra [data-part="consent"]')
-    expect(panel).to_contain_text("marketing: given since ")
+    expect(panel).to_contain_text("marketing: given since ", timeout=15_000)  # its load
     expect(panel).to_contain_text(" UTC by form")
     expect(page.locator("#consent-form")).to_have_count(0)
 
@@ -117,7 +117,7 @@ def test_a_consent_a_colleague_records_shows_in_an_open_panel_at_once(
             break
         page.wait_for_timeout(50)
     panel = page.locator('#panel-extra [data-part="consent"]')
-    expect(panel).to_contain_text("No consent recorded yet.")
+    expect(panel).to_contain_text("No consent recorded yet.", timeout=15_000)  # its load
     r = httpx.post(
         f"{live_server.url}/api/v1/customers/{sms_conversation['customer_id']}/consents",
         json={"channel": "sms", "purpose": "all", "granted": False, "source": "phone call"},
