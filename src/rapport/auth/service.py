@@ -176,6 +176,15 @@ def display_name(db: Session, user_id: str) -> str:
     return _NAMES.get(user_id, load)
 
 
+def names_of(db: Session, user_ids: set[str]) -> dict[str, str]:
+    """Members as a list or a thread shows them, by id: by name, else by address (one
+    query; members who left the workspace since included)."""
+    if not user_ids:
+        return {}
+    rows = db.execute(select(User.id, User.name, User.email).where(User.id.in_(user_ids)))
+    return {user_id: name or email for user_id, name, email in rows}
+
+
 def forget_name(user_id: str) -> None:
     """The member was renamed: every process reads their name afresh."""
     _NAMES.forget(user_id)

@@ -314,6 +314,14 @@ def default_of(channel: str, name: str) -> Any:
     return next((f.default for f in found.fields if f.name == name), None) if found else None
 
 
+def setting(channel: str, settings: dict[str, Any], name: str) -> Any:
+    """An inbox's setting as it applies: the value the inbox holds, else the default its
+    channel declares (one place for each default: the code that reads it and the settings
+    page that shows it)."""
+    value = settings.get(name)
+    return default_of(channel, name) if value in (None, "") else value
+
+
 def names() -> list[str]:
     _load()
     return sorted(_CHANNELS)

@@ -237,14 +237,7 @@ def rows_context(
     slas = sla.states_of(db, [c.id for c in rows])
     agents = {c.assignee_id for c in rows if c.assignee_id}
     return {
-        "assignees": {
-            user_id: name or email
-            for user_id, name, email in (
-                db.execute(select(User.id, User.name, User.email).where(User.id.in_(agents)))
-                if agents
-                else []
-            )
-        },
+        "assignees": auth_service.names_of(db, agents),
         "customers": (
             {c.id: c for c in db.scalars(select(Customer).where(Customer.id.in_(ids)))}
             if ids
@@ -330,15 +323,9 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
 def _sender_names(db: Db, msgs: list[Any]) -> dict[str, str]:
     """The name of each member who wrote one of these messages (one who has left the
     workspace since included), by user id: messages said "user" where an agent wrote."""
-    ids = {m.sender_id for m in msgs if m.sender_type == "user" and m.sender_id}
-    if not ids:
-        return {}
-    return {
-        user_id: name or email
-        for user_id, name, email in db.execute(
-            select(User.id, User.name, User.email).where(User.id.in_(ids))
-        )
-    }
+    return auth_service.names_of(
+        db, {m.sender_id for m in msgs if m.sender_type == "user" and m.sender_id}
+    )
 
 
 def _customer_context(db: Db, customer: Customer) -> dict[str, Any]:

@@ -349,9 +349,9 @@ class EmailChannel:
                 except UnicodeDecodeError:
                     maintype, subtype = "application", "octet-stream"
             mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=f.filename)
-        host = str(settings.get("smtp_host", "127.0.0.1"))
-        port = int(settings.get("smtp_port", 25))
-        security = str(settings.get("smtp_security", "starttls")).lower()
+        host = str(base.setting(self.name, settings, "smtp_host"))
+        port = int(base.setting(self.name, settings, "smtp_port"))
+        security = str(base.setting(self.name, settings, "smtp_security")).lower()
         username = settings.get("smtp_username")
         password = out.secrets.get("smtp_password")
         try:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from rapport.channels import base
 from rapport.channels.email import prepare_email, store_email
 from rapport.channels.models import Inbox
 from rapport.crypto import box_for
@@ -35,8 +36,8 @@ class MailboxState(Base):
 
 def _connect(settings: dict[str, Any], password: str) -> imaplib.IMAP4:
     host = str(settings["imap_host"])
-    port = int(settings.get("imap_port", 993))
-    security = str(settings.get("imap_security", "tls")).lower()
+    port = int(base.setting("email", settings, "imap_port"))
+    security = str(base.setting("email", settings, "imap_security")).lower()
     conn: imaplib.IMAP4
     if security == "tls":
         conn = imaplib.IMAP4_SSL(host, port, timeout=30)
@@ -66,7 +67,7 @@ def poll(
     storage = LocalStorage(settings_obj.attachments_dir)
     taken = 0
     try:
-        typ, _ = conn.select(str(settings.get("imap_mailbox", "INBOX")), readonly=True)
+        typ, _ = conn.select(str(base.setting("email", settings, "imap_mailbox")), readonly=True)
         if typ != "OK":
             raise RuntimeError("the mailbox cannot be selected")
         raw_validity = (conn.untagged_responses.get("UIDVALIDITY") or [b""])[0]

@@ -383,13 +383,13 @@ class TwilioVoice:
         if numbers and not unanswered:
             # With an action, Twilio asks again once the forwarded call is over; without
             # one it went on to the voicemail even after someone had answered and hung up.
-            ring = max(5, min(int(settings.get("ring_seconds") or 20), 60))
+            ring = max(5, min(int(base.setting(self.name, settings, "ring_seconds")), 60))
             dialled = "".join(f"<Number>{escape(n)}</Number>" for n in numbers[:10])
             dial = f'<Dial action="{callback}" timeout="{ring}" answerOnBridge="true">'
             return _twiml(f"{dial}{dialled}</Dial>"), "text/xml"
-        language = escape(str(settings.get("language") or "en-US"), {'"': "&quot;"})
-        greeting = escape(str(settings.get("greeting") or _GREETING))
-        seconds = max(5, min(int(settings.get("voicemail_seconds") or 120), 600))
+        language = escape(str(base.setting(self.name, settings, "language")), {'"': "&quot;"})
+        greeting = escape(str(base.setting(self.name, settings, "greeting")))
+        seconds = max(5, min(int(base.setting(self.name, settings, "voicemail_seconds")), 600))
         return _twiml(
             f'<Say language="{language}">{greeting}</Say>'
             f'<Record maxLength="{seconds}" transcribe="true" transcribeCallback="{callback}"/>'

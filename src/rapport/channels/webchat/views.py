@@ -28,7 +28,7 @@ from rapport.auth import service as auth
 from rapport.auth.models import Membership
 from rapport.bot import service as bot
 from rapport.bus import get_bus
-from rapport.channels import webchat
+from rapport.channels import base, webchat
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
@@ -121,10 +121,10 @@ def _config(db: Any, inbox: Inbox) -> dict[str, Any]:
     online = any(is_online(m, now) for m in members)
     return {
         "name": inbox.settings.get("title") or inbox.name,
-        "reply_time": inbox.settings.get("reply_time", "a few minutes"),
+        "reply_time": base.setting("webchat", inbox.settings, "reply_time"),
         "agents_online": online,
-        "ask_name": bool(inbox.settings.get("ask_name", True)),
-        "ask_email": bool(inbox.settings.get("ask_email", True)),
+        "ask_name": bool(base.setting("webchat", inbox.settings, "ask_name")),
+        "ask_email": bool(base.setting("webchat", inbox.settings, "ask_email")),
     }
 
 
