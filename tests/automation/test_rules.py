@@ -522,7 +522,10 @@ def test_a_webhook_is_edited_switched_off_and_deleted(
     # A rule still sending to it keeps it from being deleted, and says which rule.
     rule(client, world, event="message.received", actions=[{"type": "send_webhook", "value": hook}])
     busy = client.delete(f"/api/v1/webhooks/{hook}", headers=auth(world.alice))
-    assert busy.status_code == 409 and "still send" in busy.json()["detail"]
+    assert busy.status_code == 409
+    assert busy.json()["detail"] == (
+        "this webhook is used by rule 'r': change or delete it first, or switch the webhook off"
+    )
     for r in client.get("/api/v1/automation-rules", headers=auth(world.alice)).json():
         client.delete(f"/api/v1/automation-rules/{r['id']}", headers=auth(world.alice))
     gone = client.delete(f"/api/v1/webhooks/{hook}", headers=auth(world.alice))
@@ -908,3 +911,60 @@ def test_the_delivery_log_keeps_thirty_days_and_every_call_a_job_still_holds(
     with database.session(write=False) as db:
         left = set(db.scalars(select(WebhookDelivery.id)))
     assert left == kept and not gone & left
+
+
+def test_a_team_or_canned_response_a_rule_names_is_not_deleted_until_the_rule_lets_go(
+    client: TestClient, world: World
+) -> None:
+    # Deleted from under a rule, they left it assigning to nobody and sending nothing, told
+    # only in the rule's last error once conversations had gone past it.
+    admin = auth(world.alice)
+    team = client.post("/api/v1/teams", json={"name": "Escalations"}, headers=admin).json()
+    other = client.post("/api/v1/teams", json={"name": "Billing"}, headers=admin).json()
+    ack = client.post(
+        "/api/v1/canned-responses", json={"shortcut": "ack", "text": "On it."}, headers=admin
+    ).json()
+    sends = rule(
+        client,
+        world,
+        name="Acknowledge",
+        event="message.received",
+        actions=[{"type": "send_canned", "value": ack["id"]}],
+    )
+    tests = rule(
+        client,
+        world,
+        name="Billing first",
+        event="conversation.assigned",
+        conditions=[{"field": "team_id", "op": "in", "value": [other["id"], team["id"]]}],
+        actions=[{"type": "add_label", "value": "escalated"}],
+    )
+    assigns = rule(
+        client,
+        world,
+        name="Escalate",
+        event="message.received",
+        actions=[{"type": "assign_round_robin", "value": team["id"]}],
+    )
+
+    busy = client.delete(f"/api/v1/teams/{team['id']}", headers=admin)
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["detail"] == (
+        "this team is used by rules 'Billing first', 'Escalate': change or delete them first"
+    )
+    busy = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=auth(world.bob))
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["detail"] == (
+        "this canned response is used by rule 'Acknowledge': change or delete it first"
+    )
+    # Nothing was removed: the team and the response are listed as before.
+    teams = client.get("/api/v1/teams", headers=admin).json()
+    assert {t["id"] for t in teams} >= {team["id"], other["id"]}
+    listed = client.get("/api/v1/canned-responses", headers=admin).json()
+    assert [c["id"] for c in listed] == [ack["id"]]
+
+    for made in (sends, tests, assigns):
+        client.delete(f"/api/v1/automation-rules/{made['id']}", headers=admin)
+    assert client.delete(f"/api/v1/teams/{team['id']}", headers=admin).status_code == 204
+    ok = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=auth(world.bob))
+    assert ok.status_code == 204

@@ -1030,21 +1030,58 @@ def update_webhook(
     return webhook
 
 
+# The actions that name a row of the workspace by id, by what they name (as
+# ``_action_problem`` checks them).
+_ACTIONS_NAMING = {
+    "team": frozenset({"assign_team", "email_team", "assign_round_robin"}),
+    "canned response": frozenset({"send_canned"}),
+    "webhook": frozenset({"send_webhook"}),
+}
+
+
+def rules_naming(db: Session, *, workspace_id: str, what: str, row_id: str) -> list[str]:
+    """The names of the workspace's rules that name one of its ``what`` ("team", "canned
+    response", "webhook", "inbox") by id: in an action, or in a condition on it."""
+
+    def names(rule: Rule) -> bool:
+        acts = _ACTIONS_NAMING.get(what, frozenset())
+        if any(a.get("type") in acts and str(a.get("value")) == row_id for a in rule.actions):
+            return True
+        for c in rule.conditions:
+            field, op, value = _field(c.get("field")), c.get("op"), c.get("value")
+            if field is None or field.ids != what or op not in _COMPARED:
+                continue
+            if row_id in map(str, value if op == "in" and isinstance(value, list) else [value]):
+                return True
+        return False
+
+    return [rule.name for rule in rules(db, workspace_id=workspace_id) if names(rule)]
+
+
+def refuse_if_named(
+    db: Session, *, workspace_id: str, what: str, row_id: str, otherwise: str = ""
+) -> None:
+    """Refuse to remove a team, canned response or webhook that rules still name: they
+    would go on saying it, and do nothing (the admin learns of it from a rule's last error,
+    after the conversations it should have reached)."""
+    users = rules_naming(db, workspace_id=workspace_id, what=what, row_id=row_id)
+    if users:
+        many = len(users) > 1
+        raise Conflict(
+            f"this {what} is used by rule{'s' if many else ''} {', '.join(map(repr, users))}: "
+            f"change or delete {'them' if many else 'it'} first{otherwise}"
+        )
+
+
 def delete_webhook(db: Session, *, webhook: Webhook) -> None:
     """Delete a webhook and its delivery log; refused while a rule still sends to it."""
-    users = [
-        rule.name
-        for rule in rules(db, workspace_id=webhook.workspace_id)
-        if any(
-            a.get("type") == "send_webhook" and str(a.get("value")) == webhook.id
-            for a in rule.actions
-        )
-    ]
-    if users:
-        raise Conflict(
-            f"rule{'s' if len(users) > 1 else ''} {', '.join(map(repr, users))} "
-            "still send to this webhook: change or delete them first, or switch it off"
-        )
+    refuse_if_named(
+        db,
+        workspace_id=webhook.workspace_id,
+        what="webhook",
+        row_id=webhook.id,
+        otherwise=", or switch the webhook off",
+    )
     db.delete(webhook)
     db.flush()
     _HOOK_EVENTS.forget(webhook.workspace_id)

@@ -58,6 +58,17 @@ def update(db: Session, *, row: CannedResponse, shortcut: str, text: str) -> Can
     return row
 
 
+def delete(db: Session, *, row: CannedResponse) -> None:
+    """Delete a canned response; refused while an automation rule sends it."""
+    from rapport.automation import service as automation  # automation sends canned replies
+
+    automation.refuse_if_named(
+        db, workspace_id=row.workspace_id, what="canned response", row_id=row.id
+    )
+    db.delete(row)
+    db.flush()
+
+
 def get(db: Session, *, workspace_id: str, canned_id: str) -> CannedResponse:
     return get_scoped(
         db, CannedResponse, canned_id, workspace_id=workspace_id, name="canned response"

@@ -492,7 +492,7 @@ def update_canned(canned_id: str, body: CannedIn, principal: CurrentAgent, db: D
 
 @canned_router.delete("/{canned_id}", status_code=204)
 def delete_canned(canned_id: str, principal: CurrentAgent, db: Db) -> Response:
-    db.delete(canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id))
+    canned.delete(db, row=canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id))
     return Response(status_code=204)
 
 

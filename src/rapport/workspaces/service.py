@@ -325,8 +325,11 @@ def set_team_members(db: Session, *, team: Team, member_ids: list[str]) -> None:
 
 
 def delete_team(db: Session, *, team: Team) -> None:
-    from rapport.channels.models import Inbox  # channels build on workspaces
+    """Delete a team; refused while an automation rule assigns to it or tests for it."""
+    from rapport.automation import service as automation  # both build on workspaces
+    from rapport.channels.models import Inbox
 
+    automation.refuse_if_named(db, workspace_id=team.workspace_id, what="team", row_id=team.id)
     # An inbox's bot that handed over to this team hands over as with none named; kept,
     # the name made its settings unsavable as they stood (404 "team not found").
     for inbox in db.scalars(select(Inbox).where(Inbox.workspace_id == team.workspace_id)):
