@@ -102,7 +102,11 @@ def test_a_published_articles_draft_reaches_no_reader_search_or_bot_until_publis
     assert live["draft"] is None and live["status"] == "published"
     assert live["title"] == "Refunds, returns and exchanges" and live["body"] == EDIT
     assert live["published_at"] == saved["published_at"]  # first published, as before
-    # (Its meta description, written from the first text, stays, as a PATCH leaves it.)
+    # Its description was the start of its first text, and is the start of this one now
+    # (it stayed the first, so search engines and results described the old refund rules).
+    assert live["description"].startswith("You can return any item within 60 days")
+    whole = client.get("/help/acme/articles/refunds-and-returns").text
+    assert '<meta name="description" content="You can return any item within 60 days' in whole
     page = read(client, "refunds-and-returns")
     assert "60 days" in page and "exchange voucher" in page and LIVE not in page
     found = results(client, "refund exchange voucher")
@@ -244,3 +248,25 @@ def test_the_editor_shows_the_unpublished_changes_with_a_note(
     sign_in(client, "victor@acme.test")
     read_only = client.get(f"/app/kb/articles/{article['id']}").text
     assert "This article has unpublished changes" in read_only and "data-kb-action" not in read_only
+
+
+def test_a_description_written_for_an_article_is_kept_when_its_text_changes(
+    client: TestClient, world: World
+) -> None:
+    client.put("/api/v1/kb/help-center", json={"slug": "acme"}, headers=auth(world.alice))
+    article = published(client, world, "Opening hours", "We are open 9 to 5.")
+    assert article["description"] == "We are open 9 to 5."  # none given: its text's start
+    url = f"/api/v1/kb/articles/{article['id']}"
+    changed = client.patch(url, json={"body": "We are open 8 to 8."}, headers=auth(world.bob))
+    assert changed.json()["description"] == "We are open 8 to 8."
+    written = client.patch(
+        url, json={"description": "When to reach us"}, headers=auth(world.bob)
+    ).json()
+    assert written["description"] == "When to reach us"
+    save_draft(client, world, article["id"], body="We are open around the clock.")
+    client.post(f"{url}/publish", headers=auth(world.bob)).raise_for_status()
+    again = client.patch(url, json={"body": "Open 24/7."}, headers=auth(world.bob)).json()
+    assert again["body"] == "Open 24/7." and again["description"] == "When to reach us"
+    # Cleared, it is the text's start again.
+    cleared = client.patch(url, json={"description": ""}, headers=auth(world.bob)).json()
+    assert cleared["description"] == "Open 24/7."

@@ -215,6 +215,7 @@ def save_article(
         db.add(row)
     draft = draft_of(db, article=row) if row.id and row not in db.new else None
     live = {key: getattr(row, key) for key in _DRAFTED}
+    was = row.html or ""
     for key in ("title", "description", "collection_id", "position"):
         if key in data and data[key] is not None:
             setattr(row, key, data[key] or None if key == "collection_id" else data[key])
@@ -223,8 +224,7 @@ def save_article(
     if data.get("body") is not None:
         row.body = data["body"]
         row.html = html if html is not None else render(row.body)
-    if not row.description:
-        row.description = search.plain_text(row.html).strip()[:200]
+    _describe(row, data, was)
     row.updated_at = utcnow()
     if draft is not None:
         # A change made live (an API client's PATCH) goes into the pending draft too where
@@ -238,6 +238,22 @@ def save_article(
         raise Conflict("an article with this address exists in this locale") from exc
     _queue_embedding(db, row)
     return row
+
+
+def _summary(html: str) -> str:
+    """The description of an article given none (search results, the help center's meta
+    description): the start of its text."""
+    return search.plain_text(html).strip()[:200]
+
+
+def _describe(target: Article | ArticleDraft, data: dict[str, Any], was: str) -> None:
+    """A description given is kept; none (or one that was only the start of the body before
+    this change) is the start of the body now. It was written once, from the first body,
+    and then described a text the article no longer had."""
+    if not target.description or (
+        data.get("description") is None and target.description == _summary(was)
+    ):
+        target.description = _summary(target.html)
 
 
 def publish(db: Session, *, article: Article, published: bool) -> Article:
@@ -343,11 +359,11 @@ def save_draft(
         )
         if taken:
             raise Conflict("an article with this address exists in this locale")
+    was = draft.html
     if data.get("body") is not None:
         draft.body = data["body"]
         draft.html = html if html is not None else render(draft.body)
-    if not draft.description:
-        draft.description = search.plain_text(draft.html).strip()[:200]
+    _describe(draft, data, was)
     if all(getattr(draft, key) == getattr(article, key) for key in _DRAFTED):
         if draft in db.new:
             db.expunge(draft)
