@@ -525,7 +525,8 @@ def test_the_settings_page_shows_why_a_rule_was_skipped(
     sign_in(client, "alice@acme.test")
     page = client.get("/app/settings").text
     row = page[page.index(f'data-id="{rule["id"]}"') :]
-    assert "Skipped " in row[: row.index("</tr>")]
+    assert "Skipped <time datetime=" in row[: row.index("</tr>")]  # on the reader's clock
+    assert "UTC" not in row[: row.index("</tr>")]
     assert "template error: " in row[: row.index("</tr>")]
 
 
