@@ -543,3 +543,14 @@ def test_each_listed_conversation_says_who_has_it(client: TestClient, world: Wor
     )
     row = client.get("/app/inbox?view=all").text.split(f'data-id="{conv}"', 1)[1].split("</li>")[0]
     assert '<span class="assignee" title="Assigned to">Alice</span>' in row
+
+
+def test_the_settings_pages_menu_reaches_every_section(client: TestClient, world: World) -> None:
+    sign_in(client, "alice@acme.test")
+    page = client.get("/app/settings").text
+    menu = page[page.index('<nav class="settings-menu"') :]
+    menu = menu[: menu.index("</nav>")]
+    targets = re.findall(r'href="#([\w-]+)"', menu)
+    sections = re.findall(r'<section id="([\w-]+)"', page)
+    assert targets == sections  # each section once, in the page's order
+    assert len(sections) == page.count("<section")  # none left out of the menu
