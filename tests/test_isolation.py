@@ -26,6 +26,8 @@ BODIES: dict[tuple[str, str], object] = {
         "value": "new@example.com",
     },
     ("POST", "/api/v1/customers/{customer_id}/events"): {"type": "Viewed"},
+    ("POST", "/api/v1/customers/{customer_id}/notes"): {"text": "a note"},
+    ("PATCH", "/api/v1/customers/{customer_id}/notes/{note_id}"): {"text": "changed"},
     ("POST", "/api/v1/customers/{customer_id}/merge"): {"merged_id": "x" * 32},
     ("PUT", "/api/v1/customers/{customer_id}/tags"): {"tags": ["x"]},
     ("PUT", "/api/v1/canned-responses/{canned_id}"): {"shortcut": "x", "text": "x"},
@@ -102,6 +104,11 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "conversation_id": acme.first.conversation.id,
         "message_id": acme.first.message.id,
         "identity_id": customer["identities"][0]["id"],
+        "note_id": client.post(
+            f"/api/v1/customers/{acme.first.customer.id}/notes",
+            json={"text": "VIP"},
+            headers=auth(world.alice),
+        ).json()["id"],
         "team_id": team["id"],
         "user_id": acme.users["bob"].id,
         "token_id": tokens[0]["id"],
@@ -184,6 +191,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "conversation_id",
         "message_id",
         "identity_id",
+        "note_id",
         "team_id",
         "user_id",
         "token_id",
@@ -228,6 +236,8 @@ def test_member_of_another_workspace_gets_404_for_every_id_on_every_endpoint(
     ).json()
     assert conv["status"] == "open" and conv["labels"] == []
     assert [m["text"] for m in conv["messages"]] == ["Hello Acme", "first note"]
+    notes = client.get(f"/api/v1/customers/{ids['customer_id']}/notes", headers=auth(world.alice))
+    assert [n["text"] for n in notes.json()] == ["VIP"]
 
 
 @pytest.mark.parametrize(

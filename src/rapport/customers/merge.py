@@ -18,6 +18,7 @@ from rapport.customers.models import (
     Consent,
     Customer,
     CustomerMerge,
+    CustomerNote,
     CustomerTag,
     Event,
     Identity,
@@ -41,6 +42,7 @@ _OWNED: dict[str, Any] = {
     # The whole history moves, each decision as recorded: the newest per channel and
     # purpose, of either record, is then in force (a withdrawal on one is not lost).
     "consents": Consent,
+    "notes": CustomerNote,
 }
 
 

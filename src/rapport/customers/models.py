@@ -4,7 +4,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Enum, Float, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Boolean, Enum, Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -218,3 +218,23 @@ class Consent(Base):
     source: Mapped[str] = mapped_column(String(200), default="")
     recorded_by_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomerNote(Base):
+    """What an agent wrote down about a customer, for colleagues (never sent to them): "VIP:
+    call before shipping", "prefers French". Plain text; it follows the customer into a
+    merge, goes with them when they are erased, and is in their export."""
+
+    __tablename__ = "customer_notes"
+    __table_args__ = (Index("ix_customer_notes_customer", "customer_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    # Kept when its author leaves the workspace (the note is the workspace's).
+    author_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -216,3 +216,21 @@ class CustomerProfile(CustomerDetail):
     consents: list[ConsentRead]
     figures: ProfileFigures
     attribute_definitions: list[AttributeDefinitionRead]
+
+
+class CustomerNoteIn(BaseModel):
+    text: str = Field(max_length=20_000, description="plain text, at most 10,000 characters")
+
+
+class CustomerNoteRead(BaseModel):
+    """A note about the customer; ``author_name`` is empty once its author's account is gone."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    customer_id: str
+    author_id: str | None
+    author_name: str = ""
+    text: str
+    created_at: datetime
+    updated_at: datetime

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
-from rapport.auth.service import Principal
+from rapport.auth.service import Principal, names_of
 from rapport.auth.views import actor_of
-from rapport.customers import duplicates, importer, merge, profile, service
+from rapport.customers import duplicates, importer, merge, notes, profile, service
 from rapport.customers.models import Customer
 from rapport.customers.schemas import (
     AttributeDefinitionIn,
@@ -22,6 +22,8 @@ from rapport.customers.schemas import (
     ConsentState,
     CustomerCreate,
     CustomerDetail,
+    CustomerNoteIn,
+    CustomerNoteRead,
     CustomerPage,
     CustomerProfile,
     CustomerRead,
@@ -537,6 +539,62 @@ def record_consent(
         data={"channel": body.channel.value, "purpose": row.purpose, "granted": body.granted},
     )
     return ConsentRead.model_validate(row)
+
+
+def _notes_read(db: Db, rows: list[Any]) -> list[CustomerNoteRead]:
+    names = names_of(db, {r.author_id for r in rows if r.author_id})
+    return [
+        CustomerNoteRead.model_validate(r).model_copy(
+            update={"author_name": names.get(r.author_id or "", "")}
+        )
+        for r in rows
+    ]
+
+
+@router.get("/{customer_id}/notes", response_model=list[CustomerNoteRead])
+def list_notes(customer_id: str, principal: CurrentMember, db: Db) -> list[CustomerNoteRead]:
+    """What agents wrote down about the customer, newest first (never sent to them)."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    return _notes_read(db, notes.notes_of(db, customer=customer))
+
+
+@router.post("/{customer_id}/notes", response_model=CustomerNoteRead, status_code=201)
+def add_note(
+    customer_id: str, body: CustomerNoteIn, principal: CurrentAgent, db: Db
+) -> CustomerNoteRead:
+    """Write a note about the customer for colleagues (plain text)."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    note = notes.add(db, customer=customer, author_id=principal.user_id, text=body.text)
+    return _notes_read(db, [note])[0]
+
+
+@router.patch("/{customer_id}/notes/{note_id}", response_model=CustomerNoteRead)
+def change_note(
+    customer_id: str, note_id: str, body: CustomerNoteIn, principal: CurrentAgent, db: Db
+) -> CustomerNoteRead:
+    """Change a note's text (its author, or an admin)."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    note = notes.update(
+        db,
+        note=notes.get(db, customer=customer, note_id=note_id),
+        user_id=principal.user_id,
+        role=principal.role,
+        text=body.text,
+    )
+    return _notes_read(db, [note])[0]
+
+
+@router.delete("/{customer_id}/notes/{note_id}", status_code=204)
+def delete_note(customer_id: str, note_id: str, principal: CurrentAgent, db: Db) -> Response:
+    """Delete a note (its author, or an admin)."""
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    notes.delete(
+        db,
+        note=notes.get(db, customer=customer, note_id=note_id),
+        user_id=principal.user_id,
+        role=principal.role,
+    )
+    return Response(status_code=204)
 
 
 attributes_router = APIRouter(prefix="/api/v1/attribute-definitions", tags=["customers"])

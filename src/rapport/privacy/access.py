@@ -2,9 +2,10 @@
 document an admin can hand over.
 
 It covers the customer and every record merged into it, their handles, tags, consent
-history, timeline events, orders, what they typed into web chat forms, and every
-conversation with all its messages (private notes included, marked by ``kind``: they
-are about the person too) and the names and sizes of the files in them.
+history, timeline events, orders, what they typed into web chat forms, the notes agents
+wrote about them, and every conversation with all its messages (private notes included,
+marked by ``kind``: they are about the person too) and the names and sizes of the files
+in them.
 """
 
 from datetime import datetime
@@ -20,7 +21,7 @@ from rapport.conversations import files
 from rapport.conversations.models import Conversation, Message
 from rapport.conversations.schemas import AttachmentRead, ConversationRead, MessageRead
 from rapport.customers import merge, profile
-from rapport.customers.models import Customer, Event, Identity
+from rapport.customers.models import Customer, CustomerNote, Event, Identity
 from rapport.customers.schemas import ConsentRead, CustomerRead, IdentityRead
 from rapport.db import utcnow
 from rapport.events.models import Order
@@ -53,6 +54,12 @@ class ExportedVisitor(_Read):
     last_seen_at: datetime
 
 
+class ExportedNote(_Read):
+    text: str
+    created_at: datetime
+    updated_at: datetime
+
+
 class ExportedConversation(ConversationRead):
     channel: str
     messages: list[MessageRead]
@@ -68,6 +75,7 @@ class CustomerExport(BaseModel):
     events: list[ExportedEvent]
     orders: list[ExportedOrder]
     web_chat_visitors: list[ExportedVisitor]
+    notes: list[ExportedNote]
     conversations: list[ExportedConversation]
 
 
@@ -120,6 +128,9 @@ def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
         orders=[ExportedOrder.model_validate(o) for o in owned(Order, Order.occurred_at)],
         web_chat_visitors=[
             ExportedVisitor.model_validate(v) for v in owned(Visitor, Visitor.created_at)
+        ],
+        notes=[
+            ExportedNote.model_validate(n) for n in owned(CustomerNote, CustomerNote.created_at)
         ],
         conversations=[
             ExportedConversation(

@@ -1,0 +1,100 @@
+"""Notes about a customer: what an agent writes down for colleagues, never sent to them.
+
+Any member who can act (an agent or above) writes one; its author or an admin changes or
+deletes it. The notes of a person are those of every record merged into them (a merge
+moves them, an unmerge takes them back: ``merge._OWNED``); erasing the customer erases
+them (the foreign key), and the customer's export carries them.
+"""
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport.auth.models import Role
+from rapport.customers.models import Customer, CustomerNote
+from rapport.db import utcnow
+from rapport.problems import Forbidden, Invalid, NotFound
+from rapport.realtime.service import emit
+
+MAX_CHARS = 10_000
+
+
+def _text(text: str) -> str:
+    kept = text.strip()
+    if not kept:
+        raise Invalid("text: a note must say something")
+    if len(kept) > MAX_CHARS:
+        raise Invalid(f"text: a note is at most {MAX_CHARS:,} characters")
+    return kept
+
+
+def notes_of(db: Session, *, customer: Customer) -> list[CustomerNote]:
+    """The customer's notes, newest first."""
+    return list(
+        db.scalars(
+            select(CustomerNote)
+            .where(
+                CustomerNote.workspace_id == customer.workspace_id,
+                CustomerNote.customer_id == customer.id,
+            )
+            .order_by(CustomerNote.created_at.desc(), CustomerNote.id.desc())
+        )
+    )
+
+
+def get(db: Session, *, customer: Customer, note_id: str) -> CustomerNote:
+    """One of the customer's notes; any other (another customer's, another workspace's)
+    is not found."""
+    note = db.scalar(
+        select(CustomerNote).where(
+            CustomerNote.id == note_id,
+            CustomerNote.workspace_id == customer.workspace_id,
+            CustomerNote.customer_id == customer.id,
+        )
+    )
+    if note is None:
+        raise NotFound("note")
+    return note
+
+
+def add(db: Session, *, customer: Customer, author_id: str, text: str) -> CustomerNote:
+    note = CustomerNote(
+        workspace_id=customer.workspace_id,
+        customer_id=customer.id,
+        author_id=author_id,
+        text=_text(text),
+    )
+    db.add(note)
+    db.flush()
+    _told(db, note)
+    return note
+
+
+def _may_change(note: CustomerNote, *, user_id: str, role: Role) -> None:
+    if note.author_id != user_id and role.rank < Role.admin.rank:
+        raise Forbidden("only its author or an admin can change or delete a note")
+
+
+def update(db: Session, *, note: CustomerNote, user_id: str, role: Role, text: str) -> CustomerNote:
+    _may_change(note, user_id=user_id, role=role)
+    note.text = _text(text)
+    note.updated_at = utcnow()
+    db.flush()
+    _told(db, note)
+    return note
+
+
+def delete(db: Session, *, note: CustomerNote, user_id: str, role: Role) -> None:
+    _may_change(note, user_id=user_id, role=role)
+    db.delete(note)
+    db.flush()
+    _told(db, note)
+
+
+def _told(db: Session, note: CustomerNote) -> None:
+    """Open pages of the customer show the change (their notes are drawn again)."""
+    emit(
+        db,
+        workspace_id=note.workspace_id,
+        type="customer.updated",
+        payload={"id": note.customer_id, "notes": True},
+    )

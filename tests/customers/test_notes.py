@@ -1,0 +1,111 @@
+"""Notes about a customer: written by agents for colleagues, changed by their author or an
+admin, following the customer into merges, erasure and export."""
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from rapport.customers.models import CustomerNote
+from rapport.db import Database
+from tests.conftest import auth, published_events
+from tests.factories import World
+
+
+def customer(client: TestClient, world: World, email: str) -> str:
+    r = client.post(
+        "/api/v1/customers", json={"name": email, "email": email}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def note(client: TestClient, token: str, customer_id: str, text: str) -> Any:
+    return client.post(
+        f"/api/v1/customers/{customer_id}/notes", json={"text": text}, headers=auth(token)
+    )
+
+
+def listed(client: TestClient, world: World, customer_id: str) -> list[str]:
+    r = client.get(f"/api/v1/customers/{customer_id}/notes", headers=auth(world.victor))
+    assert r.status_code == 200, r.text
+    return [n["text"] for n in r.json()]
+
+
+def test_agents_write_notes_and_only_the_author_or_an_admin_changes_them(
+    client: TestClient, world: World
+) -> None:
+    kim = customer(client, world, "kim@example.com")
+    with published_events() as events:
+        first = note(client, world.bob, kim, "  VIP: call before shipping  ")
+    assert first.status_code == 201, first.text
+    made = first.json()
+    assert made["text"] == "VIP: call before shipping"  # trimmed
+    assert made["author_name"] and made["author_id"] and made["customer_id"] == kim
+    assert [e["type"] for e in events] == ["customer.updated"]  # open pages draw it again
+    later = note(client, world.alice, kim, "Prefers French.\nNo calls after 6 pm.").json()
+    assert listed(client, world, kim) == [later["text"], made["text"]]  # newest first
+
+    # A viewer reads them and writes none; nothing blank, nothing endless.
+    assert note(client, world.victor, kim, "hello").status_code == 403
+    blank = note(client, world.bob, kim, "   ")
+    assert blank.status_code == 422 and blank.json()["detail"] == "text: a note must say something"
+    assert note(client, world.bob, kim, "x" * 10_001).status_code == 422
+
+    # Its author changes it; another agent may not change an admin's; an admin may any.
+    url = f"/api/v1/customers/{kim}/notes"
+    r = client.patch(f"{url}/{made['id']}", json={"text": "VIP"}, headers=auth(world.bob))
+    assert r.status_code == 200 and r.json()["text"] == "VIP"
+    assert r.json()["updated_at"] > made["updated_at"]
+    r = client.patch(f"{url}/{later['id']}", json={"text": "no"}, headers=auth(world.bob))
+    assert r.status_code == 403
+    assert client.delete(f"{url}/{later['id']}", headers=auth(world.bob)).status_code == 403
+    r = client.patch(f"{url}/{made['id']}", json={"text": "VIP!"}, headers=auth(world.alice))
+    assert r.status_code == 200
+    assert client.delete(f"{url}/{made['id']}", headers=auth(world.alice)).status_code == 204
+    assert listed(client, world, kim) == [later["text"]]
+
+    # A note is found only under its own customer, and only in its workspace.
+    other = customer(client, world, "lee@example.com")
+    wrong = client.get(f"/api/v1/customers/{other}/notes", headers=auth(world.bob)).json()
+    assert wrong == []
+    r = client.patch(
+        f"/api/v1/customers/{other}/notes/{later['id']}",
+        json={"text": "x"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 404
+    for method in ("GET", "POST"):
+        r = client.request(method, url, json={"text": "x"}, headers=auth(world.mallory))
+        assert r.status_code == 404
+    r = client.delete(f"{url}/{later['id']}", headers=auth(world.mallory))
+    assert r.status_code == 404
+    assert listed(client, world, kim) == [later["text"]]
+
+
+def test_notes_follow_a_merge_and_its_undo_and_go_with_an_erased_customer(
+    client: TestClient, world: World, database: Database
+) -> None:
+    kim = customer(client, world, "kim@example.com")
+    twin = customer(client, world, "kim.work@example.com")
+    note(client, world.bob, kim, "Kim's first order was lost")
+    note(client, world.bob, twin, "Works at Initech")
+    merged = client.post(
+        f"/api/v1/customers/{kim}/merge", json={"merged_id": twin}, headers=auth(world.bob)
+    )
+    assert merged.status_code == 201, merged.text
+    assert sorted(listed(client, world, kim)) == ["Kim's first order was lost", "Works at Initech"]
+    export = client.get(f"/api/v1/customers/{kim}/export", headers=auth(world.alice)).json()
+    assert sorted(n["text"] for n in export["notes"]) == sorted(listed(client, world, kim))
+    undo = client.post(
+        f"/api/v1/customer-merges/{merged.json()['id']}/undo", headers=auth(world.bob)
+    )
+    assert undo.status_code == 200, undo.text
+    assert listed(client, world, kim) == ["Kim's first order was lost"]
+    assert listed(client, world, twin) == ["Works at Initech"]
+
+    assert client.delete(f"/api/v1/customers/{kim}", headers=auth(world.alice)).status_code == 204
+    with database.session() as db:
+        left = db.scalars(select(CustomerNote.text)).all()
+        assert left == ["Works at Initech"]  # the erased customer's note went with them
+        assert db.scalar(select(func.count()).select_from(CustomerNote)) == 1
