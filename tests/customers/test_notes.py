@@ -42,6 +42,7 @@ def test_agents_write_notes_and_only_the_author_or_an_admin_changes_them(
     made = first.json()
     assert made["text"] == "VIP: call before shipping"  # trimmed
     assert made["author_name"] and made["author_id"] and made["customer_id"] == kim
+    assert made["updated_at"] == made["created_at"]  # not edited
     assert [e["type"] for e in events] == ["customer.updated"]  # open pages draw it again
     later = note(client, world.alice, kim, "Prefers French.\nNo calls after 6 pm.").json()
     assert listed(client, world, kim) == [later["text"], made["text"]]  # newest first

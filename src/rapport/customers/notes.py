@@ -57,11 +57,14 @@ def get(db: Session, *, customer: Customer, note_id: str) -> CustomerNote:
 
 
 def add(db: Session, *, customer: Customer, author_id: str, text: str) -> CustomerNote:
+    now = utcnow()  # one moment: a note whose two times differ reads as edited
     note = CustomerNote(
         workspace_id=customer.workspace_id,
         customer_id=customer.id,
         author_id=author_id,
         text=_text(text),
+        created_at=now,
+        updated_at=now,
     )
     db.add(note)
     db.flush()

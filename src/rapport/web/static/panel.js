@@ -1,5 +1,5 @@
 // The customer panel beside a conversation and on the customer's own page: profile figures,
-// tags, consent (recorded here by agents and above), conversations the customer opened on
+// tags, notes for colleagues, consent (recorded here by agents and above), conversations the customer opened on
 // other channels at the same time (beside a conversation),
 // duplicate suggestions, and erasing the customer (admins).
 // Everything comes from the API and is written as text (never markup).
@@ -233,6 +233,117 @@ function followCustomer(customerId, boxes, redrawConsent, canTag) {
   });
 }
 
+// --- notes about the customer: for colleagues, never sent to the customer ---------------
+// Each note with its author and time; its author (or an admin) edits or deletes it in place.
+// A colleague's change redraws the list (customer.updated), but not under a note being
+// edited, nor the one being written.
+function timeOf(iso) {
+  const t = el("time", new Date(iso).toISOString().slice(0, 16).replace("T", " "));
+  t.dateTime = iso;
+  return t;
+}
+
+function notes(box, customerId, canWrite) {
+  const me = document.body.dataset.user;
+  const admin = ["admin", "owner"].includes(document.body.dataset.role);
+  const url = `/api/v1/customers/${customerId}/notes`;
+  const list = el("ul", "", "customer-notes");
+  list.setAttribute("aria-label", "Notes about this customer");
+  let editing = 0;
+  let stale = false;
+  const draw = async () => {
+    if (editing) { stale = true; return; }
+    const rows = await api("GET", url);
+    if (editing) { stale = true; return; }
+    list.replaceChildren(...rows.map(item));
+    if (!rows.length) list.append(el("li", "No notes yet.", "reason"));
+  };
+  const done = () => {
+    editing -= 1;
+    if (!editing && stale) { stale = false; draw().catch((e) => showError(e.message)); }
+  };
+  const item = (n) => {
+    const li = el("li");
+    li.dataset.note = n.id;
+    const text = el("p", n.text, "note-text");
+    const meta = el("div", "", "reason");
+    meta.append(`${n.author_name || "A former member"} · `, timeOf(n.created_at));
+    if (n.updated_at !== n.created_at) meta.append(" (edited)");
+    li.append(text, meta);
+    if (canWrite && (n.author_id === me || admin)) {
+      const edit = el("button", "Edit", "edit-note");
+      const del = el("button", "Delete", "delete-note");
+      edit.type = del.type = "button";
+      edit.setAttribute("aria-label", "Edit this note");
+      del.setAttribute("aria-label", "Delete this note");
+      edit.addEventListener("click", () => {
+        editing += 1;
+        const form = el("form", "", "edit-note-form");
+        const area = el("textarea", n.text);
+        Object.assign(area, { rows: 3, maxLength: 10000, required: true });
+        area.setAttribute("aria-label", "Note");
+        const save = el("button", "Save");
+        const cancel = el("button", "Cancel");
+        cancel.type = "button";
+        form.append(area, save, cancel);
+        li.replaceChildren(form, meta);
+        area.focus();
+        cancel.addEventListener("click", () => { li.replaceWith(item(n)); done(); });
+        form.addEventListener("submit", async (ev) => {
+          ev.preventDefault();
+          try {
+            const changed = await api("PATCH", `${url}/${n.id}`, { text: area.value });
+            li.replaceWith(item(changed));
+            done();
+          } catch (e) { showError(e.message); }
+        });
+      });
+      del.addEventListener("click", async () => {
+        if (!confirm("Delete this note? It cannot be brought back.")) return;
+        try {
+          await api("DELETE", `${url}/${n.id}`);
+          li.remove();
+          if (!list.children.length) list.append(el("li", "No notes yet.", "reason"));
+        } catch (e) { showError(e.message); }
+      });
+      li.append(edit, " ", del);
+    }
+    return li;
+  };
+  box.replaceChildren(el("h3", "Notes"), list);
+  if (canWrite) {
+    const form = el("form", "", "add-note");
+    form.id = "add-note";
+    const area = el("textarea");
+    Object.assign(area, { name: "text", rows: 2, maxLength: 10000, required: true });
+    area.placeholder = "A note for colleagues (the customer never sees it)";
+    area.setAttribute("aria-label", "New note about this customer");
+    const add = el("button", "Add note");
+    add.type = "submit";
+    form.append(area, add);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      add.disabled = true;
+      try {
+        await api("POST", url, { text: area.value });
+        area.value = "";
+        await draw();
+      } catch (e) {
+        showError(e.message);
+      } finally {
+        add.disabled = false;
+      }
+    });
+    box.append(form);
+  }
+  document.addEventListener("rapport:event", (ev) => {
+    const e = ev.detail;
+    if (e.type !== "customer.updated" || !(e.payload || {}).notes) return;
+    if ((e.payload || {}).id === customerId) draw().catch((err) => showError(err.message));
+  });
+  return draw();
+}
+
 async function related(box, conversationId) {
   const rows = await api("GET", `/api/v1/conversations/${conversationId}/related`);
   if (!rows.length) { box.replaceChildren(); return; }
@@ -396,6 +507,7 @@ if (root) {
   const boxes = {
     suggested: part("suggested"),
     profile: part("profile"),
+    notes: part("notes"),
     consent: part("consent"),
     related: part("related"),
     suggestions: part("suggestions"),
@@ -413,6 +525,7 @@ if (root) {
       followCustomer(customer, boxes, redraw, canAct);
     })
     .catch((e) => showError(e.message));
+  notes(boxes.notes, customer, canAct).catch((e) => showError(e.message));
   if (conversation) related(boxes.related, conversation).catch((e) => showError(e.message));
   suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
   const notice = document.getElementById("collision");
