@@ -16,9 +16,11 @@ from rapport.config import Settings
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Status
 from rapport.crypto import box_for
+from rapport.customers import profile
+from rapport.customers import service as customers
 from rapport.customers.identity import handle
-from rapport.customers.models import IdentityKind
-from rapport.customers.schemas import EventCreate
+from rapport.customers.models import AttributeType, IdentityKind
+from rapport.customers.schemas import CustomerUpdate, EventCreate
 from rapport.db import Database, utcnow
 from rapport.events.service import add_event
 from rapport.ingest import InboundMessage, receive
@@ -158,6 +160,28 @@ def _fill(db: Session, ws: Workspace, settings: Settings, *, admin: User) -> Non
                 )
         db.flush()
         if n == 0:
+            # Typed attributes the workspace defines, one customer's filled in.
+            profile.define(
+                db,
+                workspace_id=ws.id,
+                key="plan",
+                type=AttributeType.list,
+                label="Plan",
+                options=["Free", "Pro", "Enterprise"],
+            )
+            profile.define(
+                db, workspace_id=ws.id, key="renewal", type=AttributeType.date, label="Renews on"
+            )
+            customers.update(
+                db,
+                customer=result.customer,
+                data=CustomerUpdate(
+                    attributes={
+                        "plan": ["Pro"],
+                        "renewal": (now + timedelta(days=40)).date().isoformat(),
+                    }
+                ),
+            )
             add_event(
                 db,
                 customer=result.customer,

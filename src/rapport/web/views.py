@@ -35,9 +35,9 @@ from rapport.conversations.models import (
     Status,
 )
 from rapport.crypto import box_for
-from rapport.customers import duplicates, merge
+from rapport.customers import duplicates, merge, profile
 from rapport.customers import service as customers
-from rapport.customers.models import Customer, Identity
+from rapport.customers.models import AttributeType, Customer, Identity
 from rapport.db import utcnow
 from rapport.notifications import service as notifications
 from rapport.problems import Forbidden, NotFound, Problem
@@ -670,6 +670,8 @@ async def settings_page(request: Request) -> Response:
             "rules": automation.rules(db, workspace_id=principal.workspace_id),
             "webhooks": automation.webhooks(db, workspace_id=principal.workspace_id),
             "label_rows": label_list.list_all(db, workspace_id=principal.workspace_id),
+            "attribute_definitions": profile.definitions(db, workspace_id=principal.workspace_id),
+            "attribute_types": [t.value for t in AttributeType],
             "calendar": _calendar_form(
                 sla.get_calendar_row(db, workspace_id=principal.workspace_id)
             ),

@@ -1,9 +1,10 @@
 // The customer panel beside a conversation and on the customer's own page: profile figures,
-// tags, notes for colleagues, consent (recorded here by agents and above), conversations the customer opened on
+// tags, attributes, notes for colleagues, consent (recorded here by agents and above), conversations the customer opened on
 // other channels at the same time (beside a conversation),
 // duplicate suggestions, and erasing the customer (admins).
 // Everything comes from the API and is written as text (never markup).
 
+import { control, read, shown } from "./attributes.js";
 import { api, background, showError } from "./http.js";
 
 function el(tag, text, cls) {
@@ -231,6 +232,95 @@ function followCustomer(customerId, boxes, redrawConsent, canTag) {
     if (reading) again = true;
     else read();
   });
+}
+
+// --- the customer's attributes: the workspace's defined ones (each shown and edited by its
+// type), then any other the customer carries (from an import or the API). Agents edit them
+// in place; only what they changed is sent. A colleague's change redraws them, but not
+// under the form being filled.
+function attributes(box, customerId, canEdit) {
+  let editing = false;
+  let stale = false;
+  const draw = async () => {
+    if (editing) { stale = true; return; }
+    const [defs, customer] = await Promise.all([
+      api("GET", "/api/v1/attribute-definitions"),
+      api("GET", `/api/v1/customers/${customerId}`),
+    ]);
+    if (editing) { stale = true; return; }
+    render(defs, customer.attributes);
+  };
+  const close = () => {
+    editing = false;
+    if (stale) { stale = false; draw().catch((e) => showError(e.message)); }
+  };
+  const render = (defs, values) => {
+    const byKey = new Map(defs.map((d) => [d.key, d]));
+    const keys = [...defs.map((d) => d.key), ...Object.keys(values).filter((k) => !byKey.has(k)).sort()];
+    const head = el("h3", "Attributes");
+    if (!keys.length) {
+      box.replaceChildren(...(canEdit ? [head, el("p", "None defined: an admin defines them in Settings.", "reason")] : []));
+      return;
+    }
+    const dl = el("dl", "", "customer-attributes");
+    for (const k of keys) dl.append(el("dt", byKey.get(k)?.label || k), el("dd", shown(byKey.get(k), values[k])));
+    box.replaceChildren(head, dl);
+    if (!canEdit) return;
+    const edit = el("button", "Edit attributes", "edit-attributes");
+    edit.type = "button";
+    edit.addEventListener("click", () => {
+      editing = true;
+      box.replaceChildren(head, form(byKey, values, keys));
+      box.querySelector("input, select")?.focus();
+    });
+    box.append(edit);
+  };
+  const form = (byKey, values, keys) => {
+    const f = el("form", "", "attributes-form");
+    const controls = keys.map((k, i) => {
+      const c = control(byKey.get(k), values[k], `attribute-${i}`);
+      c.dataset.key = k;
+      const label = el("label", byKey.get(k)?.label || k);
+      label.htmlFor = c.id;
+      f.append(label, c);
+      return c;
+    });
+    const save = el("button", "Save");
+    const cancel = el("button", "Cancel");
+    cancel.type = "button";
+    const buttons = el("div");
+    buttons.append(save, " ", cancel);
+    f.append(buttons);
+    cancel.addEventListener("click", () => { render([...byKey.values()], values); close(); });
+    f.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const changes = {};
+      for (const c of controls) {
+        const now = read(c);
+        if (JSON.stringify(now) !== c.dataset.was) changes[c.dataset.key] = now;
+      }
+      save.disabled = true;
+      try {
+        const after = Object.keys(changes).length
+          ? (await api("PATCH", `/api/v1/customers/${customerId}`, { attributes: changes })).attributes
+          : values;
+        render([...byKey.values()], after);
+        stale = false;
+        close();
+      } catch (e) {
+        showError(e.message);
+        save.disabled = false;
+      }
+    });
+    return f;
+  };
+  document.addEventListener("rapport:event", (ev) => {
+    const e = ev.detail;
+    if (e.type === "customer.attribute_changed" && (e.payload || {}).id === customerId) {
+      draw().catch((err) => showError(err.message));
+    }
+  });
+  return draw();
 }
 
 // --- notes about the customer: for colleagues, never sent to the customer ---------------
@@ -507,6 +597,7 @@ if (root) {
   const boxes = {
     suggested: part("suggested"),
     profile: part("profile"),
+    attributes: part("attributes"),
     notes: part("notes"),
     consent: part("consent"),
     related: part("related"),
@@ -525,6 +616,7 @@ if (root) {
       followCustomer(customer, boxes, redraw, canAct);
     })
     .catch((e) => showError(e.message));
+  attributes(boxes.attributes, customer, canAct).catch((e) => showError(e.message));
   notes(boxes.notes, customer, canAct).catch((e) => showError(e.message));
   if (conversation) related(boxes.related, conversation).catch((e) => showError(e.message));
   suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
