@@ -270,3 +270,43 @@ def test_the_same_labels_added_at_once_are_added_once_and_never_fail(
     assert [r.status_code for r in answers] == [200] * 16, [r.text for r in answers]
     labels = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()["labels"]
     assert labels == ["billing", "vip"]
+
+
+def test_the_team_changes_beside_an_agent_kept_who_is_no_longer_one(
+    client: TestClient, world: World
+) -> None:
+    # The conversation page sends the agent it holds with each team change (the API sets
+    # both at once): one made a viewer since (a resolved conversation keeps who handled it)
+    # was checked again as if newly assigned, and the team could not change.
+    conv = _post(client, world, "tm1", "tm1@example.com")["conversation_id"]
+    other = _post(client, world, "tm2", "tm2@example.com")["conversation_id"]
+    bob = world.acme.users["bob"].id
+    team = client.post(
+        "/api/v1/teams", json={"name": "Billing", "member_ids": []}, headers=auth(world.alice)
+    ).json()
+    client.post(
+        f"/api/v1/conversations/{conv}/assign", json={"assignee_id": bob}, headers=auth(world.bob)
+    ).raise_for_status()
+    client.post(
+        f"/api/v1/conversations/{conv}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    ).raise_for_status()
+    client.patch(
+        f"/api/v1/members/{bob}", json={"role": "viewer"}, headers=auth(world.alice)
+    ).raise_for_status()
+    r = client.post(
+        f"/api/v1/conversations/{conv}/assign",
+        json={"assignee_id": bob, "team_id": team["id"]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["assignee_id"], r.json()["team_id"]) == (bob, team["id"])
+    thread = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.alice)).json()
+    assert thread["messages"][-1]["kind"] == "activity"
+    assert thread["messages"][-1]["text"] == "Assigned to Bob in team Billing by Alice"
+    # Given anew, a viewer is still refused.
+    r = client.post(
+        f"/api/v1/conversations/{other}/assign",
+        json={"assignee_id": bob},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 422

@@ -245,3 +245,108 @@ def test_a_failed_reply_says_why_and_is_sent_again_from_the_thread(
     assert len(receiver.bodies) == 2
     receiver.server.shutdown()
     receiver.server.server_close()
+
+
+def test_the_team_is_chosen_beside_the_agent_and_another_page_sees_both_live(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # The team could be set from the inbox's bulk bar only, and choosing an agent here
+    # dropped the conversation's team (the API sets both, one left out is cleared).
+    cid = inbound(client, world, "team-ui", "team-ui@example.com")
+    bob, alice = world.acme.users["bob"].id, world.acme.users["alice"].id
+    team = client.post(
+        "/api/v1/teams", json={"name": "Billing", "member_ids": [bob]}, headers=auth(world.alice)
+    ).json()
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    other = browser.new_context().new_page()
+    sign_in(other, live_server, "alice@acme.test", f"/app/conversations/{cid}")
+    other.wait_for_timeout(300)  # the stream connects
+
+    def held() -> tuple[str | None, str | None]:
+        c = httpx.get(f"{live_server.url}/api/v1/conversations/{cid}", headers=auth(world.bob))
+        return c.json()["assignee_id"], c.json()["team_id"]
+
+    page.select_option("#assign", bob)
+    expect(other.locator("#assign")).to_have_value(bob)
+    page.select_option("#team", label="Billing")
+    expect(other.locator("#team")).to_have_value(team["id"])
+    assert held() == (bob, team["id"])
+    page.screenshot(path=str(ARTIFACTS / "conversation-team.png"))
+    line = other.locator("#messages li.kind-activity").last
+    expect(line).to_contain_text("Assigned to Bob in team Billing by Bob")
+
+    # Alice hands it to herself: the team stays, and bob's page follows.
+    other.select_option("#assign", alice)
+    expect(page.locator("#assign")).to_have_value(alice)
+    expect(page.locator("#team")).to_have_value(team["id"])
+    assert held() == (alice, team["id"])
+    page.select_option("#team", "")
+    expect(other.locator("#team")).to_have_value("")
+    assert held() == (alice, None)
+    expect(other.locator("#messages li.kind-activity").last).to_contain_text(
+        "Assigned to Alice by Bob"
+    )
+    # A team made after the page was drawn, given elsewhere, is shown by its name.
+    later = client.post(
+        "/api/v1/teams", json={"name": "Returns", "member_ids": []}, headers=auth(world.alice)
+    ).json()
+    client.post(
+        f"/api/v1/conversations/{cid}/assign",
+        json={"assignee_id": alice, "team_id": later["id"]},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    expect(page.locator("#team")).to_have_value(later["id"])
+    expect(page.locator("#team option:checked")).to_have_text("Returns")
+    page.reload()
+    expect(page.locator("#team")).to_have_value(later["id"])
+
+
+def test_the_conversation_page_keys_and_letters_typed_in_the_composer(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    cid = inbound(client, world, "keys-conv", "keys-conv@example.com")
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    textarea = page.locator("#composer textarea")
+    help_ = page.get_by_role("dialog", name="Keyboard shortcuts")
+    page.wait_for_selector("#messages")
+
+    # n: a private note; letters typed there are letters, not keys.
+    page.keyboard.press("n")
+    expect(textarea).to_be_focused()
+    expect(page.locator("input[name=mode][value=note]")).to_be_checked()
+    page.keyboard.type("je?n")
+    expect(textarea).to_have_value("je?n")
+    expect(help_).to_be_hidden()
+    expect(page.locator("input[name=mode][value=note]")).to_be_checked()
+    expect(page.locator("#status")).to_have_text("open")
+    # Escape leaves the field, and the keys are the page's again: r for a reply.
+    page.keyboard.press("Escape")
+    expect(textarea).not_to_be_focused()
+    page.keyboard.press("r")
+    expect(textarea).to_be_focused()
+    expect(page.locator("input[name=mode][value=reply]")).to_be_checked()
+    page.keyboard.press("Escape")
+
+    page.keyboard.press("?")
+    expect(help_).to_be_visible()
+    expect(help_).to_contain_text("Write a private note")
+    page.screenshot(path=str(ARTIFACTS / "conversation-keys.png"))
+    page.keyboard.press("e")  # the dialog's keys only, while it is open
+    page.keyboard.press("Escape")
+    expect(help_).to_be_hidden()
+    expect(page.locator("#status")).to_have_text("open")
+    page.keyboard.press("/")
+    expect(page.locator("header .search input")).to_be_focused()
+    page.keyboard.press("Escape")
+    page.keyboard.press("e")
+    expect(page.locator("#status")).to_have_text("resolved")
+    c = httpx.get(f"{live_server.url}/api/v1/conversations/{cid}", headers=auth(world.bob))
+    assert c.json()["status"] == "resolved"

@@ -152,3 +152,97 @@ def test_an_open_inbox_drops_the_badges_of_a_deleted_sla_policy(
     assert gone.status_code == 204
     expect(badge).to_have_count(0)
     expect(page.locator(f'#conversation-list li[data-id="{conv}"]')).to_have_count(1)
+
+
+def test_the_inbox_opens_on_open_conversations_and_shows_others_when_asked(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # "All" listed resolved conversations among those to act on.
+    waiting = inbound(client, world, "st-open", "st-open@example.com")
+    done = inbound(client, world, "st-done", "st-done@example.com")
+    client.post(
+        f"/api/v1/conversations/{done}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    ).raise_for_status()
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    row = '#conversation-list li[data-id="{}"]'.format
+    expect(page.locator(row(waiting))).to_have_count(1)
+    expect(page.locator(row(done))).to_have_count(0)
+    expect(page.locator("#filters select[name=status]")).to_have_value("open")
+
+    page.select_option("#filters select[name=status]", "resolved")
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**status=resolved**")  # the choice is in the address, to share
+    expect(page.locator(row(done))).to_have_count(1)
+    expect(page.locator(row(waiting))).to_have_count(0)
+    page.select_option("#filters select[name=status]", "all")
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**status=all**")
+    expect(page.locator(row(done))).to_have_count(1)
+    expect(page.locator(row(waiting))).to_have_count(1)
+    page.go_back()  # and the back button goes back to the resolved ones
+    page.wait_for_url("**status=resolved**")
+    expect(page.locator(row(waiting))).to_have_count(0)
+    expect(page.locator("#filters select[name=status]")).to_have_value("resolved")
+
+
+def test_the_inbox_list_is_worked_from_the_keyboard(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    for n in range(3):
+        inbound(client, world, f"key{n}", f"key{n}@example.com")
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    rows = page.locator("#conversation-list > li[data-id]")
+    ids = [rows.nth(i).get_attribute("data-id") for i in range(3)]
+    selected = page.locator("#conversation-list > li.selected")
+    page.wait_for_timeout(300)  # the stream connects
+
+    # "?" shows the keys in a dialog, which Escape closes.
+    help_ = page.get_by_role("dialog", name="Keyboard shortcuts")
+    expect(help_).to_be_hidden()
+    page.keyboard.press("?")
+    expect(help_).to_be_visible()
+    expect(help_).to_contain_text("Open the selected conversation")
+    page.keyboard.press("Escape")
+    expect(help_).to_be_hidden()
+
+    # "/" goes to the search box, where a "j" is a letter; Escape leaves it.
+    search = page.locator("header .search input")
+    page.keyboard.press("/")
+    expect(search).to_be_focused()
+    page.keyboard.type("jj")
+    expect(search).to_have_value("jj")
+    expect(selected).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(search).not_to_be_focused()
+
+    # j, j, j, k: the second; the arrows move too, once in the list.
+    for key in "jjjk":
+        page.keyboard.press(key)
+    expect(selected).to_have_attribute("data-id", ids[1])  # type: ignore[arg-type]
+    expect(selected.locator("a")).to_have_attribute("aria-current", "true")
+    expect(selected.locator("a")).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    expect(selected).to_have_attribute("data-id", ids[2])  # type: ignore[arg-type]
+    page.keyboard.press("ArrowUp")
+    expect(selected).to_have_attribute("data-id", ids[1])  # type: ignore[arg-type]
+    page.screenshot(path=str(ARTIFACTS / "inbox-keys.png"))
+
+    # A conversation arriving redraws the list: the same one stays selected, focused.
+    new = inbound(client, world, "key-new", "key-new@example.com")
+    expect(page.locator(f'#conversation-list > li[data-id="{new}"]')).to_have_count(1)
+    expect(selected).to_have_attribute("data-id", ids[1])  # type: ignore[arg-type]
+    expect(selected.locator("a")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/app/conversations/{ids[1]}")
+    page.go_back()
+    page.keyboard.press("k")  # a page drawn anew: the first
+    page.keyboard.press("o")
+    page.wait_for_url(f"**/app/conversations/{new}")

@@ -154,3 +154,46 @@ def test_a_paused_sla_clock_shows_as_paused_with_the_time_it_has_left(
     ) in held_item
     running_item = item(running, "open")
     assert ">SLA ok</span>" in running_item and "paused" not in running_item
+
+
+def test_the_inbox_opens_on_open_conversations_and_lists_others_when_asked(
+    client: TestClient, world: World
+) -> None:
+    # "All" listed resolved conversations among those to act on; the API's own default
+    # (every status) is another matter: its clients rely on it.
+    waiting = inbound(client, world, "os1", "os1@example.com")
+    done = inbound(client, world, "os2", "os2@example.com")
+    client.post(
+        f"/api/v1/conversations/{done}/status", json={"status": "resolved"}, headers=auth(world.bob)
+    ).raise_for_status()
+    sign_in(client, "bob@acme.test")
+    for params in ({"view": "all"}, {"view": "unassigned"}, {"view": "all", "status": "chaos"}):
+        page = client.get("/app/inbox", params=params).text
+        assert waiting in page and done not in page, params
+        assert '<option value="open" selected>' in page
+        # The default is no filter turned on: a phone keeps the filters folded.
+        assert 'data-on="0"><summary>Filters</summary>' in page
+    resolved = client.get("/app/inbox", params={"view": "all", "status": "resolved"}).text
+    assert done in resolved and waiting not in resolved
+    assert '<option value="resolved" selected>' in resolved
+    assert 'data-on="1"><summary>Filters (1 on)</summary>' in resolved
+    every = client.get("/app/inbox", params={"view": "all", "status": "all"}).text
+    assert done in every and waiting in every
+    assert '<option value="all" selected>Any status</option>' in every
+    api = client.get("/api/v1/conversations", headers=auth(world.bob)).json()["items"]
+    assert {waiting, done} <= {c["id"] for c in api}
+
+
+def test_the_more_link_keeps_the_status_chosen(client: TestClient, world: World) -> None:
+    for n in range(51):
+        conv = inbound(client, world, f"mr{n}", f"mr{n}@example.com")
+        client.post(
+            f"/api/v1/conversations/{conv}/status",
+            json={"status": "resolved"},
+            headers=auth(world.bob),
+        ).raise_for_status()
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/inbox", params={"view": "all", "status": "resolved"}).text
+    assert 'class="more" href="?status=resolved&amp;view=all&amp;cursor=' in page
+    # Nothing to act on: said so, not "no conversations" while 51 are resolved.
+    assert "No open conversations here." in client.get("/app/inbox?view=mine").text

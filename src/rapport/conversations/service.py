@@ -907,7 +907,9 @@ def assign(
     activity line says."""
     ws = conversation.workspace_id
     member = None
-    if assignee_id is not None:
+    # Only a new assignee is checked: the one kept may have left or become a viewer since
+    # (a resolved conversation keeps who handled it), and its team can still change.
+    if assignee_id is not None and assignee_id != conversation.assignee_id:
         member = db.scalar(
             select(Membership).where(
                 Membership.workspace_id == ws, Membership.user_id == assignee_id

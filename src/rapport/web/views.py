@@ -168,8 +168,9 @@ async def inbox_page(
     if principal is None:
         return _to_login(request)
     database = request.app.state.database
+    shown_status = _inbox_status(status)
     filters = {
-        "status": _choice(Status, status),
+        "status": shown_status,
         "inbox_id": inbox_id or None,
         "team_id": team_id or None,
         "label": label or None,
@@ -184,7 +185,7 @@ async def inbox_page(
         rows, nxt = conversations.search(
             db,
             workspace_id=principal.workspace_id,
-            status=Status(filters["status"]) if filters["status"] else None,
+            status=None if shown_status == "all" else Status(shown_status),
             assignee_id=principal.user_id if view == "mine" else None,
             unassigned=view == "unassigned",
             team_id=team_id or None,
@@ -260,6 +261,13 @@ def _open_time(left: timedelta) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
+def _inbox_status(value: str | None) -> str:
+    """The inbox's status filter: the status chosen, ``all`` for any, else open (what an
+    agent must act on, where Chatwoot's inbox opens too; resolved ones filled "All"). The
+    unread counts beside the views count open conversations too."""
+    return "all" if value == "all" else _choice(Status, value) or Status.open.value
+
+
 def _choice(kind: type[enum.StrEnum], value: str | None) -> str | None:
     """A query-string value when it names a member of ``kind``; anything else is ignored."""
     return value if value and value in kind.__members__ else None
@@ -309,6 +317,7 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "labels": conversations.labels_of(db, [conv.id])[conv.id],
             "colours": label_list.colours(db, workspace_id=principal.workspace_id),
             "members": (members := workspaces.members(db, workspace_id=principal.workspace_id)),
+            "teams": [t for t, _ in workspaces.teams(db, workspace_id=principal.workspace_id)],
             # Who wrote what: today's members (for messages still to come) and those who wrote.
             "senders": {u.id: u.name or u.email for _, u in members} | _sender_names(db, msgs),
             "previous": previous,

@@ -261,6 +261,114 @@ function notify(title, body) {
   if (Notification.permission === "granted") new Notification(title, { body });
 }
 
+// --- keyboard: single keys on the inbox and a conversation --------------------------------
+// What each key does on this page (its setup fills it in): a handler returning false did
+// nothing, and the key goes on to the browser. "?" shows them all (base.html's dialog).
+const pageKeys = {};
+
+// Whether a key pressed on this element types into it: a text field, a select (a letter
+// picks an option) or editable text; a checkbox, a button or a link takes no text.
+function typingIn(el) {
+  if (!(el instanceof Element)) return false;
+  if (el.isContentEditable || el.matches("textarea, select")) return true;
+  return el.matches("input") && !["checkbox", "radio", "button", "submit", "reset", "file", "range", "color", "image"].includes(el.type);
+}
+
+function setupKeys() {
+  const help = document.getElementById("keys-help");
+  if (!help) return;
+  document.addEventListener("keydown", (ev) => {
+    if (ev.defaultPrevented || ev.isComposing) return;
+    if (ev.key === "Escape") {
+      // Out of the field, back to the keys (the dialog closes itself on Escape).
+      if (typingIn(ev.target)) ev.target.blur();
+      return;
+    }
+    // Bare keys only (Ctrl/Cmd+E is the browser's find, Ctrl/Cmd+R its reload), and never
+    // while typing: a "j" in a reply is a letter.
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || typingIn(ev.target)) return;
+    if (help.open) return; // a modal dialog: its own keys only
+    if (ev.key === "?") {
+      ev.preventDefault();
+      help.showModal();
+      return;
+    }
+    if (ev.key === "/") {
+      const search = document.querySelector("header .search input[name=q]");
+      if (!search) return;
+      ev.preventDefault(); // not typed into it
+      search.focus();
+      search.select();
+      return;
+    }
+    const act = Object.hasOwn(pageKeys, ev.key) ? pageKeys[ev.key] : null;
+    if (act && act(ev) !== false) ev.preventDefault();
+  });
+}
+
+// The inbox's list from the keyboard: j/k (and the arrows, within the list) move the
+// selection, Enter or o opens it. The selection is the focus itself, on the row's link, so a
+// screen reader says which conversation it is and Tab goes on from there.
+function setupListKeys(list) {
+  let current = null; // the id of the conversation selected
+  const rows = () => [...list.querySelectorAll(":scope > li[data-id]")];
+  const select = (li, focus) => {
+    for (const row of list.querySelectorAll(":scope > li.selected")) {
+      row.classList.remove("selected");
+      row.querySelector("a")?.removeAttribute("aria-current");
+    }
+    current = li ? li.dataset.id : null;
+    if (!li) return;
+    li.classList.add("selected");
+    const link = li.querySelector("a");
+    link.setAttribute("aria-current", "true");
+    if (focus) link.focus();
+  };
+  const move = (by) => {
+    const all = rows();
+    if (!all.length) return false;
+    const at = all.findIndex((li) => li.dataset.id === current);
+    select(all[at < 0 ? 0 : Math.min(Math.max(at + by, 0), all.length - 1)], true);
+  };
+  const open = () => {
+    const li = rows().find((row) => row.dataset.id === current);
+    if (!li) return false;
+    li.querySelector("a").click();
+  };
+  // Tabbing or clicking into a row selects it too: the keys go on from there.
+  list.addEventListener("focusin", (ev) => {
+    const li = ev.target.closest("li[data-id]");
+    if (li) select(li, false);
+  });
+  const inList = () => list.contains(document.activeElement);
+  Object.assign(pageKeys, {
+    j: () => move(1),
+    k: () => move(-1),
+    ArrowDown: () => (inList() ? move(1) : false),
+    ArrowUp: () => (inList() ? move(-1) : false),
+    o: open,
+    // On the row's link Enter is the link's own, and elsewhere on the page another
+    // control's (a button, the filters' summary).
+    Enter: (ev) => ((ev.target === document.body || inList()) && !ev.target.closest("a, button") ? open() : false),
+  });
+  return {
+    // What is selected and focused, before the list is drawn again (a live update)...
+    held: () => ({
+      id: current,
+      at: rows().findIndex((li) => li.dataset.id === current),
+      focus: inList() ? (document.activeElement.matches("input.pick") ? "pick" : "link") : null,
+    }),
+    // ...and the same after: the same conversation, or the one now in its place.
+    restore: ({ id, at, focus }) => {
+      if (id === null) return;
+      const all = rows();
+      const li = all.find((row) => row.dataset.id === id) || (at >= 0 ? all[Math.min(at, all.length - 1)] : null);
+      select(li || null, false);
+      if (li && focus) li.querySelector(focus === "pick" ? "input.pick" : "a")?.focus();
+    },
+  };
+}
+
 // --- inbox: the list refreshes itself when anything changes -----------------------------
 function setupInbox() {
   const list = document.getElementById("conversation-list");
@@ -294,11 +402,14 @@ function setupInbox() {
       const doc = await pageNow();
       if (!doc) return; // signed out or unavailable: the next event tries again
       const fresh = doc.getElementById("conversation-list");
-      // Keep what the agent ticked: a live update must not drop a selection in progress.
+      // Keep what the agent ticked: a live update must not drop a selection in progress
+      // (nor the row the keys selected, nor the focus in the list).
       const picked = bulk.picked();
+      const held = keys.held();
       if (fresh) list.replaceChildren(...fresh.children);
       paintLabels(list);
       bulk.restore(picked);
+      keys.restore(held);
       const views = doc.querySelector("aside.views");
       if (views) document.querySelector("aside.views").replaceChildren(...views.children);
     } catch {
@@ -311,6 +422,7 @@ function setupInbox() {
     }
   };
   const bulk = setupBulk(list, () => refresh({ now: true }));
+  const keys = setupListKeys(list);
   connectStream((event) => {
     setupNotifications(event);
     redrawMember(event);
@@ -325,6 +437,10 @@ function setupInbox() {
 function setupFilterBox() {
   const box = document.getElementById("filter-box");
   if (box && box.dataset.on === "0" && window.matchMedia("(max-width: 760px)").matches) box.open = false;
+  // Back to a list, the browser puts back what was picked on it before leaving (a status
+  // chosen and applied): the form says what the list shows, as the server drew it.
+  const form = document.getElementById("filters");
+  if (form) window.addEventListener("pageshow", () => form.reset());
 }
 
 // --- bulk actions: tick conversations, then assign, label or resolve them at once -------
@@ -604,18 +720,18 @@ function setupConversation() {
     try { await api("POST", `/api/v1/conversations/${id}/priority`, { priority: priority.value }); }
     catch (e) { showError(e.message); }
   });
-  const assign = document.getElementById("assign");
-  assign.addEventListener("change", async () => {
-    try { await api("POST", `/api/v1/conversations/${id}/assign`, { assignee_id: assign.value || null }); }
-    catch (e) { showError(e.message); }
-  });
-  document.addEventListener("keydown", (ev) => {
-    if (ev.target.closest("textarea, input, select")) return;
-    // Bare keys only: Ctrl/Cmd+E is the browser's find, Ctrl/Cmd+R its reload.
-    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing) return;
-    if (ev.key === "r") { ev.preventDefault(); textarea.focus(); }
-    if (ev.key === "e") document.getElementById("resolve").click();
-  });
+  const showHeld = setupHolder(root, id);
+  const compose = (mode) => {
+    composer.querySelector(`input[name=mode][value=${mode}]`).checked = true;
+    textarea.focus();
+  };
+  pageKeys.r = () => compose("reply");
+  pageKeys.n = () => compose("note");
+  pageKeys.e = () => {
+    const resolve = document.getElementById("resolve");
+    if (resolve.hidden) return false; // resolved already
+    resolve.click();
+  };
   connectStream((event) => {
     setupNotifications(event);
     redrawMember(event);
@@ -627,9 +743,45 @@ function setupConversation() {
     if (event.type === "conversation.updated" && p.id === id) {
       showStatus(p.status);
       if (p.priority) priority.value = p.priority;
+      if ("assignee_id" in p && "team_id" in p) showHeld(p); // a colleague's, or a rule's
     }
     // (The customer or colleagues typing, colleagues viewing: the notice in panel.js.)
   });
+}
+
+// --- who has the conversation: an agent and a team, each chosen on its own -------------
+// The API sets both at once (one left out is cleared: choosing an agent here dropped the
+// team), so each change sends the other as the page holds it, kept current from the stream.
+function setupHolder(root, id) {
+  const assign = document.getElementById("assign");
+  const team = document.getElementById("team");
+  const held = { assignee_id: root.dataset.assignee || null, team_id: root.dataset.team || null };
+  const has = (select, value) => [...select.options].some((o) => o.value === value);
+  // A team made since the page was drawn: the workspace's teams asked again.
+  const teamsNow = async () => {
+    const teams = await api("GET", "/api/v1/teams");
+    team.replaceChildren(new Option("No team", ""), ...teams.map((t) => new Option(t.name, t.id)));
+  };
+  const show = async (c) => {
+    held.assignee_id = c.assignee_id || null;
+    held.team_id = c.team_id || null;
+    // One no longer an agent (a resolved conversation keeps who handled it) is not
+    // offered: shown as the page draws it, unassigned.
+    assign.value = held.assignee_id && has(assign, held.assignee_id) ? held.assignee_id : "";
+    if (held.team_id && !has(team, held.team_id)) await teamsNow().catch(() => null);
+    team.value = held.team_id || "";
+  };
+  const change = async (to) => {
+    try {
+      await show(await api("POST", `/api/v1/conversations/${id}/assign`, { ...held, ...to }));
+    } catch (e) {
+      await show(held); // the selects back to what the conversation has
+      showError(e.message);
+    }
+  };
+  assign.addEventListener("change", () => change({ assignee_id: assign.value || null }));
+  team.addEventListener("change", () => change({ team_id: team.value || null }));
+  return show;
 }
 
 // --- status with "snoozed until", and labels, on the conversation page ------------------
@@ -825,7 +977,7 @@ function setupCanned(textarea, conversationId) {
     if (ev.key === "ArrowDown") { ev.preventDefault(); active = (active + 1) % items.length; render(); }
     else if (ev.key === "ArrowUp") { ev.preventDefault(); active = (active + items.length - 1) % items.length; render(); }
     else if (ev.key === "Enter" || ev.key === "Tab") { ev.preventDefault(); ev.stopImmediatePropagation(); choose(items[active]); }
-    else if (ev.key === "Escape") close();
+    else if (ev.key === "Escape") { ev.preventDefault(); close(); } // the menu first, then the field
   });
 }
 
@@ -1715,3 +1867,4 @@ setupPresence();
 setupInbox();
 setupConversation();
 setupNotificationsPage();
+setupKeys();
