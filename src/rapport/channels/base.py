@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy.orm import Session
+
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Conversation, Message
 from rapport.customers import identity
@@ -34,6 +36,14 @@ class DeliveryError(Exception):
         self.reason = reason
         self.permanent = permanent or opted_out is not None
         self.opted_out = opted_out
+
+
+class NoRecipient(DeliveryError):
+    """A send with nobody to go to: the customer has no address this channel sends to
+    (said as an agent reads it). Permanent: another attempt finds nobody either."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, permanent=True)
 
 
 @dataclass(frozen=True)
@@ -61,15 +71,30 @@ class OutboundFile:
 
 
 @dataclass(frozen=True)
-class Outbound:
-    """Everything a channel needs to send one message, read before the call is made."""
+class Addressee:
+    """Whom a message through ``inbox`` is for: the customer, with every handle of theirs.
+    What a channel's ``recipient`` reads: at a send, and before a conversation is started."""
 
     inbox: Inbox
+    customer: Customer
+    identities: list[Identity]
+
+    def handle(self, kind: IdentityKind) -> str | None:
+        """The customer's handle of this kind to send to, the same rule for every channel
+        (``identity.recipient``): their newest, never whichever happened to load first, and
+        for a Messenger or Instagram id, only one this inbox's page issued. A conversation
+        does not record the handle it came from, so that cannot be preferred."""
+        found = identity.recipient(self.identities, kind, inbox_id=self.inbox.id)
+        return found.value if found is not None else None
+
+
+@dataclass(frozen=True)
+class Outbound(Addressee):
+    """Everything a channel needs to send one message, read before the call is made."""
+
     secrets: dict[str, Any]
     message: Message
     conversation: Conversation
-    customer: Customer
-    identities: list[Identity]
     public_url: str
     # Provider ids of the conversation's earlier messages, oldest first (email threading).
     thread_refs: list[str] = field(default_factory=list)
@@ -81,14 +106,6 @@ class Outbound:
     # Whether URLs an admin set may point into our own network (RAPPORT_OUTBOUND_PRIVATE_OK):
     # calls to them go through ``rapport.outbound.request``.
     allow_private: bool = False
-
-    def handle(self, kind: IdentityKind) -> str | None:
-        """The customer's handle of this kind to send to, the same rule for every channel
-        (``identity.recipient``): their newest, never whichever happened to load first, and
-        for a Messenger or Instagram id, only one this inbox's page issued. A conversation
-        does not record the handle it came from, so that cannot be preferred."""
-        found = identity.recipient(self.identities, kind, inbox_id=self.inbox.id)
-        return found.value if found is not None else None
 
 
 def send_parts(out: Outbound, parts: list[tuple[str, str, Callable[[], str | None]]]) -> list[str]:
@@ -257,6 +274,11 @@ def api_base_setting(default: str) -> Setting:
 
 
 class Channel(Protocol):
+    """A channel may also declare ``recipient(to: Addressee) -> str``: the address its
+    ``send`` goes to, raising ``NoRecipient`` when the customer has none (a channel that
+    sends to no address of theirs, the API's webhook, declares none); and, where that takes
+    the database, ``unreachable(db, to) -> str | None`` (web chat: a visitor of the inbox)."""
+
     name: str
     # Every setting its inboxes take, in the order the settings page shows them.
     fields: tuple[Setting, ...]
@@ -305,6 +327,26 @@ def consent_channel(name: str) -> ConsentChannel | None:
     us there, themselves)."""
     found: ConsentChannel | None = getattr(get(name), "consent_channel", None)
     return found
+
+
+def unreachable(db: Session, to: Addressee) -> str | None:
+    """Why a message through ``to.inbox`` cannot reach the customer, by the rule its channel
+    sends by (``recipient``, or ``unreachable`` where that reads the database); None when
+    it can."""
+    channel = get(to.inbox.channel)
+    if channel is None:
+        return f"no channel {to.inbox.channel!r} is installed"
+    ask = getattr(channel, "unreachable", None)
+    if ask is not None:
+        why: str | None = ask(db, to)
+        return why
+    recipient = getattr(channel, "recipient", None)
+    if recipient is not None:
+        try:
+            recipient(to)
+        except NoRecipient as exc:
+            return exc.reason
+    return None
 
 
 def default_of(channel: str, name: str) -> Any:

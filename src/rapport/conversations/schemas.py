@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rapport.conversations.models import (
     DeliveryStatus,
@@ -140,6 +140,44 @@ class ReplyIn(BaseModel):
         description="ids of uploads (`POST /api/v1/conversations/{id}/uploads`) sent with "
         "the reply, in this order",
     )
+
+
+class ConversationStart(BaseModel):
+    """A conversation an agent starts with a customer: its first message goes to them
+    through the inbox."""
+
+    customer_id: str
+    inbox_id: str
+    text: SomeText = Field(max_length=100_000)
+    html: str | None = Field(default=None, max_length=500_000)
+    subject: str = Field(
+        default="", max_length=500, description="the email's subject (any channel keeps it)"
+    )
+    assignee_id: str | None = Field(
+        default=None,
+        description="a member to give it to; absent: the caller; null: nobody (auto-assignment "
+        "offers it, in an inbox that assigns automatically)",
+    )
+    status: Literal["open", "pending", "resolved"] = Field(
+        default="open",
+        description="once the message is queued: open, pending (the customer has the next "
+        "move) or resolved (a one-off notice; their answer reopens it)",
+    )
+    attachment_ids: list[str] = Field(
+        default_factory=list, max_length=0, description="not taken: see the error it gives"
+    )
+
+    @field_validator("attachment_ids", mode="before")
+    @classmethod
+    def _no_files_yet(cls, value: object) -> object:
+        if value:
+            # An upload belongs to a conversation (``uploads.conversation_id``), and this one
+            # does not exist until the message is sent.
+            raise ValueError(
+                "files cannot go with a conversation's first message: start it, then upload "
+                "them to it (POST /api/v1/conversations/{id}/uploads) and send them in a reply"
+            )
+        return value
 
 
 class NoteIn(BaseModel):

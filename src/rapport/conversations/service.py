@@ -34,11 +34,12 @@ from rapport.conversations.models import (
     Upload,
 )
 from rapport.customers import identity, profile
+from rapport.customers import service as customers
 from rapport.customers.models import Consent, Customer, Identity, IdentityKind
 from rapport.db import lock_row, utcnow
 from rapport.jobs.service import enqueue
 from rapport.notifications import service as notifications
-from rapport.problems import Invalid, NotFound, Unsendable
+from rapport.problems import Invalid, NotFound, Problem, Unsendable
 from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
 from rapport.scoped import get_scoped
@@ -722,6 +723,120 @@ def window_refusal(
         opened = last_wrote_through(db, conversation=conversation, inbox=inbox)
         reason = check(last_inbound_at=opened, now=now, template=False)
     return reason
+
+
+class Unreachable(Unsendable):
+    """A conversation that cannot be started through an inbox: its channel has no way to
+    the customer (no address of theirs it sends to, by the rule its send follows)."""
+
+    def __init__(self, *, inbox: Inbox, why: str) -> None:
+        self.why = why
+        super().__init__(
+            422,
+            "unreachable",
+            f"Not sent: “{inbox.name}” cannot reach this customer ({why}); choose another inbox.",
+            inbox_id=inbox.id,
+            channel=inbox.channel,
+        )
+
+
+# What a conversation an agent starts may be left as, once its first message is queued.
+START_STATUSES: Final = (Status.open, Status.pending, Status.resolved)
+
+
+def start_refusal(
+    db: Session,
+    *,
+    customer: Customer,
+    inbox: Inbox,
+    identities: list[Identity] | None = None,
+    now: datetime | None = None,
+) -> Problem | None:
+    """Why a conversation with ``customer`` cannot be started through ``inbox`` now, the
+    one answer of the API (which refuses it) and of the customer's page (which does not
+    offer the inbox): a customer merged away, a disabled inbox, no address of theirs the
+    inbox's channel sends to (``Unreachable``), then what a reply meets (an opt-out, a page
+    they never wrote to, the provider's window). None when it can be started."""
+    if customer.merged_into_id is not None:
+        return Invalid(
+            "this customer was merged into another: start the conversation with that one",
+            merged_into_id=customer.merged_into_id,
+        )
+    if inbox.workspace_id != customer.workspace_id:
+        return NotFound("inbox")
+    if not inbox.enabled:
+        return Invalid(f"the inbox “{inbox.name}” is disabled")
+    if identities is None:
+        identities = customers.identities(db, customer=customer)
+    to = channels.Addressee(inbox=inbox, customer=customer, identities=identities)
+    if why := channels.unreachable(db, to):
+        return Unreachable(inbox=inbox, why=why)
+    # Never added to the session: the customer and inbox, as a reply's checks read them.
+    probe = Conversation(
+        workspace_id=customer.workspace_id, customer_id=customer.id, inbox_id=inbox.id
+    )
+    if refused := reply_refusal(db, conversation=probe, inbox=inbox):
+        return refused
+    if reason := window_refusal(db, conversation=probe, inbox=inbox, now=now or utcnow()):
+        return Invalid(reason)
+    return None
+
+
+def start(
+    db: Session,
+    *,
+    customer: Customer,
+    inbox: Inbox,
+    author_id: str,
+    text: str,
+    html: str | None = None,
+    subject: str = "",
+    assignee_id: str | None,
+    status: Status = Status.open,
+) -> tuple[Conversation, Message]:
+    """Write to a customer first: a conversation through ``inbox`` (its team the inbox's),
+    given to ``assignee_id`` (None: nobody, and auto-assignment offers it), and its first
+    message, queued as a reply is (``reply``: the message and its ``deliver`` job), all in
+    the caller's transaction. Refused, with nothing stored, for ``start_refusal``'s
+    reasons. ``status``: pending (the customer has the next move) or resolved (a one-off
+    notice) once the message is queued."""
+    if status not in START_STATUSES:
+        raise Invalid(f"a conversation is started {', '.join(START_STATUSES)}, not {status}")
+    if refused := start_refusal(db, customer=customer, inbox=inbox):
+        raise refused
+    now = utcnow()
+    conv = Conversation(
+        workspace_id=customer.workspace_id,
+        customer_id=customer.id,
+        inbox_id=inbox.id,
+        subject=subject.strip()[:500],
+        status=Status.open,
+        priority=Priority.none,
+        team_id=inbox.team_id,
+        messages_count=0,
+        last_activity_at=now,
+        created_at=now,
+    )
+    db.add(conv)
+    db.flush()
+    emit(
+        db,
+        workspace_id=conv.workspace_id,
+        type="conversation.created",
+        payload=conversation_payload(conv),
+    )
+    if assignee_id is not None:
+        assign(
+            db, conversation=conv, assignee_id=assignee_id, team_id=conv.team_id, actor_id=author_id
+        )
+    msg = reply(
+        db, conversation=conv, author_id=author_id, text=text, html=html, via_inbox_id=inbox.id
+    )
+    if status != Status.open:
+        set_status(db, conversation=conv, status=status, actor_id=author_id)
+    elif conv.assignee_id is None and inbox.auto_assign:
+        routing.wake(db, workspace_id=conv.workspace_id)
+    return conv, msg
 
 
 def send_again(db: Session, *, conversation: Conversation, message_id: str) -> Message:

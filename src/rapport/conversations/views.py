@@ -8,6 +8,7 @@ from pydantic import AfterValidator
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db, ReadDb
 from rapport.auth.views import actor_of
+from rapport.channels import service as inboxes
 from rapport.conversations import canned, files, labels, service, sla
 from rapport.conversations.models import (
     Attachment,
@@ -31,6 +32,7 @@ from rapport.conversations.schemas import (
     ConversationPage,
     ConversationRead,
     ConversationSlaRead,
+    ConversationStart,
     LabelIn,
     LabelRead,
     LabelsIn,
@@ -49,6 +51,7 @@ from rapport.conversations.schemas import (
     StatusIn,
     UploadRead,
 )
+from rapport.customers import service as customers
 from rapport.db import as_utc
 from rapport.privacy.service import audit
 from rapport.problems import Invalid, NotFound
@@ -184,10 +187,78 @@ def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> Bul
     return BulkOut(items=[_read(c, labels[c.id]) for c in rows])
 
 
+_PROBLEM: dict[str, object] = {"content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "",
+    response_model=ConversationDetail,
+    status_code=201,
+    responses={
+        403: {"description": "A viewer: only agents, admins and owners write", **_PROBLEM},
+        404: {"description": "No such customer, inbox or assignee in your workspace", **_PROBLEM},
+        409: {
+            "description": "The customer opted out of the inbox's channel: type "
+            ".../problems/no-consent; nothing stored",
+            **_PROBLEM,
+        },
+        422: {
+            "description": "The inbox cannot reach the customer (no address of theirs its "
+            "channel sends to): type .../problems/unreachable; or it is disabled, the "
+            "provider's reply window is closed (WhatsApp's, Meta's 24 hours), the customer "
+            "was merged into another, or the body is not valid; nothing stored",
+            **_PROBLEM,
+        },
+    },
+)
+def start(
+    body: ConversationStart, principal: CurrentAgent, request: Request, db: Db
+) -> ConversationDetail:
+    """Write to a customer first: a conversation through the inbox, with the message queued
+    as a reply is (delivered by the ``deliver`` job), after the checks a reply meets. It
+    goes to the caller unless ``assignee_id`` says otherwise. Answers the conversation as
+    ``GET /api/v1/conversations/{id}`` does."""
+    ws = principal.workspace_id
+    customer = customers.get(db, workspace_id=ws, customer_id=body.customer_id)
+    inbox = inboxes.get(db, workspace_id=ws, inbox_id=body.inbox_id)
+    given = "assignee_id" in body.model_fields_set
+    conv, msg = service.start(
+        db,
+        customer=customer,
+        inbox=inbox,
+        author_id=principal.user_id,
+        text=body.text,
+        html=body.html,
+        subject=body.subject,
+        assignee_id=body.assignee_id if given else principal.user_id,
+        status=Status(body.status),
+    )
+    audit(
+        db,
+        workspace_id=ws,
+        actor=actor_of(principal, request),
+        action="conversation.start",
+        target_type="conversation",
+        target_id=conv.id,
+        data={
+            "customer_id": customer.id,
+            "inbox_id": inbox.id,
+            "message_id": msg.id,
+            "assignee_id": conv.assignee_id,
+            "status": conv.status.value,
+        },
+    )
+    return _detail(db, conv)
+
+
 @router.get("/{conversation_id}", response_model=ConversationDetail)
 def get_conversation(conversation_id: str, principal: CurrentMember, db: Db) -> ConversationDetail:
     """A conversation with its messages (notes and activity included), oldest first."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    return _detail(db, conv)
+
+
+def _detail(db: Db, conv: Conversation) -> ConversationDetail:
     msgs = service.messages(db, conversation=conv)
     return ConversationDetail(
         **_fields(conv),
@@ -205,9 +276,6 @@ def _with_files(db: Db, msgs: list[Message]) -> list[MessageRead]:
         )
         for m in msgs
     ]
-
-
-_PROBLEM: dict[str, object] = {"content": {"application/problem+json": {}}}
 
 
 @router.post(

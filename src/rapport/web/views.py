@@ -458,16 +458,24 @@ async def customer_page(request: Request, customer_id: str) -> Response:
             for m in done
             if (other := db.get(Customer, m.merged_id)) is not None
         ]
+        every_inbox = inboxes.list_inboxes(db, workspace_id=ws)
         ctx = {
             **_customer_context(db, customer),
-            **rows_context(
-                db, workspace_id=ws, rows=rows, of=inboxes.list_inboxes(db, workspace_id=ws)
-            ),
+            **rows_context(db, workspace_id=ws, rows=rows, of=every_inbox),
         }
+        # "New conversation" (agents and up): each enabled inbox, with why a conversation
+        # cannot be started through it (None: it can), by the API's own rule.
+        identities = ctx["identities"]
+        reach = [
+            (i, conversations.start_refusal(db, customer=customer, inbox=i, identities=identities))
+            for i in every_inbox
+            if i.enabled and principal.has(Role.agent)
+        ]
     return _page(
         request,
         "customer.html",
         principal,
+        reach=reach,
         merged_in=merged_in,
         conversation=None,
         conversations=rows,

@@ -303,21 +303,29 @@ class EmailChannel:
     sends_files = True
     consent_channel = ConsentChannel.email
 
+    def recipient(self, to: base.Addressee) -> str:
+        found = to.customer.email or to.handle(IdentityKind.email)
+        if not found:
+            raise base.NoRecipient("the customer has no email address")
+        return found
+
     def send(self, out: base.Outbound) -> base.SendResult:
         settings = out.inbox.settings
         address = str(settings.get("address", ""))
-        to = out.customer.email or out.handle(IdentityKind.email)
         if not address or "@" not in address:
             raise base.DeliveryError("the inbox has no sending address", permanent=True)
-        if not to:
-            raise base.DeliveryError("the customer has no email address", permanent=True)
+        to = self.recipient(out)
         local, domain = address.split("@", 1)
         mail = EmailMessage()
         mail["From"] = formataddr((str(settings.get("from_name") or out.inbox.name), address))
         mail["To"] = to
         mail["Reply-To"] = f"{local}+c{out.conversation.id}@{domain}"
         subject = out.conversation.subject or "Your conversation with us"
-        subject = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+        # A conversation we started answers nothing until the customer writes in it: its
+        # first mail is no "Re:".
+        answering = out.conversation.last_inbound_at is not None or bool(out.thread_refs)
+        if answering and not subject.lower().startswith("re:"):
+            subject = f"Re: {subject}"
         token = f"[#{out.conversation.id}]"
         # The thread's token in the subject too: a reply whose client kept neither our
         # headers nor our reply address still finds its conversation.

@@ -75,7 +75,7 @@ class MetaChannel:
     ) -> str | None:
         if last_inbound_at is None or now - last_inbound_at > WINDOW:
             return (
-                "the customer last wrote more than 24 hours ago: "
+                "the customer has not written in the last 24 hours: "
                 "Meta's standard messaging window is closed"
             )
         return None
@@ -238,13 +238,17 @@ class MetaChannel:
             events.each(entry.get("standby", []), lambda i: item(i, standby=True))
         return events
 
+    def recipient(self, to: base.Addressee) -> str:
+        found = to.handle(self.kind)
+        if not found:
+            raise base.NoRecipient(self._no_recipient(to))
+        return found
+
     def send(self, out: base.Outbound) -> base.SendResult:
         token = out.secrets.get("page_access_token")
-        to = out.handle(self.kind)
         if not token:
             raise base.DeliveryError("the inbox has no page_access_token", permanent=True)
-        if not to:
-            raise base.DeliveryError(self._no_recipient(out), permanent=True)
+        to = self.recipient(out)
         api = str(out.inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
 
         def post(message: dict[str, Any]) -> str | None:
@@ -261,14 +265,14 @@ class MetaChannel:
         )
         return base.SendResult(external_id=ids[-1] or None, meta=base.parts_meta(ids))
 
-    def _no_recipient(self, out: base.Outbound) -> str:
+    def _no_recipient(self, to: base.Addressee) -> str:
         """Why a message has nobody to go to: the customer has no id of this channel, or
         only ids other pages issued, which Meta would refuse."""
-        if not any(i.kind == self.kind for i in out.identities):
+        if not any(i.kind == self.kind for i in to.identities):
             return f"the customer has no {self.name} id"
         page = page_noun(self.kind)
         return (
-            f"the customer never wrote to this {page} ({out.inbox.name}), and {self.name} "
+            f"the customer never wrote to this {page} ({to.inbox.name}), and {self.name} "
             f"ids belong to the {page} that issued them: reply through the inbox they wrote to"
         )
 

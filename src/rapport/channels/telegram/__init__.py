@@ -170,13 +170,17 @@ class TelegramChannel:
             ]
         )
 
+    def recipient(self, to: base.Addressee) -> str:
+        found = to.handle(IdentityKind.telegram)
+        if not found:
+            raise base.NoRecipient("the customer has no Telegram chat")
+        return found
+
     def send(self, out: base.Outbound) -> base.SendResult:
         token = out.secrets.get("bot_token")
-        chat = out.handle(IdentityKind.telegram)
         if not token:
             raise base.DeliveryError("the inbox has no bot_token", permanent=True)
-        if not chat:
-            raise base.DeliveryError("the customer has no Telegram chat", permanent=True)
+        chat = self.recipient(out)
         api = f"{str(out.inbox.settings.get('api_base_url') or DEFAULT_API).rstrip('/')}/bot{token}"
 
         # A Telegram message id counts within its chat: each part is known as chat:id, as

@@ -9,7 +9,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
@@ -249,16 +249,20 @@ class TwilioSms:
             )
         return None
 
+    def recipient(self, to: base.Addressee) -> str:
+        found = to.customer.phone or to.handle(IdentityKind.phone)
+        if not found:
+            raise base.NoRecipient("the customer has no phone number")
+        return found
+
     def send(self, out: base.Outbound) -> base.SendResult:
         settings = out.inbox.settings
         sid, token = settings.get("account_sid"), out.secrets.get("auth_token")
-        to = out.customer.phone or out.handle(IdentityKind.phone)
         if not sid or not token or not settings.get("phone_number"):
             raise base.DeliveryError(
                 "the inbox is missing account_sid, auth_token or phone_number", permanent=True
             )
-        if not to:
-            raise base.DeliveryError("the customer has no phone number", permanent=True)
+        to = self.recipient(out)
         api = str(settings.get("api_base_url") or DEFAULT_API).rstrip("/")
         text = out.message.text
         # Longer than Twilio takes in one message: send it as consecutive messages. Files go
@@ -445,10 +449,11 @@ class TwilioVoice:
             ]
         )
 
+    def recipient(self, to: base.Addressee) -> NoReturn:
+        raise base.NoRecipient("a voice inbox cannot send text: call the customer back")
+
     def send(self, out: base.Outbound) -> base.SendResult:
-        raise base.DeliveryError(
-            "a voice inbox cannot send text: call the customer back", permanent=True
-        )
+        self.recipient(out)  # no text goes to anyone through a voice inbox
 
 
 SMS = base.register(TwilioSms())

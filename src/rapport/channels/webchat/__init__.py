@@ -97,6 +97,18 @@ def visitor_by_token(db: Session, *, inbox: Inbox, token: str) -> Visitor:
     return visitor
 
 
+def visitor_of(db: Session, *, inbox_id: str, customer_id: str) -> Visitor | None:
+    """The customer's visitor of this web chat inbox seen last: whose widget shows the
+    customer's conversations in the inbox (None: they never wrote through it, or were
+    erased)."""
+    return db.scalar(
+        select(Visitor)
+        .where(Visitor.inbox_id == inbox_id, Visitor.customer_id == customer_id)
+        .order_by(Visitor.last_seen_at.desc())
+        .limit(1)
+    )
+
+
 def handles_of(visitor: Visitor, region: str) -> list[Handle]:
     """The visitor's handles: their own id (proven by the token), the host site's user id
     when HMAC-verified, and a typed email that is never trusted to find someone else."""
@@ -198,12 +210,7 @@ class WebchatChannel:
         if not email_inbox_id or out.message.kind.value != "message":
             return
         with database.session(write=False) as db:
-            visitor = db.scalar(
-                select(Visitor)
-                .where(Visitor.inbox_id == out.inbox.id, Visitor.customer_id == out.customer.id)
-                .order_by(Visitor.last_seen_at.desc())
-                .limit(1)
-            )
+            visitor = visitor_of(db, inbox_id=out.inbox.id, customer_id=out.customer.id)
             mail_inbox = db.get(Inbox, str(email_inbox_id))
             if (
                 visitor is None
@@ -241,6 +248,13 @@ class WebchatChannel:
             )
         except base.DeliveryError:
             log.warning("away visitor not emailed", extra={"event": "webchat.email_failed"})
+
+    def unreachable(self, db: Session, to: base.Addressee) -> str | None:
+        """A message reaches the widget of a visitor of this inbox who is the customer (when
+        they are away, it waits in its history, and goes by email as ``after_send`` says)."""
+        if visitor_of(db, inbox_id=to.inbox.id, customer_id=to.customer.id) is None:
+            return "they have never chatted through it: no widget would show the message"
+        return None
 
     def send(self, out: base.Outbound) -> base.SendResult:
         """Nothing to hand over: the reply reached the visitor's widget as an event when it

@@ -277,23 +277,27 @@ class WhatsAppChannel:
             return None
         if last_inbound_at is None or now - last_inbound_at > WINDOW:
             return (
-                "the customer last wrote more than 24 hours ago: WhatsApp only allows an "
+                "the customer has not written in the last 24 hours: WhatsApp only allows an "
                 "approved template message outside the customer-service window"
             )
         return None
+
+    def recipient(self, to: base.Addressee) -> str:
+        # After a change of number the customer has both: the newest is the one they use.
+        found = to.handle(IdentityKind.whatsapp)
+        if not found:
+            raise base.NoRecipient("the customer has no WhatsApp number")
+        return found
 
     def send(self, out: base.Outbound) -> base.SendResult:
         settings = out.inbox.settings
         phone_number_id = settings.get("phone_number_id")
         token = out.secrets.get("access_token")
-        # After a change of number the customer has both: the newest is the one they use.
-        to = out.handle(IdentityKind.whatsapp)
         if not phone_number_id or not token:
             raise base.DeliveryError(
                 "the inbox is missing phone_number_id or access_token", permanent=True
             )
-        if not to:
-            raise base.DeliveryError("the customer has no WhatsApp number", permanent=True)
+        to = self.recipient(out)
         api = str(settings.get("api_base_url") or DEFAULT_API).rstrip("/")
         url = f"{api}/{phone_number_id}/messages"
         envelope: dict[str, Any] = {

@@ -1,0 +1,36 @@
+// The customer's own page: an agent writes to the customer first, through one of the
+// inboxes the page offers (those that can reach them, by the API's own rule), and lands on
+// the new conversation. A refusal (the inbox disabled meanwhile, say) is said above the page.
+
+import { api, showError } from "./http.js";
+
+const form = document.getElementById("new-conversation-form");
+if (form) {
+  const inbox = form.elements.inbox_id;
+  const subject = form.querySelector("label.subject");
+  // A subject is an email's: asked for when the message goes by email.
+  const follow = () => { subject.hidden = inbox.selectedOptions[0]?.dataset.channel !== "email"; };
+  inbox.addEventListener("change", follow);
+  follow();
+  form.elements.text.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+      ev.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    const body = { customer_id: form.dataset.customer, inbox_id: inbox.value, text: form.elements.text.value };
+    const about = form.elements.subject.value.trim();
+    if (!subject.hidden && about) body.subject = about;
+    button.disabled = true; // one click, one conversation
+    try {
+      const started = await api("POST", "/api/v1/conversations", body);
+      location.assign(`/app/conversations/${encodeURIComponent(started.id)}`);
+    } catch (e) {
+      showError(e.message);
+      button.disabled = false;
+    }
+  });
+}

@@ -1,0 +1,104 @@
+"""A new conversation from the customer's page: only the inboxes that can reach the customer
+are offered (by the API's own rule), each other one said why not; the message goes out and
+the agent lands on the conversation; a refusal is said readably."""
+
+import re
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.channels.email.test_email import Outbox, mail_inbox, outbox  # noqa: F401
+from tests.channels.test_providers import make_inbox
+from tests.conftest import auth
+from tests.conversations.test_start import customer as make_customer
+from tests.factories import World
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+from tests.web.test_pages import sign_in as sign_in_client
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+
+
+def test_the_page_offers_only_the_inboxes_that_can_reach_the_customer(
+    client: TestClient, world: World
+) -> None:
+    customer = make_customer(client, world.bob, name="Dana Scully", email="dana@example.org")
+    make_inbox(client, world, "twilio_sms", {"phone_number": "+14155550100"})
+    make_inbox(client, world, "whatsapp", {"phone_number_id": "1065"})
+    r = client.post(
+        f"/api/v1/customers/{customer}/identities",
+        json={"kind": "whatsapp", "value": "14155550123"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    mail = make_inbox(client, world, "email", {"address": "support@acme.test"})
+    off = make_inbox(client, world, "email", {"address": "old@acme.test"})
+    r = client.patch(f"/api/v1/inboxes/{off}", json={"enabled": False}, headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    sign_in_client(client, "bob@acme.test")
+    page = client.get(f"/app/customers/{customer}").text
+    offered = re.findall(r'<option value="([^"]+)" data-channel="[^"]*"', page)
+    assert sorted(offered) == sorted([mail, world.acme.inbox.id])  # type: ignore[union-attr]
+    assert "Not through twilio_sms: the customer has no phone number" in page
+    # A number to send to, but she never wrote there: WhatsApp's window is closed.
+    assert "Not through whatsapp: the customer has not written in the last 24 hours" in page
+    assert off not in page  # disabled: neither offered nor explained
+    # A viewer cannot start one, and is not offered to.
+    client.post("/api/v1/auth/logout")
+    sign_in_client(client, "victor@acme.test")
+    assert "new-conversation" not in client.get(f"/app/customers/{customer}").text
+
+
+def test_an_agent_starts_a_conversation_from_the_customers_page(
+    client: TestClient,
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    mail_inbox: str,  # noqa: F811
+    outbox: tuple[Outbox, int],  # noqa: F811
+) -> None:
+    customer = make_customer(client, world.bob, name="Dana Scully", email="dana@example.org")
+    api_inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/customers/{customer}")
+    page.click("#new-conversation summary")
+    form = page.locator("#new-conversation-form")
+    expect(form).to_be_visible()
+    # The subject is an email's: asked for through the email inbox only.
+    form.locator("select[name=inbox_id]").select_option(api_inbox)
+    expect(form.locator("input[name=subject]")).to_be_hidden()
+    form.locator("select[name=inbox_id]").select_option(mail_inbox)
+    expect(form.locator("input[name=subject]")).to_be_visible()
+
+    # Refused after the page was drawn (the inbox disabled meanwhile): said, nothing sent.
+    r = client.patch(
+        f"/api/v1/inboxes/{api_inbox}", json={"enabled": False}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    form.locator("select[name=inbox_id]").select_option(api_inbox)
+    form.locator("textarea[name=text]").fill("Hello from the API inbox")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#flash")).to_contain_text("is disabled")
+    assert page.url.endswith(f"/app/customers/{customer}")
+
+    form.locator("select[name=inbox_id]").select_option(mail_inbox)
+    form.locator("input[name=subject]").fill("Your refund")
+    form.locator("textarea[name=text]").fill("Your refund went out today.")
+    page.screenshot(path=str(ARTIFACTS / "new-conversation.png"), full_page=True)
+    form.locator("textarea[name=text]").press("Control+Enter")
+    page.wait_for_url("**/app/conversations/*")
+    conv = page.url.rsplit("/", 1)[1]
+    expect(page.locator(".subject")).to_have_text("Your refund")
+    expect(page.locator("#messages li.dir-out.kind-message .body")).to_have_text(
+        "Your refund went out today."
+    )
+    started = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
+    assert started["customer_id"] == customer and started["inbox_id"] == mail_inbox
+    assert started["assignee_id"] == world.acme.users["bob"].id
+    # The server's worker sends it: the mail arrives, under its subject.
+    deadline = time.monotonic() + 20
+    while not outbox[0].messages and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert outbox[0].messages, "the mail never arrived"
+    assert f"Subject: Your refund [#{conv}]" in outbox[0].messages[0].decode()
+    expect(page.locator("#messages li.dir-out.kind-message .delivery")).to_have_text("sent")
