@@ -129,3 +129,51 @@ def test_a_reply_whose_inbox_was_disabled_is_not_sent_again(
     assert r.status_code == 422
     assert "gone or disabled" in r.json()["detail"]
     assert len(receiver.bodies) == 1
+
+
+def test_a_disabled_inbox_takes_no_reply_and_sends_none_already_queued(
+    client: TestClient, world: World, database: Database, settings: Settings, receiver: Receiver
+) -> None:
+    # Switched off by an admin (its credentials revoked, say), an inbox still sent what was
+    # queued through it and took new replies.
+    receiver.status = 200
+    inbox = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Shop", "channel": "api", "settings": {"webhook_url": receiver.url}},
+        headers=auth(world.alice),
+    ).json()
+    conv = client.post(
+        f"/api/v1/inboxes/{inbox['id']}/messages",
+        json={"external_id": "off-1", "text": "hi", "from": {"email": "off@example.com"}},
+        headers=auth(world.bob),
+    ).json()["conversation_id"]
+    queued = client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "hello"}, headers=auth(world.bob)
+    ).json()
+    off = client.patch(
+        f"/api/v1/inboxes/{inbox['id']}", json={"enabled": False}, headers=auth(world.alice)
+    )
+    assert off.status_code == 200, off.text
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    got = client.get(
+        f"/api/v1/conversations/{conv}/messages/{queued['id']}", headers=auth(world.bob)
+    ).json()
+    assert got["status"] == "failed" and got["error"] == "not sent: the inbox “Shop” is disabled"
+    assert receiver.bodies == []
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "again"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("the inbox “Shop” is disabled")
+    note = client.post(
+        f"/api/v1/conversations/{conv}/notes", json={"text": "still noted"}, headers=auth(world.bob)
+    )
+    assert note.status_code == 201  # a private note goes nowhere
+    # Switched on again, the failed reply goes on request.
+    client.patch(
+        f"/api/v1/inboxes/{inbox['id']}", json={"enabled": True}, headers=auth(world.alice)
+    )
+    url = f"/api/v1/conversations/{conv}/messages/{queued['id']}/retry"
+    assert client.post(url, headers=auth(world.bob)).status_code == 200
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    assert len(receiver.bodies) == 1

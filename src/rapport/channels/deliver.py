@@ -91,6 +91,16 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         # Asked again here: the customer may have opted out (an SMS STOP) since the reply
         # was queued, and the provider would refuse it or, worse, deliver it.
         refusal = consent_refusal(db, conversation=conv, inbox=inbox)
+    if not inbox.enabled:
+        # Switched off after the reply was queued (its credentials revoked, the number
+        # given up): nothing goes out through it; the agent can send it again once it is on.
+        _mark(
+            ctx,
+            message_id,
+            DeliveryStatus.failed,
+            f"not sent: the inbox “{inbox.name}” is disabled",
+        )
+        return
     if refusal is not None:
         _mark(ctx, message_id, DeliveryStatus.failed, f"not sent: {profile.why_not(refusal)}")
         log.info(

@@ -642,6 +642,11 @@ def reply(
     if inbox is None or inbox.workspace_id != conversation.workspace_id:
         raise NotFound("inbox")
     if kind != MessageKind.note:
+        if not inbox.enabled:  # switched off by an admin: it neither takes in nor sends
+            raise Invalid(
+                f"the inbox “{inbox.name}” is disabled: an admin can switch it on in "
+                "Settings, or reply through another inbox"
+            )
         # Refused here, where the agent can still choose another channel: queued, it would
         # only fail at the provider (Twilio's 21610; Meta's refusal of another page's id),
         # or worse, reach a customer who opted out.
