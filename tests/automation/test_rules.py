@@ -27,7 +27,7 @@ from tests.channels.test_providers import (  # noqa: F401
     twilio_inbox,
     wrote,
 )
-from tests.conftest import auth, published_events
+from tests.conftest import auth, postgresql_only, published_events
 from tests.factories import World
 
 
@@ -952,7 +952,13 @@ def test_a_team_or_canned_response_a_rule_names_is_not_deleted_until_the_rule_le
     assert busy.json()["detail"] == (
         "this team is used by rules 'Billing first', 'Escalate': change or delete them first"
     )
+    # An agent may not read or change rules: told to ask an admin, not the rules' names.
     busy = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=auth(world.bob))
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["detail"] == (
+        "an automation rule uses this canned response: ask an admin to change it first"
+    )
+    busy = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=admin)
     assert busy.status_code == 409, busy.text
     assert busy.json()["detail"] == (
         "this canned response is used by rule 'Acknowledge': change or delete it first"
@@ -968,3 +974,49 @@ def test_a_team_or_canned_response_a_rule_names_is_not_deleted_until_the_rule_le
     assert client.delete(f"/api/v1/teams/{team['id']}", headers=admin).status_code == 204
     ok = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=auth(world.bob))
     assert ok.status_code == 204
+
+
+@postgresql_only
+def test_a_rule_saved_while_its_team_is_deleted_waits_and_is_refused(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Each transaction read the other's before (read committed): both committed, and the
+    # rule named a team that was gone.
+    team = client.post(
+        "/api/v1/teams", json={"name": "Escalations"}, headers=auth(world.alice)
+    ).json()
+    ws = world.acme.workspace.id
+    outcome: list[object] = []
+
+    def save_rule() -> None:
+        try:
+            with database.session() as db:
+                service.create_rule(
+                    db,
+                    workspace_id=ws,
+                    data={
+                        "name": "Escalate",
+                        "event": "conversation.created",
+                        "actions": [{"type": "assign_team", "value": team["id"]}],
+                    },
+                )
+                db.commit()
+            outcome.append("saved")
+        except Exception as exc:
+            outcome.append(exc)
+
+    from rapport.auth.models import Team
+    from rapport.workspaces import service as workspaces
+
+    with database.session() as db:
+        workspaces.delete_team(db, team=db.get(Team, team["id"]))  # holds the workspace
+        saver = threading.Thread(target=save_rule)
+        saver.start()
+        saver.join(0.5)
+        assert saver.is_alive()  # waiting for the deletion to end
+        db.commit()
+    saver.join(10)
+    (result,) = outcome
+    assert isinstance(result, Exception) and "no team of this workspace" in str(result)
+    with database.session() as db:
+        assert db.scalar(select(func.count()).select_from(Rule)) == 0

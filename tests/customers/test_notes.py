@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from rapport.customers.models import CustomerNote
 from rapport.db import Database
+from rapport.privacy.models import AuditLog
 from tests.conftest import auth, published_events
 from tests.factories import World
 
@@ -110,3 +111,35 @@ def test_notes_follow_a_merge_and_its_undo_and_go_with_an_erased_customer(
         left = db.scalars(select(CustomerNote.text)).all()
         assert left == ["Works at Initech"]  # the erased customer's note went with them
         assert db.scalar(select(func.count()).select_from(CustomerNote)) == 1
+
+
+def test_a_note_written_to_a_merged_record_is_on_the_person_and_audited(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Posted through a page left open on the merged record, it was stored (201) where no
+    # page listed it.
+    kim = customer(client, world, "kim@example.com")
+    twin = customer(client, world, "kim.work@example.com")
+    merged = client.post(
+        f"/api/v1/customers/{kim}/merge", json={"merged_id": twin}, headers=auth(world.bob)
+    )
+    assert merged.status_code == 201, merged.text
+    made = note(client, world.bob, twin, "Works at Initech")
+    assert made.status_code == 201 and made.json()["customer_id"] == kim
+    assert listed(client, world, kim) == listed(client, world, twin) == ["Works at Initech"]
+    url = f"/api/v1/customers/{twin}/notes/{made.json()['id']}"  # the merged record's address
+    assert client.patch(url, json={"text": "Initech"}, headers=auth(world.bob)).status_code == 200
+    assert client.delete(url, headers=auth(world.bob)).status_code == 204
+    with database.session() as db:
+        rows = db.execute(
+            select(AuditLog.action, AuditLog.target_id, AuditLog.data).where(
+                AuditLog.action.startswith("customer.note")
+            )
+        ).all()
+    assert sorted(r.action for r in rows) == [
+        "customer.note_added",
+        "customer.note_changed",
+        "customer.note_deleted",
+    ]
+    assert {r.target_id for r in rows} == {kim}
+    assert "Initech" not in str(rows)  # what a note says stays out of the log

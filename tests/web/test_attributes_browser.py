@@ -91,3 +91,78 @@ def test_an_admin_defines_attributes_and_an_agent_fills_them_in_by_type(
     expect(admin.locator("#attribute-definitions tbody tr")).to_have_count(2)
     page.reload()
     expect(part.locator("dt")).to_have_text(["Plan", "Vip", "seats"], timeout=15_000)
+
+
+def test_edited_attributes_keep_their_type_their_lines_and_values_outside_the_list(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    first = world.acme.first
+    assert first is not None
+    customer = first.customer.id
+    api = f"{live_server.url}/api/v1"
+    # Stored by an import or an API client, none defined (but plan, below, later).
+    stored = {
+        "score": 42,
+        "vip": True,
+        "tags": ["a", "b"],
+        "meta": {"x": 1},
+        "address": "1 Main St\nSpringfield",
+        "plan": ["Pro", "Legacy"],
+        "seats": 10,
+    }
+    httpx.patch(
+        f"{api}/customers/{customer}", json={"attributes": stored}, headers=auth(world.bob)
+    ).raise_for_status()
+    httpx.post(
+        f"{api}/attribute-definitions",
+        json={"key": "plan", "type": "list", "options": ["Free", "Pro", "Enterprise"]},
+        headers=auth(world.alice),
+    ).raise_for_status()
+
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/customers/{customer}")
+    part = page.locator('#panel-extra [data-part="attributes"]')
+    expect(part.get_by_role("button", name="Edit attributes")).to_be_visible(timeout=15_000)
+    part.get_by_role("button", name="Edit attributes").click()
+    expect(part.get_by_label("meta")).to_be_disabled()  # an object: shown, not edited here
+    expect(part.get_by_label("address")).to_have_value("1 Main St\nSpringfield")
+    part.get_by_label("score").fill("43")
+    part.get_by_label("vip").select_option("no")
+    part.get_by_label("tags").fill("a, b, c")
+    part.get_by_label("address").fill("1 Main Street\nSpringfield")
+    part.get_by_role("button", name="Save").click()
+    expect(part.get_by_role("button", name="Edit attributes")).to_be_visible()
+    after = httpx.get(f"{api}/customers/{customer}", headers=auth(world.bob)).json()["attributes"]
+    assert after == {
+        **stored,
+        "score": 43,
+        "vip": False,
+        "tags": ["a", "b", "c"],
+        "address": "1 Main Street\nSpringfield",
+    }
+
+    # A value from before the allowed values were set is shown chosen (it was dropped
+    # unseen by any change of the list): kept, the change is refused saying so.
+    part.get_by_role("button", name="Edit attributes").click()
+    plan = part.get_by_label("Plan")
+    expect(plan.locator("option:checked")).to_have_text(["Pro", "Legacy (not an allowed value)"])
+    plan.select_option(["Pro", "Enterprise", "Legacy"])
+    part.get_by_role("button", name="Save").click()
+    expect(page.locator("#flash")).to_contain_text("Legacy")
+    plan.select_option(["Pro", "Enterprise"])
+    part.get_by_role("button", name="Save").click()
+    expect(part.get_by_role("button", name="Edit attributes")).to_be_visible()
+    after = httpx.get(f"{api}/customers/{customer}", headers=auth(world.bob)).json()["attributes"]
+    assert after["plan"] == ["Pro", "Enterprise"]
+
+    # Saved with nothing changed while a colleague changed a value: theirs is shown.
+    part.get_by_role("button", name="Edit attributes").click()
+    httpx.patch(
+        f"{api}/customers/{customer}", json={"attributes": {"seats": 15}}, headers=auth(world.alice)
+    ).raise_for_status()
+    page.wait_for_timeout(500)  # the event arrives while the form is open
+    part.get_by_role("button", name="Save").click()
+    seats = part.locator("dt", has_text="seats").locator("xpath=following-sibling::dd[1]")
+    expect(seats).to_have_text("15", timeout=10_000)

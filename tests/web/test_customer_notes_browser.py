@@ -61,12 +61,28 @@ def test_an_agent_keeps_notes_about_a_customer_beside_the_conversation(
         "VIP: call before shipping",
     ]
 
+    # A double click on Save sends one change, and the list still follows colleagues: the
+    # second click's answer made the page believe a note was being edited for good.
+    own.get_by_role("button", name="Edit this note").click()
+    own.get_by_label("Note").fill("VIP: call before shipping!")
+    own.get_by_role("button", name="Save").dblclick()
+    expect(own.locator(".note-text")).to_have_text("VIP: call before shipping!")
+    httpx.post(
+        f"{live_server.url}/api/v1/customers/{customer}/notes",
+        json={"text": "Prefers mornings"},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    expect(notes.locator(".customer-notes > li").first.locator(".note-text")).to_have_text(
+        "Prefers mornings", timeout=10_000
+    )
+    own = notes.locator(".customer-notes > li", has_text="VIP: call before shipping!")
+
     # ... and deletes it; the customer's own page shows what is left.
     own.get_by_role("button", name="Delete this note").click()
-    expect(notes.locator(".customer-notes > li")).to_have_count(1)
+    expect(notes.locator(".customer-notes > li")).to_have_count(2)
     page.goto(f"{live_server.url}/app/customers/{customer}")
     expect(page.locator('#panel-extra [data-part="notes"] .note-text')).to_have_text(
-        ["Refund approved by finance"], timeout=15_000
+        ["Prefers mornings", "Refund approved by finance"], timeout=15_000
     )
 
 

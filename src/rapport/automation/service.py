@@ -34,11 +34,12 @@ from rapport.conversations.models import (
 )
 from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
 from rapport.customers.models import Customer
-from rapport.db import savepoint, transient, utcnow
+from rapport.db import lock_row, savepoint, transient, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.service import enqueue
 from rapport.problems import Conflict, Invalid, Problem, Unsendable
 from rapport.scoped import get_scoped
+from rapport.workspaces.models import Workspace
 
 EVENTS = frozenset(
     {
@@ -219,7 +220,12 @@ def validate(
     conditions: list[dict[str, Any]],
     actions: list[dict[str, Any]],
 ) -> None:
-    """Refuse a rule that could not run, saying which part is wrong and why."""
+    """Refuse a rule that could not run, saying which part is wrong and why.
+
+    The workspace's row is held first, as ``refuse_if_named`` holds it: a rule saved while
+    the team (canned response, webhook) it names is deleted waits for that, then finds it
+    gone, instead of both committing (on PostgreSQL, each read the other's before)."""
+    lock_row(db, Workspace, workspace_id)
     if event not in EVENTS:
         raise Invalid(f"unknown event {event!r}; one of: {', '.join(sorted(EVENTS))}")
     for i, c in enumerate(conditions):
@@ -1040,8 +1046,9 @@ _ACTIONS_NAMING = {
 
 
 def rules_naming(db: Session, *, workspace_id: str, what: str, row_id: str) -> list[str]:
-    """The names of the workspace's rules that name one of its ``what`` ("team", "canned
-    response", "webhook", "inbox") by id: in an action, or in a condition on it."""
+    """The names of the workspace's rules (switched off ones too) that name one of its
+    ``what`` ("team", "canned response", "webhook") by id: in an action, or in a condition
+    comparing with it (``exists`` names none)."""
 
     def names(rule: Rule) -> bool:
         acts = _ACTIONS_NAMING.get(what, frozenset())
@@ -1059,18 +1066,30 @@ def rules_naming(db: Session, *, workspace_id: str, what: str, row_id: str) -> l
 
 
 def refuse_if_named(
-    db: Session, *, workspace_id: str, what: str, row_id: str, otherwise: str = ""
+    db: Session,
+    *,
+    workspace_id: str,
+    what: str,
+    row_id: str,
+    otherwise: str = "",
+    admin: bool = True,
 ) -> None:
     """Refuse to remove a team, canned response or webhook that rules still name: they
     would go on saying it, and do nothing (the admin learns of it from a rule's last error,
-    after the conversations it should have reached)."""
+    after the conversations it should have reached). The rules are named to an admin, who
+    can change them; anyone else is told to ask one. The workspace's row is held first (see
+    ``validate``), so a rule saved meanwhile is seen or waits."""
+    lock_row(db, Workspace, workspace_id)
     users = rules_naming(db, workspace_id=workspace_id, what=what, row_id=row_id)
-    if users:
-        many = len(users) > 1
-        raise Conflict(
-            f"this {what} is used by rule{'s' if many else ''} {', '.join(map(repr, users))}: "
-            f"change or delete {'them' if many else 'it'} first{otherwise}"
-        )
+    if not users:
+        return
+    if not admin:
+        raise Conflict(f"an automation rule uses this {what}: ask an admin to change it first")
+    many = len(users) > 1
+    raise Conflict(
+        f"this {what} is used by rule{'s' if many else ''} {', '.join(map(repr, users))}: "
+        f"change or delete {'them' if many else 'it'} first{otherwise}"
+    )
 
 
 def delete_webhook(db: Session, *, webhook: Webhook) -> None:

@@ -58,12 +58,13 @@ def update(db: Session, *, row: CannedResponse, shortcut: str, text: str) -> Can
     return row
 
 
-def delete(db: Session, *, row: CannedResponse) -> None:
-    """Delete a canned response; refused while an automation rule sends it."""
+def delete(db: Session, *, row: CannedResponse, admin: bool) -> None:
+    """Delete a canned response; refused while an automation rule sends it (the rules named
+    to an ``admin``, who can change them)."""
     from rapport.automation import service as automation  # automation sends canned replies
 
     automation.refuse_if_named(
-        db, workspace_id=row.workspace_id, what="canned response", row_id=row.id
+        db, workspace_id=row.workspace_id, what="canned response", row_id=row.id, admin=admin
     )
     db.delete(row)
     db.flush()

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response, UploadFile
 from pydantic import AfterValidator
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db, ReadDb
+from rapport.auth.models import Role
 from rapport.auth.views import actor_of
 from rapport.channels import service as inboxes
 from rapport.conversations import canned, files, labels, service, sla
@@ -560,7 +561,8 @@ def update_canned(canned_id: str, body: CannedIn, principal: CurrentAgent, db: D
 
 @canned_router.delete("/{canned_id}", status_code=204)
 def delete_canned(canned_id: str, principal: CurrentAgent, db: Db) -> Response:
-    canned.delete(db, row=canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id))
+    row = canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id)
+    canned.delete(db, row=row, admin=principal.has(Role.admin))
     return Response(status_code=204)
 
 

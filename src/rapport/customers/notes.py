@@ -1,15 +1,17 @@
 """Notes about a customer: what an agent writes down for colleagues, never sent to them.
 
 Any member who can act (an agent or above) writes one; its author or an admin changes or
-deletes it. The notes of a person are those of every record merged into them (a merge
-moves them, an unmerge takes them back: ``merge._OWNED``); erasing the customer erases
-them (the foreign key), and the customer's export carries them.
+deletes it. A person's notes are on the record their merges ended in: a merge moves the
+merged record's there and an unmerge takes them back (``merge._OWNED``), and a note
+written to a merged record (a page left open in another tab) goes there too. Erasing the
+customer erases them (the foreign key), and the customer's export carries them.
 """
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Role
+from rapport.customers import merge
 from rapport.customers.models import Customer, CustomerNote
 from rapport.db import utcnow
 from rapport.problems import Forbidden, Invalid, NotFound
@@ -27,8 +29,15 @@ def _text(text: str) -> str:
     return kept
 
 
+def person(db: Session, customer: Customer) -> Customer:
+    """The record a person's notes are on: the one this customer's merges ended in."""
+    root, _ = merge.person(db, customer=customer)
+    return root
+
+
 def notes_of(db: Session, *, customer: Customer) -> list[CustomerNote]:
-    """The customer's notes, newest first."""
+    """The customer's notes (of the person: see ``person``), newest first."""
+    customer = person(db, customer)
     return list(
         db.scalars(
             select(CustomerNote)
@@ -44,6 +53,7 @@ def notes_of(db: Session, *, customer: Customer) -> list[CustomerNote]:
 def get(db: Session, *, customer: Customer, note_id: str) -> CustomerNote:
     """One of the customer's notes; any other (another customer's, another workspace's)
     is not found."""
+    customer = person(db, customer)
     note = db.scalar(
         select(CustomerNote).where(
             CustomerNote.id == note_id,
@@ -57,6 +67,8 @@ def get(db: Session, *, customer: Customer, note_id: str) -> CustomerNote:
 
 
 def add(db: Session, *, customer: Customer, author_id: str, text: str) -> CustomerNote:
+    """A new note about the customer (on the person's record: see ``person``)."""
+    customer = person(db, customer)
     now = utcnow()  # one moment: a note whose two times differ reads as edited
     note = CustomerNote(
         workspace_id=customer.workspace_id,
@@ -73,11 +85,13 @@ def add(db: Session, *, customer: Customer, author_id: str, text: str) -> Custom
 
 
 def _may_change(note: CustomerNote, *, user_id: str, role: Role) -> None:
+    """Only its author or an admin changes a note."""
     if note.author_id != user_id and role.rank < Role.admin.rank:
         raise Forbidden("only its author or an admin can change or delete a note")
 
 
 def update(db: Session, *, note: CustomerNote, user_id: str, role: Role, text: str) -> CustomerNote:
+    """The note with a new text (its author's or an admin's doing only)."""
     _may_change(note, user_id=user_id, role=role)
     note.text = _text(text)
     note.updated_at = utcnow()
@@ -87,6 +101,7 @@ def update(db: Session, *, note: CustomerNote, user_id: str, role: Role, text: s
 
 
 def delete(db: Session, *, note: CustomerNote, user_id: str, role: Role) -> None:
+    """Delete the note (its author's or an admin's doing only)."""
     _may_change(note, user_id=user_id, role=role)
     db.delete(note)
     db.flush()

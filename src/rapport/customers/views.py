@@ -560,17 +560,37 @@ def list_notes(customer_id: str, principal: CurrentMember, db: Db) -> list[Custo
 
 @router.post("/{customer_id}/notes", response_model=CustomerNoteRead, status_code=201)
 def add_note(
-    customer_id: str, body: CustomerNoteIn, principal: CurrentAgent, db: Db
+    customer_id: str, body: CustomerNoteIn, principal: CurrentAgent, request: Request, db: Db
 ) -> CustomerNoteRead:
-    """Write a note about the customer for colleagues (plain text)."""
+    """Write a note about the customer for colleagues (plain text). One written to a record
+    merged into another goes to the one it was merged into."""
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     note = notes.add(db, customer=customer, author_id=principal.user_id, text=body.text)
+    _audit_note(request, principal, db, note, "customer.note_added")
     return _notes_read(db, [note])[0]
+
+
+def _audit_note(request: Request, principal: Principal, db: Db, note: Any, action: str) -> None:
+    """Who wrote, changed or deleted which note (never its text) in the audit log."""
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action=action,
+        target_type="customer",
+        target_id=note.customer_id,
+        data={"note_id": note.id, "author_id": note.author_id},
+    )
 
 
 @router.patch("/{customer_id}/notes/{note_id}", response_model=CustomerNoteRead)
 def change_note(
-    customer_id: str, note_id: str, body: CustomerNoteIn, principal: CurrentAgent, db: Db
+    customer_id: str,
+    note_id: str,
+    body: CustomerNoteIn,
+    principal: CurrentAgent,
+    request: Request,
+    db: Db,
 ) -> CustomerNoteRead:
     """Change a note's text (its author, or an admin)."""
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
@@ -581,19 +601,19 @@ def change_note(
         role=principal.role,
         text=body.text,
     )
+    _audit_note(request, principal, db, note, "customer.note_changed")
     return _notes_read(db, [note])[0]
 
 
 @router.delete("/{customer_id}/notes/{note_id}", status_code=204)
-def delete_note(customer_id: str, note_id: str, principal: CurrentAgent, db: Db) -> Response:
+def delete_note(
+    customer_id: str, note_id: str, principal: CurrentAgent, request: Request, db: Db
+) -> Response:
     """Delete a note (its author, or an admin)."""
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
-    notes.delete(
-        db,
-        note=notes.get(db, customer=customer, note_id=note_id),
-        user_id=principal.user_id,
-        role=principal.role,
-    )
+    note = notes.get(db, customer=customer, note_id=note_id)
+    notes.delete(db, note=note, user_id=principal.user_id, role=principal.role)
+    _audit_note(request, principal, db, note, "customer.note_deleted")
     return Response(status_code=204)
 
 

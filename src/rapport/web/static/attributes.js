@@ -13,21 +13,41 @@ export function shown(definition, value) {
   return String(value);
 }
 
-// The control a value is edited with, by its definition's type (none: text). Each carries
-// the key it sets (data-key), and how it was (data-was) to tell what the agent changed.
+// What an attribute without a definition holds, read off its value: edited as that, so a
+// number stays a number and a flag a flag (as text, "false" would read as true).
+function untyped(value) {
+  if (typeof value === "number") return "number";
+  if (typeof value === "boolean") return "boolean";
+  if (Array.isArray(value)) return "list";
+  if (value !== null && typeof value === "object") return "object";
+  return "text";
+}
+
+// The control a value is edited with, by its definition's type (none: by the value's own).
+// Each carries the key it sets (data-key), and how it was (data-was) to tell what the agent
+// changed. An object a client stored is shown, not edited here.
 export function control(definition, value, id) {
-  const type = definition ? definition.type : "text";
+  const type = definition ? definition.type : untyped(value);
   let node;
   if (type === "boolean") {
     node = document.createElement("select");
     for (const [v, text] of [["", "—"], ["true", "yes"], ["false", "no"]]) node.append(new Option(text, v));
     node.value = value === true ? "true" : value === false ? "false" : "";
-  } else if (type === "list" && definition.options.length) {
+  } else if (type === "list" && definition && definition.options.length) {
     node = document.createElement("select");
     node.multiple = true;
-    node.size = Math.min(definition.options.length, 5);
-    const chosen = new Set(Array.isArray(value) ? value : []);
-    for (const o of definition.options) node.append(new Option(o, o, false, chosen.has(o)));
+    const chosen = Array.isArray(value) ? value.map(String) : [];
+    for (const o of definition.options) node.append(new Option(o, o, false, chosen.includes(o)));
+    // Kept from before the allowed values were set: shown and chosen, so a change of the
+    // others does not drop it unseen (the server refuses it only if it is kept).
+    for (const v of chosen.filter((c) => !definition.options.includes(c))) {
+      node.append(new Option(`${v} (not an allowed value)`, v, true, true));
+    }
+    node.size = Math.min(node.options.length, 5);
+  } else if (type === "text" && /\n/.test(String(value ?? ""))) {
+    node = document.createElement("textarea"); // its lines kept: an input drops them
+    node.rows = Math.min(String(value).split("\n").length, 6);
+    node.value = String(value);
   } else {
     node = document.createElement("input");
     node.type = { number: "number", date: "date" }[type] || "text";
@@ -35,6 +55,7 @@ export function control(definition, value, id) {
     if (type === "list") node.placeholder = "comma-separated";
     node.value = value === undefined || value === null ? "" : Array.isArray(value) ? value.join(", ")
       : typeof value === "object" ? JSON.stringify(value) : String(value);
+    if (type === "object") node.disabled = true;
   }
   node.id = id;
   node.dataset.type = type;
@@ -52,7 +73,13 @@ export function read(node) {
   if (text === "") return null;
   if (node.dataset.type === "boolean") return text === "true";
   if (node.dataset.type === "list") return text.split(",").map((v) => v.trim()).filter(Boolean);
-  return text; // numbers and dates as typed: the server checks and converts them
+  if (node.dataset.type === "number") {
+    // A number, unless past what JavaScript holds exactly: then as typed, which a defined
+    // attribute's check converts exactly (an undefined one keeps the text).
+    const n = Number(text);
+    return Number.isSafeInteger(n) || (Number.isFinite(n) && !Number.isInteger(n)) ? n : text;
+  }
+  return text; // dates as typed: the server checks and converts them
 }
 
 // The settings page: define an attribute (a list's allowed values comma-separated), or
@@ -75,6 +102,12 @@ document.getElementById("attribute-definitions")?.addEventListener("click", asyn
   if (!confirm(`${button.getAttribute("aria-label")}? Customers keep their values, no longer checked.`)) return;
   try {
     await api("DELETE", `/api/v1/attribute-definitions/${encodeURIComponent(row.dataset.id)}`);
+    const body = row.parentElement;
     row.remove();
+    if (!body.children.length) {
+      const none = body.insertRow().insertCell();
+      none.colSpan = 5;
+      none.textContent = "None defined yet.";
+    }
   } catch (e) { showError(e.message); }
 });

@@ -229,9 +229,34 @@ function followCustomer(customerId, boxes, redrawConsent, canTag) {
   document.addEventListener("rapport:event", (ev) => {
     const e = ev.detail;
     if (e.type !== "customer.updated" || (e.payload || {}).id !== customerId) return;
+    if ((e.payload || {}).notes) return; // a note: the notes part reads those
     if (reading) again = true;
     else read();
   });
+}
+
+// A part of the panel read from the API and drawn again when a colleague changes it, but
+// never under a form the agent has open in it (what they typed would go): the redraw waits
+// until every such form is closed (saved or cancelled), then reads afresh.
+function heldRedraw(load, paint) {
+  const open = new Set();
+  let stale = false;
+  const redraw = async () => {
+    if (open.size) { stale = true; return; }
+    const data = await load();
+    if (open.size) { stale = true; return; }
+    paint(data);
+  };
+  return {
+    redraw,
+    hold: (key) => open.add(key),
+    // Once per form: a second call (a double click's second answer) changes nothing.
+    release: (key) => {
+      if (!open.delete(key) || open.size || !stale) return;
+      stale = false;
+      redraw().catch((e) => showError(e.message));
+    },
+  };
 }
 
 // --- the customer's attributes: the workspace's defined ones (each shown and edited by its
@@ -239,22 +264,18 @@ function followCustomer(customerId, boxes, redrawConsent, canTag) {
 // in place; only what they changed is sent. A colleague's change redraws them, but not
 // under the form being filled.
 function attributes(box, customerId, canEdit) {
-  let editing = false;
-  let stale = false;
-  const draw = async () => {
-    if (editing) { stale = true; return; }
-    const [defs, customer] = await Promise.all([
-      api("GET", "/api/v1/attribute-definitions"),
-      api("GET", `/api/v1/customers/${customerId}`),
-    ]);
-    if (editing) { stale = true; return; }
-    render(defs, customer.attributes);
-  };
-  const close = () => {
-    editing = false;
-    if (stale) { stale = false; draw().catch((e) => showError(e.message)); }
-  };
-  const render = (defs, values) => {
+  let defs = [];
+  const parts = heldRedraw(
+    async () => {
+      const [d, customer] = await Promise.all([
+        api("GET", "/api/v1/attribute-definitions"),
+        api("GET", `/api/v1/customers/${customerId}`),
+      ]);
+      return [d, customer.attributes];
+    },
+    ([d, values]) => { defs = d; render(values); },
+  );
+  const render = (values) => {
     const byKey = new Map(defs.map((d) => [d.key, d]));
     const keys = [...defs.map((d) => d.key), ...Object.keys(values).filter((k) => !byKey.has(k)).sort()];
     const head = el("h3", "Attributes");
@@ -269,9 +290,9 @@ function attributes(box, customerId, canEdit) {
     const edit = el("button", "Edit attributes", "edit-attributes");
     edit.type = "button";
     edit.addEventListener("click", () => {
-      editing = true;
+      parts.hold("form");
       box.replaceChildren(head, form(byKey, values, keys));
-      box.querySelector("input, select")?.focus();
+      box.querySelector("input:not([disabled]), select, textarea")?.focus();
     });
     box.append(edit);
   };
@@ -291,25 +312,27 @@ function attributes(box, customerId, canEdit) {
     const buttons = el("div");
     buttons.append(save, " ", cancel);
     f.append(buttons);
-    cancel.addEventListener("click", () => { render([...byKey.values()], values); close(); });
+    cancel.addEventListener("click", () => { render(values); parts.release("form"); });
     f.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const changes = {};
       for (const c of controls) {
+        if (c.disabled) continue; // shown, not editable here (an object a client stored)
         const now = read(c);
         if (JSON.stringify(now) !== c.dataset.was) changes[c.dataset.key] = now;
       }
-      save.disabled = true;
+      save.disabled = cancel.disabled = true;
       try {
-        const after = Object.keys(changes).length
-          ? (await api("PATCH", `/api/v1/customers/${customerId}`, { attributes: changes })).attributes
-          : values;
-        render([...byKey.values()], after);
-        stale = false;
-        close();
+        // Nothing changed: as Cancel (a colleague's change meanwhile is read afresh).
+        if (Object.keys(changes).length) {
+          const after = await api("PATCH", `/api/v1/customers/${customerId}`, { attributes: changes });
+          values = after.attributes;
+        }
+        render(values);
+        parts.release("form");
       } catch (e) {
         showError(e.message);
-        save.disabled = false;
+        save.disabled = cancel.disabled = false;
       }
     });
     return f;
@@ -317,10 +340,10 @@ function attributes(box, customerId, canEdit) {
   document.addEventListener("rapport:event", (ev) => {
     const e = ev.detail;
     if (e.type === "customer.attribute_changed" && (e.payload || {}).id === customerId) {
-      draw().catch((err) => showError(err.message));
+      parts.redraw().catch((err) => showError(err.message));
     }
   });
-  return draw();
+  return parts.redraw();
 }
 
 // --- notes about the customer: for colleagues, never sent to the customer ---------------
@@ -339,19 +362,11 @@ function notes(box, customerId, canWrite) {
   const url = `/api/v1/customers/${customerId}/notes`;
   const list = el("ul", "", "customer-notes");
   list.setAttribute("aria-label", "Notes about this customer");
-  let editing = 0;
-  let stale = false;
-  const draw = async () => {
-    if (editing) { stale = true; return; }
-    const rows = await api("GET", url);
-    if (editing) { stale = true; return; }
+  const empty = () => { if (!list.children.length) list.append(el("li", "No notes yet.", "reason")); };
+  const parts = heldRedraw(() => api("GET", url), (rows) => {
     list.replaceChildren(...rows.map(item));
-    if (!rows.length) list.append(el("li", "No notes yet.", "reason"));
-  };
-  const done = () => {
-    editing -= 1;
-    if (!editing && stale) { stale = false; draw().catch((e) => showError(e.message)); }
-  };
+    empty();
+  });
   const item = (n) => {
     const li = el("li");
     li.dataset.note = n.id;
@@ -367,7 +382,7 @@ function notes(box, customerId, canWrite) {
       edit.setAttribute("aria-label", "Edit this note");
       del.setAttribute("aria-label", "Delete this note");
       edit.addEventListener("click", () => {
-        editing += 1;
+        parts.hold(n.id);
         const form = el("form", "", "edit-note-form");
         const area = el("textarea", n.text);
         Object.assign(area, { rows: 3, maxLength: 10000, required: true });
@@ -378,23 +393,31 @@ function notes(box, customerId, canWrite) {
         form.append(area, save, cancel);
         li.replaceChildren(form, meta);
         area.focus();
-        cancel.addEventListener("click", () => { li.replaceWith(item(n)); done(); });
+        cancel.addEventListener("click", () => { li.replaceWith(item(n)); parts.release(n.id); });
         form.addEventListener("submit", async (ev) => {
           ev.preventDefault();
+          save.disabled = cancel.disabled = true; // one request: a double click sends one
           try {
             const changed = await api("PATCH", `${url}/${n.id}`, { text: area.value });
             li.replaceWith(item(changed));
-            done();
-          } catch (e) { showError(e.message); }
+            parts.release(n.id);
+          } catch (e) {
+            showError(e.message);
+            save.disabled = cancel.disabled = false;
+          }
         });
       });
       del.addEventListener("click", async () => {
         if (!confirm("Delete this note? It cannot be brought back.")) return;
+        del.disabled = true;
         try {
           await api("DELETE", `${url}/${n.id}`);
           li.remove();
-          if (!list.children.length) list.append(el("li", "No notes yet.", "reason"));
-        } catch (e) { showError(e.message); }
+          empty();
+        } catch (e) {
+          showError(e.message);
+          del.disabled = false;
+        }
       });
       li.append(edit, " ", del);
     }
@@ -417,7 +440,7 @@ function notes(box, customerId, canWrite) {
       try {
         await api("POST", url, { text: area.value });
         area.value = "";
-        await draw();
+        await parts.redraw();
       } catch (e) {
         showError(e.message);
       } finally {
@@ -429,9 +452,9 @@ function notes(box, customerId, canWrite) {
   document.addEventListener("rapport:event", (ev) => {
     const e = ev.detail;
     if (e.type !== "customer.updated" || !(e.payload || {}).notes) return;
-    if ((e.payload || {}).id === customerId) draw().catch((err) => showError(err.message));
+    if ((e.payload || {}).id === customerId) parts.redraw().catch((err) => showError(err.message));
   });
-  return draw();
+  return parts.redraw();
 }
 
 async function related(box, conversationId) {
