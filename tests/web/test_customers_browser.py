@@ -1,8 +1,10 @@
 """Customers in the browser: an admin reviews the possible duplicates (merges one pair
-keeping the side she chose, undoes it, keeps another apart, asks for a scan) and imports a
-file; two agents tag one customer at once; a viewer sees and cannot act."""
+keeping the side she chose, once asked, undoes it, keeps another apart, asks for a scan) and
+imports a file; two agents tag one customer at once; customers ticked on the list are
+tagged, merged two at a time or erased by an admin; a viewer sees and cannot act."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +23,21 @@ def customer(client: TestClient, token: str, **body: str) -> str:
     r = client.post("/api/v1/customers", json=body, headers=auth(token))
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
+
+
+def answer(page: Any, *, accept: bool) -> list[str]:
+    """The page's next dialog, accepted or dismissed; what it asked lands in the list."""
+    asked: list[str] = []
+
+    def handle(dialog: Any) -> None:
+        asked.append(dialog.message)
+        if accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.once("dialog", handle)
+    return asked
 
 
 def pairs(client: TestClient, world: World, database: Database) -> dict[str, str]:
@@ -77,9 +94,28 @@ def test_an_admin_reviews_the_possible_duplicates(
     )
     page.screenshot(path=str(ARTIFACTS / "duplicates.png"), full_page=True)
 
-    # Merged, keeping the later one as she chose; the pair says so and the count follows.
-    first.locator(f'.side[data-customer="{ids["Dana W."]}"] button.merge').click()
-    expect(first).to_contain_text("Merged into Dana W..")
+    # One click merged two people's records, unasked. Asked now: dismissed, both stay.
+    keep_later = first.locator(f'.side[data-customer="{ids["Dana W."]}"] button.merge')
+    asked = answer(page, accept=False)
+    keep_later.click()
+    assert asked == [
+        "Merge Dana Whitfield into Dana W.? Their handles, conversations and timeline move to"
+        " Dana W.; it can be undone from Dana W.'s page."
+    ]
+    expect(first.locator("button.merge")).to_have_count(2)
+    expect(page.locator("#duplicates-count")).to_have_text("2 pairs to review.")
+    for name in ("Dana Whitfield", "Dana W."):
+        left = client.get(f"/api/v1/customers/{ids[name]}", headers=auth(world.bob))
+        assert left.json()["merged_into_id"] is None
+    # Merged, keeping the later one as she chose; the pair says so, and where to undo it.
+    asked = answer(page, accept=True)
+    keep_later.click()
+    expect(first.locator("p[role=status]")).to_have_text(
+        "Merged Dana Whitfield into Dana W.: it can be undone from Dana W.'s page."
+    )
+    expect(first.get_by_role("link", name="Dana W.'s page")).to_have_attribute(
+        "href", f"/app/customers/{ids['Dana W.']}#merges"
+    )
     expect(page.locator("#duplicates-count")).to_have_text("1 pair to review.")
     merged = client.get(f"/api/v1/customers/{ids['Dana Whitfield']}", headers=auth(world.bob))
     assert merged.json()["merged_into_id"] == ids["Dana W."]
@@ -379,3 +415,136 @@ def test_an_agent_tags_the_customers_ticked_on_the_customers_page(
     expect(page.locator("#customer-bulk-said")).to_have_text("Untagged 3 customers.")
     left = client.get("/api/v1/customers", params={"tag": "spring sale"}, headers=auth(world.bob))
     assert left.json()["items"] == []
+
+
+def test_an_agent_merges_two_customers_ticked_keeping_the_one_she_chose(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # Two records of one person seen in the list took a visit to one's page and a search
+    # there for the other.
+    park = customer(client, world.bob, name="Lena Park", email="lena@example.com")
+    short = customer(client, world.bob, name="Lena P.", phone="+14155550122")
+    third = customer(client, world.bob, name="Lena Third", email="lena3@example.com")
+    row = '#customer-list tr[data-customer="{}"]'.format
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/customers?q=lena")
+    merge = page.locator("#customer-merge")
+    page.check(f"{row(park)} input.pick")
+    expect(merge).to_be_hidden()  # exactly two, or no merge
+    page.check(f"{row(third)} input.pick")
+    page.check(f"{row(short)} input.pick")
+    expect(merge).to_be_hidden()
+    page.uncheck(f"{row(third)} input.pick")
+    expect(merge).to_be_visible()
+    choices = merge.locator("label")
+    expect(choices).to_have_count(2)
+    expect(merge.locator(f'label:has(input[value="{park}"])')).to_have_text(
+        "Lena Park (lena@example.com)"
+    )
+    expect(merge.locator(f'label:has(input[value="{short}"])')).to_have_text(
+        "Lena P. (+14155550122)"
+    )
+    expect(merge.locator("input:checked")).to_have_count(0)  # she chooses; none is for her
+    page.screenshot(path=str(ARTIFACTS / "customers-merge-two.png"), full_page=True)
+    # Nothing chosen: the browser asks which one stays, and nothing is sent.
+    merge.locator("button").click()
+    assert merge.locator("input").first.evaluate("radio => radio.validity.valueMissing")
+    # Chosen, then asked first: dismissed, both stay.
+    merge.locator(f'input[value="{short}"]').check()
+    asked = answer(page, accept=False)
+    merge.locator("button").click()
+    assert asked == [
+        "Merge Lena Park into Lena P.? Their handles, conversations and timeline move to"
+        " Lena P.; it can be undone from Lena P.'s page."
+    ]
+    for cid in (park, short):
+        left = client.get(f"/api/v1/customers/{cid}", headers=auth(world.bob))
+        assert left.json()["merged_into_id"] is None
+    # Accepted: merged into the one she kept, the list drawn again without the other.
+    answer(page, accept=True)
+    merge.locator("button").click()
+    said = page.locator("#customer-bulk-said")
+    expect(said).to_have_text(
+        "Merged Lena Park into Lena P.: it can be undone from Lena P.'s page."
+    )
+    expect(page.locator(row(park))).to_have_count(0)
+    expect(page.locator(row(short))).to_have_count(1)
+    expect(page.locator("#customer-bulk")).to_be_hidden()  # nothing ticked any more
+    gone = client.get(f"/api/v1/customers/{park}", headers=auth(world.bob)).json()
+    assert gone["merged_into_id"] == short
+    kept = client.get(f"/api/v1/customers/{short}", headers=auth(world.bob)).json()
+    assert kept["merged_into_id"] is None
+    # The link said leads to the page kept, where the merge is listed with its undo.
+    said.get_by_role("link", name="Lena P.'s page").click()
+    page.wait_for_url(f"**/app/customers/{short}#merges")
+    undo = page.locator("#merges li", has_text="Lena Park")
+    expect(undo).to_contain_text("merged by hand")
+    expect(undo.locator("button.undo-merge")).to_be_visible()
+    # A merge the server refuses (one of the two merged elsewhere meanwhile) is said.
+    page.goto(f"{live_server.url}/app/customers?q=lena")
+    page.check(f"{row(short)} input.pick")
+    page.check(f"{row(third)} input.pick")
+    r = client.post(
+        f"/api/v1/customers/{short}/merge", json={"merged_id": third}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201, r.text
+    merge.locator(f'input[value="{short}"]').check()
+    answer(page, accept=True)
+    merge.locator("button").click()
+    expect(page.locator("#flash")).to_contain_text("already merged into another")
+
+
+def test_an_admin_erases_the_customers_ticked_and_each_failure_is_named(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # Erasing took a visit to each customer's panel, one at a time.
+    ids = [
+        customer(client, world.bob, name=f"Gone {n}", email=f"gone{n}@example.com")
+        for n in range(3)
+    ]
+    kept = customer(client, world.bob, name="Gone Not", email="gone.not@example.com")
+    row = '#customer-list tr[data-customer="{}"]'.format
+    page = browser.new_page()
+    sign_in(page, live_server, "alice@acme.test", "/app/customers?q=gone")
+    for cid in ids:
+        page.check(f"{row(cid)} input.pick")
+    erase = page.locator("#customer-erase")
+    erase.locator("summary").click()
+    expect(erase).to_contain_text("Erasing deletes the 3 customers selected for good")
+    page.screenshot(path=str(ARTIFACTS / "customers-erase.png"), full_page=True)
+    # A click alone is too easy: the word is typed.
+    erase.locator("input[name=confirm]").fill("yes")
+    erase.locator("button.danger").click()
+    expect(page.locator("#flash")).to_contain_text("Type erase to confirm.")
+    assert client.get(f"/api/v1/customers/{ids[0]}", headers=auth(world.bob)).status_code == 200
+    # One of them is erased elsewhere meanwhile: named, and the others still erased.
+    r = client.delete(f"/api/v1/customers/{ids[1]}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    erase.locator("input[name=confirm]").fill(" Erase ")
+    erase.locator("button.danger").click()
+    expect(page.locator("#customer-bulk-said")).to_have_text("Erased 2 customers.")
+    expect(page.locator("#flash")).to_contain_text("Not erased: Gone 1 (")
+    for cid in ids:
+        expect(page.locator(row(cid))).to_have_count(0)
+        assert client.get(f"/api/v1/customers/{cid}", headers=auth(world.bob)).status_code == 404
+    expect(page.locator(row(kept))).to_have_count(1)
+    assert client.get(f"/api/v1/customers/{kept}", headers=auth(world.bob)).status_code == 200
+    # An agent ticks and tags, and is not offered to erase.
+    agent = browser.new_page()
+    sign_in(agent, live_server, "bob@acme.test", "/app/customers?q=gone")
+    agent.check(f"{row(kept)} input.pick")
+    expect(agent.locator("#customer-tags")).to_be_visible()
+    expect(agent.locator("#customer-erase")).to_have_count(0)
+    # A viewer has nothing to tick and no action at all.
+    viewer = browser.new_page()
+    sign_in(viewer, live_server, "victor@acme.test", "/app/customers?q=gone")
+    expect(viewer.locator(row(kept))).to_have_count(1)
+    expect(viewer.locator("#customer-list input.pick")).to_have_count(0)
+    expect(viewer.locator("#customer-bulk")).to_have_count(0)
+    expect(viewer.locator("#customer-erase")).to_have_count(0)

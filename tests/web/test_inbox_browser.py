@@ -69,8 +69,7 @@ def test_an_agent_labels_and_resolves_conversations_in_bulk(
     page.screenshot(path=str(ARTIFACTS / "inbox-bulk.png"), full_page=True)
 
     # Select all on the page, then resolve: the list (open only) empties of them.
-    page.select_option("#filters select[name=status]", "open")
-    page.click("#filters button[type=submit]")
+    page.select_option("#filters select[name=status]", "open")  # applied once chosen
     page.wait_for_url("**status=open**")
     page.check("#select-all")
     n = page.locator("#conversation-list input.pick").count()
@@ -173,13 +172,11 @@ def test_the_inbox_opens_on_open_conversations_and_shows_others_when_asked(
     expect(page.locator(row(done))).to_have_count(0)
     expect(page.locator("#filters select[name=status]")).to_have_value("open")
 
-    page.select_option("#filters select[name=status]", "resolved")
-    page.click("#filters button[type=submit]")
+    page.select_option("#filters select[name=status]", "resolved")  # applied once chosen
     page.wait_for_url("**status=resolved**")  # the choice is in the address, to share
     expect(page.locator(row(done))).to_have_count(1)
     expect(page.locator(row(waiting))).to_have_count(0)
     page.select_option("#filters select[name=status]", "all")
-    page.click("#filters button[type=submit]")
     page.wait_for_url("**status=all**")
     expect(page.locator(row(done))).to_have_count(1)
     expect(page.locator(row(waiting))).to_have_count(1)
@@ -187,6 +184,51 @@ def test_the_inbox_opens_on_open_conversations_and_shows_others_when_asked(
     page.wait_for_url("**status=resolved**")
     expect(page.locator(row(waiting))).to_have_count(0)
     expect(page.locator("#filters select[name=status]")).to_have_value("resolved")
+
+
+def test_a_filter_chosen_applies_at_once_and_words_and_dates_wait_for_apply(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # A status, channel, priority, SLA state or sort chosen did nothing until Apply.
+    urgent = inbound(client, world, "f-urgent", "f-urgent@example.com")
+    calm = inbound(client, world, "f-calm", "f-calm@example.com")
+    client.post(
+        f"/api/v1/conversations/{urgent}/priority",
+        json={"priority": "urgent"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    row = '#conversation-list li[data-id="{}"]'.format
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    expect(page.locator("#filters")).to_be_hidden()  # a phone: folded while none is on
+    page.click("#filter-box summary")
+    page.select_option("#filters select[name=priority]", "urgent")
+    page.wait_for_url("**priority=urgent**")
+    assert "view=all" in page.url and "status=open" in page.url  # the whole form, as Apply
+    expect(page.locator(row(urgent))).to_have_count(1)
+    expect(page.locator(row(calm))).to_have_count(0)
+    expect(page.locator("#filters")).to_be_visible()  # a filter on: the box stays open
+    expect(page.locator("#filter-box summary")).to_have_text("Filters (1 on)")
+    page.select_option("#filters select[name=sort]", "waiting")
+    page.wait_for_url("**sort=waiting**")
+    assert "priority=urgent" in page.url
+    # Words and dates wait for Apply (a list fetched at each key would be no help).
+    page.fill("#filters input[name=label]", "vip")
+    page.fill("#filters input[name=active_from]", "2020-01-01")
+    page.wait_for_timeout(300)
+    assert "label=vip" not in page.url and "active_from=2020" not in page.url
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**label=vip**")
+    assert "active_from=2020-01-01" in page.url
+    expect(page.locator(row(urgent))).to_have_count(0)  # no vip label on it
+    # Back, the form says what the list shows (not what was chosen before leaving it).
+    page.go_back()
+    page.wait_for_url(lambda url: "label=vip" not in url)
+    expect(page.locator("#filters input[name=label]")).to_have_value("")
+    expect(page.locator("#filters select[name=sort]")).to_have_value("waiting")
 
 
 def test_the_inbox_list_is_worked_from_the_keyboard(

@@ -433,14 +433,21 @@ function setupInbox() {
   });
 }
 
-// --- the inbox on a phone: its filters folded while none is on, the list first -------------
+// --- the inbox's filters: a choice applies at once; on a phone, folded while none is on ----
 function setupFilterBox() {
   const box = document.getElementById("filter-box");
   if (box && box.dataset.on === "0" && window.matchMedia("(max-width: 760px)").matches) box.open = false;
   // Back to a list, the browser puts back what was picked on it before leaving (a status
   // chosen and applied): the form says what the list shows, as the server drew it.
   const form = document.getElementById("filters");
-  if (form) window.addEventListener("pageshow", () => form.reset());
+  if (!form) return;
+  window.addEventListener("pageshow", () => form.reset());
+  // A status, channel, priority, SLA state or sort chosen applies at once, as Apply would
+  // (the address keeps it, to share and to go back to); words and dates wait for Apply,
+  // or a list would be fetched at each key.
+  form.addEventListener("change", (ev) => {
+    if (ev.target.matches("select")) form.requestSubmit();
+  });
 }
 
 // --- bulk actions: tick conversations, then assign, label or resolve them at once -------
@@ -1353,18 +1360,53 @@ function setupSlaPolicies() {
   });
 }
 
-// The Customers page: tag (or untag) the customers ticked, all at once.
+// The Customers page: what is done to the customers ticked, all at once: tag (or untag)
+// them, merge two of them (keeping the one chosen), or erase them (admins and owners).
 function setupCustomerBulk() {
-  const form = document.getElementById("customer-bulk");
+  const bar = document.getElementById("customer-bulk");
   const table = document.getElementById("customer-list");
-  if (!form || !table) return;
+  if (!bar || !table) return;
   const count = document.getElementById("customer-bulk-count");
   const said = document.getElementById("customer-bulk-said");
-  const picked = () => [...table.querySelectorAll("input.pick:checked")].map((box) => box.value);
+  const tags = document.getElementById("customer-tags");
+  const merging = document.getElementById("customer-merge");
+  const erasing = document.getElementById("customer-erase"); // drawn for admins and owners only
+  const ticked = () => [...table.querySelectorAll("tr[data-customer]")].filter((tr) => tr.querySelector("input.pick:checked"));
+  const picked = () => ticked().map((tr) => tr.dataset.customer);
+  const nameOf = (tr) => tr.querySelector("td a").textContent;
+  const plural = (n) => `${n} customer${n === 1 ? "" : "s"}`;
+  // Which of the two stays: each named with a handle, as two records of one person often
+  // share a name; none is chosen for the agent.
+  const choose = (rows) => {
+    const before = merging.elements.survivor?.value;
+    const choices = rows.map((tr) => {
+      const radio = Object.assign(document.createElement("input"), { type: "radio", name: "survivor", value: tr.dataset.customer, required: true });
+      radio.checked = radio.value === before;
+      const handle = tr.querySelector("td.email").textContent || tr.querySelector("td.phone").textContent;
+      const label = document.createElement("label");
+      label.append(radio, ` ${nameOf(tr)}`, handle ? ` (${handle})` : "");
+      return label;
+    });
+    merging.querySelector(".choices").replaceChildren(...choices);
+  };
   const update = () => {
-    const n = picked().length;
-    form.hidden = n === 0;
+    const rows = ticked();
+    const n = rows.length;
+    bar.hidden = n === 0;
     count.textContent = `${n} selected`;
+    merging.hidden = n !== 2;
+    if (n === 2) choose(rows);
+    if (erasing) erasing.querySelector(".erase-count").textContent = `the ${plural(n)} selected`;
+  };
+  // The list as the server draws it now (those merged or erased gone from it), nothing
+  // ticked; if the page does not answer, the rows gone are taken out here.
+  const redraw = async (gone) => {
+    let fresh = null;
+    try { fresh = (await pageNow())?.getElementById("customer-list"); } catch { /* offline a moment */ }
+    if (fresh) table.replaceChildren(...fresh.children);
+    else for (const tr of table.querySelectorAll("tr[data-customer]")) if (gone.includes(tr.dataset.customer)) tr.remove();
+    for (const box of table.querySelectorAll("input.pick, input.pick-all")) box.checked = false;
+    update();
   };
   table.addEventListener("change", (ev) => {
     if (ev.target.matches("input.pick-all")) {
@@ -1373,17 +1415,70 @@ function setupCustomerBulk() {
     said.textContent = "";
     update();
   });
-  form.addEventListener("submit", async (ev) => {
+  tags.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const tag = form.elements.tag.value.trim();
+    const tag = tags.elements.tag.value.trim();
     const adding = ev.submitter?.value !== "remove";
     const ids = picked();
     try {
       const out = await api("POST", "/api/v1/customers/bulk-tags", {
         customer_ids: ids, add: adding ? [tag] : [], remove: adding ? [] : [tag],
       });
-      said.textContent = `${adding ? "Tagged" : "Untagged"} ${out.changed} customer${out.changed === 1 ? "" : "s"}.`;
+      said.textContent = `${adding ? "Tagged" : "Untagged"} ${plural(out.changed)}.`;
     } catch (e) { showError(e.message); }
+  });
+  merging.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const rows = ticked();
+    const keptId = merging.elements.survivor.value;
+    const kept = rows.find((tr) => tr.dataset.customer === keptId);
+    const gone = rows.find((tr) => tr !== kept);
+    if (rows.length !== 2 || !kept) return;
+    if (!confirm(mergeQuestion(nameOf(gone), nameOf(kept)))) return;
+    const button = merging.querySelector("button");
+    button.disabled = true;
+    try {
+      await api("POST", `/api/v1/customers/${encodeURIComponent(keptId)}/merge`, {
+        merged_id: gone.dataset.customer,
+        reason: "merged by hand",
+      });
+      said.replaceChildren(...mergedSaid(nameOf(gone), nameOf(kept), keptId));
+      await redraw([gone.dataset.customer]);
+    } catch (e) {
+      showError(e.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  const eraseForm = document.getElementById("customer-erase-form");
+  // Typed, as on the customer's panel (a click alone is too easy); each one tried, however
+  // many fail, and every failure named.
+  eraseForm?.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (eraseForm.elements.confirm.value.trim().toLowerCase() !== "erase") {
+      showError("Type erase to confirm.");
+      return;
+    }
+    const rows = ticked();
+    const button = eraseForm.querySelector("button");
+    button.disabled = true;
+    const failed = [];
+    const erased = [];
+    for (const tr of rows) {
+      try {
+        await api("DELETE", `/api/v1/customers/${encodeURIComponent(tr.dataset.customer)}`);
+        erased.push(tr.dataset.customer);
+      } catch (e) {
+        failed.push(`${nameOf(tr)} (${e.message})`);
+      }
+    }
+    eraseForm.reset();
+    erasing.open = false;
+    await redraw(erased);
+    said.textContent = `Erased ${plural(erased.length)}.`;
+    // After every request: one that went through clears what was said above the page.
+    if (failed.length) showError(`Not erased: ${failed.join("; ")}.`);
+    button.disabled = false;
   });
 }
 
@@ -1759,6 +1854,20 @@ function setupWebhooks() {
 }
 
 // --- possible duplicates: merge a pair (keeping the side chosen) or keep it apart ------
+// What a merge does, asked before it (in the words of the customer page's merge and undo).
+function mergeQuestion(gone, kept) {
+  return `Merge ${gone} into ${kept}? Their handles, conversations and timeline move to ${kept}; it can be undone from ${kept}'s page.`;
+}
+
+// Said once merged: where it can be undone (the survivor's page lists the merge, with its
+// undo), as text and a link, never markup.
+function mergedSaid(gone, kept, keptId) {
+  const link = document.createElement("a");
+  link.href = `/app/customers/${encodeURIComponent(keptId)}#merges`;
+  link.textContent = `${kept}'s page`;
+  return [`Merged ${gone} into ${kept}: it can be undone from `, link, "."];
+}
+
 function setupDuplicates() {
   const section = document.getElementById("duplicates");
   if (!section) return;
@@ -1772,16 +1881,20 @@ function setupDuplicates() {
     if (!button) return;
     const pair = button.closest("li.pair");
     const id = encodeURIComponent(pair.dataset.suggestion);
+    const merging = button.classList.contains("merge");
+    const side = button.closest(".side");
+    const kept = side?.querySelector("a");
+    const gone = [...pair.querySelectorAll(".side")].find((s) => s !== side)?.querySelector("a");
+    // A click merges two people's records: said first, as the customer page's merge is.
+    if (merging && !confirm(mergeQuestion(gone.textContent, kept.textContent))) return;
     fail("");
     for (const b of pair.querySelectorAll("button")) b.disabled = true;
     try {
       const said = document.createElement("p");
       said.setAttribute("role", "status");
-      if (button.classList.contains("merge")) {
-        const kept = button.closest(".side").querySelector("a");
+      if (merging) {
         await api("POST", `/api/v1/merge-suggestions/${id}/accept`, { survivor_id: button.dataset.survivor });
-        const link = Object.assign(document.createElement("a"), { href: kept.href, textContent: kept.textContent });
-        said.append("Merged into ", link, ".");
+        said.append(...mergedSaid(gone.textContent, kept.textContent, button.dataset.survivor));
       } else {
         await api("POST", `/api/v1/merge-suggestions/${id}/dismiss`);
         said.textContent = "Kept apart: this pair is not suggested again.";
