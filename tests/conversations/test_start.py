@@ -275,3 +275,41 @@ def test_whatsapp_refuses_free_text_outside_the_customers_24_hours(
     r = start(client, world.bob, customer_id=kerry["customer_id"], inbox_id=whatsapp, text="Yes")
     assert r.status_code == 201, r.text
     assert r.json()["id"] != old
+
+
+def test_webhooks_hear_of_a_started_conversation_and_rules_for_new_ones_do_not_run(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Integrations never heard of conversations agents started; a rule for new
+    # conversations (a greeting) would answer the agent's own first message.
+    from rapport.automation.models import WebhookDelivery
+
+    admin = auth(world.alice)
+    hook = client.post(
+        "/api/v1/webhooks",
+        json={"url": "https://hooks.example/rapport", "events": ["conversation.created"]},
+        headers=admin,
+    )
+    assert hook.status_code == 201, hook.text
+    rule = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "Greet",
+            "event": "conversation.created",
+            "actions": [{"type": "add_label", "value": "greeted"}],
+        },
+        headers=admin,
+    )
+    assert rule.status_code == 201, rule.text
+    kim = customer(client, world.bob, name="Kim", phone="+14155550123")
+    r = start(client, world.bob, customer_id=kim, inbox_id=world.acme.inbox.id, text="Hi")  # type: ignore[union-attr]
+    assert r.status_code == 201, r.text
+    conv = r.json()["id"]
+    with database.session() as db:
+        delivered = db.execute(select(WebhookDelivery.event, WebhookDelivery.payload)).all()
+        assert [(d.event, d.payload["conversation_id"]) for d in delivered] == [
+            ("conversation.created", conv)
+        ]
+        assert db.scalar(select(func.count()).select_from(Job).where(Job.name == "automation")) == 0
+    Worker(database, settings).run_until_idle(max_jobs=20)
+    assert client.get(f"/api/v1/conversations/{conv}", headers=admin).json()["labels"] == []

@@ -830,6 +830,15 @@ def start(
         type="conversation.created",
         payload=conversation_payload(conv),
     )
+    # Integrations hear of it as of any new conversation; the workspace's rules for
+    # conversation.created do not run: a greeting rule would answer the agent's own message.
+    automation.publish_to_webhooks(
+        db,
+        workspace_id=conv.workspace_id,
+        event="conversation.created",
+        conversation_id=conv.id,
+        customer_id=customer.id,
+    )
     if assignee_id is not None:
         assign(
             db, conversation=conv, assignee_id=assignee_id, team_id=conv.team_id, actor_id=author_id
