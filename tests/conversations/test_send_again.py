@@ -46,9 +46,8 @@ def receiver() -> Iterator[Receiver]:
     r.server.server_close()
 
 
-def failed_reply(
-    client: TestClient, world: World, url: str, database: Database, settings: Settings
-) -> tuple[str, str]:
+def api_conversation(client: TestClient, world: World, url: str) -> tuple[str, str]:
+    """An API inbox replying to ``url`` and a customer's conversation in it: their ids."""
     inbox = client.post(
         "/api/v1/inboxes",
         json={"name": "Shop", "channel": "api", "settings": {"webhook_url": url}},
@@ -59,6 +58,13 @@ def failed_reply(
         json={"external_id": "again-1", "text": "hi", "from": {"email": "again@example.com"}},
         headers=auth(world.bob),
     ).json()["conversation_id"]
+    return inbox["id"], conv
+
+
+def failed_reply(
+    client: TestClient, world: World, url: str, database: Database, settings: Settings
+) -> tuple[str, str]:
+    _, conv = api_conversation(client, world, url)
     reply = client.post(
         f"/api/v1/conversations/{conv}/messages", json={"text": "hello"}, headers=auth(world.bob)
     ).json()
@@ -137,21 +143,12 @@ def test_a_disabled_inbox_takes_no_reply_and_sends_none_already_queued(
     # Switched off by an admin (its credentials revoked, say), an inbox still sent what was
     # queued through it and took new replies.
     receiver.status = 200
-    inbox = client.post(
-        "/api/v1/inboxes",
-        json={"name": "Shop", "channel": "api", "settings": {"webhook_url": receiver.url}},
-        headers=auth(world.alice),
-    ).json()
-    conv = client.post(
-        f"/api/v1/inboxes/{inbox['id']}/messages",
-        json={"external_id": "off-1", "text": "hi", "from": {"email": "off@example.com"}},
-        headers=auth(world.bob),
-    ).json()["conversation_id"]
+    inbox, conv = api_conversation(client, world, receiver.url)
     queued = client.post(
         f"/api/v1/conversations/{conv}/messages", json={"text": "hello"}, headers=auth(world.bob)
     ).json()
     off = client.patch(
-        f"/api/v1/inboxes/{inbox['id']}", json={"enabled": False}, headers=auth(world.alice)
+        f"/api/v1/inboxes/{inbox}", json={"enabled": False}, headers=auth(world.alice)
     )
     assert off.status_code == 200, off.text
     Worker(database, settings).run_until_idle(max_jobs=50)
@@ -170,9 +167,7 @@ def test_a_disabled_inbox_takes_no_reply_and_sends_none_already_queued(
     )
     assert note.status_code == 201  # a private note goes nowhere
     # Switched on again, the failed reply goes on request.
-    client.patch(
-        f"/api/v1/inboxes/{inbox['id']}", json={"enabled": True}, headers=auth(world.alice)
-    )
+    client.patch(f"/api/v1/inboxes/{inbox}", json={"enabled": True}, headers=auth(world.alice))
     url = f"/api/v1/conversations/{conv}/messages/{queued['id']}/retry"
     assert client.post(url, headers=auth(world.bob)).status_code == 200
     Worker(database, settings).run_until_idle(max_jobs=50)
