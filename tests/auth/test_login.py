@@ -67,6 +67,19 @@ def test_login_attempts_are_rate_limited_per_address(client: TestClient, world: 
     codes = [login(client, f"user{i}@nowhere.test", "whatever-pass").status_code for i in range(25)]
     assert codes[:20] == [401] * 20
     assert set(codes[20:]) == {429}
+    assert login(client, "alice@acme.test").status_code == 429  # right, but over the budget
+
+
+def test_sign_ins_with_the_right_password_spend_no_budget(client: TestClient, world: World) -> None:
+    # An office behind one address: its 21st sign-in of the shift was refused (429), the
+    # successful ones counted as attempts.
+    for _ in range(30):
+        assert login(client, "bob@acme.test").status_code == 200
+    for i in range(19):
+        assert login(client, f"user{i}@nowhere.test", "whatever-pass").status_code == 401
+    assert login(client, "alice@acme.test").status_code == 200  # failures still count...
+    codes = {login(client, f"more{i}@nowhere.test", "whatever").status_code for i in range(2)}
+    assert codes == {401, 429}  # ... to the 20th
 
 
 def later_code(secret: str, steps: int = 1) -> str:

@@ -51,6 +51,22 @@ class RateLimiter:
         count, _ = pipe.execute()
         return int(count) <= self.limit
 
+    def refund(self, key: str) -> None:
+        """Take back the key's latest hit: what it counted turned out not to be an attempt
+        to limit (a password that was right)."""
+        if self._redis is not None:
+            try:
+                name = f"rapport:rl:{key}:{int(time.time() // self.window)}"
+                if int(self._redis.decr(name)) < 0:
+                    self._redis.set(name, 0, ex=int(self.window) + 1)
+                return
+            except Exception:  # noqa: S110 - Redis down: this process's own count, as hit
+                pass
+        with self._lock:
+            q = self._hits.get(key)
+            if q:
+                q.pop()
+
     def reset(self, key: str) -> None:
         with self._lock:
             self._hits.pop(key, None)

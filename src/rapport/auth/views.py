@@ -105,6 +105,11 @@ def login(
     except Problem:
         db.commit()  # keep the failure count even though the request fails
         raise
+    # A right password is no attempt to guess one: it leaves the budgets as they were, so
+    # an office of agents behind one address can all sign in at the start of a shift.
+    limiter = request.app.state.login_limiter
+    limiter.refund(f"ip:{client_address(request)}")
+    limiter.refund(f"email:{body.email.strip().lower()}")
     member = service.membership(db, user_id=user.id, workspace=body.workspace)
     mfa_passed = not user.totp_enabled
     if user.totp_enabled and body.totp_code:
