@@ -184,8 +184,8 @@ def test_status_and_assignment_changes_say_in_the_thread_what_changed_and_who_di
         "Snoozed until 2031-01-02 08:30 UTC by Bob",
         "Marked pending by Bob",
         "Assigned to Bob by Alice",
-        "Assigned to Bob in team Billing by Bob",
-        "Unassigned by Bob",
+        "Moved to team Billing by Bob",  # Bob kept: what changed is said, not the result
+        "Unassigned from Bob by Bob",
         "Alice took the conversation",
         "Priority set to urgent by Bob",
         "Priority cleared by Alice",
@@ -302,7 +302,7 @@ def test_the_team_changes_beside_an_agent_kept_who_is_no_longer_one(
     assert (r.json()["assignee_id"], r.json()["team_id"]) == (bob, team["id"])
     thread = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.alice)).json()
     assert thread["messages"][-1]["kind"] == "activity"
-    assert thread["messages"][-1]["text"] == "Assigned to Bob in team Billing by Alice"
+    assert thread["messages"][-1]["text"] == "Moved to team Billing by Alice"
     # Given anew, a viewer is still refused.
     r = client.post(
         f"/api/v1/conversations/{other}/assign",
@@ -310,3 +310,39 @@ def test_the_team_changes_beside_an_agent_kept_who_is_no_longer_one(
         headers=auth(world.alice),
     )
     assert r.status_code == 422
+
+
+def test_assigning_keeps_what_is_left_out_and_the_line_says_what_changed(
+    client: TestClient, world: World
+) -> None:
+    # Every field left out was cleared: an agent choosing a team while a colleague took the
+    # conversation undid the colleague's assignment, and the lines said the result ("Bob
+    # removing the team" read "Assigned to Carol by Bob").
+    conv = _post(client, world, "keep1", "keep1@example.com")["conversation_id"]
+    alice, bob = world.acme.users["alice"].id, world.acme.users["bob"].id
+    team = client.post("/api/v1/teams", json={"name": "Billing"}, headers=auth(world.alice))
+    url = f"/api/v1/conversations/{conv}/assign"
+    steps = [
+        (world.alice, {"team_id": team.json()["id"]}, (None, team.json()["id"])),
+        (world.bob, {"assignee_id": bob}, (bob, team.json()["id"])),  # the team kept
+        (world.alice, {"team_id": None}, (bob, None)),  # the agent kept
+        (world.alice, {"assignee_id": None}, (None, None)),
+        (
+            world.alice,
+            {"assignee_id": alice, "team_id": team.json()["id"]},
+            (alice, team.json()["id"]),
+        ),
+    ]
+    for token, body, held in steps:
+        r = client.post(url, json=body, headers=auth(token))
+        assert r.status_code == 200, r.text
+        assert (r.json()["assignee_id"], r.json()["team_id"]) == held
+    detail = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
+    said = [m["text"] for m in detail["messages"] if m["kind"] == "activity"]
+    assert said[-5:] == [
+        "Moved to team Billing by Alice",
+        "Bob took the conversation",
+        "Removed from team Billing by Alice",
+        "Unassigned from Bob by Alice",
+        "Assigned to Alice in team Billing by Alice",
+    ]

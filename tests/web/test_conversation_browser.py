@@ -277,7 +277,7 @@ def test_the_team_is_chosen_beside_the_agent_and_another_page_sees_both_live(
     assert held() == (bob, team["id"])
     page.screenshot(path=str(ARTIFACTS / "conversation-team.png"))
     line = other.locator("#messages li.kind-activity").last
-    expect(line).to_contain_text("Assigned to Bob in team Billing by Bob")
+    expect(line).to_contain_text("Moved to team Billing by Bob")
 
     # Alice hands it to herself: the team stays, and bob's page follows.
     other.select_option("#assign", alice)
@@ -288,7 +288,7 @@ def test_the_team_is_chosen_beside_the_agent_and_another_page_sees_both_live(
     expect(other.locator("#team")).to_have_value("")
     assert held() == (alice, None)
     expect(other.locator("#messages li.kind-activity").last).to_contain_text(
-        "Assigned to Alice by Bob"
+        "Removed from team Billing by Bob"  # what was done (it said "Assigned to Alice")
     )
     # A team made after the page was drawn, given elsewhere, is shown by its name.
     later = client.post(

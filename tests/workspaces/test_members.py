@@ -196,7 +196,7 @@ def test_a_removed_members_unresolved_conversations_are_offered_to_others(
     updated = [e["payload"] for e in published if e["type"] == "conversation.updated"]
     assert [(p["id"], p["assignee_id"]) for p in updated] == [(convs["open"], None)]
     unassigned = conversation(client, world, convs["open"])["messages"][-1]
-    assert unassigned["kind"] == "activity" and unassigned["text"] == "Unassigned by Alice"
+    assert unassigned["kind"] == "activity" and unassigned["text"] == "Unassigned from Bob by Alice"
     Worker(database, settings).run_until_idle()
     assert conversation(client, world, convs["open"])["assignee_id"] == world.acme.users["alice"].id
     # Who handled a resolved conversation is its history: it stays bob's.

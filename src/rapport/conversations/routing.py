@@ -239,7 +239,9 @@ def release(db: Session, *, workspace_id: str, user_id: str, actor_id: str | Non
         )
     )
     for conv in released:
-        service.record_assignment(db, conversation=conv, actor_id=actor_id)
+        service.record_assignment(
+            db, conversation=conv, before=(user_id, conv.team_id), actor_id=actor_id
+        )
     if released:
         wake(db, workspace_id=workspace_id)
     return len(released)

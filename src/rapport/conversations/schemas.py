@@ -188,6 +188,8 @@ class NoteIn(BaseModel):
 
 
 class AssignIn(BaseModel):
+    """The agent and/or the team: a field left out keeps its value, null clears it."""
+
     assignee_id: str | None = None
     team_id: str | None = None
 

@@ -1052,7 +1052,8 @@ def assign(
         team = db.scalar(select(Team).where(Team.workspace_id == ws, Team.id == team_id))
         if team is None:
             raise NotFound("team")
-    changed = (conversation.assignee_id, conversation.team_id) != (assignee_id, team_id)
+    before = (conversation.assignee_id, conversation.team_id)
+    changed = before != (assignee_id, team_id)
     freed = conversation.assignee_id is not None and conversation.assignee_id != assignee_id
     if assignee_id is not None and assignee_id != conversation.assignee_id:
         conversation.assigned_at = utcnow()
@@ -1072,7 +1073,7 @@ def assign(
     if freed:
         routing.wake(db, workspace_id=ws)
     if changed:
-        record_assignment(db, conversation=conversation, actor_id=actor_id, via=via)
+        record_assignment(db, conversation=conversation, before=before, actor_id=actor_id, via=via)
     return conversation
 
 
@@ -1089,24 +1090,57 @@ def _by(db: Session, actor_id: str | None, via: str | None = None) -> str:
 
 
 def _assignment_said(
-    db: Session, *, conversation: Conversation, actor_id: str | None, via: str | None
+    db: Session,
+    *,
+    conversation: Conversation,
+    before: tuple[str | None, str | None],
+    actor_id: str | None,
+    via: str | None,
 ) -> str:
-    """The activity line of the conversation's assignee and team as they are now: "Assigned
-    to Ann in team Billing by Bob", "Ann took the conversation", "Unassigned"."""
-    assignee, team_id = conversation.assignee_id, conversation.team_id
-    if assignee is not None and assignee == actor_id and team_id is None:
-        return f"{_named(db, assignee)} took the conversation"
-    team = db.get(Team, team_id) if team_id else None
-    to = [_named(db, assignee)] if assignee else []
-    to += [f"team {team.name}"] if team is not None else []
-    return (f"Assigned to {' in '.join(to)}" if to else "Unassigned") + _by(db, actor_id, via)
+    """The activity line of a change of assignee or team, saying what changed: "Assigned to
+    Ann by Bob", "Ann took the conversation", "Unassigned from Ann by Bob", "Moved to team
+    Billing by Bob", "Removed from team Billing by Bob"; both at once, "Assigned to Ann in
+    team Billing by Bob" (a line said the result whatever was done: removing a team read
+    "Assigned to Ann by Bob")."""
+    (was, was_team), (now, now_team) = before, (conversation.assignee_id, conversation.team_id)
+
+    def team_name(team_id: str) -> str:
+        team = db.get(Team, team_id)
+        return f"team {team.name}" if team is not None else "a team since deleted"
+
+    if now != was and now_team != was_team and now is not None and now_team is not None:
+        return f"Assigned to {_named(db, now)} in {team_name(now_team)}" + _by(db, actor_id, via)
+    parts = []
+    if now != was:
+        if now is None:
+            parts.append(f"unassigned from {_named(db, was)}" if was else "unassigned")
+        elif now == actor_id and now_team == was_team:
+            return f"{_named(db, now)} took the conversation"
+        else:
+            parts.append(f"assigned to {_named(db, now)}")
+    if now_team != was_team:
+        parts.append(
+            f"moved to {team_name(now_team)}"
+            if now_team is not None
+            else f"removed from {team_name(was_team)}"
+            if was_team
+            else "removed from its team"
+        )
+    said = " and ".join(parts) or "assignment unchanged"
+    return said[0].upper() + said[1:] + _by(db, actor_id, via)
 
 
 def record_assignment(
-    db: Session, *, conversation: Conversation, actor_id: str | None, via: str | None = None
+    db: Session,
+    *,
+    conversation: Conversation,
+    before: tuple[str | None, str | None],
+    actor_id: str | None,
+    via: str | None = None,
 ) -> None:
-    """A change of the conversation's assignee or team, already made, as every such change
-    is recorded: the rules and webhooks told, an activity line, the update published."""
+    """A change of the conversation's assignee or team, already made (``before``: its
+    assignee and team until then), as every such change is recorded: the rules and webhooks
+    told, an activity line saying what changed, the update published."""
     automation.trigger(
         db,
         workspace_id=conversation.workspace_id,
@@ -1116,7 +1150,9 @@ def record_assignment(
     _activity(
         db,
         conversation=conversation,
-        text=_assignment_said(db, conversation=conversation, actor_id=actor_id, via=via),
+        text=_assignment_said(
+            db, conversation=conversation, before=before, actor_id=actor_id, via=via
+        ),
         data={
             "assignee_id": conversation.assignee_id,
             "team_id": conversation.team_id,

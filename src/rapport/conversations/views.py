@@ -375,13 +375,14 @@ def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db
 def assign(
     conversation_id: str, body: AssignIn, principal: CurrentAgent, request: Request, db: Db
 ) -> ConversationRead:
+    """Give the conversation to an agent and/or a team: a field left out keeps its value,
+    null clears it (two agents changing one each at once both keep theirs)."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    given = body.model_fields_set
+    assignee_id = body.assignee_id if "assignee_id" in given else conv.assignee_id
+    team_id = body.team_id if "team_id" in given else conv.team_id
     service.assign(
-        db,
-        conversation=conv,
-        assignee_id=body.assignee_id,
-        team_id=body.team_id,
-        actor_id=principal.user_id,
+        db, conversation=conv, assignee_id=assignee_id, team_id=team_id, actor_id=principal.user_id
     )
     audit(
         db,
@@ -390,7 +391,7 @@ def assign(
         action="conversation.assign",
         target_type="conversation",
         target_id=conv.id,
-        data={"assignee_id": body.assignee_id, "team_id": body.team_id},
+        data={"assignee_id": assignee_id, "team_id": team_id},
     )
     return _read(conv, service.labels_of(db, [conv.id])[conv.id])
 

@@ -757,8 +757,8 @@ function setupConversation() {
 }
 
 // --- who has the conversation: an agent and a team, each chosen on its own -------------
-// The API sets both at once (one left out is cleared: choosing an agent here dropped the
-// team), so each change sends the other as the page holds it, kept current from the stream.
+// Each change sends only itself (the API keeps what is left out), so a colleague changing
+// the other at the same moment keeps theirs; both selects follow the stream.
 function setupHolder(root, id) {
   const assign = document.getElementById("assign");
   const team = document.getElementById("team");
@@ -780,7 +780,7 @@ function setupHolder(root, id) {
   };
   const change = async (to) => {
     try {
-      await show(await api("POST", `/api/v1/conversations/${id}/assign`, { ...held, ...to }));
+      await show(await api("POST", `/api/v1/conversations/${id}/assign`, to));
     } catch (e) {
       await show(held); // the selects back to what the conversation has
       showError(e.message);
