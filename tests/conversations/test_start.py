@@ -256,6 +256,21 @@ def test_a_disabled_inbox_or_a_customer_who_opted_out_is_refused(
     assert stored(database) == before
 
 
+def test_an_email_is_not_started_without_a_subject(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # It reached the customer as "Your conversation with us [#...]".
+    kim = customer(client, world.bob, name="Kim", email="kim@example.com")
+    mail = make_inbox(client, world, "email", {"address": "support@acme.test"})
+    before = stored(database)
+    for subject in (None, "   "):
+        body = {"subject": subject} if subject is not None else {}
+        r = start(client, world.bob, customer_id=kim, inbox_id=mail, text="Hello", **body)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == "subject: an email needs a subject"
+    assert stored(database) == before
+
+
 def test_whatsapp_refuses_free_text_outside_the_customers_24_hours(
     client: TestClient,
     world: World,

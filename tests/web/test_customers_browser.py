@@ -99,8 +99,10 @@ def test_an_admin_reviews_the_possible_duplicates(
     asked = answer(page, accept=False)
     keep_later.click()
     assert asked == [
-        "Merge Dana Whitfield into Dana W.? Their handles, conversations and timeline move to"
-        " Dana W.; it can be undone from Dana W.'s page."
+        # Each named with a handle: two records of one person often share a name.
+        "Merge Dana Whitfield (dana@example.com) into Dana W. (+14155550100)? Their handles,"
+        " conversations and timeline move to Dana W. (+14155550100); it can be undone from"
+        " Dana W. (+14155550100)'s page."
     ]
     expect(first.locator("button.merge")).to_have_count(2)
     expect(page.locator("#duplicates-count")).to_have_text("2 pairs to review.")
@@ -111,9 +113,10 @@ def test_an_admin_reviews_the_possible_duplicates(
     asked = answer(page, accept=True)
     keep_later.click()
     expect(first.locator("p[role=status]")).to_have_text(
-        "Merged Dana Whitfield into Dana W.: it can be undone from Dana W.'s page."
+        "Merged Dana Whitfield (dana@example.com) into Dana W. (+14155550100): it can be"
+        " undone from Dana W. (+14155550100)'s page."
     )
-    expect(first.get_by_role("link", name="Dana W.'s page")).to_have_attribute(
+    expect(first.get_by_role("link", name="Dana W. (+14155550100)'s page")).to_have_attribute(
         "href", f"/app/customers/{ids['Dana W.']}#merges"
     )
     expect(page.locator("#duplicates-count")).to_have_text("1 pair to review.")
@@ -457,8 +460,9 @@ def test_an_agent_merges_two_customers_ticked_keeping_the_one_she_chose(
     asked = answer(page, accept=False)
     merge.locator("button").click()
     assert asked == [
-        "Merge Lena Park into Lena P.? Their handles, conversations and timeline move to"
-        " Lena P.; it can be undone from Lena P.'s page."
+        "Merge Lena Park (lena@example.com) into Lena P. (+14155550122)? Their handles,"
+        " conversations and timeline move to Lena P. (+14155550122); it can be undone from"
+        " Lena P. (+14155550122)'s page."
     ]
     for cid in (park, short):
         left = client.get(f"/api/v1/customers/{cid}", headers=auth(world.bob))
@@ -468,7 +472,8 @@ def test_an_agent_merges_two_customers_ticked_keeping_the_one_she_chose(
     merge.locator("button").click()
     said = page.locator("#customer-bulk-said")
     expect(said).to_have_text(
-        "Merged Lena Park into Lena P.: it can be undone from Lena P.'s page."
+        "Merged Lena Park (lena@example.com) into Lena P. (+14155550122): it can be undone"
+        " from Lena P. (+14155550122)'s page."
     )
     expect(page.locator(row(park))).to_have_count(0)
     expect(page.locator(row(short))).to_have_count(1)
@@ -478,7 +483,7 @@ def test_an_agent_merges_two_customers_ticked_keeping_the_one_she_chose(
     kept = client.get(f"/api/v1/customers/{short}", headers=auth(world.bob)).json()
     assert kept["merged_into_id"] is None
     # The link said leads to the page kept, where the merge is listed with its undo.
-    said.get_by_role("link", name="Lena P.'s page").click()
+    said.get_by_role("link", name="Lena P. (+14155550122)'s page").click()
     page.wait_for_url(f"**/app/customers/{short}#merges")
     undo = page.locator("#merges li", has_text="Lena Park")
     expect(undo).to_contain_text("merged by hand")

@@ -809,6 +809,9 @@ def start(
         raise Invalid(f"a conversation is started {', '.join(START_STATUSES)}, not {status}")
     if refused := start_refusal(db, customer=customer, inbox=inbox):
         raise refused
+    if inbox.channel == "email" and not subject.strip():
+        # It would reach them as "Your conversation with us [#...]", said by nobody.
+        raise Invalid("subject: an email needs a subject")
     now = utcnow()
     conv = Conversation(
         workspace_id=customer.workspace_id,

@@ -47,7 +47,7 @@ def definitions(db: Session, *, workspace_id: str) -> list[AttributeDefinition]:
         db.scalars(
             select(AttributeDefinition)
             .where(AttributeDefinition.workspace_id == workspace_id)
-            .order_by(AttributeDefinition.key)
+            .order_by(AttributeDefinition.created_at, AttributeDefinition.id)
         )
     )
 

@@ -1374,6 +1374,8 @@ function setupCustomerBulk() {
   const ticked = () => [...table.querySelectorAll("tr[data-customer]")].filter((tr) => tr.querySelector("input.pick:checked"));
   const picked = () => ticked().map((tr) => tr.dataset.customer);
   const nameOf = (tr) => tr.querySelector("td a").textContent;
+  const handleOf = (tr) => tr.querySelector("td.email").textContent || tr.querySelector("td.phone").textContent;
+  const calledOf = (tr) => calledWith(nameOf(tr), handleOf(tr));
   const plural = (n) => `${n} customer${n === 1 ? "" : "s"}`;
   // Which of the two stays: each named with a handle, as two records of one person often
   // share a name; none is chosen for the agent.
@@ -1382,7 +1384,7 @@ function setupCustomerBulk() {
     const choices = rows.map((tr) => {
       const radio = Object.assign(document.createElement("input"), { type: "radio", name: "survivor", value: tr.dataset.customer, required: true });
       radio.checked = radio.value === before;
-      const handle = tr.querySelector("td.email").textContent || tr.querySelector("td.phone").textContent;
+      const handle = handleOf(tr);
       const label = document.createElement("label");
       label.append(radio, ` ${nameOf(tr)}`, handle ? ` (${handle})` : "");
       return label;
@@ -1434,7 +1436,7 @@ function setupCustomerBulk() {
     const kept = rows.find((tr) => tr.dataset.customer === keptId);
     const gone = rows.find((tr) => tr !== kept);
     if (rows.length !== 2 || !kept) return;
-    if (!confirm(mergeQuestion(nameOf(gone), nameOf(kept)))) return;
+    if (!confirm(mergeQuestion(calledOf(gone), calledOf(kept)))) return;
     const button = merging.querySelector("button");
     button.disabled = true;
     try {
@@ -1442,7 +1444,7 @@ function setupCustomerBulk() {
         merged_id: gone.dataset.customer,
         reason: "merged by hand",
       });
-      said.replaceChildren(...mergedSaid(nameOf(gone), nameOf(kept), keptId));
+      said.replaceChildren(...mergedSaid(calledOf(gone), calledOf(kept), keptId));
       await redraw([gone.dataset.customer]);
     } catch (e) {
       showError(e.message);
@@ -1854,6 +1856,12 @@ function setupWebhooks() {
 }
 
 // --- possible duplicates: merge a pair (keeping the side chosen) or keep it apart ------
+// A customer as a merge names them: by name and handle, two records of one person often
+// sharing a name ("Merge Liam O'Brien into Liam O'Brien?" told nothing).
+function calledWith(name, handle) {
+  return handle && handle !== name ? `${name} (${handle})` : name;
+}
+
 // What a merge does, asked before it (in the words of the customer page's merge and undo).
 function mergeQuestion(gone, kept) {
   return `Merge ${gone} into ${kept}? Their handles, conversations and timeline move to ${kept}; it can be undone from ${kept}'s page.`;
@@ -1883,10 +1891,11 @@ function setupDuplicates() {
     const id = encodeURIComponent(pair.dataset.suggestion);
     const merging = button.classList.contains("merge");
     const side = button.closest(".side");
-    const kept = side?.querySelector("a");
-    const gone = [...pair.querySelectorAll(".side")].find((s) => s !== side)?.querySelector("a");
+    const other = [...pair.querySelectorAll(".side")].find((s) => s !== side);
+    const kept = side ? calledWith(side.querySelector("a").textContent, side.dataset.handle) : "";
+    const gone = other ? calledWith(other.querySelector("a").textContent, other.dataset.handle) : "";
     // A click merges two people's records: said first, as the customer page's merge is.
-    if (merging && !confirm(mergeQuestion(gone.textContent, kept.textContent))) return;
+    if (merging && !confirm(mergeQuestion(gone, kept))) return;
     fail("");
     for (const b of pair.querySelectorAll("button")) b.disabled = true;
     try {
@@ -1894,7 +1903,7 @@ function setupDuplicates() {
       said.setAttribute("role", "status");
       if (merging) {
         await api("POST", `/api/v1/merge-suggestions/${id}/accept`, { survivor_id: button.dataset.survivor });
-        said.append(...mergedSaid(gone.textContent, kept.textContent, button.dataset.survivor));
+        said.append(...mergedSaid(gone, kept, button.dataset.survivor));
       } else {
         await api("POST", `/api/v1/merge-suggestions/${id}/dismiss`);
         said.textContent = "Kept apart: this pair is not suggested again.";

@@ -9,7 +9,10 @@ if (form) {
   const inbox = form.elements.inbox_id;
   const subject = form.querySelector("label.subject");
   // A subject is an email's: asked for when the message goes by email.
-  const follow = () => { subject.hidden = inbox.selectedOptions[0]?.dataset.channel !== "email"; };
+  const follow = () => {
+    subject.hidden = inbox.selectedOptions[0]?.dataset.channel !== "email";
+    form.elements.subject.required = !subject.hidden; // an email needs one
+  };
   inbox.addEventListener("change", follow);
   follow();
   form.elements.text.addEventListener("keydown", (ev) => {
