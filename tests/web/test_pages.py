@@ -554,3 +554,26 @@ def test_the_settings_pages_menu_reaches_every_section(client: TestClient, world
     sections = re.findall(r'<section id="([\w-]+)"', page)
     assert targets == sections  # each section once, in the page's order
     assert len(sections) == page.count("<section")  # none left out of the menu
+
+
+def test_a_viewer_reads_a_conversation_with_its_controls_switched_off(
+    client: TestClient, world: World
+) -> None:
+    # A viewer was offered the agent, team, priority, status, labels and the composer,
+    # each refused once used (a priority select then showed what was not saved), and a
+    # presence the API refuses them (403 every minute).
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    sign_in(client, "victor@acme.test")
+    page = client.get(f"/app/conversations/{conv}").text
+    for control in ('id="assign"', 'id="team"', 'id="priority"', 'id="resolve"'):
+        tag = page[page.index(control) :]
+        assert " disabled" in tag[: tag.index(">")], control
+    for form in ('id="status-form"', 'id="label-form"', 'id="composer"'):
+        opened = page[page.index(form) :]
+        assert opened[opened.index(">") :].startswith('><fieldset class="plain" disabled>'), form
+    assert "replying, notes and changes need the agent role" in page
+    assert 'id="presence"' not in page
+    sign_in(client, "bob@acme.test")
+    page = client.get(f"/app/conversations/{conv}").text
+    assert 'fieldset class="plain" >' in page and " disabled" not in page.split("<main>")[1]
+    assert 'id="presence"' in page
