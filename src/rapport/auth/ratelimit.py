@@ -3,7 +3,26 @@
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
+
+# A Redis bucket's count less one, never below nothing, in one step (a concurrent INCR is
+# never lost, and a bucket that expired meanwhile is not made again without a TTL).
+_REFUND = """
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Spent:
+    """One attempt counted: its key, and where (a moment in this process's window, or the
+    Redis bucket it went into)."""
+
+    key: str
+    at: float
+    bucket: str | None
 
 
 class RateLimiter:
@@ -25,9 +44,14 @@ class RateLimiter:
 
     def hit(self, key: str) -> bool:
         """Count one attempt; False when the key is over its limit."""
+        return self.take(key) is not None
+
+    def take(self, key: str) -> Spent | None:
+        """Count one attempt and return what it spent (for ``refund``); None when the key
+        is over its limit."""
         if self._redis is not None:
             try:
-                return self._hit_redis(key)
+                return self._take_redis(key)
             except Exception:  # noqa: S110 - Redis down: fall back to this process's own count
                 pass
         now = time.monotonic()
@@ -36,36 +60,37 @@ class RateLimiter:
             while q and q[0] <= now - self.window:
                 q.popleft()
             if len(q) >= self.limit:
-                return False
+                return None
             q.append(now)
             if len(self._hits) > 100_000:  # bound memory under a spray of keys
                 self._hits = {k: v for k, v in self._hits.items() if v}
-            return True
+            return Spent(key, now, None)
 
-    def _hit_redis(self, key: str) -> bool:
+    def _take_redis(self, key: str) -> Spent | None:
         bucket = int(time.time() // self.window)
         name = f"rapport:rl:{key}:{bucket}"
         pipe = self._redis.pipeline()
         pipe.incr(name)
         pipe.expire(name, int(self.window) + 1)
         count, _ = pipe.execute()
-        return int(count) <= self.limit
+        return Spent(key, 0.0, name) if int(count) <= self.limit else None
 
-    def refund(self, key: str) -> None:
-        """Take back the key's latest hit: what it counted turned out not to be an attempt
-        to limit (a password that was right)."""
-        if self._redis is not None:
-            try:
-                name = f"rapport:rl:{key}:{int(time.time() // self.window)}"
-                if int(self._redis.decr(name)) < 0:
-                    self._redis.set(name, 0, ex=int(self.window) + 1)
-                return
-            except Exception:  # noqa: S110 - Redis down: this process's own count, as hit
-                pass
+    def refund(self, spent: Spent) -> None:
+        """Take back exactly what ``take`` spent (the same bucket, the same moment, even if
+        the window turned meanwhile): it turned out not to be an attempt to limit (a
+        password that was right)."""
+        if spent.bucket is not None:
+            if self._redis is not None:
+                try:
+                    self._redis.eval(_REFUND, 1, spent.bucket)
+                    return
+                except Exception:  # noqa: S110 - Redis down: nothing of ours to take back
+                    return
+            return
         with self._lock:
-            q = self._hits.get(key)
-            if q:
-                q.pop()
+            q = self._hits.get(spent.key)
+            if q and spent.at in q:
+                q.remove(spent.at)
 
     def reset(self, key: str) -> None:
         with self._lock:

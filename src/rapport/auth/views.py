@@ -77,10 +77,15 @@ def spend_attempt(request: Request, *, client: bool = True, email: str | None = 
     the address's (``email``); RateLimited once one is spent. A login, a password change
     and an invitation's acceptance share them, so none is a way round another's limit."""
     limiter = request.app.state.login_limiter
-    if client and not limiter.hit(f"ip:{client_address(request)}"):
-        raise RateLimited()
-    if email is not None and not limiter.hit(f"email:{email}"):
-        raise RateLimited()
+    spent = []
+    for key in ([f"ip:{client_address(request)}"] if client else []) + (
+        [f"email:{email}"] if email is not None else []
+    ):
+        taken = limiter.take(key)
+        if taken is None:
+            raise RateLimited()
+        spent.append(taken)
+    request.state.login_spent = spent  # what a right password gives back (login)
 
 
 @router.post("/auth/login", response_model=LoginOut)
@@ -107,9 +112,8 @@ def login(
         raise
     # A right password is no attempt to guess one: it leaves the budgets as they were, so
     # an office of agents behind one address can all sign in at the start of a shift.
-    limiter = request.app.state.login_limiter
-    limiter.refund(f"ip:{client_address(request)}")
-    limiter.refund(f"email:{body.email.strip().lower()}")
+    for spent in request.state.login_spent:
+        request.app.state.login_limiter.refund(spent)
     member = service.membership(db, user_id=user.id, workspace=body.workspace)
     mfa_passed = not user.totp_enabled
     if user.totp_enabled and body.totp_code:

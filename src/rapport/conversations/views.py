@@ -53,7 +53,7 @@ from rapport.conversations.schemas import (
     UploadRead,
 )
 from rapport.customers import service as customers
-from rapport.db import as_utc
+from rapport.db import as_utc, lock_row
 from rapport.privacy.service import audit
 from rapport.problems import Invalid, NotFound
 from rapport.storage import LocalStorage
@@ -378,6 +378,10 @@ def assign(
     """Give the conversation to an agent and/or a team: a field left out keeps its value,
     null clears it (two agents changing one each at once both keep theirs)."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    # Held, then read afresh: a colleague's change committed meanwhile is what is kept (and
+    # what this answer, its event and its audit entry say), not what was read before it.
+    lock_row(db, Conversation, conv.id)
+    db.refresh(conv)
     given = body.model_fields_set
     assignee_id = body.assignee_id if "assignee_id" in given else conv.assignee_id
     team_id = body.team_id if "team_id" in given else conv.team_id

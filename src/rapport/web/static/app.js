@@ -261,6 +261,26 @@ function notify(title, body) {
   if (Notification.permission === "granted") new Notification(title, { body });
 }
 
+// A select that acts once a choice is made: at once with the pointer; from the keyboard,
+// on Enter or on leaving it (arrows step through the options, and Chromium fires "change"
+// at each step: three presses made three assignments, each told to rules and webhooks).
+// ``current()`` is what the page holds now (it may follow a colleague's change); Escape
+// puts it back.
+function onChoice(select, current, apply) {
+  let keyed = false;
+  const go = () => {
+    keyed = false;
+    if (select.value !== current()) apply();
+  };
+  select.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") { ev.preventDefault(); go(); }
+    else if (ev.key === "Escape") { keyed = false; select.value = current(); }
+    else if (ev.key !== "Tab" && !ev.ctrlKey && !ev.metaKey && !ev.altKey) keyed = true;
+  });
+  select.addEventListener("change", () => { if (!keyed) go(); });
+  select.addEventListener("blur", () => { if (keyed) go(); });
+}
+
 // --- keyboard: single keys on the inbox and a conversation --------------------------------
 // What each key does on this page (its setup fills it in): a handler returning false did
 // nothing, and the key goes on to the browser. "?" shows them all (base.html's dialog).
@@ -445,9 +465,10 @@ function setupFilterBox() {
   // A status, channel, priority, SLA state or sort chosen applies at once, as Apply would
   // (the address keeps it, to share and to go back to); words and dates wait for Apply,
   // or a list would be fetched at each key.
-  form.addEventListener("change", (ev) => {
-    if (ev.target.matches("select")) form.requestSubmit();
-  });
+  for (const select of form.querySelectorAll("select")) {
+    const drawn = select.value; // as the server drew the list
+    onChoice(select, () => drawn, () => form.requestSubmit());
+  }
 }
 
 // --- bulk actions: tick conversations, then assign, label or resolve them at once -------
@@ -723,9 +744,15 @@ function setupConversation() {
   setupStatusForm(id, showStatus);
   setupLabels(id);
   const priority = document.getElementById("priority");
-  priority.addEventListener("change", async () => {
-    try { await api("POST", `/api/v1/conversations/${id}/priority`, { priority: priority.value }); }
-    catch (e) { showError(e.message); }
+  let prioritySet = priority.value;
+  onChoice(priority, () => prioritySet, async () => {
+    try {
+      await api("POST", `/api/v1/conversations/${id}/priority`, { priority: priority.value });
+      prioritySet = priority.value;
+    } catch (e) {
+      priority.value = prioritySet; // what the conversation has
+      showError(e.message);
+    }
   });
   const showHeld = setupHolder(root, id);
   const compose = (mode) => {
@@ -749,7 +776,7 @@ function setupConversation() {
     }
     if (event.type === "conversation.updated" && p.id === id) {
       showStatus(p.status);
-      if (p.priority) priority.value = p.priority;
+      if (p.priority) priority.value = prioritySet = p.priority;
       if ("assignee_id" in p && "team_id" in p) showHeld(p); // a colleague's, or a rule's
     }
     // (The customer or colleagues typing, colleagues viewing: the notice in panel.js.)
@@ -786,8 +813,8 @@ function setupHolder(root, id) {
       showError(e.message);
     }
   };
-  assign.addEventListener("change", () => change({ assignee_id: assign.value || null }));
-  team.addEventListener("change", () => change({ team_id: team.value || null }));
+  onChoice(assign, () => held.assignee_id || "", () => change({ assignee_id: assign.value || null }));
+  onChoice(team, () => held.team_id || "", () => change({ team_id: team.value || null }));
   return show;
 }
 
