@@ -41,8 +41,9 @@ def test_an_admin_defines_attributes_and_an_agent_fills_them_in_by_type(
         form.get_by_label("Label").fill(label)
         form.get_by_label("Type").select_option(kind)
         form.get_by_label("Allowed values").fill(options)
-        form.get_by_role("button", name="Define").click()
-        expect(admin.locator("#attribute-definitions")).to_contain_text(key)
+        with admin.expect_navigation(timeout=15_000):  # the page drawn again with it
+            form.get_by_role("button", name="Define").click()
+        expect(admin.locator("#attribute-definitions")).to_contain_text(key, timeout=15_000)
     rows = admin.locator("#attribute-definitions tbody tr")
     expect(rows).to_have_count(3)
     expect(rows.nth(0)).to_contain_text("Free, Pro, Enterprise")
