@@ -7,7 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from rapport.conversations import service
+from rapport.conversations import service, views
+from rapport.conversations.models import Conversation
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job
 from tests.conftest import auth
@@ -346,3 +347,44 @@ def test_assigning_keeps_what_is_left_out_and_the_line_says_what_changed(
         "Unassigned from Bob by Alice",
         "Assigned to Alice in team Billing by Alice",
     ]
+
+
+@pytest.mark.parametrize("path", ["one", "bulk"])
+def test_a_field_left_out_keeps_what_a_colleague_committed_after_it_was_read(
+    client: TestClient,
+    world: World,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    # The route read the conversation, then a colleague's team change committed, then the
+    # route wrote back the team it had read: the colleague's change was undone, and the
+    # answer, its event and its audit entry said the old team.
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: no change commits between a request's read and write")
+    conv = _post(client, world, f"race-{path}", f"race-{path}@example.com")["conversation_id"]
+    bob = world.acme.users["bob"].id
+    team = client.post("/api/v1/teams", json={"name": "Billing"}, headers=auth(world.alice))
+    team_id = team.json()["id"]
+    real_lock = views.lock_row
+
+    def colleague_first(db, model, row_id):  # type: ignore[no-untyped-def]
+        with database.session() as other:  # commits as it closes
+            other.get(Conversation, row_id).team_id = team_id
+        real_lock(db, model, row_id)
+
+    monkeypatch.setattr(views, "lock_row", colleague_first)
+    if path == "one":
+        url, body = f"/api/v1/conversations/{conv}/assign", {"assignee_id": bob}
+    else:
+        url, body = (
+            "/api/v1/conversations/bulk",
+            {"ids": [conv], "action": "assign", "assignee_id": bob},
+        )
+    r = client.post(url, json=body, headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    answered = r.json() if path == "one" else r.json()["items"][0]
+    assert (answered["assignee_id"], answered["team_id"]) == (bob, team_id)
+    with database.session(write=False) as db:
+        stored = db.get(Conversation, conv)
+        assert stored is not None and (stored.assignee_id, stored.team_id) == (bob, team_id)

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, UploadFile
 from pydantic import AfterValidator
+from sqlalchemy.orm import Session
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db, ReadDb
 from rapport.auth.models import Role
@@ -146,6 +147,27 @@ def list_conversations(
     )
 
 
+def _held_afresh(db: Session, rows: list[Conversation]) -> None:
+    """Hold the conversations, then read them afresh: a colleague's change committed
+    meanwhile is what a field left out keeps (and what the answer, its event and its audit
+    entry say), not what was read before it. Held in the order of their ids, so two bulk
+    changes over the same conversations never wait on each other in a circle."""
+    for conversation_id in sorted(c.id for c in rows):
+        lock_row(db, Conversation, conversation_id)
+    for conv in rows:
+        db.refresh(conv)
+
+
+def _given(body: AssignIn | BulkIn, conv: Conversation) -> tuple[str | None, str | None]:
+    """The agent and team an assignment leaves: a field left out keeps its value, null
+    clears it."""
+    given = body.model_fields_set
+    return (
+        body.assignee_id if "assignee_id" in given else conv.assignee_id,
+        body.team_id if "team_id" in given else conv.team_id,
+    )
+
+
 @router.post("/bulk", response_model=BulkOut)
 def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> BulkOut:
     """Assign, label or resolve many conversations at once (all or none): each change is
@@ -153,12 +175,12 @@ def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> Bul
     rows = service.get_many(db, workspace_id=principal.workspace_id, ids=body.ids)
     if body.action == "label" and not body.labels:
         raise Invalid("labels must not be empty")
+    if body.action == "assign":
+        _held_afresh(db, rows)
     for conv in rows:
         data: dict[str, object]
         if body.action == "assign":
-            keep = body.model_fields_set
-            assignee = body.assignee_id if "assignee_id" in keep else conv.assignee_id
-            team = body.team_id if "team_id" in keep else conv.team_id
+            assignee, team = _given(body, conv)
             service.assign(
                 db,
                 conversation=conv,
@@ -378,13 +400,8 @@ def assign(
     """Give the conversation to an agent and/or a team: a field left out keeps its value,
     null clears it (two agents changing one each at once both keep theirs)."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    # Held, then read afresh: a colleague's change committed meanwhile is what is kept (and
-    # what this answer, its event and its audit entry say), not what was read before it.
-    lock_row(db, Conversation, conv.id)
-    db.refresh(conv)
-    given = body.model_fields_set
-    assignee_id = body.assignee_id if "assignee_id" in given else conv.assignee_id
-    team_id = body.team_id if "team_id" in given else conv.team_id
+    _held_afresh(db, [conv])
+    assignee_id, team_id = _given(body, conv)
     service.assign(
         db, conversation=conv, assignee_id=assignee_id, team_id=team_id, actor_id=principal.user_id
     )
