@@ -162,7 +162,8 @@ _PROBLEM_SCHEMA = {
 
 def _document(schema: dict[str, Any]) -> None:
     """Say in the OpenAPI schema what the handlers below answer: FastAPI documents 422 as
-    its own validation body, and no other error at all."""
+    its own validation body, and no other error at all. An error a route describes itself
+    (``responses={409: {"description": ...}}``) keeps its words and gets the body."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
     content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for operations in schema.get("paths", {}).values():
@@ -172,8 +173,11 @@ def _document(schema: dict[str, Any]) -> None:
             for media in operation.get("requestBody", {}).get("content", {}).values():
                 schema["components"]["schemas"].update(media.get("schema", {}).pop("$defs", {}))
             responses = operation.setdefault("responses", {})
-            if "422" in responses:
-                responses["422"] = {"description": "the request is not valid", "content": content}
+            if responses.get("422", {}).get("description") == "Validation Error":  # FastAPI's
+                responses["422"]["description"] = "the request is not valid"
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = content
             responses["default"] = {"description": "any other error", "content": content}
     for unused in ("HTTPValidationError", "ValidationError"):
         schema["components"]["schemas"].pop(unused, None)

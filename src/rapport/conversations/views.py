@@ -210,27 +210,22 @@ def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> Bul
     return BulkOut(items=[_read(c, labels[c.id]) for c in rows])
 
 
-_PROBLEM: dict[str, object] = {"content": {"application/problem+json": {}}}
-
-
 @router.post(
     "",
     response_model=ConversationDetail,
     status_code=201,
     responses={
-        403: {"description": "A viewer: only agents, admins and owners write", **_PROBLEM},
-        404: {"description": "No such customer, inbox or assignee in your workspace", **_PROBLEM},
+        403: {"description": "A viewer: only agents, admins and owners write"},
+        404: {"description": "No such customer, inbox or assignee in your workspace"},
         409: {
             "description": "The customer opted out of the inbox's channel: type "
             ".../problems/no-consent; nothing stored",
-            **_PROBLEM,
         },
         422: {
             "description": "The inbox cannot reach the customer (no address of theirs its "
             "channel sends to): type .../problems/unreachable; or it is disabled, the "
             "provider's reply window is closed (WhatsApp's, Meta's 24 hours), the customer "
             "was merged into another, or the body is not valid; nothing stored",
-            **_PROBLEM,
         },
     },
 )
@@ -306,8 +301,8 @@ def _with_files(db: Db, msgs: list[Message]) -> list[MessageRead]:
     response_model=UploadRead,
     status_code=201,
     responses={
-        404: {"description": "No such conversation in your workspace", **_PROBLEM},
-        422: {"description": "No file, an empty file, or one over 10 MB", **_PROBLEM},
+        404: {"description": "No such conversation in your workspace"},
+        422: {"description": "No file, an empty file, or one over 10 MB"},
     },
 )
 def upload(
@@ -334,18 +329,16 @@ def upload(
     response_model=MessageRead,
     status_code=201,
     responses={
-        404: {"description": "No such conversation, inbox or upload here", **_PROBLEM},
+        404: {"description": "No such conversation, inbox or upload here"},
         409: {
             "description": "The customer opted out of the inbox's channel (an SMS STOP): "
             "type .../problems/no-consent; or never wrote to the inbox's Messenger page or "
             "Instagram account, whose ids are its own: type .../problems/not-this-page "
             "(``wrote_to``: the inboxes they did write to); nothing stored",
-            **_PROBLEM,
         },
         422: {
             "description": "Neither text nor files, files the channel cannot send, or "
             "outside the channel's reply window",
-            **_PROBLEM,
         },
     },
 )
@@ -457,10 +450,9 @@ def remove_label(conversation_id: str, label: str, principal: CurrentAgent, db: 
     "/{conversation_id}/messages/{message_id}/retry",
     response_model=MessageRead,
     responses={
-        409: {"description": "The customer opted out, or never wrote to the page", **_PROBLEM},
+        409: {"description": "The customer opted out, or never wrote to the page"},
         422: {
             "description": "Not a reply that failed, or outside the channel's reply window",
-            **_PROBLEM,
         },
     },
 )
