@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -43,6 +44,9 @@ class LiveServer:
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+        # A test's own API calls, beside the browser's. A loaded CI machine runs two test
+        # workers, their servers and browsers on two cores: httpx's 5 s default was missed.
+        self.http = httpx.Client(base_url=self.url, timeout=60)
 
     def __enter__(self) -> "LiveServer":
         self.thread.start()
@@ -54,6 +58,7 @@ class LiveServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.http.close()
         self.server.should_exit = True
         self.thread.join(10)
 
@@ -75,15 +80,20 @@ def live_server(settings: Settings, database: Database) -> Iterator[LiveServer]:
         yield server
 
 
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def chromium():  # type: ignore[no-untyped-def]
+    """One headless Chromium for a module's tests (each test gets contexts of its own):
+    starting Playwright and Chromium took 1.5 s a test. Per module, not per session: while
+    Playwright's sync API runs, a test's own asyncio.run() would fail."""
     if not os.path.exists(CHROMIUM):
         pytest.skip("chromium not installed at /usr/bin/chromium (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         pytest.skip("playwright not installed (pip install playwright)")
     ARTIFACTS.mkdir(exist_ok=True)
+    # What a page shows after a server round trip: 5 s by default, missed on a loaded run.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as pw:
         b = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -101,3 +111,11 @@ def browser():  # type: ignore[no-untyped-def]
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def browser(chromium):  # type: ignore[no-untyped-def]
+    """The module's Chromium, each page and context a test opened closed after it."""
+    yield chromium
+    for context in chromium.contexts:
+        context.close()

@@ -5,7 +5,6 @@ reload."""
 import re
 from urllib.parse import quote
 
-import httpx
 import pyotp
 import pytest
 
@@ -110,7 +109,7 @@ def test_a_member_makes_and_revokes_an_api_token_in_the_browser(
     row = page.locator("#tokens tbody tr").last
     expect(row.locator("td").first).to_have_text("CRM <i>sync</i>")  # as text
     expect(row.locator("td.state")).to_have_text("active")
-    me = httpx.get(f"{live_server.url}/api/v1/auth/me", headers=auth(token))
+    me = live_server.http.get("/api/v1/auth/me", headers=auth(token))
     assert me.status_code == 200 and me.json()["email"] == "bob@acme.test"
     # Listed again after a reload, never shown again; revoked, it is refused at once.
     page.reload()
@@ -118,7 +117,7 @@ def test_a_member_makes_and_revokes_an_api_token_in_the_browser(
     row = page.locator("#tokens tbody tr", has_text="CRM <i>sync</i>")
     row.locator("button.revoke-token").click()
     expect(row.locator("td.state")).to_have_text("revoked")
-    assert httpx.get(f"{live_server.url}/api/v1/auth/me", headers=auth(token)).status_code == 401
+    assert live_server.http.get("/api/v1/auth/me", headers=auth(token)).status_code == 401
     page.reload()
     row = page.locator("#tokens tbody tr", has_text="CRM <i>sync</i>")
     expect(row.locator("td.state")).to_contain_text("revoked")

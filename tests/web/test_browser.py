@@ -108,27 +108,25 @@ def test_an_agents_day_in_the_browser(
     page.wait_for_timeout(300)  # the stream connects
 
     # A WhatsApp message arrives while bob looks at the inbox: it appears without a reload.
-    import httpx
-
     body = json.dumps(
         message_event(
             "wamid.LIVE1", "Hola, any news on my parcel?", wa_id="34600111222", name="Maria Lopez"
         )
     ).encode()
     signature = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    r = httpx.post(
-        f"{live_server.url}/webhooks/whatsapp/{ready['wa_inbox']}",
+    r = live_server.http.post(
+        f"/webhooks/whatsapp/{ready['wa_inbox']}",
         content=body,
         headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
     )
     assert r.status_code == 200
-    convs = httpx.get(
-        f"{live_server.url}/api/v1/conversations",
+    convs = live_server.http.get(
+        "/api/v1/conversations",
         params={"inbox_id": ready["wa_inbox"]},
         headers=auth(world.alice),
     ).json()["items"]
     conv = convs[0]["id"]
-    page.wait_for_selector(f'#conversation-list li[data-id="{conv}"]', timeout=10_000)
+    page.wait_for_selector(f'#conversation-list li[data-id="{conv}"]')
     page.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
 
     page.click(f'#conversation-list li[data-id="{conv}"] a')
@@ -309,9 +307,7 @@ def test_two_agents_on_one_conversation_see_each_other(
         "Alice is viewing this conversation", timeout=20_000
     )
     pages["alice@acme.test"].fill("#composer textarea", "Looking into it")
-    expect(pages["bob@acme.test"].locator("#collision")).to_contain_text(
-        "Alice is typing a reply", timeout=10_000
-    )
+    expect(pages["bob@acme.test"].locator("#collision")).to_contain_text("Alice is typing a reply")
 
 
 # A browser behind a proxy that drops WebSockets: every socket closes before it opens.
@@ -328,8 +324,6 @@ def test_where_no_socket_can_open_an_agents_pages_poll_and_messages_still_arrive
     world: World,
 ) -> None:
     # Behind such a proxy the conversation and the inbox never changed until reloaded.
-    import httpx
-
     conv = world.acme.first.conversation.id  # type: ignore[union-attr]
     inbox = world.acme.inbox.id  # type: ignore[union-attr]
     context = browser.new_context()
@@ -339,8 +333,8 @@ def test_where_no_socket_can_open_an_agents_pages_poll_and_messages_still_arrive
     page.wait_for_selector("#messages")
 
     def write(ext: str, email: str, text: str) -> dict:  # type: ignore[type-arg]
-        r = httpx.post(
-            f"{live_server.url}/api/v1/inboxes/{inbox}/messages",
+        r = live_server.http.post(
+            f"/api/v1/inboxes/{inbox}/messages",
             json={"external_id": ext, "text": text, "from": {"email": email}},
             headers=auth(world.bob),
         )
@@ -348,17 +342,15 @@ def test_where_no_socket_can_open_an_agents_pages_poll_and_messages_still_arrive
         return r.json()  # type: ignore[no-any-return]
 
     assert write("poll-1", "customer@acme.example", "Still waiting")["conversation_id"] == conv
-    page.wait_for_selector("#messages li >> text=Still waiting", timeout=15_000)
+    page.wait_for_selector("#messages li >> text=Still waiting")
     page.goto(f"{live_server.url}/app/inbox?view=all")
     page.wait_for_selector("#conversation-list")
     other = write("poll-2", "newcomer@example.com", "Hello from a new customer")
-    page.wait_for_selector(
-        f'#conversation-list li[data-id="{other["conversation_id"]}"]', timeout=15_000
-    )
+    page.wait_for_selector(f'#conversation-list li[data-id="{other["conversation_id"]}"]')
     # Each message shown once: the polls that follow bring recent events again.
     page.goto(f"{live_server.url}/app/conversations/{conv}")
     write("poll-3", "customer@acme.example", "And one more thing")
-    page.wait_for_selector("#messages li >> text=And one more thing", timeout=15_000)
+    page.wait_for_selector("#messages li >> text=And one more thing")
     page.wait_for_timeout(3_500)  # another poll, which brings the same events again
     expect(page.locator("#messages li", has_text="And one more thing")).to_have_count(1)
 
@@ -381,7 +373,7 @@ def test_an_agent_sees_a_mention_counted_finds_it_listed_and_opening_it_reads_it
         json={"text": "@bob the courier called back"},
         headers=auth(world.alice),
     )
-    expect(badge).to_have_text("1", timeout=10_000)
+    expect(badge).to_have_text("1")
     page.click("#notifications-link")
     item = page.locator("#notification-list li.unread")
     expect(item).to_contain_text("the courier called back")
@@ -391,11 +383,11 @@ def test_an_agent_sees_a_mention_counted_finds_it_listed_and_opening_it_reads_it
         json={"text": "@bob and the customer too"},
         headers=auth(world.alice),
     )
-    expect(page.locator("#notification-list li.unread")).to_have_count(2, timeout=10_000)
+    expect(page.locator("#notification-list li.unread")).to_have_count(2)
     expect(badge).to_have_text("2")
     page.locator("#notification-list li.unread a").first.click()
     page.wait_for_selector("#messages")
-    expect(badge).to_be_hidden(timeout=10_000)  # opening the conversation read its own
+    expect(badge).to_be_hidden()  # opening the conversation read its own
     page.goto(f"{live_server.url}/app/notifications")
     expect(page.locator("#notification-list li")).to_have_count(2)
     expect(page.locator("#notification-list li.unread")).to_have_count(0)
@@ -428,7 +420,7 @@ def test_the_panel_shows_a_total_spend_past_what_a_double_holds_to_the_cent(
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{first.conversation.id}")  # type: ignore[union-attr]
     # The panel asks for the profile once the page is up: on a loaded machine (the whole
     # suite on two cores) that took over expect's 5 seconds once.
-    expect(page.locator("#panel-extra")).to_contain_text("total spend", timeout=15_000)
+    expect(page.locator("#panel-extra")).to_contain_text("total spend")
     expect(page.locator("#panel-extra")).to_contain_text("90071992547409.93 EUR")
 
 

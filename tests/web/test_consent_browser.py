@@ -1,7 +1,6 @@
 """The customer panel's consent in a real browser: an agent records a withdrawal, a viewer
 only reads."""
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -44,7 +43,7 @@ def test_an_agent_withdraws_sms_consent_and_a_reply_is_refused_saying_why(
     page = browser.new_page()
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv['id']}")
     panel = page.locator('#panel-extra [data-part="consent"]')
-    expect(panel).to_contain_text("No consent recorded yet.", timeout=15_000)  # its load
+    expect(panel).to_contain_text("No consent recorded yet.")  # its load
     form = page.get_by_role("group", name="Record consent")
     expect(form.get_by_label("Channel")).to_have_value("sms")  # the inbox's channel
     expect(form.get_by_label("Purpose")).to_have_value("all")
@@ -57,8 +56,8 @@ def test_an_agent_withdraws_sms_consent_and_a_reply_is_refused_saying_why(
     expect(line).to_contain_text("everything: withdrawn since ")
     expect(line).to_contain_text(" UTC by agent: asked on the phone <b>")
 
-    stored = httpx.get(
-        f"{live_server.url}/api/v1/customers/{conv['customer_id']}/consents",
+    stored = live_server.http.get(
+        f"/api/v1/customers/{conv['customer_id']}/consents",
         headers=auth(world.bob),
     ).json()
     assert [(c["channel"], c["purpose"], c["granted"], c["source"]) for c in stored["history"]] == [
@@ -95,7 +94,7 @@ def test_a_viewer_sees_the_consent_but_no_control_to_record_it(
     page = browser.new_page()
     sign_in(page, live_server, "victor@acme.test", f"/app/conversations/{sms_conversation['id']}")
     panel = page.locator('#panel-extra [data-part="consent"]')
-    expect(panel).to_contain_text("marketing: given since ", timeout=15_000)  # its load
+    expect(panel).to_contain_text("marketing: given since ")  # its load
     expect(panel).to_contain_text(" UTC by form")
     expect(page.locator("#consent-form")).to_have_count(0)
 
@@ -117,9 +116,9 @@ def test_a_consent_a_colleague_records_shows_in_an_open_panel_at_once(
             break
         page.wait_for_timeout(50)
     panel = page.locator('#panel-extra [data-part="consent"]')
-    expect(panel).to_contain_text("No consent recorded yet.", timeout=15_000)  # its load
-    r = httpx.post(
-        f"{live_server.url}/api/v1/customers/{sms_conversation['customer_id']}/consents",
+    expect(panel).to_contain_text("No consent recorded yet.")  # its load
+    r = live_server.http.post(
+        f"/api/v1/customers/{sms_conversation['customer_id']}/consents",
         json={"channel": "sms", "purpose": "all", "granted": False, "source": "phone call"},
         headers=auth(world.bob),
     )

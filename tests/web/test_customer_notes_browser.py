@@ -1,7 +1,6 @@
 """Notes about a customer in the panel, in a real browser: written, edited and deleted by
 their author, a colleague's shown live, another's not editable by an agent."""
 
-import httpx
 import pytest
 
 from tests.conftest import auth
@@ -23,7 +22,7 @@ def test_an_agent_keeps_notes_about_a_customer_beside_the_conversation(
     page.on("dialog", lambda dialog: dialog.accept())  # "Delete this note?"
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{first.conversation.id}")
     notes = page.locator('#panel-extra [data-part="notes"]')
-    expect(notes).to_contain_text("No notes yet.", timeout=15_000)  # its load
+    expect(notes).to_contain_text("No notes yet.")  # its load
 
     notes.get_by_label("New note about this customer").fill(
         "VIP: call before shipping\nPrefers email"
@@ -36,14 +35,14 @@ def test_an_agent_keeps_notes_about_a_customer_beside_the_conversation(
     expect(notes.get_by_label("New note about this customer")).to_have_value("")
 
     # A colleague's note arrives live; an agent may not change it.
-    r = httpx.post(
-        f"{live_server.url}/api/v1/customers/{customer}/notes",
+    r = live_server.http.post(
+        f"/api/v1/customers/{customer}/notes",
         json={"text": "Refund approved by finance"},
         headers=auth(world.alice),
     )
     assert r.status_code == 201, r.text
     theirs = notes.locator(".customer-notes > li").first
-    expect(theirs.locator(".note-text")).to_have_text("Refund approved by finance", timeout=10_000)
+    expect(theirs.locator(".note-text")).to_have_text("Refund approved by finance")
     expect(theirs.get_by_role("button", name="Edit this note")).to_have_count(0)
 
     # Bob edits his own, in place.
@@ -53,8 +52,8 @@ def test_an_agent_keeps_notes_about_a_customer_beside_the_conversation(
     own.get_by_role("button", name="Save").click()
     expect(own.locator(".note-text")).to_have_text("VIP: call before shipping")
     expect(own).to_contain_text("(edited)")
-    stored = httpx.get(
-        f"{live_server.url}/api/v1/customers/{customer}/notes", headers=auth(world.bob)
+    stored = live_server.http.get(
+        f"/api/v1/customers/{customer}/notes", headers=auth(world.bob)
     ).json()
     assert [n["text"] for n in stored] == [
         "Refund approved by finance",
@@ -67,13 +66,13 @@ def test_an_agent_keeps_notes_about_a_customer_beside_the_conversation(
     own.get_by_label("Note").fill("VIP: call before shipping!")
     own.get_by_role("button", name="Save").dblclick()
     expect(own.locator(".note-text")).to_have_text("VIP: call before shipping!")
-    httpx.post(
-        f"{live_server.url}/api/v1/customers/{customer}/notes",
+    live_server.http.post(
+        f"/api/v1/customers/{customer}/notes",
         json={"text": "Prefers mornings"},
         headers=auth(world.alice),
     ).raise_for_status()
     expect(notes.locator(".customer-notes > li").first.locator(".note-text")).to_have_text(
-        "Prefers mornings", timeout=10_000
+        "Prefers mornings"
     )
     own = notes.locator(".customer-notes > li", has_text="VIP: call before shipping!")
 
@@ -82,7 +81,7 @@ def test_an_agent_keeps_notes_about_a_customer_beside_the_conversation(
     expect(notes.locator(".customer-notes > li")).to_have_count(2)
     page.goto(f"{live_server.url}/app/customers/{customer}")
     expect(page.locator('#panel-extra [data-part="notes"] .note-text')).to_have_text(
-        ["Prefers mornings", "Refund approved by finance"], timeout=15_000
+        ["Prefers mornings", "Refund approved by finance"]
     )
 
 
@@ -93,14 +92,14 @@ def test_a_viewer_reads_notes_and_writes_none(
 ) -> None:
     first = world.acme.first
     assert first is not None
-    httpx.post(
-        f"{live_server.url}/api/v1/customers/{first.customer.id}/notes",
+    live_server.http.post(
+        f"/api/v1/customers/{first.customer.id}/notes",
         json={"text": "Speaks Spanish"},
         headers=auth(world.bob),
     ).raise_for_status()
     page = browser.new_page()
     sign_in(page, live_server, "victor@acme.test", f"/app/customers/{first.customer.id}")
     notes = page.locator('#panel-extra [data-part="notes"]')
-    expect(notes.locator(".note-text")).to_have_text(["Speaks Spanish"], timeout=15_000)
+    expect(notes.locator(".note-text")).to_have_text(["Speaks Spanish"])
     expect(notes.get_by_role("button")).to_have_count(0)
     expect(notes.locator("textarea")).to_have_count(0)

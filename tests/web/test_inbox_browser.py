@@ -78,9 +78,7 @@ def test_an_agent_labels_and_resolves_conversations_in_bulk(
     expect(page.locator("#bulk-result")).to_have_text(f"{n} updated")
     expect(page.locator("#conversation-list input.pick")).to_have_count(0)
     for cid in ids:
-        c = httpx.get(
-            f"{live_server.url}/api/v1/conversations/{cid}", headers=auth(world.bob)
-        ).json()
+        c = live_server.http.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).json()
         assert c["status"] == "resolved"
 
     # The filters survive in the form: resolved ones, by label.
@@ -118,12 +116,12 @@ def test_the_list_keeps_up_while_messages_keep_coming(
     try:
         while not posted:
             time.sleep(0.01)
-        page.wait_for_selector(f'#conversation-list li[data-id="{posted[0]}"]', timeout=10_000)
+        page.wait_for_selector(f'#conversation-list li[data-id="{posted[0]}"]')
         assert not done.is_set(), "the list refreshed only once the messages stopped"
     finally:
         sender.join()
     # And the last of them shows once the flow ends.
-    page.wait_for_selector(f'#conversation-list li[data-id="{posted[-1]}"]', timeout=10_000)
+    page.wait_for_selector(f'#conversation-list li[data-id="{posted[-1]}"]')
 
 
 def test_an_open_inbox_drops_the_badges_of_a_deleted_sla_policy(
@@ -145,8 +143,8 @@ def test_an_open_inbox_drops_the_badges_of_a_deleted_sla_policy(
     badge = page.locator(f'#conversation-list li[data-id="{conv}"] .sla')
     expect(badge).to_have_text("SLA ok")
     page.wait_for_timeout(300)  # the stream connects
-    gone = httpx.delete(
-        f"{live_server.url}/api/v1/sla-policies/{policy['id']}", headers=auth(world.alice)
+    gone = live_server.http.delete(
+        f"/api/v1/sla-policies/{policy['id']}", headers=auth(world.alice)
     )
     assert gone.status_code == 204
     expect(badge).to_have_count(0)

@@ -2,7 +2,6 @@
 nothing happens until Enter (Chromium fires "change" at each step: three presses on the team
 select made three assignments, each told to rules and webhooks)."""
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -31,7 +30,7 @@ def test_arrows_step_through_a_select_and_enter_chooses(
     url = f"{live_server.url}/api/v1/conversations/{conv}"
 
     def held() -> object:
-        return httpx.get(url, headers=auth(world.bob)).json()["team_id"]
+        return live_server.http.get(url, headers=auth(world.bob)).json()["team_id"]
 
     team = page.locator("#team")
     team.focus()
@@ -42,7 +41,7 @@ def test_arrows_step_through_a_select_and_enter_chooses(
     page.keyboard.press("Enter")
     expect(page.locator("#messages li.kind-activity").last).to_contain_text("Moved to team")
     assert held() == teams[2]["id"]
-    activity = httpx.get(url, headers=auth(world.bob)).json()["messages"]
+    activity = live_server.http.get(url, headers=auth(world.bob)).json()["messages"]
     assert sum("Moved to team" in m["text"] for m in activity) == 1  # one assignment
     # Escape puts the select back to what the conversation has.
     team.focus()
