@@ -73,6 +73,13 @@ def sign_in(page: Any, live_server: LiveServer, email: str, then: str) -> None:
     page.goto(f"{live_server.url}{then}")
 
 
+def signed_in(browser: Any, live_server: LiveServer, email: str, then: str) -> Any:
+    """A new page of its own, signed in as one of the personas, at ``then``."""
+    page = browser.new_page()
+    sign_in(page, live_server, email, then)
+    return page
+
+
 @pytest.fixture
 def live_server(settings: Settings, database: Database) -> Iterator[LiveServer]:
     settings.worker_in_process = True

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import auth
 from tests.factories import PASSWORD, World
-from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -24,8 +24,7 @@ def test_a_member_renames_themself_and_changes_their_password(
 ) -> None:
     bob_id = world.acme.users["bob"].id
     # alice's settings page is open, its stream connected (the server said hello).
-    admin = browser.new_page()
-    sign_in(admin, live_server, "alice@acme.test", "/app/inbox")
+    admin = signed_in(browser, live_server, "alice@acme.test", "/app/inbox")
     with admin.expect_websocket() as opened:
         admin.goto(f"{live_server.url}/app/settings")
     opened.value.expect_event("framereceived", lambda frame: "hello" in str(frame))
@@ -34,12 +33,10 @@ def test_a_member_renames_themself_and_changes_their_password(
     presence = admin.locator(f'#members tr[data-user="{bob_id}"] td').nth(5)
     expect(presence).to_have_text("offline")
     # bob is signed in on another browser too.
-    elsewhere = browser.new_page()
-    sign_in(elsewhere, live_server, "bob@acme.test", "/app/inbox")
+    elsewhere = signed_in(browser, live_server, "bob@acme.test", "/app/inbox")
     expect(presence).to_have_text("online")  # his page's first heartbeat, heard live
 
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", "/app/inbox")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/inbox")
     page.click("header a.me")  # every member reaches their account from the header
     page.wait_for_url("**/app/account")
 
@@ -162,8 +159,7 @@ def test_a_member_turns_on_two_factor_by_scanning_its_code(
     world: World,
 ) -> None:
     # The key was shown as text only, 32 characters to type into a phone.
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", "/app/account")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/account")
     page.click("#enrol-2fa")
     qr = page.locator("#totp-qr")
     expect(qr).to_be_visible()

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import LiveServer, sign_in
+from tests.web.conftest import LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -54,8 +54,7 @@ def test_an_admin_defines_attributes_and_an_agent_fills_them_in_by_type(
         ("vip", "boolean", []),
     ]
 
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/customers/{customer}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{customer}")
     part = page.locator('#panel-extra [data-part="attributes"]')
     expect(part.locator("dt")).to_have_text(["Plan", "Seats", "Vip", "source"])
     expect(part.locator("dd")).to_have_text(["—", "—", "—", "fair 2025"])
@@ -121,8 +120,7 @@ def test_edited_attributes_keep_their_type_their_lines_and_values_outside_the_li
         headers=auth(world.alice),
     ).raise_for_status()
 
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/customers/{customer}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{customer}")
     part = page.locator('#panel-extra [data-part="attributes"]')
     expect(part.get_by_role("button", name="Edit attributes")).to_be_visible()
     part.get_by_role("button", name="Edit attributes").click()

@@ -8,7 +8,7 @@ from rapport.config import Settings
 from tests.channels.test_providers import SMS, make_inbox, only_conversation, twilio_post
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -40,8 +40,7 @@ def test_an_agent_withdraws_sms_consent_and_a_reply_is_refused_saying_why(
     # The panel only listed consent: an agent told by the 409 to record the customer's
     # consent had nowhere in the UI to do it.
     conv = sms_conversation
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv['id']}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv['id']}")
     panel = page.locator('#panel-extra [data-part="consent"]')
     expect(panel).to_contain_text("No consent recorded yet.")  # its load
     form = page.get_by_role("group", name="Record consent")
@@ -91,8 +90,9 @@ def test_a_viewer_sees_the_consent_but_no_control_to_record_it(
         headers=auth(world.bob),
     )
     assert r.status_code == 201, r.text
-    page = browser.new_page()
-    sign_in(page, live_server, "victor@acme.test", f"/app/conversations/{sms_conversation['id']}")
+    page = signed_in(
+        browser, live_server, "victor@acme.test", f"/app/conversations/{sms_conversation['id']}"
+    )
     panel = page.locator('#panel-extra [data-part="consent"]')
     expect(panel).to_contain_text("marketing: given since ")  # its load
     expect(panel).to_contain_text(" UTC by form")

@@ -14,7 +14,7 @@ from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
 from tests.conversations.test_send_again import Receiver, failed_reply
 from tests.factories import World
-from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -107,8 +107,7 @@ def test_an_agent_attaches_files_removes_one_and_sends_the_reply(
         headers=auth(world.bob),
     )
     cid = r.json()["conversation_id"]
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{cid}")
     # The customer's file is in the thread, as a download.
     expect(page.locator(".msg.dir-in .files a.file")).to_have_text(["receipt.jpg"])
 
@@ -155,13 +154,11 @@ def test_an_admin_exports_then_erases_a_customer_after_typing_erase_and_an_agent
         "customer_id"
     ]
 
-    agent = browser.new_page()
-    sign_in(agent, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    agent = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{cid}")
     expect(agent.locator("#conversation")).to_be_visible()
     expect(agent.locator("#erase-form")).to_have_count(0)
 
-    page = browser.new_page()
-    sign_in(page, live_server, "alice@acme.test", f"/app/conversations/{cid}")
+    page = signed_in(browser, live_server, "alice@acme.test", f"/app/conversations/{cid}")
     # The panel fills in below the customer's details as its requests answer: a click
     # while they still move the layout can land beside the summary.
     page.wait_for_load_state("networkidle")
@@ -202,8 +199,7 @@ def test_the_conversation_page_keeps_label_colours_and_bare_key_shortcuts(
         f"/api/v1/conversations/{cid}/labels", json={"labels": ["vip"]}, headers=auth(world.bob)
     )
     assert r.status_code == 200, r.text
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{cid}")
     orange = "rgb(255, 170, 0)"
     expect(page.locator("#label-list .label")).to_have_css("background-color", orange)
     page.fill("#label-form input", "later")
@@ -232,8 +228,7 @@ def test_a_failed_reply_says_why_and_is_sent_again_from_the_thread(
     receiver = Receiver()
     threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
     conv, mid = failed_reply(client, world, receiver.url, database, settings)
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv}")
     item = page.locator(f'#messages li[data-id="{mid}"]')
     expect(item.locator(".failure .why")).to_have_text("webhook answered 400")
     receiver.status = 200
@@ -259,8 +254,7 @@ def test_the_team_is_chosen_beside_the_agent_and_another_page_sees_both_live(
     team = client.post(
         "/api/v1/teams", json={"name": "Billing", "member_ids": [bob]}, headers=auth(world.alice)
     ).json()
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{cid}")
     other = browser.new_context().new_page()
     sign_in(other, live_server, "alice@acme.test", f"/app/conversations/{cid}")
     other.wait_for_timeout(300)  # the stream connects
@@ -311,8 +305,7 @@ def test_the_conversation_page_keys_and_letters_typed_in_the_composer(
     client: TestClient,
 ) -> None:
     cid = inbound(client, world, "keys-conv", "keys-conv@example.com")
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{cid}")
     textarea = page.locator("#composer textarea")
     help_ = page.get_by_role("dialog", name="Keyboard shortcuts")
     page.wait_for_selector("#messages")

@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import LiveServer, sign_in
+from tests.web.conftest import LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -97,8 +97,9 @@ def test_a_viewer_reads_notes_and_writes_none(
         json={"text": "Speaks Spanish"},
         headers=auth(world.bob),
     ).raise_for_status()
-    page = browser.new_page()
-    sign_in(page, live_server, "victor@acme.test", f"/app/customers/{first.customer.id}")
+    page = signed_in(
+        browser, live_server, "victor@acme.test", f"/app/customers/{first.customer.id}"
+    )
     notes = page.locator('#panel-extra [data-part="notes"]')
     expect(notes.locator(".note-text")).to_have_text(["Speaks Spanish"])
     expect(notes.get_by_role("button")).to_have_count(0)

@@ -13,7 +13,7 @@ from rapport.customers import duplicates
 from rapport.db import Database
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 from tests.web.test_pages import sign_in as sign_in_client
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
@@ -74,8 +74,7 @@ def test_an_admin_reviews_the_possible_duplicates(
     # Pairs could be reviewed only one customer at a time, from a conversation's panel,
     # which never said who the other customer was.
     ids = pairs(client, world, database)
-    page = browser.new_page()
-    sign_in(page, live_server, "alice@acme.test", "/app/customers")
+    page = signed_in(browser, live_server, "alice@acme.test", "/app/customers")
     page.click("text=2 possible duplicates to review")
     page.wait_for_url("**/app/customers/duplicates")
     cards = page.locator("li.pair")
@@ -123,8 +122,7 @@ def test_an_admin_reviews_the_possible_duplicates(
     merged = client.get(f"/api/v1/customers/{ids['Dana Whitfield']}", headers=auth(world.bob))
     assert merged.json()["merged_into_id"] == ids["Dana W."]
     # The customer kept lists the record merged into it, and the merge can be undone there.
-    kept = browser.new_page()
-    sign_in(kept, live_server, "bob@acme.test", f"/app/customers/{ids['Dana W.']}")
+    kept = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{ids['Dana W.']}")
     merged_in = kept.locator("#merges li")
     expect(merged_in).to_have_count(1)
     expect(merged_in).to_contain_text("Dana Whitfield · dana@example.com")
@@ -141,8 +139,7 @@ def test_an_admin_reviews_the_possible_duplicates(
         headers=auth(world.bob),
     )
     assert again.status_code == 201, again.text
-    viewer = browser.new_page()
-    sign_in(viewer, live_server, "victor@acme.test", f"/app/customers/{ids['Dana W.']}")
+    viewer = signed_in(browser, live_server, "victor@acme.test", f"/app/customers/{ids['Dana W.']}")
     expect(viewer.locator("#merges li")).to_contain_text("by Bob (same person)")
     expect(viewer.locator("button.undo-merge")).to_have_count(0)
 
@@ -190,8 +187,7 @@ def test_an_admin_imports_customers_from_the_customers_page(
         "Omar <b>Said</b>,omar@example.com,+14155550111,silver\n",
         encoding="utf-8",
     )
-    page = browser.new_page()
-    sign_in(page, live_server, "alice@acme.test", "/app/customers")
+    page = signed_in(browser, live_server, "alice@acme.test", "/app/customers")
     page.click("details.customer-files summary")
     page.set_input_files("#customer-import input[type=file]", str(csv))
     page.click("#customer-import button.check")
@@ -220,8 +216,7 @@ def test_an_admin_imports_customers_from_the_customers_page(
         page.click("text=CSV")
     assert "hana@example.jp" in Path(download.value.path()).read_text(encoding="utf-8")
     # An agent sees no import or export.
-    agent = browser.new_page()
-    sign_in(agent, live_server, "bob@acme.test", "/app/customers")
+    agent = signed_in(browser, live_server, "bob@acme.test", "/app/customers")
     expect(agent.locator("details.customer-files")).to_have_count(0)
 
 
@@ -236,8 +231,7 @@ def test_two_agents_tag_one_customer_at_once_and_both_tags_stay(
     customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
     pages = []
     for who in ("alice@acme.test", "bob@acme.test"):
-        page = browser.new_page()
-        sign_in(page, live_server, who, f"/app/customers/{customer_id}")
+        page = signed_in(browser, live_server, who, f"/app/customers/{customer_id}")
         page.wait_for_selector("#panel-extra form.add-tag")
         pages.append(page)
     alice, bob = pages
@@ -265,8 +259,7 @@ def test_two_agents_tag_one_customer_at_once_and_both_tags_stay(
     alice.press("#panel-extra form.add-tag input", "Enter")
     expect(alice.locator("#flash")).to_contain_text("not a tag: '!!'")
     # A viewer reads the tags and has no editor.
-    viewer = browser.new_page()
-    sign_in(viewer, live_server, "victor@acme.test", f"/app/customers/{customer_id}")
+    viewer = signed_in(browser, live_server, "victor@acme.test", f"/app/customers/{customer_id}")
     expect(viewer.locator("#panel-extra dd", has_text="churn risk, q4, renew")).to_be_visible()
     expect(viewer.locator("#panel-extra form.add-tag")).to_have_count(0)
 
@@ -281,8 +274,7 @@ def test_an_agent_corrects_a_name_and_adds_a_handle_from_the_panel(
     # a phone number on a call had nowhere to put it.
     conv = world.acme.first.conversation.id  # type: ignore[union-attr]
     customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv}")
     page.fill("#composer textarea", "A reply I am still writing")
     page.click("summary:has-text('Edit name or add a handle')")
     page.fill("#customer-name input[name=name]", "Ines <i>Duarte</i>")
@@ -333,8 +325,7 @@ def test_an_agent_corrects_a_name_and_adds_a_handle_from_the_panel(
     page.goto(f"{live_server.url}/app/customers")
     expect(page.locator(f'tr[data-customer="{customer_id}"] td a').first).to_have_text(email)
     # A viewer has no such forms.
-    viewer = browser.new_page()
-    sign_in(viewer, live_server, "victor@acme.test", f"/app/customers/{customer_id}")
+    viewer = signed_in(browser, live_server, "victor@acme.test", f"/app/customers/{customer_id}")
     expect(viewer.locator("details.edit-customer")).to_have_count(0)
 
 
@@ -399,8 +390,7 @@ def test_an_agent_tags_the_customers_ticked_on_the_customers_page(
         customer(client, world.bob, name=f"Bulk {n}", email=f"bulk{n}@example.com")
         for n in range(3)
     ]
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", "/app/customers?q=bulk")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/customers?q=bulk")
     bar = page.locator("#customer-bulk")
     expect(bar).to_be_hidden()
     for cid in ids[:2]:
@@ -432,8 +422,7 @@ def test_an_agent_merges_two_customers_ticked_keeping_the_one_she_chose(
     short = customer(client, world.bob, name="Lena P.", phone="+14155550122")
     third = customer(client, world.bob, name="Lena Third", email="lena3@example.com")
     row = '#customer-list tr[data-customer="{}"]'.format
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", "/app/customers?q=lena")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/customers?q=lena")
     merge = page.locator("#customer-merge")
     page.check(f"{row(park)} input.pick")
     expect(merge).to_be_hidden()  # exactly two, or no merge
@@ -515,8 +504,7 @@ def test_an_admin_erases_the_customers_ticked_and_each_failure_is_named(
     ]
     kept = customer(client, world.bob, name="Gone Not", email="gone.not@example.com")
     row = '#customer-list tr[data-customer="{}"]'.format
-    page = browser.new_page()
-    sign_in(page, live_server, "alice@acme.test", "/app/customers?q=gone")
+    page = signed_in(browser, live_server, "alice@acme.test", "/app/customers?q=gone")
     for cid in ids:
         page.check(f"{row(cid)} input.pick")
     erase = page.locator("#customer-erase")
@@ -541,14 +529,12 @@ def test_an_admin_erases_the_customers_ticked_and_each_failure_is_named(
     expect(page.locator(row(kept))).to_have_count(1)
     assert client.get(f"/api/v1/customers/{kept}", headers=auth(world.bob)).status_code == 200
     # An agent ticks and tags, and is not offered to erase.
-    agent = browser.new_page()
-    sign_in(agent, live_server, "bob@acme.test", "/app/customers?q=gone")
+    agent = signed_in(browser, live_server, "bob@acme.test", "/app/customers?q=gone")
     agent.check(f"{row(kept)} input.pick")
     expect(agent.locator("#customer-tags")).to_be_visible()
     expect(agent.locator("#customer-erase")).to_have_count(0)
     # A viewer has nothing to tick and no action at all.
-    viewer = browser.new_page()
-    sign_in(viewer, live_server, "victor@acme.test", "/app/customers?q=gone")
+    viewer = signed_in(browser, live_server, "victor@acme.test", "/app/customers?q=gone")
     expect(viewer.locator(row(kept))).to_have_count(1)
     expect(viewer.locator("#customer-list input.pick")).to_have_count(0)
     expect(viewer.locator("#customer-bulk")).to_have_count(0)

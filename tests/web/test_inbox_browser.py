@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
 from tests.factories import World
-from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -94,8 +94,7 @@ def test_the_list_keeps_up_while_messages_keep_coming(
 ) -> None:
     """Messages arriving closer together than the list's 150 ms wait: the list still
     refreshes while they come (a debounce would wait for a pause that never comes)."""
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
     page.wait_for_timeout(300)  # the stream connects
     posted: list[str] = []
     done = threading.Event()
@@ -138,8 +137,7 @@ def test_an_open_inbox_drops_the_badges_of_a_deleted_sla_policy(
         headers=auth(world.alice),
     ).json()
     conv = inbound(client, world, "badge", "badge@example.com")
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
     badge = page.locator(f'#conversation-list li[data-id="{conv}"] .sla')
     expect(badge).to_have_text("SLA ok")
     page.wait_for_timeout(300)  # the stream connects
@@ -163,8 +161,7 @@ def test_the_inbox_opens_on_open_conversations_and_shows_others_when_asked(
     client.post(
         f"/api/v1/conversations/{done}/status", json={"status": "resolved"}, headers=auth(world.bob)
     ).raise_for_status()
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
     row = '#conversation-list li[data-id="{}"]'.format
     expect(page.locator(row(waiting))).to_have_count(1)
     expect(page.locator(row(done))).to_have_count(0)
@@ -237,8 +234,7 @@ def test_the_inbox_list_is_worked_from_the_keyboard(
 ) -> None:
     for n in range(3):
         inbound(client, world, f"key{n}", f"key{n}@example.com")
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
     rows = page.locator("#conversation-list > li[data-id]")
     ids = [rows.nth(i).get_attribute("data-id") for i in range(3)]
     selected = page.locator("#conversation-list > li.selected")

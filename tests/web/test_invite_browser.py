@@ -11,7 +11,7 @@ from rapport.db import Database
 from tests.auth.test_password_reset import deliver, mails
 from tests.channels.email.test_email import Outbox
 from tests.factories import PASSWORD, World
-from tests.web.conftest import LiveServer, sign_in
+from tests.web.conftest import LiveServer, signed_in
 from tests.workspaces.test_invitations import NEW_PASSWORD, invite_token
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
@@ -37,8 +37,7 @@ def invite_on_settings(
     role: str = "agent",
 ):  # type: ignore[no-untyped-def]
     """``admin`` invites ``email`` on the settings page; the admin's page, showing it invited."""
-    page = browser.new_page()
-    sign_in(page, live_server, admin, "/app/settings")
+    page = signed_in(browser, live_server, admin, "/app/settings")
     form = page.locator("#invite-member")
     form.locator("input[name=email]").fill(email)
     form.locator("input[name=name]").fill(name)

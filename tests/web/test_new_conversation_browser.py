@@ -13,7 +13,7 @@ from tests.channels.test_providers import make_inbox
 from tests.conftest import auth
 from tests.conversations.test_start import customer as make_customer
 from tests.factories import World
-from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+from tests.web.conftest import ARTIFACTS, LiveServer, signed_in
 from tests.web.test_pages import sign_in as sign_in_client
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
@@ -59,8 +59,7 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
 ) -> None:
     customer = make_customer(client, world.bob, name="Dana Scully", email="dana@example.org")
     api_inbox = world.acme.inbox.id  # type: ignore[union-attr]
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/customers/{customer}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{customer}")
     page.click("#new-conversation summary")
     form = page.locator("#new-conversation-form")
     expect(form).to_be_visible()

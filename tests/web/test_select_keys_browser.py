@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import LiveServer, sign_in
+from tests.web.conftest import LiveServer, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -25,8 +25,7 @@ def test_arrows_step_through_a_select_and_enter_chooses(
         client.post("/api/v1/teams", json={"name": name}, headers=auth(world.alice)).json()
         for name in ("A-team", "B-team", "C-team")
     ]
-    page = browser.new_page()
-    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv}")
     url = f"{live_server.url}/api/v1/conversations/{conv}"
 
     def held() -> object:

@@ -16,7 +16,7 @@ from rapport.db import Database
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -217,8 +217,7 @@ def test_an_owner_manages_members_teams_canned_responses_and_policies(
         json={"name": "Gold", "first_response_minutes": 10},
         headers=auth(world.alice),
     ).json()
-    page = browser.new_page()
-    sign_in(page, live_server, "alice@acme.test", "/app/settings")
+    page = signed_in(browser, live_server, "alice@acme.test", "/app/settings")
     page.on("dialog", lambda dialog: dialog.accept())
     own = page.locator(f'#members tr[data-user="{world.acme.users["alice"].id}"] td.manage')
     expect(own).to_have_text("you")  # nobody demotes or removes themself by a slip
@@ -315,8 +314,7 @@ def test_an_admin_edits_and_disables_an_inbox(
     team = client.post(
         "/api/v1/teams", json={"name": "Front desk"}, headers=auth(world.alice)
     ).json()
-    page = browser.new_page()
-    sign_in(page, live_server, "alice@acme.test", "/app/settings")
+    page = signed_in(browser, live_server, "alice@acme.test", "/app/settings")
     row = page.locator(f'#inboxes tr[data-id="{chat["id"]}"]')
     form = page.locator(f'form.inbox-form[data-id="{chat["id"]}"]')
     expect(form).to_be_hidden()
@@ -370,8 +368,7 @@ def test_an_admin_adds_an_inbox_with_its_channels_settings(
     client: TestClient,
     world: World,
 ) -> None:
-    page = browser.new_page()
-    sign_in(page, live_server, "alice@acme.test", "/app/settings")
+    page = signed_in(browser, live_server, "alice@acme.test", "/app/settings")
     new = page.locator("#new-inbox")
     new.locator("input[name=name]").fill("Texts")
     new.locator("select[name=channel]").select_option("twilio_sms")
@@ -428,8 +425,7 @@ def test_an_admin_changes_a_service_level_policy_and_adds_one_with_conditions(
         headers=auth(world.alice),
     ).json()
     inbox = world.acme.inbox.id  # type: ignore[union-attr]
-    page = browser.new_page()
-    sign_in(page, live_server, "alice@acme.test", "/app/settings#service-levels")
+    page = signed_in(browser, live_server, "alice@acme.test", "/app/settings#service-levels")
     item = page.locator(f'#sla-policies li[data-id="{policy["id"]}"]')
     item.locator("input[name=first_response_minutes]").fill("30")
     item.locator("input[name=resolution_minutes]").fill("480")

@@ -351,7 +351,7 @@ function attributes(box, customerId, canEdit) {
 // A colleague's change redraws the list (customer.updated), but not under a note being
 // edited, nor the one being written.
 function timeOf(iso) {
-  const t = el("time", new Date(iso).toISOString().slice(0, 16).replace("T", " "));
+  const t = el("time", utc(iso)); // until app.js shows it on the reader's clock
   t.dateTime = iso;
   return t;
 }
