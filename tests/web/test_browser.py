@@ -443,7 +443,13 @@ def test_a_note_whose_mention_fits_two_colleagues_tells_its_author_in_the_browse
         )
     conv = world.acme.first.conversation.id  # type: ignore[union-attr]
     page = signed_in(browser, live_server, "alice@acme.test", f"/app/conversations/{conv}")
+    composer = page.locator("#composer")
+    expect(composer.locator("button[type=submit]")).to_have_text("Send")
     page.check("input[name=mode][value=note]")
+    # A note looks like one while it is written (it looked like a reply).
+    expect(composer).to_have_class(re.compile(r"\bnote-mode\b"))
+    expect(composer.locator("button[type=submit]")).to_have_text("Add note")
+    expect(composer.get_by_role("textbox", name="Note for colleagues")).to_be_visible()
     page.fill("#composer textarea", "@bob can you call her back?")
     page.click("#composer button[type=submit]")
     page.wait_for_selector("#messages li.kind-note")

@@ -103,8 +103,13 @@ def test_a_customers_page_shows_every_conversation_of_theirs_on_any_channel(
     assert r.json()["customer_id"] == first.customer.id  # type: ignore[union-attr]
     sign_in(client, "bob@acme.test")
     page = client.get(f"/app/customers/{first.customer.id}").text  # type: ignore[union-attr]
-    for conv in (first.conversation.id, r.json()["conversation_id"]):  # type: ignore[union-attr]
-        assert f'<li data-id="{conv}">' in page
+    # Each row says which inbox it came through (each said the customer's own name).
+    for conv, inbox in (
+        (first.conversation.id, "Acme API"),  # type: ignore[union-attr]
+        (r.json()["conversation_id"], "Second"),
+    ):
+        row = page[page.index(f'<li data-id="{conv}">') :].split("</li>", 1)[0]
+        assert f'<span class="who">{inbox}</span>' in row
     assert "From the other app" in page and first.customer.email in page  # type: ignore[union-attr]
     assert 'data-customer="' + first.customer.id in page  # type: ignore[union-attr]  # the panel
     # Another workspace's customer is not found; a merged one's page is the survivor's.

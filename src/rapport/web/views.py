@@ -232,8 +232,8 @@ def rows_context(
     db: Db, *, workspace_id: str, rows: list[Conversation], of: list[Inbox]
 ) -> dict[str, Any]:
     """What a list of conversations shows of each (``conversation_list.html``): its
-    customer, channel (``of`` the workspace's inboxes), assignee, labels, latest message
-    and SLA."""
+    customer, inbox and channel (``of`` the workspace's inboxes), assignee, labels, latest
+    message and SLA."""
     ids = {c.customer_id for c in rows}
     slas = sla.states_of(db, [c.id for c in rows])
     agents = {c.assignee_id for c in rows if c.assignee_id}
@@ -245,6 +245,7 @@ def rows_context(
             else {}
         ),
         "inbox_channel": {i.id: i.channel for i in of},
+        "inbox_name": {i.id: i.name for i in of},
         "labels": conversations.labels_of(db, [c.id for c in rows]),
         "previews": conversations.previews_of(
             db, workspace_id=workspace_id, ids=[c.id for c in rows]

@@ -755,8 +755,23 @@ function setupConversation() {
     }
   });
   const showHeld = setupHolder(root, id);
+  // A private note is written on the notes' colour, and says so: it looked like a reply,
+  // and a note meant for colleagues went to the customer.
+  const submit = composer.querySelector("button[type=submit]");
+  const showMode = () => {
+    const note = new FormData(composer).get("mode") === "note";
+    composer.classList.toggle("note-mode", note);
+    submit.textContent = note ? "Add note" : "Send";
+    textarea.placeholder = note
+      ? "Write a private note: only colleagues see it; @name tells one (Ctrl+Enter adds it)"
+      : "Write a reply… type / for canned responses (Ctrl+Enter sends)";
+    textarea.setAttribute("aria-label", note ? "Note for colleagues" : "Reply to the customer");
+  };
+  composer.addEventListener("change", (ev) => { if (ev.target.name === "mode") showMode(); });
+  showMode();
   const compose = (mode) => {
     composer.querySelector(`input[name=mode][value=${mode}]`).checked = true;
+    showMode();
     textarea.focus();
   };
   pageKeys.r = () => compose("reply");
