@@ -83,6 +83,12 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     form.locator("select[name=inbox_id]").select_option(mail_inbox)
     form.locator("input[name=subject]").fill("Your refund")
     form.locator("textarea[name=text]").fill("Your refund went out today.")
+    # Given to a colleague and left waiting for the customer (it was always the caller's,
+    # and open).
+    assignee = form.locator("select[name=assignee_id]")
+    expect(assignee.locator("option")).to_have_text(["Me", "Alice", "Nobody"])
+    assignee.select_option(label="Alice")
+    form.locator("select[name=status]").select_option("pending")
     page.screenshot(path=str(ARTIFACTS / "new-conversation.png"), full_page=True)
     form.locator("textarea[name=text]").press("Control+Enter")
     page.wait_for_url("**/app/conversations/*")
@@ -93,7 +99,8 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     )
     started = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
     assert started["customer_id"] == customer and started["inbox_id"] == mail_inbox
-    assert started["assignee_id"] == world.acme.users["bob"].id
+    assert started["assignee_id"] == world.acme.users["alice"].id
+    assert started["status"] == "pending"
     # The server's worker sends it: the mail arrives, under its subject.
     deadline = time.monotonic() + 20
     while not outbox[0].messages and time.monotonic() < deadline:

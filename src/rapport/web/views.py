@@ -472,11 +472,21 @@ async def customer_page(request: Request, customer_id: str) -> Response:
             for i in every_inbox
             if i.enabled and principal.has(Role.agent)
         ]
+        # Whom it can go to: the caller first (the API's default), then each colleague.
+        agents = sorted(
+            (
+                u
+                for m, u in workspaces.members(db, workspace_id=ws)
+                if m.role != Role.viewer and u.id != principal.user_id
+            ),
+            key=lambda u: (u.name or u.email).casefold(),
+        )
     return _page(
         request,
         "customer.html",
         principal,
         reach=reach,
+        agents=agents,
         merged_in=merged_in,
         conversation=None,
         conversations=rows,

@@ -1,6 +1,7 @@
 // The customer's own page: an agent writes to the customer first, through one of the
-// inboxes the page offers (those that can reach them, by the API's own rule), and lands on
-// the new conversation. A refusal (the inbox disabled meanwhile, say) is said above the page.
+// inboxes the page offers (those that can reach them, by the API's own rule), gives it to
+// themself, a colleague or nobody, leaves it open, pending or resolved, and lands on the
+// new conversation. A refusal (the inbox disabled meanwhile, say) is said above the page.
 
 import { api, showError } from "./http.js";
 
@@ -24,7 +25,13 @@ if (form) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const button = form.querySelector("button[type=submit]");
-    const body = { customer_id: form.dataset.customer, inbox_id: inbox.value, text: form.elements.text.value };
+    const body = {
+      customer_id: form.dataset.customer,
+      inbox_id: inbox.value,
+      text: form.elements.text.value,
+      assignee_id: form.elements.assignee_id.value || null, // "Nobody": null, not the caller
+      status: form.elements.status.value,
+    };
     const about = form.elements.subject.value.trim();
     if (!subject.hidden && about) body.subject = about;
     button.disabled = true; // one click, one conversation
