@@ -279,6 +279,11 @@ def test_the_inbox_list_is_worked_from_the_keyboard(
     page.keyboard.press("Enter")
     page.wait_for_url(f"**/app/conversations/{ids[1]}")
     page.go_back()
-    page.keyboard.press("k")  # a page drawn anew: the first
+    # The list drawn anew selects the conversation left (it started from the top again).
+    expect(selected).to_have_attribute("data-id", ids[1])  # type: ignore[arg-type]
+    expect(selected.locator("a")).to_be_focused()
+    page.keyboard.press("k")
+    expect(selected).to_have_attribute("data-id", ids[0])  # type: ignore[arg-type]
+    page.keyboard.press("k")
     page.keyboard.press("o")
     page.wait_for_url(f"**/app/conversations/{new}")

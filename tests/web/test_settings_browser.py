@@ -592,3 +592,38 @@ def test_an_admin_builds_a_rule_by_choosing_names_and_it_runs(
     gone = page.locator("#actions > li").nth(0).get_by_label("Team", exact=True)
     expect(gone).to_have_value(team["id"])
     expect(gone.locator("option:checked")).to_have_text(f"(gone: {team['id']})")
+
+
+def test_a_refusal_far_down_the_settings_page_is_said_in_view(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # A team a rule names is not deleted: the refusal was drawn at the page's top, out of
+    # sight of the admin who had scrolled down to the team.
+    team = client.post("/api/v1/teams", json={"name": "Billing"}, headers=auth(world.alice))
+    team_id = team.json()["id"]
+    r = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "Billing to billing",
+            "event": "conversation.created",
+            "conditions": [],
+            "actions": [{"type": "assign_team", "value": team_id}],
+        },
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    page = signed_in(browser, live_server, "alice@acme.test", "/app/settings")
+    page.set_viewport_size({"width": 1200, "height": 500})
+    page.on("dialog", lambda dialog: dialog.accept())
+    row = page.locator(f'#teams li[data-id="{team_id}"]')
+    row.locator("button.team-delete").scroll_into_view_if_needed()
+    row.locator("button.team-delete").click()
+    said = page.locator("#settings-error")
+    expect(said).to_contain_text("Billing to billing")
+    expect(said).to_be_in_viewport()
+    expect(row.locator("button.team-delete")).to_be_in_viewport()  # the page stayed
+    page.screenshot(path=str(ARTIFACTS / "settings-refusal.png"))
+    expect(row).to_be_visible()  # not deleted

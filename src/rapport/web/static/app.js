@@ -338,6 +338,9 @@ function setupListKeys(list) {
       row.querySelector("a")?.removeAttribute("aria-current");
     }
     current = li ? li.dataset.id : null;
+    // Kept in this page's history entry: back from a conversation, the list (drawn again)
+    // selects it again, and j goes on from there, not from the top.
+    history.replaceState({ ...(history.state || {}), selected: current }, "");
     if (!li) return;
     li.classList.add("selected");
     const link = li.querySelector("a");
@@ -361,6 +364,9 @@ function setupListKeys(list) {
     if (li) select(li, false);
   });
   const inList = () => list.contains(document.activeElement);
+  const before = history.state && history.state.selected;
+  const again = before && rows().find((row) => row.dataset.id === before);
+  if (again) select(again, true);
   Object.assign(pageKeys, {
     j: () => move(1),
     k: () => move(-1),
@@ -1547,8 +1553,7 @@ function setupMembers() {
 function settingsFail(msg) {
   const error = document.getElementById("settings-error");
   error.textContent = msg;
-  error.hidden = false;
-  window.scrollTo(0, 0);
+  error.hidden = false; // under the menu, kept in view with it: the page stays where it was
 }
 
 function setupBusinessHours() {
