@@ -582,3 +582,36 @@ def test_a_viewer_reads_a_conversation_with_its_controls_switched_off(
     page = client.get(f"/app/conversations/{conv}").text
     assert 'fieldset class="plain" >' in page and " disabled" not in page.split("<main>")[1]
     assert 'id="presence"' in page
+
+
+def test_the_customers_page_finds_customers_by_a_custom_attribute(
+    client: TestClient, world: World
+) -> None:
+    for email, plan in (("pro@example.com", ["Pro", "Legacy"]), ("free@example.com", "Free")):
+        r = client.post(
+            "/api/v1/customers",
+            json={"email": email, "attributes": {"plan": plan}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+    for key, kind, options in (("plan", "list", ["Free", "Pro"]), ("seats", "number", [])):
+        client.post(
+            "/api/v1/attribute-definitions",
+            json={"key": key, "label": key.title(), "type": kind, "options": options},
+            headers=auth(world.alice),
+        ).raise_for_status()
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/customers", params={"attr": "plan", "value": "Pro"}).text
+    assert "pro@example.com" in page and "free@example.com" not in page
+    assert (
+        '<option value="plan" data-type="list" data-options="Free\nPro" selected>Plan</option>'
+        in page
+    )
+    assert 'name="value" value="Pro"' in page
+    # A value outside the type is said, and nothing listed.
+    refused = client.get("/app/customers", params={"attr": "seats", "value": "many"}).text
+    assert 'role="alert">seats is a number, not &#39;many&#39;</p>' in refused
+    assert "No customer matches." in refused
+    # No attribute chosen: the value is not a filter.
+    both = client.get("/app/customers", params={"attr": "", "value": "Pro"}).text
+    assert "pro@example.com" in both and "free@example.com" in both

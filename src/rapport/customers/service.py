@@ -1,12 +1,26 @@
 """Customers: create, update, find by handle, resolve handles at ingest, the timeline."""
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, literal, or_, select, tuple_, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy import update as update_rows
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from rapport import money, pagination
@@ -380,14 +394,17 @@ def search(
     cursor: str | None,
     limit: int,
     tag: str | None = None,
+    attributes: Sequence[tuple[str, str]] = (),
 ) -> Found:
-    """Customers matching ``q`` (name, email, phone or any handle) and carrying ``tag``,
-    newest activity first."""
+    """Customers matching ``q`` (name, email, phone or any handle), carrying ``tag`` and
+    each ``(key, value)`` of ``attributes`` (``attribute_is``), newest activity first."""
     limit = pagination.clamp(limit)
     truncated = False
     stmt = select(Customer).where(
         Customer.workspace_id == workspace_id, Customer.merged_into_id.is_(None)
     )
+    for key, value in attributes:
+        stmt = stmt.where(attribute_is(db, workspace_id=workspace_id, key=key, value=value))
     if tag:
         stmt = stmt.where(
             Customer.id.in_(
@@ -442,6 +459,55 @@ def search(
     )
     page, nxt = pagination.page_of(rows, limit, lambda c: (c.last_seen_at, c.id))
     return Found(page, nxt, truncated)
+
+
+_TRUE_FALSE = {"true": True, "false": False}
+
+
+def attribute_is(db: Session, *, workspace_id: str, key: str, value: str) -> ColumnElement[bool]:
+    """Customers whose attribute ``key`` is ``value``, or a list holding it ("plan is Pro"
+    finds ``["Pro", "Legacy"]``). A defined key reads the value in its type (``10`` is the
+    number for a number attribute, ``yes`` true for a boolean; a value outside its type is
+    refused as a change would be); any other key as written, or as the number or true/false
+    it spells. Not indexed: the newest customers are walked until a page is found."""
+    key, value = key.strip(), value.strip()
+    if not key or len(key) > 64 or '"' in key or "\\" in key:
+        raise Invalid(f"not an attribute name: {key[:70]!r}")
+    defined = {d.key: d for d in profile.definitions(db, workspace_id=workspace_id)}
+    wanted: list[Any]
+    if key in defined:
+        typed = profile.coerce(defined[key], value)
+        wanted = typed if isinstance(typed, list) else [typed]
+    else:
+        wanted = [value]
+        if value.lower() in _TRUE_FALSE:
+            wanted.append(_TRUE_FALSE[value.lower()])
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                wanted.append(int(number) if number.is_integer() else number)
+    if not wanted:
+        raise Invalid(f"say what {key} is")
+    if db.get_bind().dialect.name == "postgresql":
+        # JSONB containment: the value itself, or a list holding it.
+        document = type_coerce(Customer.attributes, JSONB)
+        return or_(
+            *(document.contains({key: w}) for w in wanted),
+            *(document.contains({key: [w]}) for w in wanted),
+        )
+    # SQLite: json_each walks a list's items, or yields a lone value as one row. A JSON
+    # true is the integer 1 there: told apart by its JSON type.
+    each = func.json_each(Customer.attributes, f'$."{key}"').table_valued("value", "type")
+    held = [
+        each.c.type == ("true" if w else "false")
+        if isinstance(w, bool)
+        else and_(each.c.value == w, each.c.type.not_in(("true", "false")))
+        for w in wanted
+    ]
+    return exists(select(literal(1)).select_from(each).where(or_(*held)))
 
 
 def add_event(db: Session, *, customer: Customer, data: EventCreate) -> Event:

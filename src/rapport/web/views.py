@@ -40,7 +40,7 @@ from rapport.customers import service as customers
 from rapport.customers.models import AttributeType, Customer, Identity
 from rapport.db import utcnow
 from rapport.notifications import service as notifications
-from rapport.problems import Forbidden, NotFound, Problem
+from rapport.problems import Forbidden, Invalid, NotFound, Problem
 from rapport.realtime import service as realtime
 from rapport.workspaces import invitations
 from rapport.workspaces import service as workspaces
@@ -355,33 +355,46 @@ async def customers_page(
     request: Request,
     q: str = Query(default="", max_length=320),
     tag: str = Query(default="", max_length=100),
+    attr: str = Query(default="", max_length=64),
+    value: str = Query(default="", max_length=500),
     cursor: str | None = None,
 ) -> Response:
     """Every customer of the workspace, newest activity first; by name, email, phone or any
-    handle with ``q``, by tag with ``tag``."""
+    handle with ``q``, by tag with ``tag``, by a custom attribute with ``attr`` and
+    ``value`` ("plan" is "Pro")."""
     principal = await _principal(request)
     if principal is None:
         return _to_login(request)
+    refused = ""
     with request.app.state.database.session(write=False) as db:
-        found = customers.search(
-            db,
-            workspace_id=principal.workspace_id,
-            q=q.strip() or None,
-            tag=tag.strip() or None,
-            cursor=cursor,
-            limit=50,
-        )
+        defined = profile.definitions(db, workspace_id=principal.workspace_id)
+        pairs = [(attr, value)] if attr.strip() else []
+        try:
+            found = customers.search(
+                db,
+                workspace_id=principal.workspace_id,
+                q=q.strip() or None,
+                tag=tag.strip() or None,
+                attributes=pairs,
+                cursor=cursor,
+                limit=50,
+            )
+        except Invalid as exc:  # "seats is a number, not 'many'": said above an empty list
+            refused, found = exc.detail, customers.Found([], None)
         channels = _channels_of(db, principal.workspace_id, [c.id for c in found.customers])
         pending = len(duplicates.pending(db, workspace_id=principal.workspace_id, limit=100))
-    more = urlencode(
-        {k: v for k, v in {"q": q, "tag": tag, "cursor": found.next_cursor}.items() if v}
-    )
+    chosen = {"q": q, "tag": tag, "attr": attr if pairs else "", "value": value if pairs else ""}
+    more = urlencode({k: v for k, v in {**chosen, "cursor": found.next_cursor}.items() if v})
     return _page(
         request,
         "customers.html",
         principal,
         q=q,
         tag=tag,
+        attr=chosen["attr"],
+        value=chosen["value"],
+        definitions=defined,
+        refused=refused,
         found=found.customers,
         channels=channels,
         duplicates=pending,

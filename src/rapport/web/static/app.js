@@ -2012,8 +2012,27 @@ function setupCustomerFiles() {
   form.querySelector("button.check").addEventListener("click", () => run(true));
 }
 
+// --- customers by a custom attribute: the values a list or a boolean takes, offered -------
+function setupAttributeFilter() {
+  const key = document.querySelector(".customers-list select[name=attr]");
+  if (!key) return;
+  const value = key.form.elements.value;
+  const offered = document.getElementById("attribute-values");
+  const follow = () => {
+    const chosen = key.selectedOptions[0];
+    const kind = chosen?.dataset.type;
+    const values = kind === "boolean" ? ["true", "false"] : kind === "list" ? chosen.dataset.options.split("\n").filter(Boolean) : [];
+    offered.replaceChildren(...values.map((v) => new Option(v, v)));
+    value.placeholder = kind === "date" ? "is YYYY-MM-DD" : kind === "number" ? "is (a number)" : "is…";
+    value.disabled = !key.value; // no attribute chosen: no value sent
+  };
+  key.addEventListener("change", follow);
+  follow();
+}
+
 setupLogin();
 setupLocalTimes();
+setupAttributeFilter();
 setupFilterBox();
 setupPasswordReset();
 setupInvitation();
