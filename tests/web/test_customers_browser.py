@@ -415,14 +415,21 @@ def test_an_agent_merges_two_customers_ticked_keeping_the_one_she_chose(
     browser,  # type: ignore[no-untyped-def]
     world: World,
     client: TestClient,
+    database: Database,
 ) -> None:
     # Two records of one person seen in the list took a visit to one's page and a search
     # there for the other.
     park = customer(client, world.bob, name="Lena Park", email="lena@example.com")
     short = customer(client, world.bob, name="Lena P.", phone="+14155550122")
     third = customer(client, world.bob, name="Lena Third", email="lena3@example.com")
+    with database.session() as db:  # detection saw them too
+        duplicates.suggest(
+            db, workspace_id=world.acme.workspace.id, a=park, b=short, probability=0.9, reason="x"
+        )
     row = '#customer-list tr[data-customer="{}"]'.format
     page = signed_in(browser, live_server, "bob@acme.test", "/app/customers?q=lena")
+    hint = page.locator("#duplicates-hint")
+    expect(hint).to_have_text("1 possible duplicate to review")
     merge = page.locator("#customer-merge")
     page.check(f"{row(park)} input.pick")
     expect(merge).to_be_hidden()  # exactly two, or no merge
@@ -467,6 +474,7 @@ def test_an_agent_merges_two_customers_ticked_keeping_the_one_she_chose(
     expect(page.locator(row(park))).to_have_count(0)
     expect(page.locator(row(short))).to_have_count(1)
     expect(page.locator("#customer-bulk")).to_be_hidden()  # nothing ticked any more
+    expect(hint).to_have_text("Possible duplicates")  # the pair merged (it still said 1)
     gone = client.get(f"/api/v1/customers/{park}", headers=auth(world.bob)).json()
     assert gone["merged_into_id"] == short
     kept = client.get(f"/api/v1/customers/{short}", headers=auth(world.bob)).json()

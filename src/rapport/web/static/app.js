@@ -1448,11 +1448,15 @@ function setupCustomerBulk() {
     if (n === 2) choose(rows);
     if (erasing) erasing.querySelector(".erase-count").textContent = `the ${plural(n)} selected`;
   };
-  // The list as the server draws it now (those merged or erased gone from it), nothing
-  // ticked; if the page does not answer, the rows gone are taken out here.
+  // The list as the server draws it now (those merged or erased gone from it, and the
+  // count of possible duplicates with them), nothing ticked; if the page does not answer,
+  // the rows gone are taken out here.
   const redraw = async (gone) => {
-    let fresh = null;
-    try { fresh = (await pageNow())?.getElementById("customer-list"); } catch { /* offline a moment */ }
+    let now = null;
+    try { now = await pageNow(); } catch { /* offline a moment */ }
+    const fresh = now?.getElementById("customer-list");
+    const hint = now?.getElementById("duplicates-hint");
+    if (hint) document.getElementById("duplicates-hint")?.replaceWith(hint);
     if (fresh) table.replaceChildren(...fresh.children);
     else for (const tr of table.querySelectorAll("tr[data-customer]")) if (gone.includes(tr.dataset.customer)) tr.remove();
     for (const box of table.querySelectorAll("input.pick, input.pick-all")) box.checked = false;
