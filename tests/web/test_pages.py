@@ -612,6 +612,10 @@ def test_the_customers_page_finds_customers_by_a_custom_attribute(
     refused = client.get("/app/customers", params={"attr": "seats", "value": "many"}).text
     assert 'role="alert">seats is a number, not &#39;many&#39;</p>' in refused
     assert "No customer matches." in refused
+    # A key no definition names (an import's column), from the address: kept in the form.
+    source = client.get("/app/customers", params={"attr": "source", "value": "fair"}).text
+    assert '<option value="source" selected>source</option>' in source
+    assert "No customer matches." in source
     # No attribute chosen: the value is not a filter.
     both = client.get("/app/customers", params={"attr": "", "value": "Pro"}).text
     assert "pro@example.com" in both and "free@example.com" in both
