@@ -342,3 +342,42 @@ def test_the_conversation_page_keys_and_letters_typed_in_the_composer(
     expect(page.locator("#status")).to_have_text("resolved")
     c = live_server.http.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob))
     assert c.json()["status"] == "resolved"
+
+
+def test_a_long_conversation_opens_at_its_newest_message_with_the_composer_in_view(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # The page was as tall as the customer panel: the composer sat below the fold, a long
+    # thread opened at its oldest message, and r or n scrolled the thread out of sight.
+    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    for n in range(30):
+        client.post(
+            f"/api/v1/conversations/{conv}/notes",
+            json={"text": f"note {n}"},
+            headers=auth(world.bob),
+        ).raise_for_status()
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.reload()
+    newest = page.locator("#messages li.kind-note", has_text="note 29")
+    expect(newest).to_be_in_viewport()
+    expect(page.locator("#messages li", has_text="Hello Acme")).not_to_be_in_viewport()
+    expect(page.locator("#composer button[type=submit]")).to_be_in_viewport()
+    page.keyboard.press("n")
+    expect(page.locator("#composer textarea")).to_be_focused()
+    assert page.evaluate("window.scrollY") == 0  # the page did not move; the thread did not
+    expect(newest).to_be_in_viewport()
+    # What arrives is drawn at the end, in view.
+    page.fill("#composer textarea", "one more")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#messages li", has_text="one more")).to_be_in_viewport()
+    # A phone keeps the page's own scrolling: thread, composer, then the panel, one column.
+    page.set_viewport_size({"width": 390, "height": 800})
+    assert page.evaluate("document.documentElement.scrollHeight > 3 * innerHeight")
+    assert page.evaluate(
+        "document.querySelector('#messages').scrollHeight"
+        " === document.querySelector('#messages').clientHeight"
+    )  # not a box of its own

@@ -663,6 +663,9 @@ function setupConversation() {
   const thread = document.getElementById("messages");
   const composer = document.getElementById("composer");
   const textarea = composer.querySelector("textarea");
+  // Opened at the newest message (the thread scrolls on its own on a desktop), unless the
+  // address names one (#m-...), which the browser brings into view itself.
+  if (!location.hash) thread.scrollTop = thread.scrollHeight;
   const add = (m) => {
     const existing = thread.querySelector(`[data-id="${m.id}"]`);
     const item = messageItem(m);
