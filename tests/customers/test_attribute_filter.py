@@ -91,3 +91,22 @@ def test_customers_are_found_by_an_attribute_read_in_its_type(
     ):
         with pytest.raises(Invalid, match=said):
             found(pair)
+
+
+def test_the_api_finds_customers_by_attributes_each_holding(
+    client: TestClient, world: World, people: dict[str, str]
+) -> None:
+    def found(*given: str) -> Any:
+        r = client.get(
+            "/api/v1/customers", params={"attribute": list(given)}, headers=auth(world.victor)
+        )
+        return r.status_code, (
+            {c["id"] for c in r.json()["items"]} if r.status_code == 200 else r.json()["detail"]
+        )
+
+    assert found("plan:Pro") == (200, {people["ann"]})
+    assert found("plan:Pro", "seats:10") == (200, {people["ann"]})
+    assert found("plan:Pro", "seats:3") == (200, set())
+    assert found("source:fair") == (200, {people["ann"]})  # the other workspace's never
+    assert found("seats:many") == (422, "seats is a number, not 'many'")
+    assert found("plan") == (422, "attribute is key:value, not 'plan'")

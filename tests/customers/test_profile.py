@@ -15,6 +15,7 @@ from rapport.customers import importer, profile
 from rapport.customers.models import Consent, ConsentChannel
 from rapport.db import Database, utcnow
 from rapport.events.models import Order
+from rapport.privacy.models import AuditLog
 from rapport.realtime.models import StreamEvent
 from tests.conftest import auth, published_events
 from tests.factories import World
@@ -592,3 +593,126 @@ def test_after_an_sms_stop_an_agent_cannot_grant_every_purpose_back_by_hand(
     sms_keyword(database, customer, "START", granted=True)
     # Once the customer's START lifted it, a grant of "all" by hand is recorded again.
     assert client.post(url, json=grant_all, headers=auth(world.bob)).status_code == 201
+
+
+def test_an_admin_changes_a_definitions_label_and_list_values_and_it_is_audited(
+    client: TestClient, world: World, database: Database
+) -> None:
+    plan = define(client, world, "plan", "list", label="Plna", options=["free", "pro"])
+    url = f"/api/v1/attribute-definitions/{plan['id']}"
+    r = client.patch(
+        url,
+        # Added, reordered, trimmed, each once: kept as define keeps a list's values.
+        json={"label": " Plan ", "options": ["enterprise", " pro", "free", "pro", ""]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    changed = r.json()
+    assert (changed["key"], changed["type"], changed["label"]) == ("plan", "list", "Plan")
+    assert changed["options"] == ["enterprise", "pro", "free"]
+    listed = client.get("/api/v1/attribute-definitions", headers=auth(world.bob)).json()
+    assert listed == [changed]
+    # A field left out stays; an empty label is made from the key, as on define.
+    r = client.patch(url, json={"label": ""}, headers=auth(world.alice))
+    assert r.status_code == 200 and r.json()["options"] == ["enterprise", "pro", "free"]
+    assert r.json()["label"] == "Plan"
+    # Nothing changed (the same values, an empty body): nothing recorded, below.
+    same = {"options": ["enterprise", "pro", "free"]}
+    assert client.patch(url, json=same, headers=auth(world.alice)).json() == r.json()
+    assert client.patch(url, headers=auth(world.alice)).json() == r.json()
+
+    # The new value is one agents can set.
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    r = client.patch(
+        f"/api/v1/customers/{customer.id}",
+        json={"attributes": {"plan": "enterprise"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200 and r.json()["attributes"]["plan"] == ["enterprise"]
+    with database.session() as db:
+        rows = db.execute(
+            select(AuditLog.target_id, AuditLog.data).where(AuditLog.action == "attribute.change")
+        ).all()
+    assert rows == [
+        (
+            plan["id"],
+            {
+                "key": "plan",
+                "label": {"from": "Plna", "to": "Plan"},
+                "options": {"from": ["free", "pro"], "to": ["enterprise", "pro", "free"]},
+            },
+        )
+    ]
+
+
+def test_a_definitions_key_and_type_cannot_change(client: TestClient, world: World) -> None:
+    seats = define(client, world, "seats", "number", label="Seats")
+    url = f"/api/v1/attribute-definitions/{seats['id']}"
+    for body in (
+        {"key": "licences"},
+        {"type": "text", "label": "Licences"},
+        {"key": "seats", "type": "number"},  # even as they are: neither is the PATCH's
+    ):
+        r = client.patch(url, json=body, headers=auth(world.alice))
+        assert r.status_code == 422, body
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "cannot change once defined" in r.text, r.text
+    # A field a definition does not have is refused, not ignored.
+    r = client.patch(url, json={"lable": "Licences"}, headers=auth(world.alice))
+    assert r.status_code == 422 and "lable" in r.text
+    # Only a list has allowed values.
+    r = client.patch(url, json={"options": ["1", "2"]}, headers=auth(world.alice))
+    assert r.status_code == 422
+    assert "seats is a number attribute: only a list has allowed values" in r.json()["detail"]
+    left = client.get("/api/v1/attribute-definitions", headers=auth(world.alice)).json()
+    assert left == [seats]
+
+
+def test_only_admins_change_a_definition(client: TestClient, world: World) -> None:
+    plan = define(client, world, "plan", "list", options=["free", "pro"])
+    url = f"/api/v1/attribute-definitions/{plan['id']}"
+    for token in (world.bob, world.victor):  # an agent, a viewer
+        r = client.patch(url, json={"label": "Tier"}, headers=auth(token))
+        assert r.status_code == 403, r.text
+    left = client.get("/api/v1/attribute-definitions", headers=auth(world.bob)).json()
+    assert left == [plan]
+
+
+def test_another_workspaces_definition_is_not_found(client: TestClient, world: World) -> None:
+    plan = define(client, world, "plan", "list", options=["free", "pro"])
+    for url in (
+        f"/api/v1/attribute-definitions/{plan['id']}",  # Acme's, to Globex's owner
+        "/api/v1/attribute-definitions/nosuchdefinition",
+    ):
+        r = client.patch(url, json={"label": "Mine"}, headers=auth(world.mallory))
+        assert r.status_code == 404, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+    left = client.get("/api/v1/attribute-definitions", headers=auth(world.alice)).json()
+    assert left == [plan]
+
+
+def test_a_value_taken_out_of_a_list_stays_on_the_customers_who_hold_it(
+    client: TestClient, world: World
+) -> None:
+    plan = define(client, world, "plan", "list", options=["free", "pro", "legacy"])
+    customer = world.acme.first.customer  # type: ignore[union-attr]
+    url = f"/api/v1/customers/{customer.id}"
+    r = client.patch(url, json={"attributes": {"plan": ["pro", "legacy"]}}, headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    r = client.patch(
+        f"/api/v1/attribute-definitions/{plan['id']}",
+        json={"options": ["free", "pro"]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200 and r.json()["options"] == ["free", "pro"]
+    assert client.get(url, headers=auth(world.bob)).json()["attributes"]["plan"] == [
+        "pro",
+        "legacy",
+    ]
+    # Set again from now on, it is refused, as any value outside the list.
+    r = client.patch(url, json={"attributes": {"plan": ["legacy"]}}, headers=auth(world.bob))
+    assert r.status_code == 422 and "plan takes free, pro" in r.json()["detail"]
+    assert client.get(url, headers=auth(world.bob)).json()["attributes"]["plan"] == [
+        "pro",
+        "legacy",
+    ]

@@ -168,3 +168,72 @@ def test_edited_attributes_keep_their_type_their_lines_and_values_outside_the_li
     part.get_by_role("button", name="Save").click()
     seats = part.locator("dt", has_text="seats").locator("xpath=following-sibling::dd[1]")
     expect(seats).to_have_text("15")
+
+
+def test_an_admin_edits_a_lists_label_and_values_and_agents_are_offered_the_new_ones(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    first = world.acme.first
+    assert first is not None
+    customer = first.customer.id
+    api = f"{live_server.url}/api/v1"
+    live_server.http.post(
+        f"{api}/attribute-definitions",
+        json={"key": "plan", "type": "list", "label": "Plna", "options": ["Free", "Pro", "Legacy"]},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    live_server.http.patch(
+        f"{api}/customers/{customer}",
+        json={"attributes": {"plan": ["Legacy"]}},
+        headers=auth(world.bob),
+    ).raise_for_status()
+
+    admin = signed_in(browser, live_server, "alice@acme.test", "/app/settings#attribute-settings")
+    row = admin.locator("#attribute-definitions tbody tr", has_text="plan")
+    # Cancel puts the row back as it was.
+    row.get_by_role("button", name="Edit attribute plan").click()
+    row.get_by_label("Label of plan").fill("Tier")
+    row.get_by_role("button", name="Cancel editing plan").click()
+    expect(row.locator("td")).to_have_text(
+        ["plan", "Plna", "list", "Free, Pro, Legacy", "Edit Delete"]
+    )
+
+    row.get_by_role("button", name="Edit attribute plan").click()
+    expect(row.get_by_label("Allowed values of plan")).to_have_value("Free, Pro, Legacy")
+    row.get_by_label("Label of plan").fill("Plan")
+    row.get_by_label("Allowed values of plan").fill("Free, Pro, Enterprise")
+    with admin.expect_navigation():  # the page drawn again with it, as after Define
+        row.get_by_role("button", name="Save attribute plan").click()
+    expect(row.locator("td")).to_have_text(
+        ["plan", "Plan", "list", "Free, Pro, Enterprise", "Edit Delete"]
+    )
+    defined = live_server.http.get(f"{api}/attribute-definitions", headers=auth(world.bob)).json()
+    assert [(d["key"], d["label"], d["options"]) for d in defined] == [
+        ("plan", "Plan", ["Free", "Pro", "Enterprise"])
+    ]
+
+    # The agent is offered the new value; the one taken out stays where it was held.
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{customer}")
+    part = page.locator('#panel-extra [data-part="attributes"]')
+    expect(part.locator("dt")).to_have_text(["Plan"])
+    expect(part.locator("dd")).to_have_text(["Legacy"])
+    part.get_by_role("button", name="Edit attributes").click()
+    plan = part.get_by_label("Plan")
+    expect(plan.locator("option")).to_have_text(
+        ["Free", "Pro", "Enterprise", "Legacy (not an allowed value)"]
+    )
+    plan.select_option(["Enterprise"])
+    part.get_by_role("button", name="Save").click()
+    expect(part.locator("dd")).to_have_text(["Enterprise"])
+    stored = live_server.http.get(f"{api}/customers/{customer}", headers=auth(world.bob)).json()
+    assert stored["attributes"] == {"plan": ["Enterprise"]}
+
+    # Saved after a colleague deleted it: said as the section says its other errors.
+    row.get_by_role("button", name="Edit attribute plan").click()
+    live_server.http.delete(
+        f"{api}/attribute-definitions/{defined[0]['id']}", headers=auth(world.alice)
+    ).raise_for_status()
+    row.get_by_role("button", name="Save attribute plan").click()
+    expect(admin.locator("#flash")).to_contain_text("attribute definition not found")

@@ -61,7 +61,8 @@ def define(
     label: str = "",
     options: list[str] | None = None,
 ) -> AttributeDefinition:
-    """Define a custom attribute; its key is fixed once defined (its label may change)."""
+    """Define a custom attribute; its key and type are fixed once defined (``redefine``
+    changes its label and a list's allowed values)."""
     if not _KEY.match(key):
         raise Invalid("an attribute key is lower-case letters, digits and _, from a letter")
     exists = db.scalar(
@@ -75,16 +76,30 @@ def define(
         workspace_id=workspace_id,
         key=key,
         type=type,
-        label=label or key.replace("_", " ").capitalize(),
-        options=[str(o) for o in options or []] if type == AttributeType.list else [],
+        label=_label(key, label),
+        options=_options(type, options),
     )
     db.add(row)
     db.flush()
     return row
 
 
-def undefine(db: Session, *, workspace_id: str, definition_id: str) -> None:
-    """Forget a definition; customers' values stay, untyped."""
+def _label(key: str, label: str) -> str:
+    """The label as kept; none given is made from the key (``renews_on``: Renews on)."""
+    return label.strip() or key.replace("_", " ").capitalize()
+
+
+def _options(type: AttributeType, options: list[str] | None) -> list[str]:
+    """A list's allowed values as kept, for a definition and for a change of one: each
+    trimmed and once, in the order given. A value is checked trimmed (``coerce``), so one
+    kept with spaces around could never be chosen. Other types have none."""
+    if type != AttributeType.list:
+        return []
+    kept = (str(o).strip() for o in options or [])
+    return list(dict.fromkeys(o for o in kept if o))
+
+
+def _definition(db: Session, *, workspace_id: str, definition_id: str) -> AttributeDefinition:
     row = db.scalar(
         select(AttributeDefinition).where(
             AttributeDefinition.id == definition_id,
@@ -93,7 +108,41 @@ def undefine(db: Session, *, workspace_id: str, definition_id: str) -> None:
     )
     if row is None:
         raise NotFound("attribute definition")
-    db.delete(row)
+    return row
+
+
+def redefine(
+    db: Session,
+    *,
+    workspace_id: str,
+    definition_id: str,
+    label: str | None = None,
+    options: list[str] | None = None,
+) -> tuple[AttributeDefinition, dict[str, Any]]:
+    """Change a definition's label and a list's allowed values (None: left as is); the
+    definition and what changed, each as ``{"from": ..., "to": ...}``.
+
+    The key and type stay: values already stored were checked against them. A value taken
+    out of a list stays on the customers who hold it (the panel shows it as not an allowed
+    value); only a new value set is checked against the new list."""
+    row = _definition(db, workspace_id=workspace_id, definition_id=definition_id)
+    if options and row.type != AttributeType.list:
+        # define drops them quietly; here a 200 would tell the caller they were set.
+        raise Invalid(f"{row.key} is a {row.type.value} attribute: only a list has allowed values")
+    changes: dict[str, Any] = {}
+    if label is not None and (new := _label(row.key, label)) != row.label:
+        changes["label"] = {"from": row.label, "to": new}
+        row.label = new
+    if options is not None and (values := _options(row.type, options)) != row.options:
+        changes["options"] = {"from": list(row.options), "to": values}
+        row.options = values  # a new list, so that the JSON column is written
+    db.flush()
+    return row, changes
+
+
+def undefine(db: Session, *, workspace_id: str, definition_id: str) -> None:
+    """Forget a definition; customers' values stay, untyped."""
+    db.delete(_definition(db, workspace_id=workspace_id, definition_id=definition_id))
 
 
 def _shown(value: Any) -> str:

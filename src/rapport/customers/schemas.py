@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rapport.customers.models import (
     AttributeType,
@@ -140,6 +140,29 @@ class AttributeDefinitionIn(BaseModel):
     type: AttributeType
     label: str = Field(default="", max_length=200)
     options: list[str] = Field(default_factory=list, max_length=200)
+
+
+class AttributeDefinitionChange(BaseModel):
+    """What a definition's PATCH changes: the fields given. Its key and type are fixed once
+    defined (values already stored were checked against them), so a body naming either is
+    refused: define a new attribute instead."""
+
+    # Any other field refused too: a misspelt one would otherwise change nothing, quietly.
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = Field(default=None, max_length=200)
+    options: list[str] | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_and_type_are_fixed(cls, data: Any) -> Any:
+        fixed = sorted({"key", "type"} & set(data)) if isinstance(data, dict) else []
+        if fixed:
+            raise ValueError(
+                f"an attribute's {' and '.join(fixed)} cannot change once defined: "
+                "define a new attribute instead"
+            )
+        return data
 
 
 class AttributeDefinitionRead(BaseModel):

@@ -14,6 +14,7 @@ from rapport.auth.views import actor_of
 from rapport.customers import duplicates, importer, merge, notes, profile, service
 from rapport.customers.models import Customer
 from rapport.customers.schemas import (
+    AttributeDefinitionChange,
     AttributeDefinitionIn,
     AttributeDefinitionRead,
     BulkTagChanges,
@@ -71,12 +72,31 @@ def search_customers(
     db: Db,
     q: str | None = Query(default=None, max_length=320),
     tag: str | None = Query(default=None, max_length=64),
+    attribute: list[str] = Query(
+        default=[],
+        max_length=10,
+        description="``key:value``, each one holding (``plan:Pro``, ``seats:10``): the "
+        "attribute is the value or a list holding it, read in the key's defined type",
+    ),
     cursor: str | None = None,
     limit: int = Query(default=25, ge=1, le=100),
 ) -> CustomerPage:
-    """Customers by name, email, phone or any handle, and by tag; newest activity first."""
+    """Customers by name, email, phone or any handle, by tag and by custom attributes;
+    newest activity first."""
+    pairs = []
+    for given in attribute:
+        key, colon, value = given.partition(":")
+        if not colon:
+            raise Invalid(f"attribute is key:value, not {given[:70]!r}")
+        pairs.append((key, value))
     found = service.search(
-        db, workspace_id=principal.workspace_id, q=q, tag=tag, cursor=cursor, limit=limit
+        db,
+        workspace_id=principal.workspace_id,
+        q=q,
+        tag=tag,
+        attributes=pairs,
+        cursor=cursor,
+        limit=limit,
     )
     return CustomerPage(
         items=[CustomerRead.model_validate(r) for r in found.customers],
@@ -648,6 +668,40 @@ def create_definition(
         target_id=row.id,
         data={"key": row.key, "type": row.type.value},
     )
+    return AttributeDefinitionRead.model_validate(row)
+
+
+@attributes_router.patch("/{definition_id}", response_model=AttributeDefinitionRead)
+def update_definition(
+    definition_id: str,
+    principal: CurrentAdmin,
+    request: Request,
+    db: Db,
+    body: AttributeDefinitionChange | None = None,
+) -> AttributeDefinitionRead:
+    """Change a definition's label and, for a list, its allowed values (add, remove,
+    reorder); the fields given. The key and type never change (a body naming them is a
+    422): values already stored were checked against them. A value taken out of a list
+    stays on the customers who hold it, as it was; only values set from now on are
+    checked against the new list."""
+    change = body or AttributeDefinitionChange()
+    row, changes = profile.redefine(
+        db,
+        workspace_id=principal.workspace_id,
+        definition_id=definition_id,
+        label=change.label,
+        options=change.options,
+    )
+    if changes:
+        audit(
+            db,
+            workspace_id=principal.workspace_id,
+            actor=actor_of(principal, request),
+            action="attribute.change",
+            target_type="attribute_definition",
+            target_id=row.id,
+            data={"key": row.key, **changes},
+        )
     return AttributeDefinitionRead.model_validate(row)
 
 

@@ -82,24 +82,93 @@ export function read(node) {
   return text; // dates as typed: the server checks and converts them
 }
 
-// The settings page: define an attribute (a list's allowed values comma-separated), or
-// delete a definition (customers keep their values, no longer checked).
+// The settings page: define an attribute (a list's allowed values comma-separated), edit
+// a definition's label and a list's values in its row, or delete a definition (customers
+// keep their values, no longer checked).
+const splitValues = (text) => text.split(",").map((v) => v.trim()).filter(Boolean);
+
 const create = document.getElementById("attribute-create");
 create?.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const f = create.elements;
   const body = { key: f.key.value.trim(), label: f.label.value.trim(), type: f.type.value };
-  if (body.type === "list") body.options = f.options.value.split(",").map((v) => v.trim()).filter(Boolean);
+  if (body.type === "list") body.options = splitValues(f.options.value);
   try {
     await api("POST", "/api/v1/attribute-definitions", body);
     location.reload();
   } catch (e) { showError(e.message); }
 });
-document.getElementById("attribute-definitions")?.addEventListener("click", async (ev) => {
-  const button = ev.target.closest("button.delete");
-  if (!button) return;
-  const row = button.closest("tr[data-id]");
-  if (!confirm(`${button.getAttribute("aria-label")}? Customers keep their values, no longer checked.`)) return;
+
+// A row's cells as drawn before its Edit, put back by Cancel.
+const drawn = new WeakMap();
+
+function input(value, label, size) {
+  const node = document.createElement("input");
+  node.value = value;
+  node.maxLength = size;
+  node.setAttribute("aria-label", label);
+  return node;
+}
+
+function button(kind, text, label) {
+  const node = document.createElement("button");
+  node.type = "button";
+  node.className = kind;
+  node.textContent = text;
+  node.setAttribute("aria-label", label);
+  return node;
+}
+
+// The label, and a list's allowed values comma-separated, become fields; the key and the
+// type stay text, as neither changes.
+function edit(row) {
+  const { key, type } = row.dataset;
+  drawn.set(row, [...row.cells].map((cell) => cell.cloneNode(true)));
+  const [, labelCell, , optionsCell, actions] = row.cells;
+  const label = input(row.dataset.label, `Label of ${key}`, 200);
+  labelCell.replaceChildren(label);
+  if (type === "list") {
+    const options = input(JSON.parse(row.dataset.options).join(", "), `Allowed values of ${key}`, 4000);
+    options.placeholder = "any value: leave empty";
+    optionsCell.replaceChildren(options);
+  }
+  actions.replaceChildren(button("save", "Save", `Save attribute ${key}`), " ",
+    button("cancel", "Cancel", `Cancel editing ${key}`));
+  label.focus();
+}
+
+async function save(row) {
+  const body = { label: row.cells[1].querySelector("input").value.trim() };
+  const options = row.cells[3].querySelector("input");
+  if (options) {
+    const values = splitValues(options.value);
+    // Sent only when changed: a value with a comma in it (set through the API) would
+    // come back from this field as two.
+    const was = JSON.parse(row.dataset.options);
+    if (JSON.stringify(values) !== JSON.stringify(was)) body.options = values;
+  }
+  try {
+    await api("PATCH", `/api/v1/attribute-definitions/${encodeURIComponent(row.dataset.id)}`, body);
+    location.reload();
+  } catch (e) { showError(e.message); }
+}
+
+const table = document.getElementById("attribute-definitions");
+table?.addEventListener("keydown", (ev) => {
+  const row = ev.target.closest("tr[data-id]");
+  if (!row || ev.target.tagName !== "INPUT") return;
+  if (ev.key === "Enter") { ev.preventDefault(); save(row); }
+  if (ev.key === "Escape") row.replaceChildren(...drawn.get(row));
+});
+table?.addEventListener("click", async (ev) => {
+  const clicked = ev.target.closest("button");
+  const row = clicked?.closest("tr[data-id]");
+  if (!row) return;
+  if (clicked.matches(".edit")) return edit(row);
+  if (clicked.matches(".cancel")) return row.replaceChildren(...drawn.get(row));
+  if (clicked.matches(".save")) return save(row);
+  if (!clicked.matches(".delete")) return;
+  if (!confirm(`${clicked.getAttribute("aria-label")}? Customers keep their values, no longer checked.`)) return;
   try {
     await api("DELETE", `/api/v1/attribute-definitions/${encodeURIComponent(row.dataset.id)}`);
     const body = row.parentElement;
