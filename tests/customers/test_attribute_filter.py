@@ -36,7 +36,12 @@ def people(client: TestClient, world: World) -> dict[str, str]:
         "ben@example.com",
         {"plan": "Free", "seats": 3, "vip": False, "score": "42", "flag": 1},
     )
-    cat = _customer(client, world.bob, "cat@example.com", {"flag": True, "source": "Fair"})
+    cat = _customer(
+        client,
+        world.bob,
+        "cat@example.com",
+        {"flag": True, "source": "Fair", "meta": {"tier": "Pro"}, "big": 1e20, "n": 1000},
+    )
     for key, kind, options in (
         ("plan", "list", ["Free", "Pro", "Enterprise"]),
         ("seats", "number", []),
@@ -82,11 +87,15 @@ def test_customers_are_found_by_an_attribute_read_in_its_type(
     assert found(("flag", "true")) == {"cat"}  # JSON true, not the number 1
     assert found(("flag", "1")) == {"ben"}
     assert found(("nothing", "x")) == set()
+    assert found(("meta", "Pro")) == set()  # an object is never a match (SQLite walked it)
+    assert found(("big", "1e20")) == {"cat"}  # beyond 64 bits: a 500 on both databases
+    assert found(("seats", "10000000000000000000")) == set()
+    assert found(("n", "1000")) == {"cat"} and found(("n", "1_000")) == set()
     # A value outside the key's type is refused as a change would be.
     for pair, said in (
         (("seats", "many"), "seats is a number"),
         (("vip", "perhaps"), "vip is true or false"),
-        (("plan", "Gold"), "plan takes Free, Pro, Enterprise"),
+        (("note", "x" * 501), "at most 500 characters"),
         (('pl"an', "x"), "not an attribute name"),
     ):
         with pytest.raises(Invalid, match=said):
@@ -110,3 +119,30 @@ def test_the_api_finds_customers_by_attributes_each_holding(
     assert found("source:fair") == (200, {people["ann"]})  # the other workspace's never
     assert found("seats:many") == (422, "seats is a number, not 'many'")
     assert found("plan") == (422, "attribute is key:value, not 'plan'")
+
+
+def test_a_value_taken_out_of_a_list_still_finds_the_customers_who_hold_it(
+    client: TestClient, world: World, people: dict[str, str]
+) -> None:
+    # Ann holds ["Pro", "Legacy"], Legacy never allowed: refused as "plan takes Free, Pro,
+    # Enterprise", so the customers an admin must clean up could not be listed.
+    def found(value: str) -> Any:
+        r = client.get(
+            "/api/v1/customers", params={"attribute": f"plan:{value}"}, headers=auth(world.bob)
+        )
+        return r.status_code, {c["id"] for c in r.json()["items"]}
+
+    assert found("Legacy") == (200, {people["ann"]})
+    plan = next(
+        d
+        for d in client.get("/api/v1/attribute-definitions", headers=auth(world.bob)).json()
+        if d["key"] == "plan"
+    )
+    r = client.patch(
+        f"/api/v1/attribute-definitions/{plan['id']}",
+        json={"options": ["Free", "Enterprise"]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    assert found("Pro") == (200, {people["ann"]})
+    assert found("Gold") == (200, set())

@@ -370,10 +370,27 @@ def test_a_long_conversation_opens_at_its_newest_message_with_the_composer_in_vi
     expect(page.locator("#composer textarea")).to_be_focused()
     assert page.evaluate("window.scrollY") == 0  # the page did not move; the thread did not
     expect(newest).to_be_in_viewport()
-    # What arrives is drawn at the end, in view.
+    # What is sent is drawn at the end, in view.
     page.fill("#composer textarea", "one more")
     page.keyboard.press("Control+Enter")
     expect(page.locator("#messages li", has_text="one more")).to_be_in_viewport()
+    # Reading further up, what arrives is added at the end without moving the thread.
+    page.locator("#messages").evaluate("t => { t.scrollTop = 0; }")
+    oldest = page.locator("#messages li", has_text="Hello Acme")
+    expect(oldest).to_be_in_viewport()
+    live_server.http.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "late",
+            "text": "A late question",
+            "from": {"email": "customer@acme.example"},
+        },
+        headers=auth(world.bob),
+    ).raise_for_status()
+    late = page.locator("#messages li", has_text="A late question")
+    expect(late).to_be_attached()
+    expect(late).not_to_be_in_viewport()
+    expect(oldest).to_be_in_viewport()
     # A phone keeps the page's own scrolling: thread, composer, then the panel, one column.
     page.set_viewport_size({"width": 390, "height": 800})
     assert page.evaluate("document.documentElement.scrollHeight > 3 * innerHeight")

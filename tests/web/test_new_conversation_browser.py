@@ -86,8 +86,10 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     # Given to a colleague and left waiting for the customer (it was always the caller's,
     # and open).
     assignee = form.locator("select[name=assignee_id]")
-    expect(assignee.locator("option")).to_have_text(["Me", "Alice", "Nobody"])
-    assignee.select_option(label="Alice")
+    # "Me" stays so while the page follows Bob's own presence (it became "Bob · online").
+    page.wait_for_timeout(300)
+    expect(assignee.locator("option")).to_have_text(["Me", "Alice · offline", "Nobody"])
+    assignee.select_option(label="Alice · offline")
     form.locator("select[name=status]").select_option("pending")
     page.screenshot(path=str(ARTIFACTS / "new-conversation.png"), full_page=True)
     form.locator("textarea[name=text]").press("Control+Enter")

@@ -1,6 +1,7 @@
 """Customers: create, update, find by handle, resolve handles at ingest, the timeline."""
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from rapport.conversations.models import Conversation, Message, MessageKind
 from rapport.customers import identity as ident
 from rapport.customers import profile
 from rapport.customers.models import (
+    AttributeType,
     Customer,
     CustomerMerge,
     CustomerTag,
@@ -462,33 +464,47 @@ def search(
 
 
 _TRUE_FALSE = {"true": True, "false": False}
+# A number as JSON writes one (Python's float() also reads "1_000", "nan" and "inf").
+_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+MAX_ATTRIBUTE_VALUE = 500
+_INT64 = (-(2**63), 2**63 - 1)  # what both databases bind as an integer
+
+
+def _bindable(value: Any) -> Any:
+    """A number both databases take as a parameter: an integer beyond 64 bits as the float
+    JSON compares it with (SQLite and orjson refused it: a 500 for ``x:1e20``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _INT64[0] <= value <= _INT64[1] else float(value)
+    return value
 
 
 def attribute_is(db: Session, *, workspace_id: str, key: str, value: str) -> ColumnElement[bool]:
     """Customers whose attribute ``key`` is ``value``, or a list holding it ("plan is Pro"
     finds ``["Pro", "Legacy"]``). A defined key reads the value in its type (``10`` is the
     number for a number attribute, ``yes`` true for a boolean; a value outside its type is
-    refused as a change would be); any other key as written, or as the number or true/false
-    it spells. Not indexed: the newest customers are walked until a page is found."""
+    refused as a change would be), but a list's values are looked for whether or not it
+    still allows them (one taken out stays on the customers who hold it: they must be
+    found); any other key as written, or as the number or true/false it spells. An object
+    is never a match. Not indexed: the newest customers are walked until a page is found."""
     key, value = key.strip(), value.strip()
     if not key or len(key) > 64 or '"' in key or "\\" in key:
         raise Invalid(f"not an attribute name: {key[:70]!r}")
+    if len(value) > MAX_ATTRIBUTE_VALUE:
+        raise Invalid(f"a value to look for is at most {MAX_ATTRIBUTE_VALUE} characters")
     defined = {d.key: d for d in profile.definitions(db, workspace_id=workspace_id)}
     wanted: list[Any]
-    if key in defined:
-        typed = profile.coerce(defined[key], value)
-        wanted = typed if isinstance(typed, list) else [typed]
+    definition = defined.get(key)
+    if definition is not None and definition.type == AttributeType.list:
+        wanted = [v.strip() for v in value.split(",") if v.strip()]
+    elif definition is not None:
+        wanted = [profile.coerce(definition, value)]
     else:
         wanted = [value]
         if value.lower() in _TRUE_FALSE:
             wanted.append(_TRUE_FALSE[value.lower()])
-        try:
-            number = float(value)
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(number):
-                wanted.append(int(number) if number.is_integer() else number)
+        if _NUMBER.fullmatch(value) and math.isfinite(number := float(value)):
+            wanted.append(int(number) if number.is_integer() else number)
+    wanted = [_bindable(w) for w in wanted]
     if not wanted:
         raise Invalid(f"say what {key} is")
     if db.get_bind().dialect.name == "postgresql":
@@ -498,16 +514,21 @@ def attribute_is(db: Session, *, workspace_id: str, key: str, value: str) -> Col
             *(document.contains({key: w}) for w in wanted),
             *(document.contains({key: [w]}) for w in wanted),
         )
-    # SQLite: json_each walks a list's items, or yields a lone value as one row. A JSON
-    # true is the integer 1 there: told apart by its JSON type.
-    each = func.json_each(Customer.attributes, f'$."{key}"').table_valued("value", "type")
+    # SQLite: json_each walks a list's items, or yields a lone value as one row (and an
+    # object's members: not walked). A JSON true is the integer 1 there: told apart by its
+    # JSON type.
+    path = f'$."{key}"'
+    each = func.json_each(Customer.attributes, path).table_valued("value", "type")
     held = [
         each.c.type == ("true" if w else "false")
         if isinstance(w, bool)
         else and_(each.c.value == w, each.c.type.not_in(("true", "false")))
         for w in wanted
     ]
-    return exists(select(literal(1)).select_from(each).where(or_(*held)))
+    return and_(
+        func.json_type(Customer.attributes, path) != "object",
+        exists(select(literal(1)).select_from(each).where(or_(*held))),
+    )
 
 
 def add_event(db: Session, *, customer: Customer, data: EventCreate) -> Event:

@@ -355,8 +355,8 @@ async def customers_page(
     request: Request,
     q: str = Query(default="", max_length=320),
     tag: str = Query(default="", max_length=100),
-    attr: str = Query(default="", max_length=64),
-    value: str = Query(default="", max_length=500),
+    attr: str = "",  # how long each may be: said on the page (attribute_is), not a 422
+    value: str = "",
     cursor: str | None = None,
 ) -> Response:
     """Every customer of the workspace, newest activity first; by name, email, phone or any
@@ -488,11 +488,11 @@ async def customer_page(request: Request, customer_id: str) -> Response:
         # Whom it can go to: the caller first (the API's default), then each colleague.
         agents = sorted(
             (
-                u
+                (m, u)
                 for m, u in workspaces.members(db, workspace_id=ws)
                 if m.role != Role.viewer and u.id != principal.user_id
             ),
-            key=lambda u: (u.name or u.email).casefold(),
+            key=lambda mu: (mu[1].name or mu[1].email).casefold(),
         )
     return _page(
         request,

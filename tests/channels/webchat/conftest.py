@@ -1,1 +1,1 @@
-from tests.web.conftest import browser, live_server  # noqa: F401  (shared browser fixtures)
+from tests.web.conftest import browser, chromium, live_server  # noqa: F401  (shared browser fixtures)

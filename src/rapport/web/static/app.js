@@ -332,15 +332,30 @@ function setupKeys() {
 function setupListKeys(list) {
   let current = null; // the id of the conversation selected
   const rows = () => [...list.querySelectorAll(":scope > li[data-id]")];
+  // Kept in this page's history entry: back from a conversation, the list (drawn again)
+  // selects it again, and j goes on from there, not from the top. Written at most once a
+  // second, and at once when a row is opened: Safari refuses a page more than 100 writes
+  // in 30 s (Firefox 200 in 10 s), and holding j down left the keys dead.
+  let saved = null;
+  let saving = null;
+  const remember = () => {
+    clearTimeout(saving);
+    saving = null;
+    if (saved === current) return;
+    try {
+      history.replaceState({ ...(history.state || {}), selected: current }, "");
+      saved = current;
+    } catch { /* over the browser's budget: the next write */ }
+  };
+  const rememberSoon = () => { if (!saving) saving = setTimeout(remember, 1000); };
+  list.addEventListener("click", (ev) => { if (ev.target.closest("li[data-id] a")) remember(); });
   const select = (li, focus) => {
     for (const row of list.querySelectorAll(":scope > li.selected")) {
       row.classList.remove("selected");
       row.querySelector("a")?.removeAttribute("aria-current");
     }
     current = li ? li.dataset.id : null;
-    // Kept in this page's history entry: back from a conversation, the list (drawn again)
-    // selects it again, and j goes on from there, not from the top.
-    history.replaceState({ ...(history.state || {}), selected: current }, "");
+    rememberSoon();
     if (!li) return;
     li.classList.add("selected");
     const link = li.querySelector("a");
@@ -666,15 +681,20 @@ function setupConversation() {
   // Opened at the newest message (the thread scrolls on its own on a desktop), unless the
   // address names one (#m-...), which the browser brings into view itself.
   if (!location.hash) thread.scrollTop = thread.scrollHeight;
-  const add = (m) => {
+  // Once the images are in, the newest is at the end still.
+  window.addEventListener("load", () => { if (!location.hash) thread.scrollTop = thread.scrollHeight; }, { once: true });
+  const add = (m, { reveal = false } = {}) => {
     const existing = thread.querySelector(`[data-id="${m.id}"]`);
+    const atEnd = thread.scrollHeight - thread.scrollTop - thread.clientHeight < 80;
     const item = messageItem(m);
     // A status update carries no files: keep the ones shown.
     const shown = existing && existing.querySelector(".files");
     if (m.attachments === undefined && shown) item.append(shown);
     if (existing) existing.replaceWith(item);
     else thread.append(item);
-    thread.lastElementChild.scrollIntoView({ block: "end" });
+    // A new message comes into view if the agent was at the end (or sent it); an update (a
+    // delivery receipt) never moves the thread under someone reading further up.
+    if (reveal || (!existing && atEnd)) thread.lastElementChild.scrollIntoView({ block: "end" });
   };
   thread.addEventListener("click", async (ev) => {
     const button = ev.target.closest("button.send-again");
@@ -698,7 +718,7 @@ function setupConversation() {
       const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, { text, attachment_ids });
       textarea.value = "";
       attachments.clear();
-      add(m);
+      add(m, { reveal: true });
       // A note's @handle that fits several colleagues, or none, notified nobody: say so.
       const unclear = (m.ambiguous_mentions || []).map(
         (a) => `@${a.handle} (${a.members.map((p) => `${p.name || p.email} <${p.email}>`).join(", ")})`);
@@ -1258,6 +1278,7 @@ function redrawMember(event) {
       return;
     }
     const label = `${p.name || p.email} · ${p.presence || "offline"}`;
+    if (option?.dataset.fixed !== undefined) return; // "Me"
     if (option) option.textContent = label;
     else select.append(new Option(label, p.user_id));
   });
@@ -1557,6 +1578,19 @@ function setupMembers() {
 }
 
 // --- settings: business hours, automation rules, webhooks --------------------------------
+// A refusal is said under the settings menu until the admin does something else: the
+// next button or form takes it away (and says its own, if refused too). The sections a
+// menu link scrolls to stop below the menu, however tall it is with a refusal in it.
+function setupSettingsError() {
+  const error = document.getElementById("settings-error");
+  const top = document.querySelector(".settings-top");
+  if (!error || !top) return;
+  const page = top.parentElement;
+  page.addEventListener("click", (ev) => { if (ev.target.closest("button")) error.hidden = true; }, true);
+  page.addEventListener("submit", () => { error.hidden = true; }, true);
+  new ResizeObserver(() => page.style.setProperty("--settings-top", `${top.offsetHeight}px`)).observe(top);
+}
+
 function settingsFail(msg) {
   const error = document.getElementById("settings-error");
   error.textContent = msg;
@@ -2040,6 +2074,7 @@ function setupAttributeFilter() {
 setupLogin();
 setupLocalTimes();
 setupAttributeFilter();
+setupSettingsError();
 setupFilterBox();
 setupPasswordReset();
 setupInvitation();

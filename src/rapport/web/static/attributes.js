@@ -137,6 +137,12 @@ function edit(row) {
   label.focus();
 }
 
+// The row as drawn before, the focus back on its Edit (it fell to the page).
+function cancel(row) {
+  row.replaceChildren(...drawn.get(row));
+  row.querySelector("button.edit")?.focus();
+}
+
 async function save(row) {
   const body = { label: row.cells[1].querySelector("input").value.trim() };
   const options = row.cells[3].querySelector("input");
@@ -158,14 +164,14 @@ table?.addEventListener("keydown", (ev) => {
   const row = ev.target.closest("tr[data-id]");
   if (!row || ev.target.tagName !== "INPUT") return;
   if (ev.key === "Enter") { ev.preventDefault(); save(row); }
-  if (ev.key === "Escape") row.replaceChildren(...drawn.get(row));
+  if (ev.key === "Escape") cancel(row);
 });
 table?.addEventListener("click", async (ev) => {
   const clicked = ev.target.closest("button");
   const row = clicked?.closest("tr[data-id]");
   if (!row) return;
   if (clicked.matches(".edit")) return edit(row);
-  if (clicked.matches(".cancel")) return row.replaceChildren(...drawn.get(row));
+  if (clicked.matches(".cancel")) return cancel(row);
   if (clicked.matches(".save")) return save(row);
   if (!clicked.matches(".delete")) return;
   if (!confirm(`${clicked.getAttribute("aria-label")}? Customers keep their values, no longer checked.`)) return;
