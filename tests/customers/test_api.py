@@ -385,5 +385,5 @@ def test_the_timeline_is_what_passed_with_the_customer_not_the_teams_notes(
     assert not any("internal" in e["summary"] for e in items)
     sign_in(client, "bob@acme.test")
     page = client.get(f"/app/customers/{cid}").text
-    assert "We replied:</span> Your refund is on its way" in page
+    assert "We wrote:</span> Your refund is on its way" in page  # (a first message is no reply)
     assert "They wrote:" in page and "check the refund" not in page

@@ -547,3 +547,34 @@ def test_an_admin_erases_the_customers_ticked_and_each_failure_is_named(
     expect(viewer.locator("#customer-list input.pick")).to_have_count(0)
     expect(viewer.locator("#customer-bulk")).to_have_count(0)
     expect(viewer.locator("#customer-erase")).to_have_count(0)
+
+
+def test_a_customers_page_lists_a_conversation_of_theirs_that_begins_while_it_is_open(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # Their list stayed as drawn until reloaded.
+    first = world.acme.first
+    assert first is not None
+    page = signed_in(browser, live_server, "alice@acme.test", f"/app/customers/{first.customer.id}")
+    rows = page.locator("#customer-conversations > li[data-id]")
+    expect(rows).to_have_count(1)
+    page.wait_for_timeout(300)  # the stream connects
+    other = live_server.http.post(
+        "/api/v1/inboxes", json={"name": "Shop", "channel": "api"}, headers=auth(world.alice)
+    ).json()
+    r = live_server.http.post(
+        f"/api/v1/inboxes/{other['id']}/messages",
+        json={
+            "external_id": "shop-1",
+            "text": "From the shop",
+            "from": {"email": first.customer.email},
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    started = page.locator(f'#customer-conversations > li[data-id="{r.json()["conversation_id"]}"]')
+    expect(started).to_contain_text("Shop")
+    expect(started).to_contain_text("From the shop")
+    expect(rows).to_have_count(2)

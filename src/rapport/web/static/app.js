@@ -1573,7 +1573,29 @@ function setupMembers() {
     }
     connectStream((event) => { setupNotifications(event); redrawMember(event); });
   } else if (document.querySelector(".customer-page")) {
-    connectStream((event) => { setupNotifications(event); redrawMember(event); });
+    const list = document.getElementById("customer-conversations");
+    const customer = document.getElementById("panel-extra")?.dataset.customer;
+    // Their conversations follow the stream: one a colleague starts, a status, an agent or
+    // a message changed is drawn from the page as the server draws it now, at most every
+    // half second (a burst of events is one fetch).
+    let pending = null;
+    const redraw = () => {
+      pending ||= setTimeout(async () => {
+        let fresh = null;
+        try { fresh = (await pageNow())?.getElementById("customer-conversations"); } catch { /* offline a moment */ }
+        pending = null;
+        if (fresh && list) list.replaceChildren(...fresh.children);
+      }, 500);
+    };
+    connectStream((event) => {
+      setupNotifications(event);
+      redrawMember(event);
+      const p = event.payload || {};
+      const theirs = event.type.startsWith("conversation.")
+        ? p.customer_id === customer
+        : event.type === "message.created" && list?.querySelector(`li[data-id="${CSS.escape(p.conversation_id || "")}"]`);
+      if (theirs) redraw();
+    });
   }
 }
 
