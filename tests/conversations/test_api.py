@@ -366,14 +366,15 @@ def test_a_field_left_out_keeps_what_a_colleague_committed_after_it_was_read(
     bob = world.acme.users["bob"].id
     team = client.post("/api/v1/teams", json={"name": "Billing"}, headers=auth(world.alice))
     team_id = team.json()["id"]
-    real_lock = views.lock_row
+    real_hold = views._held_afresh
 
-    def colleague_first(db, model, row_id):  # type: ignore[no-untyped-def]
+    def colleague_first(db, rows):  # type: ignore[no-untyped-def]
         with database.session() as other:  # commits as it closes
-            other.get(Conversation, row_id).team_id = team_id
-        real_lock(db, model, row_id)
+            for conv in rows:
+                other.get(Conversation, conv.id).team_id = team_id
+        real_hold(db, rows)
 
-    monkeypatch.setattr(views, "lock_row", colleague_first)
+    monkeypatch.setattr(views, "_held_afresh", colleague_first)
     if path == "one":
         url, body = f"/api/v1/conversations/{conv}/assign", {"assignee_id": bob}
     else:

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, UploadFile
 from pydantic import AfterValidator
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db, ReadDb
@@ -54,7 +55,7 @@ from rapport.conversations.schemas import (
     UploadRead,
 )
 from rapport.customers import service as customers
-from rapport.db import as_utc, lock_row
+from rapport.db import as_utc
 from rapport.privacy.service import audit
 from rapport.problems import Invalid, NotFound
 from rapport.storage import LocalStorage
@@ -152,10 +153,13 @@ def _held_afresh(db: Session, rows: list[Conversation]) -> None:
     meanwhile is what a field left out keeps (and what the answer, its event and its audit
     entry say), not what was read before it. Held in the order of their ids, so two bulk
     changes over the same conversations never wait on each other in a circle."""
-    for conversation_id in sorted(c.id for c in rows):
-        lock_row(db, Conversation, conversation_id)
-    for conv in rows:
-        db.refresh(conv)
+    db.execute(
+        select(Conversation)
+        .where(Conversation.id.in_([c.id for c in rows]))
+        .order_by(Conversation.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).all()
 
 
 def _given(body: AssignIn | BulkIn, conv: Conversation) -> tuple[str | None, str | None]:
