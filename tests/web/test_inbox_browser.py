@@ -302,3 +302,44 @@ def test_the_inbox_list_is_worked_from_the_keyboard(
         page.keyboard.press("j")
     expect(selected).to_have_attribute("data-id", rows.last.get_attribute("data-id"))  # type: ignore[arg-type]
     assert page.evaluate("window.writes") <= 2
+
+
+def test_from_a_conversation_opened_in_the_inbox_j_and_k_go_through_the_list_and_u_back(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # Working a queue meant going back to the inbox between each conversation.
+    for n in range(3):
+        inbound(client, world, f"q{n}", f"q{n}@example.com")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
+    rows = page.locator("#conversation-list > li[data-id]")
+    expect(rows).to_have_count(4)  # the world's own too
+    ids = [rows.nth(i).get_attribute("data-id") for i in range(4)]
+    page.keyboard.press("j")
+    page.keyboard.press("o")
+    page.wait_for_url(f"**/app/conversations/{ids[0]}")
+    expect(page.locator("#queue-place")).to_have_text("1 of 4 in the list")
+    page.keyboard.press("k")  # nothing before the first
+    page.keyboard.press("j")
+    page.wait_for_url(f"**/app/conversations/{ids[1]}")
+    page.keyboard.press("j")
+    page.wait_for_url(f"**/app/conversations/{ids[2]}")
+    expect(page.locator("#queue-place")).to_have_text("3 of 4 in the list")
+    page.keyboard.press("k")
+    page.wait_for_url(f"**/app/conversations/{ids[1]}")
+    # Typed in the composer, a j is a letter.
+    page.locator("#composer textarea").type("jk")
+    assert page.url.endswith(f"/app/conversations/{ids[1]}")
+    page.keyboard.press("Escape")
+    page.keyboard.press("u")
+    page.wait_for_url("**/app/inbox?view=all")
+    # One not in that list (begun since) has no place in it, and j does nothing there.
+    later = inbound(client, world, "q-later", "q-later@example.com")
+    page.goto(f"{live_server.url}/app/conversations/{later}")
+    page.wait_for_selector("#composer")
+    expect(page.locator("#queue-place")).to_be_hidden()
+    page.keyboard.press("j")
+    page.wait_for_timeout(300)
+    assert page.url.endswith(f"/app/conversations/{later}")

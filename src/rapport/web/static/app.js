@@ -329,6 +329,30 @@ function setupKeys() {
 // The inbox's list from the keyboard: j/k (and the arrows, within the list) move the
 // selection, Enter or o opens it. The selection is the focus itself, on the row's link, so a
 // screen reader says which conversation it is and Tab goes on from there.
+const QUEUE = "rapport.queue";
+
+// On a conversation opened from the inbox: j / k open the next / previous conversation of
+// that list (as it was when this one was opened), u goes back to the list.
+function setupQueueKeys(id) {
+  let queue = null;
+  try { queue = JSON.parse(sessionStorage.getItem(QUEUE) || "null"); } catch { /* none */ }
+  const at = queue && Array.isArray(queue.ids) ? queue.ids.indexOf(id) : -1;
+  if (at < 0) return;
+  const go = (by) => {
+    const next = queue.ids[at + by];
+    if (!next) return false; // the list's end: the key does nothing
+    location.assign(`/app/conversations/${encodeURIComponent(next)}`);
+  };
+  pageKeys.j = () => go(1);
+  pageKeys.k = () => go(-1);
+  pageKeys.u = () => { location.assign(queue.from); };
+  const where = document.getElementById("queue-place");
+  if (where) {
+    where.textContent = `${at + 1} of ${queue.ids.length} in the list`;
+    where.hidden = false;
+  }
+}
+
 function setupListKeys(list) {
   let current = null; // the id of the conversation selected
   const rows = () => [...list.querySelectorAll(":scope > li[data-id]")];
@@ -348,7 +372,14 @@ function setupListKeys(list) {
     } catch { /* over the browser's budget: the next write */ }
   };
   const rememberSoon = () => { if (!saving) saving = setTimeout(remember, 1000); };
-  list.addEventListener("click", (ev) => { if (ev.target.closest("li[data-id] a")) remember(); });
+  list.addEventListener("click", (ev) => {
+    if (!ev.target.closest("li[data-id] a")) return;
+    remember();
+    // The list opened from, for the conversation page's j / k / u (this tab only).
+    try {
+      sessionStorage.setItem(QUEUE, JSON.stringify({ ids: rows().map((li) => li.dataset.id), from: location.pathname + location.search }));
+    } catch { /* storage off: those keys do nothing */ }
+  });
   const select = (li, focus) => {
     for (const row of list.querySelectorAll(":scope > li.selected")) {
       row.classList.remove("selected");
@@ -805,6 +836,7 @@ function setupConversation() {
   };
   pageKeys.r = () => compose("reply");
   pageKeys.n = () => compose("note");
+  setupQueueKeys(id);
   pageKeys.e = () => {
     const resolve = document.getElementById("resolve");
     if (resolve.hidden) return false; // resolved already
