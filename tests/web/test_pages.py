@@ -600,9 +600,18 @@ def test_the_customers_page_finds_customers_by_a_custom_attribute(
             json={"key": key, "label": key.title(), "type": kind, "options": options},
             headers=auth(world.alice),
         ).raise_for_status()
+    pro = client.get("/api/v1/customers", params={"q": "pro@example.com"}, headers=auth(world.bob))
+    client.put(
+        f"/api/v1/customers/{pro.json()['items'][0]['id']}/tags",
+        json={"tags": ["vip", "gold-tier"]},
+        headers=auth(world.bob),
+    ).raise_for_status()
     sign_in(client, "bob@acme.test")
     page = client.get("/app/customers", params={"attr": "plan", "value": "Pro"}).text
     assert "pro@example.com" in page and "free@example.com" not in page
+    # Each row's tags, each a link to the customers carrying it.
+    assert '<a class="tag" href="/app/customers?tag=gold-tier">gold-tier</a>' in page
+    assert '<a class="tag" href="/app/customers?tag=vip">vip</a>' in page
     assert (
         '<option value="plan" data-type="list" data-options="Free\nPro" selected>Plan</option>'
         in page

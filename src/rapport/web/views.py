@@ -37,7 +37,7 @@ from rapport.conversations.models import (
 from rapport.crypto import box_for
 from rapport.customers import duplicates, merge, profile
 from rapport.customers import service as customers
-from rapport.customers.models import AttributeType, Customer, Identity
+from rapport.customers.models import AttributeType, Customer, CustomerTag, Identity
 from rapport.db import utcnow
 from rapport.notifications import service as notifications
 from rapport.problems import Forbidden, Invalid, NotFound, Problem
@@ -382,6 +382,7 @@ async def customers_page(
         except Invalid as exc:  # "seats is a number, not 'many'": said above an empty list
             refused, found = exc.detail, customers.Found([], None)
         channels = _channels_of(db, principal.workspace_id, [c.id for c in found.customers])
+        tags = _tags_of(db, principal.workspace_id, [c.id for c in found.customers])
         pending = len(duplicates.pending(db, workspace_id=principal.workspace_id, limit=100))
     chosen = {"q": q, "tag": tag, "attr": attr if pairs else "", "value": value if pairs else ""}
     more = urlencode({k: v for k, v in {**chosen, "cursor": found.next_cursor}.items() if v})
@@ -397,6 +398,7 @@ async def customers_page(
         refused=refused,
         found=found.customers,
         channels=channels,
+        tags=tags,
         duplicates=pending,
         truncated=found.truncated,
         next_cursor=found.next_cursor,
@@ -414,6 +416,18 @@ def _channels_of(db: Db, workspace_id: str, ids: list[str]) -> dict[str, list[st
     ):
         kinds[customer_id].add(kind.value)
     return {cid: sorted(k) for cid, k in kinds.items()}
+
+
+def _tags_of(db: Db, workspace_id: str, ids: list[str]) -> dict[str, list[str]]:
+    """The tags of each of these customers, alphabetical (a column of the customer table)."""
+    tags: dict[str, list[str]] = {c: [] for c in ids}
+    for customer_id, tag in db.execute(
+        select(CustomerTag.customer_id, CustomerTag.tag)
+        .where(CustomerTag.workspace_id == workspace_id, CustomerTag.customer_id.in_(ids))
+        .order_by(CustomerTag.tag)
+    ):
+        tags[customer_id].append(tag)
+    return tags
 
 
 @router.get("/app/customers/duplicates", response_class=HTMLResponse)
@@ -777,6 +791,7 @@ async def search_page(request: Request, q: str = Query(default="", max_length=32
                 of=inboxes.list_inboxes(db, workspace_id=ws),
             )
             shown["channels"] = _channels_of(db, ws, [c.id for c in hits.customers])
+            shown["tags"] = _tags_of(db, ws, [c.id for c in hits.customers])
             # Each conversation found by its text shows the message that matched.
             shown["previews"].update(conversations.previews_of_hits(hits.matched, q))
     return _page(
