@@ -59,15 +59,22 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
 ) -> None:
     customer = make_customer(client, world.bob, name="Dana Scully", email="dana@example.org")
     api_inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    client.patch(
+        f"/api/v1/inboxes/{api_inbox}", json={"auto_assign": True}, headers=auth(world.alice)
+    ).raise_for_status()
     page = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{customer}")
     page.click("#new-conversation summary")
     form = page.locator("#new-conversation-form")
     expect(form).to_be_visible()
-    # The subject is an email's: asked for through the email inbox only.
+    # The subject is an email's: asked for through the email inbox only. Nobody, through
+    # an inbox that assigns by itself, is an agent it picks: said.
+    nobody = form.locator("option.nobody")
     form.locator("select[name=inbox_id]").select_option(api_inbox)
     expect(form.locator("input[name=subject]")).to_be_hidden()
+    expect(nobody).to_have_text("Nobody: the inbox assigns an agent")
     form.locator("select[name=inbox_id]").select_option(mail_inbox)
     expect(form.locator("input[name=subject]")).to_be_visible()
+    expect(nobody).to_have_text("Nobody")
 
     # Refused after the page was drawn (the inbox disabled meanwhile): said, nothing sent.
     r = client.patch(

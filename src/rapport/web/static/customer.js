@@ -10,9 +10,13 @@ if (form) {
   const inbox = form.elements.inbox_id;
   const subject = form.querySelector("label.subject");
   // A subject is an email's: asked for when the message goes by email.
+  const nobody = form.querySelector("option.nobody");
   const follow = () => {
-    subject.hidden = inbox.selectedOptions[0]?.dataset.channel !== "email";
+    const chosen = inbox.selectedOptions[0];
+    subject.hidden = chosen?.dataset.channel !== "email";
     form.elements.subject.required = !subject.hidden; // an email needs one
+    // Given to nobody, an inbox that assigns by itself gives it to an agent at once.
+    nobody.textContent = chosen?.dataset.autoAssign !== undefined ? "Nobody: the inbox assigns an agent" : "Nobody";
   };
   inbox.addEventListener("change", follow);
   follow();
