@@ -401,6 +401,11 @@ def test_an_agent_tags_the_customers_ticked_on_the_customers_page(
     expect(page.locator("#customer-bulk-said")).to_have_text("Tagged 2 customers.")
     tagged = client.get("/api/v1/customers", params={"tag": "spring sale"}, headers=auth(world.bob))
     assert sorted(c["id"] for c in tagged.json()["items"]) == sorted(ids[:2])
+    # The Tags column says so, the two still ticked for what comes next.
+    for cid in ids:
+        cell = page.locator(f'#customer-list tr[data-customer="{cid}"] td.tags')
+        expect(cell).to_have_text("spring sale" if cid in ids[:2] else "")
+    expect(page.locator("#customer-bulk-count")).to_have_text("2 selected")
     # Every one shown, then the tag taken off them all.
     page.check("#customer-list input.pick-all")
     expect(page.locator("#customer-bulk-count")).to_have_text("3 selected")
@@ -408,6 +413,7 @@ def test_an_agent_tags_the_customers_ticked_on_the_customers_page(
     expect(page.locator("#customer-bulk-said")).to_have_text("Untagged 3 customers.")
     left = client.get("/api/v1/customers", params={"tag": "spring sale"}, headers=auth(world.bob))
     assert left.json()["items"] == []
+    expect(page.locator("#customer-list td.tags", has_text="spring sale")).to_have_count(0)
 
 
 def test_an_agent_merges_two_customers_ticked_keeping_the_one_she_chose(
@@ -578,3 +584,15 @@ def test_a_customers_page_lists_a_conversation_of_theirs_that_begins_while_it_is
     expect(started).to_contain_text("Shop")
     expect(started).to_contain_text("From the shop")
     expect(rows).to_have_count(2)
+    # Another record merged into them by a colleague: its conversations come too.
+    other_customer = live_server.http.post(
+        f"/api/v1/inboxes/{other['id']}/messages",
+        json={"external_id": "shop-2", "text": "Other me", "from": {"email": "second@example.com"}},
+        headers=auth(world.bob),
+    ).json()
+    live_server.http.post(
+        f"/api/v1/customers/{first.customer.id}/merge",
+        json={"merged_id": other_customer["customer_id"], "reason": "same person"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    expect(rows).to_have_count(3)

@@ -331,10 +331,29 @@ def test_from_a_conversation_opened_in_the_inbox_j_and_k_go_through_the_list_and
     page.wait_for_url(f"**/app/conversations/{ids[1]}")
     # Typed in the composer, a j is a letter.
     page.locator("#composer textarea").type("jk")
+    expect(page.locator("#composer textarea")).to_have_value("jk")
+    page.wait_for_timeout(300)
     assert page.url.endswith(f"/app/conversations/{ids[1]}")
+    # A reply not sent is not lost to a key: asked first (dismissed here), the page stays.
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.keyboard.press("Escape")
+    page.keyboard.press("u")
+    page.wait_for_timeout(300)
+    assert asked == ["Leave this conversation? What you wrote is not sent."]
+    assert page.url.endswith(f"/app/conversations/{ids[1]}")
+    expect(page.locator("#queue-place")).to_have_text("2 of 4 in the list")
+    page.locator("#composer textarea").fill("")
     page.keyboard.press("Escape")
     page.keyboard.press("u")
     page.wait_for_url("**/app/inbox?view=all")
+    # Back on the list, the conversation left is selected.
+    selected = page.locator("#conversation-list > li.selected")
+    expect(selected).to_have_attribute("data-id", ids[1])  # type: ignore[arg-type]
+    # One reached another way (its address), though in that list, has no place in it.
+    page.goto(f"{live_server.url}/app/conversations/{ids[2]}")
+    page.wait_for_selector("#composer")
+    expect(page.locator("#queue-place")).to_be_hidden()
     # One not in that list (begun since) has no place in it, and j does nothing there.
     later = inbound(client, world, "q-later", "q-later@example.com")
     page.goto(f"{live_server.url}/app/conversations/{later}")

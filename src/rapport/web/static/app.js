@@ -330,22 +330,34 @@ function setupKeys() {
 // selection, Enter or o opens it. The selection is the focus itself, on the row's link, so a
 // screen reader says which conversation it is and Tab goes on from there.
 const QUEUE = "rapport.queue";
+const SELECT = "rapport.select"; // the conversation u came back from, to select in the list
 
 // On a conversation opened from the inbox: j / k open the next / previous conversation of
-// that list (as it was when this one was opened), u goes back to the list.
-function setupQueueKeys(id) {
+// that list (as it was when this one was opened), u goes back to the list, the one left
+// selected there. Only on the conversation opened from it, or reached by j / k: one reached
+// another way (a link, the customer's page) has no place in an old list. Never with a
+// reply or files not sent: they would be lost.
+function setupQueueKeys(id, unsent) {
   let queue = null;
   try { queue = JSON.parse(sessionStorage.getItem(QUEUE) || "null"); } catch { /* none */ }
-  const at = queue && Array.isArray(queue.ids) ? queue.ids.indexOf(id) : -1;
+  const at = queue && queue.opened === id && Array.isArray(queue.ids) ? queue.ids.indexOf(id) : -1;
   if (at < 0) return;
+  const leave = (to, opened) => {
+    if (unsent() && !confirm("Leave this conversation? What you wrote is not sent.")) return;
+    try { sessionStorage.setItem(QUEUE, JSON.stringify({ ...queue, opened })); } catch { /* off */ }
+    location.assign(to);
+  };
   const go = (by) => {
     const next = queue.ids[at + by];
     if (!next) return false; // the list's end: the key does nothing
-    location.assign(`/app/conversations/${encodeURIComponent(next)}`);
+    leave(`/app/conversations/${encodeURIComponent(next)}`, next);
   };
   pageKeys.j = () => go(1);
   pageKeys.k = () => go(-1);
-  pageKeys.u = () => { location.assign(queue.from); };
+  pageKeys.u = () => {
+    try { sessionStorage.setItem(SELECT, id); } catch { /* off */ }
+    leave(queue.from, null);
+  };
   const where = document.getElementById("queue-place");
   if (where) {
     where.textContent = `${at + 1} of ${queue.ids.length} in the list`;
@@ -377,7 +389,8 @@ function setupListKeys(list) {
     remember();
     // The list opened from, for the conversation page's j / k / u (this tab only).
     try {
-      sessionStorage.setItem(QUEUE, JSON.stringify({ ids: rows().map((li) => li.dataset.id), from: location.pathname + location.search }));
+      const opened = ev.target.closest("li[data-id]").dataset.id;
+      sessionStorage.setItem(QUEUE, JSON.stringify({ ids: rows().map((li) => li.dataset.id), from: location.pathname + location.search, opened }));
     } catch { /* storage off: those keys do nothing */ }
   });
   const select = (li, focus) => {
@@ -410,7 +423,9 @@ function setupListKeys(list) {
     if (li) select(li, false);
   });
   const inList = () => list.contains(document.activeElement);
-  const before = history.state && history.state.selected;
+  let left = null;
+  try { left = sessionStorage.getItem(SELECT); sessionStorage.removeItem(SELECT); } catch { /* off */ }
+  const before = (history.state && history.state.selected) || left;
   const again = before && rows().find((row) => row.dataset.id === before);
   if (again) select(again, true);
   Object.assign(pageKeys, {
@@ -836,7 +851,7 @@ function setupConversation() {
   };
   pageKeys.r = () => compose("reply");
   pageKeys.n = () => compose("note");
-  setupQueueKeys(id);
+  setupQueueKeys(id, () => textarea.value.trim() !== "" || document.querySelector("#attached li") !== null);
   pageKeys.e = () => {
     const resolve = document.getElementById("resolve");
     if (resolve.hidden) return false; // resolved already
@@ -1507,7 +1522,8 @@ function setupCustomerBulk() {
   // The list as the server draws it now (those merged or erased gone from it, and the
   // count of possible duplicates with them), nothing ticked; if the page does not answer,
   // the rows gone are taken out here.
-  const redraw = async (gone) => {
+  const redraw = async (gone, { keep = false } = {}) => {
+    const held = new Set(keep ? picked() : []); // still ticked after a tag change
     let now = null;
     try { now = await pageNow(); } catch { /* offline a moment */ }
     const fresh = now?.getElementById("customer-list");
@@ -1515,7 +1531,7 @@ function setupCustomerBulk() {
     if (hint) document.getElementById("duplicates-hint")?.replaceWith(hint);
     if (fresh) table.replaceChildren(...fresh.children);
     else for (const tr of table.querySelectorAll("tr[data-customer]")) if (gone.includes(tr.dataset.customer)) tr.remove();
-    for (const box of table.querySelectorAll("input.pick, input.pick-all")) box.checked = false;
+    for (const box of table.querySelectorAll("input.pick, input.pick-all")) box.checked = held.has(box.value);
     update();
   };
   table.addEventListener("change", (ev) => {
@@ -1535,6 +1551,7 @@ function setupCustomerBulk() {
         customer_ids: ids, add: adding ? [tag] : [], remove: adding ? [] : [tag],
       });
       said.textContent = `${adding ? "Tagged" : "Untagged"} ${plural(out.changed)}.`;
+      await redraw([], { keep: true }); // the Tags column says it too
     } catch (e) { showError(e.message); }
   });
   merging.addEventListener("submit", async (ev) => {
@@ -1608,24 +1625,36 @@ function setupMembers() {
     const list = document.getElementById("customer-conversations");
     const customer = document.getElementById("panel-extra")?.dataset.customer;
     // Their conversations follow the stream: one a colleague starts, a status, an agent or
-    // a message changed is drawn from the page as the server draws it now, at most every
-    // half second (a burst of events is one fetch).
+    // a message changed, a merge of theirs, is drawn from the page as the server draws it
+    // now, at most every half second (a burst of events is one fetch; one that comes while
+    // a fetch runs, another after it). Merged into another, the page becomes the survivor's.
     let pending = null;
+    let again = false;
     const redraw = () => {
-      pending ||= setTimeout(async () => {
-        let fresh = null;
-        try { fresh = (await pageNow())?.getElementById("customer-conversations"); } catch { /* offline a moment */ }
+      if (pending) { again = true; return; }
+      pending = setTimeout(async () => {
+        let now = null;
+        try { now = await pageNow(); } catch { /* offline a moment */ }
         pending = null;
+        const fresh = now?.getElementById("customer-conversations");
         if (fresh && list) list.replaceChildren(...fresh.children);
+        if (again) { again = false; redraw(); }
       }, 500);
     };
+    const listed = (cid) => cid && list?.querySelector(`li[data-id="${CSS.escape(cid)}"]`);
     connectStream((event) => {
       setupNotifications(event);
       redrawMember(event);
       const p = event.payload || {};
-      const theirs = event.type.startsWith("conversation.")
-        ? p.customer_id === customer
-        : event.type === "message.created" && list?.querySelector(`li[data-id="${CSS.escape(p.conversation_id || "")}"]`);
+      if (event.type === "customer.merged" && p.merged_id === customer) {
+        location.reload(); // its page is now the survivor's
+        return;
+      }
+      const theirs =
+        event.type === "conversation.merged" ? listed(p.id) || listed(p.merged_id)
+        : event.type.startsWith("conversation.") ? p.customer_id === customer
+        : event.type === "customer.merged" || event.type === "customer.unmerged" ? p.survivor_id === customer || p.merged_id === customer
+        : event.type === "message.created" && listed(p.conversation_id);
       if (theirs) redraw();
     });
   }
