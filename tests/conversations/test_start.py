@@ -328,3 +328,31 @@ def test_webhooks_hear_of_a_started_conversation_and_rules_for_new_ones_do_not_r
         assert db.scalar(select(func.count()).select_from(Job).where(Job.name == "automation")) == 0
     Worker(database, settings).run_until_idle(max_jobs=20)
     assert client.get(f"/api/v1/conversations/{conv}", headers=admin).json()["labels"] == []
+
+
+def test_a_conversation_is_started_in_the_inbox_s_team_another_or_none(
+    client: TestClient, world: World
+) -> None:
+    # It always went to the inbox's team: one for another team took a second step.
+    kim = customer(client, world.bob, name="Kim", phone="+14155550124")
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    support, billing = (
+        client.post("/api/v1/teams", json={"name": n}, headers=auth(world.alice)).json()["id"]
+        for n in ("Support", "Billing")
+    )
+    client.patch(
+        f"/api/v1/inboxes/{inbox}", json={"team_id": support}, headers=auth(world.alice)
+    ).raise_for_status()
+    for given, held in (({}, support), ({"team_id": billing}, billing), ({"team_id": None}, None)):
+        r = start(client, world.bob, customer_id=kim, inbox_id=inbox, text="Hi", **given)
+        assert r.status_code == 201, r.text
+        assert r.json()["team_id"] == held
+    # Another workspace's team is not found, and nothing is stored.
+    theirs = client.post(
+        "/api/v1/teams", json={"name": "Theirs"}, headers=auth(world.mallory)
+    ).json()["id"]
+    before = client.get("/api/v1/conversations", headers=auth(world.bob)).json()["items"]
+    r = start(client, world.bob, customer_id=kim, inbox_id=inbox, text="Hi", team_id=theirs)
+    assert r.status_code == 404 and r.json()["detail"].startswith("team")
+    after = client.get("/api/v1/conversations", headers=auth(world.bob)).json()["items"]
+    assert len(after) == len(before)

@@ -59,8 +59,11 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
 ) -> None:
     customer = make_customer(client, world.bob, name="Dana Scully", email="dana@example.org")
     api_inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    billing = client.post("/api/v1/teams", json={"name": "Billing"}, headers=auth(world.alice))
     client.patch(
-        f"/api/v1/inboxes/{api_inbox}", json={"auto_assign": True}, headers=auth(world.alice)
+        f"/api/v1/inboxes/{api_inbox}",
+        json={"auto_assign": True, "team_id": billing.json()["id"]},
+        headers=auth(world.alice),
     ).raise_for_status()
     page = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{customer}")
     page.click("#new-conversation summary")
@@ -72,9 +75,12 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     form.locator("select[name=inbox_id]").select_option(api_inbox)
     expect(form.locator("input[name=subject]")).to_be_hidden()
     expect(nobody).to_have_text("Nobody: the inbox assigns an agent")
+    team = form.locator("select[name=team_id]")
+    expect(team.locator("option").first).to_have_text("The inbox's (Billing)")
     form.locator("select[name=inbox_id]").select_option(mail_inbox)
     expect(form.locator("input[name=subject]")).to_be_visible()
     expect(nobody).to_have_text("Nobody")
+    expect(team.locator("option").first).to_have_text("The inbox's (none)")
 
     # Refused after the page was drawn (the inbox disabled meanwhile): said, nothing sent.
     r = client.patch(
@@ -98,6 +104,7 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     expect(assignee.locator("option")).to_have_text(["Me", "Alice · offline", "Nobody"])
     assignee.select_option(label="Alice · offline")
     form.locator("select[name=status]").select_option("pending")
+    team.select_option(label="Billing")  # not the mail inbox's (it has none)
     page.screenshot(path=str(ARTIFACTS / "new-conversation.png"), full_page=True)
     form.locator("textarea[name=text]").press("Control+Enter")
     page.wait_for_url("**/app/conversations/*")
@@ -110,6 +117,7 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     assert started["customer_id"] == customer and started["inbox_id"] == mail_inbox
     assert started["assignee_id"] == world.acme.users["alice"].id
     assert started["status"] == "pending"
+    assert started["team_id"] == billing.json()["id"]
     # The server's worker sends it: the mail arrives, under its subject.
     deadline = time.monotonic() + 20
     while not outbox[0].messages and time.monotonic() < deadline:

@@ -158,6 +158,10 @@ class ConversationStart(BaseModel):
         description="a member to give it to; absent: the caller; null: nobody (auto-assignment "
         "offers it, in an inbox that assigns automatically)",
     )
+    team_id: str | None = Field(
+        default=None,
+        description="a team of the workspace; absent: the inbox's team; null: no team",
+    )
     status: Literal["open", "pending", "resolved"] = Field(
         default="open",
         description="once the message is queued: open, pending (the customer has the next "

@@ -797,10 +797,12 @@ def start(
     html: str | None = None,
     subject: str = "",
     assignee_id: str | None,
+    team_id: str | None = None,
     status: Status = Status.open,
 ) -> tuple[Conversation, Message]:
-    """Write to a customer first: a conversation through ``inbox`` (its team the inbox's),
-    given to ``assignee_id`` (None: nobody, and auto-assignment offers it), and its first
+    """Write to a customer first: a conversation through ``inbox`` in team ``team_id``
+    (the caller passes the inbox's when none is chosen; None: no team), given to
+    ``assignee_id`` (None: nobody, and auto-assignment offers it), and its first
     message, queued as a reply is (``reply``: the message and its ``deliver`` job), all in
     the caller's transaction. Refused, with nothing stored, for ``start_refusal``'s
     reasons. ``status``: pending (the customer has the next move) or resolved (a one-off
@@ -812,6 +814,10 @@ def start(
     if inbox.channel == "email" and not subject.strip():
         # It would reach them as "Your conversation with us [#...]", said by nobody.
         raise Invalid("subject: an email needs a subject")
+    if team_id is not None and team_id != inbox.team_id:
+        ws = customer.workspace_id
+        if db.scalar(select(Team.id).where(Team.workspace_id == ws, Team.id == team_id)) is None:
+            raise NotFound("team")
     now = utcnow()
     conv = Conversation(
         workspace_id=customer.workspace_id,
@@ -820,7 +826,7 @@ def start(
         subject=subject.strip()[:500],
         status=Status.open,
         priority=Priority.none,
-        team_id=inbox.team_id,
+        team_id=team_id,
         messages_count=0,
         last_activity_at=now,
         created_at=now,

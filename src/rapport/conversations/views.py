@@ -220,7 +220,7 @@ def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> Bul
     status_code=201,
     responses={
         403: {"description": "A viewer: only agents, admins and owners write"},
-        404: {"description": "No such customer, inbox or assignee in your workspace"},
+        404: {"description": "No such customer, inbox, assignee or team in your workspace"},
         409: {
             "description": "The customer opted out of the inbox's channel: type "
             ".../problems/no-consent; nothing stored",
@@ -253,6 +253,7 @@ def start(
         html=body.html,
         subject=body.subject,
         assignee_id=body.assignee_id if given else principal.user_id,
+        team_id=body.team_id if "team_id" in body.model_fields_set else inbox.team_id,
         status=Status(body.status),
     )
     audit(

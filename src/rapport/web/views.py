@@ -508,12 +508,14 @@ async def customer_page(request: Request, customer_id: str) -> Response:
             ),
             key=lambda mu: (mu[1].name or mu[1].email).casefold(),
         )
+        teams = [t for t, _ in workspaces.teams(db, workspace_id=ws)]
     return _page(
         request,
         "customer.html",
         principal,
         reach=reach,
         agents=agents,
+        teams=teams,
         merged_in=merged_in,
         conversation=None,
         conversations=rows,

@@ -11,12 +11,14 @@ if (form) {
   const subject = form.querySelector("label.subject");
   // A subject is an email's: asked for when the message goes by email.
   const nobody = form.querySelector("option.nobody");
+  const inboxTeam = form.querySelector("option.inbox-team"); // none when the workspace has no team
   const follow = () => {
     const chosen = inbox.selectedOptions[0];
     subject.hidden = chosen?.dataset.channel !== "email";
     form.elements.subject.required = !subject.hidden; // an email needs one
     // Given to nobody, an inbox that assigns by itself gives it to an agent at once.
     nobody.textContent = chosen?.dataset.autoAssign !== undefined ? "Nobody: the inbox assigns an agent" : "Nobody";
+    if (inboxTeam) inboxTeam.textContent = chosen?.dataset.team ? `The inbox's (${chosen.dataset.team})` : "The inbox's (none)";
   };
   inbox.addEventListener("change", follow);
   follow();
@@ -36,6 +38,9 @@ if (form) {
       assignee_id: form.elements.assignee_id.value || null, // "Nobody": null, not the caller
       status: form.elements.status.value,
     };
+    // The inbox's team unless another (or none) is chosen: left out, the API takes it.
+    const team = form.elements.team_id?.value;
+    if (team) body.team_id = team === "none" ? null : team;
     const about = form.elements.subject.value.trim();
     if (!subject.hidden && about) body.subject = about;
     button.disabled = true; // one click, one conversation
