@@ -112,7 +112,7 @@ def test_each_conversation_shows_its_last_message(client: TestClient, world: Wor
     opened = client.get(f"/app/conversations/{titled}").text
     assert '<p class="subject">Invoice &lt;#1077&gt;</p>' in opened
     # Our reply (whitespace folded, markup as text), not the note after it.
-    assert '<span class="by">Replied:</span> Your parcel left &lt;b&gt;today&lt;/b&gt;.' in page
+    assert '<span class="by">We wrote:</span> Your parcel left &lt;b&gt;today&lt;/b&gt;.' in page
     assert "do not show" not in page
     assert '<span class="preview">hello pv2</span>' in page and waiting in page
 
