@@ -584,6 +584,7 @@ def test_a_customers_page_lists_a_conversation_of_theirs_that_begins_while_it_is
     expect(started).to_contain_text("Shop")
     expect(started).to_contain_text("From the shop")
     expect(rows).to_have_count(2)
+    expect(page.locator("#timeline")).to_contain_text("They wrote: From the shop")
     # Another record merged into them by a colleague: its conversations come too.
     other_customer = live_server.http.post(
         f"/api/v1/inboxes/{other['id']}/messages",

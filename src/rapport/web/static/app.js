@@ -1638,6 +1638,8 @@ function setupMembers() {
         pending = null;
         const fresh = now?.getElementById("customer-conversations");
         if (fresh && list) list.replaceChildren(...fresh.children);
+        const timeline = now?.getElementById("timeline"); // their messages there too
+        if (timeline) document.getElementById("timeline")?.replaceChildren(...timeline.children);
         if (again) { again = false; redraw(); }
       }, 500);
     };
