@@ -354,6 +354,16 @@ def test_from_a_conversation_opened_in_the_inbox_j_and_k_go_through_the_list_and
     page.goto(f"{live_server.url}/app/conversations/{ids[2]}")
     page.wait_for_selector("#composer")
     expect(page.locator("#queue-place")).to_be_hidden()
+    # Shift+E resolves and opens the next.
+    page.goto(f"{live_server.url}/app/inbox?view=all")
+    page.keyboard.press("j")
+    page.keyboard.press("o")
+    page.wait_for_url(f"**/app/conversations/{ids[0]}")
+    page.keyboard.press("Shift+E")
+    page.wait_for_url(f"**/app/conversations/{ids[1]}")
+    done = client.get(f"/api/v1/conversations/{ids[0]}", headers=auth(world.bob)).json()
+    assert done["status"] == "resolved"
+    expect(page.locator("#queue-place")).to_have_text("2 of 4 in the list")
     # One not in that list (begun since) has no place in it, and j does nothing there.
     later = inbound(client, world, "q-later", "q-later@example.com")
     page.goto(f"{live_server.url}/app/conversations/{later}")

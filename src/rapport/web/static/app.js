@@ -354,6 +354,19 @@ function setupQueueKeys(id, unsent) {
   };
   pageKeys.j = () => go(1);
   pageKeys.k = () => go(-1);
+  // Shift+E: resolve, then the next one (the last of the list: back to it).
+  pageKeys.E = () => {
+    if (unsent() && !confirm("Leave this conversation? What you wrote is not sent.")) return;
+    api("POST", `/api/v1/conversations/${encodeURIComponent(id)}/status`, { status: "resolved" }).then(
+      () => {
+        const next = queue.ids[at + 1];
+        try { sessionStorage.setItem(QUEUE, JSON.stringify({ ...queue, opened: next || null })); } catch { /* off */ }
+        if (!next) { try { sessionStorage.setItem(SELECT, id); } catch { /* off */ } }
+        location.assign(next ? `/app/conversations/${encodeURIComponent(next)}` : queue.from);
+      },
+      (e) => showError(e.message),
+    );
+  };
   pageKeys.u = () => {
     try { sessionStorage.setItem(SELECT, id); } catch { /* off */ }
     leave(queue.from, null);
