@@ -544,6 +544,9 @@ function collisions(box, conversationId) {
       const known = others.get(p.user_id);
       const typing = known && known.what === "typing a reply" && known.until > Date.now();
       if (!typing) others.set(p.user_id, { name: p.name || "A colleague", what: "viewing this conversation", until: Date.now() + 40000 });
+      // A colleague who just came: told at once that we are here too (they learnt it at
+      // our next ping, up to 15 s later, and could reply over us meanwhile).
+      if (!known || known.until <= Date.now()) answer();
     }
     if (e.type === "agent.typing") {
       const known = others.get(p.user_id);
@@ -552,7 +555,12 @@ function collisions(box, conversationId) {
     }
     render();
   });
-  const ping = () => background("POST", `/api/v1/conversations/${conversationId}/viewing`).catch(() => null);
+  let pinged = 0;
+  const ping = () => {
+    pinged = Date.now();
+    return background("POST", `/api/v1/conversations/${conversationId}/viewing`).catch(() => null);
+  };
+  const answer = () => { if (document.visibilityState === "visible" && Date.now() - pinged > 500) ping(); };
   ping();
   setInterval(() => { if (document.visibilityState === "visible") ping(); }, 15000);
   setInterval(render, 5000);
