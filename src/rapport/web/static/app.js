@@ -229,7 +229,13 @@ function connectStream(onEvent) {
     const ws = new WebSocket(`${proto}//${location.host}/api/v1/stream${query}`);
     let opened = false;
     // The socket replays from the last event we saw whatever came while we polled.
-    ws.onopen = () => { opened = true; delay = 500; fromPage = false; unopened = 0; unpoll(); };
+    ws.onopen = () => {
+      opened = true; delay = 500; fromPage = false; unopened = 0; unpoll();
+      // What is said only to those listening now (who is viewing) can reach this page from
+      // here on: the customer panel tells its colleagues it is here (panel.js).
+      document.body.dataset.streamOpen = "1";
+      document.dispatchEvent(new CustomEvent("rapport:connected"));
+    };
     ws.onmessage = (msg) => {
       const event = JSON.parse(msg.data);
       if (event.type === "hello") { last = event.last_event_id; return; }

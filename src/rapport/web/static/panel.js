@@ -561,7 +561,14 @@ function collisions(box, conversationId) {
     return background("POST", `/api/v1/conversations/${conversationId}/viewing`).catch(() => null);
   };
   const answer = () => { if (document.visibilityState === "visible" && Date.now() - pinged > 500) ping(); };
-  ping();
+  // First told once our socket is open: a colleague's answer is said only to those
+  // listening then (never replayed), and reached no page whose socket opened after it.
+  // Without a socket within 3 s (a proxy that drops them), told anyway.
+  let told = false;
+  const tell = () => { told = true; ping(); };
+  if (document.body.dataset.streamOpen) tell();
+  document.addEventListener("rapport:connected", tell);
+  setTimeout(() => { if (!told) ping(); }, 3000);
   setInterval(() => { if (document.visibilityState === "visible") ping(); }, 15000);
   setInterval(render, 5000);
 }
