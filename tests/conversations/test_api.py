@@ -11,7 +11,7 @@ from rapport.conversations import service, views
 from rapport.conversations.models import Conversation
 from rapport.db import Database, utcnow
 from rapport.jobs.models import Job
-from tests.conftest import auth
+from tests.conftest import auth, write_lock_held
 from tests.factories import World
 
 
@@ -360,18 +360,23 @@ def test_a_field_left_out_keeps_what_a_colleague_committed_after_it_was_read(
     # The route read the conversation, then a colleague's team change committed, then the
     # route wrote back the team it had read: the colleague's change was undone, and the
     # answer, its event and its audit entry said the old team.
-    if database.is_sqlite:
-        pytest.skip("SQLite has one writer: no change commits between a request's read and write")
     conv = _post(client, world, f"race-{path}", f"race-{path}@example.com")["conversation_id"]
     bob = world.acme.users["bob"].id
     team = client.post("/api/v1/teams", json={"name": "Billing"}, headers=auth(world.alice))
     team_id = team.json()["id"]
     real_hold = views._held_afresh
 
+    held_already: list[bool] = []
+
     def colleague_first(db, rows):  # type: ignore[no-untyped-def]
-        with database.session() as other:  # commits as it closes
-            for conv in rows:
-                other.get(Conversation, conv.id).team_id = team_id
+        if database.is_sqlite:
+            # One writer: the request holds the write lock from its read on, so no colleague
+            # can commit in between (what PostgreSQL's row lock and fresh read provide).
+            held_already.append(write_lock_held(database))
+        else:
+            with database.session() as other:  # commits as it closes
+                for conv in rows:
+                    other.get(Conversation, conv.id).team_id = team_id
         real_hold(db, rows)
 
     monkeypatch.setattr(views, "_held_afresh", colleague_first)
@@ -385,6 +390,10 @@ def test_a_field_left_out_keeps_what_a_colleague_committed_after_it_was_read(
     r = client.post(url, json=body, headers=auth(world.bob))
     assert r.status_code == 200, r.text
     answered = r.json() if path == "one" else r.json()["items"][0]
+    if database.is_sqlite:
+        assert held_already == [True]
+        assert answered["assignee_id"] == bob
+        return
     assert (answered["assignee_id"], answered["team_id"]) == (bob, team_id)
     with database.session(write=False) as db:
         stored = db.get(Conversation, conv)
