@@ -334,21 +334,40 @@ def test_from_a_conversation_opened_in_the_inbox_j_and_k_go_through_the_list_and
     expect(page.locator("#composer textarea")).to_have_value("jk")
     page.wait_for_timeout(300)
     assert page.url.endswith(f"/app/conversations/{ids[1]}")
-    # A reply not sent is not lost to a key: asked first (dismissed here), the page stays.
+    # What is written stays as a draft: u leaves without asking.
     asked: list[str] = []
-    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
-    page.keyboard.press("Escape")
-    page.keyboard.press("u")
-    page.wait_for_timeout(300)
-    assert asked == ["Leave this conversation? What you wrote is not sent."]
-    assert page.url.endswith(f"/app/conversations/{ids[1]}")
-    expect(page.locator("#queue-place")).to_have_text("2 of 4 in the list")
-    page.locator("#composer textarea").fill("")
+
+    def dismiss(dialog) -> None:  # type: ignore[no-untyped-def]
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
     page.keyboard.press("Escape")
     page.keyboard.press("u")
     page.wait_for_url("**/app/inbox?view=all")
-    # Back on the list, the conversation left is selected.
+    assert asked == []
+    # Back on the list, the conversation left is selected, marked as holding a draft.
     selected = page.locator("#conversation-list > li.selected")
+    expect(selected).to_have_attribute("data-id", ids[1])  # type: ignore[arg-type]
+    expect(selected.locator(".draft-tag")).to_have_text("Draft")
+    # Files chosen and not sent would be lost to a key: asked first (dismissed), it stays.
+    page.keyboard.press("o")
+    page.wait_for_url(f"**/app/conversations/{ids[1]}")
+    expect(page.locator("#composer textarea")).to_have_value("jk")
+    page.set_input_files(
+        "#attach-input", files=[{"name": "a.txt", "mimeType": "text/plain", "buffer": b"hi"}]
+    )
+    expect(page.locator("#attached li")).to_have_count(1)
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("u")
+    page.wait_for_timeout(300)
+    assert asked == ["Leave this conversation? The files you chose are not sent."]
+    assert page.url.endswith(f"/app/conversations/{ids[1]}")
+    expect(page.locator("#queue-place")).to_have_text("2 of 4 in the list")
+    page.remove_listener("dialog", dismiss)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.keyboard.press("u")
+    page.wait_for_url("**/app/inbox?view=all")
     expect(selected).to_have_attribute("data-id", ids[1])  # type: ignore[arg-type]
     # One reached another way (its address), though in that list, has no place in it.
     page.goto(f"{live_server.url}/app/conversations/{ids[2]}")
@@ -364,6 +383,16 @@ def test_from_a_conversation_opened_in_the_inbox_j_and_k_go_through_the_list_and
     done = client.get(f"/api/v1/conversations/{ids[0]}", headers=auth(world.bob)).json()
     assert done["status"] == "resolved"
     expect(page.locator("#queue-place")).to_have_text("2 of 4 in the list")
+    # Here Bob's draft waits (the "jk" above): resolving without sending it is asked first.
+    expect(page.locator("#composer textarea")).to_have_value("jk")
+    page.on("dialog", dismiss)
+    page.keyboard.press("Shift+E")
+    page.wait_for_timeout(300)
+    assert asked[-1] == "Resolve it without sending what you wrote? It stays here as a draft."
+    assert page.url.endswith(f"/app/conversations/{ids[1]}")
+    kept = client.get(f"/api/v1/conversations/{ids[1]}", headers=auth(world.bob)).json()
+    assert kept["status"] != "resolved"
+    page.remove_listener("dialog", dismiss)
     # One not in that list (begun since) has no place in it, and j does nothing there.
     later = inbound(client, world, "q-later", "q-later@example.com")
     page.goto(f"{live_server.url}/app/conversations/{later}")

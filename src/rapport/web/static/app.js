@@ -161,6 +161,7 @@ function setupLogout() {
   if (!btn) return;
   btn.addEventListener("click", async () => {
     await api("POST", "/api/v1/auth/logout").catch(() => null);
+    forgetDrafts();
     location.href = "/login";
   });
 }
@@ -341,15 +342,15 @@ const SELECT = "rapport.select"; // the conversation u came back from, to select
 // On a conversation opened from the inbox: j / k open the next / previous conversation of
 // that list (as it was when this one was opened), u goes back to the list, the one left
 // selected there. Only on the conversation opened from it, or reached by j / k: one reached
-// another way (a link, the customer's page) has no place in an old list. Never with a
-// reply or files not sent: they would be lost.
-function setupQueueKeys(id, unsent) {
+// another way (a link, the customer's page) has no place in an old list. Files chosen and
+// not sent would be lost: asked first (what is written stays as a draft).
+function setupQueueKeys(id, unsent, written = () => false) {
   let queue = null;
   try { queue = JSON.parse(sessionStorage.getItem(QUEUE) || "null"); } catch { /* none */ }
   const at = queue && queue.opened === id && Array.isArray(queue.ids) ? queue.ids.indexOf(id) : -1;
   if (at < 0) return;
   const leave = (to, opened) => {
-    if (unsent() && !confirm("Leave this conversation? What you wrote is not sent.")) return;
+    if (unsent() && !confirm("Leave this conversation? The files you chose are not sent.")) return;
     try { sessionStorage.setItem(QUEUE, JSON.stringify({ ...queue, opened })); } catch { /* off */ }
     location.assign(to);
   };
@@ -362,7 +363,8 @@ function setupQueueKeys(id, unsent) {
   pageKeys.k = () => go(-1);
   // Shift+E: resolve, then the next one (the last of the list: back to it).
   pageKeys.E = () => {
-    if (unsent() && !confirm("Leave this conversation? What you wrote is not sent.")) return;
+    if (unsent() && !confirm("Leave this conversation? The files you chose are not sent.")) return;
+    if (written() && !confirm("Resolve it without sending what you wrote? It stays here as a draft.")) return;
     api("POST", `/api/v1/conversations/${encodeURIComponent(id)}/status`, { status: "resolved" }).then(
       () => {
         const next = queue.ids[at + 1];
@@ -616,6 +618,65 @@ function setupBulk(list, done) {
   };
 }
 
+// --- drafts: a reply or note written and not sent is kept until it is ----------------------
+// In this browser, per member and conversation: leaving the page (a link, Back, j / k, a
+// reload, a closed tab) loses nothing, and the conversation opens with it again. Signing
+// out forgets them all (a shared computer); any older than DRAFT_DAYS are dropped.
+const DRAFT = "rapport.draft.";
+const DRAFT_DAYS = 14;
+
+function draftKey(id) { return `${DRAFT}${document.body.dataset.user}.${id}`; }
+
+function readDraft(id) {
+  try {
+    const d = JSON.parse(localStorage.getItem(draftKey(id)) || "null");
+    return d && typeof d.text === "string" && d.text.trim() ? d : null;
+  } catch { return null; }
+}
+
+function keepDraft(id, text, mode) {
+  try {
+    if (text.trim()) localStorage.setItem(draftKey(id), JSON.stringify({ text, mode, at: Date.now() }));
+    else localStorage.removeItem(draftKey(id));
+  } catch { /* storage full or off: the draft lives as long as the page */ }
+}
+
+function forgetDrafts({ olderThan = 0 } = {}) {
+  try {
+    const now = Date.now();
+    for (const key of Object.keys(localStorage)) {
+      if (!key.startsWith(DRAFT)) continue;
+      let at = 0;
+      try { at = JSON.parse(localStorage.getItem(key)).at || 0; } catch { /* unreadable: dropped */ }
+      if (!olderThan || now - at > olderThan) localStorage.removeItem(key);
+    }
+  } catch { /* storage off */ }
+}
+
+// A conversation list marks the conversations this member has a draft in (the rows are
+// drawn again as the list follows the stream: marked again each time).
+function setupDraftMarks() {
+  forgetDrafts({ olderThan: DRAFT_DAYS * 24 * 3600 * 1000 });
+  const mark = (list) => {
+    for (const li of list.querySelectorAll(":scope > li[data-id]")) {
+      const link = li.querySelector("a");
+      const has = readDraft(li.dataset.id) !== null;
+      const tag = link && link.querySelector(".draft-tag");
+      if (has && link && !tag) {
+        const t = document.createElement("span");
+        t.className = "draft-tag";
+        t.title = "You wrote something here and have not sent it";
+        t.textContent = "Draft";
+        link.querySelector(".who")?.after(t);
+      } else if (!has && tag) tag.remove();
+    }
+  };
+  for (const list of document.querySelectorAll("ul.conversations")) {
+    mark(list);
+    new MutationObserver(() => mark(list)).observe(list, { childList: true });
+  }
+}
+
 // --- conversation: thread, composer, assignment, status -------------------------------
 // Who wrote a message, as the server-rendered thread says it (message.html).
 function senderName(m) {
@@ -782,6 +843,7 @@ function setupConversation() {
       if (!text && !attachment_ids.length) return;
       const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, { text, attachment_ids });
       textarea.value = "";
+      keepDraft(id, "", mode);
       attachments.clear();
       add(m, { reveal: true });
       // A note's @handle that fits several colleagues, or none, notified nobody: say so.
@@ -870,7 +932,9 @@ function setupConversation() {
   };
   pageKeys.r = () => compose("reply");
   pageKeys.n = () => compose("note");
-  setupQueueKeys(id, () => textarea.value.trim() !== "" || document.querySelector("#attached li") !== null);
+  setupDraft(id, composer, textarea, showMode);
+  // What is written stays as a draft; files chosen and not sent would be lost.
+  setupQueueKeys(id, () => document.querySelector("#attached li") !== null, () => textarea.value.trim() !== "");
   pageKeys.e = () => {
     const resolve = document.getElementById("resolve");
     if (resolve.hidden) return false; // resolved already
@@ -890,6 +954,39 @@ function setupConversation() {
       if ("assignee_id" in p && "team_id" in p) showHeld(p); // a colleague's, or a rule's
     }
     // (The customer or colleagues typing, colleagues viewing: the notice in panel.js.)
+  });
+}
+
+// The composer keeps what is written as the conversation's draft (each keystroke, and as
+// the page goes: a canned response put in without typing counts), and opens with it again,
+// saying so, with a way to throw it away.
+function setupDraft(id, composer, textarea, showMode) {
+  const note = document.getElementById("draft-note");
+  const mode = () => new FormData(composer).get("mode");
+  const keep = () => {
+    keepDraft(id, textarea.value, mode());
+    if (note && !textarea.value.trim()) note.hidden = true;
+  };
+  const found = readDraft(id);
+  if (found && !textarea.value.trim()) {
+    textarea.value = found.text;
+    const radio = composer.querySelector(`input[name=mode][value=${found.mode === "note" ? "note" : "reply"}]`);
+    if (radio) radio.checked = true;
+    showMode();
+    if (note) {
+      note.querySelector("time").textContent = stamp(new Date(found.at || Date.now()));
+      note.hidden = false;
+    }
+  }
+  textarea.addEventListener("input", keep);
+  composer.addEventListener("change", (ev) => { if (ev.target.name === "mode") keep(); });
+  window.addEventListener("pagehide", keep);
+  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") keep(); });
+  note?.querySelector("button")?.addEventListener("click", () => {
+    textarea.value = "";
+    keep();
+    note.hidden = true;
+    textarea.focus();
   });
 }
 
@@ -1260,6 +1357,7 @@ function setupAccount() {
   });
   document.getElementById("logout-all").addEventListener("click", async () => {
     await api("POST", "/api/v1/auth/logout-all").catch(() => null);
+    forgetDrafts();
     location.href = "/login";
   });
   setupTokens(say);
@@ -2200,5 +2298,6 @@ paintLabels();
 setupPresence();
 setupInbox();
 setupConversation();
+setupDraftMarks();
 setupNotificationsPage();
 setupKeys();
