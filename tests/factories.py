@@ -49,6 +49,13 @@ class Tenant:
     inbox: Inbox | None = None
     first: IngestResult | None = None
 
+    @property
+    def opened(self) -> IngestResult:
+        """The tenant's first inbound message, with its conversation and customer (every
+        world's tenants have one)."""
+        assert self.first is not None
+        return self.first
+
 
 @dataclass
 class World:

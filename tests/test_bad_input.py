@@ -143,7 +143,7 @@ def test_settings_that_would_stop_ingest_are_refused(client: TestClient, world: 
     for closed in ({}, {"mon": [], "tue": []}):
         body = {"timezone": "UTC", "hours": closed}
         problem(client.put("/api/v1/business-hours", json=body, headers=admin), 422)
-    customer = world.acme.first.customer.id  # type: ignore[union-attr]
+    customer = world.acme.opened.customer.id
     event = {"type": "visit", "properties": {"n": HUGE}}
     problem(client.post(f"/api/v1/customers/{customer}/events", json=event, headers=admin), 422)
     assert inbound(client, world, "still-flows") == 201
@@ -156,7 +156,7 @@ def test_nan_or_infinity_in_free_form_json_is_refused_not_stored_as_null(
     # Python reads these as floats and orjson writes them as null: a customer's undefined
     # attribute, an event's nested property or a setting was answered 201 and kept as null.
     admin = {**auth(world.alice), "content-type": "application/json"}
-    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    customer_id = world.acme.opened.customer.id
     rule = (
         '{"name": "x", "event": "message.received", "actions": [{"type": "add_label", '
         '"label": "x"}], "conditions": [{"field": "priority", "op": "gt", "value": %s}]}'
@@ -207,7 +207,7 @@ def test_values_too_long_for_their_column_are_refused_or_kept_within_it(
 ) -> None:
     """Found by a PostgreSQL fuzz (SQLite keeps any length): each was a 500 there."""
     admin = auth(world.alice)
-    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    customer_id = world.acme.opened.customer.id
     identities = f"/api/v1/customers/{customer_id}/identities"
     long_email = {"kind": "email", "value": f"a@{LONG_DOMAIN}"}
     assert "at most 320" in problem_detail(client.post(identities, json=long_email, headers=admin))
@@ -249,8 +249,8 @@ def test_a_moment_without_an_offset_or_beyond_utc_is_refused(
     client: TestClient, world: World, moment: str
 ) -> None:
     agent = auth(world.bob)
-    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    customer_id = world.acme.opened.customer.id
+    conv = world.acme.opened.conversation.id
     event = {"type": "t", "occurred_at": moment}
     problem(client.post(f"/api/v1/customers/{customer_id}/events", json=event, headers=agent), 422)
     snooze = {"status": "snoozed", "snoozed_until": moment}

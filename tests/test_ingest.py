@@ -247,7 +247,7 @@ def test_a_thread_hint_naming_another_customers_conversation_is_ignored(
     client: TestClient, world: World
 ) -> None:
     inbox = world.acme.inbox.id  # type: ignore[union-attr]
-    victim = world.acme.first.conversation.id  # type: ignore[union-attr]
+    victim = world.acme.opened.conversation.id
     r = post(
         client,
         world.bob,
@@ -586,7 +586,7 @@ def test_postgresql_finds_stored_messages_and_identities_by_one_probe_per_key(
 
     inbox = world.acme.inbox
     assert inbox is not None
-    conv = world.acme.first.conversation  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation
     now = utcnow()
     rows = [
         {

@@ -151,13 +151,12 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
 
 def _suggestion(client: TestClient, world: World) -> str:
     """A pending duplicate suggestion between two of Acme's customers."""
-    assert world.acme.first is not None
     other = client.post(
         "/api/v1/customers", json={"name": "Twin"}, headers=auth(world.alice)
     ).json()
     database = client.app.state.database  # type: ignore[attr-defined]
     with database.session() as db:
-        pair = sorted([world.acme.first.customer.id, other["id"]])
+        pair = sorted([world.acme.opened.customer.id, other["id"]])
         row = MergeSuggestion(
             workspace_id=world.acme.workspace.id,
             left_id=pair[0],
@@ -277,7 +276,7 @@ def test_stream_replay_never_carries_another_workspaces_events(
         "/api/v1/stream?last_event_id=0", headers=auth(world.mallory)
     ) as ws:
         client.post(
-            f"/api/v1/conversations/{world.globex.first.conversation.id}/notes",  # type: ignore[union-attr]
+            f"/api/v1/conversations/{world.globex.opened.conversation.id}/notes",
             json={"text": "ping"},
             headers=auth(world.mallory),
         )
@@ -293,7 +292,7 @@ def test_stream_replay_never_carries_another_workspaces_events(
 def test_another_workspaces_upload_cannot_be_sent_or_noted(
     client: TestClient, world: World
 ) -> None:
-    acme, globex = world.acme.first, world.globex.first
+    acme, globex = world.acme.opened, world.globex.opened
     assert acme is not None and globex is not None
     up = client.post(
         f"/api/v1/conversations/{acme.conversation.id}/uploads",

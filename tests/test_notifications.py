@@ -14,7 +14,7 @@ from tests.factories import PASSWORD, World
 
 
 def test_a_note_mentioning_a_colleague_notifies_them(client: TestClient, world: World) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
         assert ws.receive_json()["type"] == "hello"
         client.post(
@@ -40,7 +40,7 @@ def test_a_note_mentioning_a_colleague_notifies_them(client: TestClient, world: 
 
 
 def test_a_viewer_cannot_be_mentioned_into_work(client: TestClient, world: World) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     r = client.post(
         f"/api/v1/conversations/{conv}/notes",
         json={"text": "@victor look"},
@@ -52,7 +52,7 @@ def test_a_viewer_cannot_be_mentioned_into_work(client: TestClient, world: World
 
 def test_a_mention_of_nobody_is_said_to_the_author(client: TestClient, world: World) -> None:
     # A typo (@bobb) notified nobody and said nothing: the author thought Bob knew.
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     r = client.post(
         f"/api/v1/conversations/{conv}/notes",
         json={"text": "@bobb @Bob please, and @bobb again; mail me@acme.test"},
@@ -65,7 +65,7 @@ def test_a_mention_of_nobody_is_said_to_the_author(client: TestClient, world: Wo
 
 
 def test_assigning_a_conversation_notifies_the_assignee(client: TestClient, world: World) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     client.post(
         f"/api/v1/conversations/{conv}/assign",
         json={"assignee_id": world.acme.users["bob"].id},
@@ -80,7 +80,7 @@ def test_a_colleagues_notification_never_reaches_another_agents_socket(
 ) -> None:
     # Notifications went to every socket of the workspace, filtered only by the page's
     # script: any member's socket carried everyone's (the text of a note that mentions them).
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     with client.websocket_connect("/api/v1/stream", headers=auth(world.alice)) as ws:
         assert ws.receive_json()["type"] == "hello"
         for author, text in ((world.alice, "@bob psst"), (world.bob, "@alice over to you")):
@@ -128,7 +128,7 @@ def test_a_mention_that_fits_several_colleagues_notifies_none_and_tells_the_auth
             db.scalars(select(User.id).where(User.email.in_(["bstone@acme.test", "rob@acme.test"])))
         )
     bob = world.acme.users["bob"].id
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
 
     def note(text: str) -> dict[str, Any]:
         r = client.post(
@@ -173,7 +173,7 @@ def _unread(client: TestClient, token: str) -> int:
 def test_reading_a_conversations_notifications_leaves_the_others_and_tells_the_readers_pages(
     client: TestClient, world: World
 ) -> None:
-    first = world.acme.first.conversation.id  # type: ignore[union-attr]
+    first = world.acme.opened.conversation.id
     other = client.post(
         f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
         json={"external_id": "n-2", "text": "hi", "from": {"email": "n2@example.com"}},

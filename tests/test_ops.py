@@ -28,10 +28,11 @@ def test_readiness_fails_when_the_schema_is_behind(client: TestClient, database:
 
 
 def test_metrics_count_requests_by_route_template(client: TestClient, world: World) -> None:
-    client.get(f"/api/v1/conversations/{world.acme.first.conversation.id}", headers=auth(world.bob))  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
+    client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob))
     body = client.get("/metrics").text
     assert 'route="/api/v1/conversations/{conversation_id}"' in body
-    assert world.acme.first.conversation.id not in body  # type: ignore[union-attr]
+    assert world.acme.opened.conversation.id not in body
     assert "rapport_ingest_messages_total" in body
 
 
@@ -159,7 +160,7 @@ def test_logs_at_info_carry_no_message_body_or_contact_details(
         },
         headers=auth(world.bob),
     )
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     client.post(
         f"/api/v1/conversations/{conv}/messages",
         json={"text": "secret reply"},

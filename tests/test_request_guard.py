@@ -33,7 +33,7 @@ def count(database: Database, model: type) -> int:
 
 def test_a_nul_in_a_url_is_refused(client: TestClient, world: World) -> None:
     agent = auth(world.bob)
-    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    customer_id = world.acme.opened.customer.id
     for url in (
         f"/api/v1/customers/{customer_id}%00",
         "/api/v1/customers?q=kim%00",

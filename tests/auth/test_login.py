@@ -32,7 +32,7 @@ def test_cookie_session_needs_the_csrf_token_to_change_anything(
     client: TestClient, world: World
 ) -> None:
     csrf = login(client, "bob@acme.test").json()["csrf_token"]
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     refused = client.post(f"/api/v1/conversations/{conv}/notes", json={"text": "x"})
     assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
     wrong = client.post(
@@ -265,7 +265,7 @@ def test_sign_out_everywhere_ends_every_session(client: TestClient, world: World
 
 
 def test_a_viewer_can_read_but_cannot_reply(client: TestClient, world: World) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     assert (
         client.get(f"/api/v1/conversations/{conv}", headers=auth(world.victor)).status_code == 200
     )

@@ -432,7 +432,7 @@ def test_a_rules_webhook_is_called_for_a_customers_event(
             "actions": [{"type": "send_webhook", "value": hook}],
         },
     )
-    customer = world.acme.first.customer.id  # type: ignore[union-attr]
+    customer = world.acme.opened.customer.id
     r = client.patch(
         f"/api/v1/customers/{customer}",
         json={"attributes": {"plan": "gold"}},

@@ -98,8 +98,7 @@ def last_message(client: TestClient, world: World, conv: str) -> dict[str, Any]:
 def test_an_upload_is_typed_by_its_bytes_and_refused_when_empty_or_too_large(
     client: TestClient, world: World
 ) -> None:
-    assert world.acme.first is not None
-    conv = world.acme.first.conversation.id
+    conv = world.acme.opened.conversation.id
     # What the client claims is not what we believe: the bytes are a PDF.
     up = upload(client, world, conv, "../../invoice.pdf", PDF, "text/html")
     assert up["content_type"] == "application/pdf" and up["filename"] == "invoice.pdf"
@@ -122,8 +121,7 @@ def test_an_upload_is_typed_by_its_bytes_and_refused_when_empty_or_too_large(
 def test_a_note_keeps_its_files_and_an_upload_is_used_once(
     client: TestClient, world: World, database: Database, settings: Settings
 ) -> None:
-    assert world.acme.first is not None
-    conv = world.acme.first.conversation.id
+    conv = world.acme.opened.conversation.id
     up = upload(client, world, conv, "notes.pdf", PDF, "application/pdf")
     r = client.post(
         f"/api/v1/conversations/{conv}/notes",
@@ -161,8 +159,7 @@ def test_a_note_keeps_its_files_and_an_upload_is_used_once(
 def test_uploads_never_sent_are_pruned_after_a_day(
     client: TestClient, world: World, database: Database
 ) -> None:
-    assert world.acme.first is not None
-    conv = world.acme.first.conversation.id
+    conv = world.acme.opened.conversation.id
     up = upload(client, world, conv, "draft.pdf", PDF, "application/pdf")
     with database.session() as db:
         assert files.prune_uploads(db) == []
@@ -181,8 +178,7 @@ def test_uploads_never_sent_are_pruned_after_a_day(
 def test_a_signed_link_serves_only_its_file_until_it_expires(
     client: TestClient, world: World, database: Database, settings: Settings
 ) -> None:
-    assert world.acme.first is not None
-    conv = world.acme.first.conversation.id
+    conv = world.acme.opened.conversation.id
     up = upload(client, world, conv, "page.html", b"<script>alert(1)</script>", "text/html")
     note = client.post(
         f"/api/v1/conversations/{conv}/notes",
@@ -230,8 +226,7 @@ def test_a_signed_link_serves_only_its_file_until_it_expires(
 
 def signed_pdf(client: TestClient, world: World, database: Database, settings: Settings) -> str:
     """The signed link of a PDF bob attached to a note."""
-    assert world.acme.first is not None
-    conv = world.acme.first.conversation.id
+    conv = world.acme.opened.conversation.id
     up = upload(client, world, conv, "invoice.pdf", PDF, "application/pdf")
     note = client.post(
         f"/api/v1/conversations/{conv}/notes",
@@ -642,8 +637,7 @@ def test_a_channel_that_cannot_carry_files_refuses_them_before_anything_is_store
         json={"name": "Phone", "channel": "twilio_voice", "settings": {}},
         headers=auth(world.alice),
     ).json()["id"]
-    assert world.acme.first is not None
-    conv = world.acme.first.conversation.id
+    conv = world.acme.opened.conversation.id
     up = upload(client, world, conv, "a.pdf", PDF, "application/pdf")
     r = client.post(
         f"/api/v1/conversations/{conv}/messages",
@@ -678,8 +672,7 @@ def test_an_upload_is_written_before_its_transaction_takes_the_write_lock(
 ) -> None:
     # 10 MB hashed and written inside the request's write transaction held SQLite's one
     # writer (ingest included) meanwhile.
-    assert world.acme.first is not None
     written = record_write_lock(monkeypatch, LocalStorage, "put", database)
-    up = upload(client, world, world.acme.first.conversation.id, "a.pdf", PDF, "application/pdf")
+    up = upload(client, world, world.acme.opened.conversation.id, "a.pdf", PDF, "application/pdf")
     assert up["size"] == len(PDF)
     assert written == [False]

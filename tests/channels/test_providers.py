@@ -1275,7 +1275,7 @@ def test_a_reply_through_a_page_the_customer_never_wrote_to_is_refused(
     assert "Reply through the inbox they wrote to: “Shop”." in problem["detail"]
     assert (problem["inbox_id"], problem["wrote_to"]) == (desk, [shop])
     # A customer who wrote to no page at all is told so.
-    stranger = world.acme.first.conversation.id  # type: ignore[union-attr]
+    stranger = world.acme.opened.conversation.id
     r = answer(client, world, stranger, inbox_id=desk)
     assert r.status_code == 409 and r.json()["wrote_to"] == []
     assert "They wrote to no messenger page of yours" in r.json()["detail"]
@@ -1811,7 +1811,7 @@ def test_parts_that_report_while_the_rest_is_sent_count_once_it_is_and_a_failure
             return found.status
 
     with database.session() as db:
-        conv = db.get(Conversation, world.acme.first.conversation.id)  # type: ignore[union-attr]
+        conv = db.get(Conversation, world.acme.opened.conversation.id)
         assert conv is not None
         msg = conversations.reply(db, conversation=conv, author_id=None, text="two parts")
         for n, ext in enumerate(("P1", "P2")):
@@ -1849,7 +1849,7 @@ def queued_reply(database: Database, world: World) -> str:
     from rapport.conversations.models import Conversation
 
     with database.session() as db:
-        conv = db.get(Conversation, world.acme.first.conversation.id)  # type: ignore[union-attr]
+        conv = db.get(Conversation, world.acme.opened.conversation.id)
         assert conv is not None
         return conversations.reply(db, conversation=conv, author_id=None, text="hello").id
 

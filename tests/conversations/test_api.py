@@ -28,7 +28,7 @@ def _post(client: TestClient, world: World, ext: str, email: str) -> dict:  # ty
 def test_reply_is_queued_with_its_deliver_job(
     client: TestClient, world: World, database: Database
 ) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     r = client.post(
         f"/api/v1/conversations/{conv}/messages", json={"text": "On it!"}, headers=auth(world.bob)
     )
@@ -44,7 +44,7 @@ def test_reply_is_queued_with_its_deliver_job(
 def test_notes_are_private_and_never_delivered(
     client: TestClient, world: World, database: Database
 ) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     r = client.post(
         f"/api/v1/conversations/{conv}/notes",
         json={"text": "VIP customer"},
@@ -102,7 +102,7 @@ def test_conversation_pages_do_not_repeat_or_skip(client: TestClient, world: Wor
 def test_assigning_to_someone_outside_the_workspace_is_not_found(
     client: TestClient, world: World
 ) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     mallory = world.globex.users["mallory"].id
     r = client.post(
         f"/api/v1/conversations/{conv}/assign",
@@ -120,7 +120,7 @@ def test_assigning_to_someone_outside_the_workspace_is_not_found(
 
 
 def test_snoozing_needs_a_future_time(client: TestClient, world: World) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     r = client.post(
         f"/api/v1/conversations/{conv}/status", json={"status": "snoozed"}, headers=auth(world.bob)
     )
@@ -157,7 +157,7 @@ def test_status_and_assignment_changes_say_in_the_thread_what_changed_and_who_di
     client: TestClient, world: World
 ) -> None:
     # The lines said "assigned" (to whom? by whom?) and "status: resolved".
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     url = f"/api/v1/conversations/{conv}"
     alice, bob = world.acme.users["alice"].id, world.acme.users["bob"].id
     team = client.post("/api/v1/teams", json={"name": "Billing"}, headers=auth(world.alice))
@@ -218,7 +218,7 @@ def test_unread_counts_stop_at_their_limit(
     for conv in convs[:4]:
         client.post(f"/api/v1/conversations/{conv}/read", headers=auth(world.bob))
     # Below the limit again, the counts are exact (the fixtures' own conversation read too).
-    first = world.acme.first.conversation.id  # type: ignore[union-attr]
+    first = world.acme.opened.conversation.id
     client.post(f"/api/v1/conversations/{first}/read", headers=auth(world.bob))
     counts = client.get("/api/v1/unread-counts", headers=auth(world.bob)).json()
     assert (counts["all"], counts["unassigned"], counts["mine"]) == (1, 1, 0)

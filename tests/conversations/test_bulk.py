@@ -107,7 +107,7 @@ def test_bulk_is_all_or_nothing_and_blind_to_other_workspaces(
     client: TestClient, world: World
 ) -> None:
     mine = inbound(client, world, "m1", "m1@example.com")
-    theirs = world.globex.first.conversation.id  # type: ignore[union-attr]
+    theirs = world.globex.opened.conversation.id
     r = bulk(client, world.bob, ids=[mine, theirs], action="resolve")
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")

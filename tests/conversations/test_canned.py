@@ -9,7 +9,7 @@ from tests.factories import World
 def test_a_canned_response_greets_the_customer_by_first_name(
     client: TestClient, world: World
 ) -> None:
-    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    cid = world.acme.opened.customer.id
     client.patch(f"/api/v1/customers/{cid}", json={"name": "Grace Hopper"}, headers=auth(world.bob))
     made = client.post(
         "/api/v1/canned-responses",
@@ -24,7 +24,7 @@ def test_a_canned_response_greets_the_customer_by_first_name(
         "/api/v1/canned-responses", params={"prefix": "tha"}, headers=auth(world.bob)
     ).json()
     assert [c["shortcut"] for c in found] == ["thanks"]
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     text = client.get(
         f"/api/v1/conversations/{conv}/canned/{made.json()['id']}", headers=auth(world.bob)
     ).json()
@@ -36,7 +36,7 @@ def test_a_template_cannot_reach_outside_its_sandbox(client: TestClient, world: 
     made = client.post(
         "/api/v1/canned-responses", json={"shortcut": "x", "text": escape}, headers=auth(world.bob)
     )
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     r = client.get(
         f"/api/v1/conversations/{conv}/canned/{made.json()['id']}", headers=auth(world.bob)
     )
@@ -61,7 +61,7 @@ def test_a_template_that_fails_while_rendering_answers_a_problem(
         headers=auth(world.bob),
     )
     assert made.status_code == 201, made.text
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     r = client.get(
         f"/api/v1/conversations/{conv}/canned/{made.json()['id']}", headers=auth(world.bob)
     )

@@ -157,7 +157,7 @@ def test_sla_due_first_and_the_sla_state_filter(
 def test_the_list_never_shows_another_workspaces_conversations(
     client: TestClient, world: World
 ) -> None:
-    theirs = world.globex.first.conversation.id  # type: ignore[union-attr]
+    theirs = world.globex.opened.conversation.id
     for params in ({}, {"sort": "waiting"}, {"sort": "sla_due"}, {"channel": "api"}):
         r = client.get("/api/v1/conversations", params=params, headers=auth(world.bob))
         assert theirs not in [c["id"] for c in r.json()["items"]]

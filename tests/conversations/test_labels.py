@@ -49,7 +49,7 @@ def test_a_rename_moves_the_label_on_every_conversation(client: TestClient, worl
     client.post(
         f"/api/v1/conversations/{b}/labels", json={"labels": ["refund"]}, headers=auth(world.bob)
     )
-    theirs = world.globex.first.conversation.id  # type: ignore[union-attr]
+    theirs = world.globex.opened.conversation.id
     client.post(
         f"/api/v1/conversations/{theirs}/labels",
         json={"labels": ["refnd"]},

@@ -138,7 +138,7 @@ def test_conversations_far_apart_are_not_related_and_strangers_do_not_merge(
     assert (
         client.get(f"/api/v1/conversations/{first}/related", headers=auth(world.bob)).json() == []
     )
-    stranger = world.acme.first.conversation.id  # type: ignore[union-attr]
+    stranger = world.acme.opened.conversation.id
     r = client.post(
         f"/api/v1/conversations/{first}/merge",
         json={"merged_id": stranger},
@@ -161,7 +161,7 @@ def test_presence_heartbeats_never_wait_for_the_writer(
     # "typing" and "viewing" are POSTs every few seconds from every open conversation, and
     # only look: they never take SQLite's one write lock, so a long write elsewhere (an
     # import, an erasure) does not make them wait and fail.
-    conv = world.acme.first.conversation  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation
     path = database.engine.url.database
     assert path
     writer = sqlite3.connect(path, timeout=1)

@@ -530,7 +530,7 @@ def test_the_list_filters_conversations_no_policy_applies_to(
         assert r.status_code == 200, r.text
         return {c["id"] for c in r.json()["items"]}
 
-    first = world.acme.first.conversation.id  # type: ignore[union-attr]
+    first = world.acme.opened.conversation.id
     before = write("none-1")  # no policy yet: no SLA record
     for name, body in (
         ("VIP", {"labels": ["vip"], "first_response_minutes": 15, "position": 0}),

@@ -128,7 +128,7 @@ def test_a_forged_cursor_is_a_clear_error(client: TestClient, world: World) -> N
 
 
 def test_update_merges_attributes_and_none_removes_one(client: TestClient, world: World) -> None:
-    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    cid = world.acme.opened.customer.id
     client.patch(
         f"/api/v1/customers/{cid}",
         json={"attributes": {"plan": "pro", "seats": 5}},
@@ -143,7 +143,7 @@ def test_update_merges_attributes_and_none_removes_one(client: TestClient, world
 
 
 def test_identities_can_be_added_and_removed(client: TestClient, world: World) -> None:
-    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    cid = world.acme.opened.customer.id
     added = client.post(
         f"/api/v1/customers/{cid}/identities",
         json={"kind": "telegram", "value": "@SomeOne"},
@@ -169,7 +169,7 @@ def test_identities_can_be_added_and_removed(client: TestClient, world: World) -
 def test_a_handle_told_joins_no_message_until_it_is_proved_and_each_step_is_audited(
     client: TestClient, world: World, database: Database
 ) -> None:
-    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    cid = world.acme.opened.customer.id
     url = f"/api/v1/customers/{cid}/identities"
 
     def write(ext: str) -> str:
@@ -245,7 +245,7 @@ def test_an_order_event_added_through_the_api_enters_the_purchase_history(
     # Only an events source's calls made orders: the same "Order Completed" added to the
     # customer through the API (or by the demo) showed in the timeline, while the
     # profile said 0 orders and no spend.
-    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    cid = world.acme.opened.customer.id
     url = f"/api/v1/customers/{cid}/events"
     order = {"order_id": "A-1", "total": "59.90", "currency": "EUR"}
     r = client.post(
@@ -294,8 +294,8 @@ def test_an_order_event_added_through_the_api_enters_the_purchase_history(
 def test_timeline_mixes_messages_and_events_and_filters_by_kind(
     client: TestClient, world: World
 ) -> None:
-    cid = world.acme.first.customer.id  # type: ignore[union-attr]
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    cid = world.acme.opened.customer.id
+    conv = world.acme.opened.conversation.id
     client.post(
         f"/api/v1/conversations/{conv}/messages", json={"text": "On it"}, headers=auth(world.bob)
     )
@@ -368,8 +368,8 @@ def test_the_timeline_is_what_passed_with_the_customer_not_the_teams_notes(
 ) -> None:
     # A private note and the "assigned" line were listed as the customer's messages (on
     # the customer's page, under the channel's badge: an email to them, it seemed).
-    cid = world.acme.first.customer.id  # type: ignore[union-attr]
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    cid = world.acme.opened.customer.id
+    conv = world.acme.opened.conversation.id
     bob = world.acme.users["bob"].id
     for path, body in (
         ("notes", {"text": "internal: check the refund"}),

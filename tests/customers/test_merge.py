@@ -177,8 +177,8 @@ def _audit(client: TestClient, world: World) -> list[dict]:  # type: ignore[type
 
 
 def test_customers_of_another_workspace_cannot_be_merged(client: TestClient, world: World) -> None:
-    theirs = world.globex.first.customer.id  # type: ignore[union-attr]
-    ours = world.acme.first.customer.id  # type: ignore[union-attr]
+    theirs = world.globex.opened.customer.id
+    ours = world.acme.opened.customer.id
     r = client.post(
         f"/api/v1/customers/{ours}/merge", json={"merged_id": theirs}, headers=auth(world.bob)
     )

@@ -252,8 +252,7 @@ def test_the_same_person_writing_again_after_erasure_is_a_new_customer(
 def test_only_an_admin_erases_and_another_workspace_cannot_see_the_customer(
     client: TestClient, world: World
 ) -> None:
-    assert world.acme.first is not None
-    url = f"/api/v1/customers/{world.acme.first.customer.id}"
+    url = f"/api/v1/customers/{world.acme.opened.customer.id}"
     assert client.delete(url, headers=auth(world.bob)).status_code == 403
     assert client.delete(url, headers=auth(world.victor)).status_code == 403
     assert client.delete(url, headers=auth(world.mallory)).status_code == 404

@@ -104,7 +104,7 @@ def test_a_number_attribute_refuses_what_is_no_finite_number_and_stores_large_on
     # "Infinity", "sNaN" and "1e30" were 500s (OverflowError, InvalidOperation, an integer
     # beyond 64 bits at flush) and "NaN" was stored as null.
     define(client, world, "score", "number")
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     url = f"/api/v1/customers/{customer.id}"
     for bad in ("Infinity", "-inf", "sNaN", "NaN", "1e400"):
         for method, path in (("PATCH", url), ("POST", "/api/v1/customers")):
@@ -144,7 +144,7 @@ def test_a_refused_attribute_value_is_named_by_its_start_only(
 ) -> None:
     # The 422 repeated the value sent in full: a megabyte sent, a megabyte answered.
     define(client, world, "score", "number")
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     r = client.patch(
         f"/api/v1/customers/{customer.id}",
         json={"attributes": {"score": "x" * 1_000_000}},
@@ -158,7 +158,7 @@ def test_a_refused_attribute_value_is_named_by_its_start_only(
 def test_a_changed_attribute_is_an_event_rules_can_react_to(
     client: TestClient, world: World, database: Database
 ) -> None:
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     r = client.patch(
         f"/api/v1/customers/{customer.id}",
         json={"attributes": {"tier": "gold"}},
@@ -173,7 +173,7 @@ def test_a_changed_attribute_is_an_event_rules_can_react_to(
 
 
 def test_tags_replace_and_filter(client: TestClient, world: World) -> None:
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     url = f"/api/v1/customers/{customer.id}/tags"
     r = client.put(url, json={"tags": ["VIP", " churn-risk ", "vip"]}, headers=auth(world.bob))
     assert r.status_code == 200 and r.json() == ["churn-risk", "vip"]
@@ -190,7 +190,7 @@ def test_tags_replace_and_filter(client: TestClient, world: World) -> None:
 def test_consent_keeps_its_history_and_the_newest_decision_is_in_force(
     client: TestClient, world: World
 ) -> None:
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     url = f"/api/v1/customers/{customer.id}/consents"
     given = client.post(
         url,
@@ -244,7 +244,7 @@ def test_a_consent_or_tags_recorded_tell_open_customer_panels_once_committed(
 ) -> None:
     # Recording a consent published nothing: another agent's open panel showed the old
     # decisions until it was reloaded (tags and a customer's STOP the same).
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     url = f"/api/v1/customers/{customer.id}/consents"
     updated = {"type": "customer.updated", "payload": {"id": customer.id}}
 
@@ -277,7 +277,7 @@ def test_a_consent_or_tags_recorded_tell_open_customer_panels_once_committed(
 def test_the_profile_adds_up_the_customers_history(
     client: TestClient, world: World, database: Database
 ) -> None:
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     with database.session() as db:
         for order_id, total, currency, status in (
             ("a", 2500, "EUR", "completed"),
@@ -316,7 +316,7 @@ def test_a_total_spend_beyond_a_64_bit_integer_is_added_up_exactly(
     client: TestClient, world: World, database: Database
 ) -> None:
     # Each order fits the column, but SQLite's SUM fails past 2**63: the profile was a 500.
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     totals = [2**63 - 1, 2**63 - 1, 2**63 - 1, 5, -7, -(2**40) - 3]
     with database.session() as db:
         for n, total in enumerate(totals):
@@ -348,7 +348,7 @@ def test_amounts_past_what_a_double_holds_are_shown_to_the_cent(
 ) -> None:
     # The panel and the timeline divided minor units as floats: an order of 2**53 + 1
     # cents showed as 90071992547409.94, and a browser read the JSON total rounded too.
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     with database.session() as db:
         for order_id, total, currency in (
             ("e", 2**53 + 1, "EUR"),
@@ -395,7 +395,7 @@ def test_tags_put_at_once_leave_one_of_the_sets_and_never_fail(
 ) -> None:
     # PUT replaces the set. Requests at the same moment (two agents, a retried call) each
     # get their answer, and the customer ends with one whole set, not a mix of them.
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     url = f"/api/v1/customers/{customer.id}/tags"
     sets = [["vip", "shared"], ["churn-risk", "shared"], ["vip", "b2b"], ["b2b", "shared"]] * 4
     with ThreadPoolExecutor(8) as pool:
@@ -416,7 +416,7 @@ def test_a_text_attribute_too_long_to_keep_is_refused_by_the_api_an_import_and_e
     # the import counted the row as imported and the events API took the batch, each
     # having dropped the rest of the value.
     define(client, world, "notes", "text")
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     url = f"/api/v1/customers/{customer.id}"
     longest, too_long = "n" * 2000, "n" * 2001
     r = client.patch(url, json={"attributes": {"notes": longest}}, headers=auth(world.bob))
@@ -462,7 +462,7 @@ def test_a_withdrawal_of_all_governs_every_purpose_and_a_grant_of_all_only_the_u
 ) -> None:
     # may_contact read only the purpose asked: after an SMS STOP (purpose `all` withdrawn)
     # a marketing grant recorded since, or one the keyword did not cover, still said yes.
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     start = utcnow() - timedelta(days=1)
     with database.session() as db:
 
@@ -512,7 +512,7 @@ def test_amounts_are_shown_in_their_currencys_decimals_and_totalled_per_currency
 ) -> None:
     # Every currency was taken to have two decimals: an order of 1500 yen showed as
     # "15.00 JPY" and one of 1.234 dinars as "12.34 KWD".
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     with database.session() as db:
         for order_id, total, currency in (
             ("y1", 1500, "JPY"),
@@ -569,7 +569,7 @@ def test_after_an_sms_stop_an_agent_cannot_grant_every_purpose_back_by_hand(
 ) -> None:
     # An agent could record "all" granted after the customer's STOP: Rapport then sent SMS
     # the provider refuses (it blocks the number until the customer texts START).
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     url = f"/api/v1/customers/{customer.id}/consents"
     sms_keyword(database, customer, "STOP", granted=False)
     grant_all = {"channel": "sms", "purpose": "all", "granted": True}
@@ -622,7 +622,7 @@ def test_an_admin_changes_a_definitions_label_and_list_values_and_it_is_audited(
     assert client.patch(url, headers=auth(world.alice)).json() == r.json()
 
     # The new value is one agents can set.
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     r = client.patch(
         f"/api/v1/customers/{customer.id}",
         json={"attributes": {"plan": "enterprise"}},
@@ -695,7 +695,7 @@ def test_a_value_taken_out_of_a_list_stays_on_the_customers_who_hold_it(
     client: TestClient, world: World
 ) -> None:
     plan = define(client, world, "plan", "list", options=["free", "pro", "legacy"])
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     url = f"/api/v1/customers/{customer.id}"
     r = client.patch(url, json={"attributes": {"plan": ["pro", "legacy"]}}, headers=auth(world.bob))
     assert r.status_code == 200, r.text

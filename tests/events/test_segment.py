@@ -162,7 +162,7 @@ def test_a_typed_email_in_traits_never_joins_a_known_customer(
     client: TestClient, world: World
 ) -> None:
     key = source(client, world)
-    known = world.acme.first.customer.id  # type: ignore[union-attr]
+    known = world.acme.opened.customer.id
     client.post(
         "/api/v1/events/identify",
         json={"anonymousId": "a-1", "traits": {"email": "customer@acme.example"}},

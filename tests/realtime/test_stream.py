@@ -77,7 +77,7 @@ def test_another_workspace_never_sees_the_event(client: TestClient, world: World
         post(client, world, "secret-1", "acme only")
         # Something of Globex's own, so the socket has something to say.
         client.post(
-            f"/api/v1/conversations/{world.globex.first.conversation.id}/notes",  # type: ignore[union-attr]
+            f"/api/v1/conversations/{world.globex.opened.conversation.id}/notes",
             json={"text": "globex note"},
             headers=auth(world.mallory),
         )

@@ -128,7 +128,7 @@ def test_signing_in_comes_back_to_the_page_a_link_opened(
     world: World,
 ) -> None:
     # A link to a conversation opened while signed out led to the inbox once signed in.
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     page = browser.new_page()
     page.goto(f"{live_server.url}/app/conversations/{conv}?tab=files")
     expect(page).to_have_url(re.compile(r"/login\?next="))

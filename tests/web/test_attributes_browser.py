@@ -16,8 +16,7 @@ def test_an_admin_defines_attributes_and_an_agent_fills_them_in_by_type(
     browser,  # type: ignore[no-untyped-def]
     world: World,
 ) -> None:
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     customer = first.customer.id
     api = f"{live_server.url}/api/v1"
     # Set before any definition (an import's column): kept, shown and editable as text.
@@ -97,8 +96,7 @@ def test_edited_attributes_keep_their_type_their_lines_and_values_outside_the_li
     browser,  # type: ignore[no-untyped-def]
     world: World,
 ) -> None:
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     customer = first.customer.id
     api = f"{live_server.url}/api/v1"
     # Stored by an import or an API client, none defined (but plan, below, later).
@@ -175,8 +173,7 @@ def test_an_admin_edits_a_lists_label_and_values_and_agents_are_offered_the_new_
     browser,  # type: ignore[no-untyped-def]
     world: World,
 ) -> None:
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     customer = first.customer.id
     api = f"{live_server.url}/api/v1"
     live_server.http.post(

@@ -292,7 +292,7 @@ def test_two_agents_on_one_conversation_see_each_other(
     world: World,
     client: TestClient,
 ) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     pages = {}
     for email in ("alice@acme.test", "bob@acme.test"):
         context = browser.new_context()
@@ -325,7 +325,7 @@ def test_where_no_socket_can_open_an_agents_pages_poll_and_messages_still_arrive
     world: World,
 ) -> None:
     # Behind such a proxy the conversation and the inbox never changed until reloaded.
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     inbox = world.acme.inbox.id  # type: ignore[union-attr]
     context = browser.new_context()
     context.add_init_script(NO_SOCKETS)
@@ -362,7 +362,7 @@ def test_an_agent_sees_a_mention_counted_finds_it_listed_and_opening_it_reads_it
     world: World,
     client: TestClient,
 ) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     page = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
     page.wait_for_selector("#conversation-list")
     badge = page.locator("#notif-badge")
@@ -404,12 +404,12 @@ def test_the_panel_shows_a_total_spend_past_what_a_double_holds_to_the_cent(
     # 90071992547409.92 EUR (JSON.parse had already rounded it).
     from rapport.events.models import Order
 
-    first = world.acme.first
+    first = world.acme.opened
     with database.session() as db:
         db.add(
             Order(
                 workspace_id=world.acme.workspace.id,
-                customer_id=first.customer.id,  # type: ignore[union-attr]
+                customer_id=first.customer.id,
                 order_id="big",
                 total_minor=2**53 + 1,
                 currency="EUR",
@@ -442,7 +442,7 @@ def test_a_note_whose_mention_fits_two_colleagues_tells_its_author_in_the_browse
             name="Bob Stone",
             actor_role=Role.owner,
         )
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     page = signed_in(browser, live_server, "alice@acme.test", f"/app/conversations/{conv}")
     composer = page.locator("#composer")
     expect(composer.locator("button[type=submit]")).to_have_text("Send")
@@ -507,20 +507,20 @@ def test_an_agent_goes_from_a_conversation_to_its_customers_page_in_the_browser(
     browser,  # type: ignore[no-untyped-def]
     world: World,
 ) -> None:
-    first = world.acme.first
+    first = world.acme.opened
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{first.conversation.id}")  # type: ignore[union-attr]
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{first.conversation.id}")
     page.click("aside.customer h2 a")
-    page.wait_for_url(f"**/app/customers/{first.customer.id}")  # type: ignore[union-attr]
+    page.wait_for_url(f"**/app/customers/{first.customer.id}")
     # The panel works without a conversation: the profile and the consent form are there.
     page.wait_for_selector("#panel-extra [data-part=profile] dl")
     page.wait_for_selector("#panel-extra [data-part=consent] form")
-    page.click(f'#customer-conversations a[href="/app/conversations/{first.conversation.id}"]')  # type: ignore[union-attr]
-    page.wait_for_url(f"**/app/conversations/{first.conversation.id}")  # type: ignore[union-attr]
+    page.click(f'#customer-conversations a[href="/app/conversations/{first.conversation.id}"]')
+    page.wait_for_url(f"**/app/conversations/{first.conversation.id}")
     page.click("header nav >> text=Customers")
-    page.wait_for_selector(f'#customer-list a[href="/app/customers/{first.customer.id}"]')  # type: ignore[union-attr]
+    page.wait_for_selector(f'#customer-list a[href="/app/customers/{first.customer.id}"]')
     page.screenshot(path=str(ARTIFACTS / "customers.png"), full_page=True)
     assert errors == []

@@ -352,7 +352,7 @@ def test_a_long_conversation_opens_at_its_newest_message_with_the_composer_in_vi
 ) -> None:
     # The page was as tall as the customer panel: the composer sat below the fold, a long
     # thread opened at its oldest message, and r or n scrolled the thread out of sight.
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     for n in range(30):
         client.post(
             f"/api/v1/conversations/{conv}/notes",

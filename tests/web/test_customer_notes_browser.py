@@ -15,8 +15,7 @@ def test_an_agent_keeps_notes_about_a_customer_beside_the_conversation(
     browser,  # type: ignore[no-untyped-def]
     world: World,
 ) -> None:
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     customer = first.customer.id
     page = browser.new_page()
     page.on("dialog", lambda dialog: dialog.accept())  # "Delete this note?"
@@ -90,8 +89,7 @@ def test_a_viewer_reads_notes_and_writes_none(
     browser,  # type: ignore[no-untyped-def]
     world: World,
 ) -> None:
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     live_server.http.post(
         f"/api/v1/customers/{first.customer.id}/notes",
         json={"text": "Speaks Spanish"},

@@ -228,7 +228,7 @@ def test_two_agents_tag_one_customer_at_once_and_both_tags_stay(
 ) -> None:
     # Tags could be set through the API only, and only all at once: two agents tagging at
     # the same time would have lost one of the two.
-    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    customer_id = world.acme.opened.customer.id
     pages = []
     for who in ("alice@acme.test", "bob@acme.test"):
         page = signed_in(browser, live_server, who, f"/app/customers/{customer_id}")
@@ -272,8 +272,8 @@ def test_an_agent_corrects_a_name_and_adds_a_handle_from_the_panel(
 ) -> None:
     # A customer's name and handles could be changed through the API only: an agent told
     # a phone number on a call had nowhere to put it.
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
-    customer_id = world.acme.first.customer.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
+    customer_id = world.acme.opened.customer.id
     page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv}")
     page.fill("#composer textarea", "A reply I am still writing")
     page.click("summary:has-text('Edit name or add a handle')")
@@ -561,8 +561,7 @@ def test_a_customers_page_lists_a_conversation_of_theirs_that_begins_while_it_is
     world: World,
 ) -> None:
     # Their list stayed as drawn until reloaded.
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     page = signed_in(browser, live_server, "alice@acme.test", f"/app/customers/{first.customer.id}")
     rows = page.locator("#customer-conversations > li[data-id]")
     expect(rows).to_have_count(1)

@@ -26,8 +26,7 @@ def test_a_reply_left_unsent_is_there_again_until_sent_or_discarded(
     world: World,
     client: TestClient,
 ) -> None:
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     conv = first.conversation.id
     page = browser.new_context().new_page()
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
@@ -90,8 +89,7 @@ def test_drafts_are_the_members_own_and_signing_out_forgets_them(
     browser,  # type: ignore[no-untyped-def]
     world: World,
 ) -> None:
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     conv = first.conversation.id
     page = browser.new_context().new_page()  # one browser, two members in turn
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
@@ -121,8 +119,7 @@ def test_drafts_older_than_two_weeks_are_dropped(
     browser,  # type: ignore[no-untyped-def]
     world: World,
 ) -> None:
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     conv = first.conversation.id
     page = browser.new_context().new_page()
     sign_in(page, live_server, "bob@acme.test", "/app/inbox?view=all")

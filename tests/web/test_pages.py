@@ -28,7 +28,7 @@ def sign_in(client: TestClient, email: str) -> None:
 def test_pages_send_a_signed_out_visitor_to_the_login_page(
     client: TestClient, world: World
 ) -> None:
-    conv, customer = world.acme.first.conversation.id, world.acme.first.customer.id  # type: ignore[union-attr]
+    conv, customer = world.acme.opened.conversation.id, world.acme.opened.customer.id
     for path in (
         "/",
         "/app/inbox",
@@ -48,14 +48,14 @@ def test_the_inbox_lists_the_workspaces_conversations(client: TestClient, world:
     sign_in(client, "bob@acme.test")
     page = client.get("/app/inbox?view=all")
     assert page.status_code == 200
-    assert world.acme.first.conversation.id in page.text  # type: ignore[union-attr]
-    assert world.globex.first.conversation.id not in page.text  # type: ignore[union-attr]
+    assert world.acme.opened.conversation.id in page.text
+    assert world.globex.opened.conversation.id not in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
 def test_a_conversation_of_another_workspace_is_not_found(client: TestClient, world: World) -> None:
     sign_in(client, "bob@acme.test")
-    r = client.get(f"/app/conversations/{world.globex.first.conversation.id}")  # type: ignore[union-attr]
+    r = client.get(f"/app/conversations/{world.globex.opened.conversation.id}")
     assert r.status_code == 404
 
 
@@ -78,7 +78,7 @@ def test_the_customers_page_lists_and_finds_the_workspaces_customers_only(
     assert all(f"Person {n} &lt;b&gt;x&lt;/b&gt;" in page for n in range(3))
     row = page[page.index("Person 0 &lt;b&gt;") :]
     assert '<span class="badge ch-email">email</span>' in row[: row.index("</tr>")]
-    assert world.globex.first.customer.id not in page  # type: ignore[union-attr]
+    assert world.globex.opened.customer.id not in page
     found = client.get("/app/customers", params={"q": "p1@example.com"}).text
     assert "Person 1" in found and "Person 0" not in found and "Person 2" not in found
     assert "No customer matches." in client.get("/app/customers", params={"q": "zzzz"}).text
@@ -87,7 +87,7 @@ def test_the_customers_page_lists_and_finds_the_workspaces_customers_only(
 def test_a_customers_page_shows_every_conversation_of_theirs_on_any_channel(
     client: TestClient, world: World
 ) -> None:
-    first = world.acme.first
+    first = world.acme.opened
     other = client.post(
         "/api/v1/inboxes", json={"name": "Second", "channel": "api"}, headers=auth(world.alice)
     ).json()
@@ -100,25 +100,25 @@ def test_a_customers_page_shows_every_conversation_of_theirs_on_any_channel(
         },  # type: ignore[union-attr]
         headers=auth(world.bob),
     )
-    assert r.json()["customer_id"] == first.customer.id  # type: ignore[union-attr]
+    assert r.json()["customer_id"] == first.customer.id
     sign_in(client, "bob@acme.test")
-    page = client.get(f"/app/customers/{first.customer.id}").text  # type: ignore[union-attr]
+    page = client.get(f"/app/customers/{first.customer.id}").text
     # Each row says which inbox it came through (each said the customer's own name).
     for conv, inbox in (
-        (first.conversation.id, "Acme API"),  # type: ignore[union-attr]
+        (first.conversation.id, "Acme API"),
         (r.json()["conversation_id"], "Second"),
     ):
         row = page[page.index(f'<li data-id="{conv}">') :].split("</li>", 1)[0]
         assert f'<span class="who">{inbox}</span>' in row
-    assert "From the other app" in page and first.customer.email in page  # type: ignore[union-attr]
-    assert 'data-customer="' + first.customer.id in page  # type: ignore[union-attr]  # the panel
+    assert "From the other app" in page and first.customer.email in page
+    assert 'data-customer="' + first.customer.id in page  # the panel
     # Another workspace's customer is not found; a merged one's page is the survivor's.
-    theirs = world.globex.first.customer.id  # type: ignore[union-attr]
+    theirs = world.globex.opened.customer.id
     assert client.get(f"/app/customers/{theirs}").status_code == 404
-    merged = merged_twin(client, world, first.customer.id)  # type: ignore[union-attr]
+    merged = merged_twin(client, world, first.customer.id)
     r = client.get(f"/app/customers/{merged['id']}", follow_redirects=False)
     assert r.status_code == 303
-    assert r.headers["location"] == f"/app/customers/{first.customer.id}"  # type: ignore[union-attr]
+    assert r.headers["location"] == f"/app/customers/{first.customer.id}"
 
 
 def test_a_page_that_cannot_be_shown_says_why_to_a_browser_as_a_page(
@@ -127,7 +127,7 @@ def test_a_page_that_cannot_be_shown_says_why_to_a_browser_as_a_page(
     # A stale link or a filter typed into the address showed a browser raw problem JSON.
     sign_in(client, "bob@acme.test")
     browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
-    theirs = world.globex.first.conversation.id  # type: ignore[union-attr]
+    theirs = world.globex.opened.conversation.id
     r = client.get(f"/app/conversations/{theirs}", headers=browser)
     assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
     assert "<h1>Not Found</h1>" in r.text and "conversation not found" in r.text
@@ -166,7 +166,7 @@ def test_the_assign_lists_show_each_agents_presence(client: TestClient, world: W
     r = client.put("/api/v1/presence", json={"availability": "busy"}, headers=auth(world.bob))
     assert r.status_code == 200, r.text
     sign_in(client, "alice@acme.test")
-    for path in ("/app/inbox", f"/app/conversations/{world.acme.first.conversation.id}"):  # type: ignore[union-attr]
+    for path in ("/app/inbox", f"/app/conversations/{world.acme.opened.conversation.id}"):
         page = client.get(path).text
         assert ">Bob · busy</option>" in page, path
         assert ">Alice · offline</option>" in page, path  # no heartbeat of hers yet
@@ -477,7 +477,7 @@ def test_notifications_are_counted_on_every_page_and_listed_on_their_own(
 ) -> None:
     # The badge counted only what arrived while a page was open, and the next page forgot
     # it: a mention made while an agent was elsewhere was never shown to them.
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     assert client.get("/app/notifications", follow_redirects=False).headers["location"] == (
         "/login?next=%2Fapp%2Fnotifications"
     )
@@ -498,7 +498,7 @@ def test_notifications_are_counted_on_every_page_and_listed_on_their_own(
     assert '<li class="notification unread"' in page
     assert "&lt;b&gt;courier&lt;/b&gt;" in page  # the note's text, never its markup
     # Who wrote it and whom it concerns (the note's text alone said neither).
-    customer = world.acme.first.customer  # type: ignore[union-attr]
+    customer = world.acme.opened.customer
     called = customer.name or customer.email
     assert '<strong class="by">Alice</strong>' in page
     assert f'<span class="about">about {called}:</span>' in page
@@ -537,7 +537,7 @@ def test_the_settings_page_shows_why_a_rule_was_skipped(
 
 def test_each_listed_conversation_says_who_has_it(client: TestClient, world: World) -> None:
     # The inbox's rows said nothing of their assignee: "All" could not be read at a glance.
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     sign_in(client, "bob@acme.test")
     row = client.get("/app/inbox?view=all").text.split(f'data-id="{conv}"', 1)[1].split("</li>")[0]
     assert '<span class="assignee none" title="Assigned to">Unassigned</span>' in row
@@ -567,7 +567,7 @@ def test_a_viewer_reads_a_conversation_with_its_controls_switched_off(
     # A viewer was offered the agent, team, priority, status, labels and the composer,
     # each refused once used (a priority select then showed what was not saved), and a
     # presence the API refuses them (403 every minute).
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]
+    conv = world.acme.opened.conversation.id
     sign_in(client, "victor@acme.test")
     page = client.get(f"/app/conversations/{conv}").text
     for control in ('id="assign"', 'id="team"', 'id="priority"', 'id="resolve"'):

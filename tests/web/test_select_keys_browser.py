@@ -18,8 +18,7 @@ def test_arrows_step_through_a_select_and_enter_chooses(
     world: World,
     client: TestClient,
 ) -> None:
-    first = world.acme.first
-    assert first is not None
+    first = world.acme.opened
     conv = first.conversation.id
     teams = [
         client.post("/api/v1/teams", json={"name": name}, headers=auth(world.alice)).json()

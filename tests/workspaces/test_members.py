@@ -153,7 +153,7 @@ def bobs_conversations(client: TestClient, world: World, database: Database) -> 
     inbox = world.acme.inbox.id  # type: ignore[union-attr]
     with database.session() as db:
         db.execute(update(Inbox).where(Inbox.id == inbox).values(auto_assign=True))
-    convs = {"open": world.acme.first.conversation.id}  # type: ignore[union-attr]
+    convs = {"open": world.acme.opened.conversation.id}
     r = client.post(
         f"/api/v1/inboxes/{inbox}/messages",
         json={"external_id": "m2", "text": "hi", "from": {"email": "m2@example.com"}},

@@ -513,7 +513,7 @@ def test_an_agent_can_answer_a_chat_conversation_by_email(
     mail_inbox: str,
     outbox: tuple[Outbox, int],
 ) -> None:
-    conv = world.acme.first.conversation.id  # type: ignore[union-attr]  # an API-channel thread
+    conv = world.acme.opened.conversation.id  # an API-channel thread
     r = client.post(
         f"/api/v1/conversations/{conv}/messages",
         json={"text": "Answering by email, as you asked.", "inbox_id": mail_inbox},

@@ -138,7 +138,7 @@ def test_the_history_is_the_newest_messages_and_a_poll_gets_those_after_one(
 def test_a_typed_email_never_joins_a_visitor_to_a_known_customer(
     client: TestClient, world: World, chat: dict[str, str]
 ) -> None:
-    known = world.acme.first.customer  # type: ignore[union-attr]
+    known = world.acme.opened.customer
     v = start(client, chat, name="Mallory", email="customer@acme.example")
     msg = say(client, chat, v["visitor_token"], "show me my orders")
     conv = client.get(
@@ -150,7 +150,7 @@ def test_a_typed_email_never_joins_a_visitor_to_a_known_customer(
 def test_a_valid_hmac_makes_the_visitor_that_customer_and_a_forged_one_does_not(
     client: TestClient, world: World, chat: dict[str, str]
 ) -> None:
-    cid = world.acme.first.customer.id  # type: ignore[union-attr]
+    cid = world.acme.opened.customer.id
     client.post(
         f"/api/v1/customers/{cid}/identities",
         json={"kind": "external", "value": "user-42", "verified": True},
@@ -616,7 +616,7 @@ def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(
     host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
 ) -> None:
     origin = host_page[0]
-    known = world.acme.first.customer.id  # type: ignore[union-attr]
+    known = world.acme.opened.customer.id
     client.post(
         f"/api/v1/customers/{known}/identities",
         json={"kind": "external", "value": "user-7", "verified": True},
