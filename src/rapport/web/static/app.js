@@ -1898,6 +1898,38 @@ function showConditionValue(control, value) {
   else control.value = Array.isArray(value) ? value.join(", ") : String(value ?? "");
 }
 
+// A list of actions (a rule's, a macro's), each row from ``template``: its type chosen; of
+// its value controls, only the one that type takes is shown and enabled (a disabled control
+// is neither checked nor sent).
+function actionList(list, template) {
+  const part = (li, name) => li.querySelector(`[name=${name}]`);
+  const draw = (li) => {
+    const type = part(li, "type").value;
+    const controls = [...li.querySelectorAll("[name=value]")];
+    const fits = controls.find((el) => el.dataset.types.split(" ").includes(type)) || controls.find((el) => !el.dataset.types);
+    for (const el of controls) el.hidden = el.disabled = el !== fits;
+    return fits;
+  };
+  const add = (a) => {
+    const li = document.getElementById(template).content.firstElementChild.cloneNode(true);
+    if (a) selectKeeping(part(li, "type"), String(a.type ?? ""));
+    const control = draw(li);
+    if (a && control.tagName === "SELECT") selectKeeping(control, String(a.value ?? ""));
+    else if (a) control.value = String(a.value ?? "");
+    part(li, "type").addEventListener("change", () => draw(li));
+    li.querySelector(".remove-row").addEventListener("click", () => li.remove());
+    list.append(li);
+    return li;
+  };
+  const read = () => [...list.children].map((li) => {
+    const control = li.querySelector("[name=value]:enabled");
+    const value = control.tagName === "TEXTAREA" ? control.value : control.value.trim();
+    const type = part(li, "type").value;
+    return value ? { type, value } : { type };
+  });
+  return { add, read };
+}
+
 function setupRules() {
   const form = document.getElementById("rule-form");
   if (!form) return;
@@ -1962,26 +1994,7 @@ function setupRules() {
     return li;
   };
 
-  // An action: its type chosen; of its value controls, only the one that type takes is
-  // shown and enabled (a disabled control is neither checked nor sent).
-  const drawAction = (li) => {
-    const type = part(li, "type").value;
-    const controls = [...li.querySelectorAll("[name=value]")];
-    const fits = controls.find((el) => el.dataset.types.split(" ").includes(type)) || controls.find((el) => !el.dataset.types);
-    for (const el of controls) el.hidden = el.disabled = el !== fits;
-    return fits;
-  };
-  const addAction = (a) => {
-    const li = document.getElementById("action-row").content.firstElementChild.cloneNode(true);
-    if (a) selectKeeping(part(li, "type"), String(a.type ?? ""));
-    const control = drawAction(li);
-    if (a && control.tagName === "SELECT") selectKeeping(control, String(a.value ?? ""));
-    else if (a) control.value = String(a.value ?? "");
-    part(li, "type").addEventListener("change", () => drawAction(li));
-    li.querySelector(".remove-row").addEventListener("click", () => li.remove());
-    actions.append(li);
-    return li;
-  };
+  const { add: addAction, read: readActions } = actionList(actions, "action-row");
 
   const reset = () => {
     form.reset();
@@ -2003,12 +2016,7 @@ function setupRules() {
       const op = part(li, "op").value;
       return { field: fieldOf(li), op, value: conditionValue(li.querySelector(".rule-value").firstElementChild, op) };
     }),
-    actions: [...actions.children].map((li) => {
-      const control = li.querySelector("[name=value]:enabled");
-      const value = control.tagName === "TEXTAREA" ? control.value : control.value.trim();
-      const type = part(li, "type").value;
-      return value ? { type, value } : { type };
-    }),
+    actions: readActions(),
     position: Number(form.elements.position.value || 0),
     stop_processing: form.elements.stop_processing.checked,
     enabled: form.elements.enabled.checked,
