@@ -57,6 +57,7 @@ BODIES: dict[tuple[str, str], object] = {
         "actions": [{"type": "add_label", "value": "x"}],
     },
     ("PATCH", "/api/v1/teams/{team_id}"): {"name": "x"},
+    ("PATCH", "/api/v1/macros/{macro_id}"): {"name": "x"},
 }
 # Multipart bodies (file uploads), likewise valid.
 FILES: dict[tuple[str, str], dict[str, tuple[str, bytes, str]]] = {
@@ -97,6 +98,11 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth(world.alice)
     ).json()
     label = client.post("/api/v1/labels", json={"name": "vip"}, headers=auth(world.alice)).json()
+    macro = client.post(
+        "/api/v1/macros",
+        json={"name": "Close", "actions": [{"type": "set_status", "value": "resolved"}]},
+        headers=auth(world.alice),
+    ).json()
     database = client.app.state.database  # type: ignore[attr-defined]
     return {
         "inbox_id": acme.inbox.id,
@@ -115,6 +121,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "policy_id": policy["id"],
         "canned_id": reply["id"],
         "rule_id": rule["id"],
+        "macro_id": macro["id"],
         "attachment_id": "0" * 32,
         "merge_id": "0" * 32,
         "suggestion_id": _suggestion(client, world),
@@ -199,6 +206,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "policy_id",
         "canned_id",
         "rule_id",
+        "macro_id",
         "webhook_id",
         "attachment_id",
         "merge_id",

@@ -1020,3 +1020,44 @@ def test_a_rule_saved_while_its_team_is_deleted_waits_and_is_refused(
     assert isinstance(result, Exception) and "no team of this workspace" in str(result)
     with database.session() as db:
         assert db.scalar(select(func.count()).select_from(Rule)) == 0
+
+
+def test_a_rule_sends_a_message_written_in_it_with_the_customers_name(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # A rule could answer only with a canned response: a message of its own needed one made
+    # for it, kept among the agents' canned responses.
+    rule(
+        client,
+        world,
+        name="Greet",
+        event="conversation.created",
+        actions=[{"type": "send_message", "value": "Hi {{ customer.first_name }}, thanks!"}],
+    )
+    bad = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "Broken",
+            "event": "conversation.created",
+            "actions": [{"type": "send_message", "value": "Hi {{ customer.name "}],
+        },
+        headers=auth(world.alice),
+    )
+    assert bad.status_code == 422 and "actions[0].value" in bad.json()["detail"]
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.opened.conversation.inbox_id}/messages",
+        json={
+            "external_id": "greet-1",
+            "text": "Hello",
+            "from": {"name": "Ann Lee", "email": "ann@example.com"},
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    drain(database, settings)
+    conv = client.get(
+        f"/api/v1/conversations/{r.json()['conversation_id']}", headers=auth(world.bob)
+    ).json()
+    sent = [m for m in conv["messages"] if m["direction"] == "out" and m["kind"] == "message"]
+    assert [m["text"] for m in sent] == ["Hi Ann, thanks!"]
+    assert sent[0]["sender_id"] is None  # the rule's, no agent's

@@ -1,4 +1,4 @@
-"""Automation rules and outgoing webhooks, with the log of every webhook delivery."""
+"""Automation rules, macros and outgoing webhooks, with the log of every webhook delivery."""
 
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,31 @@ class Rule(Base):
     # Why its actions last failed to run (a template error), and when; cleared when they run.
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     last_error_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Macro(Base):
+    """A named, ordered list of actions (automation's, see ``service.MACRO_ACTIONS``) that an
+    agent runs by hand on one conversation or many: the workspace's, which every member
+    sees and runs, or one member's own (``personal``)."""
+
+    __tablename__ = "macros"
+    # Listed by name; a name is unique among the workspace's macros and among each member's
+    # own (service._refuse_taken_name).
+    __table_args__ = (Index("ix_macros_ws_name", "workspace_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    # [{"type": "assign_agent", "value": "me"}, {"type": "add_label", "value": "refund"}, ...]
+    actions: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    # "workspace" or "personal" (seen and run by ``created_by`` alone)
+    visibility: Mapped[str] = mapped_column(String(16), default="workspace")
+    # Whose personal macro it is; a workspace macro outlives its author leaving.
+    created_by: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True, default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Webhook(Base):

@@ -1,10 +1,11 @@
 """Automation API shapes."""
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rapport.db import JsonObject
+from rapport.db import JsonObject, Name
 
 
 class RuleIn(BaseModel):
@@ -73,3 +74,63 @@ class DeliveryRead(BaseModel):
     error: str | None
     created_at: datetime
     delivered_at: datetime | None
+
+
+# An action as a macro holds it, type and value, checked by the service against the
+# workspace (as a rule's): ``actions[i].value`` names the one that is wrong.
+MacroActions = list[JsonObject]
+_ACTIONS_SAID = (
+    "In order, each {type, value}: assign_agent (a member's user id, or `me`: whoever runs "
+    "it), assign_team, add_label, remove_label, set_priority, set_status (open, pending, "
+    "resolved), send_canned (a canned response's id), send_message (the text, a template), "
+    "add_note (the text, a template)."
+)
+
+
+class MacroIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = Field(max_length=120)
+    actions: MacroActions = Field(min_length=1, max_length=20, description=_ACTIONS_SAID)
+    visibility: Literal["workspace", "personal"] = Field(
+        default="workspace",
+        description="`workspace`: every member sees and runs it (admins and owners make "
+        "these); `personal`: only its creator",
+    )
+
+
+class MacroUpdate(BaseModel):
+    """What to change; fields left out (or null) stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = Field(default=None, max_length=120)
+    actions: MacroActions | None = Field(
+        default=None, min_length=1, max_length=20, description=_ACTIONS_SAID
+    )
+    visibility: Literal["workspace", "personal"] | None = None
+
+
+class MacroRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    actions: list[JsonObject]
+    visibility: Literal["workspace", "personal"]
+    created_by: str | None = Field(
+        description="its creator (a personal macro's owner); null once they were deleted"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class SkippedAction(BaseModel):
+    """One of a macro's actions left out of a run: what it names has gone since it was
+    saved (a team deleted, a member removed or made a viewer). Its other actions ran."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    index: int = Field(description="its position in the macro's actions, from 0")
+    type: str
+    reason: str

@@ -1,8 +1,12 @@
-"""Automation: event -> conditions -> actions, and signed outgoing webhooks.
+"""Automation: event -> conditions -> actions, macros, and signed outgoing webhooks.
 
 Rules never loop: a change made by a rule carries the ids of the rules that caused it, and
 an event is never handed back to a rule that is among its causes (nor evaluated beyond a
 small depth at all).
+
+A macro is a named list of the same actions, without an event or conditions: an agent runs
+it by hand on a conversation (or many), and its changes are that agent's (``Doer``), made
+through the same functions as a rule's.
 """
 
 import logging
@@ -13,12 +17,12 @@ from typing import Any
 
 import orjson
 import regex
-from sqlalchemy import ColumnElement, and_, delete, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from rapport import outbound, templating
-from rapport.auth.models import Membership, Role, Team
-from rapport.automation.models import Rule, Webhook, WebhookDelivery
+from rapport.auth.models import Membership, Role, Team, User
+from rapport.automation.models import Macro, Rule, Webhook, WebhookDelivery
 from rapport.cache import TtlCache
 from rapport.channels.models import Inbox
 from rapport.conversations import sla
@@ -37,7 +41,7 @@ from rapport.customers.models import Customer
 from rapport.db import lock_row, savepoint, transient, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.service import enqueue
-from rapport.problems import Conflict, Invalid, Problem, Unsendable
+from rapport.problems import Conflict, Forbidden, Invalid, NotFound, Problem, Unsendable
 from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
 
@@ -65,11 +69,35 @@ ACTIONS = frozenset(
         "set_priority",
         "set_status",
         "send_canned",
+        "send_message",
         "add_note",
         "send_webhook",
         "email_team",
     }
 )
+# What a macro may hold: the actions on the conversation at hand that an agent could take
+# by hand, and sending a message written in the macro. Not what reaches beyond it (webhooks,
+# a team's email) or picks someone else's next conversation for them (round robin).
+MACRO_ACTIONS = frozenset(
+    {
+        "assign_agent",
+        "assign_team",
+        "add_label",
+        "remove_label",
+        "set_priority",
+        "set_status",
+        "send_canned",
+        "send_message",
+        "add_note",
+    }
+)
+# The value of a macro's assign_agent that names whoever runs it.
+ME = "me"
+MACRO_MAX_ACTIONS = 20
+MACRO_NAME_MAX = 120
+VISIBILITIES = ("workspace", "personal")
+# The actions whose value is a template, rendered for the conversation (canned.context).
+_TEMPLATED = frozenset({"add_note", "send_message"})
 MAX_DEPTH = 5
 log = logging.getLogger(__name__)
 # How long one regex condition may search a text: an admin's pattern runs on whatever a
@@ -232,12 +260,28 @@ def validate(
         _check_condition(db, workspace_id=workspace_id, event=event, where=f"conditions[{i}]", c=c)
     if not actions:
         raise Invalid("a rule needs at least one action")
+    _check_actions(db, workspace_id=workspace_id, event=event, actions=actions, allowed=ACTIONS)
+
+
+def _check_actions(
+    db: Session,
+    *,
+    workspace_id: str,
+    event: str | None,
+    actions: list[dict[str, Any]],
+    allowed: frozenset[str],
+) -> None:
+    """Refuse the first of a rule's or a macro's actions that could not run, naming it
+    (``actions[2].value``) and saying why: what ``_action_problem`` finds, or its
+    template's syntax."""
     for i, a in enumerate(actions):
-        wrong = _action_problem(db, workspace_id=workspace_id, event=event, action=a)
+        wrong = _action_problem(
+            db, workspace_id=workspace_id, event=event, action=a, allowed=allowed
+        )
         if wrong is not None:
             part, why = wrong
             raise Invalid(f"actions[{i}].{part}: {why}")
-        if a["type"] == "add_note":
+        if a["type"] in _TEMPLATED:
             try:
                 templating.check(a["value"])
             except Invalid as exc:
@@ -284,16 +328,23 @@ def _check_condition(
 
 
 def _action_problem(
-    db: Session, *, workspace_id: str, event: str, action: dict[str, Any]
+    db: Session,
+    *,
+    workspace_id: str,
+    event: str | None,
+    action: dict[str, Any],
+    allowed: frozenset[str] = ACTIONS,
 ) -> tuple[str, str] | None:
     """Which part of the action cannot work (``type`` or ``value``) and why; None if it can.
+    ``allowed``: the actions it may be (a rule's ACTIONS, a macro's MACRO_ACTIONS);
+    ``event``: the rule's, None for a macro, which always has a conversation at hand.
 
-    Asked when a rule is saved, and again before each action runs: what it names may have
-    gone since (an agent removed from the workspace, a team deleted)."""
+    Asked when a rule or macro is saved, and again before each action runs: what it names
+    may have gone since (an agent removed from the workspace, a team deleted)."""
     kind, value = action.get("type"), action.get("value")
-    if kind not in ACTIONS:
-        return "type", f"unknown action {_shown(kind)}; one of: {', '.join(sorted(ACTIONS))}"
-    if kind != "send_webhook" and event not in EVENT_HAS["conversation"]:
+    if kind not in allowed:
+        return "type", f"unknown action {_shown(kind)}; one of: {', '.join(sorted(allowed))}"
+    if event is not None and kind != "send_webhook" and event not in EVENT_HAS["conversation"]:
         return "type", f"{kind} acts on a conversation, and {event} comes with none"
     why: str | None = None
     if kind == "assign_agent":
@@ -313,11 +364,12 @@ def _action_problem(
         why = _unknown_ids(db, workspace_id=workspace_id, what="canned response", values=[value])
     elif kind == "send_webhook":
         why = _unknown_ids(db, workspace_id=workspace_id, what="webhook", values=[value])
-    elif kind == "add_note":
+    elif kind in _TEMPLATED:
+        what = "note" if kind == "add_note" else "message"
         if not isinstance(value, str) or not value.strip():
-            why = f"add_note needs the note's text, not {_shown(value)}"
+            why = f"{kind} needs the {what}'s text, not {_shown(value)}"
         elif len(value) > NOTE_MAX:
-            why = f"a note is at most {NOTE_MAX:,} characters"
+            why = f"a {what} is at most {NOTE_MAX:,} characters"
     return None if why is None else ("value", why)
 
 
@@ -464,8 +516,8 @@ def _with_labels(
 
 
 def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
-    """Make the workspace's rules say ``new`` wherever they named the label ``old`` (label
-    conditions and add/remove label actions); returns how many rules changed."""
+    """Make the workspace's rules and macros say ``new`` wherever they named the label
+    ``old`` (label conditions and add/remove label actions); returns how many changed."""
 
     def swap(value: Any) -> Any:
         if isinstance(value, str):
@@ -480,6 +532,16 @@ def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
         if conditions != rule.conditions or actions != rule.actions:
             # New lists, not edits in place: the JSON columns only see assignments.
             rule.conditions, rule.actions = conditions, actions
+            changed += 1
+    for macro in db.scalars(select(Macro).where(Macro.workspace_id == workspace_id)):
+        actions = [
+            {**a, "value": swap(a["value"])}
+            if a.get("type") in ("add_label", "remove_label") and "value" in a
+            else a
+            for a in macro.actions
+        ]
+        if actions != macro.actions:
+            macro.actions = actions
             changed += 1
     return changed
 
@@ -704,6 +766,12 @@ def run(
         previous = db.info.get(_CAUSES)
         db.info[_CAUSES] = [*caused_by, rule.id]
         skipped: list[tuple[int, str]] = []
+        by = Doer(
+            workspace_id=rule.workspace_id,
+            actor_id=None,
+            via=f"the rule “{rule.name}”",
+            said=f"Rule “{rule.name}”",
+        )
         try:
             # A rule's actions all run or none does: one that cannot (a template error,
             # which no retry mends, or any other error) is skipped and its admins told why;
@@ -726,9 +794,8 @@ def run(
                         conversation=conv,
                         message=msg,
                         customer_id=customer_id,
-                        box=box,
                         event=event,
-                        rule=rule,
+                        by=by,
                     )
         except Exception as exc:
             if transient(exc):
@@ -779,6 +846,21 @@ def _skipped(rule: Rule, skipped: list[tuple[int, str]]) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Doer:
+    """Who runs actions, as the changes they make record it: a rule (no member,
+    ``actor_id`` None) or a member running a macro, who is the author of the replies and
+    notes it sends."""
+
+    workspace_id: str
+    actor_id: str | None
+    # What did it, as an activity line says after "by": "the rule “X”"; after the member,
+    # for a macro: "by Ann through the macro “X”".
+    via: str
+    # How a line saying a message was not sent names who sent it: "Rule “X”".
+    said: str
+
+
 def _act(
     db: Session,
     *,
@@ -786,23 +868,22 @@ def _act(
     conversation: Conversation | None,
     message: Message | None,
     customer_id: str | None,
-    box: SecretBox,
-    event: str,
-    rule: Rule,
+    event: str | None,
+    by: Doer,
 ) -> None:
+    """Take one action (checked by ``_action_problem`` just before) through the functions
+    the single-conversation endpoints use: their activity lines, events and triggers."""
     from rapport.conversations import canned, routing, service
 
     kind, value = action["type"], action.get("value")
-    by_rule = f"the rule “{rule.name}”"  # how an activity line says who changed it
     if kind == "send_webhook":
         # The rule's workspace: a customer's event comes with no conversation to ask.
         hook = db.scalar(
-            select(Webhook).where(
-                Webhook.id == str(value), Webhook.workspace_id == rule.workspace_id
-            )
+            select(Webhook).where(Webhook.id == str(value), Webhook.workspace_id == by.workspace_id)
         )
         # A webhook subscribed to this event has had it already (trigger): no second copy.
-        if hook is not None and event not in hook.events:
+        # (Only a rule sends one: a rule has an event.)
+        if hook is not None and event is not None and event not in hook.events:
             queue_delivery(
                 db,
                 webhook=hook,
@@ -844,8 +925,8 @@ def _act(
                 conversation=conversation,
                 assignee_id=member.user_id,
                 team_id=conversation.team_id,
-                actor_id=None,
-                via=by_rule,
+                actor_id=by.actor_id,
+                via=by.via,
             )
     elif kind == "assign_team":
         team = db.scalar(select(Team).where(Team.workspace_id == ws, Team.id == str(value)))
@@ -855,8 +936,8 @@ def _act(
                 conversation=conversation,
                 assignee_id=conversation.assignee_id,
                 team_id=team.id,
-                actor_id=None,
-                via=by_rule,
+                actor_id=by.actor_id,
+                via=by.via,
             )
     elif kind == "assign_round_robin":
         team_id = str(value) if value else conversation.team_id
@@ -867,8 +948,8 @@ def _act(
                 conversation=conversation,
                 assignee_id=agent,
                 team_id=team_id,
-                actor_id=None,
-                via=by_rule,
+                actor_id=by.actor_id,
+                via=by.via,
             )
     elif kind == "add_label":
         service.add_labels(db, conversation=conversation, labels=[str(value)])
@@ -876,35 +957,304 @@ def _act(
         service.remove_label(db, conversation=conversation, label=str(value))
     elif kind == "set_priority" and str(value) in Priority.__members__:
         service.set_priority(
-            db, conversation=conversation, priority=Priority(str(value)), via=by_rule
+            db,
+            conversation=conversation,
+            priority=Priority(str(value)),
+            actor_id=by.actor_id,
+            via=by.via,
         )
     elif kind == "set_status" and str(value) in Status.__members__ and value != "snoozed":
-        service.set_status(db, conversation=conversation, status=Status(str(value)), via=by_rule)
-    elif kind == "send_canned":
-        reply = db.scalar(
-            select(CannedResponse).where(
-                CannedResponse.workspace_id == ws, CannedResponse.id == str(value)
-            )
+        service.set_status(
+            db,
+            conversation=conversation,
+            status=Status(str(value)),
+            actor_id=by.actor_id,
+            via=by.via,
         )
-        if reply is None:
-            return
-        # A rule's message answers the customer's (a service message): one who opted out
-        # of the channel, or never wrote to its page, is not sent it (``reply`` refuses it
-        # before storing anything), and the conversation says so; the rule's other actions
-        # still run.
-        text = canned.render(db, canned=reply, conversation=conversation, agent_id=None)
+    elif kind in ("send_canned", "send_message"):
+        if kind == "send_canned":
+            reply = db.scalar(
+                select(CannedResponse).where(
+                    CannedResponse.workspace_id == ws, CannedResponse.id == str(value)
+                )
+            )
+            if reply is None:
+                return
+            text = canned.render(db, canned=reply, conversation=conversation, agent_id=by.actor_id)
+            what = f"canned reply /{reply.shortcut}"
+        else:
+            context = canned.context(db, conversation=conversation, agent_id=by.actor_id)
+            text, what = templating.render(str(value or ""), context), "its reply"
+        # A rule's message answers the customer's (a service message), as does an agent's
+        # by macro: one who opted out of the channel, or never wrote to its page, is not
+        # sent it (``reply`` refuses it before storing anything), and the conversation says
+        # so; the other actions still run.
         try:
             service.reply(
-                db, conversation=conversation, author_id=None, text=text, kind=MessageKind.message
+                db,
+                conversation=conversation,
+                author_id=by.actor_id,
+                text=text,
+                kind=MessageKind.message,
             )
         except Unsendable as refused:
-            by = f"Rule “{rule.name}”: canned reply /{reply.shortcut}"
-            service.not_sent(db, conversation=conversation, by=by, refused=refused)
+            service.not_sent(
+                db, conversation=conversation, by=f"{by.said}: {what}", refused=refused
+            )
     elif kind == "add_note":
         text = templating.render(
-            str(value or ""), canned.context(db, conversation=conversation, agent_id=None)
+            str(value or ""), canned.context(db, conversation=conversation, agent_id=by.actor_id)
         )
-        service.note(db, conversation=conversation, author_id=None, text=text)
+        service.note(db, conversation=conversation, author_id=by.actor_id, text=text)
+
+
+# --- macros ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A macro's action left out of a run, and why: what it names has gone since it was
+    saved (a team deleted, a member removed or made a viewer)."""
+
+    index: int
+    type: str
+    reason: str
+
+
+def _as_run_by(action: dict[str, Any], user_id: str) -> dict[str, Any]:
+    """The action as ``user_id`` runs (or saves) it: an ``assign_agent`` of "me" names them."""
+    if action.get("type") == "assign_agent" and action.get("value") == ME:
+        return {**action, "value": user_id}
+    return action
+
+
+def _macro_actions(
+    db: Session, *, workspace_id: str, user_id: str, actions: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The actions as a macro keeps them (each its type and value), once each is found able
+    to run, as a rule's are (``"me"`` checked as ``user_id``, who saves it)."""
+    if not 1 <= len(actions) <= MACRO_MAX_ACTIONS:
+        raise Invalid(f"actions: a macro holds 1 to {MACRO_MAX_ACTIONS} actions")
+    for i, a in enumerate(actions):
+        extra = sorted(set(a) - {"type", "value"})
+        if extra:
+            raise Invalid(f"actions[{i}]: an action has a type and a value, and no {extra[0]!r}")
+    _check_actions(
+        db,
+        workspace_id=workspace_id,
+        event=None,
+        actions=[_as_run_by(a, user_id) for a in actions],
+        allowed=MACRO_ACTIONS,
+    )
+    return [{"type": a["type"], "value": a.get("value")} for a in actions]
+
+
+def _macro_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise Invalid("name: a macro needs a name")
+    if len(name) > MACRO_NAME_MAX:
+        raise Invalid(f"name: a macro's name is at most {MACRO_NAME_MAX} characters")
+    return name
+
+
+def _refuse_taken_name(
+    db: Session,
+    *,
+    workspace_id: str,
+    name: str,
+    visibility: str,
+    owner_id: str | None,
+    other_than: str | None = None,
+) -> None:
+    """Refuse a name the workspace's macros already have (for a workspace macro), or the
+    owner's own (for a personal one), whatever its case. The workspace's row is held first:
+    two macros saved at once under one name, the second waits, then sees the first."""
+    lock_row(db, Workspace, workspace_id)
+    stmt = select(Macro.id).where(
+        Macro.workspace_id == workspace_id,
+        Macro.visibility == visibility,
+        func.lower(Macro.name) == name.lower(),
+    )
+    if visibility == "personal":
+        stmt = stmt.where(Macro.created_by == owner_id)
+    if other_than is not None:
+        stmt = stmt.where(Macro.id != other_than)
+    if db.scalar(stmt.limit(1)) is not None:
+        whose = "the workspace has a macro" if visibility == "workspace" else "you have a macro"
+        raise Conflict(f"{whose} named “{name}”: choose another name")
+
+
+def _visibility(value: str, *, admin: bool) -> str:
+    if value not in VISIBILITIES:
+        raise Invalid(f"visibility: one of {_or(list(VISIBILITIES))}; not {_shown(value)}")
+    if value == "workspace" and not admin:
+        raise Forbidden("only admins and owners make macros for the whole workspace")
+    return value
+
+
+def _visible_to(user_id: str) -> ColumnElement[bool]:
+    return or_(
+        Macro.visibility == "workspace",
+        and_(Macro.visibility == "personal", Macro.created_by == user_id),
+    )
+
+
+def macros(db: Session, *, workspace_id: str, user_id: str) -> list[Macro]:
+    """The macros ``user_id`` may see and run: the workspace's and their own, by name."""
+    return list(
+        db.scalars(
+            select(Macro)
+            .where(Macro.workspace_id == workspace_id, _visible_to(user_id))
+            .order_by(func.lower(Macro.name), Macro.id)
+        )
+    )
+
+
+def get_macro(db: Session, *, workspace_id: str, macro_id: str, user_id: str) -> Macro:
+    """The macro with this id, if ``user_id`` may see it; else a 404 problem (another's
+    personal macro reads as one that does not exist)."""
+    row = db.scalar(
+        select(Macro).where(
+            Macro.id == macro_id, Macro.workspace_id == workspace_id, _visible_to(user_id)
+        )
+    )
+    if row is None:
+        raise NotFound("macro")
+    return row
+
+
+def create_macro(
+    db: Session,
+    *,
+    workspace_id: str,
+    user_id: str,
+    admin: bool,
+    name: str,
+    actions: list[dict[str, Any]],
+    visibility: str,
+) -> Macro:
+    """A new macro of ``user_id``'s: for the workspace (``admin`` only) or their own."""
+    visibility = _visibility(visibility, admin=admin)
+    name = _macro_name(name)
+    _refuse_taken_name(
+        db, workspace_id=workspace_id, name=name, visibility=visibility, owner_id=user_id
+    )
+    row = Macro(
+        workspace_id=workspace_id,
+        name=name,
+        actions=_macro_actions(db, workspace_id=workspace_id, user_id=user_id, actions=actions),
+        visibility=visibility,
+        created_by=user_id,
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def _may_change(macro: Macro, *, user_id: str, admin: bool) -> None:
+    """A workspace macro is changed by admins and owners; a personal one by its owner (to
+    anyone else it does not exist)."""
+    if macro.visibility == "workspace" and not admin:
+        raise Forbidden("only admins and owners change the workspace's macros")
+    if macro.visibility == "personal" and macro.created_by != user_id:
+        raise NotFound("macro")
+
+
+def update_macro(
+    db: Session,
+    *,
+    macro: Macro,
+    user_id: str,
+    admin: bool,
+    name: str | None = None,
+    actions: list[dict[str, Any]] | None = None,
+    visibility: str | None = None,
+) -> dict[str, Any]:
+    """Change what is given of a macro's name, actions and visibility; returns what changed.
+    A workspace macro made personal becomes the personal macro of whoever made it so."""
+    _may_change(macro, user_id=user_id, admin=admin)
+    changed: dict[str, Any] = {}
+    if visibility is not None and visibility != macro.visibility:
+        changed["visibility"] = _visibility(visibility, admin=admin)
+        if visibility == "personal":
+            changed["created_by"] = user_id
+    if name is not None and _macro_name(name) != macro.name:
+        changed["name"] = _macro_name(name)
+    if changed:
+        _refuse_taken_name(
+            db,
+            workspace_id=macro.workspace_id,
+            name=changed.get("name", macro.name),
+            visibility=changed.get("visibility", macro.visibility),
+            owner_id=changed.get("created_by", macro.created_by),
+            other_than=macro.id,
+        )
+    if actions is not None:
+        kept = _macro_actions(db, workspace_id=macro.workspace_id, user_id=user_id, actions=actions)
+        if kept != macro.actions:
+            changed["actions"] = kept
+    for key, value in changed.items():
+        setattr(macro, key, value)  # new lists, not edits in place: the JSON column sees them
+    if changed:
+        macro.updated_at = utcnow()
+        db.flush()
+    return changed
+
+
+def delete_macro(db: Session, *, macro: Macro, user_id: str, admin: bool) -> None:
+    """Delete a macro (who may: as ``update_macro``)."""
+    _may_change(macro, user_id=user_id, admin=admin)
+    db.delete(macro)
+    db.flush()
+
+
+def run_macro(
+    db: Session, *, macro: Macro, conversation: Conversation, user_id: str
+) -> list[Skipped]:
+    """Run the macro's actions in order on the conversation as ``user_id``, in the caller's
+    transaction: each change is theirs "through the macro", made as the single-conversation
+    endpoints make it. An action whose target has gone since the macro was saved is skipped
+    and returned, the others still apply; one that cannot run (its template fails, the
+    inbox is switched off) is a 422 problem, and the caller's transaction changes nothing.
+    A customer who cannot be sent its message (opted out, another page's) is not sent it,
+    and the conversation says so, as for a rule."""
+    ws = conversation.workspace_id
+    if macro.workspace_id != ws:
+        raise NotFound("macro")
+    user = db.get(User, user_id)
+    runner = (user.name or user.email) if user is not None else "a former member"
+    by = Doer(
+        workspace_id=ws,
+        actor_id=user_id,
+        via=f"the macro “{macro.name}”",
+        said=f"Macro “{macro.name}” run by {runner}",
+    )
+    skipped: list[Skipped] = []
+    for i, saved in enumerate(macro.actions):
+        action = _as_run_by(saved, user_id)
+        wrong = _action_problem(
+            db, workspace_id=ws, event=None, action=action, allowed=MACRO_ACTIONS
+        )
+        if wrong is not None:
+            skipped.append(Skipped(index=i, type=str(saved.get("type")), reason=wrong[1]))
+            continue
+        try:
+            _act(
+                db,
+                action=action,
+                conversation=conversation,
+                message=None,
+                customer_id=conversation.customer_id,
+                event=None,
+                by=by,
+            )
+        except Invalid as exc:
+            raise Invalid(
+                f"actions[{i}] ({action['type']}) could not run, so the macro “{macro.name}” "
+                f"changed nothing: {exc.detail}"
+            ) from exc
+    return skipped
 
 
 # --- outgoing webhooks ---------------------------------------------------------------------

@@ -1,13 +1,20 @@
-"""Automation rules and webhooks, for admins."""
+"""Automation rules and webhooks, for admins; macros, for every member."""
 
-from fastapi import APIRouter, Response
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 
-from rapport.auth.deps import Box, CurrentAdmin, CurrentSettings, Db
+from rapport.auth.deps import Box, CurrentAdmin, CurrentAgent, CurrentMember, CurrentSettings, Db
+from rapport.auth.models import Role
+from rapport.auth.views import actor_of
 from rapport.automation import service
 from rapport.automation.models import Webhook, WebhookDelivery
 from rapport.automation.schemas import (
     DeliveryRead,
+    MacroIn,
+    MacroRead,
+    MacroUpdate,
     RuleIn,
     RuleRead,
     WebhookCreated,
@@ -15,6 +22,7 @@ from rapport.automation.schemas import (
     WebhookRead,
     WebhookUpdate,
 )
+from rapport.privacy.service import audit
 
 router = APIRouter(prefix="/api/v1", tags=["automation"])
 
@@ -121,3 +129,135 @@ def list_deliveries(webhook_id: str, principal: CurrentAdmin, db: Db) -> list[De
         .limit(100)
     )
     return [DeliveryRead.model_validate(r) for r in rows]
+
+
+_MACRO_404: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such macro in your workspace, or another's personal one"}
+}
+_MACRO_422: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "The body is not valid, or an action cannot run: the problem names it "
+        "(``actions[2].value``: no team of this workspace has the id ...)",
+    }
+}
+
+
+@router.get("/macros", response_model=list[MacroRead])
+def list_macros(principal: CurrentMember, db: Db) -> list[MacroRead]:
+    """The macros the caller may run: the workspace's and their own personal ones, by name."""
+    rows = service.macros(db, workspace_id=principal.workspace_id, user_id=principal.user_id)
+    return [MacroRead.model_validate(r) for r in rows]
+
+
+@router.post(
+    "/macros",
+    response_model=MacroRead,
+    status_code=201,
+    responses={
+        403: {"description": "A viewer; or a workspace macro by an agent (admins and owners)"},
+        409: {"description": "A macro of the workspace (or of yours) has this name"},
+        **_MACRO_422,
+    },
+)
+def create_macro(body: MacroIn, principal: CurrentAgent, request: Request, db: Db) -> MacroRead:
+    """A macro: a named list of actions an agent runs by hand on a conversation
+    (``POST /api/v1/conversations/{id}/macros/{macro_id}``) or many (bulk ``macro``). Each
+    action's value is checked against this workspace, as a rule's is."""
+    row = service.create_macro(
+        db,
+        workspace_id=principal.workspace_id,
+        user_id=principal.user_id,
+        admin=principal.has(Role.admin),
+        name=body.name,
+        actions=body.actions,
+        visibility=body.visibility,
+    )
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="macro.create",
+        target_type="macro",
+        target_id=row.id,
+        data={"name": row.name, "visibility": row.visibility, "actions": row.actions},
+    )
+    return MacroRead.model_validate(row)
+
+
+@router.get("/macros/{macro_id}", response_model=MacroRead, responses=_MACRO_404)
+def get_macro(macro_id: str, principal: CurrentMember, db: Db) -> MacroRead:
+    return MacroRead.model_validate(
+        service.get_macro(
+            db, workspace_id=principal.workspace_id, macro_id=macro_id, user_id=principal.user_id
+        )
+    )
+
+
+@router.patch(
+    "/macros/{macro_id}",
+    response_model=MacroRead,
+    responses={
+        403: {
+            "description": "A viewer; or an agent changing a workspace macro, or making one "
+            "of theirs the workspace's"
+        },
+        409: {"description": "A macro of the workspace (or of yours) has this name"},
+        **_MACRO_404,
+        **_MACRO_422,
+    },
+)
+def update_macro(
+    macro_id: str, body: MacroUpdate, principal: CurrentAgent, request: Request, db: Db
+) -> MacroRead:
+    """Change a macro's name, actions or visibility (fields left out are kept): the
+    workspace's by admins and owners, a personal one by its owner. A workspace macro made
+    personal becomes the caller's."""
+    row = service.get_macro(
+        db, workspace_id=principal.workspace_id, macro_id=macro_id, user_id=principal.user_id
+    )
+    changed = service.update_macro(
+        db,
+        macro=row,
+        user_id=principal.user_id,
+        admin=principal.has(Role.admin),
+        name=body.name,
+        actions=body.actions,
+        visibility=body.visibility,
+    )
+    if changed:
+        audit(
+            db,
+            workspace_id=principal.workspace_id,
+            actor=actor_of(principal, request),
+            action="macro.change",
+            target_type="macro",
+            target_id=row.id,
+            data=changed,
+        )
+    return MacroRead.model_validate(row)
+
+
+@router.delete(
+    "/macros/{macro_id}",
+    status_code=204,
+    responses={
+        403: {"description": "A viewer; or an agent deleting a workspace macro"},
+        **_MACRO_404,
+    },
+)
+def delete_macro(macro_id: str, principal: CurrentAgent, request: Request, db: Db) -> Response:
+    """Delete a macro: the workspace's by admins and owners, a personal one by its owner."""
+    row = service.get_macro(
+        db, workspace_id=principal.workspace_id, macro_id=macro_id, user_id=principal.user_id
+    )
+    service.delete_macro(db, macro=row, user_id=principal.user_id, admin=principal.has(Role.admin))
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="macro.delete",
+        target_type="macro",
+        target_id=macro_id,
+        data={"name": row.name, "visibility": row.visibility},
+    )
+    return Response(status_code=204)

@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rapport.automation.schemas import SkippedAction
 from rapport.conversations.models import (
     DeliveryStatus,
     Direction,
@@ -207,14 +208,32 @@ class BulkIn(BaseModel):
     """One change applied to many conversations; absent assignee/team fields are kept."""
 
     ids: list[str] = Field(min_length=1, max_length=100)
-    action: Literal["assign", "label", "resolve"]
+    action: Literal["assign", "label", "resolve", "macro"]
     assignee_id: str | None = None
     team_id: str | None = None
     labels: list[str] = Field(default_factory=list, max_length=50)
+    macro_id: str | None = Field(
+        default=None, description="the macro to run on each (required when action is macro)"
+    )
 
 
 class BulkOut(BaseModel):
     items: list[ConversationRead]
+    skipped: dict[str, list[SkippedAction]] = Field(
+        default_factory=dict,
+        description="action macro: by conversation id, the macro's actions left out there "
+        "(what they name has gone); a conversation where all ran is not in it",
+    )
+
+
+class MacroRunOut(BaseModel):
+    conversation: ConversationDetail = Field(
+        description="the conversation after the run, as GET /api/v1/conversations/{id}"
+    )
+    skipped: list[SkippedAction] = Field(
+        description="the macro's actions left out (what they name has gone since it was "
+        "saved); the others ran"
+    )
 
 
 class PriorityIn(BaseModel):

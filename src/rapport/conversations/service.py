@@ -982,7 +982,7 @@ def note(
 
 
 def not_sent(db: Session, *, conversation: Conversation, by: str, refused: Unsendable) -> None:
-    """Say in the conversation, for its agents, that ``by`` (a rule) sent the customer
+    """Say in the conversation, for its agents, that ``by`` (a rule, a macro) sent the customer
     nothing, and why (they opted out, or never wrote to the page); and log it, by ids only."""
     _activity(
         db,
@@ -1041,8 +1041,8 @@ def assign(
 ) -> Conversation:
     """Give the conversation to an agent and/or a team of the same workspace (None clears).
 
-    ``via``: what did it when no member did (auto-assignment, a rule, the bot), as its
-    activity line says."""
+    ``via``: what did it when no member did (auto-assignment, a rule, the bot), or what the
+    member did it through (a macro), as its activity line says."""
     ws = conversation.workspace_id
     member = None
     # Only a new assignee is checked: the one kept may have left or become a viewer since
@@ -1093,8 +1093,10 @@ def _named(db: Session, user_id: str) -> str:
 
 
 def _by(db: Session, actor_id: str | None, via: str | None = None) -> str:
+    """Who made a change, as its activity line ends: " by Ann", " by the rule “X”" (what
+    did it when no member did), " by Ann through the macro “X”" (a member, by way of it)."""
     if actor_id:
-        return f" by {_named(db, actor_id)}"
+        return f" by {_named(db, actor_id)}" + (f" through {via}" if via else "")
     return f" by {via}" if via else ""
 
 
@@ -1124,7 +1126,7 @@ def _assignment_said(
         if now is None:
             parts.append(f"unassigned from {_named(db, was)}" if was else "unassigned")
         elif now == actor_id and now_team == was_team:
-            return f"{_named(db, now)} took the conversation"
+            return f"{_named(db, now)} took the conversation" + (f" through {via}" if via else "")
         else:
             parts.append(f"assigned to {_named(db, now)}")
     if now_team != was_team:

@@ -10,7 +10,11 @@ from sqlalchemy.orm import Session
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db, ReadDb
 from rapport.auth.models import Role
+from rapport.auth.service import Principal
 from rapport.auth.views import actor_of
+from rapport.automation import service as automation
+from rapport.automation.models import Macro
+from rapport.automation.schemas import SkippedAction
 from rapport.channels import service as inboxes
 from rapport.conversations import canned, files, labels, service, sla
 from rapport.conversations.models import (
@@ -41,6 +45,7 @@ from rapport.conversations.schemas import (
     LabelsIn,
     LabelUpdate,
     LastMessage,
+    MacroRunOut,
     MentionedMember,
     MessageRead,
     NoteIn,
@@ -172,13 +177,77 @@ def _given(body: AssignIn | BulkIn, conv: Conversation) -> tuple[str | None, str
     )
 
 
-@router.post("/bulk", response_model=BulkOut)
+def _skipped(skipped: list[automation.Skipped]) -> list[SkippedAction]:
+    return [SkippedAction.model_validate(s) for s in skipped]
+
+
+def _ran_macro(
+    db: Session,
+    *,
+    principal: Principal,
+    request: Request,
+    macro: Macro,
+    conversation: Conversation,
+) -> list[automation.Skipped]:
+    """Run the macro on the conversation as the caller, and audit the run."""
+    skipped = automation.run_macro(
+        db, macro=macro, conversation=conversation, user_id=principal.user_id
+    )
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="macro.run",
+        target_type="conversation",
+        target_id=conversation.id,
+        data={
+            "macro_id": macro.id,
+            "name": macro.name,
+            "skipped": [{"index": s.index, "type": s.type, "reason": s.reason} for s in skipped],
+        },
+    )
+    return skipped
+
+
+@router.post(
+    "/bulk",
+    response_model=BulkOut,
+    responses={
+        403: {"description": "A viewer: only agents, admins and owners write"},
+        404: {"description": "A conversation (or the macro) is not in your workspace"},
+        422: {
+            "description": "The body is not valid (``labels`` empty, ``macro_id`` missing), "
+            "or one of the macro's actions cannot run; nothing changed",
+        },
+    },
+)
 def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> BulkOut:
-    """Assign, label or resolve many conversations at once (all or none): each change is
-    the single-conversation one, with its events, automation triggers and audit entry."""
+    """Assign, label, resolve or run a macro on many conversations at once (all or none):
+    each change is the single-conversation one, with its events, automation triggers and
+    audit entry. For a macro, ``skipped`` lists by conversation the actions left out."""
+    if body.action == "macro" and not body.macro_id:
+        raise Invalid("macro_id: required when action is macro")
     rows = service.get_many(db, workspace_id=principal.workspace_id, ids=body.ids)
     if body.action == "label" and not body.labels:
         raise Invalid("labels must not be empty")
+    skipped: dict[str, list[SkippedAction]] = {}
+    if body.action == "macro":
+        assert body.macro_id is not None  # checked above
+        macro = automation.get_macro(
+            db,
+            workspace_id=principal.workspace_id,
+            macro_id=body.macro_id,
+            user_id=principal.user_id,
+        )
+        _held_afresh(db, rows)
+        for conv in rows:
+            left_out = _ran_macro(
+                db, principal=principal, request=request, macro=macro, conversation=conv
+            )
+            if left_out:
+                skipped[conv.id] = _skipped(left_out)
+        labels = service.labels_of(db, [c.id for c in rows])
+        return BulkOut(items=[_read(c, labels[c.id]) for c in rows], skipped=skipped)
     if body.action == "assign":
         _held_afresh(db, rows)
     for conv in rows:
@@ -389,6 +458,38 @@ def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db
         ],
         unknown_mentions=noted.unknown,
     )
+
+
+@router.post(
+    "/{conversation_id}/macros/{macro_id}",
+    response_model=MacroRunOut,
+    responses={
+        403: {"description": "A viewer: only agents, admins and owners run macros"},
+        404: {
+            "description": "No such conversation or macro in your workspace, or another "
+            "member's personal macro"
+        },
+        422: {
+            "description": "One of the macro's actions cannot run (its template fails, the "
+            "inbox is switched off, outside the channel's reply window); nothing changed",
+        },
+    },
+)
+def run_macro(
+    conversation_id: str, macro_id: str, principal: CurrentAgent, request: Request, db: Db
+) -> MacroRunOut:
+    """Run a macro on the conversation, its actions in order, as the caller: each change is
+    the single-conversation one (events, automation triggers, SLA), its activity line
+    "... by Ann through the macro “Refund”", its replies and notes Ann's. An action whose
+    target has gone since the macro was saved is left out and listed in ``skipped``; a
+    customer who cannot be sent its message is not, and the conversation says why."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    macro = automation.get_macro(
+        db, workspace_id=principal.workspace_id, macro_id=macro_id, user_id=principal.user_id
+    )
+    _held_afresh(db, [conv])
+    skipped = _ran_macro(db, principal=principal, request=request, macro=macro, conversation=conv)
+    return MacroRunOut(conversation=_detail(db, conv), skipped=_skipped(skipped))
 
 
 @router.post("/{conversation_id}/assign", response_model=ConversationRead)

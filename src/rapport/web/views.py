@@ -18,6 +18,7 @@ from rapport import search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
 from rapport.auth.models import Membership, Role, Team, User
+from rapport.automation import service as automation
 from rapport.automation.models import Webhook
 from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
@@ -208,6 +209,9 @@ async def inbox_page(
         unread = conversations.unread_counts(
             db, workspace_id=principal.workspace_id, user_id=principal.user_id
         )
+        macros = automation.macros(
+            db, workspace_id=principal.workspace_id, user_id=principal.user_id
+        )
     more = urlencode({k: v for k, v in {**filters, "view": view, "cursor": nxt}.items() if v})
     return _page(
         request,
@@ -223,6 +227,7 @@ async def inbox_page(
         next_cursor=nxt,
         more_query=more,
         unread=unread,
+        macros=macros,
         can_act=principal.role.value != "viewer",
         **shown,
     )
@@ -325,6 +330,10 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
             # The panel's consent form starts on the channel a reply here goes through.
             "consent_channel": channel_registry.consent_channel(inbox.channel),
+            # What the member may run here: the workspace's macros and their own.
+            "macros": automation.macros(
+                db, workspace_id=principal.workspace_id, user_id=principal.user_id
+            ),
             **_customer_context(db, customer),
         }
     return _page(request, "conversation.html", principal, **ctx)
@@ -547,6 +556,57 @@ async def account_page(request: Request) -> Response:
     )
 
 
+@router.get("/app/macros", response_class=HTMLResponse)
+async def macros_page(request: Request) -> Response:
+    """The macros a member may run (the workspace's and their own), and the form that makes
+    and changes them: personal ones by any agent, the workspace's by admins and owners."""
+    principal = await _principal(request)
+    if principal is None:
+        return _to_login(request)
+    from rapport.conversations import canned
+
+    with request.app.state.database.session(write=False) as db:
+        ws = principal.workspace_id
+        members = workspaces.members(db, workspace_id=ws)
+        listed = automation.macros(db, workspace_id=ws, user_id=principal.user_id)
+        form = _rule_form(
+            members=members,
+            teams=workspaces.teams(db, workspace_id=ws),
+            inboxes=[],
+            canned=canned.list_all(db, workspace_id=ws),
+            webhooks=[],
+        )
+        labels = [row.name for row in label_list.list_all(db, workspace_id=ws)]
+    admin = principal.has(Role.admin)
+    return _page(
+        request,
+        "macros.html",
+        principal,
+        macros=listed,
+        form=form,
+        labels=labels,
+        # The order the form offers them in: as an agent works a conversation.
+        macro_actions=[a for a in _MACRO_ORDER if a in automation.MACRO_ACTIONS],
+        me=automation.ME,
+        admin=admin,
+        may_change={m.id for m in listed if admin or m.created_by == principal.user_id},
+        can_act=principal.role != Role.viewer,
+    )
+
+
+_MACRO_ORDER = (
+    "send_message",
+    "send_canned",
+    "add_note",
+    "assign_agent",
+    "assign_team",
+    "add_label",
+    "remove_label",
+    "set_priority",
+    "set_status",
+)
+
+
 @router.get("/app/notifications", response_class=HTMLResponse)
 async def notifications_page(request: Request) -> Response:
     """The member's own notifications (mentions, assignments), newest first."""
@@ -625,7 +685,6 @@ def _rule_form(
     """What the automation rule form offers (settings.html, app.js setupRules), read from the
     automation module's own tables: each condition field with the ops it takes and the values
     it can hold, each action's choices by name, and the names of what rules name by id."""
-    from rapport.automation import service as automation
 
     assignable = [[u.id, u.name or u.email] for m, u in members if m.role in automation.ASSIGNABLE]
     by_kind = {
@@ -697,7 +756,6 @@ async def settings_page(request: Request) -> Response:
         return _to_login(request)
     if principal.role.value not in ("admin", "owner"):
         raise Forbidden("settings are for admins")
-    from rapport.automation import service as automation
     from rapport.conversations import canned
     from rapport.workspaces.models import Workspace
 

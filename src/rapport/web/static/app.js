@@ -595,6 +595,10 @@ function setupBulk(list, done) {
       const label = form.elements.label.value.trim();
       if (!label) { showError("Type a label to add."); return; }
       body = { ids, action: "label", labels: [label] };
+    } else if (kind === "macro") {
+      const macro = form.elements.macro_id.value;
+      if (!macro) { showError("Choose a macro to run."); return; }
+      body = { ids, action: "macro", macro_id: macro };
     } else {
       body = { ids, action: "resolve" };
     }
@@ -603,6 +607,10 @@ function setupBulk(list, done) {
       boxes().forEach((b) => { b.checked = false; });
       update();
       document.getElementById("bulk-result").textContent = `${out.items.length} updated`;
+      // A macro's actions left out somewhere (what they name has gone): said, once each.
+      const left = Object.values(out.skipped || {}).flat();
+      const once = [...new Map(left.map((s) => [`${s.index}`, s])).values()];
+      if (once.length) showError(macroSkipped(form.elements.macro_id.selectedOptions[0].textContent, once));
       done();
     } catch (e) {
       document.getElementById("bulk-result").textContent = "";
@@ -898,7 +906,7 @@ function setupConversation() {
     } catch (e) { showError(e.message); }
   }));
   setupStatusForm(id, showStatus);
-  setupLabels(id);
+  const showLabels = setupLabels(id);
   const priority = document.getElementById("priority");
   let prioritySet = priority.value;
   onChoice(priority, () => prioritySet, async () => {
@@ -911,6 +919,26 @@ function setupConversation() {
     }
   });
   const showHeld = setupHolder(root, id);
+  // A macro: its changes shown at once (the stream brings them to colleagues), what it left
+  // out said; the menu's last entry leads to the page that makes them.
+  const macro = document.getElementById("macro");
+  onChoice(macro, () => "", async () => {
+    const chosen = macro.value;
+    const name = macro.selectedOptions[0]?.textContent || "";
+    macro.value = "";
+    if (chosen === "manage") { location.assign("/app/macros"); return; }
+    try {
+      const out = await api("POST", `/api/v1/conversations/${id}/macros/${encodeURIComponent(chosen)}`);
+      const c = out.conversation;
+      showStatus(c.status);
+      priority.value = prioritySet = c.priority;
+      await showHeld(c);
+      showLabels(c.labels);
+      for (const m of c.messages) if (!thread.querySelector(`[data-id="${m.id}"]`)) add(m, { reveal: true });
+      const said = macroSkipped(name, out.skipped);
+      if (said) showError(said);
+    } catch (e) { showError(e.message); }
+  });
   // A private note is written on the notes' colour, and says so: it looked like a reply,
   // and a note meant for colleagues went to the customer.
   const submit = composer.querySelector("button[type=submit]");
@@ -1064,7 +1092,7 @@ function setupStatusForm(id, showStatus) {
 function setupLabels(id) {
   const list = document.getElementById("label-list");
   const form = document.getElementById("label-form");
-  if (!list || !form) return;
+  if (!list || !form) return () => null;
   const colours = JSON.parse(list.dataset.colours || "{}");
   const render = (labels) => {
     list.replaceChildren(...labels.map((label) => {
@@ -1099,6 +1127,7 @@ function setupLabels(id) {
       input.value = "";
     } catch (e) { showError(e.message); }
   });
+  return render;
 }
 
 // --- presence heartbeat and notifications, on every signed-in page ----------------------
@@ -2063,6 +2092,60 @@ function setupRules() {
   });
 }
 
+// --- macros: the page that makes them (run from a conversation, or the inbox's ticks) -----
+function setupMacros() {
+  const form = document.getElementById("macro-form");
+  if (!form) return;
+  const actions = document.getElementById("macro-actions");
+  const { add, read } = actionList(actions, "macro-action-row");
+  const reset = () => {
+    form.reset();
+    form.elements.id.value = "";
+    actions.replaceChildren();
+    add();
+    document.getElementById("macro-form-title").textContent = "New macro";
+  };
+  reset();
+  document.getElementById("add-macro-action").addEventListener("click", () => add().querySelector("[name=type]").focus());
+  document.getElementById("macro-reset").addEventListener("click", reset);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const id = form.elements.id.value;
+    const body = { name: form.elements.name.value, visibility: form.elements.visibility.value, actions: read() };
+    try {
+      await api(id ? "PATCH" : "POST", id ? `/api/v1/macros/${encodeURIComponent(id)}` : "/api/v1/macros", body);
+      location.reload();
+    } catch (e) { settingsFail(e.message); } // the form keeps what it holds, to mend and save again
+  });
+  document.querySelectorAll("#macro-rows tr[data-id]").forEach((tr) => {
+    const id = encodeURIComponent(tr.dataset.id);
+    tr.querySelector(".macro-edit")?.addEventListener("click", async () => {
+      try {
+        const macro = await api("GET", `/api/v1/macros/${id}`);
+        reset();
+        actions.replaceChildren();
+        form.elements.id.value = macro.id;
+        form.elements.name.value = macro.name;
+        form.elements.visibility.value = macro.visibility;
+        macro.actions.forEach((a) => add(a));
+        document.getElementById("macro-form-title").textContent = `Edit macro: ${macro.name}`;
+        form.elements.name.focus();
+      } catch (e) { settingsFail(e.message); }
+    });
+    tr.querySelector(".macro-delete")?.addEventListener("click", async () => {
+      if (!confirm("Delete this macro?")) return;
+      try { await api("DELETE", `/api/v1/macros/${id}`); location.reload(); }
+      catch (e) { settingsFail(e.message); }
+    });
+  });
+}
+
+// What a macro run left out (what its actions name has gone since it was saved), said.
+function macroSkipped(name, skipped) {
+  if (!skipped.length) return "";
+  return `Macro “${name}”: ${skipped.map((s) => `${s.type.replace(/_/g, " ")} was left out (${s.reason})`).join("; ")}. The rest was done.`;
+}
+
 function setupLabelSettings() {
   const create = document.getElementById("label-create");
   if (!create) return;
@@ -2295,6 +2378,7 @@ setupMembers();
 setupBusinessHours();
 setupRules();
 setupLabelSettings();
+setupMacros();
 setupWebhooks();
 setupSettingsLists();
 setupNewInbox();
