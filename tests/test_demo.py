@@ -4,6 +4,7 @@ from sqlalchemy import func, select
 
 from rapport import demo
 from rapport.auth.models import User
+from rapport.automation.models import Macro
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.conversations.models import Attachment, Conversation, Direction, Message
@@ -52,6 +53,10 @@ def test_the_demo_holds_conversations_from_several_channels_once(
         # The demo's order is in the purchase history, not only in the timeline.
         assert db.execute(select(Order.order_id, Order.total_minor, Order.currency)).all() == [
             ("1042", 5990, "EUR")
+        ]
+        # A macro every agent can run, each of its actions valid in the workspace.
+        assert db.execute(select(Macro.name, Macro.visibility)).all() == [
+            ("Order shipped", "workspace")
         ]
     # Seeding again only gives the admin a new password.
     _, again, created = demo.seed(database, settings)

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from rapport.auth import security
 from rapport.auth.models import Role, User
+from rapport.automation import service as automation
 from rapport.channels import service as inboxes
 from rapport.channels import webchat
 from rapport.channels.email import ingest_email
@@ -194,6 +195,24 @@ def _fill(db: Session, ws: Workspace, settings: Settings, *, admin: User) -> Non
             )
     _other_channels(db, ws, settings, team_id=team.id, admin=admin)
     _knowledge_base(db, ws)
+    # A macro for everyone: the order has shipped, said, labelled and resolved in one go.
+    automation.create_macro(
+        db,
+        workspace_id=ws.id,
+        user_id=admin.id,
+        admin=True,
+        name="Order shipped",
+        actions=[
+            {
+                "type": "send_message",
+                "value": "Hi {{ customer.first_name }}, your order is on its way: you will get "
+                "the tracking link by email today.",
+            },
+            {"type": "add_label", "value": "shipped"},
+            {"type": "set_status", "value": "resolved"},
+        ],
+        visibility="workspace",
+    )
 
 
 # Web chat visitors: one new to us, and Liam again, who types his email (not proven: the
