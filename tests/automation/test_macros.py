@@ -238,10 +238,14 @@ def test_a_name_is_unique_among_the_workspaces_macros_and_among_each_members_own
     assert r.status_code == 409, r.text
     made(client, world.alice, name="refund", actions=label, visibility="personal")
     made(client, world.mallory, name="Refund", actions=label)  # another workspace's
+    # Case folded beyond ASCII too (SQLite's lower() folds ASCII letters only).
+    made(client, world.alice, name="Ärger", actions=label)
+    r = make(client, world.alice, name="ÄRGER", actions=label)
+    assert r.status_code == 409, r.text
     other = made(client, world.alice, name="Other", actions=label)
     r = client.patch(f"{MACROS}/{other['id']}", json={"name": "refund"}, headers=auth(world.alice))
     assert r.status_code == 409, r.text
-    assert len(stored(database)) == 5
+    assert len(stored(database)) == 6
 
 
 def test_invalid_macros_are_refused_naming_the_field(client: TestClient, world: World) -> None:
@@ -265,6 +269,9 @@ def test_invalid_macros_are_refused_naming_the_field(client: TestClient, world: 
         ([{"type": "send_message", "value": "Hi {{ customer.name"}], "actions[0].value", ""),
         ([{"type": "add_note", "value": "{% if %}x"}], "actions[0].value", ""),
         ([{"type": "add_label", "value": "x", "colour": "red"}], "actions[0]", "'colour'"),
+        ([{"type": ["add_label"], "value": "x"}], "actions[0].type", "unknown action"),
+        ([{"type": {"a": 1}, "value": "x"}], "actions[0].type", "unknown action"),
+        ([{"type": 7, "value": "x"}], "actions[0].type", "unknown action"),
     ):
         r = make(client, world.alice, name="bad", actions=actions)
         assert r.status_code == 422, (actions, r.text)
@@ -667,6 +674,7 @@ def test_a_bulk_macro_is_all_or_nothing(
         headers=auth(world.bob),
     )
     assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(f"conversation {ids[0]}: actions[1] (add_note)")
     assert [thread(client, world, i)["labels"] for i in ids] == [[], []]
     assert audited(database, "macro.run") == []
     r = client.post(
@@ -701,3 +709,24 @@ def test_renaming_a_label_renames_it_in_macros(
             [{"type": "add_label", "value": "refunds"}, {"type": "set_priority", "value": "high"}],
         )
     ]
+
+
+def test_a_label_a_macro_adds_is_not_deleted_from_under_it(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Deleted, the label left the list while the macro kept adding it to conversations.
+    label = client.post("/api/v1/labels", json={"name": "refund"}, headers=auth(world.alice)).json()
+    made(client, world.alice, name="Refund", actions=[{"type": "add_label", "value": "refund"}])
+    made(
+        client,
+        world.bob,
+        name="Mine",
+        actions=[{"type": "remove_label", "value": "Refund"}],
+        visibility="personal",
+    )
+    r = client.delete(f"/api/v1/labels/{label['id']}", headers=auth(world.alice))
+    assert r.status_code == 409, r.text
+    assert "macro 'Refund'" in r.json()["detail"]
+    assert "Bob's own macro 'Mine'" in r.json()["detail"]  # only Bob can change that one
+    listed = client.get("/api/v1/labels", headers=auth(world.alice)).json()
+    assert [row["name"] for row in listed] == ["refund"]

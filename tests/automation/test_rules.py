@@ -1061,3 +1061,21 @@ def test_a_rule_sends_a_message_written_in_it_with_the_customers_name(
     sent = [m for m in conv["messages"] if m["direction"] == "out" and m["kind"] == "message"]
     assert [m["text"] for m in sent] == ["Hi Ann, thanks!"]
     assert sent[0]["sender_id"] is None  # the rule's, no agent's
+
+
+def test_an_action_type_that_is_not_a_string_is_refused_not_a_500(
+    client: TestClient, world: World
+) -> None:
+    for kind in (["add_label"], {"a": 1}, 7, None):
+        r = client.post(
+            "/api/v1/automation-rules",
+            json={
+                "name": "odd",
+                "event": "message.received",
+                "actions": [{"type": kind, "value": "x"}],
+            },
+            headers=auth(world.alice),
+        )
+        assert r.status_code == 422, (kind, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    assert client.get("/api/v1/automation-rules", headers=auth(world.alice)).json() == []

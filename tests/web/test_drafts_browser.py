@@ -137,3 +137,70 @@ def test_drafts_older_than_two_weeks_are_dropped(
     expect(page.locator(f"#conversation-list > li[data-id='{conv}']")).to_be_visible()
     expect(page.locator("#conversation-list .draft-tag")).to_have_count(0)
     assert list(_drafts(page)) == [f"rapport.draft.{user}.other"]
+
+
+def test_signing_out_anywhere_keeps_no_draft_of_a_page_still_open(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # Signed out from the conversation itself, the page's leaving saved the composer again
+    # after the drafts were forgotten; signed out in another tab, a conversation closed
+    # later did the same.
+    conv = world.acme.opened.conversation.id
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    page.locator("#composer textarea").fill("Card ending 4242, refund it")
+    page.click("#logout")
+    page.wait_for_url("**/login")
+    assert _drafts(page) == {}
+
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    other = context.new_page()
+    other.goto(f"{live_server.url}/app/inbox")
+    page.locator("#composer textarea").fill("Words in the first tab")
+    other.click("#logout")
+    other.wait_for_url("**/login")
+    page.wait_for_timeout(200)  # the other tab hears of it (the storage event)
+    page.close()
+    assert _drafts(other) == {}
+
+
+def test_a_second_tab_on_the_conversation_leaves_the_draft_alone(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    conv = world.acme.opened.conversation.id
+    context = browser.new_context()
+    first = context.new_page()
+    sign_in(first, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    second = context.new_page()
+    second.goto(f"{live_server.url}/app/conversations/{conv}")
+    expect(second.locator("#composer textarea")).to_have_value("")
+    first.locator("#composer textarea").fill("Long careful reply")
+    first.goto(f"{live_server.url}/app/inbox")
+    second.goto(f"{live_server.url}/app/inbox")  # its composer empty, never touched
+    second.goto(f"{live_server.url}/app/conversations/{conv}")
+    expect(second.locator("#composer textarea")).to_have_value("Long careful reply")
+
+
+def test_a_draft_past_two_weeks_is_not_opened_again(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    conv = world.acme.opened.conversation.id
+    page = browser.new_context().new_page()
+    sign_in(page, live_server, "bob@acme.test", "/app/account")
+    user = page.evaluate("document.body.dataset.user")
+    page.evaluate(
+        f"localStorage.setItem('rapport.draft.{user}.{conv}', JSON.stringify("
+        f"{{text: 'three weeks old', mode: 'reply', at: Date.now() - {21 * 24 * 3600 * 1000}}}))"
+    )
+    page.goto(f"{live_server.url}/app/conversations/{conv}")
+    expect(page.locator("#composer textarea")).to_have_value("")
+    expect(page.locator("#draft-note")).to_be_hidden()
+    page.goto(f"{live_server.url}/app/inbox")
+    assert _drafts(page) == {}

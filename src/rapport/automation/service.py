@@ -342,7 +342,7 @@ def _action_problem(
     Asked when a rule or macro is saved, and again before each action runs: what it names
     may have gone since (an agent removed from the workspace, a team deleted)."""
     kind, value = action.get("type"), action.get("value")
-    if kind not in allowed:
+    if not isinstance(kind, str) or kind not in allowed:
         return "type", f"unknown action {_shown(kind)}; one of: {', '.join(sorted(allowed))}"
     if event is not None and kind != "send_webhook" and event not in EVENT_HAS["conversation"]:
         return "type", f"{kind} acts on a conversation, and {event} comes with none"
@@ -506,13 +506,20 @@ def _with_labels(
         else c
         for c in rule.conditions
     ]
-    actions = [
+    return conditions, _with_label_actions(rule.actions, change)
+
+
+def _with_label_actions(
+    actions: list[dict[str, Any]], change: Callable[[Any], Any]
+) -> list[dict[str, Any]]:
+    """``actions`` (a rule's, a macro's) with ``change`` applied to each add/remove label
+    action's value: a new list, the one given untouched."""
+    return [
         {**a, "value": change(a["value"])}
         if a.get("type") in ("add_label", "remove_label") and "value" in a
         else a
-        for a in rule.actions
+        for a in actions
     ]
-    return conditions, actions
 
 
 def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
@@ -534,20 +541,17 @@ def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
             rule.conditions, rule.actions = conditions, actions
             changed += 1
     for macro in db.scalars(select(Macro).where(Macro.workspace_id == workspace_id)):
-        actions = [
-            {**a, "value": swap(a["value"])}
-            if a.get("type") in ("add_label", "remove_label") and "value" in a
-            else a
-            for a in macro.actions
-        ]
+        actions = _with_label_actions(macro.actions, swap)
         if actions != macro.actions:
-            macro.actions = actions
+            macro.actions, macro.updated_at = actions, utcnow()
             changed += 1
     return changed
 
 
-def rules_naming_label(db: Session, *, workspace_id: str, name: str) -> list[str]:
-    """The names of the workspace's rules that test for the label or add or remove it."""
+def naming_label(db: Session, *, workspace_id: str, name: str) -> list[str]:
+    """What of the workspace's automation names the label, said for an admin: each rule
+    that tests for it or adds or removes it, each macro that adds or removes it (a member's
+    own macro with its owner's name: only they can change it)."""
     gone = object()
 
     def strike(value: Any) -> Any:
@@ -555,11 +559,22 @@ def rules_naming_label(db: Session, *, workspace_id: str, name: str) -> list[str
             return [strike(v) for v in value]
         return gone if isinstance(value, str) and _norm(value) == name else value
 
-    return [
-        rule.name
+    said = [
+        f"rule {rule.name!r}"
         for rule in rules(db, workspace_id=workspace_id)
         if _with_labels(rule, strike) != (rule.conditions, rule.actions)
     ]
+    for macro, owner in db.execute(
+        select(Macro, User)
+        .outerjoin(User, User.id == Macro.created_by)
+        .where(Macro.workspace_id == workspace_id)
+        .order_by(Macro.name)
+    ):
+        if _with_label_actions(macro.actions, strike) != macro.actions:
+            mine = macro.visibility == "personal" and owner is not None
+            whose = f"{owner.name or owner.email}'s own " if mine else ""
+            said.append(f"{whose}macro {macro.name!r}")
+    return said
 
 
 def rules(db: Session, *, workspace_id: str) -> list[Rule]:
@@ -1071,16 +1086,15 @@ def _refuse_taken_name(
     owner's own (for a personal one), whatever its case. The workspace's row is held first:
     two macros saved at once under one name, the second waits, then sees the first."""
     lock_row(db, Workspace, workspace_id)
-    stmt = select(Macro.id).where(
-        Macro.workspace_id == workspace_id,
-        Macro.visibility == visibility,
-        func.lower(Macro.name) == name.lower(),
+    stmt = select(Macro.name).where(
+        Macro.workspace_id == workspace_id, Macro.visibility == visibility
     )
     if visibility == "personal":
         stmt = stmt.where(Macro.created_by == owner_id)
     if other_than is not None:
         stmt = stmt.where(Macro.id != other_than)
-    if db.scalar(stmt.limit(1)) is not None:
+    # Compared here, not by SQL's lower(): SQLite's folds ASCII letters only ("Ärger").
+    if any(taken.casefold() == name.casefold() for taken in db.scalars(stmt)):
         whose = "the workspace has a macro" if visibility == "workspace" else "you have a macro"
         raise Conflict(f"{whose} named “{name}”: choose another name")
 
@@ -1152,13 +1166,21 @@ def create_macro(
     return row
 
 
+def may_change(macro: Macro, *, user_id: str, admin: bool) -> bool:
+    """Whether the member may change or delete the macro: a workspace macro admins and
+    owners (whoever made it), a personal one its owner."""
+    if macro.visibility == "workspace":
+        return admin
+    return macro.created_by == user_id
+
+
 def _may_change(macro: Macro, *, user_id: str, admin: bool) -> None:
-    """A workspace macro is changed by admins and owners; a personal one by its owner (to
-    anyone else it does not exist)."""
-    if macro.visibility == "workspace" and not admin:
+    """Refused unless ``may_change``: a personal macro of another's does not exist for them."""
+    if may_change(macro, user_id=user_id, admin=admin):
+        return
+    if macro.visibility == "workspace":
         raise Forbidden("only admins and owners change the workspace's macros")
-    if macro.visibility == "personal" and macro.created_by != user_id:
-        raise NotFound("macro")
+    raise NotFound("macro")
 
 
 def update_macro(

@@ -102,14 +102,11 @@ def update_label(
 def delete_label(db: Session, *, label: Label) -> None:
     """Remove the label from the list and from every conversation of the workspace.
 
-    Refused while an automation rule or an SLA policy names it: the rule would silently stop
-    matching (or keep adding a label nobody can see in the list), and a policy left with no
-    label would apply to every conversation."""
+    Refused while an automation rule, a macro or an SLA policy names it: the rule would
+    silently stop matching (or it or the macro keep adding a label nobody can see in the
+    list), and a policy left with no label would apply to every conversation."""
     ws = label.workspace_id
-    users = [
-        f"rule {name!r}"
-        for name in automation.rules_naming_label(db, workspace_id=ws, name=label.name)
-    ] + [
+    users = automation.naming_label(db, workspace_id=ws, name=label.name) + [
         f"SLA policy {policy.name!r}"
         for policy in db.scalars(select(SlaPolicy).where(SlaPolicy.workspace_id == ws))
         if label.name in policy.labels

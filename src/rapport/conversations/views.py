@@ -241,9 +241,12 @@ def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> Bul
         )
         _held_afresh(db, rows)
         for conv in rows:
-            left_out = _ran_macro(
-                db, principal=principal, request=request, macro=macro, conversation=conv
-            )
+            try:
+                left_out = _ran_macro(
+                    db, principal=principal, request=request, macro=macro, conversation=conv
+                )
+            except Invalid as exc:  # all or none: which conversation stopped them all
+                raise Invalid(f"conversation {conv.id}: {exc.detail}") from exc
             if left_out:
                 skipped[conv.id] = _skipped(left_out)
         labels = service.labels_of(db, [c.id for c in rows])

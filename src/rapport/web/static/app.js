@@ -161,7 +161,7 @@ function setupLogout() {
   if (!btn) return;
   btn.addEventListener("click", async () => {
     await api("POST", "/api/v1/auth/logout").catch(() => null);
-    forgetDrafts();
+    signOutDrafts();
     location.href = "/login";
   });
 }
@@ -632,21 +632,37 @@ function setupBulk(list, done) {
 // out forgets them all (a shared computer); any older than DRAFT_DAYS are dropped.
 const DRAFT = "rapport.draft.";
 const DRAFT_DAYS = 14;
+const DRAFT_MS = DRAFT_DAYS * 24 * 3600 * 1000;
+// Written when a member signs out, heard by the browser's other tabs (the storage event):
+// from then on no page keeps a draft, not even one closed after (its composer still full).
+const SIGNED_OUT = "rapport.signed-out";
+let draftsOff = false;
+window.addEventListener("storage", (ev) => { if (ev.key === SIGNED_OUT) draftsOff = true; });
 
 function draftKey(id) { return `${DRAFT}${document.body.dataset.user}.${id}`; }
 
 function readDraft(id) {
   try {
     const d = JSON.parse(localStorage.getItem(draftKey(id)) || "null");
-    return d && typeof d.text === "string" && d.text.trim() ? d : null;
+    const fresh = d && Date.now() - (Number(d.at) || 0) <= DRAFT_MS;
+    return fresh && typeof d.text === "string" && d.text.trim() ? d : null;
   } catch { return null; }
 }
 
 function keepDraft(id, text, mode) {
+  if (draftsOff) return;
   try {
     if (text.trim()) localStorage.setItem(draftKey(id), JSON.stringify({ text, mode, at: Date.now() }));
     else localStorage.removeItem(draftKey(id));
   } catch { /* storage full or off: the draft lives as long as the page */ }
+}
+
+// Signing out: every draft in this browser forgotten, and no page (here or in another tab)
+// keeps one again.
+function signOutDrafts() {
+  draftsOff = true;
+  forgetDrafts();
+  try { localStorage.setItem(SIGNED_OUT, String(Date.now())); } catch { /* storage off */ }
 }
 
 function forgetDrafts({ olderThan = 0 } = {}) {
@@ -664,7 +680,7 @@ function forgetDrafts({ olderThan = 0 } = {}) {
 // A conversation list marks the conversations this member has a draft in (the rows are
 // drawn again as the list follows the stream: marked again each time).
 function setupDraftMarks() {
-  forgetDrafts({ olderThan: DRAFT_DAYS * 24 * 3600 * 1000 });
+  forgetDrafts({ olderThan: DRAFT_MS });
   const mark = (list) => {
     for (const li of list.querySelectorAll(":scope > li[data-id]")) {
       const link = li.querySelector("a");
@@ -851,7 +867,7 @@ function setupConversation() {
       if (!text && !attachment_ids.length) return;
       const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, { text, attachment_ids });
       textarea.value = "";
-      keepDraft(id, "", mode);
+      draft.sent();
       attachments.clear();
       add(m, { reveal: true });
       // A note's @handle that fits several colleagues, or none, notified nobody: say so.
@@ -960,7 +976,7 @@ function setupConversation() {
   };
   pageKeys.r = () => compose("reply");
   pageKeys.n = () => compose("note");
-  setupDraft(id, composer, textarea, showMode);
+  const draft = setupDraft(id, composer, textarea, showMode);
   // What is written stays as a draft; files chosen and not sent would be lost.
   setupQueueKeys(id, () => document.querySelector("#attached li") !== null, () => textarea.value.trim() !== "");
   pageKeys.e = () => {
@@ -991,8 +1007,13 @@ function setupConversation() {
 function setupDraft(id, composer, textarea, showMode) {
   const note = document.getElementById("draft-note");
   const mode = () => new FormData(composer).get("mode");
+  // What this page last read or kept: only a change made here is kept (a second tab on the
+  // conversation, its composer empty, must not erase the draft written in the first).
+  let kept = null;
   const keep = () => {
-    keepDraft(id, textarea.value, mode());
+    if (textarea.value === kept.text && mode() === kept.mode) return;
+    kept = { text: textarea.value, mode: mode() };
+    keepDraft(id, kept.text, kept.mode);
     if (note && !textarea.value.trim()) note.hidden = true;
   };
   const found = readDraft(id);
@@ -1006,6 +1027,7 @@ function setupDraft(id, composer, textarea, showMode) {
       note.hidden = false;
     }
   }
+  kept = { text: textarea.value, mode: mode() };
   textarea.addEventListener("input", keep);
   composer.addEventListener("change", (ev) => { if (ev.target.name === "mode") keep(); });
   window.addEventListener("pagehide", keep);
@@ -1016,6 +1038,8 @@ function setupDraft(id, composer, textarea, showMode) {
     note.hidden = true;
     textarea.focus();
   });
+  // Sent: the composer is empty, and so is the draft.
+  return { sent: keep };
 }
 
 // --- who has the conversation: an agent and a team, each chosen on its own -------------
@@ -1386,7 +1410,7 @@ function setupAccount() {
   });
   document.getElementById("logout-all").addEventListener("click", async () => {
     await api("POST", "/api/v1/auth/logout-all").catch(() => null);
-    forgetDrafts();
+    signOutDrafts();
     location.href = "/login";
   });
   setupTokens(say);
