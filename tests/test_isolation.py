@@ -58,6 +58,7 @@ BODIES: dict[tuple[str, str], object] = {
     },
     ("PATCH", "/api/v1/teams/{team_id}"): {"name": "x"},
     ("PATCH", "/api/v1/macros/{macro_id}"): {"name": "x"},
+    ("PATCH", "/api/v1/saved-views/{saved_view_id}"): {"name": "x"},
 }
 # Multipart bodies (file uploads), likewise valid.
 FILES: dict[tuple[str, str], dict[str, tuple[str, bytes, str]]] = {
@@ -103,6 +104,11 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         json={"name": "Close", "actions": [{"type": "set_status", "value": "resolved"}]},
         headers=auth(world.alice),
     ).json()
+    view = client.post(
+        "/api/v1/saved-views",
+        json={"page": "inbox", "name": "Open", "query": "view=all", "shared": True},
+        headers=auth(world.alice),
+    ).json()
     database = client.app.state.database  # type: ignore[attr-defined]
     return {
         "inbox_id": acme.inbox.id,
@@ -122,6 +128,7 @@ def _acme_ids(client: TestClient, world: World) -> dict[str, str]:
         "canned_id": reply["id"],
         "rule_id": rule["id"],
         "macro_id": macro["id"],
+        "saved_view_id": view["id"],
         "attachment_id": "0" * 32,
         "merge_id": "0" * 32,
         "suggestion_id": _suggestion(client, world),
@@ -207,6 +214,7 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
         "canned_id",
         "rule_id",
         "macro_id",
+        "saved_view_id",
         "webhook_id",
         "attachment_id",
         "merge_id",
@@ -245,6 +253,8 @@ def test_member_of_another_workspace_gets_404_for_every_id_on_every_endpoint(
     assert [m["text"] for m in conv["messages"]] == ["Hello Acme", "first note"]
     notes = client.get(f"/api/v1/customers/{ids['customer_id']}/notes", headers=auth(world.alice))
     assert [n["text"] for n in notes.json()] == ["VIP"]
+    views = client.get("/api/v1/saved-views", headers=auth(world.alice)).json()
+    assert [(v["id"], v["name"]) for v in views] == [(ids["saved_view_id"], "Open")]
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from rapport.auth.models import Membership
+from rapport.automation.models import Macro
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
+from rapport.workspaces.models import SavedView
 from tests.channels.email.test_email import Outbox
 from tests.conftest import auth, published_events
 from tests.factories import PASSWORD, World
@@ -103,6 +105,34 @@ def test_a_member_removed_then_added_back_gets_no_old_token_back(
     assert client.get("/api/v1/auth/me", headers=auth(world.bob)).status_code == 401
     join(client, database, settings, relay, world.alice, "bob@acme.test", password=PASSWORD)
     assert client.get("/api/v1/auth/me", headers=auth(world.bob)).status_code == 401
+
+
+def test_a_removed_members_own_macros_and_views_go_with_them(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Kept, nobody could see or delete them, and they came back with the person.
+    label = [{"type": "add_label", "value": "x"}]
+    for token, visibility in ((world.bob, "personal"), (world.alice, "workspace")):
+        r = client.post(
+            "/api/v1/macros",
+            json={"name": f"m-{visibility}", "actions": label, "visibility": visibility},
+            headers=auth(token),
+        )
+        assert r.status_code == 201, r.text
+    for token, shared in ((world.bob, False), (world.alice, True)):
+        r = client.post(
+            "/api/v1/saved-views",
+            json={"page": "inbox", "name": f"v-{shared}", "query": "view=all", "shared": shared},
+            headers=auth(token),
+        )
+        assert r.status_code == 201, r.text
+    bob = world.acme.users["bob"].id
+    assert client.delete(f"/api/v1/members/{bob}", headers=auth(world.alice)).status_code == 204
+    with database.session(write=False) as db:
+        assert db.execute(select(Macro.name, Macro.visibility)).all() == [
+            ("m-workspace", "workspace")
+        ]
+        assert db.scalars(select(SavedView.name)).all() == ["v-True"]
 
 
 def test_teams_hold_only_members_of_their_workspace(client: TestClient, world: World) -> None:

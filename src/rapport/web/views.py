@@ -43,7 +43,7 @@ from rapport.db import utcnow
 from rapport.notifications import service as notifications
 from rapport.problems import Forbidden, Invalid, NotFound, Problem
 from rapport.realtime import service as realtime
-from rapport.workspaces import invitations
+from rapport.workspaces import invitations, saved_views
 from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import BusinessCalendar
 
@@ -212,6 +212,7 @@ async def inbox_page(
         macros = automation.macros(
             db, workspace_id=principal.workspace_id, user_id=principal.user_id
         )
+        views = _saved_views(db, principal, "inbox")
     more = urlencode({k: v for k, v in {**filters, "view": view, "cursor": nxt}.items() if v})
     return _page(
         request,
@@ -228,9 +229,33 @@ async def inbox_page(
         more_query=more,
         unread=unread,
         macros=macros,
+        **views,
+        current_query=saved_views.encode("inbox", {**filters, "view": view}),
         can_act=principal.role.value != "viewer",
         **shown,
     )
+
+
+def _saved_views(db: Db, principal: auth_service.Principal, page: str) -> dict[str, Any]:
+    """A page's saved views as its sidebar lists them: the workspace's shared ones and the
+    member's own, each marked with whether the member may delete it."""
+    admin = principal.has(Role.admin)
+    rows = saved_views.listed(
+        db, workspace_id=principal.workspace_id, user_id=principal.user_id, page=page
+    )
+    return {
+        "saved_views": [
+            {
+                "id": v.id,
+                "name": v.name,
+                "query": v.query,
+                "shared": v.owner_id is None,
+                "mine": v.owner_id == principal.user_id or (v.owner_id is None and admin),
+            }
+            for v in rows
+        ],
+        "may_share": admin,
+    }
 
 
 def rows_context(
@@ -393,6 +418,7 @@ async def customers_page(
         channels = _channels_of(db, principal.workspace_id, [c.id for c in found.customers])
         tags = _tags_of(db, principal.workspace_id, [c.id for c in found.customers])
         pending = len(duplicates.pending(db, workspace_id=principal.workspace_id, limit=100))
+        views = _saved_views(db, principal, "customers")
     chosen = {"q": q, "tag": tag, "attr": attr if pairs else "", "value": value if pairs else ""}
     more = urlencode({k: v for k, v in {**chosen, "cursor": found.next_cursor}.items() if v})
     return _page(
@@ -412,6 +438,8 @@ async def customers_page(
         truncated=found.truncated,
         next_cursor=found.next_cursor,
         more_query=more,
+        **views,
+        current_query=saved_views.encode("customers", chosen),
     )
 
 
@@ -589,7 +617,9 @@ async def macros_page(request: Request) -> Response:
         macro_actions=[a for a in _MACRO_ORDER if a in automation.MACRO_ACTIONS],
         me=automation.ME,
         admin=admin,
-        may_change={m.id for m in listed if admin or m.created_by == principal.user_id},
+        may_change={
+            m.id for m in listed if automation.may_change(m, user_id=principal.user_id, admin=admin)
+        },
         can_act=principal.role != Role.viewer,
     )
 

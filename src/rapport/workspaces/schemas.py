@@ -1,7 +1,7 @@
 """Workspace, member and team shapes."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,3 +109,57 @@ class TeamRead(BaseModel):
     id: str
     name: str
     member_ids: list[str]
+
+
+# The pages that have saved views (saved_views.KEYS).
+SavedViewPage = Literal["inbox", "customers"]
+_QUERY_SAID = (
+    'The page\'s query string, with or without its "?" (`view=all&status=pending`), at '
+    "most 2,000 characters. Stored in canonical form: the page's filters in its order, "
+    "values trimmed, blanks and defaults (the inbox's `status=open`, `sort=newest`) left "
+    "out. An unknown or repeated filter, `cursor`, or a value the page does not take is a "
+    "422 problem naming it; an `inbox_id` or `team_id` not of this workspace, a 404. The "
+    "inbox takes view, status, inbox_id, team_id, label, channel, priority, sla_state, "
+    "active_from, active_until, sort; the customers list q, tag, and attr with value."
+)
+
+
+class SavedViewCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    page: SavedViewPage
+    name: Name = Field(max_length=80)
+    query: str = Field(max_length=2_000, description=_QUERY_SAID)
+    shared: bool = Field(
+        default=False,
+        description="`true`: every member of the workspace sees it (admins and owners share "
+        "views); `false`: yours alone",
+    )
+    position: int = Field(
+        default=0, ge=-1_000_000, le=1_000_000, description="order in the sidebar, then name"
+    )
+
+
+class SavedViewUpdate(BaseModel):
+    """What to change; fields left out (or null) stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = Field(default=None, max_length=80)
+    query: str | None = Field(default=None, max_length=2_000, description=_QUERY_SAID)
+    position: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+
+
+class SavedViewRead(BaseModel):
+    id: str
+    page: SavedViewPage
+    name: str
+    query: str = Field(description='canonical, without "?"; empty: the page as it opens')
+    shared: bool = Field(description="seen by every member of the workspace")
+    position: int
+    mine: bool = Field(
+        description="whether you may change or delete it: your own, or a shared one and you "
+        "are an admin or owner"
+    )
+    created_at: datetime
+    updated_at: datetime

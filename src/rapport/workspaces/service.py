@@ -7,12 +7,13 @@ from sqlalchemy.orm import Session
 
 from rapport.auth import service as auth
 from rapport.auth.models import ApiToken, Membership, Role, Team, TeamMember, User
+from rapport.automation.models import Macro
 from rapport.conversations import routing
 from rapport.db import lock_row, utcnow
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound
 from rapport.realtime.service import emit
 from rapport.scoped import get_scoped
-from rapport.workspaces.models import Workspace
+from rapport.workspaces.models import SavedView, Workspace
 
 _SETTING_KEYS: dict[str, type] = {
     "require_2fa": bool,
@@ -248,6 +249,21 @@ def remove_member(
             ApiToken.revoked_at.is_(None),
         )
         .values(revoked_at=utcnow())
+    )
+    # What was theirs alone goes with them: nobody else sees it, and it would come back
+    # the day the same person is added again.
+    db.execute(
+        delete(SavedView).where(
+            SavedView.workspace_id == membership.workspace_id,
+            SavedView.owner_id == membership.user_id,
+        )
+    )
+    db.execute(
+        delete(Macro).where(
+            Macro.workspace_id == membership.workspace_id,
+            Macro.visibility == "personal",
+            Macro.created_by == membership.user_id,
+        )
     )
     db.delete(membership)
     user = db.get(User, membership.user_id)

@@ -1,4 +1,6 @@
-"""The workspace's own settings, its members and its teams."""
+"""The workspace's own settings, its members, its teams and its saved views."""
+
+from typing import Any, cast
 
 from fastapi import APIRouter, Request, Response
 
@@ -13,14 +15,14 @@ from rapport.auth.deps import (
     Db,
     forget_principals,
 )
-from rapport.auth.models import Invitation, Membership, Team, User
+from rapport.auth.models import Invitation, Membership, Role, Team, User
 from rapport.auth.views import actor_of, client_address, spend_attempt
 from rapport.conversations import routing
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Problem
-from rapport.workspaces import invitations, service
-from rapport.workspaces.models import Workspace
+from rapport.workspaces import invitations, saved_views, service
+from rapport.workspaces.models import SavedView, Workspace
 from rapport.workspaces.schemas import (
     InvitationAccept,
     InvitationAccepted,
@@ -31,6 +33,10 @@ from rapport.workspaces.schemas import (
     MemberRead,
     MemberUpdate,
     PresenceIn,
+    SavedViewCreate,
+    SavedViewPage,
+    SavedViewRead,
+    SavedViewUpdate,
     TeamCreate,
     TeamRead,
     TeamUpdate,
@@ -314,5 +320,166 @@ def update_team(team_id: str, body: TeamUpdate, principal: CurrentAdmin, db: Db)
 def delete_team(team_id: str, principal: CurrentAdmin, db: Db) -> Response:
     service.delete_team(
         db, team=service.get_team(db, workspace_id=principal.workspace_id, team_id=team_id)
+    )
+    return Response(status_code=204)
+
+
+def _saved_view(v: SavedView, principal: auth.Principal) -> SavedViewRead:
+    return SavedViewRead(
+        id=v.id,
+        page=cast(SavedViewPage, v.page),  # one of saved_views.PAGES, as it was saved
+        name=v.name,
+        query=v.query,
+        shared=v.owner_id is None,
+        position=v.position,
+        mine=saved_views.may_change(v, user_id=principal.user_id, admin=principal.has(Role.admin)),
+        created_at=v.created_at,
+        updated_at=v.updated_at,
+    )
+
+
+_VIEW_404: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such saved view in your workspace, or another member's own"}
+}
+_VIEW_409: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "A view of the page (shared, or of yours) has this name, whatever its case"
+    }
+}
+_VIEW_QUERY: dict[int | str, dict[str, Any]] = {
+    404: {"description": "The query names an inbox or team that is not of this workspace"},
+    422: {
+        "description": "The body is not valid, or the query holds a filter the page does "
+        "not take: the problem names it (``query: status must be one of ...``)"
+    },
+}
+
+
+@router.get("/saved-views", response_model=list[SavedViewRead])
+def list_saved_views(
+    principal: CurrentMember, db: Db, page: SavedViewPage | None = None
+) -> list[SavedViewRead]:
+    """The saved views you see, of ``page`` or of every page: the workspace's shared ones
+    and your own, by page, position, then name."""
+    rows = saved_views.listed(
+        db, workspace_id=principal.workspace_id, user_id=principal.user_id, page=page
+    )
+    return [_saved_view(v, principal) for v in rows]
+
+
+@router.post(
+    "/saved-views",
+    response_model=SavedViewRead,
+    status_code=201,
+    responses={
+        403: {"description": "A shared view by an agent or viewer (admins and owners)"},
+        **_VIEW_409,
+        **_VIEW_QUERY,
+    },
+)
+def create_saved_view(
+    body: SavedViewCreate, principal: CurrentMember, request: Request, db: Db
+) -> SavedViewRead:
+    """Save a page's filters under a name: your own view (any member, viewers too), or one
+    shared with the whole workspace (``shared``: admins and owners)."""
+    row = saved_views.create(
+        db,
+        workspace_id=principal.workspace_id,
+        user_id=principal.user_id,
+        admin=principal.has(Role.admin),
+        page=body.page,
+        name=body.name,
+        query=body.query,
+        shared=body.shared,
+        position=body.position,
+    )
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="saved_view.create",
+        target_type="saved_view",
+        target_id=row.id,
+        data={"page": row.page, "name": row.name, "query": row.query, "shared": body.shared},
+    )
+    return _saved_view(row, principal)
+
+
+@router.get("/saved-views/{saved_view_id}", response_model=SavedViewRead, responses=_VIEW_404)
+def get_saved_view(saved_view_id: str, principal: CurrentMember, db: Db) -> SavedViewRead:
+    row = saved_views.get(
+        db, workspace_id=principal.workspace_id, view_id=saved_view_id, user_id=principal.user_id
+    )
+    return _saved_view(row, principal)
+
+
+@router.patch(
+    "/saved-views/{saved_view_id}",
+    response_model=SavedViewRead,
+    responses={
+        403: {"description": "A shared view changed by an agent or viewer"},
+        **_VIEW_409,
+        **_VIEW_QUERY,
+        404: {
+            "description": "No such saved view in your workspace, or another member's own; "
+            "or the new query names an inbox or team that is not of this workspace"
+        },
+    },
+)
+def update_saved_view(
+    saved_view_id: str,
+    body: SavedViewUpdate,
+    principal: CurrentMember,
+    request: Request,
+    db: Db,
+) -> SavedViewRead:
+    """Rename a view, change its query or position (fields left out are kept): shared ones
+    by admins and owners, your own by you."""
+    row = saved_views.get(
+        db, workspace_id=principal.workspace_id, view_id=saved_view_id, user_id=principal.user_id
+    )
+    changed = saved_views.update(
+        db,
+        view=row,
+        user_id=principal.user_id,
+        admin=principal.has(Role.admin),
+        name=body.name,
+        query=body.query,
+        position=body.position,
+    )
+    if changed:
+        audit(
+            db,
+            workspace_id=principal.workspace_id,
+            actor=actor_of(principal, request),
+            action="saved_view.change",
+            target_type="saved_view",
+            target_id=row.id,
+            data=changed,
+        )
+    return _saved_view(row, principal)
+
+
+@router.delete(
+    "/saved-views/{saved_view_id}",
+    status_code=204,
+    responses={403: {"description": "A shared view deleted by an agent or viewer"}, **_VIEW_404},
+)
+def delete_saved_view(
+    saved_view_id: str, principal: CurrentMember, request: Request, db: Db
+) -> Response:
+    """Delete a view: shared ones by admins and owners, your own by you."""
+    row = saved_views.get(
+        db, workspace_id=principal.workspace_id, view_id=saved_view_id, user_id=principal.user_id
+    )
+    saved_views.delete(db, view=row, user_id=principal.user_id, admin=principal.has(Role.admin))
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="saved_view.delete",
+        target_type="saved_view",
+        target_id=saved_view_id,
+        data={"page": row.page, "name": row.name, "shared": row.owner_id is None},
     )
     return Response(status_code=204)

@@ -2116,6 +2116,37 @@ function setupRules() {
   });
 }
 
+// --- saved views: a page's filters under a name, listed beside it -------------------------
+// The form saves the filters on screen as the server wrote them (data-query, canonical), so
+// the list marks the view on screen; deleting is delegated, as the inbox draws its list again.
+function setupSavedViews() {
+  for (const form of document.querySelectorAll("form.save-view-form")) {
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = {
+        page: form.dataset.page,
+        name: form.elements.name.value,
+        query: form.dataset.query,
+        shared: Boolean(form.elements.shared && form.elements.shared.checked),
+      };
+      try {
+        const saved = await api("POST", "/api/v1/saved-views", body);
+        location.assign(`${location.pathname}?${saved.query}`);
+      } catch (e) { showError(e.message); } // the name stays, to mend and save again
+    });
+  }
+  document.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button.view-delete");
+    if (!button) return;
+    const name = button.closest("li").querySelector("a").textContent;
+    if (!confirm(`Delete the view “${name}”?`)) return;
+    try {
+      await api("DELETE", `/api/v1/saved-views/${encodeURIComponent(button.dataset.id)}`);
+      button.closest("li").remove();
+    } catch (e) { showError(e.message); }
+  });
+}
+
 // --- macros: the page that makes them (run from a conversation, or the inbox's ticks) -----
 function setupMacros() {
   const form = document.getElementById("macro-form");
@@ -2403,6 +2434,7 @@ setupBusinessHours();
 setupRules();
 setupLabelSettings();
 setupMacros();
+setupSavedViews();
 setupWebhooks();
 setupSettingsLists();
 setupNewInbox();
