@@ -469,3 +469,28 @@ def test_a_deleted_member_takes_their_own_views_and_the_shared_ones_stay(
         assert shared.created_by is None
     names = [v["name"] for v in client.get(VIEWS, headers=auth(world.alice)).json()]
     assert names == ["Ada's shared"]
+
+
+def test_a_customers_view_the_page_would_refuse_is_not_saved(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Saved, the page then said "not an attribute name" over an empty list.
+    for query, why in (
+        ('attr=a"b&value=1', "not an attribute name"),
+        (f"attr={'k' * 65}&value=1", "not an attribute name"),
+    ):
+        r = save(client, world.bob, page="customers", query=query)
+        assert r.status_code == 422, (query, r.text)
+        assert r.json()["detail"].startswith("query: attr: "), r.json()
+        assert why in r.json()["detail"]
+    assert stored(database) == []
+
+
+def test_the_inbox_reads_its_filters_as_a_saved_view_does(client: TestClient, world: World) -> None:
+    # ?view= showed everyone's conversations where the view saved from it showed Mine; an
+    # id with spaces around it emptied the list where the view found it.
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    page = client.get(f"/app/inbox?view=&inbox_id=%20{inbox}%20", headers=auth(world.bob))
+    assert page.status_code == 200
+    assert f'data-query="view=mine&amp;inbox_id={inbox}"' in page.text
+    assert 'data-view="mine"' in page.text

@@ -170,12 +170,15 @@ async def inbox_page(
         return _to_login(request)
     database = request.app.state.database
     shown_status = _inbox_status(status)
+    # Read as a saved view reads them (saved_views.canonical): a view unknown is the
+    # member's own, ids and the channel without the spaces around them.
+    view = view if view in ("mine", "unassigned", "all") else "mine"
     filters = {
         "status": shown_status,
-        "inbox_id": inbox_id or None,
-        "team_id": team_id or None,
+        "inbox_id": (inbox_id or "").strip() or None,
+        "team_id": (team_id or "").strip() or None,
         "label": label or None,
-        "channel": channel or None,
+        "channel": (channel or "").strip() or None,
         "priority": _choice(Priority, priority),
         "sla_state": _choice(SlaState, sla_state),
         "active_from": _day(active_from),
@@ -250,7 +253,7 @@ def _saved_views(db: Db, principal: auth_service.Principal, page: str) -> dict[s
                 "name": v.name,
                 "query": v.query,
                 "shared": v.owner_id is None,
-                "mine": v.owner_id == principal.user_id or (v.owner_id is None and admin),
+                "mine": saved_views.may_change(v, user_id=principal.user_id, admin=admin),
             }
             for v in rows
         ],

@@ -20,6 +20,7 @@ from rapport.channels import base as channel_registry
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Priority, SlaState, Status
 from rapport.conversations.service import Sort
+from rapport.customers import service as customers
 from rapport.db import lock_row, utcnow
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound
 from rapport.workspaces.models import SavedView, Workspace
@@ -127,6 +128,14 @@ def _customers(db: Session, workspace_id: str, given: dict[str, str]) -> dict[st
     """The customers list's filters: ``attr`` and ``value`` only together ("plan" is "Pro")."""
     if bool(given.get("attr")) != bool(given.get("value")):
         raise Invalid("query: attr and value go together: give both, or neither")
+    if given.get("attr"):
+        # As the page reads it (customers.attribute_is): a view it would refuse is not saved.
+        try:
+            customers.attribute_is(
+                db, workspace_id=workspace_id, key=given["attr"], value=given["value"]
+            )
+        except Invalid as exc:
+            raise Invalid(f"query: attr: {exc.detail}") from exc
     return given
 
 

@@ -2117,16 +2117,30 @@ function setupRules() {
 }
 
 // --- saved views: a page's filters under a name, listed beside it -------------------------
-// The form saves the filters on screen as the server wrote them (data-query, canonical), so
-// the list marks the view on screen; deleting is delegated, as the inbox draws its list again.
+// The form saves what the page's filter form holds (a label typed and not yet applied too;
+// the server puts it in canonical form, the one the list marks), then opens the view.
+// Deleting is delegated, and a view deleted stays out of the inbox's sidebar when the live
+// list draws it again from a fetch begun before the delete.
 function setupSavedViews() {
+  const gone = new Set();
+  const dropGone = () => {
+    for (const button of document.querySelectorAll("button.view-delete")) {
+      if (gone.has(button.dataset.id)) button.closest("li").remove();
+    }
+  };
+  const sidebar = document.querySelector("aside.views");
+  if (sidebar) new MutationObserver(dropGone).observe(sidebar, { childList: true });
   for (const form of document.querySelectorAll("form.save-view-form")) {
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
+      const filters = document.querySelector("form.filters");
+      const held = filters
+        ? new URLSearchParams([...new FormData(filters)].filter(([, v]) => typeof v === "string" && v.trim())).toString()
+        : form.dataset.query;
       const body = {
         page: form.dataset.page,
         name: form.elements.name.value,
-        query: form.dataset.query,
+        query: held,
         shared: Boolean(form.elements.shared && form.elements.shared.checked),
       };
       try {
@@ -2142,7 +2156,8 @@ function setupSavedViews() {
     if (!confirm(`Delete the view “${name}”?`)) return;
     try {
       await api("DELETE", `/api/v1/saved-views/${encodeURIComponent(button.dataset.id)}`);
-      button.closest("li").remove();
+      gone.add(button.dataset.id);
+      dropGone();
     } catch (e) { showError(e.message); }
   });
 }
