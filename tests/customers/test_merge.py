@@ -297,3 +297,66 @@ def test_undoing_a_merge_leaves_the_survivor_showing_a_handle_it_still_has(
     survivor, merged = snapshot(client, world, b), snapshot(client, world, a)
     assert survivor["email"] == "c@example.com" and survivor["phone"] == "+14155550100"
     assert merged["email"] == "a@example.com"
+
+
+def test_a_merge_takes_the_values_chosen_where_the_two_differ_and_undo_gives_them_back(
+    client: TestClient, world: World
+) -> None:
+    # Where both records held a value, the survivor's was kept without a word.
+    def make(name: str, email: str, attrs: dict) -> str:  # type: ignore[type-arg]
+        r = client.post(
+            "/api/v1/customers",
+            json={"name": name, "email": email, "attributes": attrs},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    kept = make("Kim Lee", "kim@old.example", {"plan": "Pro", "city": "Oslo", "seats": 3})
+    gone = make("Kimberly Lee", "kim@new.example", {"plan": "Enterprise", "seats": 3, "vip": True})
+    before = snapshot(client, world, kept)
+    preview = client.get(
+        f"/api/v1/customers/{kept}/merge-preview",
+        params={"merged_id": gone},
+        headers=auth(world.bob),
+    )
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["conflicts"] == [
+        {"field": "name", "survivor": "Kim Lee", "merged": "Kimberly Lee"},
+        {"field": "email", "survivor": "kim@old.example", "merged": "kim@new.example"},
+        {"field": "attributes.plan", "survivor": "Pro", "merged": "Enterprise"},
+    ]
+    # Only a field where the two differ can be taken.
+    for wrong in (["attributes.seats"], ["attributes.nope"], ["phone"], ["customer_id"]):
+        r = client.post(
+            f"/api/v1/customers/{kept}/merge",
+            json={"merged_id": gone, "take": wrong},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 422 and r.json()["detail"].startswith("take: "), r.text
+    assert snapshot(client, world, kept) == before
+    r = client.post(
+        f"/api/v1/customers/{kept}/merge",
+        json={"merged_id": gone, "take": ["attributes.plan", "name"]},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    assert [(c["field"], c["kept"]) for c in r.json()["moved"]["conflicts"]] == [
+        ("name", "merged"),
+        ("email", "survivor"),
+        ("attributes.plan", "merged"),
+    ]
+    after = client.get(f"/api/v1/customers/{kept}", headers=auth(world.bob)).json()
+    assert after["name"] == "Kimberly Lee" and after["email"] == "kim@old.example"
+    assert after["attributes"] == {"plan": "Enterprise", "city": "Oslo", "seats": 3, "vip": True}
+    undone = client.post(f"/api/v1/customer-merges/{r.json()['id']}/undo", headers=auth(world.bob))
+    assert undone.status_code == 200, undone.text
+    assert snapshot(client, world, kept) == before
+    # Preview checks as a merge does: another workspace's customer is not found.
+    theirs = world.globex.opened.customer.id
+    r = client.get(
+        f"/api/v1/customers/{kept}/merge-preview",
+        params={"merged_id": theirs},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 404, r.text

@@ -596,3 +596,47 @@ def test_a_customers_page_lists_a_conversation_of_theirs_that_begins_while_it_is
         headers=auth(world.bob),
     ).raise_for_status()
     expect(rows).to_have_count(3)
+
+
+def test_a_merge_asks_which_value_stays_where_the_two_differ(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # The survivor's value was kept without a word, the other's gone with the merge.
+    def made(name: str, email: str, plan: str) -> str:
+        r = client.post(
+            "/api/v1/customers",
+            json={"name": name, "email": email, "attributes": {"plan": plan}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    kept = made("Ola Nord", "ola@old.example", "Pro")
+    gone = made("Ola Nordmann", "ola@new.example", "Enterprise")
+    row = '#customer-list tr[data-customer="{}"]'.format
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/customers?q=ola")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.check(f"{row(kept)} input.pick")
+    page.check(f"{row(gone)} input.pick")
+    merge = page.locator("#customer-merge")
+    differ = merge.locator(".merge-conflicts")
+    expect(differ).to_be_hidden()  # which stays not chosen yet
+    merge.locator(f'input[value="{kept}"]').check()
+    fields = differ.locator(".merge-field")
+    expect(fields).to_have_text(
+        [
+            "name: Ola Nord Ola Nordmann",
+            "email: ola@old.example ola@new.example",
+            "plan: Pro Enterprise",
+        ]
+    )
+    expect(differ.locator("input[value=survivor]:checked")).to_have_count(3)
+    fields.nth(2).get_by_label("Enterprise").check()
+    merge.locator("button[type=submit]").click()
+    expect(page.locator(row(gone))).to_have_count(0)
+    after = client.get(f"/api/v1/customers/{kept}", headers=auth(world.bob)).json()
+    assert after["name"] == "Ola Nord" and after["email"] == "ola@old.example"
+    assert after["attributes"] == {"plan": "Enterprise"}

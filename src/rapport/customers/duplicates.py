@@ -7,7 +7,7 @@ merged at once by the system, and can be undone like any merge. A suggestion onc
 (merged or dismissed) stays decided: later scans do not bring it back.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +162,7 @@ def _merge(
     actor: Actor,
     reason: str,
     survivor_id: str | None = None,
+    take: Sequence[str] = (),
 ) -> CustomerMerge:
     """Merge the pair; the customer seen first survives unless one is named."""
     if survivor_id is None:
@@ -179,6 +180,7 @@ def _merge(
         merged_id=other,
         actor=actor,
         reason=reason,
+        take=take,
     )
     row.status = SuggestionStatus.merged
     row.merge_id = done.id
@@ -260,8 +262,9 @@ def accept(
     suggestion_id: str,
     actor: Actor,
     survivor_id: str | None = None,
+    take: Sequence[str] = (),
 ) -> MergeSuggestion:
-    """Merge the suggested pair (into ``survivor_id`` when given)."""
+    """Merge the suggested pair (into ``survivor_id`` when given; ``take``: as a merge)."""
     row = _suggestion(db, workspace_id, suggestion_id)
     if row.status != SuggestionStatus.pending:
         raise Conflict(f"this suggestion was already {row.status.value}")
@@ -276,6 +279,7 @@ def accept(
         actor,
         f"merge suggestion accepted: {row.reason}",
         survivor_id,
+        take,
     )
     return row
 

@@ -2,11 +2,13 @@
 
 A merge moves the merged customer's identities, conversations, events, orders, chat
 visitors, consent history and the tags the survivor lacks to the survivor, adds the
-attributes the survivor lacks, and keeps the merged customer (hidden) with a record of
+attributes the survivor lacks (and the merged record's values of the fields an agent chose
+to take, where the two differ), and keeps the merged customer (hidden) with a record of
 everything moved; undoing moves exactly those back and restores the survivor's own fields,
 whatever else happened in between.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -50,6 +52,52 @@ def _customer(db: Session, workspace_id: str, customer_id: str) -> Customer:
     return get_scoped(db, Customer, customer_id, workspace_id=workspace_id, name="customer")
 
 
+# The fields of a customer both records may hold differently: the survivor's is kept unless
+# the merge takes the other's (``take``); custom attributes too, as "attributes.<key>".
+_FIELDS = ("name", "email", "phone")
+
+
+def _filled(value: Any) -> bool:
+    return value not in (None, "", [], {})
+
+
+def conflicts(survivor: Customer, merged: Customer) -> list[dict[str, Any]]:
+    """Where both records hold a value and the values differ: each field with both."""
+    out = [
+        {"field": f, "survivor": getattr(survivor, f), "merged": getattr(merged, f)}
+        for f in _FIELDS
+        if _filled(getattr(survivor, f))
+        and _filled(getattr(merged, f))
+        and getattr(survivor, f) != getattr(merged, f)
+    ]
+    for key in sorted(set(survivor.attributes) & set(merged.attributes)):
+        ours, theirs = survivor.attributes[key], merged.attributes[key]
+        if _filled(ours) and _filled(theirs) and ours != theirs:
+            out.append({"field": f"attributes.{key}", "survivor": ours, "merged": theirs})
+    return out
+
+
+def preview(
+    db: Session, *, workspace_id: str, survivor_id: str, merged_id: str
+) -> list[dict[str, Any]]:
+    """What a merge of the two would have to choose between (``conflicts``), both checked
+    as a merge checks them."""
+    survivor, merged = _pair(db, workspace_id, survivor_id, merged_id)
+    return conflicts(survivor, merged)
+
+
+def _pair(
+    db: Session, workspace_id: str, survivor_id: str, merged_id: str
+) -> tuple[Customer, Customer]:
+    if survivor_id == merged_id:
+        raise Invalid("a customer cannot be merged into itself")
+    survivor = _customer(db, workspace_id, survivor_id)
+    merged = _customer(db, workspace_id, merged_id)
+    if survivor.merged_into_id or merged.merged_into_id:
+        raise Conflict("one of these customers was already merged into another")
+    return survivor, merged
+
+
 def merge(
     db: Session,
     *,
@@ -58,14 +106,20 @@ def merge(
     merged_id: str,
     actor: Actor,
     reason: str = "",
+    take: Sequence[str] = (),
 ) -> CustomerMerge:
-    """Merge ``merged_id`` into ``survivor_id`` (both of the workspace)."""
-    if survivor_id == merged_id:
-        raise Invalid("a customer cannot be merged into itself")
-    survivor = _customer(db, workspace_id, survivor_id)
-    merged = _customer(db, workspace_id, merged_id)
-    if survivor.merged_into_id or merged.merged_into_id:
-        raise Conflict("one of these customers was already merged into another")
+    """Merge ``merged_id`` into ``survivor_id`` (both of the workspace). Where both hold a
+    different value the survivor's is kept, unless the field is in ``take`` ("name",
+    "attributes.plan"): then the merged record's. Either way the merge records both, and
+    undoing it gives the survivor its own back."""
+    survivor, merged = _pair(db, workspace_id, survivor_id, merged_id)
+    differ = conflicts(survivor, merged)
+    fields = {c["field"] for c in differ}
+    if wrong := [f for f in take if f not in fields]:
+        raise Invalid(
+            f"take: the two do not hold different values for {', '.join(map(repr, wrong))}"
+            + (f"; they do for {', '.join(sorted(fields))}" if fields else "")
+        )
     owned = {
         key: list(db.scalars(select(model.id).where(model.customer_id == merged.id)))
         for key, model in _OWNED.items()
@@ -82,7 +136,19 @@ def merge(
         )
     )
     added = {k: v for k, v in merged.attributes.items() if k not in survivor.attributes}
+    taken = set(take)
+    replaced = {
+        c["field"].removeprefix("attributes."): c["survivor"]
+        for c in differ
+        if c["field"] in taken and c["field"].startswith("attributes.")
+    }
     moved: dict[str, Any] = {
+        # What differed, and whose value the survivor holds now.
+        "conflicts": [
+            {**c, "kept": "merged" if c["field"] in taken else "survivor"} for c in differ
+        ],
+        # The survivor's own values of the attributes taken from the merged record.
+        "replaced_attributes": replaced,
         **owned,
         "tags": sorted(tags),
         "added_attributes": sorted(added),
@@ -101,10 +167,14 @@ def merge(
         .where(CustomerTag.customer_id == merged.id, CustomerTag.tag.in_(tags))
         .values(customer_id=survivor.id)
     )
-    survivor.attributes = {**survivor.attributes, **added}
-    survivor.name = survivor.name or merged.name
-    survivor.email = survivor.email or merged.email
-    survivor.phone = survivor.phone or merged.phone
+    survivor.attributes = {
+        **survivor.attributes,
+        **added,
+        **{key: merged.attributes[key] for key in replaced},
+    }
+    for f in _FIELDS:
+        if f in taken or not getattr(survivor, f):
+            setattr(survivor, f, getattr(merged, f) or getattr(survivor, f))
     survivor.first_seen_at = min(survivor.first_seen_at, merged.first_seen_at)
     survivor.last_seen_at = max(survivor.last_seen_at, merged.last_seen_at)
     merged.merged_into_id = survivor.id
@@ -180,7 +250,7 @@ def unmerge(
     )
     survivor.attributes = {
         k: v for k, v in survivor.attributes.items() if k not in set(moved["added_attributes"])
-    }
+    } | moved.get("replaced_attributes", {})
     from datetime import datetime
 
     before = moved["survivor_before"]

@@ -98,6 +98,26 @@ class EventCreate(BaseModel):
 class MergeIn(BaseModel):
     merged_id: str = Field(min_length=1, max_length=32)
     reason: str = Field(default="", max_length=500)
+    take: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="fields where the two hold different values (`GET .../merge-preview`) "
+        "whose value comes from the merged customer: `name`, `email`, `phone`, "
+        "`attributes.<key>`; every other field keeps the survivor's",
+    )
+
+
+class MergeConflict(BaseModel):
+    field: str = Field(description="`name`, `email`, `phone` or `attributes.<key>`")
+    survivor: Any
+    merged: Any
+
+
+class MergePreview(BaseModel):
+    conflicts: list[MergeConflict] = Field(
+        description="where both hold a value and they differ: a merge keeps the "
+        "survivor's unless told to `take` the other's"
+    )
 
 
 class MergeRead(BaseModel):
@@ -129,6 +149,9 @@ class SuggestionRead(BaseModel):
 class SuggestionAccept(BaseModel):
     # Which of the two customers survives; by default the one seen first.
     survivor_id: str | None = Field(default=None, max_length=32)
+    take: list[str] = Field(
+        default_factory=list, max_length=200, description="as `take` in a merge"
+    )
 
 
 class ScanQueued(BaseModel):

@@ -32,7 +32,9 @@ from rapport.customers.schemas import (
     EventCreate,
     IdentityIn,
     IdentityRead,
+    MergeConflict,
     MergeIn,
+    MergePreview,
     MergeRead,
     ProfileFigures,
     ScanQueued,
@@ -287,8 +289,24 @@ def merge_customer(
         merged_id=body.merged_id,
         actor=actor_of(principal, request),
         reason=body.reason,
+        take=body.take,
     )
     return MergeRead.model_validate(row)
+
+
+@router.get("/{customer_id}/merge-preview", response_model=MergePreview)
+def merge_preview(
+    customer_id: str,
+    principal: CurrentMember,
+    db: Db,
+    merged_id: str = Query(min_length=1, max_length=32),
+) -> MergePreview:
+    """What merging ``merged_id`` into this customer would choose between: the fields both
+    hold with different values (the survivor's kept unless the merge takes the other's)."""
+    found = merge.preview(
+        db, workspace_id=principal.workspace_id, survivor_id=customer_id, merged_id=merged_id
+    )
+    return MergePreview(conflicts=[MergeConflict(**c) for c in found])
 
 
 @router.get("/{customer_id}/merges", response_model=list[MergeRead])
@@ -432,6 +450,7 @@ def accept_suggestion(
         suggestion_id=suggestion_id,
         actor=actor_of(principal, request),
         survivor_id=body.survivor_id if body else None,
+        take=body.take if body else (),
     )
     return SuggestionRead.model_validate(row)
 

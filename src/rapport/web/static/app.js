@@ -1679,7 +1679,41 @@ function setupCustomerBulk() {
       return label;
     });
     merging.querySelector(".choices").replaceChildren(...choices);
+    showConflicts(rows);
   };
+  // Where both records hold a different value (a name, an email, an attribute), the agent
+  // chooses which stays: the survivor's unless the other's is picked (sent as ``take``).
+  const conflictBox = merging.querySelector(".merge-conflicts");
+  let conflicts = [];
+  const shown = (v) => (Array.isArray(v) ? v.join(", ") : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
+  const showConflicts = async (rows) => {
+    const keptId = merging.elements.survivor?.value;
+    const gone = rows.find((tr) => tr.dataset.customer !== keptId);
+    conflicts = [];
+    conflictBox.hidden = true;
+    if (!keptId || !gone) return;
+    try {
+      const found = await api("GET", `/api/v1/customers/${encodeURIComponent(keptId)}/merge-preview?merged_id=${encodeURIComponent(gone.dataset.customer)}`);
+      if (merging.elements.survivor?.value !== keptId) return; // chosen again meanwhile
+      conflicts = found.conflicts;
+    } catch (e) { showError(e.message); return; }
+    conflictBox.querySelector(".fields").replaceChildren(...conflicts.map((c, i) => {
+      const row = document.createElement("div");
+      row.className = "merge-field";
+      const name = document.createElement("span");
+      name.textContent = `${c.field.replace(/^attributes\./, "")}:`;
+      const pick = (side) => {
+        const radio = Object.assign(document.createElement("input"), { type: "radio", name: `conflict-${i}`, value: side, checked: side === "survivor" });
+        const label = document.createElement("label");
+        label.append(radio, ` ${shown(c[side])}`);
+        return label;
+      };
+      row.append(name, pick("survivor"), pick("merged"));
+      return row;
+    }));
+    conflictBox.hidden = conflicts.length === 0;
+  };
+  merging.addEventListener("change", (ev) => { if (ev.target.name === "survivor") showConflicts(ticked()); });
   const update = () => {
     const rows = ticked();
     const n = rows.length;
@@ -1738,6 +1772,7 @@ function setupCustomerBulk() {
       await api("POST", `/api/v1/customers/${encodeURIComponent(keptId)}/merge`, {
         merged_id: gone.dataset.customer,
         reason: "merged by hand",
+        take: conflicts.filter((c, i) => merging.elements[`conflict-${i}`]?.value === "merged").map((c) => c.field),
       });
       said.replaceChildren(...mergedSaid(calledOf(gone), calledOf(kept), keptId));
       await redraw([gone.dataset.customer]);
