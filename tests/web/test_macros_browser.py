@@ -141,3 +141,29 @@ def test_a_macro_runs_on_the_ticked_conversations_and_says_what_it_left_out(
     page.select_option("#macro", "manage")
     page.wait_for_url("**/app/macros")
     expect(page.locator("#macro-rows")).to_contain_text("To billing")
+
+
+def test_m_chooses_a_macro_from_the_keyboard_and_enter_runs_it(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    conv = inbound(client, world, "macro-keys", "keys@example.com")
+    client.post(
+        "/api/v1/macros",
+        json={"name": "Tag it", "actions": [{"type": "add_label", "value": "kbd"}]},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    page.wait_for_selector("#composer")
+    page.keyboard.press("m")
+    expect(page.locator("#macro")).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    page.wait_for_timeout(300)
+    assert (
+        client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()["labels"] == []
+    )  # choosing is not running
+    page.keyboard.press("Enter")
+    expect(page.locator("#label-list")).to_contain_text("kbd")
+    expect(page.locator("#macro")).to_have_value("")

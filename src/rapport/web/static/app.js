@@ -976,6 +976,11 @@ function setupConversation() {
   };
   pageKeys.r = () => compose("reply");
   pageKeys.n = () => compose("note");
+  // The macro menu, from the keyboard: the arrows choose, Enter runs it, Escape leaves it.
+  pageKeys.m = () => {
+    if (macro.disabled) return false; // a viewer's
+    macro.focus();
+  };
   const draft = setupDraft(id, composer, textarea, showMode);
   // What is written stays as a draft; files chosen and not sent would be lost.
   setupQueueKeys(id, () => document.querySelector("#attached li") !== null, () => textarea.value.trim() !== "");
