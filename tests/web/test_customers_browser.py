@@ -349,6 +349,12 @@ def test_an_agent_finds_another_record_of_a_customer_and_merges_it_then_undoes_i
     expect(found).to_have_count(1)  # not Rosa herself, not another workspace's
     expect(found).to_contain_text("R. Diaz")
     expect(found).to_contain_text("+14155550177")
+    # The two names differ: shown first, Rosa's chosen; the other's picked, then merged.
+    found.locator("button.merge").click()
+    differ = found.locator(".merge-field")
+    expect(differ).to_have_text(["name: Rosa Diaz R. Diaz"])
+    expect(found.locator("button.merge")).to_have_text("Merge, keeping what is chosen")
+    differ.get_by_label("R. Diaz").check()
     found.locator("button.merge").click()
     merged = page.locator("#merges li")
     expect(merged).to_contain_text("R. Diaz")
@@ -356,6 +362,9 @@ def test_an_agent_finds_another_record_of_a_customer_and_merges_it_then_undoes_i
     assert (
         client.get(f"/api/v1/customers/{other}", headers=auth(world.bob)).json()["merged_into_id"]
         == kept
+    )
+    assert client.get(f"/api/v1/customers/{kept}", headers=auth(world.bob)).json()["name"] == (
+        "R. Diaz"
     )
     # A customer already merged is not offered again.
     page.click("#merge-with summary")

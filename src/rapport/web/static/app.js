@@ -1,6 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-import { api, background, formatSize, sendFile, senderBadges, showError, triageBadges, upload } from "./http.js";
+import { api, background, conflictLines, formatSize, sendFile, senderBadges, showError, takenFrom, triageBadges, upload } from "./http.js";
 
 // --- times, on the reader's clock ----------------------------------------------------------
 // The server writes each time in UTC, the moment itself in the element's datetime; every
@@ -1690,7 +1690,6 @@ function setupCustomerBulk() {
   // chooses which stays: the survivor's unless the other's is picked (sent as ``take``).
   const conflictBox = merging.querySelector(".merge-conflicts");
   let conflicts = [];
-  const shown = (v) => (Array.isArray(v) ? v.join(", ") : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
   const showConflicts = async (rows) => {
     const keptId = merging.elements.survivor?.value;
     const gone = rows.find((tr) => tr.dataset.customer !== keptId);
@@ -1702,20 +1701,7 @@ function setupCustomerBulk() {
       if (merging.elements.survivor?.value !== keptId) return; // chosen again meanwhile
       conflicts = found.conflicts;
     } catch (e) { showError(e.message); return; }
-    conflictBox.querySelector(".fields").replaceChildren(...conflicts.map((c, i) => {
-      const row = document.createElement("div");
-      row.className = "merge-field";
-      const name = document.createElement("span");
-      name.textContent = `${c.field.replace(/^attributes\./, "")}:`;
-      const pick = (side) => {
-        const radio = Object.assign(document.createElement("input"), { type: "radio", name: `conflict-${i}`, value: side, checked: side === "survivor" });
-        const label = document.createElement("label");
-        label.append(radio, ` ${shown(c[side])}`);
-        return label;
-      };
-      row.append(name, pick("survivor"), pick("merged"));
-      return row;
-    }));
+    conflictBox.querySelector(".fields").replaceChildren(...conflictLines(conflicts));
     conflictBox.hidden = conflicts.length === 0;
   };
   merging.addEventListener("change", (ev) => { if (ev.target.name === "survivor") showConflicts(ticked()); });
@@ -1777,7 +1763,7 @@ function setupCustomerBulk() {
       await api("POST", `/api/v1/customers/${encodeURIComponent(keptId)}/merge`, {
         merged_id: gone.dataset.customer,
         reason: "merged by hand",
-        take: conflicts.filter((c, i) => merging.elements[`conflict-${i}`]?.value === "merged").map((c) => c.field),
+        take: takenFrom(conflictBox, conflicts),
       });
       said.replaceChildren(...mergedSaid(calledOf(gone), calledOf(kept), keptId));
       await redraw([gone.dataset.customer]);

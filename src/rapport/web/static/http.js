@@ -149,3 +149,29 @@ export function senderBadges(meta) {
   b.title = `${auth.by} found this email failed DMARC for ${auth.domain}: it may not come from that address`;
   return [b];
 }
+
+// Where two customers about to be merged hold different values (a merge's preview,
+// rapport.customers.merge.conflicts): a line each with both, the survivor's chosen; and
+// which the agent picked from the other record, as a merge's ``take``.
+export function conflictLines(conflicts) {
+  const said = (v) => (Array.isArray(v) ? v.join(", ") : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
+  return conflicts.map((c, i) => {
+    const row = document.createElement("div");
+    row.className = "merge-field";
+    const name = document.createElement("span");
+    name.textContent = `${c.field.replace(/^attributes\./, "")}:`;
+    row.append(name, ...["survivor", "merged"].map((side) => {
+      const radio = Object.assign(document.createElement("input"), { type: "radio", name: `conflict-${i}`, value: side, checked: side === "survivor" });
+      const label = document.createElement("label");
+      label.append(radio, ` ${said(c[side])}`);
+      return label;
+    }));
+    return row;
+  });
+}
+
+export function takenFrom(root, conflicts) {
+  return conflicts
+    .filter((c, i) => root.querySelector(`input[name="conflict-${i}"]:checked`)?.value === "merged")
+    .map((c) => c.field);
+}

@@ -5,7 +5,7 @@
 // Everything comes from the API and is written as text (never markup).
 
 import { control, read, shown } from "./attributes.js";
-import { api, background, showError } from "./http.js";
+import { api, background, conflictLines, showError, takenFrom } from "./http.js";
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -736,9 +736,13 @@ if (mergeWith) {
   const found = document.getElementById("merge-candidates");
   const error = document.getElementById("merge-error");
   const fail = (message) => { error.textContent = message; error.hidden = false; };
+  // Where the two hold different values, the first click on Merge shows them (this
+  // customer's chosen) and the next merges with what was picked.
+  const differing = new Map(); // candidate id -> its conflicts, once shown
   document.getElementById("merge-search").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     error.hidden = true;
+    differing.clear();
     const q = ev.target.elements.q.value.trim();
     try {
       const page = await api("GET", `/api/v1/customers?q=${encodeURIComponent(q)}&limit=10`);
@@ -761,14 +765,29 @@ if (mergeWith) {
     const button = ev.target.closest("button.merge");
     if (!button) return;
     const item = button.closest("li");
+    const other = item.dataset.customer;
     const name = item.querySelector("a").textContent;
-    if (!confirm(`Merge ${name} into ${mergeWith.dataset.name}? Their conversations, handles and timeline come here; it can be undone.`)) return;
     error.hidden = true;
+    if (!differing.has(other)) {
+      try {
+        const { conflicts } = await api("GET", `/api/v1/customers/${encodeURIComponent(survivor)}/merge-preview?merged_id=${encodeURIComponent(other)}`);
+        differing.set(other, conflicts);
+        if (conflicts.length) {
+          const box = el("fieldset", "", "merge-conflicts");
+          box.append(el("legend", "Where they differ, keep"), ...conflictLines(conflicts));
+          item.append(box);
+          button.textContent = `Merge, keeping what is chosen`;
+          return;
+        }
+      } catch (e) { fail(e.message); return; }
+    }
+    if (!confirm(`Merge ${name} into ${mergeWith.dataset.name}? Their conversations, handles and timeline come here; it can be undone.`)) return;
     button.disabled = true;
     try {
       await api("POST", `/api/v1/customers/${encodeURIComponent(survivor)}/merge`, {
-        merged_id: item.dataset.customer,
+        merged_id: other,
         reason: "merged by hand",
+        take: takenFrom(item, differing.get(other)),
       });
       location.reload(); // their conversations, handles and the merge (with its undo) show here
     } catch (e) {
