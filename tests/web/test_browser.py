@@ -524,3 +524,52 @@ def test_an_agent_goes_from_a_conversation_to_its_customers_page_in_the_browser(
     page.wait_for_selector(f'#customer-list a[href="/app/customers/{first.customer.id}"]')
     page.screenshot(path=str(ARTIFACTS / "customers.png"), full_page=True)
     assert errors == []
+
+
+def test_a_suggested_duplicate_merged_from_the_panel_asks_which_name_stays(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+) -> None:
+    from rapport.customers.models import MergeSuggestion
+
+    posted = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "mia-1",
+            "text": "Hi",
+            "from": {"name": "Mia Holm", "email": "mia@x.test"},
+        },
+        headers=auth(world.bob),
+    ).json()
+    twin = client.post(
+        "/api/v1/customers",
+        json={"name": "Mia H.", "phone": "+4790000001"},
+        headers=auth(world.bob),
+    ).json()
+    with database.session() as db:
+        left, right = sorted([posted["customer_id"], twin["id"]])
+        db.add(
+            MergeSuggestion(
+                workspace_id=world.acme.workspace.id,
+                left_id=left,
+                right_id=right,
+                probability=0.9,
+                reason="first name the same",
+            )
+        )
+    page = signed_in(
+        browser, live_server, "bob@acme.test", f"/app/conversations/{posted['conversation_id']}"
+    )
+    suggestion = page.locator("#panel-extra li", has_text="likely the same person as Mia H.")
+    suggestion.get_by_role("button", name="Merge", exact=True).click()
+    expect(suggestion.locator(".merge-field")).to_have_text(["name: Mia Holm Mia H."])
+    suggestion.get_by_label("Mia H.").check()
+    suggestion.get_by_role("button", name="Merge, keeping what is chosen").click()
+    expect(page.locator("#panel-extra")).not_to_contain_text("likely the same person")
+    kept = client.get(f"/api/v1/customers/{posted['customer_id']}", headers=auth(world.bob)).json()
+    assert kept["name"] == "Mia H."
+    gone = client.get(f"/api/v1/customers/{twin['id']}", headers=auth(world.bob)).json()
+    assert gone["merged_into_id"] == posted["customer_id"]

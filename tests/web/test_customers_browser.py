@@ -93,8 +93,12 @@ def test_an_admin_reviews_the_possible_duplicates(
     )
     page.screenshot(path=str(ARTIFACTS / "duplicates.png"), full_page=True)
 
-    # One click merged two people's records, unasked. Asked now: dismissed, both stay.
+    # One click merged two people's records, unasked. Where the two differ, the first click
+    # shows it (the one kept's value chosen); then asked: dismissed, both stay.
     keep_later = first.locator(f'.side[data-customer="{ids["Dana W."]}"] button.merge')
+    keep_later.click()
+    expect(first.locator(".merge-field")).to_have_text(["name: Dana W. Dana Whitfield"])
+    expect(keep_later).to_have_text("Merge, keeping what is chosen")
     asked = answer(page, accept=False)
     keep_later.click()
     assert asked == [
@@ -121,6 +125,8 @@ def test_an_admin_reviews_the_possible_duplicates(
     expect(page.locator("#duplicates-count")).to_have_text("1 pair to review.")
     merged = client.get(f"/api/v1/customers/{ids['Dana Whitfield']}", headers=auth(world.bob))
     assert merged.json()["merged_into_id"] == ids["Dana W."]
+    kept_name = client.get(f"/api/v1/customers/{ids['Dana W.']}", headers=auth(world.bob))
+    assert kept_name.json()["name"] == "Dana W."  # its own, as chosen by default
     # The customer kept lists the record merged into it, and the merge can be undone there.
     kept = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{ids['Dana W.']}")
     merged_in = kept.locator("#merges li")

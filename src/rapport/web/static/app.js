@@ -2371,6 +2371,28 @@ function setupDuplicates() {
     const other = [...pair.querySelectorAll(".side")].find((s) => s !== side);
     const kept = side ? calledWith(side.querySelector("a").textContent, side.dataset.handle) : "";
     const gone = other ? calledWith(other.querySelector("a").textContent, other.dataset.handle) : "";
+    // Where the two hold different values, the first click shows them (the one kept's
+    // chosen) and the next merges with what was picked, as the customer page's merge does.
+    let box = pair.querySelector("fieldset.merge-conflicts");
+    if (merging && box?.dataset.survivor !== button.dataset.survivor) {
+      box?.remove();
+      fail("");
+      try {
+        const { conflicts } = await api("GET", `/api/v1/customers/${encodeURIComponent(button.dataset.survivor)}/merge-preview?merged_id=${encodeURIComponent(other.dataset.customer)}`);
+        box = document.createElement("fieldset");
+        box.className = "merge-conflicts";
+        box.dataset.survivor = button.dataset.survivor;
+        box.conflicts = conflicts;
+        if (conflicts.length) {
+          const legend = document.createElement("legend");
+          legend.textContent = `Where they differ, keep (merging into ${kept})`;
+          box.append(legend, ...conflictLines(conflicts, `conflict-${pair.dataset.suggestion}`));
+          pair.querySelector(".sides").after(box);
+          for (const b of pair.querySelectorAll("button.merge")) b.textContent = b === button ? "Merge, keeping what is chosen" : "Merge, keeping this one";
+          return;
+        }
+      } catch (e) { fail(e.message); return; }
+    }
     // A click merges two people's records: said first, as the customer page's merge is.
     if (merging && !confirm(mergeQuestion(gone, kept))) return;
     fail("");
@@ -2379,7 +2401,10 @@ function setupDuplicates() {
       const said = document.createElement("p");
       said.setAttribute("role", "status");
       if (merging) {
-        await api("POST", `/api/v1/merge-suggestions/${id}/accept`, { survivor_id: button.dataset.survivor });
+        await api("POST", `/api/v1/merge-suggestions/${id}/accept`, {
+          survivor_id: button.dataset.survivor,
+          take: box && box.isConnected ? takenFrom(box, box.conflicts, `conflict-${pair.dataset.suggestion}`) : [],
+        });
         said.append(...mergedSaid(gone, kept, button.dataset.survivor));
       } else {
         await api("POST", `/api/v1/merge-suggestions/${id}/dismiss`);

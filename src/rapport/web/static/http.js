@@ -152,8 +152,9 @@ export function senderBadges(meta) {
 
 // Where two customers about to be merged hold different values (a merge's preview,
 // rapport.customers.merge.conflicts): a line each with both, the survivor's chosen; and
-// which the agent picked from the other record, as a merge's ``take``.
-export function conflictLines(conflicts) {
+// which the agent picked from the other record, as a merge's ``take``. ``group`` names the
+// radios: unique on the page (radios outside a form share a group by name page-wide).
+export function conflictLines(conflicts, group = "conflict") {
   const said = (v) => (Array.isArray(v) ? v.join(", ") : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
   return conflicts.map((c, i) => {
     const row = document.createElement("div");
@@ -161,7 +162,7 @@ export function conflictLines(conflicts) {
     const name = document.createElement("span");
     name.textContent = `${c.field.replace(/^attributes\./, "")}:`;
     row.append(name, ...["survivor", "merged"].map((side) => {
-      const radio = Object.assign(document.createElement("input"), { type: "radio", name: `conflict-${i}`, value: side, checked: side === "survivor" });
+      const radio = Object.assign(document.createElement("input"), { type: "radio", name: `${group}-${i}`, value: side, checked: side === "survivor" });
       const label = document.createElement("label");
       label.append(radio, ` ${said(c[side])}`);
       return label;
@@ -170,8 +171,8 @@ export function conflictLines(conflicts) {
   });
 }
 
-export function takenFrom(root, conflicts) {
+export function takenFrom(root, conflicts, group = "conflict") {
   return conflicts
-    .filter((c, i) => root.querySelector(`input[name="conflict-${i}"]:checked`)?.value === "merged")
+    .filter((c, i) => root.querySelector(`input[name="${group}-${i}"]:checked`)?.value === "merged")
     .map((c) => c.field);
 }

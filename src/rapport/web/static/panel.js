@@ -496,9 +496,23 @@ async function suggestions(box, customerId) {
     const why = el("div", handles ? `${handles}. ${s.reason}` : s.reason, "reason");
     const yes = el("button", "Merge");
     yes.type = "button";
+    // Where the two differ, the first click shows it (this customer's value chosen), the
+    // next merges with what was picked.
+    let differ = null;
+    const group = `conflict-${s.id}`;
     yes.addEventListener("click", async () => {
       try {
-        await api("POST", `/api/v1/merge-suggestions/${s.id}/accept`, { survivor_id: customerId });
+        if (differ === null) {
+          differ = (await api("GET", `/api/v1/customers/${encodeURIComponent(customerId)}/merge-preview?merged_id=${encodeURIComponent(other.id)}`)).conflicts;
+          if (differ.length) {
+            const fields = el("fieldset", undefined, "merge-conflicts");
+            fields.append(el("legend", "Where they differ, keep"), ...conflictLines(differ, group));
+            why.after(fields);
+            yes.textContent = "Merge, keeping what is chosen";
+            return;
+          }
+        }
+        await api("POST", `/api/v1/merge-suggestions/${s.id}/accept`, { survivor_id: customerId, take: takenFrom(li, differ, group) });
         location.reload();
       } catch (e) { showError(e.message); }
     });
@@ -774,7 +788,7 @@ if (mergeWith) {
         differing.set(other, conflicts);
         if (conflicts.length) {
           const box = el("fieldset", "", "merge-conflicts");
-          box.append(el("legend", "Where they differ, keep"), ...conflictLines(conflicts));
+          box.append(el("legend", "Where they differ, keep"), ...conflictLines(conflicts, `conflict-${other}`));
           item.append(box);
           button.textContent = `Merge, keeping what is chosen`;
           return;
@@ -787,7 +801,7 @@ if (mergeWith) {
       await api("POST", `/api/v1/customers/${encodeURIComponent(survivor)}/merge`, {
         merged_id: other,
         reason: "merged by hand",
-        take: takenFrom(item, differing.get(other)),
+        take: takenFrom(item, differing.get(other), `conflict-${other}`),
       });
       location.reload(); // their conversations, handles and the merge (with its undo) show here
     } catch (e) {
