@@ -360,3 +360,65 @@ def test_a_merge_takes_the_values_chosen_where_the_two_differ_and_undo_gives_the
         headers=auth(world.bob),
     )
     assert r.status_code == 404, r.text
+
+
+def test_two_merges_into_one_customer_undone_in_either_order_give_back_the_first_state(
+    client: TestClient, world: World
+) -> None:
+    # Undo wrote back the survivor's fields as they were before its own merge, over what a
+    # later merge (or an agent) had set since: undone out of order, values came back from
+    # a record no longer merged.
+    def make(name: str, attrs: dict) -> str:  # type: ignore[type-arg]
+        r = client.post(
+            "/api/v1/customers",
+            json={"name": name, "attributes": attrs},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def merge_in(survivor: str, other: str, take: list[str]) -> str:
+        r = client.post(
+            f"/api/v1/customers/{survivor}/merge",
+            json={"merged_id": other, "take": take},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def undo(merge_id: str) -> None:
+        r = client.post(f"/api/v1/customer-merges/{merge_id}/undo", headers=auth(world.bob))
+        assert r.status_code == 200, r.text
+
+    def held(cid: str) -> tuple[str, dict]:  # type: ignore[type-arg]
+        c = client.get(f"/api/v1/customers/{cid}", headers=auth(world.bob)).json()
+        return c["name"], c["attributes"]
+
+    b = make("Bee", {"plan": "b", "tier": ""})
+    a = make("Ay", {"plan": "a", "tier": "gold"})
+    c = make("Cee", {"plan": "c"})
+    first = merge_in(b, a, ["name", "attributes.plan"])
+    # An empty value on the survivor is none: the other's came with the merge.
+    assert held(b) == ("Ay", {"plan": "a", "tier": "gold"})
+    second = merge_in(b, c, ["name", "attributes.plan"])
+    assert held(b) == ("Cee", {"plan": "c", "tier": "gold"})
+    undo(first)  # what the second set stands; what only the first set goes
+    assert held(b) == ("Cee", {"plan": "c", "tier": ""})
+    undo(second)  # back to before both
+    assert held(b) == ("Bee", {"plan": "b", "tier": ""})
+    # An agent's edit after a merge survives its undo.
+    third = merge_in(b, a, ["attributes.plan"])
+    assert held(b) == ("Bee", {"plan": "a", "tier": "gold"})
+    r = client.patch(
+        f"/api/v1/customers/{b}", json={"attributes": {"plan": "edited"}}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    undo(third)
+    assert held(b) == ("Bee", {"plan": "edited", "tier": ""})
+    # Undone latest first, likewise.
+    fourth, fifth = merge_in(b, a, ["attributes.plan"]), merge_in(b, c, ["attributes.plan"])
+    assert held(b) == ("Bee", {"plan": "c", "tier": "gold"})
+    undo(fifth)
+    assert held(b) == ("Bee", {"plan": "a", "tier": "gold"})
+    undo(fourth)
+    assert held(b) == ("Bee", {"plan": "edited", "tier": ""})

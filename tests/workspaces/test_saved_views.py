@@ -494,3 +494,14 @@ def test_the_inbox_reads_its_filters_as_a_saved_view_does(client: TestClient, wo
     assert page.status_code == 200
     assert f'data-query="view=mine&amp;inbox_id={inbox}"' in page.text
     assert 'data-view="mine"' in page.text
+    # And lists what the view lists: the conversation of that inbox (spaces and all).
+    conv = world.acme.opened.conversation
+    client.post(
+        f"/api/v1/conversations/{conv.id}/assign",
+        json={"assignee_id": world.acme.users["bob"].id},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    page = client.get(
+        f"/app/inbox?view=all&inbox_id=%20{inbox}%20&channel=%20api%20", headers=auth(world.bob)
+    )
+    assert f'data-id="{conv.id}"' in page.text

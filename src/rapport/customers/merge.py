@@ -116,8 +116,9 @@ def merge(
     differ = conflicts(survivor, merged)
     fields = {c["field"] for c in differ}
     if wrong := [f for f in take if f not in fields]:
+        named = ", ".join(repr(f[:80]) for f in wrong[:5]) + (", ..." if len(wrong) > 5 else "")
         raise Invalid(
-            f"take: the two do not hold different values for {', '.join(map(repr, wrong))}"
+            f"take: the two do not hold different values for {named}"
             + (f"; they do for {', '.join(sorted(fields))}" if fields else "")
         )
     owned = {
@@ -135,13 +136,20 @@ def merge(
             )
         )
     )
-    added = {k: v for k, v in merged.attributes.items() if k not in survivor.attributes}
+    # What the survivor lacks (an empty value is none: "" or [] held no answer).
+    added = {
+        k: v
+        for k, v in merged.attributes.items()
+        if _filled(v) and not _filled(survivor.attributes.get(k))
+    }
     taken = set(take)
     replaced = {
         c["field"].removeprefix("attributes."): c["survivor"]
         for c in differ
         if c["field"] in taken and c["field"].startswith("attributes.")
     }
+    # An empty value of the survivor's that the merge fills is given back on undo too.
+    replaced |= {k: survivor.attributes[k] for k in added if k in survivor.attributes}
     moved: dict[str, Any] = {
         # What differed, and whose value the survivor holds now.
         "conflicts": [
@@ -175,6 +183,14 @@ def merge(
     for f in _FIELDS:
         if f in taken or not getattr(survivor, f):
             setattr(survivor, f, getattr(merged, f) or getattr(survivor, f))
+    # What this merge set, so that undoing it restores a field only while it still holds
+    # that: a later merge into the same survivor, or an agent's edit since, is kept.
+    moved["set"] = {
+        f: getattr(survivor, f)
+        for f in _FIELDS
+        if getattr(survivor, f) != moved["survivor_before"][f]
+    }
+    moved["attributes_set"] = {k: survivor.attributes[k] for k in (*added, *replaced)}
     survivor.first_seen_at = min(survivor.first_seen_at, merged.first_seen_at)
     survivor.last_seen_at = max(survivor.last_seen_at, merged.last_seen_at)
     merged.merged_into_id = survivor.id
@@ -196,7 +212,12 @@ def merge(
         action="customer.merge",
         target_type="customer",
         target_id=survivor.id,
-        data={"merged_id": merged.id, "merge_id": row.id, "reason": reason},
+        data={
+            "merged_id": merged.id,
+            "merge_id": row.id,
+            "reason": reason,
+            "take": sorted(taken),
+        },
     )
     emit(
         db,
@@ -205,6 +226,46 @@ def merge(
         payload={"survivor_id": survivor.id, "merged_id": merged.id, "merge_id": row.id},
     )
     return row
+
+
+def _rebase_later(db: Session, row: CustomerMerge) -> None:
+    """Merges into the same survivor made after ``row`` recorded, as the survivor's values
+    before them, what ``row`` set: with ``row`` undone, undoing them must give back what
+    the survivor held before ``row`` instead (else a record no longer merged speaks)."""
+    moved = row.moved
+    if "set" not in moved:
+        return  # recorded before merges said what they set: undone as then
+    later = db.scalars(
+        select(CustomerMerge).where(
+            CustomerMerge.workspace_id == row.workspace_id,
+            CustomerMerge.survivor_id == row.survivor_id,
+            CustomerMerge.undone_at.is_(None),
+            CustomerMerge.created_at >= row.created_at,
+            CustomerMerge.id != row.id,
+        )
+    )
+    own = moved.get("replaced_attributes", {})
+    for other in later:
+        theirs = dict(other.moved)
+        before = dict(theirs["survivor_before"])
+        for f, value in moved["set"].items():
+            if before.get(f) == value:
+                before[f] = moved["survivor_before"][f]
+        replaced = dict(theirs.get("replaced_attributes", {}))
+        added = list(theirs.get("added_attributes", []))
+        for k, value in moved["attributes_set"].items():
+            if k in replaced and replaced[k] == value:
+                if k in own:
+                    replaced[k] = own[k]  # the survivor's own, from before ``row``
+                else:
+                    del replaced[k]  # ``row`` added it: undoing the later one removes it
+                    added.append(k)
+        theirs |= {
+            "survivor_before": before,
+            "replaced_attributes": replaced,
+            "added_attributes": sorted(set(added)),
+        }
+        other.moved = theirs  # a new dict: the JSON column sees assignments only
 
 
 def unmerge(
@@ -223,6 +284,7 @@ def unmerge(
             "the survivor of this merge was since merged into another customer: "
             "undo the later merge first"
         )
+    _rebase_later(db, row)
     moved = row.moved
     for key, model in _OWNED.items():
         # Only what the merge moved and is still the survivor's goes back (merges recorded
@@ -248,13 +310,25 @@ def unmerge(
         .where(CustomerTag.customer_id == survivor.id, CustomerTag.tag.in_(tags))
         .values(customer_id=merged.id)
     )
-    survivor.attributes = {
-        k: v for k, v in survivor.attributes.items() if k not in set(moved["added_attributes"])
-    } | moved.get("replaced_attributes", {})
+    # Only what this merge set and still stands goes back (a merge recorded before
+    # ``attributes_set`` was kept: all of it, as then).
+    set_to = moved.get("attributes_set")
+    still = {
+        k
+        for k in (*moved["added_attributes"], *moved.get("replaced_attributes", {}))
+        if set_to is None or (k in survivor.attributes and survivor.attributes[k] == set_to.get(k))
+    }
+    attributes = {k: v for k, v in survivor.attributes.items() if k not in still}
+    for k, own in moved.get("replaced_attributes", {}).items():
+        if k in still:
+            attributes[k] = own
+    survivor.attributes = attributes
     from datetime import datetime
 
     before = moved["survivor_before"]
-    survivor.name, survivor.email, survivor.phone = before["name"], before["email"], before["phone"]
+    for f in _FIELDS:
+        if "set" not in moved or (f in moved["set"] and getattr(survivor, f) == moved["set"][f]):
+            setattr(survivor, f, before[f])
     survivor.first_seen_at = datetime.fromisoformat(before["first_seen_at"])
     if survivor.last_seen_at.isoformat() == moved.get("survivor_last_seen_after"):
         # Nothing happened since the merge: the survivor's own last activity comes back.

@@ -1,7 +1,7 @@
 """Customer API shapes."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -98,7 +98,7 @@ class EventCreate(BaseModel):
 class MergeIn(BaseModel):
     merged_id: str = Field(min_length=1, max_length=32)
     reason: str = Field(default="", max_length=500)
-    take: list[str] = Field(
+    take: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
         default_factory=list,
         max_length=200,
         description="fields where the two hold different values (`GET .../merge-preview`) "
@@ -149,7 +149,7 @@ class SuggestionRead(BaseModel):
 class SuggestionAccept(BaseModel):
     # Which of the two customers survives; by default the one seen first.
     survivor_id: str | None = Field(default=None, max_length=32)
-    take: list[str] = Field(
+    take: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
         default_factory=list, max_length=200, description="as `take` in a merge"
     )
 

@@ -1690,15 +1690,17 @@ function setupCustomerBulk() {
   // chooses which stays: the survivor's unless the other's is picked (sent as ``take``).
   const conflictBox = merging.querySelector(".merge-conflicts");
   let conflicts = [];
+  let asking = 0; // only the newest preview is shown: the pair or the survivor may change
   const showConflicts = async (rows) => {
     const keptId = merging.elements.survivor?.value;
     const gone = rows.find((tr) => tr.dataset.customer !== keptId);
+    const asked = ++asking;
     conflicts = [];
     conflictBox.hidden = true;
     if (!keptId || !gone) return;
     try {
       const found = await api("GET", `/api/v1/customers/${encodeURIComponent(keptId)}/merge-preview?merged_id=${encodeURIComponent(gone.dataset.customer)}`);
-      if (merging.elements.survivor?.value !== keptId) return; // chosen again meanwhile
+      if (asked !== asking) return; // asked again meanwhile
       conflicts = found.conflicts;
     } catch (e) { showError(e.message); return; }
     conflictBox.querySelector(".fields").replaceChildren(...conflictLines(conflicts));
