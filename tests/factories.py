@@ -198,3 +198,21 @@ def written_ago(database: Database, external_id: str, ago: timedelta) -> str:
             .values(last_inbound_at=at)
         )
         return msg.conversation_id
+
+
+def ada_the_admin(database: Database, world: World) -> tuple[str, str]:
+    """ada, an admin of Acme (not its owner): her user id and an API token."""
+    with database.session() as db:
+        _, user = workspaces.add_member(
+            db,
+            workspace_id=world.acme.workspace.id,
+            email="ada@acme.test",
+            role=Role.admin,
+            password=PASSWORD,
+            name="Ada",
+            actor_role=Role.owner,
+        )
+        token, _ = auth.create_token(
+            db, user_id=user.id, workspace_id=world.acme.workspace.id, name="t", role=Role.admin
+        )
+    return user.id, str(token)

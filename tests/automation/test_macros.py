@@ -6,17 +6,14 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from rapport.auth import service as auth_service
-from rapport.auth.models import Role
 from rapport.automation.models import Macro
 from rapport.db import Database
 from rapport.jobs.models import Job
 from rapport.notifications.models import Notification
 from rapport.privacy.models import AuditLog
-from rapport.workspaces import service as workspaces
 from tests.channels.test_providers import make_inbox
 from tests.conftest import auth, published_events
-from tests.factories import PASSWORD, World
+from tests.factories import World, ada_the_admin
 
 MACROS = "/api/v1/macros"
 
@@ -75,24 +72,6 @@ def audited(database: Database, action: str) -> list[AuditLog]:
         )
 
 
-def ada_the_admin(database: Database, world: World) -> str:
-    """An API token of ada, an admin of Acme."""
-    with database.session() as db:
-        _, user = workspaces.add_member(
-            db,
-            workspace_id=world.acme.workspace.id,
-            email="ada@acme.test",
-            role=Role.admin,
-            password=PASSWORD,
-            name="Ada",
-            actor_role=Role.owner,
-        )
-        token, _ = auth_service.create_token(
-            db, user_id=user.id, workspace_id=world.acme.workspace.id, name="t", role=Role.admin
-        )
-    return str(token)
-
-
 def test_agents_make_personal_macros_and_only_admins_and_owners_workspace_ones(
     client: TestClient, world: World, database: Database
 ) -> None:
@@ -104,7 +83,7 @@ def test_agents_make_personal_macros_and_only_admins_and_owners_workspace_ones(
         r = make(client, token, name="Not made", actions=label, visibility=visibility)
         assert r.status_code == 403, r.text
         assert r.headers["content-type"] == "application/problem+json"
-    ada = ada_the_admin(database, world)
+    ada = ada_the_admin(database, world)[1]
     assert make(client, ada, name="Ada's", actions=label).status_code == 201
     assert make(client, world.alice, name="Alice's", actions=label).status_code == 201
     assert sorted(stored(database)) == [

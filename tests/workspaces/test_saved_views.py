@@ -7,15 +7,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
 
-from rapport.auth import service as auth_service
-from rapport.auth.models import Role, User
+from rapport.auth.models import User
 from rapport.db import Database
 from rapport.privacy.models import AuditLog
-from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import SavedView
 from rapport.workspaces.saved_views import encode
 from tests.conftest import auth
-from tests.factories import PASSWORD, World
+from tests.factories import World, ada_the_admin
 
 VIEWS = "/api/v1/saved-views"
 
@@ -46,24 +44,6 @@ def audited(database: Database, action: str) -> list[AuditLog]:
         return list(
             db.scalars(select(AuditLog).where(AuditLog.action == action).order_by(AuditLog.id))
         )
-
-
-def ada_the_admin(database: Database, world: World) -> tuple[str, str]:
-    """ada, an admin of Acme: her user id and an API token."""
-    with database.session() as db:
-        _, user = workspaces.add_member(
-            db,
-            workspace_id=world.acme.workspace.id,
-            email="ada@acme.test",
-            role=Role.admin,
-            password=PASSWORD,
-            name="Ada",
-            actor_role=Role.owner,
-        )
-        token, _ = auth_service.create_token(
-            db, user_id=user.id, workspace_id=world.acme.workspace.id, name="t", role=Role.admin
-        )
-    return user.id, str(token)
 
 
 def team(client: TestClient, token: str, name: str) -> str:
