@@ -65,3 +65,29 @@ def test_what_one_process_forgets_the_others_hear_over_redis() -> None:
     finally:
         here.stop()
         there.stop()
+
+
+def test_a_cache_read_per_message_keeps_a_held_key_a_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The ingest writer read a workspace's trained models from the database once per
+    # message for seconds after each retraining: nothing loaded while held was kept.
+    monkeypatch.setattr(cache, "HOLD", 10.0)  # held throughout
+    models: cache.TtlCache[str, int] = cache.TtlCache(ttl=60, name="test_models", held_ttl=0.1)
+    loads: list[int] = []
+
+    def load() -> int:
+        loads.append(1)
+        return len(loads)
+
+    assert models.get("ws", load) == 1
+    models.forget("ws")
+    assert models.get("ws", load) == 2 and models.get("ws", load) == 2  # kept a moment
+    time.sleep(0.15)
+    assert models.get("ws", load) == 3  # held still: read again, the change may be in now
+    assert models.get("ws", load) == 3
+    # Forgotten while it loaded, a value is not kept even for the moment.
+    drops = models.drops
+    models.forget("ws")
+    models.put("ws", 99, loaded_after=drops)
+    assert models.found("ws") == (False, None)

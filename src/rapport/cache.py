@@ -9,7 +9,8 @@ Redis, other processes see a change within the entry's time to live.
 
 The change that makes a process forget usually commits a moment later; a value loaded in
 between would be the old one. So a forgotten key is not cached again for ``HOLD`` seconds:
-it is read afresh each time until then.
+it is read afresh each time until then (or, for a cache made with ``held_ttl``, kept that
+fraction of a second at most).
 
 Reads and writes are single dict operations, atomic under the interpreter lock, so threads
 (the ingest writer, the event loop, job workers) share one cache; only forgetting takes a
@@ -44,10 +45,14 @@ _CACHES: dict[str, "weakref.WeakSet[TtlCache[Any, Any]]"] = {}
 
 
 class TtlCache(Generic[K, V]):
-    def __init__(self, ttl: float, *, name: str, max_items: int = 0) -> None:
+    def __init__(self, ttl: float, *, name: str, max_items: int = 0, held_ttl: float = 0.0) -> None:
         self.ttl = ttl
         self.name = name
         self.max_items = max_items  # 0: no bound (the caller's keys are few)
+        # While a key is held, what is loaded is kept this long (0: not at all, read afresh
+        # each time). For a cache read per message whose value may be a moment old after a
+        # change (a workspace's trained models), not for who may do what.
+        self.held_ttl = held_ttl
         self._items: dict[K, tuple[float, V]] = {}
         self._held: dict[K, float] = {}
         self._held_all = 0.0
@@ -81,15 +86,16 @@ class TtlCache(Generic[K, V]):
         change may not have committed yet) or anything was forgotten since ``loaded_after``
         (the ``drops`` count when the value was read): then it may be the old one."""
         now = time.monotonic()
-        if (
-            (loaded_after is not None and loaded_after != self.drops)
-            or self._held_all > now
-            or (self._held and self._held.get(key, 0.0) > now)
-        ):
+        if loaded_after is not None and loaded_after != self.drops:
             return
+        ttl = self.ttl
+        if self._held_all > now or (self._held and self._held.get(key, 0.0) > now):
+            if not self.held_ttl:
+                return
+            ttl = min(self.ttl, self.held_ttl)
         if self.max_items and len(self._items) >= self.max_items:
             self._items.clear()
-        self._items[key] = (now + self.ttl, value)
+        self._items[key] = (now + ttl, value)
 
     def forget(self, key: K | None) -> None:
         """The value changed (``None``: every value): this process and every other forget it."""

@@ -143,7 +143,11 @@ def triage(text: str) -> dict[str, Any]:
 
 MIN_EXAMPLES: Final = 20
 # A workspace's trained classifiers, re-read at most once a minute.
-_models: TtlCache[str, dict[str, TextClassifier]] = TtlCache(ttl=60.0, name="triage_models")
+# Read for every inbound message: while a retraining's forget is held, kept a fifth of a
+# second (the writer read them once per message for seconds after each retraining).
+_models: TtlCache[str, dict[str, TextClassifier]] = TtlCache(
+    ttl=60.0, name="triage_models", held_ttl=0.2
+)
 
 
 def with_workspace_models(
