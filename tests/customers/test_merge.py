@@ -422,3 +422,53 @@ def test_two_merges_into_one_customer_undone_in_either_order_give_back_the_first
     assert held(b) == ("Bee", {"plan": "a", "tier": "gold"})
     undo(fourth)
     assert held(b) == ("Bee", {"plan": "edited", "tier": ""})
+
+
+def test_undo_in_any_order_gives_back_first_seen_and_a_value_a_later_merge_owns(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Undone out of order, the survivor kept a "first seen" from a record no longer merged;
+    # an earlier merge's undo took back a value a later merge had set (the agent's edit
+    # between them then lost for good).
+    from datetime import timedelta
+
+    from rapport.customers.models import Customer
+    from rapport.db import utcnow
+
+    def make(name: str, days_ago: int) -> str:
+        r = client.post("/api/v1/customers", json={"name": name}, headers=auth(world.bob))
+        assert r.status_code == 201, r.text
+        with database.session() as db:
+            row = db.get(Customer, r.json()["id"])
+            assert row is not None
+            row.first_seen_at = utcnow() - timedelta(days=days_ago)
+        return str(r.json()["id"])
+
+    def merge_in(survivor: str, other: str, take: list[str]) -> str:
+        r = client.post(
+            f"/api/v1/customers/{survivor}/merge",
+            json={"merged_id": other, "take": take},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def undo(merge_id: str) -> None:
+        r = client.post(f"/api/v1/customer-merges/{merge_id}/undo", headers=auth(world.bob))
+        assert r.status_code == 200, r.text
+
+    def held(cid: str) -> tuple[str, str]:
+        c = client.get(f"/api/v1/customers/{cid}", headers=auth(world.bob)).json()
+        return c["name"], c["first_seen_at"]
+
+    s, a, b = make("S", 1), make("X", 30), make("X", 10)
+    own = held(s)
+    first = merge_in(s, a, ["name"])
+    r = client.patch(f"/api/v1/customers/{s}", json={"name": "Y"}, headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    second = merge_in(s, b, ["name"])
+    assert held(s)[0] == "X"
+    undo(first)  # b's "X" is the second merge's to give back; b is still merged: 10 days
+    assert held(s) == ("X", held(b)[1])
+    undo(second)
+    assert held(s) == ("Y", own[1])

@@ -228,29 +228,39 @@ def merge(
     return row
 
 
-def _rebase_later(db: Session, row: CustomerMerge) -> None:
+def _later(db: Session, row: CustomerMerge) -> list[CustomerMerge]:
+    """The merges into ``row``'s survivor made after it and still in force."""
+    return list(
+        db.scalars(
+            select(CustomerMerge).where(
+                CustomerMerge.workspace_id == row.workspace_id,
+                CustomerMerge.survivor_id == row.survivor_id,
+                CustomerMerge.undone_at.is_(None),
+                CustomerMerge.created_at >= row.created_at,
+                CustomerMerge.id != row.id,
+            )
+        )
+    )
+
+
+def _rebase_later(row: CustomerMerge, later: list[CustomerMerge], merged: Customer) -> None:
     """Merges into the same survivor made after ``row`` recorded, as the survivor's values
     before them, what ``row`` set: with ``row`` undone, undoing them must give back what
     the survivor held before ``row`` instead (else a record no longer merged speaks)."""
     moved = row.moved
     if "set" not in moved:
         return  # recorded before merges said what they set: undone as then
-    later = db.scalars(
-        select(CustomerMerge).where(
-            CustomerMerge.workspace_id == row.workspace_id,
-            CustomerMerge.survivor_id == row.survivor_id,
-            CustomerMerge.undone_at.is_(None),
-            CustomerMerge.created_at >= row.created_at,
-            CustomerMerge.id != row.id,
-        )
-    )
     own = moved.get("replaced_attributes", {})
+    own_first = moved["survivor_before"]["first_seen_at"]
+    merged_first = merged.first_seen_at.isoformat()
     for other in later:
         theirs = dict(other.moved)
         before = dict(theirs["survivor_before"])
         for f, value in moved["set"].items():
             if before.get(f) == value:
                 before[f] = moved["survivor_before"][f]
+        if before["first_seen_at"] == merged_first != own_first and merged_first < own_first:
+            before["first_seen_at"] = own_first  # the earlier "first seen" was ``row``'s
         replaced = dict(theirs.get("replaced_attributes", {}))
         added = list(theirs.get("added_attributes", []))
         for k, value in moved["attributes_set"].items():
@@ -284,7 +294,21 @@ def unmerge(
             "the survivor of this merge was since merged into another customer: "
             "undo the later merge first"
         )
-    _rebase_later(db, row)
+    later = _later(db, row)
+    _rebase_later(row, later, merged)
+    # What a later merge still in force set, and still stands, is that merge's to give back.
+    owned = {
+        f
+        for m in later
+        for f, value in m.moved.get("set", {}).items()
+        if getattr(survivor, f) == value
+    }
+    owned_attributes = {
+        k
+        for m in later
+        for k, value in m.moved.get("attributes_set", {}).items()
+        if k in survivor.attributes and survivor.attributes[k] == value
+    }
     moved = row.moved
     for key, model in _OWNED.items():
         # Only what the merge moved and is still the survivor's goes back (merges recorded
@@ -316,7 +340,10 @@ def unmerge(
     still = {
         k
         for k in (*moved["added_attributes"], *moved.get("replaced_attributes", {}))
-        if set_to is None or (k in survivor.attributes and survivor.attributes[k] == set_to.get(k))
+        if k not in owned_attributes
+        and (
+            set_to is None or (k in survivor.attributes and survivor.attributes[k] == set_to.get(k))
+        )
     }
     attributes = {k: v for k, v in survivor.attributes.items() if k not in still}
     for k, own in moved.get("replaced_attributes", {}).items():
@@ -327,9 +354,21 @@ def unmerge(
 
     before = moved["survivor_before"]
     for f in _FIELDS:
+        if f in owned:
+            continue
         if "set" not in moved or (f in moved["set"] and getattr(survivor, f) == moved["set"][f]):
             setattr(survivor, f, before[f])
-    survivor.first_seen_at = datetime.fromisoformat(before["first_seen_at"])
+    # The earliest of its own and of the records still merged into it.
+    survivor.first_seen_at = min(
+        [datetime.fromisoformat(before["first_seen_at"])]
+        + list(
+            db.scalars(
+                select(Customer.first_seen_at).where(
+                    Customer.merged_into_id == survivor.id, Customer.id != merged.id
+                )
+            )
+        )
+    )
     if survivor.last_seen_at.isoformat() == moved.get("survivor_last_seen_after"):
         # Nothing happened since the merge: the survivor's own last activity comes back.
         survivor.last_seen_at = datetime.fromisoformat(before["last_seen_at"])
