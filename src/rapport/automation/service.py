@@ -20,7 +20,7 @@ import regex
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from rapport import outbound, templating
+from rapport import naming, outbound, templating
 from rapport.auth.models import Membership, Role, Team, User
 from rapport.automation.models import Macro, Rule, Webhook, WebhookDelivery
 from rapport.cache import TtlCache
@@ -1065,12 +1065,7 @@ def _macro_actions(
 
 
 def _macro_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise Invalid("name: a macro needs a name")
-    if len(name) > MACRO_NAME_MAX:
-        raise Invalid(f"name: a macro's name is at most {MACRO_NAME_MAX} characters")
-    return name
+    return naming.clean(name, what="a macro", most=MACRO_NAME_MAX)
 
 
 def _refuse_taken_name(
@@ -1093,8 +1088,7 @@ def _refuse_taken_name(
         stmt = stmt.where(Macro.created_by == owner_id)
     if other_than is not None:
         stmt = stmt.where(Macro.id != other_than)
-    # Compared here, not by SQL's lower(): SQLite's folds ASCII letters only ("Ärger").
-    if any(taken.casefold() == name.casefold() for taken in db.scalars(stmt)):
+    if naming.taken(name, db.scalars(stmt)):
         whose = "the workspace has a macro" if visibility == "workspace" else "you have a macro"
         raise Conflict(f"{whose} named “{name}”: choose another name")
 
@@ -1201,8 +1195,8 @@ def update_macro(
         changed["visibility"] = _visibility(visibility, admin=admin)
         if visibility == "personal":
             changed["created_by"] = user_id
-    if name is not None and _macro_name(name) != macro.name:
-        changed["name"] = _macro_name(name)
+    if name is not None and (named := _macro_name(name)) != macro.name:
+        changed["name"] = named
     if changed:
         _refuse_taken_name(
             db,

@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
+from rapport import naming
 from rapport.auth.models import Team
 from rapport.channels import base as channel_registry
 from rapport.channels.models import Inbox
@@ -223,12 +224,7 @@ def _check_may_change(view: SavedView, *, user_id: str, admin: bool) -> None:
 
 
 def _name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise Invalid("name: a saved view needs a name")
-    if len(name) > NAME_MAX:
-        raise Invalid(f"name: a saved view's name is at most {NAME_MAX} characters")
-    return name
+    return naming.clean(name, what="a saved view", most=NAME_MAX)
 
 
 def _refuse_taken_name(
@@ -251,7 +247,7 @@ def _refuse_taken_name(
     )
     if other_than is not None:
         stmt = stmt.where(SavedView.id != other_than)
-    if name.casefold() in {n.casefold() for n in db.scalars(stmt)}:
+    if naming.taken(name, db.scalars(stmt)):
         whose = "the workspace has a shared view" if owner_id is None else "you have a view"
         raise Conflict(f"{whose} of {_PAGE_SAID[page]} named “{name}”: choose another name")
 

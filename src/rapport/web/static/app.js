@@ -1,6 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-import { api, background, conflictLines, formatSize, sendFile, senderBadges, showError, takenFrom, triageBadges, upload } from "./http.js";
+import { api, background, conflictLines, formatSize, mergeConflicts, sendFile, senderBadges, showError, takenFrom, triageBadges, upload } from "./http.js";
 
 // --- times, on the reader's clock ----------------------------------------------------------
 // The server writes each time in UTC, the moment itself in the element's datetime; every
@@ -1699,9 +1699,9 @@ function setupCustomerBulk() {
     conflictBox.hidden = true;
     if (!keptId || !gone) return;
     try {
-      const found = await api("GET", `/api/v1/customers/${encodeURIComponent(keptId)}/merge-preview?merged_id=${encodeURIComponent(gone.dataset.customer)}`);
+      const found = await mergeConflicts(keptId, gone.dataset.customer);
       if (asked !== asking) return; // asked again meanwhile
-      conflicts = found.conflicts;
+      conflicts = found;
     } catch (e) { showError(e.message); return; }
     conflictBox.querySelector(".fields").replaceChildren(...conflictLines(conflicts));
     conflictBox.hidden = conflicts.length === 0;
@@ -2380,7 +2380,7 @@ function setupDuplicates() {
       box?.remove();
       fail("");
       try {
-        const { conflicts } = await api("GET", `/api/v1/customers/${encodeURIComponent(button.dataset.survivor)}/merge-preview?merged_id=${encodeURIComponent(other.dataset.customer)}`);
+        const conflicts = await mergeConflicts(button.dataset.survivor, other.dataset.customer);
         box = document.createElement("fieldset");
         box.className = "merge-conflicts";
         box.dataset.survivor = button.dataset.survivor;

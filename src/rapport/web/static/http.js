@@ -150,6 +150,13 @@ export function senderBadges(meta) {
   return [b];
 }
 
+// What merging ``otherId`` into ``survivorId`` would choose between: the fields both hold
+// with different values (GET .../merge-preview).
+export async function mergeConflicts(survivorId, otherId) {
+  const found = await api("GET", `/api/v1/customers/${encodeURIComponent(survivorId)}/merge-preview?merged_id=${encodeURIComponent(otherId)}`);
+  return found.conflicts;
+}
+
 // Where two customers about to be merged hold different values (a merge's preview,
 // rapport.customers.merge.conflicts): a line each with both, the survivor's chosen; and
 // which the agent picked from the other record, as a merge's ``take``. ``group`` names the

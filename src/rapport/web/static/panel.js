@@ -5,7 +5,7 @@
 // Everything comes from the API and is written as text (never markup).
 
 import { control, read, shown } from "./attributes.js";
-import { api, background, conflictLines, showError, takenFrom } from "./http.js";
+import { api, background, conflictLines, mergeConflicts, showError, takenFrom } from "./http.js";
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -503,7 +503,7 @@ async function suggestions(box, customerId) {
     yes.addEventListener("click", async () => {
       try {
         if (differ === null) {
-          differ = (await api("GET", `/api/v1/customers/${encodeURIComponent(customerId)}/merge-preview?merged_id=${encodeURIComponent(other.id)}`)).conflicts;
+          differ = await mergeConflicts(customerId, other.id);
           if (differ.length) {
             const fields = el("fieldset", undefined, "merge-conflicts");
             fields.append(el("legend", "Where they differ, keep"), ...conflictLines(differ, group));
@@ -784,7 +784,7 @@ if (mergeWith) {
     error.hidden = true;
     if (!differing.has(other)) {
       try {
-        const { conflicts } = await api("GET", `/api/v1/customers/${encodeURIComponent(survivor)}/merge-preview?merged_id=${encodeURIComponent(other)}`);
+        const conflicts = await mergeConflicts(survivor, other);
         differing.set(other, conflicts);
         if (conflicts.length) {
           const box = el("fieldset", "", "merge-conflicts");
