@@ -250,13 +250,22 @@ def make(client: TestClient, world: World, **fields: str) -> str:
     return str(r.json()["id"])
 
 
-def into(client: TestClient, world: World, survivor: str, merged: str) -> str:
-    """Merge ``merged`` into ``survivor``; the merge's id."""
+def into(
+    client: TestClient, world: World, survivor: str, merged: str, take: list[str] | None = None
+) -> str:
+    """Merge ``merged`` into ``survivor`` (taking the fields named); the merge's id."""
     r = client.post(
-        f"/api/v1/customers/{survivor}/merge", json={"merged_id": merged}, headers=auth(world.bob)
+        f"/api/v1/customers/{survivor}/merge",
+        json={"merged_id": merged, "take": take or []},
+        headers=auth(world.bob),
     )
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
+
+
+def undo(client: TestClient, world: World, merge_id: str) -> None:
+    r = client.post(f"/api/v1/customer-merges/{merge_id}/undo", headers=auth(world.bob))
+    assert r.status_code == 200, r.text
 
 
 def test_a_merge_is_undone_only_after_the_later_merge_of_its_survivor(
@@ -377,19 +386,6 @@ def test_two_merges_into_one_customer_undone_in_either_order_give_back_the_first
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
-    def merge_in(survivor: str, other: str, take: list[str]) -> str:
-        r = client.post(
-            f"/api/v1/customers/{survivor}/merge",
-            json={"merged_id": other, "take": take},
-            headers=auth(world.bob),
-        )
-        assert r.status_code == 201, r.text
-        return str(r.json()["id"])
-
-    def undo(merge_id: str) -> None:
-        r = client.post(f"/api/v1/customer-merges/{merge_id}/undo", headers=auth(world.bob))
-        assert r.status_code == 200, r.text
-
     def held(cid: str) -> tuple[str, dict]:  # type: ignore[type-arg]
         c = client.get(f"/api/v1/customers/{cid}", headers=auth(world.bob)).json()
         return c["name"], c["attributes"]
@@ -397,30 +393,34 @@ def test_two_merges_into_one_customer_undone_in_either_order_give_back_the_first
     b = make("Bee", {"plan": "b", "tier": ""})
     a = make("Ay", {"plan": "a", "tier": "gold"})
     c = make("Cee", {"plan": "c"})
-    first = merge_in(b, a, ["name", "attributes.plan"])
+    first = into(client, world, b, a, ["name", "attributes.plan"])
     # An empty value on the survivor is none: the other's came with the merge.
     assert held(b) == ("Ay", {"plan": "a", "tier": "gold"})
-    second = merge_in(b, c, ["name", "attributes.plan"])
+    second = into(client, world, b, c, ["name", "attributes.plan"])
     assert held(b) == ("Cee", {"plan": "c", "tier": "gold"})
-    undo(first)  # what the second set stands; what only the first set goes
+    # What the second set stands; what only the first set goes.
+    undo(client, world, first)
     assert held(b) == ("Cee", {"plan": "c", "tier": ""})
-    undo(second)  # back to before both
+    undo(client, world, second)  # back to before both
     assert held(b) == ("Bee", {"plan": "b", "tier": ""})
     # An agent's edit after a merge survives its undo.
-    third = merge_in(b, a, ["attributes.plan"])
+    third = into(client, world, b, a, ["attributes.plan"])
     assert held(b) == ("Bee", {"plan": "a", "tier": "gold"})
     r = client.patch(
         f"/api/v1/customers/{b}", json={"attributes": {"plan": "edited"}}, headers=auth(world.bob)
     )
     assert r.status_code == 200, r.text
-    undo(third)
+    undo(client, world, third)
     assert held(b) == ("Bee", {"plan": "edited", "tier": ""})
     # Undone latest first, likewise.
-    fourth, fifth = merge_in(b, a, ["attributes.plan"]), merge_in(b, c, ["attributes.plan"])
+    fourth, fifth = (
+        into(client, world, b, a, ["attributes.plan"]),
+        into(client, world, b, c, ["attributes.plan"]),
+    )
     assert held(b) == ("Bee", {"plan": "c", "tier": "gold"})
-    undo(fifth)
+    undo(client, world, fifth)
     assert held(b) == ("Bee", {"plan": "a", "tier": "gold"})
-    undo(fourth)
+    undo(client, world, fourth)
     assert held(b) == ("Bee", {"plan": "edited", "tier": ""})
 
 
@@ -444,31 +444,19 @@ def test_undo_in_any_order_gives_back_first_seen_and_a_value_a_later_merge_owns(
             row.first_seen_at = utcnow() - timedelta(days=days_ago)
         return str(r.json()["id"])
 
-    def merge_in(survivor: str, other: str, take: list[str]) -> str:
-        r = client.post(
-            f"/api/v1/customers/{survivor}/merge",
-            json={"merged_id": other, "take": take},
-            headers=auth(world.bob),
-        )
-        assert r.status_code == 201, r.text
-        return str(r.json()["id"])
-
-    def undo(merge_id: str) -> None:
-        r = client.post(f"/api/v1/customer-merges/{merge_id}/undo", headers=auth(world.bob))
-        assert r.status_code == 200, r.text
-
     def held(cid: str) -> tuple[str, str]:
         c = client.get(f"/api/v1/customers/{cid}", headers=auth(world.bob)).json()
         return c["name"], c["first_seen_at"]
 
     s, a, b = make("S", 1), make("X", 30), make("X", 10)
     own = held(s)
-    first = merge_in(s, a, ["name"])
+    first = into(client, world, s, a, ["name"])
     r = client.patch(f"/api/v1/customers/{s}", json={"name": "Y"}, headers=auth(world.bob))
     assert r.status_code == 200, r.text
-    second = merge_in(s, b, ["name"])
+    second = into(client, world, s, b, ["name"])
     assert held(s)[0] == "X"
-    undo(first)  # b's "X" is the second merge's to give back; b is still merged: 10 days
+    # b's "X" is the second merge's to give back; b is still merged: 10 days.
+    undo(client, world, first)
     assert held(s) == ("X", held(b)[1])
-    undo(second)
+    undo(client, world, second)
     assert held(s) == ("Y", own[1])
