@@ -72,8 +72,30 @@ def create_schema(url: str) -> None:
 _BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 # For what only SQLite has (its one write lock): the test runs on SQLite alone, never skipped.
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+# A test that drives Chromium runs on SQLite alone (below) unless marked so.
+on_both_backends = pytest.mark.on_both_backends
 # And for what only PostgreSQL has (skipped, saying so, where it is not configured).
 postgresql_only = pytest.mark.parametrize("database_url", _BACKENDS[1:], indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that drives Chromium runs on SQLite alone, unless marked ``on_both_backends``.
+
+    What a page shows is the browser's work on what the API answers, and the API's every
+    query runs on PostgreSQL in the tests beside these; running each browser test twice
+    took a third of the suite's time. Added here, before the fixtures' own parameters are:
+    a test's own ``parametrize`` of the database is left as it is."""
+    test = metafunc.definition
+    if (
+        "browser" in metafunc.fixturenames
+        and "database_url" in metafunc.fixturenames
+        and test.get_closest_marker("on_both_backends") is None
+        and not any(
+            "database_url" in str(mark.args[0]) for mark in test.iter_markers("parametrize")
+        )
+    ):
+        test.add_marker(sqlite_only)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.workspaces import service as workspaces
 from tests.channels.test_whatsapp import APP_SECRET, message_event
-from tests.conftest import auth
+from tests.conftest import auth, on_both_backends
 from tests.factories import PASSWORD, World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 
@@ -88,6 +88,7 @@ def ready(
     return {"secret": secret, "wa_inbox": wa["id"]}
 
 
+@on_both_backends
 def test_an_agents_day_in_the_browser(
     live_server: LiveServer,
     browser,

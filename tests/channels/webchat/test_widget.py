@@ -23,7 +23,7 @@ from rapport.conversations.models import Conversation
 from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
 from rapport.realtime import service as realtime
-from tests.conftest import auth
+from tests.conftest import auth, on_both_backends
 from tests.factories import World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
@@ -415,6 +415,7 @@ def embedded(
     return made  # type: ignore[no-any-return]
 
 
+@on_both_backends
 def test_a_visitor_chats_from_another_origin_in_chromium(
     live_server: LiveServer,
     browser,
