@@ -7,6 +7,7 @@ from rapport.auth.models import User
 from rapport.automation.models import Macro
 from rapport.channels.models import Inbox
 from rapport.config import Settings
+from rapport.conversations import copies
 from rapport.conversations.models import Attachment, Conversation, Direction, Message
 from rapport.customers.models import Customer
 from rapport.db import Database
@@ -41,6 +42,10 @@ def test_the_demo_holds_conversations_from_several_channels_once(
             )
         )
         assert mail is not None and mail.meta["email"]["subject"] == "Invoice for order #1077"
+        # Copying her accountant, whom a reply offers to copy too.
+        conv = db.get(Conversation, mail.conversation_id)
+        assert conv is not None
+        assert copies.reply_all(db, conversation=conv) == ["amministrazione@example.it"]
         assert db.scalar(select(Attachment.filename).where(Attachment.message_id == mail.id)) == (
             "original.eml"
         )

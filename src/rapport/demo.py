@@ -224,6 +224,8 @@ _CHATS = [
 _EMAIL = (
     "From: Sofia Rossi <sofia.rossi@example.it>\r\n"
     "To: Demo Support <support@demo.rapport.test>\r\n"
+    # Her accountant copied: a reply to her offers to copy him too.
+    "Cc: Marco Conti <amministrazione@example.it>\r\n"
     "Subject: Invoice for order #1077\r\n"
     "Message-ID: <demo-invoice-1077@example.it>\r\n"
     "Date: Mon, 30 Nov 2026 09:12:00 +0100\r\n"

@@ -95,6 +95,9 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
 
     form.locator("select[name=inbox_id]").select_option(mail_inbox)
     form.locator("input[name=subject]").fill("Your refund")
+    # Copies, written as people write them; the Bcc is named in no header.
+    form.locator("input[name=cc]").fill("Fox Mulder <Fox@example.org>; walter@example.org")
+    form.locator("input[name=bcc]").fill("crm@acme.test")
     form.locator("textarea[name=text]").fill("Your refund went out today.")
     # Given to a colleague and left waiting for the customer (it was always the caller's,
     # and open).
@@ -123,5 +126,34 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     while not outbox[0].messages and time.monotonic() < deadline:
         time.sleep(0.1)
     assert outbox[0].messages, "the mail never arrived"
-    assert f"Subject: Your refund [#{conv}]" in outbox[0].messages[0].decode()
+    mail = outbox[0].messages[0].decode()
+    assert f"Subject: Your refund [#{conv}]" in mail
+    assert "Cc: fox@example.org, walter@example.org" in mail and "crm@acme.test" not in mail
+    assert outbox[0].recipients == [
+        ["dana@example.org", "fox@example.org", "walter@example.org", "crm@acme.test"]
+    ]
     expect(page.locator("#messages li.dir-out.kind-message .delivery")).to_have_text("sent")
+    expect(page.locator("#messages li.dir-out.kind-message .copies")).to_have_text(
+        "Cc: fox@example.org, walter@example.org · Bcc: crm@acme.test"
+    )
+
+    # A reply offers whom the thread's latest mail copied; Walter left out, Fox is copied.
+    composer = page.locator("#composer")
+    cc = composer.locator("input[name=cc]")
+    expect(cc).to_have_value("fox@example.org, walter@example.org")
+    cc.fill("fox@example.org")
+    composer.locator("input[name=bcc]").fill("audit@acme.test")
+    composer.locator("textarea").fill("And here is the receipt.")
+    composer.locator("button[type=submit]").click()
+    expect(page.locator("#messages li.dir-out.kind-message .copies").last).to_have_text(
+        "Cc: fox@example.org · Bcc: audit@acme.test"
+    )
+    expect(composer.locator("input[name=bcc]")).to_have_value("")  # this reply's alone
+    expect(cc).to_have_value("fox@example.org")
+    deadline = time.monotonic() + 20
+    while len(outbox[0].messages) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert outbox[0].recipients[1:] == [["dana@example.org", "fox@example.org", "audit@acme.test"]]
+    # A private note goes to no one: no copies are offered for it.
+    composer.locator("input[name=mode][value=note]").check()
+    expect(cc).to_be_hidden()

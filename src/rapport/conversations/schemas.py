@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rapport.automation.schemas import SkippedAction
+from rapport.conversations.copies import MAX_COPIES
 from rapport.conversations.models import (
     DeliveryStatus,
     Direction,
@@ -106,6 +107,20 @@ class ConversationRead(BaseModel):
 
 class ConversationDetail(ConversationRead):
     messages: list[MessageRead]
+    reply_cc: list[str] = Field(
+        default_factory=list,
+        description="whom a reply by email copies unless told otherwise: those the thread's "
+        "latest mail went to or copied, but the customer and the workspace's own addresses",
+    )
+
+
+def _copies(what: str) -> Any:
+    return Field(
+        default=None,
+        max_length=MAX_COPIES,
+        description=f"{what}, by email only (a message through another channel refuses "
+        "them); absent: none, and the thread's copies stay as they were",
+    )
 
 
 class LastMessage(BaseModel):
@@ -141,6 +156,8 @@ class ReplyIn(BaseModel):
         description="ids of uploads (`POST /api/v1/conversations/{id}/uploads`) sent with "
         "the reply, in this order",
     )
+    cc: list[str] | None = _copies("addresses the mail copies, in its Cc header")
+    bcc: list[str] | None = _copies("addresses the mail also goes to, named in no header")
 
 
 class ConversationStart(BaseModel):
@@ -168,6 +185,8 @@ class ConversationStart(BaseModel):
         description="once the message is queued: open, pending (the customer has the next "
         "move) or resolved (a one-off notice; their answer reopens it)",
     )
+    cc: list[str] | None = _copies("addresses the mail copies, in its Cc header")
+    bcc: list[str] | None = _copies("addresses the mail also goes to, named in no header")
     attachment_ids: list[str] = Field(
         default_factory=list, max_length=0, description="not taken: see the error it gives"
     )

@@ -16,7 +16,7 @@ from rapport.automation import service as automation
 from rapport.bus import get_bus
 from rapport.channels import base as channels
 from rapport.channels.models import Inbox
-from rapport.conversations import files, labels, routing, sla
+from rapport.conversations import copies, files, labels, routing, sla
 from rapport.conversations.models import (
     Attachment,
     Conversation,
@@ -357,14 +357,15 @@ def message_payload(
 
 
 def _badges(meta: dict[str, Any]) -> dict[str, Any]:
-    """What agents see as badges on a message (triage, a failed sender check), so that a
-    message arriving live shows what it shows after a reload. Visitors never get it."""
+    """What agents see beside a message (triage, a failed sender check, an email's copies),
+    so that a message arriving live shows what it shows after a reload. Visitors never get
+    it."""
     out: dict[str, Any] = {}
     if meta.get("triage"):
         out["triage"] = meta["triage"]
-    auth = (meta.get("email") or {}).get("sender_auth")
-    if auth:
-        out["email"] = {"sender_auth": auth}
+    mail = meta.get("email") or {}
+    if shown := {k: mail[k] for k in ("sender_auth", "cc", "bcc") if mail.get(k)}:
+        out["email"] = shown
     return out
 
 
@@ -623,6 +624,8 @@ def reply(
     kind: MessageKind = MessageKind.message,
     via_inbox_id: str | None = None,
     attachment_ids: list[str] | None = None,
+    cc: list[str] | None = None,
+    bcc: list[str] | None = None,
 ) -> Message:
     """Queue an outbound reply: the message row and its ``deliver`` job commit together.
 
@@ -633,6 +636,8 @@ def reply(
     does one who never wrote to the inbox's Messenger page or Instagram account
     (``NotThisPage``). A provider's reply window (Meta's, WhatsApp's 24 hours) counts
     from the customer's last message through the inbox, in any of their conversations.
+    ``cc`` and ``bcc``: whom an email copies (``copies``); given, even empty, they are the
+    thread's copies from then on (a bot's or a rule's message leaves them as they were).
     """
     now = utcnow()
     latest = None if via_inbox_id else _last_inbound(db, conversation=conversation)
@@ -641,6 +646,11 @@ def reply(
     )
     if inbox is None or inbox.workspace_id != conversation.workspace_id:
         raise NotFound("inbox")
+    meta = (
+        copies.for_message(cc or [], bcc or [], inbox=inbox, kind=kind)
+        if cc is not None or bcc is not None
+        else {}
+    )
     if kind != MessageKind.note:
         if not inbox.enabled:  # switched off by an admin: it neither takes in nor sends
             raise Invalid(
@@ -684,6 +694,7 @@ def reply(
         text=text,
         html=html,
         status=DeliveryStatus.queued,
+        meta=meta,
         at=now,
         inbox_id=inbox.id,
         uploads=uploads,
@@ -799,6 +810,8 @@ def start(
     assignee_id: str | None,
     team_id: str | None = None,
     status: Status = Status.open,
+    cc: list[str] | None = None,
+    bcc: list[str] | None = None,
 ) -> tuple[Conversation, Message]:
     """Write to a customer first: a conversation through ``inbox`` in team ``team_id``
     (the caller passes the inbox's when none is chosen; None: no team), given to
@@ -814,6 +827,7 @@ def start(
     if inbox.channel == "email" and not subject.strip():
         # It would reach them as "Your conversation with us [#...]", said by nobody.
         raise Invalid("subject: an email needs a subject")
+    copies.for_message(cc or [], bcc or [], inbox=inbox, kind=MessageKind.message)
     if team_id is not None and team_id != inbox.team_id:
         ws = customer.workspace_id
         if db.scalar(select(Team.id).where(Team.workspace_id == ws, Team.id == team_id)) is None:
@@ -853,7 +867,14 @@ def start(
             db, conversation=conv, assignee_id=assignee_id, team_id=conv.team_id, actor_id=author_id
         )
     msg = reply(
-        db, conversation=conv, author_id=author_id, text=text, html=html, via_inbox_id=inbox.id
+        db,
+        conversation=conv,
+        author_id=author_id,
+        text=text,
+        html=html,
+        via_inbox_id=inbox.id,
+        cc=cc,
+        bcc=bcc,
     )
     if status != Status.open:
         set_status(db, conversation=conv, status=status, actor_id=author_id)

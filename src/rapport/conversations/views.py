@@ -16,7 +16,7 @@ from rapport.automation import service as automation
 from rapport.automation.models import Macro
 from rapport.automation.schemas import SkippedAction
 from rapport.channels import service as inboxes
-from rapport.conversations import canned, files, labels, service, sla
+from rapport.conversations import canned, copies, files, labels, service, sla
 from rapport.conversations.models import (
     Attachment,
     Conversation,
@@ -327,6 +327,8 @@ def start(
         assignee_id=body.assignee_id if given else principal.user_id,
         team_id=body.team_id if "team_id" in body.model_fields_set else inbox.team_id,
         status=Status(body.status),
+        cc=body.cc,
+        bcc=body.bcc,
     )
     audit(
         db,
@@ -359,6 +361,7 @@ def _detail(db: Db, conv: Conversation) -> ConversationDetail:
         **_fields(conv),
         labels=service.labels_of(db, [conv.id])[conv.id],
         messages=_with_files(db, msgs),
+        reply_cc=copies.reply_all(db, conversation=conv),
     )
 
 
@@ -432,6 +435,8 @@ def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) 
         html=body.html,
         via_inbox_id=body.inbox_id,
         attachment_ids=body.attachment_ids,
+        cc=body.cc,
+        bcc=body.bcc,
     )
     return _with_files(db, [msg])[0]
 

@@ -35,11 +35,13 @@ class Outbox:
 
     def __init__(self) -> None:
         self.messages: list[bytes] = []
+        self.recipients: list[list[str]] = []  # each mail's envelope: RCPT TO, in order
         # Answers to give before "250 OK", one per mail: each mail is kept whatever it is told.
         self.answers: list[str] = []
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
         self.messages.append(envelope.original_content or envelope.content)
+        self.recipients.append(list(envelope.rcpt_tos))
         return self.answers.pop(0) if self.answers else "250 OK"
 
 

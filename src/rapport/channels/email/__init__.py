@@ -44,6 +44,8 @@ MAX_TEXT = 200_000
 # References to the last few ids (RFC 5322), and one query holds 65,535 parameters at most
 # on PostgreSQL, so a mail naming 70,000 ids would otherwise never be stored at all.
 MAX_LOOKED_UP_IDS = 50
+# Addresses of a mail's To and Cc kept with it: a list mailing copies thousands.
+MAX_ADDRESSES = 100
 
 
 @dataclass
@@ -87,13 +89,17 @@ def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> str 
 
 
 def _taken_by_another(db: Session, inbox_id: str, external_id: str, sender: str | None) -> bool:
-    """Whether a mail of another sender is stored under this Message-ID in the inbox."""
-    meta = db.scalar(
-        select(Message.meta).where(Message.inbox_id == inbox_id, Message.external_id == external_id)
-    )
-    if meta is None:
+    """Whether a mail of another sender is stored under this Message-ID in the inbox. Our
+    own mail come back (through an address it copied that forwards here) is no other's:
+    it is the message we sent, so nothing more is stored."""
+    row = db.execute(
+        select(Message.direction, Message.meta).where(
+            Message.inbox_id == inbox_id, Message.external_id == external_id
+        )
+    ).first()
+    if row is None or row.direction == Direction.outbound:
         return False
-    earlier = str(((meta or {}).get("email") or {}).get("from") or "")
+    earlier = str(((row.meta or {}).get("email") or {}).get("from") or "")
     return earlier.lower() != (sender or "").lower()
 
 
@@ -141,7 +147,9 @@ def prepare_email(
             "message_id": parsed.message_id,
             "subject": parsed.subject,
             "from": parsed.from_addr,
-            "to": parsed.to,
+            # Whom else it went to, and of them whom it copied (a reply's Cc offers them).
+            "to": parsed.to[:MAX_ADDRESSES],
+            "cc": parsed.cc[:MAX_ADDRESSES],
             "in_reply_to": parsed.in_reply_to[:MAX_LOOKED_UP_IDS],
             "references": parsed.references[-20:],
             "full_text": parsed.text[:MAX_TEXT],
@@ -319,6 +327,13 @@ class EmailChannel:
         mail = EmailMessage()
         mail["From"] = formataddr((str(settings.get("from_name") or out.inbox.name), address))
         mail["To"] = to
+        # Whom the agent copied (``conversations.copies``): Cc in the header, Bcc on the
+        # envelope alone.
+        kept = (out.message.meta or {}).get("email") or {}
+        cc = [a for a in kept.get("cc") or [] if a != to.lower()]
+        bcc = [a for a in kept.get("bcc") or [] if a != to.lower() and a not in cc]
+        if cc:
+            mail["Cc"] = ", ".join(cc)
         mail["Reply-To"] = f"{local}+c{out.conversation.id}@{domain}"
         subject = out.conversation.subject or "Your conversation with us"
         # A conversation we started answers nothing until the customer writes in it: its
@@ -378,7 +393,7 @@ class EmailChannel:
                     raise base.DeliveryError("the SMTP server does not offer STARTTLS")
                 if username and password:
                     smtp.login(str(username), str(password))
-                smtp.send_message(mail)
+                smtp.send_message(mail, to_addrs=[to, *cc, *bcc])
         except smtplib.SMTPRecipientsRefused as exc:
             raise base.DeliveryError(
                 f"recipient refused: {exc.recipients}", permanent=True

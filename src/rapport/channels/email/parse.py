@@ -55,7 +55,7 @@ class ParsedEmail:
     subject: str
     from_name: str
     from_addr: str | None
-    to: list[str]
+    to: list[str]  # every address it was sent to: To and Cc
     date: datetime | None
     text: str
     html: str | None
@@ -66,6 +66,7 @@ class ParsedEmail:
     problems: list[str] = field(default_factory=list)  # what was malformed
     # Authentication-Results header values, topmost (the last server's) first.
     authentication_results: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)  # those of ``to`` it copied (Cc)
 
 
 def _header(msg: Message, name: str, problems: list[str]) -> str:
@@ -182,11 +183,9 @@ def _parse(raw: bytes) -> ParsedEmail:
     if not from_addr or "@" not in from_addr:
         match = re.search(r"[\w.+'-]+@[\w-]+(\.[\w-]+)+", from_value)
         from_addr = match.group(0) if match else None
-    to = [
-        a
-        for _, a in getaddresses([_header(msg, "To", problems), _header(msg, "Cc", problems)])
-        if "@" in a
-    ]
+    to = [a for _, a in getaddresses([_header(msg, "To", problems)]) if "@" in a]
+    cc = [a for _, a in getaddresses([_header(msg, "Cc", problems)]) if "@" in a]
+    to += cc
     date = None
     try:
         date_value = _header(msg, "Date", problems)
@@ -272,6 +271,7 @@ def _parse(raw: bytes) -> ParsedEmail:
         from_name=from_name,
         from_addr=from_addr,
         to=to,
+        cc=cc,
         date=date,
         text=text,
         html=html,

@@ -1,6 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-import { api, background, conflictLines, formatSize, mergeConflicts, sendFile, senderBadges, showError, takenFrom, triageBadges, upload } from "./http.js";
+import { addressList, api, background, conflictLines, formatSize, mergeConflicts, sendFile, senderBadges, showError, takenFrom, triageBadges, upload } from "./http.js";
 
 // --- times, on the reader's clock ----------------------------------------------------------
 // The server writes each time in UTC, the moment itself in the element's datetime; every
@@ -733,6 +733,8 @@ function messageItem(m) {
   if (m.direction === "in" && triage) meta.append(...triageBadges(triage));
   if (m.direction === "in") meta.append(...senderBadges(m.meta));
   li.append(meta);
+  const copies = copiesLine(m);
+  if (copies) li.append(copies);
   if (m.direction === "out" && m.status === "failed") {
     // Why it failed, where the agent reads (it was a tooltip), and a way to send it again.
     const failure = document.createElement("p");
@@ -756,6 +758,20 @@ function messageItem(m) {
   li.append(body);
   if (m.attachments && m.attachments.length) li.append(fileList(m));
   return li;
+}
+
+// Whom an email copied (Cc), and for one of ours, whom it went to unseen (Bcc); as
+// message.html draws it.
+function copiesLine(m) {
+  const mail = (m.kind === "message" && m.meta && m.meta.email) || {};
+  const said = [];
+  if (mail.cc && mail.cc.length) said.push(`Cc: ${mail.cc.join(", ")}`);
+  if (m.direction === "out" && mail.bcc && mail.bcc.length) said.push(`Bcc: ${mail.bcc.join(", ")}`);
+  if (!said.length) return null;
+  const p = document.createElement("p");
+  p.className = "copies";
+  p.textContent = said.join(" · ");
+  return p;
 }
 
 // A message's files, each a download through the API (never opened in our origin).
@@ -840,6 +856,9 @@ function setupConversation() {
     // A status update carries no files: keep the ones shown.
     const shown = existing && existing.querySelector(".files");
     if (m.attachments === undefined && shown) item.append(shown);
+    // Nor, from some senders, the copies: keep those shown too.
+    const copied = existing && existing.querySelector(".copies");
+    if (copied && !item.querySelector(".copies")) item.querySelector(".meta").after(copied);
     if (existing) existing.replaceWith(item);
     else thread.append(item);
     // A new message comes into view if the agent was at the end (or sent it); an update (a
@@ -865,7 +884,12 @@ function setupConversation() {
     try {
       const attachment_ids = await attachments.ids();
       if (!text && !attachment_ids.length) return;
-      const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, { text, attachment_ids });
+      const body = { text, attachment_ids };
+      // A reply by email: whom it copies, as written (the server says which is no address).
+      const { cc, bcc } = composer.elements;
+      if (mode !== "note" && cc) Object.assign(body, { cc: addressList(cc.value), bcc: addressList(bcc.value) });
+      const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, body);
+      if (bcc) bcc.value = ""; // unseen copies are this reply's; the Cc stays the thread's
       textarea.value = "";
       draft.sent();
       attachments.clear();

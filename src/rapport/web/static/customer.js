@@ -3,19 +3,19 @@
 // themself, a colleague or nobody, leaves it open, pending or resolved, and lands on the
 // new conversation. A refusal (the inbox disabled meanwhile, say) is said above the page.
 
-import { api, showError } from "./http.js";
+import { addressList, api, showError } from "./http.js";
 
 const form = document.getElementById("new-conversation-form");
 if (form) {
   const inbox = form.elements.inbox_id;
-  const subject = form.querySelector("label.subject");
-  // A subject is an email's: asked for when the message goes by email.
+  // A subject and copies are an email's: offered when the message goes by email.
+  const emailOnly = form.querySelectorAll("label.by-email");
   const nobody = form.querySelector("option.nobody");
   const inboxTeam = form.querySelector("option.inbox-team"); // none when the workspace has no team
   const follow = () => {
     const chosen = inbox.selectedOptions[0];
-    subject.hidden = chosen?.dataset.channel !== "email";
-    form.elements.subject.required = !subject.hidden; // an email needs one
+    for (const label of emailOnly) label.hidden = chosen?.dataset.channel !== "email";
+    form.elements.subject.required = chosen?.dataset.channel === "email"; // an email needs one
     // Given to nobody, an inbox that assigns by itself gives it to an agent at once.
     nobody.textContent = chosen?.dataset.autoAssign !== undefined ? "Nobody: the inbox assigns an agent" : "Nobody";
     if (inboxTeam) inboxTeam.textContent = chosen?.dataset.team ? `The inbox's (${chosen.dataset.team})` : "The inbox's (none)";
@@ -42,7 +42,10 @@ if (form) {
     const team = form.elements.team_id?.value;
     if (team) body.team_id = team === "none" ? null : team;
     const about = form.elements.subject.value.trim();
-    if (!subject.hidden && about) body.subject = about;
+    if (inbox.selectedOptions[0]?.dataset.channel === "email") {
+      if (about) body.subject = about;
+      Object.assign(body, { cc: addressList(form.elements.cc.value), bcc: addressList(form.elements.bcc.value) });
+    }
     button.disabled = true; // one click, one conversation
     try {
       const started = await api("POST", "/api/v1/conversations", body);

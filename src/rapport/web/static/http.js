@@ -139,6 +139,15 @@ export function triageBadges(t) {
   return out;
 }
 
+// Email addresses as an agent types them: separated by commas, semicolons or lines, each
+// an address or "Name <address>" (the address taken).
+export function addressList(text) {
+  return text.split(/[,;\n]+/).map((s) => {
+    const named = s.match(/<([^<>]*)>/);
+    return (named ? named[1] : s).trim();
+  }).filter(Boolean);
+}
+
 // An email whose sender failed authentication at a trusted mail server, as a badge.
 export function senderBadges(meta) {
   const auth = meta && meta.email && meta.email.sender_auth;

@@ -1,0 +1,127 @@
+"""Copies of an email: the Cc everyone sees, and the Bcc no recipient sees.
+
+A customer's mail may copy others (a colleague, their manager). A reply, or a conversation
+an agent starts by email, carries ``cc`` (in the mail's header) and ``bcc`` (on the SMTP
+envelope only), kept on the message as ``meta.email.cc`` and ``meta.email.bcc``. What the
+agent is offered as a reply's Cc is ``reply_all``: whom the thread's latest mail copied,
+besides the customer and the workspace's own addresses.
+"""
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rapport.channels.models import Inbox
+from rapport.conversations.models import Conversation, Direction, Message, MessageKind
+from rapport.customers.identity import InvalidHandle, normalize
+from rapport.customers.models import Customer, Identity, IdentityKind
+from rapport.problems import Invalid
+
+MAX_COPIES = 20  # addresses in a reply's Cc, and in its Bcc
+# The thread's latest mail is among its newest messages: notes and activity lines between.
+_LOOKED_AT = 50
+
+
+def addresses(values: list[str], *, field: str) -> list[str]:
+    """The addresses, normalized (``normalize_email``), each once, in order; one that is
+    not an email address is refused by name, as are more than ``MAX_COPIES``."""
+    kept: dict[str, None] = {}
+    for raw in values:
+        written = raw.strip()
+        if not written:
+            continue
+        # A header is built of them: a line break or a list separator is no part of one.
+        bad = any(c.isspace() or ord(c) < 32 or c in ",;" for c in written)
+        try:
+            if bad:
+                raise InvalidHandle(written)
+            kept[normalize(IdentityKind.email, written)] = None
+        except InvalidHandle:
+            raise Invalid(f"{field}: “{written[:80]}” is not an email address") from None
+    if len(kept) > MAX_COPIES:
+        raise Invalid(f"{field}: at most {MAX_COPIES} addresses, not {len(kept)}")
+    return list(kept)
+
+
+def for_message(
+    cc: list[str], bcc: list[str], *, inbox: Inbox, kind: MessageKind
+) -> dict[str, Any]:
+    """What a message going out through ``inbox`` keeps of its copies (its ``meta``):
+    nothing when none are asked for; refused where they cannot go (another channel than
+    email, a private note)."""
+    cc, bcc = addresses(cc, field="cc"), addresses(bcc, field="bcc")
+    field = "cc" if cc else "bcc"
+    if kind == MessageKind.note:
+        if cc or bcc:
+            raise Invalid(f"{field}: a private note goes to no one")
+        return {}
+    if inbox.channel != "email":
+        if cc or bcc:
+            raise Invalid(
+                f"{field}: only an email has copies, and this goes through “{inbox.name}” "
+                f"({inbox.channel})"
+            )
+        return {}
+    # Kept when empty too: a reply sent without the copies offered is the thread's latest
+    # word on them (``reply_all``).
+    return {"email": {"cc": cc, "bcc": [a for a in bcc if a not in cc]}}
+
+
+def _ours(db: Session, workspace_id: str) -> set[str]:
+    """The workspace's own sending addresses (its email inboxes')."""
+    rows = db.scalars(
+        select(Inbox.settings).where(Inbox.workspace_id == workspace_id, Inbox.channel == "email")
+    )
+    return {str((s or {}).get("address") or "").lower() for s in rows} - {""}
+
+
+def is_ours(address: str, ours: set[str]) -> bool:
+    """One of our addresses, or one with a tag (``support+c123@``: a thread's reply address)."""
+    local, _, domain = address.lower().rpartition("@")
+    return address.lower() in ours or f"{local.partition('+')[0]}@{domain}" in ours
+
+
+def reply_all(db: Session, *, conversation: Conversation) -> list[str]:
+    """Whom a reply in the conversation copies unless the agent says otherwise: those the
+    thread's latest mail went to or copied (a customer's To and Cc, our reply's Cc), but
+    the customer and the workspace's own addresses."""
+    rows = db.execute(
+        select(Message.direction, Message.meta)
+        .where(
+            Message.workspace_id == conversation.workspace_id,
+            Message.conversation_id == conversation.id,
+            Message.kind == MessageKind.message,
+        )
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(_LOOKED_AT)
+    )
+    mails = ((d, m["email"]) for d, m in rows if isinstance((m or {}).get("email"), dict))
+    direction, latest = next(mails, (None, None))
+    if latest is None:
+        return []
+    # A customer's mail lists whom it went to (To and Cc); our reply, whom it copied.
+    written = latest.get("to") if direction == Direction.inbound else latest.get("cc")
+    named: list[str] = []
+    for raw in written or []:
+        try:
+            named.append(normalize(IdentityKind.email, str(raw)))
+        except InvalidHandle:
+            continue
+    theirs = set(
+        db.scalars(
+            select(Identity.value).where(
+                Identity.workspace_id == conversation.workspace_id,
+                Identity.customer_id == conversation.customer_id,
+                Identity.kind == IdentityKind.email,
+            )
+        )
+    )
+    customer = db.get(Customer, conversation.customer_id)
+    if customer is not None and customer.email:
+        theirs.add(customer.email.lower())
+    if isinstance(latest.get("from"), str):
+        theirs.add(latest["from"].lower())
+    ours = _ours(db, conversation.workspace_id)
+    kept = [a for a in dict.fromkeys(named) if a not in theirs and not is_ours(a, ours)]
+    return kept[:MAX_COPIES]
