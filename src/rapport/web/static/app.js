@@ -1715,20 +1715,24 @@ function setupCustomerBulk() {
   const conflictBox = merging.querySelector(".merge-conflicts");
   let conflicts = [];
   let asking = 0; // only the newest preview is shown: the pair or the survivor may change
-  const showConflicts = async (rows) => {
-    const keptId = merging.elements.survivor?.value;
-    const gone = rows.find((tr) => tr.dataset.customer !== keptId);
-    const asked = ++asking;
-    conflicts = [];
-    conflictBox.hidden = true;
-    if (!keptId || !gone) return;
-    try {
-      const found = await mergeConflicts(keptId, gone.dataset.customer);
-      if (asked !== asking) return; // asked again meanwhile
-      conflicts = found;
-    } catch (e) { showError(e.message); return; }
-    conflictBox.querySelector(".fields").replaceChildren(...conflictLines(conflicts));
-    conflictBox.hidden = conflicts.length === 0;
+  let previewing = Promise.resolve(); // the newest preview, until it is shown
+  const showConflicts = (rows) => {
+    previewing = (async () => {
+      const keptId = merging.elements.survivor?.value;
+      const gone = rows.find((tr) => tr.dataset.customer !== keptId);
+      const asked = ++asking;
+      conflicts = [];
+      conflictBox.hidden = true;
+      if (!keptId || !gone) return;
+      try {
+        const found = await mergeConflicts(keptId, gone.dataset.customer);
+        if (asked !== asking) return; // asked again meanwhile
+        conflicts = found;
+      } catch (e) { showError(e.message); return; }
+      conflictBox.querySelector(".fields").replaceChildren(...conflictLines(conflicts));
+      conflictBox.hidden = conflicts.length === 0;
+    })();
+    return previewing;
   };
   merging.addEventListener("change", (ev) => { if (ev.target.name === "survivor") showConflicts(ticked()); });
   const update = () => {
@@ -1777,6 +1781,11 @@ function setupCustomerBulk() {
   });
   merging.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    // Merged before the choices were shown, the survivor's values would win unasked:
+    // the preview is awaited, and where it shows choices the agent makes them first.
+    const shown = !conflictBox.hidden;
+    await previewing;
+    if (!shown && !conflictBox.hidden) return;
     const rows = ticked();
     const keptId = merging.elements.survivor.value;
     const kept = rows.find((tr) => tr.dataset.customer === keptId);
