@@ -53,6 +53,26 @@ def test_the_inbox_lists_the_workspaces_conversations(client: TestClient, world:
     assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
+def test_an_inbox_list_filtered_by_a_team_deleted_since_says_so(
+    client: TestClient, world: World
+) -> None:
+    # A saved view naming one opened an empty list, as if there were simply nothing.
+    team = client.post("/api/v1/teams", json={"name": "Night"}, headers=auth(world.alice)).json()
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/inbox", params={"view": "all", "team_id": team["id"]}).text
+    assert "No open conversations here." in page and "does not exist" not in page
+    assert (
+        client.delete(f"/api/v1/teams/{team['id']}", headers=auth(world.alice)).status_code == 204
+    )
+    said = "The {} this list is filtered by does not exist (any more): nothing is in it."
+    page = client.get("/app/inbox", params={"view": "all", "team_id": team["id"]}).text
+    assert said.format("team") in page
+    # Nor is another workspace's inbox one of this one's.
+    other = world.globex.inbox.id  # type: ignore[union-attr]
+    page = client.get("/app/inbox", params={"view": "all", "inbox_id": other}).text
+    assert said.format("inbox") in page
+
+
 def test_a_conversation_of_another_workspace_is_not_found(client: TestClient, world: World) -> None:
     sign_in(client, "bob@acme.test")
     r = client.get(f"/app/conversations/{world.globex.opened.conversation.id}")

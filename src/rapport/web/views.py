@@ -216,6 +216,15 @@ async def inbox_page(
             db, workspace_id=principal.workspace_id, user_id=principal.user_id
         )
         views = _saved_views(db, principal, "inbox")
+    # A saved view (or a link kept) may name an inbox or a team deleted since: said, not
+    # shown as a list that merely happens to be empty.
+    gone = (
+        "inbox"
+        if filters["inbox_id"] and all(i.id != filters["inbox_id"] for i in all_inboxes)
+        else "team"
+        if filters["team_id"] and all(t.id != filters["team_id"] for t, _ in teams)
+        else None
+    )
     more = urlencode({k: v for k, v in {**filters, "view": view, "cursor": nxt}.items() if v})
     return _page(
         request,
@@ -232,6 +241,7 @@ async def inbox_page(
         more_query=more,
         unread=unread,
         macros=macros,
+        gone=gone,
         **views,
         current_query=saved_views.encode("inbox", {**filters, "view": view}),
         can_act=principal.role.value != "viewer",
