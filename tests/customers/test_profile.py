@@ -18,6 +18,7 @@ from rapport.events.models import Order
 from rapport.privacy.models import AuditLog
 from rapport.realtime.models import StreamEvent
 from tests.conftest import auth, published_events
+from tests.customers.test_merge import into, undo
 from tests.factories import World
 
 
@@ -170,6 +171,39 @@ def test_a_changed_attribute_is_an_event_rules_can_react_to(
             db.scalars(select(StreamEvent).where(StreamEvent.type == "customer.attribute_changed"))
         )
     assert [e.payload for e in events] == [{"id": customer.id, "keys": ["tier"]}]
+
+
+def test_attributes_a_merge_takes_or_its_undo_gives_back_are_changes_rules_hear_of(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # An agent's edit was an event; the same change made by a merge was not.
+    def made(email: str, attributes: dict[str, object]) -> str:
+        r = client.post(
+            "/api/v1/customers",
+            json={"email": email, "attributes": attributes},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def told() -> list[dict[str, object]]:
+        with database.session(write=False) as db:
+            rows = db.scalars(
+                select(StreamEvent)
+                .where(StreamEvent.type == "customer.attribute_changed")
+                .order_by(StreamEvent.id)
+            )
+            return [e.payload for e in rows]
+
+    kept = made("one@example.com", {"tier": "silver", "city": "Oslo"})
+    gone = made("two@example.com", {"tier": "gold", "plan": "Pro"})
+    merged = into(client, world, kept, gone, take=["attributes.tier"])
+    assert told() == [{"id": kept, "keys": ["plan", "tier"]}]
+    undo(client, world, merged)
+    assert told()[1:] == [{"id": kept, "keys": ["plan", "tier"]}]
+    # A merge that changes none of them says nothing.
+    into(client, world, kept, made("three@example.com", {"city": "Oslo"}))
+    assert len(told()) == 2
 
 
 def test_tags_replace_and_filter(client: TestClient, world: World) -> None:

@@ -25,7 +25,7 @@ from rapport.customers.models import (
     Event,
     Identity,
 )
-from rapport.customers.service import settle_handles
+from rapport.customers.service import attributes_changed, settle_handles
 from rapport.db import utcnow
 from rapport.events.models import Order
 from rapport.privacy.service import Actor, audit
@@ -175,11 +175,13 @@ def merge(
         .where(CustomerTag.customer_id == merged.id, CustomerTag.tag.in_(tags))
         .values(customer_id=survivor.id)
     )
+    before = dict(survivor.attributes)
     survivor.attributes = {
         **survivor.attributes,
         **added,
         **{key: merged.attributes[key] for key in replaced},
     }
+    attributes_changed(db, customer=survivor, before=before)
     for f in _FIELDS:
         if f in taken or not getattr(survivor, f):
             setattr(survivor, f, getattr(merged, f) or getattr(survivor, f))
@@ -349,7 +351,9 @@ def unmerge(
     for k, own in moved.get("replaced_attributes", {}).items():
         if k in still:
             attributes[k] = own
+    attributes_before = dict(survivor.attributes)
     survivor.attributes = attributes
+    attributes_changed(db, customer=survivor, before=attributes_before)
     from datetime import datetime
 
     before = moved["survivor_before"]

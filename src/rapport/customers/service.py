@@ -113,7 +113,7 @@ def update(db: Session, *, customer: Customer, data: CustomerUpdate) -> Customer
     """Change a customer's name or merge new values into its attributes."""
     if data.name is not None:
         customer.name = data.name
-    changed: list[str] = []
+    before = dict(customer.attributes)
     if data.attributes is not None:
         typed = profile.typed_attributes(
             db, workspace_id=customer.workspace_id, changes=data.attributes
@@ -124,28 +124,36 @@ def update(db: Session, *, customer: Customer, data: CustomerUpdate) -> Customer
                 merged.pop(key, None)
             else:
                 merged[key] = value
-        changed = sorted(
-            k
-            for k in set(merged) | set(customer.attributes)
-            if merged.get(k) != customer.attributes.get(k)
-        )
         customer.attributes = merged
     customer.updated_at = utcnow()
     profile.changed(db, customer.workspace_id, customer.id)
-    if changed:
-        emit(
-            db,
-            workspace_id=customer.workspace_id,
-            type="customer.attribute_changed",
-            payload={"id": customer.id, "keys": changed},
-        )
-        automation.trigger(
-            db,
-            workspace_id=customer.workspace_id,
-            event="customer.attribute_changed",
-            customer_id=customer.id,
-        )
+    attributes_changed(db, customer=customer, before=before)
     return customer
+
+
+def attributes_changed(db: Session, *, customer: Customer, before: dict[str, Any]) -> None:
+    """Tell of the customer's attributes that differ from ``before`` (an agent's edit, a
+    merge that took the other record's, its undo): the ``customer.attribute_changed``
+    event, and the workspace's rules for it."""
+    keys = sorted(
+        k
+        for k in set(before) | set(customer.attributes)
+        if before.get(k) != customer.attributes.get(k)
+    )
+    if not keys:
+        return
+    emit(
+        db,
+        workspace_id=customer.workspace_id,
+        type="customer.attribute_changed",
+        payload={"id": customer.id, "keys": keys},
+    )
+    automation.trigger(
+        db,
+        workspace_id=customer.workspace_id,
+        event="customer.attribute_changed",
+        customer_id=customer.id,
+    )
 
 
 def add_identity(
