@@ -49,7 +49,9 @@ def test_an_agent_saves_the_inbox_filters_as_a_view_and_opens_it_again(
     page.wait_for_url("**/app/inbox?view=all&priority=high")
     expect(rows).to_have_count(1)
     expect(rows.first).to_have_attribute("data-id", urgent)
-    # The list follows the stream, its sidebar drawn again: the view stays, still marked.
+    # The list follows the stream, its sidebar drawn again: the view stays, still marked,
+    # and a keyboard's focus on it stays there (it fell back to the page).
+    link.focus()
     inbound(client, world, "sv-3", "sv3@example.com")
     client.post(
         f"/api/v1/conversations/{calm}/priority",
@@ -58,6 +60,7 @@ def test_an_agent_saves_the_inbox_filters_as_a_view_and_opens_it_again(
     )
     expect(rows).to_have_count(2)
     expect(link).to_have_attribute("aria-current", "page")
+    expect(link).to_be_focused()
 
     # An admin's shared view: Bob sees it, marked shared, and cannot delete it; Alice does
     # not see Bob's own.

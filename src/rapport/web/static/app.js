@@ -519,7 +519,14 @@ function setupInbox() {
       bulk.restore(picked);
       keys.restore(held);
       const views = doc.querySelector("aside.views");
-      if (views) document.querySelector("aside.views").replaceChildren(...views.children);
+      if (views) {
+        // The sidebar's counts are drawn anew: a link or button focused there stays so.
+        const side = document.querySelector("aside.views");
+        const key = (el) => el.getAttribute("href") || el.dataset.id;
+        const focused = side.contains(document.activeElement) ? key(document.activeElement) : null;
+        side.replaceChildren(...views.children);
+        if (focused) [...side.querySelectorAll("a[href], button[data-id]")].find((el) => key(el) === focused)?.focus();
+      }
     } catch {
       // offline for a moment: the next event tries again
     } finally {
