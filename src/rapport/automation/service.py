@@ -1003,7 +1003,8 @@ def _act(
         # A rule's message answers the customer's (a service message), as does an agent's
         # by macro: one who opted out of the channel, or never wrote to its page, is not
         # sent it (``reply`` refuses it before storing anything), and the conversation says
-        # so; the other actions still run.
+        # so; the other actions still run. An agent's by macro is their reply: by email, it
+        # copies whom the composer offers; a rule's goes to the customer alone.
         try:
             service.reply(
                 db,
@@ -1011,6 +1012,7 @@ def _act(
                 author_id=by.actor_id,
                 text=text,
                 kind=MessageKind.message,
+                cc=service.reply_copies(db, conversation=conversation) if by.actor_id else None,
             )
         except Unsendable as refused:
             service.not_sent(

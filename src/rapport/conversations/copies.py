@@ -7,6 +7,7 @@ agent is offered as a reply's Cc is ``reply_all``: whom the thread's latest mail
 besides the customer and the workspace's own addresses.
 """
 
+import re
 from typing import Any
 
 from sqlalchemy import select
@@ -19,38 +20,70 @@ from rapport.customers.models import Customer, Identity, IdentityKind
 from rapport.problems import Invalid
 
 MAX_COPIES = 20  # addresses in a reply's Cc, and in its Bcc
+# A plain address, as normalized: a dot-atom local part and a domain of letter-digit-hyphen
+# labels. What else RFC 5322 allows (a quoted local part, a group "team: a@b;", a route)
+# would reach others than the address shown, or be split at its comma by a mail client.
+_PLAIN = re.compile(
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+)
 # The thread's latest mail is among its newest messages: notes and activity lines between.
 _LOOKED_AT = 50
 
 
+def plain(raw: str) -> str | None:
+    """The address normalized (``normalize_email``), or None when it is not a plain one
+    (``_PLAIN``): a header is built of them, so a line break, a list separator, a group or
+    a quoted part has no place."""
+    try:
+        value = normalize(IdentityKind.email, raw.strip())
+    except InvalidHandle:
+        return None
+    return value if _PLAIN.fullmatch(value) else None
+
+
 def addresses(values: list[str], *, field: str) -> list[str]:
-    """The addresses, normalized (``normalize_email``), each once, in order; one that is
-    not an email address is refused by name, as are more than ``MAX_COPIES``."""
+    """The addresses, normalized, each once, in order; one that is not a plain address
+    (``plain``) is refused by name, as are more than ``MAX_COPIES``."""
     kept: dict[str, None] = {}
     for raw in values:
         written = raw.strip()
         if not written:
             continue
-        # A header is built of them: a line break or a list separator is no part of one.
-        bad = any(c.isspace() or ord(c) < 32 or c in ",;" for c in written)
-        try:
-            if bad:
-                raise InvalidHandle(written)
-            kept[normalize(IdentityKind.email, written)] = None
-        except InvalidHandle:
-            raise Invalid(f"{field}: “{written[:80]}” is not an email address") from None
+        value = plain(written)
+        if value is None:
+            raise Invalid(f"{field}: “{written[:80]}” is not an email address")
+        kept[value] = None
     if len(kept) > MAX_COPIES:
         raise Invalid(f"{field}: at most {MAX_COPIES} addresses, not {len(kept)}")
     return list(kept)
 
 
 def for_message(
-    cc: list[str], bcc: list[str], *, inbox: Inbox, kind: MessageKind
+    db: Session,
+    cc: list[str],
+    bcc: list[str],
+    *,
+    customer_id: str,
+    inbox: Inbox,
+    kind: MessageKind,
 ) -> dict[str, Any]:
-    """What a message going out through ``inbox`` keeps of its copies (its ``meta``):
-    nothing when none are asked for; refused where they cannot go (another channel than
-    email, a private note)."""
+    """What a message to the customer going out through ``inbox`` keeps of its copies (its
+    ``meta``): nothing when none are asked for; refused where they cannot go (another
+    channel than email, a private note, the workspace's own addresses: the copy would come
+    back in). The customer's own addresses are left out: the mail is to them."""
     cc, bcc = addresses(cc, field="cc"), addresses(bcc, field="bcc")
+    if inbox.channel == "email" and kind != MessageKind.note and (cc or bcc):
+        ours = _ours(db, inbox.workspace_id)
+        for field, given in (("cc", cc), ("bcc", bcc)):
+            if mine := next((a for a in given if is_ours(a, ours)), None):
+                raise Invalid(
+                    f"{field}: {mine} is this workspace's own address: a copy would come back "
+                    "in as a new mail"
+                )
+        theirs = _theirs(db, inbox.workspace_id, customer_id)
+        cc = [a for a in cc if a not in theirs]
+        bcc = [a for a in bcc if a not in theirs]
     field = "cc" if cc else "bcc"
     if kind == MessageKind.note:
         if cc or bcc:
@@ -74,6 +107,23 @@ def _ours(db: Session, workspace_id: str) -> set[str]:
         select(Inbox.settings).where(Inbox.workspace_id == workspace_id, Inbox.channel == "email")
     )
     return {str((s or {}).get("address") or "").lower() for s in rows} - {""}
+
+
+def _theirs(db: Session, workspace_id: str, customer_id: str) -> set[str]:
+    """The customer's own email addresses (their handles and the one on their record)."""
+    theirs = set(
+        db.scalars(
+            select(Identity.value).where(
+                Identity.workspace_id == workspace_id,
+                Identity.customer_id == customer_id,
+                Identity.kind == IdentityKind.email,
+            )
+        )
+    )
+    customer = db.get(Customer, customer_id)
+    if customer is not None and customer.email:
+        theirs.add(customer.email.lower())
+    return theirs
 
 
 def is_ours(address: str, ours: set[str]) -> bool:
@@ -102,24 +152,8 @@ def reply_all(db: Session, *, conversation: Conversation) -> list[str]:
         return []
     # A customer's mail lists whom it went to (To and Cc); our reply, whom it copied.
     written = latest.get("to") if direction == Direction.inbound else latest.get("cc")
-    named: list[str] = []
-    for raw in written or []:
-        try:
-            named.append(normalize(IdentityKind.email, str(raw)))
-        except InvalidHandle:
-            continue
-    theirs = set(
-        db.scalars(
-            select(Identity.value).where(
-                Identity.workspace_id == conversation.workspace_id,
-                Identity.customer_id == conversation.customer_id,
-                Identity.kind == IdentityKind.email,
-            )
-        )
-    )
-    customer = db.get(Customer, conversation.customer_id)
-    if customer is not None and customer.email:
-        theirs.add(customer.email.lower())
+    named = [a for raw in written or [] if (a := plain(str(raw))) is not None]
+    theirs = _theirs(db, conversation.workspace_id, conversation.customer_id)
     if isinstance(latest.get("from"), str):
         theirs.add(latest["from"].lower())
     ours = _ours(db, conversation.workspace_id)

@@ -110,8 +110,19 @@ class ConversationDetail(ConversationRead):
     reply_cc: list[str] = Field(
         default_factory=list,
         description="whom a reply by email copies unless told otherwise: those the thread's "
-        "latest mail went to or copied, but the customer and the workspace's own addresses",
+        "latest mail went to or copied, but the customer and the workspace's own addresses "
+        "(empty when a reply goes through another channel)",
     )
+
+
+class ReplyCopies(BaseModel):
+    """How a reply would go now, for a composer kept open while the customer writes."""
+
+    by_email: bool = Field(
+        description="whether a reply goes by email (through the inbox the customer last "
+        "wrote through), and so takes copies"
+    )
+    cc: list[str] = Field(description="whom it copies unless told otherwise (``reply_cc``)")
 
 
 def _copies(what: str) -> Any:

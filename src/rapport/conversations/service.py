@@ -364,8 +364,10 @@ def _badges(meta: dict[str, Any]) -> dict[str, Any]:
     if meta.get("triage"):
         out["triage"] = meta["triage"]
     mail = meta.get("email") or {}
-    if shown := {k: mail[k] for k in ("sender_auth", "cc", "bcc") if mail.get(k)}:
+    if shown := {k: mail[k] for k in ("sender_auth", "cc", "bcc", "bounced") if mail.get(k)}:
         out["email"] = shown
+    if refused := (meta.get("delivery") or {}).get("refused_copies"):
+        out["delivery"] = {"refused_copies": refused}
     return out
 
 
@@ -494,6 +496,15 @@ def _last_inbound(db: Session, *, conversation: Conversation) -> LastInbound | N
         customers_latest(conversation.id, Message.inbox_id, Message.created_at, _opens_window())
     ).first()
     return LastInbound(row[0], row[1], bool(row[2])) if row is not None else None
+
+
+def reply_copies(db: Session, *, conversation: Conversation) -> list[str] | None:
+    """Whom a reply copies unless told otherwise (``copies.reply_all``) when it goes by
+    email (through ``last_channel``); None when it goes through another channel."""
+    inbox = db.get(Inbox, last_channel(db, conversation=conversation))
+    if inbox is None or inbox.channel != "email":
+        return None
+    return copies.reply_all(db, conversation=conversation)
 
 
 def last_channel(db: Session, *, conversation: Conversation) -> str:
@@ -647,7 +658,9 @@ def reply(
     if inbox is None or inbox.workspace_id != conversation.workspace_id:
         raise NotFound("inbox")
     meta = (
-        copies.for_message(cc or [], bcc or [], inbox=inbox, kind=kind)
+        copies.for_message(
+            db, cc or [], bcc or [], customer_id=conversation.customer_id, inbox=inbox, kind=kind
+        )
         if cc is not None or bcc is not None
         else {}
     )
@@ -827,7 +840,9 @@ def start(
     if inbox.channel == "email" and not subject.strip():
         # It would reach them as "Your conversation with us [#...]", said by nobody.
         raise Invalid("subject: an email needs a subject")
-    copies.for_message(cc or [], bcc or [], inbox=inbox, kind=MessageKind.message)
+    copies.for_message(
+        db, cc or [], bcc or [], customer_id=customer.id, inbox=inbox, kind=MessageKind.message
+    )
     if team_id is not None and team_id != inbox.team_id:
         ws = customer.workspace_id
         if db.scalar(select(Team.id).where(Team.workspace_id == ws, Team.id == team_id)) is None:

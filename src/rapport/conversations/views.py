@@ -16,7 +16,7 @@ from rapport.automation import service as automation
 from rapport.automation.models import Macro
 from rapport.automation.schemas import SkippedAction
 from rapport.channels import service as inboxes
-from rapport.conversations import canned, copies, files, labels, service, sla
+from rapport.conversations import canned, files, labels, service, sla
 from rapport.conversations.models import (
     Attachment,
     Conversation,
@@ -52,6 +52,7 @@ from rapport.conversations.schemas import (
     NoteRead,
     PriorityIn,
     RenderedOut,
+    ReplyCopies,
     ReplyIn,
     SlaPolicyIn,
     SlaPolicyPatch,
@@ -348,6 +349,16 @@ def start(
     return _detail(db, conv)
 
 
+@router.get("/{conversation_id}/reply-copies", response_model=ReplyCopies)
+def reply_copies(conversation_id: str, principal: CurrentMember, db: Db) -> ReplyCopies:
+    """Whether a reply now goes by email, and whom it copies unless told otherwise: what
+    ``reply_cc`` says, without the messages, for a page kept open as the customer writes
+    (through another channel, or copying others)."""
+    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    found = service.reply_copies(db, conversation=conv)
+    return ReplyCopies(by_email=found is not None, cc=found or [])
+
+
 @router.get("/{conversation_id}", response_model=ConversationDetail)
 def get_conversation(conversation_id: str, principal: CurrentMember, db: Db) -> ConversationDetail:
     """A conversation with its messages (notes and activity included), oldest first."""
@@ -361,7 +372,7 @@ def _detail(db: Db, conv: Conversation) -> ConversationDetail:
         **_fields(conv),
         labels=service.labels_of(db, [conv.id])[conv.id],
         messages=_with_files(db, msgs),
-        reply_cc=copies.reply_all(db, conversation=conv),
+        reply_cc=service.reply_copies(db, conversation=conv) or [],
     )
 
 

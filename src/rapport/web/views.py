@@ -23,9 +23,9 @@ from rapport.automation.models import Webhook
 from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
 from rapport.channels.models import Inbox
-from rapport.conversations import copies, routing, sla
 from rapport.conversations import files as conversation_files
 from rapport.conversations import labels as label_list
+from rapport.conversations import routing, sla
 from rapport.conversations import service as conversations
 from rapport.conversations.models import (
     CannedResponse,
@@ -353,8 +353,6 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
         all_inboxes = inboxes.list_inboxes(db, workspace_id=principal.workspace_id)
         previous = conversations.of_customer(db, customer=customer, limit=10, besides=conv.id)
         msgs = conversations.messages(db, conversation=conv)
-        replying_through = conversations.last_channel(db, conversation=conv)
-        by_email = any(i.id == replying_through and i.channel == "email" for i in all_inboxes)
         ctx: dict[str, Any] = {
             "conversation": conv,
             "inbox": inbox,
@@ -369,7 +367,7 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "previous": previous,
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
             # A reply by email carries copies: the composer offers whom the thread copied.
-            "reply_cc": copies.reply_all(db, conversation=conv) if by_email else None,
+            "reply_cc": conversations.reply_copies(db, conversation=conv),
             # The panel's consent form starts on the channel a reply here goes through.
             "consent_channel": channel_registry.consent_channel(inbox.channel),
             # What the member may run here: the workspace's macros and their own.

@@ -13,6 +13,7 @@ from rapport.jobs.worker import Worker
 from tests.channels.email.test_email import Outbox, conversations, customer_mail, send
 from tests.conftest import auth
 from tests.factories import World
+from tests.web.test_pages import sign_in
 
 
 def sent_mails(outbox: tuple[Outbox, int]) -> list[EmailMessage]:
@@ -172,3 +173,158 @@ def test_a_conversation_an_agent_starts_by_email_copies_whom_she_names(
     )
     assert r.status_code == 422 and "cc: “nobody”" in r.text
     assert len(conversations(client, world, mail_inbox)) == 1
+
+
+def reply(client: TestClient, world: World, conv: str, **body: object) -> dict:  # type: ignore[type-arg]
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "Answer.", **body},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_a_refused_customer_fails_the_reply_and_a_refused_copy_is_said(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # Some recipients refused, not all: smtplib says so only in what it returns, and the
+    # reply passed for sent though the customer never got it.
+    outbox[0].refused = {"dana@example.org"}
+    send(smtp_port, customer_mail("Hello?"))
+    [conv] = conversations(client, world, mail_inbox)
+    ours = reply(client, world, conv["id"], cc=["fox@example.org"])
+    Worker(database, settings).run_until_idle()
+    [failed] = [m for m in detail(client, world, conv["id"])["messages"] if m["id"] == ours["id"]]
+    assert failed["status"] == "failed"
+    assert failed["error"] == "recipient refused: dana@example.org (the copies were sent)"
+    assert outbox[0].recipients == [["fox@example.org"]]
+
+    outbox[0].refused = {"gone@example.org"}
+    ours = reply(client, world, conv["id"], cc=["fox@example.org", "gone@example.org"])
+    Worker(database, settings).run_until_idle()
+    [sent] = [m for m in detail(client, world, conv["id"])["messages"] if m["id"] == ours["id"]]
+    assert sent["status"] == "sent"
+    assert sent["meta"]["delivery"]["refused_copies"] == ["gone@example.org"]
+    sign_in(client, "bob@acme.test")
+    page = client.get(f"/app/conversations/{conv['id']}").text
+    assert "Cc: fox@example.org, gone@example.org · Not delivered to: gone@example.org" in page
+
+
+def delivery_report(message_id: str, failed: str) -> bytes:
+    """A receiving server's report (RFC 3464) that our mail did not reach ``failed``."""
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@example.net>\r\n"
+        "To: support@acme.test\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: <dsn-{failed}>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        "\r\n--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        f"Final-Recipient: rfc822; {failed}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {message_id}\r\nTo: dana@example.org\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+
+
+def test_a_bounce_of_a_copy_leaves_the_reply_sent_and_of_the_customer_fails_it(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # A copy's server bounced it: the reply was marked failed (and "Send again" mailed
+    # everyone again), though the customer had it.
+    send(smtp_port, customer_mail("Hello?"))
+    [conv] = conversations(client, world, mail_inbox)
+    ours = reply(client, world, conv["id"], cc=["gone@example.net"])
+    Worker(database, settings).run_until_idle()
+
+    def now() -> dict:  # type: ignore[type-arg]
+        [m] = [m for m in detail(client, world, conv["id"])["messages"] if m["id"] == ours["id"]]
+        return m  # type: ignore[no-any-return]
+
+    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+        message_id = now()["external_id"]
+        s.sendmail("", ["support@acme.test"], delivery_report(message_id, "gone@example.net"))
+        assert now()["status"] == "sent"
+        assert now()["meta"]["email"]["bounced"] == ["gone@example.net"]
+        s.sendmail("", ["support@acme.test"], delivery_report(message_id, "dana@example.org"))
+    assert now()["status"] == "failed"
+
+
+def test_only_plain_addresses_are_copied_and_never_the_customer_or_ourselves(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    # An address in a group or with a route reached others than the one shown; the
+    # customer's own was shown as copied but not sent; ours would come back in.
+    mail = customer_mail("Hello?")
+    mail["Cc"] = '"sales,eu"@example.org, fox@example.org'
+    send(smtp_port, mail)
+    [conv] = conversations(client, world, mail_inbox)
+    # A quoted address, which a mail client splits at its comma, is not offered.
+    assert detail(client, world, conv["id"])["reply_cc"] == ["fox@example.org"]
+    billing = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Billing", "channel": "email", "settings": {"address": "billing@acme.test"}},
+        headers=auth(world.alice),
+    )
+    assert billing.status_code == 201, billing.text
+    path = f"/api/v1/conversations/{conv['id']}/messages"
+    for cc, said in [
+        (["boss@acme.test>fox@example.org"], "“boss@acme.test>fox@example.org” is not"),
+        (["team:walter@example.org"], "“team:walter@example.org” is not an email address"),
+        (["a@-.org"], "“a@-.org” is not an email address"),
+        (["Billing@Acme.test"], "billing@acme.test is this workspace's own address"),
+        (["support+c1@acme.test"], "support+c1@acme.test is this workspace's own address"),
+    ]:
+        r = client.post(path, json={"text": "x", "cc": cc}, headers=auth(world.bob))
+        assert r.status_code == 422 and said in r.json()["detail"], r.text
+    sent = reply(client, world, conv["id"], cc=["Dana@Example.org", "fox@example.org"])
+    assert sent["meta"]["email"] == {"cc": ["fox@example.org"], "bcc": []}
+
+
+def test_a_macro_an_agent_runs_copies_as_her_reply_would_and_says_how_a_reply_goes(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    send(smtp_port, customer_mail("Hello?", Cc="fox@example.org"))
+    [conv] = conversations(client, world, mail_inbox)
+    r = client.get(f"/api/v1/conversations/{conv['id']}/reply-copies", headers=auth(world.bob))
+    assert r.json() == {"by_email": True, "cc": ["fox@example.org"]}
+    chat = world.acme.opened.conversation.id
+    r = client.get(f"/api/v1/conversations/{chat}/reply-copies", headers=auth(world.bob))
+    assert r.json() == {"by_email": False, "cc": []}
+    macro = client.post(
+        "/api/v1/macros",
+        json={
+            "name": "Thanks",
+            "visibility": "personal",
+            "actions": [{"type": "send_message", "value": "Thanks!"}],
+        },
+        headers=auth(world.bob),
+    )
+    assert macro.status_code == 201, macro.text
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/macros/{macro.json()['id']}", headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    Worker(database, settings).run_until_idle()
+    assert outbox[0].recipients == [["dana@example.org", "fox@example.org"]]

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rapport.channels import base
@@ -215,16 +215,24 @@ def store_email(
         raise NotFound("inbox")  # deleted since it was prepared
     bounced = list(dict.fromkeys(parsed.bounce_of))[:MAX_LOOKED_UP_IDS]
     if bounced:
-        # A bounce of our own message: the customer never got it.
-        db.execute(
-            update(Message)
-            .where(
+        # A bounce of our own message: the customer never got it, unless the report names
+        # only addresses it copied (kept as ``meta.email.bounced``; the customer had it).
+        failed = set(parsed.bounced_to)
+        for ours in db.scalars(
+            select(Message).where(
                 Message.workspace_id == inbox.workspace_id,
                 Message.direction == Direction.outbound,
                 Message.external_id.in_(bounced),
             )
-            .values(status=DeliveryStatus.failed, error="bounced: the receiving server refused it")
-        )
+        ):
+            kept = (ours.meta or {}).get("email") or {}
+            copied = {*(kept.get("cc") or []), *(kept.get("bcc") or [])}
+            if failed and failed <= copied:
+                gone = sorted(failed | set(kept.get("bounced") or []))
+                ours.meta = {**ours.meta, "email": {**kept, "bounced": gone}}
+            else:
+                ours.status = DeliveryStatus.failed
+                ours.error = "bounced: the receiving server refused it"
     return EmailResult(receive(db, msg, settings=settings, storage=storage), parsed)
 
 
@@ -393,7 +401,8 @@ class EmailChannel:
                     raise base.DeliveryError("the SMTP server does not offer STARTTLS")
                 if username and password:
                     smtp.login(str(username), str(password))
-                smtp.send_message(mail, to_addrs=[to, *cc, *bcc])
+                # Refused by the server, some recipients but not all: the others took it.
+                refused = smtp.send_message(mail, to_addrs=[to, *cc, *bcc])
         except smtplib.SMTPRecipientsRefused as exc:
             raise base.DeliveryError(
                 f"recipient refused: {exc.recipients}", permanent=True
@@ -402,6 +411,15 @@ class EmailChannel:
             raise base.DeliveryError("SMTP authentication failed", permanent=True) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise base.DeliveryError(f"SMTP: {type(exc).__name__}: {exc}"[:300]) from exc
+        if to in refused:
+            said = "recipient refused: " + to
+            if len(refused) <= len(cc) + len(bcc):
+                said += " (the copies were sent)"
+            raise base.DeliveryError(said, permanent=True)
+        if refused:  # only copies: the customer has it; which did not is kept and shown
+            return base.SendResult(
+                external_id=message_id, meta={"to": "email", "refused_copies": sorted(refused)}
+            )
         return base.SendResult(external_id=message_id, meta={"to": "email"})
 
 

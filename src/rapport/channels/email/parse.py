@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
+from email import message_from_bytes, message_from_string, policy
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
@@ -63,6 +63,8 @@ class ParsedEmail:
     refused: list[str] = field(default_factory=list)  # attachments not stored, and why
     auto_reply: bool = False
     bounce_of: list[str] = field(default_factory=list)  # Message-IDs a bounce reports on
+    # The recipients it says failed (RFC 3464's Final-Recipient of an "Action: failed").
+    bounced_to: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what was malformed
     # Authentication-Results header values, topmost (the last server's) first.
     authentication_results: list[str] = field(default_factory=list)
@@ -201,7 +203,10 @@ def _parse(raw: bytes) -> ParsedEmail:
     bounce_of: list[str] = []
     total = 0
     is_report = msg.get_content_type() == "multipart/report"
+    bounced_to: list[str] = []
     for part in msg.walk():
+        if is_report and part.get_content_type() == "message/delivery-status":
+            bounced_to += _failed_recipients(part)
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
@@ -279,9 +284,35 @@ def _parse(raw: bytes) -> ParsedEmail:
         refused=refused,
         auto_reply=_is_auto(msg, problems, from_addr) or is_report,
         bounce_of=bounce_of if is_report else [],
+        bounced_to=bounced_to,
         problems=problems,
         authentication_results=_all(msg, "Authentication-Results"),
     )
+
+
+def _failed_recipients(part: Message) -> list[str]:
+    """The recipients a delivery report says failed: each block with "Action: failed",
+    by its Final-Recipient (else Original-Recipient), "rfc822; addr" read as the address.
+    A report it cannot read names none (the bounce then counts for the whole message)."""
+    found: list[str] = []
+    try:
+        payload = part.get_payload()
+        blocks: list[Message] = (
+            # Not split into blocks by the parser: read as text.
+            [message_from_string(b) for b in re.split(r"\r?\n\s*\r?\n", payload)]
+            if isinstance(payload, str)
+            else [b for b in payload if isinstance(b, Message)]
+        )
+        for block in blocks:
+            if str(block.get("Action", "")).strip().lower() != "failed":
+                continue
+            named = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+            address = named.partition(";")[2] if ";" in named else named
+            if "@" in address:
+                found.append(address.strip().strip("<>").lower())
+    except Exception:  # a malformed report: as if it named no one
+        return []
+    return found
 
 
 def _all(msg: Message, name: str) -> list[str]:

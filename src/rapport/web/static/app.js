@@ -656,10 +656,10 @@ function readDraft(id) {
   } catch { return null; }
 }
 
-function keepDraft(id, text, mode) {
+function keepDraft(id, { text, mode, cc, bcc }) {
   if (draftsOff) return;
   try {
-    if (text.trim()) localStorage.setItem(draftKey(id), JSON.stringify({ text, mode, at: Date.now() }));
+    if (text.trim()) localStorage.setItem(draftKey(id), JSON.stringify({ text, mode, cc, bcc, at: Date.now() }));
     else localStorage.removeItem(draftKey(id));
   } catch { /* storage full or off: the draft lives as long as the page */ }
 }
@@ -767,13 +767,17 @@ function messageItem(m) {
   return li;
 }
 
-// Whom an email copied (Cc), and for one of ours, whom it went to unseen (Bcc); as
-// message.html draws it.
+// Whom an email copied (Cc), and for one of ours, whom it went to unseen (Bcc) and which
+// copies did not arrive (refused, bounced); as message.html draws it.
 function copiesLine(m) {
   const mail = (m.kind === "message" && m.meta && m.meta.email) || {};
   const said = [];
   if (mail.cc && mail.cc.length) said.push(`Cc: ${mail.cc.join(", ")}`);
-  if (m.direction === "out" && mail.bcc && mail.bcc.length) said.push(`Bcc: ${mail.bcc.join(", ")}`);
+  if (m.direction === "out") {
+    if (mail.bcc && mail.bcc.length) said.push(`Bcc: ${mail.bcc.join(", ")}`);
+    const missed = [...(m.meta?.delivery?.refused_copies || []), ...(mail.bounced || [])];
+    if (missed.length) said.push(`Not delivered to: ${missed.join(", ")}`);
+  }
   if (!said.length) return null;
   const p = document.createElement("p");
   p.className = "copies";
@@ -885,6 +889,20 @@ function setupConversation() {
     }
   });
   const attachments = setupAttachments(id);
+  // A reply by email takes copies: the Cc offered is whom the thread's latest mail copied,
+  // followed as the customer writes (unless the agent changed it), and the fields are
+  // there while a reply goes by email (the customer may write through another channel).
+  const copiesBox = document.getElementById("copies");
+  const { cc, bcc } = composer.elements;
+  let ccEdited = false;
+  cc.addEventListener("input", () => { ccEdited = true; });
+  const followCopies = async () => {
+    try {
+      const now = await api("GET", `/api/v1/conversations/${id}/reply-copies`);
+      copiesBox.hidden = !now.by_email;
+      if (!ccEdited) cc.value = now.cc.join(", ");
+    } catch { /* offline a moment: the next message asks again */ }
+  };
   const send = async () => {
     const text = textarea.value.trim();
     const mode = new FormData(composer).get("mode");
@@ -893,10 +911,13 @@ function setupConversation() {
       if (!text && !attachment_ids.length) return;
       const body = { text, attachment_ids };
       // A reply by email: whom it copies, as written (the server says which is no address).
-      const { cc, bcc } = composer.elements;
-      if (mode !== "note" && cc) Object.assign(body, { cc: addressList(cc.value), bcc: addressList(bcc.value) });
+      const byEmail = mode !== "note" && !copiesBox.hidden;
+      if (byEmail) Object.assign(body, { cc: addressList(cc.value), bcc: addressList(bcc.value) });
       const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, body);
-      if (bcc) bcc.value = ""; // unseen copies are this reply's; the Cc stays the thread's
+      if (byEmail) {
+        bcc.value = ""; // unseen copies are this reply's; the Cc stays the thread's
+        ccEdited = false;
+      }
       textarea.value = "";
       draft.sent();
       attachments.clear();
@@ -1027,6 +1048,7 @@ function setupConversation() {
     if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) {
       add(p);
       if (p.direction === "in") markRead();
+      if (p.direction === "in" && event.type === "message.created") followCopies();
     }
     if (event.type === "conversation.updated" && p.id === id) {
       showStatus(p.status);
@@ -1045,11 +1067,15 @@ function setupDraft(id, composer, textarea, showMode) {
   const mode = () => new FormData(composer).get("mode");
   // What this page last read or kept: only a change made here is kept (a second tab on the
   // conversation, its composer empty, must not erase the draft written in the first).
+  // A reply by email keeps whom it copies with it (an address taken out stays out).
+  const { cc, bcc } = composer.elements;
+  const now = () => ({ text: textarea.value, mode: mode(), cc: cc.value, bcc: bcc.value });
   let kept = null;
   const keep = () => {
-    if (textarea.value === kept.text && mode() === kept.mode) return;
-    kept = { text: textarea.value, mode: mode() };
-    keepDraft(id, kept.text, kept.mode);
+    const here = now();
+    if (["text", "mode", "cc", "bcc"].every((k) => here[k] === kept[k])) return;
+    kept = here;
+    keepDraft(id, kept);
     if (note && !textarea.value.trim()) note.hidden = true;
   };
   const found = readDraft(id);
@@ -1057,14 +1083,21 @@ function setupDraft(id, composer, textarea, showMode) {
     textarea.value = found.text;
     const radio = composer.querySelector(`input[name=mode][value=${found.mode === "note" ? "note" : "reply"}]`);
     if (radio) radio.checked = true;
+    if (typeof found.cc === "string") {
+      cc.value = found.cc;
+      cc.dispatchEvent(new Event("input")); // the agent's, not the thread's to follow
+    }
+    if (typeof found.bcc === "string") bcc.value = found.bcc;
     showMode();
     if (note) {
       note.querySelector("time").textContent = stamp(new Date(found.at || Date.now()));
       note.hidden = false;
     }
   }
-  kept = { text: textarea.value, mode: mode() };
+  kept = now();
   textarea.addEventListener("input", keep);
+  cc.addEventListener("input", keep);
+  bcc.addEventListener("input", keep);
   composer.addEventListener("change", (ev) => { if (ev.target.name === "mode") keep(); });
   window.addEventListener("pagehide", keep);
   document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") keep(); });
