@@ -62,8 +62,20 @@ def test_agents_write_notes_and_only_the_author_or_an_admin_changes_them(
     r = client.patch(f"{url}/{later['id']}", json={"text": "no"}, headers=auth(world.bob))
     assert r.status_code == 403
     assert client.delete(f"{url}/{later['id']}", headers=auth(world.bob)).status_code == 403
-    r = client.patch(f"{url}/{made['id']}", json={"text": "VIP!"}, headers=auth(world.alice))
+    # Two editing at once: a change made since the editor read the note is refused, not
+    # written over (the last save won); without the time read, it is as before.
+    rows = client.get(url, headers=auth(world.bob)).json()
+    [read] = [n["updated_at"] for n in rows if n["id"] == made["id"]]
+    r = client.patch(
+        f"{url}/{made['id']}", json={"text": "VIP!", "updated_at": read}, headers=auth(world.alice)
+    )
     assert r.status_code == 200
+    r = client.patch(
+        f"{url}/{made['id']}", json={"text": "VIP?", "updated_at": read}, headers=auth(world.bob)
+    )
+    assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"].startswith("the note was changed since you opened it")
+    assert listed(client, world, kim) == [later["text"], "VIP!"]
     assert client.delete(f"{url}/{made['id']}", headers=auth(world.alice)).status_code == 204
     assert listed(client, world, kim) == [later["text"]]
 

@@ -75,6 +75,32 @@ def test_an_agent_keeps_notes_about_a_customer_beside_the_conversation(
     )
     own = notes.locator(".customer-notes > li", has_text="VIP: call before shipping!")
 
+    # An admin changes it while Bob's editor is open: Bob's save does not write over it
+    # unasked (the last save won); the new text is shown, and saving again replaces it.
+    own.get_by_role("button", name="Edit this note").click()
+    own.get_by_label("Note").fill("VIP: call first")
+    [stored] = [
+        n
+        for n in live_server.http.get(
+            f"/api/v1/customers/{customer}/notes", headers=auth(world.bob)
+        ).json()
+        if n["text"] == "VIP: call before shipping!"
+    ]
+    live_server.http.patch(
+        f"/api/v1/customers/{customer}/notes/{stored['id']}",
+        json={"text": "VIP: call before shipping, after 10 am"},
+        headers=auth(world.alice),
+    ).raise_for_status()
+    own.get_by_role("button", name="Save").click()
+    expect(page.locator("#flash")).to_contain_text("the note was changed since you opened it")
+    expect(own.locator(".note-theirs")).to_have_text(
+        "Changed meanwhile, it now reads: VIP: call before shipping, after 10 am"
+    )
+    expect(own.get_by_label("Note")).to_have_value("VIP: call first")  # kept to mend
+    own.get_by_role("button", name="Save").click()
+    own = notes.locator(".customer-notes > li", has_text="VIP: call first")
+    expect(own.locator(".note-text")).to_have_text("VIP: call first")
+
     # ... and deletes it; the customer's own page shows what is left.
     own.get_by_role("button", name="Delete this note").click()
     expect(notes.locator(".customer-notes > li")).to_have_count(2)

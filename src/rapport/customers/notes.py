@@ -7,6 +7,8 @@ written to a merged record (a page left open in another tab) goes there too. Era
 customer erases them (the foreign key), and the customer's export carries them.
 """
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,7 +16,7 @@ from rapport.auth.models import Role
 from rapport.customers import merge
 from rapport.customers.models import Customer, CustomerNote
 from rapport.db import utcnow
-from rapport.problems import Forbidden, Invalid, NotFound
+from rapport.problems import Conflict, Forbidden, Invalid, NotFound
 from rapport.realtime.service import emit
 
 MAX_CHARS = 10_000
@@ -90,9 +92,24 @@ def _may_change(note: CustomerNote, *, user_id: str, role: Role) -> None:
         raise Forbidden("only its author or an admin can change or delete a note")
 
 
-def update(db: Session, *, note: CustomerNote, user_id: str, role: Role, text: str) -> CustomerNote:
-    """The note with a new text (its author's or an admin's doing only)."""
+def update(
+    db: Session,
+    *,
+    note: CustomerNote,
+    user_id: str,
+    role: Role,
+    text: str,
+    read_at: datetime | None = None,
+) -> CustomerNote:
+    """The note with a new text (its author's or an admin's doing only). ``read_at``: its
+    ``updated_at`` as the editor read it; changed since (an author and an admin editing it
+    at once), the change is refused, not made over the other's."""
     _may_change(note, user_id=user_id, role=role)
+    if read_at is not None and note.updated_at != read_at:
+        raise Conflict(
+            "the note was changed since you opened it: read the new text, then save yours "
+            "again to replace it"
+        )
     note.text = _text(text)
     note.updated_at = utcnow()
     db.flush()

@@ -268,6 +268,14 @@ class CustomerNoteIn(BaseModel):
     text: str = Field(max_length=20_000, description="plain text, at most 10,000 characters")
 
 
+class CustomerNoteChange(CustomerNoteIn):
+    updated_at: UtcInstant | None = Field(
+        default=None,
+        description="the note's updated_at as the editor read it: given, a change a colleague "
+        "made since refuses this one (409) instead of losing theirs",
+    )
+
+
 class CustomerNoteRead(BaseModel):
     """A note about the customer; ``author_name`` is empty once its author's account is gone."""
 

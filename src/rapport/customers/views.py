@@ -23,6 +23,7 @@ from rapport.customers.schemas import (
     ConsentState,
     CustomerCreate,
     CustomerDetail,
+    CustomerNoteChange,
     CustomerNoteIn,
     CustomerNoteRead,
     CustomerPage,
@@ -622,16 +623,21 @@ def _audit_note(request: Request, principal: Principal, db: Db, note: Any, actio
     )
 
 
-@router.patch("/{customer_id}/notes/{note_id}", response_model=CustomerNoteRead)
+@router.patch(
+    "/{customer_id}/notes/{note_id}",
+    response_model=CustomerNoteRead,
+    responses={409: {"description": "Changed by a colleague since the given updated_at"}},
+)
 def change_note(
     customer_id: str,
     note_id: str,
-    body: CustomerNoteIn,
+    body: CustomerNoteChange,
     principal: CurrentAgent,
     request: Request,
     db: Db,
 ) -> CustomerNoteRead:
-    """Change a note's text (its author, or an admin)."""
+    """Change a note's text (its author, or an admin). With ``updated_at`` as read, a
+    colleague's change made since is not overwritten: 409."""
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     note = notes.update(
         db,
@@ -639,6 +645,7 @@ def change_note(
         user_id=principal.user_id,
         role=principal.role,
         text=body.text,
+        read_at=body.updated_at,
     )
     _audit_note(request, principal, db, note, "customer.note_changed")
     return _notes_read(db, [note])[0]

@@ -387,10 +387,13 @@ function notes(box, customerId, canWrite) {
         const area = el("textarea", n.text);
         Object.assign(area, { rows: 3, maxLength: 10000, required: true });
         area.setAttribute("aria-label", "Note");
+        // A colleague's change made while this one was open: shown, never overwritten unasked.
+        const theirs = el("p", "", "note-theirs");
+        theirs.hidden = true;
         const save = el("button", "Save");
         const cancel = el("button", "Cancel");
         cancel.type = "button";
-        form.append(area, save, cancel);
+        form.append(theirs, area, save, cancel);
         li.replaceChildren(form, meta);
         area.focus();
         cancel.addEventListener("click", () => { li.replaceWith(item(n)); parts.release(n.id); });
@@ -398,10 +401,20 @@ function notes(box, customerId, canWrite) {
           ev.preventDefault();
           save.disabled = cancel.disabled = true; // one request: a double click sends one
           try {
-            const changed = await api("PATCH", `${url}/${n.id}`, { text: area.value });
+            const changed = await api("PATCH", `${url}/${n.id}`, { text: area.value, updated_at: n.updated_at });
             li.replaceWith(item(changed));
             parts.release(n.id);
           } catch (e) {
+            if (e.status === 409) {
+              // Changed meanwhile: the new text shown above this one, which stays; saved
+              // again, it replaces the new one knowingly.
+              const now = (await api("GET", url).catch(() => [])).find((r) => r.id === n.id);
+              if (now) {
+                n = now;
+                theirs.textContent = `Changed meanwhile, it now reads: ${now.text}`;
+                theirs.hidden = false;
+              }
+            }
             showError(e.message);
             save.disabled = cancel.disabled = false;
           }
