@@ -4,8 +4,9 @@ conversation or many, each change theirs "through the macro"."""
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
+from rapport.auth.models import Team
 from rapport.automation.models import Macro
 from rapport.db import Database
 from rapport.jobs.models import Job
@@ -26,6 +27,13 @@ def made(client: TestClient, token: str, **body: Any) -> dict[str, Any]:
     r = make(client, token, **body)
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
+
+
+def team_gone(database: Database, team_id: str) -> None:
+    """A team a macro names, gone as before its deletion was refused for that (a macro
+    saved then names it still): removed from the database, not through the API."""
+    with database.session() as db:
+        db.execute(delete(Team).where(Team.id == team_id))
 
 
 def run(client: TestClient, token: str, conv: str, macro: str) -> Any:
@@ -420,7 +428,7 @@ def test_an_action_whose_team_was_deleted_is_skipped_and_the_others_apply(
             {"type": "set_priority", "value": "urgent"},
         ],
     )
-    assert client.delete(f"/api/v1/teams/{gone}", headers=auth(world.alice)).status_code == 204
+    team_gone(database, gone)
     conv = inbound(client, world, "esc-1")
     r = run(client, world.bob, conv, macro["id"])
     assert r.status_code == 200, r.text
@@ -605,7 +613,7 @@ def test_a_macro_runs_on_many_conversations_in_one_request(
             {"type": "add_note", "value": "Triaged for {{ customer.name }}"},
         ],
     )
-    client.delete(f"/api/v1/teams/{gone}", headers=auth(world.alice))
+    team_gone(database, gone)
     ids = [inbound(client, world, f"bulk-{i}", name=f"Customer {i}") for i in range(3)]
     r = client.post(
         "/api/v1/conversations/bulk",
@@ -709,3 +717,47 @@ def test_a_label_a_macro_adds_is_not_deleted_from_under_it(
     assert "Bob's own macro 'Mine'" in r.json()["detail"]  # only Bob can change that one
     listed = client.get("/api/v1/labels", headers=auth(world.alice)).json()
     assert [row["name"] for row in listed] == ["refund"]
+
+
+def test_a_team_or_canned_response_a_macro_names_is_not_deleted_from_under_it(
+    client: TestClient, world: World
+) -> None:
+    # Deleted, the macro went on naming it and left the action out at every run.
+    team = client.post("/api/v1/teams", json={"name": "Billing"}, headers=auth(world.alice)).json()
+    ack = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "ack", "text": "We are on it."},
+        headers=auth(world.bob),
+    ).json()
+    escalate = made(
+        client, world.alice, name="Escalate", actions=[{"type": "assign_team", "value": team["id"]}]
+    )
+    mine = made(
+        client,
+        world.bob,
+        name="Ack",
+        actions=[{"type": "send_canned", "value": ack["id"]}],
+        visibility="personal",
+    )
+    r = client.delete(f"/api/v1/teams/{team['id']}", headers=auth(world.alice))
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == "this team is used by macro 'Escalate': change or delete it first"
+    r = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=auth(world.alice))
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == (
+        "this canned response is used by Bob's own macro 'Ack': change or delete it first"
+    )
+    # An agent sees macros (and changes her own): named to her too.
+    r = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=auth(world.bob))
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == (
+        "this canned response is used by Bob's own macro 'Ack': change it first, or ask an admin"
+    )
+    for macro, token in ((escalate, world.alice), (mine, world.bob)):
+        r = client.delete(f"{MACROS}/{macro['id']}", headers=auth(token))
+        assert r.status_code == 204, r.text
+    assert (
+        client.delete(f"/api/v1/teams/{team['id']}", headers=auth(world.alice)).status_code == 204
+    )
+    r = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=auth(world.bob))
+    assert r.status_code == 204, r.text

@@ -564,13 +564,24 @@ def naming_label(db: Session, *, workspace_id: str, name: str) -> list[str]:
         for rule in rules(db, workspace_id=workspace_id)
         if _with_labels(rule, strike) != (rule.conditions, rule.actions)
     ]
+    return said + _macros_naming(
+        db, workspace_id, lambda actions: _with_label_actions(actions, strike) != actions
+    )
+
+
+def _macros_naming(
+    db: Session, workspace_id: str, names: Callable[[list[dict[str, Any]]], bool]
+) -> list[str]:
+    """The workspace's macros whose actions ``names``, said for an admin: "macro 'X'", or
+    a member's own with its owner's name ("Ann's own macro 'X'": only they can change it)."""
+    said = []
     for macro, owner in db.execute(
         select(Macro, User)
         .outerjoin(User, User.id == Macro.created_by)
         .where(Macro.workspace_id == workspace_id)
         .order_by(Macro.name)
     ):
-        if _with_label_actions(macro.actions, strike) != macro.actions:
+        if names(macro.actions):
             mine = macro.visibility == "personal" and owner is not None
             whose = f"{owner.name or owner.email}'s own " if mine else ""
             said.append(f"{whose}macro {macro.name!r}")
@@ -1433,6 +1444,13 @@ def rules_naming(db: Session, *, workspace_id: str, what: str, row_id: str) -> l
     return [rule.name for rule in rules(db, workspace_id=workspace_id) if names(rule)]
 
 
+# What a macro's actions name by id (a team to assign, a canned response to send).
+_MACRO_ACTIONS_NAMING = {
+    "team": frozenset({"assign_team"}),
+    "canned response": frozenset({"send_canned"}),
+}
+
+
 def refuse_if_named(
     db: Session,
     *,
@@ -1442,20 +1460,34 @@ def refuse_if_named(
     otherwise: str = "",
     admin: bool = True,
 ) -> None:
-    """Refuse to remove a team, canned response or webhook that rules still name: they
-    would go on saying it, and do nothing (the admin learns of it from a rule's last error,
-    after the conversations it should have reached). The rules are named to an admin, who
-    can change them; anyone else is told to ask one. The workspace's row is held first (see
-    ``validate``), so a rule saved meanwhile is seen or waits."""
+    """Refuse to remove a team, canned response or webhook that rules or macros still
+    name: they would go on saying it, and do nothing (the admin learns of it from a rule's
+    last error, after the conversations it should have reached; an agent, from a macro's
+    "left out"). The rules are named to an admin, who can change them; anyone else is told
+    to ask one. The workspace's row is held first (see ``validate``), so a rule saved
+    meanwhile is seen or waits."""
     lock_row(db, Workspace, workspace_id)
     users = rules_naming(db, workspace_id=workspace_id, what=what, row_id=row_id)
-    if not users:
+    acts = _MACRO_ACTIONS_NAMING.get(what, frozenset())
+    macros = _macros_naming(
+        db,
+        workspace_id,
+        lambda actions: any(
+            a.get("type") in acts and str(a.get("value")) == row_id for a in actions
+        ),
+    )
+    if not users and not macros:
         return
-    if not admin:
+    if not admin and users:
         raise Conflict(f"an automation rule uses this {what}: ask an admin to change it first")
-    many = len(users) > 1
+    if not admin:  # macros, which members see (their own they change themselves)
+        raise Conflict(
+            f"this {what} is used by {' and '.join(macros)}: change it first, or ask an admin"
+        )
+    said = [f"rule{'s' if len(users) > 1 else ''} {', '.join(map(repr, users))}"] if users else []
+    many = len(users) + len(macros) > 1
     raise Conflict(
-        f"this {what} is used by rule{'s' if many else ''} {', '.join(map(repr, users))}: "
+        f"this {what} is used by {' and '.join([*said, *macros])}: "
         f"change or delete {'them' if many else 'it'} first{otherwise}"
     )
 
