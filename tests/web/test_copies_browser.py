@@ -15,7 +15,7 @@ from tests.channels.email.test_email import (  # noqa: F401  (the stand-in mail 
 )
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import LiveServer, signed_in
+from tests.web.conftest import LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -98,3 +98,42 @@ def test_the_copies_follow_the_thread_stay_with_a_draft_and_go_with_email_only(
         ["Answering here, then."]
     )
     expect(page.locator("#flash")).to_be_hidden()
+
+
+def test_a_cc_left_as_offered_follows_the_thread_and_never_costs_another_tab_its_draft(
+    client: TestClient,
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    mail_inbox: str,  # noqa: F811
+    smtp_port: int,  # noqa: F811
+    outbox: tuple[Outbox, int],  # noqa: F811
+) -> None:
+    first = customer_mail("Our invoice is wrong.", Cc="fox@example.org")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    path = f"/app/conversations/{conv['id']}"
+    drafts = "() => Object.keys(localStorage).filter((k) => k.startsWith('rapport.draft.'))"
+    context = browser.new_context()
+    b = context.new_page()  # open on the conversation, its composer left empty
+    sign_in(b, live_server, "bob@acme.test", path)
+    expect(b.locator("#composer input[name=cc]")).to_have_value("fox@example.org")
+    a = context.new_page()  # another tab: half an answer, the Cc never touched, left
+    a.goto(f"{live_server.url}{path}")
+    a.locator("#composer textarea").fill("Half an answer.")
+    a.close()
+    [kept] = b.evaluate(drafts)
+
+    # Her next mail copies Walter, not Fox: the tab still open follows, and leaving it
+    # does not erase the draft the other tab wrote (it did: its Cc had changed).
+    second = customer_mail("Now copying Walter, not Fox.", Cc="walter@example.org")
+    second["In-Reply-To"] = first["Message-ID"]
+    send(smtp_port, second)
+    expect(b.locator("#composer input[name=cc]")).to_have_value("walter@example.org")
+    b.goto(f"{live_server.url}/app/inbox")
+    assert b.evaluate(drafts) == [kept]
+    # Opened again, the draft is back, and the Cc is the thread's, not the one it had when
+    # written (Fox, whom she dropped, would have been copied).
+    b.goto(f"{live_server.url}{path}")
+    expect(b.locator("#composer textarea")).to_have_value("Half an answer.")
+    expect(b.locator("#composer input[name=cc]")).to_have_value("walter@example.org")

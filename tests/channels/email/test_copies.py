@@ -2,11 +2,13 @@
 copies whom the agent keeps (tests/channels/email/test_email.py has the SMTP frame)."""
 
 import smtplib
+import uuid
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from fastapi.testclient import TestClient
 
+from rapport.channels.email.parse import parse
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
@@ -217,22 +219,33 @@ def test_a_refused_customer_fails_the_reply_and_a_refused_copy_is_said(
     assert "Cc: fox@example.org, gone@example.org · Not delivered to: gone@example.org" in page
 
 
-def delivery_report(message_id: str, failed: str) -> bytes:
-    """A receiving server's report (RFC 3464) that our mail did not reach ``failed``."""
+def failed(address: str, original: str | None = None) -> str:
+    """A report's block for one recipient it could not deliver to."""
+    said = f"Original-Recipient: rfc822; {original}\r\n" if original else ""
+    return f"{said}Final-Recipient: rfc822; {address}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+
+
+def delivery_report(message_id: str, blocks: str, *, whole: bool = False) -> bytes:
+    """A receiving server's report (RFC 3464) on our mail, its recipients' ``blocks``; it
+    returns our mail's headers, or the ``whole`` of it as Postfix and Exim do."""
+    returned = (
+        f"Content-Type: message/rfc822\r\n\r\nMessage-ID: {message_id}\r\n"
+        "To: dana@example.org\r\nSubject: Re: Hello?\r\n\r\nOur answer.\r\n"
+        if whole
+        else f"Content-Type: text/rfc822-headers\r\n\r\nMessage-ID: {message_id}\r\n"
+        "To: dana@example.org\r\n"
+    )
     return (
         "From: Mail Delivery System <MAILER-DAEMON@example.net>\r\n"
         "To: support@acme.test\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"
-        f"Message-ID: <dsn-{failed}>\r\n"
+        f"Message-ID: <dsn-{uuid.uuid4().hex}@example.net>\r\n"
         "MIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
         "\r\n--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
         "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
-        f"Final-Recipient: rfc822; {failed}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-        "\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-        f"Message-ID: {message_id}\r\nTo: dana@example.org\r\n"
-        "\r\n--B--\r\n"
+        f"Reporting-MTA: dns; mx.example.net\r\n\r\n{blocks}"
+        f"\r\n--B\r\n{returned}\r\n--B--\r\n"
     ).encode()
 
 
@@ -256,13 +269,29 @@ def test_a_bounce_of_a_copy_leaves_the_reply_sent_and_of_the_customer_fails_it(
         [m] = [m for m in detail(client, world, conv["id"])["messages"] if m["id"] == ours["id"]]
         return m  # type: ignore[no-any-return]
 
+    message_id = now()["external_id"]
     with smtplib.SMTP("127.0.0.1", smtp_port) as s:
-        message_id = now()["external_id"]
-        s.sendmail("", ["support@acme.test"], delivery_report(message_id, "gone@example.net"))
+
+        def reported(blocks: str, *, whole: bool = False) -> None:
+            s.sendmail("", ["support@acme.test"], delivery_report(message_id, blocks, whole=whole))
+
+        reported(failed("gone@example.net"))
         assert now()["status"] == "sent"
         assert now()["meta"]["email"]["bounced"] == ["gone@example.net"]
-        s.sendmail("", ["support@acme.test"], delivery_report(message_id, "dana@example.org"))
+        # The copy forwarded elsewhere, and that bounced: the address we sent to is its
+        # Original-Recipient (the Final-Recipient is the forward's).
+        reported(failed("fox.mulder@elsewhere.example", original="GONE@example.net"))
+        assert now()["status"] == "sent"
+        # A delay notice, even the customer's, fails nothing (it failed the reply).
+        reported("Final-Recipient: rfc822; dana@example.org\r\nAction: delayed\r\n")
+        assert now()["status"] == "sent"
+        # The customer's, returning our mail whole (it was not seen as a report on ours).
+        reported(failed("Dana@Example.org"), whole=True)
     assert now()["status"] == "failed"
+    # What it returned is ours, not the report's text.
+    read = parse(delivery_report(message_id, failed("dana@example.org"), whole=True))
+    assert read.bounce_of == [message_id] and read.bounced_to == ["dana@example.org"]
+    assert "Our answer." not in read.text
 
 
 def test_only_plain_addresses_are_copied_and_never_the_customer_or_ourselves(

@@ -214,7 +214,8 @@ def store_email(
     if inbox is None:
         raise NotFound("inbox")  # deleted since it was prepared
     bounced = list(dict.fromkeys(parsed.bounce_of))[:MAX_LOOKED_UP_IDS]
-    if bounced:
+    # A report whose recipients' blocks say none failed (a delay notice) fails nothing.
+    if bounced and (parsed.bounced_to or not parsed.report_read):
         # A bounce of our own message: the customer never got it, unless the report names
         # only addresses it copied (kept as ``meta.email.bounced``; the customer had it).
         failed = set(parsed.bounced_to)
@@ -415,7 +416,8 @@ class EmailChannel:
             said = "recipient refused: " + to
             if len(refused) <= len(cc) + len(bcc):
                 said += " (the copies were sent)"
-            raise base.DeliveryError(said, permanent=True)
+            # A 4xx is the server's "not now": tried again, as any temporary failure is.
+            raise base.DeliveryError(said, permanent=refused[to][0] >= 500)
         if refused:  # only copies: the customer has it; which did not is kept and shown
             return base.SendResult(
                 external_id=message_id, meta={"to": "email", "refused_copies": sorted(refused)}

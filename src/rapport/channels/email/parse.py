@@ -63,8 +63,11 @@ class ParsedEmail:
     refused: list[str] = field(default_factory=list)  # attachments not stored, and why
     auto_reply: bool = False
     bounce_of: list[str] = field(default_factory=list)  # Message-IDs a bounce reports on
-    # The recipients it says failed (RFC 3464's Final-Recipient of an "Action: failed").
+    # The recipients it says failed (RFC 3464: "Action: failed"), each as we sent to it
+    # (Original-Recipient, else Final-Recipient); ``report_read``: it had recipients' blocks
+    # to read (none failed: a delay or delivery notice, which fails nothing).
     bounced_to: list[str] = field(default_factory=list)
+    report_read: bool = False
     problems: list[str] = field(default_factory=list)  # what was malformed
     # Authentication-Results header values, topmost (the last server's) first.
     authentication_results: list[str] = field(default_factory=list)
@@ -204,9 +207,22 @@ def _parse(raw: bytes) -> ParsedEmail:
     total = 0
     is_report = msg.get_content_type() == "multipart/report"
     bounced_to: list[str] = []
+    report_read = False
+    returned: set[int] = set()  # the parts of a message a report returned whole
     for part in msg.walk():
+        if id(part) in returned:
+            continue  # what we sent, not what the report says
         if is_report and part.get_content_type() == "message/delivery-status":
-            bounced_to += _failed_recipients(part)
+            read, failed = _failed_recipients(part)
+            report_read, bounced_to = report_read or read, bounced_to + failed
+        if is_report and part.get_content_type() == "message/rfc822":
+            # The message it reports on, returned whole (Postfix, Exim): its Message-ID
+            # names ours; its body is no part of the report's text.
+            inner = part.get_payload(0) if part.is_multipart() else None
+            if isinstance(inner, Message):
+                bounce_of += _ids(_header(inner, "Message-ID", problems))
+                returned |= {id(p) for p in inner.walk()}
+            continue
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
@@ -218,12 +234,8 @@ def _parse(raw: bytes) -> ParsedEmail:
             filename = part.get_filename()
         except Exception:
             filename = None
-        if is_report and ctype in (
-            "message/rfc822",
-            "text/rfc822-headers",
-            "message/rfc822-headers",
-        ):
-            inner = _content(part) if ctype != "message/rfc822" else part.as_string()
+        if is_report and ctype in ("text/rfc822-headers", "message/rfc822-headers"):
+            inner = _content(part)
             for line in inner.splitlines():
                 if line.lower().startswith("message-id:"):
                     bounce_of += _ids(line.split(":", 1)[1])
@@ -285,16 +297,20 @@ def _parse(raw: bytes) -> ParsedEmail:
         auto_reply=_is_auto(msg, problems, from_addr) or is_report,
         bounce_of=bounce_of if is_report else [],
         bounced_to=bounced_to,
+        report_read=report_read,
         problems=problems,
         authentication_results=_all(msg, "Authentication-Results"),
     )
 
 
-def _failed_recipients(part: Message) -> list[str]:
-    """The recipients a delivery report says failed: each block with "Action: failed",
-    by its Final-Recipient (else Original-Recipient), "rfc822; addr" read as the address.
-    A report it cannot read names none (the bounce then counts for the whole message)."""
+def _failed_recipients(part: Message) -> tuple[bool, list[str]]:
+    """Whether a delivery report's recipient blocks could be read, and those it says
+    failed: each block with "Action: failed", by its Original-Recipient (the address we
+    sent to; a forward makes the Final-Recipient another), else its Final-Recipient,
+    "rfc822; addr" read as the address. One it cannot read names none and is not read (the
+    bounce then counts for the whole message)."""
     found: list[str] = []
+    read = False
     try:
         payload = part.get_payload()
         blocks: list[Message] = (
@@ -304,15 +320,19 @@ def _failed_recipients(part: Message) -> list[str]:
             else [b for b in payload if isinstance(b, Message)]
         )
         for block in blocks:
-            if str(block.get("Action", "")).strip().lower() != "failed":
-                continue
-            named = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+            action = str(block.get("Action", "")).strip().lower()
+            if not action:
+                continue  # the report's own block (Reporting-MTA), or none
+            read = True
+            if action != "failed":
+                continue  # delayed, delivered, relayed, expanded
+            named = str(block.get("Original-Recipient") or block.get("Final-Recipient") or "")
             address = named.partition(";")[2] if ";" in named else named
             if "@" in address:
                 found.append(address.strip().strip("<>").lower())
     except Exception:  # a malformed report: as if it named no one
-        return []
-    return found
+        return False, []
+    return read, found
 
 
 def _all(msg: Message, name: str) -> list[str]:

@@ -892,15 +892,16 @@ function setupConversation() {
   // A reply by email takes copies: the Cc offered is whom the thread's latest mail copied,
   // followed as the customer writes (unless the agent changed it), and the fields are
   // there while a reply goes by email (the customer may write through another channel).
+  // The Cc the agent changed is marked (``data-edited``): hers, kept with a draft; one she
+  // did not is the thread's, and follows it.
   const copiesBox = document.getElementById("copies");
   const { cc, bcc } = composer.elements;
-  let ccEdited = false;
-  cc.addEventListener("input", () => { ccEdited = true; });
+  cc.addEventListener("input", () => { cc.dataset.edited = "1"; });
   const followCopies = async () => {
     try {
       const now = await api("GET", `/api/v1/conversations/${id}/reply-copies`);
       copiesBox.hidden = !now.by_email;
-      if (!ccEdited) cc.value = now.cc.join(", ");
+      if (!cc.dataset.edited) cc.value = now.cc.join(", ");
     } catch { /* offline a moment: the next message asks again */ }
   };
   const send = async () => {
@@ -916,7 +917,7 @@ function setupConversation() {
       const m = await api("POST", `/api/v1/conversations/${id}/${mode === "note" ? "notes" : "messages"}`, body);
       if (byEmail) {
         bcc.value = ""; // unseen copies are this reply's; the Cc stays the thread's
-        ccEdited = false;
+        delete cc.dataset.edited;
       }
       textarea.value = "";
       draft.sent();
@@ -1067,14 +1068,18 @@ function setupDraft(id, composer, textarea, showMode) {
   const mode = () => new FormData(composer).get("mode");
   // What this page last read or kept: only a change made here is kept (a second tab on the
   // conversation, its composer empty, must not erase the draft written in the first).
-  // A reply by email keeps whom it copies with it (an address taken out stays out).
+  // A reply by email keeps whom it copies with it: the Bcc, and the Cc if the agent
+  // changed it (an address taken out stays out; one she left follows the thread).
   const { cc, bcc } = composer.elements;
-  const now = () => ({ text: textarea.value, mode: mode(), cc: cc.value, bcc: bcc.value });
+  const now = () => ({ text: textarea.value, mode: mode(), cc: cc.dataset.edited ? cc.value : undefined, bcc: bcc.value });
   let kept = null;
   const keep = () => {
     const here = now();
     if (["text", "mode", "cc", "bcc"].every((k) => here[k] === kept[k])) return;
+    // Nothing written here, nor before: another tab's draft is not this page's to erase.
+    const nothing = !here.text.trim() && !kept.text.trim();
     kept = here;
+    if (nothing) return;
     keepDraft(id, kept);
     if (note && !textarea.value.trim()) note.hidden = true;
   };
@@ -1085,7 +1090,7 @@ function setupDraft(id, composer, textarea, showMode) {
     if (radio) radio.checked = true;
     if (typeof found.cc === "string") {
       cc.value = found.cc;
-      cc.dispatchEvent(new Event("input")); // the agent's, not the thread's to follow
+      cc.dataset.edited = "1"; // the agent's, not the thread's to follow
     }
     if (typeof found.bcc === "string") bcc.value = found.bcc;
     showMode();
