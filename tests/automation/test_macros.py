@@ -732,28 +732,28 @@ def test_a_team_or_canned_response_a_macro_names_is_not_deleted_from_under_it(
     escalate = made(
         client, world.alice, name="Escalate", actions=[{"type": "assign_team", "value": team["id"]}]
     )
-    mine = made(
-        client,
-        world.bob,
-        name="Ack",
-        actions=[{"type": "send_canned", "value": ack["id"]}],
-        visibility="personal",
-    )
+    sends = [{"type": "send_canned", "value": ack["id"]}]
+    mine = made(client, world.bob, name="Ack", actions=sends, visibility="personal")
+    hers = made(client, world.alice, name="Quiet ack", actions=sends, visibility="personal")
     r = client.delete(f"/api/v1/teams/{team['id']}", headers=auth(world.alice))
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == "this team is used by macro 'Escalate': change or delete it first"
+    # An admin is told whose they are, and that only their owners change them.
     r = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=auth(world.alice))
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == (
-        "this canned response is used by Bob's own macro 'Ack': change or delete it first"
+        "this canned response is used by Bob's own macro 'Ack' and Alice's own macro 'Quiet "
+        "ack': change or delete them first (a member’s own macro only they can change)"
     )
-    # An agent sees macros (and changes her own): named to her too.
+    # An agent is told of her own, and of a colleague's only that there is one (she cannot
+    # see it).
     r = client.delete(f"/api/v1/canned-responses/{ack['id']}", headers=auth(world.bob))
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == (
-        "this canned response is used by Bob's own macro 'Ack': change it first, or ask an admin"
+        "this canned response is used by your own macro 'Ack' and a colleague's own macro: "
+        "change them first (a member’s own macro only they can change)"
     )
-    for macro, token in ((escalate, world.alice), (mine, world.bob)):
+    for macro, token in ((escalate, world.alice), (mine, world.bob), (hers, world.alice)):
         r = client.delete(f"{MACROS}/{macro['id']}", headers=auth(token))
         assert r.status_code == 204, r.text
     assert (

@@ -570,21 +570,37 @@ def naming_label(db: Session, *, workspace_id: str, name: str) -> list[str]:
 
 
 def _macros_naming(
-    db: Session, workspace_id: str, names: Callable[[list[dict[str, Any]]], bool]
+    db: Session,
+    workspace_id: str,
+    names: Callable[[list[dict[str, Any]]], bool],
+    *,
+    reader: str | None = None,
 ) -> list[str]:
     """The workspace's macros whose actions ``names``, said for an admin: "macro 'X'", or
-    a member's own with its owner's name ("Ann's own macro 'X'": only they can change it)."""
-    said = []
+    a member's own with its owner's name ("Ann's own macro 'X'": only they can change it).
+    Said to a ``reader`` who is no admin, another member's own macro, which they cannot
+    see, is only counted ("a colleague's own macro")."""
+    said, hidden = [], 0
     for macro, owner in db.execute(
         select(Macro, User)
         .outerjoin(User, User.id == Macro.created_by)
         .where(Macro.workspace_id == workspace_id)
         .order_by(Macro.name)
     ):
-        if names(macro.actions):
-            mine = macro.visibility == "personal" and owner is not None
-            whose = f"{owner.name or owner.email}'s own " if mine else ""
+        if not names(macro.actions):
+            continue
+        personal = macro.visibility == "personal"
+        if personal and reader is not None and macro.created_by != reader:
+            hidden += 1
+        elif personal and reader is not None:
+            said.append(f"your own macro {macro.name!r}")
+        else:
+            whose = f"{owner.name or owner.email}'s own " if personal and owner else ""
             said.append(f"{whose}macro {macro.name!r}")
+    if hidden:
+        said.append(
+            "a colleague's own macro" if hidden == 1 else f"{hidden} colleagues' own macros"
+        )
     return said
 
 
@@ -1459,6 +1475,7 @@ def refuse_if_named(
     row_id: str,
     otherwise: str = "",
     admin: bool = True,
+    user_id: str | None = None,
 ) -> None:
     """Refuse to remove a team, canned response or webhook that rules or macros still
     name: they would go on saying it, and do nothing (the admin learns of it from a rule's
@@ -1475,20 +1492,20 @@ def refuse_if_named(
         lambda actions: any(
             a.get("type") in acts and str(a.get("value")) == row_id for a in actions
         ),
+        reader=None if admin else user_id,
     )
     if not users and not macros:
         return
     if not admin and users:
         raise Conflict(f"an automation rule uses this {what}: ask an admin to change it first")
-    if not admin:  # macros, which members see (their own they change themselves)
-        raise Conflict(
-            f"this {what} is used by {' and '.join(macros)}: change it first, or ask an admin"
-        )
     said = [f"rule{'s' if len(users) > 1 else ''} {', '.join(map(repr, users))}"] if users else []
     many = len(users) + len(macros) > 1
+    # A member's own macro only they change: an admin, or a colleague, asks them.
+    theirs = any("own macro" in m and not m.startswith("your own") for m in macros)
     raise Conflict(
         f"this {what} is used by {' and '.join([*said, *macros])}: "
-        f"change or delete {'them' if many else 'it'} first{otherwise}"
+        f"{'change or delete' if admin else 'change'} {'them' if many else 'it'} first"
+        f"{' (a member’s own macro only they can change)' if theirs else ''}{otherwise}"
     )
 
 

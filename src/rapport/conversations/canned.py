@@ -58,13 +58,19 @@ def update(db: Session, *, row: CannedResponse, shortcut: str, text: str) -> Can
     return row
 
 
-def delete(db: Session, *, row: CannedResponse, admin: bool) -> None:
-    """Delete a canned response; refused while an automation rule sends it (the rules named
-    to an ``admin``, who can change them)."""
+def delete(db: Session, *, row: CannedResponse, admin: bool, user_id: str) -> None:
+    """Delete a canned response; refused while an automation rule or a macro sends it (the
+    rules named to an ``admin``, who can change them; a colleague's own macro only counted
+    to anyone else)."""
     from rapport.automation import service as automation  # automation sends canned replies
 
     automation.refuse_if_named(
-        db, workspace_id=row.workspace_id, what="canned response", row_id=row.id, admin=admin
+        db,
+        workspace_id=row.workspace_id,
+        what="canned response",
+        row_id=row.id,
+        admin=admin,
+        user_id=user_id,
     )
     db.delete(row)
     db.flush()

@@ -701,7 +701,7 @@ def update_canned(canned_id: str, body: CannedIn, principal: CurrentAgent, db: D
 @canned_router.delete("/{canned_id}", status_code=204)
 def delete_canned(canned_id: str, principal: CurrentAgent, db: Db) -> Response:
     row = canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id)
-    canned.delete(db, row=row, admin=principal.has(Role.admin))
+    canned.delete(db, row=row, admin=principal.has(Role.admin), user_id=principal.user_id)
     return Response(status_code=204)
 
 

@@ -105,6 +105,10 @@ def update(
     ``updated_at`` as the editor read it; changed since (an author and an admin editing it
     at once), the change is refused, not made over the other's."""
     _may_change(note, user_id=user_id, role=role)
+    if read_at is not None:
+        # Read again, held (PostgreSQL's FOR UPDATE; SQLite's writer holds the database):
+        # a save committing meanwhile is seen here, not written over after the check.
+        db.refresh(note, with_for_update=True)
     if read_at is not None and note.updated_at != read_at:
         raise Conflict(
             "the note was changed since you opened it: read the new text, then save yours "

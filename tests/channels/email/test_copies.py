@@ -199,6 +199,8 @@ def test_a_refused_customer_fails_the_reply_and_a_refused_copy_is_said(
     # Some recipients refused, not all: smtplib says so only in what it returns, and the
     # reply passed for sent though the customer never got it.
     outbox[0].refused = {"dana@example.org"}
+    # Even for a moment only: tried again, it would mail the copies again, and again.
+    outbox[0].refused_with = "450 4.2.0 mailbox busy"
     send(smtp_port, customer_mail("Hello?"))
     [conv] = conversations(client, world, mail_inbox)
     ours = reply(client, world, conv["id"], cc=["fox@example.org"])

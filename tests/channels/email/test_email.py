@@ -37,12 +37,13 @@ class Outbox:
         self.messages: list[bytes] = []
         self.recipients: list[list[str]] = []  # each mail's envelope: RCPT TO, in order
         self.refused: set[str] = set()  # recipients it refuses (RCPT TO), taking the others
+        self.refused_with = "550 5.1.1 no such user"
         # Answers to give before "250 OK", one per mail: each mail is kept whatever it is told.
         self.answers: list[str] = []
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]  # noqa: N802
         if address.lower() in self.refused:
-            return "550 5.1.1 no such user"
+            return self.refused_with
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -416,8 +416,9 @@ class EmailChannel:
             said = "recipient refused: " + to
             if len(refused) <= len(cc) + len(bcc):
                 said += " (the copies were sent)"
-            # A 4xx is the server's "not now": tried again, as any temporary failure is.
-            raise base.DeliveryError(said, permanent=refused[to][0] >= 500)
+            # Failed for good even on a 4xx: the copies were taken, and a retry would mail
+            # them again (the agent's "Send again" does it knowingly).
+            raise base.DeliveryError(said, permanent=True)
         if refused:  # only copies: the customer has it; which did not is kept and shown
             return base.SendResult(
                 external_id=message_id, meta={"to": "email", "refused_copies": sorted(refused)}
