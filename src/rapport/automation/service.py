@@ -564,9 +564,10 @@ def naming_label(db: Session, *, workspace_id: str, name: str) -> list[str]:
         for rule in rules(db, workspace_id=workspace_id)
         if _with_labels(rule, strike) != (rule.conditions, rule.actions)
     ]
-    return said + _macros_naming(
+    macros, _ = _macros_naming(
         db, workspace_id, lambda actions: _with_label_actions(actions, strike) != actions
     )
+    return said + macros
 
 
 def _macros_naming(
@@ -575,12 +576,13 @@ def _macros_naming(
     names: Callable[[list[dict[str, Any]]], bool],
     *,
     reader: str | None = None,
-) -> list[str]:
+) -> tuple[list[str], bool]:
     """The workspace's macros whose actions ``names``, said for an admin: "macro 'X'", or
     a member's own with its owner's name ("Ann's own macro 'X'": only they can change it).
     Said to a ``reader`` who is no admin, another member's own macro, which they cannot
-    see, is only counted ("a colleague's own macro")."""
-    said, hidden = [], 0
+    see, is only counted ("a colleague's own macro"). And whether any is another member's
+    own (the reader's, or anyone's for an admin), which only its owner can change."""
+    said, hidden, theirs = [], 0, False
     for macro, owner in db.execute(
         select(Macro, User)
         .outerjoin(User, User.id == Macro.created_by)
@@ -590,6 +592,7 @@ def _macros_naming(
         if not names(macro.actions):
             continue
         personal = macro.visibility == "personal"
+        theirs = theirs or (personal and macro.created_by != reader)
         if personal and reader is not None and macro.created_by != reader:
             hidden += 1
         elif personal and reader is not None:
@@ -601,7 +604,7 @@ def _macros_naming(
         said.append(
             "a colleague's own macro" if hidden == 1 else f"{hidden} colleagues' own macros"
         )
-    return said
+    return said, theirs
 
 
 def rules(db: Session, *, workspace_id: str) -> list[Rule]:
@@ -1486,7 +1489,7 @@ def refuse_if_named(
     lock_row(db, Workspace, workspace_id)
     users = rules_naming(db, workspace_id=workspace_id, what=what, row_id=row_id)
     acts = _MACRO_ACTIONS_NAMING.get(what, frozenset())
-    macros = _macros_naming(
+    macros, theirs = _macros_naming(
         db,
         workspace_id,
         lambda actions: any(
@@ -1501,7 +1504,6 @@ def refuse_if_named(
     said = [f"rule{'s' if len(users) > 1 else ''} {', '.join(map(repr, users))}"] if users else []
     many = len(users) + len(macros) > 1
     # A member's own macro only they change: an admin, or a colleague, asks them.
-    theirs = any("own macro" in m and not m.startswith("your own") for m in macros)
     raise Conflict(
         f"this {what} is used by {' and '.join([*said, *macros])}: "
         f"{'change or delete' if admin else 'change'} {'them' if many else 'it'} first"

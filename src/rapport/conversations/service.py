@@ -363,8 +363,11 @@ def _badges(meta: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if meta.get("triage"):
         out["triage"] = meta["triage"]
-    mail = meta.get("email") or {}
-    if shown := {k: mail[k] for k in ("sender_auth", "cc", "bcc", "bounced") if mail.get(k)}:
+    # (Every message stored passes here: most carry no email part to look through.)
+    mail = meta.get("email")
+    if mail and (
+        shown := {k: mail[k] for k in ("sender_auth", "cc", "bcc", "bounced") if mail.get(k)}
+    ):
         out["email"] = shown
     if refused := (meta.get("delivery") or {}).get("refused_copies"):
         out["delivery"] = {"refused_copies": refused}
