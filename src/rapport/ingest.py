@@ -40,6 +40,7 @@ from rapport.conversations import service as conversations
 from rapport.conversations.models import (
     Attachment,
     Conversation,
+    ConversationGuest,
     DeliveryStatus,
     Direction,
     Message,
@@ -98,6 +99,9 @@ class InboundMessage:
     attachments: list[InboundAttachment] = field(default_factory=list)
     # A conversation the channel knows this message belongs to (reply token, thread id).
     conversation_hint: str | None = None
+    # The channel's word that the sender, though not that conversation's customer, was
+    # addressed in it (copied on the mail they answer): they write there, as its guest.
+    copied_in_thread: bool = False
     sent_at: datetime | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     # Set by callers acting for a workspace (the API): an inbox of another one is not found.
@@ -620,6 +624,7 @@ def receive_batch(
             hinted[hint_row.id] = dict(hint_row._mapping) | {"added": 0}
         _follow_merges(conn, hinted)
     touched: dict[str, dict[str, Any]] = {}
+    guests: set[tuple[str, str, str]] = set()  # (conversation, customer, workspace)
     new_convs: dict[str, dict[str, Any]] = {}
     new_messages: list[dict[str, Any]] = []
     new_attachments: list[dict[str, Any]] = []
@@ -631,8 +636,14 @@ def receive_batch(
         ws, customer_id = ib.workspace_id, customer_of[i]
         conv = None
         hint = hinted.get(m.conversation_hint or "")
-        if hint is not None and hint["workspace_id"] == ws and hint["customer_id"] == customer_id:
-            conv = touched.get(hint["id"], hint)
+        guest = False
+        if hint is not None and hint["workspace_id"] == ws:
+            if hint["customer_id"] == customer_id:
+                conv = touched.get(hint["id"], hint)
+            elif m.copied_in_thread and not m.auto_reply:
+                # Someone the thread copied answering all: the customer's conversation.
+                conv, guest = touched.get(hint["id"], hint), True
+                guests.add((conv["id"], customer_id, ws))
         if conv is None:
             conv = latest.get((customer_id, ib.id))
             if conv is not None:
@@ -747,6 +758,7 @@ def receive_batch(
                     ]
                     if m.attachments
                     else None,
+                    sender_name=(m.sender_name or _address_of(m.handles)) if guest else None,
                 ),
             }
         )
@@ -806,6 +818,8 @@ def receive_batch(
         )
     if new_messages:
         conn.execute(insert(Message), new_messages)
+    if guests:
+        _record_guests(conn, guests, now=now)
     if new_attachments:
         conn.execute(insert(Attachment), new_attachments)
     bus_events = republished
@@ -872,6 +886,36 @@ def receive_batch(
                 first.channel,
             )
     return [o if o is not None else RuntimeError("not processed") for o in out]
+
+
+def _address_of(handles: list[Handle]) -> str:
+    return next((h.value for h in handles if h.kind == IdentityKind.email), "")
+
+
+def _record_guests(conn: Any, guests: set[tuple[str, str, str]], *, now: datetime) -> None:
+    """Each guest of a conversation recorded once (``ConversationGuest``)."""
+    there = {
+        (row.conversation_id, row.customer_id)
+        for row in conn.execute(
+            select(ConversationGuest.conversation_id, ConversationGuest.customer_id).where(
+                ConversationGuest.conversation_id.in_({c for c, _, _ in guests})
+            )
+        )
+    }
+    if fresh := sorted(g for g in guests if g[:2] not in there):
+        conn.execute(
+            insert(ConversationGuest),
+            [
+                {
+                    "id": new_id(),
+                    "workspace_id": ws,
+                    "conversation_id": conv,
+                    "customer_id": customer,
+                    "created_at": now,
+                }
+                for conv, customer, ws in fresh
+            ],
+        )
 
 
 def _moved(

@@ -134,8 +134,8 @@ def is_ours(address: str, ours: set[str]) -> bool:
 
 def reply_all(db: Session, *, conversation: Conversation) -> list[str]:
     """Whom a reply in the conversation copies unless the agent says otherwise: those the
-    thread's latest mail went to or copied (a customer's To and Cc, our reply's Cc), but
-    the customer and the workspace's own addresses."""
+    thread's latest mail came from, went to or copied (a customer's or a guest's From, To
+    and Cc, our reply's Cc), but the customer and the workspace's own addresses."""
     rows = db.execute(
         select(Message.direction, Message.meta)
         .where(
@@ -150,12 +150,13 @@ def reply_all(db: Session, *, conversation: Conversation) -> list[str]:
     direction, latest = next(mails, (None, None))
     if latest is None:
         return []
-    # A customer's mail lists whom it went to (To and Cc); our reply, whom it copied.
+    # A customer's mail lists whom it went to (To and Cc); our reply, whom it copied. One
+    # of a guest (someone copied, answering all) is from one more to copy.
     written = latest.get("to") if direction == Direction.inbound else latest.get("cc")
+    if direction == Direction.inbound and isinstance(latest.get("from"), str):
+        written = [latest["from"], *(written or [])]
     named = [a for raw in written or [] if (a := plain(str(raw))) is not None]
     theirs = _theirs(db, conversation.workspace_id, conversation.customer_id)
-    if isinstance(latest.get("from"), str):
-        theirs.add(latest["from"].lower())
     ours = _ours(db, conversation.workspace_id)
     kept = [a for a in dict.fromkeys(named) if a not in theirs and not is_ours(a, ours)]
     return kept[:MAX_COPIES]

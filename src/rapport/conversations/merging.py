@@ -21,6 +21,7 @@ from rapport.channels.models import Inbox
 from rapport.conversations import service, sla
 from rapport.conversations.models import (
     Conversation,
+    ConversationGuest,
     ConversationLabel,
     Direction,
     Message,
@@ -91,6 +92,12 @@ def merge(
         raise Invalid("the conversations belong to different customers: merge the customers first")
     moved = list(db.scalars(select(Message.id).where(Message.conversation_id == merged.id)))
     db.execute(update(Message).where(Message.id.in_(moved)).values(conversation_id=survivor.id))
+    # Those the customer's mail copied who wrote there are the survivor's guests now.
+    db.execute(
+        update(ConversationGuest)
+        .where(ConversationGuest.conversation_id == merged.id)
+        .values(conversation_id=survivor.id)
+    )
     labels = set(
         db.scalars(
             select(ConversationLabel.label).where(ConversationLabel.conversation_id == merged.id)

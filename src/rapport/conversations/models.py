@@ -172,6 +172,26 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ConversationGuest(Base):
+    """Someone other than the conversation's customer who wrote in it: one the customer's
+    mail copied, answering all (their own customer record; their messages say them as
+    sender). Found by them: what they wrote in others' conversations is theirs to export
+    and erase, and follows them into a merge. No uniqueness: a merge may bring the same
+    person here twice, which changes nothing."""
+
+    __tablename__ = "conversation_guests"
+    __table_args__ = (
+        Index("ix_conversation_guests_customer", "customer_id"),
+        Index("ix_conversation_guests_conversation", "conversation_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class MessagePart(Base):
     """One provider message of a message sent as several (a long SMS, the text and then each
     file): the provider reports on each, and the message's delivery follows them all."""

@@ -272,6 +272,34 @@ def messages(db: Session, *, conversation: Conversation, limit: int = 500) -> li
     return rows
 
 
+def guest_names(
+    db: Session, *, conversation: Conversation, messages: list[Message]
+) -> dict[str, str]:
+    """The name (or address) of each customer other than the conversation's who wrote one
+    of these messages (its guests: ``ConversationGuest``), by the id the message keeps. A
+    record merged since is named by the one its merges ended in, and one merged into the
+    conversation's own customer is no guest."""
+    others = {
+        m.sender_id
+        for m in messages
+        if m.sender_type == "customer" and m.sender_id and m.sender_id != conversation.customer_id
+    }
+    names: dict[str, str] = {}
+    for sender in others:
+        person = db.get(Customer, sender)
+        for _ in range(32):  # merges chain; as ingest, a longer chain is not followed
+            if person is None or not person.merged_into_id:
+                break
+            person = db.get(Customer, person.merged_into_id)
+        if (
+            person is not None
+            and person.workspace_id == conversation.workspace_id
+            and person.id != conversation.customer_id
+        ):
+            names[sender] = person.name or person.email or "Customer"
+    return names
+
+
 def thread(
     db: Session,
     *,
@@ -331,10 +359,14 @@ def thread(
 
 
 def message_payload(
-    m: Message, attachments: list[dict[str, object]] | None = None
+    m: Message,
+    attachments: list[dict[str, object]] | None = None,
+    *,
+    sender_name: str | None = None,
 ) -> dict[str, Any]:
     """A message as realtime events carry it; ``attachments`` when the sender knows them
-    (a client that gets none keeps what it showed)."""
+    (a client that gets none keeps what it showed); ``sender_name`` of a conversation's
+    guest (``ConversationGuest``), whom a page showing it does not know yet."""
     out: dict[str, Any] = {
         "id": m.id,
         "conversation_id": m.conversation_id,
@@ -349,6 +381,8 @@ def message_payload(
     }
     if attachments is not None:
         out["attachments"] = attachments
+    if sender_name is not None:
+        out["sender_name"] = sender_name
     if m.error:  # why it failed, for the agents' thread (a visitor's widget never gets it)
         out["error"] = m.error
     if shown := _badges(m.meta or {}):

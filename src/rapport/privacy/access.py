@@ -5,20 +5,21 @@ It covers the customer and every record merged into it, their handles, tags, con
 history, timeline events, orders, what they typed into web chat forms, the notes agents
 wrote about them, and every conversation with all its messages (private notes included,
 marked by ``kind``: they are about the person too) and the names and sizes of the files
-in them.
+in them; and what they wrote in others' conversations (as someone a customer's mail
+copied: ``guest_messages``), their own messages alone.
 """
 
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
-from rapport.conversations.models import Conversation, Message
+from rapport.conversations.models import Conversation, ConversationGuest, Message
 from rapport.conversations.schemas import AttachmentRead, ConversationRead, MessageRead
 from rapport.customers import merge, profile
 from rapport.customers.models import Customer, CustomerNote, Event, Identity
@@ -65,6 +66,13 @@ class ExportedConversation(ConversationRead):
     messages: list[MessageRead]
 
 
+class WrittenElsewhere(MessageRead):
+    """A message the person wrote in another customer's conversation (one whose mail
+    copied them): the message alone, not the conversation around it."""
+
+    channel: str
+
+
 class CustomerExport(BaseModel):
     exported_at: datetime
     customer: CustomerRead
@@ -77,6 +85,21 @@ class CustomerExport(BaseModel):
     web_chat_visitors: list[ExportedVisitor]
     notes: list[ExportedNote]
     conversations: list[ExportedConversation]
+    written_elsewhere: list[WrittenElsewhere]
+
+
+def guest_messages(workspace_id: str, person: list[str] | set[str]) -> Select[str]:
+    """The ids of the messages this person (a customer and the records merged into it)
+    wrote in others' conversations, as their guest (``ConversationGuest``)."""
+    there = select(ConversationGuest.conversation_id).where(
+        ConversationGuest.workspace_id == workspace_id,
+        ConversationGuest.customer_id.in_(person),
+    )
+    return select(Message.id).where(
+        Message.conversation_id.in_(there),
+        Message.sender_type == "customer",
+        Message.sender_id.in_(person),
+    )
 
 
 def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
@@ -102,7 +125,17 @@ def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
             .order_by(Message.created_at, Message.id)
         )
     )
-    attachments = files.of_messages(db, [m.id for m in messages])
+    own = {c.id for c in conversations}
+    elsewhere = [
+        m
+        for m in db.scalars(
+            select(Message)
+            .where(Message.id.in_(guest_messages(ws, ids)))
+            .order_by(Message.created_at, Message.id)
+        )
+        if m.conversation_id not in own
+    ]
+    attachments = files.of_messages(db, [m.id for m in [*messages, *elsewhere]])
     by_conversation: dict[str, list[MessageRead]] = {c.id: [] for c in conversations}
     for m in messages:
         read = MessageRead.model_validate(m)
@@ -139,5 +172,13 @@ def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
                 messages=by_conversation[c.id],
             )
             for c in conversations
+        ],
+        written_elsewhere=[
+            WrittenElsewhere(
+                **MessageRead.model_validate(m).model_dump(exclude={"attachments"}),
+                attachments=[AttachmentRead.model_validate(a) for a in attachments[m.id]],
+                channel=channels.get(m.inbox_id, ""),
+            )
+            for m in elsewhere
         ],
     )

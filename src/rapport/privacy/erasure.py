@@ -4,7 +4,8 @@ One transaction removes the customer and every record merged into it (kept until
 that a merge could be undone: the same person), with what hangs off them through the
 database's cascades: identities, attributes, tags, consents, timeline events and orders,
 duplicate suggestions, merge history, conversations with their messages, notes,
-attachments, uploads, labels, SLA clocks and bot rounds; the search indexes follow (their
+attachments, uploads, labels, SLA clocks and bot rounds, and the messages they wrote in
+others' conversations (copied on a customer's mail); the search indexes follow (their
 triggers on SQLite, expression indexes on PostgreSQL). Web chat visitors that spoke for
 them go too, first (their open sockets closed, in every process; a message of theirs on its
 way is refused, not made into a new customer with their handle), and so do the phrasings an
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, func, or_, select, tuple_, update
+from sqlalchemy import Row, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rapport.assistant import suggest
@@ -42,13 +43,20 @@ from rapport.bot.models import IntentExample
 from rapport.channels import service as channels
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
-from rapport.conversations.models import Attachment, Conversation, Message, MessagePart, Upload
+from rapport.conversations.models import (
+    Attachment,
+    Conversation,
+    Message,
+    MessagePart,
+    Upload,
+)
 from rapport.customers import merge
 from rapport.customers.models import Customer, Identity, IdentityKind
 from rapport.db import on_commit, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
+from rapport.privacy.access import guest_messages
 from rapport.realtime import service as realtime
 from rapport.realtime.models import StreamEvent
 from rapport.storage import REUSE_GRACE_SECONDS, LocalStorage
@@ -81,7 +89,17 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
             )
         )
     )
-    in_them = Message.conversation_id.in_(conversations)
+    # What they wrote in others' conversations (someone a customer's mail copied): those
+    # messages alone go, the conversations stay their customers'.
+    elsewhere = list(
+        db.scalars(
+            select(Message.id).where(
+                Message.id.in_(guest_messages(ws, person)),
+                Message.conversation_id.not_in(conversations),
+            )
+        )
+    )
+    in_them = or_(Message.conversation_id.in_(conversations), Message.id.in_(elsewhere))
     # Their messages' ids and the providers' ids of them, read once: counted, and named.
     theirs = db.execute(select(Message.id, Message.external_id).where(in_them)).all()
     messages = len(theirs)
@@ -128,6 +146,8 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         handles=_handles(db, ws, person),
         names=db.scalars(select(Customer.name).where(Customer.id.in_(person))),
     )
+    if elsewhere:
+        _delete_written_elsewhere(db, elsewhere)
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
     enqueue(
@@ -142,6 +162,28 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         workspace_id=ws,
     )
     return Erasure(ids, len(conversations), messages, len(keys))
+
+
+def _delete_written_elsewhere(db: Session, ids: list[str]) -> None:
+    """Their messages in others' conversations deleted (attachments and parts by cascade),
+    and those conversations' counts kept true."""
+    hosts = db.execute(
+        select(Message.conversation_id, func.count())
+        .where(Message.id.in_(ids))
+        .group_by(Message.conversation_id)
+    ).all()
+    db.execute(delete(Message).where(Message.id.in_(ids)))
+    for conv, gone in hosts:
+        db.execute(
+            update(Conversation)
+            .where(Conversation.id == conv)
+            .values(
+                messages_count=case(
+                    (Conversation.messages_count > gone, Conversation.messages_count - gone),
+                    else_=0,
+                )
+            )
+        )
 
 
 def _oldest(db: Session, *, person: set[str], conversations: list[str]) -> datetime:

@@ -363,7 +363,9 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "members": (members := workspaces.members(db, workspace_id=principal.workspace_id)),
             "teams": [t for t, _ in workspaces.teams(db, workspace_id=principal.workspace_id)],
             # Who wrote what: today's members (for messages still to come) and those who wrote.
-            "senders": {u.id: u.name or u.email for _, u in members} | _sender_names(db, msgs),
+            "senders": {u.id: u.name or u.email for _, u in members}
+            | _sender_names(db, msgs)
+            | conversations.guest_names(db, conversation=conv, messages=msgs),
             "previous": previous,
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
             # A reply by email carries copies: the composer offers whom the thread copied.

@@ -69,23 +69,42 @@ def _thread_ids(parsed: ParsedEmail) -> list[str]:
     return list(ids)[:MAX_LOOKED_UP_IDS]
 
 
-def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> str | None:
+def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> tuple[str | None, bool]:
+    """The conversation the mail answers, and whether its sender was one a mail of that
+    conversation it answers was addressed to (its To or Cc, a reply's Cc or Bcc, or who
+    wrote it): then, though not its customer, they write in it (``copied_in_thread``),
+    where answering all would otherwise start a conversation of their own."""
     refs = _thread_ids(parsed)
     if refs:
-        row = db.execute(
-            select(Message.conversation_id)
+        rows = db.execute(
+            select(Message.conversation_id, Message.meta)
             .where(Message.workspace_id == workspace_id, Message.external_id.in_(refs))
             .order_by(Message.created_at.desc())
-            .limit(1)
-        ).first()
-        if row is not None:
-            return str(row[0])
+        ).all()
+        if rows:
+            conversation = str(rows[0].conversation_id)
+            sender = (parsed.from_addr or "").lower()
+            addressed = bool(sender) and any(
+                sender in _addressed((meta or {}).get("email"))
+                for conv, meta in rows
+                if conv == conversation
+            )
+            return conversation, addressed
     for address in parsed.to:
         m = _TOKEN_ADDR.search(address)
         if m:
-            return m.group(1).lower()
+            return m.group(1).lower(), False
     m = _TOKEN_SUBJECT.search(parsed.subject)
-    return m.group(1).lower() if m else None
+    return (m.group(1).lower() if m else None), False
+
+
+def _addressed(mail: Any) -> set[str]:
+    """Whom a stored mail went to, copied or came from (as kept in ``meta.email``)."""
+    if not isinstance(mail, dict):
+        return set()
+    named = [*(mail.get("to") or []), *(mail.get("cc") or []), *(mail.get("bcc") or [])]
+    named.append(mail.get("from") or "")
+    return {str(a).lower() for a in named if a}
 
 
 def _taken_by_another(db: Session, inbox_id: str, external_id: str, sender: str | None) -> bool:
@@ -182,6 +201,7 @@ def prepare_email(
         # A mailer that reuses its Message-IDs, or a forgery: not a redelivery of that mail.
         external_id = by_content
         meta["email"]["problems"] = [*parsed.problems, "Message-ID: another sender's mail had it"]
+    hint, copied = _thread_hint(db, workspace_id=inbox.workspace_id, parsed=parsed)
     msg = InboundMessage(
         inbox_id=inbox.id,
         external_id=external_id,
@@ -191,7 +211,8 @@ def prepare_email(
         sender_name=parsed.from_name,
         subject=parsed.subject,
         attachments=attachments,
-        conversation_hint=_thread_hint(db, workspace_id=inbox.workspace_id, parsed=parsed),
+        conversation_hint=hint,
+        copied_in_thread=copied,
         sent_at=parsed.date,
         meta=meta,
         auto_reply=parsed.auto_reply,

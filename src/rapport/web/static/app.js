@@ -712,9 +712,11 @@ function setupDraftMarks() {
 // Who wrote a message, as the server-rendered thread says it (message.html).
 function senderName(m) {
   const page = document.getElementById("conversation");
+  const senders = JSON.parse(page?.dataset.senders || "{}");
   let who = "Rapport";
-  if (m.sender_type === "user") who = JSON.parse(page?.dataset.senders || "{}")[m.sender_id] || "Agent";
-  else if (m.sender_type === "customer") who = page?.dataset.customerName || "Customer";
+  if (m.sender_type === "user") who = senders[m.sender_id] || "Agent";
+  // Another than the conversation's customer: someone their mail copied (a guest).
+  else if (m.sender_type === "customer") who = m.sender_name || senders[m.sender_id] || page?.dataset.customerName || "Customer";
   else if (m.sender_type === "bot") who = "Bot";
   return m.kind === "note" ? `${who} · private note` : who;
 }
