@@ -40,12 +40,21 @@ def test_the_demo_holds_conversations_from_several_channels_once(
                 Inbox.channel == "email",
                 Message.direction == Direction.inbound,
             )
+            .order_by(Message.created_at, Message.id)
+            .limit(1)
         )
         assert mail is not None and mail.meta["email"]["subject"] == "Invoice for order #1077"
         # Copying her accountant, whom a reply offers to copy too.
         conv = db.get(Conversation, mail.conversation_id)
         assert conv is not None
         assert copies.reply_all(db, conversation=conv) == ["amministrazione@example.it"]
+        # Who answered all, in her conversation as himself.
+        marco = db.scalars(
+            select(Message).where(
+                Message.conversation_id == conv.id, Message.sender_id != conv.customer_id
+            )
+        ).one()
+        assert marco.text.startswith("Good morning") and marco.sender_type == "customer"
         assert db.scalar(select(Attachment.filename).where(Attachment.message_id == mail.id)) == (
             "original.eml"
         )

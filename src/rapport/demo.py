@@ -234,6 +234,21 @@ _EMAIL = (
     "Hello,\r\n\r\ncould you send me an invoice with my company's VAT number for order "
     "#1077? It is IT01234567890.\r\n\r\nThank you,\r\nSofia\r\n"
 )
+# Her accountant answers all: in her conversation, as himself (a guest of it).
+_EMAIL_ALL = (
+    "From: Marco Conti <amministrazione@example.it>\r\n"
+    "To: Demo Support <support@demo.rapport.test>\r\n"
+    "Cc: Sofia Rossi <sofia.rossi@example.it>\r\n"
+    "Subject: Re: Invoice for order #1077\r\n"
+    "Message-ID: <demo-invoice-1077-re@example.it>\r\n"
+    "In-Reply-To: <demo-invoice-1077@example.it>\r\n"
+    "References: <demo-invoice-1077@example.it>\r\n"
+    "Date: Mon, 30 Nov 2026 09:40:00 +0100\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "\r\n"
+    "Good morning,\r\n\r\nplease make it out to Rossi Design S.r.l., Via Roma 1, "
+    "Milano.\r\n\r\nMarco Conti\r\n"
+)
 
 
 def _other_channels(
@@ -283,6 +298,7 @@ def _other_channels(
         )
         visitor.customer_id = result.customer.id
     mailed = ingest_email(db, _EMAIL.encode(), inbox_id=mail.id, settings=settings)
+    ingest_email(db, _EMAIL_ALL.encode(), inbox_id=mail.id, settings=settings)
     conversations.assign(
         db,
         conversation=mailed.ingest.conversation,

@@ -113,6 +113,12 @@ class ConversationDetail(ConversationRead):
         "latest mail went to or copied, but the customer and the workspace's own addresses "
         "(empty when a reply goes through another channel)",
     )
+    guests: dict[str, str] = Field(
+        default_factory=dict,
+        description="the names of those other than the conversation's customer who wrote "
+        "in it (copied on a mail of its thread, answering all), by the ``sender_id`` their "
+        "messages keep; each is a customer of their own",
+    )
 
 
 class ReplyCopies(BaseModel):

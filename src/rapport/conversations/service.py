@@ -20,6 +20,7 @@ from rapport.conversations import copies, files, labels, routing, sla
 from rapport.conversations.models import (
     Attachment,
     Conversation,
+    ConversationGuest,
     ConversationLabel,
     ConversationSla,
     DeliveryStatus,
@@ -526,6 +527,27 @@ def of_customer(
     if besides is not None:
         stmt = stmt.where(Conversation.id != besides)
     return list(db.scalars(stmt.order_by(Conversation.last_activity_at.desc()).limit(limit)))
+
+
+def guest_in(db: Session, *, customer: Customer, limit: int) -> list[Conversation]:
+    """Others' conversations the customer wrote in (copied on their mail:
+    ``ConversationGuest``), latest activity first."""
+    there = select(ConversationGuest.conversation_id).where(
+        ConversationGuest.workspace_id == customer.workspace_id,
+        ConversationGuest.customer_id == customer.id,
+    )
+    return list(
+        db.scalars(
+            select(Conversation)
+            .where(
+                Conversation.workspace_id == customer.workspace_id,
+                Conversation.id.in_(there),
+                Conversation.customer_id != customer.id,
+            )
+            .order_by(Conversation.last_activity_at.desc())
+            .limit(limit)
+        )
+    )
 
 
 def _last_inbound(db: Session, *, conversation: Conversation) -> LastInbound | None:

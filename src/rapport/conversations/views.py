@@ -373,6 +373,7 @@ def _detail(db: Db, conv: Conversation) -> ConversationDetail:
         labels=service.labels_of(db, [conv.id])[conv.id],
         messages=_with_files(db, msgs),
         reply_cc=service.reply_copies(db, conversation=conv) or [],
+        guests=service.guest_names(db, conversation=conv, messages=msgs),
     )
 
 

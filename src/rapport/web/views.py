@@ -523,6 +523,7 @@ async def customer_page(request: Request, customer_id: str) -> Response:
         if customer.merged_into_id is not None:  # one person: the page is the survivor's
             return RedirectResponse(f"/app/customers/{customer.merged_into_id}", status_code=303)
         rows = conversations.of_customer(db, customer=customer, limit=100)
+        guest_in = conversations.guest_in(db, customer=customer, limit=100)
         # The records merged into this one and not given back: each can be undone here.
         done = [
             m
@@ -543,7 +544,7 @@ async def customer_page(request: Request, customer_id: str) -> Response:
         every_inbox = inboxes.list_inboxes(db, workspace_id=ws)
         ctx = {
             **_customer_context(db, customer),
-            **rows_context(db, workspace_id=ws, rows=rows, of=every_inbox),
+            **rows_context(db, workspace_id=ws, rows=[*rows, *guest_in], of=every_inbox),
         }
         # "New conversation" (agents and up): each enabled inbox, with why a conversation
         # cannot be started through it (None: it can), by the API's own rule.
@@ -573,6 +574,7 @@ async def customer_page(request: Request, customer_id: str) -> Response:
         merged_in=merged_in,
         conversation=None,
         conversations=rows,
+        guest_in=guest_in,
         filters={},
         can_act=False,
         consent_channel="",

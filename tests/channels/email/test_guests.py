@@ -76,6 +76,7 @@ def test_one_copied_answering_all_writes_in_the_customers_conversation(
         "/api/v1/customers", params={"q": "walter@example.org"}, headers=auth(world.bob)
     ).json()["items"]
     assert [c["id"] for c in found] == [walter]
+    assert thread["guests"] == {walter: "Walter Skinner"}
     # The reply copies him (he wrote last), never Dana, to whom it goes.
     assert thread["reply_cc"] == ["walter@example.org"]
     with database.session(write=False) as db:
@@ -113,6 +114,10 @@ def test_one_copied_answering_all_writes_in_the_customers_conversation(
     page = client.get(f"/app/conversations/{conv['id']}").text
     assert page.count(">Walter Skinner</span>") == 2
     assert page.count(">Dana Scully</span>") == 1
+    # His own page lists her conversation among those he was copied on.
+    his = client.get(f"/app/customers/{walter}").text
+    listed = his[his.index('id="customer-guest-in"') :]
+    assert f'href="/app/conversations/{conv["id"]}"' in listed and "Dana Scully" in listed
     with database.session(write=False) as db:
         guests = db.scalars(
             select(ConversationGuest.customer_id).where(
@@ -228,9 +233,9 @@ def test_a_merge_undone_gives_the_guest_back_what_they_wrote(
         mail_from("walter@example.org", "Seen.", answering=[str(first["Message-ID"])]),
     )
     walter = detail(client, world, conv["id"])["messages"][-1]["sender_id"]
-    other = client.post(
-        "/api/v1/customers", json={"name": "Walt"}, headers=auth(world.bob)
-    ).json()["id"]
+    other = client.post("/api/v1/customers", json={"name": "Walt"}, headers=auth(world.bob)).json()[
+        "id"
+    ]
     merged = client.post(
         f"/api/v1/customers/{other}/merge", json={"merged_id": walter}, headers=auth(world.bob)
     ).json()
