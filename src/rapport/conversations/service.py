@@ -276,29 +276,15 @@ def messages(db: Session, *, conversation: Conversation, limit: int = 500) -> li
 def guest_names(
     db: Session, *, conversation: Conversation, messages: list[Message]
 ) -> dict[str, str]:
-    """The name (or address) of each customer other than the conversation's who wrote one
-    of these messages (its guests: ``ConversationGuest``), by the id the message keeps. A
-    record merged since is named by the one its merges ended in, and one merged into the
-    conversation's own customer is no guest."""
-    others = {
-        m.sender_id
-        for m in messages
-        if m.sender_type == "customer" and m.sender_id and m.sender_id != conversation.customer_id
-    }
-    names: dict[str, str] = {}
-    for sender in others:
-        person = db.get(Customer, sender)
-        for _ in range(32):  # merges chain; as ingest, a longer chain is not followed
-            if person is None or not person.merged_into_id:
-                break
-            person = db.get(Customer, person.merged_into_id)
-        if (
-            person is not None
-            and person.workspace_id == conversation.workspace_id
-            and person.id != conversation.customer_id
-        ):
-            names[sender] = person.name or person.email or "Customer"
-    return names
+    """The name of each customer other than the conversation's who wrote one of these
+    messages (its guests: ``ConversationGuest``), by the id the message keeps
+    (``customers.others_named``)."""
+    return customers.others_named(
+        db,
+        workspace_id=conversation.workspace_id,
+        besides=conversation.customer_id,
+        sender_ids={m.sender_id for m in messages if m.sender_type == "customer" and m.sender_id},
+    )
 
 
 def thread(

@@ -25,7 +25,7 @@ from rapport.customers.models import (
     Event,
     Identity,
 )
-from rapport.customers.service import attributes_changed, settle_handles
+from rapport.customers.service import attributes_changed, person_ids, root_of, settle_handles
 from rapport.db import utcnow
 from rapport.events.models import Order
 from rapport.privacy.service import Actor, audit
@@ -419,21 +419,5 @@ def merges_of(db: Session, *, workspace_id: str, customer_id: str) -> list[Custo
 def person(db: Session, *, customer: Customer) -> tuple[Customer, list[str]]:
     """One person: the record this customer's merges ended in, and the ids of it and of
     every record merged into it (kept so that a merge can be undone), that one first."""
-    ws = customer.workspace_id
-    root = customer
-    while root.merged_into_id:
-        parent = db.get(Customer, root.merged_into_id)
-        if parent is None or parent.workspace_id != ws:
-            break
-        root = parent
-    ids = [root.id]
-    frontier = [root.id]
-    while frontier:
-        merged = db.scalars(
-            select(Customer.id)
-            .where(Customer.workspace_id == ws, Customer.merged_into_id.in_(frontier))
-            .order_by(Customer.created_at, Customer.id)
-        )
-        frontier = [c for c in merged if c not in ids]
-        ids += frontier
-    return root, ids
+    root = root_of(db, customer)
+    return root, person_ids(db, root)

@@ -28,7 +28,7 @@ from rapport import money, pagination
 from rapport import search as search_index
 from rapport.automation import service as automation
 from rapport.channels.models import Inbox
-from rapport.conversations.models import Conversation, Message, MessageKind
+from rapport.conversations.models import Conversation, ConversationGuest, Message, MessageKind
 from rapport.customers import identity as ident
 from rapport.customers import profile
 from rapport.customers.models import (
@@ -559,6 +559,58 @@ def add_event(db: Session, *, customer: Customer, data: EventCreate) -> Event:
     return row
 
 
+# Merges can chain (A into B, then B into C); a longer chain than this is not followed.
+MERGE_HOPS = 32
+
+
+def root_of(db: Session, customer: Customer) -> Customer:
+    """The record this customer's merges ended in (itself if never merged)."""
+    root = customer
+    for _ in range(MERGE_HOPS):
+        if not root.merged_into_id:
+            break
+        parent = db.get(Customer, root.merged_into_id)
+        if parent is None or parent.workspace_id != customer.workspace_id:
+            break
+        root = parent
+    return root
+
+
+def person_ids(db: Session, root: Customer) -> list[str]:
+    """The ids of this record and of every record merged into it (kept so that a merge
+    can be undone: the same person), this one first."""
+    ids = [root.id]
+    frontier = [root.id]
+    while frontier:
+        merged = db.scalars(
+            select(Customer.id)
+            .where(
+                Customer.workspace_id == root.workspace_id, Customer.merged_into_id.in_(frontier)
+            )
+            .order_by(Customer.created_at, Customer.id)
+        )
+        frontier = [c for c in merged if c not in ids]
+        ids += frontier
+    return ids
+
+
+def others_named(
+    db: Session, *, workspace_id: str, besides: str, sender_ids: set[str]
+) -> dict[str, str]:
+    """The name (or address) of each customer among ``sender_ids`` who is not the person
+    ``besides`` (a record merged into them is them), by the id given: a message keeps the
+    record that wrote it, merged since or not, and is named by the one its merges ended in."""
+    names: dict[str, str] = {}
+    for sender in sender_ids - {besides}:
+        found = db.get(Customer, sender)
+        if found is None or found.workspace_id != workspace_id:
+            continue
+        root = root_of(db, found)
+        if root.id != besides:
+            names[sender] = root.name or root.email or root.phone or "Customer"
+    return names
+
+
 def timeline(
     db: Session,
     *,
@@ -573,7 +625,9 @@ def timeline(
 
     Messages are what passed between the customer and us (theirs, our replies, the bot's):
     a private note or an activity line (assigned, resolved) is the team's, not theirs, and
-    read in their history it passed for an email to them."""
+    read in their history it passed for an email to them. One that another wrote in their
+    conversation (someone their mail copied) says who (``data.by``); what they wrote in
+    others' conversations is theirs too."""
     limit = pagination.clamp(limit)
     after = pagination.decode(cursor)
     parts: list[Any] = []
@@ -590,9 +644,35 @@ def timeline(
                 Message.kind.in_([MessageKind.message, MessageKind.bot]),
             )
         )
-        if channel:
-            msg = msg.join(Inbox, Inbox.id == Message.inbox_id).where(Inbox.channel == channel)
-        parts.append(msg)
+        # What they wrote in others' conversations (copied on their mail): theirs too.
+        guest_of = select(ConversationGuest.conversation_id).where(
+            ConversationGuest.workspace_id == customer.workspace_id,
+            ConversationGuest.customer_id == customer.id,
+        )
+        written = None
+        if db.scalar(guest_of.limit(1)) is not None:
+            written = (
+                select(
+                    literal("message").label("kind"),
+                    Message.id.label("id"),
+                    Message.created_at.label("at"),
+                )
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(
+                    Conversation.id.in_(guest_of),
+                    Conversation.customer_id != customer.id,
+                    Message.sender_type == "customer",
+                    Message.sender_id.in_(person_ids(db, customer)),
+                    Message.kind == MessageKind.message,
+                )
+            )
+        for part in (msg, written):
+            if part is not None and channel:
+                part = part.join(Inbox, Inbox.id == Message.inbox_id).where(
+                    Inbox.channel == channel
+                )
+            if part is not None:
+                parts.append(part)
     if (not kinds or "event" in kinds) and not channel:
         parts.append(
             select(
@@ -647,10 +727,22 @@ def timeline(
     merges = {
         m.id: m for m in db.scalars(select(CustomerMerge).where(CustomerMerge.id.in_(merge_ids)))
     }
+    # Who else wrote in their conversations (someone their mail copied), by name.
+    others = others_named(
+        db,
+        workspace_id=customer.workspace_id,
+        besides=root_of(db, customer).id,
+        sender_ids={
+            m.sender_id for m, _ in messages.values() if m.sender_type == "customer" and m.sender_id
+        },
+    )
     entries: list[TimelineEntry] = []
     for r in page:
         if r.kind == "message":
             m, ch = messages[r.id]
+            data = {"direction": m.direction.value, "kind": m.kind.value}
+            if m.sender_id in others and m.sender_type == "customer":
+                data["by"] = others[m.sender_id]
             entries.append(
                 TimelineEntry(
                     kind="message",
@@ -660,7 +752,7 @@ def timeline(
                     conversation_id=m.conversation_id,
                     type=f"message.{m.direction.value}",
                     summary=m.text[:200] or "(files only)",
-                    data={"direction": m.direction.value, "kind": m.kind.value},
+                    data=data,
                 )
             )
         elif r.kind == "order":

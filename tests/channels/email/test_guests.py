@@ -114,6 +114,25 @@ def test_one_copied_answering_all_writes_in_the_customers_conversation(
     page = client.get(f"/app/conversations/{conv['id']}").text
     assert page.count(">Walter Skinner</span>") == 2
     assert page.count(">Dana Scully</span>") == 1
+    # Her history says who wrote what; his holds what he wrote in her conversation.
+    def history(customer: str) -> list[tuple[str, str | None]]:
+        r = client.get(f"/api/v1/customers/{customer}/timeline", headers=auth(world.bob))
+        assert r.status_code == 200, r.text
+        return [
+            (e["summary"], e["data"].get("by"))
+            for e in r.json()["items"]
+            if e["kind"] == "message" and e["data"]["direction"] == "in"
+        ]
+
+    assert history(dana) == [
+        ("Confirmed, thank you.", "Walter Skinner"),
+        ("I approved that invoice myself.", "Walter Skinner"),
+        ("Our invoice is wrong.", None),
+    ]
+    assert history(walter) == [
+        ("Confirmed, thank you.", None),
+        ("I approved that invoice myself.", None),
+    ]
     # His own page lists her conversation among those he was copied on.
     his = client.get(f"/app/customers/{walter}").text
     listed = his[his.index('id="customer-guest-in"') :]
