@@ -359,3 +359,99 @@ def test_a_macro_an_agent_runs_copies_as_her_reply_would_and_says_how_a_reply_go
     assert r.status_code == 200, r.text
     Worker(database, settings).run_until_idle()
     assert outbox[0].recipients == [["dana@example.org", "fox@example.org"]]
+
+
+def plain_bounce(message_id: str, *, qmail: bool, failed_to: str) -> bytes:
+    """A bounce that is no delivery report, as qmail writes one (its copy of our mail
+    inline) or as Exim does by default (``X-Failed-Recipients``, the copy quoted)."""
+    if qmail:
+        return (
+            "From: MAILER-DAEMON@mx.example.net\r\nTo: support@acme.test\r\n"
+            "Subject: failure notice\r\n\r\n"
+            "Hi. This is the qmail-send program at mx.example.net.\r\n"
+            "I'm afraid I wasn't able to deliver your message to the following addresses.\r\n"
+            "This is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n"
+            f"<{failed_to}>:\r\nSorry, no mailbox here by that name. (#5.1.1)\r\n\r\n"
+            "--- Below this line is a copy of the message.\r\n\r\n"
+            f"Message-ID: {message_id}\r\nTo: dana@example.org\r\n\r\nOur answer.\r\n"
+        ).encode()
+    return (
+        "From: Mail Delivery System <Mailer-Daemon@mx.example.net>\r\n"
+        "To: support@acme.test\r\n"
+        f"X-Failed-Recipients: {failed_to}\r\n"
+        "Subject: Mail delivery failed: returning message to sender\r\n\r\n"
+        "This message was created automatically by mail delivery software.\r\n\r\n"
+        "A message that you sent could not be delivered to one or more of its\r\n"
+        f"recipients. This is a permanent error.\r\n\r\n  {failed_to}\r\n"
+        "    SMTP error from remote mail server after RCPT TO: 550 unknown user\r\n\r\n"
+        "------ This is a copy of the message, including all the headers. ------\r\n\r\n"
+        f"Message-ID: {message_id}\r\nTo: dana@example.org\r\n\r\nOur answer.\r\n"
+    ).encode()
+
+
+def test_a_plain_bounce_is_read_as_a_report_is_and_a_copy_named_with_the_customer_is_kept(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    send(smtp_port, customer_mail("Hello?"))
+    [conv] = conversations(client, world, mail_inbox)
+
+    def sent_reply(**body: object) -> tuple[str, str]:
+        ours = reply(client, world, conv["id"], **body)
+        Worker(database, settings).run_until_idle()
+        [m] = [m for m in detail(client, world, conv["id"])["messages"] if m["id"] == ours["id"]]
+        return m["id"], m["external_id"]
+
+    def now(message: str) -> dict:  # type: ignore[type-arg]
+        [m] = [m for m in detail(client, world, conv["id"])["messages"] if m["id"] == message]
+        return m  # type: ignore[no-any-return]
+
+    # qmail's bounce of a copy: the reply stays sent, the copy known as bounced (a plain
+    # bounce marked nothing at all).
+    first, first_id = sent_reply(cc=["gone@example.net"])
+    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+        s.sendmail(
+            "",
+            ["support@acme.test"],
+            plain_bounce(first_id, qmail=True, failed_to="gone@example.net"),
+        )
+    assert now(first)["status"] == "sent"
+    assert now(first)["meta"]["email"]["bounced"] == ["gone@example.net"]
+    # Exim's of the customer's: the reply failed.
+    second, second_id = sent_reply()
+    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+        s.sendmail(
+            "",
+            ["support@acme.test"],
+            plain_bounce(second_id, qmail=False, failed_to="dana@example.org"),
+        )
+    assert now(second)["status"] == "failed"
+    # A report naming the customer and a copy fails the reply and keeps the copy's bounce.
+    third, third_id = sent_reply(cc=["walter@example.org"])
+    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+        s.sendmail(
+            "",
+            ["support@acme.test"],
+            delivery_report(
+                third_id, failed("dana@example.org") + "\r\n" + failed("walter@example.org")
+            ),
+        )
+    assert now(third)["status"] == "failed"
+    assert now(third)["meta"]["email"]["bounced"] == ["walter@example.org"]
+    # Read alone: what each names.
+    read = parse(plain_bounce("<x@acme.test>", qmail=True, failed_to="A@Example.net"))
+    assert (read.bounce_of, read.bounced_to, read.auto_reply) == (
+        ["<x@acme.test>"],
+        ["a@example.net"],
+        True,
+    )
+    # A person quoting our headers is no bounce.
+    quoting = parse(
+        b"From: dana@example.org\r\nTo: support@acme.test\r\nSubject: fwd\r\n\r\n"
+        b"Message-ID: <x@acme.test>\r\n<fox@example.org>:\r\n"
+    )
+    assert (quoting.bounce_of, quoting.bounced_to) == ([], [])

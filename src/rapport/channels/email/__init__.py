@@ -249,10 +249,10 @@ def store_email(
         ):
             kept = (ours.meta or {}).get("email") or {}
             copied = {*(kept.get("cc") or []), *(kept.get("bcc") or [])}
-            if failed and failed <= copied:
-                gone = sorted(failed | set(kept.get("bounced") or []))
+            if failed & copied:  # copies it names are known as bounced, whatever else
+                gone = sorted((failed & copied) | set(kept.get("bounced") or []))
                 ours.meta = {**ours.meta, "email": {**kept, "bounced": gone}}
-            else:
+            if not failed or not failed <= copied:
                 ours.status = DeliveryStatus.failed
                 ours.error = "bounced: the receiving server refused it"
     return EmailResult(receive(db, msg, settings=settings, storage=storage), parsed)

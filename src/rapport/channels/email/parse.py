@@ -272,6 +272,11 @@ def _parse(raw: bytes) -> ParsedEmail:
             )
         )
     text = "\n\n".join(t for t in texts if t.strip())
+    if not is_report and _plain_bounce(msg, problems, from_addr):
+        # A bounce of the older kind (qmail; Exim unless told to report): plain text
+        # quoting what came back, no report to read.
+        bounce_of, bounced_to = _plain_bounce_of(msg, text, problems)
+        report_read = bool(bounced_to)
     html = "\n".join(htmls) if htmls else None
     if not text.strip() and html:
         text = html_to_text(html)
@@ -295,7 +300,7 @@ def _parse(raw: bytes) -> ParsedEmail:
         attachments=attachments,
         refused=refused,
         auto_reply=_is_auto(msg, problems, from_addr) or is_report,
-        bounce_of=bounce_of if is_report else [],
+        bounce_of=bounce_of,
         bounced_to=bounced_to,
         report_read=report_read,
         problems=problems,
@@ -333,6 +338,45 @@ def _failed_recipients(part: Message) -> tuple[bool, list[str]]:
     except Exception:  # a malformed report: as if it named no one
         return False, []
     return read, found
+
+
+# qmail names each failed recipient on a line of its own: "<someone@example.org>:".
+_QMAIL_RECIPIENT = re.compile(r"^<([^<>\s]+@[^<>\s]+)>:\s*$", re.MULTILINE)
+_QUOTED_MESSAGE_ID = re.compile(
+    r"^\s*>?\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def _plain_bounce(msg: Message, problems: list[str], from_addr: str | None) -> bool:
+    """A mail server's bounce that is not a delivery report: from its mailer-daemon or
+    postmaster, or with Exim's ``X-Failed-Recipients``."""
+    local = (from_addr or "").split("@")[0].lower()
+    return local in ("mailer-daemon", "postmaster") or bool(
+        _header(msg, "X-Failed-Recipients", problems)
+    )
+
+
+def _plain_bounce_of(msg: Message, text: str, problems: list[str]) -> tuple[list[str], list[str]]:
+    """The Message-IDs a plain bounce returns (in a returned message's headers, attached
+    or quoted in its text; only ours will count) and the recipients it names as failed
+    (Exim's ``X-Failed-Recipients``, qmail's "<address>:" lines); none named: it counts
+    for the whole message."""
+    ids: list[str] = []
+    for part in msg.walk():
+        if part.get_content_type() == "message/rfc822" and part.is_multipart():
+            inner = part.get_payload(0)
+            if isinstance(inner, Message):
+                ids += _ids(_header(inner, "Message-ID", problems))
+        elif part.get_content_type() in ("text/rfc822-headers", "message/rfc822-headers"):
+            ids += [m.group(1) for m in _QUOTED_MESSAGE_ID.finditer(_content(part))]
+    ids += [m.group(1) for m in _QUOTED_MESSAGE_ID.finditer(text)]
+    failed = [
+        a.lower()
+        for _, a in getaddresses([_header(msg, "X-Failed-Recipients", problems)])
+        if "@" in a
+    ]
+    failed += [m.group(1).lower() for m in _QMAIL_RECIPIENT.finditer(text)]
+    return list(dict.fromkeys(ids)), list(dict.fromkeys(failed))
 
 
 def _all(msg: Message, name: str) -> list[str]:
