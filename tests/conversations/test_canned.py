@@ -31,6 +31,31 @@ def test_a_canned_response_greets_the_customer_by_first_name(
     assert text == {"text": "Hi Grace, Bob here."}
 
 
+def test_a_canned_response_is_filled_in_for_a_customer_before_their_conversation(
+    client: TestClient, world: World
+) -> None:
+    cid = world.acme.opened.customer.id
+    client.patch(f"/api/v1/customers/{cid}", json={"name": "Grace Hopper"}, headers=auth(world.bob))
+    made = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "hi", "text": "Hi {{ customer.first_name }}{{ conversation.subject }},"},
+        headers=auth(world.bob),
+    ).json()
+    path = f"/api/v1/canned-responses/{made['id']}/for-customer/{cid}"
+    assert client.get(path, headers=auth(world.bob)).json() == {"text": "Hi Grace,"}
+    # Another workspace's customer, or canned response, is not found; a viewer writes none.
+    other = world.globex.opened.customer.id
+    assert (
+        client.get(
+            f"/api/v1/canned-responses/{made['id']}/for-customer/{other}", headers=auth(world.bob)
+        ).status_code
+        == 404
+    )
+    r = client.get(path, headers=auth(world.globex.tokens["mallory"]))
+    assert r.status_code == 404
+    assert client.get(path, headers=auth(world.acme.tokens["victor"])).status_code == 403
+
+
 def test_a_template_cannot_reach_outside_its_sandbox(client: TestClient, world: World) -> None:
     escape = "{{ customer.__class__.__mro__[1].__subclasses__() }}"
     made = client.post(

@@ -98,7 +98,22 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     # Copies, written as people write them; the Bcc is named in no header.
     form.locator("input[name=cc]").fill("Fox Mulder <Fox@example.org>; walter@example.org")
     form.locator("input[name=bcc]").fill("crm@acme.test")
-    form.locator("textarea[name=text]").fill("Your refund went out today.")
+    # A canned response by "/shortcut", filled in for her before the conversation exists.
+    client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "refund", "text": "Hi {{ customer.first_name }}, your refund"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    text = form.locator("textarea[name=text]")
+    text.fill("")
+    text.type("/ref")
+    expect(page.locator("#canned-menu li")).to_have_text(
+        ["/refund — Hi {{ customer.first_name }}, your refund"]
+    )
+    text.press("Enter")
+    expect(text).to_have_value("Hi Dana, your refund")
+    expect(page.locator("#canned-menu")).to_be_hidden()
+    text.fill("Your refund went out today.")
     # Given to a colleague and left waiting for the customer (it was always the caller's,
     # and open).
     assignee = form.locator("select[name=assignee_id]")

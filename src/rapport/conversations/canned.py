@@ -82,9 +82,18 @@ def get(db: Session, *, workspace_id: str, canned_id: str) -> CannedResponse:
     )
 
 
-def context(db: Session, *, conversation: Conversation, agent_id: str | None) -> dict[str, Any]:
-    """What a canned response may refer to: the customer, the agent and the conversation."""
-    customer = db.get(Customer, conversation.customer_id)
+def context(
+    db: Session,
+    *,
+    conversation: Conversation | None,
+    agent_id: str | None,
+    customer: Customer | None = None,
+) -> dict[str, Any]:
+    """What a canned response may refer to: the customer, the agent and the conversation
+    (the ``customer`` alone for a first message, before its conversation exists: its
+    ``conversation`` is then empty)."""
+    if conversation is not None:
+        customer = db.get(Customer, conversation.customer_id)
     agent = db.get(User, agent_id) if agent_id else None
     name = (customer.name if customer else "") or ""
     return {
@@ -96,12 +105,23 @@ def context(db: Session, *, conversation: Conversation, agent_id: str | None) ->
             "attributes": dict(customer.attributes) if customer else {},
         },
         "agent": {"name": agent.name if agent else "", "email": agent.email if agent else ""},
-        "conversation": {"id": conversation.id, "subject": conversation.subject},
+        "conversation": {
+            "id": conversation.id if conversation else "",
+            "subject": conversation.subject if conversation else "",
+        },
     }
 
 
 def render(
-    db: Session, *, canned: CannedResponse, conversation: Conversation, agent_id: str | None
+    db: Session,
+    *,
+    canned: CannedResponse,
+    conversation: Conversation | None,
+    agent_id: str | None,
+    customer: Customer | None = None,
 ) -> str:
-    """The canned response's text for this conversation."""
-    return templating.render(canned.text, context(db, conversation=conversation, agent_id=agent_id))
+    """The canned response's text for this conversation (or this customer's first message)."""
+    return templating.render(
+        canned.text,
+        context(db, conversation=conversation, agent_id=agent_id, customer=customer),
+    )

@@ -682,6 +682,21 @@ def list_canned(principal: CurrentMember, db: Db, prefix: str = "") -> list[Cann
     return [CannedRead.model_validate(r) for r in rows]
 
 
+@canned_router.get("/{canned_id}/for-customer/{customer_id}", response_model=RenderedOut)
+def render_canned_for_customer(
+    canned_id: str, customer_id: str, principal: CurrentAgent, db: Db
+) -> RenderedOut:
+    """A canned response filled in for a customer and the calling agent, for the first
+    message of a conversation not started yet (its ``conversation`` is empty)."""
+    customer = customers.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    row = canned.get(db, workspace_id=principal.workspace_id, canned_id=canned_id)
+    return RenderedOut(
+        text=canned.render(
+            db, canned=row, conversation=None, agent_id=principal.user_id, customer=customer
+        )
+    )
+
+
 @canned_router.post("", response_model=CannedRead, status_code=201)
 def create_canned(body: CannedIn, principal: CurrentAgent, db: Db) -> CannedRead:
     row = canned.create(

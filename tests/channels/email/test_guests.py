@@ -114,6 +114,7 @@ def test_one_copied_answering_all_writes_in_the_customers_conversation(
     page = client.get(f"/app/conversations/{conv['id']}").text
     assert page.count(">Walter Skinner</span>") == 2
     assert page.count(">Dana Scully</span>") == 1
+
     # Her history says who wrote what; his holds what he wrote in her conversation.
     def history(customer: str) -> list[tuple[str, str | None]]:
         r = client.get(f"/api/v1/customers/{customer}/timeline", headers=auth(world.bob))

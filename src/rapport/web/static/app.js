@@ -1,6 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-import { addressList, api, background, conflictLines, formatSize, mergeConflicts, sendFile, senderBadges, showError, takenFrom, triageBadges, upload } from "./http.js";
+import { addressList, api, background, conflictLines, formatSize, mergeConflicts, sendFile, senderBadges, setupCanned, showError, takenFrom, triageBadges, upload } from "./http.js";
 
 // --- times, on the reader's clock ----------------------------------------------------------
 // The server writes each time in UTC, the moment itself in the element's datetime; every
@@ -935,7 +935,7 @@ function setupConversation() {
       if (said.length) showError(said.join(" "));
     } catch (e) { showError(e.message); }
   };
-  setupCanned(textarea, id);
+  setupCanned(textarea, document.getElementById("canned-menu"), (item) => `/api/v1/conversations/${id}/canned/${item.id}`);
   let lastTyping = 0;
   textarea.addEventListener("input", () => {
     // The customer's widget (and colleagues) see "typing…"; at most one ping every 3 s.
@@ -1300,54 +1300,6 @@ function setupNotificationsPage() {
   connectStream((event) => {
     setupNotifications(event);
     if (mineNotifications(event)) redraw().catch(() => null);
-  });
-}
-
-// --- canned responses: type /shortcut in the composer -------------------------------------
-function setupCanned(textarea, conversationId) {
-  const menu = document.getElementById("canned-menu");
-  if (!menu) return;
-  let items = [];
-  let active = 0;
-  const token = () => {
-    const upto = textarea.value.slice(0, textarea.selectionStart);
-    const m = upto.match(/(^|\s)\/([\w-]*)$/);
-    return m ? { prefix: m[2], start: upto.length - m[2].length - 1 } : null;
-  };
-  const close = () => { menu.hidden = true; items = []; };
-  const choose = async (item) => {
-    const t = token();
-    close();
-    if (!t) return;
-    const out = await api("GET", `/api/v1/conversations/${conversationId}/canned/${item.id}`);
-    const end = textarea.selectionStart;
-    textarea.value = textarea.value.slice(0, t.start) + out.text + textarea.value.slice(end);
-    textarea.focus();
-  };
-  const render = () => {
-    menu.replaceChildren(...items.map((item, i) => {
-      const li = document.createElement("li");
-      li.setAttribute("role", "option");
-      li.className = i === active ? "active" : "";
-      li.textContent = `/${item.shortcut} — ${item.text.slice(0, 60)}`;
-      li.addEventListener("mousedown", (ev) => { ev.preventDefault(); choose(item); });
-      return li;
-    }));
-    menu.hidden = items.length === 0;
-  };
-  textarea.addEventListener("input", async () => {
-    const t = token();
-    if (!t) { close(); return; }
-    items = await api("GET", `/api/v1/canned-responses?prefix=${encodeURIComponent(t.prefix)}`).catch(() => []);
-    active = 0;
-    render();
-  });
-  textarea.addEventListener("keydown", (ev) => {
-    if (menu.hidden) return;
-    if (ev.key === "ArrowDown") { ev.preventDefault(); active = (active + 1) % items.length; render(); }
-    else if (ev.key === "ArrowUp") { ev.preventDefault(); active = (active + items.length - 1) % items.length; render(); }
-    else if (ev.key === "Enter" || ev.key === "Tab") { ev.preventDefault(); ev.stopImmediatePropagation(); choose(items[active]); }
-    else if (ev.key === "Escape") { ev.preventDefault(); close(); } // the menu first, then the field
   });
 }
 

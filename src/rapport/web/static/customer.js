@@ -1,9 +1,9 @@
-// The customer's own page: an agent writes to the customer first, through one of the
-// inboxes the page offers (those that can reach them, by the API's own rule), gives it to
+// The customer's own page: an agent writes to the customer first (canned responses by
+// "/shortcut", as in a reply), through one of the inboxes the page offers (those that can reach them, by the API's own rule), gives it to
 // themself, a colleague or nobody, leaves it open, pending or resolved, and lands on the
 // new conversation. A refusal (the inbox disabled meanwhile, say) is said above the page.
 
-import { addressList, api, showError } from "./http.js";
+import { addressList, api, setupCanned, showError } from "./http.js";
 
 const form = document.getElementById("new-conversation-form");
 if (form) {
@@ -22,6 +22,10 @@ if (form) {
   };
   inbox.addEventListener("change", follow);
   follow();
+  // "/shortcut" offers canned responses, filled in for this customer (first, so that Enter
+  // in its menu chooses one rather than anything else).
+  setupCanned(form.elements.text, document.getElementById("canned-menu"),
+    (item) => `/api/v1/canned-responses/${encodeURIComponent(item.id)}/for-customer/${encodeURIComponent(form.dataset.customer)}`);
   form.elements.text.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
       ev.preventDefault();

@@ -192,3 +192,52 @@ export function takenFrom(root, conflicts, group = "conflict") {
     .filter((c, i) => root.querySelector(`input[name="${group}-${i}"]:checked`)?.value === "merged")
     .map((c) => c.field);
 }
+
+// --- canned responses: type /shortcut in a message's textarea -----------------------------
+// ``rendered(item)``: the API path that fills the chosen one in (for a conversation, or for
+// a customer before their conversation exists).
+export function setupCanned(textarea, menu, rendered) {
+  if (!menu || !textarea) return;
+  let items = [];
+  let active = 0;
+  const token = () => {
+    const upto = textarea.value.slice(0, textarea.selectionStart);
+    const m = upto.match(/(^|\s)\/([\w-]*)$/);
+    return m ? { prefix: m[2], start: upto.length - m[2].length - 1 } : null;
+  };
+  const close = () => { menu.hidden = true; items = []; };
+  const choose = async (item) => {
+    const t = token();
+    close();
+    if (!t) return;
+    const out = await api("GET", rendered(item));
+    const end = textarea.selectionStart;
+    textarea.value = textarea.value.slice(0, t.start) + out.text + textarea.value.slice(end);
+    textarea.focus();
+  };
+  const render = () => {
+    menu.replaceChildren(...items.map((item, i) => {
+      const li = document.createElement("li");
+      li.setAttribute("role", "option");
+      li.className = i === active ? "active" : "";
+      li.textContent = `/${item.shortcut} — ${item.text.slice(0, 60)}`;
+      li.addEventListener("mousedown", (ev) => { ev.preventDefault(); choose(item); });
+      return li;
+    }));
+    menu.hidden = items.length === 0;
+  };
+  textarea.addEventListener("input", async () => {
+    const t = token();
+    if (!t) { close(); return; }
+    items = await api("GET", `/api/v1/canned-responses?prefix=${encodeURIComponent(t.prefix)}`).catch(() => []);
+    active = 0;
+    render();
+  });
+  textarea.addEventListener("keydown", (ev) => {
+    if (menu.hidden) return;
+    if (ev.key === "ArrowDown") { ev.preventDefault(); active = (active + 1) % items.length; render(); }
+    else if (ev.key === "ArrowUp") { ev.preventDefault(); active = (active + items.length - 1) % items.length; render(); }
+    else if (ev.key === "Enter" || ev.key === "Tab") { ev.preventDefault(); ev.stopImmediatePropagation(); choose(items[active]); }
+    else if (ev.key === "Escape") { ev.preventDefault(); close(); } // the menu first, then the field
+  });
+}
