@@ -65,6 +65,9 @@ FILES: dict[tuple[str, str], dict[str, tuple[str, bytes, str]]] = {
     ("POST", "/api/v1/conversations/{conversation_id}/uploads"): {
         "file": ("invoice.pdf", b"%PDF-1.4 hello", "application/pdf")
     },
+    ("POST", "/api/v1/customers/{customer_id}/uploads"): {
+        "file": ("invoice.pdf", b"%PDF-1.4 hello", "application/pdf")
+    },
 }
 
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from rapport.config import Settings
-from rapport.conversations.models import Conversation, Message
+from rapport.conversations.models import Conversation, Message, Upload
 from rapport.db import Database
 from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
@@ -225,12 +225,12 @@ def test_the_api_channel_reaches_any_customer_and_the_answer_says_who_has_it(
     assert r.json()["assignee_id"] == alice and r.json()["status"] == "pending"
     said = [m["text"] for m in r.json()["messages"] if m["kind"] == "activity"]
     assert said == ["Assigned to Alice by Bob", "Marked pending by Bob"]
-    # A viewer is never given one, and files cannot go with the first message.
+    # A viewer is never given one; an upload that is not this customer's is not found.
     victor = world.acme.users["victor"].id
     r = start(client, world.bob, customer_id=kim, inbox_id=inbox, text="Hi", assignee_id=victor)
     assert r.status_code == 422
     r = start(client, world.bob, customer_id=kim, inbox_id=inbox, text="Hi", attachment_ids=["x"])
-    assert r.status_code == 422 and "upload them to it" in r.text
+    assert r.status_code == 404 and "upload" in r.text
 
 
 def test_a_disabled_inbox_or_a_customer_who_opted_out_is_refused(
@@ -356,3 +356,60 @@ def test_a_conversation_is_started_in_the_inbox_s_team_another_or_none(
     assert r.status_code == 404 and r.json()["detail"].startswith("team")
     after = client.get("/api/v1/conversations", headers=auth(world.bob)).json()["items"]
     assert len(after) == len(before)
+
+
+def test_files_uploaded_for_a_customer_go_with_the_first_message_and_nowhere_else(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,  # noqa: F811
+    outbox: tuple[Outbox, int],  # noqa: F811
+) -> None:
+    dana = customer(client, world.bob, name="Dana Scully", email="dana@example.org")
+    kim = customer(client, world.bob, name="Kim", email="kim@example.com")
+
+    def upload(customer_id: str, name: str, data: bytes, token: str = world.bob) -> Any:
+        return client.post(
+            f"/api/v1/customers/{customer_id}/uploads",
+            files={"file": (name, data, "application/octet-stream")},
+            headers=auth(token),
+        )
+
+    invoice = upload(dana, "invoice.pdf", b"%PDF-1.4 the invoice")
+    assert invoice.status_code == 201, invoice.text
+    assert invoice.json()["content_type"] == "application/pdf"  # read from its bytes
+    kims = upload(kim, "kim.txt", b"for Kim").json()
+    # A viewer uploads nothing; another workspace's member finds no such customer.
+    assert upload(dana, "x.txt", b"x", world.acme.tokens["victor"]).status_code == 403
+    assert upload(dana, "x.txt", b"x", world.globex.tokens["mallory"]).status_code == 404
+    assert upload(dana, "empty.txt", b"").status_code == 422
+
+    body = {
+        "customer_id": dana,
+        "inbox_id": mail_inbox,
+        "subject": "Your invoice",
+        "text": "Attached, as promised.",
+    }
+    # Kim's file cannot go to Dana: refused, nothing stored.
+    before = stored(database)
+    r = start(client, world.bob, **body, attachment_ids=[invoice.json()["id"], kims["id"]])
+    assert r.status_code == 404 and "upload" in r.text
+    assert stored(database) == before
+    r = start(client, world.bob, **body, attachment_ids=[invoice.json()["id"]])
+    assert r.status_code == 201, r.text
+    [first] = [m for m in r.json()["messages"] if m["kind"] == "message"]
+    assert [a["filename"] for a in first["attachments"]] == ["invoice.pdf"]
+    # Sent once: the same upload cannot go again, nor into a reply.
+    again = start(client, world.bob, **body, attachment_ids=[invoice.json()["id"]])
+    assert again.status_code == 404
+    Worker(database, settings).run_until_idle()
+    [sent] = [message_from_bytes(raw, policy=policy.default) for raw in outbox[0].messages]
+    [part] = list(sent.iter_attachments())
+    assert part.get_filename() == "invoice.pdf"
+    assert part.get_content() == b"%PDF-1.4 the invoice"
+
+    # Erasing Kim takes the file uploaded for her and never sent.
+    assert client.delete(f"/api/v1/customers/{kim}", headers=auth(world.alice)).status_code == 204
+    with database.session(write=False) as db:
+        assert db.scalar(select(func.count()).select_from(Upload)) == 0

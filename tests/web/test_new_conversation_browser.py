@@ -114,6 +114,20 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     expect(text).to_have_value("Hi Dana, your refund")
     expect(page.locator("#canned-menu")).to_be_hidden()
     text.fill("Your refund went out today.")
+    # Files, as in a reply: each a chip once uploaded (for her: no conversation yet); one
+    # taken off again is not sent.
+    attach = form.locator("#attach-input")
+    attach.set_input_files(
+        [
+            {"name": "receipt.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 r"},
+            {"name": "wrong.txt", "mimeType": "text/plain", "buffer": b"not this one"},
+        ]
+    )
+    chips = form.locator("#attached li")
+    expect(chips).to_have_count(2)
+    expect(form.locator("#attached li.uploading")).to_have_count(0)
+    form.get_by_role("button", name="Remove wrong.txt").click()
+    expect(chips).to_have_text(["receipt.pdf×"])
     # Given to a colleague and left waiting for the customer (it was always the caller's,
     # and open).
     assignee = form.locator("select[name=assignee_id]")
@@ -131,6 +145,9 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     expect(page.locator("#messages li.dir-out.kind-message .body")).to_have_text(
         "Your refund went out today."
     )
+    expect(page.locator("#messages li.dir-out.kind-message .files a")).to_have_text(
+        ["receipt.pdf"]
+    )
     started = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
     assert started["customer_id"] == customer and started["inbox_id"] == mail_inbox
     assert started["assignee_id"] == world.acme.users["alice"].id
@@ -143,6 +160,7 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     assert outbox[0].messages, "the mail never arrived"
     mail = outbox[0].messages[0].decode()
     assert f"Subject: Your refund [#{conv}]" in mail
+    assert 'filename="receipt.pdf"' in mail and "wrong.txt" not in mail
     assert "Cc: fox@example.org, walter@example.org" in mail and "crm@acme.test" not in mail
     assert outbox[0].recipients == [
         ["dana@example.org", "fox@example.org", "walter@example.org", "crm@acme.test"]

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from rapport.conversations.models import Attachment, Conversation, Message, Upload
 from rapport.crypto import hmac_sha256_hex, same
+from rapport.customers.models import Customer
 from rapport.db import Database, utcnow
 from rapport.problems import Invalid, NotFound
 from rapport.storage import LocalStorage
@@ -128,16 +129,21 @@ def store(data: bytes, storage: LocalStorage) -> StoredFile:
 def upload(
     db: Session,
     *,
-    conversation: Conversation,
+    conversation: Conversation | None = None,
+    customer: Customer | None = None,
     user_id: str | None,
     filename: str | None,
     stored: StoredFile,
 ) -> Upload:
-    """Record a stored file an agent means to send in this conversation; the upload."""
+    """Record a stored file an agent means to send in this conversation, or in the first
+    message of one they start with this ``customer``; the upload."""
+    owner = conversation or customer
+    assert owner is not None, "an upload is for a conversation or a customer"
     name = clean_filename(filename)
     row = Upload(
-        workspace_id=conversation.workspace_id,
-        conversation_id=conversation.id,
+        workspace_id=owner.workspace_id,
+        conversation_id=conversation.id if conversation else None,
+        customer_id=None if conversation else owner.id,
         user_id=user_id,
         filename=name,
         content_type=sniff(stored.data, name),
@@ -150,21 +156,33 @@ def upload(
     return row
 
 
-def take(db: Session, *, conversation: Conversation, upload_ids: list[str]) -> list[Upload]:
-    """The uploads of this conversation with these ids, in the order given; a 404 problem
-    if any is not (another conversation's, another workspace's, or already sent)."""
+def take(
+    db: Session,
+    *,
+    conversation: Conversation | None = None,
+    customer: Customer | None = None,
+    upload_ids: list[str],
+) -> list[Upload]:
+    """The uploads of this conversation (or, for a first message, those made for this
+    ``customer``) with these ids, in the order given; a 404 problem if any is not (another
+    conversation's or customer's, another workspace's, or already sent)."""
     wanted = list(dict.fromkeys(upload_ids))
     if len(wanted) > MAX_FILES_PER_MESSAGE:
         raise Invalid(f"at most {MAX_FILES_PER_MESSAGE} files can go in one message")
     if not wanted:
         return []
+    owner = conversation or customer
+    assert owner is not None, "uploads are a conversation's or a customer's"
+    mine = (
+        Upload.conversation_id == conversation.id
+        if conversation is not None
+        else (Upload.customer_id == owner.id) & Upload.conversation_id.is_(None)
+    )
     rows = {
         u.id: u
         for u in db.scalars(
             select(Upload).where(
-                Upload.workspace_id == conversation.workspace_id,
-                Upload.conversation_id == conversation.id,
-                Upload.id.in_(wanted),
+                Upload.workspace_id == owner.workspace_id, mine, Upload.id.in_(wanted)
             )
         )
     }

@@ -237,16 +237,21 @@ class Attachment(StoredFile, Base):
 
 
 class Upload(StoredFile, Base):
-    """A file an agent uploaded for a reply or note not sent yet. Sending it moves it to an
-    ``Attachment`` of the message; uploads never used are pruned after a day."""
+    """A file an agent uploaded for a reply or note not sent yet, in a conversation, or for
+    the first message of one they start with a customer (``customer_id``, no conversation
+    yet). Sending it moves it to an ``Attachment`` of the message; uploads never used are
+    pruned after a day."""
 
     __tablename__ = "uploads"
     __table_args__ = (Index("ix_uploads_ws_created", "workspace_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    conversation_id: Mapped[str] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True, default=None
+    )
+    customer_id: Mapped[str | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True, default=None
     )
     user_id: Mapped[str | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), default=None

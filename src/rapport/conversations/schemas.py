@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rapport.automation.schemas import SkippedAction
 from rapport.conversations.copies import MAX_COPIES
@@ -72,12 +72,15 @@ class NoteRead(MessageRead):
 
 
 class UploadRead(BaseModel):
-    """A file uploaded for a reply or note: name its ``id`` in ``attachment_ids``."""
+    """A file uploaded for a reply or note, or for the first message of a conversation
+    not started yet (``customer_id``; no ``conversation_id``): name its ``id`` in
+    ``attachment_ids``."""
 
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    conversation_id: str
+    conversation_id: str | None
+    customer_id: str | None = None
     filename: str
     content_type: str
     size: int
@@ -205,20 +208,11 @@ class ConversationStart(BaseModel):
     cc: list[str] | None = _copies("addresses the mail copies, in its Cc header")
     bcc: list[str] | None = _copies("addresses the mail also goes to, named in no header")
     attachment_ids: list[str] = Field(
-        default_factory=list, max_length=0, description="not taken: see the error it gives"
+        default_factory=list,
+        max_length=10,
+        description="ids of uploads made for this customer (`POST "
+        "/api/v1/customers/{id}/uploads`), sent with the first message, in this order",
     )
-
-    @field_validator("attachment_ids", mode="before")
-    @classmethod
-    def _no_files_yet(cls, value: object) -> object:
-        if value:
-            # An upload belongs to a conversation (``uploads.conversation_id``), and this one
-            # does not exist until the message is sent.
-            raise ValueError(
-                "files cannot go with a conversation's first message: start it, then upload "
-                "them to it (POST /api/v1/conversations/{id}/uploads) and send them in a reply"
-            )
-        return value
 
 
 class NoteIn(BaseModel):

@@ -870,6 +870,7 @@ def start(
     status: Status = Status.open,
     cc: list[str] | None = None,
     bcc: list[str] | None = None,
+    attachment_ids: list[str] | None = None,
 ) -> tuple[Conversation, Message]:
     """Write to a customer first: a conversation through ``inbox`` in team ``team_id``
     (the caller passes the inbox's when none is chosen; None: no team), given to
@@ -877,7 +878,8 @@ def start(
     message, queued as a reply is (``reply``: the message and its ``deliver`` job), all in
     the caller's transaction. Refused, with nothing stored, for ``start_refusal``'s
     reasons. ``status``: pending (the customer has the next move) or resolved (a one-off
-    notice) once the message is queued."""
+    notice) once the message is queued. ``attachment_ids``: uploads made for this customer
+    (``files.upload`` with no conversation yet), sent with the message."""
     if status not in START_STATUSES:
         raise Invalid(f"a conversation is started {', '.join(START_STATUSES)}, not {status}")
     if refused := start_refusal(db, customer=customer, inbox=inbox):
@@ -888,6 +890,7 @@ def start(
     copies.for_message(
         db, cc or [], bcc or [], customer_id=customer.id, inbox=inbox, kind=MessageKind.message
     )
+    uploads = files.take(db, customer=customer, upload_ids=attachment_ids or [])
     if team_id is not None and team_id != inbox.team_id:
         ws = customer.workspace_id
         if db.scalar(select(Team.id).where(Team.workspace_id == ws, Team.id == team_id)) is None:
@@ -907,6 +910,8 @@ def start(
     )
     db.add(conv)
     db.flush()
+    for up in uploads:  # the conversation's now, as if uploaded there
+        up.conversation_id, up.customer_id = conv.id, None
     emit(
         db,
         workspace_id=conv.workspace_id,
@@ -935,6 +940,7 @@ def start(
         via_inbox_id=inbox.id,
         cc=cc,
         bcc=bcc,
+        attachment_ids=[u.id for u in uploads],
     )
     if status != Status.open:
         set_status(db, conversation=conv, status=status, actor_id=author_id)

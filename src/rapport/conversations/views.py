@@ -330,6 +330,7 @@ def start(
         status=Status(body.status),
         cc=body.cc,
         bcc=body.bcc,
+        attachment_ids=body.attachment_ids,
     )
     audit(
         db,

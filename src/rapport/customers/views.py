@@ -5,12 +5,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db
 from rapport.auth.service import Principal, names_of
 from rapport.auth.views import actor_of
+from rapport.conversations import files
+from rapport.conversations.schemas import UploadRead
 from rapport.customers import duplicates, importer, merge, notes, profile, service
 from rapport.customers.models import Customer
 from rapport.customers.schemas import (
@@ -49,6 +51,7 @@ from rapport.events import service as events
 from rapport.privacy import access, erasure
 from rapport.privacy.service import audit
 from rapport.problems import Invalid
+from rapport.storage import LocalStorage
 from rapport.workspaces.models import Workspace
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
@@ -202,6 +205,32 @@ def erase_customer(customer_id: str, principal: CurrentAdmin, request: Request, 
         },
     )
     return Response(status_code=204)
+
+
+@router.post(
+    "/{customer_id}/uploads",
+    response_model=UploadRead,
+    status_code=201,
+    responses={
+        404: {"description": "No such customer in your workspace"},
+        422: {"description": "No file, an empty file, or one over 10 MB"},
+    },
+)
+def upload_for_first_message(
+    customer_id: str, file: UploadFile, principal: CurrentAgent, request: Request, db: Db
+) -> UploadRead:
+    """Upload a file (multipart field ``file``, up to 10 MB) to send in the first message
+    of a conversation started with this customer: name the returned ``id`` in `POST
+    /api/v1/conversations`'s ``attachment_ids``. As a reply's uploads: its type read from
+    its bytes or name, dropped if not sent within a day."""
+    data = file.file.read(files.MAX_UPLOAD_BYTES + 1)
+    # Written before the write transaction begins (see the conversations' uploads).
+    stored = files.store(data, LocalStorage(request.app.state.settings.attachments_dir))
+    customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
+    row = files.upload(
+        db, customer=customer, user_id=principal.user_id, filename=file.filename, stored=stored
+    )
+    return UploadRead.model_validate(row)
 
 
 @router.post("/{customer_id}/identities", response_model=IdentityRead, status_code=201)

@@ -111,7 +111,15 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         )
     )
     keys.update(
-        db.scalars(select(Upload.storage_key).where(Upload.conversation_id.in_(conversations)))
+        db.scalars(
+            select(Upload.storage_key).where(
+                or_(
+                    Upload.conversation_id.in_(conversations),
+                    # Files an agent uploaded for a first message to them, not sent yet.
+                    Upload.customer_id.in_(person),
+                )
+            )
+        )
     )
 
     # Bot phrasings taken from their messages keep no foreign key to them: gone by hand.

@@ -1,6 +1,6 @@
 // Rapport agent UI: progressive enhancement of the server-rendered pages. No framework.
 
-import { addressList, api, background, conflictLines, formatSize, mergeConflicts, sendFile, senderBadges, setupCanned, showError, takenFrom, triageBadges, upload } from "./http.js";
+import { addressList, api, background, conflictLines, formatSize, mergeConflicts, sendFile, senderBadges, setupAttachments, setupCanned, showError, takenFrom, triageBadges, upload } from "./http.js";
 
 // --- times, on the reader's clock ----------------------------------------------------------
 // The server writes each time in UTC, the moment itself in the element's datetime; every
@@ -808,48 +808,6 @@ function fileList(m) {
   return ul;
 }
 
-const MAX_FILE_BYTES = 10 * 1024 * 1024;
-
-// Files the agent attaches: each uploads at once and shows as a removable chip; the reply
-// (or note) names the uploads it sends.
-function setupAttachments(conversationId) {
-  const input = document.getElementById("attach-input");
-  const chips = document.getElementById("attached");
-  let items = [];
-  const drop = (item) => { item.li.remove(); items = items.filter((i) => i !== item); };
-  const addFile = (file) => {
-    if (file.size > MAX_FILE_BYTES) { showError(`${file.name} is over 10 MB: it cannot be sent.`); return; }
-    const li = document.createElement("li");
-    li.className = "uploading";
-    const name = document.createElement("span");
-    name.textContent = file.name;
-    const remove = document.createElement("button");
-    remove.type = "button";
-    remove.textContent = "×";
-    remove.setAttribute("aria-label", `Remove ${file.name}`);
-    li.append(name, remove);
-    chips.append(li);
-    const item = { li, id: null };
-    item.ready = upload(`/api/v1/conversations/${conversationId}/uploads`, file)
-      .then((up) => { item.id = up.id; li.dataset.upload = up.id; li.classList.remove("uploading"); })
-      .catch((e) => { showError(`${file.name}: ${e.message}`); drop(item); });
-    remove.addEventListener("click", () => drop(item));
-    items.push(item);
-  };
-  input.addEventListener("change", () => {
-    [...input.files].forEach(addFile);
-    input.value = "";
-  });
-  return {
-    // The ids of the uploads still attached, once every upload in flight has finished.
-    ids: async () => {
-      await Promise.all(items.map((i) => i.ready));
-      return items.filter((i) => i.id).map((i) => i.id);
-    },
-    clear: () => { items = []; chips.replaceChildren(); },
-  };
-}
-
 function setupConversation() {
   const root = document.getElementById("conversation");
   if (!root) return;
@@ -890,7 +848,7 @@ function setupConversation() {
       showError(e.message);
     }
   });
-  const attachments = setupAttachments(id);
+  const attachments = setupAttachments(document.getElementById("attach-input"), document.getElementById("attached"), `/api/v1/conversations/${id}/uploads`);
   // A reply by email takes copies: the Cc offered is whom the thread's latest mail copied,
   // followed as the customer writes (unless the agent changed it), and the fields are
   // there while a reply goes by email (the customer may write through another channel).

@@ -1,9 +1,9 @@
 // The customer's own page: an agent writes to the customer first (canned responses by
-// "/shortcut", as in a reply), through one of the inboxes the page offers (those that can reach them, by the API's own rule), gives it to
+// "/shortcut" and files, as in a reply), through one of the inboxes the page offers (those that can reach them, by the API's own rule), gives it to
 // themself, a colleague or nobody, leaves it open, pending or resolved, and lands on the
 // new conversation. A refusal (the inbox disabled meanwhile, say) is said above the page.
 
-import { addressList, api, setupCanned, showError } from "./http.js";
+import { addressList, api, setupAttachments, setupCanned, showError } from "./http.js";
 
 const form = document.getElementById("new-conversation-form");
 if (form) {
@@ -32,6 +32,9 @@ if (form) {
       form.requestSubmit();
     }
   });
+  // Files for the first message: uploaded for the customer now, sent with it.
+  const files = setupAttachments(document.getElementById("attach-input"), document.getElementById("attached"),
+    `/api/v1/customers/${encodeURIComponent(form.dataset.customer)}/uploads`);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const button = form.querySelector("button[type=submit]");
@@ -52,6 +55,7 @@ if (form) {
     }
     button.disabled = true; // one click, one conversation
     try {
+      body.attachment_ids = await files.ids(); // those still uploading are waited for
       const started = await api("POST", "/api/v1/conversations", body);
       location.assign(`/app/conversations/${encodeURIComponent(started.id)}`);
     } catch (e) {

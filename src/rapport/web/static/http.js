@@ -241,3 +241,43 @@ export function setupCanned(textarea, menu, rendered) {
     else if (ev.key === "Escape") { ev.preventDefault(); close(); } // the menu first, then the field
   });
 }
+
+const MAX_FILE_BYTES = 10 * 1024 * 1024;
+
+// Files the agent attaches (``input``): each uploads at once (to ``path``) and shows as a
+// removable chip in ``chips``; the message names the uploads it sends.
+export function setupAttachments(input, chips, path) {
+  let items = [];
+  const drop = (item) => { item.li.remove(); items = items.filter((i) => i !== item); };
+  const addFile = (file) => {
+    if (file.size > MAX_FILE_BYTES) { showError(`${file.name} is over 10 MB: it cannot be sent.`); return; }
+    const li = document.createElement("li");
+    li.className = "uploading";
+    const name = document.createElement("span");
+    name.textContent = file.name;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", `Remove ${file.name}`);
+    li.append(name, remove);
+    chips.append(li);
+    const item = { li, id: null };
+    item.ready = upload(path, file)
+      .then((up) => { item.id = up.id; li.dataset.upload = up.id; li.classList.remove("uploading"); })
+      .catch((e) => { showError(`${file.name}: ${e.message}`); drop(item); });
+    remove.addEventListener("click", () => drop(item));
+    items.push(item);
+  };
+  input.addEventListener("change", () => {
+    [...input.files].forEach(addFile);
+    input.value = "";
+  });
+  return {
+    // The ids of the uploads still attached, once every upload in flight has finished.
+    ids: async () => {
+      await Promise.all(items.map((i) => i.ready));
+      return items.filter((i) => i.id).map((i) => i.id);
+    },
+    clear: () => { items = []; chips.replaceChildren(); },
+  };
+}
