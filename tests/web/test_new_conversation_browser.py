@@ -145,9 +145,7 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     expect(page.locator("#messages li.dir-out.kind-message .body")).to_have_text(
         "Your refund went out today."
     )
-    expect(page.locator("#messages li.dir-out.kind-message .files a")).to_have_text(
-        ["receipt.pdf"]
-    )
+    expect(page.locator("#messages li.dir-out.kind-message .files a")).to_have_text(["receipt.pdf"])
     started = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
     assert started["customer_id"] == customer and started["inbox_id"] == mail_inbox
     assert started["assignee_id"] == world.acme.users["alice"].id

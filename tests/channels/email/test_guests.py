@@ -266,3 +266,37 @@ def test_a_merge_undone_gives_the_guest_back_what_they_wrote(
     assert [m["text"] for m in detail(client, world, conv["id"])["messages"]][-1] == "Seen."
     exported = client.get(f"/api/v1/customers/{walter}/export", headers=auth(world.alice))
     assert [m["text"] for m in exported.json()["written_elsewhere"]] == ["Seen."]
+
+
+def test_her_own_other_address_answering_her_thread_is_put_to_duplicate_review(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    first = customer_mail("Where is my parcel?")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    dana = customer_of(client, world, conv["id"])
+    # Her mail forwarded to her work address and answered from there: never addressed by
+    # the thread, so a conversation of its own; signed with her full name, so the two
+    # records are offered to an agent as one person.
+    send(
+        smtp_port,
+        mail_from(
+            "Dana  SCULLY <dana.scully@fbi.example>",
+            "Any news?",
+            answering=[str(first["Message-ID"])],
+        ),
+    )
+    # A colleague she forwarded it to is no such evidence.
+    send(
+        smtp_port,
+        mail_from("Fox Mulder <fox@example.org>", "Chasing.", answering=[str(first["Message-ID"])]),
+    )
+    assert len(conversations(client, world, mail_inbox)) == 3
+    [suggestion] = client.get("/api/v1/merge-suggestions", headers=auth(world.bob)).json()
+    found = client.get(
+        "/api/v1/customers", params={"q": "dana.scully@fbi.example"}, headers=auth(world.bob)
+    ).json()["items"]
+    work = found[0]["id"]
+    pair = {suggestion["left_id"], suggestion["right_id"]}
+    assert pair == {dana, work}
+    assert suggestion["probability"] == 0.9 and "same full name" in suggestion["reason"]

@@ -24,8 +24,9 @@ from rapport.channels.email.replies import visible_reply
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, DeliveryStatus, Direction, Message
+from rapport.customers import duplicates
 from rapport.customers.identity import InvalidHandle, handle
-from rapport.customers.models import ConsentChannel, IdentityKind
+from rapport.customers.models import ConsentChannel, Customer, IdentityKind
 from rapport.ingest import (
     InboundAttachment,
     InboundMessage,
@@ -46,6 +47,8 @@ MAX_TEXT = 200_000
 MAX_LOOKED_UP_IDS = 50
 # Addresses of a mail's To and Cc kept with it: a list mailing copies thousands.
 MAX_ADDRESSES = 100
+# A stranger's answer in a customer's thread, signed with the customer's own full name.
+SAME_NAME_IN_THREAD_PROBABILITY = 0.9
 
 
 @dataclass
@@ -255,7 +258,40 @@ def store_email(
             if not failed or not failed <= copied:
                 ours.status = DeliveryStatus.failed
                 ours.error = "bounced: the receiving server refused it"
-    return EmailResult(receive(db, msg, settings=settings, storage=storage), parsed)
+    result = EmailResult(receive(db, msg, settings=settings, storage=storage), parsed)
+    _same_name_elsewhere(db, msg, result)
+    return result
+
+
+def _same_name_elsewhere(db: Session, msg: InboundMessage, result: EmailResult) -> None:
+    """A mail answering a customer's thread from an address it never went to, signed with
+    the customer's own full name (their mail forwarded to another address of theirs, and
+    answered from there): a conversation of its own, as any stranger's, but the two records
+    put to duplicate review, which a merge of the people (then of the conversations) ends."""
+    if msg.copied_in_thread or not msg.conversation_hint or result.ingest.duplicate:
+        return
+    thread = db.get(Conversation, msg.conversation_hint)
+    sender = result.ingest.customer
+    if (
+        thread is None
+        or thread.workspace_id != sender.workspace_id
+        or thread.customer_id == sender.id
+        or result.ingest.conversation.id == thread.id
+    ):
+        return
+    theirs = db.get(Customer, thread.customer_id)
+    name = " ".join(msg.sender_name.casefold().split())
+    if theirs is None or len(name.split()) < 2 or " ".join(theirs.name.casefold().split()) != name:
+        return
+    duplicates.suggest(
+        db,
+        workspace_id=thread.workspace_id,
+        a=theirs.id,
+        b=sender.id,
+        probability=SAME_NAME_IN_THREAD_PROBABILITY,
+        reason="email: answered the other's conversation under the same full name, from an "
+        "address it never went to",
+    )
 
 
 def ingest_email(
