@@ -74,7 +74,7 @@ def for_message(
     back in). The customer's own addresses are left out: the mail is to them."""
     cc, bcc = addresses(cc, field="cc"), addresses(bcc, field="bcc")
     if inbox.channel == "email" and kind != MessageKind.note and (cc or bcc):
-        ours = _ours(db, inbox.workspace_id)
+        ours = own_addresses(db, inbox.workspace_id)
         for field, given in (("cc", cc), ("bcc", bcc)):
             if mine := next((a for a in given if is_ours(a, ours)), None):
                 raise Invalid(
@@ -101,7 +101,7 @@ def for_message(
     return {"email": {"cc": cc, "bcc": [a for a in bcc if a not in cc]}}
 
 
-def _ours(db: Session, workspace_id: str) -> set[str]:
+def own_addresses(db: Session, workspace_id: str) -> set[str]:
     """The workspace's own sending addresses (its email inboxes')."""
     rows = db.scalars(
         select(Inbox.settings).where(Inbox.workspace_id == workspace_id, Inbox.channel == "email")
@@ -157,6 +157,6 @@ def reply_all(db: Session, *, conversation: Conversation) -> list[str]:
         written = [latest["from"], *(written or [])]
     named = [a for raw in written or [] if (a := plain(str(raw))) is not None]
     theirs = _theirs(db, conversation.workspace_id, conversation.customer_id)
-    ours = _ours(db, conversation.workspace_id)
+    ours = own_addresses(db, conversation.workspace_id)
     kept = [a for a in dict.fromkeys(named) if a not in theirs and not is_ours(a, ours)]
     return kept[:MAX_COPIES]

@@ -489,13 +489,24 @@ class LastInbound:
 
 
 def customers_latest(conversation_id: str, *columns: Any) -> Select[Any]:
-    """``columns`` of the customer's latest message in a conversation."""
+    """``columns`` of the customer's latest message in a conversation (not its guests':
+    one copied on its mail does not choose the channel a reply to the customer takes)."""
+    guests = (
+        select(ConversationGuest.customer_id)
+        .join(Conversation, Conversation.id == ConversationGuest.conversation_id)
+        .where(
+            ConversationGuest.conversation_id == conversation_id,
+            # A guest whom a merge made the conversation's customer is a guest no more.
+            ConversationGuest.customer_id != Conversation.customer_id,
+        )
+    )
     return (
         select(*columns)
         .where(
             Message.conversation_id == conversation_id,
             Message.direction == Direction.inbound,
             Message.kind == MessageKind.message,
+            Message.sender_id.not_in(guests),
         )
         .order_by(Message.created_at.desc())
         .limit(1)
@@ -516,11 +527,11 @@ def of_customer(
 
 
 def guest_in(db: Session, *, customer: Customer, limit: int) -> list[Conversation]:
-    """Others' conversations the customer wrote in (copied on their mail:
-    ``ConversationGuest``), latest activity first."""
+    """Others' conversations the customer (or a record merged into them) wrote in, copied
+    on their mail (``ConversationGuest``), latest activity first."""
     there = select(ConversationGuest.conversation_id).where(
         ConversationGuest.workspace_id == customer.workspace_id,
-        ConversationGuest.customer_id == customer.id,
+        ConversationGuest.customer_id.in_(customers.person_ids(db, customer)),
     )
     return list(
         db.scalars(

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from rapport.channels.webchat.models import Visitor
-from rapport.conversations.models import Conversation, ConversationGuest
+from rapport.conversations.models import Conversation
 from rapport.customers.models import (
     Consent,
     Customer,
@@ -45,9 +45,9 @@ _OWNED: dict[str, Any] = {
     # purpose, of either record, is then in force (a withdrawal on one is not lost).
     "consents": Consent,
     "notes": CustomerNote,
-    # The conversations of others they wrote in (copied on a customer's mail).
-    "guest_of": ConversationGuest,
 }
+# (The conversations of others they wrote in, ``ConversationGuest``, stay with the record
+# that wrote: found through the person's records, as their messages keep that record.)
 
 
 def _customer(db: Session, workspace_id: str, customer_id: str) -> Customer:

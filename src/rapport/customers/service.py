@@ -645,9 +645,10 @@ def timeline(
             )
         )
         # What they wrote in others' conversations (copied on their mail): theirs too.
+        person = person_ids(db, customer)
         guest_of = select(ConversationGuest.conversation_id).where(
             ConversationGuest.workspace_id == customer.workspace_id,
-            ConversationGuest.customer_id == customer.id,
+            ConversationGuest.customer_id.in_(person),
         )
         written = None
         if db.scalar(guest_of.limit(1)) is not None:
@@ -662,7 +663,7 @@ def timeline(
                     Conversation.id.in_(guest_of),
                     Conversation.customer_id != customer.id,
                     Message.sender_type == "customer",
-                    Message.sender_id.in_(person_ids(db, customer)),
+                    Message.sender_id.in_(person),
                     Message.kind == MessageKind.message,
                 )
             )

@@ -162,7 +162,9 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         db,
         name="erase_copies",
         args={
-            "ids": sorted(person | set(conversations)),
+            # (Their messages in others' conversations by id: a call about one names only
+            # its conversation, which is not theirs.)
+            "ids": sorted(person | set(conversations) | set(elsewhere)),
             "keys": sorted(keys),
             "jobs": running,
             "since": since.isoformat(),

@@ -2,20 +2,31 @@
 (its guest), not in one of their own: the thread never splits. What they write stays
 theirs: named as theirs, exported and erased with them, following them into a merge."""
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, event, select, update
 
+from rapport.automation.models import WebhookDelivery
+from rapport.channels.email import ingest_email
 from rapport.config import Settings
 from rapport.conversations.models import ConversationGuest, Message
+from rapport.customers.identity import handle
+from rapport.customers.models import IdentityKind
 from rapport.db import Database
+from rapport.ingest import InboundMessage, receive
+from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
+from rapport.privacy.erasure import mentions
 from rapport.realtime.models import StreamEvent
 from tests.channels.email.test_copies import detail, sent_mails
 from tests.channels.email.test_email import Outbox, conversations, customer_mail, send
 from tests.conftest import auth
+from tests.conversations.test_simultaneous import second_inbox
 from tests.factories import World
 from tests.web.test_pages import sign_in
 
@@ -300,3 +311,237 @@ def test_her_own_other_address_answering_her_thread_is_put_to_duplicate_review(
     pair = {suggestion["left_id"], suggestion["right_id"]}
     assert pair == {dana, work}
     assert suggestion["probability"] == 0.9 and "same full name" in suggestion["reason"]
+
+
+def test_a_guest_message_written_while_merged_is_erased_with_the_survivor_after_undo(
+    client: TestClient, world: World, database: Database, mail_inbox: str, smtp_port: int
+) -> None:
+    # Walter (W1) answers all in Dana's conversation: a guest row (conv, W1).
+    first = customer_mail("Our invoice is wrong.", Cc="walter@example.org")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    send(smtp_port, mail_from("walter@example.org", "Seen.", answering=[str(first["Message-ID"])]))
+    w1 = detail(client, world, conv["id"])["messages"][-1]["sender_id"]
+    # W1 merged into W2: the guest row moves to W2, and so does his address.
+    w2 = client.post(
+        "/api/v1/customers", json={"name": "W. Skinner"}, headers=auth(world.bob)
+    ).json()["id"]
+    merged = client.post(
+        f"/api/v1/customers/{w2}/merge", json={"merged_id": w1}, headers=auth(world.bob)
+    ).json()
+    # He writes again meanwhile: the message is W2's; (conv, W2) is already there, so no
+    # row of its own is recorded.
+    send(
+        smtp_port,
+        mail_from(
+            "walter@example.org", "My number is 555-0199.", answering=[str(first["Message-ID"])]
+        ),
+    )
+    assert detail(client, world, conv["id"])["messages"][-1]["sender_id"] == w2
+    # The merge undone: the moved row goes back to W1, W2 is left with none.
+    undo = client.post(f"/api/v1/customer-merges/{merged['id']}/undo", headers=auth(world.bob))
+    assert undo.status_code == 200, undo.text
+
+    exported = client.get(f"/api/v1/customers/{w2}/export", headers=auth(world.alice)).json()
+    assert client.delete(f"/api/v1/customers/{w2}", headers=auth(world.alice)).status_code == 204
+    with database.session(write=False) as db:
+        # A message of an erased customer, kept in Dana's conversation under a dangling id.
+        left = db.scalars(select(Message.text).where(Message.sender_id == w2)).all()
+    assert ([m["text"] for m in exported["written_elsewhere"]], left) == (
+        ["My number is 555-0199."],
+        [],
+    )
+
+
+def test_the_workspaces_own_address_never_becomes_a_guest(
+    client: TestClient, world: World, database: Database, mail_inbox: str, smtp_port: int
+) -> None:
+    # Every customer mail is addressed To our own address, so a mail From it (the shared
+    # mailbox answering from webmail, a loop, a forgery) always passes the "addressed" test.
+    first = customer_mail("Our invoice is wrong.")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    send(
+        smtp_port,
+        mail_from(
+            "Acme Support <support@acme.test>",
+            "We are looking into it.",
+            answering=[str(first["Message-ID"])],
+        ),
+    )
+    thread = detail(client, world, conv["id"])
+    assert thread["guests"] == {}, thread["guests"]
+    with database.session(write=False) as db:
+        assert (
+            db.scalars(
+                select(ConversationGuest.id).where(ConversationGuest.conversation_id == conv["id"])
+            ).all()
+            == []
+        )
+
+
+@contextmanager
+def statements(database: Database) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, *_):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+
+
+# The whole ``meta`` column (``email.full_text`` is up to 200,000 characters) selected, not
+# a JSON path of it.
+_WHOLE_META = re.compile(r"(?:SELECT|,)\s+messages\.meta\s*(?:,|\s+FROM)", re.IGNORECASE)
+# The thread's lookup (``_thread_hint``), not the redelivery check of the mail's own id.
+_THREAD_LOOKUP = re.compile(r"messages\.workspace_id = \S+ AND messages\.external_id IN")
+
+
+def test_an_ordinary_reply_does_not_read_every_referenced_mails_meta(
+    world: World, database: Database, settings: Settings, mail_inbox: str
+) -> None:
+    # A long thread of Dana's, each mail with a long quoted history (kept as full_text).
+    long = "quoted history\n" * 12_000  # ~180 kB each
+    ids: list[str] = []
+    with database.session() as db:
+        for i in range(30):
+            mail = customer_mail(f"Mail {i}\n\n{long}", In_Reply_To=ids[-1] if ids else "")
+            if ids:
+                mail["References"] = " ".join(ids)
+            ids.append(str(mail["Message-ID"]))
+            ingest_email(db, bytes(mail), inbox_id=mail_inbox, settings=settings)
+    # Dana, the conversation's own customer, answers: no guest in sight.
+    reply = customer_mail("Any news?", In_Reply_To=ids[-1], References=" ".join(ids))
+    with statements(database) as seen, database.session() as db:
+        stored = ingest_email(db, bytes(reply), inbox_id=mail_inbox, settings=settings)
+        assert stored.ingest.threading == "continued"
+    lookups = [s for s in seen if _THREAD_LOOKUP.search(s) and _WHOLE_META.search(s)]
+    # Was one row, one column (LIMIT 1); now every referenced mail's whole meta (~5 MB here).
+    assert lookups == [], lookups
+
+
+def test_a_webhook_call_made_about_a_guests_message_is_blanked_when_they_are_erased(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    r = client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/h", "events": ["message.received"]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    first = customer_mail("Our invoice is wrong.", Cc="walter@example.org")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    send(smtp_port, mail_from("walter@example.org", "Seen.", answering=[str(first["Message-ID"])]))
+    said = detail(client, world, conv["id"])["messages"][-1]
+    walter = said["sender_id"]
+    # The calls were made (delivered; their jobs done and gone).
+    with database.session() as db:
+        db.execute(update(WebhookDelivery).values(status="delivered", response_status=200))
+        db.execute(delete(Job).where(Job.name == "webhook_deliver"))
+    assert (
+        client.delete(f"/api/v1/customers/{walter}", headers=auth(world.alice)).status_code == 204
+    )
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    with database.session(write=False) as db:
+        logged = db.scalars(select(WebhookDelivery.payload)).all()
+    # For a customer's own message the call names their conversation and is blanked; the
+    # call about the guest's (erased) message still names it.
+    assert not any(mentions(p, {said["id"], walter}) for p in logged), logged
+
+
+def test_a_guests_mail_does_not_move_the_reply_off_the_channel_the_customer_is_on(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    first = customer_mail("Our invoice is wrong.", Cc="walter@example.org")
+    send(smtp_port, first)
+    [mailed] = conversations(client, world, mail_inbox)
+    # Dana goes on in chat (an API inbox) with the same address; the two are merged, and
+    # a reply goes back on chat, where she is now.
+    chat = second_inbox(client, world)
+    with database.session() as db:
+        chatted = receive(
+            db,
+            InboundMessage(
+                inbox_id=chat,
+                external_id="chat-1",
+                text="Are you there?",
+                handles=[handle(IdentityKind.email, "dana@example.org")],
+            ),
+            settings=settings,
+        ).conversation.id
+    r = client.post(
+        f"/api/v1/conversations/{mailed['id']}/merge",
+        json={"merged_id": chatted},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200, r.text
+    how = client.get(f"/api/v1/conversations/{mailed['id']}/reply-copies", headers=auth(world.bob))
+    assert how.json()["by_email"] is False
+    # Walter answers all to her first mail: in her conversation, as its guest.
+    send(smtp_port, mail_from("walter@example.org", "Seen.", answering=[str(first["Message-ID"])]))
+    assert detail(client, world, mailed["id"])["messages"][-1]["text"] == "Seen."
+    # Dana is still on chat: the guest's mail must not choose the channel a reply to her
+    # takes (``last_channel``: "the inbox the customer last wrote through").
+    answer = client.post(
+        f"/api/v1/conversations/{mailed['id']}/messages",
+        json={"text": "Looking into it."},
+        headers=auth(world.bob),
+    ).json()
+    assert answer["inbox_id"] == chat
+
+
+def test_one_copied_at_an_internationalised_domain_is_found_however_the_domain_is_written(
+    client: TestClient, world: World, database: Database, settings: Settings, mail_inbox: str
+) -> None:
+    # Dana's client wrote the Cc in Unicode (RFC 6532); Walter's writes his From in
+    # punycode. Identities hold both as one address (``normalize_email``: IDNA), the
+    # "addressed" test compares them lower-cased only.
+    first = (
+        "From: Dana Scully <dana@example.org>\r\nTo: support@acme.test\r\n"
+        "Cc: Walter <walter@b\u00fccher.example>\r\nSubject: My order\r\n"
+        "Message-ID: <idn-1@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        "Our invoice is wrong.\r\n"
+    ).encode()
+    answer = (
+        b"From: Walter <walter@xn--bcher-kva.example>\r\nTo: support@acme.test\r\n"
+        b"Cc: dana@example.org\r\nSubject: Re: My order\r\nMessage-ID: <idn-2@example.org>\r\n"
+        b"In-Reply-To: <idn-1@example.org>\r\nReferences: <idn-1@example.org>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nI approved it.\r\n"
+    )
+    with database.session() as db:
+        dana = ingest_email(db, first, inbox_id=mail_inbox, settings=settings)
+        walter = ingest_email(db, answer, inbox_id=mail_inbox, settings=settings)
+        assert walter.ingest.customer.email == "walter@xn--bcher-kva.example"
+        assert walter.ingest.conversation.id == dana.ingest.conversation.id
+
+
+def test_a_colleague_copied_answering_from_their_own_mailbox_is_no_guest(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    first = customer_mail("Our invoice is wrong.", Cc="Bob <bob@acme.test>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    send(
+        smtp_port,
+        mail_from("Bob <Bob@Acme.test>", "On it.", answering=[str(first["Message-ID"])]),
+    )
+    # Not made a customer writing in her thread (as before: a conversation of its own).
+    assert detail(client, world, conv["id"])["guests"] == {}
+    assert [m["text"] for m in detail(client, world, conv["id"])["messages"]] == [
+        "Our invoice is wrong."
+    ]

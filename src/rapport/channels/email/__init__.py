@@ -14,18 +14,20 @@ from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from rapport.auth.models import Membership, User
 from rapport.channels import base
 from rapport.channels.email import sender_auth
 from rapport.channels.email.parse import ParsedEmail, parse
 from rapport.channels.email.replies import visible_reply
 from rapport.channels.models import Inbox
 from rapport.config import Settings
+from rapport.conversations import copies
 from rapport.conversations.models import Conversation, DeliveryStatus, Direction, Message
 from rapport.customers import duplicates
-from rapport.customers.identity import InvalidHandle, handle
+from rapport.customers.identity import InvalidHandle, handle, normalize
 from rapport.customers.models import ConsentChannel, Customer, IdentityKind
 from rapport.ingest import (
     InboundAttachment,
@@ -76,23 +78,19 @@ def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> tupl
     """The conversation the mail answers, and whether its sender was one a mail of that
     conversation it answers was addressed to (its To or Cc, a reply's Cc or Bcc, or who
     wrote it): then, though not its customer, they write in it (``copied_in_thread``),
-    where answering all would otherwise start a conversation of their own."""
+    where answering all would otherwise start a conversation of their own. Never the
+    workspace's own addresses or its members' (every customer's mail is addressed to us)."""
     refs = _thread_ids(parsed)
     if refs:
-        rows = db.execute(
-            select(Message.conversation_id, Message.meta)
+        row = db.execute(
+            select(Message.conversation_id)
             .where(Message.workspace_id == workspace_id, Message.external_id.in_(refs))
             .order_by(Message.created_at.desc())
-        ).all()
-        if rows:
-            conversation = str(rows[0].conversation_id)
-            sender = (parsed.from_addr or "").lower()
-            addressed = bool(sender) and any(
-                sender in _addressed((meta or {}).get("email"))
-                for conv, meta in rows
-                if conv == conversation
-            )
-            return conversation, addressed
+            .limit(1)
+        ).first()
+        if row is not None:
+            conversation = str(row[0])
+            return conversation, _addressed_in(db, workspace_id, conversation, refs, parsed)
     for address in parsed.to:
         m = _TOKEN_ADDR.search(address)
         if m:
@@ -101,13 +99,40 @@ def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> tupl
     return (m.group(1).lower() if m else None), False
 
 
-def _addressed(mail: Any) -> set[str]:
-    """Whom a stored mail went to, copied or came from (as kept in ``meta.email``)."""
-    if not isinstance(mail, dict):
-        return set()
-    named = [*(mail.get("to") or []), *(mail.get("cc") or []), *(mail.get("bcc") or [])]
-    named.append(mail.get("from") or "")
-    return {str(a).lower() for a in named if a}
+def _addressed_in(
+    db: Session, workspace_id: str, conversation: str, refs: list[str], parsed: ParsedEmail
+) -> bool:
+    """Whether the sender is among those the conversation's mails it answers went to,
+    copied or came from (read from ``meta.email``'s address lists alone)."""
+    sender = _normal(parsed.from_addr or "")
+    if sender is None or copies.is_ours(sender, copies.own_addresses(db, workspace_id)):
+        return False
+    if db.scalar(
+        select(User.id)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == workspace_id, func.lower(User.email) == sender)
+    ):
+        return False  # a colleague answering from their own mailbox is no customer
+    fields = [Message.meta[("email", f)] for f in ("to", "cc", "bcc", "from")]
+    for to, cc, bcc, sent_by in db.execute(
+        select(*fields).where(
+            Message.workspace_id == workspace_id,
+            Message.conversation_id == conversation,
+            Message.external_id.in_(refs),
+        )
+    ):
+        named = [*(to or []), *(cc or []), *(bcc or []), sent_by or ""]
+        if any(_normal(str(a)) == sender for a in named if a):
+            return True
+    return False
+
+
+def _normal(address: str) -> str | None:
+    """An address as identities hold it (IDNA, lower-cased), or None if it is none."""
+    try:
+        return normalize(IdentityKind.email, address.strip())
+    except InvalidHandle:
+        return None
 
 
 def _taken_by_another(db: Session, inbox_id: str, external_id: str, sender: str | None) -> bool:
