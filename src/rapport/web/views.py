@@ -365,7 +365,9 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             # Who wrote what: today's members (for messages still to come) and those who wrote.
             "senders": {u.id: u.name or u.email for _, u in members}
             | _sender_names(db, msgs)
-            | conversations.guest_names(db, conversation=conv, messages=msgs),
+            | (guests := conversations.guest_names(db, conversation=conv, messages=msgs)),
+            # Who else writes here (copied on the customer's mail), each once, to their page.
+            "guests": {name: sender for sender, name in reversed(guests.items())},
             "previous": previous,
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
             # A reply by email carries copies: the composer offers whom the thread copied.

@@ -124,6 +124,7 @@ def test_one_copied_answering_all_writes_in_the_customers_conversation(
     sign_in(client, "bob@acme.test")
     page = client.get(f"/app/conversations/{conv['id']}").text
     assert page.count(">Walter Skinner</span>") == 2
+    assert f'<a href="/app/customers/{walter}">Walter Skinner</a>' in page
     assert page.count(">Dana Scully</span>") == 1
 
     # Her history says who wrote what; his holds what he wrote in her conversation.
