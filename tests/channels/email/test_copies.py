@@ -455,3 +455,128 @@ def test_a_plain_bounce_is_read_as_a_report_is_and_a_copy_named_with_the_custome
         b"Message-ID: <x@acme.test>\r\n<fox@example.org>:\r\n"
     )
     assert (quoting.bounce_of, quoting.bounced_to) == ([], [])
+
+
+def _sent_reply(
+    client: TestClient, world: World, database: Database, settings: Settings, conv: str
+) -> tuple[str, str]:
+    ours = reply(client, world, conv)
+    Worker(database, settings).run_until_idle()
+    [m] = [m for m in detail(client, world, conv)["messages"] if m["id"] == ours["id"]]
+    assert m["status"] == "sent"
+    return m["id"], m["external_id"]
+
+
+def _status(client: TestClient, world: World, conv: str, message: str) -> str:
+    [m] = [m for m in detail(client, world, conv)["messages"] if m["id"] == message]
+    return str(m["status"])
+
+
+def _raw(port: int, raw: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port) as s:
+        s.sendmail("", ["support@acme.test"], raw)
+
+
+def test_a_plain_delay_warning_from_the_mailer_daemon_does_not_fail_the_reply(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    # A warning that the mail is still queued (no delivery report: sendmail's old form,
+    # many appliances'), quoting our headers: delivery goes on, nothing failed yet.
+    send(smtp_port, customer_mail("Hello?"))
+    [conv] = conversations(client, world, mail_inbox)
+    ours, message_id = _sent_reply(client, world, database, settings, conv["id"])
+    _raw(
+        smtp_port,
+        (
+            "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.org>\r\n"
+            "To: support@acme.test\r\n"
+            "Subject: Warning: could not send message for past 4 hours\r\n\r\n"
+            "    **********************************************\r\n"
+            "    **      THIS IS A WARNING MESSAGE ONLY      **\r\n"
+            "    **  YOU DO NOT NEED TO RESEND YOUR MESSAGE  **\r\n"
+            "    **********************************************\r\n\r\n"
+            "The original message was received at Mon, 7 Dec 2026 09:00:00 GMT\r\n"
+            "Will keep trying until message is 5 days old\r\n\r\n"
+            "   ----- Original message headers follow -----\r\n\r\n"
+            f"Message-ID: {message_id}\r\nTo: dana@example.org\r\n"
+        ).encode(),
+    )
+    assert _status(client, world, conv["id"], ours) == "sent"
+
+
+def test_a_person_writing_from_postmaster_quoting_our_message_id_fails_nothing(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    # The customer's mail admin answering our mail (In-Reply-To it), asking about the
+    # headers of the mail they did receive: a person, no bounce.
+    send(smtp_port, customer_mail("Hello?"))
+    [conv] = conversations(client, world, mail_inbox)
+    ours, message_id = _sent_reply(client, world, database, settings, conv["id"])
+    _raw(
+        smtp_port,
+        (
+            "From: Jane Admin <postmaster@example.org>\r\n"
+            "To: support@acme.test\r\n"
+            f"In-Reply-To: {message_id}\r\nReferences: {message_id}\r\n"
+            "Subject: Re: your mail to Dana\r\n\r\n"
+            "Dana got your mail below, but our filter flagged it. Is this really from you?\r\n\r\n"
+            f"> Message-ID: {message_id}\r\n> To: dana@example.org\r\n"
+        ).encode(),
+    )
+    assert _status(client, world, conv["id"], ours) == "sent"
+
+
+def test_a_bounce_read_by_x_failed_recipients_is_no_person_writing() -> None:
+    # Exim's bounce from a sender address of its own (errors_reply_to / a relay's
+    # bounce address): read as a bounce, so it must not be a person asking to be answered.
+    read = parse(
+        b"From: Bounces <bounces@relay.example.net>\r\nTo: support@acme.test\r\n"
+        b"X-Failed-Recipients: dana@example.org\r\n"
+        b"Subject: Mail delivery failed: returning message to sender\r\n\r\n"
+        b"A message that you sent could not be delivered.\r\n\r\n  dana@example.org\r\n\r\n"
+        b"------ This is a copy of the message, including all the headers. ------\r\n\r\n"
+        b"Message-ID: <x@acme.test>\r\nTo: dana@example.org\r\n\r\nOur answer.\r\n"
+    )
+    assert read.bounce_of == ["<x@acme.test>"]
+    assert read.auto_reply, "a bounce that marks our mail failed is answered as a person's mail"
+
+
+def test_a_read_receipt_with_our_headers_does_not_fail_the_reply(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    # (Pre-existing, same code path.) Thunderbird's read receipt: a multipart/report of
+    # report-type disposition-notification with our headers in text/rfc822-headers. She
+    # read the reply; it is marked failed, "bounced".
+    send(smtp_port, customer_mail("Hello?"))
+    [conv] = conversations(client, world, mail_inbox)
+    ours, message_id = _sent_reply(client, world, database, settings, conv["id"])
+    _raw(
+        smtp_port,
+        (
+            "From: Dana Scully <dana@example.org>\r\nTo: support@acme.test\r\n"
+            "Subject: Return Receipt (displayed) - Re: My order\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=disposition-notification; boundary="B"\r\n'
+            "\r\n--B\r\nContent-Type: text/plain\r\n\r\nThe message was displayed.\r\n"
+            "--B\r\nContent-Type: message/disposition-notification\r\n\r\n"
+            f"Final-Recipient: rfc822;dana@example.org\r\nOriginal-Message-ID: {message_id}\r\n"
+            "Disposition: manual-action/MDN-sent-manually; displayed\r\n"
+            f"\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {message_id}\r\n"
+            "To: dana@example.org\r\n\r\n--B--\r\n"
+        ).encode(),
+    )
+    assert _status(client, world, conv["id"], ours) == "sent"

@@ -206,16 +206,19 @@ def _parse(raw: bytes) -> ParsedEmail:
     bounce_of: list[str] = []
     total = 0
     is_report = msg.get_content_type() == "multipart/report"
+    # Of reports, a delivery report alone says whether our mail arrived (a read receipt,
+    # report-type disposition-notification, or an abuse report returns our headers too).
+    is_dsn = is_report and str(msg.get_param("report-type") or "").lower() == "delivery-status"
     bounced_to: list[str] = []
     report_read = False
     returned: set[int] = set()  # the parts of a message a report returned whole
     for part in msg.walk():
         if id(part) in returned:
             continue  # what we sent, not what the report says
-        if is_report and part.get_content_type() == "message/delivery-status":
+        if is_dsn and part.get_content_type() == "message/delivery-status":
             read, failed = _failed_recipients(part)
             report_read, bounced_to = report_read or read, bounced_to + failed
-        if is_report and part.get_content_type() == "message/rfc822":
+        if is_dsn and part.get_content_type() == "message/rfc822":
             # The message it reports on, returned whole (Postfix, Exim): its Message-ID
             # names ours; its body is no part of the report's text.
             inner = part.get_payload(0) if part.is_multipart() else None
@@ -234,7 +237,7 @@ def _parse(raw: bytes) -> ParsedEmail:
             filename = part.get_filename()
         except Exception:
             filename = None
-        if is_report and ctype in ("text/rfc822-headers", "message/rfc822-headers"):
+        if is_dsn and ctype in ("text/rfc822-headers", "message/rfc822-headers"):
             inner = _content(part)
             for line in inner.splitlines():
                 if line.lower().startswith("message-id:"):
@@ -272,10 +275,13 @@ def _parse(raw: bytes) -> ParsedEmail:
             )
         )
     text = "\n\n".join(t for t in texts if t.strip())
-    if not is_report and _plain_bounce(msg, problems, from_addr):
+    plain_bounce = not is_report and _plain_bounce(msg, problems, from_addr)
+    if plain_bounce:
         # A bounce of the older kind (qmail; Exim unless told to report): plain text
-        # quoting what came back, no report to read.
-        bounce_of, bounced_to = _plain_bounce_of(msg, text, problems)
+        # quoting what came back, no report to read. Only one naming whom it failed for
+        # counts: a warning that delivery goes on, a quarantine notice, names no one.
+        returned_ids, bounced_to = _plain_bounce_of(msg, text, problems)
+        bounce_of = returned_ids if bounced_to else []
         report_read = bool(bounced_to)
     html = "\n".join(htmls) if htmls else None
     if not text.strip() and html:
@@ -299,7 +305,7 @@ def _parse(raw: bytes) -> ParsedEmail:
         html=html,
         attachments=attachments,
         refused=refused,
-        auto_reply=_is_auto(msg, problems, from_addr) or is_report,
+        auto_reply=_is_auto(msg, problems, from_addr) or is_report or plain_bounce,
         bounce_of=bounce_of,
         bounced_to=bounced_to,
         report_read=report_read,
@@ -342,14 +348,15 @@ def _failed_recipients(part: Message) -> tuple[bool, list[str]]:
 
 # qmail names each failed recipient on a line of its own: "<someone@example.org>:".
 _QMAIL_RECIPIENT = re.compile(r"^<([^<>\s]+@[^<>\s]+)>:\s*$", re.MULTILINE)
-_QUOTED_MESSAGE_ID = re.compile(
-    r"^\s*>?\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE
-)
+_QUOTED_MESSAGE_ID = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 
 
 def _plain_bounce(msg: Message, problems: list[str], from_addr: str | None) -> bool:
     """A mail server's bounce that is not a delivery report: from its mailer-daemon or
-    postmaster, or with Exim's ``X-Failed-Recipients``."""
+    postmaster, or with Exim's ``X-Failed-Recipients``; never one answering a mail (a
+    person at postmaster@ replying, quoting our headers)."""
+    if _header(msg, "In-Reply-To", problems) or _header(msg, "References", problems):
+        return False
     local = (from_addr or "").split("@")[0].lower()
     return local in ("mailer-daemon", "postmaster") or bool(
         _header(msg, "X-Failed-Recipients", problems)
