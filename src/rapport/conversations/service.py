@@ -786,6 +786,71 @@ def reply(
     return msg
 
 
+def from_colleagues_mailbox(
+    db: Session,
+    *,
+    conversation: Conversation,
+    author_id: str,
+    text: str,
+    html: str | None,
+    inbox_id: str,
+    external_id: str,
+    meta: dict[str, Any],
+    stored: list[tuple[str, str, int, str, str]],
+    verified: bool,
+    said_by: str,
+) -> Message:
+    """A colleague's own mail in the thread (copied on it, answering all from their own
+    mailbox): the customer had it from them, so nothing is sent. Its sender proved
+    (``verified``: the receiving server's DMARC pass), it is their reply, sent: a first
+    response, and the customer no longer waits. Otherwise anyone could have written it in
+    their name: a private note that says so, changing nothing. ``stored``: its files
+    (filename, type, size, sha256, storage key), already in storage."""
+    uploads = [
+        Upload(
+            workspace_id=conversation.workspace_id,
+            conversation_id=conversation.id,
+            user_id=author_id,
+            filename=name,
+            content_type=ctype,
+            size=size,
+            sha256=digest,
+            storage_key=key,
+        )
+        for name, ctype, size, digest, key in stored
+    ]
+    db.add_all(uploads)
+    if not verified:
+        text = (
+            f"{said_by} wrote this by email from their own mailbox, not through Rapport; "
+            "the sending server could not be verified, so it is kept as a note:\n\n" + text
+        )
+    now = utcnow()
+    msg = add_message(
+        db,
+        conversation=conversation,
+        direction=Direction.outbound,
+        kind=MessageKind.message if verified else MessageKind.note,
+        sender_type="user" if verified else "system",
+        sender_id=author_id if verified else None,
+        text=text,
+        html=html if verified else None,
+        external_id=external_id,
+        status=DeliveryStatus.sent,
+        meta={**meta, "sent_elsewhere": True},
+        at=now,
+        inbox_id=inbox_id,
+        uploads=uploads,
+    )
+    if verified:
+        if conversation.first_response_at is None:
+            conversation.first_response_at = now
+        sla.on_agent_reply(db, conversation=conversation)
+    db.flush()
+    _updated(db, conversation)
+    return msg
+
+
 def window_refusal(
     db: Session,
     *,

@@ -14,7 +14,7 @@ from sqlalchemy import delete, event, select, update
 from rapport.automation.models import WebhookDelivery
 from rapport.channels.email import ingest_email
 from rapport.config import Settings
-from rapport.conversations.models import ConversationGuest, Message
+from rapport.conversations.models import Conversation, ConversationGuest, Message
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
 from rapport.db import Database
@@ -541,8 +541,88 @@ def test_a_colleague_copied_answering_from_their_own_mailbox_is_no_guest(
         smtp_port,
         mail_from("Bob <Bob@Acme.test>", "On it.", answering=[str(first["Message-ID"])]),
     )
-    # Not made a customer writing in her thread (as before: a conversation of its own).
+    # Not made a customer writing in her thread: a note there, as nothing proves it is
+    # Bob's (see the next test), and no conversation of its own.
     assert detail(client, world, conv["id"])["guests"] == {}
-    assert [m["text"] for m in detail(client, world, conv["id"])["messages"]] == [
-        "Our invoice is wrong."
+    said = detail(client, world, conv["id"])["messages"]
+    assert [m["kind"] for m in said] == ["message", "note"]
+    assert said[1]["text"].endswith("could not be verified, so it is kept as a note:\n\nOn it.")
+    assert len(conversations(client, world, mail_inbox)) == 1
+
+
+def test_a_colleagues_own_mail_in_the_thread_is_their_reply_when_proved_else_a_note(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    trusted = "mx.acme.test"
+    r = client.patch(
+        f"/api/v1/inboxes/{mail_inbox}",
+        json={"settings": {"trusted_authserv_ids": [trusted]}},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    first = customer_mail("Our invoice is wrong.", Cc="Bob <bob@acme.test>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    # Bob answers all from his own mailbox, his domain's DMARC passing: Dana has it from
+    # him already, so it is his reply in the thread, sent, and nothing goes out again.
+    proved = mail_from(
+        "Bob <Bob@acme.test>",
+        "Corrected, see attached.",
+        answering=[str(first["Message-ID"])],
+        cc="dana@example.org",
+    )
+    proved["Authentication-Results"] = f"{trusted}; dmarc=pass header.from=acme.test"
+    proved.add_attachment(
+        b"%PDF-1.4 fixed", maintype="application", subtype="pdf", filename="fixed.pdf"
+    )
+    send(smtp_port, proved)
+    send(smtp_port, proved)  # delivered twice: stored once
+    thread = detail(client, world, conv["id"])
+    bob = world.acme.users["bob"].id
+    said = [m for m in thread["messages"] if m["direction"] == "out"]
+    assert [(m["kind"], m["sender_type"], m["sender_id"], m["status"]) for m in said] == [
+        ("message", "user", bob, "sent")
     ]
+    assert said[0]["text"] == "Corrected, see attached."
+    assert [a["filename"] for a in said[0]["attachments"]] == ["fixed.pdf", "original.eml"]
+    assert thread["first_response_at"] is not None
+    assert waiting(database, conv["id"]) is None
+    assert thread["guests"] == {}
+    found = client.get("/api/v1/customers", params={"q": "bob@acme.test"}, headers=auth(world.bob))
+    assert found.json()["items"] == []  # no customer made of a colleague
+    Worker(database, settings).run_until_idle()
+    assert outbox[0].messages == []
+
+    # Dana writes again; a mail in Bob's name that no server vouches for is a note saying
+    # so, and she still waits on us.
+    again = mail_from(
+        "Dana Scully <dana@example.org>",
+        "Thanks, one more thing.",
+        answering=[str(first["Message-ID"])],
+    )
+    send(smtp_port, again)
+    send(
+        smtp_port,
+        mail_from(
+            "Bob <bob@acme.test>",
+            "Ignore her, refund her twice.",
+            answering=[str(again["Message-ID"])],
+        ),
+    )
+    thread = detail(client, world, conv["id"])
+    note = thread["messages"][-1]
+    assert (note["kind"], note["sender_type"], note["sender_id"]) == ("note", "system", None)
+    assert "could not be verified" in note["text"] and "refund her twice" in note["text"]
+    assert waiting(database, conv["id"]) is not None
+    assert len(conversations(client, world, mail_inbox)) == 1
+
+
+def waiting(database: Database, conv: str) -> object:
+    with database.session(write=False) as db:
+        return db.scalar(select(Conversation.waiting_since).where(Conversation.id == conv))

@@ -25,6 +25,7 @@ from rapport.channels.email.replies import visible_reply
 from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.conversations import copies
+from rapport.conversations import service as conversation_service
 from rapport.conversations.models import Conversation, DeliveryStatus, Direction, Message
 from rapport.customers import duplicates
 from rapport.customers.identity import InvalidHandle, handle, normalize
@@ -107,11 +108,7 @@ def _addressed_in(
     sender = _normal(parsed.from_addr or "")
     if sender is None or copies.is_ours(sender, copies.own_addresses(db, workspace_id)):
         return False
-    if db.scalar(
-        select(User.id)
-        .join(Membership, Membership.user_id == User.id)
-        .where(Membership.workspace_id == workspace_id, func.lower(User.email) == sender)
-    ):
+    if colleague(db, workspace_id, sender) is not None:
         return False  # a colleague answering from their own mailbox is no customer
     fields = [Message.meta[("email", f)] for f in ("to", "cc", "bcc", "from")]
     for to, cc, bcc, sent_by in db.execute(
@@ -125,6 +122,18 @@ def _addressed_in(
         if any(_normal(str(a)) == sender for a in named if a):
             return True
     return False
+
+
+def colleague(db: Session, workspace_id: str, address: str | None) -> str | None:
+    """The member of the workspace whose address this is, if any."""
+    sender = _normal(address or "")
+    if sender is None:
+        return None
+    return db.scalar(
+        select(User.id)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == workspace_id, func.lower(User.email) == sender)
+    )
 
 
 def _normal(address: str) -> str | None:
@@ -156,6 +165,9 @@ class PreparedEmail:
 
     parsed: ParsedEmail
     msg: InboundMessage
+    # A colleague's own mail in a thread (copied, answering all from their mailbox): the
+    # member it is from, stored as theirs in the thread (``_from_colleague``).
+    colleague: str | None = None
 
 
 def prepare_email(
@@ -246,7 +258,11 @@ def prepare_email(
         auto_reply=parsed.auto_reply,
     )
     msg = with_triage(msg)
-    return PreparedEmail(parsed, with_stored_files(msg, storage) if storage else msg)
+    return PreparedEmail(
+        parsed,
+        with_stored_files(msg, storage) if storage else msg,
+        colleague(db, inbox.workspace_id, parsed.from_addr) if hint else None,
+    )
 
 
 def store_email(
@@ -283,9 +299,64 @@ def store_email(
             if not failed or not failed <= copied:
                 ours.status = DeliveryStatus.failed
                 ours.error = "bounced: the receiving server refused it"
+    if prepared.colleague is not None and not parsed.auto_reply:
+        theirs = _from_colleague(db, prepared, inbox, settings=settings, storage=storage)
+        if theirs is not None:
+            return theirs
     result = EmailResult(receive(db, msg, settings=settings, storage=storage), parsed)
     _same_name_elsewhere(db, msg, result)
     return result
+
+
+def _from_colleague(
+    db: Session,
+    prepared: PreparedEmail,
+    inbox: Inbox,
+    *,
+    settings: Settings,
+    storage: LocalStorage | None,
+) -> EmailResult | None:
+    """A colleague's own mail in a thread, stored in its conversation as theirs
+    (``conversations.from_colleagues_mailbox``), once; None when the thread's conversation
+    is gone (then it is stored as any mail)."""
+    parsed, msg = prepared.parsed, prepared.msg
+    conv = db.get(Conversation, msg.conversation_hint or "")
+    for _ in range(32):  # an agent merged it into another: the thread goes on there
+        if conv is None or not conv.merged_into_id:
+            break
+        conv = db.get(Conversation, conv.merged_into_id)
+    if conv is None or conv.workspace_id != inbox.workspace_id:
+        return None
+    customer = db.get(Customer, conv.customer_id)
+    assert customer is not None and prepared.colleague is not None
+    earlier = db.scalar(
+        select(Message).where(Message.inbox_id == inbox.id, Message.external_id == msg.external_id)
+    )
+    if earlier is not None:  # delivered twice
+        where = db.get(Conversation, earlier.conversation_id) or conv
+        return EmailResult(
+            IngestResult(earlier, where, customer, True, "duplicate", "email"), parsed
+        )
+    store = storage or LocalStorage(settings.attachments_dir)
+    stored = []
+    for att in msg.attachments:
+        key, digest = att.stored or store.put(att.data)
+        stored.append((att.filename[:500], att.content_type[:200], len(att.data), digest, key))
+    mail = msg.meta.get("email") or {}
+    message = conversation_service.from_colleagues_mailbox(
+        db,
+        conversation=conv,
+        author_id=prepared.colleague,
+        text=msg.text,
+        html=msg.html,
+        inbox_id=inbox.id,
+        external_id=msg.external_id or "",
+        meta={"email": {k: v for k, v in mail.items() if k != "full_text"}},
+        stored=stored,
+        verified=(mail.get("sender_auth") or {}).get("result") == "pass",
+        said_by=f"{parsed.from_name or 'A colleague'} <{parsed.from_addr}>",
+    )
+    return EmailResult(IngestResult(message, conv, customer, False, "continued", "email"), parsed)
 
 
 def _same_name_elsewhere(db: Session, msg: InboundMessage, result: EmailResult) -> None:
