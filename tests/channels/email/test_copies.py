@@ -361,6 +361,33 @@ def test_a_macro_an_agent_runs_copies_as_her_reply_would_and_says_how_a_reply_go
     assert outbox[0].recipients == [["dana@example.org", "fox@example.org"]]
 
 
+def sent_reply(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    conv: str,
+    **body: object,
+) -> tuple[str, str]:
+    """An agent's reply, sent: its id and our Message-ID."""
+    ours = reply(client, world, conv, **body)
+    Worker(database, settings).run_until_idle()
+    m = one(client, world, conv, ours["id"])
+    assert m["status"] == "sent"
+    return m["id"], m["external_id"]
+
+
+def one(client: TestClient, world: World, conv: str, message: str) -> dict:  # type: ignore[type-arg]
+    [m] = [m for m in detail(client, world, conv)["messages"] if m["id"] == message]
+    return m  # type: ignore[no-any-return]
+
+
+def returned(port: int, raw: bytes) -> None:
+    """What a mail server sends back, from the null sender."""
+    with smtplib.SMTP("127.0.0.1", port) as s:
+        s.sendmail("", ["support@acme.test"], raw)
+
+
 def plain_bounce(message_id: str, *, qmail: bool, failed_to: str) -> bytes:
     """A bounce that is no delivery report, as qmail writes one (its copy of our mail
     inline) or as Exim does by default (``X-Failed-Recipients``, the copy quoted)."""
@@ -400,46 +427,26 @@ def test_a_plain_bounce_is_read_as_a_report_is_and_a_copy_named_with_the_custome
     send(smtp_port, customer_mail("Hello?"))
     [conv] = conversations(client, world, mail_inbox)
 
-    def sent_reply(**body: object) -> tuple[str, str]:
-        ours = reply(client, world, conv["id"], **body)
-        Worker(database, settings).run_until_idle()
-        [m] = [m for m in detail(client, world, conv["id"])["messages"] if m["id"] == ours["id"]]
-        return m["id"], m["external_id"]
+    def sent(**body: object) -> tuple[str, str]:
+        return sent_reply(client, world, database, settings, conv["id"], **body)
 
     def now(message: str) -> dict:  # type: ignore[type-arg]
-        [m] = [m for m in detail(client, world, conv["id"])["messages"] if m["id"] == message]
-        return m  # type: ignore[no-any-return]
+        return one(client, world, conv["id"], message)
 
     # qmail's bounce of a copy: the reply stays sent, the copy known as bounced (a plain
     # bounce marked nothing at all).
-    first, first_id = sent_reply(cc=["gone@example.net"])
-    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
-        s.sendmail(
-            "",
-            ["support@acme.test"],
-            plain_bounce(first_id, qmail=True, failed_to="gone@example.net"),
-        )
+    first, first_id = sent(cc=["gone@example.net"])
+    returned(smtp_port, plain_bounce(first_id, qmail=True, failed_to="gone@example.net"))
     assert now(first)["status"] == "sent"
     assert now(first)["meta"]["email"]["bounced"] == ["gone@example.net"]
     # Exim's of the customer's: the reply failed.
-    second, second_id = sent_reply()
-    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
-        s.sendmail(
-            "",
-            ["support@acme.test"],
-            plain_bounce(second_id, qmail=False, failed_to="dana@example.org"),
-        )
+    second, second_id = sent()
+    returned(smtp_port, plain_bounce(second_id, qmail=False, failed_to="dana@example.org"))
     assert now(second)["status"] == "failed"
     # A report naming the customer and a copy fails the reply and keeps the copy's bounce.
-    third, third_id = sent_reply(cc=["walter@example.org"])
-    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
-        s.sendmail(
-            "",
-            ["support@acme.test"],
-            delivery_report(
-                third_id, failed("dana@example.org") + "\r\n" + failed("walter@example.org")
-            ),
-        )
+    third, third_id = sent(cc=["walter@example.org"])
+    both = failed("dana@example.org") + "\r\n" + failed("walter@example.org")
+    returned(smtp_port, delivery_report(third_id, both))
     assert now(third)["status"] == "failed"
     assert now(third)["meta"]["email"]["bounced"] == ["walter@example.org"]
     # Read alone: what each names.
@@ -457,26 +464,6 @@ def test_a_plain_bounce_is_read_as_a_report_is_and_a_copy_named_with_the_custome
     assert (quoting.bounce_of, quoting.bounced_to) == ([], [])
 
 
-def _sent_reply(
-    client: TestClient, world: World, database: Database, settings: Settings, conv: str
-) -> tuple[str, str]:
-    ours = reply(client, world, conv)
-    Worker(database, settings).run_until_idle()
-    [m] = [m for m in detail(client, world, conv)["messages"] if m["id"] == ours["id"]]
-    assert m["status"] == "sent"
-    return m["id"], m["external_id"]
-
-
-def _status(client: TestClient, world: World, conv: str, message: str) -> str:
-    [m] = [m for m in detail(client, world, conv)["messages"] if m["id"] == message]
-    return str(m["status"])
-
-
-def _raw(port: int, raw: bytes) -> None:
-    with smtplib.SMTP("127.0.0.1", port) as s:
-        s.sendmail("", ["support@acme.test"], raw)
-
-
 def test_a_plain_delay_warning_from_the_mailer_daemon_does_not_fail_the_reply(
     client: TestClient,
     world: World,
@@ -489,8 +476,8 @@ def test_a_plain_delay_warning_from_the_mailer_daemon_does_not_fail_the_reply(
     # many appliances'), quoting our headers: delivery goes on, nothing failed yet.
     send(smtp_port, customer_mail("Hello?"))
     [conv] = conversations(client, world, mail_inbox)
-    ours, message_id = _sent_reply(client, world, database, settings, conv["id"])
-    _raw(
+    ours, message_id = sent_reply(client, world, database, settings, conv["id"])
+    returned(
         smtp_port,
         (
             "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.org>\r\n"
@@ -506,7 +493,7 @@ def test_a_plain_delay_warning_from_the_mailer_daemon_does_not_fail_the_reply(
             f"Message-ID: {message_id}\r\nTo: dana@example.org\r\n"
         ).encode(),
     )
-    assert _status(client, world, conv["id"], ours) == "sent"
+    assert one(client, world, conv["id"], ours)["status"] == "sent"
 
 
 def test_a_person_writing_from_postmaster_quoting_our_message_id_fails_nothing(
@@ -521,8 +508,8 @@ def test_a_person_writing_from_postmaster_quoting_our_message_id_fails_nothing(
     # headers of the mail they did receive: a person, no bounce.
     send(smtp_port, customer_mail("Hello?"))
     [conv] = conversations(client, world, mail_inbox)
-    ours, message_id = _sent_reply(client, world, database, settings, conv["id"])
-    _raw(
+    ours, message_id = sent_reply(client, world, database, settings, conv["id"])
+    returned(
         smtp_port,
         (
             "From: Jane Admin <postmaster@example.org>\r\n"
@@ -533,7 +520,7 @@ def test_a_person_writing_from_postmaster_quoting_our_message_id_fails_nothing(
             f"> Message-ID: {message_id}\r\n> To: dana@example.org\r\n"
         ).encode(),
     )
-    assert _status(client, world, conv["id"], ours) == "sent"
+    assert one(client, world, conv["id"], ours)["status"] == "sent"
 
 
 def test_a_bounce_read_by_x_failed_recipients_is_no_person_writing() -> None:
@@ -564,8 +551,8 @@ def test_a_read_receipt_with_our_headers_does_not_fail_the_reply(
     # read the reply; it is marked failed, "bounced".
     send(smtp_port, customer_mail("Hello?"))
     [conv] = conversations(client, world, mail_inbox)
-    ours, message_id = _sent_reply(client, world, database, settings, conv["id"])
-    _raw(
+    ours, message_id = sent_reply(client, world, database, settings, conv["id"])
+    returned(
         smtp_port,
         (
             "From: Dana Scully <dana@example.org>\r\nTo: support@acme.test\r\n"
@@ -579,4 +566,4 @@ def test_a_read_receipt_with_our_headers_does_not_fail_the_reply(
             "To: dana@example.org\r\n\r\n--B--\r\n"
         ).encode(),
     )
-    assert _status(client, world, conv["id"], ours) == "sent"
+    assert one(client, world, conv["id"], ours)["status"] == "sent"
