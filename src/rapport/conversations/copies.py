@@ -81,7 +81,7 @@ def for_message(
                     f"{field}: {mine} is this workspace's own address: a copy would come back "
                     "in as a new mail"
                 )
-        theirs = _theirs(db, inbox.workspace_id, customer_id)
+        theirs = customer_addresses(db, inbox.workspace_id, customer_id)
         cc = [a for a in cc if a not in theirs]
         bcc = [a for a in bcc if a not in theirs]
     field = "cc" if cc else "bcc"
@@ -109,7 +109,7 @@ def own_addresses(db: Session, workspace_id: str) -> set[str]:
     return {str((s or {}).get("address") or "").lower() for s in rows} - {""}
 
 
-def _theirs(db: Session, workspace_id: str, customer_id: str) -> set[str]:
+def customer_addresses(db: Session, workspace_id: str, customer_id: str) -> set[str]:
     """The customer's own email addresses (their handles and the one on their record)."""
     theirs = set(
         db.scalars(
@@ -146,7 +146,13 @@ def reply_all(db: Session, *, conversation: Conversation) -> list[str]:
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(_LOOKED_AT)
     )
-    mails = ((d, m["email"]) for d, m in rows if isinstance((m or {}).get("email"), dict))
+    mails = (
+        # A colleague's mail from their own mailbox (``sent_elsewhere``) reads as a mail
+        # that came in: whom it went to, and its writer.
+        (Direction.inbound if m.get("sent_elsewhere") else d, m["email"])
+        for d, m in rows
+        if isinstance((m or {}).get("email"), dict)
+    )
     direction, latest = next(mails, (None, None))
     if latest is None:
         return []
@@ -156,7 +162,7 @@ def reply_all(db: Session, *, conversation: Conversation) -> list[str]:
     if direction == Direction.inbound and isinstance(latest.get("from"), str):
         written = [latest["from"], *(written or [])]
     named = [a for raw in written or [] if (a := plain(str(raw))) is not None]
-    theirs = _theirs(db, conversation.workspace_id, conversation.customer_id)
+    theirs = customer_addresses(db, conversation.workspace_id, conversation.customer_id)
     ours = own_addresses(db, conversation.workspace_id)
     kept = [a for a in dict.fromkeys(named) if a not in theirs and not is_ours(a, ours)]
     return kept[:MAX_COPIES]

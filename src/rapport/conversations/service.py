@@ -494,10 +494,16 @@ def customers_latest(conversation_id: str, *columns: Any) -> Select[Any]:
     guests = (
         select(ConversationGuest.customer_id)
         .join(Conversation, Conversation.id == ConversationGuest.conversation_id)
+        .join(Customer, Customer.id == ConversationGuest.customer_id)
         .where(
             ConversationGuest.conversation_id == conversation_id,
-            # A guest whom a merge made the conversation's customer is a guest no more.
+            # A guest whom a merge made the conversation's customer, or merged into them,
+            # is a guest no more: the same person.
             ConversationGuest.customer_id != Conversation.customer_id,
+            or_(
+                Customer.merged_into_id.is_(None),
+                Customer.merged_into_id != Conversation.customer_id,
+            ),
         )
     )
     return (
@@ -797,15 +803,19 @@ def from_colleagues_mailbox(
     external_id: str,
     meta: dict[str, Any],
     stored: list[tuple[str, str, int, str, str]],
-    verified: bool,
+    not_a_reply: str | None,
     said_by: str,
+    written_at: datetime,
 ) -> Message:
     """A colleague's own mail in the thread (copied on it, answering all from their own
-    mailbox): the customer had it from them, so nothing is sent. Its sender proved
-    (``verified``: the receiving server's DMARC pass), it is their reply, sent: a first
-    response, and the customer no longer waits. Otherwise anyone could have written it in
-    their name: a private note that says so, changing nothing. ``stored``: its files
-    (filename, type, size, sha256, storage key), already in storage."""
+    mailbox): the customer had it from them, so nothing is sent. A reply of theirs, sent,
+    unless ``not_a_reply`` says why it is none (unproved: anyone could have written it in
+    their name; to us alone; a viewer's; an out-of-office): then a private note saying so,
+    changing nothing. A reply is a first response, and ends the customer's wait and the
+    response clocks only if written (``written_at``) after what they last wrote: one
+    held up on its way, which they answered meanwhile, leaves their newer question
+    waiting. ``stored``: its files (filename, type, size, sha256, storage key), already in
+    storage."""
     uploads = [
         Upload(
             workspace_id=conversation.workspace_id,
@@ -820,21 +830,24 @@ def from_colleagues_mailbox(
         for name, ctype, size, digest, key in stored
     ]
     db.add_all(uploads)
-    if not verified:
+    reply = not_a_reply is None
+    if not reply:
         text = (
             f"{said_by} wrote this by email from their own mailbox, not through Rapport; "
-            "the sending server could not be verified, so it is kept as a note:\n\n" + text
+            f"it is kept as a note, as {not_a_reply}:\n\n" + text
         )
     now = utcnow()
+    waited = conversation.waiting_since
+    answered = conversation.last_inbound_at is None or written_at >= conversation.last_inbound_at
     msg = add_message(
         db,
         conversation=conversation,
         direction=Direction.outbound,
-        kind=MessageKind.message if verified else MessageKind.note,
-        sender_type="user" if verified else "system",
-        sender_id=author_id if verified else None,
+        kind=MessageKind.message if reply else MessageKind.note,
+        sender_type="user" if reply else "system",
+        sender_id=author_id if reply else None,
         text=text,
-        html=html if verified else None,
+        html=html if reply else None,
         external_id=external_id,
         status=DeliveryStatus.sent,
         meta={**meta, "sent_elsewhere": True},
@@ -842,10 +855,13 @@ def from_colleagues_mailbox(
         inbox_id=inbox_id,
         uploads=uploads,
     )
-    if verified:
+    if reply:
         if conversation.first_response_at is None:
             conversation.first_response_at = now
-        sla.on_agent_reply(db, conversation=conversation)
+        if answered:
+            sla.on_agent_reply(db, conversation=conversation)
+        else:
+            conversation.waiting_since = waited
     db.flush()
     _updated(db, conversation)
     return msg

@@ -366,8 +366,8 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             "senders": {u.id: u.name or u.email for _, u in members}
             | _sender_names(db, msgs)
             | (guests := conversations.guest_names(db, conversation=conv, messages=msgs)),
-            # Who else writes here (copied on the customer's mail), each once, to their page.
-            "guests": {name: sender for sender, name in reversed(guests.items())},
+            # Who else writes here (copied on the customer's mail), each person once.
+            "guests": _people(db, guests),
             "previous": previous,
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
             # A reply by email carries copies: the composer offers whom the thread copied.
@@ -381,6 +381,17 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             **_customer_context(db, customer),
         }
     return _page(request, "conversation.html", principal, **ctx)
+
+
+def _people(db: Db, names: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, id) of each person among these customers, by the record their merges ended
+    in (two records of one person are one; two people of one name are two), by name."""
+    people: dict[str, str] = {}
+    for customer_id, name in names.items():
+        found = db.get(Customer, customer_id)
+        if found is not None:
+            people[customers.root_of(db, found).id] = name
+    return sorted((name, root) for root, name in people.items())
 
 
 def _sender_names(db: Db, msgs: list[Any]) -> dict[str, str]:

@@ -6,28 +6,30 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, make_msgid
 
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, event, select, update
 
+from rapport.auth.models import Role
 from rapport.automation.models import WebhookDelivery
 from rapport.channels.email import ingest_email
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, ConversationGuest, Message
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
-from rapport.db import Database
+from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, receive
 from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
 from rapport.privacy.erasure import mentions
 from rapport.realtime.models import StreamEvent
+from rapport.workspaces import service as workspaces
 from tests.channels.email.test_copies import detail, sent_mails
 from tests.channels.email.test_email import Outbox, conversations, customer_mail, send
 from tests.conftest import auth
 from tests.conversations.test_simultaneous import second_inbox
-from tests.factories import World
+from tests.factories import PASSWORD, World
 from tests.web.test_pages import sign_in
 
 
@@ -546,7 +548,7 @@ def test_a_colleague_copied_answering_from_their_own_mailbox_is_no_guest(
     assert detail(client, world, conv["id"])["guests"] == {}
     said = detail(client, world, conv["id"])["messages"]
     assert [m["kind"] for m in said] == ["message", "note"]
-    assert said[1]["text"].endswith("could not be verified, so it is kept as a note:\n\nOn it.")
+    assert said[1]["text"].endswith("as the sending server could not be verified:\n\nOn it.")
     assert len(conversations(client, world, mail_inbox)) == 1
 
 
@@ -623,6 +625,365 @@ def test_a_colleagues_own_mail_in_the_thread_is_their_reply_when_proved_else_a_n
     assert len(conversations(client, world, mail_inbox)) == 1
 
 
+TRUSTED = "mx.acme.test"
+
+
+def trust(client: TestClient, world: World, inbox: str) -> None:
+    r = client.patch(
+        f"/api/v1/inboxes/{inbox}",
+        json={"settings": {"trusted_authserv_ids": [TRUSTED]}},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+
+
+def proved(mail: EmailMessage, domain: str = "acme.test") -> EmailMessage:
+    """The mail as the trusted server stamps it: DMARC passed for its From's domain."""
+    mail["Authentication-Results"] = f"{TRUSTED}; dmarc=pass header.from={domain}"
+    return mail
+
+
 def waiting(database: Database, conv: str) -> object:
     with database.session(write=False) as db:
         return db.scalar(select(Conversation.waiting_since).where(Conversation.id == conv))
+
+
+def customer_search(client: TestClient, world: World, q: str) -> list[dict]:  # type: ignore[type-arg]
+    r = client.get("/api/v1/customers", params={"q": q}, headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    return r.json()["items"]  # type: ignore[no-any-return]
+
+
+# 1. A member who writes to support as a customer (an internal help desk, or trying the
+# inbox out): their follow-up in their own ticket is taken for a colleague's answer.
+
+
+def test_a_members_follow_up_in_their_own_ticket_stays_their_message_as_customer(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    trust(client, world, mail_inbox)
+    first = mail_from("Bob <bob@acme.test>", "My laptop will not boot.", answering=["<x@y>"])
+    del first["In-Reply-To"], first["References"]
+    send(smtp_port, proved(first))
+    [conv] = conversations(client, world, mail_inbox)
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Did you try holding the power button?"},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+    [ours] = sent_mails(outbox)
+    assert waiting(database, conv["id"]) is None
+    # Bob, the ticket's customer, answers our reply: his question, inbound, waiting on us.
+    send(
+        smtp_port,
+        proved(
+            mail_from(
+                "Bob <bob@acme.test>", "Yes, still nothing.", answering=[str(ours["Message-ID"])]
+            )
+        ),
+    )
+    last = detail(client, world, conv["id"])["messages"][-1]
+    assert (last["direction"], last["sender_type"], last["sender_id"]) == (
+        "in",
+        "customer",
+        conv["customer_id"],
+    ), last
+    assert waiting(database, conv["id"]) is not None
+
+
+# 2. "The customer had it from them": never checked. A colleague answering us alone (an
+# internal word: the customer not among its recipients) becomes a reply "sent" to her.
+
+
+def test_a_colleagues_mail_to_us_alone_is_no_reply_sent_to_the_customer(
+    client: TestClient,
+    world: World,
+    database: Database,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    trust(client, world, mail_inbox)
+    first = customer_mail("Our invoice is wrong.", Cc="Bob <bob@acme.test>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    # Bob answers support only (not all): Dana never gets this.
+    internal = mail_from(
+        "Bob <bob@acme.test>",
+        "Internal: she is on the fraud list, do not refund.",
+        answering=[str(first["Message-ID"])],
+    )
+    send(smtp_port, proved(internal))
+    thread = detail(client, world, conv["id"])
+    said = thread["messages"][-1]
+    assert "fraud list" in said["text"]
+    # Not a message to the customer marked sent, nor a first response; she still waits.
+    assert (said["kind"], said["status"]) != ("message", "sent"), said
+    assert thread["first_response_at"] is None
+    assert waiting(database, conv["id"]) is not None
+
+
+# 3. A viewer may not reply (the API refuses it); by mail they reply, a first response.
+
+
+def test_a_viewers_own_mail_is_no_reply_of_theirs(
+    client: TestClient,
+    world: World,
+    database: Database,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    trust(client, world, mail_inbox)
+    first = customer_mail("Our invoice is wrong.", Cc="Victor <victor@acme.test>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "We will refund you."},
+        headers=auth(world.victor),
+    )
+    assert r.status_code == 403, r.text  # a viewer cannot answer a customer
+    send(
+        smtp_port,
+        proved(
+            mail_from(
+                "Victor <victor@acme.test>",
+                "We will refund you twice.",
+                answering=[str(first["Message-ID"])],
+                to="dana@example.org",
+                cc="support@acme.test",
+            )
+        ),
+    )
+    thread = detail(client, world, conv["id"])
+    said = thread["messages"][-1]
+    assert (said["sender_type"], said["kind"]) != ("user", "message"), said
+    assert thread["first_response_at"] is None
+    assert waiting(database, conv["id"]) is not None
+
+
+# 4. Members' addresses are kept lower-cased as typed (Unicode domain), the sender IDNA:
+# a member on an internationalized domain is never found, so made a guest (a customer).
+
+
+def test_a_member_on_an_internationalized_domain_is_a_colleague_not_a_guest(
+    client: TestClient,
+    world: World,
+    database: Database,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    with database.session() as db:
+        workspaces.add_member(
+            db,
+            workspace_id=world.acme.workspace.id,
+            email="jurgen@bücher.test",
+            role=Role.agent,
+            password=PASSWORD,
+            name="Jürgen",
+            actor_role=Role.owner,
+        )
+    first = customer_mail("Our invoice is wrong.", Cc="Jürgen <jurgen@xn--bcher-kva.test>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    send(
+        smtp_port,
+        mail_from(
+            "Jürgen <jurgen@xn--bcher-kva.test>",
+            "On it.",
+            answering=[str(first["Message-ID"])],
+            to="dana@example.org",
+            cc="support@acme.test",
+        ),
+    )
+    thread = detail(client, world, conv["id"])
+    assert thread["guests"] == {}
+    assert customer_search(client, world, "jurgen") == []
+    assert thread["messages"][-1]["kind"] == "note"  # unverified: the colleague's note
+
+
+# 5. After a colleague's reply the next reply's copies are read from its Cc alone (as ours
+# would be): whom it went To besides the customer drops off the thread.
+
+
+def test_the_next_reply_still_copies_whom_a_colleagues_reply_went_to(
+    client: TestClient,
+    world: World,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    trust(client, world, mail_inbox)
+    first = customer_mail(
+        "Our invoice is wrong.",
+        Cc="Bob <bob@acme.test>",
+    )
+    del first["To"]
+    first["To"] = "support@acme.test, Walter Skinner <walter@example.org>"
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    assert sorted(detail(client, world, conv["id"])["reply_cc"]) == [
+        "bob@acme.test",
+        "walter@example.org",
+    ]
+    # Bob answers all (a client putting the original To in To, as Gmail does).
+    send(
+        smtp_port,
+        proved(
+            mail_from(
+                "Bob <bob@acme.test>",
+                "Corrected.",
+                answering=[str(first["Message-ID"])],
+                to="dana@example.org, support@acme.test, walter@example.org",
+            )
+        ),
+    )
+    thread = detail(client, world, conv["id"])
+    assert thread["messages"][-1]["sender_type"] == "user"
+    assert "walter@example.org" in thread["reply_cc"], thread["reply_cc"]
+
+
+# 6. A colleague's out-of-office (our reply copied them): still a customer and a conversation
+# of their own, though "no customer is made of a colleague".
+
+
+def test_a_colleagues_out_of_office_makes_no_customer_of_them(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    first = customer_mail("Our invoice is wrong.")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Looking into it.", "cc": ["bob@acme.test"]},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+    [ours] = sent_mails(outbox)
+    away = mail_from(
+        "Bob <bob@acme.test>",
+        "I am out of office until Monday.",
+        answering=[str(ours["Message-ID"])],
+    )
+    away["Auto-Submitted"] = "auto-replied"
+    send(smtp_port, away)
+    assert customer_search(client, world, "bob@acme.test") == []
+    assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
+
+
+# 7. The page's guests line is keyed by name: two guests of one name show as one.
+
+
+def test_the_guests_line_links_two_guests_of_the_same_name(
+    client: TestClient,
+    world: World,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    first = customer_mail(
+        "Our invoice is wrong.", Cc="Sam Jones <sam@example.org>, Sam Jones <sam@example.net>"
+    )
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    for address in ("sam@example.org", "sam@example.net"):
+        send(
+            smtp_port,
+            mail_from(
+                f"Sam Jones <{address}>", f"From {address}", answering=[str(first["Message-ID"])]
+            ),
+        )
+    guests = detail(client, world, conv["id"])["guests"]
+    assert len(guests) == 2
+    sign_in(client, "bob@acme.test")
+    page = client.get(f"/app/conversations/{conv['id']}").text
+    for guest in guests:
+        assert f'<a href="/app/customers/{guest}">Sam Jones</a>' in page
+
+
+# 8. A colleague's mail held up on its way to us (greylisting) lands after the customer's
+# answer to it: written before her latest message, it still ends her wait.
+
+
+def test_a_colleagues_mail_written_before_the_customers_latest_leaves_her_waiting(
+    client: TestClient,
+    world: World,
+    database: Database,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    trust(client, world, mail_inbox)
+    first = customer_mail("Our invoice is wrong.", Cc="Bob <bob@acme.test>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    written = utcnow()
+    bobs = mail_from(
+        "Bob <bob@acme.test>",
+        "Corrected.",
+        answering=[str(first["Message-ID"])],
+        to="dana@example.org",
+        cc="support@acme.test",
+    )
+    bobs["Date"] = format_datetime(written)
+    # Dana had Bob's mail at once and answers it; our copy of his arrives after hers.
+    again = customer_mail(
+        "Still wrong: the VAT line is missing.",
+        In_Reply_To=str(bobs["Message-ID"]),
+        References=f"{first['Message-ID']} {bobs['Message-ID']}",
+    )
+    send(smtp_port, again)
+    assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
+    assert waiting(database, conv["id"]) is not None
+    send(smtp_port, proved(bobs))
+    assert detail(client, world, conv["id"])["messages"][-1]["sender_type"] == "user"
+    assert waiting(database, conv["id"]) is not None  # her newer question is unanswered
+
+
+# 10. (06a11bd) Guest rows no longer move with a customer merge, and customers_latest
+# leaves out a guest unless it IS the conversation's customer: a guest merged INTO the
+# customer (the other direction) is her now (no guest on the page), yet what they wrote
+# is still left out of "the customer's latest message" (suggestions, the reply's channel).
+
+
+def test_a_guest_merged_into_the_customer_writes_as_the_customer(
+    client: TestClient,
+    world: World,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    first = customer_mail("Our invoice is wrong.", Cc="Dana at work <dana@work.example>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    send(
+        smtp_port,
+        mail_from(
+            "Dana at work <dana@work.example>",
+            "Where is the refund for the duplicate charge?",
+            answering=[str(first["Message-ID"])],
+        ),
+    )
+    thread = detail(client, world, conv["id"])
+    [work] = thread["guests"]
+    # One person: her work address's record merged into her own.
+    r = client.post(
+        f"/api/v1/customers/{conv['customer_id']}/merge",
+        json={"merged_id": work},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    assert detail(client, world, conv["id"])["guests"] == {}
+    asked = client.get(f"/api/v1/conversations/{conv['id']}/suggestions", headers=auth(world.bob))
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["question"] == "Where is the refund for the duplicate charge?"

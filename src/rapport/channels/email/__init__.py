@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rapport.auth.models import Membership, User
+from rapport.auth.models import Membership, Role, User
 from rapport.channels import base
 from rapport.channels.email import sender_auth
 from rapport.channels.email.parse import ParsedEmail, parse
@@ -30,6 +30,7 @@ from rapport.conversations.models import Conversation, DeliveryStatus, Direction
 from rapport.customers import duplicates
 from rapport.customers.identity import InvalidHandle, handle, normalize
 from rapport.customers.models import ConsentChannel, Customer, IdentityKind
+from rapport.db import utcnow
 from rapport.ingest import (
     InboundAttachment,
     InboundMessage,
@@ -124,16 +125,26 @@ def _addressed_in(
     return False
 
 
-def colleague(db: Session, workspace_id: str, address: str | None) -> str | None:
-    """The member of the workspace whose address this is, if any."""
+def colleague(db: Session, workspace_id: str, address: str | None) -> tuple[str, Role] | None:
+    """The member of the workspace whose address this is, and their role, if any (an
+    internationalized domain matched as members type it, in Unicode, or as mail carries
+    it, in IDNA)."""
     sender = _normal(address or "")
     if sender is None:
         return None
-    return db.scalar(
-        select(User.id)
+    forms = {sender}
+    local, _, domain = sender.rpartition("@")
+    try:
+        forms.add(f"{local}@{domain.encode('ascii').decode('idna')}")
+    except UnicodeError:
+        pass
+    row = db.execute(
+        select(User.id, Membership.role)
         .join(Membership, Membership.user_id == User.id)
-        .where(Membership.workspace_id == workspace_id, func.lower(User.email) == sender)
-    )
+        .where(Membership.workspace_id == workspace_id, func.lower(User.email).in_(forms))
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def _normal(address: str) -> str | None:
@@ -166,8 +177,8 @@ class PreparedEmail:
     parsed: ParsedEmail
     msg: InboundMessage
     # A colleague's own mail in a thread (copied, answering all from their mailbox): the
-    # member it is from, stored as theirs in the thread (``_from_colleague``).
-    colleague: str | None = None
+    # member it is from and their role, stored as theirs in the thread (``_from_colleague``).
+    colleague: tuple[str, Role] | None = None
 
 
 def prepare_email(
@@ -299,7 +310,7 @@ def store_email(
             if not failed or not failed <= copied:
                 ours.status = DeliveryStatus.failed
                 ours.error = "bounced: the receiving server refused it"
-    if prepared.colleague is not None and not parsed.auto_reply:
+    if prepared.colleague is not None:
         theirs = _from_colleague(db, prepared, inbox, settings=settings, storage=storage)
         if theirs is not None:
             return theirs
@@ -317,9 +328,14 @@ def _from_colleague(
     storage: LocalStorage | None,
 ) -> EmailResult | None:
     """A colleague's own mail in a thread, stored in its conversation as theirs
-    (``conversations.from_colleagues_mailbox``), once; None when the thread's conversation
-    is gone (then it is stored as any mail)."""
+    (``conversations.from_colleagues_mailbox``), once: their reply when it is one the
+    customer had from them, proved to be theirs, by one who may answer customers; a note
+    saying why not otherwise. None when it is no colleague's word here (the thread's
+    conversation gone, or the colleague is that conversation's customer: a member asking
+    us for help): then it is stored as any mail."""
     parsed, msg = prepared.parsed, prepared.msg
+    assert prepared.colleague is not None
+    author, role = prepared.colleague
     conv = db.get(Conversation, msg.conversation_hint or "")
     for _ in range(32):  # an agent merged it into another: the thread goes on there
         if conv is None or not conv.merged_into_id:
@@ -328,7 +344,10 @@ def _from_colleague(
     if conv is None or conv.workspace_id != inbox.workspace_id:
         return None
     customer = db.get(Customer, conv.customer_id)
-    assert customer is not None and prepared.colleague is not None
+    assert customer is not None
+    theirs = copies.customer_addresses(db, conv.workspace_id, customer.id)
+    if _normal(parsed.from_addr or "") in theirs:
+        return None
     earlier = db.scalar(
         select(Message).where(Message.inbox_id == inbox.id, Message.external_id == msg.external_id)
     )
@@ -343,18 +362,30 @@ def _from_colleague(
         key, digest = att.stored or store.put(att.data)
         stored.append((att.filename[:500], att.content_type[:200], len(att.data), digest, key))
     mail = msg.meta.get("email") or {}
+    if parsed.auto_reply:
+        why: str | None = "an automatic answer (an out-of-office, say)"
+    elif (mail.get("sender_auth") or {}).get("result") != "pass":
+        why = "the sending server could not be verified"
+    elif role not in (Role.owner, Role.admin, Role.agent):
+        why = "its writer is a viewer, who does not answer customers"
+    elif not theirs & {_normal(str(a)) for a in parsed.to}:
+        why = "it did not go to the customer"
+    else:
+        why = None
+    now = utcnow()
     message = conversation_service.from_colleagues_mailbox(
         db,
         conversation=conv,
-        author_id=prepared.colleague,
+        author_id=author,
         text=msg.text,
         html=msg.html,
         inbox_id=inbox.id,
         external_id=msg.external_id or "",
         meta={"email": {k: v for k, v in mail.items() if k != "full_text"}},
         stored=stored,
-        verified=(mail.get("sender_auth") or {}).get("result") == "pass",
+        not_a_reply=why,
         said_by=f"{parsed.from_name or 'A colleague'} <{parsed.from_addr}>",
+        written_at=min(parsed.date, now) if parsed.date else now,
     )
     return EmailResult(IngestResult(message, conv, customer, False, "continued", "email"), parsed)
 
