@@ -144,7 +144,7 @@ def past_answers(
 
 def for_conversation(db: Session, *, conversation: Conversation, base_url: str) -> dict[str, Any]:
     """Articles and past answers for the customer's latest message in the conversation."""
-    latest = db.scalar(conversations.customers_latest(conversation.id, Message.text))
+    latest = db.scalar(conversations.customers_latest(db, conversation, Message.text))
     if not latest:
         return {"question": None, "articles": [], "answers": []}
     hits = kb_search.search_articles(

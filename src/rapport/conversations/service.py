@@ -488,35 +488,28 @@ class LastInbound:
     opens_window: bool
 
 
-def customers_latest(conversation_id: str, *columns: Any) -> Select[Any]:
+def customers_latest(db: Session, conversation: Conversation, *columns: Any) -> Select[Any]:
     """``columns`` of the customer's latest message in a conversation (not its guests':
-    one copied on its mail does not choose the channel a reply to the customer takes)."""
-    guests = (
-        select(ConversationGuest.customer_id)
-        .join(Conversation, Conversation.id == ConversationGuest.conversation_id)
-        .join(Customer, Customer.id == ConversationGuest.customer_id)
-        .where(
-            ConversationGuest.conversation_id == conversation_id,
-            # A guest whom a merge made the conversation's customer, or merged into them,
-            # is a guest no more: the same person.
-            ConversationGuest.customer_id != Conversation.customer_id,
-            or_(
-                Customer.merged_into_id.is_(None),
-                Customer.merged_into_id != Conversation.customer_id,
-            ),
+    one copied on its mail does not choose the channel a reply to the customer takes; a
+    guest whose merges ended in the customer is the customer)."""
+    guests = [
+        g
+        for g in db.scalars(
+            select(ConversationGuest.customer_id).where(
+                ConversationGuest.conversation_id == conversation.id
+            )
         )
+        if (found := db.get(Customer, g)) is not None
+        and customers.root_of(db, found).id != conversation.customer_id
+    ]
+    stmt = select(*columns).where(
+        Message.conversation_id == conversation.id,
+        Message.direction == Direction.inbound,
+        Message.kind == MessageKind.message,
     )
-    return (
-        select(*columns)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.direction == Direction.inbound,
-            Message.kind == MessageKind.message,
-            Message.sender_id.not_in(guests),
-        )
-        .order_by(Message.created_at.desc())
-        .limit(1)
-    )
+    if guests:
+        stmt = stmt.where(Message.sender_id.not_in(guests))
+    return stmt.order_by(Message.created_at.desc()).limit(1)
 
 
 def of_customer(
@@ -555,7 +548,7 @@ def guest_in(db: Session, *, customer: Customer, limit: int) -> list[Conversatio
 
 def _last_inbound(db: Session, *, conversation: Conversation) -> LastInbound | None:
     row = db.execute(
-        customers_latest(conversation.id, Message.inbox_id, Message.created_at, _opens_window())
+        customers_latest(db, conversation, Message.inbox_id, Message.created_at, _opens_window())
     ).first()
     return LastInbound(row[0], row[1], bool(row[2])) if row is not None else None
 

@@ -987,3 +987,56 @@ def test_a_guest_merged_into_the_customer_writes_as_the_customer(
     asked = client.get(f"/api/v1/conversations/{conv['id']}/suggestions", headers=auth(world.bob))
     assert asked.status_code == 200, asked.text
     assert asked.json()["question"] == "Where is the refund for the duplicate charge?"
+
+
+def test_a_guest_whose_merges_end_in_the_customer_chooses_the_reply_channel(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    # Dana on chat (an API inbox), her mail conversation merged into the chat one; Walter
+    # answers all by email as a guest, then turns out to be her, through a chain of two
+    # merges (his record into another, that one into hers): his mail is hers, and a reply
+    # goes where she last wrote, by email.
+    first = customer_mail("Our invoice is wrong.", Cc="walter@example.org")
+    send(smtp_port, first)
+    [mailed] = conversations(client, world, mail_inbox)
+    chat = second_inbox(client, world)
+    with database.session() as db:
+        chatted = receive(
+            db,
+            InboundMessage(
+                inbox_id=chat,
+                external_id="chat-1",
+                text="Are you there?",
+                handles=[handle(IdentityKind.email, "dana@example.org")],
+            ),
+            settings=settings,
+        ).conversation.id
+    r = client.post(
+        f"/api/v1/conversations/{chatted}/merge",
+        json={"merged_id": mailed["id"]},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200, r.text
+    send(smtp_port, mail_from("walter@example.org", "Seen.", answering=[str(first["Message-ID"])]))
+    walter = detail(client, world, chatted)["messages"][-1]["sender_id"]
+    how = client.get(f"/api/v1/conversations/{chatted}/reply-copies", headers=auth(world.bob))
+    assert how.json()["by_email"] is False  # a guest's mail: still chat
+    middle = client.post("/api/v1/customers", json={"name": "W"}, headers=auth(world.bob))
+    for survivor, merged in (
+        (middle.json()["id"], walter),
+        (mailed["customer_id"], middle.json()["id"]),
+    ):
+        r = client.post(
+            f"/api/v1/customers/{survivor}/merge",
+            json={"merged_id": merged},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+    assert detail(client, world, chatted)["guests"] == {}
+    how = client.get(f"/api/v1/conversations/{chatted}/reply-copies", headers=auth(world.bob))
+    assert how.json()["by_email"] is True
