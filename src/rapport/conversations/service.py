@@ -849,15 +849,61 @@ def from_colleagues_mailbox(
         uploads=uploads,
     )
     if reply:
-        if conversation.first_response_at is None:
-            conversation.first_response_at = now
-        if answered:
-            sla.on_agent_reply(db, conversation=conversation)
-        else:
-            conversation.waiting_since = waited
+        _colleague_answered(db, conversation, at=now, answered=answered, waited=waited)
     db.flush()
     _updated(db, conversation)
     return msg
+
+
+def colleagues_note_proved(
+    db: Session,
+    *,
+    conversation: Conversation,
+    note: Message,
+    author_id: str,
+    text: str,
+    html: str | None,
+    meta: dict[str, Any],
+    written_at: datetime,
+) -> Message:
+    """A colleague's mail kept as a note, unproved (``from_colleagues_mailbox``), come
+    again proved (its first copy through a forwarder that broke its signature): their
+    reply after all, as if it had come so the first time (``meta``: the proved copy's)."""
+    waited = conversation.waiting_since
+    answered = conversation.last_inbound_at is None or written_at >= conversation.last_inbound_at
+    note.kind, note.sender_type, note.sender_id = MessageKind.message, "user", author_id
+    note.text, note.html = text, clean_html(html) if html else None
+    note.meta = {**meta, "sent_elsewhere": True}
+    if answered:
+        conversation.waiting_since = None
+    _colleague_answered(db, conversation, at=note.created_at, answered=answered, waited=waited)
+    db.flush()
+    emit(
+        db,
+        workspace_id=conversation.workspace_id,
+        type="message.updated",
+        payload=message_payload(note),
+    )
+    _updated(db, conversation)
+    return note
+
+
+def _colleague_answered(
+    db: Session,
+    conversation: Conversation,
+    *,
+    at: datetime,
+    answered: bool,
+    waited: datetime | None,
+) -> None:
+    """A colleague's reply from their own mailbox: a first response; it ends the wait and
+    the response clocks only if it ``answered`` what the customer last wrote."""
+    if conversation.first_response_at is None:
+        conversation.first_response_at = at
+    if answered:
+        sla.on_agent_reply(db, conversation=conversation)
+    else:
+        conversation.waiting_since = waited
 
 
 def window_refusal(

@@ -1040,3 +1040,32 @@ def test_a_guest_whose_merges_end_in_the_customer_chooses_the_reply_channel(
     assert detail(client, world, chatted)["guests"] == {}
     how = client.get(f"/api/v1/conversations/{chatted}/reply-copies", headers=auth(world.bob))
     assert how.json()["by_email"] is True
+
+
+def test_a_colleagues_mail_proved_on_a_second_delivery_is_their_reply(
+    client: TestClient,
+    world: World,
+    database: Database,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    trust(client, world, mail_inbox)
+    first = customer_mail("Our invoice is wrong.", Cc="Bob <bob@acme.test>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    bobs = mail_from(
+        "Bob <bob@acme.test>",
+        "Corrected.",
+        answering=[str(first["Message-ID"])],
+        to="dana@example.org",
+        cc="support@acme.test",
+    )
+    send(smtp_port, bobs)  # no trusted verdict: a note
+    send(smtp_port, proved(bobs))  # the same mail, proved
+    said = [m for m in detail(client, world, conv["id"])["messages"] if m["direction"] == "out"]
+    assert ("message", "user") in [(m["kind"], m["sender_type"]) for m in said], said
+    assert waiting(database, conv["id"]) is None
+    # The note became the reply: one message, in Bob's words alone, the proved verdict.
+    [reply] = said
+    assert reply["text"] == "Corrected." and reply["sender_id"] == world.acme.users["bob"].id
+    assert reply["meta"]["email"]["sender_auth"]["result"] == "pass"

@@ -26,7 +26,13 @@ from rapport.channels.models import Inbox
 from rapport.config import Settings
 from rapport.conversations import copies
 from rapport.conversations import service as conversation_service
-from rapport.conversations.models import Conversation, DeliveryStatus, Direction, Message
+from rapport.conversations.models import (
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    Message,
+    MessageKind,
+)
 from rapport.customers import duplicates
 from rapport.customers.identity import InvalidHandle, handle, normalize
 from rapport.customers.models import ConsentChannel, Customer, IdentityKind
@@ -348,11 +354,31 @@ def _from_colleague(
     theirs = copies.customer_addresses(db, conv.workspace_id, customer.id)
     if _normal(parsed.from_addr or "") in theirs:
         return None
+    mail = msg.meta.get("email") or {}
+    kept = {"email": {k: v for k, v in mail.items() if k != "full_text"}}
+    now = utcnow()
+    written_at = min(parsed.date, now) if parsed.date else now
+    why = _not_a_reply(parsed, mail, role, theirs)
     earlier = db.scalar(
         select(Message).where(Message.inbox_id == inbox.id, Message.external_id == msg.external_id)
     )
     if earlier is not None:  # delivered twice
         where = db.get(Conversation, earlier.conversation_id) or conv
+        if why is None and earlier.kind == MessageKind.note and earlier.meta.get("sent_elsewhere"):
+            # Kept as a note when it first came unproved; proved now: their reply.
+            earlier = conversation_service.colleagues_note_proved(
+                db,
+                conversation=where,
+                note=earlier,
+                author_id=author,
+                text=msg.text,
+                html=msg.html,
+                meta=kept,
+                written_at=written_at,
+            )
+            return EmailResult(
+                IngestResult(earlier, where, customer, False, "continued", "email"), parsed
+            )
         return EmailResult(
             IngestResult(earlier, where, customer, True, "duplicate", "email"), parsed
         )
@@ -361,18 +387,6 @@ def _from_colleague(
     for att in msg.attachments:
         key, digest = att.stored or store.put(att.data)
         stored.append((att.filename[:500], att.content_type[:200], len(att.data), digest, key))
-    mail = msg.meta.get("email") or {}
-    if parsed.auto_reply:
-        why: str | None = "an automatic answer (an out-of-office, say)"
-    elif (mail.get("sender_auth") or {}).get("result") != "pass":
-        why = "the sending server could not be verified"
-    elif role not in (Role.owner, Role.admin, Role.agent):
-        why = "its writer is a viewer, who does not answer customers"
-    elif not theirs & {_normal(str(a)) for a in parsed.to}:
-        why = "it did not go to the customer"
-    else:
-        why = None
-    now = utcnow()
     message = conversation_service.from_colleagues_mailbox(
         db,
         conversation=conv,
@@ -381,13 +395,29 @@ def _from_colleague(
         html=msg.html,
         inbox_id=inbox.id,
         external_id=msg.external_id or "",
-        meta={"email": {k: v for k, v in mail.items() if k != "full_text"}},
+        meta=kept,
         stored=stored,
         not_a_reply=why,
         said_by=f"{parsed.from_name or 'A colleague'} <{parsed.from_addr}>",
-        written_at=min(parsed.date, now) if parsed.date else now,
+        written_at=written_at,
     )
     return EmailResult(IngestResult(message, conv, customer, False, "continued", "email"), parsed)
+
+
+def _not_a_reply(
+    parsed: ParsedEmail, mail: dict[str, Any], role: Role, theirs: set[str]
+) -> str | None:
+    """Why a colleague's mail in a thread is no reply of theirs to the customer, if it is
+    none (``conversations.from_colleagues_mailbox``)."""
+    if parsed.auto_reply:
+        return "an automatic answer (an out-of-office, say)"
+    if (mail.get("sender_auth") or {}).get("result") != "pass":
+        return "the sending server could not be verified"
+    if role not in (Role.owner, Role.admin, Role.agent):
+        return "its writer is a viewer, who does not answer customers"
+    if not theirs & {_normal(str(a)) for a in parsed.to}:
+        return "it did not go to the customer"
+    return None
 
 
 def _same_name_elsewhere(db: Session, msg: InboundMessage, result: EmailResult) -> None:
