@@ -462,6 +462,33 @@ def test_a_webhook_call_made_about_a_guests_message_is_blanked_when_they_are_era
     assert not any(mentions(p, {said["id"], walter}) for p in logged), logged
 
 
+def by_mail_then_chat(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> tuple[EmailMessage, dict, str]:  # type: ignore[type-arg]
+    """Dana's mail copying Walter (the mail, its conversation), then her chat message
+    through an API inbox, in a conversation of its own (its id)."""
+    first = customer_mail("Our invoice is wrong.", Cc="walter@example.org")
+    send(smtp_port, first)
+    [mailed] = conversations(client, world, mail_inbox)
+    with database.session() as db:
+        chatted = receive(
+            db,
+            InboundMessage(
+                inbox_id=second_inbox(client, world),
+                external_id="chat-1",
+                text="Are you there?",
+                handles=[handle(IdentityKind.email, "dana@example.org")],
+            ),
+            settings=settings,
+        ).conversation.id
+    return first, mailed, chatted
+
+
 def test_a_guests_mail_does_not_move_the_reply_off_the_channel_the_customer_is_on(
     client: TestClient,
     world: World,
@@ -470,23 +497,11 @@ def test_a_guests_mail_does_not_move_the_reply_off_the_channel_the_customer_is_o
     mail_inbox: str,
     smtp_port: int,
 ) -> None:
-    first = customer_mail("Our invoice is wrong.", Cc="walter@example.org")
-    send(smtp_port, first)
-    [mailed] = conversations(client, world, mail_inbox)
     # Dana goes on in chat (an API inbox) with the same address; the two are merged, and
     # a reply goes back on chat, where she is now.
-    chat = second_inbox(client, world)
-    with database.session() as db:
-        chatted = receive(
-            db,
-            InboundMessage(
-                inbox_id=chat,
-                external_id="chat-1",
-                text="Are you there?",
-                handles=[handle(IdentityKind.email, "dana@example.org")],
-            ),
-            settings=settings,
-        ).conversation.id
+    first, mailed, chatted = by_mail_then_chat(
+        client, world, database, settings, mail_inbox, smtp_port
+    )
     r = client.post(
         f"/api/v1/conversations/{mailed['id']}/merge",
         json={"merged_id": chatted},
@@ -505,7 +520,7 @@ def test_a_guests_mail_does_not_move_the_reply_off_the_channel_the_customer_is_o
         json={"text": "Looking into it."},
         headers=auth(world.bob),
     ).json()
-    assert answer["inbox_id"] == chat
+    assert answer["inbox_id"] == detail(client, world, chatted)["inbox_id"]
 
 
 def test_one_copied_at_an_internationalised_domain_is_found_however_the_domain_is_written(
@@ -1001,21 +1016,9 @@ def test_a_guest_whose_merges_end_in_the_customer_chooses_the_reply_channel(
     # answers all by email as a guest, then turns out to be her, through a chain of two
     # merges (his record into another, that one into hers): his mail is hers, and a reply
     # goes where she last wrote, by email.
-    first = customer_mail("Our invoice is wrong.", Cc="walter@example.org")
-    send(smtp_port, first)
-    [mailed] = conversations(client, world, mail_inbox)
-    chat = second_inbox(client, world)
-    with database.session() as db:
-        chatted = receive(
-            db,
-            InboundMessage(
-                inbox_id=chat,
-                external_id="chat-1",
-                text="Are you there?",
-                handles=[handle(IdentityKind.email, "dana@example.org")],
-            ),
-            settings=settings,
-        ).conversation.id
+    first, mailed, chatted = by_mail_then_chat(
+        client, world, database, settings, mail_inbox, smtp_port
+    )
     r = client.post(
         f"/api/v1/conversations/{chatted}/merge",
         json={"merged_id": mailed["id"]},
