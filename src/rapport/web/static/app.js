@@ -1008,6 +1008,7 @@ function setupConversation() {
     const p = event.payload;
     if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) {
       add(p);
+      showGuest(p);
       if (p.direction === "in") markRead();
       if (p.direction === "in" && event.type === "message.created") followCopies();
     }
@@ -1018,6 +1019,22 @@ function setupConversation() {
     }
     // (The customer or colleagues typing, colleagues viewing: the notice in panel.js.)
   });
+}
+
+// Someone copied on the thread who writes in it (a guest: the live message names them) joins
+// the header's "Also writing here" line, linked to their page, unless already there.
+function showGuest(m) {
+  const line = document.getElementById("guests");
+  if (!line || !m.sender_name || m.sender_type !== "customer" || !m.sender_id) return;
+  const names = line.querySelector(".names");
+  const href = `/app/customers/${encodeURIComponent(m.sender_id)}`;
+  if ([...names.querySelectorAll("a")].some((a) => a.getAttribute("href") === href)) return;
+  const link = document.createElement("a");
+  link.href = href;
+  link.textContent = m.sender_name;
+  if (names.children.length) names.append(", ");
+  names.append(link);
+  line.hidden = false;
 }
 
 // The composer keeps what is written as the conversation's draft (each keystroke, and as

@@ -229,7 +229,10 @@ export function setupCanned(textarea, menu, rendered) {
   textarea.addEventListener("input", async () => {
     const t = token();
     if (!t) { close(); return; }
-    items = await api("GET", `/api/v1/canned-responses?prefix=${encodeURIComponent(t.prefix)}`).catch(() => []);
+    const found = await api("GET", `/api/v1/canned-responses?prefix=${encodeURIComponent(t.prefix)}`).catch(() => []);
+    // An answer to an earlier keystroke, come late (or after one was chosen): not shown.
+    if (token()?.prefix !== t.prefix) return;
+    items = found;
     active = 0;
     render();
   });
