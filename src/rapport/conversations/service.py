@@ -528,10 +528,7 @@ def of_customer(
 def guest_in(db: Session, *, customer: Customer, limit: int) -> list[Conversation]:
     """Others' conversations the customer (or a record merged into them) wrote in, copied
     on their mail (``ConversationGuest``), latest activity first."""
-    there = select(ConversationGuest.conversation_id).where(
-        ConversationGuest.workspace_id == customer.workspace_id,
-        ConversationGuest.customer_id.in_(customers.person_ids(db, customer)),
-    )
+    there = customers.guest_conversations(customer.workspace_id, customers.person_ids(db, customer))
     return list(
         db.scalars(
             select(Conversation)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Select,
     and_,
     exists,
     func,
@@ -594,6 +595,15 @@ def person_ids(db: Session, root: Customer) -> list[str]:
     return ids
 
 
+def guest_conversations(workspace_id: str, person: Sequence[str]) -> Select[str]:
+    """The ids of the conversations this person (a customer and the records merged into
+    them) wrote in as a guest, copied on another customer's mail (``ConversationGuest``)."""
+    return select(ConversationGuest.conversation_id).where(
+        ConversationGuest.workspace_id == workspace_id,
+        ConversationGuest.customer_id.in_(person),
+    )
+
+
 def others_named(
     db: Session, *, workspace_id: str, besides: str, sender_ids: set[str]
 ) -> dict[str, str]:
@@ -646,10 +656,7 @@ def timeline(
         )
         # What they wrote in others' conversations (copied on their mail): theirs too.
         person = person_ids(db, customer)
-        guest_of = select(ConversationGuest.conversation_id).where(
-            ConversationGuest.workspace_id == customer.workspace_id,
-            ConversationGuest.customer_id.in_(person),
-        )
+        guest_of = guest_conversations(customer.workspace_id, person)
         written = None
         if db.scalar(guest_of.limit(1)) is not None:
             written = (

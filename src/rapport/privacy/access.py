@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
-from rapport.conversations.models import Conversation, ConversationGuest, Message
+from rapport.conversations.models import Conversation, Message
 from rapport.conversations.schemas import AttachmentRead, ConversationRead, MessageRead
 from rapport.customers import merge, profile
+from rapport.customers import service as customers
 from rapport.customers.models import Customer, CustomerNote, Event, Identity
 from rapport.customers.schemas import ConsentRead, CustomerRead, IdentityRead
 from rapport.db import utcnow
@@ -91,12 +92,8 @@ class CustomerExport(BaseModel):
 def guest_messages(workspace_id: str, person: list[str] | set[str]) -> Select[str]:
     """The ids of the messages this person (a customer and the records merged into it)
     wrote in others' conversations, as their guest (``ConversationGuest``)."""
-    there = select(ConversationGuest.conversation_id).where(
-        ConversationGuest.workspace_id == workspace_id,
-        ConversationGuest.customer_id.in_(person),
-    )
     return select(Message.id).where(
-        Message.conversation_id.in_(there),
+        Message.conversation_id.in_(customers.guest_conversations(workspace_id, list(person))),
         Message.sender_type == "customer",
         Message.sender_id.in_(person),
     )

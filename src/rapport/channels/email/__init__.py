@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Membership, Role, User
@@ -147,7 +147,8 @@ def colleague(db: Session, workspace_id: str, address: str | None) -> tuple[str,
     row = db.execute(
         select(User.id, Membership.role)
         .join(Membership, Membership.user_id == User.id)
-        .where(Membership.workspace_id == workspace_id, func.lower(User.email).in_(forms))
+        # (Members' addresses are kept lower-cased: the unique index finds them.)
+        .where(Membership.workspace_id == workspace_id, User.email.in_(forms))
         .limit(1)
     ).first()
     return (row[0], row[1]) if row is not None else None
