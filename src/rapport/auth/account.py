@@ -6,7 +6,7 @@ a member of, and a new password opens all of them.
 
 from sqlalchemy.orm import Session
 
-from rapport.auth import security
+from rapport.auth import reset, security
 from rapport.auth import service as auth
 from rapport.auth.models import User
 from rapport.crypto import SecretBox
@@ -80,10 +80,11 @@ def change_password(
                 403, "totp-required", "this account has two-factor authentication: send its code"
             )
         if not auth.verify_second_factor(db, user=user, box=box, code=totp_code):
-            auth.count_failure(user, max_failures=max_failures, lockout_minutes=lockout_minutes)
+            auth.count_failure(db, user, max_failures=max_failures, lockout_minutes=lockout_minutes)
             raise Problem(403, "totp-invalid", "the two-factor code is wrong")
         auth.signed_in(user)
     user.password_hash = new_hash or security.hash_password(new)
+    reset.spend_all(db, user_id=user.id)
     auth.end_all_sessions(db, user_id=user.id)
     return user
 

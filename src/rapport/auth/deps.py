@@ -27,10 +27,10 @@ _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # ``allow_pending_mfa``, the second step, ``me`` and ``logout``.)
 _ENROLMENT = frozenset(
     {
-        "/api/v1/auth/me",
-        "/api/v1/auth/logout",
-        "/api/v1/auth/totp/enroll",
-        "/api/v1/auth/totp/activate",
+        ("GET", "/api/v1/auth/me"),
+        ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/auth/totp/enroll"),
+        ("POST", "/api/v1/auth/totp/activate"),
     }
 )
 
@@ -137,7 +137,7 @@ async def resolve_principal(
             raise Forbidden("missing or wrong CSRF token (send the X-CSRF-Token header)")
     if not principal.mfa_passed and not allow_pending_mfa:
         raise Unauthorized("finish signing in with your two-factor code")
-    enrolling = route_path(request.scope) in _ENROLMENT
+    enrolling = (request.method, route_path(request.scope)) in _ENROLMENT
     if principal.require_2fa and not principal.totp_enabled and not enrolling:
         raise Problem(
             403, "2fa-required", "this workspace requires two-factor authentication: enrol first"

@@ -65,11 +65,7 @@ def confirm(db: Session, *, token: str, password: str) -> User:
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         raise ResetInvalid()
-    db.execute(
-        update(PasswordReset)
-        .where(PasswordReset.user_id == row.user_id, PasswordReset.used_at.is_(None))
-        .values(used_at=now)
-    )
+    spend_all(db, user_id=row.user_id)
     user = db.get(User, row.user_id)
     assert user is not None
     user.password_hash = security.hash_password(password)
@@ -77,6 +73,16 @@ def confirm(db: Session, *, token: str, password: str) -> User:
     user.locked_until = None
     auth.end_all_sessions(db, user_id=user.id)
     return user
+
+
+def spend_all(db: Session, *, user_id: str) -> None:
+    """Every reset link of the user not used yet is spent: the password was just chosen, and
+    a link asked for (or leaked) before would choose it again."""
+    db.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_id == user_id, PasswordReset.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
 
 
 @job("password_reset_email")

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from rapport.auth import security
 from rapport.auth.models import ROLE_RANK, ApiToken, AuthSession, Membership, Role, User
@@ -75,6 +76,11 @@ class LoginFailed(Problem):
         super().__init__(401, "login-failed", "email or password is wrong")
 
 
+class NoSuchAccount(LoginFailed):
+    """A login for an address with no account: answered exactly as a wrong password, so
+    that only the server tells the two apart (its lock-out is counted by the caller)."""
+
+
 class AccountLocked(Problem):
     def __init__(self, minutes: int) -> None:
         super().__init__(
@@ -116,8 +122,9 @@ def check_password(
     else:
         matches = security.verify_password(stored, password)
     if not matches:
-        if user is not None:
-            count_failure(user, max_failures=max_failures, lockout_minutes=lockout_minutes)
+        if user is None:
+            raise NoSuchAccount()
+        count_failure(db, user, max_failures=max_failures, lockout_minutes=lockout_minutes)
         raise LoginFailed()
     assert user is not None
     if not user.totp_enabled:  # else only once the second factor passes too (signed_in)
@@ -127,13 +134,30 @@ def check_password(
     return user
 
 
-def count_failure(user: User, *, max_failures: int, lockout_minutes: int) -> None:
+def count_failure(db: Session, user: User, *, max_failures: int, lockout_minutes: int) -> None:
     """A wrong password or two-factor code: after ``max_failures`` of them the account
-    is locked for ``lockout_minutes`` (and the count starts again)."""
-    user.failed_logins += 1
-    if user.failed_logins >= max_failures:
-        user.locked_until = utcnow() + timedelta(minutes=lockout_minutes)
-        user.failed_logins = 0
+    is locked for ``lockout_minutes`` (and the count starts again).
+
+    Counted by the database in one statement, which holds the row until commit: read,
+    added to and written back by each request, failures sent side by side were one."""
+    count = db.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(failed_logins=User.failed_logins + 1)
+        .returning(User.failed_logins)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    locked_until = user.locked_until
+    if count >= max_failures:
+        locked_until, count = utcnow() + timedelta(minutes=lockout_minutes), 0
+        db.execute(
+            update(User)
+            .where(User.id == user.id)
+            .values(locked_until=locked_until, failed_logins=0)
+            .execution_options(synchronize_session=False)
+        )
+    set_committed_value(user, "failed_logins", count)
+    set_committed_value(user, "locked_until", locked_until)
 
 
 def signed_in(user: User) -> None:

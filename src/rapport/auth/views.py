@@ -93,7 +93,8 @@ def login(
     body: LoginIn, request: Request, response: Response, db: Db, settings: CurrentSettings, box: Box
 ) -> LoginOut:
     """Sign in with email and password (and the two-factor code when the account has one)."""
-    spend_attempt(request, email=body.email.strip().lower())
+    email = body.email.strip().lower()
+    spend_attempt(request, email=email)
     # Before this request's write transaction begins (at its first statement).
     checked = service.password_matches(
         request.app.state.database, email=body.email, password=body.password
@@ -107,6 +108,11 @@ def login(
             lockout_minutes=settings.login_lockout_minutes,
             checked=checked,
         )
+    except service.NoSuchAccount:
+        # Locked as an account would be after as many failures (its answer is the same).
+        if not request.app.state.no_account_limiter.hit(email):
+            raise service.AccountLocked(settings.login_lockout_minutes) from None
+        raise
     except Problem:
         db.commit()  # keep the failure count even though the request fails
         raise
@@ -156,6 +162,7 @@ def login(
 
 def _count_failure(db: Db, user: User, settings: CurrentSettings) -> None:
     service.count_failure(
+        db,
         user,
         max_failures=settings.login_max_failures,
         lockout_minutes=settings.login_lockout_minutes,
@@ -352,17 +359,7 @@ def change_password(
     except Problem:
         db.commit()  # keep the failure count even though the request fails
         raise
-    csrf = principal.csrf_token
-    if principal.via == "session":
-        token, sess = service.start_session(
-            db,
-            user=user,
-            workspace_id=principal.workspace_id,
-            mfa_passed=True,
-            days=settings.session_days,
-        )
-        csrf = sess.csrf_token
-        _set_cookies(response, token, csrf, settings)
+    csrf = _signed_in_again(db, principal, user, response, settings)
     _audit_everywhere(
         db, user_id=user.id, actor=actor_of(principal, request), action="auth.password_change"
     )
@@ -370,6 +367,25 @@ def change_password(
         account.notify_password_changed(db, user=user)
     forget_principals(request)
     return _me(replace(principal, credential_id="", csrf_token=csrf, mfa_passed=True))
+
+
+def _signed_in_again(
+    db: Db, principal: service.Principal, user: User, response: Response, settings: CurrentSettings
+) -> str | None:
+    """How the user signs in changed and every session of theirs ended: the caller's own
+    browser, if it is one, gets a new session (every factor passed). The caller's CSRF
+    token from now on."""
+    if principal.via != "session":
+        return principal.csrf_token
+    token, sess = service.start_session(
+        db,
+        user=user,
+        workspace_id=principal.workspace_id,
+        mfa_passed=True,
+        days=settings.session_days,
+    )
+    _set_cookies(response, token, sess.csrf_token, settings)
+    return sess.csrf_token
 
 
 @router.post("/auth/totp/enroll", response_model=TotpEnrollOut)
@@ -385,12 +401,22 @@ def totp_enroll(principal: CurrentMember, db: Db, box: Box) -> TotpEnrollOut:
 
 @router.post("/auth/totp/activate", response_model=RecoveryCodesOut)
 def totp_activate(
-    body: CodeIn, principal: CurrentMember, request: Request, db: Db, box: Box
+    body: CodeIn,
+    principal: CurrentMember,
+    request: Request,
+    response: Response,
+    db: Db,
+    box: Box,
+    settings: CurrentSettings,
 ) -> RecoveryCodesOut:
-    """Turn two-factor on with a first code; the recovery codes are shown only now."""
+    """Turn two-factor on with a first code; the recovery codes are shown only now. Every
+    other session ends: one signed in with the password alone (a stolen one, say) would
+    otherwise hold on as if it had passed the second factor."""
     user = db.get(User, principal.user_id)
     assert user is not None
     codes = service.totp_activate(db, user=user, box=box, code=body.code)
+    service.end_all_sessions(db, user_id=user.id)
+    _signed_in_again(db, principal, user, response, settings)
     audit(
         db,
         workspace_id=principal.workspace_id,
@@ -404,15 +430,32 @@ def totp_activate(
 
 @router.post("/auth/totp/disable", status_code=status.HTTP_204_NO_CONTENT)
 def totp_disable(
-    body: CodeIn, principal: CurrentMember, request: Request, db: Db, box: Box
+    body: CodeIn,
+    principal: CurrentMember,
+    request: Request,
+    db: Db,
+    box: Box,
+    settings: CurrentSettings,
 ) -> Response:
+    """Turn two-factor off with a code (or a recovery code), guessed no more freely than
+    at login: the same budget per account and the same lock-out. Every session ends, the
+    caller's browser gets a new one."""
     user = db.get(User, principal.user_id)
     assert user is not None
     if principal.require_2fa:
         raise Forbidden("this workspace requires two-factor authentication")
+    if not request.app.state.login_limiter.hit(f"totp:{user.id}"):
+        raise RateLimited()
+    if user.locked_until is not None and user.locked_until > utcnow():
+        raise service.AccountLocked(settings.login_lockout_minutes)
     if not service.verify_second_factor(db, user=user, box=box, code=body.code):
+        _count_failure(db, user, settings)
         raise Problem(401, "totp-invalid", "the two-factor code is wrong")
+    service.signed_in(user)
     service.totp_disable(db, user=user)
+    service.end_all_sessions(db, user_id=user.id)
+    out = Response(status_code=204)
+    _signed_in_again(db, principal, user, out, settings)
     audit(
         db,
         workspace_id=principal.workspace_id,
@@ -421,7 +464,7 @@ def totp_disable(
     )
     workspaces.announce_user(db, user=user)
     forget_principals(request)
-    return Response(status_code=204)
+    return out
 
 
 @router.get("/tokens", response_model=list[TokenRead])

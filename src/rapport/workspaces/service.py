@@ -6,7 +6,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.auth import service as auth
-from rapport.auth.models import ApiToken, Membership, Role, Team, TeamMember, User
+from rapport.auth.models import ApiToken, AuthSession, Membership, Role, Team, TeamMember, User
 from rapport.automation.models import Macro
 from rapport.conversations import routing
 from rapport.db import lock_row, utcnow
@@ -249,6 +249,13 @@ def remove_member(
             ApiToken.revoked_at.is_(None),
         )
         .values(revoked_at=utcnow())
+    )
+    # So do their browsers' sessions here, which would come back to life that day too.
+    db.execute(
+        delete(AuthSession).where(
+            AuthSession.workspace_id == membership.workspace_id,
+            AuthSession.user_id == membership.user_id,
+        )
     )
     # What was theirs alone goes with them: nobody else sees it, and it would come back
     # the day the same person is added again.

@@ -1,6 +1,9 @@
 // Shared by the agent UI's modules: calling our API with the session's CSRF token.
 
-const csrf = () => document.body.dataset.csrf || readCookie("rapport_csrf");
+// The cookie first: it always belongs to the session the browser holds now (a change of
+// password or two-factor starts a new one, and so may another tab's sign-in); the page's
+// copy only where the cookie cannot be read.
+const csrf = () => readCookie("rapport_csrf") || document.body.dataset.csrf;
 
 export function readCookie(name) {
   const hit = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
