@@ -156,7 +156,7 @@ def dead_job(
     database: Database,
     *,
     workspace_id: str | None,
-    name: str = "deliver",
+    name: str = "webhook_deliver",
     error: str = "DeliveryError: provider 503",
     seconds_ago: float = 0,
 ) -> str:

@@ -144,8 +144,8 @@ def test_dead_jobs_are_listed_and_queued_again_from_the_command_line(
         "ID", "NAME", "WORKSPACE", "ATTEMPTS", "DIED", "(UTC)", "LAST", "ERROR"
     ]  # fmt: skip
     assert [line.split()[:4] for line in lines[1:]] == [
-        [acme, "deliver", "Acme", "8/8"],
-        [globex, "deliver", "Globex", "8/8"],
+        [acme, "webhook_deliver", "Acme", "8/8"],
+        [globex, "webhook_deliver", "Globex", "8/8"],
         [system, "sla_check", "-", "8/8"],
     ]
     assert lines[1].endswith("DeliveryError: provider 503")  # the error's first line

@@ -7,10 +7,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from rapport.config import Settings
 from rapport.conversations.models import DeliveryStatus, Message
 from rapport.db import Database
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World
@@ -172,3 +174,41 @@ def test_a_disabled_inbox_takes_no_reply_and_sends_none_already_queued(
     assert client.post(url, headers=auth(world.bob)).status_code == 200
     Worker(database, settings).run_until_idle(max_jobs=50)
     assert len(receiver.bodies) == 1
+
+
+def test_retrying_a_dead_deliver_job_sends_the_reply(
+    client: TestClient, world: World, database: Database, settings: Settings, receiver: Receiver
+) -> None:
+    conv, mid = failed_reply(client, world, receiver.url, database, settings)
+    with database.session(write=False) as db:
+        dead = db.scalars(
+            select(Job).where(Job.name == "deliver", Job.state == JobState.dead)
+        ).one()
+    receiver.status = 200  # the provider is fixed; the admin retries the dead job
+    r = client.post(f"/api/v1/jobs/{dead.id}/retry", headers=auth(world.alice))
+    assert r.status_code == 200 and r.json()["state"] == "queued"
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    with database.session(write=False) as db:
+        assert db.get(Job, dead.id).state == JobState.done  # type: ignore[union-attr]
+        msg = db.get(Message, mid)
+    # The job succeeded and sent it (where it sent nothing and the message stayed failed).
+    assert (msg.status, len(receiver.bodies)) == (DeliveryStatus.sent, 2)  # type: ignore[union-attr]
+
+
+def test_a_dead_job_retried_after_its_reply_was_sent_again_sends_nothing_more(
+    client: TestClient, world: World, database: Database, settings: Settings, receiver: Receiver
+) -> None:
+    conv, mid = failed_reply(client, world, receiver.url, database, settings)
+    with database.session(write=False) as db:
+        dead = db.scalars(
+            select(Job).where(Job.name == "deliver", Job.state == JobState.dead)
+        ).one()
+    receiver.status = 200
+    url = f"/api/v1/conversations/{conv}/messages/{mid}/retry"
+    assert client.post(url, headers=auth(world.bob)).status_code == 200  # an agent
+    r = client.post(f"/api/v1/jobs/{dead.id}/retry", headers=auth(world.alice))  # an admin
+    assert r.status_code == 200 and r.json()["state"] == "done"
+    Worker(database, settings).run_until_idle(max_jobs=50)
+    with database.session(write=False) as db:
+        assert db.get(Message, mid).status == DeliveryStatus.sent  # type: ignore[union-attr]
+    assert len(receiver.bodies) == 2  # the failed try, then one send: never two

@@ -26,6 +26,7 @@ from rapport.conversations.service import (
     consent_refusal,
     delivery_known,
     message_payload,
+    queue_again,
     settle_parts,
     update_delivery,
 )
@@ -59,7 +60,18 @@ def _dead(db: Session, dead: Job, error: str) -> None:
 RATE_WAIT = 1.0
 
 
-@job("deliver", on_dead=_dead)
+def _retried(db: Session, retried: Job) -> None:
+    """An admin retries the dead deliver job: its reply, failed, is queued again (as sent
+    again from its conversation, parts the provider took not resent). A reply no longer
+    failed (sent again meanwhile, its own job queued) is left to that job: this one is done,
+    or the two would send it twice."""
+    msg = db.get(Message, str(retried.args.get("message_id")))
+    if msg is None or not queue_again(db, msg):
+        retried.state = JobState.done
+        retried.finished_at = utcnow()
+
+
+@job("deliver", on_dead=_dead, on_retry=_retried)
 def deliver(ctx: JobContext, *, message_id: str) -> None:
     """Send one outbound message; idempotent, since a job may run twice after a crash."""
     with ctx.database.session(write=False) as db:
@@ -170,12 +182,12 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         tried = f"attempt {ctx.attempt} of {ctx.max_attempts}"
         _mark(ctx, message_id, DeliveryStatus.queued, f"retrying ({tried} failed): {exc.reason}")
         raise
-    _mark(
+    marked = _mark(
         ctx, message_id, DeliveryStatus.sent, None, external_id=result.external_id, meta=result.meta
     )
     # A channel may have more to do once its message is out (web chat: email an away visitor).
     after = getattr(channel, "after_send", None)
-    if after is not None:
+    if after is not None and marked:
         after(database=ctx.database, settings=ctx.settings, out=out)
 
 
@@ -460,7 +472,7 @@ def _opted_out(
     channel = base.consent_channel(inbox.channel)
     with ctx.database.session() as db:
         row = db.get(Message, msg.id)
-        if row is not None:
+        if row is not None and ctx.holds(db):
             _set_status(db, row, DeliveryStatus.failed, reason)
         # Two sends refused at once record one withdrawal: the second waits, then finds it.
         lock_row(db, Customer, customer_id)
@@ -495,11 +507,16 @@ def _mark(
     *,
     external_id: str | None = None,
     meta: dict[str, object] | None = None,
-) -> None:
+) -> bool:
+    """What came of this attempt, written while it still holds its job; False if it no
+    longer does (its lease ran out and another worker's attempt has the say)."""
     with ctx.database.session() as db:
+        if not ctx.holds(db):
+            return False
         msg = db.get(Message, message_id)
         if msg is not None:
             _set_status(db, msg, status, error, external_id=external_id, meta=meta)
+        return True
 
 
 def _set_status(

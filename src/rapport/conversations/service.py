@@ -1096,8 +1096,18 @@ def send_again(db: Session, *, conversation: Conversation, message_id: str) -> M
         raise refused
     if reason := window_refusal(db, conversation=conversation, inbox=inbox, now=utcnow()):
         raise Invalid(reason)
-    # Claimed, not only checked: of two clicks at once (two agents, a double click), one
-    # queues it; the other would queue a second send of the same message.
+    if not queue_again(db, msg):
+        raise Invalid("only a reply that failed can be sent again")
+    enqueue(db, name="deliver", args={"message_id": msg.id}, workspace_id=msg.workspace_id)
+    return msg
+
+
+def queue_again(db: Session, msg: Message) -> bool:
+    """A failed reply queued again for its deliver job (``send_again``'s, or its dead
+    job's, retried): False if it is no longer failed.
+
+    Claimed, not only checked: of two clicks at once (two agents, a double click), one
+    queues it; the other would queue a second send of the same message."""
     claimed = db.execute(
         update(Message)
         .where(Message.id == msg.id, Message.status == DeliveryStatus.failed)
@@ -1105,7 +1115,7 @@ def send_again(db: Session, *, conversation: Conversation, message_id: str) -> M
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        raise Invalid("only a reply that failed can be sent again")
+        return False
     db.refresh(msg)
     # The parts the provider took and then reported failed go again (and leave the parts
     # that settle the message's status: kept, they would fail it again at once); a message
@@ -1139,8 +1149,7 @@ def send_again(db: Session, *, conversation: Conversation, message_id: str) -> M
         type="message.updated",
         payload=message_payload(msg, files.summary(files.of_messages(db, [msg.id])[msg.id])),
     )
-    enqueue(db, name="deliver", args={"message_id": msg.id}, workspace_id=msg.workspace_id)
-    return msg
+    return True
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 import random
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -212,21 +213,31 @@ def retry_dead(db: Session, *, job_id: str, workspace_id: str | None = None) -> 
         execution_options={"synchronize_session": False},
     ).one_or_none()
     if row is not None:
-        on_commit(db, wakeup.set)
+        _retried(db, [row])
     return row
 
 
 def retry_all_dead(db: Session, *, workspace_id: str | None = None) -> int:
     """Put every dead-lettered job (of ``workspace_id``, if named) back in the queue with
     fresh attempts; how many."""
-    ids = db.scalars(
-        _requeue_dead(workspace_id).returning(Job.id),
+    rows = db.scalars(
+        _requeue_dead(workspace_id).returning(Job),
         execution_options={"synchronize_session": False},
-    )
-    count = len(ids.all())
-    if count:
+    ).all()
+    _retried(db, rows)
+    return len(rows)
+
+
+def _retried(db: Session, jobs: Sequence[Job]) -> None:
+    """Dead jobs back in the queue: each kind undoes what its dead-lettering settled (a
+    reply marked failed is queued again), and the worker is woken after commit."""
+    registry.load_handlers()  # a command line's retry has not loaded them
+    for row in jobs:
+        spec = registry.get(row.name)
+        if spec is not None and spec.on_retry is not None:
+            spec.on_retry(db, row)
+    if jobs:
         on_commit(db, wakeup.set)
-    return count
 
 
 def prune_finished(db: Session, *, older_than_days: int, limit: int = 5000) -> int:

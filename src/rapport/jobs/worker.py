@@ -109,6 +109,7 @@ class Worker:
             attempt=job.attempts,
             workspace_id=job.workspace_id,
             max_attempts=job.max_attempts,
+            worker_id=self.id,
         )
         heartbeat = self._keep_lease(job)
         try:
