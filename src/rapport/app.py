@@ -29,8 +29,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     """Build the app; the database, bus, ingest writer and worker start with its lifespan."""
     database = database or Database(settings.database_url)
     registry.load_handlers()
-    # Without the worker in this process, jobs elsewhere commit events it never hears.
-    event_bus = bus.make_bus(settings.redis_url, alone=settings.worker_in_process)
+    event_bus = bus.make_bus(settings.redis_url)
     ingest = IngestWriter(database, settings)
 
     @asynccontextmanager

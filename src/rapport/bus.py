@@ -33,7 +33,8 @@ def channel(url: str, name: str) -> str:
 # Seconds without trying Redis after a publish failed there.
 RETRY_AFTER = 5.0
 # Seconds an agent's socket hears nothing before it reads the outbox for what missed the
-# bus, when there is one between processes (Redis); in one process nothing can miss it.
+# bus: another process's event (without Redis, every other process's; with it, one whose
+# publish failed).
 QUIET_SECONDS = 15.0
 Event = dict[str, Any]
 
@@ -88,8 +89,8 @@ class Subscription:
 class LocalBus:
     """Delivers events to the subscribers of this process."""
 
-    # How long a quiet socket waits before it reads the outbox (``Subscription.listen``):
-    # never here, where every event of the process reaches its subscribers.
+    # How long a quiet socket waits before it reads the outbox (``Subscription.listen``);
+    # never for a bare bus (a command's, a test's), ``make_bus`` sets it for a server.
     quiet: float | None = None
 
     def __init__(self) -> None:
@@ -229,14 +230,13 @@ def set_bus(bus: LocalBus) -> None:
     _current = bus
 
 
-def make_bus(redis_url: str | None, *, alone: bool = True) -> LocalBus:
-    """Redis's bus when there is one; else this process's own. ``alone`` is False when
-    other processes write events this one never hears (``rapport serve --no-worker``
-    beside ``rapport worker``, without Redis): its sockets then read the outbox every
-    ``QUIET_SECONDS``, as with Redis, instead of never getting the workers' events live."""
+def make_bus(redis_url: str | None) -> LocalBus:
+    """Redis's bus when there is one; else this process's own, whose sockets read the
+    outbox every ``QUIET_SECONDS`` as with Redis: other processes write events this one
+    never hears (``rapport smtp``'s mail, a ``rapport worker``'s bot answers and
+    deliveries, a command's import), and it cannot know whether any run."""
     if redis_url:
         return RedisBus(redis_url)
     local = LocalBus()
-    if not alone:
-        local.quiet = QUIET_SECONDS
+    local.quiet = QUIET_SECONDS
     return local

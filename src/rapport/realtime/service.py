@@ -118,8 +118,12 @@ def _store_emitted(db: Session) -> None:
     # its events however many (a removed agent's thousands of released conversations),
     # and ids taken as it commits, so that a long transaction's events do not come out
     # with ids (and times) far below the ones committed while it ran (see stragglers).
+    # Its changes are flushed first: ``before_commit`` comes before the commit's own
+    # flush, and a row lock that flush waited for (a colleague's transaction holding the
+    # conversation) held an id taken but uncommitted as long, while later ones committed.
     # A savepoint's release is signalled as a commit too: its events wait for the whole.
     if not db.in_nested_transaction():
+        db.flush()
         store(db)
 
 
@@ -224,18 +228,14 @@ def _page(
         return [as_dict(e) for e in rows]
 
 
-async def missed(
-    database: Database, workspace_id: str, after_id: int, *, stragglers: bool = True
-) -> AsyncIterator[Event]:
+async def missed(database: Database, workspace_id: str, after_id: int) -> AsyncIterator[Event]:
     """Everything the outbox holds that a client who saw ``after_id`` may have missed: the
-    recent stragglers at or below it (unless not ``stragglers``), then every event after it,
-    a page at a time (however busy the workspace was meanwhile). The caller skips ids it
-    has already sent."""
-    if stragglers:
-        for event in await run_in_threadpool(
-            partial(_page, database, workspace_id, after_id, stragglers_too=True)
-        ):
-            yield event
+    recent stragglers at or below it, then every event after it, a page at a time (however
+    busy the workspace was meanwhile). The caller skips ids it has already sent."""
+    for event in await run_in_threadpool(
+        partial(_page, database, workspace_id, after_id, stragglers_too=True)
+    ):
+        yield event
     while True:
         events = await run_in_threadpool(_page, database, workspace_id, after_id)
         for event in events:
@@ -314,6 +314,31 @@ async def opening(database: Database, workspace_id: str, last: int | None) -> tu
         return seen, "replay"
     seen = await run_in_threadpool(seen_from_now, database, workspace_id)
     return seen, "fresh" if last is None else "reset"
+
+
+# How far below a page's newest event a render looks for ids no row holds yet, and how
+# many of them it names at most (the nearest).
+PENDING_WINDOW = 1000
+PENDING_CAP = 200
+
+
+def pending_ids(db: Session, *, up_to_id: int) -> list[int]:
+    """The ids at or below ``up_to_id`` (of any workspace: one sequence numbers them all)
+    that no row holds as the caller reads: each taken by a transaction that has not
+    committed yet, and may still (a straggler), or that rolled back and never will.
+
+    A page rendered with ``up_to_id`` shows every event below it but these: its socket is
+    sent them if they come, and none of the others again. (On SQLite ids are taken in the
+    order transactions commit: only rows deleted, by an erasure, leave ids never to come.)"""
+    if up_to_id <= 0:
+        return []
+    low = max(up_to_id - PENDING_WINDOW, 0)
+    present = set(
+        db.scalars(select(StreamEvent.id).where(StreamEvent.id > low, StreamEvent.id <= up_to_id))
+    )
+    if present:  # ids below the oldest one kept were pruned, not pending
+        low = max(low, min(present) - 1)
+    return [i for i in range(up_to_id, low, -1) if i not in present][:PENDING_CAP]
 
 
 def latest_id(db: Session, *, workspace_id: str) -> int:

@@ -60,9 +60,10 @@ async def stream(ws: WebSocket) -> None:
 
     Reconnect with ``?last_event_id=N`` (or the ``Last-Event-ID`` header) to get every
     event after N first, then the live ones: nothing committed is missed across a drop.
-    A page opens its first socket with the newest event id when it was rendered and
-    ``from_page=1``: what committed between its render and its socket is sent first (the
-    events before N are what it shows; no recent ones at or below N again).
+    A page opens its first socket with the newest event id when it was rendered,
+    ``from_page=1`` and ``pending=`` the ids below it no row held then: what committed
+    between its render and its socket is sent first, those pending ones included (on
+    PostgreSQL ids commit out of order); what the page shows is not sent again.
     """
     principal = await websocket_principal(ws)
     if principal is None:
@@ -75,7 +76,10 @@ async def stream(ws: WebSocket) -> None:
         last = int(raw_last) if raw_last else None
     except ValueError:
         last = None
+    # A page's first socket: the page shows every event up to ``last`` but those whose ids
+    # were still pending as it rendered (``pending``, PostgreSQL's stragglers to come).
     from_page = ws.query_params.get("from_page") == "1"
+    pending = _ids(ws.query_params.get("pending", "")) if from_page else frozenset()
     me = principal.user_id
     # Subscribe before reading the outbox, so an event committed in between is not lost.
     with get_bus().subscribe(principal.workspace_id) as sub:
@@ -85,7 +89,13 @@ async def stream(ws: WebSocket) -> None:
                 await ws.send_json({"type": "reset"})
             if begin == "replay":
                 await _catch_up(
-                    ws, database, principal.workspace_id, seen, me, stragglers=not from_page
+                    ws,
+                    database,
+                    principal.workspace_id,
+                    seen,
+                    me,
+                    shown_up_to=seen.highest if from_page else 0,
+                    pending=pending,
                 )
             else:
                 await ws.send_json({"type": "hello", "last_event_id": seen.highest})
@@ -145,13 +155,23 @@ async def _catch_up(
     seen: service.Seen,
     me: str,
     *,
-    stragglers: bool = True,
+    shown_up_to: int = 0,
+    pending: frozenset[int] = frozenset(),
 ) -> None:
-    """Send what was committed since the client's last event, stragglers included unless
-    not ``stragglers``."""
-    async for event in service.missed(database, workspace_id, seen.highest, stragglers=stragglers):
-        if seen.add(event["id"]) and _for(event, me):
+    """Send what was committed since the client's last event, stragglers included; but
+    what its page shows (the events up to ``shown_up_to`` but the ``pending`` ones) is
+    never sent: an old change would undo a newer one the page drew."""
+    async for event in service.missed(database, workspace_id, seen.highest):
+        if event["id"] <= shown_up_to and event["id"] not in pending:
+            seen.shown.add(event["id"])
+        elif seen.add(event["id"]) and _for(event, me):
             await ws.send_json(event)
+
+
+def _ids(raw: str) -> frozenset[int]:
+    """The ids a query parameter lists (comma-separated), at most as many as a page names."""
+    parts = raw.split(",")[: service.PENDING_CAP]
+    return frozenset(int(p) for p in parts if p.isdigit() and len(p) < 19)
 
 
 async def _forward(

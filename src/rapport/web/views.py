@@ -60,22 +60,26 @@ async def _principal(request: Request) -> auth_service.Principal | None:
         principal = await resolve_principal(request)
     except (Unauthorized, Problem):
         return None
-    request.state.last_event_id, request.state.unread_notifications = await run_in_threadpool(
-        _newest_event, request.app.state.database, principal
-    )
+    (
+        request.state.last_event_id,
+        request.state.pending_event_ids,
+        request.state.unread_notifications,
+    ) = await run_in_threadpool(_newest_event, request.app.state.database, principal)
     return principal
 
 
-def _newest_event(database: Any, principal: auth_service.Principal) -> tuple[int, int]:
-    """The workspace's newest event id, then the member's unread notifications (counted
-    after it: one that commits in between is counted and sent again, and the page counts
-    again on each, never adding one up)."""
+def _newest_event(database: Any, principal: auth_service.Principal) -> tuple[int, list[int], int]:
+    """The workspace's newest event id, the ids below it still pending (their events, if
+    they come, are sent to the page's socket: it cannot show them), then the member's
+    unread notifications (counted after: one that commits in between is counted and sent
+    again, and the page counts again on each, never adding one up)."""
     with database.session(write=False) as db:
         newest = realtime.latest_id(db, workspace_id=principal.workspace_id)
+        pending = realtime.pending_ids(db, up_to_id=newest)
         unread = notifications.unread_count(
             db, workspace_id=principal.workspace_id, user_id=principal.user_id
         )
-    return newest, unread
+    return newest, pending, unread
 
 
 def _page(
@@ -91,6 +95,7 @@ def _page(
             # What colleagues see of a member (online, busy, offline), next to their name.
             "presence_of": lambda member: routing.presence(member, now),
             "last_event_id": getattr(request.state, "last_event_id", None),
+            "pending_event_ids": getattr(request.state, "pending_event_ids", []),
             "unread_notifications": getattr(request.state, "unread_notifications", 0),
             "count_cap": notifications.COUNT_CAP,
             **ctx,

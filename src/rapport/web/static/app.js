@@ -226,7 +226,11 @@ function connectStream(onEvent) {
   const unpoll = () => { polling = 0; clearTimeout(pollTimer); };
   const open = () => {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = last === null ? "" : `?last_event_id=${last}${fromPage ? "&from_page=1" : ""}`;
+    // The ids below the page's newest event that were pending as it rendered come if they
+    // commit (PostgreSQL numbers events before they commit); the rest the page shows.
+    const pending = document.body.dataset.pendingEventIds || "";
+    const query = last === null ? ""
+      : `?last_event_id=${last}${fromPage ? `&from_page=1&pending=${pending}` : ""}`;
     const ws = new WebSocket(`${proto}//${location.host}/api/v1/stream${query}`);
     let opened = false;
     // The socket replays from the last event we saw whatever came while we polled.
