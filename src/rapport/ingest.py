@@ -822,20 +822,6 @@ def receive_batch(
         _record_guests(conn, guests, now=now)
     if new_attachments:
         conn.execute(insert(Attachment), new_attachments)
-    bus_events = republished
-    if events:
-        ids = realtime.store(db, events)
-        bus_events = bus_events + [
-            {**e, "id": event_id, "created_at": now.isoformat()}
-            for e, event_id in zip(events, ids, strict=True)
-        ]
-    if bus_events:
-
-        def publish() -> None:
-            get_bus().publish_many(bus_events)
-
-        on_commit(db, publish)
-
     # 6. Follow-up work in the same transaction: SLA clocks, automation, routing.
     for i in fresh:
         s = stored_of[i]
@@ -873,6 +859,21 @@ def receive_batch(
             bot=bool(((ib.settings or {}).get("bot") or {}).get("enabled")),
         )
         out[i] = s
+    # The events last: their ids are taken as late as the transaction allows (one that
+    # waited on a lock after taking them let later ids commit first: stragglers).
+    bus_events = republished
+    if events:
+        ids = realtime.store(db, events)
+        bus_events = bus_events + [
+            {**e, "id": event_id, "created_at": now.isoformat()}
+            for e, event_id in zip(events, ids, strict=True)
+        ]
+    if bus_events:
+
+        def publish() -> None:
+            get_bus().publish_many(bus_events)
+
+        on_commit(db, publish)
     for i in todo:
         if out[i] is None:  # a copy of a message earlier in this batch
             m = msgs[i]
