@@ -258,6 +258,7 @@ def install(app: FastAPI) -> None:
         slug = _SLUGS.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         answer = problem_response(exc.status_code, slug, detail, instance=request.url.path)
+        answer.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110 15.5.6)
         return _for_reader(request, answer)
 
     @app.exception_handler(IntegrityError)

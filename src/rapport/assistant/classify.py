@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     # scikit-learn is imported where a model is trained (or unpickled), not with this module:
     # it takes a second or two, and every process imports this one (the CLI, the ingest
     # writer through triage), most of them never touching a trained model.
+    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
 OOS = "oos"
@@ -77,6 +78,15 @@ def _lexical_features() -> "FeatureUnion":
             ),
         ]
     )
+
+
+def _characters() -> "TfidfVectorizer":
+    """Features for examples too few or too short for ``_lexical_features`` (two intents
+    taught "hi" and "ok" share no character n-gram; "!!!" has no word): characters and
+    their runs, every one kept."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
 
 
 def _softmax(z: Floats) -> Floats:
@@ -172,7 +182,7 @@ class TextClassifier:
         # Used before calibration (too few examples to fit one) for the lexical member.
         self.temperature = temperature
         self.classes: list[str] = []
-        self.features = _lexical_features()
+        self.features: FeatureUnion | TfidfVectorizer = _lexical_features()
         self.members: dict[str, _Member] = {}
         # Weight of the lexical member when both are there; the embeddings get the rest.
         self.lexical_weight = 0.5
@@ -189,7 +199,11 @@ class TextClassifier:
         gold_labels = np.asarray(labels)
         self.classes = sorted(set(labels))
         self.thresholds = {}
-        lexical = self.features.fit_transform(texts)
+        try:
+            lexical = self.features.fit_transform(texts)
+        except ValueError:  # "empty vocabulary", "no terms remain": a fit failed for it
+            self.features = _characters()
+            lexical = self.features.fit_transform(texts)
         inputs: dict[str, Any] = {"lexical": lexical}
         vectors = self._embed(texts) if self.use_embeddings else None
         if vectors is not None:

@@ -11,6 +11,7 @@ import mimetypes
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePath
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Response
@@ -83,6 +84,12 @@ def servable_type(content_type: str) -> str:
     """The type to serve a file as: its own, unless a browser would execute it."""
     base = content_type.split(";")[0].strip().lower()
     return "application/octet-stream" if not base or base in _ACTIVE else base
+
+
+# How a route answering ``download`` documents its answer (FastAPI would say JSON).
+DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The file, as a download", "content": {"application/octet-stream": {}}}
+}
 
 
 def download(data: bytes, filename: str, media_type: str = "application/octet-stream") -> Response:

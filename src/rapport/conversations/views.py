@@ -768,7 +768,11 @@ def list_attachments(
     return [AttachmentRead.model_validate(a) for a in service.attachments(db, message=msg)]
 
 
-@router.get("/{conversation_id}/messages/{message_id}/attachments/{attachment_id}")
+@router.get(
+    "/{conversation_id}/messages/{message_id}/attachments/{attachment_id}",
+    response_class=Response,
+    responses=files.DOWNLOAD_RESPONSES,
+)
 def download_attachment(
     conversation_id: str,
     message_id: str,
@@ -782,17 +786,9 @@ def download_attachment(
     msg = service.get_message(db, conversation=conv, message_id=message_id)
     att = service.get_attachment(db, message=msg, attachment_id=attachment_id)
     data = LocalStorage(request.app.state.settings.attachments_dir).open(att.storage_key)
-    # A plain ASCII name, for every browser an agent may use (the links we sign for
-    # providers and the widget's downloads carry the full name, RFC 6266 style).
-    safe_name = "".join(ch for ch in att.filename if ch.isalnum() or ch in "._- ")[:200] or "file"
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="{safe_name}"',
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    # Its whole name, RFC 6266 style, as the widget's downloads and the links we sign
+    # (a name kept "plain ASCII" by isalnum() kept 报告 too, and the header failed: a 500).
+    return files.download(data, att.filename)
 
 
 files_router = APIRouter(tags=["files"])

@@ -1,5 +1,6 @@
 """Normalizing handles, so one address written three ways is one identity."""
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,18 +26,22 @@ class Handle:
 
 
 def normalize_email(raw: str) -> str:
-    """Trim, lower-case, and IDNA-encode the domain.
+    """Trim, compose (NFC: "é" typed as one character or as "e" and an accent is one
+    address), lower-case, and IDNA-encode the domain.
 
     The local part is lower-cased too: RFC 5321 lets a server tell ``Ana@`` from ``ana@``,
     but no mail service people use does, and the same person writes both ways from two
     devices; kept as written, they were two customers.
     """
-    value = raw.strip().strip("<>").strip()
+    value = unicodedata.normalize("NFC", raw.strip().strip("<>").strip())
     local, sep, domain = value.rpartition("@")
-    if not sep or not local or not domain or " " in value or "." not in domain:
+    domain = domain.strip(".")  # a root's dot ("example.com.") is the same domain
+    labels = domain.split(".")
+    if not sep or not local or " " in value or len(labels) < 2 or not all(labels):
+        # "kim@...." was stored as the handle "kim@", "kim@.x" as "kim@x".
         raise InvalidHandle(f"not an email address: {raw!r}")
     try:
-        ascii_domain = domain.strip(".").encode("idna").decode("ascii").lower()
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
     except UnicodeError as exc:
         raise InvalidHandle(f"not an email domain: {domain!r}") from exc
     return f"{local.lower()}@{ascii_domain}"
@@ -82,9 +87,9 @@ def _normalized(kind: IdentityKind, raw: str, default_region: str) -> str:
     if kind == IdentityKind.whatsapp:
         # WhatsApp ids are the phone number's digits without the plus.
         return normalize_phone("+" + raw.strip().lstrip("+"), default_region).lstrip("+")
-    if kind == IdentityKind.telegram:
-        return raw.strip().lstrip("@").lower() if not raw.strip().isdigit() else raw.strip()
     value = raw.strip()
+    if kind == IdentityKind.telegram:
+        value = value if value.isdigit() else value.lstrip("@").strip().lower()
     if not value:
         raise InvalidHandle(f"empty {kind.value} handle")
     return value

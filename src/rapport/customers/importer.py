@@ -101,6 +101,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
                 except RecursionError:
                     yield number, "not JSON: nested too deeply"
                     continue
+                except ValueError as exc:  # a number of over 4,300 digits, say
+                    yield number, f"not JSON: {exc}"
+                    continue
                 yield number, value if isinstance(value, dict) else "not a JSON object"
         return
     with path.open(encoding="utf-8-sig", newline="") as f:

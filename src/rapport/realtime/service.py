@@ -149,6 +149,18 @@ STRAGGLER_SECONDS = 60
 
 
 PAGE = 1000
+# The highest id an event can have (a 64-bit integer): a client's larger one is no id.
+MAX_ID = 2**63 - 1
+
+
+def client_id(raw: str | None) -> int | None:
+    """An event id a client sent (``last_event_id``, a pending id): None unless plain ASCII
+    digits (isdigit() alone takes "²") within 64 bits (a larger number reached the
+    database and killed the socket)."""
+    if not raw or not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if value <= MAX_ID else None
 
 
 def since(db: Session, *, workspace_id: str, after_id: int, limit: int = PAGE) -> list[StreamEvent]:

@@ -27,7 +27,9 @@ class EventsPage(BaseModel):
 
 @router.get("/api/v1/events", response_model=EventsPage)
 def poll_events(
-    principal: CurrentMember, db: ReadDb, after: Annotated[int | None, Query(ge=0)] = None
+    principal: CurrentMember,
+    db: ReadDb,
+    after: Annotated[int | None, Query(ge=0, le=service.MAX_ID)] = None,
 ) -> EventsPage:
     """The workspace's events after `after`, for a client that cannot hold the stream open
     (a proxy that drops WebSockets): the stored events the stream carries (not the passing
@@ -71,11 +73,9 @@ async def stream(ws: WebSocket) -> None:
         return
     await ws.accept()
     database: Database = ws.app.state.database
-    raw_last = ws.query_params.get("last_event_id") or ws.headers.get("last-event-id")
-    try:
-        last = int(raw_last) if raw_last else None
-    except ValueError:
-        last = None
+    last = service.client_id(
+        ws.query_params.get("last_event_id") or ws.headers.get("last-event-id")
+    )
     # A page's first socket: the page shows every event up to ``last`` but those whose ids
     # were still pending as it rendered (``pending``, PostgreSQL's stragglers to come).
     from_page = ws.query_params.get("from_page") == "1"
@@ -170,8 +170,8 @@ async def _catch_up(
 
 def _ids(raw: str) -> frozenset[int]:
     """The ids a query parameter lists (comma-separated), at most as many as a page names."""
-    parts = raw.split(",")[: service.PENDING_CAP]
-    return frozenset(int(p) for p in parts if p.isdigit() and len(p) < 19)
+    ids = (service.client_id(p) for p in raw.split(",")[: service.PENDING_CAP])
+    return frozenset(i for i in ids if i is not None)
 
 
 async def _forward(

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import phonenumbers
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -80,9 +81,22 @@ def update_settings(db: Session, *, workspace: Workspace, changes: dict[str, Any
         low, high = _RANGES.get(key, (float("-inf"), float("inf")))
         if isinstance(value, int | float) and not low <= value <= high:
             raise Invalid(f"setting {key!r} must be between {low:g} and {high:g}")
+        if key == "default_region":
+            value = _region(str(value))
         settings[key] = value
     workspace.settings = settings
     return workspace
+
+
+def _region(value: str) -> str:
+    """A region national phone numbers are read in: a two-letter code phonenumbers knows
+    (any case). Another was stored, and every national number was then refused."""
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise Invalid(
+            f"default_region must be a two-letter country code, such as US or GB: {value!r}"
+        )
+    return code
 
 
 def members(db: Session, *, workspace_id: str) -> list[tuple[Membership, User]]:

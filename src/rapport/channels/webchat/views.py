@@ -358,7 +358,11 @@ async def upload(
     return _cors(request, inbox, JSONResponse(await run_in_threadpool(public), status_code=201))
 
 
-@router.get("/widget/api/{token}/attachments/{attachment_id}")
+@router.get(
+    "/widget/api/{token}/attachments/{attachment_id}",
+    response_class=Response,
+    responses=files.DOWNLOAD_RESPONSES,
+)
 async def download(
     token: str, attachment_id: str, request: Request, visitor_token: VisitorToken
 ) -> Response:
@@ -524,9 +528,7 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
                 return True
         return False
 
-    raw_last = ws.query_params.get("last_event_id")
-    # isdigit() alone takes "²" for a digit, which int() refuses.
-    last = int(raw_last) if raw_last and raw_last.isascii() and raw_last.isdigit() else None
+    last = realtime.client_id(ws.query_params.get("last_event_id"))
 
     async def send(event: dict[str, Any], *, live: bool = False) -> None:
         """The event to the visitor if it is theirs, once (a catch-up may repeat it)."""
