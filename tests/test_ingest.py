@@ -493,7 +493,9 @@ def test_attachments_can_be_listed_and_downloaded_by_the_workspace_only(
     got = client.get(f"{base_url}/{att['id']}", headers=auth(world.bob))
     assert got.content == b"<script>alert(1)</script>"
     assert got.headers["content-type"] == "application/octet-stream"
-    assert got.headers["content-disposition"] == 'attachment; filename="evil.html"'
+    assert got.headers["content-disposition"] == (
+        "attachment; filename=\"evil.html\"; filename*=UTF-8''%3Cevil%3E.html"
+    )
     assert client.get(f"{base_url}/{att['id']}", headers=auth(world.mallory)).status_code == 404
 
 

@@ -537,6 +537,8 @@ def receive_batch(
     claims: list[dict[str, Any]] = []
     issued: dict[str, str] = {}  # identity id -> the inbox that issued it, where that changed
     claimed_from: set[str] = set()  # customers a claimed handle left
+    gained: set[str] = set()  # known customers given a new email or phone
+    one_sender: set[tuple[str, str, str]] = set()  # (workspace, customer, another's handle)
     for i in fresh:
         m = msgs[i]
         ws, channel = inboxes[m.inbox_id].workspace_id, inboxes[m.inbox_id].channel
@@ -566,6 +568,14 @@ def receive_batch(
                 "updated_at": now,
             }
         customer_of[i] = customer_id
+        # One sender who proved a handle of another customer too (an email of one, a phone
+        # of the other): the message goes to the first, the handle stays the other's, and
+        # the two are put to duplicate review (step 6).
+        for h in handles:
+            row = identities.get((ws, h.kind, h.value))
+            if h.verified and row is not None and row["verified"]:
+                if row["customer_id"] != customer_id:
+                    one_sender.add((ws, customer_id, row["customer_id"]))
         # The handles the sender moved to (WhatsApp's notice of a new number) are theirs
         # from here on in the batch: a message from the new number after the notice, in
         # this same batch, finds them, not a stranger. One another customer proved stays
@@ -600,6 +610,8 @@ def receive_batch(
                         fill["email"] = h.value
                     if h.kind == IdentityKind.phone and not fill["phone"]:
                         fill["phone"] = h.value
+                elif h.kind in (IdentityKind.email, IdentityKind.phone):
+                    gained.add(customer_id)  # shown, searched and written to once settled
             elif h.verified and not row["verified"]:
                 # A handle someone only typed is claimed by the customer who proved it.
                 claimed_from.add(row["customer_id"])
@@ -782,7 +794,8 @@ def receive_batch(
         conn.execute(insert(Identity), new_identities)
     if claims:
         conn.execute(_CLAIM, claims)
-        customers.settle_handles(conn, claimed_from | {c["cid"] for c in claims})
+    if claims or gained:
+        customers.settle_handles(conn, claimed_from | gained | {c["cid"] for c in claims})
     if issued:
         conn.execute(_ISSUED, [{"iid": k, "inbox": v} for k, v in issued.items()])
     if known:
@@ -823,6 +836,15 @@ def receive_batch(
     if new_attachments:
         conn.execute(insert(Attachment), new_attachments)
     # 6. Follow-up work in the same transaction: SLA clocks, automation, routing.
+    for ws, a, b in sorted(one_sender):
+        duplicates.suggest(
+            db,
+            workspace_id=ws,
+            a=a,
+            b=b,
+            probability=duplicates.ONE_SENDER_PROBABILITY,
+            reason="one message came from a handle of each",
+        )
     for i in fresh:
         s = stored_of[i]
         conv = (
@@ -950,7 +972,10 @@ _MERGE_HOPS = 32
 
 def _follow_merges(conn: Any, convs: dict[Any, dict[str, Any]]) -> None:
     """Replace each conversation an agent merged into another by the one its merges ended
-    in: a message for it (its customer's latest, or a reply to its thread) continues there."""
+    in: a message for it (its customer's latest, or a reply to its thread) continues there.
+    Never into another customer's: a merge of customers undone after their conversations
+    were merged leaves the pointer to the other person's thread, and the message starts a
+    conversation of its own instead (it went into the other's, and the reply to her)."""
     for _ in range(_MERGE_HOPS):
         targets = {c["merged_into_id"] for c in convs.values() if c["merged_into_id"]}
         if not targets:
@@ -963,8 +988,12 @@ def _follow_merges(conn: Any, convs: dict[Any, dict[str, Any]]) -> None:
             return
         for key, conv in list(convs.items()):
             target = found.get(conv["merged_into_id"] or "")
-            if target is not None:
+            if target is None:
+                continue
+            if target["customer_id"] == conv["customer_id"]:
                 convs[key] = target
+            else:
+                del convs[key]
 
 
 def _events_of_commits(conn: Any, commits: set[tuple[str, datetime]]) -> list[dict[str, Any]]:

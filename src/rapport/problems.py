@@ -207,6 +207,22 @@ _PAGE = """<!doctype html>
 _NOT_PAGES = ("/api/", "/webhooks/", "/static/", "/widget")
 
 
+def collided(exc: IntegrityError, method: str, path: str) -> JSONResponse:
+    """The answer to a write the database refused as a collision (its handler's, and the
+    ingest fast path's, which answers outside the app's handlers)."""
+    log.warning(
+        "write collided",
+        exc_info=exc,
+        extra={"event": "http.conflict", "method": method, "path": path},
+    )
+    return problem_response(
+        409,
+        "conflict",
+        "another request changed the same thing at the same moment: look, then try again",
+        instance=path,
+    )
+
+
 def _for_reader(request: Request, response: JSONResponse) -> Response:
     """The problem as a page when a browser opened an address (one of the app's pages by a
     stale link, a filter typed into the address, a page that does not exist): a person
@@ -266,17 +282,7 @@ def install(app: FastAPI) -> None:
         # Two requests made the same thing at the same moment: each checked first and saw
         # none, and the database let one in (PostgreSQL; SQLite takes writers one at a
         # time). The other is told so, as if it had come second.
-        log.warning(
-            "write collided",
-            exc_info=exc,
-            extra={"event": "http.conflict", "method": request.method, "path": request.url.path},
-        )
-        return problem_response(
-            409,
-            "conflict",
-            "another request changed the same thing at the same moment: look, then try again",
-            instance=request.url.path,
-        )
+        return collided(exc, request.method, request.url.path)
 
     @app.exception_handler(OperationalError)
     async def _busy(request: Request, exc: OperationalError) -> Response:

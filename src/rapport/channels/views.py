@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rapport import outbound
@@ -30,7 +30,7 @@ from rapport.db import transient
 from rapport.guard import route_path
 from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
 from rapport.privacy.service import audit
-from rapport.problems import Invalid, Problem, busy_response
+from rapport.problems import Invalid, Problem, busy_response, collided
 
 router = APIRouter(prefix="/api/v1", tags=["inboxes"])
 _agent = require_role(Role.agent)
@@ -233,12 +233,13 @@ class InboundFastPath:
         try:
             principal = await _agent(request)
             data = InboundIn.model_validate_json(body)
-        except (Problem, ValidationError):
-            principal = None
-        if principal is None or "json" not in request.headers.get("content-type", ""):
+        except (Problem, ValidationError, OperationalError):
+            principal = None  # the route answers it as it answers every request
+        if principal is None or "json" not in request.headers.get("content-type", "").lower():
             await self.app(scope, replay, send)
             return
         scope["route"] = self.route
+        # Answered as the app's own handlers answer the route (problems.install).
         try:
             status, payload = await ingest_inbound(
                 request.app.state.ingest, parts[4], data, principal
@@ -249,6 +250,8 @@ class InboundFastPath:
             if not transient(exc):
                 raise
             response = busy_response(exc, "POST", path)
+        except IntegrityError as exc:  # a conflict met twice (the writer's _commit)
+            response = collided(exc, "POST", path)
         else:
             response = Response(payload, status_code=status, media_type="application/json")
         await response(scope, replay, send)

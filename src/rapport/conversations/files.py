@@ -92,6 +92,14 @@ DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def disposition(filename: str) -> str:
+    """A download's Content-Disposition (RFC 6266): the whole name, and a plain ASCII one
+    for clients that read no other (never a character that cannot be sent in a header)."""
+    plain = "".join(ch for ch in filename if ch.isascii() and (ch.isalnum() or ch in "._- "))
+    plain = plain.strip(" .")[:200] or "file"
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 def download(data: bytes, filename: str, media_type: str = "application/octet-stream") -> Response:
     """A file as a download, never a page of our origin: the name in RFC 6266 form, no
     type sniffing, and a sandbox should a browser render it anyway."""
@@ -99,7 +107,7 @@ def download(data: bytes, filename: str, media_type: str = "application/octet-st
         data,
         media_type=media_type,
         headers={
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename, safe='')}",
+            "Content-Disposition": disposition(filename),
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'; sandbox",
         },

@@ -192,6 +192,9 @@ def _merge(
 # How likely a customer holding the number another one moved to (WhatsApp says so) is
 # that same person: very, not surely (a number goes to someone else after a while).
 NUMBER_CHANGE_PROBABILITY = 0.95
+# One inbound message carried a proved handle of each (an email of one, a phone of the
+# other): the same person, unless the sender shares a phone or a mailbox.
+ONE_SENDER_PROBABILITY = 0.9
 
 
 def suggest(
