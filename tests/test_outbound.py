@@ -355,3 +355,22 @@ def test_a_download_never_falls_back_from_https_to_plain_http(
         with outbound.stream("GET", "https://files.example.com/f", allow_private=False):
             pass
     assert fetched == ["https://93.184.215.14/f"]  # the first hop only
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 (RFC 6052) of 169.254.169.254
+        "http://[64:ff9b::a00:7]/",  # NAT64 of 10.0.0.7
+        "http://[2002:a9fe:a9fe::]/",  # 6to4 of 169.254.169.254
+        "http://[::ffff:0:a00:7]/",  # IPv4-translated (SIIT) 10.0.0.7
+    ],
+)
+def test_ipv6_forms_carrying_a_private_ipv4_address_are_refused(url: str) -> None:
+    # On a host behind a NAT64 gateway these reach the IPv4 address they carry.
+    with pytest.raises(outbound.Blocked):
+        outbound.check_url(url, allow_private=False, resolve=False)
+
+
+def test_ipv6_forms_carrying_a_public_ipv4_address_are_allowed() -> None:
+    outbound.check_url("http://[64:ff9b::808:808]/", allow_private=False, resolve=False)

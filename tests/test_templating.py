@@ -1,12 +1,16 @@
 """A user's template either renders or is a template error: never a crash, never a huge build."""
 
 import sys
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 
 from rapport import templating
 from rapport.problems import Invalid
+from tests.conftest import auth
+from tests.factories import World
 
 
 @pytest.mark.parametrize(
@@ -199,3 +203,63 @@ def test_ordinary_templates_render_as_before() -> None:
     assert out == (
         "3.14 1,234,567 Kim, Lee Hi Kim   x   a+b a\n  b this and that [1, 2] ..x Kim, Lee KIMLEE"
     )
+
+
+# 300 times MAX_OUTPUT: the sandbox refuses before building anything larger than that.
+HUGE = 30_000_000
+
+
+def _peak_bytes_while_rendering(source: str) -> int:
+    tracemalloc.start()
+    try:
+        try:
+            templating.render(source, {})
+        except Invalid:
+            pass
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # tojson's indent is repeated for every level, in one call of json's own.
+        f"{{{{ [1]|tojson(indent={HUGE}) }}}}",
+        # A printf key with nested parentheses: the pattern stopped at the inner ")", so
+        # the width after "((a))" went uncounted; Python reads the key "(a)" and pads.
+        f'{{{{ "%((a)){HUGE}s" % {{"(a)": "x"}} }}}}',
+        f"{{{{ '%((a)){HUGE}s'|format(**{{'(a)': 'x'}}) }}}}",
+        # int.to_bytes was a safe attribute, and bytes escape every check made on text.
+        f"{{{{ (1).to_bytes({HUGE}, 'big')|length }}}}",
+    ],
+    ids=["tojson-indent", "printf-nested-key", "format-filter-nested-key", "int-to_bytes"],
+)
+def test_a_template_cannot_allocate_far_beyond_what_it_may_build(source: str) -> None:
+    peak = _peak_bytes_while_rendering(source)
+    assert peak < 5 * templating.MAX_BUILT, f"rendering allocated {peak / 1e6:.0f} MB"
+
+
+def test_an_agents_canned_response_cannot_make_the_api_process_allocate_much(
+    client: TestClient, world: World
+) -> None:
+    # Any agent may save a canned response, and it renders in the API process every
+    # workspace shares: tojson(indent=3e8) took 8.5 s and 2 GB, past the 2 s deadline.
+    made = client.post(
+        "/api/v1/canned-responses",
+        json={"shortcut": "boom", "text": "{{ [[[1]]]|tojson(indent=10000000) }}"},
+        headers=auth(world.bob),
+    )
+    assert made.status_code == 201, made.text
+    customer = world.acme.opened.customer.id
+    tracemalloc.start()
+    try:
+        r = client.get(
+            f"/api/v1/canned-responses/{made.json()['id']}/for-customer/{customer}",
+            headers=auth(world.bob),
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.status_code == 422, r.text
+    assert peak < 5 * templating.MAX_BUILT, f"{peak / 1e6:.0f} MB allocated"

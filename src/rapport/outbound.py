@@ -39,9 +39,18 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _HINT = "(set RAPPORT_OUTBOUND_PRIVATE_OK=1 to allow addresses on your own network)"
 
 
+# IPv6 prefixes whose addresses carry an IPv4 one a gateway reaches: NAT64's (RFC 6052)
+# and IPv4-translated (SIIT, RFC 2765) in their last 32 bits.
+_CARRY_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))
+
+
 def _public(ip: Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        carried = ip.ipv4_mapped or ip.sixtofour  # ::ffff:a.b.c.d, 6to4's 2002::/16
+        if carried is None and any(ip in net for net in _CARRY_IPV4):
+            carried = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if carried is not None:
+            return _public(carried)
     return ip.is_global and not ip.is_multicast
 
 

@@ -13,7 +13,8 @@ not take it down for every workspace. A template here is held to:
   ``replace``, ``translate``, ``join``, ``wordwrap``'s breaks, ``batch``'s fill,
   ``slice``'s count, and what a macro or a block (``{% set %}``, ``{% filter %}``,
   ``caller()``) wrote, which a loop can make of the same large piece many times. What
-  one call can only make a few times larger (``tojson``, ``escape``, ``upper``...) is
+  one call can only make a few times larger (``tojson``, whose indent is refused above 8,
+  ``escape``, ``upper``...) is
   checked once made, before the next call can make it larger again. A list, tuple or
   dict is checked once made too (a literal, a call's arguments, a call's or a filter's
   result): made of many references to one large text it costs little, but showing it
@@ -145,6 +146,10 @@ def _printf_size(fmt: str, values: Any) -> int:
     for match in _PRINTF.finditer(fmt):
         size -= len(match.group())  # the conversion, not shown
         key, *numbers = match.groups()
+        if key is not None and "(" in key:
+            # Python reads "%((a))9s" as the key "(a)" and the width 9; the pattern stops
+            # at the first ")", and the width went uncounted.
+            raise SecurityError("a format key with parentheses is not allowed")
         for number in numbers:
             if number == "*":
                 raise SecurityError("a width taken from the values (*) is not allowed")
@@ -318,6 +323,12 @@ def _check_slice(value: Any, slices: Any, fill_with: Any = None) -> None:
     _refuse_if_long(_count(slices) * each)
 
 
+def _check_tojson(_value: Any, indent: Any = None) -> None:
+    # An indent is repeated for every level of nesting, all in one call of json's own.
+    if isinstance(indent, int) and indent > 8 or isinstance(indent, str) and len(indent) > 8:
+        raise SecurityError("tojson indents at most 8")
+
+
 def _check_format_filter(value: Any, *args: Any, **kwargs: Any) -> None:
     if isinstance(value, str):
         _refuse_if_long(_printf_size(value, kwargs or args))
@@ -332,6 +343,7 @@ _FILTER_CHECKS: dict[str, Callable[..., None]] = {
     "indent": _check_indent,
     "replace": lambda *args, **kwargs: _refuse_if_long(_replace_size(*args, **kwargs)),
     "slice": _check_slice,
+    "tojson": _check_tojson,
     "wordwrap": _check_wordwrap,
 }
 
@@ -388,8 +400,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         del self.globals["lipsum"]
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        # Bytes would escape every check made on text, and a reply has no use for them.
-        if isinstance(obj, str) and attr == "encode":
+        # Bytes would escape every check made on text, and a reply has no use for them
+        # ((1).to_bytes(10**8) built 100 MB).
+        if isinstance(obj, str) and attr == "encode" or isinstance(obj, int) and attr == "to_bytes":
             return False
         return super().is_safe_attribute(obj, attr, value)
 
