@@ -27,6 +27,9 @@ _FIELDS = ("status", "slug", "detail", "extra")
 class Problem(Exception):
     """An error with a stable ``type`` slug, an HTTP status and a human-readable detail."""
 
+    # Seconds after which asking again may succeed (a 429's, a 503's Retry-After).
+    retry_after: int | None = None
+
     def __init__(self, status: int, slug: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.status = status
@@ -36,7 +39,18 @@ class Problem(Exception):
 
     def response(self, instance: str | None = None) -> JSONResponse:
         """This problem as the RFC 9457 document answered for it."""
-        return problem_response(self.status, self.slug, self.detail, instance, **self.extra)
+        answer = problem_response(self.status, self.slug, self.detail, instance, **self.extra)
+        if self.retry_after is not None:
+            answer.headers["Retry-After"] = str(self.retry_after)
+        return answer
+
+
+class TooMany(Problem):
+    """429: a limit was reached; the client may ask again after ``seconds``."""
+
+    def __init__(self, detail: str, *, seconds: int, slug: str = "rate-limited") -> None:
+        super().__init__(429, slug, detail)
+        self.retry_after = seconds
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as what it is (the ingest writer process sends problems back), not by

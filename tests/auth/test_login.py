@@ -61,6 +61,7 @@ def test_account_locks_after_too_many_failures(client: TestClient, world: World)
         assert login(client, "bob@acme.test", "wrong password!").status_code == 401
     locked = login(client, "bob@acme.test")
     assert locked.status_code == 429 and locked.json()["type"].endswith("/account-locked")
+    assert locked.headers["retry-after"] == str(15 * 60)  # when to try again
 
 
 def test_login_attempts_are_rate_limited_per_address(client: TestClient, world: World) -> None:

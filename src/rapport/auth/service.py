@@ -13,7 +13,7 @@ from rapport.auth.models import ROLE_RANK, ApiToken, AuthSession, Membership, Ro
 from rapport.cache import TtlCache
 from rapport.crypto import SecretBox
 from rapport.db import Database, lock_row, utcnow
-from rapport.problems import Forbidden, Invalid, NotFound, Problem
+from rapport.problems import Forbidden, Invalid, NotFound, Problem, TooMany
 from rapport.workspaces.models import Workspace
 
 
@@ -81,12 +81,12 @@ class NoSuchAccount(LoginFailed):
     that only the server tells the two apart (its lock-out is counted by the caller)."""
 
 
-class AccountLocked(Problem):
+class AccountLocked(TooMany):
     def __init__(self, minutes: int) -> None:
         super().__init__(
-            429,
-            "account-locked",
             f"too many failed logins: try again in {minutes} minutes or reset the password",
+            seconds=minutes * 60,
+            slug="account-locked",
         )
 
 

@@ -37,7 +37,7 @@ from rapport.auth.schemas import (
 )
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
-from rapport.problems import Forbidden, Problem
+from rapport.problems import Forbidden, Problem, TooMany
 from rapport.workspaces import service as workspaces
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -62,9 +62,9 @@ def _me(p: service.Principal) -> MeRead:
     )
 
 
-class RateLimited(Problem):
+class RateLimited(TooMany):
     def __init__(self) -> None:
-        super().__init__(429, "rate-limited", "too many login attempts: wait a few minutes")
+        super().__init__("too many login attempts: wait a few minutes", seconds=300)
 
 
 def client_address(request: Request) -> str:
@@ -236,7 +236,7 @@ def request_password_reset(
     ip = client_address(request)
     email = body.email.strip().lower()
     if not limiter.hit(f"reset-ip:{ip}") or not limiter.hit(f"reset-email:{email}"):
-        raise Problem(429, "rate-limited", "too many reset requests: wait a few minutes")
+        raise TooMany("too many reset requests: wait a few minutes", seconds=900)
     reset.request(db, email=email, minutes=settings.password_reset_minutes, box=box)
     return {"detail": "If an account has this address, a reset link is on its way."}
 
@@ -247,7 +247,7 @@ def confirm_password_reset(body: ResetConfirmIn, request: Request, db: Db) -> Re
     limiter = request.app.state.reset_limiter
     ip = client_address(request)
     if not limiter.hit(f"reset-confirm:{ip}"):
-        raise Problem(429, "rate-limited", "too many attempts: wait a few minutes")
+        raise TooMany("too many attempts: wait a few minutes", seconds=900)
     user = reset.confirm(db, token=body.token, password=body.password)
     _audit_everywhere(
         db, user_id=user.id, actor=Actor("user", user.id, ip), action="auth.password_reset"

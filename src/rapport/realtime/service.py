@@ -272,6 +272,19 @@ def seen_from_now(database: Database, workspace_id: str) -> Seen:
     return seen
 
 
+def _beyond(database: Database, workspace_id: str, after_id: int, count: int) -> bool:
+    """Whether more than ``count`` of the workspace's events follow ``after_id``."""
+    with database.session(write=False) as db:
+        further = db.scalar(
+            select(StreamEvent.id)
+            .where(StreamEvent.workspace_id == workspace_id, StreamEvent.id > after_id)
+            .order_by(StreamEvent.id)
+            .offset(count)
+            .limit(1)
+        )
+    return further is not None
+
+
 def gone(database: Database, after_id: int) -> bool:
     """Whether the event a client last saw has been pruned from the outbox (KEPT_DAYS):
     what followed it may be gone too, and cannot be replayed."""
@@ -316,14 +329,22 @@ def poll(db: Session, *, workspace_id: str, after_id: int) -> Polled:
     return Polled(rows, cursor, more)
 
 
-async def opening(database: Database, workspace_id: str, last: int | None) -> tuple[Seen, str]:
+async def opening(
+    database: Database, workspace_id: str, last: int | None, *, replay_at_most: int | None = None
+) -> tuple[Seen, str]:
     """A new socket's memory and how it begins: ``replay`` what followed the client's
     ``last`` event; ``fresh`` without one (its page shows what the outbox holds); ``reset``
-    when ``last`` was pruned since (what followed cannot be replayed: the client reloads)."""
+    when ``last`` was pruned since (what followed cannot be replayed: the client reloads),
+    or more than ``replay_at_most`` of the workspace's events followed it (an anonymous
+    visitor's socket: ``last_event_id=1`` had it read a week of the workspace's events)."""
     if last is not None and not await run_in_threadpool(gone, database, last):
-        seen = Seen()
-        seen.highest = last
-        return seen, "replay"
+        far = replay_at_most is not None and await run_in_threadpool(
+            partial(_beyond, database, workspace_id, last, replay_at_most)
+        )
+        if not far:
+            seen = Seen()
+            seen.highest = last
+            return seen, "replay"
     seen = await run_in_threadpool(seen_from_now, database, workspace_id)
     return seen, "fresh" if last is None else "reset"
 

@@ -159,6 +159,33 @@ def test_agents_see_when_the_visitor_has_read_their_reply(
     assert r.status_code == 404
 
 
+def test_a_visitor_marks_read_only_this_chats_replies(
+    client: TestClient,
+    world: World,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    # The same customer's email conversation (another inbox): a widget call could mark
+    # its replies "read", which they never were.
+    visitor = start(client, chat)["visitor_token"]
+    conv = say(client, chat, visitor, "hello?")["conversation_id"]
+    customer = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()[
+        "customer_id"
+    ]
+    started = client.post(
+        "/api/v1/conversations",
+        json={"customer_id": customer, "inbox_id": world.acme.inbox.id, "text": "by email"},
+        headers=auth(world.bob),
+    )
+    assert started.status_code == 201, started.text
+    elsewhere = started.json()["messages"][-1]["id"]
+    r = client.post(
+        f"/widget/api/{chat['token']}/read",
+        json={"message_id": elsewhere},
+        headers=visitor_headers(visitor),
+    )
+    assert r.status_code == 404
+
+
 def test_the_visitor_gets_an_agents_file_live_but_never_a_notes(
     client: TestClient,
     world: World,

@@ -305,7 +305,7 @@ def test_a_visitor_back_after_a_busy_hour_gets_the_reply_they_missed(
     conv = say(client, chat, v["visitor_token"], "hi")["conversation_id"]
     with database.session(write=False) as db:
         left_at = realtime.latest_id(db, workspace_id=world.acme.workspace.id)
-    noise(database, world, 1100)
+    noise(database, world, 900)
     reply(client, world, conv, "the answer you missed")
     url = f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}&last_event_id={left_at}"
     with client.websocket_connect(url) as ws:
@@ -314,6 +314,27 @@ def test_a_visitor_back_after_a_busy_hour_gets_the_reply_they_missed(
     # Their own "hi" again (committed a moment before they left: the widget skips an id
     # it has), then the reply they missed, before the live one.
     assert texts == ["hi", "the answer you missed"]
+
+
+def test_a_visitor_back_after_more_than_a_page_of_events_reads_the_history_again(
+    client: TestClient, world: World, chat: dict[str, str], database: Database
+) -> None:
+    # A replay read the workspace's events a page at a time, for whoever asked: an
+    # anonymous visitor's last_event_id=1 had it read a week of them. Past one page the
+    # widget reads its own history instead, which has what it missed.
+    v = start(client, chat, name="Ann")
+    conv = say(client, chat, v["visitor_token"], "hi")["conversation_id"]
+    with database.session(write=False) as db:
+        left_at = realtime.latest_id(db, workspace_id=world.acme.workspace.id)
+    noise(database, world, 1100)
+    reply(client, world, conv, "the answer you missed")
+    for last in (left_at, 1):
+        url = f"/widget/ws/{chat['token']}?visitor={v['visitor_token']}&last_event_id={last}"
+        with client.websocket_connect(url) as ws:
+            assert ws.receive_json()["type"] == "reset"
+    headers = {"Origin": HOST_PAGE, "X-Rapport-Visitor": v["visitor_token"]}
+    history = client.get(f"/widget/api/{chat['token']}/messages", headers=headers).json()
+    assert [m["text"] for m in history] == ["hi", "the answer you missed"]
 
 
 def test_a_visitor_whose_socket_fell_behind_still_gets_the_reply(

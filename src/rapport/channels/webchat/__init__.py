@@ -137,6 +137,7 @@ def mark_read(db: Session, *, visitor: Visitor, message_id: str) -> int:
         or conv is None
         or visitor.customer_id is None
         or conv.customer_id != visitor.customer_id
+        or conv.inbox_id != visitor.inbox_id  # the customer's email, say: not this chat's
     ):
         raise NotFound("message")
     rows = db.scalars(

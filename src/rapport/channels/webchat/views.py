@@ -4,6 +4,7 @@ cookies, CORS limited to the origins the inbox allows."""
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -160,6 +161,8 @@ async def session(token: str, body: SessionIn, request: Request) -> Response:
 
 
 HISTORY_LIMIT = 500
+# Seconds a visitor's socket takes a conversation it found to be someone else's for theirs.
+OTHERS_KEPT_SECONDS = 30.0
 
 
 def _history(db: Any, visitor: Visitor, after: str | None = None) -> list[dict[str, Any]]:
@@ -410,6 +413,7 @@ async def rate(
                 message is None
                 or conv is None
                 or conv.customer_id != visitor.customer_id
+                or conv.inbox_id != inbox.id
                 or message.kind != MessageKind.bot
             ):
                 raise NotFound("message")
@@ -507,6 +511,10 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
         )
 
     owned: set[str] = set()
+    # Other visitors' conversations in this inbox, looked up once a while (a merge may make
+    # one the visitor's): looked up at each of their events, a busy inbox cost every open
+    # widget a query per message.
+    others: dict[str, float] = {}
 
     def named(event: dict[str, Any]) -> dict[str, Any]:
         with database.session(write=False) as db:
@@ -516,6 +524,11 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
         cid = p.get("conversation_id")
         if cid in owned:
             return True
+        if others.get(str(cid), 0.0) > time.monotonic():
+            return False
+        if len(others) > 10_000:
+            others.clear()
+        others[str(cid)] = time.monotonic() + OTHERS_KEPT_SECONDS
         with database.session(write=False) as db:
             conv = db.get(Conversation, cid)
             customer = db.get(Visitor, visitor.id)
@@ -544,7 +557,11 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
             await ws.send_json({**event, "payload": payload})
 
     with get_bus().subscribe(inbox.workspace_id) as sub:
-        seen, begin = await realtime.opening(database, inbox.workspace_id, last)
+        # A visitor away through more than a page of the workspace's events reads its
+        # history again instead (what a replay would read is anyone's to ask for).
+        seen, begin = await realtime.opening(
+            database, inbox.workspace_id, last, replay_at_most=realtime.PAGE
+        )
         try:
             if begin == "reset":  # the widget reads its history again
                 await ws.send_json({"type": "reset", "last_event_id": seen.highest})
