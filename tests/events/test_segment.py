@@ -591,3 +591,29 @@ def test_an_order_id_too_long_refuses_the_batch_before_any_chunk_is_stored(
     assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json")
     assert r.json()["detail"] == "batch[4]: properties.order_id is at most 200 characters"
     assert events(database) == before
+
+
+def test_an_event_after_an_alias_in_one_batch_lands_on_the_survivor(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The batch remembered each sender's customer: the one an alias had just merged away
+    # kept getting the events after it, which no timeline shows.
+    from rapport.customers.models import Customer
+
+    batch = [
+        {"type": "page", "anonymousId": "anon-9", "name": "Pricing"},
+        {"type": "identify", "userId": "user-9", "traits": {"name": "Omar"}},
+        {"type": "alias", "previousId": "anon-9", "userId": "user-9"},
+        {"type": "page", "anonymousId": "anon-9", "name": "Checkout"},
+    ]
+    key = source(client, world)
+    r = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
+    assert r.status_code == 200, r.text
+    with database.session(write=False) as db:
+        rows = db.execute(
+            select(Event.properties, Customer.merged_into_id)
+            .join(Customer, Customer.id == Event.customer_id)
+            .where(Event.type == "Page Viewed")
+        ).all()
+    assert [p["name"] for p, merged in rows if merged is not None] == []
+    assert sorted(p["name"] for p, _ in rows) == ["Checkout", "Pricing"]

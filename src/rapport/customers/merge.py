@@ -26,7 +26,7 @@ from rapport.customers.models import (
     Identity,
 )
 from rapport.customers.service import attributes_changed, person_ids, root_of, settle_handles
-from rapport.db import utcnow
+from rapport.db import lock_row, utcnow
 from rapport.events.models import Order
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Conflict, Invalid
@@ -89,10 +89,21 @@ def preview(
 
 
 def _pair(
-    db: Session, workspace_id: str, survivor_id: str, merged_id: str
+    db: Session, workspace_id: str, survivor_id: str, merged_id: str, *, lock: bool = False
 ) -> tuple[Customer, Customer]:
+    """The two customers of a merge, neither merged already. With ``lock`` (a merge) both
+    rows are held until the transaction ends, in one order, and read as they are then: two
+    merges of one record at once (into two others, or two records into each other) both
+    saw it unmerged and both went through, leaving a record merged twice or a pair merged
+    into each other, gone from every list and beyond undoing."""
     if survivor_id == merged_id:
         raise Invalid("a customer cannot be merged into itself")
+    if lock:
+        for customer_id in sorted((survivor_id, merged_id)):
+            lock_row(db, Customer, customer_id)
+        for customer_id in (survivor_id, merged_id):
+            if (held := db.get(Customer, customer_id)) is not None:
+                db.refresh(held)
     survivor = _customer(db, workspace_id, survivor_id)
     merged = _customer(db, workspace_id, merged_id)
     if survivor.merged_into_id or merged.merged_into_id:
@@ -114,7 +125,7 @@ def merge(
     different value the survivor's is kept, unless the field is in ``take`` ("name",
     "attributes.plan"): then the merged record's. Either way the merge records both, and
     undoing it gives the survivor its own back."""
-    survivor, merged = _pair(db, workspace_id, survivor_id, merged_id)
+    survivor, merged = _pair(db, workspace_id, survivor_id, merged_id, lock=True)
     differ = conflicts(survivor, merged)
     fields = {c["field"] for c in differ}
     if wrong := [f for f in take if f not in fields]:
@@ -285,8 +296,11 @@ def _rebase_later(row: CustomerMerge, later: list[CustomerMerge], merged: Custom
 def unmerge(
     db: Session, *, workspace_id: str, merge_id: str, actor: Actor
 ) -> tuple[Customer, Customer]:
-    """Undo a merge: both customers come back as they were; returns (survivor, restored)."""
+    """Undo a merge: both customers come back as they were; returns (survivor, restored).
+    The merge's row is held until the transaction ends: of two undos at once, one undoes."""
+    lock_row(db, CustomerMerge, merge_id)
     row = get_scoped(db, CustomerMerge, merge_id, workspace_id=workspace_id, name="merge")
+    db.refresh(row)
     if row.undone_at is not None:
         raise Conflict("this merge was already undone")
     survivor = _customer(db, workspace_id, row.survivor_id)

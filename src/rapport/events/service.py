@@ -187,7 +187,8 @@ class _Batch:
 
     def customer(self, event: dict[str, Any], traits: dict[str, Any]) -> Customer:
         key = (event.get("userId"), event.get("anonymousId"))
-        if key in self.customers and not traits:
+        # Not one an alias in this batch merged away since: its events go to the survivor.
+        if key in self.customers and not traits and not self.customers[key].merged_into_id:
             return self.customers[key]
         handles = self.handles(event, traits)
         name = str(

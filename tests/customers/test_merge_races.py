@@ -1,0 +1,108 @@
+"""Merges at the same moment, on PostgreSQL: a record is merged once, never into two, and
+two records merged into each other at once leave one of them."""
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from rapport.customers import merge as merging
+from rapport.customers import service
+from rapport.customers.models import Customer, CustomerMerge
+from rapport.customers.schemas import CustomerCreate
+from rapport.db import Database
+from rapport.privacy.service import SYSTEM
+from rapport.workspaces.models import Workspace
+from tests.conftest import postgresql_only
+from tests.factories import World
+
+
+@postgresql_only
+def test_one_record_merged_into_two_at_once_is_merged_once(
+    world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws_id = world.acme.workspace.id
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        ids = [
+            service.create(
+                db, workspace=ws, data=CustomerCreate(name=n, email=f"{n}@example.com")
+            ).id
+            for n in ("ann", "bea", "cat")
+        ]
+    a, b, c = ids
+    real = merging.conflicts
+
+    def after_reading(survivor: Customer, merged: Customer) -> list[dict[str, Any]]:
+        time.sleep(0.5)  # long enough for the other to have read the pair as unmerged too
+        return real(survivor, merged)
+
+    monkeypatch.setattr(merging, "conflicts", after_reading)
+    outcome: dict[str, object] = {}
+
+    def run(survivor: str) -> None:
+        try:
+            with database.session() as db:
+                merging.merge(
+                    db, workspace_id=ws_id, survivor_id=survivor, merged_id=a, actor=SYSTEM
+                )
+            outcome[survivor] = "merged"
+        except Exception as exc:  # noqa: BLE001 - the loser's refusal, whatever it is
+            outcome[survivor] = repr(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (b, c)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    with database.session(write=False) as db:
+        in_force = db.scalars(
+            select(CustomerMerge).where(
+                CustomerMerge.merged_id == a, CustomerMerge.undone_at.is_(None)
+            )
+        ).all()
+        into = db.scalar(select(Customer.merged_into_id).where(Customer.id == a))
+    assert len(in_force) == 1, (outcome, [(m.survivor_id, into) for m in in_force])
+
+
+@postgresql_only
+def test_two_records_merged_into_each_other_at_once_leave_one_live(
+    world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws_id = world.acme.workspace.id
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        a, b = (
+            service.create(db, workspace=ws, data=CustomerCreate(name=n)).id for n in ("ann", "bea")
+        )
+    real = merging.conflicts
+
+    def after_reading(survivor: Customer, merged: Customer) -> list[dict[str, Any]]:
+        time.sleep(0.5)
+        return real(survivor, merged)
+
+    monkeypatch.setattr(merging, "conflicts", after_reading)
+    outcome: dict[str, object] = {}
+
+    def run(survivor: str, merged: str) -> None:
+        try:
+            with database.session() as db:
+                merging.merge(
+                    db, workspace_id=ws_id, survivor_id=survivor, merged_id=merged, actor=SYSTEM
+                )
+            outcome[survivor] = "merged"
+        except Exception as exc:  # noqa: BLE001 - the loser's refusal, whatever it is
+            outcome[survivor] = repr(exc)[:200]
+
+    threads = [threading.Thread(target=run, args=p) for p in ((a, b), (b, a))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    with database.session(write=False) as db:
+        live = db.scalars(
+            select(Customer.id).where(Customer.id.in_([a, b]), Customer.merged_into_id.is_(None))
+        ).all()
+    assert len(live) == 1, outcome
