@@ -6,6 +6,7 @@ import re
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,7 +15,17 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    MetaData,
+    create_engine,
+    event,
+    make_url,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers, sessionmaker
@@ -472,6 +483,16 @@ def drain(database: "Database", step: Callable[[Session], int], *, chunk: int) -
         with database.session() as db:
             if step(db) < chunk:
                 return
+
+
+def only_one(db: Session, name: str) -> bool:
+    """Whether this transaction is the only one doing ``name`` now: on PostgreSQL a lock of
+    that name held until the transaction ends, taken if free (False: another has it, and
+    does the work); SQLite's write transactions run one at a time anyway (BEGIN IMMEDIATE)."""
+    if db.get_bind().dialect.name == "sqlite":
+        return True
+    key = zlib.crc32(name.encode()) - 2**31  # a signed 32-bit key of the name
+    return bool(db.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}))
 
 
 def lock_row(db: Session, model: Any, row_id: str) -> None:

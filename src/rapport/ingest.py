@@ -696,6 +696,8 @@ def receive_batch(
         else:
             outcome = "reopened" if conv["status"] == Status.resolved else "continued"
             touched[conv["id"]] = conv
+            if outcome == "reopened" and conv["assignee_id"] and not m.auto_reply:
+                conv["reclaim"] = conv["assignee_id"]  # if they have left since (step 6)
         if m.auto_reply:
             if outcome == "new":  # recorded where agents can find it, not queued for them
                 conv["status"], conv["resolved_at"] = Status.resolved, now
@@ -877,6 +879,7 @@ def receive_batch(
             message_id=s.message.id,
             new=s.threading == "new",
             route=bool(ib.auto_assign) and conv.get("assignee_id") is None,
+            reclaim=conv.get("reclaim") if s.threading == "reopened" else None,
             at=now,
             bot=bool(((ib.settings or {}).get("bot") or {}).get("enabled")),
         )

@@ -44,14 +44,6 @@ class Problem(Exception):
             answer.headers["Retry-After"] = str(self.retry_after)
         return answer
 
-
-class TooMany(Problem):
-    """429: a limit was reached; the client may ask again after ``seconds``."""
-
-    def __init__(self, detail: str, *, seconds: int, slug: str = "rate-limited") -> None:
-        super().__init__(429, slug, detail)
-        self.retry_after = seconds
-
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as what it is (the ingest writer process sends problems back), not by
         # re-calling a subclass's __init__ with the finished detail.
@@ -63,6 +55,14 @@ class TooMany(Problem):
             if k not in _FIELDS and isinstance(v, str | int | float | bool | None)
         }
         return (_restore, (type(self), self.status, self.slug, self.detail, self.extra, own))
+
+
+class TooMany(Problem):
+    """429: a limit was reached; the client may ask again after ``seconds``."""
+
+    def __init__(self, detail: str, *, seconds: int, slug: str = "rate-limited") -> None:
+        super().__init__(429, slug, detail)
+        self.retry_after = seconds
 
 
 def _restore(

@@ -9,6 +9,7 @@ it by hand on a conversation (or many), and its changes are that agent's (``Doer
 through the same functions as a rule's.
 """
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,46 @@ log = logging.getLogger(__name__)
 # How long one regex condition may search a text: an admin's pattern runs on whatever a
 # customer writes (up to 10,000 characters), and nested repeats backtrack exponentially.
 REGEX_SECONDS = 0.1
+# How many times counted repeats ({n}, {m,n}) nested in one another may repeat a part of
+# a regex condition, multiplied: compiling expands them (10,000 compiles in ~5 ms).
+MAX_REPEATS = 10_000
+_COUNTED = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _repeated(pattern: str) -> int:
+    """The most times a part of ``pattern`` is repeated by counted repeats, those nested in
+    one another multiplied: ``(a{100}){100}`` is 10,000."""
+
+    def sequence(i: int) -> tuple[int, int]:  # up to the ")" that ends it, or the end
+        worst = 1
+        while i < len(pattern) and pattern[i] != ")":
+            inner = 1
+            if pattern[i] == "\\":
+                i += 2
+            elif pattern[i] == "[":  # a class repeats nothing inside it
+                i += 2 if pattern[i + 1 : i + 2] == "]" else 1
+                while i < len(pattern) and pattern[i] != "]":
+                    i += 2 if pattern[i] == "\\" else 1
+                i += 1
+            elif pattern[i] == "(":
+                inner, i = sequence(i + 1)
+                i += 1
+            else:
+                i += 1
+            if counted := _COUNTED.match(pattern, i):
+                bounds = [int(n) for n in counted.groups() if n]
+                inner *= max(bounds, default=1)
+                i = counted.end()
+            worst = max(worst, inner)
+        return worst, i
+
+    worst, i = sequence(0)
+    while i < len(pattern):  # past a ")" that closes nothing
+        more, i = sequence(i + 1)
+        worst = max(worst, more)
+    return worst
+
 
 _CAUSES = "automation_caused_by"
 
@@ -315,6 +356,13 @@ def _check_condition(
     if op == "regex":
         if len(value) > 200:
             raise Invalid(f"{where}.value: a regex condition is at most 200 characters")
+        if _repeated(value) > MAX_REPEATS:
+            # Compiling expands them: (((a{100}){100}){100}){10} took 11 s and more, a
+            # cost no search timeout bounds, paid by every worker that reads the rule.
+            raise Invalid(
+                f"{where}.value: counted repeats nested in one another may repeat a part "
+                f"at most {MAX_REPEATS:,} times"
+            )
         try:
             regex.compile(value, flags=regex.IGNORECASE)
         except regex.error as exc:
@@ -742,6 +790,11 @@ def holds(condition: dict[str, Any], known: dict[str, Any]) -> bool:
             found = str(want).lower() in str(have).lower()
         return found if op == "contains" else not found
     if op == "regex":
+        if _repeated(str(want)) > MAX_REPEATS:  # saved before validate() refused it
+            raise Invalid(
+                f"the pattern {want!r} repeats a part over {MAX_REPEATS:,} times, which "
+                "compiling alone takes seconds for: the rule was not run"
+            )
         try:
             hit = regex.search(str(want), str(have), flags=regex.IGNORECASE, timeout=REGEX_SECONDS)
         except TimeoutError as exc:

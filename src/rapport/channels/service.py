@@ -15,6 +15,7 @@ from rapport.auth.models import Team
 from rapport.channels import base
 from rapport.channels.models import Inbox, UnparsedPayload
 from rapport.channels.schemas import InboxCreate, InboxRead, InboxUpdate
+from rapport.conversations import routing
 from rapport.crypto import SecretBox, random_token
 from rapport.customers.identity import InvalidHandle, normalize_email, normalize_phone
 from rapport.db import utcnow
@@ -210,6 +211,7 @@ def update(db: Session, *, inbox: Inbox, data: InboxUpdate, box: SecretBox) -> I
             kept = box.decrypt_json(inbox.secrets_encrypted)
             merged = {k: v for k, v in {**kept, **secret}.items() if k not in cleared}
             inbox.secrets_encrypted = box.encrypt_json(merged) if merged else None
+    routed_before = (inbox.auto_assign, inbox.team_id)
     if "team_id" in data.model_fields_set:
         _check_team(db, inbox.workspace_id, data.team_id)
         inbox.team_id = data.team_id
@@ -217,6 +219,9 @@ def update(db: Session, *, inbox: Inbox, data: InboxUpdate, box: SecretBox) -> I
         inbox.auto_assign = data.auto_assign
     if data.enabled is not None:
         inbox.enabled = data.enabled
+    if inbox.auto_assign and (inbox.auto_assign, inbox.team_id) != routed_before:
+        # Its waiting conversations are routed now, or by another team: offered at once.
+        routing.wake(db, workspace_id=inbox.workspace_id)
     return inbox
 
 

@@ -21,12 +21,17 @@ def after_inbound_ids(
     route: bool,
     at: datetime,
     bot: bool = False,
+    reclaim: str | None = None,
 ) -> None:
     """Ingest's follow-ups by id: SLA clocks, automation and routing, each only when the
     workspace uses it (the checks are cached), so the common case costs no query.
 
     Routing is one pass over the workspace's queue per transaction (routing.wake), however
-    many conversations of the batch joined it: the pass takes them all, oldest first."""
+    many conversations of the batch joined it: the pass takes them all, oldest first.
+    ``reclaim``: the member a resolved conversation it reopened is assigned to, who may have
+    left or become a viewer since (``routing.reclaim``)."""
+    if reclaim is not None:
+        routing.reclaim(db, conversation_id=conversation_id, user_id=reclaim)
     if sla.has_policies(db, workspace_id):
         conv = db.get(Conversation, conversation_id, populate_existing=True)
         if conv is not None:

@@ -100,7 +100,10 @@ def pick_agent(db: Session, *, workspace_id: str, team_id: str | None) -> str | 
     """The online agent below capacity who has had a new conversation least recently.
 
     Round-robin by construction: whoever was given one last goes to the back of the line.
-    """
+    The workspace's row is held until the transaction ends: two picks at once (two rules'
+    round-robin, a rule beside a routing pass) both saw an agent's last free place and
+    both filled it."""
+    lock_row(db, Workspace, workspace_id)
     now = utcnow()
     eligible = (
         select(Membership.user_id, Membership.capacity)
@@ -199,6 +202,12 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
                     return given  # nobody in the workspace has room
                 full.add(team_id)  # a conversation of another team may still fit
                 continue
+            # Held, and read again: a member who took it meanwhile (their own assign holds
+            # no workspace lock) keeps it, where this pass gave it to someone else.
+            lock_row(db, Conversation, conv.id)
+            db.refresh(conv)
+            if conv.assignee_id is not None or conv.status != Status.open:
+                continue
             service.assign(
                 db,
                 conversation=conv,
@@ -215,6 +224,32 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
     if given:  # more may fit: the next pass goes on in a transaction of its own
         wake(db, workspace_id=workspace_id)
     return given
+
+
+def reclaim(db: Session, *, conversation_id: str, user_id: str) -> None:
+    """A resolved conversation reopened by its customer, assigned to a member who has left
+    or become a viewer since (``release`` leaves resolved ones to who handled them): back
+    to the queue, where it sat assigned to nobody who could answer, in no one's view."""
+    from rapport.conversations import service  # service calls back into routing
+
+    conv = db.get(Conversation, conversation_id, populate_existing=True)
+    if conv is None or conv.assignee_id != user_id:
+        return
+    role = db.scalar(
+        select(Membership.role).where(
+            Membership.workspace_id == conv.workspace_id, Membership.user_id == user_id
+        )
+    )
+    if role is not None and role != Role.viewer:
+        return
+    service.assign(
+        db,
+        conversation=conv,
+        assignee_id=None,
+        team_id=conv.team_id,
+        actor_id=None,
+        via="reopening (its agent has left)",
+    )
 
 
 def release(db: Session, *, workspace_id: str, user_id: str, actor_id: str | None) -> int:

@@ -1303,7 +1303,10 @@ def assign(
             )
     conversation.assignee_id = assignee_id
     conversation.team_id = team_id
-    if freed:
+    # An agent freed, or a waiting conversation moved to a team (one with room, maybe).
+    if freed or (
+        assignee_id is None and team_id != before[1] and conversation.status == Status.open
+    ):
         routing.wake(db, workspace_id=ws)
     if changed:
         record_assignment(db, conversation=conversation, before=before, actor_id=actor_id, via=via)
@@ -1434,6 +1437,9 @@ def set_status(
         bot.on_resolved(db, conversation=conversation)
         if conversation.assignee_id is not None:
             routing.wake(db, workspace_id=conversation.workspace_id)
+    elif status == Status.snoozed and was != Status.snoozed and conversation.assignee_id:
+        # A snoozed conversation takes no room (routing counts open and pending ones).
+        routing.wake(db, workspace_id=conversation.workspace_id)
     elif status == Status.open and conversation.assignee_id is None:
         # Back in the queue (a snooze ended, a pending one reopened): offered to whoever
         # has room, not left until something else wakes routing.

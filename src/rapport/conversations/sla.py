@@ -41,7 +41,7 @@ from rapport.conversations.models import (
     SlaState,
     Status,
 )
-from rapport.db import utcnow
+from rapport.db import only_one, utcnow
 from rapport.problems import Invalid
 from rapport.realtime.service import emit
 from rapport.scoped import get_scoped
@@ -123,7 +123,14 @@ def parse(timezone: str, hours: dict[str, list[list[str]]], holidays: list[str])
                     "(for hours past midnight, write two spans: 22:00-24:00 and 00:00-02:00)"
                 )
             parsed.append((start, end))
-        week[DAYS.index(name)] = sorted(parsed)
+        parsed.sort()
+        for (_, end), (start, _) in zip(parsed, parsed[1:], strict=False):
+            if end == MIDNIGHT or start < end:  # an hour open twice was counted twice
+                raise Invalid(
+                    f"opening hours of {name} overlap: write each hour once, "
+                    "as 09:00-13:00 and 14:00-18:00"
+                )
+        week[DAYS.index(name)] = parsed
     try:
         days_off = frozenset(date.fromisoformat(d) for d in holidays)
     except ValueError as exc:
@@ -566,7 +573,12 @@ def _announce(db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTi
 
 
 def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
-    """Emit ``sla.warning`` and ``sla.breached`` once per target that is close or missed."""
+    """Emit ``sla.warning`` and ``sla.breached`` once per target that is close or missed.
+
+    One check at a time: two side by side (one that ran past its minute, a job run again
+    after its worker died) each announced the same breach, and the rules ran twice."""
+    if not only_one(db, "sla.check"):
+        return 0
     now = now or utcnow()
     # Not a calendar day: a warning due in open minutes may come days before its due time.
     horizon = now + WARN_LOOKAHEAD

@@ -359,6 +359,7 @@ def set_team_members(db: Session, *, team: Team, member_ids: list[str]) -> None:
     for uid in sorted(ids):
         db.add(TeamMember(team_id=team.id, user_id=uid, workspace_id=team.workspace_id))
     db.flush()
+    routing.wake(db, workspace_id=team.workspace_id)  # a new member may take its waiting ones
 
 
 def delete_team(db: Session, *, team: Team) -> None:
