@@ -29,6 +29,7 @@ from rapport.conversations.models import (
     Priority,
     Status,
 )
+from rapport.privacy.models import AuditLog
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Conflict, Invalid
 from rapport.realtime.service import emit
@@ -162,6 +163,86 @@ def merge(
         payload={"id": survivor.id, "merged_id": merged.id},
     )
     return survivor
+
+
+def part(db: Session, *, conversation: Conversation, actor: Actor) -> bool:
+    """A conversation merged into another customer's (their customers' merge undone since)
+    takes back the messages the merge moved, and is open again: they stayed in the other
+    person's thread, her export held them, and the reply to them went to her. Which moved
+    is the merge's audit record; where that is gone, what its customer wrote there.
+    Whether it did."""
+    target = db.get(Conversation, conversation.merged_into_id or "")
+    if target is None or target.customer_id == conversation.customer_id:
+        return False
+    ws = conversation.workspace_id
+    records = db.scalars(
+        select(AuditLog.data)
+        .where(
+            AuditLog.workspace_id == ws,
+            AuditLog.action == "conversation.merge",
+            AuditLog.target_id == target.id,
+        )
+        .order_by(AuditLog.created_at.desc())
+    )
+    record = next((r for r in records if r.get("merged_id") == conversation.id), None)
+    moved = (
+        [str(m) for m in record.get("messages", [])]
+        if record is not None
+        else list(
+            db.scalars(
+                select(Message.id).where(
+                    Message.conversation_id == target.id,
+                    Message.sender_id == conversation.customer_id,
+                )
+            )
+        )
+    )
+    db.execute(
+        update(Message)
+        .where(Message.id.in_(moved), Message.conversation_id == target.id)
+        .values(conversation_id=conversation.id)
+    )
+    conversation.merged_into_id = None
+    for conv, text in (
+        (conversation, "Parted from the other conversation: their customers' merge was undone"),
+        (target, "The merged-in conversation's messages went back to it: the merge was undone"),
+    ):
+        db.add(
+            Message(
+                workspace_id=ws,
+                conversation_id=conv.id,
+                inbox_id=conv.inbox_id,
+                direction=Direction.outbound,
+                kind=MessageKind.activity,
+                sender_type="system",
+                text=text,
+            )
+        )
+    db.flush()
+    for conv in (conversation, target):
+        conv.messages_count = int(
+            db.scalar(
+                select(func.count()).select_from(Message).where(Message.conversation_id == conv.id)
+            )
+            or 0
+        )
+    service.set_status(db, conversation=conversation, status=Status.open, actor_id=actor.user_id)
+    audit(
+        db,
+        workspace_id=ws,
+        actor=actor,
+        action="conversation.part",
+        target_type="conversation",
+        target_id=conversation.id,
+        data={"from_id": target.id, "messages": moved},
+    )
+    emit(
+        db,
+        workspace_id=ws,
+        type="conversation.parted",
+        payload={"id": conversation.id, "from_id": target.id},
+    )
+    return True
 
 
 def _absorb(survivor: Conversation, merged: Conversation) -> None:

@@ -18,12 +18,14 @@ from rapport.channels.webchat.models import Visitor
 from rapport.conversations.models import Conversation
 from rapport.customers.models import (
     Consent,
+    ConsentChannel,
     Customer,
     CustomerMerge,
     CustomerNote,
     CustomerTag,
     Event,
     Identity,
+    IdentityKind,
 )
 from rapport.customers.service import attributes_changed, person_ids, root_of, settle_handles
 from rapport.db import lock_row, utcnow
@@ -285,10 +287,23 @@ def _rebase_later(row: CustomerMerge, later: list[CustomerMerge], merged: Custom
                 else:
                     del replaced[k]  # ``row`` added it: undoing the later one removes it
                     added.append(k)
+        # What it shows of the two records where they differed, the survivor's side set
+        # by ``row``: the survivor's own from before (else the restored record's values,
+        # an erased person's address say, stayed in another merge's history).
+        conflicts = []
+        for entry in theirs.get("conflicts", []):
+            field = str(entry.get("field", ""))
+            key = field.removeprefix("attributes.")
+            if field in moved["set"] and entry.get("survivor") == moved["set"][field]:
+                entry = {**entry, "survivor": moved["survivor_before"].get(field)}
+            elif field != key and entry.get("survivor") == moved["attributes_set"].get(key):
+                entry = {**entry, "survivor": own.get(key)}
+            conflicts.append(entry)
         theirs |= {
             "survivor_before": before,
             "replaced_attributes": replaced,
             "added_attributes": sorted(set(added)),
+            "conflicts": conflicts,
         }
         other.moved = theirs  # a new dict: the JSON column sees assignments only
 
@@ -392,6 +407,19 @@ def unmerge(
     if survivor.last_seen_at.isoformat() == moved.get("survivor_last_seen_after"):
         # Nothing happened since the merge: the survivor's own last activity comes back.
         survivor.last_seen_at = datetime.fromisoformat(before["last_seen_at"])
+    _withdrawals_kept(db, row, survivor, merged)
+    # A conversation of theirs an agent merged into the survivor's since takes back its
+    # messages: they stayed in the other person's thread.
+    from rapport.conversations import merging as conversations  # which builds on customers
+
+    for conv in db.scalars(
+        select(Conversation).where(
+            Conversation.id.in_(moved.get("conversations", [])),
+            Conversation.customer_id == merged.id,
+            Conversation.merged_into_id.is_not(None),
+        )
+    ):
+        conversations.part(db, conversation=conv, actor=actor)
     # Handles either one gained or lost since the merge (another merge, a claim): each
     # shows one of its own.
     db.flush()
@@ -414,6 +442,45 @@ def unmerge(
         payload={"survivor_id": survivor.id, "merged_id": merged.id, "merge_id": row.id},
     )
     return survivor, merged
+
+
+# The handles each consent channel reaches a customer by.
+_REACHED_BY = {
+    ConsentChannel.email: {IdentityKind.email},
+    ConsentChannel.sms: {IdentityKind.phone},
+    ConsentChannel.phone: {IdentityKind.phone},
+    ConsentChannel.whatsapp: {IdentityKind.whatsapp, IdentityKind.phone},
+}
+
+
+def _withdrawals_kept(
+    db: Session, row: CustomerMerge, survivor: Customer, merged: Customer
+) -> None:
+    """A withdrawal recorded on the survivor while merged, on a channel the restored record
+    has a handle for again (a STOP from its own number, say), is the restored record's too:
+    which of the two sent it is not recorded, and one left behind made the restored record
+    reachable there again. The survivor keeps its copy (a withdrawal is never lost)."""
+    kinds = set(db.scalars(select(Identity.kind).where(Identity.customer_id == merged.id)))
+    for consent in db.scalars(
+        select(Consent).where(
+            Consent.customer_id == survivor.id,
+            Consent.granted.is_(False),
+            Consent.recorded_at >= row.created_at,
+        )
+    ):
+        if _REACHED_BY.get(consent.channel, set()) & kinds:
+            db.add(
+                Consent(
+                    workspace_id=consent.workspace_id,
+                    customer_id=merged.id,
+                    channel=consent.channel,
+                    purpose=consent.purpose,
+                    granted=False,
+                    source=consent.source,
+                    recorded_by_user_id=consent.recorded_by_user_id,
+                    recorded_at=consent.recorded_at,
+                )
+            )
 
 
 def merges_of(db: Session, *, workspace_id: str, customer_id: str) -> list[CustomerMerge]:

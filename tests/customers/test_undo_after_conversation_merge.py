@@ -1,0 +1,135 @@
+"""A customers' merge undone after their conversations were merged: each person's messages
+back in their own conversation, exported and erased with them; no other merge's record
+keeps an erased person's values."""
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rapport.conversations.models import Message
+from rapport.customers.models import CustomerMerge
+from rapport.db import Database
+from tests.conftest import auth
+from tests.factories import World
+
+
+def post(client: TestClient, world: World, ext: str, email: str, text: str) -> dict[str, Any]:
+    assert world.acme.inbox is not None
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",
+        json={"external_id": ext, "text": text, "from": {"email": email}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def customer_of(client: TestClient, world: World, email: str) -> dict[str, Any]:
+    hits = client.get("/api/v1/customers", params={"q": email}, headers=auth(world.bob)).json()[
+        "items"
+    ]
+    assert len(hits) == 1, hits
+    return hits[0]  # type: ignore[no-any-return]
+
+
+def conversation_of(client: TestClient, world: World, customer_id: str) -> str:
+    convs = client.get(
+        "/api/v1/conversations",
+        params={"customer_id": customer_id, "limit": 100},
+        headers=auth(world.bob),
+    ).json()["items"]
+    assert len(convs) == 1, convs
+    return str(convs[0]["id"])
+
+
+def merge(client: TestClient, world: World, survivor: str, merged: str, **kw: Any) -> str:
+    r = client.post(
+        f"/api/v1/customers/{survivor}/merge",
+        json={"merged_id": merged, **kw},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def undo(client: TestClient, world: World, merge_id: str) -> Any:
+    return client.post(f"/api/v1/customer-merges/{merge_id}/undo", headers=auth(world.bob))
+
+
+def export_text(client: TestClient, world: World, customer_id: str) -> str:
+    r = client.get(f"/api/v1/customers/{customer_id}/export", headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def _pair_with_merged_conversations(client: TestClient, world: World) -> tuple[str, str, str]:
+    post(client, world, "ann-1", "ann@example.com", "Ann writes")
+    post(client, world, "ben-1", "ben@example.com", "Ben's secret: my IBAN is GB00BEN")
+    ann = customer_of(client, world, "ann@example.com")["id"]
+    ben = customer_of(client, world, "ben@example.com")["id"]
+    ann_conv = conversation_of(client, world, ann)
+    ben_conv = conversation_of(client, world, ben)
+    merge_id = merge(client, world, ann, ben)
+    r = client.post(
+        f"/api/v1/conversations/{ann_conv}/merge",
+        json={"merged_id": ben_conv},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200, r.text
+    assert undo(client, world, merge_id).status_code == 200
+    return ann, ben, ann_conv
+
+
+def test_export_of_the_second_person_after_conversation_merge_and_undo_has_their_messages(
+    client: TestClient, world: World
+) -> None:
+    ann, ben, _ = _pair_with_merged_conversations(client, world)
+    assert "GB00BEN" in export_text(client, world, ben)
+
+
+def test_export_of_the_first_person_after_undo_does_not_hold_the_second_persons_messages(
+    client: TestClient, world: World
+) -> None:
+    ann, ben, _ = _pair_with_merged_conversations(client, world)
+    assert "GB00BEN" not in export_text(client, world, ann)
+
+
+def test_erasing_the_second_person_after_conversation_merge_and_undo_deletes_their_messages(
+    client: TestClient, world: World, database: Database
+) -> None:
+    ann, ben, ann_conv = _pair_with_merged_conversations(client, world)
+    r = client.delete(f"/api/v1/customers/{ben}", headers=auth(world.alice))
+    assert r.status_code == 204
+    with database.session(write=False) as db:
+        left = list(db.scalars(select(Message.text).where(Message.text.contains("GB00BEN"))))
+    assert left == []
+
+
+def test_merge_record_keeps_no_personal_data_of_an_erased_person(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A has no email; B's fills it; C (other email) is merged in after: C's merge records
+    # B's address as "the survivor's". B's merge is undone and B erased: B's address stays
+    # in A's merge history, shown by GET /customers/{A}/merges.
+    def make(name: str, email: str | None) -> str:
+        body: dict[str, Any] = {"name": name}
+        if email:
+            body["email"] = email
+        r = client.post("/api/v1/customers", json=body, headers=auth(world.bob))
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    a = make("Ann", None)
+    b = make("Ben", "ben.private@example.com")
+    c = make("Cat", "cat@example.com")
+    first = merge(client, world, a, b)
+    merge(client, world, a, c)
+    assert undo(client, world, first).status_code == 200
+    assert client.delete(f"/api/v1/customers/{b}", headers=auth(world.alice)).status_code == 204
+    history = client.get(f"/api/v1/customers/{a}/merges", headers=auth(world.bob))
+    assert history.status_code == 200
+    assert "ben.private@example.com" not in history.text
+    with database.session(write=False) as db:
+        rows = [str(m.moved) for m in db.scalars(select(CustomerMerge))]
+    assert not any("ben.private@example.com" in r for r in rows)
