@@ -79,3 +79,11 @@ def test_what_is_no_amount_or_too_large_is_a_value_error(sent: str | bool) -> No
 def test_an_exact_number_is_a_float_that_keeps_its_text() -> None:
     number = money.Exact("900719925474099.33")
     assert number == 900719925474099.33 and str(number) == "900719925474099.33"
+
+
+@pytest.mark.parametrize("text", ["1_000", "١٢٣", "１２", "12 000", "0x10"])
+def test_an_amount_is_written_in_ascii_digits(text: str) -> None:
+    # Decimal() read "1_000" as a thousand and Arabic-Indic or full-width digits as numbers:
+    # an order total no one wrote that way was recorded.
+    with pytest.raises(ValueError, match="not an amount"):
+        money.to_minor(text, "EUR")

@@ -12,6 +12,7 @@ read in 0 or 2 decimals: "N.A." says no minor unit exists, not that it is a whol
 no count of minor units is the amount that was sent.
 """
 
+import re
 from decimal import Decimal, InvalidOperation
 
 # ISO 4217's exponents other than 2 (the list of 2025); a code not named here has 2.
@@ -85,6 +86,11 @@ def exponent(currency: str) -> int:
     return _EXPONENTS.get(currency.upper(), 2)
 
 
+# An amount as text: ASCII digits, an optional sign, decimal point and exponent (a float's
+# shortest text may have one: 1e-05).
+_AMOUNT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
 def to_minor(value: str | int | float | Decimal, currency: str) -> int:
     """An amount (decimal text, a number of major units) in the currency's minor units,
     exactly: ("1500", "JPY") -> 1500, ("1.234", "KWD") -> 1234, (59.9, "EUR") -> 5990.
@@ -95,8 +101,12 @@ def to_minor(value: str | int | float | Decimal, currency: str) -> int:
     text, an ``Exact`` as the text it came as."""
     if isinstance(value, bool):
         raise ValueError(f"{shown(value)} is not an amount")
+    text = value if isinstance(value, Decimal) else str(value).strip()
+    if isinstance(text, str) and not _AMOUNT.fullmatch(text):
+        # Decimal() also reads "1_000", "١٢٣" (Arabic-Indic digits) and "Infinity".
+        raise ValueError(f"{shown(value)} is not an amount")
     try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+        number = text if isinstance(text, Decimal) else Decimal(text)
     except InvalidOperation as exc:
         raise ValueError(f"{shown(value)} is not an amount") from exc
     if not number.is_finite():

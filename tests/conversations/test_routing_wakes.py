@@ -135,6 +135,9 @@ def test_overlapping_opening_spans_are_refused() -> None:
         sla.parse("UTC", {"mon": [["09:00", "13:00"], ["12:00", "18:00"]]}, [])
     with pytest.raises(Invalid, match="overlap"):
         sla.parse("UTC", {"mon": [["12:00", "24:00"], ["13:00", "14:00"]]}, [])
+    for span in (["09:00", "13:00", "18:00"], ["09:00:00.5", "13:00"], ["9:00", "13:00"]):
+        with pytest.raises(Invalid, match="is not an opening and a closing time"):
+            sla.parse("UTC", {"mon": [span]}, [])  # a part of it was read, the rest ignored
     touching = sla.parse("UTC", {"mon": [["09:00", "13:00"], ["13:00", "18:00"]]}, [])
     monday = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
     assert sla.business_minutes_between(monday, monday + timedelta(hours=12), touching) == 9 * 60

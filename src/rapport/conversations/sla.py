@@ -25,6 +25,7 @@ resolved stays in the reports through its misses.
 """
 
 from dataclasses import dataclass, field
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -93,6 +94,9 @@ class Calendar:
         return out
 
 
+_HOUR = re.compile(r"\d{2}:\d{2}", re.ASCII)
+
+
 def parse(timezone: str, hours: dict[str, list[list[str]]], holidays: list[str]) -> Calendar:
     """A calendar from its stored form, with a clear error for anything malformed."""
     try:
@@ -106,6 +110,10 @@ def parse(timezone: str, hours: dict[str, list[list[str]]], holidays: list[str])
         parsed = []
         for span in spans:
             try:
+                # Two times of day as written on a sign (09:00), nothing more: a third
+                # element or "09:00:00.5" were read and ignored in part.
+                if len(span) != 2 or not all(_HOUR.fullmatch(str(t)) for t in span):
+                    raise ValueError("not two times of day")
                 start = time.fromisoformat(span[0])
                 # "24:00" closes at the next midnight, kept as 00:00 (never a valid end else).
                 to_midnight = span[1] in END_OF_DAY
