@@ -24,8 +24,8 @@ the resolution target here is a promise about each resolution). The time before 
 resolved stays in the reports through its misses.
 """
 
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
