@@ -69,15 +69,19 @@ DEFAULTS: dict[str, Any] = {
     "negative_sentiment": -0.6,  # this upset: a person answers
 }
 
+# "a live agent", "a real human", "an actual person": the noun may come with one of these.
+_REAL = r"(?:(?:live|real|actual|human)\s+)?"
 _HUMAN = re.compile(
     r"\b(?:talk|speak|chat|connect|transfer|put)\s+(?:me\s+)?(?:to|with|through to)\s+"
-    r"(?:a|an|some|the|your)?\s*(?:human|person|agent|someone|somebody|operator|"
-    r"representative|real person|manager)\b"
-    r"|\b(?:want|need|get)\s+(?:a|an|to speak to a|to talk to a)?\s*(?:human|real person|"
-    r"person|agent|operator|representative)\b"
+    r"(?:a|an|some|the|your)?\s*" + _REAL + r"(?:human|person|agent|someone|somebody|operator|"
+    r"representative|manager|being)\b"
+    r"|\b(?:want|need|get)\s+(?:(?:a|an|to speak to an?|to talk to an?)\s+)?"
+    + _REAL
+    + r"(?:human|person|agent|operator|representative)\b"
     r"|\b(?:human|agent|operator|representative|person)\s*(?:please|pls|now)\b"
     r"|^\s*(?:human|agent|operator|representative)\s*[.!?]*\s*$"
-    r"|\bparler\s+(?:à|a|avec)\s+(?:un|une|quelqu)\S*\s*(?:humain|conseill\w*|personne|agent)?"
+    r"|\bparler\s+(?:à|a|avec)\s+(?:(?:un|une)\s+(?:vrai\w*\s+)?"
+    r"(?:humain|conseill\w*|personne|agent)|quelqu\S*un)"
     r"|\b(?:mit\s+einem?\s+)?(?:menschen|mitarbeiter\w*)\s+sprechen\b"
     r"|\bhablar\s+con\s+(?:una\s+persona|un\s+agente|un\s+humano|alguien)\b",
     re.IGNORECASE,
@@ -89,6 +93,38 @@ log = logging.getLogger(__name__)
 def settings_of(inbox: Inbox | None) -> dict[str, Any]:
     configured = ((inbox.settings or {}).get("bot") if inbox else None) or {}
     return {**DEFAULTS, **configured}
+
+
+def switched_on(db: Session, *, inbox: Inbox) -> int:
+    """The bot was put in front of ``inbox``: the conversations already waiting there (which
+    it never saw) are left to routing, as handed over, instead of waiting for the bot's
+    hand-over that never comes; how many."""
+    from rapport.conversations import routing  # routing asks this module whether bots hold
+
+    waiting = list(
+        db.scalars(
+            select(Conversation.id).where(
+                Conversation.inbox_id == inbox.id,
+                Conversation.status == Status.open,
+                Conversation.assignee_id.is_(None),
+                ~select(BotConversation.conversation_id)
+                .where(BotConversation.conversation_id == Conversation.id)
+                .exists(),
+            )
+        )
+    )
+    now = utcnow()
+    for conversation_id in waiting:
+        db.add(
+            BotConversation(
+                conversation_id=conversation_id,
+                workspace_id=inbox.workspace_id,
+                handed_over_at=now,
+            )
+        )
+    if waiting:
+        routing.wake(db, workspace_id=inbox.workspace_id)
+    return len(waiting)
 
 
 def enabled(inbox: Inbox | None) -> bool:
@@ -255,7 +291,9 @@ def decide(
         return Decision("skip", reason="with a human")
     text = message.text.strip()
     if not text:
-        return Decision("skip", reason="nothing to read")
+        # A photo or a file alone: a person looks (skipped, it was left to the bot, which
+        # routing leaves alone, and nobody ever saw it).
+        return Decision("handover", reason="the message has no text to read (a file or a photo)")
     if asks_for_a_person(text):
         return Decision("handover", reason="the customer asked for a person")
     triage = (message.meta or {}).get("triage") or {}
@@ -609,11 +647,16 @@ def rate(db: Session, *, message: Message, helpful: bool) -> None:
         "rating": {"helpful": helpful, "at": utcnow().isoformat()},
     }
     if not helpful and (previous is None or previous.get("helpful")):
-        state = db.get(BotConversation, message.conversation_id)
-        if state is not None:
-            state.failures += 1
+        missed = db.get(BotConversation, message.conversation_id)
+        if missed is not None:
+            missed.failures += 1
     answered = ((message.meta or {}).get("bot") or {}).get("source") in ("intent", "article")
     conversation = db.get(Conversation, message.conversation_id)
+    state = db.get(BotConversation, message.conversation_id)
+    if state is not None and state.handed_over_at is not None:
+        # The customer asked for a person (or the bot handed over) after that answer, or
+        # in the same breath: they wait for them, whatever they think of the answer.
+        answered = False
     if helpful and answered and conversation is not None and conversation.status != Status.resolved:
         asked_since = db.scalar(
             select(Message.id)

@@ -313,9 +313,12 @@ def configure_inbox(
         get_scoped(
             db, Team, body.handover_team_id, workspace_id=principal.workspace_id, name="team"
         )
+    was_on = service.enabled(inbox)
     settings: dict[str, Any] = dict(inbox.settings or {})
     settings["bot"] = body.model_dump()
     inbox.settings = settings
+    if body.enabled and not was_on:
+        service.switched_on(db, inbox=inbox)
     audit(
         db,
         workspace_id=principal.workspace_id,

@@ -9,6 +9,7 @@ then the help center's default.
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Form, Query, Request, Response
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from rapport.auth.ratelimit import RateLimiter
 from rapport.kb import search, service
 from rapport.kb.models import Article, ArticleStatus, Collection, HelpCenter
-from rapport.problems import NotFound
+from rapport.problems import Forbidden, NotFound
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(prefix="/help", include_in_schema=False)
@@ -199,6 +200,17 @@ def article_page(
     return page
 
 
+def _cross_site(request: Request) -> bool:
+    """Whether the browser says the request came from another site's page."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin == "null"
+    ours = {urlsplit(request.app.state.settings.public_url).netloc, request.headers.get("host")}
+    return urlsplit(origin).netloc not in ours
+
+
 @router.post("/{slug}/articles/{article}/feedback")
 def article_feedback(
     request: Request,
@@ -209,6 +221,10 @@ def article_feedback(
     comment: str = Form(default="", max_length=1000),
 ) -> Response:
     address = request.client.host if request.client else "?"
+    if _cross_site(request):
+        # Another site's page making its visitors' browsers vote here (a form needs no
+        # script, and a vote no sign-in).
+        raise Forbidden("a vote comes from the help center's own pages")
     with request.app.state.database.session() as db:
         try:
             center = service.center_by_slug(db, slug)
@@ -222,7 +238,7 @@ def article_feedback(
             return _not_found(request, "article")
         if _votes.hit(f"kbvote:{address}"):
             secret = request.app.state.settings.secret_key.get_secret_value()
-            reader = service.reader_key(secret, address, request.headers.get("user-agent", ""))
+            reader = service.reader_key(secret, address)
             service.feedback(
                 db, article=row, reader=reader, helpful=helpful == "yes", comment=comment
             )

@@ -262,7 +262,7 @@ def search_articles(
             continue
         scored.append((fused, confidence, i))
     scored.sort(key=lambda s: (-s[0], -s[1]))
-    slug = center.slug if center else ""
+    slug = center.slug if center and center.enabled else ""  # a switched-off one: no link
     hits = []
     for fused, confidence, i in scored[:limit]:
         doc = index.docs[i]

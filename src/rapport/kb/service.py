@@ -451,8 +451,11 @@ def count_view(db: Session, *, article_id: str) -> None:
     db.execute(update(Article).where(Article.id == article_id).values(views=Article.views + 1))
 
 
-def reader_key(secret: str, address: str, agent: str) -> str:
-    return hmac.new(secret.encode(), f"{address}|{agent}".encode(), hashlib.sha256).hexdigest()
+def reader_key(secret: str, address: str) -> str:
+    """Who votes on an article, as kept: their address, keyed (never stored as it is). By
+    address alone: with the User-Agent in it, one reader sending a new one each time was a
+    new reader each time."""
+    return hmac.new(secret.encode(), address.encode(), hashlib.sha256).hexdigest()
 
 
 def feedback(

@@ -578,6 +578,11 @@ class EmailChannel:
         if refs:
             mail["In-Reply-To"] = refs[-1]
             mail["References"] = " ".join(refs[-20:])
+        if out.message.kind == MessageKind.bot:
+            # Said to be automatic (RFC 3834), so another responder (a bot, an out of
+            # office, our own parser) does not answer it: two bots answered each other.
+            mail["Auto-Submitted"] = "auto-replied"
+            mail["X-Auto-Response-Suppress"] = "All"
         mail.set_content(out.message.text)
         if out.message.html:
             mail.add_alternative(out.message.html, subtype="html")
