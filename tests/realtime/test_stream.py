@@ -622,10 +622,10 @@ def test_a_client_gone_before_its_first_event_is_not_an_error(
     asked = threading.Event()
     opening = service.opening
 
-    async def slow_opening(*args: Any) -> tuple[service.Seen, str]:
+    async def slow_opening(*args: Any, **kwargs: Any) -> tuple[service.Seen, str]:
         asked.set()
         await asyncio.sleep(0.5)  # the client leaves meanwhile
-        seen, _ = await opening(*args)
+        seen, _ = await opening(*args, **kwargs)
         return seen, "reset"  # a begin that says something on either socket
 
     monkeypatch.setattr(service, "opening", slow_opening)

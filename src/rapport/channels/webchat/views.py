@@ -526,19 +526,17 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
             return True
         if others.get(str(cid), 0.0) > time.monotonic():
             return False
-        if len(others) > 10_000:
-            others.clear()
-        others[str(cid)] = time.monotonic() + OTHERS_KEPT_SECONDS
         with database.session(write=False) as db:
             conv = db.get(Conversation, cid)
             customer = db.get(Visitor, visitor.id)
-            if (
-                conv is not None
-                and customer is not None
-                and conv.customer_id == customer.customer_id
-            ):
+            if conv is None or customer is None or customer.customer_id is None:
+                return False  # not known yet (the visitor's first message is on its way)
+            if conv.customer_id == customer.customer_id:
                 owned.add(str(cid))
                 return True
+        if len(others) > 10_000:
+            others.clear()
+        others[str(cid)] = time.monotonic() + OTHERS_KEPT_SECONDS  # surely someone else's
         return False
 
     last = realtime.client_id(ws.query_params.get("last_event_id"))
