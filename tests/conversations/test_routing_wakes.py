@@ -27,6 +27,15 @@ def _one_slot_for_bob(database: Database, ids: dict[str, str]) -> None:
         )
 
 
+def team(client: TestClient, world: World, name: str, members: list[str]) -> str:
+    """A new team of these members; its id."""
+    r = client.post(
+        "/api/v1/teams", json={"name": name, "member_ids": members}, headers=auth(world.alice)
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
 def test_snoozing_a_conversation_frees_room_and_the_queue_moves(
     client: TestClient, world: World, database: Database, settings: Settings
 ) -> None:
@@ -57,16 +66,8 @@ def test_a_waiting_conversation_moved_to_a_team_with_room_is_handed_out(
     ids = setup_team(client, world, database)
     worker = Worker(database, settings)
     # Team "Nobody" has only dave (offline); team "Billing" has bob (online, room).
-    nobody = client.post(
-        "/api/v1/teams",
-        json={"name": "Nobody", "member_ids": [ids["dave"]]},
-        headers=auth(world.alice),
-    ).json()["id"]
-    billing = client.post(
-        "/api/v1/teams",
-        json={"name": "Billing", "member_ids": [ids["bob"]]},
-        headers=auth(world.alice),
-    ).json()["id"]
+    nobody = team(client, world, "Nobody", [ids["dave"]])
+    billing = team(client, world, "Billing", [ids["bob"]])
     r = client.patch(
         f"/api/v1/inboxes/{ids['inbox']}", json={"team_id": nobody}, headers=auth(world.alice)
     )
@@ -89,19 +90,15 @@ def test_an_agent_added_to_a_team_takes_its_waiting_conversations(
 ) -> None:
     ids = setup_team(client, world, database)
     worker = Worker(database, settings)
-    team = client.post(
-        "/api/v1/teams",
-        json={"name": "Support", "member_ids": [ids["dave"]]},
-        headers=auth(world.alice),
-    ).json()["id"]
+    support = team(client, world, "Support", [ids["dave"]])
     client.patch(
-        f"/api/v1/inboxes/{ids['inbox']}", json={"team_id": team}, headers=auth(world.alice)
+        f"/api/v1/inboxes/{ids['inbox']}", json={"team_id": support}, headers=auth(world.alice)
     )
     conv = write(client, world, ids["inbox"], 1)
     worker.run_until_idle()
     assert assignee(client, world, conv) is None
     r = client.patch(
-        f"/api/v1/teams/{team}",
+        f"/api/v1/teams/{support}",
         json={"member_ids": [ids["dave"], ids["bob"]]},
         headers=auth(world.alice),
     )

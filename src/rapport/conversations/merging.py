@@ -124,28 +124,12 @@ def merge(
     merged.messages_count = 0
     # Resolved as any resolution is: nobody waits on it, its SLA clocks stop, its events.
     service.set_status(db, conversation=merged, status=Status.resolved, actor_id=actor.user_id)
-    survivor.messages_count = int(
-        db.scalar(
-            select(func.count()).select_from(Message).where(Message.conversation_id == survivor.id)
-        )
-        or 0
-    )
-    for conv, text in (
+    _recount(db, survivor)
+    _said(
+        db,
         (survivor, f"Merged with the conversation from {_channel(db, merged.inbox_id)}"),
         (merged, f"Merged into the conversation from {_channel(db, survivor.inbox_id)}"),
-    ):
-        db.add(
-            Message(
-                workspace_id=workspace_id,
-                conversation_id=conv.id,
-                inbox_id=conv.inbox_id,
-                direction=Direction.outbound,
-                kind=MessageKind.activity,
-                sender_type="system",
-                text=text,
-            )
-        )
-    db.flush()
+    )
     data: dict[str, Any] = {"merged_id": merged.id, "messages": moved}
     audit(
         db,
@@ -203,29 +187,13 @@ def part(db: Session, *, conversation: Conversation, actor: Actor) -> bool:
         .values(conversation_id=conversation.id)
     )
     conversation.merged_into_id = None
-    for conv, text in (
+    _recount(db, conversation)  # as a merge counts them: before its activity lines
+    _recount(db, target)
+    _said(
+        db,
         (conversation, "Parted from the other conversation: their customers' merge was undone"),
         (target, "The merged-in conversation's messages went back to it: the merge was undone"),
-    ):
-        db.add(
-            Message(
-                workspace_id=ws,
-                conversation_id=conv.id,
-                inbox_id=conv.inbox_id,
-                direction=Direction.outbound,
-                kind=MessageKind.activity,
-                sender_type="system",
-                text=text,
-            )
-        )
-    db.flush()
-    for conv in (conversation, target):
-        conv.messages_count = int(
-            db.scalar(
-                select(func.count()).select_from(Message).where(Message.conversation_id == conv.id)
-            )
-            or 0
-        )
+    )
     service.set_status(db, conversation=conversation, status=Status.open, actor_id=actor.user_id)
     audit(
         db,
@@ -243,6 +211,31 @@ def part(db: Session, *, conversation: Conversation, actor: Actor) -> bool:
         payload={"id": conversation.id, "from_id": target.id},
     )
     return True
+
+
+def _said(db: Session, *lines: tuple[Conversation, str]) -> None:
+    """An activity line in each conversation, as the system's."""
+    for conv, text in lines:
+        db.add(
+            Message(
+                workspace_id=conv.workspace_id,
+                conversation_id=conv.id,
+                inbox_id=conv.inbox_id,
+                direction=Direction.outbound,
+                kind=MessageKind.activity,
+                sender_type="system",
+                text=text,
+            )
+        )
+    db.flush()
+
+
+def _recount(db: Session, conversation: Conversation) -> None:
+    """The conversation's ``messages_count``, counted again after messages moved."""
+    counted = select(func.count()).select_from(Message)
+    conversation.messages_count = int(
+        db.scalar(counted.where(Message.conversation_id == conversation.id)) or 0
+    )
 
 
 def _absorb(survivor: Conversation, merged: Conversation) -> None:
