@@ -184,6 +184,7 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
         )
         waiting = waiting.where(or_(Conversation.inbox_id.not_in(with_bots), handed_over))
     given = 0
+    busy = False  # a conversation another transaction held was passed over
     full: set[str] = set()  # teams with no one who has room, for the rest of this pass
     after: tuple[datetime, str] | None = None
     for _ in range(PAGES_PER_PASS):
@@ -203,8 +204,18 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
                 full.add(team_id)  # a conversation of another team may still fit
                 continue
             # Held, and read again: a member who took it meanwhile (their own assign holds
-            # no workspace lock) keeps it, where this pass gave it to someone else.
-            lock_row(db, Conversation, conv.id)
+            # no workspace lock) keeps it, where this pass gave it to someone else. One
+            # held by another transaction right now is left to a later pass, not waited
+            # for: that one may be a rule's, waiting in turn for the workspace this pass
+            # holds (its round-robin), and the two would deadlock.
+            held = db.execute(
+                select(Conversation.id)
+                .where(Conversation.id == conv.id)
+                .with_for_update(key_share=True, skip_locked=True)
+            ).first()
+            if held is None:
+                busy = True
+                continue
             db.refresh(conv)
             if conv.assignee_id is not None or conv.status != Status.open:
                 continue
@@ -219,9 +230,11 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
             db.flush()
             given += 1
         if len(rows) < limit:
-            return given
+            break
         after = (rows[-1][0].created_at, rows[-1][0].id)
-    if given:  # more may fit: the next pass goes on in a transaction of its own
+    else:
+        busy = busy or given > 0  # more may fit: the next pass, in a transaction of its own
+    if busy:  # and those passed over while held elsewhere
         wake(db, workspace_id=workspace_id)
     return given
 
