@@ -504,6 +504,15 @@ def lock_row(db: Session, model: Any, row_id: str) -> None:
     db.execute(select(model.id).where(model.id == row_id).with_for_update(key_share=True))
 
 
+def hold(db: Session, model: Any, *row_ids: str) -> None:
+    """``lock_row`` for each row, in one order (two transactions holding the same rows
+    never wait on each other in a circle), each read again as it is now: a copy the
+    session loaded before may say what another transaction has changed since."""
+    for row_id in sorted(row_ids):
+        lock_row(db, model, row_id)
+        db.get(model, row_id, populate_existing=True)
+
+
 @contextmanager
 def savepoint(db: Session) -> Iterator[None]:
     """A nested transaction whose after-commit hooks are dropped if it rolls back."""

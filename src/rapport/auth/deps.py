@@ -159,14 +159,7 @@ async def websocket_principal(ws: HTTPConnection) -> service.Principal | None:
         return None
     if cred[0] == "session":
         origin = ws.headers.get("origin")
-        settings: Settings = ws.app.state.settings
-        public = urlsplit(settings.public_url)
-        # An Origin is a scheme and a host, never a path (the public URL may have one).
-        own = {
-            f"{public.scheme}://{public.netloc}",
-            f"{ws.url.scheme.replace('ws', 'http')}://{ws.url.netloc}",
-        }
-        if origin is not None and origin.rstrip("/") not in own:
+        if origin is not None and not own_origin(ws, origin):
             return None
     database: Database = ws.app.state.database
     principal = await run_in_threadpool(_lookup, database, *cred)
@@ -175,6 +168,19 @@ async def websocket_principal(ws: HTTPConnection) -> service.Principal | None:
     if principal.require_2fa and not principal.totp_enabled:
         return None
     return principal
+
+
+def own_origin(conn: HTTPConnection, origin: str) -> bool:
+    """Whether a browser's ``Origin`` is Rapport's own: its public URL's, or the one the
+    request came to. An Origin is a scheme and a host, never a path (the public URL may
+    have one)."""
+    settings: Settings = conn.app.state.settings
+    public = urlsplit(settings.public_url)
+    own = {
+        f"{public.scheme}://{public.netloc}",
+        f"{conn.url.scheme.replace('ws', 'http')}://{conn.url.netloc}",
+    }
+    return origin.rstrip("/") in own
 
 
 def require_role(role: Role) -> Callable[..., Any]:

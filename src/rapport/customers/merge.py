@@ -28,7 +28,7 @@ from rapport.customers.models import (
     IdentityKind,
 )
 from rapport.customers.service import attributes_changed, person_ids, root_of, settle_handles
-from rapport.db import lock_row, utcnow
+from rapport.db import hold, utcnow
 from rapport.events.models import Order
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Conflict, Invalid
@@ -101,11 +101,7 @@ def _pair(
     if survivor_id == merged_id:
         raise Invalid("a customer cannot be merged into itself")
     if lock:
-        for customer_id in sorted((survivor_id, merged_id)):
-            lock_row(db, Customer, customer_id)
-        for customer_id in (survivor_id, merged_id):
-            if (held := db.get(Customer, customer_id)) is not None:
-                db.refresh(held)
+        hold(db, Customer, survivor_id, merged_id)
     survivor = _customer(db, workspace_id, survivor_id)
     merged = _customer(db, workspace_id, merged_id)
     if survivor.merged_into_id or merged.merged_into_id:
@@ -313,9 +309,8 @@ def unmerge(
 ) -> tuple[Customer, Customer]:
     """Undo a merge: both customers come back as they were; returns (survivor, restored).
     The merge's row is held until the transaction ends: of two undos at once, one undoes."""
-    lock_row(db, CustomerMerge, merge_id)
+    hold(db, CustomerMerge, merge_id)
     row = get_scoped(db, CustomerMerge, merge_id, workspace_id=workspace_id, name="merge")
-    db.refresh(row)
     if row.undone_at is not None:
         raise Conflict("this merge was already undone")
     survivor = _customer(db, workspace_id, row.survivor_id)

@@ -9,7 +9,6 @@ then the help center's default.
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Form, Query, Request, Response
@@ -17,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
+from rapport.auth.deps import own_origin
 from rapport.auth.ratelimit import RateLimiter
 from rapport.kb import search, service
 from rapport.kb.models import Article, ArticleStatus, Collection, HelpCenter
@@ -207,8 +207,7 @@ def _cross_site(request: Request) -> bool:
     origin = request.headers.get("origin")
     if not origin or origin == "null":
         return origin == "null"
-    ours = {urlsplit(request.app.state.settings.public_url).netloc, request.headers.get("host")}
-    return urlsplit(origin).netloc not in ours
+    return not own_origin(request, origin)
 
 
 @router.post("/{slug}/articles/{article}/feedback")
