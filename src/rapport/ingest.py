@@ -543,16 +543,16 @@ def receive_batch(
         m = msgs[i]
         ws, channel = inboxes[m.inbox_id].workspace_id, inboxes[m.inbox_id].channel
         handles = customers.dedupe_handles(m.handles)
-        customer_id = next(
-            (
-                row["customer_id"]
-                for h in handles
-                if h.verified
-                and (row := identities.get((ws, h.kind, h.value))) is not None
-                and row["verified"]
-            ),
-            None,
-        )
+        # The customers the sender's verified handles prove, in the channel's order: the
+        # first is theirs.
+        proven = [
+            row["customer_id"]
+            for h in handles
+            if h.verified
+            and (row := identities.get((ws, h.kind, h.value))) is not None
+            and row["verified"]
+        ]
+        customer_id = proven[0] if proven else None
         if customer_id is None:
             customer_id = new_id()
             new_customers[customer_id] = {
@@ -571,11 +571,7 @@ def receive_batch(
         # One sender who proved a handle of another customer too (an email of one, a phone
         # of the other): the message goes to the first, the handle stays the other's, and
         # the two are put to duplicate review (step 6).
-        for h in handles:
-            row = identities.get((ws, h.kind, h.value))
-            if h.verified and row is not None and row["verified"]:
-                if row["customer_id"] != customer_id:
-                    one_sender.add((ws, customer_id, row["customer_id"]))
+        one_sender.update((ws, customer_id, other) for other in proven if other != customer_id)
         # The handles the sender moved to (WhatsApp's notice of a new number) are theirs
         # from here on in the batch: a message from the new number after the notice, in
         # this same batch, finds them, not a stranger. One another customer proved stays
