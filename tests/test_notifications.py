@@ -1,5 +1,7 @@
 """Mentions in notes and assignments notify the agent concerned, and only them."""
 
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -27,16 +29,15 @@ def test_a_note_mentioning_a_colleague_notifies_them(client: TestClient, world: 
     assert event["payload"]["user_id"] == world.acme.users["bob"].id
     mine = client.get(
         "/api/v1/notifications", params={"unread": True}, headers=auth(world.bob)
-    ).json()
+    ).json()["items"]
     assert [(n["kind"], n["conversation_id"]) for n in mine] == [("mention", conv)]
-    assert client.get("/api/v1/notifications", headers=auth(world.alice)).json() == []
+    assert client.get("/api/v1/notifications", headers=auth(world.alice)).json()["items"] == []
     assert client.post("/api/v1/notifications/read", json={}, headers=auth(world.bob)).json() == {
         "marked": 1
     }
-    assert (
-        client.get("/api/v1/notifications", params={"unread": True}, headers=auth(world.bob)).json()
-        == []
-    )
+    assert client.get(
+        "/api/v1/notifications", params={"unread": True}, headers=auth(world.bob)
+    ).json() == {"items": [], "next_cursor": None}
 
 
 def test_a_viewer_cannot_be_mentioned_into_work(client: TestClient, world: World) -> None:
@@ -46,7 +47,7 @@ def test_a_viewer_cannot_be_mentioned_into_work(client: TestClient, world: World
         json={"text": "@victor look"},
         headers=auth(world.alice),
     )
-    assert client.get("/api/v1/notifications", headers=auth(world.victor)).json() == []
+    assert client.get("/api/v1/notifications", headers=auth(world.victor)).json()["items"] == []
     assert r.json()["unknown_mentions"] == ["victor"]  # and the author is told
 
 
@@ -71,7 +72,8 @@ def test_assigning_a_conversation_notifies_the_assignee(client: TestClient, worl
         json={"assignee_id": world.acme.users["bob"].id},
         headers=auth(world.alice),
     )
-    kinds = [n["kind"] for n in client.get("/api/v1/notifications", headers=auth(world.bob)).json()]
+    listed = client.get("/api/v1/notifications", headers=auth(world.bob)).json()["items"]
+    kinds = [n["kind"] for n in listed]
     assert kinds == ["assigned"]
 
 
@@ -190,7 +192,7 @@ def test_reading_a_conversations_notifications_leaves_the_others_and_tells_the_r
     assert r.json() == {"marked": 1}
     unread = client.get(
         "/api/v1/notifications", params={"unread": True}, headers=auth(world.bob)
-    ).json()
+    ).json()["items"]
     assert [n["conversation_id"] for n in unread] == [first]
     assert _unread(client, world.bob) == 1
     # Bob's other pages count again; no one else hears of what Bob read.
@@ -226,7 +228,7 @@ def test_the_unread_count_stops_at_its_cap_and_the_list_at_its_limit(
             )
     assert _unread(client, world.bob) == service.COUNT_CAP
     listed = client.get("/api/v1/notifications", params={"limit": 3}, headers=auth(world.bob))
-    assert len(listed.json()) == 3
+    assert len(listed.json()["items"]) == 3 and listed.json()["next_cursor"]
     r = client.get("/api/v1/notifications", params={"limit": 201}, headers=auth(world.bob))
     assert r.status_code == 422
     assert client.get("/api/v1/notifications/unread-count").status_code == 401
@@ -243,3 +245,126 @@ def test_counting_the_unread_reads_only_the_unread(
     assert plans
     for _, plan in plans:
         assert "USING INDEX ix_notifications_unread" in plan, plan
+
+
+def _add(database: Database, world: World, count: int, *, at: datetime | None = None) -> list[str]:
+    """``count`` notifications for Bob, all made at ``at`` when given (ties the list must
+    still order); their ids."""
+    with database.session() as db:
+        rows = [
+            Notification(
+                workspace_id=world.acme.workspace.id,
+                user_id=world.acme.users["bob"].id,
+                kind="mention",
+                text=f"note {n}",
+                **({"created_at": at} if at else {}),
+            )
+            for n in range(count)
+        ]
+        db.add_all(rows)
+        db.flush()
+        return [r.id for r in rows]
+
+
+def _walk(
+    client: TestClient, token: str, between: Any = None, **params: Any
+) -> tuple[list[str], int]:
+    """Every notification the list gives, page after page (``between`` run after each);
+    their ids in order and how many pages."""
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        r = client.get(
+            "/api/v1/notifications",
+            params={**params, **({"cursor": cursor} if cursor else {})},
+            headers=auth(token),
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        pages += 1
+        seen += [n["id"] for n in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen, pages
+        if between is not None:
+            between(body["items"])
+
+
+def test_every_notification_is_listed_once_page_by_page_while_new_ones_come(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The list gave the newest 200 and nothing older could be read.
+    same_moment = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    old = _add(database, world, 4, at=same_moment) + _add(database, world, 6)
+    # Someone else's, and Bob's in another workspace (a row no membership leads to), are
+    # never his here.
+    with database.session() as db:
+        for workspace, user in ((world.acme, "alice"), (world.globex, "bob")):
+            db.add(
+                Notification(
+                    workspace_id=workspace.workspace.id,
+                    user_id=world.acme.users[user].id,
+                    kind="mention",
+                    text="not Bob's here",
+                )
+            )
+    came: list[str] = []
+    seen, pages = _walk(client, world.bob, lambda _: came.extend(_add(database, world, 2)), limit=3)
+    assert pages == 4 and len(came) == 6
+    assert len(seen) == len(set(seen)) == 10  # none twice, none skipped, none of the new
+    assert set(seen) == set(old)
+    assert seen[-4:] == sorted(old[:4], reverse=True)  # a tie goes by id, newest first
+    first = client.get("/api/v1/notifications", params={"limit": 6}, headers=auth(world.bob))
+    assert {n["id"] for n in first.json()["items"]} == set(came)  # the new ones lead
+    assert len(_walk(client, world.alice)[0]) == 1
+    assert _walk(client, world.mallory)[0] == []
+
+
+def test_a_cursor_the_api_did_not_give_is_a_problem(client: TestClient, world: World) -> None:
+    for bad in ("nope", "W10", "WyJ5ZXN0ZXJkYXkiLCAiYSJd"):
+        r = client.get("/api/v1/notifications", params={"cursor": bad}, headers=auth(world.bob))
+        assert r.status_code == 422, (bad, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "cursor" in r.json()["detail"]
+
+
+def test_reading_unread_pages_as_they_come_skips_none_and_all_read_reads_every_page(
+    client: TestClient, world: World, database: Database
+) -> None:
+    made = _add(database, world, 7)
+
+    def read(items: list[dict[str, Any]]) -> None:
+        # What an agent's client does: read a page of the unread, mark it read, go on.
+        ids = [n["id"] for n in items]
+        r = client.post("/api/v1/notifications/read", json={"ids": ids}, headers=auth(world.bob))
+        assert r.json() == {"marked": len(ids)}
+
+    seen, _ = _walk(client, world.bob, read, unread=True, limit=2)
+    assert sorted(seen) == sorted(made) and len(seen) == 7  # an offset would have skipped half
+    made = _add(database, world, 5)
+    assert _unread(client, world.bob) == 5 + 1  # the last page was listed, not marked
+    # "Mark all read" marks those of every page, not only the first page's.
+    r = client.post("/api/v1/notifications/read", json={}, headers=auth(world.bob))
+    assert r.json() == {"marked": 6}
+    assert _walk(client, world.bob, unread=True, limit=2) == ([], 1)
+
+
+def test_the_notifications_page_leads_to_the_older_ones(
+    client: TestClient, world: World, database: Database
+) -> None:
+    from rapport.web.views import NOTIFICATIONS_SHOWN
+
+    oldest = _add(database, world, 1, at=datetime(2026, 1, 1, tzinfo=UTC))[0]
+    _add(database, world, NOTIFICATIONS_SHOWN)
+    r = client.post("/api/v1/auth/login", json={"email": "bob@acme.test", "password": PASSWORD})
+    assert r.status_code == 200
+    page = client.get("/app/notifications").text
+    assert f'data-id="{oldest}"' not in page
+    more = re.search(r'<a class="more" href="\?cursor=([^"]+)">Older</a>', page)
+    assert more is not None
+    page = client.get("/app/notifications", params={"cursor": more.group(1)}).text
+    assert f'data-id="{oldest}"' in page and 'class="more"' not in page
+    assert '<a href="/app/notifications">Newest</a>' in page
+    # All are unread still, the older page's and the newer's: one button reads them all.
+    assert 'id="notifications-all-read" disabled' not in page

@@ -160,7 +160,7 @@ def test_an_agents_day_in_the_browser(
         "/api/v1/auth/login", json={"email": "carol@acme.test", "password": PASSWORD}
     )
     assert carol.status_code == 200
-    notes = client.get("/api/v1/notifications").json()
+    notes = client.get("/api/v1/notifications").json()["items"]
     assert [n["kind"] for n in notes] == ["mention"] and notes[0]["conversation_id"] == conv
 
     page.click("#resolve")
@@ -457,7 +457,7 @@ def test_a_note_whose_mention_fits_two_colleagues_tells_its_author_in_the_browse
     page.wait_for_selector("#messages li.kind-note")
     expect(page.locator("#flash")).to_contain_text("Not notified")
     expect(page.locator("#flash")).to_contain_text("bobby@acme.test")
-    assert client.get("/api/v1/notifications", headers=auth(world.bob)).json() == []
+    assert client.get("/api/v1/notifications", headers=auth(world.bob)).json()["items"] == []
     # A handle that fits nobody is said too (a typo went unnoticed), and the next note that
     # goes through clears what was said of the last.
     page.fill("#composer textarea", "@bob.stone and @carl, see above")

@@ -3,9 +3,10 @@
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
+from rapport import pagination
 from rapport.auth.models import Membership, Role, User
 from rapport.db import utcnow
 from rapport.notifications.models import Notification
@@ -113,15 +114,34 @@ def notify(
     return row
 
 
+# The most a page holds (the list took up to 200 before it had pages: still allowed).
+MAX_PAGE = 200
+
+
 def for_user(
-    db: Session, *, workspace_id: str, user_id: str, unread_only: bool, limit: int = 50
-) -> list[Notification]:
+    db: Session,
+    *,
+    workspace_id: str,
+    user_id: str,
+    unread_only: bool,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Notification], str | None]:
+    """The user's notifications (the unread ones only, if asked), newest first: a page and
+    the cursor of the next. Keyset, not offset: one that comes meanwhile is newer than the
+    cursor and moves nothing, and marking a page read moves nothing either."""
+    limit = pagination.clamp(limit, maximum=MAX_PAGE)
     stmt = select(Notification).where(
         Notification.workspace_id == workspace_id, Notification.user_id == user_id
     )
     if unread_only:
         stmt = stmt.where(Notification.read_at.is_(None))
-    return list(db.scalars(stmt.order_by(Notification.created_at.desc()).limit(limit)))
+    after = pagination.decode(cursor)
+    if after:
+        stmt = stmt.where(tuple_(Notification.created_at, Notification.id) < after)
+    stmt = stmt.order_by(Notification.created_at.desc(), Notification.id.desc())
+    rows = list(db.scalars(stmt.limit(limit + 1)))
+    return pagination.page_of(rows, limit, lambda n: (n.created_at, n.id))
 
 
 # Unread notifications are counted up to this many (the badge then says 99+): a count that

@@ -24,6 +24,13 @@ class NotificationRead(BaseModel):
     read_at: datetime | None
 
 
+class NotificationPage(BaseModel):
+    items: list[NotificationRead]
+    next_cursor: str | None = Field(
+        description="give it as `cursor` for the next (older) page; null on the last"
+    )
+
+
 class ReadIn(BaseModel):
     # Bounded: they go into one query, and PostgreSQL takes 65,535 parameters at most.
     ids: list[str] | None = Field(default=None, max_length=1_000)
@@ -36,22 +43,26 @@ class UnreadCount(BaseModel):
     unread: int = Field(description=f"counted up to {service.COUNT_CAP}")
 
 
-@router.get("", response_model=list[NotificationRead])
+@router.get("", response_model=NotificationPage)
 def list_notifications(
     principal: CurrentMember,
     db: Db,
-    unread: bool = False,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> list[NotificationRead]:
-    """The caller's notifications, newest first."""
-    rows = service.for_user(
+    unread: Annotated[bool, Query(description="only those not read yet")] = False,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
+) -> NotificationPage:
+    """The caller's notifications, newest first, a page at a time."""
+    rows, nxt = service.for_user(
         db,
         workspace_id=principal.workspace_id,
         user_id=principal.user_id,
         unread_only=unread,
+        cursor=cursor,
         limit=limit,
     )
-    return [NotificationRead.model_validate(r) for r in rows]
+    return NotificationPage(
+        items=[NotificationRead.model_validate(r) for r in rows], next_cursor=nxt
+    )
 
 
 @router.get("/unread-count", response_model=UnreadCount)
@@ -66,7 +77,7 @@ def unread_count(principal: CurrentMember, db: ReadDb) -> UnreadCount:
 
 @router.post("/read")
 def mark_read(body: ReadIn, principal: CurrentMember, db: Db) -> dict[str, int]:
-    """Mark the given notifications (or all of them, or a conversation's) read."""
+    """Mark the given notifications (or all of them, every page's, or a conversation's) read."""
     n = service.mark_read(
         db,
         workspace_id=principal.workspace_id,

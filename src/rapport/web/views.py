@@ -675,17 +675,19 @@ _MACRO_ORDER = (
 
 
 @router.get("/app/notifications", response_class=HTMLResponse)
-async def notifications_page(request: Request) -> Response:
-    """The member's own notifications (mentions, assignments), newest first."""
+async def notifications_page(request: Request, cursor: str | None = None) -> Response:
+    """The member's own notifications (mentions, assignments), newest first, a page at a
+    time (the older ones behind a link: they could not be seen at all)."""
     principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     with request.app.state.database.session(write=False) as db:
-        rows = notifications.for_user(
+        rows, nxt = notifications.for_user(
             db,
             workspace_id=principal.workspace_id,
             user_id=principal.user_id,
             unread_only=False,
+            cursor=cursor,
             limit=NOTIFICATIONS_SHOWN,
         )
         about = _notified_about(db, principal.workspace_id, rows)
@@ -694,7 +696,8 @@ async def notifications_page(request: Request) -> Response:
         "notifications.html",
         principal,
         items=rows,
-        shown=NOTIFICATIONS_SHOWN,
+        next_cursor=nxt,
+        older=cursor is not None,
         **about,
     )
 

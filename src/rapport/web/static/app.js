@@ -1263,7 +1263,10 @@ function setupNotificationsPage() {
     if (!doc) return;
     const fresh = doc.getElementById("notification-list");
     if (fresh) list.replaceChildren(...fresh.children);
-    allRead.disabled = !list.querySelector("li.unread");
+    // As the server counts them, on every page: an older page may show no unread one
+    // while newer ones wait (the button went grey with those still unread).
+    const freshAllRead = doc.getElementById("notifications-all-read");
+    if (freshAllRead) allRead.disabled = freshAllRead.disabled;
   };
   allRead.addEventListener("click", async () => {
     error.hidden = true;
