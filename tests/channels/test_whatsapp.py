@@ -860,3 +860,100 @@ def test_a_new_number_another_customer_has_is_not_taken_but_put_to_duplicate_rev
         f"/api/v1/customers/{kerry}/timeline", params={"kind": "event"}, headers=auth(world.bob)
     ).json()["items"]
     assert event["data"]["properties"]["held_by"] == [other["id"]]
+
+
+def _dead_reply(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> tuple[str, str, str]:
+    """A reply Meta refused within the window, its deliver job dead, and the customer's
+    message moved to 25 hours ago: the conversation's, the message's and the job's ids."""
+    graph[1].answer = 400
+    post_signed(client, inbox, message_event("wamid.IN30", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    reply = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages", json={"text": "Hi"}, headers=auth(world.bob)
+    ).json()
+    Worker(database, settings).run_until_idle()
+    with database.session(write=False) as db:
+        dead = db.scalars(select(Job).where(Job.name == "deliver", Job.state == "dead")).one()
+    graph[1].answer = 200  # Meta would take it now, but for the window
+    written_ago(database, "wamid.IN30", timedelta(hours=25))
+    return conv["id"], reply["id"], dead.id
+
+
+def test_a_dead_reply_retried_outside_the_window_is_refused_as_sending_it_again_is(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    # The agent's "send again" checked the 24 hours; the admin's retry of the dead job
+    # did not, and Meta refused it (131047) where the agent could have been told first.
+    conv, mid, job_id = _dead_reply(client, world, inbox, database, settings, graph)
+    url = f"/api/v1/conversations/{conv}/messages/{mid}"
+    r = client.post(f"{url}/retry", headers=auth(world.bob))
+    assert r.status_code == 422 and "24 hours" in r.json()["detail"]
+    assert client.get(url, headers=auth(world.bob)).json()["status"] == "failed"
+    cursor = client.get("/api/v1/events", headers=auth(world.bob)).json()["cursor"]
+    r = client.post(f"/api/v1/jobs/{job_id}/retry", headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["state"] == "dead" and "24 hours" in job["last_error"]
+    Worker(database, settings).run_until_idle()
+    assert len(graph[1].calls) == 1  # the first try alone: nothing more went to Meta
+    got = client.get(url, headers=auth(world.bob)).json()
+    assert got["status"] == "failed"
+    assert got["error"].startswith("not sent again: ") and "24 hours" in got["error"]
+    assert got["error"] == job["last_error"]
+    # The agent's open page hears of it.
+    events = client.get("/api/v1/events", params={"after": cursor}, headers=auth(world.bob)).json()[
+        "events"
+    ]
+    assert [(e["type"], e["payload"]["error"]) for e in events] == [
+        ("message.updated", got["error"])
+    ]
+    # Still dead, where an admin sees it, not lost: retried again once the customer
+    # writes, it goes.
+    post_signed(client, inbox, message_event("wamid.IN31", "still there?"))
+    r = client.post(f"/api/v1/jobs/{job_id}/retry", headers=auth(world.alice))
+    assert r.json()["state"] == "queued"
+    Worker(database, settings).run_until_idle()
+    assert client.get(url, headers=auth(world.bob)).json()["status"] == "sent"
+    assert len(graph[1].calls) == 2
+
+
+def test_a_dead_reply_retried_within_the_window_goes_as_sending_it_again_does(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    conv, mid, job_id = _dead_reply(client, world, inbox, database, settings, graph)
+    written_ago(database, "wamid.IN30", timedelta(hours=23))
+    r = client.post(f"/api/v1/jobs/{job_id}/retry", headers=auth(world.alice))
+    assert r.json()["state"] == "queued"
+    Worker(database, settings).run_until_idle()
+    url = f"/api/v1/conversations/{conv}/messages/{mid}"
+    assert client.get(url, headers=auth(world.bob)).json()["status"] == "sent"
+    # And so does the agent's, for another that failed.
+    graph[1].answer = 400
+    again = client.post(
+        f"/api/v1/conversations/{conv}/messages", json={"text": "Hi again"}, headers=auth(world.bob)
+    ).json()
+    Worker(database, settings).run_until_idle()
+    graph[1].answer = 200
+    url = f"/api/v1/conversations/{conv}/messages/{again['id']}"
+    assert client.post(f"{url}/retry", headers=auth(world.bob)).status_code == 200
+    Worker(database, settings).run_until_idle()
+    assert client.get(url, headers=auth(world.bob)).json()["status"] == "sent"

@@ -5,7 +5,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from rapport import outbound
@@ -27,6 +27,7 @@ from rapport.conversations.service import (
     delivery_known,
     message_payload,
     queue_again,
+    resend_refusal,
     settle_parts,
     update_delivery,
 )
@@ -37,6 +38,7 @@ from rapport.db import lock_row, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, Later, PermanentError, RetryLater, job
 from rapport.jobs.service import enqueue
+from rapport.problems import Problem
 from rapport.realtime.service import emit
 from rapport.storage import LocalStorage
 
@@ -62,13 +64,41 @@ RATE_WAIT = 1.0
 
 def _retried(db: Session, retried: Job) -> None:
     """An admin retries the dead deliver job: its reply, failed, is queued again (as sent
-    again from its conversation, parts the provider took not resent). A reply no longer
-    failed (sent again meanwhile, its own job queued) is left to that job: this one is done,
-    or the two would send it twice."""
+    again from its conversation, parts the provider took not resent) after the checks
+    sending it again meets. A reply no longer failed (sent again meanwhile, its own job
+    queued) is left to that job: this one is done, or the two would send it twice. One
+    those checks refuse (outside the provider's window, the customer opted out) stays
+    failed and its job dead, both saying why, as the agent's "send again" is told."""
     msg = db.get(Message, str(retried.args.get("message_id")))
-    if msg is None or not queue_again(db, msg):
-        retried.state = JobState.done
-        retried.finished_at = utcnow()
+    conv = db.get(Conversation, msg.conversation_id) if msg is not None else None
+    if msg is not None and conv is not None and msg.status == DeliveryStatus.failed:
+        if refused := resend_refusal(db, conversation=conv, message=msg):
+            if _refused_again(db, msg, refused):
+                retried.state = JobState.dead
+                retried.finished_at = utcnow()
+                retried.last_error = msg.error
+                return
+        elif queue_again(db, msg):
+            return
+    retried.state = JobState.done
+    retried.finished_at = utcnow()
+
+
+def _refused_again(db: Session, msg: Message, refused: Problem) -> bool:
+    """The failed reply says why it was not sent again; False if it is no longer failed
+    (sent again meanwhile). Claimed as ``queue_again`` claims it: written over a reply
+    another agent has just queued, it would read failed while it goes out."""
+    said = db.execute(
+        update(Message)
+        .where(Message.id == msg.id, Message.status == DeliveryStatus.failed)
+        .values(error=f"not sent again: {refused.detail}")
+        .execution_options(synchronize_session=False)
+    )
+    if said.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    db.refresh(msg)
+    emit(db, workspace_id=msg.workspace_id, type="message.updated", payload=message_payload(msg))
+    return True
 
 
 @job("deliver", on_dead=_dead, on_retry=_retried)

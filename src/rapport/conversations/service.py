@@ -1089,17 +1089,27 @@ def send_again(db: Session, *, conversation: Conversation, message_id: str) -> M
         or msg.status != DeliveryStatus.failed
     ):
         raise Invalid("only a reply that failed can be sent again")
-    inbox = db.get(Inbox, msg.inbox_id)
-    if inbox is None or not inbox.enabled:
-        raise Invalid("the inbox this reply was to go through is gone or disabled")
-    if refused := reply_refusal(db, conversation=conversation, inbox=inbox):
+    if refused := resend_refusal(db, conversation=conversation, message=msg):
         raise refused
-    if reason := window_refusal(db, conversation=conversation, inbox=inbox, now=utcnow()):
-        raise Invalid(reason)
     if not queue_again(db, msg):
         raise Invalid("only a reply that failed can be sent again")
     enqueue(db, name="deliver", args={"message_id": msg.id}, workspace_id=msg.workspace_id)
     return msg
+
+
+def resend_refusal(db: Session, *, conversation: Conversation, message: Message) -> Problem | None:
+    """Why a failed reply cannot go again now, the one answer of "send again" and of its
+    dead deliver job retried by an admin (which skipped the provider's window, and the
+    provider refused it instead): its inbox gone or disabled, the customer's consent or
+    page, the provider's reply window. None when it may go."""
+    inbox = db.get(Inbox, message.inbox_id)
+    if inbox is None or not inbox.enabled:
+        return Invalid("the inbox this reply was to go through is gone or disabled")
+    if refused := reply_refusal(db, conversation=conversation, inbox=inbox):
+        return refused
+    if reason := window_refusal(db, conversation=conversation, inbox=inbox, now=utcnow()):
+        return Invalid(reason)
+    return None
 
 
 def queue_again(db: Session, msg: Message) -> bool:

@@ -32,7 +32,9 @@ def list_jobs(
 
 @router.post("/{job_id}/retry", response_model=JobRead)
 def retry_job(job_id: str, principal: CurrentAdmin, db: Db) -> JobRead:
-    """Put a dead-lettered job back in the queue, with all its attempts again."""
+    """Put a dead-lettered job back in the queue, with all its attempts again. One whose
+    work can no longer be done stays dead, its `last_error` saying why (a reply outside
+    its provider's reply window, as the agent's "send again" is told)."""
     row = service.retry_dead(db, job_id=job_id, workspace_id=principal.workspace_id)
     if row is None:
         raise NotFound("dead job")
