@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
-from pydantic import AfterValidator, AwareDatetime, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -337,6 +337,29 @@ def as_utc(value: datetime) -> datetime:
 
 # A moment a client sends: with its offset (a naive time means nothing stored in UTC).
 UtcInstant = Annotated[AwareDatetime, AfterValidator(as_utc)]
+
+
+def _given(value: Any) -> Any:
+    if value is None:
+        raise ValueError("cannot be null: leave it out to keep it as it is")
+    return value
+
+
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """The field's document without the null its Python type allows and its default."""
+    kinds = [kind for kind in schema.pop("anyOf", []) if kind.get("type") != "null"]
+    if len(kinds) == 1:
+        schema.update(kinds[0])
+    elif kinds:
+        schema["anyOf"] = kinds
+    schema.pop("default", None)
+
+
+_Kept = TypeVar("_Kept")
+# A field of a change (a PATCH) that may be left out, which keeps its value, but is never
+# null: the document said null was fine and the service then refused it (or null would
+# mean nothing). Declared ``Omittable[str] = Field(default=None, ...)``.
+Omittable = Annotated[_Kept | None, BeforeValidator(_given), Field(json_schema_extra=_not_nullable)]
 
 
 class Database:

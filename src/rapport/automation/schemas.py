@@ -42,7 +42,7 @@ class WebhookIn(BaseModel):
 
 
 class WebhookUpdate(BaseModel):
-    """What to change; fields left out stay as they are."""
+    """What to change; fields left out (or null) stay as they are."""
 
     url: str | None = Field(default=None, min_length=8, max_length=2000)
     events: list[str] | None = Field(default=None, max_length=20)

@@ -16,7 +16,7 @@ from rapport.bot.models import Integration, Intent, IntentExample, UnansweredQue
 from rapport.channels.models import Inbox
 from rapport.conversations.models import Message
 from rapport.crypto import random_token
-from rapport.db import Name
+from rapport.db import Name, Omittable
 from rapport.jobs.service import enqueue
 from rapport.privacy.service import audit
 from rapport.problems import Conflict, Invalid, NotFound
@@ -37,11 +37,13 @@ class IntentIn(BaseModel):
 class IntentUpdate(BaseModel):
     """What a PATCH changes: only the fields sent (an integration_id of null unlinks it)."""
 
-    name: str | None = Field(
+    name: Omittable[str] = Field(
         default=None, min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_\-]*$"
     )
-    reply: str | None = Field(default=None, max_length=5000)
-    integration_id: str | None = Field(default=None, max_length=32)
+    reply: Omittable[str] = Field(default=None, max_length=5000)
+    integration_id: str | None = Field(
+        default=None, max_length=32, description="null clears it: the intent calls no integration"
+    )
 
 
 class IntentRead(BaseModel):
@@ -84,7 +86,11 @@ class BotSettings(BaseModel):
     article_threshold: float = Field(default=0.6, ge=0, le=1)
     clarify_margin: float = Field(default=0.2, ge=0, le=1)
     example_support: float = Field(default=0.25, ge=0, le=1)
-    handover_team_id: str | None = Field(default=None, max_length=32)
+    handover_team_id: str | None = Field(
+        default=None,
+        max_length=32,
+        description="the team a hand-over goes to; null clears it: the inbox's own queue",
+    )
     handover_message: str = Field(
         default=service.DEFAULTS["handover_message"], min_length=1, max_length=1000
     )

@@ -21,9 +21,15 @@ class InboxCreate(BaseModel):
 
 
 class InboxUpdate(BaseModel):
+    """What to change; fields left out (or null) stay as they are."""
+
     name: Name | None = Field(default=None, max_length=200)
-    settings: JsonObject | None = None
-    team_id: str | None = None
+    settings: JsonObject | None = Field(
+        default=None, description="merged into the inbox's; a setting given as null is removed"
+    )
+    team_id: str | None = Field(
+        default=None, description="null clears it: the inbox's conversations go to no team"
+    )
     auto_assign: bool | None = None
     enabled: bool | None = None
 

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from rapport.automation.schemas import SkippedAction
 from rapport.conversations.copies import MAX_COPIES
@@ -14,7 +14,7 @@ from rapport.conversations.models import (
     Priority,
     Status,
 )
-from rapport.db import Name, SomeText, UtcInstant
+from rapport.db import Name, Omittable, SomeText, UtcInstant
 
 
 class AttachmentRead(BaseModel):
@@ -290,26 +290,28 @@ class SlaPolicyIn(BaseModel):
     warn_before_minutes: int = Field(default=15, ge=0, le=_YEAR_OF_MINUTES)
 
 
+_NO_TARGET = "null clears it: no target of this kind"
+
+
 class SlaPolicyPatch(BaseModel):
     """What to change of a policy: the fields given, the others kept (a target set to null
     is no target)."""
 
-    name: Name | None = Field(default=None, max_length=200)
-    position: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
-    priorities: list[Priority] | None = Field(default=None, max_length=1_000)
-    inbox_ids: list[str] | None = Field(default=None, max_length=1_000)
-    labels: list[str] | None = Field(default=None, max_length=1_000)
-    first_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
-    next_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
-    resolution_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
-    warn_before_minutes: int | None = Field(default=None, ge=0, le=_YEAR_OF_MINUTES)
-
-    @model_validator(mode="after")
-    def _kept_fields_are_not_null(self) -> "SlaPolicyPatch":
-        for key in ("name", "position", "priorities", "inbox_ids", "labels", "warn_before_minutes"):
-            if key in self.model_fields_set and getattr(self, key) is None:
-                raise ValueError(f"{key} cannot be null")
-        return self
+    name: Omittable[Name] = Field(default=None, max_length=200)
+    position: Omittable[int] = Field(default=None, ge=-1_000_000, le=1_000_000)
+    priorities: Omittable[list[Priority]] = Field(default=None, max_length=1_000)
+    inbox_ids: Omittable[list[str]] = Field(default=None, max_length=1_000)
+    labels: Omittable[list[str]] = Field(default=None, max_length=1_000)
+    first_response_minutes: int | None = Field(
+        default=None, ge=1, le=_YEAR_OF_MINUTES, description=_NO_TARGET
+    )
+    next_response_minutes: int | None = Field(
+        default=None, ge=1, le=_YEAR_OF_MINUTES, description=_NO_TARGET
+    )
+    resolution_minutes: int | None = Field(
+        default=None, ge=1, le=_YEAR_OF_MINUTES, description=_NO_TARGET
+    )
+    warn_before_minutes: Omittable[int] = Field(default=None, ge=0, le=_YEAR_OF_MINUTES)
 
 
 class SlaPolicyRead(SlaPolicyIn):
@@ -375,6 +377,8 @@ class LabelIn(BaseModel):
 
 
 class LabelUpdate(BaseModel):
+    """What to change; fields left out (or null) stay as they are."""
+
     name: Name | None = Field(default=None, max_length=100)
     colour: str | None = Field(default=None, max_length=7)
 

@@ -43,8 +43,13 @@ class CustomerCreate(BaseModel):
 
 
 class CustomerUpdate(BaseModel):
+    """What to change; fields left out (or null) stay as they are."""
+
     name: str | None = Field(default=None, max_length=300)
-    attributes: JsonObject | None = None
+    attributes: JsonObject | None = Field(
+        default=None,
+        description="merged into the customer's; an attribute given as null is removed",
+    )
 
 
 class CustomerRead(BaseModel):
@@ -166,9 +171,9 @@ class AttributeDefinitionIn(BaseModel):
 
 
 class AttributeDefinitionChange(BaseModel):
-    """What a definition's PATCH changes: the fields given. Its key and type are fixed once
-    defined (values already stored were checked against them), so a body naming either is
-    refused: define a new attribute instead."""
+    """What a definition's PATCH changes: the fields given (fields left out (or null) stay as
+    they are). Its key and type are fixed once defined (values already stored were checked
+    against them), so a body naming either is refused: define a new attribute instead."""
 
     # Any other field refused too: a misspelt one would otherwise change nothing, quietly.
     model_config = ConfigDict(extra="forbid")
@@ -272,7 +277,8 @@ class CustomerNoteChange(CustomerNoteIn):
     updated_at: UtcInstant | None = Field(
         default=None,
         description="the note's updated_at as the editor read it: given, a change a colleague "
-        "made since refuses this one (409) instead of losing theirs",
+        "made since refuses this one (409) instead of losing theirs; null (or left out) skips "
+        "that check",
     )
 
 

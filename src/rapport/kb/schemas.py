@@ -8,6 +8,8 @@ from rapport.kb.models import ArticleStatus
 
 
 class HelpCenterIn(BaseModel):
+    """What to set up or change; fields left out (or null) stay as they are."""
+
     slug: str | None = Field(default=None, max_length=64, examples=["acme"])
     title: str | None = Field(default=None, max_length=200)
     intro: str | None = Field(default=None, max_length=500)
@@ -27,6 +29,8 @@ class HelpCenterRead(BaseModel):
 
 
 class CollectionIn(BaseModel):
+    """A new collection, or what to change of one; fields left out (or null) stay as they are."""
+
     title: str | None = Field(default=None, max_length=200)
     slug: str | None = Field(default=None, max_length=120)
     description: str | None = Field(default=None, max_length=500)
@@ -47,12 +51,16 @@ class CollectionRead(BaseModel):
 
 
 class ArticleIn(BaseModel):
+    """A new article, or what to change of one; fields left out (or null) stay as they are."""
+
     title: str | None = Field(default=None, max_length=300)
     slug: str | None = Field(default=None, max_length=160)
     description: str | None = Field(default=None, max_length=500)
     body: str | None = Field(default=None, max_length=200_000, description="Markdown")
     locale: str | None = Field(default=None, max_length=16)
-    collection_id: str | None = Field(default=None, max_length=32)
+    collection_id: str | None = Field(
+        default=None, max_length=32, description='"" for none (null keeps the collection)'
+    )
     position: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
     translation_of: str | None = Field(
         default=None, max_length=32, description="the id of the article this translates"
@@ -60,7 +68,7 @@ class ArticleIn(BaseModel):
 
 
 class ArticleDraftIn(BaseModel):
-    """An article's content saved as a draft; a field left out keeps its value."""
+    """An article's content saved as a draft; a field left out (or null) keeps its value."""
 
     title: str | None = Field(default=None, max_length=300)
     slug: str | None = Field(default=None, max_length=160)

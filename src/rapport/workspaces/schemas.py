@@ -35,6 +35,8 @@ class MemberRead(BaseModel):
 
 
 class PresenceIn(BaseModel):
+    """A heartbeat; fields left out (or null) stay as they are."""
+
     availability: str | None = Field(default=None, description="online / busy / offline")
 
 
@@ -90,6 +92,8 @@ class InvitationAccepted(BaseModel):
 
 
 class MemberUpdate(BaseModel):
+    """What to change; fields left out (or null) stay as they are."""
+
     role: Role | None = None
     capacity: int | None = Field(default=None, ge=0, le=1000)
 
@@ -101,6 +105,8 @@ class TeamCreate(BaseModel):
 
 
 class TeamUpdate(BaseModel):
+    """What to change; fields left out (or null) stay as they are."""
+
     name: Name | None = Field(default=None, max_length=200)
     member_ids: list[str] | None = Field(default=None, max_length=1_000)
 
