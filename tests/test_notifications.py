@@ -368,3 +368,26 @@ def test_the_notifications_page_leads_to_the_older_ones(
     assert '<a href="/app/notifications">Newest</a>' in page
     # All are unread still, the older page's and the newer's: one button reads them all.
     assert 'id="notifications-all-read" disabled' not in page
+
+
+def test_the_notifications_page_shows_the_unread_alone_page_by_page(
+    client: TestClient, world: World, database: Database
+) -> None:
+    from rapport.web.views import NOTIFICATIONS_SHOWN
+
+    read = _add(database, world, 3)
+    client.post("/api/v1/notifications/read", json={"ids": read}, headers=auth(world.bob))
+    oldest = _add(database, world, 1, at=datetime(2026, 1, 1, tzinfo=UTC))[0]
+    _add(database, world, NOTIFICATIONS_SHOWN)
+    client.post("/api/v1/auth/login", json={"email": "bob@acme.test", "password": PASSWORD})
+    page = client.get("/app/notifications", params={"unread": 1}).text
+    assert '<a href="/app/notifications">All</a> · <strong>Unread</strong>' in page
+    assert not any(f'data-id="{i}"' in page for i in read)
+    more = re.search(r'<a class="more" href="\?cursor=([^"&]+)&amp;unread=1">Older</a>', page)
+    assert more is not None, page[-600:]
+    page = client.get("/app/notifications", params={"cursor": more.group(1), "unread": 1}).text
+    assert f'data-id="{oldest}"' in page and not any(f'data-id="{i}"' in page for i in read)
+    assert '<a href="/app/notifications?unread=1">Newest</a>' in page
+    client.post("/api/v1/notifications/read", json={}, headers=auth(world.bob))
+    assert "No unread notifications." in client.get("/app/notifications?unread=1").text
+    assert '<li class="notification"' in client.get("/app/notifications").text  # all: read too

@@ -675,9 +675,12 @@ _MACRO_ORDER = (
 
 
 @router.get("/app/notifications", response_class=HTMLResponse)
-async def notifications_page(request: Request, cursor: str | None = None) -> Response:
-    """The member's own notifications (mentions, assignments), newest first, a page at a
-    time (the older ones behind a link: they could not be seen at all)."""
+async def notifications_page(
+    request: Request, cursor: str | None = None, unread: bool = False
+) -> Response:
+    """The member's own notifications (mentions, assignments), or the unread ones only,
+    newest first, a page at a time (the older ones behind a link: they could not be seen
+    at all)."""
     principal = await _principal(request)
     if principal is None:
         return _to_login(request)
@@ -686,7 +689,7 @@ async def notifications_page(request: Request, cursor: str | None = None) -> Res
             db,
             workspace_id=principal.workspace_id,
             user_id=principal.user_id,
-            unread_only=False,
+            unread_only=unread,
             cursor=cursor,
             limit=NOTIFICATIONS_SHOWN,
         )
@@ -697,7 +700,9 @@ async def notifications_page(request: Request, cursor: str | None = None) -> Res
         principal,
         items=rows,
         next_cursor=nxt,
+        more_query=urlencode({"cursor": nxt, **({"unread": 1} if unread else {})}),
         older=cursor is not None,
+        unread_only=unread,
         **about,
     )
 
