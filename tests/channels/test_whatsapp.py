@@ -24,6 +24,7 @@ from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
 from rapport.db import Database
 from rapport.jobs.models import Job
+from rapport.jobs.service import retry_all_dead
 from rapport.jobs.worker import Worker
 from tests.channels.test_providers import SMS, twilio_post
 from tests.conftest import auth
@@ -921,6 +922,11 @@ def test_a_dead_reply_retried_outside_the_window_is_refused_as_sending_it_again_
     assert [(e["type"], e["payload"]["error"]) for e in events] == [
         ("message.updated", got["error"])
     ]
+    # Retrying every dead job counts it with those queued again no more than this did.
+    with database.session() as db:
+        assert retry_all_dead(db, workspace_id=world.acme.workspace.id) == 0
+        assert db.get(Job, job_id).state == "dead"  # type: ignore[union-attr]
+    assert client.get(url, headers=auth(world.bob)).json()["error"] == job["last_error"]
     # Still dead, where an admin sees it, not lost: retried again once the customer
     # writes, it goes.
     post_signed(client, inbox, message_event("wamid.IN31", "still there?"))

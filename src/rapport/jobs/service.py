@@ -219,13 +219,14 @@ def retry_dead(db: Session, *, job_id: str, workspace_id: str | None = None) -> 
 
 def retry_all_dead(db: Session, *, workspace_id: str | None = None) -> int:
     """Put every dead-lettered job (of ``workspace_id``, if named) back in the queue with
-    fresh attempts; how many."""
+    fresh attempts; how many (not those that stay dead, their work no longer possible: a
+    reply outside its provider's window)."""
     rows = db.scalars(
         _requeue_dead(workspace_id).returning(Job),
         execution_options={"synchronize_session": False},
     ).all()
     _retried(db, rows)
-    return len(rows)
+    return sum(row.state != JobState.dead for row in rows)
 
 
 def _retried(db: Session, jobs: Sequence[Job]) -> None:
