@@ -52,6 +52,7 @@ from rapport.crypto import SecretBox, box_for
 from rapport.customers import duplicates, profile
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle, issuer
+from rapport.customers.merge import CAME_BY
 from rapport.customers.models import ConsentChannel, Customer, Identity, IdentityKind
 from rapport.db import (
     Database,
@@ -532,6 +533,7 @@ def receive_batch(
             if triple in wanted:
                 identities[triple] = dict(ident_row._mapping)
     customer_of: dict[int, str] = {}
+    came_by: dict[int, str | None] = {}
     new_customers: dict[str, dict[str, Any]] = {}
     new_identities: list[dict[str, Any]] = []
     claims: list[dict[str, Any]] = []
@@ -543,16 +545,16 @@ def receive_batch(
         m = msgs[i]
         ws, channel = inboxes[m.inbox_id].workspace_id, inboxes[m.inbox_id].channel
         handles = customers.dedupe_handles(m.handles)
-        # The customers the sender's verified handles prove, in the channel's order: the
-        # first is theirs.
+        # The identities of the customers the sender's verified handles prove, in the
+        # channel's order: the first is theirs.
         proven = [
-            row["customer_id"]
+            row
             for h in handles
             if h.verified
             and (row := identities.get((ws, h.kind, h.value))) is not None
             and row["verified"]
         ]
-        customer_id = proven[0] if proven else None
+        customer_id = proven[0]["customer_id"] if proven else None
         if customer_id is None:
             customer_id = new_id()
             new_customers[customer_id] = {
@@ -571,7 +573,11 @@ def receive_batch(
         # One sender who proved a handle of another customer too (an email of one, a phone
         # of the other): the message goes to the first, the handle stays the other's, and
         # the two are put to duplicate review (step 6).
-        one_sender.update((ws, customer_id, other) for other in proven if other != customer_id)
+        one_sender.update(
+            (ws, customer_id, row["customer_id"])
+            for row in proven
+            if row["customer_id"] != customer_id
+        )
         # The handles the sender moved to (WhatsApp's notice of a new number) are theirs
         # from here on in the batch: a message from the new number after the notice, in
         # this same batch, finds them, not a stranger. One another customer proved stays
@@ -615,6 +621,19 @@ def receive_batch(
                 claims.append({"iid": row["id"], "cid": customer_id})
             if page is not None and row["inbox_id"] != page:
                 row["inbox_id"] = issued[row["id"]] = page
+        # The identity they came by: the one that proved them, else the first now theirs.
+        came_by[i] = (
+            proven[0]["id"]
+            if proven
+            else next(
+                (
+                    row["id"]
+                    for h in handles
+                    if (row := identities[(ws, h.kind, h.value)])["customer_id"] == customer_id
+                ),
+                None,
+            )
+        )
 
     # 3. Threading: continue, reopen within the window, or start a conversation.
     known = {customer_of[i] for i in fresh} - set(new_customers)
@@ -720,6 +739,9 @@ def receive_batch(
         if m.auto_reply and not m.customer_wrote:
             # Told apart once stored: a provider's reply window does not count from it.
             meta[conversations.OPENS_WINDOW] = False
+        if came_by[i] is not None:
+            # Undoing a merge gives the restored record what came by its handles meanwhile.
+            meta[CAME_BY] = came_by[i]
         row = {
             "id": m.message_id or new_id(),
             "workspace_id": ws,

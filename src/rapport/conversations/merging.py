@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.channels.models import Inbox
-from rapport.conversations import service, sla
+from rapport.conversations import routing, service, sla
 from rapport.conversations.models import (
     Conversation,
     ConversationGuest,
@@ -29,6 +29,7 @@ from rapport.conversations.models import (
     Priority,
     Status,
 )
+from rapport.db import utcnow
 from rapport.privacy.models import AuditLog
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Conflict, Invalid
@@ -211,6 +212,159 @@ def part(db: Session, *, conversation: Conversation, actor: Actor) -> bool:
         payload={"id": conversation.id, "from_id": target.id},
     )
     return True
+
+
+def give_whole(db: Session, *, conversation: Conversation, customer_id: str, actor: Actor) -> None:
+    """A conversation started while two customers' records were merged, by messages only
+    one of them wrote, goes whole to that one's record (their merge undone): theirs to
+    read, export and erase, and the reply to it goes to them."""
+    was = conversation.customer_id
+    conversation.customer_id = customer_id
+    db.execute(
+        update(Message)
+        .where(
+            Message.conversation_id == conversation.id,
+            Message.sender_type == "customer",
+            Message.sender_id == was,
+        )
+        .values(sender_id=customer_id)
+    )
+    _said(db, (conversation, "Back with the customer who wrote it: their merge was undone"))
+    audit(
+        db,
+        workspace_id=conversation.workspace_id,
+        actor=actor,
+        action="conversation.part",
+        target_type="conversation",
+        target_id=conversation.id,
+        data={"from_customer_id": was, "customer_id": customer_id},
+    )
+    emit(
+        db,
+        workspace_id=conversation.workspace_id,
+        type="conversation.updated",
+        payload=service.conversation_payload(conversation),
+    )
+
+
+def hand_over(
+    db: Session,
+    *,
+    source: Conversation,
+    message_ids: list[str],
+    customer_id: str,
+    actor: Actor,
+    into: Conversation | None = None,
+) -> Conversation | None:
+    """Messages one person wrote in another customer's conversation while their records
+    were merged (it continued her thread) go to a conversation of the writer's own:
+    ``into`` (one of theirs on the same inbox), else a new one. Those of them nobody had
+    answered yet wait there; the source waits only on what is left. Returns the
+    conversation they went to (none if none of them was still in ``source``)."""
+    moved = list(
+        db.scalars(
+            select(Message)
+            .where(Message.id.in_(message_ids), Message.conversation_id == source.id)
+            .order_by(Message.created_at, Message.id)
+        )
+    )
+    if not moved:
+        return None
+    ws = source.workspace_id
+    inbound = [m.created_at for m in moved if m.direction == Direction.inbound]
+    # Unanswered in the source: written at or after the first message it waits on.
+    waited = source.waiting_since
+    waits = min(
+        (
+            m.created_at
+            for m in moved
+            if waited is not None
+            and m.direction == Direction.inbound
+            and m.kind == MessageKind.message
+            and m.created_at >= waited
+        ),
+        default=None,
+    )
+    new = into is None
+    if into is None:
+        into = Conversation(
+            workspace_id=ws,
+            customer_id=customer_id,
+            inbox_id=moved[0].inbox_id,
+            subject=source.subject,
+            status=Status.open if waits is not None else Status.resolved,
+            resolved_at=None if waits is not None else utcnow(),
+            created_at=moved[0].created_at,
+            last_activity_at=moved[-1].created_at,
+            last_inbound_at=max(inbound) if inbound else None,
+            waiting_since=waits,
+            messages_count=0,
+        )
+        db.add(into)
+        db.flush()
+    else:
+        into.last_activity_at = max(into.last_activity_at, moved[-1].created_at)
+        if inbound:
+            into.last_inbound_at = max([t for t in (into.last_inbound_at, *inbound) if t])
+        if waits is not None:
+            into.waiting_since = min(t for t in (into.waiting_since, waits) if t)
+    ids = [m.id for m in moved]
+    db.execute(
+        update(Message)
+        .where(Message.id.in_(ids), Message.conversation_id == source.id)
+        .values(conversation_id=into.id, sender_id=customer_id)
+    )
+    if waited is not None:
+        # The first of the customer's messages left that came at or after it, if any.
+        source.waiting_since = db.scalar(
+            select(func.min(Message.created_at)).where(
+                Message.conversation_id == source.id,
+                Message.direction == Direction.inbound,
+                Message.kind == MessageKind.message,
+                Message.created_at >= waited,
+            )
+        )
+        if source.waiting_since is None:
+            sla.on_agent_reply(db, conversation=source)  # nobody is left waiting on it
+    source.last_inbound_at = db.scalar(
+        select(func.max(Message.created_at)).where(
+            Message.conversation_id == source.id, Message.direction == Direction.inbound
+        )
+    )
+    _recount(db, source)  # as a merge counts them: before its activity lines
+    _recount(db, into)
+    _said(
+        db,
+        (source, "Messages went to their writer's own conversation: their merge was undone"),
+        (into, "Parted from another customer's conversation: their customers' merge was undone"),
+    )
+    if into.waiting_since is not None:
+        sla.on_inbound(db, conversation=into, at=into.waiting_since)
+        if new and into.assignee_id is None:
+            routing.wake(db, workspace_id=ws)  # a new open conversation: offered to agents
+    audit(
+        db,
+        workspace_id=ws,
+        actor=actor,
+        action="conversation.part",
+        target_type="conversation",
+        target_id=into.id,
+        data={"from_id": source.id, "messages": ids},
+    )
+    if new:
+        emit(
+            db,
+            workspace_id=ws,
+            type="conversation.created",
+            payload=service.conversation_payload(into),
+        )
+    emit(
+        db,
+        workspace_id=ws,
+        type="conversation.parted",
+        payload={"id": into.id, "from_id": source.id},
+    )
+    return into
 
 
 def _said(db: Session, *lines: tuple[Conversation, str]) -> None:

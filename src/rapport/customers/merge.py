@@ -9,13 +9,13 @@ whatever else happened in between.
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.channels.webchat.models import Visitor
-from rapport.conversations.models import Conversation
+from rapport.conversations.models import Conversation, Direction, Message
 from rapport.customers.models import (
     Consent,
     ConsentChannel,
@@ -34,6 +34,12 @@ from rapport.privacy.service import Actor, audit
 from rapport.problems import Conflict, Invalid
 from rapport.realtime.service import emit
 from rapport.scoped import get_scoped
+
+# The key of an inbound message's ``meta`` that holds the id of the identity it came by (the
+# handle ingest found its sender by; ids stay the same through merges). Undoing a merge
+# gives the restored record what came by its own handles while it was merged; a message
+# stored before the key existed stays with the survivor, as then.
+CAME_BY: Final = "identity_id"
 
 # Everything that belongs to a customer and follows it into a merge, by its key in the
 # merge's record.
@@ -407,6 +413,7 @@ def unmerge(
     # messages: they stayed in the other person's thread.
     from rapport.conversations import merging as conversations  # which builds on customers
 
+    parted: dict[tuple[str, str], Conversation] = {}  # (where from, inbox) -> theirs
     for conv in db.scalars(
         select(Conversation).where(
             Conversation.id.in_(moved.get("conversations", [])),
@@ -414,7 +421,10 @@ def unmerge(
             Conversation.merged_into_id.is_not(None),
         )
     ):
-        conversations.part(db, conversation=conv, actor=actor)
+        source = conv.merged_into_id or ""
+        if conversations.part(db, conversation=conv, actor=actor):
+            parted[(source, conv.inbox_id)] = conv
+    _written_while_merged(db, row, survivor, merged, actor=actor, parted=parted)
     # Handles either one gained or lost since the merge (another merge, a claim): each
     # shows one of its own.
     db.flush()
@@ -437,6 +447,99 @@ def unmerge(
         payload={"survivor_id": survivor.id, "merged_id": merged.id, "merge_id": row.id},
     )
     return survivor, merged
+
+
+def _written_while_merged(
+    db: Session,
+    row: CustomerMerge,
+    survivor: Customer,
+    merged: Customer,
+    *,
+    actor: Actor,
+    parted: dict[tuple[str, str], Conversation],
+) -> None:
+    """What either of the two wrote while merged (stored as the survivor's) goes with the
+    record whose handle it came by (``CAME_BY``): the restored person's messages leave the
+    survivor's conversations (a conversation started by theirs alone goes whole; from one
+    the survivor wrote in too, they go to one of their own), and the survivor's leave the
+    conversations given back to the restored record. A message stored before messages said
+    their handle stays where it is, as then."""
+    from rapport.conversations import merging as conversations  # which builds on customers
+
+    ws = row.workspace_id
+    pair = select(Conversation.id).where(
+        Conversation.workspace_id == ws,
+        Conversation.customer_id.in_((survivor.id, merged.id)),
+    )
+    written = list(
+        db.scalars(
+            select(Message)
+            .where(
+                Message.conversation_id.in_(pair),
+                Message.created_at >= row.created_at,
+                Message.direction == Direction.inbound,
+                Message.sender_type == "customer",
+                Message.sender_id == survivor.id,
+            )
+            .order_by(Message.created_at, Message.id)
+        )
+    )
+    came = {m.id: str(m.meta[CAME_BY]) for m in written if m.meta.get(CAME_BY)}
+    if not came:
+        return
+    held = select(Identity.id, Identity.customer_id).where(
+        Identity.workspace_id == ws, Identity.id.in_(set(came.values()))
+    )
+    owners: dict[str, str] = {r.id: r.customer_id for r in db.execute(held)}
+    # The restored record's: what came by a handle that is its own again; the survivor's:
+    # by one of hers (a handle someone else holds since, or none does, tells neither).
+    theirs = {m for m, identity in came.items() if owners.get(identity) == merged.id}
+    hers = {m for m, identity in came.items() if owners.get(identity) == survivor.id}
+    by_conversation: dict[str, list[Message]] = {}
+    for m in written:
+        if m.id in came:
+            by_conversation.setdefault(m.conversation_id, []).append(m)
+    for conv_id, messages in by_conversation.items():
+        conv = db.get(Conversation, conv_id)
+        if conv is None:
+            continue
+        if conv.customer_id == survivor.id:
+            going, to = [m for m in messages if m.id in theirs], merged.id
+        else:
+            going, to = [m for m in messages if m.id in hers], survivor.id
+        if not going:
+            continue
+        if to == merged.id and conv.created_at >= row.created_at and conv.merged_into_id is None:
+            # Started while merged: whole, if the survivor's record wrote nothing else there.
+            others = db.scalar(
+                select(func.count())
+                .select_from(Message)
+                .where(
+                    Message.conversation_id == conv.id,
+                    Message.sender_type == "customer",
+                    Message.sender_id == survivor.id,
+                    Message.id.not_in([m.id for m in going]),
+                )
+            )
+            if not others:
+                conversations.give_whole(db, conversation=conv, customer_id=to, actor=actor)
+                continue
+        inboxes: dict[str, list[str]] = {}
+        for m in going:
+            inboxes.setdefault(m.inbox_id, []).append(m.id)
+        for inbox_id, ids in inboxes.items():
+            conversations.hand_over(
+                db,
+                source=conv,
+                message_ids=ids,
+                customer_id=to,
+                actor=actor,
+                into=parted.get((conv.id, inbox_id)) if to == merged.id else None,
+            )
+    # The restored record wrote them (and was seen then), wherever they are now.
+    db.execute(update(Message).where(Message.id.in_(theirs)).values(sender_id=merged.id))
+    if last := max((m.created_at for m in written if m.id in theirs), default=None):
+        merged.last_seen_at = max(merged.last_seen_at, last)
 
 
 # The handles each consent channel reaches a customer by.
