@@ -7,10 +7,13 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
+from rapport.customers.identity import handle
 from rapport.customers.merge import CAME_BY
-from rapport.customers.models import Identity
+from rapport.customers.models import Identity, IdentityKind
 from rapport.db import Database
+from rapport.ingest import InboundMessage, receive
 from rapport.realtime.models import StreamEvent
 from tests.conftest import auth
 from tests.factories import World
@@ -250,3 +253,37 @@ def test_after_their_conversations_were_merged_what_he_wrote_since_goes_to_his_o
         theirs = db.get(Conversation, ben_conv)
         assert theirs is not None and theirs.waiting_since is not None
     assert "Ben after the threads were merged" not in export_text(client, world, ann)
+
+
+def test_what_he_wrote_in_a_third_persons_conversation_while_merged_is_his_after_undo(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    ann, ben = ann_and_ben(client, world, ben_last=False)
+    post(client, world, "c1", "Cat's question", email="cat@example.com")
+    cat_conv = where(database, "Cat's question")[1]
+    merge_id = merge(client, world, ann, ben)
+    assert world.acme.inbox is not None
+    with database.session() as db:
+        # Cat's mail copied him, and he answers all: her conversation, as its guest.
+        receive(
+            db,
+            InboundMessage(
+                inbox_id=world.acme.inbox.id,
+                external_id="b-guest",
+                handles=[handle(IdentityKind.phone, BEN)],
+                text="Ben as Cat's guest: my PIN 8811",
+                conversation_hint=cat_conv,
+                copied_in_thread=True,
+            ),
+            settings=settings,
+        )
+    assert where(database, "Ben as Cat's guest: my PIN 8811")[1:] == (cat_conv, ann)
+    undo(client, world, merge_id)
+
+    assert where(database, "Ben as Cat's guest: my PIN 8811")[1:] == (cat_conv, ben)
+    assert "8811" in export_text(client, world, ben)
+    assert "8811" not in export_text(client, world, ann)
+    assert client.delete(f"/api/v1/customers/{ben}", headers=auth(world.alice)).status_code == 204
+    with database.session(write=False) as db:
+        texts = set(db.scalars(select(Message.text)))
+    assert "Cat's question" in texts and not any("8811" in t for t in texts)

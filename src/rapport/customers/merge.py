@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.channels.webchat.models import Visitor
-from rapport.conversations.models import Conversation, Direction, Message
+from rapport.conversations.models import Conversation, ConversationGuest, Direction, Message
 from rapport.customers.models import (
     Consent,
     ConsentChannel,
@@ -27,7 +27,13 @@ from rapport.customers.models import (
     Identity,
     IdentityKind,
 )
-from rapport.customers.service import attributes_changed, person_ids, root_of, settle_handles
+from rapport.customers.service import (
+    attributes_changed,
+    guest_conversations,
+    person_ids,
+    root_of,
+    settle_handles,
+)
 from rapport.db import hold, utcnow
 from rapport.events.models import Order
 from rapport.privacy.service import Actor, audit
@@ -467,9 +473,14 @@ def _written_while_merged(
     from rapport.conversations import merging as conversations  # which builds on customers
 
     ws = row.workspace_id
-    pair = select(Conversation.id).where(
-        Conversation.workspace_id == ws,
-        Conversation.customer_id.in_((survivor.id, merged.id)),
+    # Theirs, and others' the survivor's record wrote in as a guest (copied on a mail).
+    pair = (
+        select(Conversation.id)
+        .where(
+            Conversation.workspace_id == ws,
+            Conversation.customer_id.in_((survivor.id, merged.id)),
+        )
+        .union(guest_conversations(ws, [survivor.id]))
     )
     written = list(
         db.scalars(
@@ -505,8 +516,17 @@ def _written_while_merged(
             continue
         if conv.customer_id == survivor.id:
             going, to = [m for m in messages if m.id in theirs], merged.id
-        else:
+        elif conv.customer_id == merged.id:
             going, to = [m for m in messages if m.id in hers], survivor.id
+        else:
+            # Another's conversation: what they wrote there stays, as theirs (their guest's).
+            if any(m.id in theirs for m in messages):
+                db.add(
+                    ConversationGuest(
+                        workspace_id=ws, conversation_id=conv.id, customer_id=merged.id
+                    )
+                )
+            continue
         if not going:
             continue
         if to == merged.id and conv.created_at >= row.created_at and conv.merged_into_id is None:
