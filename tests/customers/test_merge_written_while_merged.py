@@ -114,6 +114,8 @@ def test_ingest_records_the_identity_a_message_came_by(
 def test_what_the_merged_person_wrote_in_the_survivors_thread_goes_back_to_them(
     client: TestClient, world: World, database: Database
 ) -> None:
+    policy = {"name": "Standard", "first_response_minutes": 60, "resolution_minutes": 480}
+    client.post("/api/v1/sla-policies", json=policy, headers=auth(world.alice))
     ann, ben = ann_and_ben(client, world, ben_last=False)
     merge_id = merge(client, world, ann, ben)
     # Ben writes by his number: stored as Ann's, in her (the inbox's latest) conversation.
@@ -148,6 +150,9 @@ def test_what_the_merged_person_wrote_in_the_survivors_thread_goes_back_to_them(
         ours = db.get(Conversation, ann_conv)
         assert ours is not None and ours.waiting_since is not None  # Ann's own still waits
     assert {"id": conv, "from_id": ann_conv} in parted
+    # Nobody answered him: his conversation's response clock runs.
+    state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+    assert state["first_response_due_at"], state
 
     # His erasure removes it; Ann's messages stay.
     assert client.delete(f"/api/v1/customers/{ben}", headers=auth(world.alice)).status_code == 204

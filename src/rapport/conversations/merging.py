@@ -286,6 +286,7 @@ def hand_over(
         default=None,
     )
     new = into is None
+    starts = waits is not None and (into is None or into.waiting_since is None)
     if into is None:
         into = Conversation(
             workspace_id=ws,
@@ -338,7 +339,9 @@ def hand_over(
         (source, "Messages went to their writer's own conversation: their merge was undone"),
         (into, "Parted from another customer's conversation: their customers' merge was undone"),
     )
-    if into.waiting_since is not None:
+    if starts and into.waiting_since is not None:
+        # Their response clock starts from the first of them nobody answered (one already
+        # running, in a conversation of theirs that waited, runs on).
         sla.on_inbound(db, conversation=into, at=into.waiting_since)
         if new and into.assignee_id is None:
             routing.wake(db, workspace_id=ws)  # a new open conversation: offered to agents
