@@ -209,26 +209,37 @@ def jobs_retry(
     """Put dead-lettered jobs back in the queue, with all their attempts again."""
     from rapport.db import Database
     from rapport.jobs import service
+    from rapport.jobs.models import JobState
 
     if bool(ids) == all_dead or (workspace and not all_dead):
         typer.secho("name job ids, or --all-dead [--workspace NAME]", fg="red", err=True)
         raise typer.Exit(2)
     database = Database(settings_or_exit().database_url)
     missing: list[str] = []
+    kept: list[tuple[str, str]] = []  # (id, why): dead still, their work no longer possible
     try:
         with database.session() as db:
             if all_dead:
                 workspace_id = _workspace_id(db, workspace) if workspace else None
                 count = service.retry_all_dead(db, workspace_id=workspace_id)
             else:
-                missing = [i for i in ids or () if service.retry_dead(db, job_id=i) is None]
-                count = len(ids or ()) - len(missing)
+                count = 0
+                for job_id in ids or ():
+                    row = service.retry_dead(db, job_id=job_id)
+                    if row is None:
+                        missing.append(job_id)
+                    elif row.state == JobState.dead:
+                        kept.append((job_id, row.last_error or ""))
+                    else:
+                        count += 1
     finally:
         database.dispose()
     typer.echo(f"{count} {'job' if count == 1 else 'jobs'} queued again")
     for job_id in missing:
         typer.secho(f"no dead job {job_id}", fg="red", err=True)
-    if missing:
+    for job_id, why in kept:
+        typer.secho(f"job {job_id} stays dead: {why}", fg="red", err=True)
+    if missing or kept:
         raise typer.Exit(1)
 
 

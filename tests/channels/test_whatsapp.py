@@ -16,10 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from typer.testing import CliRunner
 
 from rapport import ingest
 from rapport.channels import whatsapp
 from rapport.channels.models import UnparsedPayload
+from rapport.cli import app as cli_app
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
 from rapport.db import Database
@@ -896,6 +898,7 @@ def test_a_dead_reply_retried_outside_the_window_is_refused_as_sending_it_again_
     database: Database,
     settings: Settings,
     graph: tuple[str, type[Graph]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The agent's "send again" checked the 24 hours; the admin's retry of the dead job
     # did not, and Meta refused it (131047) where the agent could have been told first.
@@ -927,6 +930,12 @@ def test_a_dead_reply_retried_outside_the_window_is_refused_as_sending_it_again_
         assert retry_all_dead(db, workspace_id=world.acme.workspace.id) == 0
         assert db.get(Job, job_id).state == "dead"  # type: ignore[union-attr]
     assert client.get(url, headers=auth(world.bob)).json()["error"] == job["last_error"]
+    # Nor does the command line's retry of it by id (it said "1 job queued again").
+    monkeypatch.setenv("RAPPORT_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("RAPPORT_SECRET_KEY", settings.secret_key.get_secret_value())
+    result = CliRunner().invoke(cli_app, ["jobs", "retry", job_id])
+    assert result.exit_code == 1
+    assert result.output == f"0 jobs queued again\njob {job_id} stays dead: {job['last_error']}\n"
     # Still dead, where an admin sees it, not lost: retried again once the customer
     # writes, it goes.
     post_signed(client, inbox, message_event("wamid.IN31", "still there?"))
