@@ -127,22 +127,31 @@ def handles_of(visitor: Visitor, region: str) -> list[Handle]:
 MAX_UPLOAD_BYTES = files.MAX_UPLOAD_BYTES
 
 
+def in_chat(message: Message, conversation: Conversation | None, visitor: Visitor) -> bool:
+    """Whether the message came or went through the visitor's chat, in a conversation of
+    their customer: by the message's own inbox, not its conversation's, which a merge may
+    have made the customer's email thread (or made the chat hold that thread's mail)."""
+    return (
+        conversation is not None
+        and visitor.customer_id is not None
+        and conversation.id == message.conversation_id
+        and conversation.customer_id == visitor.customer_id
+        and message.inbox_id == visitor.inbox_id
+    )
+
+
 def mark_read(db: Session, *, visitor: Visitor, message_id: str) -> int:
-    """The visitor saw everything we sent up to this message: mark it read (agents see the
-    state change live). Returns how many messages moved."""
+    """The visitor saw everything we sent through their chat up to this message: mark it
+    read (agents see the state change live). Returns how many messages moved."""
     upto = db.get(Message, message_id)
     conv = db.get(Conversation, upto.conversation_id) if upto else None
-    if (
-        upto is None
-        or conv is None
-        or visitor.customer_id is None
-        or conv.customer_id != visitor.customer_id
-        or conv.inbox_id != visitor.inbox_id  # the customer's email, say: not this chat's
-    ):
+    if upto is None or conv is None or not in_chat(upto, conv, visitor):
         raise NotFound("message")
     rows = db.scalars(
         select(Message).where(
             Message.conversation_id == conv.id,
+            # Not the customer's email replies a merge put beside the chat's.
+            Message.inbox_id == visitor.inbox_id,
             Message.direction == Direction.outbound,
             Message.kind.in_((MessageKind.message, MessageKind.bot)),
             Message.created_at <= upto.created_at,

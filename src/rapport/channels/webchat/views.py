@@ -48,6 +48,15 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["web chat"], include_in_schema=True)
 STATIC = Path(__file__).parent / "static"
 _VISIBLE = (MessageKind.message, MessageKind.bot)
+
+
+def shown(message: Message, conversation: Conversation | None, visitor: Visitor) -> bool:
+    """Whether the visitor's widget shows this message: one of their customer's that came or
+    went through this chat, in whichever conversation it sits now (an agent may have merged
+    the chat into the customer's email thread, or that thread into the chat)."""
+    return webchat.in_chat(message, conversation, visitor) and message.kind in _VISIBLE
+
+
 # Who the visitor is: the token the session call returned, kept by the widget.
 VisitorToken = Annotated[
     str,
@@ -175,7 +184,7 @@ def _history(db: Any, visitor: Visitor, after: str | None = None) -> list[dict[s
         .join(Conversation, Conversation.id == Message.conversation_id)
         .where(
             Conversation.customer_id == visitor.customer_id,
-            Conversation.inbox_id == visitor.inbox_id,
+            Message.inbox_id == visitor.inbox_id,
             Message.kind.in_(_VISIBLE),
         )
     )
@@ -379,14 +388,7 @@ async def download(
             row = db.get(Attachment, attachment_id)
             message = db.get(Message, row.message_id) if row else None
             conv = db.get(Conversation, message.conversation_id) if message else None
-            if (
-                row is None
-                or message is None
-                or conv is None
-                or conv.customer_id != visitor.customer_id
-                or conv.inbox_id != inbox.id
-                or message.kind not in _VISIBLE
-            ):
+            if row is None or message is None or not shown(message, conv, visitor):
                 raise NotFound("attachment")
             db.expunge(row)
         data = LocalStorage(request.app.state.settings.attachments_dir).open(row.storage_key)
@@ -409,13 +411,9 @@ async def rate(
             visitor = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             message = db.get(Message, message_id)
             conv = db.get(Conversation, message.conversation_id) if message else None
-            if (
-                message is None
-                or conv is None
-                or conv.customer_id != visitor.customer_id
-                or conv.inbox_id != inbox.id
-                or message.kind != MessageKind.bot
-            ):
+            if message is None or message.kind != MessageKind.bot:
+                raise NotFound("message")
+            if not shown(message, conv, visitor):
                 raise NotFound("message")
             bot.rate(db, message=message, helpful=body.helpful)
 
@@ -430,17 +428,20 @@ async def typing(token: str, request: Request, visitor_token: VisitorToken) -> R
     inbox = await run_in_threadpool(_inbox, database, token)
 
     def chat() -> tuple[str | None, str | None]:
-        """The visitor's customer and the chat they type in: their latest in this inbox."""
+        """The visitor's customer and the chat they type in: the conversation of their
+        latest message through this inbox (an agent may have merged the chat into the
+        customer's email thread: the visitor types into that one now)."""
         with database.session(write=False) as db:
             v = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             conv = db.scalar(
                 select(Conversation.id)
+                .join(Message, Message.conversation_id == Conversation.id)
                 .where(
                     Conversation.customer_id == v.customer_id,
-                    Conversation.inbox_id == inbox.id,
+                    Message.inbox_id == inbox.id,
                     Conversation.merged_into_id.is_(None),
                 )
-                .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+                .order_by(Message.created_at.desc(), Message.id.desc())
                 .limit(1)
             )
             return v.customer_id, conv
