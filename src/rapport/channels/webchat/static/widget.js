@@ -19,14 +19,18 @@
   // The widget's styles as a constructed stylesheet, not a <style> element: a host page
   // whose Content-Security-Policy forbids inline styles (style-src 'self') still shows it
   // styled. Browsers without constructed stylesheets get the element.
+  // ":host" important: a host page's own rules for the element (`* { all: unset }`, `div
+  // { display: none }`, even with !important) lose to it, and nothing of the page's text
+  // styles (hidden, transparent, upper case, right to left: "all" leaves out direction) is
+  // inherited. A message reads in its own direction (an Arabic one right to left).
   var css =
-    ":host{all:initial}[hidden]{display:none!important}*{box-sizing:border-box;font:14px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}" +
+    ":host{all:initial!important;direction:ltr!important}[hidden]{display:none!important}*{box-sizing:border-box;font:14px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}" +
     ".launcher{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;background:#2f5bea;color:#fff;display:flex;align-items:center;justify-content:center;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.2)}" +
     ".panel{position:fixed;right:20px;bottom:88px;width:340px;max-width:calc(100vw - 40px);height:480px;max-height:calc(100vh - 120px);background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden}" +
     ".panel[hidden]{display:none}header{background:#2f5bea;color:#fff;padding:12px 14px;position:relative}header b{display:block;font-size:15px}header small{opacity:.9}" +
     "button.close{position:absolute;right:8px;top:8px;background:none;border:0;color:#fff;font-size:20px;line-height:1;cursor:pointer;padding:4px 8px;border-radius:6px}button.close:focus-visible{outline:2px solid #fff}" +
     ".log{flex:1;overflow-y:auto;padding:10px;display:flex;flex-direction:column;gap:6px;background:#f7f8fa}" +
-    ".m{max-width:80%;padding:7px 10px;border-radius:10px;white-space:pre-wrap;overflow-wrap:anywhere}.in{align-self:flex-end;background:#2f5bea;color:#fff}.out{align-self:flex-start;background:#fff;border:1px solid #e3e6ec}" +
+    ".m{max-width:80%;padding:7px 10px;border-radius:10px;white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:plaintext}.in{align-self:flex-end;background:#2f5bea;color:#fff}.out{align-self:flex-start;background:#fff;border:1px solid #e3e6ec}" +
     ".who{font-size:11px;opacity:.7;display:block}.typing{font-size:12px;color:#6b7385;padding:0 12px;min-height:18px}" +
     "form{display:flex;gap:6px;padding:8px;border-top:1px solid #e3e6ec}input,textarea{flex:1;padding:7px;border:1px solid #d6dae3;border-radius:6px}" +
     "button.send{background:#2f5bea;color:#fff;border:0;border-radius:6px;padding:0 12px;cursor:pointer}" +
