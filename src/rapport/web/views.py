@@ -351,6 +351,12 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
         conv = conversations.get(
             db, workspace_id=principal.workspace_id, conversation_id=conversation_id
         )
+        if conv.merged_into_id is not None:
+            # Its messages are the survivor's now (a link in a notification or an old tab
+            # led to an empty thread, whose reply box still took replies).
+            survivor = _survivor(db, conv, principal.workspace_id)
+            if survivor != conv.id:
+                return RedirectResponse(f"/app/conversations/{survivor}", status_code=303)
         customer = customers.get(
             db, workspace_id=principal.workspace_id, customer_id=conv.customer_id
         )
@@ -386,6 +392,18 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             **_customer_context(db, customer),
         }
     return _page(request, "conversation.html", principal, **ctx)
+
+
+def _survivor(db: Db, conv: Conversation, workspace_id: str) -> str:
+    """The conversation a merged one's messages are in now (it may have been merged in turn)."""
+    seen = {conv.id}
+    while conv.merged_into_id is not None and conv.merged_into_id not in seen:
+        target = db.get(Conversation, conv.merged_into_id)
+        if target is None or target.workspace_id != workspace_id:
+            break
+        seen.add(target.id)
+        conv = target
+    return str(conv.id)
 
 
 def _people(db: Db, names: dict[str, str]) -> list[tuple[str, str]]:

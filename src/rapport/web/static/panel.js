@@ -650,6 +650,30 @@ if (eraseForm) {
   });
 }
 
+// The conversation on screen merged by a colleague: merged into another, its messages are
+// there now, and a reply written here would go to an emptied thread; merged into, the
+// other's messages are here but not on the screen. Said at once, with the way there (the
+// page went on as if nothing had happened).
+function followMerges(notice, conversationId) {
+  document.addEventListener("rapport:event", (ev) => {
+    const e = ev.detail;
+    if (e.type !== "conversation.merged") return;
+    const p = e.payload || {};
+    if (p.merged_id === conversationId) {
+      const link = el("a", "Open that conversation");
+      link.href = `/app/conversations/${encodeURIComponent(p.id)}`;
+      notice.replaceChildren(el("span", "This conversation was merged into another: its messages are there now, and replies go there. What you wrote stays here as a draft. "), link);
+      for (const button of document.querySelectorAll("#composer button[type=submit], #composer input[type=file]")) button.disabled = true;
+    } else if (p.id === conversationId) {
+      const again = el("button", "Show them");
+      again.type = "button";
+      again.addEventListener("click", () => location.reload()); // the draft is kept
+      notice.replaceChildren(el("span", "Another conversation of this customer was merged into this one: its messages are not on the screen yet. "), again);
+    } else return;
+    notice.hidden = false;
+  });
+}
+
 const root = document.getElementById("panel-extra");
 if (root) {
   const { customer, conversation, consentChannel, canRecordConsent } = root.dataset;
@@ -687,6 +711,8 @@ if (root) {
   suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
   const notice = document.getElementById("collision");
   if (notice) collisions(notice, conversation);
+  const merged = document.getElementById("merged-notice");
+  if (merged && conversation) followMerges(merged, conversation);
 }
 
 // An agent corrects the customer's name, or adds an email or phone they were told: shown
