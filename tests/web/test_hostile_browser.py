@@ -42,7 +42,9 @@ def hostile(
         "--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
         f"<p>Hi {BAIT}<script>window.__pwned=1</script>"
         f'<a href="javascript:window.__pwned=1">click</a> {LONG} {RTL}</p>'
-        "<style>body{display:none}</style>\r\n"
+        "<style>body{display:none}</style>"
+        '<img src="https://127.0.0.1:1/banner.png" width="2400" height="40" alt="banner">'
+        f"<pre>{'a line of a log that does not wrap ' * 30}</pre>\r\n"
         "--b\r\nContent-Type: application/pdf\r\n"
         f'Content-Disposition: attachment; filename="{BAIT}.pdf"\r\n\r\n%PDF-1.4\r\n'
         "--b--\r\n"
