@@ -142,3 +142,38 @@ def test_a_hostile_customer_breaks_no_page_an_agent_opens(
             full_page=True,
         )
     assert (found, problems) == ([], [])
+
+
+def test_a_message_in_a_right_to_left_script_reads_right_to_left(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    # Every message was laid out left to right: a Hebrew or Arabic question had its
+    # question mark at the wrong end, and its lines started at the left.
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "rtl-1",
+            "text": "שלום, איפה ההזמנה שלי?",
+            "from": {"email": "d@x.test"},
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code in (200, 201), r.text
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{r.json()['conversation_id']}")
+    body = page.locator(".msg .body", has_text="שלום")
+    expect(body).to_be_visible()
+    # Where the question mark is drawn: left of the first word, as a reader of Hebrew expects.
+    mark_left, first_left = body.evaluate(
+        """(e) => {
+            const text = e.firstChild, at = (i) => {
+                const r = document.createRange(); r.setStart(text, i); r.setEnd(text, i + 1);
+                return r.getBoundingClientRect().left;
+            };
+            return [at(text.length - 1), at(0)];
+        }"""
+    )
+    assert mark_left < first_left
