@@ -625,3 +625,26 @@ def test_email_handles_are_lower_cased_unless_two_customers_would_share_one(
         "elodie": "élodie@example.com",
     }
     db.dispose()
+
+
+def test_the_queue_has_a_partial_index_by_waiting_and_downgrades_to_its_age(
+    empty_url: str,
+) -> None:
+    # A routing pass read the queue by when each conversation started, in the tail of the
+    # per-agent counts' index; 0036 reads it by how long its customer has waited, in an
+    # index of the queue's conversations alone.
+    counts, queue = "ix_conversations_ws_assignee_status", "ix_conversations_queue"
+    counted = ["workspace_id", "assignee_id", "status"]
+    migrate.upgrade(empty_url, "0036")
+    db = Database(empty_url, pool_size=1)
+    assert _columns(db, "conversations", counts) == counted
+    assert _columns(db, "conversations", queue) == ["workspace_id", "status", "waiting_since", "id"]
+    with db.engine.connect() as conn:
+        (found,) = [ix for ix in inspect(conn).get_indexes("conversations") if ix["name"] == queue]
+    where = found["dialect_options"][f"{conn.dialect.name}_where"]
+    assert "assignee_id IS NULL" in str(where) and "'open'" in str(where), where
+    command.downgrade(migrate.config(empty_url), "0035")
+    assert queue not in _indexes(db, "conversations")
+    assert _columns(db, "conversations", counts) == [*counted, "created_at", "id"]
+    db.dispose()
+    migrate.upgrade(empty_url)

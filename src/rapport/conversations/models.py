@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -62,15 +63,22 @@ class Conversation(Base):
         # ``id`` last: the list orders by (last_activity_at, id), so the index alone serves it.
         Index("ix_conversations_ws_status", "workspace_id", "status", "last_activity_at", "id"),
         Index("ix_conversations_ws_assignee", "workspace_id", "assignee_id", "last_activity_at"),
-        # Routing: an agent's open and pending conversations, counted in the index alone;
-        # and the queue (nobody's open conversations), read oldest first in index order.
+        # Routing: an agent's open and pending conversations, counted in the index alone.
+        Index("ix_conversations_ws_assignee_status", "workspace_id", "assignee_id", "status"),
+        # And the queue, nobody's open conversations, read in order: the customer who has
+        # waited longest first, then those nobody waits on (NULL). Partial: only the
+        # conversations in the queue are written to it as messages come in. ``status`` is
+        # 'open' throughout, yet a key: matched by the query's equality, it makes this the
+        # index SQLite's planner (no statistics) takes, where ix_conversations_ws_waiting,
+        # the same keys otherwise, won or lost by the order the two were created in.
         Index(
-            "ix_conversations_ws_assignee_status",
+            "ix_conversations_queue",
             "workspace_id",
-            "assignee_id",
             "status",
-            "created_at",
+            "waiting_since",
             "id",
+            sqlite_where=text("assignee_id IS NULL AND status = 'open'"),
+            postgresql_where=text("assignee_id IS NULL AND status = 'open'"),
         ),
         Index("ix_conversations_customer_inbox", "customer_id", "inbox_id", "last_activity_at"),
         # The inbox's filters and sorts at a million conversations: per inbox (and channel),

@@ -2,13 +2,14 @@
 
 An agent is eligible when they set themselves online, their browser was seen within the
 presence timeout, and their open conversations are below their capacity. Conversations of
-auto-assigning inboxes that find no one wait, oldest first, and are handed out as soon as
+auto-assigning inboxes that find no one wait, the customer who has waited longest first
+(``waiting_since``, not when the conversation started), and are handed out as soon as
 someone frees up (a conversation resolved, an agent back online, a capacity raised).
 """
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import func, literal, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Membership, Role, TeamMember
@@ -139,11 +140,16 @@ def pick_agent(db: Session, *, workspace_id: str, team_id: str | None) -> str | 
 
 
 def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
-    """Hand waiting conversations, oldest first, to eligible agents; returns how many.
+    """Hand waiting conversations to eligible agents, the customer who has waited longest
+    first; returns how many.
 
-    The queue is read ``limit`` at a time, leaving out those the bot still holds and those
-    of teams found full in this pass: a head of the queue nobody can take never hides the
-    conversations behind it from an agent with room."""
+    The queue is the open conversations nobody has: first those whose customer waits on an
+    answer, by ``waiting_since`` (a conversation started weeks ago and reopened today waits
+    behind a customer who wrote an hour ago), then those nobody waits on (answered, then
+    back in the queue: their agent left, or was unassigned), oldest first. It is read
+    ``limit`` at a time, leaving out those the bot still holds and those of teams found
+    full in this pass: a head of the queue nobody can take never hides the conversations
+    behind it from an agent with room."""
     from rapport.bot import service as bot  # the bot hands over through routing
     from rapport.bot.models import BotConversation
     from rapport.conversations import service  # service calls back into routing
@@ -160,10 +166,18 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
         .where(
             Conversation.workspace_id == workspace_id,
             Conversation.assignee_id.is_(None),
-            Conversation.status == Status.open,
+            # Written into the statement, not bound: ix_conversations_queue holds the open
+            # ones alone, and PostgreSQL uses a partial index only where the query's text
+            # proves its WHERE (the generic plan of a statement the driver has prepared
+            # after a few runs knows no parameter's value).
+            Conversation.status
+            == literal(Status.open, Conversation.status.type, literal_execute=True),
             Inbox.auto_assign.is_(True),
         )
-        .order_by(Conversation.created_at, Conversation.id)
+        # In the index's whole order for the part nobody waits on too (NULL is one value
+        # of it): PostgreSQL takes no IS NULL as an equality that would leave ``id``
+        # alone to sort by, and sorts every row of that part before the first page.
+        .order_by(Conversation.waiting_since, Conversation.id)
         .limit(limit)
     )
     with_bots = [
@@ -186,14 +200,24 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
     given = 0
     busy = False  # a conversation another transaction held was passed over
     full: set[str] = set()  # teams with no one who has room, for the rest of this pass
-    after: tuple[datetime, str] | None = None
+    # Those waited on, then the others: two reads, not one ORDER BY, since SQLite sorts
+    # NULL first and PostgreSQL last; each reads a range of the index in its order.
+    waited_on = True
+    after: tuple[datetime | None, str] | None = None
     for _ in range(PAGES_PER_PASS):
-        page = waiting
-        if after is not None:
-            page = page.where(tuple_(Conversation.created_at, Conversation.id) > after)
+        if waited_on:
+            page = waiting.where(Conversation.waiting_since.is_not(None))
+            if after is not None:
+                page = page.where(tuple_(Conversation.waiting_since, Conversation.id) > after)
+        else:
+            page = waiting.where(Conversation.waiting_since.is_(None))
+            if after is not None:
+                page = page.where(Conversation.id > after[1])
         if full:
             page = page.where(or_(team.is_(None), team.not_in(full)))
         rows = db.execute(page).all()
+        # Taken now: each is read again below, and an answer given meanwhile ends its wait.
+        last = (rows[-1][0].waiting_since, rows[-1][0].id) if rows else None
         for conv, team_id in rows:
             if team_id in full:
                 continue  # asked already: nobody frees up inside this transaction
@@ -229,9 +253,12 @@ def assign_waiting(db: Session, *, workspace_id: str, limit: int = 200) -> int:
             )
             db.flush()
             given += 1
-        if len(rows) < limit:
+        if len(rows) == limit:
+            after = last
+        elif waited_on:
+            waited_on, after = False, None  # on to those nobody waits on
+        else:
             break
-        after = (rows[-1][0].created_at, rows[-1][0].id)
     else:
         busy = busy or given > 0  # more may fit: the next pass, in a transaction of its own
     if busy:  # and those passed over while held elsewhere

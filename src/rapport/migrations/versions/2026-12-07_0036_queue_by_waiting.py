@@ -1,0 +1,53 @@
+"""The routing queue serves the customer who has waited longest, in an index of its own
+
+Revision ID: 0036
+Revises: 0035
+Create Date: 2026-12-07 03:30:00
+
+A routing pass handed out the open conversations nobody has by when they started
+(``created_at``, ``id``): one started weeks ago and reopened by its customer today went
+ahead of a customer who had waited an hour. It reads them by ``waiting_since`` now (those
+nobody waits on, NULL, after them), in ``ix_conversations_queue``: partial, so it holds
+only the conversations in the queue, and a message to anyone else's conversation writes
+nothing to it. Its ``status`` column is 'open' in every entry: the query's equality on it
+is what makes SQLite's planner take this index over ``ix_conversations_ws_waiting``
+(otherwise the same keys), which it chose between by their order in the schema.
+
+The ``created_at, id`` that 0020 put at the end of ``ix_conversations_ws_assignee_status``
+served the old order alone and is dropped; the per-agent counts read its first three
+columns, as before.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0036"
+down_revision: str | None = "0035"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+_COUNTS = "ix_conversations_ws_assignee_status"
+_COUNTED = ["workspace_id", "assignee_id", "status"]
+_QUEUE = "ix_conversations_queue"
+_IN_QUEUE = "assignee_id IS NULL AND status = 'open'"
+
+
+def upgrade() -> None:
+    op.create_index(
+        _QUEUE,
+        "conversations",
+        ["workspace_id", "status", "waiting_since", "id"],
+        sqlite_where=sa.text(_IN_QUEUE),
+        postgresql_where=sa.text(_IN_QUEUE),
+    )
+    op.drop_index(_COUNTS, table_name="conversations")
+    op.create_index(_COUNTS, "conversations", _COUNTED)
+
+
+def downgrade() -> None:
+    op.drop_index(_COUNTS, table_name="conversations")
+    op.create_index(_COUNTS, "conversations", [*_COUNTED, "created_at", "id"])
+    op.drop_index(_QUEUE, table_name="conversations")
