@@ -30,7 +30,18 @@ PAGE_SCOPED = frozenset({IdentityKind.messenger, IdentityKind.instagram})
 
 class Customer(Base):
     __tablename__ = "customers"
-    __table_args__ = (Index("ix_customers_ws_last_seen", "workspace_id", "last_seen_at"),)
+    __table_args__ = (
+        Index("ix_customers_ws_last_seen", "workspace_id", "last_seen_at"),
+        # PostgreSQL: the attribute filter's JSONB containment (``service.attribute_is``),
+        # where a rare value walked every customer. Not on SQLite, whose filter reads each
+        # row's JSON and cannot use an index of it.
+        Index(
+            "ix_customers_attributes",
+            "attributes",
+            postgresql_using="gin",
+            postgresql_ops={"attributes": "jsonb_path_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))

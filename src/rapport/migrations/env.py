@@ -4,7 +4,7 @@ from alembic import context
 
 import rapport.models  # noqa: F401  (registers every table on the metadata)
 from rapport.db import Base, make_engine
-from rapport.search import is_index_object
+from rapport.migrate import compared
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or ""
@@ -21,8 +21,9 @@ def run() -> None:
             # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
-            # The full-text index is DDL of its own (rapport.search), not ORM tables.
-            include_object=lambda obj, name, kind, reflected, other: not is_index_object(name),
+            include_object=lambda obj, name, kind, reflected, other: compared(
+                obj, name, connection.dialect.name
+            ),
         )
         with context.begin_transaction():
             context.run_migrations()

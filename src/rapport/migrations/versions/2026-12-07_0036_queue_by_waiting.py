@@ -16,6 +16,14 @@ is what makes SQLite's planner take this index over ``ix_conversations_ws_waitin
 The ``created_at, id`` that 0020 put at the end of ``ix_conversations_ws_assignee_status``
 served the old order alone and is dropped; the per-agent counts read its first three
 columns, as before.
+
+PostgreSQL only: ``ix_customers_attributes``, a GIN index (``jsonb_path_ops``) of the
+customers' attributes, serves the customers list's attribute filter as it is written
+(JSONB containment, ``@>``): a value few customers hold walked every customer newest
+first to fill a page (170 ms at 300,000 customers, 0.1 ms in the index); a common one is
+still read newest first, as the planner chooses. It costs every update of a customer row
+(each message sets ``last_seen_at``) an entry per attribute value. SQLite's filter reads
+each row's JSON (``json_each``) and has no such index.
 """
 
 from collections.abc import Sequence
@@ -33,9 +41,18 @@ _COUNTS = "ix_conversations_ws_assignee_status"
 _COUNTED = ["workspace_id", "assignee_id", "status"]
 _QUEUE = "ix_conversations_queue"
 _IN_QUEUE = "assignee_id IS NULL AND status = 'open'"
+_ATTRIBUTES = "ix_customers_attributes"
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.create_index(
+            _ATTRIBUTES,
+            "customers",
+            ["attributes"],
+            postgresql_using="gin",
+            postgresql_ops={"attributes": "jsonb_path_ops"},
+        )
     op.create_index(
         _QUEUE,
         "conversations",
@@ -51,3 +68,5 @@ def downgrade() -> None:
     op.drop_index(_COUNTS, table_name="conversations")
     op.create_index(_COUNTS, "conversations", [*_COUNTED, "created_at", "id"])
     op.drop_index(_QUEUE, table_name="conversations")
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index(_ATTRIBUTES, table_name="customers")
