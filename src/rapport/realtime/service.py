@@ -1,13 +1,13 @@
 """Realtime events: written to the outbox in the caller's transaction, published on commit."""
 
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -163,11 +163,33 @@ def client_id(raw: str | None) -> int | None:
     return value if value <= MAX_ID else None
 
 
-def since(db: Session, *, workspace_id: str, after_id: int, limit: int = PAGE) -> list[StreamEvent]:
-    """The workspace's events after ``after_id``, oldest first."""
+def client_ids(raw: str) -> frozenset[int]:
+    """The event ids a client lists (comma-separated ``pending``), at most as many as a page
+    names; what is no id (``client_id``) is left out."""
+    ids = (client_id(p) for p in raw.split(",")[:PENDING_CAP])
+    return frozenset(i for i in ids if i is not None)
+
+
+def since(
+    db: Session,
+    *,
+    workspace_id: str,
+    after_id: int,
+    pending: Collection[int] = (),
+    limit: int = PAGE,
+) -> list[StreamEvent]:
+    """The workspace's events after ``after_id``, and those of the ``pending`` ids (at or
+    below it, not committed when the client last read: see ``pending_ids``) that have
+    committed since, oldest first. A page's socket and a poll both read what follows
+    what they have with it."""
+    after = StreamEvent.id > after_id
+    named = [i for i in pending if i <= after_id][:PENDING_CAP]
     rows = db.scalars(
         select(StreamEvent)
-        .where(StreamEvent.workspace_id == workspace_id, StreamEvent.id > after_id)
+        .where(
+            StreamEvent.workspace_id == workspace_id,
+            or_(after, StreamEvent.id.in_(named)) if named else after,
+        )
         .order_by(StreamEvent.id)
         .limit(limit)
     )
@@ -214,11 +236,22 @@ class Seen:
         # never sends it again, but heard live it committed after the socket subscribed,
         # so the page cannot have it.
         self.shown: set[int] = set()
+        # A rendered page shows every event up to its newest but those pending as it
+        # rendered (``from_page``).
+        self.page_up_to = 0
+        self.page_pending: frozenset[int] = frozenset()
+
+    def from_page(self, up_to_id: int, pending: frozenset[int]) -> None:
+        """The socket serves a page that shows every event up to ``up_to_id`` but the
+        ``pending`` ones: no catch-up sends those others (an old change would undo a newer
+        one the page drew)."""
+        self.highest = max(self.highest, up_to_id)
+        self.page_up_to, self.page_pending = up_to_id, pending
 
     def add(self, event_id: int, *, live: bool = False) -> bool:
         """Remember the id; False when it was already sent (or, unless heard ``live``,
         shown by the page)."""
-        if event_id in self._ids or (not live and event_id in self.shown):
+        if event_id in self._ids or (not live and self._shown(event_id)):
             return False
         self._ids.add(event_id)
         self._order.append(event_id)
@@ -227,34 +260,60 @@ class Seen:
         self.highest = max(self.highest, event_id)
         return True
 
+    def _shown(self, event_id: int) -> bool:
+        return event_id in self.shown or (
+            event_id <= self.page_up_to and event_id not in self.page_pending
+        )
+
 
 def _page(
-    database: Database, workspace_id: str, after_id: int, *, stragglers_too: bool = False
+    database: Database,
+    workspace_id: str,
+    after_id: int,
+    *,
+    pending: Collection[int] = (),
+    stragglers_too: bool = False,
 ) -> list[dict[str, Any]]:
     with database.session(write=False) as db:
         rows = (
             stragglers(db, workspace_id=workspace_id, up_to_id=after_id)
             if stragglers_too
-            else since(db, workspace_id=workspace_id, after_id=after_id)
+            else since(db, workspace_id=workspace_id, after_id=after_id, pending=pending)
         )
         return [as_dict(e) for e in rows]
 
 
-async def missed(database: Database, workspace_id: str, after_id: int) -> AsyncIterator[Event]:
+async def missed(
+    database: Database,
+    workspace_id: str,
+    after_id: int,
+    *,
+    pending: Collection[int] | None = None,
+) -> AsyncIterator[Event]:
     """Everything the outbox holds that a client who saw ``after_id`` may have missed: the
-    recent stragglers at or below it, then every event after it, a page at a time (however
-    busy the workspace was meanwhile). The caller skips ids it has already sent."""
-    for event in await run_in_threadpool(
-        partial(_page, database, workspace_id, after_id, stragglers_too=True)
-    ):
-        yield event
+    events of the ``pending`` ids it names that have committed since (a page names those
+    pending as it rendered), or when it names none the recent stragglers at or below
+    ``after_id``; then every event after it, a page at a time (however busy the workspace
+    was meanwhile). The caller skips ids it has already sent."""
+    if pending is None:
+        for event in await run_in_threadpool(
+            partial(_page, database, workspace_id, after_id, stragglers_too=True)
+        ):
+            yield event
+    below = sorted(pending or ())
     while True:
-        events = await run_in_threadpool(_page, database, workspace_id, after_id)
+        events = await run_in_threadpool(
+            partial(_page, database, workspace_id, after_id, pending=below)
+        )
         for event in events:
             yield event
         if len(events) < PAGE:
             return
-        after_id = events[-1]["id"]
+        last = events[-1]["id"]
+        if last > after_id:
+            after_id, below = last, []
+        else:  # a page of pending ones alone (a page smaller than the ids named)
+            below = [i for i in below if i > last]
 
 
 def seen_from_now(database: Database, workspace_id: str) -> Seen:
@@ -299,11 +358,14 @@ def pruned(db: Session, after_id: int) -> bool:
 
 
 # A poll (a page's way to follow the workspace where no socket opens) has no connection to
-# remember what it sent. It returns every event after the client's cursor, and moves the
-# cursor only past events stored POLL_SETTLE_SECONDS ago: an event that commits late (ids
-# commit out of order on PostgreSQL; the gap is its transaction's commit, see
-# STRAGGLER_SECONDS) still lies after the cursor when it shows. So each event comes in a
-# few polls running, and the client ignores ids it has.
+# remember what it sent, nor a bus to hear a late commit on. Like a page as it renders, it
+# tells its client the ids at or below its cursor that no row held as it read (``pending``:
+# taken by transactions not committed yet, on PostgreSQL where ids commit out of order),
+# and the next poll names them: it returns those that have committed since, however late.
+# Besides, the cursor moves only past events stored POLL_SETTLE_SECONDS ago, so a
+# straggler beyond the ids a poll names (``PENDING_WINDOW``, ``PENDING_CAP``) still lies
+# after the cursor when it shows if it committed within those seconds. So each event comes
+# in a few polls running, and the client ignores ids it has.
 POLL_SETTLE_SECONDS = 10
 
 
@@ -311,22 +373,45 @@ POLL_SETTLE_SECONDS = 10
 class Polled:
     events: list[StreamEvent]
     cursor: int  # the next poll's ``after``
+    pending: list[int]  # the next poll's ``pending``: ids at or below ``cursor`` to come
     more: bool  # a page was full: poll again at once
 
 
-def poll(db: Session, *, workspace_id: str, after_id: int) -> Polled:
-    """The workspace's events after ``after_id`` and where the next poll starts."""
-    rows = since(db, workspace_id=workspace_id, after_id=after_id)
+def poll(
+    db: Session, *, workspace_id: str, after_id: int, pending: Collection[int] | None
+) -> Polled:
+    """The workspace's events after ``after_id`` and those of the ``pending`` ids that have
+    committed since (``since``: what a page's socket is sent first); a client that names
+    none (``None``: it followed a socket, which knows no pending ids) gets the recent
+    stragglers at or below ``after_id`` too, as a socket's reconnect does. Then where the
+    next poll starts, and the ids below that it names. ``db`` reads one snapshot
+    (``one_snapshot``)."""
+    fetched = since(db, workspace_id=workspace_id, after_id=after_id, pending=pending or ())
+    rows = fetched
+    if pending is None:
+        older = stragglers(db, workspace_id=workspace_id, up_to_id=after_id)
+        rows = older + fetched
     edge = utcnow() - timedelta(seconds=POLL_SETTLE_SECONDS)
     cursor = after_id
-    for event in rows:
+    newer = [e for e in rows if e.id > after_id]
+    for event in newer:
         if event.created_at > edge:
             break
         cursor = event.id
-    more = len(rows) == PAGE
-    if more and cursor == after_id:  # a page of events in a few seconds: on past them
-        cursor = rows[-1].id
-    return Polled(rows, cursor, more)
+    more = len(fetched) == PAGE
+    if more and cursor == after_id and newer:  # a page of events in a few seconds: on past them
+        cursor = newer[-1].id
+    # Read in the snapshot the events were: an id that commits in between is either among
+    # the events or still pending, never neither.
+    return Polled(rows, cursor, pending_ids(db, up_to_id=cursor), more)
+
+
+def one_snapshot(db: Session) -> None:
+    """The session's reads from now on see the database as of one moment (the first read):
+    PostgreSQL's REPEATABLE READ, which a read never fails under; a SQLite read transaction
+    does so already. Before anything else in the session's transaction."""
+    if db.get_bind().dialect.name != "sqlite":
+        db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
 async def opening(

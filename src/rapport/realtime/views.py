@@ -11,6 +11,7 @@ from rapport.auth.deps import CurrentMember, ReadDb, websocket_principal
 from rapport.auth.service import Principal
 from rapport.bus import Subscription, get_bus
 from rapport.db import Database
+from rapport.problems import Invalid
 from rapport.realtime import service
 
 router = APIRouter(tags=["realtime"])
@@ -19,10 +20,19 @@ router = APIRouter(tags=["realtime"])
 class EventsPage(BaseModel):
     events: list[dict[str, Any]]
     cursor: int = Field(description="pass as `after` to the next poll")
+    pending: list[int] = Field(
+        default_factory=list,
+        description="pass as `pending` (comma-separated) to the next poll: ids at or below "
+        "`cursor` whose events may still commit",
+    )
     more: bool = Field(description="a page was full: poll again at once")
     reset: bool = Field(
         default=False, description="the events after `after` were pruned: reload instead"
     )
+
+
+# Ids as a page names them (``data-pending-event-ids``): up to PENDING_CAP, comma-separated.
+_PENDING = r"^(\d{1,19}(,\d{1,19})*)?$"
 
 
 @router.get("/api/v1/events", response_model=EventsPage)
@@ -30,25 +40,49 @@ def poll_events(
     principal: CurrentMember,
     db: ReadDb,
     after: Annotated[int | None, Query(ge=0, le=service.MAX_ID)] = None,
+    pending: Annotated[
+        str | None,
+        Query(
+            pattern=_PENDING,
+            max_length=service.PENDING_CAP * 20,
+            description="the ids the last poll (or the page, as it rendered) named pending",
+        ),
+    ] = None,
 ) -> EventsPage:
     """The workspace's events after `after`, for a client that cannot hold the stream open
     (a proxy that drops WebSockets): the stored events the stream carries (not the passing
     ones: who is typing or viewing). Without `after`, only the cursor to start from.
 
-    Recent events come again in the polls that follow (they may have committed out of
-    order): handle each `id` once.
+    Send `pending` as the last answer gave it (a page, as its `data-pending-event-ids`):
+    the events of those ids that committed since come too (on PostgreSQL ids commit out
+    of order). Without it, the recent events at or below `after` come again, as they do to
+    a socket that reconnects. Recent events come again in the polls that follow too:
+    handle each `id` once.
     """
+    # Before any other read: the poll reads one snapshot (``service.poll``).
+    service.one_snapshot(db)
+    listed = pending.split(",") if pending else []
+    if len(listed) > service.PENDING_CAP or any(service.client_id(i) is None for i in listed):
+        raise Invalid(
+            f"pending: at most {service.PENDING_CAP} event ids, each at most {service.MAX_ID}"
+        )
+    named = None if pending is None else frozenset(int(i) for i in listed)
     if after is None:
+        latest = service.latest_id(db, workspace_id=principal.workspace_id)
         return EventsPage(
-            events=[], cursor=service.latest_id(db, workspace_id=principal.workspace_id), more=False
+            events=[],
+            cursor=latest,
+            pending=service.pending_ids(db, up_to_id=latest),
+            more=False,
         )
     if service.pruned(db, after):
         return EventsPage(events=[], cursor=after, more=False, reset=True)
-    page = service.poll(db, workspace_id=principal.workspace_id, after_id=after)
+    page = service.poll(db, workspace_id=principal.workspace_id, after_id=after, pending=named)
     events = [service.as_dict(e) for e in page.events]
     return EventsPage(
         events=[e for e in events if _for(e, principal.user_id)],
         cursor=page.cursor,
+        pending=page.pending,
         more=page.more,
     )
 
@@ -79,7 +113,7 @@ async def stream(ws: WebSocket) -> None:
     # A page's first socket: the page shows every event up to ``last`` but those whose ids
     # were still pending as it rendered (``pending``, PostgreSQL's stragglers to come).
     from_page = ws.query_params.get("from_page") == "1"
-    pending = _ids(ws.query_params.get("pending", "")) if from_page else frozenset()
+    pending = service.client_ids(ws.query_params.get("pending", "")) if from_page else None
     me = principal.user_id
     # Subscribe before reading the outbox, so an event committed in between is not lost.
     with get_bus().subscribe(principal.workspace_id) as sub:
@@ -88,15 +122,9 @@ async def stream(ws: WebSocket) -> None:
             if begin == "reset":  # the page reloads; this socket goes on from now
                 await ws.send_json({"type": "reset"})
             if begin == "replay":
-                await _catch_up(
-                    ws,
-                    database,
-                    principal.workspace_id,
-                    seen,
-                    me,
-                    shown_up_to=seen.highest if from_page else 0,
-                    pending=pending,
-                )
+                if pending is not None:
+                    seen.from_page(seen.highest, pending)
+                await _catch_up(ws, database, principal.workspace_id, seen, me, pending=pending)
             else:
                 await ws.send_json({"type": "hello", "last_event_id": seen.highest})
         except WebSocketDisconnect:
@@ -155,23 +183,14 @@ async def _catch_up(
     seen: service.Seen,
     me: str,
     *,
-    shown_up_to: int = 0,
-    pending: frozenset[int] = frozenset(),
+    pending: frozenset[int] | None = None,
 ) -> None:
-    """Send what was committed since the client's last event, stragglers included; but
-    what its page shows (the events up to ``shown_up_to`` but the ``pending`` ones) is
-    never sent: an old change would undo a newer one the page drew."""
-    async for event in service.missed(database, workspace_id, seen.highest):
-        if event["id"] <= shown_up_to and event["id"] not in pending:
-            seen.shown.add(event["id"])
-        elif seen.add(event["id"]) and _for(event, me):
+    """Send what was committed since the client's last event: the events of the ``pending``
+    ids its page names, or else the recent stragglers; never what its page shows (``Seen``):
+    an old change would undo a newer one the page drew."""
+    async for event in service.missed(database, workspace_id, seen.highest, pending=pending):
+        if seen.add(event["id"]) and _for(event, me):
             await ws.send_json(event)
-
-
-def _ids(raw: str) -> frozenset[int]:
-    """The ids a query parameter lists (comma-separated), at most as many as a page names."""
-    ids = (service.client_id(p) for p in raw.split(",")[: service.PENDING_CAP])
-    return frozenset(i for i in ids if i is not None)
 
 
 async def _forward(

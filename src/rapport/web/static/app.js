@@ -184,6 +184,7 @@ function connectStream(onEvent) {
   let loops = 0;
   let pollTimer = null;
   let cursor = null;
+  let pending = null; // the ids below the cursor whose events may still come, as polls name them
   // A replay after a reconnect (and each poll) may repeat events we have (ids commit out
   // of order on PostgreSQL, so the server resends recent ones): each id is handled once.
   const seen = new Set();
@@ -202,21 +203,29 @@ function connectStream(onEvent) {
     if (polling) return;
     const mine = polling = ++loops; // a loop left behind by unpoll() stops at its next step
     cursor = last;
+    // From the page: the ids pending as it rendered come if they commit (as to its socket).
+    // After a socket: none known, and the first poll sends the recent ones again instead.
+    pending = fromPage ? document.body.dataset.pendingEventIds || "" : null;
     fromPage = false; // the socket that opens later replays the recent ones too
     const tick = async () => {
       if (polling !== mine) return;
       let wait = document.visibilityState === "visible" ? POLL_MS : POLL_HIDDEN_MS;
       try {
         // A request a proxy leaves hanging must not stop the loop: given up after 20 s.
+        const since = cursor === null ? ""
+          : `?after=${cursor}${pending === null ? "" : `&pending=${pending}`}`;
         const page = await Promise.race([
-          api("GET", `/api/v1/events${cursor === null ? "" : `?after=${cursor}`}`),
+          api("GET", `/api/v1/events${since}`),
           new Promise((_, fail) => setTimeout(() => fail(new Error("no answer")), 20000)),
         ]);
         if (polling !== mine) return;
         // Away longer than the server keeps events: what was missed is reloaded whole.
         if (page.reset) { location.reload(); return; }
         page.events.forEach(handle);
+        // Each poll names the ids below its cursor still to come (PostgreSQL commits ids
+        // out of order): the next one brings those that committed meanwhile.
         cursor = page.cursor;
+        pending = (page.pending || []).join(",");
         if (page.more) wait = 0;
       } catch (e) { /* offline a moment, or no answer: the next tick asks again */ }
       if (polling === mine) pollTimer = setTimeout(tick, wait);
