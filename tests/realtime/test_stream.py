@@ -253,6 +253,52 @@ def test_two_processes_on_postgresql_and_redis_deliver_each_others_events(
             queued = session.scalars(select(Job.args).where(Job.name == "automation")).all()
         db.dispose()
         assert after["id"] in [q.get("message_id") for q in queued]
+
+        # Who views and types in a conversation, said over a socket to one process, reaches
+        # a colleague's socket on the other (through Redis), and her leaving too.
+        link = subprocess.run(
+            [*cli, "workspace", "invite", name, "--email", f"k-{name[-6:]}@scale.test"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        joined = httpx.post(
+            f"{a}/api/v1/invitations/accept",
+            json={"token": link.split("#", 1)[1], "password": "a long password", "name": "Kim"},
+            timeout=30,
+        )
+        assert joined.status_code == 201, joined.text
+        kim = subprocess.run(
+            [*cli, "token", "create", "--workspace", name, "--email", f"k-{name[-6:]}@scale.test"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        conv = stored["conversation_id"]
+
+        def passing(ws: Any) -> dict[str, Any]:
+            while (said := json.loads(ws.recv(timeout=10)))["id"] != 0:
+                pass
+            return said  # type: ignore[no-any-return]
+
+        with websockets.connect(
+            f"ws://127.0.0.1:{ports[0]}/api/v1/stream?token={token}", open_timeout=10
+        ) as owner:
+            json.loads(owner.recv(timeout=10))
+            owner.send(json.dumps({"type": "viewing", "conversation_id": conv}))
+            with websockets.connect(
+                f"ws://127.0.0.1:{ports[1]}/api/v1/stream?token={kim}", open_timeout=10
+            ) as colleague:
+                json.loads(colleague.recv(timeout=10))
+                colleague.send(json.dumps({"type": "viewing", "conversation_id": conv}))
+                viewing = passing(owner)
+                assert viewing["type"] == "agent.viewing"
+                assert viewing["payload"]["name"] == "Kim"
+                colleague.send(json.dumps({"type": "typing", "conversation_id": conv}))
+                assert passing(owner)["type"] == "agent.typing"
+            assert passing(owner)["type"] == "agent.left"
     finally:
         for s in servers:
             s.terminate()

@@ -11,10 +11,9 @@ from rapport.assistant import suggest
 from rapport.auth.deps import CurrentAgent, CurrentMember, Db, ReadDb
 from rapport.auth.models import User
 from rapport.auth.views import actor_of
-from rapport.bus import get_bus
 from rapport.conversations import merging, service
 from rapport.conversations.schemas import ConversationRead
-from rapport.db import utcnow
+from rapport.realtime import presence
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 
@@ -39,22 +38,11 @@ def related_conversations(
 @router.post("/{conversation_id}/viewing", status_code=204)
 def viewing(conversation_id: str, principal: CurrentMember, db: ReadDb) -> Response:
     """This agent has the conversation open (sent every few seconds while it is): the others
-    who open it see a collision notice. Nothing is stored."""
+    who open it see a collision notice. Nothing is stored. (A page with a socket says so
+    over it: this is for a page whose socket cannot open.)"""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     user = db.get(User, principal.user_id)
-    get_bus().publish(
-        {
-            "id": 0,
-            "workspace_id": conv.workspace_id,
-            "type": "agent.viewing",
-            "payload": {
-                "conversation_id": conv.id,
-                "user_id": principal.user_id,
-                "name": user.name if user else "",
-            },
-            "created_at": utcnow().isoformat(),
-        }
-    )
+    presence.viewing(conversation=conv, user_id=principal.user_id, name=user.name if user else "")
     return Response(status_code=204)
 
 

@@ -2,18 +2,22 @@
 
 import asyncio
 import contextlib
+import logging
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from rapport.auth.deps import CurrentMember, ReadDb, websocket_principal
 from rapport.auth.service import Principal
 from rapport.bus import Subscription, get_bus
 from rapport.db import Database
 from rapport.problems import Invalid
-from rapport.realtime import service
+from rapport.realtime import presence, service
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
 
 
@@ -100,6 +104,12 @@ async def stream(ws: WebSocket) -> None:
     ``from_page=1`` and ``pending=`` the ids below it no row held then: what committed
     between its render and its socket is sent first, those pending ones included (on
     PostgreSQL ids commit out of order); what the page shows is not sent again.
+
+    The client says who is on a conversation: ``{"type": "viewing", "conversation_id": ...}``
+    (a page every few seconds while it shows it) and ``{"type": "typing", ...}`` (agents and
+    above). Told to the workspace's other agents on that conversation, in every process,
+    and stored nowhere; ``agent.left`` once the socket closes. Once a socket has said which
+    conversation it views, it is sent what is said of that one alone.
     """
     principal = await websocket_principal(ws)
     if principal is None:
@@ -129,10 +139,11 @@ async def stream(ws: WebSocket) -> None:
                 await ws.send_json({"type": "hello", "last_event_id": seen.highest})
         except WebSocketDisconnect:
             return  # gone before its first word (a page left at once), not an error
-        receiver = asyncio.create_task(_drain_client(ws))
+        here = presence.Presence(principal)
+        receiver = asyncio.create_task(_hear_client(ws, database, here))
         watcher = asyncio.create_task(_while_allowed(ws, principal, receiver))
         try:
-            await _forward(ws, sub, database, principal.workspace_id, seen, receiver, me)
+            await _forward(ws, sub, database, principal.workspace_id, seen, receiver, here)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -141,6 +152,8 @@ async def stream(ws: WebSocket) -> None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
+            with contextlib.suppress(Exception):  # said on the bus, which may be away
+                await run_in_threadpool(here.leave)
         if revoked:
             with contextlib.suppress(Exception):
                 await ws.close(code=_POLICY_VIOLATION, reason="signed out")
@@ -200,21 +213,36 @@ async def _forward(
     workspace_id: str,
     seen: service.Seen,
     receiver: "asyncio.Task[None]",
-    me: str,
+    here: presence.Presence,
 ) -> None:
+    me = here.principal.user_id
     async for event in sub.listen(receiver, quiet=get_bus().quiet):
         if event is None or sub.overflowed:  # quiet, or the client fell behind: the outbox
             sub.overflowed = False
             await _catch_up(ws, database, workspace_id, seen, me)
             continue
-        # Ephemeral events (typing, viewing) have no id and are never replayed.
-        fresh = not event["id"] or seen.add(event["id"], live=True)  # not sent by a catch-up
-        if fresh and _for(event, me):
+        # Passing events (typing, viewing) have no id and are never replayed; those of one
+        # conversation go to the sockets of the pages that show it.
+        if not event["id"]:
+            if here.wants(event) and _for(event, me):
+                await ws.send_json(event)
+        elif seen.add(event["id"], live=True) and _for(event, me):  # not sent by a catch-up
             await ws.send_json(event)
 
 
-async def _drain_client(ws: WebSocket) -> None:
-    """Read (and ignore) what the client sends, so a close from its side is noticed."""
+async def _hear_client(ws: WebSocket, database: Database, here: presence.Presence) -> None:
+    """Read what the client says (who is viewing or typing: ``presence``) until it closes;
+    what is not JSON text is ignored."""
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
-            await ws.receive_text()
+            said = await ws.receive()
+            if said["type"] == "websocket.disconnect":
+                return
+            try:
+                message = orjson.loads(said.get("text") or b"")
+            except orjson.JSONDecodeError:
+                continue
+            try:
+                await run_in_threadpool(here.hear, database, message)
+            except Exception:  # the database or the bus away a moment: said again soon
+                log.warning("presence not said", extra={"event": "presence.failed"})

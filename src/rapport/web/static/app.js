@@ -233,6 +233,14 @@ function connectStream(onEvent) {
     tick();
   };
   const unpoll = () => { polling = 0; clearTimeout(pollTimer); };
+  // What the page tells its colleagues now and nobody keeps (viewing, typing: ``say``)
+  // goes over the open socket; without one, ``say`` asks by request.
+  let live = null;
+  document.addEventListener("rapport:say", (ev) => {
+    if (!live) return;
+    live.send(JSON.stringify({ type: ev.detail.type, conversation_id: ev.detail.conversation_id }));
+    ev.detail.sent = true;
+  });
   const open = () => {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     // The ids below the page's newest event that were pending as it rendered come if they
@@ -245,6 +253,7 @@ function connectStream(onEvent) {
     // The socket replays from the last event we saw whatever came while we polled.
     ws.onopen = () => {
       opened = true; delay = 500; fromPage = false; unopened = 0; unpoll();
+      live = ws;
       // What is said only to those listening now (who is viewing) can reach this page from
       // here on: the customer panel tells its colleagues it is here (panel.js).
       document.body.dataset.streamOpen = "1";
@@ -260,12 +269,23 @@ function connectStream(onEvent) {
     // Reconnect with the last id we saw: the server replays whatever we missed. Twice no
     // socket at all: poll meanwhile.
     ws.onclose = () => {
+      if (live === ws) live = null;
+      delete document.body.dataset.streamOpen;
       if (!opened && ++unopened >= 2) poll();
       setTimeout(open, delay);
       delay = Math.min(delay * 2, 10000);
     };
   };
   open();
+}
+
+// Tell the colleagues on a conversation that this agent is ``viewing`` it or ``typing`` in
+// it: over the page's socket when one is open (``connectStream``), else by a request to
+// ``path`` (a page that polls). Nothing of it is kept.
+function say(type, conversationId, path) {
+  const detail = { type, conversation_id: conversationId, sent: false };
+  document.dispatchEvent(new CustomEvent("rapport:say", { detail }));
+  if (!detail.sent) background("POST", path).catch(() => null);
 }
 
 // This page as the server draws it now (a live list is redrawn from it), or null when it
@@ -912,7 +932,7 @@ function setupConversation() {
     // The customer's widget (and colleagues) see "typing…"; at most one ping every 3 s.
     if (Date.now() - lastTyping > 3000 && new FormData(composer).get("mode") !== "note") {
       lastTyping = Date.now();
-      background("POST", `/api/v1/conversations/${id}/typing`).catch(() => null);
+      say("typing", id, `/api/v1/conversations/${id}/typing`);
     }
   });
   const markRead = () => background("POST", `/api/v1/conversations/${id}/read`).catch(() => null);

@@ -567,6 +567,9 @@ function collisions(box, conversationId) {
       return;
     }
     if (!p.user_id || p.user_id === me) return;
+    // A colleague's page on it is gone (its socket closed): off the notice at once, not
+    // 40 s later. Another page of theirs still on it says so again at its next ping.
+    if (e.type === "agent.left") others.delete(p.user_id);
     if (e.type === "agent.viewing") {
       const known = others.get(p.user_id);
       const typing = known && known.what === "typing a reply" && known.until > Date.now();
@@ -583,9 +586,12 @@ function collisions(box, conversationId) {
     render();
   });
   let pinged = 0;
+  // Over the page's socket when it is open (app.js's "rapport:say"), else by a request.
   const ping = () => {
     pinged = Date.now();
-    return background("POST", `/api/v1/conversations/${conversationId}/viewing`).catch(() => null);
+    const detail = { type: "viewing", conversation_id: conversationId, sent: false };
+    document.dispatchEvent(new CustomEvent("rapport:say", { detail }));
+    if (!detail.sent) background("POST", `/api/v1/conversations/${conversationId}/viewing`).catch(() => null);
   };
   const answer = () => { if (document.visibilityState === "visible" && Date.now() - pinged > 500) ping(); };
   // First told once our socket is open: a colleague's answer is said only to those
