@@ -11,6 +11,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -37,6 +38,10 @@ RETRY_AFTER = 5.0
 # publish failed).
 QUIET_SECONDS = 15.0
 Event = dict[str, Any]
+# What is said (who is viewing, typing) is kept this long for the pages that poll, at most
+# SAID_MAX a workspace.
+SAID_SECONDS = 15.0
+SAID_MAX = 500
 
 
 class Subscription:
@@ -97,6 +102,10 @@ class LocalBus:
         self._subs: dict[str, set[Subscription]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        # What was said lately (events with no id: who is viewing, typing), per workspace,
+        # for the pages that poll (no socket to hear it on): (when heard, event).
+        self._said: dict[str, deque[tuple[float, Event]]] = {}
+        self._swept = 0.0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -123,8 +132,31 @@ class LocalBus:
             pass
 
     def _deliver(self, event: Event) -> None:
+        if not event["id"]:
+            self._keep_said(event)
         for sub in tuple(self._subs.get(event["workspace_id"], ())):
             sub.offer(event)
+
+    def _keep_said(self, event: Event) -> None:
+        # The wall clock, not this process's own: a page's next poll may reach another.
+        now = time.time()
+        with self._lock:
+            said = self._said.setdefault(event["workspace_id"], deque(maxlen=SAID_MAX))
+            said.append((now, event))
+            if now > self._swept + SAID_SECONDS:  # the quiet workspaces' go
+                self._swept = now
+                for quiet in [w for w, d in self._said.items() if d[-1][0] < now - SAID_SECONDS]:
+                    del self._said[quiet]
+
+    def said(self, workspace_id: str, *, heard_after: float) -> tuple[list[Event], float]:
+        """What this process heard said in the workspace (events with no id) after
+        ``heard_after`` (seconds since the epoch, as last returned; 0 for the last
+        SAID_SECONDS), and the time to ask after next."""
+        now = time.time()
+        since = max(heard_after, now - SAID_SECONDS)
+        with self._lock:
+            kept = list(self._said.get(workspace_id, ()))
+        return [e for at, e in kept if at > since], now
 
     @contextlib.contextmanager
     def subscribe(self, workspace_id: str) -> Iterator[Subscription]:

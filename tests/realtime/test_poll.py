@@ -274,3 +274,31 @@ def test_two_transactions_that_commit_out_of_id_order_both_reach_a_polling_page(
     after = then(client, world.bob, meanwhile)
     assert [(e["id"], e["type"]) for e in after["events"]] == [(late_id, "test.late")]
     assert late_id not in after["pending"]
+
+
+def test_a_poll_says_who_is_viewing_and_typing_once(client: TestClient, world: World) -> None:
+    # A page that polls heard nothing of what is said and never stored: no collision notice
+    # behind a proxy that drops WebSockets.
+    import time
+
+    conv = world.acme.opened.conversation.id
+    start = poll(client, world.bob)
+    for said in ("viewing", "typing"):
+        r = client.post(f"/api/v1/conversations/{conv}/{said}", headers=auth(world.alice))
+        assert r.status_code == 204
+    page = then(client, world.bob, start)
+    for _ in range(50):  # heard on the server's bus a moment later
+        if len(page["said"]) == 2:
+            break
+        time.sleep(0.1)
+        page = then(client, world.bob, start)
+    assert [(e["type"], e["payload"]["user_id"]) for e in page["said"]] == [
+        ("agent.viewing", world.acme.users["alice"].id),
+        ("agent.typing", world.acme.users["alice"].id),
+    ]
+    assert page["said"][0]["payload"]["conversation_id"] == conv
+    params = {"after": page["cursor"], "said_after": page["said_at"]}
+    again = client.get("/api/v1/events", params=params, headers=auth(world.bob)).json()
+    assert again["said"] == []
+    # Another workspace hears none of it.
+    assert poll(client, world.mallory, 0, [])["said"] == []

@@ -63,3 +63,25 @@ def test_a_page_without_a_socket_is_still_seen_viewing_and_typing(
     alice.fill("#composer textarea", "Looking into it")
     expect(bob.locator("#collision")).to_contain_text("Alice is typing a reply")
     assert any(u.endswith("/viewing") for u in asked) and any(u.endswith("/typing") for u in asked)
+
+
+def test_two_agents_whose_pages_poll_see_each_other(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # Polls carried only stored events: behind a proxy that drops WebSockets neither page
+    # ever showed the other's agent viewing or typing.
+    conv = world.acme.opened.conversation.id
+    pages = {}
+    for email in ("alice@acme.test", "bob@acme.test"):
+        context = browser.new_context()
+        context.add_init_script(NO_SOCKETS)
+        page = context.new_page()
+        sign_in(page, live_server, email, f"/app/conversations/{conv}")
+        pages[email] = page
+    alice, bob = pages["alice@acme.test"], pages["bob@acme.test"]
+    expect(alice.locator("#collision")).to_contain_text("Bob is viewing this conversation")
+    expect(bob.locator("#collision")).to_contain_text("Alice is viewing this conversation")
+    alice.fill("#composer textarea", "Looking into it")
+    expect(bob.locator("#collision")).to_contain_text("Alice is typing a reply")

@@ -30,6 +30,12 @@ class EventsPage(BaseModel):
         "`cursor` whose events may still commit",
     )
     more: bool = Field(description="a page was full: poll again at once")
+    said: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="what was said lately and is not stored (who is viewing or typing in "
+        "a conversation), after `said_after`",
+    )
+    said_at: float = Field(default=0.0, description="pass as `said_after` to the next poll")
     reset: bool = Field(
         default=False, description="the events after `after` were pruned: reload instead"
     )
@@ -52,10 +58,12 @@ def poll_events(
             description="the ids the last poll (or the page, as it rendered) named pending",
         ),
     ] = None,
+    said_after: Annotated[float, Query(ge=0, le=1e12, allow_inf_nan=False)] = 0.0,
 ) -> EventsPage:
     """The workspace's events after `after`, for a client that cannot hold the stream open
     (a proxy that drops WebSockets): the stored events the stream carries (not the passing
-    ones: who is typing or viewing). Without `after`, only the cursor to start from.
+    ones, who is typing or viewing, are in `said`: what was said since `said_after`, or in
+    the last few seconds). Without `after`, only the cursor to start from.
 
     Send `pending` as the last answer gave it (a page, as its `data-pending-event-ids`):
     the events of those ids that committed since come too (on PostgreSQL ids commit out
@@ -83,11 +91,14 @@ def poll_events(
         return EventsPage(events=[], cursor=after, more=False, reset=True)
     page = service.poll(db, workspace_id=principal.workspace_id, after_id=after, pending=named)
     events = [service.as_dict(e) for e in page.events]
+    said, said_at = get_bus().said(principal.workspace_id, heard_after=said_after)
     return EventsPage(
         events=[e for e in events if _for(e, principal.user_id)],
         cursor=page.cursor,
         pending=page.pending,
         more=page.more,
+        said=[e for e in said if _for(e, principal.user_id)],
+        said_at=said_at,
     )
 
 

@@ -185,6 +185,7 @@ function connectStream(onEvent) {
   let pollTimer = null;
   let cursor = null;
   let pending = null; // the ids below the cursor whose events may still come, as polls name them
+  let saidAt = 0; // where the next poll's "what was said" (viewing, typing) begins
   // A replay after a reconnect (and each poll) may repeat events we have (ids commit out
   // of order on PostgreSQL, so the server resends recent ones): each id is handled once.
   const seen = new Set();
@@ -213,7 +214,7 @@ function connectStream(onEvent) {
       try {
         // A request a proxy leaves hanging must not stop the loop: given up after 20 s.
         const since = cursor === null ? ""
-          : `?after=${cursor}${pending === null ? "" : `&pending=${pending}`}`;
+          : `?after=${cursor}${pending === null ? "" : `&pending=${pending}`}&said_after=${saidAt}`;
         const page = await Promise.race([
           api("GET", `/api/v1/events${since}`),
           new Promise((_, fail) => setTimeout(() => fail(new Error("no answer")), 20000)),
@@ -226,6 +227,9 @@ function connectStream(onEvent) {
         // out of order): the next one brings those that committed meanwhile.
         cursor = page.cursor;
         pending = (page.pending || []).join(",");
+        // Who is viewing or typing, which a socket would have heard.
+        (page.said || []).forEach(handle);
+        saidAt = page.said_at || saidAt;
         if (page.more) wait = 0;
       } catch (e) { /* offline a moment, or no answer: the next tick asks again */ }
       if (polling === mine) pollTimer = setTimeout(tick, wait);
