@@ -45,6 +45,7 @@ from rapport.ingest import (
     with_stored_files,
     with_triage,
 )
+from rapport.mail import one_line
 from rapport.problems import NotFound
 from rapport.storage import LocalStorage
 
@@ -549,7 +550,8 @@ class EmailChannel:
         to = self.recipient(out)
         local, domain = address.split("@", 1)
         mail = EmailMessage()
-        mail["From"] = formataddr((str(settings.get("from_name") or out.inbox.name), address))
+        name = one_line(str(settings.get("from_name") or out.inbox.name))
+        mail["From"] = formataddr((name, address))
         mail["To"] = to
         # Whom the agent copied (``conversations.copies``): Cc in the header, Bcc on the
         # envelope alone.
@@ -559,7 +561,9 @@ class EmailChannel:
         if cc:
             mail["Cc"] = ", ".join(cc)
         mail["Reply-To"] = f"{local}+c{out.conversation.id}@{domain}"
-        subject = out.conversation.subject or "Your conversation with us"
+        # The subject as the customer's mail had it may hold line breaks (an encoded word
+        # hides them): the mail library refused the header, and the reply never left.
+        subject = one_line(out.conversation.subject or "") or "Your conversation with us"
         # A conversation we started answers nothing until the customer writes in it: its
         # first mail is no "Re:".
         answering = out.conversation.last_inbound_at is not None or bool(out.thread_refs)
@@ -578,10 +582,11 @@ class EmailChannel:
         if refs:
             mail["In-Reply-To"] = refs[-1]
             mail["References"] = " ".join(refs[-20:])
-        if out.message.kind == MessageKind.bot:
+        if out.message.kind == MessageKind.bot or out.message.sender_type == "system":
             # Said to be automatic (RFC 3834), so another responder (a bot, an out of
-            # office, our own parser) does not answer it: two bots answered each other.
-            mail["Auto-Submitted"] = "auto-replied"
+            # office, our own parser) does not answer it: two bots answered each other, and
+            # a rule's acknowledgement and a vacation responder did.
+            mail["Auto-Submitted"] = "auto-replied" if answering else "auto-generated"
             mail["X-Auto-Response-Suppress"] = "All"
         mail.set_content(out.message.text)
         if out.message.html:
