@@ -16,6 +16,8 @@ from email import message_from_bytes, message_from_string, policy
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
+from rapport.mail import one_line
+
 # Names real mailers put in charset= that Python does not know, and what they mean.
 _CHARSET_ALIASES = {
     "ks_c_5601-1987": "cp949",
@@ -83,9 +85,29 @@ def _header(msg: Message, name: str, problems: list[str]) -> str:
     if value is None:
         return ""
     try:
-        return str(value).strip()
+        text = str(value).strip()
     except Exception:
         return ""
+    if "\ufffd" in text:
+        text = _eight_bit(msg, name) or text
+    return text
+
+
+def _eight_bit(msg: Message, name: str) -> str | None:
+    """A header written in raw 8-bit bytes, read as UTF-8 when it is, else as Windows-1252
+    (an old mailer's Latin-1): the parser reads such bytes as UTF-8 alone, and each
+    accented letter of "René" became U+FFFD."""
+    raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+    if not isinstance(raw, str):
+        return None
+    try:
+        data = raw.encode("ascii", errors="surrogateescape")
+    except UnicodeEncodeError:
+        return None  # read as text already (message_from_string): nothing to read again
+    try:
+        return str(msg.policy.header_factory(name, _decode(data, None))).strip()  # type: ignore[attr-defined]
+    except Exception:
+        return None
 
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -182,7 +204,7 @@ def _parse(raw: bytes) -> ParsedEmail:
     except Exception as exc:  # pragma: no cover - the parser itself is very forgiving
         problems.append(f"message: {type(exc).__name__}")
         msg = message_from_bytes(raw, policy=policy.compat32)
-    from_value = _header(msg, "From", problems)
+    from_value = one_line(_header(msg, "From", problems))
     from_name, parsed_addr = parseaddr(from_value)
     from_addr: str | None = parsed_addr
     if not from_addr or "@" not in from_addr:
@@ -290,7 +312,8 @@ def _parse(raw: bytes) -> ParsedEmail:
         # No part we recognise: keep whatever the body holds rather than nothing.
         body = _content(msg) if not msg.is_multipart() else ""
         text = body
-    subject = _header(msg, "Subject", problems)
+    # On one line: an encoded word may hide line breaks, which no header we write holds.
+    subject = one_line(_header(msg, "Subject", problems))
     return ParsedEmail(
         message_id=next(iter(_ids(_header(msg, "Message-ID", problems))), None),
         in_reply_to=_ids(_header(msg, "In-Reply-To", problems)),
