@@ -2,6 +2,7 @@
 (tests/channels/email/test_email.py has the SMTP frame)."""
 
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from email.utils import make_msgid
 
 from fastapi.testclient import TestClient
@@ -19,6 +20,12 @@ from tests.channels.email.test_email import (
 )
 from tests.conftest import auth
 from tests.factories import World
+
+
+def detail(client: TestClient, world: World, conv: str) -> dict:  # type: ignore[type-arg]
+    r = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
 
 
 def raw_mail(*headers: str, body: bytes = b"Hello\r\n") -> bytes:
@@ -103,3 +110,55 @@ def test_a_latin_1_name_reaches_the_customers_record(
     assert conv["subject"] == "Café"
     customer = client.get(f"/api/v1/customers/{conv['customer_id']}", headers=auth(world.bob))
     assert customer.json()["name"] == "René Dupont"
+
+
+def test_two_mails_of_one_sender_under_one_message_id_are_both_kept(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    # A web form's mailer that writes the same Message-ID on every mail: its second mail,
+    # sent a day later with other words, was answered 250 and dropped as a redelivery.
+    first = customer_mail("Order 1001 arrived broken.", Date="Mon, 07 Dec 2026 09:00:00 +0000")
+    second = customer_mail("Order 1002 never came.", Date="Tue, 08 Dec 2026 09:00:00 +0000")
+    second.replace_header("Message-ID", str(first["Message-ID"]))
+    send(smtp_port, first)
+    send(smtp_port, second)
+    send(smtp_port, second)  # its own redelivery is still one message
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    texts = [m["text"] for m in detail(client, world, conv["id"])["messages"]]
+    assert texts == ["Order 1001 arrived broken.", "Order 1002 never came."]
+
+
+def test_a_mail_redelivered_through_another_route_is_stored_once(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    # The same mail, once directly and once through a list that adds its footer and a
+    # Received line: one message, as its Date and Message-ID say.
+    mail = customer_mail("Please call me.", Date="Mon, 07 Dec 2026 09:00:00 +0000")
+    send(smtp_port, mail)
+    mail["Received"] = "from lists.example.org by mx.acme.test"
+    mail.set_content("Please call me.\n\n--\nThe customers' list")
+    send(smtp_port, mail)
+    [conv] = conversations(client, world, mail_inbox)
+    assert conv["messages_count"] == 1
+
+
+def test_what_a_plain_text_mail_says_above_a_forwarded_html_mail_is_shown() -> None:
+    # The HTML parts alone made the message's HTML, which agents are shown: a customer's
+    # plain-text words above a forwarded HTML mail were hidden, the forwarded mail shown.
+    inner = EmailMessage()
+    inner["From"] = "Bank <alerts@bank.example>"
+    inner["Subject"] = "Verify your account"
+    inner.set_content("Click here.")
+    inner.add_alternative("<p>Click <a href='https://bank.example'>here</a>.</p>", subtype="html")
+    mail = customer_mail("Is this real?\nMy card ends in 42 & I'm <worried>.")
+    mail.add_attachment(inner)
+    parsed = parse(mail.as_bytes())
+    assert parsed.html is not None
+    assert parsed.html.index("Is this real?<br>") < parsed.html.index("Click <a")
+    assert "I&#x27;m &lt;worried&gt;" in parsed.html
+    # A mail with HTML of its own shows that once, not its text part again.
+    own = customer_mail("Hello")
+    own.add_alternative("<p>Hello</p>", subtype="html")
+    assert parse(own.as_bytes()).html == "<p>Hello</p>\n"
+    assert parse(customer_mail("Plain alone").as_bytes()).html is None

@@ -163,10 +163,11 @@ def _normal(address: str) -> str | None:
         return None
 
 
-def _taken_by_another(db: Session, inbox_id: str, external_id: str, sender: str | None) -> bool:
-    """Whether a mail of another sender is stored under this Message-ID in the inbox. Our
-    own mail come back (through an address it copied that forwards here) is no other's:
-    it is the message we sent, so nothing more is stored."""
+def _taken_by_another(db: Session, inbox_id: str, external_id: str, parsed: ParsedEmail) -> bool:
+    """Whether another mail is stored under this Message-ID in the inbox: another sender's,
+    or its sender's written at another time (a mailer that writes one Message-ID on every
+    mail). Our own mail come back (through an address it copied that forwards here) is no
+    other's: it is the message we sent, so nothing more is stored."""
     row = db.execute(
         select(Message.direction, Message.meta).where(
             Message.inbox_id == inbox_id, Message.external_id == external_id
@@ -174,8 +175,13 @@ def _taken_by_another(db: Session, inbox_id: str, external_id: str, sender: str 
     ).first()
     if row is None or row.direction == Direction.outbound:
         return False
-    earlier = str(((row.meta or {}).get("email") or {}).get("from") or "")
-    return earlier.lower() != (sender or "").lower()
+    meta = row.meta or {}
+    earlier = str((meta.get("email") or {}).get("from") or "")
+    if earlier.lower() != (parsed.from_addr or "").lower():
+        return True
+    # A redelivery (by another route, a list's copy with its footer) keeps the Date.
+    written = meta.get("sent_at")
+    return bool(written and parsed.date and written != parsed.date.isoformat())
 
 
 @dataclass
@@ -256,10 +262,10 @@ def prepare_email(
     attachments.append(InboundAttachment("original.eml", "message/rfc822", raw))
     by_content = "<sha256:" + hashlib.sha256(raw).hexdigest() + ">"
     external_id = (parsed.message_id or by_content)[:300]
-    if parsed.message_id and _taken_by_another(db, inbox.id, external_id, parsed.from_addr):
+    if parsed.message_id and _taken_by_another(db, inbox.id, external_id, parsed):
         # A mailer that reuses its Message-IDs, or a forgery: not a redelivery of that mail.
         external_id = by_content
-        meta["email"]["problems"] = [*parsed.problems, "Message-ID: another sender's mail had it"]
+        meta["email"]["problems"] = [*parsed.problems, "Message-ID: another mail had it"]
     hint, copied = _thread_hint(db, workspace_id=inbox.workspace_id, parsed=parsed)
     msg = InboundMessage(
         inbox_id=inbox.id,

@@ -234,6 +234,9 @@ def _parse(raw: bytes) -> ParsedEmail:
     bounced_to: list[str] = []
     report_read = False
     returned: set[int] = set()  # the parts of a message a report returned whole
+    # Text parts an HTML alternative says again: the HTML shown holds the others too.
+    covered = _said_in_html(msg)
+    shown: list[str] = []  # the HTML shown, part by part, in the message's order
     for part in msg.walk():
         if id(part) in returned:
             continue  # what we sent, not what the report says
@@ -266,9 +269,12 @@ def _parse(raw: bytes) -> ParsedEmail:
                     bounce_of += _ids(line.split(":", 1)[1])
         if ctype == "text/plain" and disposition != "attachment" and not filename:
             texts.append(_content(part))
+            if id(part) not in covered and texts[-1].strip():
+                shown.append(_as_html(texts[-1]))
             continue
         if ctype == "text/html" and disposition != "attachment" and not filename:
             htmls.append(_content(part))
+            shown.append(htmls[-1])
             continue
         if ctype == "message/delivery-status":
             continue
@@ -305,7 +311,9 @@ def _parse(raw: bytes) -> ParsedEmail:
         returned_ids, bounced_to = _plain_bounce_of(msg, text, problems)
         bounce_of = returned_ids if bounced_to else []
         report_read = bool(bounced_to)
-    html = "\n".join(htmls) if htmls else None
+    # Only the HTML parts were shown: a plain-text mail forwarding an HTML one showed the
+    # forwarded mail alone, and never what the customer wrote above it.
+    html = "\n".join(shown) if htmls else None
     if not text.strip() and html:
         text = html_to_text(html)
     if not text.strip() and not html and not attachments:
@@ -335,6 +343,25 @@ def _parse(raw: bytes) -> ParsedEmail:
         problems=problems,
         authentication_results=_all(msg, "Authentication-Results"),
     )
+
+
+def _said_in_html(msg: Message) -> set[int]:
+    """The text/plain parts (by ``id``) of each multipart/alternative that has an HTML
+    part: the same words, which the HTML shows."""
+    covered: set[int] = set()
+    for part in msg.walk():
+        if part.get_content_type() != "multipart/alternative":
+            continue
+        inside = list(part.walk())
+        if any(p.get_content_type() == "text/html" for p in inside):
+            covered |= {id(p) for p in inside if p.get_content_type() == "text/plain"}
+    return covered
+
+
+def _as_html(text: str) -> str:
+    """A text part shown among HTML ones: escaped, its lines kept."""
+    lines = htmllib.escape(text.strip()).splitlines()
+    return "<p>" + "<br>\n".join(lines) + "</p>"
 
 
 def _failed_recipients(part: Message) -> tuple[bool, list[str]]:
