@@ -9,7 +9,8 @@ import hashlib
 import re
 import smtplib
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
@@ -32,6 +33,7 @@ from rapport.conversations.models import (
     Direction,
     Message,
     MessageKind,
+    Status,
 )
 from rapport.customers import duplicates
 from rapport.customers.identity import InvalidHandle, handle, normalize
@@ -48,6 +50,7 @@ from rapport.ingest import (
 from rapport.mail import one_line
 from rapport.problems import NotFound
 from rapport.storage import LocalStorage
+from rapport.workspaces.models import Workspace
 
 _TOKEN_ADDR = re.compile(r"\+c([0-9a-f]{32})@", re.IGNORECASE)
 _TOKEN_SUBJECT = re.compile(r"\[#([0-9a-f]{32})\]", re.IGNORECASE)
@@ -106,6 +109,36 @@ def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> tupl
             return m.group(1).lower(), False
     m = _TOKEN_SUBJECT.search(parsed.subject)
     return (m.group(1).lower() if m else None), False
+
+
+def _new_mail_to_old_address(parsed: ParsedEmail, hint: str | None) -> bool:
+    """Whether the conversation was found by our reply address alone, in a mail that
+    answers nothing (no In-Reply-To, no References, not the subject's token): a mail
+    client's address book offers ``support+c<id>@`` for any new mail, months later."""
+    return bool(
+        hint
+        and not parsed.in_reply_to
+        and not parsed.references
+        and f"[#{hint}]" not in parsed.subject.lower()
+    )
+
+
+def _closed_for_new_mail(db: Session, conversation_id: str, settings: Settings) -> bool:
+    """Whether the conversation (where its merges end) was resolved longer ago than its
+    workspace reopens a conversation for a customer's new mail."""
+    conv = db.get(Conversation, conversation_id)
+    for _ in range(32):
+        if conv is None or not conv.merged_into_id:
+            break
+        conv = db.get(Conversation, conv.merged_into_id)
+    if conv is None or conv.status != Status.resolved:
+        return False
+    workspace = db.get(Workspace, conv.workspace_id)
+    hours = ((workspace.settings if workspace else None) or {}).get(
+        "reopen_window_hours", settings.reopen_window_hours
+    )
+    resolved_at = conv.resolved_at or conv.last_activity_at
+    return bool(utcnow() - resolved_at > timedelta(hours=int(hours)))
 
 
 def _addressed_in(
@@ -193,6 +226,9 @@ class PreparedEmail:
     # A colleague's own mail in a thread (copied, answering all from their mailbox): the
     # member it is from and their role, stored as theirs in the thread (``_from_colleague``).
     colleague: tuple[str, Role] | None = None
+    # Its conversation found by our reply address alone: a new mail, unless that
+    # conversation may still be reopened (``_closed_for_new_mail``).
+    by_address_alone: bool = False
 
 
 def prepare_email(
@@ -287,6 +323,7 @@ def prepare_email(
         parsed,
         with_stored_files(msg, storage) if storage else msg,
         colleague(db, inbox.workspace_id, parsed.from_addr) if hint else None,
+        _new_mail_to_old_address(parsed, hint),
     )
 
 
@@ -303,6 +340,13 @@ def store_email(
     inbox = db.get(Inbox, msg.inbox_id)
     if inbox is None:
         raise NotFound("inbox")  # deleted since it was prepared
+    if prepared.by_address_alone and _closed_for_new_mail(
+        db, msg.conversation_hint or "", settings
+    ):
+        # A new mail to the reply address of a conversation resolved long ago: threaded as
+        # any new mail of the customer's (it reopened last spring's thread).
+        msg = replace(msg, conversation_hint=None)
+        prepared = replace(prepared, msg=msg, colleague=None)
     bounced = list(dict.fromkeys(parsed.bounce_of))[:MAX_LOOKED_UP_IDS]
     # A report whose recipients' blocks say none failed (a delay notice) fails nothing.
     if bounced and (parsed.bounced_to or not parsed.report_read):

@@ -1,0 +1,100 @@
+"""The thread never splits, and an old one is not joined by what is no reply to it: a
+customer's new mail months later is a conversation of its own
+(tests/channels/email/test_email.py has the SMTP frame)."""
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from rapport.config import Settings
+from rapport.conversations.models import Conversation, Status
+from rapport.db import Database, utcnow
+from tests.channels.email.test_email import (
+    Outbox,
+    answer,
+    conversations,
+    customer_mail,
+    last_message,
+    send,
+)
+from tests.factories import World
+
+
+def resolved_long_ago(database: Database, conv: str, days: int = 90) -> None:
+    then = utcnow() - timedelta(days=days)
+    with database.session() as db:
+        db.execute(
+            update(Conversation)
+            .where(Conversation.id == conv)
+            .values(status=Status.resolved, resolved_at=then, last_activity_at=then)
+        )
+
+
+def test_a_new_mail_to_the_reply_address_a_client_remembered_starts_a_new_conversation(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # Her mail client offered support+c<old conversation>@ (our Reply-To) for a new mail
+    # months later, about something else: it reopened the old conversation, resolved
+    # long past the reopen window, and her new question sat in a thread of last spring.
+    send(smtp_port, customer_mail("My first order is late.", subject="Order 1001"))
+    [old] = conversations(client, world, mail_inbox)
+    answer(client, world, database, settings, old["id"], "Sorry, it ships today.")
+    resolved_long_ago(database, old["id"])
+    new = customer_mail("Do you ship to Norway?", subject="Shipping question")
+    new.replace_header("To", f"support+c{old['id']}@acme.test")
+    send(smtp_port, new)
+    convs = {c["id"]: c for c in conversations(client, world, mail_inbox)}
+    assert len(convs) == 2 and convs[old["id"]]["status"] == "resolved"
+    [fresh] = [c for c in convs.values() if c["id"] != old["id"]]
+    assert fresh["subject"] == "Shipping question"
+
+
+def test_a_real_reply_to_an_old_conversation_still_reopens_it(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    send(smtp_port, customer_mail("My first order is late.", subject="Order 1001"))
+    [old] = conversations(client, world, mail_inbox)
+    answer(client, world, database, settings, old["id"], "Sorry, it ships today.")
+    ours = last_message(client, world, old["id"])["external_id"]
+    resolved_long_ago(database, old["id"])
+    # Her client keeps our headers, or only our reply address and the subject's token, or
+    # only the reply address while the subject goes on (a client that drops In-Reply-To).
+    by_headers = customer_mail("It never came.", subject="Re: Order 1001", In_Reply_To=ours)
+    by_token = customer_mail("Still nothing.", subject=f"Re: Order 1001 [#{old['id']}]")
+    by_token.replace_header("To", f"support+c{old['id']}@acme.test")
+    for mail in (by_headers, by_token):
+        send(smtp_port, mail)
+        resolved_long_ago(database, old["id"])
+    assert [c["id"] for c in conversations(client, world, mail_inbox)] == [old["id"]]
+
+
+def test_a_new_mail_with_the_same_subject_months_later_is_a_new_conversation(
+    client: TestClient, world: World, database: Database, mail_inbox: str, smtp_port: int
+) -> None:
+    send(smtp_port, customer_mail("Where is it?", subject="My order"))
+    [old] = conversations(client, world, mail_inbox)
+    resolved_long_ago(database, old["id"])
+    send(smtp_port, customer_mail("Another order, another question.", subject="RE: My order"))
+    assert len(conversations(client, world, mail_inbox)) == 2
+    # Within the reopen window the same customer's mail reopens her last conversation.
+    with database.session() as db:
+        db.execute(
+            update(Conversation)
+            .where(Conversation.id != old["id"])
+            .values(status=Status.resolved, resolved_at=utcnow() - timedelta(hours=1))
+        )
+    send(smtp_port, customer_mail("One more thing.", subject="My order"))
+    assert len(conversations(client, world, mail_inbox)) == 2
