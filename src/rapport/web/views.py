@@ -22,6 +22,7 @@ from rapport.automation import service as automation
 from rapport.automation.models import Webhook
 from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
+from rapport.channels.email import inline as email_inline
 from rapport.channels.models import Inbox
 from rapport.conversations import files as conversation_files
 from rapport.conversations import labels as label_list
@@ -49,6 +50,10 @@ from rapport.workspaces.models import BusinessCalendar
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+# A mail's cid: images, drawn from the attachments they were stored as (message.html).
+templates.env.filters["inline_images"] = lambda markup, m, files: email_inline.shown(
+    markup, meta=m.meta, files=files, conversation_id=m.conversation_id, message_id=m.id
+)
 router = APIRouter(include_in_schema=False)
 
 

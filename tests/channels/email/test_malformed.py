@@ -19,7 +19,7 @@ from tests.channels.email.test_email import (
     send,
 )
 from tests.conftest import auth
-from tests.factories import World
+from tests.factories import PASSWORD, World
 
 
 def detail(client: TestClient, world: World, conv: str) -> dict:  # type: ignore[type-arg]
@@ -162,3 +162,34 @@ def test_what_a_plain_text_mail_says_above_a_forwarded_html_mail_is_shown() -> N
     own.add_alternative("<p>Hello</p>", subtype="html")
     assert parse(own.as_bytes()).html == "<p>Hello</p>\n"
     assert parse(customer_mail("Plain alone").as_bytes()).html is None
+
+
+def test_an_image_pasted_into_a_mail_is_shown_where_it_was_pasted(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    # Its HTML said <img src="cid:...">, which no browser loads: every screenshot pasted
+    # into a mail showed as a broken image, findable only among the files below it.
+    png = b"\x89PNG\r\n\x1a\n" + b"pixels" * 10
+    mail = customer_mail("See the screenshot.")
+    mail.add_alternative(
+        '<p>See the screenshot:</p><img src="cid:shot%231@example.org" alt="shot">'
+        '<img src="cid:gone@example.org" alt="not attached">',
+        subtype="html",
+    )
+    html_part = mail.get_payload()[1]
+    html_part.add_related(png, maintype="image", subtype="png", cid="<shot#1@example.org>")
+    send(smtp_port, mail)
+    [conv] = conversations(client, world, mail_inbox)
+    [message] = detail(client, world, conv["id"])["messages"]
+    files = client.get(
+        f"/api/v1/conversations/{conv['id']}/messages/{message['id']}/attachments",
+        headers=auth(world.bob),
+    ).json()
+    [image] = [f for f in files if f["content_type"] == "image/png"]
+    r = client.post("/api/v1/auth/login", json={"email": "bob@acme.test", "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    page = client.get(f"/app/conversations/{conv['id']}").text
+    src = f"/api/v1/conversations/{conv['id']}/messages/{message['id']}/attachments/{image['id']}"
+    assert f'<img src="{src}" alt="shot">' in page
+    assert '<img src="cid:gone@example.org" alt="not attached">' in page
+    assert client.get(src).content == png

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from rapport.auth.models import Membership, Role, User
 from rapport.channels import base
-from rapport.channels.email import sender_auth
+from rapport.channels.email import inline, sender_auth
 from rapport.channels.email.parse import ParsedEmail, parse
 from rapport.channels.email.replies import visible_reply
 from rapport.channels.models import Inbox
@@ -288,6 +288,9 @@ def prepare_email(
     )
     if verdict is not None:
         meta["email"]["sender_auth"] = verdict
+    cids = inline.content_ids([(a.content_id, a.data) for a in parsed.attachments], hashlib.sha256)
+    if cids:
+        meta["email"]["inline"] = cids  # the HTML's cid: images (``inline.shown``)
     text = visible or parsed.text.strip()
     if notes:
         text = (text + "\n\n" if text else "") + "\n".join(f"[{n}]" for n in notes)
