@@ -13,11 +13,13 @@ from rapport.db import Database, utcnow
 from tests.channels.email.test_email import (
     Outbox,
     answer,
+    bounce,
     conversations,
     customer_mail,
     last_message,
     send,
 )
+from tests.conftest import auth, sqlite_only, sqlite_plans
 from tests.factories import World
 
 
@@ -98,3 +100,31 @@ def test_a_new_mail_with_the_same_subject_months_later_is_a_new_conversation(
         )
     send(smtp_port, customer_mail("One more thing.", subject="My order"))
     assert len(conversations(client, world, mail_inbox)) == 2
+
+
+@sqlite_only
+def test_a_reply_finds_its_thread_and_a_bounce_its_mail_by_index(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # The Message-IDs a mail names were looked up by workspace: no index starts with it,
+    # and each reply and each bounce read every message of the workspace.
+    first = customer_mail("Hello")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    answer(client, world, database, settings, conv["id"], "Hi Dana")
+    ours = last_message(client, world, conv["id"])["external_id"]
+    with sqlite_plans(database, "messages.external_id IN") as plans:
+        send(smtp_port, customer_mail("Thanks", In_Reply_To=ours))
+        send(smtp_port, bounce(f"Message-ID: {ours}\nTo: dana@example.org\n"))
+    assert len(plans) >= 2
+    for statement, plan in plans:
+        assert "SCAN messages" not in plan, (statement, plan)
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert [m["text"] for m in detail["messages"]] == ["Hello", "Hi Dana", "Thanks"]
+    assert [m["status"] for m in detail["messages"] if m["external_id"] == ours] == ["failed"]

@@ -96,7 +96,11 @@ def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> tupl
     if refs:
         row = db.execute(
             select(Message.conversation_id)
-            .where(Message.workspace_id == workspace_id, Message.external_id.in_(refs))
+            .where(
+                Message.inbox_id.in_(_inboxes_of(db, workspace_id)),
+                Message.workspace_id == workspace_id,
+                Message.external_id.in_(refs),
+            )
             .order_by(Message.created_at.desc())
             .limit(1)
         ).first()
@@ -139,6 +143,12 @@ def _closed_for_new_mail(db: Session, conversation_id: str, settings: Settings) 
     )
     resolved_at = conv.resolved_at or conv.last_activity_at
     return bool(utcnow() - resolved_at > timedelta(hours=int(hours)))
+
+
+def _inboxes_of(db: Session, workspace_id: str) -> list[str]:
+    """The workspace's inboxes: Message-IDs are looked up by (inbox, external id), the key
+    an index holds (by workspace, every message of the workspace was read)."""
+    return list(db.scalars(select(Inbox.id).where(Inbox.workspace_id == workspace_id)))
 
 
 def _addressed_in(
@@ -358,6 +368,7 @@ def store_email(
         failed = set(parsed.bounced_to)
         for ours in db.scalars(
             select(Message).where(
+                Message.inbox_id.in_(_inboxes_of(db, inbox.workspace_id)),
                 Message.workspace_id == inbox.workspace_id,
                 Message.direction == Direction.outbound,
                 Message.external_id.in_(bounced),
