@@ -3,6 +3,7 @@ customer's new mail months later is a conversation of its own
 (tests/channels/email/test_email.py has the SMTP frame)."""
 
 from datetime import timedelta
+from email import message_from_bytes, policy
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -128,3 +129,31 @@ def test_a_reply_finds_its_thread_and_a_bounce_its_mail_by_index(
     detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
     assert [m["text"] for m in detail["messages"]] == ["Hello", "Hi Dana", "Thanks"]
     assert [m["status"] for m in detail["messages"] if m["external_id"] == ours] == ["failed"]
+
+
+def test_a_reply_in_a_long_thread_names_its_first_mail_and_only_real_message_ids(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # References kept the last 20 ids and dropped the thread's first (RFC 5322 keeps it:
+    # clients find the thread's root by it), and named our stand-ins for mails that came
+    # without a Message-ID (<sha256:...>, no Message-ID at all).
+    first = customer_mail("The first of many.")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    nameless = customer_mail("A mail without a Message-ID.")
+    del nameless["Message-ID"]
+    send(smtp_port, nameless)
+    for i in range(22):
+        send(smtp_port, customer_mail(f"Follow-up {i}", In_Reply_To=str(first["Message-ID"])))
+    answer(client, world, database, settings, conv["id"], "All answered.")
+    [sent] = [message_from_bytes(m, policy=policy.default) for m in outbox[0].messages]
+    refs = str(sent["References"]).split()
+    assert len(refs) == 20 and refs[0] == first["Message-ID"]
+    assert all("@" in r and not r.startswith("<sha256:") for r in refs)
+    assert sent["In-Reply-To"] == refs[-1]

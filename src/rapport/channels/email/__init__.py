@@ -642,10 +642,12 @@ class EmailChannel:
         # customer's reply to either copy names the id we store.
         message_id = f"<{out.message.id}@{domain}>"
         mail["Message-ID"] = message_id
-        refs = [r for r in out.thread_refs if r]
+        # Real Message-IDs only (not our <sha256:...> for a mail that had none), the
+        # thread's first kept when it is long (RFC 5322: clients find its root by it).
+        refs = [r for r in out.thread_refs if r and "@" in r]
         if refs:
             mail["In-Reply-To"] = refs[-1]
-            mail["References"] = " ".join(refs[-20:])
+            mail["References"] = " ".join(refs if len(refs) <= 20 else [refs[0], *refs[-19:]])
         if out.message.kind == MessageKind.bot or out.message.sender_type == "system":
             # Said to be automatic (RFC 3834), so another responder (a bot, an out of
             # office, our own parser) does not answer it: two bots answered each other, and
