@@ -110,3 +110,37 @@ def test_a_responder_that_says_so_its_own_way_is_an_auto_reply(header: str) -> N
     raw = f"{head}{header}\r\n\r\nI am away.\r\n"
     assert parse(raw.encode()).auto_reply is True
     assert parse(raw.replace(header, "X-Mailer: Thunderbird").encode()).auto_reply is False
+
+
+def test_mail_from_our_own_address_is_recorded_and_answered_by_no_rule(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # A mail from the inbox's own address that is none we sent (a mailbox's forward back
+    # to us, a notice) made a customer of ourselves waiting for an agent, and a rule
+    # acknowledged it to our own address, which brought it back again.
+    r = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "Acknowledge",
+            "event": "message.received",
+            "actions": [{"type": "send_message", "value": "We got your mail."}],
+        },
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    mail = customer_mail("Your mailbox is almost full.")
+    mail.replace_header("From", "Support <Support@acme.test>")
+    send(smtp_port, mail)
+    Worker(database, settings).run_until_idle()
+    [conv] = conversations(client, world, mail_inbox)
+    assert conv["status"] == "resolved" and outbox[0].messages == []
+    r = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob))
+    [stored] = r.json()["messages"]
+    assert stored["text"] == "Your mailbox is almost full."
+    assert "From: one of the workspace's addresses" in stored["meta"]["email"]["problems"]

@@ -298,6 +298,13 @@ def prepare_email(
     )
     if verdict is not None:
         meta["email"]["sender_auth"] = verdict
+    # Mail from one of our own addresses that is none we sent (a notice, a forward between
+    # two inboxes): recorded, never answered, so that no rule or bot writes to ourselves.
+    from_us = bool(parsed.from_addr) and copies.is_ours(
+        parsed.from_addr or "", copies.own_addresses(db, inbox.workspace_id)
+    )
+    if from_us:
+        meta["email"]["problems"] = [*parsed.problems, "From: one of the workspace's addresses"]
     cids = inline.content_ids([(a.content_id, a.data) for a in parsed.attachments], hashlib.sha256)
     if cids:
         meta["email"]["inline"] = cids  # the HTML's cid: images (``inline.shown``)
@@ -329,7 +336,7 @@ def prepare_email(
         copied_in_thread=copied,
         sent_at=parsed.date,
         meta=meta,
-        auto_reply=parsed.auto_reply,
+        auto_reply=parsed.auto_reply or from_us,
     )
     msg = with_triage(msg)
     return PreparedEmail(
