@@ -1,6 +1,7 @@
 """Mail as it really arrives, broken or odd, is stored whole and can be answered
 (tests/channels/email/test_email.py has the SMTP frame)."""
 
+import smtplib
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -193,3 +194,24 @@ def test_an_image_pasted_into_a_mail_is_shown_where_it_was_pasted(
     assert f'<img src="{src}" alt="shot">' in page
     assert '<img src="cid:gone@example.org" alt="not attached">' in page
     assert client.get(src).content == png
+
+
+def test_mail_for_an_inbox_switched_off_after_rcpt_is_not_answered_stored(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    # The inbox was looked up again at DATA and, switched off meanwhile, found no longer:
+    # the listener stored the mail nowhere and still answered "250 OK: stored".
+    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+        s.ehlo()
+        s.mail("dana@example.org")
+        assert s.rcpt("support@acme.test")[0] == 250
+        r = client.patch(
+            f"/api/v1/inboxes/{mail_inbox}", json={"enabled": False}, headers=auth(world.alice)
+        )
+        assert r.status_code == 200, r.text
+        code, _ = s.data(customer_mail("Hello?").as_bytes())
+    assert code == 451  # kept by the sender's server: asked again, it is told 550
+    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+        s.ehlo()
+        s.mail("dana@example.org")
+        assert s.rcpt("support@acme.test")[0] == 550

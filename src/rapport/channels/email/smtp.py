@@ -78,6 +78,11 @@ class Handler:
             inboxes = {
                 await asyncio.to_thread(inbox_for, self.database, a) for a in envelope.rcpt_tos
             }
+            if None in inboxes:
+                # Switched off or readdressed since RCPT took it: "250 stored" would be a
+                # lie. The sender's server keeps it and, asking again, is refused (550).
+                log.warning("a recipient's inbox is gone", extra={"event": "email.rcpt_gone"})
+                return _TRY_AGAIN
             verified_by = None
             if self.settings.smtp_check_senders:
                 verified_by = self.authserv_id
@@ -90,7 +95,7 @@ class Handler:
                     authserv_id=verified_by,
                 )
                 raw = f"Authentication-Results: {found}\r\n".encode() + raw
-            for inbox_id in inboxes - {None}:
+            for inbox_id in inboxes:
                 assert inbox_id is not None
                 await asyncio.to_thread(self._store, raw, inbox_id, verified_by)
         except Exception:
