@@ -4,6 +4,7 @@ The DNS is a small zone of ours (``verify.lookup`` stands in for the resolver); 
 signatures are real (dkimpy signs, dkimpy and pyspf verify)."""
 
 import base64
+import smtplib
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -222,3 +223,29 @@ def test_alignment_is_by_organizational_domain() -> None:
     assert not sender_auth.aligned("co.uk", "shop.co.uk")
     assert not sender_auth.aligned("alice.github.io", "bob.github.io")  # its private section
     assert not sender_auth.aligned("", "shop.example")
+
+
+def test_a_mail_without_message_id_sent_again_from_another_server_is_stored_once(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    zone: dict[Any, Any],
+) -> None:
+    # A mail with no Message-ID is known by its bytes' hash, which took in the
+    # Authentication-Results header the listener writes on top: tried again by another of
+    # the sender's servers (another address, another SPF verdict), it was stored twice.
+    settings.smtp_check_senders = True
+    port = free_port()
+    controller = listener.start(database, settings, host="127.0.0.1", port=port)
+    nameless = mail("Ana <ana@shop.example>")
+    del nameless["Message-ID"]
+    try:
+        for source in ("127.0.0.1", "127.0.0.2"):
+            with smtplib.SMTP("127.0.0.1", port, source_address=(source, 0)) as s:
+                s.sendmail("bounce@shop.example", ["support@acme.test"], nameless.as_bytes())
+    finally:
+        controller.stop()
+    [conv] = conversations(client, world, mail_inbox)
+    assert conv["messages_count"] == 1

@@ -260,6 +260,11 @@ def prepare_email(
     if inbox is None:
         raise NotFound("inbox")
     parsed = parse(raw)
+    # What the sender sent, without the header our own listener wrote on top: a mail is
+    # known by it (it has no Message-ID), and another of the sender's servers trying it
+    # again gets another verdict there (another SPF result): it was stored twice.
+    ours = verified_by and raw.startswith(b"Authentication-Results: ")
+    sent = raw.split(b"\r\n", 1)[-1] if ours else raw
     handles = []
     if parsed.from_addr:
         try:
@@ -268,7 +273,7 @@ def prepare_email(
         except InvalidHandle:
             pass
     if not handles:
-        digest = hashlib.sha256(raw).hexdigest()[:24]
+        digest = hashlib.sha256(sent).hexdigest()[:24]
         handles.append(handle(IdentityKind.external, f"email-unknown-sender:{digest}"))
     visible = visible_reply(parsed.text, parsed.html)
     notes = list(parsed.refused)
@@ -316,7 +321,7 @@ def prepare_email(
     ]
     # The original, byte for byte, so an agent can always see what really arrived.
     attachments.append(InboundAttachment("original.eml", "message/rfc822", raw))
-    by_content = "<sha256:" + hashlib.sha256(raw).hexdigest() + ">"
+    by_content = "<sha256:" + hashlib.sha256(sent).hexdigest() + ">"
     external_id = (parsed.message_id or by_content)[:300]
     if parsed.message_id and _taken_by_another(db, inbox.id, external_id, parsed):
         # A mailer that reuses its Message-IDs, or a forgery: not a redelivery of that mail.
