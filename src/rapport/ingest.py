@@ -37,6 +37,7 @@ from rapport.channels.webchat.models import Visitor
 from rapport.config import Settings
 from rapport.conversations import jobs as conversation_jobs
 from rapport.conversations import service as conversations
+from rapport.conversations.merging import REOPENED
 from rapport.conversations.models import (
     Attachment,
     Conversation,
@@ -52,7 +53,7 @@ from rapport.crypto import SecretBox, box_for
 from rapport.customers import duplicates, profile
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle, issuer
-from rapport.customers.merge import CAME_BY
+from rapport.customers.merge import CAME_BY, GAINED
 from rapport.customers.models import ConsentChannel, Customer, Identity, IdentityKind
 from rapport.db import (
     Database,
@@ -534,6 +535,7 @@ def receive_batch(
                 identities[triple] = dict(ident_row._mapping)
     customer_of: dict[int, str] = {}
     came_by: dict[int, str | None] = {}
+    gave: dict[int, list[str]] = {}  # the identities each message made its sender's
     new_customers: dict[str, dict[str, Any]] = {}
     new_identities: list[dict[str, Any]] = []
     claims: list[dict[str, Any]] = []
@@ -589,6 +591,7 @@ def receive_batch(
             or not row["verified"]
             or row["customer_id"] == customer_id
         ]
+        gave[i] = []
         for h in [*handles, *moved]:
             row = identities.get((ws, h.kind, h.value))
             # A Messenger or Instagram id is its page's: the inbox it came through issued it.
@@ -606,6 +609,7 @@ def receive_batch(
                 }
                 identities[(ws, h.kind, h.value)] = row
                 new_identities.append(row)
+                gave[i].append(row["id"])
                 if customer_id in new_customers:
                     fill = new_customers[customer_id]
                     if h.kind == IdentityKind.email and not fill["email"]:
@@ -619,6 +623,9 @@ def receive_batch(
                 claimed_from.add(row["customer_id"])
                 row["customer_id"], row["verified"] = customer_id, True
                 claims.append({"iid": row["id"], "cid": customer_id})
+                gave[i].append(row["id"])
+            elif h in moved:
+                gave[i].append(row["id"])  # proved theirs by the number change (step 6)
             if page is not None and row["inbox_id"] != page:
                 row["inbox_id"] = issued[row["id"]] = page
         # The identity they came by: the one that proved them, else the first now theirs.
@@ -664,6 +671,7 @@ def receive_batch(
         conv = None
         hint = hinted.get(m.conversation_hint or "")
         guest = False
+        reopened: datetime | None = None  # when the conversation it reopened was resolved
         if hint is not None and hint["workspace_id"] == ws:
             if hint["customer_id"] == customer_id:
                 conv = touched.get(hint["id"], hint)
@@ -710,6 +718,8 @@ def receive_batch(
             outcome = "continued"
         else:
             outcome = "reopened" if conv["status"] == Status.resolved else "continued"
+            if outcome == "reopened":
+                reopened = conv["resolved_at"] or conv["last_activity_at"]
             touched[conv["id"]] = conv
             if outcome == "reopened" and conv["assignee_id"] and not m.auto_reply:
                 conv["reclaim"] = conv["assignee_id"]  # if they have left since (step 6)
@@ -742,6 +752,10 @@ def receive_batch(
         if came_by[i] is not None:
             # Undoing a merge gives the restored record what came by its handles meanwhile.
             meta[CAME_BY] = came_by[i]
+        if gave[i]:
+            meta[GAINED] = gave[i]  # and the handles it brought: theirs, the undo gives them
+        if outcome == "reopened" and reopened is not None:
+            meta[REOPENED] = reopened.isoformat()  # resolved again if only it reopened
         row = {
             "id": m.message_id or new_id(),
             "workspace_id": ws,

@@ -11,8 +11,8 @@ where they sort by time among the survivor's own; the emptied conversation is re
 points at the survivor, so the customer's next message on that channel continues there.
 """
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -38,6 +38,11 @@ from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
 
 DEFAULT_MINUTES = 30
+
+# The key of an inbound message's ``meta`` that says it reopened its resolved conversation,
+# and when that had been resolved: handed over to its writer's own conversation (their
+# customers' merge undone), the one it left is resolved again if nothing else happened.
+REOPENED: Final = "reopened"
 
 
 def window(db: Session, workspace_id: str) -> timedelta:
@@ -315,6 +320,13 @@ def hand_over(
         .where(Message.id.in_(ids), Message.conversation_id == source.id)
         .values(conversation_id=into.id, sender_id=customer_id)
     )
+    # Its latest activity is what is left's (their messages were its last, say).
+    if source.last_activity_at <= moved[-1].created_at:
+        source.last_activity_at = db.scalar(
+            select(func.max(Message.created_at)).where(
+                Message.conversation_id == source.id, Message.kind != MessageKind.note
+            )
+        ) or min(source.created_at, source.last_activity_at)
     if waited is not None:
         # The first of the customer's messages left that came at or after it, if any.
         source.waiting_since = db.scalar(
@@ -332,6 +344,7 @@ def hand_over(
             Message.conversation_id == source.id, Message.direction == Direction.inbound
         )
     )
+    resolved = _resolved_again(db, source, moved)
     _recount(db, source)  # as a merge counts them: before its activity lines
     _recount(db, into)
     _said(
@@ -361,6 +374,13 @@ def hand_over(
             type="conversation.created",
             payload=service.conversation_payload(into),
         )
+    if resolved:
+        emit(
+            db,
+            workspace_id=ws,
+            type="conversation.updated",
+            payload=service.conversation_payload(source),
+        )
     emit(
         db,
         workspace_id=ws,
@@ -368,6 +388,32 @@ def hand_over(
         payload={"id": into.id, "from_id": source.id},
     )
     return into
+
+
+def _resolved_again(db: Session, source: Conversation, moved: list[Message]) -> bool:
+    """The resolved conversation the first of ``moved`` reopened (``REOPENED``), all of
+    them gone from it now, is resolved again as it was, when nothing else happened there
+    since: nothing left waits, nobody wrote, replied, noted or assigned it, its status is
+    as that message left it (open). An agent who touched it keeps it open. Whether it did."""
+    first = next((m for m in moved if m.meta.get(REOPENED)), None)
+    if first is None or source.status != Status.open or source.waiting_since is not None:
+        return False
+    if source.assigned_at is not None and source.assigned_at >= first.created_at:
+        return False
+    since = db.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(Message.conversation_id == source.id, Message.created_at >= first.created_at)
+    )
+    if since:
+        return False
+    source.status = Status.resolved
+    source.resolved_at = datetime.fromisoformat(str(first.meta[REOPENED]))
+    source.snoozed_until = None
+    sla.on_status(db, conversation=source)  # nobody waits on it: its clocks stop
+    if source.assignee_id is not None:
+        routing.wake(db, workspace_id=source.workspace_id)  # its agent has room again
+    return True
 
 
 def _said(db: Session, *lines: tuple[Conversation, str]) -> None:

@@ -9,6 +9,7 @@ whatever else happened in between.
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import delete, func, select, update
@@ -46,6 +47,10 @@ from rapport.scoped import get_scoped
 # gives the restored record what came by its own handles while it was merged; a message
 # stored before the key existed stays with the survivor, as then.
 CAME_BY: Final = "identity_id"
+# The key of the ids of the identities the message made its sender's (the handles it
+# brought, new or proved: an email beside the known phone, the number WhatsApp says they
+# moved to). What the restored record's messages brought while merged is theirs again.
+GAINED: Final = "identities_gained"
 
 # Everything that belongs to a customer and follows it into a merge, by its key in the
 # merge's record.
@@ -392,8 +397,6 @@ def unmerge(
     attributes_before = dict(survivor.attributes)
     survivor.attributes = attributes
     attributes_changed(db, customer=survivor, before=attributes_before)
-    from datetime import datetime
-
     before = moved["survivor_before"]
     for f in _FIELDS:
         if f in owned:
@@ -411,9 +414,6 @@ def unmerge(
             )
         )
     )
-    if survivor.last_seen_at.isoformat() == moved.get("survivor_last_seen_after"):
-        # Nothing happened since the merge: the survivor's own last activity comes back.
-        survivor.last_seen_at = datetime.fromisoformat(before["last_seen_at"])
     _withdrawals_kept(db, row, survivor, merged)
     # A conversation of theirs an agent merged into the survivor's since takes back its
     # messages: they stayed in the other person's thread.
@@ -430,7 +430,8 @@ def unmerge(
         source = conv.merged_into_id or ""
         if conversations.part(db, conversation=conv, actor=actor):
             parted[(source, conv.inbox_id)] = conv
-    _written_while_merged(db, row, survivor, merged, actor=actor, parted=parted)
+    theirs_last = _written_while_merged(db, row, survivor, merged, actor=actor, parted=parted)
+    _last_seen_again(db, row, survivor, merged, theirs_last=theirs_last)
     # Handles either one gained or lost since the merge (another merge, a claim): each
     # shows one of its own.
     db.flush()
@@ -463,7 +464,7 @@ def _written_while_merged(
     *,
     actor: Actor,
     parted: dict[tuple[str, str], Conversation],
-) -> None:
+) -> datetime | None:
     """What either of the two wrote while merged (stored as the survivor's) goes with the
     record whose handle it came by (``CAME_BY``): the restored person's messages leave the
     survivor's conversations (a conversation started by theirs alone goes whole; from one
@@ -497,11 +498,8 @@ def _written_while_merged(
     )
     came = {m.id: str(m.meta[CAME_BY]) for m in written if m.meta.get(CAME_BY)}
     if not came:
-        return
-    held = select(Identity.id, Identity.customer_id).where(
-        Identity.workspace_id == ws, Identity.id.in_(set(came.values()))
-    )
-    owners: dict[str, str] = {r.id: r.customer_id for r in db.execute(held)}
+        return None
+    owners = _handles_brought(db, row, survivor, merged, written=written, came=came)
     # The restored record's: what came by a handle that is its own again; the survivor's:
     # by one of hers (a handle someone else holds since, or none does, tells neither).
     theirs = {m for m, identity in came.items() if owners.get(identity) == merged.id}
@@ -560,6 +558,131 @@ def _written_while_merged(
     db.execute(update(Message).where(Message.id.in_(theirs)).values(sender_id=merged.id))
     if last := max((m.created_at for m in written if m.id in theirs), default=None):
         merged.last_seen_at = max(merged.last_seen_at, last)
+    return last
+
+
+def _handles_brought(
+    db: Session,
+    row: CustomerMerge,
+    survivor: Customer,
+    merged: Customer,
+    *,
+    written: list[Message],
+    came: dict[str, str],
+) -> dict[str, str]:
+    """The handles the restored person's messages brought while merged (``GAINED``: made
+    on the survivor then) are theirs again, with their number change on the timeline: the
+    next message from them finds them, not her. One the survivor's own messages proved
+    too stays hers, and the two go to duplicate review (which of them holds it is not
+    known). Returns the holder of each handle the messages came by or brought, as now."""
+    from rapport.customers import duplicates  # which builds on merges
+
+    gained = {m.id: [str(i) for i in m.meta.get(GAINED, [])] for m in written}
+    wanted = set(came.values()) | {i for ids in gained.values() for i in ids}
+    rows = {
+        r.id: r
+        for r in db.scalars(
+            select(Identity).where(
+                Identity.workspace_id == row.workspace_id, Identity.id.in_(wanted)
+            )
+        )
+    }
+    owners = {i: r.customer_id for i, r in rows.items()}
+    # In the order written: a handle brought is its bringer's from then on, and so is
+    # what came by it later (his second message, from the new address).
+    brought: dict[str, set[str | None]] = {}
+    for m in written:
+        by = owners.get(came.get(m.id, ""))
+        for i in gained[m.id]:
+            r = rows.get(i)
+            if r is None or r.customer_id != survivor.id or r.created_at < row.created_at:
+                continue  # hers from before, or another's since
+            brought.setdefault(i, set()).add(by)
+            owners[i] = merged.id if brought[i] == {merged.id} else survivor.id
+    theirs = [i for i, by in brought.items() if by == {merged.id}]
+    if theirs:
+        db.execute(update(Identity).where(Identity.id.in_(theirs)).values(customer_id=merged.id))
+        _number_changes_back(db, row, survivor, merged, [rows[i] for i in theirs])
+    if any(merged.id in by and len(by) > 1 for by in brought.values()):
+        duplicates.suggest(
+            db,
+            workspace_id=row.workspace_id,
+            a=survivor.id,
+            b=merged.id,
+            probability=duplicates.ONE_SENDER_PROBABILITY,
+            reason="both proved one handle while their records were merged",
+        )
+    return owners
+
+
+def _number_changes_back(
+    db: Session,
+    row: CustomerMerge,
+    survivor: Customer,
+    merged: Customer,
+    handles: list[Identity],
+) -> None:
+    """A number change recorded on the survivor while merged, to a number given back to
+    the restored record, is theirs: on their timeline, and their phone follows if it was
+    the old number (as the change made hers)."""
+    values = {h.value: h for h in handles}
+    for event in db.scalars(
+        select(Event).where(
+            Event.customer_id == survivor.id,
+            Event.type == "number_changed",
+            Event.created_at >= row.created_at,
+        )
+    ):
+        new = values.get(str(event.properties.get("to") or ""))
+        if new is None:
+            continue
+        event.customer_id = merged.id
+        # WhatsApp names numbers by their digits, a phone handle with its "+".
+        old = str(event.properties.get("from") or "").lstrip("+")
+        phone = next(
+            (
+                h.value
+                for h in handles
+                if h.kind == IdentityKind.phone and h.value.lstrip("+") == new.value.lstrip("+")
+            ),
+            None,
+        )
+        if phone is not None and (merged.phone is None or merged.phone.lstrip("+") == old):
+            merged.phone = phone
+
+
+def _last_seen_again(
+    db: Session,
+    row: CustomerMerge,
+    survivor: Customer,
+    merged: Customer,
+    *,
+    theirs_last: datetime | None,
+) -> None:
+    """The survivor was last seen when she last was, if nothing of hers since the merge
+    moved it, or the restored person's message was the last seen of her: her own from
+    before, the latest she wrote since, or of the records still merged into her."""
+    seen = survivor.last_seen_at
+    if seen.isoformat() != row.moved.get("survivor_last_seen_after") and (
+        theirs_last is None or seen > theirs_last
+    ):
+        return  # something of hers since (she wrote, she was seen): kept
+    hers = db.scalar(
+        select(func.max(Message.created_at)).where(
+            Message.workspace_id == row.workspace_id,
+            Message.sender_type == "customer",
+            Message.sender_id == survivor.id,
+            Message.direction == Direction.inbound,
+            Message.created_at >= row.created_at,
+        )
+    )
+    others = db.scalars(
+        select(Customer.last_seen_at).where(
+            Customer.merged_into_id == survivor.id, Customer.id != merged.id
+        )
+    )
+    own = datetime.fromisoformat(row.moved["survivor_before"]["last_seen_at"])
+    survivor.last_seen_at = max([own, *others, *([hers] if hers is not None else [])])
 
 
 # The handles each consent channel reaches a customer by.

@@ -1,0 +1,228 @@
+"""A customers' merge undone: the handles the restored person brought while merged go back
+with them (their next message finds them, not her), and the survivor's times and her
+thread are as her own activity left them, not as his."""
+
+from datetime import datetime
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rapport.config import Settings
+from rapport.conversations.models import Conversation, Status
+from rapport.customers.identity import Handle, handle
+from rapport.customers.models import (
+    Customer,
+    Event,
+    Identity,
+    IdentityKind,
+    MergeSuggestion,
+    SuggestionStatus,
+)
+from rapport.db import Database
+from rapport.ingest import InboundMessage, receive
+from tests.conftest import auth
+from tests.customers.test_merge_written_while_merged import (
+    ANN,
+    BEN,
+    ann_and_ben,
+    customer_of,
+    merge,
+    post,
+    undo,
+    where,
+)
+from tests.factories import World
+
+BEN_WA = BEN.lstrip("+")
+BEN_NEW = "+447700900333"
+
+
+def whatsapp(number: str) -> list[Handle]:
+    return [
+        handle(IdentityKind.whatsapp, number.lstrip("+")),
+        handle(IdentityKind.phone, number),
+    ]
+
+
+def ben_writes(
+    database: Database,
+    world: World,
+    settings: Settings,
+    ext: str,
+    text: str,
+    *,
+    number: str = BEN,
+    moved_to: list[Handle] | None = None,
+) -> None:
+    assert world.acme.inbox is not None
+    with database.session() as db:
+        receive(
+            db,
+            InboundMessage(
+                inbox_id=world.acme.inbox.id,
+                external_id=ext,
+                handles=whatsapp(number),
+                text=text,
+                moved_to=moved_to or [],
+            ),
+            settings=settings,
+        )
+
+
+def test_an_address_he_brought_while_merged_is_his_again_and_finds_him(
+    client: TestClient, world: World, database: Database
+) -> None:
+    ann, ben = ann_and_ben(client, world, ben_last=False)
+    merge_id = merge(client, world, ann, ben)
+    post(client, world, "b2", "Ben, with his new address", phone=BEN, email="ben@example.com")
+    undo(client, world, merge_id)
+
+    assert customer_of(client, world, "ben@example.com") == ben
+    post(client, world, "b3", "Ben from his new address", email="ben@example.com")
+    assert where(database, "Ben from his new address")[0] == ben
+    with database.session(write=False) as db:
+        them = db.get(Customer, ben)
+        her = db.get(Customer, ann)
+        assert them is not None and her is not None
+        assert (them.email, her.email) == ("ben@example.com", ANN)
+
+
+def test_the_number_whatsapp_says_he_moved_to_while_merged_is_his_again(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    post(client, world, "a1", "Ann's first", email=ANN)
+    ben_writes(database, world, settings, "b1", "Ben's first")
+    ann, ben = customer_of(client, world, ANN), where(database, "Ben's first")[0]
+    merge_id = merge(client, world, ann, ben)
+    ben_writes(
+        database,
+        world,
+        settings,
+        "b2",
+        "[system] Ben changed his number",
+        moved_to=whatsapp(BEN_NEW),
+    )
+    with database.session(write=False) as db:
+        change = db.scalars(select(Event).where(Event.type == "number_changed")).one()
+        assert change.customer_id == ann  # made on the survivor while merged
+    undo(client, world, merge_id)
+
+    ben_writes(database, world, settings, "b3", "Ben from his new number", number=BEN_NEW)
+    assert where(database, "Ben from his new number")[0] == ben
+    with database.session(write=False) as db:
+        held = set(db.scalars(select(Identity.customer_id).where(Identity.value.contains("333"))))
+        change = db.scalars(select(Event).where(Event.type == "number_changed")).one()
+        them, her = db.get(Customer, ben), db.get(Customer, ann)
+        assert them is not None and her is not None
+        assert held == {ben} and change.customer_id == ben
+        assert (them.phone, her.phone) == (BEN_NEW, None)
+    timeline = client.get(f"/api/v1/customers/{ben}/timeline", headers=auth(world.bob)).json()
+    assert any(e.get("type") == "number_changed" for e in timeline["items"]), timeline
+
+
+def test_a_handle_he_brought_that_she_proved_since_stays_hers_and_they_go_to_review(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    ann, ben = ann_and_ben(client, world, ben_last=False)
+    merge_id = merge(client, world, ann, ben)
+    assert world.acme.inbox is not None
+    shared = "family@example.com"
+    with database.session() as db:
+        # He only types it (a form); she then writes from that mailbox, beside her own.
+        for ext, text, handles in (
+            (
+                "b2",
+                "Ben types the family address",
+                [
+                    handle(IdentityKind.phone, BEN),
+                    handle(IdentityKind.email, shared, verified=False),
+                ],
+            ),
+            (
+                "a2",
+                "Ann writes from it",
+                [handle(IdentityKind.email, ANN), handle(IdentityKind.email, shared)],
+            ),
+        ):
+            receive(
+                db,
+                InboundMessage(
+                    inbox_id=world.acme.inbox.id, external_id=ext, handles=handles, text=text
+                ),
+                settings=settings,
+            )
+    undo(client, world, merge_id)
+
+    with database.session(write=False) as db:
+        holder = db.scalars(select(Identity.customer_id).where(Identity.value == shared)).one()
+        review = db.scalars(select(MergeSuggestion)).all()
+    assert holder == ann
+    assert [(sorted((r.left_id, r.right_id)), r.status) for r in review] == [
+        (sorted((ann, ben)), SuggestionStatus.pending)
+    ]
+
+
+def resolve(client: TestClient, world: World, conversation_id: str) -> None:
+    r = client.post(
+        f"/api/v1/conversations/{conversation_id}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200, r.text
+
+
+def state(database: Database, conversation_id: str) -> Conversation:
+    with database.session(write=False) as db:
+        conv = db.get(Conversation, conversation_id)
+        assert conv is not None
+        db.expunge(conv)
+        return conv
+
+
+def seen(database: Database, customer_id: str) -> datetime:
+    with database.session(write=False) as db:
+        row = db.get(Customer, customer_id)
+        assert row is not None
+        return row.last_seen_at
+
+
+def test_her_thread_he_reopened_is_resolved_again_and_her_times_are_her_own(
+    client: TestClient, world: World, database: Database
+) -> None:
+    ann, ben = ann_and_ben(client, world, ben_last=False)
+    ann_conv = where(database, "Ann's first")[1]
+    resolve(client, world, ann_conv)
+    before, ann_seen = state(database, ann_conv), seen(database, ann)
+    merge_id = merge(client, world, ann, ben)
+    post(client, world, "b2", "Ben reopens her thread", phone=BEN)
+    assert where(database, "Ben reopens her thread")[1] == ann_conv
+    assert state(database, ann_conv).status == Status.open
+    undo(client, world, merge_id)
+
+    after = state(database, ann_conv)
+    assert (after.status, after.resolved_at, after.waiting_since) == (
+        Status.resolved,
+        before.resolved_at,
+        None,
+    )
+    assert after.last_activity_at == before.last_activity_at
+    assert seen(database, ann) == ann_seen
+    assert seen(database, ben) > ann_seen  # he was seen when he wrote
+
+
+def test_her_thread_he_reopened_that_an_agent_answered_stays_open(
+    client: TestClient, world: World, database: Database
+) -> None:
+    ann, ben = ann_and_ben(client, world, ben_last=False)
+    ann_conv = where(database, "Ann's first")[1]
+    resolve(client, world, ann_conv)
+    merge_id = merge(client, world, ann, ben)
+    post(client, world, "b2", "Ben reopens her thread", phone=BEN)
+    r = client.post(
+        f"/api/v1/conversations/{ann_conv}/messages",
+        json={"text": "An agent answers"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    undo(client, world, merge_id)
+    assert state(database, ann_conv).status == Status.open
