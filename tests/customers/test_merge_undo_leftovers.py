@@ -226,3 +226,29 @@ def test_her_thread_he_reopened_that_an_agent_answered_stays_open(
     assert r.status_code == 201, r.text
     undo(client, world, merge_id)
     assert state(database, ann_conv).status == Status.open
+
+
+def test_his_number_change_to_a_number_another_keeps_is_his_and_puts_him_to_review(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    post(client, world, "a1", "Ann's first", email=ANN)
+    ben_writes(database, world, settings, "b1", "Ben's first")
+    ben_writes(database, world, settings, "c1", "Carl's first", number=BEN_NEW)
+    ann, ben = customer_of(client, world, ANN), where(database, "Ben's first")[0]
+    carl = where(database, "Carl's first")[0]
+    merge_id = merge(client, world, ann, ben)
+    ben_writes(database, world, settings, "b2", "[system] Ben moved", moved_to=whatsapp(BEN_NEW))
+    undo(client, world, merge_id)
+
+    with database.session(write=False) as db:
+        change = db.scalars(select(Event).where(Event.type == "number_changed")).one()
+        pairs = {
+            tuple(sorted((r.left_id, r.right_id)))
+            for r in db.scalars(
+                select(MergeSuggestion).where(MergeSuggestion.status == SuggestionStatus.pending)
+            )
+        }
+        held = set(db.scalars(select(Identity.customer_id).where(Identity.value.contains("333"))))
+    assert change.customer_id == ben and change.properties["held_by"] == [carl]
+    assert tuple(sorted((ben, carl))) in pairs
+    assert held == {carl}

@@ -602,7 +602,7 @@ def _handles_brought(
     theirs = [i for i, by in brought.items() if by == {merged.id}]
     if theirs:
         db.execute(update(Identity).where(Identity.id.in_(theirs)).values(customer_id=merged.id))
-        _number_changes_back(db, row, survivor, merged, [rows[i] for i in theirs])
+    _number_changes_back(db, row, survivor, merged, [rows[i] for i in theirs])
     if any(merged.id in by and len(by) > 1 for by in brought.values()):
         duplicates.suggest(
             db,
@@ -620,12 +620,20 @@ def _number_changes_back(
     row: CustomerMerge,
     survivor: Customer,
     merged: Customer,
-    handles: list[Identity],
+    given: list[Identity],
 ) -> None:
-    """A number change recorded on the survivor while merged, to a number given back to
-    the restored record, is theirs: on their timeline, and their phone follows if it was
-    the old number (as the change made hers)."""
-    values = {h.value: h for h in handles}
+    """A number change recorded on the survivor while merged, from a number of the
+    restored record's or to one given back to it (``given``), is theirs: on their
+    timeline, their phone follows if it was the old number (as the change made hers), and
+    whoever kept the new number is put to duplicate review with them."""
+    from rapport.customers import duplicates  # which builds on merges
+
+    # WhatsApp names numbers by their digits, a phone handle with its "+".
+    theirs = {
+        v.lstrip("+")
+        for v in db.scalars(select(Identity.value).where(Identity.customer_id == merged.id))
+    }
+    phones = {h.value.lstrip("+"): h.value for h in given if h.kind == IdentityKind.phone}
     for event in db.scalars(
         select(Event).where(
             Event.customer_id == survivor.id,
@@ -633,22 +641,22 @@ def _number_changes_back(
             Event.created_at >= row.created_at,
         )
     ):
-        new = values.get(str(event.properties.get("to") or ""))
-        if new is None:
+        old = str(event.properties.get("from") or "").lstrip("+")
+        new = str(event.properties.get("to") or "").lstrip("+")
+        if old not in theirs and new not in {h.value.lstrip("+") for h in given}:
             continue
         event.customer_id = merged.id
-        # WhatsApp names numbers by their digits, a phone handle with its "+".
-        old = str(event.properties.get("from") or "").lstrip("+")
-        phone = next(
-            (
-                h.value
-                for h in handles
-                if h.kind == IdentityKind.phone and h.value.lstrip("+") == new.value.lstrip("+")
-            ),
-            None,
-        )
-        if phone is not None and (merged.phone is None or merged.phone.lstrip("+") == old):
-            merged.phone = phone
+        if new in phones and (merged.phone is None or merged.phone.lstrip("+") == old):
+            merged.phone = phones[new]
+        for other in event.properties.get("held_by", []):
+            duplicates.suggest(
+                db,
+                workspace_id=row.workspace_id,
+                a=merged.id,
+                b=str(other),
+                probability=duplicates.NUMBER_CHANGE_PROBABILITY,
+                reason="one changed number to a number the other has",
+            )
 
 
 def _last_seen_again(
