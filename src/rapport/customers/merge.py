@@ -675,9 +675,18 @@ def _last_seen_again(
         theirs_last is None or seen > theirs_last
     ):
         return  # something of hers since (she wrote, she was seen): kept
+    # In her conversations and those of others she wrote in (by the index on conversations).
+    where = (
+        select(Conversation.id)
+        .where(
+            Conversation.workspace_id == row.workspace_id,
+            Conversation.customer_id == survivor.id,
+        )
+        .union(guest_conversations(row.workspace_id, [survivor.id]))
+    )
     hers = db.scalar(
         select(func.max(Message.created_at)).where(
-            Message.workspace_id == row.workspace_id,
+            Message.conversation_id.in_(where),
             Message.sender_type == "customer",
             Message.sender_id == survivor.id,
             Message.direction == Direction.inbound,
