@@ -201,21 +201,7 @@ def part(db: Session, *, conversation: Conversation, actor: Actor) -> bool:
         (target, "The merged-in conversation's messages went back to it: the merge was undone"),
     )
     service.set_status(db, conversation=conversation, status=Status.open, actor_id=actor.user_id)
-    audit(
-        db,
-        workspace_id=ws,
-        actor=actor,
-        action="conversation.part",
-        target_type="conversation",
-        target_id=conversation.id,
-        data={"from_id": target.id, "messages": moved},
-    )
-    emit(
-        db,
-        workspace_id=ws,
-        type="conversation.parted",
-        payload={"id": conversation.id, "from_id": target.id},
-    )
+    _parted(db, actor, conversation, source=target, messages=moved)
     return True
 
 
@@ -358,15 +344,6 @@ def hand_over(
         sla.on_inbound(db, conversation=into, at=into.waiting_since)
         if new and into.assignee_id is None:
             routing.wake(db, workspace_id=ws)  # a new open conversation: offered to agents
-    audit(
-        db,
-        workspace_id=ws,
-        actor=actor,
-        action="conversation.part",
-        target_type="conversation",
-        target_id=into.id,
-        data={"from_id": source.id, "messages": ids},
-    )
     if new:
         emit(
             db,
@@ -381,13 +358,34 @@ def hand_over(
             type="conversation.updated",
             payload=service.conversation_payload(source),
         )
+    _parted(db, actor, into, source=source, messages=ids)
+    return into
+
+
+def _parted(
+    db: Session,
+    actor: Actor,
+    conversation: Conversation,
+    *,
+    source: Conversation,
+    messages: list[str],
+) -> None:
+    """Audited and told: ``messages`` went from ``source`` to ``conversation``."""
+    audit(
+        db,
+        workspace_id=conversation.workspace_id,
+        actor=actor,
+        action="conversation.part",
+        target_type="conversation",
+        target_id=conversation.id,
+        data={"from_id": source.id, "messages": messages},
+    )
     emit(
         db,
-        workspace_id=ws,
+        workspace_id=conversation.workspace_id,
         type="conversation.parted",
-        payload={"id": into.id, "from_id": source.id},
+        payload={"id": conversation.id, "from_id": source.id},
     )
-    return into
 
 
 def _resolved_again(db: Session, source: Conversation, moved: list[Message]) -> bool:
