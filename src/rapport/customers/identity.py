@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+import idna
 import phonenumbers
 
 from rapport.customers.models import PAGE_SCOPED, Identity, IdentityKind
@@ -27,7 +28,7 @@ class Handle:
 
 def normalize_email(raw: str) -> str:
     """Trim, compose (NFC: "é" typed as one character or as "e" and an accent is one
-    address), lower-case, and IDNA-encode the domain.
+    address), lower-case, and write the domain as DNS and mail carry it (``email_domain``).
 
     The local part is lower-cased too: RFC 5321 lets a server tell ``Ana@`` from ``ana@``,
     but no mail service people use does, and the same person writes both ways from two
@@ -40,11 +41,38 @@ def normalize_email(raw: str) -> str:
     if not sep or not local or " " in value or len(labels) < 2 or not all(labels):
         # "kim@...." was stored as the handle "kim@", "kim@.x" as "kim@x".
         raise InvalidHandle(f"not an email address: {raw!r}")
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii").lower()
-    except UnicodeError as exc:
-        raise InvalidHandle(f"not an email domain: {domain!r}") from exc
-    return f"{local.lower()}@{ascii_domain}"
+    return f"{local.lower()}@{email_domain(domain)}"
+
+
+def email_domain(domain: str) -> str:
+    """A domain as identities hold it: lower-cased ASCII, an internationalized label as
+    its IDNA 2008 A-label (``faß.de`` is ``xn--fa-hia.de``), mapped as UTS #46 says
+    (full-width letters, capitals). An ASCII label is kept as written, lower-cased (an
+    ``xn--`` one too: it is what the sender's mail carried).
+
+    Not Python's ``idna`` codec: that is IDNA 2003, which writes ``faß.de`` as ``fass.de``,
+    another domain, another person's mailbox; and it took symbols IDNA 2008 refuses
+    (``i❤.ws``), for which no mail system today looks up a domain."""
+    if not domain.isascii():
+        try:
+            domain = idna.uts46_remap(domain, std3_rules=False, transitional=False)
+        except idna.IDNAError as exc:
+            raise InvalidHandle(f"not an email domain: {domain!r} ({exc})") from exc
+    labels = domain.strip(".").split(".")
+    out = []
+    for label in labels:
+        if label.isascii():
+            if not 0 < len(label) < 64:
+                raise InvalidHandle(f"not an email domain: {domain!r}")
+            out.append(label.lower())
+            continue
+        try:
+            out.append(idna.alabel(label).decode("ascii"))
+        except idna.IDNAError as exc:
+            raise InvalidHandle(f"not an email domain: {domain!r} ({exc})") from exc
+    if len(out) < 2:
+        raise InvalidHandle(f"not an email domain: {domain!r}")
+    return ".".join(out)
 
 
 # Parsing a number costs ~15 µs and the same customers write again and again (every
