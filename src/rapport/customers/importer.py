@@ -36,6 +36,8 @@ _HANDLE_KINDS = {
     "external_id": IdentityKind.external,
 }
 BATCH = 500
+# What a CSV file's columns may be separated by; the header tells which.
+DELIMITERS = (",", ";", "\t")
 
 
 class UnreadableFile(ValueError):
@@ -89,7 +91,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """
     _check_utf8(path)
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        with path.open(encoding="utf-8") as f:
+        # utf-8-sig: a BOM (Windows tools write one) made the first line no JSON, its row lost.
+        with path.open(encoding="utf-8-sig") as f:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
@@ -107,14 +110,22 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
                 yield number, value if isinstance(value, dict) else "not a JSON object"
         return
     with path.open(encoding="utf-8-sig", newline="") as f:
-        header = csv.reader(f)
+        first = f.readline()
+    fieldnames: list[str] = []
+    delimiter = ","
+    # The delimiter that splits the header into the most columns: spreadsheets in much of
+    # Europe save "CSV" with semicolons, and some tools tabs; read with commas, every row
+    # of such a file was one column, no handle found, and not one customer imported.
+    for candidate in DELIMITERS:
         try:
-            fieldnames = next(header, [])
+            names = next(csv.reader([first], delimiter=candidate), [])
         except csv.Error as exc:
             raise UnreadableFile(f"the header row is not CSV: {exc}") from exc
+        if len(names) > len(fieldnames):
+            fieldnames, delimiter = names, candidate
     start = 2  # the first line after the header
     while start:
-        start = yield from _csv_rows(path, fieldnames, start)
+        start = yield from _csv_rows(path, fieldnames, start, delimiter)
 
 
 class _Taken:
@@ -138,7 +149,7 @@ class _Taken:
 
 
 def _csv_rows(
-    path: Path, fieldnames: list[str], start: int
+    path: Path, fieldnames: list[str], start: int, delimiter: str = ","
 ) -> Generator[tuple[int, dict[str, Any] | str], None, int]:
     """The rows from physical line ``start`` on. Returns 0 at the end of the file, or the
     line to go on from after a quote that was opened and never closed: read as one field,
@@ -148,7 +159,7 @@ def _csv_rows(
     first = start
     with path.open(encoding="utf-8-sig", newline="") as f:
         lines = _Taken(itertools.islice(f, start - 1, None))
-        reader = csv.DictReader(lines, fieldnames=fieldnames)
+        reader = csv.DictReader(lines, fieldnames=fieldnames, delimiter=delimiter)
         while True:
             error = None
             try:
@@ -171,7 +182,17 @@ def _csv_rows(
 
 
 def _fields(row: dict[str, Any], mapping: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
-    columns = {target: mapping.get(target, target) for target in FIELDS}
+    # A column is found as named, else whatever its case and spaces: a header "Email" or
+    # " phone" (as spreadsheets and mailing tools write them) was no handle, every row an
+    # error, and the handle kept as an attribute.
+    loose: dict[str, str] = {}
+    for key in row:
+        if isinstance(key, str):
+            loose.setdefault(key.strip().casefold(), key)
+    columns = {}
+    for target in FIELDS:
+        wanted = mapping.get(target, target)
+        columns[target] = wanted if wanted in row else loose.get(wanted.strip().casefold(), wanted)
     used = set(columns.values())
     values = {t: str(row.get(c) or "").strip() for t, c in columns.items()}
     attributes = {k: v for k, v in row.items() if k not in used and v not in (None, "")}

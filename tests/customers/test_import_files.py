@@ -1,0 +1,104 @@
+"""Files as people's tools write them: BOMs, semicolons, headers in any case."""
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rapport.customers import importer
+from rapport.customers.models import Customer, Identity
+from rapport.db import Database
+from tests.conftest import auth
+from tests.factories import World
+
+
+def _upload(client: TestClient, world: World, body: bytes, **params: object) -> dict[str, object]:
+    r = client.post(
+        "/api/v1/customer-files/import", params=params, content=body, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _named(database: Database, world: World, name: str) -> Customer:
+    with database.session(write=False) as db:
+        found = db.scalar(
+            select(Customer).where(
+                Customer.workspace_id == world.acme.workspace.id, Customer.name == name
+            )
+        )
+        assert found is not None, name
+        db.expunge(found)
+        return found
+
+
+def test_a_jsonl_file_with_a_bom_imports_its_first_row(
+    client: TestClient, world: World, database: Database
+) -> None:
+    body = '\ufeff{"name": "Bom First", "email": "first@bom.example"}\n'
+    body += '{"name": "Bom Second", "email": "second@bom.example"}\n'
+    report = _upload(client, world, body.encode(), format="jsonl")
+    assert report["errors"] == [] and report["created"] == 2
+    assert _named(database, world, "Bom First").email == "first@bom.example"
+
+
+def test_a_csv_file_separated_by_semicolons_is_read_by_its_columns(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # As a spreadsheet in France or Germany saves "CSV": semicolons, a BOM, CRLF, and a
+    # quoted field holding a semicolon and a line break.
+    body = (
+        "\ufeffname;email;phone;note\r\n"
+        'Léa Martin;lea@example.fr;06 12 34 56 78;"VIP; call first\r\nafter 10"\r\n'
+        "Jonas Weber;jonas@example.de;;\r\n"
+    )
+    report = _upload(client, world, body.encode())
+    assert report["errors"] == [] and report["created"] == 2, report
+    lea = _named(database, world, "Léa Martin")
+    assert lea.email == "lea@example.fr"
+    assert lea.attributes == {"note": "VIP; call first\r\nafter 10"}
+    tabbed = "name\temail\nTab Person\ttab@example.com\n"
+    assert _upload(client, world, tabbed.encode())["created"] == 1
+
+
+def test_a_header_written_in_capitals_or_with_spaces_names_the_handles(
+    client: TestClient, world: World, database: Database
+) -> None:
+    body = "Name, Email ,PHONE,Plan\nCapital Case,caps@example.com,+14155550111,pro\n"
+    report = _upload(client, world, body.encode())
+    assert report["errors"] == [] and report["created"] == 1, report
+    person = _named(database, world, "Capital Case")
+    assert (person.email, person.phone) == ("caps@example.com", "+14155550111")
+    assert person.attributes == {"Plan": "pro"}
+
+
+def test_rows_of_one_person_in_one_file_or_matching_a_phone_written_otherwise_update(
+    client: TestClient, world: World, database: Database
+) -> None:
+    first = "name,email,phone\nRow Twice,twice@example.com,+1 415 555 0122\n"
+    assert _upload(client, world, first.encode())["created"] == 1
+    body = (
+        "name,email,phone,plan\n"
+        "Row Twice,,(415) 555-0122,gold\n"  # the number as written in the US, no email
+        "New One,new@example.com,,free\n"
+        "New One,NEW@example.com,,silver\n"  # the same person again in the same file
+        "Broken,not-an-address,,free\n"
+    )
+    report = _upload(client, world, body.encode())
+    assert report["created"] == 1 and report["updated"] == 2, report
+    assert report["errors"] == [{"line": 5, "reason": "not an email address: 'not-an-address'"}]
+    assert _named(database, world, "Row Twice").attributes == {"plan": "gold"}
+    assert _named(database, world, "New One").attributes == {"plan": "silver"}
+    with database.session(write=False) as db:
+        values = db.scalars(
+            select(Identity.value).where(Identity.workspace_id == world.acme.workspace.id)
+        ).all()
+    assert values.count("+14155550122") == 1 and values.count("new@example.com") == 1
+
+
+def test_read_rows_splits_a_header_by_the_delimiter_that_makes_most_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text('"a;b",email\nx,y@example.com\n', encoding="utf-8")
+    assert [row for _, row in importer.read_rows(path)] == [{"a;b": "x", "email": "y@example.com"}]
