@@ -100,6 +100,12 @@ def _attributes(kind: str, event: dict[str, Any], defined: Defined) -> dict[str,
 
 
 def _when(event: dict[str, Any]) -> datetime:
+    """When the event happened: its ``timestamp`` (else ``originalTimestamp``, ``sentAt``),
+    now for none that can be read, and now for one still to come. A device whose clock is
+    ahead (or a bug writing the year 2999) sent times to come: kept, such an event stayed
+    first in the customer's history, and the customer first in the list (last seen then),
+    above everyone who wrote since."""
+    now = utcnow()
     for key in ("timestamp", "originalTimestamp", "sentAt"):
         value = event.get(key)
         if isinstance(value, str):
@@ -107,10 +113,11 @@ def _when(event: dict[str, Any]) -> datetime:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
                 # Converted here, not by the column: 0001-01-01T00:00+01:00 has no UTC
                 # equivalent, and an unusable time falls back to now like an unreadable one.
-                return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+                at = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
             except (ValueError, OverflowError):
                 continue
-    return utcnow()
+            return min(at, now)
+    return now
 
 
 def _order_id(props: dict[str, Any]) -> str | None:
