@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from rapport import money
 from rapport.crypto import random_token, sha256_hex
-from rapport.customers import profile
+from rapport.customers import duplicates, profile
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle, InvalidHandle, handle, normalize
 from rapport.customers.merge import merge
@@ -38,6 +38,8 @@ MAX_BATCH_BYTES = 500 * 1024
 # Events stored per transaction: a 500 KB batch of new people (about 2,400 events, a
 # millisecond or two each) held SQLite's one write lock for 2.4-4.8 s in one transaction.
 CHUNK = 100
+# An alias naming two people both known otherwise: likely one person, for an agent to say.
+ALIAS_PROBABILITY = 0.9
 _NAME_TRAITS = {"name", "firstName", "first_name", "lastName", "last_name", "email", "phone"}
 # The workspace's attribute definitions by key, read once per request.
 Defined = dict[str, AttributeDefinition]
@@ -397,6 +399,18 @@ def _alias(batch: _Batch, event: dict[str, Any], message_id: str | None) -> None
                 verified=True,
             )
         )
+    elif other.customer_id != customer.id and _known(batch.db, other.customer_id):
+        # Someone known by more than a device's id (a user id of the site, an address
+        # they wrote from): a write key is public in the site's pages, and anyone holding
+        # it could have joined two people's histories. An agent decides.
+        duplicates.suggest(
+            batch.db,
+            workspace_id=ws,
+            a=customer.id,
+            b=other.customer_id,
+            probability=ALIAS_PROBABILITY,
+            reason=f"Segment alias of {previous[:200]} to {str(event['userId'])[:200]}",
+        )
     elif other.customer_id != customer.id:
         batch.db.flush()
         merge(
@@ -408,6 +422,25 @@ def _alias(batch: _Batch, event: dict[str, Any], message_id: str | None) -> None
             reason="Segment alias",
         )
     _record(batch, customer, "Alias", {"previous_id": previous}, event, message_id)
+
+
+def _known(db: Session, customer_id: str) -> bool:
+    """Whether the customer holds a proven handle other than a device's anonymous id."""
+    return (
+        db.scalar(
+            select(Identity.id)
+            .where(
+                Identity.customer_id == customer_id,
+                Identity.verified.is_(True),
+                ~(
+                    (Identity.kind == IdentityKind.external)
+                    & Identity.value.startswith("anon:", autoescape=True)
+                ),
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _commerce(
