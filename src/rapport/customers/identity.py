@@ -80,16 +80,49 @@ def email_domain(domain: str) -> str:
 @lru_cache(maxsize=8192)
 def normalize_phone(raw: str, default_region: str = "US") -> str:
     """E.164 (``+14155550123``), reading national numbers in the workspace's region."""
+    number = _parsed(raw, default_region)
+    if not phonenumbers.is_possible_number(number):
+        # A Mexican mobile written with the "1" Mexico dropped in 2019, as WhatsApp still
+        # writes its users' ids (521…): the number their texts and calls come from lacks it.
+        modern = _without_mexican_one(number)
+        if modern is None:
+            raise InvalidHandle(f"not a possible phone number: {raw!r}")
+        number = modern
+    return _e164(number)
+
+
+def _parsed(raw: str, default_region: str) -> phonenumbers.PhoneNumber:
     value = raw.strip()
     if value.startswith("00"):
         value = "+" + value[2:]
     try:
-        number = phonenumbers.parse(value, None if value.startswith("+") else default_region)
+        return phonenumbers.parse(value, None if value.startswith("+") else default_region)
     except phonenumbers.NumberParseException as exc:
         raise InvalidHandle(f"not a phone number: {raw!r}") from exc
-    if not phonenumbers.is_possible_number(number):
-        raise InvalidHandle(f"not a possible phone number: {raw!r}")
+
+
+def _e164(number: phonenumbers.PhoneNumber) -> str:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _without_mexican_one(number: phonenumbers.PhoneNumber) -> phonenumbers.PhoneNumber | None:
+    """The number without Mexico's old mobile "1" (+52 1 55… is +52 55…), None for any
+    other number."""
+    national = str(number.national_number)
+    if number.country_code != 52 or len(national) != 11 or not national.startswith("1"):
+        return None
+    modern = phonenumbers.PhoneNumber(country_code=52, national_number=int(national[1:]))
+    return modern if phonenumbers.is_valid_number(modern) else None
+
+
+def _whatsapp_id(raw: str, default_region: str) -> str:
+    """A WhatsApp id: its number's digits without the plus, as WhatsApp gives them (a
+    Mexican mobile's with its old "1": the id replies are sent to)."""
+    value = "+" + raw.strip().lstrip("+")
+    phone = normalize_phone(value, default_region)  # refuses what is no number
+    number = _parsed(value, default_region)
+    as_given = _e164(number) if _without_mexican_one(number) is not None else phone
+    return as_given.lstrip("+")
 
 
 MAX_LENGTH = 320  # an identity's value, as stored; the longest email address there is
@@ -113,8 +146,7 @@ def _normalized(kind: IdentityKind, raw: str, default_region: str) -> str:
     if kind == IdentityKind.phone:
         return normalize_phone(raw, default_region)
     if kind == IdentityKind.whatsapp:
-        # WhatsApp ids are the phone number's digits without the plus.
-        return normalize_phone("+" + raw.strip().lstrip("+"), default_region).lstrip("+")
+        return _whatsapp_id(raw, default_region)
     value = raw.strip()
     if kind == IdentityKind.telegram:
         value = value if value.isdigit() else value.lstrip("@").strip().lower()
