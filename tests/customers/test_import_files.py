@@ -3,12 +3,13 @@
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from rapport.customers import importer
 from rapport.customers.models import Customer, Identity
 from rapport.db import Database
 from tests.conftest import auth
+from tests.events.test_segment import basic, source
 from tests.factories import World
 
 
@@ -102,3 +103,43 @@ def test_read_rows_splits_a_header_by_the_delimiter_that_makes_most_columns(
     path = tmp_path / "people.csv"
     path.write_text('"a;b",email\nx,y@example.com\n', encoding="utf-8")
     assert [row for _, row in importer.read_rows(path)] == [{"a;b": "x", "email": "y@example.com"}]
+
+
+def test_an_imported_customer_is_found_by_the_sites_events_for_their_external_id(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The site's user id in the admin's file was kept as merely typed: the site's first
+    # event for that user made a second customer, who took the id from the imported one.
+    body = "name,email,external_id,plan\nIda Import,ida@example.com,site-42,gold\n"
+    assert _upload(client, world, body.encode())["created"] == 1
+    key = source(client, world)
+    r = client.post(
+        "/api/v1/events/track",
+        json={"userId": "site-42", "event": "Logged In"},
+        headers=basic(key),
+    )
+    assert r.status_code == 200, r.text
+    with database.session(write=False) as db:
+        owners = db.scalars(
+            select(Identity.customer_id).where(
+                Identity.workspace_id == world.acme.workspace.id,
+                Identity.value.in_(["site-42", "ida@example.com"]),
+            )
+        ).all()
+    assert set(owners) == {_named(database, world, "Ida Import").id}
+    items = client.get(
+        f"/api/v1/customers/{owners[0]}/timeline", params={"kind": "event"}, headers=auth(world.bob)
+    ).json()["items"]
+    assert [e["type"] for e in items] == ["Logged In"]
+
+
+def test_an_external_id_imported_before_as_merely_typed_is_proven_by_the_next_import(
+    client: TestClient, world: World, database: Database
+) -> None:
+    body = "name,external_id\nOld Import,site-77\n"
+    assert _upload(client, world, body.encode())["created"] == 1
+    with database.session() as db:
+        db.execute(update(Identity).where(Identity.value == "site-77").values(verified=False))
+    assert _upload(client, world, body.encode())["updated"] == 1
+    with database.session(write=False) as db:
+        assert db.scalar(select(Identity.verified).where(Identity.value == "site-77")) is True

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from rapport.customers import identity as ident
@@ -274,6 +274,11 @@ def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, w
         )
     }
     now = utcnow()
+    # An external id is the workspace's own system's id for the person, not an address a
+    # stranger could type: proven, as the site's events and a verified web chat prove it.
+    # Kept as merely typed, the site's first event for the user made a second customer,
+    # who took the id (and their history from then on) from the imported one.
+    confirmed: set[str] = set()
     for line, values, attributes, handles in parsed:
         matches = {owner[(h.kind, h.value)] for h in handles if (h.kind, h.value) in owner}
         if len(matches) > 1:
@@ -303,6 +308,8 @@ def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, w
             report.created += 1
         for h in handles:
             if (h.kind, h.value) in owner:
+                if h.kind == IdentityKind.external and owner[(h.kind, h.value)] == customer.id:
+                    confirmed.add(h.value)
                 continue
             owner[(h.kind, h.value)] = customer.id
             db.add(
@@ -311,13 +318,24 @@ def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, w
                     customer_id=customer.id,
                     kind=h.kind,
                     value=h.value,
-                    verified=False,
+                    verified=h.kind == IdentityKind.external,
                 )
             )
             if h.kind == IdentityKind.email and not customer.email:
                 customer.email = h.value
             if h.kind == IdentityKind.phone and not customer.phone:
                 customer.phone = h.value
+    if confirmed and write:  # theirs already, imported before as merely typed
+        db.execute(
+            update(Identity)
+            .where(
+                Identity.workspace_id == workspace_id,
+                Identity.kind == IdentityKind.external,
+                Identity.value.in_(sorted(confirmed)),
+                Identity.verified.is_(False),
+            )
+            .values(verified=True)
+        )
     if write:
         db.flush()
 
