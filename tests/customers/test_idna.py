@@ -83,7 +83,7 @@ def empty_url(database_url: str) -> str:
 def test_handles_idna_2003_wrote_as_another_domain_are_written_again_from_the_mail_sent(
     empty_url: str,
 ) -> None:
-    migrate.upgrade(empty_url, "0035")
+    migrate.upgrade(empty_url, "0036")
     db = Database(empty_url, pool_size=1)
     with db.session() as s:
         ws = Workspace(name="Acme")

@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
 
+import idna
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -185,8 +186,8 @@ def colleague(db: Session, workspace_id: str, address: str | None) -> tuple[str,
     forms = {sender}
     local, _, domain = sender.rpartition("@")
     try:
-        forms.add(f"{local}@{domain.encode('ascii').decode('idna')}")
-    except UnicodeError:
+        forms.add(f"{local}@{idna.decode(domain)}")  # IDNA 2008, as identities write it
+    except (idna.IDNAError, UnicodeError):
         pass
     row = db.execute(
         select(User.id, Membership.role)

@@ -1,7 +1,7 @@
 """Email domains are written as IDNA 2008 says, not IDNA 2003
 
-Revision ID: 0036
-Revises: 0035
+Revision ID: 0037
+Revises: 0036
 Create Date: 2026-12-07 04:00:00
 
 Email handles wrote an internationalized domain with Python's ``idna`` codec, IDNA 2003,
@@ -37,8 +37,8 @@ from alembic import op
 
 import rapport.db
 
-revision: str = "0036"
-down_revision: str | None = "0035"
+revision: str = "0037"
+down_revision: str | None = "0036"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
