@@ -42,7 +42,7 @@ from rapport.jobs.service import enqueue
 from rapport.notifications import service as notifications
 from rapport.problems import Invalid, NotFound, Problem, Unsendable
 from rapport.realtime.service import emit
-from rapport.sanitize import clean_html
+from rapport.sanitize import Images, clean_html
 from rapport.scoped import get_scoped
 from rapport.search import Hit, snippet
 
@@ -428,6 +428,10 @@ def add_message(
     """Store a message in a conversation (the uploads become its attachments) and emit
     ``message.created``."""
     now = at or utcnow()
+    # A reply we send keeps its images as written, for the customer's mail client to show;
+    # anything else holds its remote images until an agent asks (the page holds them all as
+    # it draws them, ours too).
+    images: Images = "shown" if status is DeliveryStatus.queued else "held"
     msg = Message(
         workspace_id=conversation.workspace_id,
         conversation_id=conversation.id,
@@ -437,7 +441,7 @@ def add_message(
         sender_type=sender_type,
         sender_id=sender_id,
         text=text,
-        html=clean_html(html) if html else None,
+        html=clean_html(html, images=images) if html else None,
         external_id=external_id,
         status=status,
         meta=meta or {},

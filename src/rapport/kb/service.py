@@ -42,7 +42,8 @@ _LOCALE = re.compile(r"^[a-z]{2}(?:-[A-Z]{2})?$")
 
 
 def render(markdown: str) -> str:
-    return clean_html(_markdown.render(markdown))
+    # The business's own article: its images are shown (a message's are held).
+    return clean_html(_markdown.render(markdown), images="shown")
 
 
 def slugify(text: str) -> str:

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from rapport import search
+from rapport import sanitize, search
 from rapport.auth import service as auth_service
 from rapport.auth.deps import CurrentMember, Db, Unauthorized, resolve_principal
 from rapport.auth.models import Membership, Role, Team, User
@@ -108,7 +108,10 @@ def _page(
         headers={
             # Our own scripts and styles only: a message that slipped past sanitizing still
             # runs and restyles nothing.
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data: cid:; "
+            # https: for the images an agent asks to see (a message's remote images are
+            # held by the sanitizer, which every message passes again as it is drawn) and a
+            # help-center article's; nothing loads from a sender's server unasked.
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data:; "
             "style-src 'self'; script-src 'self'; "
             "connect-src 'self' ws: wss:; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff",
@@ -397,6 +400,16 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             **_customer_context(db, customer),
         }
     return _page(request, "conversation.html", principal, **ctx)
+
+
+def _message_html(m: Message) -> sanitize.Cleaned:
+    """A message's HTML as the page shows it (message.html): sanitized again, so that one
+    stored under older rules holds its remote images too; its own files' images shown."""
+    own = f"/api/v1/conversations/{m.conversation_id}/messages/{m.id}/attachments/"
+    return sanitize.message_html(m.html or "", own_images=own)
+
+
+templates.env.filters["message_html"] = _message_html
 
 
 def _survivor(db: Db, conv: Conversation, workspace_id: str) -> str:

@@ -806,6 +806,18 @@ function messageItem(m) {
   return li;
 }
 
+// A message's remote images, held by the server (their address in data-remote-src, which
+// no browser loads: a tracking pixel tells its sender when and where it was read), loaded
+// once the agent asks for this message's. The server wrote only https addresses there.
+function showImages(li) {
+  for (const img of li.querySelectorAll(".body img[data-remote-src]")) {
+    const url = img.dataset.remoteSrc;
+    img.removeAttribute("data-remote-src");
+    if (url.startsWith("https://")) img.src = url;
+  }
+  li.querySelector(".held-images")?.remove();
+}
+
 // Whom an email copied (Cc), and for one of ours, whom it went to unseen (Bcc) and which
 // copies did not arrive (refused, bounced); as message.html draws it.
 function copiesLine(m) {
@@ -884,6 +896,10 @@ function setupConversation() {
       button.disabled = false;
       showError(e.message);
     }
+  });
+  thread.addEventListener("click", (ev) => {
+    const button = ev.target.closest("button.show-images");
+    if (button) showImages(button.closest("li[data-id]"));
   });
   const attachments = setupAttachments(document.getElementById("attach-input"), document.getElementById("attached"), `/api/v1/conversations/${id}/uploads`);
   // A reply by email takes copies: the Cc offered is whom the thread's latest mail copied,

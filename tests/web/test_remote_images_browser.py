@@ -1,0 +1,154 @@
+"""An email's remote images load only once the agent asks: a tracking pixel told its sender
+when an agent opened the conversation, and from where; an image with a relative address
+made the agent's browser ask Rapport itself, with the agent's cookies."""
+
+import datetime
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fastapi.testclient import TestClient
+
+from rapport.channels.email import ingest_email
+from rapport.config import Settings
+from rapport.db import Database
+from tests.conftest import auth
+from tests.factories import World
+from tests.web.conftest import LiveServer, sign_in
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
+
+# The smallest GIF: one transparent pixel.
+PIXEL = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
+
+
+class Tracker:
+    """A sender's image server (HTTPS on 127.0.0.1, a certificate of its own), which
+    records every path asked of it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.asked: list[str] = []
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp / "key.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        asked = self.asked
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                asked.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/gif")
+                self.send_header("Content-Length", str(len(PIXEL)))
+                self.end_headers()
+                self.wfile.write(PIXEL)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+        self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> Iterator[Tracker]:
+    t = Tracker(tmp_path)
+    yield t
+    t.close()
+
+
+def test_an_emails_remote_images_load_only_when_the_agent_asks(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+    tracker: Tracker,
+) -> None:
+    mail = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Email", "channel": "email", "settings": {"address": "help@acme.test"}},
+        headers=auth(world.alice),
+    ).json()
+    t = tracker.url
+    body = (
+        f'<p>Hello</p><img src="{t}/pixel.gif?who=open" alt="pixel" width="1" height="1">'
+        # Every other way HTML has to load an address: none may, asked or not.
+        f'<img src="{t}/x.gif" srcset="{t}/srcset.gif 2x">'
+        f'<div style="background-image: url({t}/style.gif)">styled</div>'
+        f'<picture><source srcset="{t}/source.gif"><img alt="p"></picture>'
+        f'<table background="{t}/background.gif"><tr><td background="{t}/td.gif">t</td></tr>'
+        f'</table><video poster="{t}/poster.gif"></video><input type="image" src="{t}/input.gif">'
+        f'<svg><image href="{t}/svg.gif"></image></svg>'
+        f'<link rel="stylesheet" href="{t}/sheet.css"><style>@import url({t}/import.css);</style>'
+        # Addresses of Rapport's own, asked with the agent's cookies.
+        '<img src="/api/v1/me?from-mail=1"><img src="../settings?from-mail=2">'
+        '<img src="//127.0.0.1/?from-mail=3">'
+    )
+    raw = (
+        "From: Trent <trent@example.com>\r\nTo: help@acme.test\r\nSubject: Our newsletter\r\n"
+        "Message-ID: <trent-1@example.com>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n\r\n" + body + "\r\n"
+    ).encode()
+    with database.session() as db:
+        ingest_email(db, raw, inbox_id=mail["id"], settings=settings)
+    conv = client.get("/api/v1/conversations", headers=auth(world.bob)).json()["items"]
+    conv_id = next(c["id"] for c in conv if c["subject"] == "Our newsletter")
+
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    asked_of_us: list[str] = []
+    page.on("request", lambda r: asked_of_us.append(r.url) if "from-mail" in r.url else None)
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv_id}")
+    held = page.locator(".msg .held-images")
+    expect(held).to_contain_text("2 remote images not loaded")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(500)
+    assert tracker.asked == [] and asked_of_us == []
+
+    held.get_by_role("button", name="Show images").click()
+    expect(held).to_have_count(0)
+    pixel = page.locator('.msg .body img[alt="pixel"]')
+    page.wait_for_function(
+        "(img) => img.complete && img.naturalWidth > 0", arg=pixel.element_handle()
+    )
+    page.wait_for_load_state("networkidle")
+    assert sorted(tracker.asked) == ["/pixel.gif?who=open", "/x.gif"]
+    assert asked_of_us == []
