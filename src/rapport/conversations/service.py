@@ -56,6 +56,34 @@ def get(db: Session, *, workspace_id: str, conversation_id: str) -> Conversation
     )
 
 
+class MergedAway(Problem):
+    """A write to a conversation merged into another: its messages went there, and so does
+    every reply, note and change (the emptied one took them, shown nowhere)."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        super().__init__(
+            409,
+            "conversation-merged",
+            f"this conversation was merged into {conversation.merged_into_id}: nothing was "
+            "changed; write there",
+            merged_into_id=conversation.merged_into_id,
+        )
+
+
+def get_writable(db: Session, *, workspace_id: str, conversation_id: str) -> Conversation:
+    """The conversation, as ``get`` finds it, to write in or change: a 409 problem naming
+    the one it was merged into (``merged_into_id``) when it was."""
+    conversation = get(db, workspace_id=workspace_id, conversation_id=conversation_id)
+    writable(conversation)
+    return conversation
+
+
+def writable(conversation: Conversation) -> None:
+    """Refuse a write to a conversation merged into another (``MergedAway``)."""
+    if conversation.merged_into_id is not None:
+        raise MergedAway(conversation)
+
+
 def labels_of(db: Session, ids: list[str]) -> dict[str, list[str]]:
     """Labels of many conversations in one query."""
     out: dict[str, list[str]] = {i: [] for i in ids}

@@ -68,6 +68,12 @@ from rapport.storage import LocalStorage
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 
+MERGED = (
+    "the conversation was merged into another: type .../problems/conversation-merged, "
+    "whose ``merged_into_id`` names it; nothing changed"
+)
+_MERGED: dict[int | str, dict[str, object]] = {409: {"description": MERGED[0].upper() + MERGED[1:]}}
+
 
 def _utc(at: datetime) -> datetime:
     """A date-time without an offset is taken as UTC, the API's time zone; one with an
@@ -216,6 +222,7 @@ def _ran_macro(
     responses={
         403: {"description": "A viewer: only agents, admins and owners write"},
         404: {"description": "A conversation (or the macro) is not in your workspace"},
+        409: {"description": "One of them was merged into another (" + MERGED + ")"},
         422: {
             "description": "The body is not valid (``labels`` empty, ``macro_id`` missing), "
             "or one of the macro's actions cannot run; nothing changed",
@@ -232,6 +239,10 @@ def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> Bul
     if body.action == "label" and not body.labels:
         raise Invalid("labels must not be empty")
     skipped: dict[str, list[SkippedAction]] = {}
+    if body.action in ("macro", "assign"):
+        _held_afresh(db, rows)
+    for conv in rows:  # all or none: one merged into another refuses them all
+        service.writable(conv)
     if body.action == "macro":
         assert body.macro_id is not None  # checked above
         macro = automation.get_macro(
@@ -240,7 +251,6 @@ def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> Bul
             macro_id=body.macro_id,
             user_id=principal.user_id,
         )
-        _held_afresh(db, rows)
         for conv in rows:
             try:
                 left_out = _ran_macro(
@@ -252,8 +262,6 @@ def bulk(body: BulkIn, principal: CurrentAgent, request: Request, db: Db) -> Bul
                 skipped[conv.id] = _skipped(left_out)
         labels = service.labels_of(db, [c.id for c in rows])
         return BulkOut(items=[_read(c, labels[c.id]) for c in rows], skipped=skipped)
-    if body.action == "assign":
-        _held_afresh(db, rows)
     for conv in rows:
         data: dict[str, object]
         if body.action == "assign":
@@ -395,6 +403,7 @@ def _with_files(db: Db, msgs: list[Message]) -> list[MessageRead]:
     status_code=201,
     responses={
         404: {"description": "No such conversation in your workspace"},
+        409: _MERGED[409],
         422: {"description": "No file, an empty file, or one over 10 MB"},
     },
 )
@@ -410,7 +419,9 @@ def upload(
     # Checked, hashed and written before this request's write transaction begins (10 MB
     # must not hold SQLite's one write lock); a copy no upload names is swept.
     stored = files.store(data, LocalStorage(request.app.state.settings.attachments_dir))
-    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    conv = service.get_writable(
+        db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+    )
     row = files.upload(
         db, conversation=conv, user_id=principal.user_id, filename=file.filename, stored=stored
     )
@@ -427,7 +438,7 @@ def upload(
             "description": "The customer opted out of the inbox's channel (an SMS STOP): "
             "type .../problems/no-consent; or never wrote to the inbox's Messenger page or "
             "Instagram account, whose ids are its own: type .../problems/not-this-page "
-            "(``wrote_to``: the inboxes they did write to); nothing stored",
+            "(``wrote_to``: the inboxes they did write to); nothing stored; or " + MERGED,
         },
         422: {
             "description": "Neither text nor files, files the channel cannot send, or "
@@ -439,7 +450,9 @@ def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) 
     """Reply to the customer, with files uploaded first (``attachment_ids``): stored now,
     delivered by the ``deliver`` job, text first and then each file on channels that send
     them separately."""
-    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    conv = service.get_writable(
+        db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+    )
     msg = service.reply(
         db,
         conversation=conv,
@@ -454,12 +467,16 @@ def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) 
     return _with_files(db, [msg])[0]
 
 
-@router.post("/{conversation_id}/notes", response_model=NoteRead, status_code=201)
+@router.post(
+    "/{conversation_id}/notes", response_model=NoteRead, status_code=201, responses=_MERGED
+)
 def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db) -> NoteRead:
     """A private note for colleagues (with files uploaded first); never sent to the
     customer. Says whom its @mentions notified, and which fit several members (and so
     notified none of them)."""
-    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    conv = service.get_writable(
+        db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+    )
     noted = service.note(
         db,
         conversation=conv,
@@ -490,6 +507,7 @@ def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db
             "description": "No such conversation or macro in your workspace, or another "
             "member's personal macro"
         },
+        409: _MERGED[409],
         422: {
             "description": "One of the macro's actions cannot run (its template fails, the "
             "inbox is switched off, outside the channel's reply window); nothing changed",
@@ -509,11 +527,12 @@ def run_macro(
         db, workspace_id=principal.workspace_id, macro_id=macro_id, user_id=principal.user_id
     )
     _held_afresh(db, [conv])
+    service.writable(conv)  # a merge committed meanwhile included
     skipped = _ran_macro(db, principal=principal, request=request, macro=macro, conversation=conv)
     return MacroRunOut(conversation=_detail(db, conv), skipped=_skipped(skipped))
 
 
-@router.post("/{conversation_id}/assign", response_model=ConversationRead)
+@router.post("/{conversation_id}/assign", response_model=ConversationRead, responses=_MERGED)
 def assign(
     conversation_id: str, body: AssignIn, principal: CurrentAgent, request: Request, db: Db
 ) -> ConversationRead:
@@ -521,6 +540,7 @@ def assign(
     null clears it (two agents changing one each at once both keep theirs)."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     _held_afresh(db, [conv])
+    service.writable(conv)  # a merge committed meanwhile included
     assignee_id, team_id = _given(body, conv)
     service.assign(
         db, conversation=conv, assignee_id=assignee_id, team_id=team_id, actor_id=principal.user_id
@@ -537,11 +557,13 @@ def assign(
     return _read(conv, service.labels_of(db, [conv.id])[conv.id])
 
 
-@router.post("/{conversation_id}/status", response_model=ConversationRead)
+@router.post("/{conversation_id}/status", response_model=ConversationRead, responses=_MERGED)
 def set_status(
     conversation_id: str, body: StatusIn, principal: CurrentAgent, db: Db
 ) -> ConversationRead:
-    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    conv = service.get_writable(
+        db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+    )
     service.set_status(
         db,
         conversation=conv,
@@ -552,24 +574,32 @@ def set_status(
     return _read(conv, service.labels_of(db, [conv.id])[conv.id])
 
 
-@router.post("/{conversation_id}/priority", response_model=ConversationRead)
+@router.post("/{conversation_id}/priority", response_model=ConversationRead, responses=_MERGED)
 def set_priority(
     conversation_id: str, body: PriorityIn, principal: CurrentAgent, db: Db
 ) -> ConversationRead:
-    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    conv = service.get_writable(
+        db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+    )
     service.set_priority(db, conversation=conv, priority=body.priority, actor_id=principal.user_id)
     return _read(conv, service.labels_of(db, [conv.id])[conv.id])
 
 
-@router.post("/{conversation_id}/labels", response_model=list[str])
+@router.post("/{conversation_id}/labels", response_model=list[str], responses=_MERGED)
 def add_labels(conversation_id: str, body: LabelsIn, principal: CurrentAgent, db: Db) -> list[str]:
-    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    conv = service.get_writable(
+        db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+    )
     return service.add_labels(db, conversation=conv, labels=body.labels)
 
 
-@router.delete("/{conversation_id}/labels/{label:path}", response_model=list[str])
+@router.delete(
+    "/{conversation_id}/labels/{label:path}", response_model=list[str], responses=_MERGED
+)
 def remove_label(conversation_id: str, label: str, principal: CurrentAgent, db: Db) -> list[str]:
-    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    conv = service.get_writable(
+        db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+    )
     return service.remove_label(db, conversation=conv, label=label)
 
 
@@ -577,7 +607,7 @@ def remove_label(conversation_id: str, label: str, principal: CurrentAgent, db: 
     "/{conversation_id}/messages/{message_id}/retry",
     response_model=MessageRead,
     responses={
-        409: {"description": "The customer opted out, or never wrote to the page"},
+        409: {"description": "The customer opted out, or never wrote to the page; or " + MERGED},
         422: {
             "description": "Not a reply that failed, or outside the channel's reply window",
         },
@@ -588,7 +618,9 @@ def send_again(
 ) -> MessageRead:
     """Send a reply that failed again (queued for the ``deliver`` job), after the checks a
     new reply meets; what the provider had already accepted of it is not sent twice."""
-    conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
+    conv = service.get_writable(
+        db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+    )
     return _with_files(db, [service.send_again(db, conversation=conv, message_id=message_id)])[0]
 
 

@@ -1,0 +1,124 @@
+"""A conversation merged into another takes no more writes: its messages went to the one it
+was merged into, and a reply sent to it through the API (answered 201) was stored in the
+emptied conversation, shown nowhere. Each write is refused with a 409 naming where to go."""
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rapport.config import Settings
+from rapport.conversations.models import Message
+from rapport.db import Database
+from tests.conftest import auth
+from tests.conversations.test_simultaneous import second_inbox, write
+from tests.factories import World
+
+
+@pytest.fixture
+def merged(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> dict[str, str]:
+    """Two conversations of one customer, the second merged into the first."""
+    survivor = write(database, settings, world.acme.inbox.id, "a1", "my order is late")  # type: ignore[union-attr]
+    gone = write(database, settings, second_inbox(client, world), "b1", "hello? my order")
+    r = client.post(
+        f"/api/v1/conversations/{survivor}/merge", json={"merged_id": gone}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    with database.session() as db:
+        moved = db.query(Message.id).filter(Message.conversation_id == survivor).first()
+    assert moved is not None
+    return {"survivor": survivor, "merged": gone, "message": moved[0]}
+
+
+def _macro(client: TestClient, world: World) -> str:
+    r = client.post(
+        "/api/v1/macros",
+        json={
+            "name": "Refund",
+            "actions": [{"type": "add_label", "value": "refund"}],
+            "visibility": "personal",
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+WRITES: list[tuple[str, str, dict[str, Any]]] = [
+    ("post", "messages", {"json": {"text": "Where did it go?"}}),
+    ("post", "notes", {"json": {"text": "@alice see this"}}),
+    ("post", "status", {"json": {"status": "open"}}),
+    ("post", "assign", {"json": {"assignee_id": None}}),
+    ("post", "priority", {"json": {"priority": "high"}}),
+    ("post", "labels", {"json": {"labels": ["vip"]}}),
+    ("delete", "labels/vip", {}),
+    ("post", "uploads", {"files": {"file": ("a.txt", b"hello", "text/plain")}}),
+    ("post", "messages/{message}/retry", {}),
+    ("post", "macros/{macro}", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES, ids=[w[1] for w in WRITES])
+def test_a_write_to_a_merged_conversation_is_refused_naming_the_one_it_went_into(
+    client: TestClient,
+    world: World,
+    database: Database,
+    merged: dict[str, str],
+    method: str,
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    where = path.format(message=merged["message"], macro=_macro(client, world))
+    before = client.get(f"/api/v1/conversations/{merged['merged']}", headers=auth(world.bob))
+    r = client.request(
+        method,
+        f"/api/v1/conversations/{merged['merged']}/{where}",
+        headers=auth(world.bob),
+        **body,
+    )
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["type"].endswith("/problems/conversation-merged")
+    assert problem["merged_into_id"] == merged["survivor"]
+    assert merged["survivor"] in problem["detail"]
+    after = client.get(f"/api/v1/conversations/{merged['merged']}", headers=auth(world.bob))
+    assert after.json() == before.json()  # nothing stored (its messages), nothing changed
+
+
+@pytest.mark.parametrize("action", ["assign", "label", "resolve", "macro"])
+def test_a_bulk_change_including_a_merged_conversation_changes_none(
+    client: TestClient, world: World, merged: dict[str, str], action: str
+) -> None:
+    body: dict[str, Any] = {"ids": [merged["survivor"], merged["merged"]], "action": action}
+    if action == "assign":
+        body["assignee_id"] = world.acme.users["alice"].id
+    elif action == "label":
+        body["labels"] = ["vip"]
+    elif action == "macro":
+        body["macro_id"] = _macro(client, world)
+    before = client.get(f"/api/v1/conversations/{merged['survivor']}", headers=auth(world.bob))
+    r = client.post("/api/v1/conversations/bulk", json=body, headers=auth(world.bob))
+    assert r.status_code == 409, r.text
+    assert r.json()["merged_into_id"] == merged["survivor"]
+    after = client.get(f"/api/v1/conversations/{merged['survivor']}", headers=auth(world.bob))
+    assert after.json() == before.json()
+
+
+def test_the_conversation_merged_into_takes_the_same_writes(
+    client: TestClient, world: World, merged: dict[str, str]
+) -> None:
+    r = client.post(
+        f"/api/v1/conversations/{merged['survivor']}/messages",
+        json={"text": "Here it is"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    r = client.post(
+        f"/api/v1/conversations/{merged['survivor']}/notes",
+        json={"text": "done"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
