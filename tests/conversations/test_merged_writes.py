@@ -64,7 +64,6 @@ WRITES: list[tuple[str, str, dict[str, Any]]] = [
 def test_a_write_to_a_merged_conversation_is_refused_naming_the_one_it_went_into(
     client: TestClient,
     world: World,
-    database: Database,
     merged: dict[str, str],
     method: str,
     path: str,

@@ -22,7 +22,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from tests.conftest import auth
 from tests.factories import World
-from tests.web.conftest import LiveServer, sign_in
+from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -142,6 +142,7 @@ def test_an_emails_remote_images_load_only_when_the_agent_asks(
     page.wait_for_load_state("networkidle")
     page.wait_for_timeout(500)
     assert tracker.asked == [] and asked_of_us == []
+    page.screenshot(path=str(ARTIFACTS / "remote-images-held.png"))
 
     held.get_by_role("button", name="Show images").click()
     expect(held).to_have_count(0)
