@@ -2,6 +2,8 @@
 was merged into, and a reply sent to it through the API (answered 201) was stored in the
 emptied conversation, shown nowhere. Each write is refused with a 409 naming where to go."""
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ from fastapi.testclient import TestClient
 from rapport.config import Settings
 from rapport.conversations.models import Message
 from rapport.db import Database
-from tests.conftest import auth
+from tests.conftest import auth, postgresql_only
 from tests.conversations.test_simultaneous import second_inbox, write
 from tests.factories import World
 
@@ -121,3 +123,52 @@ def test_the_conversation_merged_into_takes_the_same_writes(
         headers=auth(world.bob),
     )
     assert r.status_code == 201, r.text
+
+
+@postgresql_only
+def test_a_note_that_read_the_conversation_before_a_merge_committed_is_moved_with_the_rest(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The reply's transaction found the conversation not merged; the merge then moved its
+    # messages and committed; the reply was stored after it, in the emptied conversation.
+    # Both now hold the row: the merge waits for the reply, and moves it too.
+    from rapport.conversations import merging, service
+    from rapport.conversations.models import Direction, MessageKind
+    from rapport.privacy.service import Actor
+
+    survivor = write(database, settings, world.acme.inbox.id, "a1", "my order is late")  # type: ignore[union-attr]
+    gone = write(database, settings, second_inbox(client, world), "b1", "hello? my order")
+    ws, bob = world.acme.workspace.id, world.acme.users["bob"].id
+    read, noted = threading.Event(), []
+
+    def note() -> None:
+        with database.session() as db:
+            conv = service.get_writable(db, workspace_id=ws, conversation_id=gone)
+            read.set()
+            time.sleep(0.5)  # the merge starts meanwhile
+            noted.append(
+                service.add_message(
+                    db,
+                    conversation=conv,
+                    direction=Direction.outbound,
+                    kind=MessageKind.note,
+                    sender_type="user",
+                    sender_id=bob,
+                    text="checking the courier",
+                ).id
+            )
+
+    writer = threading.Thread(target=note)
+    writer.start()
+    assert read.wait(10)
+    with database.session() as db:
+        merging.merge(
+            db,
+            workspace_id=ws,
+            survivor_id=survivor,
+            merged_id=gone,
+            actor=Actor(kind="user", user_id=bob),
+        )
+    writer.join(10)
+    with database.session(write=False) as db:
+        assert db.get(Message, noted[0]).conversation_id == survivor  # type: ignore[union-attr]

@@ -29,7 +29,7 @@ from rapport.conversations.models import (
     Priority,
     Status,
 )
-from rapport.db import utcnow
+from rapport.db import hold, utcnow
 from rapport.privacy.models import AuditLog
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Conflict, Invalid
@@ -93,6 +93,9 @@ def merge(
         raise Invalid("a conversation cannot be merged into itself")
     survivor = _get(db, workspace_id, survivor_id)
     merged = _get(db, workspace_id, merged_id)
+    # Both held, as a write to either is (``service.get_writable``): a reply committed
+    # meanwhile is among the messages moved, and one after it is refused.
+    hold(db, Conversation, survivor.id, merged.id)
     if survivor.merged_into_id or merged.merged_into_id:
         raise Conflict("one of these conversations was already merged into another")
     if survivor.customer_id != merged.customer_id:

@@ -37,7 +37,7 @@ from rapport.conversations.models import (
 from rapport.customers import identity, profile
 from rapport.customers import service as customers
 from rapport.customers.models import Consent, Customer, Identity, IdentityKind
-from rapport.db import lock_row, utcnow
+from rapport.db import hold, lock_row, utcnow
 from rapport.jobs.service import enqueue
 from rapport.notifications import service as notifications
 from rapport.problems import Invalid, NotFound, Problem, Unsendable
@@ -72,8 +72,11 @@ class MergedAway(Problem):
 
 def get_writable(db: Session, *, workspace_id: str, conversation_id: str) -> Conversation:
     """The conversation, as ``get`` finds it, to write in or change: a 409 problem naming
-    the one it was merged into (``merged_into_id``) when it was."""
+    the one it was merged into (``merged_into_id``) when it was. Held until the transaction
+    ends (a merge holds both of its conversations too): a reply that read it just before a
+    merge committed was stored in the emptied conversation."""
     conversation = get(db, workspace_id=workspace_id, conversation_id=conversation_id)
+    hold(db, Conversation, conversation.id)
     writable(conversation)
     return conversation
 
