@@ -29,7 +29,7 @@ def test_a_value_few_customers_hold_is_found_in_the_attributes_index(
             "created_at": now,
             "updated_at": now,
         }
-        for n in range(3000)
+        for n in range(20_000)  # enough that reading the workspace costs more than the index
     ]
     with database.session() as db:
         db.execute(insert(Customer), rows)

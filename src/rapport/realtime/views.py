@@ -59,6 +59,13 @@ def poll_events(
         ),
     ] = None,
     said_after: Annotated[float, Query(ge=0, le=1e12, allow_inf_nan=False)] = 0.0,
+    stragglers: Annotated[
+        bool,
+        Query(
+            description="without `pending` (a page whose socket just closed): the recent "
+            "events at or below `after` come again too, as to a socket that reconnects"
+        ),
+    ] = False,
 ) -> EventsPage:
     """The workspace's events after `after`, for a client that cannot hold the stream open
     (a proxy that drops WebSockets): the stored events the stream carries (not the passing
@@ -67,9 +74,9 @@ def poll_events(
 
     Send `pending` as the last answer gave it (a page, as its `data-pending-event-ids`):
     the events of those ids that committed since come too (on PostgreSQL ids commit out
-    of order). Without it, the recent events at or below `after` come again, as they do to
-    a socket that reconnects. Recent events come again in the polls that follow too:
-    handle each `id` once.
+    of order); with `stragglers` instead, the recent events at or below `after` come again,
+    as they do to a socket that reconnects. Recent events come again in the polls that
+    follow too: handle each `id` once.
     """
     # Before any other read: the poll reads one snapshot (``service.poll``).
     service.one_snapshot(db)
@@ -78,7 +85,8 @@ def poll_events(
         raise Invalid(
             f"pending: at most {service.PENDING_CAP} event ids, each at most {service.MAX_ID}"
         )
-    named = None if pending is None else frozenset(int(i) for i in listed)
+    # Named, none (a client that knows of none: only what follows ``after``), or unknown.
+    named = frozenset(int(i) for i in listed) if pending is not None or not stragglers else None
     if after is None:
         latest = service.latest_id(db, workspace_id=principal.workspace_id)
         return EventsPage(

@@ -214,7 +214,7 @@ function connectStream(onEvent) {
       try {
         // A request a proxy leaves hanging must not stop the loop: given up after 20 s.
         const since = cursor === null ? ""
-          : `?after=${cursor}${pending === null ? "" : `&pending=${pending}`}&said_after=${saidAt}`;
+          : `?after=${cursor}${pending === null ? "&stragglers=1" : `&pending=${pending}`}&said_after=${saidAt}`;
         const page = await Promise.race([
           api("GET", `/api/v1/events${since}`),
           new Promise((_, fail) => setTimeout(() => fail(new Error("no answer")), 20000)),
