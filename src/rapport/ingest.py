@@ -37,7 +37,7 @@ from rapport.channels.webchat.models import Visitor
 from rapport.config import Settings
 from rapport.conversations import jobs as conversation_jobs
 from rapport.conversations import service as conversations
-from rapport.conversations.merging import REOPENED
+from rapport.conversations.merging import MERGE_HOPS, REOPENED
 from rapport.conversations.models import (
     Attachment,
     Conversation,
@@ -1001,17 +1001,13 @@ def _moved(
         )
 
 
-# Merges can chain (A into B, then B into C); a longer chain than this is not followed.
-_MERGE_HOPS = 32
-
-
 def _follow_merges(conn: Any, convs: dict[Any, dict[str, Any]]) -> None:
     """Replace each conversation an agent merged into another by the one its merges ended
     in: a message for it (its customer's latest, or a reply to its thread) continues there.
     Never into another customer's: a merge of customers undone after their conversations
     were merged leaves the pointer to the other person's thread, and the message starts a
     conversation of its own instead (it went into the other's, and the reply to her)."""
-    for _ in range(_MERGE_HOPS):
+    for _ in range(MERGE_HOPS):
         targets = {c["merged_into_id"] for c in convs.values() if c["merged_into_id"]}
         if not targets:
             return

@@ -74,6 +74,24 @@ def related(db: Session, *, conversation: Conversation) -> list[Conversation]:
     )
 
 
+# Merges can chain (A into B, then B into C); a longer chain than this is not followed.
+MERGE_HOPS = 32
+
+
+def where_merged(db: Session, conversation: Conversation | None) -> Conversation | None:
+    """The conversation whose thread this one's goes on in: its merges followed to their
+    end (itself if it was never merged); None if a merge leads out of its workspace or to
+    a conversation that is gone."""
+    for _ in range(MERGE_HOPS):
+        if conversation is None or not conversation.merged_into_id:
+            break
+        target = db.get(Conversation, conversation.merged_into_id)
+        if target is not None and target.workspace_id != conversation.workspace_id:
+            return None
+        conversation = target
+    return conversation
+
+
 def _get(db: Session, workspace_id: str, conversation_id: str) -> Conversation:
     return get_scoped(
         db, Conversation, conversation_id, workspace_id=workspace_id, name="conversation"

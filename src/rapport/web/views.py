@@ -26,7 +26,7 @@ from rapport.channels.email import inline as email_inline
 from rapport.channels.models import Inbox
 from rapport.conversations import files as conversation_files
 from rapport.conversations import labels as label_list
-from rapport.conversations import routing, sla
+from rapport.conversations import merging, routing, sla
 from rapport.conversations import service as conversations
 from rapport.conversations.models import (
     CannedResponse,
@@ -362,9 +362,9 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
         if conv.merged_into_id is not None:
             # Its messages are the survivor's now (a link in a notification or an old tab
             # led to an empty thread, whose reply box still took replies).
-            survivor = _survivor(db, conv, principal.workspace_id)
-            if survivor != conv.id:
-                return RedirectResponse(f"/app/conversations/{survivor}", status_code=303)
+            survivor = merging.where_merged(db, conv)
+            if survivor is not None and survivor.id != conv.id:
+                return RedirectResponse(f"/app/conversations/{survivor.id}", status_code=303)
         customer = customers.get(
             db, workspace_id=principal.workspace_id, customer_id=conv.customer_id
         )
@@ -410,18 +410,6 @@ def _message_html(m: Message) -> sanitize.Cleaned:
 
 
 templates.env.filters["message_html"] = _message_html
-
-
-def _survivor(db: Db, conv: Conversation, workspace_id: str) -> str:
-    """The conversation a merged one's messages are in now (it may have been merged in turn)."""
-    seen = {conv.id}
-    while conv.merged_into_id is not None and conv.merged_into_id not in seen:
-        target = db.get(Conversation, conv.merged_into_id)
-        if target is None or target.workspace_id != workspace_id:
-            break
-        seen.add(target.id)
-        conv = target
-    return str(conv.id)
 
 
 def _people(db: Db, names: dict[str, str]) -> list[tuple[str, str]]:

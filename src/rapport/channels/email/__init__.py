@@ -26,7 +26,7 @@ from rapport.channels.email.parse import ParsedEmail, parse
 from rapport.channels.email.replies import visible_reply
 from rapport.channels.models import Inbox
 from rapport.config import Settings
-from rapport.conversations import copies
+from rapport.conversations import copies, merging
 from rapport.conversations import service as conversation_service
 from rapport.conversations.models import (
     Conversation,
@@ -131,11 +131,7 @@ def _new_mail_to_old_address(parsed: ParsedEmail, hint: str | None) -> bool:
 def _closed_for_new_mail(db: Session, conversation_id: str, settings: Settings) -> bool:
     """Whether the conversation (where its merges end) was resolved longer ago than its
     workspace reopens a conversation for a customer's new mail."""
-    conv = db.get(Conversation, conversation_id)
-    for _ in range(32):
-        if conv is None or not conv.merged_into_id:
-            break
-        conv = db.get(Conversation, conv.merged_into_id)
+    conv = merging.where_merged(db, db.get(Conversation, conversation_id))
     if conv is None or conv.status != Status.resolved:
         return False
     workspace = db.get(Workspace, conv.workspace_id)
@@ -421,11 +417,8 @@ def _from_colleague(
     parsed, msg = prepared.parsed, prepared.msg
     assert prepared.colleague is not None
     author, role = prepared.colleague
-    conv = db.get(Conversation, msg.conversation_hint or "")
-    for _ in range(32):  # an agent merged it into another: the thread goes on there
-        if conv is None or not conv.merged_into_id:
-            break
-        conv = db.get(Conversation, conv.merged_into_id)
+    # An agent merged it into another: the thread goes on there.
+    conv = merging.where_merged(db, db.get(Conversation, msg.conversation_hint or ""))
     if conv is None or conv.workspace_id != inbox.workspace_id:
         return None
     customer = db.get(Customer, conv.customer_id)
