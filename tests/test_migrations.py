@@ -2,12 +2,15 @@
 
 from datetime import timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import column, delete, func, insert, inspect, select, table, text
+from sqlalchemy import column, delete, event, func, insert, inspect, select, table, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import rapport.search
@@ -28,6 +31,7 @@ from rapport.customers.models import Consent, ConsentChannel, Customer, Identity
 from rapport.db import Base, Database, JSONType, UTCDateTime, new_id, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.workspaces.models import Workspace
+from tests.conftest import postgresql_only
 
 
 @pytest.fixture
@@ -652,3 +656,43 @@ def test_the_queue_has_a_partial_index_by_waiting_and_downgrades_to_its_age(
     assert _columns(db, "conversations", counts) == [*counted, "created_at", "id"]
     db.dispose()
     migrate.upgrade(empty_url)
+
+
+@postgresql_only
+def test_new_indexes_leave_their_tables_writable_while_built_on_postgresql(
+    empty_url: str,
+) -> None:
+    # A plain CREATE INDEX holds its table's SHARE lock until the whole migration run
+    # commits: every insert and update (ingest) waits that long. Built concurrently, the
+    # table takes writes again as soon as each statement returns: another connection asks
+    # for the lock an INSERT takes, without waiting, right after each build.
+    migrate.upgrade(empty_url, "0035")
+    built = {
+        "ix_conversations_queue": "conversations",
+        "ix_conversations_ws_assignee_status": "conversations",
+        "ix_customers_attributes": "customers",
+    }
+    writable: dict[str, bool] = {}
+    db = Database(empty_url, pool_size=1)
+
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if conn.engine is db.engine or not statement.lstrip().startswith("CREATE INDEX"):
+            return
+        name = next((n for n in built if n in statement), None)
+        if name is None:
+            return
+        with db.engine.connect() as other:
+            try:
+                other.execute(text(f"LOCK TABLE {built[name]} IN ROW EXCLUSIVE MODE NOWAIT"))
+                writable[name] = True
+            except OperationalError:
+                writable[name] = False
+            other.rollback()
+
+    event.listen(Engine, "after_cursor_execute", after)
+    try:
+        migrate.upgrade(empty_url, "0036")
+    finally:
+        event.remove(Engine, "after_cursor_execute", after)
+        db.dispose()
+    assert writable == dict.fromkeys(built, True)

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -30,6 +30,33 @@ def compared(obj: Any, name: str | None, dialect: str) -> bool:
     only = getattr(obj, "_ddl_if", None)  # SQLAlchemy keeps ddl_if's condition there
     elsewhere = only is not None and only.dialect not in (None, dialect)
     return not is_index_object(name) and not elsewhere
+
+
+def build_index(name: str, table: str, columns: list[str], **kw: Any) -> None:
+    """A migration's new index, built on PostgreSQL without holding its table's writes.
+
+    A plain ``CREATE INDEX`` locks out every insert and update of the table until the whole
+    migration run commits (ingest stalls for as long as a million conversations take to
+    index). On PostgreSQL it is built ``CONCURRENTLY``, outside the run's transaction (what
+    the migrations before it did is committed first); a build that failed half-way leaves
+    an invalid index of that name, dropped here before building again. SQLite, whose one
+    writer is the migration itself, builds it in the transaction."""
+    if op.get_bind().dialect.name != "postgresql":
+        op.create_index(name, table, columns, **kw)
+        return
+    with op.get_context().autocommit_block():
+        op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+        op.create_index(name, table, columns, postgresql_concurrently=True, **kw)
+
+
+def drop_index(name: str, table: str) -> None:
+    """A migration's dropped index, on PostgreSQL without holding its table's writes (as
+    ``build_index``)."""
+    if op.get_bind().dialect.name != "postgresql":
+        op.drop_index(name, table_name=table)
+        return
+    with op.get_context().autocommit_block():
+        op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from rapport.migrate import build_index, drop_index
+
 revision: str = "0036"
 down_revision: str | None = "0035"
 branch_labels: str | Sequence[str] | None = None
@@ -45,23 +47,24 @@ _ATTRIBUTES = "ix_customers_attributes"
 
 
 def upgrade() -> None:
+    # Built on PostgreSQL without holding the tables' writes (rapport.migrate.build_index).
     if op.get_bind().dialect.name == "postgresql":
-        op.create_index(
+        build_index(
             _ATTRIBUTES,
             "customers",
             ["attributes"],
             postgresql_using="gin",
             postgresql_ops={"attributes": "jsonb_path_ops"},
         )
-    op.create_index(
+    build_index(
         _QUEUE,
         "conversations",
         ["workspace_id", "status", "waiting_since", "id"],
         sqlite_where=sa.text(_IN_QUEUE),
         postgresql_where=sa.text(_IN_QUEUE),
     )
-    op.drop_index(_COUNTS, table_name="conversations")
-    op.create_index(_COUNTS, "conversations", _COUNTED)
+    drop_index(_COUNTS, "conversations")
+    build_index(_COUNTS, "conversations", _COUNTED)
 
 
 def downgrade() -> None:
