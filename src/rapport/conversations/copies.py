@@ -126,10 +126,18 @@ def customer_addresses(db: Session, workspace_id: str, customer_id: str) -> set[
     return theirs
 
 
+def untagged(address: str) -> list[str]:
+    """The address, lower-cased, then each it is a tag of, the nearest first:
+    ``support+billing+c123@`` is ``support+billing@``'s tag, which is ``support@``'s (an
+    inbox's own address may hold a ``+``, and takes its own tags before ``support@`` does)."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    parts = local.split("+")
+    return [f"{'+'.join(parts[:n])}@{domain}" for n in range(len(parts), 0, -1)]
+
+
 def is_ours(address: str, ours: set[str]) -> bool:
     """One of our addresses, or one with a tag (``support+c123@``: a thread's reply address)."""
-    local, _, domain = address.lower().rpartition("@")
-    return address.lower() in ours or f"{local.partition('+')[0]}@{domain}" in ours
+    return any(a in ours for a in untagged(address))
 
 
 def reply_all(db: Session, *, conversation: Conversation) -> list[str]:

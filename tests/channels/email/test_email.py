@@ -459,6 +459,56 @@ def test_mail_to_an_unknown_address_is_refused(smtp_port: int, mail_inbox: str) 
         send(smtp_port, mail)
 
 
+def test_an_inbox_whose_own_address_has_a_plus_receives_its_mail_and_its_threads(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # The listener looked every recipient up without its "+" part: mail to
+    # support+billing@ went to the support@ inbox, or was refused when there was none.
+    r = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Billing mail",
+            "channel": "email",
+            "settings": {
+                "address": "Support+Billing@acme.test",
+                "smtp_host": "127.0.0.1",
+                "smtp_port": outbox[1],
+                "smtp_security": "none",
+            },
+        },
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    billing = str(r.json()["id"])
+    mail = customer_mail("Why was I charged twice?", subject="Invoice")
+    mail.replace_header("To", "support+billing@acme.test")
+    send(smtp_port, mail)
+    [conv] = conversations(client, world, billing)
+    assert conv["subject"] == "Invoice" and conversations(client, world, mail_inbox) == []
+    # Its own reply address (support+billing+c<id>@) threads, as support+c<id>@ does.
+    answer(client, world, database, settings, conv["id"], "Refunded.")
+    from email import message_from_bytes, policy
+
+    [sent] = [message_from_bytes(m, policy=policy.default) for m in outbox[0].messages]
+    assert sent["Reply-To"] == f"support+billing+c{conv['id']}@acme.test"
+    reply = customer_mail("Thanks!", subject="another subject")
+    reply.replace_header("To", str(sent["Reply-To"]))
+    send(smtp_port, reply)
+    [after] = conversations(client, world, billing)
+    assert after["id"] == conv["id"] and after["messages_count"] == 3
+    # The plain inbox still takes its own tags.
+    other = customer_mail("Hello", subject="Sales")
+    other.replace_header("To", "support+sales@acme.test")
+    send(smtp_port, other)
+    assert conversations(client, world, mail_inbox) != []
+
+
 def _eval(*args: str) -> dict:  # type: ignore[type-arg]
     out = subprocess.run(
         [sys.executable, "-m", "rapport.cli", "eval", *args],

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from rapport.channels.email import prepare_email, store_email, verify
 from rapport.channels.models import Inbox
 from rapport.config import Settings
+from rapport.conversations import copies
 from rapport.db import Database
 from rapport.storage import LocalStorage
 
@@ -26,18 +27,18 @@ MAX_MESSAGE_BYTES = 60 * 1024 * 1024
 
 
 def inbox_for(database: Database, address: str) -> str | None:
-    """The email inbox receiving mail at ``address`` (plus-addressed variants included)."""
-    local, _, domain = address.strip().lower().rpartition("@")
-    base_address = f"{local.split('+', 1)[0]}@{domain}"
+    """The email inbox receiving mail at ``address``: its own, or a tag of it (a thread's
+    ``support+c<id>@``); of ``support@`` and ``support+billing@``, mail to the second and
+    its tags is the second's (``copies.untagged``)."""
     with database.session(write=False) as db:
+        inboxes: dict[str, str] = {}
         for inbox_id, settings in db.execute(
             select(Inbox.id, Inbox.settings).where(
                 Inbox.channel == "email", Inbox.enabled.is_(True)
             )
         ):
-            if str((settings or {}).get("address", "")).lower() == base_address:
-                return str(inbox_id)
-    return None
+            inboxes.setdefault(str((settings or {}).get("address", "")).lower(), str(inbox_id))
+    return next((inboxes[a] for a in copies.untagged(address) if a in inboxes), None)
 
 
 _TRY_AGAIN = "451 4.3.0 Temporary failure, try again later"
