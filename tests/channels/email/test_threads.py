@@ -4,6 +4,8 @@ customer's new mail months later is a conversation of its own
 
 from datetime import timedelta
 from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.policy import SMTP
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -157,3 +159,33 @@ def test_a_reply_in_a_long_thread_names_its_first_mail_and_only_real_message_ids
     assert len(refs) == 20 and refs[0] == first["Message-ID"]
     assert all("@" in r and not r.startswith("<sha256:") for r in refs)
     assert sent["In-Reply-To"] == refs[-1]
+
+
+def with_headers(mail: EmailMessage, **headers: str) -> bytes:
+    """The mail with these headers written on one line each, as a mailer may (the mail
+    library folds a long one), its own Message-ID left out."""
+    del mail["Message-ID"]
+    lines = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+    return lines.encode() + mail.as_bytes(policy=SMTP)
+
+
+def test_a_reply_names_an_outlook_message_id_as_it_came(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # The mail library writes a word longer than a line as RFC 2047 encoded words: our
+    # replies named an Outlook customer's 80-character Message-ID as "=?utf-8?q?=3CPH0P...",
+    # which their mail client does not take for the id they sent, and the thread split.
+    outlook = "<PH0PR11MB48390A8D3F4E06E1C4E5B36C3B89A@PH0PR11MB4839.namprd11.prod.outlook.com>"
+    hello = customer_mail("Hello from Outlook")
+    send(smtp_port, hello, raw=with_headers(hello, Message_ID=outlook))
+    [conv] = conversations(client, world, mail_inbox)
+    answer(client, world, database, settings, conv["id"], "Hi!")
+    [raw] = outbox[0].messages
+    assert f"In-Reply-To: {outlook}\r\n".encode() in raw
+    assert f"References: {outlook}\r\n".encode() in raw

@@ -11,6 +11,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
@@ -55,11 +56,19 @@ from rapport.workspaces.models import Workspace
 
 _TOKEN_ADDR = re.compile(r"\+c([0-9a-f]{32})@", re.IGNORECASE)
 _TOKEN_SUBJECT = re.compile(r"\[#([0-9a-f]{32})\]", re.IGNORECASE)
+# A Message-ID we can name in a reply's headers: printable ASCII, no space, an "@".
+_ONE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
 MAX_TEXT = 200_000
 # Message-IDs looked up per mail, to thread it or to mark what it bounces: clients trim
 # References to the last few ids (RFC 5322), and one query holds 65,535 parameters at most
 # on PostgreSQL, so a mail naming 70,000 ids would otherwise never be stored at all.
 MAX_LOOKED_UP_IDS = 50
+# The longest Message-ID a reply names: one a line, which holds 998 characters (RFC 5322).
+MAX_WRITTEN_ID = 998 - len("In-Reply-To: ")
+# Headers set raw (``set_raw``) are written as they are: the mail library's own folding
+# writes a word longer than a line as RFC 2047 encoded words, which in a Message-ID (one of
+# Outlook's 80 characters) no mail client reads as the id.
+_AS_SET = policy.default.clone(refold_source="none")
 # Addresses of a mail's To and Cc kept with it: a list mailing copies thousands.
 MAX_ADDRESSES = 100
 # A stranger's answer in a customer's thread, signed with the customer's own full name.
@@ -619,7 +628,7 @@ class EmailChannel:
             raise base.DeliveryError("the inbox has no sending address", permanent=True)
         to = self.recipient(out)
         local, domain = address.split("@", 1)
-        mail = EmailMessage()
+        mail = EmailMessage(policy=_AS_SET)
         name = one_line(str(settings.get("from_name") or out.inbox.name))
         mail["From"] = formataddr((name, address))
         mail["To"] = to
@@ -650,10 +659,13 @@ class EmailChannel:
         mail["Message-ID"] = message_id
         # Real Message-IDs only (not our <sha256:...> for a mail that had none), the
         # thread's first kept when it is long (RFC 5322: clients find its root by it).
-        refs = [r for r in out.thread_refs if r and "@" in r]
+        # (Each one id and no more (``_ONE_ID``), set raw: a line break would start a
+        # header of its own.)
+        refs = [r for r in out.thread_refs if len(r) <= MAX_WRITTEN_ID and _ONE_ID.fullmatch(r)]
         if refs:
-            mail["In-Reply-To"] = refs[-1]
-            mail["References"] = " ".join(refs if len(refs) <= 20 else [refs[0], *refs[-19:]])
+            mail.set_raw("In-Reply-To", refs[-1])
+            named = refs if len(refs) <= 20 else [refs[0], *refs[-19:]]
+            mail.set_raw("References", "\r\n ".join(named))
         if out.message.kind == MessageKind.bot or out.message.sender_type == "system":
             # Said to be automatic (RFC 3834), so another responder (a bot, an out of
             # office, our own parser) does not answer it: two bots answered each other, and
