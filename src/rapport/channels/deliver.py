@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from rapport import outbound
 from rapport.auth.ratelimit import RateLimiter
-from rapport.channels import base, media
+from rapport.channels import base, email, media
 from rapport.channels.models import Inbox
 from rapport.conversations import files, sla
 from rapport.conversations.models import (
@@ -120,10 +120,13 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
                 .order_by(Identity.created_at, Identity.id)
             )
         )
+        # A mail's Message-ID as it came (``meta.email.message_id``) where one too long for
+        # external_id is stored as its digest (``stored_id``), which names nothing to the
+        # customer's mail client.
         thread_refs = [
-            ref
-            for ref in db.scalars(
-                select(Message.external_id)
+            said if said and email.stored_id(said) == ref else ref
+            for ref, said in db.execute(
+                select(Message.external_id, Message.meta[("email", "message_id")].as_string())
                 .where(Message.conversation_id == conv.id, Message.external_id.is_not(None))
                 .order_by(Message.created_at, Message.id)
             )

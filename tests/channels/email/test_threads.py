@@ -169,6 +169,36 @@ def with_headers(mail: EmailMessage, **headers: str) -> bytes:
     return lines.encode() + mail.as_bytes(policy=SMTP)
 
 
+def test_a_message_id_longer_than_its_column_still_threads_its_replies(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # A Message-ID over 300 characters was cut to fit external_id: a reply naming the
+    # whole id found no mail and, its conversation resolved, started one of its own; and a
+    # mail whose id began with the same 300 characters was dropped as the first come again.
+    first_id, second_id = (f"<{'x' * 390}{tail}@example.org>" for tail in ("a", "b"))
+
+    first = customer_mail("My first question.", subject="Long ids")
+    send(smtp_port, first, raw=with_headers(first, Message_ID=first_id))
+    second = customer_mail("And another.", subject="Long ids")
+    send(smtp_port, second, raw=with_headers(second, Message_ID=second_id))
+    [conv] = conversations(client, world, mail_inbox)
+    assert conv["messages_count"] == 2
+    answer(client, world, database, settings, conv["id"], "Answered.")
+    # Named as they came, not as the digests they are stored as.
+    assert f"References: {first_id}\r\n {second_id}\r\n".encode() in outbox[0].messages[0]
+    resolved_long_ago(database, conv["id"])
+    reply = customer_mail("It came back.", subject="Something else")
+    send(smtp_port, reply, raw=with_headers(reply, In_Reply_To=first_id))
+    assert [c["id"] for c in conversations(client, world, mail_inbox)] == [conv["id"]]
+    assert last_message(client, world, conv["id"])["text"] == "It came back."
+
+
 def test_a_reply_names_an_outlook_message_id_as_it_came(
     client: TestClient,
     world: World,

@@ -63,6 +63,9 @@ MAX_TEXT = 200_000
 # References to the last few ids (RFC 5322), and one query holds 65,535 parameters at most
 # on PostgreSQL, so a mail naming 70,000 ids would otherwise never be stored at all.
 MAX_LOOKED_UP_IDS = 50
+# Message.external_id holds 300 characters: a longer Message-ID is stored and looked up
+# by its digest (``stored_id``).
+MAX_STORED_ID = 300
 # The longest Message-ID a reply names: one a line, which holds 998 characters (RFC 5322).
 MAX_WRITTEN_ID = 998 - len("In-Reply-To: ")
 # Headers set raw (``set_raw``) are written as they are: the mail library's own folding
@@ -89,11 +92,21 @@ class EmailResult:
         return len(self.parsed.attachments)
 
 
+def stored_id(message_id: str) -> str:
+    """A Message-ID as a message's ``external_id`` holds it, and as it is looked up: one
+    longer than the column is known by its SHA-256 (cut to fit, it was no longer the id a
+    reply names, and the thread split; two that began alike were one mail)."""
+    if len(message_id) <= MAX_STORED_ID:
+        return message_id
+    digest = hashlib.sha256(message_id.encode("utf-8", errors="surrogatepass")).hexdigest()
+    return f"<sha256-id:{digest}>"
+
+
 def _thread_ids(parsed: ParsedEmail) -> list[str]:
     """The Message-IDs a mail replies to, nearest first: In-Reply-To, then the References
-    from the end, without repeats and bounded."""
+    from the end, without repeats and bounded, as stored (``stored_id``)."""
     ids = dict.fromkeys(r for r in [*parsed.in_reply_to, *reversed(parsed.references)] if r)
-    return list(ids)[:MAX_LOOKED_UP_IDS]
+    return [stored_id(r) for r in list(ids)[:MAX_LOOKED_UP_IDS]]
 
 
 def _thread_hint(db: Session, *, workspace_id: str, parsed: ParsedEmail) -> tuple[str | None, bool]:
@@ -328,7 +341,7 @@ def prepare_email(
     # The original, byte for byte, so an agent can always see what really arrived.
     attachments.append(InboundAttachment("original.eml", "message/rfc822", raw))
     by_content = "<sha256:" + hashlib.sha256(sent).hexdigest() + ">"
-    external_id = (parsed.message_id or by_content)[:300]
+    external_id = stored_id(parsed.message_id) if parsed.message_id else by_content
     if parsed.message_id and _taken_by_another(db, inbox.id, external_id, parsed):
         # A mailer that reuses its Message-IDs, or a forgery: not a redelivery of that mail.
         external_id = by_content
@@ -378,7 +391,7 @@ def store_email(
         # any new mail of the customer's (it reopened last spring's thread).
         msg = replace(msg, conversation_hint=None)
         prepared = replace(prepared, msg=msg, colleague=None)
-    bounced = list(dict.fromkeys(parsed.bounce_of))[:MAX_LOOKED_UP_IDS]
+    bounced = [stored_id(b) for b in list(dict.fromkeys(parsed.bounce_of))[:MAX_LOOKED_UP_IDS]]
     # A report whose recipients' blocks say none failed (a delay notice) fails nothing.
     if bounced and (parsed.bounced_to or not parsed.report_read):
         # A bounce of our own message: the customer never got it, unless the report names
