@@ -16,6 +16,7 @@ from rapport.automation import service as automation
 from rapport.automation.models import Macro
 from rapport.automation.schemas import SkippedAction
 from rapport.channels import service as inboxes
+from rapport.channels.email import inline as email_inline
 from rapport.conversations import canned, files, labels, service, sla
 from rapport.conversations.models import (
     Attachment,
@@ -387,11 +388,23 @@ def _detail(db: Db, conv: Conversation) -> ConversationDetail:
 
 
 def _with_files(db: Db, msgs: list[Message]) -> list[MessageRead]:
-    """Messages with their attachments (one query for all of them)."""
+    """Messages with their attachments (one query for all of them), an email's ``cid:``
+    images pointing at the attachments they were stored as, as the agent's page shows
+    them (``email_inline.shown``): no client can load a ``cid:`` address."""
     found = files.of_messages(db, [m.id for m in msgs])
     return [
         MessageRead.model_validate(m).model_copy(
-            update={"attachments": [AttachmentRead.model_validate(a) for a in found[m.id]]}
+            update={
+                "attachments": [AttachmentRead.model_validate(a) for a in found[m.id]],
+                "html": m.html
+                and email_inline.shown(
+                    m.html,
+                    meta=m.meta,
+                    files=found[m.id],
+                    conversation_id=m.conversation_id,
+                    message_id=m.id,
+                ),
+            }
         )
         for m in msgs
     ]

@@ -196,6 +196,35 @@ def test_an_image_pasted_into_a_mail_is_shown_where_it_was_pasted(
     assert client.get(src).content == png
 
 
+def test_the_api_gives_an_images_address_as_its_attachments_not_cid(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    # The agent's page pointed a pasted image at its attachment, but the API gave the html
+    # with <img src="cid:...">, which no API client can load or look up.
+    png = b"\x89PNG\r\n\x1a\n" + b"pixels" * 10
+    mail = customer_mail("See the screenshot.")
+    mail.add_alternative(
+        '<p>See:</p><img src="cid:shot@example.org" alt="shot">'
+        '<img src="cid:gone@example.org" alt="not attached">',
+        subtype="html",
+    )
+    mail.get_payload()[1].add_related(
+        png, maintype="image", subtype="png", cid="<shot@example.org>"
+    )
+    send(smtp_port, mail)
+    [conv] = conversations(client, world, mail_inbox)
+    [message] = detail(client, world, conv["id"])["messages"]
+    [image] = [a for a in message["attachments"] if a["content_type"] == "image/png"]
+    src = f"/api/v1/conversations/{conv['id']}/messages/{message['id']}/attachments/{image['id']}"
+    one = client.get(
+        f"/api/v1/conversations/{conv['id']}/messages/{message['id']}", headers=auth(world.bob)
+    ).json()
+    for html in (message["html"], one["html"]):
+        assert f'<img src="{src}" alt="shot">' in html
+        assert '<img src="cid:gone@example.org" alt="not attached">' in html
+    assert client.get(src, headers=auth(world.bob)).content == png
+
+
 def test_mail_for_an_inbox_switched_off_after_rcpt_is_not_answered_stored(
     client: TestClient, world: World, mail_inbox: str, smtp_port: int
 ) -> None:
