@@ -458,7 +458,7 @@ def handle(
             box=box,
         )
         if decision.integration is not None and (
-            refusal := conversations.reply_refusal(db, conversation=conversation)
+            refusal := conversations.reply_refusal(db, conversation=conversation, automatic=True)
         ):
             # The answer could not go (an SMS STOP, another page's id): the integration is
             # an outside call, with its cost and side effects, for nothing. A person takes
@@ -503,7 +503,7 @@ def _act(db: Session, *, message_id: str, decision: Decision) -> str:
     # Asked again in the writing transaction: an agent may have taken it meanwhile.
     if with_a_human(db, conversation, state):
         return "skip"
-    refusal = conversations.reply_refusal(db, conversation=conversation)
+    refusal = conversations.reply_refusal(db, conversation=conversation, automatic=True)
     if refusal is not None and decision.kind in ("answer", "clarify"):
         # The customer opted out of the channel (an SMS STOP), or their id is another
         # page's: the bot cannot answer there, a person can, through another channel; the

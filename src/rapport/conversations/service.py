@@ -45,6 +45,7 @@ from rapport.realtime.service import emit
 from rapport.sanitize import Images, clean_html
 from rapport.scoped import get_scoped
 from rapport.search import Hit, snippet
+from rapport.workspaces.models import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -698,17 +699,75 @@ def page_refusal(db: Session, *, conversation: Conversation, inbox: Inbox) -> No
     return NotThisPage(inbox=inbox, kind=kind, wrote_to=list(wrote_to))
 
 
+# Automatic replies (a rule's, the bot's) one customer is sent by email within an hour,
+# unless the workspace's ``automatic_replies_per_hour`` says otherwise: an autoresponder
+# that does not say it is one (no Auto-Submitted) answers each, and a rule answering every
+# mail answered it back, without end (Zammad and Zendesk cap automatic mail alike).
+AUTOMATIC_REPLIES_PER_HOUR = 10
+
+
+class TooManyAutomatic(Unsendable):
+    """An automatic reply past the workspace's cap for one customer by email in an hour."""
+
+    def __init__(self, *, limit: int) -> None:
+        replies = "reply" if limit == 1 else "replies"
+        self.why = (
+            f"the customer had {limit} automatic {replies} by email within the hour, as many "
+            "as the workspace allows (an autoresponder answering each?); a person's reply "
+            "still goes"
+        )
+        super().__init__(409, "automatic-replies-capped", f"Not sent: {self.why}.", limit=limit)
+
+
+def automatic_refusal(
+    db: Session, *, conversation: Conversation, inbox: Inbox
+) -> TooManyAutomatic | None:
+    """Why an automatic reply (a rule's, the bot's; never a person's) through ``inbox``
+    does not go: it is mail, and the customer had the workspace's
+    ``automatic_replies_per_hour`` of them by email in the last hour. None when it may go."""
+    if inbox.channel != "email":
+        return None
+    ws = conversation.workspace_id
+    workspace = db.get(Workspace, ws)
+    limit = int(
+        ((workspace.settings if workspace else None) or {}).get(
+            "automatic_replies_per_hour", AUTOMATIC_REPLIES_PER_HOUR
+        )
+    )
+    sent = db.scalar(
+        select(func.count())
+        .select_from(Message)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.workspace_id == ws,
+            Conversation.customer_id == conversation.customer_id,
+            Message.direction == Direction.outbound,
+            Message.kind.in_((MessageKind.message, MessageKind.bot)),
+            Message.sender_id.is_(None),
+            Message.inbox_id.in_(
+                select(Inbox.id).where(Inbox.workspace_id == ws, Inbox.channel == "email")
+            ),
+            Message.created_at >= utcnow() - timedelta(hours=1),
+        )
+    )
+    return TooManyAutomatic(limit=limit) if (sent or 0) >= limit else None
+
+
 def reply_refusal(
-    db: Session, *, conversation: Conversation, inbox: Inbox | None = None
+    db: Session, *, conversation: Conversation, inbox: Inbox | None = None, automatic: bool = False
 ) -> Unsendable | None:
     """Why a reply through ``inbox`` (by default the one a reply goes through) cannot go:
     the customer opted out of its channel (an SMS STOP), or never wrote to its Messenger
-    page or Instagram account; None when it may go."""
+    page or Instagram account, or, ``automatic`` (a rule's, the bot's), had as many
+    automatic mails within the hour as the workspace allows (``automatic_refusal``); None
+    when it may go."""
     inbox = inbox or db.get(Inbox, last_channel(db, conversation=conversation))
     if inbox is None:
         return None
     if withdrawal := consent_refusal(db, conversation=conversation, inbox=inbox):
         return profile.NoConsent(withdrawal)
+    if automatic and (capped := automatic_refusal(db, conversation=conversation, inbox=inbox)):
+        return capped
     return page_refusal(db, conversation=conversation, inbox=inbox)
 
 
@@ -760,7 +819,9 @@ def reply(
         # Refused here, where the agent can still choose another channel: queued, it would
         # only fail at the provider (Twilio's 21610; Meta's refusal of another page's id),
         # or worse, reach a customer who opted out.
-        if refused := reply_refusal(db, conversation=conversation, inbox=inbox):
+        if refused := reply_refusal(
+            db, conversation=conversation, inbox=inbox, automatic=author_id is None
+        ):
             raise refused
     uploads = files.take(db, conversation=conversation, upload_ids=attachment_ids or [])
     if not text.strip() and not uploads:

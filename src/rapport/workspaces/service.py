@@ -24,11 +24,14 @@ _SETTING_KEYS: dict[str, type] = {
     "auto_merge_threshold": float,
     # Conversations one customer opens on two channels within this many minutes are linked.
     "simultaneous_contact_minutes": int,
+    # Automatic replies (a rule's, the bot's) one customer gets by email within an hour.
+    "automatic_replies_per_hour": int,
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "reopen_window_hours": (0, 24 * 366),
     "auto_merge_threshold": (0.5, 1.0),
     "simultaneous_contact_minutes": (0, 24 * 60),
+    "automatic_replies_per_hour": (1, 1000),
 }
 
 

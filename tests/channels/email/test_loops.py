@@ -12,6 +12,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
 from rapport.mail import send_mail
+from tests.bot.test_bot import set_up_bot
 from tests.channels.email.test_email import Outbox, conversations, customer_mail, send
 from tests.conftest import auth
 from tests.factories import World
@@ -144,3 +145,93 @@ def test_mail_from_our_own_address_is_recorded_and_answered_by_no_rule(
     [stored] = r.json()["messages"]
     assert stored["text"] == "Your mailbox is almost full."
     assert "From: one of the workspace's addresses" in stored["meta"]["email"]["problems"]
+
+
+def test_an_autoresponder_that_does_not_say_so_gets_only_so_many_automatic_replies(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # A customer's autoresponder that writes no Auto-Submitted (nor Precedence, nor any
+    # responder's header) answered each of a rule's acknowledgements, and the rule answered
+    # each of its answers: a mail a second either way, without end.
+    r = client.patch(
+        "/api/v1/workspace",
+        json={"settings": {"automatic_replies_per_hour": 3}},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    r = client.post(
+        "/api/v1/automation-rules",
+        json={
+            "name": "Acknowledge",
+            "event": "message.received",
+            "actions": [{"type": "send_message", "value": "We got your mail."}],
+        },
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 201, r.text
+    send(smtp_port, customer_mail("Where is my parcel?"))
+    for _ in range(5):
+        Worker(database, settings).run_until_idle()
+        ack = message_from_bytes(outbox[0].messages[-1], policy=policy.default)
+        send(smtp_port, customer_mail("Thank you for your mail.", In_Reply_To=ack["Message-ID"]))
+    Worker(database, settings).run_until_idle()
+    assert len(outbox[0].messages) == 3
+    [conv] = conversations(client, world, mail_inbox)
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    [first, *more] = [m for m in detail["messages"] if m["kind"] == "activity"]
+    assert "Rule “Acknowledge”" in first["text"] and "3 automatic replies" in first["text"]
+    assert first["meta"]["not_sent"] == {"type": "automatic-replies-capped", "limit": 3}
+    assert len(more) == 2  # each answer after the third, its reply not sent
+    # A person's reply is never held back.
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Your parcel left today."},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+    assert len(outbox[0].messages) == 4
+    r = client.patch(
+        "/api/v1/workspace",
+        json={"settings": {"automatic_replies_per_hour": 0}},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 422, r.text
+
+
+def test_the_bot_past_the_cap_hands_over_without_a_word(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # The bot's answers are automatic mail too: past the cap, a person takes over, told why.
+    r = client.patch(
+        "/api/v1/workspace",
+        json={"settings": {"automatic_replies_per_hour": 1}},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    set_up_bot(client, world, mail_inbox)
+    send(smtp_port, customer_mail("What are your opening hours?"))
+    Worker(database, settings).run_until_idle()
+    [answer] = [message_from_bytes(m, policy=policy.default) for m in outbox[0].messages]
+    send(
+        smtp_port,
+        customer_mail("And your opening hours on weekdays?", In_Reply_To=answer["Message-ID"]),
+    )
+    Worker(database, settings).run_until_idle()
+    assert len(outbox[0].messages) == 1
+    [conv] = conversations(client, world, mail_inbox)
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    [note] = [m for m in detail["messages"] if m["kind"] == "note"]
+    assert note["text"].startswith("Bot handed over: the customer had 1 automatic reply by email")
