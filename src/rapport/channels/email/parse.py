@@ -16,6 +16,7 @@ from email import message_from_bytes, message_from_string, policy
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
+from rapport.channels.email import tnef
 from rapport.mail import one_line
 
 # Names real mailers put in charset= that Python does not know, and what they mean.
@@ -298,23 +299,27 @@ def _parse(raw: bytes) -> ParsedEmail:
         if not isinstance(data, bytes):
             payload = part.get_payload()
             data = payload.encode() if isinstance(payload, str) else b""
-        name = filename or f"attachment-{len(attachments) + 1}"
-        if len(data) > MAX_ATTACHMENT_BYTES or total + len(data) > MAX_TOTAL_ATTACHMENT_BYTES:
-            refused.append(
-                f"{name} ({len(data):,} bytes) is over the size limit and was not stored"
-            )
-            continue
-        total += len(data)
         cid = part.get("Content-ID")
-        attachments.append(
+        found = [
             ParsedAttachment(
-                filename=name,
+                filename=filename or f"attachment-{len(attachments) + 1}",
                 content_type=ctype,
                 data=data,
                 inline=disposition == "inline" or bool(cid),
                 content_id=str(cid).strip("<>") if cid else None,
             )
-        )
+        ]
+        if _is_tnef(ctype, filename, data):
+            found = _unwrapped(found[0], problems)
+        for att in found:
+            size = len(att.data)
+            if size > MAX_ATTACHMENT_BYTES or total + size > MAX_TOTAL_ATTACHMENT_BYTES:
+                refused.append(
+                    f"{att.filename} ({size:,} bytes) is over the size limit and was not stored"
+                )
+                continue
+            total += size
+            attachments.append(att)
     text = "\n\n".join(t for t in texts if t.strip())
     plain_bounce = not is_report and _plain_bounce(msg, problems, from_addr)
     if plain_bounce:
@@ -356,6 +361,31 @@ def _parse(raw: bytes) -> ParsedEmail:
         problems=problems,
         authentication_results=_all(msg, "Authentication-Results"),
     )
+
+
+def _is_tnef(ctype: str, filename: str | None, data: bytes) -> bool:
+    """Outlook's winmail.dat: typed as TNEF, or named so (some servers retype it as
+    application/octet-stream), and beginning as TNEF does."""
+    named = (filename or "").strip().lower() == "winmail.dat"
+    typed = ctype in ("application/ms-tnef", "application/vnd.ms-tnef")
+    return (typed or named) and tnef.is_tnef(data)
+
+
+def _unwrapped(wrapper: ParsedAttachment, problems: list[str]) -> list[ParsedAttachment]:
+    """The files inside an Outlook winmail.dat, which agents cannot open; winmail.dat too
+    when it holds more than files (an embedded message, an OLE object), and alone when it
+    cannot be read whole (every file it holds is in it, and the original .eml)."""
+    try:
+        decoded = tnef.decode(wrapper.data)
+    except tnef.Unreadable as exc:
+        problems.append(f"{wrapper.filename}: TNEF not readable ({exc}): kept as it came")
+        return [wrapper]
+    except Exception:  # a mistake of ours must not lose the mail: kept as it came
+        log.exception("winmail.dat could not be read", extra={"event": "email.tnef_failed"})
+        problems.append(f"{wrapper.filename}: TNEF not readable: kept as it came")
+        return [wrapper]
+    files = [ParsedAttachment(f.filename, f.content_type, f.data) for f in decoded.files]
+    return files if files and decoded.complete else [*files, wrapper]
 
 
 def _said_in_html(msg: Message) -> set[int]:
