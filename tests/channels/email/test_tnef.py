@@ -2,6 +2,7 @@
 winmail.dat we cannot read whole is kept as it came (tests/channels/email/test_email.py
 has the SMTP frame)."""
 
+import random
 import struct
 from email.message import EmailMessage
 
@@ -144,6 +145,26 @@ def test_a_huge_count_is_refused_at_once_and_winmail_dat_kept() -> None:
     # Attachments past the cap: not read at all.
     many = stream(*[attachment(f"F{n}.TXT", b"x") for n in range(tnef.MAX_FILES + 1)])
     assert [a[0] for a in stored(outlook_mail(many))] == ["winmail.dat"]
+
+
+def test_winmail_dat_with_bytes_garbled_reads_or_is_unreadable_never_an_error() -> None:
+    # Garbled records, and garbled properties under a right checksum: whatever the bytes,
+    # the reader says Unreadable or reads them; no other exception reaches parse.
+    rng = random.Random(7)
+    whole, mapi = two_files(), attachment_props("Quarterly report 2026.xlsx", "text/plain")
+
+    def garbled(data: bytes) -> bytes:
+        out = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            out[rng.randrange(len(out))] = rng.choice((0, 0x80, 0xFF, rng.randrange(256)))
+        return bytes(out)
+
+    for n in range(2000):
+        data = garbled(whole) if n % 2 else stream(attachment("A.TXT", b"x", garbled(mapi)))
+        try:
+            tnef.decode(data)
+        except tnef.Unreadable:
+            pass
 
 
 def test_a_winmail_dat_with_a_bad_checksum_is_kept_as_it_came() -> None:
