@@ -64,11 +64,19 @@ def api_conversation(client: TestClient, world: World, url: str) -> tuple[str, s
 
 
 def failed_reply(
-    client: TestClient, world: World, url: str, database: Database, settings: Settings
+    client: TestClient,
+    world: World,
+    url: str,
+    database: Database,
+    settings: Settings,
+    *,
+    html: str | None = None,
 ) -> tuple[str, str]:
     _, conv = api_conversation(client, world, url)
     reply = client.post(
-        f"/api/v1/conversations/{conv}/messages", json={"text": "hello"}, headers=auth(world.bob)
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "hello", "html": html},
+        headers=auth(world.bob),
     ).json()
     for _ in range(100):  # a live server's own worker may be the one to take the job
         Worker(database, settings).run_until_idle(max_jobs=50)

@@ -241,6 +241,36 @@ def test_a_failed_reply_says_why_and_is_sent_again_from_the_thread(
     receiver.server.server_close()
 
 
+def test_a_reply_sent_again_keeps_its_html_and_held_images_as_its_status_changes(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+) -> None:
+    # Each live update of a message (the retry's answer, then the delivery receipt) drew it
+    # again from the event's text alone: the sanitized HTML, and its held images' notice, went.
+    receiver = Receiver()
+    threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
+    html = '<p>Your <b>refund</b> is on its way</p><img src="https://tracker.example/p.gif">'
+    conv, mid = failed_reply(client, world, receiver.url, database, settings, html=html)
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    item = page.locator(f'#messages li[data-id="{mid}"]')
+    expect(item.locator(".body.html b")).to_have_text("refund")
+    expect(item.locator(".held-images")).to_be_visible()
+    receiver.status = 200
+    item.locator("button.send-again").click()
+    expect(item.locator(".delivery")).to_have_text("sent")
+    expect(item.locator(".body.html b")).to_have_text("refund")
+    expect(item.locator(".body.html img[data-remote-src]")).to_have_count(1)
+    expect(item.locator(".held-images")).to_be_visible()
+    item.locator("button.show-images").click()
+    expect(item.locator(".held-images")).to_have_count(0)
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
 def test_the_team_is_chosen_beside_the_agent_and_another_page_sees_both_live(
     live_server: LiveServer,
     browser,  # type: ignore[no-untyped-def]

@@ -879,6 +879,15 @@ function setupConversation() {
     // Nor, from some senders, the copies: keep those shown too.
     const copied = existing && existing.querySelector(".copies");
     if (copied && !item.querySelector(".copies")) item.querySelector(".meta").after(copied);
+    // Nor its HTML, which the server sanitized as it drew it (an event carries the text
+    // alone): a delivery receipt redrew an email as bare text. The body drawn stays, with
+    // its remote images held, or shown if the agent asked.
+    const drawn = existing && existing.querySelector(".body.html");
+    if (drawn) {
+      item.querySelector(".body").replaceWith(drawn);
+      const held = existing.querySelector(".held-images");
+      if (held) drawn.before(held);
+    }
     if (existing) existing.replaceWith(item);
     else thread.append(item);
     // A new message comes into view if the agent was at the end (or sent it); an update (a
