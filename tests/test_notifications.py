@@ -1,6 +1,7 @@
 """Mentions in notes and assignments notify the agent concerned, and only them."""
 
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -8,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from rapport.auth.models import Role, User
-from rapport.db import Database
+from rapport.db import Database, new_id
 from rapport.notifications.models import Notification
 from rapport.workspaces import service as workspaces
 from tests.conftest import auth, sqlite_only, sqlite_plans
@@ -348,6 +349,34 @@ def test_reading_unread_pages_as_they_come_skips_none_and_all_read_reads_every_p
     r = client.post("/api/v1/notifications/read", json={}, headers=auth(world.bob))
     assert r.json() == {"marked": 6}
     assert _walk(client, world.bob, unread=True, limit=2) == ([], 1)
+
+
+def test_mark_all_read_up_to_the_newest_shown_leaves_unread_those_that_came_after(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # "Mark all read" marked those that came after the page drew its list: never seen.
+    shown = _add(database, world, 3, at=datetime(2026, 1, 1, tzinfo=UTC))  # ties: by id
+    newest_shown = max(shown)
+    gone = new_id()  # one the page showed, deleted since (its conversation erased)
+    time.sleep(0.002)  # a later millisecond: ids begin with it
+    came_after = _add(database, world, 2)
+
+    def read(body: dict[str, Any]) -> Any:
+        return client.post("/api/v1/notifications/read", json=body, headers=auth(world.bob))
+
+    assert read({"up_to": min(shown)}).json() == {"marked": 1}
+    assert read({"up_to": newest_shown}).json() == {"marked": 2}
+    assert read({"up_to": gone}).json() == {"marked": 0}
+    unread = client.get("/api/v1/notifications", params={"unread": True}, headers=auth(world.bob))
+    assert sorted(n["id"] for n in unread.json()["items"]) == sorted(came_after)
+    assert read({"up_to": "nope"}).status_code == 422
+    # Another member's id marks none of Bob's.
+    r = client.post(
+        "/api/v1/notifications/read", json={"up_to": came_after[0]}, headers=auth(world.alice)
+    )
+    assert r.json() == {"marked": 0} and _unread(client, world.bob) == 2
+    # A client that names none (as every one did) still reads them all.
+    assert read({}).json() == {"marked": 2}
 
 
 def test_the_notifications_page_leads_to_the_older_ones(

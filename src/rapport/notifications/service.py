@@ -184,19 +184,30 @@ def mark_read(
     user_id: str,
     ids: list[str] | None,
     conversation_id: str | None = None,
+    up_to: str | None = None,
 ) -> int:
     """Mark some (or, with None, all) of the user's notifications read, those of one
-    conversation only if it is named; the user's other open pages hear of it
+    conversation only if it is named, none newer than ``up_to`` (the newest one a page
+    showed) if it is given; the user's other open pages hear of it
     (``notifications.read``) to count again."""
-    stmt = update(Notification).where(
-        Notification.workspace_id == workspace_id,
-        Notification.user_id == user_id,
-        Notification.read_at.is_(None),
-    )
+    mine = (Notification.workspace_id == workspace_id, Notification.user_id == user_id)
+    stmt = update(Notification).where(*mine, Notification.read_at.is_(None))
     if ids is not None:
         stmt = stmt.where(Notification.id.in_(ids))
     if conversation_id is not None:
         stmt = stmt.where(Notification.conversation_id == conversation_id)
+    if up_to is not None:
+        # "Mark all read" reads what the agent saw: one that came after the page drew its
+        # list stays unread. Bounded in the list's own order (time, then id); one gone since
+        # (its conversation erased) by its id, which begins with the time it was made.
+        seen = db.execute(
+            select(Notification.created_at, Notification.id).where(*mine, Notification.id == up_to)
+        ).first()
+        stmt = stmt.where(
+            tuple_(Notification.created_at, Notification.id) <= tuple_(*seen)
+            if seen is not None
+            else Notification.id <= up_to
+        )
     marked = int(getattr(db.execute(stmt.values(read_at=utcnow())), "rowcount", 0) or 0)
     if marked:
         emit(

@@ -37,6 +37,12 @@ class ReadIn(BaseModel):
     conversation_id: str | None = Field(
         default=None, max_length=32, description="only this conversation's notifications"
     )
+    up_to: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{32}$",
+        description="the newest notification the caller has shown (its id): none newer is "
+        "marked, so that one arrived since is not read unseen",
+    )
 
 
 class UnreadCount(BaseModel):
@@ -84,5 +90,6 @@ def mark_read(body: ReadIn, principal: CurrentMember, db: Db) -> dict[str, int]:
         user_id=principal.user_id,
         ids=body.ids,
         conversation_id=body.conversation_id,
+        up_to=body.up_to,
     )
     return {"marked": n}

@@ -717,12 +717,26 @@ async def notifications_page(
             cursor=cursor,
             limit=NOTIFICATIONS_SHOWN,
         )
+        # "Mark all read" reads up to the newest the member has now (an older page's
+        # button reads the newer pages too), not one that comes after this page is drawn.
+        newest = (
+            rows
+            if cursor is None and not unread
+            else notifications.for_user(
+                db,
+                workspace_id=principal.workspace_id,
+                user_id=principal.user_id,
+                unread_only=False,
+                limit=1,
+            )[0]
+        )
         about = _notified_about(db, principal.workspace_id, rows)
     return _page(
         request,
         "notifications.html",
         principal,
         items=rows,
+        newest_id=newest[0].id if newest else "",
         next_cursor=nxt,
         more_query=urlencode({"cursor": nxt, **({"unread": 1} if unread else {})}),
         older=cursor is not None,

@@ -1324,12 +1324,17 @@ function setupNotificationsPage() {
     // As the server counts them, on every page: an older page may show no unread one
     // while newer ones wait (the button went grey with those still unread).
     const freshAllRead = doc.getElementById("notifications-all-read");
-    if (freshAllRead) allRead.disabled = freshAllRead.disabled;
+    if (freshAllRead) {
+      allRead.disabled = freshAllRead.disabled;
+      allRead.dataset.upTo = freshAllRead.dataset.upTo;
+    }
   };
   allRead.addEventListener("click", async () => {
     error.hidden = true;
     try {
-      await api("POST", "/api/v1/notifications/read", {});
+      // Up to the newest drawn: one that came since (its redraw not in yet) stays unread.
+      const upTo = allRead.dataset.upTo;
+      await api("POST", "/api/v1/notifications/read", upTo ? { up_to: upTo } : {});
       await redraw();
       countNotifications();
     } catch (e) {
