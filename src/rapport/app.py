@@ -23,6 +23,7 @@ from rapport.ingest import IngestWriter
 from rapport.jobs import registry
 from rapport.jobs.worker import Worker, WorkerThread
 from rapport.ops import MetricsMiddleware
+from rapport.realtime import presence
 
 
 def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     )
     # Reset emails: a few per address and per client in 15 minutes, so nobody is mail-bombed.
     app.state.reset_limiter = RateLimiter(limit=5, window=900, redis_url=settings.redis_url)
+    app.state.presence_limiter = presence.requests_limiter(settings.redis_url)
     app.state.ingest = ingest
     app.state.bus = event_bus
     problems.install(app)

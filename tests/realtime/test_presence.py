@@ -12,12 +12,14 @@ from sqlalchemy import func, select
 from websockets.sync.client import connect
 
 from rapport import bus
+from rapport.app import create_app
 from rapport.auth.models import Role
 from rapport.auth.service import Principal
+from rapport.config import Settings
 from rapport.db import Database
 from rapport.realtime import presence
 from rapport.realtime.models import StreamEvent
-from tests.conftest import auth
+from tests.conftest import REDIS_URL, auth
 from tests.factories import World
 from tests.realtime.test_stream import post
 from tests.web.conftest import LiveServer
@@ -207,3 +209,41 @@ def test_a_socket_that_says_too_much_at_once_is_cut_short(
     for _ in range(5):
         bob.hear(database, {"type": "typing", "conversation_id": conv})
     assert len(heard.events) == presence.BURST + 2
+
+
+def test_viewing_and_typing_by_request_are_limited_per_member(
+    client: TestClient, world: World, heard: Heard
+) -> None:
+    # The requests a page whose socket cannot open says it by had no limit: one client
+    # could flood every colleague's socket, in every process.
+    conv = world.acme.opened.conversation.id
+
+    def say_by_request(token: str, what: str) -> Any:
+        return client.post(f"/api/v1/conversations/{conv}/{what}", headers=auth(token))
+
+    for n in range(presence.REQUESTS):
+        assert say_by_request(world.bob, ("viewing", "typing")[n % 2]).status_code == 204
+    for what in ("viewing", "typing"):
+        r = say_by_request(world.bob, what)
+        assert r.status_code == 429, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["Retry-After"] == str(presence.REQUEST_WINDOW)
+        assert r.json()["status"] == 429
+    assert len(heard.events) == presence.REQUESTS  # the refused ones told nobody
+    assert say_by_request(world.alice, "viewing").status_code == 204  # hers are her own
+
+
+def test_the_requests_budget_is_one_across_processes_with_redis(
+    settings: Settings, database: Database, world: World
+) -> None:
+    if not REDIS_URL:
+        pytest.skip("Redis not configured: set RAPPORT_TEST_REDIS_URL")
+    settings.redis_url = REDIS_URL
+    # Two web processes behind a load balancer: each request may go to either.
+    one, two = (TestClient(create_app(settings, database=database)) for _ in range(2))
+    conv = world.acme.opened.conversation.id
+    for n in range(presence.REQUESTS):
+        r = (one, two)[n % 2].post(f"/api/v1/conversations/{conv}/viewing", headers=auth(world.bob))
+        assert r.status_code == 204, r.text
+    r = one.post(f"/api/v1/conversations/{conv}/typing", headers=auth(world.bob))
+    assert r.status_code == 429

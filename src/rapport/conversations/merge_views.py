@@ -36,10 +36,13 @@ def related_conversations(
 
 
 @router.post("/{conversation_id}/viewing", status_code=204)
-def viewing(conversation_id: str, principal: CurrentMember, db: ReadDb) -> Response:
+def viewing(
+    conversation_id: str, principal: CurrentMember, request: Request, db: ReadDb
+) -> Response:
     """This agent has the conversation open (sent every few seconds while it is): the others
     who open it see a collision notice. Nothing is stored. (A page with a socket says so
-    over it: this is for a page whose socket cannot open.)"""
+    over it: this is for a page whose socket cannot open.) 429 past a member's budget."""
+    presence.spend_request(request.app.state.presence_limiter, principal)
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     user = db.get(User, principal.user_id)
     presence.viewing(conversation=conv, user_id=principal.user_id, name=user.name if user else "")

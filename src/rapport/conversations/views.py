@@ -65,6 +65,7 @@ from rapport.customers import service as customers
 from rapport.db import as_utc
 from rapport.privacy.service import audit
 from rapport.problems import Invalid, NotFound
+from rapport.realtime import presence
 from rapport.storage import LocalStorage
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
@@ -794,8 +795,10 @@ def unread_counts(principal: CurrentMember, db: Db) -> dict[str, int]:
 
 
 @router.post("/{conversation_id}/typing", status_code=204)
-def typing(conversation_id: str, principal: CurrentAgent, db: ReadDb) -> Response:
-    """The agent is typing: shown to the customer's widget and to colleagues, stored nowhere."""
+def typing(conversation_id: str, principal: CurrentAgent, request: Request, db: ReadDb) -> Response:
+    """The agent is typing: shown to the customer's widget and to colleagues, stored nowhere.
+    429 past a member's budget of viewing and typing notices."""
+    presence.spend_request(request.app.state.presence_limiter, principal)
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     service.typing(conversation=conv, user_id=principal.user_id)
     return Response(status_code=204)

@@ -12,12 +12,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Role
+from rapport.auth.ratelimit import RateLimiter
 from rapport.auth.service import Principal
 from rapport.bus import Event, get_bus
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation
 from rapport.db import Database, utcnow
-from rapport.problems import Problem
+from rapport.problems import Problem, TooMany
 
 VIEWING = "agent.viewing"
 TYPING = "agent.typing"
@@ -29,6 +30,12 @@ ABOUT_ONE = frozenset({VIEWING, TYPING, LEFT, "visitor.typing"})
 # 15 s and on each colleague's arrival, typing every 3 s at most); the rest is dropped.
 BURST = 10
 PER_SECOND = 1.0
+# What one member may say by request (a page whose socket cannot open), from all their
+# tabs and in every process: each request is told to every agent's socket in the
+# workspace, and one client could flood them all. A page says it is viewing every 15 s and
+# typing every 3 s at most: REQUESTS a REQUEST_WINDOW leaves room for a few tabs at once.
+REQUESTS = 60
+REQUEST_WINDOW = 60
 # The conversations one socket keeps looked up (a page says things of one).
 KNOWN_MAX = 50
 KNOWN_SECONDS = 60.0
@@ -42,6 +49,18 @@ def _said(workspace_id: str, type: str, payload: dict[str, Any]) -> Event:
         "payload": payload,
         "created_at": utcnow().isoformat(),
     }
+
+
+def requests_limiter(redis_url: str | None) -> RateLimiter:
+    """The members' budget of viewing and typing requests: in Redis when it is configured
+    (counted across processes, as the login limiter counts), else in this process."""
+    return RateLimiter(limit=REQUESTS, window=REQUEST_WINDOW, redis_url=redis_url)
+
+
+def spend_request(limiter: RateLimiter, principal: Principal) -> None:
+    """Count one viewing or typing request of this member; TooMany once theirs are spent."""
+    if not limiter.hit(f"presence:{principal.workspace_id}:{principal.user_id}"):
+        raise TooMany("too many viewing or typing notices: wait a minute", seconds=REQUEST_WINDOW)
 
 
 def viewing(*, conversation: Conversation, user_id: str, name: str) -> None:
