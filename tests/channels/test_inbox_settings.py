@@ -242,3 +242,21 @@ def test_replies_go_at_the_rate_each_channel_declares() -> None:
     assert base.default_of("whatsapp", "rate_per_second") == 80
     assert base.default_of("email", "nothing") is None
     assert base.default_of("no-such-channel", "rate_per_second") is None
+
+
+def test_disabling_an_inbox_tells_the_agents_pages_and_a_change_they_do_not_show_does_not(
+    client: TestClient, world: World
+) -> None:
+    # Open pages kept offering a disabled inbox (a new conversation through it was refused).
+    inbox = make(client, world.alice, "api", webhook_url="https://shop.example/hook").json()
+    url = f"/api/v1/inboxes/{inbox['id']}"
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        assert client.patch(url, json={"auto_assign": True}, headers=auth(world.alice)).is_success
+        r = client.patch(url, json={"enabled": False}, headers=auth(world.alice))
+        assert r.status_code == 200, r.text
+        event = ws.receive_json()
+    assert (event["type"], event["payload"]) == (
+        "inbox.updated",
+        {"id": inbox["id"], "name": "A api inbox", "channel": "api", "enabled": False},
+    )

@@ -249,6 +249,31 @@ def test_the_same_person_writing_again_after_erasure_is_a_new_customer(
     assert [m["text"] for m in detail["messages"]] == ["hello again"]
 
 
+def test_erasing_a_customer_tells_the_agents_pages_after_it_commits(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Their open pages kept showing the erased customer's conversations until a reload.
+    zoe = post(client, world, "z-live", {"name": "Zoe", "email": "zoe@example.com"}, "hi")
+    twin = merged_twin(client, world, zoe["customer_id"])
+    otto = post(client, world, "o-live", {"email": "otto@example.com"}, "not hers")
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        r = client.delete(f"/api/v1/customers/{zoe['customer_id']}", headers=auth(world.alice))
+        assert r.status_code == 204, r.text
+        while (event := ws.receive_json())["type"] != "customer.erased":
+            pass
+    assert sorted(event["payload"]["customer_ids"]) == sorted([zoe["customer_id"], twin["id"]])
+    assert event["payload"]["conversation_ids"] == [zoe["conversation_id"]]
+    assert event["payload"]["message_ids"] == []
+    assert otto["conversation_id"] not in str(event) and otto["customer_id"] not in str(event)
+    # A refused erasure tells nothing.
+    r = client.delete(f"/api/v1/customers/{otto['customer_id']}", headers=auth(world.bob))
+    assert r.status_code == 403
+    with database.session(write=False) as db:
+        told = db.scalars(select(StreamEvent.type).where(StreamEvent.type == "customer.erased"))
+        assert len(told.all()) == 1
+
+
 def test_only_an_admin_erases_and_another_workspace_cannot_see_the_customer(
     client: TestClient, world: World
 ) -> None:

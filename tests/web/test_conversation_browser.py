@@ -182,6 +182,33 @@ def test_an_admin_exports_then_erases_a_customer_after_typing_erase_and_an_agent
     assert client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).status_code == 404
 
 
+def test_an_erased_customer_goes_from_the_pages_agents_have_open(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # The erasure told no page: Bob's went on showing the customer's messages and took a
+    # reply to them, and his inbox listed the conversation, until a reload.
+    cid = inbound(client, world, "erase-live", "erase-live@example.com")
+    customer = client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).json()[
+        "customer_id"
+    ]
+    thread = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    expect(thread.locator("#messages li")).to_have_count(1)
+    inbox = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
+    expect(inbox.locator(f'#conversation-list li[data-id="{cid}"]')).to_have_count(1)
+    for page in (thread, inbox):
+        expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    r = live_server.http.delete(f"/api/v1/customers/{customer}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    expect(thread.locator(".erased-notice")).to_contain_text("This customer was erased")
+    expect(thread.locator("#messages")).to_have_count(0)
+    expect(thread.locator("#composer")).to_have_count(0)
+    expect(thread.locator("aside.customer")).to_have_count(0)
+    expect(inbox.locator(f'#conversation-list li[data-id="{cid}"]')).to_have_count(0)
+
+
 def test_the_conversation_page_keeps_label_colours_and_bare_key_shortcuts(
     live_server: LiveServer,
     browser,  # type: ignore[no-untyped-def]

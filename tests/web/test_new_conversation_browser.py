@@ -7,7 +7,10 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
+from rapport.channels.models import Inbox
+from rapport.db import Database
 from tests.channels.email.test_email import Outbox, mail_inbox, outbox  # noqa: F401
 from tests.channels.test_providers import make_inbox
 from tests.conftest import auth
@@ -54,6 +57,7 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     live_server: LiveServer,
     browser,  # type: ignore[no-untyped-def]
     world: World,
+    database: Database,
     mail_inbox: str,  # noqa: F811
     outbox: tuple[Outbox, int],  # noqa: F811
 ) -> None:
@@ -82,11 +86,10 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     expect(nobody).to_have_text("Nobody")
     expect(team.locator("option").first).to_have_text("The inbox's (none)")
 
-    # Refused after the page was drawn (the inbox disabled meanwhile): said, nothing sent.
-    r = client.patch(
-        f"/api/v1/inboxes/{api_inbox}", json={"enabled": False}, headers=auth(world.alice)
-    )
-    assert r.status_code == 200, r.text
+    # Refused after the page was drawn (the inbox disabled meanwhile, its event not in yet:
+    # once in, the inbox is offered no more): said, nothing sent.
+    with database.session() as db:
+        db.execute(update(Inbox).where(Inbox.id == api_inbox).values(enabled=False))
     form.locator("select[name=inbox_id]").select_option(api_inbox)
     form.locator("textarea[name=text]").fill("Hello from the API inbox")
     form.locator("button[type=submit]").click()
@@ -188,3 +191,29 @@ def test_an_agent_starts_a_conversation_from_the_customers_page(
     # A private note goes to no one: no copies are offered for it.
     composer.locator("input[name=mode][value=note]").check()
     expect(cc).to_be_hidden()
+
+
+def test_an_inbox_disabled_meanwhile_is_offered_no_more_on_an_open_customer_page(
+    client: TestClient,
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # The page went on offering it, and the message written to go through it was refused.
+    customer = make_customer(client, world.bob, name="Dana Scully", email="dana@example.org")
+    shop = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Shop", "channel": "api", "settings": {"webhook_url": "https://s.test/h"}},
+        headers=auth(world.alice),
+    ).json()["id"]
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{customer}")
+    page.click("#new-conversation summary")
+    through = page.locator("#new-conversation-form select[name=inbox_id] option")
+    expect(through).to_have_count(2)
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    r = live_server.http.patch(
+        f"/api/v1/inboxes/{shop}", json={"enabled": False}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    expect(through).to_have_count(1)
+    expect(page.locator(f'#new-conversation-form option[value="{shop}"]')).to_have_count(0)

@@ -20,6 +20,7 @@ from rapport.crypto import SecretBox, random_token
 from rapport.customers.identity import InvalidHandle, normalize_email, normalize_phone
 from rapport.db import utcnow
 from rapport.problems import Invalid, NotFound
+from rapport.realtime.service import emit
 
 # Channel packages register themselves when imported.
 from rapport.channels import api as _api  # noqa: F401  isort: skip
@@ -191,9 +192,22 @@ def create(db: Session, *, workspace_id: str, data: InboxCreate, box: SecretBox)
     return inbox
 
 
+def inbox_payload(inbox: Inbox) -> dict[str, Any]:
+    """An inbox as realtime events carry it: what agents' pages show of it (no settings)."""
+    return {
+        "id": inbox.id,
+        "name": inbox.name,
+        "channel": inbox.channel,
+        "enabled": inbox.enabled,
+    }
+
+
 def update(db: Session, *, inbox: Inbox, data: InboxUpdate, box: SecretBox) -> Inbox:
+    """Change an inbox; agents' open pages hear (``inbox.updated``) when what they show of
+    it (its name, whether it is enabled) changed."""
     channel = base.get(inbox.channel)
     assert channel is not None
+    shown = inbox_payload(inbox)
     if data.name is not None:
         inbox.name = data.name
     if data.settings is not None:
@@ -222,6 +236,13 @@ def update(db: Session, *, inbox: Inbox, data: InboxUpdate, box: SecretBox) -> I
     if inbox.auto_assign and (inbox.auto_assign, inbox.team_id) != routed_before:
         # Its waiting conversations are routed now, or by another team: offered at once.
         routing.wake(db, workspace_id=inbox.workspace_id)
+    if inbox_payload(inbox) != shown:
+        emit(
+            db,
+            workspace_id=inbox.workspace_id,
+            type="inbox.updated",
+            payload=inbox_payload(inbox),
+        )
     return inbox
 
 

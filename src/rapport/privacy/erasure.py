@@ -158,6 +158,18 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         _delete_written_elsewhere(db, elsewhere)
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
+    # Agents' open pages take them away (they showed them until a reload): ids alone, and
+    # this event too is blanked by the job below, as every event naming them is.
+    realtime.emit(
+        db,
+        workspace_id=ws,
+        type="customer.erased",
+        payload={
+            "customer_ids": ids,
+            "conversation_ids": conversations,
+            "message_ids": elsewhere,
+        },
+    )
     enqueue(
         db,
         name="erase_copies",

@@ -212,7 +212,8 @@ def test_what_a_guest_wrote_is_exported_and_erased_with_them_and_follows_a_merge
             answering=[str(first["Message-ID"])],
         ),
     )
-    walter = detail(client, world, conv["id"])["messages"][-1]["sender_id"]
+    wrote = detail(client, world, conv["id"])["messages"][-1]
+    walter = wrote["sender_id"]
     # His other record (a phone call logged by hand), merged into the one that wrote.
     other = client.post(
         "/api/v1/customers",
@@ -249,6 +250,13 @@ def test_what_a_guest_wrote_is_exported_and_erased_with_them_and_follows_a_merge
     assert listed["messages_count"] == 1
     with database.session(write=False) as db:
         assert db.scalars(select(Message.id).where(Message.sender_id == walter)).all() == []
+        # Agents' pages on Dana's conversation are told to take his message away.
+        told = db.scalars(select(StreamEvent).where(StreamEvent.type == "customer.erased")).one()
+        assert told.payload == {
+            "customer_ids": [other, walter],
+            "conversation_ids": [],
+            "message_ids": [wrote["id"]],
+        }
         assert (
             db.scalars(
                 select(ConversationGuest.id).where(ConversationGuest.conversation_id == conv["id"])

@@ -578,8 +578,10 @@ function setupInbox() {
   connectStream((event) => {
     setupNotifications(event);
     redrawMember(event);
-    // SLA events change badges: a warning or breach, a policy deleted (its badges go).
-    const changes = event.type.startsWith("conversation.") || event.type.startsWith("sla.");
+    // SLA events change badges: a warning or breach, a policy deleted (its badges go); an
+    // erased customer's conversations go, and an inbox renamed or disabled is drawn anew.
+    const changes = event.type.startsWith("conversation.") || event.type.startsWith("sla.")
+      || event.type === "customer.erased" || event.type === "inbox.updated";
     if (changes || event.type === "message.created") refresh();
     if (event.type === "message.created" && event.payload.direction === "in") notify("New message", event.payload.text.slice(0, 80));
   });

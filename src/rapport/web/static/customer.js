@@ -22,6 +22,14 @@ if (form) {
   };
   inbox.addEventListener("change", follow);
   follow();
+  // An inbox disabled meanwhile (by an admin, anywhere) is offered no more: the page went
+  // on offering it, and the message written was refused.
+  document.addEventListener("rapport:event", (ev) => {
+    const { type, payload } = ev.detail;
+    if (type !== "inbox.updated" || payload.enabled) return;
+    [...inbox.options].find((o) => o.value === payload.id)?.remove();
+    follow();
+  });
   // "/shortcut" offers canned responses, filled in for this customer (first, so that Enter
   // in its menu chooses one rather than anything else).
   setupCanned(form.elements.text, document.getElementById("canned-menu"),

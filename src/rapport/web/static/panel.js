@@ -680,6 +680,27 @@ function followMerges(notice, conversationId) {
   });
 }
 
+// The customer erased (an admin, here or in another tab): what the page shows of them goes
+// at once, with the composer and forms that would write to records that are gone (they
+// stayed until a reload). The messages they wrote in another customer's conversation
+// (copied on their mail) go from its thread.
+function followErasure(customerId) {
+  document.addEventListener("rapport:event", (ev) => {
+    const e = ev.detail;
+    if (e.type !== "customer.erased") return;
+    const p = e.payload || {};
+    for (const id of p.message_ids || []) document.querySelector(`#messages li[data-id="${CSS.escape(id)}"]`)?.remove();
+    if (!(p.customer_ids || []).includes(customerId)) return;
+    const page = document.querySelector("div.conversation");
+    const said = el("p", "This customer was erased: their conversations and everything Rapport held about them are gone. ", "erased-notice");
+    said.setAttribute("role", "alert");
+    const back = el("a", "Back to the inbox");
+    back.href = "/app/inbox";
+    said.append(back);
+    page?.replaceChildren(said);
+  });
+}
+
 const root = document.getElementById("panel-extra");
 if (root) {
   const { customer, conversation, consentChannel, canRecordConsent } = root.dataset;
@@ -719,6 +740,7 @@ if (root) {
   if (notice) collisions(notice, conversation);
   const merged = document.getElementById("merged-notice");
   if (merged && conversation) followMerges(merged, conversation);
+  followErasure(customer);
 }
 
 // An agent corrects the customer's name, or adds an email or phone they were told: shown
