@@ -189,7 +189,8 @@ def test_an_erased_customer_goes_from_the_pages_agents_have_open(
     client: TestClient,
 ) -> None:
     # The erasure told no page: Bob's went on showing the customer's messages and took a
-    # reply to them, and his inbox listed the conversation, until a reload.
+    # reply to them, their page showed them, and his inbox listed the conversation, until
+    # a reload.
     cid = inbound(client, world, "erase-live", "erase-live@example.com")
     customer = client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).json()[
         "customer_id"
@@ -198,7 +199,8 @@ def test_an_erased_customer_goes_from_the_pages_agents_have_open(
     expect(thread.locator("#messages li")).to_have_count(1)
     inbox = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
     expect(inbox.locator(f'#conversation-list li[data-id="{cid}"]')).to_have_count(1)
-    for page in (thread, inbox):
+    profile = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{customer}")
+    for page in (thread, inbox, profile):
         expect(page.locator("body[data-stream-open]")).to_have_count(1)
     r = live_server.http.delete(f"/api/v1/customers/{customer}", headers=auth(world.alice))
     assert r.status_code == 204, r.text
@@ -206,6 +208,9 @@ def test_an_erased_customer_goes_from_the_pages_agents_have_open(
     expect(thread.locator("#messages")).to_have_count(0)
     expect(thread.locator("#composer")).to_have_count(0)
     expect(thread.locator("aside.customer")).to_have_count(0)
+    thread.screenshot(path=str(ARTIFACTS / "conversation-erased.png"))
+    expect(profile.locator(".erased-notice")).to_contain_text("This customer was erased")
+    expect(profile.locator("#customer-conversations")).to_have_count(0)
     expect(inbox.locator(f'#conversation-list li[data-id="{cid}"]')).to_have_count(0)
 
 

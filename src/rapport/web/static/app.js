@@ -1328,7 +1328,7 @@ function setupNotificationsPage() {
     const freshAllRead = doc.getElementById("notifications-all-read");
     if (freshAllRead) {
       allRead.disabled = freshAllRead.disabled;
-      allRead.dataset.upTo = freshAllRead.dataset.upTo;
+      allRead.dataset.upTo = freshAllRead.dataset.upTo || "";
     }
   };
   allRead.addEventListener("click", async () => {

@@ -692,12 +692,14 @@ function followErasure(customerId) {
     for (const id of p.message_ids || []) document.querySelector(`#messages li[data-id="${CSS.escape(id)}"]`)?.remove();
     if (!(p.customer_ids || []).includes(customerId)) return;
     const page = document.querySelector("div.conversation");
-    const said = el("p", "This customer was erased: their conversations and everything Rapport held about them are gone. ", "erased-notice");
+    const said = el("p", "This customer was erased: their conversations and everything Rapport held about them are gone. ", "collisions erased-notice");
     said.setAttribute("role", "alert");
     const back = el("a", "Back to the inbox");
     back.href = "/app/inbox";
     said.append(back);
-    page?.replaceChildren(said);
+    const thread = el("section", undefined, "thread"); // the page's layout, holding the notice alone
+    thread.append(said);
+    page?.replaceChildren(thread);
   });
 }
 
