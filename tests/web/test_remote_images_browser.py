@@ -153,3 +153,52 @@ def test_an_emails_remote_images_load_only_when_the_agent_asks(
     page.wait_for_load_state("networkidle")
     assert sorted(tracker.asked) == ["/pixel.gif?who=open", "/x.gif"]
     assert asked_of_us == []
+
+
+def test_an_email_arriving_live_is_drawn_as_after_a_reload_its_images_held(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+    tracker: Tracker,
+) -> None:
+    # A message arriving live was drawn from the event's text alone: an email showed as
+    # bare text (its links, lists and tables gone) until the agent reloaded the page.
+    mail = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Email", "channel": "email", "settings": {"address": "help@acme.test"}},
+        headers=auth(world.alice),
+    ).json()
+
+    def receive(n: int, body: str) -> None:
+        raw = (
+            "From: Trent <trent@example.com>\r\nTo: help@acme.test\r\nSubject: Our order\r\n"
+            f"Message-ID: <trent-live-{n}@example.com>\r\n"
+            + (f"In-Reply-To: <trent-live-{n - 1}@example.com>\r\n" if n > 1 else "")
+            + "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+            + body
+            + "\r\n"
+        ).encode()
+        with database.session() as db:
+            ingest_email(db, raw, inbox_id=mail["id"], settings=settings)
+
+    receive(1, "<p>Where is my order?</p>")
+    conv = client.get("/api/v1/conversations", headers=auth(world.bob)).json()["items"][0]["id"]
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    receive(2, f'<p>It is <b>late</b></p><img src="{tracker.url}/pixel.gif" alt="pixel">')
+    item = page.locator("#messages li.msg").nth(1)
+    expect(item.locator(".body.html b")).to_have_text("late")
+    expect(item.locator(".held-images")).to_contain_text("1 remote image not loaded")
+    page.wait_for_load_state("networkidle")
+    assert tracker.asked == []
+    item.get_by_role("button", name="Show images").click()
+    page.wait_for_function(
+        "(img) => img.complete && img.naturalWidth > 0",
+        arg=item.locator('img[alt="pixel"]').element_handle(),
+    )
+    assert tracker.asked == ["/pixel.gif"]

@@ -404,6 +404,8 @@ def message_payload(
         out["sender_name"] = sender_name
     if m.error:  # why it failed, for the agents' thread (a visitor's widget never gets it)
         out["error"] = m.error
+    if m.html:  # a flag, never the markup: the agents' page asks for it as the server draws it
+        out["html"] = True
     if shown := _badges(m.meta or {}):
         out["meta"] = shown
     return out

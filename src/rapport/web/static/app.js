@@ -896,6 +896,21 @@ function setupConversation() {
     // delivery receipt) never moves the thread under someone reading further up.
     if (reveal || (!existing && atEnd)) thread.lastElementChild.scrollIntoView({ block: "end" });
   };
+  // A message with HTML (an email) arriving live: an event carries its text alone, drawn
+  // at once; then its body as the server draws it (sanitized, remote images held, its own
+  // images inline), taken from the page as the server draws it now.
+  const drawHtml = async (mid) => {
+    let now = null;
+    try { now = await pageNow(); } catch { /* offline a moment: the text stays */ }
+    const drawn = now?.querySelector(`#messages li[data-id="${CSS.escape(mid)}"]`);
+    const body = drawn?.querySelector(".body.html");
+    const item = thread.querySelector(`li[data-id="${CSS.escape(mid)}"]`);
+    if (!body || !item || item.querySelector(".body.html")) return;
+    const shown = document.importNode(body, true);
+    item.querySelector(".body").replaceWith(shown);
+    const held = drawn.querySelector(".held-images");
+    if (held) shown.before(document.importNode(held, true));
+  };
   thread.addEventListener("click", async (ev) => {
     const button = ev.target.closest("button.send-again");
     if (!button) return;
@@ -1072,6 +1087,7 @@ function setupConversation() {
     const p = event.payload;
     if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) {
       add(p);
+      if (p.html && !thread.querySelector(`li[data-id="${CSS.escape(p.id)}"] .body.html`)) drawHtml(p.id);
       showGuest(p);
       if (p.direction === "in") markRead();
       if (p.direction === "in" && event.type === "message.created") followCopies();
