@@ -83,13 +83,6 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.box = box_for(settings.secret_key.get_secret_value())
     app.state.principal_cache = PrincipalCache()
     app.state.login_limiter = RateLimiter(limit=20, window=300, redis_url=settings.redis_url)
-    # Wrong passwords for an address with no account lock it as they would an account's,
-    # so the lock-out never tells which addresses have one.
-    app.state.no_account_limiter = RateLimiter(
-        limit=settings.login_max_failures,
-        window=settings.login_lockout_minutes * 60,
-        redis_url=settings.redis_url,
-    )
     # Reset emails: a few per address and per client in 15 minutes, so nobody is mail-bombed.
     app.state.reset_limiter = RateLimiter(limit=5, window=900, redis_url=settings.redis_url)
     app.state.presence_limiter = presence.requests_limiter(settings.redis_url)

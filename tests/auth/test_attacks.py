@@ -1,9 +1,15 @@
 """Sessions and lock-outs under attack: what a stolen password, cookie or token can still do."""
 
+import time
+from datetime import timedelta
+from types import SimpleNamespace
+
 import pyotp
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from rapport.auth import ratelimit, service
 from rapport.auth.models import Role, User
 from rapport.config import Settings
 from rapport.db import Database
@@ -95,6 +101,38 @@ def test_lock_out_tells_which_addresses_have_accounts(client: TestClient, world:
     # The 401s are worded alike on purpose (test_wrong_password_is_refused_with_a_problem_
     # document), yet 11 tries tell the two apart:
     assert probe("bob@acme.test") == probe("nobody@acme.test")
+
+
+def test_slow_guessing_does_not_tell_which_addresses_have_accounts(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nine wrong passwords, a pause longer than the lock-out's 15 minutes, two more, the
+    # lock-out waited out, then eleven more: an account kept its count through the pause
+    # and locked at the tenth, an address with no account had forgotten its nine.
+    skipped = timedelta()
+    real_now, real_monotonic = service.utcnow, time.monotonic
+    monkeypatch.setattr(service, "utcnow", lambda: real_now() + skipped)
+    monkeypatch.setattr(
+        ratelimit,
+        "time",
+        SimpleNamespace(
+            monotonic=lambda: real_monotonic() + skipped.total_seconds(), time=time.time
+        ),
+    )
+
+    def probe(email: str) -> list[tuple[int, str, str | None]]:
+        nonlocal skipped
+        seen = []
+        for tries in (9, 2, 11):
+            client.app.state.login_limiter.reset("ip:testclient")
+            client.app.state.login_limiter.reset(f"email:{email}")
+            for _ in range(tries):
+                r = login(client, email, "wrong password!")
+                seen.append((r.status_code, r.json()["detail"], r.headers.get("retry-after")))
+            skipped += timedelta(minutes=16)
+        return seen
+
+    assert probe("nobody@acme.test") == probe("bob@acme.test")
 
 
 def test_ids_in_bodies_of_another_workspace_are_refused(client: TestClient, world: World) -> None:

@@ -166,3 +166,16 @@ class PasswordReset(Base):
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginFailure(Base):
+    """Wrong passwords sent for an address that has no account, counted and locked exactly
+    as an account's are (``User.failed_logins``, ``User.locked_until``), so that the
+    lock-out never tells which addresses have an account. Keyed by a hash of the address:
+    which addresses were guessed at is not kept in the clear."""
+
+    __tablename__ = "login_failures"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)

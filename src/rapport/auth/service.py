@@ -5,13 +5,23 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from rapport.auth import security
-from rapport.auth.models import ROLE_RANK, ApiToken, AuthSession, Membership, Role, User
+from rapport.auth.models import (
+    ROLE_RANK,
+    ApiToken,
+    AuthSession,
+    LoginFailure,
+    Membership,
+    Role,
+    User,
+)
 from rapport.cache import TtlCache
-from rapport.crypto import SecretBox
+from rapport.crypto import SecretBox, sha256_hex
 from rapport.db import Database, lock_row, utcnow
 from rapport.problems import Forbidden, Invalid, NotFound, Problem, TooMany
 from rapport.workspaces.models import Workspace
@@ -78,7 +88,7 @@ class LoginFailed(Problem):
 
 class NoSuchAccount(LoginFailed):
     """A login for an address with no account: answered exactly as a wrong password, so
-    that only the server tells the two apart (its lock-out is counted by the caller)."""
+    that only the server tells the two apart."""
 
 
 class AccountLocked(TooMany):
@@ -114,7 +124,16 @@ def check_password(
     ``checked`` is ``password_matches``'s answer, used unless the hash changed since."""
     user = user_by_email(db, email)
     now = utcnow()
-    if user is not None and user.locked_until is not None and user.locked_until > now:
+    if user is None:
+        # No account: locked, counted and answered as an account would be, with the same
+        # work (argon2 against a dummy hash, one counting statement, a commit).
+        address = _address_hash(email)
+        locked_until = db.scalar(
+            select(LoginFailure.locked_until).where(LoginFailure.address_hash == address)
+        )
+        if locked_until is not None and locked_until > now:
+            raise AccountLocked(lockout_minutes)
+    elif user.locked_until is not None and user.locked_until > now:
         raise AccountLocked(lockout_minutes)
     stored = user.password_hash if user else None
     if checked is not None and checked[0] == stored:
@@ -123,6 +142,9 @@ def check_password(
         matches = security.verify_password(stored, password)
     if not matches:
         if user is None:
+            _count_address_failure(
+                db, address, max_failures=max_failures, lockout_minutes=lockout_minutes
+            )
             raise NoSuchAccount()
         count_failure(db, user, max_failures=max_failures, lockout_minutes=lockout_minutes)
         raise LoginFailed()
@@ -158,6 +180,35 @@ def count_failure(db: Session, user: User, *, max_failures: int, lockout_minutes
         )
     set_committed_value(user, "failed_logins", count)
     set_committed_value(user, "locked_until", locked_until)
+
+
+def _address_hash(email: str) -> str:
+    return sha256_hex("login:" + email.strip().lower())
+
+
+def _count_address_failure(
+    db: Session, address: str, *, max_failures: int, lockout_minutes: int
+) -> None:
+    """``count_failure`` for an address with no account: the same count, in one statement,
+    and the same lock (an address's count lasts until it locks, as an account's does)."""
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    table = LoginFailure.__table__
+    count = db.execute(
+        insert(LoginFailure)
+        .values(address_hash=address, failed_logins=1)
+        .on_conflict_do_update(
+            index_elements=[table.c.address_hash],
+            set_={"failed_logins": table.c.failed_logins + 1},
+        )
+        .returning(table.c.failed_logins)
+    ).scalar_one()
+    if count >= max_failures:
+        db.execute(
+            update(LoginFailure)
+            .where(LoginFailure.address_hash == address)
+            .values(locked_until=utcnow() + timedelta(minutes=lockout_minutes), failed_logins=0)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def signed_in(user: User) -> None:

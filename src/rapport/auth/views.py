@@ -108,11 +108,6 @@ def login(
             lockout_minutes=settings.login_lockout_minutes,
             checked=checked,
         )
-    except service.NoSuchAccount:
-        # Locked as an account would be after as many failures (its answer is the same).
-        if not request.app.state.no_account_limiter.hit(email):
-            raise service.AccountLocked(settings.login_lockout_minutes) from None
-        raise
     except Problem:
         db.commit()  # keep the failure count even though the request fails
         raise
