@@ -143,6 +143,8 @@ def test_signing_in_comes_back_to_the_page_a_link_opened(
         "https://evil.example/",
         "/\t/evil.example/",
         "/\n/evil.example/",
+        "/.//evil.example/",  # this origin, the path "//evil.example/": another site again
+        "/x/..//evil.example/",
     ):
         other = browser.new_page()
         other.goto(f"{live_server.url}/login?next={quote(elsewhere, safe='')}")

@@ -39,9 +39,11 @@ function afterLogin() {
   const next = new URLSearchParams(location.search).get("next") || "";
   // Read as the browser reads it (a tab or newline after the slash is dropped, so
   // "/\t/evil.example" is "//evil.example"): only a path of this very origin is followed.
+  // The whole address is followed, never its path alone: "/.//evil.example" resolves to
+  // this origin with the path "//evil.example", which read again is another site.
   if (!next.startsWith("/")) return "/app/inbox";
   const to = new URL(next, location.origin);
-  return to.origin === location.origin ? to.pathname + to.search + to.hash : "/app/inbox";
+  return to.origin === location.origin && !to.pathname.startsWith("//") ? to.href : "/app/inbox";
 }
 
 function setupLogin() {
