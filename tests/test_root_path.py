@@ -50,7 +50,12 @@ def test_a_member_who_must_enrol_can_enrol_behind_a_prefix(
         "/api/v1/workspace", json={"settings": {"require_2fa": True}}, headers=auth(world.alice)
     )
     assert r.status_code == 200
-    r = behind.post(f"{PREFIX}/api/v1/auth/totp/enroll", headers=auth(world.bob))
+    signed_in = behind.post(
+        f"{PREFIX}/api/v1/auth/login", json={"email": "bob@acme.test", "password": PASSWORD}
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    csrf = {"X-CSRF-Token": signed_in.json()["csrf_token"]}
+    r = behind.post(f"{PREFIX}/api/v1/auth/totp/enroll", headers=csrf)
     assert r.status_code == 200, r.text
     blocked = behind.get(f"{PREFIX}/api/v1/conversations", headers=auth(world.bob))
     assert blocked.status_code == 403 and blocked.json()["type"].endswith("/2fa-required")

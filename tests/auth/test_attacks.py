@@ -103,6 +103,25 @@ def test_lock_out_tells_which_addresses_have_accounts(client: TestClient, world:
     assert probe("bob@acme.test") == probe("nobody@acme.test")
 
 
+def test_a_leaked_api_token_cannot_turn_on_two_factor_with_its_holders_key(
+    client: TestClient, world: World
+) -> None:
+    # bob's read-only token, left in a script, is found by mallory.
+    token = client.post(
+        "/api/v1/tokens", json={"name": "report", "role": "viewer"}, headers=auth(world.bob)
+    ).json()["token"]
+    browser = TestClient(client.app)
+    assert login(browser, "bob@acme.test").status_code == 200
+    enrol = client.post("/api/v1/auth/totp/enroll", headers=auth(token))
+    assert enrol.status_code == 403, enrol.text
+    code = pyotp.TOTP(pyotp.random_base32()).now()
+    activate = client.post("/api/v1/auth/totp/activate", json={"code": code}, headers=auth(token))
+    assert activate.status_code == 403, activate.text
+    # bob still signs in with his password alone, and his browser stayed signed in.
+    assert login(TestClient(client.app), "bob@acme.test").json()["mfa_required"] is False
+    assert browser.get("/api/v1/auth/me").status_code == 200
+
+
 def test_slow_guessing_does_not_tell_which_addresses_have_accounts(
     client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

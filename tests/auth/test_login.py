@@ -89,10 +89,21 @@ def later_code(secret: str, steps: int = 1) -> str:
     return str(pyotp.TOTP(secret).at(time.time() + 30 * steps))
 
 
+def in_a_browser(client: TestClient, token: str) -> tuple[TestClient, dict[str, str]]:
+    """A browser of its own signed in as the member holding ``token`` (two-factor is turned
+    on from a browser, not with a token), and the headers its changes send."""
+    email = client.get("/api/v1/auth/me", headers=auth(token)).json()["email"]
+    browser = TestClient(client.app, base_url=str(client.base_url))
+    r = login(browser, email)
+    assert r.status_code == 200, r.text
+    return browser, {"X-CSRF-Token": r.json()["csrf_token"]}
+
+
 def _enrol(client: TestClient, token: str) -> tuple[str, list[str]]:
-    secret = client.post("/api/v1/auth/totp/enroll", headers=auth(token)).json()["secret"]
-    r = client.post(
-        "/api/v1/auth/totp/activate", json={"code": pyotp.TOTP(secret).now()}, headers=auth(token)
+    browser, csrf = in_a_browser(client, token)
+    secret = browser.post("/api/v1/auth/totp/enroll", headers=csrf).json()["secret"]
+    r = browser.post(
+        "/api/v1/auth/totp/activate", json={"code": pyotp.TOTP(secret).now()}, headers=csrf
     )
     assert r.status_code == 200, r.text
     return secret, r.json()["recovery_codes"]
@@ -184,8 +195,9 @@ def test_a_totp_code_of_non_ascii_digits_is_a_wrong_code(client: TestClient, wor
 def test_activation_with_a_wrong_code_leaves_two_factor_off(
     client: TestClient, world: World
 ) -> None:
-    client.post("/api/v1/auth/totp/enroll", headers=auth(world.bob))
-    r = client.post("/api/v1/auth/totp/activate", json={"code": "000000"}, headers=auth(world.bob))
+    browser, csrf = in_a_browser(client, world.bob)
+    browser.post("/api/v1/auth/totp/enroll", headers=csrf)
+    r = browser.post("/api/v1/auth/totp/activate", json={"code": "000000"}, headers=csrf)
     assert r.status_code == 401
     assert client.get("/api/v1/auth/me", headers=auth(world.bob)).json()["totp_enabled"] is False
 
@@ -326,7 +338,8 @@ def test_enrolment_gives_a_qr_code_of_the_key_for_the_app_to_scan(
     client: TestClient, world: World
 ) -> None:
     # Only the key as text was shown: typed by hand into a phone, 32 characters.
-    out = client.post("/api/v1/auth/totp/enroll", headers=auth(world.bob)).json()
+    browser, csrf = in_a_browser(client, world.bob)
+    out = browser.post("/api/v1/auth/totp/enroll", headers=csrf).json()
     assert out["otpauth_uri"].startswith("otpauth://totp/") and out["secret"] in out["otpauth_uri"]
     assert out["qr_code"].startswith("data:image/svg+xml;")
     # What it draws is the URI itself, as segno draws it, drawn by Rapport (offline).

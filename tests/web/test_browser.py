@@ -16,6 +16,7 @@ from rapport.channels.email import ingest_email
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.workspaces import service as workspaces
+from tests.auth.test_login import _enrol
 from tests.channels.test_whatsapp import APP_SECRET, message_event
 from tests.conftest import auth, on_both_backends
 from tests.factories import PASSWORD, World
@@ -39,12 +40,7 @@ def ready(
             name="Carol",
             actor_role=Role.owner,
         )
-    secret = client.post("/api/v1/auth/totp/enroll", headers=auth(world.bob)).json()["secret"]
-    client.post(
-        "/api/v1/auth/totp/activate",
-        json={"code": pyotp.TOTP(secret).now()},
-        headers=auth(world.bob),
-    )
+    secret, _ = _enrol(client, world.bob)
     client.post(
         "/api/v1/canned-responses",
         json={"shortcut": "thanks", "text": "Thanks {{ customer.first_name }}, we are on it."},

@@ -383,9 +383,20 @@ def _signed_in_again(
     return sess.csrf_token
 
 
+def _in_a_browser(principal: service.Principal) -> None:
+    """Two-factor authentication is turned on from a signed-in browser. An API token is a
+    script's credential for one workspace, capped to a role (a viewer's, say): a leaked
+    one turned it on with a key of its holder's choosing, which ended every session of the
+    account and left its owner unable to sign in to any of their workspaces (a reset link
+    changes the password, not the key), the holder keeping the recovery codes."""
+    if principal.via != "session":
+        raise Forbidden("two-factor authentication is turned on from a signed-in browser")
+
+
 @router.post("/auth/totp/enroll", response_model=TotpEnrollOut)
 def totp_enroll(principal: CurrentMember, db: Db, box: Box) -> TotpEnrollOut:
     """Start two-factor enrolment: scan the URI with an authenticator app."""
+    _in_a_browser(principal)
     user = db.get(User, principal.user_id)
     assert user is not None
     secret, uri = service.totp_enroll(db, user=user, box=box)
@@ -407,6 +418,7 @@ def totp_activate(
     """Turn two-factor on with a first code; the recovery codes are shown only now. Every
     other session ends: one signed in with the password alone (a stolen one, say) would
     otherwise hold on as if it had passed the second factor."""
+    _in_a_browser(principal)
     user = db.get(User, principal.user_id)
     assert user is not None
     codes = service.totp_activate(db, user=user, box=box, code=body.code)
