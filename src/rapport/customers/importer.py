@@ -12,6 +12,7 @@ UTF-8 text is refused whole.
 import csv
 import itertools
 import json
+import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         except csv.Error as exc:
             raise UnreadableFile(f"the header row is not CSV: {exc}") from exc
         if len(names) > len(fieldnames):
-            fieldnames, delimiter = names, candidate
+            fieldnames, delimiter = [_from_text(name) for name in names], candidate
     start = 2  # the first line after the header
     while start:
         start = yield from _csv_rows(path, fieldnames, start, delimiter)
@@ -178,7 +179,7 @@ def _csv_rows(
             if len(raw) > 1 and (error or sum(line.count('"') for line in raw) % 2):
                 yield here, "a quote opened on this line is never closed"
                 return here + 1
-            yield here, error or dict(row)
+            yield here, error or {key: _from_text(value) for key, value in row.items()}
 
 
 def _fields(row: dict[str, Any], mapping: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
@@ -419,13 +420,40 @@ def export_rows(database: Database, workspace_id: str) -> list[dict[str, Any]]:
         ]
 
 
+# What makes a spreadsheet read a cell as a formula. A customer's name or attribute comes
+# from whoever wrote in ("=HYPERLINK(...)" as the display name of a mail): opened in a
+# spreadsheet, the admin's export ran it (CWE-1236). Such a cell is written after a quote
+# (the spreadsheets' own mark for text), which the import takes off again.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9][0-9.]*")  # a phone number, an amount: shown as is
+
+
+def _as_text(value: Any) -> Any:
+    """``value`` as a CSV cell no spreadsheet reads as a formula."""
+    if (
+        isinstance(value, str)
+        and value.startswith(_FORMULA_STARTS)
+        and not _PLAIN_NUMBER.fullmatch(value)
+    ):
+        return "'" + value
+    return value
+
+
+def _from_text(value: Any) -> Any:
+    """A cell as ``_as_text`` wrote it, back as it was."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(_FORMULA_STARTS):
+        return value[1:]
+    return value
+
+
 def write_rows(out: TextIO, rows: list[dict[str, Any]], format_: str) -> None:
-    """Write rows as JSONL or CSV (columns: the union of every row's keys)."""
+    """Write rows as JSONL or CSV (columns: the union of every row's keys; no cell that a
+    spreadsheet would run as a formula)."""
     if format_ == "jsonl":
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         return
     columns = list(dict.fromkeys(k for row in rows for k in row)) or ["id", *FIELDS]
-    writer = csv.DictWriter(out, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.writer(out)
+    writer.writerow([_as_text(column) for column in columns])
+    writer.writerows([_as_text(row.get(column, "")) for column in columns] for row in rows)
