@@ -8,7 +8,7 @@ from email import message_from_bytes
 from email.message import Message
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from rapport.auth.models import PasswordReset
 from rapport.config import Settings
@@ -85,6 +85,28 @@ def test_the_answer_never_reveals_whether_an_account_exists(
     assert (known.status_code, known.json()) == (unknown.status_code, unknown.json())
     deliver(database, settings)
     assert [m["To"] for m in mails(relay)] == ["bob@acme.test"]
+
+
+def test_a_reset_request_does_the_same_work_whether_an_account_exists(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Only an account's request wrote (its link and its mail's job) and so committed
+    # something: PostgreSQL waits for the disk at such a commit, which timed the answers
+    # apart however alike they read.
+    def statements(email: str) -> list[str]:
+        seen: list[str] = []
+
+        def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            seen.append(statement)
+
+        event.listen(database.engine, "before_cursor_execute", record)
+        try:
+            assert client.post("/api/v1/auth/password-reset", json={"email": email}).is_success
+        finally:
+            event.remove(database.engine, "before_cursor_execute", record)
+        return seen
+
+    assert statements("bob@acme.test") == statements("nobody@acme.test")
 
 
 def test_an_expired_or_made_up_link_is_refused(

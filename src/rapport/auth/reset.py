@@ -1,7 +1,8 @@
 """Password reset by email: a single-use, expiring link whose token is stored only hashed.
 
 The request never says whether the address has an account: the answer and its timing are
-the same either way, because the mail goes out from the job queue, not the request.
+the same either way, because the request only queues a job (``ask``), which looks the
+address up and, for an account, makes the link and mails it.
 """
 
 from datetime import timedelta
@@ -23,6 +24,23 @@ from rapport.problems import Invalid
 class ResetInvalid(Invalid):
     def __init__(self) -> None:
         super().__init__("this reset link is invalid, used or expired: ask for a new one")
+
+
+def ask(db: Session, *, email: str, box: SecretBox) -> None:
+    """Queue a reset for this address, whether it has an account or not: the request does
+    the same work either way (one job, one commit). Looked up, a known address wrote a link
+    and its mail's job and an unknown one nothing, and a commit that writes waits for the
+    disk: the answer's timing told which addresses have an account. The address travels
+    encrypted: anyone may type any address here."""
+    enqueue(db, name="password_reset_request", args={"email": box.encrypt(email)}, max_attempts=5)
+
+
+@job("password_reset_request")
+def password_reset_request(ctx: JobContext, *, email: str) -> None:
+    """A reset asked for (``ask``): the link and its mail, if the address has an account."""
+    box = box_for(ctx.settings.secret_key.get_secret_value())
+    with ctx.database.session() as db:
+        request(db, email=box.decrypt(email), minutes=ctx.settings.password_reset_minutes, box=box)
 
 
 def request(db: Session, *, email: str, minutes: int, box: SecretBox) -> bool:

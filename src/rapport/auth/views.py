@@ -224,15 +224,16 @@ async def login_second_factor(
 
 @router.post("/auth/password-reset", status_code=status.HTTP_202_ACCEPTED)
 def request_password_reset(
-    body: ResetRequestIn, request: Request, db: Db, settings: CurrentSettings, box: Box
+    body: ResetRequestIn, request: Request, db: Db, box: Box
 ) -> dict[str, str]:
-    """Email a reset link if the address has an account; the answer is the same either way."""
+    """Email a reset link if the address has an account; the answer, and the work done to
+    give it, are the same either way."""
     limiter = request.app.state.reset_limiter
     ip = client_address(request)
     email = body.email.strip().lower()
     if not limiter.hit(f"reset-ip:{ip}") or not limiter.hit(f"reset-email:{email}"):
         raise TooMany("too many reset requests: wait a few minutes", seconds=900)
-    reset.request(db, email=email, minutes=settings.password_reset_minutes, box=box)
+    reset.ask(db, email=email, box=box)
     return {"detail": "If an account has this address, a reset link is on its way."}
 
 
