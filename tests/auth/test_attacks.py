@@ -13,6 +13,7 @@ from rapport.auth import ratelimit, service
 from rapport.auth.models import Role, User
 from rapport.config import Settings
 from rapport.db import Database
+from rapport.privacy.models import AuditLog
 from rapport.workspaces import service as workspaces
 from tests.auth.test_login import _enrol, later_code, login
 from tests.conftest import auth, postgresql_only
@@ -120,6 +121,42 @@ def test_a_leaked_api_token_cannot_turn_on_two_factor_with_its_holders_key(
     # bob still signs in with his password alone, and his browser stayed signed in.
     assert login(TestClient(client.app), "bob@acme.test").json()["mfa_required"] is False
     assert browser.get("/api/v1/auth/me").status_code == 200
+
+
+def test_every_workspace_of_an_account_audits_its_two_factor_and_sign_outs(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # bob works for globex too: what he does to his account (two-factor on and off, sign
+    # out everywhere) reaches his globex sessions as well, so globex's admins must see it,
+    # as they see his password changes.
+    with database.session() as db:
+        workspaces.add_member(
+            db,
+            workspace_id=world.globex.workspace.id,
+            email="bob@acme.test",
+            role=Role.agent,
+            password=None,
+            actor_role=Role.owner,
+        )
+    secret, _ = _enrol(client, world.bob)
+    off = client.post(
+        "/api/v1/auth/totp/disable", json={"code": later_code(secret)}, headers=auth(world.bob)
+    )
+    assert off.status_code == 204, off.text
+    assert client.post("/api/v1/auth/logout-all", headers=auth(world.bob)).status_code == 204
+    with database.session(write=False) as db:
+        logged = set(
+            db.execute(
+                select(AuditLog.workspace_id, AuditLog.action).where(
+                    AuditLog.action.in_(("auth.totp_on", "auth.totp_off", "auth.logout_all"))
+                )
+            ).all()
+        )
+    assert logged == {
+        (ws.workspace.id, action)
+        for ws in (world.acme, world.globex)
+        for action in ("auth.totp_on", "auth.totp_off", "auth.logout_all")
+    }
 
 
 def test_slow_guessing_does_not_tell_which_addresses_have_accounts(

@@ -282,11 +282,8 @@ async def logout(request: Request, response: Response) -> Response:
 def logout_everywhere(principal: CurrentMember, request: Request, db: Db) -> Response:
     """Sign out of every browser: all of this user's sessions end."""
     service.end_all_sessions(db, user_id=principal.user_id)
-    audit(
-        db,
-        workspace_id=principal.workspace_id,
-        actor=actor_of(principal, request),
-        action="auth.logout_all",
+    _audit_everywhere(
+        db, user_id=principal.user_id, actor=actor_of(principal, request), action="auth.logout_all"
     )
     forget_principals(request)
     out = Response(status_code=204)
@@ -425,11 +422,8 @@ def totp_activate(
     codes = service.totp_activate(db, user=user, box=box, code=body.code)
     service.end_all_sessions(db, user_id=user.id)
     _signed_in_again(db, principal, user, response, settings)
-    audit(
-        db,
-        workspace_id=principal.workspace_id,
-        actor=actor_of(principal, request),
-        action="auth.totp_on",
+    _audit_everywhere(
+        db, user_id=principal.user_id, actor=actor_of(principal, request), action="auth.totp_on"
     )
     workspaces.announce_user(db, user=user)
     forget_principals(request)
@@ -464,11 +458,8 @@ def totp_disable(
     service.end_all_sessions(db, user_id=user.id)
     out = Response(status_code=204)
     _signed_in_again(db, principal, user, out, settings)
-    audit(
-        db,
-        workspace_id=principal.workspace_id,
-        actor=actor_of(principal, request),
-        action="auth.totp_off",
+    _audit_everywhere(
+        db, user_id=principal.user_id, actor=actor_of(principal, request), action="auth.totp_off"
     )
     workspaces.announce_user(db, user=user)
     forget_principals(request)
