@@ -6,10 +6,12 @@ import pyotp
 import pytest
 import segno
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from rapport.auth import security
 from rapport.config import Settings
 from rapport.db import Database
+from rapport.privacy.models import AuditLog
 from tests.conftest import auth, postgresql_only, record_write_lock, sqlite_only
 from tests.factories import PASSWORD, World
 
@@ -62,6 +64,25 @@ def test_account_locks_after_too_many_failures(client: TestClient, world: World)
     locked = login(client, "bob@acme.test")
     assert locked.status_code == 429 and locked.json()["type"].endswith("/account-locked")
     assert locked.headers["retry-after"] == str(15 * 60)  # when to try again
+
+
+def test_a_lock_out_is_in_the_audit_log(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Ten wrong passwords locked bob out and left no trace: his admins never knew that
+    # someone was guessing.
+    for _ in range(10):
+        assert login(client, "bob@acme.test", "wrong password!").status_code == 401
+    with database.session(write=False) as db:
+        rows = db.execute(
+            select(AuditLog.workspace_id, AuditLog.actor, AuditLog.target_id, AuditLog.data).where(
+                AuditLog.action == "auth.locked"
+            )
+        ).all()
+    bob = world.acme.users["bob"].id
+    assert [tuple(r) for r in rows] == [
+        (world.acme.workspace.id, "system", bob, {"failures": 10, "minutes": 15})
+    ]
 
 
 def test_login_attempts_are_rate_limited_per_address(client: TestClient, world: World) -> None:

@@ -23,6 +23,7 @@ from rapport.auth.models import (
 from rapport.cache import TtlCache
 from rapport.crypto import SecretBox, sha256_hex
 from rapport.db import Database, lock_row, utcnow
+from rapport.privacy.service import SYSTEM, audit
 from rapport.problems import Forbidden, Invalid, NotFound, Problem, TooMany
 from rapport.workspaces.models import Workspace
 
@@ -178,6 +179,17 @@ def count_failure(db: Session, user: User, *, max_failures: int, lockout_minutes
             .values(locked_until=locked_until, failed_logins=0)
             .execution_options(synchronize_session=False)
         )
+        # Someone is guessing: each workspace of the account sees it in its audit log.
+        for member in memberships(db, user_id=user.id):
+            audit(
+                db,
+                workspace_id=member.workspace_id,
+                actor=SYSTEM,
+                action="auth.locked",
+                target_type="user",
+                target_id=user.id,
+                data={"failures": max_failures, "minutes": lockout_minutes},
+            )
     set_committed_value(user, "failed_logins", count)
     set_committed_value(user, "locked_until", locked_until)
 
