@@ -17,7 +17,7 @@ from rapport.privacy.models import AuditLog
 from rapport.workspaces import service as workspaces
 from tests.auth.test_login import _enrol, later_code, login
 from tests.conftest import auth, postgresql_only
-from tests.factories import World
+from tests.factories import PASSWORD, World
 
 
 def csrf(c: TestClient) -> dict[str, str]:
@@ -61,7 +61,9 @@ def test_turning_on_two_factor_ends_password_only_sessions(
     # bob enrols (in his own browser), precisely to lock out password-only access.
     secret = me.post("/api/v1/auth/totp/enroll", headers=csrf(me)).json()["secret"]
     r = me.post(
-        "/api/v1/auth/totp/activate", json={"code": pyotp.TOTP(secret).now()}, headers=csrf(me)
+        "/api/v1/auth/totp/activate",
+        json={"code": pyotp.TOTP(secret).now(), "password": PASSWORD},
+        headers=csrf(me),
     )
     assert r.status_code == 200, r.text
     # The attacker's session, which never passed a second factor, stays fully signed in
@@ -104,6 +106,33 @@ def test_lock_out_tells_which_addresses_have_accounts(client: TestClient, world:
     assert probe("bob@acme.test") == probe("nobody@acme.test")
 
 
+def test_a_browser_left_signed_in_cannot_turn_on_two_factor_without_the_password(
+    client: TestClient, world: World
+) -> None:
+    # bob left his browser signed in; someone at it turns on two-factor with their own
+    # phone: bob's sessions end and he can no longer sign in (a reset changes his password,
+    # not the key), while they hold the recovery codes.
+    left = TestClient(client.app)
+    assert login(left, "bob@acme.test").status_code == 200
+    secret = left.post("/api/v1/auth/totp/enroll", headers=csrf(left)).json()["secret"]
+    guessed = left.post(
+        "/api/v1/auth/totp/activate",
+        json={"code": pyotp.TOTP(secret).now(), "password": "not bob's password"},
+        headers=csrf(left),
+    )
+    assert guessed.status_code == 403, guessed.text
+    assert guessed.json()["type"].endswith("/current-password-wrong")
+    me = left.get("/api/v1/auth/me")
+    assert me.status_code == 200 and me.json()["totp_enabled"] is False
+    # bob himself, who knows it, turns it on.
+    mine = left.post(
+        "/api/v1/auth/totp/activate",
+        json={"code": later_code(secret), "password": PASSWORD},
+        headers=csrf(left),
+    )
+    assert mine.status_code == 200, mine.text
+
+
 def test_a_leaked_api_token_cannot_turn_on_two_factor_with_its_holders_key(
     client: TestClient, world: World
 ) -> None:
@@ -116,7 +145,11 @@ def test_a_leaked_api_token_cannot_turn_on_two_factor_with_its_holders_key(
     enrol = client.post("/api/v1/auth/totp/enroll", headers=auth(token))
     assert enrol.status_code == 403, enrol.text
     code = pyotp.TOTP(pyotp.random_base32()).now()
-    activate = client.post("/api/v1/auth/totp/activate", json={"code": code}, headers=auth(token))
+    activate = client.post(
+        "/api/v1/auth/totp/activate",
+        json={"code": code, "password": "bob's password, guessed"},
+        headers=auth(token),
+    )
     assert activate.status_code == 403, activate.text
     # bob still signs in with his password alone, and his browser stayed signed in.
     assert login(TestClient(client.app), "bob@acme.test").json()["mfa_required"] is False

@@ -124,7 +124,9 @@ def _enrol(client: TestClient, token: str) -> tuple[str, list[str]]:
     browser, csrf = in_a_browser(client, token)
     secret = browser.post("/api/v1/auth/totp/enroll", headers=csrf).json()["secret"]
     r = browser.post(
-        "/api/v1/auth/totp/activate", json={"code": pyotp.TOTP(secret).now()}, headers=csrf
+        "/api/v1/auth/totp/activate",
+        json={"code": pyotp.TOTP(secret).now(), "password": PASSWORD},
+        headers=csrf,
     )
     assert r.status_code == 200, r.text
     return secret, r.json()["recovery_codes"]
@@ -218,7 +220,9 @@ def test_activation_with_a_wrong_code_leaves_two_factor_off(
 ) -> None:
     browser, csrf = in_a_browser(client, world.bob)
     browser.post("/api/v1/auth/totp/enroll", headers=csrf)
-    r = browser.post("/api/v1/auth/totp/activate", json={"code": "000000"}, headers=csrf)
+    r = browser.post(
+        "/api/v1/auth/totp/activate", json={"code": "000000", "password": PASSWORD}, headers=csrf
+    )
     assert r.status_code == 401
     assert client.get("/api/v1/auth/me", headers=auth(world.bob)).json()["totp_enabled"] is False
 

@@ -169,5 +169,6 @@ def test_a_member_turns_on_two_factor_by_scanning_its_code(
     assert page.evaluate("document.getElementById('totp-qr').naturalWidth") > 0  # it drew
     secret = page.inner_text("#totp-secret")
     page.fill("#totp-activate input[name=code]", pyotp.TOTP(secret).now())
+    page.fill("#totp-activate input[name=password]", PASSWORD)
     page.click("#totp-activate button[type=submit]")
     expect(page.locator("#recovery code")).not_to_be_empty()

@@ -66,6 +66,12 @@ class CodeIn(BaseModel):
     code: str = Field(min_length=6, max_length=32)
 
 
+class TotpActivateIn(CodeIn):
+    # The account's password, asked again: a browser left signed in (or a cookie stolen)
+    # must not bind the account's sign-in to a key of someone else's.
+    password: str = Field(max_length=1000)
+
+
 class MeRead(BaseModel):
     user_id: str
     email: str

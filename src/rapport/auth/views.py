@@ -33,6 +33,7 @@ from rapport.auth.schemas import (
     TokenCreate,
     TokenCreated,
     TokenRead,
+    TotpActivateIn,
     TotpEnrollOut,
 )
 from rapport.db import utcnow
@@ -405,7 +406,7 @@ def totp_enroll(principal: CurrentMember, db: Db, box: Box) -> TotpEnrollOut:
 
 @router.post("/auth/totp/activate", response_model=RecoveryCodesOut)
 def totp_activate(
-    body: CodeIn,
+    body: TotpActivateIn,
     principal: CurrentMember,
     request: Request,
     response: Response,
@@ -413,12 +414,33 @@ def totp_activate(
     box: Box,
     settings: CurrentSettings,
 ) -> RecoveryCodesOut:
-    """Turn two-factor on with a first code; the recovery codes are shown only now. Every
-    other session ends: one signed in with the password alone (a stolen one, say) would
-    otherwise hold on as if it had passed the second factor."""
+    """Turn two-factor on with a first code and the account's password; the recovery codes
+    are shown only now. Every other session ends: one signed in with the password alone (a
+    stolen one, say) would otherwise hold on as if it had passed the second factor. The
+    password is checked as a login's: rate-limited and counted toward the lock-out."""
     _in_a_browser(principal)
+    spend_attempt(request, email=principal.email)
+    # Before this request's write transaction begins (argon2 takes ~90 ms by design).
+    checked = service.password_matches(
+        request.app.state.database, email=principal.email, password=body.password
+    )
     user = db.get(User, principal.user_id)
     assert user is not None
+    try:
+        service.check_password(
+            db,
+            email=principal.email,
+            password=body.password,
+            max_failures=settings.login_max_failures,
+            lockout_minutes=settings.login_lockout_minutes,
+            checked=checked,
+        )
+    except service.LoginFailed:
+        db.commit()  # keep the failure count even though the request fails
+        raise account.CurrentPasswordWrong() from None
+    except Problem:
+        db.commit()
+        raise
     codes = service.totp_activate(db, user=user, box=box, code=body.code)
     service.end_all_sessions(db, user_id=user.id)
     _signed_in_again(db, principal, user, response, settings)

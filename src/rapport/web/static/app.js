@@ -1495,7 +1495,9 @@ function setupAccount() {
   activate.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      const out = await api("POST", "/api/v1/auth/totp/activate", { code: new FormData(activate).get("code") });
+      const fd = new FormData(activate);
+      const out = await api("POST", "/api/v1/auth/totp/activate", { code: fd.get("code"), password: fd.get("password") });
+      activate.reset();
       const box = document.getElementById("recovery");
       box.querySelector("code").textContent = out.recovery_codes.join("  ");
       box.hidden = false;
