@@ -15,7 +15,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.privacy.models import AuditLog
 from rapport.workspaces import service as workspaces
-from tests.auth.test_login import _enrol, later_code, login
+from tests.auth.test_login import _enrol, in_a_browser, later_code, login
 from tests.conftest import auth, postgresql_only
 from tests.factories import PASSWORD, World
 
@@ -106,6 +106,21 @@ def test_lock_out_tells_which_addresses_have_accounts(client: TestClient, world:
     assert probe("bob@acme.test") == probe("nobody@acme.test")
 
 
+def test_a_leaked_api_token_cannot_make_another_that_outlives_its_revocation(
+    client: TestClient, world: World
+) -> None:
+    # mallory found bob's token and made herself a second one; bob, told of the leak,
+    # revoked the first and believed her gone.
+    second = client.post(
+        "/api/v1/tokens", json={"name": "backup", "role": "agent"}, headers=auth(world.bob)
+    )
+    assert second.status_code == 403, second.text
+    # bob's own browser still makes them.
+    browser, made = in_a_browser(client, world.bob)
+    mine = browser.post("/api/v1/tokens", json={"name": "ci", "role": "agent"}, headers=made)
+    assert mine.status_code == 201, mine.text
+
+
 def test_a_browser_left_signed_in_cannot_turn_on_two_factor_without_the_password(
     client: TestClient, world: World
 ) -> None:
@@ -137,8 +152,9 @@ def test_a_leaked_api_token_cannot_turn_on_two_factor_with_its_holders_key(
     client: TestClient, world: World
 ) -> None:
     # bob's read-only token, left in a script, is found by mallory.
-    token = client.post(
-        "/api/v1/tokens", json={"name": "report", "role": "viewer"}, headers=auth(world.bob)
+    maker, made = in_a_browser(client, world.bob)
+    token = maker.post(
+        "/api/v1/tokens", json={"name": "report", "role": "viewer"}, headers=made
     ).json()["token"]
     browser = TestClient(client.app)
     assert login(browser, "bob@acme.test").status_code == 200
@@ -324,10 +340,11 @@ def test_guessing_the_code_to_turn_two_factor_off_locks_the_account(
     client: TestClient, world: World
 ) -> None:
     # Any token of the member reaches the route, a viewer's too: its code is the only guard.
-    secret, _ = _enrol(client, world.bob)
-    viewer = client.post(
-        "/api/v1/tokens", json={"name": "ci", "role": "viewer"}, headers=auth(world.bob)
+    browser, made = in_a_browser(client, world.bob)
+    viewer = browser.post(
+        "/api/v1/tokens", json={"name": "ci", "role": "viewer"}, headers=made
     ).json()["token"]
+    secret, _ = _enrol(client, world.bob)
     right = later_code(secret)
     answers = []
     for n in range(12):

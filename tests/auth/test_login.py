@@ -321,14 +321,14 @@ def test_a_viewer_can_read_but_cannot_reply(client: TestClient, world: World) ->
 def test_an_agent_cannot_mint_a_token_above_their_role(
     client: TestClient, world: World, role: str
 ) -> None:
-    r = client.post("/api/v1/tokens", json={"role": role}, headers=auth(world.bob))
-    assert r.status_code == 403
+    browser, csrf = in_a_browser(client, world.bob)
+    r = browser.post("/api/v1/tokens", json={"role": role}, headers=csrf)
+    assert r.status_code == 403 and "role above your own" in r.json()["detail"]
 
 
 def test_a_revoked_token_stops_working(client: TestClient, world: World) -> None:
-    created = client.post(
-        "/api/v1/tokens", json={"name": "ci", "role": "viewer"}, headers=auth(world.bob)
-    )
+    browser, csrf = in_a_browser(client, world.bob)
+    created = browser.post("/api/v1/tokens", json={"name": "ci", "role": "viewer"}, headers=csrf)
     token = created.json()["token"]
     assert client.get("/api/v1/conversations", headers=auth(token)).status_code == 200
     client.delete(f"/api/v1/tokens/{created.json()['id']}", headers=auth(world.bob))

@@ -498,7 +498,11 @@ def list_tokens(principal: CurrentMember, db: Db) -> list[TokenRead]:
 def create_token(
     body: TokenCreate, principal: CurrentMember, request: Request, db: Db
 ) -> TokenCreated:
-    """A new API token for yourself, with a role no higher than your own."""
+    """A new API token for yourself, with a role no higher than your own, from a signed-in
+    browser (or ``rapport token create``): a token that made tokens outlived its own
+    revocation in them, so a leaked one, found and revoked, left its finder another."""
+    if principal.via != "session":
+        raise Forbidden("an API token is made from a signed-in browser, not with another token")
     if not principal.has(body.role):
         raise Forbidden("a token cannot have a role above your own")
     plain, row = service.create_token(
