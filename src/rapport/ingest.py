@@ -37,8 +37,11 @@ from rapport.channels.webchat.models import Visitor
 from rapport.config import Settings
 from rapport.conversations import jobs as conversation_jobs
 from rapport.conversations import service as conversations
-from rapport.conversations.merging import MERGE_HOPS, REOPENED
+from rapport.conversations.merging import MERGE_HOPS
 from rapport.conversations.models import (
+    CAME_BY,
+    GAINED,
+    REOPENED,
     Attachment,
     Conversation,
     ConversationGuest,
@@ -53,7 +56,6 @@ from rapport.crypto import SecretBox, box_for
 from rapport.customers import duplicates, profile
 from rapport.customers import service as customers
 from rapport.customers.identity import Handle, issuer
-from rapport.customers.merge import CAME_BY, GAINED
 from rapport.customers.models import ConsentChannel, Customer, Identity, IdentityKind
 from rapport.db import (
     Database,

@@ -8,9 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from rapport.config import Settings
-from rapport.conversations.models import Conversation, Message
+from rapport.conversations.models import CAME_BY, GAINED, REOPENED, Conversation, Message
 from rapport.customers.identity import handle
-from rapport.customers.merge import CAME_BY
 from rapport.customers.models import Identity, IdentityKind
 from rapport.db import Database
 from rapport.ingest import InboundMessage, receive
@@ -292,3 +291,37 @@ def test_what_he_wrote_in_a_third_persons_conversation_while_merged_is_his_after
     with database.session(write=False) as db:
         texts = set(db.scalars(select(Message.text)))
     assert "Cat's question" in texts and not any("8811" in t for t in texts)
+
+
+def test_the_handle_a_message_came_by_is_kept_from_api_clients_and_the_undo_still_reads_it(
+    client: TestClient, world: World, database: Database
+) -> None:
+    ann, ben = ann_and_ben(client, world, ben_last=False)
+    merge_id = merge(client, world, ann, ben)
+    stored = post(client, world, "b2", "Ben while merged", phone=BEN, email="ben@example.com")
+    internal = {CAME_BY, GAINED, REOPENED}
+    conv = where(database, "Ben while merged")[1]
+    shown = [
+        stored["meta"],
+        client.get(
+            f"/api/v1/conversations/{conv}/messages/{stored['id']}", headers=auth(world.bob)
+        ).json()["meta"],
+        *(
+            m["meta"]
+            for m in client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()[
+                "messages"
+            ]
+        ),
+    ]
+    assert not [m for m in shown if internal & set(m)], shown
+    assert '"identity_id"' not in export_text(client, world, ann)
+    with database.session(write=False) as db:
+        realtime = [
+            e.payload
+            for e in db.scalars(select(StreamEvent).where(StreamEvent.type == "message.created"))
+        ]
+        kept = db.get(Message, stored["id"])
+        assert kept is not None and kept.meta[CAME_BY] and kept.meta[GAINED]
+    assert not [p for p in realtime if internal & set(p.get("meta", {}))], realtime
+    undo(client, world, merge_id)
+    assert where(database, "Ben while merged")[0] == ben

@@ -12,7 +12,7 @@ points at the survivor, so the customer's next message on that channel continues
 """
 
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from rapport.channels.models import Inbox
 from rapport.conversations import routing, service, sla
 from rapport.conversations.models import (
+    REOPENED,
     Conversation,
     ConversationGuest,
     ConversationLabel,
@@ -38,11 +39,6 @@ from rapport.scoped import get_scoped
 from rapport.workspaces.models import Workspace
 
 DEFAULT_MINUTES = 30
-
-# The key of an inbound message's ``meta`` that says it reopened its resolved conversation,
-# and when that had been resolved: handed over to its writer's own conversation (their
-# customers' merge undone), the one it left is resolved again if nothing else happened.
-REOPENED: Final = "reopened"
 
 
 def window(db: Session, workspace_id: str) -> timedelta:

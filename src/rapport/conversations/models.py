@@ -2,7 +2,7 @@
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -147,6 +147,26 @@ class Label(Base):
     name: Mapped[str] = mapped_column(String(100))
     colour: Mapped[str] = mapped_column(String(7), default="#e3e6ec")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Keys of an inbound message's ``meta`` that ingest writes for undoing a customers' merge
+# (customers/merge.py, conversations/merging.py). Bookkeeping read from the database only:
+# never shown by the API or realtime events (``INTERNAL_META``).
+#
+# The id of the identity it came by (the handle ingest found its sender by; ids stay the
+# same through merges). Undoing a merge gives the restored record what came by its own
+# handles while it was merged; a message stored before the key existed stays with the
+# survivor, as then.
+CAME_BY: Final = "identity_id"
+# The ids of the identities the message made its sender's (the handles it brought, new or
+# proved: an email beside the known phone, the number WhatsApp says they moved to). What
+# the restored record's messages brought while merged is theirs again.
+GAINED: Final = "identities_gained"
+# That it reopened its resolved conversation, and when that had been resolved: handed over
+# to its writer's own conversation (their customers' merge undone), the one it left is
+# resolved again if nothing else happened.
+REOPENED: Final = "reopened"
+INTERNAL_META: Final = frozenset({CAME_BY, GAINED, REOPENED})
 
 
 class Message(Base):

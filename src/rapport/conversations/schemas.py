@@ -3,11 +3,12 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rapport.automation.schemas import SkippedAction
 from rapport.conversations.copies import MAX_COPIES
 from rapport.conversations.models import (
+    INTERNAL_META,
     DeliveryStatus,
     Direction,
     MessageKind,
@@ -44,6 +45,13 @@ class MessageRead(BaseModel):
     meta: dict[str, Any]
     created_at: datetime
     attachments: list[AttachmentRead] = Field(default_factory=list)
+
+    @field_validator("meta")
+    @classmethod
+    def _shown(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        # Identity ids and the merge undo's bookkeeping are no API client's business: the
+        # undo reads them from the database.
+        return {k: v for k, v in meta.items() if k not in INTERNAL_META}
 
 
 class MentionedMember(BaseModel):

@@ -10,13 +10,20 @@ whatever else happened in between.
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from rapport.channels.webchat.models import Visitor
-from rapport.conversations.models import Conversation, ConversationGuest, Direction, Message
+from rapport.conversations.models import (
+    CAME_BY,
+    GAINED,
+    Conversation,
+    ConversationGuest,
+    Direction,
+    Message,
+)
 from rapport.customers.models import (
     Consent,
     ConsentChannel,
@@ -41,16 +48,6 @@ from rapport.privacy.service import Actor, audit
 from rapport.problems import Conflict, Invalid
 from rapport.realtime.service import emit
 from rapport.scoped import get_scoped
-
-# The key of an inbound message's ``meta`` that holds the id of the identity it came by (the
-# handle ingest found its sender by; ids stay the same through merges). Undoing a merge
-# gives the restored record what came by its own handles while it was merged; a message
-# stored before the key existed stays with the survivor, as then.
-CAME_BY: Final = "identity_id"
-# The key of the ids of the identities the message made its sender's (the handles it
-# brought, new or proved: an email beside the known phone, the number WhatsApp says they
-# moved to). What the restored record's messages brought while merged is theirs again.
-GAINED: Final = "identities_gained"
 
 # Everything that belongs to a customer and follows it into a merge, by its key in the
 # merge's record.
