@@ -1,11 +1,12 @@
 """The database frame's own types."""
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 
-from rapport.db import Database, UTCDateTime
+from rapport.db import Database, UTCDateTime, new_id
 
 
 def test_timestamps_round_trip_as_utc_whatever_was_bound_before(database: Database) -> None:
@@ -63,3 +64,10 @@ def test_a_released_savepoint_runs_no_commit_hook_before_its_transaction_commits
             on_commit(db, lambda: ran.append("inside it"))
         assert ran == []
     assert ran == ["before the savepoint", "inside it"]
+
+
+def test_ids_made_one_after_another_sort_in_that_order_and_are_uuid7() -> None:
+    # Thousands a millisecond: those of one millisecond sorted as their random bits fell.
+    ids = [new_id() for _ in range(20_000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert {uuid.UUID(i).version for i in ids} == {7}

@@ -62,3 +62,33 @@ def test_an_event_of_the_past_sent_late_takes_its_place_in_the_history(
         headers=auth(world.bob),
     ).json()["items"]
     assert [e["type"] for e in items] == ["Second", "First"]
+
+
+def test_events_of_one_instant_are_in_the_history_as_received_newest_first_on_every_page(
+    client: TestClient, world: World
+) -> None:
+    # A tracking library's batch often stamps several events with one clock reading.
+    key = source(client, world)
+    names = [f"Step {i:02d}" for i in range(30)]
+    batch = [
+        {"type": "track", "userId": "u-instant", "event": n, "timestamp": "2026-11-03T10:00:00Z"}
+        for n in names
+    ]
+    r = client.post("/api/v1/events/batch", json={"batch": batch}, headers=basic(key))
+    assert r.status_code == 200, r.text
+    [person] = client.get(
+        "/api/v1/customers", params={"q": "u-instant"}, headers=auth(world.bob)
+    ).json()["items"]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = client.get(
+            f"/api/v1/customers/{person['id']}/timeline",
+            params={"kind": "event", "limit": 7, **({"cursor": cursor} if cursor else {})},
+            headers=auth(world.bob),
+        ).json()
+        seen += [e["type"] for e in page["items"]]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    assert seen == names[::-1]
