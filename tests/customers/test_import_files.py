@@ -5,9 +5,19 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from rapport.config import Settings
+from rapport.conversations.models import Message
 from rapport.customers import importer
-from rapport.customers.models import Customer, Identity
+from rapport.customers.identity import handle
+from rapport.customers.models import (
+    Customer,
+    Identity,
+    IdentityKind,
+    MergeSuggestion,
+    SuggestionStatus,
+)
 from rapport.db import Database
+from rapport.ingest import InboundMessage, receive
 from tests.conftest import auth
 from tests.events.test_segment import basic, source
 from tests.factories import World
@@ -143,3 +153,54 @@ def test_an_external_id_imported_before_as_merely_typed_is_proven_by_the_next_im
     assert _upload(client, world, body.encode())["updated"] == 1
     with database.session(write=False) as db:
         assert db.scalar(select(Identity.verified).where(Identity.value == "site-77")) is True
+
+
+def test_a_row_matching_only_an_address_a_visitor_typed_never_writes_onto_that_visitor(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # A web chat visitor typed Ana's address (anyone can type any): the file's name and
+    # plan went onto them, and the CRM's Ana was never made.
+    assert world.acme.inbox is not None
+    with database.session() as db:
+        visitor = receive(
+            db,
+            InboundMessage(
+                inbox_id=world.acme.inbox.id,
+                external_id="w1",
+                handles=[
+                    handle(IdentityKind.webchat, "visitor-1"),
+                    handle(IdentityKind.email, "ana@example.com", verified=False),
+                ],
+                sender_name="Someone",
+                text="hello",
+            ),
+            settings=settings,
+        ).customer.id
+    body = "name,email,plan\nAna Import,ana@example.com,gold\n"
+    report = _upload(client, world, body.encode())
+    assert (report["created"], report["updated"], report["to_review"]) == (1, 0, 1), report
+    ana = _named(database, world, "Ana Import")
+    with database.session(write=False) as db:
+        typist = db.get(Customer, visitor)
+        assert typist is not None
+        assert (typist.name, typist.attributes, typist.email) == ("Someone", {}, None)
+        held = db.scalars(select(Identity).where(Identity.value == "ana@example.com")).one()
+        assert (held.customer_id, held.verified) == (ana.id, True)
+        review = db.scalars(select(MergeSuggestion)).all()
+    assert [(sorted((r.left_id, r.right_id)), r.status) for r in review] == [
+        (sorted((ana.id, visitor)), SuggestionStatus.pending)
+    ]
+    assert (ana.email, ana.attributes) == ("ana@example.com", {"plan": "gold"})
+    # Run again: the same customer updated, nobody new.
+    again = _upload(client, world, body.encode())
+    assert (again["created"], again["updated"], again["to_review"]) == (0, 1, 0), again
+    # And Ana's own first mail finds her record.
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",
+        json={"external_id": "m1", "text": "Ana writes", "from": {"email": "ana@example.com"}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    with database.session(write=False) as db:
+        m = db.scalars(select(Message).where(Message.text == "Ana writes")).one()
+        assert m.sender_id == ana.id

@@ -70,6 +70,12 @@ def import_customers(
     typer.echo(
         f"{report.rows} rows: {report.created} customers {verb} created, "
         f"{report.updated} updated, {len(report.errors)} rows with errors"
+        + (
+            f", {report.to_review} given a handle another customer had only typed "
+            "(the pairs are in duplicate review)"
+            if report.to_review
+            else ""
+        )
     )
 
 

@@ -195,6 +195,9 @@ NUMBER_CHANGE_PROBABILITY = 0.95
 # One inbound message carried a proved handle of each (an email of one, a phone of the
 # other): the same person, unless the sender shares a phone or a mailbox.
 ONE_SENDER_PROBABILITY = 0.9
+# A customer who typed a handle (into web chat, say) that an imported record has: likely
+# that person (people type their own address), not surely (anyone can type any).
+TYPED_HANDLE_PROBABILITY = 0.9
 
 
 def suggest(

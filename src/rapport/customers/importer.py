@@ -1,7 +1,10 @@
 """Importing customers from CSV or JSONL, idempotently, in batched transactions.
 
 A row matches an existing customer by any of its normalized handles (email, phone,
-external id), so re-running an import updates those customers and never duplicates them.
+external id), so re-running an import updates those customers and never duplicates them;
+the handles it brings are the workspace's word, proven. A handle another customer only
+typed (a web chat visitor's email) is no match: the file's person takes it, and the two
+are put to duplicate review.
 A row that cannot be read (bad JSON or CSV, an invalid email or phone, no handle at all,
 handles of two different customers, a value a JSON column cannot keep, an attribute that
 does not fit its definition) is reported by its line number and skipped; the others go in.
@@ -18,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rapport.customers import duplicates, profile
 from rapport.customers import identity as ident
-from rapport.customers import profile
 from rapport.customers.models import AttributeDefinition, Customer, Identity, IdentityKind
+from rapport.customers.service import settle_handles
 from rapport.db import Database, new_id, storable, utcnow
 from rapport.problems import Invalid
 from rapport.workspaces.models import Workspace
@@ -56,6 +60,8 @@ class Report:
     rows: int = 0
     created: int = 0
     updated: int = 0
+    # Rows given a handle another customer had only typed: the two are put to review.
+    to_review: int = 0
     errors: list[RowError] = field(default_factory=list)
 
 
@@ -255,33 +261,46 @@ def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, w
     """Match the parsed rows to customers and add or update them in ``db``; flushed only
     when ``write`` (a dry run leaves the session to be rolled back, having written none)."""
     # One lookup per kind for the whole batch.
-    owner: dict[tuple[IdentityKind, str], str] = {}
+    found: dict[tuple[IdentityKind, str], Identity] = {}
     for kind in set(_HANDLE_KINDS.values()):
         wanted = {h.value for p in parsed for h in p[3] if h.kind == kind}
         if wanted:
-            for value, customer_id in db.execute(
-                select(Identity.value, Identity.customer_id).where(
+            for row in db.scalars(
+                select(Identity).where(
                     Identity.workspace_id == workspace_id,
                     Identity.kind == kind,
                     Identity.value.in_(wanted),
                 )
             ):
-                owner[(kind, value)] = customer_id
-    known_ids = set(owner.values())
+                found[(row.kind, row.value)] = row
+    known_ids = {i.customer_id for i in found.values()}
     customers: dict[str, Customer] = {
         c.id: c
         for c in (
             db.scalars(select(Customer).where(Customer.id.in_(known_ids))) if known_ids else []
         )
     }
+    # A handle someone only typed (a web chat visitor's email, a trait sent to the events
+    # API: each came beside a handle its sender proved) is no proof that the row is them:
+    # matched on it, the file's name and attributes went onto whoever typed the address.
+    # A holder who proved nothing is a record only the workspace's own data made (an
+    # earlier import, when imported handles were kept as typed; an agent's): the file
+    # speaks for it as well as they did.
+    proving: set[str] = set()
+    if known_ids:
+        proving = set(
+            db.scalars(
+                select(Identity.customer_id)
+                .where(Identity.customer_id.in_(known_ids), Identity.verified.is_(True))
+                .distinct()
+            )
+        )
     now = utcnow()
-    # An external id is the workspace's own system's id for the person, not an address a
-    # stranger could type: proven, as the site's events and a verified web chat prove it.
-    # Kept as merely typed, the site's first event for the user made a second customer,
-    # who took the id (and their history from then on) from the imported one.
-    confirmed: set[str] = set()
+    claimed_from: set[str] = set()
+    review: set[tuple[str, str]] = set()
     for line, values, attributes, handles in parsed:
-        matches = {owner[(h.kind, h.value)] for h in handles if (h.kind, h.value) in owner}
+        rows = [found[(h.kind, h.value)] for h in handles if (h.kind, h.value) in found]
+        matches = {i.customer_id for i in rows if i.verified or i.customer_id not in proving}
         if len(matches) > 1:
             report.errors.append(RowError(line, "its handles belong to different customers"))
             continue
@@ -307,38 +326,48 @@ def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, w
             db.add(customer)
             customers[customer.id] = customer
             report.created += 1
+        taken = False
         for h in handles:
-            if (h.kind, h.value) in owner:
-                if h.kind == IdentityKind.external and owner[(h.kind, h.value)] == customer.id:
-                    confirmed.add(h.value)
-                continue
-            owner[(h.kind, h.value)] = customer.id
-            db.add(
-                Identity(
+            row = found.get((h.kind, h.value))
+            if row is None:
+                # The workspace's own record of the person, as an admin's customer made
+                # through the API: proven, so that their first message finds them (kept
+                # as typed, it made a second customer, who took the handle from them).
+                row = Identity(
                     workspace_id=workspace_id,
                     customer_id=customer.id,
                     kind=h.kind,
                     value=h.value,
-                    verified=h.kind == IdentityKind.external,
+                    verified=True,
                 )
-            )
+                db.add(row)
+                found[(h.kind, h.value)] = row
+            elif row.customer_id != customer.id:
+                # Only typed by another: the file's person has it, as one who proves a
+                # typed handle claims it, and the typist may be them: duplicate review.
+                claimed_from.add(row.customer_id)
+                review.add((customer.id, row.customer_id))
+                row.customer_id = customer.id
+                taken = True
+            row.verified = True  # theirs already and only typed: the file confirms it
             if h.kind == IdentityKind.email and not customer.email:
                 customer.email = h.value
             if h.kind == IdentityKind.phone and not customer.phone:
                 customer.phone = h.value
-    if confirmed and write:  # theirs already, imported before as merely typed
-        db.execute(
-            update(Identity)
-            .where(
-                Identity.workspace_id == workspace_id,
-                Identity.kind == IdentityKind.external,
-                Identity.value.in_(sorted(confirmed)),
-                Identity.verified.is_(False),
-            )
-            .values(verified=True)
-        )
+        report.to_review += taken
     if write:
         db.flush()
+        if claimed_from:
+            settle_handles(db, claimed_from | {c for c, _ in review})
+        for a, b in sorted(review):
+            duplicates.suggest(
+                db,
+                workspace_id=workspace_id,
+                a=a,
+                b=b,
+                probability=duplicates.TYPED_HANDLE_PROBABILITY,
+                reason="an imported record has a handle the other had only typed",
+            )
 
 
 def import_customers(

@@ -410,6 +410,7 @@ async def import_file(
         "rows": report.rows,
         "created": report.created,
         "updated": report.updated,
+        "to_review": report.to_review,
         "errors": [{"line": e.line, "reason": e.reason} for e in report.errors],
     }
 

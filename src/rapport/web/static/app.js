@@ -2549,6 +2549,7 @@ function setupCustomerFiles() {
       const head = document.createElement("p");
       const verb = dryRun ? "would be" : "";
       head.textContent = `${out.rows} row${out.rows === 1 ? "" : "s"}: ${out.created} new, ${out.updated} updated ${verb}`.trim()
+        + (out.to_review ? `, ${out.to_review} given a handle another customer had only typed (both in duplicate review)` : "")
         + (out.errors.length ? `, ${out.errors.length} with errors (${dryRun ? "they would be skipped" : "skipped"}).` : ".");
       const list = document.createElement("ul");
       for (const e of out.errors.slice(0, 100)) {
