@@ -265,14 +265,14 @@ def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, w
     for kind in set(_HANDLE_KINDS.values()):
         wanted = {h.value for p in parsed for h in p[3] if h.kind == kind}
         if wanted:
-            for row in db.scalars(
+            for held in db.scalars(
                 select(Identity).where(
                     Identity.workspace_id == workspace_id,
                     Identity.kind == kind,
                     Identity.value.in_(wanted),
                 )
             ):
-                found[(row.kind, row.value)] = row
+                found[(held.kind, held.value)] = held
     known_ids = {i.customer_id for i in found.values()}
     customers: dict[str, Customer] = {
         c.id: c
