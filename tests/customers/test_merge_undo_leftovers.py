@@ -162,6 +162,52 @@ def test_a_handle_he_brought_that_she_proved_since_stays_hers_and_they_go_to_rev
     ]
 
 
+def test_an_address_he_had_only_typed_that_she_proved_while_merged_stays_hers(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Given back to him as proven, her next mail from it went to his record.
+    ann, ben = ann_and_ben(client, world, ben_last=False)
+    assert world.acme.inbox is not None
+    shared = "family@example.com"
+
+    def writes(ext: str, text: str, handles: list[Handle]) -> None:
+        assert world.acme.inbox is not None
+        with database.session() as db:
+            receive(
+                db,
+                InboundMessage(
+                    inbox_id=world.acme.inbox.id, external_id=ext, handles=handles, text=text
+                ),
+                settings=settings,
+            )
+
+    writes(
+        "b0",
+        "Ben types the family address",
+        [handle(IdentityKind.phone, BEN), handle(IdentityKind.email, shared, verified=False)],
+    )
+    merge_id = merge(client, world, ann, ben)
+    writes(
+        "a2",
+        "Ann writes from it",
+        [handle(IdentityKind.email, ANN), handle(IdentityKind.email, shared)],
+    )
+    undo(client, world, merge_id)
+
+    with database.session(write=False) as db:
+        held = db.scalars(select(Identity).where(Identity.value == shared)).one()
+        review = db.scalars(select(MergeSuggestion)).all()
+        him = db.get(Customer, ben)
+        assert him is not None
+    assert (held.customer_id, held.verified, him.email) == (ann, True, None)
+    assert [(sorted((r.left_id, r.right_id)), r.status) for r in review] == [
+        (sorted((ann, ben)), SuggestionStatus.pending)
+    ]
+    writes("a3", "Ann from the family address alone", [handle(IdentityKind.email, shared)])
+    assert where(database, "Ann from the family address alone")[0] == ann
+    assert where(database, "Ben types the family address")[0] == ben
+
+
 def resolve(client: TestClient, world: World, conversation_id: str) -> None:
     r = client.post(
         f"/api/v1/conversations/{conversation_id}/status",

@@ -150,6 +150,15 @@ def merge(
         key: list(db.scalars(select(model.id).where(model.customer_id == merged.id)))
         for key, model in _OWNED.items()
     }
+    # Of their handles, those only typed into a form: one the survivor's messages prove
+    # while merged is hers after an undo, as her proof claims a typed handle of another's.
+    typed = list(
+        db.scalars(
+            select(Identity.id).where(
+                Identity.customer_id == merged.id, Identity.verified.is_(False)
+            )
+        )
+    )
     # Tags are keyed by (customer, tag): one both carry stays on the merged record.
     tags = list(
         db.scalars(
@@ -183,6 +192,7 @@ def merge(
         # The survivor's own values of the attributes taken from the merged record.
         "replaced_attributes": replaced,
         **owned,
+        "typed_identities": typed,
         "tags": sorted(tags),
         "added_attributes": sorted(added),
         "survivor_before": {
@@ -571,7 +581,10 @@ def _handles_brought(
     on the survivor then) are theirs again, with their number change on the timeline: the
     next message from them finds them, not her. One the survivor's own messages proved
     too stays hers, and the two go to duplicate review (which of them holds it is not
-    known). Returns the holder of each handle the messages came by or brought, as now."""
+    known). One of theirs from before that they had only typed and her messages proved
+    stays hers too (unmerged, her proof would have claimed it; given back, it went to
+    them proven, and her next message from it with it), and the two go to review.
+    Returns the holder of each handle the messages came by or brought, as now."""
     from rapport.customers import duplicates  # which builds on merges
 
     gained = {m.id: [str(i) for i in m.meta.get(GAINED, [])] for m in written}
@@ -588,10 +601,16 @@ def _handles_brought(
     # In the order written: a handle brought is its bringer's from then on, and so is
     # what came by it later (his second message, from the new address).
     brought: dict[str, set[str | None]] = {}
+    typed = set(row.moved.get("typed_identities", []))  # none recorded before 2026-12-07
+    proved: list[str] = []  # theirs from before, only typed, that her messages proved
     for m in written:
         by = owners.get(came.get(m.id, ""))
         for i in gained[m.id]:
             r = rows.get(i)
+            if r is not None and i in typed and by == survivor.id and r.customer_id == merged.id:
+                proved.append(i)
+                owners[i] = survivor.id
+                continue
             if r is None or r.customer_id != survivor.id or r.created_at < row.created_at:
                 continue  # hers from before, or another's since
             brought.setdefault(i, set()).add(by)
@@ -600,14 +619,20 @@ def _handles_brought(
     if theirs:
         db.execute(update(Identity).where(Identity.id.in_(theirs)).values(customer_id=merged.id))
     _number_changes_back(db, row, survivor, merged, [rows[i] for i in theirs])
-    if any(merged.id in by and len(by) > 1 for by in brought.values()):
+    if proved:
+        db.execute(update(Identity).where(Identity.id.in_(proved)).values(customer_id=survivor.id))
+    if proved or any(merged.id in by and len(by) > 1 for by in brought.values()):
         duplicates.suggest(
             db,
             workspace_id=row.workspace_id,
             a=survivor.id,
             b=merged.id,
             probability=duplicates.ONE_SENDER_PROBABILITY,
-            reason="both proved one handle while their records were merged",
+            reason=(
+                "both proved one handle while their records were merged"
+                if not proved
+                else "one proved a handle the other had typed, while their records were merged"
+            ),
         )
     return owners
 
