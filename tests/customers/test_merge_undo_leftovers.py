@@ -4,6 +4,7 @@ thread are as her own activity left them, not as his."""
 
 from datetime import datetime
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -162,13 +163,15 @@ def test_a_handle_he_brought_that_she_proved_since_stays_hers_and_they_go_to_rev
     ]
 
 
-def test_an_address_he_had_only_typed_that_she_proved_while_merged_stays_hers(
-    client: TestClient, world: World, database: Database, settings: Settings
+@pytest.mark.parametrize("typist", ["restored", "survivor"])
+def test_an_address_one_had_only_typed_that_the_other_proved_while_merged_is_the_provers(
+    client: TestClient, world: World, database: Database, settings: Settings, typist: str
 ) -> None:
-    # Given back to him as proven, her next mail from it went to his record.
+    # Left with the typist, proven, the prover's next mail from it alone went to them.
     ann, ben = ann_and_ben(client, world, ben_last=False)
-    assert world.acme.inbox is not None
     shared = "family@example.com"
+    own = {ann: handle(IdentityKind.email, ANN), ben: handle(IdentityKind.phone, BEN)}
+    typed, prover = (ben, ann) if typist == "restored" else (ann, ben)
 
     def writes(ext: str, text: str, handles: list[Handle]) -> None:
         assert world.acme.inbox is not None
@@ -182,30 +185,31 @@ def test_an_address_he_had_only_typed_that_she_proved_while_merged_stays_hers(
             )
 
     writes(
-        "b0",
-        "Ben types the family address",
-        [handle(IdentityKind.phone, BEN), handle(IdentityKind.email, shared, verified=False)],
+        "t0",
+        "Types the family address",
+        [own[typed], handle(IdentityKind.email, shared, verified=False)],
     )
     merge_id = merge(client, world, ann, ben)
-    writes(
-        "a2",
-        "Ann writes from it",
-        [handle(IdentityKind.email, ANN), handle(IdentityKind.email, shared)],
-    )
+    writes("p1", "Writes from it", [own[prover], handle(IdentityKind.email, shared)])
     undo(client, world, merge_id)
 
     with database.session(write=False) as db:
         held = db.scalars(select(Identity).where(Identity.value == shared)).one()
         review = db.scalars(select(MergeSuggestion)).all()
-        him = db.get(Customer, ben)
-        assert him is not None
-    assert (held.customer_id, held.verified, him.email) == (ann, True, None)
+        them = db.get(Customer, typed)
+        assert them is not None
+    assert (held.customer_id, held.verified, them.email) == (
+        prover,
+        True,
+        ANN if typed == ann else None,
+    )
     assert [(sorted((r.left_id, r.right_id)), r.status) for r in review] == [
         (sorted((ann, ben)), SuggestionStatus.pending)
     ]
-    writes("a3", "Ann from the family address alone", [handle(IdentityKind.email, shared)])
-    assert where(database, "Ann from the family address alone")[0] == ann
-    assert where(database, "Ben types the family address")[0] == ben
+    writes("p2", "From the family address alone", [handle(IdentityKind.email, shared)])
+    assert where(database, "From the family address alone")[0] == prover
+    assert where(database, "Types the family address")[0] == typed
+    assert where(database, "Writes from it")[0] == prover
 
 
 def resolve(client: TestClient, world: World, conversation_id: str) -> None:

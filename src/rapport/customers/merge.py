@@ -150,12 +150,12 @@ def merge(
         key: list(db.scalars(select(model.id).where(model.customer_id == merged.id)))
         for key, model in _OWNED.items()
     }
-    # Of their handles, those only typed into a form: one the survivor's messages prove
-    # while merged is hers after an undo, as her proof claims a typed handle of another's.
+    # The two's handles only typed into a form: one the other's messages prove while
+    # merged is the prover's after an undo, as a proof claims a typed handle of another's.
     typed = list(
         db.scalars(
             select(Identity.id).where(
-                Identity.customer_id == merged.id, Identity.verified.is_(False)
+                Identity.customer_id.in_((survivor.id, merged.id)), Identity.verified.is_(False)
             )
         )
     )
@@ -581,10 +581,11 @@ def _handles_brought(
     on the survivor then) are theirs again, with their number change on the timeline: the
     next message from them finds them, not her. One the survivor's own messages proved
     too stays hers, and the two go to duplicate review (which of them holds it is not
-    known). One of theirs from before that they had only typed and her messages proved
-    stays hers too (unmerged, her proof would have claimed it; given back, it went to
-    them proven, and her next message from it with it), and the two go to review.
-    Returns the holder of each handle the messages came by or brought, as now."""
+    known). One that either had only typed before the merge is the one's whose messages
+    proved it while merged (unmerged, that proof would have claimed it; left as it was,
+    it stayed with the typist proven, and the prover's next message from it went there),
+    and the two go to review. Returns the holder of each handle the messages came by or
+    brought, as now."""
     from rapport.customers import duplicates  # which builds on merges
 
     gained = {m.id: [str(i) for i in m.meta.get(GAINED, [])] for m in written}
@@ -602,14 +603,14 @@ def _handles_brought(
     # what came by it later (his second message, from the new address).
     brought: dict[str, set[str | None]] = {}
     typed = set(row.moved.get("typed_identities", []))  # none recorded before 2026-12-07
-    proved: list[str] = []  # theirs from before, only typed, that her messages proved
+    pair = {survivor.id, merged.id}
+    proved: dict[str, str] = {}  # typed by one of the two before, proved by the other
     for m in written:
         by = owners.get(came.get(m.id, ""))
         for i in gained[m.id]:
             r = rows.get(i)
-            if r is not None and i in typed and by == survivor.id and r.customer_id == merged.id:
-                proved.append(i)
-                owners[i] = survivor.id
+            if r is not None and i in typed and by in pair and r.customer_id in pair - {by}:
+                proved[i] = owners[i] = str(by)
                 continue
             if r is None or r.customer_id != survivor.id or r.created_at < row.created_at:
                 continue  # hers from before, or another's since
@@ -619,8 +620,9 @@ def _handles_brought(
     if theirs:
         db.execute(update(Identity).where(Identity.id.in_(theirs)).values(customer_id=merged.id))
     _number_changes_back(db, row, survivor, merged, [rows[i] for i in theirs])
-    if proved:
-        db.execute(update(Identity).where(Identity.id.in_(proved)).values(customer_id=survivor.id))
+    for to in set(proved.values()):
+        given = [i for i, by in proved.items() if by == to]
+        db.execute(update(Identity).where(Identity.id.in_(given)).values(customer_id=to))
     if proved or any(merged.id in by and len(by) > 1 for by in brought.values()):
         duplicates.suggest(
             db,
