@@ -106,3 +106,57 @@ def test_two_records_merged_into_each_other_at_once_leave_one_live(
             select(Customer.id).where(Customer.id.in_([a, b]), Customer.merged_into_id.is_(None))
         ).all()
     assert len(live) == 1, outcome
+
+
+@postgresql_only
+def test_two_merges_into_one_record_undone_at_once_each_take_back_what_they_added(
+    world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each undo read the survivor's attributes, then wrote them less its own: the one
+    # written last put back what the other had taken away.
+    ws_id = world.acme.workspace.id
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        # Bea's address goes to Ann, and the later merge records it as Ann's before: the
+        # first undo rewrites the second merge's record.
+        ann, bea, cat = (
+            service.create(db, workspace=ws, data=CustomerCreate(**fields)).id
+            for fields in (
+                {"name": "ann"},
+                {"name": "bea", "email": "bea@example.com", "attributes": {"plan": "gold"}},
+                {"name": "cat", "attributes": {"city": "Oslo"}},
+            )
+        )
+        merges = [
+            merging.merge(db, workspace_id=ws_id, survivor_id=ann, merged_id=m, actor=SYSTEM).id
+            for m in (bea, cat)
+        ]
+    real = merging._later
+
+    def after_reading(db: Any, row: CustomerMerge) -> list[CustomerMerge]:
+        time.sleep(0.5)  # long enough for the other undo to have read the survivor too
+        return real(db, row)
+
+    monkeypatch.setattr(merging, "_later", after_reading)
+    outcome: dict[str, object] = {}
+
+    def run(merge_id: str) -> None:
+        try:
+            with database.session() as db:
+                merging.unmerge(db, workspace_id=ws_id, merge_id=merge_id, actor=SYSTEM)
+            outcome[merge_id] = "undone"
+        except Exception as exc:  # noqa: BLE001 - reported below, whatever it is
+            outcome[merge_id] = repr(exc)[:300]
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in merges]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert set(outcome.values()) == {"undone"}, outcome
+    with database.session(write=False) as db:
+        survivor = db.get(Customer, ann)
+        assert survivor is not None
+        assert (survivor.attributes, survivor.email) == ({}, None), outcome
+        restored = select(Customer.merged_into_id).where(Customer.id.in_([bea, cat]))
+        assert db.scalars(restored).all() == [None, None]

@@ -332,9 +332,16 @@ def unmerge(
     db: Session, *, workspace_id: str, merge_id: str, actor: Actor
 ) -> tuple[Customer, Customer]:
     """Undo a merge: both customers come back as they were; returns (survivor, restored).
-    The merge's row is held until the transaction ends: of two undos at once, one undoes."""
-    hold(db, CustomerMerge, merge_id)
+    Both customers' rows are held until the transaction ends, as a merge holds them, then
+    the merge's: of two undos of it at once, one undoes; two undos of merges into one
+    survivor, or an undo and a merge into her, each read her as the other left her (the
+    second's write of her fields and attributes, read before, undid the first's). Always
+    customers first, then merges: an undo rewrites the later merges into its survivor
+    (``_rebase_later``) while holding her, and the undo of one of those, waiting for her,
+    holds no merge yet (holding its own first, the two waited on each other)."""
     row = get_scoped(db, CustomerMerge, merge_id, workspace_id=workspace_id, name="merge")
+    hold(db, Customer, row.survivor_id, row.merged_id)  # never changed once made
+    hold(db, CustomerMerge, row.id)
     if row.undone_at is not None:
         raise Conflict("this merge was already undone")
     survivor = _customer(db, workspace_id, row.survivor_id)
