@@ -358,6 +358,8 @@ _CLAIM = (
 # A Messenger or Instagram id that came through another inbox than the one recorded as
 # its page's (its page unknown, or two inboxes of one page): the inbox it came through last
 # is one a send to it surely reaches.
+# Who holds each identity now (a batch's handles read again, see ``HandleMoved``).
+_HOLDERS = select(Identity.id, Identity.customer_id).where(Identity.id.in_(_each("ids")))
 _ISSUED = (
     update(_identities)
     .where(_identities.c.id == bindparam("iid"))
@@ -408,6 +410,25 @@ _EVENTS_OF_COMMIT = (
     .order_by(StreamEvent.id)
 )
 _RECENT_EVENTS = 100_000
+
+
+class HandleMoved(Exception):
+    """A handle the batch found its sender by went to another customer after it was read:
+    a merge or its undo, which holds its customers' rows, committed while the batch waited
+    for one of them. Tried again (by ``IngestWriter``; a mail by its sending server, told
+    to, or by the mailbox's next poll), the batch reads where it went."""
+
+
+def _check_holders(conn: Any, came_by: dict[str | None, str], known: set[str]) -> None:
+    """Raise ``HandleMoved`` unless each known customer still holds the handle their
+    message came by. Run once the batch holds those customers' rows (PostgreSQL: on
+    SQLite nothing commits in between): an undo moving the restored person's handles
+    back had them read as the survivor's, and their message stayed in her thread."""
+    wanted = {i: c for i, c in came_by.items() if i is not None and c in known}
+    if wanted and any(
+        holder != wanted[iid] for iid, holder in conn.execute(_HOLDERS, {"ids": list(wanted)})
+    ):
+        raise HandleMoved("a handle of this batch was moved by a merge or its undo")
 
 
 def _row(mapping: Any) -> SimpleNamespace:
@@ -836,6 +857,8 @@ def receive_batch(
         conn.execute(_ISSUED, [{"iid": k, "inbox": v} for k, v in issued.items()])
     if known:
         conn.execute(_SEEN, [{"cid": c, "now": now} for c in known])
+        if conn.dialect.name == "postgresql":
+            _check_holders(conn, {came_by[i]: customer_of[i] for i in fresh}, known)
         names = {customer_of[i]: msgs[i].sender_name for i in fresh if msgs[i].sender_name}
         if named := [{"cid": c, "name": names[c]} for c in known if c in names]:
             conn.execute(_NAMED, named)
@@ -1110,9 +1133,10 @@ class _Store:
     def _commit(self, msgs: list[InboundMessage]) -> list[Stored | BaseException]:
         try:
             return self._transaction(msgs)
-        except IntegrityError:
-            # Another process stored the same identity or message between our read and our
-            # write; on the second try we read what it committed.
+        except (IntegrityError, HandleMoved):
+            # Another process stored the same identity or message, or moved a handle (a
+            # merge, its undo), between our read and our write; on the second try we read
+            # what it committed.
             return self._transaction(msgs)
         except DBAPIError as exc:
             if not exc.connection_invalidated:

@@ -6,16 +6,21 @@ import time
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from rapport.config import Settings
 from rapport.customers import merge as merging
 from rapport.customers import service
-from rapport.customers.models import Customer, CustomerMerge
+from rapport.customers.identity import handle
+from rapport.customers.models import Customer, CustomerMerge, IdentityKind
 from rapport.customers.schemas import CustomerCreate
 from rapport.db import Database
+from rapport.ingest import InboundMessage, IngestWriter
 from rapport.privacy.service import SYSTEM
 from rapport.workspaces.models import Workspace
 from tests.conftest import postgresql_only
+from tests.customers.test_merge_written_while_merged import BEN, ann_and_ben, merge, where
 from tests.factories import World
 
 
@@ -160,3 +165,52 @@ def test_two_merges_into_one_record_undone_at_once_each_take_back_what_they_adde
         assert (survivor.attributes, survivor.email) == ({}, None), outcome
         restored = select(Customer.merged_into_id).where(Customer.id.in_([bea, cat]))
         assert db.scalars(restored).all() == [None, None]
+
+
+@postgresql_only
+def test_his_message_arriving_while_the_merge_is_undone_goes_to_his_record(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ingest read his number as the survivor's, waited for the undo to let her record go,
+    # then stored his message in her thread, after the undo had sorted what was there.
+    ann, ben = ann_and_ben(client, world, ben_last=False)
+    merge_id = merge(client, world, ann, ben)
+    real = merging._later
+
+    def slowly(db: Any, row: CustomerMerge) -> list[CustomerMerge]:
+        time.sleep(1.0)  # holding both records: his message comes in meanwhile
+        return real(db, row)
+
+    monkeypatch.setattr(merging, "_later", slowly)
+    undone: list[object] = []
+
+    def undo() -> None:
+        with database.session() as db:
+            merging.unmerge(
+                db, workspace_id=world.acme.workspace.id, merge_id=merge_id, actor=SYSTEM
+            )
+        undone.append(True)
+
+    thread = threading.Thread(target=undo)
+    thread.start()
+    time.sleep(0.3)
+    assert world.acme.inbox is not None
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": False}))
+    try:
+        writer.submit_nowait(
+            InboundMessage(
+                inbox_id=world.acme.inbox.id,
+                external_id="b2",
+                text="Ben during the undo",
+                handles=[handle(IdentityKind.phone, BEN)],
+            )
+        ).result(30)
+    finally:
+        writer.stop()
+    thread.join(30)
+    assert undone == [True]
+    assert where(database, "Ben during the undo")[0] == ben
