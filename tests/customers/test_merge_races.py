@@ -214,3 +214,40 @@ def test_his_message_arriving_while_the_merge_is_undone_goes_to_his_record(
     thread.join(30)
     assert undone == [True]
     assert where(database, "Ben during the undo")[0] == ben
+
+
+@postgresql_only
+def test_his_message_arriving_while_he_is_merged_goes_to_the_survivor(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Read as his before the merge committed, it was stored as the hidden record's.
+    ann, ben = ann_and_ben(client, world, ben_last=False)
+    real = merging.conflicts
+
+    def slowly(survivor: Customer, merged: Customer) -> list[dict[str, Any]]:
+        time.sleep(1.0)  # holding both records: his message comes in meanwhile
+        return real(survivor, merged)
+
+    monkeypatch.setattr(merging, "conflicts", slowly)
+    thread = threading.Thread(target=merge, args=(client, world, ann, ben))
+    thread.start()
+    time.sleep(0.3)
+    assert world.acme.inbox is not None
+    writer = IngestWriter(database, settings.model_copy(update={"ingest_process": False}))
+    try:
+        writer.submit_nowait(
+            InboundMessage(
+                inbox_id=world.acme.inbox.id,
+                external_id="b2",
+                text="Ben during the merge",
+                handles=[handle(IdentityKind.phone, BEN)],
+            )
+        ).result(30)
+    finally:
+        writer.stop()
+    thread.join(30)
+    assert where(database, "Ben during the merge")[::2] == (ann, ann)
