@@ -1084,6 +1084,49 @@ def test_meta_messages_are_signed_threaded_and_answered(
     assert "hi" not in [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
 
 
+def test_a_temporary_send_failure_meta_answers_with_a_400_is_tried_again(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # Messenger's "Temporary send message failure. Please try again later" comes with a
+    # 400: the reply was failed for good, though trying again sends it.
+    url, handler = provider
+    handler.status = 400
+    handler.reply = {
+        "error": {
+            "message": "(#1200) Temporary send message failure. Please try again later",
+            "type": "OAuthException",
+            "code": 1200,
+            "fbtrace_id": "BLBz/WZt8dN",
+        }
+    }
+    inbox = make_inbox(
+        client,
+        world,
+        "messenger",
+        {
+            "page_id": "PAGE_ID",
+            "page_access_token": "page-token",
+            "app_secret": "page-app-secret",
+            "verify_token": "vt",
+            "api_base_url": url,
+        },
+    )
+    hello = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "hello"}}
+    meta_post(client, "messenger", inbox, meta_event("page", hello))
+    conv = only_conversation(client, world, inbox)
+    path = f"/api/v1/conversations/{conv['id']}/messages"
+    client.post(path, json={"text": "Hi!"}, headers=auth(world.bob))
+    _, msg = deliver_now(database, settings)
+    assert msg.status == "queued" and "1200" in (msg.error or ""), msg.error
+    handler.status, handler.reply = 200, {"recipient_id": "1", "message_id": "m_OUT1"}
+    job, msg = deliver_now(database, settings)
+    assert msg.status == "sent" and msg.external_id == "m_OUT1" and job.state == JobState.done
+
+
 @pytest.mark.parametrize("channel,obj", [("messenger", "page"), ("instagram", "instagram")])
 def test_a_customer_with_two_ids_of_the_channel_is_answered_at_the_newest(
     client: TestClient,

@@ -25,10 +25,10 @@ from rapport.cli import app as cli_app
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
 from rapport.db import Database
-from rapport.jobs.models import Job
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.service import retry_all_dead
 from rapport.jobs.worker import Worker
-from tests.channels.test_providers import SMS, twilio_post
+from tests.channels.test_providers import SMS, deliver_now, twilio_post
 from tests.conftest import auth
 from tests.factories import World, written_ago
 
@@ -40,6 +40,11 @@ class Graph(BaseHTTPRequestHandler):
 
     calls: list[tuple[str, dict[str, str], dict]] = []  # type: ignore[type-arg]
     answer = 200
+    error: dict = {  # type: ignore[type-arg]
+        "message": "(#131026) Message undeliverable",
+        "type": "OAuthException",
+        "code": 131026,
+    }
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -55,13 +60,7 @@ class Graph(BaseHTTPRequestHandler):
                 "messages": [{"id": f"wamid.OUT{len(type(self).calls)}"}],
             }
         else:
-            out = {
-                "error": {
-                    "message": "(#131026) Message undeliverable",
-                    "type": "OAuthException",
-                    "code": 131026,
-                }
-            }
+            out = {"error": type(self).error}
         self.wfile.write(json.dumps(out).encode())
 
     def log_message(self, *args: object) -> None:
@@ -70,7 +69,7 @@ class Graph(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def graph() -> Iterator[tuple[str, type[Graph]]]:
-    handler = type("G", (Graph,), {"calls": [], "answer": 200})
+    handler = type("G", (Graph,), {"calls": [], "answer": 200, "error": Graph.error})
     server = HTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/v21.0", handler
@@ -473,6 +472,45 @@ def test_a_refused_message_fails_with_the_providers_reason(
         "messages"
     ][-1]
     assert out["status"] == "failed" and "131026" in out["error"]
+
+
+def test_a_rate_limit_meta_answers_with_a_400_is_tried_again_not_failed(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    # Meta answers its rate limits with a 400 and tells apps to act on the code: the reply
+    # was failed for good, though a moment later it went.
+    graph[1].answer = 400
+    graph[1].error = {
+        "message": "(#130429) Rate limit hit",
+        "type": "OAuthException",
+        "code": 130429,
+        "error_data": {
+            "messaging_product": "whatsapp",
+            "details": "Cloud API message throughput has been reached.",
+        },
+        "fbtrace_id": "Az8or2yhqkZfEZ-_4Qn_Bam",
+    }
+    post_signed(client, inbox, message_event("wamid.IN3", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    reply = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages", json={"text": "Hi"}, headers=auth(world.bob)
+    ).json()
+    url = f"/api/v1/conversations/{conv['id']}/messages/{reply['id']}"
+    job, _ = deliver_now(database, settings)
+    out = client.get(url, headers=auth(world.bob)).json()
+    assert out["status"] == "queued" and "130429" in out["error"], out
+    graph[1].answer = 200
+    job, _ = deliver_now(database, settings)
+    out = client.get(url, headers=auth(world.bob)).json()
+    assert out["status"] == "sent" and out["error"] is None
+    assert job.state == JobState.done and len(graph[1].calls) == 2
 
 
 def test_outside_the_24_hour_window_a_free_text_reply_is_refused(

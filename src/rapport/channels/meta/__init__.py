@@ -10,7 +10,7 @@ import httpx
 
 from rapport import outbound
 from rapport.channels import base, media
-from rapport.channels.whatsapp import META_APP_SETTINGS, valid_signature
+from rapport.channels.whatsapp import META_APP_SETTINGS, graph_error, transient, valid_signature
 from rapport.customers.identity import handle, page_noun
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
@@ -291,10 +291,10 @@ class MetaChannel:
         if resp.status_code == 429 or resp.status_code >= 500:
             raise base.DeliveryError(f"{self.name} answered {resp.status_code}")
         if resp.status_code >= 400:
-            err = resp.json().get("error", {}) if resp.content else {}
+            err = graph_error(resp)
+            reason = f"{err.get('code')}: {err.get('message')}" if err else resp.text[:200]
             raise base.DeliveryError(
-                f"{self.name} refused the message ({err.get('code')}: {err.get('message')})",
-                permanent=True,
+                f"{self.name} refused the message ({reason})", permanent=not transient(err)
             )
         found = resp.json().get("message_id")
         return str(found) if found else None

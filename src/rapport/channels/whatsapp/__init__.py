@@ -35,6 +35,33 @@ def valid_signature(app_secret: bytes | None, body: bytes, header: str | None) -
     return same(header.removeprefix("sha256="), hmac_sha256_hex(app_secret, body))
 
 
+# Meta's errors that mean "not now" rather than "never", whatever HTTP status carries them
+# (most come with a 400: Meta tells apps to act on the code, not the status): the service
+# down or overloaded, a rate limit of the app, the account, the number or the pair of
+# numbers, Messenger's temporary send failure. Failed for good, a reply that a moment's
+# wait would have sent was lost (an agent had to notice and send it again).
+_TRANSIENT = frozenset({2, 4, 17, 32, 613, 1200, 80007, 130429, 131000, 131016, 131056})
+
+
+def graph_error(resp: httpx.Response) -> dict[str, Any]:
+    """The ``error`` object of a Graph API answer, or {} when it has none (an HTML page
+    from a proxy)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    found = body.get("error") if isinstance(body, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def transient(error: dict[str, Any]) -> bool:
+    """Whether a Graph API error is worth trying again (``is_transient``, or its code)."""
+    code = error.get("code")
+    return error.get("is_transient") is True or (
+        str(code).isdigit() and int(str(code)) in _TRANSIENT
+    )
+
+
 def _error(error: dict[str, Any]) -> str:
     """One of Meta's errors as an agent can act on it: its code and title, and the details
     (``error_data.details``) that say why, which the title alone does not ("Re-engagement
@@ -358,12 +385,11 @@ def _post(url: str, token: str, body: dict[str, Any], allow_private: bool) -> st
     if resp.status_code == 429 or resp.status_code >= 500:
         raise base.DeliveryError(f"WhatsApp answered {resp.status_code}")
     if resp.status_code >= 400:
-        try:
-            err = resp.json().get("error", {})
-            reason = f"{err.get('code')}: {err.get('message')}"
-        except ValueError:
-            reason = resp.text[:200]
-        raise base.DeliveryError(f"WhatsApp refused the message ({reason})", permanent=True)
+        err = graph_error(resp)
+        reason = f"{err.get('code')}: {err.get('message')}" if err else resp.text[:200]
+        raise base.DeliveryError(
+            f"WhatsApp refused the message ({reason})", permanent=not transient(err)
+        )
     ids = [m.get("id") for m in resp.json().get("messages", [])]
     return str(ids[0]) if ids and ids[0] else None
 
