@@ -164,6 +164,59 @@ def test_telegram_updates_need_the_secret_token_and_replies_use_send_message(
     assert out["status"] == "sent" and out["external_id"] == "1111111:1366"
 
 
+def long_text(words: int) -> str:
+    """An agent's long answer: sentences of words, paragraphs, an emoji now and then."""
+    return " ".join(
+        "word😀" if n % 50 == 49 else ("end.\n\nNew" if n % 100 == 99 else f"w{n}")
+        for n in range(words)
+    )
+
+
+def sent_texts(
+    calls: list[tuple[str, dict[str, str], bytes]],
+    read: Callable[[dict], str],  # type: ignore[type-arg]
+) -> list[str]:
+    return [read(json.loads(body)) for _, _, body in calls]
+
+
+def utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def test_a_reply_longer_than_telegram_takes_goes_as_several_messages(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # sendMessage takes 1-4096 characters: a longer reply was refused ("message is too
+    # long") and failed for good.
+    url, handler = provider
+    handler.reply = {"ok": True, "result": {"message_id": "{n}"}}
+    inbox = make_inbox(
+        client,
+        world,
+        "telegram",
+        {"bot_token": "123:ABC", "secret_token": "s3cret", "api_base_url": url},
+    )
+    telegram_post(client, inbox, TG_UPDATE)
+    conv = only_conversation(client, world, inbox)
+    text = long_text(1500)
+    assert utf16(text) > 4096
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": text},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    pieces = sent_texts(handler.calls, lambda body: str(body["text"]))
+    assert len(pieces) == 2 and all(utf16(p) <= 4096 for p in pieces)
+    assert " ".join(pieces).split() == text.split()  # every word, once, cut between words
+    out = only_conversation(client, world, inbox)["messages"][-1]
+    assert out["status"] == "sent" and out["external_id"] == "1111111:2"
+
+
 def telegram_inbox(client: TestClient, world: World) -> str:
     return make_inbox(client, world, "telegram", {"bot_token": "123:ABC", "secret_token": "s3cret"})
 
@@ -396,6 +449,32 @@ def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
         "part 2 of 2: Twilio error 30003: Unreachable destination handset "
         "(https://www.twilio.com/docs/api/errors/30003)"
     )
+
+
+def test_an_sms_reply_of_emoji_is_cut_where_twilio_counts_its_limit(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # Twilio takes 1600 characters in one message, an emoji counting twice: 1000 of them
+    # went as one message Twilio refuses (21617), and the reply failed for good.
+    inbox, path, handler = twilio_inbox(client, world, provider)
+    twilio_post(client, settings, path, SMS, "twilio-token")
+    conv = only_conversation(client, world, inbox)
+    text = "Merci 👍👍👍 " * 150
+    assert len(text) <= 1600 < utf16(text)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": text},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    bodies = [parse_qs(body.decode())["Body"][0] for _, _, body in handler.calls]
+    assert len(bodies) == 2 and all(utf16(b) <= 1600 for b in bodies)
+    assert " ".join(bodies).split() == text.split()
+    assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "sent"
 
 
 def test_an_sms_stop_is_recorded_without_waiting_for_an_answer(
@@ -1082,6 +1161,62 @@ def test_meta_messages_are_signed_threaded_and_answered(
     )
     assert meta_post(client, channel, inbox, other).status_code == 200
     assert "hi" not in [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
+
+
+@pytest.mark.parametrize(
+    "channel,obj,count,fits",
+    [
+        ("messenger", "page", 2, lambda p: utf16(p) <= 2000),
+        ("instagram", "instagram", 3, lambda p: len(p.encode()) < 1000),
+    ],
+)
+def test_a_reply_longer_than_the_send_api_takes_goes_as_several_messages(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    channel: str,
+    obj: str,
+    count: int,
+    fits: Callable[[str], bool],
+) -> None:
+    # Messenger takes 2000 characters, Instagram less than 1000: a longer reply was refused
+    # and failed for good.
+    url, handler = provider
+    handler.reply = {"recipient_id": "1254459154682919", "message_id": "m_OUT{n}"}
+    inbox = make_inbox(
+        client,
+        world,
+        channel,
+        {
+            "page_id": "PAGE_ID",
+            "page_access_token": "page-token",
+            "app_secret": "page-app-secret",
+            "verify_token": "vt",
+            "api_base_url": url,
+        },
+    )
+    hello = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "hello"}}
+    meta_post(client, channel, inbox, meta_event(obj, hello))
+    conv = only_conversation(client, world, inbox)
+    text = long_text(500)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": text},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    pieces = sent_texts(handler.calls, lambda body: str(body["message"]["text"]))
+    assert len(pieces) == count and all(fits(p) for p in pieces)
+    assert " ".join(pieces).split() == text.split()
+    out = only_conversation(client, world, inbox)["messages"][-1]
+    assert out["status"] == "sent" and out["external_id"] == f"m_OUT{count}"
+    # The message is read once its last part is.
+    read = {"read": {"mid": f"m_OUT{count}"}}
+    meta_post(client, channel, inbox, meta_event(obj, read, time=2))
+    if channel == "instagram":
+        assert only_conversation(client, world, inbox)["messages"][-1]["status"] == "read"
 
 
 def test_a_temporary_send_failure_meta_answers_with_a_400_is_tried_again(

@@ -28,7 +28,7 @@ from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.service import retry_all_dead
 from rapport.jobs.worker import Worker
-from tests.channels.test_providers import SMS, deliver_now, twilio_post
+from tests.channels.test_providers import SMS, deliver_now, long_text, twilio_post, utf16
 from tests.conftest import auth
 from tests.factories import World, written_ago
 
@@ -472,6 +472,33 @@ def test_a_refused_message_fails_with_the_providers_reason(
         "messages"
     ][-1]
     assert out["status"] == "failed" and "131026" in out["error"]
+
+
+def test_a_reply_longer_than_whatsapp_takes_goes_as_several_messages(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    # A text body takes at most 4096 characters: a longer reply was refused and failed.
+    post_signed(client, inbox, message_event("wamid.IN4", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    text = long_text(1500)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages", json={"text": text}, headers=auth(world.bob)
+    )
+    Worker(database, settings).run_until_idle()
+    bodies = [body["text"]["body"] for _, _, body in graph[1].calls]
+    assert len(bodies) == 2 and all(utf16(b) <= 4096 for b in bodies)
+    assert " ".join(bodies).split() == text.split()
+    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert out["status"] == "sent" and out["external_id"] == "wamid.OUT2"
 
 
 def test_a_rate_limit_meta_answers_with_a_400_is_tried_again_not_failed(

@@ -139,16 +139,58 @@ def parts_meta(ids: list[str]) -> dict[str, Any]:
     return {"message_ids": ids} if len(ids) > 1 else {}
 
 
+def utf16_units(text: str) -> int:
+    """A text's length as most providers count it (an emoji is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def utf8_bytes(text: str) -> int:
+    return len(text.encode())
+
+
+def text_pieces(text: str, limit: int, size: Callable[[str], int] = utf16_units) -> list[str]:
+    """``text`` as the messages a provider that takes at most ``limit`` (as ``size``
+    counts) in one needs: cut where a reader would, after the last line break or else the
+    last space of the second half of a piece (a longer word is cut where it must be)."""
+    pieces: list[str] = []
+    rest = text
+    while size(rest) > limit:
+        end = used = 0
+        for ch in rest:
+            used += size(ch)
+            if used > limit:
+                break
+            end += 1
+        end = max(end, 1)
+        cut = next(
+            (i + 1 for sep in ("\n", " ") if (i := rest.rfind(sep, end // 2, end)) >= 0), end
+        )
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    pieces.append(rest)
+    return [p for p in pieces if p.strip()]
+
+
 def file_parts(
     out: Outbound,
-    text: Callable[[], str | None] | None,
+    text: Callable[[str], str | None] | None,
     send_file: Callable[[OutboundFile], str | None],
+    *,
+    limit: int | None = None,
+    size: Callable[[str], int] = utf16_units,
 ) -> list[tuple[str, str, Callable[[], str | None]]]:
     """The parts of a reply for channels that send text and files separately: the text
-    first (when there is any), then each file in the agent's order."""
+    first (when there is any; as several messages when it is longer than the provider's
+    ``limit`` for one), then each file in the agent's order."""
     parts: list[tuple[str, str, Callable[[], str | None]]] = []
     if text is not None and out.message.text.strip():
-        parts.append(("text", "the text", text))
+        given = out.message.text
+        pieces = text_pieces(given, limit, size) if limit is not None else [given]
+        for n, piece in enumerate(pieces):
+            # The first keeps the key of a text sent whole: what a retry knows stays known.
+            key = "text" if n == 0 else f"text:{n + 1}"
+            what = "the text" if len(pieces) == 1 else f"part {n + 1} of the text"
+            parts.append((key, what, lambda piece=piece: text(piece)))  # type: ignore[misc]
     for f in out.files:
         parts.append((f"file:{f.id}", f"the file {f.filename}", lambda f=f: send_file(f)))  # type: ignore[misc]
     return parts

@@ -3,6 +3,7 @@ the Send API."""
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,9 +60,15 @@ class MetaChannel:
         name = media.filename_for(f"{self.name}-{ref['type']}-{ref['n']}", content_type)
         return media.Fetched(name, content_type, data)
 
-    def __init__(self, name: str, kind: IdentityKind) -> None:
+    def __init__(
+        self, name: str, kind: IdentityKind, text_limit: int, text_size: Callable[[str], int]
+    ) -> None:
         self.name = name
         self.kind = kind
+        # The longest text the Send API takes in one message, as it counts: a longer reply
+        # goes as several messages.
+        self.text_limit = text_limit
+        self.text_size = text_size
 
     def verify(self, *, secrets: dict[str, Any], request: base.WebhookRequest) -> bool:
         return valid_signature(
@@ -259,8 +266,10 @@ class MetaChannel:
             out,
             base.file_parts(
                 out,
-                lambda: post({"text": out.message.text}),
+                lambda piece: post({"text": piece}),
                 lambda f: post({"attachment": attachment(f)}),
+                limit=self.text_limit,
+                size=self.text_size,
             ),
         )
         return base.SendResult(external_id=ids[-1] or None, meta=base.parts_meta(ids))
@@ -349,5 +358,6 @@ def attachment(f: base.OutboundFile) -> dict[str, Any]:
     return {"type": kind, "payload": {"url": f.url, "is_reusable": False}}
 
 
-MESSENGER = base.register(MetaChannel("messenger", IdentityKind.messenger))
-INSTAGRAM = base.register(MetaChannel("instagram", IdentityKind.instagram))
+# Messenger takes 2000 characters; Instagram less than 1000 (UTF-8 bytes, some say).
+MESSENGER = base.register(MetaChannel("messenger", IdentityKind.messenger, 2000, base.utf16_units))
+INSTAGRAM = base.register(MetaChannel("instagram", IdentityKind.instagram, 999, base.utf8_bytes))

@@ -185,21 +185,22 @@ class TelegramChannel:
 
         # A Telegram message id counts within its chat: each part is known as chat:id, as
         # inbound messages are, so that two chats' parts never share an id in the inbox.
-        def text() -> str:
+        def text(piece: str) -> str:
             sent = _call(
-                f"{api}/sendMessage",
-                out.allow_private,
-                json={"chat_id": chat, "text": out.message.text},
+                f"{api}/sendMessage", out.allow_private, json={"chat_id": chat, "text": piece}
             )
             return f"{chat}:{sent}"
 
         def send_file(f: base.OutboundFile) -> str:
             return f"{chat}:{_send_file(api, chat, f, out.allow_private)}"
 
-        ids = base.send_parts(out, base.file_parts(out, text, send_file))
+        ids = base.send_parts(out, base.file_parts(out, text, send_file, limit=TEXT_MAX))
         return base.SendResult(external_id=ids[-1])
 
 
+# The longest text sendMessage takes (its documentation: 1-4096 characters): a longer
+# reply goes as several messages.
+TEXT_MAX = 4096
 # Telegram fetches photos by URL up to 5 MB; sendDocument by URL only takes GIF, PDF and
 # ZIP files (its documentation says so), so other files are uploaded as multipart.
 PHOTO_URL_MAX = 5 * 1024 * 1024

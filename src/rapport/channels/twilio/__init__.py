@@ -265,10 +265,11 @@ class TwilioSms:
         to = self.recipient(out)
         api = str(settings.get("api_base_url") or DEFAULT_API).rstrip("/")
         text = out.message.text
-        # Longer than Twilio takes in one message: send it as consecutive messages. Files go
-        # as MMS media (``MediaUrl``, up to ten, fetched by Twilio from our signed links) with
-        # the first of them; a reply of files alone is one MMS without a body.
-        parts = [text[i : i + MAX_BODY] for i in range(0, len(text), MAX_BODY)] or [""]
+        # Longer than Twilio takes in one message (an emoji counts twice): send it as
+        # consecutive messages. Files go as MMS media (``MediaUrl``, up to ten, fetched by
+        # Twilio from our signed links) with the first of them; a reply of files alone is
+        # one MMS without a body.
+        parts = base.text_pieces(text, MAX_BODY) or [""]
         media = [f.url for f in out.files][:MAX_MEDIA]
 
         def post(n: int, part: str) -> str:

@@ -339,15 +339,20 @@ class WhatsAppChannel:
         template = out.message.meta.get("template")
         if template:
             return base.SendResult(external_id=post({"type": "template", "template": template}))
-        text = {"type": "text", "text": {"preview_url": False, "body": out.message.text}}
+
+        def text(piece: str) -> str | None:
+            return post({"type": "text", "text": {"preview_url": False, "body": piece}})
+
         ids = base.send_parts(
-            out, base.file_parts(out, lambda: post(text), lambda f: post(media_body(f)))
+            out, base.file_parts(out, text, lambda f: post(media_body(f)), limit=TEXT_MAX)
         )
         # The last part's id stands for the message: WhatsApp fetches a file after accepting
         # it, so a file that cannot be fetched fails by status callback, on that id.
         return base.SendResult(external_id=ids[-1] or None, meta=base.parts_meta(ids))
 
 
+# The longest text body WhatsApp takes: a longer reply goes as several messages.
+TEXT_MAX = 4096
 # What WhatsApp shows inline (anything else goes as a document, which it takes in any type;
 # so does an image over WhatsApp's 5 MB for images).
 IMAGE_MAX = 5 * 1024 * 1024
