@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from rapport.channels import media
 from rapport.config import Settings
+from rapport.conversations.models import Attachment, Message
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
-from rapport.db import Database
+from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, receive
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
@@ -40,6 +41,7 @@ class Files(BaseHTTPRequestHandler):
     base = ""
     calls: list[tuple[str, str]] = []
     huge = False
+    flaky = False
 
     def do_GET(self) -> None:  # noqa: N802
         cls = type(self)
@@ -60,6 +62,12 @@ class Files(BaseHTTPRequestHandler):
             return self._send(200, PHOTO, "image/jpeg")
         if self.path == "/meta-cdn/pic":  # Messenger: a CDN URL, no credentials
             return self._send(200, PHOTO, "image/png")
+        if self.path == "/meta-cdn/flaky":  # a CDN that fails for a while
+            return (
+                self._send(503, b"", "text/plain")
+                if cls.flaky
+                else self._send(200, PHOTO, "image/png")
+            )
         if self.path == "/mms/ME1":  # Twilio: HTTP basic with the account
             expected = "Basic " + base64.b64encode(b"AC1:twilio-token").decode()
             if auth_header != expected:
@@ -86,7 +94,7 @@ class Files(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def files() -> Iterator[tuple[str, type[Files]]]:
-    handler: Any = type("F", (Files,), {"calls": [], "huge": False})
+    handler: Any = type("F", (Files,), {"calls": [], "huge": False, "flaky": False})
     server = HTTPServer(("127.0.0.1", 0), handler)
     handler.base = f"http://127.0.0.1:{server.server_port}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -323,6 +331,109 @@ def test_a_messenger_image_is_fetched_from_its_cdn_url_once(
     (stored,) = attachments_of(client, world, conv)
     assert stored["filename"] == "messenger-image-0.png" and stored["size"] == len(PHOTO)
     assert [p for p, _ in handler.calls] == ["/meta-cdn/pic"]  # one request: no HEAD first
+
+
+def messenger_files(client: TestClient, world: World, base: str, *paths: str) -> tuple[str, str]:
+    """A Messenger inbox and a customer's message carrying a file at each of ``paths`` of
+    the stand-in CDN: the inbox's id and the message's."""
+    inbox = make_inbox(
+        client,
+        world,
+        "messenger",
+        {
+            "page_id": "PAGE_ID",
+            "page_access_token": "page-token",
+            "app_secret": "page-app-secret",
+            "verify_token": "vt",
+        },
+    )
+    atts = [{"type": "image", "payload": {"url": f"{base}{p}"}} for p in paths]
+    message = {"mid": "m_FILES", "attachments": atts}
+    event = meta_event("page", {"timestamp": 1458692752478, "message": message})
+    assert meta_post(client, "messenger", inbox, event).status_code == 200
+    conv = only_conversation(client, world, inbox)
+    return inbox, str(conv["messages"][0]["id"])
+
+
+def fetch_state(database: Database, message_id: str) -> tuple[Job, list[str], dict[str, Any]]:
+    """The fetch job, the names of the files kept and the message's meta."""
+    with database.session(write=False) as db:
+        job = db.scalars(select(Job).where(Job.name == "fetch_media")).one()
+        names = db.scalars(
+            select(Attachment.filename).where(Attachment.message_id == message_id)
+        ).all()
+        message = db.get(Message, message_id)
+        assert message is not None
+        return job, sorted(names), dict(message.meta)
+
+
+def fetch_now(database: Database, settings: Settings, **job: object) -> None:
+    with database.session() as db:
+        db.execute(update(Job).where(Job.name == "fetch_media").values(run_at=utcnow(), **job))
+    Worker(database, settings).run_until_idle()
+
+
+def test_a_file_the_provider_no_longer_gives_is_noted_and_the_others_are_kept(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    files: tuple[str, type[Files]],
+) -> None:
+    # Meta's CDN URLs expire: one that answers 404 failed the whole job, five times, and
+    # the message kept neither file, with nothing saying so.
+    base, _ = files
+    _, message_id = messenger_files(client, world, base, "/meta-cdn/pic", "/meta-cdn/gone")
+    Worker(database, settings).run_until_idle()
+    job, names, meta = fetch_state(database, message_id)
+    assert job.state == JobState.done and names == ["messenger-image-0.png"]
+    assert meta["notes"] == ["a file the provider no longer gives (404) was not kept"]
+
+
+def test_a_file_the_provider_cannot_give_now_is_asked_for_again_alone(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    files: tuple[str, type[Files]],
+) -> None:
+    base, handler = files
+    handler.flaky = True
+    _, message_id = messenger_files(client, world, base, "/meta-cdn/pic", "/meta-cdn/flaky")
+    Worker(database, settings).run_until_idle()
+    job, names, meta = fetch_state(database, message_id)
+    # What came is kept at once; the job waits to try the other again.
+    assert job.state == JobState.queued and names == ["messenger-image-0.png"]
+    assert (job.last_error or "").endswith(
+        "NotYet: 1 file(s) not given yet: the provider answered 503"
+    )
+    assert not meta.get("media_fetched") and not meta.get("notes")
+    handler.flaky = False
+    fetch_now(database, settings)
+    job, names, meta = fetch_state(database, message_id)
+    assert job.state == JobState.done and names == [
+        "messenger-image-0.png",
+        "messenger-image-1.png",
+    ]
+    assert meta["media_fetched"] and not meta["notes"] and "media_settled" not in meta
+    assert [p for p, _ in handler.calls].count("/meta-cdn/pic") == 1  # not fetched again
+
+
+def test_a_file_never_given_is_noted_when_the_fetch_gives_up(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    files: tuple[str, type[Files]],
+) -> None:
+    base, handler = files
+    handler.flaky = True
+    _, message_id = messenger_files(client, world, base, "/meta-cdn/flaky", "/meta-cdn/pic")
+    Worker(database, settings).run_until_idle()
+    fetch_now(database, settings, attempts=4)  # its last
+    job, names, meta = fetch_state(database, message_id)
+    assert job.state == JobState.dead and names == ["messenger-image-1.png"]
+    assert meta["notes"] == [media.NOT_FETCHED] and meta["media_fetched"]
 
 
 def test_the_fetch_is_queued_in_the_messages_own_transaction(

@@ -14,7 +14,9 @@ import mimetypes
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+import httpx
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from rapport import outbound
 from rapport.channels import base
@@ -23,6 +25,7 @@ from rapport.conversations import files
 from rapport.conversations.models import Attachment, Message
 from rapport.conversations.service import message_payload
 from rapport.crypto import box_for
+from rapport.jobs.models import Job
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.realtime.service import emit
@@ -99,7 +102,56 @@ def request_fetch(db: Any, *, message_id: str, workspace_id: str) -> None:
     )
 
 
-@job("fetch_media", max_attempts=5)
+# What a message says of files the provider did not give on any of the job's attempts.
+NOT_FETCHED = "a file the provider did not give on any try was not kept"
+
+
+class NotYet(Exception):
+    """Files the provider may yet give (a server error, no answer): the job is tried
+    again for them, the others kept meanwhile. Said by status and kind only: an error's
+    text names the URL, and Telegram's holds the bot's token."""
+
+
+def _gone(status: int) -> bool:
+    """Whether a provider's answer says the file will never come (expired, deleted, over
+    Telegram's 20 MB for bots), not that it cannot come now."""
+    return 400 <= status < 500 and status not in (408, 425, 429)
+
+
+def _dead(db: Session, dead: Job, error: str) -> None:
+    """The fetch gave up: the message says a file is missing, as it says of one refused."""
+    message = db.get(Message, str(dead.args.get("message_id")))
+    if message is None or (message.meta or {}).get("media_fetched"):
+        return
+    # ``media_settled`` stays: an admin's retry asks only for the files still missing.
+    meta = dict(message.meta or {})
+    message.meta = {
+        **meta,
+        "media_fetched": True,
+        "notes": [*(meta.get("notes") or []), NOT_FETCHED],
+    }
+    db.flush()
+    kept = files.summary(files.of_messages(db, [message.id])[message.id])
+    emit(
+        db,
+        workspace_id=message.workspace_id,
+        type="message.updated",
+        payload=message_payload(message, kept),
+    )
+
+
+def _retried(db: Session, retried: Job) -> None:
+    """An admin retries the dead fetch: the message waits for its files again."""
+    message = db.get(Message, str(retried.args.get("message_id")))
+    if message is not None and NOT_FETCHED in ((message.meta or {}).get("notes") or []):
+        meta = dict(message.meta or {})
+        notes = list(meta.get("notes") or [])
+        notes.remove(NOT_FETCHED)
+        meta.pop("media_fetched", None)
+        message.meta = {**meta, "notes": notes}
+
+
+@job("fetch_media", max_attempts=5, on_dead=_dead, on_retry=_retried)
 def fetch_media(ctx: JobContext, message_id: str) -> None:
     with ctx.database.session(write=False) as db:
         message = db.get(Message, message_id)
@@ -120,7 +172,15 @@ def fetch_media(ctx: JobContext, message_id: str) -> None:
     )
     fetched: list[Fetched] = []
     refused: list[str] = []
-    for ref in media.media_refs(meta):
+    # Each file is settled once (kept, or refused with a note): a try after one the
+    # provider could not give asks only for the rest. Before, one such file failed the
+    # whole job, so the message's other files were never kept either, and when it died
+    # nothing said a file was missing.
+    settled = set(meta.get("media_settled") or [])
+    pending: list[str] = []
+    for n, ref in enumerate(media.media_refs(meta)):
+        if n in settled:
+            continue
         try:
             got = media.fetch_media(
                 inbox=inbox,
@@ -130,6 +190,15 @@ def fetch_media(ctx: JobContext, message_id: str) -> None:
             )
         except TooLarge:
             refused.append(f"a file over {MAX_MEDIA_BYTES // (1024 * 1024)} MB was not kept")
+            settled.add(n)
+            continue
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            if _gone(status):
+                refused.append(f"a file the provider no longer gives ({status}) was not kept")
+                settled.add(n)
+            else:
+                pending.append(f"the provider answered {status}")
             continue
         except outbound.Blocked as exc:  # asking again would not change the address
             # Its reason, not its text: the text names the host, which may be the customer's.
@@ -143,7 +212,13 @@ def fetch_media(ctx: JobContext, message_id: str) -> None:
                 },
             )
             refused.append("a file at an address Rapport does not call was not fetched")
+            settled.add(n)
             continue
+        # After Blocked, itself a ValueError.
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            pending.append(type(exc).__name__)  # no answer, or one that is not what it says
+            continue
+        settled.add(n)
         if got.filename not in done:
             fetched.append(got)
     storage = LocalStorage(ctx.settings.attachments_dir)
@@ -167,7 +242,12 @@ def fetch_media(ctx: JobContext, message_id: str) -> None:
                 )
             )
         notes = [*((message.meta or {}).get("notes") or []), *refused]
-        message.meta = {**(message.meta or {}), "media_fetched": True, "notes": notes}
+        meta = {k: v for k, v in (message.meta or {}).items() if k != "media_settled"}
+        if pending:
+            meta["media_settled"] = sorted(settled)
+        else:
+            meta["media_fetched"] = True
+        message.meta = {**meta, "notes": notes}
         db.flush()
         emit(
             db,
@@ -177,3 +257,5 @@ def fetch_media(ctx: JobContext, message_id: str) -> None:
                 message, files.summary(files.of_messages(db, [message.id])[message.id])
             ),
         )
+    if pending:
+        raise NotYet(f"{len(pending)} file(s) not given yet: {'; '.join(pending)}")
