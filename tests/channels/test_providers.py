@@ -32,6 +32,7 @@ class Provider(BaseHTTPRequestHandler):
     calls: list[tuple[str, dict[str, str], bytes]] = []
     reply: dict = {}  # type: ignore[type-arg]
     status = 200
+    raw: bytes | None = None  # an answer that is not JSON (a proxy's error page)
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -41,7 +42,7 @@ class Provider(BaseHTTPRequestHandler):
         self.end_headers()
         # "{n}" in the reply is the call's number: each message sent gets an id of its own.
         answer = json.dumps(type(self).reply).replace("{n}", str(len(type(self).calls)))
-        self.wfile.write(answer.encode())
+        self.wfile.write(type(self).raw or answer.encode())
 
     def log_message(self, *args: object) -> None:
         pass
@@ -215,6 +216,35 @@ def test_a_reply_longer_than_telegram_takes_goes_as_several_messages(
     assert " ".join(pieces).split() == text.split()  # every word, once, cut between words
     out = only_conversation(client, world, inbox)["messages"][-1]
     assert out["status"] == "sent" and out["external_id"] == "1111111:2"
+
+
+def test_an_error_page_in_front_of_telegram_is_tried_again_and_said(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # The answer was read as JSON before its status: a proxy's HTML page failed the job
+    # with a JSON error, the reply queued without a word, and dead with that error.
+    url, handler = provider
+    handler.status, handler.raw = 502, b"<html><center><h1>502 Bad Gateway</h1></center></html>"
+    inbox = make_inbox(
+        client,
+        world,
+        "telegram",
+        {"bot_token": "123:ABC", "secret_token": "s3cret", "api_base_url": url},
+    )
+    telegram_post(client, inbox, TG_UPDATE)
+    conv = only_conversation(client, world, inbox)
+    path = f"/api/v1/conversations/{conv['id']}/messages"
+    client.post(path, json={"text": "Hello"}, headers=auth(world.bob))
+    job, msg = deliver_now(database, settings)
+    assert msg.status == "queued" and job.state == JobState.queued
+    assert msg.error == "retrying (attempt 1 of 8 failed): Telegram answered 502"
+    handler.status, handler.raw = 400, b"<html>Bad Request</html>"
+    job, msg = deliver_now(database, settings)
+    assert msg.status == "failed" and msg.error == "Telegram refused: <html>Bad Request</html>"
 
 
 def telegram_inbox(client: TestClient, world: World) -> str:

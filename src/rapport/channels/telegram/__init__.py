@@ -228,9 +228,14 @@ def _call(url: str, allow_private: bool, **request: Any) -> str:
         resp = outbound.request("POST", url, allow_private=allow_private, timeout=30, **request)
     except httpx.HTTPError as exc:
         raise base.DeliveryError(f"Telegram unreachable: {type(exc).__name__}") from exc
-    data = resp.json() if resp.content else {}
     if resp.status_code == 429 or resp.status_code >= 500:
         raise base.DeliveryError(f"Telegram answered {resp.status_code}")
+    try:
+        data = resp.json() if resp.content else {}
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):  # a proxy's page, not the Bot API's answer
+        data = {"description": resp.text[:200] or resp.status_code}
     if not data.get("ok"):
         raise base.DeliveryError(
             f"Telegram refused: {data.get('description', resp.status_code)}", permanent=True
