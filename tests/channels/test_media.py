@@ -333,6 +333,38 @@ def test_a_messenger_image_is_fetched_from_its_cdn_url_once(
     assert [p for p, _ in handler.calls] == ["/meta-cdn/pic"]  # one request: no HEAD first
 
 
+def test_an_instagram_story_reply_says_so_and_keeps_the_story(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    files: tuple[str, type[Files]],
+) -> None:
+    # A reply to the account's story read as its words alone ("Love it!"), and the story,
+    # whose link Meta lets expire, was not kept.
+    base, _ = files
+    inbox = make_inbox(
+        client,
+        world,
+        "instagram",
+        {
+            "page_id": "PAGE_ID",
+            "page_access_token": "page-token",
+            "app_secret": "page-app-secret",
+            "verify_token": "vt",
+        },
+    )
+    story = {"story": {"url": f"{base}/meta-cdn/pic", "id": "17890455425180000"}}
+    reply = {"mid": "m_STORY", "text": "Love it!", "reply_to": story}
+    event = meta_event("instagram", {"timestamp": 1458692752478, "message": reply})
+    assert meta_post(client, "instagram", inbox, event).status_code == 200
+    Worker(database, settings).run_until_idle()
+    conv = only_conversation(client, world, inbox)
+    assert conv["messages"][0]["text"] == "[reply to your story] Love it!"
+    (stored,) = attachments_of(client, world, conv)
+    assert stored["filename"] == "instagram-story-0.png"
+
+
 def messenger_files(client: TestClient, world: World, base: str, *paths: str) -> tuple[str, str]:
     """A Messenger inbox and a customer's message carrying a file at each of ``paths`` of
     the stand-in CDN: the inbox's id and the message's."""

@@ -1560,6 +1560,24 @@ def test_an_unsent_instagram_message_stores_nothing(
     assert messages(database) == before
 
 
+def test_a_gif_or_sticker_instagram_does_not_pass_on_and_a_story_mention_read_as_such(
+    client: TestClient, world: World
+) -> None:
+    # Instagram sends only is_unsupported for a GIF or a sticker: it was stored as an
+    # empty message, which told the agent nothing.
+    inbox = meta_inbox(client, world, "instagram")
+    gif = {"timestamp": 1458692752478, "message": {"mid": "m_GIF", "is_unsupported": True}}
+    assert meta_post(client, "instagram", inbox, meta_event("instagram", gif)).status_code == 200
+    [message] = only_conversation(client, world, inbox)["messages"]
+    assert message["text"].startswith("[unsupported] ")
+    # A story that mentions the account read '[story_mention]'.
+    mention = {"type": "story_mention", "payload": {"url": "https://lookaside.fbsbx.com/s"}}
+    item = {"timestamp": 1458692752479, "message": {"mid": "m_MENTION", "attachments": [mention]}}
+    meta_post(client, "instagram", inbox, meta_event("instagram", item))
+    texts = [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
+    assert texts[-1] == "[mentioned you in their story]"
+
+
 def waiting_since(database: Database, conversation_id: str) -> datetime | None:
     with database.session(write=False) as db:
         return db.scalar(

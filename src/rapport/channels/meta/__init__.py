@@ -44,13 +44,19 @@ class MetaChannel:
     sends_files = True
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
-        return [
+        atts = meta.get("attachments") or []
+        refs = [
             {"url": a["payload"]["url"], "type": a.get("type", "file"), "n": n}
-            for n, a in enumerate(meta.get("attachments") or [])
+            for n, a in enumerate(atts)
             if isinstance(a, dict)
             and a.get("type") not in _NOT_FILES
             and (a.get("payload") or {}).get("url")
         ]
+        # The story an Instagram reply answers: kept with it, as Meta's link to it expires.
+        story = (meta.get("reply_to") or {}).get("story") or {}
+        if isinstance(story, dict) and story.get("url"):
+            refs.append({"url": story["url"], "type": "story", "n": len(atts)})
+        return refs
 
     def fetch_media(
         self, *, inbox: Any, secrets: dict[str, Any], ref: dict[str, Any], allow_private: bool
@@ -158,7 +164,13 @@ class MetaChannel:
             elif "message" in item:
                 m = item["message"]
                 atts = m.get("attachments", [])
-                inbound(str(m["mid"]), _text(m), {"attachments": atts} if atts else {})
+                meta: dict[str, Any] = {"attachments": atts} if atts else {}
+                text = _text(m)
+                if (m.get("reply_to") or {}).get("story"):
+                    # An answer to the account's story: without it, the words meant nothing.
+                    meta["reply_to"] = m["reply_to"]
+                    text = f"[reply to your story] {text}".strip()
+                inbound(str(m["mid"]), text, meta)
             elif "reaction" in item:
                 r = item["reaction"]
                 # A reaction has no id of its own, and the same one can come and go on a
@@ -346,8 +358,13 @@ def _text(message: dict[str, Any]) -> str:
             payload = a.get("payload") or {}
             title, url = payload.get("title") or a.get("title"), payload.get("url") or a.get("url")
             parts.append(" ".join(str(p) for p in ("[link]", title, url) if p))
+        elif a.get("type") == "story_mention":
+            parts.append("[mentioned you in their story]")
         else:
             parts.append(f"[{a.get('type', 'attachment')}]")
+    if not parts and message.get("is_unsupported"):
+        # Instagram passes on no GIF or sticker, only that one came: it was an empty message.
+        return "[unsupported] something Instagram does not pass on (a GIF, a sticker...)"
     return " ".join(parts)
 
 
