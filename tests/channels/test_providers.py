@@ -957,6 +957,9 @@ def test_a_report_that_comes_before_its_message_has_its_id_still_counts(
 def test_sms_segments_follow_the_encoding() -> None:
     assert segments("hello") == ("GSM-7", 1)
     assert segments("a" * 161) == ("GSM-7", 2)
+    # An extension character ({, €, ...) takes two septets: 80 of them fill one segment.
+    assert segments("€" * 80) == ("GSM-7", 1) and segments("{" * 81) == ("GSM-7", 2)
+    assert segments("Total: 10 €. " + "a" * 147) == ("GSM-7", 2)
     assert segments("héllo 😀") == ("UCS-2", 1)
     assert segments("ж" * 71) == ("UCS-2", 2)
 

@@ -92,10 +92,16 @@ def signature(
     return base64.b64encode(digest).decode()
 
 
+# GSM-7's extension table: each of these takes two septets (an escape, then the character).
+_GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
+
+
 def segments(text: str) -> tuple[str, int]:
-    """(encoding, number of SMS segments): GSM-7 fits 160 (153 when split), UCS-2 70 (67)."""
-    if all(ch in _GSM7 for ch in text):
-        return "GSM-7", 1 if len(text) <= 160 else -(-len(text) // 153)
+    """(encoding, number of SMS segments): GSM-7 fits 160 septets (153 when split), UCS-2
+    70 units (67)."""
+    if all(ch in _GSM7 or ch in _GSM7_EXTENDED for ch in text):
+        septets = len(text) + sum(ch in _GSM7_EXTENDED for ch in text)
+        return "GSM-7", 1 if septets <= 160 else -(-septets // 153)
     units = len(text.encode("utf-16-le")) // 2
     return "UCS-2", 1 if units <= 70 else -(-units // 67)
 
