@@ -1551,6 +1551,61 @@ def meta_inbox(client: TestClient, world: World, channel: str, url: str = "") ->
     return make_inbox(client, world, channel, settings | ({"api_base_url": url} if url else {}))
 
 
+def texts_of(client: TestClient, world: World, inbox: str, token: str = "") -> list[str]:
+    convs = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(token or world.bob)
+    ).json()["items"]
+    return sorted(
+        m["text"]
+        for c in convs
+        for m in client.get(
+            f"/api/v1/conversations/{c['id']}", headers=auth(token or world.bob)
+        ).json()["messages"]
+    )
+
+
+def test_a_second_page_of_the_same_meta_app_gets_its_messages(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Meta subscribes an app, not a page: one callback URL, and each call may carry any
+    # of its pages' events ("up to you to get the context from the payload"). A second
+    # page's inbox had no URL Meta would call, and its events, reaching the first inbox,
+    # were left out as another page's: never stored anywhere.
+    def page(name: str, page_id: str, secret: str, token: str = "") -> str:
+        settings = {"page_id": page_id, "page_access_token": f"{name}-token"}
+        settings |= {"app_secret": secret, "verify_token": "vt"}
+        r = client.post(
+            "/api/v1/inboxes",
+            json={"name": name, "channel": "messenger", "settings": settings},
+            headers=auth(token or world.alice),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    first = page("Shop", "PAGE_A", "one-app-secret")
+    second = page("Support", "PAGE_B", "one-app-secret")
+    other_app = page("Jobs", "PAGE_C", "another-app-secret")
+    theirs = page("Globex", "PAGE_B", "one-app-secret", world.mallory)  # another workspace
+    entries = []
+    for page_id, mid, text in (
+        ("PAGE_A", "m_A", "to the shop"),
+        ("PAGE_B", "m_B", "to support"),
+        ("PAGE_C", "m_C", "to jobs"),
+    ):
+        item = {"timestamp": 1458692752478, "message": {"mid": mid, "text": text}}
+        entries += meta_event("page", item, page=page_id)["entry"]
+    call = {"object": "page", "entry": entries}
+    for _ in range(2):  # Meta sends again what it is not sure of: stored once
+        r = meta_post(client, "messenger", first, call, secret="one-app-secret")
+        assert r.status_code == 200
+    assert texts_of(client, world, first) == ["to the shop"]
+    assert texts_of(client, world, second) == ["to support"]
+    # Another app's page is not proved by this app's signature; another workspace's
+    # inbox is not this one's to feed.
+    assert texts_of(client, world, other_app) == []
+    assert texts_of(client, world, theirs, world.mallory) == []
+
+
 def test_an_unsent_instagram_message_stores_nothing(
     client: TestClient, world: World, database: Database
 ) -> None:

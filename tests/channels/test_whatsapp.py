@@ -303,6 +303,39 @@ def test_an_event_for_another_number_of_the_same_app_is_not_this_inboxs(
     assert count(database, Message) == before
 
 
+def test_an_event_for_another_number_of_the_same_app_reaches_that_numbers_inbox(
+    client: TestClient, world: World, inbox: str, database: Database
+) -> None:
+    # The other number's inbox has no callback URL Meta calls (one per app): its events,
+    # reaching this inbox, were left out and stored nowhere.
+    settings = {
+        "phone_number_id": "999999999",
+        "access_token": "EAAG-other",
+        "app_secret": APP_SECRET,
+        "verify_token": "other-verify-token",
+    }
+    r = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Other shop", "channel": "whatsapp", "settings": settings},
+        headers=auth(world.alice),
+    )
+    other = str(r.json()["id"])
+    payload = message_event("wamid.OTHERNUMBER", "for the other shop")
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999999999"
+    assert post_signed(client, inbox, payload).status_code == 200
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": other}, headers=auth(world.bob)
+    ).json()["items"]
+    got = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    assert [m["text"] for m in got["messages"]] == ["for the other shop"]
+    assert (
+        client.get(
+            "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+        ).json()["items"]
+        == []
+    )
+
+
 @pytest.mark.parametrize("cleared", [None, ""])
 def test_a_cleared_app_secret_makes_every_call_unsigned(
     client: TestClient, world: World, inbox: str, database: Database, cleared: str | None

@@ -1,12 +1,14 @@
 """Provider webhooks: ``/webhooks/{channel}/{inbox_id}``. Verified first; nothing of a
 forged call is stored; what cannot be parsed is kept raw and flagged."""
 
+import hmac
 import logging
 from typing import Any, cast
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from rapport.channels import base, deliver, media
@@ -76,26 +78,16 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
     )
     if not handler.verify(secrets=secrets, request=call):
         raise Problem(401, "bad-signature", "the webhook signature does not match this request")
-    try:
-        events = handler.parse(call, inbox=inbox)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        events = base.WebhookEvents(unparsed=[(_text(body), f"{type(exc).__name__}: {exc}")])
+    # A Meta app has one callback URL for all its pages (or numbers): a call to this inbox
+    # may carry another's events, for the inboxes of the workspace on the same app.
+    siblings = await run_in_threadpool(
+        _siblings, database, state.box, handler, inbox, secrets, call
+    )
+    calls = [(box_inbox, _parse(handler, call, box_inbox)) for box_inbox in [inbox, *siblings]]
     writer: IngestWriter = state.ingest
     try:
-        for msg in events.messages:
-            msg.fetch_media = media.queue_if_any(channel, msg.meta)
-            await writer.submit(msg)
-        if events.echoes:  # before the statuses: the same call may report on them
-            await run_in_threadpool(_apply_echoes, database, inbox, events.echoes)
-        if events.activities:
-            await run_in_threadpool(_apply_activities, database, inbox, events.activities)
-        if events.statuses:
-            await run_in_threadpool(_apply_statuses, database, inbox, events.statuses)
-        if events.unparsed:
-            # Kept raw and flagged; acknowledged all the same: the provider must not retry
-            # forever what will never parse. Last: it is the one write here that the call
-            # sent again would make twice (messages are found by their id, statuses only move).
-            await run_in_threadpool(_keep_unparsed, database, inbox, events.unparsed)
+        for box_inbox, events in calls:
+            await _store(database, writer, channel, box_inbox, events)
     except IntegrityError as exc:
         # A conflict the writer met on its second try too (a race on a unique key) is no
         # fault of the provider's. A 409 it does not send again (the customer's message was
@@ -112,6 +104,76 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
         content, media_type = answer
         return Response(content, media_type=media_type)
     return Response(status_code=200)
+
+
+def _parse(
+    handler: base.WebhookChannel, call: base.WebhookRequest, inbox: Inbox
+) -> base.WebhookEvents:
+    try:
+        return handler.parse(call, inbox=inbox)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        return base.WebhookEvents(unparsed=[(_text(call.body), f"{type(exc).__name__}: {exc}")])
+
+
+async def _store(
+    database: Database, writer: IngestWriter, channel: str, inbox: Inbox, events: base.WebhookEvents
+) -> None:
+    """One inbox's events of a call: messages through the ingest path, the rest after."""
+    for msg in events.messages:
+        msg.fetch_media = media.queue_if_any(channel, msg.meta)
+        await writer.submit(msg)
+    if events.echoes:  # before the statuses: the same call may report on them
+        await run_in_threadpool(_apply_echoes, database, inbox, events.echoes)
+    if events.activities:
+        await run_in_threadpool(_apply_activities, database, inbox, events.activities)
+    if events.statuses:
+        await run_in_threadpool(_apply_statuses, database, inbox, events.statuses)
+    if events.unparsed:
+        # Kept raw and flagged; acknowledged all the same: the provider must not retry
+        # forever what will never parse. Last: it is the one write here that the call
+        # sent again would make twice (messages are found by their id, statuses only move).
+        await run_in_threadpool(_keep_unparsed, database, inbox, events.unparsed)
+
+
+def _siblings(
+    database: Database,
+    box: SecretBox,
+    handler: Any,
+    inbox: Inbox,
+    secrets: dict[str, Any],
+    call: base.WebhookRequest,
+) -> list[Inbox]:
+    """The other enabled inboxes of ``inbox``'s workspace and channel whose page, account
+    or number (``account_key``) this call names, and that check their webhooks with the
+    same app secret: the call's signature is theirs too. Meta subscribes an app, not a
+    page, so a second page or number of the same app has no callback URL of its own; its
+    events were left out as another page's, and never stored anywhere. None when this
+    inbox names no page of its own (it takes every entry itself)."""
+    key: str = getattr(handler, "account_key", "")
+    if not key:
+        return []
+    ours, app_secret = str(inbox.settings.get(key) or ""), base.secret(secrets, "app_secret")
+    others = set(handler.accounts(call)) - {ours}
+    if not ours or not others or app_secret is None:
+        return []
+    with database.session(write=False) as db:
+        candidates = db.scalars(
+            select(Inbox).where(
+                Inbox.workspace_id == inbox.workspace_id,
+                Inbox.channel == inbox.channel,
+                Inbox.enabled.is_(True),
+                Inbox.id != inbox.id,
+            )
+        ).all()
+        found = []
+        for other in candidates:
+            if str(other.settings.get(key) or "") not in others:
+                continue
+            theirs = base.secret(box.decrypt_json(other.secrets_encrypted), "app_secret")
+            if theirs is not None and hmac.compare_digest(theirs, app_secret):
+                db.expunge(other)
+                found.append(other)
+    return found
 
 
 def _text(body: bytes) -> str:

@@ -257,6 +257,17 @@ class MetaChannel:
             events.each(entry.get("standby", []), lambda i: item(i, standby=True))
         return events
 
+    # What tells the pages (or accounts) of one Meta app apart (``accounts``; the router).
+    account_key = "page_id"
+
+    def accounts(self, request: base.WebhookRequest) -> set[str]:
+        """The pages or accounts (``entry.id``) a call has events for; none if unreadable."""
+        try:
+            payload = json.loads(request.body)
+            return {str(e["id"]) for e in payload.get("entry", []) if e.get("id")}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return set()
+
     def recipient(self, to: base.Addressee) -> str:
         found = to.handle(self.kind)
         if not found:

@@ -296,6 +296,22 @@ class WhatsAppChannel:
     def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
         return parse(json.loads(request.body), inbox=inbox)
 
+    # What tells the numbers of one Meta app apart (``accounts``; the webhook router).
+    account_key = "phone_number_id"
+
+    def accounts(self, request: base.WebhookRequest) -> set[str]:
+        """The numbers (``phone_number_id``) a call has events for; none if unreadable."""
+        try:
+            payload = json.loads(request.body)
+            return {
+                str(change["value"]["metadata"]["phone_number_id"])
+                for entry in payload.get("entry", [])
+                for change in entry.get("changes", [])
+                if ((change.get("value") or {}).get("metadata") or {}).get("phone_number_id")
+            }
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return set()
+
     def check_reply(
         self, *, last_inbound_at: datetime | None, now: datetime, template: bool
     ) -> str | None:
