@@ -19,6 +19,7 @@ from rapport.customers.models import IdentityKind
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, receive
 from rapport.jobs.models import Job, JobState
+from rapport.jobs.service import retry_all_dead
 from rapport.jobs.worker import Worker
 from rapport.storage import LocalStorage
 from tests.channels.test_providers import (
@@ -466,6 +467,18 @@ def test_a_file_never_given_is_noted_when_the_fetch_gives_up(
     job, names, meta = fetch_state(database, message_id)
     assert job.state == JobState.dead and names == ["messenger-image-1.png"]
     assert meta["notes"] == [media.NOT_FETCHED] and meta["media_fetched"]
+    # An admin retries the dead job once the provider is back: the missing file only.
+    handler.flaky = False
+    with database.session() as db:
+        assert retry_all_dead(db, workspace_id=world.acme.workspace.id) == 1
+    fetch_now(database, settings)
+    job, names, meta = fetch_state(database, message_id)
+    assert job.state == JobState.done and names == [
+        "messenger-image-0.png",
+        "messenger-image-1.png",
+    ]
+    assert meta["notes"] == [] and meta["media_fetched"]
+    assert [p for p, _ in handler.calls].count("/meta-cdn/pic") == 1
 
 
 def test_the_fetch_is_queued_in_the_messages_own_transaction(
