@@ -21,7 +21,7 @@ from rapport.db import Database, utcnow
 from rapport.jobs.models import Job
 from rapport.jobs.worker import Worker
 from rapport.storage import LocalStorage
-from tests.channels.test_providers import TG_UPDATE, meta_event
+from tests.channels.test_providers import TG_UPDATE, meta_event, meta_inbox, meta_post
 from tests.channels.test_whatsapp import message_event, post_signed
 from tests.conftest import auth, record_write_lock, sqlite_only
 from tests.factories import World
@@ -586,6 +586,31 @@ def test_messenger_gets_each_file_as_an_attachment_by_url(
     assert attachment["type"] == "file" and attachment["payload"]["is_reusable"] is False
     assert fetch(client, attachment["payload"]["url"]).content == PDF
     assert last_message(client, world, conv["id"])["external_id"] == "m_1"
+
+
+def test_instagram_refuses_what_it_does_not_take_before_anything_is_sent(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Instagram takes images (8 MB), video, audio and PDF: a text file, or a 9 MB image,
+    # was stored, sent, refused by Meta, and the reply failed.
+    inbox = meta_inbox(client, world, "instagram")
+    hello = {
+        "timestamp": int(utcnow().timestamp() * 1000),
+        "message": {"mid": "m_in", "text": "hi"},
+    }
+    meta_post(client, "instagram", inbox, meta_event("instagram", hello))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    notes = upload(client, world, conv["id"], "notes.txt", b"plain text notes\n", "text/plain")
+    big = upload(client, world, conv["id"], "scan.png", PNG + bytes(9 * 1024 * 1024), "image/png")
+    path = f"/api/v1/conversations/{conv['id']}/messages"
+    for up, why in ((notes, "does not take notes.txt"), (big, "scan.png up to 8 MB")):
+        r = client.post(path, json={"attachment_ids": [up["id"]]}, headers=auth(world.bob))
+        assert r.status_code == 422 and why in r.json()["detail"], r.text
+    pdf = upload(client, world, conv["id"], "invoice.pdf", PDF, "application/pdf")
+    r = client.post(path, json={"attachment_ids": [pdf["id"]]}, headers=auth(world.bob))
+    assert r.status_code == 201, r.text
 
 
 def test_the_api_channels_webhook_lists_the_files_with_their_links(

@@ -257,6 +257,23 @@ class MetaChannel:
             events.each(entry.get("standby", []), lambda i: item(i, standby=True))
         return events
 
+    def check_files(self, files: list[tuple[str, str, int]]) -> str | None:
+        """Why these files cannot go through this channel (None when they can): Instagram
+        takes only some kinds of file, and images up to 8 MB; Messenger takes any."""
+        if self.name != "instagram":
+            return None
+        for name, content_type, size in files:
+            most = _INSTAGRAM_FILES.get(content_type.split(";")[0].strip().lower())
+            if most is None:
+                return (
+                    f"Instagram does not take {name} ({content_type}): only images (PNG, "
+                    "JPEG, GIF), videos (MP4, MOV, AVI, OGG, WebM), audio (AAC, M4A, WAV) "
+                    "and PDF files"
+                )
+            if size > most:
+                return f"Instagram takes {name} up to {most // (1024 * 1024)} MB"
+        return None
+
     # What tells the pages (or accounts) of one Meta app apart (``accounts``; the router).
     account_key = "page_id"
 
@@ -351,6 +368,33 @@ def _handover(control: str, event: dict[str, Any], app_id: str) -> str:
     if control == "take_thread_control":
         return f"{who[0].upper()}{who[1:]} took over this conversation"
     return f"{who[0].upper()}{who[1:]} asked to take over this conversation"
+
+
+# What Instagram's Send API takes, by type, and how large (its documentation: images 8 MB,
+# video, audio and files 25 MB). Refused when the agent sends, not by Meta afterwards.
+_MB = 1024 * 1024
+_INSTAGRAM_FILES = {
+    **dict.fromkeys(("image/png", "image/jpeg", "image/gif"), 8 * _MB),
+    **dict.fromkeys(
+        (
+            "video/mp4",
+            "video/ogg",
+            "video/x-msvideo",
+            "video/avi",
+            "video/quicktime",
+            "video/webm",
+            "audio/aac",
+            "audio/mp4",
+            "audio/x-m4a",
+            "audio/m4a",
+            "audio/wav",
+            "audio/x-wav",
+            "audio/vnd.wave",
+            "application/pdf",
+        ),
+        25 * _MB,
+    ),
+}
 
 
 # Attachments whose URL is not a file: a shared link (``fallback``: the page it points
