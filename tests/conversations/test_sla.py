@@ -1039,3 +1039,39 @@ def test_a_target_changed_after_its_miss_is_not_missed_twice(
     before = _record(database, conv).first_response_due_at
     client.patch(url, json={"name": "Fast lane"}, headers=auth(world.alice))
     assert _record(database, conv).first_response_due_at == before
+
+
+def test_a_target_met_late_before_the_checker_came_round_is_a_miss_on_record(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The checker runs once a minute (later when the queue is busy): a reply or a
+    # resolution seconds after the due time stopped the clock before it looked, and the
+    # miss was never recorded, announced or counted. The reports said "met".
+    from rapport.conversations.models import ConversationSla
+
+    _policy(client, world, {"name": "Fast", "first_response_minutes": 5})
+    late, never = _conversation(client, world, "late-reply"), _conversation(client, world, "gone")
+    due = utcnow() - timedelta(seconds=20)
+    with database.session() as db:
+        for conv in (late, never):
+            clock = db.get(ConversationSla, conv)
+            assert clock is not None
+            clock.first_response_due_at = clock.next_due_at = due
+    client.post(
+        f"/api/v1/conversations/{late}/messages", json={"text": "sorry"}, headers=auth(world.bob)
+    ).raise_for_status()
+    client.post(  # resolved unanswered: its first response was missed all the same
+        f"/api/v1/conversations/{never}/status",
+        json={"status": "resolved"},
+        headers=auth(world.bob),
+    ).raise_for_status()
+    for conv in (late, never):
+        state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+        assert state["breaches"] == 1 and state["state"] == "ok", state
+        assert datetime.fromisoformat(state["breached_at"]) == due
+    with database.session(write=False) as db:
+        told = list(db.scalars(select(StreamEvent).where(StreamEvent.type == "sla.breached")))
+    assert sorted(e.payload["conversation_id"] for e in told) == sorted([late, never])
+    with database.session() as db:  # and the checker does not count it again
+        assert sla.check(db, now=utcnow()) == 0
+    assert _record(database, late).breaches == 1

@@ -377,6 +377,7 @@ def on_agent_reply(db: Session, *, conversation: Conversation) -> None:
     row = db.get(ConversationSla, conversation.id)
     if row is None:
         return
+    _missed_meanwhile(db, row, at=utcnow(), targets=("first_response", "next_response"))
     row.first_response_due_at = None
     row.next_response_due_at = None
     _refresh_next_due(row)
@@ -403,6 +404,7 @@ def on_status(db: Session, *, conversation: Conversation, at: datetime | None = 
 def _follow_status(db: Session, row: ConversationSla, conv: Conversation, *, at: datetime) -> None:
     """Run, pause or stop the resolution clock as the conversation's status says at ``at``."""
     if conv.status == Status.resolved:
+        _missed_meanwhile(db, row, at=at, targets=TARGETS)
         row.first_response_due_at = row.next_response_due_at = row.resolution_due_at = None
         row.resolution_started_at, row.resolution_used_seconds = None, 0
         _forget_paused_warning(row)
@@ -533,8 +535,6 @@ class _WarnTimes:
 
 def _announce(db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTimes) -> int:
     """Emit what is due and not yet announced for one row; how many events that was."""
-    from rapport.automation import service as automation  # automation builds on this module
-
     if row.policy_id is None:  # cleared when its policy was deleted: never selected
         return 0
     policy = db.get(SlaPolicy, row.policy_id)
@@ -552,32 +552,55 @@ def _announce(db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTi
             kind = "warning"
         if kind is None:
             continue
-        key = _key(target, kind, due)
-        if key in row.announced:
+        if _key(target, kind, due) in row.announced:
             continue
-        row.announced = [*row.announced, key]
-        if kind == "breached":
-            row.breaches = (row.breaches or 0) + 1
-            row.breached_at = row.breached_at or due  # missed at its due time
+        _tell(db, row, target=target, kind=kind, due=due)
         _refresh_next_due(row)
-        automation.trigger(
-            db,
-            workspace_id=row.workspace_id,
-            event=f"sla.{kind}",
-            conversation_id=row.conversation_id,
-        )
-        emit(
-            db,
-            workspace_id=row.workspace_id,
-            type=f"sla.{kind}",
-            payload={
-                "conversation_id": row.conversation_id,
-                "target": target,
-                "due_at": due.isoformat(),
-            },
-        )
         emitted += 1
     return emitted
+
+
+def _tell(db: Session, row: ConversationSla, *, target: str, kind: str, due: datetime) -> None:
+    """Announce that a target is close or missed (a miss kept in the history too): the rules
+    and webhooks, and open pages, hear of it. Once: the caller found it not announced."""
+    from rapport.automation import service as automation  # automation builds on this module
+
+    row.announced = [*(row.announced or []), _key(target, kind, due)]
+    if kind == "breached":
+        row.breaches = (row.breaches or 0) + 1
+        row.breached_at = row.breached_at or due  # missed at its due time
+    automation.trigger(
+        db,
+        workspace_id=row.workspace_id,
+        event=f"sla.{kind}",
+        conversation_id=row.conversation_id,
+    )
+    emit(
+        db,
+        workspace_id=row.workspace_id,
+        type=f"sla.{kind}",
+        payload={
+            "conversation_id": row.conversation_id,
+            "target": target,
+            "due_at": due.isoformat(),
+        },
+    )
+
+
+def _missed_meanwhile(
+    db: Session, row: ConversationSla, *, at: datetime, targets: tuple[str, ...]
+) -> None:
+    """The clocks of ``targets`` stop at ``at`` (a reply, a resolution): one whose due time
+    passed before it, which the checker had not come round to yet (it runs once a minute,
+    later when the queue is busy), was missed all the same, and is announced now. Stopped
+    without this, a reply seconds late left no miss on record: met, the reports said."""
+    if row.policy_id is None:  # its policy was deleted: its clocks stopped then
+        return
+    for target in targets:
+        due = getattr(row, f"{target}_due_at")
+        missed = due is not None and due <= at
+        if missed and _key(target, "breached", due) not in (row.announced or []):
+            _tell(db, row, target=target, kind="breached", due=due)
 
 
 def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
