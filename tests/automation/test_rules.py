@@ -1079,3 +1079,41 @@ def test_an_action_type_that_is_not_a_string_is_refused_not_a_500(
         assert r.status_code == 422, (kind, r.text)
         assert r.headers["content-type"] == "application/problem+json"
     assert client.get("/api/v1/automation-rules", headers=auth(world.alice)).json() == []
+
+
+def test_a_condition_typed_in_the_form_matches_a_number_or_yes_no_attribute(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The rule form sends what was typed, a text: "seats equals 5" compared "5" with the
+    # number 5 a number attribute holds (and "vip equals true" with true), never equal.
+    for key, kind in (("seats", "number"), ("vip", "boolean")):
+        client.post(
+            "/api/v1/attribute-definitions",
+            json={"key": key, "type": kind},
+            headers=auth(world.alice),
+        ).raise_for_status()
+    for label, condition in (
+        ("five", {"field": "customer.attributes.seats", "op": "equals", "value": "5"}),
+        ("few", {"field": "customer.attributes.seats", "op": "in", "value": ["2", "5.0"]}),
+        ("vip", {"field": "customer.attributes.vip", "op": "equals", "value": "True"}),
+        ("many", {"field": "customer.attributes.seats", "op": "not_equals", "value": " 5 "}),
+    ):
+        rule(
+            client,
+            world,
+            event="message.received",
+            conditions=[condition],
+            actions=[{"type": "add_label", "value": label}],
+        )
+    conv = inbound(client, world, "typed-1", "hello", "typed@example.com")
+    customer = conversation(client, world, conv)["customer_id"]
+    r = client.patch(
+        f"/api/v1/customers/{customer}",
+        json={"attributes": {"seats": "5", "vip": "yes"}},  # kept as 5 and true
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["attributes"] == {"seats": 5, "vip": True}
+    inbound(client, world, "typed-2", "again", "typed@example.com")
+    drain(database, settings)  # both messages' rules run now, on the attributes as set
+    assert sorted(conversation(client, world, conv)["labels"]) == ["few", "five", "vip"]

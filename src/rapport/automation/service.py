@@ -780,12 +780,12 @@ def holds(condition: dict[str, Any], known: dict[str, Any]) -> bool:
     if op == "is":
         return bool(have) == bool(want)
     if op == "equals":
-        return bool(_norm(have) == _norm(want))
+        return _same(have, want)
     if op == "not_equals":
-        return bool(_norm(have) != _norm(want))
+        return not _same(have, want)
     if op in ("contains", "not_contains"):
         if isinstance(have, list):
-            found = _norm(want) in [_norm(x) for x in have]
+            found = any(_same(x, want) for x in have)
         else:
             found = str(want).lower() in str(have).lower()
         return found if op == "contains" else not found
@@ -804,10 +804,9 @@ def holds(condition: dict[str, Any], known: dict[str, Any]) -> bool:
             ) from exc
         return hit is not None
     if op == "in":
-        allowed = [_norm(x) for x in (want or [])]
         if isinstance(have, list):  # labels: any of them among those named
-            return any(_norm(x) in allowed for x in have)
-        return _norm(have) in allowed
+            return any(_same(x, w) for x in have for w in want or [])
+        return any(_same(have, w) for w in want or [])
     try:
         if op == "gt":
             return float(have) > float(want)  # type: ignore[arg-type]
@@ -820,6 +819,24 @@ def holds(condition: dict[str, Any], known: dict[str, Any]) -> bool:
 
 def _norm(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
+
+
+def _same(have: Any, want: Any) -> bool:
+    """Whether a fact is the value a condition names, case and outer spaces aside. A number
+    or true/false on one side and a text on the other are compared as the text spells it:
+    the rule form sends what was typed ("5", "true"), and a customer attribute defined as a
+    number or a boolean holds 5 or true (an imported one may hold the text instead)."""
+    if isinstance(have, str) == isinstance(want, str) or have is None or want is None:
+        return bool(_norm(have) == _norm(want))
+    text, typed = (have, want) if isinstance(have, str) else (want, have)
+    if isinstance(typed, bool):
+        return bool(_norm(text) == ("true" if typed else "false"))
+    if isinstance(typed, int | float):
+        try:
+            return float(text) == typed
+        except (ValueError, OverflowError):
+            return False
+    return False
 
 
 def run(
