@@ -687,6 +687,9 @@ def receive_batch(
     new_attachments: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     stored_of: dict[int, Stored] = {}
+    # The messages that opened their conversation again (it was resolved, pending or
+    # snoozed): a change of status, which rules and webhooks hear of as an agent's.
+    opened: set[int] = set()
     for i in fresh:
         m = msgs[i]
         ib = inboxes[m.inbox_id]
@@ -753,6 +756,8 @@ def receive_batch(
                 outcome = "recorded"
             conv["wrote"] = conv.get("wrote") or m.customer_wrote
         else:
+            if conv["status"] != Status.open and not conv.get("new"):
+                opened.add(i)
             conv["status"], conv["resolved_at"], conv["snoozed_until"] = Status.open, None, None
             conv["awaits"] = True  # a person wrote: an auto-reply alone leaves no one waiting
             if conv.get("new") and conv["waiting_since"] is None:
@@ -935,6 +940,7 @@ def receive_batch(
             conversation_id=s.conversation_id,
             message_id=s.message.id,
             new=s.threading == "new",
+            opened=i in opened,
             route=bool(ib.auto_assign) and conv.get("assignee_id") is None,
             reclaim=conv.get("reclaim") if s.threading == "reopened" else None,
             at=now,

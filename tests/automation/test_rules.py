@@ -1117,3 +1117,43 @@ def test_a_condition_typed_in_the_form_matches_a_number_or_yes_no_attribute(
     inbound(client, world, "typed-2", "again", "typed@example.com")
     drain(database, settings)  # both messages' rules run now, on the attributes as set
     assert sorted(conversation(client, world, conv)["labels"]) == ["few", "five", "vip"]
+
+
+def test_a_customer_writing_again_opens_the_conversation_and_its_status_rules_run(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # A customer's message that opened a resolved (or pending, or snoozed) conversation
+    # again changed its status without a word to the rules and webhooks: "when a
+    # conversation is opened again, give it to the escalations team" never ran for the
+    # commonest reopening there is.
+    rule(
+        client,
+        world,
+        event="conversation.status_changed",
+        conditions=[{"field": "status", "op": "equals", "value": "open"}],
+        actions=[{"type": "add_label", "value": "back"}],
+    )
+    resolved, pending, kept = (
+        inbound(client, world, f"{x}-1", "hello", f"{x}@example.com")
+        for x in ("resolved", "pending", "kept")
+    )
+    for conv, status in ((resolved, "resolved"), (pending, "pending")):
+        r = client.post(
+            f"/api/v1/conversations/{conv}/status", json={"status": status}, headers=auth(world.bob)
+        )
+        assert r.status_code == 200, r.text
+    drain(database, settings)
+    for x in ("resolved", "pending", "kept"):
+        inbound(client, world, f"{x}-2", "me again", f"{x}@example.com")
+    with database.session(write=False) as db:
+        told = [
+            job.args["conversation_id"]
+            for job in db.scalars(select(Job).where(Job.name == "automation"))
+            if job.state == JobState.queued and job.args["event"] == "conversation.status_changed"
+        ]
+    assert sorted(told) == sorted([resolved, pending])  # once each; none for the open one
+    drain(database, settings)
+    for conv in (resolved, pending):
+        assert conversation(client, world, conv)["status"] == "open"
+        assert conversation(client, world, conv)["labels"] == ["back"]
+    assert conversation(client, world, kept)["labels"] == []

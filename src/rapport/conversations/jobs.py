@@ -20,6 +20,7 @@ def after_inbound_ids(
     new: bool,
     route: bool,
     at: datetime,
+    opened: bool = False,
     bot: bool = False,
     reclaim: str | None = None,
 ) -> None:
@@ -29,7 +30,8 @@ def after_inbound_ids(
     Routing is one pass over the workspace's queue per transaction (routing.wake), however
     many conversations of the batch joined it: the pass takes them all, oldest first.
     ``reclaim``: the member a resolved conversation it reopened is assigned to, who may have
-    left or become a viewer since (``routing.reclaim``)."""
+    left or become a viewer since (``routing.reclaim``). ``opened``: the message opened the
+    conversation again (it was resolved, pending or snoozed), a change of status."""
     if reclaim is not None:
         routing.reclaim(db, conversation_id=conversation_id, user_id=reclaim)
     if sla.has_policies(db, workspace_id):
@@ -41,6 +43,13 @@ def after_inbound_ids(
             db,
             workspace_id=workspace_id,
             event="conversation.created",
+            conversation_id=conversation_id,
+        )
+    if opened:
+        automation.trigger(
+            db,
+            workspace_id=workspace_id,
+            event="conversation.status_changed",
             conversation_id=conversation_id,
         )
     automation.trigger(
