@@ -1666,11 +1666,16 @@ def remove_label(db: Session, *, conversation: Conversation, label: str) -> list
 def unsnooze_due(db: Session, *, now: datetime | None = None) -> int:
     """Reopen snoozed conversations whose time has come (run by the periodic job)."""
     now = now or utcnow()
+    # Held, and as they are now: read unheld, a conversation whose snooze an agent was
+    # moving (or that a job run again alongside was waking) was written over once that
+    # committed, waking it at once or twice. One another transaction holds waits for the
+    # next round (on SQLite, write transactions run one at a time anyway).
     rows = list(
         db.scalars(
             select(Conversation)
             .where(Conversation.status == Status.snoozed, Conversation.snoozed_until <= now)
             .limit(1000)
+            .with_for_update(skip_locked=True)
         )
     )
     for conv in rows:
