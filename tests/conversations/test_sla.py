@@ -1,5 +1,6 @@
 """SLA due times in business hours, warnings and breaches."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
 from rapport.problems import Invalid
 from rapport.realtime.models import StreamEvent
-from tests.conftest import auth, sqlite_only, sqlite_plans
+from tests.conftest import auth, postgresql_only, sqlite_only, sqlite_plans
 from tests.factories import World
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -1075,3 +1076,45 @@ def test_a_target_met_late_before_the_checker_came_round_is_a_miss_on_record(
     with database.session() as db:  # and the checker does not count it again
         assert sla.check(db, now=utcnow()) == 0
     assert _record(database, late).breaches == 1
+
+
+@postgresql_only
+def test_a_reply_committed_while_the_checker_runs_is_not_written_over(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The checker read a record whose target was missed, then waited for a reply that
+    # stopped its clock (and announced the miss), and wrote over it: announced a second
+    # time, and "breached" for good with a due time nothing runs to. It now holds the
+    # record and reads it afresh before saying anything, and leaves one held elsewhere
+    # to its next round.
+    from rapport.conversations.models import ConversationSla
+
+    _policy(client, world, {"name": "Fast", "first_response_minutes": 5})
+    conv = _conversation(client, world, "raced")
+    with database.session() as db:
+        clock = db.get(ConversationSla, conv)
+        assert clock is not None
+        clock.first_response_due_at = clock.next_due_at = utcnow() - timedelta(minutes=1)
+    checked: list[int] = []
+
+    def check() -> None:
+        with database.session() as db:
+            checked.append(sla.check(db, now=utcnow()))
+
+    with database.session() as db:
+        row = db.get(Conversation, conv)
+        assert row is not None
+        sla.on_agent_reply(db, conversation=row)  # the reply, not yet committed
+        db.flush()
+        checker = threading.Thread(target=check)
+        checker.start()
+        checker.join(1.0)
+    checker.join(30)
+    assert checked == [0]
+    record = _record(database, conv)
+    assert (record.state.value, record.next_due_at, record.breaches) == ("ok", None, 1)
+    with database.session(write=False) as db:
+        told = list(db.scalars(select(StreamEvent.type).where(StreamEvent.type == "sla.breached")))
+    assert told == ["sla.breached"]
+    with database.session() as db:
+        assert sla.check(db, now=utcnow()) == 0

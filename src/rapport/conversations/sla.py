@@ -535,12 +535,38 @@ class _WarnTimes:
 
 def _announce(db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTimes) -> int:
     """Emit what is due and not yet announced for one row; how many events that was."""
-    if row.policy_id is None:  # cleared when its policy was deleted: never selected
+    if not _to_announce(db, row, now=now, warn=warn):
         return 0
+    # Held and read again before anything is said: a reply or a resolution committing
+    # meanwhile stopped the clock (announcing a miss it found), and the checker, waiting
+    # for it, wrote its stale record over it: announced twice, and "breached" for good
+    # with a due time nothing ran to any more. One held elsewhere waits for the next round.
+    held = db.scalar(
+        select(ConversationSla)
+        .where(ConversationSla.conversation_id == row.conversation_id)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    if held is None:
+        return 0
+    due_now = _to_announce(db, held, now=now, warn=warn)
+    for target, kind, due in due_now:
+        _tell(db, held, target=target, kind=kind, due=due)
+    _refresh_next_due(held)
+    return len(due_now)
+
+
+def _to_announce(
+    db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTimes
+) -> list[tuple[str, str, datetime]]:
+    """What of one row is due (a target, "warning" or "breached", its due time) and not
+    yet announced."""
+    if row.policy_id is None:  # cleared when its policy was deleted: never selected
+        return []
     policy = db.get(SlaPolicy, row.policy_id)
     if policy is None:
-        return 0
-    emitted = 0
+        return []
+    out = []
     for target in TARGETS:
         due = getattr(row, f"{target}_due_at")
         if due is None:
@@ -550,14 +576,9 @@ def _announce(db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTi
             kind = "breached"
         elif warn.close(row.workspace_id, policy.warn_before_minutes, due):
             kind = "warning"
-        if kind is None:
-            continue
-        if _key(target, kind, due) in row.announced:
-            continue
-        _tell(db, row, target=target, kind=kind, due=due)
-        _refresh_next_due(row)
-        emitted += 1
-    return emitted
+        if kind is not None and _key(target, kind, due) not in row.announced:
+            out.append((target, kind, due))
+    return out
 
 
 def _tell(db: Session, row: ConversationSla, *, target: str, kind: str, due: datetime) -> None:
