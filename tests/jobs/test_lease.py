@@ -86,3 +86,61 @@ def test_a_slow_worker_coming_back_does_not_clobber_the_new_claimants_delivery(
         # ... and the slow worker's late failure leaves it so (it put it back to "queued,
         # retrying", with no job left to send it).
         assert (row.status, row.error) == (DeliveryStatus.sent, None)
+
+
+def test_a_slow_worker_coming_back_does_not_run_the_rules_the_new_claimant_ran(
+    database: Database, settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker frozen past its lease before it opened its transaction came back and ran
+    # the event's rules again, after the worker that reclaimed the job had: the customer
+    # got the rule's reply twice.
+    from rapport.automation import jobs as automation_jobs
+    from rapport.automation import service as automation
+
+    Worker(database, settings).run_until_idle()  # the world's own follow-up jobs
+    opened = world.acme.opened
+    with database.session() as db:
+        automation.create_rule(
+            db,
+            workspace_id=world.acme.workspace.id,
+            data={
+                "name": "Thanks",
+                "event": "message.received",
+                "actions": [{"type": "send_message", "value": "Thanks, we are on it"}],
+            },
+        )
+        automation.trigger(
+            db,
+            workspace_id=world.acme.workspace.id,
+            event="message.received",
+            conversation_id=opened.conversation.id,
+            message_id=opened.message.id,
+        )
+    frozen, thawed = threading.Event(), threading.Event()
+    real_box_for = automation_jobs.box_for
+
+    def box_for(secret: str) -> object:
+        if threading.current_thread().name == "slow":
+            frozen.set()
+            assert thawed.wait(30)
+        return real_box_for(secret)
+
+    monkeypatch.setattr(automation_jobs, "box_for", box_for)
+    settings.job_lease_seconds = 1
+    slow = Worker(database, settings, name="slow")
+    slow._keep_lease = lambda job: threading.Event()  # type: ignore[method-assign]
+    runner = threading.Thread(target=slow.run_once, name="slow")
+    runner.start()
+    assert frozen.wait(10)
+    with database.session() as db:  # its lease ran out
+        db.execute(
+            update(Job)
+            .where(Job.name == "automation")
+            .values(locked_until=utcnow() - timedelta(seconds=5))
+        )
+    assert Worker(database, settings, name="second").run_once()  # reclaims, runs the rule
+    thawed.set()  # the slow worker comes back
+    runner.join(10)
+    with database.session(write=False) as db:
+        sent = db.query(Message).filter(Message.text == "Thanks, we are on it").count()
+    assert sent == 1

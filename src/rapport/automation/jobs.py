@@ -31,6 +31,12 @@ def automation(
     assert ctx.workspace_id is not None
     box = box_for(ctx.settings.secret_key.get_secret_value())
     with ctx.database.session() as db:
+        # A worker paused past its lease (a long GC, a stopped VM) and come back must not
+        # run the rules again after the worker that reclaimed the job ran them: a rule's
+        # reply would reach the customer twice. Held from here, the job is not reclaimed
+        # until this transaction ends.
+        if not ctx.holds(db):
+            return
         service.run(
             db,
             workspace_id=ctx.workspace_id,
