@@ -1157,3 +1157,47 @@ def test_a_customer_writing_again_opens_the_conversation_and_its_status_rules_ru
         assert conversation(client, world, conv)["status"] == "open"
         assert conversation(client, world, conv)["labels"] == ["back"]
     assert conversation(client, world, kept)["labels"] == []
+
+
+def test_exists_asks_whether_a_conversation_has_any_label_or_the_customer_a_name(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # A conversation's labels are a list, empty when it has none, and an empty list is
+    # not None: "labels exist" held for every conversation and "no labels" for none. A
+    # blank name was a name, too.
+    rule(
+        client,
+        world,
+        event="message.received",
+        position=1,
+        conditions=[{"field": "labels", "op": "exists", "value": True}],
+        actions=[{"type": "set_priority", "value": "high"}],
+    )
+    rule(
+        client,
+        world,
+        event="message.received",
+        position=2,
+        conditions=[
+            {"field": "labels", "op": "exists", "value": False},
+            {"field": "customer.name", "op": "exists", "value": False},
+        ],
+        actions=[{"type": "add_label", "value": "untriaged"}],
+    )
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "bare-1",
+            "text": "hi",
+            "from": {"email": "x@example.com", "name": " "},
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    conv = r.json()["conversation_id"]
+    drain(database, settings)
+    after = conversation(client, world, conv)
+    assert (after["priority"], after["labels"]) == ("none", ["untriaged"])
+    inbound(client, world, "bare-2", "again", "x@example.com")  # labelled now
+    drain(database, settings)
+    assert conversation(client, world, conv)["priority"] == "high"

@@ -773,7 +773,7 @@ def holds(condition: dict[str, Any], known: dict[str, Any]) -> bool:
     """Whether one condition holds for these facts (a missing fact never matches)."""
     field, op, want = condition["field"], condition["op"], condition.get("value")
     if op == "exists":
-        return (known.get(field) is not None) == bool(want if want is not None else True)
+        return _present(known.get(field)) == bool(want if want is not None else True)
     if field not in known or known[field] is None:
         return op in ("not_equals", "not_contains")
     have = known[field]
@@ -815,6 +815,14 @@ def holds(condition: dict[str, Any], known: dict[str, Any]) -> bool:
     except (TypeError, ValueError):
         return False
     return False
+
+
+def _present(value: Any) -> bool:
+    """Whether a fact is there to test: no labels (an empty list) or a blank name is none,
+    as much as a missing one (``exists`` asks "has it any?")."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return value is not None and value != []
 
 
 def _norm(value: Any) -> Any:
