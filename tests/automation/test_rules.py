@@ -1201,3 +1201,39 @@ def test_exists_asks_whether_a_conversation_has_any_label_or_the_customer_a_name
     inbound(client, world, "bare-2", "again", "x@example.com")  # labelled now
     drain(database, settings)
     assert conversation(client, world, conv)["priority"] == "high"
+
+
+def test_business_hours_are_asked_of_when_the_message_came_not_of_when_the_job_ran(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The rules asked "in business hours?" of the moment their job ran: a message that
+    # came at 16:59 and waited out a backlog (or a retry's backoff, up to an hour) got the
+    # out-of-hours reply.
+    from datetime import timedelta
+
+    from rapport.db import utcnow
+
+    closed = (utcnow() + timedelta(days=3)).strftime("%a").lower()
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    r = client.put(
+        "/api/v1/business-hours",
+        json={"timezone": "UTC", "hours": {d: [["00:00", "24:00"]] for d in days if d != closed}},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+    rule(
+        client,
+        world,
+        event="message.received",
+        conditions=[{"field": "business_hours", "op": "is", "value": False}],
+        actions=[{"type": "add_label", "value": "after-hours"}],
+    )
+    conv = inbound(client, world, "late-job", "hello", "late-job@example.com")
+    later = utcnow() + timedelta(days=3)  # its job runs on a day the business is closed
+    monkeypatch.setattr(service, "utcnow", lambda: later)
+    drain(database, settings)
+    assert conversation(client, world, conv)["labels"] == []

@@ -1,6 +1,7 @@
 """Background work of automation: evaluating rules, delivering webhooks."""
 
 import time
+from datetime import datetime
 
 import httpx
 from sqlalchemy import select
@@ -26,8 +27,10 @@ def automation(
     message_id: str | None = None,
     customer_id: str | None = None,
     caused_by: list[str] | None = None,
+    at: str | None = None,
 ) -> None:
-    """Run the workspace's rules for one event, all their actions in one transaction."""
+    """Run the workspace's rules for one event, all their actions in one transaction;
+    ``at``: when the event happened (none in a job queued before it was said)."""
     assert ctx.workspace_id is not None
     box = box_for(ctx.settings.secret_key.get_secret_value())
     with ctx.database.session() as db:
@@ -46,6 +49,7 @@ def automation(
             customer_id=customer_id,
             caused_by=caused_by or [],
             box=box,
+            at=datetime.fromisoformat(at) if at else None,
         )
 
 

@@ -716,6 +716,9 @@ def trigger(
             "message_id": message_id,
             "customer_id": customer_id,
             "caused_by": caused_by,
+            # When it happened: "in business hours" is asked of then, not of whenever the
+            # job runs (after a queue's backlog, or a retry's backoff of up to an hour).
+            "at": utcnow().isoformat(),
         },
         workspace_id=workspace_id,
     )
@@ -857,8 +860,10 @@ def run(
     customer_id: str | None,
     caused_by: list[str],
     box: SecretBox,
+    at: datetime | None = None,
 ) -> list[str]:
-    """Evaluate the event's rules in order and run the actions of those that match.
+    """Evaluate the event's rules in order and run the actions of those that match;
+    ``at``: when the event happened (now, if not said).
 
     Returns the ids of the rules that ran.
     """
@@ -879,7 +884,7 @@ def run(
     for rule in candidates:
         if rule.id in caused_by:
             continue  # this rule's own change: running it again is how loops start
-        known = facts(db, conversation=conv, message=msg, customer=customer, now=utcnow())
+        known = facts(db, conversation=conv, message=msg, customer=customer, now=at or utcnow())
         try:
             if not all(holds(c, known) for c in rule.conditions):
                 continue
