@@ -1237,3 +1237,34 @@ def test_business_hours_are_asked_of_when_the_message_came_not_of_when_the_job_r
     monkeypatch.setattr(service, "utcnow", lambda: later)
     drain(database, settings)
     assert conversation(client, world, conv)["labels"] == []
+
+
+def test_a_rules_note_notifies_whom_the_rule_names_not_whom_the_customer_does(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The note's template, filled in with a customer who calls themselves "@bob", pinged
+    # Bob with every message they sent; the rule's own "@alice" still notifies Alice.
+    rule(
+        client,
+        world,
+        event="message.received",
+        actions=[{"type": "add_note", "value": "@alice: {{ customer.name }} wrote again"}],
+    )
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "at-1",
+            "text": "hi",
+            "from": {"email": "at@example.com", "name": "@bob"},
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    drain(database, settings)
+
+    def mentions(member: str) -> list[str]:
+        listed = client.get("/api/v1/notifications", headers=auth(member)).json()["items"]
+        return [n["text"] for n in listed if n["kind"] == "mention"]
+
+    assert mentions(world.alice) == ["@alice: @bob wrote again"]
+    assert mentions(world.bob) == []

@@ -352,6 +352,21 @@ def test_a_question_the_help_center_answers_is_answered_on_web_chat(
     assert r.status_code == 404  # another visitor cannot rate it
 
 
+def test_the_bots_hand_over_note_quoting_a_customer_notifies_nobody_they_name(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The note quotes the customer's words, and its @handles notified members: a customer
+    # writing "@bob" pinged Bob, with their message as the notification's text.
+    set_up_bot(client, world, world.acme.inbox.id)  # type: ignore[union-attr]
+    conv_id = ask(client, world, "q-at", "@bob @alice do you sponsor chess in Norway?")
+    work(database, settings)
+    (note,) = [m for m in thread(client, world, conv_id)["messages"] if m["kind"] == "note"]
+    assert "@bob @alice" in note["text"]
+    for member in (world.bob, world.alice):
+        mine = client.get("/api/v1/notifications", headers=auth(member)).json()["items"]
+        assert [n for n in mine if n["kind"] == "mention"] == []
+
+
 def test_an_unknown_question_goes_to_a_person_with_a_note_and_the_customer_is_told(
     client: TestClient, world: World, database: Database, settings: Settings
 ) -> None:

@@ -1135,7 +1135,15 @@ def _act(
         text = templating.render(
             str(value or ""), canned.context(db, conversation=conversation, agent_id=by.actor_id)
         )
-        service.note(db, conversation=conversation, author_id=by.actor_id, text=text)
+        # Only who the rule or macro itself names is notified, not an @handle the
+        # template's customer data brought in.
+        service.note(
+            db,
+            conversation=conversation,
+            author_id=by.actor_id,
+            text=text,
+            mentioning=str(value or ""),
+        )
 
 
 # --- macros ------------------------------------------------------------------------------

@@ -573,7 +573,10 @@ def _hand_over(
         did = entry.get("did")
         detail = entry.get("intent") or entry.get("title") or ", ".join(entry.get("tried", []))
         lines.append(f"• Customer: “{entry['asked']}” → {did}" + (f" ({detail})" if detail else ""))
-    conversations.note(db, conversation=conversation, author_id=None, text="\n".join(lines))
+    # The customer's words quoted mention nobody: "@bob" in a question pings no one.
+    conversations.note(
+        db, conversation=conversation, author_id=None, text="\n".join(lines), mentioning=""
+    )
     if decision.reason in ("no confident answer",) or decision.reason.startswith("the bot missed"):
         db.add(
             UnansweredQuestion(

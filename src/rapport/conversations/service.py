@@ -1278,10 +1278,14 @@ def note(
     author_id: str | None,
     text: str,
     attachment_ids: list[str] | None = None,
+    mentioning: str | None = None,
 ) -> Noted:
     """Add a private note (with files, if uploaded): visible to agents, never sent to the
     customer. The members it mentions are notified; a handle that fits several members
-    notifies none of them and is returned, for the author to be told."""
+    notifies none of them and is returned, for the author to be told. ``mentioning``: what
+    of it is the author's own, whose @handles alone notify, when the rest is a customer's
+    (a rule's template filled in with their name, the bot quoting what they wrote): a
+    customer calling themselves "@bob" must not ping Bob with every message."""
     uploads = files.take(db, conversation=conversation, upload_ids=attachment_ids or [])
     if not text.strip() and not uploads:
         raise Invalid("a note needs text or a file")
@@ -1296,7 +1300,11 @@ def note(
         uploads=uploads,
     )
     db.flush()
-    mentions = notifications.mentioned(db, workspace_id=conversation.workspace_id, text=text)
+    mentions = notifications.mentioned(
+        db,
+        workspace_id=conversation.workspace_id,
+        text=text if mentioning is None else mentioning,
+    )
     notified = [user_id for user_id in mentions.user_ids if user_id != author_id]
     for user_id in notified:
         notifications.notify(
