@@ -485,3 +485,23 @@ def test_the_inbox_reads_its_filters_as_a_saved_view_does(client: TestClient, wo
         f"/app/inbox?view=all&inbox_id=%20{inbox}%20&channel=%20api%20", headers=auth(world.bob)
     )
     assert f'data-id="{conv.id}"' in page.text
+
+
+def test_a_renamed_label_is_followed_by_the_views_that_filter_on_it(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Renaming a label moved it on every conversation, rule and policy, and left the views
+    # filtering on its old name: "VIP queue" showed nothing from then on, to everyone.
+    r = client.post("/api/v1/labels", json={"name": "vip"}, headers=auth(world.alice))
+    assert r.status_code == 201, r.text
+    label = r.json()["id"]
+    shared = saved(client, world.alice, name="VIP queue", query="label=vip&status=all", shared=True)
+    own = saved(client, world.bob, name="Mine", query="label=VIP&view=all")
+    other = saved(client, world.bob, name="Billing", query="label=vipx")
+    r = client.patch(f"/api/v1/labels/{label}", json={"name": "Gold"}, headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    with database.session(write=False) as db:
+        queries = {v.id: v.query for v in db.scalars(select(SavedView))}
+    assert queries[shared["id"]] == "view=mine&status=all&label=gold"
+    assert queries[own["id"]] == "view=all&label=gold"
+    assert queries[other["id"]] == "view=mine&label=vipx"

@@ -66,8 +66,8 @@ def create(db: Session, *, workspace_id: str, name: str, colour: str) -> Label:
 def update_label(
     db: Session, *, label: Label, name: str | None = None, colour: str | None = None
 ) -> Label:
-    """Recolour and/or rename; a rename moves the label on every conversation, SLA policy
-    and automation rule at once."""
+    """Recolour and/or rename; a rename moves the label on every conversation, SLA policy,
+    automation rule, macro and saved view at once."""
     if colour is not None:
         label.colour = _colour(colour)
     if name is not None and clean(name) != label.name:
@@ -94,6 +94,10 @@ def update_label(
             if old in policy.labels:
                 policy.labels = sorted({new if x == old else x for x in policy.labels})
         automation.rename_label(db, workspace_id=ws, old=old, new=new)
+        # Else a view of the label ("VIP queue") showed nothing from then on, to everyone.
+        from rapport.workspaces import saved_views  # saved views build on conversations
+
+        saved_views.rename_label(db, workspace_id=ws, old=old, new=new)
         label.name = new
     db.flush()
     return label

@@ -176,6 +176,21 @@ def canonical(db: Session, *, workspace_id: str, page: str, query: str) -> str:
     return out
 
 
+def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
+    """Make the workspace's inbox views (shared, and every member's own) filter on the label
+    ``new`` where they filtered on ``old``, as its conversations now have it; how many."""
+    changed = 0
+    for view in db.scalars(
+        select(SavedView).where(SavedView.workspace_id == workspace_id, SavedView.page == "inbox")
+    ):
+        values = dict(parse_qsl(view.query))
+        if values.get("label") == old:
+            view.query = encode("inbox", {**values, "label": new})
+            view.updated_at = utcnow()
+            changed += 1
+    return changed
+
+
 # --- the views ------------------------------------------------------------------------
 
 
