@@ -172,3 +172,65 @@ def test_a_note_that_read_the_conversation_before_a_merge_committed_is_moved_wit
     writer.join(10)
     with database.session(write=False) as db:
         assert db.get(Message, noted[0]).conversation_id == survivor  # type: ignore[union-attr]
+
+
+@postgresql_only
+def test_a_rule_run_while_its_conversation_is_being_merged_leaves_it_alone(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The rules' job read the conversation unheld, as not merged, while a merge of it was
+    # committing: its note (or reply) waited for the merge, then went into the emptied
+    # conversation, shown nowhere. The job now holds the conversation first, as a write
+    # does, and finds it merged.
+    from rapport.automation import service as automation
+    from rapport.conversations import merging
+    from rapport.crypto import box_for
+    from rapport.privacy.service import Actor
+
+    survivor = write(database, settings, world.acme.inbox.id, "a1", "my order is late")  # type: ignore[union-attr]
+    gone = write(database, settings, second_inbox(client, world), "b1", "hello? my order")
+    ws, bob = world.acme.workspace.id, world.acme.users["bob"].id
+    with database.session() as db:
+        automation.create_rule(
+            db,
+            workspace_id=ws,
+            data={
+                "name": "Note",
+                "event": "conversation.status_changed",
+                "actions": [{"type": "add_note", "value": "looked at by the rule"}],
+            },
+        )
+    ran: list[list[str]] = []
+
+    def rules() -> None:
+        with database.session() as db:
+            ran.append(
+                automation.run(
+                    db,
+                    workspace_id=ws,
+                    event="conversation.status_changed",
+                    conversation_id=gone,
+                    message_id=None,
+                    customer_id=None,
+                    caused_by=[],
+                    box=box_for(settings.secret_key.get_secret_value()),
+                )
+            )
+
+    with database.session() as db:
+        merging.merge(
+            db,
+            workspace_id=ws,
+            survivor_id=survivor,
+            merged_id=gone,
+            actor=Actor(kind="user", user_id=bob),
+        )
+        db.flush()
+        job = threading.Thread(target=rules)
+        job.start()
+        job.join(1.0)  # the job runs while the merge commits
+    job.join(30)
+    assert ran == [[]]
+    with database.session(write=False) as db:
+        noted = db.query(Message).filter(Message.text == "looked at by the rule").count()
+    assert noted == 0

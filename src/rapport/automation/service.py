@@ -39,7 +39,7 @@ from rapport.conversations.models import (
 )
 from rapport.crypto import SecretBox, hmac_sha256_hex, random_token
 from rapport.customers.models import Customer
-from rapport.db import lock_row, savepoint, transient, utcnow
+from rapport.db import hold, lock_row, savepoint, transient, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.service import enqueue
 from rapport.problems import Conflict, Forbidden, Invalid, NotFound, Problem, Unsendable
@@ -867,6 +867,11 @@ def run(
 
     Returns the ids of the rules that ran.
     """
+    if conversation_id:
+        # Held, and read as it is now, as a write to it is (conversations.get_writable): read
+        # unheld while a merge of it committed, its note or reply went into the emptied
+        # conversation, shown nowhere. The merge holds it too: this waits, then sees it.
+        hold(db, Conversation, conversation_id)
     conv = db.get(Conversation, conversation_id) if conversation_id else None
     msg = db.get(Message, message_id) if message_id else None
     customer_id = customer_id or (conv.customer_id if conv else None)
