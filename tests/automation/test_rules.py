@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from rapport.automation import service
 from rapport.automation.models import Rule
 from rapport.config import Settings
-from rapport.conversations.models import Conversation
+from rapport.conversations.models import Conversation, Message
 from rapport.customers.models import Identity
 from rapport.db import Database
 from rapport.jobs.models import Job, JobState
@@ -1268,3 +1268,39 @@ def test_a_rules_note_notifies_whom_the_rule_names_not_whom_the_customer_does(
 
     assert mentions(world.alice) == ["@alice: @bob wrote again"]
     assert mentions(world.bob) == []
+
+
+def test_moving_a_snooze_to_another_time_is_no_change_of_status_for_the_rules(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # A snoozed conversation snoozed again until another time ran the status rules (and
+    # told the webhooks) each time, as if it had changed status: "when snoozed, tell the
+    # customer we will be back" wrote to them again for every change of its time.
+    from datetime import timedelta
+
+    from rapport.db import utcnow
+
+    rule(
+        client,
+        world,
+        event="conversation.status_changed",
+        conditions=[{"field": "status", "op": "equals", "value": "snoozed"}],
+        actions=[{"type": "add_note", "value": "snoozed"}],
+    )
+    conv = inbound(client, world, "snooze-twice", "hello", "snooze-twice@example.com")
+    for hours in (1, 2, 3):
+        r = client.post(
+            f"/api/v1/conversations/{conv}/status",
+            json={
+                "status": "snoozed",
+                "snoozed_until": (utcnow() + timedelta(hours=hours)).isoformat(),
+            },
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 200, r.text
+    drain(database, settings)
+    with database.session(write=False) as db:
+        notes = db.query(Message).filter(Message.conversation_id == conv, Message.text == "snoozed")
+        assert notes.count() == 1
+        said = [m.text for m in db.query(Message).filter(Message.conversation_id == conv)]
+    assert len([line for line in said if line.startswith("Snoozed until")]) == 3  # each said

@@ -1560,12 +1560,13 @@ def set_status(
         # Back in the queue (a snooze ended, a pending one reopened): offered to whoever
         # has room, not left until something else wakes routing.
         routing.wake(db, workspace_id=conversation.workspace_id)
-    automation.trigger(
-        db,
-        workspace_id=conversation.workspace_id,
-        event="conversation.status_changed",
-        conversation_id=conversation.id,
-    )
+    if status != was:  # a snooze moved to another time says so, but changes no status
+        automation.trigger(
+            db,
+            workspace_id=conversation.workspace_id,
+            event="conversation.status_changed",
+            conversation_id=conversation.id,
+        )
     _activity(
         db,
         conversation=conversation,
