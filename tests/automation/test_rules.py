@@ -14,7 +14,7 @@ from rapport.automation.models import Rule
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
 from rapport.customers.models import Identity
-from rapport.db import Database
+from rapport.db import Database, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from rapport.realtime.models import StreamEvent
@@ -1304,3 +1304,34 @@ def test_moving_a_snooze_to_another_time_is_no_change_of_status_for_the_rules(
         assert notes.count() == 1
         said = [m.text for m in db.query(Message).filter(Message.conversation_id == conv)]
     assert len([line for line in said if line.startswith("Snoozed until")]) == 3  # each said
+
+
+def test_a_team_member_the_relay_refuses_for_now_is_tried_again_alone(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    relay,  # type: ignore[no-untyped-def]  # noqa: F811
+) -> None:
+    # The team's email went to each member in turn in one job: the relay refusing one for
+    # now (451) failed the job, and its retry mailed again those who already had it.
+    team = client.post(
+        "/api/v1/teams",
+        json={"name": "Legal", "member_ids": [u.id for u in world.acme.users.values()]},
+        headers=auth(world.alice),
+    ).json()
+    rule(
+        client,
+        world,
+        event="message.received",
+        actions=[{"type": "email_team", "value": team["id"]}],
+    )
+    relay.refused, relay.refused_with = {"victor@acme.test"}, "451 4.3.0 try again later"
+    inbound(client, world, "law-2", "My lawyer will call.")
+    drain(database, settings)
+    relay.refused = set()
+    with database.session() as db:  # the retry's backoff is over
+        db.execute(update(Job).where(Job.state == JobState.queued).values(run_at=utcnow()))
+    drain(database, settings)
+    sent = sorted(to for envelope in relay.recipients for to in envelope)
+    assert sent == sorted(u.email for u in world.acme.users.values())

@@ -15,6 +15,7 @@ from rapport.crypto import box_for
 from rapport.customers.models import Customer
 from rapport.db import utcnow
 from rapport.jobs.registry import JobContext, PermanentError, job
+from rapport.jobs.service import enqueue
 from rapport.mail import send_mail
 
 
@@ -125,32 +126,53 @@ def email_team(
     conversation_id: str,
     message_id: str | None = None,
     event: str = "",
+    to: str | None = None,
 ) -> None:
     """An automation rule's "email a team": each member gets the conversation's link and
-    the message that set the rule off (through RAPPORT_MAIL_SMTP_*)."""
+    the message that set the rule off (through RAPPORT_MAIL_SMTP_*). A job per member
+    (``to``): one the relay refuses for now is tried again alone, where a single job's
+    retry mailed again everyone it had already reached."""
+    if to is None:
+        with ctx.database.session() as db:
+            if not ctx.holds(db):  # its lease ran out, and another has fanned it out
+                return
+            if db.get(Team, team_id) is None or db.get(Conversation, conversation_id) is None:
+                return
+            for address in sorted(
+                db.scalars(
+                    select(User.email)
+                    .join(TeamMember, TeamMember.user_id == User.id)
+                    .where(TeamMember.team_id == team_id)
+                )
+            ):
+                enqueue(
+                    db,
+                    name="email_team",
+                    args={
+                        "team_id": team_id,
+                        "conversation_id": conversation_id,
+                        "message_id": message_id,
+                        "event": event,
+                        "to": address,
+                    },
+                    workspace_id=ctx.workspace_id,
+                )
+        return
     with ctx.database.session(write=False) as db:
         team = db.get(Team, team_id)
         conversation = db.get(Conversation, conversation_id)
         if team is None or conversation is None:
             return
-        recipients = list(
-            db.scalars(
-                select(User.email)
-                .join(TeamMember, TeamMember.user_id == User.id)
-                .where(TeamMember.team_id == team.id)
-            )
-        )
         message = db.get(Message, message_id) if message_id else None
         customer = db.get(Customer, conversation.customer_id)
         who = (customer.name or customer.email or "a customer") if customer else "a customer"
         excerpt = (message.text[:1000] if message else "").strip()
         team_name = team.name
     link = f"{ctx.settings.public_url.rstrip('/')}/app/conversations/{conversation_id}"
-    for address in recipients:
-        send_mail(
-            ctx.settings,
-            to=address,
-            subject=f"[{team_name}] {who}: {event.replace('.', ' ')}",
-            text=f"A rule sent this to the {team_name} team.\n\n{who} wrote:\n\n"
-            f"{excerpt}\n\nOpen the conversation: {link}\n",
-        )
+    send_mail(
+        ctx.settings,
+        to=to,
+        subject=f"[{team_name}] {who}: {event.replace('.', ' ')}",
+        text=f"A rule sent this to the {team_name} team.\n\n{who} wrote:\n\n"
+        f"{excerpt}\n\nOpen the conversation: {link}\n",
+    )
