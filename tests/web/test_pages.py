@@ -181,6 +181,51 @@ def test_a_page_that_cannot_be_shown_says_why_to_a_browser_as_a_page(
     assert r.status_code == 200 and r.url.path == "/app/inbox"
 
 
+def test_one_messages_body_is_drawn_alone_as_its_page_draws_it_in_its_workspace_only(
+    client: TestClient, world: World
+) -> None:
+    # A page took the whole conversation's page to draw one email arriving live.
+    def receive(external_id: str, sender: str, html: str) -> dict[str, Any]:
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": external_id, "text": "t", "html": html, "from": {"email": sender}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code in (200, 201), r.text
+        return dict(r.json())
+
+    mail = receive(
+        "html-1", "trent@example.com", '<p>It is <b>late</b></p><img src="https://t.example/p.gif">'
+    )
+    conv, mid = mail["conversation_id"], mail["id"]
+    path = f"/app/conversations/{conv}/messages/{mid}/body"
+    assert client.get(path, follow_redirects=False).headers["location"] == (
+        f"/login?next={quote(path, safe='')}"
+    )
+    sign_in(client, "bob@acme.test")
+    r = client.get(path)
+    assert r.status_code == 200 and "script-src 'self'" in r.headers["content-security-policy"]
+    page = client.get(f"/app/conversations/{conv}").text
+    # The very body the page draws: sanitized, its remote image held, nothing else.
+    assert r.text.strip() in page and r.text.startswith('<p class="held-images">')
+    assert "<b>late</b>" in r.text and 'data-remote-src="https://t.example/p.gif"' in r.text
+    assert "<li" not in r.text and "<html" not in r.text
+    # A message of another conversation, of this workspace or another, is not found here.
+    other = receive("html-2", "ursula@example.com", "<p>Other</p>")
+    assert other["conversation_id"] != conv
+    theirs = world.globex.opened
+    for c, m in (
+        (conv, other["id"]),
+        (other["conversation_id"], mid),
+        (conv, theirs.message.id),
+        (theirs.conversation.id, theirs.message.id),
+        (theirs.conversation.id, mid),
+    ):
+        r = client.get(f"/app/conversations/{c}/messages/{m}/body")
+        assert r.status_code == 404, (c, m)
+        assert "Other" not in r.text and "Hello Globex" not in r.text
+
+
 def test_the_assign_lists_show_each_agents_presence(client: TestClient, world: World) -> None:
     # Names alone: an agent picking a colleague could not tell who was there to take it.
     r = client.put("/api/v1/presence", json={"availability": "busy"}, headers=auth(world.bob))

@@ -190,12 +190,17 @@ def test_an_email_arriving_live_is_drawn_as_after_a_reload_its_images_held(
     page = context.new_page()
     sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
     expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    # Which pages it asks for from now on: one message's body, never the whole thread's.
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/app/" in r.url else None)
     receive(2, f'<p>It is <b>late</b></p><img src="{tracker.url}/pixel.gif" alt="pixel">')
     item = page.locator("#messages li.msg").nth(1)
     expect(item.locator(".body.html b")).to_have_text("late")
     expect(item.locator(".held-images")).to_contain_text("1 remote image not loaded")
     page.wait_for_load_state("networkidle")
     assert tracker.asked == []
+    mid = item.get_attribute("data-id")
+    assert asked == [f"{live_server.url}/app/conversations/{conv}/messages/{mid}/body"]
     item.get_by_role("button", name="Show images").click()
     page.wait_for_function(
         "(img) => img.complete && img.naturalWidth > 0",

@@ -57,13 +57,20 @@ templates.env.filters["inline_images"] = lambda markup, m, files: email_inline.s
 router = APIRouter(include_in_schema=False)
 
 
+async def _member(request: Request) -> auth_service.Principal | None:
+    """The member signed in, or None."""
+    try:
+        return await resolve_principal(request)
+    except (Unauthorized, Problem):
+        return None
+
+
 async def _principal(request: Request) -> auth_service.Principal | None:
     """The member signed in, or None; and the newest event of their workspace, read before
     the page reads anything else, so that its socket is sent what commits after (the page
     shows what came before; in between a page used to miss it)."""
-    try:
-        principal = await resolve_principal(request)
-    except (Unauthorized, Problem):
+    principal = await _member(request)
+    if principal is None:
         return None
     (
         request.state.last_event_id,
@@ -400,6 +407,25 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             **_customer_context(db, customer),
         }
     return _page(request, "conversation.html", principal, **ctx)
+
+
+@router.get(
+    "/app/conversations/{conversation_id}/messages/{message_id}/body", response_class=HTMLResponse
+)
+async def message_body(request: Request, conversation_id: str, message_id: str) -> Response:
+    """One message's body as its conversation's page draws it (message_body.html), for the
+    page to draw a message with HTML arriving live: it took the whole page for that, a long
+    thread's worth per email. No stream to follow: the page that asks has its own."""
+    principal = await _member(request)
+    if principal is None:
+        return _to_login(request)
+    with request.app.state.database.session(write=False) as db:
+        conv = conversations.get(
+            db, workspace_id=principal.workspace_id, conversation_id=conversation_id
+        )
+        m = conversations.get_message(db, conversation=conv, message_id=message_id)
+        attachments = conversation_files.of_messages(db, [m.id])
+    return _page(request, "message_body.html", principal, m=m, attachments=attachments)
 
 
 def _message_html(m: Message) -> sanitize.Cleaned:

@@ -900,11 +900,18 @@ function setupConversation() {
   };
   // A message with HTML (an email) arriving live: an event carries its text alone, drawn
   // at once; then its body as the server draws it (sanitized, remote images held, its own
-  // images inline), taken from the page as the server draws it now.
+  // images inline), asked of the server for that message alone (the whole page was, a long
+  // thread's worth per email). Once per message, however many events name it meanwhile.
+  const asked = new Set();
   const drawHtml = async (mid) => {
-    let now = null;
-    try { now = await pageNow(); } catch { /* offline a moment: the text stays */ }
-    const drawn = now?.querySelector(`#messages li[data-id="${CSS.escape(mid)}"]`);
+    if (asked.has(mid)) return;
+    asked.add(mid);
+    let drawn = null;
+    try {
+      const res = await fetch(`/app/conversations/${encodeURIComponent(id)}/messages/${encodeURIComponent(mid)}/body`, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
+      if (res.ok) drawn = new DOMParser().parseFromString(await res.text(), "text/html").body;
+    } catch { /* offline a moment: the text stays */ }
+    asked.delete(mid);
     const body = drawn?.querySelector(".body.html");
     const item = thread.querySelector(`li[data-id="${CSS.escape(mid)}"]`);
     if (!body || !item || item.querySelector(".body.html")) return;
