@@ -460,3 +460,61 @@ def test_a_long_conversation_opens_at_its_newest_message_with_the_composer_in_vi
         "document.querySelector('#messages').scrollHeight"
         " === document.querySelector('#messages').clientHeight"
     )  # not a box of its own
+
+
+def test_a_conversation_says_at_once_while_its_reply_inbox_is_disabled(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # An admin disabling the inbox left the page offering Send: the reply written was refused.
+    cid = inbound(client, world, "inbox-off", "inbox-off@example.com")
+    inbox = world.acme.inbox.id  # type: ignore[union-attr]
+    page = browser.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    notice = page.locator("#inbox-off")
+    send = page.locator("#composer button[type=submit]")
+    expect(notice).to_be_hidden()
+    expect(send).to_be_enabled()
+
+    def switch(on: bool) -> None:
+        r = client.patch(
+            f"/api/v1/inboxes/{inbox}", json={"enabled": on}, headers=auth(world.alice)
+        )
+        assert r.status_code == 200, r.text
+
+    def sent() -> int:
+        got = client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).json()
+        return sum(m["direction"] == "out" for m in got["messages"])
+
+    switch(False)
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text(
+        "Replies through the inbox “Acme API” are refused while it is switched off"
+    )
+    expect(send).to_be_disabled()
+    page.locator("#composer textarea").fill("Your parcel left today.")
+    page.locator("#composer textarea").press("Control+Enter")  # nor from the keyboard
+    page.wait_for_timeout(300)
+    assert sent() == 0
+    page.screenshot(path=str(ARTIFACTS / "conversation-inbox-disabled.png"))
+    # A private note still goes in.
+    page.get_by_label("Private note").check()
+    expect(send).to_be_enabled()
+    page.get_by_label("Reply", exact=True).check()
+    expect(send).to_be_disabled()
+    # Drawn so from the start, too.
+    page.reload()
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    expect(notice).to_be_visible()
+    expect(send).to_be_disabled()
+
+    switch(True)
+    expect(notice).to_be_hidden()
+    expect(send).to_be_enabled()
+    page.locator("#composer textarea").fill("Your parcel left today.")
+    send.click()
+    expect(page.locator("#messages li.dir-out .body")).to_have_text("Your parcel left today.")
+    assert sent() == 1

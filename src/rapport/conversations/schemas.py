@@ -132,6 +132,15 @@ class ConversationDetail(ConversationRead):
     )
 
 
+class ReplyInbox(BaseModel):
+    """An inbox as ``inbox.updated`` events carry it."""
+
+    id: str
+    name: str
+    channel: str
+    enabled: bool
+
+
 class ReplyCopies(BaseModel):
     """How a reply would go now, for a composer kept open while the customer writes."""
 
@@ -140,6 +149,10 @@ class ReplyCopies(BaseModel):
         "wrote through), and so takes copies"
     )
     cc: list[str] = Field(description="whom it copies unless told otherwise (``reply_cc``)")
+    inbox: ReplyInbox = Field(
+        description="the inbox a reply goes through now (as ``inbox.updated`` events carry "
+        "it): while it is disabled, a reply is refused"
+    )
 
 
 def _copies(what: str) -> Any:

@@ -55,6 +55,7 @@ from rapport.conversations.schemas import (
     RenderedOut,
     ReplyCopies,
     ReplyIn,
+    ReplyInbox,
     SlaPolicyIn,
     SlaPolicyPatch,
     SlaPolicyRead,
@@ -367,7 +368,16 @@ def reply_copies(conversation_id: str, principal: CurrentMember, db: Db) -> Repl
     (through another channel, or copying others)."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
     found = service.reply_copies(db, conversation=conv)
-    return ReplyCopies(by_email=found is not None, cc=found or [])
+    inbox = inboxes.get(
+        db,
+        workspace_id=principal.workspace_id,
+        inbox_id=service.last_channel(db, conversation=conv),
+    )
+    return ReplyCopies(
+        by_email=found is not None,
+        cc=found or [],
+        inbox=ReplyInbox(**inboxes.inbox_payload(inbox)),
+    )
 
 
 @router.get("/{conversation_id}", response_model=ConversationDetail)

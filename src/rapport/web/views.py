@@ -376,12 +376,19 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
             db, workspace_id=principal.workspace_id, customer_id=conv.customer_id
         )
         inbox = inboxes.get(db, workspace_id=principal.workspace_id, inbox_id=conv.inbox_id)
+        # The inbox a reply goes through (the one the customer last wrote through).
+        reply_inbox = inboxes.get(
+            db,
+            workspace_id=principal.workspace_id,
+            inbox_id=conversations.last_channel(db, conversation=conv),
+        )
         all_inboxes = inboxes.list_inboxes(db, workspace_id=principal.workspace_id)
         previous = conversations.of_customer(db, customer=customer, limit=10, besides=conv.id)
         msgs = conversations.messages(db, conversation=conv)
         ctx: dict[str, Any] = {
             "conversation": conv,
             "inbox": inbox,
+            "reply_inbox": reply_inbox,
             "messages": msgs,
             "attachments": conversation_files.of_messages(db, [m.id for m in msgs]),
             "labels": conversations.labels_of(db, [conv.id])[conv.id],

@@ -339,10 +339,17 @@ def test_a_macro_an_agent_runs_copies_as_her_reply_would_and_says_how_a_reply_go
     send(smtp_port, customer_mail("Hello?", Cc="fox@example.org"))
     [conv] = conversations(client, world, mail_inbox)
     r = client.get(f"/api/v1/conversations/{conv['id']}/reply-copies", headers=auth(world.bob))
-    assert r.json() == {"by_email": True, "cc": ["fox@example.org"]}
+    mail = {"id": mail_inbox, "name": "Support mail", "channel": "email", "enabled": True}
+    assert r.json() == {"by_email": True, "cc": ["fox@example.org"], "inbox": mail}
     chat = world.acme.opened.conversation.id
+    # And the inbox it goes through, which a composer says is disabled while it is.
+    api = world.acme.inbox.id  # type: ignore[union-attr]
+    off = client.patch(f"/api/v1/inboxes/{api}", json={"enabled": False}, headers=auth(world.alice))
+    assert off.status_code == 200, off.text
     r = client.get(f"/api/v1/conversations/{chat}/reply-copies", headers=auth(world.bob))
-    assert r.json() == {"by_email": False, "cc": []}
+    shown = {"id": api, "name": "Acme API", "channel": "api", "enabled": False}
+    assert r.json() == {"by_email": False, "cc": [], "inbox": shown}
+    client.patch(f"/api/v1/inboxes/{api}", json={"enabled": True}, headers=auth(world.alice))
     macro = client.post(
         "/api/v1/macros",
         json={

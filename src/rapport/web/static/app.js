@@ -950,11 +950,13 @@ function setupConversation() {
       const now = await api("GET", `/api/v1/conversations/${id}/reply-copies`);
       copiesBox.hidden = !now.by_email;
       if (!cc.dataset.edited) cc.value = now.cc.join(", ");
+      showReplyInbox(now.inbox); // the customer may have written through another inbox
     } catch { /* offline a moment: the next message asks again */ }
   };
   const send = async () => {
     const text = textarea.value.trim();
     const mode = new FormData(composer).get("mode");
+    if (mode !== "note" && !replyInbox.enabled) return; // refused: the composer says why
     try {
       const attachment_ids = await attachments.ids();
       if (!text && !attachment_ids.length) return;
@@ -1059,6 +1061,19 @@ function setupConversation() {
   // A private note is written on the notes' colour, and says so: it looked like a reply,
   // and a note meant for colleagues went to the customer.
   const submit = composer.querySelector("button[type=submit]");
+  // The inbox a reply goes through, disabled by an admin (here or anywhere): a reply is
+  // refused while it is, and the page went on offering Send until the agent had written it.
+  // Said at once, and undone once it is on again; a note still goes.
+  const inboxOff = document.getElementById("inbox-off");
+  let replyInbox = { id: composer.dataset.replyInbox, enabled: inboxOff.hidden };
+  const showReplyInbox = (inbox = replyInbox) => {
+    replyInbox = inbox;
+    inboxOff.querySelector(".name").textContent = inbox.name ?? inboxOff.querySelector(".name").textContent;
+    inboxOff.hidden = inbox.enabled;
+    const refused = !inbox.enabled && new FormData(composer).get("mode") !== "note";
+    // Never Send back on for a conversation merged away (panel.js switched it off for good).
+    submit.disabled = refused || composer.dataset.mergedAway === "1";
+  };
   const showMode = () => {
     const note = new FormData(composer).get("mode") === "note";
     composer.classList.toggle("note-mode", note);
@@ -1067,6 +1082,7 @@ function setupConversation() {
       ? "Write a private note: only colleagues see it; @name tells one (Ctrl+Enter adds it)"
       : "Write a reply… type / for canned responses (Ctrl+Enter sends)";
     textarea.setAttribute("aria-label", note ? "Note for colleagues" : "Reply to the customer");
+    showReplyInbox();
   };
   composer.addEventListener("change", (ev) => { if (ev.target.name === "mode") showMode(); });
   showMode();
@@ -1101,6 +1117,7 @@ function setupConversation() {
       if (p.direction === "in") markRead();
       if (p.direction === "in" && event.type === "message.created") followCopies();
     }
+    if (event.type === "inbox.updated" && p.id === replyInbox.id) showReplyInbox(p);
     if (event.type === "conversation.updated" && p.id === id) {
       showStatus(p.status);
       if (p.priority) priority.value = prioritySet = p.priority;
