@@ -1849,6 +1849,7 @@ function setupCustomerBulk() {
     for (const box of table.querySelectorAll("input.pick, input.pick-all")) box.checked = held.has(box.value);
     update();
   };
+  table.addEventListener("rapport:rows-gone", update); // erased or merged elsewhere
   table.addEventListener("change", (ev) => {
     if (ev.target.matches("input.pick-all")) {
       for (const box of table.querySelectorAll("input.pick")) box.checked = ev.target.checked;
@@ -1927,6 +1928,32 @@ function setupCustomerBulk() {
     // After every request: one that went through clears what was said above the page.
     if (failed.length) showError(`Not erased: ${failed.join("; ")}.`);
     button.disabled = false;
+  });
+}
+
+// The Customers page follows the stream: a customer erased, or merged into another (by a
+// colleague, or in another tab), leaves the list at once (they stayed listed until a
+// reload, their link to a page that is no more, still offered to tag, merge or erase).
+// The survivor of a merge stays as drawn; a merge undone shows the other again on a reload.
+function setupCustomerList() {
+  const table = document.querySelector(".customers-list #customer-list");
+  if (!table) return;
+  connectStream((event) => {
+    setupNotifications(event);
+    const p = event.payload || {};
+    const gone = event.type === "customer.erased" ? p.customer_ids || []
+      : event.type === "customer.merged" ? [p.merged_id] : [];
+    const rows = gone.map((cid) => table.querySelector(`tr[data-customer="${CSS.escape(cid)}"]`)).filter(Boolean);
+    if (!rows.length) return;
+    for (const tr of rows) tr.remove();
+    const body = table.tBodies[0];
+    if (!body.rows.length) {
+      const cell = Object.assign(document.createElement("td"), { colSpan: table.tHead.rows[0].cells.length, textContent: table.dataset.empty });
+      const empty = Object.assign(document.createElement("tr"), { className: "empty" });
+      empty.append(cell);
+      body.append(empty);
+    }
+    table.dispatchEvent(new CustomEvent("rapport:rows-gone")); // the ticked ones counted again
   });
 }
 
@@ -2634,6 +2661,7 @@ setupSlaPolicies();
 setupDuplicates();
 setupCustomerFiles();
 setupCustomerBulk();
+setupCustomerList();
 paintLabels();
 setupPresence();
 setupInbox();
