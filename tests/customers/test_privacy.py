@@ -599,3 +599,58 @@ def test_unreadable_provider_calls_are_kept_thirty_days(
     Worker(database, settings).run_until_idle(max_jobs=10)
     with database.session(write=False) as db:
         assert set(db.scalars(select(UnparsedPayload.id))) == recent
+
+
+def test_the_export_holds_what_merges_kept_of_the_person_and_nothing_of_anyone_else(
+    client: TestClient, world: World
+) -> None:
+    def customer(**fields: str) -> str:
+        r = client.post("/api/v1/customers", json=fields, headers=auth(world.bob))
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def merge(survivor: str, merged: str, **body: Any) -> dict[str, Any]:
+        r = client.post(
+            f"/api/v1/customers/{survivor}/merge",
+            json={"merged_id": merged, **body},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    zoe = customer(name="Zoe Quist", email="zoe.old@example.com", phone="+14155550123")
+    twin = customer(name="Zoe Q.", email="zoe@example.com")
+    # The survivor takes the twin's address: her old one is kept only for undoing.
+    kept = merge(zoe, twin, reason="same woman, says Zoe", take=["email", "name"])
+    otto = customer(name="Otto Other", email="otto@example.com")
+    wrong = merge(zoe, otto, reason="oops")
+    undone = client.post(f"/api/v1/customer-merges/{wrong['id']}/undo", headers=auth(world.bob))
+    assert undone.status_code == 200, undone.text
+
+    r = client.get(f"/api/v1/customers/{zoe}/export", headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    merges = {m["id"]: m for m in r.json()["merges"]}
+    assert set(merges) == {kept["id"], wrong["id"]}
+    ours = merges[kept["id"]]
+    assert ours["reason"] == "same woman, says Zoe"
+    assert ours["moved"]["survivor_before"]["email"] == "zoe.old@example.com"
+    assert ours["moved"]["survivor_before"]["phone"] == "+14155550123"
+    assert {"field": "name", "survivor": "Zoe Quist", "merged": "Zoe Q.", "kept": "merged"} in (
+        ours["moved"]["conflicts"]
+    )
+    # The undone merge with Otto: what it kept of her, none of his.
+    theirs = merges[wrong["id"]]
+    assert theirs["undone_at"] is not None
+    assert theirs["moved"]["survivor_before"]["name"] == "Zoe Q."
+    assert "otto" not in r.text.lower()
+    # Otto's own export holds his side of it, none of hers.
+    r = client.get(f"/api/v1/customers/{otto}/export", headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    (his,) = r.json()["merges"]
+    assert his["id"] == wrong["id"]
+    mine = {"field": "name", "merged": "Otto Other", "kept": "survivor"}
+    assert mine in his["moved"]["conflicts"]
+    assert "zoe" not in r.text.lower()
+    # Another workspace's admin sees neither of them.
+    r = client.get(f"/api/v1/customers/{zoe}/export", headers=auth(world.mallory))
+    assert r.status_code == 404

@@ -3,10 +3,12 @@ document an admin can hand over.
 
 It covers the customer and every record merged into it, their handles, tags, consent
 history, timeline events, orders, what they typed into web chat forms, the notes agents
-wrote about them, and every conversation with all its messages (private notes included,
-marked by ``kind``: they are about the person too) and the names and sizes of the files
-in them; and what they wrote in others' conversations (as someone a customer's mail
-copied: ``guest_messages``), their own messages alone.
+wrote about them, the merges of their records (what each kept to be undone: their earlier
+name, email and phone, the values that differed, the agent's reason), and every
+conversation with all its messages (private notes included, marked by ``kind``: they are
+about the person too) and the names and sizes of the files in them; and what they wrote
+in others' conversations (as someone a customer's mail copied: ``guest_messages``), their
+own messages alone.
 """
 
 from datetime import datetime
@@ -23,7 +25,7 @@ from rapport.conversations.models import Conversation, Message
 from rapport.conversations.schemas import AttachmentRead, ConversationRead, MessageRead
 from rapport.customers import merge, profile
 from rapport.customers import service as customers
-from rapport.customers.models import Customer, CustomerNote, Event, Identity
+from rapport.customers.models import Customer, CustomerMerge, CustomerNote, Event, Identity
 from rapport.customers.schemas import ConsentRead, CustomerRead, IdentityRead
 from rapport.db import utcnow
 from rapport.events.models import Order
@@ -62,6 +64,49 @@ class ExportedNote(_Read):
     updated_at: datetime
 
 
+class ExportedMerge(_Read):
+    """A merge of one of their records, with what it keeps to be undone (``moved``). A
+    merge with a record not theirs (undone since, say) keeps their side alone here: the
+    other record's values are someone else's."""
+
+    id: str
+    survivor_id: str
+    merged_id: str
+    reason: str
+    moved: dict[str, Any]
+    created_at: datetime
+    undone_at: datetime | None
+
+
+# What a merge's record keeps of each side's own (``merge.merge``): the survivor's values
+# (before, and those the merged record's replaced) and the merged record's (its tags, the
+# values it set on the survivor); the ids of what moved name nothing of anyone else.
+_SURVIVOR_SIDE = ("survivor_before", "replaced_attributes")
+_MERGED_SIDE = ("set", "attributes_set", "added_attributes", "tags", "survivor_last_seen_after")
+
+
+def _exported_merge(row: CustomerMerge, person: set[str]) -> ExportedMerge:
+    moved = dict(row.moved)
+    if not (row.survivor_id in person and row.merged_id in person):
+        # One side is someone else's (the merge was undone since): its values left out.
+        ours = "survivor" if row.survivor_id in person else "merged"
+        other = "merged" if ours == "survivor" else "survivor"
+        for key in _MERGED_SIDE if ours == "survivor" else _SURVIVOR_SIDE:
+            moved.pop(key, None)
+        moved["conflicts"] = [
+            {k: v for k, v in c.items() if k != other} for c in moved.get("conflicts", [])
+        ]
+    return ExportedMerge(
+        id=row.id,
+        survivor_id=row.survivor_id,
+        merged_id=row.merged_id,
+        reason=row.reason,
+        moved=moved,
+        created_at=row.created_at,
+        undone_at=row.undone_at,
+    )
+
+
 class ExportedConversation(ConversationRead):
     channel: str
     messages: list[MessageRead]
@@ -85,6 +130,7 @@ class CustomerExport(BaseModel):
     orders: list[ExportedOrder]
     web_chat_visitors: list[ExportedVisitor]
     notes: list[ExportedNote]
+    merges: list[ExportedMerge]
     conversations: list[ExportedConversation]
     written_elsewhere: list[WrittenElsewhere]
 
@@ -142,6 +188,14 @@ def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
         row.id: row.channel
         for row in db.execute(select(Inbox.id, Inbox.channel).where(Inbox.workspace_id == ws))
     }
+    merges = db.scalars(
+        select(CustomerMerge)
+        .where(
+            CustomerMerge.workspace_id == ws,
+            CustomerMerge.survivor_id.in_(ids) | CustomerMerge.merged_id.in_(ids),
+        )
+        .order_by(CustomerMerge.created_at, CustomerMerge.id)
+    )
     consents: list[Any] = []
     tags: set[str] = set()
     for customer_id in ids:
@@ -162,6 +216,7 @@ def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
         notes=[
             ExportedNote.model_validate(n) for n in owned(CustomerNote, CustomerNote.created_at)
         ],
+        merges=[_exported_merge(m, set(ids)) for m in merges],
         conversations=[
             ExportedConversation(
                 **ConversationRead.model_validate(c).model_dump(),
