@@ -654,3 +654,44 @@ def test_the_export_holds_what_merges_kept_of_the_person_and_nothing_of_anyone_e
     # Another workspace's admin sees neither of them.
     r = client.get(f"/api/v1/customers/{zoe}/export", headers=auth(world.mallory))
     assert r.status_code == 404
+
+
+def test_an_erasure_blanks_the_reasons_typed_for_merges_of_the_person_and_keeps_the_entries(
+    client: TestClient, world: World, database: Database
+) -> None:
+    def customer(**fields: str) -> str:
+        r = client.post("/api/v1/customers", json=fields, headers=auth(world.bob))
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def merge(survivor: str, merged: str, reason: str) -> str:
+        r = client.post(
+            f"/api/v1/customers/{survivor}/merge",
+            json={"merged_id": merged, "reason": reason},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    zoe, twin = customer(name="Zoe Quist"), customer(name="Zoe Q.")
+    otto, ann = customer(name="Otto Other"), customer(name="Ann Other")
+    merge(zoe, twin, "same woman, she moved to Leeds")
+    # Zoe merged into Otto's record by mistake, then undone: that entry is about her too.
+    wrong = merge(otto, zoe, "Zoe is Otto's wife")
+    undone = client.post(f"/api/v1/customer-merges/{wrong}/undo", headers=auth(world.bob))
+    assert undone.status_code == 200, undone.text
+    merge(otto, ann, "Ann and Otto: one account")
+
+    r = client.delete(f"/api/v1/customers/{zoe}", headers=auth(world.alice))
+    assert r.status_code in (200, 204), r.text
+    with database.session(write=False) as db:
+        entries = {
+            (a.target_id, a.data["merged_id"]): a
+            for a in db.scalars(select(AuditLog).where(AuditLog.action == "customer.merge"))
+        }
+    assert set(entries) == {(zoe, twin), (otto, zoe), (otto, ann)}
+    bob = world.acme.users["bob"].id
+    for key in [(zoe, twin), (otto, zoe)]:
+        assert entries[key].data["reason"] == "" and entries[key].data["erased"] == ["reason"]
+        assert entries[key].actor_user_id == bob and entries[key].data["merge_id"]
+    assert entries[(otto, ann)].data["reason"] == "Ann and Otto: one account"

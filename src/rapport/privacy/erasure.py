@@ -26,6 +26,8 @@ used again; the payloads of the webhook calls made about them (the delivery log 
 that a call was made, and how it went); and the stored files no other message shares.
 
 The audit log keeps that an erasure happened, by whom, and how much it removed; ids only.
+Its entries about them keep what was done, by whom and when, but not the words an agent
+typed (a merge's reason: "same woman, she moved to Leeds"), blanked (``_blank_audit``).
 """
 
 from collections.abc import Sequence
@@ -51,12 +53,13 @@ from rapport.conversations.models import (
     Upload,
 )
 from rapport.customers import merge
-from rapport.customers.models import Customer, Identity, IdentityKind
+from rapport.customers.models import Customer, CustomerMerge, Identity, IdentityKind
 from rapport.db import on_commit, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.privacy.access import guest_messages
+from rapport.privacy.models import AuditLog
 from rapport.realtime import service as realtime
 from rapport.realtime.models import StreamEvent
 from rapport.storage import REUSE_GRACE_SECONDS, LocalStorage
@@ -156,6 +159,7 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     )
     if elsewhere:
         _delete_written_elsewhere(db, elsewhere)
+    _blank_audit(db, workspace_id=ws, person=person)
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
     # Agents' open pages take them away (they showed them until a reload): ids alone, and
@@ -184,6 +188,37 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
         workspace_id=ws,
     )
     return Erasure(ids, len(conversations), messages, len(keys))
+
+
+# The keys of an audit entry's data an agent typed freely, by action: blanked when the
+# person the entry is about is erased.
+_TYPED: dict[str, tuple[str, ...]] = {"customer.merge": ("reason",)}
+
+
+def _blank_audit(db: Session, *, workspace_id: str, person: set[str]) -> None:
+    """Blank the free text (``_TYPED``) of the audit entries about these records: the
+    entry (action, ids, who, when) stays. A merge's entry names its survivor as target and
+    the merged record in its data; one of theirs into another record's, undone since, is
+    found through the merge's row, read before the cascade takes it."""
+    survivors = select(CustomerMerge.survivor_id).where(
+        CustomerMerge.workspace_id == workspace_id, CustomerMerge.merged_id.in_(person)
+    )
+    rows = db.scalars(
+        select(AuditLog).where(
+            AuditLog.workspace_id == workspace_id,
+            AuditLog.action.in_(_TYPED),
+            AuditLog.target_type == "customer",
+            or_(AuditLog.target_id.in_(person), AuditLog.target_id.in_(survivors)),
+        )
+    )
+    for row in rows:
+        if row.target_id not in person and row.data.get("merged_id") not in person:
+            continue  # a merge of two others into the survivor of one of theirs
+        typed = [k for k in _TYPED[row.action] if row.data.get(k)]
+        if typed:
+            # A new dict: the JSON column sees assignments only.
+            row.data = {**row.data, **dict.fromkeys(typed, ""), "erased": typed}
+    db.flush()  # before the erasure's ``expire_all``, which would drop unflushed changes
 
 
 def _delete_written_elsewhere(db: Session, ids: list[str]) -> None:
