@@ -13,7 +13,7 @@ from rapport import cache
 from rapport.auth import service
 from rapport.auth.models import Role
 from rapport.config import Settings
-from rapport.crypto import SecretBox
+from rapport.crypto import SecretBox, same
 from rapport.db import Database
 from rapport.guard import route_path
 from rapport.problems import Forbidden, Problem
@@ -132,8 +132,9 @@ async def resolve_principal(
         raise Unauthorized("the session or token is not valid")
     if principal.via == "session" and request.method not in _SAFE_METHODS:
         # Cookies ride along with cross-site requests; the CSRF token does not.
-        sent = request.headers.get(CSRF_HEADER)
-        if not sent or sent != principal.csrf_token:
+        # Compared in constant time: ``!=`` stops at the first differing character, and
+        # its timing tells a guesser how much of the token they have right.
+        if not same(request.headers.get(CSRF_HEADER), principal.csrf_token or ""):
             raise Forbidden("missing or wrong CSRF token (send the X-CSRF-Token header)")
     if not principal.mfa_passed and not allow_pending_mfa:
         raise Unauthorized("finish signing in with your two-factor code")
