@@ -382,20 +382,24 @@ def _signed_in_again(
     return sess.csrf_token
 
 
-def _in_a_browser(principal: service.Principal) -> None:
-    """Two-factor authentication is turned on from a signed-in browser. An API token is a
-    script's credential for one workspace, capped to a role (a viewer's, say): a leaked
-    one turned it on with a key of its holder's choosing, which ended every session of the
-    account and left its owner unable to sign in to any of their workspaces (a reset link
-    changes the password, not the key), the holder keeping the recovery codes."""
+def in_a_browser(
+    principal: service.Principal,
+    why: str = "two-factor authentication is turned on from a signed-in browser",
+) -> None:
+    """Two-factor authentication is turned on (or a member's reset: ``why`` says which)
+    from a signed-in browser. An API token is a script's credential for one workspace,
+    capped to a role (a viewer's, say): a leaked one turned it on with a key of its
+    holder's choosing, which ended every session of the account and left its owner unable
+    to sign in to any of their workspaces (a reset link changes the password, not the
+    key), the holder keeping the recovery codes."""
     if principal.via != "session":
-        raise Forbidden("two-factor authentication is turned on from a signed-in browser")
+        raise Forbidden(why)
 
 
 @router.post("/auth/totp/enroll", response_model=TotpEnrollOut)
 def totp_enroll(principal: CurrentMember, db: Db, box: Box) -> TotpEnrollOut:
     """Start two-factor enrolment: scan the URI with an authenticator app."""
-    _in_a_browser(principal)
+    in_a_browser(principal)
     user = db.get(User, principal.user_id)
     assert user is not None
     secret, uri = service.totp_enroll(db, user=user, box=box)
@@ -418,7 +422,7 @@ def totp_activate(
     are shown only now. Every other session ends: one signed in with the password alone (a
     stolen one, say) would otherwise hold on as if it had passed the second factor. The
     password is checked as a login's: rate-limited and counted toward the lock-out."""
-    _in_a_browser(principal)
+    in_a_browser(principal)
     spend_attempt(request, email=principal.email)
     # Before this request's write transaction begins (argon2 takes ~90 ms by design).
     checked = service.password_matches(

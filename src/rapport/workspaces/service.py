@@ -10,8 +10,8 @@ from rapport.auth import service as auth
 from rapport.auth.models import ApiToken, AuthSession, Membership, Role, Team, TeamMember, User
 from rapport.automation.models import Macro
 from rapport.conversations import routing
-from rapport.db import lock_row, utcnow
-from rapport.problems import Conflict, Forbidden, Invalid, NotFound
+from rapport.db import hold, lock_row, utcnow
+from rapport.problems import Conflict, Forbidden, Invalid, NotFound, Problem
 from rapport.realtime.service import emit
 from rapport.scoped import get_scoped
 from rapport.workspaces.models import SavedView, Workspace
@@ -293,6 +293,40 @@ def remove_member(
     user = db.get(User, membership.user_id)
     assert user is not None
     member_event(db, type=MEMBER_REMOVED, membership=membership, user=user)
+
+
+def reset_member_totp(
+    db: Session, *, membership: Membership, user: User, actor_id: str, actor_role: Role
+) -> None:
+    """Turn off the two-factor authentication of a member who lost both their phone and
+    their recovery codes (an admin's or owner's act), ending every session of the account:
+    they sign in with their password alone, and enrol again. Never one's own (the account
+    page turns it off with a code), nor a member above the actor's role. The second factor
+    is the account's, guarding its sign-in to every workspace it is a member of: an admin
+    of one is trusted with that one alone, so an account that is a member of another too
+    keeps it (409), else this workspace's admin would open the others' door."""
+    if user.id == actor_id:
+        raise Forbidden("turn off your own two-factor authentication on your account page")
+    if membership.role.rank > actor_role.rank:
+        raise Forbidden(
+            "you cannot reset the two-factor authentication of a member above your role"
+        )
+    hold(db, User, user.id)  # of two resets at once, the second finds it off
+    if not user.totp_enabled:
+        raise Conflict("this member has no two-factor authentication to reset")
+    if any(
+        m.workspace_id != membership.workspace_id for m in auth.memberships(db, user_id=user.id)
+    ):
+        raise Problem(
+            409,
+            "member-of-other-workspaces",
+            "this account is a member of other workspaces too, whose sign-in its two-factor "
+            "authentication also guards: only its owner can turn it off (with a recovery "
+            "code, on their account page), or the server's operator",
+        )
+    auth.totp_disable(db, user=user)
+    auth.end_all_sessions(db, user_id=user.id)
+    announce_user(db, user=user)
 
 
 def _keep_an_owner(db: Session, membership: Membership) -> None:

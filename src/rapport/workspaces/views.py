@@ -16,7 +16,7 @@ from rapport.auth.deps import (
     forget_principals,
 )
 from rapport.auth.models import Invitation, Membership, Role, Team, User
-from rapport.auth.views import actor_of, client_address, spend_attempt
+from rapport.auth.views import actor_of, client_address, in_a_browser, spend_attempt
 from rapport.conversations import routing
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
@@ -272,6 +272,30 @@ def remove_member(user_id: str, principal: CurrentAdmin, request: Request, db: D
         workspace_id=principal.workspace_id,
         actor=actor_of(principal, request),
         action="member.remove",
+        target_type="user",
+        target_id=u.id,
+    )
+    forget_principals(request)
+    return Response(status_code=204)
+
+
+@router.post("/members/{user_id}/totp/reset", status_code=204)
+def reset_member_totp(user_id: str, principal: CurrentAdmin, request: Request, db: Db) -> Response:
+    """Turn off a member's two-factor authentication, for one who lost their phone and
+    their recovery codes: every session of theirs ends, and they sign in with their
+    password alone (then enrol again). Owners and admins, from a signed-in browser; never
+    their own, nor an owner's by an admin; only for an account that is a member of this
+    workspace alone (409 otherwise: see ``service.reset_member_totp``)."""
+    m, u = service.get_member(db, workspace_id=principal.workspace_id, user_id=user_id)
+    in_a_browser(principal, "a member's two-factor is reset from a signed-in browser")
+    service.reset_member_totp(
+        db, membership=m, user=u, actor_id=principal.user_id, actor_role=principal.role
+    )
+    audit(
+        db,
+        workspace_id=principal.workspace_id,
+        actor=actor_of(principal, request),
+        action="member.totp_reset",
         target_type="user",
         target_id=u.id,
     )

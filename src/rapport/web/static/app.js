@@ -1652,6 +1652,18 @@ function manageMember(tr, member) {
     } catch (e) { settingsFail(e.message); }
   });
   cell.append(role, " ", capacity, " ", save, " ", remove);
+  // For a member who lost their phone and recovery codes (an admin never resets an
+  // owner's; the server says why when it refuses, an account other workspaces share).
+  if (member.totp_enabled && (member.role !== "owner" || table.dataset.owner === "true")) {
+    const reset = Object.assign(document.createElement("button"), { type: "button", textContent: "Reset 2FA" });
+    reset.addEventListener("click", async () => {
+      if (!confirm(`Turn off two-factor authentication for ${member.name || member.email}? They are signed out everywhere and sign in with their password alone until they enrol again.`)) return;
+      try {
+        await api("POST", `/api/v1/members/${encodeURIComponent(member.user_id)}/totp/reset`);
+      } catch (e) { settingsFail(e.message); }
+    });
+    cell.append(" ", reset);
+  }
 }
 
 // Inboxes (name, enabled, assignment, team, settings), teams (rename, members, delete),
@@ -1965,8 +1977,8 @@ function setupMembers() {
   if (table) {
     // The rows as the page drew them: each gets its controls.
     for (const tr of table.querySelectorAll("tbody tr[data-user]")) {
-      const [name, email, role, capacity] = [...tr.cells].map((c) => c.textContent);
-      manageMember(tr, { user_id: tr.dataset.user, name, email, role, capacity: Number(capacity) });
+      const [name, email, role, capacity, totp] = [...tr.cells].map((c) => c.textContent);
+      manageMember(tr, { user_id: tr.dataset.user, name, email, role, capacity: Number(capacity), totp_enabled: totp === "on" });
     }
     connectStream((event) => { setupNotifications(event); redrawMember(event); });
   } else if (document.querySelector(".customer-page")) {

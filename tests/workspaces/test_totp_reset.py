@@ -1,0 +1,114 @@
+"""An owner or admin resets the two-factor authentication of a member who lost their phone
+and recovery codes: within the workspace, below their role, never their own, and only for
+an account no other workspace shares."""
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rapport.auth.models import Role, User
+from rapport.db import Database
+from rapport.privacy.models import AuditLog
+from rapport.workspaces import service as workspaces
+from tests.auth.test_login import _enrol, in_a_browser, later_code, login
+from tests.conftest import auth
+from tests.factories import World, ada_the_admin
+
+
+def csrf_of(browser: TestClient) -> dict[str, str]:
+    return {"X-CSRF-Token": browser.cookies["rapport_csrf"]}
+
+
+def signed_in(client: TestClient, email: str, secret: str) -> tuple[TestClient, dict[str, str]]:
+    """A browser signed in as this member with their password and second factor."""
+    browser = TestClient(client.app, base_url=str(client.base_url))
+    assert login(browser, email).json()["mfa_required"] is True
+    second = browser.post(
+        "/api/v1/auth/login/totp", json={"code": later_code(secret)}, headers=csrf_of(browser)
+    )
+    assert second.status_code == 200, second.text
+    return browser, csrf_of(browser)
+
+
+def reset(browser: TestClient, csrf: dict[str, str], user_id: str) -> tuple[int, dict[str, str]]:
+    r = browser.post(f"/api/v1/members/{user_id}/totp/reset", headers=csrf)
+    return r.status_code, (r.json() if r.content else {})
+
+
+def test_an_owner_resets_a_members_two_factor_and_ends_their_sessions(
+    client: TestClient, world: World, database: Database
+) -> None:
+    secret, _ = _enrol(client, world.bob)
+    bob = world.acme.users["bob"].id
+    # bob's browser, signed in with his second factor (the phone he is about to lose).
+    his, _ = signed_in(client, "bob@acme.test", secret)
+    assert his.get("/api/v1/auth/me").status_code == 200
+
+    alice, csrf = in_a_browser(client, world.alice)
+    assert reset(alice, csrf, bob) == (204, {})
+    assert his.get("/api/v1/auth/me").status_code == 401  # every session of his ended
+    # He signs in with his password alone, and may enrol again.
+    again = TestClient(client.app, base_url=str(client.base_url))
+    r = login(again, "bob@acme.test")
+    assert r.status_code == 200 and r.json()["mfa_required"] is False
+    members = client.get("/api/v1/members", headers=auth(world.alice)).json()
+    assert next(m for m in members if m["user_id"] == bob)["totp_enabled"] is False
+    with database.session(write=False) as db:
+        entry = db.scalars(select(AuditLog).where(AuditLog.action == "member.totp_reset")).one()
+        assert entry.workspace_id == world.acme.workspace.id
+        assert (entry.target_id, entry.actor_user_id) == (bob, world.acme.users["alice"].id)
+        user = db.get(User, bob)
+        assert user is not None and user.totp_secret is None and user.recovery_codes == []
+    # Nothing left to reset now.
+    status, problem = reset(alice, csrf, bob)
+    assert status == 409 and "no two-factor" in problem["detail"]
+
+
+def test_who_may_reset_whose_two_factor(
+    client: TestClient, world: World, database: Database
+) -> None:
+    ada, ada_token = ada_the_admin(database, world)
+    _enrol(client, world.alice)
+    _enrol(client, world.bob)
+    ada_secret, _ = _enrol(client, ada_token)
+    alice, bob = world.acme.users["alice"].id, world.acme.users["bob"].id
+    # An admin cannot reset an owner's, nor her own this way (her account page does it).
+    admin, csrf = signed_in(client, "ada@acme.test", ada_secret)
+    assert reset(admin, csrf, alice)[0] == 403
+    assert reset(admin, csrf, ada)[0] == 403
+    # A viewer cannot reset anyone's; nor can an API token, even an owner's.
+    viewer, viewer_csrf = in_a_browser(client, world.victor)
+    assert reset(viewer, viewer_csrf, bob)[0] == 403
+    r = client.post(f"/api/v1/members/{bob}/totp/reset", headers=auth(world.alice))
+    assert r.status_code == 403 and "browser" in r.json()["detail"]
+    # Another workspace's owner finds no such member.
+    other, other_csrf = in_a_browser(client, world.mallory)
+    assert reset(other, other_csrf, bob)[0] == 404
+    with database.session(write=False) as db:
+        for user_id in (alice, ada, bob):
+            user = db.get(User, user_id)
+            assert user is not None and user.totp_enabled
+    assert reset(admin, csrf, bob)[0] == 204  # an admin resets an agent's
+
+
+def test_an_account_another_workspace_shares_keeps_its_second_factor(
+    client: TestClient, world: World, database: Database
+) -> None:
+    _enrol(client, world.bob)
+    bob = world.acme.users["bob"].id
+    with database.session() as db:  # bob also belongs to Globex
+        workspaces.add_member(
+            db,
+            workspace_id=world.globex.workspace.id,
+            email="bob@acme.test",
+            role=Role.agent,
+            password=None,
+            actor_role=Role.owner,
+        )
+    alice, csrf = in_a_browser(client, world.alice)
+    status, problem = reset(alice, csrf, bob)
+    assert status == 409 and problem["type"].endswith("member-of-other-workspaces")
+    assert "other workspaces" in problem["detail"]
+    with database.session(write=False) as db:
+        user = db.get(User, bob)
+        assert user is not None and user.totp_enabled
+        assert not db.scalars(select(AuditLog).where(AuditLog.action == "member.totp_reset")).all()
