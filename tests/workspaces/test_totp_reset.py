@@ -6,10 +6,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from rapport.auth.models import Role, User
+from rapport.config import Settings
 from rapport.db import Database
 from rapport.privacy.models import AuditLog
 from rapport.workspaces import service as workspaces
 from tests.auth.test_login import _enrol, in_a_browser, later_code, login
+from tests.auth.test_password_reset import deliver, mails
+from tests.channels.email.test_email import Outbox
 from tests.conftest import auth
 from tests.factories import World, ada_the_admin
 
@@ -35,7 +38,7 @@ def reset(browser: TestClient, csrf: dict[str, str], user_id: str) -> tuple[int,
 
 
 def test_an_owner_resets_a_members_two_factor_and_ends_their_sessions(
-    client: TestClient, world: World, database: Database
+    client: TestClient, world: World, database: Database, settings: Settings, relay: Outbox
 ) -> None:
     secret, _ = _enrol(client, world.bob)
     bob = world.acme.users["bob"].id
@@ -58,6 +61,11 @@ def test_an_owner_resets_a_members_two_factor_and_ends_their_sessions(
         assert (entry.target_id, entry.actor_user_id) == (bob, world.acme.users["alice"].id)
         user = db.get(User, bob)
         assert user is not None and user.totp_secret is None and user.recovery_codes == []
+    # bob's address hears of it, and who did it: a reset he did not ask for is noticed.
+    deliver(database, settings)
+    [mail] = mails(relay)
+    assert mail["To"] == "bob@acme.test" and "turned off" in mail["Subject"]
+    assert "Alice" in mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
     # Nothing left to reset now.
     status, problem = reset(alice, csrf, bob)
     assert status == 409 and "no two-factor" in problem["detail"]

@@ -4,6 +4,7 @@ from typing import Any, cast
 
 from fastapi import APIRouter, Request, Response
 
+from rapport.auth import account
 from rapport.auth import service as auth
 from rapport.auth.deps import (
     Box,
@@ -299,6 +300,7 @@ def reset_member_totp(user_id: str, principal: CurrentAdmin, request: Request, d
         target_type="user",
         target_id=u.id,
     )
+    account.notify_totp_reset(db, user=u, by=principal.name or principal.email)
     forget_principals(request)
     return Response(status_code=204)
 
