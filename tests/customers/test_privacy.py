@@ -656,7 +656,7 @@ def test_the_export_holds_what_merges_kept_of_the_person_and_nothing_of_anyone_e
     assert r.status_code == 404
 
 
-def test_an_erasure_blanks_the_reasons_typed_for_merges_of_the_person_and_keeps_the_entries(
+def test_an_erasure_blanks_what_agents_typed_about_the_person_in_the_audit_log_and_keeps_it(
     client: TestClient, world: World, database: Database
 ) -> None:
     def customer(**fields: str) -> str:
@@ -681,6 +681,11 @@ def test_an_erasure_blanks_the_reasons_typed_for_merges_of_the_person_and_keeps_
     undone = client.post(f"/api/v1/customer-merges/{wrong}/undo", headers=auth(world.bob))
     assert undone.status_code == 200, undone.text
     merge(otto, ann, "Ann and Otto: one account")
+    for who, tags in [(zoe, ["divorce case"]), (otto, ["vip"])]:
+        r = client.put(
+            f"/api/v1/customers/{who}/tags", json={"tags": tags}, headers=auth(world.bob)
+        )
+        assert r.status_code == 200, r.text
 
     r = client.delete(f"/api/v1/customers/{zoe}", headers=auth(world.alice))
     assert r.status_code in (200, 204), r.text
@@ -695,3 +700,9 @@ def test_an_erasure_blanks_the_reasons_typed_for_merges_of_the_person_and_keeps_
         assert entries[key].data["reason"] == "" and entries[key].data["erased"] == ["reason"]
         assert entries[key].actor_user_id == bob and entries[key].data["merge_id"]
     assert entries[(otto, ann)].data["reason"] == "Ann and Otto: one account"
+    with database.session(write=False) as db:
+        tagged = {
+            a.target_id: a.data
+            for a in db.scalars(select(AuditLog).where(AuditLog.action == "customer.tags"))
+        }
+    assert tagged == {zoe: {"tags": [], "erased": ["tags"]}, otto: {"tags": ["vip"]}}

@@ -27,7 +27,8 @@ that a call was made, and how it went); and the stored files no other message sh
 
 The audit log keeps that an erasure happened, by whom, and how much it removed; ids only.
 Its entries about them keep what was done, by whom and when, but not the words an agent
-typed (a merge's reason: "same woman, she moved to Leeds"), blanked (``_blank_audit``).
+typed (a merge's reason: "same woman, she moved to Leeds", the tags given them), blanked
+(``_blank_audit``).
 """
 
 from collections.abc import Sequence
@@ -191,8 +192,9 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
 
 
 # The keys of an audit entry's data an agent typed freely, by action: blanked when the
-# person the entry is about is erased.
-_TYPED: dict[str, tuple[str, ...]] = {"customer.merge": ("reason",)}
+# person the entry is about is erased (a merge's reason; the tags given them, words such
+# as "divorce case" that went with them).
+_TYPED: dict[str, tuple[str, ...]] = {"customer.merge": ("reason",), "customer.tags": ("tags",)}
 
 
 def _blank_audit(db: Session, *, workspace_id: str, person: set[str]) -> None:
@@ -217,7 +219,8 @@ def _blank_audit(db: Session, *, workspace_id: str, person: set[str]) -> None:
         typed = [k for k in _TYPED[row.action] if row.data.get(k)]
         if typed:
             # A new dict: the JSON column sees assignments only.
-            row.data = {**row.data, **dict.fromkeys(typed, ""), "erased": typed}
+            blank = {k: type(row.data[k])() for k in typed}  # "" or [], as it was
+            row.data = {**row.data, **blank, "erased": typed}
     db.flush()  # before the erasure's ``expire_all``, which would drop unflushed changes
 
 
