@@ -19,6 +19,8 @@ workspace_app = typer.Typer(help="Manage workspaces.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(token_app, name="token")
+user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 jobs_app = typer.Typer(help="See and retry dead-lettered jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 eval_app = typer.Typer(
@@ -348,6 +350,51 @@ def token_create(
         _fail(exc.detail)
         return
     sys.stdout.write(plain + "\n")
+
+
+@user_app.command("totp-off")
+def user_totp_off(
+    email: Annotated[str, typer.Argument(help="The account's email address.")],
+) -> None:
+    """Turn off an account's two-factor authentication, for one whose owner lost phone and
+    recovery codes and that is a member of several workspaces (no one workspace's admin
+    may reset it): every session of it ends, each of its workspaces audits it, and its
+    address is told."""
+    from rapport.auth import service as auth
+    from rapport.auth.account import notify_totp_reset
+    from rapport.auth.models import User
+    from rapport.db import Database, hold
+    from rapport.privacy.service import SYSTEM, audit
+    from rapport.workspaces import service as workspaces
+
+    database = Database(settings_or_exit().database_url)
+    try:
+        with database.session() as db:
+            user = auth.user_by_email(db, email)
+            if user is None:
+                _fail(f"no user {email}")
+                return
+            hold(db, User, user.id)
+            if not user.totp_enabled:
+                _fail(f"{email} has no two-factor authentication")
+                return
+            auth.totp_disable(db, user=user)
+            auth.end_all_sessions(db, user_id=user.id)
+            for member in auth.memberships(db, user_id=user.id):
+                audit(
+                    db,
+                    workspace_id=member.workspace_id,
+                    actor=SYSTEM,
+                    action="auth.totp_off",
+                    target_type="user",
+                    target_id=user.id,
+                    data={"by": "operator"},
+                )
+            workspaces.announce_user(db, user=user)
+            notify_totp_reset(db, user=user, by="The server's operator")
+    finally:
+        database.dispose()
+    sys.stdout.write(f"two-factor authentication turned off for {email}\n")
 
 
 @app.command("smtp")

@@ -2,10 +2,13 @@
 and recovery codes: within the workspace, below their role, never their own, and only for
 an account no other workspace shares."""
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from rapport.auth.models import Role, User
+from rapport.cli import app as cli_app
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.privacy.models import AuditLog
@@ -120,3 +123,47 @@ def test_an_account_another_workspace_shares_keeps_its_second_factor(
         user = db.get(User, bob)
         assert user is not None and user.totp_enabled
         assert not db.scalars(select(AuditLog).where(AuditLog.action == "member.totp_reset")).all()
+
+
+def test_the_operator_turns_off_the_second_factor_of_an_account_of_several_workspaces(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    relay: Outbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret, _ = _enrol(client, world.bob)
+    bob = world.acme.users["bob"].id
+    with database.session() as db:
+        workspaces.add_member(
+            db,
+            workspace_id=world.globex.workspace.id,
+            email="bob@acme.test",
+            role=Role.agent,
+            password=None,
+            actor_role=Role.owner,
+        )
+    his, _ = signed_in(client, "bob@acme.test", secret)
+    monkeypatch.setenv("RAPPORT_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("RAPPORT_SECRET_KEY", settings.secret_key.get_secret_value())
+    runner = CliRunner()
+    result = runner.invoke(cli_app, ["user", "totp-off", "bob@acme.test"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "two-factor authentication turned off for bob@acme.test\n"
+    # The server's few seconds of cached principals lapse (the command runs elsewhere).
+    client.app.state.principal_cache.forget()  # type: ignore[attr-defined]
+    assert his.get("/api/v1/auth/me").status_code == 401
+    r = login(TestClient(client.app), "bob@acme.test")
+    assert r.status_code == 200 and r.json()["mfa_required"] is False
+    with database.session(write=False) as db:
+        audited = db.scalars(select(AuditLog).where(AuditLog.action == "auth.totp_off")).all()
+    assert sorted((a.workspace_id, a.target_id, a.actor) for a in audited) == sorted(
+        (w.workspace.id, bob, "system") for w in (world.acme, world.globex)
+    )
+    deliver(database, settings)
+    [mail] = mails(relay)
+    assert "operator" in mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    again = runner.invoke(cli_app, ["user", "totp-off", "bob@acme.test"])
+    assert again.exit_code == 1 and "no two-factor" in again.output
+    assert runner.invoke(cli_app, ["user", "totp-off", "nobody@acme.test"]).exit_code == 1

@@ -124,8 +124,8 @@ def password_changed_email(ctx: JobContext, *, user_id: str, at: str) -> None:
 
 
 def notify_totp_reset(db: Session, *, user: User, by: str) -> None:
-    """Mail the account's address that an administrator (``by``, their name or address)
-    turned its two-factor authentication off (from the job queue)."""
+    """Mail the account's address who (``by``: "Ada, an administrator of Acme") turned its
+    two-factor authentication off (from the job queue)."""
     enqueue(
         db,
         name="totp_reset_email",
@@ -136,8 +136,9 @@ def notify_totp_reset(db: Session, *, user: User, by: str) -> None:
 
 @job("totp_reset_email")
 def totp_reset_email(ctx: JobContext, *, user_id: str, by: str, at: str) -> None:
-    """Tell the account's owner an administrator turned their second factor off: a reset
-    they did not ask for is noticed (a stolen admin session, a mistaken row)."""
+    """Tell the account's owner their second factor was turned off by someone else (an
+    admin, the operator): a reset they did not ask for is noticed (a stolen admin session,
+    a mistaken row)."""
     with ctx.database.session(write=False) as db:
         user = db.get(User, user_id)
         if user is None:
@@ -149,8 +150,8 @@ def totp_reset_email(ctx: JobContext, *, user_id: str, by: str, at: str) -> None
         to=email,
         subject="Two-factor authentication was turned off for your Rapport account",
         text=(
-            f"Hello {name},\n\n{by}, an administrator of your workspace, turned off "
-            f"two-factor authentication for your Rapport account at {when}. Every browser "
+            f"Hello {name},\n\n{by} turned off two-factor authentication for your "
+            f"Rapport account at {when}. Every browser "
             "signed in to it was signed out; you now sign in with your password alone.\n\n"
             "Turn it on again from your account page. If you did not ask for this, tell "
             "your workspace's owner at once.\n"

@@ -300,7 +300,8 @@ def reset_member_totp(user_id: str, principal: CurrentAdmin, request: Request, d
         target_type="user",
         target_id=u.id,
     )
-    account.notify_totp_reset(db, user=u, by=principal.name or principal.email)
+    by = f"{principal.name or principal.email}, an administrator of {_ws(db, m.workspace_id).name}"
+    account.notify_totp_reset(db, user=u, by=by)
     forget_principals(request)
     return Response(status_code=204)
 
