@@ -13,14 +13,21 @@ from rapport.config import Settings
 from rapport.customers import merge as merging
 from rapport.customers import service
 from rapport.customers.identity import handle
-from rapport.customers.models import Customer, CustomerMerge, IdentityKind
+from rapport.customers.models import (
+    Customer,
+    CustomerMerge,
+    CustomerTag,
+    Identity,
+    IdentityKind,
+)
 from rapport.customers.schemas import CustomerCreate
 from rapport.db import Database
 from rapport.ingest import InboundMessage, IngestWriter
 from rapport.privacy.service import SYSTEM
 from rapport.workspaces.models import Workspace
-from tests.conftest import postgresql_only
+from tests.conftest import auth, postgresql_only
 from tests.customers.test_merge_written_while_merged import BEN, ann_and_ben, merge, where
+from tests.events.test_segment import basic, source
 from tests.factories import World
 
 
@@ -251,3 +258,165 @@ def test_his_message_arriving_while_he_is_merged_goes_to_the_survivor(
         writer.stop()
     thread.join(30)
     assert where(database, "Ben during the merge")[::2] == (ann, ann)
+
+
+def _two_merged(database: Database, ws_id: str, ann: str | None = None) -> tuple[str, str, str]:
+    """Ann (made if not given), and Bea (with a plan) merged into her: (ann, bea, merge)."""
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        ann = ann or service.create(db, workspace=ws, data=CustomerCreate(name="ann")).id
+        data = CustomerCreate(name="bea", attributes={"plan": "gold"})
+        bea = service.create(db, workspace=ws, data=data).id
+        row = merging.merge(db, workspace_id=ws_id, survivor_id=ann, merged_id=bea, actor=SYSTEM)
+        return ann, bea, row.id
+
+
+def _undo_slowly(
+    database: Database, ws_id: str, merge_id: str, monkeypatch: pytest.MonkeyPatch
+) -> threading.Thread:
+    """The merge's undo, started in a transaction of its own, holding both records a while."""
+    real = merging._later
+
+    def slowly(db: Any, row: CustomerMerge) -> list[CustomerMerge]:
+        time.sleep(1.0)  # holding both records: the edit comes in meanwhile
+        return real(db, row)
+
+    monkeypatch.setattr(merging, "_later", slowly)
+
+    def undo() -> None:
+        with database.session() as db:
+            merging.unmerge(db, workspace_id=ws_id, merge_id=merge_id, actor=SYSTEM)
+
+    thread = threading.Thread(target=undo)
+    thread.start()
+    time.sleep(0.3)
+    return thread
+
+
+def _attributes(database: Database, customer_id: str) -> dict[str, Any]:
+    with database.session(write=False) as db:
+        customer = db.get(Customer, customer_id)
+        assert customer is not None
+        return dict(customer.attributes)
+
+
+def customer_by(database: Database, user_id: str) -> str:
+    """The customer the events API made for this user id."""
+    with database.session(write=False) as db:
+        return db.scalars(select(Identity.customer_id).where(Identity.value == user_id)).one()
+
+
+@postgresql_only
+def test_an_edit_of_the_survivor_while_the_merge_is_undone_keeps_what_the_undo_took_back(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The edit read her attributes (Bea's plan among them) before the undo committed, then
+    # wrote them back with its own: the plan stayed on Ann for good.
+    ws_id = world.acme.workspace.id
+    ann, bea, merge_id = _two_merged(database, ws_id)
+    thread = _undo_slowly(database, ws_id, merge_id, monkeypatch)
+    r = client.patch(
+        f"/api/v1/customers/{ann}", json={"attributes": {"city": "Oslo"}}, headers=auth(world.bob)
+    )
+    thread.join(30)
+    assert r.status_code == 200, r.text
+    assert _attributes(database, ann) == {"city": "Oslo"}
+    assert _attributes(database, bea) == {"plan": "gold"}
+
+
+@postgresql_only
+@pytest.mark.parametrize(
+    ("path", "body"), [("", {"attributes": {"city": "Oslo"}}), ("/tags", {"add": ["vip"]})]
+)
+def test_an_edit_of_a_record_merged_meanwhile_is_refused_naming_the_survivor(
+    client: TestClient,
+    world: World,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    # Read as unmerged before the merge committed, the edit was written on the hidden
+    # record: lost to the person, back only if the merge was undone.
+    ws_id = world.acme.workspace.id
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        ann, bea = (
+            service.create(db, workspace=ws, data=CustomerCreate(name=n)).id for n in ("ann", "bea")
+        )
+    real = merging.conflicts
+
+    def slowly(survivor: Customer, merged: Customer) -> list[dict[str, Any]]:
+        time.sleep(1.0)  # holding both records: the edit comes in meanwhile
+        return real(survivor, merged)
+
+    monkeypatch.setattr(merging, "conflicts", slowly)
+    thread = threading.Thread(target=merge, args=(client, world, ann, bea))
+    thread.start()
+    time.sleep(0.3)
+    r = client.patch(f"/api/v1/customers/{bea}{path}", json=body, headers=auth(world.bob))
+    thread.join(30)
+    assert r.status_code == 409, r.text
+    assert r.json()["type"].endswith("/customer-merged") and r.json()["merged_into_id"] == ann
+    assert _attributes(database, bea) == {}
+    with database.session(write=False) as db:
+        assert db.scalars(select(CustomerTag.tag)).all() == []
+
+
+@postgresql_only
+def test_an_identify_while_the_merge_is_undone_keeps_what_the_undo_took_back(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As an agent's edit: the identify wrote back the attributes it read before the undo.
+    ws_id = world.acme.workspace.id
+    key = source(client, world)
+    r = client.post(
+        "/api/v1/events/identify", json={"userId": "user-ann", "traits": {}}, headers=basic(key)
+    )
+    assert r.status_code == 200, r.text
+    ann, _, merge_id = _two_merged(database, ws_id, customer_by(database, "user-ann"))
+    thread = _undo_slowly(database, ws_id, merge_id, monkeypatch)
+    r = client.post(
+        "/api/v1/events/identify",
+        json={"userId": "user-ann", "traits": {"city": "Oslo"}},
+        headers=basic(key),
+    )
+    thread.join(30)
+    assert r.status_code == 200, r.text
+    assert _attributes(database, ann) == {"city": "Oslo"}
+
+
+@postgresql_only
+def test_an_identify_of_a_record_merged_meanwhile_goes_to_the_survivor(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by its user id before the merge committed, the hidden record took the traits.
+    ws_id = world.acme.workspace.id
+    key = source(client, world)
+    r = client.post(
+        "/api/v1/events/identify", json={"userId": "user-bea", "traits": {}}, headers=basic(key)
+    )
+    assert r.status_code == 200, r.text
+    bea = customer_by(database, "user-bea")
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        ann = service.create(db, workspace=ws, data=CustomerCreate(name="ann")).id
+    real = merging.conflicts
+
+    def slowly(survivor: Customer, merged: Customer) -> list[dict[str, Any]]:
+        time.sleep(1.0)  # holding both records: the identify comes in meanwhile
+        return real(survivor, merged)
+
+    monkeypatch.setattr(merging, "conflicts", slowly)
+    thread = threading.Thread(target=merge, args=(client, world, ann, bea))
+    thread.start()
+    time.sleep(0.3)
+    r = client.post(
+        "/api/v1/events/identify",
+        json={"userId": "user-bea", "traits": {"city": "Oslo"}},
+        headers=basic(key),
+    )
+    thread.join(30)
+    assert r.status_code == 200, r.text
+    assert _attributes(database, ann) == {"city": "Oslo"}
+    assert _attributes(database, bea) == {}

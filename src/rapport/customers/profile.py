@@ -26,9 +26,9 @@ from rapport.customers.models import (
     Customer,
     CustomerTag,
 )
-from rapport.db import lock_row
+from rapport.db import hold
 from rapport.events.models import Order
-from rapport.problems import Conflict, Invalid, NotFound, Unsendable
+from rapport.problems import Conflict, Invalid, NotFound, Problem, Unsendable
 from rapport.realtime.service import emit
 
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -237,6 +237,34 @@ def _clean_tags(tags: list[str]) -> set[str]:
     return clean
 
 
+class MergedAway(Problem):
+    """A change to a customer merged into another: the person is that one now (the merged
+    record is kept only so that the merge can be undone, shown nowhere)."""
+
+    def __init__(self, customer: Customer) -> None:
+        super().__init__(
+            409,
+            "customer-merged",
+            f"this customer was merged into {customer.merged_into_id}: nothing was changed; "
+            "change that one",
+            merged_into_id=customer.merged_into_id,
+        )
+
+
+def held(db: Session, customer: Customer) -> Customer:
+    """The customer, its row held until the transaction ends and read as it is then, to
+    change: a merge and its undo hold both records and rewrite them, and a change that
+    read one before they committed wrote back what they had changed. A ``MergedAway``
+    problem when it was merged into another meanwhile (it was written on the record kept
+    for the undo, lost to the person); one merged already as read can still be changed,
+    as before (an undo gives it back so)."""
+    merged_before = customer.merged_into_id
+    hold(db, Customer, customer.id)
+    if merged_before is None and customer.merged_into_id is not None:
+        raise MergedAway(customer)
+    return customer
+
+
 def set_tags(db: Session, *, customer: Customer, tags: list[str]) -> list[str]:
     """Replace the customer's tags (trimmed, lower-cased, each once)."""
     return change_tags(db, customer=customer, add=tags, remove=None)
@@ -246,9 +274,10 @@ def change_tags(
     db: Session, *, customer: Customer, add: list[str], remove: list[str] | None
 ) -> list[str]:
     """Add and remove tags (``remove=None``: every tag not added goes), leaving the others
-    as they are, so that two agents tagging at once both keep their tag; the tags after."""
+    as they are, so that two agents tagging at once both keep their tag; the tags after.
+    A customer merged into another meanwhile is a 409 naming it (``held``)."""
     adding = _clean_tags(add)
-    lock_row(db, Customer, customer.id)  # two changes at once: one after the other
+    held(db, customer)  # two changes at once: one after the other
     going = delete(CustomerTag).where(CustomerTag.customer_id == customer.id)
     if remove is not None:
         going = going.where(CustomerTag.tag.in_({t.strip().lower() for t in remove} - adding))

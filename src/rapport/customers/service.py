@@ -42,7 +42,7 @@ from rapport.customers.models import (
     IdentityKind,
 )
 from rapport.customers.schemas import CustomerCreate, CustomerUpdate, EventCreate, TimelineEntry
-from rapport.db import utcnow
+from rapport.db import hold, utcnow
 from rapport.events.models import Order
 from rapport.problems import Conflict, Invalid, NotFound
 from rapport.realtime.service import emit
@@ -110,8 +110,23 @@ def create(db: Session, *, workspace: Workspace, data: CustomerCreate) -> Custom
     return customer
 
 
+def held_root(db: Session, customer: Customer) -> Customer:
+    """The record this customer's merges ended in (``root_of``), held as ``profile.held``
+    holds one: a merge or undo committed while this waited is followed. The customer's row
+    and the root's are taken together, in the order a merge takes its two, so that this
+    never waits on a merge that waits on it."""
+    for _ in range(MERGE_HOPS):
+        root = root_of(db, customer)
+        hold(db, Customer, *{customer.id, root.id})
+        if root.merged_into_id is None and root_of(db, customer) is root:
+            return root
+    raise Conflict("this customer's merges changed while being followed: send it again")
+
+
 def update(db: Session, *, customer: Customer, data: CustomerUpdate) -> Customer:
-    """Change a customer's name or merge new values into its attributes."""
+    """Change a customer's name or merge new values into its attributes (``profile.held``:
+    a customer merged into another meanwhile is a 409 naming it)."""
+    profile.held(db, customer)
     if data.name is not None:
         customer.name = data.name
     before = dict(customer.attributes)

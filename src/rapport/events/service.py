@@ -214,6 +214,14 @@ class _Batch:
         self.customers[key] = customer
         return customer
 
+    def held(self, event: dict[str, Any], customer: Customer) -> Customer:
+        """The person's record to write attributes on, held (``customers.held_root``): a
+        merge or undo committing meanwhile rewrote it, and the attributes read before
+        were written back over theirs, or onto a record merged away."""
+        customer = customers.held_root(self.db, customer)
+        self.customers[(event.get("userId"), event.get("anonymousId"))] = customer
+        return customer
+
 
 def _ids(event: dict[str, Any]) -> list[Handle]:
     """The sender's ids for the person (``userId``, ``anonymousId``): at least one."""
@@ -352,6 +360,7 @@ def _one(batch: _Batch, kind: str, event: dict[str, Any], message_id: str | None
         customer = batch.customer(event, traits)
         extra = _attributes(kind, event, batch.defined)
         if extra:
+            customer = batch.held(event, customer)
             customer.attributes = {**customer.attributes, **extra}
         _record(batch, customer, "Identify", traits, event, message_id)
     elif kind == "track":
@@ -366,7 +375,10 @@ def _one(batch: _Batch, kind: str, event: dict[str, Any], message_id: str | None
     elif kind == "group":
         customer = batch.customer(event, {})
         group = _group_id(event)
-        customer.attributes = {**customer.attributes, **_attributes(kind, event, batch.defined)}
+        extra = _attributes(kind, event, batch.defined)
+        if extra:
+            customer = batch.held(event, customer)
+            customer.attributes = {**customer.attributes, **extra}
         _record(batch, customer, "Group", {"group_id": group, **traits}, event, message_id)
     elif kind == "alias":
         _alias(batch, event, message_id)
