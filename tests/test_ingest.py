@@ -984,3 +984,36 @@ def test_a_problem_that_crosses_the_writer_pipe_keeps_what_it_says() -> None:
         refused.extra,
     )
     assert back.why == refused.why and "opted out of SMS" in back.why
+
+
+def test_that_an_auto_reply_opens_no_reply_window_is_kept_from_api_clients(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # meta.opens_window, the reply window's bookkeeping, was shown by the REST API.
+    from rapport.conversations.models import OPENS_WINDOW
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+    from rapport.ingest import receive
+
+    assert world.acme.inbox is not None
+    with database.session() as db:
+        stored = receive(
+            db,
+            InboundMessage(
+                inbox_id=world.acme.inbox.id,
+                external_id="ooo-shown",
+                handles=[handle(IdentityKind.email, "away@example.com")],
+                text="I am out of the office",
+                auto_reply=True,
+            ),
+            settings=settings,
+        )
+        conv_id, message_id = stored.conversation.id, stored.message.id
+        assert stored.message.meta[OPENS_WINDOW] is False  # what the window's check reads
+    one = client.get(
+        f"/api/v1/conversations/{conv_id}/messages/{message_id}", headers=auth(world.bob)
+    )
+    whole = client.get(f"/api/v1/conversations/{conv_id}", headers=auth(world.bob))
+    assert one.status_code == 200 and whole.status_code == 200, (one.text, whole.text)
+    shown = [one.json()["meta"], *(m["meta"] for m in whole.json()["messages"])]
+    assert not [m for m in shown if OPENS_WINDOW in m], shown

@@ -41,6 +41,7 @@ from rapport.conversations.merging import MERGE_HOPS
 from rapport.conversations.models import (
     CAME_BY,
     GAINED,
+    OPENS_WINDOW,
     REOPENED,
     Attachment,
     Conversation,
@@ -776,7 +777,7 @@ def receive_batch(
             meta["sent_at"] = m.sent_at.isoformat()
         if m.auto_reply and not m.customer_wrote:
             # Told apart once stored: a provider's reply window does not count from it.
-            meta[conversations.OPENS_WINDOW] = False
+            meta[OPENS_WINDOW] = False
         if came_by[i] is not None:
             # Undoing a merge gives the restored record what came by its handles meanwhile.
             meta[CAME_BY] = came_by[i]

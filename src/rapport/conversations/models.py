@@ -150,8 +150,8 @@ class Label(Base):
 
 
 # Keys of an inbound message's ``meta`` that ingest writes for undoing a customers' merge
-# (customers/merge.py, conversations/merging.py). Bookkeeping read from the database only:
-# never shown by the API or realtime events (``INTERNAL_META``).
+# (customers/merge.py, conversations/merging.py), and for the reply window. Bookkeeping
+# read from the database only: never shown by the API or realtime events (``INTERNAL_META``).
 #
 # The id of the identity it came by (the handle ingest found its sender by; ids stay the
 # same through merges). Undoing a merge gives the restored record what came by its own
@@ -166,7 +166,13 @@ GAINED: Final = "identities_gained"
 # to its writer's own conversation (their customers' merge undone), the one it left is
 # resolved again if nothing else happened.
 REOPENED: Final = "reopened"
-INTERNAL_META: Final = frozenset({CAME_BY, GAINED, REOPENED})
+# Marked ``False`` at ingest: an inbound message that opens no provider's reply window,
+# being an auto-reply but not the customer's word (an out-of-office, a WhatsApp reaction, a
+# Meta reaction taken back). What the customer wrote that nothing here answers (Meta's
+# standby, a Meta reaction) is left unmarked: it opens Meta's window. Read by the reply
+# window's check (conversations/service.py) only: internal too.
+OPENS_WINDOW: Final = "opens_window"
+INTERNAL_META: Final = frozenset({CAME_BY, GAINED, REOPENED, OPENS_WINDOW})
 
 
 class Message(Base):

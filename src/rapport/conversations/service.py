@@ -18,6 +18,7 @@ from rapport.channels import base as channels
 from rapport.channels.models import Inbox
 from rapport.conversations import copies, files, labels, routing, sla
 from rapport.conversations.models import (
+    OPENS_WINDOW,
     Attachment,
     Conversation,
     ConversationGuest,
@@ -501,13 +502,6 @@ def add_message(
         payload=message_payload(msg, files.summary(attached) if uploads else None),
     )
     return msg
-
-
-# Marked ``False`` in ``meta`` at ingest: an inbound message that opens no provider's reply
-# window, being an auto-reply but not the customer's word (an out-of-office, a WhatsApp
-# reaction, a Meta reaction taken back). What the customer wrote that nothing here answers
-# (Meta's standby, a Meta reaction) is left unmarked: it opens Meta's window.
-OPENS_WINDOW: Final = "opens_window"
 
 
 def _opens_window() -> Any:
