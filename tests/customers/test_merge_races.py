@@ -420,3 +420,34 @@ def test_an_identify_of_a_record_merged_meanwhile_goes_to_the_survivor(
     assert r.status_code == 200, r.text
     assert _attributes(database, ann) == {"city": "Oslo"}
     assert _attributes(database, bea) == {}
+
+
+@postgresql_only
+def test_an_identify_of_the_restored_record_while_the_merge_is_undone_goes_to_it(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Her user id was read as the survivor's (the merge had moved it), and the traits went
+    # to him once the undo, giving it back to her, had committed.
+    ws_id = world.acme.workspace.id
+    key = source(client, world)
+    r = client.post(
+        "/api/v1/events/identify", json={"userId": "user-bea", "traits": {}}, headers=basic(key)
+    )
+    assert r.status_code == 200, r.text
+    bea = customer_by(database, "user-bea")
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        ann = service.create(db, workspace=ws, data=CustomerCreate(name="ann")).id
+        merge_id = merging.merge(
+            db, workspace_id=ws_id, survivor_id=ann, merged_id=bea, actor=SYSTEM
+        ).id
+    assert customer_by(database, "user-bea") == ann
+    thread = _undo_slowly(database, ws_id, merge_id, monkeypatch)
+    r = client.post(
+        "/api/v1/events/identify",
+        json={"userId": "user-bea", "traits": {"city": "Oslo"}},
+        headers=basic(key),
+    )
+    thread.join(30)
+    assert r.status_code == 200, r.text
+    assert (_attributes(database, bea), _attributes(database, ann)) == ({"city": "Oslo"}, {})

@@ -217,10 +217,35 @@ class _Batch:
     def held(self, event: dict[str, Any], customer: Customer) -> Customer:
         """The person's record to write attributes on, held (``customers.held_root``): a
         merge or undo committing meanwhile rewrote it, and the attributes read before
-        were written back over theirs, or onto a record merged away."""
-        customer = customers.held_root(self.db, customer)
+        were written back over theirs, or onto a record merged away. The sender's id is
+        read again once it is held: an undo committed meanwhile gave it back to the
+        record it restored, whose traits these are."""
+        for _ in range(customers.MERGE_HOPS):
+            customer = customers.held_root(self.db, customer)
+            owner = self._owner(event)
+            if owner is None or customers.root_of(self.db, owner) is customer:
+                break
+            customer = owner
         self.customers[(event.get("userId"), event.get("anonymousId"))] = customer
         return customer
+
+    def _owner(self, event: dict[str, Any]) -> Customer | None:
+        """The customer holding the event's first known id now (as ``resolve`` finds it),
+        read again from the database."""
+        values = [h.value for h in _ids(event)]
+        rows = self.db.scalars(
+            select(Identity)
+            .where(
+                Identity.workspace_id == self.source.workspace_id,
+                Identity.kind == IdentityKind.external,
+                Identity.value.in_(values),
+                Identity.verified.is_(True),
+            )
+            .execution_options(populate_existing=True)
+        )
+        found = {row.value: row.customer_id for row in rows}
+        first = next((found[v] for v in values if v in found), None)
+        return None if first is None else self.db.get(Customer, first)
 
 
 def _ids(event: dict[str, Any]) -> list[Handle]:
