@@ -1,8 +1,10 @@
 """Merges at the same moment, on PostgreSQL: a record is merged once, never into two, and
 two records merged into each other at once leave one of them."""
 
+import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from rapport.config import Settings
+from rapport.customers import importer, service
 from rapport.customers import merge as merging
-from rapport.customers import service
 from rapport.customers.identity import handle
 from rapport.customers.models import (
     Customer,
@@ -451,3 +453,25 @@ def test_an_identify_of_the_restored_record_while_the_merge_is_undone_goes_to_it
     thread.join(30)
     assert r.status_code == 200, r.text
     assert (_attributes(database, bea), _attributes(database, ann)) == ({"city": "Oslo"}, {})
+
+
+@postgresql_only
+def test_an_import_updating_the_survivor_while_the_merge_is_undone_keeps_what_it_took_back(
+    world: World, database: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The import read her attributes (Bea's plan among them) before the undo committed,
+    # then wrote them back with the file's.
+    ws_id = world.acme.workspace.id
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        ann = service.create(
+            db, workspace=ws, data=CustomerCreate(name="ann", email="ann@example.com")
+        ).id
+    ann, _, merge_id = _two_merged(database, ws_id, ann)
+    path = tmp_path / "customers.jsonl"
+    path.write_text(json.dumps({"email": "ann@example.com", "city": "Oslo"}) + "\n")
+    thread = _undo_slowly(database, ws_id, merge_id, monkeypatch)
+    report = importer.import_customers(database, workspace_id=ws_id, path=path, mapping={})
+    thread.join(30)
+    assert (report.updated, report.errors) == (1, [])
+    assert _attributes(database, ann) == {"city": "Oslo"}

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from rapport.customers import duplicates, profile
 from rapport.customers import identity as ident
 from rapport.customers.models import AttributeDefinition, Customer, Identity, IdentityKind
-from rapport.customers.service import settle_handles
+from rapport.customers.service import MERGE_HOPS, settle_handles
 from rapport.db import Database, new_id, storable, utcnow
 from rapport.problems import Invalid
 from rapport.workspaces.models import Workspace
@@ -257,27 +257,59 @@ def _parse(
     return parsed
 
 
-def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, write: bool) -> None:
-    """Match the parsed rows to customers and add or update them in ``db``; flushed only
-    when ``write`` (a dry run leaves the session to be rolled back, having written none)."""
-    # One lookup per kind for the whole batch.
+def _holders(
+    db: Session, workspace_id: str, parsed: _Parsed
+) -> dict[tuple[IdentityKind, str], Identity]:
+    """The identities of the rows' handles, by kind and value, as they are now: one lookup
+    per kind for the whole batch."""
     found: dict[tuple[IdentityKind, str], Identity] = {}
     for kind in set(_HANDLE_KINDS.values()):
         wanted = {h.value for p in parsed for h in p[3] if h.kind == kind}
         if wanted:
             for held in db.scalars(
-                select(Identity).where(
+                select(Identity)
+                .where(
                     Identity.workspace_id == workspace_id,
                     Identity.kind == kind,
                     Identity.value.in_(wanted),
                 )
+                .execution_options(populate_existing=True)
             ):
                 found[(held.kind, held.value)] = held
+    return found
+
+
+def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, write: bool) -> None:
+    """Match the parsed rows to customers and add or update them in ``db``; flushed only
+    when ``write`` (a dry run leaves the session to be rolled back, having written none)."""
+    found = _holders(db, workspace_id, parsed)
     known_ids = {i.customer_id for i in found.values()}
+    if write:
+        # Their rows held, in the order a merge takes its two, and the handles read again
+        # until their holders are held: a merge or undo committing meanwhile moved them
+        # and rewrote the records, and the attributes read before were written back over
+        # what it had changed (PostgreSQL; SQLite has one writer).
+        for _ in range(MERGE_HOPS):
+            db.execute(
+                select(Customer.id)
+                .where(Customer.id.in_(known_ids))
+                .order_by(Customer.id)  # locked as sorted: in the order ``hold`` takes them
+                .with_for_update(key_share=True)
+            )
+            found = _holders(db, workspace_id, parsed)
+            if {i.customer_id for i in found.values()} <= known_ids:
+                break
+            known_ids |= {i.customer_id for i in found.values()}
     customers: dict[str, Customer] = {
         c.id: c
         for c in (
-            db.scalars(select(Customer).where(Customer.id.in_(known_ids))) if known_ids else []
+            db.scalars(
+                select(Customer)
+                .where(Customer.id.in_(known_ids))
+                .execution_options(populate_existing=True)
+            )
+            if known_ids
+            else []
         )
     }
     # A handle someone only typed (a web chat visitor's email, a trait sent to the events
