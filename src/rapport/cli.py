@@ -364,7 +364,7 @@ def user_totp_off(
     from rapport.auth.account import notify_totp_reset
     from rapport.auth.models import User
     from rapport.db import Database, hold
-    from rapport.privacy.service import SYSTEM, audit
+    from rapport.privacy.service import SYSTEM
     from rapport.workspaces import service as workspaces
 
     database = Database(settings_or_exit().database_url)
@@ -380,16 +380,15 @@ def user_totp_off(
                 return
             auth.totp_disable(db, user=user)
             auth.end_all_sessions(db, user_id=user.id)
-            for member in auth.memberships(db, user_id=user.id):
-                audit(
-                    db,
-                    workspace_id=member.workspace_id,
-                    actor=SYSTEM,
-                    action="auth.totp_off",
-                    target_type="user",
-                    target_id=user.id,
-                    data={"by": "operator"},
-                )
+            auth.audit_everywhere(
+                db,
+                user_id=user.id,
+                actor=SYSTEM,
+                action="auth.totp_off",
+                target_type="user",
+                target_id=user.id,
+                data={"by": "operator"},
+            )
             workspaces.announce_user(db, user=user)
             notify_totp_reset(db, user=user, by="The server's operator")
     finally:

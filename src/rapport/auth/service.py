@@ -3,6 +3,7 @@
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,7 +24,7 @@ from rapport.auth.models import (
 from rapport.cache import TtlCache
 from rapport.crypto import SecretBox, sha256_hex
 from rapport.db import Database, lock_row, utcnow
-from rapport.privacy.service import SYSTEM, audit
+from rapport.privacy.service import SYSTEM, Actor, audit
 from rapport.problems import Forbidden, Invalid, NotFound, Problem, TooMany
 from rapport.workspaces.models import Workspace
 
@@ -180,16 +181,15 @@ def count_failure(db: Session, user: User, *, max_failures: int, lockout_minutes
             .execution_options(synchronize_session=False)
         )
         # Someone is guessing: each workspace of the account sees it in its audit log.
-        for member in memberships(db, user_id=user.id):
-            audit(
-                db,
-                workspace_id=member.workspace_id,
-                actor=SYSTEM,
-                action="auth.locked",
-                target_type="user",
-                target_id=user.id,
-                data={"failures": max_failures, "minutes": lockout_minutes},
-            )
+        audit_everywhere(
+            db,
+            user_id=user.id,
+            actor=SYSTEM,
+            action="auth.locked",
+            target_type="user",
+            target_id=user.id,
+            data={"failures": max_failures, "minutes": lockout_minutes},
+        )
     set_committed_value(user, "failed_logins", count)
     set_committed_value(user, "locked_until", locked_until)
 
@@ -245,6 +245,15 @@ def membership(db: Session, *, user_id: str, workspace: str | None) -> Membershi
 def memberships(db: Session, *, user_id: str) -> list[Membership]:
     """Every workspace membership of a user."""
     return list(db.scalars(select(Membership).where(Membership.user_id == user_id)))
+
+
+def audit_everywhere(
+    db: Session, *, user_id: str, actor: Actor, action: str, **detail: Any
+) -> None:
+    """Audit a change to an account in every workspace it is a member of: each one's admins
+    see it in their own log."""
+    for member in memberships(db, user_id=user_id):
+        audit(db, workspace_id=member.workspace_id, actor=actor, action=action, **detail)
 
 
 # How long a member's name is kept for what shows it on every message (a web chat

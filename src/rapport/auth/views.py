@@ -1,11 +1,9 @@
 """Login, logout, two-factor enrolment and API tokens."""
 
 from dataclasses import replace
-from typing import Any
 
 import segno
 from fastapi import APIRouter, Request, Response, status
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from rapport.auth import account, reset, security, service
@@ -246,20 +244,11 @@ def confirm_password_reset(body: ResetConfirmIn, request: Request, db: Db) -> Re
     if not limiter.hit(f"reset-confirm:{ip}"):
         raise TooMany("too many attempts: wait a few minutes", seconds=900)
     user = reset.confirm(db, token=body.token, password=body.password)
-    _audit_everywhere(
+    service.audit_everywhere(
         db, user_id=user.id, actor=Actor("user", user.id, ip), action="auth.password_reset"
     )
     forget_principals(request)
     return Response(status_code=204)
-
-
-def _audit_everywhere(
-    db: Session, *, user_id: str, actor: Actor, action: str, **detail: Any
-) -> None:
-    """Audit a change to an account in every workspace it is a member of: each one's admins
-    see it in their own log."""
-    for member in service.memberships(db, user_id=user_id):
-        audit(db, workspace_id=member.workspace_id, actor=actor, action=action, **detail)
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -283,7 +272,7 @@ async def logout(request: Request, response: Response) -> Response:
 def logout_everywhere(principal: CurrentMember, request: Request, db: Db) -> Response:
     """Sign out of every browser: all of this user's sessions end."""
     service.end_all_sessions(db, user_id=principal.user_id)
-    _audit_everywhere(
+    service.audit_everywhere(
         db, user_id=principal.user_id, actor=actor_of(principal, request), action="auth.logout_all"
     )
     forget_principals(request)
@@ -302,7 +291,7 @@ def update_me(body: MeUpdate, principal: CurrentMember, request: Request, db: Db
     """Rename yourself: every workspace you are a member of shows the new name at once."""
     user, previous = account.rename(db, user_id=principal.user_id, name=body.name)
     if user.name != previous:
-        _audit_everywhere(
+        service.audit_everywhere(
             db,
             user_id=user.id,
             actor=actor_of(principal, request),
@@ -354,7 +343,7 @@ def change_password(
         db.commit()  # keep the failure count even though the request fails
         raise
     csrf = _signed_in_again(db, principal, user, response, settings)
-    _audit_everywhere(
+    service.audit_everywhere(
         db, user_id=user.id, actor=actor_of(principal, request), action="auth.password_change"
     )
     if settings.mail_smtp_host:
@@ -448,7 +437,7 @@ def totp_activate(
     codes = service.totp_activate(db, user=user, box=box, code=body.code)
     service.end_all_sessions(db, user_id=user.id)
     _signed_in_again(db, principal, user, response, settings)
-    _audit_everywhere(
+    service.audit_everywhere(
         db, user_id=principal.user_id, actor=actor_of(principal, request), action="auth.totp_on"
     )
     workspaces.announce_user(db, user=user)
@@ -484,7 +473,7 @@ def totp_disable(
     service.end_all_sessions(db, user_id=user.id)
     out = Response(status_code=204)
     _signed_in_again(db, principal, user, out, settings)
-    _audit_everywhere(
+    service.audit_everywhere(
         db, user_id=principal.user_id, actor=actor_of(principal, request), action="auth.totp_off"
     )
     workspaces.announce_user(db, user=user)
