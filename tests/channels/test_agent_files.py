@@ -458,6 +458,60 @@ def test_telegram_gets_a_photo_by_link_and_other_documents_uploaded(
     assert parts == ["1111111:1401", "1111111:1402", "1111111:1403", "1111111:1404"]
 
 
+def test_files_for_a_customer_who_wrote_in_a_telegram_group_go_to_that_group(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    stand: tuple[str, type[Stand]],
+) -> None:
+    # As the text does: sent to the user's private chat, Telegram refused them unless the
+    # user had started the bot, and they never showed in the group.
+    url, api = stand
+    api.answers = [(200, lambda n: {"ok": True, "result": {"message_id": 1400 + n}})]  # type: ignore[list-item]
+    inbox = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Telegram",
+            "channel": "telegram",
+            "settings": {"bot_token": "123:ABC", "secret_token": "s3cret", "api_base_url": url},
+        },
+        headers=auth(world.alice),
+    ).json()["id"]
+    group = {"id": -100222, "type": "group", "title": "Acme fans"}
+    update = {**TG_UPDATE, "message": {**TG_UPDATE["message"], "chat": group}}  # type: ignore[dict-item]
+    client.post(
+        f"/webhooks/telegram/{inbox}",
+        json=update,
+        headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"},
+    )
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    ids = [
+        upload(client, world, conv["id"], name, data, "application/octet-stream")["id"]
+        for name, data in (("parcel.png", PNG), ("notes.txt", b"plain text notes\n"))
+    ]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"attachment_ids": ids},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    replying = {"message_id": 1365, "allow_sending_without_reply": True}
+    photo = json.loads(api.calls[0][2])
+    assert photo["chat_id"] == "-100222" and photo["reply_parameters"] == replying
+    _, content_type, body = api.calls[1]
+    part = message_from_bytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    ).get_payload()
+    fields = {p.get_param("name", header="content-disposition"): p for p in part}  # type: ignore[union-attr]
+    assert fields["chat_id"].get_payload() == "-100222"
+    assert json.loads(fields["reply_parameters"].get_payload()) == replying
+    out = last_message(client, world, conv["id"])
+    assert out["status"] == "sent" and out["external_id"] == "-100222:1402"
+
+
 def test_twilio_gets_the_files_as_mms_media_urls(
     client: TestClient,
     world: World,

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from rapport.app import create_app
+from rapport.channels.models import UnparsedPayload
 from rapport.channels.twilio import segments, signature
 from rapport.config import Settings
 from rapport.conversations.models import Conversation, Message
@@ -319,6 +320,88 @@ def test_a_document_or_sticker_reads_as_its_name_or_emoji(client: TestClient, wo
         telegram_post(client, inbox, {"update_id": n, "message": message})
     texts = [m["text"] for m in only_conversation(client, world, inbox)["messages"]]
     assert texts == ["[document] invoice.pdf", "[sticker] \U0001f44d"]
+
+
+def test_a_customer_who_wrote_in_a_group_is_answered_in_that_group(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # The reply went to the user's private chat (chat_id = their user id): it never showed
+    # in the group, and Telegram refused it ("Forbidden: bot can't initiate conversation
+    # with a user") unless they had started the bot.
+    url, handler = provider
+    handler.reply = {"ok": True, "result": {"message_id": "{n}"}}
+    inbox = make_inbox(
+        client,
+        world,
+        "telegram",
+        {"bot_token": "123:ABC", "secret_token": "s3cret", "api_base_url": url},
+    )
+    ann = {"id": 111, "is_bot": False, "first_name": "Ann"}
+    group = {"id": -1001234567890, "type": "supergroup", "title": "Acme fans", "is_forum": True}
+    private = {"id": 111, "type": "private", "first_name": "Ann"}
+
+    def said(chat: dict, n: int, text: str, **more: object) -> None:  # type: ignore[type-arg]
+        message = {"message_id": n, "date": 1441645532, "from": ann, "chat": chat, "text": text}
+        telegram_post(client, inbox, {"update_id": n, "message": message | more})
+
+    def reply(text: str) -> dict:  # type: ignore[type-arg]
+        handler.calls.clear()
+        conv = only_conversation(client, world, inbox)
+        client.post(
+            f"/api/v1/conversations/{conv['id']}/messages",
+            json={"text": text},
+            headers=auth(world.bob),
+        )
+        Worker(database, settings).run_until_idle()
+        [(path, _, body)] = handler.calls
+        assert path == "/bot123:ABC/sendMessage"
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    # In a forum's topic: answered in the topic, as a reply to what Ann wrote.
+    said(group, 77, "Is the shop open today?", message_thread_id=5, is_topic_message=True)
+    assert reply("Until 6 pm.") == {
+        "chat_id": "-1001234567890",
+        "message_thread_id": 5,
+        "reply_parameters": {"message_id": 77, "allow_sending_without_reply": True},
+        "text": "Until 6 pm.",
+    }
+    conv = only_conversation(client, world, inbox)
+    assert conv["messages"][0]["meta"]["telegram"]["chat_title"] == "Acme fans"
+    out = conv["messages"][-1]
+    assert out["status"] == "sent" and out["external_id"] == "-1001234567890:1"
+    # Her next word comes privately: the answer goes where she last wrote.
+    said(private, 3, "And tomorrow?")
+    assert reply("From 9 am.") == {"chat_id": "111", "text": "From 9 am."}
+    said(group, 80, "Thanks!")
+    assert reply("You are welcome.")["chat_id"] == "-1001234567890"
+
+
+@pytest.mark.parametrize("date", [-5, 10**20, 253402300800, "soon", 1.5])
+def test_a_telegram_message_with_a_date_that_is_none_is_stored_at_its_receipt(
+    client: TestClient, world: World, date: object
+) -> None:
+    # A date out of range (OverflowError, ValueError) was a 500, which Telegram sends again
+    # and again; a text raised as well, and the whole call was set aside unread.
+    inbox = telegram_inbox(client, world)
+    ann = {"id": 111, "is_bot": False, "first_name": "Ann"}
+    private = {"id": 111, "type": "private", "first_name": "Ann"}
+    message = {"message_id": 1, "date": date, "from": ann, "chat": private, "text": "hi"}
+    telegram_post(client, inbox, {"update_id": 1, "message": message})
+    blocked = {
+        "chat": private,
+        "from": ann,
+        "date": date,
+        "old_chat_member": {"user": ann, "status": "member"},
+        "new_chat_member": {"user": ann, "status": "kicked"},
+    }
+    telegram_post(client, inbox, {"update_id": 2, "my_chat_member": blocked})
+    got = only_conversation(client, world, inbox)["messages"]
+    assert [m["text"] for m in got] == ["hi", "[blocked the bot: replies cannot reach them]"]
+    assert all("sent_at" not in m["meta"] for m in got)
 
 
 def test_a_customer_who_blocks_the_bot_is_shown_in_the_conversation(
@@ -1604,6 +1687,24 @@ def test_a_second_page_of_the_same_meta_app_gets_its_messages(
     # inbox is not this one's to feed.
     assert texts_of(client, world, other_app) == []
     assert texts_of(client, world, theirs, world.mallory) == []
+
+
+@pytest.mark.parametrize("at", [-5, 10**20, 253402300800000, "soon"])
+def test_a_meta_item_with_a_time_that_is_none_is_stored_at_its_receipt(
+    client: TestClient, world: World, database: Database, at: object
+) -> None:
+    # Out of range, it raised (OverflowError, ValueError): a 500, and Meta sent the call
+    # again for days; not a number, the message was set aside unread. A delivery's moment
+    # (watermark) that cannot be one names no message.
+    inbox = meta_inbox(client, world, "messenger")
+    said = meta_event("page", {"timestamp": at, "message": {"mid": "m_odd", "text": "hello"}})
+    delivered = {"timestamp": at, "delivery": {"watermark": at}}
+    said["entry"][0]["messaging"] += meta_event("page", delivered)["entry"][0]["messaging"]
+    assert meta_post(client, "messenger", inbox, said).status_code == 200
+    [message] = only_conversation(client, world, inbox)["messages"]
+    assert message["text"] == "hello" and "sent_at" not in message["meta"]
+    with database.session(write=False) as db:
+        assert db.scalar(select(func.count()).select_from(UnparsedPayload)) == 0
 
 
 def test_an_unsent_instagram_message_stores_nothing(

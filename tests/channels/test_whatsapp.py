@@ -239,7 +239,7 @@ def test_one_unreadable_item_is_set_aside_and_the_others_of_its_call_are_stored(
 ) -> None:
     payload = message_event("wamid.GOOD1", "first")
     value = payload["entry"][0]["changes"][0]["value"]
-    bad = {**value["messages"][0], "id": "wamid.BAD", "timestamp": "not-a-number"}
+    bad = {k: v for k, v in value["messages"][0].items() if k != "from"} | {"id": "wamid.BAD"}
     good = {**value["messages"][0], "id": "wamid.GOOD2", "text": {"body": "second"}}
     value["messages"] += [bad, good]
     assert post_signed(client, inbox, payload).status_code == 200
@@ -251,7 +251,25 @@ def test_one_unreadable_item_is_set_aside_and_the_others_of_its_call_are_stored(
     with database.session(write=False) as db:
         [row] = list(db.scalars(select(UnparsedPayload)))
     assert "wamid.BAD" in row.body and "wamid.GOOD" not in row.body
-    assert "ValueError" in row.error
+    assert "KeyError" in row.error
+
+
+@pytest.mark.parametrize("timestamp", ["-5", "99999999999999999999", "253402300800", "soon"])
+def test_a_message_with_a_time_that_is_none_is_stored_at_its_receipt(
+    client: TestClient, world: World, inbox: str, database: Database, timestamp: str
+) -> None:
+    # Out of range, it raised (OverflowError, ValueError): a 500, and Meta sent the call
+    # again for days; not a number, the message was set aside unread.
+    payload = message_event("wamid.ODDTIME", "hello")
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = timestamp
+    assert post_signed(client, inbox, payload).status_code == 200
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
+    [message] = detail["messages"]
+    assert message["text"] == "hello" and "sent_at" not in message["meta"]
+    assert count(database, UnparsedPayload) == 0
 
 
 def test_a_call_that_meets_a_conflict_twice_is_answered_503_and_its_retry_stores_each_item_once(
@@ -265,7 +283,7 @@ def test_a_call_that_meets_a_conflict_twice_is_answered_503_and_its_retry_stores
     # 409, which a provider does not send again: the customer's message was lost.
     payload = message_event("wamid.GOOD1", "first")
     value = payload["entry"][0]["changes"][0]["value"]
-    bad = {**value["messages"][0], "id": "wamid.BAD", "timestamp": "not-a-number"}
+    bad = {k: v for k, v in value["messages"][0].items() if k != "from"} | {"id": "wamid.BAD"}
     good = {**value["messages"][0], "id": "wamid.GOOD2", "text": {"body": "second"}}
     value["messages"] += [bad, good]
     tries = []

@@ -9,6 +9,7 @@ import importlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
@@ -98,6 +99,9 @@ class Outbound(Addressee):
     public_url: str
     # Provider ids of the conversation's earlier messages, oldest first (email threading).
     thread_refs: list[str] = field(default_factory=list)
+    # The meta of the customer's latest message in the conversation through this inbox:
+    # where they last wrote from (a Telegram group), for channels that answer there.
+    last_inbound: dict[str, Any] = field(default_factory=dict)
     files: list[OutboundFile] = field(default_factory=list)
     # Parts of this message (its text, each file) a provider already accepted in an earlier
     # attempt, with the provider's id for each: a retry sends only the rest.
@@ -106,6 +110,22 @@ class Outbound(Addressee):
     # Whether URLs an admin set may point into our own network (RAPPORT_OUTBOUND_PRIVATE_OK):
     # calls to them go through ``rapport.outbound.request``.
     allow_private: bool = False
+
+
+def timestamp(value: Any, *, millis: bool = False) -> datetime | None:
+    """A provider's Unix time (seconds, or ``millis``), or None when it cannot be one: not a
+    whole number, not after 1970, past what a datetime holds. Read as absent (the receipt
+    time stands): raised, it failed a correctly signed call with a 500, which the provider
+    sends again, failing the same way, for days."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        number = int(value)
+        return (
+            datetime.fromtimestamp(number / 1000 if millis else number, UTC) if number > 0 else None
+        )
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def send_parts(out: Outbound, parts: list[tuple[str, str, Callable[[], str | None]]]) -> list[str]:

@@ -132,6 +132,17 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
             )
             if ref and ref.startswith("<")
         ]
+        last_inbound = db.scalar(
+            select(Message.meta)
+            .where(
+                Message.conversation_id == conv.id,
+                Message.inbox_id == inbox.id,
+                Message.direction == Direction.inbound,
+                Message.kind == MessageKind.message,
+            )
+            .order_by(Message.created_at.desc(), Message.id.desc())
+            .limit(1)
+        )
         attached = files.of_messages(db, [msg.id])[msg.id]
         # Asked again here: the customer may have opted out (an SMS STOP) since the reply
         # was queued, and the provider would refuse it or, worse, deliver it.
@@ -173,6 +184,7 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         identities=identities,
         public_url=ctx.settings.public_url,
         thread_refs=thread_refs,
+        last_inbound=dict(last_inbound or {}),
         files=[
             base.OutboundFile(
                 id=a.id,

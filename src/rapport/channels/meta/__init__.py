@@ -4,7 +4,7 @@ the Send API."""
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -112,11 +112,7 @@ class MetaChannel:
 
         def item(item: dict[str, Any], *, standby: bool = False) -> None:
             sender = str(item["sender"]["id"])
-            sent_at = (
-                datetime.fromtimestamp(int(item["timestamp"]) / 1000, UTC)
-                if item.get("timestamp")
-                else None
-            )
+            sent_at = base.timestamp(item.get("timestamp"), millis=True)
             marked = {"standby": True} if standby else {}
 
             def inbound(
@@ -236,7 +232,10 @@ class MetaChannel:
                 )
             # Messenger names a moment: everything sent up to it.
             for status, report in (("delivered", delivery), ("read", read)):
-                if report.get("watermark") and not report.get("mids") and not report.get("mid"):
+                if report.get("mids") or report.get("mid"):
+                    continue
+                # A moment that cannot be one (not a number, past any date) names nothing.
+                if base.timestamp(report.get("watermark"), millis=True) is not None:
                     events.statuses.append(
                         {
                             "watermark": int(report["watermark"]),

@@ -1,8 +1,8 @@
 """Telegram Bot API: updates by webhook (``X-Telegram-Bot-Api-Secret-Token``), replies by
 ``sendMessage``."""
 
+import json
 import mimetypes
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,6 +21,8 @@ DEFAULT_API = "https://api.telegram.org"
 # Message contents that are a file to fetch, and others that are not text or a file.
 _FILES = ("photo", "document", "voice", "video", "video_note", "sticker", "audio")
 _OTHER_CONTENT = ("poll", "dice", "venue", "game", "story", "invoice")
+# Chats of several people: a customer's message there is answered there.
+_GROUPS = ("group", "supergroup")
 
 
 def _blocked(change: dict[str, Any], inbox_id: str) -> base.WebhookEvents:
@@ -46,9 +48,7 @@ def _blocked(change: dict[str, Any], inbox_id: str) -> base.WebhookEvents:
                 external_id=f"{chat['id']}:member:{change.get('date', '')}:{new}",
                 handles=[handle(IdentityKind.telegram, str(user["id"]))],
                 text=text,
-                sent_at=datetime.fromtimestamp(int(change["date"]), UTC)
-                if change.get("date")
-                else None,
+                sent_at=base.timestamp(change.get("date")),
                 meta={"telegram": {"chat_id": chat["id"], "member": new}},
                 expect_channel="telegram",
                 auto_reply=True,
@@ -123,6 +123,16 @@ class TelegramChannel:
         extra: dict[str, Any] = {
             "telegram": {"chat_id": chat_id, "username": sender.get("username")}
         }
+        if msg["chat"].get("type") in _GROUPS:
+            # Written in a group: the sender's conversation, answered in that group (see
+            # ``send``), as a reply to this message; in a forum, in its topic.
+            extra["telegram"] |= {
+                "chat_type": msg["chat"]["type"],
+                "chat_title": msg["chat"].get("title"),
+                "message_id": msg["message_id"],
+            }
+            if msg.get("is_topic_message") and msg.get("message_thread_id"):
+                extra["telegram"]["thread_id"] = msg["message_thread_id"]
         for kind in _FILES:
             if kind in msg:
                 extra["telegram"]["media"] = kind
@@ -161,9 +171,7 @@ class TelegramChannel:
                     handles=handles,
                     text=f"(edited) {text}" if edited else text,
                     sender_name=name or str(sender.get("username") or ""),
-                    sent_at=datetime.fromtimestamp(int(msg["date"]), UTC)
-                    if msg.get("date")
-                    else None,
+                    sent_at=base.timestamp(msg.get("date")),
                     meta=extra,
                     expect_channel="telegram",
                 )
@@ -181,18 +189,32 @@ class TelegramChannel:
         if not token:
             raise base.DeliveryError("the inbox has no bot_token", permanent=True)
         chat = self.recipient(out)
+        where: dict[str, Any] = {"chat_id": chat}
+        came = out.last_inbound.get("telegram") or {}
+        if came.get("chat_type") in _GROUPS and came.get("chat_id"):
+            # The customer last wrote in a group: the answer goes there, as a reply to what
+            # they wrote (sent on if that was deleted). Sent to the user's private chat, it
+            # never showed in the group, and Telegram refused it ("bot can't initiate
+            # conversation with a user") unless they had started the bot.
+            where = {"chat_id": str(came["chat_id"])}
+            if came.get("thread_id"):
+                where["message_thread_id"] = came["thread_id"]
+            if came.get("message_id"):
+                where["reply_parameters"] = {
+                    "message_id": came["message_id"],
+                    "allow_sending_without_reply": True,
+                }
+        chat = where["chat_id"]
         api = f"{str(out.inbox.settings.get('api_base_url') or DEFAULT_API).rstrip('/')}/bot{token}"
 
         # A Telegram message id counts within its chat: each part is known as chat:id, as
         # inbound messages are, so that two chats' parts never share an id in the inbox.
         def text(piece: str) -> str:
-            sent = _call(
-                f"{api}/sendMessage", out.allow_private, json={"chat_id": chat, "text": piece}
-            )
+            sent = _call(f"{api}/sendMessage", out.allow_private, json=where | {"text": piece})
             return f"{chat}:{sent}"
 
         def send_file(f: base.OutboundFile) -> str:
-            return f"{chat}:{_send_file(api, chat, f, out.allow_private)}"
+            return f"{chat}:{_send_file(api, where, f, out.allow_private)}"
 
         ids = base.send_parts(out, base.file_parts(out, text, send_file, limit=TEXT_MAX))
         return base.SendResult(external_id=ids[-1])
@@ -207,17 +229,18 @@ PHOTO_URL_MAX = 5 * 1024 * 1024
 _DOCUMENT_BY_URL = {"image/gif", "application/pdf", "application/zip"}
 
 
-def _send_file(api: str, chat: str, f: base.OutboundFile, allow_private: bool) -> str:
+def _send_file(api: str, where: dict[str, Any], f: base.OutboundFile, allow_private: bool) -> str:
+    """``where``: the chat (and topic, message replied to) a part goes to."""
     if f.is_image and f.size <= PHOTO_URL_MAX:
-        return _call(f"{api}/sendPhoto", allow_private, json={"chat_id": chat, "photo": f.url})
+        return _call(f"{api}/sendPhoto", allow_private, json=where | {"photo": f.url})
     if f.content_type in _DOCUMENT_BY_URL:
-        return _call(
-            f"{api}/sendDocument", allow_private, json={"chat_id": chat, "document": f.url}
-        )
+        return _call(f"{api}/sendDocument", allow_private, json=where | {"document": f.url})
+    # A multipart form's fields are text: an object as the JSON the Bot API reads.
+    form = {k: v if isinstance(v, str | int) else json.dumps(v) for k, v in where.items()}
     return _call(
         f"{api}/sendDocument",
         allow_private,
-        data={"chat_id": chat},
+        data=form,
         files={"document": (f.filename, f.data(), f.content_type)},
     )
 

@@ -9,7 +9,7 @@ window only an approved template may be sent.
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -186,9 +186,7 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
             def message(msg: dict[str, Any], names: dict[Any, Any] = names) -> None:
                 wa_id = str(msg["from"])
                 text, extra = _text_of(msg)
-                sent_at = None
-                if msg.get("timestamp"):
-                    sent_at = datetime.fromtimestamp(int(msg["timestamp"]), UTC)
+                sent_at = base.timestamp(msg.get("timestamp"))
                 events.messages.append(
                     InboundMessage(
                         inbox_id=inbox.id,
