@@ -28,7 +28,14 @@ from rapport.db import Database
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.service import retry_all_dead
 from rapport.jobs.worker import Worker
-from tests.channels.test_providers import SMS, deliver_now, long_text, twilio_post, utf16
+from tests.channels.test_providers import (
+    SMS,
+    deliver_now,
+    left_out,
+    long_text,
+    twilio_post,
+    utf16,
+)
 from tests.conftest import auth
 from tests.factories import World, written_ago
 
@@ -311,18 +318,24 @@ def test_a_call_that_meets_a_conflict_twice_is_answered_503_and_its_retry_stores
 
 
 def test_an_event_for_another_number_of_the_same_app_is_not_this_inboxs(
-    client: TestClient, inbox: str, database: Database
+    client: TestClient, inbox: str, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     # One Meta app has one callback URL for all its numbers: each inbox keeps its own.
     payload = message_event("wamid.OTHERNUMBER", "for the other shop")
     payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999999999"
     before = count(database, Message)
-    assert post_signed(client, inbox, payload).status_code == 200
+    with caplog.at_level(logging.WARNING):
+        assert post_signed(client, inbox, payload).status_code == 200
     assert count(database, Message) == before
+    assert left_out(caplog) == [["999999999"]]
 
 
 def test_an_event_for_another_number_of_the_same_app_reaches_that_numbers_inbox(
-    client: TestClient, world: World, inbox: str, database: Database
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The other number's inbox has no callback URL Meta calls (one per app): its events,
     # reaching this inbox, were left out and stored nowhere.
@@ -340,7 +353,10 @@ def test_an_event_for_another_number_of_the_same_app_reaches_that_numbers_inbox(
     other = str(r.json()["id"])
     payload = message_event("wamid.OTHERNUMBER", "for the other shop")
     payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999999999"
-    assert post_signed(client, inbox, payload).status_code == 200
+    with caplog.at_level(logging.WARNING):
+        assert post_signed(client, inbox, payload).status_code == 200
+    # Taken, it is not said to be left out (it was, by this inbox).
+    assert left_out(caplog) == []
     [conv] = client.get(
         "/api/v1/conversations", params={"inbox_id": other}, headers=auth(world.bob)
     ).json()["items"]

@@ -83,6 +83,7 @@ async def receive(channel: str, inbox_id: str, request: Request) -> Response:
     siblings = await run_in_threadpool(
         _siblings, database, state.box, handler, inbox, secrets, call
     )
+    _left_out(handler, call, inbox, siblings)
     calls = [(box_inbox, _parse(handler, call, box_inbox)) for box_inbox in [inbox, *siblings]]
     writer: IngestWriter = state.ingest
     try:
@@ -174,6 +175,27 @@ def _siblings(
                 db.expunge(other)
                 found.append(other)
     return found
+
+
+def _left_out(handler: Any, call: base.WebhookRequest, inbox: Inbox, took: list[Inbox]) -> None:
+    """Say which pages or numbers of the call no inbox took (another app's, another
+    workspace's, one with no inbox): each parse leaves out what is not its own, and said
+    there, every inbox warned of what its siblings had taken."""
+    key: str = getattr(handler, "account_key", "")
+    ours = str(inbox.settings.get(key) or "") if key else ""
+    if not ours:  # an inbox that names no page takes every entry
+        return
+    left = set(handler.accounts(call)) - {ours} - {str(o.settings.get(key)) for o in took}
+    if left:
+        log.warning(
+            "a Meta event for a page or number no inbox takes was left out",
+            extra={
+                "event": "webhook.other_account",
+                "inbox_id": inbox.id,
+                "channel": inbox.channel,
+                "accounts": sorted(left),
+            },
+        )
 
 
 def _text(body: bytes) -> str:

@@ -2,7 +2,6 @@
 the Send API."""
 
 import json
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +15,6 @@ from rapport.customers.identity import handle, page_noun
 from rapport.customers.models import IdentityKind
 from rapport.ingest import InboundMessage
 
-log = logging.getLogger(__name__)
 DEFAULT_API = "https://graph.facebook.com/v21.0"
 WINDOW = timedelta(hours=24)
 
@@ -247,11 +245,7 @@ class MetaChannel:
 
         for entry in payload.get("entry", []):
             if ours and entry.get("id") and str(entry["id"]) != str(ours):
-                log.warning(
-                    "a Meta event for another page was left out",
-                    extra={"event": "webhook.other_page", "inbox_id": inbox.id},
-                )
-                continue
+                continue  # another page's (the router says if no inbox took it)
             events.each(entry.get("messaging", []), item)
             events.each(entry.get("standby", []), lambda i: item(i, standby=True))
         return events

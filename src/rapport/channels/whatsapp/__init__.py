@@ -173,11 +173,7 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
             value = change.get("value", {})
             number = (value.get("metadata") or {}).get("phone_number_id")
             if ours and number and str(number) != str(ours):
-                log.warning(
-                    "a WhatsApp event for another number was left out",
-                    extra={"event": "webhook.other_number", "inbox_id": inbox.id},
-                )
-                continue
+                continue  # another number's (the router says if no inbox took it)
             names = {
                 c.get("wa_id"): c.get("profile", {}).get("name", "")
                 for c in value.get("contacts", [])
