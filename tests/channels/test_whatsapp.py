@@ -279,6 +279,34 @@ def test_a_message_with_a_time_that_is_none_is_stored_at_its_receipt(
     assert count(database, UnparsedPayload) == 0
 
 
+def test_an_error_of_the_number_or_app_is_logged_by_its_code(
+    client: TestClient, inbox: str, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Meta's ``value.errors`` (a problem of the app or account, no message's) were dropped
+    # without a word: nobody learnt why messages stopped coming or going.
+    payload = status_event("wamid.X", "sent")
+    value = payload["entry"][0]["changes"][0]["value"]
+    del value["statuses"]
+    value["errors"] = [  # as Meta documents it
+        {
+            "code": 130429,
+            "title": "Rate limit hit",
+            "message": "Rate limit hit",
+            "error_data": {"details": "Too many messages sent to +16505551234"},
+            "href": "/docs/whatsapp/cloud-api/support/error-codes/",
+        }
+    ]
+    with caplog.at_level(logging.WARNING, logger="rapport.channels.whatsapp"):
+        assert post_signed(client, inbox, payload).status_code == 200
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "whatsapp.webhook_error"]
+    assert record.levelno == logging.WARNING
+    assert record.inbox_id == inbox and record.phone_number_id == "106540352242922"  # type: ignore[attr-defined]
+    assert record.codes == [130429] and record.titles == ["Rate limit hit"]  # type: ignore[attr-defined]
+    # Its details may quote a customer: not in the log.
+    assert not any("6505551234" in repr(r.__dict__) for r in caplog.records)
+    assert count(database, UnparsedPayload) == 0
+
+
 def test_a_call_that_meets_a_conflict_twice_is_answered_503_and_its_retry_stores_each_item_once(
     client: TestClient,
     world: World,

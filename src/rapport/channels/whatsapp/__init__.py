@@ -161,11 +161,29 @@ def _moved_to(msg: dict[str, Any], wa_id: str) -> list[Handle]:
         return []
 
 
+def _problems(errors: Any, *, inbox: Any, number: Any) -> None:
+    """Errors Meta reports on the number or the app, not on one message (``value.errors``:
+    a system-, app- or account-level problem kept a request from being processed): said
+    as a warning by their codes and titles (their details may quote a customer). They
+    were dropped without a word."""
+    found = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+    log.warning(
+        "WhatsApp reported a problem with the number or the app",
+        extra={
+            "event": "whatsapp.webhook_error",
+            "inbox_id": inbox.id,
+            "phone_number_id": str(number or ""),
+            "codes": [e.get("code") for e in found],
+            "titles": [str(e.get("title") or e.get("message") or "")[:200] for e in found],
+        },
+    )
+
+
 def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
     """Inbound messages and status updates of one webhook call. Each message and status is
     read on its own (one that cannot be is set aside, the others go on); changes for another
     WhatsApp number than the inbox's (one Meta app, one callback URL, several numbers) are
-    not this inbox's and are left out."""
+    not this inbox's and are left out. Errors of the number or app are logged."""
     events = base.WebhookEvents()
     ours = inbox.settings.get("phone_number_id")
     for entry in payload.get("entry", []):
@@ -174,6 +192,8 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
             number = (value.get("metadata") or {}).get("phone_number_id")
             if ours and number and str(number) != str(ours):
                 continue  # another number's (the router says if no inbox took it)
+            if value.get("errors"):
+                _problems(value["errors"], inbox=inbox, number=number)
             names = {
                 c.get("wa_id"): c.get("profile", {}).get("name", "")
                 for c in value.get("contacts", [])
