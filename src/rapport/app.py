@@ -113,6 +113,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     from rapport.web import views as web_views
     from rapport.workspaces import views as workspace_views
 
+    # What one chat visitor may send, and how many visitors one address may make.
+    app.state.widget_limits = webchat_views.WidgetLimits(settings.redis_url)
     for module in (
         ops,
         auth_views,

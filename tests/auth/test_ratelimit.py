@@ -36,3 +36,32 @@ def test_a_refund_takes_back_its_own_attempt_even_after_the_window_turned(
         assert limiter.take(key) is None
     limiter.refund(right)  # twice gives nothing more back
     assert limiter.take(key) is None
+
+
+def test_keys_sprayed_once_are_forgotten_once_their_window_has_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each key's old hits went only when that key was used again, so a spray of keys used
+    # once (a visitor id, an address, an email each time) was kept for ever, and past the
+    # bound every hit copied them all once more.
+    limiter = RateLimiter(limit=5, window=60)
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(ratelimit, "_KEYS_KEPT", 1000)
+    monkeypatch.setattr(limiter, "_prune_at", 1000)
+    for i in range(999):  # with "kept", the bound's 1000 keys
+        assert limiter.hit(f"spray:{i}")
+    for _ in range(5):
+        assert limiter.hit("kept")
+    clock[0] += 61
+    assert limiter.hit("late")  # one more key past the bound: the stale ones go
+    assert set(limiter._hits) == {"late"}
+    # Keys still counting are never dropped to make room: "again" stays spent.
+    for _ in range(5):
+        assert limiter.hit("again")
+    for i in range(3000):
+        limiter.hit(f"live:{i}")
+    assert not limiter.hit("again")
+    assert len(limiter._hits) == 3002
+    # and the keys are not copied again at every hit once the live ones pass the bound
+    assert limiter._prune_at >= 2000

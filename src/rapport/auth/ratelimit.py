@@ -14,6 +14,9 @@ if v and tonumber(v) > 0 then return redis.call('DECR', KEYS[1]) end
 return 0
 """
 
+# Keys held in memory before those whose window has passed are forgotten.
+_KEYS_KEPT = 100_000
+
 
 @dataclass(frozen=True)
 class Spent:
@@ -32,6 +35,7 @@ class RateLimiter:
         self.limit = limit
         self.window = window
         self._hits: dict[str, deque[float]] = {}
+        self._prune_at = _KEYS_KEPT
         self._lock = threading.Lock()
         self._redis: Any = None
         if redis_url:
@@ -62,9 +66,18 @@ class RateLimiter:
             if len(q) >= self.limit:
                 return None
             q.append(now)
-            if len(self._hits) > 100_000:  # bound memory under a spray of keys
-                self._hits = {k: v for k, v in self._hits.items() if v}
+            if len(self._hits) > self._prune_at:
+                self._prune(now)
             return Spent(key, now, None)
+
+    def _prune(self, now: float) -> None:
+        """Forget the keys with no hit left in the window (a spray of keys, each used once,
+        kept every one of them: a key's old hits only went when it was used again). Keys
+        still counting are kept, however many: dropping one would give its budget back to
+        whoever sprayed the others. The next pruning waits until the keys kept have
+        doubled, so a window full of live keys is not copied again at every hit."""
+        self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self.window}
+        self._prune_at = max(_KEYS_KEPT, 2 * len(self._hits))
 
     def _take_redis(self, key: str) -> Spent | None:
         bucket = int(time.time() // self.window)

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import (
     APIRouter,
@@ -24,9 +25,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select, tuple_, update
+from starlette.requests import HTTPConnection
 
 from rapport.auth import service as auth
 from rapport.auth.models import Membership
+from rapport.auth.ratelimit import RateLimiter
+from rapport.auth.views import client_address
 from rapport.bot import service as bot
 from rapport.bus import get_bus
 from rapport.channels import base, webchat
@@ -39,7 +43,7 @@ from rapport.conversations.service import message_payload
 from rapport.crypto import SecretBox
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
-from rapport.problems import Forbidden, Invalid, NotFound
+from rapport.problems import Forbidden, Invalid, NotFound, TooMany
 from rapport.realtime import presence
 from rapport.realtime import service as realtime
 from rapport.storage import LocalStorage
@@ -86,20 +90,71 @@ class SessionIn(BaseModel):
     user_hash: str | None = Field(default=None, max_length=128)
 
 
+class WidgetLimits:
+    """What one visitor may send, and how many new visitors one address may make, in each
+    chat: the widget needs no sign-in, and each message it stores sets the workers going
+    (the bot, routing, rules). Without them one script posting in a loop filled an inbox,
+    and the job queue every workspace shares. Counted in Redis when configured, so every
+    process of a deployment shares them."""
+
+    def __init__(self, redis_url: str | None = None) -> None:
+        # A person types a few messages a minute; a paste of lines comes in a burst.
+        self.messages = RateLimiter(limit=20, window=60, redis_url=redis_url)
+        # Files are up to 10 MB each: fewer, over longer.
+        self.files = RateLimiter(limit=10, window=600, redis_url=redis_url)
+        # Every new browser on the host site is a new visitor; many share one address
+        # behind a carrier's NAT, so the budget is wide: it stops a loop, not a crowd.
+        self.visitors = RateLimiter(limit=300, window=3600, redis_url=redis_url)
+
+
+def _limits(request: Request) -> WidgetLimits:
+    limits: WidgetLimits = request.app.state.widget_limits
+    return limits
+
+
+async def _spend(limiter: RateLimiter, key: str, what: str) -> None:
+    """Count one against ``key``'s budget; 429 (asking again later) once it is spent."""
+    if not await run_in_threadpool(limiter.hit, key):
+        raise TooMany(f"too many {what}: wait a moment", seconds=int(limiter.window))
+
+
 class SayIn(BaseModel):
     text: str = Field(min_length=1, max_length=10_000)
 
 
-def _cors(request: Request, inbox: Inbox, response: Response) -> Response:
+def _origin(text: str) -> str:
+    """An origin as browsers send it: scheme and host in lower case, no default port, no
+    path. What an admin pastes from the address bar ("https://Shop.example/") is the
+    origin "https://shop.example" of the same page."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return text
+    if not parts.scheme or not parts.hostname:
+        return text
+    scheme = parts.scheme.lower()
+    default = {"http": 80, "https": 443}.get(scheme)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def _allowed(request: HTTPConnection, inbox: Inbox) -> bool:
+    """Whether the page asking (its Origin; none outside a browser) may use this chat."""
     origin = request.headers.get("origin")
     allowed = inbox.settings.get("allowed_origins") or ["*"]
-    if origin and ("*" in allowed or origin in allowed):
+    return not origin or "*" in allowed or _origin(origin) in {_origin(a) for a in allowed}
+
+
+def _cors(request: Request, inbox: Inbox, response: Response) -> Response:
+    origin = request.headers.get("origin")
+    if not _allowed(request, inbox):
+        raise Forbidden("this page's origin may not use this chat")
+    if origin:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
         response.headers["Access-Control-Allow-Headers"] = "Content-Type, X-Rapport-Visitor"
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-    elif origin:
-        raise Forbidden("this page's origin may not use this chat")
     return response
 
 
@@ -108,6 +163,16 @@ def _inbox(database: Database, token: str) -> Inbox:
         inbox = webchat.inbox_by_token(db, token)
         db.expunge(inbox)
         return inbox
+
+
+async def _chat(request: Request, token: str) -> Inbox:
+    """The chat of ``token``, for a page its inbox allows: refused before anything is done
+    (a page of another origin had its visitor made, its message stored, its read receipt
+    written, and only the answer refused)."""
+    inbox = await run_in_threadpool(_inbox, request.app.state.database, token)
+    if not _allowed(request, inbox):
+        raise Forbidden("this page's origin may not use this chat")
+    return inbox
 
 
 @router.get("/widget.js", include_in_schema=False)
@@ -144,7 +209,9 @@ async def session(token: str, body: SessionIn, request: Request) -> Response:
     """Start or resume a visitor: the token goes back to the browser's storage."""
     database: Database = request.app.state.database
     box: SecretBox = request.app.state.box
-    inbox = await run_in_threadpool(_inbox, database, token)
+    inbox = await _chat(request, token)
+
+    limits = _limits(request)
 
     def work() -> dict[str, Any]:
         with database.session() as db:
@@ -159,6 +226,11 @@ async def session(token: str, body: SessionIn, request: Request) -> Response:
                 user_hash=body.user_hash,
                 secret=secret,
             )
+            if plain != body.visitor_token and not limits.visitors.hit(
+                f"webchat:visitors:{inbox.id}:{client_address(request)}"
+            ):
+                # Raised inside the transaction: the visitor just made is not kept.
+                raise TooMany("too many new visitors from this address", seconds=3600)
             return {
                 "visitor_token": plain,
                 "visitor_id": visitor.id,
@@ -249,7 +321,7 @@ async def history(
     """The visitor's chat (its newest 500 messages), or with ``after`` a message id, only
     the messages since that one."""
     database: Database = request.app.state.database
-    inbox = await run_in_threadpool(_inbox, database, token)
+    inbox = await _chat(request, token)
 
     def work() -> list[dict[str, Any]]:
         with database.session(write=False) as db:
@@ -263,9 +335,10 @@ async def history(
 async def say(token: str, body: SayIn, request: Request, visitor_token: VisitorToken) -> Response:
     """The visitor writes: through the one ingest path, like every channel."""
     database: Database = request.app.state.database
-    inbox = await run_in_threadpool(_inbox, database, token)
+    inbox = await _chat(request, token)
 
     visitor, region = await run_in_threadpool(_visitor_and_region, database, inbox, visitor_token)
+    await _spend(_limits(request).messages, f"webchat:messages:{visitor.id}", "messages")
     writer: IngestWriter = request.app.state.ingest
     stored = await writer.submit(
         InboundMessage(
@@ -314,7 +387,7 @@ class ReadIn(BaseModel):
 async def read(token: str, body: ReadIn, request: Request, visitor_token: VisitorToken) -> Response:
     """The visitor has seen the conversation up to this message: agents see "read"."""
     database: Database = request.app.state.database
-    inbox = await run_in_threadpool(_inbox, database, token)
+    inbox = await _chat(request, token)
 
     def work() -> None:
         with database.session() as db:
@@ -335,7 +408,7 @@ async def upload(
 ) -> Response:
     """The visitor sends a file (with an optional message), through the one ingest path."""
     database: Database = request.app.state.database
-    inbox = await run_in_threadpool(_inbox, database, token)
+    inbox = await _chat(request, token)
     data = await file.read(webchat.MAX_UPLOAD_BYTES + 1)
     if len(data) > webchat.MAX_UPLOAD_BYTES:
         raise Invalid(f"files up to {webchat.MAX_UPLOAD_BYTES // (1024 * 1024)} MB can be sent")
@@ -343,6 +416,9 @@ async def upload(
         raise Invalid("the file is empty")
 
     visitor, region = await run_in_threadpool(_visitor_and_region, database, inbox, visitor_token)
+    limits = _limits(request)
+    await _spend(limits.files, f"webchat:files:{visitor.id}", "files")
+    await _spend(limits.messages, f"webchat:messages:{visitor.id}", "messages")
     writer: IngestWriter = request.app.state.ingest
     name = Path(file.filename or "file").name[:200] or "file"
     stored = await writer.submit(
@@ -381,7 +457,7 @@ async def download(
 ) -> Response:
     """A file of the visitor's own conversation, always as a download."""
     database: Database = request.app.state.database
-    inbox = await run_in_threadpool(_inbox, database, token)
+    inbox = await _chat(request, token)
 
     def work() -> tuple[Attachment, bytes]:
         with database.session(write=False) as db:
@@ -405,7 +481,7 @@ async def rate(
 ) -> Response:
     """The visitor says whether a bot answer helped (an unhelpful one counts as a miss)."""
     database: Database = request.app.state.database
-    inbox = await run_in_threadpool(_inbox, database, token)
+    inbox = await _chat(request, token)
 
     def work() -> None:
         with database.session() as db:
@@ -426,7 +502,7 @@ async def rate(
 async def typing(token: str, request: Request, visitor_token: VisitorToken) -> Response:
     """The visitor is typing: told to the agents at once, stored nowhere."""
     database: Database = request.app.state.database
-    inbox = await run_in_threadpool(_inbox, database, token)
+    inbox = await _chat(request, token)
 
     def chat() -> tuple[str | None, str | None]:
         """The visitor's customer and the chat they type in: the conversation of their
@@ -477,6 +553,9 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
     try:
         inbox = await run_in_threadpool(_inbox, database, token)
     except Exception:
+        await ws.close(code=1008)
+        return
+    if not _allowed(ws, inbox):  # a browser names the page's origin on a socket too
         await ws.close(code=1008)
         return
 

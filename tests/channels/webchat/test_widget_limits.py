@@ -1,0 +1,151 @@
+"""The widget's public API refuses what it must before doing anything: a page of an origin
+the inbox does not allow, and a visitor (or a script) sending faster than a person."""
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from starlette.websockets import WebSocketDisconnect
+
+from rapport.channels.webchat.models import Visitor
+from rapport.conversations.models import Message
+from rapport.db import Database
+from tests.channels.webchat.test_widget import (  # noqa: F401  (chat: a fixture)
+    HOST_PAGE,
+    chat,
+    next_message,
+    say,
+    start,
+)
+from tests.conftest import auth
+from tests.factories import World
+
+EVIL = "http://evil.example"
+
+
+def visitors(database: Database) -> int:
+    with database.session(write=False) as db:
+        return int(db.scalar(select(func.count()).select_from(Visitor)) or 0)
+
+
+def messages(database: Database, inbox_id: str) -> int:
+    with database.session(write=False) as db:
+        return int(db.scalar(select(func.count()).where(Message.inbox_id == inbox_id)) or 0)
+
+
+def test_a_page_of_another_origin_makes_no_visitor_and_sends_nothing(
+    client: TestClient,
+    database: Database,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    r = client.post(f"/widget/api/{chat['token']}/session", json={}, headers={"Origin": EVIL})
+    assert r.status_code == 403
+    assert visitors(database) == 0
+    visitor = start(client, chat)["visitor_token"]
+    # The visitor's token, stolen into a page of another origin, sends nothing either.
+    r = client.post(
+        f"/widget/api/{chat['token']}/messages",
+        json={"text": "from elsewhere"},
+        headers={"Origin": EVIL, "X-Rapport-Visitor": visitor},
+    )
+    assert r.status_code == 403
+    assert messages(database, chat["id"]) == 0
+
+
+def test_an_allowed_origin_matches_however_the_admin_wrote_it(
+    client: TestClient, world: World
+) -> None:
+    made = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Chat",
+            "channel": "webchat",
+            "settings": {"allowed_origins": ["https://Shop.example/", "http://a.example:8080/x"]},
+        },
+        headers=auth(world.alice),
+    ).json()
+    url = f"/widget/api/{made['public_token']}/session"
+    for origin in ("https://shop.example", "http://a.example:8080"):
+        assert client.post(url, json={}, headers={"Origin": origin}).status_code == 200, origin
+    # Exact origins only: no other scheme, port, or host that merely ends the same way.
+    for origin in (
+        "http://shop.example",
+        "https://shop.example:444",
+        "https://evilshop.example",
+        "https://shop.example.evil.test",
+        "http://a.example",
+    ):
+        assert client.post(url, json={}, headers={"Origin": origin}).status_code == 403, origin
+
+
+def test_a_socket_from_a_page_of_another_origin_is_closed(
+    client: TestClient,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    visitor = start(client, chat)["visitor_token"]
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        client.websocket_connect(
+            f"/widget/ws/{chat['token']}?visitor={visitor}", headers={"Origin": EVIL}
+        ) as ws,
+    ):
+        next_message(ws, seconds=5)  # a socket left open fails here, not hangs
+    assert closed.value.code == 1008
+
+
+def test_a_visitor_sending_faster_than_a_person_is_held_back_and_others_are_not(
+    client: TestClient,
+    database: Database,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    flooder = start(client, chat)["visitor_token"]
+    for i in range(20):
+        say(client, chat, flooder, f"message {i}")
+    r = client.post(
+        f"/widget/api/{chat['token']}/messages",
+        json={"text": "one too many"},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": flooder},
+    )
+    assert r.status_code == 429 and r.headers["retry-after"] == "60"
+    assert r.json()["type"].endswith("rate-limited")
+    files = client.post(
+        f"/widget/api/{chat['token']}/attachments",
+        files={"file": ("a.txt", b"hello", "text/plain")},
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": flooder},
+    )
+    assert files.status_code == 429
+    assert messages(database, chat["id"]) == 20
+    # Someone else in the same chat is not held back by them.
+    say(client, chat, start(client, chat)["visitor_token"], "hello")
+
+
+def test_a_visitor_sends_at_most_ten_files_in_ten_minutes(
+    client: TestClient,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    visitor = start(client, chat)["visitor_token"]
+    codes = [
+        client.post(
+            f"/widget/api/{chat['token']}/attachments",
+            files={"file": (f"{i}.txt", b"hello", "text/plain")},
+            headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": visitor},
+        ).status_code
+        for i in range(11)
+    ]
+    assert codes == [201] * 10 + [429]
+
+
+def test_one_address_makes_only_so_many_new_visitors_and_a_returning_one_still_comes_in(
+    client: TestClient,
+    database: Database,
+    chat: dict[str, str],  # noqa: F811
+    app: object,
+) -> None:
+    limits = app.state.widget_limits  # type: ignore[attr-defined]
+    limits.visitors.limit = 3
+    known = start(client, chat)["visitor_token"]
+    start(client, chat)
+    start(client, chat)
+    r = client.post(f"/widget/api/{chat['token']}/session", json={}, headers={"Origin": HOST_PAGE})
+    assert r.status_code == 429
+    assert visitors(database) == 3
+    assert start(client, chat, visitor_token=known)["visitor_token"] == known
