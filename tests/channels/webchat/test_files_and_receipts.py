@@ -56,6 +56,25 @@ def test_a_visitor_sends_a_file_that_agents_and_only_that_visitor_can_open(
     assert history[-1]["attachments"][0]["filename"] == "receipt.pdf"
 
 
+def test_a_visitors_file_name_cannot_pose_as_another_kind_of_file(
+    client: TestClient,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    # U+202E turns the rest of a name around where an agent reads it: "invoice\u202efdp.exe"
+    # shows as "invoiceexe.pdf". An agent's own upload was cleaned of it; a visitor's was not.
+    visitor = start(client, chat)["visitor_token"]
+    names = []
+    for name in ("invoice\u202efdp.exe", "..\\..\\boot.ini", "zero\u200bwidth.txt"):
+        r = client.post(
+            f"/widget/api/{chat['token']}/attachments",
+            files={"file": (name, b"MZ not really", "application/pdf")},
+            headers=visitor_headers(visitor),
+        )
+        assert r.status_code == 201, r.text
+        names.append(r.json()["attachments"][0]["filename"])
+    assert names == ["invoicefdp.exe", "boot.ini", "zerowidth.txt"]
+
+
 def test_the_history_reads_every_messages_files_in_one_query_however_long_it_is(
     client: TestClient,
     chat: dict[str, str],  # noqa: F811

@@ -420,7 +420,7 @@ async def upload(
     await _spend(limits.files, f"webchat:files:{visitor.id}", "files")
     await _spend(limits.messages, f"webchat:messages:{visitor.id}", "messages")
     writer: IngestWriter = request.app.state.ingest
-    name = Path(file.filename or "file").name[:200] or "file"
+    name = files.clean_filename(file.filename)
     stored = await writer.submit(
         InboundMessage(
             inbox_id=inbox.id,
