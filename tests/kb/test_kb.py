@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from rapport.assistant import embeddings
 from rapport.config import Settings
@@ -244,13 +245,39 @@ def test_a_public_article_is_rendered_with_no_write_lock_held_and_its_view_count
     # held SQLite's one write lock while the page rendered.
     ids = setup_center(client, world)
     held = record_write_lock(monkeypatch, public, "_page", database)
-    for _ in range(2):
-        assert client.get("/help/acme/articles/refunds-and-returns").status_code == 200
+    for address in ("203.0.113.1", "203.0.113.2"):
+        with TestClient(client.app, client=(address, 50000)) as reader:
+            assert reader.get("/help/acme/articles/refunds-and-returns").status_code == 200
     assert held == [False, False]
     viewed = client.get(
         f"/api/v1/kb/articles/{ids['Refunds and returns']}", headers=auth(world.bob)
     ).json()
     assert viewed["views"] == 2
+
+
+def test_a_reader_reloading_an_article_counts_one_view_and_writes_nothing_more(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Each reload was a view more (a loop put any article at the top of "Popular") and a
+    # write transaction more.
+    ids = setup_center(client, world)
+    updates: list[str] = []
+
+    def seen(conn: object, cursor: object, sql: str, *rest: object) -> None:
+        if sql.lstrip().upper().startswith("UPDATE"):
+            updates.append(sql)
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(5):
+            assert client.get("/help/acme/articles/refunds-and-returns").status_code == 200
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert len(updates) == 1
+    viewed = client.get(
+        f"/api/v1/kb/articles/{ids['Refunds and returns']}", headers=auth(world.bob)
+    ).json()
+    assert viewed["views"] == 1
 
 
 @sqlite_only
@@ -269,3 +296,4 @@ def test_an_article_is_rendered_before_its_save_takes_the_write_lock(
     )
     assert r.status_code == 200 and "Two" in r.json()["html"], r.text
     assert held == [False, False]
+

@@ -25,6 +25,10 @@ from rapport.problems import Forbidden, NotFound
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(prefix="/help", include_in_schema=False)
 _votes = RateLimiter(limit=30, window=3600)
+# A reader's view of an article counts once an hour: each reload (or a script fetching one
+# page in a loop) was a view more, which put any article at the top of "Popular", and a
+# write transaction more, on SQLite's one writer that every inbound message waits for.
+_viewers = RateLimiter(limit=1, window=3600)
 
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data:; "
@@ -195,8 +199,10 @@ def article_page(
             thanks=bool(thanks),
             base=_base(request),
         )
-    with database.session() as db:
-        service.count_view(db, article_id=row.id)
+    address = request.client.host if request.client else "?"
+    if _viewers.hit(f"kbview:{row.id}:{address}"):
+        with database.session() as db:
+            service.count_view(db, article_id=row.id)
     return page
 
 
