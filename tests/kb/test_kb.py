@@ -297,3 +297,23 @@ def test_an_article_is_rendered_before_its_save_takes_the_write_lock(
     assert r.status_code == 200 and "Two" in r.json()["html"], r.text
     assert held == [False, False]
 
+
+def test_a_collection_of_drafts_alone_is_not_public(client: TestClient, world: World) -> None:
+    setup_center(client, world)
+    col = client.post(
+        "/api/v1/kb/collections",
+        json={"title": "Spring launch", "description": "Not announced yet"},
+        headers=auth(world.bob),
+    ).json()
+    draft = client.post(
+        "/api/v1/kb/articles",
+        json={"title": "The new plan", "body": "Coming in May.", "collection_id": col["id"]},
+        headers=auth(world.bob),
+    )
+    assert draft.status_code == 201
+    assert "Spring launch" not in client.get("/help/acme/").text
+    page = client.get(f"/help/acme/collections/{col['slug']}")
+    assert page.status_code == 404 and "Not announced yet" not in page.text
+    client.post(f"/api/v1/kb/articles/{draft.json()['id']}/publish", headers=auth(world.bob))
+    page = client.get(f"/help/acme/collections/{col['slug']}")
+    assert page.status_code == 200 and "The new plan" in page.text

@@ -147,6 +147,10 @@ def collection_page(
                 .order_by(Article.position, Article.title)
             )
         )
+        if not articles:
+            # Not on the home page either: a collection of drafts alone (a launch still
+            # being written) is not public yet, its title and description included.
+            return _not_found(request, "collection")
         return _page(
             request,
             "help_collection.html",
