@@ -1,11 +1,14 @@
 """The widget's public API refuses what it must before doing anything: a page of an origin
 the inbox does not allow, and a visitor (or a script) sending faster than a person."""
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from starlette.websockets import WebSocketDisconnect
 
+from rapport import bus
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations.models import Message
 from rapport.db import Database
@@ -149,3 +152,34 @@ def test_one_address_makes_only_so_many_new_visitors_and_a_returning_one_still_c
     assert r.status_code == 429
     assert visitors(database) == 3
     assert start(client, chat, visitor_token=known)["visitor_token"] == known
+
+
+def test_a_visitor_typing_in_a_loop_reaches_agents_only_so_often(
+    client: TestClient,
+    chat: dict[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each "typing" is an event to every agent's page of the workspace.
+    visitor = start(client, chat)["visitor_token"]
+    say(client, chat, visitor, "hi")
+    shared = bus.get_bus()
+    publish = shared.publish
+    typed: list[dict[str, Any]] = []
+
+    def counted(event: dict[str, Any]) -> None:
+        if event["type"] == "visitor.typing":
+            typed.append(event)
+        publish(event)
+
+    monkeypatch.setattr(shared, "publish", counted)
+    headers = {"Origin": HOST_PAGE, "X-Rapport-Visitor": visitor}
+    codes = {
+        client.post(f"/widget/api/{chat['token']}/typing", headers=headers).status_code
+        for _ in range(70)
+    }
+    assert codes == {204} and len(typed) == 60
+    # Read receipts share that budget, and are refused past it.
+    r = client.post(
+        f"/widget/api/{chat['token']}/read", json={"message_id": "x" * 32}, headers=headers
+    )
+    assert r.status_code == 429

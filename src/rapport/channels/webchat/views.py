@@ -40,7 +40,7 @@ from rapport.conversations import files
 from rapport.conversations.models import Attachment, Conversation, Message, MessageKind
 from rapport.conversations.routing import is_online
 from rapport.conversations.service import message_payload
-from rapport.crypto import SecretBox
+from rapport.crypto import SecretBox, sha256_hex
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
 from rapport.problems import Forbidden, Invalid, NotFound, TooMany
@@ -105,6 +105,9 @@ class WidgetLimits:
         # Every new browser on the host site is a new visitor; many share one address
         # behind a carrier's NAT, so the budget is wide: it stops a loop, not a crowd.
         self.visitors = RateLimiter(limit=300, window=3600, redis_url=redis_url)
+        # Typing, read receipts and ratings: each one an event to every agent's page, or a
+        # write. The widget says "typing" at most every three seconds.
+        self.actions = RateLimiter(limit=60, window=60, redis_url=redis_url)
 
 
 def _limits(request: Request) -> WidgetLimits:
@@ -388,6 +391,9 @@ async def read(token: str, body: ReadIn, request: Request, visitor_token: Visito
     """The visitor has seen the conversation up to this message: agents see "read"."""
     database: Database = request.app.state.database
     inbox = await _chat(request, token)
+    await _spend(
+        _limits(request).actions, f"webchat:actions:{sha256_hex(visitor_token)}", "requests"
+    )
 
     def work() -> None:
         with database.session() as db:
@@ -482,6 +488,9 @@ async def rate(
     """The visitor says whether a bot answer helped (an unhelpful one counts as a miss)."""
     database: Database = request.app.state.database
     inbox = await _chat(request, token)
+    await _spend(
+        _limits(request).actions, f"webchat:actions:{sha256_hex(visitor_token)}", "requests"
+    )
 
     def work() -> None:
         with database.session() as db:
@@ -503,6 +512,10 @@ async def typing(token: str, request: Request, visitor_token: VisitorToken) -> R
     """The visitor is typing: told to the agents at once, stored nowhere."""
     database: Database = request.app.state.database
     inbox = await _chat(request, token)
+    key = f"webchat:actions:{sha256_hex(visitor_token)}"
+    if not await run_in_threadpool(_limits(request).actions.hit, key):
+        # Past its budget a widget's "typing" is dropped, not refused: it is only a hint.
+        return _cors(request, inbox, Response(status_code=204))
 
     def chat() -> tuple[str | None, str | None]:
         """The visitor's customer and the chat they type in: the conversation of their
