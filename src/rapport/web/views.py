@@ -22,6 +22,7 @@ from rapport.automation import service as automation
 from rapport.automation.models import Webhook
 from rapport.channels import base as channel_registry
 from rapport.channels import service as inboxes
+from rapport.channels import webchat
 from rapport.channels.email import inline as email_inline
 from rapport.channels.models import Inbox
 from rapport.conversations import files as conversation_files
@@ -974,7 +975,10 @@ async def try_widget(request: Request, inbox_id: str) -> Response:
         principal,
         inbox=inbox,
         public_url=public_url,
-        blocked="*" not in allowed and public_url not in allowed,
+        # Compared as origins: a public URL with a path (Rapport under a proxy's prefix)
+        # runs the widget on its origin alone, and an entry may be written with a slash.
+        blocked="*" not in allowed
+        and webchat.origin_of(public_url) not in {webchat.origin_of(a) for a in allowed},
     )
 
 

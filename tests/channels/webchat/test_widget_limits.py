@@ -21,6 +21,7 @@ from tests.channels.webchat.test_widget import (  # noqa: F401  (chat: a fixture
 )
 from tests.conftest import auth
 from tests.factories import World
+from tests.web.test_pages import sign_in
 
 EVIL = "http://evil.example"
 
@@ -183,3 +184,22 @@ def test_a_visitor_typing_in_a_loop_reaches_agents_only_so_often(
         f"/widget/api/{chat['token']}/read", json={"message_id": "x" * 32}, headers=headers
     )
     assert r.status_code == 429
+
+
+def test_the_try_it_page_knows_rapport_is_allowed_however_the_admin_wrote_it(
+    client: TestClient, world: World
+) -> None:
+    made = client.post(
+        "/api/v1/inboxes",
+        json={
+            "name": "Chat",
+            "channel": "webchat",
+            "settings": {"allowed_origins": ["http://TestServer/"]},
+        },
+        headers=auth(world.alice),
+    ).json()
+    sign_in(client, "alice@acme.test")
+    page = client.get(f"/app/inboxes/{made['id']}/try")
+    assert page.status_code == 200 and "to try it here" not in page.text
+    url = f"/widget/api/{made['public_token']}/session"
+    assert client.post(url, json={}, headers={"Origin": "http://testserver"}).status_code == 200

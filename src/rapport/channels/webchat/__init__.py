@@ -4,6 +4,7 @@ and identity verified by the host site's HMAC, never by an email someone typed."
 import logging
 from dataclasses import replace
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -39,6 +40,23 @@ def verified(secret: str | None, user_id: str | None, user_hash: str | None) -> 
     if not (secret and user_id and user_hash):
         return False
     return same(user_hash.strip().lower(), hmac_sha256_hex(secret, user_id))
+
+
+def origin_of(text: str) -> str:
+    """An origin as browsers send it: scheme and host in lower case, no default port, no
+    path. What an admin pastes from the address bar ("https://Shop.example/") is the
+    origin "https://shop.example" of the same page."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return text
+    if not parts.scheme or not parts.hostname:
+        return text
+    scheme = parts.scheme.lower()
+    default = {"http": 80, "https": 443}.get(scheme)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
 def inbox_by_token(db: Session, token: str) -> Inbox:

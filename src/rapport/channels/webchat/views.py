@@ -8,7 +8,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import (
     APIRouter,
@@ -125,28 +124,15 @@ class SayIn(BaseModel):
     text: str = Field(min_length=1, max_length=10_000)
 
 
-def _origin(text: str) -> str:
-    """An origin as browsers send it: scheme and host in lower case, no default port, no
-    path. What an admin pastes from the address bar ("https://Shop.example/") is the
-    origin "https://shop.example" of the same page."""
-    try:
-        parts = urlsplit(text.strip())
-        port = parts.port
-    except ValueError:
-        return text
-    if not parts.scheme or not parts.hostname:
-        return text
-    scheme = parts.scheme.lower()
-    default = {"http": 80, "https": 443}.get(scheme)
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
-
-
 def _allowed(request: HTTPConnection, inbox: Inbox) -> bool:
     """Whether the page asking (its Origin; none outside a browser) may use this chat."""
     origin = request.headers.get("origin")
     allowed = inbox.settings.get("allowed_origins") or ["*"]
-    return not origin or "*" in allowed or _origin(origin) in {_origin(a) for a in allowed}
+    return (
+        not origin
+        or "*" in allowed
+        or webchat.origin_of(origin) in {webchat.origin_of(a) for a in allowed}
+    )
 
 
 def _cors(request: Request, inbox: Inbox, response: Response) -> Response:
