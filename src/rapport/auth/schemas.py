@@ -22,9 +22,19 @@ _NOT_IN_NAMES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+def _unreadable(ch: str) -> bool:
+    return ch in _BIDI_CONTROLS or unicodedata.category(ch) in _NOT_IN_NAMES
+
+
+def printable_name(name: str) -> str:
+    """``name`` without what a name must not hold (above), for a name someone typed where
+    nobody can be asked again (a chat visitor's): kept, less those characters."""
+    return " ".join("".join(" " if _unreadable(ch) else ch for ch in name).split())
+
+
 def _printable(name: str) -> str:
     for ch in name:
-        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in _NOT_IN_NAMES:
+        if _unreadable(ch):
             raise ValueError("name must not contain control characters")
     return name
 

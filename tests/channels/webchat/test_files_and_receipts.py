@@ -246,3 +246,21 @@ def test_the_visitor_gets_an_agents_file_live_but_never_a_notes(
         f"/widget/api/{chat['token']}/messages", headers=visitor_headers(visitor)
     ).json()
     assert [a["filename"] for m in history for a in m["attachments"]] == ["manual.pdf"]
+
+
+def test_a_visitors_name_cannot_read_as_another_or_forge_a_line(
+    client: TestClient,
+    world: World,
+    chat: dict[str, str],  # noqa: F811
+) -> None:
+    # U+202E makes "Ann<RLO>nimda" read "Annadmin" where agents see the customer's name.
+    visitor = start(client, chat, name="Ann\u202enimda\nSupport team")["visitor_token"]
+    sent = say(client, chat, visitor, "hello")
+    assert sent["sender_name"] == "Ann nimda Support team"
+    conv = client.get(
+        f"/api/v1/conversations/{sent['conversation_id']}", headers=auth(world.bob)
+    ).json()
+    customer = client.get(
+        f"/api/v1/customers/{conv['customer_id']}", headers=auth(world.bob)
+    ).json()
+    assert customer["name"] == "Ann nimda Support team"

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rapport.auth.schemas import printable_name
 from rapport.channels import base
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
@@ -96,7 +97,9 @@ def start(
         )
         db.add(visitor)
     if name:
-        visitor.name = name[:300]
+        # What agents read as the customer's name: no bidi override making it read as
+        # another, no newline forging a line (in a notification, an email's From).
+        visitor.name = printable_name(name)[:300]
     if email:
         visitor.email = email.strip()[:320]
     if verified(secret, user_id, user_hash):
