@@ -317,3 +317,23 @@ def test_a_collection_of_drafts_alone_is_not_public(client: TestClient, world: W
     client.post(f"/api/v1/kb/articles/{draft.json()['id']}/publish", headers=auth(world.bob))
     page = client.get(f"/help/acme/collections/{col['slug']}")
     assert page.status_code == 200 and "The new plan" in page.text
+
+
+def test_a_reader_given_an_odd_address_gets_a_page_not_problem_json(
+    client: TestClient, world: World
+) -> None:
+    setup_center(client, world)
+    for url in (
+        "/help/acme/?locale=" + "x" * 40,
+        "/help/acme/articles/refunds-and-returns?locale=" + "x" * 40,
+        "/help/acme/articles/refunds-and-returns?thanks=yes",
+        "/help/acme/collections/orders?locale=" + "x" * 40,
+        "/help/acme/search?q=" + "refund " * 100,
+    ):
+        r = client.get(url, headers={"Accept": "text/html"})
+        assert r.status_code == 200, url
+        assert r.headers["content-type"].startswith("text/html"), url
+    found = client.get("/help/acme/search?q=" + "refund " * 100)
+    assert "Refunds and returns" in found.text
+    assert "Thank you" in client.get("/help/acme/articles/refunds-and-returns?thanks=yes").text
+    assert "Thank you" not in client.get("/help/acme/articles/refunds-and-returns?thanks=0").text

@@ -38,6 +38,12 @@ _HEADERS = {
 }
 
 
+# A reader's browser is given a page, never problem JSON, for a link it was handed: an
+# address with an odd ?locale= (too long, unknown), ?thanks= or a long ?q= is read as far
+# as it makes sense (an unknown locale is the help center's default).
+_LOCALE = Query(default=None, description="en, pt-BR, ...")
+
+
 def _locales(db: Any, workspace_id: str) -> set[str]:
     return set(
         db.scalars(
@@ -72,9 +78,7 @@ def _base(request: Request) -> str:
 
 
 @router.get("/{slug}/", response_class=HTMLResponse)
-def home(
-    request: Request, slug: str, locale: str | None = Query(default=None, max_length=16)
-) -> Response:
+def home(request: Request, slug: str, locale: str | None = _LOCALE) -> Response:
     with request.app.state.database.session(write=False) as db:
         try:
             center = service.center_by_slug(db, slug)
@@ -120,7 +124,7 @@ def collection_page(
     request: Request,
     slug: str,
     collection: str,
-    locale: str | None = Query(default=None, max_length=16),
+    locale: str | None = _LOCALE,
 ) -> Response:
     with request.app.state.database.session(write=False) as db:
         try:
@@ -167,8 +171,8 @@ def article_page(
     request: Request,
     slug: str,
     article: str,
-    locale: str | None = Query(default=None, max_length=16),
-    thanks: int = 0,
+    locale: str | None = _LOCALE,
+    thanks: str = "",
 ) -> Response:
     database = request.app.state.database
     # Read and rendered in a read transaction; the view is counted after, in a short write
@@ -200,7 +204,7 @@ def article_page(
             collection=col,
             translations=others,
             canonical=canonical,
-            thanks=bool(thanks),
+            thanks=thanks not in ("", "0"),
             base=_base(request),
         )
     address = request.client.host if request.client else "?"
@@ -259,9 +263,10 @@ def article_feedback(
 def search_page(
     request: Request,
     slug: str,
-    q: str = Query(default="", max_length=300),
-    locale: str | None = Query(default=None, max_length=16),
+    q: str = "",
+    locale: str | None = _LOCALE,
 ) -> Response:
+    q = q[:300]  # a longer question says nothing more, and costs more to rank
     with request.app.state.database.session(write=False) as db:
         try:
             center = service.center_by_slug(db, slug)
