@@ -13,6 +13,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from rapport.jobs.worker import Worker
 from rapport.kb import public, service
+from rapport.kb.models import Article, ArticleStatus
 from tests.conftest import auth, record_write_lock, sqlite_only
 from tests.factories import World
 
@@ -337,3 +338,25 @@ def test_a_reader_given_an_odd_address_gets_a_page_not_problem_json(
     assert "Refunds and returns" in found.text
     assert "Thank you" in client.get("/help/acme/articles/refunds-and-returns?thanks=yes").text
     assert "Thank you" not in client.get("/help/acme/articles/refunds-and-returns?thanks=0").text
+
+
+def test_an_article_of_another_workspace_in_the_same_group_is_never_its_translation(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Translations were looked up by group id alone, in every workspace.
+    ids = setup_center(client, world)
+    with database.session() as db:
+        ours = db.get(Article, ids["Refunds and returns"])
+        assert ours is not None
+        db.add(
+            Article(
+                workspace_id=world.globex.workspace.id,
+                group_id=ours.group_id,
+                locale="fr",
+                slug="remboursements-pirates",
+                title="Remboursements",
+                status=ArticleStatus.published,
+            )
+        )
+    page = client.get("/help/acme/articles/refunds-and-returns").text
+    assert "remboursements-pirates" not in page and 'hreflang="fr"' not in page

@@ -423,6 +423,7 @@ def translations(db: Session, *, article: Article) -> list[Article]:
     return list(
         db.scalars(
             select(Article).where(
+                Article.workspace_id == article.workspace_id,
                 Article.group_id == article.group_id,
                 Article.id != article.id,
                 Article.status == ArticleStatus.published,
