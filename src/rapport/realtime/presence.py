@@ -17,7 +17,6 @@ from rapport.auth.service import Principal
 from rapport.bus import Event, get_bus
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation
-from rapport.crypto import sha256_hex
 from rapport.db import Database, utcnow
 from rapport.problems import Problem, TooMany
 
@@ -61,12 +60,6 @@ def requests_limiter(redis_url: str | None) -> RateLimiter:
 def spend_request(limiter: RateLimiter, principal: Principal) -> None:
     """Count one viewing or typing request of this member; TooMany once theirs are spent."""
     _spend(limiter, f"presence:{principal.workspace_id}:{principal.user_id}")
-
-
-def spend_visitor_request(limiter: RateLimiter, *, inbox_id: str, token: str) -> None:
-    """Count one typing request of a web chat visitor (by their token, kept hashed: it
-    is their credential); TooMany once theirs are spent."""
-    _spend(limiter, f"presence:visitor:{inbox_id}:{sha256_hex(token)}")
 
 
 def _spend(limiter: RateLimiter, key: str) -> None:

@@ -22,7 +22,6 @@ from rapport.config import Settings
 from rapport.conversations.models import Conversation
 from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
-from rapport.realtime import presence
 from rapport.realtime import service as realtime
 from tests.conftest import auth, on_both_backends
 from tests.factories import World
@@ -263,30 +262,6 @@ def test_agents_see_the_visitor_typing_in_the_conversation_they_type_in(
         event = ws.receive_json()
     assert event["type"] == "visitor.typing"
     assert event["payload"]["conversation_id"] == conv
-
-
-def test_a_visitors_typing_notices_are_limited_and_another_visitors_are_not(
-    client: TestClient, world: World, chat: dict[str, str]
-) -> None:
-    # Each one goes to the agents' sockets: one visitor (anyone, on the shop's page) could
-    # flood every inbox page of the workspace.
-    ann, bea = (start(client, chat, name=name)["visitor_token"] for name in ("Ann", "Bea"))
-    for visitor in (ann, bea):
-        say(client, chat, visitor, "hi")
-
-    def typing(visitor: str) -> Any:
-        return client.post(
-            f"/widget/api/{chat['token']}/typing",
-            headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": visitor},
-        )
-
-    for _ in range(presence.REQUESTS):
-        assert typing(ann).status_code == 204
-    r = typing(ann)
-    assert r.status_code == 429, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert r.headers["Retry-After"] == str(presence.REQUEST_WINDOW)
-    assert typing(bea).status_code == 204
 
 
 def test_once_a_merge_is_undone_a_visitor_no_longer_gets_the_other_persons_replies(

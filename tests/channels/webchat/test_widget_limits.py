@@ -184,6 +184,14 @@ def test_a_visitor_typing_in_a_loop_reaches_agents_only_so_often(
         f"/widget/api/{chat['token']}/read", json={"message_id": "x" * 32}, headers=headers
     )
     assert r.status_code == 429
+    # Another visitor's budget is their own.
+    other = start(client, chat)["visitor_token"]
+    say(client, chat, other, "hello")
+    client.post(
+        f"/widget/api/{chat['token']}/typing",
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": other},
+    )
+    assert len(typed) == 61
 
 
 def test_the_try_it_page_knows_rapport_is_allowed_however_the_admin_wrote_it(

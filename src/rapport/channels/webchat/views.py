@@ -43,7 +43,6 @@ from rapport.crypto import SecretBox, sha256_hex
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
 from rapport.problems import Forbidden, Invalid, NotFound, TooMany
-from rapport.realtime import presence
 from rapport.realtime import service as realtime
 from rapport.storage import LocalStorage
 from rapport.workspaces.models import Workspace
@@ -507,10 +506,7 @@ async def typing(token: str, request: Request, visitor_token: VisitorToken) -> R
         """The visitor's customer and the chat they type in: the conversation of their
         latest message through this inbox (an agent may have merged the chat into the
         customer's email thread: the visitor types into that one now). Counted first:
-        each one is told to the agents' sockets, which one visitor could flood."""
-        presence.spend_visitor_request(
-            request.app.state.presence_limiter, inbox_id=inbox.id, token=visitor_token
-        )
+        each one is told to the agents' sockets (counted above)."""
         with database.session(write=False) as db:
             v = webchat.visitor_by_token(db, inbox=inbox, token=visitor_token)
             conv = db.scalar(
