@@ -1,5 +1,6 @@
 """The migrations build exactly the schema the models describe."""
 
+from collections.abc import Iterator
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -35,8 +36,10 @@ from tests.conftest import postgresql_only
 
 
 @pytest.fixture
-def empty_url(database_url: str) -> str:
-    """The test database emptied of every table, so only the migrations build it."""
+def empty_url(database_url: str) -> Iterator[str]:
+    """The test database emptied of every table, so only the migrations build it; brought
+    to the newest revision after the test, whatever revision it left (the next test of
+    this process on PostgreSQL finds its tables there)."""
     db = Database(database_url, pool_size=1)
     with db.engine.begin() as conn:
         if db.is_sqlite:
@@ -46,7 +49,8 @@ def empty_url(database_url: str) -> str:
         Base.metadata.drop_all(conn)
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     db.dispose()
-    return database_url
+    yield database_url
+    migrate.upgrade(database_url)
 
 
 def test_migrations_build_the_schema_of_the_models(empty_url: str) -> None:
