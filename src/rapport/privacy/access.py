@@ -26,7 +26,7 @@ from rapport.conversations.schemas import AttachmentRead, ConversationRead, Mess
 from rapport.customers import merge, profile
 from rapport.customers import service as customers
 from rapport.customers.models import Customer, CustomerMerge, CustomerNote, Event, Identity
-from rapport.customers.schemas import ConsentRead, CustomerRead, IdentityRead
+from rapport.customers.schemas import ConsentRead, CustomerRead, IdentityRead, MergeRead
 from rapport.db import utcnow
 from rapport.events.models import Order
 
@@ -64,18 +64,10 @@ class ExportedNote(_Read):
     updated_at: datetime
 
 
-class ExportedMerge(_Read):
+class ExportedMerge(MergeRead):
     """A merge of one of their records, with what it keeps to be undone (``moved``). A
     merge with a record not theirs (undone since, say) keeps their side alone here: the
     other record's values are someone else's."""
-
-    id: str
-    survivor_id: str
-    merged_id: str
-    reason: str
-    moved: dict[str, Any]
-    created_at: datetime
-    undone_at: datetime | None
 
 
 # What a merge's record keeps of each side's own (``merge.merge``): the survivor's values
