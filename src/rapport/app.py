@@ -8,9 +8,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from fastapi_offline import FastAPIOffline
 
-from rapport import bus, cache, problems
+from rapport import apidocs, bus, cache, problems
 from rapport.assistant import triage
 from rapport.auth.deps import PrincipalCache
 from rapport.auth.ratelimit import RateLimiter
@@ -68,10 +67,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 forgetting.stop()
             await event_bus.stop()
 
-    # The API docs at /docs, with Swagger UI served from the package that ships it: FastAPI's
-    # own page loads it from a CDN, blank on a machine offline. No ReDoc: its page fetches
-    # its vendor's logo from another CDN.
-    app = FastAPIOffline(
+    # The API docs are apidocs' pages (Swagger UI from the package, no CDN): FastAPI's own
+    # load it from a CDN.
+    app = FastAPI(
+        docs_url=None,
         redoc_url=None,
         title="Rapport",
         version="1",
@@ -88,6 +87,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.presence_limiter = presence.requests_limiter(settings.redis_url)
     app.state.ingest = ingest
     app.state.bus = event_bus
+    apidocs.install(app)
     problems.install(app)
     app.add_middleware(InboundFastPath)
     app.add_middleware(RequestGuard)  # before any route or the fast path reads a body
