@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from rapport.assistant import triage
 from rapport.auth import service as auth
 from rapport.auth.models import Role, User
 from rapport.channels import service as inboxes
@@ -178,6 +179,10 @@ def dead_job(
 
 
 def build_world(database: Database, settings: Settings) -> World:
+    # Each tenant's first message is triaged in its tenant's write transaction: the models
+    # load here instead (once a process), not under SQLite's one write lock, where they
+    # kept a live server's worker waiting past its 10 s on a busy machine (12 s seen).
+    triage.warm_up()
     acme = make_tenant(
         database, settings, "Acme", "alice", {"bob": Role.agent, "victor": Role.viewer}
     )
