@@ -423,10 +423,9 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
 async def message_body(request: Request, conversation_id: str, message_id: str) -> Response:
     """One message's body as its conversation's page draws it (message_body.html), for the
     page to draw a message with HTML arriving live: it took the whole page for that, a long
-    thread's worth per email. No stream to follow: the page that asks has its own."""
-    principal = await _member(request)
-    if principal is None:
-        return _to_login(request)
+    thread's worth per email. No stream to follow: the page that asks has its own. Signed
+    out, a 401 as the API answers (problem JSON): a script follows no sign-in page."""
+    principal = await resolve_principal(request)
     with request.app.state.database.session(write=False) as db:
         conv = conversations.get(
             db, workspace_id=principal.workspace_id, conversation_id=conversation_id
