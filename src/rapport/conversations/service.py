@@ -1,6 +1,7 @@
 """Conversations: threading, messages, replies, notes, assignment, status and labels."""
 
 import enum
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -407,9 +408,18 @@ def message_payload(
         out["error"] = m.error
     if m.html:  # a flag, never the markup: the agents' page asks for it as the server draws it
         out["html"] = True
+        # Which markup: a page redraws a body it shows only once this changes.
+        out["html_version"] = html_version(m.html)
     if shown := _badges(m.meta or {}):
         out["meta"] = shown
     return out
+
+
+def html_version(html: str) -> str:
+    """A short digest of a message's stored markup, which the agents' page keeps on the body
+    it drew (message_body.html) and each event carries: the body is drawn again once it
+    changes (a delivery receipt leaves it, and the images the agent chose to see, alone)."""
+    return hashlib.blake2b(html.encode(), digest_size=8).hexdigest()
 
 
 def _badges(meta: dict[str, Any]) -> dict[str, Any]:

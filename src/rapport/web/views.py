@@ -443,6 +443,7 @@ def _message_html(m: Message) -> sanitize.Cleaned:
 
 
 templates.env.filters["message_html"] = _message_html
+templates.env.filters["html_version"] = conversations.html_version
 
 
 def _people(db: Db, names: dict[str, str]) -> list[tuple[str, str]]:

@@ -873,7 +873,9 @@ function setupConversation() {
   if (!location.hash) thread.scrollTop = thread.scrollHeight;
   // Once the images are in, the newest is at the end still.
   window.addEventListener("load", () => { if (!location.hash) thread.scrollTop = thread.scrollHeight; }, { once: true });
-  const add = (m, { reveal = false } = {}) => {
+  // ``version``: of the HTML an event says the message has now (null: none); an answer of
+  // the API (the agent's own message, just sent) leaves the body drawn as it is.
+  const add = (m, { reveal = false, version } = {}) => {
     const existing = thread.querySelector(`[data-id="${m.id}"]`);
     const atEnd = thread.scrollHeight - thread.scrollTop - thread.clientHeight < 80;
     const item = messageItem(m);
@@ -885,9 +887,11 @@ function setupConversation() {
     if (copied && !item.querySelector(".copies")) item.querySelector(".meta").after(copied);
     // Nor its HTML, which the server sanitized as it drew it (an event carries the text
     // alone): a delivery receipt redrew an email as bare text. The body drawn stays, with
-    // its remote images held, or shown if the agent asked.
+    // its remote images held, or shown if the agent asked, while it is the message's body
+    // still: one whose HTML an event says changed (or is gone) goes, drawn anew below (it
+    // stayed, whatever the event said).
     const drawn = existing && existing.querySelector(".body.html");
-    if (drawn) {
+    if (drawn && (version === undefined || version === drawn.dataset.version)) {
       item.querySelector(".body").replaceWith(drawn);
       const held = existing.querySelector(".held-images");
       if (held) drawn.before(held);
@@ -901,24 +905,34 @@ function setupConversation() {
   // A message with HTML (an email) arriving live: an event carries its text alone, drawn
   // at once; then its body as the server draws it (sanitized, remote images held, its own
   // images inline), asked of the server for that message alone (the whole page was, a long
-  // thread's worth per email). Once per message, however many events name it meanwhile.
-  const asked = new Set();
-  const drawHtml = async (mid) => {
-    if (asked.has(mid)) return;
-    asked.add(mid);
-    let drawn = null;
-    try {
-      const res = await fetch(`/app/conversations/${encodeURIComponent(id)}/messages/${encodeURIComponent(mid)}/body`, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
-      if (res.ok) drawn = new DOMParser().parseFromString(await res.text(), "text/html").body;
-    } catch { /* offline a moment: the text stays */ }
-    asked.delete(mid);
-    const body = drawn?.querySelector(".body.html");
-    const item = thread.querySelector(`li[data-id="${CSS.escape(mid)}"]`);
-    if (!body || !item || item.querySelector(".body.html")) return;
-    const shown = document.importNode(body, true);
-    item.querySelector(".body").replaceWith(shown);
-    const held = drawn.querySelector(".held-images");
-    if (held) shown.before(document.importNode(held, true));
+  // thread's worth per email). Once per message and version of its HTML, however many
+  // events name it meanwhile; one naming another version while it is asked for asks again
+  // after (the first answer may be the older body).
+  const asking = new Map(); // message id -> the version of its HTML wanted now
+  const drawHtml = async (mid, version) => {
+    const running = asking.has(mid);
+    asking.set(mid, version);
+    if (running) return;
+    for (let wanted = null; wanted !== asking.get(mid);) {
+      wanted = asking.get(mid);
+      let drawn = null;
+      try {
+        const res = await fetch(`/app/conversations/${encodeURIComponent(id)}/messages/${encodeURIComponent(mid)}/body`, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
+        // Not ok (signed out: a 401, the message gone): the text stays, as for any fetch
+        // the page makes on its own.
+        if (res.ok) drawn = new DOMParser().parseFromString(await res.text(), "text/html").body;
+      } catch { /* offline a moment: the text stays */ }
+      const body = drawn?.querySelector(".body.html");
+      const item = thread.querySelector(`li[data-id="${CSS.escape(mid)}"]`);
+      const now = item?.querySelector(".body");
+      if (!body || !now || now.dataset.version === body.dataset.version) continue;
+      const shown = document.importNode(body, true);
+      item.querySelector(".held-images")?.remove();
+      now.replaceWith(shown);
+      const held = drawn.querySelector(".held-images");
+      if (held) shown.before(document.importNode(held, true));
+    }
+    asking.delete(mid);
   };
   thread.addEventListener("click", async (ev) => {
     const button = ev.target.closest("button.send-again");
@@ -1111,8 +1125,8 @@ function setupConversation() {
     redrawMember(event);
     const p = event.payload;
     if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) {
-      add(p);
-      if (p.html && !thread.querySelector(`li[data-id="${CSS.escape(p.id)}"] .body.html`)) drawHtml(p.id);
+      add(p, { version: p.html ? p.html_version : null });
+      if (p.html && !thread.querySelector(`li[data-id="${CSS.escape(p.id)}"] .body.html`)) drawHtml(p.id, p.html_version);
       showGuest(p);
       if (p.direction === "in") markRead();
       if (p.direction === "in" && event.type === "message.created") followCopies();
