@@ -1132,6 +1132,7 @@ function setupConversation() {
       if (p.direction === "in" && event.type === "message.created") followCopies();
     }
     if (event.type === "inbox.updated" && p.id === replyInbox.id) showReplyInbox(p);
+    if (event.type === "customer.erased") forgetGuests(p.customer_ids || []);
     if (event.type === "conversation.updated" && p.id === id) {
       showStatus(p.status);
       if (p.priority) priority.value = prioritySet = p.priority;
@@ -1155,6 +1156,24 @@ function showGuest(m) {
   if (names.children.length) names.append(", ");
   names.append(link);
   line.hidden = false;
+}
+
+// Someone copied on the thread erased (by an admin, here or elsewhere): no longer named on
+// the "Also writing here" line (the line goes with the last of them), nor kept among the
+// page's names for messages to come. Their messages leave the thread (panel.js). Each link
+// is to the record their merges ended in, whose id the event names with the others.
+function forgetGuests(ids) {
+  const line = document.getElementById("guests");
+  const page = document.getElementById("conversation");
+  if (!line || !page || !ids.length) return;
+  const gone = new Set(ids.map((cid) => `/app/customers/${encodeURIComponent(cid)}`));
+  const names = line.querySelector(".names");
+  const left = [...names.querySelectorAll("a")].filter((a) => !gone.has(a.getAttribute("href")));
+  names.replaceChildren(...left.flatMap((a, i) => (i ? [", ", a] : [a])));
+  line.hidden = left.length === 0;
+  const senders = JSON.parse(page.dataset.senders || "{}");
+  for (const cid of ids) delete senders[cid];
+  page.dataset.senders = JSON.stringify(senders);
 }
 
 // The composer keeps what is written as the conversation's draft (each keystroke, and as
