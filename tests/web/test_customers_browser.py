@@ -727,3 +727,74 @@ def test_the_customers_list_drops_those_erased_or_merged_away_elsewhere_at_once(
         expect(rows(p)).to_have_count(0)
         expect(p.locator("#customer-list tr.empty")).to_have_text("No customer matches.")
     expect(page.locator("#customer-bulk")).to_be_hidden()
+
+
+def test_a_merge_undone_elsewhere_lists_the_customer_again_at_once(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # The list dropped one merged away live, and showed them again only on a reload.
+    kept = customer(client, world.bob, name="Undo Kept", email="undo.kept@example.com")
+    other = customer(client, world.bob, name="Undo Other", phone="+14155550123")
+    third = customer(client, world.bob, name="Undo Third", email="undo.third@example.com")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/customers?q=undo")
+    viewer = signed_in(browser, live_server, "victor@acme.test", "/app/customers?q=undo")
+    for p in (page, viewer):
+        expect(p.locator("body[data-stream-open]")).to_have_count(1)
+        expect(p.locator("#customer-list tr[data-customer]")).to_have_count(3)
+    r = client.post(
+        f"/api/v1/customers/{kept}/merge", json={"merged_id": other}, headers=auth(world.alice)
+    )
+    assert r.status_code == 201, r.text
+    for p in (page, viewer):
+        expect(p.locator(f'tr[data-customer="{other}"]')).to_have_count(0)
+    # Ticked meanwhile: still ticked once the list is drawn again.
+    page.check(f'#customer-list tr[data-customer="{third}"] input.pick')
+    expect(page.locator("#customer-bulk-count")).to_have_text("1 selected")
+    undone = client.post(
+        f"/api/v1/customer-merges/{r.json()['id']}/undo", headers=auth(world.alice)
+    )
+    assert undone.status_code == 200, undone.text
+    for p in (page, viewer):
+        expect(p.locator(f'tr[data-customer="{other}"]')).to_have_count(1)
+        expect(p.locator(f'tr[data-customer="{other}"] td.phone')).to_have_text("+14155550123")
+        expect(p.locator("#customer-list tr[data-customer]")).to_have_count(3)
+    expect(page.locator(f'tr[data-customer="{third}"] input.pick')).to_be_checked()
+    expect(page.locator("#customer-bulk-count")).to_have_text("1 selected")
+
+
+def test_the_search_pages_customers_follow_erasures_merges_and_their_undo(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # Search results named customers erased or merged away until a reload, and one given
+    # back by an undo stayed out.
+    ids = [
+        customer(client, world.bob, name=f"Sought {n}", email=f"sought{n}@example.com")
+        for n in range(3)
+    ]
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/search?q=sought")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    rows = page.locator("#customer-hits tr[data-customer]")
+    expect(rows).to_have_count(3)
+    r = client.post(
+        f"/api/v1/customers/{ids[1]}/merge", json={"merged_id": ids[2]}, headers=auth(world.alice)
+    )
+    assert r.status_code == 201, r.text
+    expect(page.locator(f'#customer-hits tr[data-customer="{ids[2]}"]')).to_have_count(0)
+    expect(rows).to_have_count(2)
+    undone = client.post(
+        f"/api/v1/customer-merges/{r.json()['id']}/undo", headers=auth(world.alice)
+    )
+    assert undone.status_code == 200, undone.text
+    expect(page.locator(f'#customer-hits tr[data-customer="{ids[2]}"]')).to_have_count(1)
+    expect(rows).to_have_count(3)
+    for cid in ids:
+        r = client.delete(f"/api/v1/customers/{cid}", headers=auth(world.alice))
+        assert r.status_code == 204, r.text
+    expect(rows).to_have_count(0)
+    expect(page.locator("#customer-hits tr.empty")).to_have_text("No customer matches.")

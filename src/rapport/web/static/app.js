@@ -1879,22 +1879,10 @@ function setupCustomerBulk() {
     if (n === 2) choose(rows);
     if (erasing) erasing.querySelector(".erase-count").textContent = `the ${plural(n)} selected`;
   };
-  // The list as the server draws it now (those merged or erased gone from it, and the
-  // count of possible duplicates with them), nothing ticked; if the page does not answer,
-  // the rows gone are taken out here.
-  const redraw = async (gone, { keep = false } = {}) => {
-    const held = new Set(keep ? picked() : []); // still ticked after a tag change
-    let now = null;
-    try { now = await pageNow(); } catch { /* offline a moment */ }
-    const fresh = now?.getElementById("customer-list");
-    const hint = now?.getElementById("duplicates-hint");
-    if (hint) document.getElementById("duplicates-hint")?.replaceWith(hint);
-    if (fresh) table.replaceChildren(...fresh.children);
-    else for (const tr of table.querySelectorAll("tr[data-customer]")) if (gone.includes(tr.dataset.customer)) tr.remove();
-    for (const box of table.querySelectorAll("input.pick, input.pick-all")) box.checked = held.has(box.value);
-    update();
-  };
-  table.addEventListener("rapport:rows-gone", update); // erased or merged elsewhere
+  // The list as the server draws it now, nothing ticked (those ticked still, after a tag
+  // change).
+  const redraw = (gone, { keep = false } = {}) => customerTableNow(table, { gone, keep: keep ? picked() : [] });
+  table.addEventListener("rapport:rows-changed", update); // drawn again, or some gone elsewhere
   table.addEventListener("change", (ev) => {
     if (ev.target.matches("input.pick-all")) {
       for (const box of table.querySelectorAll("input.pick")) box.checked = ev.target.checked;
@@ -1976,29 +1964,65 @@ function setupCustomerBulk() {
   });
 }
 
-// The Customers page follows the stream: a customer erased, or merged into another (by a
-// colleague, or in another tab), leaves the list at once (they stayed listed until a
-// reload, their link to a page that is no more, still offered to tag, merge or erase).
-// The survivor of a merge stays as drawn; a merge undone shows the other again on a reload.
+// A table of customers (the Customers page, search results) as the server draws it now:
+// those merged or erased gone from it, one a merge gave back where the page's query finds
+// it, and the Customers page's count of possible duplicates with them; the ids in ``keep``
+// still ticked. If the page does not answer, the rows ``gone`` are taken out here.
+async function customerTableNow(table, { gone = [], keep = [] } = {}) {
+  let now = null;
+  try { now = await pageNow(); } catch { /* offline a moment */ }
+  const fresh = now?.getElementById(table.id);
+  const hint = now?.getElementById("duplicates-hint");
+  if (hint) document.getElementById("duplicates-hint")?.replaceWith(hint);
+  if (fresh) table.replaceChildren(...fresh.children);
+  else dropCustomers(table, gone);
+  const held = new Set(keep);
+  for (const box of table.querySelectorAll("input.pick, input.pick-all")) box.checked = held.has(box.value);
+  table.dispatchEvent(new CustomEvent("rapport:rows-changed")); // the ticked ones counted again
+}
+
+// These customers' rows out of a table of customers, which says so when none is left.
+function dropCustomers(table, ids) {
+  const rows = ids.map((cid) => table.querySelector(`tr[data-customer="${CSS.escape(cid)}"]`)).filter(Boolean);
+  if (!rows.length) return;
+  for (const tr of rows) tr.remove();
+  const body = table.tBodies[0];
+  if (!body.rows.length) {
+    const cell = Object.assign(document.createElement("td"), { colSpan: table.tHead.rows[0].cells.length, textContent: table.dataset.empty });
+    const empty = Object.assign(document.createElement("tr"), { className: "empty" });
+    empty.append(cell);
+    body.append(empty);
+  }
+  table.dispatchEvent(new CustomEvent("rapport:rows-changed"));
+}
+
+// The Customers page and the search page's customers follow the stream: a customer erased,
+// or merged into another (by a colleague, or in another tab), leaves the table at once (they
+// stayed listed until a reload, their link to a page that is no more, still offered to tag,
+// merge or erase); the survivor of a merge stays as drawn. A merge undone draws the table
+// anew as the server has it, ticks kept: the record given back is listed again where the
+// page's query finds it (it was not until a reload), the survivor as it is now.
 function setupCustomerList() {
-  const table = document.querySelector(".customers-list #customer-list");
+  const table = document.querySelector(".customers-list #customer-list, .search-results #customer-hits");
   if (!table) return;
+  let drawing = null; // one page fetch at a time; undos meanwhile, one more after it
+  let again = false;
+  const drawAnew = async () => {
+    if (drawing) { again = true; return; }
+    do {
+      again = false;
+      const ticked = [...table.querySelectorAll("input.pick:checked")].map((box) => box.value);
+      drawing = customerTableNow(table, { keep: ticked });
+      await drawing;
+    } while (again);
+    drawing = null;
+  };
   connectStream((event) => {
     setupNotifications(event);
     const p = event.payload || {};
-    const gone = event.type === "customer.erased" ? p.customer_ids || []
-      : event.type === "customer.merged" ? [p.merged_id] : [];
-    const rows = gone.map((cid) => table.querySelector(`tr[data-customer="${CSS.escape(cid)}"]`)).filter(Boolean);
-    if (!rows.length) return;
-    for (const tr of rows) tr.remove();
-    const body = table.tBodies[0];
-    if (!body.rows.length) {
-      const cell = Object.assign(document.createElement("td"), { colSpan: table.tHead.rows[0].cells.length, textContent: table.dataset.empty });
-      const empty = Object.assign(document.createElement("tr"), { className: "empty" });
-      empty.append(cell);
-      body.append(empty);
-    }
-    table.dispatchEvent(new CustomEvent("rapport:rows-gone")); // the ticked ones counted again
+    if (event.type === "customer.unmerged") { drawAnew(); return; }
+    dropCustomers(table, event.type === "customer.erased" ? p.customer_ids || []
+      : event.type === "customer.merged" ? [p.merged_id] : []);
   });
 }
 
