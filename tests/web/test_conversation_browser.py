@@ -518,3 +518,34 @@ def test_a_conversation_says_at_once_while_its_reply_inbox_is_disabled(
     send.click()
     expect(page.locator("#messages li.dir-out .body")).to_have_text("Your parcel left today.")
     assert sent() == 1
+
+
+def test_a_control_switched_off_looks_it_anywhere_on_the_page(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+) -> None:
+    # Only the composer's Send looked switched off: a viewer's Resolve, agent, status and
+    # "Attach files" looked as if a click would act.
+    page = signed_in(
+        browser,
+        live_server,
+        "victor@acme.test",
+        f"/app/conversations/{world.acme.opened.conversation.id}",
+    )
+
+    def look(selector: str) -> tuple[str, str]:
+        return tuple(  # type: ignore[return-value]
+            page.locator(selector).evaluate(
+                "(el) => [getComputedStyle(el).cursor, getComputedStyle(el).opacity]"
+            )
+        )
+
+    for selector in ("#resolve", "#assign", "#priority", "#status-select", "#attach-input"):
+        expect(page.locator(selector)).to_be_disabled()
+    for selector in ("#resolve", "#assign", "#priority", "#status-select", "#composer .attach"):
+        assert look(selector) == ("not-allowed", "0.5"), selector
+    # What a viewer may use is not: Sign out, the search box.
+    assert look("#logout") == ("pointer", "1")
+    assert look(".top .search input") == ("text", "1")
+    page.screenshot(path=str(ARTIFACTS / "conversation-viewer-switched-off.png"))
