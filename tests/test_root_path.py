@@ -5,12 +5,13 @@ path, and every rule that knows a path by name must see it below the prefix."""
 import base64
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from rapport.app import create_app
-from rapport.auth.deps import SESSION_COOKIE
+from rapport.auth.deps import CSRF_COOKIE, SESSION_COOKIE
 from rapport.config import Settings
 from rapport.db import Database
 from rapport.guard import route_path
@@ -106,3 +107,32 @@ def test_the_api_docs_load_their_files_behind_a_prefix(behind: TestClient) -> No
     for f in files:
         assert behind.get(f).status_code == 200, f
     assert f"'{PREFIX}/openapi.json'" in html
+
+
+def cookies_set(response: Any) -> dict[tuple[str, str], str]:
+    """Each cookie a response sets or clears, by name and path: its value ("" cleared)."""
+    out = {}
+    for header in response.headers.get_list("set-cookie"):
+        name, value = header.split(";", 1)[0].split("=", 1)
+        path = re.search(r"(?i);\s*path=([^;]*)", header)
+        cleared = re.search(r"(?i)max-age=0\b", header) is not None
+        out[(name, path.group(1) if path else "")] = "" if cleared else value.strip('"')
+    return out
+
+
+def test_cookies_live_on_the_prefix_behind_a_proxy(behind: TestClient) -> None:
+    # Cookies were set on "/": a browser sent Rapport's session to every other app of the
+    # host (https://example.com/wiki/ got it), and Rapport's CSRF cookie to their scripts.
+    login = behind.post(
+        f"{PREFIX}/api/v1/auth/login", json={"email": "bob@acme.test", "password": PASSWORD}
+    )
+    assert login.status_code == 200, login.text
+    set_ = cookies_set(login)
+    assert set_[(SESSION_COOKIE, PREFIX)] and set_[(CSRF_COOKIE, PREFIX)]
+    # Those a browser kept from before, on "/", go: read after the new ones, they won.
+    assert set_[(SESSION_COOKIE, "/")] == set_[(CSRF_COOKIE, "/")] == ""
+    assert behind.get(f"{PREFIX}/api/v1/auth/me").status_code == 200
+    csrf = {"X-CSRF-Token": login.json()["csrf_token"]}
+    out = behind.post(f"{PREFIX}/api/v1/auth/logout", headers=csrf)
+    assert out.status_code == 204
+    assert cookies_set(out) == {(SESSION_COOKIE, PREFIX): "", (CSRF_COOKIE, PREFIX): ""}

@@ -300,6 +300,9 @@ def test_sign_out_everywhere_ends_every_session(client: TestClient, world: World
     )
     assert r.status_code == 204
     assert other.get("/api/v1/auth/me").status_code == 401
+    # This browser's cookies go, as a sign-out's do: the CSRF cookie was kept.
+    assert client.cookies.get("rapport_session") is None
+    assert client.cookies.get("rapport_csrf") is None
 
 
 def test_a_viewer_can_read_but_cannot_reply(client: TestClient, world: World) -> None:

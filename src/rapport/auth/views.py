@@ -139,7 +139,7 @@ def login(
         action="auth.login",
         data={"mfa_passed": mfa_passed},
     )
-    _set_cookies(response, token, sess.csrf_token, settings)
+    _set_cookies(request, response, token, sess.csrf_token, settings)
     return LoginOut(
         user_id=user.id,
         email=user.email,
@@ -164,8 +164,18 @@ def _count_failure(db: Db, user: User, settings: CurrentSettings) -> None:
     db.commit()
 
 
-def _set_cookies(response: Response, token: str, csrf: str, settings: CurrentSettings) -> None:
+def cookie_path(request: Request) -> str:
+    """Where Rapport's cookies live: the app's own root path (``/rapport`` behind a proxy's
+    prefix, see ``rapport serve --root-path``), so that other apps of the host never get
+    them; ``/`` without one."""
+    return str(request.scope.get("root_path") or "").rstrip("/") or "/"
+
+
+def _set_cookies(
+    request: Request, response: Response, token: str, csrf: str, settings: CurrentSettings
+) -> None:
     max_age = settings.session_days * 86400
+    path = cookie_path(request)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -173,7 +183,7 @@ def _set_cookies(response: Response, token: str, csrf: str, settings: CurrentSet
         httponly=True,
         samesite="lax",
         secure=settings.secure_cookies,
-        path="/",
+        path=path,
     )
     # Readable by our own scripts, which echo it in X-CSRF-Token (double submit).
     response.set_cookie(
@@ -183,8 +193,17 @@ def _set_cookies(response: Response, token: str, csrf: str, settings: CurrentSet
         httponly=False,
         samesite="lax",
         secure=settings.secure_cookies,
-        path="/",
+        path=path,
     )
+    if path != "/":
+        # Cookies set on "/" before they moved to the prefix: a browser sends both, and
+        # the older one, read last, would stand for a session that may have ended.
+        _clear_cookies(response, "/")
+
+
+def _clear_cookies(response: Response, path: str) -> None:
+    response.delete_cookie(SESSION_COOKIE, path=path)
+    response.delete_cookie(CSRF_COOKIE, path=path)
 
 
 @router.post("/auth/login/totp", response_model=MeRead)
@@ -217,7 +236,7 @@ async def login_second_factor(
 
     token, csrf = await run_in_threadpool(finish)
     forget_principals(request)
-    _set_cookies(response, token, csrf, settings)
+    _set_cookies(request, response, token, csrf, settings)
     return _me(replace(principal, credential_id="", csrf_token=csrf, mfa_passed=True))
 
 
@@ -263,8 +282,7 @@ async def logout(request: Request, response: Response) -> Response:
     await run_in_threadpool(end)
     forget_principals(request)
     out = Response(status_code=204)
-    out.delete_cookie(SESSION_COOKIE, path="/")
-    out.delete_cookie(CSRF_COOKIE, path="/")
+    _clear_cookies(out, cookie_path(request))
     return out
 
 
@@ -277,7 +295,7 @@ def logout_everywhere(principal: CurrentMember, request: Request, db: Db) -> Res
     )
     forget_principals(request)
     out = Response(status_code=204)
-    out.delete_cookie(SESSION_COOKIE, path="/")
+    _clear_cookies(out, cookie_path(request))
     return out
 
 
@@ -342,7 +360,7 @@ def change_password(
     except Problem:
         db.commit()  # keep the failure count even though the request fails
         raise
-    csrf = _signed_in_again(db, principal, user, response, settings)
+    csrf = _signed_in_again(db, principal, user, request, response, settings)
     service.audit_everywhere(
         db, user_id=user.id, actor=actor_of(principal, request), action="auth.password_change"
     )
@@ -353,7 +371,12 @@ def change_password(
 
 
 def _signed_in_again(
-    db: Db, principal: service.Principal, user: User, response: Response, settings: CurrentSettings
+    db: Db,
+    principal: service.Principal,
+    user: User,
+    request: Request,
+    response: Response,
+    settings: CurrentSettings,
 ) -> str | None:
     """How the user signs in changed and every session of theirs ended: the caller's own
     browser, if it is one, gets a new session (every factor passed). The caller's CSRF
@@ -367,7 +390,7 @@ def _signed_in_again(
         mfa_passed=True,
         days=settings.session_days,
     )
-    _set_cookies(response, token, sess.csrf_token, settings)
+    _set_cookies(request, response, token, sess.csrf_token, settings)
     return sess.csrf_token
 
 
@@ -436,7 +459,7 @@ def totp_activate(
         raise
     codes = service.totp_activate(db, user=user, box=box, code=body.code)
     service.end_all_sessions(db, user_id=user.id)
-    _signed_in_again(db, principal, user, response, settings)
+    _signed_in_again(db, principal, user, request, response, settings)
     service.audit_everywhere(
         db, user_id=principal.user_id, actor=actor_of(principal, request), action="auth.totp_on"
     )
@@ -472,7 +495,7 @@ def totp_disable(
     service.totp_disable(db, user=user)
     service.end_all_sessions(db, user_id=user.id)
     out = Response(status_code=204)
-    _signed_in_again(db, principal, user, out, settings)
+    _signed_in_again(db, principal, user, request, out, settings)
     service.audit_everywhere(
         db, user_id=principal.user_id, actor=actor_of(principal, request), action="auth.totp_off"
     )
