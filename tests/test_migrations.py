@@ -700,3 +700,37 @@ def test_new_indexes_leave_their_tables_writable_while_built_on_postgresql(
         event.remove(Engine, "after_cursor_execute", after)
         db.dispose()
     assert writable == dict.fromkeys(built, True)
+
+
+def test_failure_counts_learn_their_last_time_and_downgrade_keeping_the_counts(
+    empty_url: str,
+) -> None:
+    # 0039: each count keeps the time of its last failure (one older than the lock-out's
+    # length starts again); counts made before have none, and lapse at their next failure.
+    migrate.upgrade(empty_url, "0038")
+    db = Database(empty_url, pool_size=1)
+    user = new_id()
+    with db.session() as s:  # later columns do not exist yet: no ORM insert
+        s.execute(
+            text(
+                "INSERT INTO users (id, email, name, password_hash, totp_enabled,"
+                " recovery_codes, failed_logins, created_at) VALUES (:id, 'bob@acme.test',"
+                " 'bob', 'x', false, '[]', 9, :now)"
+            ),
+            {"id": user, "now": utcnow().isoformat()},
+        )
+        s.execute(text("INSERT INTO login_failures VALUES ('a', 9, NULL)"))
+    migrate.upgrade(empty_url, "0039")
+    counts = "SELECT failed_logins, last_failed_at FROM {}"
+    with db.engine.connect() as conn:
+        assert conn.execute(text(counts.format("users"))).all() == [(9, None)]
+        assert conn.execute(text(counts.format("login_failures"))).all() == [(9, None)]
+    assert _columns(db, "login_failures", "ix_login_failures_last_failed_at") == ["last_failed_at"]
+    command.downgrade(migrate.config(empty_url), "0038")
+    with db.engine.connect() as conn:
+        for table in ("users", "login_failures"):
+            assert "last_failed_at" not in {c["name"] for c in inspect(conn).get_columns(table)}
+            assert conn.execute(text(f"SELECT failed_logins FROM {table}")).all() == [(9,)]  # noqa: S608
+    assert not _indexes(db, "login_failures")
+    db.dispose()
+    migrate.upgrade(empty_url)

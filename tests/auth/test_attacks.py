@@ -240,6 +240,113 @@ def test_slow_guessing_does_not_tell_which_addresses_have_accounts(
     assert probe("nobody@acme.test") == probe("bob@acme.test")
 
 
+class Clock:
+    """Rapport's clock moved on by ``skip``: the lock-out's (``service.utcnow``) and the
+    login rate limits' (``ratelimit.time``) alike."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.skipped = timedelta()
+        real_now, real_monotonic = service.utcnow, time.monotonic
+        monkeypatch.setattr(service, "utcnow", lambda: real_now() + self.skipped)
+        monkeypatch.setattr(
+            ratelimit,
+            "time",
+            SimpleNamespace(
+                monotonic=lambda: real_monotonic() + self.skipped.total_seconds(),
+                time=lambda: time.time() + self.skipped.total_seconds(),
+            ),
+        )
+
+    def skip(self, **delta: float) -> None:
+        self.skipped += timedelta(**delta)
+
+
+def test_typos_spread_over_months_never_lock_an_account_out(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A wrong password a week, for three months: the count never lapsed, and the tenth
+    # locked bob out (an address with no account likewise, since 0038).
+    clock = Clock(monkeypatch)
+
+    def weekly(email: str) -> list[int]:
+        seen = []
+        for _ in range(10):
+            clock.skip(days=7)
+            seen.append(login(client, email, "wrong password!").status_code)
+        return seen
+
+    assert weekly("bob@acme.test") == weekly("nobody@acme.test") == [401] * 10
+    # At once after the tenth: neither is locked.
+    assert login(client, "nobody@acme.test", "wrong password!").status_code == 401
+    assert login(client, "bob@acme.test").status_code == 200
+
+
+def test_wrong_passwords_each_within_the_lock_outs_length_of_the_last_still_lock(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The count lapses after 15 quiet minutes, not 15 minutes after it started: guesses
+    # kept 14 minutes apart are all counted, and the tenth locks either address.
+    clock = Clock(monkeypatch)
+
+    def slow(email: str) -> list[int]:
+        seen = []
+        for _ in range(11):
+            seen.append(login(client, email, "wrong password!").status_code)
+            clock.skip(minutes=14)
+        return seen
+
+    assert slow("bob@acme.test") == slow("nobody@acme.test") == [401] * 10 + [429]
+
+
+def test_counts_of_addresses_with_no_account_are_deleted_once_lapsed(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every address ever guessed at kept its row (by its hash) for good.
+    from rapport.auth.models import LoginFailure
+    from rapport.jobs import periodic
+    from rapport.jobs.service import enqueue
+    from rapport.jobs.worker import Worker
+
+    clock = Clock(monkeypatch)
+
+    def rows() -> set[str]:
+        with database.session(write=False) as db:
+            return set(db.scalars(select(LoginFailure.address_hash)))
+
+    def prune() -> set[str]:
+        with database.session() as db:
+            enqueue(db, name="prune_login_failures")
+        Worker(database, settings).run_until_idle(max_jobs=5)
+        return rows()
+
+    def wrong(email: str, times: int) -> str:
+        for _ in range(times):
+            login(client, email, "wrong password!")
+        return service._address_hash(email)
+
+    old = wrong("old@nowhere.test", 3)
+    with database.session() as db:  # a count from before 0039, with no time kept
+        db.add(LoginFailure(address_hash="0" * 64, failed_logins=4))
+    assert rows() == {old, "0" * 64}
+    # One with no time would start again at its next failure: nothing is lost with it.
+    assert prune() == {old}
+    clock.skip(minutes=10)
+    fresh = wrong("fresh@nowhere.test", 3)
+    clock.skip(minutes=6)
+    locked = wrong("locked@nowhere.test", 10)
+    assert prune() == {fresh, locked}  # old's count lapsed
+    clock.skip(minutes=10)
+    assert prune() == {locked}  # fresh's count lapsed, locked's lock has 5 minutes left
+    assert login(client, "locked@nowhere.test").status_code == 429
+    clock.skip(minutes=5)
+    assert prune() == set()
+    assert "prune_login_failures" in periodic.SCHEDULE
+
+
 def test_ids_in_bodies_of_another_workspace_are_refused(client: TestClient, world: World) -> None:
     g = world.globex
     mallory = g.users["mallory"].id

@@ -47,7 +47,10 @@ class User(Base):
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     # argon2 hashes of unused one-time recovery codes.
     recovery_codes: Mapped[list[str]] = mapped_column(default=list)
+    # Wrong passwords and codes since the last sign-in, forgotten once none came for the
+    # lock-out's length (``last_failed_at``: a count older is no guess in progress).
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime | None] = mapped_column(default=None)
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
     # Sessions created before this instant are void: "sign out everywhere".
     sessions_valid_after: Mapped[datetime | None] = mapped_column(default=None)
@@ -172,10 +175,13 @@ class LoginFailure(Base):
     """Wrong passwords sent for an address that has no account, counted and locked exactly
     as an account's are (``User.failed_logins``, ``User.locked_until``), so that the
     lock-out never tells which addresses have an account. Keyed by a hash of the address:
-    which addresses were guessed at is not kept in the clear."""
+    which addresses were guessed at is not kept in the clear. A row whose count has
+    lapsed and whose lock has ended is deleted (``service.prune_login_failures``)."""
 
     __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_last_failed_at", "last_failed_at"),)
 
     address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime | None] = mapped_column(default=None)
     locked_until: Mapped[datetime | None] = mapped_column(default=None)

@@ -2,10 +2,10 @@
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -158,22 +158,38 @@ def check_password(
     return user
 
 
+def _counted(count: Any, last: Any, *, now: datetime, lockout_minutes: int) -> Any:
+    """A failure count plus this one, in SQL: 1 again when the last failure is older than
+    the lock-out's length (or unknown, counted before it was kept). A count that old is no
+    guess in progress: its guesses were slower than a lock-out lets through anyway, and
+    kept for ever, a handful of typos spread over months locked a member out."""
+    stale = now - timedelta(minutes=lockout_minutes)
+    return case((last.is_(None) | (last <= stale), 1), else_=count + 1)
+
+
 def count_failure(db: Session, user: User, *, max_failures: int, lockout_minutes: int) -> None:
-    """A wrong password or two-factor code: after ``max_failures`` of them the account
-    is locked for ``lockout_minutes`` (and the count starts again).
+    """A wrong password or two-factor code: after ``max_failures`` of them, each within
+    ``lockout_minutes`` of the one before, the account is locked for ``lockout_minutes``
+    (and the count starts again).
 
     Counted by the database in one statement, which holds the row until commit: read,
     added to and written back by each request, failures sent side by side were one."""
+    now = utcnow()
     count = db.execute(
         update(User)
         .where(User.id == user.id)
-        .values(failed_logins=User.failed_logins + 1)
+        .values(
+            failed_logins=_counted(
+                User.failed_logins, User.last_failed_at, now=now, lockout_minutes=lockout_minutes
+            ),
+            last_failed_at=now,
+        )
         .returning(User.failed_logins)
         .execution_options(synchronize_session=False)
     ).scalar_one()
     locked_until = user.locked_until
     if count >= max_failures:
-        locked_until, count = utcnow() + timedelta(minutes=lockout_minutes), 0
+        locked_until, count = now + timedelta(minutes=lockout_minutes), 0
         db.execute(
             update(User)
             .where(User.id == user.id)
@@ -191,6 +207,7 @@ def count_failure(db: Session, user: User, *, max_failures: int, lockout_minutes
             data={"failures": max_failures, "minutes": lockout_minutes},
         )
     set_committed_value(user, "failed_logins", count)
+    set_committed_value(user, "last_failed_at", now)
     set_committed_value(user, "locked_until", locked_until)
 
 
@@ -202,15 +219,24 @@ def _count_address_failure(
     db: Session, address: str, *, max_failures: int, lockout_minutes: int
 ) -> None:
     """``count_failure`` for an address with no account: the same count, in one statement,
-    and the same lock (an address's count lasts until it locks, as an account's does)."""
+    and the same lock (an address's count lapses as an account's does)."""
     insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     table = LoginFailure.__table__
+    now = utcnow()
     count = db.execute(
         insert(LoginFailure)
-        .values(address_hash=address, failed_logins=1)
+        .values(address_hash=address, failed_logins=1, last_failed_at=now)
         .on_conflict_do_update(
             index_elements=[table.c.address_hash],
-            set_={"failed_logins": table.c.failed_logins + 1},
+            set_={
+                "failed_logins": _counted(
+                    table.c.failed_logins,
+                    table.c.last_failed_at,
+                    now=now,
+                    lockout_minutes=lockout_minutes,
+                ),
+                "last_failed_at": now,
+            },
         )
         .returning(table.c.failed_logins)
     ).scalar_one()
@@ -218,14 +244,40 @@ def _count_address_failure(
         db.execute(
             update(LoginFailure)
             .where(LoginFailure.address_hash == address)
-            .values(locked_until=utcnow() + timedelta(minutes=lockout_minutes), failed_logins=0)
+            .values(locked_until=now + timedelta(minutes=lockout_minutes), failed_logins=0)
             .execution_options(synchronize_session=False)
         )
 
 
+def prune_login_failures(db: Session, *, lockout_minutes: int, limit: int = 5000) -> int:
+    """Delete up to ``limit`` rows of addresses with no account whose count has lapsed
+    (``_counted``) and whose lock has ended: they say nothing more than no row does, and
+    kept, every address ever guessed at stayed (by its hash) for good. Returns how many,
+    for the caller to repeat in a new transaction while a whole chunk went."""
+    now = utcnow()
+    stale = now - timedelta(minutes=lockout_minutes)
+    chunk = (
+        select(LoginFailure.address_hash)
+        .where(
+            LoginFailure.last_failed_at.is_(None) | (LoginFailure.last_failed_at <= stale),
+            LoginFailure.locked_until.is_(None) | (LoginFailure.locked_until <= now),
+        )
+        .limit(limit)
+    )
+    result = db.execute(delete(LoginFailure).where(LoginFailure.address_hash.in_(chunk)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def signed_in(user: User) -> None:
     """Every factor passed: the failures counted so far are forgotten."""
+    forget_failures(user)
+
+
+def forget_failures(user: User) -> None:
+    """The account's failure count and lock-out are gone (it signed in, or an admin
+    vouched for its member)."""
     user.failed_logins = 0
+    user.last_failed_at = None
     user.locked_until = None
 
 

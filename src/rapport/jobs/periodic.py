@@ -6,6 +6,7 @@ from functools import partial
 
 from sqlalchemy import select
 
+from rapport.auth import service as auth
 from rapport.automation import service as automation
 from rapport.automation.models import Webhook
 from rapport.channels import service as channels
@@ -23,6 +24,7 @@ SCHEDULE = {
     "unsnooze": 60,
     "prune_stream_events": 3600,
     "prune_uploads": 3600,
+    "prune_login_failures": 3600,
     "sweep_storage": 86400,
     "prune_unparsed": 86400,
     "prune_webhook_deliveries": 86400,
@@ -100,6 +102,19 @@ def prune_dead_jobs(ctx: JobContext) -> None:
         prune_dead,
         older_than_days=ctx.settings.dead_job_retention_days,
         spare=automation.dead_jobs_kept(),
+        limit=PRUNE_CHUNK,
+    )
+    drain(ctx.database, step, chunk=PRUNE_CHUNK)
+
+
+@job("prune_login_failures")
+def prune_login_failures(ctx: JobContext) -> None:
+    """Forget the wrong passwords counted for addresses with no account once their count
+    has lapsed and any lock has ended, as an account's count lapses: a chunk per
+    transaction, so no other writer waits long."""
+    step = partial(
+        auth.prune_login_failures,
+        lockout_minutes=ctx.settings.login_lockout_minutes,
         limit=PRUNE_CHUNK,
     )
     drain(ctx.database, step, chunk=PRUNE_CHUNK)
