@@ -9,7 +9,7 @@ from rapport.db import Database
 from rapport.workspaces import service as workspaces
 from tests.auth.test_login import _enrol
 from tests.conftest import auth
-from tests.factories import World
+from tests.factories import PASSWORD, World
 from tests.web.conftest import LiveServer, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
@@ -42,12 +42,22 @@ def test_an_owner_resets_a_members_two_factor_from_the_members_table(
     row = page.locator(f'#members tr[data-user="{bob}"]')
     expect(row.locator("td").nth(4)).to_have_text("on")
     row.locator("button", has_text="Reset 2FA").click()
+    # Her own password first: a wrong one is refused and changes nothing.
+    row.get_by_placeholder("Your password").fill("not her password")
+    row.locator("button", has_text="Confirm reset").click()
+    expect(page.locator("#settings-error")).to_contain_text("password is wrong")
+    expect(row.locator("td").nth(4)).to_have_text("on")
+    row.get_by_placeholder("Your password").fill(PASSWORD)
+    row.locator("button", has_text="Confirm reset").click()
     # Drawn again from the change, as every open settings page hears it: off, no button.
     expect(row.locator("td").nth(4)).to_have_text("off")
     expect(row.locator("button", has_text="Reset 2FA")).to_have_count(0)
     members = client.get("/api/v1/members", headers=auth(world.alice)).json()
     assert [m["totp_enabled"] for m in members if m["user_id"] == bob] == [False]
 
-    page.locator(f'#members tr[data-user="{victor}"] button', has_text="Reset 2FA").click()
+    victors = page.locator(f'#members tr[data-user="{victor}"]')
+    victors.locator("button", has_text="Reset 2FA").click()
+    victors.get_by_placeholder("Your password").fill(PASSWORD)
+    victors.locator("button", has_text="Confirm reset").click()
     expect(page.locator("#settings-error")).to_contain_text("member of other workspaces")
     expect(page.locator(f'#members tr[data-user="{victor}"] td').nth(4)).to_have_text("on")

@@ -17,7 +17,7 @@ from tests.auth.test_login import _enrol, in_a_browser, later_code, login
 from tests.auth.test_password_reset import deliver, mails
 from tests.channels.email.test_email import Outbox
 from tests.conftest import auth
-from tests.factories import World, ada_the_admin
+from tests.factories import PASSWORD, World, ada_the_admin
 
 
 def csrf_of(browser: TestClient) -> dict[str, str]:
@@ -35,8 +35,13 @@ def signed_in(client: TestClient, email: str, secret: str) -> tuple[TestClient, 
     return browser, csrf_of(browser)
 
 
-def reset(browser: TestClient, csrf: dict[str, str], user_id: str) -> tuple[int, dict[str, str]]:
-    r = browser.post(f"/api/v1/members/{user_id}/totp/reset", headers=csrf)
+def reset(
+    browser: TestClient, csrf: dict[str, str], user_id: str, password: str = PASSWORD
+) -> tuple[int, dict[str, str]]:
+    """The reset, with the acting member's password (everyone's in the tests' world)."""
+    r = browser.post(
+        f"/api/v1/members/{user_id}/totp/reset", json={"password": password}, headers=csrf
+    )
     return r.status_code, (r.json() if r.content else {})
 
 
@@ -89,8 +94,9 @@ def test_who_may_reset_whose_two_factor(
     # A viewer cannot reset anyone's; nor can an API token, even an owner's.
     viewer, viewer_csrf = in_a_browser(client, world.victor)
     assert reset(viewer, viewer_csrf, bob)[0] == 403
-    r = client.post(f"/api/v1/members/{bob}/totp/reset", headers=auth(world.alice))
-    assert r.status_code == 403 and "browser" in r.json()["detail"]
+    for body in ({"password": PASSWORD}, None):  # refused before its body is read
+        r = client.post(f"/api/v1/members/{bob}/totp/reset", json=body, headers=auth(world.alice))
+        assert r.status_code == 403 and "browser" in r.json()["detail"]
     # Another workspace's owner finds no such member.
     other, other_csrf = in_a_browser(client, world.mallory)
     assert reset(other, other_csrf, bob)[0] == 404
@@ -167,3 +173,23 @@ def test_the_operator_turns_off_the_second_factor_of_an_account_of_several_works
     again = runner.invoke(cli_app, ["user", "totp-off", "bob@acme.test"])
     assert again.exit_code == 1 and "no two-factor" in again.output
     assert runner.invoke(cli_app, ["user", "totp-off", "nobody@acme.test"]).exit_code == 1
+
+
+def test_a_reset_takes_the_acting_members_own_password(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # A browser left signed in (or a stolen cookie) reset another member's second factor
+    # with no password: the member's account was then open to a password alone.
+    _enrol(client, world.bob)
+    bob, alice = world.acme.users["bob"].id, world.acme.users["alice"].id
+    browser, csrf = in_a_browser(client, world.alice)
+    status, problem = reset(browser, csrf, bob, password="not alice's password")
+    assert status == 403 and problem["type"].endswith("/current-password-wrong")
+    r = browser.post(f"/api/v1/members/{bob}/totp/reset", headers=csrf)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    with database.session(write=False) as db:
+        held, acting = db.get(User, bob), db.get(User, alice)
+        assert held is not None and held.totp_enabled
+        assert acting is not None and acting.failed_logins == 1  # counted as a login's
+        assert not db.scalars(select(AuditLog).where(AuditLog.action == "member.totp_reset")).all()
+    assert reset(browser, csrf, bob) == (204, {})

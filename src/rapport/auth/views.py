@@ -408,6 +408,39 @@ def in_a_browser(
         raise Forbidden(why)
 
 
+def confirm_password(
+    principal: service.Principal,
+    password: str,
+    request: Request,
+    db: Db,
+    settings: CurrentSettings,
+) -> None:
+    """The caller's own password, asked again before a change to how an account signs in
+    (a browser left signed in, or a stolen cookie, must not make it): checked as a login's,
+    rate-limited and counted toward the lock-out; wrong, a 403 ``current-password-wrong``.
+    Called before the request's first statement: argon2 takes ~90 ms by design, and it
+    is checked before the write transaction begins."""
+    spend_attempt(request, email=principal.email)
+    checked = service.password_matches(
+        request.app.state.database, email=principal.email, password=password
+    )
+    try:
+        service.check_password(
+            db,
+            email=principal.email,
+            password=password,
+            max_failures=settings.login_max_failures,
+            lockout_minutes=settings.login_lockout_minutes,
+            checked=checked,
+        )
+    except service.LoginFailed:
+        db.commit()  # keep the failure count even though the request fails
+        raise account.CurrentPasswordWrong() from None
+    except Problem:
+        db.commit()
+        raise
+
+
 @router.post("/auth/totp/enroll", response_model=TotpEnrollOut)
 def totp_enroll(principal: CurrentMember, db: Db, box: Box) -> TotpEnrollOut:
     """Start two-factor enrolment: scan the URI with an authenticator app."""
@@ -435,28 +468,9 @@ def totp_activate(
     stolen one, say) would otherwise hold on as if it had passed the second factor. The
     password is checked as a login's: rate-limited and counted toward the lock-out."""
     in_a_browser(principal)
-    spend_attempt(request, email=principal.email)
-    # Before this request's write transaction begins (argon2 takes ~90 ms by design).
-    checked = service.password_matches(
-        request.app.state.database, email=principal.email, password=body.password
-    )
+    confirm_password(principal, body.password, request, db, settings)
     user = db.get(User, principal.user_id)
     assert user is not None
-    try:
-        service.check_password(
-            db,
-            email=principal.email,
-            password=body.password,
-            max_failures=settings.login_max_failures,
-            lockout_minutes=settings.login_lockout_minutes,
-            checked=checked,
-        )
-    except service.LoginFailed:
-        db.commit()  # keep the failure count even though the request fails
-        raise account.CurrentPasswordWrong() from None
-    except Problem:
-        db.commit()
-        raise
     codes = service.totp_activate(db, user=user, box=box, code=body.code)
     service.end_all_sessions(db, user_id=user.id)
     _signed_in_again(db, principal, user, request, response, settings)

@@ -169,3 +169,9 @@ class SavedViewRead(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+
+
+class TotpResetIn(BaseModel):
+    # The acting owner's or admin's own password, asked again: a browser left signed in
+    # (or a stolen cookie) must not open another member's account to a password alone.
+    password: str = Field(max_length=1000)

@@ -1,8 +1,8 @@
 """The workspace's own settings, its members, its teams and its saved views."""
 
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from rapport.auth import account
 from rapport.auth import service as auth
@@ -17,7 +17,13 @@ from rapport.auth.deps import (
     forget_principals,
 )
 from rapport.auth.models import Invitation, Membership, Role, Team, User
-from rapport.auth.views import actor_of, client_address, in_a_browser, spend_attempt
+from rapport.auth.views import (
+    actor_of,
+    client_address,
+    confirm_password,
+    in_a_browser,
+    spend_attempt,
+)
 from rapport.conversations import routing
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
@@ -41,6 +47,7 @@ from rapport.workspaces.schemas import (
     TeamCreate,
     TeamRead,
     TeamUpdate,
+    TotpResetIn,
     WorkspaceRead,
     WorkspaceUpdate,
 )
@@ -280,15 +287,30 @@ def remove_member(user_id: str, principal: CurrentAdmin, request: Request, db: D
     return Response(status_code=204)
 
 
-@router.post("/members/{user_id}/totp/reset", status_code=204)
-def reset_member_totp(user_id: str, principal: CurrentAdmin, request: Request, db: Db) -> Response:
-    """Turn off a member's two-factor authentication, for one who lost their phone and
-    their recovery codes: every session of theirs ends, and they sign in with their
-    password alone (then enrol again). Owners and admins, from a signed-in browser; never
-    their own, nor an owner's by an admin; only for an account that is a member of this
-    workspace alone (409 otherwise: see ``service.reset_member_totp``)."""
-    m, u = service.get_member(db, workspace_id=principal.workspace_id, user_id=user_id)
+def _admin_in_a_browser(principal: CurrentAdmin) -> auth.Principal:
+    """An owner or admin in a signed-in browser: an API token is refused (403) before the
+    body is read, whatever it holds."""
     in_a_browser(principal, "a member's two-factor is reset from a signed-in browser")
+    return principal
+
+
+@router.post("/members/{user_id}/totp/reset", status_code=204)
+def reset_member_totp(
+    user_id: str,
+    body: TotpResetIn,
+    principal: Annotated[auth.Principal, Depends(_admin_in_a_browser)],
+    request: Request,
+    db: Db,
+    settings: CurrentSettings,
+) -> Response:
+    """Turn off a member's two-factor authentication, for one who lost their phone and
+    their recovery codes: every session of theirs ends, their lock-out is lifted, and they
+    sign in with their password alone (then enrol again). Owners and admins, from a
+    signed-in browser and with their own password (checked as a login's); never their
+    own, nor an owner's by an admin; only for an account that is a member of this
+    workspace alone (409 otherwise: see ``service.reset_member_totp``)."""
+    confirm_password(principal, body.password, request, db, settings)
+    m, u = service.get_member(db, workspace_id=principal.workspace_id, user_id=user_id)
     service.reset_member_totp(
         db, membership=m, user=u, actor_id=principal.user_id, actor_role=principal.role
     )

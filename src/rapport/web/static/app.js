@@ -1687,13 +1687,30 @@ function manageMember(tr, member) {
   cell.append(role, " ", capacity, " ", save, " ", remove);
   // For a member who lost their phone and recovery codes (an admin never resets an
   // owner's; the server says why when it refuses, an account other workspaces share).
+  // The server asks for the acting member's own password: a browser left signed in must
+  // not open a colleague's account to a password alone.
   if (member.totp_enabled && (member.role !== "owner" || table.dataset.owner === "true")) {
+    const who = member.name || member.email;
     const reset = Object.assign(document.createElement("button"), { type: "button", textContent: "Reset 2FA" });
-    reset.addEventListener("click", async () => {
-      if (!confirm(`Turn off two-factor authentication for ${member.name || member.email}? They are signed out everywhere and sign in with their password alone until they enrol again.`)) return;
-      try {
-        await api("POST", `/api/v1/members/${encodeURIComponent(member.user_id)}/totp/reset`);
-      } catch (e) { settingsFail(e.message); }
+    reset.addEventListener("click", () => {
+      if (cell.querySelector("form.totp-reset")) return;
+      const form = Object.assign(document.createElement("form"), { className: "totp-reset" });
+      const password = Object.assign(document.createElement("input"), {
+        type: "password", name: "password", required: true, autocomplete: "current-password", placeholder: "Your password",
+      });
+      password.setAttribute("aria-label", `Your password, to reset the two-factor authentication of ${who}`);
+      const go = Object.assign(document.createElement("button"), { type: "submit", textContent: "Confirm reset" });
+      form.append(password, " ", go);
+      form.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        if (!confirm(`Turn off two-factor authentication for ${who}? They are signed out everywhere and sign in with their password alone until they enrol again.`)) return;
+        try {
+          await api("POST", `/api/v1/members/${encodeURIComponent(member.user_id)}/totp/reset`, { password: password.value });
+          form.remove();
+        } catch (e) { settingsFail(e.message); }
+      });
+      cell.append(" ", form);
+      password.focus();
     });
     cell.append(" ", reset);
   }
