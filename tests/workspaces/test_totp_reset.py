@@ -193,3 +193,23 @@ def test_a_reset_takes_the_acting_members_own_password(
         assert acting is not None and acting.failed_logins == 1  # counted as a login's
         assert not db.scalars(select(AuditLog).where(AuditLog.action == "member.totp_reset")).all()
     assert reset(browser, csrf, bob) == (204, {})
+
+
+def test_a_reset_lifts_the_members_lock_out(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Locked out by ten wrong passwords (someone guessing, or the member trying without
+    # their phone), the member stayed locked after the admin vouched for them.
+    _enrol(client, world.bob)
+    bob = world.acme.users["bob"].id
+    outside = TestClient(client.app, base_url=str(client.base_url))
+    for _ in range(10):
+        assert login(outside, "bob@acme.test", "wrong password!").status_code == 401
+    assert login(outside, "bob@acme.test").status_code == 429
+    alice, csrf = in_a_browser(client, world.alice)
+    assert reset(alice, csrf, bob) == (204, {})
+    r = login(outside, "bob@acme.test")
+    assert r.status_code == 200 and r.json()["mfa_required"] is False
+    with database.session(write=False) as db:
+        user = db.get(User, bob)
+        assert user is not None and (user.failed_logins, user.locked_until) == (0, None)

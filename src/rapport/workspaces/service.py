@@ -299,12 +299,13 @@ def reset_member_totp(
     db: Session, *, membership: Membership, user: User, actor_id: str, actor_role: Role
 ) -> None:
     """Turn off the two-factor authentication of a member who lost both their phone and
-    their recovery codes (an admin's or owner's act), ending every session of the account:
-    they sign in with their password alone, and enrol again. Never one's own (the account
-    page turns it off with a code), nor a member above the actor's role. The second factor
-    is the account's, guarding its sign-in to every workspace it is a member of: an admin
-    of one is trusted with that one alone, so an account that is a member of another too
-    keeps it (409), else this workspace's admin would open the others' door."""
+    their recovery codes (an admin's or owner's act), ending every session of the account
+    and lifting its lock-out: they sign in with their password alone, and enrol again.
+    Never one's own (the account page turns it off with a code), nor a member above the
+    actor's role. The second factor is the account's, guarding its sign-in to every
+    workspace it is a member of: an admin of one is trusted with that one alone, so an
+    account that is a member of another too keeps it (409), else this workspace's admin
+    would open the others' door."""
     if user.id == actor_id:
         raise Forbidden("turn off your own two-factor authentication on your account page")
     if membership.role.rank > actor_role.rank:
@@ -325,6 +326,9 @@ def reset_member_totp(
             "code, on their account page), or the server's operator",
         )
     auth.totp_disable(db, user=user)
+    # The admin has just vouched for them: a lock-out (someone guessing, or the member's
+    # own tries with a lost phone) would keep them out of what they are let back into.
+    auth.forget_failures(user)
     auth.end_all_sessions(db, user_id=user.id)
     announce_user(db, user=user)
 
