@@ -2,6 +2,9 @@
 and recovery codes: within the workspace, below their role, never their own, and only for
 an account no other workspace shares."""
 
+import threading
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -10,8 +13,10 @@ from typer.testing import CliRunner
 from rapport.auth.models import Role, User
 from rapport.cli import app as cli_app
 from rapport.config import Settings
+from rapport.crypto import box_for
 from rapport.db import Database
 from rapport.privacy.models import AuditLog
+from rapport.workspaces import invitations
 from rapport.workspaces import service as workspaces
 from tests.auth.test_login import _enrol, in_a_browser, later_code, login
 from tests.auth.test_password_reset import deliver, mails
@@ -213,3 +218,68 @@ def test_a_reset_lifts_the_members_lock_out(
     with database.session(write=False) as db:
         user = db.get(User, bob)
         assert user is not None and (user.failed_logins, user.locked_until) == (0, None)
+
+
+@pytest.mark.parametrize("joins", ["invitation", "add_member"])
+def test_a_workspace_joined_while_a_reset_decides_keeps_the_second_factor(
+    joins: str, client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The reset reads the account's workspaces under a lock of its row; joining one
+    # took none (a membership's insert takes only PostgreSQL's KEY SHARE lock of the
+    # row), so Globex's membership, written but not yet committed, went unseen: the
+    # reset turned off the second factor that guards bob's sign-in to Globex too.
+    _enrol(client, world.bob)
+    bob, globex = world.acme.users["bob"].id, world.globex.workspace.id
+    alice, csrf = in_a_browser(client, world.alice)
+    box = box_for(settings.secret_key.get_secret_value())
+    with database.session() as db:
+        _, token = invitations.invite(
+            db,
+            workspace_id=globex,
+            email="bob@acme.test",
+            role=Role.agent,
+            name="",
+            actor_id=None,
+            actor_role=Role.owner,
+            box=box,
+            mail=False,
+        )
+    joined, errors = threading.Event(), []
+
+    def join() -> None:
+        try:
+            with database.session() as db:
+                if joins == "invitation":
+                    invitations.accept(
+                        db,
+                        token=token,
+                        password=PASSWORD,
+                        name="",
+                        max_failures=10,
+                        lockout_minutes=15,
+                    )
+                else:
+                    workspaces.add_member(
+                        db,
+                        workspace_id=globex,
+                        email="bob@acme.test",
+                        role=Role.agent,
+                        password=None,
+                        actor_role=Role.owner,
+                    )
+                joined.set()
+                time.sleep(1.0)  # the reset asks now, before this commits
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            joined.set()
+
+    thread = threading.Thread(target=join)
+    thread.start()
+    assert joined.wait(10)
+    status, problem = reset(alice, csrf, bob)
+    thread.join(30)
+    assert not errors, errors
+    assert status == 409 and problem["type"].endswith("member-of-other-workspaces")
+    with database.session(write=False) as db:
+        user = db.get(User, bob)
+        assert user is not None and user.totp_enabled

@@ -164,6 +164,7 @@ def accept(
     spent = db.execute(delete(Invitation).where(Invitation.id == invitation.id))
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         raise InvitationInvalid()
+    workspaces.hold_account(db, user)
     member = db.scalar(
         select(Membership).where(
             Membership.workspace_id == invitation.workspace_id, Membership.user_id == user.id

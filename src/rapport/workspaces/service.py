@@ -162,6 +162,15 @@ def get_member(db: Session, *, workspace_id: str, user_id: str) -> tuple[Members
     return row[0], row[1]
 
 
+def hold_account(db: Session, user: User) -> None:
+    """Hold the account's row until the transaction ends, before it joins a workspace:
+    a two-factor reset holds it too before it reads the account's workspaces (it is
+    refused for an account of several), so a membership is never added unseen while a
+    reset decides. A membership's insert alone takes only the row's KEY SHARE lock on
+    PostgreSQL, which no other lock here waits for; SQLite's one writer serialises."""
+    lock_row(db, User, user.id)
+
+
 def add_member(
     db: Session,
     *,
@@ -182,6 +191,7 @@ def add_member(
         if not password:
             raise Invalid("a new user needs a password")
         user = auth.create_user(db, email=email, password=password, name=name)
+    hold_account(db, user)
     if db.scalar(
         select(Membership.id).where(
             Membership.workspace_id == workspace_id, Membership.user_id == user.id
@@ -312,7 +322,9 @@ def reset_member_totp(
         raise Forbidden(
             "you cannot reset the two-factor authentication of a member above your role"
         )
-    hold(db, User, user.id)  # of two resets at once, the second finds it off
+    # Of two resets at once, the second finds it off; a workspace joined meanwhile
+    # (``hold_account``) is committed before the memberships are read below.
+    hold(db, User, user.id)
     if not user.totp_enabled:
         raise Conflict("this member has no two-factor authentication to reset")
     if any(
