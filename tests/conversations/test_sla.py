@@ -1118,3 +1118,64 @@ def test_a_reply_committed_while_the_checker_runs_is_not_written_over(
     assert told == ["sla.breached"]
     with database.session() as db:
         assert sla.check(db, now=utcnow()) == 0
+
+
+def test_a_warning_of_zero_minutes_is_none_before_the_breach(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # 0 was read as "under a whole minute left": a warning came or not as the checker's
+    # round fell in the target's last minute, seconds before the breach it announced.
+    _policy(client, world, {"name": "Fast", "first_response_minutes": 5, "warn_before_minutes": 0})
+    conv = _conversation(client, world, "warn-zero")
+    due = _record(database, conv).first_response_due_at
+    with database.session() as db:
+        assert sla.check(db, now=due - timedelta(seconds=30)) == 0
+        assert sla.check(db, now=due) == 1
+    with database.session(write=False) as db:
+        types = list(db.scalars(select(StreamEvent.type).where(StreamEvent.type.like("sla.%"))))
+    assert types == ["sla.breached"]
+
+
+@pytest.mark.parametrize("how", ["policy", "priority"])
+def test_a_miss_not_yet_announced_stays_on_record_when_the_target_is_timed_anew(
+    client: TestClient, world: World, database: Database, how: str
+) -> None:
+    # Timed anew to a later due time before the checker came round to the one passed
+    # (a target lengthened, a priority putting it under a slower policy), the miss was
+    # gone: not announced, not counted, and the reports said "met".
+    from rapport.conversations.models import ConversationSla
+
+    fast = _policy(client, world, {"name": "Fast", "first_response_minutes": 5, "position": 1})
+    _policy(
+        client,
+        world,
+        {"name": "Slow", "first_response_minutes": 120, "priorities": ["low"], "position": 0},
+    )
+    conv = _conversation(client, world, f"retimed-{how}")
+    wrote = utcnow() - timedelta(minutes=20)
+    with database.session() as db:
+        row, clock = db.get(Conversation, conv), db.get(ConversationSla, conv)
+        assert row is not None and clock is not None and clock.policy_id == fast["id"]
+        row.waiting_since = wrote
+        clock.first_response_due_at = clock.next_due_at = wrote + timedelta(minutes=5)
+    if how == "policy":
+        r = client.patch(
+            f"/api/v1/sla-policies/{fast['id']}",
+            json={"first_response_minutes": 60},
+            headers=auth(world.alice),
+        )
+    else:
+        r = client.post(
+            f"/api/v1/conversations/{conv}/priority",
+            json={"priority": "low"},
+            headers=auth(world.bob),
+        )
+    assert r.status_code == 200, r.text
+    state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+    assert state["breaches"] == 1 and state["state"] == "ok", state
+    assert datetime.fromisoformat(state["breached_at"]) == wrote + timedelta(minutes=5)
+    with database.session() as db:  # announced then, and not again
+        assert sla.check(db, now=utcnow()) == 0
+    with database.session(write=False) as db:
+        told = db.scalars(select(StreamEvent.type).where(StreamEvent.type == "sla.breached"))
+        assert len(list(told)) == 1

@@ -336,10 +336,37 @@ def on_changed(db: Session, *, conversation: Conversation) -> None:
     if policy is None or policy.id == row.policy_id:
         return
     cal = calendar_for(db, conversation.workspace_id)
+    now = utcnow()
     previous = db.get(SlaPolicy, row.policy_id)
     if previous is not None:
-        _adopt(row, previous, at=utcnow(), cal=cal)
-    _time_under(row, conversation, policy, cal)
+        _adopt(row, previous, at=now, cal=cal)
+    _retime(db, row, conversation, policy, cal, now=now)
+
+
+def _retime(
+    db: Session,
+    row: ConversationSla,
+    conversation: Conversation,
+    policy: SlaPolicy,
+    cal: Calendar,
+    *,
+    now: datetime,
+    anew: bool = True,
+) -> None:
+    """``_time_under``, keeping what the clocks missed before: a due time already passed is
+    a miss, announced and counted now if the checker had not come round to it (timed anew
+    to a later time, it was lost: the reports said "met"), and a target timed anew to
+    another time also passed is still that one miss, announced once."""
+    _missed_meanwhile(db, row, at=now, targets=TARGETS)
+    before = {target: getattr(row, f"{target}_due_at") for target in TARGETS}
+    _time_under(row, conversation, policy, cal, anew=anew)
+    announced = set(row.announced or [])
+    for target, due in before.items():
+        new = getattr(row, f"{target}_due_at")
+        missed = due is not None and _key(target, "breached", due) in announced
+        if missed and new is not None and new <= now:
+            setattr(row, f"{target}_due_at", due)  # the same miss, announced once
+    _refresh_next_due(row)
 
 
 def _time_under(
@@ -574,7 +601,12 @@ def _to_announce(
         kind = None
         if now >= due:
             kind = "breached"
-        elif warn.close(row.workspace_id, policy.warn_before_minutes, due):
+        elif policy.warn_before_minutes > 0 and warn.close(
+            row.workspace_id, policy.warn_before_minutes, due
+        ):
+            # 0 is a warning at the target itself, which is its breach: nothing before it
+            # (read as "under a whole minute left", it came or not as the checker's round
+            # fell in the last minute).
             kind = "warning"
         if kind is not None and _key(target, kind, due) not in row.announced:
             out.append((target, kind, due))
@@ -678,8 +710,9 @@ def update_policy(
 ) -> SlaPolicy:
     """Change what a policy says. When a target changes, its open conversations are timed
     anew under it at once (response targets from when the customer started waiting,
-    resolution by the open time already used); a miss already announced stays the one
-    miss while the new due time has passed too, and a paused clock already warned is not
+    resolution by the open time already used); a due time passed before it is a miss on
+    record (``_retime``), a miss already announced stays the one miss while the new due
+    time has passed too, and a paused clock already warned is not
     warned again. Which conversations it covers follows its conditions as each
     conversation next changes, as when a policy is added. Open inboxes hear of it
     (``sla.policy_updated``) to redraw those conversations' badges."""
@@ -710,15 +743,7 @@ def update_policy(
     for key, value in data.items():
         setattr(row, key, value)
     for clock, conversation in under:
-        before = {target: getattr(clock, f"{target}_due_at") for target in TARGETS}
-        _time_under(clock, conversation, row, cal, anew=False)
-        announced = set(clock.announced or [])
-        for target, due in before.items():
-            new = getattr(clock, f"{target}_due_at")
-            missed = due is not None and _key(target, "breached", due) in announced
-            if missed and new is not None and new <= now:
-                setattr(clock, f"{target}_due_at", due)  # the same miss, announced once
-        _refresh_next_due(clock)
+        _retime(db, clock, conversation, row, cal, now=now, anew=False)
     db.flush()
     forget_policies(workspace_id)
     emit(
