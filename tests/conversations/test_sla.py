@@ -224,14 +224,15 @@ def test_a_breach_is_history_the_live_state_follows_the_current_clock(
     assert (done["breaches"], done["breached_at"]) == (1, missed["breached_at"])
     assert breached_list() == []
 
-    # The customer writes again: reopened, with fresh clocks of its own.
+    # The customer writes again: reopened, with fresh clocks of its own (nobody answered
+    # yet: the first response is still owed).
     assert write("br-2") == conv
     again = sla_of(conv)
-    assert again["state"] == "ok" and again["next_response_due_at"] is not None
+    assert again["state"] == "ok" and again["first_response_due_at"] is not None
     assert again["resolution_due_at"] is not None
     assert again["breaches"] == 1
     assert breached_list() == []
-    due = datetime.fromisoformat(again["next_response_due_at"])
+    due = datetime.fromisoformat(again["first_response_due_at"])
     with database.session() as db:
         sla.check(db, now=due + timedelta(minutes=1))
     late = sla_of(conv)
@@ -1179,3 +1180,41 @@ def test_a_miss_not_yet_announced_stays_on_record_when_the_target_is_timed_anew(
     with database.session(write=False) as db:
         told = db.scalars(select(StreamEvent.type).where(StreamEvent.type == "sla.breached"))
         assert len(list(told)) == 1
+
+
+def test_a_first_response_is_owed_once_per_conversation_a_next_response_after_each_answer(
+    client: TestClient, world: World
+) -> None:
+    # As Zendesk's first reply time: resolved before anyone answered and written to again,
+    # the conversation still owes its first response (it was given a next-response clock,
+    # or none when the policy had no such target, and nobody's answer was ever timed).
+    _policy(
+        client, world, {"name": "Both", "first_response_minutes": 60, "next_response_minutes": 30}
+    )
+
+    def write(ext: str) -> str:
+        r = client.post(
+            f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+            json={"external_id": ext, "text": "help", "from": {"email": "owed@example.com"}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["conversation_id"])
+
+    def call(conv: str, path: str, body: dict[str, Any]) -> None:
+        r = client.post(f"/api/v1/conversations/{conv}/{path}", json=body, headers=auth(world.bob))
+        assert r.status_code in (200, 201), r.text
+
+    def clocks(conv: str) -> tuple[bool, bool]:
+        state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
+        return state["first_response_due_at"] is not None, state["next_response_due_at"] is not None
+
+    conv = write("owed-1")
+    call(conv, "status", {"status": "resolved"})  # resolved unanswered
+    assert write("owed-2") == conv
+    assert clocks(conv) == (True, False)  # still its first response
+    call(conv, "messages", {"text": "here now"})
+    assert clocks(conv) == (False, False)
+    call(conv, "status", {"status": "resolved"})
+    assert write("owed-3") == conv
+    assert clocks(conv) == (False, True)  # answered once: a next response from now on

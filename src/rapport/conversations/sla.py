@@ -17,11 +17,15 @@ when no clock runs; ``none`` once its policy is deleted). A miss is history and 
 record (``breached_at``, ``breaches``, ``announced``) when the target is met late, the
 conversation is resolved, reopened with fresh clocks, or its policy is deleted.
 
+A first response is owed once per conversation (Zendesk's first reply time): until a
+person first answers, the customer's message starts the first-response clock; after, each
+one starts a next-response clock (Zendesk's next reply time).
+
 Reopened with fresh clocks: a conversation the customer writes to again after it was
-resolved gets a next-response clock and a new resolution clock, with the policy's whole
-target (unlike Zendesk's requester wait time, which adds up across a solve and a reopen:
-the resolution target here is a promise about each resolution). The time before it was
-resolved stays in the reports through its misses.
+resolved gets a response clock (first or next, as above) and a new resolution clock, with
+the policy's whole target (unlike Zendesk's requester wait time, which adds up across a
+solve and a reopen: the resolution target here is a promise about each resolution). The
+time before it was resolved stays in the reports through its misses.
 """
 
 import re
@@ -286,8 +290,9 @@ def forget_policies(workspace_id: str) -> None:
 
 
 def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> ConversationSla | None:
-    """A customer wrote: start the first-response (new) or next-response (after our reply)
-    clock, and the resolution clock as the conversation's status has it (it is open again)."""
+    """A customer wrote: start the first-response (no person answered yet) or
+    next-response (after a person's reply) clock, and the resolution clock as the
+    conversation's status has it (it is open again)."""
     if not has_policies(db, conversation.workspace_id):
         return None
     row = db.get(ConversationSla, conversation.id)
@@ -310,10 +315,16 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
         row.resolution_used_seconds = 0
         _forget_paused_warning(row)
     elif row.first_response_due_at is None and row.next_response_due_at is None:
+        # A first response is due once per conversation, as Zendesk's first reply time:
+        # one nobody answered yet (resolved unanswered, or a bot's answer the customer
+        # found helpful) is still owed its first response when they write again; once a
+        # person answered, each message they wait on is a next response.
         policy = db.get(SlaPolicy, row.policy_id)
-        if policy is not None and policy.next_response_minutes is not None:
+        target = "next_response" if conversation.first_response_at else "first_response"
+        minutes = None if policy is None else getattr(policy, f"{target}_minutes")
+        if minutes is not None:
             cal = calendar_for(db, conversation.workspace_id)
-            row.next_response_due_at = add_business_minutes(at, policy.next_response_minutes, cal)
+            setattr(row, f"{target}_due_at", add_business_minutes(at, minutes, cal))
     _follow_status(db, row, conversation, at=at)
     _refresh_next_due(row)
     return row
