@@ -19,6 +19,7 @@ from rapport.customers.models import (
     Customer,
     CustomerMerge,
     CustomerTag,
+    Event,
     Identity,
     IdentityKind,
 )
@@ -475,3 +476,82 @@ def test_an_import_updating_the_survivor_while_the_merge_is_undone_keeps_what_it
     thread.join(30)
     assert (report.updated, report.errors) == (1, [])
     assert _attributes(database, ann) == {"city": "Oslo"}
+
+
+def _events_of(database: Database, customer_id: str) -> list[str]:
+    with database.session(write=False) as db:
+        found = select(Event.type).where(Event.customer_id == customer_id).order_by(Event.type)
+        return list(db.scalars(found))
+
+
+@postgresql_only
+@pytest.mark.parametrize("kind", ["track", "page"])
+def test_an_event_of_a_record_merged_meanwhile_goes_to_the_survivor(
+    client: TestClient,
+    world: World,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    # Found by its user id before the merge committed, the event was written on the hidden
+    # record after the merge had read (and moved) its events: gone from her timeline.
+    ws_id = world.acme.workspace.id
+    key = source(client, world)
+    r = client.post(
+        "/api/v1/events/identify", json={"userId": "user-bea", "traits": {}}, headers=basic(key)
+    )
+    assert r.status_code == 200, r.text
+    bea = customer_by(database, "user-bea")
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        ann = service.create(db, workspace=ws, data=CustomerCreate(name="ann")).id
+    real = merging.conflicts
+
+    def slowly(survivor: Customer, merged: Customer) -> list[dict[str, Any]]:
+        time.sleep(1.0)  # holding both records: the event comes in meanwhile
+        return real(survivor, merged)
+
+    monkeypatch.setattr(merging, "conflicts", slowly)
+    thread = threading.Thread(target=merge, args=(client, world, ann, bea))
+    thread.start()
+    time.sleep(0.3)
+    body = {"userId": "user-bea", "event": "Signed Up", "name": "Pricing"}
+    r = client.post(f"/api/v1/events/{kind}", json=body, headers=basic(key))
+    thread.join(30)
+    assert r.status_code == 200, r.text
+    said = "Signed Up" if kind == "track" else "Page Viewed"
+    assert _events_of(database, ann) == ["Identify", said]
+    assert _events_of(database, bea) == []
+
+
+@postgresql_only
+def test_an_event_of_the_restored_record_while_the_merge_is_undone_goes_to_it(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Her user id was read as the survivor's (the merge had moved it): her event stayed
+    # on his timeline once the undo had given the id back to her.
+    ws_id = world.acme.workspace.id
+    key = source(client, world)
+    r = client.post(
+        "/api/v1/events/identify", json={"userId": "user-bea", "traits": {}}, headers=basic(key)
+    )
+    assert r.status_code == 200, r.text
+    bea = customer_by(database, "user-bea")
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        ann = service.create(db, workspace=ws, data=CustomerCreate(name="ann")).id
+        merge_id = merging.merge(
+            db, workspace_id=ws_id, survivor_id=ann, merged_id=bea, actor=SYSTEM
+        ).id
+    thread = _undo_slowly(database, ws_id, merge_id, monkeypatch)
+    r = client.post(
+        "/api/v1/events/track",
+        json={"userId": "user-bea", "event": "Signed Up"},
+        headers=basic(key),
+    )
+    thread.join(30)
+    assert r.status_code == 200, r.text
+    assert (_events_of(database, bea), _events_of(database, ann)) == (
+        ["Identify", "Signed Up"],
+        [],
+    )

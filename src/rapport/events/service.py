@@ -183,6 +183,9 @@ class _Batch:
         ws = db.get(Workspace, source.workspace_id)
         self.region = ws.default_region if ws else "US"
         self.customers: dict[tuple[str | None, str | None], Customer] = {}
+        # The records this transaction holds (``held``): no merge or undo of one can run
+        # until it ends, so its events need not be followed again.
+        self.holding: set[str] = set()
 
     def handles(self, event: dict[str, Any], traits: dict[str, Any]) -> list[Handle]:
         out = _ids(event)
@@ -215,17 +218,22 @@ class _Batch:
         return customer
 
     def held(self, event: dict[str, Any], customer: Customer) -> Customer:
-        """The person's record to write attributes on, held (``customers.held_root``): a
-        merge or undo committing meanwhile rewrote it, and the attributes read before
-        were written back over theirs, or onto a record merged away. The sender's id is
-        read again once it is held: an undo committed meanwhile gave it back to the
-        record it restored, whose traits these are."""
+        """The person's record to write the event on (its attributes, its timeline, its
+        order), held (``customers.held_root``): a merge or undo committing meanwhile
+        rewrote it, and the attributes read before were written back over theirs, or the
+        event went onto a record merged away (a merge moves the events it reads: one
+        written after was lost to the survivor's timeline). The sender's id is read again
+        once it is held: an undo committed meanwhile gave it back to the record it
+        restored, whose event this is."""
+        if customer.id in self.holding and customer.merged_into_id is None:
+            return customer
         for _ in range(customers.MERGE_HOPS):
             customer = customers.held_root(self.db, customer)
             owner = self._owner(event)
             if owner is None or customers.root_of(self.db, owner) is customer:
                 break
             customer = owner
+        self.holding.add(customer.id)
         self.customers[(event.get("userId"), event.get("anonymousId"))] = customer
         return customer
 
@@ -382,27 +390,25 @@ def _one(batch: _Batch, kind: str, event: dict[str, Any], message_id: str | None
     traits = _traits(event)
     props = dict(event.get("properties") or {})
     if kind == "identify":
-        customer = batch.customer(event, traits)
+        customer = batch.held(event, batch.customer(event, traits))
         extra = _attributes(kind, event, batch.defined)
         if extra:
-            customer = batch.held(event, customer)
             customer.attributes = {**customer.attributes, **extra}
         _record(batch, customer, "Identify", traits, event, message_id)
     elif kind == "track":
-        customer = batch.customer(event, {})
+        customer = batch.held(event, batch.customer(event, {}))
         name = str(event.get("event") or "Event")
         _record(batch, customer, name, props, event, message_id)
         _commerce(batch, customer, name, props, event)
     elif kind in ("page", "screen"):
-        customer = batch.customer(event, {})
+        customer = batch.held(event, batch.customer(event, {}))
         label = "Page Viewed" if kind == "page" else "Screen Viewed"
         _record(batch, customer, label, {"name": event.get("name"), **props}, event, message_id)
     elif kind == "group":
-        customer = batch.customer(event, {})
+        customer = batch.held(event, batch.customer(event, {}))
         group = _group_id(event)
         extra = _attributes(kind, event, batch.defined)
         if extra:
-            customer = batch.held(event, customer)
             customer.attributes = {**customer.attributes, **extra}
         _record(batch, customer, "Group", {"group_id": group, **traits}, event, message_id)
     elif kind == "alias":
@@ -412,7 +418,8 @@ def _one(batch: _Batch, kind: str, event: dict[str, Any], message_id: str | None
 def _alias(batch: _Batch, event: dict[str, Any], message_id: str | None) -> None:
     """``previousId`` and ``userId`` are one person: link, merging two known records."""
     previous = _previous_id(event)
-    customer = batch.customer({"userId": event["userId"]}, {})
+    alias = {"userId": event["userId"]}
+    customer = batch.held(alias, batch.customer(alias, {}))
     ws = batch.source.workspace_id
     other = None
     for value in (previous, f"anon:{previous}"):
