@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
@@ -538,13 +539,73 @@ def lock_row(db: Session, model: Any, row_id: str) -> None:
     db.execute(select(model.id).where(model.id == row_id).with_for_update(key_share=True))
 
 
+# The rows of each table ``hold`` took in the session's transaction (by table name).
+_HELD = "rapport_held"
+# The tables whose rows ``hold`` takes in one order across a transaction: customers, which
+# a merge and its undo take two at a time, and every writer to a person follows merges to
+# (an events batch reaches several). Others are taken in order within one call.
+IN_ONE_ORDER = frozenset({"customers"})
+# How often, and how far apart, a row out of order is tried before the transaction gives up.
+OUT_OF_ORDER_TRIES = 5
+OUT_OF_ORDER_PAUSE = 0.05
+
+
 def hold(db: Session, model: Any, *row_ids: str) -> None:
-    """``lock_row`` for each row, in one order (two transactions holding the same rows
-    never wait on each other in a circle), each read again as it is now: a copy the
-    session loaded before may say what another transaction has changed since."""
+    """``lock_row`` for each row, in one order, each read again as it is now: a copy the
+    session loaded before may say what another transaction has changed since.
+
+    For the tables of ``IN_ONE_ORDER``, one order across the whole transaction too (ids
+    ascending): two transactions holding the same rows never wait on each other in a
+    circle. A row sorting before one
+    this transaction already holds (a merge's second pair, a customer a batch reaches
+    after another, a merge followed to a survivor of a lower id) is taken only while free
+    (``NOWAIT``, tried a few times a moment apart, never waiting): one who took the two in
+    order may hold it and be waiting for ours, and waiting for it, the two deadlocked, the
+    database then failing either (an agent's merge, its undo). Still taken, this
+    transaction fails (lock not available, ``transient``: its caller may run it again),
+    the other goes on. What the session would write is written once the row is held (a
+    customer's last seen time waited for the row, out of order, before it was asked)."""
+    if model.__tablename__ not in IN_ONE_ORDER or db.get_bind().dialect.name == "sqlite":
+        # SQLite has one writer: nothing waits in a circle there.
+        for row_id in sorted(row_ids):
+            lock_row(db, model, row_id)
+            db.get(model, row_id, populate_existing=True)
+        return
+    held: set[str] = db.info.setdefault(_HELD, {}).setdefault(model.__tablename__, set())
     for row_id in sorted(row_ids):
-        lock_row(db, model, row_id)
+        with db.no_autoflush:
+            if any(other > row_id for other in held):
+                _hold_out_of_order(db, model, row_id)
+            else:
+                lock_row(db, model, row_id)
+        held.add(row_id)
         db.get(model, row_id, populate_existing=True)
+
+
+def _hold_out_of_order(db: Session, model: Any, row_id: str) -> None:
+    query = select(model.id).where(model.id == row_id).with_for_update(key_share=True, nowait=True)
+    # The connection's own savepoint (the refusal would end the whole transaction on
+    # PostgreSQL), not the session's: that would first write what the session holds, the
+    # customer's row among it, waiting for it out of order.
+    conn = db.connection()
+    for attempt in range(1, OUT_OF_ORDER_TRIES + 1):
+        nested = conn.begin_nested()
+        try:
+            conn.execute(query)
+        except OperationalError as exc:
+            nested.rollback()
+            if attempt == OUT_OF_ORDER_TRIES or not transient(exc):
+                raise
+            time.sleep(OUT_OF_ORDER_PAUSE)  # waiting on no lock: no circle through us
+        else:
+            nested.commit()
+            return
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_held(db: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the transaction, committed or not: its locks are gone
+        db.info.pop(_HELD, None)
 
 
 @contextmanager

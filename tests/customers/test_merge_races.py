@@ -25,6 +25,7 @@ from rapport.customers.models import (
 )
 from rapport.customers.schemas import CustomerCreate
 from rapport.db import Database
+from rapport.events import service as events_service
 from rapport.ingest import InboundMessage, IngestWriter
 from rapport.privacy.service import SYSTEM
 from rapport.workspaces.models import Workspace
@@ -555,3 +556,55 @@ def test_an_event_of_the_restored_record_while_the_merge_is_undone_goes_to_it(
         ["Identify", "Signed Up"],
         [],
     )
+
+
+@postgresql_only
+def test_a_merge_and_an_events_batch_reaching_its_two_records_the_other_way_both_go_through(
+    client: TestClient, world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch held the second record (its first event's), the merge the first and waited
+    # for the second, then the batch waited for the first: deadlocked, and PostgreSQL
+    # failed one of them, the agent's merge as likely as not. The batch now takes a record
+    # sorting before one it holds only while free, else gives way and stores its chunk
+    # again once the merge committed; the merge, taking its two in order, never fails.
+    key = source(client, world)
+    for user in ("user-1", "user-2"):
+        r = client.post(
+            "/api/v1/events/identify", json={"userId": user, "traits": {}}, headers=basic(key)
+        )
+        assert r.status_code == 200, r.text
+    user_of = {customer_by(database, user): user for user in ("user-1", "user-2")}
+    low, high = sorted(user_of)
+    real = events_service._commerce
+    slowed: list[bool] = []
+
+    def slowly(*args: Any) -> None:
+        if not slowed:
+            slowed.append(True)
+            time.sleep(1.0)  # holding the second record: the merge takes the first meanwhile
+        real(*args)
+
+    monkeypatch.setattr(events_service, "_commerce", slowly)
+    answers: dict[str, Any] = {}
+
+    def send() -> None:
+        batch = [
+            {"type": "track", "userId": user_of[c], "event": "Seen", "messageId": f"seen-{c}"}
+            for c in (high, low)
+        ]
+        answers["batch"] = client.post(
+            "/api/v1/events/batch", json={"batch": batch}, headers=basic(key)
+        )
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    time.sleep(0.3)
+    r = client.post(
+        f"/api/v1/customers/{low}/merge", json={"merged_id": high}, headers=auth(world.bob)
+    )
+    thread.join(30)
+    assert r.status_code == 201, r.text
+    assert answers["batch"].status_code == 200, answers["batch"].text
+    assert answers["batch"].json()["stored"] == 2
+    assert _events_of(database, low) == ["Identify", "Identify", "Seen", "Seen"]
+    assert _events_of(database, high) == []
