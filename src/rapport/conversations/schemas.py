@@ -298,6 +298,12 @@ class LabelsIn(BaseModel):
 _YEAR_OF_MINUTES = 366 * 24 * 60
 
 
+_WARN = (
+    "business minutes before a due time that its warning comes; 0 is no warning (the breach "
+    "at the due time is the one announcement)"
+)
+
+
 class SlaPolicyIn(BaseModel):
     name: Name = Field(max_length=200)
     position: int = Field(default=0, ge=-1_000_000, le=1_000_000)
@@ -308,7 +314,7 @@ class SlaPolicyIn(BaseModel):
     first_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
     next_response_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
     resolution_minutes: int | None = Field(default=None, ge=1, le=_YEAR_OF_MINUTES)
-    warn_before_minutes: int = Field(default=15, ge=0, le=_YEAR_OF_MINUTES)
+    warn_before_minutes: int = Field(default=15, ge=0, le=_YEAR_OF_MINUTES, description=_WARN)
 
 
 _NO_TARGET = "null clears it: no target of this kind"
@@ -332,7 +338,9 @@ class SlaPolicyPatch(BaseModel):
     resolution_minutes: int | None = Field(
         default=None, ge=1, le=_YEAR_OF_MINUTES, description=_NO_TARGET
     )
-    warn_before_minutes: Omittable[int] = Field(default=None, ge=0, le=_YEAR_OF_MINUTES)
+    warn_before_minutes: Omittable[int] = Field(
+        default=None, ge=0, le=_YEAR_OF_MINUTES, description=_WARN
+    )
 
 
 class SlaPolicyRead(SlaPolicyIn):

@@ -114,7 +114,10 @@ def held_root(db: Session, customer: Customer) -> Customer:
     """The record this customer's merges ended in (``root_of``), held as ``profile.held``
     holds one: a merge or undo committed while this waited is followed. The customer's row
     and the root's are taken together, in the order a merge takes its two, so that this
-    never waits on a merge that waits on it."""
+    never waits on a merge that waits on it; a root found on a later round (a merge
+    committed meanwhile) that sorts before the row already held is taken only while free
+    (``hold``: else this transaction fails, lock not available, to be run again; it never
+    waits in a circle with an undo taking the two in order)."""
     for _ in range(MERGE_HOPS):
         root = root_of(db, customer)
         hold(db, Customer, *{customer.id, root.id})
