@@ -460,3 +460,31 @@ def test_undo_in_any_order_gives_back_first_seen_and_a_value_a_later_merge_owns(
     assert held(s) == ("X", held(b)[1])
     undo(client, world, second)
     assert held(s) == ("Y", own[1])
+
+
+def test_an_event_added_to_a_merged_record_goes_on_the_survivors_timeline(
+    client: TestClient, world: World
+) -> None:
+    # Added by its old id (a link kept, an integration that knew it), the event was written
+    # on the hidden record: on no timeline, while the merge stood.
+    ann, bea = (
+        client.post(
+            "/api/v1/customers",
+            json={"name": name, "email": f"{name}@example.com"},
+            headers=auth(world.bob),
+        ).json()["id"]
+        for name in ("ann", "bea")
+    )
+    r = client.post(
+        f"/api/v1/customers/{ann}/merge", json={"merged_id": bea}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201, r.text
+    r = client.post(
+        f"/api/v1/customers/{bea}/events",
+        json={"type": "Called", "properties": {"minutes": 5}},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["customer_id"] == ann
+    items = client.get(f"/api/v1/customers/{ann}/timeline", headers=auth(world.bob)).json()
+    assert [i["type"] for i in items["items"] if i["kind"] == "event"] == ["Called"]

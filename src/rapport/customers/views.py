@@ -281,7 +281,7 @@ def add_event(
 ) -> dict[str, str]:
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
     row = events.add_event(db, customer=customer, data=body)
-    return {"id": row.id}
+    return {"id": row.id, "customer_id": row.customer_id}
 
 
 @router.get("/{customer_id}/timeline", response_model=TimelinePage)

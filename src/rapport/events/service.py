@@ -527,7 +527,11 @@ def record_order(
 
 def add_event(db: Session, *, customer: Customer, data: EventCreate) -> Event:
     """An event added to the customer's timeline by an agent, the API or the demo; an
-    order's also enters their purchase history (it did not: only a source's did)."""
+    order's also enters their purchase history (it did not: only a source's did). On the
+    person's record, held (``customers.held_root``): one merged into another, before or
+    while this runs, is followed to it, as the events API's are (written on the record
+    merged away, it was on no timeline)."""
+    customer = customers.held_root(db, customer)
     row = customers.add_event(db, customer=customer, data=data)
     record_order(
         db,
