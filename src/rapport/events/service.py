@@ -186,6 +186,9 @@ class _Batch:
         # The records this transaction holds (``held``): no merge or undo of one can run
         # until it ends, so its events need not be followed again.
         self.holding: set[str] = set()
+        # SQLite's write transaction holds the database's one write lock from its start:
+        # no merge or undo commits between what it reads and what it writes.
+        self.one_writer = db.get_bind().dialect.name == "sqlite"
 
     def handles(self, event: dict[str, Any], traits: dict[str, Any]) -> list[Handle]:
         out = _ids(event)
@@ -225,7 +228,7 @@ class _Batch:
         written after was lost to the survivor's timeline). The sender's id is read again
         once it is held: an undo committed meanwhile gave it back to the record it
         restored, whose event this is."""
-        if customer.id in self.holding and customer.merged_into_id is None:
+        if customer.merged_into_id is None and (customer.id in self.holding or self.one_writer):
             return customer
         for _ in range(customers.MERGE_HOPS):
             customer = customers.held_root(self.db, customer)
