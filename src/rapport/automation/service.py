@@ -850,6 +850,10 @@ def _same(have: Any, want: Any) -> bool:
     return False
 
 
+# The actions that send the customer a message (an automatic reply, when a rule's).
+_SENDS = frozenset({"send_canned", "send_message"})
+
+
 def run(
     db: Session,
     *,
@@ -867,7 +871,21 @@ def run(
 
     Returns the ids of the rules that ran.
     """
+    candidates = [r for r in rules(db, workspace_id=workspace_id) if r.event == event and r.enabled]
     if conversation_id:
+        if any(a.get("type") in _SENDS for r in candidates for a in r.actions):
+            # The customer's row first, as a reply of the rule's holds it (to count the
+            # automatic replies they had, ``service.automatic_refusal``), then the
+            # conversation's: ingest writes a customer before their conversation, and
+            # taken the other way round, a rule answering as the customer wrote again and
+            # the message coming in each waited on the other (a deadlock).
+            owner = db.scalar(
+                select(Conversation.customer_id).where(
+                    Conversation.workspace_id == workspace_id, Conversation.id == conversation_id
+                )
+            )
+            if owner is not None:
+                lock_row(db, Customer, owner)
         # Held, and read as it is now, as a write to it is (conversations.get_writable): read
         # unheld while a merge of it committed, its note or reply went into the emptied
         # conversation, shown nowhere. The merge holds it too: this waits, then sees it.
@@ -885,7 +903,6 @@ def run(
         # lives on elsewhere). Webhooks were still told.
         return []
     ran: list[str] = []
-    candidates = [r for r in rules(db, workspace_id=workspace_id) if r.event == event and r.enabled]
     for rule in candidates:
         if rule.id in caused_by:
             continue  # this rule's own change: running it again is how loops start
@@ -1104,7 +1121,7 @@ def _act(
             actor_id=by.actor_id,
             via=by.via,
         )
-    elif kind in ("send_canned", "send_message"):
+    elif kind in _SENDS:
         if kind == "send_canned":
             reply = db.scalar(
                 select(CannedResponse).where(

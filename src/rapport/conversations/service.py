@@ -705,35 +705,42 @@ def page_refusal(db: Session, *, conversation: Conversation, inbox: Inbox) -> No
     return NotThisPage(inbox=inbox, kind=kind, wrote_to=list(wrote_to))
 
 
-# Automatic replies (a rule's, the bot's) one customer is sent by email within an hour,
-# unless the workspace's ``automatic_replies_per_hour`` says otherwise: an autoresponder
-# that does not say it is one (no Auto-Submitted) answers each, and a rule answering every
-# mail answered it back, without end (Zammad and Zendesk cap automatic mail alike).
+# Automatic replies (a rule's, the bot's) one customer is sent within an hour, on every
+# channel together, unless the workspace's ``automatic_replies_per_hour`` says otherwise:
+# an autoresponder that does not say it is one (a mail without Auto-Submitted; an SMS,
+# WhatsApp, Telegram or Messenger away message, which nothing marks) answers each, and a
+# rule answering every message answered it back, without end (Zammad and Zendesk cap
+# automatic mail alike). Counted per customer, not per conversation: an autoresponder's
+# mail that threads nowhere (sent afresh to the inbox's address) starts a conversation of
+# its own each time, and a customer looping on two channels is still one loop.
 AUTOMATIC_REPLIES_PER_HOUR = 10
+# Who sends an automatic reply: a rule (the system) or the bot. A person's is "user" (with
+# no sender_id when written outside Rapport: a page's echo, a colleague's own mailbox).
+_AUTOMATIC_SENDERS = ("system", "bot")
 
 
 class TooManyAutomatic(Unsendable):
-    """An automatic reply past the workspace's cap for one customer by email in an hour."""
+    """An automatic reply past the workspace's cap for one customer in an hour."""
 
     def __init__(self, *, limit: int) -> None:
         replies = "reply" if limit == 1 else "replies"
         self.why = (
-            f"the customer had {limit} automatic {replies} by email within the hour, as many "
-            "as the workspace allows (an autoresponder answering each?); a person's reply "
-            "still goes"
+            f"the customer had {limit} automatic {replies} within the hour, as many as the "
+            "workspace allows (an autoresponder answering each?); a person's reply still goes"
         )
         super().__init__(409, "automatic-replies-capped", f"Not sent: {self.why}.", limit=limit)
 
 
-def automatic_refusal(
-    db: Session, *, conversation: Conversation, inbox: Inbox
-) -> TooManyAutomatic | None:
-    """Why an automatic reply (a rule's, the bot's; never a person's) through ``inbox``
-    does not go: it is mail, and the customer had the workspace's
-    ``automatic_replies_per_hour`` of them by email in the last hour. None when it may go."""
-    if inbox.channel != "email":
-        return None
+def automatic_refusal(db: Session, *, conversation: Conversation) -> TooManyAutomatic | None:
+    """Why an automatic reply (a rule's, the bot's; never a person's) does not go: the
+    customer had the workspace's ``automatic_replies_per_hour`` of them in the last hour,
+    on any channel. None when it may go. The customer's row is held until the transaction
+    ends: two automatic replies at once are counted one after the other, never both as the
+    last one allowed."""
     ws = conversation.workspace_id
+    # PostgreSQL: the second waits here, then counts the first's reply once committed.
+    # SQLite's writer holds the database anyway.
+    lock_row(db, Customer, conversation.customer_id)
     workspace = db.get(Workspace, ws)
     limit = int(
         ((workspace.settings if workspace else None) or {}).get(
@@ -749,10 +756,7 @@ def automatic_refusal(
             Conversation.customer_id == conversation.customer_id,
             Message.direction == Direction.outbound,
             Message.kind.in_((MessageKind.message, MessageKind.bot)),
-            Message.sender_id.is_(None),
-            Message.inbox_id.in_(
-                select(Inbox.id).where(Inbox.workspace_id == ws, Inbox.channel == "email")
-            ),
+            Message.sender_type.in_(_AUTOMATIC_SENDERS),
             Message.created_at >= utcnow() - timedelta(hours=1),
         )
     )
@@ -765,14 +769,14 @@ def reply_refusal(
     """Why a reply through ``inbox`` (by default the one a reply goes through) cannot go:
     the customer opted out of its channel (an SMS STOP), or never wrote to its Messenger
     page or Instagram account, or, ``automatic`` (a rule's, the bot's), had as many
-    automatic mails within the hour as the workspace allows (``automatic_refusal``); None
-    when it may go."""
+    automatic replies within the hour as the workspace allows (``automatic_refusal``, which
+    holds the customer's row); None when it may go."""
     inbox = inbox or db.get(Inbox, last_channel(db, conversation=conversation))
     if inbox is None:
         return None
     if withdrawal := consent_refusal(db, conversation=conversation, inbox=inbox):
         return profile.NoConsent(withdrawal)
-    if automatic and (capped := automatic_refusal(db, conversation=conversation, inbox=inbox)):
+    if automatic and (capped := automatic_refusal(db, conversation=conversation)):
         return capped
     return page_refusal(db, conversation=conversation, inbox=inbox)
 

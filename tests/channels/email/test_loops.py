@@ -234,4 +234,6 @@ def test_the_bot_past_the_cap_hands_over_without_a_word(
     [conv] = conversations(client, world, mail_inbox)
     detail = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()
     [note] = [m for m in detail["messages"] if m["kind"] == "note"]
-    assert note["text"].startswith("Bot handed over: the customer had 1 automatic reply by email")
+    assert note["text"].startswith(
+        "Bot handed over: the customer had 1 automatic reply within the hour"
+    )
