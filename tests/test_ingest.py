@@ -296,6 +296,39 @@ def test_html_is_sanitized_and_attachments_are_stored(
     assert written == ([False] if sqlite else [])
 
 
+def test_the_api_channels_answer_is_the_message_as_the_api_reads_it_files_included(
+    client: TestClient, world: World
+) -> None:
+    # The answer to a post said "attachments": [] for a message posted with files, which
+    # the conversation's API then listed: a client keeping the answer's ids had none.
+    assert world.acme.inbox is not None
+    body = {
+        "external_id": "with-file",
+        "text": "my receipt",
+        "html": "<p>my receipt</p>",
+        "attachments": [
+            {
+                "filename": "receipt.png",
+                "content_type": "image/png",
+                "data_base64": base64.b64encode(b"\x89PNG\r\n\x1a\nreceipt").decode(),
+            }
+        ],
+        "from": {"email": "files@example.com"},
+    }
+    posted = post(client, world.bob, world.acme.inbox.id, **body)
+    assert posted.status_code == 201, posted.text
+    again = post(client, world.bob, world.acme.inbox.id, **body)  # a retry: the stored one
+    assert again.status_code == 200, again.text
+    message = posted.json()
+    read = client.get(
+        f"/api/v1/conversations/{message['conversation_id']}/messages/{message['id']}",
+        headers=auth(world.bob),
+    ).json()
+    for answer in (message, again.json()):
+        assert [a["filename"] for a in answer["attachments"]] == ["receipt.png"]
+        assert {k: answer[k] for k in read} == read
+
+
 def test_ingest_records_its_events_in_the_outbox(
     client: TestClient, world: World, database: Database
 ) -> None:

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +25,8 @@ from rapport.channels.schemas import (
     InboxUpdate,
     SettingRead,
 )
+from rapport.conversations import files, reads
+from rapport.conversations.models import Attachment
 from rapport.customers.identity import InvalidHandle, handle
 from rapport.customers.models import IdentityKind
 from rapport.db import transient
@@ -176,12 +179,23 @@ async def ingest_inbound(
         expect_channel="api",
     )
     result = await writer.submit(msg)
-    out = InboundOut.model_validate(
-        SimpleNamespace(
-            **vars(result.message), customer_id=result.customer_id, duplicate=result.duplicate
-        )
+    stored = result.message
+    attached: list[Attachment] = []
+    if body.attachments or result.duplicate:
+        # The message as the API reads it (``reads.message_read``), files included: they
+        # were left out of the answer. Read only when it has some (or may, stored before):
+        # a post of text alone, the most of them, asks nothing more of the database.
+        attached = await run_in_threadpool(_files_of, writer, stored.id)
+    read = reads.message_read(stored, attached, base_url=writer.settings.public_url)
+    out = InboundOut(
+        **read.model_dump(), customer_id=result.customer_id, duplicate=result.duplicate
     )
     return 200 if result.duplicate else 201, out.model_dump_json().encode()
+
+
+def _files_of(writer: IngestWriter, message_id: str) -> list[Attachment]:
+    with writer.database.session(write=False) as db:
+        return files.of_messages(db, [message_id])[message_id]
 
 
 class InboundFastPath:

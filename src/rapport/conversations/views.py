@@ -8,7 +8,14 @@ from pydantic import AfterValidator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rapport.auth.deps import CurrentAdmin, CurrentAgent, CurrentMember, Db, ReadDb
+from rapport.auth.deps import (
+    CurrentAdmin,
+    CurrentAgent,
+    CurrentMember,
+    CurrentSettings,
+    Db,
+    ReadDb,
+)
 from rapport.auth.models import Role
 from rapport.auth.service import Principal
 from rapport.auth.views import actor_of
@@ -16,12 +23,10 @@ from rapport.automation import service as automation
 from rapport.automation.models import Macro
 from rapport.automation.schemas import SkippedAction
 from rapport.channels import service as inboxes
-from rapport.channels.email import inline as email_inline
-from rapport.conversations import canned, files, labels, service, sla
+from rapport.conversations import canned, files, labels, reads, service, sla
 from rapport.conversations.models import (
     Attachment,
     Conversation,
-    Message,
     Priority,
     SlaState,
     Status,
@@ -358,7 +363,7 @@ def start(
             "status": conv.status.value,
         },
     )
-    return _detail(db, conv)
+    return _detail(db, conv, request.app.state.settings.public_url)
 
 
 @router.get("/{conversation_id}/reply-copies", response_model=ReplyCopies)
@@ -381,44 +386,23 @@ def reply_copies(conversation_id: str, principal: CurrentMember, db: Db) -> Repl
 
 
 @router.get("/{conversation_id}", response_model=ConversationDetail)
-def get_conversation(conversation_id: str, principal: CurrentMember, db: Db) -> ConversationDetail:
+def get_conversation(
+    conversation_id: str, principal: CurrentMember, db: Db, settings: CurrentSettings
+) -> ConversationDetail:
     """A conversation with its messages (notes and activity included), oldest first."""
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    return _detail(db, conv)
+    return _detail(db, conv, settings.public_url)
 
 
-def _detail(db: Db, conv: Conversation) -> ConversationDetail:
+def _detail(db: Db, conv: Conversation, base_url: str) -> ConversationDetail:
     msgs = service.messages(db, conversation=conv)
     return ConversationDetail(
         **_fields(conv),
         labels=service.labels_of(db, [conv.id])[conv.id],
-        messages=_with_files(db, msgs),
+        messages=reads.message_reads(db, msgs, base_url=base_url),
         reply_cc=service.reply_copies(db, conversation=conv) or [],
         guests=service.guest_names(db, conversation=conv, messages=msgs),
     )
-
-
-def _with_files(db: Db, msgs: list[Message]) -> list[MessageRead]:
-    """Messages with their attachments (one query for all of them), an email's ``cid:``
-    images pointing at the attachments they were stored as, as the agent's page shows
-    them (``email_inline.shown``): no client can load a ``cid:`` address."""
-    found = files.of_messages(db, [m.id for m in msgs])
-    return [
-        MessageRead.model_validate(m).model_copy(
-            update={
-                "attachments": [AttachmentRead.model_validate(a) for a in found[m.id]],
-                "html": m.html
-                and email_inline.shown(
-                    m.html,
-                    meta=m.meta,
-                    files=found[m.id],
-                    conversation_id=m.conversation_id,
-                    message_id=m.id,
-                ),
-            }
-        )
-        for m in msgs
-    ]
 
 
 @router.post(
@@ -470,7 +454,13 @@ def upload(
         },
     },
 )
-def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) -> MessageRead:
+def reply(
+    conversation_id: str,
+    body: ReplyIn,
+    principal: CurrentAgent,
+    db: Db,
+    settings: CurrentSettings,
+) -> MessageRead:
     """Reply to the customer, with files uploaded first (``attachment_ids``): stored now,
     delivered by the ``deliver`` job, text first and then each file on channels that send
     them separately."""
@@ -488,13 +478,19 @@ def reply(conversation_id: str, body: ReplyIn, principal: CurrentAgent, db: Db) 
         cc=body.cc,
         bcc=body.bcc,
     )
-    return _with_files(db, [msg])[0]
+    return reads.message_reads(db, [msg], base_url=settings.public_url)[0]
 
 
 @router.post(
     "/{conversation_id}/notes", response_model=NoteRead, status_code=201, responses=_MERGED
 )
-def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db) -> NoteRead:
+def add_note(
+    conversation_id: str,
+    body: NoteIn,
+    principal: CurrentAgent,
+    db: Db,
+    settings: CurrentSettings,
+) -> NoteRead:
     """A private note for colleagues (with files uploaded first); never sent to the
     customer. Says whom its @mentions notified, and which fit several members (and so
     notified none of them)."""
@@ -509,7 +505,7 @@ def add_note(conversation_id: str, body: NoteIn, principal: CurrentAgent, db: Db
         attachment_ids=body.attachment_ids,
     )
     return NoteRead(
-        **_with_files(db, [noted.message])[0].model_dump(),
+        **reads.message_reads(db, [noted.message], base_url=settings.public_url)[0].model_dump(),
         mentioned=noted.notified,
         ambiguous_mentions=[
             AmbiguousMention(
@@ -553,7 +549,8 @@ def run_macro(
     _held_afresh(db, [conv])
     service.writable(conv)  # a merge committed meanwhile included
     skipped = _ran_macro(db, principal=principal, request=request, macro=macro, conversation=conv)
-    return MacroRunOut(conversation=_detail(db, conv), skipped=_skipped(skipped))
+    base_url = request.app.state.settings.public_url
+    return MacroRunOut(conversation=_detail(db, conv, base_url), skipped=_skipped(skipped))
 
 
 @router.post("/{conversation_id}/assign", response_model=ConversationRead, responses=_MERGED)
@@ -638,22 +635,32 @@ def remove_label(conversation_id: str, label: str, principal: CurrentAgent, db: 
     },
 )
 def send_again(
-    conversation_id: str, message_id: str, principal: CurrentAgent, db: Db
+    conversation_id: str,
+    message_id: str,
+    principal: CurrentAgent,
+    db: Db,
+    settings: CurrentSettings,
 ) -> MessageRead:
     """Send a reply that failed again (queued for the ``deliver`` job), after the checks a
     new reply meets; what the provider had already accepted of it is not sent twice."""
     conv = service.get_writable(
         db, workspace_id=principal.workspace_id, conversation_id=conversation_id
     )
-    return _with_files(db, [service.send_again(db, conversation=conv, message_id=message_id)])[0]
+    msg = service.send_again(db, conversation=conv, message_id=message_id)
+    return reads.message_reads(db, [msg], base_url=settings.public_url)[0]
 
 
 @router.get("/{conversation_id}/messages/{message_id}", response_model=MessageRead)
 def get_message(
-    conversation_id: str, message_id: str, principal: CurrentMember, db: Db
+    conversation_id: str,
+    message_id: str,
+    principal: CurrentMember,
+    db: Db,
+    settings: CurrentSettings,
 ) -> MessageRead:
     conv = service.get(db, workspace_id=principal.workspace_id, conversation_id=conversation_id)
-    return _with_files(db, [service.get_message(db, conversation=conv, message_id=message_id)])[0]
+    msg = service.get_message(db, conversation=conv, message_id=message_id)
+    return reads.message_reads(db, [msg], base_url=settings.public_url)[0]
 
 
 sla_router = APIRouter(prefix="/api/v1", tags=["sla"])

@@ -174,7 +174,9 @@ def export_customer(
     request): the profile and any record merged into it, handles, tags, consent history,
     events, orders, web chat form entries, and every conversation with all its messages."""
     customer = service.get(db, workspace_id=principal.workspace_id, customer_id=customer_id)
-    document = access.export_customer(db, customer=customer)
+    document = access.export_customer(
+        db, customer=customer, base_url=request.app.state.settings.public_url
+    )
     _audit_export(request, principal, target_id=customer.id)
     return Response(
         document.model_dump_json(indent=2),

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
-from rapport.conversations import files
+from rapport.conversations import reads
 from rapport.conversations.models import Conversation, Message
-from rapport.conversations.schemas import AttachmentRead, ConversationRead, MessageRead
+from rapport.conversations.schemas import ConversationRead, MessageRead
 from rapport.customers import merge, profile
 from rapport.customers import service as customers
 from rapport.customers.models import Customer, CustomerMerge, CustomerNote, Event, Identity
@@ -137,8 +137,10 @@ def guest_messages(workspace_id: str, person: list[str] | set[str]) -> Select[st
     )
 
 
-def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
-    """Everything about the person this customer is (see the module's docstring)."""
+def export_customer(db: Session, *, customer: Customer, base_url: str) -> CustomerExport:
+    """Everything about the person this customer is (see the module's docstring), each
+    message as the API reads it (``reads.message_reads``: its files, and a mail's ``cid:``
+    images as their attachments' URLs under ``base_url``)."""
     root, ids = merge.person(db, customer=customer)
     ws = root.workspace_id
 
@@ -170,12 +172,10 @@ def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
         )
         if m.conversation_id not in own
     ]
-    attachments = files.of_messages(db, [m.id for m in [*messages, *elsewhere]])
+    read = reads.message_reads(db, [*messages, *elsewhere], base_url=base_url)
     by_conversation: dict[str, list[MessageRead]] = {c.id: [] for c in conversations}
-    for m in messages:
-        read = MessageRead.model_validate(m)
-        read.attachments = [AttachmentRead.model_validate(a) for a in attachments[m.id]]
-        by_conversation[m.conversation_id].append(read)
+    for m in read[: len(messages)]:
+        by_conversation[m.conversation_id].append(m)
     channels = {
         row.id: row.channel
         for row in db.execute(select(Inbox.id, Inbox.channel).where(Inbox.workspace_id == ws))
@@ -218,11 +218,7 @@ def export_customer(db: Session, *, customer: Customer) -> CustomerExport:
             for c in conversations
         ],
         written_elsewhere=[
-            WrittenElsewhere(
-                **MessageRead.model_validate(m).model_dump(exclude={"attachments"}),
-                attachments=[AttachmentRead.model_validate(a) for a in attachments[m.id]],
-                channel=channels.get(m.inbox_id, ""),
-            )
-            for m in elsewhere
+            WrittenElsewhere(**m.model_dump(), channel=channels.get(m.inbox_id, ""))
+            for m in read[len(messages) :]
         ],
     )

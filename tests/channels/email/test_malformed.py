@@ -215,7 +215,11 @@ def test_the_api_gives_an_images_address_as_its_attachments_not_cid(
     [conv] = conversations(client, world, mail_inbox)
     [message] = detail(client, world, conv["id"])["messages"]
     [image] = [a for a in message["attachments"] if a["content_type"] == "image/png"]
-    src = f"/api/v1/conversations/{conv['id']}/messages/{message['id']}/attachments/{image['id']}"
+    # Absolute, under the public URL, as the API's other links are (a help center's url).
+    src = (
+        f"http://testserver/api/v1/conversations/{conv['id']}/messages/{message['id']}"
+        f"/attachments/{image['id']}"
+    )
     one = client.get(
         f"/api/v1/conversations/{conv['id']}/messages/{message['id']}", headers=auth(world.bob)
     ).json()
@@ -223,6 +227,29 @@ def test_the_api_gives_an_images_address_as_its_attachments_not_cid(
         assert f'<img src="{src}" alt="shot">' in html
         assert '<img src="cid:gone@example.org" alt="not attached">' in html
     assert client.get(src, headers=auth(world.bob)).content == png
+
+
+def test_a_customers_export_gives_an_images_address_as_the_api_does_not_cid(
+    client: TestClient, world: World, mail_inbox: str, smtp_port: int
+) -> None:
+    # The API's messages pointed a pasted image at its attachment; the customer's export
+    # (an access request) still held <img src="cid:...">, which names nothing outside the
+    # mail it came in.
+    png = b"\x89PNG\r\n\x1a\n" + b"pixels" * 10
+    mail = customer_mail("See the screenshot.")
+    mail.add_alternative('<p>See:</p><img src="cid:shot@example.org" alt="shot">', subtype="html")
+    mail.get_payload()[1].add_related(
+        png, maintype="image", subtype="png", cid="<shot@example.org>"
+    )
+    send(smtp_port, mail)
+    [conv] = conversations(client, world, mail_inbox)
+    [message] = detail(client, world, conv["id"])["messages"]
+    r = client.get(f"/api/v1/customers/{conv['customer_id']}/export", headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    [exported] = r.json()["conversations"][0]["messages"]
+    assert exported["html"] == message["html"]
+    assert exported["attachments"] == message["attachments"]
+    assert "cid:" not in exported["html"] and 'src="http://testserver/api/v1/' in exported["html"]
 
 
 def test_mail_for_an_inbox_switched_off_after_rcpt_is_not_answered_stored(

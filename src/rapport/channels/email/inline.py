@@ -39,14 +39,17 @@ def shown(
     files: Sequence[_Attachment] | None,
     conversation_id: str,
     message_id: str,
+    base_url: str = "",
 ) -> str:
-    """The message's HTML with each ``cid:`` image it stored pointing at its attachment;
-    an image of no stored part keeps its address (shown as missing, as before)."""
+    """The message's HTML with each ``cid:`` image it stored pointing at its attachment's
+    download path, under ``base_url`` if given (the API's absolute links; the agent's page
+    keeps the path, on its own origin); an image of no stored part keeps its address (shown
+    as missing, as before)."""
     inline = ((meta or {}).get("email") or {}).get("inline") or {}
     if not inline or not files or "cid:" not in markup.lower():
         return markup
     by_digest = {f.sha256: f.id for f in files}
-    base = f"/api/v1/conversations/{conversation_id}/messages/{message_id}/attachments/"
+    base = f"{base_url}/api/v1/conversations/{conversation_id}/messages/{message_id}/attachments/"
 
     def address(m: re.Match[str]) -> str:
         named = unquote(htmllib.unescape(m.group(2))).strip().strip("<>")
