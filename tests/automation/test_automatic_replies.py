@@ -4,15 +4,19 @@ on every channel, counted across the customer's conversations, one reply at a ti
 
 import json
 import threading
+import time
 from urllib.parse import parse_qs
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from rapport.automation import service as automation
 from rapport.config import Settings
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation, Message, MessageKind
-from rapport.db import Database
+from rapport.crypto import box_for
+from rapport.customers.models import Customer
+from rapport.db import Database, utcnow
 from rapport.jobs.worker import Worker
 from tests.channels.test_providers import (  # noqa: F401
     Provider,
@@ -25,7 +29,7 @@ from tests.channels.test_providers import (  # noqa: F401
     text_in,
     twilio_inbox,
 )
-from tests.conftest import auth
+from tests.conftest import auth, postgresql_only
 from tests.factories import World
 
 
@@ -206,3 +210,70 @@ def test_the_pages_own_answers_from_outside_rapport_are_a_persons_not_automatic(
     assert [json.loads(body)["message"]["text"] for _, _, body in handler.calls] == [
         "Thanks, we got your message."
     ]
+
+
+@postgresql_only
+def test_a_rule_answering_as_the_customer_writes_again_does_not_deadlock(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # Ingest writes a customer (last_seen_at), then their conversation. A rule's job held
+    # the conversation, then, to count the customer's automatic replies, the customer: the
+    # two each waited on the other, and PostgreSQL undid one of them.
+    acknowledge_every_message(client, world)
+    assert world.acme.inbox is not None
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",
+        json={"external_id": "m1", "text": "Hello?", "from": {"email": "c@example.com"}},
+        headers=auth(world.bob),
+    )
+    message = r.json()
+    customer, conv_id = message["customer_id"], message["conversation_id"]
+    has_customer, errors = threading.Event(), []
+
+    def incoming() -> None:  # the statements ingest runs, in its order, held apart
+        try:
+            with database.session() as db:
+                db.execute(
+                    update(Customer).where(Customer.id == customer).values(last_seen_at=utcnow())
+                )
+                has_customer.set()
+                time.sleep(1)  # the rule's job meanwhile takes what it takes
+                db.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conv_id)
+                    .values(last_activity_at=utcnow())
+                )
+        except Exception as exc:
+            errors.append(exc)
+
+    def rule() -> None:
+        try:
+            with database.session() as db:
+                automation.run(
+                    db,
+                    workspace_id=world.acme.workspace.id,
+                    event="message.received",
+                    conversation_id=conv_id,
+                    message_id=message["id"],
+                    customer_id=customer,
+                    caused_by=[],
+                    box=box_for(settings.secret_key.get_secret_value()),
+                )
+        except Exception as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=incoming)
+    first.start()
+    assert has_customer.wait(30)
+    second = threading.Thread(target=rule)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert errors == []
+    with database.session(write=False) as db:
+        replies = db.scalar(
+            select(func.count())
+            .select_from(Message)
+            .where(Message.conversation_id == conv_id, Message.sender_type == "system")
+        )
+    assert replies == 1
