@@ -625,12 +625,45 @@ def test_an_sms_stop_is_recorded_without_waiting_for_an_answer(
     assert [m["text"] for m in conv["messages"]][-2:] == ["Stop ", "quit"]
     assert conv["messages"][-1]["meta"]["sms"]["opt_out"] is True
     assert conv["status"] == "resolved" and waiting_since(database, conv["id"]) is None
-    # "Cancel" may answer an agent's question: without Twilio saying it was an opt-out,
-    # it is a message like any other.
-    cancel = dict(SMS, MessageSid="SM_C", SmsSid="SM_C", SmsMessageSid="SM_C", Body="Cancel")
-    assert twilio_post(client, settings, path, cancel, "twilio-token").status_code == 200
+    # "Yes" may answer an agent's question: without Twilio saying it was an opt-in, it is
+    # a message like any other (nor does a keyword inside a sentence count).
+    for sid, body in (("SM_Y", "Yes"), ("SM_S", "stop calling me please")):
+        said = dict(SMS, MessageSid=sid, SmsSid=sid, SmsMessageSid=sid, Body=body)
+        assert twilio_post(client, settings, path, said, "twilio-token").status_code == 200
     conv = only_conversation(client, world, inbox)
+    assert not {"opt_in", "opt_out"} & set(conv["messages"][-1]["meta"]["sms"])
     assert conv["status"] == "open" and waiting_since(database, conv["id"]) is not None
+
+
+@pytest.mark.parametrize(
+    "body", ["CANCEL", " end ", "Quit", "optout", "REVOKE", "Stopall", "unsubscribe"]
+)
+def test_each_of_twilios_opt_out_keywords_withdraws_sms_consent_without_optouttype(
+    client: TestClient,
+    world: World,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    body: str,
+) -> None:
+    # Twilio blocks the number on each of its default opt-out keywords (the whole message,
+    # in any case), whether or not it names one in OptOutType. Rapport knew only STOP,
+    # STOPALL and UNSUBSCRIBE: after "Cancel" agents' replies were queued, and each failed
+    # at Twilio (21610), while the conversation waited on an answer that could not go.
+    inbox, path, _ = twilio_inbox(client, world, provider)
+    assert twilio_post(client, settings, path, SMS, "twilio-token").status_code == 200
+    text_in(client, settings, path, "SM_OUT", body)
+    conv = only_conversation(client, world, inbox)
+    assert conv["messages"][-1]["meta"]["sms"]["opt_out"] is True
+    assert sms_consents(client, world, conv["customer_id"])["all"] == (
+        False,
+        f"SMS keyword {body.strip().upper()}",
+    )
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Sorry to see you go"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 409, r.text
 
 
 def sms_consents(client: TestClient, world: World, customer: str) -> dict[str, tuple[bool, str]]:

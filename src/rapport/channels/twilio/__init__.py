@@ -129,10 +129,12 @@ def _urls(url: str) -> list[str]:
     return [url, *(urlunsplit(parts._replace(netloc=f)) for f in forms if f != parts.netloc)]
 
 
-# Keywords that can only mean opting out or back in. Twilio acts on more (CANCEL, END,
-# QUIT, YES...), but not for every number or country, and "yes" or "cancel" may well answer
-# an agent's question: those count only when Twilio says so (``OptOutType``).
-_STOP = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE"})
+# Twilio's default opt-out keywords on a long code, the whole message in any case: it
+# blocks the number on each, even one that answered an agent's question ("Cancel"), so
+# every reply after it would fail (error 21610). Its opt-in keywords are START, UNSTOP and
+# YES; YES counts only when Twilio says so (``OptOutType``): as an answer ("yes, that
+# works") it would grant every SMS purpose, marketing too, and silence the message.
+_STOP = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
 _START = frozenset({"START", "UNSTOP"})
 
 
