@@ -452,7 +452,125 @@ def test_a_customer_who_blocks_the_bot_is_shown_in_the_conversation(
         "hi",
         "[blocked the bot: replies cannot reach them]",
         "[unblocked the bot]",
+        "[removed the bot from the group “Fans”: replies there cannot be sent]",
     ]
+
+
+def test_a_bot_removed_from_a_group_is_recorded_and_replies_there_refused_until_added_back(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # A group's my_chat_member was dropped: after an admin removed the bot, agents' replies
+    # to the group were queued and each failed at Telegram ("bot was kicked from the
+    # group chat"), and nothing in the conversation said why.
+    url, handler = provider
+    handler.reply = {"ok": True, "result": {"message_id": 7}}
+    inbox = make_inbox(
+        client,
+        world,
+        "telegram",
+        {"bot_token": "123:ABC", "secret_token": "s3cret", "api_base_url": url},
+    )
+    ann = {"id": 111, "is_bot": False, "first_name": "Ann"}
+    group = {"id": -1001234567890, "type": "supergroup", "title": "Acme fans"}
+    asked = {"message_id": 5, "date": 1441645532, "from": ann, "chat": group, "text": "Open?"}
+    telegram_post(client, inbox, {"update_id": 1, "message": asked})
+    bot = {"id": 42, "is_bot": True, "first_name": "Acme"}
+
+    def member(status: str, was: str, date: int) -> dict:  # type: ignore[type-arg]
+        return {
+            "chat": group,
+            "from": ann,
+            "date": date,
+            "old_chat_member": {"user": bot, "status": was},
+            "new_chat_member": {"user": bot, "status": status},
+        }
+
+    for _ in range(2):  # a redelivery is stored once
+        removed = member("kicked", "member", 1441645600)
+        telegram_post(client, inbox, {"update_id": 2, "my_chat_member": removed})
+    conv = only_conversation(client, world, inbox)
+    assert [m["text"] for m in conv["messages"]] == [
+        "Open?",
+        "[removed the bot from the group “Acme fans”: replies there cannot be sent]",
+    ]
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Until 6 pm."},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["type"].endswith("/problems/unreachable")
+    assert "removed from the Telegram group “Acme fans”" in r.json()["detail"]
+    assert deliver_jobs(database) == []
+    # Added back: replies go to the group again.
+    telegram_post(
+        client, inbox, {"update_id": 3, "my_chat_member": member("member", "left", 1441645700)}
+    )
+    assert only_conversation(client, world, inbox)["messages"][-1]["text"] == (
+        "[added the bot to the group “Acme fans”]"
+    )
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Until 6 pm."},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+    [(_, _, body)] = handler.calls
+    assert json.loads(body)["chat_id"] == "-1001234567890"
+    # A group the bot left that the customer never wrote in refuses nothing here.
+    other = {**member("left", "member", 1441645800), "chat": {**group, "id": -100999}}
+    telegram_post(client, inbox, {"update_id": 4, "my_chat_member": other})
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "See you."},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_a_customer_who_blocked_the_bot_gets_no_reply_until_they_unblock_it(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The block was a line in the conversation, but a reply was queued all the same, and
+    # failed at Telegram ("bot was blocked by the user").
+    inbox = telegram_inbox(client, world)
+    ann = {"id": 111, "is_bot": False, "first_name": "Ann"}
+    private = {"id": 111, "type": "private", "first_name": "Ann"}
+    hello = {"message_id": 1, "date": 1441645532, "from": ann, "chat": private, "text": "hi"}
+    telegram_post(client, inbox, {"update_id": 1, "message": hello})
+    bot = {"id": 42, "is_bot": True, "first_name": "Acme"}
+
+    def member(status: str, was: str, date: int) -> dict:  # type: ignore[type-arg]
+        return {
+            "chat": private,
+            "from": ann,
+            "date": date,
+            "old_chat_member": {"user": bot, "status": was},
+            "new_chat_member": {"user": bot, "status": status},
+        }
+
+    telegram_post(
+        client, inbox, {"update_id": 2, "my_chat_member": member("kicked", "member", 1441645600)}
+    )
+    conv = only_conversation(client, world, inbox)
+
+    def reply() -> int:
+        return client.post(
+            f"/api/v1/conversations/{conv['id']}/messages",
+            json={"text": "Hello?"},
+            headers=auth(world.bob),
+        ).status_code
+
+    assert reply() == 422 and deliver_jobs(database) == []
+    telegram_post(
+        client, inbox, {"update_id": 3, "my_chat_member": member("member", "kicked", 1441645700)}
+    )
+    assert reply() == 201
 
 
 # --- Twilio SMS ----------------------------------------------------------------------------

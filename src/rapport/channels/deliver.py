@@ -14,6 +14,7 @@ from rapport.channels import base, email, media
 from rapport.channels.models import Inbox
 from rapport.conversations import files, sla
 from rapport.conversations.models import (
+    OPENS_WINDOW,
     Conversation,
     DeliveryStatus,
     Direction,
@@ -139,6 +140,9 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
                 Message.inbox_id == inbox.id,
                 Message.direction == Direction.inbound,
                 Message.kind == MessageKind.message,
+                # Where they last wrote: not a line nobody wrote (Telegram: the bot
+                # blocked, or removed from a group), which would send the reply there.
+                Message.meta[OPENS_WINDOW].as_string().is_(None),
             )
             .order_by(Message.created_at.desc(), Message.id.desc())
             .limit(1)

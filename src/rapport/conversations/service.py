@@ -767,8 +767,9 @@ def reply_refusal(
     db: Session, *, conversation: Conversation, inbox: Inbox | None = None, automatic: bool = False
 ) -> Unsendable | None:
     """Why a reply through ``inbox`` (by default the one a reply goes through) cannot go:
-    the customer opted out of its channel (an SMS STOP), or never wrote to its Messenger
-    page or Instagram account, or, ``automatic`` (a rule's, the bot's), had as many
+    the customer opted out of its channel (an SMS STOP), or its channel cannot reach the
+    chat (a Telegram bot blocked, or removed from the group), or never wrote to its
+    Messenger page or Instagram account, or, ``automatic`` (a rule's, the bot's), had as many
     automatic replies within the hour as the workspace allows (``automatic_refusal``, which
     holds the customer's row); None when it may go."""
     inbox = inbox or db.get(Inbox, last_channel(db, conversation=conversation))
@@ -778,6 +779,11 @@ def reply_refusal(
         return profile.NoConsent(withdrawal)
     if automatic and (capped := automatic_refusal(db, conversation=conversation)):
         return capped
+    # A chat the channel knows it cannot send to now (Telegram: the bot blocked, or
+    # removed from the group the customer wrote in).
+    blocked = getattr(channels.get(inbox.channel), "reply_blocked", None)
+    if blocked is not None and (why := blocked(db, conversation=conversation, inbox=inbox)):
+        return Unreachable(inbox=inbox, why=why)
     return page_refusal(db, conversation=conversation, inbox=inbox)
 
 

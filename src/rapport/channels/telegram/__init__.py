@@ -7,12 +7,23 @@ from typing import Any
 
 import httpx
 import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from rapport import outbound
 from rapport.channels import base, media
+from rapport.channels.models import Inbox
+from rapport.conversations.models import (
+    OPENS_WINDOW,
+    Conversation,
+    Direction,
+    Message,
+    MessageKind,
+)
 from rapport.crypto import same
+from rapport.customers import identity
 from rapport.customers.identity import handle
-from rapport.customers.models import IdentityKind
+from rapport.customers.models import Identity, IdentityKind
 from rapport.ingest import InboundMessage
 
 DEFAULT_API = "https://api.telegram.org"
@@ -27,34 +38,119 @@ _GROUPS = ("group", "supergroup")
 
 def _blocked(change: dict[str, Any], inbox_id: str) -> base.WebhookEvents:
     """The customer blocked the bot, or unblocked it (``my_chat_member`` in a private
-    chat): a line in the conversation, since replies cannot reach them meanwhile. Recorded
-    as an auto-reply is: nothing to answer, nothing reopened. A group's changes are not a
-    customer's."""
+    chat), or someone removed it from a group or added it back: a line in the
+    conversation of the person who did it, since replies cannot reach that chat meanwhile
+    (``chat_closed`` refuses them). Recorded as an auto-reply is: nothing to answer,
+    nothing reopened. Its id names the chat, so the chat's latest change is found by it."""
     chat, user = change.get("chat") or {}, change.get("from") or {}
     old = (change.get("old_chat_member") or {}).get("status")
     new = (change.get("new_chat_member") or {}).get("status")
-    if chat.get("type") != "private" or not user.get("id"):
+    if not user.get("id") or not chat.get("id"):
         return base.WebhookEvents()
-    if new == "kicked":
-        text = "[blocked the bot: replies cannot reach them]"
-    elif old == "kicked":
-        text = "[unblocked the bot]"
+    tg: dict[str, Any] = {"chat_id": chat["id"], "member": new}
+    if chat.get("type") == "private":
+        if new == "kicked":
+            text = "[blocked the bot: replies cannot reach them]"
+        elif old == "kicked":
+            text = "[unblocked the bot]"
+        else:
+            return base.WebhookEvents()
+    elif chat.get("type") in _GROUPS:
+        title = chat.get("title") or chat["id"]
+        if new in _GONE and old not in _GONE:
+            text = f"[removed the bot from the group “{title}”: replies there cannot be sent]"
+        elif old in _GONE and new not in _GONE:
+            text = f"[added the bot to the group “{title}”]"
+        else:
+            return base.WebhookEvents()
+        tg |= {"chat_type": chat["type"], "chat_title": chat.get("title")}
     else:
         return base.WebhookEvents()
     return base.WebhookEvents(
         messages=[
             InboundMessage(
                 inbox_id=inbox_id,
-                external_id=f"{chat['id']}:member:{change.get('date', '')}:{new}",
+                external_id=f"{chat['id']}{_MEMBER}{change.get('date', '')}:{new}",
                 handles=[handle(IdentityKind.telegram, str(user["id"]))],
                 text=text,
                 sent_at=base.timestamp(change.get("date")),
-                meta={"telegram": {"chat_id": chat["id"], "member": new}},
+                meta={"telegram": tg},
                 expect_channel="telegram",
                 auto_reply=True,
             )
         ]
     )
+
+
+# A bot's status in a chat it can no longer send to: blocked (private), or removed from
+# a group (kicked by an admin, or left).
+_GONE = ("left", "kicked")
+# What the id of a change of the bot's membership holds after the chat's id.
+_MEMBER = ":member:"
+
+
+def chat_closed(db: Session, *, conversation: Conversation, inbox: Inbox) -> str | None:
+    """Why a reply through ``inbox`` cannot reach the chat it would go to (see ``send``:
+    the group the customer last wrote in, else their private chat): the bot's latest
+    change of membership there says it was blocked or removed; None when it may go."""
+    came = (
+        db.scalar(
+            select(Message.meta)
+            .where(
+                Message.conversation_id == conversation.id,
+                Message.inbox_id == inbox.id,
+                Message.direction == Direction.inbound,
+                Message.kind == MessageKind.message,
+                # What they wrote, as ``deliver`` reads it: not a line of the bot's
+                # membership, which said nothing of where they write.
+                Message.meta[OPENS_WINDOW].as_string().is_(None),
+            )
+            .order_by(Message.created_at.desc(), Message.id.desc())
+            .limit(1)
+        )
+        if conversation.id
+        else None
+    )
+    tg = (came or {}).get("telegram") or {}
+    group = tg.get("chat_type") in _GROUPS and tg.get("chat_id")
+    if group:
+        chat = str(tg["chat_id"])
+    else:
+        found = identity.recipient(
+            list(
+                db.scalars(
+                    select(Identity).where(
+                        Identity.workspace_id == conversation.workspace_id,
+                        Identity.customer_id == conversation.customer_id,
+                        Identity.kind == IdentityKind.telegram,
+                    )
+                )
+            ),
+            IdentityKind.telegram,
+            inbox_id=inbox.id,
+        )
+        if found is None:
+            return None
+        chat = found.value
+    # The ids of the chat's changes of membership, a range of the inbox's unique index
+    # (";" follows ":"): the latest says where the bot stands.
+    start = f"{chat}{_MEMBER}"
+    latest = db.scalar(
+        select(Message.meta)
+        .where(
+            Message.inbox_id == inbox.id,
+            Message.external_id >= start,
+            Message.external_id < start[:-1] + ";",
+        )
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+    )
+    if ((latest or {}).get("telegram") or {}).get("member") not in _GONE:
+        return None
+    if group:
+        title = tg.get("chat_title") or chat
+        return f"the bot was removed from the Telegram group “{title}”; add it back to reply there"
+    return "the customer blocked the bot on Telegram; replies reach them once they unblock it"
 
 
 class TelegramChannel:
@@ -74,6 +170,7 @@ class TelegramChannel:
     )
     secret_fields = base.secret_names(fields)
     sends_files = True
+    reply_blocked = staticmethod(chat_closed)
 
     def media_refs(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
         found = (meta.get("telegram") or {}).get("file")
