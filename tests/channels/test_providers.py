@@ -1761,17 +1761,18 @@ def test_the_window_is_the_customers_with_the_page_the_reply_goes_through(
     settings: Settings,
     provider: tuple[str, type[Provider]],
 ) -> None:
-    # Meta's 24-hour window is the person's with a page. It was read from the conversation
+    # Meta's window is the person's with a page. It was read from the conversation
     # replied in: a reply through the shop's page, which they wrote to an hour ago, was
-    # refused in their help desk conversation, quiet for 30 hours; and one through the help
-    # desk's page, 30 hours quiet, went from the shop's conversation, for Meta to refuse.
+    # refused in their help desk conversation, quiet for 8 days; and one through the help
+    # desk's page, 8 days quiet, went from the shop's conversation, for Meta to refuse.
+    # (Past 24 hours a person's reply goes with the human agent tag, for 7 days.)
     url, handler = provider
     handler.reply = {"message_id": "m_OUT{n}"}
     shop = page_inbox(client, world, "messenger", "Shop", "PAGE_A", url)
     desk = page_inbox(client, world, "messenger", "Help desk", "PAGE_B", url)
     wrote(client, database, "messenger", desk, page="PAGE_B", sender="222", mid="m_B")
     wrote(client, database, "messenger", shop, page="PAGE_A", sender="111", mid="m_A")
-    at_desk = written_ago(database, "m_B", timedelta(hours=30))
+    at_desk = written_ago(database, "m_B", timedelta(days=8))
     at_shop = written_ago(database, "m_A", timedelta(hours=1))
     with database.session(write=False) as db:
         customers = [db.get(Conversation, c).customer_id for c in (at_shop, at_desk)]  # type: ignore[union-attr]
@@ -1783,7 +1784,7 @@ def test_the_window_is_the_customers_with_the_page_the_reply_goes_through(
     assert r.status_code == 201, r.text
     for conv in (at_desk, at_shop):
         r = answer(client, world, conv, inbox_id=desk)
-        assert r.status_code == 422 and "24 hours" in r.json()["detail"], r.text
+        assert r.status_code == 422 and "7 days" in r.json()["detail"], r.text
         assert answer(client, world, conv, inbox_id=shop).status_code == 201
     Worker(database, settings).run_until_idle()
     assert sent_to(handler) == [("token-PAGE_A", "111"), ("token-PAGE_A", "111")]
@@ -2208,7 +2209,7 @@ def test_meta_window_opens_on_what_the_customer_says_even_if_nothing_here_answer
         json={"status": "resolved"},
         headers=auth(world.bob),
     ).raise_for_status()
-    written_ago(database, "m_IN1", timedelta(days=2))
+    written_ago(database, "m_IN1", timedelta(days=8))  # past even a person's 7 days
     before = len(only_conversation(client, world, inbox)["messages"])
     event = said(int(utcnow().timestamp() * 1000))
     assert meta_post(client, "messenger", inbox, event).status_code == 200
@@ -2226,7 +2227,101 @@ def test_meta_window_opens_on_what_the_customer_says_even_if_nothing_here_answer
     if opens:
         assert r.status_code == 201, r.text
     else:
-        assert r.status_code == 422 and "24 hours" in r.json()["detail"]
+        assert r.status_code == 422 and "7 days" in r.json()["detail"]
+
+
+def sent_bodies(handler: type[Provider]) -> list[dict]:  # type: ignore[type-arg]
+    """What each Send API call asked for (its recipient, type, tag, message), in order."""
+    return [json.loads(body) for _, _, body in handler.calls]
+
+
+@pytest.mark.parametrize("channel,obj", [("messenger", "page"), ("instagram", "instagram")])
+def test_a_persons_reply_past_24_hours_goes_with_metas_human_agent_tag_for_7_days(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    channel: str,
+    obj: str,
+) -> None:
+    # Every reply went as messaging_type RESPONSE, and any reply past Meta's 24-hour
+    # window was refused: an agent back on Monday could not answer Friday's question,
+    # though Meta takes a person's reply for 7 days with the HUMAN_AGENT tag (Messenger
+    # and Instagram alike; Instagram documents it as the one tag for a human agent).
+    url, handler = provider
+    handler.reply = {"recipient_id": "1254459154682919", "message_id": "m_OUT{n}"}
+    inbox = meta_inbox(client, world, channel, url)
+    hello = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "Is it in stock?"}}
+    meta_post(client, channel, inbox, meta_event(obj, hello))
+    conv = only_conversation(client, world, inbox)
+
+    def reply(text: str) -> int:
+        return client.post(
+            f"/api/v1/conversations/{conv['id']}/messages",
+            json={"text": text},
+            headers=auth(world.bob),
+        ).status_code
+
+    assert reply("Checking now.") == 201
+    Worker(database, settings).run_until_idle()
+    written_ago(database, "m_IN1", timedelta(days=3))
+    assert reply("Back in stock today.") == 201
+    # Queued inside the window, sent after it: the send decides, as Meta will.
+    assert reply("And it ships tomorrow.") == 201
+    written_ago(database, "m_IN1", timedelta(days=3, hours=1))
+    Worker(database, settings).run_until_idle()
+    within, *later = sent_bodies(handler)
+    assert within["messaging_type"] == "RESPONSE" and "tag" not in within
+    assert [(b["messaging_type"], b["tag"]) for b in later] == [("MESSAGE_TAG", "HUMAN_AGENT")] * 2
+    assert [m["status"] for m in only_conversation(client, world, inbox)["messages"][1:]] == [
+        "sent"
+    ] * 3
+    # An automatic reply (a rule's, the bot's) never takes the tag: refused past 24 hours.
+    from rapport.conversations import service
+    from rapport.problems import Invalid
+
+    with database.session() as db:
+        row = db.get(Conversation, conv["id"])
+        with pytest.raises(Invalid, match="not the bot's or a rule's"):
+            service.reply(db, conversation=row, author_id=None, text="Our hours are 9-5.")
+    # Past 7 days nothing goes, a person's reply included.
+    written_ago(database, "m_IN1", timedelta(days=7, minutes=1))
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Still there?"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 422 and "7 days" in r.json()["detail"]
+    assert len(handler.calls) == 3
+
+
+def test_a_queued_automatic_reply_sent_past_metas_24_hours_fails_saying_why(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # A rule's reply queued inside the window but sent after it (the worker was down)
+    # must not go with the human agent tag, which Meta allows for a person's reply only.
+    from rapport.conversations import service
+
+    url, handler = provider
+    handler.reply = {"recipient_id": "1254459154682919", "message_id": "m_OUT{n}"}
+    inbox = meta_inbox(client, world, "messenger", url)
+    hello = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "hello"}}
+    meta_post(client, "messenger", inbox, meta_event("page", hello))
+    conv = only_conversation(client, world, inbox)
+    with database.session() as db:
+        row = db.get(Conversation, conv["id"])
+        assert row is not None
+        service.reply(db, conversation=row, author_id=None, text="We answer within a day.")
+    written_ago(database, "m_IN1", timedelta(hours=25))
+    Worker(database, settings).run_until_idle()
+    assert handler.calls == []
+    failed = only_conversation(client, world, inbox)["messages"][-1]
+    assert failed["status"] == "failed" and "24 hours" in failed["error"]
 
 
 def test_a_conversation_started_by_what_another_app_answers_leaves_nobody_waiting(

@@ -110,6 +110,9 @@ class Outbound(Addressee):
     # Whether URLs an admin set may point into our own network (RAPPORT_OUTBOUND_PRIVATE_OK):
     # calls to them go through ``rapport.outbound.request``.
     allow_private: bool = False
+    # When the customer last wrote through the inbox (any of their conversations), for a
+    # channel with a reply window (``check_reply``: Meta's); None otherwise.
+    window_opened_at: datetime | None = None
 
 
 def timestamp(value: Any, *, millis: bool = False) -> datetime | None:

@@ -26,6 +26,7 @@ from rapport.conversations.service import (
     add_message,
     consent_refusal,
     delivery_known,
+    last_wrote_through,
     message_payload,
     queue_again,
     resend_refusal,
@@ -147,6 +148,13 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
             .order_by(Message.created_at.desc(), Message.id.desc())
             .limit(1)
         )
+        # What a provider's reply window counts from, read at the send (the reply may have
+        # waited in the queue): Meta sends it as a response or with the human agent tag.
+        opened = (
+            last_wrote_through(db, conversation=conv, inbox=inbox)
+            if hasattr(base.get(inbox.channel), "check_reply")
+            else None
+        )
         attached = files.of_messages(db, [msg.id])[msg.id]
         # Asked again here: the customer may have opted out (an SMS STOP) since the reply
         # was queued, and the provider would refuse it or, worse, deliver it.
@@ -205,6 +213,7 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         parts_sent=dict((msg.meta or {}).get("parts_sent") or {}),
         record_part=lambda key, external_id: _record_part(ctx, message_id, key, external_id),
         allow_private=ctx.settings.outbound_private_ok,
+        window_opened_at=opened,
     )
     # Stay under the provider's sending rate (per inbox, shared through Redis when there
     # is one). A message over the limit waits for its turn, which is not one of its

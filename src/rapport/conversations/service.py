@@ -857,7 +857,12 @@ def reply(
             latest.at if latest and latest.inbox_id == inbox.id and latest.opens_window else None
         )
         if reason := window_refusal(
-            db, conversation=conversation, inbox=inbox, now=now, known=known
+            db,
+            conversation=conversation,
+            inbox=inbox,
+            now=now,
+            known=known,
+            automatic=author_id is None,
         ):
             raise Invalid(reason)
     sender_type = "bot" if kind == MessageKind.bot else ("user" if author_id else "system")
@@ -1022,20 +1027,22 @@ def window_refusal(
     inbox: Inbox,
     now: datetime,
     known: datetime | None = None,
+    automatic: bool = False,
 ) -> str | None:
     """Why a free-text reply through ``inbox`` is outside its provider's reply window now
-    (Meta's, WhatsApp's 24 hours); None when it may go. The window is the customer's with
-    this inbox's page or number, not the conversation's: after a merge, or through another
+    (WhatsApp's 24 hours; Meta's 24 hours, 7 days for a person's reply, not an
+    ``automatic`` one); None when it may go. The window is the customer's with this
+    inbox's page or number, not the conversation's: after a merge, or through another
     inbox than theirs here, the conversation's last message may have come another way, so
     the customer's messages through this inbox say, unless ``known`` (their last message
     through it) already lets the reply go."""
     check = getattr(channels.get(inbox.channel), "check_reply", None)
     if check is None:
         return None
-    reason: str | None = check(last_inbound_at=known, now=now, template=False)
+    reason: str | None = check(last_inbound_at=known, now=now, template=False, automatic=automatic)
     if reason:
         opened = last_wrote_through(db, conversation=conversation, inbox=inbox)
-        reason = check(last_inbound_at=opened, now=now, template=False)
+        reason = check(last_inbound_at=opened, now=now, template=False, automatic=automatic)
     return reason
 
 
@@ -1219,7 +1226,13 @@ def resend_refusal(db: Session, *, conversation: Conversation, message: Message)
         return Invalid("the inbox this reply was to go through is gone or disabled")
     if refused := reply_refusal(db, conversation=conversation, inbox=inbox):
         return refused
-    if reason := window_refusal(db, conversation=conversation, inbox=inbox, now=utcnow()):
+    if reason := window_refusal(
+        db,
+        conversation=conversation,
+        inbox=inbox,
+        now=utcnow(),
+        automatic=message.sender_id is None,
+    ):
         return Invalid(reason)
     return None
 

@@ -13,10 +13,14 @@ from rapport.channels import base, media
 from rapport.channels.whatsapp import META_APP_SETTINGS, graph_error, transient, valid_signature
 from rapport.customers.identity import handle, page_noun
 from rapport.customers.models import IdentityKind
+from rapport.db import utcnow
 from rapport.ingest import InboundMessage
 
 DEFAULT_API = "https://graph.facebook.com/v21.0"
+# Meta's standard messaging window, from the customer's last message; and how long after
+# it a person's reply may still go with the human agent tag (Messenger and Instagram).
 WINDOW = timedelta(hours=24)
+HUMAN_AGENT_WINDOW = timedelta(days=7)
 
 
 class MetaChannel:
@@ -82,14 +86,46 @@ class MetaChannel:
         )
 
     def check_reply(
-        self, *, last_inbound_at: datetime | None, now: datetime, template: bool
+        self,
+        *,
+        last_inbound_at: datetime | None,
+        now: datetime,
+        template: bool,
+        automatic: bool = False,
     ) -> str | None:
-        if last_inbound_at is None or now - last_inbound_at > WINDOW:
+        """Why a reply may not go now (None when it may): past Meta's standard messaging
+        window (24 hours from what the customer last wrote) only a person's reply goes,
+        with the human agent tag (``send``), for up to 7 days; nothing after that. An
+        ``automatic`` reply (the bot's, a rule's) never takes the tag: Meta's policy
+        allows it for a person's answer only, on Messenger and on Instagram alike."""
+        if last_inbound_at is None or now - last_inbound_at > HUMAN_AGENT_WINDOW:
             return (
-                "the customer has not written in the last 24 hours: "
-                "Meta's standard messaging window is closed"
+                "the customer has not written in the last 7 days: past Meta's 24-hour "
+                "window a person's reply may go for 7 days (Meta's human agent tag), "
+                "and no reply after that"
+            )
+        if automatic and now - last_inbound_at > WINDOW:
+            return (
+                "the customer has not written in the last 24 hours: Meta's standard "
+                "messaging window is closed, and after it only a person's reply may go "
+                "(Meta's human agent tag, for 7 days), not the bot's or a rule's"
             )
         return None
+
+    def messaging(self, out: base.Outbound) -> dict[str, str]:
+        """How the Send API is told this message may go: a response inside the standard
+        window, else a person's reply with the human agent tag; refused (permanent) when
+        neither holds at the time it is sent (queued inside the window, retried after)."""
+        now = utcnow()
+        opened = out.window_opened_at
+        if opened is not None and now - opened <= WINDOW:
+            return {"messaging_type": "RESPONSE"}
+        person = out.message.sender_type == "user" and out.message.sender_id is not None
+        if why := self.check_reply(
+            last_inbound_at=opened, now=now, template=False, automatic=not person
+        ):
+            raise base.DeliveryError(f"not sent: {why}", permanent=True)
+        return {"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"}
 
     def parse(self, request: base.WebhookRequest, *, inbox: Any) -> base.WebhookEvents:
         """Each messaging item on its own (one that cannot be read is set aside, the others
@@ -290,9 +326,10 @@ class MetaChannel:
             raise base.DeliveryError("the inbox has no page_access_token", permanent=True)
         to = self.recipient(out)
         api = str(out.inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
+        how = self.messaging(out)
 
         def post(message: dict[str, Any]) -> str | None:
-            body = {"recipient": {"id": to}, "messaging_type": "RESPONSE", "message": message}
+            body = {"recipient": {"id": to}, **how, "message": message}
             return self._post(f"{api}/me/messages", str(token), body, out.allow_private)
 
         ids = base.send_parts(

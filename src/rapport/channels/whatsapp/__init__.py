@@ -327,9 +327,15 @@ class WhatsAppChannel:
             return set()
 
     def check_reply(
-        self, *, last_inbound_at: datetime | None, now: datetime, template: bool
+        self,
+        *,
+        last_inbound_at: datetime | None,
+        now: datetime,
+        template: bool,
+        automatic: bool = False,
     ) -> str | None:
-        """Why a reply may not be sent now (None when it may)."""
+        """Why a reply may not be sent now (None when it may); a person's and an
+        ``automatic`` one alike."""
         if template:
             return None
         if last_inbound_at is None or now - last_inbound_at > WINDOW:
