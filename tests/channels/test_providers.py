@@ -1412,18 +1412,20 @@ def test_meta_messages_are_signed_threaded_and_answered(
     assert meta_post(client, channel, inbox, event).status_code == 200
     conv = only_conversation(client, world, inbox)
     assert [m["text"] for m in conv["messages"]] == ["hello, world!"]
-    client.post(
+    hi = client.post(
         f"/api/v1/conversations/{conv['id']}/messages",
         json={"text": "Hi!"},
         headers=auth(world.bob),
-    )
+    ).json()
     Worker(database, settings).run_until_idle()
     [(path, _, body)] = handler.calls
     assert path == "/me/messages?access_token=page-token"
+    # Messenger echoes the metadata back: Rapport's own echo is known by it.
+    mark = {"metadata": f"rapport:{hi['id']}"} if channel == "messenger" else {}
     assert json.loads(body) == {
         "recipient": {"id": "1254459154682919"},
         "messaging_type": "RESPONSE",
-        "message": {"text": "Hi!"},
+        "message": {"text": "Hi!"} | mark,
     }
     delivery = meta_event(obj, {"delivery": {"mids": ["m_OUT1"], "watermark": 1}}, time=1)
     meta_post(client, channel, inbox, delivery)
@@ -1986,6 +1988,61 @@ def test_what_the_page_sends_from_another_tool_shows_as_sent_in_the_conversation
     stranger = echo_event(obj, "m_ECHO2", "Hello stranger", to="999")
     assert meta_post(client, channel, inbox, stranger).status_code == 200
     assert messages(database) == before
+
+
+@pytest.mark.parametrize("channel,obj", [("messenger", "page"), ("instagram", "instagram")])
+def test_an_echo_during_a_send_is_taken_for_it_only_if_it_is_that_send(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    channel: str,
+    obj: str,
+) -> None:
+    # Any unknown echo that came while a send to the same customer was under way was
+    # taken for that send and dropped: what a colleague wrote meanwhile from the Page
+    # inbox on facebook.com was lost for good (Meta had its 200). And Rapport's own echo
+    # that came while the send was not running (queued again after a timeout Meta had in
+    # fact answered) was recorded as a second message, "sent elsewhere".
+    url, handler = provider
+    handler.reply = {"recipient_id": "1254459154682919", "message_id": "m_OUT{n}"}
+    inbox = meta_inbox(client, world, channel, url)
+    hello = {"timestamp": 1458692752478, "message": {"mid": "m_IN1", "text": "hello?"}}
+    meta_post(client, channel, inbox, meta_event(obj, hello))
+    conv = only_conversation(client, world, inbox)
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Anything else?"},
+        headers=auth(world.bob),
+    )
+    ours = echo_event(obj, "m_OUT1", "Anything else?")
+    if channel == "messenger":  # Messenger hands back the metadata the send gave it
+        ours["entry"][0]["messaging"][0]["message"]["metadata"] = f"rapport:{r.json()['id']}"
+        assert meta_post(client, channel, inbox, ours).status_code == 200  # not running yet
+    with database.session() as db:  # a worker has claimed the send
+        db.execute(update(Job).where(Job.name == "deliver").values(state=JobState.running))
+    elsewhere = echo_event(obj, "m_PAGE1", "A colleague here: it ships today.")
+    for event in (elsewhere, ours):
+        assert meta_post(client, channel, inbox, event).status_code == 200
+    with database.session() as db:
+        db.execute(update(Job).where(Job.name == "deliver").values(state=JobState.queued))
+    Worker(database, settings).run_until_idle()  # the send: m_OUT1
+    [sent] = sent_bodies(handler)
+    if channel == "messenger":
+        assert sent["message"]["metadata"] == f"rapport:{r.json()['id']}"
+    else:  # Instagram documents no metadata: none is sent
+        assert "metadata" not in sent["message"]
+    assert meta_post(client, channel, inbox, ours).status_code == 200  # known by its id now
+    out = [
+        (m["text"], m["meta"].get("sent_elsewhere", False), m["external_id"])
+        for m in only_conversation(client, world, inbox)["messages"]
+        if m["direction"] == "out"
+    ]
+    assert sorted(out) == [
+        ("A colleague here: it ships today.", True, "m_PAGE1"),
+        ("Anything else?", False, "m_OUT1"),
+    ]
 
 
 def test_a_delivery_in_the_same_call_as_its_echo_moves_it(client: TestClient, world: World) -> None:

@@ -245,7 +245,8 @@ class WebhookEvents:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     # Messages the business sent a customer itself, by the provider's own inbox or another
     # tool (Meta's ``is_echo``): {"external_id", "kind" and "handle" (the customer it went
-    # to), "text", "sent_at" (ISO time or None), "meta"}.
+    # to), "text", "sent_at" (ISO time or None), "meta", and "ours": the id of the Rapport
+    # message it echoes when the provider says so (Messenger's metadata), else None}.
     echoes: list[dict[str, Any]] = field(default_factory=list)
     # What happened to a customer's thread at the provider, said by nobody (Meta's handover
     # protocol: another app took the thread, passed it back): {"external_id", "kind" and

@@ -362,19 +362,36 @@ def apply_echo(
     """A message the business sent a customer outside Rapport (``WebhookEvents.echoes``):
     recorded as sent, in the conversation of the customer's latest message through this
     inbox, as a person's answer. The provider echoes Rapport's own sends too: those are
-    known by their id, or, while a send to the same customer through the inbox is under
-    way (its id not stored yet), taken for it."""
+    known by the message they name (``ours``: Messenger's metadata), by their id, or, while
+    a send to the same customer through the inbox is under way (its id not stored yet), as
+    what that send is sending (its text, or a file of it); anything else is another app's,
+    recorded even then."""
     external_id = str(echo["external_id"])
+    if echo.get("ours") and db.scalar(
+        select(Message.id).where(
+            Message.id == str(echo["ours"]),
+            Message.inbox_id == inbox_id,
+            Message.direction == Direction.outbound,
+        )
+    ):
+        return None  # Rapport's own: its send stores the id (a redelivery finds it so too)
+    conv = _latest_conversation(db, inbox_id=inbox_id, workspace_id=workspace_id, of=echo)
+    # Read before the ids: a send that stores its id and ends between the two reads is
+    # then found by the second (each read sees what was committed before it).
+    sending = (
+        _sending_to(db, inbox_id=inbox_id, workspace_id=workspace_id, customer_id=conv.customer_id)
+        if conv is not None
+        else []
+    )
     if delivery_known(db, inbox_id=inbox_id, external_id=external_id):
         return None
-    conv = _latest_conversation(db, inbox_id=inbox_id, workspace_id=workspace_id, of=echo)
     if conv is None:  # nobody Rapport knows: no conversation to show it in
         log.info(
             "an echo for a customer without a conversation was left out",
             extra={"event": "webhook.echo_unknown", "inbox_id": inbox_id},
         )
         return None
-    if _sending_to(db, inbox_id=inbox_id, workspace_id=workspace_id, customer_id=conv.customer_id):
+    if any(_echoes(db, echo, msg) for msg in sending):
         # Meta echoes a send at once, and may do so before the send has stored the id it
         # answered with: recorded now, it would be the same message twice, and the send's
         # own id would then collide with it.
@@ -408,6 +425,22 @@ def apply_echo(
         db.flush()  # the message's id, for the job
         media.request_fetch(db, message_id=msg.id, workspace_id=workspace_id)
     return msg
+
+
+def _echoes(db: Session, echo: dict[str, Any], msg: Message) -> bool:
+    """Whether ``echo`` may be a part of ``msg``, being sent: its text (or a piece of it,
+    a long text going as several messages), or, carrying files, one of its files."""
+    if (echo.get("meta") or {}).get("attachments"):
+        return bool(files.of_messages(db, [msg.id])[msg.id])
+    said = str(echo.get("text") or "").strip()
+    if not said:
+        return False
+    inbox = db.get(Inbox, msg.inbox_id)
+    channel = base.get(inbox.channel) if inbox is not None else None
+    limit = getattr(channel, "text_limit", None)
+    size = getattr(channel, "text_size", base.utf16_units)
+    pieces = base.text_pieces(msg.text, limit, size) if limit else [msg.text]
+    return said in {p.strip() for p in pieces} | {msg.text.strip()}
 
 
 def apply_activity(
@@ -461,9 +494,11 @@ def _latest_conversation(
     )
 
 
-def _sending_to(db: Session, *, inbox_id: str, workspace_id: str, customer_id: str) -> bool:
-    """Whether a ``deliver`` job is sending, right now, a message of this inbox to this
-    customer (a few jobs run at once: their message ids are read, not matched in SQL)."""
+def _sending_to(
+    db: Session, *, inbox_id: str, workspace_id: str, customer_id: str
+) -> list[Message]:
+    """The messages of this inbox to this customer a ``deliver`` job is sending right now
+    (a few jobs run at once: their message ids are read, not matched in SQL)."""
     running = db.scalars(
         select(Job.args).where(
             Job.name == "deliver",
@@ -473,18 +508,18 @@ def _sending_to(db: Session, *, inbox_id: str, workspace_id: str, customer_id: s
     ).all()
     ids = [str(a.get("message_id")) for a in running if a.get("message_id")]
     if not ids:
-        return False
-    found = db.scalar(
-        select(Message.id)
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(
-            Message.id.in_(ids),
-            Message.inbox_id == inbox_id,
-            Conversation.customer_id == customer_id,
+        return []
+    return list(
+        db.scalars(
+            select(Message)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Message.id.in_(ids),
+                Message.inbox_id == inbox_id,
+                Conversation.customer_id == customer_id,
+            )
         )
-        .limit(1)
     )
-    return found is not None
 
 
 @job("delivery_report", keep_done=False)

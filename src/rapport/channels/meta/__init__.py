@@ -21,6 +21,8 @@ DEFAULT_API = "https://graph.facebook.com/v21.0"
 # it a person's reply may still go with the human agent tag (Messenger and Instagram).
 WINDOW = timedelta(hours=24)
 HUMAN_AGENT_WINDOW = timedelta(days=7)
+# What the metadata of Rapport's sends starts with (the message's id follows).
+ECHO_MARK = "rapport:"
 
 
 class MetaChannel:
@@ -181,6 +183,8 @@ class MetaChannel:
                 # The page wrote: its sender is the page, its recipient the customer.
                 m = item["message"]
                 atts = m.get("attachments") or []
+                said = str(m.get("metadata") or "")
+                ours = said.removeprefix(ECHO_MARK) if said.startswith(ECHO_MARK) else None
                 events.echoes.append(
                     {
                         "external_id": str(m["mid"]),
@@ -189,6 +193,8 @@ class MetaChannel:
                         "text": _text(m),
                         "sent_at": sent_at.isoformat() if sent_at else None,
                         "meta": ({"attachments": atts} if atts else {}) | marked,
+                        # Rapport's message, named by the metadata its send gave Meta.
+                        "ours": ours,
                     }
                 )
             elif "message" in item:
@@ -328,8 +334,12 @@ class MetaChannel:
         api = str(out.inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
         how = self.messaging(out)
 
+        # Messenger hands a message's metadata back in its echo: Rapport's own are known by
+        # it, however early the echo comes (Instagram documents no such field).
+        mark = {"metadata": f"{ECHO_MARK}{out.message.id}"} if self.name == "messenger" else {}
+
         def post(message: dict[str, Any]) -> str | None:
-            body = {"recipient": {"id": to}, **how, "message": message}
+            body = {"recipient": {"id": to}, **how, "message": message | mark}
             return self._post(f"{api}/me/messages", str(token), body, out.allow_private)
 
         ids = base.send_parts(
