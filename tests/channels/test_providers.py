@@ -2379,6 +2379,19 @@ def test_a_queued_automatic_reply_sent_past_metas_24_hours_fails_saying_why(
     assert handler.calls == []
     failed = only_conversation(client, world, inbox)["messages"][-1]
     assert failed["status"] == "failed" and "24 hours" in failed["error"]
+    # A retry whose parts Meta all took before (its worker died before it wrote so)
+    # sends nothing, and so is not failed for a window closed since.
+    written_ago(database, "m_IN1", timedelta(hours=1))
+    with database.session() as db:
+        row = db.get(Conversation, conv["id"])
+        assert row is not None
+        again = service.reply(db, conversation=row, author_id=None, text="Anything else?")
+        again.meta = {"parts_sent": {"text": "m_TOOK"}}
+    written_ago(database, "m_IN1", timedelta(hours=26))
+    Worker(database, settings).run_until_idle()
+    assert handler.calls == []
+    took = only_conversation(client, world, inbox)["messages"][-1]
+    assert (took["status"], took["external_id"]) == ("sent", "m_TOOK")
 
 
 def test_a_conversation_started_by_what_another_app_answers_leaves_nobody_waiting(

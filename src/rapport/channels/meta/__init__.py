@@ -332,13 +332,17 @@ class MetaChannel:
             raise base.DeliveryError("the inbox has no page_access_token", permanent=True)
         to = self.recipient(out)
         api = str(out.inbox.settings.get("api_base_url") or DEFAULT_API).rstrip("/")
-        how = self.messaging(out)
+        # Decided at the first part that still has to go: a retry whose parts all went
+        # earlier sends nothing, and must not fail for a window closed since.
+        how: dict[str, str] = {}
 
         # Messenger hands a message's metadata back in its echo: Rapport's own are known by
         # it, however early the echo comes (Instagram documents no such field).
         mark = {"metadata": f"{ECHO_MARK}{out.message.id}"} if self.name == "messenger" else {}
 
         def post(message: dict[str, Any]) -> str | None:
+            if not how:
+                how.update(self.messaging(out))
             body = {"recipient": {"id": to}, **how, "message": message | mark}
             return self._post(f"{api}/me/messages", str(token), body, out.allow_private)
 
