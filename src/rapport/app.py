@@ -115,6 +115,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
 
     # What one chat visitor may send, and how many visitors one address may make.
     app.state.widget_limits = webchat_views.WidgetLimits(settings.redis_url)
+    # What one reader's address may do on the public help center.
+    app.state.help_limits = kb_public.HelpCenterLimits(settings.redis_url)
     for module in (
         ops,
         auth_views,

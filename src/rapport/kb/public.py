@@ -24,11 +24,27 @@ from rapport.problems import Forbidden, NotFound
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(prefix="/help", include_in_schema=False)
-_votes = RateLimiter(limit=30, window=3600)
-# A reader's view of an article counts once an hour: each reload (or a script fetching one
-# page in a loop) was a view more, which put any article at the top of "Popular", and a
-# write transaction more, on SQLite's one writer that every inbound message waits for.
-_viewers = RateLimiter(limit=1, window=3600)
+
+
+class HelpCenterLimits:
+    """What one reader's address may do on the public help center, which needs no sign-in.
+    Counted in Redis when configured, as the widget's are (``WidgetLimits``): each process
+    behind a balancer counting its own let an address have the budget once per process."""
+
+    def __init__(self, redis_url: str | None = None) -> None:
+        # Votes ("was this helpful?"): each is a write.
+        self.votes = RateLimiter(limit=30, window=3600, redis_url=redis_url)
+        # A reader's view of an article counts once an hour: each reload (or a script
+        # fetching one page in a loop) was a view more, which put any article at the top of
+        # "Popular", and a write transaction more, on SQLite's one writer that every inbound
+        # message waits for.
+        self.viewers = RateLimiter(limit=1, window=3600, redis_url=redis_url)
+
+
+def _limits(request: Request) -> HelpCenterLimits:
+    limits: HelpCenterLimits = request.app.state.help_limits
+    return limits
+
 
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data:; "
@@ -208,7 +224,7 @@ def article_page(
             base=_base(request),
         )
     address = request.client.host if request.client else "?"
-    if _viewers.hit(f"kbview:{row.id}:{address}"):
+    if _limits(request).viewers.hit(f"kbview:{row.id}:{address}"):
         with database.session() as db:
             service.count_view(db, article_id=row.id)
     return page
@@ -249,7 +265,7 @@ def article_feedback(
             )
         except NotFound:
             return _not_found(request, "article")
-        if _votes.hit(f"kbvote:{address}"):
+        if _limits(request).votes.hit(f"kbvote:{address}"):
             secret = request.app.state.settings.secret_key.get_secret_value()
             reader = service.reader_key(secret, address)
             service.feedback(
