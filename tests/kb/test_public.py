@@ -1,8 +1,11 @@
-"""The public help center as a deployment serves it: its limits shared by every process."""
+"""The public help center as a deployment serves it: its limits shared by every process,
+and a sitemap that search engines take however many articles there are."""
 
+import re
 import subprocess
 import sys
 import uuid
+from xml.etree import ElementTree
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,11 +14,13 @@ from rapport import bus
 from rapport.app import create_app
 from rapport.config import Settings
 from rapport.db import Database
+from rapport.kb import public
 from tests.conftest import REDIS_URL, auth
 from tests.factories import World
 from tests.kb.test_kb import setup_center
 
 ARTICLE = "/help/acme/articles/refunds-and-returns"
+NS = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
 
 # Another `rapport serve` process on the same database and Redis: one reader (``address``)
 # reads the article once and votes as often as the budget allows.
@@ -78,3 +83,38 @@ def test_with_redis_two_processes_share_one_readers_view_and_vote_budget(
         bus.set_bus(bus.LocalBus())
     assert article["views"] == 1
     assert (article["helpful"], article["not_helpful"]) == (1, 0)
+
+
+def locs(xml: str, tag: str) -> list[str]:
+    root = ElementTree.fromstring(xml)  # noqa: S314 - our own document
+    return [e.text or "" for e in root.findall(f"s:{tag}/s:loc", NS)]
+
+
+def test_a_sitemap_past_the_protocols_limit_is_an_index_of_pages_within_it(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One file held every address however many: past 50,000 search engines refuse it.
+    setup_center(client, world)
+    one = client.get("/help/acme/sitemap.xml")
+    assert one.headers["content-type"].startswith("application/xml")
+    everything = locs(one.text, "url")
+    assert len(everything) == 4 and "<urlset" in one.text  # the home and three articles
+    monkeypatch.setattr(public, "SITEMAP_URLS", 3)  # 50,000 in production
+    index = client.get("/help/acme/sitemap.xml")
+    assert index.headers["content-type"].startswith("application/xml")
+    assert "<sitemapindex" in index.text and "<urlset" not in index.text
+    pages = locs(index.text, "sitemap")
+    assert pages == [
+        "http://testserver/help/acme/sitemap-1.xml",
+        "http://testserver/help/acme/sitemap-2.xml",
+    ]
+    listed = []
+    for page in pages:
+        r = client.get(re.sub(r"^http://testserver", "", page))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/xml")
+        assert len(locs(r.text, "url")) <= 3
+        listed += locs(r.text, "url")
+    assert sorted(listed) == sorted(everything)  # each address once, none left out
+    for beyond in ("/help/acme/sitemap-3.xml", "/help/acme/sitemap-0.xml"):
+        assert client.get(beyond).status_code == 404, beyond
+    assert client.get("/help/nobody/sitemap-1.xml").status_code == 404

@@ -14,13 +14,18 @@ from xml.sax.saxutils import escape
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from rapport.auth.deps import own_origin
 from rapport.auth.ratelimit import RateLimiter
 from rapport.kb import search, service
 from rapport.kb.models import Article, ArticleStatus, Collection, HelpCenter
 from rapport.problems import Forbidden, NotFound
+
+# The sitemaps.org protocol: at most 50,000 URLs (and 50 MB) in one sitemap. An entry here
+# is a few hundred bytes (ASCII slugs of at most 64 and 160 characters, a locale of 16, and
+# RAPPORT_PUBLIC_URL), so the count is the limit that binds.
+SITEMAP_URLS = 50_000
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(prefix="/help", include_in_schema=False)
@@ -307,33 +312,87 @@ def search_page(
         )
 
 
+def _sitemap_urls(db: Any, center: HelpCenter, base: str, start: int, count: int) -> list[str]:
+    """The ``<url>`` entries ``start`` to ``start + count`` of the help center's sitemap: its
+    home first, then its published articles in a fixed order (by id), so that the numbered
+    pages of a sitemap index neither skip nor repeat one."""
+    urls = []
+    if start == 0:
+        urls.append(f"<url><loc>{escape(base)}/help/{escape(center.slug)}/</loc></url>")
+        count -= 1
+    rows = db.execute(
+        select(Article.slug, Article.locale, Article.updated_at)
+        .where(
+            Article.workspace_id == center.workspace_id,
+            Article.status == ArticleStatus.published,
+        )
+        .order_by(Article.id)
+        .offset(max(start - 1, 0))
+        .limit(max(count, 0))
+    )
+    for slug, locale, updated_at in rows:
+        loc = search.public_url(base, center.slug, slug, locale, center.default_locale)
+        urls.append(
+            f"<url><loc>{escape(loc)}</loc><lastmod>{updated_at.date().isoformat()}</lastmod></url>"
+        )
+    return urls
+
+
+def _xml(root: str, entries: list[str]) -> Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<{root} xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+        + "\n".join(entries)
+        + f"\n</{root}>\n"
+    )
+    return Response(body, media_type="application/xml")
+
+
+def _published(db: Any, workspace_id: str) -> int:
+    return int(
+        db.scalar(
+            select(func.count()).where(
+                Article.workspace_id == workspace_id,
+                Article.status == ArticleStatus.published,
+            )
+        )
+        or 0
+    )
+
+
 @router.get("/{slug}/sitemap.xml")
 def sitemap(request: Request, slug: str) -> Response:
+    """The help center's sitemap; past ``SITEMAP_URLS`` addresses, a sitemap index of its
+    numbered pages (``sitemap-1.xml``, ...), as the protocol allows no more in one file."""
     with request.app.state.database.session(write=False) as db:
         try:
             center = service.center_by_slug(db, slug)
         except NotFound:
             return Response("not found", status_code=404, media_type="text/plain")
-        rows = db.scalars(
-            select(Article).where(
-                Article.workspace_id == center.workspace_id,
-                Article.status == ArticleStatus.published,
-            )
-        )
         base = _base(request)
-        urls = [f"<url><loc>{escape(base)}/help/{escape(center.slug)}/</loc></url>"]
-        for a in rows:
-            loc = search.public_url(base, center.slug, a.slug, a.locale, center.default_locale)
-            urls.append(
-                f"<url><loc>{escape(loc)}</loc><lastmod>{a.updated_at.date().isoformat()}</lastmod></url>"
-            )
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
-        + "\n".join(urls)
-        + "\n</urlset>\n"
+        total = 1 + _published(db, center.workspace_id)
+        if total <= SITEMAP_URLS:
+            return _xml("urlset", _sitemap_urls(db, center, base, 0, total))
+    pages = -(-total // SITEMAP_URLS)
+    here = f"{escape(base)}/help/{escape(center.slug)}"
+    return _xml(
+        "sitemapindex",
+        [f"<sitemap><loc>{here}/sitemap-{n}.xml</loc></sitemap>" for n in range(1, pages + 1)],
     )
-    return Response(body, media_type="application/xml")
+
+
+@router.get("/{slug}/sitemap-{page:int}.xml")
+def sitemap_page(request: Request, slug: str, page: int) -> Response:
+    """Page ``page`` (from 1) of a sitemap index: at most ``SITEMAP_URLS`` addresses."""
+    with request.app.state.database.session(write=False) as db:
+        try:
+            center = service.center_by_slug(db, slug)
+        except NotFound:
+            return Response("not found", status_code=404, media_type="text/plain")
+        start = (page - 1) * SITEMAP_URLS
+        if page < 1 or start >= 1 + _published(db, center.workspace_id):
+            return Response("not found", status_code=404, media_type="text/plain")
+        return _xml("urlset", _sitemap_urls(db, center, _base(request), start, SITEMAP_URLS))
 
 
 @router.get("/{slug}/{rest:path}", include_in_schema=False)
