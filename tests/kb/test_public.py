@@ -118,3 +118,31 @@ def test_a_sitemap_past_the_protocols_limit_is_an_index_of_pages_within_it(
     for beyond in ("/help/acme/sitemap-3.xml", "/help/acme/sitemap-0.xml"):
         assert client.get(beyond).status_code == 404, beyond
     assert client.get("/help/nobody/sitemap-1.xml").status_code == 404
+
+
+def test_a_reader_searching_without_pause_is_asked_to_wait_and_others_are_not(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Public search ranks every published article for anyone; past the budget an address
+    gets the page saying to wait (429, Retry-After), with nothing ranked, while another
+    reader's search still answers."""
+    setup_center(client, world)
+    monkeypatch.setattr(public, "SEARCHES_A_MINUTE", 3)
+    client.app.state.help_limits = public.HelpCenterLimits()  # type: ignore[attr-defined]
+    ranked: list[str] = []
+    real = public.search.search_articles
+    monkeypatch.setattr(
+        public.search, "search_articles", lambda *a, **k: ranked.append(a[2]) or real(*a, **k)
+    )
+    for _ in range(3):
+        page = client.get("/help/acme/search", params={"q": "refund"})
+        assert page.status_code == 200 and "Refunds and returns" in page.text
+    busy = client.get("/help/acme/search", params={"q": "refund"})
+    assert busy.status_code == 429 and busy.headers["retry-after"] == "60"
+    assert "Too many searches" in busy.text and "Refunds and returns" not in busy.text
+    assert ranked == ["refund"] * 3  # the fourth was not ranked
+    # The empty search form costs nothing and is never refused.
+    assert client.get("/help/acme/search").status_code == 200
+    with TestClient(client.app, client=("203.0.113.9", 50000)) as other:
+        page = other.get("/help/acme/search", params={"q": "refund"})
+        assert page.status_code == 200 and "Refunds and returns" in page.text

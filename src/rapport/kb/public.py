@@ -31,6 +31,11 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(prefix="/help", include_in_schema=False)
 
 
+# What one reader's address may search a minute: a person reads between searches; a script
+# asking without pause made the server rank articles for it alone.
+SEARCHES_A_MINUTE = 30
+
+
 class HelpCenterLimits:
     """What one reader's address may do on the public help center, which needs no sign-in.
     Counted in Redis when configured, as the widget's are (``WidgetLimits``): each process
@@ -44,6 +49,9 @@ class HelpCenterLimits:
         # "Popular", and a write transaction more, on SQLite's one writer that every inbound
         # message waits for.
         self.viewers = RateLimiter(limit=1, window=3600, redis_url=redis_url)
+        # Searches: each ranks every published article (BM25; with the ai extra, an
+        # embedding of the question too), for anyone, signed in or not.
+        self.searches = RateLimiter(limit=SEARCHES_A_MINUTE, window=60, redis_url=redis_url)
 
 
 def _limits(request: Request) -> HelpCenterLimits:
@@ -288,28 +296,36 @@ def search_page(
     locale: str | None = _LOCALE,
 ) -> Response:
     q = q[:300]  # a longer question says nothing more, and costs more to rank
+    address = request.client.host if request.client else "?"
     with request.app.state.database.session(write=False) as db:
         try:
             center = service.center_by_slug(db, slug)
         except NotFound:
             return _not_found(request, "help center")
         loc = _locale(request, center, _locales(db, center.workspace_id), locale)
+        # Past the budget the reader gets the page, saying to wait, and no ranking is done.
+        busy = bool(q.strip()) and not _limits(request).searches.hit(f"kbsearch:{address}")
         hits = (
             search.search_articles(
                 db, center.workspace_id, q, locale=loc, limit=10, base_url=_base(request)
             )
-            if q.strip()
+            if q.strip() and not busy
             else []
         )
-        return _page(
+        page = _page(
             request,
             "help_search.html",
+            status=429 if busy else 200,
             center=center,
             locale=loc,
             q=q,
             hits=hits,
+            busy=busy,
             base=_base(request),
         )
+        if busy:
+            page.headers["Retry-After"] = "60"
+        return page
 
 
 def _sitemap_urls(db: Any, center: HelpCenter, base: str, start: int, count: int) -> list[str]:
