@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from rapport.customers import duplicates
 from rapport.db import Database
+from rapport.realtime.models import StreamEvent
 from tests.conftest import auth
+from tests.conversations.test_inbox_list import inbound
 from tests.factories import World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 from tests.web.test_pages import sign_in as sign_in_client
@@ -798,3 +801,113 @@ def test_the_search_pages_customers_follow_erasures_merges_and_their_undo(
         assert r.status_code == 204, r.text
     expect(rows).to_have_count(0)
     expect(page.locator("#customer-hits tr.empty")).to_have_text("No customer matches.")
+
+
+def sought_conversations(client: TestClient, world: World, n: int) -> list[str]:
+    """A conversation each of ``n`` customers the search for "sought" finds, by their email."""
+    return [inbound(client, world, f"sought-{i}", f"sought{i}@example.com") for i in range(n)]
+
+
+def test_the_search_pages_conversations_of_a_customer_erased_leave_at_once(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # The customers found left the page at once, their conversations stayed until a reload,
+    # linking to pages that are no more.
+    ids = sought_conversations(client, world, 2)
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/search?q=sought")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    rows = page.locator("#conversation-hits li[data-id]")
+    expect(rows).to_have_count(2)
+    owners = {cid: conversation_customer(client, world, cid) for cid in ids}
+    r = client.delete(f"/api/v1/customers/{owners[ids[0]]}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    expect(page.locator(f'#conversation-hits li[data-id="{ids[0]}"]')).to_have_count(0)
+    expect(page.locator(f'#conversation-hits li[data-id="{ids[1]}"]')).to_have_count(1)
+    r = client.delete(f"/api/v1/customers/{owners[ids[1]]}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    expect(rows).to_have_count(0)
+    expect(page.locator("#conversation-hits li.empty")).to_have_text("No conversation matches.")
+
+
+def test_the_search_page_hears_of_an_erasure_made_while_its_stream_was_away(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+) -> None:
+    # Back on the stream after the erasure had removed its copies, the page was replayed
+    # its events blanked (``erased``, without a payload) and ignored them: the customer and
+    # their conversation stayed listed until a reload.
+    ids = sought_conversations(client, world, 2)
+    owners = {cid: conversation_customer(client, world, cid) for cid in ids}
+    page = browser.new_page()
+    stream = HeldStream(page)
+    sign_in(page, live_server, "bob@acme.test", "/app/search?q=sought")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    expect(page.locator("#conversation-hits li[data-id]")).to_have_count(2)
+    expect(page.locator("#customer-hits tr[data-customer]")).to_have_count(2)
+    stream.hold()
+    r = client.delete(f"/api/v1/customers/{owners[ids[0]]}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    stream.release_once_blanked(database)
+    expect(page.locator(f'#conversation-hits li[data-id="{ids[0]}"]')).to_have_count(0)
+    expect(page.locator(f'#customer-hits tr[data-customer="{owners[ids[0]]}"]')).to_have_count(0)
+    expect(page.locator(f'#conversation-hits li[data-id="{ids[1]}"]')).to_have_count(1)
+    expect(page.locator(f'#customer-hits tr[data-customer="{owners[ids[1]]}"]')).to_have_count(1)
+
+
+def conversation_customer(client: TestClient, world: World, conversation_id: str) -> str:
+    r = client.get(f"/api/v1/conversations/{conversation_id}", headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    return str(r.json()["customer_id"])
+
+
+def wait_for(page: Any, done: Any, seconds: float = 20) -> None:
+    """Until ``done()`` holds, letting the page (and its socket routes) run meanwhile."""
+    for _ in range(int(seconds * 10)):
+        if done():
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("not done in time")
+
+
+class HeldStream:
+    """A page's stream that a test takes away (the socket drops, the next one opens and
+    hears nothing, as on a network gone a while) and gives back: the page's socket then
+    replays from the last event it saw."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.sockets: list[Any] = []
+        self.held = False
+        page.route_web_socket("**/api/v1/stream**", self._route)
+
+    def _route(self, ws: Any) -> None:
+        self.sockets.append(ws)
+        if not self.held:
+            ws.connect_to_server()
+
+    def _reopen(self) -> None:
+        opened = len(self.sockets)
+        self.sockets[-1].close()
+        wait_for(self.page, lambda: len(self.sockets) > opened)
+
+    def hold(self) -> None:
+        self.held = True
+        self._reopen()
+
+    def release_once_blanked(self, database: Database) -> None:
+        """Back once the erasure's job has blanked its events (``erased``, no payload)."""
+
+        def blanked() -> bool:
+            with database.session(write=False) as db:
+                types = set(db.scalars(select(StreamEvent.type)))
+            return "erased" in types and "customer.erased" not in types
+
+        wait_for(self.page, blanked)
+        self.held = False
+        self._reopen()

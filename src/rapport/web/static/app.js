@@ -1993,6 +1993,9 @@ async function customerTableNow(table, { gone = [], keep = [] } = {}) {
   if (hint) document.getElementById("duplicates-hint")?.replaceWith(hint);
   if (fresh) table.replaceChildren(...fresh.children);
   else dropCustomers(table, gone);
+  // The search page's conversations too: their customers' names as they are now.
+  const hits = now?.getElementById("conversation-hits");
+  if (hits) document.getElementById("conversation-hits")?.replaceChildren(...hits.children);
   const held = new Set(keep);
   for (const box of table.querySelectorAll("input.pick, input.pick-all")) box.checked = held.has(box.value);
   table.dispatchEvent(new CustomEvent("rapport:rows-changed")); // the ticked ones counted again
@@ -2013,15 +2016,31 @@ function dropCustomers(table, ids) {
   table.dispatchEvent(new CustomEvent("rapport:rows-changed"));
 }
 
+// These conversations' rows out of a list of them (the search page's), which says so when
+// none is left.
+function dropConversations(list, ids) {
+  const rows = ids.map((id) => list.querySelector(`:scope > li[data-id="${CSS.escape(id)}"]`)).filter(Boolean);
+  if (!rows.length) return;
+  for (const li of rows) li.remove();
+  if (!list.querySelector(":scope > li[data-id]")) {
+    list.replaceChildren(Object.assign(document.createElement("li"), { className: "empty", textContent: list.dataset.empty }));
+  }
+}
+
 // The Customers page and the search page's customers follow the stream: a customer erased,
 // or merged into another (by a colleague, or in another tab), leaves the table at once (they
 // stayed listed until a reload, their link to a page that is no more, still offered to tag,
 // merge or erase); the survivor of a merge stays as drawn. A merge undone draws the table
 // anew as the server has it, ticks kept: the record given back is listed again where the
-// page's query finds it (it was not until a reload), the survivor as it is now.
+// page's query finds it (it was not until a reload), the survivor as it is now. The search
+// page's conversations of a customer erased go too (they stayed, linking to nothing).
+// Away from the stream a while (a reconnect's replay), the events about those erased come
+// blanked once the erasure has removed its copies (``erased``, no payload): what was erased
+// is not said, so the page is drawn anew.
 function setupCustomerList() {
   const table = document.querySelector(".customers-list #customer-list, .search-results #customer-hits");
   if (!table) return;
+  const hits = document.getElementById("conversation-hits");
   let drawing = null; // one page fetch at a time; undos meanwhile, one more after it
   let again = false;
   const drawAnew = async () => {
@@ -2037,7 +2056,8 @@ function setupCustomerList() {
   connectStream((event) => {
     setupNotifications(event);
     const p = event.payload || {};
-    if (event.type === "customer.unmerged") { drawAnew(); return; }
+    if (event.type === "customer.unmerged" || event.type === "erased") { drawAnew(); return; }
+    if (event.type === "customer.erased" && hits) dropConversations(hits, p.conversation_ids || []);
     dropCustomers(table, event.type === "customer.erased" ? p.customer_ids || []
       : event.type === "customer.merged" ? [p.merged_id] : []);
   });
