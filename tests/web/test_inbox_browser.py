@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
-from tests.factories import World
+from tests.factories import PASSWORD, World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
@@ -401,3 +401,25 @@ def test_from_a_conversation_opened_in_the_inbox_j_and_k_go_through_the_list_and
     page.keyboard.press("j")
     page.wait_for_timeout(300)
     assert page.url.endswith(f"/app/conversations/{later}")
+
+
+def test_an_inbox_whose_session_ended_sends_the_agent_to_sign_in_and_back(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # The list redrew itself from the sign-in page the server answered with once the
+    # session had ended: it drew nothing, ever again, and looked live.
+    first = inbound(client, world, "ended-1", "ended1@example.com")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    expect(page.locator(f'#conversation-list li[data-id="{first}"]')).to_have_count(1)
+    page.context.clear_cookies()  # the session gone (its socket still open)
+    inbound(client, world, "ended-2", "ended2@example.com")
+    page.wait_for_url("**/login?next=%2Fapp%2Finbox%3Fview%3Dall")
+    page.fill("input[name=email]", "bob@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/app/inbox?view=all")
+    expect(page.locator("#conversation-list li[data-id]", has_text="ended2")).to_have_count(1)

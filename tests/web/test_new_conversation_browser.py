@@ -14,6 +14,7 @@ from rapport.db import Database
 from tests.channels.email.test_email import Outbox, mail_inbox, outbox  # noqa: F401
 from tests.channels.test_providers import make_inbox
 from tests.conftest import auth
+from tests.conversations.test_inbox_list import inbound
 from tests.conversations.test_start import customer as make_customer
 from tests.factories import World
 from tests.web.conftest import ARTIFACTS, LiveServer, signed_in
@@ -217,3 +218,25 @@ def test_an_inbox_disabled_meanwhile_is_offered_no_more_on_an_open_customer_page
     assert r.status_code == 200, r.text
     expect(through).to_have_count(1)
     expect(page.locator(f'#new-conversation-form option[value="{shop}"]')).to_have_count(0)
+
+
+def test_a_customer_page_whose_session_ended_keeps_what_the_agent_is_writing(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # Once the session has ended, the page's redraw answers with the sign-in page: an
+    # agent writing a first message is told, and not sent away from what she wrote.
+    customer = make_customer(client, world.bob, name="Ended Writer", email="ended.w@example.org")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{customer}")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    page.click("#new-conversation summary")
+    page.fill("#new-conversation-form textarea[name=text]", "About your refund")
+    page.context.clear_cookies()  # the session gone (its socket still open)
+    inbound(client, world, "ended-w", "ended.w@example.org")
+    expect(page.locator("#flash")).to_contain_text("You are signed out")
+    assert page.url.endswith(f"/app/customers/{customer}")
+    expect(page.locator("#new-conversation-form textarea[name=text]")).to_have_value(
+        "About your refund"
+    )

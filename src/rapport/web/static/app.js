@@ -297,8 +297,26 @@ function say(type, conversationId, path) {
 // This page as the server draws it now (a live list is redrawn from it), or null when it
 // does not answer well. A fetch that hangs (after the laptop slept, say) must not stop
 // every later one: it is given up after 10 s.
+// The session ended meanwhile (signed out elsewhere, expired): the server answers with
+// its sign-in page (a redirect the fetch followed) or a 401, which drew nothing, each later
+// event fetching it again while the page went stale. The agent is sent to sign in, coming
+// back here after (``?next=``), as a reload would do; with words typed on the page (a
+// note, a first message) she is told instead, and what she wrote stays.
+let signingIn = false;
 async function pageNow() {
+  if (signingIn) return null;
   const res = await fetch(location.href, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
+  const answered = new URL(res.url || location.href);
+  if (res.status === 401 || (res.redirected && answered.origin === location.origin && answered.pathname === "/login")) {
+    const to = res.status === 401 ? `/login?next=${encodeURIComponent(location.pathname + location.search)}` : answered.href;
+    if ([...document.querySelectorAll("textarea")].some((t) => t.value.trim())) {
+      showError("You are signed out: this page no longer follows what changes. Copy what you wrote, then sign in again.");
+    } else {
+      signingIn = true;
+      location.assign(to);
+    }
+    return null;
+  }
   return res.ok ? new DOMParser().parseFromString(await res.text(), "text/html") : null;
 }
 
