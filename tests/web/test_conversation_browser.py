@@ -15,6 +15,7 @@ from tests.conversations.test_inbox_list import inbound
 from tests.conversations.test_send_again import Receiver, failed_reply
 from tests.factories import World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
+from tests.web.test_customers_browser import HeldStream
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -212,6 +213,40 @@ def test_an_erased_customer_goes_from_the_pages_agents_have_open(
     expect(profile.locator(".erased-notice")).to_contain_text("This customer was erased")
     expect(profile.locator("#customer-conversations")).to_have_count(0)
     expect(inbox.locator(f'#conversation-list li[data-id="{cid}"]')).to_have_count(0)
+
+
+def test_pages_away_from_the_stream_during_an_erasure_hear_of_it_when_back(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+) -> None:
+    # Back on the stream after the erasure had removed its copies, a page is replayed its
+    # events blanked (``erased``, nothing saying whom): the conversation and the inbox
+    # ignored them, and went on showing the erased customer until a reload.
+    cid = inbound(client, world, "erase-away", "erase-away@example.com")
+    kept = inbound(client, world, "erase-stays", "erase-stays@example.com")
+    customer = client.get(f"/api/v1/conversations/{cid}", headers=auth(world.bob)).json()[
+        "customer_id"
+    ]
+    thread, inbox = browser.new_page(), browser.new_page()
+    streams = [HeldStream(thread), HeldStream(inbox)]
+    sign_in(thread, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    sign_in(inbox, live_server, "bob@acme.test", "/app/inbox?view=all")
+    for page in (thread, inbox):
+        expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    expect(inbox.locator(f'#conversation-list li[data-id="{cid}"]')).to_have_count(1)
+    for stream in streams:
+        stream.hold()
+    r = client.delete(f"/api/v1/customers/{customer}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    for stream in streams:
+        stream.release_once_blanked(database)
+    expect(thread.locator(".erased-notice")).to_contain_text("This customer was erased")
+    expect(thread.locator("#composer")).to_have_count(0)
+    expect(inbox.locator(f'#conversation-list li[data-id="{cid}"]')).to_have_count(0)
+    expect(inbox.locator(f'#conversation-list li[data-id="{kept}"]')).to_have_count(1)
 
 
 def test_the_conversation_page_keeps_label_colours_and_bare_key_shortcuts(

@@ -599,9 +599,10 @@ function setupInbox() {
     setupNotifications(event);
     redrawMember(event);
     // SLA events change badges: a warning or breach, a policy deleted (its badges go); an
-    // erased customer's conversations go, and an inbox renamed or disabled is drawn anew.
+    // erased customer's conversations go (``erased``: the same, replayed after the erasure
+    // removed its copies), and an inbox renamed or disabled is drawn anew.
     const changes = event.type.startsWith("conversation.") || event.type.startsWith("sla.")
-      || event.type === "customer.erased" || event.type === "inbox.updated";
+      || event.type === "customer.erased" || event.type === "erased" || event.type === "inbox.updated";
     if (changes || event.type === "message.created") refresh();
     if (event.type === "message.created" && event.payload.direction === "in") notify("New message", event.payload.text.slice(0, 80));
   });

@@ -685,23 +685,35 @@ function followMerges(notice, conversationId) {
 // at once, with the composer and forms that would write to records that are gone (they
 // stayed until a reload). The messages they wrote in another customer's conversation
 // (copied on their mail) go from its thread.
+// Away from the stream a while, the page is replayed the erasure's events blanked once the
+// erasure has removed its copies (``erased``, no payload, nothing saying whom): it asks
+// whether its customer is still there.
 function followErasure(customerId) {
-  document.addEventListener("rapport:event", (ev) => {
+  document.addEventListener("rapport:event", async (ev) => {
     const e = ev.detail;
+    if (e.type === "erased") {
+      const gone = await background("GET", `/api/v1/customers/${encodeURIComponent(customerId)}`)
+        .then(() => false, (err) => err.status === 404);
+      if (gone) sayErased();
+      return;
+    }
     if (e.type !== "customer.erased") return;
     const p = e.payload || {};
     for (const id of p.message_ids || []) document.querySelector(`#messages li[data-id="${CSS.escape(id)}"]`)?.remove();
-    if (!(p.customer_ids || []).includes(customerId)) return;
-    const page = document.querySelector("div.conversation");
-    const said = el("p", "This customer was erased: their conversations and everything Rapport held about them are gone. ", "collisions erased-notice");
-    said.setAttribute("role", "alert");
-    const back = el("a", "Back to the inbox");
-    back.href = "/app/inbox";
-    said.append(back);
-    const thread = el("section", undefined, "thread"); // the page's layout, holding the notice alone
-    thread.append(said);
-    page?.replaceChildren(thread);
+    if ((p.customer_ids || []).includes(customerId)) sayErased();
   });
+}
+
+function sayErased() {
+  const page = document.querySelector("div.conversation");
+  const said = el("p", "This customer was erased: their conversations and everything Rapport held about them are gone. ", "collisions erased-notice");
+  said.setAttribute("role", "alert");
+  const back = el("a", "Back to the inbox");
+  back.href = "/app/inbox";
+  said.append(back);
+  const thread = el("section", undefined, "thread"); // the page's layout, holding the notice alone
+  thread.append(said);
+  page?.replaceChildren(thread);
 }
 
 const root = document.getElementById("panel-extra");
