@@ -5,19 +5,19 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
+from rapport.auth import service as auth_service
 from rapport.auth.models import Role
 from rapport.kb import search, service
 from rapport.kb.models import ArticleFeedback, ArticleStatus
-from rapport.web.views import _page, _principal
+from rapport.web.views import Viewer, _page
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/app/kb", response_class=HTMLResponse)
-async def kb_page(
-    request: Request, cursor: str | None = None, status: str | None = None
+def kb_page(
+    request: Request, principal: Viewer, cursor: str | None = None, status: str | None = None
 ) -> Response:
-    principal = await _principal(request)
     if principal is None:
         return RedirectResponse("/login", status_code=303)
     with request.app.state.database.session(write=False) as db:
@@ -53,25 +53,28 @@ async def kb_page(
 
 
 @router.get("/app/kb/articles/new", response_class=HTMLResponse)
-async def new_article(
-    request: Request, translation_of: str | None = None, locale: str | None = None
+def new_article(
+    request: Request,
+    principal: Viewer,
+    translation_of: str | None = None,
+    locale: str | None = None,
 ) -> Response:
-    return await _editor(request, None, translation_of=translation_of, locale=locale)
+    return _editor(request, principal, None, translation_of=translation_of, locale=locale)
 
 
 @router.get("/app/kb/articles/{article_id}", response_class=HTMLResponse)
-async def edit_article(request: Request, article_id: str) -> Response:
-    return await _editor(request, article_id)
+def edit_article(request: Request, principal: Viewer, article_id: str) -> Response:
+    return _editor(request, principal, article_id)
 
 
-async def _editor(
+def _editor(
     request: Request,
+    principal: auth_service.Principal | None,
     article_id: str | None,
     *,
     translation_of: str | None = None,
     locale: str | None = None,
 ) -> Response:
-    principal = await _principal(request)
     if principal is None:
         return RedirectResponse("/login", status_code=303)
     ws = principal.workspace_id

@@ -5,10 +5,10 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -79,6 +79,13 @@ async def _principal(request: Request) -> auth_service.Principal | None:
         request.state.unread_notifications,
     ) = await run_in_threadpool(_newest_event, request.app.state.database, principal)
     return principal
+
+
+# A page's member, read on the event loop (the session lookup goes to the threadpool);
+# the pages themselves are plain ``def``, which FastAPI runs in its threadpool, as the
+# API's views are: a page's queries held the loop, and every other request and socket with
+# it, for as long as they ran.
+Viewer = Annotated[auth_service.Principal | None, Depends(_principal)]
 
 
 def _newest_event(database: Any, principal: auth_service.Principal) -> tuple[int, list[int], int]:
@@ -171,8 +178,9 @@ async def invite_page(request: Request) -> Response:
 
 
 @router.get("/app/inbox", response_class=HTMLResponse)
-async def inbox_page(
+def inbox_page(
     request: Request,
+    principal: Viewer,
     view: str = "mine",
     status: str | None = None,
     inbox_id: str | None = None,
@@ -186,7 +194,6 @@ async def inbox_page(
     sort: str | None = None,
     cursor: str | None = None,
 ) -> Response:
-    principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     database = request.app.state.database
@@ -358,8 +365,7 @@ def _midnight(day: str | None, *, days: int = 0) -> datetime | None:
 
 
 @router.get("/app/conversations/{conversation_id}", response_class=HTMLResponse)
-async def conversation_page(request: Request, conversation_id: str) -> Response:
-    principal = await _principal(request)
+def conversation_page(request: Request, principal: Viewer, conversation_id: str) -> Response:
     if principal is None:
         return _to_login(request)
     database = request.app.state.database
@@ -420,12 +426,13 @@ async def conversation_page(request: Request, conversation_id: str) -> Response:
 @router.get(
     "/app/conversations/{conversation_id}/messages/{message_id}/body", response_class=HTMLResponse
 )
-async def message_body(request: Request, conversation_id: str, message_id: str) -> Response:
+def message_body(
+    request: Request, principal: CurrentMember, conversation_id: str, message_id: str
+) -> Response:
     """One message's body as its conversation's page draws it (message_body.html), for the
     page to draw a message with HTML arriving live: it took the whole page for that, a long
     thread's worth per email. No stream to follow: the page that asks has its own. Signed
     out, a 401 as the API answers (problem JSON): a script follows no sign-in page."""
-    principal = await resolve_principal(request)
     with request.app.state.database.session(write=False) as db:
         conv = conversations.get(
             db, workspace_id=principal.workspace_id, conversation_id=conversation_id
@@ -478,8 +485,9 @@ def _customer_context(db: Db, customer: Customer) -> dict[str, Any]:
 
 
 @router.get("/app/customers", response_class=HTMLResponse)
-async def customers_page(
+def customers_page(
     request: Request,
+    principal: Viewer,
     q: str = Query(default="", max_length=320),
     tag: str = Query(default="", max_length=100),
     attr: str = "",  # how long each may be: said on the page (attribute_is), not a 422
@@ -489,7 +497,6 @@ async def customers_page(
     """Every customer of the workspace, newest activity first; by name, email, phone or any
     handle with ``q``, by tag with ``tag``, by a custom attribute with ``attr`` and
     ``value`` ("plan" is "Pro")."""
-    principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     refused = ""
@@ -561,10 +568,9 @@ def _tags_of(db: Db, workspace_id: str, ids: list[str]) -> dict[str, list[str]]:
 
 
 @router.get("/app/customers/duplicates", response_class=HTMLResponse)
-async def duplicates_page(request: Request) -> Response:
+def duplicates_page(request: Request, principal: Viewer) -> Response:
     """The pairs of customers that may be one person (a scan's or a channel's word),
     likeliest first, each side by side, to merge or keep apart."""
-    principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     ws = principal.workspace_id
@@ -588,9 +594,8 @@ async def duplicates_page(request: Request) -> Response:
 
 
 @router.get("/app/customers/{customer_id}", response_class=HTMLResponse)
-async def customer_page(request: Request, customer_id: str) -> Response:
+def customer_page(request: Request, principal: Viewer, customer_id: str) -> Response:
     """One customer: their handles, profile, timeline and every conversation, on any channel."""
-    principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     ws = principal.workspace_id
@@ -659,10 +664,9 @@ async def customer_page(request: Request, customer_id: str) -> Response:
 
 
 @router.get("/app/account", response_class=HTMLResponse)
-async def account_page(request: Request) -> Response:
+def account_page(request: Request, principal: Viewer) -> Response:
     """Every member's own account (viewers too): their name, their password, two-factor,
     and their API tokens in this workspace."""
-    principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     with request.app.state.database.session(write=False) as db:
@@ -680,10 +684,9 @@ async def account_page(request: Request) -> Response:
 
 
 @router.get("/app/macros", response_class=HTMLResponse)
-async def macros_page(request: Request) -> Response:
+def macros_page(request: Request, principal: Viewer) -> Response:
     """The macros a member may run (the workspace's and their own), and the form that makes
     and changes them: personal ones by any agent, the workspace's by admins and owners."""
-    principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     from rapport.conversations import canned
@@ -733,13 +736,12 @@ _MACRO_ORDER = (
 
 
 @router.get("/app/notifications", response_class=HTMLResponse)
-async def notifications_page(
-    request: Request, cursor: str | None = None, unread: bool = False
+def notifications_page(
+    request: Request, principal: Viewer, cursor: str | None = None, unread: bool = False
 ) -> Response:
     """The member's own notifications (mentions, assignments), or the unread ones only,
     newest first, a page at a time (the older ones behind a link: they could not be seen
     at all)."""
-    principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     with request.app.state.database.session(write=False) as db:
@@ -897,8 +899,7 @@ def _rule_form(
 
 
 @router.get("/app/settings", response_class=HTMLResponse)
-async def settings_page(request: Request) -> Response:
-    principal = await _principal(request)
+def settings_page(request: Request, principal: Viewer) -> Response:
     if principal is None:
         return _to_login(request)
     if principal.role.value not in ("admin", "owner"):
@@ -956,10 +957,9 @@ async def settings_page(request: Request) -> Response:
 
 
 @router.get("/app/inboxes/{inbox_id}/try", response_class=HTMLResponse)
-async def try_widget(request: Request, inbox_id: str) -> Response:
+def try_widget(request: Request, principal: Viewer, inbox_id: str) -> Response:
     """A page that stands for the customer's website, with the inbox's chat widget on it:
     what a visitor sees, for the team to try (messages go through like any visitor's)."""
-    principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     with request.app.state.database.session(write=False) as db:
@@ -983,8 +983,9 @@ async def try_widget(request: Request, inbox_id: str) -> Response:
 
 
 @router.get("/app/search", response_class=HTMLResponse)
-async def search_page(request: Request, q: str = Query(default="", max_length=320)) -> Response:
-    principal = await _principal(request)
+def search_page(
+    request: Request, principal: Viewer, q: str = Query(default="", max_length=320)
+) -> Response:
     if principal is None:
         return _to_login(request)
     database = request.app.state.database
