@@ -1,8 +1,10 @@
 """Triage of every inbound message, rules that use it, and what a workspace teaches it."""
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -284,3 +286,35 @@ def test_a_server_process_runs_native_math_on_one_thread() -> None:
     pools = json.loads(out)
     assert {api for api, _ in pools} >= {"openblas"}  # numpy's BLAS at least was found
     assert all(threads == 1 for _, threads in pools), pools
+
+
+def test_two_threads_warming_up_at_once_load_the_language_model_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # functools.cache holds no lock: the app's warm-up and the first message each loaded it.
+    from py3langid.langid import LanguageIdentifier
+
+    loads: list[int] = []
+    original = LanguageIdentifier.from_modelpath
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        loads.append(threading.get_ident())
+        time.sleep(0.3)  # long enough for the other thread to ask meanwhile
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(LanguageIdentifier, "from_modelpath", slow)
+    triage._language_model.cache_clear()
+    together = threading.Barrier(2)
+    got: list[Any] = []
+
+    def ask() -> None:
+        together.wait()
+        got.append(triage._language_model())
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(loads) == 1 and len(got) == 2 and got[0] is got[1]
+    assert triage.detect_language("Bonjour, je voudrais annuler ma commande")[0] == "fr"
