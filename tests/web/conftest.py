@@ -29,12 +29,14 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, settings: Settings, database: Database, **changes: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        settings.public_url = self.url
+        # Settings of its own: the test's, with ``changes``. Changed on the test's own
+        # object, they reached every app made from it after (the ``client`` fixture's too).
+        self.settings = settings.model_copy(update={"public_url": self.url, **changes})
         config = uvicorn.Config(
-            create_app(settings, database=database),
+            create_app(self.settings, database=database),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -82,8 +84,9 @@ def signed_in(browser: Any, live_server: LiveServer, email: str, then: str) -> A
 
 @pytest.fixture
 def live_server(settings: Settings, database: Database) -> Iterator[LiveServer]:
-    settings.worker_in_process = True
-    with LiveServer(settings, database) as server:
+    """A real server, with the job worker inside it as `rapport serve` runs one: the only
+    worker of the test (a ``client`` beside it runs none, as the test's settings say)."""
+    with LiveServer(settings, database, worker_in_process=True) as server:
         yield server
 
 
