@@ -1050,3 +1050,35 @@ def test_that_an_auto_reply_opens_no_reply_window_is_kept_from_api_clients(
     assert one.status_code == 200 and whole.status_code == 200, (one.text, whole.text)
     shown = [one.json()["meta"], *(m["meta"] for m in whole.json()["messages"])]
     assert not [m for m in shown if OPENS_WINDOW in m], shown
+
+
+def test_a_batch_updates_its_customers_last_seen_in_id_order(
+    world: World, database: Database, settings: Settings
+) -> None:
+    # Customers' rows are held ids ascending (a merge, its undo). A batch updating them in
+    # set order held one while waiting for another a merge held, the merge waiting for it
+    # in turn: deadlocked, and PostgreSQL failed one of the two.
+    from rapport.ingest import receive_batch
+
+    def batch(round: int) -> list[InboundMessage]:
+        return [
+            by_email(world, f"seen-{round}-{n}", f"seen{n}@example.com", "hi") for n in range(20)
+        ]
+
+    with database.session() as db:
+        receive_batch(db, batch(1), settings=settings)
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("UPDATE CUSTOMERS SET LAST_SEEN_AT"):
+            rows = parameters if executemany else [parameters]
+            seen.extend(row["cid"] if isinstance(row, dict) else row[-1] for row in rows)
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        with database.session() as db:
+            receive_batch(db, batch(2), settings=settings)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+    assert len(seen) == 20
+    assert seen == sorted(seen)

@@ -862,7 +862,10 @@ def receive_batch(
     if issued:
         conn.execute(_ISSUED, [{"iid": k, "inbox": v} for k, v in issued.items()])
     if known:
-        conn.execute(_SEEN, [{"cid": c, "now": now} for c in known])
+        # One row at a time, ids ascending (customers are held in that order: a merge, its
+        # undo); in set order this batch could hold one while waiting for another a merge
+        # holds, the merge waiting for it, and PostgreSQL failed one of the two.
+        conn.execute(_SEEN, [{"cid": c, "now": now} for c in sorted(known)])
         if conn.dialect.name == "postgresql":
             _check_holders(conn, {came_by[i]: customer_of[i] for i in fresh}, known)
         names = {customer_of[i]: msgs[i].sender_name for i in fresh if msgs[i].sender_name}
