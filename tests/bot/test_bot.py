@@ -5,6 +5,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -33,7 +34,7 @@ from tests.channels.test_providers import (  # noqa: F401
 )
 from tests.channels.test_whatsapp import Graph, graph, inbox, message_event, post_signed  # noqa: F401
 from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
-from tests.conftest import auth, pause_first_fit, published_events
+from tests.conftest import auth, pause_first_fit, postgresql_only, published_events
 from tests.factories import World, planted_pickle
 
 ORDERS = {"1042": {"status": "shipped", "carrier": "DHL", "eta": "Thursday"}}
@@ -989,3 +990,53 @@ def test_the_bot_hands_over_without_a_word_to_a_customer_whose_id_is_another_pag
     assert found["team_id"] == ids["team"]
     with database.session(write=False) as db:
         assert db.scalar(select(func.count()).where(Job.state == JobState.dead)) == 0
+
+
+@postgresql_only
+def test_the_bots_look_ahead_at_the_reply_cap_does_not_hold_the_customer(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    shop: tuple[str, type[Shop]],
+) -> None:
+    # Before calling an integration the bot checks the answer could go, the automatic
+    # reply cap among it. That check held the customer's row in the reading session: it
+    # waited behind whoever held the customer (a merge, their next message), and kept
+    # them waiting in turn. Now it counts only; the reply is checked again, held, as it
+    # is written.
+    from rapport.conversations.models import Message
+    from rapport.customers.models import Customer
+
+    set_up_bot(client, world, world.acme.inbox.id, shop)  # type: ignore[union-attr]
+    conv_id = ask(client, world, "q1", "where is my order 1042?")
+    with database.session(write=False) as db:
+        message_id = db.scalar(select(Message.id).where(Message.conversation_id == conv_id))
+    customer_id = thread(client, world, conv_id)["customer_id"]
+    box = box_for(settings.secret_key.get_secret_value())
+    done: list[str] = []
+    with database.session() as held:
+        held.execute(
+            select(Customer.id).where(Customer.id == customer_id).with_for_update(key_share=True)
+        )
+        worker = threading.Thread(
+            target=lambda: done.append(
+                bot_service.handle(
+                    database,
+                    message_id=str(message_id),
+                    box=box,
+                    base_url=settings.public_url,
+                    allow_private=True,
+                )
+            )
+        )
+        worker.start()
+        deadline = time.monotonic() + 5
+        while not shop[1].seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asked_while_held = list(shop[1].seen)
+    worker.join(10)
+    assert asked_while_held == ["/orders/1042"]
+    assert len(done) == 1, "the bot's job did not end once the customer was free"
+    (answer,) = bot_messages(thread(client, world, conv_id))
+    assert answer["text"] == "Order 1042 is shipped with DHL, expected Thursday."

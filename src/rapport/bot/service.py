@@ -458,11 +458,15 @@ def handle(
             box=box,
         )
         if decision.integration is not None and (
-            refusal := conversations.reply_refusal(db, conversation=conversation, automatic=True)
+            refusal := conversations.reply_refusal(
+                db, conversation=conversation, automatic=True, hold=False
+            )
         ):
             # The answer could not go (an SMS STOP, another page's id): the integration is
             # an outside call, with its cost and side effects, for nothing. A person takes
-            # over, as _act hands over any answer it cannot send.
+            # over, as _act hands over any answer it cannot send. The cap is only counted
+            # here, the customer's row not held: this reading session would keep it from a
+            # merge and from their next message until it ends; _act counts again, held.
             decision = Decision("handover", reason=refusal.why, meta=decision.meta)
         customer = db.get(Customer, conversation.customer_id)
         context = _context(customer, message.text)

@@ -731,16 +731,20 @@ class TooManyAutomatic(Unsendable):
         super().__init__(409, "automatic-replies-capped", f"Not sent: {self.why}.", limit=limit)
 
 
-def automatic_refusal(db: Session, *, conversation: Conversation) -> TooManyAutomatic | None:
+def automatic_refusal(
+    db: Session, *, conversation: Conversation, hold: bool = True
+) -> TooManyAutomatic | None:
     """Why an automatic reply (a rule's, the bot's; never a person's) does not go: the
     customer had the workspace's ``automatic_replies_per_hour`` of them in the last hour,
     on any channel. None when it may go. The customer's row is held until the transaction
     ends: two automatic replies at once are counted one after the other, never both as the
-    last one allowed."""
+    last one allowed. ``hold=False``: a count only, holding nothing, for a look ahead of
+    a reply that is checked again, held, where it is written."""
     ws = conversation.workspace_id
-    # PostgreSQL: the second waits here, then counts the first's reply once committed.
-    # SQLite's writer holds the database anyway.
-    lock_row(db, Customer, conversation.customer_id)
+    if hold:
+        # PostgreSQL: the second waits here, then counts the first's reply once committed.
+        # SQLite's writer holds the database anyway.
+        lock_row(db, Customer, conversation.customer_id)
     workspace = db.get(Workspace, ws)
     limit = int(
         ((workspace.settings if workspace else None) or {}).get(
@@ -764,20 +768,25 @@ def automatic_refusal(db: Session, *, conversation: Conversation) -> TooManyAuto
 
 
 def reply_refusal(
-    db: Session, *, conversation: Conversation, inbox: Inbox | None = None, automatic: bool = False
+    db: Session,
+    *,
+    conversation: Conversation,
+    inbox: Inbox | None = None,
+    automatic: bool = False,
+    hold: bool = True,
 ) -> Unsendable | None:
     """Why a reply through ``inbox`` (by default the one a reply goes through) cannot go:
     the customer opted out of its channel (an SMS STOP), or its channel cannot reach the
     chat (a Telegram bot blocked, or removed from the group), or never wrote to its
     Messenger page or Instagram account, or, ``automatic`` (a rule's, the bot's), had as many
     automatic replies within the hour as the workspace allows (``automatic_refusal``, which
-    holds the customer's row); None when it may go."""
+    holds the customer's row unless ``hold`` is False); None when it may go."""
     inbox = inbox or db.get(Inbox, last_channel(db, conversation=conversation))
     if inbox is None:
         return None
     if withdrawal := consent_refusal(db, conversation=conversation, inbox=inbox):
         return profile.NoConsent(withdrawal)
-    if automatic and (capped := automatic_refusal(db, conversation=conversation)):
+    if automatic and (capped := automatic_refusal(db, conversation=conversation, hold=hold)):
         return capped
     # A chat the channel knows it cannot send to now (Telegram: the bot blocked, or
     # removed from the group the customer wrote in).
