@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from rapport.auth.models import ApiToken
+from rapport.auth.models import ApiToken, User
 from rapport.auth.security import token_hash
 from rapport.cli import app as cli_app
 from rapport.config import Settings
@@ -164,3 +165,30 @@ def test_dead_jobs_are_listed_and_queued_again_from_the_command_line(
     assert states[system] == (JobState.dead, 8)
     assert jobs("retry", "--all-dead") == (0, "1 job queued again\n")
     assert jobs("dead") == (0, "no dead jobs\n")
+
+
+def test_turning_off_two_factor_from_the_command_line_lifts_the_lock_out(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Locked out by his own tries without his phone, bob stayed locked after the operator
+    # turned his second factor off (an admin's reset lifted it).
+    from tests.auth.test_login import _enrol, login
+
+    _enrol(client, world.bob)
+    outside = TestClient(client.app, base_url=str(client.base_url))
+    for _ in range(10):
+        assert login(outside, "bob@acme.test", "wrong password!").status_code == 401
+    assert login(outside, "bob@acme.test").status_code == 429
+    monkeypatch.setenv("RAPPORT_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("RAPPORT_SECRET_KEY", settings.secret_key.get_secret_value())
+    result = CliRunner().invoke(cli_app, ["user", "totp-off", "bob@acme.test"])
+    assert result.exit_code == 0, result.output
+    r = login(outside, "bob@acme.test")
+    assert r.status_code == 200 and r.json()["mfa_required"] is False
+    with database.session(write=False) as db:
+        bob = db.get(User, world.acme.users["bob"].id)
+        assert bob is not None and (bob.failed_logins, bob.locked_until) == (0, None)

@@ -358,8 +358,8 @@ def user_totp_off(
 ) -> None:
     """Turn off an account's two-factor authentication, for one whose owner lost phone and
     recovery codes and that is a member of several workspaces (no one workspace's admin
-    may reset it): every session of it ends, each of its workspaces audits it, and its
-    address is told."""
+    may reset it): its lock-out is lifted, every session of it ends, each of its
+    workspaces audits it, and its address is told."""
     from rapport.auth import service as auth
     from rapport.auth.account import notify_totp_reset
     from rapport.auth.models import User
@@ -379,6 +379,10 @@ def user_totp_off(
                 _fail(f"{email} has no two-factor authentication")
                 return
             auth.totp_disable(db, user=user)
+            # The operator vouches for the owner, as an admin's reset does: a lock-out
+            # (their own tries without the phone) would keep them out of what they are
+            # let back into.
+            auth.forget_failures(user)
             auth.end_all_sessions(db, user_id=user.id)
             auth.audit_everywhere(
                 db,
