@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from rapport.config import Settings
 from rapport.customers import importer, service
@@ -608,3 +608,69 @@ def test_a_merge_and_an_events_batch_reaching_its_two_records_the_other_way_both
     assert answers["batch"].json()["stored"] == 2
     assert _events_of(database, low) == ["Identify", "Identify", "Seen", "Seen"]
     assert _events_of(database, high) == []
+
+
+@postgresql_only
+def test_an_import_reaching_a_record_out_of_order_gives_way_and_goes_on(
+    world: World, database: Database, tmp_path: Path
+) -> None:
+    # The import read her address on the later record and waited for it while another
+    # transaction moved the address to the earlier one; it then held the later one and
+    # waited for the earlier, which a third (a merge or undo, taking its two in order)
+    # held while waiting for the later: deadlocked, and PostgreSQL failed the import
+    # midway (or the merge). The import now takes the earlier one only while free, else
+    # gives way and runs its batch again once it is.
+    from rapport.db import hold
+
+    ws_id = world.acme.workspace.id
+    with database.session() as db:
+        ws = db.get(Workspace, ws_id)
+        made = [
+            service.create(db, workspace=ws, data=CustomerCreate(name=n, email=f"{n}@example.com"))
+            for n in ("ann", "bea")
+        ]
+        ids = {c.email: c.id for c in made}
+    low, high = sorted(ids.values())
+    address = next(e for e, c in ids.items() if c == high)
+    path = tmp_path / "customers.jsonl"
+    path.write_text(json.dumps({"email": address, "city": "Oslo"}) + "\n")
+    outcome: dict[str, Any] = {}
+
+    def run(name: str, fn: Any) -> threading.Thread:
+        def target() -> None:
+            try:
+                outcome[name] = fn()
+            except Exception as exc:  # read below
+                outcome[name] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    def second() -> str:
+        # A merge or undo: the two in order, the later one once the import holds it.
+        with database.session() as db:
+            hold(db, Customer, low)
+            time.sleep(0.8)
+            hold(db, Customer, high)
+        return "done"
+
+    with database.session() as first:
+        # Holds the later record and moves her address to the earlier one (as a merge
+        # does; the earlier is left to the second, so that it surely holds it first).
+        hold(first, Customer, high)
+        first.execute(update(Identity).where(Identity.value == address).values(customer_id=low))
+        importing = run(
+            "import",
+            lambda: importer.import_customers(database, workspace_id=ws_id, path=path, mapping={}),
+        )
+        time.sleep(0.5)  # the import read the address on the later record, waits for it
+        undoing = run("second", second)
+        time.sleep(0.3)  # the second holds the earlier record
+    importing.join(30)
+    undoing.join(30)
+    assert outcome["second"] == "done"
+    report = outcome["import"]
+    assert not isinstance(report, Exception), report
+    assert (report.updated, report.created, report.errors) == (1, 0, [])
+    assert _attributes(database, low) == {"city": "Oslo"}

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from rapport.customers import duplicates, profile
 from rapport.customers import identity as ident
 from rapport.customers.models import AttributeDefinition, Customer, Identity, IdentityKind
 from rapport.customers.service import MERGE_HOPS, settle_handles
-from rapport.db import Database, new_id, storable, utcnow
+from rapport.db import Database, hold_many, new_id, storable, transient, utcnow
 from rapport.problems import Invalid
 from rapport.workspaces.models import Workspace
 
@@ -41,6 +42,8 @@ _HANDLE_KINDS = {
     "external_id": IdentityKind.external,
 }
 BATCH = 500
+# How often a batch runs before a transient database error (see ``flush``) stops the import.
+ATTEMPTS = 3
 # What a CSV file's columns may be separated by; the header tells which.
 DELIMITERS = (",", ";", "\t")
 
@@ -288,18 +291,16 @@ def _apply(db: Session, workspace_id: str, parsed: _Parsed, report: Report, *, w
         # Their rows held, in the order a merge takes its two, and the handles read again
         # until their holders are held: a merge or undo committing meanwhile moved them
         # and rewrote the records, and the attributes read before were written back over
-        # what it had changed (PostgreSQL; SQLite has one writer).
+        # what it had changed (PostgreSQL; SQLite has one writer). A holder found so,
+        # sorting before one held, is taken only while free (``hold``): a merge or undo
+        # may hold it and wait for ours. Else the batch gives way, and is tried again.
+        hold_many(db, Customer, known_ids)
         for _ in range(MERGE_HOPS):
-            db.execute(
-                select(Customer.id)
-                .where(Customer.id.in_(known_ids))
-                .order_by(Customer.id)  # locked as sorted: in the order ``hold`` takes them
-                .with_for_update(key_share=True)
-            )
             found = _holders(db, workspace_id, parsed)
-            if {i.customer_id for i in found.values()} <= known_ids:
+            if not (moved := {i.customer_id for i in found.values()} - known_ids):
                 break
-            known_ids |= {i.customer_id for i in found.values()}
+            known_ids |= moved
+            hold_many(db, Customer, moved)
     customers: dict[str, Customer] = {
         c.id: c
         for c in (
@@ -428,10 +429,24 @@ def import_customers(
 
     def flush() -> None:
         parsed = _parse(batch, mapping, region, defined, report)
-        with database.session(write=not dry_run) as db:
-            _apply(db, workspace_id, parsed, report, write=not dry_run)
-            if dry_run:
-                db.rollback()
+        counts = (report.created, report.updated, report.to_review, len(report.errors))
+        attempt = 1
+        while True:
+            try:
+                with database.session(write=not dry_run) as db:
+                    _apply(db, workspace_id, parsed, report, write=not dry_run)
+                    if dry_run:
+                        db.rollback()
+                break
+            except OperationalError as exc:
+                # The batch gave way to a merge or undo holding a customer it reached out
+                # of order (or met a deadlock, a lock not had in time): nothing of it was
+                # written, so it runs again, counted again, not the import stopped midway.
+                if attempt == ATTEMPTS or not transient(exc):
+                    raise
+                attempt += 1
+                report.created, report.updated, report.to_review = counts[:3]
+                del report.errors[counts[3] :]
         if progress is not None:
             progress(len(batch))
         batch.clear()
