@@ -6,12 +6,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rapport.customers.models import MergeSuggestion
+from tests.auth.test_login import in_a_browser
 from tests.channels.email.test_email import Outbox
 from tests.conftest import auth
-from tests.factories import World, dead_job
+from tests.factories import PASSWORD, World, dead_job
 
 # Bodies valid enough to get past validation, so the answer is about the ids alone.
 BODIES: dict[tuple[str, str], object] = {
+    ("POST", "/api/v1/members/{user_id}/totp/reset"): {"password": PASSWORD},
     ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"enabled": False},
     ("PATCH", "/api/v1/inboxes/{inbox_id}"): {"name": "renamed"},
     ("PATCH", "/api/v1/sla-policies/{policy_id}"): {"first_response_minutes": 1},
@@ -235,17 +237,24 @@ def test_every_route_with_an_id_is_covered(client: TestClient) -> None:
 # The query a route needs before it looks anything up.
 PARAMS = {("GET", "/api/v1/customers/{customer_id}/merge-preview"): {"merged_id": "x" * 32}}
 
+# What no API token may do, whoever's it is (403 for every id): tried from mallory's own
+# signed-in browser, which may.
+BROWSER_ONLY = {("POST", "/api/v1/members/{user_id}/totp/reset")}
+
 
 def test_member_of_another_workspace_gets_404_for_every_id_on_every_endpoint(
     client: TestClient, world: World, relay: Outbox
 ) -> None:
     ids = _acme_ids(client, world)
+    browser, csrf = in_a_browser(client, world.mallory)
     checked = 0
     for method, path in _routes(client):
         url = path.format(**ids)
         body = BODIES.get((method, path))
         if (method, path) in FILES:
             r = client.request(method, url, files=FILES[method, path], headers=auth(world.mallory))
+        elif (method, path) in BROWSER_ONLY:
+            r = browser.request(method, url, json=body, headers=csrf)
         else:
             r = client.request(
                 method,
