@@ -14,7 +14,6 @@ from rapport.channels import base, email, media
 from rapport.channels.models import Inbox
 from rapport.conversations import files, sla
 from rapport.conversations.models import (
-    OPENS_WINDOW,
     Conversation,
     DeliveryStatus,
     Direction,
@@ -26,6 +25,7 @@ from rapport.conversations.service import (
     add_message,
     consent_refusal,
     delivery_known,
+    last_written,
     last_wrote_through,
     message_payload,
     queue_again,
@@ -134,20 +134,9 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
             )
             if ref and ref.startswith("<")
         ]
-        last_inbound = db.scalar(
-            select(Message.meta)
-            .where(
-                Message.conversation_id == conv.id,
-                Message.inbox_id == inbox.id,
-                Message.direction == Direction.inbound,
-                Message.kind == MessageKind.message,
-                # Where they last wrote: not a line nobody wrote (Telegram: the bot
-                # blocked, or removed from a group), which would send the reply there.
-                Message.meta[OPENS_WINDOW].as_string().is_(None),
-            )
-            .order_by(Message.created_at.desc(), Message.id.desc())
-            .limit(1)
-        )
+        # Where they last wrote: not a line nobody wrote (Telegram: the bot blocked, or
+        # removed from a group), which would send the reply there.
+        last_inbound = last_written(db, conversation_id=conv.id, inbox_id=inbox.id)
         # What a provider's reply window counts from, read at the send (the reply may have
         # waited in the queue): Meta sends it as a response or with the human agent tag.
         opened = (

@@ -520,6 +520,25 @@ def _opens_window() -> Any:
     return Message.meta[OPENS_WINDOW].as_string().is_(None)
 
 
+def last_written(db: Session, *, conversation_id: str, inbox_id: str) -> dict[str, Any] | None:
+    """The meta of the latest message written in a conversation through an inbox: not a
+    line of the channel's own (a Telegram bot blocked, or removed from a group), which
+    says nothing of where they write."""
+    meta: dict[str, Any] | None = db.scalar(
+        select(Message.meta)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.inbox_id == inbox_id,
+            Message.direction == Direction.inbound,
+            Message.kind == MessageKind.message,
+            _opens_window(),
+        )
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+    )
+    return meta
+
+
 @dataclass(frozen=True)
 class LastInbound:
     """The customer's latest message in a conversation: the inbox it came through, when,

@@ -13,13 +13,7 @@ from sqlalchemy.orm import Session
 from rapport import outbound
 from rapport.channels import base, media
 from rapport.channels.models import Inbox
-from rapport.conversations.models import (
-    OPENS_WINDOW,
-    Conversation,
-    Direction,
-    Message,
-    MessageKind,
-)
+from rapport.conversations.models import Conversation, Message
 from rapport.crypto import same
 from rapport.customers import identity
 from rapport.customers.identity import handle
@@ -93,21 +87,11 @@ def chat_closed(db: Session, *, conversation: Conversation, inbox: Inbox) -> str
     """Why a reply through ``inbox`` cannot reach the chat it would go to (see ``send``:
     the group the customer last wrote in, else their private chat): the bot's latest
     change of membership there says it was blocked or removed; None when it may go."""
+    from rapport.conversations.service import last_written  # it reaches the channels
+
+    # What they wrote, as ``deliver`` reads it.
     came = (
-        db.scalar(
-            select(Message.meta)
-            .where(
-                Message.conversation_id == conversation.id,
-                Message.inbox_id == inbox.id,
-                Message.direction == Direction.inbound,
-                Message.kind == MessageKind.message,
-                # What they wrote, as ``deliver`` reads it: not a line of the bot's
-                # membership, which said nothing of where they write.
-                Message.meta[OPENS_WINDOW].as_string().is_(None),
-            )
-            .order_by(Message.created_at.desc(), Message.id.desc())
-            .limit(1)
-        )
+        last_written(db, conversation_id=conversation.id, inbox_id=inbox.id)
         if conversation.id
         else None
     )
