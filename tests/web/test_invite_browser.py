@@ -60,7 +60,7 @@ def test_an_admin_invites_a_newcomer_who_joins_in_the_browser(
     )
     expect(admin.locator("#invite-member input[name=password]")).to_have_count(0)
 
-    token = mailed_link(relay, database, settings, "dana@acme.test", live_server.url)
+    token = mailed_link(relay, database, live_server.settings, "dana@acme.test", live_server.url)
     page = browser.new_page(viewport={"width": 390, "height": 800})
     page.goto(f"{live_server.url}/invite#{token}")
     assert "#" not in page.url  # the token leaves the address bar at once
@@ -95,7 +95,7 @@ def test_an_existing_account_confirms_its_password_to_join(
 ) -> None:
     invite_on_settings(browser, live_server, "mallory@globex.test", "bob@acme.test")
 
-    token = mailed_link(relay, database, settings, "bob@acme.test", live_server.url)
+    token = mailed_link(relay, database, live_server.settings, "bob@acme.test", live_server.url)
     page = browser.new_page()
     page.goto(f"{live_server.url}/invite#{token}")
     expect(page.locator("#invite-existing")).to_be_visible()
