@@ -1,14 +1,21 @@
 """Webhooks and bot integrations never make the server call into its own network unless
 the installation allows it (RAPPORT_OUTBOUND_PRIVATE_OK)."""
 
+import datetime
 import ipaddress
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
 from rapport import outbound
@@ -374,3 +381,75 @@ def test_ipv6_forms_carrying_a_private_ipv4_address_are_refused(url: str) -> Non
 
 def test_ipv6_forms_carrying_a_public_ipv4_address_are_allowed() -> None:
     outbound.check_url("http://[64:ff9b::808:808]/", allow_private=False, resolve=False)
+
+
+def test_calls_share_one_certificate_check_which_still_refuses_a_certificate_nobody_signed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # httpx made a TLS context for every call, reading the whole certificate bundle again:
+    # 10-20 ms of CPU each webhook delivery, provider send or download.
+    made: list[object] = []
+    create = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(args or kwargs)
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    monkeypatch.setattr(outbound, "_tls", None)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    plain = HTTPServer(("127.0.0.1", 0), Handler)
+    tls = HTTPServer(("127.0.0.1", 0), Handler)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    tls.socket = server_side.wrap_socket(tls.socket, server_side=True)
+    for server in (plain, tls):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for _ in range(3):
+            r = outbound.request(
+                "GET", f"http://127.0.0.1:{plain.server_address[1]}/", allow_private=True
+            )
+            assert r.status_code == 204
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            outbound.request(
+                "GET", f"https://127.0.0.1:{tls.server_address[1]}/", allow_private=True
+            )
+    finally:
+        for server in (plain, tls):
+            server.shutdown()
+            server.server_close()
+    assert len(made) == 1
