@@ -28,6 +28,7 @@ from rapport.app import create_app
 from rapport.auth import security
 from rapport.config import Settings
 from rapport.db import Base, Database
+from tests import compiles_once, routes_once
 from tests.factories import World, build_world
 
 if TYPE_CHECKING:
@@ -59,6 +60,10 @@ SECRET = "test-secret-key-0123456789abcdefghijklmnop"
 # least memory argon2 takes (8 KiB): every test's world hashes four passwords, which at
 # 8 MiB cost ~11 ms each on a quiet machine and ~30 on a loaded one.
 security._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+# FastAPI prepares each route once a process, not once an app (tests/routes_once.py).
+routes_once.install()
+# And each SQL statement is compiled once a process, not once an engine (tests/compiles_once.py).
+compiles_once.install()
 
 
 def create_schema(url: str) -> None:
