@@ -160,9 +160,14 @@ def test_signing_out_anywhere_keeps_no_draft_of_a_page_still_open(
     other = context.new_page()
     other.goto(f"{live_server.url}/app/inbox")
     page.locator("#composer textarea").fill("Words in the first tab")
+    before = page.evaluate("localStorage.getItem('rapport.signed-out')")
     other.click("#logout")
     other.wait_for_url("**/login")
-    page.wait_for_timeout(200)  # the other tab hears of it (the storage event)
+    # The first tab hears of it (the storage event, dispatched as its copy of the storage
+    # changes): a fixed 200 ms wait was once too short under load.
+    page.wait_for_function(
+        "(before) => localStorage.getItem('rapport.signed-out') !== before", arg=before
+    )
     page.close()
     assert _drafts(other) == {}
 
