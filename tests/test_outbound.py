@@ -1,7 +1,6 @@
 """Webhooks and bot integrations never make the server call into its own network unless
 the installation allows it (RAPPORT_OUTBOUND_PRIVATE_OK)."""
 
-import datetime
 import ipaddress
 import socket
 import ssl
@@ -12,10 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
 from rapport import outbound
@@ -24,6 +19,7 @@ from rapport.db import Database
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World
+from tests.tls import self_signed
 
 
 @pytest.mark.parametrize(
@@ -406,36 +402,9 @@ def test_calls_share_one_certificate_check_which_still_refuses_a_certificate_nob
         def log_message(self, *args: Any) -> None:
             pass
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
     plain = HTTPServer(("127.0.0.1", 0), Handler)
     tls = HTTPServer(("127.0.0.1", 0), Handler)
-    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    tls.socket = server_side.wrap_socket(tls.socket, server_side=True)
+    tls.socket = self_signed(tmp_path).wrap_socket(tls.socket, server_side=True)
     for server in (plain, tls):
         threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

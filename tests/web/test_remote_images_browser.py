@@ -2,8 +2,6 @@
 when an agent opened the conversation, and from where; an image with a relative address
 made the agent's browser ask Rapport itself, with the agent's cookies."""
 
-import datetime
-import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,10 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
 from rapport.channels.email import ingest_email
@@ -26,6 +20,7 @@ from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
 from tests.conftest import auth
 from tests.factories import World
+from tests.tls import self_signed
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
@@ -42,27 +37,6 @@ class Tracker:
 
     def __init__(self, tmp: Path) -> None:
         self.asked: list[str] = []
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
-        (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (tmp / "key.pem").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
         asked = self.asked
 
         class Handler(BaseHTTPRequestHandler):
@@ -78,9 +52,7 @@ class Tracker:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
-        self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.server.socket = self_signed(tmp).wrap_socket(self.server.socket, server_side=True)
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
