@@ -45,7 +45,7 @@ def test_both_open_pages_say_at_once_that_a_colleague_merged_their_conversations
     merged_page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{gone}")
     kept_page = signed_in(browser, live_server, "alice@acme.test", f"/app/conversations/{kept}")
     for page in (merged_page, kept_page):
-        page.wait_for_function("document.body.dataset.streamOpen === '1'")
+        page.wait_for_function("() => document.body.dataset.streamOpen === '1'")
     merged_page.fill("#composer textarea", "Half a reply")
     r = client.post(
         f"/api/v1/conversations/{kept}/merge", json={"merged_id": gone}, headers=auth(world.alice)
