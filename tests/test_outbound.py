@@ -392,7 +392,7 @@ def test_calls_share_one_certificate_check_which_still_refuses_a_certificate_nob
         return create(*args, **kwargs)
 
     monkeypatch.setattr(ssl, "create_default_context", counted)
-    monkeypatch.setattr(outbound, "_tls", None)
+    outbound._tls_context.cache_clear()  # as in a process making its first call
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

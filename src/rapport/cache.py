@@ -44,6 +44,30 @@ HOLD = 2.0
 _CACHES: dict[str, "weakref.WeakSet[TtlCache[Any, Any]]"] = {}
 
 
+class Once(Generic[V]):
+    """What ``load`` returns, loaded by one thread only and kept for the process (a model,
+    a TLS context). functools.cache holds no lock: two threads warming up at once (the
+    app's warm-up and the first message) each loaded the model, seconds and its memory
+    twice."""
+
+    def __init__(self, load: Callable[[], V]) -> None:
+        self.__wrapped__ = load
+        self._lock = threading.Lock()
+        self._loaded: list[V] = []
+
+    def __call__(self) -> V:
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self._loaded.append(self.__wrapped__())
+        return self._loaded[0]
+
+    def cache_clear(self) -> None:
+        """Load again on the next call."""
+        with self._lock:
+            self._loaded.clear()
+
+
 class TtlCache(Generic[K, V]):
     def __init__(self, ttl: float, *, name: str, max_items: int = 0, held_ttl: float = 0.0) -> None:
         self.ttl = ttl

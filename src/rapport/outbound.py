@@ -17,7 +17,6 @@ private one a moment later (DNS rebinding) therefore reaches nothing it should n
 import ipaddress
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from rapport.cache import Once
 from rapport.problems import Invalid
 
 
@@ -108,20 +108,13 @@ def _resolve(host: str, port: int, *, allow_private: bool) -> str | None:
     return addresses[0] if addresses else None
 
 
-_tls: ssl.SSLContext | None = None
-_tls_lock = threading.Lock()
-
-
+@Once
 def _tls_context() -> ssl.SSLContext:
     """The certificate check every call shares: made once a process (the trusted
     certificates read, as httpx reads them, from ``SSL_CERT_FILE``/``SSL_CERT_DIR`` or
     certifi's bundle). httpx made one for each call, reading the whole bundle again: 10-20
     ms of CPU a webhook delivery, provider send or file download."""
-    global _tls
-    with _tls_lock:
-        if _tls is None:
-            _tls = httpx.create_ssl_context()
-        return _tls
+    return httpx.create_ssl_context()
 
 
 def request(method: str, url: str, *, allow_private: bool, **kwargs: Any) -> httpx.Response:

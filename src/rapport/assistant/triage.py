@@ -18,16 +18,15 @@ read it as ``message.language``, ``message.sentiment``, ``message.spam``... and 
 """
 
 import re
-import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rapport.assistant.classify import TextClassifier
-from rapport.cache import TtlCache
+from rapport.cache import Once, TtlCache
 from rapport.crypto import SecretBox
 
 NEGATIVE_BELOW: Final = -0.35
@@ -51,33 +50,7 @@ _HIGH = re.compile(
 )
 
 
-T = TypeVar("T")
-
-
-class _Once(Generic[T]):
-    """What ``load`` returns, loaded by one thread only and kept. functools.cache holds no
-    lock: two threads warming up at once (the app's warm-up and the first message) each
-    loaded the model, seconds and its memory twice."""
-
-    def __init__(self, load: Callable[[], T]) -> None:
-        self.__wrapped__ = load
-        self._lock = threading.Lock()
-        self._loaded: list[T] = []
-
-    def __call__(self) -> T:
-        if not self._loaded:
-            with self._lock:
-                if not self._loaded:
-                    self._loaded.append(self.__wrapped__())
-        return self._loaded[0]
-
-    def cache_clear(self) -> None:
-        """Load again on the next call."""
-        with self._lock:
-            self._loaded.clear()
-
-
-@_Once
+@Once
 def _language_model() -> Any:
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
@@ -85,7 +58,7 @@ def _language_model() -> Any:
     return LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
 
 
-@_Once
+@Once
 def _vader() -> Any:
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
