@@ -150,3 +150,36 @@ def test_a_reader_searching_without_pause_is_asked_to_wait_and_others_are_not(
     with TestClient(client.app, client=("203.0.113.9", 50000)) as other:
         page = other.get("/help/acme/search", params={"q": "refund"})
         assert page.status_code == 200 and "Refunds and returns" in page.text
+
+
+def test_a_readers_votes_on_one_help_center_leave_another_workspaces_budget_whole(
+    client: TestClient, world: World
+) -> None:
+    """The vote and search budgets counted an address across the installation: readers
+    behind one office address voting on Globex's help center were refused on Acme's."""
+    ids = setup_center(client, world)
+    r = client.put(
+        "/api/v1/kb/help-center",
+        json={"slug": "globex", "title": "Globex Help"},
+        headers=auth(world.mallory),
+    )
+    assert r.status_code == 200, r.text
+    theirs = client.post(
+        "/api/v1/kb/articles",
+        json={"title": "Opening hours", "body": "Nine to five."},
+        headers=auth(world.mallory),
+    ).json()
+    client.post(f"/api/v1/kb/articles/{theirs['id']}/publish", headers=auth(world.mallory))
+    limits = public.HelpCenterLimits()
+    limits.votes.limit = limits.searches.limit = 2
+    client.app.state.help_limits = limits  # type: ignore[attr-defined]
+    for _ in range(2):
+        client.post("/help/globex/articles/opening-hours/feedback", data={"helpful": "no"})
+        assert client.get("/help/globex/search", params={"q": "hours"}).status_code == 200
+    assert client.get("/help/globex/search", params={"q": "hours"}).status_code == 429
+    client.post(f"{ARTICLE}/feedback", data={"helpful": "yes"})
+    article = client.get(
+        f"/api/v1/kb/articles/{ids['Refunds and returns']}", headers=auth(world.bob)
+    ).json()
+    assert (article["helpful"], article["not_helpful"]) == (1, 0)
+    assert client.get("/help/acme/search", params={"q": "refund"}).status_code == 200

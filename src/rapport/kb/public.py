@@ -37,9 +37,12 @@ SEARCHES_A_MINUTE = 30
 
 
 class HelpCenterLimits:
-    """What one reader's address may do on the public help center, which needs no sign-in.
-    Counted in Redis when configured, as the widget's are (``WidgetLimits``): each process
-    behind a balancer counting its own let an address have the budget once per process."""
+    """What one reader's address may do on one workspace's public help center, which needs
+    no sign-in. Each workspace's help center has a budget of its own: an address shared by
+    many readers (an office, a carrier's NAT) busy on one tenant's help center is not
+    refused on another's. Counted in Redis when configured, as the widget's are
+    (``WidgetLimits``): each process behind a balancer counting its own let an address have
+    the budget once per process."""
 
     def __init__(self, redis_url: str | None = None) -> None:
         # Votes ("was this helpful?"): each is a write.
@@ -278,7 +281,7 @@ def article_feedback(
             )
         except NotFound:
             return _not_found(request, "article")
-        if _limits(request).votes.hit(f"kbvote:{address}"):
+        if _limits(request).votes.hit(f"kbvote:{center.workspace_id}:{address}"):
             secret = request.app.state.settings.secret_key.get_secret_value()
             reader = service.reader_key(secret, address)
             service.feedback(
@@ -304,7 +307,9 @@ def search_page(
             return _not_found(request, "help center")
         loc = _locale(request, center, _locales(db, center.workspace_id), locale)
         # Past the budget the reader gets the page, saying to wait, and no ranking is done.
-        busy = bool(q.strip()) and not _limits(request).searches.hit(f"kbsearch:{address}")
+        busy = bool(q.strip()) and not _limits(request).searches.hit(
+            f"kbsearch:{center.workspace_id}:{address}"
+        )
         hits = (
             search.search_articles(
                 db, center.workspace_id, q, locale=loc, limit=10, base_url=_base(request)
