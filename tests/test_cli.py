@@ -192,3 +192,47 @@ def test_turning_off_two_factor_from_the_command_line_lifts_the_lock_out(
     with database.session(write=False) as db:
         bob = db.get(User, world.acme.users["bob"].id)
         assert bob is not None and (bob.failed_logins, bob.locked_until) == (0, None)
+
+
+def test_serve_believes_the_proxies_of_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # It read uvicorn's FORWARDED_ALLOW_IPS itself, unvalidated, beside the RAPPORT_ settings.
+    import gc
+
+    import uvicorn
+
+    import rapport.app
+    import rapport.assistant
+    import rapport.logs
+
+    started: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(kw))
+    # What serve does to its own process, left out of the test's.
+    monkeypatch.setattr(rapport.app, "create_app", lambda settings: object())
+    monkeypatch.setattr(rapport.assistant, "one_compute_thread", lambda: None)
+    monkeypatch.setattr(rapport.logs, "configure", lambda *a: None)
+    monkeypatch.setattr(gc, "freeze", lambda: None)
+    monkeypatch.setattr(sys, "setswitchinterval", lambda interval: None)
+    env = {
+        "RAPPORT_DEMO": "1",
+        "RAPPORT_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "RAPPORT_FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.168.1.5",
+    }
+    r = CliRunner().invoke(cli_app, ["serve"], env=env)
+    assert r.exit_code == 0, r.output
+    assert started["forwarded_allow_ips"] == "10.0.0.0/8,192.168.1.5"
+    assert started["proxy_headers"] is True
+
+
+def test_a_malformed_proxy_address_stops_serve_with_a_readable_error(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "RAPPORT_DEMO": "1",
+        "RAPPORT_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "RAPPORT_FORWARDED_ALLOW_IPS": "10.0.0.1/8",
+    }
+    r = run(["serve", "--port", "1"], env)
+    assert r.returncode == 2, r.stderr
+    assert "configuration error: RAPPORT_FORWARDED_ALLOW_IPS takes" in r.stderr
+    assert "(the network is 10.0.0.0/8)" in r.stderr and "Traceback" not in r.stderr

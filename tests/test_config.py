@@ -15,6 +15,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "RAPPORT_SECRET_KEY_FILE",
         "RAPPORT_DEMO",
         "RAPPORT_DATABASE_URL",
+        "RAPPORT_FORWARDED_ALLOW_IPS",
+        "RAPPORT_FORWARDED_ALLOW_IPS_FILE",
+        "FORWARDED_ALLOW_IPS",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -61,3 +64,48 @@ def test_dead_jobs_are_kept_thirty_days_unless_told_and_never_none(
     monkeypatch.setenv("RAPPORT_DEAD_JOB_RETENTION_DAYS", "0")  # every dead job, unseen
     with pytest.raises(ValidationError, match="dead_job_retention_days"):
         Settings(demo=True)
+
+
+def test_the_proxies_believed_are_a_rapport_setting_of_addresses_and_networks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert Settings(demo=True).forwarded_allow_ips == "127.0.0.1"
+    monkeypatch.setenv("RAPPORT_FORWARDED_ALLOW_IPS", " 10.0.0.0/8, 192.168.1.5,fd00::/8 ")
+    assert Settings(demo=True).forwarded_allow_ips == "10.0.0.0/8,192.168.1.5,fd00::/8"
+    monkeypatch.setenv("RAPPORT_FORWARDED_ALLOW_IPS", "*")
+    assert Settings(demo=True).forwarded_allow_ips == "*"
+    monkeypatch.delenv("RAPPORT_FORWARDED_ALLOW_IPS")
+    path = tmp_path / "proxies"
+    path.write_text("10.1.2.3\n")
+    monkeypatch.setenv("RAPPORT_FORWARDED_ALLOW_IPS_FILE", str(path))
+    assert Settings(demo=True).forwarded_allow_ips == "10.1.2.3"
+
+
+def test_uvicorns_own_name_for_the_proxies_is_still_read_unless_rapports_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A deployment that set it before would otherwise believe no proxy of its own: the
+    # balancer would be every client's address.
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.7")
+    assert Settings(demo=True).forwarded_allow_ips == "10.0.0.7"
+    monkeypatch.setenv("RAPPORT_FORWARDED_ALLOW_IPS", "10.0.0.8")
+    assert Settings(demo=True).forwarded_allow_ips == "10.0.0.8"
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        # uvicorn took each of these for a name no client has: the proxy not believed.
+        ("10.0.0.5/8", "not '10.0.0.5/8' (the network is 10.0.0.0/8)"),
+        ("proxy.internal", "not 'proxy.internal'"),
+        ("10.0.0.1;10.0.0.2", "not '10.0.0.1;10.0.0.2'"),
+        ("10.0.0.1,*", "not * among others"),
+    ],
+)
+def test_a_malformed_proxy_address_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    monkeypatch.setenv("RAPPORT_FORWARDED_ALLOW_IPS", value)
+    with pytest.raises(ValidationError, match="RAPPORT_FORWARDED_ALLOW_IPS") as refused:
+        Settings(demo=True)
+    assert said in str(refused.value)

@@ -1,7 +1,6 @@
 """The ``rapport`` command."""
 
 import gc
-import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Annotated
@@ -99,7 +98,7 @@ def serve(
         ws="websockets-sansio",
         ws_max_size=WEBSOCKET_MESSAGE_LIMIT,
         proxy_headers=True,
-        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

@@ -1,5 +1,7 @@
 """Typed settings, read from ``RAPPORT_*`` environment variables and ``*_FILE`` secrets."""
 
+import contextlib
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
@@ -62,6 +64,12 @@ class Settings(BaseSettings):
     mail_smtp_password: SecretStr | None = None
     mail_from: str = "Rapport <no-reply@localhost>"
     password_reset_minutes: int = 30
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="The proxies `rapport serve` believes X-Forwarded-For and "
+        "X-Forwarded-Proto from: a comma-separated list of addresses and networks "
+        "(10.0.0.0/8,192.168.1.5), or * for any.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -69,10 +77,22 @@ class Settings(BaseSettings):
         """Read ``RAPPORT_X_FILE`` into ``x`` when ``RAPPORT_X`` itself is not given."""
         if not isinstance(data, dict):
             return data
-        for name in ("secret_key", "database_url", "redis_url", "mail_smtp_password"):
+        for name in (
+            "secret_key",
+            "database_url",
+            "redis_url",
+            "mail_smtp_password",
+            "forwarded_allow_ips",
+        ):
             path = os.environ.get(f"RAPPORT_{name.upper()}_FILE")
             if path and not data.get(name) and not os.environ.get(f"RAPPORT_{name.upper()}"):
                 data[name] = Path(path).read_text().strip()
+        # uvicorn's own name, which `rapport serve` read before this setting: a deployment
+        # that set it keeps believing its proxies (falling back to 127.0.0.1 would make the
+        # balancer every client's address, and one client's spent budget everyone's).
+        plain = os.environ.get("FORWARDED_ALLOW_IPS")
+        if plain and not data.get("forwarded_allow_ips"):
+            data["forwarded_allow_ips"] = plain
         return data
 
     @field_validator("database_url")
@@ -95,6 +115,31 @@ class Settings(BaseSettings):
                 f"not {shown}"
             )
         return url
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses_or_networks(cls, value: str) -> str:
+        """Each entry an address or a network, or ``*`` alone: uvicorn takes anything else
+        for a name no client ever has, and a mistyped proxy is silently not believed."""
+        entries = [e.strip() for e in value.split(",") if e.strip()]
+        if entries == ["*"]:
+            return "*"
+        for entry in entries:
+            try:
+                if "/" in entry:
+                    ipaddress.ip_network(entry)
+                else:
+                    ipaddress.ip_address(entry)
+            except ValueError:
+                hint = ""
+                with contextlib.suppress(ValueError):  # host bits set: the network meant
+                    hint = f" (the network is {ipaddress.ip_network(entry, strict=False)})"
+                shown = "* among others (it stands alone)" if entry == "*" else repr(entry)
+                raise ValueError(
+                    "RAPPORT_FORWARDED_ALLOW_IPS takes a comma-separated list of addresses "
+                    f"and networks (10.0.0.0/8,192.168.1.5) or *, not {shown}{hint}"
+                ) from None
+        return ",".join(entries)
 
     @model_validator(mode="after")
     def _refuse_unsafe_secret(self) -> "Settings":
