@@ -1,7 +1,13 @@
 """Files as people's tools write them: BOMs, semicolons, headers in any case."""
 
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
@@ -204,3 +210,29 @@ def test_a_row_matching_only_an_address_a_visitor_typed_never_writes_onto_that_v
     with database.session(write=False) as db:
         m = db.scalars(select(Message).where(Message.text == "Ana writes")).one()
         assert m.sender_id == ana.id
+
+
+def test_an_uploaded_file_is_copied_and_removed_off_the_event_loop(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upload was written to its temporary file (and the directory made and removed) on
+    # the event loop: a file of many megabytes held every other request and socket.
+    on_loop: list[tuple[str, bool]] = []
+
+    def watched(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_loop.append((name, True))
+            except RuntimeError:  # no loop runs in this thread: a worker thread
+                on_loop.append((name, False))
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(tempfile, "mkdtemp", watched("mkdtemp", tempfile.mkdtemp))
+    monkeypatch.setattr(Path, "write_bytes", watched("write_bytes", Path.write_bytes))
+    monkeypatch.setattr(shutil, "rmtree", watched("rmtree", shutil.rmtree))
+    report = _upload(client, world, b"name,email\nOff Loop,off.loop@example.com\n")
+    assert report["created"] == 1
+    assert on_loop == [("mkdtemp", False), ("write_bytes", False), ("rmtree", False)]

@@ -16,6 +16,7 @@ import csv
 import itertools
 import json
 import re
+import tempfile
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -465,6 +466,26 @@ def import_customers(
         flush()
     report.errors.sort(key=lambda e: e.line)
     return report
+
+
+def import_upload(
+    database: Database,
+    *,
+    workspace_id: str,
+    data: bytes,
+    format_: str,
+    mapping: dict[str, str],
+    dry_run: bool = False,
+) -> Report:
+    """Import an uploaded file's bytes, as ``import_customers`` imports a file: by way of a
+    temporary copy, which the reader goes through more than once (the UTF-8 check, the
+    header, the rows). Blocking from the copy to its removal: call it off the event loop."""
+    with tempfile.TemporaryDirectory(prefix="rapport-import-") as tmp:
+        path = Path(tmp) / f"upload.{format_}"
+        path.write_bytes(data)
+        return import_customers(
+            database, workspace_id=workspace_id, path=path, mapping=mapping, dry_run=dry_run
+        )
 
 
 def export_rows(database: Database, workspace_id: str) -> list[dict[str, Any]]:
