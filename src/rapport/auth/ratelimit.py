@@ -1,17 +1,27 @@
 """Login rate limiting: a sliding window per key, in memory or in Redis when configured."""
 
+import secrets
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-# A Redis bucket's count less one, never below nothing, in one step (a concurrent INCR is
-# never lost, and a bucket that expired meanwhile is not made again without a TTL).
-_REFUND = """
-local v = redis.call('GET', KEYS[1])
-if v and tonumber(v) > 0 then return redis.call('DECR', KEYS[1]) end
-return 0
+# One hit of a key's sliding window in Redis, in one step: its hits are a sorted set scored
+# by their moment, those older than the window dropped, and this one added only if fewer
+# than the limit are left (counted in fixed windows, a budget was spent twice around a
+# window's edge: all of it at the end of one and again at the start of the next). The
+# moment is Redis's clock, the one every process sharing the budget agrees on. KEYS[1]: the
+# key's set; ARGV: the limit, the window in microseconds, a member naming this hit.
+_HIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+return 1
 """
 
 # Keys held in memory before those whose window has passed are forgotten.
@@ -20,12 +30,12 @@ _KEYS_KEPT = 100_000
 
 @dataclass(frozen=True)
 class Spent:
-    """One attempt counted: its key, and where (a moment in this process's window, or the
-    Redis bucket it went into)."""
+    """One attempt counted: its key, and which (its moment in this process's window, or the
+    member it added to the key's set in Redis)."""
 
     key: str
     at: float
-    bucket: str | None
+    member: str | None
 
 
 class RateLimiter:
@@ -45,6 +55,7 @@ class RateLimiter:
             self._redis = redis.Redis.from_url(
                 redis_url, socket_timeout=1, socket_connect_timeout=1
             )
+            self._hit = self._redis.register_script(_HIT)
 
     def hit(self, key: str) -> bool:
         """Count one attempt; False when the key is over its limit."""
@@ -80,25 +91,20 @@ class RateLimiter:
         self._prune_at = max(_KEYS_KEPT, 2 * len(self._hits))
 
     def _take_redis(self, key: str) -> Spent | None:
-        bucket = int(time.time() // self.window)
-        name = f"rapport:rl:{key}:{bucket}"
-        pipe = self._redis.pipeline()
-        pipe.incr(name)
-        pipe.expire(name, int(self.window) + 1)
-        count, _ = pipe.execute()
-        return Spent(key, 0.0, name) if int(count) <= self.limit else None
+        member = secrets.token_hex(8)
+        window = max(1, round(self.window * 1_000_000))
+        taken = self._hit(keys=[_redis_key(key)], args=[self.limit, window, member])
+        return Spent(key, 0.0, member) if int(taken) else None
 
     def refund(self, spent: Spent) -> None:
-        """Take back exactly what ``take`` spent (the same bucket, the same moment, even if
-        the window turned meanwhile): it turned out not to be an attempt to limit (a
-        password that was right)."""
-        if spent.bucket is not None:
+        """Take back exactly what ``take`` spent (its own moment, never a later attempt's):
+        it turned out not to be an attempt to limit (a password that was right)."""
+        if spent.member is not None:
             if self._redis is not None:
                 try:
-                    self._redis.eval(_REFUND, 1, spent.bucket)
-                    return
+                    self._redis.zrem(_redis_key(spent.key), spent.member)
                 except Exception:  # noqa: S110 - Redis down: nothing of ours to take back
-                    return
+                    pass
             return
         with self._lock:
             q = self._hits.get(spent.key)
@@ -108,3 +114,7 @@ class RateLimiter:
     def reset(self, key: str) -> None:
         with self._lock:
             self._hits.pop(key, None)
+
+
+def _redis_key(key: str) -> str:
+    return f"rapport:window:{key}"
