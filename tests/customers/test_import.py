@@ -6,12 +6,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from rapport.cli import app as cli_app
 from rapport.config import Settings
 from rapport.customers import importer, profile
-from rapport.customers.models import AttributeType, Customer, Identity
+from rapport.customers.models import AttributeType, Customer, Identity, IdentityKind
 from rapport.db import Database
 from tests.conftest import auth, record_write_lock, sqlite_only, write_lock_held
 from tests.factories import World
@@ -369,3 +370,50 @@ def test_imported_attributes_are_stored_in_their_defined_type_and_a_bad_one_is_t
             )
         ).all()
     assert stored == ([] if dry_run else [{"seats": 12, "beta": True, "colour": "teal"}])
+
+
+def test_a_handle_another_import_stores_between_the_read_and_the_write_joins_its_customer(
+    database: Database, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two imports (or an import and an inbound message) making one address at once: the
+    # second read no holder, wrote one, met the first's on the unique handle, and failed
+    # the import. Its batch now runs again and finds what the first committed.
+    workspace_id = world.acme.workspace.id
+    path = tmp_path / "customers.csv"
+    rows = ["Ann,ann@example.com,pro", "Bea,bea@example.com,pro"]
+    rows += ["Kim,kim@example.com,pro", "Cy,cy@example.com,pro"]
+    path.write_text("name,email,plan\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    other = tmp_path / "other.csv"
+    other.write_text("name,email\nKim Other,KIM@example.com\n", encoding="utf-8")
+    kim = (IdentityKind.email, "kim@example.com")
+    holders = importer._holders
+    raced: list[Session] = []
+
+    def read_before_the_other_commits(db: Session, ws_id: str, parsed: Any) -> Any:
+        if not raced and any(values["email"] == kim[1] for _, values, _, _ in parsed):
+            raced.append(db)
+            # Committed before this transaction begins (SQLite's write lock would keep it
+            # out after) and hidden from every read of this try: as if read before.
+            importer.import_customers(database, workspace_id=workspace_id, path=other, mapping={})
+        found = holders(db, ws_id, parsed)
+        if raced and db is raced[0]:
+            found.pop(kim, None)
+        return found
+
+    monkeypatch.setattr(importer, "_holders", read_before_the_other_commits)
+    monkeypatch.setattr(importer, "BATCH", 2)  # the race in the second batch
+    report = importer.import_customers(database, workspace_id=workspace_id, path=path, mapping={})
+    assert raced
+    assert (report.created, report.updated, report.errors) == (3, 1, [])
+    with database.session(write=False) as db:
+        stored = db.execute(
+            select(Customer.email, Customer.name, Customer.attributes)
+            .where(Customer.workspace_id == workspace_id, Customer.email.like("%@example.com"))
+            .order_by(Customer.email)
+        ).all()
+    assert [tuple(s) for s in stored] == [
+        ("ann@example.com", "Ann", {"plan": "pro"}),
+        ("bea@example.com", "Bea", {"plan": "pro"}),
+        ("cy@example.com", "Cy", {"plan": "pro"}),
+        ("kim@example.com", "Kim", {"plan": "pro"}),
+    ]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from rapport.customers import duplicates, profile
@@ -43,7 +43,8 @@ _HANDLE_KINDS = {
     "external_id": IdentityKind.external,
 }
 BATCH = 500
-# How often a batch runs before a transient database error (see ``flush``) stops the import.
+# How often a batch runs before a transient database error or a handle stored by another
+# meanwhile (see ``flush``) stops the import.
 ATTEMPTS = 3
 # What a CSV file's columns may be separated by; the header tells which.
 DELIMITERS = (",", ";", "\t")
@@ -439,11 +440,14 @@ def import_customers(
                     if dry_run:
                         db.rollback()
                 break
-            except OperationalError as exc:
+            except (IntegrityError, OperationalError) as exc:
                 # The batch gave way to a merge or undo holding a customer it reached out
-                # of order (or met a deadlock, a lock not had in time): nothing of it was
-                # written, so it runs again, counted again, not the import stopped midway.
-                if attempt == ATTEMPTS or not transient(exc):
+                # of order (or met a deadlock, a lock not had in time), or another import
+                # or an inbound message stored one of its handles between its read and its
+                # write (PostgreSQL; the unique handle refused the second): nothing of it
+                # was written, so it runs again, reading what the other committed, counted
+                # again, not the import stopped midway.
+                if attempt == ATTEMPTS or not (isinstance(exc, IntegrityError) or transient(exc)):
                     raise
                 attempt += 1
                 report.created, report.updated, report.to_review = counts[:3]
