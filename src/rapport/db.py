@@ -17,9 +17,11 @@ import orjson
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 from sqlalchemy import (
     JSON,
+    Connection,
     DateTime,
     Engine,
     MetaData,
+    Select,
     create_engine,
     event,
     make_url,
@@ -597,13 +599,25 @@ def hold_many(db: Session, model: Any, row_ids: Iterable[str]) -> None:
     if any(other > ids[0] for other in held):
         hold(db, model, *ids)
         return
-    db.execute(
+    db.execute(_in_order(model, ids))
+    held.update(ids)
+
+
+def lock_in_order(conn: Connection, model: Any, row_ids: Iterable[str]) -> None:
+    """``hold_many`` for a transaction on a bare connection (ingest's batch), which keeps no
+    record of what it holds: the rows, ids ascending, in one statement. Nothing on SQLite,
+    which has one writer."""
+    if conn.dialect.name != "sqlite" and (ids := sorted(set(row_ids))):
+        conn.execute(_in_order(model, ids))
+
+
+def _in_order(model: Any, ids: list[str]) -> Select[Any]:
+    return (
         select(model.id)
         .where(model.id.in_(ids))
         .order_by(model.id)  # PostgreSQL locks the rows as it returns them: sorted
         .with_for_update(key_share=True)
     )
-    held.update(ids)
 
 
 def _hold_out_of_order(db: Session, model: Any, row_id: str) -> None:

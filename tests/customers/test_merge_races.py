@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
 
 from rapport.config import Settings
 from rapport.customers import importer, service
@@ -24,7 +25,7 @@ from rapport.customers.models import (
     IdentityKind,
 )
 from rapport.customers.schemas import CustomerCreate
-from rapport.db import Database
+from rapport.db import Database, new_id
 from rapport.events import service as events_service
 from rapport.ingest import InboundMessage, IngestWriter
 from rapport.privacy.service import SYSTEM
@@ -674,3 +675,65 @@ def test_an_import_reaching_a_record_out_of_order_gives_way_and_goes_on(
     assert not isinstance(report, Exception), report
     assert (report.updated, report.created, report.errors) == (1, 0, [])
     assert _attributes(database, low) == {"city": "Oslo"}
+
+
+_WAITING = text(
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+)
+
+
+@postgresql_only
+def test_settling_handles_holds_its_customers_in_id_order(world: World, database: Database) -> None:
+    # Its updates locked the rows in the order they scanned them (here the table's, the
+    # later record written first), each kind in a statement of its own: holding the later
+    # record while it waited for the earlier, which a merge or ingest's last-seen update
+    # (both ids ascending) held while waiting for the later, the two deadlocked.
+    ws_id = world.acme.workspace.id
+    low, high = sorted([new_id(), new_id()])
+    with database.session() as db:
+        for cid in (high, low):
+            db.add(Customer(id=cid, workspace_id=ws_id, name=cid))
+            db.flush()
+            db.add(
+                Identity(
+                    workspace_id=ws_id,
+                    customer_id=cid,
+                    kind=IdentityKind.email,
+                    value=f"{cid}@example.com",
+                    verified=True,
+                )
+            )
+    outcome: dict[str, Any] = {}
+
+    def settle() -> None:
+        with database.session() as db:
+            service.settle_handles(db, [high, low])
+        outcome["settled"] = True
+
+    with database.engine.connect() as merging_one:
+        merging_one.execute(select(Customer.id).where(Customer.id == low).with_for_update())
+        thread = threading.Thread(target=settle)
+        thread.start()
+        waiting = False
+        for _ in range(200):  # until it waits for the earlier record
+            with database.engine.connect() as looking:  # a snapshot of its own each time
+                waiting = bool(looking.scalar(_WAITING))
+            if waiting:
+                break
+            time.sleep(0.05)
+        with database.engine.connect() as other:
+            try:
+                other.execute(
+                    select(Customer.id).where(Customer.id == high).with_for_update(nowait=True)
+                )
+                later_free = True
+            except OperationalError:
+                later_free = False
+            other.rollback()
+        merging_one.rollback()
+    thread.join(30)
+    assert waiting and later_free
+    assert outcome == {"settled": True}
+    with database.session(write=False) as db:
+        assert db.scalar(select(Customer.email).where(Customer.id == high)) == f"{high}@example.com"

@@ -42,7 +42,7 @@ from rapport.customers.models import (
     IdentityKind,
 )
 from rapport.customers.schemas import CustomerCreate, CustomerUpdate, EventCreate, TimelineEntry
-from rapport.db import hold, utcnow
+from rapport.db import hold, hold_many, lock_in_order, utcnow
 from rapport.events.models import Order
 from rapport.problems import Conflict, Invalid, NotFound
 from rapport.realtime.service import emit
@@ -218,10 +218,19 @@ def settle_handles(db: Session | Connection, customer_ids: Iterable[str]) -> Non
     """Make each customer's email and phone (the copies shown, searched and written to)
     one of their own handles of that kind: the one they had while it is still theirs,
     else the oldest left (as the first one attached became it), else none. For after a
-    handle left a customer: removed, claimed by the customer who proved it, or merged."""
+    handle left a customer: removed, claimed by the customer who proved it, or merged.
+
+    The customers are held first, ids ascending, as a merge and ingest's last-seen update
+    take them: the updates below lock the rows they change in the order they scan them
+    (the table's, or an index's), one statement for emails and another for phones, and a
+    merge holding one of them could wait for a row this held while this waited for its."""
     ids = sorted(set(customer_ids))
     if not ids:
         return
+    if isinstance(db, Session):
+        hold_many(db, Customer, ids)
+    else:
+        lock_in_order(db, Customer, ids)
     for kind, column in (
         (IdentityKind.email, Customer.email),
         (IdentityKind.phone, Customer.phone),
