@@ -245,8 +245,10 @@ class WebhookEvents:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     # Messages the business sent a customer itself, by the provider's own inbox or another
     # tool (Meta's ``is_echo``): {"external_id", "kind" and "handle" (the customer it went
-    # to), "text", "sent_at" (ISO time or None), "meta", and "ours": the id of the Rapport
-    # message it echoes when the provider says so (Messenger's metadata), else None}.
+    # to), "text", "sent_at" (ISO time or None), "meta", "ours": the id of the Rapport
+    # message it echoes when the provider says so (Messenger's metadata), else None, and
+    # "marks_ours": whether the provider would have said so (Instagram's echoes never do:
+    # one of Rapport's is known by what it says, ``deliver.apply_echo``)}.
     echoes: list[dict[str, Any]] = field(default_factory=list)
     # What happened to a customer's thread at the provider, said by nobody (Meta's handover
     # protocol: another app took the thread, passed it back): {"external_id", "kind" and

@@ -2,10 +2,12 @@
 
 import logging
 import random
+import unicodedata
 from datetime import UTC, datetime, timedelta
+from difflib import SequenceMatcher
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from rapport import outbound
@@ -354,7 +356,8 @@ def apply_echo(
     known by the message they name (``ours``: Messenger's metadata), by their id, or, while
     a send to the same customer through the inbox is under way (its id not stored yet), as
     what that send is sending (its text, or a file of it); anything else is another app's,
-    recorded even then."""
+    recorded even then. An echo that cannot name ours (Instagram's) and is like a part of
+    a message of ours whose id is not recorded (``_unrecorded_part``) is that part's id."""
     external_id = str(echo["external_id"])
     if echo.get("ours") and db.scalar(
         select(Message.id).where(
@@ -378,6 +381,17 @@ def apply_echo(
         log.info(
             "an echo for a customer without a conversation was left out",
             extra={"event": "webhook.echo_unknown", "inbox_id": inbox_id},
+        )
+        return None
+    if not echo.get("marks_ours") and (
+        found := _unrecorded_part(
+            db, echo, inbox_id=inbox_id, workspace_id=workspace_id, customer_id=conv.customer_id
+        )
+    ):
+        _record_echoed(db, *found, external_id=external_id)
+        log.info(
+            "an echo was taken for a send of ours whose id was not recorded",
+            extra={"event": "webhook.echo_recorded", "inbox_id": inbox_id},
         )
         return None
     if any(_echoes(db, echo, msg) for msg in sending):
@@ -424,12 +438,153 @@ def _echoes(db: Session, echo: dict[str, Any], msg: Message) -> bool:
     said = str(echo.get("text") or "").strip()
     if not said:
         return False
+    pieces = [piece for _, piece in _parts(db, msg) if piece is not None]
+    return said in {p.strip() for p in pieces} | {msg.text.strip()}
+
+
+def _parts(db: Session, msg: Message) -> list[tuple[str, str | None]]:
+    """The parts a send of ``msg`` goes as, keyed as ``base.file_parts`` keys them: its
+    text's pieces (each with its text), then its files (with None)."""
     inbox = db.get(Inbox, msg.inbox_id)
     channel = base.get(inbox.channel) if inbox is not None else None
     limit = getattr(channel, "text_limit", None)
     size = getattr(channel, "text_size", base.utf16_units)
-    pieces = base.text_pieces(msg.text, limit, size) if limit else [msg.text]
-    return said in {p.strip() for p in pieces} | {msg.text.strip()}
+    parts: list[tuple[str, str | None]] = []
+    if msg.text.strip():
+        pieces = base.text_pieces(msg.text, limit, size) if limit else [msg.text]
+        parts += [("text" if n == 0 else f"text:{n + 1}", p) for n, p in enumerate(pieces)]
+    parts += [(f"file:{f.id}", None) for f in files.of_messages(db, [msg.id])[msg.id]]
+    return parts
+
+
+# Instagram's echoes name none of Rapport's sends (Messenger's carry our metadata): one is
+# known by what it says, as a part of a message of ours to the customer whose id is not
+# recorded: still queued (being sent, or to be tried again after an attempt whose answer
+# was lost though Meta took it), or sent, Meta's answer naming no id, this long ago at most.
+ECHO_WINDOW = timedelta(minutes=10)
+# How alike an echo's text and a part of ours must be (difflib's ratio, both read as
+# ``_loosely`` does): Instagram hands back what it delivered, not always quite as sent.
+ECHO_LIKENESS = 0.9
+
+
+def _loosely(text: str) -> str:
+    """A text as an echo's is compared: composed alike, its spaces and case not counted."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _unrecorded_part(
+    db: Session, echo: dict[str, Any], *, inbox_id: str, workspace_id: str, customer_id: str
+) -> tuple[Message, str, list[str]] | None:
+    """The message of ours to this customer through the inbox, the key of its part, and the
+    keys of all its parts, that ``echo`` reports (see ``ECHO_WINDOW``): the part whose text
+    is most like the echo's, or, for an echo with a file, the one file not yet recorded.
+    The earliest such message: Meta echoes in the order it took them. Held (PostgreSQL):
+    its send records its parts meanwhile (``_record_part``)."""
+    at = datetime.fromisoformat(echo["sent_at"]) if echo.get("sent_at") else utcnow()
+    unrecorded = db.scalars(
+        select(Message)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Message.workspace_id == workspace_id,
+            Message.inbox_id == inbox_id,
+            Conversation.customer_id == customer_id,
+            Message.direction == Direction.outbound,
+            Message.kind == MessageKind.message,
+            or_(
+                Message.status == DeliveryStatus.queued,
+                and_(
+                    Message.status == DeliveryStatus.sent,
+                    Message.external_id.is_(None),
+                    Message.created_at >= at - ECHO_WINDOW,
+                ),
+            ),
+        )
+        .order_by(Message.created_at, Message.id)
+        .with_for_update(of=Message)
+        .execution_options(populate_existing=True)
+    ).all()
+    said = _loosely(str(echo.get("text") or ""))
+    with_files = bool((echo.get("meta") or {}).get("attachments"))
+    for msg in unrecorded:
+        parts = _parts(db, msg)
+        recorded = (msg.meta or {}).get("parts_sent") or {}
+        open_parts = [(key, piece) for key, piece in parts if not recorded.get(key)]
+        keys = [key for key, _ in parts]
+        if with_files:
+            open_files = [key for key, piece in open_parts if piece is None]
+            if len(open_files) == 1:
+                return msg, open_files[0], keys
+            continue
+        likeness = [
+            (SequenceMatcher(None, said, _loosely(piece)).ratio(), key)
+            for key, piece in open_parts
+            if piece is not None and said
+        ]
+        if likeness and (best := max(likeness))[0] >= ECHO_LIKENESS:
+            return msg, best[1], keys
+    return None
+
+
+def _record_echoed(
+    db: Session, msg: Message, key: str, keys: list[str], *, external_id: str
+) -> None:
+    """Record the echo's id as that of ``msg``'s part ``key``, as its send would have: a
+    retry sends it no more, and reports on it reach the message. A queued message whose
+    parts are all recorded so went: it is sent (its job, tried again, finds nothing to do);
+    one sent without an id takes its last part's."""
+    sent = dict((msg.meta or {}).get("parts_sent") or {})
+    sent[key] = external_id
+    msg.meta = {**(msg.meta or {}), "parts_sent": sent}
+    db.add(
+        MessagePart(
+            inbox_id=msg.inbox_id,
+            external_id=external_id,
+            workspace_id=msg.workspace_id,
+            message_id=msg.id,
+            position=keys.index(key),
+        )
+    )
+    if msg.status == DeliveryStatus.queued:
+        if all(sent.get(k) for k in keys):
+            ids = [sent[k] for k in keys]
+            _set_status(
+                db, msg, DeliveryStatus.sent, None, external_id=ids[-1], meta=base.parts_meta(ids)
+            )
+    elif key == keys[-1]:
+        msg.external_id = external_id
+        emit(
+            db,
+            workspace_id=msg.workspace_id,
+            type="message.updated",
+            payload=message_payload(msg),
+        )
+
+
+def _take_over_copy(db: Session, msg: Message, external_id: str) -> None:
+    """Delete the copy of ``msg`` an echo left, stored as another app's message before its
+    send recorded this id (an echo that names none, matched to nothing then): ``msg`` is
+    that message. Left, the two were one message shown twice, and the send, storing its
+    id, collided with the copy's, failed and was sent again, to collide again."""
+    copy = db.scalar(
+        select(Message).where(
+            Message.inbox_id == msg.inbox_id,
+            Message.external_id == external_id,
+            Message.id != msg.id,
+            Message.direction == Direction.outbound,
+        )
+    )
+    if copy is None or not (copy.meta or {}).get("sent_elsewhere"):
+        return
+    conv = db.get(Conversation, copy.conversation_id)
+    db.delete(copy)
+    # Now: a flush writes updates before deletes, and ``msg`` taking the id would collide.
+    db.flush()
+    if conv is not None:
+        conv.messages_count = max((conv.messages_count or 0) - 1, 0)
+    log.info(
+        "the copy an echo left of a message of ours was taken over by it",
+        extra={"event": "deliver.echo_copy_merged", "message_id": msg.id},
+    )
 
 
 def apply_activity(
@@ -526,11 +681,14 @@ def _record_part(ctx: JobContext, message_id: str, key: str, external_id: str) -
     after a later part failed does not send it twice, and so that the provider's reports on
     that part reach the message."""
     with ctx.database.session() as db:
-        msg = db.get(Message, message_id)
+        # Held (PostgreSQL): an echo may be recording a part of it too (``_record_echoed``).
+        msg = db.get(Message, message_id, with_for_update=True)
         if msg is not None:
             sent = dict((msg.meta or {}).get("parts_sent") or {})
             sent[key] = external_id
             msg.meta = {**(msg.meta or {}), "parts_sent": sent}
+            if external_id:
+                _take_over_copy(db, msg, external_id)
             if external_id and db.get(MessagePart, (msg.inbox_id, external_id)) is None:
                 db.add(
                     MessagePart(
@@ -595,7 +753,8 @@ def _mark(
     with ctx.database.session() as db:
         if not ctx.holds(db):
             return False
-        msg = db.get(Message, message_id)
+        # Held (PostgreSQL): an echo may be recording a part of it (``_record_echoed``).
+        msg = db.get(Message, message_id, with_for_update=True)
         if msg is not None:
             _set_status(db, msg, status, error, external_id=external_id, meta=meta)
         return True
@@ -613,6 +772,7 @@ def _set_status(
     msg.status = status
     msg.error = error
     if external_id:
+        _take_over_copy(db, msg, external_id)
         msg.external_id = external_id
     if meta:
         msg.meta = {**msg.meta, "delivery": meta}

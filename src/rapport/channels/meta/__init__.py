@@ -195,6 +195,8 @@ class MetaChannel:
                         "meta": ({"attachments": atts} if atts else {}) | marked,
                         # Rapport's message, named by the metadata its send gave Meta.
                         "ours": ours,
+                        # Instagram's echoes carry no metadata: one of ours names nothing.
+                        "marks_ours": self.name == "messenger",
                     }
                 )
             elif "message" in item:
