@@ -61,6 +61,7 @@ from rapport.customers.models import ConsentChannel, Customer, Identity, Identit
 from rapport.db import (
     Database,
     WalCheckpointer,
+    lock_in_order,
     new_id,
     on_commit,
     sqlite_path,
@@ -858,7 +859,12 @@ def receive_batch(
     if claims:
         conn.execute(_CLAIM, claims)
     if claims or gained:
-        customers.settle_handles(conn, claimed_from | gained | {c["cid"] for c in claims})
+        settled = claimed_from | gained | {c["cid"] for c in claims}
+        # Held with those the last-seen update below reaches, ids ascending, in one pass:
+        # each in order alone, the two took a customer it sees (sorting first) after one
+        # a claim left (sorting last), and could wait in a circle with a merge.
+        lock_in_order(conn, Customer, settled | known)
+        customers.settle_handles(conn, settled)
     if issued:
         conn.execute(_ISSUED, [{"iid": k, "inbox": v} for k, v in issued.items()])
     if known:

@@ -737,3 +737,83 @@ def test_settling_handles_holds_its_customers_in_id_order(world: World, database
     assert outcome == {"settled": True}
     with database.session(write=False) as db:
         assert db.scalar(select(Customer.email).where(Customer.id == high)) == f"{high}@example.com"
+
+
+@postgresql_only
+def test_a_batch_claiming_a_handle_holds_its_customers_in_id_order(
+    world: World, database: Database, settings: Settings
+) -> None:
+    # The handles were settled (the customer a claim left held, sorting last) before the
+    # last-seen update took the batch's other senders, one sorting first among them: the
+    # batch held the later record while it waited for the earlier, which a merge (ids
+    # ascending) held while waiting for the later.
+    from rapport.ingest import receive_batch
+
+    ws_id = world.acme.workspace.id
+    assert world.acme.inbox is not None
+    kim, sam, tess = sorted(new_id() for _ in range(3))
+    with database.session() as db:
+        for cid, kind, value, verified in (
+            (kim, IdentityKind.phone, "+14155550101", True),
+            (sam, IdentityKind.phone, "+14155550102", True),
+            (tess, IdentityKind.email, "sam@example.com", False),  # she only typed it
+        ):
+            db.add(Customer(id=cid, workspace_id=ws_id, name=cid))
+            db.flush()
+            db.add(
+                Identity(
+                    workspace_id=ws_id, customer_id=cid, kind=kind, value=value, verified=verified
+                )
+            )
+    batch = [
+        InboundMessage(
+            inbox_id=world.acme.inbox.id,
+            external_id="k1",
+            text="Kim again",
+            handles=[handle(IdentityKind.phone, "+14155550101")],
+        ),
+        InboundMessage(
+            inbox_id=world.acme.inbox.id,
+            external_id="s1",
+            text="Sam, from his address",
+            handles=[
+                handle(IdentityKind.phone, "+14155550102"),
+                handle(IdentityKind.email, "sam@example.com"),
+            ],
+        ),
+    ]
+    outcome: dict[str, Any] = {}
+
+    def receive() -> None:
+        with database.session() as db:
+            outcome["stored"] = receive_batch(db, batch, settings=settings)
+
+    with database.engine.connect() as merging_one:
+        merging_one.execute(  # as a merge holds a record
+            select(Customer.id).where(Customer.id == kim).with_for_update(key_share=True)
+        )
+        thread = threading.Thread(target=receive)
+        thread.start()
+        waiting = False
+        for _ in range(200):  # until the batch waits for Kim's record
+            with database.engine.connect() as looking:
+                waiting = bool(looking.scalar(_WAITING))
+            if waiting:
+                break
+            time.sleep(0.05)
+        with database.engine.connect() as other:
+            try:
+                other.execute(
+                    select(Customer.id).where(Customer.id == tess).with_for_update(nowait=True)
+                )
+                later_free = True
+            except OperationalError:
+                later_free = False
+            other.rollback()
+        merging_one.rollback()
+    thread.join(30)
+    assert waiting and later_free
+    assert not [s for s in outcome["stored"] if isinstance(s, BaseException)]
+    with database.session(write=False) as db:
+        holder = db.scalar(select(Identity.customer_id).where(Identity.value == "sam@example.com"))
+    assert holder == sam
