@@ -4,7 +4,6 @@ the installation allows it (RAPPORT_OUTBOUND_PRIVATE_OK)."""
 import ipaddress
 import socket
 import ssl
-import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from rapport.db import Database
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World
+from tests.standin import serving
 from tests.tls import self_signed
 
 
@@ -160,17 +160,12 @@ def test_a_call_goes_to_the_address_that_was_checked_with_the_name_as_host(
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(HTTPServer(("127.0.0.1", 0), Handler)) as server:
         asked = resolving_once_to(monkeypatch, "127.0.0.1")
         port = server.server_address[1]
         r = outbound.request(
             "GET", f"http://hooks.example.com:{port}/x", allow_private=True, timeout=5
         )
-    finally:
-        server.shutdown()
-        server.server_close()
     assert r.status_code == 204
     assert seen == [f"hooks.example.com:{port}"]
     assert asked == ["hooks.example.com"]  # one lookup: the connection used its answer
@@ -289,14 +284,14 @@ def test_a_download_follows_redirects_checking_each_hop_and_keeping_credentials_
         def log_message(self, *args: Any) -> None:
             pass
 
-    servers = {name: HTTPServer(("127.0.0.1", 0), Handler) for name in ("api", "cdn")}
-    for name, server in servers.items():
-        ports[name] = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
     # Loopback stands in for the internet here; the metadata address stays what it is.
     public = outbound._public
     monkeypatch.setattr(outbound, "_public", lambda ip: str(ip) == "127.0.0.1" or public(ip))
-    try:
+    with (
+        serving(HTTPServer(("127.0.0.1", 0), Handler)) as api_server,
+        serving(HTTPServer(("127.0.0.1", 0), Handler)) as cdn_server,
+    ):
+        ports["api"], ports["cdn"] = api_server.server_port, cdn_server.server_port
         api = f"http://127.0.0.1:{ports['api']}"
         with outbound.stream(
             "GET", f"{api}/start", allow_private=False, headers={"Authorization": "Basic x"}
@@ -310,10 +305,6 @@ def test_a_download_follows_redirects_checking_each_hop_and_keeping_credentials_
         with pytest.raises(outbound.Blocked, match="169.254.169.254"):
             with outbound.stream("GET", f"{api}/to-metadata", allow_private=False):
                 pass
-    finally:
-        for server in servers.values():
-            server.shutdown()
-            server.server_close()
 
 
 def test_a_name_that_does_not_resolve_is_not_left_to_the_client_to_look_up_again(
@@ -402,12 +393,9 @@ def test_calls_share_one_certificate_check_which_still_refuses_a_certificate_nob
         def log_message(self, *args: Any) -> None:
             pass
 
-    plain = HTTPServer(("127.0.0.1", 0), Handler)
-    tls = HTTPServer(("127.0.0.1", 0), Handler)
-    tls.socket = self_signed(tmp_path).wrap_socket(tls.socket, server_side=True)
-    for server in (plain, tls):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    secure = HTTPServer(("127.0.0.1", 0), Handler)
+    secure.socket = self_signed(tmp_path).wrap_socket(secure.socket, server_side=True)
+    with serving(HTTPServer(("127.0.0.1", 0), Handler)) as plain, serving(secure) as tls:
         for _ in range(3):
             r = outbound.request(
                 "GET", f"http://127.0.0.1:{plain.server_address[1]}/", allow_private=True
@@ -417,8 +405,4 @@ def test_calls_share_one_certificate_check_which_still_refuses_a_certificate_nob
             outbound.request(
                 "GET", f"https://127.0.0.1:{tls.server_address[1]}/", allow_private=True
             )
-    finally:
-        for server in (plain, tls):
-            server.shutdown()
-            server.server_close()
     assert len(made) == 1

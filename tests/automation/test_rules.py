@@ -29,6 +29,7 @@ from tests.channels.test_providers import (  # noqa: F401
 )
 from tests.conftest import auth, postgresql_only, published_events
 from tests.factories import World
+from tests.standin import serving
 
 
 def rule(client: TestClient, world: World, **body: object) -> dict:  # type: ignore[type-arg]
@@ -359,12 +360,8 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
     handler = type("Receiver", (_Receiver,), {"answers": [], "seen": []})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", handler
-    server.shutdown()
-    server.server_close()
+    with serving(HTTPServer(("127.0.0.1", 0), handler)) as server:
+        yield f"http://127.0.0.1:{server.server_port}/hook", handler
 
 
 def test_webhooks_are_signed_retried_and_logged(

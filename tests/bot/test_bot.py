@@ -36,6 +36,7 @@ from tests.channels.test_whatsapp import Graph, graph, inbox, message_event, pos
 from tests.channels.webchat.test_widget import HOST_PAGE, chat, say, start  # noqa: F401
 from tests.conftest import auth, pause_first_fit, postgresql_only, published_events
 from tests.factories import World, planted_pickle
+from tests.standin import serving
 
 ORDERS = {"1042": {"status": "shipped", "carrier": "DHL", "eta": "Thursday"}}
 
@@ -100,11 +101,8 @@ class Shop(BaseHTTPRequestHandler):
 @pytest.fixture
 def shop() -> Iterator[tuple[str, type[Shop]]]:
     handler = type("S", (Shop,), {"secret": "", "seen": []})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", handler
-    server.shutdown()
-    server.server_close()
+    with serving(HTTPServer(("127.0.0.1", 0), handler)) as server:
+        yield f"http://127.0.0.1:{server.server_port}", handler
 
 
 def work(database: Database, settings: Settings) -> None:

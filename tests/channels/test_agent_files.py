@@ -2,7 +2,6 @@
 payload with a signed link that serves exactly the file, and nothing once tampered with."""
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from email import message_from_bytes
@@ -25,6 +24,7 @@ from tests.channels.test_providers import TG_UPDATE, meta_event, meta_inbox, met
 from tests.channels.test_whatsapp import message_event, post_signed
 from tests.conftest import auth, record_write_lock, sqlite_only
 from tests.factories import World
+from tests.standin import serving
 
 PDF = b"%PDF-1.4\n% an invoice\n" + bytes(range(256)) * 4
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x01fake image data" * 8
@@ -56,11 +56,8 @@ class Stand(BaseHTTPRequestHandler):
 @pytest.fixture
 def stand() -> Iterator[tuple[str, type[Stand]]]:
     handler = type("S", (Stand,), {"calls": [], "answers": []})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", handler
-    server.shutdown()
-    server.server_close()
+    with serving(HTTPServer(("127.0.0.1", 0), handler)) as server:
+        yield f"http://127.0.0.1:{server.server_port}", handler
 
 
 def upload(

@@ -2,7 +2,6 @@
 
 import base64
 import logging
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -32,6 +31,7 @@ from tests.channels.test_providers import (
 from tests.channels.test_whatsapp import APP_SECRET, post_signed
 from tests.conftest import auth, record_write_lock
 from tests.factories import World
+from tests.standin import serving
 
 PHOTO = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
 
@@ -96,12 +96,9 @@ class Files(BaseHTTPRequestHandler):
 @pytest.fixture
 def files() -> Iterator[tuple[str, type[Files]]]:
     handler: Any = type("F", (Files,), {"calls": [], "huge": False, "flaky": False})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    handler.base = f"http://127.0.0.1:{server.server_port}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield handler.base, handler
-    server.shutdown()
-    server.server_close()
+    with serving(HTTPServer(("127.0.0.1", 0), handler)) as server:
+        handler.base = f"http://127.0.0.1:{server.server_port}"
+        yield handler.base, handler
 
 
 def attachments_of(client: TestClient, world: World, conv: dict) -> list[dict]:  # type: ignore[type-arg]

@@ -5,7 +5,6 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -28,6 +27,7 @@ from rapport.jobs.worker import Worker
 from tests.channels.email.test_email import Outbox, outbox  # noqa: F401
 from tests.conftest import auth, published_events
 from tests.factories import World, written_ago
+from tests.standin import serving
 
 
 class Provider(BaseHTTPRequestHandler):
@@ -53,11 +53,8 @@ class Provider(BaseHTTPRequestHandler):
 @pytest.fixture
 def provider() -> Iterator[tuple[str, type[Provider]]]:
     handler = type("P", (Provider,), {"calls": [], "reply": {}})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", handler
-    server.shutdown()
-    server.server_close()
+    with serving(HTTPServer(("127.0.0.1", 0), handler)) as server:
+        yield f"http://127.0.0.1:{server.server_port}", handler
 
 
 def make_inbox(client: TestClient, world: World, channel: str, settings: dict) -> str:  # type: ignore[type-arg]

@@ -4,7 +4,6 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -38,6 +37,7 @@ from tests.channels.test_providers import (
 )
 from tests.conftest import auth
 from tests.factories import World, written_ago
+from tests.standin import serving
 
 APP_SECRET = "meta-app-secret-for-tests"
 
@@ -77,11 +77,8 @@ class Graph(BaseHTTPRequestHandler):
 @pytest.fixture
 def graph() -> Iterator[tuple[str, type[Graph]]]:
     handler = type("G", (Graph,), {"calls": [], "answer": 200, "error": Graph.error})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v21.0", handler
-    server.shutdown()
-    server.server_close()
+    with serving(HTTPServer(("127.0.0.1", 0), handler)) as server:
+        yield f"http://127.0.0.1:{server.server_port}/v21.0", handler
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """A reply that failed can be sent again, after the checks a new reply meets."""
 
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -16,6 +15,7 @@ from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World
+from tests.standin import serving
 
 
 class Receiver:
@@ -42,10 +42,8 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
-    threading.Thread(target=r.server.serve_forever, daemon=True).start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    with serving(r.server):
+        yield r
 
 
 def api_conversation(client: TestClient, world: World, url: str) -> tuple[str, str]:

@@ -1,6 +1,5 @@
 """The conversation page in a real browser: priority, labels, and snoozing until a time."""
 
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,7 +11,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
-from tests.conversations.test_send_again import Receiver, failed_reply
+from tests.conversations.test_send_again import Receiver, failed_reply, receiver  # noqa: F401
 from tests.factories import World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 from tests.web.test_customers_browser import HeldStream
@@ -291,9 +290,8 @@ def test_a_failed_reply_says_why_and_is_sent_again_from_the_thread(
     client: TestClient,
     database: Database,
     settings: Settings,
+    receiver: Receiver,  # noqa: F811
 ) -> None:
-    receiver = Receiver()
-    threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
     conv, mid = failed_reply(client, world, receiver.url, database, settings)
     page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv}")
     item = page.locator(f'#messages li[data-id="{mid}"]')
@@ -304,8 +302,6 @@ def test_a_failed_reply_says_why_and_is_sent_again_from_the_thread(
     expect(item.locator(".delivery")).to_contain_text("sent")
     expect(item.locator(".failure")).to_have_count(0)
     assert len(receiver.bodies) == 2
-    receiver.server.shutdown()
-    receiver.server.server_close()
 
 
 def test_a_reply_sent_again_keeps_its_html_and_held_images_as_its_status_changes(
@@ -315,11 +311,10 @@ def test_a_reply_sent_again_keeps_its_html_and_held_images_as_its_status_changes
     client: TestClient,
     database: Database,
     settings: Settings,
+    receiver: Receiver,  # noqa: F811
 ) -> None:
     # Each live update of a message (the retry's answer, then the delivery receipt) drew it
     # again from the event's text alone: the sanitized HTML, and its held images' notice, went.
-    receiver = Receiver()
-    threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
     html = '<p>Your <b>refund</b> is on its way</p><img src="https://tracker.example/p.gif">'
     conv, mid = failed_reply(client, world, receiver.url, database, settings, html=html)
     page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{conv}")
@@ -334,8 +329,6 @@ def test_a_reply_sent_again_keeps_its_html_and_held_images_as_its_status_changes
     expect(item.locator(".held-images")).to_be_visible()
     item.locator("button.show-images").click()
     expect(item.locator(".held-images")).to_have_count(0)
-    receiver.server.shutdown()
-    receiver.server.server_close()
 
 
 def test_the_team_is_chosen_beside_the_agent_and_another_page_sees_both_live(

@@ -2,7 +2,6 @@
 when an agent opened the conversation, and from where; an image with a relative address
 made the agent's browser ask Rapport itself, with the agent's cookies."""
 
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +19,7 @@ from rapport.realtime.service import emit
 from rapport.sanitize import clean_html
 from tests.conftest import auth
 from tests.factories import World
+from tests.standin import serving
 from tests.tls import self_signed
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
@@ -54,19 +54,13 @@ class Tracker:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.socket = self_signed(tmp).wrap_socket(self.server.socket, server_side=True)
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
 def tracker(tmp_path: Path) -> Iterator[Tracker]:
     t = Tracker(tmp_path)
-    yield t
-    t.close()
+    with serving(t.server):
+        yield t
 
 
 def test_an_emails_remote_images_load_only_when_the_agent_asks(

@@ -2,7 +2,6 @@
 whose secret is shown once and whose delivery log shows the receiver's status codes."""
 
 import re
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -16,6 +15,7 @@ from rapport.db import Database
 from rapport.jobs.worker import Worker
 from tests.conftest import auth
 from tests.factories import World
+from tests.standin import serving
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
@@ -33,11 +33,8 @@ class _Teapot(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _Teapot)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook"
-    server.shutdown()
-    server.server_close()
+    with serving(HTTPServer(("127.0.0.1", 0), _Teapot)) as server:
+        yield f"http://127.0.0.1:{server.server_port}/hook"
 
 
 def test_an_admin_sets_hours_rules_and_webhooks(

@@ -2,7 +2,6 @@
 restarts, a rebuilt mailbox read again without doubles."""
 
 import socketserver
-import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -15,6 +14,7 @@ from rapport.config import Settings
 from rapport.db import Database
 from tests.conftest import auth
 from tests.factories import World
+from tests.standin import serving
 
 
 class Mailbox:
@@ -123,12 +123,9 @@ def poll_once(database: Database, settings: Settings, inbox: str) -> int:
 @pytest.fixture
 def imap() -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler_for(box))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield box, server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler_for(box))) as server:
+        server.daemon_threads = True
+        yield box, server.server_address[1]
 
 
 def test_polling_takes_new_mail_once_and_resumes_after_a_restart(

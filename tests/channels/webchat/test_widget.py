@@ -25,6 +25,7 @@ from rapport.jobs.worker import Worker
 from rapport.realtime import service as realtime
 from tests.conftest import auth, on_both_backends
 from tests.factories import World
+from tests.standin import serving
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in
 
 SECRET = "widget-hmac-secret"
@@ -396,12 +397,9 @@ class _Host(BaseHTTPRequestHandler):
 @pytest.fixture
 def host_page() -> Iterator[tuple[str, type[_Host]]]:
     handler = type("H", (_Host,), {"page": b""})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    # "localhost" rather than 127.0.0.1: a different origin from the Rapport server.
-    yield f"http://localhost:{server.server_port}", handler
-    server.shutdown()
-    server.server_close()
+    with serving(HTTPServer(("127.0.0.1", 0), handler)) as server:
+        # "localhost" rather than 127.0.0.1: a different origin from the Rapport server.
+        yield f"http://localhost:{server.server_port}", handler
 
 
 def embedded(
