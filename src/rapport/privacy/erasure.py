@@ -5,7 +5,9 @@ that a merge could be undone: the same person), with what hangs off them through
 database's cascades: identities, attributes, tags, consents, timeline events and orders,
 duplicate suggestions, merge history, conversations with their messages, notes,
 attachments, uploads, labels, SLA clocks and bot rounds, and the messages they wrote in
-others' conversations (copied on a customer's mail); the search indexes follow (their
+others' conversations (copied on a customer's mail), and their addresses in the address
+lists others' mails keep (whom a mail went to or copied: a reply's Cc is offered from
+them, ``_unlist``); the search indexes follow (their
 triggers on SQLite, expression indexes on PostgreSQL). Web chat visitors that spoke for
 them go too, first (their open sockets closed, in every process; a message of theirs on its
 way is refused, not made into a new customer with their handle), and so do the phrasings an
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import Row, Text, case, cast, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rapport.assistant import suggest
@@ -44,6 +46,7 @@ from rapport.assistant.models import TriageModel
 from rapport.automation.models import Webhook, WebhookDelivery
 from rapport.bot.models import IntentExample
 from rapport.channels import service as channels
+from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations import files
 from rapport.conversations.models import (
@@ -54,6 +57,7 @@ from rapport.conversations.models import (
     Upload,
 )
 from rapport.customers import merge
+from rapport.customers.identity import InvalidHandle, normalize
 from rapport.customers.models import Customer, CustomerMerge, Identity, IdentityKind
 from rapport.db import on_commit, utcnow
 from rapport.jobs.models import Job, JobState
@@ -161,8 +165,11 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     if elsewhere:
         _delete_written_elsewhere(db, elsewhere)
     _blank_audit(db, workspace_id=ws, person=person)
+    addresses = _addresses(db, ws, person)
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
+    # Read once the cascades took their own conversations: only others' mails are left.
+    _unlist(db, workspace_id=ws, addresses=addresses)
     # Agents' open pages take them away (they showed them until a reload): ids alone, and
     # this event too is blanked by the job below, as every event naming them is.
     realtime.emit(
@@ -272,6 +279,82 @@ def _handles(db: Session, workspace_id: str, person: set[str]) -> set[str]:
     ):
         found.update(v for v in (email, phone) if v)
     return found
+
+
+def _addresses(db: Session, workspace_id: str, person: set[str]) -> set[str]:
+    """Their email addresses (their handles and the ones on their records), normalized."""
+    found = set(
+        db.scalars(
+            select(Identity.value).where(
+                Identity.workspace_id == workspace_id,
+                Identity.customer_id.in_(person),
+                Identity.kind == IdentityKind.email,
+            )
+        )
+    )
+    found.update(
+        _address(email)
+        for email in db.scalars(select(Customer.email).where(Customer.id.in_(person)))
+        if email
+    )
+    return found
+
+
+def _address(raw: object) -> str:
+    """An address as identities hold it; one that is none, lower-cased (it is compared)."""
+    try:
+        return normalize(IdentityKind.email, str(raw))
+    except InvalidHandle:
+        return str(raw).strip().lower()
+
+
+# The address lists a mail keeps (``meta.email``): whom it came from, went to, copied and
+# copied blind, and the copies that bounced; the copies a send found refused (``delivery``).
+_LISTS = ("to", "cc", "bcc", "bounced")
+
+
+def _unlist(db: Session, *, workspace_id: str, addresses: set[str]) -> None:
+    """Take their addresses out of the address lists (``_LISTS``) of the mails left in the
+    workspace, others' mails that went to or copied them: the Cc a reply is offered is read
+    from those (``copies.reply_all``), and would offer an erased person's address to be
+    mailed again. The mails stay their customers', their words as written. Found by the
+    address's local part in the database's text of them (the domain is as the mail wrote
+    it, perhaps in Unicode), then told apart here, normalized; only email inboxes' messages
+    are read, by the index their inbox leads."""
+    locals_ = {a.rpartition("@")[0] + "@" for a in addresses if "@" in a}
+    if not locals_:
+        return
+    inboxes = select(Inbox.id).where(Inbox.workspace_id == workspace_id, Inbox.channel == "email")
+    written = cast(Message.meta, Text)
+    for msg in db.scalars(
+        select(Message).where(
+            Message.inbox_id.in_(inboxes),
+            Message.workspace_id == workspace_id,
+            or_(*(written.icontains(local, autoescape=True) for local in sorted(locals_))),
+        )
+    ):
+        meta = _unlisted(msg.meta, addresses)
+        if meta != msg.meta:
+            msg.meta = meta  # a new dict: the JSON column sees assignments only
+    db.flush()
+
+
+def _unlisted(meta: dict[str, Any], addresses: set[str]) -> dict[str, Any]:
+    """``meta`` without these addresses in its address lists (``_LISTS``)."""
+
+    def kept(values: Any) -> Any:
+        if not isinstance(values, list):
+            return values
+        return [a for a in values if _address(a) not in addresses]
+
+    out = dict(meta)
+    if isinstance(mail := meta.get("email"), dict):
+        out["email"] = {k: kept(v) if k in _LISTS else v for k, v in mail.items()}
+        if isinstance(mail.get("from"), str) and _address(mail["from"]) in addresses:
+            out["email"]["from"] = None
+    if isinstance(delivery := meta.get("delivery"), dict) and "refused_copies" in delivery:
+        out["delivery"] = {**delivery, "refused_copies": kept(delivery["refused_copies"])}
+    return out
 
 
 def _erase_visitors(db: Session, *, workspace_id: str, person: set[str]) -> list[str]:

@@ -265,6 +265,58 @@ def test_what_a_guest_wrote_is_exported_and_erased_with_them_and_follows_a_merge
         )
 
 
+def test_an_erased_guests_address_is_no_longer_offered_as_a_copy(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    first = customer_mail("Our invoice is wrong.", Cc="Walter Skinner <Walter@Example.org>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    send(
+        smtp_port,
+        mail_from(
+            "Walter Skinner <walter@example.org>",
+            "I approved it.",
+            answering=[str(first["Message-ID"])],
+            cc="dana@example.org",
+        ),
+    )
+    walter = detail(client, world, conv["id"])["messages"][-1]["sender_id"]
+    r = client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Thanks both, corrected.", "cc": ["walter@example.org"]},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    Worker(database, settings).run_until_idle()
+    assert detail(client, world, conv["id"])["reply_cc"] == ["walter@example.org"]
+
+    r = client.delete(f"/api/v1/customers/{walter}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    # Neither Dana's mail, which copied him, nor our reply, which did, offers him again.
+    copies = client.get(f"/api/v1/conversations/{conv['id']}/reply-copies", headers=auth(world.bob))
+    assert copies.status_code == 200, copies.text
+    assert copies.json()["cc"] == []
+    thread = detail(client, world, conv["id"])
+    assert thread["reply_cc"] == []
+    # Her conversation is hers as it was, his address gone from what it copied.
+    assert thread["customer_id"] != walter
+    assert [(m["text"], m["meta"].get("email", {}).get("cc")) for m in thread["messages"]] == [
+        ("Our invoice is wrong.", []),
+        ("Thanks both, corrected.", []),
+    ]
+    with database.session(write=False) as db:
+        kept = db.scalars(select(Message.meta).where(Message.conversation_id == conv["id"])).all()
+        assert len(kept) == 2
+        assert not any("walter" in str(meta).lower() for meta in kept)
+        assert [m["email"]["to"] for m in kept if "to" in m["email"]] == [["support@acme.test"]]
+
+
 def test_a_merge_undone_gives_the_guest_back_what_they_wrote(
     client: TestClient, world: World, mail_inbox: str, smtp_port: int
 ) -> None:
