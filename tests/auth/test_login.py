@@ -6,11 +6,15 @@ import pyotp
 import pytest
 import segno
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from rapport.auth import security
+from rapport.auth.service import audit_lockout
 from rapport.config import Settings
 from rapport.db import Database
+from rapport.jobs.models import Job
+from rapport.jobs.registry import JobContext
+from rapport.jobs.worker import Worker
 from rapport.privacy.models import AuditLog
 from tests.conftest import auth, postgresql_only, record_write_lock, sqlite_only
 from tests.factories import PASSWORD, World
@@ -67,22 +71,72 @@ def test_account_locks_after_too_many_failures(client: TestClient, world: World)
 
 
 def test_a_lock_out_is_in_the_audit_log(
-    client: TestClient, world: World, database: Database
+    client: TestClient, world: World, database: Database, settings: Settings
 ) -> None:
     # Ten wrong passwords locked bob out and left no trace: his admins never knew that
     # someone was guessing.
     for _ in range(10):
         assert login(client, "bob@acme.test", "wrong password!").status_code == 401
+
+    def locked() -> list[tuple[object, ...]]:
+        with database.session(write=False) as db:
+            rows = db.execute(
+                select(
+                    AuditLog.workspace_id, AuditLog.actor, AuditLog.target_id, AuditLog.data
+                ).where(AuditLog.action == "auth.locked")
+            ).all()
+        return [tuple(r) for r in rows]
+
+    # Written by the job the locking request queued (``audit_lockout``), once, however
+    # often it runs (again after a crash).
     with database.session(write=False) as db:
-        rows = db.execute(
-            select(AuditLog.workspace_id, AuditLog.actor, AuditLog.target_id, AuditLog.data).where(
-                AuditLog.action == "auth.locked"
-            )
-        ).all()
+        [queued] = db.scalars(select(Job).where(Job.name == "audit_lockout")).all()
+        args = dict(queued.args)
+    Worker(database, settings).run_until_idle()
     bob = world.acme.users["bob"].id
-    assert [tuple(r) for r in rows] == [
-        (world.acme.workspace.id, "system", bob, {"failures": 10, "minutes": 15})
-    ]
+    assert locked() == [(world.acme.workspace.id, "system", bob, {"failures": 10, "minutes": 15})]
+    ctx = JobContext(
+        database, settings, job_id="again", attempt=2, workspace_id=None, max_attempts=5
+    )
+    audit_lockout(ctx, **args)
+    assert len(locked()) == 1
+
+
+def test_locking_an_account_costs_the_request_what_locking_an_unknown_address_does(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # The lock-out's audit was written by the request that locked an account, an entry in
+    # each of its workspaces after reading them, and nothing for an address with no
+    # account: that request alone took longer, and said the address had an account.
+    def locking(email: str) -> list[str]:
+        for _ in range(9):
+            assert login(client, email, "wrong password!").status_code == 401
+        seen: list[str] = []
+
+        def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            seen.append(statement)
+
+        event.listen(database.engine, "before_cursor_execute", record)
+        try:
+            assert login(client, email, "wrong password!").status_code == 401
+        finally:
+            event.remove(database.engine, "before_cursor_execute", record)
+        # From the count on (an address with no account looks up its lock first, where an
+        # account's is on the row already read): what each row written is, not its table.
+        writes = seen[next(i for i, s in enumerate(seen) if s.startswith(("UPDATE", "INSERT"))) :]
+        counts = ("INSERT INTO login_failures", "UPDATE login_failures", "UPDATE users")
+        return ["the count" if s.startswith(counts) else s for s in writes]
+
+    bob, nobody = locking("bob@acme.test"), locking("nobody@acme.test")
+    assert bob == nobody
+    assert len(bob) == 3 and bob[-1].startswith("INSERT INTO jobs")
+    Worker(database, settings).run_until_idle()
+    with database.session(write=False) as db:
+        audited = db.scalars(
+            select(AuditLog.target_id).where(AuditLog.action == "auth.locked")
+        ).all()
+        assert audited == [world.acme.users["bob"].id]
+        assert db.scalars(select(Job).where(Job.name == "audit_lockout")).all() == []
 
 
 def test_login_attempts_are_rate_limited_per_address(client: TestClient, world: World) -> None:

@@ -108,6 +108,7 @@ HANDLER_MODULES = (
     "rapport.bot.service",
     "rapport.channels.media",
     "rapport.auth.reset",
+    "rapport.auth.service",
     "rapport.auth.account",
     "rapport.workspaces.invitations",
     "rapport.privacy.erasure",
