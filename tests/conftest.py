@@ -60,9 +60,10 @@ SECRET = "test-secret-key-0123456789abcdefghijklmnop"
 # least memory argon2 takes (8 KiB): every test's world hashes four passwords, which at
 # 8 MiB cost ~11 ms each on a quiet machine and ~30 on a loaded one.
 security._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-# And the hash a sign-in for an unknown address is checked against, which carries the
-# parameters it was made with: left at production cost, every such attempt took ~0.1-0.4 s.
-security._DUMMY_HASH = security._hasher.hash("rapport-timing-equalizer")
+# The hash a sign-in for an unknown address is checked against is made with it too (it
+# carries the parameters it was made with: at production cost, each such sign-in took
+# ~0.1-0.4 s).
+security.dummy_hash.cache_clear()
 # FastAPI prepares each route once a process, not once an app (tests/routes_once.py).
 routes_once.install()
 # And each SQL statement is compiled once a process, not once an engine (tests/compiles_once.py).

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from rapport import apidocs, bus, cache, problems
 from rapport.assistant import triage
+from rapport.auth import security
 from rapport.auth.deps import PrincipalCache
 from rapport.auth.ratelimit import RateLimiter
 from rapport.channels.views import InboundFastPath
@@ -23,6 +24,11 @@ from rapport.jobs import registry
 from rapport.jobs.worker import Worker, WorkerThread
 from rapport.ops import MetricsMiddleware
 from rapport.realtime import presence
+
+
+def _warm_up() -> None:
+    security.dummy_hash()
+    triage.warm_up()
 
 
 def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
@@ -42,8 +48,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         if forgetting is not None:
             await asyncio.to_thread(forgetting.start)  # subscribed before serving
         ingest.start()
-        # Triage's models load in about a second: now, rather than on the first message.
-        threading.Thread(target=triage.warm_up, name="triage-warm-up", daemon=True).start()
+        # Triage's models load in about a second, the sign-in's dummy hash takes a moment:
+        # now, rather than on the first message or the first sign-in of an unknown address.
+        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
         smtp = None
         if settings.smtp_port:
             from rapport.channels.email import smtp as smtp_listener
