@@ -532,18 +532,8 @@ def _record_echoed(
     retry sends it no more, and reports on it reach the message. A queued message whose
     parts are all recorded so went: it is sent (its job, tried again, finds nothing to do);
     one sent without an id takes its last part's."""
-    sent = dict((msg.meta or {}).get("parts_sent") or {})
-    sent[key] = external_id
-    msg.meta = {**(msg.meta or {}), "parts_sent": sent}
-    db.add(
-        MessagePart(
-            inbox_id=msg.inbox_id,
-            external_id=external_id,
-            workspace_id=msg.workspace_id,
-            message_id=msg.id,
-            position=keys.index(key),
-        )
-    )
+    sent = _note_part(msg, key, external_id)
+    db.add(_part(msg, external_id, keys.index(key)))
     if msg.status == DeliveryStatus.queued:
         if all(sent.get(k) for k in keys):
             ids = [sent[k] for k in keys]
@@ -684,21 +674,30 @@ def _record_part(ctx: JobContext, message_id: str, key: str, external_id: str) -
         # Held (PostgreSQL): an echo may be recording a part of it too (``_record_echoed``).
         msg = db.get(Message, message_id, with_for_update=True)
         if msg is not None:
-            sent = dict((msg.meta or {}).get("parts_sent") or {})
-            sent[key] = external_id
-            msg.meta = {**(msg.meta or {}), "parts_sent": sent}
+            sent = _note_part(msg, key, external_id)
             if external_id:
                 _take_over_copy(db, msg, external_id)
             if external_id and db.get(MessagePart, (msg.inbox_id, external_id)) is None:
-                db.add(
-                    MessagePart(
-                        inbox_id=msg.inbox_id,
-                        external_id=external_id,
-                        workspace_id=msg.workspace_id,
-                        message_id=msg.id,
-                        position=len(sent) - 1,
-                    )
-                )
+                db.add(_part(msg, external_id, len(sent) - 1))
+
+
+def _note_part(msg: Message, key: str, external_id: str | None) -> dict[str, Any]:
+    """``msg``'s parts sent, with ``key``'s id noted among them (its meta updated)."""
+    sent = dict((msg.meta or {}).get("parts_sent") or {})
+    sent[key] = external_id
+    msg.meta = {**(msg.meta or {}), "parts_sent": sent}
+    return sent
+
+
+def _part(msg: Message, external_id: str, position: int) -> MessagePart:
+    """The row by which a provider's id for one part of ``msg`` leads back to it."""
+    return MessagePart(
+        inbox_id=msg.inbox_id,
+        external_id=external_id,
+        workspace_id=msg.workspace_id,
+        message_id=msg.id,
+        position=position,
+    )
 
 
 def _opted_out(
