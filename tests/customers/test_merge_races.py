@@ -4,6 +4,7 @@ two records merged into each other at once leave one of them."""
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -683,6 +684,37 @@ _WAITING = text(
 )
 
 
+def waits_with_the_later_free(
+    database: Database, held: Any, work: Callable[[], None], *, later: str
+) -> bool:
+    """Whether ``work``, run while another connection holds the record ``held`` selects,
+    waits for it without holding the customer ``later`` meanwhile (ids ascending: the order
+    a merge takes)."""
+    with database.engine.connect() as merging_one:
+        merging_one.execute(held)
+        thread = threading.Thread(target=work)
+        thread.start()
+        waiting = False
+        for _ in range(200):  # until it waits for the held record
+            with database.engine.connect() as looking:  # a snapshot of its own each time
+                waiting = bool(looking.scalar(_WAITING))
+            if waiting:
+                break
+            time.sleep(0.05)
+        with database.engine.connect() as other:
+            try:
+                other.execute(
+                    select(Customer.id).where(Customer.id == later).with_for_update(nowait=True)
+                )
+                later_free = True
+            except OperationalError:
+                later_free = False
+            other.rollback()
+        merging_one.rollback()
+    thread.join(30)
+    return waiting and later_free
+
+
 @postgresql_only
 def test_settling_handles_holds_its_customers_in_id_order(world: World, database: Database) -> None:
     # Its updates locked the rows in the order they scanned them (here the table's, the
@@ -711,29 +743,8 @@ def test_settling_handles_holds_its_customers_in_id_order(world: World, database
             service.settle_handles(db, [high, low])
         outcome["settled"] = True
 
-    with database.engine.connect() as merging_one:
-        merging_one.execute(select(Customer.id).where(Customer.id == low).with_for_update())
-        thread = threading.Thread(target=settle)
-        thread.start()
-        waiting = False
-        for _ in range(200):  # until it waits for the earlier record
-            with database.engine.connect() as looking:  # a snapshot of its own each time
-                waiting = bool(looking.scalar(_WAITING))
-            if waiting:
-                break
-            time.sleep(0.05)
-        with database.engine.connect() as other:
-            try:
-                other.execute(
-                    select(Customer.id).where(Customer.id == high).with_for_update(nowait=True)
-                )
-                later_free = True
-            except OperationalError:
-                later_free = False
-            other.rollback()
-        merging_one.rollback()
-    thread.join(30)
-    assert waiting and later_free
+    held = select(Customer.id).where(Customer.id == low).with_for_update()
+    assert waits_with_the_later_free(database, held, settle, later=high)
     assert outcome == {"settled": True}
     with database.session(write=False) as db:
         assert db.scalar(select(Customer.email).where(Customer.id == high)) == f"{high}@example.com"
@@ -788,31 +799,9 @@ def test_a_batch_claiming_a_handle_holds_its_customers_in_id_order(
         with database.session() as db:
             outcome["stored"] = receive_batch(db, batch, settings=settings)
 
-    with database.engine.connect() as merging_one:
-        merging_one.execute(  # as a merge holds a record
-            select(Customer.id).where(Customer.id == kim).with_for_update(key_share=True)
-        )
-        thread = threading.Thread(target=receive)
-        thread.start()
-        waiting = False
-        for _ in range(200):  # until the batch waits for Kim's record
-            with database.engine.connect() as looking:
-                waiting = bool(looking.scalar(_WAITING))
-            if waiting:
-                break
-            time.sleep(0.05)
-        with database.engine.connect() as other:
-            try:
-                other.execute(
-                    select(Customer.id).where(Customer.id == tess).with_for_update(nowait=True)
-                )
-                later_free = True
-            except OperationalError:
-                later_free = False
-            other.rollback()
-        merging_one.rollback()
-    thread.join(30)
-    assert waiting and later_free
+    # Kim's record held as a merge holds it.
+    held = select(Customer.id).where(Customer.id == kim).with_for_update(key_share=True)
+    assert waits_with_the_later_free(database, held, receive, later=tess)
     assert not [s for s in outcome["stored"] if isinstance(s, BaseException)]
     with database.session(write=False) as db:
         holder = db.scalar(select(Identity.customer_id).where(Identity.value == "sam@example.com"))
