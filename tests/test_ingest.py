@@ -243,6 +243,88 @@ def test_threading_continues_reopens_within_the_window_and_starts_anew_after(
         assert db.get(Conversation, conv).status == Status.resolved  # type: ignore[union-attr]
 
 
+def test_a_customer_reopening_their_conversation_says_so_in_the_thread_before_their_message(
+    world: World, database: Database, settings: Settings
+) -> None:
+    # An agent's reopening wrote "Reopened" in the thread; the customer's wrote nothing,
+    # and the thread read as if their message had come to an open conversation.
+    from rapport.conversations import service as conversations
+    from rapport.customers.identity import handle
+    from rapport.customers.models import IdentityKind
+    from rapport.db import new_id
+    from rapport.ingest import receive_batch, with_triage
+
+    conv_id = world.acme.opened.conversation.id
+    with database.session() as db:
+        conv = db.get(Conversation, conv_id)
+        assert conv is not None
+        conversations.set_status(db, conversation=conv, status=Status.resolved)
+    them = [handle(IdentityKind.email, "customer@acme.example")]
+    with database.session() as db:
+        (recorded,) = receive_batch(
+            db,
+            [
+                InboundMessage(
+                    inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+                    external_id="ooo-back",
+                    handles=them,
+                    text="I am out of the office",
+                    auto_reply=True,  # recorded, reopening nothing: no line
+                )
+            ],
+            settings=settings,
+        )
+    assert not isinstance(recorded, BaseException) and recorded.threading == "recorded"
+    # Their ids chosen before the writer, as its callers choose them: older than any id
+    # the batch takes, the line's included.
+    batch = [
+        InboundMessage(
+            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+            external_id=None,
+            message_id=new_id(),
+            handles=them,
+            text="It broke again",
+        ),
+        InboundMessage(
+            inbox_id=world.acme.inbox.id,  # type: ignore[union-attr]
+            external_id="again-2",
+            message_id=new_id(),
+            handles=them,
+            text="Hello?",  # continues the conversation the message before reopened
+        ),
+    ]
+    with published_events() as published, database.session() as db:
+        outcomes = receive_batch(db, [with_triage(m) for m in batch], settings=settings)
+    assert [o.threading for o in outcomes if not isinstance(o, BaseException)] == [
+        "reopened",
+        "continued",
+    ]
+    with database.session(write=False) as db:
+        thread = list(
+            db.scalars(
+                select(Message)
+                .where(Message.conversation_id == conv_id)
+                .order_by(Message.created_at, Message.id)
+            )
+        )
+        conv = db.get(Conversation, conv_id)
+        assert conv is not None and conv.messages_count == len(thread)
+    assert [(m.kind.value, m.sender_type, m.text) for m in thread[-5:]] == [
+        ("activity", "system", "Resolved"),
+        ("message", "customer", "I am out of the office"),
+        ("activity", "system", "Reopened"),
+        ("message", "customer", "It broke again"),
+        ("message", "customer", "Hello?"),
+    ]
+    # As an agent's line says it, and which message did it (for undoing a merge: bookkeeping)
+    assert thread[-3].meta == {"status": "open", "by": None, "reopened_by": thread[-2].id}
+    said = [(e["type"], e["payload"].get("text")) for e in published]
+    assert said[: said.index(("message.created", "It broke again"))][-1] == (
+        "message.created",
+        "Reopened",
+    )
+
+
 def test_a_thread_hint_naming_another_customers_conversation_is_ignored(
     client: TestClient, world: World
 ) -> None:

@@ -43,6 +43,7 @@ from rapport.conversations.models import (
     GAINED,
     OPENS_WINDOW,
     REOPENED,
+    REOPENED_BY,
     Attachment,
     Conversation,
     ConversationGuest,
@@ -767,6 +768,19 @@ def receive_batch(
         reopened_or_new = outcome in ("new", "reopened")
         conv["last_activity_at"] = now
         conv["added"] += 1
+        message_id = m.message_id or new_id()
+        if outcome == "reopened":
+            said = _reopened_line(conv, by=message_id, before=now)
+            new_messages.append(said)
+            events.append(
+                {
+                    "workspace_id": ws,
+                    "type": "message.created",
+                    "created_at": now,
+                    "payload": conversations.message_payload(SimpleNamespace(**said)),  # type: ignore[arg-type]
+                }
+            )
+            conv["added"] += 1
 
         # 4. The message (and its attachments).
         meta = dict(m.meta)
@@ -787,7 +801,7 @@ def receive_batch(
         if outcome == "reopened" and reopened is not None:
             meta[REOPENED] = reopened.isoformat()  # resolved again if only it reopened
         row = {
-            "id": m.message_id or new_id(),
+            "id": message_id,
             "workspace_id": ws,
             "conversation_id": conv["id"],
             "inbox_id": ib.id,
@@ -985,6 +999,32 @@ def receive_batch(
                 first.channel,
             )
     return [o if o is not None else RuntimeError("not processed") for o in out]
+
+
+def _reopened_line(conv: dict[str, Any], *, by: str, before: datetime) -> dict[str, Any]:
+    """The activity line of the customer's reopening of ``conv`` by the message ``by``, as
+    an agent's reopening writes it ("Reopened"). Stamped a microsecond ``before`` their
+    message: the thread lists by time, then id, and the message's id is older than the
+    line's (chosen before the writer); and undoing a customers' merge, which resolves the
+    conversation again if nothing came after the message that reopened it
+    (conversations/merging.py), does not count the line as something that came after."""
+    return {
+        "id": new_id(),
+        "workspace_id": conv["workspace_id"],
+        "conversation_id": conv["id"],
+        "inbox_id": conv["inbox_id"],
+        "direction": Direction.outbound,
+        "kind": MessageKind.activity,
+        "sender_type": "system",
+        "sender_id": None,
+        "text": "Reopened",
+        "html": None,
+        "external_id": None,
+        "status": DeliveryStatus.received,
+        "error": None,
+        "meta": {"status": Status.open.value, "by": None, REOPENED_BY: by},
+        "created_at": before - timedelta(microseconds=1),
+    }
 
 
 def _address_of(handles: list[Handle]) -> str:

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from rapport.config import Settings
-from rapport.conversations.models import Conversation, Status
+from rapport.conversations.models import Conversation, Message, MessageKind, Status
 from rapport.customers.identity import Handle, handle
 from rapport.customers.models import (
     Customer,
@@ -229,6 +229,21 @@ def state(database: Database, conversation_id: str) -> Conversation:
         return conv
 
 
+def lines(database: Database, conversation_id: str) -> list[str]:
+    """The conversation's activity lines, in the thread's order."""
+    with database.session(write=False) as db:
+        return list(
+            db.scalars(
+                select(Message.text)
+                .where(
+                    Message.conversation_id == conversation_id,
+                    Message.kind == MessageKind.activity,
+                )
+                .order_by(Message.created_at, Message.id)
+            )
+        )
+
+
 def seen(database: Database, customer_id: str) -> datetime:
     with database.session(write=False) as db:
         row = db.get(Customer, customer_id)
@@ -247,8 +262,14 @@ def test_her_thread_he_reopened_is_resolved_again_and_her_times_are_her_own(
     post(client, world, "b2", "Ben reopens her thread", phone=BEN)
     assert where(database, "Ben reopens her thread")[1] == ann_conv
     assert state(database, ann_conv).status == Status.open
+    assert lines(database, ann_conv)[-1] == "Reopened"
     undo(client, world, merge_id)
 
+    # The line of the reopening goes with it: her thread reads resolved, as it is.
+    assert lines(database, ann_conv)[-2:] == [
+        "Resolved by Bob",
+        "Messages went to their writer's own conversation: their merge was undone",
+    ]
     after = state(database, ann_conv)
     assert (after.status, after.resolved_at, after.waiting_since) == (
         Status.resolved,
@@ -276,6 +297,7 @@ def test_her_thread_he_reopened_that_an_agent_answered_stays_open(
     assert r.status_code == 201, r.text
     undo(client, world, merge_id)
     assert state(database, ann_conv).status == Status.open
+    assert "Reopened" in lines(database, ann_conv)  # it was, and it stays so
 
 
 def test_his_number_change_to_a_number_another_keeps_is_his_and_puts_him_to_review(

@@ -21,6 +21,7 @@ from rapport.channels.models import Inbox
 from rapport.conversations import routing, service, sla
 from rapport.conversations.models import (
     REOPENED,
+    REOPENED_BY,
     Conversation,
     ConversationGuest,
     ConversationLabel,
@@ -323,13 +324,6 @@ def hand_over(
         .where(Message.id.in_(ids), Message.conversation_id == source.id)
         .values(conversation_id=into.id, sender_id=customer_id)
     )
-    # Its latest activity is what is left's (their messages were its last, say).
-    if source.last_activity_at <= moved[-1].created_at:
-        source.last_activity_at = db.scalar(
-            select(func.max(Message.created_at)).where(
-                Message.conversation_id == source.id, Message.kind != MessageKind.note
-            )
-        ) or min(source.created_at, source.last_activity_at)
     if waited is not None:
         # The first of the customer's messages left that came at or after it, if any.
         source.waiting_since = db.scalar(
@@ -348,6 +342,13 @@ def hand_over(
         )
     )
     resolved = _resolved_again(db, source, moved)
+    # Its latest activity is what is left's (their messages were its last, say).
+    if source.last_activity_at <= moved[-1].created_at:
+        source.last_activity_at = db.scalar(
+            select(func.max(Message.created_at)).where(
+                Message.conversation_id == source.id, Message.kind != MessageKind.note
+            )
+        ) or min(source.created_at, source.last_activity_at)
     _recount(db, source)  # as a merge counts them: before its activity lines
     _recount(db, into)
     _said(
@@ -409,7 +410,8 @@ def _resolved_again(db: Session, source: Conversation, moved: list[Message]) -> 
     """The resolved conversation the first of ``moved`` reopened (``REOPENED``), all of
     them gone from it now, is resolved again as it was, when nothing else happened there
     since: nothing left waits, nobody wrote, replied, noted or assigned it, its status is
-    as that message left it (open). An agent who touched it keeps it open. Whether it did."""
+    as that message left it (open). An agent who touched it keeps it open. Its "Reopened"
+    line goes with the reopening. Whether it did."""
     first = next((m for m in moved if m.meta.get(REOPENED)), None)
     if first is None or source.status != Status.open or source.waiting_since is not None:
         return False
@@ -422,6 +424,13 @@ def _resolved_again(db: Session, source: Conversation, moved: list[Message]) -> 
     )
     if since:
         return False
+    db.execute(
+        delete(Message).where(
+            Message.conversation_id == source.id,
+            Message.kind == MessageKind.activity,
+            Message.meta[REOPENED_BY].as_string() == first.id,
+        )
+    )
     source.status = Status.resolved
     source.resolved_at = datetime.fromisoformat(str(first.meta[REOPENED]))
     source.snoozed_until = None

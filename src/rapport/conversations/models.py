@@ -166,13 +166,16 @@ GAINED: Final = "identities_gained"
 # to its writer's own conversation (their customers' merge undone), the one it left is
 # resolved again if nothing else happened.
 REOPENED: Final = "reopened"
+# Of the activity line ingest writes for that reopening ("Reopened"): the id of the message
+# that reopened it. Resolved again, the conversation loses the line with the reopening.
+REOPENED_BY: Final = "reopened_by"
 # Marked ``False`` at ingest: an inbound message that opens no provider's reply window,
 # being an auto-reply but not the customer's word (an out-of-office, a WhatsApp reaction, a
 # Meta reaction taken back). What the customer wrote that nothing here answers (Meta's
 # standby, a Meta reaction) is left unmarked: it opens Meta's window. Read by the reply
 # window's check (conversations/service.py) only: internal too.
 OPENS_WINDOW: Final = "opens_window"
-INTERNAL_META: Final = frozenset({CAME_BY, GAINED, REOPENED, OPENS_WINDOW})
+INTERNAL_META: Final = frozenset({CAME_BY, GAINED, REOPENED, REOPENED_BY, OPENS_WINDOW})
 
 
 class Message(Base):
