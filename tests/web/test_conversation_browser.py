@@ -12,7 +12,7 @@ from rapport.db import Database
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
 from tests.conversations.test_send_again import Receiver, failed_reply, receiver  # noqa: F401
-from tests.factories import World
+from tests.factories import PASSWORD, World
 from tests.web.conftest import ARTIFACTS, LiveServer, sign_in, signed_in
 from tests.web.test_customers_browser import HeldStream
 
@@ -80,6 +80,37 @@ def test_an_agent_sets_priority_labels_and_a_snooze(
     expect(page.locator("#status")).to_have_text("open")
     expect(page.locator("#reopen")).to_be_hidden()
     expect(page.locator("#resolve")).to_be_visible()
+
+
+def test_a_conversation_whose_session_ended_sends_the_agent_to_sign_in_and_back(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # An email arriving live once the session had ended stayed bare text (its body's fetch
+    # answered 401), and nothing said the page no longer followed anything.
+    cid = inbound(client, world, "ended-body-1", "ended-body@example.com")
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    page.context.clear_cookies()  # the session gone (its socket still open)
+    r = client.post(
+        f"/api/v1/inboxes/{world.acme.inbox.id}/messages",  # type: ignore[union-attr]
+        json={
+            "external_id": "ended-body-2",
+            "text": "It is late",
+            "html": "<p>It is <b>late</b></p>",
+            "from": {"email": "ended-body@example.com"},
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201 and r.json()["conversation_id"] == cid, r.text
+    page.wait_for_url(f"**/login?next=%2Fapp%2Fconversations%2F{cid}")
+    page.fill("input[name=email]", "bob@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(f"**/app/conversations/{cid}")
+    expect(page.locator("#messages .body.html b")).to_have_text("late")
 
 
 def test_an_agent_attaches_files_removes_one_and_sends_the_reply(

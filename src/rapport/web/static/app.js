@@ -303,18 +303,22 @@ function say(type, conversationId, path) {
 // back here after (``?next=``), as a reload would do; with words typed on the page (a
 // note, a first message) she is told instead, and what she wrote stays.
 let signingIn = false;
+function signInAgain(to = `/login?next=${encodeURIComponent(location.pathname + location.search)}`) {
+  if (signingIn) return;
+  if ([...document.querySelectorAll("textarea")].some((t) => t.value.trim())) {
+    showError("You are signed out: this page no longer follows what changes. Copy what you wrote, then sign in again.");
+  } else {
+    signingIn = true;
+    location.assign(to);
+  }
+}
+
 async function pageNow() {
   if (signingIn) return null;
   const res = await fetch(location.href, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
   const answered = new URL(res.url || location.href);
   if (res.status === 401 || (res.redirected && answered.origin === location.origin && answered.pathname === "/login")) {
-    const to = res.status === 401 ? `/login?next=${encodeURIComponent(location.pathname + location.search)}` : answered.href;
-    if ([...document.querySelectorAll("textarea")].some((t) => t.value.trim())) {
-      showError("You are signed out: this page no longer follows what changes. Copy what you wrote, then sign in again.");
-    } else {
-      signingIn = true;
-      location.assign(to);
-    }
+    signInAgain(res.status === 401 ? undefined : answered.href);
     return null;
   }
   return res.ok ? new DOMParser().parseFromString(await res.text(), "text/html") : null;
@@ -937,8 +941,10 @@ function setupConversation() {
       let drawn = null;
       try {
         const res = await fetch(`/app/conversations/${encodeURIComponent(id)}/messages/${encodeURIComponent(mid)}/body`, { credentials: "same-origin", signal: AbortSignal.timeout(10000) });
-        // Not ok (signed out: a 401, the message gone): the text stays, as for any fetch
-        // the page makes on its own.
+        // Not ok (the message gone): the text stays. Signed out (a 401): the agent is sent
+        // to sign in and back, or told, as a page that redraws itself does; the body stayed
+        // bare text, and nothing said why.
+        if (res.status === 401) signInAgain();
         if (res.ok) drawn = new DOMParser().parseFromString(await res.text(), "text/html").body;
       } catch { /* offline a moment: the text stays */ }
       const body = drawn?.querySelector(".body.html");
