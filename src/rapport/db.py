@@ -1,5 +1,6 @@
 """Database frame: engine, sessions, the declarative base and after-commit hooks."""
 
+import hashlib
 import math
 import os
 import re
@@ -530,6 +531,18 @@ def only_one(db: Session, name: str) -> bool:
         return True
     key = zlib.crc32(name.encode()) - 2**31  # a signed 32-bit key of the name
     return bool(db.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}))
+
+
+def one_at_a_time(db: Session, name: str) -> None:
+    """Wait until no other transaction holds ``name``, then hold it until this one ends:
+    two that look for a row and write it if absent run one after the other, the second
+    seeing what the first committed. On PostgreSQL a lock of a 64-bit key of the name;
+    SQLite's write transactions run one at a time anyway (BEGIN IMMEDIATE). Take it before
+    any row lock: one name a transaction, nothing waits in a circle through it."""
+    if db.get_bind().dialect.name == "sqlite":
+        return
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def lock_row(db: Session, model: Any, row_id: str) -> None:

@@ -40,7 +40,7 @@ from rapport.conversations.models import (
 from rapport.customers import duplicates
 from rapport.customers.identity import InvalidHandle, handle, normalize
 from rapport.customers.models import ConsentChannel, Customer, IdentityKind
-from rapport.db import utcnow
+from rapport.db import one_at_a_time, utcnow
 from rapport.ingest import (
     InboundAttachment,
     InboundMessage,
@@ -237,13 +237,43 @@ def _taken_by_another(db: Session, inbox_id: str, external_id: str, parsed: Pars
     ).first()
     if row is None or row.direction == Direction.outbound:
         return False
-    meta = row.meta or {}
+    return not _same_mail(row.meta or {}, parsed)
+
+
+def _same_mail(meta: dict[str, Any], parsed: ParsedEmail) -> bool:
+    """Whether a stored mail (its ``meta``) under the same Message-ID is this one: its
+    sender's, written at the same time. A redelivery (by another route, a list's copy with
+    its footer, the copy to another of our addresses) keeps the Date."""
     earlier = str((meta.get("email") or {}).get("from") or "")
     if earlier.lower() != (parsed.from_addr or "").lower():
-        return True
-    # A redelivery (by another route, a list's copy with its footer) keeps the Date.
+        return False
     written = meta.get("sent_at")
-    return bool(written and parsed.date and written != parsed.date.isoformat())
+    return not (written and parsed.date and written != parsed.date.isoformat())
+
+
+def _copy_stored_elsewhere(
+    db: Session, inbox: Inbox, msg: InboundMessage, parsed: ParsedEmail
+) -> Message | None:
+    """This same mail as another of the workspace's email inboxes stored it, if one did:
+    a mail to support@ copying sales@ reaches each, and is one conversation, not one an
+    inbox. Looked for after any other transaction storing it has committed (two mailboxes
+    polled at once, each by its worker), by the (inbox, external id) index."""
+    one_at_a_time(db, f"email:{inbox.workspace_id}:{msg.external_id}")
+    for message in db.scalars(
+        select(Message)
+        .join(Inbox, Inbox.id == Message.inbox_id)
+        .where(
+            Inbox.workspace_id == inbox.workspace_id,
+            Inbox.channel == "email",
+            Inbox.id != inbox.id,
+            Message.workspace_id == inbox.workspace_id,
+            Message.external_id == msg.external_id,
+        )
+        .order_by(Message.created_at, Message.id)
+    ):
+        if _same_mail(message.meta or {}, parsed):
+            return message
+    return None
 
 
 @dataclass
@@ -384,6 +414,17 @@ def store_email(
     inbox = db.get(Inbox, msg.inbox_id)
     if inbox is None:
         raise NotFound("inbox")  # deleted since it was prepared
+    first = _copy_stored_elsewhere(db, inbox, msg, parsed)
+    if first is not None:
+        # Kept once, where its first copy is; it also came here (``also_received_by``).
+        kept = (first.meta or {}).get("email") or {}
+        if inbox.id not in (reached := list(kept.get("also_received_by") or [])):
+            first.meta = {**first.meta, "email": {**kept, "also_received_by": [*reached, inbox.id]}}
+        conv = db.get(Conversation, first.conversation_id)
+        assert conv is not None
+        customer = db.get(Customer, conv.customer_id)
+        assert customer is not None
+        return EmailResult(IngestResult(first, conv, customer, True, "duplicate", "email"), parsed)
     if prepared.by_address_alone and _closed_for_new_mail(
         db, msg.conversation_hint or "", settings
     ):

@@ -2,7 +2,6 @@
 
 import json
 import re
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -30,7 +29,7 @@ def emails(
     from rapport.channels.models import Inbox
     from rapport.config import Settings
     from rapport.db import Database
-    from rapport.workspaces import service as workspaces
+    from rapport.workspaces.models import Workspace
 
     files = sorted(p for p in directory.rglob("*.eml") if p.is_file())
     if not files:
@@ -40,21 +39,20 @@ def emails(
         migrate.upgrade(url)
         settings = Settings(database_url=url, demo=True, attachments_dir=Path(tmp) / "att")
         database = Database(url)
-        with database.session() as db:
-            ws, _ = workspaces.create(
-                db, name="Eval", owner_email="eval@example.com", owner_password=secrets.token_hex(8)
-            )
-            workspace_id = ws.id
         stored = failed = empty = 0
         rows = []
         for path in files:
             raw = path.read_bytes()
             try:
                 with database.session() as db:
-                    # An inbox per file: fixtures reuse Message-IDs, which one inbox would
-                    # rightly store once.
+                    # A workspace per file: fixtures reuse Message-IDs (senders and dates
+                    # too), which one workspace would rightly store once, even in two
+                    # inboxes (one mail to two of its addresses).
+                    workspace = Workspace(name=str(path.relative_to(directory)))
+                    db.add(workspace)
+                    db.flush()
                     inbox = Inbox(
-                        workspace_id=workspace_id,
+                        workspace_id=workspace.id,
                         name=path.name,
                         channel="email",
                         settings={"address": "support@example.com"},

@@ -76,9 +76,16 @@ class Handler:
         if not isinstance(raw, bytes):
             raw = str(raw).encode("utf-8", errors="surrogateescape")
         try:
-            inboxes = {
-                await asyncio.to_thread(inbox_for, self.database, a) for a in envelope.rcpt_tos
-            }
+            # In the order the sender named them (To before Cc, as clients send them): a
+            # mail to two of our inboxes is kept by the first (``store_email``).
+            inboxes = list(
+                dict.fromkeys(
+                    [
+                        await asyncio.to_thread(inbox_for, self.database, a)
+                        for a in envelope.rcpt_tos
+                    ]
+                )
+            )
             if None in inboxes:
                 # Switched off or readdressed since RCPT took it: "250 stored" would be a
                 # lie. The sender's server keeps it and, asking again, is refused (550).
