@@ -260,3 +260,68 @@ def test_an_emails_body_changed_live_is_drawn_anew_and_one_unchanged_is_kept(
     expect(item.locator(".body")).to_have_text("Plain words now.")
     expect(item.locator(".body.html, .held-images")).to_have_count(0)
     assert tracker.asked == ["/pixel.gif"]
+
+
+def test_a_body_asked_for_before_the_markup_went_is_not_drawn_over_the_text(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+    settings: Settings,
+) -> None:
+    # The markup changed, the page asked for the new body; before the answer came, the
+    # markup went (the text alone now): the answer, the markup of a moment before, was
+    # drawn over the text, and stayed until a reload.
+    mail = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Email", "channel": "email", "settings": {"address": "help@acme.test"}},
+        headers=auth(world.alice),
+    ).json()
+    raw = (
+        b"From: Trent <trent@example.com>\r\nTo: help@acme.test\r\nSubject: Our order\r\n"
+        b"Message-ID: <trent-gone@example.com>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>First <b>draft</b></p>\r\n"
+    )
+    with database.session() as db:
+        ingest_email(db, raw, inbox_id=mail["id"], settings=settings)
+    conv = client.get("/api/v1/conversations", headers=auth(world.bob)).json()["items"][0]["id"]
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, live_server, "bob@acme.test", f"/app/conversations/{conv}")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    item = page.locator("#messages li.msg").first
+    mid = item.get_attribute("data-id")
+    held: list[Any] = []  # (route, the server's answer), answered when the test says
+
+    def hold(route: Any) -> None:
+        held.append((route, route.fetch()))
+
+    page.route(f"**/app/conversations/{conv}/messages/{mid}/body", hold)
+
+    def updated(html: str | None, text: str) -> None:
+        with database.session() as db:
+            m = db.get(Message, mid)
+            assert m is not None
+            m.html, m.text = html and clean_html(html), text
+            emit(
+                db, workspace_id=m.workspace_id, type="message.updated", payload=message_payload(m)
+            )
+
+    updated("<p>Second <i>version</i></p>", "Second version")
+    expect(item.locator(".body")).to_have_text("Second version")  # its text, meanwhile
+    for _ in range(200):  # the page asks for the new body
+        if held:
+            break
+        page.wait_for_timeout(50)
+    [(route, answer)] = held
+    assert "<i>version</i>" in answer.text()
+    updated(None, "Plain words now.")
+    expect(item.locator(".body")).to_have_text("Plain words now.")
+    with page.expect_event("requestfinished"):
+        route.fulfill(response=answer)
+    # The answer read and handled: the page's next tasks once it is in.
+    page.evaluate("() => new Promise((done) => setTimeout(done, 100))")
+    assert item.locator(".body.html").count() == 0
+    expect(item.locator(".body")).to_have_text("Plain words now.")
+    context.close()

@@ -930,13 +930,15 @@ function setupConversation() {
   // images inline), asked of the server for that message alone (the whole page was, a long
   // thread's worth per email). Once per message and version of its HTML, however many
   // events name it meanwhile; one naming another version while it is asked for asks again
-  // after (the first answer may be the older body).
+  // after (the first answer may be the older body). ``version`` null: the message has no
+  // HTML now, and a body asked for before is not drawn over its text.
   const asking = new Map(); // message id -> the version of its HTML wanted now
   const drawHtml = async (mid, version) => {
     const running = asking.has(mid);
+    if (!running && version === null) return;
     asking.set(mid, version);
     if (running) return;
-    for (let wanted = null; wanted !== asking.get(mid);) {
+    for (let wanted = null; asking.get(mid) !== null && wanted !== asking.get(mid);) {
       wanted = asking.get(mid);
       let drawn = null;
       try {
@@ -950,7 +952,9 @@ function setupConversation() {
       const body = drawn?.querySelector(".body.html");
       const item = thread.querySelector(`li[data-id="${CSS.escape(mid)}"]`);
       const now = item?.querySelector(".body");
-      if (!body || !now || now.dataset.version === body.dataset.version) continue;
+      // Only the markup the latest event names: an answer written before the message
+      // changed again (its markup replaced, or gone) was drawn over what that event drew.
+      if (!body || !now || body.dataset.version !== asking.get(mid) || now.dataset.version === body.dataset.version) continue;
       const shown = document.importNode(body, true);
       item.querySelector(".held-images")?.remove();
       now.replaceWith(shown);
@@ -1151,7 +1155,8 @@ function setupConversation() {
     const p = event.payload;
     if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) {
       add(p, { version: p.html ? p.html_version : null });
-      if (p.html && !thread.querySelector(`li[data-id="${CSS.escape(p.id)}"] .body.html`)) drawHtml(p.id, p.html_version);
+      if (!p.html) drawHtml(p.id, null);
+      else if (!thread.querySelector(`li[data-id="${CSS.escape(p.id)}"] .body.html`)) drawHtml(p.id, p.html_version);
       showGuest(p);
       if (p.direction === "in") markRead();
       if (p.direction === "in" && event.type === "message.created") followCopies();
