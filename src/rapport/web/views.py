@@ -1,9 +1,8 @@
 """The agent web UI: server-rendered pages, enhanced by our own small script (static/app.js)."""
 
-import enum
 import zoneinfo
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -26,15 +25,14 @@ from rapport.channels import webchat
 from rapport.channels.email import inline as email_inline
 from rapport.channels.models import Inbox
 from rapport.conversations import files as conversation_files
+from rapport.conversations import inbox_filters, merging, routing, sla
 from rapport.conversations import labels as label_list
-from rapport.conversations import merging, routing, sla
 from rapport.conversations import service as conversations
 from rapport.conversations.models import (
     CannedResponse,
     Conversation,
     Message,
     Priority,
-    SlaState,
     Status,
 )
 from rapport.crypto import box_for
@@ -197,39 +195,26 @@ def inbox_page(
     if principal is None:
         return _to_login(request)
     database = request.app.state.database
-    shown_status = _inbox_status(status)
-    # Read as a saved view reads them (saved_views.canonical): a view unknown is the
-    # member's own, ids and the channel without the spaces around them.
-    view = view if view in ("mine", "unassigned", "all") else "mine"
-    filters = {
-        "status": shown_status,
-        "inbox_id": (inbox_id or "").strip() or None,
-        "team_id": (team_id or "").strip() or None,
-        "label": label or None,
-        "channel": (channel or "").strip() or None,
-        "priority": _choice(Priority, priority),
-        "sla_state": _choice(SlaState, sla_state),
-        "active_from": _day(active_from),
-        "active_until": _day(active_until),
-        "sort": _choice(conversations.Sort, sort),
-    }
+    view, filters = inbox_filters.read(
+        {
+            "view": view,
+            "status": status,
+            "inbox_id": inbox_id,
+            "team_id": team_id,
+            "label": label,
+            "channel": channel,
+            "priority": priority,
+            "sla_state": sla_state,
+            "active_from": active_from,
+            "active_until": active_until,
+            "sort": sort,
+        }
+    )
     with database.session(write=False) as db:
         rows, nxt = conversations.search(
             db,
             workspace_id=principal.workspace_id,
-            status=None if shown_status == "all" else Status(shown_status),
-            assignee_id=principal.user_id if view == "mine" else None,
-            unassigned=view == "unassigned",
-            team_id=filters["team_id"],
-            inbox_id=filters["inbox_id"],
-            label=label.strip().lower() if label and label.strip() else None,
-            channel=filters["channel"],
-            priority=Priority(filters["priority"]) if filters["priority"] else None,
-            sla_state=SlaState(filters["sla_state"]) if filters["sla_state"] else None,
-            active_from=_midnight(filters["active_from"]),
-            # The "to" day is included: everything before the midnight after it.
-            active_until=_midnight(filters["active_until"], days=1),
-            sort=conversations.Sort(filters["sort"] or "newest"),
+            **inbox_filters.search_args(view, filters, user_id=principal.user_id),
             cursor=cursor,
             limit=50,
         )
@@ -331,37 +316,6 @@ def _open_time(left: timedelta) -> str:
     """Business time left on a paused SLA clock, as an agent reads it: "9 h 30 min"."""
     hours, minutes = divmod(int(left.total_seconds()) // 60, 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
-
-
-def _inbox_status(value: str | None) -> str:
-    """The inbox's status filter: the status chosen, ``all`` for any, else open (what an
-    agent must act on, where Chatwoot's inbox opens too; resolved ones filled "All"). The
-    unread counts beside the views count open conversations too."""
-    return "all" if value == "all" else _choice(Status, value) or Status.open.value
-
-
-def _choice(kind: type[enum.StrEnum], value: str | None) -> str | None:
-    """A query-string value when it names a member of ``kind``; anything else is ignored."""
-    return value if value and value in kind.__members__ else None
-
-
-def _day(value: str | None) -> str | None:
-    """An ISO date from a date input, or None when absent or malformed."""
-    try:
-        return date.fromisoformat(value).isoformat() if value else None
-    except ValueError:
-        return None
-
-
-def _midnight(day: str | None, *, days: int = 0) -> datetime | None:
-    """The UTC midnight starting ``day`` (plus ``days``); None past the calendar's end (the
-    midnight after 9999-12-31), which bounds nothing."""
-    if not day:
-        return None
-    try:
-        return datetime.combine(date.fromisoformat(day), time(), UTC) + timedelta(days=days)
-    except OverflowError:
-        return None
 
 
 @router.get("/app/conversations/{conversation_id}", response_class=HTMLResponse)
