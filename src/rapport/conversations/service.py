@@ -210,6 +210,97 @@ def search(
 ) -> tuple[list[Conversation], str | None]:
     """Conversations matching the filters, in the chosen order (newest activity first)."""
     limit = pagination.clamp(limit)
+    stmt = _matching(
+        db,
+        workspace_id=workspace_id,
+        status=status,
+        assignee_id=assignee_id,
+        unassigned=unassigned,
+        team_id=team_id,
+        inbox_id=inbox_id,
+        label=label,
+        customer_id=customer_id,
+        channel=channel,
+        priority=priority,
+        sla_state=sla_state,
+        active_from=active_from,
+        active_until=active_until,
+        sort=sort,
+    )
+    after = pagination.decode(cursor)
+    key: Any
+    if sort == Sort.waiting:
+        if after:
+            stmt = stmt.where(tuple_(Conversation.waiting_since, Conversation.id) > after)
+        stmt = stmt.order_by(Conversation.waiting_since, Conversation.id)
+        key = lambda c: (c.waiting_since, c.id)  # noqa: E731
+    elif sort == Sort.sla_due:
+        if after:
+            stmt = stmt.where(
+                tuple_(ConversationSla.next_due_at, ConversationSla.conversation_id) > after
+            )
+        stmt = stmt.order_by(ConversationSla.next_due_at, ConversationSla.conversation_id)
+        with_due = stmt.add_columns(ConversationSla.next_due_at)
+        rows = [(c, due) for c, due in db.execute(with_due.limit(limit + 1))]
+        page, nxt = pagination.page_of(rows, limit, lambda r: (r[1], r[0].id))
+        return [c for c, _ in page], nxt
+    else:
+        if after:
+            stmt = stmt.where(tuple_(Conversation.last_activity_at, Conversation.id) < after)
+        stmt = stmt.order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+        key = lambda c: (c.last_activity_at, c.id)  # noqa: E731
+    rows = list(db.scalars(stmt.limit(limit + 1)))
+    return pagination.page_of(rows, limit, key)
+
+
+# Saved views' counts stop here: the sidebar shows "999+" beyond it. Counted on every
+# redraw of the inbox, for each of the member's views: a count read from an index stays
+# cheap while it is bounded, whatever the workspace's size.
+COUNT_LIMIT: Final = 1_000
+
+
+def counts(
+    db: Session, *, workspace_id: str, each: Mapping[str, Mapping[str, Any]]
+) -> dict[str, int]:
+    """How many conversations each of several lists holds (``each``: a name to the filters
+    ``search`` takes, its sort included, which leaves some out), counted up to
+    ``COUNT_LIMIT``: a count equal to it means that many or more. One statement for all."""
+    if not each:
+        return {}
+    upto = [
+        select(func.count())
+        .select_from(
+            _matching(db, workspace_id=workspace_id, **filters)
+            .with_only_columns(Conversation.id)
+            .limit(COUNT_LIMIT)
+            .subquery()
+        )
+        .scalar_subquery()
+        for filters in each.values()
+    ]
+    return {name: int(n) for name, n in zip(each, db.execute(select(*upto)).one(), strict=True)}
+
+
+def _matching(
+    db: Session,
+    *,
+    workspace_id: str,
+    status: Status | None = None,
+    assignee_id: str | None = None,
+    unassigned: bool = False,
+    team_id: str | None = None,
+    inbox_id: str | None = None,
+    label: str | None = None,
+    customer_id: str | None = None,
+    channel: str | None = None,
+    priority: Priority | None = None,
+    sla_state: SlaState | None = None,
+    active_from: datetime | None = None,
+    active_until: datetime | None = None,
+    sort: Sort = Sort.newest,
+) -> Select[Any]:
+    """The conversations ``search`` lists with these filters, in no order: those the sort
+    leaves out (not waiting, no due time) left out here too, so a count is of the list."""
     stmt = select(Conversation).where(Conversation.workspace_id == workspace_id)
     if status is not None:
         stmt = stmt.where(Conversation.status == status)
@@ -265,32 +356,11 @@ def search(
         stmt = stmt.where(ConversationSla.workspace_id == workspace_id)
         if sla_state is not None and sla_state != SlaState.none:
             stmt = stmt.where(ConversationSla.state == sla_state)
-    after = pagination.decode(cursor)
-    key: Any
     if sort == Sort.waiting:
         stmt = stmt.where(Conversation.waiting_since.is_not(None))
-        if after:
-            stmt = stmt.where(tuple_(Conversation.waiting_since, Conversation.id) > after)
-        stmt = stmt.order_by(Conversation.waiting_since, Conversation.id)
-        key = lambda c: (c.waiting_since, c.id)  # noqa: E731
     elif sort == Sort.sla_due:
         stmt = stmt.where(ConversationSla.next_due_at.is_not(None))
-        if after:
-            stmt = stmt.where(
-                tuple_(ConversationSla.next_due_at, ConversationSla.conversation_id) > after
-            )
-        stmt = stmt.order_by(ConversationSla.next_due_at, ConversationSla.conversation_id)
-        with_due = stmt.add_columns(ConversationSla.next_due_at)
-        rows = [(c, due) for c, due in db.execute(with_due.limit(limit + 1))]
-        page, nxt = pagination.page_of(rows, limit, lambda r: (r[1], r[0].id))
-        return [c for c, _ in page], nxt
-    else:
-        if after:
-            stmt = stmt.where(tuple_(Conversation.last_activity_at, Conversation.id) < after)
-        stmt = stmt.order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
-        key = lambda c: (c.last_activity_at, c.id)  # noqa: E731
-    rows = list(db.scalars(stmt.limit(limit + 1)))
-    return pagination.page_of(rows, limit, key)
+    return stmt
 
 
 def messages(db: Session, *, conversation: Conversation, limit: int = 500) -> list[Message]:

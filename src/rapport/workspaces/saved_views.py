@@ -19,6 +19,8 @@ from rapport import naming
 from rapport.auth.models import Team
 from rapport.channels import base as channel_registry
 from rapport.channels.models import Inbox
+from rapport.conversations import inbox_filters
+from rapport.conversations import service as conversations
 from rapport.conversations.models import Priority, SlaState, Status
 from rapport.conversations.service import Sort
 from rapport.customers import service as customers
@@ -56,7 +58,6 @@ DEFAULTS: dict[str, dict[str, str]] = {
 # Matched lower-cased by the searches (labels.clean, customers.search): one form here.
 _LOWER = frozenset({"label", "tag"})
 _PAGE_SAID = {"inbox": "the inbox", "customers": "the customers list"}
-_VIEWS = ("mine", "unassigned", "all")
 _LONGEST = {"label": 100, "q": 320, "tag": 100, "attr": 200, "value": 500}
 
 
@@ -111,7 +112,7 @@ def _inbox(db: Session, workspace_id: str, given: dict[str, str]) -> dict[str, s
     """The inbox's filters, each one ``inbox_page`` takes (where the page ignores a value
     it cannot read, a saved view refuses it)."""
     checks: dict[str, Callable[[str, str], str]] = {
-        "view": lambda k, v: _one_of(k, v, list(_VIEWS)),
+        "view": lambda k, v: _one_of(k, v, list(inbox_filters.VIEWS)),
         "status": lambda k, v: _one_of(k, v, [s.value for s in Status] + ["all"]),
         "inbox_id": lambda k, v: _of_workspace(db, Inbox, k, v, workspace_id, "inbox"),
         "team_id": lambda k, v: _of_workspace(db, Team, k, v, workspace_id, "team"),
@@ -208,6 +209,17 @@ def listed(
         stmt = stmt.where(SavedView.page == page)
     # Sorted here, not by the database: SQLite's lower() folds ASCII alone.
     return sorted(db.scalars(stmt), key=lambda v: (v.page, v.position, v.name.casefold(), v.id))
+
+
+def counts(db: Session, *, workspace_id: str, user_id: str) -> dict[str, int]:
+    """How many conversations each inbox view ``user_id`` sees lists for them (Mine is
+    theirs), by the view's id: read as the inbox reads the view's query, counted up to
+    ``conversations.COUNT_LIMIT``."""
+    each = {}
+    for view in listed(db, workspace_id=workspace_id, user_id=user_id, page="inbox"):
+        shown, filters = inbox_filters.read(dict(parse_qsl(view.query)))
+        each[view.id] = inbox_filters.search_args(shown, filters, user_id=user_id)
+    return conversations.counts(db, workspace_id=workspace_id, each=each)
 
 
 def get(db: Session, *, workspace_id: str, view_id: str, user_id: str) -> SavedView:

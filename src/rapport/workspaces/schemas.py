@@ -156,6 +156,16 @@ class SavedViewUpdate(BaseModel):
     position: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
 
 
+class SavedViewCounts(BaseModel):
+    counts: dict[str, int] = Field(
+        description="each inbox view you see, by id: how many conversations it lists for you "
+        "(Mine is yours), up to ``limit``"
+    )
+    limit: int = Field(
+        description="where counting stops: a count equal to it means that many or more"
+    )
+
+
 class SavedViewRead(BaseModel):
     id: str
     page: SavedViewPage

@@ -14,6 +14,7 @@ from rapport.auth.deps import (
     CurrentOwner,
     CurrentSettings,
     Db,
+    ReadDb,
     forget_principals,
 )
 from rapport.auth.models import Invitation, Membership, Role, Team, User
@@ -25,6 +26,7 @@ from rapport.auth.views import (
     spend_attempt,
 )
 from rapport.conversations import routing
+from rapport.conversations import service as conversations
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
 from rapport.problems import Problem
@@ -40,6 +42,7 @@ from rapport.workspaces.schemas import (
     MemberRead,
     MemberUpdate,
     PresenceIn,
+    SavedViewCounts,
     SavedViewCreate,
     SavedViewPage,
     SavedViewRead,
@@ -414,6 +417,18 @@ def list_saved_views(
         db, workspace_id=principal.workspace_id, user_id=principal.user_id, page=page
     )
     return [_saved_view(v, principal) for v in rows]
+
+
+@router.get("/saved-views/counts", response_model=SavedViewCounts)
+def saved_view_counts(principal: CurrentMember, db: ReadDb) -> SavedViewCounts:
+    """How many conversations each inbox view you see lists now, as the inbox shows it to
+    you, counted up to ``limit`` (1,000): the counts beside the views in the sidebar."""
+    return SavedViewCounts(
+        counts=saved_views.counts(
+            db, workspace_id=principal.workspace_id, user_id=principal.user_id
+        ),
+        limit=conversations.COUNT_LIMIT,
+    )
 
 
 @router.post(
