@@ -103,3 +103,31 @@ def test_the_customers_list_saves_its_filters_and_a_refusal_is_said(
     expect(page.locator("#flash")).to_contain_text("a view of the customers list named “vips”")
     expect(page.locator("form.save-view-form input[name=name]")).to_have_value("vips")
     assert page.url.endswith("/app/customers?q=ann")
+
+
+def test_each_inbox_view_shows_its_count_which_follows_the_stream(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    for name, query in (("Queue", "view=unassigned"), ("Urgent", "view=all&priority=urgent")):
+        r = client.post(
+            "/api/v1/saved-views",
+            json={"page": "inbox", "name": name, "query": query},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=mine")
+    queue = page.locator(".saved-views li", has_text="Queue").locator(".view-count")
+    urgent = page.locator(".saved-views li", has_text="Urgent").locator(".view-count")
+    expect(queue).to_have_text("1")  # the world's first conversation, nobody's
+    expect(queue).to_have_attribute("title", "1 conversation")
+    expect(urgent).to_have_text("0")
+    # A customer writes in: the list (mine, so it stays empty) and the counts are drawn
+    # again, without a reload.
+    inbound(client, world, "vc-1", "vc1@example.com")
+    expect(queue).to_have_text("2")
+    expect(queue).to_have_attribute("title", "2 conversations")
+    expect(urgent).to_have_text("0")
+    expect(page.locator("#conversation-list > li[data-id]")).to_have_count(0)

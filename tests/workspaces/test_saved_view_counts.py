@@ -152,3 +152,22 @@ def test_every_view_is_counted_in_one_statement_read_from_indexes(
     assert len(plans) == 1
     # Each count walks an index of its workspace's rows, never the whole table.
     assert "SCAN conversations" not in plans[0][1], plans[0][1]
+
+
+def test_the_inbox_sidebar_shows_each_views_count_a_capped_one_as_limit_less_one_plus(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(conversations, "COUNT_LIMIT", 3)
+    customers_write(database, settings, world, 4)
+    saved(client, world.bob, name="All", query="view=all")
+    saved(client, world.bob, name="Done", query="view=all&status=resolved")
+    saved(client, world.bob, name="VIP", page="customers", query="tag=vip")
+    page = client.get("/app/inbox", headers=auth(world.bob)).text
+    assert 'data-count="3" title="At least 3 conversations">2+</span>' in page
+    assert 'data-count="0" title="0 conversations">0</span>' in page
+    # The customers list's views hold no conversations: no count beside them.
+    assert "view-count" not in client.get("/app/customers", headers=auth(world.bob)).text

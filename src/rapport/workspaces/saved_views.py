@@ -6,7 +6,7 @@ always read the same, so a page knows which saved view is on screen by comparing
 without asking the database again.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -211,14 +211,17 @@ def listed(
     return sorted(db.scalars(stmt), key=lambda v: (v.page, v.position, v.name.casefold(), v.id))
 
 
-def counts(db: Session, *, workspace_id: str, user_id: str) -> dict[str, int]:
-    """How many conversations each inbox view ``user_id`` sees lists for them (Mine is
-    theirs), by the view's id: read as the inbox reads the view's query, counted up to
-    ``conversations.COUNT_LIMIT``."""
+def counts(
+    db: Session, *, workspace_id: str, user_id: str, views: Iterable[SavedView]
+) -> dict[str, int]:
+    """How many conversations each of these views of the inbox (as ``listed`` gives them to
+    ``user_id``) lists for that member (Mine is theirs), by the view's id: read as the inbox
+    reads the view's query, counted up to ``conversations.COUNT_LIMIT``."""
     each = {}
-    for view in listed(db, workspace_id=workspace_id, user_id=user_id, page="inbox"):
-        shown, filters = inbox_filters.read(dict(parse_qsl(view.query)))
-        each[view.id] = inbox_filters.search_args(shown, filters, user_id=user_id)
+    for view in views:
+        if view.page == "inbox" and view.workspace_id == workspace_id:
+            shown, filters = inbox_filters.read(dict(parse_qsl(view.query)))
+            each[view.id] = inbox_filters.search_args(shown, filters, user_id=user_id)
     return conversations.counts(db, workspace_id=workspace_id, each=each)
 
 

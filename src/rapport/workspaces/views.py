@@ -423,10 +423,10 @@ def list_saved_views(
 def saved_view_counts(principal: CurrentMember, db: ReadDb) -> SavedViewCounts:
     """How many conversations each inbox view you see lists now, as the inbox shows it to
     you, counted up to ``limit`` (1,000): the counts beside the views in the sidebar."""
+    ws, user = principal.workspace_id, principal.user_id
+    rows = saved_views.listed(db, workspace_id=ws, user_id=user, page="inbox")
     return SavedViewCounts(
-        counts=saved_views.counts(
-            db, workspace_id=principal.workspace_id, user_id=principal.user_id
-        ),
+        counts=saved_views.counts(db, workspace_id=ws, user_id=user, views=rows),
         limit=conversations.COUNT_LIMIT,
     )
 
