@@ -58,6 +58,10 @@ def test_each_view_counts_what_the_inbox_lists_for_it(
         "no such label": saved(client, world.bob, name="VIP", query="view=all&label=vip"),
         "resolved": saved(client, world.bob, name="Done", query="view=all&status=resolved"),
         "waiting": saved(client, world.bob, name="Waiting", query="view=all&sort=waiting"),
+        # No SLA policy applies: none has a due time, all have no SLA.
+        "due": saved(client, world.bob, name="Due", query="view=all&sort=sla_due"),
+        "no SLA": saved(client, world.bob, name="No SLA", query="view=all&sla_state=none"),
+        "breached": saved(client, world.bob, name="Late", query="view=all&sla_state=breached"),
     }
     saved(client, world.bob, name="Customers", page="customers", query="tag=vip")
     first = world.acme.opened.conversation.id
@@ -77,6 +81,9 @@ def test_each_view_counts_what_the_inbox_lists_for_it(
         views["no such label"]["id"]: 0,
         views["resolved"]["id"]: 0,
         views["waiting"]["id"]: 3,
+        views["due"]["id"]: 0,
+        views["no SLA"]["id"]: 3,
+        views["breached"]["id"]: 0,
     }
     for view in views.values():
         assert got["counts"][view["id"]] == listed(client, world.bob, view["query"]), view
