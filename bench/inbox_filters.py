@@ -3,7 +3,10 @@
 Fills a database like bench/inbox.py (its ``fill``), then gives the conversations the
 fields the filters read: priorities, waiting times, SLA rows with due times and states.
 Measures ``conversations.search`` in process (the list endpoint minus HTTP), prints the
-query plan of each (SQLite) and one table; the last line is JSON.
+query plan of each (SQLite) and one table; then the saved views' counts beside the inbox
+(``conversations.counts``, each list above saved as a view, up to ``COUNT_LIMIT`` each, in
+the one statement the sidebar runs). The last line is JSON, the counts' p95 under
+``saved_view_counts_p95_ms``.
 
     python bench/inbox_filters.py                      # 1M conversations, SQLite
     python bench/inbox_filters.py --conversations 200000
@@ -34,6 +37,8 @@ from rapport.workspaces import service as workspaces
 
 sys.path.insert(0, str(Path(__file__).parent))
 from inbox import BENCH_PASSWORD, fill, uid  # noqa: E402
+
+VIEW_COUNTS = "each list above as a saved view, counted in one statement"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -96,11 +101,11 @@ def main() -> None:
         conn.execute(
             text(
                 "INSERT INTO conversation_slas (conversation_id, workspace_id, policy_id, "
-                "next_due_at, state, announced, breaches) "
+                "next_due_at, state, announced, breaches, resolution_used_seconds) "
                 "SELECT id, workspace_id, :policy, "
                 "datetime(last_activity_at, '+' || (abs(random()) % 600) || ' minutes'), "
                 "CASE abs(random()) % 20 WHEN 0 THEN 'breached' WHEN 1 THEN 'warning' "
-                "ELSE 'ok' END, '[]', 0 FROM conversations WHERE status != 'resolved'"
+                "ELSE 'ok' END, '[]', 0, 0 FROM conversations WHERE status != 'resolved'"
             ),
             {"policy": policy},
         )
@@ -157,19 +162,44 @@ def main() -> None:
                     conversations.search(s, workspace_id=workspace_id, limit=50, cursor=nxt, **kw)
                 times.append((time.perf_counter() - t) * 1000 / 2)
             results[name] = times
+        # The sidebar's counts with each of these lists saved as a view (saved_views.counts):
+        # one statement, each view counted up to conversations.COUNT_LIMIT.
+        views = {name: params() for name, params in ops.items()}
+        captured.clear()
+        event.listen(db.engine, "before_cursor_execute", grab)
+        conversations.counts(s, workspace_id=workspace_id, each=views)
+        event.remove(db.engine, "before_cursor_execute", grab)
+        sql = captured[-1]
+        raw = s.connection().connection.dbapi_connection
+        p = [workspace_id] + ["x"] * (sql.count("?") - 1)
+        plan = raw.execute(f"EXPLAIN QUERY PLAN {sql}", p).fetchall()  # type: ignore[union-attr]
+        used = sorted(
+            {str(r[-1]).split(" USING ")[1].split(" (")[0] for r in plan if " USING " in str(r[-1])}
+        )
+        scans = [str(r[-1]) for r in plan if str(r[-1]).startswith("SCAN conversations")]
+        counted = f"{VIEW_COUNTS}: " + "; ".join(scans or [f"indexes {', '.join(used)}"])
+        times = []
+        for _ in range(args.requests):
+            t = time.perf_counter()
+            conversations.counts(s, workspace_id=workspace_id, each=views)
+            times.append((time.perf_counter() - t) * 1000)
+        counts = conversations.counts(s, workspace_id=workspace_id, each=views)
     db.dispose()
     shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(f"Inbox filters and sorts (SQLite): {args.conversations:,} conversations")
     print(f"{'list query':<26}{'p50 ms':>9}{'p95 ms':>9}  plan")
-    for name, times in results.items():
-        print(f"{name:<26}{pct(times, 50):>9.1f}{pct(times, 95):>9.1f}  {plans[name]}")
+    for name, ms in results.items():
+        print(f"{name:<26}{pct(ms, 50):>9.1f}{pct(ms, 95):>9.1f}  {plans[name]}")
+    print(f"{'saved view counts (all)':<26}{pct(times, 50):>9.1f}{pct(times, 95):>9.1f}  {counted}")
+    print(f"  counted: {', '.join(f'{k} {v}' for k, v in counts.items())}")
     print(
         json.dumps(
             {
                 "conversations": args.conversations,
                 "worst_p95_ms": round(max(pct(t, 95) for t in results.values()), 1),
                 **{k: round(pct(v, 95), 1) for k, v in results.items()},
+                "saved_view_counts_p95_ms": round(pct(times, 95), 1),
             }
         )
     )
