@@ -264,13 +264,12 @@ def inbox_page(
 
 def _saved_views(db: Db, principal: auth_service.Principal, page: str) -> dict[str, Any]:
     """A page's saved views as its sidebar lists them: the workspace's shared ones and the
-    member's own, each marked with whether the member may delete it; the inbox's with how
-    many conversations each lists (drawn again with the list as it follows the stream, in
-    app.js: the counts stay current at the list's pace, at most one redraw a second)."""
+    member's own, each marked with whether the member may delete it. The inbox's counts are
+    not drawn here: app.js asks for them once the page is drawn (``GET
+    /api/v1/saved-views/counts``), so no page waits on counting."""
     admin = principal.has(Role.admin)
-    ws, user = principal.workspace_id, principal.user_id
-    rows = saved_views.listed(db, workspace_id=ws, user_id=user, page=page)
-    counts = saved_views.counts(db, workspace_id=ws, user_id=user, views=rows)
+    user = principal.user_id
+    rows = saved_views.listed(db, workspace_id=principal.workspace_id, user_id=user, page=page)
     return {
         "saved_views": [
             {
@@ -279,12 +278,10 @@ def _saved_views(db: Db, principal: auth_service.Principal, page: str) -> dict[s
                 "query": v.query,
                 "shared": v.owner_id is None,
                 "mine": saved_views.may_change(v, user_id=user, admin=admin),
-                "count": counts.get(v.id),
             }
             for v in rows
         ],
         "may_share": admin,
-        "count_limit": conversations.COUNT_LIMIT,
     }
 
 

@@ -213,10 +213,11 @@ def listed(
 
 def counts(
     db: Session, *, workspace_id: str, user_id: str, views: Iterable[SavedView]
-) -> dict[str, int]:
+) -> dict[str, int | None]:
     """How many conversations each of these views of the inbox (as ``listed`` gives them to
     ``user_id``) lists for that member (Mine is theirs), by the view's id: read as the inbox
-    reads the view's query, counted up to ``conversations.COUNT_LIMIT``."""
+    reads the view's query, counted up to ``conversations.COUNT_LIMIT``; ``None`` for one
+    whose count would cost too much. Kept a few seconds (``conversations.counts``)."""
     each = {}
     for view in views:
         if view.page == "inbox" and view.workspace_id == workspace_id:

@@ -157,9 +157,10 @@ class SavedViewUpdate(BaseModel):
 
 
 class SavedViewCounts(BaseModel):
-    counts: dict[str, int] = Field(
+    counts: dict[str, int | None] = Field(
         description="each inbox view you see, by id: how many conversations it lists for you "
-        "(Mine is yours), up to ``limit``"
+        "(Mine is yours), up to ``limit``; null where counting would read too many rows (a "
+        "view whose filters few conversations meet together). Up to 5 seconds old"
     )
     limit: int = Field(
         description="where counting stops: a count equal to it means that many or more"

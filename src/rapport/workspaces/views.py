@@ -422,7 +422,8 @@ def list_saved_views(
 @router.get("/saved-views/counts", response_model=SavedViewCounts)
 def saved_view_counts(principal: CurrentMember, db: ReadDb) -> SavedViewCounts:
     """How many conversations each inbox view you see lists now, as the inbox shows it to
-    you, counted up to ``limit`` (1,000): the counts beside the views in the sidebar."""
+    you, counted up to ``limit`` (100): the counts beside the views in the sidebar, which
+    asks for them apart from the page. Null for a view too costly to count."""
     ws, user = principal.workspace_id, principal.user_id
     rows = saved_views.listed(db, workspace_id=ws, user_id=user, page="inbox")
     return SavedViewCounts(

@@ -587,6 +587,8 @@ function setupInbox() {
         const focused = side.contains(document.activeElement) ? key(document.activeElement) : null;
         side.replaceChildren(...views.children);
         if (focused) [...side.querySelectorAll("a[href], button[data-id]")].find((el) => key(el) === focused)?.focus();
+        counts.paint();
+        counts.refresh();
       }
     } catch {
       // offline for a moment: the next event tries again
@@ -599,6 +601,8 @@ function setupInbox() {
   };
   const bulk = setupBulk(list, () => refresh({ now: true }));
   const keys = setupListKeys(list);
+  const counts = setupViewCounts();
+  counts.refresh();
   connectStream((event) => {
     setupNotifications(event);
     redrawMember(event);
@@ -610,6 +614,48 @@ function setupInbox() {
     if (changes || event.type === "message.created") refresh();
     if (event.type === "message.created" && event.payload.direction === "in") notify("New message", event.payload.text.slice(0, 80));
   });
+}
+
+// The saved views' counts beside them are asked for apart from the page, which never waits
+// on them: once it is drawn, then as the list is redrawn, at most once every 5 s and one
+// fetch at a time (the server keeps each count 5 s too). A redrawn sidebar shows the last
+// counts until new ones come; a view too costly to count shows none.
+function setupViewCounts() {
+  let counts = {};
+  let limit = 100;
+  let timer = null;
+  let running = false;
+  let again = false;
+  let last = 0;
+  const paint = () => {
+    for (const span of document.querySelectorAll(".saved-views .view-count[data-view]")) {
+      const n = counts[span.dataset.view];
+      const known = typeof n === "number";
+      span.textContent = !known ? "" : n >= limit ? `${limit - 1}+` : String(n);
+      span.title = !known ? "" : n >= limit ? `At least ${limit} conversations` : `${n} conversation${n === 1 ? "" : "s"}`;
+      if (known) span.dataset.count = n; else delete span.dataset.count;
+    }
+  };
+  const load = async () => {
+    timer = null;
+    running = true;
+    last = Date.now();
+    try {
+      ({ counts, limit } = await background("GET", "/api/v1/saved-views/counts"));
+      paint();
+    } catch {
+      // offline for a moment: the next redraw asks again
+    } finally {
+      running = false;
+      if (again) { again = false; refresh(); }
+    }
+  };
+  const refresh = () => {
+    if (!document.querySelector(".saved-views .view-count")) return;
+    if (running) { again = true; return; }
+    if (!timer) timer = setTimeout(load, Math.max(0, last + 5000 - Date.now()));
+  };
+  return { paint, refresh };
 }
 
 // --- the inbox's filters: a choice applies at once; on a phone, folded while none is on ----
