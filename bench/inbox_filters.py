@@ -171,10 +171,15 @@ def main() -> None:
         event.listen(db.engine, "before_cursor_execute", grab)
         conversations.counts(s, workspace_id=workspace_id, each=views)
         event.remove(db.engine, "before_cursor_execute", grab)
-        sql = captured[-1]
         raw = s.connection().connection.dbapi_connection
-        p = [workspace_id] + ["x"] * (sql.count("?") - 1)
-        plan = raw.execute(f"EXPLAIN QUERY PLAN {sql}", p).fetchall()  # type: ignore[union-attr]
+        plan = [
+            step
+            for sql in captured
+            if "count(" in sql
+            for step in raw.execute(  # type: ignore[union-attr]
+                f"EXPLAIN QUERY PLAN {sql}", [workspace_id] + ["x"] * (sql.count("?") - 1)
+            ).fetchall()
+        ]
         used = sorted(
             {str(r[-1]).split(" USING ")[1].split(" (")[0] for r in plan if " USING " in str(r[-1])}
         )
