@@ -325,6 +325,66 @@ def test_a_customer_reopening_their_conversation_says_so_in_the_thread_before_th
     )
 
 
+@pytest.mark.parametrize(
+    ("status", "said"), [(Status.pending, "Marked open"), (Status.snoozed, "Back from snooze")]
+)
+def test_a_customer_writing_to_a_pending_or_snoozed_conversation_says_so_in_the_thread(
+    world: World, database: Database, settings: Settings, status: Status, said: str
+) -> None:
+    # Their message opened it again, but only an agent's change wrote a line: the thread
+    # read as if it had stayed open all along.
+    from rapport.conversations import service as conversations
+    from rapport.db import new_id
+    from rapport.ingest import receive_batch
+
+    conv_id = world.acme.opened.conversation.id
+    with database.session() as db:
+        conv = db.get(Conversation, conv_id)
+        assert conv is not None
+        conversations.set_status(
+            db, conversation=conv, status=status, snoozed_until=utcnow() + timedelta(days=1)
+        )
+    email = "customer@acme.example"
+    with database.session() as db:  # an out-of-office changes no status: no line
+        (recorded,) = receive_batch(
+            db, [by_email(world, "ooo", email, "Away", auto_reply=True)], settings=settings
+        )
+    assert not isinstance(recorded, BaseException)
+    batch = [
+        by_email(world, "back-1", email, "Any news?", message_id=new_id()),
+        by_email(world, "back-2", email, "Hello?", message_id=new_id()),  # open by then
+    ]
+    with published_events() as published, database.session() as db:
+        outcomes = receive_batch(db, batch, settings=settings)
+    assert [o.threading for o in outcomes if not isinstance(o, BaseException)] == [
+        "continued",
+        "continued",
+    ]
+    with database.session(write=False) as db:
+        thread = list(
+            db.scalars(
+                select(Message)
+                .where(Message.conversation_id == conv_id)
+                .order_by(Message.created_at, Message.id)
+            )
+        )
+        conv = db.get(Conversation, conv_id)
+        assert conv is not None and conv.status == Status.open and conv.snoozed_until is None
+        assert conv.messages_count == len(thread)
+    assert [(m.kind.value, m.sender_type, m.text) for m in thread[-4:]] == [
+        ("message", "customer", "Away"),
+        ("activity", "system", said),
+        ("message", "customer", "Any news?"),
+        ("message", "customer", "Hello?"),
+    ]
+    assert thread[-3].meta == {"status": "open", "by": None}  # as an agent's, by nobody
+    lines = [(e["type"], e["payload"].get("text")) for e in published]
+    assert lines[: lines.index(("message.created", "Any news?"))][-1] == (
+        "message.created",
+        said,
+    )
+
+
 def test_a_thread_hint_naming_another_customers_conversation_is_ignored(
     client: TestClient, world: World
 ) -> None:

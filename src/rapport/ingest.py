@@ -752,6 +752,7 @@ def receive_batch(
             touched[conv["id"]] = conv
             if outcome == "reopened" and conv["assignee_id"] and not m.auto_reply:
                 conv["reclaim"] = conv["assignee_id"]  # if they have left since (step 6)
+        was = conv["status"]  # what the line of a change of status says it came back from
         if m.auto_reply:
             if outcome == "new":  # recorded where agents can find it, not queued for them
                 conv["status"], conv["resolved_at"] = Status.resolved, now
@@ -759,7 +760,7 @@ def receive_batch(
                 outcome = "recorded"
             conv["wrote"] = conv.get("wrote") or m.customer_wrote
         else:
-            if conv["status"] != Status.open and not conv.get("new"):
+            if was != Status.open and not conv.get("new"):
                 opened.add(i)
             conv["status"], conv["resolved_at"], conv["snoozed_until"] = Status.open, None, None
             conv["awaits"] = True  # a person wrote: an auto-reply alone leaves no one waiting
@@ -769,8 +770,8 @@ def receive_batch(
         conv["last_activity_at"] = now
         conv["added"] += 1
         message_id = m.message_id or new_id()
-        if outcome == "reopened":
-            said = _reopened_line(conv, by=message_id, before=now)
+        if i in opened:
+            said = _opened_line(conv, was=was, by=message_id, before=now)
             new_messages.append(said)
             events.append(
                 {
@@ -1001,13 +1002,18 @@ def receive_batch(
     return [o if o is not None else RuntimeError("not processed") for o in out]
 
 
-def _reopened_line(conv: dict[str, Any], *, by: str, before: datetime) -> dict[str, Any]:
-    """The activity line of the customer's reopening of ``conv`` by the message ``by``, as
-    an agent's reopening writes it ("Reopened"). Stamped a microsecond ``before`` their
-    message: the thread lists by time, then id, and the message's id is older than the
-    line's (chosen before the writer); and undoing a customers' merge, which resolves the
-    conversation again if nothing came after the message that reopened it
-    (conversations/merging.py), does not count the line as something that came after."""
+def _opened_line(conv: dict[str, Any], *, was: Status, by: str, before: datetime) -> dict[str, Any]:
+    """The activity line of the customer's message ``by`` opening ``conv`` again from
+    ``was`` (resolved, pending or snoozed), as an agent's change writes it ("Reopened",
+    "Marked open", "Back from snooze"). Stamped a microsecond ``before`` their message: the
+    thread lists by time, then id, and the message's id is older than the line's (chosen
+    before the writer); and undoing a customers' merge, which resolves the conversation
+    again if nothing came after the message that reopened it (conversations/merging.py),
+    does not count the line as something that came after. Only a reopening records its
+    message (``REOPENED_BY``): the undo takes back no other change of status."""
+    meta: dict[str, Any] = {"status": Status.open.value, "by": None}
+    if was == Status.resolved:
+        meta[REOPENED_BY] = by
     return {
         "id": new_id(),
         "workspace_id": conv["workspace_id"],
@@ -1017,12 +1023,12 @@ def _reopened_line(conv: dict[str, Any], *, by: str, before: datetime) -> dict[s
         "kind": MessageKind.activity,
         "sender_type": "system",
         "sender_id": None,
-        "text": "Reopened",
+        "text": conversations.opened_said(was),
         "html": None,
         "external_id": None,
         "status": DeliveryStatus.received,
         "error": None,
-        "meta": {"status": Status.open.value, "by": None, REOPENED_BY: by},
+        "meta": meta,
         "created_at": before - timedelta(microseconds=1),
     }
 

@@ -1759,12 +1759,16 @@ def _status_said(
     if status == Status.snoozed and conversation.snoozed_until is not None:
         said = f"Snoozed until {conversation.snoozed_until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     elif status == Status.open:
-        said = {Status.resolved: "Reopened", Status.snoozed: "Back from snooze"}.get(
-            was, "Marked open"
-        )
+        said = opened_said(was)
     else:
         said = {Status.resolved: "Resolved", Status.pending: "Marked pending"}[status]
     return said + _by(db, actor_id, via)
+
+
+def opened_said(was: Status) -> str:
+    """The activity line of a conversation opened from ``was``, by an agent or by the
+    customer's message (ingest): "Reopened", "Back from snooze", "Marked open"."""
+    return {Status.resolved: "Reopened", Status.snoozed: "Back from snooze"}.get(was, "Marked open")
 
 
 def get_many(db: Session, *, workspace_id: str, ids: list[str]) -> list[Conversation]:
