@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from rapport import cache
 from rapport.config import Settings
 from rapport.conversations import service as conversations
 from rapport.db import Database
-from tests.conftest import auth, sqlite_only, sqlite_plans
+from tests.conftest import auth, postgresql_only, sqlite_only, sqlite_plans
 from tests.factories import World, inbound
 from tests.workspaces.test_saved_views import saved
 
@@ -194,6 +194,45 @@ def test_a_view_too_costly_to_count_has_no_count_the_others_theirs(
     assert counts(client, world.bob)["counts"] == {everyone["id"]: 4, urgent["id"]: None}
     # The connection counts at full speed again after: no budget left behind.
     assert len(client.get("/app/inbox?view=all", headers=auth(world.bob)).text) > 0
+
+
+@postgresql_only
+def test_a_view_too_slow_to_count_on_postgresql_has_no_count_the_others_theirs(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # PostgreSQL counted without a bound: one slow view held the whole sidebar's answer.
+    customers_write(database, settings, world, 3)
+    asleep = saved(client, world.bob, name="Asleep", query="view=all&priority=urgent")
+    everyone = saved(client, world.bob, name="Everyone", query="view=all")
+    # The urgent ones' count takes five times the budget (here by sleeping in it: at scale,
+    # the rows its filters make it read), and is counted first: the one after it is counted
+    # in the same transaction, which the cancelled statement left usable.
+    real_matching = conversations._matching
+
+    def matching(db: Any, **filters: Any) -> Any:
+        listed = real_matching(db, **filters)
+        if filters.get("priority"):
+            listed = listed.where(text("(SELECT true FROM pg_sleep(0.25))"))
+        return listed
+
+    timeouts: list[str] = []
+    real_count = conversations._count
+
+    def count(db: Any, workspace_id: str, filters: Any) -> int | None:
+        try:
+            return real_count(db, workspace_id, filters)
+        finally:
+            timeouts.append(db.scalar(text("SHOW statement_timeout")))
+
+    monkeypatch.setattr(conversations, "_matching", matching)
+    monkeypatch.setattr(conversations, "_count", count)
+    assert counts(client, world.bob)["counts"] == {asleep["id"]: None, everyone["id"]: 4}
+    # Each count's timeout went with it: the request's transaction ran on without one.
+    assert timeouts == ["0", "0"]
 
 
 def test_counts_are_kept_a_few_seconds_each_list_counted_once_for_everyone(

@@ -281,6 +281,13 @@ COUNT_LIMIT: Final = 100
 # cost that.
 COUNT_BUDGET: Final = 10_000
 COUNT_STEPS: Final = 1_000  # how often SQLite asks whether the budget is spent
+# What one view's count may take PostgreSQL, which has no step budget: a statement timeout.
+# A count of up to COUNT_LIMIT rows read from an index is a millisecond or so (SQLite's
+# budget stops one at a few ms; PostgreSQL's not measured at scale). Time, unlike steps,
+# grows on a loaded machine or with pages read from disk: 50 ms leaves tens of times a
+# normal count for that, stops only a view whose rows lie far apart, and keeps a
+# refresh's worst case (every view timed out) bounded by the number of views.
+COUNT_TIMEOUT_MS: Final = 50
 # Counts are kept a few seconds, by the list they count (a workspace's shared views are
 # one list for every member; Mine is each member's own): many sidebars open cost one count
 # per list and interval, and a count a few seconds old is as good as exact beside a list.
@@ -295,8 +302,9 @@ def counts(
     """How many conversations each of several lists holds (``each``: a name to the filters
     ``search`` takes, its sort included, which leaves some out), counted up to
     ``COUNT_LIMIT``: a count equal to it means that many or more; ``None`` where counting
-    would cost more than ``COUNT_BUDGET`` (SQLite). Each in a statement of its own, in no
-    order: SQLite reads the narrowest filter's index. Kept 5 seconds."""
+    would cost more than ``COUNT_BUDGET`` (SQLite) or ``COUNT_TIMEOUT_MS`` (PostgreSQL).
+    Each in a statement of its own, in no order: SQLite reads the narrowest filter's index.
+    Kept 5 seconds."""
     return {
         name: _COUNTS.get(
             (workspace_id, *sorted(filters.items())),
@@ -308,13 +316,14 @@ def counts(
 
 def _count(db: Session, workspace_id: str, filters: Mapping[str, Any]) -> int | None:
     """One list's count, up to ``COUNT_LIMIT``, or None once SQLite has spent
-    ``COUNT_BUDGET`` steps on it (the progress handler stops the statement)."""
+    ``COUNT_BUDGET`` steps on it (the progress handler stops the statement) or PostgreSQL
+    ``COUNT_TIMEOUT_MS`` (its statement timeout does)."""
     listed = _matching(db, workspace_id=workspace_id, **filters)
     stmt = select(func.count()).select_from(
         listed.with_only_columns(Conversation.id).limit(COUNT_LIMIT).subquery()
     )
-    if db.get_bind().dialect.name != "sqlite":
-        return int(db.scalar(stmt) or 0)
+    if db.get_bind().dialect.name == "postgresql":
+        return _count_in_time(db, stmt)
     raw = cast(sqlite3.Connection, db.connection().connection.dbapi_connection)
     steps = iter(range(COUNT_BUDGET // COUNT_STEPS))
     raw.set_progress_handler(lambda: next(steps, None) is None, COUNT_STEPS)
@@ -326,6 +335,27 @@ def _count(db: Session, workspace_id: str, filters: Mapping[str, Any]) -> int | 
         return None
     finally:
         raw.set_progress_handler(None, 0)
+
+
+def _count_in_time(db: Session, stmt: Select[int]) -> int | None:
+    """``stmt``'s count on PostgreSQL, or None once it has run ``COUNT_TIMEOUT_MS``.
+
+    In a savepoint of the connection (the session's would first write what it holds),
+    rolled back whatever happened: a cancelled statement leaves the transaction usable
+    from there, for the other views and the rest of the request, and the timeout, set for
+    the transaction alone, goes back to what it was with the savepoint (the count wrote
+    nothing to keep)."""
+    conn = db.connection()
+    nested = conn.begin_nested()
+    try:
+        conn.execute(select(func.set_config("statement_timeout", f"{COUNT_TIMEOUT_MS}ms", True)))
+        return int(conn.scalar(stmt) or 0)
+    except exc.DBAPIError as e:
+        if getattr(e.orig, "sqlstate", None) != "57014":  # query_canceled
+            raise
+        return None
+    finally:
+        nested.rollback()
 
 
 def _matching(
