@@ -505,3 +505,32 @@ def test_a_renamed_label_is_followed_by_the_views_that_filter_on_it(
     assert queries[shared["id"]] == "view=mine&status=all&label=gold"
     assert queries[own["id"]] == "view=all&label=gold"
     assert queries[other["id"]] == "view=mine&label=vipx"
+
+
+def test_a_deleted_label_leaves_the_views_that_filtered_on_it_and_the_answer_names_them(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # Deleting a label left the views filtering on it: "VIP queue" showed nothing from then
+    # on, to everyone, and nothing said so.
+    r = client.post("/api/v1/labels", json={"name": "vip"}, headers=auth(world.alice))
+    assert r.status_code == 201, r.text
+    label = r.json()["id"]
+    shared = saved(client, world.alice, name="VIP queue", query="label=vip&status=all", shared=True)
+    hers = saved(client, world.alice, name="Hers", query="label=vip")
+    bobs = saved(client, world.bob, name="Mine", query="label=VIP&view=all")
+    other = saved(client, world.bob, name="Billing", query="label=vipx")
+    r = client.delete(f"/api/v1/labels/{label}", headers=auth(world.alice))
+    assert r.status_code == 200, r.text
+    # Bob's own view is his to change: named with his name, as his own macro would be.
+    assert r.json() == {
+        "saved_views": ["your own view 'Hers'", "Bob's own view 'Mine'", "view 'VIP queue'"]
+    }
+    with database.session(write=False) as db:
+        queries = {v.id: v.query for v in db.scalars(select(SavedView))}
+    assert queries[shared["id"]] == "view=mine&status=all"
+    assert queries[hers["id"]] == "view=mine"
+    assert queries[bobs["id"]] == "view=all"
+    assert queries[other["id"]] == "view=mine&label=vipx"
+    # And the views list what they did but for the label: Bob's own lists every conversation.
+    r = client.get("/api/v1/saved-views/counts", headers=auth(world.bob))
+    assert r.status_code == 200 and r.json()["counts"][bobs["id"]] == 1, r.text

@@ -103,12 +103,15 @@ def update_label(
     return label
 
 
-def delete_label(db: Session, *, label: Label) -> None:
-    """Remove the label from the list and from every conversation of the workspace.
+def delete_label(db: Session, *, label: Label, actor_id: str) -> list[str]:
+    """Remove the label from the list, from every conversation of the workspace and from
+    the filters of its saved views; the views changed, said for the admin ``actor_id``.
 
     Refused while an automation rule, a macro or an SLA policy names it: the rule would
     silently stop matching (or it or the macro keep adding a label nobody can see in the
-    list), and a policy left with no label would apply to every conversation."""
+    list), and a policy left with no label would apply to every conversation. A view is
+    not a reason to refuse: a member's own one only they can change, and it lists what it
+    did but for the label; left on the label, it would list nothing."""
     ws = label.workspace_id
     users = automation.naming_label(db, workspace_id=ws, name=label.name) + [
         f"SLA policy {policy.name!r}"
@@ -126,7 +129,11 @@ def delete_label(db: Session, *, label: Label) -> None:
             ConversationLabel.label == label.name,
         )
     )
+    from rapport.workspaces import saved_views  # saved views build on conversations
+
+    said = saved_views.drop_label(db, workspace_id=ws, name=label.name, reader=actor_id)
     db.delete(label)
+    return said
 
 
 def colours(db: Session, *, workspace_id: str) -> dict[str, str]:

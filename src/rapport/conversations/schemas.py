@@ -412,6 +412,13 @@ class LabelUpdate(BaseModel):
     colour: str | None = Field(default=None, max_length=7)
 
 
+class LabelDeleted(BaseModel):
+    saved_views: list[str] = Field(
+        description="The saved views that filtered on the label and now filter on no label: "
+        "\"view 'VIP'\", \"your own view 'Mine'\", \"Ann's own view 'Mine'\""
+    )
+
+
 class LabelRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -46,6 +46,7 @@ from rapport.conversations.schemas import (
     ConversationRead,
     ConversationSlaRead,
     ConversationStart,
+    LabelDeleted,
     LabelIn,
     LabelRead,
     LabelsIn,
@@ -922,11 +923,12 @@ def update_label(
 
 @labels_router.delete(
     "/{label_id:path}",
-    status_code=204,
+    response_model=LabelDeleted,
     responses={409: {"description": "an automation rule or SLA policy still uses it"}},
 )
-def delete_label(label_id: str, principal: CurrentAdmin, request: Request, db: Db) -> Response:
-    """Delete a label (by id or by name): it comes off every conversation of the workspace.
+def delete_label(label_id: str, principal: CurrentAdmin, request: Request, db: Db) -> LabelDeleted:
+    """Delete a label (by id or by name): it comes off every conversation of the workspace,
+    and off the filters of the saved views that filtered on it, which the answer names.
     Refused (409) while an automation rule or an SLA policy names it."""
     row = labels.get(db, workspace_id=principal.workspace_id, label_id=label_id)
     audit(
@@ -938,5 +940,5 @@ def delete_label(label_id: str, principal: CurrentAdmin, request: Request, db: D
         target_id=row.id,
         data={"name": row.name},
     )
-    labels.delete_label(db, label=row)
-    return Response(status_code=204)
+    said = labels.delete_label(db, label=row, actor_id=principal.user_id)
+    return LabelDeleted(saved_views=said)

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from rapport import naming
-from rapport.auth.models import Team
+from rapport.auth.models import Team, User
 from rapport.channels import base as channel_registry
 from rapport.channels.models import Inbox
 from rapport.conversations import inbox_filters
@@ -190,6 +190,33 @@ def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
             view.updated_at = utcnow()
             changed += 1
     return changed
+
+
+def drop_label(db: Session, *, workspace_id: str, name: str, reader: str) -> list[str]:
+    """Make the workspace's inbox views (shared, and every member's own) that filtered on
+    the label ``name``, deleted, filter on no label; what they are, said for ``reader``, an
+    admin: "view 'VIP'", "your own view 'Mine'", "Ann's own view 'Mine'" (only she sees it).
+    Left on the label, such a view showed nothing from then on."""
+    said = []
+    for view, owner in db.execute(
+        select(SavedView, User)
+        .outerjoin(User, User.id == SavedView.owner_id)
+        .where(SavedView.workspace_id == workspace_id, SavedView.page == "inbox")
+        .order_by(SavedView.name, SavedView.id)
+    ):
+        values = dict(parse_qsl(view.query))
+        if values.get("label") != name:
+            continue
+        view.query = encode("inbox", {k: v for k, v in values.items() if k != "label"})
+        view.updated_at = utcnow()
+        if view.owner_id is None:
+            whose = ""
+        elif view.owner_id == reader:
+            whose = "your own "
+        else:
+            whose = f"{owner.name or owner.email}'s own " if owner else "a member's own "
+        said.append(f"{whose}view {view.name!r}")
+    return said
 
 
 # --- the views ------------------------------------------------------------------------

@@ -2595,7 +2595,7 @@ function setupLabelSettings() {
       } catch (e) { settingsFail(e.message); }
     });
     tr.querySelector(".label-delete").addEventListener("click", async () => {
-      if (!confirm("Delete this label from every conversation?")) return;
+      if (!confirm("Delete this label from every conversation? Saved views that filter on it will filter on no label.")) return;
       try { await api("DELETE", `/api/v1/labels/${id}`); location.reload(); }
       catch (e) { settingsFail(e.message); }
     });
