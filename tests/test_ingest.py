@@ -383,6 +383,9 @@ def test_a_customer_writing_to_a_pending_or_snoozed_conversation_says_so_in_the_
         "message.created",
         said,
     )
+    # And agents' lists and open pages are told it is open: they kept it pending or snoozed.
+    updates = [e["payload"] for e in published if e["type"] == "conversation.updated"]
+    assert [(u["id"], u["status"]) for u in updates] == [(conv_id, "open")]
 
 
 def test_a_thread_hint_naming_another_customers_conversation_is_ignored(

@@ -853,7 +853,9 @@ def receive_batch(
                 ),
             }
         )
-        if reopened_or_new:
+        # Agents' lists and open pages follow a status their message changed (a pending or
+        # snoozed one opened again, as well as a reopening): they kept the old until a reload.
+        if reopened_or_new or i in opened:
             events.append(
                 {
                     "workspace_id": ws,
