@@ -672,11 +672,7 @@ def test_twilio_sms_is_signed_over_url_and_parameters_and_statuses_follow(
     assert twilio_post(client, settings, path, delivered, "twilio-token").status_code == 200
     out = only_conversation(client, world, inbox)["messages"][-1]
     assert out["status"] == "sent"  # the second part has not arrived yet
-    second = dict(delivered, MessageSid="SM_OUT_2")
-    assert twilio_post(client, settings, path, second, "twilio-token").status_code == 200
-    out = only_conversation(client, world, inbox)["messages"][-1]
-    assert out["status"] == "delivered"
-    # A part that fails afterwards fails the reply, named: the customer missed part of it.
+    # A part that fails fails the reply, named: the customer missed part of it.
     failed = dict(status, MessageSid="SM_OUT_2")
     assert twilio_post(client, settings, path, failed, "twilio-token").status_code == 200
     out = only_conversation(client, world, inbox)["messages"][-1]
@@ -2668,10 +2664,86 @@ def test_parts_that_report_while_the_rest_is_sent_count_once_it_is_and_a_failure
         msg.status = DeliveryStatus.sent  # the sending job is done
         conversations.settle_parts(db, message=msg)
         assert msg.status == DeliveryStatus.sent  # part 2 has not arrived yet
-    assert report("P2", DeliveryStatus.delivered) == DeliveryStatus.delivered
     # A message that failed stays failed whatever a part says later.
     assert report("P2", DeliveryStatus.failed) == DeliveryStatus.failed
     assert report("P1", DeliveryStatus.read) == DeliveryStatus.failed
+    assert report("P2", DeliveryStatus.delivered) == DeliveryStatus.failed
+
+
+def test_a_failure_reported_after_a_part_was_delivered_or_read_fails_nothing(
+    database: Database, world: World
+) -> None:
+    # Reports arrive out of order, and a carrier may send a failure after its own delivery
+    # receipt: the customer had the message, and the agent was told it failed.
+    from rapport.conversations import service as conversations
+    from rapport.conversations.models import Conversation, DeliveryStatus, Message, MessagePart
+
+    def report(external_id: str, status: DeliveryStatus) -> tuple[DeliveryStatus, str | None]:
+        with database.session() as db:
+            conversations.update_delivery(
+                db, inbox_id=inbox, external_id=external_id, status=status, error="carrier said no"
+            )
+            found = db.get(Message, message_id)
+            assert found is not None
+            return found.status, found.error
+
+    with database.session() as db:
+        conv = db.get(Conversation, world.acme.opened.conversation.id)
+        assert conv is not None
+        msg = conversations.reply(db, conversation=conv, author_id=None, text="two parts")
+        msg.status = DeliveryStatus.sent  # sent, as two provider messages
+        for n, ext in enumerate(("P1", "P2")):
+            db.add(
+                MessagePart(
+                    inbox_id=msg.inbox_id,
+                    external_id=ext,
+                    workspace_id=msg.workspace_id,
+                    message_id=msg.id,
+                    position=n,
+                )
+            )
+        message_id, inbox = msg.id, msg.inbox_id
+    assert report("P1", DeliveryStatus.delivered) == (DeliveryStatus.sent, None)
+    assert report("P2", DeliveryStatus.delivered) == (DeliveryStatus.delivered, None)
+    assert report("P2", DeliveryStatus.failed) == (DeliveryStatus.delivered, None)
+    assert report("P2", DeliveryStatus.read) == (DeliveryStatus.read, None)  # read up to it
+    assert report("P1", DeliveryStatus.failed) == (DeliveryStatus.read, None)
+    assert report("P1", DeliveryStatus.sent) == (DeliveryStatus.read, None)
+    with database.session(write=False) as db:
+        parts = db.scalars(select(MessagePart).where(MessagePart.message_id == message_id))
+        assert {p.external_id: (p.status, p.error) for p in parts} == {
+            "P1": (DeliveryStatus.read, None),
+            "P2": (DeliveryStatus.read, None),
+        }
+
+
+def test_a_late_twilio_undelivered_leaves_a_delivered_sms_delivered(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    inbox, path, _ = twilio_inbox(client, world, provider)
+    twilio_post(client, settings, path, SMS, "twilio-token")
+    conv = only_conversation(client, world, inbox)
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages",
+        json={"text": "Shipped today."},
+        headers=auth(world.bob),
+    )
+    Worker(database, settings).run_until_idle()
+    status = {
+        "MessageSid": "SM_OUT_1",
+        "MessageStatus": "delivered",
+        "AccountSid": "AC00000000000000000000000000000000",
+    }
+    late = dict(status, MessageStatus="undelivered", ErrorCode="30003")
+    sent = dict(status, MessageStatus="sent")
+    for params in (status, late, sent):
+        assert twilio_post(client, settings, path, params, "twilio-token").status_code == 200
+    out = only_conversation(client, world, inbox)["messages"][-1]
+    assert out["status"] == "delivered" and out.get("error") is None
 
 
 # --- Deliver jobs that run out -----------------------------------------------------------

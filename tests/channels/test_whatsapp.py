@@ -474,6 +474,34 @@ def test_a_reply_goes_to_the_graph_api_and_statuses_move_it(
     assert out["status"] == "read"
 
 
+def test_a_failed_status_after_read_leaves_the_reply_read(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    # Meta's callbacks arrive in any order: a failure reported after the customer read the
+    # reply showed it as failed, with "Send again" offering to send it twice.
+    post_signed(client, inbox, message_event("wamid.IN7", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    client.post(
+        f"/api/v1/conversations/{conv['id']}/messages", json={"text": "Hi"}, headers=auth(world.bob)
+    )
+    Worker(database, settings).run_until_idle()
+    error = {"code": 131026, "title": "Message undeliverable"}
+    for status in ("read", "delivered", "sent"):
+        post_signed(client, inbox, status_event("wamid.OUT1", status))
+    post_signed(client, inbox, status_event("wamid.OUT1", "failed", [error]))
+    out = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-1]
+    assert out["status"] == "read" and out["error"] is None
+
+
 def test_a_failed_status_says_why_in_the_words_meta_gives(
     client: TestClient,
     world: World,

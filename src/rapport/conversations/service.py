@@ -1974,12 +1974,14 @@ _ORDER = {
 def update_delivery(
     db: Session, *, inbox_id: str, external_id: str, status: DeliveryStatus, error: str | None
 ) -> Message | None:
-    """A provider's status callback: move our message forward (never back), or fail it.
+    """A provider's status callback: move our message forward (never back), or fail it
+    while it is not yet delivered (``_moves``).
 
     For a message sent as several provider messages (``MessagePart``), the report is on one
-    part: the message then stands where its least advanced part stands, and a failed part
-    fails it, named. While its parts are still being sent (the message still queued) a
-    report only moves its part: the sending job settles the message when it is done."""
+    part: the message then stands where its least advanced part stands, and a part that
+    fails before it is delivered fails it, named. While its parts are still being sent (the
+    message still queued) a report only moves its part: the sending job settles the message
+    when it is done."""
     part = db.get(MessagePart, (inbox_id, external_id))
     if part is not None:
         # Locked (PostgreSQL): two parts reporting at once must not both read the other as
@@ -2041,10 +2043,12 @@ def _settle(db: Session, msg: Message, status: DeliveryStatus, error: str | None
 
 
 def _moves(current: DeliveryStatus, reported: DeliveryStatus) -> bool:
-    """A report moves a delivery forward, or fails it; it never moves one back, and nothing
-    but another failure moves a failed one."""
+    """A report moves a delivery forward, or fails one not yet delivered; it never moves one
+    back, and nothing but another failure moves a failed one."""
     if reported == DeliveryStatus.failed:
-        return True
+        # Providers' callbacks arrive out of order, and a carrier may report a failure after
+        # its own delivery receipt: what the customer had (or read) is not failed by it.
+        return current not in (DeliveryStatus.delivered, DeliveryStatus.read)
     return current != DeliveryStatus.failed and _ORDER.get(reported, 0) > _ORDER.get(current, -1)
 
 
