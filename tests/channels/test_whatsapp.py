@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -139,7 +139,9 @@ def message_event(
     }
 
 
-def status_event(wamid: str, status: str, errors: list[dict] | None = None) -> dict:  # type: ignore[type-arg]
+def status_event(
+    wamid: str, status: str, errors: list[dict] | None = None, timestamp: str | None = None
+) -> dict:  # type: ignore[type-arg]
     value: dict = {
         "messaging_product": "whatsapp",  # type: ignore[type-arg]
         "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
@@ -147,7 +149,7 @@ def status_event(wamid: str, status: str, errors: list[dict] | None = None) -> d
             {
                 "id": wamid,
                 "status": status,
-                "timestamp": str(int(time.time())),
+                "timestamp": timestamp or str(int(time.time())),
                 "recipient_id": "16505551234",
             }
         ],
@@ -500,6 +502,51 @@ def test_a_failed_status_after_read_leaves_the_reply_read(
         "messages"
     ][-1]
     assert out["status"] == "read" and out["error"] is None
+
+
+def test_a_status_keeps_the_time_meta_gives_unless_it_cannot_be_this_messages(
+    client: TestClient,
+    world: World,
+    inbox: str,
+    database: Database,
+    settings: Settings,
+    graph: tuple[str, type[Graph]],
+) -> None:
+    # Meta retries a callback for days: the time it came in is not when the customer read.
+    post_signed(client, inbox, message_event("wamid.IN8", "hello"))
+    [conv] = client.get(
+        "/api/v1/conversations", params={"inbox_id": inbox}, headers=auth(world.bob)
+    ).json()["items"]
+    for text in ("one", "two"):
+        client.post(
+            f"/api/v1/conversations/{conv['id']}/messages",
+            json={"text": text},
+            headers=auth(world.bob),
+        )
+        Worker(database, settings).run_until_idle()
+    now = int(time.time())
+    reports = [
+        ("wamid.OUT1", "delivered", str(now - 90)),  # Meta's time: kept
+        ("wamid.OUT1", "read", str(now + 86_400)),  # a day ahead: a wrong clock
+        ("wamid.OUT2", "delivered", "1000000000"),  # 2001: before the message was written
+        ("wamid.OUT2", "read", "soon"),  # not a time
+    ]
+    before = datetime.now(UTC).replace(microsecond=0)
+    for wamid, status, timestamp in reports:
+        post_signed(client, inbox, status_event(wamid, status, timestamp=timestamp))
+    after = datetime.now(UTC)
+    one, two = client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(world.bob)).json()[
+        "messages"
+    ][-2:]
+    assert one["status"] == two["status"] == "read"
+    times = {
+        (n, status): datetime.fromisoformat(at)
+        for n, m in ((1, one), (2, two))
+        for status, at in m["meta"]["status_at"].items()
+    }
+    assert times.pop((1, "delivered")) == datetime.fromtimestamp(now - 90, UTC)
+    assert sorted(times) == [(1, "read"), (2, "delivered"), (2, "read")]
+    assert all(before <= at <= after for at in times.values())  # when each came in
 
 
 def test_a_failed_status_says_why_in_the_words_meta_gives(

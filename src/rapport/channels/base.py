@@ -241,7 +241,8 @@ class WebhookRequest:
 @dataclass
 class WebhookEvents:
     messages: list["InboundMessage"] = field(default_factory=list)
-    # {"external_id", "status": sent/delivered/read/failed, "error"}
+    # {"external_id", "status": sent/delivered/read/failed, "error", and optionally "at":
+    # when the provider says the status came about (ISO time), for a provider that says}
     statuses: list[dict[str, Any]] = field(default_factory=list)
     # Messages the business sent a customer itself, by the provider's own inbox or another
     # tool (Meta's ``is_echo``): {"external_id", "kind" and "handle" (the customer it went

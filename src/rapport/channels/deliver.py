@@ -269,9 +269,10 @@ _SENDING = select(Job.id).where(
 def apply_report(
     db: Session, *, inbox_id: str, workspace_id: str, report: dict[str, Any], tries: int = 0
 ) -> None:
-    """One provider report (``external_id``, ``status``, ``error``) on one of our messages;
-    on an id not known yet, a ``delivery_report`` job tries it again later. A report with a
-    ``watermark`` instead names a moment (see ``_up_to``)."""
+    """One provider report (``external_id``, ``status``, ``error``, and ``at``: when the
+    provider says it came about, if it does) on one of our messages; on an id not known
+    yet, a ``delivery_report`` job tries it again later. A report with a ``watermark``
+    instead names a moment (see ``_up_to``)."""
     if "watermark" in report:
         _up_to(db, inbox_id=inbox_id, report=report)
         return
@@ -282,6 +283,7 @@ def apply_report(
         external_id=external_id,
         status=DeliveryStatus(report["status"]),
         error=report.get("error"),
+        at=datetime.fromisoformat(report["at"]) if report.get("at") else None,
     )
     if found is not None:
         return

@@ -176,6 +176,9 @@ REOPENED_BY: Final = "reopened_by"
 # window's check (conversations/service.py) only: internal too.
 OPENS_WINDOW: Final = "opens_window"
 INTERNAL_META: Final = frozenset({CAME_BY, GAINED, REOPENED, REOPENED_BY, OPENS_WINDOW})
+# Of an outbound message's ``meta``, shown: when each status a provider's report moved it to
+# came about ({"delivered": ISO time, "read": ...}), in the provider's time when it says.
+STATUS_AT: Final = "status_at"
 
 
 class Message(Base):

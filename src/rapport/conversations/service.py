@@ -34,6 +34,7 @@ from rapport.channels.models import Inbox
 from rapport.conversations import copies, files, labels, routing, sla
 from rapport.conversations.models import (
     OPENS_WINDOW,
+    STATUS_AT,
     Attachment,
     Conversation,
     ConversationGuest,
@@ -1971,11 +1972,24 @@ _ORDER = {
 }
 
 
+# When a provider says a status came about (``at``): taken while it is no later than this
+# past our clock, and no earlier than this before the message was written; otherwise (a
+# wrong clock, a number that is no time of this message) the report's receipt stands.
+STATUS_TIME_SKEW = timedelta(minutes=5)
+
+
 def update_delivery(
-    db: Session, *, inbox_id: str, external_id: str, status: DeliveryStatus, error: str | None
+    db: Session,
+    *,
+    inbox_id: str,
+    external_id: str,
+    status: DeliveryStatus,
+    error: str | None,
+    at: datetime | None = None,
 ) -> Message | None:
     """A provider's status callback: move our message forward (never back), or fail it
-    while it is not yet delivered (``_moves``).
+    while it is not yet delivered (``_moves``); when it moved is kept in its meta
+    (``status_at``): the provider's time of the status (``at``), else now.
 
     For a message sent as several provider messages (``MessagePart``), the report is on one
     part: the message then stands where its least advanced part stands, and a part that
@@ -2006,7 +2020,7 @@ def update_delivery(
         )
     if msg is None or msg.direction != Direction.outbound:
         return None
-    _settle(db, msg, status, error)
+    _settle(db, msg, status, error, at)
     return msg
 
 
@@ -2031,7 +2045,13 @@ def settle_parts(db: Session, *, message: Message) -> None:
         _settle(db, message, *_overall(parts))
 
 
-def _settle(db: Session, msg: Message, status: DeliveryStatus, error: str | None) -> None:
+def _settle(
+    db: Session,
+    msg: Message,
+    status: DeliveryStatus,
+    error: str | None,
+    at: datetime | None = None,
+) -> None:
     if not _moves(msg.status, status) or (
         status == DeliveryStatus.failed and msg.status == status and msg.error == error
     ):
@@ -2039,6 +2059,11 @@ def _settle(db: Session, msg: Message, status: DeliveryStatus, error: str | None
     msg.status = status
     if status == DeliveryStatus.failed:
         msg.error = error or "the provider reported a failure"
+    now = utcnow()
+    if at is None or not msg.created_at - STATUS_TIME_SKEW <= at <= now + STATUS_TIME_SKEW:
+        at = now
+    times = {**(msg.meta or {}).get(STATUS_AT, {}), status.value: min(at, now).isoformat()}
+    msg.meta = {**(msg.meta or {}), STATUS_AT: times}
     emit(db, workspace_id=msg.workspace_id, type="message.updated", payload=message_payload(msg))
 
 

@@ -223,11 +223,15 @@ def parse(payload: dict[str, Any], *, inbox: Any) -> base.WebhookEvents:
 
             def status(status: dict[str, Any]) -> None:
                 errors = status.get("errors") or []
+                # When it was delivered or read: Meta may send the callback much later (it
+                # retries for days), and the receipt time would then say that.
+                at = base.timestamp(status.get("timestamp"))
                 events.statuses.append(
                     {
                         "external_id": str(status["id"]),
                         "status": _STATUSES.get(str(status.get("status")), "sent"),
                         "error": "; ".join(_error(e) for e in errors) or None,
+                        "at": at.isoformat() if at else None,
                     }
                 )
 
