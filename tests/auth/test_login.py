@@ -8,7 +8,7 @@ import segno
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
-from rapport.auth import security
+from rapport.auth import ratelimit, security
 from rapport.auth.service import audit_lockout
 from rapport.config import Settings
 from rapport.db import Database
@@ -68,6 +68,25 @@ def test_account_locks_after_too_many_failures(client: TestClient, world: World)
     locked = login(client, "bob@acme.test")
     assert locked.status_code == 429 and locked.json()["type"].endswith("/account-locked")
     assert locked.headers["retry-after"] == str(15 * 60)  # when to try again
+
+
+def test_a_rate_limited_login_says_when_the_budget_comes_back(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retry-After said the whole window (300 s) though the address's budget slides: one
+    # attempt comes back when its oldest counted one is 300 s old.
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: clock[0])
+    for n in range(20):  # the address's budget, each guess at another account
+        assert login(client, f"nobody{n}@acme.test").status_code == 401
+        clock[0] += 10
+    limited = login(client, "nobody@acme.test")
+    assert limited.status_code == 429 and limited.json()["type"].endswith("/rate-limited")
+    assert limited.headers["retry-after"] == "100"  # the first guess, at 1000, leaves at 1300
+    clock[0] += 99.5
+    assert login(client, "nobody@acme.test").headers["retry-after"] == "1"  # never 0
+    clock[0] += 0.5
+    assert login(client, "nobody@acme.test").status_code == 401
 
 
 def test_a_lock_out_is_in_the_audit_log(

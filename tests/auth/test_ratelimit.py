@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from rapport.auth import ratelimit
-from rapport.auth.ratelimit import RateLimiter
+from rapport.auth.ratelimit import RateLimiter, Refused, Spent
 from tests.conftest import REDIS_URL
 
 
@@ -24,16 +24,16 @@ def test_a_refund_takes_back_its_own_attempt_and_no_later_one(
     clock = [300 * 1000 - 0.05]
     monkeypatch.setattr(ratelimit.time, "monotonic", lambda: clock[0])
     right = limiter.take(key)  # a right password, counted first
-    assert right is not None
+    assert isinstance(right, Spent)
     clock[0] += 0.1  # while its hash is checked
     wrong = [limiter.take(key) for _ in range(2)]
-    assert all(w is not None for w in wrong)
-    assert limiter.take(key) is None  # the budget is spent
+    assert all(isinstance(w, Spent) for w in wrong)
+    assert isinstance(limiter.take(key), Refused)  # the budget is spent
     limiter.refund(right)
-    assert limiter.take(key) is not None  # its own moment given back, once
-    assert limiter.take(key) is None
+    assert isinstance(limiter.take(key), Spent)  # its own moment given back, once
+    assert isinstance(limiter.take(key), Refused)
     limiter.refund(right)  # twice gives nothing more back
-    assert limiter.take(key) is None
+    assert isinstance(limiter.take(key), Refused)
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
@@ -69,6 +69,44 @@ def test_a_budget_spent_at_a_windows_edge_is_not_spent_again_just_after_it(
     assert not any(limiter.hit(key) for _ in range(5))
     wait_until(spent + 1.02)  # the first hits a window old: the budget is back
     assert limiter.hit(key)
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_refusal_says_when_the_oldest_hit_leaves_the_window_not_the_whole_window(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retry-After said the window's length (300 s for logins) when the budget came back as
+    # soon as the oldest hit counted left it: a client that obeyed waited for nothing.
+    if store == "redis" and not REDIS_URL:
+        pytest.skip("Redis not configured: set RAPPORT_TEST_REDIS_URL")
+    window = 300 if store == "memory" else 2.0
+    limiter = RateLimiter(limit=2, window=window, redis_url=REDIS_URL if store == "redis" else None)
+    key = f"wait:{uuid.uuid4().hex}"
+    clock = [1000.0]
+    if store == "memory":
+        monkeypatch.setattr(ratelimit.time, "monotonic", lambda: clock[0])
+
+    def wait(seconds: float) -> None:
+        if store == "memory":
+            clock[0] += seconds
+        else:  # Redis counts by its own clock: the test sleeps
+            time.sleep(seconds)
+
+    assert limiter.hit(key)
+    wait(window * 0.6)
+    assert limiter.hit(key)
+    wait(window * 0.2)
+    refused = limiter.take(key)
+    assert isinstance(refused, Refused)
+    # The first hit leaves the window 0.2 of it from now (Redis: less the time the calls took).
+    assert window * 0.2 - 0.1 < refused.seconds <= window * 0.2 + 1e-6
+    assert refused.retry_after == math.ceil(refused.seconds)
+    wait(refused.seconds + 0.01)
+    assert limiter.hit(key)  # back when it said
+
+
+def test_a_retry_after_is_whole_seconds_rounded_up_and_never_zero() -> None:
+    assert [Refused(s).retry_after for s in (0.0, 0.0004, 1.0, 1.2, 59.99)] == [1, 1, 1, 2, 60]
 
 
 def test_keys_sprayed_once_are_forgotten_once_their_window_has_passed(

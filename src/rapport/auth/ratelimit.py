@@ -1,5 +1,6 @@
 """Login rate limiting: a sliding window per key, in memory or in Redis when configured."""
 
+import math
 import secrets
 import threading
 import time
@@ -7,21 +8,29 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from rapport.problems import TooMany
+
 # One hit of a key's sliding window in Redis, in one step: its hits are a sorted set scored
 # by their moment, those older than the window dropped, and this one added only if fewer
 # than the limit are left (counted in fixed windows, a budget was spent twice around a
 # window's edge: all of it at the end of one and again at the start of the next). The
 # moment is Redis's clock, the one every process sharing the budget agrees on. KEYS[1]: the
-# key's set; ARGV: the limit, the window in microseconds, a member naming this hit.
+# key's set; ARGV: the limit, the window in microseconds, a member naming this hit. Returns
+# {1, 0} when the hit was counted, else {0, microseconds until the oldest hit counted leaves
+# the window}: the moment the next one would be, worked out by the same clock.
 _HIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+  if oldest == nil then return {0, window} end
+  return {0, tonumber(oldest) + window - now}
+end
 redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
-return 1
+return {1, 0}
 """
 
 # Keys held in memory before those whose window has passed are forgotten.
@@ -36,6 +45,19 @@ class Spent:
     key: str
     at: float
     member: str | None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A hit over the limit: ``seconds`` until the key's oldest hit counted leaves the
+    window, giving back room for the next (not the whole window: the budget slides)."""
+
+    seconds: float
+
+    @property
+    def retry_after(self) -> int:
+        """The wait as a Retry-After header says it: whole seconds, rounded up, at least 1."""
+        return max(1, math.ceil(self.seconds))
 
 
 class RateLimiter:
@@ -59,11 +81,19 @@ class RateLimiter:
 
     def hit(self, key: str) -> bool:
         """Count one attempt; False when the key is over its limit."""
-        return self.take(key) is not None
+        return isinstance(self.take(key), Spent)
 
-    def take(self, key: str) -> Spent | None:
-        """Count one attempt and return what it spent (for ``refund``); None when the key
-        is over its limit."""
+    def spend(self, key: str, detail: str) -> Spent:
+        """Count one attempt; over the limit, 429 with ``detail`` and a Retry-After of when
+        the next would count."""
+        taken = self.take(key)
+        if isinstance(taken, Refused):
+            raise TooMany(detail, seconds=taken.retry_after)
+        return taken
+
+    def take(self, key: str) -> Spent | Refused:
+        """Count one attempt and return what it spent (for ``refund``); when the key is
+        over its limit, how long until it is not."""
         if self._redis is not None:
             try:
                 return self._take_redis(key)
@@ -75,7 +105,7 @@ class RateLimiter:
             while q and q[0] <= now - self.window:
                 q.popleft()
             if len(q) >= self.limit:
-                return None
+                return Refused(q[0] + self.window - now if q else self.window)
             q.append(now)
             if len(self._hits) > self._prune_at:
                 self._prune(now)
@@ -90,11 +120,11 @@ class RateLimiter:
         self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self.window}
         self._prune_at = max(_KEYS_KEPT, 2 * len(self._hits))
 
-    def _take_redis(self, key: str) -> Spent | None:
+    def _take_redis(self, key: str) -> Spent | Refused:
         member = secrets.token_hex(8)
         window = max(1, round(self.window * 1_000_000))
-        taken = self._hit(keys=[_redis_key(key)], args=[self.limit, window, member])
-        return Spent(key, 0.0, member) if int(taken) else None
+        taken, wait = self._hit(keys=[_redis_key(key)], args=[self.limit, window, member])
+        return Spent(key, 0.0, member) if int(taken) else Refused(int(wait) / 1_000_000)
 
     def refund(self, spent: Spent) -> None:
         """Take back exactly what ``take`` spent (its own moment, never a later attempt's):

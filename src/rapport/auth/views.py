@@ -36,7 +36,7 @@ from rapport.auth.schemas import (
 )
 from rapport.db import utcnow
 from rapport.privacy.service import Actor, audit
-from rapport.problems import Forbidden, Problem, TooMany
+from rapport.problems import Forbidden, Problem
 from rapport.workspaces import service as workspaces
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -61,9 +61,7 @@ def _me(p: service.Principal) -> MeRead:
     )
 
 
-class RateLimited(TooMany):
-    def __init__(self) -> None:
-        super().__init__("too many login attempts: wait a few minutes", seconds=300)
+TOO_MANY_LOGINS = "too many login attempts: wait a few minutes"
 
 
 def client_address(request: Request) -> str:
@@ -73,17 +71,14 @@ def client_address(request: Request) -> str:
 
 def spend_attempt(request: Request, *, client: bool = True, email: str | None = None) -> None:
     """Count one password check against the login budgets: the client's (``client``) and
-    the address's (``email``); RateLimited once one is spent. A login, a password change
-    and an invitation's acceptance share them, so none is a way round another's limit."""
+    the address's (``email``); 429 once one is spent. A login, a password change and an
+    invitation's acceptance share them, so none is a way round another's limit."""
     limiter = request.app.state.login_limiter
     spent = []
     for key in ([f"ip:{client_address(request)}"] if client else []) + (
         [f"email:{email}"] if email is not None else []
     ):
-        taken = limiter.take(key)
-        if taken is None:
-            raise RateLimited()
-        spent.append(taken)
+        spent.append(limiter.spend(key, TOO_MANY_LOGINS))
     request.state.login_spent = spent  # what a right password gives back (login)
 
 
@@ -118,8 +113,7 @@ def login(
     mfa_passed = not user.totp_enabled
     if user.totp_enabled and body.totp_code:
         # One budget per account for every code.
-        if not request.app.state.login_limiter.hit(f"totp:{user.id}"):
-            raise RateLimited()
+        request.app.state.login_limiter.spend(f"totp:{user.id}", TOO_MANY_LOGINS)
         if not service.verify_second_factor(db, user=user, box=box, code=body.totp_code):
             _count_failure(db, user, settings)
             raise Problem(401, "totp-invalid", "the two-factor code is wrong")
@@ -215,9 +209,7 @@ async def login_second_factor(
     principal = await resolve_principal(request, allow_pending_mfa=True)
     if principal.via != "session":
         raise Forbidden("only a browser session has a second step")
-    limiter = request.app.state.login_limiter
-    if not limiter.hit(f"totp:{principal.user_id}"):
-        raise RateLimited()
+    request.app.state.login_limiter.spend(f"totp:{principal.user_id}", TOO_MANY_LOGINS)
 
     def finish() -> tuple[str, str]:
         database = request.app.state.database
@@ -249,8 +241,8 @@ def request_password_reset(
     limiter = request.app.state.reset_limiter
     ip = client_address(request)
     email = body.email.strip().lower()
-    if not limiter.hit(f"reset-ip:{ip}") or not limiter.hit(f"reset-email:{email}"):
-        raise TooMany("too many reset requests: wait a few minutes", seconds=900)
+    for key in (f"reset-ip:{ip}", f"reset-email:{email}"):
+        limiter.spend(key, "too many reset requests: wait a few minutes")
     reset.ask(db, email=email, box=box)
     return {"detail": "If an account has this address, a reset link is on its way."}
 
@@ -260,8 +252,7 @@ def confirm_password_reset(body: ResetConfirmIn, request: Request, db: Db) -> Re
     """Choose a new password with a reset link's token; every session of the account ends."""
     limiter = request.app.state.reset_limiter
     ip = client_address(request)
-    if not limiter.hit(f"reset-confirm:{ip}"):
-        raise TooMany("too many attempts: wait a few minutes", seconds=900)
+    limiter.spend(f"reset-confirm:{ip}", "too many attempts: wait a few minutes")
     user = reset.confirm(db, token=body.token, password=body.password)
     service.audit_everywhere(
         db, user_id=user.id, actor=Actor("user", user.id, ip), action="auth.password_reset"
@@ -336,8 +327,8 @@ def change_password(
     it). Every other session ends; this browser gets a new session cookie and CSRF token
     (in the answer). Attempts count as logins: rate-limited, and toward the lock-out."""
     spend_attempt(request, email=principal.email)
-    if body.totp_code and not request.app.state.login_limiter.hit(f"totp:{principal.user_id}"):
-        raise RateLimited()
+    if body.totp_code:
+        request.app.state.login_limiter.spend(f"totp:{principal.user_id}", TOO_MANY_LOGINS)
     service.check_new_password(body.new_password)
     # Both hashes before this request's write transaction begins (at its first statement).
     checked = service.password_matches(
@@ -498,8 +489,7 @@ def totp_disable(
     assert user is not None
     if principal.require_2fa:
         raise Forbidden("this workspace requires two-factor authentication")
-    if not request.app.state.login_limiter.hit(f"totp:{user.id}"):
-        raise RateLimited()
+    request.app.state.login_limiter.spend(f"totp:{user.id}", TOO_MANY_LOGINS)
     if user.locked_until is not None and user.locked_until > utcnow():
         raise service.AccountLocked(settings.login_lockout_minutes)
     if not service.verify_second_factor(db, user=user, box=box, code=body.code):

@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
 from rapport.auth.deps import own_origin
-from rapport.auth.ratelimit import RateLimiter
+from rapport.auth.ratelimit import RateLimiter, Refused
 from rapport.kb import search, service
 from rapport.kb.models import Article, ArticleStatus, Collection, HelpCenter
 from rapport.problems import Forbidden, NotFound
@@ -307,9 +307,12 @@ def search_page(
             return _not_found(request, "help center")
         loc = _locale(request, center, _locales(db, center.workspace_id), locale)
         # Past the budget the reader gets the page, saying to wait, and no ranking is done.
-        busy = bool(q.strip()) and not _limits(request).searches.hit(
-            f"kbsearch:{center.workspace_id}:{address}"
+        taken = (
+            _limits(request).searches.take(f"kbsearch:{center.workspace_id}:{address}")
+            if q.strip()
+            else None
         )
+        busy = isinstance(taken, Refused)
         hits = (
             search.search_articles(
                 db, center.workspace_id, q, locale=loc, limit=10, base_url=_base(request)
@@ -328,8 +331,8 @@ def search_page(
             busy=busy,
             base=_base(request),
         )
-        if busy:
-            page.headers["Retry-After"] = "60"
+        if isinstance(taken, Refused):
+            page.headers["Retry-After"] = str(taken.retry_after)
         return page
 
 

@@ -18,7 +18,7 @@ from rapport.bus import Event, get_bus
 from rapport.conversations import service as conversations
 from rapport.conversations.models import Conversation
 from rapport.db import Database, utcnow
-from rapport.problems import Problem, TooMany
+from rapport.problems import Problem
 
 VIEWING = "agent.viewing"
 TYPING = "agent.typing"
@@ -63,8 +63,7 @@ def spend_request(limiter: RateLimiter, principal: Principal) -> None:
 
 
 def _spend(limiter: RateLimiter, key: str) -> None:
-    if not limiter.hit(key):
-        raise TooMany("too many viewing or typing notices: wait a minute", seconds=REQUEST_WINDOW)
+    limiter.spend(key, "too many viewing or typing notices: wait a minute")
 
 
 def viewing(*, conversation: Conversation, user_id: str, name: str) -> None:

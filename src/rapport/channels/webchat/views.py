@@ -42,7 +42,7 @@ from rapport.conversations.service import message_payload
 from rapport.crypto import SecretBox, sha256_hex
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
-from rapport.problems import Forbidden, Invalid, NotFound, TooMany
+from rapport.problems import Forbidden, Invalid, NotFound
 from rapport.realtime import service as realtime
 from rapport.storage import LocalStorage
 from rapport.workspaces.models import Workspace
@@ -115,8 +115,7 @@ def _limits(request: Request) -> WidgetLimits:
 
 async def _spend(limiter: RateLimiter, key: str, what: str) -> None:
     """Count one against ``key``'s budget; 429 (asking again later) once it is spent."""
-    if not await run_in_threadpool(limiter.hit, key):
-        raise TooMany(f"too many {what}: wait a moment", seconds=int(limiter.window))
+    await run_in_threadpool(limiter.spend, key, f"too many {what}: wait a moment")
 
 
 class SayIn(BaseModel):
@@ -214,11 +213,12 @@ async def session(token: str, body: SessionIn, request: Request) -> Response:
                 user_hash=body.user_hash,
                 secret=secret,
             )
-            if plain != body.visitor_token and not limits.visitors.hit(
-                f"webchat:visitors:{inbox.id}:{client_address(request)}"
-            ):
+            if plain != body.visitor_token:
                 # Raised inside the transaction: the visitor just made is not kept.
-                raise TooMany("too many new visitors from this address", seconds=3600)
+                limits.visitors.spend(
+                    f"webchat:visitors:{inbox.id}:{client_address(request)}",
+                    "too many new visitors from this address",
+                )
             return {
                 "visitor_token": plain,
                 "visitor_id": visitor.id,
