@@ -12,7 +12,8 @@ from rapport.conversations.models import Attachment, Conversation, Direction, Me
 from rapport.customers.models import Customer
 from rapport.db import Database
 from rapport.events.models import Order
-from rapport.workspaces.models import Workspace
+from rapport.workspaces import saved_views
+from rapport.workspaces.models import SavedView, Workspace
 
 
 def test_the_demo_holds_conversations_from_several_channels_once(
@@ -72,6 +73,14 @@ def test_the_demo_holds_conversations_from_several_channels_once(
         assert db.execute(select(Macro.name, Macro.visibility)).all() == [
             ("Order shipped", "workspace")
         ]
+        # Two shared views of the inbox, whose sidebar counts what each lists.
+        assert db.execute(
+            select(SavedView.name, SavedView.owner_id).order_by(SavedView.position, SavedView.name)
+        ).all() == [("Open email", None), ("Waiting longest", None)]
+        counted = saved_views.counts(
+            db, workspace_id=ws, user_id=admin, views=db.scalars(select(SavedView))
+        )
+        assert len(counted) == 2 and all(counted.values())  # something in each, none too dear
     # Seeding again only gives the admin a new password.
     _, again, created = demo.seed(database, settings)
     assert not created and again != password

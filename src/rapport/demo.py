@@ -26,6 +26,7 @@ from rapport.db import Database, utcnow
 from rapport.events.service import add_event
 from rapport.ingest import InboundMessage, receive
 from rapport.kb import service as kb
+from rapport.workspaces import saved_views
 from rapport.workspaces import service as workspaces
 from rapport.workspaces.models import Workspace
 
@@ -213,6 +214,21 @@ def _fill(db: Session, ws: Workspace, settings: Settings, *, admin: User) -> Non
         ],
         visibility="workspace",
     )
+    # Two views shared with everyone, in the inbox's sidebar with how many each lists.
+    for name, query in (
+        ("Open email", "status=open&channel=email"),
+        ("Waiting longest", "status=open&sort=waiting"),
+    ):
+        saved_views.create(
+            db,
+            workspace_id=ws.id,
+            user_id=admin.id,
+            admin=True,
+            page="inbox",
+            name=name,
+            query=query,
+            shared=True,
+        )
 
 
 # Web chat visitors: one new to us, and Liam again, who types his email (not proven: the
