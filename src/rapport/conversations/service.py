@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, cast
+from typing import Any, Final, TypedDict, Unpack, cast
 
 from sqlalchemy import (
     ScalarSelect,
@@ -203,45 +203,36 @@ class Sort(enum.StrEnum):
     sla_due = "sla_due"
 
 
+class Filters(TypedDict, total=False):
+    """What the inbox list can be narrowed and ordered by (``search``, ``counts``)."""
+
+    status: Status | None
+    assignee_id: str | None
+    unassigned: bool
+    team_id: str | None
+    inbox_id: str | None
+    label: str | None
+    customer_id: str | None
+    channel: str | None
+    priority: Priority | None
+    sla_state: SlaState | None
+    active_from: datetime | None
+    active_until: datetime | None
+    sort: Sort
+
+
 def search(
     db: Session,
     *,
     workspace_id: str,
-    status: Status | None = None,
-    assignee_id: str | None = None,
-    unassigned: bool = False,
-    team_id: str | None = None,
-    inbox_id: str | None = None,
-    label: str | None = None,
-    customer_id: str | None = None,
-    channel: str | None = None,
-    priority: Priority | None = None,
-    sla_state: SlaState | None = None,
-    active_from: datetime | None = None,
-    active_until: datetime | None = None,
-    sort: Sort = Sort.newest,
     cursor: str | None = None,
     limit: int = 25,
+    **filters: Unpack[Filters],
 ) -> tuple[list[Conversation], str | None]:
     """Conversations matching the filters, in the chosen order (newest activity first)."""
     limit = pagination.clamp(limit)
-    stmt = _matching(
-        db,
-        workspace_id=workspace_id,
-        status=status,
-        assignee_id=assignee_id,
-        unassigned=unassigned,
-        team_id=team_id,
-        inbox_id=inbox_id,
-        label=label,
-        customer_id=customer_id,
-        channel=channel,
-        priority=priority,
-        sla_state=sla_state,
-        active_from=active_from,
-        active_until=active_until,
-        sort=sort,
-    )
+    sort = filters.get("sort", Sort.newest)
+    stmt = _matching(db, workspace_id=workspace_id, **filters)
     after = pagination.decode(cursor)
     key: Any
     if sort == Sort.waiting:
@@ -359,30 +350,19 @@ def _count_in_time(db: Session, stmt: Select[int]) -> int | None:
         nested.rollback()
 
 
-def _matching(
-    db: Session,
-    *,
-    workspace_id: str,
-    status: Status | None = None,
-    assignee_id: str | None = None,
-    unassigned: bool = False,
-    team_id: str | None = None,
-    inbox_id: str | None = None,
-    label: str | None = None,
-    customer_id: str | None = None,
-    channel: str | None = None,
-    priority: Priority | None = None,
-    sla_state: SlaState | None = None,
-    active_from: datetime | None = None,
-    active_until: datetime | None = None,
-    sort: Sort = Sort.newest,
-) -> Select[Any]:
+def _matching(db: Session, *, workspace_id: str, **filters: Unpack[Filters]) -> Select[Any]:
     """The conversations ``search`` lists with these filters, in no order: those the sort
     leaves out (not waiting, no due time) left out here too, so a count is of the list."""
+    status, assignee_id = filters.get("status"), filters.get("assignee_id")
+    team_id, inbox_id, label = filters.get("team_id"), filters.get("inbox_id"), filters.get("label")
+    channel, priority = filters.get("channel"), filters.get("priority")
+    customer_id, sla_state = filters.get("customer_id"), filters.get("sla_state")
+    active_from, active_until = filters.get("active_from"), filters.get("active_until")
+    sort = filters.get("sort", Sort.newest)
     stmt = select(Conversation).where(Conversation.workspace_id == workspace_id)
     if status is not None:
         stmt = stmt.where(Conversation.status == status)
-    if unassigned:
+    if filters.get("unassigned"):
         stmt = stmt.where(Conversation.assignee_id.is_(None))
     elif assignee_id is not None:
         stmt = stmt.where(Conversation.assignee_id == assignee_id)
