@@ -1,19 +1,72 @@
 """The ``rapport`` command."""
 
 import gc
+import importlib
 import sys
 import threading
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import typer
+import typer.main
 from pydantic import ValidationError
+from typer import _click as click
+from typer.core import TyperGroup
 
 from rapport.config import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-app = typer.Typer(help="Rapport: one customer, one timeline, one inbox.", no_args_is_help=True)
+
+class _Lazy(TyperGroup):
+    """A command group some of whose commands (``lazy``: name -> module, attribute) are
+    imported only when they run or are listed. Each lives beside the code it works with, and
+    some load most of the app: imported with the command, the evaluations and the customer
+    import and export took ~0.5 s off the start of every other command."""
+
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *self.lazy]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, name = self.lazy[cmd_name]
+        found = getattr(importlib.import_module(module), name)
+        if isinstance(found, typer.Typer):  # a group of its own
+            group = typer.main.get_group(found)
+            group.name = cmd_name
+            return group
+        one = typer.Typer(add_completion=False)
+        one.command(cmd_name)(found)
+        return typer.main.get_command(one)
+
+
+class _Evaluations(_Lazy):
+    """``rapport eval``: each evaluation lives beside the code it measures."""
+
+    lazy = {
+        "emails": ("rapport.channels.email.evaluate", "emails"),
+        "replies": ("rapport.channels.email.evaluate", "replies"),
+        "intents": ("rapport.assistant.evaluate", "intents"),
+        "sentiment": ("rapport.assistant.evaluate", "sentiment"),
+        "identity": ("rapport.customers.evaluate", "identity"),
+    }
+
+
+class _Rapport(_Lazy):
+    """``rapport``: the customer import and export load most of the app."""
+
+    lazy = {
+        "import": ("rapport.customers.cli", "import_app"),
+        "export": ("rapport.customers.cli", "export_app"),
+    }
+
+
+app = typer.Typer(
+    cls=_Rapport, help="Rapport: one customer, one timeline, one inbox.", no_args_is_help=True
+)
 workspace_app = typer.Typer(help="Manage workspaces.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(workspace_app, name="workspace")
@@ -23,12 +76,11 @@ app.add_typer(user_app, name="user")
 jobs_app = typer.Typer(help="See and retry dead-lettered jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 eval_app = typer.Typer(
+    cls=_Evaluations,
     help="Measure the real code on public data; each prints a table and a JSON line.",
     no_args_is_help=True,
 )
 app.add_typer(eval_app, name="eval")
-# Each evaluation lives beside the code it measures and is registered here, one line each:
-# eval_app.command("NAME")(function)
 
 
 def settings_or_exit() -> Settings:
@@ -420,33 +472,6 @@ def smtp_listener(
             time.sleep(3600)
     except KeyboardInterrupt:
         controller.stop()
-
-
-def _register_evaluations() -> None:
-    from rapport.channels.email import evaluate as email_eval
-
-    eval_app.command("emails")(email_eval.emails)
-    eval_app.command("replies")(email_eval.replies)
-    from rapport.assistant import evaluate as assistant_eval
-
-    eval_app.command("intents")(assistant_eval.intents)
-    eval_app.command("sentiment")(assistant_eval.sentiment)
-    from rapport.customers import evaluate as customers_eval
-
-    eval_app.command("identity")(customers_eval.identity)
-
-
-_register_evaluations()
-
-
-def _register_customer_io() -> None:
-    from rapport.customers import cli as customers_cli
-
-    app.add_typer(customers_cli.import_app, name="import")
-    app.add_typer(customers_cli.export_app, name="export")
-
-
-_register_customer_io()
 
 
 def main() -> None:
