@@ -261,6 +261,25 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def heard_until_note(ws: Any, client: TestClient, world: World) -> list[dict[str, Any]]:
+    """What an Acme agent's stream socket hears before a note this adds now to Acme's first
+    conversation (none a test looks at): a test of an event that never comes fails on what
+    was heard instead of waiting forever."""
+    marker = f"heard up to here {secrets.token_hex(4)}"
+    r = client.post(
+        f"/api/v1/conversations/{world.acme.opened.conversation.id}/notes",
+        json={"text": marker},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    heard: list[dict[str, Any]] = []
+    while (event := ws.receive_json())["type"] != "message.created" or (
+        event["payload"]["text"] != marker
+    ):
+        heard.append(event)
+    return heard
+
+
 @contextmanager
 def sqlite_plans(database: Database, *markers: str) -> Iterator[list[tuple[str, str]]]:
     """Each statement run meanwhile whose text holds one of ``markers``, with SQLite's plan

@@ -25,7 +25,7 @@ from rapport.db import Database, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from tests.channels.email.test_email import Outbox, outbox  # noqa: F401
-from tests.conftest import auth, published_events
+from tests.conftest import auth, heard_until_note, published_events
 from tests.factories import World, written_ago
 from tests.standin import serving
 
@@ -2142,12 +2142,20 @@ def test_a_copy_an_echo_left_of_a_send_is_taken_over_when_the_send_records_its_i
     echo = instagram_echo("m_OUT1", "Anything else?")
     assert meta_post(client, "instagram", inbox, echo).status_code == 200  # nothing of ours
     conv = only_conversation(client, world, inbox)
+    copy = conv["messages"][-1]["id"]
     client.post(
         f"/api/v1/conversations/{conv['id']}/messages",
         json={"text": "Anything else?"},
         headers=auth(world.bob),
     )
-    Worker(database, settings).run_until_idle()  # Meta answers m_OUT1
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        Worker(database, settings).run_until_idle()  # Meta answers m_OUT1
+        heard = heard_until_note(ws, client, world)
+    # An open thread drops the copy (it showed the reply twice until a reload).
+    assert [e["payload"] for e in heard if e["type"] == "message.deleted"] == [
+        {"id": copy, "conversation_id": conv["id"]}
+    ]
     assert len(sent_bodies(handler)) == 1
     assert outbound(client, world, inbox) == [("Anything else?", False, "m_OUT1")]
     conv = only_conversation(client, world, inbox)

@@ -21,7 +21,7 @@ from rapport.customers.models import (
 )
 from rapport.db import Database
 from rapport.ingest import InboundMessage, receive
-from tests.conftest import auth
+from tests.conftest import auth, heard_until_note
 from tests.customers.test_merge_written_while_merged import (
     ANN,
     BEN,
@@ -244,6 +244,17 @@ def lines(database: Database, conversation_id: str) -> list[str]:
         )
 
 
+def line_id(database: Database, conversation_id: str, text: str) -> str:
+    with database.session(write=False) as db:
+        return db.scalars(
+            select(Message.id).where(
+                Message.conversation_id == conversation_id,
+                Message.kind == MessageKind.activity,
+                Message.text == text,
+            )
+        ).one()
+
+
 def seen(database: Database, customer_id: str) -> datetime:
     with database.session(write=False) as db:
         row = db.get(Customer, customer_id)
@@ -263,13 +274,27 @@ def test_her_thread_he_reopened_is_resolved_again_and_her_times_are_her_own(
     assert where(database, "Ben reopens her thread")[1] == ann_conv
     assert state(database, ann_conv).status == Status.open
     assert lines(database, ann_conv)[-1] == "Reopened"
-    undo(client, world, merge_id)
+    reopened = line_id(database, ann_conv, "Reopened")
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        last = ws.receive_json()["last_event_id"]
+        undo(client, world, merge_id)
+        heard = heard_until_note(ws, client, world)
+    # Stored as the stream's other events: a page away meanwhile is replayed it.
+    with client.websocket_connect(
+        f"/api/v1/stream?last_event_id={last}", headers=auth(world.bob)
+    ) as ws:
+        replayed = heard_until_note(ws, client, world)
 
     # The line of the reopening goes with it: her thread reads resolved, as it is.
     assert lines(database, ann_conv)[-2:] == [
         "Resolved by Bob",
         "Messages went to their writer's own conversation: their merge was undone",
     ]
+    # An open page of her thread drops it too (it said "Reopened" until a reload).
+    for events in (heard, replayed):
+        assert [e["payload"] for e in events if e["type"] == "message.deleted"] == [
+            {"id": reopened, "conversation_id": ann_conv}
+        ]
     after = state(database, ann_conv)
     assert (after.status, after.resolved_at, after.waiting_since) == (
         Status.resolved,

@@ -30,6 +30,7 @@ from rapport.conversations.service import (
     last_written,
     last_wrote_through,
     message_payload,
+    messages_deleted,
     queue_again,
     resend_refusal,
     settle_parts,
@@ -568,6 +569,13 @@ def _take_over_copy(db: Session, msg: Message, external_id: str) -> None:
     if copy is None or not (copy.meta or {}).get("sent_elsewhere"):
         return
     conv = db.get(Conversation, copy.conversation_id)
+    # Open threads showed the message twice: the copy leaves them (told once this commits).
+    messages_deleted(
+        db,
+        workspace_id=copy.workspace_id,
+        conversation_id=copy.conversation_id,
+        message_ids=[copy.id],
+    )
     db.delete(copy)
     # Now: a flush writes updates before deletes, and ``msg`` taking the id would collide.
     db.flush()

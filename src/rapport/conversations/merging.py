@@ -424,12 +424,18 @@ def _resolved_again(db: Session, source: Conversation, moved: list[Message]) -> 
     )
     if since:
         return False
-    db.execute(
-        delete(Message).where(
+    lines = db.scalars(
+        delete(Message)
+        .where(
             Message.conversation_id == source.id,
             Message.kind == MessageKind.activity,
             Message.meta[REOPENED_BY].as_string() == first.id,
         )
+        .returning(Message.id)
+    ).all()
+    # An open thread showed the line until a reload, saying it was reopened.
+    service.messages_deleted(
+        db, workspace_id=source.workspace_id, conversation_id=source.id, message_ids=lines
     )
     source.status = Status.resolved
     source.resolved_at = datetime.fromisoformat(str(first.meta[REOPENED]))

@@ -5,7 +5,7 @@ import functools
 import hashlib
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypedDict, Unpack, cast
@@ -640,6 +640,21 @@ def add_message(
         payload=message_payload(msg, files.summary(attached) if uploads else None),
     )
     return msg
+
+
+def messages_deleted(
+    db: Session, *, workspace_id: str, conversation_id: str, message_ids: Iterable[str]
+) -> None:
+    """Emit ``message.deleted`` for each of these messages of the conversation, deleted in
+    this transaction: an open thread drops them (it showed them until a reload), a list
+    draws the conversation's latest message again. Ids alone: nothing the message said."""
+    for message_id in message_ids:
+        emit(
+            db,
+            workspace_id=workspace_id,
+            type="message.deleted",
+            payload={"id": message_id, "conversation_id": conversation_id},
+        )
 
 
 def _opens_window() -> Any:
