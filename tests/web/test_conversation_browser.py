@@ -6,9 +6,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 
 from rapport.config import Settings
+from rapport.conversations.models import (
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    Message,
+    MessageKind,
+)
+from rapport.conversations.service import add_message, message_payload, messages_deleted
 from rapport.db import Database
+from rapport.realtime.service import emit
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
 from tests.conversations.test_send_again import Receiver, failed_reply, receiver  # noqa: F401
@@ -608,3 +618,61 @@ def test_a_control_switched_off_looks_it_anywhere_on_the_page(
     assert look("#logout") == ("pointer", "1")
     assert look(".top .search input") == ("text", "1")
     page.screenshot(path=str(ARTIFACTS / "conversation-viewer-switched-off.png"))
+
+
+def test_a_message_deleted_leaves_the_open_thread_and_the_inbox_preview(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+) -> None:
+    # Nothing told the pages that a message was deleted (an echo's copy its send took over,
+    # a "Reopened" line a merge undone took back): an open thread showed it, and the inbox
+    # previewed it, until a reload. Deleted here as those services delete one.
+    cid = inbound(client, world, "deleted-live", "deleted-live@example.com")
+    ws = world.acme.workspace.id
+    with database.session() as db:
+        conv = db.get(Conversation, cid)
+        assert conv is not None
+        copy = add_message(
+            db,
+            conversation=conv,
+            direction=Direction.outbound,
+            kind=MessageKind.message,
+            sender_type="user",
+            sender_id=None,
+            text="Sent from the Page inbox",
+            status=DeliveryStatus.sent,
+            meta={"sent_elsewhere": True},
+        )
+        db.flush()
+        mid, payload, conv_customer = copy.id, message_payload(copy), conv.customer_id
+    thread = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{cid}")
+    expect(thread.locator("#messages li.msg")).to_have_count(2)
+    inbox = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
+    preview = inbox.locator(f'#conversation-list li[data-id="{cid}"] .preview')
+    profile = signed_in(browser, live_server, "bob@acme.test", f"/app/customers/{conv_customer}")
+    listed = profile.locator(f'#customer-conversations li[data-id="{cid}"] .preview')
+    for shown in (preview, listed):
+        expect(shown).to_contain_text("Sent from the Page inbox")
+    for page in (thread, inbox, profile):
+        expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    with database.session() as db:
+        db.execute(delete(Message).where(Message.id == mid))
+        messages_deleted(db, workspace_id=ws, conversation_id=cid, message_ids=[mid])
+    expect(thread.locator(f'#messages li[data-id="{mid}"]')).to_have_count(0)
+    expect(thread.locator("#messages li.msg .body")).to_have_text(["hello deleted-live"])
+    for shown in (preview, listed):
+        expect(shown).to_have_text("hello deleted-live")
+    thread.screenshot(path=str(ARTIFACTS / "conversation-message-deleted.png"))
+    # An event about it heard after (a late commit, replayed) does not draw it again; a
+    # change the page shows, after it, says it was handled.
+    with database.session() as db:
+        emit(db, workspace_id=ws, type="message.updated", payload=payload)
+    r = client.post(
+        f"/api/v1/conversations/{cid}/status", json={"status": "pending"}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    expect(thread.locator("#status")).to_have_text("pending")
+    assert thread.locator(f'#messages li[data-id="{mid}"]').count() == 0

@@ -611,7 +611,8 @@ function setupInbox() {
     // removed its copies), and an inbox renamed or disabled is drawn anew.
     const changes = event.type.startsWith("conversation.") || event.type.startsWith("sla.")
       || event.type === "customer.erased" || event.type === "erased" || event.type === "inbox.updated";
-    if (changes || event.type === "message.created") refresh();
+    // A message deleted may have been a conversation's latest: its preview is drawn anew.
+    if (changes || event.type === "message.created" || event.type === "message.deleted") refresh();
     if (event.type === "message.created" && event.payload.direction === "in") notify("New message", event.payload.text.slice(0, 80));
   });
 }
@@ -1195,11 +1196,19 @@ function setupConversation() {
     if (resolve.hidden) return false; // resolved already
     resolve.click();
   };
+  // Messages deleted while the page is open (an echo's copy that its send took over, a
+  // "Reopened" line a merge undone took back) leave the thread; an event about one of them
+  // that comes after (a late commit, replayed) does not draw it again.
+  const deleted = new Set();
   connectStream((event) => {
     setupNotifications(event);
     redrawMember(event);
     const p = event.payload;
-    if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id) {
+    if (event.type === "message.deleted" && p.conversation_id === id) {
+      deleted.add(p.id);
+      thread.querySelector(`li[data-id="${CSS.escape(p.id)}"]`)?.remove();
+    }
+    if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id && !deleted.has(p.id)) {
       add(p, { version: p.html ? p.html_version : null });
       if (!p.html) drawHtml(p.id, null);
       else if (!thread.querySelector(`li[data-id="${CSS.escape(p.id)}"] .body.html`)) drawHtml(p.id, p.html_version);
@@ -2155,7 +2164,7 @@ function setupMembers() {
     const list = document.getElementById("customer-conversations");
     const customer = document.getElementById("panel-extra")?.dataset.customer;
     // Their conversations follow the stream: one a colleague starts, a status, an agent or
-    // a message changed, a merge of theirs, is drawn from the page as the server draws it
+    // a message changed or deleted, a merge of theirs, is drawn from the page as the server draws it
     // now, at most every half second (a burst of events is one fetch; one that comes while
     // a fetch runs, another after it). Merged into another, the page becomes the survivor's.
     let pending = null;
@@ -2186,7 +2195,7 @@ function setupMembers() {
         event.type === "conversation.merged" ? listed(p.id) || listed(p.merged_id)
         : event.type.startsWith("conversation.") ? p.customer_id === customer
         : event.type === "customer.merged" || event.type === "customer.unmerged" ? p.survivor_id === customer || p.merged_id === customer
-        : event.type === "message.created" && listed(p.conversation_id);
+        : (event.type === "message.created" || event.type === "message.deleted") && listed(p.conversation_id);
       if (theirs) redraw();
     });
   }
