@@ -734,3 +734,45 @@ def test_failure_counts_learn_their_last_time_and_downgrade_keeping_the_counts(
     assert not _indexes(db, "login_failures")
     db.dispose()
     migrate.upgrade(empty_url)
+
+
+def test_calendars_and_sla_records_learn_their_version_and_downgrade_keeping_them(
+    empty_url: str,
+) -> None:
+    # 0041: a calendar counts its changes and an SLA record says which its clocks were timed
+    # under; everything stored before is version 0 on both sides, timed under what it has.
+    migrate.upgrade(empty_url, "0039")
+    db = Database(empty_url, pool_size=1)
+    with db.session() as s:  # later columns do not exist yet: no ORM insert
+        ws = new_id()
+        s.execute(
+            text(
+                "INSERT INTO workspaces (id, name, settings, created_at)"
+                " VALUES (:id, 'Acme', '{}', :now)"
+            ),
+            {"id": ws, "now": utcnow().isoformat()},
+        )
+        s.execute(
+            text(
+                "INSERT INTO business_calendars (workspace_id, timezone, hours, holidays)"
+                " VALUES (:ws, 'UTC', '{\"mon\": [[\"09:00\", \"17:00\"]]}', '[]')"
+            ),
+            {"ws": ws},
+        )
+    migrate.upgrade(empty_url, "0041")
+    with db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT timezone, version, changed_at FROM business_calendars"))
+        assert rows.all() == [("UTC", 0, None)]
+        columns = {c["name"]: c for c in inspect(conn).get_columns("conversation_slas")}
+        assert not columns["calendar_version"]["nullable"]
+    command.downgrade(migrate.config(empty_url), "0039")
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT timezone FROM business_calendars")).all() == [("UTC",)]
+        for table, column in (
+            ("business_calendars", "version"),
+            ("business_calendars", "changed_at"),
+            ("conversation_slas", "calendar_version"),
+        ):
+            assert column not in {c["name"] for c in inspect(conn).get_columns(table)}
+    db.dispose()
+    migrate.upgrade(empty_url)

@@ -1,4 +1,4 @@
-"""Background work on conversations: routing a new conversation to an agent."""
+"""Background work on conversations: routing a new conversation to an agent, SLA clocks."""
 
 from datetime import datetime
 
@@ -94,3 +94,21 @@ def sla_check(ctx: JobContext) -> None:
     """Announce SLA warnings and breaches (run every minute by the periodic schedule)."""
     with ctx.database.session() as db:
         sla.check(db)
+
+
+@job("sla_retime")
+def sla_retime(ctx: JobContext) -> None:
+    """Time anew the running SLA clocks of a workspace whose business calendar changed
+    (``sla.set_calendar`` did the first chunk): a chunk per transaction, so that no other
+    writer waits long, in due order; queued again for those another transaction held."""
+    assert ctx.workspace_id is not None
+    after: sla.Cursor | None = None
+    while True:
+        with ctx.database.session() as db:
+            after = sla.retime(
+                db, workspace_id=ctx.workspace_id, after=after, limit=sla.RETIME_CHUNK
+            )
+        if after is None:
+            break
+    with ctx.database.session() as db:
+        sla.retime_left(db, workspace_id=ctx.workspace_id)

@@ -368,6 +368,9 @@ class ConversationSla(Base):
     # was missed, and how many were. ``state`` is live: it describes the running clocks.
     breached_at: Mapped[datetime | None] = mapped_column(default=None)
     breaches: Mapped[int] = mapped_column(Integer, default=0)
+    # The version of the workspace's business calendar (``BusinessCalendar.version``) its
+    # running clocks were last timed under as a whole: lower, they are timed anew.
+    calendar_version: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class CannedResponse(Base):

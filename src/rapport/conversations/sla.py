@@ -29,7 +29,7 @@ time before it was resolved stays in the reports through its misses.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,6 +47,7 @@ from rapport.conversations.models import (
     Status,
 )
 from rapport.db import only_one, utcnow
+from rapport.jobs.service import enqueue
 from rapport.problems import Invalid
 from rapport.realtime.service import emit
 from rapport.scoped import get_scoped
@@ -68,6 +69,10 @@ class Calendar:
     holidays: frozenset[date] = frozenset()
     # No calendar configured: the clock never stops.
     always: bool = False
+    # The stored calendar's version (``BusinessCalendar.version``, 0 for none) and when it
+    # was set: clocks timed under an earlier version are timed anew (``set_calendar``).
+    version: int = 0
+    changed_at: datetime | None = None
 
     @classmethod
     def always_open(cls) -> "Calendar":
@@ -75,9 +80,10 @@ class Calendar:
 
     @classmethod
     def from_row(cls, row: BusinessCalendar | None) -> "Calendar":
-        if row is None or not row.hours:
+        if row is None:
             return cls.always_open()
-        return parse(row.timezone, row.hours, row.holidays)
+        cal = parse(row.timezone, row.hours, row.holidays) if row.hours else cls.always_open()
+        return replace(cal, version=row.version or 0, changed_at=row.changed_at)
 
     def intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         """The open intervals of one local day, as UTC datetimes."""
@@ -309,6 +315,7 @@ def on_inbound(db: Session, *, conversation: Conversation, at: datetime) -> Conv
             )
             db.add(row)
         row.policy_id = policy.id
+        row.calendar_version = cal.version  # every clock of it starts now, under this calendar
         if policy.first_response_minutes is not None:
             row.first_response_due_at = add_business_minutes(at, policy.first_response_minutes, cal)
         row.resolution_due_at, row.resolution_started_at = None, None
@@ -554,17 +561,20 @@ class _WarnTimes:
         self.calendars: dict[str, Calendar] = {}
         self.until: dict[tuple[str, int], datetime] = {}
 
+    def calendar(self, workspace_id: str) -> Calendar:
+        if workspace_id not in self.calendars:
+            self.calendars[workspace_id] = calendar_for(self.db, workspace_id)
+        return self.calendars[workspace_id]
+
     def close(self, workspace_id: str, warn_before: int, due: datetime) -> bool:
         """Whether ``due`` is at most ``warn_before`` open minutes away."""
         key = (workspace_id, warn_before)
         if key not in self.until:
-            if workspace_id not in self.calendars:
-                self.calendars[workspace_id] = calendar_for(self.db, workspace_id)
             try:
                 # The first instant a whole minute more than the warning away: every due time
                 # before it has at most ``warn_before`` (whole) open minutes left.
                 self.until[key] = add_business_minutes(
-                    self.now, warn_before + 1, self.calendars[workspace_id]
+                    self.now, warn_before + 1, self.calendar(workspace_id)
                 )
             except Invalid:  # no open hours ahead: no open minute is left either
                 self.until[key] = self.now + WARN_LOOKAHEAD
@@ -587,6 +597,14 @@ def _announce(db: Session, row: ConversationSla, *, now: datetime, warn: _WarnTi
     )
     if held is None:
         return 0
+    cal = warn.calendar(held.workspace_id)
+    if held.calendar_version < cal.version:
+        # Timed under the calendar before the last change, which the job timing them anew
+        # (``sla_retime``) has not come round to: what its old due times say is not said.
+        conversation = db.get(Conversation, held.conversation_id)
+        policy = db.get(SlaPolicy, held.policy_id) if held.policy_id is not None else None
+        if conversation is not None and policy is not None:
+            _retime_to_calendar(held, conversation, policy, cal)
     due_now = _to_announce(db, held, now=now, warn=warn)
     for target, kind, due in due_now:
         _tell(db, held, target=target, kind=kind, due=due)
@@ -695,11 +713,14 @@ def check(db: Session, *, now: datetime | None = None, limit: int = 1000) -> int
                 tuple_(ConversationSla.next_due_at, ConversationSla.conversation_id) > after
             )
         rows = list(db.scalars(page))
+        # Where this page ends, read before its rows are announced: one timed anew to its
+        # calendar on the way moves, and the next page would start after its new place.
+        last = (rows[-1].next_due_at, rows[-1].conversation_id) if rows else None
         for row in rows:
             emitted += _announce(db, row, now=now, warn=warn)
         if len(rows) < limit:
             return emitted
-        after = (rows[-1].next_due_at, rows[-1].conversation_id)
+        after = last
 
 
 def create_policy(db: Session, *, workspace_id: str, data: dict[str, object]) -> SlaPolicy:
@@ -810,17 +831,144 @@ def set_calendar(
     hours: dict[str, list[list[str]]],
     holidays: list[str],
 ) -> BusinessCalendar:
-    """Replace the workspace's opening hours and holidays (validated first)."""
+    """Replace the workspace's opening hours and holidays (validated first). The clocks
+    running on its open conversations are timed anew under them (``retime``): here as many
+    as ``RETIME_CHUNK``, and the rest by a job (``sla_retime``), a chunk per transaction,
+    so that a workspace with many open conversations never holds the write lock for long.
+    Until the job has come round to a clock, it shows its old due time, and the checker,
+    which times it anew before it announces anything of it, never warns or breaches by
+    that; a clock now due sooner may be announced that much later."""
     calendar = parse(timezone, hours, holidays)
     if not any(calendar.hours.values()):
         # No open minute ever: every SLA clock started would fail to find its due time.
         raise Invalid("the calendar has no opening hours: give at least one day's hours")
     row = db.get(BusinessCalendar, workspace_id)
     if row is None:
-        row = BusinessCalendar(workspace_id=workspace_id)
+        row = BusinessCalendar(workspace_id=workspace_id, version=0)
         db.add(row)
-    row.timezone, row.hours, row.holidays = timezone, dict(hours), sorted(set(holidays))
+    stored = (timezone, dict(hours), sorted(set(holidays)))
+    if (row.timezone, row.hours, row.holidays) == stored:
+        return row  # the same calendar: every clock is timed under it already
+    row.timezone, row.hours, row.holidays = stored
+    row.version = (row.version or 0) + 1
+    row.changed_at = utcnow()
+    db.flush()
+    if retime(db, workspace_id=workspace_id, limit=RETIME_CHUNK) is not None:
+        enqueue(db, name="sla_retime", workspace_id=workspace_id)
     return row
+
+
+# Records timed anew under a changed calendar in one transaction (their conversations read
+# with them): a few milliseconds of due times each.
+RETIME_CHUNK = 200
+# How soon the job looks again at records another transaction held when it came round.
+RETIME_AGAIN = timedelta(seconds=10)
+
+Cursor = tuple[datetime, str]
+
+
+def retime(
+    db: Session, *, workspace_id: str, after: Cursor | None = None, limit: int = RETIME_CHUNK
+) -> Cursor | None:
+    """Time anew under the workspace's calendar up to ``limit`` records whose clocks run
+    (they have a due time) and were timed under an earlier version of it, in due order
+    from ``after``: where to go on from, in another transaction, or None when none was
+    left past it. Records another transaction holds are passed over (``retime_left``)."""
+    cal = calendar_for(db, workspace_id)
+    stmt = (
+        select(ConversationSla, Conversation)
+        .join(Conversation, Conversation.id == ConversationSla.conversation_id)
+        .where(
+            ConversationSla.workspace_id == workspace_id,
+            ConversationSla.next_due_at.is_not(None),
+            ConversationSla.calendar_version < cal.version,
+        )
+        .order_by(ConversationSla.next_due_at, ConversationSla.conversation_id)
+        .limit(limit)
+        # Passed over, not waited for: a transaction holding one may hold the next chunk's
+        # rows in another order (ingest's, a batch of messages), and each would wait on the
+        # other. The checker holds them one at a time, and times anew what it holds.
+        .with_for_update(of=ConversationSla, skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    if after is not None:
+        stmt = stmt.where(
+            tuple_(ConversationSla.next_due_at, ConversationSla.conversation_id) > after
+        )
+    found = db.execute(stmt).all()
+    if not found:
+        return None
+    # Where this chunk ends, before its due times move.
+    last = found[-1][0]
+    end = (last.next_due_at, last.conversation_id) if last.next_due_at is not None else None
+    by_id = {p.id: p for p in policies(db, workspace_id)}
+    for clock, conversation in found:
+        policy = by_id.get(clock.policy_id or "")
+        if policy is None:  # no policy, no clock: nothing to time
+            clock.calendar_version = cal.version
+            continue
+        _retime_to_calendar(clock, conversation, policy, cal)
+    # One event a chunk, not one a conversation: open inboxes draw their badges again.
+    emit(
+        db,
+        workspace_id=workspace_id,
+        type="sla.retimed",
+        payload={"conversations": len(found)},
+    )
+    return end if len(found) == limit else None
+
+
+def retime_left(db: Session, *, workspace_id: str) -> bool:
+    """Whether records timed under an earlier calendar are left with running clocks (held
+    by another transaction when ``retime`` came round): the job is queued again for them."""
+    cal = calendar_for(db, workspace_id)
+    left = db.scalar(
+        select(ConversationSla.conversation_id)
+        .where(
+            ConversationSla.workspace_id == workspace_id,
+            ConversationSla.next_due_at.is_not(None),
+            ConversationSla.calendar_version < cal.version,
+        )
+        .limit(1)
+    )
+    if left is None:
+        return False
+    enqueue(db, name="sla_retime", workspace_id=workspace_id, run_at=utcnow() + RETIME_AGAIN)
+    return True
+
+
+def _retime_to_calendar(
+    row: ConversationSla, conversation: Conversation, policy: SlaPolicy, cal: Calendar
+) -> None:
+    """Time the running clocks of one record anew under ``cal``, the workspace's calendar
+    since it last changed, each from when it started: a response clock from when the
+    customer started waiting, the resolution clock from its current run with the open
+    time the runs before it used. A due time at or before the change was missed under the
+    calendar of its time and stays, as does one already announced missed (the checker
+    announces such a miss once, as ever); a paused clock has no due time to change."""
+    announced = set(row.announced or [])
+
+    def running(target: str) -> bool:
+        due: datetime | None = getattr(row, f"{target}_due_at")
+        if due is None or _key(target, "breached", due) in announced:
+            return False
+        return cal.changed_at is None or due > cal.changed_at
+
+    waiting = conversation.waiting_since
+    try:
+        for target in ("first_response", "next_response"):
+            minutes = getattr(policy, f"{target}_minutes")
+            if running(target) and waiting is not None and minutes is not None:
+                setattr(row, f"{target}_due_at", add_business_minutes(waiting, minutes, cal))
+        # A record from before migration 0020 (a due time, no run) keeps the one it has.
+        if running("resolution") and row.resolution_started_at is not None:
+            row.resolution_due_at = _resolution_due(row, policy, cal)
+    except Invalid:
+        # No open hours for two years from its start: what is left keeps the due time it
+        # had, a promise made, rather than none (which would be no target at all).
+        pass
+    row.calendar_version = cal.version
+    _refresh_next_due(row)
 
 
 def state_of(db: Session, *, conversation: Conversation) -> ConversationSla | None:

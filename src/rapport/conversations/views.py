@@ -710,7 +710,8 @@ def get_business_hours(principal: CurrentMember, db: Db) -> BusinessHoursIn:
 
 @sla_router.put("/business-hours", response_model=BusinessHoursIn)
 def set_business_hours(body: BusinessHoursIn, principal: CurrentAdmin, db: Db) -> BusinessHoursIn:
-    """Opening hours in the workspace's time zone, and holidays: SLA clocks run inside them."""
+    """Opening hours in the workspace's time zone, and holidays: SLA clocks run inside them.
+    The clocks running are timed anew under them (a large workspace's by a job, at once)."""
     row = sla.set_calendar(
         db,
         workspace_id=principal.workspace_id,

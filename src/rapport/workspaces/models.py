@@ -40,6 +40,10 @@ class BusinessCalendar(Base):
     hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # ISO dates (local) on which the business is closed.
     holidays: Mapped[list[str]] = mapped_column(default=list)
+    # Counted up at each change, and when it was made: the SLA clocks timed under an earlier
+    # version are timed anew (``sla.set_calendar``), a due time before ``changed_at`` kept.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    changed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class SavedView(Base):
