@@ -57,8 +57,27 @@ class Problem(Exception):
         return (_restore, (type(self), self.status, self.slug, self.detail, self.extra, own))
 
 
+def wait_text(seconds: int) -> str:
+    """A wait of ``seconds`` (a Retry-After's) as a person reads it, never shorter than it:
+    seconds under two minutes, whole minutes rounded up under two hours, then hours and
+    minutes ("45 seconds", "5 minutes", "2 hours 5 minutes")."""
+    seconds = max(1, seconds)
+    if seconds < 120:
+        return _count(seconds, "second")
+    minutes = -(-seconds // 60)
+    if minutes < 120:
+        return _count(minutes, "minute")
+    hours, minutes = divmod(minutes, 60)
+    return _count(hours, "hour") + (f" {_count(minutes, 'minute')}" if minutes else "")
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
 class TooMany(Problem):
-    """429: a limit was reached; the client may ask again after ``seconds``."""
+    """429: a limit was reached; the client may ask again after ``seconds`` (``wait_text``
+    says it in the detail, from the same figure)."""
 
     def __init__(self, detail: str, *, seconds: int, slug: str = "rate-limited") -> None:
         super().__init__(429, slug, detail)
@@ -128,7 +147,8 @@ def busy_response(
     method: str,
     path: str,
     *,
-    detail: str = "the database was busy with a conflicting change: nothing was changed, try again",
+    detail: str = "the database was busy with a conflicting change: nothing was changed, "
+    "try again in a second",
 ) -> JSONResponse:
     """503 with Retry-After for a transient database error: a deadlock with another request
     (a team deleted while conversations are assigned to it), or a lock not had in time.

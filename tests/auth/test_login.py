@@ -68,6 +68,27 @@ def test_account_locks_after_too_many_failures(client: TestClient, world: World)
     locked = login(client, "bob@acme.test")
     assert locked.status_code == 429 and locked.json()["type"].endswith("/account-locked")
     assert locked.headers["retry-after"] == str(15 * 60)  # when to try again
+    assert "try again in 15 minutes" in locked.json()["detail"]
+
+
+def test_a_locked_account_is_told_what_is_left_of_its_lock(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retry-After and the detail said the lock's whole length (15 minutes) at any moment of
+    # it: ten minutes in, five were left.
+    from datetime import timedelta
+
+    from rapport.auth import service
+
+    for _ in range(10):
+        assert login(client, "bob@acme.test", "wrong password!").status_code == 401
+    real_now = service.utcnow
+    monkeypatch.setattr(service, "utcnow", lambda: real_now() + timedelta(minutes=10))
+    locked = login(client, "bob@acme.test")
+    assert locked.status_code == 429 and locked.headers["retry-after"] == "300"
+    assert locked.json()["detail"] == (
+        "too many failed logins: try again in 5 minutes or reset the password"
+    )
 
 
 def test_a_rate_limited_login_says_when_the_budget_comes_back(
@@ -83,8 +104,12 @@ def test_a_rate_limited_login_says_when_the_budget_comes_back(
     limited = login(client, "nobody@acme.test")
     assert limited.status_code == 429 and limited.json()["type"].endswith("/rate-limited")
     assert limited.headers["retry-after"] == "100"  # the first guess, at 1000, leaves at 1300
+    # And so does the detail, which said "wait a few minutes" whatever the wait.
+    assert limited.json()["detail"] == "too many login attempts: try again in 100 seconds"
     clock[0] += 99.5
-    assert login(client, "nobody@acme.test").headers["retry-after"] == "1"  # never 0
+    last = login(client, "nobody@acme.test")
+    assert last.headers["retry-after"] == "1"  # never 0
+    assert last.json()["detail"] == "too many login attempts: try again in 1 second"
     clock[0] += 0.5
     assert login(client, "nobody@acme.test").status_code == 401
 

@@ -144,6 +144,7 @@ def test_a_reader_searching_without_pause_is_asked_to_wait_and_others_are_not(
     busy = client.get("/help/acme/search", params={"q": "refund"})
     assert busy.status_code == 429 and busy.headers["retry-after"] == "60"
     assert "Too many searches" in busy.text and "Refunds and returns" not in busy.text
+    assert "Please wait 60 seconds and search again" in busy.text  # what Retry-After says
     assert ranked == ["refund"] * 3  # the fourth was not ranked
     # The empty search form costs nothing and is never refused.
     assert client.get("/help/acme/search").status_code == 200

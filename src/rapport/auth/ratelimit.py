@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from rapport.problems import TooMany
+from rapport.problems import TooMany, wait_text
 
 # One hit of a key's sliding window in Redis, in one step: its hits are a sorted set scored
 # by their moment, those older than the window dropped, and this one added only if fewer
@@ -59,6 +59,11 @@ class Refused:
         """The wait as a Retry-After header says it: whole seconds, rounded up, at least 1."""
         return max(1, math.ceil(self.seconds))
 
+    def say(self, what: str) -> str:
+        """``what`` was refused, and when to try again, as Retry-After says it: a budget
+        slides, so that may be seconds, not "a few minutes"."""
+        return f"{what}: try again in {wait_text(self.retry_after)}"
+
 
 class RateLimiter:
     """At most ``limit`` hits per ``window`` seconds for each key."""
@@ -84,11 +89,11 @@ class RateLimiter:
         return isinstance(self.take(key), Spent)
 
     def spend(self, key: str, detail: str) -> Spent:
-        """Count one attempt; over the limit, 429 with ``detail`` and a Retry-After of when
-        the next would count."""
+        """Count one attempt; over the limit, 429 with a Retry-After of when the next would
+        count, and ``detail`` ("too many login attempts") saying that wait after it."""
         taken = self.take(key)
         if isinstance(taken, Refused):
-            raise TooMany(detail, seconds=taken.retry_after)
+            raise TooMany(taken.say(detail), seconds=taken.retry_after)
         return taken
 
     def take(self, key: str) -> Spent | Refused:

@@ -1,5 +1,6 @@
 """Accounts, logins, sessions, API tokens and two-factor authentication."""
 
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
 from rapport.privacy.models import AuditLog
 from rapport.privacy.service import SYSTEM, Actor, audit
-from rapport.problems import Forbidden, Invalid, NotFound, Problem, TooMany
+from rapport.problems import Forbidden, Invalid, NotFound, Problem, TooMany, wait_text
 from rapport.workspaces.models import Workspace
 
 
@@ -97,10 +98,16 @@ class NoSuchAccount(LoginFailed):
 
 
 class AccountLocked(TooMany):
-    def __init__(self, minutes: int) -> None:
+    """A login to an account (or an address) locked ``until``: when to try again is what is
+    left of the lock, not its whole length, in whole minutes rounded up (seconds would tell
+    an account from an address with none, by when each was locked, a second apart)."""
+
+    def __init__(self, until: datetime, *, now: datetime | None = None) -> None:
+        left = (until - (now or utcnow())).total_seconds()
+        seconds = 60 * max(1, math.ceil(left / 60))
         super().__init__(
-            f"too many failed logins: try again in {minutes} minutes or reset the password",
-            seconds=minutes * 60,
+            f"too many failed logins: try again in {wait_text(seconds)} or reset the password",
+            seconds=seconds,
             slug="account-locked",
         )
 
@@ -137,9 +144,9 @@ def check_password(
             select(LoginFailure.locked_until).where(LoginFailure.address_hash == address)
         )
         if locked_until is not None and locked_until > now:
-            raise AccountLocked(lockout_minutes)
+            raise AccountLocked(locked_until, now=now)
     elif user.locked_until is not None and user.locked_until > now:
-        raise AccountLocked(lockout_minutes)
+        raise AccountLocked(user.locked_until, now=now)
     stored = user.password_hash if user else None
     if checked is not None and checked[0] == stored:
         matches = checked[1]

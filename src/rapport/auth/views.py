@@ -61,7 +61,7 @@ def _me(p: service.Principal) -> MeRead:
     )
 
 
-TOO_MANY_LOGINS = "too many login attempts: wait a few minutes"
+TOO_MANY_LOGINS = "too many login attempts"
 
 
 def client_address(request: Request) -> str:
@@ -217,7 +217,7 @@ async def login_second_factor(
             user = db.get(User, principal.user_id)
             assert user is not None
             if user.locked_until is not None and user.locked_until > utcnow():
-                raise service.AccountLocked(settings.login_lockout_minutes)
+                raise service.AccountLocked(user.locked_until)
             if not service.verify_second_factor(db, user=user, box=box, code=body.code):
                 _count_failure(db, user, settings)
                 raise Problem(401, "totp-invalid", "the two-factor code is wrong")
@@ -242,7 +242,7 @@ def request_password_reset(
     ip = client_address(request)
     email = body.email.strip().lower()
     for key in (f"reset-ip:{ip}", f"reset-email:{email}"):
-        limiter.spend(key, "too many reset requests: wait a few minutes")
+        limiter.spend(key, "too many reset requests")
     reset.ask(db, email=email, box=box)
     return {"detail": "If an account has this address, a reset link is on its way."}
 
@@ -252,7 +252,7 @@ def confirm_password_reset(body: ResetConfirmIn, request: Request, db: Db) -> Re
     """Choose a new password with a reset link's token; every session of the account ends."""
     limiter = request.app.state.reset_limiter
     ip = client_address(request)
-    limiter.spend(f"reset-confirm:{ip}", "too many attempts: wait a few minutes")
+    limiter.spend(f"reset-confirm:{ip}", "too many attempts")
     user = reset.confirm(db, token=body.token, password=body.password)
     service.audit_everywhere(
         db, user_id=user.id, actor=Actor("user", user.id, ip), action="auth.password_reset"
@@ -491,7 +491,7 @@ def totp_disable(
         raise Forbidden("this workspace requires two-factor authentication")
     request.app.state.login_limiter.spend(f"totp:{user.id}", TOO_MANY_LOGINS)
     if user.locked_until is not None and user.locked_until > utcnow():
-        raise service.AccountLocked(settings.login_lockout_minutes)
+        raise service.AccountLocked(user.locked_until)
     if not service.verify_second_factor(db, user=user, box=box, code=body.code):
         _count_failure(db, user, settings)
         raise Problem(401, "totp-invalid", "the two-factor code is wrong")

@@ -20,7 +20,7 @@ from rapport.auth.deps import own_origin
 from rapport.auth.ratelimit import RateLimiter, Refused
 from rapport.kb import search, service
 from rapport.kb.models import Article, ArticleStatus, Collection, HelpCenter
-from rapport.problems import Forbidden, NotFound
+from rapport.problems import Forbidden, NotFound, wait_text
 
 # The sitemaps.org protocol: at most 50,000 URLs (and 50 MB) in one sitemap. An entry here
 # is a few hundred bytes (ASCII slugs of at most 64 and 160 characters, a locale of 16, and
@@ -329,6 +329,8 @@ def search_page(
             q=q,
             hits=hits,
             busy=busy,
+            # When to search again, as Retry-After says it: the budget slides.
+            wait=wait_text(taken.retry_after) if isinstance(taken, Refused) else None,
             base=_base(request),
         )
         if isinstance(taken, Refused):

@@ -63,7 +63,7 @@ def spend_request(limiter: RateLimiter, principal: Principal) -> None:
 
 
 def _spend(limiter: RateLimiter, key: str) -> None:
-    limiter.spend(key, "too many viewing or typing notices: wait a minute")
+    limiter.spend(key, "too many viewing or typing notices")
 
 
 def viewing(*, conversation: Conversation, user_id: str, name: str) -> None:

@@ -115,7 +115,7 @@ def _limits(request: Request) -> WidgetLimits:
 
 async def _spend(limiter: RateLimiter, key: str, what: str) -> None:
     """Count one against ``key``'s budget; 429 (asking again later) once it is spent."""
-    await run_in_threadpool(limiter.spend, key, f"too many {what}: wait a moment")
+    await run_in_threadpool(limiter.spend, key, f"too many {what}")
 
 
 class SayIn(BaseModel):
