@@ -534,3 +534,16 @@ def test_a_deleted_label_leaves_the_views_that_filtered_on_it_and_the_answer_nam
     # And the views list what they did but for the label: Bob's own lists every conversation.
     r = client.get("/api/v1/saved-views/counts", headers=auth(world.bob))
     assert r.status_code == 200 and r.json()["counts"][bobs["id"]] == 1, r.text
+    # The audit log says which views the deletion changed (it said the label alone), by
+    # id, name and owner, whoever reads it later.
+    alice, bob = world.acme.users["alice"].id, world.acme.users["bob"].id
+    [entry] = audited(database, "label.delete")
+    assert (entry.target_id, entry.actor_user_id) == (label, alice)
+    assert entry.data == {
+        "name": "vip",
+        "saved_views": [
+            {"id": hers["id"], "name": "Hers", "owner_id": alice},
+            {"id": bobs["id"], "name": "Mine", "owner_id": bob},
+            {"id": shared["id"], "name": "VIP queue", "owner_id": None},
+        ],
+    }

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, aliased
 from rapport.automation import service as automation
 from rapport.conversations.models import ConversationLabel, Label, SlaPolicy
 from rapport.problems import Conflict, Invalid, NotFound, Problem
+from rapport.workspaces.models import SavedView
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -103,9 +104,10 @@ def update_label(
     return label
 
 
-def delete_label(db: Session, *, label: Label, actor_id: str) -> list[str]:
+def delete_label(db: Session, *, label: Label, actor_id: str) -> list[tuple[SavedView, str]]:
     """Remove the label from the list, from every conversation of the workspace and from
-    the filters of its saved views; the views changed, said for the admin ``actor_id``.
+    the filters of its saved views; the views changed, each with what it is said for the
+    admin ``actor_id`` (``saved_views.drop_label``).
 
     Refused while an automation rule, a macro or an SLA policy names it: the rule would
     silently stop matching (or it or the macro keep adding a label nobody can see in the

@@ -932,6 +932,7 @@ def delete_label(label_id: str, principal: CurrentAdmin, request: Request, db: D
     and off the filters of the saved views that filtered on it, which the answer names.
     Refused (409) while an automation rule or an SLA policy names it."""
     row = labels.get(db, workspace_id=principal.workspace_id, label_id=label_id)
+    changed = labels.delete_label(db, label=row, actor_id=principal.user_id)
     audit(
         db,
         workspace_id=principal.workspace_id,
@@ -939,7 +940,13 @@ def delete_label(label_id: str, principal: CurrentAdmin, request: Request, db: D
         action="label.delete",
         target_type="label",
         target_id=row.id,
-        data={"name": row.name},
+        # The views it changed, by id, name and owner: the answer's words ("your own view")
+        # are for the admin who asked, not for whoever reads the log later.
+        data={
+            "name": row.name,
+            "saved_views": [
+                {"id": view.id, "name": view.name, "owner_id": view.owner_id} for view, _ in changed
+            ],
+        },
     )
-    said = labels.delete_label(db, label=row, actor_id=principal.user_id)
-    return LabelDeleted(saved_views=said)
+    return LabelDeleted(saved_views=[said for _, said in changed])

@@ -192,11 +192,13 @@ def rename_label(db: Session, *, workspace_id: str, old: str, new: str) -> int:
     return changed
 
 
-def drop_label(db: Session, *, workspace_id: str, name: str, reader: str) -> list[str]:
+def drop_label(
+    db: Session, *, workspace_id: str, name: str, reader: str
+) -> list[tuple[SavedView, str]]:
     """Make the workspace's inbox views (shared, and every member's own) that filtered on
-    the label ``name``, deleted, filter on no label; what they are, said for ``reader``, an
-    admin: "view 'VIP'", "your own view 'Mine'", "Ann's own view 'Mine'" (only she sees it).
-    Left on the label, such a view showed nothing from then on."""
+    the label ``name``, deleted, filter on no label: each, with what it is said for
+    ``reader``, an admin: "view 'VIP'", "your own view 'Mine'", "Ann's own view 'Mine'"
+    (only she sees it). Left on the label, such a view showed nothing from then on."""
     said = []
     for view, owner in db.execute(
         select(SavedView, User)
@@ -215,7 +217,7 @@ def drop_label(db: Session, *, workspace_id: str, name: str, reader: str) -> lis
             whose = "your own "
         else:
             whose = f"{owner.name or owner.email}'s own " if owner else "a member's own "
-        said.append(f"{whose}view {view.name!r}")
+        said.append((view, f"{whose}view {view.name!r}"))
     return said
 
 
