@@ -2585,9 +2585,27 @@ function macroSkipped(name, skipped) {
   return `Macro “${name}”: ${skipped.map((s) => `${s.type.replace(/_/g, " ")} was left out (${s.reason})`).join("; ")}. The rest was done.`;
 }
 
+// What deleting a label did to the saved views that filtered on it, as the answer names
+// them ("view 'VIP queue'", "your own view 'Mine'", "Ann's own view 'Mine'").
+function labelDeletedText(name, views) {
+  const n = views.length;
+  return `Label “${name}” deleted. ${n === 1 ? "1 saved view" : `${n} saved views`} filtered on it and now ${n === 1 ? "filters" : "filter"} on no label: ${views.join(", ")}.`;
+}
+
+// Said across the reload that draws the page without the label (its rule and policy
+// choices too), then forgotten.
+const LABEL_SAID = "rapport.settings.label-said";
+
 function setupLabelSettings() {
   const create = document.getElementById("label-create");
   if (!create) return;
+  const said = document.getElementById("label-said");
+  const say = (text) => { said.textContent = text; said.hidden = false; };
+  try {
+    const text = sessionStorage.getItem(LABEL_SAID);
+    sessionStorage.removeItem(LABEL_SAID);
+    if (text) say(text);
+  } catch { /* storage off: nothing was kept */ }
   create.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
@@ -2605,8 +2623,16 @@ function setupLabelSettings() {
     });
     tr.querySelector(".label-delete").addEventListener("click", async () => {
       if (!confirm("Delete this label from every conversation? Saved views that filter on it will filter on no label.")) return;
-      try { await api("DELETE", `/api/v1/labels/${id}`); location.reload(); }
-      catch (e) { settingsFail(e.message); }
+      let out;
+      try { out = await api("DELETE", `/api/v1/labels/${id}`); }
+      catch (e) { settingsFail(e.message); return; }
+      const views = (out && out.saved_views) || [];
+      if (views.length) {
+        const text = labelDeletedText(tr.querySelector("[name=name]").defaultValue, views);
+        try { sessionStorage.setItem(LABEL_SAID, text); }
+        catch { tr.remove(); say(text); return; } // no storage: said here, without the reload
+      }
+      location.reload();
     });
   });
 }
