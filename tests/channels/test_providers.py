@@ -2181,6 +2181,107 @@ def test_a_delivery_in_the_same_call_as_its_echo_moves_it(client: TestClient, wo
     assert (sent["text"], sent["status"]) == ("Hi!", "delivered")
 
 
+def status_times(client: TestClient, world: World, conv: str) -> dict[str, dict[str, datetime]]:
+    """Each reply's ``meta.status_at`` as times, by its provider id."""
+    got = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
+    return {
+        m["external_id"]: {
+            status: datetime.fromisoformat(at)
+            for status, at in m["meta"].get("status_at", {}).items()
+        }
+        for m in got["messages"]
+        if m["direction"] == "out"
+    }
+
+
+def page_replies(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    channel: str,
+    count: int,
+) -> tuple[str, str]:
+    """A customer's message to the page answered ``count`` times (m_OUT1, m_OUT2, ...), the
+    answers written ten minutes ago: the inbox's id and the conversation's."""
+    url, handler = provider
+    handler.reply = {"recipient_id": "1254459154682919", "message_id": "m_OUT{n}"}
+    inbox = meta_inbox(client, world, channel, url)
+    obj = "page" if channel == "messenger" else "instagram"
+    hello = {
+        "timestamp": int(utcnow().timestamp() * 1000),
+        "message": {"mid": "m_IN1", "text": "hi"},
+    }
+    assert meta_post(client, channel, inbox, meta_event(obj, hello)).status_code == 200
+    conv = only_conversation(client, world, inbox)["id"]
+    for n in range(1, count + 1):
+        answer(client, world, conv, text=f"Reply {n}")
+        Worker(database, settings).run_until_idle()
+    with database.session() as db:
+        db.execute(
+            update(Message)
+            .where(Message.conversation_id == conv, Message.external_id.like("m_OUT%"))
+            .values(created_at=utcnow() - timedelta(minutes=10))
+        )
+    return inbox, conv
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def test_a_messenger_receipt_keeps_its_own_time_not_the_watermark(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # Meta sends a call again for hours: its arrival is not when the customer had or read
+    # the message. The item's timestamp is; the watermark only says which messages (those
+    # sent before it), and read as a time it put every read at the moment of the send.
+    inbox, conv = page_replies(client, world, database, settings, provider, "messenger", 3)
+    now = utcnow().replace(microsecond=0)
+    delivered_at, read_at = now - timedelta(minutes=8), now - timedelta(minutes=5)
+    # message_deliveries as documented (mids and a watermark), with the item's time.
+    delivery = {"delivery": {"mids": ["m_OUT1"], "watermark": ms(now - timedelta(minutes=10))}}
+    # As in Meta's example, with no time of its own: its arrival stands.
+    bare = {"delivery": {"mids": ["m_OUT2"], "watermark": ms(now - timedelta(minutes=10))}}
+    # message_reads as documented: a timestamp, and everything sent up to the watermark.
+    read = {"timestamp": ms(read_at), "read": {"watermark": ms(now - timedelta(minutes=9))}}
+    # A time a day ahead is a wrong clock: its arrival stands.
+    ahead = {"timestamp": ms(now + timedelta(days=1)), "delivery": {"mids": ["m_OUT3"]}}
+    before = utcnow()
+    for item in ({"timestamp": ms(delivered_at), **delivery}, bare, ahead, read):
+        assert meta_post(client, "messenger", inbox, meta_event("page", item)).status_code == 200
+    after = utcnow()
+    times = status_times(client, world, conv)
+    assert times.pop("m_OUT1") == {"delivered": delivered_at, "read": read_at}
+    for receipt in times.values():  # delivered at the receipt's arrival, read at its time
+        assert receipt["read"] == read_at and before <= receipt["delivered"] <= after
+
+
+def test_an_instagram_seen_receipt_keeps_its_own_time(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    inbox, conv = page_replies(client, world, database, settings, provider, "instagram", 2)
+    read_at = utcnow().replace(microsecond=0) - timedelta(minutes=4)
+    # messaging_seen as documented: the item's timestamp, the message read named.
+    seen = {"timestamp": ms(read_at), "read": {"mid": "m_OUT1"}}
+    before = utcnow()
+    assert meta_post(client, "instagram", inbox, meta_event("instagram", seen)).status_code == 200
+    untimed = meta_event("instagram", {"read": {"mid": "m_OUT2"}})
+    assert meta_post(client, "instagram", inbox, untimed).status_code == 200
+    times = status_times(client, world, conv)
+    assert times["m_OUT1"] == {"read": read_at}
+    assert list(times["m_OUT2"]) == ["read"] and times["m_OUT2"]["read"] >= before
+
+
 def test_a_file_the_page_sends_from_another_tool_is_fetched_like_a_customers(
     client: TestClient, world: World, database: Database
 ) -> None:

@@ -314,8 +314,10 @@ def apply_report(
 def _up_to(db: Session, *, inbox_id: str, report: dict[str, Any]) -> None:
     """Messenger's delivery and read receipts may name no message but a moment (the
     ``watermark``, in milliseconds): everything this inbox sent the person (``kind`` and
-    ``handle``: who reports) up to it moves; a message sent in parts, by its last part."""
+    ``handle``: who reports) up to it moves, at the receipt's own time (``at``) if it has
+    one; a message sent in parts, by its last part."""
     up_to = datetime.fromtimestamp(int(report["watermark"]) / 1000, UTC)
+    at = datetime.fromisoformat(report["at"]) if report.get("at") else None
     status = DeliveryStatus(report["status"])
     moving = (DeliveryStatus.sent,) if status == DeliveryStatus.delivered else _UNREAD
     sent = db.execute(
@@ -343,7 +345,12 @@ def _up_to(db: Session, *, inbox_id: str, report: dict[str, Any]) -> None:
             .limit(1)
         )
         update_delivery(
-            db, inbox_id=inbox_id, external_id=last or str(external_id), status=status, error=None
+            db,
+            inbox_id=inbox_id,
+            external_id=last or str(external_id),
+            status=status,
+            error=None,
+            at=at,
         )
 
 

@@ -264,13 +264,18 @@ class MetaChannel:
                         }
                     )
             delivery, read = item.get("delivery") or {}, item.get("read") or {}
+            # When it was delivered or read: the item's own time, which Meta keeps when it
+            # sends the call again (for hours). Not the watermark: that says which messages
+            # (those sent before it), not when; a receipt without a time of its own is
+            # recorded at its arrival.
+            at = sent_at.isoformat() if sent_at else None
             for mid in delivery.get("mids") or []:
                 events.statuses.append(
-                    {"external_id": str(mid), "status": "delivered", "error": None}
+                    {"external_id": str(mid), "status": "delivered", "error": None, "at": at}
                 )
             if read.get("mid"):  # Instagram names the message read
                 events.statuses.append(
-                    {"external_id": str(read["mid"]), "status": "read", "error": None}
+                    {"external_id": str(read["mid"]), "status": "read", "error": None, "at": at}
                 )
             # Messenger names a moment: everything sent up to it.
             for status, report in (("delivered", delivery), ("read", read)):
@@ -284,6 +289,7 @@ class MetaChannel:
                             "status": status,
                             "kind": self.kind.value,
                             "handle": handle(self.kind, sender).value,
+                            "at": at,
                         }
                     )
 
