@@ -6,7 +6,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -2853,6 +2853,103 @@ def test_a_late_twilio_undelivered_leaves_a_delivered_sms_delivered(
         assert twilio_post(client, settings, path, params, "twilio-token").status_code == 200
     out = only_conversation(client, world, inbox)["messages"][-1]
     assert out["status"] == "delivered" and out.get("error") is None
+
+
+def sms_replies(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+    count: int,
+) -> tuple[str, str]:
+    """A customer's SMS answered ``count`` times (SM_OUT_1, SM_OUT_2, ...), as fast as the
+    worker sends them: the inbox's webhook path and the conversation's id."""
+    url, handler = provider
+    handler.reply = {"sid": "SM_OUT_{n}", "status": "queued"}
+    settings_of_inbox = {
+        "account_sid": "AC00000000000000000000000000000000",
+        "auth_token": "twilio-token",
+        "phone_number": "+14155550100",
+        "api_base_url": url,
+        "rate_per_second": 100,
+    }
+    inbox = make_inbox(client, world, "twilio_sms", settings_of_inbox)
+    path = f"/webhooks/twilio_sms/{inbox}"
+    twilio_post(client, settings, path, SMS, "twilio-token")
+    conv = only_conversation(client, world, inbox)["id"]
+    for n in range(1, count + 1):
+        client.post(
+            f"/api/v1/conversations/{conv}/messages",
+            json={"text": f"Reply {n}"},
+            headers=auth(world.bob),
+        )
+        Worker(database, settings).run_until_idle()
+    return path, conv
+
+
+def twilio_status(sid: str, status: str, **more: str) -> dict[str, str]:
+    """A status callback as Twilio posts it for an SMS (``more``: RawDlrDoneDate, ...)."""
+    return {
+        "SmsSid": sid,
+        "SmsStatus": status,
+        "MessageStatus": status,
+        "To": "+14155550123",
+        "MessagingServiceSid": "MG00000000000000000000000000000000",
+        "MessageSid": sid,
+        "AccountSid": "AC00000000000000000000000000000000",
+        "From": "+14155550100",
+        "ApiVersion": "2010-04-01",
+        **more,
+    }
+
+
+def test_a_twilio_report_keeps_the_carriers_time_where_its_zone_can_be_told(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # RawDlrDoneDate is the carrier's clock, to the minute, in a zone Twilio does not say
+    # and which varies from carrier to carrier: read as UTC, New York's put a delivery five
+    # hours early. Of the times it is in every offset, the one within the message's life.
+    path, conv = sms_replies(client, world, database, settings, provider, 4)
+    with database.session() as db:  # the last reply waited three hours for the handset
+        db.execute(
+            update(Message)
+            .where(Message.external_id == "SM_OUT_4")
+            .values(created_at=utcnow() - timedelta(hours=3))
+        )
+    new_york, delhi = timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30))
+    now = utcnow()
+    reports = [
+        twilio_status(
+            "SM_OUT_1", "delivered", RawDlrDoneDate=f"{now.astimezone(new_york):%y%m%d%H%M}"
+        ),
+        twilio_status(
+            "SM_OUT_2",
+            "undelivered",
+            ErrorCode="30003",
+            RawDlrDoneDate=f"{now.astimezone(delhi):%y%m%d%H%M}",
+        ),
+        twilio_status("SM_OUT_3", "delivered", RawDlrDoneDate="2602301200"),  # no such day
+        # Two hours ago if the carrier's clock is UTC's; but for a message written three
+        # hours ago a dozen offsets fit: which one cannot be told.
+        twilio_status(
+            "SM_OUT_4", "delivered", RawDlrDoneDate=f"{now - timedelta(hours=2):%y%m%d%H%M}"
+        ),
+    ]
+    for params in reports:
+        assert twilio_post(client, settings, path, params, "twilio-token").status_code == 200
+    after = utcnow()
+    times = status_times(client, world, conv)
+    minute = now.replace(second=0, microsecond=0)
+    assert times.pop("SM_OUT_1") == {"delivered": minute}  # New York's clock, told apart
+    assert times.pop("SM_OUT_2") == {"failed": minute}  # and Delhi's, half an hour off
+    # The others at their receipt.
+    assert sorted(times) == ["SM_OUT_3", "SM_OUT_4"]
+    assert all(now <= t["delivered"] <= after and len(t) == 1 for t in times.values())
 
 
 # --- Deliver jobs that run out -----------------------------------------------------------

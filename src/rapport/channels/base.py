@@ -242,7 +242,8 @@ class WebhookRequest:
 class WebhookEvents:
     messages: list["InboundMessage"] = field(default_factory=list)
     # {"external_id", "status": sent/delivered/read/failed, "error", and optionally "at":
-    # when the provider says the status came about (ISO time), for a provider that says}
+    # when the provider says the status came about (ISO time), for a provider that says;
+    # with no offset, its wall clock in a zone it does not say (Twilio's carriers')}
     statuses: list[dict[str, Any]] = field(default_factory=list)
     # Messages the business sent a customer itself, by the provider's own inbox or another
     # tool (Meta's ``is_echo``): {"external_id", "kind" and "handle" (the customer it went

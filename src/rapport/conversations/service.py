@@ -1971,6 +1971,25 @@ _ORDER = {
 # past our clock, and no earlier than this before the message was written; otherwise (a
 # wrong clock, a number that is no time of this message) the report's receipt stands.
 STATUS_TIME_SKEW = timedelta(minutes=5)
+# A provider's time that names no zone (``_wall_clock``) may be in any UTC offset in use:
+# -12:00 to +14:00, each a whole number of quarter hours.
+_OFFSETS = tuple(timedelta(minutes=15 * q) for q in range(-48, 57))
+# It is given to the minute, by another's clock: this much either side of the message's
+# life is allowed it.
+_WALL_CLOCK_SLACK = timedelta(minutes=2)
+
+
+def _wall_clock(at: datetime, *, since: datetime, until: datetime) -> datetime | None:
+    """A provider's time with no zone (Twilio's ``RawDlrDoneDate``, the carrier's clock,
+    whose zone varies from carrier to carrier) as UTC: of the times it is in each offset,
+    the one within the message's life (``since`` it was written, ``until`` now). None when
+    none is, or several are: a message that waited long enough for two offsets to fit
+    cannot be told when it was delivered (read as UTC, a carrier on New York's clock put
+    the delivery five hours early)."""
+    wall = at.replace(tzinfo=UTC)
+    low, high = since - _WALL_CLOCK_SLACK, until + _WALL_CLOCK_SLACK
+    fits = [wall - offset for offset in _OFFSETS if low <= wall - offset <= high]
+    return fits[0] if len(fits) == 1 else None
 
 
 def update_delivery(
@@ -1984,7 +2003,8 @@ def update_delivery(
 ) -> Message | None:
     """A provider's status callback: move our message forward (never back), or fail it
     while it is not yet delivered (``_moves``); when it moved is kept in its meta
-    (``status_at``): the provider's time of the status (``at``), else now.
+    (``status_at``): the provider's time of the status (``at``), else now. An ``at`` with
+    no zone is a provider's wall clock in a zone it does not say (``_wall_clock``).
 
     For a message sent as several provider messages (``MessagePart``), the report is on one
     part: the message then stands where its least advanced part stands, and a part that
@@ -2055,6 +2075,8 @@ def _settle(
     if status == DeliveryStatus.failed:
         msg.error = error or "the provider reported a failure"
     now = utcnow()
+    if at is not None and at.tzinfo is None:
+        at = _wall_clock(at, since=msg.created_at, until=now)
     if at is None or not msg.created_at - STATUS_TIME_SKEW <= at <= now + STATUS_TIME_SKEW:
         at = now
     times = {**(msg.meta or {}).get(STATUS_AT, {}), status.value: min(at, now).isoformat()}

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
@@ -75,6 +76,21 @@ def _error(code: str) -> str:
     title = _ERRORS.get(code)
     page = f"https://www.twilio.com/docs/api/errors/{code}"
     return f"Twilio error {code}: {title} ({page})" if title else f"Twilio error {code} ({page})"
+
+
+def _done_date(value: str | None) -> str | None:
+    """The carrier's time of a delivery receipt (``RawDlrDoneDate``: YYMMDDhhmm), as an ISO
+    time with no offset: the carrier's wall clock, in a zone Twilio says varies from carrier
+    to carrier (``update_delivery`` takes it only where one UTC offset fits the message).
+    None when it is none (absent, not ten digits, no such day)."""
+    if not value or len(value) != 10 or not value.isascii() or not value.isdigit():
+        return None
+    at = f"20{value[:2]}-{value[2:4]}-{value[4:6]}T{value[6:8]}:{value[8:]}"
+    try:
+        datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    return at
 
 
 def signature(
@@ -210,8 +226,10 @@ class TwilioSms:
         if "MessageStatus" in f and "Body" not in f:
             status = _STATUS.get(f["MessageStatus"], "sent")
             error = _error(f["ErrorCode"]) if f.get("ErrorCode") else None
+            report = {"external_id": f["MessageSid"], "status": status, "error": error}
+            # Delivered or undelivered, the carrier may say when (to the minute).
             return base.WebhookEvents(
-                statuses=[{"external_id": f["MessageSid"], "status": status, "error": error}]
+                statuses=[report | {"at": _done_date(f.get("RawDlrDoneDate"))}]
             )
         media = [
             {"url": f.get(f"MediaUrl{i}"), "content_type": f.get(f"MediaContentType{i}")}
