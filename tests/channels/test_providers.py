@@ -2952,6 +2952,34 @@ def test_a_twilio_report_keeps_the_carriers_time_where_its_zone_can_be_told(
     assert all(now <= t["delivered"] <= after and len(t) == 1 for t in times.values())
 
 
+def test_a_reply_sent_again_no_longer_says_when_its_last_try_failed(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    provider: tuple[str, type[Provider]],
+) -> None:
+    # The times of the last try's reports are not the new try's: it said when it had failed
+    # while it was queued, sent and delivered again.
+    path, conv = sms_replies(client, world, database, settings, provider, 1)
+    undelivered = twilio_status("SM_OUT_1", "undelivered", ErrorCode="30003")
+    assert twilio_post(client, settings, path, undelivered, "twilio-token").status_code == 200
+    [failed] = status_times(client, world, conv).values()
+    assert set(failed) == {"failed"}
+    got = client.get(f"/api/v1/conversations/{conv}", headers=auth(world.bob)).json()
+    [mid] = [m["id"] for m in got["messages"] if m["direction"] == "out"]
+    r = client.post(f"/api/v1/conversations/{conv}/messages/{mid}/retry", headers=auth(world.bob))
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "queued" and "status_at" not in r.json()["meta"]
+    assert status_times(client, world, conv) == {None: {}}
+    Worker(database, settings).run_until_idle()  # sent anew, as SM_OUT_2
+    delivered = twilio_status("SM_OUT_2", "delivered")
+    before = utcnow()
+    assert twilio_post(client, settings, path, delivered, "twilio-token").status_code == 200
+    [(sid, again)] = status_times(client, world, conv).items()
+    assert sid == "SM_OUT_2" and list(again) == ["delivered"] and again["delivered"] >= before
+
+
 # --- Deliver jobs that run out -----------------------------------------------------------
 
 

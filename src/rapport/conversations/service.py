@@ -1446,7 +1446,10 @@ def queue_again(db: Session, msg: Message) -> bool:
     sent = {k: v for k, v in (msg.meta.get("parts_sent") or {}).items() if v not in failed}
     if msg.external_id in failed or (msg.external_id and not sent):
         msg.external_id = None
-    msg.meta = {k: v for k, v in msg.meta.items() if k not in ("parts_sent", "delivery")} | (
+    # When the last try's reports came (its failure's) is no time of this try: kept, the
+    # message queued anew still said when it had failed.
+    gone = ("parts_sent", "delivery", STATUS_AT)
+    msg.meta = {k: v for k, v in msg.meta.items() if k not in gone} | (
         {"parts_sent": sent} if sent else {}
     )
     emit(
