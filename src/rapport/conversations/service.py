@@ -551,16 +551,20 @@ def html_version(html: str) -> str:
 
 
 def _badges(meta: dict[str, Any]) -> dict[str, Any]:
-    """What agents see beside a message (triage, a failed sender check, an email's copies),
-    so that a message arriving live shows what it shows after a reload. Visitors never get
-    it."""
+    """What agents see beside a message (triage, a failed sender check, an email's copies,
+    the other inboxes it came to), so that a message arriving live shows what it shows after
+    a reload. Visitors never get it."""
     out: dict[str, Any] = {}
     if meta.get("triage"):
         out["triage"] = meta["triage"]
     # (Every message stored passes here: most carry no email part to look through.)
     mail = meta.get("email")
     if mail and (
-        shown := {k: mail[k] for k in ("sender_auth", "cc", "bcc", "bounced") if mail.get(k)}
+        shown := {
+            k: mail[k]
+            for k in ("sender_auth", "cc", "bcc", "bounced", "also_received_by")
+            if mail.get(k)
+        }
     ):
         out["email"] = shown
     if refused := (meta.get("delivery") or {}).get("refused_copies"):
@@ -1171,6 +1175,24 @@ def colleagues_note_proved(
     )
     _updated(db, conversation)
     return note
+
+
+def also_received(db: Session, *, message: Message, inbox_id: str) -> None:
+    """One mail kept once (``message``, where its first copy came) came to another of the
+    workspace's inboxes too: that inbox is added to its ``meta.email.also_received_by``,
+    and agents' open pages hear of it (``message.updated``), the copy often coming after
+    the page drew the message (each mailbox polled on its own)."""
+    kept = (message.meta or {}).get("email") or {}
+    reached = list(kept.get("also_received_by") or [])
+    if inbox_id in reached:
+        return  # the same copy delivered again
+    message.meta = {**message.meta, "email": {**kept, "also_received_by": [*reached, inbox_id]}}
+    emit(
+        db,
+        workspace_id=message.workspace_id,
+        type="message.updated",
+        payload=message_payload(message),
+    )
 
 
 def _colleague_answered(

@@ -365,6 +365,9 @@ def conversation_page(request: Request, principal: Viewer, conversation_id: str)
             "guests": _people(db, guests),
             "previous": previous,
             "inbox_channel": {i.id: i.channel for i in all_inboxes},
+            # The names of the workspace's inboxes, for the ones a mail also came to
+            # (``meta.email.also_received_by``): an id none of them has is not shown.
+            "inbox_name": {i.id: i.name for i in all_inboxes},
             # A reply by email carries copies: the composer offers whom the thread copied.
             "reply_cc": conversations.reply_copies(db, conversation=conv),
             # The panel's consent form starts on the channel a reply here goes through.

@@ -13,7 +13,7 @@ from rapport.config import Settings
 from rapport.conversations.models import Message
 from rapport.db import Database
 from tests.channels.email.test_email import Outbox, answer, conversations, customer_mail, send
-from tests.conftest import auth, sqlite_plans
+from tests.conftest import auth, published_events, sqlite_plans
 from tests.factories import World
 
 
@@ -151,3 +151,42 @@ def test_two_copies_stored_at_once_are_one_conversation(
     with database.session(write=False) as db:
         kept = db.query(Message).filter(Message.inbox_id == sales).count()
     assert kept == 0
+
+
+def test_a_copy_that_comes_later_is_said_to_open_pages(
+    client: TestClient,
+    world: World,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    # Each mailbox polled on its own: the copy to sales@ came after agents had the
+    # message open, and only a reload showed that it had.
+    sales = sales_inbox(client, world, outbox)
+    mail = customer_mail("Can I buy a licence for my team?")
+    mail["Cc"] = "sales@acme.test"
+    with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+        s.sendmail("dana@example.org", ["support@acme.test"], mail.as_bytes())
+    [conv] = conversations(client, world, mail_inbox)
+    [stored] = messages(client, world, conv["id"])
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+            s.sendmail("dana@example.org", ["sales@acme.test"], mail.as_bytes())
+        # Stored, and said, before the server answered; the note's event comes after.
+        note = client.post(
+            f"/api/v1/conversations/{conv['id']}/notes",
+            json={"text": "Sales has it too"},
+            headers=auth(world.bob),
+        ).json()
+        said = []
+        while (event := ws.receive_json())["payload"].get("id") != note["id"]:
+            said.append(event)
+    [updated] = [e for e in said if e["type"] == "message.updated"]
+    assert updated["payload"]["id"] == stored["id"]
+    assert updated["payload"]["meta"]["email"]["also_received_by"] == [sales]
+    assert messages(client, world, conv["id"])[0]["meta"]["email"]["also_received_by"] == [sales]
+    # The same copy delivered again changes nothing, and says nothing.
+    with published_events() as published, smtplib.SMTP("127.0.0.1", smtp_port) as s:
+        s.sendmail("dana@example.org", ["sales@acme.test"], mail.as_bytes())
+    assert [e["type"] for e in published if e["type"].startswith("message.")] == []

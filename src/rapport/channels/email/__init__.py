@@ -417,9 +417,7 @@ def store_email(
     first = _copy_stored_elsewhere(db, inbox, msg, parsed)
     if first is not None:
         # Kept once, where its first copy is; it also came here (``also_received_by``).
-        kept = (first.meta or {}).get("email") or {}
-        if inbox.id not in (reached := list(kept.get("also_received_by") or [])):
-            first.meta = {**first.meta, "email": {**kept, "also_received_by": [*reached, inbox.id]}}
+        conversation_service.also_received(db, message=first, inbox_id=inbox.id)
         conv = db.get(Conversation, first.conversation_id)
         assert conv is not None
         customer = db.get(Customer, conv.customer_id)

@@ -855,6 +855,8 @@ function messageItem(m) {
   li.append(meta);
   const copies = copiesLine(m);
   if (copies) li.append(copies);
+  const received = receivedLine(m);
+  if (received) li.append(received);
   if (m.direction === "out" && m.status === "failed") {
     // Why it failed, where the agent reads (it was a tooltip), and a way to send it again.
     const failure = document.createElement("p");
@@ -910,6 +912,20 @@ function copiesLine(m) {
   return p;
 }
 
+// One mail to two of the workspace's inboxes is kept once: the others it came to, named as
+// the page knows the workspace's inboxes (an id it does not know is not shown); as
+// message.html draws it.
+function receivedLine(m) {
+  const ids = (m.kind === "message" && m.meta?.email?.also_received_by) || [];
+  const known = JSON.parse(document.getElementById("conversation")?.dataset.inboxes || "{}");
+  const names = ids.filter((i) => Object.hasOwn(known, i)).map((i) => known[i]);
+  if (!names.length) return null;
+  const p = document.createElement("p");
+  p.className = "received-by";
+  p.textContent = `Also received by: ${names.join(", ")}`;
+  return p;
+}
+
 // A message's files, each a download through the API (never opened in our origin).
 function fileList(m) {
   const ul = document.createElement("ul");
@@ -955,6 +971,9 @@ function setupConversation() {
     // Nor, from some senders, the copies: keep those shown too.
     const copied = existing && existing.querySelector(".copies");
     if (copied && !item.querySelector(".copies")) item.querySelector(".meta").after(copied);
+    // And the other inboxes it came to, which only ever grow.
+    const received = existing && existing.querySelector(".received-by");
+    if (received && !item.querySelector(".received-by")) (item.querySelector(".copies") || item.querySelector(".meta")).after(received);
     // Nor its HTML, which the server sanitized as it drew it (an event carries the text
     // alone): a delivery receipt redrew an email as bare text. The body drawn stays, with
     // its remote images held, or shown if the agent asked, while it is the message's body
