@@ -1,6 +1,8 @@
 """Factories for the rows tests need, and the two-workspace world of the personas."""
 
+import math
 import pickle
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +36,20 @@ class _Planted:
 
     def __reduce__(self) -> tuple[object, tuple[str, str]]:
         return open, (str(self.path), "w")
+
+
+class Window:
+    """A sliding window of a rate limit, opened by the first request counted in it. Its 429's
+    Retry-After is the time until that request leaves the window: the whole window less the
+    seconds since (one or two on a loaded machine), never more."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self.opened = time.monotonic()
+
+    def waits(self, retry_after: str) -> bool:
+        spent = math.ceil(time.monotonic() - self.opened)
+        return self.seconds - spent <= int(retry_after) <= self.seconds
 
 
 def planted_pickle(marker: Path) -> bytes:
