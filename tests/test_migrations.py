@@ -20,11 +20,13 @@ from rapport.assistant.models import TriageModel
 from rapport.auth.models import Membership
 from rapport.bot.models import IntentModelBlob
 from rapport.channels.models import Inbox
+from rapport.conversations import addresses
 from rapport.conversations.models import (
     Conversation,
     ConversationSla,
     Direction,
     Message,
+    MessageAddress,
     SlaPolicy,
 )
 from rapport.customers import profile
@@ -774,5 +776,91 @@ def test_calendars_and_sla_records_learn_their_version_and_downgrade_keeping_the
             ("conversation_slas", "calendar_version"),
         ):
             assert column not in {c["name"] for c in inspect(conn).get_columns(table)}
+
+
+def test_the_mails_already_stored_are_indexed_by_the_addresses_their_lists_hold(
+    empty_url: str,
+) -> None:
+    # 0040: an erasure finds the mails that list the person's address by an index of them,
+    # filled here for the email inboxes' mails stored before, as the code keeps it since.
+    migrate.upgrade(empty_url, "0039")
+    db = Database(empty_url, pool_size=1)
+    with db.session() as s:
+        ws = Workspace(name="Acme")
+        s.add(ws)
+        s.flush()
+        mail, api = (Inbox(workspace_id=ws.id, name=c, channel=c) for c in ("email", "api"))
+        dana = Customer(workspace_id=ws.id, name="Dana", attributes={})
+        s.add_all([mail, api, dana])
+        s.flush()
+        conv = Conversation(workspace_id=ws.id, customer_id=dana.id, inbox_id=mail.id)
+        s.add(conv)
+        s.flush()
+        metas = {
+            "hers": {
+                "email": {
+                    "from": "Dana@Example.org",
+                    "to": ["support@acme.test"],
+                    "cc": ["Walter@Example.ORG", "kim@faß.de", "not an address"],
+                    "message_id": "<1@example.org>",
+                }
+            },
+            "ours": {
+                "email": {"cc": ["walter@example.org"], "bcc": [], "bounced": ["ana@example.org"]},
+                "delivery": {"refused_copies": ["zed@example.org"]},
+            },
+            "a line": {},
+            "by api": {"triage": {"category": "billing"}},
+        }
+        ids = {name: new_id() for name in metas}
+        s.execute(  # messages with no ORM flush: the index's rows are the migration's alone
+            insert(Message.__table__),
+            [
+                {
+                    "id": ids[name],
+                    "workspace_id": ws.id,
+                    "conversation_id": conv.id,
+                    "inbox_id": api.id if name == "by api" else mail.id,
+                    "direction": "in",
+                    "kind": "message",
+                    "sender_type": "customer",
+                    "text": name,
+                    "status": "received",
+                    "meta": meta,
+                    "created_at": utcnow(),
+                }
+                for name, meta in metas.items()
+            ],
+        )
+    migrate.upgrade(empty_url)
+    with db.session(write=False) as s:
+        held = {
+            (i, k)
+            for i, k in s.execute(
+                select(MessageAddress.message_id, MessageAddress.address_key).where(
+                    MessageAddress.workspace_id == ws.id
+                )
+            )
+        }
+    # As the code writes a mail's rows: the same addresses, the same keys.
+    assert held == {
+        (ids[name], addresses.key(a))
+        for name, meta in metas.items()
+        for a in addresses.listed(meta)
+    }
+    assert {k for i, k in held if i == ids["hers"]} == {
+        addresses.key(a)
+        for a in (
+            "dana@example.org",
+            "support@acme.test",
+            "walter@example.org",
+            "kim@xn--fa-hia.de",
+            "not an address",
+        )
+    }
+    assert {i for i, _ in held} == {ids["hers"], ids["ours"]}
+    command.downgrade(migrate.config(empty_url), "0039")
+    with db.engine.connect() as conn:
+        assert "message_addresses" not in inspect(conn).get_table_names()
     db.dispose()
     migrate.upgrade(empty_url)

@@ -35,6 +35,7 @@ from rapport.channels import media
 from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
 from rapport.config import Settings
+from rapport.conversations import addresses
 from rapport.conversations import jobs as conversation_jobs
 from rapport.conversations import service as conversations
 from rapport.conversations.merging import MERGE_HOPS
@@ -50,6 +51,7 @@ from rapport.conversations.models import (
     DeliveryStatus,
     Direction,
     Message,
+    MessageAddress,
     MessageKind,
     Priority,
     Status,
@@ -922,6 +924,15 @@ def receive_batch(
         )
     if new_messages:
         conn.execute(insert(Message), new_messages)
+        # Which addresses the mails among them list: erasure finds others' mails by them.
+        if listed := [
+            row
+            for m in new_messages
+            for row in addresses.rows(
+                message_id=m["id"], workspace_id=m["workspace_id"], meta=m["meta"]
+            )
+        ]:
+            conn.execute(insert(MessageAddress), listed)
     if guests:
         _record_guests(conn, guests, now=now)
     if new_attachments:

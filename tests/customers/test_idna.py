@@ -2,7 +2,7 @@
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 
 from rapport import migrate
 from rapport.channels.models import Inbox
@@ -112,8 +112,10 @@ def test_handles_idna_2003_wrote_as_another_domain_are_written_again_from_the_ma
             conv = Conversation(workspace_id=ws.id, customer_id=people[name].id, inbox_id=inbox.id)
             s.add(conv)
             s.flush()
-            s.add(
-                Message(
+            # Not through the ORM: its flush indexes a mail's addresses, in a table (0040)
+            # this revision does not have yet.
+            s.execute(
+                insert(Message.__table__).values(
                     workspace_id=ws.id,
                     conversation_id=conv.id,
                     inbox_id=inbox.id,

@@ -212,6 +212,26 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class MessageAddress(Base):
+    """An address one of a mail's address lists holds (``addresses.listed``: whom it came
+    from, went to, copied, and the copies that bounced or were refused), by a digest of it
+    as identities write it (``addresses.key``). Erasure finds the mails left in the
+    workspace that list an erased person's address through these rows (by the index on
+    workspace and key), instead of reading every mail the workspace keeps; kept as the lists
+    are written (ingest's insert, a flush that stores or changes a message's lists), and
+    gone with the message (its foreign key). Written for mails alone: a message that lists
+    no address has none. Normalizing addresses otherwise means writing these keys again."""
+
+    __tablename__ = "message_addresses"
+    __table_args__ = (Index("ix_message_addresses_key", "workspace_id", "address_key"),)
+
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    address_key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+
+
 class ConversationGuest(Base):
     """Someone other than the conversation's customer who wrote in it: one the customer's
     mail copied, answering all (their own customer record; their messages say them as

@@ -31,6 +31,7 @@ from rapport.bus import get_bus
 from rapport.cache import TtlCache
 from rapport.channels import base as channels
 from rapport.channels.models import Inbox
+from rapport.conversations import addresses as _addresses  # noqa: F401  (its flush hook)
 from rapport.conversations import copies, files, labels, routing, sla
 from rapport.conversations.models import (
     OPENS_WINDOW,
