@@ -7,11 +7,12 @@ duplicate suggestions, merge history, conversations with their messages, notes,
 attachments, uploads, labels, SLA clocks and bot rounds, and the messages they wrote in
 others' conversations (copied on a customer's mail), and their addresses in the address
 lists others' mails keep (whom a mail went to or copied: a reply's Cc is offered from
-them, ``_unlist``); the search indexes follow (their
-triggers on SQLite, expression indexes on PostgreSQL). Web chat visitors that spoke for
-them go too, first (their open sockets closed, in every process; a message of theirs on its
-way is refused, not made into a new customer with their handle), and so do the phrasings an
-agent taught the bot from their messages; the classifiers that learnt from their words
+them; those mails found by the index of the addresses mails list, ``_unlist``); the
+search indexes follow (their triggers on SQLite, expression indexes on PostgreSQL). Web
+chat visitors that spoke for them go too, first (their open sockets closed, in every
+process; a message of theirs on its way is refused, not made into a new customer with
+their handle), and so do the phrasings an agent taught the bot from their messages; the
+classifiers that learnt from their words
 (the bot's intents, the workspace's triage) are trained again without them, by jobs
 queued in the same transaction; the reply suggestions' pool of past questions and answers
 is forgotten in every process once it commits. The provider calls we could not read that
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Text, case, cast, delete, func, or_, select, tuple_, update
+from sqlalchemy import Row, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rapport.assistant import suggest
@@ -46,18 +47,17 @@ from rapport.assistant.models import TriageModel
 from rapport.automation.models import Webhook, WebhookDelivery
 from rapport.bot.models import IntentExample
 from rapport.channels import service as channels
-from rapport.channels.models import Inbox
 from rapport.channels.webchat.models import Visitor
-from rapport.conversations import files
+from rapport.conversations import addresses, files
 from rapport.conversations.models import (
     Attachment,
     Conversation,
     Message,
+    MessageAddress,
     MessagePart,
     Upload,
 )
 from rapport.customers import merge
-from rapport.customers.identity import InvalidHandle, normalize
 from rapport.customers.models import Customer, CustomerMerge, Identity, IdentityKind
 from rapport.db import on_commit, utcnow
 from rapport.jobs.models import Job, JobState
@@ -165,11 +165,11 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     if elsewhere:
         _delete_written_elsewhere(db, elsewhere)
     _blank_audit(db, workspace_id=ws, person=person)
-    addresses = _addresses(db, ws, person)
+    erased = _addresses(db, ws, person)
     db.execute(delete(Customer).where(Customer.workspace_id == ws, Customer.id.in_(person)))
     db.expire_all()  # what the cascades removed must not linger in this session
     # Read once the cascades took their own conversations: only others' mails are left.
-    _unlist(db, workspace_id=ws, addresses=addresses)
+    _unlist(db, workspace_id=ws, erased=erased)
     # Agents' open pages take them away (they showed them until a reload): ids alone, and
     # this event too is blanked by the job below, as every event naming them is.
     realtime.emit(
@@ -293,68 +293,40 @@ def _addresses(db: Session, workspace_id: str, person: set[str]) -> set[str]:
         )
     )
     found.update(
-        _address(email)
+        addresses.written(email)
         for email in db.scalars(select(Customer.email).where(Customer.id.in_(person)))
         if email
     )
     return found
 
 
-def _address(raw: object) -> str:
-    """An address as identities hold it; one that is none, lower-cased (it is compared)."""
-    try:
-        return normalize(IdentityKind.email, str(raw))
-    except InvalidHandle:
-        return str(raw).strip().lower()
+def _unlist(db: Session, *, workspace_id: str, erased: set[str]) -> None:
+    """Take their addresses out of the address lists (``addresses.listed``) of the mails
+    left in the workspace, others' mails that went to or copied them: the Cc a reply is
+    offered is read from those (``copies.reply_all``), and would offer an erased person's
+    address to be mailed again. The mails stay their customers', their words as written.
 
-
-# The address lists a mail keeps (``meta.email``): whom it came from, went to, copied and
-# copied blind, and the copies that bounced; the copies a send found refused (``delivery``).
-_LISTS = ("to", "cc", "bcc", "bounced")
-
-
-def _unlist(db: Session, *, workspace_id: str, addresses: set[str]) -> None:
-    """Take their addresses out of the address lists (``_LISTS``) of the mails left in the
-    workspace, others' mails that went to or copied them: the Cc a reply is offered is read
-    from those (``copies.reply_all``), and would offer an erased person's address to be
-    mailed again. The mails stay their customers', their words as written. Found by the
-    address's local part in the database's text of them (the domain is as the mail wrote
-    it, perhaps in Unicode), then told apart here, normalized; only email inboxes' messages
-    are read, by the index their inbox leads."""
-    locals_ = {a.rpartition("@")[0] + "@" for a in addresses if "@" in a}
-    if not locals_:
+    Found through the index of which mails list which address (``MessageAddress``, by the
+    address's digest), never by reading the workspace's mail: this runs in the erasure's
+    transaction, which on SQLite holds the one write lock every workspace's ingest waits
+    for, and reading the text of every mail (a million) held it for seconds. Not left to a
+    job either: until it ran, the reply form, the copies the API shows and a reply queued
+    meanwhile would still offer, show or mail the address. The flush takes the rows of the
+    addresses gone from each mail with them (``addresses``); any left of theirs (a row
+    whose mail no longer listed them) go after."""
+    if not erased:
         return
-    inboxes = select(Inbox.id).where(Inbox.workspace_id == workspace_id, Inbox.channel == "email")
-    written = cast(Message.meta, Text)
+    keys = {addresses.key(a) for a in erased}
+    theirs = (MessageAddress.workspace_id == workspace_id, MessageAddress.address_key.in_(keys))
+    listing = select(MessageAddress.message_id).where(*theirs)
     for msg in db.scalars(
-        select(Message).where(
-            Message.inbox_id.in_(inboxes),
-            Message.workspace_id == workspace_id,
-            or_(*(written.icontains(local, autoescape=True) for local in sorted(locals_))),
-        )
+        select(Message).where(Message.id.in_(listing), Message.workspace_id == workspace_id)
     ):
-        meta = _unlisted(msg.meta, addresses)
+        meta = addresses.without(msg.meta, erased)
         if meta != msg.meta:
             msg.meta = meta  # a new dict: the JSON column sees assignments only
     db.flush()
-
-
-def _unlisted(meta: dict[str, Any], addresses: set[str]) -> dict[str, Any]:
-    """``meta`` without these addresses in its address lists (``_LISTS``)."""
-
-    def kept(values: Any) -> Any:
-        if not isinstance(values, list):
-            return values
-        return [a for a in values if _address(a) not in addresses]
-
-    out = dict(meta)
-    if isinstance(mail := meta.get("email"), dict):
-        out["email"] = {k: kept(v) if k in _LISTS else v for k, v in mail.items()}
-        if isinstance(mail.get("from"), str) and _address(mail["from"]) in addresses:
-            out["email"]["from"] = None
-    if isinstance(delivery := meta.get("delivery"), dict) and "refused_copies" in delivery:
-        out["delivery"] = {**delivery, "refused_copies": kept(delivery["refused_copies"])}
-    return out
+    db.execute(delete(MessageAddress).where(*theirs))
 
 
 def _erase_visitors(db: Session, *, workspace_id: str, person: set[str]) -> list[str]:

@@ -10,25 +10,31 @@ from email.utils import format_datetime, make_msgid
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, event, func, select, update
 
 from rapport.auth.models import Role
 from rapport.automation.models import WebhookDelivery
 from rapport.channels.email import ingest_email
 from rapport.config import Settings
-from rapport.conversations.models import Conversation, ConversationGuest, Message
+from rapport.conversations import addresses
+from rapport.conversations.models import (
+    Conversation,
+    ConversationGuest,
+    Message,
+    MessageAddress,
+)
 from rapport.customers.identity import handle
 from rapport.customers.models import IdentityKind
 from rapport.db import Database, utcnow
 from rapport.ingest import InboundMessage, receive
-from rapport.jobs.models import Job
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.worker import Worker
 from rapport.privacy.erasure import mentions
 from rapport.realtime.models import StreamEvent
 from rapport.workspaces import service as workspaces
 from tests.channels.email.test_copies import detail, sent_mails
 from tests.channels.email.test_email import Outbox, conversations, customer_mail, send
-from tests.conftest import auth
+from tests.conftest import auth, sqlite_only, sqlite_plans
 from tests.conversations.test_simultaneous import second_inbox
 from tests.factories import PASSWORD, World
 from tests.web.test_pages import sign_in
@@ -315,6 +321,119 @@ def test_an_erased_guests_address_is_no_longer_offered_as_a_copy(
         assert len(kept) == 2
         assert not any("walter" in str(meta).lower() for meta in kept)
         assert [m["email"]["to"] for m in kept if "to" in m["email"]] == [["support@acme.test"]]
+
+
+def copied_guest(
+    client: TestClient, world: World, smtp_port: int, mail_inbox: str
+) -> tuple[str, str]:
+    """Dana's mail copies Walter, who answers all: her conversation, and his customer id."""
+    first = customer_mail("Our invoice is wrong.", Cc="Walter Skinner <Walter@Example.org>")
+    send(smtp_port, first)
+    [conv] = conversations(client, world, mail_inbox)
+    send(
+        smtp_port,
+        mail_from(
+            "Walter Skinner <walter@example.org>",
+            "I approved it.",
+            answering=[str(first["Message-ID"])],
+            cc="dana@example.org",
+        ),
+    )
+    return conv["id"], detail(client, world, conv["id"])["messages"][-1]["sender_id"]
+
+
+def test_an_erased_address_is_offered_nowhere_once_the_erasure_commits_before_any_job_runs(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+    outbox: tuple[Outbox, int],
+) -> None:
+    conv, walter = copied_guest(client, world, smtp_port, mail_inbox)
+    # A reply copying him, queued: no worker has sent it when he is erased.
+    r = client.post(
+        f"/api/v1/conversations/{conv}/messages",
+        json={"text": "Thanks both, corrected.", "cc": ["walter@example.org"]},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    with database.session(write=False) as db:
+        held = db.scalars(
+            select(MessageAddress.message_id).where(
+                MessageAddress.address_key == addresses.key("walter@example.org")
+            )
+        ).all()
+        assert len(held) == 3  # Dana's mail, his, and our reply
+
+    r = client.delete(f"/api/v1/customers/{walter}", headers=auth(world.alice))
+    assert r.status_code == 204, r.text
+    # Nothing has run since it committed: neither the reply form's Cc, nor the copies each
+    # message shows, nor the stored mails, nor the index name him.
+    copies = client.get(f"/api/v1/conversations/{conv}/reply-copies", headers=auth(world.bob))
+    assert copies.json()["cc"] == []
+    thread = detail(client, world, conv)
+    assert thread["reply_cc"] == []
+    assert [(m["text"], m["meta"]["email"].get("cc")) for m in thread["messages"]] == [
+        ("Our invoice is wrong.", []),
+        ("Thanks both, corrected.", []),  # queued
+    ]
+    with database.session(write=False) as db:
+        assert (
+            db.scalar(select(func.count()).select_from(Job).where(Job.state != JobState.queued))
+            == 0
+        )
+        kept = db.scalars(select(Message.meta).where(Message.conversation_id == conv)).all()
+        assert kept and not any("walter" in str(meta).lower() for meta in kept)
+        assert (
+            db.scalars(
+                select(MessageAddress).where(
+                    MessageAddress.address_key == addresses.key("walter@example.org")
+                )
+            ).all()
+            == []
+        )
+        assert db.scalars(select(MessageAddress.address_key)).all()  # Dana's stay
+    # The reply queued before goes to Dana alone.
+    Worker(database, settings).run_until_idle()
+    [ours] = sent_mails(outbox)
+    assert (ours["To"], ours["Cc"]) == ("dana@example.org", None)
+
+
+@sqlite_only
+def test_an_erasure_finds_the_mails_that_list_them_by_the_index_never_reading_all_the_mail(
+    client: TestClient,
+    world: World,
+    database: Database,
+    settings: Settings,
+    mail_inbox: str,
+    smtp_port: int,
+) -> None:
+    conv, walter = copied_guest(client, world, smtp_port, mail_inbox)
+    for n in range(3):  # others' mail, which his erasure has no reason to read
+        other = customer_mail(f"Question {n}")
+        other.replace_header("From", f"someone{n}@example.net")
+        send(smtp_port, other)
+    with sqlite_plans(database, "messages", "message_addresses") as plans:
+        r = client.delete(f"/api/v1/customers/{walter}", headers=auth(world.alice))
+        assert r.status_code == 204, r.text
+    assert detail(client, world, conv)["reply_cc"] == []
+    # Every message the erasure read or wrote was found by its id or its conversation (his
+    # own, or those he wrote in), never by the workspace's inboxes or a scan; the mails
+    # listing him, by the index of addresses.
+    steps = [step for _, plan in plans for step in plan.split(" | ")]
+    on_messages = [s for s in steps if re.match(r"(SCAN|SEARCH) messages\b", s)]
+    assert on_messages
+    assert all(
+        s.startswith("SEARCH messages USING") and s.endswith(("(id=?)", "(conversation_id=?)"))
+        for s in on_messages
+    ), on_messages
+    assert any(
+        s.startswith("SEARCH message_addresses USING") and "(workspace_id=? AND address_key=?)" in s
+        for s in steps
+    ), steps
+    assert not [s for s, _ in plans if " LIKE " in s], "a mail's text was searched"
 
 
 def test_a_merge_undone_gives_the_guest_back_what_they_wrote(
