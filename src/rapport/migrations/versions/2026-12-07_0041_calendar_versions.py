@@ -22,7 +22,7 @@ from alembic import op
 import rapport.db
 
 revision: str = "0041"
-down_revision: str | None = "0039"
+down_revision: str | None = "0040"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
