@@ -1,7 +1,7 @@
 """A business calendar counts its changes; an SLA record, the one its clocks were timed under
 
 Revision ID: 0041
-Revises: 0039
+Revises: 0040
 Create Date: 2026-12-07 12:00:00
 
 Changing a workspace's opening hours left the SLA clocks already running with due times
