@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from rapport.conversations.models import Conversation, Message, MessageKind, Status
+from rapport.conversations.service import conversation_payload, messages_deleted
 from rapport.customers import duplicates
 from rapport.db import Database
 from rapport.realtime.models import StreamEvent
+from rapport.realtime.service import emit
 from tests.conftest import auth
 from tests.conversations.test_inbox_list import inbound
 from tests.factories import World
@@ -858,6 +861,97 @@ def test_the_search_page_hears_of_an_erasure_made_while_its_stream_was_away(
     expect(page.locator(f'#customer-hits tr[data-customer="{owners[ids[0]]}"]')).to_have_count(0)
     expect(page.locator(f'#conversation-hits li[data-id="{ids[1]}"]')).to_have_count(1)
     expect(page.locator(f'#customer-hits tr[data-customer="{owners[ids[1]]}"]')).to_have_count(1)
+
+
+def second_inbox(client: TestClient, world: World) -> str:
+    r = client.post(
+        "/api/v1/inboxes", json={"name": "Chat", "channel": "api"}, headers=auth(world.alice)
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def message_of(database: Database, conversation_id: str) -> str:
+    """The conversation's one message (the customer's)."""
+    with database.session(write=False) as db:
+        return db.scalars(
+            select(Message.id).where(
+                Message.conversation_id == conversation_id, Message.kind == MessageKind.message
+            )
+        ).one()
+
+
+def test_the_search_pages_conversations_follow_merges_deletions_and_changes(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+    database: Database,
+) -> None:
+    # Search results followed nothing of their conversations: one merged into another stayed
+    # listed (its link opening the other), one whose matched message was deleted or erased
+    # went on showing it, and a status changed showed the old one, until a reload.
+    ws = world.acme.workspace.id
+    merged = inbound(client, world, "zebra-1", "one@example.com")
+    survivor = inbound(
+        client, world, "other-1", "one@example.com", inbox=second_inbox(client, world)
+    )
+    deleted = inbound(client, world, "zebra-2", "two@example.com")
+    erased = inbound(client, world, "zebra-3", "three@example.com")
+    changed = inbound(client, world, "zebra-4", "four@example.com")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/search?q=zebra")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    rows = page.locator("#conversation-hits li[data-id]")
+    expect(rows).to_have_count(4)
+
+    def row(cid: str) -> Any:
+        return page.locator(f'#conversation-hits li[data-id="{cid}"]')
+
+    # Merged into a conversation the search did not find: it goes, and the survivor, which
+    # holds the message that matched now, is found.
+    r = client.post(
+        f"/api/v1/conversations/{survivor}/merge",
+        json={"merged_id": merged},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 200, r.text
+    expect(row(merged)).to_have_count(0)
+    expect(row(survivor).locator(".preview mark")).to_have_text(["zebra"])
+
+    # The message that matched deleted (as a send taking over an echo's copy deletes one),
+    # or erased from another's thread (its writer erased): the row showing it goes, and
+    # does not come back (nothing else of it matches).
+    gone = {cid: message_of(database, cid) for cid in (deleted, erased)}
+    with database.session() as db:
+        db.execute(delete(Message).where(Message.id.in_(list(gone.values()))))
+        messages_deleted(db, workspace_id=ws, conversation_id=deleted, message_ids=[gone[deleted]])
+        emit(
+            db,
+            workspace_id=ws,
+            type="customer.erased",
+            payload={"customer_ids": [], "conversation_ids": [], "message_ids": [gone[erased]]},
+        )
+    expect(row(deleted)).to_have_count(0)
+    expect(row(erased)).to_have_count(0)
+    expect(rows).to_have_count(2)
+
+    # A burst of changes to one listed: drawn as it is now, by one fetch of the page.
+    page.wait_for_timeout(1000)  # the redraws above are done
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/app/search" in r.url else None)
+    with database.session() as db:
+        conv = db.get(Conversation, changed)
+        assert conv is not None
+        conv.status = Status.pending
+        for _ in range(20):
+            emit(
+                db, workspace_id=ws, type="conversation.updated", payload=conversation_payload(conv)
+            )
+    expect(row(changed).locator(".status")).to_have_text("pending")
+    page.wait_for_timeout(1000)
+    assert len(fetched) == 1, fetched
+    expect(rows).to_have_count(2)  # those that went are not found again
+    page.screenshot(path=str(ARTIFACTS / "search-follows-conversations.png"))
 
 
 def conversation_customer(client: TestClient, world: World, conversation_id: str) -> str:

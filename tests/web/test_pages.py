@@ -295,14 +295,51 @@ def test_a_conversation_found_shows_whose_it_is_and_what_was_said(
     )
     sign_in(client, "bob@acme.test")
     page = client.get("/app/search", params={"q": "parcel"}).text
-    row = page[page.index(f'<li data-id="{r.json()["conversation_id"]}">') :]
+    row = page[page.index(f'<li data-id="{r.json()["conversation_id"]}"') :]
     row = row[: row.index("</li>")]
+    # Naming the message that matched: the page drops the row once that message is gone.
+    match = client.get("/api/v1/search", params={"q": "parcel"}, headers=auth(world.bob)).json()
+    assert f'data-match="{match["conversations"][0]["match"]["message_id"]}">' in row
     assert "Ines Duarte" in row and "My <mark>parcel</mark> never arrived" in row and ">api<" in row
     assert "Any news?" not in row
     # Found by the customer's name, not by a message: the latest message, as in the inbox.
     page = client.get("/app/search", params={"q": "Duarte"}).text
     row = page[page.index(f'<li data-id="{r.json()["conversation_id"]}">') :]
     assert "Any news?" in row[: row.index("</li>")]
+
+
+def test_search_leaves_out_a_conversation_merged_into_another(
+    client: TestClient, world: World
+) -> None:
+    # Found by its customer, it was listed beside the one it was merged into: empty, and
+    # its link opened that one.
+    def write(ext: str, inbox: str) -> str:
+        r = client.post(
+            f"/api/v1/inboxes/{inbox}/messages",
+            json={"external_id": ext, "text": "hello", "from": {"email": "twice@example.com"}},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["conversation_id"])
+
+    chat = client.post(
+        "/api/v1/inboxes", json={"name": "Chat", "channel": "api"}, headers=auth(world.alice)
+    ).json()["id"]
+    kept, gone = write("one", world.acme.inbox.id), write("two", chat)  # type: ignore[union-attr]
+
+    def found() -> list[str]:
+        hits = client.get("/api/v1/search", params={"q": "twice"}, headers=auth(world.bob))
+        return [c["id"] for c in hits.json()["conversations"]]
+
+    assert sorted(found()) == sorted([kept, gone])
+    r = client.post(
+        f"/api/v1/conversations/{kept}/merge", json={"merged_id": gone}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+    assert found() == [kept]
+    sign_in(client, "bob@acme.test")
+    page = client.get("/app/search", params={"q": "twice"}).text
+    assert f'data-id="{kept}"' in page and f'data-id="{gone}"' not in page
 
 
 class _Scan(HTMLParser):

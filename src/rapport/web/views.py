@@ -961,8 +961,10 @@ def search_page(
             )
             shown["channels"] = _channels_of(db, ws, [c.id for c in hits.customers])
             shown["tags"] = _tags_of(db, ws, [c.id for c in hits.customers])
-            # Each conversation found by its text shows the message that matched.
+            # Each conversation found by its text shows the message that matched (its row
+            # names it: the page drops the row at once when that message is deleted).
             shown["previews"].update(conversations.previews_of_hits(hits.matched, q))
+            shown["matches"] = {cid: hit.message_id for cid, hit in hits.matched.items()}
     return _page(
         request,
         "search.html",
@@ -985,10 +987,14 @@ class SearchHits:
 
 
 def find(db: Db, *, workspace_id: str, q: str) -> SearchHits:
-    """Customers matching by name or handle, and conversations by customer or message text."""
+    """Customers matching by name or handle, and conversations by customer or message text.
+    Not a conversation merged into another: it holds none of its messages, and its link
+    opens the one it was merged into, found as well (the same customer's, the messages)."""
     found = customers.search(db, workspace_id=workspace_id, q=q, cursor=None, limit=25).customers
     matched = search.conversation_hits(db, workspace_id=workspace_id, q=q, limit=50)
-    stmt = select(Conversation).where(Conversation.workspace_id == workspace_id)
+    stmt = select(Conversation).where(
+        Conversation.workspace_id == workspace_id, Conversation.merged_into_id.is_(None)
+    )
     if found:
         stmt = stmt.where(
             Conversation.id.in_(matched) | Conversation.customer_id.in_([c.id for c in found])

@@ -2141,6 +2141,13 @@ function dropConversations(list, ids) {
 // Away from the stream a while (a reconnect's replay), the events about those erased come
 // blanked once the erasure has removed its copies (``erased``, no payload): what was erased
 // is not said, so the page is drawn anew.
+// The search page's conversations follow the stream too. One merged into another leaves at
+// once (its link opened the other, found as well); one whose matched message, shown in its
+// row, is deleted or erased leaves at once (the row showed what is gone), and comes back
+// with the redraw if it is still found. A change to one listed (its status, agent, a
+// message, a merge undone taking messages out of it or back) draws the results anew as the
+// server finds them now, at most every half second: a burst of events is one fetch, not one
+// each. A conversation that comes to match later is found by searching again.
 function setupCustomerList() {
   const table = document.querySelector(".customers-list #customer-list, .search-results #customer-hits");
   if (!table) return;
@@ -2157,13 +2164,42 @@ function setupCustomerList() {
     } while (again);
     drawing = null;
   };
+  let soon = null;
+  const drawSoon = () => {
+    if (soon) return;
+    soon = setTimeout(() => { soon = null; drawAnew(); }, 500);
+  };
+  const listed = (cid) => hits && cid && hits.querySelector(`:scope > li[data-id="${CSS.escape(cid)}"]`);
+  const showing = (mid) => hits && mid && hits.querySelector(`:scope > li[data-match="${CSS.escape(mid)}"]`);
+  const unmatched = (ids) => ids.map(showing).filter(Boolean).map((li) => li.dataset.id);
   connectStream((event) => {
     setupNotifications(event);
     const p = event.payload || {};
     if (event.type === "customer.unmerged" || event.type === "erased") { drawAnew(); return; }
-    if (event.type === "customer.erased" && hits) dropConversations(hits, p.conversation_ids || []);
+    if (event.type === "customer.erased" && hits) {
+      const shown = unmatched(p.message_ids || []);
+      dropConversations(hits, [...(p.conversation_ids || []), ...shown]);
+      if (shown.length) drawSoon();
+    }
     dropCustomers(table, event.type === "customer.erased" ? p.customer_ids || []
       : event.type === "customer.merged" ? [p.merged_id] : []);
+    if (!hits) return;
+    // Dropped at once; drawn anew after, the survivor found now if it was not (it holds
+    // the messages that matched), the row of one still found by another message back.
+    const gone = event.type === "conversation.merged" ? [p.merged_id].filter(listed)
+      : event.type === "message.deleted" ? unmatched([p.id]) : [];
+    if (gone.length) {
+      dropConversations(hits, gone);
+      drawSoon();
+    }
+    const theirs =
+      event.type === "conversation.merged" ? listed(p.id)
+      : event.type === "conversation.parted" ? listed(p.id) || listed(p.from_id)
+      : event.type === "message.deleted" ? listed(p.conversation_id)
+      : event.type.startsWith("conversation.") ? listed(p.id)
+      : event.type === "message.created" ? listed(p.conversation_id)
+      : event.type === "message.updated" && showing(p.id); // the text it matched may be another now
+    if (theirs) drawSoon();
   });
 }
 
