@@ -7,10 +7,11 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from rapport.conversations.models import Message
+from rapport.conversations.models import Message, MessageKind
+from rapport.conversations.service import message_payload
 from rapport.customers.models import CustomerMerge
 from rapport.db import Database
-from tests.conftest import auth
+from tests.conftest import auth, heard_until_note
 from tests.factories import World
 
 
@@ -133,3 +134,80 @@ def test_merge_record_keeps_no_personal_data_of_an_erased_person(
     with database.session(write=False) as db:
         rows = [str(m.moved) for m in db.scalars(select(CustomerMerge))]
     assert not any("ben.private@example.com" in r for r in rows)
+
+
+def said_lines(database: Database, *conversation_ids: str) -> list[dict[str, Any]]:
+    """The activity lines a merge and its undo wrote in these conversations (the system's),
+    as a ``message.created`` event carries each."""
+    with database.session(write=False) as db:
+        return [
+            message_payload(m)
+            for m in db.scalars(
+                select(Message)
+                .where(
+                    Message.conversation_id.in_(conversation_ids),
+                    Message.kind == MessageKind.activity,
+                    Message.sender_type == "system",
+                )
+                .order_by(Message.created_at, Message.id)
+            )
+        ]
+
+
+def heard_through_merges(
+    client: TestClient, world: World
+) -> tuple[str, str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Ann's and Ben's records merged, then their conversations, Ben writing while merged,
+    then the records' merge undone: (her conversation, his, what an agent's socket heard
+    meanwhile, what a socket away meanwhile is replayed)."""
+    post(client, world, "ann-1", "ann@example.com", "Ann writes")
+    post(client, world, "ben-1", "ben@example.com", "Ben writes first")
+    ann = customer_of(client, world, "ann@example.com")["id"]
+    ben = customer_of(client, world, "ben@example.com")["id"]
+    ann_conv = conversation_of(client, world, ann)
+    ben_conv = conversation_of(client, world, ben)
+    merge_id = merge(client, world, ann, ben)
+    with client.websocket_connect("/api/v1/stream", headers=auth(world.bob)) as ws:
+        last = ws.receive_json()["last_event_id"]
+        r = client.post(
+            f"/api/v1/conversations/{ann_conv}/merge",
+            json={"merged_id": ben_conv},
+            headers=auth(world.bob),
+        )
+        assert r.status_code == 200, r.text
+        # Written while merged: it continues her thread, and the undo takes it to his.
+        post(client, world, "ben-2", "ben@example.com", "Ben writes while merged")
+        assert undo(client, world, merge_id).status_code == 200
+        heard = heard_until_note(ws, client, world)
+    # Stored as the stream's other events: a page away meanwhile is replayed them.
+    with client.websocket_connect(
+        f"/api/v1/stream?last_event_id={last}", headers=auth(world.bob)
+    ) as ws:
+        replayed = heard_until_note(ws, client, world)
+    return ann_conv, ben_conv, heard, replayed
+
+
+def test_the_lines_a_merge_and_its_undo_write_are_told_as_any_message(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The activity lines of the conversations' merge and of the undo ("Merged with...",
+    # "Parted from...") were stored without an event: open threads showed none of them
+    # until a reload.
+    ann_conv, ben_conv, heard, replayed = heard_through_merges(client, world)
+    lines = said_lines(database, ann_conv, ben_conv)
+    assert [line["text"] for line in lines if line["conversation_id"] == ann_conv] == [
+        "Merged with the conversation from Acme API",
+        "The merged-in conversation's messages went back to it: the merge was undone",
+        "Messages went to their writer's own conversation: their merge was undone",
+    ]
+    # (His is resolved by the merge and opened again by the undo, each with its line.)
+    assert [line["text"] for line in lines if line["conversation_id"] == ben_conv] == [
+        "Resolved by Bob",
+        "Merged into the conversation from Acme API",
+        "Parted from the other conversation: their customers' merge was undone",
+        "Reopened by Bob",
+        "Parted from another customer's conversation: their customers' merge was undone",
+    ]
+    for events in (heard, replayed):
+        created = [e["payload"] for e in events if e["type"] == "message.created"]
+        assert [line for line in lines if line not in created] == []

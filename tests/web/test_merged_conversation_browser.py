@@ -1,12 +1,22 @@
-"""A conversation merged by a colleague while an agent has it (or the other) open, and a
-link to a merged conversation opened later."""
+"""A conversation merged by a colleague while an agent has it (or the other) open, a link
+to a merged conversation opened later, and the lines a merge and its undo (their
+customers') write, while both are open."""
+
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import auth
+from tests.customers.test_undo_after_conversation_merge import (
+    conversation_of,
+    customer_of,
+    merge,
+    post,
+    undo,
+)
 from tests.factories import World
-from tests.web.conftest import LiveServer, signed_in
+from tests.web.conftest import ARTIFACTS, LiveServer, signed_in
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright not installed").expect
 
@@ -81,3 +91,59 @@ def test_a_link_to_a_merged_conversation_opens_the_one_it_was_merged_into(
     page.wait_for_url(f"**/app/conversations/{kept}")
     expect(page.locator("#messages")).to_contain_text("Hello Acme")
     expect(page.locator("#messages")).to_contain_text("We wrote by email too.")
+
+
+def ann_and_ben_merged(client: TestClient, world: World) -> tuple[str, str, str]:
+    """Ann and Ben, a conversation each, Ben's record merged into Ann's: (her conversation,
+    his, the merge's id)."""
+    post(client, world, "ann-1", "ann@example.com", "Ann writes")
+    post(client, world, "ben-1", "ben@example.com", "Ben writes first")
+    ann = customer_of(client, world, "ann@example.com")["id"]
+    ben = customer_of(client, world, "ben@example.com")["id"]
+    ann_conv, ben_conv = conversation_of(client, world, ann), conversation_of(client, world, ben)
+    return ann_conv, ben_conv, merge(client, world, ann, ben)
+
+
+def merge_conversations(client: TestClient, world: World, survivor: str, merged: str) -> None:
+    r = client.post(
+        f"/api/v1/conversations/{survivor}/merge",
+        json={"merged_id": merged},
+        headers=auth(world.alice),
+    )
+    assert r.status_code == 200, r.text
+
+
+def streaming(*pages: Any) -> None:
+    for page in pages:
+        expect(page.locator("body[data-stream-open]")).to_have_count(1)
+
+
+def test_the_lines_a_merge_and_its_undo_write_show_in_the_open_threads(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    # "Merged with the conversation from ...", "... went back to it: the merge was undone":
+    # stored without an event, open threads showed none of them until a reload.
+    ann_conv, ben_conv, merge_id = ann_and_ben_merged(client, world)
+    hers = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{ann_conv}")
+    his = signed_in(browser, live_server, "alice@acme.test", f"/app/conversations/{ben_conv}")
+    streaming(hers, his)
+    lines = hers.locator("#messages li.kind-activity .body")
+    merge_conversations(client, world, ann_conv, ben_conv)
+    expect(lines).to_have_text(["Merged with the conversation from Acme API"])
+    expect(his.locator("#messages li.kind-activity .body").last).to_have_text(
+        "Merged into the conversation from Acme API"
+    )
+    assert undo(client, world, merge_id).status_code == 200
+    expect(lines).to_have_text(
+        [
+            "Merged with the conversation from Acme API",
+            "The merged-in conversation's messages went back to it: the merge was undone",
+        ]
+    )
+    expect(his.locator("#messages li.kind-activity .body")).to_contain_text(
+        ["Parted from the other conversation: their customers' merge was undone"]
+    )
+    hers.screenshot(path=str(ARTIFACTS / "merge-lines-live.png"))

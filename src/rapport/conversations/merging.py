@@ -447,20 +447,31 @@ def _resolved_again(db: Session, source: Conversation, moved: list[Message]) -> 
 
 
 def _said(db: Session, *lines: tuple[Conversation, str]) -> None:
-    """An activity line in each conversation, as the system's."""
-    for conv, text in lines:
-        db.add(
-            Message(
-                workspace_id=conv.workspace_id,
-                conversation_id=conv.id,
-                inbox_id=conv.inbox_id,
-                direction=Direction.outbound,
-                kind=MessageKind.activity,
-                sender_type="system",
-                text=text,
-            )
+    """An activity line in each conversation, as the system's, told as every message
+    stored is (``message.created``, once this commits): open threads showed none of them
+    until a reload. Not ``service.add_message``: a merge counts its conversations' messages
+    and sets their last activity itself, and its lines move neither."""
+    said = [
+        Message(
+            workspace_id=conv.workspace_id,
+            conversation_id=conv.id,
+            inbox_id=conv.inbox_id,
+            direction=Direction.outbound,
+            kind=MessageKind.activity,
+            sender_type="system",
+            text=text,
         )
+        for conv, text in lines
+    ]
+    db.add_all(said)
     db.flush()
+    for msg in said:
+        emit(
+            db,
+            workspace_id=msg.workspace_id,
+            type="message.created",
+            payload=service.message_payload(msg),
+        )
 
 
 def _recount(db: Session, conversation: Conversation) -> None:
