@@ -148,7 +148,10 @@ def test_what_the_merged_person_wrote_in_the_survivors_thread_goes_back_to_them(
         assert theirs is not None and theirs.waiting_since is not None  # nobody answered it
         ours = db.get(Conversation, ann_conv)
         assert ours is not None and ours.waiting_since is not None  # Ann's own still waits
-    assert {"id": conv, "from_id": ann_conv} in parted
+        his = db.scalars(
+            select(Message.id).where(Message.text == "Ben while merged: IBAN GB11BEN")
+        ).one()
+    assert {"id": conv, "from_id": ann_conv, "message_ids": [his]} in parted
     # Nobody answered him: his conversation's response clock runs.
     state = client.get(f"/api/v1/conversations/{conv}/sla", headers=auth(world.bob)).json()
     assert state["first_response_due_at"], state

@@ -136,6 +136,11 @@ def test_merge_record_keeps_no_personal_data_of_an_erased_person(
     assert not any("ben.private@example.com" in r for r in rows)
 
 
+def message_id(database: Database, text: str) -> str:
+    with database.session(write=False) as db:
+        return db.scalars(select(Message.id).where(Message.text == text)).one()
+
+
 def said_lines(database: Database, *conversation_ids: str) -> list[dict[str, Any]]:
     """The activity lines a merge and its undo wrote in these conversations (the system's),
     as a ``message.created`` event carries each."""
@@ -185,6 +190,21 @@ def heard_through_merges(
     ) as ws:
         replayed = heard_until_note(ws, client, world)
     return ann_conv, ben_conv, heard, replayed
+
+
+def test_an_undo_names_the_messages_it_takes_out_of_a_thread(
+    client: TestClient, world: World, database: Database
+) -> None:
+    # The undo said which conversations messages went between, never which messages: an
+    # open thread of the one they left showed them until a reload.
+    ann_conv, ben_conv, heard, replayed = heard_through_merges(client, world)
+    first = message_id(database, "Ben writes first")
+    later = message_id(database, "Ben writes while merged")
+    for events in (heard, replayed):
+        assert [e["payload"] for e in events if e["type"] == "conversation.parted"] == [
+            {"id": ben_conv, "from_id": ann_conv, "message_ids": [first]},
+            {"id": ben_conv, "from_id": ann_conv, "message_ids": [later]},
+        ]
 
 
 def test_the_lines_a_merge_and_its_undo_write_are_told_as_any_message(

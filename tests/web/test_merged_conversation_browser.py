@@ -1,6 +1,6 @@
 """A conversation merged by a colleague while an agent has it (or the other) open, a link
-to a merged conversation opened later, and the lines a merge and its undo (their
-customers') write, while both are open."""
+to a merged conversation opened later, and a merge undone (their customers') while both
+are open."""
 
 from typing import Any
 
@@ -116,6 +116,53 @@ def merge_conversations(client: TestClient, world: World, survivor: str, merged:
 def streaming(*pages: Any) -> None:
     for page in pages:
         expect(page.locator("body[data-stream-open]")).to_have_count(1)
+
+
+def test_a_merge_undone_takes_its_messages_from_the_open_thread_back_to_their_own(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    # Their customers' merge undone, Ben's messages went back to his conversation, but an
+    # open page of hers went on showing them until a reload (the undo's event named no
+    # message, and the page did not follow it); his own page still said it was merged
+    # away, refused to send, and showed nothing he wrote while merged.
+    ann_conv, ben_conv, merge_id = ann_and_ben_merged(client, world)
+    his = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{ben_conv}")
+    streaming(his)
+    merge_conversations(client, world, ann_conv, ben_conv)
+    expect(his.locator("#merged-notice")).to_contain_text("merged into another")
+    expect(his.locator("#composer button[type=submit]")).to_be_disabled()
+    post(client, world, "ben-2", "ben@example.com", "Ben writes while merged")
+    hers = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{ann_conv}")
+    inbox = signed_in(browser, live_server, "bob@acme.test", "/app/inbox?view=all")
+    streaming(hers, inbox)
+    shown = hers.locator("#messages li.kind-message .body")
+    expect(shown).to_have_text(["Ann writes", "Ben writes first", "Ben writes while merged"])
+    his.fill("#composer textarea", "Half a reply")
+
+    assert undo(client, world, merge_id).status_code == 200
+    expect(shown).to_have_text(["Ann writes"])
+    expect(his.locator("#messages li.kind-message .body")).to_have_text(
+        ["Ben writes first", "Ben writes while merged"]
+    )
+    expect(his.locator("#merged-notice")).to_contain_text("merge was undone")
+    expect(his.locator("#composer button[type=submit]")).to_be_enabled()
+    expect(his.locator("#composer textarea")).to_have_value("Half a reply")
+    expect(his.locator("#status")).to_have_text("open")
+    row = inbox.locator(f'#conversation-list li[data-id="{ben_conv}"]')
+    expect(row.locator(".status")).to_have_text("open")
+    expect(row.locator(".preview")).to_have_text("Ben writes while merged")
+    preview = inbox.locator(f'#conversation-list li[data-id="{ann_conv}"] .preview')
+    expect(preview).to_have_text("Ann writes")
+    hers.screenshot(path=str(ARTIFACTS / "merge-undone-thread-left.png"))
+    his.screenshot(path=str(ARTIFACTS / "merge-undone-thread-back.png"))
+    # What the page has now is the thread as the server has it.
+    his.reload()
+    expect(his.locator("#messages li.kind-message .body")).to_have_text(
+        ["Ben writes first", "Ben writes while merged"]
+    )
 
 
 def test_the_lines_a_merge_and_its_undo_write_show_in_the_open_threads(

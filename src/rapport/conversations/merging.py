@@ -205,10 +205,15 @@ def part(db: Session, *, conversation: Conversation, actor: Actor) -> bool:
             )
         )
     )
-    db.execute(
-        update(Message)
-        .where(Message.id.in_(moved), Message.conversation_id == target.id)
-        .values(conversation_id=conversation.id)
+    # Those still there (another undo or hand-over may have taken some since): the event
+    # names them, for the open thread they leave.
+    back = list(
+        db.scalars(
+            update(Message)
+            .where(Message.id.in_(moved), Message.conversation_id == target.id)
+            .values(conversation_id=conversation.id)
+            .returning(Message.id)
+        )
     )
     conversation.merged_into_id = None
     _recount(db, conversation)  # as a merge counts them: before its activity lines
@@ -219,7 +224,7 @@ def part(db: Session, *, conversation: Conversation, actor: Actor) -> bool:
         (target, "The merged-in conversation's messages went back to it: the merge was undone"),
     )
     service.set_status(db, conversation=conversation, status=Status.open, actor_id=actor.user_id)
-    _parted(db, actor, conversation, source=target, messages=moved)
+    _parted(db, actor, conversation, source=target, messages=back)
     return True
 
 
@@ -388,7 +393,9 @@ def _parted(
     source: Conversation,
     messages: list[str],
 ) -> None:
-    """Audited and told: ``messages`` went from ``source`` to ``conversation``."""
+    """Audited and told: ``messages`` went from ``source`` to ``conversation``. The event
+    names them (ids alone): an open page of ``source`` drops them, one of ``conversation``
+    draws them (both showed the thread as it was until a reload)."""
     audit(
         db,
         workspace_id=conversation.workspace_id,
@@ -402,7 +409,7 @@ def _parted(
         db,
         workspace_id=conversation.workspace_id,
         type="conversation.parted",
-        payload={"id": conversation.id, "from_id": source.id},
+        payload={"id": conversation.id, "from_id": source.id, "message_ids": messages},
     )
 
 

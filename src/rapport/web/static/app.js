@@ -1180,7 +1180,8 @@ function setupConversation() {
     inboxOff.querySelector(".name").textContent = inbox.name ?? inboxOff.querySelector(".name").textContent;
     inboxOff.hidden = inbox.enabled;
     const refused = !inbox.enabled && new FormData(composer).get("mode") !== "note";
-    // Never Send back on for a conversation merged away (panel.js switched it off for good).
+    // Never Send back on for a conversation merged away (panel.js switched it off), until
+    // its merge is undone (``partedBack``).
     submit.disabled = refused || composer.dataset.mergedAway === "1";
   };
   const showMode = () => {
@@ -1216,18 +1217,68 @@ function setupConversation() {
     resolve.click();
   };
   // Messages deleted while the page is open (an echo's copy that its send took over, a
-  // "Reopened" line a merge undone took back) leave the thread; an event about one of them
-  // that comes after (a late commit, replayed) does not draw it again.
-  const deleted = new Set();
+  // "Reopened" line a merge undone took back), or gone to another conversation (a merge
+  // undone takes them back to theirs), leave the thread; an event about one of them that
+  // comes after (a late commit, replayed) does not draw it again.
+  const gone = new Set();
+  const drop = (mid) => {
+    gone.add(mid);
+    thread.querySelector(`li[data-id="${CSS.escape(mid)}"]`)?.remove();
+  };
+  // Messages that came into the conversation without an event of their own (a merge undone
+  // gives it back those the merge took, and what its customer wrote meanwhile) are drawn
+  // from the page as the server draws it now, each in its place in the thread; those shown
+  // stay as drawn (an email's images the agent chose to see). One fetch at a time: asked
+  // again meanwhile, once more after it.
+  let fetching = false;
+  let fetchAgain = false;
+  const threadNow = async () => {
+    if (fetching) { fetchAgain = true; return; }
+    fetching = true;
+    do {
+      fetchAgain = false;
+      const doc = await pageNow().catch(() => null);
+      // Another page (merged away again meanwhile, the survivor's): nothing of it is drawn.
+      if (doc?.getElementById("conversation")?.dataset.id !== id) continue;
+      let after = null;
+      for (const item of doc.querySelectorAll("#messages > li[data-id]")) {
+        const shown = thread.querySelector(`:scope > li[data-id="${CSS.escape(item.dataset.id)}"]`);
+        if (shown) { after = shown; continue; }
+        if (gone.has(item.dataset.id)) continue;
+        const added = document.importNode(item, true);
+        if (after) after.after(added);
+        else thread.prepend(added);
+        after = added;
+      }
+    } while (fetchAgain);
+    fetching = false;
+  };
+  // Merged into another and given its messages back (its customers' merge undone): the
+  // notice panel.js showed says so, and replies go from here again.
+  const partedBack = () => {
+    if (composer.dataset.mergedAway !== "1") return;
+    delete composer.dataset.mergedAway;
+    const file = composer.querySelector("input[type=file]");
+    if (file) file.disabled = false;
+    showReplyInbox();
+    const notice = document.getElementById("merged-notice");
+    notice.textContent = "Its customers' merge was undone: this conversation's messages are back here, and replies go here again.";
+    notice.hidden = false;
+  };
   connectStream((event) => {
     setupNotifications(event);
     redrawMember(event);
     const p = event.payload;
-    if (event.type === "message.deleted" && p.conversation_id === id) {
-      deleted.add(p.id);
-      thread.querySelector(`li[data-id="${CSS.escape(p.id)}"]`)?.remove();
+    if (event.type === "message.deleted" && p.conversation_id === id) drop(p.id);
+    // A merge undone: the messages it moved leave the thread they were merged into, and
+    // come back to their own (each page showed them where they were until a reload).
+    if (event.type === "conversation.parted" && p.from_id === id) (p.message_ids || []).forEach(drop);
+    if (event.type === "conversation.parted" && p.id === id) {
+      for (const mid of p.message_ids || []) gone.delete(mid);
+      partedBack();
+      threadNow();
     }
-    if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id && !deleted.has(p.id)) {
+    if ((event.type === "message.created" || event.type === "message.updated") && p.conversation_id === id && !gone.has(p.id)) {
       add(p, { version: p.html ? p.html_version : null });
       if (!p.html) drawHtml(p.id, null);
       else if (!thread.querySelector(`li[data-id="${CSS.escape(p.id)}"] .body.html`)) drawHtml(p.id, p.html_version);
@@ -2219,7 +2270,8 @@ function setupMembers() {
     const list = document.getElementById("customer-conversations");
     const customer = document.getElementById("panel-extra")?.dataset.customer;
     // Their conversations follow the stream: one a colleague starts, a status, an agent or
-    // a message changed or deleted, a merge of theirs, is drawn from the page as the server draws it
+    // a message changed or deleted, a merge of theirs or its undo taking messages out of
+    // one of them, is drawn from the page as the server draws it
     // now, at most every half second (a burst of events is one fetch; one that comes while
     // a fetch runs, another after it). Merged into another, the page becomes the survivor's.
     let pending = null;
@@ -2248,6 +2300,7 @@ function setupMembers() {
       }
       const theirs =
         event.type === "conversation.merged" ? listed(p.id) || listed(p.merged_id)
+        : event.type === "conversation.parted" ? listed(p.id) || listed(p.from_id)
         : event.type.startsWith("conversation.") ? p.customer_id === customer
         : event.type === "customer.merged" || event.type === "customer.unmerged" ? p.survivor_id === customer || p.merged_id === customer
         : (event.type === "message.created" || event.type === "message.deleted") && listed(p.conversation_id);

@@ -669,7 +669,7 @@ function followMerges(notice, conversationId) {
       const link = el("a", "Open that conversation");
       link.href = `/app/conversations/${encodeURIComponent(p.id)}`;
       notice.replaceChildren(el("span", "This conversation was merged into another: its messages are there now, and replies go there. What you wrote stays here as a draft. "), link);
-      document.getElementById("composer").dataset.mergedAway = "1"; // for good (app.js)
+      document.getElementById("composer").dataset.mergedAway = "1"; // until the merge is undone (app.js)
       for (const button of document.querySelectorAll("#composer button[type=submit], #composer input[type=file]")) button.disabled = true;
     } else if (p.id === conversationId) {
       const again = el("button", "Show them");
