@@ -776,6 +776,7 @@ def test_calendars_and_sla_records_learn_their_version_and_downgrade_keeping_the
             ("conversation_slas", "calendar_version"),
         ):
             assert column not in {c["name"] for c in inspect(conn).get_columns(table)}
+    db.dispose()
 
 
 def test_the_mails_already_stored_are_indexed_by_the_addresses_their_lists_hold(
