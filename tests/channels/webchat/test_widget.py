@@ -178,6 +178,49 @@ def test_a_valid_hmac_makes_the_visitor_that_customer_and_a_forged_one_does_not(
     )
 
 
+def history_of(client: TestClient, chat: dict[str, str], visitor: str) -> list[str]:
+    r = client.get(
+        f"/widget/api/{chat['token']}/messages",
+        headers={"Origin": HOST_PAGE, "X-Rapport-Visitor": visitor},
+    )
+    assert r.status_code == 200, r.text
+    return [m["text"] for m in r.json()]
+
+
+def test_a_signed_in_visitor_is_resumed_only_with_the_proof_of_the_same_user(
+    client: TestClient, world: World, chat: dict[str, str]
+) -> None:
+    def proof(user: str) -> dict[str, str]:
+        return {
+            "user_id": user,
+            "user_hash": hmac.new(SECRET.encode(), user.encode(), "sha256").hexdigest(),
+        }
+
+    ann = start(client, chat, **proof("ann-1"))
+    say(client, chat, ann["visitor_token"], "my order 123 goes to 1 Elm Street")
+    token = ann["visitor_token"]
+    # Ann signs out of the shop; the next person at the computer has her token in storage.
+    anonymous = start(client, chat, visitor_token=token)
+    assert anonymous["visitor_token"] != token and anonymous["visitor_id"] != ann["visitor_id"]
+    assert anonymous["verified"] is False
+    assert history_of(client, chat, anonymous["visitor_token"]) == []
+    # Nor is a forged proof, or another user's, hers.
+    for other in ({"user_id": "ann-1", "user_hash": "0" * 64}, proof("ben-2")):
+        someone = start(client, chat, visitor_token=token, **other)
+        assert someone["visitor_id"] != ann["visitor_id"]
+        assert history_of(client, chat, someone["visitor_token"]) == []
+    # Ann, signed in again, is herself.
+    again = start(client, chat, visitor_token=token, **proof("ann-1"))
+    assert again["visitor_token"] == token and again["verified"] is True
+    assert history_of(client, chat, token) == ["my order 123 goes to 1 Elm Street"]
+    # An anonymous visitor who signs in carries on their chat, as before.
+    cat = start(client, chat)
+    say(client, chat, cat["visitor_token"], "before signing in")
+    signed = start(client, chat, visitor_token=cat["visitor_token"], **proof("cat-3"))
+    assert signed["visitor_id"] == cat["visitor_id"] and signed["verified"] is True
+    assert history_of(client, chat, cat["visitor_token"]) == ["before signing in"]
+
+
 def note_then_reply(client: TestClient, world: World, conversation_id: str) -> None:
     """bob writes a private note, then answers "Hi Ann!"."""
     client.post(
@@ -654,6 +697,49 @@ def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(
         "/api/v1/conversations", params={"inbox_id": made["id"]}, headers=auth(world.bob)
     ).json()["items"]
     assert len(convs) == 1 and convs[0]["customer_id"] != known
+
+
+def test_a_signed_in_users_chat_is_not_shown_signed_out_and_is_there_again_in_chromium(
+    live_server: LiveServer,
+    browser,
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
+) -> None:
+    origin, handler = host_page
+    proof = hmac.new(SECRET.encode(), b"ann-1", hashlib.sha256).hexdigest()
+    embedded(
+        client,
+        world,
+        live_server,
+        host_page,
+        f'data-user-id="ann-1" data-user-hash="{proof}"',
+        hmac_secret=SECRET,
+    )
+    signed_in = handler.page
+    signed_out = signed_in.replace(f' data-user-id="ann-1" data-user-hash="{proof}"'.encode(), b"")
+    page = browser.new_page()
+    page.goto(origin)
+    page.click("#rapport-widget >> css=.launcher")
+    page.fill("#rapport-widget >> css=textarea", "Ann's order goes to 1 Elm Street")
+    page.click("#rapport-widget >> css=.say .send")
+    page.wait_for_selector("#rapport-widget >> css=.m.in >> text=1 Elm Street")
+    # Signed out (or a page of the site that does not say who is signed in): not her chat.
+    handler.page = signed_out
+    page.reload()
+    page.click("#rapport-widget >> css=.launcher")
+    page.fill("#rapport-widget >> css=textarea", "Someone else at this computer")
+    page.click("#rapport-widget >> css=.say .send")
+    page.wait_for_selector("#rapport-widget >> css=.m.in >> text=Someone else")
+    assert page.locator("#rapport-widget >> css=.m.in").count() == 1
+    # Signed in again: her own chat, as she left it.
+    handler.page = signed_in
+    page.reload()
+    page.click("#rapport-widget >> css=.launcher")
+    page.wait_for_selector("#rapport-widget >> css=.m.in >> text=1 Elm Street", timeout=10_000)
+    assert page.locator("#rapport-widget >> css=.m.in").all_inner_texts() == [
+        "Ann's order goes to 1 Elm Street"
+    ]
 
 
 def test_a_reply_to_a_visitor_who_left_goes_to_the_email_they_gave_unless_they_opted_out(

@@ -82,7 +82,13 @@ def start(
     user_hash: str | None,
     secret: str | None,
 ) -> tuple[Visitor, str]:
-    """The visitor behind a browser's token, or a new one; (visitor, plain token)."""
+    """The visitor behind a browser's token, or a new one; (visitor, plain token).
+
+    A visitor signed in as a user of the host site (``verified_user_id``) is resumed only
+    with the proof of that same user: the token lives in the browser, not with the person,
+    and on a shared computer the next one to open the site (signed out, or signed in as
+    someone else) was that user's visitor, reading their chat and writing as them. Anyone
+    else gets a new visitor (an anonymous one, or one signed in as whom the proof names)."""
     visitor = None
     if visitor_token:
         visitor = db.scalar(
@@ -90,6 +96,9 @@ def start(
                 Visitor.token_hash == sha256_hex(visitor_token), Visitor.inbox_id == inbox.id
             )
         )
+    proven = user_id if verified(secret, user_id, user_hash) else None
+    if visitor is not None and visitor.verified_user_id not in (None, proven):
+        visitor = None
     token = visitor_token if visitor is not None and visitor_token else random_token("v_", 24)
     if visitor is None:
         visitor = Visitor(
@@ -102,8 +111,8 @@ def start(
         visitor.name = printable_name(name)[:300]
     if email:
         visitor.email = email.strip()[:320]
-    if verified(secret, user_id, user_hash):
-        visitor.verified_user_id = user_id
+    if proven is not None:
+        visitor.verified_user_id = proven
     visitor.last_seen_at = utcnow()
     db.flush()
     return visitor, token

@@ -9,8 +9,15 @@
   var base = new URL(script.src).origin;
   var token = script.dataset.token;
   var api = base + "/widget/api/" + encodeURIComponent(token);
-  var storeKey = "rapport.visitor." + token;
+  // A token per person: the anonymous visitor's, and one for each user the host site signs
+  // in (data-user-id). The server resumes a signed-in visitor only with that user's proof,
+  // so one key for all made each page without data-user-id (a user's own, on some sites)
+  // trade the user's chat for a new anonymous one. A user with no token of their own yet
+  // takes on the anonymous chat begun on this browser, signing it in.
+  var anonKey = "rapport.visitor." + token;
+  var storeKey = script.dataset.userId ? anonKey + ".user." + script.dataset.userId : anonKey;
   var state = { visitor: localStorage.getItem(storeKey), last: null, config: null, seen: {}, events: {}, unopened: 0 };
+  if (!state.visitor && storeKey !== anonKey) state.visitor = localStorage.getItem(anonKey);
 
   var host = document.createElement("div");
   host.id = "rapport-widget";
@@ -264,6 +271,9 @@
         call("POST", "/session", body).then(function (s) {
           state.visitor = s.visitor_token;
           localStorage.setItem(storeKey, s.visitor_token);
+          // The anonymous chat this user took on is theirs now: not offered to whoever is
+          // next here signed out (the server would refuse it them anyway).
+          if (storeKey !== anonKey && localStorage.getItem(anonKey) === s.visitor_token) localStorage.removeItem(anonKey);
           state.config = s.config;
           state.last = s.last_event_id;
           status();
