@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from starlette.websockets import WebSocketDisconnect
 
 from rapport import bus
+from rapport.auth.ratelimit import RateLimiter
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations.models import Message
 from rapport.db import Database
@@ -154,6 +155,50 @@ def test_one_address_makes_only_so_many_new_visitors_and_a_returning_one_still_c
     assert r.status_code == 429
     assert visitors(database) == 3
     assert start(client, chat, visitor_token=known)["visitor_token"] == known
+
+
+def test_new_visitors_from_one_address_share_its_budget_of_messages_and_files(
+    client: TestClient,
+    database: Database,
+    chat: dict[str, str],  # noqa: F811
+    app: object,
+    world: World,
+) -> None:
+    # A script making a new visitor each time one's budget was spent had 300 budgets an hour.
+    limits = app.state.widget_limits  # type: ignore[attr-defined]
+    limits.address_messages = RateLimiter(limit=5, window=60)
+    limits.address_files = RateLimiter(limit=2, window=600)
+    headers = {"Origin": HOST_PAGE}
+    codes = []
+    for i in range(6):
+        visitor = start(client, chat)["visitor_token"]
+        codes.append(
+            client.post(
+                f"/widget/api/{chat['token']}/messages",
+                json={"text": f"message {i}"},
+                headers={**headers, "X-Rapport-Visitor": visitor},
+            ).status_code
+        )
+    assert codes == [201] * 5 + [429]
+    assert messages(database, chat["id"]) == 5
+    limits.address_messages = RateLimiter(limit=100, window=60)
+    files = [
+        client.post(
+            f"/widget/api/{chat['token']}/attachments",
+            files={"file": (f"{i}.txt", b"hello", "text/plain")},
+            headers={**headers, "X-Rapport-Visitor": start(client, chat)["visitor_token"]},
+        ).status_code
+        for i in range(3)
+    ]
+    assert files == [201, 201, 429]
+    # Another chat's budget is its own.
+    other = client.post(
+        "/api/v1/inboxes",
+        json={"name": "Other", "channel": "webchat", "settings": {}},
+        headers=auth(world.alice),
+    ).json()["public_token"]
+    visitor = start(client, {"token": other})["visitor_token"]
+    say(client, {"token": other}, visitor, "hello")
 
 
 def test_a_visitor_typing_in_a_loop_reaches_agents_only_so_often(

@@ -103,6 +103,12 @@ class WidgetLimits:
         # Every new browser on the host site is a new visitor; many share one address
         # behind a carrier's NAT, so the budget is wide: it stops a loop, not a crowd.
         self.visitors = RateLimiter(limit=300, window=3600, redis_url=redis_url)
+        # What all the visitors of one address send into one chat: a script making a new
+        # visitor whenever one's budget was spent had 300 of them an hour, each with its
+        # own (6,000 messages a minute, 3,000 files of 10 MB in ten minutes). Wide enough
+        # for the few dozen people a carrier's NAT may put behind one address at once.
+        self.address_messages = RateLimiter(limit=120, window=60, redis_url=redis_url)
+        self.address_files = RateLimiter(limit=30, window=600, redis_url=redis_url)
         # Typing, read receipts and ratings: each one an event to every agent's page, or a
         # write. The widget says "typing" at most every three seconds.
         self.actions = RateLimiter(limit=60, window=60, redis_url=redis_url)
@@ -111,6 +117,12 @@ class WidgetLimits:
 def _limits(request: Request) -> WidgetLimits:
     limits: WidgetLimits = request.app.state.widget_limits
     return limits
+
+
+def _address_key(what: str, inbox: Inbox, request: Request) -> str:
+    """The budget key of what every visitor of the caller's address sends into this chat
+    (counted after the visitor's own: one visitor past theirs spends none of the others')."""
+    return f"webchat:address-{what}:{inbox.id}:{client_address(request)}"
 
 
 async def _spend(limiter: RateLimiter, key: str, what: str) -> None:
@@ -326,7 +338,9 @@ async def say(token: str, body: SayIn, request: Request, visitor_token: VisitorT
     inbox = await _chat(request, token)
 
     visitor, region = await run_in_threadpool(_visitor_and_region, database, inbox, visitor_token)
-    await _spend(_limits(request).messages, f"webchat:messages:{visitor.id}", "messages")
+    limits = _limits(request)
+    await _spend(limits.messages, f"webchat:messages:{visitor.id}", "messages")
+    await _spend(limits.address_messages, _address_key("messages", inbox, request), "messages")
     writer: IngestWriter = request.app.state.ingest
     stored = await writer.submit(
         InboundMessage(
@@ -410,6 +424,8 @@ async def upload(
     limits = _limits(request)
     await _spend(limits.files, f"webchat:files:{visitor.id}", "files")
     await _spend(limits.messages, f"webchat:messages:{visitor.id}", "messages")
+    await _spend(limits.address_files, _address_key("files", inbox, request), "files")
+    await _spend(limits.address_messages, _address_key("messages", inbox, request), "messages")
     writer: IngestWriter = request.app.state.ingest
     name = files.clean_filename(file.filename)
     stored = await writer.submit(
