@@ -15,6 +15,7 @@ from rapport.auth import security
 from rapport.auth.deps import PrincipalCache
 from rapport.auth.ratelimit import RateLimiter
 from rapport.channels.views import InboundFastPath
+from rapport.channels.webchat.views import ReadableErrors
 from rapport.config import Settings
 from rapport.crypto import box_for
 from rapport.db import Database
@@ -98,6 +99,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     problems.install(app)
     app.add_middleware(InboundFastPath)
     app.add_middleware(RequestGuard)  # before any route or the fast path reads a body
+    app.add_middleware(ReadableErrors)  # the guard's refusals of the widget readable too
     app.add_middleware(MetricsMiddleware)  # outermost: it counts the fast path's answers too
 
     from rapport import ops

@@ -82,6 +82,48 @@ def test_an_allowed_origin_matches_however_the_admin_wrote_it(
         assert client.post(url, json={}, headers={"Origin": origin}).status_code == 403, origin
 
 
+def test_the_widget_apis_errors_are_readable_by_the_page_that_asked(
+    client: TestClient,
+    chat: dict[str, str],  # noqa: F811
+    app: object,
+) -> None:
+    # Without CORS headers a browser hides the answer: the widget took each error for the
+    # network failing, and asked again for good.
+    def readable(r: Any, status: int) -> None:
+        assert r.status_code == status, r.text
+        assert r.headers["access-control-allow-origin"] == HOST_PAGE
+        assert "Origin" in r.headers["vary"]
+        assert r.headers["content-type"] == "application/problem+json"
+
+    api = f"/widget/api/{chat['token']}"
+    visitor = start(client, chat)["visitor_token"]
+    gone = {"Origin": HOST_PAGE, "X-Rapport-Visitor": "v_nobody"}
+    readable(client.get(f"{api}/messages", headers=gone), 404)
+    readable(client.post(f"{api}/messages", json={"text": ""}, headers=gone), 422)
+    app.state.widget_limits.visitors = RateLimiter(limit=0, window=60)  # type: ignore[attr-defined]
+    spent = client.post(f"{api}/session", json={}, headers={"Origin": HOST_PAGE})
+    readable(spent, 429)
+    assert spent.headers["access-control-expose-headers"] == "Retry-After"
+    # The request guard's own refusal, before any route.
+    big = client.post(
+        f"{api}/attachments",
+        content=b"x",
+        headers={
+            **gone,
+            "Content-Type": "multipart/form-data; boundary=x",
+            "Content-Length": str(64 * 1024 * 1024),
+        },
+    )
+    readable(big, 413)
+    # An answer keeps its own headers; the agents' API is left as it was.
+    ok = client.get(f"{api}/messages", headers={**gone, "X-Rapport-Visitor": visitor})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == HOST_PAGE
+    assert "access-control-expose-headers" not in ok.headers
+    api_error = client.get("/api/v1/conversations", headers={"Origin": HOST_PAGE})
+    assert api_error.status_code == 401
+    assert "access-control-allow-origin" not in api_error.headers
+
+
 def test_a_socket_from_a_page_of_another_origin_is_closed(
     client: TestClient,
     chat: dict[str, str],  # noqa: F811

@@ -24,7 +24,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select, tuple_, update
+from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as Sent
 
 from rapport.auth import service as auth
 from rapport.auth.models import Membership
@@ -41,6 +44,7 @@ from rapport.conversations.routing import is_online
 from rapport.conversations.service import message_payload
 from rapport.crypto import SecretBox, sha256_hex
 from rapport.db import Database, utcnow
+from rapport.guard import route_path
 from rapport.ingest import InboundAttachment, InboundMessage, IngestWriter
 from rapport.problems import Forbidden, Invalid, NotFound
 from rapport.realtime import service as realtime
@@ -172,6 +176,42 @@ async def _chat(request: Request, token: str) -> Inbox:
     if not _allowed(request, inbox):
         raise Forbidden("this page's origin may not use this chat")
     return inbox
+
+
+class ReadableErrors:
+    """ASGI middleware: an error of the widget's API (a problem document: a visitor not
+    found, a budget spent, a file too large, a field refused) carries the CORS headers its
+    answers carry, so the widget on the host's page can read it. Only the answers went
+    through ``_cors``; a browser hides a cross-origin answer without them, so the widget
+    saw each error as the network failing: it asked again for what would never succeed (a
+    refused session, every few seconds for good), and never learnt that its visitor was
+    gone (a poll's 404) or to wait (a 429). A problem document says nothing a page of any
+    origin may not read; the origin check itself is ``_chat``'s, before anything is done.
+    Outside the app's handlers, so the request guard's refusals (413) are readable too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = (
+            next((v for k, v in scope["headers"] if k == b"origin"), None)
+            if scope["type"] == "http" and route_path(scope).startswith("/widget/api/")
+            else None
+        )
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Sent) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "access-control-allow-origin" not in headers:
+                    headers["Access-Control-Allow-Origin"] = origin.decode("latin-1")
+                    headers["Access-Control-Expose-Headers"] = "Retry-After"
+                    headers.add_vary_header("Origin")
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 @router.get("/widget.js", include_in_schema=False)
