@@ -39,6 +39,33 @@ def test_an_internationalized_domain_is_written_as_idna_2008_says(
         assert normalize_email(written) == kept
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        "a@x.example,b@y.example",  # a list: a header sends to both
+        "a@x.example;b@y.example",
+        "team:a@x.example",  # a group
+        "victim@x.example<a@y.example>",  # shown as one, sent to another
+        '"a,b"@x.example',
+        "a(comment)@x.example",
+        "a\\b@x.example",
+        "a@[192.0.2.1]",
+        "a@b@x.example",
+        "a\r\nBcc: b@y.example",
+        "a\tb@x.example",
+    ],
+)
+def test_an_email_address_is_one_mailbox_and_nothing_a_header_reads_as_more(
+    client: TestClient, world: World, written: str
+) -> None:
+    with pytest.raises(InvalidHandle):
+        normalize_email(written)
+    r = client.post(
+        "/api/v1/customers", json={"name": "Kim", "email": written}, headers=auth(world.bob)
+    )
+    assert r.status_code == 422, r.text
+
+
 def test_the_person_at_fass_de_and_the_one_at_fass_with_sharp_s_are_two_customers(
     client: TestClient, world: World
 ) -> None:

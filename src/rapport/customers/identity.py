@@ -1,5 +1,6 @@
 """Normalizing handles, so one address written three ways is one identity."""
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ class Handle:
     verified: bool = True
 
 
+# One mailbox, nothing a header reads as several or as another: a list's comma, a group's
+# colon and semicolon, angle brackets, quotes, a comment's parentheses, a backslash, a
+# domain literal's brackets, a second @, a space or control character (a line break starts
+# a header).
+# Typed into the chat widget or a public event, "a@x.example,b@y.example" was stored as one
+# address and became the To of the business's replies.
+_NOT_IN_ADDRESS = re.compile(r'[\s,;:<>()\[\]"\\\x00-\x1f\x7f]')
+
+
 def normalize_email(raw: str) -> str:
     """Trim, compose (NFC: "é" typed as one character or as "e" and an accent is one
     address), lower-case, and write the domain as DNS and mail carry it (``email_domain``).
@@ -38,7 +48,8 @@ def normalize_email(raw: str) -> str:
     local, sep, domain = value.rpartition("@")
     domain = domain.strip(".")  # a root's dot ("example.com.") is the same domain
     labels = domain.split(".")
-    if not sep or not local or " " in value or len(labels) < 2 or not all(labels):
+    unsafe = _NOT_IN_ADDRESS.search(value) or "@" in local
+    if not sep or not local or unsafe or len(labels) < 2 or not all(labels):
         # "kim@...." was stored as the handle "kim@", "kim@.x" as "kim@x".
         raise InvalidHandle(f"not an email address: {raw!r}")
     return f"{local.lower()}@{email_domain(domain)}"

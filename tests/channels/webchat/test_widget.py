@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.websockets import WebSocketDisconnect
 
 from rapport import bus
 from rapport.channels.webchat import views as webchat_views
+from rapport.channels.webchat.models import Visitor
 from rapport.config import Settings
 from rapport.conversations.models import Conversation
 from rapport.db import Database, utcnow
@@ -146,6 +147,30 @@ def test_a_typed_email_never_joins_a_visitor_to_a_known_customer(
         f"/api/v1/conversations/{msg['conversation_id']}", headers=auth(world.bob)
     ).json()
     assert conv["customer_id"] != known.id
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["a@x.example,b@y.example", "a@x.example; b@y.example", "Ann <a@x.example>", "a@localhost"],
+)
+def test_a_typed_email_is_one_address_or_refused(
+    client: TestClient, world: World, chat: dict[str, str], database: Database, typed: str
+) -> None:
+    # It is the To of the replies a visitor who left gets: a list typed here was their To.
+    r = client.post(
+        f"/widget/api/{chat['token']}/session",
+        json={"name": "Ann", "email": typed},
+        headers={"Origin": HOST_PAGE},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "email: not an email address"
+    with database.session(write=False) as db:
+        assert db.scalar(select(func.count()).select_from(Visitor)) == 0
+    v = start(client, chat, name="Ann", email=" Ann@Example.ORG ")
+    with database.session(write=False) as db:
+        assert db.scalar(select(Visitor.email).where(Visitor.id == v["visitor_id"])) == (
+            "ann@example.org"
+        )
 
 
 def test_a_valid_hmac_makes_the_visitor_that_customer_and_a_forged_one_does_not(
@@ -697,6 +722,28 @@ def test_a_forged_hmac_in_the_page_does_not_make_the_visitor_a_known_customer(
         "/api/v1/conversations", params={"inbox_id": made["id"]}, headers=auth(world.bob)
     ).json()["items"]
     assert len(convs) == 1 and convs[0]["customer_id"] != known
+
+
+def test_an_email_the_chat_refuses_is_said_in_the_pre_chat_form_in_chromium(
+    live_server: LiveServer,
+    browser,
+    client: TestClient,
+    world: World,
+    host_page: tuple[str, type[_Host]],  # type: ignore[no-untyped-def]
+) -> None:
+    embedded(client, world, live_server, host_page, ask_email=True)
+    page = browser.new_page()
+    page.goto(host_page[0])
+    page.click("#rapport-widget >> css=.launcher")
+    # The browser's own check takes it; ours does not (no dotted domain).
+    page.fill("#rapport-widget >> css=.pre [name=email]", "ann@localhost")
+    page.click("#rapport-widget >> css=.pre .send")
+    page.wait_for_selector("#rapport-widget >> text=Please check your email address.")
+    assert page.locator("#rapport-widget >> css=.pre").is_visible()
+    page.fill("#rapport-widget >> css=.pre [name=email]", "ann@example.org")
+    page.click("#rapport-widget >> css=.pre .send")
+    page.wait_for_selector("#rapport-widget >> css=.say", state="visible")
+    assert page.locator("#rapport-widget >> css=.typing").inner_text() == ""
 
 
 def test_a_signed_in_users_chat_is_not_shown_signed_out_and_is_there_again_in_chromium(

@@ -25,10 +25,10 @@ from rapport.conversations.models import (
 from rapport.conversations.service import message_payload
 from rapport.crypto import box_for, hmac_sha256_hex, random_token, same, sha256_hex
 from rapport.customers import profile
-from rapport.customers.identity import Handle, InvalidHandle, handle
+from rapport.customers.identity import Handle, InvalidHandle, handle, normalize_email
 from rapport.customers.models import ConsentChannel, Customer, IdentityKind
 from rapport.db import Database, utcnow
-from rapport.problems import NotFound
+from rapport.problems import Invalid, NotFound
 from rapport.realtime.service import emit
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,13 @@ def start(
         # What agents read as the customer's name: no bidi override making it read as
         # another, no newline forging a line (in a notification, an email's From).
         visitor.name = printable_name(name)[:300]
-    if email:
-        visitor.email = email.strip()[:320]
+    if email and email.strip():
+        # One address, as customers' are kept: replies go to it when the visitor has left
+        # (``after_send``), and a list typed here ("a@x.example,b@y.example") was their To.
+        try:
+            visitor.email = normalize_email(email)[:320]
+        except InvalidHandle:
+            raise Invalid("email: not an email address") from None
     if proven is not None:
         visitor.verified_user_id = proven
     visitor.last_seen_at = utcnow()

@@ -346,7 +346,9 @@
   pre.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var fd = new FormData(pre);
-    begin({ name: fd.get("name") || "", email: fd.get("email") || null }).then(function () { pre.hidden = true; say.hidden = false; });
+    begin({ name: fd.get("name") || "", email: fd.get("email") || null })
+      .then(function () { pre.hidden = true; say.hidden = false; typingEl.textContent = ""; })
+      .catch(function (e) { if (e.status === 422) typingEl.textContent = "Please check your email address."; });
   });
   say.addEventListener("submit", function (ev) {
     ev.preventDefault();
