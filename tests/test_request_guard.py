@@ -17,7 +17,7 @@ from rapport.customers.models import Customer
 from rapport.db import Database
 from rapport.ingest import InboundMessage, receive
 from tests.conftest import auth
-from tests.factories import World
+from tests.factories import PASSWORD, World
 
 
 def problem(r, status: int) -> dict:  # type: ignore[no-untyped-def,type-arg]
@@ -158,3 +158,33 @@ def test_a_websocket_client_sending_more_than_a_small_message_is_cut_off(
                 while True:
                     ws.recv(timeout=10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def test_what_holds_someones_data_is_kept_by_no_cache_and_public_pages_may_be(
+    client: TestClient, world: World
+) -> None:
+    # Signed out on a shared computer, Back showed the inbox from the browser's cache.
+    conv = world.acme.opened.conversation
+    r = client.post("/api/v1/auth/login", json={"email": "bob@acme.test", "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"  # the answer to a sign-in names the member
+    for url in (
+        "/app/inbox",
+        f"/app/conversations/{conv.id}",
+        f"/api/v1/conversations/{conv.id}",
+        "/api/v1/auth/me",
+    ):
+        page = client.get(url)
+        assert page.status_code == 200, url
+        assert page.headers["cache-control"] == "no-store", url
+    client.cookies.clear()
+    up = client.post(
+        f"/api/v1/conversations/{conv.id}/uploads",
+        files={"file": ("a.txt", b"hello", "text/plain")},
+        headers=auth(world.bob),
+    )
+    assert up.headers["cache-control"] == "no-store"
+    # Public pages and files say what they say, or nothing.
+    assert client.get("/widget.js").headers["cache-control"] == "public, max-age=300"
+    for url in ("/login", "/static/app.css", "/healthz"):
+        assert client.get(url).headers.get("cache-control") != "no-store", url

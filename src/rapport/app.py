@@ -19,7 +19,7 @@ from rapport.channels.webchat.views import ReadableErrors
 from rapport.config import Settings
 from rapport.crypto import box_for
 from rapport.db import Database
-from rapport.guard import RequestGuard
+from rapport.guard import NoStore, RequestGuard
 from rapport.ingest import IngestWriter
 from rapport.jobs import registry
 from rapport.jobs.worker import Worker, WorkerThread
@@ -97,6 +97,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.bus = event_bus
     apidocs.install(app)
     problems.install(app)
+    # Inside the fast path: an API client's post of a message needs no cache header.
+    app.add_middleware(NoStore)
     app.add_middleware(InboundFastPath)
     app.add_middleware(RequestGuard)  # before any route or the fast path reads a body
     app.add_middleware(ReadableErrors)  # the guard's refusals of the widget readable too

@@ -11,9 +11,12 @@ characters where a person's or a client's text comes in.
   with a problem document, the same on both databases. Provider webhooks are exempt: what
   a provider sends is kept, not refused (the database layer replaces the NULs in it, see
   ``db.without_nul``).
+
+And what every answer holding someone's data must be: kept by no cache (``NoStore``).
 """
 
 from fastapi import HTTPException
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rapport.db import JSON_NUL
@@ -158,3 +161,33 @@ def _counted(receive: Receive, limit: int) -> Receive:
 
 async def _nothing() -> Message:
     return {"type": "http.disconnect"}
+
+
+# The addresses whose answers hold someone's data: an agent's pages and API, a visitor's
+# chat. (The help center, static files and the widget's script are public; a signed file
+# link says its own Cache-Control.)
+PRIVATE = ("/api/", "/app/", "/widget/api/")
+
+
+class NoStore:
+    """ASGI middleware: an answer under ``PRIVATE`` that says nothing of caching is kept by
+    no cache (``Cache-Control: no-store``). Said nothing, a browser kept an agent's pages,
+    a conversation's messages and files in its cache and history: signed out on a shared
+    computer, Back showed the inbox and the conversations read, to the next person."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not route_path(scope).startswith(PRIVATE):
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, sending)

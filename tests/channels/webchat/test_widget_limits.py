@@ -119,6 +119,7 @@ def test_the_widget_apis_errors_are_readable_by_the_page_that_asked(
     ok = client.get(f"{api}/messages", headers={**gone, "X-Rapport-Visitor": visitor})
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == HOST_PAGE
     assert "access-control-expose-headers" not in ok.headers
+    assert ok.headers["cache-control"] == "no-store"  # a visitor's chat: kept by no cache
     api_error = client.get("/api/v1/conversations", headers={"Origin": HOST_PAGE})
     assert api_error.status_code == 401
     assert "access-control-allow-origin" not in api_error.headers
