@@ -188,3 +188,47 @@ def test_what_holds_someones_data_is_kept_by_no_cache_and_public_pages_may_be(
     assert client.get("/widget.js").headers["cache-control"] == "public, max-age=300"
     for url in ("/login", "/static/app.css", "/healthz"):
         assert client.get(url).headers.get("cache-control") != "no-store", url
+
+
+def test_a_stranger_sends_no_more_than_any_route_takes_where_members_may_send_more(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The API channel's posts take 64 MB and an import 100 MB: read whole before the route
+    # looked at who was asking, a few strangers' connections took gigabytes.
+    looked_at: list[int] = []  # the bodies the guard read whole, by size
+    carries_nul = guard.carries_nul
+
+    def counted(body: bytes, content_type: str) -> bool:
+        looked_at.append(len(body))
+        return carries_nul(body, content_type)
+
+    monkeypatch.setattr(guard, "carries_nul", counted)
+    inbox_id = world.acme.inbox.id  # type: ignore[union-attr]
+    url = f"/api/v1/inboxes/{inbox_id}/messages"
+    big = b" " * guard.DEFAULT_LIMIT + b"{}"
+    for headers in ({}, {"Authorization": "Bearer rpt_forged"}):
+        r = client.post(url, content=big, headers=headers | {"content-type": "application/json"})
+        assert problem(r, 401)["detail"] == "sign in or send a bearer token"
+    ndjson = {"content-type": "application/x-ndjson"}
+    problem(client.post("/api/v1/customer-files/import", content=big, headers=ndjson), 401)
+
+    # Streamed without a length, a stranger's is cut off at the default limit.
+    def chunks() -> Iterator[bytes]:
+        for _ in range(5):
+            yield b" " * (1024 * 1024)
+
+    json_only = {"content-type": "application/json"}
+    problem(client.post(url, content=chunks(), headers=json_only), 413)
+    assert looked_at == []
+    # A member's post of more than 4 MB is read and stored.
+    attachment = base64.b64encode(b"y" * (guard.DEFAULT_LIMIT * 4 // 5)).decode()
+    body = {
+        "text": "a file",
+        "from": {"email": "kim@example.com"},
+        "attachments": [{"filename": "a.bin", "data_base64": attachment}],
+    }
+    r = client.post(url, json=body, headers=auth(world.bob))
+    assert r.status_code == 201, r.text[:300]
+    assert looked_at[-1] > guard.DEFAULT_LIMIT
+    # A small post is not asked who sends it before the route: nothing changes for it.
+    assert client.post(url, json={"text": "hi"}).status_code == 401

@@ -17,10 +17,11 @@ And what every answer holding someone's data must be: kept by no cache (``NoStor
 
 from fastapi import HTTPException
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rapport.db import JSON_NUL
-from rapport.problems import problem_response
+from rapport.problems import Problem, problem_response
 
 MB = 1024 * 1024
 # The largest JSON body a route validates: 500,000 characters of HTML, escaped, and more.
@@ -48,15 +49,23 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-def limit_for(path: str, content_type: str) -> int:
-    """The largest body ``path`` takes, in bytes."""
-    parts = path.split("/")
-    if parts[1:2] == ["webhooks"]:
-        return WEBHOOK_LIMIT
+def _members_only(path: str) -> int | None:
+    """The limit of a route that takes more than others, and only from a member (an API
+    client posting a customer's message, an admin's import); None for any other."""
     if path == "/api/v1/customer-files/import":
         return IMPORT_LIMIT
+    parts = path.split("/")
     if len(parts) == 6 and parts[1:4] == ["api", "v1", "inboxes"] and parts[5] == "messages":
         return INBOUND_LIMIT
+    return None
+
+
+def limit_for(path: str, content_type: str) -> int:
+    """The largest body ``path`` takes, in bytes."""
+    if path.split("/")[1:2] == ["webhooks"]:
+        return WEBHOOK_LIMIT
+    if (members := _members_only(path)) is not None:
+        return members
     if content_type.startswith("multipart/form-data"):
         return MULTIPART_LIMIT
     return DEFAULT_LIMIT
@@ -93,6 +102,16 @@ class RequestGuard:
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
         limit = limit_for(path, content_type)
         declared = headers.get(b"content-length", b"")
+        if _members_only(path) and not (declared.isdigit() and int(declared) <= DEFAULT_LIMIT):
+            # A route taking more than others (the API channel's posts, an import) takes it
+            # from a member: a stranger's body is read no further than another route's. It
+            # was read whole (64 MB a request, and a copy) before the route looked at who
+            # was asking: a few connections at once took gigabytes.
+            if not await _known(scope):
+                if declared.isdigit():
+                    await self._refuse(scope, send, 401, "unauthorized", _UNKNOWN)
+                    return
+                limit = DEFAULT_LIMIT
         if declared.isdigit() and int(declared) > limit:
             await self._refuse(scope, send, 413, "too-large", _too_large(limit))
             return
@@ -138,6 +157,21 @@ class RequestGuard:
             await send({"type": "websocket.close", "code": 1008, "reason": detail})
             return
         await problem_response(status, slug, detail, scope["path"])(scope, _nothing, send)
+
+
+_UNKNOWN = "sign in or send a bearer token"
+
+
+async def _known(scope: Scope) -> bool:
+    """Whether the request's credentials are a member's (checked as the routes check them,
+    through the principal cache)."""
+    from rapport.auth.deps import resolve_principal  # auth reads the guard's route_path
+
+    try:
+        await resolve_principal(Request(scope))
+    except Problem:
+        return False
+    return True
 
 
 def _too_large(limit: int) -> str:
