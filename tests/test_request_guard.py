@@ -232,3 +232,28 @@ def test_a_stranger_sends_no_more_than_any_route_takes_where_members_may_send_mo
     assert looked_at[-1] > guard.DEFAULT_LIMIT
     # A small post is not asked who sends it before the route: nothing changes for it.
     assert client.post(url, json={"text": "hi"}).status_code == 401
+
+
+def test_what_a_stranger_may_call_takes_a_small_body(client: TestClient, world: World) -> None:
+    # Each of a stranger's connections had the server hold 4 MB for a body none reads.
+    over = b'{"text": "' + b" " * guard.SMALL_LIMIT + b'"}'
+    json_headers = {"content-type": "application/json"}
+    for url in (
+        "/widget/api/anything/messages",
+        "/widget/api/anything/session",
+        "/api/v1/auth/login",
+        "/api/v1/auth/password-reset",
+        "/api/v1/invitations/accept",
+    ):
+        r = client.post(url, content=over, headers=json_headers)
+        assert problem(r, 413)["detail"] == "a request here is at most 128 KB", url
+    events = b'{"batch": [], "x": "' + b" " * guard.EVENTS_LIMIT + b'"}'
+    problem(client.post("/api/v1/events/batch", content=events, headers=json_headers), 413)
+    # A chat message of 10,000 characters, each an emoji written as JSON escapes, fits.
+    emoji = b'{"text": "' + b"\\ud83d\\ude00" * 10_000 + b'"}'
+    r = client.post("/widget/api/anything/messages", content=emoji, headers=json_headers)
+    assert r.status_code != 413
+    # The widget's files keep the form limit.
+    form = {"content-type": "multipart/form-data; boundary=x"}
+    r = client.post("/widget/api/anything/attachments", content=b"--x--", headers=form)
+    assert r.status_code != 413

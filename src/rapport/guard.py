@@ -32,6 +32,15 @@ WEBHOOK_LIMIT = 5 * MB
 IMPORT_LIMIT = 100 * MB
 # The API channel takes attachments in the JSON body, base64 (a third larger than the file).
 INBOUND_LIMIT = 64 * MB
+# What the routes a stranger may call take: the chat widget's messages (10,000 characters,
+# 120 KB should each be an emoji written as JSON escapes) and sessions, sign-in, reset and
+# invitation forms. At the default, each of a stranger's connections had the server hold
+# 4 MB for a body no such route reads.
+SMALL_LIMIT = 128 * 1024
+_SMALL = ("/widget/api/", "/api/v1/auth/", "/api/v1/invitations/")
+# The events API (its write key is public in a site's pages) takes 500 KB a request, and
+# says so itself: a little more is let through for it to.
+EVENTS_LIMIT = 512 * 1024
 # One message a websocket client may send (the server's default is 16 MB). Rapport's sockets
 # only speak to the client (the inbox and the chat widget send nothing but their close), so
 # a larger one closes the socket (1009) instead of being read into memory to be ignored.
@@ -68,6 +77,10 @@ def limit_for(path: str, content_type: str) -> int:
         return members
     if content_type.startswith("multipart/form-data"):
         return MULTIPART_LIMIT
+    if path.startswith(_SMALL):
+        return SMALL_LIMIT
+    if path.startswith("/api/v1/events/"):
+        return EVENTS_LIMIT
     return DEFAULT_LIMIT
 
 
@@ -175,7 +188,8 @@ async def _known(scope: Scope) -> bool:
 
 
 def _too_large(limit: int) -> str:
-    return f"a request here is at most {limit // MB} MB"
+    size = f"{limit // MB} MB" if limit >= MB else f"{limit // 1024} KB"
+    return f"a request here is at most {size}"
 
 
 def _counted(receive: Receive, limit: int) -> Receive:
