@@ -517,3 +517,25 @@ def test_a_member_blocked_by_the_2fa_rule_cannot_change_anything(
     assert client.get("/api/v1/conversations", headers=auth(world.bob)).status_code == 403
     r = client.patch("/api/v1/auth/me", json={"name": "Renamed"}, headers=auth(world.bob))
     assert r.status_code == 403, r.text
+
+
+def test_an_ipv6_subscriber_gets_one_budget_for_all_the_addresses_of_their_network(
+    client: TestClient, world: World
+) -> None:
+    # A provider gives a subscriber a /64: any of its 2^64 addresses is theirs to take.
+    # Counted one by one, every limit by address was one new address away from none.
+    guesses = iter(range(1000))
+
+    def guess(host: str) -> int:
+        from_there = TestClient(client.app, client=(host, 50000))
+        body = {"email": f"nobody{next(guesses)}@acme.test", "password": "wrong guess"}
+        return from_there.post("/api/v1/auth/login", json=body).status_code
+
+    codes = [guess(f"2001:db8:1:2::{n:x}") for n in range(1, 22)]
+    assert codes == [401] * 20 + [429]
+    # Another subscriber's network, and an IPv4 address, have budgets of their own.
+    assert guess("2001:db8:1:3::1") == 401
+    assert guess("192.0.2.1") == 401
+    # Written as IPv4 within IPv6, an IPv4 address is that address.
+    assert [guess("::ffff:192.0.2.7") for _ in range(20)] == [401] * 20
+    assert guess("192.0.2.7") == 429

@@ -1,10 +1,12 @@
 """Login, logout, two-factor enrolment and API tokens."""
 
+import ipaddress
 from dataclasses import replace
 
 import segno
 from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from rapport.auth import account, reset, security, service
 from rapport.auth.deps import (
@@ -64,9 +66,27 @@ def _me(p: service.Principal) -> MeRead:
 TOO_MANY_LOGINS = "too many login attempts"
 
 
-def client_address(request: Request) -> str:
-    """The caller's address, for rate limits and the audit log."""
+def client_address(request: HTTPConnection) -> str:
+    """The caller's address, as the audit log keeps it."""
     return request.client.host if request.client else "unknown"
+
+
+def budget_address(request: HTTPConnection) -> str:
+    """The caller's address as rate limits count it: an IPv6 address by its /64, the
+    network a provider gives one subscriber, any address of which their machine may take.
+    Counted one by one, each of its 2^64 addresses had a budget of its own, and every limit
+    by address (sign-in, resets, the chat widget's visitors, the help center) was one new
+    address away from none."""
+    host = client_address(request)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return host
+    if ip.ipv4_mapped is not None:  # an IPv4 address, written within IPv6
+        return str(ip.ipv4_mapped)
+    return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
 
 
 def spend_attempt(request: Request, *, client: bool = True, email: str | None = None) -> None:
@@ -75,7 +95,7 @@ def spend_attempt(request: Request, *, client: bool = True, email: str | None = 
     invitation's acceptance share them, so none is a way round another's limit."""
     limiter = request.app.state.login_limiter
     spent = []
-    for key in ([f"ip:{client_address(request)}"] if client else []) + (
+    for key in ([f"ip:{budget_address(request)}"] if client else []) + (
         [f"email:{email}"] if email is not None else []
     ):
         spent.append(limiter.spend(key, TOO_MANY_LOGINS))
@@ -239,9 +259,8 @@ def request_password_reset(
     """Email a reset link if the address has an account; the answer, and the work done to
     give it, are the same either way."""
     limiter = request.app.state.reset_limiter
-    ip = client_address(request)
     email = body.email.strip().lower()
-    for key in (f"reset-ip:{ip}", f"reset-email:{email}"):
+    for key in (f"reset-ip:{budget_address(request)}", f"reset-email:{email}"):
         limiter.spend(key, "too many reset requests")
     reset.ask(db, email=email, box=box)
     return {"detail": "If an account has this address, a reset link is on its way."}
@@ -252,7 +271,7 @@ def confirm_password_reset(body: ResetConfirmIn, request: Request, db: Db) -> Re
     """Choose a new password with a reset link's token; every session of the account ends."""
     limiter = request.app.state.reset_limiter
     ip = client_address(request)
-    limiter.spend(f"reset-confirm:{ip}", "too many attempts")
+    limiter.spend(f"reset-confirm:{budget_address(request)}", "too many attempts")
     user = reset.confirm(db, token=body.token, password=body.password)
     service.audit_everywhere(
         db, user_id=user.id, actor=Actor("user", user.id, ip), action="auth.password_reset"

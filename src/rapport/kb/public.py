@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from rapport.auth.deps import own_origin
 from rapport.auth.ratelimit import RateLimiter, Refused
+from rapport.auth.views import budget_address
 from rapport.kb import search, service
 from rapport.kb.models import Article, ArticleStatus, Collection, HelpCenter
 from rapport.problems import Forbidden, NotFound, wait_text
@@ -239,7 +240,7 @@ def article_page(
             thanks=thanks not in ("", "0"),
             base=_base(request),
         )
-    address = request.client.host if request.client else "?"
+    address = budget_address(request)
     if _limits(request).viewers.hit(f"kbview:{row.id}:{address}"):
         with database.session() as db:
             service.count_view(db, article_id=row.id)
@@ -265,7 +266,7 @@ def article_feedback(
     locale: str = Form(default="", max_length=16),
     comment: str = Form(default="", max_length=1000),
 ) -> Response:
-    address = request.client.host if request.client else "?"
+    address = budget_address(request)
     if _cross_site(request):
         # Another site's page making its visitors' browsers vote here (a form needs no
         # script, and a vote no sign-in).
@@ -299,7 +300,7 @@ def search_page(
     locale: str | None = _LOCALE,
 ) -> Response:
     q = q[:300]  # a longer question says nothing more, and costs more to rank
-    address = request.client.host if request.client else "?"
+    address = budget_address(request)
     with request.app.state.database.session(write=False) as db:
         try:
             center = service.center_by_slug(db, slug)

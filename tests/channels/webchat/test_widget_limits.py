@@ -200,6 +200,23 @@ def test_one_address_makes_only_so_many_new_visitors_and_a_returning_one_still_c
     assert start(client, chat, visitor_token=known)["visitor_token"] == known
 
 
+def test_the_addresses_of_one_ipv6_network_share_its_budget_of_new_visitors(
+    client: TestClient,
+    chat: dict[str, str],  # noqa: F811
+    app: object,
+) -> None:
+    app.state.widget_limits.visitors = RateLimiter(limit=3, window=3600)  # type: ignore[attr-defined]
+
+    def session(host: str) -> int:
+        from_there = TestClient(client.app, client=(host, 50000))
+        url = f"/widget/api/{chat['token']}/session"
+        return from_there.post(url, json={}, headers={"Origin": HOST_PAGE}).status_code
+
+    # Each address of a subscriber's /64 was a new budget of 300 visitors an hour.
+    assert [session(f"2001:db8:5:6::{n}") for n in range(1, 5)] == [200, 200, 200, 429]
+    assert session("2001:db8:5:7::1") == 200
+
+
 def test_new_visitors_from_one_address_share_its_budget_of_messages_and_files(
     client: TestClient,
     database: Database,

@@ -32,7 +32,7 @@ from starlette.types import Message as Sent
 from rapport.auth import service as auth
 from rapport.auth.models import Membership
 from rapport.auth.ratelimit import RateLimiter
-from rapport.auth.views import client_address
+from rapport.auth.views import budget_address
 from rapport.bot import service as bot
 from rapport.bus import get_bus
 from rapport.channels import base, webchat
@@ -126,7 +126,7 @@ def _limits(request: Request) -> WidgetLimits:
 def _address_key(what: str, inbox: Inbox, request: Request) -> str:
     """The budget key of what every visitor of the caller's address sends into this chat
     (counted after the visitor's own: one visitor past theirs spends none of the others')."""
-    return f"webchat:address-{what}:{inbox.id}:{client_address(request)}"
+    return f"webchat:address-{what}:{inbox.id}:{budget_address(request)}"
 
 
 async def _spend(limiter: RateLimiter, key: str, what: str) -> None:
@@ -268,7 +268,7 @@ async def session(token: str, body: SessionIn, request: Request) -> Response:
             if plain != body.visitor_token:
                 # Raised inside the transaction: the visitor just made is not kept.
                 limits.visitors.spend(
-                    f"webchat:visitors:{inbox.id}:{client_address(request)}",
+                    f"webchat:visitors:{inbox.id}:{budget_address(request)}",
                     "too many new visitors from this address",
                 )
             return {
