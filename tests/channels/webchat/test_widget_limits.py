@@ -1,6 +1,7 @@
 """The widget's public API refuses what it must before doing anything: a page of an origin
 the inbox does not allow, and a visitor (or a script) sending faster than a person."""
 
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from rapport import bus
 from rapport.auth.ratelimit import RateLimiter
+from rapport.channels.webchat import views as webchat_views
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations.models import Message
 from rapport.db import Database
@@ -138,6 +140,44 @@ def test_a_socket_from_a_page_of_another_origin_is_closed(
     ):
         next_message(ws, seconds=5)  # a socket left open fails here, not hangs
     assert closed.value.code == 1008
+
+
+def test_one_visitor_holds_only_so_many_sockets_open_at_once(
+    client: TestClient,
+    world: World,
+    chat: dict[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each socket hears every event of the workspace: one token opened in thousands of
+    # sockets made each message cost as many lookups.
+    monkeypatch.setattr(webchat_views, "SOCKETS_PER_VISITOR", 2)
+    visitor = start(client, chat)["visitor_token"]
+    conv = say(client, chat, visitor, "hi")["conversation_id"]
+    url = f"/widget/ws/{chat['token']}?visitor={visitor}"
+    with client.websocket_connect(url) as first, client.websocket_connect(url) as second:
+        # The third is refused at the handshake: the widget polls meanwhile.
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(url):
+            pass
+        assert refused.value.code == 1008
+        # Another visitor's sockets are their own; the two open ones still hear replies.
+        other = start(client, chat)["visitor_token"]
+        with client.websocket_connect(f"/widget/ws/{chat['token']}?visitor={other}"):
+            pass
+        client.post(
+            f"/api/v1/conversations/{conv}/messages",
+            json={"text": "hello"},
+            headers=auth(world.bob),
+        )
+        for ws in (first, second):
+            assert json.loads(next_message(ws)["text"])["payload"]["text"] == "hello"
+    # Closed, they make room again.
+    with client.websocket_connect(url) as again:
+        client.post(
+            f"/api/v1/conversations/{conv}/messages",
+            json={"text": "again"},
+            headers=auth(world.bob),
+        )
+        assert json.loads(next_message(again)["text"])["payload"]["text"] == "again"
 
 
 def test_a_visitor_sending_faster_than_a_person_is_held_back_and_others_are_not(

@@ -116,6 +116,9 @@ class WidgetLimits:
         # Typing, read receipts and ratings: each one an event to every agent's page, or a
         # write. The widget says "typing" at most every three seconds.
         self.actions = RateLimiter(limit=60, window=60, redis_url=redis_url)
+        # The sockets each visitor has open in this process (``SOCKETS_PER_VISITOR``);
+        # counted on the event loop, which alone opens and closes them.
+        self.sockets: dict[str, int] = {}
 
 
 def _limits(request: Request) -> WidgetLimits:
@@ -627,11 +630,33 @@ async def visitor_stream(ws: WebSocket, token: str) -> None:
         return v if _seen(database, v.id) else None
 
     visitor = await run_in_threadpool(who)
+    sockets: dict[str, int] = ws.app.state.widget_limits.sockets
+    if visitor is not None and sockets.get(visitor.id, 0) >= SOCKETS_PER_VISITOR:
+        # Refused before the accept, as a failed handshake: the widget tries again less and
+        # less often, and polls meanwhile (accepted, then closed, it came back each second).
+        await ws.close(code=1008)
+        return
     await ws.accept()  # a close before the accept reaches a browser as a failed handshake
     if visitor is None:
         # An erased visitor's token (or one never given): the widget starts afresh.
         await ws.close(code=VISITOR_GONE, reason="unknown visitor")
         return
+    sockets[visitor.id] = sockets.get(visitor.id, 0) + 1
+    try:
+        await _serve(ws, database, inbox, visitor)
+    finally:
+        if left := sockets.pop(visitor.id, 1) - 1:
+            sockets[visitor.id] = left
+
+
+# Sockets one visitor may hold open at once in a process: a tab each. Each socket hears
+# every event of the workspace and asks the database about some: one visitor's token opened
+# in thousands of sockets made every message in the workspace cost as many lookups.
+SOCKETS_PER_VISITOR = 20
+
+
+async def _serve(ws: WebSocket, database: Database, inbox: Inbox, visitor: Visitor) -> None:
+    """The events of an accepted visitor's socket, until it closes (``visitor_stream``)."""
 
     def mine(event: dict[str, Any]) -> bool:
         p = event.get("payload", {})
