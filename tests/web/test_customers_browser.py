@@ -1005,3 +1005,73 @@ class HeldStream:
         wait_for(self.page, blanked)
         self.held = False
         self._reopen()
+
+
+def test_the_search_pages_rows_name_a_customer_renamed_meanwhile(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # A customer renamed (here, in another tab, by a colleague): the search page's rows of
+    # them and of their conversations went on with the old name until a reload.
+    conv = inbound(client, world, "quill-1", "quill@example.com")
+    other = inbound(client, world, "quill-2", "other.quill@example.com")
+    quill = conversation_customer(client, world, conv)
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/search?q=quill")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    row = page.locator(f'#conversation-hits li[data-id="{conv}"] .who')
+    expect(row).to_have_text("quill@example.com")
+    expect(page.locator("#conversation-hits li[data-id]")).to_have_count(2)
+    page.wait_for_timeout(1000)  # nothing drawn anew since the page loaded
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/app/search" in r.url else None)
+    # A note changes nothing any row shows: not drawn anew for it.
+    r = client.post(
+        f"/api/v1/customers/{quill}/notes",
+        json={"text": "Writes with a quill"},
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    page.wait_for_timeout(1000)
+    assert fetched == []
+    r = client.patch(
+        f"/api/v1/customers/{quill}", json={"name": "Quentin Quill"}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    expect(row).to_have_text("Quentin Quill")
+    expect(page.locator(f'#customer-hits tr[data-customer="{quill}"] a')).to_have_text(
+        "Quentin Quill"
+    )
+    expect(page.locator(f'#conversation-hits li[data-id="{other}"] .who')).to_have_text(
+        "other.quill@example.com"
+    )
+    assert len(fetched) == 1, fetched
+    page.screenshot(path=str(ARTIFACTS / "search-follows-renames.png"))
+
+
+def test_the_customers_list_names_a_customer_renamed_or_tagged_elsewhere(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    world: World,
+    client: TestClient,
+) -> None:
+    # Their row kept the old name and tags until a reload.
+    kept = customer(client, world.bob, name="Rowan Old", email="rowan@example.com")
+    ticked = customer(client, world.bob, name="Rowan Other", email="rowan.other@example.com")
+    page = signed_in(browser, live_server, "bob@acme.test", "/app/customers?q=rowan")
+    expect(page.locator("body[data-stream-open]")).to_have_count(1)
+    page.check(f'#customer-list tr[data-customer="{ticked}"] input.pick')
+    r = client.patch(
+        f"/api/v1/customers/{kept}", json={"name": "Rowan New"}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    r = client.patch(
+        f"/api/v1/customers/{kept}/tags", json={"add": ["vip"]}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    row = page.locator(f'#customer-list tr[data-customer="{kept}"]')
+    expect(row.locator("a").first).to_have_text("Rowan New")
+    expect(row.locator("td.tags")).to_have_text("vip")
+    expect(page.locator(f'tr[data-customer="{ticked}"] input.pick')).to_be_checked()
+    expect(page.locator("#customer-bulk-count")).to_have_text("1 selected")

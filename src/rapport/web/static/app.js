@@ -2198,7 +2198,8 @@ function dropConversations(list, ids) {
 // with the redraw if it is still found. A change to one listed (its status, agent, a
 // message, a merge undone taking messages out of it or back) draws the results anew as the
 // server finds them now, at most every half second: a burst of events is one fetch, not one
-// each. A conversation that comes to match later is found by searching again.
+// each. A conversation that comes to match later is found by searching again. A customer
+// listed, or one whose conversation is, changed (renamed, say) draws them anew the same way.
 function setupCustomerList() {
   const table = document.querySelector(".customers-list #customer-list, .search-results #customer-hits");
   if (!table) return;
@@ -2223,6 +2224,8 @@ function setupCustomerList() {
   const listed = (cid) => hits && cid && hits.querySelector(`:scope > li[data-id="${CSS.escape(cid)}"]`);
   const showing = (mid) => hits && mid && hits.querySelector(`:scope > li[data-match="${CSS.escape(mid)}"]`);
   const unmatched = (ids) => ids.map(showing).filter(Boolean).map((li) => li.dataset.id);
+  const named = (cid) => cid && (table.querySelector(`tr[data-customer="${CSS.escape(cid)}"]`)
+    || hits?.querySelector(`:scope > li .who[data-customer="${CSS.escape(cid)}"]`));
   connectStream((event) => {
     setupNotifications(event);
     const p = event.payload || {};
@@ -2234,6 +2237,9 @@ function setupCustomerList() {
     }
     dropCustomers(table, event.type === "customer.erased" ? p.customer_ids || []
       : event.type === "customer.merged" ? [p.merged_id] : []);
+    // A customer listed, or whose conversation is, changed (renamed, a handle or tag): the
+    // rows name them as they are now (not for a note, which no row shows).
+    if (event.type === "customer.updated" && !p.notes && named(p.id)) drawSoon();
     if (!hits) return;
     // Dropped at once; drawn anew after, the survivor found now if it was not (it holds
     // the messages that matched), the row of one still found by another message back.
