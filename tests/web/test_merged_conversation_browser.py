@@ -194,3 +194,26 @@ def test_the_lines_a_merge_and_its_undo_write_show_in_the_open_threads(
         ["Parted from the other conversation: their customers' merge was undone"]
     )
     hers.screenshot(path=str(ARTIFACTS / "merge-lines-live.png"))
+
+
+def test_the_merged_into_notice_says_so_once_an_undo_took_those_messages_back(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    # Her page said another conversation was merged into hers, its messages not on the
+    # screen yet, "Show them": the undo took them back, and it went on offering them.
+    ann_conv, ben_conv, merge_id = ann_and_ben_merged(client, world)
+    hers = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{ann_conv}")
+    streaming(hers)
+    merge_conversations(client, world, ann_conv, ben_conv)
+    notice = hers.locator("#merged-notice")
+    expect(notice).to_contain_text("merged into this one")
+    expect(notice.locator("button")).to_have_text("Show them")
+    assert undo(client, world, merge_id).status_code == 200
+    expect(notice).to_contain_text("took its messages back")
+    expect(notice).not_to_contain_text("not on the screen")
+    expect(notice.locator("button")).to_have_count(0)
+    expect(hers.locator("#messages li.kind-message .body")).to_have_text(["Ann writes"])
+    hers.screenshot(path=str(ARTIFACTS / "merged-into-notice-undone.png"))

@@ -659,12 +659,22 @@ if (eraseForm) {
 // The conversation on screen merged by a colleague: merged into another, its messages are
 // there now, and a reply written here would go to an emptied thread; merged into, the
 // other's messages are here but not on the screen. Said at once, with the way there (the
-// page went on as if nothing had happened).
+// page went on as if nothing had happened). Those merged into this one and taken back by
+// their customers' merge undone (``conversation.parted`` from here to them) are no longer
+// to show: once none is left, the notice says so, without its "Show them" (it stayed,
+// offering messages that had gone).
 function followMerges(notice, conversationId) {
+  const unshown = new Set(); // the conversations merged into this one, their messages not drawn
   document.addEventListener("rapport:event", (ev) => {
     const e = ev.detail;
-    if (e.type !== "conversation.merged") return;
     const p = e.payload || {};
+    if (e.type === "conversation.parted" && p.from_id === conversationId && unshown.delete(p.id)) {
+      if (unshown.size) return;
+      notice.replaceChildren(el("span", "Their customers' merge was undone: the conversation merged into this one took its messages back, and nothing of it is missing here."));
+      notice.hidden = false;
+      return;
+    }
+    if (e.type !== "conversation.merged") return;
     if (p.merged_id === conversationId) {
       const link = el("a", "Open that conversation");
       link.href = `/app/conversations/${encodeURIComponent(p.id)}`;
@@ -672,6 +682,7 @@ function followMerges(notice, conversationId) {
       document.getElementById("composer").dataset.mergedAway = "1"; // until the merge is undone (app.js)
       for (const button of document.querySelectorAll("#composer button[type=submit], #composer input[type=file]")) button.disabled = true;
     } else if (p.id === conversationId) {
+      unshown.add(p.merged_id);
       const again = el("button", "Show them");
       again.type = "button";
       again.addEventListener("click", () => location.reload()); // the draft is kept
