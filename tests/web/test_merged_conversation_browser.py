@@ -1,12 +1,17 @@
 """A conversation merged by a colleague while an agent has it (or the other) open, a link
 to a merged conversation opened later, and a merge undone (their customers') while both
-are open."""
+are open; an open conversation's header and customer panel follow its customers' merge
+and its undo."""
 
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from rapport.conversations.models import Conversation
+from rapport.conversations.service import conversation_payload
+from rapport.db import Database
+from rapport.realtime.service import emit
 from tests.conftest import auth
 from tests.customers.test_undo_after_conversation_merge import (
     conversation_of,
@@ -194,6 +199,160 @@ def test_the_lines_a_merge_and_its_undo_write_show_in_the_open_threads(
         ["Parted from the other conversation: their customers' merge was undone"]
     )
     hers.screenshot(path=str(ARTIFACTS / "merge-lines-live.png"))
+
+
+def named(client: TestClient, world: World, customer_id: str, name: str) -> None:
+    r = client.patch(
+        f"/api/v1/customers/{customer_id}", json={"name": name}, headers=auth(world.bob)
+    )
+    assert r.status_code == 200, r.text
+
+
+def noted(client: TestClient, world: World, customer_id: str, text: str) -> None:
+    r = client.post(
+        f"/api/v1/customers/{customer_id}/notes", json={"text": text}, headers=auth(world.bob)
+    )
+    assert r.status_code == 201, r.text
+
+
+def ann_and_ben_named(client: TestClient, world: World) -> tuple[str, str, str, str]:
+    """Ann Archer and Ben Baker, a conversation each and a note each: (her id, his, her
+    conversation, his)."""
+    post(client, world, "ann-1", "ann@example.com", "Ann writes")
+    post(client, world, "ben-1", "ben@example.com", "Ben writes first")
+    ann = customer_of(client, world, "ann@example.com")["id"]
+    ben = customer_of(client, world, "ben@example.com")["id"]
+    named(client, world, ann, "Ann Archer")
+    named(client, world, ben, "Ben Baker")
+    noted(client, world, ann, "Ann prefers mornings")
+    noted(client, world, ben, "Ben likes tea")
+    return ann, ben, conversation_of(client, world, ann), conversation_of(client, world, ben)
+
+
+def shows_customer(page: Any, name: str, customer_id: str) -> None:
+    """The page's header and panel are of this customer, the panel's parts mounted once."""
+    expect(page.locator("#conversation .thread > header > h1")).to_have_text(name)
+    expect(page.locator("aside.customer > h2")).to_have_text(name)
+    expect(page).to_have_title(f"{name} · Rapport")
+    expect(page.locator("#panel-extra")).to_have_attribute("data-customer", customer_id)
+    expect(page.locator("#customer-name")).to_have_attribute("data-customer", customer_id)
+    expect(page.locator('#panel-extra [data-part="notes"]')).to_have_count(1)
+
+
+def test_an_open_conversation_follows_its_customers_merge_and_its_undo(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    # Ben's conversation went to Ann's record with the merge, and back with its undo, but
+    # its open page went on showing Ben (then Ann) in its header and panel until a reload;
+    # her page went on without what the merge gave her record (his handle, his note).
+    ann, ben, ann_conv, ben_conv = ann_and_ben_named(client, world)
+    his = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{ben_conv}")
+    hers = signed_in(browser, live_server, "alice@acme.test", f"/app/conversations/{ann_conv}")
+    streaming(his, hers)
+    shows_customer(his, "Ben Baker", ben)
+    his_notes = his.locator('#panel-extra [data-part="notes"]')
+    her_notes = hers.locator('#panel-extra [data-part="notes"]')
+    expect(his_notes).to_contain_text("Ben likes tea")
+    expect(her_notes).not_to_contain_text("Ben likes tea")
+    his.fill("#composer textarea", "Half a reply")
+
+    merge_id = merge(client, world, ann, ben)
+    shows_customer(his, "Ann Archer", ann)
+    expect(his_notes).to_contain_text("Ann prefers mornings")
+    expect(his.locator("#customer-handles")).to_contain_text("ann@example.com")
+    expect(his.locator("#previous-conversations")).to_contain_text("open")
+    expect(his.locator("#composer textarea")).to_have_value("Half a reply")
+    # Hers is the same record, with what the merge brought it.
+    shows_customer(hers, "Ann Archer", ann)
+    expect(hers.locator("#customer-handles")).to_contain_text("ben@example.com")
+    expect(her_notes).to_contain_text("Ben likes tea")
+    his.screenshot(path=str(ARTIFACTS / "customer-merged-panel.png"))
+
+    assert undo(client, world, merge_id).status_code == 200
+    shows_customer(his, "Ben Baker", ben)
+    expect(his_notes).to_contain_text("Ben likes tea")
+    expect(his_notes).not_to_contain_text("Ann prefers mornings")
+    expect(his.locator("#customer-handles")).not_to_contain_text("ann@example.com")
+    expect(his.locator("#composer textarea")).to_have_value("Half a reply")
+    shows_customer(hers, "Ann Archer", ann)
+    expect(hers.locator("#customer-handles")).not_to_contain_text("ben@example.com")
+    expect(her_notes).not_to_contain_text("Ben likes tea")
+    # The panel follows the record it shows now: his tag, not hers.
+    r = client.patch(
+        f"/api/v1/customers/{ben}/tags", json={"add": ["vip"]}, headers=auth(world.alice)
+    )
+    assert r.status_code == 200, r.text
+    expect(his.locator('#panel-extra [data-part="profile"] .tag')).to_have_text(["vip×"])
+    his.screenshot(path=str(ARTIFACTS / "customer-unmerged-panel.png"))
+    # And no longer the one it showed before: Ann erased, his page stays.
+    assert client.delete(f"/api/v1/customers/{ann}", headers=auth(world.alice)).status_code == 204
+    expect(hers.locator(".erased-notice")).to_have_count(1)
+    his.wait_for_timeout(500)
+    expect(his.locator(".erased-notice")).to_have_count(0)
+    shows_customer(his, "Ben Baker", ben)
+
+
+def test_a_conversation_started_while_merged_shows_the_writer_once_it_goes_back_whole(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+) -> None:
+    # Ben wrote in another inbox while his record was merged into Ann's: the undo gave the
+    # conversation whole to him (``conversation.updated`` alone said so), and its open page
+    # went on naming Ann until a reload.
+    ann, ben, _, _ = ann_and_ben_named(client, world)
+    app = client.post(
+        "/api/v1/inboxes", json={"name": "Shop app", "channel": "api"}, headers=auth(world.alice)
+    ).json()
+    merge_id = merge(client, world, ann, ben)
+    r = client.post(
+        f"/api/v1/inboxes/{app['id']}/messages",
+        json={
+            "external_id": "ben-app",
+            "text": "Ben in the app",
+            "from": {"email": "ben@example.com"},
+        },
+        headers=auth(world.bob),
+    )
+    assert r.status_code == 201, r.text
+    started = r.json()["conversation_id"]
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{started}")
+    streaming(page)
+    shows_customer(page, "Ann Archer", ann)
+    assert undo(client, world, merge_id).status_code == 200
+    shows_customer(page, "Ben Baker", ben)
+    expect(page.locator("#messages li.kind-message .sender")).to_have_text(["Ben Baker"])
+    expect(page.locator('#panel-extra [data-part="notes"]')).to_contain_text("Ben likes tea")
+
+
+def test_an_event_giving_the_open_conversation_to_another_record_redraws_its_customer(
+    live_server: LiveServer,
+    browser,  # type: ignore[no-untyped-def]
+    client: TestClient,
+    world: World,
+    database: Database,
+) -> None:
+    # ``give_whole`` tells of it by ``conversation.updated`` alone (its customer_id): a page
+    # of the conversation that hears nothing else still shows the record it has now.
+    ann, ben, _, ben_conv = ann_and_ben_named(client, world)
+    page = signed_in(browser, live_server, "bob@acme.test", f"/app/conversations/{ben_conv}")
+    streaming(page)
+    shows_customer(page, "Ben Baker", ben)
+    with database.session() as db:
+        conv = db.get(Conversation, ben_conv)
+        assert conv is not None
+        conv.customer_id = ann
+        emit(
+            db,
+            workspace_id=conv.workspace_id,
+            type="conversation.updated",
+            payload=conversation_payload(conv),
+        )
+    shows_customer(page, "Ann Archer", ann)
 
 
 def test_the_merged_into_notice_says_so_once_an_undo_took_those_messages_back(

@@ -1253,6 +1253,23 @@ function setupConversation() {
     } while (fetchAgain);
     fetching = false;
   };
+  // The customer beside the thread as the server has it now: their customers' merge, or
+  // its undo, gives the conversation to another record (the header and panel showed the one
+  // of when the page loaded until a reload), or changes the one it has. One fetch at a
+  // time: asked again meanwhile, once more after it.
+  let reading = false;
+  let readAgain = false;
+  const customerNow = async () => {
+    if (reading) { readAgain = true; return; }
+    reading = true;
+    do {
+      readAgain = false;
+      const doc = await pageNow().catch(() => null);
+      if (doc?.getElementById("conversation")?.dataset.id === id) showCustomer(doc);
+    } while (readAgain);
+    reading = false;
+  };
+  const shownCustomer = () => document.getElementById("panel-extra")?.dataset.customer;
   // Merged into another and given its messages back (its customers' merge undone): the
   // notice panel.js showed says so, and replies go from here again.
   const partedBack = () => {
@@ -1292,9 +1309,56 @@ function setupConversation() {
       showStatus(p.status);
       if (p.priority) priority.value = prioritySet = p.priority;
       if ("assignee_id" in p && "team_id" in p) showHeld(p); // a colleague's, or a rule's
+      // Gone whole to the record of the one who wrote it (their merge undone).
+      if (p.customer_id && p.customer_id !== shownCustomer()) customerNow();
     }
+    // Its customer merged into another (the conversation is the survivor's now), another
+    // merged into its customer, or such a merge undone (it may be the restored record's).
+    if ((event.type === "customer.merged" || event.type === "customer.unmerged")
+      && [p.survivor_id, p.merged_id].includes(shownCustomer())) customerNow();
     // (The customer or colleagues typing, colleagues viewing: the notice in panel.js.)
   });
+}
+
+// The conversation's customer drawn from ``doc``, the page as the server has it now: the
+// header's name and the names the thread gives the customer's messages; the panel whole
+// when the conversation has another record now (panel.js mounts its parts on it,
+// ``rapport:customer-shown``: those of the one before stop), else what the server draws of
+// the record that holds nothing typed (its name, handles, timeline, other conversations),
+// the panel's own parts reading theirs again as they follow the merge.
+function showCustomer(doc) {
+  const page = document.getElementById("conversation");
+  const fresh = doc.getElementById("conversation");
+  const aside = page?.querySelector("aside.customer");
+  const drawn = fresh?.querySelector("aside.customer");
+  if (!aside || !drawn) return;
+  const take = (selector, from = fresh, into = page) => {
+    const now = from.querySelector(selector);
+    const shown = into.querySelector(selector);
+    if (now && shown) shown.replaceWith(document.importNode(now, true));
+  };
+  take(".thread > header > h1");
+  take("#guests");
+  document.title = doc.title;
+  for (const key of ["customer", "customerName", "senders"]) {
+    if (fresh.dataset[key] !== undefined) page.dataset[key] = fresh.dataset[key];
+  }
+  for (const item of fresh.querySelectorAll("#messages > li[data-id]")) {
+    const sender = page.querySelector(`#messages > li[data-id="${CSS.escape(item.dataset.id)}"] .meta .sender`);
+    const now = item.querySelector(".meta .sender");
+    if (sender && now) sender.textContent = now.textContent;
+  }
+  const was = aside.querySelector("#panel-extra")?.dataset.customer;
+  if (drawn.querySelector("#panel-extra")?.dataset.customer !== was) {
+    aside.replaceWith(document.importNode(drawn, true));
+    document.dispatchEvent(new CustomEvent("rapport:customer-shown"));
+    return;
+  }
+  for (const selector of [":scope > h2", "#customer-handles", "#timeline", "#previous-conversations"]) take(selector, drawn, aside);
+  // Their name in the form that corrects it, unless the agent is changing it.
+  const name = aside.querySelector("#customer-name input[name=name]");
+  const named = drawn.querySelector("#customer-name input[name=name]");
+  if (name && named && name.value === name.defaultValue) name.value = name.defaultValue = named.defaultValue;
 }
 
 // Someone copied on the thread who writes in it (a guest: the live message names them) joins

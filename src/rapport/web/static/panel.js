@@ -212,9 +212,10 @@ function consent(box, customerId, current, { canRecord, channel }) {
   return redraw;
 }
 
-// Another agent changed this customer (a consent, tags, a handle): read the profile and
-// the decisions again. Events of a burst while a read is on its way cost one more read.
-function followCustomer(customerId, boxes, redrawConsent, canTag) {
+// Another agent changed this customer (a consent, tags, a handle), or a merge into them or
+// its undo moved what they hold (figures, tags, consents): read the profile and the
+// decisions again. Events of a burst while a read is on its way cost one more read.
+function followCustomer(customerId, boxes, redrawConsent, canTag, signal) {
   let reading = null;
   let again = false;
   const read = () => {
@@ -228,11 +229,20 @@ function followCustomer(customerId, boxes, redrawConsent, canTag) {
   };
   document.addEventListener("rapport:event", (ev) => {
     const e = ev.detail;
-    if (e.type !== "customer.updated" || (e.payload || {}).id !== customerId) return;
-    if ((e.payload || {}).notes) return; // a note: the notes part reads those
+    const p = e.payload || {};
+    if (e.type === "customer.updated") {
+      if (p.id !== customerId || p.notes) return; // a note: the notes part reads those
+    } else if (!mergedWith(e, customerId)) return;
     if (reading) again = true;
     else read();
-  });
+  }, { signal });
+}
+
+// A merge into this customer, or the undo of one of theirs: what their record holds moved.
+function mergedWith(e, customerId) {
+  if (e.type !== "customer.merged" && e.type !== "customer.unmerged") return false;
+  const p = e.payload || {};
+  return p.survivor_id === customerId || (e.type === "customer.unmerged" && p.merged_id === customerId);
 }
 
 // A part of the panel read from the API and drawn again when a colleague changes it, but
@@ -263,7 +273,7 @@ function heldRedraw(load, paint) {
 // type), then any other the customer carries (from an import or the API). Agents edit them
 // in place; only what they changed is sent. A colleague's change redraws them, but not
 // under the form being filled.
-function attributes(box, customerId, canEdit) {
+function attributes(box, customerId, canEdit, signal) {
   let defs = [];
   const parts = heldRedraw(
     async () => {
@@ -342,7 +352,7 @@ function attributes(box, customerId, canEdit) {
     if (e.type === "customer.attribute_changed" && (e.payload || {}).id === customerId) {
       parts.redraw().catch((err) => showError(err.message));
     }
-  });
+  }, { signal });
   return parts.redraw();
 }
 
@@ -356,7 +366,7 @@ function timeOf(iso) {
   return t;
 }
 
-function notes(box, customerId, canWrite) {
+function notes(box, customerId, canWrite, signal) {
   const me = document.body.dataset.user;
   const admin = ["admin", "owner"].includes(document.body.dataset.role);
   const url = `/api/v1/customers/${customerId}/notes`;
@@ -462,11 +472,12 @@ function notes(box, customerId, canWrite) {
     });
     box.append(form);
   }
+  // A merge moves the other record's notes to this one, and its undo takes them back.
   document.addEventListener("rapport:event", (ev) => {
     const e = ev.detail;
-    if (e.type !== "customer.updated" || !(e.payload || {}).notes) return;
-    if ((e.payload || {}).id === customerId) parts.redraw().catch((err) => showError(err.message));
-  });
+    const told = e.type === "customer.updated" && (e.payload || {}).notes && (e.payload || {}).id === customerId;
+    if (told || mergedWith(e, customerId)) parts.redraw().catch((err) => showError(err.message));
+  }, { signal });
   return parts.redraw();
 }
 
@@ -639,16 +650,15 @@ async function suggested(box, conversationId) {
 }
 
 // An admin erases the customer for good, after typing "erase" (a click alone is too easy).
-const eraseForm = document.getElementById("erase-form");
-if (eraseForm) {
-  eraseForm.addEventListener("submit", async (ev) => {
+function eraseForm(form) {
+  form?.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    if (eraseForm.elements.confirm.value.trim().toLowerCase() !== "erase") {
+    if (form.elements.confirm.value.trim().toLowerCase() !== "erase") {
       showError("Type erase to confirm.");
       return;
     }
     try {
-      await api("DELETE", `/api/v1/customers/${eraseForm.dataset.customer}`);
+      await api("DELETE", `/api/v1/customers/${form.dataset.customer}`);
       window.location.assign("/app/inbox");
     } catch (e) {
       showError(e.message);
@@ -699,7 +709,7 @@ function followMerges(notice, conversationId) {
 // Away from the stream a while, the page is replayed the erasure's events blanked once the
 // erasure has removed its copies (``erased``, no payload, nothing saying whom): it asks
 // whether its customer is still there.
-function followErasure(customerId) {
+function followErasure(customerId, signal) {
   document.addEventListener("rapport:event", async (ev) => {
     const e = ev.detail;
     if (e.type === "erased") {
@@ -712,7 +722,7 @@ function followErasure(customerId) {
     const p = e.payload || {};
     for (const id of p.message_ids || []) document.querySelector(`#messages li[data-id="${CSS.escape(id)}"]`)?.remove();
     if ((p.customer_ids || []).includes(customerId)) sayErased();
-  });
+  }, { signal });
 }
 
 function sayErased() {
@@ -727,8 +737,12 @@ function sayErased() {
   page?.replaceChildren(thread);
 }
 
-const root = document.getElementById("panel-extra");
-if (root) {
+// The panel of the customer shown: every part that reads or follows them. Mounted again
+// on the panel app.js draws anew when the conversation beside it passes to another record
+// (their customers' merge, or its undo: ``rapport:customer-shown``); the parts of the one
+// before stop following the stream with it (``signal``), else they read and drew a record
+// the page no longer shows.
+function mountPanel(root, signal) {
   const { customer, conversation, consentChannel, canRecordConsent } = root.dataset;
   const part = (name) => {
     const box = el("section");
@@ -751,68 +765,95 @@ if (root) {
   const canAct = canRecordConsent === "true"; // agents and above
   profile(boxes.profile, customer, canAct)
     .then((p) => {
+      if (signal.aborted) return; // another customer's panel by now
       const redraw = consent(boxes.consent, customer, p.consents, {
         canRecord: canAct,
         channel: consentChannel,
       });
-      followCustomer(customer, boxes, redraw, canAct);
+      followCustomer(customer, boxes, redraw, canAct, signal);
     })
     .catch((e) => showError(e.message));
-  attributes(boxes.attributes, customer, canAct).catch((e) => showError(e.message));
-  notes(boxes.notes, customer, canAct).catch((e) => showError(e.message));
+  attributes(boxes.attributes, customer, canAct, signal).catch((e) => showError(e.message));
+  notes(boxes.notes, customer, canAct, signal).catch((e) => showError(e.message));
   if (conversation) related(boxes.related, conversation).catch((e) => showError(e.message));
-  suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
+  const candidates = () => suggestions(boxes.suggestions, customer).catch((e) => showError(e.message));
+  candidates();
+  // A merge of theirs, or its undo, settles or brings back the pairs it was suggested in.
+  document.addEventListener("rapport:event", (ev) => {
+    if (mergedWith(ev.detail, customer)) candidates();
+  }, { signal });
+  followErasure(customer, signal);
+  const aside = root.closest("aside.customer");
+  nameForm(aside?.querySelector("#customer-name"));
+  handleForm(aside?.querySelector("#customer-handle"));
+  eraseForm(aside?.querySelector("#erase-form"));
+}
+
+const root = document.getElementById("panel-extra");
+if (root) {
+  let mounted = new AbortController();
+  mountPanel(root, mounted.signal);
+  const { conversation } = root.dataset;
   const notice = document.getElementById("collision");
   if (notice) collisions(notice, conversation);
   const merged = document.getElementById("merged-notice");
   if (merged && conversation) followMerges(merged, conversation);
-  followErasure(customer);
+  document.addEventListener("rapport:customer-shown", () => {
+    const fresh = document.getElementById("panel-extra");
+    if (!fresh || fresh.childElementCount) return; // mounted already
+    mounted.abort();
+    mounted = new AbortController();
+    mountPanel(fresh, mounted.signal);
+  });
 }
 
 // An agent corrects the customer's name, or adds an email or phone they were told: shown
 // at once in the panel (the conversation beside it, and a half-written reply, stay).
-const nameForm = document.getElementById("customer-name");
-nameForm?.addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  try {
-    const c = await api("PATCH", `/api/v1/customers/${nameForm.dataset.customer}`, { name: nameForm.elements.name.value.trim() });
-    // Called as every list calls a customer: by name, else by a handle (a blank name is none).
-    const called = c.name || c.email || c.phone || "Customer";
-    const heading = document.querySelector("aside.customer h2 a") || document.querySelector("aside.customer h2");
-    heading.textContent = called;
-    const page = document.querySelector(".customer-page h1");  // the customer's own page
-    if (page) {
-      page.textContent = called;
-      document.title = `${c.name || "Customer"} · Rapport`;
-    }
-  } catch (e) { showError(e.message); }
-});
-const handleForm = document.getElementById("customer-handle");
-handleForm?.addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  try {
-    const h = await api("POST", `/api/v1/customers/${handleForm.dataset.customer}/identities`, {
-      kind: handleForm.elements.kind.value,
-      value: handleForm.elements.value.value.trim(),
-      verified: handleForm.elements.verified.checked,
-    });
-    const list = document.getElementById("customer-handles");
-    // The same handle shown already (a dd after a dt of its kind, not an attribute's).
-    const shown = [...list.querySelectorAll("dt")]
-      .filter((dt) => dt.textContent === h.kind)
-      .map((dt) => dt.nextElementSibling)
-      .find((dd) => dd && dd.textContent.replace(" ✓", "") === h.value);
-    const text = h.verified ? `${h.value} ✓` : h.value;
-    if (shown) shown.textContent = text; // theirs already: now proved
-    else {
-      const before = [...list.querySelectorAll("dt")].find((dt) => dt.textContent === "first seen");
-      list.insertBefore(el("dt", h.kind), before);
-      list.insertBefore(el("dd", text), before);
-    }
-    handleForm.elements.value.value = "";
-    handleForm.elements.verified.checked = false;
-  } catch (e) { showError(e.message); }
-});
+function nameForm(form) {
+  form?.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const c = await api("PATCH", `/api/v1/customers/${form.dataset.customer}`, { name: form.elements.name.value.trim() });
+      // Called as every list calls a customer: by name, else by a handle (a blank name is none).
+      const called = c.name || c.email || c.phone || "Customer";
+      const heading = document.querySelector("aside.customer h2 a") || document.querySelector("aside.customer h2");
+      heading.textContent = called;
+      const page = document.querySelector(".customer-page h1");  // the customer's own page
+      if (page) {
+        page.textContent = called;
+        document.title = `${c.name || "Customer"} · Rapport`;
+      }
+    } catch (e) { showError(e.message); }
+  });
+}
+
+function handleForm(form) {
+  form?.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const h = await api("POST", `/api/v1/customers/${form.dataset.customer}/identities`, {
+        kind: form.elements.kind.value,
+        value: form.elements.value.value.trim(),
+        verified: form.elements.verified.checked,
+      });
+      const list = document.getElementById("customer-handles");
+      // The same handle shown already (a dd after a dt of its kind, not an attribute's).
+      const shown = [...list.querySelectorAll("dt")]
+        .filter((dt) => dt.textContent === h.kind)
+        .map((dt) => dt.nextElementSibling)
+        .find((dd) => dd && dd.textContent.replace(" ✓", "") === h.value);
+      const text = h.verified ? `${h.value} ✓` : h.value;
+      if (shown) shown.textContent = text; // theirs already: now proved
+      else {
+        const before = [...list.querySelectorAll("dt")].find((dt) => dt.textContent === "first seen");
+        list.insertBefore(el("dt", h.kind), before);
+        list.insertBefore(el("dd", text), before);
+      }
+      form.elements.value.value = "";
+      form.elements.verified.checked = false;
+    } catch (e) { showError(e.message); }
+  });
+}
 
 // The customer's own page: a record merged into this one by mistake is given back.
 const merges = document.getElementById("merges");
