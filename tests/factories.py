@@ -176,12 +176,14 @@ def dead_job(
     name: str = "webhook_deliver",
     error: str = "DeliveryError: provider 503",
     seconds_ago: float = 0,
+    args: dict[str, object] | None = None,
 ) -> str:
     """A job dead-lettered after its 8 attempts ``seconds_ago``; its id."""
     died = utcnow() - timedelta(seconds=seconds_ago)
     with database.session() as db:
         row = Job(
             name=name,
+            args=args or {},
             workspace_id=workspace_id,
             state=JobState.dead,
             attempts=8,

@@ -20,7 +20,7 @@ from rapport.bot.models import (
     UnansweredQuestion,
 )
 from rapport.channels.email.imap import MailboxState
-from rapport.channels.models import Inbox, UnparsedPayload
+from rapport.channels.models import Inbox, InboxHealth, UnparsedPayload
 from rapport.channels.webchat.models import Visitor
 from rapport.conversations.models import (
     Attachment,
@@ -97,6 +97,7 @@ __all__ = [
     "EventSource",
     "Identity",
     "Inbox",
+    "InboxHealth",
     "Job",
     "Membership",
     "MailboxState",

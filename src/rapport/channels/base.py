@@ -28,15 +28,25 @@ class DeliveryError(Exception):
 
     ``opted_out`` names the provider's own record of an opt-out the customer made there,
     which Rapport may not have seen (Twilio's 21610: a STOP to the number, perhaps
-    through another tool): the channel is then withdrawn in the customer's consents."""
+    through another tool): the channel is then withdrawn in the customer's consents.
+
+    ``account`` says the provider refused the inbox's own credentials (an expired token,
+    a wrong password), not this one message: every send through the inbox will fail
+    alike, and its health says it is failing at once (``channels.health``)."""
 
     def __init__(
-        self, reason: str, *, permanent: bool = False, opted_out: str | None = None
+        self,
+        reason: str,
+        *,
+        permanent: bool = False,
+        opted_out: str | None = None,
+        account: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent or opted_out is not None
         self.opted_out = opted_out
+        self.account = account
 
 
 class NoRecipient(DeliveryError):
@@ -148,7 +158,10 @@ def send_parts(out: Outbound, parts: list[tuple[str, str, Callable[[], str | Non
                 prefix = f"{what}: " if len(parts) > 1 or key.startswith("file:") else ""
                 note = f" ({sent} of {len(parts)} parts already sent)" if sent else ""
                 raise DeliveryError(
-                    f"{prefix}{exc.reason}{note}", permanent=exc.permanent, opted_out=exc.opted_out
+                    f"{prefix}{exc.reason}{note}",
+                    permanent=exc.permanent,
+                    opted_out=exc.opted_out,
+                    account=exc.account,
                 ) from exc
             out.parts_sent[key] = done
             if out.record_part is not None:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from rapport import outbound
 from rapport.auth.ratelimit import RateLimiter
-from rapport.channels import base, email, media
+from rapport.channels import base, email, health, media
 from rapport.channels.models import Inbox
 from rapport.conversations import files, sla
 from rapport.conversations.models import (
@@ -60,6 +60,9 @@ def _dead(db: Session, dead: Job, error: str) -> None:
     msg = db.get(Message, str(dead.args.get("message_id")))
     if msg is not None and msg.status == DeliveryStatus.queued:
         _set_status(db, msg, DeliveryStatus.failed, error)
+        health.record_failure(
+            db, inbox_id=msg.inbox_id, workspace_id=msg.workspace_id, error=error, at_send=True
+        )
 
 
 # Seconds a message over its inbox's sending rate waits before it tries again (up to twice
@@ -175,7 +178,14 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
         return
     channel = base.get(inbox.channel)
     if channel is None:
-        _mark(ctx, message_id, DeliveryStatus.failed, f"no channel {inbox.channel!r} is installed")
+        _mark(
+            ctx,
+            message_id,
+            DeliveryStatus.failed,
+            f"no channel {inbox.channel!r} is installed",
+            counted=True,
+            account=True,
+        )
         raise PermanentError(f"no channel {inbox.channel!r}")
     secret_key = ctx.settings.secret_key.get_secret_value()
     storage = LocalStorage(ctx.settings.attachments_dir)
@@ -217,7 +227,9 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
     try:
         result = channel.send(out)
     except outbound.Blocked as exc:  # an admin's URL into our own network: never retried
-        _mark(ctx, message_id, DeliveryStatus.failed, f"not sent: {exc}")
+        _mark(
+            ctx, message_id, DeliveryStatus.failed, f"not sent: {exc}", counted=True, account=True
+        )
         raise PermanentError(str(exc)) from exc
     except base.DeliveryError as exc:
         last_try = ctx.attempt >= ctx.max_attempts
@@ -225,7 +237,15 @@ def deliver(ctx: JobContext, *, message_id: str) -> None:
             _opted_out(ctx, msg, inbox, customer.id, exc.opted_out, exc.reason)
             raise PermanentError(exc.reason) from exc
         if exc.permanent or last_try:
-            _mark(ctx, message_id, DeliveryStatus.failed, exc.reason)
+            # A customer with no address to send to is theirs, not the inbox's.
+            _mark(
+                ctx,
+                message_id,
+                DeliveryStatus.failed,
+                exc.reason,
+                counted=not isinstance(exc, base.NoRecipient),
+                account=exc.account,
+            )
             raise PermanentError(exc.reason) from exc
         # Still queued, and the agent sees why it has not gone yet (a mail server that
         # refuses connections): a message that only said "queued" for an hour told nothing.
@@ -278,15 +298,28 @@ def apply_report(
         _up_to(db, inbox_id=inbox_id, report=report)
         return
     external_id = str(report["external_id"])
+    status = DeliveryStatus(report["status"])
+    # What a failure report finds before it: one that fails the message counts against
+    # the inbox's health; a repeat of it (a provider's retry) or a late one does not.
+    before = _delivery_of(db, inbox_id, external_id) if status == DeliveryStatus.failed else None
     found = update_delivery(
         db,
         inbox_id=inbox_id,
         external_id=external_id,
-        status=DeliveryStatus(report["status"]),
+        status=status,
         error=report.get("error"),
         at=datetime.fromisoformat(report["at"]) if report.get("at") else None,
     )
     if found is not None:
+        if before is not None and (found.status, found.error) != before:
+            if found.status == DeliveryStatus.failed and before[0] != DeliveryStatus.failed:
+                health.record_failure(
+                    db,
+                    inbox_id=inbox_id,
+                    workspace_id=workspace_id,
+                    error=found.error or "the provider reported a failure",
+                    at_send=False,
+                )
         return
     if delivery_known(db, inbox_id=inbox_id, external_id=external_id):
         return  # ours, and the report changed nothing (or it was on an inbound message)
@@ -309,6 +342,21 @@ def apply_report(
         "a report on a message this inbox does not know was left out",
         extra={"event": "webhook.report_unknown", "inbox_id": inbox_id, "tries": tries},
     )
+
+
+def _delivery_of(
+    db: Session, inbox_id: str, external_id: str
+) -> tuple[DeliveryStatus, str | None] | None:
+    """The status and error of the message of ours a provider's id names (the message of
+    a part), as they are before a report moves them; None if it names none."""
+    part = db.get(MessagePart, (inbox_id, external_id))
+    query = select(Message.status, Message.error)
+    if part is not None:
+        query = query.where(Message.id == part.message_id)
+    else:
+        query = query.where(Message.inbox_id == inbox_id, Message.external_id == external_id)
+    row = db.execute(query).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def _up_to(db: Session, *, inbox_id: str, report: dict[str, Any]) -> None:
@@ -763,9 +811,14 @@ def _mark(
     *,
     external_id: str | None = None,
     meta: dict[str, object] | None = None,
+    counted: bool = False,
+    account: bool = False,
 ) -> bool:
     """What came of this attempt, written while it still holds its job; False if it no
-    longer does (its lease ran out and another worker's attempt has the say)."""
+    longer does (its lease ran out and another worker's attempt has the say). A reply sent,
+    or failed and ``counted`` against its inbox (not one the customer's consent or a
+    switched-off inbox stopped), is written into the inbox's health in the same
+    transaction (``account``: refused for the inbox itself: its credentials, its settings)."""
     with ctx.database.session() as db:
         if not ctx.holds(db):
             return False
@@ -773,6 +826,11 @@ def _mark(
         msg = db.get(Message, message_id, with_for_update=True)
         if msg is not None:
             _set_status(db, msg, status, error, external_id=external_id, meta=meta)
+            where = {"inbox_id": msg.inbox_id, "workspace_id": msg.workspace_id}
+            if status == DeliveryStatus.sent:
+                health.record_sent(db, **where)
+            elif status == DeliveryStatus.failed and counted:
+                health.record_failure(db, **where, error=error or "", at_send=True, account=account)
         return True
 
 

@@ -2,8 +2,9 @@
 
 import base64
 import binascii
+import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -128,3 +129,72 @@ class InboundIn(BaseModel):
 class InboundOut(MessageRead):
     customer_id: str
     duplicate: bool
+
+
+class HealthStatus(enum.StrEnum):
+    """How an inbox is (``channels.health``), the worst first: switched off, missing a
+    setting it needs, failing (nothing goes out, or nothing can come in), something to look
+    at, or working."""
+
+    disabled = "disabled"
+    not_set_up = "not_set_up"
+    failing = "failing"
+    warning = "warning"
+    ok = "ok"
+
+
+class HealthReason(BaseModel):
+    """One thing that makes an inbox less than ok, in words an admin acts on."""
+
+    code: str = Field(
+        description="stable: disabled, not_set_up, account_refused, sends_failing, "
+        "login_refused, mailbox_unreachable, mailbox_error, mailbox_not_polled, "
+        "send_failures, dead_jobs, unparsed, quiet"
+    )
+    level: HealthStatus = Field(description="the status this reason alone would give")
+    detail: str
+
+
+class LastFailure(BaseModel):
+    at: datetime
+    error: str = Field(description="why, without addresses or numbers (no message text)")
+
+
+class ConnectionHealth(BaseModel):
+    """A mailbox the inbox polls (IMAP): when it was last read, when and why it failed."""
+
+    kind: Literal["imap"]
+    reached_at: datetime | None = Field(description="the last poll that worked (to 5 minutes)")
+    failed_at: datetime | None
+    failing_since: datetime | None = Field(description="null while the polls work")
+    error: str | None
+    login_refused: bool
+
+
+class InboxHealthRead(BaseModel):
+    inbox_id: str
+    name: str
+    channel: str
+    enabled: bool
+    status: HealthStatus
+    reasons: list[HealthReason]
+    last_received_at: datetime | None = Field(
+        description="a customer's last message, by its conversations' times"
+    )
+    last_sent_at: datetime | None = Field(
+        description="the last reply the provider took, to the minute"
+    )
+    failures_24h: int = Field(description="replies that failed in the last 24 hours")
+    failures_in_row: int = Field(
+        description="replies refused at their send since the last that went out"
+    )
+    last_failure: LastFailure | None
+    dead_jobs: int = Field(description="dead-lettered jobs of its messages, waiting for a retry")
+    dead_jobs_24h: int
+    unparsed_24h: int = Field(description="webhook calls of the last 24 hours not read")
+    connection: ConnectionHealth | None
+    checked_at: datetime
+
+
+class InboxHealthList(BaseModel):
+    items: list[InboxHealthRead]

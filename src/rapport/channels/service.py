@@ -12,9 +12,9 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from rapport.auth.models import Team
-from rapport.channels import base
+from rapport.channels import base, health
 from rapport.channels.models import Inbox, UnparsedPayload
-from rapport.channels.schemas import InboxCreate, InboxRead, InboxUpdate
+from rapport.channels.schemas import InboxCreate, InboxHealthRead, InboxRead, InboxUpdate
 from rapport.conversations import routing
 from rapport.crypto import SecretBox, random_token
 from rapport.customers.identity import InvalidHandle, normalize_email, normalize_phone
@@ -219,6 +219,9 @@ def update(db: Session, *, inbox: Inbox, data: InboxUpdate, box: SecretBox) -> I
             stored=inbox.settings,
         )
         plain, secret, cleared = _split(channel, checked)
+        if plain or secret or cleared:
+            # A new token, another server: whether its sends work is for the next to tell.
+            health.reset_sends(db, inbox_id=inbox.id)
         merged_plain = {**inbox.settings, **plain}
         inbox.settings = {k: v for k, v in merged_plain.items() if v is not None}
         if secret or cleared:
@@ -244,6 +247,16 @@ def update(db: Session, *, inbox: Inbox, data: InboxUpdate, box: SecretBox) -> I
             payload=inbox_payload(inbox),
         )
     return inbox
+
+
+def health_of(
+    db: Session, *, workspace_id: str, box: SecretBox, inboxes: list[Inbox] | None = None
+) -> list[InboxHealthRead]:
+    """The health of the workspace's inboxes (or of ``inboxes``, the workspace's), in the
+    order of the list (``channels.health``)."""
+    listed = list_inboxes(db, workspace_id=workspace_id) if inboxes is None else inboxes
+    need = {i.id: missing(i, secrets_of(i, box)) for i in listed}
+    return health.assess(db, workspace_id=workspace_id, inboxes=listed, missing=need)
 
 
 def secrets_of(inbox: Inbox, box: SecretBox) -> dict[str, Any]:

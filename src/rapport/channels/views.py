@@ -11,7 +11,15 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rapport import outbound
-from rapport.auth.deps import Box, CurrentAdmin, CurrentAgent, CurrentMember, Db, require_role
+from rapport.auth.deps import (
+    Box,
+    CurrentAdmin,
+    CurrentAgent,
+    CurrentMember,
+    Db,
+    ReadDb,
+    require_role,
+)
 from rapport.auth.models import Role
 from rapport.auth.service import Principal
 from rapport.auth.views import actor_of
@@ -21,6 +29,8 @@ from rapport.channels.schemas import (
     InboundIn,
     InboundOut,
     InboxCreate,
+    InboxHealthList,
+    InboxHealthRead,
     InboxRead,
     InboxUpdate,
     SettingRead,
@@ -95,6 +105,26 @@ def create_inbox(
         data={"channel": inbox.channel},
     )
     return service.read(inbox, box)
+
+
+@router.get("/inboxes/health", response_model=InboxHealthList)
+def inboxes_health(principal: CurrentAdmin, db: ReadDb, box: Box) -> InboxHealthList:
+    """Whether each inbox of the workspace works: its status (`disabled`, `not_set_up`,
+    `failing`, `warning`, `ok`) with the reasons, when a customer last wrote and a reply
+    last went out, the replies that failed in the last 24 hours (the last one's reason,
+    without addresses or numbers), its dead-lettered jobs, the webhook calls it could not
+    read, and its mailbox's last poll. The same few statements however many inboxes."""
+    return InboxHealthList(
+        items=service.health_of(db, workspace_id=principal.workspace_id, box=box)
+    )
+
+
+@router.get("/inboxes/{inbox_id}/health", response_model=InboxHealthRead)
+def inbox_health(inbox_id: str, principal: CurrentAdmin, db: ReadDb, box: Box) -> InboxHealthRead:
+    """One inbox's health, as `GET /api/v1/inboxes/health` lists it."""
+    inbox = service.get(db, workspace_id=principal.workspace_id, inbox_id=inbox_id)
+    [found] = service.health_of(db, workspace_id=principal.workspace_id, box=box, inboxes=[inbox])
+    return found
 
 
 @router.get("/inboxes/{inbox_id}", response_model=InboxRead)

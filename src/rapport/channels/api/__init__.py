@@ -89,7 +89,12 @@ class ApiChannel:
             raise base.DeliveryError(f"webhook unreachable: {type(exc).__name__}") from exc
         if resp.status_code >= 400:
             permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
-            raise base.DeliveryError(f"webhook answered {resp.status_code}", permanent=permanent)
+            raise base.DeliveryError(
+                f"webhook answered {resp.status_code}",
+                permanent=permanent,
+                # The receiving system refuses Rapport's calls, not this one message.
+                account=resp.status_code in (401, 403),
+            )
         return base.SendResult(meta={"delivery": "webhook", "status_code": resp.status_code})
 
 

@@ -760,7 +760,9 @@ class EmailChannel:
                     smtp.starttls(context=context)
                     smtp.ehlo()
                 elif security == "starttls":
-                    raise base.DeliveryError("the SMTP server does not offer STARTTLS")
+                    raise base.DeliveryError(
+                        "the SMTP server does not offer STARTTLS", account=True
+                    )
                 if username and password:
                     smtp.login(str(username), str(password))
                 # Refused by the server, some recipients but not all: the others took it.
@@ -770,7 +772,9 @@ class EmailChannel:
                 f"recipient refused: {exc.recipients}", permanent=True
             ) from exc
         except smtplib.SMTPAuthenticationError as exc:
-            raise base.DeliveryError("SMTP authentication failed", permanent=True) from exc
+            raise base.DeliveryError(
+                "SMTP authentication failed", permanent=True, account=True
+            ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise base.DeliveryError(f"SMTP: {type(exc).__name__}: {exc}"[:300]) from exc
         if to in refused:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from rapport.channels import base
+from rapport.channels import base, health
 from rapport.channels.email import prepare_email, store_email
 from rapport.channels.models import Inbox
 from rapport.crypto import box_for
@@ -34,6 +34,21 @@ class MailboxState(Base):
     last_uid: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class MailboxError(RuntimeError):
+    """The mailbox server would not give what a poll asked for (a folder, a message)."""
+
+
+class LoginRefused(MailboxError):
+    """The mailbox server refused the inbox's username and password."""
+
+
+# What a poll's failure to reach or read the mailbox raises (a refused connection, a TLS
+# error and a timeout are OSErrors): recorded in the inbox's health. Anything else (our
+# own storing of a mail) is not the mailbox's doing.
+_MAILBOX_TROUBLE = (imaplib.IMAP4.error, OSError, MailboxError)
+_NOT_REFUSED = ("[UNAVAILABLE]", "[SERVERBUG]")
+
+
 def _connect(settings: dict[str, Any], password: str) -> imaplib.IMAP4:
     host = str(settings["imap_host"])
     port = int(base.setting("email", settings, "imap_port"))
@@ -43,9 +58,23 @@ def _connect(settings: dict[str, Any], password: str) -> imaplib.IMAP4:
         conn = imaplib.IMAP4_SSL(host, port, timeout=30)
     else:
         conn = imaplib.IMAP4(host, port, timeout=30)
+    try:
         if security == "starttls":
             conn.starttls()
-    conn.login(str(settings["imap_username"]), password)
+        try:
+            conn.login(str(settings["imap_username"]), password)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            said = health.imap_error(exc)
+            # RFC 5530: UNAVAILABLE and SERVERBUG are the server's passing trouble, not a
+            # refusal of the credentials.
+            if any(code in said.upper() for code in _NOT_REFUSED):
+                raise MailboxError(said) from exc
+            raise LoginRefused(said) from exc
+    except BaseException:
+        conn.shutdown()  # not logged in: nothing to log out of, only a socket to close
+        raise
     return conn
 
 
@@ -63,13 +92,42 @@ def poll(
         )
         state = db.get(MailboxState, inbox_id)
         known_validity, last_uid = (state.uidvalidity, state.last_uid) if state else ("", 0)
+        workspace_id = inbox.workspace_id
+    try:
+        taken = _read(
+            database, inbox_id, settings, password, known_validity, last_uid, settings_obj, limit
+        )
+    except _MAILBOX_TROUBLE as exc:
+        health.record_poll(
+            database,
+            inbox_id=inbox_id,
+            workspace_id=workspace_id,
+            error=str(exc) if isinstance(exc, MailboxError) else health.imap_error(exc),
+            login_refused=isinstance(exc, LoginRefused),
+        )
+        raise
+    health.record_poll(database, inbox_id=inbox_id, workspace_id=workspace_id)
+    return taken
+
+
+def _read(
+    database: Database,
+    inbox_id: str,
+    settings: dict[str, Any],
+    password: str,
+    known_validity: str,
+    last_uid: int,
+    settings_obj: Any,
+    limit: int,
+) -> int:
+    """One poll's connection: the mailbox's new messages stored, the mark moved past each."""
     conn = _connect(settings, password)
     storage = LocalStorage(settings_obj.attachments_dir)
     taken = 0
     try:
         typ, _ = conn.select(str(base.setting("email", settings, "imap_mailbox")), readonly=True)
         if typ != "OK":
-            raise RuntimeError("the mailbox cannot be selected")
+            raise MailboxError("the mailbox cannot be selected")
         raw_validity = (conn.untagged_responses.get("UIDVALIDITY") or [b""])[0]
         validity = raw_validity.decode() if isinstance(raw_validity, bytes) else str(raw_validity)
         if validity != known_validity:
@@ -81,7 +139,7 @@ def poll(
             if typ != "OK":
                 # A server's passing trouble: stop here, the job is tried again from this
                 # UID (skipping it, the next one stored would move the mark past it).
-                raise RuntimeError(f"the server could not give message {uid}: {typ}")
+                raise MailboxError(f"the server could not give message {uid}: {typ}")
             raw = next((p[1] for p in parts if isinstance(p, tuple)), None)
             if raw is None:
                 continue  # gone since the search (deleted meanwhile): nothing to keep

@@ -10,7 +10,13 @@ import httpx
 
 from rapport import outbound
 from rapport.channels import base, media
-from rapport.channels.whatsapp import META_APP_SETTINGS, graph_error, transient, valid_signature
+from rapport.channels.whatsapp import (
+    META_APP_SETTINGS,
+    graph_error,
+    refuses_account,
+    transient,
+    valid_signature,
+)
 from rapport.customers.identity import handle, page_noun
 from rapport.customers.models import IdentityKind
 from rapport.db import utcnow
@@ -395,7 +401,9 @@ class MetaChannel:
             err = graph_error(resp)
             reason = f"{err.get('code')}: {err.get('message')}" if err else resp.text[:200]
             raise base.DeliveryError(
-                f"{self.name} refused the message ({reason})", permanent=not transient(err)
+                f"{self.name} refused the message ({reason})",
+                permanent=not transient(err),
+                account=refuses_account(resp.status_code, err),
             )
         found = resp.json().get("message_id")
         return str(found) if found else None

@@ -342,7 +342,11 @@ def _call(url: str, allow_private: bool, **request: Any) -> str:
         data = {"description": resp.text[:200] or resp.status_code}
     if not data.get("ok"):
         raise base.DeliveryError(
-            f"Telegram refused: {data.get('description', resp.status_code)}", permanent=True
+            f"Telegram refused: {data.get('description', resp.status_code)}",
+            permanent=True,
+            # 401 Unauthorized: the bot token was revoked or is wrong (a 403 is one chat's:
+            # the customer blocked the bot).
+            account=resp.status_code == 401 or data.get("error_code") == 401,
         )
     return str(data["result"]["message_id"])
 

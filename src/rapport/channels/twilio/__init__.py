@@ -328,6 +328,8 @@ class TwilioSms:
                 raise base.DeliveryError(
                     f"Twilio refused the message: {detail}",
                     permanent=True,
+                    # 401 (Twilio's 20003): the account SID or auth token is not taken.
+                    account=resp.status_code == 401,
                     # The number replied STOP (or another opt-out word) at some time: Twilio
                     # blocks every message to it until it sends START.
                     opted_out=f"Twilio (error {code}: {_ERRORS[code]})"

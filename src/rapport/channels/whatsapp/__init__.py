@@ -62,6 +62,20 @@ def transient(error: dict[str, Any]) -> bool:
     )
 
 
+# Meta's errors that refuse the app's token or its rights, not one message (its auth and
+# permission codes: 190 an expired or revoked token, 102 a session gone, 10 and 200-299 a
+# permission missing, 0 an auth failure): every send through the inbox fails alike until
+# an admin sets a new token.
+_ACCOUNT = frozenset({0, 10, 102, 190, *range(200, 300)})
+
+
+def refuses_account(status: int, error: dict[str, Any]) -> bool:
+    """Whether a Graph API answer refused the inbox's credentials (``DeliveryError.account``):
+    a 401, or one of the auth and permission codes, whatever the status carrying it."""
+    code = error.get("code")
+    return status == 401 or (str(code).isdigit() and int(str(code)) in _ACCOUNT)
+
+
 def _error(error: dict[str, Any]) -> str:
     """One of Meta's errors as an agent can act on it: its code and title, and the details
     (``error_data.details``) that say why, which the title alone does not ("Re-engagement
@@ -433,7 +447,9 @@ def _post(url: str, token: str, body: dict[str, Any], allow_private: bool) -> st
         err = graph_error(resp)
         reason = f"{err.get('code')}: {err.get('message')}" if err else resp.text[:200]
         raise base.DeliveryError(
-            f"WhatsApp refused the message ({reason})", permanent=not transient(err)
+            f"WhatsApp refused the message ({reason})",
+            permanent=not transient(err),
+            account=refuses_account(resp.status_code, err),
         )
     ids = [m.get("id") for m in resp.json().get("messages", [])]
     return str(ids[0]) if ids and ids[0] else None
