@@ -336,7 +336,9 @@ def test_an_admin_edits_and_disables_an_inbox(
     form.locator("input[name=enabled]").uncheck()
     form.locator("button[type=submit]").click()
     row = page.locator(f'#inboxes tr[data-id="{chat["id"]}"]')
-    expect(row.locator("td").first).to_have_text("Site chat disabled")
+    # Its name, and its health's badge says it is off (its reasons and figures behind it).
+    expect(row.locator("td").first).to_contain_text("Site chat")
+    expect(row.locator("td details.health > summary")).to_have_text("disabled")
     got = client.get(f"/api/v1/inboxes/{chat['id']}", headers=auth(world.alice)).json()
     assert got["name"] == "Site chat" and got["enabled"] is False
     assert got["team_id"] == team["id"] and got["secrets_set"] == ["hmac_secret"]
@@ -353,7 +355,7 @@ def test_an_admin_edits_and_disables_an_inbox(
     )
     assert r.status_code == 404
     # The credential cleared from its own field.
-    page.locator(f'#inboxes tr[data-id="{chat["id"]}"] summary').click()
+    page.locator(f'#inboxes tr[data-id="{chat["id"]}"] summary', has_text="Edit").click()
     form = page.locator(f'form.inbox-form[data-id="{chat["id"]}"]')
     form.locator("input[data-clear='settings.hmac_secret']").check()
     form.locator("button[type=submit]").click()

@@ -903,6 +903,13 @@ def settings_page(request: Request, principal: Viewer) -> Response:
             "channels": channel_registry.names(),
             "public_url": settings.public_url.rstrip("/"),
         }
+        # Each inbox's status, its reasons behind the badge (channels.health).
+        ctx["inbox_health"] = {
+            h.inbox_id: h
+            for h in inboxes.health_of(
+                db, workspace_id=principal.workspace_id, box=box, inboxes=listed
+            )
+        }
         ctx["rule_form"] = _rule_form(
             members=ctx["members"],
             teams=ctx["teams"],

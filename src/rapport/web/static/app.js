@@ -3033,8 +3033,55 @@ function setupAttributeFilter() {
   follow();
 }
 
+// --- inbox health, for admins: a banner while an inbox is failing ----------------------
+// Read once a page, for admins only (the API refuses anyone else). Dismissed, it stays
+// away in this tab until another inbox fails, or for another reason.
+const HEALTH_DISMISSED = "rapport.health-dismissed.";
+
+async function setupHealthBanner() {
+  const role = document.body.dataset.role;
+  const header = document.querySelector("header.top");
+  if (!header || (role !== "admin" && role !== "owner")) return;
+  let items;
+  try {
+    items = (await background("GET", "/api/v1/inboxes/health")).items;
+  } catch { return; } // said nowhere: the page works without it
+  document.body.dataset.health = "read"; // (what a test waits for)
+  const failing = items.filter((i) => i.status === "failing");
+  if (!failing.length) return;
+  const key = HEALTH_DISMISSED + document.body.dataset.user;
+  const seen = failing.map((i) => `${i.inbox_id}:${i.reasons.map((r) => r.code).join(",")}`).join("|");
+  if (sessionStorage.getItem(key) === seen) return;
+  const banner = document.createElement("div");
+  banner.className = "health-banner";
+  banner.id = "health-banner";
+  banner.setAttribute("role", "status");
+  const list = document.createElement("ul");
+  for (const inbox of failing) {
+    const li = document.createElement("li");
+    const name = document.createElement("strong");
+    name.textContent = `“${inbox.name}”`;
+    const why = inbox.reasons.find((r) => r.level === "failing");
+    li.append(`Inbox `, name, ` is failing: ${why ? why.detail : ""}`);
+    list.append(li);
+  }
+  const link = document.createElement("a");
+  link.href = "/app/settings#inbox-settings";
+  link.textContent = "See the inboxes";
+  const close = document.createElement("button");
+  close.type = "button";
+  close.textContent = "Dismiss";
+  close.addEventListener("click", () => {
+    sessionStorage.setItem(key, seen);
+    banner.remove();
+  });
+  banner.append(list, link, close);
+  header.after(banner);
+}
+
 setupLogin();
 setupLocalTimes();
+setupHealthBanner();
 setupAttributeFilter();
 setupSettingsError();
 setupFilterBox();
