@@ -563,7 +563,8 @@ def test_each_figure_is_read_through_an_index(
         if f"FROM {table}" in statement
     }
     assert "USING INDEX ix_jobs_claim (state=?)" in said["jobs"], said
-    assert "TEMP B-TREE" not in said["jobs"], said
+    assert "TEMP B-TREE FOR ORDER BY" not in said["jobs"], said
+    assert "SEARCH messages USING INDEX sqlite_autoindex_messages_1 (id=?)" in said["jobs"]
     walks = said["conversations"].count(
         "SEARCH conversations USING INDEX ix_conversations_ws_inbox (workspace_id=? AND inbox_id=?)"
     )

@@ -326,10 +326,10 @@ def _dead(
     db: Session, workspace_id: str, inbox_ids: Sequence[str], now: datetime
 ) -> dict[str, tuple[int, int]]:
     """Each inbox's dead-lettered jobs (of its messages: their deliveries and fetched
-    files), in all and in the last day. Read from the dead end of the claim index
-    (``state``), the workspace's own among them, then their messages by key."""
-    jobs = db.execute(
-        select(Job.args["message_id"].as_string(), Job.finished_at)
+    files), in all and in the last day: the workspace's latest DEAD_READ, read from the
+    dead end of the claim index (``state``), each joined to its message by key."""
+    dead = (
+        select(Job.args["message_id"].as_string().label("message_id"), Job.finished_at)
         .where(
             Job.state == JobState.dead,
             # ``+ ""``: SQLite's planner, without statistics, would otherwise walk the
@@ -341,26 +341,21 @@ def _dead(
         # not counted.
         .order_by(Job.run_at.desc())
         .limit(DEAD_READ)
-    ).all()
-    died = [(str(m), at) for m, at in jobs if m]
-    inbox_of: dict[str, str] = {}
-    ids = sorted({m for m, _ in died})
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
-        inbox_of.update(
-            (str(m), str(i))
-            for m, i in db.execute(
-                select(Message.id, Message.inbox_id).where(
-                    Message.id.in_(chunk), Message.workspace_id == workspace_id
-                )
-            )
+        .subquery()
+    )
+    rows = db.execute(
+        select(
+            Message.inbox_id,
+            func.count(),
+            func.count().filter(dead.c.finished_at >= now - DAY),
         )
+        .select_from(dead)
+        .join(Message, Message.id == dead.c.message_id)
+        .where(Message.workspace_id == workspace_id, Message.inbox_id.in_(inbox_ids))
+        .group_by(Message.inbox_id)
+    ).all()
     counts = dict.fromkeys(inbox_ids, (0, 0))
-    for message_id, at in died:
-        inbox_id = inbox_of.get(message_id)
-        if inbox_id in counts:
-            total, recent = counts[inbox_id]
-            counts[inbox_id] = (total + 1, recent + (at is not None and at >= now - DAY))
+    counts.update({str(i): (int(total), int(recent)) for i, total, recent in rows})
     return counts
 
 
