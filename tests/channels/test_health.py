@@ -426,6 +426,9 @@ def test_a_mailbox_that_refuses_the_login_fails_the_inbox_until_it_is_read_again
     assert found["status"] == "ok" and found["connection"]["failing_since"] is None
     assert found["connection"]["reached_at"] is not None
     assert found["last_received_at"] is not None
+    # A working mailbox's polls (every minute) are written down every 5 minutes at most.
+    poll_once(database, settings, inbox_id)
+    assert health_of(client, world.alice, inbox_id)["connection"] == found["connection"]
 
 
 def test_a_mailbox_out_of_reach_warns_then_fails_and_one_never_polled_warns(
