@@ -2,9 +2,11 @@
 
 Fills a fresh database in bulk (SQLite by default, ``--database-url postgresql://...`` for
 PostgreSQL), starts the real ``rapport serve`` on it, and measures over HTTP, with one agent's
-token, the inbox list, opening a conversation, the unread counts and a full-text search.
-Prints one table; the last line is JSON with ``conversations``, ``messages``,
-``list_p95_ms``, ``open_p95_ms``, ``unread_p95_ms``, ``search_p95_ms``.
+token, the inbox list, opening a conversation, the unread counts and a full-text search, and
+with an admin's, the health of every inbox (a week of done jobs, dead deliveries and
+unreadable webhook calls filled beside the messages). Prints one table; the last line is
+JSON with ``conversations``, ``messages``, ``list_p95_ms``, ``open_p95_ms``,
+``unread_p95_ms``, ``search_p95_ms``, ``health_p95_ms``.
 
     python bench/inbox.py                       # 1M conversations, 10M messages, SQLite
     python bench/inbox.py --conversations 100000 --database-url postgresql://postgres@127.0.0.1/test
@@ -232,6 +234,85 @@ def fill(
     return total
 
 
+def fill_health(db: Database, workspace_id: str, inbox_ids: list[str], seed: int) -> None:
+    """What an inbox's health reads beside its conversations: a week of the workspace's done
+    jobs (ten a conversation of the last week, as ingest queues them), dead deliveries of
+    some of its messages, and unreadable webhook calls, in the last day and before."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    with db.engine.begin() as conn:
+        recent = [
+            r[0]
+            for r in conn.execute(
+                text(
+                    "SELECT id FROM messages WHERE created_at > :since ORDER BY created_at DESC "
+                    "LIMIT 2000"
+                ),
+                {"since": now - timedelta(days=7)},
+            )
+        ]
+        week = conn.execute(
+            text("SELECT count(*) FROM conversations WHERE created_at > :since"),
+            {"since": now - timedelta(days=7)},
+        ).scalar_one()
+        jobs = [
+            {
+                "id": uid(),
+                "name": rng.choice(["enrich", "route", "automation", "deliver"]),
+                "ws": workspace_id,
+                "args": json.dumps({"message_id": rng.choice(recent) if recent else uid()}),
+                "state": "done",
+                "at": now - timedelta(minutes=rng.randint(0, 7 * 24 * 60)),
+            }
+            for _ in range(int(week) * 10)
+        ]
+        jobs += [
+            {
+                "id": uid(),
+                "name": "deliver",
+                "ws": workspace_id,
+                "args": json.dumps({"message_id": m}),
+                "state": "dead",
+                "at": now - timedelta(minutes=rng.randint(0, 30 * 24 * 60)),
+            }
+            for m in recent[:1000]
+        ]
+        for start in range(0, len(jobs), CHUNK):
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, name, workspace_id, args, state, attempts, "
+                    "max_attempts, run_at, created_at, finished_at) VALUES (:id, :name, :ws, "
+                    ":args, :state, 1, 8, :at, :at, :at)"
+                ),
+                [
+                    dict(
+                        j, at=j["at"].strftime("%Y-%m-%d %H:%M:%S.%f") if db.is_sqlite else j["at"]
+                    )
+                    for j in jobs[start : start + CHUNK]
+                ],
+            )
+        calls = [
+            {
+                "id": uid(),
+                "ws": workspace_id,
+                "inbox": rng.choice(inbox_ids),
+                "at": now - timedelta(minutes=rng.randint(0, 30 * 24 * 60)),
+            }
+            for _ in range(5000)
+        ]
+        conn.execute(
+            text(
+                "INSERT INTO unparsed_payloads (id, workspace_id, inbox_id, body, error, "
+                "created_at) VALUES (:id, :ws, :inbox, '{}', 'KeyError: from', :at)"
+            ),
+            [
+                dict(c, at=c["at"].strftime("%Y-%m-%d %H:%M:%S.%f") if db.is_sqlite else c["at"])
+                for c in calls
+            ],
+        )
+        conn.execute(text("ANALYZE"))
+
+
 def _sqlite_rows(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
     # SQLAlchemy's SQLite DateTime text format, so the ORM reads these rows back as it wrote.
     return [
@@ -282,6 +363,9 @@ def main() -> None:
         token, _ = auth.create_token(
             s, user_id=agents[0].id, workspace_id=ws.id, name="bench", role=Role.agent
         )
+        admin_token, _ = auth.create_token(
+            s, user_id=owner.id, workspace_id=ws.id, name="bench", role=Role.owner
+        )
         from rapport.channels.models import Inbox
 
         inboxes = [
@@ -306,6 +390,7 @@ def main() -> None:
         args.messages_per_conversation,
         seed=7,
     )
+    fill_health(db, workspace_id, inbox_ids, seed=11)
     fill_s = time.perf_counter() - t0
     with db.engine.connect() as conn:
         sample = [
@@ -366,6 +451,9 @@ def main() -> None:
             "search (words)": lambda i: client.get(
                 "/api/v1/search", params={"q": rng.choice(RARE)}
             ),
+            "inbox health (admin, all)": lambda i: client.get(
+                "/api/v1/inboxes/health", headers={"Authorization": f"Bearer {admin_token}"}
+            ),
         }
         results: dict[str, list[float]] = {}
         for name, op in ops.items():
@@ -403,6 +491,7 @@ def main() -> None:
         "open_p95_ms": round(pct(results["open a conversation"], 95), 1),
         "unread_p95_ms": round(pct(results["unread counts"], 95), 1),
         "search_p95_ms": round(pct(results["search (words)"], 95), 1),
+        "health_p95_ms": round(pct(results["inbox health (admin, all)"], 95), 1),
     }
     print(json.dumps(figures))
 
