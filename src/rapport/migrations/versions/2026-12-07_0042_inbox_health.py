@@ -1,7 +1,7 @@
 """Inbox health: what the paths that fail record of each inbox, and its unreadable calls by inbox
 
 Revision ID: 0042
-Revises: 0039
+Revises: 0041
 Create Date: 2026-12-07 12:00:00
 
 Nothing told an admin that an inbox was broken (an expired token, a mailbox refusing the
@@ -15,9 +15,6 @@ failures in a row and by the hour of the last day, and the mailbox's polls
 ``ix_unparsed_payloads_inbox_created`` counts an inbox's unreadable webhook calls of the
 last day; only such a call writes to it. The foreign key to the inbox, unindexed until now,
 is served by it too (deleting an inbox read every workspace's unreadable calls).
-
-Written against 0039: another migration numbered 0040 or 0041 may be merged before it,
-in which case only ``down_revision`` changes.
 """
 
 from collections.abc import Sequence
@@ -30,7 +27,7 @@ import rapport.db
 from rapport.migrate import build_index, drop_index
 
 revision: str = "0042"
-down_revision: str | None = "0039"
+down_revision: str | None = "0041"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
