@@ -865,3 +865,33 @@ def test_the_mails_already_stored_are_indexed_by_the_addresses_their_lists_hold(
         assert "message_addresses" not in inspect(conn).get_table_names()
     db.dispose()
     migrate.upgrade(empty_url)
+
+
+def test_what_an_erasure_looks_up_is_indexed_and_downgrades_without_it(empty_url: str) -> None:
+    # 0043: the columns an erasure (and the database's cascades from what it deletes) looked
+    # rows up by without an index; the mostly empty ones indexed where they are set.
+    added = {
+        "ix_bot_examples_message": ("bot_intent_examples", "message_id", True),
+        "ix_customers_merged_into": ("customers", "merged_into_id", True),
+        "ix_webchat_visitors_customer": ("webchat_visitors", "customer_id", True),
+        "ix_customer_merges_merged": ("customer_merges", "merged_id", False),
+        "ix_merge_suggestions_left": ("merge_suggestions", "left_id", False),
+        "ix_notifications_conversation": ("notifications", "conversation_id", False),
+        "ix_bot_unanswered_conversation": ("bot_unanswered", "conversation_id", False),
+        "ix_conversation_reads_conversation": ("conversation_reads", "conversation_id", False),
+        "ix_audit_log_target": ("audit_log", "target_id", False),
+    }
+    migrate.upgrade(empty_url, "0043")
+    db = Database(empty_url, pool_size=1)
+    with db.engine.connect() as conn:
+        dialect = conn.dialect.name
+        for name, (table, column, partial) in added.items():
+            [found] = [ix for ix in inspect(conn).get_indexes(table) if ix["name"] == name]
+            assert found["column_names"] == [column], name
+            where = found.get("dialect_options", {}).get(f"{dialect}_where")
+            assert (f"{column} IS NOT NULL" in str(where)) == partial, (name, where)
+    command.downgrade(migrate.config(empty_url), "0041")
+    for name, (table, _, _) in added.items():
+        assert name not in _indexes(db, table)
+    db.dispose()
+    migrate.upgrade(empty_url)

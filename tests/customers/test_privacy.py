@@ -3,6 +3,7 @@ is gone everywhere (rows, search, realtime copies, files) and nobody else is tou
 
 import base64
 import os
+import re
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -13,17 +14,41 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from rapport import search
+from rapport.assistant.models import TriageModel
+from rapport.automation.models import Webhook, WebhookDelivery
+from rapport.bot.models import BotConversation, Intent, IntentExample, UnansweredQuestion
+from rapport.channels.models import UnparsedPayload
+from rapport.channels.webchat.models import Visitor
 from rapport.config import Settings
-from rapport.conversations.models import Attachment, Conversation, Message
-from rapport.customers.models import Customer, Event, Identity
-from rapport.db import Database, utcnow
+from rapport.conversations.models import (
+    Attachment,
+    Conversation,
+    ConversationGuest,
+    ConversationLabel,
+    Message,
+    ReadMarker,
+    Upload,
+)
+from rapport.customers.models import (
+    Consent,
+    Customer,
+    CustomerNote,
+    CustomerTag,
+    Event,
+    Identity,
+    MergeSuggestion,
+)
+from rapport.db import Base, Database, utcnow
+from rapport.events.models import Order
+from rapport.jobs.models import Job, JobState
 from rapport.jobs.service import enqueue
 from rapport.jobs.worker import Worker
+from rapport.notifications.models import Notification
 from rapport.privacy.erasure import mentions
 from rapport.privacy.models import AuditLog
 from rapport.realtime.models import StreamEvent
 from rapport.storage import LocalStorage
-from tests.conftest import auth
+from tests.conftest import auth, sqlite_only, sqlite_plans
 from tests.factories import World
 
 OWN_FILE = b"%PDF-1.4\n% zoe's passport scan\n" + bytes(range(256))
@@ -706,3 +731,189 @@ def test_an_erasure_blanks_what_agents_typed_about_the_person_in_the_audit_log_a
             for a in db.scalars(select(AuditLog).where(AuditLog.action == "customer.tags"))
         }
     assert tagged == {zoe: {"tags": [], "erased": ["tags"]}, otto: {"tags": ["vip"]}}
+
+
+# What an erasure may read by the workspace alone: its webhooks and trained models, a
+# handful each, and the provider calls it could not read, kept 30 days (forget_unparsed).
+# The live jobs of every workspace it reads by the claim index's state (``_live_jobs``).
+READ_WHOLE = {"webhooks", "triage_models", "unparsed_payloads"}
+
+
+def reads_too_much(step: str) -> bool:
+    """Whether a step of SQLite's plan reads a whole table, or all of a workspace's rows of
+    one (or all of its rows of a kind or state), to find a few."""
+    if scan := re.match(r"SCAN (\w+)", step):
+        return scan.group(1) in Base.metadata.tables
+    search = re.match(r"SEARCH (\w+) USING (?:COVERING )?INDEX (\w+) \((.*)\)", step)
+    if search is None:
+        return False
+    table, index, terms = search.groups()
+    columns = {re.split(r"[=<>]", term)[0] for term in terms.split(" AND ")}
+    if table in READ_WHOLE or index == "ix_jobs_claim":
+        return False
+    return columns <= {"workspace_id", "kind", "state", "status"}
+
+
+def deleted_with(conn: Any, tables: set[str]) -> set[str]:
+    """These tables and every table the database deletes rows of when their rows go (its
+    ON DELETE CASCADE, followed through)."""
+    found, todo = set(tables), list(tables)
+    while todo:
+        parent = todo.pop()
+        for child in Base.metadata.tables:
+            for fk in conn.exec_driver_sql(f"PRAGMA foreign_key_list('{child}')"):
+                if fk[2] == parent and fk[6] == "CASCADE" and child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+@sqlite_only
+def test_every_statement_of_an_erasure_finds_its_rows_by_an_index(
+    client: TestClient, world: World, database: Database, settings: Settings
+) -> None:
+    # An erasure holds SQLite's one write lock, which every workspace's ingest waits for:
+    # it deleted the phrasings taught from her messages by reading every phrasing
+    # (bot_intent_examples.message_id had no index), and the records merged into her, her
+    # handles, her conversations, the live jobs and the audit entries about her by reading
+    # all of the workspace's; the database's own cascades read whole tables of merges,
+    # suggestions, visitors, notifications and read markers for each row deleted.
+    ws, alice = world.acme.workspace.id, world.acme.users["alice"].id
+    assert world.acme.inbox is not None
+    zoe = post(client, world, "z-1", {"name": "Zoe Quist", "email": "zoe@example.com"}, "hi")
+    otto = post(client, world, "o-1", {"name": "Otto Nm", "email": "otto@example.com"}, "hey")
+    merged_twin(client, world, zoe["customer_id"])
+    Worker(database, settings).run_until_idle()  # what the messages queued, done
+    with database.session() as db:
+        # A row of hers, and one of Otto's, in every table an erasure reads or deletes.
+        for said in (zoe, otto):
+            who, conv = said["customer_id"], said["conversation_id"]
+            db.add_all(
+                [
+                    Event(workspace_id=ws, customer_id=who, type="Viewed"),
+                    Order(workspace_id=ws, customer_id=who, order_id=f"order-{who}"),
+                    CustomerTag(workspace_id=ws, customer_id=who, tag="vip"),
+                    Consent(
+                        workspace_id=ws,
+                        customer_id=who,
+                        channel="email",
+                        purpose="marketing",
+                        granted=True,
+                    ),
+                    CustomerNote(workspace_id=ws, customer_id=who, text="a note"),
+                    Notification(
+                        workspace_id=ws, user_id=alice, kind="mention", conversation_id=conv
+                    ),
+                    ReadMarker(user_id=alice, conversation_id=conv),
+                    UnansweredQuestion(workspace_id=ws, conversation_id=conv, text="?"),
+                    BotConversation(workspace_id=ws, conversation_id=conv),
+                    ConversationLabel(workspace_id=ws, conversation_id=conv, label="vip"),
+                    Upload(
+                        workspace_id=ws,
+                        customer_id=who,
+                        filename="a.pdf",
+                        content_type="application/pdf",
+                        size=1,
+                        sha256="0" * 64,
+                        storage_key=f"key-{who}",
+                    ),
+                    Visitor(
+                        workspace_id=ws,
+                        inbox_id=world.acme.inbox.id,
+                        token_hash=f"token-{who}",
+                        customer_id=who,
+                    ),
+                    AuditLog(
+                        workspace_id=ws,
+                        action="customer.tags",
+                        target_type="customer",
+                        target_id=who,
+                        data={"tags": ["vip"]},
+                    ),
+                    UnparsedPayload(
+                        workspace_id=ws, inbox_id=world.acme.inbox.id, body=who, error="?"
+                    ),
+                ]
+            )
+        db.add(
+            MergeSuggestion(
+                workspace_id=ws,
+                left_id=min(zoe["customer_id"], otto["customer_id"]),
+                right_id=max(zoe["customer_id"], otto["customer_id"]),
+                probability=0.5,
+            )
+        )
+        intent = Intent(workspace_id=ws, name="greeting")
+        db.add(intent)
+        db.flush()
+        for said in (zoe, otto):
+            db.add(
+                IntentExample(
+                    workspace_id=ws, intent_id=intent.id, text="hi", message_id=said["id"]
+                )
+            )
+        db.add(TriageModel(workspace_id=ws, kind="category", model=b"learnt"))
+        # She wrote in Otto's conversation too (copied on his mail), which listed her.
+        db.add(
+            ConversationGuest(
+                workspace_id=ws,
+                conversation_id=otto["conversation_id"],
+                customer_id=zoe["customer_id"],
+            )
+        )
+        db.add(
+            Message(
+                workspace_id=ws,
+                conversation_id=otto["conversation_id"],
+                inbox_id=world.acme.inbox.id,
+                direction="inbound",
+                sender_type="customer",
+                sender_id=zoe["customer_id"],
+                text="me too",
+            )
+        )
+        his = db.get(Message, otto["id"])
+        assert his is not None
+        his.meta = {**his.meta, "email": {"from": "otto@example.com", "cc": ["zoe@example.com"]}}
+        hook = Webhook(workspace_id=ws, url="https://hooks.example/", secret_encrypted="x")
+        db.add(hook)
+        db.flush()
+        call = WebhookDelivery(
+            workspace_id=ws,
+            webhook_id=hook.id,
+            event="customer.updated",
+            payload={"id": zoe["customer_id"]},
+        )
+        db.add(call)
+        db.flush()
+        enqueue(db, name="webhook_deliver", args={"delivery_id": call.id}, workspace_id=ws)
+
+    with sqlite_plans(database, "") as plans:
+        r = client.delete(f"/api/v1/customers/{zoe['customer_id']}", headers=auth(world.alice))
+        assert r.status_code == 204, r.text
+    with database.session() as db:  # the trainings read the whole workspace, as they must
+        db.execute(
+            update(Job)
+            .where(Job.name.in_(("bot_train", "train_triage")))
+            .values(state=JobState.done)
+        )
+    with sqlite_plans(database, "") as copies:
+        Worker(database, settings).run_until_idle()  # erase_copies
+    assert count(database, Customer, Customer.id == zoe["customer_id"]) == 0
+    assert count(database, IntentExample) == 1  # Otto's
+
+    steps = [(s, step) for s, plan in [*plans, *copies] for step in plan.split(" | ")]
+    assert not [(s, step) for s, step in steps if reads_too_much(step)]
+    [taught] = [plan for s, plan in plans if s.startswith("DELETE FROM bot_intent_examples")]
+    assert taught.startswith("SEARCH bot_intent_examples USING INDEX ix_bot_examples_message")
+    # And what the database deletes with what it deleted, row by row.
+    deleted = {m.group(1) for s, _ in plans if (m := re.match(r"DELETE FROM (\w+)", s))}
+    assert {"customers", "messages", "bot_intent_examples"} <= deleted
+    with database.engine.connect() as conn:
+        cascaded = deleted_with(conn, deleted)
+        assert {"conversations", "notifications", "conversation_reads"} <= cascaded
+        for table in sorted(cascaded):
+            explain = f"EXPLAIN QUERY PLAN DELETE FROM {table} WHERE rowid = 1"  # noqa: S608
+            plan = conn.exec_driver_sql(explain)
+            too_much = [row[-1] for row in plan if reads_too_much(row[-1])]
+            assert not too_much, (table, too_much)

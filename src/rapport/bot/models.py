@@ -3,7 +3,16 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -28,7 +37,17 @@ class Intent(Base):
 
 class IntentExample(Base):
     __tablename__ = "bot_intent_examples"
-    __table_args__ = (Index("ix_bot_examples_intent", "intent_id"),)
+    __table_args__ = (
+        Index("ix_bot_examples_intent", "intent_id"),
+        # An erasure deletes the phrasings taught from the person's messages: found by
+        # them, not by reading every phrasing. Most were typed, and name no message.
+        Index(
+            "ix_bot_examples_message",
+            "message_id",
+            sqlite_where=text("message_id IS NOT NULL"),
+            postgresql_where=text("message_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
@@ -79,7 +98,11 @@ class UnansweredQuestion(Base):
     """A question the bot could not answer: work for the knowledge-base team."""
 
     __tablename__ = "bot_unanswered"
-    __table_args__ = (Index("ix_bot_unanswered_ws", "workspace_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_bot_unanswered_ws", "workspace_id", "created_at"),
+        # A conversation deleted (an erasure) deletes its questions: found by it.
+        Index("ix_bot_unanswered_conversation", "conversation_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))

@@ -410,6 +410,9 @@ class ReadMarker(Base):
     """When an agent last read a conversation: what makes it unread for them."""
 
     __tablename__ = "conversation_reads"
+    # The key leads with the member: a conversation deleted found its markers by reading
+    # every member's.
+    __table_args__ = (Index("ix_conversation_reads_conversation", "conversation_id"),)
 
     user_id: Mapped[str] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True

@@ -4,7 +4,17 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Enum, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -32,6 +42,14 @@ class Customer(Base):
     __tablename__ = "customers"
     __table_args__ = (
         Index("ix_customers_ws_last_seen", "workspace_id", "last_seen_at"),
+        # The records merged into one (``service.person_ids``, and the database's own SET
+        # NULL when one is deleted): few customers were ever merged.
+        Index(
+            "ix_customers_merged_into",
+            "merged_into_id",
+            sqlite_where=text("merged_into_id IS NOT NULL"),
+            postgresql_where=text("merged_into_id IS NOT NULL"),
+        ),
         # PostgreSQL: the attribute filter's JSONB containment (``service.attribute_is``),
         # where a rare value walked every customer. Not on SQLite, whose filter reads each
         # row's JSON and cannot use an index of it.
@@ -111,7 +129,10 @@ class CustomerMerge(Base):
     """One merge, with everything it moved, so that it can be undone exactly."""
 
     __tablename__ = "customer_merges"
-    __table_args__ = (Index("ix_customer_merges_survivor", "survivor_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_customer_merges_survivor", "survivor_id", "created_at"),
+        Index("ix_customer_merges_merged", "merged_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
@@ -143,6 +164,9 @@ class MergeSuggestion(Base):
         UniqueConstraint("workspace_id", "left_id", "right_id"),
         Index("ix_merge_suggestions_ws_status", "workspace_id", "status", "probability"),
         Index("ix_merge_suggestions_right", "right_id"),
+        # The unique key's left_id comes after the workspace: a customer deleted found its
+        # suggestions by reading them all.
+        Index("ix_merge_suggestions_left", "left_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

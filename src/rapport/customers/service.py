@@ -42,7 +42,7 @@ from rapport.customers.models import (
     IdentityKind,
 )
 from rapport.customers.schemas import CustomerCreate, CustomerUpdate, EventCreate, TimelineEntry
-from rapport.db import hold, hold_many, lock_in_order, utcnow
+from rapport.db import hold, hold_many, lock_in_order, unindexed, utcnow
 from rapport.events.models import Order
 from rapport.problems import Conflict, Invalid, NotFound
 from rapport.realtime.service import emit
@@ -615,7 +615,9 @@ def person_ids(db: Session, root: Customer) -> list[str]:
         merged = db.scalars(
             select(Customer.id)
             .where(
-                Customer.workspace_id == root.workspace_id, Customer.merged_into_id.in_(frontier)
+                # By the index of the records merged, not the workspace's customers.
+                unindexed(Customer.workspace_id) == root.workspace_id,
+                Customer.merged_into_id.in_(frontier),
             )
             .order_by(Customer.created_at, Customer.id)
         )

@@ -20,6 +20,8 @@ class Notification(Base):
             sqlite_where=text("read_at IS NULL"),
             postgresql_where=text("read_at IS NULL"),
         ),
+        # A conversation deleted (an erasure) deletes its notifications: found by it.
+        Index("ix_notifications_conversation", "conversation_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

@@ -59,7 +59,7 @@ from rapport.conversations.models import (
 )
 from rapport.customers import merge
 from rapport.customers.models import Customer, CustomerMerge, Identity, IdentityKind
-from rapport.db import on_commit, utcnow
+from rapport.db import on_commit, unindexed, utcnow
 from rapport.jobs.models import Job, JobState
 from rapport.jobs.registry import JobContext, job
 from rapport.jobs.service import enqueue
@@ -93,7 +93,7 @@ def erase_customer(db: Session, *, customer: Customer) -> Erasure:
     conversations = list(
         db.scalars(
             select(Conversation.id).where(
-                Conversation.workspace_id == ws, Conversation.customer_id.in_(person)
+                unindexed(Conversation.workspace_id) == ws, Conversation.customer_id.in_(person)
             )
         )
     )
@@ -214,7 +214,7 @@ def _blank_audit(db: Session, *, workspace_id: str, person: set[str]) -> None:
     )
     rows = db.scalars(
         select(AuditLog).where(
-            AuditLog.workspace_id == workspace_id,
+            unindexed(AuditLog.workspace_id) == workspace_id,  # by the target's index
             AuditLog.action.in_(_TYPED),
             AuditLog.target_type == "customer",
             or_(AuditLog.target_id.in_(person), AuditLog.target_id.in_(survivors)),
@@ -270,7 +270,8 @@ def _handles(db: Session, workspace_id: str, person: set[str]) -> set[str]:
     found = set(
         db.scalars(
             select(Identity.value).where(
-                Identity.workspace_id == workspace_id, Identity.customer_id.in_(person)
+                unindexed(Identity.workspace_id) == workspace_id,
+                Identity.customer_id.in_(person),
             )
         )
     )
@@ -286,7 +287,7 @@ def _addresses(db: Session, workspace_id: str, person: set[str]) -> set[str]:
     found = set(
         db.scalars(
             select(Identity.value).where(
-                Identity.workspace_id == workspace_id,
+                unindexed(Identity.workspace_id) == workspace_id,
                 Identity.customer_id.in_(person),
                 Identity.kind == IdentityKind.email,
             )
@@ -335,7 +336,7 @@ def _erase_visitors(db: Session, *, workspace_id: str, person: set[str]) -> list
     widget's call links the two, and a visitor left behind in that moment would bring its
     handle, name and email back as a new customer with its next message."""
     handles = select(Identity.value).where(
-        Identity.workspace_id == workspace_id,
+        unindexed(Identity.workspace_id) == workspace_id,
         Identity.customer_id.in_(person),
         Identity.kind == IdentityKind.webchat,
     )
@@ -372,7 +373,9 @@ def _live_jobs(db: Session, *, workspace_id: str) -> list[Row[Any]]:
         db.execute(
             select(Job.id, Job.name, Job.args).where(
                 Job.state.in_(_SETTLED),
-                Job.workspace_id == workspace_id,
+                # By the claim index's state: the workspace's own index holds its done jobs
+                # too, days of them (every message queues some).
+                unindexed(Job.workspace_id) == workspace_id,
                 Job.name != "erase_copies",
             )
         )
@@ -445,7 +448,9 @@ def _train_again(db: Session, name: str, workspace_id: str) -> None:
     """Queue a training of the workspace, unless one is queued and not started yet: it reads
     what is left when it runs, so a burst of erasures costs one training, not one each."""
     waiting = select(Job.id).where(
-        Job.name == name, Job.workspace_id == workspace_id, Job.state == JobState.queued
+        Job.name == name,
+        unindexed(Job.workspace_id) == workspace_id,  # the queued jobs, by the claim index
+        Job.state == JobState.queued,
     )
     if db.scalar(waiting.limit(1)) is None:
         enqueue(db, name=name, args={"workspace_id": workspace_id}, workspace_id=workspace_id)

@@ -11,7 +11,13 @@ from rapport.db import Base, new_id, utcnow
 
 class AuditLog(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_ws_time", "workspace_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_audit_log_ws_time", "workspace_id", "created_at"),
+        # The entries about one record (an erasure blanks what agents typed about the
+        # person; a merge of conversations, a lock-out look theirs up): a workspace's log
+        # is years of entries.
+        Index("ix_audit_log_target", "target_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))

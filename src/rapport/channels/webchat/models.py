@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.db import Base, new_id, utcnow
@@ -10,6 +10,16 @@ from rapport.db import Base, new_id, utcnow
 
 class Visitor(Base):
     __tablename__ = "webchat_visitors"
+    # An erasure deletes the visitors who spoke for the person (and the database sets the
+    # customer of any left to NULL): found by them. Most visitors never wrote.
+    __table_args__ = (
+        Index(
+            "ix_webchat_visitors_customer",
+            "customer_id",
+            sqlite_where=text("customer_id IS NOT NULL"),
+            postgresql_where=text("customer_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
