@@ -14,7 +14,7 @@ from rapport import outbound
 from rapport.auth.ratelimit import RateLimiter
 from rapport.channels import base, email, health, media
 from rapport.channels.models import Inbox
-from rapport.conversations import files, sla
+from rapport.conversations import addresses, files, sla
 from rapport.conversations.models import (
     Conversation,
     DeliveryStatus,
@@ -834,6 +834,18 @@ def _mark(
         return True
 
 
+def _still_listed(report: dict[str, object], meta: dict[str, Any]) -> dict[str, object]:
+    """A send's report with only the refused copies the message still lists (``meta``, as
+    it is now): the send read its lists before it went, and an erasure committed meanwhile
+    took the person's address out of them, which the report would put back."""
+    refused = report.get("refused_copies")
+    if not isinstance(refused, list):
+        return report
+    mail = meta.get("email") or {}
+    copies = {addresses.written(a) for k in ("cc", "bcc") for a in mail.get(k) or []}
+    return {**report, "refused_copies": [a for a in refused if addresses.written(a) in copies]}
+
+
 def _set_status(
     db: Session,
     msg: Message,
@@ -849,7 +861,7 @@ def _set_status(
         _take_over_copy(db, msg, external_id)
         msg.external_id = external_id
     if meta:
-        msg.meta = {**msg.meta, "delivery": meta}
+        msg.meta = {**msg.meta, "delivery": _still_listed(meta, msg.meta)}
     emit(
         db,
         workspace_id=msg.workspace_id,

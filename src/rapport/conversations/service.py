@@ -1183,6 +1183,9 @@ def also_received(db: Session, *, message: Message, inbox_id: str) -> None:
     workspace's inboxes too: that inbox is added to its ``meta.email.also_received_by``,
     and agents' open pages hear of it (``message.updated``), the copy often coming after
     the page drew the message (each mailbox polled on its own)."""
+    # Held, and read as it is now (PostgreSQL): an erasure committed since it was read took
+    # an address out of its lists, which writing the copy read back would put back.
+    hold(db, Message, message.id)
     kept = (message.meta or {}).get("email") or {}
     reached = list(kept.get("also_received_by") or [])
     if inbox_id in reached:
@@ -2059,6 +2062,11 @@ def update_delivery(
         msg = db.scalar(
             select(Message).where(Message.inbox_id == inbox_id, Message.external_id == external_id)
         )
+        if msg is not None:
+            # Held, and read as it is now (PostgreSQL), before its meta is written back: an
+            # erasure committed since this read took an address out of a mail's lists, and
+            # the receipt would put it back.
+            hold(db, Message, msg.id)
     if msg is None or msg.direction != Direction.outbound:
         return None
     _settle(db, msg, status, error, at)

@@ -320,8 +320,14 @@ def _unlist(db: Session, *, workspace_id: str, erased: set[str]) -> None:
     keys = {addresses.key(a) for a in erased}
     theirs = (MessageAddress.workspace_id == workspace_id, MessageAddress.address_key.in_(keys))
     listing = select(MessageAddress.message_id).where(*theirs)
+    # Held (PostgreSQL), in id order as every writer of a mail's lists holds them: a bounce
+    # or a receipt holding one writes it first, and it is read here as that left it (read
+    # before, the scrubbed copy written over it lost what that one wrote).
     for msg in db.scalars(
-        select(Message).where(Message.id.in_(listing), Message.workspace_id == workspace_id)
+        select(Message)
+        .where(Message.id.in_(listing), Message.workspace_id == workspace_id)
+        .order_by(Message.id)
+        .with_for_update(key_share=True)
     ):
         meta = addresses.without(msg.meta, erased)
         if meta != msg.meta:

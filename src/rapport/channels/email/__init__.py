@@ -40,7 +40,7 @@ from rapport.conversations.models import (
 from rapport.customers import duplicates
 from rapport.customers.identity import InvalidHandle, handle, normalize
 from rapport.customers.models import ConsentChannel, Customer, IdentityKind
-from rapport.db import one_at_a_time, utcnow
+from rapport.db import hold, one_at_a_time, utcnow
 from rapport.ingest import (
     InboundAttachment,
     InboundMessage,
@@ -436,14 +436,19 @@ def store_email(
         # A bounce of our own message: the customer never got it, unless the report names
         # only addresses it copied (kept as ``meta.email.bounced``; the customer had it).
         failed = set(parsed.bounced_to)
-        for ours in db.scalars(
-            select(Message).where(
+        found = db.scalars(
+            select(Message.id).where(
                 Message.inbox_id.in_(_inboxes_of(db, inbox.workspace_id)),
                 Message.workspace_id == inbox.workspace_id,
                 Message.direction == Direction.outbound,
                 Message.external_id.in_(bounced),
             )
-        ):
+        ).all()
+        # Held, and read as they are now (PostgreSQL): an erasure committed since a copy was
+        # read takes an address out of these lists, and writing that copy back with the
+        # bounce would put it back.
+        hold(db, Message, *found)
+        for ours in db.scalars(select(Message).where(Message.id.in_(found))):
             kept = (ours.meta or {}).get("email") or {}
             copied = {*(kept.get("cc") or []), *(kept.get("bcc") or [])}
             if failed & copied:  # copies it names are known as bounced, whatever else
