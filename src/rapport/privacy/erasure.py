@@ -314,7 +314,12 @@ def _unlist(db: Session, *, workspace_id: str, erased: set[str]) -> None:
     job either: until it ran, the reply form, the copies the API shows and a reply queued
     meanwhile would still offer, show or mail the address. The flush takes the rows of the
     addresses gone from each mail with them (``addresses``); any left of theirs (a row
-    whose mail no longer listed them) go after."""
+    whose mail no longer listed them) go after.
+
+    A mail with no rows is not found: one that code older than the index stored while
+    migration 0040 ran (an upgrade with that code still taking mail, which the README rules
+    out). No cheaper search reaches it: the mails of the conversations they wrote in could
+    be read, but a mail that only copied them is linked to them by nothing but the address."""
     if not erased:
         return
     keys = {addresses.key(a) for a in erased}
