@@ -1,7 +1,7 @@
 """An erasure finds every row it reads or deletes by an index: the columns that had none
 
 Revision ID: 0043
-Revises: 0041
+Revises: 0042
 Create Date: 2026-12-07 14:00:00
 
 An erasure runs in one transaction, which on SQLite holds the one write lock every
@@ -36,7 +36,7 @@ from alembic import op
 from rapport.migrate import build_index
 
 revision: str = "0043"
-down_revision: str | None = "0041"
+down_revision: str | None = "0042"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
