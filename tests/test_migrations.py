@@ -890,7 +890,7 @@ def test_what_an_erasure_looks_up_is_indexed_and_downgrades_without_it(empty_url
             assert found["column_names"] == [column], name
             where = found.get("dialect_options", {}).get(f"{dialect}_where")
             assert (f"{column} IS NOT NULL" in str(where)) == partial, (name, where)
-    command.downgrade(migrate.config(empty_url), "0041")
+    command.downgrade(migrate.config(empty_url), "0042")
     for name, (table, _, _) in added.items():
         assert name not in _indexes(db, table)
     db.dispose()
